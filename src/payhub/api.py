@@ -1,0 +1,349 @@
+"""The public contracts for plugin authors: models, base classes and errors.
+
+A plugin is an ordinary pip package that registers a class in one of the entry-point groups
+
+* ``payhub.sources``     -> a :class:`Source` subclass
+* ``payhub.calculators`` -> a :class:`Calculator` subclass
+* ``payhub.rails``       -> a :class:`Rail` subclass
+* ``payhub.hooks``       -> an object or module with ``@hookimpl`` functions (see :mod:`payhub.hookspecs`)
+
+and is enabled by naming it in the settings file. Each class declares a pydantic ``settings_model`` (sources, rails)
+or ``params_model`` (calculators); the core validates the plugin's settings section against it at start-up.
+
+Contracts are synchronous and batch-shaped. The core owns threads, transactions, retries and the audit log;
+a plugin only talks to its system. Anything a plugin raises other than the errors below is treated as a bug in
+that plugin: its work is marked failed with the message, and the rest of payhub goes on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Protocol
+
+import pluggy
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+
+from payhub.errors import (
+    CalculationError,
+    InvalidRecord,
+    PermanentRailError,
+    PermanentSourceError,
+    RetryableRailError,
+    TransientSourceError,
+    UnknownOutcomeError,
+)
+
+__all__ = [
+    "Calculator",
+    "Amount",
+    "CalculationError",
+    "ConfigPath",
+    "Event",
+    "FetchResult",
+    "FxRate",
+    "History",
+    "InvalidRecord",
+    "NoSettings",
+    "Outcome",
+    "Payee",
+    "PayoutInstruction",
+    "PermanentRailError",
+    "PermanentSourceError",
+    "PluginSettings",
+    "Rail",
+    "RailCapabilities",
+    "RailResult",
+    "RetryableRailError",
+    "RewardLine",
+    "ScreenDecision",
+    "Source",
+    "SourceRecord",
+    "TransientSourceError",
+    "UnknownOutcomeError",
+    "hookimpl",
+]
+
+hookimpl = pluggy.HookimplMarker("payhub")
+"""Decorator for hook implementations in ``payhub.hooks`` plugins."""
+
+
+class PluginSettings(BaseModel):
+    """Base for plugin settings models: unknown keys are errors, values are validated, secrets are SecretStr."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(PluginSettings):
+    """For plugins that take no settings."""
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path setting; relative paths are relative to the settings file's directory."""
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError(f'write decimal amounts as strings ("{value}"), a float is not exact')
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_no_float)]
+"""A decimal setting given as a string or integer; floats are refused because they are not exact."""
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One trigger as a source read it, before validation.
+
+    Its dedup key is ``<source name>:<object_type>:<object_id>:<transition>``; give every business transition of a
+    CRM object its own stable ``transition`` (``won``, ``registered``, ``refunded``) so re-reading it adds nothing.
+    Fields may hold raw text: the core parses ``occurred_at`` (ISO 8601) and ``amount`` (decimal text) and
+    quarantines the record with a reason when anything is wrong. Set ``problem`` when the source already knows
+    the record is malformed; ``raw`` is the original text, kept for the quarantine listing.
+    """
+
+    object_type: str
+    object_id: str
+    transition: str
+    event_type: str
+    occurred_at: datetime | str | None
+    payee_id: str | None
+    amount: Decimal | str | None = None
+    currency: str | None = None
+    partner_id: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    raw: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one :meth:`Source.fetch` call read.
+
+    ``cursor`` is opaque text the core stores in the same transaction as ``records`` and passes to the next fetch.
+    ``more`` is true when further records are ready now (the core fetches again without waiting for the interval).
+    """
+
+    records: Sequence[SourceRecord]
+    cursor: str | None
+    more: bool = False
+
+
+class Source(ABC):
+    """Pulls trigger events from a system, incrementally, from a resumable cursor.
+
+    ``fetch`` must be safe to repeat from the same cursor (a crash may lose the cursor of the last call but never
+    its records, which dedup by key). Raise TransientSourceError for passing trouble, PermanentSourceError for
+    problems an admin must fix.
+    """
+
+    settings_model: ClassVar[type[PluginSettings]] = NoSettings
+
+    def __init__(self, name: str, settings: PluginSettings) -> None:
+        self.name = name
+        self.settings = settings
+
+    @abstractmethod
+    def fetch(self, cursor: str | None, limit: int) -> FetchResult:
+        """Return at most ``limit`` records after ``cursor`` and the cursor to continue from."""
+
+    def close(self) -> None:
+        """Release connections; called once at shutdown."""
+
+
+# ----------------------------------------------------------------------------------------------- calculators
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated trigger event, as calculators see it. ``amount`` is exact; ``occurred_at`` is aware UTC."""
+
+    id: int
+    key: str
+    source: str
+    object_type: str
+    object_id: str
+    transition: str
+    event_type: str
+    occurred_at: datetime
+    payee_id: str
+    partner_id: str | None
+    amount: Decimal | None
+    currency: str | None
+    attributes: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RewardLine:
+    """One reward a calculator grants. The core rounds ``amount`` to the currency's minor units once."""
+
+    payee_id: str
+    amount: Decimal
+    currency: str
+    description: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class History(Protocol):
+    """Read-only view of what was already rewarded, for caps and tiers."""
+
+    def total_rewarded(
+        self, program: str, payee_id: str, currency: str, since: datetime | None = None
+    ) -> Decimal:
+        """Sum of the rewards of ``program`` to ``payee_id`` in ``currency`` (since ``since``, if given)."""
+        ...
+
+
+class Calculator(ABC):
+    """Turns an event into reward lines for one program. Pure and deterministic: same inputs, same lines.
+
+    One instance is made per program, with that program's validated ``params``. Raise CalculationError (the
+    reason is recorded) when the event cannot be rewarded; return an empty list when it is simply not eligible.
+    """
+
+    params_model: ClassVar[type[PluginSettings]] = NoSettings
+
+    def __init__(self, program: str, params: PluginSettings) -> None:
+        self.program = program
+        self.params = params
+
+    @abstractmethod
+    def calculate(self, event: Event, history: History) -> list[RewardLine]:
+        """Reward lines for ``event`` under this program (possibly none)."""
+
+
+# ---------------------------------------------------------------------------------------------------- rails
+
+
+@dataclass(frozen=True, slots=True)
+class Payee:
+    """Who is paid, and how. ``details`` holds rail-specific payout details (account, IBAN, email...)."""
+
+    id: str
+    name: str
+    country: str | None = None
+    currency: str | None = None
+    email: str | None = None
+    rail: str | None = None
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutInstruction:
+    """One payout to send. ``idempotency_key`` is fixed before the first attempt and identical on every attempt."""
+
+    payout_id: int
+    idempotency_key: str
+    payee: Payee
+    amount: Decimal
+    currency: str
+    reference: str
+    created_at: datetime
+
+
+class Outcome(StrEnum):
+    """What a rail says happened to one payout."""
+
+    ACCEPTED = "accepted"  # the rail has it; settlement follows (or, for export rails, is out of band)
+    PAID = "paid"  # final: the money reached the payee
+    REJECTED = "rejected"  # final: refused, never retried
+    RETURNED = "returned"  # final: paid, then returned; the money is owed again
+    RETRY = "retry"  # not accepted; trying again may succeed
+    UNKNOWN = "unknown"  # may or may not have been accepted
+
+
+@dataclass(frozen=True, slots=True)
+class RailResult:
+    """The outcome of one payout, from :meth:`Rail.send` or :meth:`Rail.lookup`."""
+
+    idempotency_key: str
+    outcome: Outcome
+    provider_ref: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RailCapabilities:
+    """What the provider behind a rail guarantees; the core decides from this when a retry is safe.
+
+    ``lookup``: :meth:`Rail.lookup` can find a payout by its idempotency key (required to resolve unknown outcomes
+    automatically). ``dedup_field`` / ``dedup_window``: the provider drops a repeated key within this window.
+    ``countries`` / ``currencies``: what it serves (None = any). ``max_batch``: most instructions per send call.
+    """
+
+    lookup: bool
+    reports_status: bool = False
+    dedup_field: str | None = None
+    dedup_window: timedelta | None = None
+    countries: frozenset[str] | None = None
+    currencies: frozenset[str] | None = None
+    max_batch: int = 100
+
+
+class Rail(ABC):
+    """Disburses payout instructions through one provider.
+
+    ``send`` returns one RailResult per instruction (any order). Raise RetryableRailError when nothing was
+    accepted, UnknownOutcomeError when the request may have been accepted (timeout after sending), or
+    PermanentRailError when the whole batch was refused; these apply to every instruction of the call.
+    ``lookup`` answers, for each key, the payout's current RailResult or None if the rail never received it.
+    """
+
+    settings_model: ClassVar[type[PluginSettings]] = NoSettings
+
+    def __init__(self, name: str, settings: PluginSettings) -> None:
+        self.name = name
+        self.settings = settings
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> RailCapabilities:
+        """The provider's guarantees."""
+
+    @abstractmethod
+    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
+        """Submit ``instructions``; each carries its fixed idempotency key."""
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
+        """Current state of each payout by idempotency key; None when the rail has never seen the key."""
+        raise NotImplementedError(f"rail {self.name!r} cannot look payouts up")
+
+    def close(self) -> None:
+        """Release connections; called once at shutdown."""
+
+
+# ---------------------------------------------------------------------------------------------------- hooks
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenDecision:
+    """A screening hook's verdict on a payout: ``allow=False`` holds it with ``reason``."""
+
+    allow: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FxRate:
+    """A conversion rate: 1 ``base`` = ``rate`` ``quote``, published by ``source`` for ``rate_date``."""
+
+    base: str
+    quote: str
+    rate: Decimal
+    source: str
+    rate_date: date

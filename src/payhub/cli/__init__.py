@@ -1,0 +1,79 @@
+"""The ``payhub`` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from payhub import __version__
+from payhub.cli.output import err_console
+from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
+from payhub.runtime import Runtime
+from payhub.settings import Settings, load_settings
+
+
+class Context:
+    """Lazily loaded settings and runtime shared by subcommands."""
+
+    def __init__(self, config: str | None, actor: str | None) -> None:
+        self.config = config
+        self.actor = actor
+        self._settings: Settings | None = None
+        self._rt: Runtime | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+    def runtime(self, *, plugins: bool = False, schema: bool = True) -> Runtime:
+        if self._rt is None:
+            self._rt = Runtime.for_cli(self.settings, self.actor)
+            if schema:
+                self._rt.require_schema()
+            if plugins:
+                self._rt.load_plugins()
+        return self._rt
+
+
+def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn payhub's own errors into a clear message and an exit code instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            err_console.print("[bold red]configuration error[/bold red]")
+            for key, message in exc.problems:
+                err_console.print(f"  {key or '(file)'}: {message}", markup=False, highlight=False)
+            sys.exit(2)
+        except SchemaOutOfDateError as exc:
+            err_console.print(f"[bold red]database not ready:[/bold red] {exc}", highlight=False)
+            sys.exit(3)
+        except PayhubError as exc:
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", envvar="PAYHUB_CONFIG", type=click.Path(dir_okay=False),
+              help="Settings file (default: $PAYHUB_CONFIG, then ./payhub.toml).")
+@click.option("--actor", help="Name recorded in the audit log for this command (default: user:<login>).")
+@click.version_option(__version__, prog_name="payhub")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, actor: str | None) -> None:
+    """payhub: pay channel-partner incentives from CRM triggers, exactly once, with an audit trail."""
+    ctx.obj = Context(config, actor)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+from payhub.cli import admin, audit, daemon, lists  # noqa: E402,F401  (registers the subcommands)

@@ -1,0 +1,133 @@
+"""``payhub events|rewards|payouts list``, ``payhub rewards release`` and ``payhub explain``."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select, update
+
+from payhub import reports
+from payhub.cli import Context, fail_cleanly, main, pass_ctx
+from payhub.cli.output import FORMATS, console, render, to_json
+from payhub.clock import utcnow
+from payhub.db.schema import rewards as rewards_table
+from payhub.errors import PayhubError
+
+limit_option = click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
+                            help="Newest rows first, at most this many.")
+format_option = click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+
+
+@main.group()
+def events() -> None:
+    """Trigger events read from the sources."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["ingested", "calculated", "quarantined"]))
+@click.option("--source")
+@limit_option
+@format_option
+@pass_ctx
+@fail_cleanly
+def events_list(ctx: Context, status: str | None, source: str | None, limit: int, fmt: str) -> None:
+    """List events; quarantined ones show their reason."""
+    with ctx.runtime().engine.connect() as conn:
+        rows = reports.list_events(conn, status, source, limit)
+    columns = None if fmt != "table" else ["id", "source", "object", "type", "payee", "amount", "currency",
+                                           "status", "reason"]
+    render(rows, fmt, columns, title="events")
+
+
+@main.group()
+def rewards() -> None:
+    """Rewards calculated from events."""
+
+
+@rewards.command("list")
+@click.option("--status", type=click.Choice(["pending", "held", "scheduled", "sent", "paid"]))
+@click.option("--payee")
+@click.option("--program")
+@limit_option
+@format_option
+@pass_ctx
+@fail_cleanly
+def rewards_list(ctx: Context, status: str | None, payee: str | None, program: str | None, limit: int,
+                 fmt: str) -> None:
+    """List rewards; held ones show why."""
+    with ctx.runtime().engine.connect() as conn:
+        render(reports.list_rewards(conn, status, payee, program, limit), fmt, title="rewards")
+
+
+@rewards.command("release")
+@click.argument("reward_ids", nargs=-1, type=int, required=True)
+@click.option("--reason", required=True, help="Why the hold no longer applies (recorded in the audit log).")
+@pass_ctx
+@fail_cleanly
+def rewards_release(ctx: Context, reward_ids: tuple[int, ...], reason: str) -> None:
+    """Move held rewards back to pending, e.g. after fixing a payee's details when their payout failed."""
+    rt = ctx.runtime()
+    with rt.transaction() as tx:
+        rows = tx.conn.execute(select(rewards_table.c.id, rewards_table.c.status)
+                               .where(rewards_table.c.id.in_(reward_ids))).all()
+        found = {r.id: r.status for r in rows}
+        problems = [f"reward {i} " + ("does not exist" if i not in found else f"is {found[i]}, not held")
+                    for i in reward_ids if found.get(i) != "held"]
+        if problems:
+            raise PayhubError("; ".join(problems))
+        tx.conn.execute(update(rewards_table).where(rewards_table.c.id.in_(reward_ids)).values(
+            status="pending", hold_code=None, hold_reason=None, updated_at=utcnow()))
+        for reward_id in reward_ids:
+            tx.audit("reward.released", "reward", reward_id, {"reason": reason})
+    console.print(f"released {len(reward_ids)} reward(s)")
+
+
+@main.group()
+def payouts() -> None:
+    """Payouts sent through the rails."""
+
+
+@payouts.command("list")
+@click.option("--status", type=click.Choice(["scheduled", "sending", "retrying", "unknown", "unresolved", "sent",
+                                             "paid", "rejected", "returned", "failed", "held"]))
+@click.option("--rail")
+@limit_option
+@format_option
+@pass_ctx
+@fail_cleanly
+def payouts_list(ctx: Context, status: str | None, rail: str | None, limit: int, fmt: str) -> None:
+    """List payouts with their state, attempts and last reason."""
+    with ctx.runtime().engine.connect() as conn:
+        rows = reports.list_payouts(conn, status, rail, limit)
+    columns = None if fmt != "table" else ["id", "payee", "rail", "amount", "currency", "items", "status",
+                                           "attempts", "provider_ref", "reason"]
+    render(rows, fmt, columns, title="payouts")
+
+
+@main.command()
+@click.argument("reward_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_ctx
+@fail_cleanly
+def explain(ctx: Context, reward_id: int, fmt: str) -> None:
+    """Show how a reward was produced: the event's inputs, the program version, the calculator and result."""
+    with ctx.runtime().engine.connect() as conn:
+        data = reports.explain(conn, reward_id)
+    if data is None:
+        raise PayhubError(f"reward {reward_id} does not exist")
+    if fmt == "json":
+        click.echo(to_json(data))
+        return
+    r, p, e = data["reward"], data["program"], data["event"]
+    console.print(f"[bold]Reward {r['id']}[/bold]: {r['amount']} {r['currency']} to {r['payee']} ({r['status']})")
+    console.print(f"  {r['description']}", markup=False)
+    console.print(f"[bold]Program[/bold] {p['name']} version {p['version']}, calculator {p['calculator']}")
+    console.print(f"  parameters: {to_json(p['parameters'])}", markup=False)
+    console.print(f"[bold]Event[/bold] {e['id']} {e['key']}", highlight=False)
+    console.print(f"  {e['type']} at {e['occurred_at']}, amount {e['amount']} {e['currency']}, "
+                  f"payee {e['payee']}, partner {e['partner']}", markup=False)
+    if e["attributes"]:
+        console.print(f"  attributes: {to_json(e['attributes'])}", markup=False)
+    if r["payout"]:
+        console.print(f"[bold]Payout[/bold] {r['payout']}")
+    if r["hold_reason"]:
+        console.print(f"[yellow]Held[/yellow]: {r['hold_reason']}", markup=False)

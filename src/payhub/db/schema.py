@@ -1,0 +1,230 @@
+"""The database schema. The state columns are the work list: each stage reads rows in one state and moves them on.
+
+Amounts of rewards and payouts are integer minor units of their currency (see :mod:`payhub.money`); event amounts
+are the exact decimal text the source sent. Times are aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no offset, so it is restored on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use payhub.clock.utcnow()")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+payees = Table(
+    "payees",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("name", String(400), nullable=False),
+    Column("country", String(2)),
+    Column("currency", String(3)),
+    Column("email", String(400)),
+    Column("rail", String(100)),
+    Column("details", Text, nullable=False, default="{}"),  # JSON object of payout details
+    Column("fingerprint", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("cursor", Text),
+    Column("status", String(20), nullable=False, default="ok"),  # ok | failed
+    Column("reason", Text),
+    Column("last_polled_at", UTCDateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("key", String(600), nullable=False, unique=True),
+    Column("source", String(200), nullable=False),
+    Column("object_type", String(200), nullable=False),
+    Column("object_id", String(200), nullable=False),
+    Column("transition", String(100), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("occurred_at", UTCDateTime),
+    Column("payee_id", String(200)),
+    Column("partner_id", String(200)),
+    Column("amount", String(60)),  # exact decimal text
+    Column("currency", String(3)),
+    Column("attributes", Text, nullable=False, default="{}"),
+    Column("status", String(20), nullable=False),  # ingested | calculated | quarantined
+    Column("reason", Text),
+    Column("raw", Text),
+    Column("ingested_at", UTCDateTime, nullable=False),
+    Column("calculated_at", UTCDateTime),
+    Index("ix_events_status_id", "status", "id"),
+    Index("ix_events_object", "source", "object_type", "object_id"),
+)
+
+program_versions = Table(
+    "program_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("program", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("calculator", String(200), nullable=False),
+    Column("params", Text, nullable=False),  # canonical JSON of the program's section
+    Column("fingerprint", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program", "fingerprint"),
+    UniqueConstraint("program", "version"),
+)
+
+calculations = Table(
+    "calculations",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", ForeignKey("events.id"), nullable=False),
+    Column("program", String(200), nullable=False),
+    Column("program_version_id", ForeignKey("program_versions.id"), nullable=False),
+    Column("status", String(20), nullable=False),  # rewarded | not_eligible | failed
+    Column("reason", Text),
+    Column("calculated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program", "event_id"),  # invariant 2: calculated once per (program, event)
+)
+
+rewards = Table(
+    "rewards",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("calculation_id", ForeignKey("calculations.id"), nullable=False),
+    Column("event_id", ForeignKey("events.id"), nullable=False),
+    Column("program", String(200), nullable=False),
+    Column("payee_id", String(200), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("details", Text, nullable=False, default="{}"),
+    Column("status", String(20), nullable=False),  # pending | held | scheduled | sent | paid
+    Column("hold_code", String(40)),
+    Column("hold_reason", Text),
+    Column("payout_id", ForeignKey("payouts.id")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_rewards_status_payee", "status", "payee_id"),
+    Index("ix_rewards_event", "event_id"),
+    Index("ix_rewards_payout", "payout_id"),
+)
+
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(100), nullable=False, unique=True),
+    Column("payee_id", String(200), nullable=False),
+    Column("rail", String(100), nullable=False),
+    Column("route_reason", Text, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("item_count", Integer, nullable=False),
+    # scheduled | sending | unknown | sent | paid | rejected | returned | failed | held
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("provider_ref", String(200)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("checked_at", UTCDateTime),
+    Index("ix_payouts_status_rail", "status", "rail"),
+)
+
+payout_items = Table(
+    "payout_items",
+    metadata,
+    Column("payout_id", ForeignKey("payouts.id"), primary_key=True),
+    Column("reward_id", ForeignKey("rewards.id"), primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Index("ix_payout_items_reward", "reward_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("payout_id", ForeignKey("payouts.id"), nullable=False),
+    Column("kind", String(10), nullable=False),  # send | lookup
+    Column("number", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("outcome", String(20)),  # an api.Outcome value, or "not_found" for a lookup
+    Column("detail", Text),
+    Index("ix_attempts_payout", "payout_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("at", String(32), nullable=False),  # canonical UTC text, hashed as stored
+    Column("actor", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("subject_type", String(50), nullable=False),
+    Column("subject_id", String(600), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("origin", String(200), nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_subject", "subject_type", "subject_id"),
+    Index("ix_audit_at", "at"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)

@@ -1,0 +1,42 @@
+"""Hook specifications: cross-cutting behaviour plugins add with ``@payhub.api.hookimpl``.
+
+Hooks run in the daemon's process. A hook that raises is isolated: for ``payhub_screen_payout`` the payout is
+held (fail closed) with the error as reason; for the observers the error is logged and work goes on.
+Observers are called after the change they observe has been committed.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pluggy
+
+from payhub.api import FxRate, PayoutInstruction, ScreenDecision
+
+hookspec = pluggy.HookspecMarker("payhub")
+
+
+@hookspec
+def payhub_screen_payout(payout: PayoutInstruction) -> ScreenDecision | None:
+    """Screen a payout before its first attempt (sanctions, tax forms, caps); any denial holds it."""
+
+
+@hookspec(firstresult=True)
+def payhub_fx_rate(base: str, quote: str, on: date) -> FxRate | None:
+    """Return the rate to convert ``base`` into ``quote`` for the date ``on``, or None to let others answer."""
+
+
+@hookspec
+def payhub_payout_settled(payout: PayoutInstruction, outcome: str, provider_ref: str | None) -> None:
+    """Observe a payout the rail accepted or paid (``outcome`` is ``accepted`` or ``paid``)."""
+
+
+@hookspec
+def payhub_payout_failed(payout: PayoutInstruction, outcome: str, reason: str) -> None:
+    """Observe a payout that failed for good (``rejected``, ``returned``, retries exhausted, held by screening)."""
+
+
+@hookspec
+def payhub_audit_entry(entry: dict[str, Any]) -> None:
+    """Observe each committed audit entry (all fields, including ``seq`` and ``hash``), e.g. to stream it off-host."""

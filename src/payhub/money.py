@@ -1,0 +1,79 @@
+"""Money rules: ISO 4217 currencies, minor units and the one rounding rule.
+
+Amounts are :class:`decimal.Decimal` everywhere. Rewards and payouts are rounded to their currency's minor
+units with ``ROUND_HALF_UP`` (half a minor unit rounds away from zero), once, when a reward line is recorded.
+The database stores rounded amounts as integer minor units, so sums in SQL are exact.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
+
+import iso4217
+
+from payhub.errors import InvalidRecord
+
+ROUNDING = ROUND_HALF_UP
+
+
+@lru_cache(maxsize=512)
+def minor_units(currency: str) -> int:
+    """Number of decimal places of ``currency`` (JPY 0, EUR 2, BHD 3); raises InvalidRecord if not payable."""
+    try:
+        exponent = iso4217.Currency(currency).exponent
+    except ValueError:
+        raise InvalidRecord(f"unknown currency {currency!r} (not an ISO 4217 code)") from None
+    if exponent is None:
+        raise InvalidRecord(f"currency {currency!r} has no minor unit and cannot be paid")
+    return exponent
+
+
+def check_currency(currency: object) -> str:
+    """Return the upper-case ISO 4217 code or raise InvalidRecord."""
+    if not isinstance(currency, str) or not currency.strip():
+        raise InvalidRecord("currency is missing")
+    code = currency.strip().upper()
+    minor_units(code)
+    return code
+
+
+def parse_amount(value: object) -> Decimal:
+    """Parse an amount from text or Decimal; floats are refused (they are not exact)."""
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        amount = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            amount = Decimal(value.strip().replace("_", ""))
+        except InvalidOperation:
+            raise InvalidRecord(f"amount {value!r} is not a number") from None
+    else:
+        raise InvalidRecord(f"amount {value!r} must be a decimal string, not {type(value).__name__}")
+    if not amount.is_finite():
+        raise InvalidRecord(f"amount {value!r} is not a finite number")
+    return amount
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round ``amount`` to the minor units of ``currency`` with the one rounding rule."""
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUNDING)
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """Integer minor units of an amount already rounded to ``currency``; raises ValueError if it is not."""
+    scaled = amount.scaleb(minor_units(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{amount} has more decimals than {currency} allows")
+    return int(scaled)
+
+
+def from_minor(minor: int, currency: str) -> Decimal:
+    """Decimal amount of ``minor`` units of ``currency``."""
+    return Decimal(minor).scaleb(-minor_units(currency))
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    """``1234.50 EUR`` with exactly the currency's minor units."""
+    return f"{quantize(amount, currency)} {currency}"

@@ -1,0 +1,90 @@
+"""The payee registry: who gets paid and their payout details, synced from a CSV file.
+
+Columns: ``id`` and ``name`` (required), ``country`` (ISO 3166 alpha-2), ``currency``, ``email``, ``rail`` (a
+preferred rail); any other non-empty column (``iban``, ``bic``, ``account_number``…) is a payout detail. The file is
+re-read each pass; only changed payees are written, each change audited.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from payhub.api import Payee
+from payhub.audit import canonical_json
+from payhub.clock import utcnow
+from payhub.db.schema import payees
+from payhub.runtime import Runtime
+
+log = logging.getLogger(__name__)
+CORE_COLUMNS = ("id", "name", "country", "currency", "email", "rail")
+
+
+def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows for the payees table and a list of problems (one per bad line)."""
+    rows, problems, seen = [], [], set()
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        for line_no, record in enumerate(csv.DictReader(fh), start=2):
+            values = {k.strip().lower(): (v or "").strip() for k, v in record.items() if k}
+            if not values.get("id") or not values.get("name"):
+                problems.append(f"{path.name} line {line_no}: id and name are required")
+                continue
+            if values["id"] in seen:
+                problems.append(f"{path.name} line {line_no}: payee {values['id']!r} appears twice")
+                continue
+            seen.add(values["id"])
+            details = {k: v for k, v in values.items() if k not in CORE_COLUMNS and v}
+            row = {c: values.get(c) or None for c in CORE_COLUMNS}
+            row["name"] = values["name"]
+            row["country"] = row["country"].upper() if row["country"] else None
+            row["currency"] = row["currency"].upper() if row["currency"] else None
+            row["details"] = canonical_json(details)
+            row["fingerprint"] = hashlib.sha256(canonical_json(row).encode()).hexdigest()
+            rows.append(row)
+    return rows, problems
+
+
+def sync_payees(rt: Runtime) -> int:
+    """Bring the payees table in line with the payees file; return how many payees changed."""
+    path = rt.settings.payees.file
+    if path is None:
+        return 0
+    file = rt.settings.resolve(path)
+    if not file.exists():
+        log.warning("payees file %s does not exist", file)
+        return 0
+    rows, problems = read_payees(file)
+    for problem in problems:
+        log.warning("payees: %s", problem)
+    with rt.transaction() as tx:
+        known = dict(tx.conn.execute(select(payees.c.id, payees.c.fingerprint)).all())
+        changed = [row for row in rows if known.get(row["id"]) != row["fingerprint"]]
+        now = utcnow()
+        for row in changed:
+            row["updated_at"] = now
+            if row["id"] in known:
+                tx.conn.execute(payees.update().where(payees.c.id == row["id"]).values(**row))
+            else:
+                tx.conn.execute(payees.insert().values(**row))
+            # Details may be account numbers: the audit entry records which fields changed, not their values.
+            tx.audit("payee.updated" if row["id"] in known else "payee.added", "payee", row["id"], {
+                "name": row["name"], "country": row["country"], "rail": row["rail"],
+                "detail_fields": sorted(json.loads(row["details"])),
+            })
+    return len(changed)
+
+
+def load_payees(conn: Connection, ids: list[str]) -> dict[str, Payee]:
+    """Payees by id (unknown ids are absent)."""
+    found: dict[str, Payee] = {}
+    for start in range(0, len(ids), 500):
+        for row in conn.execute(select(payees).where(payees.c.id.in_(ids[start : start + 500]))):
+            found[row.id] = Payee(id=row.id, name=row.name, country=row.country, currency=row.currency,
+                                  email=row.email, rail=row.rail, details=json.loads(row.details))
+    return found

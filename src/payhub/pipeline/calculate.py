@@ -1,0 +1,179 @@
+"""Calculate: run every matching program over each ingested event, once, writing rewards in the same transaction.
+
+The unique (program, event) constraint on ``calculations`` is the guard of invariant 2: a replay, a restart or a
+concurrent replica cannot calculate the same pair twice. A program that changed gets a new version; events
+already calculated keep the version that produced them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from payhub.api import Calculator, Event, RewardLine
+from payhub.audit import canonical_json
+from payhub.clock import utcnow
+from payhub.db.queries import for_update
+from payhub.db.schema import calculations, events, program_versions, rewards
+from payhub.errors import CalculationError, InvalidRecord
+from payhub.money import check_currency, from_minor, quantize, to_minor
+from payhub.runtime import Runtime, Tx
+
+log = logging.getLogger(__name__)
+
+
+class DbHistory:
+    """:class:`payhub.api.History` over the rewards table, inside the calculating transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def total_rewarded(self, program: str, payee_id: str, currency: str, since: datetime | None = None) -> Decimal:
+        query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
+            rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency
+        )
+        if since is not None:
+            query = query.where(rewards.c.created_at >= since)
+        return from_minor(int(self.conn.execute(query).scalar_one()), currency)
+
+
+def register_program_versions(rt: Runtime) -> dict[str, int]:
+    """Record the current parameters of each enabled program as a version; return program → version id."""
+    versions: dict[str, int] = {}
+    with rt.transaction() as tx:
+        for name, section in rt.settings.programs.items():
+            if not section.enabled:
+                continue
+            params = canonical_json(section.model_dump(mode="json", exclude={"enabled"}))
+            fingerprint = hashlib.sha256(params.encode()).hexdigest()
+            existing = tx.conn.execute(
+                select(program_versions.c.id).where(
+                    program_versions.c.program == name, program_versions.c.fingerprint == fingerprint
+                )
+            ).scalar()
+            if existing is None:
+                number = (tx.conn.execute(
+                    select(func.max(program_versions.c.version)).where(program_versions.c.program == name)
+                ).scalar() or 0) + 1
+                existing = tx.conn.execute(program_versions.insert().values(
+                    program=name, version=number, calculator=section.calculator, params=params,
+                    fingerprint=fingerprint, created_at=utcnow(),
+                )).inserted_primary_key[0]
+                tx.audit("program.version_created", "program", name, {"version": number, "params": json.loads(params)})
+            versions[name] = existing
+    return versions
+
+
+def to_event(row: Any) -> Event:
+    return Event(
+        id=row.id, key=row.key, source=row.source, object_type=row.object_type, object_id=row.object_id,
+        transition=row.transition, event_type=row.event_type, occurred_at=row.occurred_at, payee_id=row.payee_id,
+        partner_id=row.partner_id, amount=Decimal(row.amount) if row.amount is not None else None,
+        currency=row.currency, attributes=json.loads(row.attributes),
+    )
+
+
+def _matches(rt: Runtime, program: str, event: Event) -> bool:
+    section = rt.settings.programs[program]
+    return (not section.event_types or event.event_type in section.event_types) and (
+        not section.sources or event.source in section.sources
+    )
+
+
+def _checked(line: RewardLine) -> tuple[str, int, str]:
+    """Validate and round one reward line: (payee, amount in minor units, currency)."""
+    if not isinstance(line, RewardLine):
+        raise CalculationError(f"calculator returned {type(line).__name__}, not RewardLine")
+    if not line.payee_id:
+        raise CalculationError("reward line has no payee")
+    currency = check_currency(line.currency)
+    if not isinstance(line.amount, Decimal) or not line.amount.is_finite():
+        raise CalculationError(f"reward amount {line.amount!r} is not a finite Decimal")
+    amount = quantize(line.amount, currency)
+    if amount < 0:
+        raise CalculationError(f"reward amount {amount} is negative")
+    return line.payee_id, to_minor(amount, currency), currency
+
+
+def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = None) -> int:
+    """Calculate up to ``limit`` ingested events in one transaction; return how many were processed."""
+    limit = limit or rt.settings.database.batch_size
+    programs: dict[str, Calculator | str] = {}
+    for name in versions:
+        calculator = rt.plugins.calculators.get(name)
+        reason = rt.plugins.failed("calculator", name) or "calculator not loaded"
+        programs[name] = calculator if calculator is not None else f"calculator plugin unavailable: {reason}"
+    with rt.transaction() as tx:
+        rows = tx.conn.execute(for_update(tx.conn, (
+            select(events).where(events.c.status == "ingested").order_by(events.c.id).limit(limit)
+        ))).all()
+        if not rows:
+            return 0
+        _calculate_rows(rt, tx, rows, programs, versions)
+    return len(rows)
+
+
+def _calculate_rows(rt: Runtime, tx: Tx, rows: list[Any], programs: dict[str, Calculator | str],
+                    versions: dict[str, int]) -> None:
+    now = utcnow()
+    history = DbHistory(tx.conn)
+    calc_rows: list[dict[str, Any]] = []
+    lines_per_calc: list[list[tuple[str, int, str, RewardLine]]] = []
+    outcomes: dict[int, dict[str, str]] = {}
+    for row in rows:
+        event = to_event(row)
+        outcomes[event.id] = {}
+        for program, calculator in programs.items():
+            if not _matches(rt, program, event):
+                continue
+            status, reason, lines = _run_one(calculator, program, event, history)
+            outcomes[event.id][program] = status if reason is None else f"{status}: {reason}"
+            calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
+                              "status": status, "reason": reason, "calculated_at": now})
+            lines_per_calc.append(lines)
+    calc_ids = []
+    if calc_rows:
+        calc_ids = [r[0] for r in tx.conn.execute(
+            calculations.insert().returning(calculations.c.id, sort_by_parameter_order=True), calc_rows)]
+    reward_rows = []
+    for calc_id, calc_row, lines in zip(calc_ids, calc_rows, lines_per_calc, strict=True):
+        for payee, minor, currency, line in lines:
+            reward_rows.append({
+                "calculation_id": calc_id, "event_id": calc_row["event_id"], "program": calc_row["program"],
+                "payee_id": payee, "amount_minor": minor, "currency": currency, "description": line.description,
+                "details": canonical_json(dict(line.details)), "status": "pending", "created_at": now,
+                "updated_at": now,
+            })
+    if reward_rows:
+        ids = [r[0] for r in tx.conn.execute(
+            rewards.insert().returning(rewards.c.id, sort_by_parameter_order=True), reward_rows)]
+        for reward_id, reward in zip(ids, reward_rows, strict=True):
+            tx.audit("reward.calculated", "reward", reward_id, {
+                "event": reward["event_id"], "program": reward["program"], "payee": reward["payee_id"],
+                "amount": str(from_minor(reward["amount_minor"], reward["currency"])), "currency": reward["currency"],
+            })
+    event_ids = [row.id for row in rows]
+    tx.conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status="calculated", calculated_at=now))
+    for event_id in event_ids:
+        tx.audit("event.calculated", "event", event_id, {"programs": outcomes[event_id]})
+
+
+def _run_one(calculator: Calculator | str, program: str, event: Event, history: DbHistory
+             ) -> tuple[str, str | None, list[tuple[str, int, str, RewardLine]]]:
+    if isinstance(calculator, str):  # the plugin failed to load: recorded as a failed calculation
+        return "failed", calculator, []
+    try:
+        lines = calculator.calculate(event, history)
+        checked = [(*_checked(line), line) for line in lines]
+    except (CalculationError, InvalidRecord) as exc:
+        return "failed", str(exc), []
+    except Exception as exc:  # noqa: BLE001 - a calculator bug fails only this (program, event)
+        log.exception("program %s raised on event %s", program, event.id)
+        return "failed", f"calculator error: {type(exc).__name__}: {exc}", []
+    return ("rewarded" if checked else "not_eligible"), None, checked

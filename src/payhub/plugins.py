@@ -1,0 +1,199 @@
+"""Loading plugins by name from the settings file (an allow-list), through stevedore and pluggy.
+
+Start-up stops with a ConfigError when the settings name a plugin that is not installed or give it invalid
+settings. A plugin that is installed but fails to import or to start is recorded as failed with the reason, and
+everything else runs: its source is not polled, its programs do not calculate (events wait), its rail does not
+send (payouts wait).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+from pydantic import ValidationError
+from stevedore import NamedExtensionManager
+
+from payhub import hookspecs
+from payhub.api import Calculator, Rail, Source
+from payhub.errors import ConfigError
+from payhub.settings import Settings, validation_problems
+
+log = logging.getLogger(__name__)
+
+GROUPS = {
+    "source": "payhub.sources",
+    "calculator": "payhub.calculators",
+    "rail": "payhub.rails",
+    "hook": "payhub.hooks",
+}
+BASES: dict[str, type] = {"source": Source, "calculator": Calculator, "rail": Rail}
+
+
+@dataclass(frozen=True, slots=True)
+class PluginStatus:
+    """One configured plugin as ``payhub plugins list`` shows it."""
+
+    section: str
+    kind: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+    state: str  # loaded | failed
+    reason: str | None = None
+
+
+@dataclass
+class Plugins:
+    """What the settings enabled: instances by section name, plus the hook manager and each plugin's status."""
+
+    sources: dict[str, Source] = field(default_factory=dict)
+    calculators: dict[str, Calculator] = field(default_factory=dict)  # by program name
+    rails: dict[str, Rail] = field(default_factory=dict)
+    hooks: pluggy.PluginManager = field(default_factory=lambda: new_plugin_manager())
+    statuses: list[PluginStatus] = field(default_factory=list)
+    validated: dict[str, Any] = field(default_factory=dict)  # "sources.x" -> the plugin's settings model
+
+    def failed(self, kind: str, section: str) -> str | None:
+        """The failure reason of a configured plugin, or None if it loaded."""
+        for status in self.statuses:
+            if status.kind == kind and status.section == section and status.state == "failed":
+                return status.reason
+        return None
+
+    def close(self) -> None:
+        for plugin in [*self.sources.values(), *self.rails.values()]:
+            try:
+                plugin.close()
+            except Exception:  # noqa: BLE001 - shutting down; the rest must close too
+                log.exception("closing plugin %s failed", plugin.name)
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("payhub")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _distributions(group: str) -> dict[str, tuple[str | None, str | None]]:
+    found = {}
+    for ep in entry_points(group=group):
+        dist = ep.dist
+        found[ep.name] = (dist.name if dist else None, dist.version if dist else None)
+    return found
+
+
+def _wanted(settings: Settings) -> list[tuple[str, str, str, Any]]:
+    """(kind, section name, entry-point name, section) for every enabled section."""
+    wanted = []
+    for kind, sections in (
+        ("source", settings.sources),
+        ("calculator", settings.programs),
+        ("rail", settings.rails),
+        ("hook", settings.hooks),
+    ):
+        for name, section in sections.items():
+            if section.enabled:
+                wanted.append((kind, name, section.plugin_name(name), section))
+    return wanted
+
+
+def _key(kind: str, section: str) -> str:
+    table = {"source": "sources", "calculator": "programs", "rail": "rails", "hook": "hooks"}[kind]
+    return f"{table}.{section}"
+
+
+def load_plugins(settings: Settings) -> Plugins:
+    """Load and start every enabled plugin; raise ConfigError for unknown names or invalid plugin settings."""
+    wanted = _wanted(settings)
+    plugins = Plugins()
+    problems: list[tuple[str, str]] = []
+    classes: dict[tuple[str, str], Any] = {}
+    failures: dict[tuple[str, str], str] = {}
+    dists: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+
+    for kind, group in GROUPS.items():
+        names = sorted({ep for k, _s, ep, _sec in wanted if k == kind})
+        if not names:
+            continue
+        dists[kind] = _distributions(group)
+
+        def on_failure(_mgr: Any, ep: Any, exc: BaseException, kind: str = kind) -> None:
+            failures[(kind, ep.name)] = f"failed to load {ep.value}: {type(exc).__name__}: {exc}"
+
+        manager = NamedExtensionManager(
+            group, names, invoke_on_load=False, on_load_failure_callback=on_failure, propagate_map_exceptions=False
+        )
+        for ext in manager.extensions:
+            classes[(kind, ext.name)] = ext.plugin
+
+    for kind, section_name, ep_name, section in wanted:
+        key = _key(kind, section_name)
+        field_name = "calculator" if kind == "calculator" else "plugin"
+        if ep_name not in dists.get(kind, {}):
+            installed = ", ".join(sorted(dists.get(kind, {}))) or "none"
+            problems.append((f"{key}.{field_name}", f"no {kind} plugin named {ep_name!r} is installed "
+                             f"(installed: {installed})"))
+            continue
+        dist, version = dists[kind][ep_name]
+        reason = failures.get((kind, ep_name))
+        instance = None
+        if reason is None:
+            target = classes[(kind, ep_name)]
+            try:
+                instance, problem = _start(kind, section_name, target, section, settings, key, plugins)
+            except Exception as exc:  # noqa: BLE001 - a plugin failing to start is isolated
+                reason = f"failed to start: {type(exc).__name__}: {exc}"
+            else:
+                if problem:
+                    problems.extend(problem)
+                    continue
+        if reason is not None:
+            log.error("plugin %s (%s) failed: %s", key, ep_name, reason)
+        else:
+            _register(plugins, kind, section_name, instance)
+        plugins.statuses.append(
+            PluginStatus(section_name, kind, ep_name, dist, version, "failed" if reason else "loaded", reason)
+        )
+    if problems:
+        raise ConfigError(problems)
+    return plugins
+
+
+def _start(
+    kind: str, section_name: str, target: Any, section: Any, settings: Settings, key: str, plugins: Plugins
+) -> tuple[Any, list[tuple[str, str]]]:
+    """Validate the plugin's settings and instantiate it; return (instance, problems)."""
+    base = BASES.get(kind)
+    if base is not None and not (isinstance(target, type) and issubclass(target, base)):
+        raise TypeError(f"{target!r} is not a payhub.api.{base.__name__} subclass")
+    model = getattr(target, "params_model" if kind == "calculator" else "settings_model", None)
+    raw: Mapping[str, Any] = section.plugin_settings()
+    if model is None:
+        if raw:
+            return None, [(f"{key}.{name}", "unknown key (this plugin takes no settings)") for name in raw]
+        model_settings = None
+    else:
+        try:
+            model_settings = model.model_validate(raw, context={"base_dir": settings.base_dir})
+        except ValidationError as exc:
+            return None, validation_problems(exc, prefix=key)
+        plugins.validated[key] = model_settings
+    if kind == "hook":
+        return (target(model_settings) if isinstance(target, type) else target), []
+    return target(section_name, model_settings), []
+
+
+def _register(plugins: Plugins, kind: str, section_name: str, instance: Any) -> None:
+    if kind == "source":
+        plugins.sources[section_name] = instance
+    elif kind == "calculator":
+        plugins.calculators[section_name] = instance
+    elif kind == "rail":
+        plugins.rails[section_name] = instance
+    else:
+        plugins.hooks.register(instance, name=section_name)

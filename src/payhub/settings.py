@@ -1,0 +1,181 @@
+"""The settings file: one TOML document, overridable by ``PAYHUB_…`` environment variables.
+
+The file is found from ``--config``, then ``PAYHUB_CONFIG``, then ``./payhub.toml``. Nested keys are overridden with
+``__`` between levels: ``PAYHUB_DATABASE__URL``, ``PAYHUB_RAILS__BANK__API_KEY``. Relative paths in the file are
+relative to the file's own directory. Plugin sections (sources, programs, rails, hooks) carry the core keys below
+plus the plugin's own keys, which the plugin's settings model validates (see :mod:`payhub.plugins`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from payhub.errors import ConfigError
+
+DEFAULT_CONFIG = "payhub.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _PluginSection(BaseModel):
+    """A section naming a plugin; keys not listed here belong to the plugin's own settings model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    plugin: str | None = Field(None, description="Entry-point name; defaults to the section name.")
+    enabled: bool = True
+
+    def plugin_name(self, section: str) -> str:
+        return self.plugin or section
+
+    def plugin_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DatabaseSettings(_Section):
+    url: str = Field("sqlite:///payhub.db", description="SQLAlchemy URL; sqlite:/// paths are relative to the file.")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    batch_size: PositiveInt = Field(2000, description="Rows per stage transaction.")
+    lease_seconds: PositiveFloat = Field(300, description="How long a replica owns claimed payouts.")
+
+
+class DaemonSettings(_Section):
+    idle_seconds: PositiveFloat = Field(1.0, description="Sleep between passes when nothing is due.")
+    shutdown_grace_seconds: PositiveFloat = Field(15, description="Time in-flight work gets after SIGTERM.")
+    plugin_timeout_seconds: PositiveFloat = Field(120, description="A plugin call running longer is abandoned.")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class IngestSettings(_Section):
+    max_amount: Decimal = Field(Decimal("100000000"), gt=0, description="Event amounts above this are quarantined.")
+
+
+class SourceSection(_PluginSection):
+    poll_interval_seconds: PositiveFloat = 60
+    batch_size: PositiveInt = 1000
+
+
+class ProgramSection(_PluginSection):
+    """A program: a calculator plus its parameters, applied to matching events."""
+
+    calculator: str
+    event_types: list[str] = Field(default_factory=list, description="Event types it applies to; empty = all.")
+    sources: list[str] = Field(default_factory=list, description="Sources it applies to; empty = all.")
+
+    def plugin_name(self, section: str) -> str:
+        return self.calculator
+
+
+class RailSection(_PluginSection):
+    max_attempts: PositiveInt = Field(5, description="Send attempts per payout before it fails.")
+    retry_initial_seconds: float = Field(1.0, ge=0)
+    retry_max_seconds: float = Field(60.0, ge=0)
+    timeout_seconds: PositiveFloat = Field(60.0, description="A send or lookup call running longer is abandoned.")
+    settle_interval_seconds: PositiveFloat = 300
+
+
+class HookSection(_PluginSection):
+    pass
+
+
+class RoutingSettings(_Section):
+    default_rail: str | None = Field(None, description="Rail for payees that name none.")
+
+
+class PayeesSettings(_Section):
+    file: Path | None = Field(None, description="CSV of payees and payout details, re-read each pass.")
+
+
+class Settings(BaseSettings):
+    """Every payhub setting. Unknown keys are errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAYHUB_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    log: LogSettings = LogSettings()
+    ingest: IngestSettings = IngestSettings()
+    routing: RoutingSettings = RoutingSettings()
+    payees: PayeesSettings = PayeesSettings()
+    sources: dict[str, SourceSection] = Field(default_factory=dict)
+    programs: dict[str, ProgramSection] = Field(default_factory=dict)
+    rails: dict[str, RailSection] = Field(default_factory=dict)
+    hooks: dict[str, HookSection] = Field(default_factory=dict)
+
+    # Not a setting: the directory relative paths are resolved against.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; the environment overrides them.
+        return env_settings, init_settings
+
+    def resolve(self, path: Path | str) -> Path:
+        """``path`` made absolute against the settings file's directory."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The settings file to read: ``explicit``, else ``$PAYHUB_CONFIG``, else ``./payhub.toml``."""
+    return Path(explicit or os.environ.get("PAYHUB_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the settings file; raise ConfigError naming each bad key."""
+    file = config_path(path)
+    try:
+        with file.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([("", f"settings file {str(file)!r} not found")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"{file}: not valid TOML: {exc}")]) from None
+    data.pop("base_dir", None)
+    try:
+        return Settings(**data, base_dir=file.resolve().parent)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc)) from None
+
+
+def validation_problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted.key, message)`` for each error of a pydantic ValidationError."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in (prefix, *err["loc"]) if part != "")
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append((key, message))
+    return problems

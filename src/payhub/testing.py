@@ -1,0 +1,210 @@
+"""Fakes for tests: rails and a source that can be told to misbehave. Not used by any production path.
+
+* :class:`FakeRail` keeps its ledger in memory; queue faults with :meth:`FakeRail.plan`.
+* :class:`LedgerRail` keeps its ledger in a SQLite file, so it survives a daemon killed with SIGKILL; use it
+  in subprocess and crash tests. Every accepted send is a ledger row, so a payout sent twice shows up twice.
+* :class:`FakeSource` serves records pushed by the test.
+
+Register them in a test distribution's entry points (``payhub.rails`` / ``payhub.sources``) to load them by name.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from payhub.api import (
+    ConfigPath,
+    FetchResult,
+    Outcome,
+    PayoutInstruction,
+    PermanentRailError,
+    PluginSettings,
+    Rail,
+    RailCapabilities,
+    RailResult,
+    RetryableRailError,
+    Source,
+    SourceRecord,
+    UnknownOutcomeError,
+)
+
+Fault = Literal[
+    "retryable",  # raise RetryableRailError, nothing accepted
+    "permanent",  # raise PermanentRailError for the whole batch
+    "reject",  # return REJECTED for each payout
+    "timeout_after_accept",  # accept, then raise UnknownOutcomeError (the response was lost)
+    "timeout_before_accept",  # raise UnknownOutcomeError without accepting
+    "duplicate",  # accept, and answer every result twice plus one for a key never sent
+    "hang",  # block until released, then accept
+    "lookup_fails",  # the next lookup raises RetryableRailError
+]
+
+
+class FakeRailSettings(PluginSettings):
+    lookup: bool = True
+    dedup_window_seconds: float | None = None
+    max_batch: int = 100
+    currencies: list[str] | None = None
+
+
+class FakeRail(Rail):
+    """An in-memory rail. ``accepted`` counts acceptances per key: exactly-once means every count is 1."""
+
+    settings_model = FakeRailSettings
+    settings: FakeRailSettings
+
+    def __init__(self, name: str, settings: FakeRailSettings | None = None) -> None:  # type: ignore[override]
+        super().__init__(name, settings or FakeRailSettings())
+        self.accepted: Counter[str] = Counter()
+        self.calls: list[list[str]] = []
+        self.faults: deque[Fault] = deque()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> RailCapabilities:
+        s = self.settings
+        window = timedelta(seconds=s.dedup_window_seconds) if s.dedup_window_seconds else None
+        return RailCapabilities(lookup=s.lookup, reports_status=s.lookup, dedup_field="key", dedup_window=window,
+                                currencies=frozenset(s.currencies) if s.currencies else None,
+                                max_batch=s.max_batch)
+
+    def plan(self, *faults: Fault) -> None:
+        """Queue faults; each send (or lookup, for ``lookup_fails``) consumes the next one."""
+        self.faults.extend(faults)
+
+    def _next(self, *kinds: str) -> Fault | None:
+        with self._lock:
+            if self.faults and self.faults[0] in kinds:
+                return self.faults.popleft()
+        return None
+
+    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
+        keys = [i.idempotency_key for i in instructions]
+        self.calls.append(keys)
+        fault = self._next("retryable", "permanent", "reject", "timeout_after_accept", "timeout_before_accept",
+                           "duplicate", "hang")
+        if fault == "retryable":
+            raise RetryableRailError("provider busy (503)")
+        if fault == "permanent":
+            raise PermanentRailError("account closed")
+        if fault == "timeout_before_accept":
+            raise UnknownOutcomeError("read timeout")
+        if fault == "reject":
+            return [RailResult(k, Outcome.REJECTED, reason="invalid beneficiary") for k in keys]
+        if fault == "hang":
+            self.release.wait()
+        with self._lock:
+            for k in keys:
+                self.accepted[k] += 1
+        results = [RailResult(k, Outcome.ACCEPTED, f"fake-{k[-8:]}") for k in keys]
+        if fault == "timeout_after_accept":
+            raise UnknownOutcomeError("read timeout after the request was sent")
+        if fault == "duplicate":
+            return results + results + [RailResult("ph-never-sent", Outcome.ACCEPTED, "fake-stray")]
+        return results
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
+        if not self.settings.lookup:
+            return super().lookup(keys)
+        if self._next("lookup_fails"):
+            raise RetryableRailError("lookup endpoint unavailable")
+        with self._lock:
+            return {k: RailResult(k, Outcome.ACCEPTED, f"fake-{k[-8:]}") if self.accepted[k] else None for k in keys}
+
+
+class LedgerRailSettings(PluginSettings):
+    path: ConfigPath
+    unknown_every: int = 0  # every Nth send accepts, then raises UnknownOutcomeError
+    retryable_every: int = 0  # every Nth send raises RetryableRailError
+    latency_seconds: float = 0.0
+
+
+class LedgerRail(Rail):
+    """A rail whose ledger is a SQLite file, shared across processes and surviving SIGKILL."""
+
+    settings_model = LedgerRailSettings
+    settings: LedgerRailSettings
+
+    def __init__(self, name: str, settings: LedgerRailSettings) -> None:  # type: ignore[override]
+        super().__init__(name, settings)
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS sends (key TEXT NOT NULL, payout_id INTEGER, amount TEXT, "
+                       "currency TEXT, at REAL)")
+            db.execute("CREATE INDEX IF NOT EXISTS sends_key ON sends (key)")
+            db.execute("CREATE TABLE IF NOT EXISTS calls (n INTEGER)")
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.settings.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    @property
+    def capabilities(self) -> RailCapabilities:
+        return RailCapabilities(lookup=True, dedup_field="key", max_batch=50)
+
+    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
+        s = self.settings
+        if s.latency_seconds:
+            time.sleep(s.latency_seconds)
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO calls VALUES (1)")
+            n = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+            if s.retryable_every and n % s.retryable_every == 0:
+                db.execute("COMMIT")
+                raise RetryableRailError(f"ledger busy (call {n})")
+            db.executemany("INSERT INTO sends VALUES (?, ?, ?, ?, ?)", [
+                (i.idempotency_key, i.payout_id, str(i.amount), i.currency, time.time()) for i in instructions])
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        if s.unknown_every and n % s.unknown_every == 0:
+            raise UnknownOutcomeError(f"response lost (call {n})")
+        return [RailResult(i.idempotency_key, Outcome.ACCEPTED, f"ledger-{i.payout_id}") for i in instructions]
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
+        db = self._db()
+        try:
+            found = {row[0] for row in db.execute(
+                f"SELECT DISTINCT key FROM sends WHERE key IN ({','.join('?' * len(keys))})", list(keys))}
+        finally:
+            db.close()
+        return {k: RailResult(k, Outcome.ACCEPTED, "ledger") if k in found else None for k in keys}
+
+    @staticmethod
+    def counts(path: Path) -> Counter[str]:
+        """Acceptances per idempotency key recorded in the ledger file at ``path``."""
+        db = sqlite3.connect(path)
+        try:
+            return Counter(dict(db.execute("SELECT key, count(*) FROM sends GROUP BY key").fetchall()))
+        finally:
+            db.close()
+
+
+class FakeSource(Source):
+    """Serves records the test pushes, ``limit`` at a time, with an integer cursor."""
+
+    def __init__(self, name: str, settings: PluginSettings | None = None) -> None:
+        super().__init__(name, settings or PluginSettings())
+        self.records: list[SourceRecord] = []
+        self.error: Exception | None = None
+
+    def push(self, *records: SourceRecord) -> None:
+        self.records.extend(records)
+
+    def fetch(self, cursor: str | None, limit: int) -> FetchResult:
+        if self.error is not None:
+            raise self.error
+        start = int(cursor or 0)
+        batch = self.records[start : start + limit]
+        end = start + len(batch)
+        return FetchResult(batch, str(end), more=end < len(self.records))
