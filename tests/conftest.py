@@ -1,0 +1,172 @@
+"""Shared fixtures: settings files, SQLite and PostgreSQL databases, and a test distribution of plugins.
+
+The test distribution is a real ``*.dist-info`` directory put on ``sys.path`` (and on ``PYTHONPATH`` for
+subprocesses), so plugins are found through entry points exactly as a third party's would be, including one
+whose import raises.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from payhub.db import migrate
+from payhub.db.engine import make_engine
+from payhub.runtime import Runtime
+from payhub.settings import load_settings
+
+PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+ENTRY_POINTS = """\
+[payhub.rails]
+fake = payhub.testing:FakeRail
+ledger = payhub.testing:LedgerRail
+broken_rail = payhub_broken_plugin:BrokenRail
+secret_rail = payhub_test_secret:SecretRail
+
+[payhub.sources]
+fake = payhub.testing:FakeSource
+
+[payhub.calculators]
+broken_calc = payhub_broken_plugin:BrokenCalculator
+raising = payhub_test_calculators:Raising
+
+[payhub.hooks]
+deny_big = payhub_test_hooks:DenyBig
+"""
+
+BROKEN_MODULE = 'raise RuntimeError("this plugin is broken on purpose")\n'
+
+TEST_CALCULATORS = '''
+from payhub.api import Calculator
+
+class Raising(Calculator):
+    def calculate(self, event, history):
+        if event.object_id.endswith("boom"):
+            raise ZeroDivisionError("bug in calculator")
+        return []
+'''
+
+TEST_HOOKS = '''
+from decimal import Decimal
+from payhub.api import ScreenDecision, hookimpl
+
+class DenyBig:
+    def __init__(self, settings):
+        self.limit = Decimal("1000")
+
+    @hookimpl
+    def payhub_screen_payout(self, payout):
+        if payout.amount > self.limit:
+            return ScreenDecision(False, f"over screening limit {self.limit}")
+        return ScreenDecision(True)
+'''
+
+
+TEST_SECRET = '''
+from pydantic import SecretStr
+from payhub.api import PluginSettings
+from payhub.testing import FakeRail
+
+class SecretRailSettings(PluginSettings):
+    api_key: SecretStr
+    base_url: str = "http://127.0.0.1:9"
+
+class SecretRail(FakeRail):
+    settings_model = SecretRailSettings
+'''
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the test distribution; on sys.path for the whole session."""
+    root = tmp_path_factory.mktemp("site")
+    dist = root / "payhub_test_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: payhub-test-plugins\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
+    (root / "payhub_broken_plugin.py").write_text(BROKEN_MODULE)
+    (root / "payhub_test_calculators.py").write_text(TEST_CALCULATORS)
+    (root / "payhub_test_hooks.py").write_text(TEST_HOOKS)
+    (root / "payhub_test_secret.py").write_text(TEST_SECRET)
+    sys.path.insert(0, str(root))
+    return root
+
+
+@pytest.fixture
+def subprocess_env(plugin_path: Path) -> dict[str, str]:
+    """Environment for running ``payhub`` in a subprocess with the test plugins visible."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(plugin_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _pg_available() -> bool:
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'payhub.db'}"
+        return
+    if not _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    name = f"payhub_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def write_config(directory: Path, db_url: str, body: str) -> Path:
+    """Write a settings file with ``[database] url = db_url`` followed by ``body``; return its path."""
+    path = directory / "payhub.toml"
+    path.write_text(f'[database]\nurl = "{db_url}"\n\n' + textwrap.dedent(body))
+    return path
+
+
+def migrated(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def make_runtime(tmp_path: Path, db_url: str, plugin_path: Path) -> Iterator[Any]:
+    """``make_runtime(body)``: a migrated database plus a Runtime with plugins loaded from ``body`` settings."""
+    made: list[Runtime] = []
+
+    def factory(body: str, *, migrate_db: bool = True) -> Runtime:
+        config = write_config(tmp_path, db_url, body)
+        if migrate_db:
+            migrated(db_url)
+        rt = Runtime(load_settings(config))
+        rt.load_plugins()
+        made.append(rt)
+        return rt
+
+    yield factory
+    for rt in made:
+        rt.close()
