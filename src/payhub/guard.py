@@ -23,6 +23,11 @@ class Guard:
         self.timeout = timeout
         self._stuck: threading.Thread | None = None
 
+    @property
+    def busy(self) -> bool:
+        """True while an abandoned call is still running; new calls would be refused."""
+        return self._stuck is not None and self._stuck.is_alive()
+
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Return ``fn(*args, **kwargs)`` or re-raise its exception; raise PluginTimeout if it runs too long."""
         if self._stuck is not None:

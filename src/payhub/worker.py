@@ -59,7 +59,8 @@ class Worker:
             try:
                 self._lock.acquire(timeout=0)
             except Timeout:
-                raise PayhubError(f"another payhub daemon is running on {url.database} (one per SQLite file)")
+                raise PayhubError(
+                    f"another payhub daemon is running on {url.database} (one per SQLite file)") from None
             with rt.engine.begin() as conn:  # we are the only daemon: leases of dead processes are void
                 conn.execute(update(payouts).values(lease_owner=None, lease_until=None))
                 conn.execute(update(sources).values(lease_owner=None, lease_until=None))

@@ -11,6 +11,7 @@ from payhub.cli.output import FORMATS, console, render, to_json
 from payhub.clock import utcnow
 from payhub.db.schema import rewards as rewards_table
 from payhub.errors import PayhubError
+from payhub.pipeline.disburse import resolve_manually
 
 limit_option = click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
                             help="Newest rows first, at most this many.")
@@ -101,6 +102,20 @@ def payouts_list(ctx: Context, status: str | None, rail: str | None, limit: int,
     columns = None if fmt != "table" else ["id", "payee", "rail", "amount", "currency", "items", "status",
                                            "attempts", "provider_ref", "reason"]
     render(rows, fmt, columns, title="payouts")
+
+
+@payouts.command("resolve")
+@click.argument("payout_id", type=int)
+@click.option("--outcome", type=click.Choice(["sent", "paid", "not-sent"]), required=True,
+              help="What the provider says: it has the payout (sent/paid), or never received it (not-sent).")
+@click.option("--reason", required=True, help="How this was established (recorded in the audit log).")
+@click.option("--provider-ref", help="The provider's reference for the payout, if it has one.")
+@pass_ctx
+@fail_cleanly
+def payouts_resolve(ctx: Context, payout_id: int, outcome: str, reason: str, provider_ref: str | None) -> None:
+    """Decide a payout whose outcome the rail cannot tell; not-sent sends it again with the same key."""
+    status = resolve_manually(ctx.runtime(), payout_id, outcome, reason, provider_ref)
+    console.print(f"payout {payout_id} is now {status}")
 
 
 @main.command()

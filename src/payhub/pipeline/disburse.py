@@ -55,6 +55,8 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     """Claim and work one batch of this rail's payouts; return how many payouts were claimed."""
     rail = rt.plugins.rails[rail_name]
     section = rt.settings.rails[rail_name]
+    if rt.guard(f"rail {rail.name}", section.timeout_seconds).busy:
+        return 0  # an abandoned call has not returned: leave its payouts alone until it does
     claimed = _claim(rt, rail_name, rail.capabilities.max_batch)
     if not claimed:
         return 0
@@ -367,3 +369,37 @@ def _claim_sent(rt: Runtime, ids: list[int]) -> list[Work]:
                                          from_minor(r.amount_minor, r.currency), r.currency,
                                          f"payhub payout {r.id}", r.created_at), r.attempts, False)
             for r in rows if r.payee_id in found]
+
+
+MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
+
+
+def resolve_manually(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref: str | None = None) -> str:
+    """Settle an ``unresolved`` (or ``unknown``) payout from what the operator learnt from the provider.
+
+    ``sent`` / ``paid``: the provider has it. ``not-sent``: it never arrived, so it is sent again with the same
+    idempotency key. Returns the new status; raises PayhubError if the payout is not waiting for a decision.
+    """
+    from payhub.errors import PayhubError
+
+    if outcome not in MANUAL_OUTCOMES:
+        raise PayhubError(f"outcome must be one of {', '.join(MANUAL_OUTCOMES)}")
+    now = utcnow()
+    with rt.transaction() as tx:
+        row = tx.conn.execute(for_update(tx.conn, select(payouts).where(payouts.c.id == payout_id))).first()
+        if row is None:
+            raise PayhubError(f"payout {payout_id} does not exist")
+        if row.status not in ("unresolved", "unknown"):
+            raise PayhubError(f"payout {payout_id} is {row.status}; only unresolved or unknown payouts are resolved")
+        if row.lease_until is not None and row.lease_until > now and row.status == "unknown":
+            raise PayhubError(f"payout {payout_id} is being worked on by {row.lease_owner}; try again later")
+        status = "retrying" if outcome == "not-sent" else outcome
+        tx.conn.execute(update(payouts).where(payouts.c.id == payout_id).values(
+            status=status, reason=f"resolved by operator: {reason}", provider_ref=provider_ref or row.provider_ref,
+            next_attempt_at=None, updated_at=now))
+        if status in ("sent", "paid"):
+            tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id)
+                            .values(status=status, updated_at=now))
+        tx.audit("payout.resolved", "payout", payout_id,
+                 {"from": row.status, "to": status, "reason": reason, "provider_ref": provider_ref})
+    return status

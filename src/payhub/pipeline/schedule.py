@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import exists, select, update
 
 from payhub.api import Payee
 from payhub.clock import utcnow
@@ -47,20 +47,27 @@ def route(rt: Runtime, payee: Payee, currency: str) -> tuple[str | None, str]:
     return None, "; ".join(refusals) or "no rail configured (set routing.default_rail)"
 
 
-def schedule_batch(rt: Runtime, limit: int | None = None) -> int:
-    """Turn up to ``limit`` payable rewards into payouts in one transaction; return how many rewards moved."""
+def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = True) -> int:
+    """Turn up to ``limit`` payable rewards into payouts in one transaction; return how many rewards moved.
+
+    Pending rewards come first; when none are left, rewards held for a missing payee or rail are re-examined
+    (only those whose hold could now clear, so a pass that changes nothing returns 0).
+    """
     limit = limit or rt.settings.database.batch_size
+    columns = (rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
+               rewards.c.hold_code)
     with rt.transaction() as tx:
-        payee_known = exists().where(payees.c.id == rewards.c.payee_id)
-        query = (
-            select(rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
-                   rewards.c.hold_code)
-            .where(or_(rewards.c.status == "pending",
-                       and_(rewards.c.status == "held", rewards.c.hold_code.in_(RECHECKED_HOLDS), payee_known)))
-            .order_by(rewards.c.payee_id, rewards.c.currency, rewards.c.id)
-            .limit(limit)
-        )
+        query = (select(*columns).where(rewards.c.status == "pending")
+                 .order_by(rewards.c.payee_id, rewards.c.currency, rewards.c.id).limit(limit))
         rows = tx.conn.execute(for_update(tx.conn, query)).all()
+        if not rows and recheck_holds:
+            # Holds that may have cleared: the payee has since appeared in the registry (a rail may now fit).
+            query = (select(*columns)
+                     .where(rewards.c.status == "held", rewards.c.hold_code.in_(RECHECKED_HOLDS),
+                            exists().where(payees.c.id == rewards.c.payee_id))
+                     .order_by(rewards.c.payee_id, rewards.c.currency, rewards.c.id).limit(limit))
+            rows = tx.conn.execute(for_update(tx.conn, query)).all()
+            rows = [r for r in rows if _may_clear(rt, r)]
         if not rows:
             return 0
         groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
@@ -80,6 +87,11 @@ def schedule_batch(rt: Runtime, limit: int | None = None) -> int:
             _create_payout(tx, payee_id, currency, rail, why, items)
             moved += len(items)
     return moved
+
+
+def _may_clear(rt: Runtime, row: Any) -> bool:
+    """A rail hold may clear once any rail is available; a payee hold once the payee exists (checked by SQL)."""
+    return row.hold_code != "no_rail" or bool(rt.plugins.rails)
 
 
 def _hold(tx: Tx, items: list[Any], code: str, reason: str) -> int:
