@@ -73,10 +73,9 @@ class DenyBig:
 
 TEST_SECRET = '''
 from pydantic import SecretStr
-from payhub.api import PluginSettings
-from payhub.testing import FakeRail
+from payhub.testing import FakeRail, FakeRailSettings
 
-class SecretRailSettings(PluginSettings):
+class SecretRailSettings(FakeRailSettings):
     api_key: SecretStr
     base_url: str = "http://127.0.0.1:9"
 

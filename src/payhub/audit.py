@@ -126,9 +126,15 @@ def verify(conn: Connection, progress: Any = None) -> VerifyResult:
         prev, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
         if progress is not None:
             progress(1)
-    if checked != head_seq or prev != head_hash:
+    if checked < head_seq:  # the last entries were deleted
         return VerifyResult(False, checked, head_seq, head_hash, checked + 1,
                             f"the log ends at entry {checked} but its head records entry {head_seq}")
+    if checked > head_seq:  # entries were added after the head
+        return VerifyResult(False, checked, head_seq, head_hash, head_seq + 1,
+                            f"the log ends at entry {checked} but its head records entry {head_seq}")
+    if prev != head_hash:  # the last entry was rewritten with a new hash (or the head was)
+        return VerifyResult(False, checked, head_seq, head_hash, head_seq,
+                            f"entry {head_seq} does not match the hash its head records")
     return VerifyResult(True, checked, head_seq, head_hash)
 
 

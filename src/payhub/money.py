@@ -7,7 +7,8 @@ The database stores rounded amounts as integer minor units, so sums in SQL are e
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 import iso4217
@@ -15,6 +16,7 @@ import iso4217
 from payhub.errors import InvalidRecord
 
 ROUNDING = ROUND_HALF_UP
+_PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 
 @lru_cache(maxsize=512)
@@ -39,16 +41,15 @@ def check_currency(currency: object) -> str:
 
 
 def parse_amount(value: object) -> Decimal:
-    """Parse an amount from text or Decimal; floats are refused (they are not exact)."""
+    """Parse an amount from plain decimal text (no exponent, no separators) or a Decimal; floats are refused."""
     if isinstance(value, Decimal):
         amount = value
     elif isinstance(value, int) and not isinstance(value, bool):
         amount = Decimal(value)
     elif isinstance(value, str):
-        try:
-            amount = Decimal(value.strip().replace("_", ""))
-        except InvalidOperation:
-            raise InvalidRecord(f"amount {value!r} is not a number") from None
+        if not _PLAIN_DECIMAL.fullmatch(value.strip()):
+            raise InvalidRecord(f"amount {value!r} is not a plain decimal number (like 1234.56)")
+        amount = Decimal(value.strip())
     else:
         raise InvalidRecord(f"amount {value!r} must be a decimal string, not {type(value).__name__}")
     if not amount.is_finite():

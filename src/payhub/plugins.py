@@ -2,8 +2,8 @@
 
 Start-up stops with a ConfigError when the settings name a plugin that is not installed or give it invalid
 settings. A plugin that is installed but fails to import or to start is recorded as failed with the reason, and
-everything else runs: its source is not polled, its programs do not calculate (events wait), its rail does not
-send (payouts wait).
+everything else runs: its source is not polled; its programs record a failed calculation with the reason (re-run
+them with ``payhub calculations retry`` once fixed); rewards routed only to its rail are held with the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from stevedore import NamedExtensionManager
 
 from payhub import hookspecs
-from payhub.api import Calculator, Rail, Source
+from payhub.api import Calculator, Rail, RailCapabilities, Source
 from payhub.errors import ConfigError
 from payhub.settings import Settings, validation_problems
 
@@ -125,6 +125,9 @@ def load_plugins(settings: Settings) -> Plugins:
         def on_failure(_mgr: Any, ep: Any, exc: BaseException, kind: str = kind) -> None:
             failures[(kind, ep.name)] = f"failed to load {ep.value}: {type(exc).__name__}: {exc}"
 
+        # stevedore keeps a per-process list of each group's entry points; drop it so that loading sees the
+        # same installed plugins as _distributions above, even when plugins were installed since the last load.
+        NamedExtensionManager.ENTRY_POINT_CACHE.pop(group, None)
         manager = NamedExtensionManager(
             group, names, invoke_on_load=False, on_load_failure_callback=on_failure, propagate_map_exceptions=False
         )
@@ -141,6 +144,8 @@ def load_plugins(settings: Settings) -> Plugins:
             continue
         dist, version = dists[kind][ep_name]
         reason = failures.get((kind, ep_name))
+        if reason is None and (kind, ep_name) not in classes:
+            reason = "failed to load: the entry point was not found when loading"
         instance = None
         if reason is None:
             target = classes[(kind, ep_name)]
@@ -185,7 +190,12 @@ def _start(
         plugins.validated[key] = model_settings
     if kind == "hook":
         return (target(model_settings) if isinstance(target, type) else target), []
-    return target(section_name, model_settings), []
+    instance = target(section_name, model_settings)
+    if kind == "rail":  # read once here, so a rail whose guarantees cannot be read fails alone, at start-up
+        caps = instance.capabilities
+        if not isinstance(caps, RailCapabilities):
+            raise TypeError(f"capabilities is {type(caps).__name__}, not payhub.api.RailCapabilities")
+    return instance, []
 
 
 def _register(plugins: Plugins, kind: str, section_name: str, instance: Any) -> None:

@@ -9,13 +9,25 @@ plus the plugin's own keys, which the plugin's settings model validates (see :mo
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from payhub.errors import ConfigError
 
@@ -47,6 +59,15 @@ class DatabaseSettings(_Section):
     batch_size: PositiveInt = Field(2000, description="Rows per stage transaction.")
     lease_seconds: PositiveFloat = Field(300, description="How long a replica owns claimed payouts.")
 
+    @field_validator("url")
+    @classmethod
+    def _parseable(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):  # the message never echoes the URL, which may hold a password
+            raise ValueError("not a valid SQLAlchemy URL (e.g. sqlite:///payhub.db)") from None
+        return value
+
 
 class DaemonSettings(_Section):
     idle_seconds: PositiveFloat = Field(1.0, description="Sleep between passes when nothing is due.")
@@ -54,8 +75,12 @@ class DaemonSettings(_Section):
     plugin_timeout_seconds: PositiveFloat = Field(120, description="A plugin call running longer is abandoned.")
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 class LogSettings(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
     format: Literal["text", "json"] = "text"
 
 
@@ -167,6 +192,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         return Settings(**data, base_dir=file.resolve().parent)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc)) from None
+    except SettingsError as exc:  # a PAYHUB_… variable holding a table that is not valid JSON
+        match = re.search(r'field "([^"]+)"', str(exc))
+        key = match.group(1) if match else ""
+        variable = f"PAYHUB_{key.upper()}" if key else "a PAYHUB_… variable"
+        raise ConfigError([(key, f"environment variable {variable} is not valid JSON")]) from None
 
 
 def validation_problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:

@@ -5,20 +5,23 @@ Columns (CSV header or JSON keys): ``id`` (required, the CRM object id), ``type`
 ``occurred_at`` (ISO 8601 date or date-time), ``payee_id`` (required), ``partner_id``, ``amount`` (decimal text),
 ``currency`` (ISO 4217). Every other column is kept as an attribute for calculators (``quantity``, ``product``…).
 
-The cursor is the byte offset after the last complete line read, plus the file's identity: appended lines are
-read on the next poll; a replaced or truncated file is read again from the start (dedup keys make that harmless).
+The cursor is the byte offset after the last complete line read, plus the file's identity and a fingerprint of the
+bytes before the offset: appended lines are read on the next poll; a replaced, truncated or rewritten file is read
+again from the start (dedup keys make that harmless).
 A last line without a newline is read only once the file has been left unchanged for ``settle_seconds``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import field_validator
 
@@ -33,6 +36,8 @@ from payhub.api import (
 )
 from payhub.clock import parse_instant
 
+CHECK_BYTES = 4096
+
 FIELDS = ("id", "type", "transition", "object_type", "occurred_at", "payee_id", "partner_id", "amount", "currency")
 
 
@@ -46,7 +51,10 @@ class FileSourceSettings(PluginSettings):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        ZoneInfo(value)
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):  # not found is a KeyError, which pydantic would not report
+            raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
 
@@ -65,18 +73,20 @@ class FileSource(Source):
     def fetch(self, cursor: str | None, limit: int) -> FetchResult:
         path = self.settings.path
         try:
-            stat = path.stat()
             fh = path.open("rb")
+            stat = os.fstat(fh.fileno())  # of the file opened, even if it is replaced meanwhile
         except FileNotFoundError:
             raise TransientSourceError(f"{path} does not exist (yet)") from None
         except OSError as exc:
             raise TransientSourceError(f"cannot open {path}: {exc}") from exc
         state = json.loads(cursor) if cursor else {}
         offset = state.get("offset", 0)
-        if state.get("inode") != stat.st_ino or offset > stat.st_size:
-            offset = 0  # a new or truncated file: read it again, keys dedup what was seen
+        if (state.get("inode") != stat.st_ino or offset > stat.st_size
+                or ("check" in state and _check(fh, offset) != state["check"])):
+            offset = 0  # a new, truncated or rewritten file: read it again, keys dedup what was seen
         settled = time.time() - stat.st_mtime >= self.settings.settle_seconds
         with fh:
+            fh.seek(0)
             header = self._header(fh) if self.format == "csv" else None
             if header is None and self.format == "csv":
                 return FetchResult([], cursor, False)
@@ -84,7 +94,7 @@ class FileSource(Source):
                 offset = fh.tell()
             fh.seek(offset)
             records, offset, more = self._read(fh, header, offset, limit, settled)
-        new_cursor = json.dumps({"inode": stat.st_ino, "offset": offset})
+            new_cursor = json.dumps({"inode": stat.st_ino, "offset": offset, "check": _check(fh, offset)})
         return FetchResult(records, new_cursor, more)
 
     @staticmethod
@@ -153,6 +163,13 @@ class FileSource(Source):
             raw=raw,
             problem=problem,
         )
+
+
+def _check(fh: Any, offset: int) -> str:
+    """A fingerprint of the bytes just before ``offset``: if they change, the file was rewritten in place."""
+    start = max(0, offset - CHECK_BYTES)
+    fh.seek(start)
+    return hashlib.sha256(fh.read(offset - start)).hexdigest()
 
 
 def _lines(fh: Any, offset: int, settled: bool) -> Iterator[tuple[str, int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from sqlalchemy.engine import make_url
 
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, render
@@ -34,7 +35,8 @@ def config_check(ctx: Context) -> None:
         problems.append(("payees.file", f"{settings.resolve(settings.payees.file)} does not exist"))
     for status in plugins.statuses:
         if status.state == "failed":
-            problems.append((f"{status.kind} {status.section}", status.reason or "failed"))
+            table = {"source": "sources", "calculator": "programs", "rail": "rails", "hook": "hooks"}[status.kind]
+            problems.append((f"{table}.{status.section}", status.reason or "failed"))
     plugins.close()
     if problems:
         from payhub.errors import ConfigError
@@ -52,6 +54,8 @@ def config_show(ctx: Context) -> None:
     loaded = load_plugins(settings)
     loaded.close()
     data = settings.model_dump(mode="json")
+    # A database URL may carry a password: show it masked, like every other secret.
+    data["database"]["url"] = make_url(settings.database.url).render_as_string(hide_password=True)
     for table in ("sources", "programs", "rails", "hooks"):
         for name, section in getattr(settings, table).items():
             extra = set(section.plugin_settings())

@@ -30,6 +30,7 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     settings = ctx.settings
     setup_logging(settings.log)
     rt = Runtime(settings, actor="payhub", role="daemon")
+    _install_signals(rt, settings.daemon.shutdown_grace_seconds)
     rt.load_plugins()
     for status in rt.plugins.statuses:
         if status.state == "failed":
@@ -45,7 +46,6 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
         display.advance(tasks[stage], n)
 
     worker = Worker(rt, observer=observe)
-    _install_signals(rt, settings.daemon.shutdown_grace_seconds)
     try:
         worker.start()
         log.info("payhub started (worker %s)", rt.worker_id)

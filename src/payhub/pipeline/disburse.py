@@ -201,9 +201,11 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work], p
         with rt.transaction() as tx:
             for w in batch:
                 window = caps.dedup_window
-                if window is not None and w.instruction.created_at + window > now:
+                if (window is not None and w.instruction.created_at + window > now
+                        and w.attempts < section.max_attempts):
                     w.needs_lookup = False  # the provider drops a repeat of this key: re-sending is safe
                     continue
+                # Out of window or out of attempts: the outcome stays unknown, so it must not be called a failure.
                 _set(tx, w, "unresolved", reason=f"outcome unknown ({w.last_reason}); rail {rail.name} cannot "
                      "look payouts up: check with the provider, then `payhub payouts resolve`")
                 tx.audit("payout.unresolved", "payout", w.id, {"reason": w.last_reason}, outcome="unresolved")
