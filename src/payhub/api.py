@@ -147,8 +147,9 @@ class FetchResult:
 class Source(ABC):
     """Pulls trigger events from a system, incrementally, from a resumable cursor.
 
-    ``fetch`` must be safe to repeat from the same cursor (a crash may lose the cursor of the last call but never
-    its records, which dedup by key). Raise TransientSourceError for passing trouble, PermanentSourceError for
+    ``fetch`` must be safe to repeat from the same cursor: the core commits each batch's records together with its
+    cursor, so a crash before that commit loses both, and the next fetch starts again from the last stored cursor
+    (records read twice dedup by key). Raise TransientSourceError for passing trouble, PermanentSourceError for
     problems an admin must fix.
     """
 

@@ -121,13 +121,14 @@ def store(rt: Runtime, source: str, records: Any, cursor: str | None) -> int:
     for row in rows:
         row["ingested_at"] = now
     with rt.transaction() as tx:
-        inserted = insert_ignore(tx.conn, events, rows, "key", events.c.id, events.c.key, events.c.status)
-        by_key = {row["key"]: row for row in rows}
+        # The reason comes back from the stored row: a batch may hold a key twice, and only the first is stored.
+        inserted = insert_ignore(tx.conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
+                                 events.c.reason)
         quarantined = 0
-        for event_id, key, status in inserted:
+        for event_id, key, status, reason in inserted:
             if status == "quarantined":
                 quarantined += 1
-                tx.audit("event.quarantined", "event", event_id, {"key": key, "reason": by_key[key]["reason"]},
+                tx.audit("event.quarantined", "event", event_id, {"key": key, "reason": reason},
                          outcome="quarantined")
             else:
                 tx.audit("event.ingested", "event", event_id, {"key": key})
