@@ -38,26 +38,64 @@ fake = payhub.testing:FakeSource
 [payhub.calculators]
 broken_calc = payhub_broken_plugin:BrokenCalculator
 raising = payhub_test_calculators:Raising
+capped = payhub_test_calculators:Capped
 
 [payhub.hooks]
 deny_big = payhub_test_hooks:DenyBig
+misspelt = payhub_test_hooks:Misspelt
+audit_sink = payhub_test_hooks:AuditSink
 """
 
 BROKEN_MODULE = 'raise RuntimeError("this plugin is broken on purpose")\n'
 
 TEST_CALCULATORS = '''
-from payhub.api import Calculator
+from decimal import Decimal
+from payhub.api import Calculator, RewardLine
 
 class Raising(Calculator):
     def calculate(self, event, history):
         if event.object_id.endswith("boom"):
             raise ZeroDivisionError("bug in calculator")
         return []
+
+class Capped(Calculator):
+    """10 EUR per event, at most 25 EUR per payee over the program's history."""
+    def calculate(self, event, history):
+        paid = history.total_rewarded(self.program, event.payee_id, "EUR")
+        amount = min(Decimal("10"), Decimal("25") - paid)
+        return [RewardLine(event.payee_id, amount, "EUR")] if amount > 0 else []
 '''
 
 TEST_HOOKS = '''
+import json
 from decimal import Decimal
-from payhub.api import ScreenDecision, hookimpl
+from payhub.api import ConfigPath, PluginSettings, ScreenDecision, hookimpl
+
+class Misspelt:
+    def __init__(self, settings):
+        pass
+
+    @hookimpl
+    def payhub_screen_payot(self, payout):
+        return None
+
+
+class AuditSinkSettings(PluginSettings):
+    path: ConfigPath
+
+
+class AuditSink:
+    """Appends every committed audit entry to a JSON-lines file."""
+    settings_model = AuditSinkSettings
+
+    def __init__(self, settings):
+        self.path = settings.path
+
+    @hookimpl
+    def payhub_audit_entry(self, entry):
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry) + "\\n")
+
 
 class DenyBig:
     def __init__(self, settings):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from payhub.audit import AuditWriter, verify
 from payhub.db.schema import audit_log, calculations, events, payout_items, payouts, program_versions, rewards
 from payhub.money import from_minor
 from payhub.payees import sync_payees
-from payhub.pipeline.calculate import calculate_batch, register_program_versions
+from payhub.pipeline.calculate import calculate_batch, register_program_versions, retry_failed
 from payhub.pipeline.ingest import poll
 from payhub.pipeline.schedule import schedule_batch
 from payhub.runtime import Runtime
@@ -119,10 +118,10 @@ def test_replayed_event_is_not_calculated_again(make_runtime) -> None:
     with rt.engine.begin() as conn:
         conn.execute(update(events).values(status="ingested"))
     versions = register_program_versions(rt)
-    with contextlib.suppress(IntegrityError):  # refused by the unique (program, event) constraint: rolled back
-        calculate_batch(rt, versions)
+    assert calculate_batch(rt, versions) == 2  # programs already calculated for an event are skipped
     assert count(rt, calculations) == 2
     assert count(rt, rewards) == 2
+    assert rows(rt, select(events.c.status).distinct()) == [("calculated",)]
 
 
 def test_calculation_unique_per_program_and_event(make_runtime) -> None:
@@ -319,8 +318,11 @@ def test_payout_amount_is_sum_of_items(make_runtime, tmp_path: Path) -> None:
     )
     ingest_and_calculate(rt)
     sync_payees(rt)
-    assert schedule_batch(rt) == 11
+    # rewards that round to zero are not recorded (nothing to pay): 6 of the 11 lines remain
+    assert schedule_batch(rt) == 6
     assert schedule_batch(rt) == 0
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(rewards).where(rewards.c.amount_minor == 0)).scalar() == 0
     expected_minor = {  # each reward rounded half-up once, then summed exactly in minor units
         "EUR": 33 + 0 + 3300 + 0 + 110 + 41,  # 0.33033, 0.00495, 32.99967, 0.0033, 1.09989, 0.407385
         "JPY": 0 + 0 + 257,  # 0.495 -> 0, 0.033 -> 0, 256.641 -> 257
@@ -339,3 +341,43 @@ def test_payout_amount_is_sum_of_items(make_runtime, tmp_path: Path) -> None:
     assert rows(rt, select(func.sum(payouts.c.amount_minor)))[0][0] == \
         rows(rt, select(func.sum(rewards.c.amount_minor)))[0][0]
     assert audit_ok(rt)
+
+
+def test_history_includes_rewards_of_the_same_batch(make_runtime) -> None:
+    """A cap read from history sees rewards calculated earlier in the same batch: 10 + 10 + 5, then nothing."""
+    rt = make_runtime(SOURCE + """
+        [programs.cap]
+        calculator = "capped"
+    """)
+    rt.plugins.sources["s"].push(*(deal(str(i)) for i in range(4)))
+    assert ingest_and_calculate(rt) == 4
+    assert [r.amount_minor for r in rows(rt, select(rewards).order_by(rewards.c.id))] == [1000, 1000, 500]
+
+
+def test_failed_calculations_run_again_on_retry(make_runtime, tmp_path: Path) -> None:
+    """A program whose calculator could not load records failed calculations; once fixed, a retry rewards them
+    while the programs that already rewarded the events add nothing."""
+    body = SOURCE + FLAT.format(amount="5") + """
+        [programs.bonus]
+        calculator = "broken_calc"
+    """
+    rt = make_runtime(body)
+    rt.plugins.sources["s"].push(deal("1"), deal("2"))
+    assert ingest_and_calculate(rt) == 2
+    failed = rows(rt, select(calculations.c.program, calculations.c.reason).where(calculations.c.status == "failed"))
+    assert [f.program for f in failed] == ["bonus", "bonus"]
+    assert "broken on purpose" in failed[0].reason
+    assert count(rt, rewards) == 2
+
+    fixed = make_runtime(body.replace('calculator = "broken_calc"', 'calculator = "flat"\n        amount = "7"\n'
+                                      '        currency = "EUR"'), migrate_db=False)
+    assert retry_failed(fixed, program="bonus") == 2
+    assert ingest_and_calculate(fixed) == 2
+    assert sorted(r.amount_minor for r in rows(fixed, select(rewards))) == [500, 500, 700, 700]
+    assert rows(fixed, select(func.count()).select_from(calculations).where(calculations.c.status == "failed")) \
+        == [(0,)]
+    assert retry_failed(fixed) == 0
+    with fixed.engine.connect() as conn:
+        actions = conn.execute(select(audit_log.c.action).where(audit_log.c.action == "calculation.retried")).all()
+    assert len(actions) == 2
+    assert audit_ok(fixed)

@@ -286,3 +286,45 @@ def test_quarantine_reasons_in_one_mixed_batch(make_runtime) -> None:
     rt.plugins.sources["s"].push(deal("", raw="<no id>"), deal("", raw="<other>"))
     assert poll(rt, "s") == 1
     assert audit_ok(rt)
+
+
+def test_corrected_record_replaces_its_quarantined_event(make_runtime) -> None:
+    """The CRM fixes a bad record and sends it again under the same key: the quarantined event is replaced and
+    rewarded once; a good event re-sent with other values is still not changed."""
+    rt = make_runtime(CONFIG)
+    source = rt.plugins.sources["s"]
+    source.push(deal("bad", currency="US$"), deal("good"))
+    assert run_pass(rt) == (2, 1)
+    source.push(deal("bad", currency="USD"), deal("good", amount="5"))
+    assert run_pass(rt) == (1, 1)
+    stored = {e.object_id: e for e in all_events(rt)}
+    assert (stored["bad"].status, stored["bad"].currency, stored["bad"].reason) == ("calculated", "USD", None)
+    assert stored["good"].amount == "1000.00"
+    assert count(rt, rewards) == 2
+    [corrected] = audit_actions(rt, "event.corrected")
+    assert corrected.subject_id == str(stored["bad"].id)
+    source.push(deal("bad", currency="EUR"))  # no longer quarantined: a later copy changes nothing
+    assert run_pass(rt) == (0, 0)
+    assert count(rt, rewards) == 2
+    assert audit_ok(rt)
+
+
+def test_idle_polls_and_repeated_errors_are_audited_once(make_runtime) -> None:
+    rt = make_runtime(CONFIG)
+    source = rt.plugins.sources["s"]
+    source.push(deal("1"))
+    run_pass(rt)
+    before = len(audit_actions(rt, "source.polled"))
+    for _ in range(3):
+        run_pass(rt)  # nothing new, same cursor
+    assert len(audit_actions(rt, "source.polled")) == before
+    from payhub.errors import TransientSourceError
+
+    source.error = TransientSourceError("CRM unavailable")
+    for _ in range(3):
+        run_pass(rt)
+    assert len(audit_actions(rt, "source.error")) == 1
+    source.error = TransientSourceError("rate limited")
+    run_pass(rt)
+    assert len(audit_actions(rt, "source.error")) == 2
+    assert audit_ok(rt)

@@ -287,3 +287,51 @@ def test_rail_whose_capabilities_fail_is_isolated_at_start(tmp_path: Path, plugi
     assert rows(tmp_path, "SELECT payee_id, rail, status FROM payouts") == [("p1", "export", "sent")]
     assert rows(tmp_path, "SELECT payee_id, status, hold_code FROM rewards WHERE payee_id = 'p2'") == [
         ("p2", "held", "no_rail")]
+
+
+def test_hook_with_an_unknown_hook_name_is_reported_and_the_rest_runs(tmp_path: Path, plugin_path: Path) -> None:
+    config = site(tmp_path, """
+        [programs.pct]
+        calculator = "percentage"
+        percent = "10"
+        [rails.export]
+        plugin = "csv_export"
+        directory = "out"
+        [routing]
+        default_rail = "export"
+        [hooks.misspelt]
+        [hooks.audit_sink]
+        path = "audit.jsonl"
+    """)
+    loaded = load_plugins(load_settings(config))
+    status = {s.section: s for s in loaded.statuses}
+    assert status["misspelt"].state == "failed"
+    assert "payhub_screen_payot" in (status["misspelt"].reason or "")
+    assert status["audit_sink"].state == "loaded"
+    loaded.close()
+    assert invoke("-c", str(config), "db", "upgrade").exit_code == 0
+    assert invoke("-c", str(config), "run", "--once", "--no-progress").exit_code == 0
+    assert len(list((tmp_path / "out").glob("*.csv"))) == 1
+
+
+def test_audit_hook_sees_daemon_and_cli_entries(tmp_path: Path, plugin_path: Path) -> None:
+    """Every committed audit entry reaches the audit hook, including those CLI commands write."""
+    config = site(tmp_path, """
+        [programs.pct]
+        calculator = "percentage"
+        percent = "10"
+        [rails.export]
+        plugin = "csv_export"
+        directory = "out"
+        [routing]
+        default_rail = "export"
+        [hooks.audit_sink]
+        path = "audit.jsonl"
+    """)
+    assert invoke("-c", str(config), "db", "upgrade").exit_code == 0
+    assert invoke("-c", str(config), "run", "--once", "--no-progress").exit_code == 0
+    assert invoke("-c", str(config), "--actor", "auditor:kim", "audit", "query", "--format", "json").exit_code == 0
+    streamed = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    stored = rows(tmp_path, "SELECT seq, hash FROM audit_log ORDER BY seq")
+    assert [(e["seq"], e["hash"]) for e in streamed] == stored
+    assert streamed[-1]["action"] == "audit.query" and streamed[-1]["actor"] == "auditor:kim"

@@ -107,9 +107,10 @@ def _key(kind: str, section: str) -> str:
     return f"{table}.{section}"
 
 
-def load_plugins(settings: Settings) -> Plugins:
-    """Load and start every enabled plugin; raise ConfigError for unknown names or invalid plugin settings."""
-    wanted = _wanted(settings)
+def load_plugins(settings: Settings, kinds: set[str] | None = None) -> Plugins:
+    """Load and start every enabled plugin (of ``kinds``, default all); raise ConfigError for unknown names or
+    invalid plugin settings."""
+    wanted = [w for w in _wanted(settings) if kinds is None or w[0] in kinds]
     plugins = Plugins()
     problems: list[tuple[str, str]] = []
     classes: dict[tuple[str, str], Any] = {}
@@ -157,10 +158,13 @@ def load_plugins(settings: Settings) -> Plugins:
                 if problem:
                     problems.extend(problem)
                     continue
+        if reason is None:
+            try:
+                _register(plugins, kind, section_name, instance)
+            except Exception as exc:  # noqa: BLE001 - e.g. a hook with a wrong signature or an unknown name
+                reason = f"failed to register: {type(exc).__name__}: {exc}"
         if reason is not None:
             log.error("plugin %s (%s) failed: %s", key, ep_name, reason)
-        else:
-            _register(plugins, kind, section_name, instance)
         plugins.statuses.append(
             PluginStatus(section_name, kind, ep_name, dist, version, "failed" if reason else "loaded", reason)
         )
@@ -207,3 +211,8 @@ def _register(plugins: Plugins, kind: str, section_name: str, instance: Any) -> 
         plugins.rails[section_name] = instance
     else:
         plugins.hooks.register(instance, name=section_name)
+        try:
+            plugins.hooks.check_pending()  # an implementation of a hook that does not exist (a misspelt name)
+        except Exception:
+            plugins.hooks.unregister(name=section_name)
+            raise

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     ValidationError,
     field_validator,
 )
@@ -43,21 +44,28 @@ class _PluginSection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    plugin: str | None = Field(None, description="Entry-point name; defaults to the section name.")
     enabled: bool = True
 
     def plugin_name(self, section: str) -> str:
-        return self.plugin or section
+        raise NotImplementedError
 
     def plugin_settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class _NamedPluginSection(_PluginSection):
+    plugin: str | None = Field(None, description="Entry-point name; defaults to the section name.")
+
+    def plugin_name(self, section: str) -> str:
+        return self.plugin or section
 
 
 class DatabaseSettings(_Section):
     url: str = Field("sqlite:///payhub.db", description="SQLAlchemy URL; sqlite:/// paths are relative to the file.")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     batch_size: PositiveInt = Field(2000, description="Rows per stage transaction.")
-    lease_seconds: PositiveFloat = Field(300, description="How long a replica owns claimed payouts.")
+    lease_seconds: PositiveFloat = Field(
+        300, description="How long a worker owns the payouts or source it claimed; must exceed two rail timeouts.")
 
     @field_validator("url")
     @classmethod
@@ -88,7 +96,7 @@ class IngestSettings(_Section):
     max_amount: Decimal = Field(Decimal("100000000"), gt=0, description="Event amounts above this are quarantined.")
 
 
-class SourceSection(_PluginSection):
+class SourceSection(_NamedPluginSection):
     poll_interval_seconds: PositiveFloat = 60
     batch_size: PositiveInt = 1000
 
@@ -104,7 +112,7 @@ class ProgramSection(_PluginSection):
         return self.calculator
 
 
-class RailSection(_PluginSection):
+class RailSection(_NamedPluginSection):
     max_attempts: PositiveInt = Field(5, description="Send attempts per payout before it fails.")
     retry_initial_seconds: float = Field(1.0, ge=0)
     retry_max_seconds: float = Field(60.0, ge=0)
@@ -112,12 +120,13 @@ class RailSection(_PluginSection):
     settle_interval_seconds: PositiveFloat = 300
 
 
-class HookSection(_PluginSection):
+class HookSection(_NamedPluginSection):
     pass
 
 
 class RoutingSettings(_Section):
-    default_rail: str | None = Field(None, description="Rail for payees that name none.")
+    default_rail: str | None = Field(
+        None, description="Rail for payees that name none, and the fallback when a payee's rail cannot take a payout.")
 
 
 class PayeesSettings(_Section):
@@ -142,8 +151,12 @@ class Settings(BaseSettings):
     rails: dict[str, RailSection] = Field(default_factory=dict)
     hooks: dict[str, HookSection] = Field(default_factory=dict)
 
-    # Not a setting: the directory relative paths are resolved against.
-    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    # Not a setting: the directory relative paths are resolved against (the settings file's).
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
 
     @classmethod
     def settings_customise_sources(
@@ -187,9 +200,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError([("", f"settings file {str(file)!r} not found")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("", f"{file}: not valid TOML: {exc}")]) from None
-    data.pop("base_dir", None)
     try:
-        return Settings(**data, base_dir=file.resolve().parent)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc)) from None
     except SettingsError as exc:  # a PAYHUB_… variable holding a table that is not valid JSON
@@ -197,6 +209,27 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         key = match.group(1) if match else ""
         variable = f"PAYHUB_{key.upper()}" if key else "a PAYHUB_… variable"
         raise ConfigError([(key, f"environment variable {variable} is not valid JSON")]) from None
+    settings._base_dir = file.resolve().parent
+    problems = cross_checks(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def cross_checks(settings: Settings) -> list[tuple[str, str]]:
+    """Problems that involve more than one key."""
+    problems = []
+    default = settings.routing.default_rail
+    if default and default not in settings.rails:
+        configured = ", ".join(sorted(settings.rails)) or "none"
+        problems.append(("routing.default_rail", f"names rail {default!r}, which is not configured "
+                         f"(configured: {configured})"))
+    lease = settings.database.lease_seconds
+    for name, rail in settings.rails.items():
+        if 2 * rail.timeout_seconds >= lease:
+            problems.append((f"rails.{name}.timeout_seconds", f"{rail.timeout_seconds:g}s is too long for "
+                             f"database.lease_seconds = {lease:g}: a lookup and a send must fit in one lease"))
+    return problems
 
 
 def validation_problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:

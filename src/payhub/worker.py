@@ -15,9 +15,10 @@ from payhub.db.schema import payouts, sources
 from payhub.errors import PayhubError
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
-from payhub.pipeline.disburse import disburse_rail, settle_rail
+from payhub.pipeline.disburse import disburse_rail
 from payhub.pipeline.ingest import poll, reset_failed_sources
 from payhub.pipeline.schedule import schedule_batch
+from payhub.pipeline.settle import settle_rail
 from payhub.runtime import Runtime
 
 log = logging.getLogger(__name__)

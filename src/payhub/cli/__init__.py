@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from payhub import __version__
 from payhub.cli.output import err_console
 from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
+from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
 from payhub.settings import Settings, load_settings
 
@@ -37,8 +38,8 @@ class Context:
             self._rt = Runtime.for_cli(self.settings, self.actor)
             if schema:
                 self._rt.require_schema()
-            if plugins:
-                self._rt.load_plugins()
+            # Hook plugins observe the audit entries that commands write; the others load only when needed.
+            self._rt.plugins = load_plugins(self.settings, kinds=None if plugins else {"hook"})
         return self._rt
 
 

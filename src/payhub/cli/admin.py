@@ -27,10 +27,6 @@ def config_check(ctx: Context) -> None:
     settings = ctx.settings
     plugins = load_plugins(settings)
     problems = []
-    rails = set(settings.rails)
-    if settings.routing.default_rail and settings.routing.default_rail not in rails:
-        problems.append(("routing.default_rail", f"names rail {settings.routing.default_rail!r}, "
-                         f"which is not configured (configured: {', '.join(sorted(rails)) or 'none'})"))
     if settings.payees.file and not settings.resolve(settings.payees.file).exists():
         problems.append(("payees.file", f"{settings.resolve(settings.payees.file)} does not exist"))
     for status in plugins.statuses:

@@ -11,7 +11,8 @@ from payhub.cli.output import FORMATS, console, render, to_json
 from payhub.clock import utcnow
 from payhub.db.schema import rewards as rewards_table
 from payhub.errors import PayhubError
-from payhub.pipeline.disburse import resolve_manually
+from payhub.pipeline import payout_actions
+from payhub.pipeline.calculate import retry_failed
 
 limit_option = click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
                             help="Newest rows first, at most this many.")
@@ -83,13 +84,29 @@ def rewards_release(ctx: Context, reward_ids: tuple[int, ...], reason: str) -> N
 
 
 @main.group()
+def calculations() -> None:
+    """Calculations of programs over events."""
+
+
+@calculations.command("retry")
+@click.option("--program", help="Only this program's failed calculations.")
+@click.option("--event", "event_id", type=int, help="Only this event's failed calculations.")
+@pass_ctx
+@fail_cleanly
+def calculations_retry(ctx: Context, program: str | None, event_id: int | None) -> None:
+    """Run failed calculations again on the next pass (e.g. after fixing a calculator plugin)."""
+    count = retry_failed(ctx.runtime(), program, event_id)
+    console.print(f"{count} failed calculation(s) will run again on the next pass")
+
+
+@main.group()
 def payouts() -> None:
     """Payouts sent through the rails."""
 
 
 @payouts.command("list")
 @click.option("--status", type=click.Choice(["scheduled", "sending", "retrying", "unknown", "unresolved", "sent",
-                                             "paid", "rejected", "returned", "failed", "held"]))
+                                             "paid", "rejected", "returned", "failed", "held", "cancelled"]))
 @click.option("--rail")
 @limit_option
 @format_option
@@ -114,8 +131,30 @@ def payouts_list(ctx: Context, status: str | None, rail: str | None, limit: int,
 @fail_cleanly
 def payouts_resolve(ctx: Context, payout_id: int, outcome: str, reason: str, provider_ref: str | None) -> None:
     """Decide a payout whose outcome the rail cannot tell; not-sent sends it again with the same key."""
-    status = resolve_manually(ctx.runtime(), payout_id, outcome, reason, provider_ref)
+    status = payout_actions.resolve(ctx.runtime(), payout_id, outcome, reason, provider_ref)
     console.print(f"payout {payout_id} is now {status}")
+
+
+@payouts.command("release")
+@click.argument("payout_id", type=int)
+@click.option("--reason", required=True, help="Why the screening hold does not apply (recorded in the audit log).")
+@pass_ctx
+@fail_cleanly
+def payouts_release(ctx: Context, payout_id: int, reason: str) -> None:
+    """Override a screening hold: the held payout is sent without being screened again."""
+    payout_actions.release(ctx.runtime(), payout_id, reason)
+    console.print(f"payout {payout_id} released")
+
+
+@payouts.command("cancel")
+@click.argument("payout_id", type=int)
+@click.option("--reason", required=True, help="Why the payout is cancelled (recorded in the audit log).")
+@pass_ctx
+@fail_cleanly
+def payouts_cancel(ctx: Context, payout_id: int, reason: str) -> None:
+    """Cancel a payout the rail never accepted; its rewards are held as owed (see `rewards release`)."""
+    payout_actions.cancel(ctx.runtime(), payout_id, reason)
+    console.print(f"payout {payout_id} cancelled; its rewards are held")
 
 
 @main.command()

@@ -130,6 +130,7 @@ calculations = Table(
     Column("reason", Text),
     Column("calculated_at", UTCDateTime, nullable=False),
     UniqueConstraint("program", "event_id"),  # invariant 2: calculated once per (program, event)
+    Index("ix_calculations_event", "event_id"),
 )
 
 rewards = Table(
@@ -166,12 +167,14 @@ payouts = Table(
     Column("currency", String(3), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
     Column("item_count", Integer, nullable=False),
-    # scheduled | sending | unknown | sent | paid | rejected | returned | failed | held
+    # scheduled | sending | retrying | unknown | unresolved | sent | paid | rejected | returned | failed | held |
+    # cancelled
     Column("status", String(20), nullable=False),
     Column("reason", Text),
     Column("provider_ref", String(200)),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime),
+    Column("released_by", String(200)),  # an operator who overrode a screening hold
     Column("lease_owner", String(64)),
     Column("lease_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),

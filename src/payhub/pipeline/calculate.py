@@ -29,10 +29,15 @@ log = logging.getLogger(__name__)
 
 
 class DbHistory:
-    """:class:`payhub.api.History` over the rewards table, inside the calculating transaction."""
+    """:class:`payhub.api.History` over the rewards table, plus the rewards of the batch being calculated."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.in_batch: dict[tuple[str, str, str], int] = {}  # (program, payee, currency) -> minor units
+
+    def add(self, program: str, payee_id: str, currency: str, minor: int) -> None:
+        key = (program, payee_id, currency)
+        self.in_batch[key] = self.in_batch.get(key, 0) + minor
 
     def total_rewarded(self, program: str, payee_id: str, currency: str, since: datetime | None = None) -> Decimal:
         query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
@@ -40,7 +45,8 @@ class DbHistory:
         )
         if since is not None:
             query = query.where(rewards.c.created_at >= since)
-        return from_minor(int(self.conn.execute(query).scalar_one()), currency)
+        stored = int(self.conn.execute(query).scalar_one())
+        return from_minor(stored + self.in_batch.get((program, payee_id, currency), 0), currency)
 
 
 def register_program_versions(rt: Runtime) -> dict[str, int]:
@@ -126,13 +132,18 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: list[Any], programs: dict[str, Ca
     calc_rows: list[dict[str, Any]] = []
     lines_per_calc: list[list[tuple[str, int, str, RewardLine]]] = []
     outcomes: dict[int, dict[str, str]] = {}
+    done = {(event_id, program) for event_id, program in tx.conn.execute(
+        select(calculations.c.event_id, calculations.c.program).where(
+            calculations.c.event_id.in_([row.id for row in rows])))}
     for row in rows:
         event = to_event(row)
         outcomes[event.id] = {}
         for program, calculator in programs.items():
-            if not _matches(rt, program, event):
-                continue
+            if (event.id, program) in done or not _matches(rt, program, event):
+                continue  # calculated before (a retried event keeps its other programs' results)
             status, reason, lines = _run_one(calculator, program, event, history)
+            for payee, minor, currency, _line in lines:
+                history.add(program, payee, currency, minor)
             outcomes[event.id][program] = status if reason is None else f"{status}: {reason}"
             calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
                               "status": status, "reason": reason, "calculated_at": now})
@@ -171,9 +182,34 @@ def _run_one(calculator: Calculator | str, program: str, event: Event, history: 
     try:
         lines = calculator.calculate(event, history)
         checked = [(*_checked(line), line) for line in lines]
+        checked = [item for item in checked if item[1] != 0]  # nothing to pay once rounded
     except (CalculationError, InvalidRecord) as exc:
         return "failed", str(exc), []
     except Exception as exc:  # noqa: BLE001 - a calculator bug fails only this (program, event)
         log.exception("program %s raised on event %s", program, event.id)
         return "failed", f"calculator error: {type(exc).__name__}: {exc}", []
     return ("rewarded" if checked else "not_eligible"), None, checked
+
+
+def retry_failed(rt: Runtime, program: str | None = None, event_id: int | None = None) -> int:
+    """Forget failed calculations (optionally of one program or event) so they run again; return how many.
+
+    Each forgotten calculation is audited with its old reason; its event goes back to ``ingested``, and only the
+    programs without a calculation for it run again.
+    """
+    with rt.transaction() as tx:
+        query = select(calculations.c.id, calculations.c.event_id, calculations.c.program,
+                       calculations.c.reason).where(calculations.c.status == "failed")
+        if program:
+            query = query.where(calculations.c.program == program)
+        if event_id is not None:
+            query = query.where(calculations.c.event_id == event_id)
+        failed = tx.conn.execute(for_update(tx.conn, query)).all()
+        if not failed:
+            return 0
+        tx.conn.execute(calculations.delete().where(calculations.c.id.in_([f.id for f in failed])))
+        tx.conn.execute(update(events).where(events.c.id.in_({f.event_id for f in failed}))
+                        .values(status="ingested", calculated_at=None))
+        for f in failed:
+            tx.audit("calculation.retried", "event", f.event_id, {"program": f.program, "previous_reason": f.reason})
+    return len(failed)

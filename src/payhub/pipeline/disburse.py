@@ -5,12 +5,16 @@
   outcome is unknown, exactly like a timeout.
 * An unknown outcome is resolved by looking the key up on the rail before any new attempt. A rail that cannot look
   up is only re-sent to inside its declared dedup window; otherwise the payout becomes ``unresolved`` for an
-  operator.
-* Retries are bounded (``max_attempts`` sends per payout), with exponential backoff and jitter (tenacity), and only
-  for results the rail marks retryable; a rejection stops at once and the reason is shown.
+  operator (``payhub payouts resolve``).
+* Retries are bounded (``max_attempts`` sends per payout) and only for results the rail marks retryable; a
+  rejection stops at once and the reason is shown. Between attempts a payout waits in ``retrying`` until its
+  ``next_attempt_at`` (exponential backoff with jitter, computed by tenacity), so one rail's backoff never holds up
+  other rails or sources.
+
+Each call of :func:`disburse_rail` works one claimed batch through one round: look up unknown outcomes, then send.
 
 Payout states: scheduled → sending → sent → paid, or rejected / returned / failed (rewards held as owed again),
-with retrying, unknown (looked up next), unresolved (needs an operator) and held (screening denied it).
+with retrying, unknown (looked up next), unresolved (needs an operator), held (screening denied it) and cancelled.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
+from sqlalchemy import Connection, or_, select, update
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from payhub.api import Outcome, PayoutInstruction, Rail, RailResult
 from payhub.clock import utcnow
@@ -31,7 +35,7 @@ from payhub.db.schema import attempts, payouts, rewards
 from payhub.errors import PermanentRailError, PluginTimeout, RetryableRailError, UnknownOutcomeError
 from payhub.money import from_minor
 from payhub.payees import load_payees
-from payhub.runtime import Runtime, Stopping, Tx
+from payhub.runtime import Runtime, Tx
 from payhub.settings import RailSection
 
 log = logging.getLogger(__name__)
@@ -49,10 +53,21 @@ class Work:
     attempts: int
     needs_lookup: bool
     last_reason: str | None = None
+    screened: bool = False
+    done: bool = False
+
+
+def backoff_seconds(section: RailSection, attempt: int) -> float:
+    """Wait before send attempt ``attempt + 1``: exponential from ``retry_initial_seconds``, jittered, capped."""
+    state = RetryCallState(Retrying(), None, (), {})
+    state.attempt_number = max(1, attempt)
+    initial = section.retry_initial_seconds
+    strategy = wait_exponential_jitter(multiplier=initial, jitter=initial, max=section.retry_max_seconds)
+    return float(strategy(state))
 
 
 def disburse_rail(rt: Runtime, rail_name: str) -> int:
-    """Claim and work one batch of this rail's payouts; return how many payouts were claimed."""
+    """Claim one batch of this rail's payouts that are due and work it one round; return how many were claimed."""
     rail = rt.plugins.rails[rail_name]
     section = rt.settings.rails[rail_name]
     if rt.guard(f"rail {rail.name}", section.timeout_seconds).busy:
@@ -62,10 +77,16 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
         return 0
     try:
         work = _screen(rt, claimed)
-        if work:
-            _process(rt, rail, section, work)
-    except Stopping:
-        log.info("rail %s: stopping; in-flight payouts are left to resume", rail_name)
+        lookups = [w for w in work if w.needs_lookup]
+        if lookups:
+            _resolve(rt, rail, section, lookups)
+        ready = [w for w in work if not w.done and not w.needs_lookup]
+        exhausted = [w for w in ready if w.attempts >= section.max_attempts]
+        if exhausted:
+            _exhaust(rt, exhausted)
+        sendable = [w for w in ready if w.attempts < section.max_attempts]
+        if sendable:
+            _send(rt, rail, sendable, section)
     finally:
         with rt.engine.begin() as conn:
             conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in claimed]),
@@ -74,34 +95,44 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     return len(claimed)
 
 
-def _claim(rt: Runtime, rail_name: str, limit: int) -> list[Work]:
-    now = utcnow()
-    with rt.engine.begin() as conn:
-        query = (
-            select(payouts).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
-            .where(or_(payouts.c.lease_until.is_(None), payouts.c.lease_until < now))
-            .where(or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
-            .order_by(payouts.c.id).limit(limit)
-        )
-        rows = conn.execute(for_update(conn, query)).all()
-        if not rows:
-            return []
-        conn.execute(update(payouts).where(payouts.c.id.in_([r.id for r in rows])).values(
-            lease_owner=rt.worker_id, lease_until=now + timedelta(seconds=rt.settings.database.lease_seconds)))
-        found = load_payees(conn, sorted({r.payee_id for r in rows}))
+def instruction_for(row: Any, payee: Any) -> PayoutInstruction:
+    """The instruction a rail receives for a payouts row."""
+    return PayoutInstruction(
+        payout_id=row.id, idempotency_key=row.idempotency_key, payee=payee,
+        amount=from_minor(row.amount_minor, row.currency), currency=row.currency,
+        reference=f"payhub payout {row.id}", created_at=row.created_at,
+    )
+
+
+def claim_rows(conn: Connection, rt: Runtime, query: Any) -> list[Work]:
+    """Lease the payouts ``query`` selects to this worker and return them as work."""
+    rows = conn.execute(for_update(conn, query)).all()
+    if not rows:
+        return []
+    conn.execute(update(payouts).where(payouts.c.id.in_([r.id for r in rows])).values(
+        lease_owner=rt.worker_id, lease_until=utcnow() + timedelta(seconds=rt.settings.database.lease_seconds)))
+    found = load_payees(conn, sorted({r.payee_id for r in rows}))
     work = []
     for row in rows:
         payee = found.get(row.payee_id)
         if payee is None:  # payees are never deleted from the registry table; guard anyway
-            log.error("payout %s: payee %s vanished", row.id, row.payee_id)
+            log.error("payout %s: payee %s is not in the registry", row.id, row.payee_id)
             continue
-        instruction = PayoutInstruction(
-            payout_id=row.id, idempotency_key=row.idempotency_key, payee=payee,
-            amount=from_minor(row.amount_minor, row.currency), currency=row.currency,
-            reference=f"payhub payout {row.id}", created_at=row.created_at,
-        )
-        work.append(Work(row.id, instruction, row.attempts, row.status in ("unknown", "sending"), row.reason))
+        work.append(Work(row.id, instruction_for(row, payee), row.attempts, row.status in ("unknown", "sending"),
+                         row.reason, screened=row.released_by is not None))
     return work
+
+
+def _claim(rt: Runtime, rail_name: str, limit: int) -> list[Work]:
+    now = utcnow()
+    query = (
+        select(payouts).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
+        .where(or_(payouts.c.lease_until.is_(None), payouts.c.lease_until < now))
+        .where(or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
+        .order_by(payouts.c.id).limit(limit)
+    )
+    with rt.engine.begin() as conn:
+        return claim_rows(conn, rt, query)
 
 
 def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
@@ -111,7 +142,7 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
         return claimed
     keep, denied = [], []
     for w in claimed:
-        if w.attempts > 0 or w.needs_lookup:
+        if w.attempts > 0 or w.needs_lookup or w.screened:
             keep.append(w)
             continue
         try:
@@ -125,50 +156,20 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
     if denied:
         with rt.transaction() as tx:
             for w, reason in denied:
-                _set(tx, w, "held", reason=reason)
+                set_status(tx, w.id, "held", reason=reason)
                 tx.audit("payout.held", "payout", w.id, {"reason": reason}, outcome="held")
         for w, reason in denied:
             _notify_failed(rt, w, "held", reason)
     return keep
 
 
-def _process(rt: Runtime, rail: Rail, section: RailSection, work: list[Work]) -> None:
-    pending = {w.id: w for w in work}
-
-    def one_round() -> list[int]:
-        lookups = [w for w in pending.values() if w.needs_lookup]
-        if lookups:
-            _resolve(rt, rail, section, lookups, pending)
-        sendable = [w for w in pending.values() if not w.needs_lookup]
-        exhausted = [w for w in sendable if w.attempts >= section.max_attempts]
-        if exhausted:
-            _exhaust(rt, section, exhausted, pending)
-        sendable = [w for w in sendable if w.attempts < section.max_attempts]
-        if sendable:
-            _send(rt, rail, sendable, pending, section)
-        return list(pending)
-
-    retrying = Retrying(
-        stop=stop_after_attempt(section.max_attempts + 1),
-        wait=wait_exponential_jitter(initial=section.retry_initial_seconds, max=section.retry_max_seconds),
-        retry=retry_if_result(bool),
-        sleep=rt.sleep,
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
-    )
-    left = retrying(one_round)
-    if left:  # lookups that keep failing: back off before the next pass tries again
-        later = utcnow() + timedelta(seconds=section.retry_max_seconds)
-        with rt.engine.begin() as conn:
-            conn.execute(update(payouts).where(payouts.c.id.in_(left)).values(next_attempt_at=later))
-
-
-def _send(rt: Runtime, rail: Rail, batch: list[Work], pending: dict[int, Work], section: RailSection) -> None:
+def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> None:
     now = utcnow()
     with rt.transaction() as tx:
         attempt_rows = []
         for w in batch:
             w.attempts += 1
-            _set(tx, w, "sending", attempts=w.attempts)
+            set_status(tx, w.id, "sending", attempts=w.attempts, next_attempt_at=None)
             attempt_rows.append({"payout_id": w.id, "kind": "send", "number": w.attempts, "started_at": now})
             tx.audit("payout.sending", "payout", w.id, {"attempt": w.attempts, "key": w.instruction.idempotency_key})
         attempt_ids = [r[0] for r in tx.conn.execute(
@@ -176,8 +177,8 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], pending: dict[int, Work], 
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     keys = [w.instruction.idempotency_key for w in batch]
     try:
-        results = {r.idempotency_key: r for r in guard.call(rail.send, [w.instruction for w in batch])}
-        results = {k: results.get(k) or RailResult(k, Outcome.UNKNOWN, reason="the rail returned no result")
+        answered = {r.idempotency_key: r for r in guard.call(rail.send, [w.instruction for w in batch])}
+        results = {k: answered.get(k) or RailResult(k, Outcome.UNKNOWN, reason="the rail returned no result")
                    for k in keys}
     except RetryableRailError as exc:
         results = {k: RailResult(k, Outcome.RETRY, reason=exc.reason) for k in keys}
@@ -189,15 +190,15 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], pending: dict[int, Work], 
         log.exception("rail %s raised while sending", rail.name)
         results = {k: RailResult(k, Outcome.UNKNOWN, reason=f"rail error: {type(exc).__name__}: {exc}")
                    for k in keys}
-    _apply(rt, rail, section, [(w, results[w.instruction.idempotency_key]) for w in batch], pending,
-           dict(zip([w.id for w in batch], attempt_ids, strict=True)))
+    apply_results(rt, section, [(w, results[w.instruction.idempotency_key]) for w in batch],
+                  dict(zip([w.id for w in batch], attempt_ids, strict=True)))
 
 
-def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work], pending: dict[int, Work]) -> None:
+def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -> None:
     """Settle unknown outcomes by asking the rail before any new attempt."""
     caps = rail.capabilities
+    now = utcnow()
     if not caps.lookup:
-        now = utcnow()
         with rt.transaction() as tx:
             for w in batch:
                 window = caps.dedup_window
@@ -206,41 +207,53 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work], p
                     w.needs_lookup = False  # the provider drops a repeat of this key: re-sending is safe
                     continue
                 # Out of window or out of attempts: the outcome stays unknown, so it must not be called a failure.
-                _set(tx, w, "unresolved", reason=f"outcome unknown ({w.last_reason}); rail {rail.name} cannot "
-                     "look payouts up: check with the provider, then `payhub payouts resolve`")
+                set_status(tx, w.id, "unresolved", reason=f"outcome unknown ({w.last_reason}); rail {rail.name} "
+                           "cannot look payouts up: check with the provider, then `payhub payouts resolve`")
                 tx.audit("payout.unresolved", "payout", w.id, {"reason": w.last_reason}, outcome="unresolved")
-                pending.pop(w.id)
+                w.done = True
         return
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     try:
         found = guard.call(rail.lookup, [w.instruction.idempotency_key for w in batch])
-    except Exception as exc:  # noqa: BLE001 - the payouts stay unknown and are looked up again later
+    except Exception as exc:  # noqa: BLE001 - the payouts stay unknown and are looked up again after a wait
         log.warning("rail %s: lookup failed: %s", rail.name, exc)
+        later = now + timedelta(seconds=backoff_seconds(section, max(w.attempts for w in batch)))
+        with rt.engine.begin() as conn:
+            conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in batch])).values(
+                next_attempt_at=later, reason=f"lookup failed: {type(exc).__name__}: {exc}"))
         for w in batch:
-            w.last_reason = f"lookup failed: {type(exc).__name__}: {exc}"
+            w.done = True
         return
     resolved = []
     with rt.transaction() as tx:
         for w in batch:
-            result = found.get(w.instruction.idempotency_key)
+            key = w.instruction.idempotency_key
+            result = found.get(key) if key in found else RailResult(key, Outcome.UNKNOWN, reason="not in answer")
             tx.conn.execute(attempts.insert().values(
-                payout_id=w.id, kind="lookup", number=w.attempts, started_at=utcnow(), finished_at=utcnow(),
+                payout_id=w.id, kind="lookup", number=w.attempts, started_at=now, finished_at=utcnow(),
                 outcome=result.outcome.value if result else "not_found", detail=result.reason if result else None))
             if result is None or result.outcome == Outcome.RETRY:
-                w.needs_lookup = False
-                _set(tx, w, "retrying", reason="not received by the rail; will send again with the same key")
+                # Never received (or received and refused as retryable): send again with the same key, after a wait.
+                w.needs_lookup, w.done = False, True
+                wait = backoff_seconds(section, w.attempts)
+                set_status(tx, w.id, "retrying", next_attempt_at=now + timedelta(seconds=wait),
+                           reason="not received by the rail; will send again with the same key")
                 tx.audit("payout.lookup", "payout", w.id, {"found": False}, outcome="not_found")
             elif result.outcome == Outcome.UNKNOWN:
+                w.done = True
+                wait = backoff_seconds(section, w.attempts)
+                set_status(tx, w.id, "unknown", next_attempt_at=now + timedelta(seconds=wait))
                 tx.audit("payout.lookup", "payout", w.id, {"found": True, "state": "unknown"}, outcome="unknown")
             else:
+                w.done = True
                 tx.audit("payout.lookup", "payout", w.id, {"found": True, "state": result.outcome.value})
                 resolved.append((w, result))
     if resolved:
-        _apply(rt, rail, section, resolved, pending, {})
+        apply_results(rt, section, resolved, {})
 
 
-def _apply(rt: Runtime, rail: Rail, section: RailSection, outcomes: Sequence[tuple[Work, RailResult]],
-           pending: dict[int, Work], attempt_ids: dict[int, int]) -> None:
+def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Work, RailResult]],
+                  attempt_ids: dict[int, int]) -> None:
     """Record each payout's outcome in one transaction, then tell the observers."""
     now = utcnow()
     settled, failed = [], []
@@ -255,153 +268,67 @@ def _apply(rt: Runtime, rail: Rail, section: RailSection, outcomes: Sequence[tup
             outcome = result.outcome
             if outcome in (Outcome.ACCEPTED, Outcome.PAID):
                 state = "sent" if outcome == Outcome.ACCEPTED else "paid"
-                _set(tx, w, state, provider_ref=result.provider_ref, reason=None, checked_at=now)
+                set_status(tx, w.id, state, provider_ref=result.provider_ref, reason=None, checked_at=now)
                 tx.conn.execute(update(rewards).where(rewards.c.payout_id == w.id)
                                 .values(status=state, updated_at=now))
                 tx.audit(f"payout.{state}", "payout", w.id, detail)
                 settled.append((w, outcome.value, result.provider_ref))
-                pending.pop(w.id, None)
             elif outcome in FINAL_FAILURES:
-                _fail(tx, w, FINAL_FAILURES[outcome], result.reason or outcome.value, detail)
+                fail(tx, w.id, FINAL_FAILURES[outcome], result.reason or outcome.value, detail)
                 failed.append((w, FINAL_FAILURES[outcome], result.reason or outcome.value))
-                pending.pop(w.id, None)
             elif outcome == Outcome.RETRY:
-                w.last_reason = result.reason
                 if w.attempts >= section.max_attempts:
                     reason = f"retries exhausted after {w.attempts} attempts: {result.reason}"
-                    _fail(tx, w, "failed", reason, detail)
+                    fail(tx, w.id, "failed", reason, detail)
                     failed.append((w, "failed", reason))
-                    pending.pop(w.id, None)
                 else:
-                    _set(tx, w, "retrying", reason=result.reason)
-                    tx.audit("payout.retrying", "payout", w.id, detail, outcome="retry")
-            else:  # UNKNOWN: resolved by lookup before any new attempt
-                w.last_reason = result.reason
-                w.needs_lookup = True
-                _set(tx, w, "unknown", reason=result.reason)
+                    later = now + timedelta(seconds=backoff_seconds(section, w.attempts))
+                    set_status(tx, w.id, "retrying", reason=result.reason, next_attempt_at=later)
+                    tx.audit("payout.retrying", "payout", w.id, {**detail, "next_attempt_at": later},
+                             outcome="retry")
+            else:  # UNKNOWN: looked up before any new attempt
+                set_status(tx, w.id, "unknown", reason=result.reason)
                 tx.audit("payout.unknown", "payout", w.id, detail, outcome="unknown")
     hooks = rt.plugins.hooks.hook
     for w, state, ref in settled:
-        _safe_hook(hooks.payhub_payout_settled, payout=w.instruction, outcome=state, provider_ref=ref)
+        safe_hook(hooks.payhub_payout_settled, payout=w.instruction, outcome=state, provider_ref=ref)
     for w, state, reason in failed:
         _notify_failed(rt, w, state, reason)
 
 
-def _exhaust(rt: Runtime, section: RailSection, batch: list[Work], pending: dict[int, Work]) -> None:
+def _exhaust(rt: Runtime, batch: list[Work]) -> None:
+    reasons = {w.id: f"retries exhausted after {w.attempts} attempts: {w.last_reason}" for w in batch}
     with rt.transaction() as tx:
         for w in batch:
-            reason = f"retries exhausted after {w.attempts} attempts: {w.last_reason}"
-            _fail(tx, w, "failed", reason, {"attempt": w.attempts})
-            pending.pop(w.id, None)
+            fail(tx, w.id, "failed", reasons[w.id], {"attempt": w.attempts})
     for w in batch:
-        _notify_failed(rt, w, "failed", f"retries exhausted after {w.attempts} attempts: {w.last_reason}")
+        _notify_failed(rt, w, "failed", reasons[w.id])
 
 
-def _fail(tx: Tx, w: Work, state: str, reason: str, detail: dict[str, Any]) -> None:
-    """A payout failed for good: the money is owed again, so its rewards are held with the reason."""
+def fail(tx: Tx, payout_id: int, state: str, reason: str, detail: dict[str, Any]) -> None:
+    """A payout ended without paying: the money is owed again, so its rewards are held with the reason."""
     now = utcnow()
-    _set(tx, w, state, reason=reason)
-    tx.conn.execute(update(rewards).where(rewards.c.payout_id == w.id).values(
-        status="held", hold_code="payout_failed", hold_reason=f"payout {w.id} {state}: {reason}", updated_at=now))
-    tx.audit(f"payout.{state}", "payout", w.id, {**detail, "reason": reason}, outcome="failed")
+    set_status(tx, payout_id, state, reason=reason)
+    tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id).values(
+        status="held", hold_code="payout_failed", hold_reason=f"payout {payout_id} {state}: {reason}",
+        updated_at=now))
+    tx.audit(f"payout.{state}", "payout", payout_id, {**detail, "reason": reason}, outcome="failed")
 
 
-def _set(tx: Tx, w: Work, status: str, **values: Any) -> None:
-    tx.conn.execute(update(payouts).where(payouts.c.id == w.id).values(status=status, updated_at=utcnow(), **values))
+def set_status(tx: Tx, payout_id: int, status: str, **values: Any) -> None:
+    tx.conn.execute(update(payouts).where(payouts.c.id == payout_id)
+                    .values(status=status, updated_at=utcnow(), **values))
 
 
 def _notify_failed(rt: Runtime, w: Work, state: str, reason: str) -> None:
-    _safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=w.instruction, outcome=state, reason=reason)
+    safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=w.instruction, outcome=state, reason=reason)
 
 
-def _safe_hook(hook: Any, **kwargs: Any) -> None:
+def safe_hook(hook: Any, **kwargs: Any) -> None:
+    """Call an observer hook; its failure is logged, never raised."""
     if not hook.get_hookimpls():
         return
     try:
         hook(**kwargs)
     except Exception:  # noqa: BLE001 - observers must not break disbursement
         log.exception("hook %s failed", hook.name)
-
-
-def settle_rail(rt: Runtime, rail_name: str) -> int:
-    """Ask a rail that reports status about payouts it accepted; return how many were checked."""
-    rail = rt.plugins.rails[rail_name]
-    section = rt.settings.rails[rail_name]
-    if not (rail.capabilities.reports_status and rail.capabilities.lookup):
-        return 0
-    due = utcnow() - timedelta(seconds=section.settle_interval_seconds)
-    with rt.engine.begin() as conn:
-        rows = conn.execute(
-            select(payouts.c.id).where(payouts.c.rail == rail_name, payouts.c.status == "sent")
-            .where(or_(payouts.c.checked_at.is_(None), payouts.c.checked_at < due))
-            .where(and_(or_(payouts.c.lease_until.is_(None), payouts.c.lease_until < utcnow())))
-            .order_by(payouts.c.id).limit(rail.capabilities.max_batch)
-        ).all()
-    if not rows:
-        return 0
-    claimed = _claim_sent(rt, [r.id for r in rows])
-    try:
-        guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
-        found = guard.call(rail.lookup, [w.instruction.idempotency_key for w in claimed])
-    except Exception as exc:  # noqa: BLE001 - try again at the next settle interval
-        log.warning("rail %s: status lookup failed: %s", rail_name, exc)
-        found = {}
-    changed = []
-    with rt.engine.begin() as conn:
-        for w in claimed:
-            result = found.get(w.instruction.idempotency_key)
-            if result is not None and result.outcome in (Outcome.PAID, *FINAL_FAILURES):
-                changed.append((w, result))
-            conn.execute(update(payouts).where(payouts.c.id == w.id)
-                         .values(checked_at=utcnow(), lease_owner=None, lease_until=None))
-    if changed:
-        _apply(rt, rail, section, changed, {}, {})
-    return len(claimed)
-
-
-def _claim_sent(rt: Runtime, ids: list[int]) -> list[Work]:
-    now = utcnow()
-    with rt.engine.begin() as conn:
-        rows = conn.execute(for_update(conn, select(payouts).where(payouts.c.id.in_(ids),
-                                                                      payouts.c.status == "sent"))).all()
-        conn.execute(update(payouts).where(payouts.c.id.in_([r.id for r in rows])).values(
-            lease_owner=rt.worker_id, lease_until=now + timedelta(seconds=rt.settings.database.lease_seconds)))
-        found = load_payees(conn, sorted({r.payee_id for r in rows}))
-    return [Work(r.id, PayoutInstruction(r.id, r.idempotency_key, found[r.payee_id],
-                                         from_minor(r.amount_minor, r.currency), r.currency,
-                                         f"payhub payout {r.id}", r.created_at), r.attempts, False)
-            for r in rows if r.payee_id in found]
-
-
-MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
-
-
-def resolve_manually(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref: str | None = None) -> str:
-    """Settle an ``unresolved`` (or ``unknown``) payout from what the operator learnt from the provider.
-
-    ``sent`` / ``paid``: the provider has it. ``not-sent``: it never arrived, so it is sent again with the same
-    idempotency key. Returns the new status; raises PayhubError if the payout is not waiting for a decision.
-    """
-    from payhub.errors import PayhubError
-
-    if outcome not in MANUAL_OUTCOMES:
-        raise PayhubError(f"outcome must be one of {', '.join(MANUAL_OUTCOMES)}")
-    now = utcnow()
-    with rt.transaction() as tx:
-        row = tx.conn.execute(for_update(tx.conn, select(payouts).where(payouts.c.id == payout_id))).first()
-        if row is None:
-            raise PayhubError(f"payout {payout_id} does not exist")
-        if row.status not in ("unresolved", "unknown"):
-            raise PayhubError(f"payout {payout_id} is {row.status}; only unresolved or unknown payouts are resolved")
-        if row.lease_until is not None and row.lease_until > now and row.status == "unknown":
-            raise PayhubError(f"payout {payout_id} is being worked on by {row.lease_owner}; try again later")
-        status = "retrying" if outcome == "not-sent" else outcome
-        tx.conn.execute(update(payouts).where(payouts.c.id == payout_id).values(
-            status=status, reason=f"resolved by operator: {reason}", provider_ref=provider_ref or row.provider_ref,
-            next_attempt_at=None, updated_at=now))
-        if status in ("sent", "paid"):
-            tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id)
-                            .values(status=status, updated_at=now))
-        tx.audit("payout.resolved", "payout", payout_id,
-                 {"from": row.status, "to": status, "reason": reason, "provider_ref": provider_ref})
-    return status

@@ -15,9 +15,9 @@ from payhub.audit import canonical_json
 from payhub.clock import parse_instant, utcnow
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import events, sources
-from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, TransientSourceError
+from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
 from payhub.money import check_currency, parse_amount
-from payhub.runtime import Runtime
+from payhub.runtime import Runtime, Tx
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def poll(rt: Runtime, name: str) -> int:
         while not rt.stop_event.is_set():
             try:
                 result = guard.call(source.fetch, cursor, section.batch_size)
-            except TransientSourceError as exc:
+            except (TransientSourceError, PluginTimeout) as exc:
                 log.warning("source %s: %s (will retry on the next poll)", name, exc)
                 _record_error(rt, name, f"transient: {exc}", failed=False)
                 break
@@ -105,7 +105,7 @@ def poll(rt: Runtime, name: str) -> int:
                 log.error("source %s failed: %s", name, reason)
                 _record_error(rt, name, reason, failed=True)
                 break
-            added += store(rt, name, result.records, result.cursor)
+            added += store(rt, name, result.records, result.cursor, previous=cursor)
             cursor = result.cursor
             if not result.more:
                 break
@@ -114,8 +114,12 @@ def poll(rt: Runtime, name: str) -> int:
     return added
 
 
-def store(rt: Runtime, source: str, records: Any, cursor: str | None) -> int:
-    """Write one fetched batch and its cursor in one transaction; return how many events were new."""
+def store(rt: Runtime, source: str, records: Any, cursor: str | None, previous: str | None = None) -> int:
+    """Write one fetched batch and its cursor in one transaction; return how many events were new.
+
+    A record whose key is already stored changes nothing, except that a quarantined event is replaced by a
+    corrected version of its record (the CRM fixed it and sent it again).
+    """
     now = utcnow()
     rows = [validate(record, source, rt.settings.ingest.max_amount) for record in records]
     for row in rows:
@@ -132,14 +136,41 @@ def store(rt: Runtime, source: str, records: Any, cursor: str | None) -> int:
                          outcome="quarantined")
             else:
                 tx.audit("event.ingested", "event", event_id, {"key": key})
-        tx.conn.execute(
-            update(sources).where(sources.c.name == source).values(cursor=cursor, last_polled_at=now)
-        )
-        tx.audit("source.polled", "source", source, {
-            "records": len(rows), "new": len(inserted), "duplicates": len(rows) - len(inserted),
-            "quarantined": quarantined, "cursor": cursor,
-        })
-    return len(inserted)
+        new_keys = {key for _id, key, _status, _reason in inserted}
+        corrected = _replace_quarantined(tx, [row for row in rows if row["key"] not in new_keys])
+        lease = now + timedelta(seconds=rt.settings.database.lease_seconds)  # still fetching: keep the lease
+        if rows or cursor != previous:
+            tx.conn.execute(update(sources).where(sources.c.name == source)
+                            .values(cursor=cursor, last_polled_at=now, reason=None, lease_until=lease))
+            tx.audit("source.polled", "source", source, {
+                "records": len(rows), "new": len(inserted), "corrected": corrected,
+                "duplicates": len(rows) - len(inserted) - corrected, "quarantined": quarantined, "cursor": cursor,
+            })
+        else:
+            tx.conn.execute(update(sources).where(sources.c.name == source)
+                            .values(last_polled_at=now, reason=None, lease_until=lease))
+    return len(inserted) + corrected
+
+
+def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
+    """Replace quarantined events by the differing records now received under their keys; return how many."""
+    latest = {row["key"]: row for row in rows}  # the last copy of a key in the batch wins
+    if not latest:
+        return 0
+    stored = tx.conn.execute(select(events.c.id, events.c.key, events.c.raw).where(
+        events.c.key.in_(list(latest)), events.c.status == "quarantined")).all()
+    count = 0
+    for event_id, key, raw in stored:
+        row = latest[key]
+        if row["raw"] == raw:
+            continue
+        values = {k: v for k, v in row.items() if k not in ("key", "ingested_at")}
+        tx.conn.execute(update(events).where(events.c.id == event_id).values(**values))
+        outcome = "quarantined" if row["status"] == "quarantined" else "ok"
+        tx.audit("event.corrected", "event", event_id, {"key": key, "status": row["status"], "reason": row["reason"]},
+                 outcome=outcome)
+        count += 1
+    return count
 
 
 def _claim(rt: Runtime, name: str) -> str | None | bool:
@@ -168,13 +199,16 @@ def _release(rt: Runtime, name: str) -> None:
 
 
 def _record_error(rt: Runtime, name: str, reason: str, *, failed: bool) -> None:
+    """Record a source's error; a repeat of the error already recorded is not audited again."""
     with rt.transaction() as tx:
+        known = tx.conn.execute(select(sources.c.reason, sources.c.status).where(sources.c.name == name)).first()
         values: dict[str, Any] = {"reason": reason, "last_polled_at": utcnow()}
         if failed:
             values["status"] = "failed"
         tx.conn.execute(update(sources).where(sources.c.name == name).values(**values))
-        tx.audit("source.failed" if failed else "source.error", "source", name, {"reason": reason},
-                 outcome="failed" if failed else "error")
+        if known is None or known.reason != reason or failed:
+            tx.audit("source.failed" if failed else "source.error", "source", name, {"reason": reason},
+                     outcome="failed" if failed else "error")
 
 
 def reset_failed_sources(rt: Runtime) -> None:

@@ -93,6 +93,7 @@ def upgrade() -> None:
     sa.Column('provider_ref', sa.String(length=200), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('released_by', sa.String(length=200), nullable=True),
     sa.Column('lease_owner', sa.String(length=64), nullable=True),
     sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -154,6 +155,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_calculations')),
     sa.UniqueConstraint('program', 'event_id', name=op.f('uq_calculations_program_event_id'))
     )
+    with op.batch_alter_table('calculations', schema=None) as batch_op:
+        batch_op.create_index('ix_calculations_event', ['event_id'], unique=False)
+
     op.create_table('rewards',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('calculation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),

@@ -1,0 +1,77 @@
+"""Operator decisions on payouts: resolve an unknown outcome, release a screening hold, cancel.
+
+Each is one transaction with its audit entry, signed by the operator (the CLI's ``--actor``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from payhub.clock import utcnow
+from payhub.db.queries import for_update
+from payhub.db.schema import attempts, payouts, rewards
+from payhub.errors import PayhubError
+from payhub.pipeline.disburse import fail, set_status
+from payhub.runtime import Runtime, Tx
+
+MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
+
+
+def _load(tx: Tx, payout_id: int, allowed: tuple[str, ...], verb: str) -> Any:
+    row = tx.conn.execute(for_update(tx.conn, select(payouts).where(payouts.c.id == payout_id))).first()
+    if row is None:
+        raise PayhubError(f"payout {payout_id} does not exist")
+    if row.status not in allowed:
+        raise PayhubError(f"payout {payout_id} is {row.status}; only {' or '.join(allowed)} payouts can be {verb}")
+    if row.lease_until is not None and row.lease_until > utcnow():
+        raise PayhubError(f"payout {payout_id} is being worked on by {row.lease_owner}; try again later")
+    return row
+
+
+def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref: str | None = None) -> str:
+    """Decide an ``unresolved`` or ``unknown`` payout from what the provider says; return the new status.
+
+    ``sent`` / ``paid``: the provider has it. ``not-sent``: it never arrived, so it is sent again with the same
+    idempotency key.
+    """
+    if outcome not in MANUAL_OUTCOMES:
+        raise PayhubError(f"outcome must be one of {', '.join(MANUAL_OUTCOMES)}")
+    now = utcnow()
+    with rt.transaction() as tx:
+        row = _load(tx, payout_id, ("unresolved", "unknown"), "resolved")
+        status = "retrying" if outcome == "not-sent" else outcome
+        set_status(tx, payout_id, status, reason=f"resolved by operator: {reason}",
+                   provider_ref=provider_ref or row.provider_ref, next_attempt_at=None)
+        if status in ("sent", "paid"):
+            tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id)
+                            .values(status=status, updated_at=now))
+        tx.audit("payout.resolved", "payout", payout_id,
+                 {"from": row.status, "to": status, "reason": reason, "provider_ref": provider_ref})
+    return status
+
+
+def release(rt: Runtime, payout_id: int, reason: str) -> None:
+    """Override a screening hold: the payout is sent without being screened again. The actor is recorded."""
+    with rt.transaction() as tx:
+        _load(tx, payout_id, ("held",), "released")
+        set_status(tx, payout_id, "scheduled", reason=f"released by operator: {reason}",
+                   released_by=rt.writer.actor)
+        tx.audit("payout.released", "payout", payout_id, {"reason": reason})
+
+
+def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
+    """Cancel a payout the rail never accepted; its rewards are held as owed, to be released or kept."""
+    with rt.transaction() as tx:
+        row = _load(tx, payout_id, ("scheduled", "held", "retrying"), "cancelled")
+        if row.status == "retrying" and row.attempts and not _never_received(tx, payout_id):
+            raise PayhubError(f"payout {payout_id} may have reached the rail; resolve it instead")
+        fail(tx, payout_id, "cancelled", f"cancelled by operator: {reason}", {"from": row.status})
+
+
+def _never_received(tx: Tx, payout_id: int) -> bool:
+    """True when the payout's last attempt proves the rail did not keep it (a retryable refusal, or not found)."""
+    last = tx.conn.execute(select(attempts.c.kind, attempts.c.outcome).where(attempts.c.payout_id == payout_id)
+                           .order_by(attempts.c.id.desc()).limit(1)).first()
+    return last is not None and tuple(last) in (("send", "retry"), ("lookup", "not_found"))
