@@ -1,4 +1,8 @@
-"""Invariant 4 (paid at most once, never lost) with the in-memory FakeRail, plus the audit trail of each payout."""
+"""Invariant 4 (paid at most once, never lost) with the in-memory FakeRail, plus the audit trail of each payout.
+
+Each ``disburse_rail`` call works one round; :func:`drain` repeats it until nothing is due. Operator actions
+(resolve, release, cancel) are checked against the same invariants.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from click.testing import CliRunner
+from sqlalchemy import func, select, update
 
-from payhub.api import SourceRecord
+from payhub.api import Outcome, RailResult, SourceRecord, hookimpl
 from payhub.audit import verify
-from payhub.clock import utcnow
+from payhub.cli import main
+from payhub.clock import isoformat, utcnow
 from payhub.db.schema import attempts, audit_log, payouts, rewards
+from payhub.errors import PayhubError
 from payhub.payees import sync_payees
-from payhub.pipeline import disburse
+from payhub.pipeline import disburse, payout_actions
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.disburse import disburse_rail
 from payhub.pipeline.ingest import poll
@@ -38,8 +45,15 @@ BASE = """
 """
 RAIL_DEFAULTS: dict[str, Any] = {"max_attempts": 3, "retry_initial_seconds": 0, "retry_max_seconds": 0}
 
-# payouts.status -> the audit action that records it
-STATE_ACTIONS = {"scheduled": "payout.created"}
+# payouts.status -> the audit entries that may record it last (default: payout.<status>). A lookup that changes
+# the state counts as payout.lookup:<outcome>, an operator's decision as payout.resolved:<new status>.
+STATE_ACTIONS = {
+    "scheduled": {"payout.created", "payout.released"},
+    "retrying": {"payout.retrying", "payout.lookup:not_found", "payout.resolved:retrying"},
+    "unknown": {"payout.unknown", "payout.lookup:unknown"},
+    "sent": {"payout.sent", "payout.resolved:sent"},
+    "paid": {"payout.paid", "payout.resolved:paid"},
+}
 
 
 @pytest.fixture
@@ -50,10 +64,47 @@ def setup(make_runtime, tmp_path: Path):
     def factory(extra: str = "", **rail_settings: Any) -> tuple[Runtime, FakeRail]:
         values = {**RAIL_DEFAULTS, **rail_settings}
         rail = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
-        rt = make_runtime(BASE + extra + '\n[rails.r]\nplugin = "fake"\n' + rail)
+        rt = make_runtime(BASE + '\n[rails.r]\nplugin = "fake"\n' + rail + extra)
         return rt, rt.plugins.rails["r"]
 
     return factory
+
+
+@pytest.fixture
+def operator():
+    """``operator(rt, actor)``: a CLI runtime on the same database whose audit entries the operator signs."""
+    made: list[Runtime] = []
+
+    def factory(rt: Runtime, actor: str = "ops:alice") -> Runtime:
+        ops = Runtime.for_cli(rt.settings, actor)
+        made.append(ops)
+        return ops
+
+    yield factory
+    for ops in made:
+        ops.close()
+
+
+def drain(rt: Runtime, rail: str = "r", limit: int = 50) -> int:
+    """Work the rail round after round until nothing is due; return how many rounds claimed payouts."""
+    for rounds in range(limit):
+        if not disburse_rail(rt, rail):
+            return rounds
+    pytest.fail(f"rail {rail} still had payouts due after {limit} rounds")
+
+
+def make_due(rt: Runtime, payout_id: int) -> None:
+    """Let a payout's backoff run out."""
+    with rt.engine.begin() as conn:
+        conn.execute(update(payouts).where(payouts.c.id == payout_id).values(
+            next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def assert_waits(row: Any, before: Any, after: Any, low: float, high: float) -> None:
+    """The payout waits ``low`` to ``high`` seconds from a moment between ``before`` and ``after``."""
+    assert row.next_attempt_at is not None
+    assert before + timedelta(seconds=low) <= row.next_attempt_at <= after + timedelta(seconds=high), (
+        row.next_attempt_at - before, row.next_attempt_at - after)
 
 
 def schedule(rt: Runtime, *amounts: tuple[str, str]) -> list[Any]:
@@ -83,10 +134,26 @@ def payout(rt: Runtime, payout_id: int) -> Any:
 
 
 def history(rt: Runtime, payout_id: int) -> list[str]:
+    return [e.action for e in trail(rt, payout_id)]
+
+
+def trail(rt: Runtime, payout_id: int) -> list[Any]:
+    """The payout's audit entries, oldest first."""
     with rt.engine.connect() as conn:
-        return conn.execute(select(audit_log.c.action).where(
+        return conn.execute(select(audit_log).where(
             audit_log.c.subject_type == "payout", audit_log.c.subject_id == str(payout_id)
-        ).order_by(audit_log.c.seq)).scalars().all()
+        ).order_by(audit_log.c.seq)).all()
+
+
+def operator_entry(rt: Runtime, action: str, payout_id: int) -> tuple[str, str, dict[str, Any]]:
+    """(actor, origin, detail) of the payout's last audit entry for ``action``."""
+    [*_, entry] = [e for e in trail(rt, payout_id) if e.action == action]
+    return entry.actor, entry.origin, json.loads(entry.detail)
+
+
+def audit_count(rt: Runtime) -> int:
+    with rt.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(audit_log)).scalar_one()
 
 
 def attempt_rows(rt: Runtime, payout_id: int) -> list[tuple[str, int, str | None]]:
@@ -109,9 +176,17 @@ def assert_audited(rt: Runtime) -> None:
         result = verify(conn)
     assert result.ok, result.problem
     for row in all_payouts(rt):
-        changes = [a for a in history(rt, row.id) if a != "payout.lookup"]
+        changes = []
+        for entry in trail(rt, row.id):
+            if entry.action == "payout.lookup":
+                if entry.outcome != "ok":  # a lookup that found a final state is followed by that state's entry
+                    changes.append(f"payout.lookup:{entry.outcome}")
+            elif entry.action == "payout.resolved":
+                changes.append(f"payout.resolved:{json.loads(entry.detail)['to']}")
+            else:
+                changes.append(entry.action)
         assert changes[0] == "payout.created"
-        assert changes[-1] == STATE_ACTIONS.get(row.status, f"payout.{row.status}"), (row.status, changes)
+        assert changes[-1] in STATE_ACTIONS.get(row.status, {f"payout.{row.status}"}), (row.status, changes)
 
 
 def test_sent_once_with_the_key_fixed_at_scheduling(setup) -> None:
@@ -139,7 +214,10 @@ def test_timeout_after_accept_is_resolved_by_lookup(setup) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("timeout_after_accept")
-    disburse_rail(rt, "r")
+    assert disburse_rail(rt, "r") == 1
+    row = payout(rt, p.id)
+    assert (row.status, row.next_attempt_at) == ("unknown", None)  # looked up at once, before anything else
+    assert drain(rt) == 1
     key = p.idempotency_key
     assert rail.calls == [[key]]  # never sent again
     assert rail.accepted == {key: 1}
@@ -154,7 +232,7 @@ def test_timeout_before_accept_resends_with_same_key(setup) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("timeout_before_accept")
-    disburse_rail(rt, "r")
+    assert drain(rt) == 3  # send (unknown), lookup (not found), send again
     key = p.idempotency_key
     assert rail.calls == [[key], [key]]
     assert rail.accepted == {key: 1}
@@ -170,7 +248,17 @@ def test_failed_lookup_is_retried_before_any_new_send(setup) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("timeout_after_accept", "lookup_fails")
-    disburse_rail(rt, "r")
+    assert disburse_rail(rt, "r") == 1
+    assert disburse_rail(rt, "r") == 1  # the lookup fails: the payout stays unknown, nothing is sent
+    row = payout(rt, p.id)
+    assert (row.status, row.attempts) == ("unknown", 1)
+    assert row.reason == "lookup failed: RetryableRailError: lookup endpoint unavailable"
+    assert rail.calls == [[p.idempotency_key]]
+    # even with no backoff configured, a rail whose lookup failed is not asked again at once
+    assert row.next_attempt_at > utcnow()
+    assert disburse_rail(rt, "r") == 0
+    make_due(rt, p.id)
+    assert drain(rt) == 1
     assert rail.calls == [[p.idempotency_key]]
     assert rail.accepted == {p.idempotency_key: 1}
     assert payout(rt, p.id).status == "sent"
@@ -181,7 +269,7 @@ def test_retryable_errors_are_retried_then_succeed(setup) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("retryable", "retryable")
-    disburse_rail(rt, "r")
+    assert drain(rt) == 3
     key = p.idempotency_key
     assert rail.calls == [[key]] * 3
     assert rail.accepted == {key: 1}
@@ -196,7 +284,7 @@ def test_retries_are_bounded_then_fail_with_rewards_held(setup) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"), ("p1", "5"))
     rail.plan("retryable", "retryable", "retryable", "retryable")
-    disburse_rail(rt, "r")
+    assert drain(rt) == 3
     key = p.idempotency_key
     assert rail.calls == [[key]] * 3  # max_attempts
     assert not rail.accepted
@@ -214,25 +302,96 @@ def test_retries_are_bounded_then_fail_with_rewards_held(setup) -> None:
 
 
 def test_retries_back_off_exponentially(setup) -> None:
+    """Each retryable result leaves the payout waiting; until its backoff runs out it is not claimed or sent."""
     rt, rail = setup(retry_initial_seconds=2, retry_max_seconds=5, max_attempts=4)
     [p] = schedule(rt, ("p1", "100"))
-    waits: list[float] = []
-    rt.sleep = waits.append  # type: ignore[method-assign]
+    key = p.idempotency_key
     rail.plan("retryable", "retryable", "retryable")
-    disburse_rail(rt, "r")
-    assert payout(rt, p.id).status == "sent"
-    assert len(rail.calls) == 4
-    assert len(waits) == 3
-    assert 2 <= waits[0] <= 3  # 2 s plus up to 1 s of jitter
-    assert 4 <= waits[1] <= 5
-    assert waits[2] == 5  # capped at retry_max_seconds
+    # 2 s plus up to 2 s of jitter, then 4 s plus jitter capped at 5 s, then 8 s capped at 5 s
+    for attempt, (low, high) in enumerate([(2, 4), (4, 5), (5, 5)], start=1):
+        before = utcnow()
+        assert disburse_rail(rt, "r") == 1
+        after = utcnow()
+        row = payout(rt, p.id)
+        assert (row.status, row.attempts, row.reason) == ("retrying", attempt, "provider busy (503)")
+        assert_waits(row, before, after, low, high)
+        entry = trail(rt, p.id)[-1]
+        assert entry.action == "payout.retrying"
+        assert json.loads(entry.detail)["next_attempt_at"] == isoformat(row.next_attempt_at)
+        assert disburse_rail(rt, "r") == 0  # waiting for its backoff: not claimed
+        assert rail.calls == [[key]] * attempt
+        make_due(rt, p.id)
+    assert drain(rt) == 1
+    row = payout(rt, p.id)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("sent", 4, None)
+    assert rail.calls == [[key]] * 4
+    assert rail.accepted == {key: 1}
+    assert_audited(rt)
+
+
+def test_lookups_back_off_and_are_never_followed_by_an_early_send(setup, monkeypatch) -> None:
+    """An unknown outcome is looked up at once; a failed or undecided lookup, or a payout not found, waits."""
+    rt, rail = setup(retry_initial_seconds=2, retry_max_seconds=5)
+    [p] = schedule(rt, ("p1", "100"))
+    key = p.idempotency_key
+    rail.plan("timeout_before_accept", "lookup_fails")
+    assert disburse_rail(rt, "r") == 1
+    row = payout(rt, p.id)
+    assert (row.status, row.next_attempt_at) == ("unknown", None)
+
+    def round_then_wait(expected_status: str) -> Any:
+        before = utcnow()
+        assert disburse_rail(rt, "r") == 1
+        row = payout(rt, p.id)
+        assert row.status == expected_status
+        assert_waits(row, before, utcnow(), 2, 4)  # after one attempt: 2 s plus up to 2 s of jitter
+        assert disburse_rail(rt, "r") == 0
+        assert rail.calls == [[key]]
+        make_due(rt, p.id)
+        return row
+
+    row = round_then_wait("unknown")  # the lookup failed
+    assert row.reason == "lookup failed: RetryableRailError: lookup endpoint unavailable"
+    lookup = rail.lookup
+    monkeypatch.setattr(rail, "lookup", lambda keys: {k: RailResult(k, Outcome.UNKNOWN, reason="in review")
+                                                      for k in keys})
+    round_then_wait("unknown")  # the rail cannot tell yet
+    monkeypatch.setattr(rail, "lookup", lookup)
+    row = round_then_wait("retrying")  # not found: sent again with the same key, after the wait
+    assert row.reason == "not received by the rail; will send again with the same key"
+    assert drain(rt) == 1
+    row = payout(rt, p.id)
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert rail.calls == [[key], [key]]
+    assert rail.accepted == {key: 1}
+    assert attempt_rows(rt, p.id) == [("send", 1, "unknown"), ("lookup", 1, "unknown"), ("lookup", 1, "not_found"),
+                                      ("send", 2, "accepted")]
+    assert history(rt, p.id) == ["payout.created", "payout.sending", "payout.unknown", "payout.lookup",
+                                 "payout.lookup", "payout.sending", "payout.sent"]
+    assert_audited(rt)
+
+
+def test_unknown_outcome_fails_only_once_the_rail_says_it_never_arrived(setup) -> None:
+    """Out of attempts, a payout whose outcome is unknown is looked up first; only a payout not found fails."""
+    rt, rail = setup(max_attempts=1)
+    [p] = schedule(rt, ("p1", "100"))
+    rail.plan("timeout_before_accept")
+    assert drain(rt) == 3  # send (unknown), lookup (not found), out of attempts
+    assert rail.calls == [[p.idempotency_key]]
+    assert not rail.accepted
+    row = payout(rt, p.id)
+    assert row.status == "failed"
+    assert row.reason.startswith("retries exhausted after 1 attempts: ")
+    assert [(s, c) for s, c, _r in reward_states(rt, p.id)] == [("held", "payout_failed")]
+    assert attempt_rows(rt, p.id) == [("send", 1, "unknown"), ("lookup", 1, "not_found")]
+    assert_audited(rt)
 
 
 def test_permanent_error_stops_at_once(setup) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("permanent")
-    disburse_rail(rt, "r")
+    assert disburse_rail(rt, "r") == 1
     assert rail.calls == [[p.idempotency_key]]
     assert not rail.accepted
     p = payout(rt, p.id)
@@ -249,7 +408,7 @@ def test_rejected_payout_shows_reason(setup) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("reject")
-    disburse_rail(rt, "r")
+    assert drain(rt) == 1
     assert len(rail.calls) == 1
     assert (payout(rt, p.id).status, payout(rt, p.id).reason) == ("rejected", "invalid beneficiary")
     assert_audited(rt)
@@ -278,7 +437,7 @@ def test_missing_result_is_unknown_and_looked_up(setup, monkeypatch) -> None:
     p1, p2 = schedule(rt, ("p1", "100"), ("p2", "200"))
     send = rail.send
     monkeypatch.setattr(rail, "send", lambda instructions: send(instructions)[:1])  # one answer is lost
-    disburse_rail(rt, "r")
+    assert drain(rt) == 2
     assert rail.calls == [[p1.idempotency_key, p2.idempotency_key]]
     assert rail.accepted == {p1.idempotency_key: 1, p2.idempotency_key: 1}
     assert history(rt, p1.id) == ["payout.created", "payout.sending", "payout.sent"]
@@ -298,7 +457,7 @@ def test_rail_bug_while_sending_is_an_unknown_outcome(setup, monkeypatch) -> Non
         raise KeyError("status")  # the plugin broke after the provider accepted
 
     monkeypatch.setattr(rail, "send", buggy)
-    disburse_rail(rt, "r")
+    assert drain(rt) == 2
     assert rail.calls == [[p.idempotency_key]]
     assert rail.accepted == {p.idempotency_key: 1}
     assert attempt_rows(rt, p.id) == [("send", 1, "unknown"), ("lookup", 1, "accepted")]
@@ -314,7 +473,7 @@ def test_crash_after_attempt_committed_before_send(setup) -> None:
         tx.conn.execute(update(payouts).where(payouts.c.id == p.id).values(status="sending", attempts=1))
         tx.conn.execute(attempts.insert().values(payout_id=p.id, kind="send", number=1, started_at=utcnow()))
         tx.audit("payout.sending", "payout", p.id, {"attempt": 1, "key": p.idempotency_key})
-    disburse_rail(rt, "r")
+    assert drain(rt) == 2  # lookup (not found), then the send with the same key
     key = p.idempotency_key
     assert rail.calls == [[key]]
     assert rail.accepted == {key: 1}
@@ -336,7 +495,7 @@ def test_crash_after_rail_accepted_is_resolved_by_lookup(setup, monkeypatch) -> 
     def die(*_args: Any, **_kwargs: Any) -> None:
         raise Crash()
 
-    monkeypatch.setattr(disburse, "_apply", die)  # the rail answered, the process died before recording it
+    monkeypatch.setattr(disburse, "apply_results", die)  # the rail answered, the process died before recording it
     with pytest.raises(Crash):
         disburse_rail(rt, "r")
     monkeypatch.undo()
@@ -361,7 +520,7 @@ def test_crash_after_rail_accepted_is_resolved_by_lookup(setup, monkeypatch) -> 
 def test_restarted_worker_resolves_crashed_send(setup, monkeypatch) -> None:
     rt, rail = setup()
     [p] = schedule(rt, ("p1", "100"))
-    monkeypatch.setattr(disburse, "_apply", lambda *a, **k: (_ for _ in ()).throw(Crash()))
+    monkeypatch.setattr(disburse, "apply_results", lambda *a, **k: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):
         disburse_rail(rt, "r")
     monkeypatch.undo()
@@ -381,7 +540,7 @@ def test_unknown_outcome_without_lookup_or_dedup_is_unresolved(setup, fault: str
     rt, rail = setup(lookup=False)
     [p] = schedule(rt, ("p1", "100"))
     rail.plan(fault)
-    disburse_rail(rt, "r")
+    assert drain(rt) == 2
     key = p.idempotency_key
     assert rail.calls == [[key]]
     p = payout(rt, p.id)
@@ -403,7 +562,7 @@ def test_unknown_outcome_inside_dedup_window_resends_same_key(setup) -> None:
     rt, rail = setup(lookup=False, dedup_window_seconds=3600)
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("timeout_before_accept")
-    disburse_rail(rt, "r")
+    assert drain(rt) == 2  # the unknown payout is sent again in the round that would have looked it up
     key = p.idempotency_key
     assert rail.calls == [[key], [key]]
     assert payout(rt, p.id).status == "sent"
@@ -416,7 +575,7 @@ def test_unknown_outcome_past_dedup_window_is_unresolved(setup) -> None:
     with rt.engine.begin() as conn:
         conn.execute(update(payouts).where(payouts.c.id == p.id).values(created_at=utcnow() - timedelta(hours=2)))
     rail.plan("timeout_before_accept")
-    disburse_rail(rt, "r")
+    assert drain(rt) == 2
     assert rail.calls == [[p.idempotency_key]]
     assert payout(rt, p.id).status == "unresolved"
     assert_audited(rt)
@@ -501,7 +660,7 @@ def test_unknown_outcomes_inside_dedup_window_never_become_failed(setup) -> None
     rt, rail = setup(lookup=False, dedup_window_seconds=3600)
     [p] = schedule(rt, ("p1", "100"))
     rail.plan("timeout_after_accept", "timeout_after_accept", "timeout_after_accept")
-    disburse_rail(rt, "r")
+    assert drain(rt) == 4  # three sends, then out of attempts
     key = p.idempotency_key
     assert rail.calls == [[key]] * 3  # re-sent with the same key inside the provider's dedup window
     p = payout(rt, p.id)
@@ -510,4 +669,210 @@ def test_unknown_outcomes_inside_dedup_window_never_become_failed(setup) -> None
     assert [s for s, _c, _r in reward_states(rt, p.id)] == ["scheduled"]  # not released as owed again
     assert disburse_rail(rt, "r") == 0
     assert len(rail.calls) == 3
+    assert_audited(rt)
+
+
+class ScreenSpy:
+    """A screening hook that allows everything and records what it was asked about."""
+
+    def __init__(self) -> None:
+        self.screened: list[int] = []
+
+    @hookimpl
+    def payhub_screen_payout(self, payout: Any) -> None:
+        self.screened.append(payout.payout_id)
+
+
+def test_released_payout_is_sent_once_without_screening_again(setup, operator) -> None:
+    rt, rail = setup(extra="[hooks.deny_big]\n")
+    spy = ScreenSpy()
+    rt.plugins.hooks.register(spy)
+    big, small = schedule(rt, ("p1", "1000.01"), ("p2", "1000.00"))
+    assert drain(rt) == 1
+    assert payout(rt, big.id).status == "held"
+    assert sorted(spy.screened) == [big.id, small.id]
+    ops = operator(rt)
+    with pytest.raises(PayhubError, match=f"payout {small.id} is sent; only held payouts can be released"):
+        payout_actions.release(ops, small.id, "x")
+
+    payout_actions.release(ops, big.id, "beneficiary verified by compliance")
+    row = payout(rt, big.id)
+    assert (row.status, row.released_by, row.attempts) == ("scheduled", "ops:alice", 0)
+    assert row.reason == "released by operator: beneficiary verified by compliance"
+    actor, origin, detail = operator_entry(rt, "payout.released", big.id)
+    assert (actor, detail) == ("ops:alice", {"reason": "beneficiary verified by compliance"})
+    assert origin.startswith("cli@")
+    assert_audited(rt)
+
+    assert drain(rt) == 1
+    assert sorted(spy.screened) == [big.id, small.id]  # not screened again
+    assert rail.calls == [[small.idempotency_key], [big.idempotency_key]]
+    assert rail.accepted == {small.idempotency_key: 1, big.idempotency_key: 1}
+    assert payout(rt, big.id).status == "sent"
+    assert [s for s, _c, _r in reward_states(rt, big.id)] == ["sent"]
+    assert history(rt, big.id) == ["payout.created", "payout.held", "payout.released", "payout.sending",
+                                   "payout.sent"]
+    assert drain(rt) == 0
+    assert len(rail.calls) == 2
+    assert_audited(rt)
+
+
+def test_cancelled_payout_holds_its_rewards_until_released_into_a_new_payout(setup, operator, tmp_path) -> None:
+    rt, rail = setup(extra="[hooks.deny_big]\n")
+    big, small = schedule(rt, ("p1", "1000.01"), ("p2", "10"))
+    ops = operator(rt)
+    payout_actions.cancel(ops, small.id, "wrong amount")  # scheduled, never attempted
+    assert drain(rt) == 1
+    assert payout(rt, big.id).status == "held"
+    payout_actions.cancel(ops, big.id, "not payable")  # held by screening
+    for p, was, why in ((small, "scheduled", "wrong amount"), (big, "held", "not payable")):
+        row = payout(rt, p.id)
+        reason = f"cancelled by operator: {why}"
+        assert (row.status, row.reason, row.attempts) == ("cancelled", reason, 0)
+        assert reward_states(rt, p.id) == [("held", "payout_failed", f"payout {p.id} cancelled: {reason}")]
+        actor, _origin, detail = operator_entry(rt, "payout.cancelled", p.id)
+        assert (actor, detail) == ("ops:alice", {"from": was, "reason": reason})
+    assert drain(rt) == 0
+    assert rail.calls == []
+    assert schedule_batch(rt) == 0  # the held rewards are not scheduled again on their own
+    assert_audited(rt)
+
+    with rt.engine.connect() as conn:
+        reward_ids = conn.execute(select(rewards.c.id).where(rewards.c.payout_id == small.id)).scalars().all()
+    result = CliRunner().invoke(main, ["-c", str(tmp_path / "payhub.toml"), "--actor", "ops:alice", "rewards",
+                                       "release", *map(str, reward_ids), "--reason", "amount corrected"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert schedule_batch(rt) == 1
+    [new] = [r for r in all_payouts(rt) if r.id not in (big.id, small.id)]
+    assert (new.payee_id, new.amount_minor, new.status) == ("p2", 1000, "scheduled")
+    assert new.idempotency_key not in (small.idempotency_key, big.idempotency_key)
+    assert drain(rt) == 1
+    assert rail.calls == [[new.idempotency_key]]
+    assert rail.accepted == {new.idempotency_key: 1}
+    assert payout(rt, small.id).status == "cancelled"
+    assert [s for s, _c, _r in reward_states(rt, new.id)] == ["sent"]
+    assert [s for s, _c, _r in reward_states(rt, big.id)] == ["held"]
+    assert_audited(rt)
+
+
+def test_cancel_is_refused_once_the_rail_may_have_the_payout(setup, operator) -> None:
+    rt, rail = setup()
+    ops = operator(rt)
+    [p] = schedule(rt, ("p1", "100"))
+    rail.plan("timeout_after_accept")
+    assert disburse_rail(rt, "r") == 1
+    assert payout(rt, p.id).status == "unknown"
+    before = audit_count(rt)
+    with pytest.raises(PayhubError, match="is unknown; only scheduled or held or retrying payouts can be cancelled"):
+        payout_actions.cancel(ops, p.id, "x")
+    assert drain(rt) == 1
+    with pytest.raises(PayhubError, match="is sent; only scheduled or held or retrying payouts can be cancelled"):
+        payout_actions.cancel(ops, p.id, "x")
+    assert payout(rt, p.id).status == "sent"
+    assert [s for s, _c, _r in reward_states(rt, p.id)] == ["sent"]
+    assert audit_count(rt) == before + 2  # the lookup and the sent entry; nothing from the refusals
+
+    # A payout the rail refused as retryable never reached it: it can still be cancelled, and is not sent again.
+    [q] = [r for r in schedule(rt, ("p2", "50")) if r.id != p.id]
+    rail.plan("retryable")
+    assert disburse_rail(rt, "r") == 1
+    assert payout(rt, q.id).status == "retrying"
+    payout_actions.cancel(ops, q.id, "payee asked to wait")
+    assert payout(rt, q.id).status == "cancelled"
+    assert [(s, c) for s, c, _r in reward_states(rt, q.id)] == [("held", "payout_failed")]
+    assert drain(rt) == 0
+    assert rail.calls == [[p.idempotency_key], [q.idempotency_key]]
+    assert rail.accepted == {p.idempotency_key: 1}
+    assert_audited(rt)
+
+
+def test_resolve_not_sent_sends_again_once_with_the_same_key(setup, operator) -> None:
+    rt, rail = setup(lookup=False)
+    [p] = schedule(rt, ("p1", "100"))
+    key = p.idempotency_key
+    rail.plan("timeout_before_accept")
+    assert drain(rt) == 2
+    assert payout(rt, p.id).status == "unresolved"
+    ops = operator(rt)
+    assert payout_actions.resolve(ops, p.id, "not-sent", "provider has no record") == "retrying"
+    row = payout(rt, p.id)
+    assert (row.status, row.next_attempt_at, row.reason) == ("retrying", None,
+                                                            "resolved by operator: provider has no record")
+    actor, _origin, detail = operator_entry(rt, "payout.resolved", p.id)
+    assert (actor, detail) == ("ops:alice", {"from": "unresolved", "to": "retrying",
+                                             "reason": "provider has no record", "provider_ref": None})
+    assert_audited(rt)
+    assert drain(rt) == 1
+    assert rail.calls == [[key], [key]]
+    assert rail.accepted == {key: 1}
+    row = payout(rt, p.id)
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert [s for s, _c, _r in reward_states(rt, p.id)] == ["sent"]
+    with pytest.raises(PayhubError, match="is sent; only unresolved or unknown payouts can be resolved"):
+        payout_actions.resolve(ops, p.id, "not-sent", "x")
+    assert drain(rt) == 0
+    assert_audited(rt)
+
+
+def test_resolve_sent_settles_the_rewards_without_sending(setup, operator) -> None:
+    rt, rail = setup(lookup=False)
+    [p] = schedule(rt, ("p1", "100"), ("p1", "20"))
+    rail.plan("timeout_after_accept")
+    assert drain(rt) == 2
+    assert payout(rt, p.id).status == "unresolved"
+    ops = operator(rt)
+    assert payout_actions.resolve(ops, p.id, "sent", "seen in the provider's portal", "prov-42") == "sent"
+    row = payout(rt, p.id)
+    assert (row.status, row.provider_ref, row.attempts) == ("sent", "prov-42", 1)
+    assert [s for s, _c, _r in reward_states(rt, p.id)] == ["sent", "sent"]
+    assert operator_entry(rt, "payout.resolved", p.id)[0] == "ops:alice"
+    assert drain(rt) == 0
+    assert rail.calls == [[p.idempotency_key]]
+    assert rail.accepted == {p.idempotency_key: 1}
+    assert_audited(rt)
+
+
+def test_a_rail_backing_off_does_not_hold_up_other_rails(setup, tmp_path) -> None:
+    rt, rail = setup(extra='\n[rails.r2]\nplugin = "fake"\n', retry_initial_seconds=3600, retry_max_seconds=7200)
+    (tmp_path / "payees.csv").write_text("id,name,country,rail\np1,Partner One,DE,\np2,Partner Two,FR,r2\n")
+    assert list(rt.plugins.rails) == ["r", "r2"]  # r is worked first
+    other = rt.plugins.rails["r2"]
+    slow, fast = schedule(rt, ("p1", "100"), ("p2", "200"))
+    assert (slow.rail, fast.rail) == ("r", "r2")
+    rail.plan("retryable")
+    worker = Worker(rt)
+    worker.start()
+    try:
+        started = time.monotonic()
+        before = utcnow()
+        summary = worker.run_once()
+        assert time.monotonic() - started < 5
+    finally:
+        worker.stop()
+    row = payout(rt, slow.id)
+    assert (row.status, row.attempts) == ("retrying", 1)
+    assert_waits(row, before, utcnow(), 3600, 7200)
+    assert rail.calls == [[slow.idempotency_key]]
+    assert other.calls == [[fast.idempotency_key]]
+    assert other.accepted == {fast.idempotency_key: 1}
+    assert payout(rt, fast.id).status == "sent"
+    assert summary.counts["disbursed"] == 2
+    assert_audited(rt)
+
+
+def test_cancel_after_resolving_not_sent(setup, operator) -> None:
+    """An operator's not-sent finding is enough to cancel the payout instead of sending it again."""
+    rt, rail = setup(lookup=False)
+    [p] = schedule(rt, ("p1", "100"))
+    rail.plan("timeout_before_accept")
+    drain(rt)
+    ops = operator(rt)
+    payout_actions.resolve(ops, p.id, "not-sent", "provider has no record")
+    assert attempt_rows(rt, p.id)[-1] == ("lookup", 1, "not_found")
+    payout_actions.cancel(ops, p.id, "partner asked for a gift card instead")
+    assert payout(rt, p.id).status == "cancelled"
+    assert [(s, c) for s, c, _r in reward_states(rt, p.id)] == [("held", "payout_failed")]
+    assert drain(rt) == 0
+    assert rail.calls == [[p.idempotency_key]]
     assert_audited(rt)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CLAIMABLE = ("scheduled", "retrying", "unknown", "sending")
 FINAL_FAILURES = {Outcome.REJECTED: "rejected", Outcome.RETURNED: "returned"}
+LOOKUP_MIN_WAIT = 1.0  # seconds before asking again a rail whose lookup failed or did not know, whatever the backoff
 
 
 @dataclass
@@ -217,7 +218,8 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
         found = guard.call(rail.lookup, [w.instruction.idempotency_key for w in batch])
     except Exception as exc:  # noqa: BLE001 - the payouts stay unknown and are looked up again after a wait
         log.warning("rail %s: lookup failed: %s", rail.name, exc)
-        later = now + timedelta(seconds=backoff_seconds(section, max(w.attempts for w in batch)))
+        wait = max(LOOKUP_MIN_WAIT, backoff_seconds(section, max(w.attempts for w in batch)))
+        later = now + timedelta(seconds=wait)
         with rt.engine.begin() as conn:
             conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in batch])).values(
                 next_attempt_at=later, reason=f"lookup failed: {type(exc).__name__}: {exc}"))
@@ -241,7 +243,7 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
                 tx.audit("payout.lookup", "payout", w.id, {"found": False}, outcome="not_found")
             elif result.outcome == Outcome.UNKNOWN:
                 w.done = True
-                wait = backoff_seconds(section, w.attempts)
+                wait = max(LOOKUP_MIN_WAIT, backoff_seconds(section, w.attempts))
                 set_status(tx, w.id, "unknown", next_attempt_at=now + timedelta(seconds=wait))
                 tx.audit("payout.lookup", "payout", w.id, {"found": True, "state": "unknown"}, outcome="unknown")
             else:
@@ -297,8 +299,13 @@ def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Wo
 
 
 def _exhaust(rt: Runtime, batch: list[Work]) -> None:
-    reasons = {w.id: f"retries exhausted after {w.attempts} attempts: {w.last_reason}" for w in batch}
     with rt.transaction() as tx:
+        last_send = {payout_id: detail for payout_id, detail in tx.conn.execute(
+            select(attempts.c.payout_id, attempts.c.detail)
+            .where(attempts.c.payout_id.in_([w.id for w in batch]), attempts.c.kind == "send")
+            .order_by(attempts.c.id))}  # the last send of each payout wins: its failure is the cause to show
+        reasons = {w.id: f"retries exhausted after {w.attempts} attempts: {last_send.get(w.id) or w.last_reason}"
+                   for w in batch}
         for w in batch:
             fail(tx, w.id, "failed", reasons[w.id], {"attempt": w.attempts})
     for w in batch:

@@ -47,6 +47,10 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
         if status in ("sent", "paid"):
             tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id)
                             .values(status=status, updated_at=now))
+        # The operator's finding is recorded like a lookup, so later decisions (cancel) can rely on it.
+        tx.conn.execute(attempts.insert().values(
+            payout_id=payout_id, kind="lookup", number=row.attempts, started_at=now, finished_at=now,
+            outcome="not_found" if status == "retrying" else status, detail=f"operator: {reason}"))
         tx.audit("payout.resolved", "payout", payout_id,
                  {"from": row.status, "to": status, "reason": reason, "provider_ref": provider_ref})
     return status
