@@ -16,12 +16,14 @@ from payhub.errors import PayhubError
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.disburse import disburse_rail
-from payhub.pipeline.ingest import poll, reset_failed_sources
+from payhub.pipeline.ingest import poll_batches, reset_failed_sources
 from payhub.pipeline.schedule import schedule_batch
 from payhub.pipeline.settle import settle_rail
 from payhub.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+STAGE_BATCHES = 10
 
 Observer = Callable[[str, int], None]
 """Called with (stage, count) as work is done, for progress displays."""
@@ -48,6 +50,7 @@ class Worker:
         self.versions: dict[str, int] = {}
         self._next_poll: dict[str, float] = {}
         self._next_settle: dict[str, float] = {}
+        self._more: set[str] = set()  # sources that had more records ready when their poll stopped
         self._lock: FileLock | None = None
 
     def start(self) -> None:
@@ -79,8 +82,10 @@ class Worker:
                 self.observer(stage, n)
 
     def run_once(self) -> Summary:
-        """Poll every source once and work every stage until nothing is left that is due now."""
-        self._pass(force=True)
+        """Poll every source and work every stage until nothing is left that is due now."""
+        force = True
+        while self._pass(force=force) and not self.rt.stop_event.is_set():
+            force = False
         return self.summary
 
     def run_forever(self) -> None:
@@ -91,6 +96,8 @@ class Worker:
                 self.rt.stop_event.wait(self.rt.settings.daemon.idle_seconds)
 
     def _pass(self, force: bool) -> bool:
+        """Give every stage up to STAGE_BATCHES batches, so a large backlog moves through all of them together
+        (payouts go out while later events are still being read). Return whether anything was done."""
         rt = self.rt
         stopping = rt.stop_event.is_set
         busy = False
@@ -99,27 +106,33 @@ class Worker:
         for name in rt.plugins.sources:
             if stopping():
                 return busy
-            if force or now >= self._next_poll.get(name, 0):
+            if force or name in self._more or now >= self._next_poll.get(name, 0):
                 self._next_poll[name] = now + rt.settings.sources[name].poll_interval_seconds
-                n = poll(rt, name)
+                n, more = poll_batches(rt, name, STAGE_BATCHES)
+                self._more.discard(name)
+                if more:
+                    self._more.add(name)
                 self._note("ingested", n)
-                busy = busy or n > 0
+                busy = busy or n > 0 or more
         for stage, step in (("calculated", lambda: calculate_batch(rt, self.versions)),
                             ("scheduled", lambda: schedule_batch(rt))):
-            while not stopping():
-                n = step()
-                self._note(stage, n)
-                if not n:
-                    break
-                busy = True
+            busy = self._repeat(stage, step) or busy
         for name in rt.plugins.rails:
-            while not stopping():
-                n = disburse_rail(rt, name)
-                self._note("disbursed", n)
-                if not n:
-                    break
-                busy = True
+            busy = self._repeat("disbursed", lambda name=name: disburse_rail(rt, name)) or busy
             if not stopping() and (force or now >= self._next_settle.get(name, 0)):
                 self._next_settle[name] = now + rt.settings.rails[name].settle_interval_seconds
                 self._note("settled", settle_rail(rt, name))
         return busy
+
+    def _repeat(self, stage: str, step: Callable[[], int]) -> bool:
+        """Run ``step`` up to STAGE_BATCHES times while it finds work; return whether it did any."""
+        did = False
+        for _ in range(STAGE_BATCHES):
+            if self.rt.stop_event.is_set():
+                break
+            n = step()
+            self._note(stage, n)
+            if not n:
+                break
+            did = True
+        return did

@@ -85,33 +85,41 @@ def _record_dict(record: SourceRecord) -> dict[str, Any]:
 
 def poll(rt: Runtime, name: str) -> int:
     """Fetch from source ``name`` until it has nothing more ready; return the number of new events."""
+    return poll_batches(rt, name)[0]
+
+
+def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tuple[int, bool]:
+    """Fetch from source ``name`` until it has nothing more ready, or ``max_batches`` batches were stored.
+
+    Returns (new events, whether the source said more records are ready now).
+    """
     source = rt.plugins.sources[name]
     section = rt.settings.sources[name]
     cursor = _claim(rt, name)
     if cursor is False:
-        return 0
+        return 0, False
     guard = rt.guard(f"source {name}", rt.settings.daemon.plugin_timeout_seconds)
-    added = 0
+    added, batches, more = 0, 0, False
     try:
-        while not rt.stop_event.is_set():
+        while not rt.stop_event.is_set() and (max_batches is None or batches < max_batches):
             try:
                 result = guard.call(source.fetch, cursor, section.batch_size)
             except (TransientSourceError, PluginTimeout) as exc:
                 log.warning("source %s: %s (will retry on the next poll)", name, exc)
                 _record_error(rt, name, f"transient: {exc}", failed=False)
-                break
+                return added, False
             except (PermanentSourceError, PluginError, Exception) as exc:  # noqa: BLE001 - isolate the plugin
                 reason = f"{type(exc).__name__}: {exc}"
                 log.error("source %s failed: %s", name, reason)
                 _record_error(rt, name, reason, failed=True)
-                break
+                return added, False
             added += store(rt, name, result.records, result.cursor, previous=cursor)
-            cursor = result.cursor
-            if not result.more:
+            cursor, more, batches = result.cursor, result.more, batches + 1
+            if not more:
                 break
     finally:
         _release(rt, name)
-    return added
+    return added, more
 
 
 def store(rt: Runtime, source: str, records: Any, cursor: str | None, previous: str | None = None) -> int:
