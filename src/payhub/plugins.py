@@ -66,7 +66,8 @@ class Plugins:
         return None
 
     def close(self) -> None:
-        for plugin in [*self.sources.values(), *self.rails.values()]:
+        closing: list[Source | Rail] = [*self.sources.values(), *self.rails.values()]
+        for plugin in closing:
             try:
                 plugin.close()
             except Exception:  # noqa: BLE001 - shutting down; the rest must close too

@@ -60,7 +60,7 @@ class FakeRail(Rail):
     settings_model = FakeRailSettings
     settings: FakeRailSettings
 
-    def __init__(self, name: str, settings: FakeRailSettings | None = None) -> None:  # type: ignore[override]
+    def __init__(self, name: str, settings: FakeRailSettings | None = None) -> None:
         super().__init__(name, settings or FakeRailSettings())
         self.accepted: Counter[str] = Counter()
         self.calls: list[list[str]] = []
@@ -133,7 +133,7 @@ class LedgerRail(Rail):
     settings_model = LedgerRailSettings
     settings: LedgerRailSettings
 
-    def __init__(self, name: str, settings: LedgerRailSettings) -> None:  # type: ignore[override]
+    def __init__(self, name: str, settings: LedgerRailSettings) -> None:
         super().__init__(name, settings)
         with self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS sends (key TEXT NOT NULL, payout_id INTEGER, amount TEXT, "

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from filelock import FileLock, Timeout
 from sqlalchemy import update
@@ -118,7 +119,7 @@ class Worker:
                             ("scheduled", lambda: schedule_batch(rt))):
             busy = self._repeat(stage, step) or busy
         for name in rt.plugins.rails:
-            busy = self._repeat("disbursed", lambda name=name: disburse_rail(rt, name)) or busy
+            busy = self._repeat("disbursed", partial(disburse_rail, rt, name)) or busy
             if not stopping() and (force or now >= self._next_settle.get(name, 0)):
                 self._next_settle[name] = now + rt.settings.rails[name].settle_interval_seconds
                 self._note("settled", settle_rail(rt, name))

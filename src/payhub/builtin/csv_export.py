@@ -44,7 +44,7 @@ class CsvExportRail(Rail):
     settings_model = CsvExportSettings
     settings: CsvExportSettings
 
-    def __init__(self, name: str, settings: CsvExportSettings) -> None:  # type: ignore[override]
+    def __init__(self, name: str, settings: CsvExportSettings) -> None:
         super().__init__(name, settings)
         self._index: dict[str, str] = {}  # key -> file name, for files already read
         self._read_files: set[str] = set()

@@ -64,7 +64,7 @@ class FileSource(Source):
     settings_model = FileSourceSettings
     settings: FileSourceSettings
 
-    def __init__(self, name: str, settings: FileSourceSettings) -> None:  # type: ignore[override]
+    def __init__(self, name: str, settings: FileSourceSettings) -> None:
         super().__init__(name, settings)
         path = settings.path
         self.format = settings.format or ("jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv")

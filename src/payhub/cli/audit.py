@@ -24,10 +24,10 @@ from payhub.runtime import Runtime
 COLUMNS = ["seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail"]
 
 
-class Instant(click.ParamType):
+class Instant(click.ParamType[datetime]):
     name = "TIME"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         try:
             return parse_instant(value)
         except InvalidRecord as exc:

@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 
 import click
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import err_console, render
@@ -38,7 +38,7 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     show = err_console.is_terminal if progress is None else progress
     display = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>10,.0f}"),
                        TimeElapsedColumn(), console=err_console, disable=not show)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def observe(stage: str, n: int) -> None:
         if stage not in tasks:

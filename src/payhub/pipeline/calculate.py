@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, func, select, update
 
@@ -67,10 +68,10 @@ def register_program_versions(rt: Runtime) -> dict[str, int]:
                 number = (tx.conn.execute(
                     select(func.max(program_versions.c.version)).where(program_versions.c.program == name)
                 ).scalar() or 0) + 1
-                existing = tx.conn.execute(program_versions.insert().values(
+                existing = cast("Sequence[int]", tx.conn.execute(program_versions.insert().values(
                     program=name, version=number, calculator=section.calculator, params=params,
                     fingerprint=fingerprint, created_at=utcnow(),
-                )).inserted_primary_key[0]
+                )).inserted_primary_key)[0]  # a Row; never None for a single-row insert without RETURNING
                 tx.audit("program.version_created", "program", name, {"version": number, "params": json.loads(params)})
             versions[name] = existing
     return versions
@@ -125,7 +126,7 @@ def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = N
     return len(rows)
 
 
-def _calculate_rows(rt: Runtime, tx: Tx, rows: list[Any], programs: dict[str, Calculator | str],
+def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str, Calculator | str],
                     versions: dict[str, int]) -> None:
     now = utcnow()
     history = DbHistory(tx.conn)

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy import or_, select, update
 
@@ -181,7 +181,7 @@ def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
     return count
 
 
-def _claim(rt: Runtime, name: str) -> str | None | bool:
+def _claim(rt: Runtime, name: str) -> str | None | Literal[False]:
     """Lease the source for this worker; return its cursor, or False if another worker or a failure holds it."""
     now = utcnow()
     with rt.engine.begin() as conn:
@@ -195,7 +195,7 @@ def _claim(rt: Runtime, name: str) -> str | None | bool:
         ).rowcount
         if not claimed:
             return False
-        return conn.execute(select(sources.c.cursor).where(sources.c.name == name)).scalar_one()
+        return cast("str | None", conn.execute(select(sources.c.cursor).where(sources.c.name == name)).scalar_one())
 
 
 def _release(rt: Runtime, name: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from sqlalchemy import exists, select, update
 
@@ -109,10 +110,10 @@ def _create_payout(tx: Tx, payee_id: str, currency: str, rail: str, why: str, it
     now = utcnow()
     total = sum(row.amount_minor for row in items)
     key = f"ph-{uuid.uuid4().hex}"
-    payout_id = tx.conn.execute(payouts.insert().values(
+    payout_id = cast("Sequence[int]", tx.conn.execute(payouts.insert().values(
         idempotency_key=key, payee_id=payee_id, rail=rail, route_reason=why, currency=currency, amount_minor=total,
         item_count=len(items), status="scheduled", attempts=0, created_at=now, updated_at=now,
-    )).inserted_primary_key[0]
+    )).inserted_primary_key)[0]  # a Row; never None for a single-row insert without RETURNING
     tx.conn.execute(payout_items.insert(), [
         {"payout_id": payout_id, "reward_id": row.id, "amount_minor": row.amount_minor} for row in items])
     ids = [row.id for row in items]
