@@ -259,7 +259,8 @@ def test_program_version_recorded_and_change_applies_to_new_events_only(make_run
     assert json.loads(versions[1].params)["amount"] == "40"
     by_event = {r.object_id: (r.version, r.amount_minor) for r in rows(rt2, select(
         events.c.object_id, program_versions.c.version, rewards.c.amount_minor,
-    ).select_from(rewards.join(calculations, calculations.c.id == rewards.c.calculation_id)
+    ).select_from(rewards.join(calculations, (calculations.c.program == rewards.c.program)
+                               & (calculations.c.event_id == rewards.c.event_id))
                   .join(program_versions, program_versions.c.id == calculations.c.program_version_id)
                   .join(events, events.c.id == rewards.c.event_id)))}
     assert by_event == {"1": (1, 2500), "2": (1, 2500), "3": (2, 4000)}

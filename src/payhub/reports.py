@@ -74,7 +74,8 @@ def explain(conn: Connection, reward_id: int) -> dict[str, Any] | None:
     reward = conn.execute(select(rewards).where(rewards.c.id == reward_id)).first()
     if reward is None:
         return None
-    calc = conn.execute(select(calculations).where(calculations.c.id == reward.calculation_id)).one()
+    calc = conn.execute(select(calculations).where(calculations.c.program == reward.program,
+                                                   calculations.c.event_id == reward.event_id)).one()
     version = conn.execute(select(program_versions).where(program_versions.c.id == calc.program_version_id)).one()
     event = conn.execute(select(events).where(events.c.id == reward.event_id)).one()
     return {

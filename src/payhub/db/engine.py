@@ -15,7 +15,9 @@ from sqlalchemy.pool import NullPool
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """Create an engine for ``url``; SQLite connections get WAL, foreign keys and immediate transactions."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+        # A file database keeps a small pool of connections (set up once each); :memory: must not be pooled apart.
+        pool = {"poolclass": NullPool} if ":memory:" in url else {"pool_size": 2, "max_overflow": 2}
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:

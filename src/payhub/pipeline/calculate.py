@@ -149,26 +149,27 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
                               "status": status, "reason": reason, "calculated_at": now})
             lines_per_calc.append(lines)
-    calc_ids = []
     if calc_rows:
-        calc_ids = [r[0] for r in tx.conn.execute(
-            calculations.insert().returning(calculations.c.id, sort_by_parameter_order=True), calc_rows)]
+        tx.conn.execute(calculations.insert(), calc_rows)
     reward_rows = []
-    for calc_id, calc_row, lines in zip(calc_ids, calc_rows, lines_per_calc, strict=True):
+    for calc_row, lines in zip(calc_rows, lines_per_calc, strict=True):
         for payee, minor, currency, line in lines:
             reward_rows.append({
-                "calculation_id": calc_id, "event_id": calc_row["event_id"], "program": calc_row["program"],
+                "event_id": calc_row["event_id"], "program": calc_row["program"],
                 "payee_id": payee, "amount_minor": minor, "currency": currency, "description": line.description,
-                "details": canonical_json(dict(line.details)), "status": "pending", "created_at": now,
-                "updated_at": now,
+                "details": canonical_json(dict(line.details)) if line.details else "{}", "status": "pending",
+                "created_at": now, "updated_at": now,
             })
     if reward_rows:
-        ids = [r[0] for r in tx.conn.execute(
-            rewards.insert().returning(rewards.c.id, sort_by_parameter_order=True), reward_rows)]
-        for reward_id, reward in zip(ids, reward_rows, strict=True):
+        # The audit entries are built from the returned rows themselves, so the rows may come back in any order
+        # (asking for parameter order would make SQLite insert them one statement per row).
+        written = tx.conn.execute(rewards.insert().returning(
+            rewards.c.id, rewards.c.event_id, rewards.c.program, rewards.c.payee_id, rewards.c.amount_minor,
+            rewards.c.currency), reward_rows)
+        for reward_id, event_id, program, payee, minor, currency in sorted(written):
             tx.audit("reward.calculated", "reward", reward_id, {
-                "event": reward["event_id"], "program": reward["program"], "payee": reward["payee_id"],
-                "amount": str(from_minor(reward["amount_minor"], reward["currency"])), "currency": reward["currency"],
+                "event": event_id, "program": program, "payee": payee,
+                "amount": str(from_minor(minor, currency)), "currency": currency,
             })
     event_ids = [row.id for row in rows]
     tx.conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status="calculated", calculated_at=now))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from payhub.api import Outcome, PayoutInstruction, Rail, RailResult
@@ -170,11 +170,14 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         attempt_rows = []
         for w in batch:
             w.attempts += 1
-            set_status(tx, w.id, "sending", attempts=w.attempts, next_attempt_at=None)
             attempt_rows.append({"payout_id": w.id, "kind": "send", "number": w.attempts, "started_at": now})
             tx.audit("payout.sending", "payout", w.id, {"attempt": w.attempts, "key": w.instruction.idempotency_key})
-        attempt_ids = [r[0] for r in tx.conn.execute(
-            attempts.insert().returning(attempts.c.id, sort_by_parameter_order=True), attempt_rows)]
+        tx.conn.execute(
+            update(payouts).where(payouts.c.id == bindparam("payout")).values(
+                status="sending", attempts=bindparam("number"), next_attempt_at=None, updated_at=now),
+            [{"payout": w.id, "number": w.attempts} for w in batch])
+        attempt_of = {payout_id: attempt_id for attempt_id, payout_id in tx.conn.execute(
+            attempts.insert().returning(attempts.c.id, attempts.c.payout_id), attempt_rows)}
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     keys = [w.instruction.idempotency_key for w in batch]
     try:
@@ -192,7 +195,7 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         results = {k: RailResult(k, Outcome.UNKNOWN, reason=f"rail error: {type(exc).__name__}: {exc}")
                    for k in keys}
     apply_results(rt, section, [(w, results[w.instruction.idempotency_key]) for w in batch],
-                  dict(zip([w.id for w in batch], attempt_ids, strict=True)))
+                  attempt_of)
 
 
 def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -> None:
@@ -260,21 +263,20 @@ def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Wo
     now = utcnow()
     settled, failed = [], []
     with rt.transaction() as tx:
+        finished = [{"attempt": attempt_ids[w.id], "outcome": result.outcome.value, "detail": result.reason}
+                    for w, result in outcomes if w.id in attempt_ids]
+        if finished:
+            tx.conn.execute(update(attempts).where(attempts.c.id == bindparam("attempt")).values(
+                finished_at=now, outcome=bindparam("outcome"), detail=bindparam("detail")), finished)
         for w, result in outcomes:
-            if w.id in attempt_ids:
-                tx.conn.execute(update(attempts).where(attempts.c.id == attempt_ids[w.id]).values(
-                    finished_at=now, outcome=result.outcome.value, detail=result.reason))
             detail: dict[str, Any] = {"attempt": w.attempts, "provider_ref": result.provider_ref}
             if result.reason:
                 detail["reason"] = result.reason
             outcome = result.outcome
             if outcome in (Outcome.ACCEPTED, Outcome.PAID):
                 state = "sent" if outcome == Outcome.ACCEPTED else "paid"
-                set_status(tx, w.id, state, provider_ref=result.provider_ref, reason=None, checked_at=now)
-                tx.conn.execute(update(rewards).where(rewards.c.payout_id == w.id)
-                                .values(status=state, updated_at=now))
                 tx.audit(f"payout.{state}", "payout", w.id, detail)
-                settled.append((w, outcome.value, result.provider_ref))
+                settled.append((w, state, result.provider_ref))
             elif outcome in FINAL_FAILURES:
                 fail(tx, w.id, FINAL_FAILURES[outcome], result.reason or outcome.value, detail)
                 failed.append((w, FINAL_FAILURES[outcome], result.reason or outcome.value))
@@ -291,9 +293,18 @@ def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Wo
             else:  # UNKNOWN: looked up before any new attempt
                 set_status(tx, w.id, "unknown", reason=result.reason)
                 tx.audit("payout.unknown", "payout", w.id, detail, outcome="unknown")
+        if settled:  # the common case, written as two bulk statements
+            changes = [{"payout": w.id, "state": state, "ref": ref} for w, state, ref in settled]
+            tx.conn.execute(update(payouts).where(payouts.c.id == bindparam("payout")).values(
+                status=bindparam("state"), provider_ref=bindparam("ref"), reason=None, checked_at=now,
+                updated_at=now), changes)
+            tx.conn.execute(update(rewards).where(rewards.c.payout_id == bindparam("payout")).values(
+                status=bindparam("state"), updated_at=now), [{"payout": c["payout"], "state": c["state"]}
+                                                             for c in changes])
     hooks = rt.plugins.hooks.hook
     for w, state, ref in settled:
-        safe_hook(hooks.payhub_payout_settled, payout=w.instruction, outcome=state, provider_ref=ref)
+        said = Outcome.ACCEPTED.value if state == "sent" else Outcome.PAID.value
+        safe_hook(hooks.payhub_payout_settled, payout=w.instruction, outcome=said, provider_ref=ref)
     for w, state, reason in failed:
         _notify_failed(rt, w, state, reason)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, select, update
 
 from payhub.api import Payee
 from payhub.clock import utcnow
@@ -16,6 +15,8 @@ from payhub.db.schema import payees, payout_items, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
+
+Planned = tuple[str, str, str, str, list[Any]]  # payee, currency, rail, why, reward rows
 
 # Rewards held for these reasons are retried automatically once the cause may be gone.
 RECHECKED_HOLDS = ("no_payee", "no_rail")
@@ -76,6 +77,7 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             groups[(row.payee_id, row.currency)].append(row)
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
         moved = 0
+        planned: list[Planned] = []
         for (payee_id, currency), items in groups.items():
             payee = known.get(payee_id)
             if payee is None:
@@ -85,8 +87,9 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             if rail is None:
                 moved += _hold(tx, items, "no_rail", why)
                 continue
-            _create_payout(tx, payee_id, currency, rail, why, items)
+            planned.append((payee_id, currency, rail, why, items))
             moved += len(items)
+        _create_payouts(tx, planned)
     return moved
 
 
@@ -106,23 +109,31 @@ def _hold(tx: Tx, items: list[Any], code: str, reason: str) -> int:
     return len(fresh)
 
 
-def _create_payout(tx: Tx, payee_id: str, currency: str, rail: str, why: str, items: list[Any]) -> int:
+def _create_payouts(tx: Tx, planned: list[Planned]) -> None:
+    """Insert the payouts, their items and the rewards' new state as a few bulk statements."""
+    if not planned:
+        return
     now = utcnow()
-    total = sum(row.amount_minor for row in items)
-    key = f"ph-{uuid.uuid4().hex}"
-    payout_id = cast("Sequence[int]", tx.conn.execute(payouts.insert().values(
-        idempotency_key=key, payee_id=payee_id, rail=rail, route_reason=why, currency=currency, amount_minor=total,
-        item_count=len(items), status="scheduled", attempts=0, created_at=now, updated_at=now,
-    )).inserted_primary_key)[0]  # a Row; never None for a single-row insert without RETURNING
+    rows = [{
+        "idempotency_key": f"ph-{uuid.uuid4().hex}", "payee_id": payee_id, "rail": rail, "route_reason": why,
+        "currency": currency, "amount_minor": sum(r.amount_minor for r in items), "item_count": len(items),
+        "status": "scheduled", "attempts": 0, "created_at": now, "updated_at": now,
+    } for payee_id, currency, rail, why, items in planned]
+    id_of = {key: payout_id for key, payout_id in tx.conn.execute(
+        payouts.insert().returning(payouts.c.idempotency_key, payouts.c.id), rows)}
+    ids = [id_of[row["idempotency_key"]] for row in rows]
+    links = [(payout_id, reward) for payout_id, plan in zip(ids, planned, strict=True) for reward in plan[4]]
     tx.conn.execute(payout_items.insert(), [
-        {"payout_id": payout_id, "reward_id": row.id, "amount_minor": row.amount_minor} for row in items])
-    ids = [row.id for row in items]
-    tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids)).values(
-        status="scheduled", payout_id=payout_id, hold_code=None, hold_reason=None, updated_at=now))
-    tx.audit("payout.created", "payout", payout_id, {
-        "key": key, "payee": payee_id, "rail": rail, "route": why, "currency": currency,
-        "amount": str(from_minor(total, currency)), "rewards": len(items),
-    })
-    for reward_id in ids:
-        tx.audit("reward.scheduled", "reward", reward_id, {"payout": payout_id})
-    return payout_id
+        {"payout_id": payout_id, "reward_id": r.id, "amount_minor": r.amount_minor} for payout_id, r in links])
+    tx.conn.execute(
+        update(rewards).where(rewards.c.id == bindparam("reward")).values(
+            status="scheduled", payout_id=bindparam("payout"), hold_code=None, hold_reason=None, updated_at=now),
+        [{"reward": r.id, "payout": payout_id} for payout_id, r in links])
+    for payout_id, row in zip(ids, rows, strict=True):
+        tx.audit("payout.created", "payout", payout_id, {
+            "key": row["idempotency_key"], "payee": row["payee_id"], "rail": row["rail"], "route": row["route_reason"],
+            "currency": row["currency"], "amount": str(from_minor(row["amount_minor"], row["currency"])),
+            "rewards": row["item_count"],
+        })
+    for payout_id, r in links:
+        tx.audit("reward.scheduled", "reward", r.id, {"payout": payout_id})

@@ -160,7 +160,6 @@ def upgrade() -> None:
 
     op.create_table('rewards',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('calculation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('program', sa.String(length=200), nullable=False),
     sa.Column('payee_id', sa.String(length=200), nullable=False),
@@ -174,7 +173,7 @@ def upgrade() -> None:
     sa.Column('payout_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['calculation_id'], ['calculations.id'], name=op.f('fk_rewards_calculation_id_calculations')),
+    sa.ForeignKeyConstraint(['program', 'event_id'], ['calculations.program', 'calculations.event_id'], name='fk_rewards_calculation'),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_rewards_event_id_events')),
     sa.ForeignKeyConstraint(['payout_id'], ['payouts.id'], name=op.f('fk_rewards_payout_id_payouts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_rewards'))
