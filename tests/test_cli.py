@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import shutil
 import signal
 import sqlite3
@@ -16,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import invoke
+from click.testing import Result
 
 from payhub.audit import GENESIS, canonical_json, entry_hash
-from payhub.cli import main, output
+from payhub.cli import output
 
 CLI = [sys.executable, "-c", "from payhub.cli import main; main()"]
 COLUMNS = ["seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail"]
@@ -62,17 +62,6 @@ D-5,deal_won
 PAYEES = "id,name,country\np1,Partner One,US\np2,Partner Zwei,DE\n"
 
 
-def invoke(*args: str) -> Result:
-    """Run the CLI in-process, leaving logging and signal handlers as they were."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        root.handlers[:], root.level = handlers, level
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 class Site:

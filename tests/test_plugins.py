@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sqlite3
 import sys
 import textwrap
@@ -12,9 +11,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import invoke
 
-from payhub.cli import main
 from payhub.plugins import load_plugins
 from payhub.settings import load_settings
 
@@ -28,17 +26,6 @@ DEALS = (
 PAYEES = "id,name,country,rail\np1,Partner One,US,export\np2,Partner Two,DE,\n"
 
 
-def invoke(*args: str) -> Result:
-    """Run the CLI in-process, leaving logging and signal handlers as they were."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        root.handlers[:], root.level = handlers, level
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def site(directory: Path, body: str) -> Path:
@@ -289,20 +276,22 @@ def test_rail_whose_capabilities_fail_is_isolated_at_start(tmp_path: Path, plugi
         ("p2", "held", "no_rail")]
 
 
+EXPORT_WITH_SINK = """
+[programs.pct]
+calculator = "percentage"
+percent = "10"
+[rails.export]
+plugin = "csv_export"
+directory = "out"
+[routing]
+default_rail = "export"
+[hooks.audit_sink]
+path = "audit.jsonl"
+"""
+
+
 def test_hook_with_an_unknown_hook_name_is_reported_and_the_rest_runs(tmp_path: Path, plugin_path: Path) -> None:
-    config = site(tmp_path, """
-        [programs.pct]
-        calculator = "percentage"
-        percent = "10"
-        [rails.export]
-        plugin = "csv_export"
-        directory = "out"
-        [routing]
-        default_rail = "export"
-        [hooks.misspelt]
-        [hooks.audit_sink]
-        path = "audit.jsonl"
-    """)
+    config = site(tmp_path, EXPORT_WITH_SINK + "[hooks.misspelt]\n")
     loaded = load_plugins(load_settings(config))
     status = {s.section: s for s in loaded.statuses}
     assert status["misspelt"].state == "failed"
@@ -316,18 +305,7 @@ def test_hook_with_an_unknown_hook_name_is_reported_and_the_rest_runs(tmp_path: 
 
 def test_audit_hook_sees_daemon_and_cli_entries(tmp_path: Path, plugin_path: Path) -> None:
     """Every committed audit entry reaches the audit hook, including those CLI commands write."""
-    config = site(tmp_path, """
-        [programs.pct]
-        calculator = "percentage"
-        percent = "10"
-        [rails.export]
-        plugin = "csv_export"
-        directory = "out"
-        [routing]
-        default_rail = "export"
-        [hooks.audit_sink]
-        path = "audit.jsonl"
-    """)
+    config = site(tmp_path, EXPORT_WITH_SINK)
     assert invoke("-c", str(config), "db", "upgrade").exit_code == 0
     assert invoke("-c", str(config), "run", "--once", "--no-progress").exit_code == 0
     assert invoke("-c", str(config), "--actor", "auditor:kim", "audit", "query", "--format", "json").exit_code == 0

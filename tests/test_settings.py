@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,25 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-
-from payhub.cli import main
+from cli_helpers import invoke
 
 SECRET = "sk-live-Zq7Xw3Pv9Lm2"  # distinctive: grepping for it finds any leak
 CLI = [sys.executable, "-c", "from payhub.cli import main; main()"]
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    """Run the CLI in-process, leaving logging and signal handlers as they were."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-    finally:
-        root.handlers[:], root.level = handlers, level
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def settings_file(directory: Path, body: str, db: str | None = None) -> Path:
