@@ -56,7 +56,11 @@ def entry_hash(row: dict[str, Any]) -> str:
 
     Each field is written as ``<length>:<text>;`` in the order of FIELDS, so no two entries share a payload.
     """
-    payload = "".join([f"{len(text)}:{text};" for text in [str(row[name]) for name in FIELDS]])
+    return _hash([row[name] for name in FIELDS])
+
+
+def _hash(values: list[Any]) -> str:
+    payload = "".join([f"{len(text)}:{text};" for text in map(str, values)])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -85,27 +89,18 @@ class AuditWriter:
             query = query.with_for_update()
         seq, prev = conn.execute(query).one()
         at = isoformat(utcnow())
-        rows = []
+        values = []
         for entry in batch:
             seq += 1
-            row = {
-                "seq": seq,
-                "at": at,
-                "actor": entry.actor or self.actor,
-                "action": entry.action,
-                "subject_type": entry.subject_type,
-                "subject_id": str(entry.subject_id),
-                "outcome": entry.outcome,
-                "origin": self.origin,
-                "detail": canonical_json(entry.detail),
-                "prev_hash": prev,
-            }
-            row["hash"] = prev = entry_hash(row)
-            rows.append(row)
+            fields = [seq, at, entry.actor or self.actor, entry.action, entry.subject_type, str(entry.subject_id),
+                      entry.outcome, self.origin, canonical_json(entry.detail) if entry.detail else "{}", prev]
+            prev = _hash(fields)
+            fields.append(prev)
+            values.append(fields)
         # Plain text and integers only: handed to the driver's executemany directly (the hot path of every stage).
-        conn.exec_driver_sql(_insert_sql(conn), [tuple(row[name] for name in COLUMNS) for row in rows])
+        conn.exec_driver_sql(_insert_sql(conn), [tuple(v) for v in values])
         conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
-        return rows
+        return [dict(zip(COLUMNS, v, strict=True)) for v in values]
 
 
 @dataclass(frozen=True, slots=True)
