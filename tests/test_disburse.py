@@ -876,3 +876,17 @@ def test_cancel_after_resolving_not_sent(setup, operator) -> None:
     assert drain(rt) == 0
     assert rail.calls == [[p.idempotency_key]]
     assert_audited(rt)
+
+
+def test_resolve_not_sent_is_refused_without_attempts_left(setup, operator) -> None:
+    """With no attempt left, a payout the provider never received is cancelled, not sent a last time."""
+    rt, rail = setup(lookup=False, max_attempts=1)
+    [p] = schedule(rt, ("p1", "100"))
+    rail.plan("timeout_before_accept")
+    drain(rt)
+    assert payout(rt, p.id).status == "unresolved"
+    ops = operator(rt)
+    with pytest.raises(PayhubError, match="has used all 1 attempts of rail r; cancel it instead"):
+        payout_actions.resolve(ops, p.id, "not-sent", "provider has no record")
+    assert payout(rt, p.id).status == "unresolved"
+    assert rail.calls == [[p.idempotency_key]]

@@ -299,8 +299,14 @@ def test_hook_with_an_unknown_hook_name_is_reported_and_the_rest_runs(tmp_path: 
     assert status["audit_sink"].state == "loaded"
     loaded.close()
     assert invoke("-c", str(config), "db", "upgrade").exit_code == 0
+    # Fail closed: while a configured hook is missing, rewards are calculated and scheduled but nothing is sent.
+    assert invoke("-c", str(config), "run", "--once", "--no-progress").exit_code == 0
+    assert not list((tmp_path / "out").glob("*.csv"))
+    assert rows(tmp_path, "SELECT DISTINCT status FROM payouts") == [("scheduled",)]
+    config.write_text(config.read_text().replace("[hooks.misspelt]\n", ""))
     assert invoke("-c", str(config), "run", "--once", "--no-progress").exit_code == 0
     assert len(list((tmp_path / "out").glob("*.csv"))) == 1
+    assert rows(tmp_path, "SELECT DISTINCT status FROM payouts") == [("sent",)]
 
 
 def test_audit_hook_sees_daemon_and_cli_entries(tmp_path: Path, plugin_path: Path) -> None:

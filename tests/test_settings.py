@@ -42,6 +42,13 @@ BAD_SETTINGS = {
                           "sources.f.settle_seconds", "number"),
     "float amount in program": ('[programs.p]\ncalculator = "percentage"\npercent = 2.5\n', "programs.p.percent",
                                 "float is not exact"),
+    "exponent amount in program": ('[programs.p]\ncalculator = "flat"\namount = "1e3"\ncurrency = "EUR"\n',
+                                   "programs.p.amount", "not a plain decimal"),
+    "default rail not configured": ('[routing]\ndefault_rail = "bank"\n', "routing.default_rail",
+                                    "not configured"),
+    "rail timeout longer than the lease": ('[rails.c]\nplugin = "csv_export"\ndirectory = "out"\n'
+                                           'timeout_seconds = 200\n',
+                                           "rails.c.timeout_seconds", "lookup and a send must fit"),
     "unknown time zone": ('[sources.f]\nplugin = "file"\npath = "f.csv"\ntimezone = "Mars/Olympus"\n',
                           "sources.f.timezone", "unknown time zone"),
 }

@@ -12,7 +12,9 @@ or ``params_model`` (calculators); the core validates the plugin's settings sect
 
 Contracts are synchronous and batch-shaped. The core owns threads, transactions, retries and the audit log;
 a plugin only talks to its system. Anything a plugin raises other than the errors below is treated as a bug in
-that plugin: its work is marked failed with the message, and the rest of payhub goes on.
+that plugin and isolated to its own work: a source is marked failed until restart, a calculation is recorded as
+failed, and a rail call that raised has an unknown outcome (looked up before any new attempt). The rest of payhub
+goes on. Calls that run longer than their timeout are abandoned: transient for a source, unknown for a rail.
 """
 
 from __future__ import annotations
@@ -93,14 +95,21 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path setting; relative paths are relative to the settings file's directory."""
 
 
-def _no_float(value: Any) -> Any:
+def _plain_amount(value: Any) -> Any:
     if isinstance(value, float):
         raise ValueError(f'write decimal amounts as strings ("{value}"), a float is not exact')
+    if isinstance(value, str):
+        from payhub.money import parse_amount
+
+        try:
+            return parse_amount(value)
+        except InvalidRecord as exc:
+            raise ValueError(str(exc)) from None
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_no_float)]
-"""A decimal setting given as a string or integer; floats are refused because they are not exact."""
+Amount = Annotated[Decimal, BeforeValidator(_plain_amount)]
+"""A decimal setting given as plain decimal text or an integer; floats and exponents are refused."""
 
 
 # ---------------------------------------------------------------------------------------------------- sources

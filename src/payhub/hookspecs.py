@@ -1,8 +1,10 @@
 """Hook specifications: cross-cutting behaviour plugins add with ``@payhub.api.hookimpl``.
 
-Hooks run in the daemon's process. A hook that raises is isolated: for ``payhub_screen_payout`` the payout is
-held (fail closed) with the error as reason; for the observers the error is logged and work goes on.
-Observers are called after the change they observe has been committed.
+Hooks run in the process that does the work: the daemon, and for ``payhub_audit_entry`` also CLI commands that
+write audit entries. A hook that raises is isolated: for ``payhub_screen_payout`` the payout is held (fail closed)
+with the error as reason; for the observers the error is logged and work goes on. While a configured hook plugin
+has failed to load, no payout is sent (its screening might be missing). Observers are called after the change
+they observe has been committed.
 """
 
 from __future__ import annotations

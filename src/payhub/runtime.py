@@ -92,15 +92,6 @@ class Runtime:
                 except Exception:  # noqa: BLE001 - an observer must not break the pipeline
                     log.exception("payhub_audit_entry hook failed for entry %s", row["seq"])
 
-    def sleep(self, seconds: float) -> None:
-        """Sleep unless asked to stop; raise Stopping when the stop event is set."""
-        if self.stop_event.wait(seconds):
-            raise Stopping()
-
     def close(self) -> None:
         self.plugins.close()
         self.engine.dispose()
-
-
-class Stopping(Exception):
-    """Raised inside long work when the daemon was asked to stop; the work is left resumable."""

@@ -225,6 +225,9 @@ def cross_checks(settings: Settings) -> list[tuple[str, str]]:
         problems.append(("routing.default_rail", f"names rail {default!r}, which is not configured "
                          f"(configured: {configured})"))
     lease = settings.database.lease_seconds
+    if settings.sources and settings.daemon.plugin_timeout_seconds >= lease:
+        problems.append(("daemon.plugin_timeout_seconds", f"{settings.daemon.plugin_timeout_seconds:g}s must be "
+                         f"below database.lease_seconds = {lease:g}: a source fetch must fit in its lease"))
     for name, rail in settings.rails.items():
         if 2 * rail.timeout_seconds >= lease:
             problems.append((f"rails.{name}.timeout_seconds", f"{rail.timeout_seconds:g}s is too long for "

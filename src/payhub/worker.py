@@ -122,7 +122,7 @@ class Worker:
             busy = self._repeat("disbursed", partial(disburse_rail, rt, name)) or busy
             if not stopping() and (force or now >= self._next_settle.get(name, 0)):
                 self._next_settle[name] = now + rt.settings.rails[name].settle_interval_seconds
-                self._note("settled", settle_rail(rt, name))
+                busy = self._repeat("settled", partial(settle_rail, rt, name)) or busy
         return busy
 
     def _repeat(self, stage: str, step: Callable[[], int]) -> bool:

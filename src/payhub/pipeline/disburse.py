@@ -73,6 +73,10 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     section = rt.settings.rails[rail_name]
     if rt.guard(f"rail {rail.name}", section.timeout_seconds).busy:
         return 0  # an abandoned call has not returned: leave its payouts alone until it does
+    failed_hooks = [s.section for s in rt.plugins.statuses if s.kind == "hook" and s.state == "failed"]
+    if failed_hooks:  # fail closed: a screening check the settings ask for might be missing
+        log.error("no payouts are sent while hook plugins %s have failed (see `payhub plugins list`)", failed_hooks)
+        return 0
     claimed = _claim(rt, rail_name, rail.capabilities.max_batch)
     if not claimed:
         return 0
@@ -233,7 +237,8 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
     with rt.transaction() as tx:
         for w in batch:
             key = w.instruction.idempotency_key
-            result = found.get(key) if key in found else RailResult(key, Outcome.UNKNOWN, reason="not in answer")
+            answered = key in found
+            result = found.get(key) if answered else RailResult(key, Outcome.UNKNOWN, reason="not in the answer")
             tx.conn.execute(attempts.insert().values(
                 payout_id=w.id, kind="lookup", number=w.attempts, started_at=now, finished_at=utcnow(),
                 outcome=result.outcome.value if result else "not_found", detail=result.reason if result else None))
@@ -248,7 +253,8 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
                 w.done = True
                 wait = max(LOOKUP_MIN_WAIT, backoff_seconds(section, w.attempts))
                 set_status(tx, w.id, "unknown", next_attempt_at=now + timedelta(seconds=wait))
-                tx.audit("payout.lookup", "payout", w.id, {"found": True, "state": "unknown"}, outcome="unknown")
+                tx.audit("payout.lookup", "payout", w.id, {"found": True if answered else None, "state": "unknown"},
+                         outcome="unknown")
             else:
                 w.done = True
                 tx.audit("payout.lookup", "payout", w.id, {"found": True, "state": result.outcome.value})

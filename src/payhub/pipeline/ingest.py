@@ -114,7 +114,8 @@ def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tupl
                 _record_error(rt, name, reason, failed=True)
                 return added, False
             added += store(rt, name, result.records, result.cursor, previous=cursor)
-            cursor, more, batches = result.cursor, result.more, batches + 1
+            # A source that says "more" but returned nothing would be polled forever: take it as done for now.
+            cursor, more, batches = result.cursor, result.more and bool(result.records), batches + 1
             if not more:
                 break
     finally:

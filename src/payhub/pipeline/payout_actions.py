@@ -13,7 +13,8 @@ from payhub.clock import utcnow
 from payhub.db.queries import for_update
 from payhub.db.schema import attempts, payouts, rewards
 from payhub.errors import PayhubError
-from payhub.pipeline.disburse import fail, set_status
+from payhub.payees import load_payees
+from payhub.pipeline.disburse import fail, instruction_for, safe_hook, set_status
 from payhub.runtime import Runtime, Tx
 
 MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
@@ -34,7 +35,7 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
     """Decide an ``unresolved`` or ``unknown`` payout from what the provider says; return the new status.
 
     ``sent`` / ``paid``: the provider has it. ``not-sent``: it never arrived, so it is sent again with the same
-    idempotency key.
+    idempotency key (refused when the payout has no attempts left: cancel it instead).
     """
     if outcome not in MANUAL_OUTCOMES:
         raise PayhubError(f"outcome must be one of {', '.join(MANUAL_OUTCOMES)}")
@@ -42,6 +43,10 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
     with rt.transaction() as tx:
         row = _load(tx, payout_id, ("unresolved", "unknown"), "resolved")
         status = "retrying" if outcome == "not-sent" else outcome
+        section = rt.settings.rails.get(row.rail)
+        if status == "retrying" and section is not None and row.attempts >= section.max_attempts:
+            raise PayhubError(f"payout {payout_id} has used all {section.max_attempts} attempts of rail {row.rail}; "
+                              "cancel it instead (its rewards are held as owed and can be released)")
         set_status(tx, payout_id, status, reason=f"resolved by operator: {reason}",
                    provider_ref=provider_ref or row.provider_ref, next_attempt_at=None)
         if status in ("sent", "paid"):
@@ -67,15 +72,20 @@ def release(rt: Runtime, payout_id: int, reason: str) -> None:
 
 def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
     """Cancel a payout the rail never accepted; its rewards are held as owed, to be released or kept."""
+    text = f"cancelled by operator: {reason}"
     with rt.transaction() as tx:
         row = _load(tx, payout_id, ("scheduled", "held", "retrying"), "cancelled")
         if row.status == "retrying" and row.attempts and not _never_received(tx, payout_id):
             raise PayhubError(f"payout {payout_id} may have reached the rail; resolve it instead")
-        fail(tx, payout_id, "cancelled", f"cancelled by operator: {reason}", {"from": row.status})
+        fail(tx, payout_id, "cancelled", text, {"from": row.status})
+        payee = load_payees(tx.conn, [row.payee_id]).get(row.payee_id)
+    if payee is not None:
+        safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=instruction_for(row, payee),
+                  outcome="cancelled", reason=text)
 
 
 def _never_received(tx: Tx, payout_id: int) -> bool:
     """True when the payout's last attempt proves the rail did not keep it (a retryable refusal, or not found)."""
     last = tx.conn.execute(select(attempts.c.kind, attempts.c.outcome).where(attempts.c.payout_id == payout_id)
                            .order_by(attempts.c.id.desc()).limit(1)).first()
-    return last is not None and tuple(last) in (("send", "retry"), ("lookup", "not_found"))
+    return last is not None and tuple(last) in (("send", "retry"), ("lookup", "not_found"), ("lookup", "retry"))
