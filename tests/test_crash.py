@@ -76,6 +76,7 @@ lease_seconds = {lease}
 
 [daemon]
 idle_seconds = 0.05
+plugin_timeout_seconds = 0.9
 
 [log]
 level = "INFO"
