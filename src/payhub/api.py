@@ -218,6 +218,20 @@ class History(Protocol):
         """Sum of the rewards of ``program`` to ``payee_id`` in ``currency`` (since ``since``, if given)."""
         ...
 
+    def rewarded_between(
+        self, program: str, payee_id: str, currency: str, since: datetime, until: datetime
+    ) -> Decimal:
+        """Sum of the rewards of ``program`` to ``payee_id`` in ``currency`` for events that occurred in
+        ``[since, until)`` (by the event's ``occurred_at``, not by when the reward was recorded)."""
+        ...
+
+    def total_volume(
+        self, program: str, partner_id: str, currency: str, since: datetime, until: datetime
+    ) -> Decimal:
+        """Sum of the amounts in ``currency`` of the events of ``partner_id`` that occurred in ``[since, until)``
+        and that ``program`` already calculated without failure (rewarded, or not eligible)."""
+        ...
+
 
 class Calculator(ABC):
     """Turns an event into reward lines for one program. Pure and deterministic: same inputs, same lines.

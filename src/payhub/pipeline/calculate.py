@@ -30,15 +30,32 @@ log = logging.getLogger(__name__)
 
 
 class DbHistory:
-    """:class:`payhub.api.History` over the rewards table, plus the rewards of the batch being calculated."""
+    """:class:`payhub.api.History` over the rewards table, plus the rewards of the batch being calculated.
+
+    The batch's own calculations are not in the database yet (they are written at the end of the batch), so each
+    result is also kept here, in memory, and added to what the database holds.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.in_batch: dict[tuple[str, str, str], int] = {}  # (program, payee, currency) -> minor units
+        # (program, payee, currency) -> [(event occurred_at, minor units)]
+        self.in_batch_by_time: dict[tuple[str, str, str], list[tuple[datetime, int]]] = {}
+        # (program, partner, currency) -> [(event occurred_at, event amount)]
+        self.in_batch_volume: dict[tuple[str, str, str], list[tuple[datetime, Decimal]]] = {}
+        self._stored_volume: dict[tuple[str, str, str, datetime, datetime], Decimal] = {}
 
-    def add(self, program: str, payee_id: str, currency: str, minor: int) -> None:
+    def add(self, program: str, payee_id: str, currency: str, minor: int, occurred_at: datetime | None = None) -> None:
         key = (program, payee_id, currency)
         self.in_batch[key] = self.in_batch.get(key, 0) + minor
+        if occurred_at is not None:
+            self.in_batch_by_time.setdefault(key, []).append((occurred_at, minor))
+
+    def add_volume(self, program: str, event: Event) -> None:
+        """Count ``event`` in the volume of ``program`` (call when the program calculated it without failure)."""
+        if event.partner_id and event.amount is not None and event.currency:
+            key = (program, event.partner_id, event.currency)
+            self.in_batch_volume.setdefault(key, []).append((event.occurred_at, event.amount))
 
     def total_rewarded(self, program: str, payee_id: str, currency: str, since: datetime | None = None) -> Decimal:
         query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
@@ -48,6 +65,37 @@ class DbHistory:
             query = query.where(rewards.c.created_at >= since)
         stored = int(self.conn.execute(query).scalar_one())
         return from_minor(stored + self.in_batch.get((program, payee_id, currency), 0), currency)
+
+    def rewarded_between(self, program: str, payee_id: str, currency: str, since: datetime,
+                         until: datetime) -> Decimal:
+        query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).select_from(
+            rewards.join(events, events.c.id == rewards.c.event_id)
+        ).where(
+            rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
+            events.c.occurred_at >= since, events.c.occurred_at < until,
+        )
+        stored = int(self.conn.execute(query).scalar_one())
+        batch = sum(minor for at, minor in self.in_batch_by_time.get((program, payee_id, currency), ())
+                    if since <= at < until)
+        return from_minor(stored + batch, currency)
+
+    def total_volume(self, program: str, partner_id: str, currency: str, since: datetime,
+                     until: datetime) -> Decimal:
+        key = (program, partner_id, currency, since, until)
+        stored = self._stored_volume.get(key)
+        if stored is None:  # event amounts are exact decimal text: summed here, not in SQL
+            amounts = self.conn.execute(select(events.c.amount).select_from(
+                calculations.join(events, events.c.id == calculations.c.event_id)
+            ).where(
+                calculations.c.program == program, calculations.c.status.in_(("rewarded", "not_eligible")),
+                events.c.partner_id == partner_id, events.c.currency == currency, events.c.amount.is_not(None),
+                events.c.occurred_at >= since, events.c.occurred_at < until,
+            )).scalars()
+            stored = sum((Decimal(a) for a in amounts), Decimal(0))
+            self._stored_volume[key] = stored  # the batch's own calculations are written only at its end
+        batch = sum((amount for at, amount in self.in_batch_volume.get((program, partner_id, currency), ())
+                     if since <= at < until), Decimal(0))
+        return stored + batch
 
 
 def register_program_versions(rt: Runtime) -> dict[str, int]:
@@ -144,7 +192,9 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
                 continue  # calculated before (a retried event keeps its other programs' results)
             status, reason, lines = _run_one(calculator, program, event, history)
             for payee, minor, currency, _line in lines:
-                history.add(program, payee, currency, minor)
+                history.add(program, payee, currency, minor, event.occurred_at)
+            if status != "failed":
+                history.add_volume(program, event)
             outcomes[event.id][program] = status if reason is None else f"{status}: {reason}"
             calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
                               "status": status, "reason": reason, "calculated_at": now})

@@ -1,0 +1,100 @@
+"""Pieces the program calculators share: parameter types, periods, event attributes, payees."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
+
+from payhub.api import Amount, CalculationError, Event, InvalidRecord
+from payhub.money import check_currency
+
+
+def _currency(value: str) -> str:
+    try:
+        return check_currency(value)
+    except InvalidRecord as exc:
+        raise ValueError(str(exc)) from None
+
+
+Currency = Annotated[str, AfterValidator(_currency)]
+"""An ISO 4217 currency code with minor units; upper-cased."""
+
+Percent = Annotated[Amount, Field(ge=0, le=100)]
+"""A percentage from 0 to 100, as decimal text ("1.5")."""
+
+Period = Literal["month", "quarter", "year"]
+
+
+def period_bounds(moment: datetime, period: Period) -> tuple[datetime, datetime, str]:
+    """The calendar period (UTC) holding ``moment``: (start, end exclusive, label like ``2026-Q3``)."""
+    moment = moment.astimezone(UTC)
+    year = moment.year
+    if period == "year":
+        first, months, label = 1, 12, f"{year}"
+    elif period == "quarter":
+        quarter = (moment.month - 1) // 3
+        first, months, label = quarter * 3 + 1, 3, f"{year}-Q{quarter + 1}"
+    else:
+        first, months, label = moment.month, 1, f"{year}-{moment.month:02d}"
+    start = datetime(year, first, 1, tzinfo=UTC)
+    end_month = first + months
+    end = datetime(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1, tzinfo=UTC)
+    return start, end, label
+
+
+def day_start(day: date) -> datetime:
+    """Midnight UTC at the start of ``day``."""
+    return datetime.combine(day, time(0), UTC)
+
+
+def attribute_date(event: Event, name: str) -> date | None:
+    """The date in attribute ``name`` (ISO 8601 date or date-time), None when absent or empty."""
+    value: Any = event.attributes.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return date.fromisoformat(text)
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return parsed.astimezone(UTC).date() if parsed.tzinfo else parsed.date()
+    raise CalculationError(f"attribute `{name}` = {value!r} is not an ISO 8601 date")
+
+
+def attribute_quantity(event: Event) -> Decimal:
+    """The event's ``quantity`` attribute as a positive whole number."""
+    try:
+        quantity = Decimal(str(event.attributes["quantity"]).strip())
+    except (KeyError, ArithmeticError, ValueError):
+        raise CalculationError("a per-unit program needs a numeric `quantity` attribute") from None
+    if not quantity.is_finite() or quantity <= 0 or quantity != quantity.to_integral_value():
+        raise CalculationError(f"quantity {quantity} is not a positive whole number")
+    return quantity
+
+
+def event_money(event: Event) -> tuple[Decimal, str]:
+    """The event's amount and currency; raises CalculationError when either is missing or the amount is negative."""
+    if event.amount is None or event.currency is None:
+        raise CalculationError("the event has no amount and currency")
+    if event.amount < 0:
+        raise CalculationError(f"negative event amount {event.amount}: returns and negative adjustments are not "
+                               "supported yet")
+    return event.amount, event.currency
+
+
+def partner(event: Event) -> str:
+    """The event's partner; raises CalculationError when it has none."""
+    if not event.partner_id:
+        raise CalculationError("the program pays the partner but the event has no partner_id")
+    return event.partner_id

@@ -1,0 +1,51 @@
+"""``activity``: a fixed reward per activity (certification, webinar, demo), capped per payee per period."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from payhub.api import Amount, Calculator, Event, History, PluginSettings, RewardLine
+from payhub.builtin.programs._common import Currency, period_bounds
+from payhub.money import quantize
+
+
+class ActivityParams(PluginSettings):
+    rewards: dict[str, Amount] = Field(min_length=1, description="Reward per value of the `activity` attribute.")
+    currency: Currency
+    cap_per_period: Amount | None = Field(None, gt=0, description="Most one payee earns per period.")
+    period: Literal["month", "quarter"] = "month"
+
+    @field_validator("rewards")
+    @classmethod
+    def _positive(cls, rewards: dict[str, Decimal]) -> dict[str, Decimal]:
+        for activity, amount in rewards.items():
+            if amount <= 0:
+                raise ValueError(f"the reward for {activity!r} must be above 0, not {amount}")
+        return rewards
+
+
+class Activity(Calculator):
+    """``activity``: ``rewards[activity]`` to the event's payee, within ``cap_per_period``."""
+
+    params_model = ActivityParams
+    params: ActivityParams
+
+    def calculate(self, event: Event, history: History) -> list[RewardLine]:
+        p = self.params
+        activity = str(event.attributes.get("activity", "")).strip()
+        if activity not in p.rewards:
+            return []
+        earned = quantize(p.rewards[activity], p.currency)
+        paid = earned
+        details: dict[str, str] = {"activity": activity}
+        if p.cap_per_period is not None:
+            since, until, label = period_bounds(event.occurred_at, p.period)
+            cap = quantize(p.cap_per_period, p.currency)
+            already = history.rewarded_between(self.program, event.payee_id, p.currency, since, until)
+            paid = max(Decimal(0), min(earned, cap - already))
+            if paid < earned:
+                details |= {"period": label, "earned": str(earned), "capped": str(earned - paid), "cap": str(cap)}
+        return [RewardLine(event.payee_id, paid, p.currency, f"{self.program}: {activity}", details)]
