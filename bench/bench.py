@@ -115,6 +115,15 @@ class RssMeter:
     def current(self) -> int:
         return self._status("VmRSS") or 0
 
+    def parts(self) -> dict[str, float]:
+        """Current RSS split into anonymous memory (the heap), mapped files and shared memory (SQLite's -shm), MB."""
+        out = {}
+        for name in ("RssAnon", "RssFile", "RssShmem"):
+            value = self._status(name)
+            if value is not None:
+                out[name] = value / MB
+        return out
+
     def reset(self) -> None:
         self.peak()  # fold the interval that ends into the process peak before it is forgotten
         if self.resettable:
@@ -385,6 +394,7 @@ def run_pipeline(workdir: Path, args: argparse.Namespace, rss: RssMeter) -> dict
     from payhub.settings import load_settings
     from payhub.worker import Worker
 
+    host = host_info()  # the commit and tree state of the code imported for this run
     setup: dict[str, float] = {}
     t0 = time.perf_counter()
     inputs = write_inputs(workdir, args)
@@ -409,14 +419,14 @@ def run_pipeline(workdir: Path, args: argparse.Namespace, rss: RssMeter) -> dict
         rail.lookup = meter.wrap_plugin_call(rail.lookup)  # type: ignore[method-assign]
     if args.sql_timing:
         time_statements(rt.engine, meter)
-    worker = Worker(rt, observer=Progress(args.quiet, args.events))
+    worker = Worker(rt, observer=Progress(args.quiet))
     worker.start()
     setup["start_s"] = time.perf_counter() - t0
 
     if args.tracemalloc:
         tracemalloc.start()
     rss.reset()
-    baseline = rss.current()
+    baseline, baseline_parts = rss.current(), rss.parts()
     try:
         with patched_worker(meter):
             load_before = _loadavg()
@@ -426,14 +436,15 @@ def run_pipeline(workdir: Path, args: argparse.Namespace, rss: RssMeter) -> dict
             load_after = _loadavg()
     finally:
         worker.stop()
-        end_peak = rss.peak()
+        end_peak, end_parts = rss.peak(), rss.parts()
         if args.tracemalloc:
             tracemalloc.stop()
         rt.close()
     if not args.quiet:
         print(file=sys.stderr)
-    return {"setup": setup, "inputs": inputs, "meter": meter, "elapsed": elapsed, "cpu": cpu,
+    return {"host": host, "setup": setup, "inputs": inputs, "meter": meter, "elapsed": elapsed, "cpu": cpu,
             "load": {"before": load_before, "after": load_after}, "baseline_rss": baseline,
+            "rss_parts": {"before": baseline_parts, "after": end_parts}, "rail_ledger_mb": _ledger_mb(rail),
             "run_peak_rss": max([end_peak] + [s.peak_rss for s in meter.stats.values()]),
             "summary": dict(summary.counts), "rail": rail}
 
@@ -441,9 +452,8 @@ def run_pipeline(workdir: Path, args: argparse.Namespace, rss: RssMeter) -> dict
 class Progress:
     """Worker observer: a progress line on stderr every few seconds."""
 
-    def __init__(self, quiet: bool, total: int) -> None:
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.total = total
         self.counts: dict[str, int] = {}
         self.last = 0.0
         self.start = time.monotonic()
@@ -456,6 +466,14 @@ class Progress:
         self.last = now
         done = " ".join(f"{k} {v:,}" for k, v in self.counts.items())
         print(f"\r  [{now - self.start:7.1f}s] {done}   ", end="", file=sys.stderr, flush=True)
+
+
+def _ledger_mb(rail: Any) -> float:
+    """Memory FakeRail keeps about what it accepted (a key count per payout): test bookkeeping, not payhub's."""
+    accepted = rail.accepted
+    size = sys.getsizeof(accepted) + sum(sys.getsizeof(key) for key in accepted)
+    size += sys.getsizeof(rail.calls) + sum(sys.getsizeof(call) for call in rail.calls)
+    return size / MB
 
 
 def check(db_path: Path, rail: Any, events: int) -> dict[str, Any]:
@@ -586,7 +604,7 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], checks: dict[str
     report: dict[str, Any] = {
         "bench": "payhub pipeline on SQLite",
         "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "host": {**host_info(), "loadavg_1min": run["load"]},
+        "host": {**run["host"], "loadavg_1min": run["load"]},
         "params": {"events": args.events, "payees": args.payees, "calculator": args.calculator,
                    "currencies": args.currencies, "synchronous": args.synchronous, "batch_size": args.batch_size,
                    "source_batch": args.source_batch, "rail_batch": args.rail_batch, "seed": args.seed,
@@ -598,6 +616,7 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], checks: dict[str
                    + ("; peak_traced_mb: tracemalloc peak of Python allocations per stage" if args.tracemalloc
                       else ""),
                    "baseline_rss_mb": run["baseline_rss"] / MB, "run_peak_rss_mb": run["run_peak_rss"] / MB,
+                   "rss_parts_mb": run["rss_parts"], "fake_rail_ledger_mb": run["rail_ledger_mb"],
                    "process_peak_rss_mb": rss.process_peak / MB},
         "checks": checks,
         "sql": _sql_summary(meter, args.profile_top) if args.sql_timing else None,
@@ -675,7 +694,10 @@ def render(report: dict[str, Any]) -> str:
     h = report["host"]
     w(f"host: {h['cpus']} CPUs, Python {h['python']}, SQLite {h['sqlite']}, commit {h.get('commit', '?')}"
       f"{' (src modified)' if h.get('src_modified') else ''}; load average {h['loadavg_1min']['before']} before, "
-      f"{h['loadavg_1min']['after']} after (other work on the machine inflates wall times, not cpu s)\n\n")
+      f"{h['loadavg_1min']['after']} after (other work on the machine inflates wall times, not cpu s)\n")
+    if not Path(h["payhub_path"]).is_relative_to(REPO):
+        w(f"payhub imported from {h['payhub_path']} (not this checkout: the commit above does not describe it)\n")
+    w("\n")
     traced = p["tracemalloc"]
     w(f"{'stage':<12}{'seconds':>10}{'cpu s':>9}{'items':>12} {'unit':<8}{'rate /s':>12}{'peak RSS MB':>13}"
       + (f"{'traced MB':>11}" if traced else "") + "\n")
@@ -694,6 +716,11 @@ def render(report: dict[str, Any]) -> str:
     m = report["memory"]
     w(f"\nmemory: {m['method']}. RSS before the run {m['baseline_rss_mb']:.1f} MB; peak during the run "
       f"{m['run_peak_rss_mb']:.1f} MB; process peak incl. setup {m['process_peak_rss_mb']:.1f} MB.\n")
+    parts = m["rss_parts_mb"]
+    if parts.get("after"):
+        w("  RSS after the run by kind: " + ", ".join(f"{k} {v:.1f} MB" for k, v in parts["after"].items())
+          + f" (before: {', '.join(f'{k} {v:.1f}' for k, v in parts['before'].items())}); of which the fake "
+          f"rail's own ledger of accepted keys ~{m['fake_rail_ledger_mb']:.1f} MB\n")
     d = report["database"]
     w(f"database: {d['bytes'] / MB:,.1f} MB, {d['rows_written']:,} rows ({_fmt(d['rows_per_reward'], 1)} per "
       f"reward); time outside the stage functions {e2e['outside_stages_s']:.2f} s\n")
@@ -796,21 +823,26 @@ def run_sizes(args: argparse.Namespace) -> int:
                      "baseline_rss_mb": m["baseline_rss_mb"], "run_peak_rss_mb": m["run_peak_rss_mb"],
                      "process_peak_rss_mb": m["process_peak_rss_mb"],
                      "stage_peak_rss_mb": {s["stage"]: s["peak_rss_mb"] for s in r["stages"]},
+                     "anon_after_mb": m["rss_parts_mb"].get("after", {}).get("RssAnon"),
+                     "fake_rail_ledger_mb": m["fake_rail_ledger_mb"], "payouts": r["checks"]["rows"]["payouts"],
                      "checks_ok": r["checks"]["ok"]})
     out = io.StringIO()
     names = [name for name, _a, _u in STAGES]
     out.write(f"memory flatness ({results[0]['memory']['method']}; each size in a fresh process)\n\n")
-    out.write(f"{'events':>10}{'seconds':>10}{'rewards/s':>11}{'base MB':>9}{'peak MB':>9}"
-              + "".join(f"{n[:9]:>10}" for n in names) + "  checks\n")
+    out.write(f"{'events':>10}{'seconds':>10}{'rewards/s':>11}{'payouts':>9}{'base MB':>9}{'peak MB':>9}"
+              + "".join(f"{n[:9]:>10}" for n in names) + f"{'heap MB':>9}{'rail MB':>9}  checks\n")
     for row in rows:
         out.write(f"{row['events']:>10,}{row['seconds']:>10.1f}{_fmt(row['rewards_per_s']):>11}"
-                  f"{row['baseline_rss_mb']:>9.1f}{row['run_peak_rss_mb']:>9.1f}"
+                  f"{row['payouts']:>9,}{row['baseline_rss_mb']:>9.1f}{row['run_peak_rss_mb']:>9.1f}"
                   + "".join(f"{row['stage_peak_rss_mb'][n]:>10.1f}" for n in names)
+                  + f"{_fmt(row['anon_after_mb'], 1):>9}{row['fake_rail_ledger_mb']:>9.1f}"
                   + f"  {'ok' if row['checks_ok'] else 'FAILED'}\n")
     first, last = rows[0], rows[-1]
     growth = last["run_peak_rss_mb"] - first["run_peak_rss_mb"]
     out.write(f"\npeak RSS grew {growth:+.1f} MB from N={first['events']:,} to N={last['events']:,} "
               f"({growth * 1e6 / max(1, last['events'] - first['events']):+.1f} MB per million events)\n")
+    out.write("heap MB: anonymous RSS (RssAnon) after the run; rail MB: what the in-memory FakeRail keeps about "
+              "the payouts it accepted, which grows with their number and is the test double's, not payhub's\n")
     text = out.getvalue()
     report = {"bench": "payhub memory flatness", "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "host": host_info(), "sizes": rows, "runs": results}
@@ -850,7 +882,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="profile each stage (default cprofile); write the report next to the results")
     ap.add_argument("--sql-timing", action="store_true",
                     help="time every SQL statement; report the costliest per stage (adds a little overhead)")
-    ap.add_argument("--profile-top", type=int, default=25, help="functions listed per stage and sort order")
+    ap.add_argument("--profile-top", type=int, default=25,
+                    help="rows listed per stage in the cProfile and --sql-timing reports (default 25)")
     ap.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     ap.add_argument("--workdir", help="where the temporary database and CSV go (default: the system temp dir)")

@@ -40,15 +40,18 @@ class Entry:
     actor: str | None = None
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces; Decimals and datetimes become text. Used for hashing and storage."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
-
-
 def _json_default(value: Any) -> str:
     if isinstance(value, datetime):
         return isoformat(value)
     return str(value)
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces; Decimals and datetimes become text. Used for hashing and storage."""
+    return _ENCODER.encode(value)
 
 
 def entry_hash(row: dict[str, Any]) -> str:

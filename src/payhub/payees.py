@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from payhub.api import Payee
 from payhub.audit import canonical_json
@@ -56,9 +56,13 @@ def sync_payees(rt: Runtime) -> int:
     if path is None:
         return 0
     file = rt.settings.resolve(path)
-    if not file.exists():
+    try:
+        signature = hashlib.sha256(file.read_bytes()).hexdigest()
+    except FileNotFoundError:
         log.warning("payees file %s does not exist", file)
         return 0
+    if rt.payees_seen == signature:
+        return 0  # the same content this process synced last time
     rows, problems = read_payees(file)
     for problem in problems:
         log.warning("payees: %s", problem)
@@ -68,15 +72,21 @@ def sync_payees(rt: Runtime) -> int:
         now = utcnow()
         for row in changed:
             row["updated_at"] = now
-            if row["id"] in known:
-                tx.conn.execute(payees.update().where(payees.c.id == row["id"]).values(**row))
-            else:
-                tx.conn.execute(payees.insert().values(**row))
+        added = [row for row in changed if row["id"] not in known]
+        updated = [{**row, "payee": row["id"]} for row in changed if row["id"] in known]
+        if added:
+            tx.conn.execute(payees.insert(), added)
+        if updated:
+            tx.conn.execute(payees.update().where(payees.c.id == bindparam("payee")).values(
+                {name: bindparam(name) for name in (*CORE_COLUMNS[1:], "details", "fingerprint", "updated_at")}),
+                updated)
+        for row in changed:
             # Details may be account numbers: the audit entry records which fields changed, not their values.
             tx.audit("payee.updated" if row["id"] in known else "payee.added", "payee", row["id"], {
                 "name": row["name"], "country": row["country"], "rail": row["rail"],
                 "detail_fields": sorted(json.loads(row["details"])),
             })
+    rt.payees_seen = signature
     return len(changed)
 
 

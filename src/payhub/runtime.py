@@ -59,6 +59,7 @@ class Runtime:
         self.plugins = plugins if plugins is not None else Plugins(hooks=new_plugin_manager())
         self.stop_event = threading.Event()
         self._guards: dict[str, Guard] = {}
+        self.payees_seen: str | None = None  # SHA-256 of the payees file content last synced
 
     @classmethod
     def for_cli(cls, settings: Settings, actor: str | None = None) -> Runtime:
