@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from payhub.api import (
-    Amount,
-    CalculationError,
-    Calculator,
-    Event,
-    History,
-    InvalidRecord,
-    PluginSettings,
-    RewardLine,
-)
-from payhub.money import check_currency
+from payhub.api import Amount, CalculationError, Calculator, Event, History, PluginSettings, RewardLine
+from payhub.builtin.programs._common import Currency, attribute_quantity, partner
 
 
 def _payee(event: Event, who: str) -> str:
-    if who == "partner":
-        if not event.partner_id:
-            raise CalculationError("the program pays the partner but the event has no partner_id")
-        return event.partner_id
-    return event.payee_id
+    return partner(event) if who == "partner" else event.payee_id
 
 
 class FlatParams(PluginSettings):
     amount: Amount = Field(gt=0)
-    currency: str
+    currency: Currency
     per_unit: bool = Field(False, description="Multiply by the event's `quantity` attribute.")
     pay: Literal["payee", "partner"] = "payee"
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        try:
-            return check_currency(value)
-        except InvalidRecord as exc:
-            raise ValueError(str(exc)) from None
 
 
 class FlatAmount(Calculator):
@@ -51,17 +29,10 @@ class FlatAmount(Calculator):
 
     def calculate(self, event: Event, history: History) -> list[RewardLine]:
         p = self.params
-        amount = p.amount
-        if p.per_unit:
-            try:
-                quantity = Decimal(str(event.attributes["quantity"]))
-            except (KeyError, ArithmeticError, ValueError):
-                raise CalculationError("per-unit program needs a numeric `quantity` attribute") from None
-            if quantity <= 0 or quantity != quantity.to_integral_value():
-                raise CalculationError(f"quantity {quantity} is not a positive whole number")
-            amount *= quantity
+        units = attribute_quantity(event) if p.per_unit else None
+        amount = p.amount * units if units is not None else p.amount
         return [RewardLine(_payee(event, p.pay), amount, p.currency, f"{self.program}: flat {p.amount} {p.currency}"
-                           + (f" x {event.attributes['quantity']}" if p.per_unit else ""))]
+                           + (f" x {units}" if units is not None else ""))]
 
 
 class PercentageParams(PluginSettings):

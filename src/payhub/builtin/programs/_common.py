@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from payhub.api import Amount, CalculationError, Event, InvalidRecord
-from payhub.money import check_currency
+from payhub.api import Amount, CalculationError, Event, History, InvalidRecord
+from payhub.clock import parse_instant
+from payhub.money import check_currency, quantize
 
 
 def _currency(value: str) -> str:
@@ -45,6 +46,18 @@ def period_bounds(moment: datetime, period: Period) -> tuple[datetime, datetime,
     return start, end, label
 
 
+def apply_cap(history: History, program: str, payee_id: str, currency: str, earned: Decimal, cap: Decimal,
+              since: datetime, until: datetime) -> tuple[Decimal, dict[str, str]]:
+    """What is left to pay of ``earned`` under ``cap`` for events in [since, until), and the details to record
+    when the cap cut it (``earned``, ``capped``, ``cap``). Amounts are in ``currency``'s minor units."""
+    cap = quantize(cap, currency)
+    already = history.rewarded_between(program, payee_id, currency, since, until)
+    paid = max(Decimal(0), min(earned, cap - already))
+    if paid < earned:
+        return paid, {"earned": str(earned), "capped": str(earned - paid), "cap": str(cap)}
+    return paid, {}
+
+
 def day_start(day: date) -> datetime:
     """Midnight UTC at the start of ``day``."""
     return datetime.combine(day, time(0), UTC)
@@ -55,21 +68,12 @@ def attribute_date(event: Event, name: str) -> date | None:
     value: Any = event.attributes.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).date()
-    if isinstance(value, date):
+    if isinstance(value, date) and not isinstance(value, datetime):
         return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if len(text) == 10:
-                return date.fromisoformat(text)
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            return parsed.astimezone(UTC).date() if parsed.tzinfo else parsed.date()
-    raise CalculationError(f"attribute `{name}` = {value!r} is not an ISO 8601 date")
+    try:
+        return parse_instant(value, default_tz=UTC).date()
+    except InvalidRecord:
+        raise CalculationError(f"attribute `{name}` = {value!r} is not an ISO 8601 date") from None
 
 
 def attribute_quantity(event: Event) -> Decimal:

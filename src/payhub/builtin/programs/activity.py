@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from payhub.api import Amount, Calculator, Event, History, PluginSettings, RewardLine
-from payhub.builtin.programs._common import Currency, period_bounds
+from payhub.builtin.programs._common import Currency, apply_cap, period_bounds
 from payhub.money import quantize
 
 
@@ -43,9 +43,8 @@ class Activity(Calculator):
         details: dict[str, str] = {"activity": activity}
         if p.cap_per_period is not None:
             since, until, label = period_bounds(event.occurred_at, p.period)
-            cap = quantize(p.cap_per_period, p.currency)
-            already = history.rewarded_between(self.program, event.payee_id, p.currency, since, until)
-            paid = max(Decimal(0), min(earned, cap - already))
-            if paid < earned:
-                details |= {"period": label, "earned": str(earned), "capped": str(earned - paid), "cap": str(cap)}
+            paid, capped = apply_cap(history, self.program, event.payee_id, p.currency, earned, p.cap_per_period,
+                                     since, until)
+            if capped:
+                details |= {"period": label, **capped}
         return [RewardLine(event.payee_id, paid, p.currency, f"{self.program}: {activity}", details)]

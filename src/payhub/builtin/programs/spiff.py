@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from payhub.api import Amount, CalculationError, Calculator, Event, History, PluginSettings, RewardLine
-from payhub.builtin.programs._common import Currency, attribute_quantity, day_start
+from payhub.builtin.programs._common import Currency, apply_cap, attribute_quantity, day_start
 from payhub.money import quantize
 
 
@@ -54,14 +54,9 @@ class Spiff(Calculator):
                 return []
         units = attribute_quantity(event) if p.per == "unit" else Decimal(1)
         earned = quantize(p.amount * units, p.currency)
-        paid = earned
-        details: dict[str, str] = {}
+        paid, details = earned, dict[str, str]()
         if p.cap_per_payee is not None:
-            cap = quantize(p.cap_per_payee, p.currency)
-            already = history.rewarded_between(self.program, event.payee_id, p.currency,
-                                               day_start(p.starts), day_start(p.ends + timedelta(days=1)))
-            paid = max(Decimal(0), min(earned, cap - already))
-            if paid < earned:
-                details = {"earned": str(earned), "capped": str(earned - paid), "cap": str(cap)}
+            paid, details = apply_cap(history, self.program, event.payee_id, p.currency, earned, p.cap_per_payee,
+                                      day_start(p.starts), day_start(p.ends + timedelta(days=1)))
         text = f"{self.program}: spiff {p.amount} {p.currency}" + (f" x {units}" if p.per == "unit" else "")
         return [RewardLine(event.payee_id, paid, p.currency, text, details)]
