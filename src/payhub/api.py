@@ -48,6 +48,7 @@ __all__ = [
     "ConfigPath",
     "Event",
     "FetchResult",
+    "FundMovement",
     "FxRate",
     "History",
     "InvalidRecord",
@@ -200,11 +201,32 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RewardLine:
-    """One reward a calculator grants. The core rounds ``amount`` to the currency's minor units once."""
+    """Money a calculator grants to a payee. The core rounds ``amount`` to the currency's minor units once.
+
+    A negative amount is an adjustment (a clawback, a true-up, a recouped overpayment): it is netted against the
+    payee's next payouts in the same currency, or carried forward; a paid payout is never rewritten.
+    """
 
     payee_id: str
     amount: Decimal
     currency: str
+    description: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FundMovement:
+    """A movement on a fund the program keeps for a holder (co-op accruals, loyalty points), not a payment.
+
+    ``unit`` is a currency code or ``"points"``; the core rounds ``amount`` to the currency's minor units (whole
+    points). A positive amount credits the fund, and expires at ``expires_at`` if given; a negative amount spends
+    it, oldest unexpired credits first. Calculators read balances through :meth:`History.fund_balance`.
+    """
+
+    holder_id: str
+    amount: Decimal
+    unit: str
+    expires_at: datetime | None = None
     description: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -232,12 +254,23 @@ class History(Protocol):
         and that ``program`` already calculated without failure (rewarded, or not eligible)."""
         ...
 
+    def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
+        """What is left at ``at`` on the fund of ``program`` for ``holder_id`` in ``unit``: the credits of events
+        that occurred before ``at``, less what expired unspent, less what was spent (oldest credits first)."""
+        ...
+
+    def fund_credited(self, program: str, holder_id: str, unit: str, since: datetime, until: datetime) -> Decimal:
+        """Sum of the credits (not net of spending or expiry) of events that occurred in ``[since, until)``."""
+        ...
+
 
 class Calculator(ABC):
     """Turns an event into reward lines for one program. Pure and deterministic: same inputs, same lines.
 
     One instance is made per program, with that program's validated ``params``. Raise CalculationError (the
     reason is recorded) when the event cannot be rewarded; return an empty list when it is simply not eligible.
+    The core then applies the program's rules around the calculator: splits, budgets, approvals, clawbacks and
+    currency conversion (see docs/programs.md).
     """
 
     params_model: ClassVar[type[PluginSettings]] = NoSettings
@@ -247,8 +280,8 @@ class Calculator(ABC):
         self.params = params
 
     @abstractmethod
-    def calculate(self, event: Event, history: History) -> list[RewardLine]:
-        """Reward lines for ``event`` under this program (possibly none)."""
+    def calculate(self, event: Event, history: History) -> Sequence[RewardLine | FundMovement]:
+        """Reward lines and fund movements for ``event`` under this program (possibly none)."""
 
 
 # ---------------------------------------------------------------------------------------------------- rails

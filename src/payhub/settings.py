@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,12 +25,14 @@ from pydantic import (
     PositiveInt,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from payhub.api import Amount
 from payhub.errors import ConfigError
 
 DEFAULT_CONFIG = "payhub.toml"
@@ -101,12 +104,74 @@ class SourceSection(_NamedPluginSection):
     batch_size: PositiveInt = 1000
 
 
+def _currency_code(value: Any) -> Any:
+    from payhub.errors import InvalidRecord
+    from payhub.money import check_currency
+
+    try:
+        return check_currency(value)
+    except InvalidRecord as exc:
+        raise ValueError(str(exc)) from None
+
+
+CurrencyCode = Annotated[str, AfterValidator(_currency_code)]
+
+
+class BudgetSettings(_Section):
+    """A fund pool a program's rewards draw on; a reward that would overdraw it is held."""
+
+    amount: Amount = Field(gt=0, description="The pool for each period (and each partner with per = \"partner\").")
+    currency: CurrencyCode
+    period: Literal["month", "quarter", "year", "program"] = Field(
+        "program", description="Calendar period of the event the pool belongs to; \"program\" = one pool for ever.")
+    per: Literal["program", "partner"] = Field("program", description="One pool, or one per partner.")
+
+
+class ApprovalSettings(_Section):
+    """Rewards above ``threshold`` wait for an approver; above ``dual_threshold``, for two different approvers."""
+
+    currency: CurrencyCode
+    threshold: Amount = Field(ge=0)
+    dual_threshold: Amount | None = Field(None, ge=0)
+
+    @field_validator("dual_threshold")
+    @classmethod
+    def _above(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        threshold = info.data.get("threshold")
+        if value is not None and threshold is not None and value < threshold:
+            raise ValueError(f"dual_threshold {value} is below threshold {threshold}")
+        return value
+
+
 class ProgramSection(_PluginSection):
-    """A program: a calculator plus its parameters, applied to matching events."""
+    """A program: a calculator plus its parameters, applied to matching events, and the core rules around it."""
 
     calculator: str
     event_types: list[str] = Field(default_factory=list, description="Event types it applies to; empty = all.")
     sources: list[str] = Field(default_factory=list, description="Sources it applies to; empty = all.")
+    splits: bool = Field(False, description="Split what the event's payee earns by the event's `splits` attribute.")
+    split_overlay: bool = Field(False, description="Split shares may add up to more than 100% (overlay programs).")
+    clawback_event_types: list[str] = Field(
+        default_factory=list, description="Event types (refund, cancellation, lost after won) that take back the "
+        "program's rewards for the same CRM object.")
+    clawback: Literal["full", "prorated"] = Field(
+        "full", description="Take back everything, or the share of the term left unused.")
+    clawback_term_days: PositiveInt | None = Field(
+        None, description="The term a prorated clawback measures, from the first rewarded event of the object.")
+    budget: BudgetSettings | None = None
+    approval: ApprovalSettings | None = None
+    payout_currency: Literal["reward", "payee"] = Field(
+        "reward", description="Pay in the reward's currency, or convert to the payee's currency.")
+    fx_date: Literal["event", "payout"] = Field(
+        "event", description="The date whose rate converts: the event's date, or the day the payout is made.")
+    fx_rate_type: str = Field("reference", description="The rate type asked from the FX providers.")
+
+    @field_validator("clawback_term_days")
+    @classmethod
+    def _term(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None and info.data.get("clawback") == "prorated":
+            raise ValueError("a prorated clawback needs clawback_term_days")
+        return value
 
     def plugin_name(self, section: str) -> str:
         return self.calculator
@@ -118,6 +183,8 @@ class RailSection(_NamedPluginSection):
     retry_max_seconds: float = Field(60.0, ge=0)
     timeout_seconds: PositiveFloat = Field(60.0, description="A send or lookup call running longer is abandoned.")
     settle_interval_seconds: PositiveFloat = 300
+    min_payout: dict[CurrencyCode, Amount] = Field(
+        default_factory=dict, description="Smallest payout per currency; smaller balances carry forward.")
 
 
 class HookSection(_NamedPluginSection):

@@ -64,6 +64,7 @@ payees = Table(
     Column("currency", String(3)),
     Column("email", String(400)),
     Column("rail", String(100)),
+    Column("min_payout", String(60)),  # exact decimal text, in the payee's currency
     Column("details", Text, nullable=False, default="{}"),  # JSON object of payout details
     Column("fingerprint", String(64), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -104,6 +105,7 @@ events = Table(
     Column("calculated_at", UTCDateTime),
     Index("ix_events_status_id", "status", "id"),
     Index("ix_events_object", "source", "object_type", "object_id"),
+    Index("ix_events_partner", "partner_id", "occurred_at"),
 )
 
 program_versions = Table(
@@ -145,9 +147,13 @@ rewards = Table(
     Column("currency", String(3), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("details", Text, nullable=False, default="{}"),
-    Column("status", String(20), nullable=False),  # pending | held | scheduled | sent | paid
+    # awaiting_approval | pending | held | carried | scheduled | sent | paid | cancelled
+    Column("status", String(20), nullable=False),
     Column("hold_code", String(40)),
     Column("hold_reason", Text),
+    Column("approvals_needed", Integer, nullable=False, default=0),
+    Column("budget_key", String(400)),  # the budget pool the reward draws on: program:period[:partner]
+    Column("fx_mode", String(10)),  # convert to the payee's currency at the rate of the "event" or "payout" date
     Column("payout_id", ForeignKey("payouts.id")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -157,6 +163,35 @@ rewards = Table(
     Index("ix_rewards_status_payee", "status", "payee_id"),
     Index("ix_rewards_event", "event_id"),
     Index("ix_rewards_payout", "payout_id"),
+    Index("ix_rewards_program_payee", "program", "payee_id"),
+    Index("ix_rewards_budget", "budget_key"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("reward_id", ForeignKey("rewards.id"), primary_key=True),
+    Column("approver", String(200), primary_key=True),  # one approval per person
+    Column("approved_at", UTCDateTime, nullable=False),
+)
+
+fund_entries = Table(
+    "fund_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", ForeignKey("events.id"), nullable=False),
+    Column("program", String(200), nullable=False),
+    Column("holder_id", String(200), nullable=False),
+    Column("unit", String(10), nullable=False),  # a currency code, or "points"
+    Column("amount", String(60), nullable=False),  # exact decimal text; credits positive, spending negative
+    Column("occurred_at", UTCDateTime, nullable=False),  # the event's time
+    Column("expires_at", UTCDateTime),
+    Column("description", Text, nullable=False, default=""),
+    Column("details", Text, nullable=False, default="{}"),
+    Column("created_at", UTCDateTime, nullable=False),
+    ForeignKeyConstraint(["program", "event_id"], ["calculations.program", "calculations.event_id"],
+                         name="fk_fund_entries_calculation"),
+    Index("ix_fund_entries_holder", "program", "holder_id", "unit"),
 )
 
 payouts = Table(
@@ -191,7 +226,8 @@ payout_items = Table(
     metadata,
     Column("payout_id", ForeignKey("payouts.id"), primary_key=True),
     Column("reward_id", ForeignKey("rewards.id"), primary_key=True),
-    Column("amount_minor", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),  # in the payout's currency
+    Column("fx", Text),  # JSON of the conversion when the reward is in another currency: rate, source, date
     Index("ix_payout_items_reward", "reward_id"),
 )
 
