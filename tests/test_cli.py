@@ -135,8 +135,8 @@ def site(world: Path, tmp_path: Path) -> Site:
 
 def test_db_upgrade_then_run_once(tmp_path: Path) -> None:
     site = build(tmp_path)
-    assert site.ok("db", "upgrade").stdout.strip() == "database at revision 0001 (was empty)"
-    assert site.ok("db", "upgrade").stdout.strip() == "database at revision 0001"
+    assert site.ok("db", "upgrade").stdout.strip() == "database at revision 0002 (was empty)"
+    assert site.ok("db", "upgrade").stdout.strip() == "database at revision 0002"
     result = site.ok("run", "--once")
     counts = {line.split("│")[1].strip(): int(line.split("│")[2]) for line in result.stdout.splitlines()
               if line.startswith("│")}
@@ -275,15 +275,17 @@ def test_explain_shows_program_calculator_parameters_and_inputs(site: Site) -> N
 def test_rewards_release_moves_held_to_pending_and_audits_the_actor(site: Site) -> None:
     before = len(site.audit())
     result = site.ok("rewards", "release", "3", "--reason", "payee onboarded", actor="finance:bob")
-    assert "released 1 reward(s)" in result.stdout
+    assert "released 1 reward(s): 1 pending" in result.stdout
     assert site.sql("SELECT status, hold_code, hold_reason FROM rewards WHERE id = 3") == [("pending", None, None)]
     entries = site.audit()[before:]
-    assert [(e["actor"], e["action"], e["subject_type"], e["subject_id"], json.loads(e["detail"]))
-            for e in entries] == [("finance:bob", "reward.released", "reward", "3", {"reason": "payee onboarded"})]
+    assert [(e["actor"], e["action"], e["subject_type"], e["subject_id"], e["outcome"], json.loads(e["detail"]))
+            for e in entries] == [("finance:bob", "reward.released", "reward", "3", "ok", {
+                "reason": "payee onboarded", "hold_code": "no_payee", "to": "pending",
+                "hold_reason": "payee p3 has no payout details in the registry"})]
     assert entries[0]["origin"].startswith("cli@")
 
     # Rewards that are not held are refused, and nothing is changed or audited.
-    for ids, message in ((["1"], "reward 1 is sent, not held"), (["3"], "reward 3 is pending, not held"),
+    for ids, message in ((["1"], "reward 1 is sent in payout 1, not held"), (["3"], "reward 3 is pending, not held"),
                          (["99"], "reward 99 does not exist")):
         refused = site.cli("rewards", "release", *ids, "--reason", "x", actor="finance:bob")
         assert refused.exit_code == 1 and message in refused.stderr

@@ -440,7 +440,7 @@ def config_problems(tmp_path: Path, program: str) -> list[tuple[str, str]]:
     ('calculator = "activity"\nrewards = {webinar = "5"}\ncurrency = "EUR"\nperiod = "week"', "programs.p.period",
      "month"),
     ('calculator = "coop"\npercent = "150"', "programs.p.percent", "100"),
-    ('calculator = "coop"\npercent = "2"\nbudget = "5"', "programs.p.budget", "unknown key"),
+    ('calculator = "coop"\npercent = "2"\nbogus = "5"', "programs.p.bogus", "unknown key"),
 ])
 def test_bad_params_name_the_program_and_key(tmp_path: Path, program: str, key: str, words: str) -> None:
     problems = config_problems(tmp_path, program)

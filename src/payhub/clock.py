@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from typing import Literal
 
 from payhub.errors import InvalidRecord
+
+Period = Literal["month", "quarter", "year"]
 
 
 def utcnow() -> datetime:
@@ -41,3 +44,20 @@ def parse_instant(value: object, default_tz: object = None) -> datetime:
             raise InvalidRecord(f"timestamp {value!r} has no timezone offset")
         moment = moment.replace(tzinfo=default_tz)  # type: ignore[arg-type]
     return moment.astimezone(UTC)
+
+
+def period_bounds(moment: datetime, period: Period) -> tuple[datetime, datetime, str]:
+    """The calendar period (UTC) holding ``moment``: (start, end exclusive, label like ``2026-Q3``)."""
+    moment = moment.astimezone(UTC)
+    year = moment.year
+    if period == "year":
+        first, months, label = 1, 12, f"{year}"
+    elif period == "quarter":
+        quarter = (moment.month - 1) // 3
+        first, months, label = quarter * 3 + 1, 3, f"{year}-Q{quarter + 1}"
+    else:
+        first, months, label = moment.month, 1, f"{year}-{moment.month:02d}"
+    start = datetime(year, first, 1, tzinfo=UTC)
+    end_month = first + months
+    end = datetime(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1, tzinfo=UTC)
+    return start, end, label

@@ -8,6 +8,7 @@ credit that has not lapsed at the time of the spending. The same entries always 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -28,32 +29,31 @@ def round_unit(amount: Decimal, unit: str) -> Decimal:
     return quantize(amount, unit) if unit != POINTS else amount.quantize(Decimal(1), rounding=ROUNDING)
 
 
+@dataclass(slots=True)
+class _Credit:
+    left: Decimal
+    expires_at: datetime | None
+
+    def alive(self, at: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > at
+
+
 def balance(entries: Iterable[Entry], at: datetime) -> Decimal:
     """What is left at ``at`` of the entries that occurred at or before it (negative when overspent)."""
-    credits: list[list[Decimal | datetime | None]] = []  # [remaining, expires_at], oldest first
+    credits: list[_Credit] = []  # oldest first
     overspent = Decimal(0)
     for occurred, amount, expires in sorted(entries, key=lambda entry: entry[0]):
         if occurred > at:
             break
         if amount >= 0:
-            credits.append([amount, expires])
+            credits.append(_Credit(amount, expires))
             continue
-        credits = _unexpired(credits, occurred)
         spend = -amount
         for credit in credits:
-            remaining = credit[0]
-            assert isinstance(remaining, Decimal)
-            taken = min(remaining, spend)
-            credit[0] = remaining - taken
-            spend -= taken
-            if spend == 0:
-                break
+            if credit.alive(occurred):
+                taken = min(credit.left, spend)
+                credit.left -= taken
+                spend -= taken
         overspent += spend
-        credits = [credit for credit in credits if credit[0] != 0]
-    left = sum((credit[0] for credit in _unexpired(credits, at)), Decimal(0))
-    assert isinstance(left, Decimal)
-    return left - overspent
-
-
-def _unexpired(credits: list[list[Decimal | datetime | None]], at: datetime) -> list[list[Decimal | datetime | None]]:
-    return [credit for credit in credits if credit[1] is None or credit[1] > at]  # type: ignore[operator]
+        credits = [credit for credit in credits if credit.left and credit.alive(occurred)]
+    return sum((credit.left for credit in credits if credit.alive(at)), Decimal(0)) - overspent

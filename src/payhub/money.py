@@ -8,6 +8,7 @@ The database stores rounded amounts as integer minor units, so sums in SQL are e
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
@@ -78,3 +79,16 @@ def from_minor(minor: int, currency: str) -> Decimal:
 def format_money(amount: Decimal, currency: str) -> str:
     """``1234.50 EUR`` with exactly the currency's minor units."""
     return f"{quantize(amount, currency)} {currency}"
+
+
+def split(amount: Decimal, currency: str, percents: Sequence[Decimal], conserve: bool = True) -> list[Decimal]:
+    """``amount`` shared by ``percents`` (0-100 each), each part rounded by the one rule.
+
+    With ``conserve`` (shares adding up to 100 %) the first part is what the others leave, so the parts add up
+    exactly to the rounded ``amount``; without it (overlay shares) every part is rounded on its own.
+    """
+    total = quantize(amount, currency)
+    parts = [quantize(total * percent / 100, currency) for percent in percents]
+    if conserve and parts:
+        parts[0] = total - sum(parts[1:], Decimal(0))
+    return parts

@@ -11,26 +11,31 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, and_, func, not_, select, update
 
-from payhub.api import Calculator, Event, RewardLine
+from payhub import funds
+from payhub.api import Calculator, Event, FundMovement, RewardLine
 from payhub.audit import canonical_json
-from payhub.clock import utcnow
+from payhub.clock import isoformat, utcnow
 from payhub.db.queries import for_update
-from payhub.db.schema import calculations, events, program_versions, rewards
+from payhub.db.schema import calculations, events, fund_entries, program_versions, rewards
 from payhub.errors import CalculationError, InvalidRecord
+from payhub.funds import Entry
 from payhub.money import check_currency, from_minor, quantize, to_minor
+from payhub.pipeline.rules import Decision, ObjectReward, apply_splits, clawback, decide
 from payhub.runtime import Runtime, Tx
+from payhub.settings import ProgramSection
 
 log = logging.getLogger(__name__)
 
 
 class DbHistory:
-    """:class:`payhub.api.History` over the rewards table, plus the rewards of the batch being calculated.
+    """:class:`payhub.api.History` (and the rules' history) over the database, plus the batch being calculated.
 
     The batch's own calculations are not in the database yet (they are written at the end of the batch), so each
     result is also kept here, in memory, and added to what the database holds.
@@ -44,12 +49,23 @@ class DbHistory:
         # (program, partner, currency) -> [(event occurred_at, event amount)]
         self.in_batch_volume: dict[tuple[str, str, str], list[tuple[datetime, Decimal]]] = {}
         self._stored_volume: dict[tuple[str, str, str, datetime, datetime], Decimal] = {}
+        # (program, source, object type, object id) -> rewards of the batch on that CRM object
+        self.in_batch_objects: dict[tuple[str, str, str, str], list[ObjectReward]] = {}
+        self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
+        self.reserved: dict[str, int] = {}  # budget key -> minor units reserved by the batch
 
-    def add(self, program: str, payee_id: str, currency: str, minor: int, occurred_at: datetime | None = None) -> None:
+    def add(self, program: str, event: Event, payee_id: str, currency: str, minor: int) -> None:
+        """Count a reward of the batch."""
         key = (program, payee_id, currency)
         self.in_batch[key] = self.in_batch.get(key, 0) + minor
-        if occurred_at is not None:
-            self.in_batch_by_time.setdefault(key, []).append((occurred_at, minor))
+        self.in_batch_by_time.setdefault(key, []).append((event.occurred_at, minor))
+        self.in_batch_objects.setdefault(_object_key(program, event), []).append(
+            ObjectReward(event.occurred_at, payee_id, currency, minor))
+
+    def add_fund(self, program: str, event: Event, movement: FundMovement, amount: Decimal) -> None:
+        """Count a fund movement of the batch."""
+        key = (program, movement.holder_id, movement.unit)
+        self.in_batch_funds.setdefault(key, []).append((event.occurred_at, amount, movement.expires_at))
 
     def add_volume(self, program: str, event: Event) -> None:
         """Count ``event`` in the volume of ``program`` (call when the program calculated it without failure)."""
@@ -59,7 +75,8 @@ class DbHistory:
 
     def total_rewarded(self, program: str, payee_id: str, currency: str, since: datetime | None = None) -> Decimal:
         query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
-            rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency
+            rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
+            rewards.c.status != "cancelled",
         )
         if since is not None:
             query = query.where(rewards.c.created_at >= since)
@@ -72,7 +89,7 @@ class DbHistory:
             rewards.join(events, events.c.id == rewards.c.event_id)
         ).where(
             rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
-            events.c.occurred_at >= since, events.c.occurred_at < until,
+            rewards.c.status != "cancelled", events.c.occurred_at >= since, events.c.occurred_at < until,
         )
         stored = int(self.conn.execute(query).scalar_one())
         batch = sum(minor for at, minor in self.in_batch_by_time.get((program, payee_id, currency), ())
@@ -96,6 +113,40 @@ class DbHistory:
         batch = sum((amount for at, amount in self.in_batch_volume.get((program, partner_id, currency), ())
                      if since <= at < until), Decimal(0))
         return stored + batch
+
+    def _fund_entries(self, program: str, holder_id: str, unit: str) -> list[Entry]:
+        stored = [(at, Decimal(amount), expires) for at, amount, expires in self.conn.execute(
+            select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
+                fund_entries.c.program == program, fund_entries.c.holder_id == holder_id, fund_entries.c.unit == unit,
+            ).order_by(fund_entries.c.id))]
+        return stored + self.in_batch_funds.get((program, holder_id, unit), [])
+
+    def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
+        return funds.balance(self._fund_entries(program, holder_id, unit), at)
+
+    def fund_credited(self, program: str, holder_id: str, unit: str, since: datetime, until: datetime) -> Decimal:
+        return sum((amount for at, amount, _ in self._fund_entries(program, holder_id, unit)
+                    if amount > 0 and since <= at < until), Decimal(0))
+
+    def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
+        rows = self.conn.execute(select(events.c.occurred_at, rewards.c.payee_id, rewards.c.currency,
+                                        rewards.c.amount_minor).select_from(
+            rewards.join(events, events.c.id == rewards.c.event_id)
+        ).where(
+            events.c.source == event.source, events.c.object_type == event.object_type,
+            events.c.object_id == event.object_id, rewards.c.program == program, rewards.c.status != "cancelled",
+        )).all()
+        return [ObjectReward(*row) for row in rows] + self.in_batch_objects.get(_object_key(program, event), [])
+
+    def budget_used(self, key: str) -> int:
+        held_for_budget = and_(rewards.c.status == "held", rewards.c.hold_code == "budget")
+        used = self.conn.execute(select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
+            rewards.c.budget_key == key, rewards.c.status != "cancelled", not_(held_for_budget))).scalar_one()
+        return int(used)
+
+
+def _object_key(program: str, event: Event) -> tuple[str, str, str, str]:
+    return program, event.source, event.object_type, event.object_id
 
 
 def register_program_versions(rt: Runtime) -> dict[str, int]:
@@ -134,26 +185,46 @@ def to_event(row: Any) -> Event:
     )
 
 
-def _matches(rt: Runtime, program: str, event: Event) -> bool:
-    section = rt.settings.programs[program]
-    return (not section.event_types or event.event_type in section.event_types) and (
+def _matches(section: ProgramSection, event: Event) -> bool:
+    return (not section.event_types or event.event_type in section.event_types
+            or event.event_type in section.clawback_event_types) and (
         not section.sources or event.source in section.sources
     )
 
 
-def _checked(line: RewardLine) -> tuple[str, int, str]:
-    """Validate and round one reward line: (payee, amount in minor units, currency)."""
-    if not isinstance(line, RewardLine):
-        raise CalculationError(f"calculator returned {type(line).__name__}, not RewardLine")
+@dataclass(slots=True)
+class _Result:
+    """What one (program, event) calculation produced, checked and rounded."""
+
+    status: str
+    reason: str | None = None
+    rewards: list[tuple[RewardLine, int, Decision]] = field(default_factory=list)  # line, minor units, decision
+    funds: list[tuple[FundMovement, Decimal]] = field(default_factory=list)  # movement, rounded amount
+
+
+def _checked_line(line: RewardLine) -> int:
+    """Validate one reward line; its amount in minor units, rounded once (negative for an adjustment)."""
     if not line.payee_id:
         raise CalculationError("reward line has no payee")
     currency = check_currency(line.currency)
+    if currency != line.currency:
+        raise CalculationError(f"reward currency {line.currency!r} is not an upper-case ISO 4217 code")
     if not isinstance(line.amount, Decimal) or not line.amount.is_finite():
         raise CalculationError(f"reward amount {line.amount!r} is not a finite Decimal")
-    amount = quantize(line.amount, currency)
-    if amount < 0:
-        raise CalculationError(f"reward amount {amount} is negative")
-    return line.payee_id, to_minor(amount, currency), currency
+    return to_minor(quantize(line.amount, currency), currency)
+
+
+def _checked_movement(movement: FundMovement) -> Decimal:
+    """Validate one fund movement; its amount rounded to the unit."""
+    if not movement.holder_id:
+        raise CalculationError("fund movement has no holder")
+    if funds.check_unit(movement.unit) != movement.unit:
+        raise CalculationError(f"fund unit {movement.unit!r} is not \"points\" or an upper-case currency code")
+    if not isinstance(movement.amount, Decimal) or not movement.amount.is_finite():
+        raise CalculationError(f"fund amount {movement.amount!r} is not a finite Decimal")
+    if movement.expires_at is not None and movement.expires_at.tzinfo is None:
+        raise CalculationError("fund expiry is a naive datetime; use aware UTC")
+    return funds.round_unit(movement.amount, movement.unit)
 
 
 def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = None) -> int:
@@ -179,7 +250,7 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     now = utcnow()
     history = DbHistory(tx.conn)
     calc_rows: list[dict[str, Any]] = []
-    lines_per_calc: list[list[tuple[str, int, str, RewardLine]]] = []
+    results: list[_Result] = []
     outcomes: dict[int, dict[str, str]] = {}
     done = {(event_id, program) for event_id, program in tx.conn.execute(
         select(calculations.c.event_id, calculations.c.program).where(
@@ -188,59 +259,110 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
         event = to_event(row)
         outcomes[event.id] = {}
         for program, calculator in programs.items():
-            if (event.id, program) in done or not _matches(rt, program, event):
+            section = rt.settings.programs[program]
+            if (event.id, program) in done or not _matches(section, event):
                 continue  # calculated before (a retried event keeps its other programs' results)
-            status, reason, lines = _run_one(calculator, program, event, history)
-            for payee, minor, currency, _line in lines:
-                history.add(program, payee, currency, minor, event.occurred_at)
-            if status != "failed":
+            result = _run_one(calculator, program, section, event, history)
+            for line, minor, _decision in result.rewards:
+                history.add(program, event, line.payee_id, line.currency, minor)
+            for movement, amount in result.funds:
+                history.add_fund(program, event, movement, amount)
+            if result.status != "failed":
                 history.add_volume(program, event)
-            outcomes[event.id][program] = status if reason is None else f"{status}: {reason}"
+            outcomes[event.id][program] = result.status if result.reason is None else f"{result.status}: " \
+                                                                                    f"{result.reason}"
             calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
-                              "status": status, "reason": reason, "calculated_at": now})
-            lines_per_calc.append(lines)
+                              "status": result.status, "reason": result.reason, "calculated_at": now})
+            results.append(result)
     if calc_rows:
         tx.conn.execute(calculations.insert(), calc_rows)
-    reward_rows = []
-    for calc_row, lines in zip(calc_rows, lines_per_calc, strict=True):
-        for payee, minor, currency, line in lines:
-            reward_rows.append({
-                "event_id": calc_row["event_id"], "program": calc_row["program"],
-                "payee_id": payee, "amount_minor": minor, "currency": currency, "description": line.description,
-                "details": canonical_json(dict(line.details)) if line.details else "{}", "status": "pending",
-                "created_at": now, "updated_at": now,
-            })
-    if reward_rows:
-        # The audit entries are built from the returned rows themselves, so the rows may come back in any order
-        # (asking for parameter order would make SQLite insert them one statement per row).
-        written = tx.conn.execute(rewards.insert().returning(
-            rewards.c.id, rewards.c.event_id, rewards.c.program, rewards.c.payee_id, rewards.c.amount_minor,
-            rewards.c.currency), reward_rows)
-        for reward_id, event_id, program, payee, minor, currency in sorted(written):
-            tx.audit("reward.calculated", "reward", reward_id, {
-                "event": event_id, "program": program, "payee": payee,
-                "amount": str(from_minor(minor, currency)), "currency": currency,
-            })
+    _write_rewards(rt, tx, rows, calc_rows, results, now)
     event_ids = [row.id for row in rows]
     tx.conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status="calculated", calculated_at=now))
     for event_id in event_ids:
         tx.audit("event.calculated", "event", event_id, {"programs": outcomes[event_id]})
 
 
-def _run_one(calculator: Calculator | str, program: str, event: Event, history: DbHistory
-             ) -> tuple[str, str | None, list[tuple[str, int, str, RewardLine]]]:
+def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dict[str, Any]],
+                   results: list[_Result], now: datetime) -> None:
+    occurred = {row.id: row.occurred_at for row in rows}
+    reward_rows: list[dict[str, Any]] = []
+    fund_rows: list[dict[str, Any]] = []
+    for calc_row, result in zip(calc_rows, results, strict=True):
+        event_id, program = calc_row["event_id"], calc_row["program"]
+        section = rt.settings.programs[program]
+        fx_mode = section.fx_date if section.payout_currency == "payee" else None
+        for line, minor, decision in result.rewards:
+            reward_rows.append({
+                "event_id": event_id, "program": program, "payee_id": line.payee_id, "amount_minor": minor,
+                "currency": line.currency, "description": line.description,
+                "details": canonical_json(dict(line.details)) if line.details else "{}", "status": decision.status,
+                "hold_code": decision.hold_code, "hold_reason": decision.hold_reason,
+                "approvals_needed": decision.approvals_needed, "budget_key": decision.budget_key,
+                "fx_mode": fx_mode, "created_at": now, "updated_at": now,
+            })
+        for movement, amount in result.funds:
+            fund_rows.append({
+                "event_id": event_id, "program": program, "holder_id": movement.holder_id, "unit": movement.unit,
+                "amount": str(amount), "occurred_at": occurred[event_id], "expires_at": movement.expires_at,
+                "description": movement.description,
+                "details": canonical_json(dict(movement.details)) if movement.details else "{}", "created_at": now,
+            })
+    if reward_rows:
+        # The audit entries are built from the returned rows themselves, so the rows may come back in any order
+        # (asking for parameter order would make SQLite insert them one statement per row).
+        written = tx.conn.execute(rewards.insert().returning(
+            rewards.c.id, rewards.c.event_id, rewards.c.program, rewards.c.payee_id, rewards.c.amount_minor,
+            rewards.c.currency, rewards.c.status, rewards.c.hold_reason, rewards.c.approvals_needed), reward_rows)
+        for reward_id, event_id, program, payee, minor, currency, status, hold, needed in sorted(written):
+            detail: dict[str, Any] = {"event": event_id, "program": program, "payee": payee,
+                                      "amount": str(from_minor(minor, currency)), "currency": currency}
+            if status != "pending":
+                detail.update(status=status, reason=hold, approvals_needed=needed)
+            tx.audit("reward.calculated", "reward", reward_id, detail, outcome="held" if status == "held" else "ok")
+    if fund_rows:
+        written = tx.conn.execute(fund_entries.insert().returning(
+            fund_entries.c.id, fund_entries.c.event_id, fund_entries.c.program, fund_entries.c.holder_id,
+            fund_entries.c.unit, fund_entries.c.amount, fund_entries.c.expires_at), fund_rows)
+        for entry_id, event_id, program, holder, unit, amount, expires in sorted(written):
+            action = "fund.credited" if Decimal(amount) >= 0 else "fund.spent"
+            tx.audit(action, "fund_entry", entry_id, {
+                "event": event_id, "program": program, "holder": holder, "unit": unit, "amount": amount,
+                "expires_at": isoformat(expires) if expires is not None else None})
+
+
+def _run_one(calculator: Calculator | str, program: str, section: ProgramSection, event: Event,
+             history: DbHistory) -> _Result:
     if isinstance(calculator, str):  # the plugin failed to load: recorded as a failed calculation
-        return "failed", calculator, []
+        return _Result("failed", calculator)
     try:
-        lines = calculator.calculate(event, history)
-        checked = [(*_checked(line), line) for line in lines]
-        checked = [item for item in checked if item[1] != 0]  # nothing to pay once rounded
+        if event.event_type in section.clawback_event_types:
+            items: list[RewardLine | FundMovement] = list(clawback(program, section, event, history))
+        else:
+            items = apply_splits(section, event, calculator.calculate(event, history))
+        result = _Result("rewarded")
+        reserved = dict(history.reserved)
+        for item in items:
+            if isinstance(item, RewardLine):
+                minor = _checked_line(item)
+                if minor:  # nothing to pay once rounded
+                    decision = decide(program, section, event, item.currency, minor, history, reserved)
+                    result.rewards.append((item, minor, decision))
+            elif isinstance(item, FundMovement):
+                amount = _checked_movement(item)
+                if amount:
+                    result.funds.append((item, amount))
+            else:
+                raise CalculationError(f"calculator returned {type(item).__name__}, not RewardLine or FundMovement")
     except (CalculationError, InvalidRecord) as exc:
-        return "failed", str(exc), []
+        return _Result("failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - a calculator bug fails only this (program, event)
         log.exception("program %s raised on event %s", program, event.id)
-        return "failed", f"calculator error: {type(exc).__name__}: {exc}", []
-    return ("rewarded" if checked else "not_eligible"), None, checked
+        return _Result("failed", f"calculator error: {type(exc).__name__}: {exc}")
+    history.reserved = reserved  # kept only when the whole calculation succeeded
+    if not result.rewards and not result.funds:
+        result.status = "not_eligible"
+    return result
 
 
 def retry_failed(rt: Runtime, program: str | None = None, event_id: int | None = None) -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
 from payhub.api import Amount, CalculationError, Event, History, InvalidRecord
+from payhub.clock import Period as Period  # re-exported for the calculators
 from payhub.clock import parse_instant
+from payhub.clock import period_bounds as period_bounds
 from payhub.money import check_currency, quantize
 
 
@@ -26,24 +28,6 @@ Currency = Annotated[str, AfterValidator(_currency)]
 Percent = Annotated[Amount, Field(ge=0, le=100)]
 """A percentage from 0 to 100, as decimal text ("1.5")."""
 
-Period = Literal["month", "quarter", "year"]
-
-
-def period_bounds(moment: datetime, period: Period) -> tuple[datetime, datetime, str]:
-    """The calendar period (UTC) holding ``moment``: (start, end exclusive, label like ``2026-Q3``)."""
-    moment = moment.astimezone(UTC)
-    year = moment.year
-    if period == "year":
-        first, months, label = 1, 12, f"{year}"
-    elif period == "quarter":
-        quarter = (moment.month - 1) // 3
-        first, months, label = quarter * 3 + 1, 3, f"{year}-Q{quarter + 1}"
-    else:
-        first, months, label = moment.month, 1, f"{year}-{moment.month:02d}"
-    start = datetime(year, first, 1, tzinfo=UTC)
-    end_month = first + months
-    end = datetime(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1, tzinfo=UTC)
-    return start, end, label
 
 
 def apply_cap(history: History, program: str, payee_id: str, currency: str, earned: Decimal, cap: Decimal,

@@ -1,0 +1,211 @@
+"""The rules the core applies around every calculator: splits, clawbacks, budgets and approvals.
+
+They read a program's core keys (see :class:`payhub.settings.ProgramSection`) and raise CalculationError, naming
+the key or event attribute at fault, when an event cannot be handled; the calculation then fails with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from payhub.api import Event, FundMovement, RewardLine
+from payhub.clock import period_bounds
+from payhub.errors import CalculationError
+from payhub.money import from_minor, quantize, split, to_minor
+from payhub.settings import ProgramSection
+
+SPLITS_ATTRIBUTE = "splits"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectReward:
+    """A reward of a program on an earlier event of the same CRM object (what a clawback can take back)."""
+
+    occurred_at: datetime
+    payee_id: str
+    currency: str
+    minor: int
+
+
+class RulesHistory(Protocol):
+    """What the rules read besides the calculator's History: rewards per object, budget use."""
+
+    def object_rewards(self, program: str, event: Event) -> list[ObjectReward]: ...
+
+    def budget_used(self, key: str) -> int: ...
+
+
+# ------------------------------------------------------------------------------------------------------ splits
+
+
+def parse_splits(value: Any) -> list[tuple[str, Decimal]]:
+    """The ``splits`` attribute: a list (or JSON text of a list) of ``{"payee_id": ..., "percent": "60"}``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise CalculationError(f"event attribute `{SPLITS_ATTRIBUTE}` is not valid JSON") from None
+    if not isinstance(value, list) or not value:
+        raise CalculationError(f"event attribute `{SPLITS_ATTRIBUTE}` must be a non-empty list of "
+                               '{"payee_id": ..., "percent": ...}')
+    shares: list[tuple[str, Decimal]] = []
+    for number, item in enumerate(value, start=1):
+        where = f"event attribute `{SPLITS_ATTRIBUTE}` item {number}"
+        if not isinstance(item, Mapping) or not str(item.get("payee_id") or "").strip():
+            raise CalculationError(f"{where} has no payee_id")
+        try:
+            percent = Decimal(str(item.get("percent")).strip())
+        except InvalidOperation:
+            raise CalculationError(f"{where}: percent {item.get('percent')!r} is not a number") from None
+        if not percent.is_finite() or not 0 < percent <= 100:
+            raise CalculationError(f"{where}: percent {percent} is not above 0 and at most 100")
+        payee = str(item["payee_id"]).strip()
+        if any(payee == seen for seen, _ in shares):
+            raise CalculationError(f"{where}: payee {payee} is listed twice")
+        shares.append((payee, percent))
+    return shares
+
+
+def apply_splits(section: ProgramSection, event: Event,
+                 items: Sequence[RewardLine | FundMovement]) -> list[RewardLine | FundMovement]:
+    """Share each line paid to the event's payee among the payees of the event's ``splits`` attribute.
+
+    The first payee listed is the primary and takes the rounding remainder, so the parts add up to the line.
+    Shares must add up to 100 % unless the program is an overlay (``split_overlay``), whose shares are each
+    paid in full of their percent. Events without the attribute are paid as the calculator said.
+    """
+    raw = event.attributes.get(SPLITS_ATTRIBUTE)
+    if not section.splits or raw in (None, "", []):
+        return list(items)
+    shares = parse_splits(raw)
+    total = sum((percent for _, percent in shares), Decimal(0))
+    if not section.split_overlay and total != 100:
+        raise CalculationError(f"event attribute `{SPLITS_ATTRIBUTE}`: shares add up to {total}%, not 100% "
+                               "(an overlay program sets split_overlay = true)")
+    out: list[RewardLine | FundMovement] = []
+    for item in items:
+        if not isinstance(item, RewardLine) or item.payee_id != event.payee_id:
+            out.append(item)
+            continue
+        amount = quantize(item.amount, item.currency)
+        parts = split(amount, item.currency, [percent for _, percent in shares], conserve=not section.split_overlay)
+        for (payee, percent), part in zip(shares, parts, strict=True):
+            details = {**item.details, "split_of": str(amount), "split_percent": str(percent),
+                       "split_primary": shares[0][0]}
+            out.append(RewardLine(payee, part, item.currency, f"{item.description} ({percent}% split)", details))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- clawbacks
+
+
+def clawback(program: str, section: ProgramSection, event: Event, history: RulesHistory) -> list[RewardLine]:
+    """Negative lines taking back what the program still holds granted on the event's CRM object.
+
+    ``full`` takes back the net of the object's rewards per payee and currency. ``prorated`` takes back the share
+    of the term left unused at the event's time: ``round(granted × unused / term) − already taken back``, where
+    the term of ``clawback_term_days`` starts at the object's first rewarded event. Never more than what is left.
+    """
+    prior = history.object_rewards(program, event)
+    if not prior:
+        return []
+    fraction = Decimal(1)
+    if section.clawback == "prorated":
+        assert section.clawback_term_days is not None  # the settings require it
+        term = timedelta(days=section.clawback_term_days)
+        start = min(reward.occurred_at for reward in prior)
+        unused = min(max(start + term - event.occurred_at, timedelta(0)), term)
+        fraction = Decimal(unused // timedelta(microseconds=1)) / Decimal(term // timedelta(microseconds=1))
+    granted: dict[tuple[str, str], int] = {}
+    net: dict[tuple[str, str], int] = {}
+    for reward in prior:
+        key = (reward.payee_id, reward.currency)
+        net[key] = net.get(key, 0) + reward.minor
+        granted[key] = granted.get(key, 0) + max(reward.minor, 0)
+    lines = []
+    for (payee, currency), minor in sorted(net.items()):
+        given = from_minor(granted[(payee, currency)], currency)
+        left = from_minor(minor, currency)
+        taken_back = given - left
+        take = min(quantize(given * fraction, currency) - taken_back, left)
+        if take <= 0:
+            continue
+        details = {"clawback": section.clawback, "granted": str(given), "already_taken_back": str(taken_back),
+                   "fraction": str(fraction.quantize(Decimal("0.000001")))}
+        lines.append(RewardLine(payee, -take, currency,
+                                f"{program}: {section.clawback} clawback on {event.event_type} of "
+                                f"{event.object_type} {event.object_id}", details))
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ budgets, approvals
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """How a new reward starts: its status, why it is held, how many approvals it needs, its budget pool."""
+
+    status: str = "pending"
+    hold_code: str | None = None
+    hold_reason: str | None = None
+    approvals_needed: int = 0
+    budget_key: str | None = None
+
+
+def budget_key(program: str, section: ProgramSection, event: Event) -> str | None:
+    """The pool a reward of ``event`` draws on: ``program:period[:partner]``, or None without a budget."""
+    budget = section.budget
+    if budget is None:
+        return None
+    label = "all" if budget.period == "program" else period_bounds(event.occurred_at, budget.period)[2]
+    if budget.per == "program":
+        return f"{program}:{label}"
+    if not event.partner_id:
+        raise CalculationError("budget.per = \"partner\" but the event has no partner_id")
+    return f"{program}:{label}:{event.partner_id}"
+
+
+def decide(program: str, section: ProgramSection, event: Event, currency: str, minor: int,
+           history: RulesHistory, reserved: dict[str, int]) -> Decision:
+    """Reserve budget for a new reward and tell how it starts; ``reserved`` collects this batch's reservations.
+
+    Adjustments (negative) and rewards of programs without budget or approval rules start ``pending``.
+    """
+    if minor <= 0:
+        return Decision()
+    approvals = _approvals_needed(section, currency, minor)
+    key = budget_key(program, section, event)
+    if key is None:
+        return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals)
+    budget = section.budget
+    assert budget is not None
+    if currency != budget.currency:
+        raise CalculationError(f"budget.currency is {budget.currency} but the reward is in {currency}: amounts in "
+                               "different currencies are not compared")
+    limit = to_minor(quantize(budget.amount, currency), currency)
+    used = history.budget_used(key) + reserved.get(key, 0)
+    if used + minor > limit:
+        left = from_minor(max(limit - used, 0), currency)
+        reason = (f"budget {key} would be overdrawn: {left} {currency} left of {quantize(budget.amount, currency)}, "
+                  f"the reward is {from_minor(minor, currency)} {currency}")
+        return Decision("held", "budget", reason, approvals, key)
+    reserved[key] = reserved.get(key, 0) + minor
+    return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals, budget_key=key)
+
+
+def _approvals_needed(section: ProgramSection, currency: str, minor: int) -> int:
+    """0, 1 or 2. A reward in another currency than the thresholds' is not compared: it needs every approval."""
+    approval = section.approval
+    if approval is None:
+        return 0
+    if currency != approval.currency:
+        return 2 if approval.dual_threshold is not None else 1
+    amount = from_minor(minor, currency)
+    if approval.dual_threshold is not None and amount > approval.dual_threshold:
+        return 2
+    return 1 if amount > approval.threshold else 0
