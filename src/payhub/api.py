@@ -289,7 +289,10 @@ class Calculator(ABC):
 
 @dataclass(frozen=True, slots=True)
 class Payee:
-    """Who is paid, and how. ``details`` holds rail-specific payout details (account, IBAN, email...)."""
+    """Who is paid, and how. ``details`` holds rail-specific payout details (account, IBAN, email...).
+
+    ``min_payout`` is the smallest payout the payee accepts in ``currency``; smaller balances carry forward.
+    """
 
     id: str
     name: str
@@ -298,6 +301,7 @@ class Payee:
     email: str | None = None
     rail: str | None = None
     details: Mapping[str, str] = field(default_factory=dict)
+    min_payout: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

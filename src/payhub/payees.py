@@ -1,8 +1,9 @@
 """The payee registry: who gets paid and their payout details, synced from a CSV file.
 
 Columns: ``id`` and ``name`` (required), ``country`` (ISO 3166 alpha-2), ``currency``, ``email``, ``rail`` (a
-preferred rail); any other non-empty column (``iban``, ``bic``, ``account_number``…) is a payout detail. The file is
-re-read each pass; only changed payees are written, each change audited.
+preferred rail), ``min_payout`` (the smallest payout in ``currency``; smaller balances carry forward); any other
+non-empty column (``iban``, ``bic``, ``account_number``…) is a payout detail. The file is re-read each pass; only
+changed payees are written, each change audited.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import hashlib
 import json
 import logging
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,12 @@ from payhub.api import Payee
 from payhub.audit import canonical_json
 from payhub.clock import utcnow
 from payhub.db.schema import payees
+from payhub.errors import InvalidRecord
+from payhub.money import parse_amount
 from payhub.runtime import Runtime
 
 log = logging.getLogger(__name__)
-CORE_COLUMNS = ("id", "name", "country", "currency", "email", "rail")
+CORE_COLUMNS = ("id", "name", "country", "currency", "email", "rail", "min_payout")
 
 
 def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -38,6 +42,13 @@ def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             if values["id"] in seen:
                 problems.append(f"{path.name} line {line_no}: payee {values['id']!r} appears twice")
                 continue
+            if values.get("min_payout"):
+                try:
+                    if parse_amount(values["min_payout"]) < 0:
+                        raise InvalidRecord("min_payout is negative")
+                except InvalidRecord as exc:
+                    problems.append(f"{path.name} line {line_no}: min_payout: {exc}")
+                    continue
             seen.add(values["id"])
             details = {k: v for k, v in values.items() if k not in CORE_COLUMNS and v}
             row = {c: values.get(c) or None for c in CORE_COLUMNS}
@@ -96,5 +107,6 @@ def load_payees(conn: Connection, ids: list[str]) -> dict[str, Payee]:
     for start in range(0, len(ids), 500):
         for row in conn.execute(select(payees).where(payees.c.id.in_(ids[start : start + 500]))):
             found[row.id] = Payee(id=row.id, name=row.name, country=row.country, currency=row.currency,
-                                  email=row.email, rail=row.rail, details=json.loads(row.details))
+                                  email=row.email, rail=row.rail, details=json.loads(row.details),
+                                  min_payout=Decimal(row.min_payout) if row.min_payout else None)
     return found

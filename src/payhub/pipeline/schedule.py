@@ -1,25 +1,33 @@
-"""Schedule: group pending rewards per payee, rail and currency into payouts with a fixed idempotency key."""
+"""Schedule: net pending rewards per payee and currency into payouts with a fixed idempotency key.
+
+A payout is never rewritten: adjustments (negative rewards) reduce the payee's next payout, and a balance that is
+negative or below the minimum payout is carried forward to it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import bindparam, exists, select, update
 
-from payhub.api import Payee
+from payhub.api import FxRate, Payee
+from payhub.audit import canonical_json
 from payhub.clock import utcnow
 from payhub.db.queries import for_update
-from payhub.db.schema import payees, payout_items, payouts, rewards
-from payhub.money import from_minor
+from payhub.db.schema import events, payees, payout_items, payouts, rewards
+from payhub.fx import convert, find_rate
+from payhub.money import from_minor, to_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
 
-Planned = tuple[str, str, str, str, list[Any]]  # payee, currency, rail, why, reward rows
+Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
 
 # Rewards held for these reasons are retried automatically once the cause may be gone.
-RECHECKED_HOLDS = ("no_payee", "no_rail")
+RECHECKED_HOLDS = ("no_payee", "no_rail", "fx_rate")
 
 
 def route(rt: Runtime, payee: Payee, currency: str) -> tuple[str | None, str]:
@@ -49,53 +57,135 @@ def route(rt: Runtime, payee: Payee, currency: str) -> tuple[str | None, str]:
     return None, "; ".join(refusals) or "no rail configured (set routing.default_rail)"
 
 
-def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = True) -> int:
-    """Turn up to ``limit`` payable rewards into payouts in one transaction; return how many rewards moved.
+@dataclass(slots=True)
+class _Item:
+    """A reward on its way into a payout: its row, its amount in the payout's currency, the conversion if any."""
 
-    Pending rewards come first; when none are left, rewards held for a missing payee or rail are re-examined
-    (only those whose hold could now clear, so a pass that changes nothing returns 0).
+    row: Any
+    currency: str
+    minor: int
+    fx: dict[str, str] | None = None
+
+
+def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = True) -> int:
+    """Turn up to ``limit`` payable rewards into payouts in one transaction; return how many rewards changed.
+
+    Pending rewards come first, each payee's together with its carried-forward balance; when none are left,
+    rewards held for a missing payee, rail or FX rate are re-examined (only those whose hold could now clear, so a
+    pass that changes nothing returns 0). Per payee and payout currency the rewards and adjustments are netted:
+    a net at or above the minimum payout becomes one payout; a smaller or negative net is carried forward.
     """
     limit = limit or rt.settings.database.batch_size
     columns = (rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
-               rewards.c.hold_code)
+               rewards.c.hold_code, rewards.c.program, rewards.c.fx_mode, events.c.occurred_at)
+    base = select(*columns).select_from(rewards.join(events, events.c.id == rewards.c.event_id))
+    order = (rewards.c.payee_id, rewards.c.currency, rewards.c.id)
     with rt.transaction() as tx:
-        query = (select(*columns).where(rewards.c.status == "pending")
-                 .order_by(rewards.c.payee_id, rewards.c.currency, rewards.c.id).limit(limit))
-        rows = tx.conn.execute(for_update(tx.conn, query)).all()
-        if not rows and recheck_holds:
+        rows = list(tx.conn.execute(for_update(tx.conn, base.where(rewards.c.status == "pending")
+                                               .order_by(*order).limit(limit))).all())
+        if len(rows) == limit and rows[0].payee_id != rows[-1].payee_id:
+            # A payee cut off by the limit waits for the next batch, to be netted whole.
+            rows = [row for row in rows if row.payee_id != rows[-1].payee_id]
+        if rows:
+            rows += tx.conn.execute(for_update(tx.conn, base.where(
+                rewards.c.status == "carried", rewards.c.payee_id.in_({row.payee_id for row in rows}))
+                .order_by(*order))).all()
+        elif recheck_holds:
             # Holds that may have cleared: the payee has since appeared in the registry (a rail may now fit).
-            query = (select(*columns)
-                     .where(rewards.c.status == "held", rewards.c.hold_code.in_(RECHECKED_HOLDS),
-                            exists().where(payees.c.id == rewards.c.payee_id))
-                     .order_by(rewards.c.payee_id, rewards.c.currency, rewards.c.id).limit(limit))
-            rows = tx.conn.execute(for_update(tx.conn, query)).all()
-            rows = [r for r in rows if _may_clear(rt, r)]
+            query = base.where(rewards.c.status == "held", rewards.c.hold_code.in_(RECHECKED_HOLDS),
+                               exists().where(payees.c.id == rewards.c.payee_id)).order_by(*order).limit(limit)
+            rows = [r for r in tx.conn.execute(for_update(tx.conn, query)).all() if _may_clear(rt, r)]
         if not rows:
             return 0
-        groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
-        for row in rows:
-            groups[(row.payee_id, row.currency)].append(row)
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
+        groups: dict[tuple[str, str], list[_Item]] = defaultdict(list)
         moved = 0
+        rates: dict[tuple[str, str, date, str], FxRate | None] = {}
+        for row in rows:
+            payee = known.get(row.payee_id)
+            if payee is None:
+                moved += _hold(tx, [row], "no_payee", f"payee {row.payee_id} has no payout details in the registry")
+                continue
+            item = _in_payout_currency(rt, row, payee, rates)
+            if isinstance(item, str):
+                moved += _hold(tx, [row], "fx_rate", item)
+                continue
+            groups[(row.payee_id, item.currency)].append(item)
         planned: list[Planned] = []
         for (payee_id, currency), items in groups.items():
-            payee = known.get(payee_id)
-            if payee is None:
-                moved += _hold(tx, items, "no_payee", f"payee {payee_id} has no payout details in the registry")
-                continue
-            rail, why = route(rt, payee, currency)
+            rail, why = route(rt, known[payee_id], currency)
             if rail is None:
-                moved += _hold(tx, items, "no_rail", why)
+                moved += _hold(tx, [item.row for item in items], "no_rail", why)
+                continue
+            short = _below_minimum(rt, rail, known[payee_id], currency, sum(item.minor for item in items))
+            if short is not None:
+                moved += _carry(tx, [item.row for item in items], short)
                 continue
             planned.append((payee_id, currency, rail, why, items))
-            moved += len(items)
+            moved += sum(1 for item in items if item.row.status != "carried")
         _create_payouts(tx, planned)
     return moved
 
 
+def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[str, str, date, str], FxRate | None]
+                        ) -> _Item | str:
+    """The reward in its payout's currency (converted when its program pays in the payee's currency), or why it
+    cannot be converted yet."""
+    if row.fx_mode is None or payee.currency is None or payee.currency == row.currency:
+        return _Item(row, row.currency, row.amount_minor)
+    on = row.occurred_at.date() if row.fx_mode == "event" else utcnow().date()
+    section = rt.settings.programs.get(row.program)
+    rate_type = section.fx_rate_type if section is not None else "reference"
+    key = (row.currency, payee.currency, on, rate_type)
+    if key not in rates:
+        rates[key] = find_rate(rt.plugins.hooks, *key)
+    rate = rates[key]
+    if rate is None:
+        return (f"no {rate_type} rate {row.currency}->{payee.currency} for {on} ({row.fx_mode} date) from any FX "
+                "provider; the reward waits for one")
+    amount = from_minor(row.amount_minor, row.currency)
+    converted = convert(amount, rate)
+    fx = {"from_currency": row.currency, "from_amount": str(amount), "rate": str(rate.rate), "rate_type": rate_type,
+          "rate_date": rate.rate_date.isoformat(), "date_used": row.fx_mode, "source": rate.source}
+    return _Item(row, payee.currency, to_minor(converted, payee.currency), fx)
+
+
+def _below_minimum(rt: Runtime, rail: str, payee: Payee, currency: str, net_minor: int) -> str | None:
+    """Why a net balance is not paid now (negative, zero, or below the rail's or payee's minimum), else None."""
+    net = from_minor(net_minor, currency)
+    if net_minor <= 0:
+        return f"net balance {net} {currency}: adjustments exceed rewards; carried forward"
+    minimums = []
+    section = rt.settings.rails.get(rail)
+    if section is not None and currency in section.min_payout:
+        minimums.append((section.min_payout[currency], f"rail {rail}"))
+    if payee.min_payout is not None and payee.currency == currency:
+        minimums.append((payee.min_payout, f"payee {payee.id}"))
+    for minimum, whose in sorted(minimums, reverse=True)[:1]:
+        if net < minimum:
+            return f"net balance {net} {currency} is below the minimum payout {minimum} {currency} of {whose}"
+    return None
+
+
+def _carry(tx: Tx, items: list[Any], reason: str) -> int:
+    """Carry rewards forward to the payee's next payout; return how many were not carried already."""
+    fresh = [row.id for row in items if row.status != "carried"]
+    if fresh:
+        tx.conn.execute(update(rewards).where(rewards.c.id.in_(fresh)).values(
+            status="carried", hold_code=None, hold_reason=reason, updated_at=utcnow()))
+        for reward_id in fresh:
+            tx.audit("reward.carried", "reward", reward_id, {"reason": reason})
+    return len(fresh)
+
+
 def _may_clear(rt: Runtime, row: Any) -> bool:
-    """A rail hold may clear once any rail is available; a payee hold once the payee exists (checked by SQL)."""
-    return row.hold_code != "no_rail" or bool(rt.plugins.rails)
+    """A rail hold may clear once any rail is available; an FX hold once a provider is configured; a payee hold
+    once the payee exists (checked by SQL)."""
+    if row.hold_code == "no_rail":
+        return bool(rt.plugins.rails)
+    if row.hold_code == "fx_rate":
+        return bool(rt.plugins.hooks.hook.payhub_fx_rate.get_hookimpls())
+    return True
 
 
 def _hold(tx: Tx, items: list[Any], code: str, reason: str) -> int:
@@ -114,26 +204,30 @@ def _create_payouts(tx: Tx, planned: list[Planned]) -> None:
     if not planned:
         return
     now = utcnow()
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "idempotency_key": f"ph-{uuid.uuid4().hex}", "payee_id": payee_id, "rail": rail, "route_reason": why,
-        "currency": currency, "amount_minor": sum(r.amount_minor for r in items), "item_count": len(items),
+        "currency": currency, "amount_minor": sum(item.minor for item in items), "item_count": len(items),
         "status": "scheduled", "attempts": 0, "created_at": now, "updated_at": now,
     } for payee_id, currency, rail, why, items in planned]
     id_of = {key: payout_id for key, payout_id in tx.conn.execute(
         payouts.insert().returning(payouts.c.idempotency_key, payouts.c.id), rows)}
     ids = [id_of[row["idempotency_key"]] for row in rows]
-    links = [(payout_id, reward) for payout_id, plan in zip(ids, planned, strict=True) for reward in plan[4]]
+    links = [(payout_id, item) for payout_id, plan in zip(ids, planned, strict=True) for item in plan[4]]
     tx.conn.execute(payout_items.insert(), [
-        {"payout_id": payout_id, "reward_id": r.id, "amount_minor": r.amount_minor} for payout_id, r in links])
+        {"payout_id": payout_id, "reward_id": item.row.id, "amount_minor": item.minor,
+         "fx": canonical_json(item.fx) if item.fx else None} for payout_id, item in links])
     tx.conn.execute(
         update(rewards).where(rewards.c.id == bindparam("reward")).values(
             status="scheduled", payout_id=bindparam("payout"), hold_code=None, hold_reason=None, updated_at=now),
-        [{"reward": r.id, "payout": payout_id} for payout_id, r in links])
+        [{"reward": item.row.id, "payout": payout_id} for payout_id, item in links])
     for payout_id, row in zip(ids, rows, strict=True):
         tx.audit("payout.created", "payout", payout_id, {
             "key": row["idempotency_key"], "payee": row["payee_id"], "rail": row["rail"], "route": row["route_reason"],
             "currency": row["currency"], "amount": str(from_minor(row["amount_minor"], row["currency"])),
             "rewards": row["item_count"],
         })
-    for payout_id, r in links:
-        tx.audit("reward.scheduled", "reward", r.id, {"payout": payout_id})
+    for payout_id, item in links:
+        detail: dict[str, Any] = {"payout": payout_id}
+        if item.fx:
+            detail.update(amount=str(from_minor(item.minor, item.currency)), currency=item.currency, fx=item.fx)
+        tx.audit("reward.scheduled", "reward", item.row.id, detail)

@@ -1,0 +1,440 @@
+"""FX rates: the ``ecb_rates`` provider on files in the ECB's two real CSV formats, and ``payhub.fx``.
+
+The sample files follow the ECB's published layouts: the daily ``eurofxref.csv`` (``Date, USD, ...`` with a space
+after each comma, a long date, a separator at the end of each line) and the historical ``eurofxref-hist.csv``
+(ISO dates, newest first, ``N/A`` for a currency not quoted that day, a comma at the end of each line).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+from datetime import date, datetime
+from decimal import Decimal, localcontext
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from payhub.api import FxRate, hookimpl
+from payhub.builtin.ecb_rates import EcbRates, EcbRatesError, EcbRatesSettings, easter_sunday, target_closed
+from payhub.errors import ConfigError
+from payhub.fx import convert, find_rate
+from payhub.money import minor_units
+from payhub.plugins import load_plugins, new_plugin_manager
+from payhub.settings import load_settings
+
+DAILY = (
+    "Date, USD, JPY, GBP, CHF, ISK, \n"
+    "27 November 2026, 1.0487, 162.80, 0.85000, 0.9353, 145.50, \n"
+)
+
+# Newest first, as the ECB publishes it: Thu 26 Nov to Mon 28 Dec 2026, with a weekend (28-29 Nov), a gap of
+# three weeks (2-23 Dec), Christmas (25-27 Dec), ISK not quoted on 24 Dec and CYP (gone with the euro) never.
+HIST = (
+    "Date,USD,JPY,GBP,ISK,CYP,\n"
+    "2026-12-28,1.0601,165.10,0.86100,146.30,N/A,\n"
+    "2026-12-24,1.0590,164.90,0.86050,N/A,N/A,\n"
+    "2026-12-01,1.0512,163.45,0.85230,144.90,N/A,\n"
+    "2026-11-30,1.0498,163.02,0.85111,145.10,N/A,\n"
+    "2026-11-27,1.0487,162.80,0.85000,145.50,N/A,\n"
+    "2026-11-26,1.0455,162.44,0.84960,145.70,N/A,\n"
+)
+HIST_SOURCE = "ECB euro reference rates eurofxref-hist.csv"
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def provider(path: Path, **overrides: Any) -> EcbRates:
+    return EcbRates(EcbRatesSettings.model_validate({"path": path, **overrides}))
+
+
+@pytest.fixture
+def hist(tmp_path: Path) -> EcbRates:
+    return provider(write(tmp_path, "eurofxref-hist.csv", HIST))
+
+
+def ask(plugin: EcbRates, base: str, quote: str, on: date, rate_type: str = "reference") -> FxRate | None:
+    return plugin.payhub_fx_rate(base=base, quote=quote, on=on, rate_type=rate_type)
+
+
+def answer(plugin: EcbRates, base: str, quote: str, on: date) -> tuple[Decimal, date]:
+    rate = ask(plugin, base, quote, on)
+    assert rate is not None, f"no rate for {base}->{quote} on {on}"
+    return rate.rate, rate.rate_date
+
+
+# ----------------------------------------------------------------------------------------------- the files
+
+
+def test_historical_file_gives_the_published_rates(hist: EcbRates) -> None:
+    assert ask(hist, "EUR", "USD", date(2026, 11, 30)) == FxRate(
+        "EUR", "USD", Decimal("1.0498"), HIST_SOURCE, date(2026, 11, 30))
+    assert answer(hist, "EUR", "GBP", date(2026, 12, 28)) == (Decimal("0.86100"), date(2026, 12, 28))
+    assert answer(hist, "EUR", "JPY", date(2026, 11, 26)) == (Decimal("162.44"), date(2026, 11, 26))
+
+
+def test_daily_file_with_spaces_and_long_date(tmp_path: Path) -> None:
+    daily = provider(write(tmp_path, "eurofxref.csv", DAILY))
+    assert ask(daily, "EUR", "CHF", date(2026, 11, 27)) == FxRate(
+        "EUR", "CHF", Decimal("0.9353"), "ECB euro reference rates eurofxref.csv", date(2026, 11, 27))
+    assert answer(daily, "EUR", "ISK", date(2026, 11, 27)) == (Decimal("145.50"), date(2026, 11, 27))
+    assert ask(daily, "EUR", "USD", date(2026, 11, 26)) is None  # before the only publication
+
+
+def test_crlf_line_endings_and_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "eurofxref-hist.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + HIST.replace("\n", "\r\n").encode())
+    assert answer(provider(path), "EUR", "USD", date(2026, 12, 1)) == (Decimal("1.0512"), date(2026, 12, 1))
+
+
+def test_rates_to_euro_and_cross_rates_are_rounded_to_10_significant_digits(hist: EcbRates) -> None:
+    on = date(2026, 11, 30)
+    # 1 / 1.0498 = 0.95256239283...; 0.85111 / 1.0498 = 0.81073537816727...
+    assert answer(hist, "USD", "EUR", on) == (Decimal("0.9525623928"), on)
+    assert answer(hist, "USD", "GBP", on) == (Decimal("0.8107353782"), on)
+    assert answer(hist, "GBP", "JPY", on) == (Decimal("191.5381091"), on)
+    assert answer(hist, "JPY", "GBP", on) == (Decimal("0.005220893142"), on)
+
+
+def test_same_currency_is_one(hist: EcbRates) -> None:
+    assert ask(hist, "USD", "USD", date(2026, 11, 29)) == FxRate(
+        "USD", "USD", Decimal(1), HIST_SOURCE, date(2026, 11, 29))
+
+
+# ------------------------------------------------------------------------------------------- the rate date
+
+
+@pytest.mark.parametrize(("on", "published"), [
+    (date(2026, 11, 28), date(2026, 11, 27)),  # Saturday
+    (date(2026, 11, 29), date(2026, 11, 27)),  # Sunday
+    (date(2026, 12, 25), date(2026, 12, 24)),  # Christmas, a TARGET closing day
+    (date(2026, 12, 27), date(2026, 12, 24)),  # three days after the last publication
+    (date(2026, 12, 5), date(2026, 12, 1)),  # four days: the default max_age_days
+])
+def test_a_day_without_rates_uses_the_last_publication_before_it(hist: EcbRates, on: date, published: date) -> None:
+    assert answer(hist, "USD", "JPY", on)[1] == published
+
+
+@pytest.mark.parametrize("on", [
+    date(2026, 12, 6),  # five days after 1 December, the next publication is 24 December
+    date(2026, 12, 22),
+    date(2026, 11, 25),  # before the first row of the file
+])
+def test_no_rate_beyond_max_age_days(hist: EcbRates, on: date) -> None:
+    assert ask(hist, "EUR", "USD", on) is None
+
+
+def test_max_age_days_setting(tmp_path: Path) -> None:
+    path = write(tmp_path, "eurofxref-hist.csv", HIST)
+    strict = provider(path, max_age_days=2)
+    assert answer(strict, "EUR", "USD", date(2026, 12, 26))[1] == date(2026, 12, 24)
+    assert ask(strict, "EUR", "USD", date(2026, 12, 27)) is None
+    exact = provider(path, max_age_days=0)
+    assert ask(exact, "EUR", "USD", date(2026, 11, 28)) is None
+    assert answer(exact, "EUR", "USD", date(2026, 11, 27))[1] == date(2026, 11, 27)
+
+
+def test_a_business_day_after_the_newest_row_has_no_rate_yet(tmp_path: Path) -> None:
+    daily = provider(write(tmp_path, "eurofxref.csv", DAILY))  # Friday 27 November 2026
+    assert answer(daily, "EUR", "USD", date(2026, 11, 29))[1] == date(2026, 11, 27)  # the weekend after it
+    assert ask(daily, "EUR", "USD", date(2026, 11, 30)) is None  # Monday's rate: not downloaded yet
+    hist = provider(write(tmp_path, "eurofxref-hist.csv", HIST))  # newest row: Monday 28 December
+    assert ask(hist, "EUR", "USD", date(2026, 12, 29)) is None
+
+
+def test_target_closing_days() -> None:
+    assert [easter_sunday(year) for year in (2024, 2025, 2026, 2027)] == [
+        date(2024, 3, 31), date(2025, 4, 20), date(2026, 4, 5), date(2027, 3, 28)]
+    closed = [date(2026, 1, 1), date(2026, 4, 3), date(2026, 4, 6), date(2026, 5, 1), date(2026, 12, 25),
+              date(2026, 12, 26), date(2026, 11, 28), date(2026, 11, 29)]
+    assert all(target_closed(day) for day in closed)
+    assert not any(target_closed(day) for day in (date(2026, 4, 2), date(2026, 4, 7), date(2026, 12, 24),
+                                                  date(2026, 12, 31), date(2026, 11, 30)))
+
+
+def test_easter_monday_after_the_newest_row(tmp_path: Path) -> None:
+    path = write(tmp_path, "eurofxref.csv", "Date, USD, \n02 April 2026, 1.0800, \n")  # Maundy Thursday
+    daily = provider(path)
+    assert answer(daily, "EUR", "USD", date(2026, 4, 6))[1] == date(2026, 4, 2)  # Good Friday to Easter Monday
+    assert ask(daily, "EUR", "USD", date(2026, 4, 7)) is None
+
+
+# ------------------------------------------------------------------------------------ unknown and missing
+
+
+@pytest.mark.parametrize(("base", "quote", "on"), [
+    ("USD", "XYZ", date(2026, 11, 30)),  # not in the file
+    ("XYZ", "EUR", date(2026, 11, 30)),
+    ("EUR", "CHF", date(2026, 11, 30)),  # a real currency the file does not quote
+    ("EUR", "CYP", date(2026, 11, 30)),  # a column that is N/A on every row
+    ("ISK", "USD", date(2026, 12, 24)),  # N/A on that publication
+    ("GBP", "ISK", date(2026, 12, 26)),  # N/A on the publication that applies; an older one is not used
+])
+def test_unknown_or_unquoted_currency_has_no_rate(hist: EcbRates, base: str, quote: str, on: date) -> None:
+    assert ask(hist, base, quote, on) is None
+
+
+def test_isk_is_quoted_again_later(hist: EcbRates) -> None:
+    assert answer(hist, "ISK", "EUR", date(2026, 12, 28)) == (Decimal("0.006835269993"), date(2026, 12, 28))
+
+
+def test_other_rate_types_are_left_to_other_providers(tmp_path: Path) -> None:
+    path = write(tmp_path, "eurofxref-hist.csv", HIST)
+    assert ask(provider(path), "EUR", "USD", date(2026, 11, 30), rate_type="month_end") is None
+    custom = provider(path, rate_type="ecb")
+    assert ask(custom, "EUR", "USD", date(2026, 11, 30), rate_type="reference") is None
+    assert ask(custom, "EUR", "USD", date(2026, 11, 30), rate_type="ecb") is not None
+
+
+# ------------------------------------------------------------------------------------------------ reloading
+
+
+def test_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    path = write(tmp_path, "eurofxref-hist.csv", HIST)
+    plugin = provider(path)
+    assert ask(plugin, "EUR", "USD", date(2026, 12, 29)) is None
+    with path.open("a") as fh:  # rows may come in any order
+        fh.write("2026-12-29,1.0622,165.30,0.86200,146.50,N/A,\n")
+    assert answer(plugin, "EUR", "USD", date(2026, 12, 29)) == (Decimal("1.0622"), date(2026, 12, 29))
+    # the ECB's own way: the whole file replaced, the new day on top
+    new = tmp_path / "new.csv"
+    new.write_text(HIST.replace("CYP,\n", "CYP,\n2026-12-30,1.0700,165.00,0.86300,146.00,N/A,\n", 1))
+    os.replace(new, path)
+    assert answer(plugin, "EUR", "USD", date(2026, 12, 30)) == (Decimal("1.0700"), date(2026, 12, 30))
+    # the new file has no row for the 29th: inside the file a day without a row falls back, like a holiday
+    assert answer(plugin, "EUR", "USD", date(2026, 12, 29)) == (Decimal("1.0601"), date(2026, 12, 28))
+
+
+def test_unchanged_file_is_not_parsed_again(hist: EcbRates) -> None:
+    table = hist.table()
+    assert ask(hist, "EUR", "USD", date(2026, 11, 30)) is not None
+    assert hist.table() is table
+
+
+def test_file_broken_after_start_raises_until_fixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "eurofxref-hist.csv", HIST)
+    plugin = provider(path)
+    write(tmp_path, "eurofxref-hist.csv", HIST + "2026-12-29,1.06.22,165.30,0.86200,146.50,N/A,\n")
+    with pytest.raises(EcbRatesError, match=r"eurofxref-hist\.csv, line 8: USD rate '1\.06\.22'"):
+        ask(plugin, "EUR", "USD", date(2026, 11, 30))
+    hooks = new_plugin_manager()
+    hooks.register(plugin, name="fx")
+    with caplog.at_level(logging.ERROR, logger="payhub.fx"):
+        assert find_rate(hooks, "EUR", "USD", date(2026, 11, 30), "reference") is None
+    assert "line 8" in caplog.text
+    write(tmp_path, "eurofxref-hist.csv", HIST)
+    assert find_rate(hooks, "EUR", "USD", date(2026, 11, 30), "reference") is not None
+    path.unlink()
+    with pytest.raises(EcbRatesError, match="cannot read the rates file"):
+        ask(plugin, "EUR", "USD", date(2026, 11, 30))
+
+
+# ------------------------------------------------------------------------------------------ malformed files
+
+
+@pytest.mark.parametrize(("text", "line", "problem"), [
+    ("", None, "empty"),
+    ("Date,USD,\n", None, "no rates below the header"),
+    ("Datum,USD,\n2026-11-30,1.0498,\n", 1, "expected a header starting with 'Date'"),
+    ("Date,USD,EUR,\n2026-11-30,1.0498,1,\n", 1, "'EUR' is not a currency code"),
+    ("Date,USD,usd,\n", 1, "'usd' is not a currency code"),
+    ("Date,USD,USD,\n", 1, "USD appears twice"),
+    ("Date,USD,JPY,\n2026-11-30,1.0498,163.02,\n2026-11-27,1.0487\n", 3, "1 values for 2 currencies"),
+    ("Date,USD,JPY,\n2026-11-30,1.0498,163.02,\n2026-11-27,1.0487,\n", 3, "no JPY rate (an empty cell"),
+    ("Date,USD,\n2026-11-30,1.0498,2.0,\n", 2, "2 values for 1 currencies"),
+    ("Date,USD,JPY,\n2026-11-30,,163.02,\n", 2, "no USD rate"),
+    ("Date,USD,\n2026-11-30,0,\n", 2, "USD rate '0'"),
+    ("Date,USD,\n2026-11-30,-1.0498,\n", 2, "USD rate '-1.0498'"),
+    ("Date,USD,\n2026-11-30,1.05e0,\n", 2, "USD rate '1.05e0'"),
+    ("Date,USD,\n2026-11-30,n/a,\n", 2, "USD rate 'n/a'"),
+    ("Date,USD,\n2026-13-30,1.0498,\n", 2, "date '2026-13-30'"),
+    ("Date,USD,\n30/11/2026,1.0498,\n", 2, "date '30/11/2026' is neither"),
+    ("Date, USD, \n31 Novembre 2026, 1.0498, \n", 2, "date '31 Novembre 2026'"),
+    ("Date, USD, \n31 November 2026, 1.0498, \n", 2, "day is out of range"),
+    ("Date,USD,\n2026-11-30,1.0498,\n\n2026-11-30,1.0499,\n", 4, "a second row for 2026-11-30"),
+])
+def test_malformed_file_names_file_and_line(tmp_path: Path, text: str, line: int | None, problem: str) -> None:
+    path = write(tmp_path, "eurofxref-hist.csv", text)
+    with pytest.raises(EcbRatesError) as info:
+        provider(path)
+    message = str(info.value)
+    where = f"{path}, line {line}: " if line else f"{path}: "
+    assert message.startswith(where), message
+    assert problem in message
+
+
+def test_missing_file_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(EcbRatesError, match="nope.csv: cannot read the rates file"):
+        provider(tmp_path / "nope.csv")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "eurofxref.csv"
+    path.write_bytes(b"Date, USD, \n27 November 2026, 1\xff0487, \n")
+    with pytest.raises(EcbRatesError, match="not UTF-8 text"):
+        provider(path)
+
+
+# ------------------------------------------------------------------------------- loaded from the settings
+
+
+def config(directory: Path, body: str) -> Path:
+    path = directory / "payhub.toml"
+    path.write_text('[database]\nurl = "sqlite:///payhub.db"\n\n' + textwrap.dedent(body))
+    return path
+
+
+def test_plugin_enabled_in_settings_answers_the_hook(make_runtime: Any, tmp_path: Path) -> None:
+    (tmp_path / "rates").mkdir()
+    write(tmp_path / "rates", "eurofxref-hist.csv", HIST)
+    rt = make_runtime('[hooks.fx]\nplugin = "ecb_rates"\npath = "rates/eurofxref-hist.csv"\n')
+    [status] = rt.plugins.statuses
+    assert (status.section, status.kind, status.plugin, status.distribution, status.state) == (
+        "fx", "hook", "ecb_rates", "payhub", "loaded")
+    rate = rt.plugins.hooks.hook.payhub_fx_rate(base="USD", quote="GBP", on=date(2026, 11, 29),
+                                                rate_type="reference")
+    assert rate == FxRate("USD", "GBP", Decimal("0.8105273195"), HIST_SOURCE, date(2026, 11, 27))
+    assert find_rate(rt.plugins.hooks, "USD", "GBP", date(2026, 11, 29), "reference") == rate
+
+
+def test_malformed_file_fails_the_plugin_at_start(tmp_path: Path) -> None:
+    write(tmp_path, "eurofxref.csv", "Date, USD, \n27 November 2026, 1.04.87, \n")
+    plugins = load_plugins(load_settings(config(tmp_path, '[hooks.fx]\nplugin = "ecb_rates"\n'
+                                                          'path = "eurofxref.csv"\n')))
+    [status] = plugins.statuses
+    assert status.state == "failed"
+    assert status.reason is not None
+    assert f"EcbRatesError: {tmp_path / 'eurofxref.csv'}, line 2: USD rate '1.04.87'" in status.reason
+    assert plugins.hooks.get_plugin("fx") is None
+
+
+@pytest.mark.parametrize(("body", "key", "problem"), [
+    ('[hooks.fx]\nplugin = "ecb_rates"\n', "hooks.fx.path", "Field required"),
+    ('[hooks.fx]\nplugin = "ecb_rates"\npath = "x.csv"\nmax_age_days = -1\n', "hooks.fx.max_age_days",
+     "greater than or equal to 0"),
+    ('[hooks.fx]\nplugin = "ecb_rates"\npath = "x.csv"\nurl = "https://www.ecb.europa.eu"\n', "hooks.fx.url", ""),
+])
+def test_invalid_settings_stop_start_up(tmp_path: Path, body: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_plugins(load_settings(config(tmp_path, body)))
+    assert [k for k, _ in info.value.problems] == [key]
+    assert problem in info.value.problems[0][1]
+
+
+# ---------------------------------------------------------------------------------------------- payhub.fx
+
+
+class Answer:
+    """A provider that answers whatever it is told to."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    @hookimpl
+    def payhub_fx_rate(self, base: str, quote: str, on: date, rate_type: str) -> Any:
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+def manager(*plugins: object) -> pluggy.PluginManager:
+    hooks = new_plugin_manager()
+    for plugin in plugins:
+        hooks.register(plugin)
+    return hooks
+
+
+ON = date(2026, 11, 30)
+GOOD = FxRate("USD", "EUR", Decimal("0.9525623928"), "test", date(2026, 11, 27))
+
+
+def test_find_rate_returns_a_valid_answer() -> None:
+    assert find_rate(manager(Answer(GOOD)), "USD", "EUR", ON, "reference") == GOOD
+    assert find_rate(manager(), "USD", "EUR", ON, "reference") is None
+    assert find_rate(manager(Answer(None)), "USD", "EUR", ON, "reference") is None
+    # the first provider that answers wins; pluggy calls the last registered first
+    assert find_rate(manager(Answer(GOOD), Answer(None)), "USD", "EUR", ON, "reference") == GOOD
+
+
+@pytest.mark.parametrize(("result", "problem"), [
+    ({"rate": "0.95"}, "expected an FxRate, got dict"),
+    (FxRate("EUR", "USD", Decimal("1.05"), "test", ON), "the rate is for EUR->USD"),
+    (FxRate("USD", "EUR", 0.95, "test", ON), "is not a positive finite Decimal"),  # type: ignore[arg-type]
+    (FxRate("USD", "EUR", Decimal("NaN"), "test", ON), "is not a positive finite Decimal"),
+    (FxRate("USD", "EUR", Decimal("Infinity"), "test", ON), "is not a positive finite Decimal"),
+    (FxRate("USD", "EUR", Decimal("0"), "test", ON), "is not a positive finite Decimal"),
+    (FxRate("USD", "EUR", Decimal("-0.95"), "test", ON), "is not a positive finite Decimal"),
+    (FxRate("USD", "EUR", Decimal("0.95"), " ", ON), "names no source"),
+    (FxRate("USD", "EUR", Decimal("0.95"), "test", date(2026, 12, 1)), "rate_date 2026-12-01 is after 2026-11-30"),
+    (FxRate("USD", "EUR", Decimal("0.95"), "test", datetime(2026, 11, 30, 12)), "is not a date"),
+    (FxRate("USD", "EUR", Decimal("0.95"), "test", "2026-11-30"), "is not a date"),  # type: ignore[arg-type]
+])
+def test_find_rate_refuses_a_malformed_answer(result: Any, problem: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="payhub.fx"):
+        assert find_rate(manager(Answer(result)), "USD", "EUR", ON, "reference") is None
+    assert problem in caplog.text
+
+
+def test_find_rate_treats_a_raising_provider_as_no_rate(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="payhub.fx"):
+        assert find_rate(manager(Answer(ZeroDivisionError("bug"))), "USD", "EUR", ON, "reference") is None
+    assert "FX rate provider failed for USD->EUR on 2026-11-30 (reference)" in caplog.text
+    assert "ZeroDivisionError: bug" in caplog.text
+
+
+@pytest.mark.parametrize(("amount", "rate", "quote", "expected"), [
+    ("100.00", "162.805", "JPY", "16281"),  # 16280.5 rounds half up
+    ("-100.00", "162.805", "JPY", "-16281"),  # and away from zero for a clawback
+    ("10.00", "0.8107353782", "GBP", "8.11"),
+    ("1234.56", "0.3768", "BHD", "465.182"),  # 465.18221
+    ("0.01", "0.0001", "EUR", "0.00"),
+    ("123456789012345678901234567890.12", "1.2345678901", "USD", "152415787529492467652949246765.29"),
+])
+def test_convert_rounds_once_to_the_quote_minor_units(amount: str, rate: str, quote: str, expected: str) -> None:
+    fx = FxRate("XXX", quote, Decimal(rate), "test", ON)
+    result = convert(Decimal(amount), fx)
+    assert result == Decimal(expected)
+    assert str(result) == expected
+
+
+def test_convert_refuses_a_float_or_nan() -> None:
+    with pytest.raises(ValueError, match="not a finite Decimal"):
+        convert(1.5, GOOD)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a finite Decimal"):
+        convert(Decimal("NaN"), GOOD)
+
+
+CURRENCIES = ["EUR", "USD", "JPY", "GBP", "ISK"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    amount=st.decimals(min_value=Decimal("-1e12"), max_value=Decimal("1e12"), allow_nan=False,
+                       allow_infinity=False, places=6),
+    base=st.sampled_from(CURRENCIES),
+    quote=st.sampled_from(CURRENCIES),
+    on=st.dates(min_value=date(2026, 11, 26), max_value=date(2026, 12, 28)),
+)
+def test_converted_amounts_never_have_more_decimals_than_the_quote_currency(
+    hist: EcbRates, amount: Decimal, base: str, quote: str, on: date
+) -> None:
+    hooks = new_plugin_manager()
+    hooks.register(hist)
+    rate = find_rate(hooks, base, quote, on, "reference")
+    if rate is None:
+        return
+    converted = convert(amount, rate)
+    exponent = converted.as_tuple().exponent
+    assert isinstance(exponent, int) and -exponent <= minor_units(quote)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        assert abs(converted - amount * rate.rate) <= Decimal(1).scaleb(-minor_units(quote)) / 2
