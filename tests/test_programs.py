@@ -18,7 +18,7 @@ from payhub.api import Calculator, Event, RewardLine, SourceRecord
 from payhub.audit import verify
 from payhub.builtin.programs.deal_registration import DealRegistration, DealRegistrationParams
 from payhub.builtin.programs.rebate import Rebate, RebateParams, Tier, marginal_rebate, retroactive_rebate
-from payhub.db.schema import calculations, events, rewards
+from payhub.db.schema import calculations, events, fund_entries, rewards
 from payhub.errors import ConfigError
 from payhub.money import from_minor, quantize
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
@@ -91,8 +91,8 @@ class MemoryHistory:
                    Decimal(0))
 
     def total_volume(self, program: str, partner_id: str, currency: str, since: datetime,
-                     until: datetime) -> Decimal:
-        return sum((e.amount or Decimal(0) for p, e in self.volume
+                     until: datetime, returns: tuple[str, ...] = ()) -> Decimal:
+        return sum(((e.amount or Decimal(0)) * (-1 if e.event_type in returns else 1) for p, e in self.volume
                     if (p, e.partner_id, e.currency) == (program, partner_id, currency)
                     and since <= e.occurred_at < until), Decimal(0))
 
@@ -101,7 +101,6 @@ class MemoryHistory:
         lines = [RewardLine(line.payee_id, quantize(line.amount, line.currency), line.currency, line.description,
                             line.details) for line in calculator.calculate(event, self)]
         lines = [line for line in lines if line.amount != 0]
-        assert all(line.amount > 0 for line in lines)
         self.lines.extend((calculator.program, event.occurred_at, line) for line in lines)
         self.volume.append((calculator.program, event))
         return lines
@@ -234,6 +233,26 @@ def test_rebate_worked_example_accrues_through_the_pipeline(make_runtime) -> Non
     assert sum(Decimal(paid(retro, x)[0][1]) for x in "abc") == Decimal("24000")
     assert paid(retro, "q4") == [("acme", "9000.00")]
     assert retro["no-partner"]["status"] == "failed"
+
+
+def test_rebate_return_trues_up_across_a_tier(make_runtime) -> None:
+    """1.2M of retroactive volume has accrued 24,000 (2%); a 300k return drops the partner to 900k (1.5%), so the
+    return takes back 24,000 - 13,500 = 10,500, and the period's accruals sum to the rebate of the net volume."""
+    rt = make_runtime(SOURCE + f"""
+        [programs.retro]
+        calculator = "rebate"
+        mode = "retroactive"
+        tiers = {TIERS}
+        return_event_types = ["order_returned"]
+    """)
+    returned = SourceRecord("Order", "c", "returned", "order_returned", "2026-09-20T00:00:00Z", "rep1", "300000",
+                            "USD", "acme")
+    run(rt, record("a", "2026-07-02T10:00:00Z", amount="700000"), record("b", "2026-08-15T10:00:00Z",
+                                                                          amount="500000"), returned, limit=2)
+    retro = results(rt, "retro")
+    assert paid(retro, "c") == [("acme", "-10500.00")]
+    assert retro["c"]["rewards"][0][3]["volume_after"] == "900000"
+    assert sum(Decimal(paid(retro, x)[0][1]) for x in "abc") == Decimal("13500.00")
 
 
 def test_rebate_volume_counts_events_whose_accrual_rounds_to_zero() -> None:
@@ -377,22 +396,34 @@ def test_activity_rewards_capped_per_payee_per_month(make_runtime) -> None:
 # ------------------------------------------------------------------------------------------------------- coop
 
 
-def test_coop_accrues_percent_of_purchases_to_the_partner(make_runtime) -> None:
-    """2% of $100,000 = $2,000 accrued to the partner."""
+def test_coop_accrues_a_fund_and_pays_claims_from_it(make_runtime) -> None:
+    """2% of $100,000 = $2,000 accrued to the partner's fund (not paid); a $1,800 claim at 50% pays $900 from it."""
     rt = make_runtime(SOURCE + """
         [programs.coop]
         calculator = "coop"
         percent = "2"
-        event_types = ["purchase"]
+        participation_percent = "50"
+        event_types = ["purchase", "coop_claim"]
     """)
     purchase = SourceRecord("Order", "o1", "booked", "purchase", "2026-06-01T00:00:00Z", "rep1", "100000", "USD",
                             "acme")
     odd = SourceRecord("Order", "o2", "booked", "purchase", "2026-06-01T00:00:00Z", "rep1", "333.33", "JPY", "acme")
-    run(rt, purchase, odd, record("deal", "2026-06-01T00:00:00Z"))
+    claim = SourceRecord("Claim", "c1", "approved", "coop_claim", "2026-07-01T00:00:00Z", "rep1", "1800", "USD",
+                         "acme")
+    run(rt, purchase, odd, record("deal", "2026-06-01T00:00:00Z"), claim)
     found = results(rt, "coop")
-    assert found["o1"]["rewards"] == [("acme", "2000.00", "USD", {"purchase": "100000"})]
-    assert paid(found, "o2") == [("acme", "7")]  # 6.6666 JPY rounds half-up once to 7
+    assert found["o1"]["rewards"] == found["o2"]["rewards"] == []  # accruals are not payments
+    assert found["c1"]["rewards"] == [("acme", "900.00", "USD", {
+        "claimed": "1800", "participation_percent": "50", "share": "900.00", "balance": "2000.00",
+        "limit": "share"})]
     assert "deal" not in found  # not a purchase event
+    with rt.engine.connect() as conn:
+        entries = conn.execute(select(events.c.object_id, fund_entries.c.holder_id, fund_entries.c.amount,
+                                      fund_entries.c.unit).join(events, events.c.id == fund_entries.c.event_id)
+                               .where(fund_entries.c.program == "coop").order_by(fund_entries.c.id)).all()
+    assert [tuple(entry) for entry in entries] == [
+        ("o1", "acme", "2000.00", "USD"), ("o2", "acme", "7", "JPY"),  # 6.6666 JPY rounds half-up once to 7
+        ("c1", "acme", "-900.00", "USD")]
 
 
 # ----------------------------------------------------------------------------------------------- bad params

@@ -20,7 +20,7 @@ goes on. Calls that run longer than their timeout are abandoned: transient for a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -248,10 +248,12 @@ class History(Protocol):
         ...
 
     def total_volume(
-        self, program: str, partner_id: str, currency: str, since: datetime, until: datetime
+        self, program: str, partner_id: str, currency: str, since: datetime, until: datetime,
+        returns: Collection[str] = (),
     ) -> Decimal:
         """Sum of the amounts in ``currency`` of the events of ``partner_id`` that occurred in ``[since, until)``
-        and that ``program`` already calculated without failure (rewarded, or not eligible)."""
+        and that ``program`` already calculated without failure (rewarded, or not eligible); the amounts of events
+        whose type is in ``returns`` (returns, credit notes) count negative."""
         ...
 
     def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:

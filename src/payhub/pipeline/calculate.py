@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -46,9 +46,9 @@ class DbHistory:
         self.in_batch: dict[tuple[str, str, str], int] = {}  # (program, payee, currency) -> minor units
         # (program, payee, currency) -> [(event occurred_at, minor units)]
         self.in_batch_by_time: dict[tuple[str, str, str], list[tuple[datetime, int]]] = {}
-        # (program, partner, currency) -> [(event occurred_at, event amount)]
-        self.in_batch_volume: dict[tuple[str, str, str], list[tuple[datetime, Decimal]]] = {}
-        self._stored_volume: dict[tuple[str, str, str, datetime, datetime], Decimal] = {}
+        # (program, partner, currency) -> [(event occurred_at, event amount, event type)]
+        self.in_batch_volume: dict[tuple[str, str, str], list[tuple[datetime, Decimal, str]]] = {}
+        self._stored_volume: dict[tuple[str, str, str, datetime, datetime], Sequence[Any]] = {}
         # (program, source, object type, object id) -> rewards of the batch on that CRM object
         self.in_batch_objects: dict[tuple[str, str, str, str], list[ObjectReward]] = {}
         self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
@@ -71,7 +71,7 @@ class DbHistory:
         """Count ``event`` in the volume of ``program`` (call when the program calculated it without failure)."""
         if event.partner_id and event.amount is not None and event.currency:
             key = (program, event.partner_id, event.currency)
-            self.in_batch_volume.setdefault(key, []).append((event.occurred_at, event.amount))
+            self.in_batch_volume.setdefault(key, []).append((event.occurred_at, event.amount, event.event_type))
 
     def total_rewarded(self, program: str, payee_id: str, currency: str, since: datetime | None = None) -> Decimal:
         query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
@@ -96,23 +96,23 @@ class DbHistory:
                     if since <= at < until)
         return from_minor(stored + batch, currency)
 
-    def total_volume(self, program: str, partner_id: str, currency: str, since: datetime,
-                     until: datetime) -> Decimal:
+    def total_volume(self, program: str, partner_id: str, currency: str, since: datetime, until: datetime,
+                     returns: Collection[str] = ()) -> Decimal:
         key = (program, partner_id, currency, since, until)
         stored = self._stored_volume.get(key)
         if stored is None:  # event amounts are exact decimal text: summed here, not in SQL
-            amounts = self.conn.execute(select(events.c.amount).select_from(
+            stored = self.conn.execute(select(events.c.amount, events.c.event_type).select_from(
                 calculations.join(events, events.c.id == calculations.c.event_id)
             ).where(
                 calculations.c.program == program, calculations.c.status.in_(("rewarded", "not_eligible")),
                 events.c.partner_id == partner_id, events.c.currency == currency, events.c.amount.is_not(None),
                 events.c.occurred_at >= since, events.c.occurred_at < until,
-            )).scalars()
-            stored = sum((Decimal(a) for a in amounts), Decimal(0))
+            )).all()
             self._stored_volume[key] = stored  # the batch's own calculations are written only at its end
-        batch = sum((amount for at, amount in self.in_batch_volume.get((program, partner_id, currency), ())
-                     if since <= at < until), Decimal(0))
-        return stored + batch
+        batch = [(amount, kind) for at, amount, kind in self.in_batch_volume.get((program, partner_id, currency), ())
+                 if since <= at < until]
+        return sum((-Decimal(amount) if kind in returns else Decimal(amount) for amount, kind in [*stored, *batch]),
+                   Decimal(0))
 
     def _fund_entries(self, program: str, holder_id: str, unit: str) -> list[Entry]:
         stored = [(at, Decimal(amount), expires) for at, amount, expires in self.conn.execute(

@@ -1,6 +1,8 @@
 """``rebate``: a volume rebate over a quarter or a year, by a tier table, accrued event by event to the partner.
 
-Each event pays the increase of the period's rebate that its amount causes::
+Each event pays the change of the period's rebate that its amount causes (a return, an event of a
+``return_event_types`` type, lowers the volume and takes back the difference, also when it drops the partner a
+tier: the true-up)::
 
     paid = round(rebate(volume before + amount)) - round(rebate(volume before))
 
@@ -57,6 +59,8 @@ class RebateParams(PluginSettings):
     period: Literal["quarter", "year"] = "quarter"
     mode: Literal["marginal", "retroactive"] = "marginal"
     tiers: list[Tier] = Field(min_length=1)
+    return_event_types: list[str] = Field(
+        default_factory=list, description="Event types whose amount is returned volume (returns, credit notes).")
 
     @field_validator("tiers")
     @classmethod
@@ -97,8 +101,8 @@ class Rebate(Calculator):
         amount, currency = event_money(event)
         payee = partner(event)
         since, until, label = period_bounds(event.occurred_at, p.period)
-        before = history.total_volume(self.program, payee, currency, since, until)
-        after = before + amount
+        before = history.total_volume(self.program, payee, currency, since, until, p.return_event_types)
+        after = before - amount if event.event_type in p.return_event_types else before + amount
         rebate_before = quantize(p.rebate(before), currency)
         rebate_after = quantize(p.rebate(after), currency)
         details = {"period": label, "mode": p.mode, "volume_before": str(before), "volume_after": str(after),
