@@ -127,6 +127,16 @@ class BudgetSettings(_Section):
     per: Literal["program", "partner"] = Field("program", description="One pool, or one per partner.")
 
 
+class CapSettings(_Section):
+    """The most a program pays one payee, one partner (on its events) or in all, per calendar period."""
+
+    per: Literal["payee", "partner", "program"]
+    amount: Amount = Field(ge=0)
+    currency: CurrencyCode
+    period: Literal["month", "quarter", "year", "program"] = Field(
+        "program", description="Calendar period of the event the cap counts in; \"program\" = for ever.")
+
+
 class ApprovalSettings(_Section):
     """Rewards above ``threshold`` wait for an approver; above ``dual_threshold``, for two different approvers."""
 
@@ -158,6 +168,8 @@ class ProgramSection(_PluginSection):
         "full", description="Take back everything, or the share of the term left unused.")
     clawback_term_days: PositiveInt | None = Field(
         None, description="The term a prorated clawback measures, from the first rewarded event of the object.")
+    caps: list[CapSettings] = Field(
+        default_factory=list, description="Caps applied to each reward in the order listed; cut amounts recorded.")
     budget: BudgetSettings | None = None
     approval: ApprovalSettings | None = None
     payout_currency: Literal["reward", "payee"] = Field(

@@ -27,7 +27,7 @@ from payhub.db.schema import calculations, events, fund_entries, program_version
 from payhub.errors import CalculationError, InvalidRecord
 from payhub.funds import Entry
 from payhub.money import check_currency, from_minor, quantize, to_minor
-from payhub.pipeline.rules import Decision, ObjectReward, apply_splits, clawback, decide
+from payhub.pipeline.rules import Decision, ObjectReward, apply_caps, apply_splits, clawback, decide
 from payhub.runtime import Runtime, Tx
 from payhub.settings import ProgramSection
 
@@ -53,6 +53,8 @@ class DbHistory:
         self.in_batch_objects: dict[tuple[str, str, str, str], list[ObjectReward]] = {}
         self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
         self.reserved: dict[str, int] = {}  # budget key -> minor units reserved by the batch
+        # ((program, payee, partner, currency, event occurred_at), minor units) of the batch's rewards
+        self.in_batch_rows: list[tuple[tuple[str, str, str | None, str, datetime], int]] = []
 
     def add(self, program: str, event: Event, payee_id: str, currency: str, minor: int) -> None:
         """Count a reward of the batch."""
@@ -61,6 +63,7 @@ class DbHistory:
         self.in_batch_by_time.setdefault(key, []).append((event.occurred_at, minor))
         self.in_batch_objects.setdefault(_object_key(program, event), []).append(
             ObjectReward(event.occurred_at, payee_id, currency, minor))
+        self.in_batch_rows.append(((program, payee_id, event.partner_id, currency, event.occurred_at), minor))
 
     def add_fund(self, program: str, event: Event, movement: FundMovement, amount: Decimal) -> None:
         """Count a fund movement of the batch."""
@@ -137,6 +140,23 @@ class DbHistory:
             events.c.object_id == event.object_id, rewards.c.program == program, rewards.c.status != "cancelled",
         )).all()
         return [ObjectReward(*row) for row in rows] + self.in_batch_objects.get(_object_key(program, event), [])
+
+    def capped_total(self, program: str, per: str, scope_id: str | None, currency: str, since: datetime | None,
+                     until: datetime | None) -> int:
+        query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).select_from(
+            rewards.join(events, events.c.id == rewards.c.event_id)
+        ).where(rewards.c.program == program, rewards.c.currency == currency, rewards.c.status != "cancelled")
+        if since is not None and until is not None:
+            query = query.where(events.c.occurred_at >= since, events.c.occurred_at < until)
+        if per == "payee":
+            query = query.where(rewards.c.payee_id == scope_id)
+        elif per == "partner":
+            query = query.where(events.c.partner_id == scope_id)
+        stored = int(self.conn.execute(query).scalar_one())
+        return stored + sum(
+            minor for (p, payee, partner, cur, at), minor in self.in_batch_rows
+            if p == program and cur == currency and (since is None or until is None or since <= at < until)
+            and {"program": True, "payee": payee == scope_id, "partner": partner == scope_id}[per])
 
     def budget_used(self, key: str) -> int:
         held_for_budget = and_(rewards.c.status == "held", rewards.c.hold_code == "budget")
@@ -341,19 +361,23 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
         else:
             items = apply_splits(section, event, calculator.calculate(event, history))
         result = _Result("rewarded")
-        reserved = dict(history.reserved)
+        lines: list[tuple[RewardLine, int]] = []
         for item in items:
             if isinstance(item, RewardLine):
                 minor = _checked_line(item)
                 if minor:  # nothing to pay once rounded
-                    decision = decide(program, section, event, item.currency, minor, history, reserved)
-                    result.rewards.append((item, minor, decision))
+                    lines.append((item, minor))
             elif isinstance(item, FundMovement):
                 amount = _checked_movement(item)
                 if amount:
                     result.funds.append((item, amount))
             else:
                 raise CalculationError(f"calculator returned {type(item).__name__}, not RewardLine or FundMovement")
+        lines, notes = apply_caps(program, section, event, lines, history)
+        reserved = dict(history.reserved)
+        for line, minor in lines:
+            result.rewards.append((line, minor, decide(program, section, event, line.currency, minor, history,
+                                                       reserved)))
     except (CalculationError, InvalidRecord) as exc:
         return _Result("failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - a calculator bug fails only this (program, event)
@@ -362,6 +386,7 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
     history.reserved = reserved  # kept only when the whole calculation succeeded
     if not result.rewards and not result.funds:
         result.status = "not_eligible"
+        result.reason = "; ".join(notes) or None  # everything earned was cut by caps: say so
     return result
 
 

@@ -39,6 +39,9 @@ class RulesHistory(Protocol):
 
     def budget_used(self, key: str) -> int: ...
 
+    def capped_total(self, program: str, per: str, scope_id: str | None, currency: str, since: datetime | None,
+                     until: datetime | None) -> int: ...
+
 
 # ------------------------------------------------------------------------------------------------------ splits
 
@@ -141,6 +144,52 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
                                 f"{program}: {section.clawback} clawback on {event.event_type} of "
                                 f"{event.object_type} {event.object_id}", details))
     return lines
+
+
+# -------------------------------------------------------------------------------------------------------- caps
+
+
+def apply_caps(program: str, section: ProgramSection, event: Event, lines: list[tuple[RewardLine, int]],
+               history: RulesHistory) -> tuple[list[tuple[RewardLine, int]], list[str]]:
+    """Cut each positive line by the program's caps, in the order listed; return the lines still worth paying and
+    a note per cut. A cut line's details record ``capped`` entries (cap, limit, used, cut)."""
+    if not section.caps:
+        return lines, []
+    kept: list[tuple[RewardLine, int]] = []
+    notes: list[str] = []
+    granted: list[tuple[str, str, int]] = []  # (payee, currency, minor) of this event's earlier lines
+    for line, minor in lines:
+        cuts: list[dict[str, str]] = []
+        for cap in section.caps if minor > 0 else ():
+            if cap.currency != line.currency:
+                raise CalculationError(f"caps: a cap in {cap.currency} does not apply to a reward in "
+                                       f"{line.currency}: amounts in different currencies are not compared")
+            scope_id = {"payee": line.payee_id, "partner": event.partner_id, "program": None}[cap.per]
+            if cap.per == "partner" and not scope_id:
+                raise CalculationError("caps: a per-partner cap but the event has no partner_id")
+            since, until, label = (None, None, "all") if cap.period == "program" else \
+                period_bounds(event.occurred_at, cap.period)
+            used = history.capped_total(program, cap.per, scope_id, cap.currency, since, until) + sum(
+                m for payee, currency, m in granted
+                if currency == line.currency and (cap.per != "payee" or payee == line.payee_id))
+            limit = to_minor(quantize(cap.amount, cap.currency), cap.currency)
+            paid = max(0, min(minor, limit - used))
+            if paid < minor:
+                name = f"per {cap.per}" + (f" {scope_id}" if scope_id else "") + f" {label}"
+                cuts.append({"cap": name, "limit": str(from_minor(limit, cap.currency)),
+                             "used": str(from_minor(used, cap.currency)),
+                             "cut": str(from_minor(minor - paid, cap.currency))})
+                notes.append(f"cap {name} of {from_minor(limit, cap.currency)} {cap.currency} cut "
+                             f"{from_minor(minor - paid, cap.currency)} {cap.currency} of {line.payee_id}'s reward")
+                minor = paid
+        if cuts:
+            earned = quantize(line.amount, line.currency)
+            line = RewardLine(line.payee_id, from_minor(minor, line.currency), line.currency, line.description,
+                              {**line.details, "earned": str(earned), "capped": cuts})
+        if minor:
+            kept.append((line, minor))
+            granted.append((line.payee_id, line.currency, minor))
+    return kept, notes
 
 
 # ------------------------------------------------------------------------------------------ budgets, approvals
