@@ -6,9 +6,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, func, or_, select
 
 from payhub.db.schema import (
+    approvals,
     attempts,
     audit_log,
     calculations,
@@ -41,7 +42,10 @@ def list_events(conn: Connection, status: str | None = None, source: str | None 
 
 def list_rewards(conn: Connection, status: str | None = None, payee: str | None = None,
                  program: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    query = select(rewards).order_by(rewards.c.id.desc()).limit(limit)
+    """Rewards newest first. ``approvals`` is ``given/needed`` for rewards that need approval (e.g. ``1/2``)."""
+    given = (select(func.count()).select_from(approvals).where(approvals.c.reward_id == rewards.c.id)
+             .correlate(rewards).scalar_subquery().label("approvals_given"))
+    query = select(rewards, given).order_by(rewards.c.id.desc()).limit(limit)
     if status:
         query = query.where(rewards.c.status == status)
     if payee:
@@ -51,7 +55,8 @@ def list_rewards(conn: Connection, status: str | None = None, payee: str | None 
     return [{
         "id": r.id, "event": r.event_id, "program": r.program, "payee": r.payee_id,
         "amount": _money(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
-        "payout": r.payout_id, "reason": r.hold_reason,
+        "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
+        "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason,
     } for r in conn.execute(query)]
 
 
@@ -82,7 +87,10 @@ def explain(conn: Connection, reward_id: int) -> dict[str, Any] | None:
         "reward": {
             "id": reward.id, "payee": reward.payee_id, "amount": _money(reward.amount_minor, reward.currency),
             "currency": reward.currency, "description": reward.description, "details": json.loads(reward.details),
-            "status": reward.status, "payout": reward.payout_id, "hold_reason": reward.hold_reason,
+            "status": reward.status, "payout": reward.payout_id, "hold_code": reward.hold_code,
+            "hold_reason": reward.hold_reason, "approvals_needed": reward.approvals_needed,
+            "approvers": list(conn.execute(select(approvals.c.approver).where(approvals.c.reward_id == reward_id)
+                                           .order_by(approvals.c.approved_at, approvals.c.approver)).scalars()),
             "created_at": reward.created_at,
         },
         "program": {

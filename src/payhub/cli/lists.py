@@ -1,17 +1,15 @@
-"""``payhub events|rewards|payouts list``, ``payhub rewards release`` and ``payhub explain``."""
+"""``payhub events|rewards|payouts list``, ``payhub rewards approve|hold|release|cancel`` and ``payhub explain``."""
 
 from __future__ import annotations
 
 import click
-from sqlalchemy import select, update
+from rich.markup import escape
 
 from payhub import reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, render, to_json
-from payhub.clock import utcnow
-from payhub.db.schema import rewards as rewards_table
 from payhub.errors import PayhubError
-from payhub.pipeline import payout_actions
+from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
 
 limit_option = click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
@@ -45,8 +43,12 @@ def rewards() -> None:
     """Rewards calculated from events."""
 
 
+REWARD_STATUSES = ["awaiting_approval", "pending", "held", "carried", "scheduled", "sent", "paid", "cancelled"]
+reward_ids_argument = click.argument("reward_ids", nargs=-1, type=click.IntRange(1), required=True)
+
+
 @rewards.command("list")
-@click.option("--status", type=click.Choice(["pending", "held", "scheduled", "sent", "paid"]))
+@click.option("--status", type=click.Choice(REWARD_STATUSES))
 @click.option("--payee")
 @click.option("--program")
 @limit_option
@@ -55,32 +57,61 @@ def rewards() -> None:
 @fail_cleanly
 def rewards_list(ctx: Context, status: str | None, payee: str | None, program: str | None, limit: int,
                  fmt: str) -> None:
-    """List rewards; held ones show why."""
+    """List rewards; awaiting ones show their approvals, held ones why."""
     with ctx.runtime().engine.connect() as conn:
-        render(reports.list_rewards(conn, status, payee, program, limit), fmt, title="rewards")
+        rows = reports.list_rewards(conn, status, payee, program, limit)
+    columns = None if fmt != "table" else ["id", "event", "program", "payee", "amount", "currency", "status",
+                                           "approvals", "payout", "reason"]
+    render(rows, fmt, columns, title="rewards")
+
+
+@rewards.command("approve")
+@reward_ids_argument
+@click.option("--note", help="A note recorded with the approval in the audit log.")
+@pass_ctx
+@fail_cleanly
+def rewards_approve(ctx: Context, reward_ids: tuple[int, ...], note: str | None) -> None:
+    """Approve rewards awaiting approval, as the --actor; one needing two approvals needs two different people."""
+    rt = ctx.runtime()
+    for done in reward_actions.approve(rt, reward_ids, note):
+        then = "now pending" if done.pending else f"needs {done.needed - done.approvals} more approver(s)"
+        console.print(f"reward {done.reward_id} approved by {rt.writer.actor} ({done.approvals}/{done.needed}); "
+                      f"{then}", markup=False, highlight=False)
+
+
+@rewards.command("hold")
+@reward_ids_argument
+@click.option("--reason", required=True, help="Why the rewards must not be paid for now (recorded in the audit log).")
+@pass_ctx
+@fail_cleanly
+def rewards_hold(ctx: Context, reward_ids: tuple[int, ...], reason: str) -> None:
+    """Hold rewards that are not yet scheduled, so they are not paid until released."""
+    count = reward_actions.hold(ctx.runtime(), reward_ids, reason)
+    console.print(f"held {count} reward(s)")
 
 
 @rewards.command("release")
-@click.argument("reward_ids", nargs=-1, type=int, required=True)
+@reward_ids_argument
 @click.option("--reason", required=True, help="Why the hold no longer applies (recorded in the audit log).")
 @pass_ctx
 @fail_cleanly
 def rewards_release(ctx: Context, reward_ids: tuple[int, ...], reason: str) -> None:
-    """Move held rewards back to pending, e.g. after fixing a payee's details when their payout failed."""
-    rt = ctx.runtime()
-    with rt.transaction() as tx:
-        rows = tx.conn.execute(select(rewards_table.c.id, rewards_table.c.status)
-                               .where(rewards_table.c.id.in_(reward_ids))).all()
-        found = {r.id: r.status for r in rows}
-        problems = [f"reward {i} " + ("does not exist" if i not in found else f"is {found[i]}, not held")
-                    for i in reward_ids if found.get(i) != "held"]
-        if problems:
-            raise PayhubError("; ".join(problems))
-        tx.conn.execute(update(rewards_table).where(rewards_table.c.id.in_(reward_ids)).values(
-            status="pending", hold_code=None, hold_reason=None, updated_at=utcnow()))
-        for reward_id in reward_ids:
-            tx.audit("reward.released", "reward", reward_id, {"reason": reason})
-    console.print(f"released {len(reward_ids)} reward(s)")
+    """Release held rewards: back to pending, or to awaiting_approval while approvals are missing."""
+    moved = reward_actions.release(ctx.runtime(), reward_ids, reason)
+    statuses = list(moved.values())
+    summary = ", ".join(f"{statuses.count(s)} {s}" for s in ("pending", "awaiting_approval") if s in statuses)
+    console.print(f"released {len(moved)} reward(s): {summary}", highlight=False)
+
+
+@rewards.command("cancel")
+@reward_ids_argument
+@click.option("--reason", required=True, help="Why the rewards will never be paid (recorded in the audit log).")
+@pass_ctx
+@fail_cleanly
+def rewards_cancel(ctx: Context, reward_ids: tuple[int, ...], reason: str) -> None:
+    """Cancel rewards that are not yet scheduled: they are never paid and no longer count against budgets."""
+    count = reward_actions.cancel(ctx.runtime(), reward_ids, reason)
+    console.print(f"cancelled {count} reward(s)")
 
 
 @main.group()
@@ -183,5 +214,10 @@ def explain(ctx: Context, reward_id: int, fmt: str) -> None:
         console.print(f"  attributes: {to_json(e['attributes'])}", markup=False)
     if r["payout"]:
         console.print(f"[bold]Payout[/bold] {r['payout']}")
+    if r["approvals_needed"]:
+        who = f" ({', '.join(r['approvers'])})" if r["approvers"] else ""
+        console.print(f"Approvals {len(r['approvers'])}/{r['approvals_needed']}{who}", markup=False,
+                      highlight=False)
     if r["hold_reason"]:
-        console.print(f"[yellow]Held[/yellow]: {r['hold_reason']}", markup=False)
+        code = f" ({escape(r['hold_code'])})" if r["hold_code"] else ""
+        console.print(f"[yellow]Held{code}[/yellow]: {escape(r['hold_reason'])}", highlight=False)

@@ -1,0 +1,249 @@
+"""Operator decisions on rewards: approve, hold, release, cancel.
+
+Each call is one transaction with one audit entry per reward, signed by the operator (the CLI's ``--actor``).
+Every id is checked first, with its row locked: if any id is unknown or in a state the decision does not accept,
+nothing changes and the :class:`~payhub.errors.PayhubError` names every problem.
+
+The reward lifecycle: ``awaiting_approval`` (above its program's approval threshold; :func:`approve` by one, or two
+different, approvers) → ``pending`` → ``scheduled`` (in a payout) → ``sent`` → ``paid``. Beside it: ``carried`` (netted,
+or below the payee's minimum, and carried forward into a later payout), ``held`` (by the pipeline with a code such as
+``budget``, ``no_payee`` or ``payout_failed``, or by :func:`hold` with code ``operator``; :func:`release` returns it to
+``awaiting_approval`` while it lacks approvals, else to ``pending``), and ``cancelled`` (:func:`cancel`, only before it
+is scheduled: it is never paid and stops counting against its program's budget).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from payhub.clock import utcnow
+from payhub.db.queries import for_update
+from payhub.db.schema import approvals, rewards
+from payhub.errors import PayhubError
+from payhub.money import from_minor
+from payhub.runtime import Runtime, Tx
+
+OPERATOR_HOLD = "operator"
+BUDGET_HOLD = "budget"
+HOLDABLE = ("pending", "awaiting_approval", "carried", "held")
+CANCELLABLE = ("pending", "awaiting_approval", "held", "carried")
+IN_PAYOUT = ("scheduled", "sent", "paid")
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """The result of one approval: how many distinct approvers the reward has, of how many it needs."""
+
+    reward_id: int
+    approvals: int
+    needed: int
+    pending: bool
+
+
+
+def approve(rt: Runtime, reward_ids: Iterable[int], note: str | None = None) -> list[Approval]:
+    """Record the actor's approval of each reward; a reward with all the approvals it needs becomes pending.
+
+    Each reward must be ``awaiting_approval`` and not yet approved by the actor: a reward that needs two approvals
+    needs two different people.
+    """
+    ids = _ids(reward_ids)
+    actor = rt.writer.actor
+    now = utcnow()
+    results: list[Approval] = []
+    with rt.transaction() as tx:
+        given = _approvers(tx, ids)
+
+        def check(row: Any) -> str | None:
+            if row.status != "awaiting_approval":
+                hint = "; release it first" if row.status == "held" and _lacks(row, given) else ""
+                return f"reward {row.id} is {_state(row)}, not awaiting approval{hint}"
+            if actor in given.get(row.id, ()):
+                return (f"reward {row.id} is already approved by {actor}; it needs a different "
+                        f"{_ordinal(len(given[row.id]) + 1)} approver")
+            return None
+
+        rows = _checked(tx, ids, check)
+        tx.conn.execute(approvals.insert(), [{"reward_id": i, "approver": actor, "approved_at": now} for i in ids])
+        for reward_id in ids:
+            count = len(given.get(reward_id, ())) + 1
+            needed = max(rows[reward_id].approvals_needed, 1)
+            done = count >= needed
+            if done:
+                tx.conn.execute(update(rewards).where(rewards.c.id == reward_id)
+                                .values(status="pending", updated_at=now))
+            detail: dict[str, Any] = {"approver": actor, "approvals": count, "needed": needed, "pending": done}
+            if note:
+                detail["note"] = note
+            tx.audit("reward.approved", "reward", reward_id, detail)
+            results.append(Approval(reward_id, count, needed, done))
+    return results
+
+
+def hold(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
+    """Hold rewards that are not yet scheduled (hold code ``operator``); return how many were held.
+
+    A reward already held for another reason (a failed payout, a missing payee) gets the operator's hold instead;
+    the audit entry records the hold it replaced. A reward held for its budget is refused: that hold keeps it out of
+    the budget's use, which an operator hold would not. Approvals already given are kept.
+    """
+    ids = _ids(reward_ids)
+    reason = _reason(reason)
+
+    def check(row: Any) -> str | None:
+        if row.status == "held" and row.hold_code == OPERATOR_HOLD:
+            return f"reward {row.id} is already held by an operator ({row.hold_reason})"
+        if row.status == "held" and row.hold_code == BUDGET_HOLD:
+            # A budget hold keeps the reward out of its budget; an operator hold would put it back in.
+            return (f"reward {row.id} is already held for its budget ({row.hold_reason}); release it to override "
+                    "the budget, or cancel it")
+        if row.status not in HOLDABLE:
+            hint = "; cancel the payout first" if row.status == "scheduled" else ""
+            return f"reward {row.id} is {_state(row)}, not holdable{hint}"
+        return None
+
+    with rt.transaction() as tx:
+        rows = _checked(tx, ids, check)
+        tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids)).values(
+            status="held", hold_code=OPERATOR_HOLD, hold_reason=reason, updated_at=utcnow()))
+        for reward_id in ids:
+            row = rows[reward_id]
+            detail: dict[str, Any] = {"code": OPERATOR_HOLD, "reason": reason, "from": row.status}
+            if row.status == "held":
+                detail["replaces"] = {"code": row.hold_code, "reason": row.hold_reason}
+            tx.audit("reward.held", "reward", reward_id, detail, outcome="held")
+    return len(ids)
+
+
+def release(rt: Runtime, reward_ids: Iterable[int], reason: str) -> dict[int, str]:
+    """Release held rewards; return each reward's new status.
+
+    A reward goes back to ``awaiting_approval`` while it has fewer approvals than it needs, else to ``pending``, so
+    the next pass schedules it (in a new payout with a new idempotency key). Releasing a ``budget`` hold overrides
+    the program's budget: the audit entry says so (outcome ``override``) with the budget the reward draws on.
+    """
+    ids = _ids(reward_ids)
+    reason = _reason(reason)
+
+    def check(row: Any) -> str | None:
+        return None if row.status == "held" else f"reward {row.id} is {_state(row)}, not held"
+
+    now = utcnow()
+    moved: dict[int, str] = {}
+    with rt.transaction() as tx:
+        rows = _checked(tx, ids, check)
+        given = _approvers(tx, ids)
+        for reward_id in ids:
+            row = rows[reward_id]
+            status = "awaiting_approval" if _lacks(row, given) else "pending"
+            tx.conn.execute(update(rewards).where(rewards.c.id == reward_id).values(
+                status=status, hold_code=None, hold_reason=None, updated_at=now))
+            detail: dict[str, Any] = {"reason": reason, "hold_code": row.hold_code, "hold_reason": row.hold_reason,
+                                      "to": status}
+            override = row.hold_code == BUDGET_HOLD
+            if override:
+                detail["budget_key"] = row.budget_key
+            tx.audit("reward.released", "reward", reward_id, detail, outcome="override" if override else "ok")
+            moved[reward_id] = status
+    return moved
+
+
+def cancel(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
+    """Cancel rewards that are not yet scheduled; return how many. They are never paid and leave their budget.
+
+    Rewards in a payout (``scheduled``, ``sent``, ``paid``) are refused, naming the payout: a payout the rail never
+    accepted is cancelled with ``payouts cancel`` first (its rewards are then held, and can be cancelled).
+    """
+    ids = _ids(reward_ids)
+    reason = _reason(reason)
+
+    def check(row: Any) -> str | None:
+        if row.status == "cancelled":
+            return f"reward {row.id} is already cancelled"
+        if row.status not in CANCELLABLE:
+            hint = "; cancel the payout first" if row.status == "scheduled" else "; it cannot be cancelled"
+            return f"reward {row.id} is {_state(row)}{hint}"
+        return None
+
+    with rt.transaction() as tx:
+        rows = _checked(tx, ids, check)
+        tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids)).values(status="cancelled", updated_at=utcnow()))
+        for reward_id in ids:
+            row = rows[reward_id]
+            detail: dict[str, Any] = {"reason": reason, "from": row.status,
+                                      "amount": str(from_minor(row.amount_minor, row.currency)),
+                                      "currency": row.currency, "budget_key": row.budget_key}
+            if row.status == "held":
+                detail["hold_code"] = row.hold_code
+            tx.audit("reward.cancelled", "reward", reward_id, detail, outcome="cancelled")
+    return len(ids)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _ids(reward_ids: Iterable[int]) -> list[int]:
+    """The ids in the order given, each once."""
+    ids = list(dict.fromkeys(int(i) for i in reward_ids))
+    if not ids:
+        raise PayhubError("no reward ids given")
+    return ids
+
+
+def _reason(reason: str) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise PayhubError("a reason is required (it is recorded in the audit log)")
+    return text
+
+
+def _checked(tx: Tx, ids: list[int], check: Callable[[Any], str | None]) -> dict[int, Any]:
+    """Lock the rows of ``ids`` and check each; refuse the whole command, naming every problem, if any fails."""
+    rows: dict[int, Any] = {row.id: row for row in tx.conn.execute(
+        for_update(tx.conn, select(rewards).where(rewards.c.id.in_(ids))))}
+    absent = [i for i in ids if i not in rows]
+    # On PostgreSQL a row another transaction has locked is skipped: it exists, but is busy.
+    busy = set(tx.conn.execute(select(rewards.c.id).where(rewards.c.id.in_(absent))).scalars()) if absent else set()
+    problems = []
+    for reward_id in ids:
+        if reward_id in busy:
+            problems.append(f"reward {reward_id} is being worked on by a worker; try again later")
+        elif reward_id not in rows:
+            problems.append(f"reward {reward_id} does not exist")
+        elif (problem := check(rows[reward_id])) is not None:
+            problems.append(problem)
+    if problems:
+        raise PayhubError("; ".join(problems))
+    return rows
+
+
+def _approvers(tx: Tx, ids: list[int]) -> dict[int, list[str]]:
+    """Who has approved each reward so far, in order."""
+    given: dict[int, list[str]] = {}
+    for reward_id, approver in tx.conn.execute(
+            select(approvals.c.reward_id, approvals.c.approver).where(approvals.c.reward_id.in_(ids))
+            .order_by(approvals.c.approved_at, approvals.c.approver)):
+        given.setdefault(reward_id, []).append(approver)
+    return given
+
+
+def _lacks(row: Any, given: dict[int, list[str]]) -> bool:
+    """True when the reward has fewer distinct approvals than it needs."""
+    return len(given.get(row.id, ())) < int(row.approvals_needed)
+
+
+def _state(row: Any) -> str:
+    """The reward's status as an operator needs it: a hold with its code and reason, a payout by its id."""
+    if row.status == "held" and row.hold_code:
+        return f"held ({row.hold_code}: {row.hold_reason})"
+    if row.status in IN_PAYOUT and row.payout_id is not None:
+        return f"{row.status} in payout {row.payout_id}"
+    return str(row.status)
+
+
+def _ordinal(n: int) -> str:
+    return {2: "second", 3: "third"}.get(n, f"{n}th")
