@@ -12,7 +12,7 @@ from payhub.api import Amount, CalculationError, Event, History, InvalidRecord
 from payhub.clock import Period as Period  # re-exported for the calculators
 from payhub.clock import parse_instant
 from payhub.clock import period_bounds as period_bounds
-from payhub.money import check_currency, quantize
+from payhub.money import check_currency, parse_amount, quantize
 
 
 def _currency(value: str) -> str:
@@ -71,14 +71,50 @@ def attribute_quantity(event: Event) -> Decimal:
     return quantity
 
 
-def event_money(event: Event) -> tuple[Decimal, str]:
-    """The event's amount and currency; raises CalculationError when either is missing or the amount is negative."""
+def event_money(event: Event, *, allow_negative: bool = False) -> tuple[Decimal, str]:
+    """The event's amount and currency; raises CalculationError when either is missing or, unless
+    ``allow_negative`` (for programs that take refunds and credit notes back), when the amount is negative."""
     if event.amount is None or event.currency is None:
         raise CalculationError("the event has no amount and currency")
-    if event.amount < 0:
+    if event.amount < 0 and not allow_negative:
         raise CalculationError(f"negative event amount {event.amount}: returns and negative adjustments are not "
                                "supported yet")
     return event.amount, event.currency
+
+
+def attribute_amount(event: Event, name: str) -> Decimal | None:
+    """The exact amount in attribute ``name`` (decimal text or an integer), None when absent or empty; a float, an
+    exponent or anything else unreadable raises CalculationError."""
+    value: Any = event.attributes.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):
+        raise CalculationError(f"attribute `{name}` = {value!r} must be decimal text (\"{value}\"): a float is not "
+                               "exact")
+    try:
+        return parse_amount(value)
+    except InvalidRecord as exc:
+        raise CalculationError(f"attribute `{name}`: {exc}") from None
+
+
+def attribute_count(event: Event, name: str) -> int:
+    """The positive whole number in attribute ``name`` (an integer or its text); raises CalculationError when it is
+    missing or is not one."""
+    value: Any = event.attributes.get(name)
+    if value is None or value == "":
+        raise CalculationError(f"the event needs a `{name}` attribute (a positive whole number)")
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except ArithmeticError:
+            raise CalculationError(f"attribute `{name}` = {value!r} is not a number") from None
+    else:
+        raise CalculationError(f"attribute `{name}` = {value!r} must be a whole number or its text")
+    if not number.is_finite() or number <= 0 or number != number.to_integral_value():
+        raise CalculationError(f"attribute `{name}` = {value!r} is not a positive whole number")
+    return int(number)
 
 
 def partner(event: Event) -> str:
