@@ -347,6 +347,7 @@ class RailCapabilities:
     ``lookup``: :meth:`Rail.lookup` can find a payout by its idempotency key (required to resolve unknown outcomes
     automatically). ``dedup_field`` / ``dedup_window``: the provider drops a repeated key within this window.
     ``countries`` / ``currencies``: what it serves (None = any). ``max_batch``: most instructions per send call.
+    ``max_amounts``: the largest single payout per currency (absent currency = no limit).
     """
 
     lookup: bool
@@ -356,6 +357,7 @@ class RailCapabilities:
     countries: frozenset[str] | None = None
     currencies: frozenset[str] | None = None
     max_batch: int = 100
+    max_amounts: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 class Rail(ABC):
@@ -381,6 +383,11 @@ class Rail(ABC):
     @abstractmethod
     def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
         """Submit ``instructions``; each carries its fixed idempotency key."""
+
+    def check_payee(self, payee: Payee, currency: str) -> str | None:
+        """Why this rail cannot pay ``payee`` in ``currency`` (missing or invalid payout details), or None when it
+        can. Routing then tries the next rail; with none left, the rewards are held with every reason."""
+        return None
 
     def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
         """Current state of each payout by idempotency key; None when the rail has never seen the key."""

@@ -203,9 +203,27 @@ class HookSection(_NamedPluginSection):
     pass
 
 
+class RouteRule(_Section):
+    """Payees matching ``countries`` and ``currencies`` (empty = any) are paid by the first of ``rails`` that can."""
+
+    countries: list[str] = Field(default_factory=list, description="ISO 3166 alpha-2 codes of the payee.")
+    currencies: list[CurrencyCode] = Field(default_factory=list, description="Payout currencies.")
+    rails: list[str] = Field(min_length=1, description="Rails tried in order (fallbacks).")
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: list[str]) -> list[str]:
+        bad = [code for code in value if not re.fullmatch(r"[A-Za-z]{2}", code)]
+        if bad:
+            raise ValueError(f"not ISO 3166 alpha-2 country codes: {', '.join(bad)}")
+        return [code.upper() for code in value]
+
+
 class RoutingSettings(_Section):
+    rules: list[RouteRule] = Field(
+        default_factory=list, description="The first rule matching the payee's country and the currency routes it.")
     default_rail: str | None = Field(
-        None, description="Rail for payees that name none, and the fallback when a payee's rail cannot take a payout.")
+        None, description="Rail for payees no rule matches, and the last fallback when the chosen rails cannot pay.")
 
 
 class PayeesSettings(_Section):
@@ -303,6 +321,10 @@ def cross_checks(settings: Settings) -> list[tuple[str, str]]:
         configured = ", ".join(sorted(settings.rails)) or "none"
         problems.append(("routing.default_rail", f"names rail {default!r}, which is not configured "
                          f"(configured: {configured})"))
+    for number, rule in enumerate(settings.routing.rules):
+        for name in rule.rails:
+            if name not in settings.rails:
+                problems.append((f"routing.rules.{number}.rails", f"names rail {name!r}, which is not configured"))
     lease = settings.database.lease_seconds
     if settings.sources and settings.daemon.plugin_timeout_seconds >= lease:
         problems.append(("daemon.plugin_timeout_seconds", f"{settings.daemon.plugin_timeout_seconds:g}s must be "

@@ -16,6 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ from payhub.api import (
     ConfigPath,
     FetchResult,
     Outcome,
+    Payee,
     PayoutInstruction,
     PermanentRailError,
     PluginSettings,
@@ -52,6 +54,9 @@ class FakeRailSettings(PluginSettings):
     dedup_window_seconds: float | None = None
     max_batch: int = 100
     currencies: list[str] | None = None
+    countries: list[str] | None = None
+    max_amounts: dict[str, Decimal] = {}
+    requires_detail: str | None = None  # a payee detail this rail needs (check_payee refuses payees without it)
 
 
 class FakeRail(Rail):
@@ -74,7 +79,14 @@ class FakeRail(Rail):
         window = timedelta(seconds=s.dedup_window_seconds) if s.dedup_window_seconds else None
         return RailCapabilities(lookup=s.lookup, reports_status=s.lookup, dedup_field="key", dedup_window=window,
                                 currencies=frozenset(s.currencies) if s.currencies else None,
-                                max_batch=s.max_batch)
+                                countries=frozenset(s.countries) if s.countries else None,
+                                max_batch=s.max_batch, max_amounts=s.max_amounts)
+
+    def check_payee(self, payee: Payee, currency: str) -> str | None:
+        detail = self.settings.requires_detail
+        if detail and not (payee.details.get(detail) or (detail == "email" and payee.email)):
+            return f"payee {payee.id} has no {detail}"
+        return None
 
     def plan(self, *faults: Fault) -> None:
         """Queue faults; each send (or lookup, for ``lookup_fails``) consumes the next one."""

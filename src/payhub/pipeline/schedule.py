@@ -30,31 +30,58 @@ Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why
 RECHECKED_HOLDS = ("no_payee", "no_rail", "fx_rate")
 
 
-def route(rt: Runtime, payee: Payee, currency: str) -> tuple[str | None, str]:
-    """The rail for a payout and why; (None, reason) when no configured rail can take it."""
-    candidates = []
+def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int) -> tuple[str | None, str]:
+    """The rail for a payout and why; (None, every refusal) when no configured rail can take it.
+
+    Candidates in order: the payee's preferred rail, the rails of the first routing rule matching the payee's
+    country and the currency, then ``routing.default_rail``. The first that is loaded, serves the currency and
+    country, takes the amount and accepts the payee's details wins.
+    """
+    candidates: list[tuple[str, str]] = []
     if payee.rail:
         candidates.append((payee.rail, f"payee {payee.id} prefers rail {payee.rail}"))
+    for number, rule in enumerate(rt.settings.routing.rules):
+        if (not rule.countries or payee.country in rule.countries) and (
+                not rule.currencies or currency in rule.currencies):
+            where = " ".join(part for part in (",".join(rule.countries), ",".join(rule.currencies)) if part)
+            candidates += [(name, f"routing rule {number} ({where or 'any'}) rail {name}") for name in rule.rails]
+            break
     default = rt.settings.routing.default_rail
-    if default and default != payee.rail:
+    if default:
         candidates.append((default, f"default rail {default}"))
-    refusals = []
+    refusals: list[str] = []
+    tried: set[str] = set()
     for name, why in candidates:
-        rail = rt.plugins.rails.get(name)
-        if rail is None:
-            refusals.append(f"rail {name} is not available ({rt.plugins.failed('rail', name) or 'not configured'})")
+        if name in tried:
             continue
-        caps = rail.capabilities
-        if caps.currencies is not None and currency not in caps.currencies:
-            refusals.append(f"rail {name} does not pay {currency}")
+        tried.add(name)
+        refusal = _refusal(rt, name, payee, currency, amount_minor)
+        if refusal is not None:
+            refusals.append(refusal)
             continue
-        if caps.countries is not None and payee.country not in caps.countries:
-            refusals.append(f"rail {name} does not serve country {payee.country}")
-            continue
-        if refusals:
-            why = f"{why} ({'; '.join(refusals)})"
-        return name, why
-    return None, "; ".join(refusals) or "no rail configured (set routing.default_rail)"
+        return name, why + (f" ({'; '.join(refusals)})" if refusals else "")
+    return None, "; ".join(refusals) or "no rail configured (set routing.default_rail or routing.rules)"
+
+
+def _refusal(rt: Runtime, name: str, payee: Payee, currency: str, amount_minor: int) -> str | None:
+    """Why rail ``name`` cannot take this payout, or None."""
+    rail = rt.plugins.rails.get(name)
+    if rail is None:
+        return f"rail {name} is not available ({rt.plugins.failed('rail', name) or 'not configured'})"
+    caps = rail.capabilities
+    if caps.currencies is not None and currency not in caps.currencies:
+        return f"rail {name} does not pay {currency}"
+    if caps.countries is not None and payee.country not in caps.countries:
+        return f"rail {name} does not serve country {payee.country}"
+    limit = caps.max_amounts.get(currency)
+    amount = from_minor(amount_minor, currency)
+    if limit is not None and amount > limit:
+        return f"rail {name} pays at most {limit} {currency} per payout, this one is {amount} {currency}"
+    try:
+        problem = rail.check_payee(payee, currency)
+    except Exception as exc:  # noqa: BLE001 - a rail bug refuses only this payee, with the reason
+        problem = f"checking the payee raised {type(exc).__name__}: {exc}"
+    return None if problem is None else f"rail {name}: {problem}"
 
 
 @dataclass(slots=True)
@@ -113,7 +140,7 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             groups[(row.payee_id, item.currency)].append(item)
         planned: list[Planned] = []
         for (payee_id, currency), items in groups.items():
-            rail, why = route(rt, known[payee_id], currency)
+            rail, why = route(rt, known[payee_id], currency, sum(item.minor for item in items))
             if rail is None:
                 moved += _hold(tx, [item.row for item in items], "no_rail", why)
                 continue
