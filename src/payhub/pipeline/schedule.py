@@ -180,8 +180,10 @@ def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[s
 def _below_minimum(rt: Runtime, rail: str, payee: Payee, currency: str, net_minor: int) -> str | None:
     """Why a net balance is not paid now (negative, zero, or below the rail's or payee's minimum), else None."""
     net = from_minor(net_minor, currency)
-    if net_minor <= 0:
+    if net_minor < 0:
         return f"net balance {net} {currency}: adjustments exceed rewards; carried forward"
+    if net_minor == 0:
+        return f"net balance {net} {currency}: adjustments cancel the rewards out; nothing to pay"
     minimums = []
     section = rt.settings.rails.get(rail)
     if section is not None and currency in section.min_payout:
