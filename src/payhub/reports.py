@@ -83,6 +83,8 @@ def explain(conn: Connection, reward_id: int) -> dict[str, Any] | None:
                                                    calculations.c.event_id == reward.event_id)).one()
     version = conn.execute(select(program_versions).where(program_versions.c.id == calc.program_version_id)).one()
     event = conn.execute(select(events).where(events.c.id == reward.event_id)).one()
+    item = conn.execute(select(payout_items.c.amount_minor, payout_items.c.fx).where(
+        payout_items.c.reward_id == reward_id, payout_items.c.payout_id == reward.payout_id)).first()
     return {
         "reward": {
             "id": reward.id, "payee": reward.payee_id, "amount": _money(reward.amount_minor, reward.currency),
@@ -92,6 +94,7 @@ def explain(conn: Connection, reward_id: int) -> dict[str, Any] | None:
             "approvers": list(conn.execute(select(approvals.c.approver).where(approvals.c.reward_id == reward_id)
                                            .order_by(approvals.c.approved_at, approvals.c.approver)).scalars()),
             "created_at": reward.created_at,
+            "fx": json.loads(item.fx) if item is not None and item.fx else None,
         },
         "program": {
             "name": version.program, "version": version.version, "calculator": version.calculator,

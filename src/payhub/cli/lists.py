@@ -205,6 +205,12 @@ def explain(ctx: Context, reward_id: int, fmt: str) -> None:
     r, p, e = data["reward"], data["program"], data["event"]
     console.print(f"[bold]Reward {r['id']}[/bold]: {r['amount']} {r['currency']} to {r['payee']} ({r['status']})")
     console.print(f"  {r['description']}", markup=False)
+    if r["details"]:
+        console.print(f"  details: {to_json(r['details'])}", markup=False)
+    if r["fx"]:
+        fx = r["fx"]
+        console.print(f"  paid in the payee's currency at {fx['rate']} ({fx['rate_type']} rate of {fx['rate_date']}, "
+                      f"{fx['date_used']} date, {fx['source']})", markup=False)
     console.print(f"[bold]Program[/bold] {p['name']} version {p['version']}, calculator {p['calculator']}")
     console.print(f"  parameters: {to_json(p['parameters'])}", markup=False)
     console.print(f"[bold]Event[/bold] {e['id']} {e['key']}", highlight=False)
