@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 from sqlalchemy import select
+from test_disburse import BASE, schedule
 
 from payhub.audit import verify
 from payhub.db.schema import audit_log, rewards
 from payhub.errors import ConfigError
 from payhub.settings import load_settings
-from test_disburse import BASE, schedule
 
 RAILS = """
     [rails.bank]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 import iso4217
@@ -82,13 +82,16 @@ def format_money(amount: Decimal, currency: str) -> str:
 
 
 def split(amount: Decimal, currency: str, percents: Sequence[Decimal], conserve: bool = True) -> list[Decimal]:
-    """``amount`` shared by ``percents`` (0-100 each), each part rounded by the one rule.
+    """``amount`` shared by ``percents`` (0-100 each).
 
-    With ``conserve`` (shares adding up to 100 %) the first part is what the others leave, so the parts add up
-    exactly to the rounded ``amount``; without it (overlay shares) every part is rounded on its own.
+    With ``conserve`` (shares adding up to 100 %) every part but the first is cut to the currency's minor units
+    (toward zero) and the first part, the primary's, is what the others leave: the parts add up exactly to the
+    rounded ``amount``, the primary gets the rounding remainder, and no part has the opposite sign of ``amount``.
+    Without it (overlay shares) every part is rounded on its own by the one rule.
     """
     total = quantize(amount, currency)
-    parts = [quantize(total * percent / 100, currency) for percent in percents]
-    if conserve and parts:
-        parts[0] = total - sum(parts[1:], Decimal(0))
-    return parts
+    if not conserve:
+        return [quantize(total * percent / 100, currency) for percent in percents]
+    unit = Decimal(1).scaleb(-minor_units(currency))
+    others = [(total * percent / 100).quantize(unit, rounding=ROUND_DOWN) for percent in percents[1:]]
+    return [total - sum(others, Decimal(0)), *others] if percents else []

@@ -167,7 +167,8 @@ class ProgramSection(_PluginSection):
     clawback: Literal["full", "prorated"] = Field(
         "full", description="Take back everything, or the share of the term left unused.")
     clawback_term_days: PositiveInt | None = Field(
-        None, description="The term a prorated clawback measures, from the first rewarded event of the object.")
+        None, validate_default=True,
+        description="The term a prorated clawback measures, from the first rewarded event of the object.")
     caps: list[CapSettings] = Field(
         default_factory=list, description="Caps applied to each reward in the order listed; cut amounts recorded.")
     budget: BudgetSettings | None = None

@@ -119,7 +119,8 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
         return []
     fraction = Decimal(1)
     if section.clawback == "prorated":
-        assert section.clawback_term_days is not None  # the settings require it
+        if section.clawback_term_days is None:  # the settings should have refused it; never guess a term
+            raise CalculationError('clawback = "prorated" needs clawback_term_days; none is set')
         term = timedelta(days=section.clawback_term_days)
         start = min(reward.occurred_at for reward in prior)
         unused = min(max(start + term - event.occurred_at, timedelta(0)), term)
