@@ -324,12 +324,19 @@ def test_full_clawback_takes_back_the_original_once(world: Any, limit: int | Non
         refund("never-won", "2026-02-01T00:00:00Z"),
         limit=limit)
     assert paid_lines(rt, "o1") == [("p1", "1234.56")]
-    assert paid_lines(rt, "o1", "refunded") == [("p1", "-1234.56")]
-    [back] = [r for r in reward_rows(rt) if r.transition == "refunded"]
-    assert back.status == "pending" and back.budget_key is None and back.approvals_needed == 0
-    assert json.loads(back.details) == {"clawback": "full", "granted": "1234.56", "already_taken_back": "0.00",
-                                        "fraction": "1.000000"}
-    assert "full clawback on deal_refunded of Opportunity o1" in back.description
+    [original] = [r for r in reward_rows(rt) if (r.object_id, r.transition) == ("o1", "won")]
+    if limit is None:  # won and refunded in one batch: the reward is not stored yet, so it is adjusted
+        assert paid_lines(rt, "o1", "refunded") == [("p1", "-1234.56")]
+        [back] = [r for r in reward_rows(rt) if r.transition == "refunded"]
+        assert back.status == "pending" and back.budget_key is None and back.approvals_needed == 0
+        assert json.loads(back.details) == {"clawback": "full", "granted": "1234.56", "already_taken_back": "0.00",
+                                            "fraction": "1.000000"}
+        assert "full clawback on deal_refunded of Opportunity o1" in back.description
+        assert original.status == "pending"
+    else:  # the stored reward was not paid yet: it is cancelled, and no adjustment is written
+        assert paid_lines(rt, "o1", "refunded") == []
+        assert original.status == "cancelled"
+        assert calculation(rt, "o1", "refunded") == ("rewarded", f"cancelled unpaid rewards {original.id}")
     assert calculation(rt, "o1", "refunded-again") == ("not_eligible", None)  # nothing more to take back
     assert calculation(rt, "never-won", "refunded") == ("not_eligible", None)
     assert paid_lines(rt, "o2") == [("p2", "50.00")]  # other objects keep their rewards
@@ -340,6 +347,8 @@ def test_prorated_clawback_takes_back_the_unused_share_of_the_term(world: Any) -
     rt = world(f"[programs.p]\n{CLAWBACK}clawback = \"prorated\"\nclawback_term_days = 365\n")
     start = "2026-01-01T00:00:00Z"
     run(rt, deal("quarter", when=start), deal("day90", when=start), deal("late", when=start))
+    schedule(rt)
+    pay(rt)  # paid: the clawbacks are adjustments
     run(rt,
         refund("quarter", "2026-04-02T06:00:00Z"),  # 91.25 days: exactly 3/4 of the term unused
         refund("day90", "2026-04-01T00:00:00Z"),  # 275/365 unused: 753.424657... -> 753.42
@@ -355,6 +364,26 @@ def test_prorated_clawback_takes_back_the_unused_share_of_the_term(world: Any) -
     assert calculation(rt, "day90", "cancelled") == ("not_eligible", None)
     kept = sum(r.amount_minor for r in reward_rows(rt) if r.object_id == "day90")
     assert kept == 24658
+    verified(rt)
+
+
+def test_prorated_clawback_of_an_unpaid_reward_cancels_it_and_keeps_the_used_share(world: Any) -> None:
+    """The reward waits for approval when its deal is cancelled after a quarter of the term: it is cancelled, and
+    the payee keeps 250.00 as a new reward (approved like any other), so an approver never pays the refunded part."""
+    rt = world(f"[programs.p]\n{CLAWBACK}clawback = \"prorated\"\nclawback_term_days = 365\n"
+               'approval = {currency = "USD", threshold = "500"}\n')
+    run(rt, deal("quarter", when="2026-01-01T00:00:00Z"))
+    [original] = reward_rows(rt)
+    assert original.status == "awaiting_approval"
+    run(rt, refund("quarter", "2026-04-02T06:00:00Z"))
+    rows = {r.transition: r for r in reward_rows(rt)}
+    assert rows["won"].status == "cancelled"
+    kept = rows["refunded"]
+    assert (money(kept), kept.status, kept.approvals_needed) == ("250.00", "pending", 0)
+    assert json.loads(kept.details)["cancelled_rewards"] == [original.id]
+    assert "share kept after the clawback" in kept.description
+    schedule(rt)
+    assert [payout_money(p) for p in all_payouts(rt)] == [("p1", "250.00", "USD")]
     verified(rt)
 
 
@@ -380,7 +409,7 @@ def test_prorated_clawback_without_a_term_fails_with_a_reason_naming_the_key() -
     with pytest.raises(CalculationError, match="clawback_term_days"):
         clawback("p", section, event, OneReward())
     full = ProgramSection(calculator="percentage")
-    assert [(line.payee_id, line.amount) for line in clawback("p", full, event, OneReward())] == [
+    assert [(line.payee_id, line.amount) for line in clawback("p", full, event, OneReward()).lines] == [
         ("p1", Decimal("-100.00"))]
 
 
@@ -388,6 +417,8 @@ def test_clawback_of_a_split_deal_takes_back_from_each_payee(world: Any) -> None
     rt = world(f"[programs.p]\n{CLAWBACK}splits = true\n")
     run(rt, deal("o1", "1000.01", splits=shares(("p1", "60"), ("p2", "40"))),
         deal("o2", "300.00", splits=shares(("p2", "50"), ("p3", "50"))))
+    schedule(rt)
+    pay(rt)
     run(rt, refund("o1", "2026-03-01T00:00:00Z"))  # the refund has no splits attribute
     assert paid_lines(rt, "o1") == [("p1", "600.01"), ("p2", "400.00")]
     assert sorted(paid_lines(rt, "o1", "refunded")) == [("p1", "-600.01"), ("p2", "-400.00")]
@@ -519,41 +550,48 @@ def test_netting_never_creates_or_loses_a_minor_unit(world: Any) -> None:
         assert n < count
         payee = f"h{n}"
         won: list[str] = []
-        # The model: what each object still grants, the carried balance, the pending rewards, the payouts.
+        # The model: each reward's amount and state (pending, carried, paid or cancelled), the payouts.
+        entries: list[list[Any]] = []  # [object, amount, state]
         granted: dict[str, int] = {}
-        carried, pending, expected = 0, list[int](), list[int]()
+        expected: list[int] = []
 
         def net_pending() -> None:
-            nonlocal carried, pending
-            if pending:  # a payee without pending rewards is not looked at: its carried balance waits
-                net = carried + sum(pending)
+            if any(state == "pending" for _o, _a, state in entries):  # else the carried balance waits
+                open_ = [e for e in entries if e[2] in ("pending", "carried")]
+                net = sum(amount for _o, amount, _s in open_)
                 if net >= 2500:
                     expected.append(net)
-                    net = 0
-                carried, pending = net, []
+                for entry in open_:
+                    entry[2] = "paid" if net >= 2500 else "carried"
 
         for step, (kind, value) in enumerate([*operations, ("schedule", 0)]):
             if kind == "win":
                 won.append(f"{payee}-d{step}")
                 granted[won[-1]] = value
-                pending.append(value)
+                entries.append([won[-1], value, "pending"])
                 run(rt, deal(won[-1], str(Decimal(value).scaleb(-2)), payee=payee))
             elif kind == "refund" and won:
                 target = won[value % len(won)]
                 if granted[target]:
-                    pending.append(-granted[target])
+                    [original] = [e for e in entries if e[0] == target and e[1] > 0]
+                    if original[2] == "paid":  # an adjustment
+                        entries.append([target, -granted[target], "pending"])
+                    else:  # not paid yet: cancelled
+                        original[2] = "cancelled"
                     granted[target] = 0
                 run(rt, refund(target, "2026-02-01T00:00:00Z", payee=payee, transition=f"refunded{step}"))
             elif kind == "schedule":
                 schedule(rt)
                 net_pending()
+        carried = sum(amount for _o, amount, state in entries if state == "carried")
         mine = [r for r in reward_rows(rt) if r.payee_id == payee]
         with rt.engine.connect() as conn:
             made = conn.execute(select(payouts).where(payouts.c.payee_id == payee).order_by(payouts.c.id)).all()
             linked = {p.id: conn.execute(select(func.coalesce(func.sum(payout_items.c.amount_minor), 0)).where(
                 payout_items.c.payout_id == p.id)).scalar_one() for p in made}
         assert [p.amount_minor for p in made] == expected
-        assert {r.status for r in mine} <= {"scheduled", "carried"}
+        assert {r.status for r in mine} <= {"scheduled", "carried", "cancelled"}
+        mine = [r for r in mine if r.status != "cancelled"]
         assert sum(r.amount_minor for r in mine if r.status == "carried") == carried
         assert sum(p.amount_minor for p in made) + carried == sum(r.amount_minor for r in mine)
         for p in made:

@@ -27,7 +27,16 @@ from payhub.db.schema import calculations, events, fund_entries, program_version
 from payhub.errors import CalculationError, InvalidRecord
 from payhub.funds import Entry
 from payhub.money import check_currency, from_minor, quantize, to_minor
-from payhub.pipeline.rules import Decision, ObjectReward, apply_caps, apply_splits, clawback, decide
+from payhub.pipeline.rules import (
+    UNPAID,
+    Decision,
+    ObjectReward,
+    apply_caps,
+    apply_splits,
+    clawback,
+    decide,
+    kept_share,
+)
 from payhub.runtime import Runtime, Tx
 from payhub.settings import ProgramSection
 
@@ -53,6 +62,7 @@ class DbHistory:
         self.in_batch_objects: dict[tuple[str, str, str, str], list[ObjectReward]] = {}
         self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
         self.reserved: dict[str, int] = {}  # budget key -> minor units reserved by the batch
+        self.cancelled: set[int] = set()  # stored rewards the batch's clawbacks cancel
         # ((program, payee, partner, currency, event occurred_at), minor units) of the batch's rewards
         self.in_batch_rows: list[tuple[tuple[str, str, str | None, str, datetime], int]] = []
 
@@ -132,14 +142,17 @@ class DbHistory:
                     if amount > 0 and since <= at < until), Decimal(0))
 
     def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
-        rows = self.conn.execute(select(events.c.occurred_at, rewards.c.payee_id, rewards.c.currency,
-                                        rewards.c.amount_minor).select_from(
+        query = select(events.c.occurred_at, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
+                       rewards.c.id, rewards.c.status, rewards.c.budget_key).select_from(
             rewards.join(events, events.c.id == rewards.c.event_id)
         ).where(
             events.c.source == event.source, events.c.object_type == event.object_type,
             events.c.object_id == event.object_id, rewards.c.program == program, rewards.c.status != "cancelled",
-        )).all()
-        return [ObjectReward(*row) for row in rows] + self.in_batch_objects.get(_object_key(program, event), [])
+        )
+        if self.conn.dialect.name == "postgresql":  # a replica scheduling them waits, or is waited for
+            query = query.with_for_update(of=rewards)
+        stored = [ObjectReward(*row) for row in self.conn.execute(query) if row.id not in self.cancelled]
+        return stored + self.in_batch_objects.get(_object_key(program, event), [])
 
     def capped_total(self, program: str, per: str, scope_id: str | None, currency: str, since: datetime | None,
                      until: datetime | None) -> int:
@@ -220,6 +233,7 @@ class _Result:
     reason: str | None = None
     rewards: list[tuple[RewardLine, int, Decision]] = field(default_factory=list)  # line, minor units, decision
     funds: list[tuple[FundMovement, Decimal]] = field(default_factory=list)  # movement, rounded amount
+    cancels: list[int] = field(default_factory=list)  # unpaid rewards a clawback cancels
 
 
 def _checked_line(line: RewardLine) -> int:
@@ -328,6 +342,14 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
                 "description": movement.description,
                 "details": canonical_json(dict(movement.details)) if movement.details else "{}", "created_at": now,
             })
+    cancels = [(reward_id, calc_row["event_id"]) for calc_row, result in zip(calc_rows, results, strict=True)
+               for reward_id in result.cancels]
+    if cancels:
+        tx.conn.execute(update(rewards).where(rewards.c.id.in_([r for r, _e in cancels]), rewards.c.status.in_(UNPAID))
+                        .values(status="cancelled", updated_at=now))
+        for reward_id, event_id in cancels:
+            tx.audit("reward.cancelled", "reward", reward_id, {"reason": f"clawed back by event {event_id} before "
+                                                                         "it was paid", "event": event_id})
     if reward_rows:
         # The audit entries are built from the returned rows themselves, so the rows may come back in any order
         # (asking for parameter order would make SQLite insert them one statement per row).
@@ -357,9 +379,8 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
         return _Result("failed", calculator)
     try:
         if event.event_type in section.clawback_event_types:
-            items: list[RewardLine | FundMovement] = list(clawback(program, section, event, history))
-        else:
-            items = apply_splits(section, event, calculator.calculate(event, history))
+            return _clawback(program, section, event, history)
+        items = apply_splits(section, event, calculator.calculate(event, history))
         result = _Result("rewarded")
         lines: list[tuple[RewardLine, int]] = []
         for item in items:
@@ -387,6 +408,20 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
     if not result.rewards and not result.funds:
         result.status = "not_eligible"
         result.reason = "; ".join(notes) or None  # everything earned was cut by caps: say so
+    return result
+
+
+def _clawback(program: str, section: ProgramSection, event: Event, history: DbHistory) -> _Result:
+    claw = clawback(program, section, event, history)
+    result = _Result("rewarded" if claw.lines or claw.cancel else "not_eligible", cancels=claw.cancel)
+    if claw.cancel:
+        result.reason = "cancelled unpaid rewards " + ", ".join(map(str, claw.cancel))
+    for line in claw.lines:
+        minor = _checked_line(line)
+        decision = Decision() if minor < 0 else kept_share(section, line.currency, minor,
+                                                            claw.budget_keys.get((line.payee_id, line.currency)))
+        result.rewards.append((line, minor, decision))
+    history.cancelled.update(claw.cancel)
     return result
 
 

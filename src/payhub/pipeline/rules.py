@@ -24,12 +24,21 @@ SPLITS_ATTRIBUTE = "splits"
 
 @dataclass(frozen=True, slots=True)
 class ObjectReward:
-    """A reward of a program on an earlier event of the same CRM object (what a clawback can take back)."""
+    """A reward of a program on an earlier event of the same CRM object (what a clawback can take back).
+
+    ``reward_id`` is None for a reward of the batch being calculated (not written yet)."""
 
     occurred_at: datetime
     payee_id: str
     currency: str
     minor: int
+    reward_id: int | None = None
+    status: str | None = None
+    budget_key: str | None = None
+
+
+# Rewards not in a payout yet: a clawback cancels them instead of netting against the payee's other earnings.
+UNPAID = ("pending", "awaiting_approval", "held", "carried")
 
 
 class RulesHistory(Protocol):
@@ -107,16 +116,29 @@ def apply_splits(section: ProgramSection, event: Event,
 # --------------------------------------------------------------------------------------------------- clawbacks
 
 
-def clawback(program: str, section: ProgramSection, event: Event, history: RulesHistory) -> list[RewardLine]:
-    """Negative lines taking back what the program still holds granted on the event's CRM object.
+@dataclass(slots=True)
+class Clawback:
+    """What a clawback event does: adjustment lines, and the unpaid rewards it cancels."""
 
-    ``full`` takes back the net of the object's rewards per payee and currency. ``prorated`` takes back the share
-    of the term left unused at the event's time: ``round(granted × unused / term) − already taken back``, where
-    the term of ``clawback_term_days`` starts at the object's first rewarded event. Never more than what is left.
+    lines: list[RewardLine]
+    cancel: list[int]
+    budget_keys: dict[tuple[str, str], str | None]  # (payee, currency) -> budget pool of a kept share
+
+
+def clawback(program: str, section: ProgramSection, event: Event, history: RulesHistory) -> Clawback:
+    """Take back what the program still holds granted on the event's CRM object, per payee and currency.
+
+    ``full`` takes back everything; ``prorated`` the share of the term left unused at the event's time, where the
+    term of ``clawback_term_days`` starts at the object's first rewarded event. What the payee keeps is
+    ``net − min(round(granted × unused / term) − already taken back, net)``. Rewards of the object not in a payout
+    yet are cancelled; the line written is the difference between what the payee keeps and what stays in payouts:
+    negative (an adjustment netted against later payouts) or, when a prorated clawback cancelled an unpaid reward,
+    positive (the share kept).
     """
+    result = Clawback([], [], {})
     prior = history.object_rewards(program, event)
     if not prior:
-        return []
+        return result
     fraction = Decimal(1)
     if section.clawback == "prorated":
         if section.clawback_term_days is None:  # the settings should have refused it; never guess a term
@@ -125,26 +147,32 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
         start = min(reward.occurred_at for reward in prior)
         unused = min(max(start + term - event.occurred_at, timedelta(0)), term)
         fraction = Decimal(unused // timedelta(microseconds=1)) / Decimal(term // timedelta(microseconds=1))
-    granted: dict[tuple[str, str], int] = {}
-    net: dict[tuple[str, str], int] = {}
+    groups: dict[tuple[str, str], list[ObjectReward]] = {}
     for reward in prior:
-        key = (reward.payee_id, reward.currency)
-        net[key] = net.get(key, 0) + reward.minor
-        granted[key] = granted.get(key, 0) + max(reward.minor, 0)
-    lines = []
-    for (payee, currency), minor in sorted(net.items()):
-        given = from_minor(granted[(payee, currency)], currency)
-        left = from_minor(minor, currency)
+        groups.setdefault((reward.payee_id, reward.currency), []).append(reward)
+    for (payee, currency), rewards in sorted(groups.items()):
+        given = from_minor(sum(max(r.minor, 0) for r in rewards), currency)
+        left = from_minor(sum(r.minor for r in rewards), currency)
         taken_back = given - left
-        take = min(quantize(given * fraction, currency) - taken_back, left)
-        if take <= 0:
+        take = max(min(quantize(given * fraction, currency) - taken_back, left), Decimal(0))
+        if take == 0:
             continue
-        details = {"clawback": section.clawback, "granted": str(given), "already_taken_back": str(taken_back),
-                   "fraction": str(fraction.quantize(Decimal("0.000001")))}
-        lines.append(RewardLine(payee, -take, currency,
-                                f"{program}: {section.clawback} clawback on {event.event_type} of "
-                                f"{event.object_type} {event.object_id}", details))
-    return lines
+        unpaid = [r for r in rewards if r.reward_id is not None and r.status in UNPAID]
+        result.cancel += [r.reward_id for r in unpaid if r.reward_id is not None]
+        in_payouts = left - from_minor(sum(r.minor for r in unpaid), currency)
+        line = (left - take) - in_payouts
+        if line == 0:
+            continue
+        details: dict[str, Any] = {"clawback": section.clawback, "granted": str(given),
+                                   "already_taken_back": str(taken_back),
+                                   "fraction": str(fraction.quantize(Decimal("0.000001")))}
+        if unpaid:
+            details.update(taken_back=str(take), cancelled_rewards=[r.reward_id for r in unpaid])
+        what = "clawback" if line < 0 else "share kept after the clawback"
+        result.lines.append(RewardLine(payee, line, currency, f"{program}: {section.clawback} {what} on "
+                                       f"{event.event_type} of {event.object_type} {event.object_id}", details))
+        result.budget_keys[(payee, currency)] = next((r.budget_key for r in unpaid if r.budget_key), None)
+    return result
 
 
 # -------------------------------------------------------------------------------------------------------- caps
@@ -246,6 +274,13 @@ def decide(program: str, section: ProgramSection, event: Event, currency: str, m
         return Decision("held", "budget", reason, approvals, key)
     reserved[key] = reserved.get(key, 0) + minor
     return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals, budget_key=key)
+
+
+def kept_share(section: ProgramSection, currency: str, minor: int, budget_key: str | None) -> Decision:
+    """How the share a payee keeps of a cancelled unpaid reward starts: it stays in the cancelled reward's budget
+    pool without a new check (its reservation was already made), and needs approval like any reward."""
+    approvals = _approvals_needed(section, currency, minor)
+    return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals, budget_key=budget_key)
 
 
 def _approvals_needed(section: ProgramSection, currency: str, minor: int) -> int:
