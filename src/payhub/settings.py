@@ -161,6 +161,9 @@ class ProgramSection(_PluginSection):
     sources: list[str] = Field(default_factory=list, description="Sources it applies to; empty = all.")
     splits: bool = Field(False, description="Split what the event's payee earns by the event's `splits` attribute.")
     split_overlay: bool = Field(False, description="Split shares may add up to more than 100% (overlay programs).")
+    once_per_object: bool = Field(
+        False, description="Reward each CRM object at most once until a clawback takes the reward back (a deal "
+        "seen won twice is not paid twice).")
     clawback_event_types: list[str] = Field(
         default_factory=list, description="Event types (refund, cancellation, lost after won) that take back the "
         "program's rewards for the same CRM object.")

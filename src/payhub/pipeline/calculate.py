@@ -380,6 +380,11 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
     try:
         if event.event_type in section.clawback_event_types:
             return _clawback(program, section, event, history)
+        if section.once_per_object:
+            held = _still_granted(history.object_rewards(program, event))
+            if held:
+                return _Result("not_eligible", f"{event.object_type} {event.object_id} is already rewarded by this "
+                                               f"program ({held}); a clawback must take that back first")
         items = apply_splits(section, event, calculator.calculate(event, history))
         result = _Result("rewarded")
         lines: list[tuple[RewardLine, int]] = []
@@ -409,6 +414,14 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
         result.status = "not_eligible"
         result.reason = "; ".join(notes) or None  # everything earned was cut by caps: say so
     return result
+
+
+def _still_granted(prior: list[ObjectReward]) -> str:
+    """What the rewards of an object still grant, per currency (``""`` when nothing)."""
+    net: dict[str, int] = {}
+    for reward in prior:
+        net[reward.currency] = net.get(reward.currency, 0) + reward.minor
+    return ", ".join(f"{from_minor(minor, currency)} {currency}" for currency, minor in sorted(net.items()) if minor)
 
 
 def _clawback(program: str, section: ProgramSection, event: Event, history: DbHistory) -> _Result:
