@@ -1,0 +1,596 @@
+"""The ``hubspot`` source: closed-won deals and their reversals, read incrementally from HubSpot CRM v3.
+
+How a fetch reads (see docs/sources/hubspot.md for the admin's view):
+
+1. **Webhook ids** queued by the receiver are read first, by id; their records are returned at once with
+   ``more=True`` (the core then fetches again for the windows).
+2. **Windows.** Deals are found with the search endpoint in windows of ``hs_lastmodifieddate``:
+   ``[start, end)`` with ``end`` fixed when the window opens at the sync's start minus ``index_lag_seconds``. Inside
+   a window, pages are sorted by ``hs_object_id`` ascending and each page asks for ``hs_object_id > last id``
+   (keyset paging): no query ever pages past HubSpot's 10,000-result cap, ties on the modification date do not
+   matter, and a deal modified during the sync leaves the window (its new date is past ``end``) to be read by the
+   next one. A window ends when a page has no ``paging.next``, never because a page is short. The next window
+   starts ``lookback_seconds`` before this one ended, so updates indexed late are still seen.
+3. **Archive sweep.** Every ``archived_sweep_seconds``, archived (deleted) deals are listed for reversals.
+
+Each deal found is read by id (batch read) with the history of ``dealstage``, which gives every time it entered or
+left a closed-won stage. Closed-won is per pipeline, from the pipelines API. Each entry into closed-won is one
+``won:<epoch ms>`` event; each exit is one ``reopened:<ms>`` or ``lost:<ms>`` reversal; an archived deal that was
+won is one ``deleted:<archivedAt ms>`` reversal. Keys are stable, so re-reading a deal adds nothing, and a deal won
+again after a reversal has a new key and is rewarded again.
+
+The cursor is JSON: ``{"v": 1, "start": ms, "end": ms | null, "after": "<last deal id>" | null, "sweep": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from payhub.api import FetchResult, PermanentSourceError, Source, SourceRecord, TransientSourceError
+from payhub_hubspot.client import HubSpotClient
+from payhub_hubspot.settings import HubSpotSettings
+from payhub_hubspot.webhooks import WebhookInbox, WebhookReceiver
+
+log = logging.getLogger(__name__)
+
+SEARCH_PATH = "/crm/v3/objects/deals/search"
+BATCH_READ_PATH = "/crm/v3/objects/deals/batch/read"
+LIST_PATH = "/crm/v3/objects/deals"
+PIPELINES_PATH = "/crm/v3/pipelines/deals"
+ASSOCIATIONS_PATH = "/crm/v4/associations/deals/companies/batch/read"
+
+PROPERTIES = ("dealname", "amount", "deal_currency_code", "closedate", "dealstage", "pipeline", "hubspot_owner_id",
+              "createdate", "hs_lastmodifieddate", "hs_object_id")
+"""The deal properties every read asks for (plus ``extra_properties``)."""
+
+PRIMARY_COMPANY_TYPE_ID = 5  # HUBSPOT_DEFINED deal -> company "Primary"
+CURSOR_VERSION = 1
+RETRY_GRACE_SECONDS = 60.0
+"""Retries inside a fetch never sleep past its time budget plus this (then the poll ends, transiently)."""
+_DECIMAL = re.compile(r"^[+-]?\d+(\.\d+)?$")
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A HubSpot date-time (ISO 8601, or epoch milliseconds) as aware UTC; None if empty or unreadable."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    try:
+        if text.isdigit():
+            return from_ms(int(text))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------------------------------ cursor
+
+
+@dataclass
+class Cursor:
+    """Where the sync is. ``end`` is set while a window is open; ``after`` is the keyset position inside it."""
+
+    start: int
+    end: int | None = None
+    after: str | None = None
+    sweep: dict[str, Any] | None = None  # {"after": token | None, "skip": n, "since": ms, "started": ms}
+    sweep_since: int = 0
+    sweep_next: int = 0
+    wh: str | None = None
+
+    @classmethod
+    def decode(cls, text: str | None, start_ms: int) -> Cursor:
+        if not text:
+            return cls(start=start_ms, sweep_since=start_ms)
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
+                raise ValueError("not a hubspot cursor")
+            return cls(start=int(data["start"]), end=None if data.get("end") is None else int(data["end"]),
+                       after=None if data.get("after") is None else str(data["after"]), sweep=data.get("sweep"),
+                       sweep_since=int(data.get("sweep_since", start_ms)), sweep_next=int(data.get("sweep_next", 0)),
+                       wh=data.get("wh"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentSourceError(f"the stored cursor {text[:80]!r} is not a hubspot cursor ({exc})") from None
+
+    def encode(self) -> str:
+        data: dict[str, Any] = {"v": CURSOR_VERSION, "start": self.start, "end": self.end, "after": self.after,
+                                "sweep": self.sweep, "sweep_since": self.sweep_since, "sweep_next": self.sweep_next}
+        if self.wh is not None:
+            data["wh"] = self.wh
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    id: str
+    pipeline: str
+    label: str
+    kind: str  # "won", "lost" or "open"
+
+
+def stage_kind(metadata: Any) -> str:
+    """``won`` for isClosed "true" with probability 1.0, ``lost`` for other closed stages, else ``open``."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    closed = str(metadata.get("isClosed", "false")).strip().lower() == "true"
+    try:
+        probability = Decimal(str(metadata.get("probability", "0")).strip())
+    except InvalidOperation:
+        probability = Decimal(0)
+    if closed:
+        return "won" if probability == 1 else "lost"
+    return "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One change of a deal: ``won``, ``reopened``, ``lost`` or ``deleted`` at ``ms`` (epoch milliseconds)."""
+
+    change: str
+    ms: int
+    stage: str
+    from_stage: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.change}:{self.ms}"
+
+
+def transitions(history: Sequence[tuple[int, str]], kind_of: Callable[[str], str | None]) -> list[Transition]:
+    """The won / reopened / lost transitions in a deal's ``dealstage`` history (oldest first).
+
+    Moves between two closed-won stages (another pipeline) are not transitions. Stages that are not known any more
+    (``kind_of`` answers None) are skipped.
+    """
+    found: list[Transition] = []
+    won_stage: str | None = None
+    for ms, stage in history:
+        kind = kind_of(stage)
+        if kind is None:
+            continue
+        if kind == "won":
+            if won_stage is None:
+                found.append(Transition("won", ms, stage))
+            won_stage = stage
+        elif won_stage is not None:
+            found.append(Transition("reopened" if kind == "open" else "lost", ms, stage, won_stage))
+            won_stage = None
+    return found
+
+
+def stage_history(deal: dict[str, Any]) -> list[tuple[int, str]] | None:
+    """``dealstage`` history as (ms, stage) oldest first; None when the answer carries no history."""
+    entries = (deal.get("propertiesWithHistory") or {}).get("dealstage")
+    if not entries:
+        return None
+    out: list[tuple[int, str]] = []
+    for entry in reversed(entries):  # HubSpot lists the newest first; the stable sort keeps same-ms order
+        moment = parse_time(entry.get("timestamp")) if isinstance(entry, dict) else None
+        if moment is not None and entry.get("value"):
+            out.append((to_ms(moment), str(entry["value"])))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def pick_partner(associations: Sequence[dict[str, Any]], preference: str) -> tuple[str | None, list[str]]:
+    """The partner company among a deal's associated companies, and all their ids."""
+    companies: dict[str, list[dict[str, Any]]] = {}
+    for item in associations:
+        company = str(item.get("toObjectId", ""))
+        if company:
+            companies.setdefault(company, []).extend(
+                t for t in item.get("associationTypes") or [] if isinstance(t, dict))
+    ids = sorted(companies, key=lambda c: (len(c), c))
+    wanted = preference.strip().lower()
+    if wanted == "primary":
+        primary = [c for c, types in companies.items()
+                   if any(t.get("typeId") == PRIMARY_COMPANY_TYPE_ID or str(t.get("label") or "").lower() == "primary"
+                          for t in types)]
+        if len(primary) == 1:
+            return primary[0], ids
+        return (ids[0] if len(ids) == 1 else None), ids
+    matching = [c for c, types in companies.items()
+                if any(str(t.get("label") or "").lower() == wanted or str(t.get("typeId")) == wanted for t in types)]
+    return (matching[0] if len(matching) == 1 else None), ids
+
+
+# ------------------------------------------------------------------------------------------------ the source
+
+
+@dataclass
+class _Batch:
+    """Records made from some deals, grouped per deal in id order."""
+
+    per_deal: list[tuple[str, list[SourceRecord]]] = field(default_factory=list)
+
+
+class HubSpotSource(Source):
+    """Closed-won deals (and reversals) of one HubSpot account. See the module docstring."""
+
+    settings_model = HubSpotSettings
+    settings: HubSpotSettings
+
+    def __init__(self, name: str, settings: HubSpotSettings, *, transport: httpx.BaseTransport | None = None,
+                 sleep: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None,
+                 wall_clock: Callable[[], float] | None = None) -> None:
+        super().__init__(name, settings)
+        self.client = HubSpotClient(settings, transport=transport, sleep=sleep or time.sleep,
+                                    clock=clock or time.monotonic)
+        self.wall_clock = wall_clock or time.time
+        self.start_ms = to_ms(settings.start_date)
+        self.properties = list(dict.fromkeys([*PROPERTIES, *settings.extra_properties]))
+        self._stages: dict[str, Stage] = {}
+        self._stages_at: float | None = None
+        self.inbox = WebhookInbox()
+        self.receiver: WebhookReceiver | None = None
+        self._receiver_retry_at = 0.0
+        self._inflight: tuple[str, list[str]] | None = None
+        self._run = uuid.uuid4().hex[:8]
+        self._seq = 0
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    def start_webhooks(self) -> tuple[str, int] | None:
+        """Start the webhook receiver if ``webhook_port`` is set (fetch does this); return its address."""
+        if self.settings.webhook_port is None:
+            return None
+        if self.receiver is None:
+            self.receiver = WebhookReceiver(self.settings, self.inbox, clock=lambda: self.wall_clock())
+        if self.receiver.address is None and time.monotonic() >= self._receiver_retry_at:
+            try:
+                self.receiver.start()
+            except OSError as exc:  # the windows still find every deal; try binding again later
+                self._receiver_retry_at = time.monotonic() + 60
+                log.error("source %s: cannot start the webhook receiver on %s:%s: %s", self.name,
+                          self.settings.webhook_host, self.settings.webhook_port, exc)
+        return self.receiver.address
+
+    def close(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+        self.client.close()
+
+    # ------------------------------------------------------------------------------------------- fetch
+
+    def fetch(self, cursor: str | None, limit: int) -> FetchResult:
+        self.start_webhooks()
+        state = Cursor.decode(cursor, self.start_ms)
+        limit = max(1, limit)
+        deadline = self.client.clock() + self.settings.fetch_time_budget_seconds
+        self.client.deadline = deadline + RETRY_GRACE_SECONDS
+        records: list[SourceRecord] = []
+
+        if self._inflight is not None:  # the ids handed out last time: stored if the core passes that cursor back
+            seq, ids = self._inflight
+            self._inflight = None
+            if state.wh != seq:
+                self.inbox.put_back(ids)
+        ids = self.inbox.take(min(limit, 100))
+        if ids:
+            try:
+                per_deal = self._read_deals(ids).per_deal
+            except BaseException:
+                self.inbox.put_back(ids)
+                raise
+            kept: list[str] = []
+            for deal_id, recs in per_deal:
+                if records and len(records) + len(recs) > limit:
+                    break
+                records += recs
+                kept.append(deal_id)
+            self.inbox.put_back([i for i in ids if i not in set(kept)])
+            self._seq += 1
+            state.wh = f"{self._run}-{self._seq}"
+            self._inflight = (state.wh, kept)
+            if records:  # store these at once; the core fetches again right away for the windows
+                return FetchResult(records, state.encode(), True)
+
+        opened = False
+        while len(records) < limit and self.client.clock() < deadline:
+            before = state.encode()
+            try:
+                if state.end is not None:
+                    records += self._window_page(state, limit - len(records))
+                    continue
+                if not opened:
+                    opened = True
+                    end = int(self.wall_clock() * 1000 - self.settings.index_lag_seconds * 1000)
+                    if end > state.start:
+                        state.end, state.after = end, None
+                        continue
+                if self.settings.archived_sweep_seconds > 0 and (
+                        state.sweep is not None or self.wall_clock() * 1000 >= state.sweep_next):
+                    records += self._sweep_page(state, limit - len(records))
+                    if state.sweep is None:  # one sweep per fetch at most
+                        break
+                    continue
+                break
+            except TransientSourceError as exc:
+                if not records:
+                    raise
+                # Keep what was read: the cursor goes back to just before the step that failed, and the next
+                # poll carries on from there.
+                log.warning("source %s: %s; storing the %d records read so far", self.name, exc, len(records))
+                return FetchResult(records, Cursor.decode(before, self.start_ms).encode(), False)
+        more = state.end is not None or state.sweep is not None or len(self.inbox) > 0
+        return FetchResult(records, state.encode(), more)
+
+    # ------------------------------------------------------------------------------------------- windows
+
+    def search_body(self, state: Cursor) -> dict[str, Any]:
+        """The search request of the next page of the open window."""
+        assert state.end is not None
+        filters: list[dict[str, Any]] = [
+            {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(state.start)},
+            {"propertyName": "hs_lastmodifieddate", "operator": "LT", "value": str(state.end)},
+        ]
+        if state.after is not None:
+            filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": state.after})
+        if self.settings.pipelines:
+            filters.append({"propertyName": "pipeline", "operator": "IN", "values": list(self.settings.pipelines)})
+        return {"filterGroups": [{"filters": filters}],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                "properties": ["hs_object_id", "hs_lastmodifieddate"], "limit": self.settings.page_size}
+
+    def _window_page(self, state: Cursor, room: int) -> list[SourceRecord]:
+        """Read one search page of the open window; advance ``state``; close the window after its last page."""
+        answer = self.client.request("POST", SEARCH_PATH, json=self.search_body(state), search=True)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list):
+            raise TransientSourceError("HubSpot search answered without a results list")
+        ids = sorted({str(r.get("id")) for r in results if isinstance(r, dict) and str(r.get("id", "")).isdigit()},
+                     key=int)
+        paging = answer.get("paging") or {}
+        has_next = isinstance(paging, dict) and bool(paging.get("next"))
+        records: list[SourceRecord] = []
+        for chunk in _chunks(ids, self.settings.read_chunk_size):
+            for deal_id, recs in self._read_deals(chunk).per_deal:
+                if records and len(records) + len(recs) > room:
+                    return records  # state.after is the last deal handled; the next page starts after it
+                records += recs
+                state.after = deal_id
+        if not ids or not has_next:
+            assert state.end is not None
+            log.debug("source %s: window [%s, %s) done", self.name, state.start, state.end)
+            state.start = max(self.start_ms, state.end - int(self.settings.lookback_seconds * 1000))
+            state.end, state.after = None, None
+        return records
+
+    # ------------------------------------------------------------------------------------------- archive
+
+    def _sweep_page(self, state: Cursor, room: int) -> list[SourceRecord]:
+        """Read one page of archived deals; reversals for those that were won when deleted."""
+        now = int(self.wall_clock() * 1000)
+        if state.sweep is None:
+            state.sweep = {"after": None, "skip": 0, "since": state.sweep_since, "started": now}
+        sweep = state.sweep
+        params: dict[str, Any] = {"archived": "true", "limit": 100, "properties": ",".join(self.properties)}
+        if sweep.get("after"):
+            params["after"] = sweep["after"]
+        answer = self.client.request("GET", LIST_PATH, params=params)
+        results = [r for r in (answer.get("results") or []) if isinstance(r, dict)]
+        since = max(int(sweep.get("since") or 0), self.start_ms)
+        records: list[SourceRecord] = []
+        skip = int(sweep.get("skip") or 0)
+        for index, deal in enumerate(results):
+            if index < skip:
+                continue
+            recs = self._deleted_records(deal, since)
+            if records and len(records) + len(recs) > room:
+                sweep["skip"] = index
+                return records
+            records += recs
+        next_after = ((answer.get("paging") or {}).get("next") or {}).get("after")
+        if next_after:
+            sweep["after"], sweep["skip"] = str(next_after), 0
+        else:
+            started = int(sweep.get("started") or now)
+            state.sweep_since = started - int(self.settings.lookback_seconds * 1000)
+            state.sweep_next = started + int(self.settings.archived_sweep_seconds * 1000)
+            state.sweep = None
+        return records
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    def stages(self, refresh: bool = False) -> dict[str, Stage]:
+        """Deal stages by id, from the pipelines API (cached for ``pipelines_refresh_seconds``)."""
+        now = self.client.clock()
+        if refresh or self._stages_at is None or now - self._stages_at >= self.settings.pipelines_refresh_seconds:
+            answer = self.client.request("GET", PIPELINES_PATH)
+            stages: dict[str, Stage] = {}
+            for pipeline in answer.get("results") or []:
+                for stage in (pipeline.get("stages") if isinstance(pipeline, dict) else None) or []:
+                    if not isinstance(stage, dict) or stage.get("id") is None:
+                        continue
+                    kind = stage_kind(stage.get("metadata"))
+                    if self.settings.won_stages:
+                        kind = "won" if str(stage["id"]) in self.settings.won_stages else (
+                            "open" if kind == "open" else "lost")
+                    stages[str(stage["id"])] = Stage(str(stage["id"]), str(pipeline.get("id")),
+                                                     str(stage.get("label") or ""), kind)
+            self._stages, self._stages_at = stages, now
+        return self._stages
+
+    def _kind(self, stage: str) -> str | None:
+        known = self.stages()
+        if stage not in known and self._stages_at is not None and self.client.clock() - self._stages_at > 60:
+            known = self.stages(refresh=True)
+        found = known.get(stage)
+        return found.kind if found is not None else None
+
+    def _batch_read(self, ids: Sequence[str], archived: bool) -> list[dict[str, Any]]:
+        body = {"inputs": [{"id": i} for i in ids], "properties": self.properties,
+                "propertiesWithHistory": ["dealstage"]}
+        answer = self.client.request("POST", BATCH_READ_PATH, json=body, params={"archived": "true"} if archived
+                                     else None, allow=(200, 207, 404))
+        return [r for r in (answer.get("results") or []) if isinstance(r, dict) and r.get("id") is not None]
+
+    def _companies(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Associated companies per deal id (deals without any are absent)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for chunk in _chunks(list(ids), self.settings.read_chunk_size):
+            answer = self.client.request("POST", ASSOCIATIONS_PATH, json={"inputs": [{"id": i} for i in chunk]},
+                                         allow=(200, 207, 404))
+            for result in answer.get("results") or []:
+                if not isinstance(result, dict) or not isinstance(result.get("from"), dict):
+                    continue
+                source = str(result["from"].get("id", ""))
+                found.setdefault(source, []).extend(t for t in result.get("to") or [] if isinstance(t, dict))
+        return found
+
+    def _read_deals(self, ids: Sequence[str]) -> _Batch:
+        """Records for the deals ``ids`` (any order): one entry per id, in id order, possibly without records."""
+        live = {str(d["id"]): d for d in self._batch_read(ids, archived=False)}
+        missing = [i for i in ids if i not in live]
+        archived = {str(d["id"]): d for d in self._batch_read(missing, archived=True)} if missing else {}
+        plans: dict[str, tuple[dict[str, Any], list[Transition] | None]] = {}
+        for deal_id, deal in live.items():
+            props = deal.get("properties") or {}
+            if self.settings.pipelines and props.get("pipeline") not in self.settings.pipelines:
+                continue
+            history = stage_history(deal)
+            if history is None:
+                plans[deal_id] = (deal, None)
+                continue
+            found = [t for t in transitions(history, self._kind) if t.ms >= self.start_ms]
+            if found:
+                plans[deal_id] = (deal, found)
+        companies = self._companies(sorted(plans, key=int)) if plans else {}
+        batch = _Batch()
+        for deal_id in sorted(set(ids), key=int):
+            if deal_id in archived:
+                batch.per_deal.append((deal_id, self._deleted_records(archived[deal_id], self.start_ms)))
+            elif deal_id in plans:
+                deal, planned = plans[deal_id]
+                batch.per_deal.append((deal_id, self._deal_records(deal, planned, companies.get(deal_id, []))))
+            else:
+                if deal_id not in live:
+                    log.info("source %s: deal %s is gone (neither live nor archived)", self.name, deal_id)
+                batch.per_deal.append((deal_id, []))
+        return batch
+
+    # ------------------------------------------------------------------------------------------- mapping
+
+    def _payee(self, props: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(payee id, problem) from ``hubspot_owner_id`` and ``owner_payees``."""
+        owner = str(props.get("hubspot_owner_id") or "").strip()
+        if not owner:
+            return None, None  # the core quarantines the record: "payee is missing"
+        if owner in self.settings.owner_payees:
+            return self.settings.owner_payees[owner], None
+        if self.settings.require_owner_mapping:
+            return None, f"owner {owner} has no entry in owner_payees"
+        return owner, None
+
+    def _attributes(self, deal: dict[str, Any], companies: list[str]) -> dict[str, Any]:
+        props = deal.get("properties") or {}
+        attributes: dict[str, Any] = {"hubspot_id": str(deal.get("id")), "dealname": props.get("dealname"),
+                                      "pipeline": props.get("pipeline"), "dealstage": props.get("dealstage"),
+                                      "hubspot_owner_id": props.get("hubspot_owner_id")}
+        if companies:
+            attributes["company_ids"] = companies
+        for name in self.settings.extra_properties:
+            attributes[name] = props.get(name)
+        return {k: v for k, v in attributes.items() if v not in (None, "")}
+
+    def _raw(self, deal: dict[str, Any], transition: str) -> str:
+        """The record's original text, without fields that change on every edit (so a re-read compares equal)."""
+        props = deal.get("properties") or {}
+        kept = {k: props.get(k) for k in self.properties if k not in ("hs_lastmodifieddate", "hs_object_id")}
+        return json.dumps({"id": str(deal.get("id")), "transition": transition, "properties": kept,
+                           "archivedAt": deal.get("archivedAt")}, sort_keys=True, separators=(",", ":"))
+
+    def _deal_records(self, deal: dict[str, Any], found: list[Transition] | None,
+                      associations: list[dict[str, Any]]) -> list[SourceRecord]:
+        s = self.settings
+        props = deal.get("properties") or {}
+        deal_id = str(deal.get("id"))
+        partner, companies = pick_partner(associations, s.partner_association)
+        payee, payee_problem = self._payee(props)
+        if found is None:  # no stage history in the answer: we cannot tell when it was won
+            if self._kind(str(props.get("dealstage") or "")) != "won":
+                return []
+            return [SourceRecord(s.object_type, deal_id, "won:unknown", s.won_event_type, None, payee,
+                                 partner_id=partner, attributes=self._attributes(deal, companies),
+                                 raw=self._raw(deal, "won:unknown"),
+                                 problem="HubSpot returned no dealstage history: cannot tell when it was won")]
+        records: list[SourceRecord] = []
+        for change in found:
+            attributes = self._attributes(deal, companies)
+            if change.change == "won":
+                if s.partner_required and partner is None:
+                    log.debug("source %s: deal %s won without a partner company; skipped", self.name, deal_id)
+                    continue
+                problems = [payee_problem] if payee_problem else []
+                closed = parse_time(props.get("closedate"))
+                if not props.get("closedate"):
+                    problems.append("closedate is missing")
+                elif closed is None:
+                    problems.append(f"closedate {props.get('closedate')!r} is not a date")
+                amount = str(props.get("amount") or "").strip() or None
+                if amount is not None and not _DECIMAL.fullmatch(amount):
+                    problems.append(f"amount {amount!r} is not a decimal number")
+                currency = str(props.get("deal_currency_code") or "").strip().upper() or s.company_currency
+                if amount is not None and currency is None:
+                    problems.append("the deal has no deal_currency_code and company_currency is not set")
+                attributes["won_at"] = from_ms(change.ms).isoformat()
+                records.append(SourceRecord(
+                    s.object_type, deal_id, change.name, s.won_event_type, closed, payee, amount=amount,
+                    currency=currency, partner_id=partner, attributes=attributes, raw=self._raw(deal, change.name),
+                    problem="; ".join(problems) or None))
+            else:
+                attributes.update({"change": change.change, "from_stage": change.from_stage, "to_stage": change.stage,
+                                   "amount": props.get("amount"), "currency": props.get("deal_currency_code")})
+                records.append(SourceRecord(
+                    s.object_type, deal_id, change.name, s.reversal_event_type, from_ms(change.ms), payee,
+                    partner_id=partner, attributes={k: v for k, v in attributes.items() if v not in (None, "")},
+                    raw=self._raw(deal, change.name), problem=payee_problem))
+        return records
+
+    def _deleted_records(self, deal: dict[str, Any], since: int) -> list[SourceRecord]:
+        """A ``deleted:<archivedAt>`` reversal for an archived deal that was in a closed-won stage."""
+        s = self.settings
+        props = deal.get("properties") or {}
+        archived_at = parse_time(deal.get("archivedAt"))
+        if archived_at is None or to_ms(archived_at) < since:
+            return []
+        if s.pipelines and props.get("pipeline") not in s.pipelines:
+            return []
+        if self._kind(str(props.get("dealstage") or "")) != "won":
+            return []
+        name = f"deleted:{to_ms(archived_at)}"
+        payee, problem = self._payee(props)
+        attributes = self._attributes(deal, [])
+        attributes.update({"change": "deleted", "from_stage": props.get("dealstage"), "amount": props.get("amount"),
+                           "currency": props.get("deal_currency_code")})
+        return [SourceRecord(s.object_type, str(deal.get("id")), name, s.reversal_event_type, archived_at, payee,
+                             attributes={k: v for k, v in attributes.items() if v not in (None, "")},
+                             raw=self._raw(deal, name), problem=problem)]
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])

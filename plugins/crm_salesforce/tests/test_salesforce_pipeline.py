@@ -1,0 +1,267 @@
+"""Through payhub's core, against the simulator: the plugin installed and loaded by its entry point, events ingested
+and quarantined, rewards calculated exactly once across a stop mid-sync and a restart, reversals clawing back."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from payhub.db.schema import audit_log, calculations, events, rewards, sources
+from payhub.pipeline.calculate import calculate_batch, register_program_versions
+from payhub.pipeline.ingest import poll, poll_batches
+from payhub.runtime import Runtime
+from payhub_salesforce import SalesforceSource
+from payhub_salesforce.simulator import SalesforceSimulator
+
+PAST = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+PAST_KEY = "won:2026-03-01T08:00:00Z"  # a deal won at PAST: its LastStageChangeDate, UTC, to the second
+
+
+def settings(sim: SalesforceSimulator, extra: str = "") -> str:
+    return f"""
+        [sources.sf]
+        plugin = "salesforce"
+        batch_size = 300
+        auth = "client_credentials"
+        login_url = "{sim.url}"
+        client_id = "{sim.client_id}"
+        client_secret = "{sim.client_secret}"
+        org_currency = "USD"
+        page_size = 500
+        retry_backoff_seconds = 0
+        retry_backoff_max_seconds = 0
+
+        [sources.sf.opportunity]
+        where = "PartnerAccountId != null"
+
+        [programs.partner_rebate]
+        calculator = "percentage"
+        percent = "10"
+        pay = "partner"
+        event_types = ["deal_won"]
+        clawback_event_types = ["deal_reversed"]
+        {extra}
+    """
+
+
+def cents(amount: Decimal) -> int:
+    """10 % of ``amount`` in cents, rounded half up as payhub rounds."""
+    return int((amount * 10).to_integral_value(ROUND_HALF_UP))
+
+
+def rows(rt: Runtime, query: Any) -> list[Any]:
+    with rt.engine.connect() as conn:
+        return list(conn.execute(query).all())
+
+
+def calculate(rt: Runtime) -> int:
+    versions = register_program_versions(rt)
+    done = 0
+    while n := calculate_batch(rt, versions):
+        done += n
+    return done
+
+
+def active_rewards(rt: Runtime) -> dict[str, list[int]]:
+    """Per opportunity, the amounts (minor units) of the rewards not cancelled, in order."""
+    found: dict[str, list[int]] = defaultdict(list)
+    query = (select(events.c.object_id, rewards.c.amount_minor)
+             .select_from(rewards.join(events, events.c.id == rewards.c.event_id))
+             .where(rewards.c.status != "cancelled").order_by(rewards.c.id))
+    for object_id, minor in rows(rt, query):
+        found[object_id].append(minor)
+    return found
+
+
+def test_the_plugin_loads_by_its_entry_point(sf_sim: SalesforceSimulator, sf_runtime: Callable[[str], Runtime]) -> None:
+    rt = sf_runtime(settings(sf_sim))
+    source = rt.plugins.sources["sf"]
+    assert isinstance(source, SalesforceSource)
+    assert source.settings.opportunity.where == "PartnerAccountId != null"
+
+
+def test_a_malformed_record_is_quarantined_and_the_rest_proceeds(sf_sim: SalesforceSimulator,
+                                                                 sf_runtime: Callable[[str], Runtime]) -> None:
+    sf_sim.clock = lambda: PAST
+    good = [sf_sim.add_opportunity(StageName="Closed Won", Amount=Decimal(500 + n), PartnerAccountId="001P")
+            for n in range(3)]
+    bad = sf_sim.add_opportunity(StageName="Closed Won", Amount=None, PartnerAccountId="001P")
+    sf_sim.clock = lambda: PAST + timedelta(hours=1)
+    rt = sf_runtime(settings(sf_sim))
+    assert poll(rt, "sf") == 4
+    stored = {r.object_id: r for r in rows(rt, select(events))}
+    assert {stored[o].status for o in good} == {"ingested"}
+    assert stored[bad].status == "quarantined"
+    assert stored[bad].reason == "Amount is missing on a closed-won opportunity"
+    assert stored[bad].key == f"sf:Opportunity:{bad}:{PAST_KEY}"
+    assert calculate(rt) == 3
+    assert set(active_rewards(rt)) == set(good)
+
+    sf_sim.update("Opportunity", bad, Amount=Decimal("42.10"))  # fixed in Salesforce: the event is corrected
+    poll(rt, "sf")
+    fixed = rows(rt, select(events).where(events.c.object_id == bad))
+    assert [(e.status, e.amount) for e in fixed] == [("ingested", "42.1")]
+    assert rows(rt, select(func.count()).select_from(audit_log).where(audit_log.c.action == "event.corrected"))[0][0] \
+        == 1
+    calculate(rt)
+    assert active_rewards(rt)[bad] == [421]
+
+
+def test_thousands_of_deals_rewarded_exactly_once_across_a_restart(sf_sim: SalesforceSimulator,
+                                                                   sf_runtime: Callable[[str], Runtime]) -> None:
+    sim = sf_sim
+    sim.clock = lambda: PAST
+    won: dict[str, Decimal] = {}
+    for n in range(3000):
+        kind = n % 10
+        if kind < 7:  # 2100 closed-won partner deals
+            amount = Decimal(1000 + n) + Decimal("0.25")
+            opp = sim.add_opportunity(Name=f"Deal {n}", StageName="Closed Won", Amount=amount,
+                                      PartnerAccountId=f"001{n % 37:012d}AAA")
+            won[opp] = amount
+        elif kind == 7:  # won without a partner: filtered by the where clause
+            sim.add_opportunity(Name=f"Direct {n}", StageName="Closed Won", Amount=Decimal(99))
+        elif kind == 8:
+            sim.add_opportunity(Name=f"Open {n}", StageName="Negotiation", Amount=Decimal(5),
+                                PartnerAccountId="001000000000001AAA")
+        else:
+            sim.add_opportunity(Name=f"Lost {n}", StageName="Closed Lost", Amount=Decimal(5),
+                                PartnerAccountId="001000000000001AAA")
+    for n, record in enumerate(sim.tables["Opportunity"].values()):  # many ties: 25 deals per second
+        record["SystemModstamp"] = PAST + timedelta(seconds=n // 25)
+    sim.clock = lambda: datetime.now(UTC).replace(microsecond=0)
+    sim.fail_next(503, 1)
+    sim.fail_next(429, 1, retry_after="0")
+    sim.on_page = lambda s, offset: s.expire_sessions() if offset == 1000 else None  # a session timeout mid-sync
+
+    first = sf_runtime(settings(sim))
+    added, more = poll_batches(first, "sf", max_batches=3)  # the daemon stops mid-sync...
+    assert (added, more) == (900, True)
+    cursor = rows(first, select(sources.c.cursor))[0][0]
+    assert '"sync"' in cursor and "nextRecordsUrl" not in cursor and "01g" not in cursor
+    first.close()
+
+    second = sf_runtime(settings(sim))  # ...and a new process carries on from the stored cursor
+    poll(second, "sf")
+    stored = rows(second, select(events.c.object_id, events.c.transition, events.c.status))
+    assert len(stored) == len(won) == 2100
+    assert {o for o, _, _ in stored} == set(won)
+    assert {(t, s) for _, t, s in stored} == {(PAST_KEY, "ingested")}
+    assert len(sim.token_requests) >= 3  # first login, the renewal after the 401, the second process's login
+    assert calculate(second) == 2100
+    paid = active_rewards(second)
+    assert paid == {o: [cents(a)] for o, a in won.items()}  # 10 % in cents, once each
+
+    poll(second, "sf")  # polling again changes nothing
+    assert len(rows(second, select(events.c.id))) == 2100
+
+    # Deletions, reopened deals and a deal won again: reversals claw back, the new win is rewarded once more.
+    ids = list(won)
+    deleted, reopened, rewon = ids[:5], ids[5:12], ids[12:15]
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    sim.clock = lambda: later
+    for opp in deleted:
+        sim.delete("Opportunity", opp)
+    for opp in reopened + rewon:
+        sim.update("Opportunity", opp, StageName="Negotiation")
+    poll(second, "sf")
+    sim.clock = lambda: later + timedelta(seconds=5)
+    for opp in rewon:
+        sim.update("Opportunity", opp, StageName="Closed Won", CloseDate=date(2026, 6, 30))
+    third = sf_runtime(settings(sim))
+    poll(third, "sf")
+    calculate(third)
+    paid = active_rewards(third)
+    assert all(not paid.get(o) for o in deleted + reopened)  # unpaid rewards cancelled by the clawback
+    assert {o: paid[o] for o in rewon} == {o: [cents(won[o])] for o in rewon}
+    untouched = set(ids) - set(deleted + reopened + rewon)
+    assert {o: paid[o] for o in untouched} == {o: [cents(won[o])] for o in untouched}
+    reversal_calcs = rows(third, select(calculations.c.status).join(events, events.c.id == calculations.c.event_id)
+                          .where(events.c.event_type == "deal_reversed"))
+    assert len(reversal_calcs) == 15
+
+
+def keys_of(rt: Runtime, opportunity: str) -> list[str]:
+    """The transitions stored for ``opportunity``, in the order they were ingested."""
+    return [t for (t,) in rows(rt, select(events.c.transition).where(events.c.object_id == opportunity)
+                                   .order_by(events.c.id))]
+
+
+def last_poll(rt: Runtime) -> dict[str, Any]:
+    detail = rows(rt, select(audit_log.c.detail).where(audit_log.c.action == "source.polled")
+                  .order_by(audit_log.c.seq.desc()).limit(1))[0][0]
+    return dict(json.loads(detail))
+
+
+def test_edits_while_won_pay_nothing_more_and_a_seen_rewin_is_paid_once(sf_sim: SalesforceSimulator,
+                                                                        sf_runtime: Callable[[str], Runtime]) -> None:
+    sim = sf_sim
+    sim.clock = lambda: PAST
+    deal = sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId="001P")
+    rt = sf_runtime(settings(sim))
+    assert poll(rt, "sf") == 1
+    assert calculate(rt) == 1
+    assert active_rewards(rt) == {deal: [10000]}
+
+    # Edits of a deal that stays won: CloseDate moved, Amount changed, both. No new key, so no second reward.
+    sim.clock = lambda: PAST + timedelta(hours=1)
+    sim.update("Opportunity", deal, CloseDate=date(2026, 6, 30))
+    sim.clock = lambda: PAST + timedelta(hours=2)
+    sim.update("Opportunity", deal, Amount=Decimal("2500"))
+    sim.clock = lambda: PAST + timedelta(hours=3)
+    sim.update("Opportunity", deal, CloseDate=date(2026, 7, 1), Amount=Decimal("3000"))
+    assert poll(rt, "sf") == 0
+    polled = last_poll(rt)
+    assert polled["records"] >= 1 and polled["new"] == 0  # the deal was read again, under its stored key
+    assert calculate(rt) == 0
+    assert keys_of(rt, deal) == [PAST_KEY]
+    assert active_rewards(rt) == {deal: [10000]}  # the reward is not recalculated on the new amount either
+
+    # Reopened (a sync sees it: a reversal claws back the unpaid reward), then won again: a new event, paid once.
+    reopened_at, rewon_at = PAST + timedelta(days=1), PAST + timedelta(days=2)
+    sim.clock = lambda: reopened_at
+    sim.update("Opportunity", deal, StageName="Negotiation")
+    assert poll(rt, "sf") == 1
+    calculate(rt)
+    assert not active_rewards(rt).get(deal)
+    sim.clock = lambda: rewon_at
+    sim.update("Opportunity", deal, StageName="Closed Won")
+    assert poll(rt, "sf") == 1
+    calculate(rt)
+    assert keys_of(rt, deal) == [PAST_KEY, "reversed:2026-03-02T08:00:00Z", "won:2026-03-03T08:00:00Z"]
+    assert active_rewards(rt) == {deal: [30000]}  # 10 % of the amount at the re-win, once
+
+    assert poll(rt, "sf") == 0  # reading it again changes nothing
+    assert calculate(rt) == 0
+    assert active_rewards(rt) == {deal: [30000]}
+
+
+def test_a_reopen_and_rewin_no_sync_saw_pays_twice_until_a_later_reversal(
+        sf_sim: SalesforceSimulator, sf_runtime: Callable[[str], Runtime]) -> None:
+    """The limit documented in docs/sources/salesforce.md: a reopening no sync saw has no reversal."""
+    sim = sf_sim
+    sim.clock = lambda: PAST
+    deal = sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId="001P")
+    rt = sf_runtime(settings(sim))
+    poll(rt, "sf")
+    calculate(rt)
+    sim.clock = lambda: PAST + timedelta(days=1)
+    sim.update("Opportunity", deal, StageName="Negotiation")
+    sim.clock = lambda: PAST + timedelta(days=1, minutes=10)
+    sim.update("Opportunity", deal, StageName="Closed Won")  # both between two polls
+    poll(rt, "sf")
+    calculate(rt)
+    assert keys_of(rt, deal) == [PAST_KEY, "won:2026-03-02T08:10:00Z"]  # no reversal: the reopening was not seen
+    assert active_rewards(rt) == {deal: [10000, 10000]}  # paid twice
+
+    sim.clock = lambda: PAST + timedelta(days=3)
+    sim.delete("Opportunity", deal)  # a later reversal takes back everything granted on the deal
+    poll(rt, "sf")
+    calculate(rt)
+    assert not active_rewards(rt).get(deal)
