@@ -1,0 +1,423 @@
+"""The ``credit_note`` rail: each payout becomes a UBL 2.1 credit note on the reseller's account.
+
+For each payout ``send``
+
+1. checks the payee (a country and an electronic address are needed; a VAT id for reverse-charge categories);
+2. **issues** the credit note in the numbering ledger (:mod:`payhub_creditnote.ledger`): the same idempotency key
+   always gets the same number; a new key gets the next number of the series, in one SQLite transaction together
+   with the rendered, XSD-validated document. A document that does not validate is REJECTED and uses no number;
+3. writes the document atomically to the outbox as ``<document id>.xml`` (temporary file, fsync, rename, fsync of
+   the directory);
+4. if ``delivery_url`` is set, POSTs it to the billing system, idempotent by document number.
+
+Once issued, a credit note exists: its payout is never answered RETRY or failed (that would make the rewards owed
+again and issue a second credit note for them). A file that could not be written, or a delivery that failed, is
+answered UNKNOWN; the core then calls ``lookup``, which writes missing files and retries the delivery (safe: the
+billing system deduplicates by document number) before it answers. Outcomes: ACCEPTED once the document is in the
+outbox (and delivered, with a billing system); REJECTED when the payee cannot receive credit notes or the billing
+system refuses the document (the number stays issued, its state ``refused``); RETRY only when the ledger could not
+be reached, so nothing was issued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from payhub.api import (
+    Amount,
+    ConfigPath,
+    Outcome,
+    Payee,
+    PayoutInstruction,
+    PluginSettings,
+    Rail,
+    RailCapabilities,
+    RailResult,
+    RetryableRailError,
+)
+from payhub.errors import InvalidRecord
+from payhub.money import check_currency, minor_units
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from payhub_creditnote import ubl
+from payhub_creditnote.delivery import BillingClient, Delivered, NotDelivered, Refused
+from payhub_creditnote.ledger import DocumentRefused, Draft, Entry, Ledger
+
+log = logging.getLogger(__name__)
+
+COUNTRY = re.compile(r"[A-Z]{2}")
+STALE_TEMP_SECONDS = 3600.0
+
+
+class SellerSettings(PluginSettings):
+    """The vendor issuing the credit notes (EN 16931 BG-4)."""
+
+    name: str = Field(min_length=1)
+    country: str
+    endpoint_id: str = Field(min_length=1, description="Peppol electronic address (BT-34).")
+    endpoint_scheme: str = Field(min_length=1, description="Its EAS scheme: 0088 (GLN), 9930 (DE VAT), EM…")
+    vat_id: str | None = None
+    registration_id: str | None = None
+    street: str | None = None
+    additional_street: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    contact_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _country(cls, value: object) -> object:
+        if isinstance(value, str) and COUNTRY.fullmatch(value.upper()):
+            return value.upper()
+        raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
+
+
+class TaxSettings(PluginSettings):
+    """The VAT category of the credit notes (EN 16931 BG-23), from UNCL5305."""
+
+    category: Literal["S", "Z", "E", "AE", "K", "G", "O"] = "E"
+    rate: Amount | None = Field(None, description="Percent; required (> 0) for S, 0 or absent otherwise.")
+    exemption_reason: str | None = None
+    exemption_reason_code: str | None = Field(None, description="VATEX code, e.g. VATEX-EU-132 or VATEX-EU-O.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaxSettings:
+        if self.category == "S":
+            if self.rate is None or self.rate <= 0 or self.rate >= 100:
+                raise ValueError("category S (standard rate) needs a rate between 0 and 100 percent")
+            if self.exemption_reason or self.exemption_reason_code:
+                raise ValueError("category S takes no exemption reason")
+        elif self.rate not in (None, Decimal(0)):
+            raise ValueError(f"category {self.category} has a VAT rate of 0")
+        elif self.category == "O" and self.rate is not None:
+            raise ValueError("category O (outside the scope of VAT) takes no rate")
+        if self.category in ubl.EXEMPT_CATEGORIES and not (self.exemption_reason or self.exemption_reason_code):
+            raise ValueError(f"category {self.category} needs exemption_reason or exemption_reason_code")
+        return self
+
+    def to_tax(self) -> ubl.Tax:
+        rate = None if self.category == "O" else (self.rate or Decimal(0))
+        return ubl.Tax(self.category, rate, self.exemption_reason, self.exemption_reason_code)
+
+
+class CreditNoteSettings(PluginSettings):
+    """Settings of a ``[rails.<name>]`` section with ``plugin = "credit_note"``."""
+
+    outbox: ConfigPath
+    ledger: ConfigPath | None = Field(None, description="Default: <outbox>.ledger.sqlite next to the outbox.")
+    series: str = Field("CN-", description="Prefix of the document numbers; numbering is gapless per series.")
+    number_width: int = Field(6, ge=1, le=12)
+    seller: SellerSettings
+    tax: TaxSettings = Field(default_factory=lambda: TaxSettings(exemption_reason_code="VATEX-EU-O",
+                                                                 category="O"))
+    amount_includes_tax: bool = True
+    currencies: list[str] | None = None
+    item_name: str = Field("Channel partner incentive", min_length=1)
+    note: str | None = None
+    delivery_url: str | None = None
+    delivery_token: SecretStr | None = None
+    delivery_timeout_seconds: float = Field(20.0, gt=0)
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    max_batch: int = Field(100, ge=1, le=1000)
+
+    @field_validator("series")
+    @classmethod
+    def _series(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._/-]{0,40}", value):
+            raise ValueError("use letters, digits and . _ / - only (at most 40)")
+        return value
+
+    @field_validator("currencies")
+    @classmethod
+    def _currencies(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        checked = []
+        for code in value:
+            try:
+                code = check_currency(code)
+            except InvalidRecord as exc:
+                raise ValueError(str(exc)) from None
+            if minor_units(code) > 2:
+                raise ValueError(f"{code} has {minor_units(code)} decimals; EN 16931 amounts have at most 2")
+            checked.append(code)
+        return checked
+
+    @field_validator("delivery_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _seller_vat(self) -> CreditNoteSettings:
+        if self.tax.category != "O" and not self.seller.vat_id:
+            raise ValueError(f"seller.vat_id is required for VAT category {self.tax.category} (BR-{self.tax.category}"
+                             "-02); only category O goes without it")
+        return self
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.ledger or self.outbox.with_name(self.outbox.name + ".ledger.sqlite")
+
+
+class CreditNoteRail(Rail):
+    """Issues one numbered UBL credit note per payout into an outbox, optionally delivered to a billing system."""
+
+    settings_model = CreditNoteSettings
+    settings: CreditNoteSettings
+
+    def __init__(self, name: str, settings: CreditNoteSettings, *,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(name, settings)
+        settings.outbox.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(settings.ledger_path)
+        self.billing = (BillingClient(settings.delivery_url, settings.delivery_token,
+                                      timeout=settings.delivery_timeout_seconds,
+                                      connect_timeout=settings.connect_timeout_seconds, transport=transport)
+                        if settings.delivery_url else None)
+        ubl.validate(b"<warm-up/>")  # load the schema once, now, rather than inside the first send
+        self._clean_temp_files()
+        self._capabilities = RailCapabilities(
+            lookup=True, reports_status=False, dedup_field="document number (ledger, by idempotency key)",
+            currencies=frozenset(settings.currencies) if settings.currencies is not None else None,
+            max_batch=settings.max_batch)
+        try:
+            self.repair()
+        except OSError as exc:  # the next send or lookup tries again
+            log.warning("rail %s: cannot write pending credit notes to %s: %s", name, settings.outbox, exc)
+
+    @property
+    def capabilities(self) -> RailCapabilities:
+        return self._capabilities
+
+    # ------------------------------------------------------------------------------------------------ payees
+
+    def check_payee(self, payee: Payee, currency: str) -> str | None:
+        if not payee.country or not COUNTRY.fullmatch(payee.country):
+            return f"payee {payee.id} has no country (a credit note names the buyer's country)"
+        if _endpoint(payee) is None:
+            return (f"payee {payee.id} has no electronic address for credit notes (peppol_id such as "
+                    "0088:5790000436057, or an email)")
+        if self.settings.tax.category in ("AE", "K") and not payee.details.get("vat_id"):
+            return f"payee {payee.id} has no vat_id (needed for VAT category {self.settings.tax.category})"
+        try:
+            places = minor_units(currency)
+        except InvalidRecord as exc:
+            return str(exc)
+        if places > 2:
+            return f"{currency} has {places} decimals; credit notes take at most 2"
+        return None
+
+    # -------------------------------------------------------------------------------------------------- send
+
+    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
+        self._repair_quietly()
+        try:
+            issued = self.ledger.get_many([i.idempotency_key for i in instructions])
+        except sqlite3.Error as exc:
+            raise RetryableRailError(f"numbering ledger {self.settings.ledger_path} unavailable: {exc}") from exc
+        results: list[RailResult] = []
+        delivery_down: str | None = None
+        for n, instruction in enumerate(instructions):
+            key = instruction.idempotency_key
+            entry = issued.get(key)
+            if entry is not None:  # issued before: the same credit note, whatever the payee looks like now
+                results.append(self._settle(entry, deliver=delivery_down is None))
+                if self.billing is not None and results[-1].outcome == Outcome.UNKNOWN and delivery_down is None:
+                    delivery_down = results[-1].reason
+                continue
+            problem = self.check_payee(instruction.payee, instruction.currency)
+            if problem:
+                results.append(RailResult(key, Outcome.REJECTED, reason=problem))
+                continue
+            try:
+                entry, created = self.ledger.issue(self._draft(instruction), self.settings.series, self._document_id,
+                                                   ubl.validate)
+            except DocumentRefused as exc:
+                results.append(RailResult(key, Outcome.REJECTED, reason=f"the credit note is not valid UBL: {exc}"))
+                continue
+            except (sqlite3.Error, OSError) as exc:  # nothing was issued
+                reason = f"numbering ledger {self.settings.ledger_path} unavailable: {type(exc).__name__}: {exc}"
+                if n == 0 and not issued:
+                    raise RetryableRailError(reason) from exc
+                # Not reached yet: RETRY, except payouts issued before (UNKNOWN: looked up, never sent afresh).
+                results += [RailResult(i.idempotency_key, Outcome.UNKNOWN if i.idempotency_key in issued
+                                       else Outcome.RETRY, reason=reason) for i in instructions[n:]]
+                break
+            if not created:
+                log.info("rail %s: payout %s already has credit note %s", self.name, instruction.payout_id,
+                         entry.document_id)
+            self._after_issue(entry)
+            results.append(self._settle(entry, deliver=delivery_down is None))
+            if self.billing is not None and results[-1].outcome == Outcome.UNKNOWN and delivery_down is None:
+                delivery_down = results[-1].reason
+        return results
+
+    def _after_issue(self, entry: Entry) -> None:
+        """A seam for crash tests: called after the number is committed, before the document is written."""
+
+    def _settle(self, entry: Entry, *, deliver: bool) -> RailResult:
+        """Write the document and deliver it; the outcome of an issued credit note."""
+        try:
+            self._write(entry)
+        except OSError as exc:
+            return RailResult(entry.key, Outcome.UNKNOWN, provider_ref=entry.document_id,
+                              reason=f"credit note {entry.document_id} issued, not yet written to the outbox: {exc}")
+        if entry.state == "refused":
+            return RailResult(entry.key, Outcome.REJECTED, provider_ref=entry.document_id, reason=entry.detail)
+        if self.billing is None or entry.state == "delivered":
+            return RailResult(entry.key, Outcome.ACCEPTED, provider_ref=entry.document_id)
+        if not deliver:
+            return RailResult(entry.key, Outcome.UNKNOWN, provider_ref=entry.document_id,
+                              reason=f"credit note {entry.document_id} issued, delivery to billing pending")
+        answer = self.billing.deliver(entry.document_id, entry.number, entry.document)
+        if isinstance(answer, Delivered):
+            self.ledger.set_state(entry.key, "delivered", answer.reference)
+            return RailResult(entry.key, Outcome.ACCEPTED, provider_ref=entry.document_id)
+        if isinstance(answer, Refused):
+            self.ledger.set_state(entry.key, "refused", answer.reason)
+            log.error("rail %s: %s; the number stays issued", self.name, answer.reason)
+            return RailResult(entry.key, Outcome.REJECTED, provider_ref=entry.document_id,
+                              reason=f"{answer.reason}; credit note {entry.document_id} stays issued as refused")
+        assert isinstance(answer, NotDelivered)
+        return RailResult(entry.key, Outcome.UNKNOWN, provider_ref=entry.document_id,
+                          reason=f"credit note {entry.document_id} issued, delivery to billing failed: {answer.reason}")
+
+    # ------------------------------------------------------------------------------------------------ lookup
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
+        self._repair_quietly()
+        try:
+            entries = self.ledger.get_many(keys)
+        except sqlite3.Error as exc:
+            raise RetryableRailError(f"numbering ledger unavailable: {exc}") from exc
+        found: dict[str, RailResult | None] = {}
+        deliver = True
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                found[key] = None  # never issued: sending again with the same key is safe
+                continue
+            result = self._settle(entry, deliver=deliver)
+            if result.outcome == Outcome.UNKNOWN:
+                deliver = False  # billing (or the outbox) is failing: leave the rest for the next lookup
+                continue  # left out of the answer: stays unknown, asked about again later
+            found[key] = result
+        if keys and not found:
+            raise RetryableRailError("credit notes issued, not yet written or delivered; asking again later")
+        return found
+
+    def close(self) -> None:
+        if self.billing is not None:
+            self.billing.close()
+
+    # --------------------------------------------------------------------------------------------- documents
+
+    def repair(self) -> int:
+        """Write the documents of issued credit notes missing from the outbox; return how many were written."""
+        pending = self.ledger.unwritten()
+        for entry in pending:
+            self._write(entry)
+        return len(pending)
+
+    def _repair_quietly(self) -> None:
+        try:
+            self.repair()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("rail %s: cannot write pending credit notes: %s", self.name, exc)
+
+    def path_of(self, document_id: str) -> Path:
+        return self.settings.outbox / f"{document_id}.xml"
+
+    def _document_id(self, number: int) -> str:
+        return f"{self.settings.series}{number:0{self.settings.number_width}d}"
+
+    def _write(self, entry: Entry) -> None:
+        """Put the entry's document in the outbox atomically (unless it is there already), then note it."""
+        target = self.path_of(entry.document_id)
+        if not (entry.written and target.exists()):
+            if not (target.exists() and target.read_bytes() == entry.document):
+                _atomic_write(target, entry.document)
+            self.ledger.mark_written(entry.key)
+
+    def _draft(self, instruction: PayoutInstruction) -> Draft:
+        s = self.settings
+        payee = instruction.payee
+        places = minor_units(instruction.currency)
+        totals = ubl.amounts(instruction.amount, places, s.tax.to_tax().rate, includes_tax=s.amount_includes_tax)
+        issue_date = datetime.now(UTC).date()
+        seller = ubl.Party(s.seller.name, s.seller.country, (s.seller.endpoint_scheme, s.seller.endpoint_id),
+                           vat_id=s.seller.vat_id, registration_id=s.seller.registration_id, street=s.seller.street,
+                           additional_street=s.seller.additional_street, city=s.seller.city,
+                           postal_code=s.seller.postal_code, contact_email=s.seller.contact_email)
+        details = payee.details
+        endpoint = _endpoint(payee)
+        assert endpoint is not None  # check_payee ran first
+        buyer = ubl.Party(payee.name, str(payee.country), endpoint, vat_id=details.get("vat_id"),
+                          registration_id=details.get("registration_id"), street=details.get("street"),
+                          additional_street=details.get("additional_street"), city=details.get("city"),
+                          postal_code=details.get("postal_code"), contact_email=payee.email)
+
+        def render(document_id: str, day: date = issue_date) -> bytes:
+            return ubl.render(ubl.CreditNote(
+                document_id=document_id, issue_date=day, currency=instruction.currency, minor_units=places,
+                seller=seller, buyer=buyer, buyer_reference=details.get("buyer_reference") or payee.id,
+                tax=s.tax.to_tax(), amounts=totals, item_name=s.item_name, line_note=instruction.reference,
+                object_id=instruction.idempotency_key, note=s.note))
+
+        return Draft(key=instruction.idempotency_key, payout_id=instruction.payout_id, payee_id=payee.id,
+                     amount=str(instruction.amount), currency=instruction.currency, issue_date=issue_date.isoformat(),
+                     render=render)
+
+    def _clean_temp_files(self) -> None:
+        """Remove temporary files a crash left in the outbox (old ones only: another process may be writing)."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for path in self.settings.outbox.glob(".partial-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                pass
+
+
+def _endpoint(payee: Payee) -> tuple[str, str] | None:
+    """The buyer's electronic address: ``peppol_id`` (``scheme:id``) from the payee details, else the email."""
+    peppol = (payee.details.get("peppol_id") or "").strip()
+    if peppol:
+        scheme, sep, identifier = peppol.partition(":")
+        if sep and scheme.strip() and identifier.strip():
+            return scheme.strip(), identifier.strip()
+        return None
+    email = (payee.email or payee.details.get("email") or "").strip()
+    return ("EM", email) if email and "@" in email else None
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".xml")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

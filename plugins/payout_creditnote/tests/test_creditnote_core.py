@@ -1,0 +1,105 @@
+"""Through payhub's own pipeline: a settings file with ``[rails.cn] plugin = "credit_note"``, CRM events, rewards,
+payouts, and one credit note per payout in the outbox."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from creditnote_helpers import write_settings
+from payhub.audit import verify
+from payhub.db import migrate
+from payhub.db.engine import make_engine
+from payhub.db.schema import payouts
+from payhub.money import from_minor
+from payhub.runtime import Runtime
+from payhub.settings import load_settings
+from payhub.worker import Worker
+from sqlalchemy import select
+
+from payhub_creditnote import CreditNoteRail, ubl
+
+SETTINGS = """\
+[payees]
+file = "payees.csv"
+
+[sources.crm]
+plugin = "file"
+path = "events.csv"
+
+[programs.rebate]
+calculator = "percentage"
+percent = "5"
+
+[rails.cn]
+plugin = "credit_note"
+outbox = "outbox"
+series = "CN-2026-"
+currencies = ["EUR"]
+max_attempts = 3
+retry_initial_seconds = 0
+retry_max_seconds = 0
+
+[rails.cn.seller]
+name = "Vendor Software GmbH"
+country = "DE"
+vat_id = "DE123456789"
+endpoint_id = "DE123456789"
+endpoint_scheme = "9930"
+city = "Berlin"
+
+[rails.cn.tax]
+category = "S"
+rate = "21"
+
+[routing]
+default_rail = "cn"
+"""
+
+
+def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "payees.csv").write_text(
+        "id,name,country,email,vat_id,city,peppol_id\n"
+        "r1,Reseller One B.V.,NL,ap@one.example,NL123456789B01,Amsterdam,0106:12345678\n"
+        "r2,Reseller Two BV,BE,ap@two.example,BE0123456789,Brussels,\n"
+        "r3,No Country Ltd,,ap@three.example,,,\n")
+    (tmp_path / "events.csv").write_text(
+        "id,type,occurred_at,payee_id,amount,currency,object_type\n"
+        "0061,deal_won,2026-10-01T12:00:00Z,r1,10000.00,EUR,opp\n"
+        "0062,deal_won,2026-10-02T12:00:00Z,r1,3333.33,EUR,opp\n"
+        "0063,deal_won,2026-10-02T12:00:00Z,r2,999.99,EUR,opp\n"
+        "0064,deal_won,2026-10-03T12:00:00Z,r3,500.00,EUR,opp\n")
+    config = write_settings(tmp_path, SETTINGS)
+    engine = make_engine(load_settings(config).database_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    rt = Runtime(load_settings(config))
+    rt.load_plugins()
+    try:
+        rail = rt.plugins.rails["cn"]
+        assert isinstance(rail, CreditNoteRail)
+        worker = Worker(rt)
+        worker.start()
+        try:
+            worker.run_once()
+            worker.run_once()  # a second pass issues nothing new
+        finally:
+            worker.stop()
+        with rt.engine.connect() as conn:
+            rows = conn.execute(select(payouts).order_by(payouts.c.id)).all()
+            assert verify(conn).ok
+        assert [(r.payee_id, r.status) for r in rows] == [("r1", "sent"), ("r2", "sent")]  # r3: no country, held
+        numbers = rail.ledger.numbers("CN-2026-")
+        assert [n for _, n, _ in numbers] == [1, 2]
+        assert {k for _, _, k in numbers} == {r.idempotency_key for r in rows}
+        for row in rows:
+            path = tmp_path / "outbox" / f"{row.provider_ref}.xml"
+            document = path.read_bytes()
+            assert ubl.validate(document) == []
+            fields = ubl.read(document)
+            assert fields["id"] == row.provider_ref
+            assert Decimal(fields["payable"]) == from_minor(row.amount_minor, row.currency)
+            assert fields["currency"] == "EUR"
+        assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["CN-2026-000001.xml", "CN-2026-000002.xml"]
+    finally:
+        rt.close()

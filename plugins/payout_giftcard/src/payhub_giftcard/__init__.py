@@ -1,0 +1,10 @@
+"""Gift-card payout rail for payhub (entry point ``giftcard`` in ``payhub.rails``) and a local provider simulator.
+
+* :class:`GiftCardRail` / :class:`GiftCardSettings`: the rail (see :mod:`payhub_giftcard.rail`).
+* :mod:`payhub_giftcard.client`: the provider API client and its exception tree.
+* :mod:`payhub_giftcard.simulator`: a provider simulator for tests and the quickstart (not a real provider).
+"""
+
+from payhub_giftcard.rail import GiftCardRail, GiftCardSettings, Product
+
+__all__ = ["GiftCardRail", "GiftCardSettings", "Product"]

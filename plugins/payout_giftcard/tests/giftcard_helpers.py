@@ -1,0 +1,29 @@
+"""Helpers shared by the gift-card tests (a module of its own, so that its name is unique on sys.path)."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from payhub.api import Payee, PayoutInstruction
+
+API_KEY = "sim-test-key"
+
+
+def payee(pid: str = "p1", *, email: str | None = "p1@example.com", country: str | None = "US",
+          details: dict[str, str] | None = None) -> Payee:
+    return Payee(pid, f"Partner {pid}", country=country, email=email, details=details or {})
+
+
+def instruction(n: int = 1, amount: str = "25.00", currency: str = "USD",
+                who: Payee | None = None) -> PayoutInstruction:
+    return PayoutInstruction(n, f"ph-{n:032x}", who or payee(), Decimal(amount), currency, f"payhub payout {n}",
+                             datetime(2026, 10, 1, tzinfo=UTC))
+
+
+def write_settings(directory: Path, body: str) -> Path:
+    path = directory / "payhub.toml"
+    path.write_text(f'[database]\nurl = "sqlite:///{directory / "payhub.db"}"\n\n' + textwrap.dedent(body))
+    return path
