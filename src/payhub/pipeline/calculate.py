@@ -63,8 +63,9 @@ class DbHistory:
         self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
         self.reserved: dict[str, int] = {}  # budget key -> minor units reserved by the batch
         self.cancelled: set[int] = set()  # stored rewards the batch's clawbacks cancel
-        # ((program, payee, partner, currency, event occurred_at), minor units) of the batch's rewards
-        self.in_batch_rows: list[tuple[tuple[str, str, str | None, str, datetime], int]] = []
+        # (program, currency, "payee" | "partner" | "program", payee / partner / None) -> [(occurred_at, minor)]
+        self.in_batch_scopes: dict[tuple[str, str, str, str | None], list[tuple[datetime, int]]] = {}
+        self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
 
     def add(self, program: str, event: Event, payee_id: str, currency: str, minor: int) -> None:
         """Count a reward of the batch."""
@@ -73,7 +74,8 @@ class DbHistory:
         self.in_batch_by_time.setdefault(key, []).append((event.occurred_at, minor))
         self.in_batch_objects.setdefault(_object_key(program, event), []).append(
             ObjectReward(event.occurred_at, payee_id, currency, minor))
-        self.in_batch_rows.append(((program, payee_id, event.partner_id, currency, event.occurred_at), minor))
+        for scope in (("payee", payee_id), ("partner", event.partner_id), ("program", None)):
+            self.in_batch_scopes.setdefault((program, currency, *scope), []).append((event.occurred_at, minor))
 
     def add_fund(self, program: str, event: Event, movement: FundMovement, amount: Decimal) -> None:
         """Count a fund movement of the batch."""
@@ -128,11 +130,14 @@ class DbHistory:
                    Decimal(0))
 
     def _fund_entries(self, program: str, holder_id: str, unit: str) -> list[Entry]:
-        stored = [(at, Decimal(amount), expires) for at, amount, expires in self.conn.execute(
-            select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
-                fund_entries.c.program == program, fund_entries.c.holder_id == holder_id, fund_entries.c.unit == unit,
-            ).order_by(fund_entries.c.id))]
-        return stored + self.in_batch_funds.get((program, holder_id, unit), [])
+        key = (program, holder_id, unit)
+        stored = self._stored_funds.get(key)
+        if stored is None:  # the batch's own entries are written only at its end
+            stored = self._stored_funds[key] = [(at, Decimal(amount), expires) for at, amount, expires in (
+                self.conn.execute(select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at)
+                                  .where(fund_entries.c.program == program, fund_entries.c.holder_id == holder_id,
+                                         fund_entries.c.unit == unit).order_by(fund_entries.c.id)))]
+        return stored + self.in_batch_funds.get(key, [])
 
     def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
         return funds.balance(self._fund_entries(program, holder_id, unit), at)
@@ -142,16 +147,19 @@ class DbHistory:
                     if amount > 0 and since <= at < until), Decimal(0))
 
     def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
-        query = select(events.c.occurred_at, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
-                       rewards.c.id, rewards.c.status, rewards.c.budget_key).select_from(
-            rewards.join(events, events.c.id == rewards.c.event_id)
-        ).where(
+        # Two steps, so each uses its index (events by object, rewards by event) whatever the planner knows.
+        occurred = dict(self.conn.execute(select(events.c.id, events.c.occurred_at).where(
             events.c.source == event.source, events.c.object_type == event.object_type,
-            events.c.object_id == event.object_id, rewards.c.program == program, rewards.c.status != "cancelled",
-        )
-        if self.conn.dialect.name == "postgresql":  # a replica scheduling them waits, or is waited for
-            query = query.with_for_update(of=rewards)
-        stored = [ObjectReward(*row) for row in self.conn.execute(query) if row.id not in self.cancelled]
+            events.c.object_id == event.object_id, events.c.id != event.id)).all())
+        stored: list[ObjectReward] = []
+        if occurred:
+            query = select(rewards.c.event_id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
+                           rewards.c.id, rewards.c.status, rewards.c.budget_key).where(
+                rewards.c.event_id.in_(occurred), rewards.c.program == program, rewards.c.status != "cancelled")
+            if self.conn.dialect.name == "postgresql":  # a replica scheduling them waits, or is waited for
+                query = query.with_for_update()
+            stored = [ObjectReward(occurred[row.event_id], *row[1:]) for row in self.conn.execute(query)
+                      if row.id not in self.cancelled]
         return stored + self.in_batch_objects.get(_object_key(program, event), [])
 
     def capped_total(self, program: str, per: str, scope_id: str | None, currency: str, since: datetime | None,
@@ -166,10 +174,8 @@ class DbHistory:
         elif per == "partner":
             query = query.where(events.c.partner_id == scope_id)
         stored = int(self.conn.execute(query).scalar_one())
-        return stored + sum(
-            minor for (p, payee, partner, cur, at), minor in self.in_batch_rows
-            if p == program and cur == currency and (since is None or until is None or since <= at < until)
-            and {"program": True, "payee": payee == scope_id, "partner": partner == scope_id}[per])
+        return stored + sum(minor for at, minor in self.in_batch_scopes.get((program, currency, per, scope_id), ())
+                            if since is None or until is None or since <= at < until)
 
     def budget_used(self, key: str) -> int:
         held_for_budget = and_(rewards.c.status == "held", rewards.c.hold_code == "budget")
