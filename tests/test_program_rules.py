@@ -325,18 +325,11 @@ def test_full_clawback_takes_back_the_original_once(world: Any, limit: int | Non
         limit=limit)
     assert paid_lines(rt, "o1") == [("p1", "1234.56")]
     [original] = [r for r in reward_rows(rt) if (r.object_id, r.transition) == ("o1", "won")]
-    if limit is None:  # won and refunded in one batch: the reward is not stored yet, so it is adjusted
-        assert paid_lines(rt, "o1", "refunded") == [("p1", "-1234.56")]
-        [back] = [r for r in reward_rows(rt) if r.transition == "refunded"]
-        assert back.status == "pending" and back.budget_key is None and back.approvals_needed == 0
-        assert json.loads(back.details) == {"clawback": "full", "granted": "1234.56", "already_taken_back": "0.00",
-                                            "fraction": "1.000000"}
-        assert "full clawback on deal_refunded of Opportunity o1" in back.description
-        assert original.status == "pending"
-    else:  # the stored reward was not paid yet: it is cancelled, and no adjustment is written
-        assert paid_lines(rt, "o1", "refunded") == []
-        assert original.status == "cancelled"
-        assert calculation(rt, "o1", "refunded") == ("rewarded", f"cancelled unpaid rewards {original.id}")
+    # Not paid yet, whether stored (batch per event) or of the same batch: cancelled, and no adjustment.
+    assert paid_lines(rt, "o1", "refunded") == []
+    assert original.status == "cancelled"
+    reason = f"cancelled unpaid rewards {original.id}" if limit else "cancelled unpaid rewards of this batch"
+    assert calculation(rt, "o1", "refunded") == ("rewarded", reason)
     assert calculation(rt, "o1", "refunded-again") == ("not_eligible", None)  # nothing more to take back
     assert calculation(rt, "never-won", "refunded") == ("not_eligible", None)
     assert paid_lines(rt, "o2") == [("p2", "50.00")]  # other objects keep their rewards
@@ -367,20 +360,31 @@ def test_prorated_clawback_takes_back_the_unused_share_of_the_term(world: Any) -
     verified(rt)
 
 
-def test_prorated_clawback_of_an_unpaid_reward_cancels_it_and_keeps_the_used_share(world: Any) -> None:
+@pytest.mark.parametrize("same_batch", [False, True], ids=["stored", "same-batch"])
+def test_prorated_clawback_of_an_unpaid_reward_cancels_it_and_keeps_the_used_share(world: Any,
+                                                                                   same_batch: bool) -> None:
     """The reward waits for approval when its deal is cancelled after a quarter of the term: it is cancelled, and
-    the payee keeps 250.00 as a new reward (approved like any other), so an approver never pays the refunded part."""
+    the payee keeps 250.00 as a new reward (approved like any other), so an approver never pays the refunded part;
+    also when the deal and its cancellation are calculated in one batch."""
     rt = world(f"[programs.p]\n{CLAWBACK}clawback = \"prorated\"\nclawback_term_days = 365\n"
-               'approval = {currency = "USD", threshold = "500"}\n')
-    run(rt, deal("quarter", when="2026-01-01T00:00:00Z"))
-    [original] = reward_rows(rt)
-    assert original.status == "awaiting_approval"
-    run(rt, refund("quarter", "2026-04-02T06:00:00Z"))
+               'approval = {currency = "USD", threshold = "500"}\n'
+               '[programs.p.budget]\namount = "1000"\ncurrency = "USD"\n')
+    won, refunded = deal("quarter", when="2026-01-01T00:00:00Z"), refund("quarter", "2026-04-02T06:00:00Z")
+    if same_batch:
+        run(rt, won, refunded)
+    else:
+        run(rt, won)
+        [original] = reward_rows(rt)
+        assert original.status == "awaiting_approval"
+        run(rt, refunded)
     rows = {r.transition: r for r in reward_rows(rt)}
     assert rows["won"].status == "cancelled"
     kept = rows["refunded"]
     assert (money(kept), kept.status, kept.approvals_needed) == ("250.00", "pending", 0)
-    assert json.loads(kept.details)["cancelled_rewards"] == [original.id]
+    assert kept.budget_key == rows["won"].budget_key == "p:all"  # the kept share stays in the pool
+    assert json.loads(kept.details)["cancelled_rewards"] == ([] if same_batch else [rows["won"].id])
+    run(rt, deal("next", "750.00", when="2026-05-01T00:00:00Z"))  # 250 + 750 fills the 1000 pool exactly
+    assert [r.status for r in reward_rows(rt) if r.object_id == "next"] == ["awaiting_approval"]
     assert "share kept after the clawback" in kept.description
     schedule(rt)
     assert [payout_money(p) for p in all_payouts(rt)] == [("p1", "250.00", "USD")]
@@ -868,8 +872,9 @@ def test_replaying_events_creates_no_new_reward_or_payout(world: Any) -> None:
     run(rt, *records)
     schedule(rt)
     before = snapshot(rt)
-    assert (before["rewards"], before["payouts"]) == (6, 2)  # o1 split in two; o2 awaiting; o3 held; o4 and back
-    assert before["rewarded"] == 100000 + 300000 + 250000
+    # o1 split in two; o2 awaiting; o3 held; o4 cancelled by its refund in the same batch
+    assert (before["rewards"], before["payouts"]) == (5, 2)
+    assert before["rewarded"] == 100000 + 300000 + 250000 + 1000
     for _ in range(2):
         run(rt, *records)
         run(rt, *reversed(records), limit=1)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -66,14 +66,30 @@ class DbHistory:
         # (program, currency, "payee" | "partner" | "program", payee / partner / None) -> [(occurred_at, minor)]
         self.in_batch_scopes: dict[tuple[str, str, str, str | None], list[tuple[datetime, int]]] = {}
         self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
+        self._batch_rewards: dict[tuple[int, int], tuple[str, Event, str, str, int, Decision]] = {}
 
-    def add(self, program: str, event: Event, payee_id: str, currency: str, minor: int) -> None:
-        """Count a reward of the batch."""
+    def add(self, program: str, event: Event, line: RewardLine, minor: int, decision: Decision,
+            ref: tuple[int, int]) -> None:
+        """Count a reward of the batch; ``ref`` names it should a clawback of the same batch cancel it."""
+        self._count(program, event, line.payee_id, line.currency, minor)
+        self.in_batch_objects.setdefault(_object_key(program, event), []).append(ObjectReward(
+            event.occurred_at, line.payee_id, line.currency, minor, status=decision.status,
+            budget_key=decision.budget_key, batch_ref=ref))
+        self._batch_rewards[ref] = (program, event, line.payee_id, line.currency, minor, decision)
+
+    def forget(self, ref: tuple[int, int]) -> None:
+        """Stop counting a reward of the batch that a clawback of the same batch cancelled."""
+        program, event, payee_id, currency, minor, decision = self._batch_rewards.pop(ref)
+        self._count(program, event, payee_id, currency, -minor)
+        key = _object_key(program, event)
+        self.in_batch_objects[key] = [r for r in self.in_batch_objects[key] if r.batch_ref != ref]
+        if decision.budget_key is not None and decision.hold_code != "budget":  # its reservation is released
+            self.reserved[decision.budget_key] -= minor
+
+    def _count(self, program: str, event: Event, payee_id: str, currency: str, minor: int) -> None:
         key = (program, payee_id, currency)
         self.in_batch[key] = self.in_batch.get(key, 0) + minor
         self.in_batch_by_time.setdefault(key, []).append((event.occurred_at, minor))
-        self.in_batch_objects.setdefault(_object_key(program, event), []).append(
-            ObjectReward(event.occurred_at, payee_id, currency, minor))
         for scope in (("payee", payee_id), ("partner", event.partner_id), ("program", None)):
             self.in_batch_scopes.setdefault((program, currency, *scope), []).append((event.occurred_at, minor))
 
@@ -239,7 +255,8 @@ class _Result:
     reason: str | None = None
     rewards: list[tuple[RewardLine, int, Decision]] = field(default_factory=list)  # line, minor units, decision
     funds: list[tuple[FundMovement, Decimal]] = field(default_factory=list)  # movement, rounded amount
-    cancels: list[int] = field(default_factory=list)  # unpaid rewards a clawback cancels
+    cancels: list[int] = field(default_factory=list)  # stored unpaid rewards a clawback cancels
+    cancel_batch: list[tuple[int, int]] = field(default_factory=list)  # rewards of this batch it cancels
 
 
 def _checked_line(line: RewardLine) -> int:
@@ -303,8 +320,14 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             if (event.id, program) in done or not _matches(section, event):
                 continue  # calculated before (a retried event keeps its other programs' results)
             result = _run_one(calculator, program, section, event, history)
-            for line, minor, _decision in result.rewards:
-                history.add(program, event, line.payee_id, line.currency, minor)
+            for ref in result.cancel_batch:  # a clawback cancelled rewards of this batch before they were written
+                history.forget(ref)
+                earlier = results[ref[0]].rewards
+                line, minor, decision = earlier[ref[1]]
+                earlier[ref[1]] = (line, minor, replace(decision, status="cancelled", hold_code=None,
+                                                        hold_reason=f"clawed back by event {event.id}"))
+            for number, (line, minor, decision) in enumerate(result.rewards):
+                history.add(program, event, line, minor, decision, (len(results), number))
             for movement, amount in result.funds:
                 history.add_fund(program, event, movement, amount)
             if result.status != "failed":
@@ -432,9 +455,11 @@ def _still_granted(prior: list[ObjectReward]) -> str:
 
 def _clawback(program: str, section: ProgramSection, event: Event, history: DbHistory) -> _Result:
     claw = clawback(program, section, event, history)
-    result = _Result("rewarded" if claw.lines or claw.cancel else "not_eligible", cancels=claw.cancel)
-    if claw.cancel:
-        result.reason = "cancelled unpaid rewards " + ", ".join(map(str, claw.cancel))
+    result = _Result("rewarded" if claw.lines or claw.cancel or claw.cancel_batch else "not_eligible",
+                     cancels=claw.cancel, cancel_batch=claw.cancel_batch)
+    if claw.cancel or claw.cancel_batch:
+        result.reason = "cancelled unpaid rewards " + ", ".join(
+            [*map(str, claw.cancel), *(["of this batch"] if claw.cancel_batch else [])])
     for line in claw.lines:
         minor = _checked_line(line)
         decision = Decision() if minor < 0 else kept_share(section, line.currency, minor,

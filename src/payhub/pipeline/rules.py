@@ -26,7 +26,7 @@ SPLITS_ATTRIBUTE = "splits"
 class ObjectReward:
     """A reward of a program on an earlier event of the same CRM object (what a clawback can take back).
 
-    ``reward_id`` is None for a reward of the batch being calculated (not written yet)."""
+    ``reward_id`` is None for a reward of the batch being calculated (not written yet); ``batch_ref`` names it."""
 
     occurred_at: datetime
     payee_id: str
@@ -35,6 +35,12 @@ class ObjectReward:
     reward_id: int | None = None
     status: str | None = None
     budget_key: str | None = None
+    batch_ref: tuple[int, int] | None = None
+
+    @property
+    def unpaid(self) -> bool:
+        """Not in a payout yet: of this batch, or stored in an unpaid state."""
+        return self.batch_ref is not None or (self.reward_id is not None and self.status in UNPAID)
 
 
 # Rewards not in a payout yet: a clawback cancels them instead of netting against the payee's other earnings.
@@ -121,7 +127,8 @@ class Clawback:
     """What a clawback event does: adjustment lines, and the unpaid rewards it cancels."""
 
     lines: list[RewardLine]
-    cancel: list[int]
+    cancel: list[int]  # stored rewards
+    cancel_batch: list[tuple[int, int]]  # rewards of the batch being calculated
     budget_keys: dict[tuple[str, str], str | None]  # (payee, currency) -> budget pool of a kept share
 
 
@@ -135,7 +142,7 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
     negative (an adjustment netted against later payouts) or, when a prorated clawback cancelled an unpaid reward,
     positive (the share kept).
     """
-    result = Clawback([], [], {})
+    result = Clawback([], [], [], {})
     prior = history.object_rewards(program, event)
     if not prior:
         return result
@@ -157,8 +164,9 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
         take = max(min(quantize(given * fraction, currency) - taken_back, left), Decimal(0))
         if take == 0:
             continue
-        unpaid = [r for r in rewards if r.reward_id is not None and r.status in UNPAID]
+        unpaid = [r for r in rewards if r.unpaid]
         result.cancel += [r.reward_id for r in unpaid if r.reward_id is not None]
+        result.cancel_batch += [r.batch_ref for r in unpaid if r.batch_ref is not None]
         in_payouts = left - from_minor(sum(r.minor for r in unpaid), currency)
         line = (left - take) - in_payouts
         if line == 0:
@@ -167,7 +175,7 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
                                    "already_taken_back": str(taken_back),
                                    "fraction": str(fraction.quantize(Decimal("0.000001")))}
         if unpaid:
-            details.update(taken_back=str(take), cancelled_rewards=[r.reward_id for r in unpaid])
+            details.update(taken_back=str(take), cancelled_rewards=[r.reward_id for r in unpaid if r.reward_id])
         what = "clawback" if line < 0 else "share kept after the clawback"
         result.lines.append(RewardLine(payee, line, currency, f"{program}: {section.clawback} {what} on "
                                        f"{event.event_type} of {event.object_type} {event.object_id}", details))
