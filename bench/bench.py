@@ -6,9 +6,13 @@ CSV, a built-in calculator (``percentage`` or ``flat``) makes one reward per eve
 ``payhub.testing.FakeRail`` accepts every payout. Each stage function the worker calls is wrapped to measure its
 wall time and peak memory. In the same run, the *ceiling* is measured: plain ``sqlite3.executemany`` of the very
 rows the pipeline wrote, into tables of the same shape in a fresh file, with the same journal and synchronous
-settings. See bench/README.md for how to read the figures.
+settings. ``--programs mix`` runs the built-in program calculators together instead (spiff, rebate, deal
+registration, activity, co-op, and MDF, referral and loyalty points when installed) with splits, clawbacks, caps,
+budgets, approvals and FX conversion, over a year of mixed events, and checks the result. See bench/README.md for
+how to read the figures.
 
     python bench/bench.py                       # 100,000 events, human-readable table
+    python bench/bench.py --programs mix -n 20000   # the program mix, with its checks and the audit chain verified
     python bench/bench.py -n 1000000 --json     # JSON on stdout
     python bench/bench.py --sizes 100000,300000,1000000   # memory flatness: one fresh process per size
     python bench/bench.py -n 100000 --profile   # cProfile per stage, top functions printed and saved
@@ -20,9 +24,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import csv
 import io
 import json
 import logging
+import math
 import os
 import platform
 import pstats
@@ -35,9 +41,11 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +69,7 @@ PROGRAM_NAME = "bench"
 RAIL_NAME = "memory"
 PRODUCTS = ("licence", "support", "services", "hardware", "training")
 MB = 1024 * 1024
+AUDIT_VERIFY_AUTO_MAX = 20_000  # --audit-verify auto: verify the audit chain up to this many events
 
 
 # ------------------------------------------------------------------------------------------------- memory
@@ -331,26 +340,32 @@ def patched_worker(meter: Meter) -> Iterator[None]:
 
 def write_inputs(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The events CSV, the payees CSV, the settings file and a plugin distribution exposing FakeRail."""
-    rng = random.Random(args.seed)
-    currencies = args.currencies
-    payee_ids = [f"P{k:06d}" for k in range(args.payees)]
-    with (workdir / "payees.csv").open("w", encoding="utf-8") as fh:
-        fh.write("id,name,country,currency,email,account\n")
-        for k, pid in enumerate(payee_ids):
-            fh.write(f"{pid},Partner {k},US,{currencies[k % len(currencies)]},p{k}@example.com,ACCT{k:08d}\n")
-    base = datetime(2026, 1, 1, tzinfo=UTC)
-    with (workdir / "deals.csv").open("w", encoding="utf-8", buffering=1 << 20) as fh:
-        fh.write("id,type,occurred_at,payee_id,partner_id,amount,currency,product\n")
-        for i in range(args.events):
-            k = rng.randrange(args.payees)
-            cents = rng.randrange(10_000, 5_000_000)
-            moment = (base + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            fh.write(f"OPP{i:09d},deal_won,{moment},{payee_ids[k]},PT{k:06d},{cents // 100}.{cents % 100:02d},"
-                     f"{currencies[k % len(currencies)]},{PRODUCTS[i % len(PRODUCTS)]}\n")
-    if args.calculator == "flat":
-        program = f'calculator = "flat"\namount = "25.00"\ncurrency = "{currencies[0]}"\n'
+    mix = None
+    if args.programs == "mix":
+        mix = write_mix_inputs(workdir, args)
+        programs = mix.pop("toml")
     else:
-        program = 'calculator = "percentage"\npercent = "2.5"\n'
+        rng = random.Random(args.seed)
+        currencies = args.currencies
+        payee_ids = [f"P{k:06d}" for k in range(args.payees)]
+        with (workdir / "payees.csv").open("w", encoding="utf-8") as fh:
+            fh.write("id,name,country,currency,email,account\n")
+            for k, pid in enumerate(payee_ids):
+                fh.write(f"{pid},Partner {k},US,{currencies[k % len(currencies)]},p{k}@example.com,ACCT{k:08d}\n")
+        base = datetime(2026, 1, 1, tzinfo=UTC)
+        with (workdir / "deals.csv").open("w", encoding="utf-8", buffering=1 << 20) as fh:
+            fh.write("id,type,occurred_at,payee_id,partner_id,amount,currency,product\n")
+            for i in range(args.events):
+                k = rng.randrange(args.payees)
+                cents = rng.randrange(10_000, 5_000_000)
+                moment = (base + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                fh.write(f"OPP{i:09d},deal_won,{moment},{payee_ids[k]},PT{k:06d},{cents // 100}.{cents % 100:02d},"
+                         f"{currencies[k % len(currencies)]},{PRODUCTS[i % len(PRODUCTS)]}\n")
+        if args.calculator == "flat":
+            program = f'calculator = "flat"\namount = "25.00"\ncurrency = "{currencies[0]}"\n'
+        else:
+            program = 'calculator = "percentage"\npercent = "2.5"\n'
+        programs = f"[programs.{PROGRAM_NAME}]\n{program}"
     (workdir / "payhub.toml").write_text(f"""\
 [database]
 url = "sqlite:///payhub.db"
@@ -366,8 +381,7 @@ path = "deals.csv"
 batch_size = {args.source_batch}
 settle_seconds = 0
 
-[programs.{PROGRAM_NAME}]
-{program}
+{programs}
 [rails.{RAIL_NAME}]
 plugin = "{RAIL_ENTRY_POINT}"
 max_batch = {args.rail_batch}
@@ -381,7 +395,549 @@ default_rail = "{RAIL_NAME}"
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: payhub-bench-plugins\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(f"[payhub.rails]\n{RAIL_ENTRY_POINT} = payhub.testing:FakeRail\n")
     sys.path.insert(0, str(site))
-    return {"csv_bytes": (workdir / "deals.csv").stat().st_size}
+    return {"csv_bytes": (workdir / "deals.csv").stat().st_size, "mix": mix}
+
+
+# ------------------------------------------------------------------------------------------------- the mix
+
+MIX_YEAR = 2026
+# The event types of ``--programs mix`` and their share of the events. A type whose program's calculator is not
+# installed (mdf, referral, loyalty_points are optional) is left out and the others share its part.
+MIX_SHARES = {
+    "deal_won": 0.36, "purchase": 0.26, "activity": 0.16, "coop_claim": 0.04, "mdf_claim": 0.03,
+    "referral_closed": 0.03, "points_redemption": 0.01, "order_returned": 0.02, "deal_refunded": 0.02,
+}
+MIX_OBJECT_TYPES = {
+    "deal_won": "Opportunity", "deal_refunded": "Opportunity", "purchase": "Order", "order_returned": "Order",
+    "activity": "Activity", "coop_claim": "CoopClaim", "mdf_claim": "MdfClaim", "referral_closed": "Referral",
+    "points_redemption": "Redemption",
+}
+MIX_OPTIONAL = {"mdf_claim": "mdf", "referral_closed": "referral", "points_redemption": "loyalty_points"}
+MIX_REQUIRED = ("spiff", "rebate", "deal_registration", "activity", "coop")
+MIX_COLUMNS = ("id", "object_type", "type", "occurred_at", "payee_id", "partner_id", "amount", "currency",
+               "product", "quantity", "registered_at", "second_partner_id", "splits", "activity", "approved_amount",
+               "activity_date", "points")
+MIX_ACTIVITIES = {"webinar": 0.60, "demo": 0.25, "certification": 0.15}
+LOYALTY_ACTION_POINTS = {"certification": 500, "webinar": 50, "demo": 100}
+SPLIT_SHARES = {2: (("60", "40"), ("50", "50"), ("70", "30")), 3: (("50", "30", "20"), ("40", "30", "30"),
+                                                                   ("34", "33", "33"))}
+# Core keys of a program section (the rest are the calculator's parameters).
+CORE_PROGRAM_KEYS = {"calculator", "event_types", "sources", "splits", "split_overlay", "clawback_event_types",
+                     "clawback", "clawback_term_days", "caps", "budget", "approval", "payout_currency", "fx_date",
+                     "fx_rate_type", "enabled"}
+MIX_CURRENCIES = ["USD", "EUR", "GBP"]  # --programs mix without --currencies: partners and reps paid in these
+RATES_FILE = "eurofxref-hist.csv"
+EUR_RATES = {"USD": 1.08, "GBP": 0.85, "JPY": 160.0, "CHF": 0.95, "CAD": 1.47, "AUD": 1.63, "SEK": 11.4}
+PAID_STATUSES = ("scheduled", "sent", "paid")
+REWARD_STATUSES = ("pending", "held", "awaiting_approval", "carried", "scheduled", "sent", "paid", "cancelled")
+
+
+def mix_programs(args: argparse.Namespace, available: set[str]) -> dict[str, dict[str, Any]]:
+    """The programs of the mix, named after their calculators, as settings sections (core keys + parameters).
+
+    Limits that a busier payee or partner reaches sooner (the spiff cap per rep, the spiff budget per partner and
+    quarter, the rebate tiers, the MDF allocation, the loyalty tiers and redemptions) scale with the events per rep
+    or per partner, so every size does the same shape of work (the same share capped, held, tiered up).
+    """
+    cur = args.currencies[0]
+    rep = args.events / args.payees / 100  # events per rep relative to the default 100,000 over 1,000
+    org = args.events / args.partners / 2500  # events per partner relative to the default 100,000 over 40
+
+    def scaled(amount: float, scale: float, floor: int) -> str:
+        return str(max(floor, round(amount * scale)))
+
+    programs: dict[str, dict[str, Any]] = {
+        "spiff": {
+            "calculator": "spiff", "event_types": ["deal_won"], "splits": True,
+            "clawback_event_types": ["deal_refunded"],
+            "budget": {"amount": scaled(12_000, org, 100), "currency": cur, "period": "quarter", "per": "partner"},
+            "amount": "5", "currency": cur, "per": "unit", "products": ["licence", "hardware", "support"],
+            "starts": datetime(MIX_YEAR, 1, 1).date(), "ends": datetime(MIX_YEAR, 12, 31).date(),
+            "cap_per_payee": scaled(1500, rep, 50),
+        },
+        "rebate": {
+            "calculator": "rebate", "event_types": ["purchase", "order_returned"],
+            "payout_currency": "payee", "fx_date": "event",
+            "period": "quarter", "mode": "marginal", "return_event_types": ["order_returned"],
+            "tiers": [{"up_to": scaled(1_000_000, org, 1000), "percent": "1"},
+                      {"up_to": scaled(3_000_000, org, 3000), "percent": "2"}, {"percent": "3"}],
+        },
+        "deal_registration": {
+            "calculator": "deal_registration", "event_types": ["deal_won"],
+            "clawback_event_types": ["deal_refunded"], "clawback": "prorated", "clawback_term_days": 365,
+            "caps": [{"per": "partner", "period": "quarter", "amount": scaled(60_000, org, 1000), "currency": cur}],
+            "approval": {"currency": cur, "threshold": "2500", "dual_threshold": "10000"},
+            "percent": "3", "protection_days": 90, "second_partner_share": "30",
+        },
+        "activity": {
+            "calculator": "activity", "event_types": ["activity"],
+            "rewards": {"certification": "200", "webinar": "25", "demo": "50"}, "currency": cur,
+            "cap_per_period": "250", "period": "month",
+        },
+        "coop": {
+            "calculator": "coop", "event_types": ["purchase", "coop_claim"],
+            "percent": "2", "expiry_days": 365, "claim_event_types": ["coop_claim"], "participation_percent": "50",
+        },
+        "mdf": {
+            "calculator": "mdf", "event_types": ["mdf_claim"], "payout_currency": "payee", "fx_date": "payout",
+            "allocation": scaled(50_000, org, 500), "currency": cur, "period": "quarter", "cofunding_percent": "50",
+            "claim_deadline_days": 45,
+        },
+        "referral": {
+            "calculator": "referral", "event_types": ["referral_closed"], "mode": "flat", "amount": "250",
+            "currency": cur,
+        },
+        "loyalty_points": {
+            "calculator": "loyalty_points", "event_types": ["purchase", "activity", "points_redemption"],
+            "points_per_unit_amount": "0.1", "points_per_action": dict(LOYALTY_ACTION_POINTS),
+            "value_per_point": "0.01", "currency": cur,
+            "tiers": [{"name": "silver", "min_points": 0, "multiplier": "1"},
+                      {"name": "gold", "min_points": int(scaled(250_000, org, 1000)), "multiplier": "1.25"},
+                      {"name": "platinum", "min_points": int(scaled(1_000_000, org, 4000)), "multiplier": "1.5"}],
+            "tier_period": "year", "expiry_days": 365, "redemption_event_types": ["points_redemption"],
+            "holder": "partner",
+        },
+    }
+    return {name: spec for name, spec in programs.items() if spec["calculator"] in available}
+
+
+def write_rates(path: Path, currencies: list[str]) -> None:
+    """Daily euro reference rates in the ECB's historical-file format (``Date,USD,...,`` newest first) from a month
+    before the year of events to a few days after today (``fx_date = "payout"`` converts at today's rate), for the
+    ``ecb_rates`` hook: deterministic, gently moving rates, so conversions are real work and never miss a rate."""
+    quoted = [c for c in dict.fromkeys(currencies) if c != "EUR"]
+    first = datetime(MIX_YEAR - 1, 12, 1).date()
+    last = max(datetime(MIX_YEAR, 12, 31).date(), datetime.now(UTC).date()) + timedelta(days=7)
+    lines = ["Date," + "".join(f"{c}," for c in quoted)]
+    day = last
+    while day >= first:
+        n = (day - first).days
+        cells = []
+        for c in quoted:
+            rate = EUR_RATES.get(c, 1.5) * (1 + 0.03 * math.sin(n / 29 + len(c) + ord(c[0])))
+            cells.append(f"{rate:.2f}," if rate >= 50 else f"{rate:.4f},")
+        lines.append(f"{day.isoformat()}," + "".join(cells))
+        day -= timedelta(days=1)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _toml(value: Any) -> str:
+    """A TOML value (strings, integers, booleans, dates, lists, inline tables) for the settings file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def _matching(programs: dict[str, dict[str, Any]], event_type: str) -> list[str]:
+    """The programs that calculate an event of ``event_type`` (as payhub.pipeline.calculate._matches decides)."""
+    return [name for name, spec in programs.items()
+            if event_type in spec.get("event_types", ()) or event_type in spec.get("clawback_event_types", ())]
+
+
+def write_mix_inputs(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Payees (reps and partners) and a year of mixed CRM events for ``--programs mix``; the programs' TOML."""
+    from importlib.metadata import entry_points
+
+    available = {ep.name for ep in entry_points(group="payhub.calculators")}
+    missing = [name for name in MIX_REQUIRED if name not in available]
+    if missing:
+        raise SystemExit(f"bench: --programs mix needs the calculators {', '.join(missing)} (not installed)")
+    programs = mix_programs(args, available)
+    shares = {t: w for t, w in MIX_SHARES.items() if t not in MIX_OPTIONAL or MIX_OPTIONAL[t] in programs}
+    kinds, weights = list(shares), list(shares.values())
+    rng = random.Random(args.seed)
+    cur, currencies = args.currencies[0], args.currencies
+    reps = [f"P{k:06d}" for k in range(args.payees)]
+    partners = [f"PT{j:04d}" for j in range(args.partners)]
+    # Partner sizes are skewed (weight 1/rank^0.8): a few large partners have many reps, the tail a few each.
+    rep_partner = [k if k < args.partners else j for k, j in enumerate(
+        rng.choices(range(args.partners), [1 / (j + 1) ** 0.8 for j in range(args.partners)], k=args.payees))]
+    colleagues: dict[int, list[str]] = {}
+    for k, j in enumerate(rep_partner):
+        colleagues.setdefault(j, []).append(reps[k])
+    with (workdir / "payees.csv").open("w", encoding="utf-8") as fh:
+        fh.write("id,name,country,currency,email,account\n")
+        for k, pid in enumerate(reps):
+            fh.write(f"{pid},Rep {k},US,{currencies[k % len(currencies)]},r{k}@example.com,ACCT{k:08d}\n")
+        for j, pid in enumerate(partners):
+            fh.write(f"{pid},Partner {j},US,{currencies[j % len(currencies)]},finance@partner{j}.example.com,"
+                     f"ORG{j:08d}\n")
+
+    def money(median: float, sigma: float, low: float, high: float) -> int:
+        """Cents of a log-normal amount (most deals small, a few large), clipped to [low, high]."""
+        return round(min(max(rng.lognormvariate(math.log(median), sigma), low), high) * 100)
+
+    def text(cents: int) -> str:
+        return f"{cents // 100}.{cents % 100:02d}"
+
+    def recent(items: list[Any], mean_back: float) -> Any:
+        """Take one of the latest items (refunds and returns follow their sale within weeks)."""
+        return items.pop(max(0, len(items) - 1 - int(rng.expovariate(1 / mean_back))))
+
+    org = args.events / args.partners / 2500
+    redeem_unit = max(1, round(1000 * org))
+    deals: list[tuple[str, str, str, int]] = []  # not yet refunded: id, rep, partner, cents
+    orders: list[tuple[str, str, str, int]] = []  # not yet returned
+    points = [0.0] * args.partners  # a lower bound of each partner's loyalty balance, so redemptions never fail
+    counts: Counter[str] = Counter()
+    base = datetime(MIX_YEAR, 1, 1, tzinfo=UTC)
+    year_s = (datetime(MIX_YEAR + 1, 1, 1) - datetime(MIX_YEAR, 1, 1)).total_seconds()
+    loyalty = "loyalty_points" in programs
+    with (workdir / "deals.csv").open("w", encoding="utf-8", newline="", buffering=1 << 20) as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(MIX_COLUMNS)
+        for i in range(args.events):
+            at = base + timedelta(seconds=int(i * year_s / args.events))
+            kind = rng.choices(kinds, weights)[0]
+            k = rng.randrange(args.payees)
+            j = rep_partner[k]
+            rep, partner = reps[k], partners[j]
+            if kind == "deal_refunded" and not deals:
+                kind = "deal_won"
+            if kind == "order_returned" and not orders:
+                kind = "purchase"
+            redeem = rng.randint(5, 50) * redeem_unit
+            if kind == "points_redemption" and points[j] < 2 * redeem:
+                kind = "activity"
+            row = dict.fromkeys(MIX_COLUMNS, "")
+            row.update(id=f"{kind[:3].upper()}{i:09d}", type=kind, object_type=MIX_OBJECT_TYPES[kind],
+                       occurred_at=at.strftime("%Y-%m-%dT%H:%M:%SZ"), payee_id=rep, partner_id=partner)
+            if kind == "deal_won":
+                cents = money(15_000, 1.0, 500, 2_000_000)
+                row.update(amount=text(cents), currency=cur, product=rng.choice(PRODUCTS),
+                           quantity=str(min(500, 1 + int(rng.expovariate(1 / 7)))))
+                if rng.random() < 0.30:  # a registered deal, mostly closed within its 90 days of protection
+                    days = rng.randint(1, 85) if rng.random() < 0.85 else rng.randint(91, 240)
+                    row["registered_at"] = (at.date() - timedelta(days=days)).isoformat()
+                    if rng.random() < 0.20 and args.partners > 1:
+                        row["second_partner_id"] = partners[(j + rng.randrange(1, args.partners)) % args.partners]
+                if rng.random() < 0.20:  # a team sale: 2 or 3 reps share the spiff
+                    n = 2 if rng.random() < 0.7 else 3
+                    team = [r for r in colleagues[j] if r != rep]
+                    others = rng.sample(team, n - 1) if len(team) >= n - 1 else rng.sample(
+                        [r for r in reps if r != rep], n - 1)
+                    row["splits"] = json.dumps([{"payee_id": p, "percent": s} for p, s in zip(
+                        [rep, *others], rng.choice(SPLIT_SHARES[n]), strict=True)], separators=(",", ":"))
+                deals.append((row["id"], rep, partner, cents))
+            elif kind == "deal_refunded":
+                row["id"], row["payee_id"], row["partner_id"], cents = recent(deals, 400)
+                row.update(amount=text(cents), currency=cur)
+            elif kind == "purchase":
+                cents = money(8_000, 0.9, 100, 500_000)
+                row.update(amount=text(cents), currency=cur)
+                orders.append((row["id"], rep, partner, cents))
+                points[j] += cents // 1000  # 0.1 point per unit of currency, before any tier multiplier
+            elif kind == "order_returned":
+                row["id"], row["payee_id"], row["partner_id"], cents = recent(orders, 300)
+                row.update(amount=text(max(1, round(cents * rng.uniform(0.1, 1.0)))), currency=cur)
+            elif kind == "activity":
+                row["activity"] = rng.choices(list(MIX_ACTIVITIES), list(MIX_ACTIVITIES.values()))[0]
+                points[j] += LOYALTY_ACTION_POINTS[row["activity"]] if loyalty else 0
+            elif kind == "coop_claim":
+                row.update(amount=text(money(3_000, 0.7, 200, 50_000)), currency=cur)
+            elif kind == "mdf_claim":
+                cents = money(6_000, 0.8, 500, 100_000)
+                row.update(amount=text(cents), currency=cur, approved_amount=text(round(cents * rng.uniform(0.5, 1))),
+                           activity_date=(at.date() - timedelta(days=rng.randint(0, 75))).isoformat())
+            elif kind == "points_redemption":
+                row["points"] = str(redeem)
+                points[j] -= redeem
+            counts[kind] += 1
+            out.writerow([row[c] for c in MIX_COLUMNS])
+    sections = []
+    for name, spec in programs.items():
+        sections.append(f"[programs.{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in spec.items()))
+    write_rates(workdir / RATES_FILE, currencies)
+    sections.append(f'[hooks.ecb_rates]\npath = "{RATES_FILE}"\n')
+    expected = sum(n * len(_matching(programs, kind)) for kind, n in counts.items())
+    return {"toml": "\n".join(sections), "programs": programs, "event_counts": dict(counts),
+            "expected_calculations": expected, "partners": args.partners, "reps": args.payees,
+            "payees": args.payees + args.partners, "currency": cur,
+            "not_installed": sorted(c for c in MIX_OPTIONAL.values() if c not in available)}
+
+
+def check_mix(db_path: Path, rail: Any, events: int, plan: dict[str, Any], verify_audit: bool) -> dict[str, Any]:
+    """What the mix left behind, and whether it is right: each (program, event) calculated once, the expected
+    calculations, money conserved from rewards to payouts, rules respected (approvals, budgets, clawbacks, funds,
+    rebate accruals). Cheap SQL over the finished database; the audit chain is verified on request."""
+    from payhub.db.schema import metadata
+    from payhub.money import from_minor, quantize, to_minor
+
+    programs = plan["programs"]
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        def one(sql: str, *params: Any) -> Any:
+            return con.execute(sql, params).fetchone()[0]
+
+        def rows(sql: str, *params: Any) -> list[Any]:
+            return con.execute(sql, params).fetchall()
+
+        counts = {t.name: one(f"SELECT count(*) FROM {t.name}") for t in metadata.sorted_tables}
+        events_by_status = dict(rows("SELECT status, count(*) FROM events GROUP BY status"))
+        rewards_by_status = dict(rows("SELECT status, count(*) FROM rewards GROUP BY status"))
+        payouts_by_status = dict(rows("SELECT status, count(*) FROM payouts GROUP BY status"))
+        held_by_code = dict(rows("SELECT coalesce(hold_code, '?'), count(*) FROM rewards WHERE status = 'held' "
+                                 "GROUP BY 1"))
+        if counts["events"] != events or events_by_status.get("calculated") != events:
+            problems.append(f"expected {events} calculated events, found {events_by_status}")
+        twice = one("SELECT count(*) FROM (SELECT 1 FROM calculations GROUP BY program, event_id "
+                    "HAVING count(*) > 1)")
+        if twice:
+            problems.append(f"{twice} (program, event) pairs calculated more than once")
+        if counts["calculations"] != plan["expected_calculations"]:
+            problems.append(f"{counts['calculations']} calculations, expected {plan['expected_calculations']} "
+                            "(one per matching program and event)")
+        stray = one("SELECT count(*) FROM rewards r JOIN calculations c ON c.program = r.program "
+                    "AND c.event_id = r.event_id WHERE c.status != 'rewarded'")
+        stray += one("SELECT count(*) FROM fund_entries f JOIN calculations c ON c.program = f.program "
+                     "AND c.event_id = f.event_id WHERE c.status != 'rewarded'")
+        if stray:
+            problems.append(f"{stray} rewards or fund entries of calculations not marked rewarded")
+
+        # Per program: calculations by status, rewards, fund entries, top failure reasons.
+        per_program: dict[str, dict[str, Any]] = {name: {"calculations": {}, "rewards": 0, "rewards_minor": 0,
+                                                         "adjustments": 0, "fund_entries": 0, "failures": []}
+                                                  for name in programs}
+        for program, status, n in rows("SELECT program, status, count(*) FROM calculations GROUP BY 1, 2"):
+            per_program.setdefault(program, {"calculations": {}, "rewards": 0, "rewards_minor": 0,
+                                             "adjustments": 0, "fund_entries": 0, "failures": []})
+            per_program[program]["calculations"][status] = n
+        for program, n, total, negative in rows("SELECT program, count(*), sum(amount_minor), "
+                                                "sum(amount_minor < 0) FROM rewards GROUP BY 1"):
+            per_program[program].update(rewards=n, rewards_minor=total, adjustments=negative)
+        for program, n in rows("SELECT program, count(*) FROM fund_entries GROUP BY 1"):
+            per_program[program]["fund_entries"] = n
+        for program, reason, n in rows("SELECT program, reason, count(*) FROM calculations WHERE status = 'failed' "
+                                       "GROUP BY 1, 2 ORDER BY 3 DESC"):
+            if len(per_program[program]["failures"]) < 3:
+                per_program[program]["failures"].append({"reason": reason, "count": n})
+        failed = sum(p["calculations"].get("failed", 0) for p in per_program.values())
+        if failed:
+            notes.append(f"{failed:,} calculations failed (top reasons per program below)")
+        for program, p in per_program.items():
+            if programs.get(program) is not None and not p["calculations"].get("rewarded"):
+                problems.append(f"program {program} rewarded nothing: {p['calculations']}")
+
+        # Where the rewards ended. The run goes on until nothing is payable, so none may be left pending.
+        left = {s: rewards_by_status[s] for s in ("pending", "scheduled") if rewards_by_status.get(s)}
+        if left:
+            problems.append(f"the run ended with rewards still {left}")
+        other_holds = {code: n for code, n in held_by_code.items() if code != "budget"}
+        if other_holds:
+            problems.append(f"rewards held for other reasons than the budget: {other_holds}")
+        if payouts_by_status.get("sent", 0) != counts["payouts"]:
+            problems.append(f"not every payout was sent: {payouts_by_status}")
+        # Money: the payouts of each currency add up to the rewards in them (converted ones at their recorded rate).
+        expected: dict[str, int] = {}
+        bad, converted = 0, 0
+        for r_cur, r_minor, p_cur, i_minor, fx in rows(
+                "SELECT r.currency, r.amount_minor, p.currency, i.amount_minor, i.fx FROM payout_items i "
+                "JOIN rewards r ON r.id = i.reward_id JOIN payouts p ON p.id = i.payout_id "
+                f"WHERE r.status IN {PAID_STATUSES} AND r.payout_id = i.payout_id"):
+            minor = r_minor
+            if fx is not None:
+                converted += 1
+                conversion = json.loads(fx)
+                amount = from_minor(r_minor, r_cur)
+                minor = to_minor(quantize(amount * Decimal(conversion["rate"]), p_cur), p_cur)
+                bad += conversion["from_currency"] != r_cur or Decimal(conversion["from_amount"]) != amount
+            elif r_cur != p_cur:
+                bad += 1
+            bad += i_minor != minor
+            expected[p_cur] = expected.get(p_cur, 0) + minor
+        bad += abs(counts["payout_items"] - sum(rewards_by_status.get(s, 0) for s in PAID_STATUSES))
+        if bad:
+            problems.append(f"{bad} payout items do not match their rewards (amount, currency, conversion or link)")
+        paid_out = dict(rows("SELECT currency, sum(amount_minor) FROM payouts GROUP BY 1"))
+        if expected != paid_out:
+            problems.append(f"payouts total {paid_out} but the rewards in them total {expected} (minor units)")
+        bad = one("SELECT count(*) FROM payouts p WHERE p.amount_minor <= 0 OR p.amount_minor != "
+                  "(SELECT coalesce(sum(i.amount_minor), 0) FROM payout_items i WHERE i.payout_id = p.id)")
+        if bad:
+            problems.append(f"{bad} payouts are not positive or differ from the sum of their items")
+        bad = one("SELECT count(*) FROM (SELECT 1 FROM rewards WHERE status = 'carried' GROUP BY payee_id, currency "
+                  "HAVING sum(amount_minor) > 0)")
+        if bad:
+            problems.append(f"{bad} payees have a positive carried balance that was never paid")
+        accepted = rail.accepted
+        if len(accepted) != counts["payouts"] or (accepted and max(accepted.values()) != 1):
+            problems.append(f"rail accepted {len(accepted)} keys for {counts['payouts']} payouts, "
+                            f"max {max(accepted.values(), default=0)} times each")
+
+        # The rules around the calculators.
+        for name, spec in programs.items():
+            approval = spec.get("approval")
+            if approval:
+                threshold = to_minor(quantize(Decimal(approval["threshold"]), approval["currency"]),
+                                     approval["currency"])
+                bad = one("SELECT count(*) FROM rewards WHERE program = ? AND amount_minor > ? AND status IN "
+                          f"{PAID_STATUSES}", name, threshold)
+                if bad:
+                    problems.append(f"{name}: {bad} rewards above the approval threshold were paid unapproved")
+            budget = spec.get("budget")
+            if budget:
+                limit = to_minor(quantize(Decimal(budget["amount"]), budget["currency"]), budget["currency"])
+                bad = one("SELECT count(*) FROM (SELECT 1 FROM rewards WHERE program = ? AND budget_key IS NOT NULL "
+                          "AND status != 'cancelled' AND NOT (status = 'held' AND hold_code = 'budget') "
+                          "GROUP BY budget_key HAVING sum(amount_minor) > ?)", name, limit)
+                if bad:
+                    problems.append(f"{name}: {bad} budget pools overdrawn")
+            if spec.get("clawback_event_types"):
+                # What a refunded deal still grants each payee: nothing after a full clawback, never below zero
+                # after a prorated one.
+                kinds = spec["clawback_event_types"]
+                full = spec.get("clawback", "full") == "full"
+                bad = one("SELECT count(*) FROM (SELECT 1 FROM rewards r JOIN events e ON e.id = r.event_id "
+                          "JOIN (SELECT DISTINCT source, object_type, object_id FROM events WHERE event_type IN "
+                          f"({', '.join('?' * len(kinds))})) x ON x.source = e.source AND x.object_type = "
+                          "e.object_type AND x.object_id = e.object_id WHERE r.program = ? AND r.status != "
+                          "'cancelled' GROUP BY e.object_id, r.payee_id, r.currency HAVING sum(r.amount_minor) "
+                          f"{'!= 0' if full else '< 0'})", *kinds, name)
+                if bad:
+                    problems.append(f"{name}: {bad} refunded deals grant a payee "
+                                    + ("something after a full clawback" if full else "less than nothing"))
+            for cap in spec.get("caps", ()):
+                bad_caps, note = _check_cap(rows, name, cap, spec.get("clawback_event_types", []))
+                problems += bad_caps
+                notes += [note] if note else []
+        spiff = programs.get("spiff", {})
+        if spiff.get("cap_per_payee"):
+            cap = to_minor(quantize(Decimal(spiff["cap_per_payee"]), spiff["currency"]), spiff["currency"])
+            over = rows("SELECT payee_id, sum(amount_minor) FROM rewards WHERE program = 'spiff' AND amount_minor > 0 "
+                        "GROUP BY 1 HAVING sum(amount_minor) > ?", cap)
+            if over:
+                notes.append(f"spiff: {len(over)} reps were granted more than cap_per_payee {spiff['cap_per_payee']} "
+                             f"(up to {max(v for _p, v in over) / 100:,.2f}): the cap is applied to the event's rep "
+                             "before the split, so shares of colleagues' deals are not capped")
+
+        # Funds: what a claim or redemption pays is what it spends; no fund is spent below zero.
+        fund_sum: dict[tuple[str, str, str], Decimal] = {}
+        spent: dict[str, Decimal] = {}
+        for program, holder, unit, amount in rows("SELECT program, holder_id, unit, amount FROM fund_entries"):
+            value = Decimal(amount)
+            fund_sum[(program, holder, unit)] = fund_sum.get((program, holder, unit), Decimal(0)) + value
+            if value < 0:
+                spent[program] = spent.get(program, Decimal(0)) - value
+        overspent = [key for key, value in fund_sum.items() if value < 0]
+        if overspent:
+            problems.append(f"{len(overspent)} funds spent below zero, e.g. {overspent[0]}")
+        for name in ("coop", "mdf", "loyalty_points"):
+            if name not in programs:
+                continue
+            granted = one("SELECT coalesce(sum(amount_minor), 0) FROM rewards WHERE program = ?", name)
+            value = spent.get(name, Decimal(0))
+            if name == "loyalty_points":
+                value *= Decimal(programs[name]["value_per_point"])
+            if to_minor(quantize(value, plan["currency"]), plan["currency"]) != granted:
+                problems.append(f"{name}: rewards total {granted} minor units but the fund spending is worth {value}")
+
+        # Rebate: the accruals of each partner and quarter add up to the rebate of its net volume, to the cent.
+        if "rebate" in programs:
+            problems += _check_rebate(rows, programs["rebate"])
+        fund_entries_by_program = {name: p["fund_entries"] for name, p in per_program.items()}
+        adjustments = one("SELECT count(*) FROM rewards WHERE amount_minor < 0")
+    finally:
+        con.close()
+    audit: dict[str, Any] | None = None
+    if verify_audit:
+        from sqlalchemy import create_engine
+
+        from payhub.audit import verify
+
+        engine = create_engine(f"sqlite:///{db_path}")
+        start = time.perf_counter()
+        try:
+            with engine.connect() as conn:
+                result = verify(conn)
+        finally:
+            engine.dispose()
+        audit = {"ok": result.ok, "checked": result.checked, "seconds": time.perf_counter() - start,
+                 "problem": result.problem}
+        if not result.ok:
+            problems.append(f"audit verify: {result.problem}")
+    return {"ok": not problems, "problems": problems, "notes": notes, "rows": counts,
+            "events_by_status": events_by_status, "rewards_by_status": rewards_by_status,
+            "payouts_by_status": payouts_by_status, "held_by_code": held_by_code, "per_program": per_program,
+            "fund_entries": counts["fund_entries"], "fund_entries_by_program": fund_entries_by_program,
+            "adjustments": adjustments, "converted_items": converted, "audit_verify": audit}
+
+
+def _check_cap(rows: Callable[..., list[Any]], program: str, cap: dict[str, Any], clawbacks: list[str]
+               ) -> tuple[list[str], str | None]:
+    """A ``caps`` entry holds: what the program granted per payee, partner or in all, per period, is within it.
+
+    The share a payee keeps when a prorated clawback cancels an unpaid reward is a new reward of the refund event,
+    written outside the caps and counted in the refund's period: it may lift a period above the cap. That is
+    reported as a note; any other excess is a problem."""
+    from payhub.clock import period_bounds
+    from payhub.money import quantize, to_minor
+
+    limit = to_minor(quantize(Decimal(cap["amount"]), cap["currency"]), cap["currency"])
+    period = cap.get("period", "program")
+    used: dict[tuple[str | None, str], list[int]] = {}  # (scope, period) -> [all, without kept shares]
+    for payee_id, partner_id, at, kind, minor in rows(
+            "SELECT r.payee_id, e.partner_id, e.occurred_at, e.event_type, r.amount_minor FROM rewards r JOIN events e "
+            "ON e.id = r.event_id WHERE r.program = ? AND r.currency = ? AND r.status != 'cancelled'",
+            program, cap["currency"]):
+        scope = {"payee": payee_id, "partner": partner_id, "program": None}[cap["per"]]
+        label = "all" if period == "program" else period_bounds(
+            datetime.fromisoformat(str(at)).replace(tzinfo=UTC), period)[2]
+        entry = used.setdefault((scope, label), [0, 0])
+        entry[0] += minor
+        entry[1] += 0 if kind in clawbacks and minor > 0 else minor
+    over = [key for key, (_all, capped) in used.items() if capped > limit]
+    lifted = {key: total - limit for key, (total, capped) in used.items() if total > limit >= capped}
+    problems = [f"{program}: {len(over)} caps per {cap['per']} and {period} exceeded, e.g. {over[0]}"] if over else []
+    note = None
+    if lifted:
+        key, excess = max(lifted.items(), key=lambda item: item[1])
+        note = (f"{program}: {len(lifted)} {cap['per']}/{period} totals end above the cap of {cap['amount']} "
+                f"{cap['currency']} (most: {key[0]} {key[1]} by {excess / 100:,.2f}) only because of shares kept "
+                "after prorated clawbacks of unpaid rewards: written on the refund event, outside the caps, in the "
+                "refund's period")
+    return problems, note
+
+
+def _check_rebate(rows: Callable[..., list[Any]], spec: dict[str, Any]) -> list[str]:
+    from payhub.builtin.programs.rebate import RebateParams
+    from payhub.money import quantize, to_minor
+
+    params = RebateParams.model_validate({k: v for k, v in spec.items() if k not in CORE_PROGRAM_KEYS})
+    returns = set(params.return_event_types)
+
+    def quarter(at: str) -> str:
+        return f"{at[:4]}-Q{(int(at[5:7]) - 1) // 3 + 1}"
+
+    volume: dict[tuple[str, str, str], Decimal] = {}
+    for partner_id, currency, at, kind, amount in rows(
+            "SELECT e.partner_id, e.currency, e.occurred_at, e.event_type, e.amount FROM calculations c "
+            "JOIN events e ON e.id = c.event_id WHERE c.program = 'rebate' AND c.status != 'failed'"):
+        key = (partner_id, currency, quarter(str(at)))
+        volume[key] = volume.get(key, Decimal(0)) + (-Decimal(amount) if kind in returns else Decimal(amount))
+    accrued: dict[tuple[str, str, str], int] = {}
+    for payee_id, currency, at, minor in rows(
+            "SELECT r.payee_id, r.currency, e.occurred_at, r.amount_minor FROM rewards r "
+            "JOIN events e ON e.id = r.event_id WHERE r.program = 'rebate'"):
+        key = (payee_id, currency, quarter(str(at)))
+        accrued[key] = accrued.get(key, 0) + minor
+    wrong = [key for key, v in volume.items()
+             if accrued.get(key, 0) != to_minor(quantize(params.rebate(v), key[1]), key[1])]
+    if wrong:
+        return [f"rebate: {len(wrong)} partner quarters whose accruals differ from the rebate of their volume, "
+                f"e.g. {wrong[0]}"]
+    return []
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -586,6 +1142,11 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], checks: dict[str
         extra: dict[str, Any] = {}
         if name == "calculate":
             extra = {"events": st.returned}
+            if "per_program" in checks:  # the mix: several programs per event, fund entries besides rewards
+                extra.update(calculations=rows["calculations"],
+                             calculations_per_s=_rate(rows["calculations"], st.seconds),
+                             fund_entries=rows["fund_entries"],
+                             fund_entries_per_s=_rate(rows["fund_entries"], st.seconds))
             items, item_unit = rewards, "rewards"
         elif name == "disburse":
             extra = {"payouts": st.returned, "payouts_per_s": _rate(st.returned, st.seconds)}
@@ -600,12 +1161,15 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], checks: dict[str
     staged = sum(s["seconds"] for s in stages)
     end_to_end = {"seconds": elapsed, "cpu_seconds": run["cpu"], "rewards": sent, "rate": _rate(sent, elapsed),
                   "events_rate": _rate(rows["events"], elapsed), "outside_stages_s": elapsed - staged,
-                  "peak_rss_mb": run["run_peak_rss"] / MB}
+                  "peak_rss_mb": run["run_peak_rss"] / MB,
+                  "rewards_created": rewards, "rewards_created_rate": _rate(rewards, elapsed)}
     report: dict[str, Any] = {
         "bench": "payhub pipeline on SQLite",
         "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": {**run["host"], "loadavg_1min": run["load"]},
-        "params": {"events": args.events, "payees": args.payees, "calculator": args.calculator,
+        "params": {"events": args.events, "payees": args.payees, "programs": args.programs,
+                   "calculator": args.calculator if args.programs != "mix" else None,
+                   "partners": args.partners if args.programs == "mix" else None,
                    "currencies": args.currencies, "synchronous": args.synchronous, "batch_size": args.batch_size,
                    "source_batch": args.source_batch, "rail_batch": args.rail_batch, "seed": args.seed,
                    "tracemalloc": args.tracemalloc, "profile": args.profile},
@@ -624,7 +1188,21 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], checks: dict[str
                      "rows_per_reward": sum(rows.values()) / rewards if rewards else None,
                      "csv_bytes": run["inputs"]["csv_bytes"]},
         "ceiling": None,
+        "mix": None,
     }
+    plan = run["inputs"]["mix"]
+    if plan is not None:
+        report["mix"] = {
+            "programs": plan["programs"], "not_installed": plan["not_installed"], "partners": plan["partners"],
+            "reps": plan["reps"], "currency": plan["currency"], "event_counts": plan["event_counts"],
+            "expected_calculations": plan["expected_calculations"],
+            "rewards_by_status": {s: checks["rewards_by_status"].get(s, 0) for s in REWARD_STATUSES}
+            | {s: n for s, n in checks["rewards_by_status"].items() if s not in REWARD_STATUSES},
+            "held_by_code": checks["held_by_code"], "adjustments": checks["adjustments"],
+            "converted_items": checks["converted_items"],
+            "fund_entries": checks["fund_entries"], "fund_entries_by_program": checks["fund_entries_by_program"],
+            "per_program": checks["per_program"], "notes": checks["notes"], "audit_verify": checks["audit_verify"],
+        }
     if ceiling is not None:
         ev, every = ceiling["events"], ceiling["all_tables"]
         all_tables_rewards_rate = _rate(rewards, every["seconds"])
@@ -688,7 +1266,8 @@ def render(report: dict[str, Any]) -> str:
     p, e2e = report["params"], report["end_to_end"]
     out = io.StringIO()
     w = out.write
-    w(f"payhub bench: {p['events']:,} events, {p['payees']:,} payees, calculator={p['calculator']}, "
+    what = "programs=mix" if report.get("mix") else f"calculator={p['calculator']}"
+    w(f"payhub bench: {p['events']:,} events, {p['payees']:,} payees, {what}, "
       f"SQLite synchronous={p['synchronous']}, batch {p['batch_size']} (source {p['source_batch']}, "
       f"rail {p['rail_batch']})\n")
     h = report["host"]
@@ -708,11 +1287,17 @@ def render(report: dict[str, Any]) -> str:
         if s["stage"] == "disburse":
             w(f"   ({s['payouts']:,} payouts, {_fmt(s['payouts_per_s'])}/s)")
         if s["stage"] == "calculate":
-            w(f"   ({s['events']:,} events)")
+            if "calculations" in s:
+                w(f"   ({s['events']:,} events, {s['calculations']:,} calculations {_fmt(s['calculations_per_s'])}/s, "
+                  f"{s['fund_entries']:,} fund entries)")
+            else:
+                w(f"   ({s['events']:,} events)")
         w("\n")
     w(f"{'end to end':<12}{e2e['seconds']:>10.2f}{e2e['cpu_seconds']:>9.2f}{e2e['rewards']:>12,} {'rewards':<8}"
       f"{_fmt(e2e['rate']):>12}"
       f"{e2e['peak_rss_mb']:>13.1f}\n")
+    if report.get("mix"):
+        render_mix(report, w)
     m = report["memory"]
     w(f"\nmemory: {m['method']}. RSS before the run {m['baseline_rss_mb']:.1f} MB; peak during the run "
       f"{m['run_peak_rss_mb']:.1f} MB; process peak incl. setup {m['process_peak_rss_mb']:.1f} MB.\n")
@@ -742,9 +1327,53 @@ def render(report: dict[str, Any]) -> str:
             for item in info["top"][:8]:
                 w(f"    {item['seconds']:8.2f} s {item['count']:>9,}x  {item['sql']}\n")
     ch = report["checks"]
-    w("\nchecks: " + ("ok (every event calculated, every reward paid once, totals match)" if ch["ok"]
-                      else "FAILED: " + "; ".join(ch["problems"])) + "\n")
+    passed = ("ok (each (program, event) calculated once and as expected, payouts add up to the rewards in them, "
+              "approvals, budgets, clawbacks, funds and rebate accruals consistent)" if report.get("mix") else
+              "ok (every event calculated, every reward paid once, totals match)")
+    w("\nchecks: " + (passed if ch["ok"] else "FAILED: " + "; ".join(ch["problems"])) + "\n")
     return out.getvalue()
+
+
+def render_mix(report: dict[str, Any], w: Callable[[str], Any]) -> None:
+    """The mix's own lines: what ran, the rates that matter for several programs, where the rewards ended."""
+    from payhub.money import from_minor
+
+    mix, e2e = report["mix"], report["end_to_end"]
+    stage = {s["stage"]: s for s in report["stages"]}
+    calc, ingest = stage["calculate"], stage["ingest"]
+    names = list(mix["programs"])
+    w(f"\nmix: {len(names)} programs ({', '.join(names)}) over {mix['partners']} partners and {mix['reps']:,} reps"
+      + (f"; not installed: {', '.join(mix['not_installed'])}" if mix["not_installed"] else "") + "\n")
+    w("  events: " + ", ".join(f"{k} {v:,}" for k, v in sorted(mix["event_counts"].items(), key=lambda kv: -kv[1]))
+      + "\n")
+    w(f"  ingest {_fmt(ingest['rate'])} events/s; calculate {_fmt(calc['calculations_per_s'])} calculations/s, "
+      f"{_fmt(calc['rate'])} rewards/s, {_fmt(calc['fund_entries_per_s'])} fund entries/s; end to end "
+      f"{_fmt(e2e['events_rate'])} events/s, {_fmt(e2e['rewards_created_rate'])} rewards created/s, "
+      f"{_fmt(e2e['rate'])} rewards paid/s\n")
+    held = ", ".join(f"{code} {n:,}" for code, n in mix["held_by_code"].items())
+    w("  rewards by status: " + ", ".join(f"{s} {n:,}" + (f" ({held})" if s == "held" and held else "")
+                                         for s, n in mix["rewards_by_status"].items())
+      + f"; adjustments (negative rewards) {mix['adjustments']:,}; paid in the payee's currency at an ECB rate "
+        f"{mix['converted_items']:,}\n")
+    w(f"  fund entries written: {mix['fund_entries']:,} ("
+      + ", ".join(f"{k} {v:,}" for k, v in mix["fund_entries_by_program"].items() if v) + ")\n")
+    w(f"  {'program':<19}{'calcs':>9}{'rewarded':>10}{'not elig.':>10}{'failed':>8}{'rewards':>9}{'adjust.':>8}"
+      f"{'amount':>20}{'funds':>8}\n")
+    for name, p in mix["per_program"].items():
+        c = p["calculations"]
+        amount = f"{from_minor(p['rewards_minor'] or 0, mix['currency']):,} {mix['currency']}"
+        w(f"  {name:<19}{sum(c.values()):>9,}{c.get('rewarded', 0):>10,}{c.get('not_eligible', 0):>10,}"
+          f"{c.get('failed', 0):>8,}{p['rewards']:>9,}{p['adjustments'] or 0:>8,}{amount:>20}{p['fund_entries']:>8,}\n")
+        for failure in p["failures"]:
+            w(f"      failed {failure['count']:,}x: {failure['reason']}\n")
+    audit = mix["audit_verify"]
+    if audit is None:
+        w(f"  audit verify: skipped (runs up to {AUDIT_VERIFY_AUTO_MAX:,} events, or with --audit-verify always)\n")
+    else:
+        w(f"  audit verify: {'ok' if audit['ok'] else 'FAILED: ' + str(audit['problem'])}, {audit['checked']:,} "
+          f"entries in {audit['seconds']:.1f} s (not timed in the figures)\n")
+    for note in mix["notes"]:
+        w(f"  note: {note}\n")
 
 
 # ------------------------------------------------------------------------------------------------- modes
@@ -758,7 +1387,15 @@ def run_one(args: argparse.Namespace) -> int:
         run = run_pipeline(workdir, args, rss)
         db_path = workdir / "payhub.db"
         db_bytes = sum(Path(f"{db_path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{db_path}{s}").exists())
-        checks = check(db_path, run["rail"], args.events)
+        plan = run["inputs"]["mix"]
+        if plan is None:
+            checks = check(db_path, run["rail"], args.events)
+        else:
+            if not args.quiet:
+                print("  checking the mix...", file=sys.stderr)
+            verify_audit = args.audit_verify == "always" or (args.audit_verify == "auto"
+                                                             and args.events <= AUDIT_VERIFY_AUTO_MAX)
+            checks = check_mix(db_path, run["rail"], args.events, plan, verify_audit)
         ceiling = None
         if not args.no_ceiling:
             if not args.quiet:
@@ -803,6 +1440,7 @@ def run_sizes(args: argparse.Namespace) -> int:
     for size in args.sizes:
         cmd = [sys.executable, str(Path(__file__).resolve()), "-n", str(size), "--json", "--no-save", "--quiet",
                "--payees", str(args.payees), "--calculator", args.calculator, "--synchronous", args.synchronous,
+               "--programs", args.programs, "--partners", str(args.partners), "--audit-verify", "never",
                "--batch-size", str(args.batch_size), "--source-batch", str(args.source_batch),
                "--rail-batch", str(args.rail_batch), "--currencies", ",".join(args.currencies),
                "--seed", str(args.seed)]
@@ -863,9 +1501,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Benchmark the payhub pipeline on SQLite (see bench/README.md).")
     ap.add_argument("-n", "--events", type=int, default=100_000, help="synthetic events (default 100000)")
     ap.add_argument("--payees", type=int, default=1000, help="distinct payees the events are spread over")
-    ap.add_argument("--calculator", choices=("percentage", "flat"), default="percentage")
+    ap.add_argument("--programs", choices=("percentage", "mix"), default="percentage",
+                    help="percentage: the one program of --calculator over deal_won events (default, the historical "
+                         "figures); mix: the built-in program calculators at once over a year of mixed events")
+    ap.add_argument("--calculator", choices=("percentage", "flat"), default="percentage",
+                    help="the single program's calculator (not with --programs mix)")
+    ap.add_argument("--partners", type=int, default=40, help="--programs mix: partner organisations (default 40), "
+                    "payees too, besides the --payees reps")
+    ap.add_argument("--audit-verify", choices=("auto", "always", "never"), default="auto",
+                    help=f"--programs mix: verify the audit chain after the run (auto: up to "
+                         f"{AUDIT_VERIFY_AUTO_MAX:,} events)")
     ap.add_argument("--currencies", type=lambda s: [c.strip().upper() for c in s.split(",") if c.strip()],
-                    default=["USD"], help="comma-separated; payee k is paid in currency k mod len (default USD)")
+                    help="comma-separated; payee k is paid in currency k mod len (default USD; with --programs mix "
+                         "USD,EUR,GBP, the events being in the first)")
     ap.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
                     help="database.sqlite_synchronous, also used for the ceiling (default FULL, payhub's default)")
     ap.add_argument("--batch-size", type=int, default=2000, help="database.batch_size (default 2000)")
@@ -890,8 +1538,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
+    if args.currencies is None:
+        args.currencies = list(MIX_CURRENCIES) if args.programs == "mix" else ["USD"]
     if args.events < 1 or args.payees < 1 or not args.currencies:
         ap.error("--events and --payees must be positive and --currencies non-empty")
+    if args.partners < 1 or args.partners > args.payees:
+        ap.error("--partners must be between 1 and --payees (each partner has at least one rep)")
     return args
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import threading
 import time
@@ -30,6 +31,8 @@ from payhub.api import PermanentSourceError, TransientSourceError
 from payhub_salesforce.auth import Session, TokenManager
 from payhub_salesforce.retry import RetryPolicy, describe
 from payhub_salesforce.settings import SalesforceSettings
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "payhub-salesforce/0.1"
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
@@ -136,6 +139,7 @@ class SalesforceClient:
             response = self.retry.send(lambda s=session: self._get(s, path, params, headers),  # type: ignore[misc]
                                        f"Salesforce GET {path}")
             if response.status_code == 401 and not renewed:
+                log.info("Salesforce GET %s: the session expired (%s); renewing it", path, describe(response))
                 session, renewed = self.tokens.renew(session), True
                 continue
             if response.status_code == 200:

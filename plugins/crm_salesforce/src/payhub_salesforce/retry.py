@@ -7,6 +7,7 @@ poll from the stored cursor. Nothing else is retried here.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from payhub.api import TransientSourceError
 # Errors raised before the request reached the server: safe to retry even for a request that must not run twice.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
+
+log = logging.getLogger(__name__)
 
 class Retryable(Exception):
     """An HTTP answer worth another attempt (429, 5xx)."""
@@ -72,8 +75,16 @@ class RetryPolicy:
 
         retryable: tuple[type[BaseException], ...] = (Retryable, *NOT_SENT) if cautious else (Retryable,
                                                                                              httpx.TransportError)
+        def logged(state: RetryCallState) -> None:
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            problem = describe(exc.response) if isinstance(exc, Retryable) else f"{type(exc).__name__}: {exc}"
+            wait = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning("%s: %s; attempt %d of %d, retrying in %.1fs", what, problem, state.attempt_number,
+                        self.attempts, wait)
+
         retrying = Retrying(stop=stop_after_attempt(self.attempts), wait=self.wait, sleep=self.sleep,
-                            retry=retry_if_exception_type(retryable), reraise=True)
+                            retry=retry_if_exception_type(retryable), reraise=True, before_sleep=logged)
         try:
             return retrying(attempt)
         except Retryable as exc:
