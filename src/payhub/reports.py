@@ -70,7 +70,7 @@ def list_payouts(conn: Connection, status: str | None = None, rail: str | None =
     return [{
         "id": r.id, "payee": r.payee_id, "rail": r.rail, "amount": _money(r.amount_minor, r.currency),
         "currency": r.currency, "items": r.item_count, "status": r.status, "attempts": r.attempts,
-        "provider_ref": r.provider_ref, "reason": r.reason, "key": r.idempotency_key,
+        "provider_ref": r.provider_ref, "reason": r.reason, "route": r.route_reason, "key": r.idempotency_key,
     } for r in conn.execute(query)]
 
 

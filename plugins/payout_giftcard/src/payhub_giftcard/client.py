@@ -134,13 +134,16 @@ class GiftCardClient:
     mapped to :class:`ApiError` subclasses at this boundary."""
 
     def __init__(self, base_url: str, api_key: SecretStr, *, timeout: float, connect_timeout: float,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, trust_env: bool = True) -> None:
+        # trust_env=False ignores proxy settings of the environment (HTTP_PROXY…): used for the local simulator,
+        # whose loopback address must never be sent through a proxy.
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
             headers={"Authorization": f"Bearer {api_key.get_secret_value()}", "Accept": "application/json",
                      "User-Agent": "payhub-giftcard/0.1"},
             transport=transport,
+            trust_env=trust_env,
         )
 
     def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,

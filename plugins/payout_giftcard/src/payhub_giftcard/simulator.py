@@ -30,9 +30,14 @@ A control API under ``/_simulator`` (no key) serves tests that run the simulator
 ``GET /_simulator/orders``, ``GET /_simulator/requests``, ``POST /_simulator/faults`` ``{"faults": [...]}``,
 ``POST /_simulator/orders/<id>`` ``{"status": "FAILED"}``.
 
-Run it for the quickstart (it listens on 127.0.0.1 only unless told otherwise)::
+Run it as a program (it listens on 127.0.0.1 only unless told otherwise)::
 
     python -m payhub_giftcard.simulator --port 8765 --api-key test-key --state /tmp/giftcard-sim.sqlite
+
+The ``giftcard`` rail's SIMULATOR mode (``simulator = "<state file>"``) starts it in payhub's own process instead.
+``--orders`` prints the orders kept in a state file and exits, without starting a server::
+
+    python -m payhub_giftcard.simulator --state examples/quickstart/giftcard-sim.db --orders
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import logging
 import re
 import signal
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -59,7 +65,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from payhub_giftcard.client import dumps, loads
 
-__all__ = ["DEFAULT_PRODUCTS", "Fault", "GiftCardSimulator", "main"]
+__all__ = ["DEFAULT_PRODUCTS", "Fault", "GiftCardSimulator", "main", "stored_orders"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,10 @@ DEFAULT_PRODUCTS: list[dict[str, Any]] = [
      "currency_codes": ["GBP"], "countries": [{"abbr": "GB"}], "skus": [{"min": 1, "max": 1000}]},
     {"id": "SIM-SHOP-JP", "name": "Shopping voucher (Japan)", "category": "merchant_card",
      "currency_codes": ["JPY"], "countries": [{"abbr": "JP"}], "skus": [{"min": 500, "max": 200000}]},
+    {"id": "SIM-VISA-INTL", "name": "Prepaid card in USD (international)", "category": "visa_card",
+     "currency_codes": ["USD"],
+     "countries": [{"abbr": c} for c in ("AT", "BE", "CH", "DE", "ES", "FR", "GB", "IE", "IT", "JP", "NL", "SE")],
+     "skus": [{"min": 1, "max": 2000}]},
 ]
 
 FAULT_KINDS = ("latency", "rate_limit", "error_before", "error_after", "timeout_after", "duplicate", "lookup_error",
@@ -385,6 +395,30 @@ class GiftCardSimulator:
         return 200, {"order": order}, external_id, "created"
 
 
+def stored_orders(state_path: str | Path) -> list[dict[str, Any]]:
+    """The orders kept in a simulator state file, oldest first, read without starting a server (or changing it)."""
+    path = Path(state_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no simulator state file at {path}")
+    db = sqlite3.connect(str(path))
+    try:
+        return [loads(row[0]) for row in db.execute("SELECT body FROM orders ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def _pretty(value: Any, indent: int = 0) -> str:
+    """Indented JSON with amounts written exactly as stored (``dumps`` for every scalar)."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, Mapping) and value:
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_pretty(v, indent + 2)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(f"{inner}{_pretty(v, indent + 2)}" for v in value) + f"\n{pad}]"
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else dumps(value)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -516,7 +550,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="inject fault KIND on every Nth order request, e.g. error_after=5")
     parser.add_argument("--duplicate-style", choices=("existing", "conflict"), default="existing")
     parser.add_argument("--no-dedup", action="store_true", help="do not deduplicate on external_id")
+    parser.add_argument("--orders", action="store_true",
+                        help="print the orders kept in the --state file as JSON and exit (starts no server)")
     args = parser.parse_args(argv)
+    if args.orders:
+        if not args.state:
+            parser.error("--orders needs --state (the simulator's state file)")
+        try:
+            orders = stored_orders(args.state)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"cannot read {args.state}: {exc}", file=sys.stderr)
+            return 1
+        print(_pretty(orders))
+        return 0
     products = json.loads(Path(args.catalog).read_text(), parse_float=Decimal) if args.catalog else None
     every = {}
     for spec in args.every:
