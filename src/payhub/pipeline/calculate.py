@@ -7,7 +7,9 @@ already calculated keep the version that produced them.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Collection, Sequence
@@ -16,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Connection, and_, func, not_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, not_, select, update
 
 from payhub import funds
 from payhub.api import Calculator, Event, FundMovement, RewardLine
@@ -43,6 +45,26 @@ from payhub.settings import ProgramSection
 log = logging.getLogger(__name__)
 
 
+# Statements built once: each History call only binds its values.
+_REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
+_LIVE = and_(rewards.c.program == bindparam("program"), rewards.c.currency == bindparam("currency"),
+             rewards.c.status != "cancelled")
+_REWARDED = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(_REWARDS_OF_EVENTS).where(
+    _LIVE, rewards.c.payee_id == bindparam("payee"))
+_SCOPE_PAYEE = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(
+    _REWARDS_OF_EVENTS).where(_LIVE, rewards.c.payee_id == bindparam("scope"))
+_SCOPE_PARTNER = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(
+    _REWARDS_OF_EVENTS).where(_LIVE, events.c.partner_id == bindparam("scope"))
+_SCOPE_PROGRAM = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(
+    _REWARDS_OF_EVENTS).where(_LIVE)
+_FUND_ENTRIES = select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
+    fund_entries.c.program == bindparam("program"), fund_entries.c.holder_id == bindparam("holder"),
+    fund_entries.c.unit == bindparam("unit")).order_by(fund_entries.c.id)
+_BUDGET_USED = select(rewards.c.id, rewards.c.amount_minor).where(
+    rewards.c.budget_key == bindparam("key"), rewards.c.status != "cancelled",
+    not_(and_(rewards.c.status == "held", rewards.c.hold_code == "budget")))
+
+
 class DbHistory:
     """:class:`payhub.api.History` (and the rules' history) over the database, plus the batch being calculated.
 
@@ -66,6 +88,10 @@ class DbHistory:
         # (program, currency, "payee" | "partner" | "program", payee / partner / None) -> [(occurred_at, minor)]
         self.in_batch_scopes: dict[tuple[str, str, str, str | None], list[tuple[datetime, int]]] = {}
         self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
+        self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
+        self._stored_rewarded: dict[tuple[str, str, str], Sequence[Any]] = {}  # (id, occurred_at, minor) rows
+        self._stored_scopes: dict[tuple[str, str, str, str | None], Sequence[Any]] = {}
+        self._stored_budgets: dict[str, dict[int, int]] = {}  # budget key -> {reward id: minor units}
         self._batch_rewards: dict[tuple[int, int], tuple[str, Event, str, str, int, Decision]] = {}
 
     def add(self, program: str, event: Event, line: RewardLine, minor: int, decision: Decision,
@@ -116,16 +142,15 @@ class DbHistory:
 
     def rewarded_between(self, program: str, payee_id: str, currency: str, since: datetime,
                          until: datetime) -> Decimal:
-        query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).select_from(
-            rewards.join(events, events.c.id == rewards.c.event_id)
-        ).where(
-            rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
-            rewards.c.status != "cancelled", events.c.occurred_at >= since, events.c.occurred_at < until,
-        )
-        stored = int(self.conn.execute(query).scalar_one())
-        batch = sum(minor for at, minor in self.in_batch_by_time.get((program, payee_id, currency), ())
-                    if since <= at < until)
-        return from_minor(stored + batch, currency)
+        key = (program, payee_id, currency)
+        stored = self._stored_rewarded.get(key)
+        if stored is None:  # read once per batch: the batch's own rewards are counted in memory
+            stored = self._stored_rewarded[key] = self.conn.execute(
+                _REWARDED, {"program": program, "payee": payee_id, "currency": currency}).all()
+        total = sum(minor for reward_id, at, minor in stored
+                    if since <= at < until and reward_id not in self.cancelled)
+        total += sum(minor for at, minor in self.in_batch_by_time.get(key, ()) if since <= at < until)
+        return from_minor(total, currency)
 
     def total_volume(self, program: str, partner_id: str, currency: str, since: datetime, until: datetime,
                      returns: Collection[str] = ()) -> Decimal:
@@ -145,22 +170,29 @@ class DbHistory:
         return sum((-Decimal(amount) if kind in returns else Decimal(amount) for amount, kind in [*stored, *batch]),
                    Decimal(0))
 
-    def _fund_entries(self, program: str, holder_id: str, unit: str) -> list[Entry]:
-        key = (program, holder_id, unit)
+    def _stored_fund(self, key: tuple[str, str, str]) -> list[Entry]:
         stored = self._stored_funds.get(key)
         if stored is None:  # the batch's own entries are written only at its end
+            program, holder_id, unit = key
             stored = self._stored_funds[key] = [(at, Decimal(amount), expires) for at, amount, expires in (
-                self.conn.execute(select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at)
-                                  .where(fund_entries.c.program == program, fund_entries.c.holder_id == holder_id,
-                                         fund_entries.c.unit == unit).order_by(fund_entries.c.id)))]
-        return stored + self.in_batch_funds.get(key, [])
+                self.conn.execute(_FUND_ENTRIES, {"program": program, "holder": holder_id, "unit": unit}))]
+        return stored
 
     def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
-        return funds.balance(self._fund_entries(program, holder_id, unit), at)
+        key = (program, holder_id, unit)
+        return funds.balance([*self._stored_fund(key), *self.in_batch_funds.get(key, ())], at)
 
     def fund_credited(self, program: str, holder_id: str, unit: str, since: datetime, until: datetime) -> Decimal:
-        return sum((amount for at, amount, _ in self._fund_entries(program, holder_id, unit)
-                    if amount > 0 and since <= at < until), Decimal(0))
+        key = (program, holder_id, unit)
+        index = self._credit_index.get(key)
+        if index is None:  # stored credits by time, with running sums: each call is two binary searches
+            credits = sorted((at, amount) for at, amount, _ in self._stored_fund(key) if amount > 0)
+            index = self._credit_index[key] = ([at for at, _ in credits],
+                                               list(itertools.accumulate((a for _, a in credits), initial=Decimal(0))))
+        times, sums = index
+        stored = sums[bisect.bisect_left(times, until)] - sums[bisect.bisect_left(times, since)]
+        return stored + sum((amount for at, amount, _ in self.in_batch_funds.get(key, ())
+                             if amount > 0 and since <= at < until), Decimal(0))
 
     def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
         # Two steps, so each uses its index (events by object, rewards by event) whatever the planner knows.
@@ -180,24 +212,21 @@ class DbHistory:
 
     def capped_total(self, program: str, per: str, scope_id: str | None, currency: str, since: datetime | None,
                      until: datetime | None) -> int:
-        query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).select_from(
-            rewards.join(events, events.c.id == rewards.c.event_id)
-        ).where(rewards.c.program == program, rewards.c.currency == currency, rewards.c.status != "cancelled")
-        if since is not None and until is not None:
-            query = query.where(events.c.occurred_at >= since, events.c.occurred_at < until)
-        if per == "payee":
-            query = query.where(rewards.c.payee_id == scope_id)
-        elif per == "partner":
-            query = query.where(events.c.partner_id == scope_id)
-        stored = int(self.conn.execute(query).scalar_one())
-        return stored + sum(minor for at, minor in self.in_batch_scopes.get((program, currency, per, scope_id), ())
-                            if since is None or until is None or since <= at < until)
+        key = (program, currency, per, scope_id)
+        stored = self._stored_scopes.get(key)
+        if stored is None:  # read once per batch
+            query = {"payee": _SCOPE_PAYEE, "partner": _SCOPE_PARTNER, "program": _SCOPE_PROGRAM}[per]
+            params = {"program": program, "currency": currency} | ({} if per == "program" else {"scope": scope_id})
+            stored = self._stored_scopes[key] = self.conn.execute(query, params).all()
+        rows = [(at, minor) for reward_id, at, minor in stored if reward_id not in self.cancelled]
+        return sum(minor for at, minor in [*rows, *self.in_batch_scopes.get(key, ())]
+                   if since is None or until is None or since <= at < until)
 
     def budget_used(self, key: str) -> int:
-        held_for_budget = and_(rewards.c.status == "held", rewards.c.hold_code == "budget")
-        used = self.conn.execute(select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
-            rewards.c.budget_key == key, rewards.c.status != "cancelled", not_(held_for_budget))).scalar_one()
-        return int(used)
+        stored = self._stored_budgets.get(key)
+        if stored is None:  # read once per batch
+            stored = self._stored_budgets[key] = dict(self.conn.execute(_BUDGET_USED, {"key": key}).all())
+        return sum(minor for reward_id, minor in stored.items() if reward_id not in self.cancelled)
 
 
 def _object_key(program: str, event: Event) -> tuple[str, str, str, str]:
