@@ -28,6 +28,7 @@ from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.disburse import disburse_rail
 from payhub.pipeline.ingest import poll
 from payhub.pipeline.schedule import schedule_batch
+from payhub.pipeline.settle import settle_rail
 from payhub.runtime import Runtime
 from payhub.testing import FakeRail
 from payhub.worker import Worker
@@ -890,3 +891,41 @@ def test_resolve_not_sent_is_refused_without_attempts_left(setup, operator) -> N
         payout_actions.resolve(ops, p.id, "not-sent", "provider has no record")
     assert payout(rt, p.id).status == "unresolved"
     assert rail.calls == [[p.idempotency_key]]
+
+# ------------------------------------------------------------------------------------- returns after payment
+# A rail whose payments can come back after they were paid (ACH returns) declares a ``return_window``: paid
+# payouts are looked up that long, and a return holds their rewards as owed again; on rails without one, paid is
+# final.
+
+
+def answer(rail: FakeRail, outcome: Outcome) -> None:
+    rail.lookup = lambda keys: {k: RailResult(k, outcome, "ref", "R01 insufficient funds"
+                                              if outcome == Outcome.RETURNED else None) for k in keys}
+
+
+def settle_all(rt: Runtime) -> None:
+    time.sleep(0.02)  # past the settle interval
+    while settle_rail(rt, "r"):
+        pass
+
+
+@pytest.mark.parametrize("window", [3600, None], ids=["return-window", "no-window"])
+def test_a_return_after_payment_reopens_the_money(setup, window: float | None) -> None:
+    extra = {"return_window_seconds": window} if window else {}
+    rt, rail = setup(settle_interval_seconds=0.01, **extra)
+    [p] = schedule(rt, ("p1", "100"))
+    drain(rt)
+    answer(rail, Outcome.PAID)
+    settle_all(rt)
+    assert payout(rt, p.id).status == "paid"
+    answer(rail, Outcome.RETURNED)
+    settle_all(rt)
+    with rt.engine.connect() as conn:
+        states = conn.execute(select(rewards.c.status, rewards.c.hold_code).where(rewards.c.payout_id == p.id)).all()
+        assert verify(conn).ok
+    if window:
+        assert (payout(rt, p.id).status, payout(rt, p.id).reason) == ("returned", "R01 insufficient funds")
+        assert [tuple(s) for s in states] == [("held", "payout_failed")]
+    else:
+        assert payout(rt, p.id).status == "paid"
+        assert [tuple(s) for s in states] == [("paid", None)]

@@ -347,7 +347,9 @@ class RailCapabilities:
     ``lookup``: :meth:`Rail.lookup` can find a payout by its idempotency key (required to resolve unknown outcomes
     automatically). ``dedup_field`` / ``dedup_window``: the provider drops a repeated key within this window.
     ``countries`` / ``currencies``: what it serves (None = any). ``max_batch``: most instructions per send call.
-    ``max_amounts``: the largest single payout per currency (absent currency = no limit).
+    ``max_amounts``: the largest single payout per currency (absent currency = no limit). ``return_window``: how
+    long after a payout is paid the provider may still return it (ACH returns); paid payouts are looked up that
+    long, and a return holds their rewards as owed again.
     """
 
     lookup: bool
@@ -358,6 +360,7 @@ class RailCapabilities:
     currencies: frozenset[str] | None = None
     max_batch: int = 100
     max_amounts: Mapping[str, Decimal] = field(default_factory=dict)
+    return_window: timedelta | None = None
 
 
 class Rail(ABC):

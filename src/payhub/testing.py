@@ -57,6 +57,7 @@ class FakeRailSettings(PluginSettings):
     countries: list[str] | None = None
     max_amounts: dict[str, Decimal] = {}
     requires_detail: str | None = None  # a payee detail this rail needs (check_payee refuses payees without it)
+    return_window_seconds: float | None = None  # how long a paid payout can still be returned
 
 
 class FakeRail(Rail):
@@ -80,7 +81,9 @@ class FakeRail(Rail):
         return RailCapabilities(lookup=s.lookup, reports_status=s.lookup, dedup_field="key", dedup_window=window,
                                 currencies=frozenset(s.currencies) if s.currencies else None,
                                 countries=frozenset(s.countries) if s.countries else None,
-                                max_batch=s.max_batch, max_amounts=s.max_amounts)
+                                max_batch=s.max_batch, max_amounts=s.max_amounts,
+                                return_window=timedelta(seconds=s.return_window_seconds)
+                                if s.return_window_seconds else None)
 
     def check_payee(self, payee: Payee, currency: str) -> str | None:
         detail = self.settings.requires_detail

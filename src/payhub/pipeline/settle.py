@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from payhub.api import Outcome
 from payhub.clock import utcnow
@@ -17,14 +17,21 @@ log = logging.getLogger(__name__)
 
 
 def settle_rail(rt: Runtime, rail_name: str) -> int:
-    """Look up one batch of accepted payouts not checked for ``settle_interval_seconds``; return how many."""
+    """Look up one batch of accepted payouts not checked for ``settle_interval_seconds``; return how many.
+
+    Paid payouts are looked up too while the rail's ``return_window`` runs: a return reopens their money as owed.
+    """
     rail = rt.plugins.rails[rail_name]
     section = rt.settings.rails[rail_name]
     if not (rail.capabilities.reports_status and rail.capabilities.lookup):
         return 0
     now = utcnow()
+    watched = payouts.c.status == "sent"
+    window = rail.capabilities.return_window
+    if window is not None:  # paid payouts the provider may still return
+        watched = or_(watched, and_(payouts.c.status == "paid", payouts.c.updated_at >= now - window))
     query = (
-        select(payouts).where(payouts.c.rail == rail_name, payouts.c.status == "sent")
+        select(payouts).where(payouts.c.rail == rail_name, watched)
         .where(or_(payouts.c.checked_at.is_(None),
                    payouts.c.checked_at < now - timedelta(seconds=section.settle_interval_seconds)))
         .where(or_(payouts.c.lease_until.is_(None), payouts.c.lease_until < now))
@@ -32,6 +39,8 @@ def settle_rail(rt: Runtime, rail_name: str) -> int:
     )
     with rt.engine.begin() as conn:
         claimed = claim_rows(conn, rt, query)
+        paid = set(conn.execute(select(payouts.c.id).where(
+            payouts.c.id.in_([w.id for w in claimed]), payouts.c.status == "paid")).scalars())
     if not claimed:
         return 0
     try:
@@ -43,7 +52,8 @@ def settle_rail(rt: Runtime, rail_name: str) -> int:
     changed = []
     for w in claimed:
         result = found.get(w.instruction.idempotency_key)
-        if result is not None and result.outcome in (Outcome.PAID, *FINAL_FAILURES):
+        news = (Outcome.RETURNED,) if w.id in paid else (Outcome.PAID, *FINAL_FAILURES)
+        if result is not None and result.outcome in news:
             changed.append((w, result))
     if changed:
         apply_results(rt, section, changed, {})

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -143,7 +143,9 @@ class BankTransferRail(Rail):
         self._capabilities = RailCapabilities(
             lookup=True, reports_status=settings.inbox is not None, dedup_field="EndToEndId",
             countries=frozenset(countries), currencies=frozenset(currencies), max_batch=settings.max_batch,
-            max_amounts=limits)
+            max_amounts=limits, return_window=(timedelta(days=settings.ach.return_window_days)
+                                               if settings.ach is not None and settings.ach.paid_after_business_days
+                                               and settings.ach.return_window_days else None))
 
     @property
     def capabilities(self) -> RailCapabilities:

@@ -147,6 +147,10 @@ class AchSettings(PluginSettings):
     paid_after_business_days: int | None = Field(
         None, ge=1, le=60, description="Report an entry PAID this many business days after its effective date "
         "when no return was imported; unset: it stays accepted until a return arrives.")
+    return_window_days: int = Field(
+        60, ge=0, le=120, description="Days after an entry is reported paid that a late return (unauthorized "
+        "debits may come back up to 60 days after settlement) is still imported and reopens the payout; 0 = paid "
+        "is final.")
 
     @field_validator("immediate_destination")
     @classmethod
