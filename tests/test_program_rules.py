@@ -933,3 +933,16 @@ def test_good_rule_settings_load(tmp_path: Path) -> None:
         Decimal("1000.50"), "USD", "program", "program")
     assert p.approval is not None and p.approval.dual_threshold == Decimal("500")
     assert loaded.rails["r"].min_payout == {"JPY": Decimal("1000"), "USD": Decimal("25")}
+
+
+def test_a_clawback_frees_budget_and_cap_room_for_later_events_of_its_batch(world: Any) -> None:
+    """A stored unpaid reward cancelled by a refund stops counting at once: a deal later in the same batch gets the
+    budget and the cap room it used."""
+    rt = world(f"[programs.p]\n{CLAWBACK}"
+               'caps = [{per = "partner", amount = "1000", currency = "USD"}]\n'
+               '[programs.p.budget]\namount = "1000"\ncurrency = "USD"\n')
+    run(rt, deal("a"))
+    run(rt, refund("a", "2026-02-01T00:00:00Z"), deal("b", when="2026-02-02T00:00:00Z", payee="p2"))
+    states = {(r.object_id, r.transition): (r.status, money(r)) for r in reward_rows(rt)}
+    assert states == {("a", "won"): ("cancelled", "1000.00"), ("b", "won"): ("pending", "1000.00")}
+    verified(rt)

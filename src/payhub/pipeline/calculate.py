@@ -49,20 +49,19 @@ log = logging.getLogger(__name__)
 _REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
 _LIVE = and_(rewards.c.program == bindparam("program"), rewards.c.currency == bindparam("currency"),
              rewards.c.status != "cancelled")
-_REWARDED = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(_REWARDS_OF_EVENTS).where(
-    _LIVE, rewards.c.payee_id == bindparam("payee"))
-_SCOPE_PAYEE = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(
-    _REWARDS_OF_EVENTS).where(_LIVE, rewards.c.payee_id == bindparam("scope"))
-_SCOPE_PARTNER = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(
-    _REWARDS_OF_EVENTS).where(_LIVE, events.c.partner_id == bindparam("scope"))
-_SCOPE_PROGRAM = select(rewards.c.id, events.c.occurred_at, rewards.c.amount_minor).select_from(
-    _REWARDS_OF_EVENTS).where(_LIVE)
+_IN_PERIOD = and_(events.c.occurred_at >= bindparam("since"), events.c.occurred_at < bindparam("until"))
+_SCOPES = {"payee": rewards.c.payee_id == bindparam("scope"), "partner": events.c.partner_id == bindparam("scope")}
+_SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
+# (scope, within a period) -> the sum of the live rewards of a program in a currency, summed by the database
+_SUMS = {(per, timed): select(_SUM).select_from(_REWARDS_OF_EVENTS).where(
+    _LIVE, *([_SCOPES[per]] if per in _SCOPES else []), *([_IN_PERIOD] if timed else []))
+    for per in ("payee", "partner", "program") for timed in (False, True)}
+_BUDGET_USED = select(_SUM).where(
+    rewards.c.budget_key == bindparam("key"), rewards.c.status != "cancelled",
+    not_(and_(rewards.c.status == "held", rewards.c.hold_code == "budget")))
 _FUND_ENTRIES = select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
     fund_entries.c.program == bindparam("program"), fund_entries.c.holder_id == bindparam("holder"),
     fund_entries.c.unit == bindparam("unit")).order_by(fund_entries.c.id)
-_BUDGET_USED = select(rewards.c.id, rewards.c.amount_minor).where(
-    rewards.c.budget_key == bindparam("key"), rewards.c.status != "cancelled",
-    not_(and_(rewards.c.status == "held", rewards.c.hold_code == "budget")))
 
 
 class DbHistory:
@@ -84,14 +83,14 @@ class DbHistory:
         self.in_batch_objects: dict[tuple[str, str, str, str], list[ObjectReward]] = {}
         self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
         self.reserved: dict[str, int] = {}  # budget key -> minor units reserved by the batch
-        self.cancelled: set[int] = set()  # stored rewards the batch's clawbacks cancel
+        self.cancelled: set[int] = set()  # stored rewards the batch's clawbacks cancel (still live in the database)
         # (program, currency, "payee" | "partner" | "program", payee / partner / None) -> [(occurred_at, minor)]
         self.in_batch_scopes: dict[tuple[str, str, str, str | None], list[tuple[datetime, int]]] = {}
         self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
         self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
-        self._stored_rewarded: dict[tuple[str, str, str], Sequence[Any]] = {}  # (id, occurred_at, minor) rows
-        self._stored_scopes: dict[tuple[str, str, str, str | None], Sequence[Any]] = {}
-        self._stored_budgets: dict[str, dict[int, int]] = {}  # budget key -> {reward id: minor units}
+        self._sums: dict[tuple[Any, ...], int] = {}  # stored sums asked before in this batch
+        self._seen: dict[int, ObjectReward] = {}  # stored rewards of CRM objects read by clawbacks, by id
+        self._cancelled_rows: list[tuple[str, ObjectReward]] = []  # (program, reward) cancelled by this batch
         self._batch_rewards: dict[tuple[int, int], tuple[str, Event, str, str, int, Decision]] = {}
 
     def add(self, program: str, event: Event, line: RewardLine, minor: int, decision: Decision,
@@ -142,15 +141,7 @@ class DbHistory:
 
     def rewarded_between(self, program: str, payee_id: str, currency: str, since: datetime,
                          until: datetime) -> Decimal:
-        key = (program, payee_id, currency)
-        stored = self._stored_rewarded.get(key)
-        if stored is None:  # read once per batch: the batch's own rewards are counted in memory
-            stored = self._stored_rewarded[key] = self.conn.execute(
-                _REWARDED, {"program": program, "payee": payee_id, "currency": currency}).all()
-        total = sum(minor for reward_id, at, minor in stored
-                    if since <= at < until and reward_id not in self.cancelled)
-        total += sum(minor for at, minor in self.in_batch_by_time.get(key, ()) if since <= at < until)
-        return from_minor(total, currency)
+        return from_minor(self.capped_total(program, "payee", payee_id, currency, since, until), currency)
 
     def total_volume(self, program: str, partner_id: str, currency: str, since: datetime, until: datetime,
                      returns: Collection[str] = ()) -> Decimal:
@@ -196,37 +187,65 @@ class DbHistory:
 
     def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
         # Two steps, so each uses its index (events by object, rewards by event) whatever the planner knows.
-        occurred = dict(self.conn.execute(select(events.c.id, events.c.occurred_at).where(
+        found = {row.id: row for row in self.conn.execute(select(
+            events.c.id, events.c.occurred_at, events.c.partner_id).where(
             events.c.source == event.source, events.c.object_type == event.object_type,
-            events.c.object_id == event.object_id, events.c.id != event.id)).all())
+            events.c.object_id == event.object_id, events.c.id != event.id))}
         stored: list[ObjectReward] = []
-        if occurred:
+        if found:
             query = select(rewards.c.event_id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
-                           rewards.c.id, rewards.c.status, rewards.c.budget_key).where(
-                rewards.c.event_id.in_(occurred), rewards.c.program == program, rewards.c.status != "cancelled")
+                           rewards.c.id, rewards.c.status, rewards.c.hold_code, rewards.c.budget_key).where(
+                rewards.c.event_id.in_(found), rewards.c.program == program, rewards.c.status != "cancelled")
             if self.conn.dialect.name == "postgresql":  # a replica scheduling them waits, or is waited for
                 query = query.with_for_update()
-            stored = [ObjectReward(occurred[row.event_id], *row[1:]) for row in self.conn.execute(query)
-                      if row.id not in self.cancelled]
+            for row in self.conn.execute(query):
+                if row.id not in self.cancelled:
+                    origin = found[row.event_id]
+                    reward = ObjectReward(origin.occurred_at, row.payee_id, row.currency, row.amount_minor, row.id,
+                                          row.status, row.budget_key, partner_id=origin.partner_id,
+                                          hold_code=row.hold_code)
+                    self._seen[row.id] = reward
+                    stored.append(reward)
         return stored + self.in_batch_objects.get(_object_key(program, event), [])
 
     def capped_total(self, program: str, per: str, scope_id: str | None, currency: str, since: datetime | None,
                      until: datetime | None) -> int:
-        key = (program, currency, per, scope_id)
-        stored = self._stored_scopes.get(key)
-        if stored is None:  # read once per batch
-            query = {"payee": _SCOPE_PAYEE, "partner": _SCOPE_PARTNER, "program": _SCOPE_PROGRAM}[per]
-            params = {"program": program, "currency": currency} | ({} if per == "program" else {"scope": scope_id})
-            stored = self._stored_scopes[key] = self.conn.execute(query, params).all()
-        rows = [(at, minor) for reward_id, at, minor in stored if reward_id not in self.cancelled]
-        return sum(minor for at, minor in [*rows, *self.in_batch_scopes.get(key, ())]
-                   if since is None or until is None or since <= at < until)
+        timed = since is not None and until is not None
+        args = (program, currency, per, scope_id, since, until)
+        stored = self._sums.get(args)
+        if stored is None:  # the database's part does not change during the batch
+            params: dict[str, Any] = {"program": program, "currency": currency}
+            params |= {"scope": scope_id} if per != "program" else {}
+            params |= {"since": since, "until": until} if timed else {}
+            stored = self._sums[args] = int(self.conn.execute(_SUMS[(per, timed)], params).scalar_one())
+
+        def counted(at: datetime) -> bool:
+            return not timed or since <= at < until  # type: ignore[operator]
+
+        cancelled = sum(r.minor for p, r in self._cancelled_rows if p == program and r.currency == currency
+                        and counted(r.occurred_at) and _in_scope(per, scope_id, r.payee_id, r.partner_id))
+        batch = sum(minor for at, minor in self.in_batch_scopes.get((program, currency, per, scope_id), ())
+                    if counted(at))
+        return stored - cancelled + batch
 
     def budget_used(self, key: str) -> int:
-        stored = self._stored_budgets.get(key)
-        if stored is None:  # read once per batch
-            stored = self._stored_budgets[key] = dict(self.conn.execute(_BUDGET_USED, {"key": key}).all())
-        return sum(minor for reward_id, minor in stored.items() if reward_id not in self.cancelled)
+        stored = self._sums.get(("budget", key))
+        if stored is None:
+            stored = self._sums[("budget", key)] = int(self.conn.execute(_BUDGET_USED, {"key": key}).scalar_one())
+        return stored - sum(r.minor for _p, r in self._cancelled_rows
+                            if r.budget_key == key and not (r.status == "held" and r.hold_code == "budget"))
+
+    def cancel(self, program: str, reward_ids: list[int]) -> None:
+        """Stop counting stored rewards that a clawback of this batch cancels (written at the end of the batch)."""
+        for reward_id in reward_ids:
+            if reward_id not in self.cancelled:
+                self.cancelled.add(reward_id)
+                self._cancelled_rows.append((program, self._seen[reward_id]))
+
+
+def _in_scope(per: str, scope_id: str | None, payee_id: str, partner_id: str | None) -> bool:
+    """Whether a reward to ``payee_id`` on an event of ``partner_id`` is in the cap scope ``per`` ``scope_id``."""
+    return {"program": True, "payee": payee_id == scope_id, "partner": partner_id == scope_id}[per]
 
 
 def _object_key(program: str, event: Event) -> tuple[str, str, str, str]:
@@ -494,7 +513,7 @@ def _clawback(program: str, section: ProgramSection, event: Event, history: DbHi
         decision = Decision() if minor < 0 else kept_share(section, line.currency, minor,
                                                             claw.budget_keys.get((line.payee_id, line.currency)))
         result.rewards.append((line, minor, decision))
-    history.cancelled.update(claw.cancel)
+    history.cancel(program, claw.cancel)
     return result
 
 

@@ -36,6 +36,8 @@ class ObjectReward:
     status: str | None = None
     budget_key: str | None = None
     batch_ref: tuple[int, int] | None = None
+    partner_id: str | None = None
+    hold_code: str | None = None
 
     @property
     def unpaid(self) -> bool:
