@@ -38,22 +38,47 @@ class _Credit:
         return self.expires_at is None or self.expires_at > at
 
 
-def balance(entries: Iterable[Entry], at: datetime) -> Decimal:
-    """What is left at ``at`` of the entries that occurred at or before it (negative when overspent)."""
-    credits: list[_Credit] = []  # oldest first
-    overspent = Decimal(0)
-    for occurred, amount, expires in sorted(entries, key=lambda entry: entry[0]):
-        if occurred > at:
-            break
+class Fund:
+    """A fund's state after its entries so far, applied in time order (the oldest first)."""
+
+    def __init__(self) -> None:
+        self.credits: list[_Credit] = []  # oldest first
+        self.overspent = Decimal(0)
+        self.last: datetime | None = None  # when the latest entry applied occurred
+
+    def apply(self, occurred: datetime, amount: Decimal, expires: datetime | None) -> None:
+        """Apply one entry; it must not have occurred before the entries already applied."""
+        self.last = occurred
         if amount >= 0:
-            credits.append(_Credit(amount, expires))
-            continue
+            self.credits.append(_Credit(amount, expires))
+            return
         spend = -amount
-        for credit in credits:
+        for credit in self.credits:
+            if spend == 0:
+                break
             if credit.alive(occurred):
                 taken = min(credit.left, spend)
                 credit.left -= taken
                 spend -= taken
-        overspent += spend
-        credits = [credit for credit in credits if credit.left and credit.alive(occurred)]
-    return sum((credit.left for credit in credits if credit.alive(at)), Decimal(0)) - overspent
+        self.overspent += spend
+        self.credits = [credit for credit in self.credits if credit.left and credit.alive(occurred)]
+
+    def balance(self, at: datetime) -> Decimal:
+        """What is left at ``at`` (not before the latest entry applied): unexpired credits less the overspent."""
+        return sum((credit.left for credit in self.credits if credit.alive(at)), Decimal(0)) - self.overspent
+
+    def copy(self) -> Fund:
+        twin = Fund()
+        twin.credits = [_Credit(credit.left, credit.expires_at) for credit in self.credits]
+        twin.overspent, twin.last = self.overspent, self.last
+        return twin
+
+
+def balance(entries: Iterable[Entry], at: datetime) -> Decimal:
+    """What is left at ``at`` of the entries that occurred at or before it (negative when overspent)."""
+    fund = Fund()
+    for occurred, amount, expires in sorted(entries, key=lambda entry: entry[0]):
+        if occurred > at:
+            break
+        fund.apply(occurred, amount, expires)
+    return fund.balance(at)

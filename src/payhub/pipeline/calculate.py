@@ -88,6 +88,7 @@ class DbHistory:
         self.in_batch_scopes: dict[tuple[str, str, str, str | None], list[tuple[datetime, int]]] = {}
         self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
         self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
+        self._fund_states: dict[tuple[str, str, str], funds.Fund] = {}
         self._sums: dict[tuple[Any, ...], int] = {}  # stored sums asked before in this batch
         self._seen: dict[int, ObjectReward] = {}  # stored rewards of CRM objects read by clawbacks, by id
         self._cancelled_rows: list[tuple[str, ObjectReward]] = []  # (program, reward) cancelled by this batch
@@ -171,7 +172,19 @@ class DbHistory:
 
     def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
         key = (program, holder_id, unit)
-        return funds.balance([*self._stored_fund(key), *self.in_batch_funds.get(key, ())], at)
+        state = self._fund_states.get(key)
+        if state is None:  # the fund after every stored entry, computed once per batch
+            state = self._fund_states[key] = funds.Fund()
+            for entry in sorted(self._stored_fund(key), key=lambda e: e[0]):
+                state.apply(*entry)
+        batch = sorted((e for e in self.in_batch_funds.get(key, ()) if e[0] <= at), key=lambda e: e[0])
+        if state.last is not None and (at < state.last or (batch and batch[0][0] < state.last)):
+            # asked about the past of the stored entries: the whole fund again, in time order
+            return funds.balance([*self._stored_fund(key), *self.in_batch_funds.get(key, ())], at)
+        fund = state.copy() if batch else state
+        for entry in batch:
+            fund.apply(*entry)
+        return fund.balance(at)
 
     def fund_credited(self, program: str, holder_id: str, unit: str, since: datetime, until: datetime) -> Decimal:
         key = (program, holder_id, unit)
