@@ -1,0 +1,239 @@
+"""What calculators and the program rules read: :class:`DbHistory`, the History over the database plus the batch
+being calculated (whose results are written only at the end of the batch)."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, not_, select
+
+from payhub import funds
+from payhub.api import Event, FundMovement, RewardLine
+from payhub.db.schema import calculations, events, fund_entries, rewards
+from payhub.funds import Entry
+from payhub.money import from_minor
+from payhub.pipeline.rules import Decision, ObjectReward
+
+# Statements built once: each History call only binds its values.
+_REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
+_LIVE = and_(rewards.c.program == bindparam("program"), rewards.c.currency == bindparam("currency"),
+             rewards.c.status != "cancelled")
+_IN_PERIOD = and_(events.c.occurred_at >= bindparam("since"), events.c.occurred_at < bindparam("until"))
+_SCOPES = {"payee": rewards.c.payee_id == bindparam("scope"), "partner": events.c.partner_id == bindparam("scope")}
+_SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
+# (scope, within a period) -> the sum of the live rewards of a program in a currency, summed by the database
+_SUMS = {(per, timed): select(_SUM).select_from(_REWARDS_OF_EVENTS).where(
+    _LIVE, *([_SCOPES[per]] if per in _SCOPES else []), *([_IN_PERIOD] if timed else []))
+    for per in ("payee", "partner", "program") for timed in (False, True)}
+_BUDGET_USED = select(_SUM).where(
+    rewards.c.budget_key == bindparam("key"), rewards.c.status != "cancelled",
+    not_(and_(rewards.c.status == "held", rewards.c.hold_code == "budget")))
+_FUND_ENTRIES = select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
+    fund_entries.c.program == bindparam("program"), fund_entries.c.holder_id == bindparam("holder"),
+    fund_entries.c.unit == bindparam("unit")).order_by(fund_entries.c.id)
+
+
+class DbHistory:
+    """:class:`payhub.api.History` (and the rules' history) over the database, plus the batch being calculated.
+
+    The batch's own calculations are not in the database yet (they are written at the end of the batch), so each
+    result is also kept here, in memory, and added to what the database holds.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.in_batch: dict[tuple[str, str, str], int] = {}  # (program, payee, currency) -> minor units
+        # (program, payee, currency) -> [(event occurred_at, minor units)]
+        self.in_batch_by_time: dict[tuple[str, str, str], list[tuple[datetime, int]]] = {}
+        # (program, partner, currency) -> [(event occurred_at, event amount, event type)]
+        self.in_batch_volume: dict[tuple[str, str, str], list[tuple[datetime, Decimal, str]]] = {}
+        self._stored_volume: dict[tuple[str, str, str, datetime, datetime], Sequence[Any]] = {}
+        # (program, source, object type, object id) -> rewards of the batch on that CRM object
+        self.in_batch_objects: dict[tuple[str, str, str, str], list[ObjectReward]] = {}
+        self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
+        self.reserved: dict[str, int] = {}  # budget key -> minor units reserved by the batch
+        self.cancelled: set[int] = set()  # stored rewards the batch's clawbacks cancel (still live in the database)
+        # (program, currency, "payee" | "partner" | "program", payee / partner / None) -> [(occurred_at, minor)]
+        self.in_batch_scopes: dict[tuple[str, str, str, str | None], list[tuple[datetime, int]]] = {}
+        self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
+        self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
+        self._fund_states: dict[tuple[str, str, str], funds.Fund] = {}
+        self._sums: dict[tuple[Any, ...], int] = {}  # stored sums asked before in this batch
+        self._seen: dict[int, ObjectReward] = {}  # stored rewards of CRM objects read by clawbacks, by id
+        self._cancelled_rows: list[tuple[str, ObjectReward]] = []  # (program, reward) cancelled by this batch
+        self._batch_rewards: dict[tuple[int, int], tuple[str, Event, str, str, int, Decision]] = {}
+
+    def add(self, program: str, event: Event, line: RewardLine, minor: int, decision: Decision,
+            ref: tuple[int, int]) -> None:
+        """Count a reward of the batch; ``ref`` names it should a clawback of the same batch cancel it."""
+        self._count(program, event, line.payee_id, line.currency, minor)
+        self.in_batch_objects.setdefault(object_key(program, event), []).append(ObjectReward(
+            event.occurred_at, line.payee_id, line.currency, minor, status=decision.status,
+            budget_key=decision.budget_key, batch_ref=ref))
+        self._batch_rewards[ref] = (program, event, line.payee_id, line.currency, minor, decision)
+
+    def forget(self, ref: tuple[int, int]) -> None:
+        """Stop counting a reward of the batch that a clawback of the same batch cancelled."""
+        program, event, payee_id, currency, minor, decision = self._batch_rewards.pop(ref)
+        self._count(program, event, payee_id, currency, -minor)
+        key = object_key(program, event)
+        self.in_batch_objects[key] = [r for r in self.in_batch_objects[key] if r.batch_ref != ref]
+        if decision.budget_key is not None and decision.hold_code != "budget":  # its reservation is released
+            self.reserved[decision.budget_key] -= minor
+
+    def _count(self, program: str, event: Event, payee_id: str, currency: str, minor: int) -> None:
+        key = (program, payee_id, currency)
+        self.in_batch[key] = self.in_batch.get(key, 0) + minor
+        self.in_batch_by_time.setdefault(key, []).append((event.occurred_at, minor))
+        for scope in (("payee", payee_id), ("partner", event.partner_id), ("program", None)):
+            self.in_batch_scopes.setdefault((program, currency, *scope), []).append((event.occurred_at, minor))
+
+    def add_fund(self, program: str, event: Event, movement: FundMovement, amount: Decimal) -> None:
+        """Count a fund movement of the batch."""
+        key = (program, movement.holder_id, movement.unit)
+        self.in_batch_funds.setdefault(key, []).append((event.occurred_at, amount, movement.expires_at))
+
+    def add_volume(self, program: str, event: Event) -> None:
+        """Count ``event`` in the volume of ``program`` (call when the program calculated it without failure)."""
+        if event.partner_id and event.amount is not None and event.currency:
+            key = (program, event.partner_id, event.currency)
+            self.in_batch_volume.setdefault(key, []).append((event.occurred_at, event.amount, event.event_type))
+
+    def total_rewarded(self, program: str, payee_id: str, currency: str, since: datetime | None = None) -> Decimal:
+        query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
+            rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
+            rewards.c.status != "cancelled",
+        )
+        if since is not None:
+            query = query.where(rewards.c.created_at >= since)
+        stored = int(self.conn.execute(query).scalar_one())
+        return from_minor(stored + self.in_batch.get((program, payee_id, currency), 0), currency)
+
+    def rewarded_between(self, program: str, payee_id: str, currency: str, since: datetime,
+                         until: datetime) -> Decimal:
+        return from_minor(self.capped_total(program, "payee", payee_id, currency, since, until), currency)
+
+    def total_volume(self, program: str, partner_id: str, currency: str, since: datetime, until: datetime,
+                     returns: Collection[str] = ()) -> Decimal:
+        key = (program, partner_id, currency, since, until)
+        stored = self._stored_volume.get(key)
+        if stored is None:  # event amounts are exact decimal text: summed here, not in SQL
+            stored = self.conn.execute(select(events.c.amount, events.c.event_type).select_from(
+                calculations.join(events, events.c.id == calculations.c.event_id)
+            ).where(
+                calculations.c.program == program, calculations.c.status.in_(("rewarded", "not_eligible")),
+                events.c.partner_id == partner_id, events.c.currency == currency, events.c.amount.is_not(None),
+                events.c.occurred_at >= since, events.c.occurred_at < until,
+            )).all()
+            self._stored_volume[key] = stored  # the batch's own calculations are written only at its end
+        batch = [(amount, kind) for at, amount, kind in self.in_batch_volume.get((program, partner_id, currency), ())
+                 if since <= at < until]
+        return sum((-Decimal(amount) if kind in returns else Decimal(amount) for amount, kind in [*stored, *batch]),
+                   Decimal(0))
+
+    def _stored_fund(self, key: tuple[str, str, str]) -> list[Entry]:
+        stored = self._stored_funds.get(key)
+        if stored is None:  # the batch's own entries are written only at its end
+            program, holder_id, unit = key
+            stored = self._stored_funds[key] = [(at, Decimal(amount), expires) for at, amount, expires in (
+                self.conn.execute(_FUND_ENTRIES, {"program": program, "holder": holder_id, "unit": unit}))]
+        return stored
+
+    def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
+        key = (program, holder_id, unit)
+        state = self._fund_states.get(key)
+        if state is None:  # the fund after every stored entry, computed once per batch
+            state = self._fund_states[key] = funds.Fund()
+            for entry in sorted(self._stored_fund(key), key=lambda e: e[0]):
+                state.apply(*entry)
+        batch = sorted((e for e in self.in_batch_funds.get(key, ()) if e[0] <= at), key=lambda e: e[0])
+        if state.last is not None and (at < state.last or (batch and batch[0][0] < state.last)):
+            # asked about the past of the stored entries: the whole fund again, in time order
+            return funds.balance([*self._stored_fund(key), *self.in_batch_funds.get(key, ())], at)
+        fund = state.copy() if batch else state
+        for entry in batch:
+            fund.apply(*entry)
+        return fund.balance(at)
+
+    def fund_credited(self, program: str, holder_id: str, unit: str, since: datetime, until: datetime) -> Decimal:
+        key = (program, holder_id, unit)
+        index = self._credit_index.get(key)
+        if index is None:  # stored credits by time, with running sums: each call is two binary searches
+            credits = sorted((at, amount) for at, amount, _ in self._stored_fund(key) if amount > 0)
+            index = self._credit_index[key] = ([at for at, _ in credits],
+                                               list(itertools.accumulate((a for _, a in credits), initial=Decimal(0))))
+        times, sums = index
+        stored = sums[bisect.bisect_left(times, until)] - sums[bisect.bisect_left(times, since)]
+        return stored + sum((amount for at, amount, _ in self.in_batch_funds.get(key, ())
+                             if amount > 0 and since <= at < until), Decimal(0))
+
+    def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
+        # Two steps, so each uses its index (events by object, rewards by event) whatever the planner knows.
+        found = {row.id: row for row in self.conn.execute(select(
+            events.c.id, events.c.occurred_at, events.c.partner_id).where(
+            events.c.source == event.source, events.c.object_type == event.object_type,
+            events.c.object_id == event.object_id, events.c.id != event.id))}
+        stored: list[ObjectReward] = []
+        if found:
+            query = select(rewards.c.event_id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
+                           rewards.c.id, rewards.c.status, rewards.c.hold_code, rewards.c.budget_key).where(
+                rewards.c.event_id.in_(found), rewards.c.program == program, rewards.c.status != "cancelled")
+            if self.conn.dialect.name == "postgresql":  # a replica scheduling them waits, or is waited for
+                query = query.with_for_update()
+            for row in self.conn.execute(query):
+                if row.id not in self.cancelled:
+                    origin = found[row.event_id]
+                    reward = ObjectReward(origin.occurred_at, row.payee_id, row.currency, row.amount_minor, row.id,
+                                          row.status, row.budget_key, partner_id=origin.partner_id,
+                                          hold_code=row.hold_code)
+                    self._seen[row.id] = reward
+                    stored.append(reward)
+        return stored + self.in_batch_objects.get(object_key(program, event), [])
+
+    def capped_total(self, program: str, per: str, scope_id: str | None, currency: str, since: datetime | None,
+                     until: datetime | None) -> int:
+        timed = since is not None and until is not None
+        args = (program, currency, per, scope_id, since, until)
+        stored = self._sums.get(args)
+        if stored is None:  # the database's part does not change during the batch
+            params: dict[str, Any] = {"program": program, "currency": currency}
+            params |= {"scope": scope_id} if per != "program" else {}
+            params |= {"since": since, "until": until} if timed else {}
+            stored = self._sums[args] = int(self.conn.execute(_SUMS[(per, timed)], params).scalar_one())
+
+        def counted(at: datetime) -> bool:
+            return not timed or since <= at < until  # type: ignore[operator]
+
+        cancelled = sum(r.minor for p, r in self._cancelled_rows if p == program and r.currency == currency
+                        and counted(r.occurred_at) and _in_scope(per, scope_id, r.payee_id, r.partner_id))
+        batch = sum(minor for at, minor in self.in_batch_scopes.get((program, currency, per, scope_id), ())
+                    if counted(at))
+        return stored - cancelled + batch
+
+    def budget_used(self, key: str) -> int:
+        stored = self._sums.get(("budget", key))
+        if stored is None:
+            stored = self._sums[("budget", key)] = int(self.conn.execute(_BUDGET_USED, {"key": key}).scalar_one())
+        return stored - sum(r.minor for _p, r in self._cancelled_rows
+                            if r.budget_key == key and not (r.status == "held" and r.hold_code == "budget"))
+
+    def cancel(self, program: str, reward_ids: list[int]) -> None:
+        """Stop counting stored rewards that a clawback of this batch cancels (written at the end of the batch)."""
+        for reward_id in reward_ids:
+            if reward_id not in self.cancelled:
+                self.cancelled.add(reward_id)
+                self._cancelled_rows.append((program, self._seen[reward_id]))
+
+
+def _in_scope(per: str, scope_id: str | None, payee_id: str, partner_id: str | None) -> bool:
+    """Whether a reward to ``payee_id`` on an event of ``partner_id`` is in the cap scope ``per`` ``scope_id``."""
+    return {"program": True, "payee": payee_id == scope_id, "partner": partner_id == scope_id}[per]
+
+
+def object_key(program: str, event: Event) -> tuple[str, str, str, str]:
+    return program, event.source, event.object_type, event.object_id
