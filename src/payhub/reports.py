@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
+from payhub import funds
+from payhub.clock import utcnow
 from payhub.db.schema import (
     approvals,
     attempts,
     audit_log,
     calculations,
     events,
+    fund_entries,
     payout_items,
     payouts,
     program_versions,
@@ -58,6 +62,33 @@ def list_rewards(conn: Connection, status: str | None = None, payee: str | None 
         "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
         "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason,
     } for r in conn.execute(query)]
+
+
+def list_funds(conn: Connection, program: str | None = None, holder: str | None = None,
+               at: datetime | None = None) -> list[dict[str, Any]]:
+    """Each fund (program, holder, unit) at ``at`` (default now): credited, spent, expired unspent, and the balance
+    (oldest credits spent first, see :mod:`payhub.funds`)."""
+    at = at or utcnow()
+    query = select(fund_entries.c.program, fund_entries.c.holder_id, fund_entries.c.unit, fund_entries.c.occurred_at,
+                   fund_entries.c.amount, fund_entries.c.expires_at).where(fund_entries.c.occurred_at <= at)
+    if program:
+        query = query.where(fund_entries.c.program == program)
+    if holder:
+        query = query.where(fund_entries.c.holder_id == holder)
+    grouped: dict[tuple[str, str, str], list[funds.Entry]] = {}
+    for row in conn.execute(query.order_by(fund_entries.c.id)):
+        grouped.setdefault((row.program, row.holder_id, row.unit), []).append(
+            (row.occurred_at, Decimal(row.amount), row.expires_at))
+    found = []
+    for (name, holder_id, unit), entries in sorted(grouped.items()):
+        credited = sum((a for _t, a, _e in entries if a > 0), Decimal(0))
+        spent = -sum((a for _t, a, _e in entries if a < 0), Decimal(0))
+        left = funds.balance(entries, at)
+        expiring = [e for t, a, e in entries if a > 0 and e is not None and e > at]
+        found.append({"program": name, "holder": holder_id, "unit": unit, "credited": str(credited),
+                      "spent": str(spent), "expired": str(max(credited - spent - left, Decimal(0))),
+                      "balance": str(left), "next_expiry": min(expiring) if expiring else None})
+    return found
 
 
 def list_payouts(conn: Connection, status: str | None = None, rail: str | None = None,

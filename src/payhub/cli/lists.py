@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import click
 from rich.markup import escape
 
 from payhub import reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, render, to_json
-from payhub.errors import PayhubError
+from payhub.clock import parse_instant
+from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
 
@@ -112,6 +115,28 @@ def rewards_cancel(ctx: Context, reward_ids: tuple[int, ...], reason: str) -> No
     """Cancel rewards that are not yet scheduled: they are never paid and no longer count against budgets."""
     count = reward_actions.cancel(ctx.runtime(), reward_ids, reason)
     console.print(f"cancelled {count} reward(s)")
+
+
+@main.group()
+def funds() -> None:
+    """Funds programs keep for their holders: co-op accruals, MDF allocations, loyalty points."""
+
+
+@funds.command("list")
+@click.option("--program")
+@click.option("--holder", help="A payee or partner id (MDF allocations are held as <partner>:<period>).")
+@click.option("--at", "at_text", help="ISO 8601 date or time to show the funds at (default: now, UTC).")
+@format_option
+@pass_ctx
+@fail_cleanly
+def funds_list(ctx: Context, program: str | None, holder: str | None, at_text: str | None, fmt: str) -> None:
+    """Each fund's credits, spending, what expired unspent and its balance (oldest credits are spent first)."""
+    try:
+        at = parse_instant(at_text, default_tz=UTC) if at_text else None
+    except InvalidRecord as exc:
+        raise PayhubError(f"--at: {exc}") from None
+    with ctx.runtime().engine.connect() as conn:
+        render(reports.list_funds(conn, program, holder, at), fmt, title="funds")
 
 
 @main.group()

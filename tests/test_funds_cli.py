@@ -1,0 +1,49 @@
+"""``payhub funds list``: each fund's credits, spending, expiry and balance, as an operator or auditor sees it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_helpers import invoke
+from test_programs import SOURCE, run
+
+from payhub.api import SourceRecord
+
+
+def purchase(object_id: str, when: str, amount: str) -> SourceRecord:
+    return SourceRecord("Order", object_id, "booked", "purchase", when, "rep1", amount, "USD", "acme")
+
+
+def claim(object_id: str, when: str, amount: str) -> SourceRecord:
+    return SourceRecord("Claim", object_id, "approved", "coop_claim", when, "rep1", amount, "USD", "acme")
+
+
+def test_funds_list_shows_credits_spending_expiry_and_balance(make_runtime, tmp_path: Path) -> None:
+    rt = make_runtime(SOURCE + """
+        [programs.coop]
+        calculator = "coop"
+        percent = "2"
+        participation_percent = "50"
+        expiry_days = 90
+    """)
+    run(rt, purchase("o1", "2026-01-10T00:00:00Z", "100000"),  # +2,000.00, lapses 2026-04-10
+        purchase("o2", "2026-03-01T00:00:00Z", "10000"),  # +200.00, lapses 2026-05-30
+        claim("c1", "2026-02-01T00:00:00Z", "1800"))  # pays 900.00 from the oldest credit
+    config = str(tmp_path / "payhub.toml")
+
+    def funds(*args: str) -> list[dict[str, str]]:
+        result = invoke("-c", config, "funds", "list", "--format", "json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    [before] = funds("--at", "2026-03-15")
+    assert {k: before[k] for k in ("program", "holder", "unit", "credited", "spent", "expired", "balance")} == {
+        "program": "coop", "holder": "acme", "unit": "USD", "credited": "2200.00", "spent": "900.00",
+        "expired": "0.00", "balance": "1300.00"}
+    assert before["next_expiry"].startswith("2026-04-10")
+    [after] = funds("--at", "2026-05-01", "--program", "coop", "--holder", "acme")
+    assert (after["expired"], after["balance"]) == ("1100.00", "200.00")  # the rest of the first credit lapsed
+    assert funds("--holder", "nobody") == []
+    bad = invoke("-c", config, "funds", "list", "--at", "yesterday")
+    assert bad.exit_code != 0 and "--at" in bad.output
