@@ -77,8 +77,8 @@ def event_money(event: Event, *, allow_negative: bool = False) -> tuple[Decimal,
     if event.amount is None or event.currency is None:
         raise CalculationError("the event has no amount and currency")
     if event.amount < 0 and not allow_negative:
-        raise CalculationError(f"negative event amount {event.amount}: returns and negative adjustments are not "
-                               "supported yet")
+        raise CalculationError(f"negative event amount {event.amount}: send returns and refunds as their own event "
+                               "types with a positive amount (return_event_types, refund_event_types)")
     return event.amount, event.currency
 
 
