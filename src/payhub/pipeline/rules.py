@@ -1,4 +1,4 @@
-"""The rules the core applies around every calculator: splits, clawbacks, budgets and approvals.
+"""The rules the core applies around every calculator: splits, clawbacks, caps, budgets and approvals.
 
 They read a program's core keys (see :class:`payhub.settings.ProgramSection`) and raise CalculationError, naming
 the key or event attribute at fault, when an event cannot be handled; the calculation then fails with that reason.
