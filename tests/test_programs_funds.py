@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from test_programs import run as run_pipeline
 
 from payhub.api import Calculator, Event, FundMovement, RewardLine, SourceRecord
-from payhub.audit import verify
 from payhub.builtin.programs.coop import Coop, CoopParams
 from payhub.builtin.programs.loyalty_points import LoyaltyPoints, LoyaltyPointsParams
 from payhub.builtin.programs.mdf import Mdf, MdfParams, fund_holder
@@ -24,8 +24,6 @@ from payhub.db.schema import calculations, events, fund_entries, rewards
 from payhub.errors import CalculationError, ConfigError
 from payhub.funds import POINTS, balance, round_unit
 from payhub.money import from_minor, minor_units, quantize
-from payhub.pipeline.calculate import calculate_batch, register_program_versions
-from payhub.pipeline.ingest import poll
 from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
@@ -669,18 +667,6 @@ def source_record(object_id: str, event_type: str, when: str, amount: str | None
                   **attributes: Any) -> SourceRecord:
     return SourceRecord("Thing", object_id, transition or event_type, event_type, when, payee, amount,
                         currency if amount is not None else None, partner, attributes)
-
-
-def run_pipeline(rt: Runtime, *records: SourceRecord, limit: int | None = None) -> None:
-    """Ingest ``records`` and calculate them, ``limit`` events per batch (history read back from the database
-    between batches, and from the batch itself within one)."""
-    rt.plugins.sources["s"].push(*records)
-    poll(rt, "s")
-    versions = register_program_versions(rt)
-    while calculate_batch(rt, versions, limit=limit):
-        pass
-    with rt.engine.connect() as conn:
-        assert verify(conn).ok
 
 
 def outcome(rt: Runtime, program: str) -> dict[str, Any]:
