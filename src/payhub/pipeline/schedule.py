@@ -190,9 +190,11 @@ def _below_minimum(rt: Runtime, rail: str, payee: Payee, currency: str, net_mino
         minimums.append((section.min_payout[currency], f"rail {rail}"))
     if payee.min_payout is not None and payee.currency == currency:
         minimums.append((payee.min_payout, f"payee {payee.id}"))
-    for minimum, whose in sorted(minimums, reverse=True)[:1]:
-        if net < minimum:
-            return f"net balance {net} {currency} is below the minimum payout {minimum} {currency} of {whose}"
+    if not minimums:
+        return None
+    minimum, whose = max(minimums)  # the higher minimum applies
+    if net < minimum:
+        return f"net balance {net} {currency} is below the minimum payout {minimum} {currency} of {whose}"
     return None
 
 
