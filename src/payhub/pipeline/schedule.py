@@ -140,11 +140,12 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             groups[(row.payee_id, item.currency)].append(item)
         planned: list[Planned] = []
         for (payee_id, currency), items in groups.items():
-            rail, why = route(rt, known[payee_id], currency, sum(item.minor for item in items))
+            net = sum(item.minor for item in items)
+            rail, why = route(rt, known[payee_id], currency, net)
             if rail is None:
                 moved += _hold(tx, [item.row for item in items], "no_rail", why)
                 continue
-            short = _below_minimum(rt, rail, known[payee_id], currency, sum(item.minor for item in items))
+            short = _below_minimum(rt, rail, known[payee_id], currency, net)
             if short is not None:
                 moved += _carry(tx, [item.row for item in items], short)
                 continue
