@@ -44,6 +44,7 @@ from payhub.errors import (
 __all__ = [
     "Calculator",
     "Amount",
+    "Currency",
     "CalculationError",
     "ConfigPath",
     "Event",
@@ -111,6 +112,19 @@ def _plain_amount(value: Any) -> Any:
 
 Amount = Annotated[Decimal, BeforeValidator(_plain_amount)]
 """A decimal setting given as plain decimal text or an integer; floats and exponents are refused."""
+
+
+def _currency_code(value: str) -> str:
+    from payhub.money import check_currency
+
+    try:
+        return check_currency(value)
+    except InvalidRecord as exc:
+        raise ValueError(str(exc)) from None
+
+
+Currency = Annotated[str, AfterValidator(_currency_code)]
+"""A currency setting: an ISO 4217 code with minor units, upper-cased."""
 
 
 # ---------------------------------------------------------------------------------------------------- sources

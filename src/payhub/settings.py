@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,7 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from payhub.api import Amount
+from payhub.api import Amount, Currency
 from payhub.errors import ConfigError
 
 DEFAULT_CONFIG = "payhub.toml"
@@ -104,24 +103,13 @@ class SourceSection(_NamedPluginSection):
     batch_size: PositiveInt = 1000
 
 
-def _currency_code(value: Any) -> Any:
-    from payhub.errors import InvalidRecord
-    from payhub.money import check_currency
-
-    try:
-        return check_currency(value)
-    except InvalidRecord as exc:
-        raise ValueError(str(exc)) from None
-
-
-CurrencyCode = Annotated[str, AfterValidator(_currency_code)]
 
 
 class BudgetSettings(_Section):
     """A fund pool a program's rewards draw on; a reward that would overdraw it is held."""
 
     amount: Amount = Field(gt=0, description="The pool for each period (and each partner with per = \"partner\").")
-    currency: CurrencyCode
+    currency: Currency
     period: Literal["month", "quarter", "year", "program"] = Field(
         "program", description="Calendar period of the event the pool belongs to; \"program\" = one pool for ever.")
     per: Literal["program", "partner"] = Field("program", description="One pool, or one per partner.")
@@ -132,7 +120,7 @@ class CapSettings(_Section):
 
     per: Literal["payee", "partner", "program"]
     amount: Amount = Field(ge=0)
-    currency: CurrencyCode
+    currency: Currency
     period: Literal["month", "quarter", "year", "program"] = Field(
         "program", description="Calendar period of the event the cap counts in; \"program\" = for ever.")
 
@@ -140,7 +128,7 @@ class CapSettings(_Section):
 class ApprovalSettings(_Section):
     """Rewards above ``threshold`` wait for an approver; above ``dual_threshold``, for two different approvers."""
 
-    currency: CurrencyCode
+    currency: Currency
     threshold: Amount = Field(ge=0)
     dual_threshold: Amount | None = Field(None, ge=0)
 
@@ -199,7 +187,7 @@ class RailSection(_NamedPluginSection):
     retry_max_seconds: float = Field(60.0, ge=0)
     timeout_seconds: PositiveFloat = Field(60.0, description="A send or lookup call running longer is abandoned.")
     settle_interval_seconds: PositiveFloat = 300
-    min_payout: dict[CurrencyCode, Amount] = Field(
+    min_payout: dict[Currency, Amount] = Field(
         default_factory=dict, description="Smallest payout per currency; smaller balances carry forward.")
 
 
@@ -211,7 +199,7 @@ class RouteRule(_Section):
     """Payees matching ``countries`` and ``currencies`` (empty = any) are paid by the first of ``rails`` that can."""
 
     countries: list[str] = Field(default_factory=list, description="ISO 3166 alpha-2 codes of the payee.")
-    currencies: list[CurrencyCode] = Field(default_factory=list, description="Payout currencies.")
+    currencies: list[Currency] = Field(default_factory=list, description="Payout currencies.")
     rails: list[str] = Field(min_length=1, description="Rails tried in order (fallbacks).")
 
     @field_validator("countries")

@@ -17,7 +17,7 @@ from payhub.api import Event, FundMovement, RewardLine
 from payhub.db.schema import calculations, events, fund_entries, rewards
 from payhub.funds import Entry
 from payhub.money import from_minor
-from payhub.pipeline.rules import Decision, ObjectReward
+from payhub.pipeline.rules import BUDGET_HOLD, Decision, ObjectReward
 
 # Statements built once: each History call only binds its values.
 _REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
@@ -32,7 +32,7 @@ _SUMS = {(per, timed): select(_SUM).select_from(_REWARDS_OF_EVENTS).where(
     for per in ("payee", "partner", "program") for timed in (False, True)}
 _BUDGET_USED = select(_SUM).where(
     rewards.c.budget_key == bindparam("key"), rewards.c.status != "cancelled",
-    not_(and_(rewards.c.status == "held", rewards.c.hold_code == "budget")))
+    not_(and_(rewards.c.status == "held", rewards.c.hold_code == BUDGET_HOLD)))
 _FUND_ENTRIES = select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
     fund_entries.c.program == bindparam("program"), fund_entries.c.holder_id == bindparam("holder"),
     fund_entries.c.unit == bindparam("unit")).order_by(fund_entries.c.id)
@@ -83,7 +83,7 @@ class DbHistory:
         self._count(program, event, payee_id, currency, -minor)
         key = object_key(program, event)
         self.in_batch_objects[key] = [r for r in self.in_batch_objects[key] if r.batch_ref != ref]
-        if decision.budget_key is not None and decision.hold_code != "budget":  # its reservation is released
+        if decision.budget_key is not None and decision.hold_code != BUDGET_HOLD:  # its reservation is released
             self.reserved[decision.budget_key] -= minor
 
     def _count(self, program: str, event: Event, payee_id: str, currency: str, minor: int) -> None:
@@ -220,7 +220,7 @@ class DbHistory:
         if stored is None:
             stored = self._sums[("budget", key)] = int(self.conn.execute(_BUDGET_USED, {"key": key}).scalar_one())
         return stored - sum(r.minor for _p, r in self._cancelled_rows
-                            if r.budget_key == key and not (r.status == "held" and r.hold_code == "budget"))
+                            if r.budget_key == key and not (r.status == "held" and r.hold_code == BUDGET_HOLD))
 
     def cancel(self, program: str, reward_ids: list[int]) -> None:
         """Stop counting stored rewards that a clawback of this batch cancels (written at the end of the batch)."""

@@ -25,12 +25,10 @@ from payhub.db.queries import for_update
 from payhub.db.schema import approvals, rewards
 from payhub.errors import PayhubError
 from payhub.money import from_minor
+from payhub.pipeline.rules import BUDGET_HOLD, UNPAID
 from payhub.runtime import Runtime, Tx
 
 OPERATOR_HOLD = "operator"
-BUDGET_HOLD = "budget"
-HOLDABLE = ("pending", "awaiting_approval", "carried", "held")
-CANCELLABLE = ("pending", "awaiting_approval", "held", "carried")
 IN_PAYOUT = ("scheduled", "sent", "paid")
 
 
@@ -101,7 +99,7 @@ def hold(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
             # A budget hold keeps the reward out of its budget; an operator hold would put it back in.
             return (f"reward {row.id} is already held for its budget ({row.hold_reason}); release it to override "
                     "the budget, or cancel it")
-        if row.status not in HOLDABLE:
+        if row.status not in UNPAID:
             hint = "; cancel the payout first" if row.status == "scheduled" else ""
             return f"reward {row.id} is {_state(row)}, not holdable{hint}"
         return None
@@ -164,7 +162,7 @@ def cancel(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
     def check(row: Any) -> str | None:
         if row.status == "cancelled":
             return f"reward {row.id} is already cancelled"
-        if row.status not in CANCELLABLE:
+        if row.status not in UNPAID:
             hint = "; cancel the payout first" if row.status == "scheduled" else "; it cannot be cancelled"
             return f"reward {row.id} is {_state(row)}{hint}"
         return None

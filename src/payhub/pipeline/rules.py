@@ -45,8 +45,11 @@ class ObjectReward:
         return self.batch_ref is not None or (self.reward_id is not None and self.status in UNPAID)
 
 
-# Rewards not in a payout yet: a clawback cancels them instead of netting against the payee's other earnings.
+# Rewards not in a payout yet: a clawback cancels them instead of netting against the payee's other earnings, and
+# an operator may hold or cancel them.
 UNPAID = ("pending", "awaiting_approval", "held", "carried")
+# The hold of a reward that would overdraw its budget; while held so, it does not use the budget.
+BUDGET_HOLD = "budget"
 
 
 class RulesHistory(Protocol):
@@ -281,7 +284,7 @@ def decide(program: str, section: ProgramSection, event: Event, currency: str, m
         left = from_minor(max(limit - used, 0), currency)
         reason = (f"budget {key} would be overdrawn: {left} {currency} left of {quantize(budget.amount, currency)}, "
                   f"the reward is {from_minor(minor, currency)} {currency}")
-        return Decision("held", "budget", reason, approvals, key)
+        return Decision("held", BUDGET_HOLD, reason, approvals, key)
     reserved[key] = reserved.get(key, 0) + minor
     return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals, budget_key=key)
 

@@ -6,24 +6,14 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from payhub.api import Amount, CalculationError, Event, History, InvalidRecord
+from payhub.api import Currency as Currency  # re-exported for the calculators
 from payhub.clock import Period as Period  # re-exported for the calculators
 from payhub.clock import parse_instant
 from payhub.clock import period_bounds as period_bounds
-from payhub.money import check_currency, parse_amount, quantize
-
-
-def _currency(value: str) -> str:
-    try:
-        return check_currency(value)
-    except InvalidRecord as exc:
-        raise ValueError(str(exc)) from None
-
-
-Currency = Annotated[str, AfterValidator(_currency)]
-"""An ISO 4217 currency code with minor units; upper-cased."""
+from payhub.money import parse_amount, quantize
 
 Percent = Annotated[Amount, Field(ge=0, le=100)]
 """A percentage from 0 to 100, as decimal text ("1.5")."""
