@@ -45,7 +45,7 @@ def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             if values.get("min_payout"):
                 try:
                     if parse_amount(values["min_payout"]) < 0:
-                        raise InvalidRecord("min_payout is negative")
+                        raise InvalidRecord(f"{values['min_payout']} is negative")
                 except InvalidRecord as exc:
                     problems.append(f"{path.name} line {line_no}: min_payout: {exc}")
                     continue
