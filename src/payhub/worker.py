@@ -8,12 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from sqlalchemy import update
-from sqlalchemy.engine import make_url
 
+from payhub.db.engine import lock_sqlite_file, sqlite_file
 from payhub.db.schema import payouts, sources
-from payhub.errors import PayhubError
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.disburse import disburse_rail
@@ -58,14 +57,9 @@ class Worker:
         """Check the schema, take the SQLite file lock, reclaim this file's leases and record program versions."""
         rt = self.rt
         rt.require_schema()
-        url = make_url(rt.settings.database_url)
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-            self._lock = FileLock(url.database + ".lock")
-            try:
-                self._lock.acquire(timeout=0)
-            except Timeout:
-                raise PayhubError(
-                    f"another payhub daemon is running on {url.database} (one per SQLite file)") from None
+        database = sqlite_file(rt.settings.database_url)
+        if database is not None:
+            self._lock = lock_sqlite_file(database)  # by the real path; refuses hard links
             with rt.engine.begin() as conn:  # we are the only daemon: leases of dead processes are void
                 conn.execute(update(payouts).values(lease_owner=None, lease_until=None))
                 conn.execute(update(sources).values(lease_owner=None, lease_until=None))

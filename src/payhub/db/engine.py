@@ -1,15 +1,37 @@
 """Engines for the two supported databases.
 
-SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` write transactions and a busy timeout, one daemon per file.
-PostgreSQL replicas share work with ``FOR UPDATE SKIP LOCKED`` (see :mod:`payhub.pipeline`).
+SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` write transactions and a busy timeout, one daemon per file. The
+database file is created owner-only before SQLite first opens it (see :mod:`payhub.files`), so its ``-wal`` and
+``-shm`` files get the same mode. PostgreSQL replicas share work with ``FOR UPDATE SKIP LOCKED`` (see
+:mod:`payhub.pipeline`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
+from filelock import FileLock, Timeout
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from payhub import files
+from payhub.errors import PayhubError
+
+log = logging.getLogger(__name__)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL, or None (another database, ``:memory:``, a ``file:`` URI)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return database
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
@@ -18,6 +40,15 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         # A file database keeps a small pool of connections (set up once each); :memory: must not be pooled apart.
         pool = {"poolclass": NullPool} if ":memory:" in url else {"pool_size": 2, "max_overflow": 2}
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
+        path = sqlite_file(url)
+
+        if path is not None:
+            @event.listens_for(engine, "do_connect")
+            def _private_file(_dialect: Any, _record: Any, _args: Any, _kwargs: Any) -> None:
+                try:
+                    files.prepare_sqlite_file(path)
+                except OSError as exc:  # a missing directory, no permission: SQLite's own error says it better
+                    log.debug("cannot prepare %s: %s", path, exc)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -35,6 +66,30 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def lock_sqlite_file(database: str) -> FileLock:
+    """Take the one-daemon-per-file lock of a SQLite database, or raise PayhubError.
+
+    The lock is ``<real path>.lock``: symlinks (to the file or to a directory above it) are resolved first, so every
+    name reaching the file through symlinks takes the same lock. A hard link is a second name that cannot be traced
+    back, so a database file with more than one hard link is refused.
+    """
+    real = os.path.realpath(database)
+    try:
+        links = os.stat(real).st_nlink
+    except FileNotFoundError:
+        links = 1
+    if links > 1:
+        raise PayhubError(f"the database file {real} has {links} hard links; payhub locks a database by its path and "
+                          "cannot see the other names, so it needs exactly one (use a symlink instead)")
+    lock = FileLock(real + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise PayhubError(f"another payhub daemon is running on {real} (one per SQLite file; "
+                          f"lock {real}.lock)") from None
+    return lock
 
 
 def is_postgres(engine: Engine) -> bool:
