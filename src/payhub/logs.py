@@ -8,6 +8,7 @@ import sys
 from pythonjsonlogger.json import JsonFormatter
 
 from payhub.settings import LogSettings
+from payhub.termsafe import VisibleFormatter
 
 
 def setup_logging(settings: LogSettings) -> None:
@@ -16,7 +17,8 @@ def setup_logging(settings: LogSettings) -> None:
         handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
                                            rename_fields={"asctime": "time", "levelname": "level"}))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        # Messages quote CRM and provider text: control characters are shown escaped, never sent to the terminal.
+        handler.setFormatter(VisibleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)

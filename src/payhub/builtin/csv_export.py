@@ -4,7 +4,8 @@ Each send call writes one file ``<prefix>-<UTC time>-<n>.csv`` into ``directory`
 fsync, rename), one row per payout with its idempotency key. A payout counts as accepted once its row is in a
 file; what the bank does next is outside payhub (``reports_status`` is false). ``lookup`` reads the files back,
 so a crash between writing and recording is resolved without writing the payout twice, and a key already
-exported is never written again.
+exported is never written again. Cells are neutralised against spreadsheet formulas (:mod:`payhub.csvsafe`: a
+payee name ``=HYPERLINK(…)`` is written ``'=HYPERLINK(…)``; amounts, being plain numbers, are written as they are).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from payhub import csvsafe
 from payhub.api import (
     ConfigPath,
     Outcome,
@@ -74,7 +76,7 @@ class CsvExportRail(Rail):
 
     def _write(self, directory: Path, instructions: Sequence[PayoutInstruction]) -> str:
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csvsafe.writer(buffer)  # formulas neutralised: the file is opened in spreadsheets and portals
         writer.writerow(COLUMNS)
         for i in instructions:
             writer.writerow([i.idempotency_key, i.payout_id, i.payee.id, i.payee.name, i.payee.country or "",
@@ -111,5 +113,5 @@ class CsvExportRail(Rail):
                 continue
             with path.open(newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
-                    self._index[row["idempotency_key"]] = path.name
+                    self._index[csvsafe.restore_cell(row["idempotency_key"])] = path.name
             self._read_files.add(path.name)

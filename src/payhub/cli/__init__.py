@@ -11,7 +11,7 @@ import click
 from sqlalchemy.exc import OperationalError
 
 from payhub import __version__
-from payhub.cli.output import err_console
+from payhub.cli.output import err_console, plain, shown
 from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
 from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
@@ -53,17 +53,18 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ConfigError as exc:
             err_console.print("[bold red]configuration error[/bold red]")
             for key, message in exc.problems:
-                err_console.print(f"  {key or '(file)'}: {message}", markup=False, highlight=False, soft_wrap=True)
+                err_console.print(f"  {plain(key or '(file)')}: {plain(message)}", markup=False, highlight=False,
+                                  soft_wrap=True)
             sys.exit(2)
         except SchemaOutOfDateError as exc:
-            err_console.print(f"[bold red]database not ready:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]database not ready:[/bold red] {shown(exc)}", highlight=False, soft_wrap=True)
             sys.exit(3)
         except OperationalError as exc:
-            err_console.print(f"database unavailable: {exc.orig or exc}", style="bold red", highlight=False,
+            err_console.print(f"database unavailable: {plain(exc.orig or exc)}", style="bold red", highlight=False,
                               soft_wrap=True, markup=False)
             sys.exit(1)
         except PayhubError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/bold red] {shown(exc)}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
     return wrapper

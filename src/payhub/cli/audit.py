@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from datetime import datetime
@@ -12,10 +11,10 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import select
 
-from payhub import reports
+from payhub import csvsafe, reports
 from payhub.audit import verify as verify_chain
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
-from payhub.cli.output import FORMATS, console, err_console, render, to_json
+from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
 from payhub.clock import parse_instant
 from payhub.db.schema import audit_head, audit_log
 from payhub.errors import InvalidRecord, PayhubError
@@ -78,7 +77,11 @@ def audit_query(ctx: Context, fmt: str, limit: int | None, **filters: Any) -> No
 @pass_ctx
 @fail_cleanly
 def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> None:
-    """Export entries with their hashes, for archiving or independent verification."""
+    """Export entries with their hashes, for archiving or independent verification.
+
+    JSON Lines holds the exact stored text (the chain recomputes from it); CSV cells are neutralised for
+    spreadsheets (:mod:`payhub.csvsafe`), so a changed cell no longer matches its hash.
+    """
     rt = ctx.runtime()
     with rt.engine.connect() as conn:
         rows = reports.query_audit(conn, **filters)
@@ -86,7 +89,7 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
     try:
         columns = [*COLUMNS, "prev_hash", "hash"]
         if fmt == "csv":
-            writer = csv.writer(out)
+            writer = csvsafe.writer(out)
             writer.writerow(columns)
             for row in rows:
                 writer.writerow([json.dumps(row[c], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -100,7 +103,7 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
     _record_read(rt, "audit.export", {"filters": {k: v for k, v in filters.items() if v}, "rows": len(rows),
                                       "format": fmt, "output": output or "stdout"})
     if output:
-        err_console.print(f"exported {len(rows)} entries to {output}")
+        err_console.print(f"exported {len(rows)} entries to {shown(output)}", highlight=False)
 
 
 @audit.command("verify")
@@ -151,20 +154,20 @@ def audit_trace(ctx: Context, ref: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(to_json(chain))
         return
+
+    def say(line: str) -> None:  # no markup: every value from the database goes through plain()
+        console.print(line, markup=False, highlight=False)
+
     for node in chain:
         e = node["event"]
-        line = f"event {e['id']} {e['key']} [{e['status']}]" + (f" {e['reason']}" if e["reason"] else "")
-        console.print(line, markup=False, highlight=False)
+        say(f"event {e['id']} {plain(e['key'])} [{e['status']}]" + (f" {plain(e['reason'])}" if e["reason"] else ""))
         for c in node["calculations"]:
-            console.print(f"  program {c['program']}: {c['status']}" + (f" ({c['reason']})" if c["reason"] else ""),
-                          markup=False, highlight=False)
+            say(f"  program {plain(c['program'])}: {c['status']}" + (f" ({plain(c['reason'])})" if c["reason"] else ""))
         for r in node["rewards"]:
-            console.print(f"  reward {r['id']} {r['amount']} {r['currency']} to {r['payee']} [{r['status']}]",
-                          markup=False, highlight=False)
+            say(f"  reward {r['id']} {r['amount']} {r['currency']} to {plain(r['payee'])} [{r['status']}]")
             for p in r["payouts"]:
-                console.print(f"    payout {p['id']} {p['amount']} {p['currency']} via {p['rail']} [{p['status']}]"
-                              f" key {p['key']}" + (f" ref {p['provider_ref']}" if p["provider_ref"] else ""),
-                              markup=False, highlight=False)
+                say(f"    payout {p['id']} {p['amount']} {p['currency']} via {plain(p['rail'])} [{p['status']}]"
+                    f" key {plain(p['key'])}" + (f" ref {plain(p['provider_ref'])}" if p["provider_ref"] else ""))
                 for a in p["attempts"]:
-                    console.print(f"      {a['kind']} #{a['number']} {a['outcome'] or 'in flight'}"
-                                  + (f": {a['detail']}" if a["detail"] else ""), markup=False, highlight=False)
+                    say(f"      {a['kind']} #{a['number']} {a['outcome'] or 'in flight'}"
+                        + (f": {plain(a['detail'])}" if a["detail"] else ""))

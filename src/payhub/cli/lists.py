@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC
 
 import click
-from rich.markup import escape
 
 from payhub import reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
-from payhub.cli.output import FORMATS, console, render, to_json
+from payhub.cli.output import FORMATS, console, plain, render, shown, to_json
 from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
@@ -78,7 +77,7 @@ def rewards_approve(ctx: Context, reward_ids: tuple[int, ...], note: str | None)
     rt = ctx.runtime()
     for done in reward_actions.approve(rt, reward_ids, note):
         then = "now pending" if done.pending else f"needs {done.needed - done.approvals} more approver(s)"
-        console.print(f"reward {done.reward_id} approved by {rt.writer.actor} ({done.approvals}/{done.needed}); "
+        console.print(f"reward {done.reward_id} approved by {plain(rt.writer.actor)} ({done.approvals}/{done.needed}); "
                       f"{then}", markup=False, highlight=False)
 
 
@@ -228,27 +227,30 @@ def explain(ctx: Context, reward_id: int, fmt: str) -> None:
         click.echo(to_json(data))
         return
     r, p, e = data["reward"], data["program"], data["event"]
-    console.print(f"[bold]Reward {r['id']}[/bold]: {r['amount']} {r['currency']} to {r['payee']} ({r['status']})")
-    console.print(f"  {r['description']}", markup=False)
+
+    def say(line: str) -> None:  # markup is payhub's own; every value from the database goes through shown()
+        console.print(line, highlight=False)
+
+    say(f"[bold]Reward {r['id']}[/bold]: {r['amount']} {r['currency']} to {shown(r['payee'])} ({r['status']})")
+    say(f"  {shown(r['description'])}")
     if r["details"]:
-        console.print(f"  details: {to_json(r['details'])}", markup=False)
+        say(f"  details: {shown(to_json(r['details']))}")
     if r["fx"]:
         fx = r["fx"]
-        console.print(f"  paid in the payee's currency at {fx['rate']} ({fx['rate_type']} rate of {fx['rate_date']}, "
-                      f"{fx['date_used']} date, {fx['source']})", markup=False)
-    console.print(f"[bold]Program[/bold] {p['name']} version {p['version']}, calculator {p['calculator']}")
-    console.print(f"  parameters: {to_json(p['parameters'])}", markup=False)
-    console.print(f"[bold]Event[/bold] {e['id']} {e['key']}", highlight=False)
-    console.print(f"  {e['type']} at {e['occurred_at']}, amount {e['amount']} {e['currency']}, "
-                  f"payee {e['payee']}, partner {e['partner']}", markup=False)
+        say(f"  paid in the payee's currency at {shown(fx['rate'])} ({shown(fx['rate_type'])} rate of "
+            f"{shown(fx['rate_date'])}, {shown(fx['date_used'])} date, {shown(fx['source'])})")
+    say(f"[bold]Program[/bold] {shown(p['name'])} version {p['version']}, calculator {shown(p['calculator'])}")
+    say(f"  parameters: {shown(to_json(p['parameters']))}")
+    say(f"[bold]Event[/bold] {e['id']} {shown(e['key'])}")
+    say(f"  {shown(e['type'])} at {e['occurred_at']}, amount {e['amount']} {e['currency']}, "
+        f"payee {shown(e['payee'])}, partner {shown(e['partner'])}")
     if e["attributes"]:
-        console.print(f"  attributes: {to_json(e['attributes'])}", markup=False)
+        say(f"  attributes: {shown(to_json(e['attributes']))}")
     if r["payout"]:
-        console.print(f"[bold]Payout[/bold] {r['payout']}")
+        say(f"[bold]Payout[/bold] {r['payout']}")
     if r["approvals_needed"]:
-        who = f" ({', '.join(r['approvers'])})" if r["approvers"] else ""
-        console.print(f"Approvals {len(r['approvers'])}/{r['approvals_needed']}{who}", markup=False,
-                      highlight=False)
+        who = f" ({', '.join(shown(a) for a in r['approvers'])})" if r["approvers"] else ""
+        say(f"Approvals {len(r['approvers'])}/{r['approvals_needed']}{who}")
     if r["hold_reason"]:
-        code = f" ({escape(r['hold_code'])})" if r["hold_code"] else ""
-        console.print(f"[yellow]Held{code}[/yellow]: {escape(r['hold_reason'])}", highlight=False)
+        code = f" ({shown(r['hold_code'])})" if r["hold_code"] else ""
+        say(f"[yellow]Held{code}[/yellow]: {shown(r['hold_reason'])}")
