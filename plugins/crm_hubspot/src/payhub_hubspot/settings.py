@@ -110,8 +110,24 @@ class HubSpotSettings(PluginSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="Key of the v3 signatures; default `client_secret` (the app's client secret).")
     webhook_max_age_seconds: float = Field(
-        300.0, gt=0, description="Reject webhook requests whose X-HubSpot-Request-Timestamp is older (or further "
-                                 "ahead) than this.")
+        300.0, gt=0, le=3600, allow_inf_nan=False,
+        description="Reject webhook requests whose X-HubSpot-Request-Timestamp is older (or further ahead) than "
+                    "this (HubSpot: 5 minutes); also how long a delivery is remembered to refuse its replays.")
+    webhook_max_body_bytes: int = Field(
+        1 << 20, ge=1024, le=16 << 20,
+        description="Largest webhook body accepted (HubSpot sends at most 100 events, a few tens of KB); larger "
+                    "bodies get 413 without being read.")
+    webhook_read_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, allow_inf_nan=False,
+        description="Time a webhook client has to send its whole request (headers and body) from connecting; "
+                    "then the connection is closed (408 if its headers were read).")
+    webhook_max_connections: int = Field(
+        32, ge=1, le=1024,
+        description="Webhook connections served at once; one more is answered 503 and closed at once.")
+    webhook_replay_cache_size: int = Field(
+        10_000, ge=100, le=1_000_000,
+        description="Deliveries remembered (for webhook_max_age_seconds) to refuse exact replays; the oldest is "
+                    "forgotten first when full.")
 
     @field_validator("start_date", mode="before")
     @classmethod

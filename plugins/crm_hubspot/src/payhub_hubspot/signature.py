@@ -25,6 +25,9 @@ _ENCODED = re.compile("|".join(re.escape(code) for code in DECODED), re.IGNORECA
 
 MAX_AGE_MS = 5 * 60 * 1000
 
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+"""Epoch milliseconds as HubSpot sends them: ASCII digits only, at most 15 (so never a huge number)."""
+
 
 def decode_uri(uri: str) -> str:
     """``uri`` with the characters HubSpot decodes before signing (``%3A`` → ``:`` …) decoded; others kept."""
@@ -46,7 +49,7 @@ def verify_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str | 
     """
     if not signature or not timestamp:
         return "missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp"
-    if not timestamp.isdigit():
+    if not _TIMESTAMP.fullmatch(timestamp):
         return "X-HubSpot-Request-Timestamp is not epoch milliseconds"
     age = now_ms - int(timestamp)
     if age > max_age_ms:
