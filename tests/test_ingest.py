@@ -134,17 +134,25 @@ def test_duplicates_in_one_batch_store_one_event(make_runtime) -> None:
     assert len(audit_actions(rt, "event.ingested")) == 2
 
 
-def test_duplicate_keys_in_one_batch_audit_the_stored_record(make_runtime) -> None:
-    """When one batch holds a key twice, the audit entry describes the record that was stored, not the other."""
+def test_a_correction_in_the_same_batch_replaces_its_bad_record(make_runtime) -> None:
+    """The copies of a key in one batch count as if they had arrived one after the other: a later valid copy
+    replaces an earlier quarantined one, the first valid copy stays, and the audit describes what was stored."""
     rt = make_runtime(CONFIG)
-    assert store(rt, "s", [deal("1", amount="-5"), deal("1"), deal("2"), deal("2", currency="ZZZ")], "4") == 2
+    batch = [deal("1", amount="-5"), deal("1"), deal("1", amount="7"),  # bad, its correction, another valid copy
+             deal("2"), deal("2", currency="ZZZ"),  # valid, then a bad copy
+             deal("3", amount="-1"), deal("3", currency="ZZZ")]  # bad twice: the last reason stands
+    assert store(rt, "s", batch, "7") == 3
     stored = {r.object_id: r for r in all_events(rt)}
-    assert (stored["1"].status, stored["1"].reason) == ("quarantined", "amount -5 is negative")
-    assert (stored["2"].status, stored["2"].reason) == ("ingested", None)
+    assert (stored["1"].status, stored["1"].amount, stored["1"].reason) == ("ingested", "1000.00", None)
+    assert (stored["2"].status, stored["2"].currency) == ("ingested", "EUR")
+    assert (stored["3"].status, stored["3"].reason) == ("quarantined", "unknown currency 'ZZZ' (not an ISO 4217 code)")
     [quarantined] = audit_actions(rt, "event.quarantined")
-    assert json.loads(quarantined.detail) == {"key": "s:Opportunity:1:won", "reason": "amount -5 is negative"}
-    [ingested] = audit_actions(rt, "event.ingested")
-    assert ingested.subject_id == str(stored["2"].id)
+    assert json.loads(quarantined.detail) == {"key": "s:Opportunity:3:won", "reason": stored["3"].reason}
+    assert sorted(e.subject_id for e in audit_actions(rt, "event.ingested")) == sorted(
+        [str(stored["1"].id), str(stored["2"].id)])
+    [polled] = audit_actions(rt, "source.polled")
+    assert json.loads(polled.detail)["duplicates"] == 4
+    assert audit_ok(rt)
 
 
 def test_restarted_worker_adds_nothing(make_runtime) -> None:

@@ -24,6 +24,8 @@ def parse_instant(value: object, default_tz: object = None) -> datetime:
     """Parse an ISO 8601 date or date-time into aware UTC.
 
     A date alone means midnight UTC. A date-time without offset takes ``default_tz`` (a tzinfo) or is refused.
+    Anything else, and a time that leaves the calendar once moved to UTC (``9999-12-31T23:59:59-05:00``), raises
+    InvalidRecord.
     """
     if isinstance(value, datetime):
         moment = value
@@ -36,14 +38,25 @@ def parse_instant(value: object, default_tz: object = None) -> datetime:
                 return datetime.combine(date.fromisoformat(text), time(0), UTC)
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidRecord(f"timestamp {value!r} is not ISO 8601") from None
-    else:
+            raise InvalidRecord(f"timestamp {_shown(value)} is not ISO 8601") from None
+    elif value is None or isinstance(value, str):
         raise InvalidRecord("timestamp is missing")
-    if moment.tzinfo is None:
-        if default_tz is None:
-            raise InvalidRecord(f"timestamp {value!r} has no timezone offset")
-        moment = moment.replace(tzinfo=default_tz)  # type: ignore[arg-type]
-    return moment.astimezone(UTC)
+    else:
+        raise InvalidRecord(f"timestamp must be ISO 8601 text or a date-time, not {type(value).__name__}")
+    try:
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            if default_tz is None:
+                raise InvalidRecord(f"timestamp {_shown(value)} has no timezone offset")
+            moment = moment.replace(tzinfo=default_tz)  # type: ignore[arg-type]
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidRecord(f"timestamp {_shown(value)} is outside the calendar once moved to UTC") from None
+
+
+def _shown(value: object) -> str:
+    """A bounded, printable form of a value for a reason."""
+    text = ascii(value) if isinstance(value, str) else ascii(str(value))
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def period_bounds(moment: datetime, period: Period) -> tuple[datetime, datetime, str]:

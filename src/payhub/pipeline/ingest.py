@@ -1,86 +1,312 @@
-"""Ingest: poll a source from its cursor, validate each record, store new events (dedup by key) and the cursor."""
+"""Ingest: poll a source from its cursor, validate each record, store new events (dedup by key) and the cursor.
+
+No single record can stop ingestion: :func:`validate` turns any object a source returns into a row that the
+database can store (an ``ingested`` event, or a ``quarantined`` one with the reason), and :func:`store` writes a
+batch so that a record the database still refuses is found and quarantined alone while the rest is stored. Errors
+of the database itself (locked, unreachable) are not data and propagate unchanged.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
 
 from sqlalchemy import or_, select, update
 
-from payhub.api import SourceRecord
+from payhub.api import FetchResult, SourceRecord
 from payhub.audit import canonical_json
 from payhub.clock import parse_instant, utcnow
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import events, sources
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
 from payhub.money import check_currency, parse_amount
+from payhub.pipeline import storable
+from payhub.pipeline.identity import event_key, malformed_key, normalise_id
 from payhub.runtime import Runtime, Tx
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MAX_DECIMALS", "event_key", "poll", "poll_batches", "reset_failed_sources", "store", "validate"]
 
-def event_key(source: str, object_type: str, object_id: str, transition: str) -> str:
-    """The dedup key of an event: ``source:object_type:object_id:transition``."""
-    return f"{source}:{object_type}:{object_id}:{transition}"
+MAX_DECIMALS = 18
+"""Amounts with more significant decimal places than this are quarantined."""
+
+REASON_LIMIT = 2_000
+KEY_LENGTH = storable.column_limit(events, "key")
+_FIELDS = tuple(f.name for f in fields(SourceRecord))
 
 
-def validate(record: SourceRecord, source: str, max_amount: Decimal) -> dict[str, Any]:
-    """The events row for ``record``: status ``ingested``, or ``quarantined`` with the reason."""
-    raw = record.raw if record.raw is not None else canonical_json(_record_dict(record))
-    ids_present = all(str(part or "").strip() for part in (record.object_type, record.object_id, record.transition))
-    if ids_present:
-        key = event_key(source, record.object_type, str(record.object_id).strip(), record.transition)
-    else:  # no stable identity: key the quarantined record by its content, so re-reading it adds nothing
-        key = f"{source}:malformed:{hashlib.sha256(raw.encode()).hexdigest()}"
-    row: dict[str, Any] = {
-        "key": key,
-        "source": source,
-        "object_type": str(record.object_type or ""),
-        "object_id": str(record.object_id or "").strip(),
-        "transition": str(record.transition or ""),
-        "event_type": str(record.event_type or ""),
-        "occurred_at": None,
-        "payee_id": (record.payee_id or "").strip() or None,
-        "partner_id": (record.partner_id or "").strip() or None,
-        "amount": None,
-        "currency": None,
-        "attributes": canonical_json(dict(record.attributes)),
-        "raw": raw,
-        "reason": None,
-    }
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any]:
+    """The events row for ``record``: status ``ingested``, or ``quarantined`` with the reason.
+
+    Never raises, whatever ``record`` is (a SourceRecord with wrong types, one whose ``str()`` raises, not a
+    SourceRecord at all), and every value of the returned row can be stored on SQLite and PostgreSQL alike.
+    """
     try:
-        if record.problem:
-            raise InvalidRecord(record.problem)
-        if not ids_present:
-            raise InvalidRecord("object type, object id and transition are all required")
-        if not row["event_type"]:
-            raise InvalidRecord("event type is missing")
-        row["occurred_at"] = parse_instant(record.occurred_at)
-        if row["payee_id"] is None:
-            raise InvalidRecord("payee is missing")
-        has_amount = record.amount is not None and str(record.amount).strip() != ""
-        if has_amount:
-            amount = parse_amount(record.amount)
-            if amount < 0:
-                raise InvalidRecord(f"amount {amount} is negative")
-            if amount > max_amount:
-                raise InvalidRecord(f"amount {amount} exceeds the plausible maximum {max_amount}")
-            row["amount"] = str(amount)
-            row["currency"] = check_currency(record.currency)
-        elif record.currency:
-            row["currency"] = check_currency(record.currency)
+        return _validate(record, source, max_amount)
+    except Exception as exc:  # noqa: BLE001 - a record whose values misbehave is quarantined alone
+        return _unreadable(record, source, f"the record cannot be read: {_describe(exc)}")
+
+
+def _validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any]:
+    if not isinstance(record, SourceRecord):
+        return _unreadable(record, source, f"the source returned a {type(record).__name__}, not a SourceRecord")
+    raw, raw_problem = _raw_text(record)
+    row = _display_row(source, record, raw)
+    problem = _problem_text(record.problem)
+    try:
+        identity = _identity(source, record)
+    except InvalidRecord as exc:  # no stable identity: keyed by its content, so re-reading it adds nothing
+        row["reason"] = problem or str(exc)
+        return _storable(row)
+    row.update(key=event_key(source, *identity), object_type=identity[0], object_id=identity[1],
+               transition=identity[2])
+    try:
+        if problem:
+            raise InvalidRecord(problem)
+        if raw_problem:
+            raise InvalidRecord(raw_problem)
+        _fill(row, record, max_amount)
+        found = storable.problems(events, row)
+        if found:
+            raise InvalidRecord("; ".join(found))
         row["status"] = "ingested"
     except InvalidRecord as exc:
-        row["status"] = "quarantined"
-        row["reason"] = str(exc)
+        row["status"], row["reason"] = "quarantined", str(exc)
+    return _storable(row)
+
+
+def _identity(source: str, record: SourceRecord) -> tuple[str, str, str]:
+    """The normalised (object type, object id, transition); InvalidRecord when they cannot make a key."""
+    parts = (_id_text(record.object_type, "object type"), _id_text(record.object_id, "object id", numbers=True),
+             _id_text(record.transition, "transition"))
+    if not all(parts):
+        raise InvalidRecord("object type, object id and transition are all required")
+    for name, what, part in zip(("object_type", "object_id", "transition"), ("object type", "object id",
+                                                                           "transition"), parts, strict=True):
+        problem = storable.text_problem(part, storable.column_limit(events, name))
+        if problem:
+            raise InvalidRecord(f"{what} {problem}")
+    key = event_key(source, *parts)
+    if len(key) > KEY_LENGTH:
+        raise InvalidRecord(f"the event key is {len(key)} characters long, more than {KEY_LENGTH}")
+    return parts
+
+
+def _fill(row: dict[str, Any], record: SourceRecord, max_amount: Decimal) -> None:
+    """Set the row's values from ``record``, one by one; InvalidRecord at the first that is wrong."""
+    event_type = _plain_text(record.event_type, "event type")
+    if not event_type:
+        raise InvalidRecord("event type is missing")
+    row["event_type"] = event_type
+    occurred_at = parse_instant(record.occurred_at)
+    problem = storable.instant_problem(occurred_at)
+    if problem:
+        raise InvalidRecord(f"timestamp {_shown(str(record.occurred_at))} {problem}")
+    row["occurred_at"] = occurred_at
+    payee = _id_text(record.payee_id, "payee id", numbers=True)
+    if not payee:
+        row["payee_id"] = None
+        raise InvalidRecord("payee is missing")
+    row["payee_id"] = payee
+    row["partner_id"] = _id_text(record.partner_id, "partner id", numbers=True) or None
+    has_amount = record.amount is not None and not (isinstance(record.amount, str) and not record.amount.strip())
+    if has_amount:
+        row["amount"] = _amount_text(record.amount, max_amount)
+        row["currency"] = _currency(record.currency)
+    elif record.currency is not None and record.currency != "":
+        row["currency"] = _currency(record.currency)
+    row["attributes"] = _attributes(record.attributes)
+
+
+def _id_text(value: object, what: str, *, numbers: bool = False) -> str:
+    """An id as normalised text ("" when absent); an integer is accepted where ``numbers``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return normalise_id(str.__str__(value), what)
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**200:
+            raise InvalidRecord(f"{what} is a number of more than 200 digits")
+        return int.__repr__(value)
+    raise InvalidRecord(f"{what} must be text, not {type(value).__name__}")
+
+
+def _plain_text(value: object, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{what} must be text, not {type(value).__name__}")
+    return str.__str__(value)
+
+
+def _amount_text(value: object, max_amount: Decimal) -> str:
+    """The amount as plain decimal text, checked: not negative, at most ``max_amount``, at most MAX_DECIMALS."""
+    amount = parse_amount(value)
+    if amount < 0:
+        raise InvalidRecord(f"amount {_number(amount)} is negative")
+    if amount > max_amount:
+        raise InvalidRecord(f"amount {_number(amount)} exceeds the plausible maximum {max_amount}")
+    sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite, checked by parse_amount
+    kept = list(digits)
+    while exponent < -MAX_DECIMALS and len(kept) > 1 and kept[-1] == 0:  # zeros beyond the limit say nothing
+        kept.pop()
+        exponent += 1
+    if exponent < -MAX_DECIMALS:
+        raise InvalidRecord(f"amount {_number(amount)} has more than {MAX_DECIMALS} decimal places")
+    return format(Decimal((sign, tuple(kept), exponent)), "f")
+
+
+def _number(amount: Decimal) -> str:
+    """An amount for a reason: plain text, or scientific and cut when it would be very long."""
+    exponent = amount.as_tuple().exponent
+    text = format(amount, "f") if isinstance(exponent, int) and abs(exponent) < 60 else str(amount)
+    return text if len(text) <= 60 else f"{text[:24]}...({len(text)} characters)"
+
+
+def _currency(value: object) -> str:
+    if not isinstance(value, str) and value is not None:
+        raise InvalidRecord(f"currency must be text, not {type(value).__name__}")
+    return check_currency(value)
+
+
+def _attributes(value: object) -> str:
+    if not isinstance(value, Mapping):
+        raise InvalidRecord(f"attributes must be a mapping, not {type(value).__name__}")
+    names = list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidRecord(f"attribute names must be text, not {type(name).__name__}")
+    try:
+        text = canonical_json(dict(value))
+    except Exception as exc:  # noqa: BLE001 - unserialisable values, cycles, nesting too deep
+        raise InvalidRecord(f"attributes cannot be written as JSON: {_describe(exc)}") from None
+    problem = storable.text_problem(text, storable.TEXT_LIMIT)
+    if problem:
+        raise InvalidRecord(f"attributes {problem}")
+    return text
+
+
+def _problem_text(problem: object) -> str | None:
+    if problem is None or problem == "":
+        return None
+    return str.__str__(problem) if isinstance(problem, str) else f"the source flagged a problem: {_safe_repr(problem)}"
+
+
+def _raw_text(record: SourceRecord) -> tuple[str, str | None]:
+    """The record's raw text (its fields as JSON when it has none), and why ``raw`` is unusable, if it is."""
+    if isinstance(record.raw, str):
+        return str.__str__(record.raw), None
+    try:
+        text = canonical_json({name: getattr(record, name) for name in _FIELDS if name != "raw"})
+    except Exception:  # noqa: BLE001 - a value whose str() raises
+        text = canonical_json({name: _safe_repr(getattr(record, name)) for name in _FIELDS if name != "raw"})
+    return text, None if record.raw is None else f"raw must be text, not {type(record.raw).__name__}"
+
+
+def _display_row(source: str, record: SourceRecord, raw: str) -> dict[str, Any]:
+    """A quarantined row holding what can be shown of ``record``, keyed by its content."""
+    return {
+        "key": malformed_key(source, raw),
+        "source": source,
+        "object_type": _display(record.object_type) or "",
+        "object_id": _display(record.object_id) or "",
+        "transition": _display(record.transition) or "",
+        "event_type": _display(record.event_type) or "",
+        "occurred_at": None,
+        "payee_id": _display(record.payee_id),
+        "partner_id": _display(record.partner_id),
+        "amount": None,
+        "currency": None,
+        "attributes": "{}",
+        "raw": storable.sanitise(raw, storable.RAW_LIMIT),
+        "reason": None,
+        "status": "quarantined",
+    }
+
+
+def _display(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return str.__str__(value).strip() or None
+    return _safe_repr(value)
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its reason made storable, and, in a quarantined row, every other value too."""
+    if row["reason"] is not None:
+        row["reason"] = storable.sanitise(row["reason"], REASON_LIMIT)
+    if row["status"] == "quarantined":
+        for name, value in row.items():
+            column = events.c[name]
+            if storable.value_problem(column.type, value) is None:
+                continue
+            if name == "attributes":
+                row[name] = "{}"
+            elif isinstance(value, str):
+                row[name] = storable.sanitise(value, storable.column_limit(events, name))
+            else:
+                row[name] = None
     return row
 
 
-def _record_dict(record: SourceRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in SourceRecord.__slots__ if name not in ("raw",)}
+def _unreadable(record: object, source: str, reason: str) -> dict[str, Any]:
+    """A quarantined row for something that is not a usable record at all."""
+    raw = _safe_repr(record, limit=storable.RAW_LIMIT)
+    if isinstance(record, SourceRecord):
+        with contextlib.suppress(Exception):  # a field that cannot even be read: keep the repr
+            raw = _raw_text(record)[0]
+    return _minimal_row(source, raw, reason)
+
+
+def _minimal_row(source: str, raw: str, reason: str, **identity: str) -> dict[str, Any]:
+    """A quarantined row made only of escaped ASCII text: it stores whatever the record held."""
+    row: dict[str, Any] = {
+        "key": malformed_key(source, raw), "source": source, "object_type": "", "object_id": "", "transition": "",
+        "event_type": "", "occurred_at": None, "payee_id": None, "partner_id": None, "amount": None,
+        "currency": None, "attributes": "{}", "raw": _ascii(raw, storable.RAW_LIMIT),
+        "reason": _ascii(reason, REASON_LIMIT), "status": "quarantined",
+    }
+    for name, value in identity.items():
+        row[name] = _ascii(value, storable.column_limit(events, name))
+    return row
+
+
+def _ascii(text: str, limit: int) -> str:
+    return storable.sanitise(text.encode("ascii", "backslashreplace").decode("ascii"), limit)
+
+
+def _safe_repr(value: object, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - a repr that raises is shown by its type
+        text = f"<{type(value).__name__} whose repr() raised {type(exc).__name__}>"
+    return storable.sanitise(text, limit)
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - str() of the exception raised too
+        text = "(no message)"
+    return f"{type(exc).__name__}: {_shown(text)}"
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------- polling
 
 
 def poll(rt: Runtime, name: str) -> int:
@@ -91,7 +317,10 @@ def poll(rt: Runtime, name: str) -> int:
 def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tuple[int, bool]:
     """Fetch from source ``name`` until it has nothing more ready, or ``max_batches`` batches were stored.
 
-    Returns (new events, whether the source said more records are ready now).
+    Returns (new events, whether the source said more records are ready now). When ``fetch`` raises an unexpected
+    exception (a plugin bug that one record may trigger), it is called again from the same cursor with half the
+    limit, down to one record, so the records before the one that makes it fail are stored; then the error is
+    recorded with the cursor it failed at, and the next poll tries again.
     """
     source = rt.plugins.sources[name]
     section = rt.settings.sources[name]
@@ -99,23 +328,33 @@ def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tupl
     if cursor is False:
         return 0, False
     guard = rt.guard(f"source {name}", rt.settings.daemon.plugin_timeout_seconds)
-    added, batches, more = 0, 0, False
+    added, batches, more, limit = 0, 0, False, section.batch_size
     try:
         while not rt.stop_event.is_set() and (max_batches is None or batches < max_batches):
             try:
-                result = guard.call(source.fetch, cursor, section.batch_size)
+                records, next_cursor, more = _checked(guard.call(source.fetch, cursor, limit))
             except (TransientSourceError, PluginTimeout) as exc:
                 log.warning("source %s: %s (will retry on the next poll)", name, exc)
-                _record_error(rt, name, f"transient: {exc}", failed=False)
+                _record_error(rt, name, f"transient: {_describe(exc)}", failed=False)
                 return added, False
-            except (PermanentSourceError, PluginError, Exception) as exc:  # noqa: BLE001 - isolate the plugin
-                reason = f"{type(exc).__name__}: {exc}"
+            except (PermanentSourceError, PluginError) as exc:
+                reason = _describe(exc)
                 log.error("source %s failed: %s", name, reason)
                 _record_error(rt, name, reason, failed=True)
                 return added, False
-            added += store(rt, name, result.records, result.cursor, previous=cursor)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin bug, maybe set off by one record
+                if limit > 1:
+                    limit //= 2
+                    log.warning("source %s raised %s at cursor %r; fetching again with a limit of %d", name,
+                                _describe(exc), cursor, limit)
+                    continue
+                reason = f"{_describe(exc)} (fetching the record after cursor {_shown(repr(cursor))})"
+                log.error("source %s: %s; the next poll tries again", name, reason)
+                _record_error(rt, name, reason, failed=False)
+                return added, False
+            added += store(rt, name, records, next_cursor, previous=cursor)
             # A source that says "more" but returned nothing would be polled forever: take it as done for now.
-            cursor, more, batches = result.cursor, result.more and bool(result.records), batches + 1
+            cursor, more, batches = next_cursor, more and bool(records), batches + 1
             if not more:
                 break
     finally:
@@ -123,47 +362,153 @@ def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tupl
     return added, more
 
 
-def store(rt: Runtime, source: str, records: Any, cursor: str | None, previous: str | None = None) -> int:
-    """Write one fetched batch and its cursor in one transaction; return how many events were new.
+def _checked(result: object) -> tuple[list[Any], str | None, bool]:
+    """The records, cursor and ``more`` of a fetch result; ValueError when the source returned something else."""
+    if not isinstance(result, FetchResult):
+        raise ValueError(f"fetch returned a {type(result).__name__}, not a FetchResult")
+    if isinstance(result.records, str | bytes) or not isinstance(result.records, Sequence):
+        raise ValueError(f"fetch returned records as a {type(result.records).__name__}, not a sequence")
+    cursor = result.cursor
+    if cursor is not None:
+        if not isinstance(cursor, str):
+            raise ValueError(f"fetch returned a cursor of type {type(cursor).__name__}, not text")
+        problem = storable.text_problem(cursor, storable.TEXT_LIMIT)
+        if problem:
+            raise ValueError(f"fetch returned a cursor that cannot be stored: it {problem}")
+    return list(result.records), cursor, bool(result.more)
+
+
+# ---------------------------------------------------------------------------------------------------- storing
+
+
+@dataclass
+class _Counts:
+    new: int = 0
+    corrected: int = 0
+    quarantined: int = 0
+
+    def add(self, other: _Counts) -> None:
+        self.new += other.new
+        self.corrected += other.corrected
+        self.quarantined += other.quarantined
+
+
+def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, previous: str | None = None) -> int:
+    """Write one fetched batch and its cursor in one transaction; return how many events were new or corrected.
 
     A record whose key is already stored changes nothing, except that a quarantined event is replaced by a
-    corrected version of its record (the CRM fixed it and sent it again).
+    corrected version of its record (the CRM fixed it and sent it again). Within the batch the copies of a key
+    count as if they had arrived one after the other: a later copy replaces an earlier quarantined one, and the
+    first valid copy stays. If the database refuses the batch for its data, the batch is split in halves until
+    each refused record is found; that record is stored as a minimal quarantined event with the database's
+    reason, the rest as usual, and only then does the cursor move. Database faults (locked, unreachable)
+    propagate.
     """
     now = utcnow()
-    rows = [validate(record, source, rt.settings.ingest.max_amount) for record in records]
+    rows = _one_per_key([validate(record, source, rt.settings.ingest.max_amount) for record in records])
     for row in rows:
         row["ingested_at"] = now
-    with rt.transaction() as tx:
-        # The reason comes back from the stored row: a batch may hold a key twice, and only the first is stored.
-        inserted = insert_ignore(tx.conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
-                                 events.c.reason)
-        quarantined = 0
-        for event_id, key, status, reason in inserted:
-            if status == "quarantined":
-                quarantined += 1
-                tx.audit("event.quarantined", "event", event_id, {"key": key, "reason": reason},
-                         outcome="quarantined")
-            else:
-                tx.audit("event.ingested", "event", event_id, {"key": key})
-        new_keys = {key for _id, key, _status, _reason in inserted}
-        corrected = _replace_quarantined(tx, [row for row in rows if row["key"] not in new_keys])
-        lease = now + timedelta(seconds=rt.settings.database.lease_seconds)  # still fetching: keep the lease
-        if rows or cursor != previous:
-            tx.conn.execute(update(sources).where(sources.c.name == source)
-                            .values(cursor=cursor, last_polled_at=now, reason=None, lease_until=lease))
-            tx.audit("source.polled", "source", source, {
-                "records": len(rows), "new": len(inserted), "corrected": corrected,
-                "duplicates": len(rows) - len(inserted) - corrected, "quarantined": quarantined, "cursor": cursor,
-            })
+    try:
+        with rt.transaction() as tx:
+            counts = _write(tx, rows)
+            _advance(rt, tx, source, len(records), counts, cursor, previous, now)
+    except Exception as exc:
+        if not storable.is_data_error(exc) or not rows:
+            raise
+        log.warning("source %s: the database refused a batch of %d records (%s); finding the refused records",
+                    source, len(rows), storable.describe_error(exc))
+        with rt.transaction() as tx:
+            counts = _write_isolating(tx, source, rows)
+            _advance(rt, tx, source, len(records), counts, cursor, previous, now)
+    return counts.new + counts.corrected
+
+
+def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key, as if the copies had arrived one at a time: the first valid copy of a key stays; before
+    it, each differing quarantined copy replaces the one before."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        kept = chosen.get(row["key"])
+        if kept is None or (kept["status"] == "quarantined" and kept["raw"] != row["raw"]):
+            chosen[row["key"]] = row
+    return list(chosen.values())
+
+
+def _write(tx: Tx, rows: list[dict[str, Any]]) -> _Counts:
+    """Insert the new rows and correct quarantined events; audit each."""
+    counts = _Counts()
+    inserted = insert_ignore(tx.conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
+                             events.c.reason)
+    for event_id, key, status, reason in inserted:
+        if status == "quarantined":
+            counts.quarantined += 1
+            tx.audit("event.quarantined", "event", event_id, {"key": key, "reason": reason}, outcome="quarantined")
         else:
-            tx.conn.execute(update(sources).where(sources.c.name == source)
-                            .values(last_polled_at=now, reason=None, lease_until=lease))
-    return len(inserted) + corrected
+            tx.audit("event.ingested", "event", event_id, {"key": key})
+    counts.new = len(inserted)
+    new_keys = {key for _id, key, _status, _reason in inserted}
+    counts.corrected = _replace_quarantined(tx, [row for row in rows if row["key"] not in new_keys])
+    return counts
+
+
+def _write_isolating(tx: Tx, source: str, rows: list[dict[str, Any]]) -> _Counts:
+    """:func:`_write` in savepoints, halving the rows the database refuses down to single records, each of which
+    is then stored as a minimal quarantined event."""
+    counts = _Counts()
+
+    def attempt(chunk: list[dict[str, Any]]) -> None:
+        part = Tx(tx.conn)
+        try:
+            with tx.conn.begin_nested():
+                done = _write(part, chunk)
+        except Exception as exc:
+            if not storable.is_data_error(exc):
+                raise
+            if len(chunk) > 1:
+                attempt(chunk[: len(chunk) // 2])
+                attempt(chunk[len(chunk) // 2:])
+                return
+            _refused(chunk[0], exc)
+            return
+        tx.entries.extend(part.entries)
+        counts.add(done)
+
+    def _refused(row: dict[str, Any], exc: BaseException) -> None:
+        reason = f"the database refused the record: {storable.describe_error(exc)}"
+        log.warning("source %s: %s (key %r)", source, reason, row["key"])
+        minimal = _minimal_row(source, row["raw"], reason, object_type=row["object_type"],
+                               object_id=row["object_id"], transition=row["transition"])
+        minimal["ingested_at"] = row["ingested_at"]
+        part = Tx(tx.conn)
+        with tx.conn.begin_nested():
+            done = _write(part, [minimal])
+        tx.entries.extend(part.entries)
+        counts.add(done)
+
+    attempt(rows)
+    return counts
+
+
+def _advance(rt: Runtime, tx: Tx, source: str, records: int, counts: _Counts, cursor: str | None,
+             previous: str | None, now: Any) -> None:
+    """Move the source's cursor (and keep its lease) in the batch's transaction; audit the poll."""
+    lease = now + timedelta(seconds=rt.settings.database.lease_seconds)  # still fetching: keep the lease
+    if records or cursor != previous:
+        tx.conn.execute(update(sources).where(sources.c.name == source)
+                        .values(cursor=cursor, last_polled_at=now, reason=None, lease_until=lease))
+        tx.audit("source.polled", "source", source, {
+            "records": records, "new": counts.new, "corrected": counts.corrected,
+            "duplicates": records - counts.new - counts.corrected, "quarantined": counts.quarantined,
+            "cursor": cursor,
+        })
+    else:
+        tx.conn.execute(update(sources).where(sources.c.name == source)
+                        .values(last_polled_at=now, reason=None, lease_until=lease))
 
 
 def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
     """Replace quarantined events by the differing records now received under their keys; return how many."""
-    latest = {row["key"]: row for row in rows}  # the last copy of a key in the batch wins
+    latest = {row["key"]: row for row in rows}
     if not latest:
         return 0
     stored = tx.conn.execute(select(events.c.id, events.c.key, events.c.raw).where(
@@ -211,6 +556,7 @@ def _record_error(rt: Runtime, name: str, reason: str, *, failed: bool) -> None:
     """Record a source's error; a repeat of the error already recorded is not audited again."""
     with rt.transaction() as tx:
         known = tx.conn.execute(select(sources.c.reason, sources.c.status).where(sources.c.name == name)).first()
+        reason = storable.sanitise(reason, REASON_LIMIT)
         values: dict[str, Any] = {"reason": reason, "last_polled_at": utcnow()}
         if failed:
             values["status"] = "failed"
