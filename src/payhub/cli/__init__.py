@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -16,6 +17,7 @@ from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
 from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
 from payhub.settings import Settings, load_settings
+from payhub.termsafe import VisibleFormatter
 
 
 class Context:
@@ -79,6 +81,8 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 def main(ctx: click.Context, config: str | None, actor: str | None) -> None:
     """payhub: pay channel-partner incentives from CRM triggers, exactly once, with an audit trail."""
     ctx.obj = Context(config, actor)
+    if logging.lastResort is not None:  # warnings before (or without) `run`'s logging set-up: shown visible
+        logging.lastResort.setFormatter(VisibleFormatter())
 
 
 pass_ctx = click.make_pass_decorator(Context)

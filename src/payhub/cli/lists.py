@@ -8,7 +8,7 @@ import click
 
 from payhub import reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
-from payhub.cli.output import FORMATS, console, plain, render, shown, to_json
+from payhub.cli.output import FORMATS, console, plain, render, shown, shown_json, to_json
 from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
@@ -234,18 +234,18 @@ def explain(ctx: Context, reward_id: int, fmt: str) -> None:
     say(f"[bold]Reward {r['id']}[/bold]: {r['amount']} {r['currency']} to {shown(r['payee'])} ({r['status']})")
     say(f"  {shown(r['description'])}")
     if r["details"]:
-        say(f"  details: {shown(to_json(r['details']))}")
+        say(f"  details: {shown_json(r['details'])}")
     if r["fx"]:
         fx = r["fx"]
         say(f"  paid in the payee's currency at {shown(fx['rate'])} ({shown(fx['rate_type'])} rate of "
             f"{shown(fx['rate_date'])}, {shown(fx['date_used'])} date, {shown(fx['source'])})")
     say(f"[bold]Program[/bold] {shown(p['name'])} version {p['version']}, calculator {shown(p['calculator'])}")
-    say(f"  parameters: {shown(to_json(p['parameters']))}")
+    say(f"  parameters: {shown_json(p['parameters'])}")
     say(f"[bold]Event[/bold] {e['id']} {shown(e['key'])}")
     say(f"  {shown(e['type'])} at {e['occurred_at']}, amount {e['amount']} {e['currency']}, "
         f"payee {shown(e['payee'])}, partner {shown(e['partner'])}")
     if e["attributes"]:
-        say(f"  attributes: {shown(to_json(e['attributes']))}")
+        say(f"  attributes: {shown_json(e['attributes'])}")
     if r["payout"]:
         say(f"[bold]Payout[/bold] {r['payout']}")
     if r["approvals_needed"]:

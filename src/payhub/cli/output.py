@@ -50,12 +50,18 @@ def shown(value: Any) -> str:
     return escape(plain(value))
 
 
+def shown_json(value: Any) -> str:
+    """``value`` as indented JSON inside a message with Rich markup (JSON escapes every control character)."""
+    return escape(to_json(value))
+
+
 def cell(value: Any) -> Text:
     """``value`` as a table cell: control characters visible, never read as markup."""
     return Text(plain(value))
 
 
 def to_json(value: Any) -> str:
+    """Indented JSON; ASCII only (``ensure_ascii``), so control and bidi characters are ``\\u`` escapes."""
     return json.dumps(value, indent=2, sort_keys=False, default=_text)
 
 
