@@ -16,11 +16,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, select, update
 
 from payhub.api import Payee
 from payhub.audit import canonical_json
 from payhub.clock import utcnow
+from payhub.db.queries import insert_ignore
 from payhub.db.schema import payees
 from payhub.errors import InvalidRecord
 from payhub.money import parse_amount
@@ -62,7 +63,12 @@ def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def sync_payees(rt: Runtime) -> int:
-    """Bring the payees table in line with the payees file; return how many payees changed."""
+    """Bring the payees table in line with the payees file; return how many payees this call changed.
+
+    Safe with replicas syncing the same file at the same moment: a new payee is inserted by whichever gets there
+    first (the others skip it) and a changed one updated only where the stored fingerprint still differs, so each
+    real change is written and audited exactly once, by the replica whose write won.
+    """
     path = rt.settings.payees.file
     if path is None:
         return 0
@@ -79,26 +85,28 @@ def sync_payees(rt: Runtime) -> int:
         log.warning("payees: %s", problem)
     with rt.transaction() as tx:
         known = dict(tx.conn.execute(select(payees.c.id, payees.c.fingerprint)).all())
-        changed = [row for row in rows if known.get(row["id"]) != row["fingerprint"]]
+        # In id order, so that replicas writing the same payees lock their rows in the same order (no deadlock).
+        changed = sorted((row for row in rows if known.get(row["id"]) != row["fingerprint"]), key=lambda r: r["id"])
         now = utcnow()
         for row in changed:
             row["updated_at"] = now
-        added = [row for row in changed if row["id"] not in known]
-        updated = [{**row, "payee": row["id"]} for row in changed if row["id"] in known]
-        if added:
-            tx.conn.execute(payees.insert(), added)
-        if updated:
-            tx.conn.execute(payees.update().where(payees.c.id == bindparam("payee")).values(
-                {name: bindparam(name) for name in (*CORE_COLUMNS[1:], "details", "fingerprint", "updated_at")}),
-                updated)
+        added = {payee_id for (payee_id,) in insert_ignore(
+            tx.conn, payees, [row for row in changed if row["id"] not in known], "id", payees.c.id)}
+        # Known payees, and new ones another replica inserted first (its content may differ from this file's).
+        updated = {payee_id for row in changed if row["id"] not in added for payee_id in tx.conn.execute(
+            update(payees).where(payees.c.id == row["id"], payees.c.fingerprint != row["fingerprint"])
+            .values({name: row[name] for name in (*CORE_COLUMNS[1:], "details", "fingerprint", "updated_at")})
+            .returning(payees.c.id)).scalars()}
         for row in changed:
+            if row["id"] not in added and row["id"] not in updated:
+                continue  # another replica wrote this very change
             # Details may be account numbers: the audit entry records which fields changed, not their values.
-            tx.audit("payee.updated" if row["id"] in known else "payee.added", "payee", row["id"], {
+            tx.audit("payee.added" if row["id"] in added else "payee.updated", "payee", row["id"], {
                 "name": row["name"], "country": row["country"], "rail": row["rail"],
                 "detail_fields": sorted(json.loads(row["details"])),
             })
     rt.payees_seen = signature
-    return len(changed)
+    return len(added) + len(updated)
 
 
 def load_payees(conn: Connection, ids: list[str]) -> dict[str, Payee]:

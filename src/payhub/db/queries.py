@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], key: str, *returning: Any) -> list[Any]:
-    """Insert ``rows``, skipping those whose unique ``key`` exists; return ``returning`` columns of inserted rows."""
+def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], key: str | Sequence[str] | None,
+                  *returning: Any) -> list[Any]:
+    """Insert ``rows``, skipping each one that conflicts with a stored (or concurrently inserted) row.
+
+    ``key`` names the unique column(s) whose conflict skips a row; ``None`` skips a conflict on any unique
+    constraint. On PostgreSQL a row that conflicts with another transaction's uncommitted insert waits for that
+    transaction, so when this returns every skipped row's conflicting row is committed and visible to the next
+    statement. Returns the ``returning`` columns of the rows actually inserted (empty without ``returning``).
+    """
     if not rows:
         return []
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+    columns = None if key is None else [key] if isinstance(key, str) else list(key)
+    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=columns)
     if returning:
         return list(conn.execute(stmt.returning(*returning), rows))
     conn.execute(stmt, rows)

@@ -22,9 +22,9 @@ from payhub import funds
 from payhub.api import Calculator, Event, FundMovement, RewardLine
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
-from payhub.db.queries import for_update
+from payhub.db.queries import for_update, insert_ignore
 from payhub.db.schema import calculations, events, fund_entries, program_versions, rewards
-from payhub.errors import CalculationError, InvalidRecord
+from payhub.errors import CalculationError, InvalidRecord, PayhubError
 from payhub.money import check_currency, from_minor, quantize, to_minor
 from payhub.pipeline.history import DbHistory
 from payhub.pipeline.rules import (
@@ -44,30 +44,45 @@ log = logging.getLogger(__name__)
 
 
 def register_program_versions(rt: Runtime) -> dict[str, int]:
-    """Record the current parameters of each enabled program as a version; return program → version id."""
+    """Record the current parameters of each enabled program as a version; return program → version id.
+
+    Safe with replicas starting together: the same parameters make one version row, which every replica uses, and
+    only the replica whose insert won audits it. Replicas registering different parameters of one program at once
+    (a rolling change of settings) each get their own version number.
+    """
     versions: dict[str, int] = {}
     with rt.transaction() as tx:
         for name, section in rt.settings.programs.items():
-            if not section.enabled:
-                continue
-            params = canonical_json(section.model_dump(mode="json", exclude={"enabled"}))
-            fingerprint = hashlib.sha256(params.encode()).hexdigest()
-            existing = tx.conn.execute(
-                select(program_versions.c.id).where(
-                    program_versions.c.program == name, program_versions.c.fingerprint == fingerprint
-                )
-            ).scalar()
-            if existing is None:
-                number = (tx.conn.execute(
-                    select(func.max(program_versions.c.version)).where(program_versions.c.program == name)
-                ).scalar() or 0) + 1
-                existing = cast("Sequence[int]", tx.conn.execute(program_versions.insert().values(
-                    program=name, version=number, calculator=section.calculator, params=params,
-                    fingerprint=fingerprint, created_at=utcnow(),
-                )).inserted_primary_key)[0]  # a Row; never None for a single-row insert without RETURNING
-                tx.audit("program.version_created", "program", name, {"version": number, "params": json.loads(params)})
-            versions[name] = existing
+            if section.enabled:
+                versions[name] = _program_version(tx, name, section)
     return versions
+
+
+VERSION_TRIES = 20  # each lost race means another replica just registered a version of the same program
+
+
+def _program_version(tx: Tx, name: str, section: ProgramSection) -> int:
+    """The id of the version of program ``name`` with ``section``'s parameters, registering it if it is new."""
+    params = canonical_json(section.model_dump(mode="json", exclude={"enabled"}))
+    fingerprint = hashlib.sha256(params.encode()).hexdigest()
+    by_fingerprint = select(program_versions.c.id).where(
+        program_versions.c.program == name, program_versions.c.fingerprint == fingerprint)
+    for _ in range(VERSION_TRIES):
+        existing = tx.conn.execute(by_fingerprint).scalar()
+        if existing is not None:
+            return cast(int, existing)
+        number = (tx.conn.execute(
+            select(func.max(program_versions.c.version)).where(program_versions.c.program == name)
+        ).scalar() or 0) + 1
+        # Skipped on any unique conflict: the same parameters (use that row) or the same number (take the next).
+        inserted = insert_ignore(tx.conn, program_versions, [{
+            "program": name, "version": number, "calculator": section.calculator, "params": params,
+            "fingerprint": fingerprint, "created_at": utcnow()}], None, program_versions.c.id)
+        if inserted:
+            tx.audit("program.version_created", "program", name, {"version": number, "params": json.loads(params)})
+            return cast(int, inserted[0].id)
+    raise PayhubError(f"program {name}: could not register a version in {VERSION_TRIES} tries "
+                      "(other replicas kept registering versions of it)")
 
 
 def to_event(row: Any) -> Event:
