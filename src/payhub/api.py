@@ -19,6 +19,7 @@ goes on. Calls that run longer than their timeout are abandoned: transient for a
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol
 
 import pluggy
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from payhub.errors import (
     CalculationError,
@@ -40,6 +41,7 @@ from payhub.errors import (
     TransientSourceError,
     UnknownOutcomeError,
 )
+from payhub.files import prepare_sqlite_file, private_file_mode, private_mkstemp
 
 __all__ = [
     "Calculator",
@@ -47,6 +49,8 @@ __all__ = [
     "Currency",
     "CalculationError",
     "ConfigPath",
+    "FileNamePart",
+    "MAX_AMOUNT",
     "Event",
     "FetchResult",
     "FundMovement",
@@ -71,6 +75,9 @@ __all__ = [
     "TransientSourceError",
     "UnknownOutcomeError",
     "hookimpl",
+    "prepare_sqlite_file",
+    "private_file_mode",
+    "private_mkstemp",
 ]
 
 hookimpl = pluggy.HookimplMarker("payhub")
@@ -78,9 +85,13 @@ hookimpl = pluggy.HookimplMarker("payhub")
 
 
 class PluginSettings(BaseModel):
-    """Base for plugin settings models: unknown keys are errors, values are validated, secrets are SecretStr."""
+    """Base for plugin settings models: unknown keys are errors, values are validated, secrets are SecretStr.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Numbers must be finite (``inf`` and ``nan`` are refused); give every numeric key a lower and an upper bound
+    (``Field(ge=…, le=…)``) and document them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoSettings(PluginSettings):
@@ -88,6 +99,8 @@ class NoSettings(PluginSettings):
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    if "\0" in str(value):
+        raise ValueError("a path cannot hold a NUL character")
     base = (info.context or {}).get("base_dir")
     value = value.expanduser()
     return value if value.is_absolute() or base is None else Path(base) / value
@@ -95,6 +108,19 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path setting; relative paths are relative to the settings file's directory."""
+
+_FILE_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _file_name_part(value: str) -> str:
+    if not _FILE_NAME_PART.fullmatch(value):
+        raise ValueError("1-64 letters, digits, '.', '_' or '-', starting with a letter or digit: a part of a file "
+                         "name, so no '/', '\\' or '..' that could lead out of its directory")
+    return value
+
+
+FileNamePart = Annotated[str, AfterValidator(_file_name_part)]
+"""A setting that becomes part of a file name (a prefix): it cannot name another directory."""
 
 
 def _plain_amount(value: Any) -> Any:
@@ -110,8 +136,12 @@ def _plain_amount(value: Any) -> Any:
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_plain_amount)]
-"""A decimal setting given as plain decimal text or an integer; floats and exponents are refused."""
+MAX_AMOUNT = Decimal("1000000000000")
+"""The largest amount setting (10^12 in absolute value), far below what the database stores in minor units."""
+
+Amount = Annotated[Decimal, BeforeValidator(_plain_amount), Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+"""A decimal setting given as plain decimal text or an integer; floats and exponents are refused, and its absolute
+value is at most :data:`MAX_AMOUNT`."""
 
 
 def _currency_code(value: str) -> str:

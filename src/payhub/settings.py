@@ -4,13 +4,20 @@ The file is found from ``--config``, then ``PAYHUB_CONFIG``, then ``./payhub.tom
 ``__`` between levels: ``PAYHUB_DATABASE__URL``, ``PAYHUB_RAILS__BANK__API_KEY``. Relative paths in the file are
 relative to the file's own directory. Plugin sections (sources, programs, rails, hooks) carry the core keys below
 plus the plugin's own keys, which the plugin's settings model validates (see :mod:`payhub.plugins`).
+
+Every number has a lower and an upper bound and must be finite (docs/settings.md lists them); a ``PAYHUB_…``
+variable that names no setting is an error, except ``PAYHUB_CONFIG`` and the ``PAYHUB_TEST_…`` names reserved for
+test suites.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import stat
 import tomllib
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,8 +27,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PositiveFloat,
-    PositiveInt,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
@@ -31,20 +36,32 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from payhub import files
 from payhub.api import Amount, Currency
 from payhub.errors import ConfigError
 
 DEFAULT_CONFIG = "payhub.toml"
+MAX_SETTINGS_BYTES = 10 * 1024 * 1024  # a settings file is a few KB; anything this large is a mistake
+
+MINUTE, HOUR, DAY, WEEK = 60, 3600, 86_400, 604_800
+MAX_BATCH = 100_000
+MAX_DAYS = 3660  # ten years, for terms counted in days
+
+ENV_PREFIX = "PAYHUB_"
+ENV_NOT_SETTINGS = frozenset({"PAYHUB_CONFIG"})
+"""``PAYHUB_…`` variables that are not settings (the settings file's location)."""
+ENV_RESERVED_PREFIX = "PAYHUB_TEST_"
+"""Variables reserved for test suites and tools (``PAYHUB_TEST_PG_URL``); payhub itself ignores them."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _PluginSection(BaseModel):
     """A section naming a plugin; keys not listed here belong to the plugin's own settings model."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     enabled: bool = True
 
@@ -65,9 +82,10 @@ class _NamedPluginSection(_PluginSection):
 class DatabaseSettings(_Section):
     url: str = Field("sqlite:///payhub.db", description="SQLAlchemy URL; sqlite:/// paths are relative to the file.")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    batch_size: PositiveInt = Field(2000, description="Rows per stage transaction.")
-    lease_seconds: PositiveFloat = Field(
-        300, description="How long a worker owns the payouts or source it claimed; must exceed two rail timeouts.")
+    batch_size: int = Field(2000, ge=1, le=MAX_BATCH, description="Rows per stage transaction.")
+    lease_seconds: float = Field(
+        300, gt=0, le=DAY,
+        description="How long a worker owns the payouts or source it claimed; must exceed two rail timeouts.")
 
     @field_validator("url")
     @classmethod
@@ -80,9 +98,11 @@ class DatabaseSettings(_Section):
 
 
 class DaemonSettings(_Section):
-    idle_seconds: PositiveFloat = Field(1.0, description="Sleep between passes when nothing is due.")
-    shutdown_grace_seconds: PositiveFloat = Field(15, description="Time in-flight work gets after SIGTERM.")
-    plugin_timeout_seconds: PositiveFloat = Field(120, description="A plugin call running longer is abandoned.")
+    idle_seconds: float = Field(1.0, gt=0, le=HOUR, description="Sleep between passes when nothing is due.")
+    shutdown_grace_seconds: float = Field(
+        15, gt=0, le=HOUR, description="Time in-flight work gets after SIGTERM.")
+    plugin_timeout_seconds: float = Field(
+        120, gt=0, le=DAY, description="A plugin call running longer is abandoned.")
 
 
 def _upper(value: Any) -> Any:
@@ -95,12 +115,12 @@ class LogSettings(_Section):
 
 
 class IngestSettings(_Section):
-    max_amount: Decimal = Field(Decimal("100000000"), gt=0, description="Event amounts above this are quarantined.")
+    max_amount: Amount = Field(Decimal("100000000"), gt=0, description="Event amounts above this are quarantined.")
 
 
 class SourceSection(_NamedPluginSection):
-    poll_interval_seconds: PositiveFloat = 60
-    batch_size: PositiveInt = 1000
+    poll_interval_seconds: float = Field(60, gt=0, le=WEEK)
+    batch_size: int = Field(1000, ge=1, le=MAX_BATCH)
 
 
 
@@ -157,8 +177,8 @@ class ProgramSection(_PluginSection):
         "program's rewards for the same CRM object.")
     clawback: Literal["full", "prorated"] = Field(
         "full", description="Take back everything, or the share of the term left unused.")
-    clawback_term_days: PositiveInt | None = Field(
-        None, validate_default=True,
+    clawback_term_days: int | None = Field(
+        None, ge=1, le=MAX_DAYS, validate_default=True,
         description="The term a prorated clawback measures, from the first rewarded event of the object.")
     caps: list[CapSettings] = Field(
         default_factory=list, description="Caps applied to each reward in the order listed; cut amounts recorded.")
@@ -182,12 +202,13 @@ class ProgramSection(_PluginSection):
 
 
 class RailSection(_NamedPluginSection):
-    max_attempts: PositiveInt = Field(5, description="Send attempts per payout before it fails.")
-    retry_initial_seconds: float = Field(1.0, ge=0)
-    retry_max_seconds: float = Field(60.0, ge=0)
-    timeout_seconds: PositiveFloat = Field(60.0, description="A send or lookup call running longer is abandoned.")
-    settle_interval_seconds: PositiveFloat = 300
-    min_payout: dict[Currency, Amount] = Field(
+    max_attempts: int = Field(5, ge=1, le=1000, description="Send attempts per payout before it fails.")
+    retry_initial_seconds: float = Field(1.0, ge=0, le=HOUR)
+    retry_max_seconds: float = Field(60.0, ge=0, le=DAY)
+    timeout_seconds: float = Field(
+        60.0, gt=0, le=HOUR, description="A send or lookup call running longer is abandoned.")
+    settle_interval_seconds: float = Field(300, gt=0, le=WEEK)
+    min_payout: dict[Currency, Annotated[Amount, Field(ge=0)]] = Field(
         default_factory=dict, description="Smallest payout per currency; smaller balances carry forward.")
 
 
@@ -221,6 +242,20 @@ class RoutingSettings(_Section):
 class PayeesSettings(_Section):
     file: Path | None = Field(None, description="CSV of payees and payout details, re-read each pass.")
 
+    @field_validator("file")
+    @classmethod
+    def _no_nul(cls, value: Path | None) -> Path | None:
+        if value is not None and "\0" in str(value):
+            raise ValueError("a path cannot hold a NUL character")
+        return value
+
+
+class FilesSettings(_Section):
+    """Modes of the files payhub creates that hold payout details (the database, rail output)."""
+
+    group_readable: bool = Field(
+        False, description="Create them 0640 (owner and group may read) instead of 0600 (owner only).")
+
 
 class Settings(BaseSettings):
     """Every payhub setting. Unknown keys are errors."""
@@ -235,6 +270,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     routing: RoutingSettings = RoutingSettings()
     payees: PayeesSettings = PayeesSettings()
+    files: FilesSettings = FilesSettings()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     programs: dict[str, ProgramSection] = Field(default_factory=dict)
     rails: dict[str, RailSection] = Field(default_factory=dict)
@@ -280,29 +316,102 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read and validate the settings file; raise ConfigError naming each bad key."""
+    """Read and validate the settings file and the ``PAYHUB_…`` variables; raise ConfigError naming each bad key
+    (and each variable that names no setting). Applies ``[files]`` to the files payhub creates from then on."""
     file = config_path(path)
-    try:
-        with file.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError([("", f"settings file {str(file)!r} not found")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("", f"{file}: not valid TOML: {exc}")]) from None
+    data = read_settings_file(file)
+    problems = unknown_environment(os.environ)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(exc)) from None
+        raise ConfigError(problems + validation_problems(exc)) from None
     except SettingsError as exc:  # a PAYHUB_… variable holding a table that is not valid JSON
         match = re.search(r'field "([^"]+)"', str(exc))
         key = match.group(1) if match else ""
         variable = f"PAYHUB_{key.upper()}" if key else "a PAYHUB_… variable"
-        raise ConfigError([(key, f"environment variable {variable} is not valid JSON")]) from None
+        raise ConfigError(problems + [(key, f"environment variable {variable} is not valid JSON")]) from None
     settings._base_dir = file.resolve().parent
-    problems = cross_checks(settings)
+    problems += cross_checks(settings)
     if problems:
         raise ConfigError(problems)
+    files.configure(group_readable=settings.files.group_readable)
     return settings
+
+
+def read_settings_file(file: Path) -> dict[str, Any]:
+    """The TOML document in ``file``: UTF-8, with or without a byte order mark. Raise ConfigError when the file is
+    missing, a directory or another non-regular file, unreadable, larger than 10 MiB, not UTF-8 or not TOML."""
+
+    def problem(message: str) -> ConfigError:
+        return ConfigError([("", message)])
+
+    name = repr(str(file))
+    try:
+        info = file.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise problem(f"settings file {name} is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise problem(f"settings file {name} is not a regular file")
+        with file.open("rb") as fh:
+            raw = fh.read(MAX_SETTINGS_BYTES + 1)
+    except FileNotFoundError:
+        raise problem(f"settings file {name} not found") from None
+    except OSError as exc:
+        raise problem(f"settings file {name} cannot be read: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL character in the path
+        raise problem(f"settings file {name} is not a valid path") from None
+    if len(raw) > MAX_SETTINGS_BYTES:
+        raise problem(f"settings file {name} is larger than {MAX_SETTINGS_BYTES // (1024 * 1024)} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise problem(f"{file}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at line {line}, column {column}); "
+                      "save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        raise problem(f"{file}: not valid TOML: {exc}") from None
+
+
+def _environment_names() -> Iterator[str]:
+    """Every ``PAYHUB_…`` name of a core setting: tables and the keys of the fixed sections."""
+    yield from ENV_NOT_SETTINGS
+    for table, info in Settings.model_fields.items():
+        yield f"{ENV_PREFIX}{table.upper()}"
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for key in section.model_fields:
+                yield f"{ENV_PREFIX}{table.upper()}__{key.upper()}"
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(variable, problem)`` for each ``PAYHUB_…`` variable whose first part names no settings table, with the
+    nearest valid name. ``PAYHUB_CONFIG`` and ``PAYHUB_TEST_…`` are not settings and are allowed. (Keys below a
+    known table are checked by validation: ``database.bogus: unknown key``.)"""
+    tables = {table.upper() for table in Settings.model_fields}
+    known = list(_environment_names())
+    problems = []
+    for variable in sorted(environ):
+        name = variable.upper()  # names are matched without regard to case, as pydantic-settings reads them
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS or name.startswith(ENV_RESERVED_PREFIX):
+            continue
+        first, _, rest = name[len(ENV_PREFIX):].partition("__")
+        if first in tables:
+            continue
+        # Plugin tables take any section and key below them: compare with the same tail under each table.
+        candidates = known + [f"{ENV_PREFIX}{table}__{rest}" for table in tables if rest]
+        tails = {candidate[len(ENV_PREFIX):]: candidate for candidate in candidates}  # the prefix matches anyway
+        nearest = [tails[tail] for tail in difflib.get_close_matches(name[len(ENV_PREFIX):], tails, n=1, cutoff=0.6)]
+        if nearest and nearest[0] in ENV_NOT_SETTINGS:
+            hint = f"; did you mean {nearest[0]} (the settings file)?"
+        elif nearest:
+            hint = f"; did you mean {nearest[0]} ({nearest[0][len(ENV_PREFIX):].lower().replace('__', '.')})?"
+        else:
+            hint = f"; setting variables start with PAYHUB_<table>__ ({', '.join(sorted(t.lower() for t in tables))})"
+        problems.append((variable, f"environment variable names no payhub setting{hint}"))
+    return problems
 
 
 def cross_checks(settings: Settings) -> list[tuple[str, str]]:

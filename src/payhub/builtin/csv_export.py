@@ -14,13 +14,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from payhub import csvsafe
 from payhub.api import (
     ConfigPath,
+    FileNamePart,
     Outcome,
     PayoutInstruction,
     PluginSettings,
@@ -28,6 +28,7 @@ from payhub.api import (
     RailCapabilities,
     RailResult,
     RetryableRailError,
+    private_mkstemp,
 )
 from payhub.clock import utcnow
 
@@ -37,7 +38,7 @@ COLUMNS = ("idempotency_key", "payout_id", "payee_id", "payee_name", "country", 
 
 class CsvExportSettings(PluginSettings):
     directory: ConfigPath
-    prefix: str = "payouts"
+    prefix: FileNamePart = "payouts"
 
 
 class CsvExportRail(Rail):
@@ -85,7 +86,7 @@ class CsvExportRail(Rail):
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{self.settings.prefix}-{stamp}-{instructions[0].payout_id}.csv"
         try:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=".csv")
+            fd, tmp = private_mkstemp(directory, prefix=".partial-", suffix=".csv")  # 0600 (0640), any umask
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
                 fh.write(buffer.getvalue())
                 fh.flush()

@@ -77,7 +77,8 @@ class EcbRatesError(PayhubError):
 
 class EcbRatesSettings(PluginSettings):
     path: ConfigPath
-    max_age_days: int = Field(4, ge=0, description="Use a rate published at most this many days before the date.")
+    max_age_days: int = Field(
+        4, ge=0, le=366, description="Use a rate published at most this many days before the date.")
     rate_type: str = Field("reference", min_length=1, description="Answer only requests for this rate type.")
 
 

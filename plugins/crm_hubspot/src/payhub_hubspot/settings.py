@@ -29,9 +29,10 @@ class HubSpotSettings(PluginSettings):
     refresh_token: SecretStr | None = Field(
         None, description="OAuth refresh token of the installed app (from the account's install).")
     token_refresh_margin_seconds: float = Field(
-        120.0, ge=0, description="Refresh an OAuth access token this long before its `expires_in` runs out.")
+        120.0, ge=0, le=1800,
+        description="Refresh an OAuth access token this long before its `expires_in` runs out.")
     http_timeout_seconds: float = Field(
-        20.0, gt=0, description="Timeout of every HTTP request (connect, read, write, pool).")
+        20.0, gt=0, le=600, description="Timeout of every HTTP request (connect, read, write, pool).")
 
     # ------------------------------------------------------------------------------------------ what to read
     start_date: datetime = Field(
@@ -73,29 +74,35 @@ class HubSpotSettings(PluginSettings):
     read_chunk_size: int = Field(
         50, ge=1, le=100, description="Deals per batch read (with stage history) and per association read.")
     index_lag_seconds: float = Field(
-        30.0, ge=0, description="A window never ends later than the sync's start minus this (search indexing lag).")
+        30.0, ge=0, le=3600,
+        description="A window never ends later than the sync's start minus this (search indexing lag).")
     lookback_seconds: float = Field(
-        120.0, ge=0, description="Each new window starts this long before the previous one ended, to catch "
+        120.0, ge=0, le=86400, description="Each new window starts this long before the previous one ended, to catch "
                                  "updates indexed late; re-read deals add nothing (dedup keys).")
     archived_sweep_seconds: float = Field(
-        900.0, ge=0, description="How often to list archived (deleted) deals for reversals; 0 turns the sweep off.")
+        900.0, ge=0, le=604800,
+        description="How often to list archived (deleted) deals for reversals; 0 turns the sweep off.")
     fetch_time_budget_seconds: float = Field(
-        30.0, gt=0, description="A fetch stops reading new pages after this long and says more is ready.")
+        30.0, gt=0, le=3600, description="A fetch stops reading new pages after this long and says more is ready.")
     pipelines_refresh_seconds: float = Field(
-        600.0, ge=0, description="How long the pipelines (closed-won stages) are cached.")
+        600.0, ge=0, le=86400, description="How long the pipelines (closed-won stages) are cached.")
 
     # ------------------------------------------------------------------------------------------ limits
     search_requests_per_second: float = Field(
-        4.0, gt=0, description="Client-side limit for the search endpoint (HubSpot allows 5 per second per account).")
+        4.0, gt=0, le=1000,
+        description="Client-side limit for the search endpoint (HubSpot allows 5 per second per account).")
     requests_per_second: float = Field(
-        9.0, gt=0, description="Client-side limit for all other requests (HubSpot's burst limit is 100-190 per 10 s).")
+        9.0, gt=0, le=1000,
+        description="Client-side limit for all other requests (HubSpot's burst limit is 100-190 per 10 s).")
     max_retries: int = Field(
-        5, ge=0, description="Retries of one request after 429, 5xx, timeouts and connection errors.")
+        5, ge=0, le=20, description="Retries of one request after 429, 5xx, timeouts and connection errors.")
     retry_initial_seconds: float = Field(
-        1.0, ge=0, description="First backoff; doubled on each retry (with jitter) when there is no Retry-After.")
-    retry_max_seconds: float = Field(16.0, ge=0, description="Cap on one backoff.")
+        1.0, ge=0, le=300,
+        description="First backoff; doubled on each retry (with jitter) when there is no Retry-After.")
+    retry_max_seconds: float = Field(16.0, ge=0, le=3600, description="Cap on one backoff.")
     max_retry_after_seconds: float = Field(
-        60.0, ge=0, description="A Retry-After longer than this is not waited for in the fetch: the poll ends and "
+        60.0, ge=0, le=3600,
+        description="A Retry-After longer than this is not waited for in the fetch: the poll ends and "
                                 "the next one resumes from the stored cursor.")
 
     # ------------------------------------------------------------------------------------------ webhooks

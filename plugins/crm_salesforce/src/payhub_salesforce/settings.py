@@ -148,26 +148,32 @@ class SalesforceSettings(PluginSettings):
         None, description="refresh_token: file where rotated refresh tokens are kept (written atomically, mode "
         "0600). Required for refresh_token.")
     session_lifetime_seconds: int = Field(
-        7200, ge=120, description="The org's session timeout; access tokens are renewed before it runs out.")
-    refresh_margin_seconds: int = Field(300, ge=0, description="Renew this long before the session would expire.")
+        7200, ge=120, le=86400,
+        description="The org's session timeout; access tokens are renewed before it runs out.")
+    refresh_margin_seconds: int = Field(
+        300, ge=0, le=86400, description="Renew this long before the session would expire.")
     # --- API
     api_version: str = Field("62.0", description="REST API version, e.g. `62.0`.")
-    http_timeout_seconds: float = Field(20.0, gt=0, description="Timeout of every HTTP request.")
+    http_timeout_seconds: float = Field(20.0, gt=0, le=600, description="Timeout of every HTTP request.")
     retry_attempts: int = Field(4, ge=1, le=10, description="Attempts per request on 5xx, 429 and connection errors.")
-    retry_backoff_seconds: float = Field(0.5, ge=0, description="First retry delay (doubles each attempt, jittered).")
-    retry_backoff_max_seconds: float = Field(10.0, ge=0, description="Longest retry delay.")
+    retry_backoff_seconds: float = Field(
+        0.5, ge=0, le=300, description="First retry delay (doubles each attempt, jittered).")
+    retry_backoff_max_seconds: float = Field(10.0, ge=0, le=3600, description="Longest retry delay.")
     page_size: int = Field(2000, ge=200, le=2000, description="Records per query page (Sforce-Query-Options "
                            "batchSize; Salesforce may return fewer).")
     api_budget_share: float = Field(
         0.8, gt=0, le=1, description="Stop before this share of the org's daily API requests is used "
         "(Sforce-Limit-Info), until the next poll.")
     budget_recheck_seconds: float = Field(
-        300, ge=0, description="While over budget, make no request for this long (then one, to read the usage).")
+        300, ge=0, le=86400,
+        description="While over budget, make no request for this long (then one, to read the usage).")
     fetch_time_budget_seconds: float = Field(
-        30, gt=0, description="Return a partial batch after this long; keep it below daemon.plugin_timeout_seconds.")
+        30, gt=0, le=3600,
+        description="Return a partial batch after this long; keep it below daemon.plugin_timeout_seconds.")
     # --- what to read
     lookback_seconds: float = Field(
-        300, ge=0, description="Re-read records modified this long before each sync's start (late commits, clock "
+        300, ge=0, le=604800,
+        description="Re-read records modified this long before each sync's start (late commits, clock "
         "skew); they dedup by key.")
     modified_since: datetime | None = Field(
         None, description="First sync only: read records whose SystemModstamp is at or after this (default: all).")

@@ -44,6 +44,7 @@ from payhub.api import (
     RailCapabilities,
     RailResult,
     RetryableRailError,
+    private_file_mode,
 )
 from payhub.clock import isoformat, utcnow
 from schwifty import BIC, IBAN
@@ -333,7 +334,7 @@ class BankTransferRail(Rail):
     def _commit(self, name: str, body: bytes, manifest: dict[str, Any]) -> None:
         """Write the payment file and its manifest (see the module docstring for the order)."""
         outbox = self.settings.outbox
-        mode = self.settings.file_mode
+        mode = self.settings.file_mode if self.settings.file_mode is not None else private_file_mode()
         temps: list[str] = []
         committed = False
         try:

@@ -206,15 +206,28 @@ class BankSettings(PluginSettings):
     inbox: ConfigPath | None = Field(
         None, description="Directory the bank connection drops status reports and return files into.")
     inbox_settle_seconds: float = Field(
-        2.0, ge=0, description="A report file is read once it has not changed for this long (still being written).")
+        2.0, ge=0, le=3600,
+        description="A report file is read once it has not changed for this long (still being written).")
     prefix: str = Field("payhub", description="File name prefix (1-8 letters, digits or dashes).")
     execution_offset_days: int = Field(
         1, ge=0, le=30, description="Requested execution / effective entry date: this many business days ahead.")
     max_batch: int = Field(500, ge=1, le=10000, description="Most payouts in one file (one send call).")
-    lock_timeout_seconds: float = Field(10.0, gt=0, description="Wait for another process writing the outbox.")
-    file_mode: int = Field(0o640, ge=0, le=0o777, description="Permissions of written files (TOML: 0o640).")
+    lock_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Wait for another process writing the outbox.")
+    file_mode: int | None = Field(
+        None, ge=0o600, le=0o660,
+        description="Permissions of the written files, which hold account numbers (TOML octal: 0o640); default "
+                    "payhub's [files] mode: 0600, or 0640 with group_readable. Never readable by others.")
     sepa: SepaSettings | None = None
     ach: AchSettings | None = None
+
+    @field_validator("file_mode")
+    @classmethod
+    def _mode(cls, value: int | None) -> int | None:
+        if value is not None and (value & ~0o660 or value & 0o600 != 0o600):
+            raise ValueError(f"{value:#o}: the owner reads and writes, the group may read or write (0o600, 0o640, "
+                             "0o660), others get nothing: the files hold account numbers")
+        return value
 
     @field_validator("prefix")
     @classmethod

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from payhub.api import prepare_sqlite_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS credit_notes (
     key TEXT PRIMARY KEY,
@@ -87,6 +89,7 @@ class Ledger:
         self.path = path
         self.timeout = timeout
         path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(path)  # 0600 (0640) before SQLite creates it, whatever the umask; WAL and SHM follow
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)

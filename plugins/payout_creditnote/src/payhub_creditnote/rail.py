@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import sqlite3
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -45,6 +44,7 @@ from payhub.api import (
     RailCapabilities,
     RailResult,
     RetryableRailError,
+    private_mkstemp,
 )
 from payhub.errors import InvalidRecord
 from payhub.money import check_currency, minor_units
@@ -116,7 +116,8 @@ class CreditNoteSettings(PluginSettings):
 
     outbox: ConfigPath
     ledger: ConfigPath | None = Field(None, description="Default: <outbox>.ledger.sqlite next to the outbox.")
-    series: str = Field("CN-", description="Prefix of the document numbers; numbering is gapless per series.")
+    series: str = Field("CN-", description="Prefix of the document numbers (and of their file names); numbering "
+                        "is gapless per series.")
     number_width: int = Field(6, ge=1, le=12)
     seller: SellerSettings
     tax: TaxSettings = Field(default_factory=lambda: TaxSettings(exemption_reason_code="VATEX-EU-O",
@@ -127,15 +128,16 @@ class CreditNoteSettings(PluginSettings):
     note: str | None = None
     delivery_url: str | None = None
     delivery_token: SecretStr | None = None
-    delivery_timeout_seconds: float = Field(20.0, gt=0)
-    connect_timeout_seconds: float = Field(5.0, gt=0)
+    delivery_timeout_seconds: float = Field(20.0, gt=0, le=600)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=600)
     max_batch: int = Field(100, ge=1, le=1000)
 
     @field_validator("series")
     @classmethod
     def _series(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9._/-]{0,40}", value):
-            raise ValueError("use letters, digits and . _ / - only (at most 40)")
+        if not re.fullmatch(r"([A-Za-z0-9_-][A-Za-z0-9._-]{0,39})?", value):
+            raise ValueError("use letters, digits and . _ - only (at most 40, not starting with .): the series "
+                             "begins each file name, so it cannot hold a / or lead out of the outbox")
         return value
 
     @field_validator("currencies")
@@ -406,7 +408,7 @@ def _endpoint(payee: Payee) -> tuple[str, str] | None:
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".xml")
+    fd, tmp = private_mkstemp(target.parent, prefix=".partial-", suffix=".xml")  # 0600 (0640), any umask
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

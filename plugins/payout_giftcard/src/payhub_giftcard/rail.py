@@ -122,11 +122,11 @@ class GiftCardSettings(PluginSettings):
         False, description="Read countries and currencies from the provider's catalog at start-up.")
     max_amounts: dict[str, Amount] = Field(default_factory=dict)
     max_batch: int = Field(50, ge=1, le=500)
-    http_timeout_seconds: float = Field(20.0, gt=0)
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    catalog_ttl_seconds: float = Field(3600.0, ge=0)
+    http_timeout_seconds: float = Field(20.0, gt=0, le=600)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    catalog_ttl_seconds: float = Field(3600.0, ge=0, le=604800)
     rate_limit_retries: int = Field(2, ge=0, le=10)
-    max_retry_after_seconds: float = Field(5.0, ge=0)
+    max_retry_after_seconds: float = Field(5.0, ge=0, le=3600)
 
     @field_validator("base_url")
     @classmethod

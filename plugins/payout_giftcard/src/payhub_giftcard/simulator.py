@@ -63,6 +63,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from payhub.api import prepare_sqlite_file
+
 from payhub_giftcard.client import dumps, loads
 
 __all__ = ["DEFAULT_PRODUCTS", "Fault", "GiftCardSimulator", "main", "stored_orders"]
@@ -152,6 +154,8 @@ class GiftCardSimulator:
         self._lock = threading.RLock()
         self._order_requests = 0
         self.state_path = Path(state_path) if state_path else None
+        if self.state_path:  # orders hold recipients' e-mail addresses: 0600 (0640), whatever the umask
+            prepare_sqlite_file(self.state_path)
         self._db = sqlite3.connect(str(self.state_path) if self.state_path else ":memory:", check_same_thread=False,
                                    isolation_level=None)
         if self.state_path:

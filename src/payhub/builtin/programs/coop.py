@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from payhub.api import Amount, Calculator, Event, FundMovement, History, PluginSettings, RewardLine
 from payhub.builtin.programs._common import Percent, event_money, partner
@@ -21,8 +21,8 @@ from payhub.money import quantize
 
 class CoopParams(PluginSettings):
     percent: Amount = Field(gt=0, le=100, description="Percent of each purchase accrued to the partner's fund.")
-    expiry_days: PositiveInt | None = Field(None, description="Days after the purchase when an unclaimed accrual "
-                                            "lapses; none = never.")
+    expiry_days: int | None = Field(
+        None, ge=1, le=3660, description="Days after the purchase when an unclaimed accrual lapses; none = never.")
     claim_event_types: list[str] = Field(default_factory=lambda: ["coop_claim"], min_length=1,
                                          description="Event types that are claims; every other event accrues.")
     participation_percent: Percent = Field(Decimal(100), gt=0, description="Percent of a claimed cost the vendor "

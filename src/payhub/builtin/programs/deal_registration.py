@@ -16,7 +16,7 @@ class DealRegistrationParams(PluginSettings):
     bonus: Amount | None = Field(None, gt=0, description="A fixed bonus per protected deal (with currency).")
     currency: Currency | None = Field(None, validate_default=True, description="Currency of the bonus.")
     percent: Percent | None = Field(None, validate_default=True, description="Or a percent of the deal amount.")
-    protection_days: int = Field(gt=0, description="Days after registration within which the deal must close.")
+    protection_days: int = Field(gt=0, le=3660, description="Days after registration within which the deal must close.")
     second_partner_share: Percent = Field(Decimal(0), description="Percent of the reward for a second partner.")
 
     @field_validator("currency")

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from payhub.api import Amount, CalculationError, Calculator, Event, FundMovement, History, PluginSettings, RewardLine
 from payhub.builtin.programs._common import Currency, attribute_count, event_money, partner, period_bounds
@@ -30,20 +30,22 @@ from payhub.money import quantize
 
 class LoyaltyTier(PluginSettings):
     name: str = Field(min_length=1)
-    min_points: int = Field(ge=0, description="Points credited in the tier period from which the tier applies.")
+    min_points: int = Field(
+        ge=0, le=10**12, description="Points credited in the tier period from which the tier applies.")
     multiplier: Amount = Field(gt=0, description="Multiplies the points of each award (\"1.5\").")
 
 
 class LoyaltyPointsParams(PluginSettings):
     points_per_unit_amount: Amount | None = Field(None, gt=0, description="Points per 1 of `currency` spent.")
-    points_per_action: dict[str, PositiveInt] = Field(
+    points_per_action: dict[str, Annotated[int, Field(ge=1, le=10**9)]] = Field(
         default_factory=dict, validate_default=True, description="Points per value of the `activity` attribute.")
     value_per_point: Amount | None = Field(None, gt=0, description="What one redeemed point pays, in `currency`.")
     currency: Currency | None = Field(None, validate_default=True,
                                       description="Currency of points_per_unit_amount and value_per_point.")
     tiers: list[LoyaltyTier] = Field(default_factory=list, description="Multipliers by points earned in the period.")
     tier_period: Literal["quarter", "year"] = "year"
-    expiry_days: PositiveInt | None = Field(None, description="Days after an award when its unspent points lapse.")
+    expiry_days: int | None = Field(
+        None, ge=1, le=3660, description="Days after an award when its unspent points lapse.")
     redemption_event_types: list[str] = Field(default_factory=lambda: ["points_redemption"])
     holder: Literal["payee", "partner"] = "payee"
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from pydantic import Field, NonNegativeInt
+from pydantic import Field
 
 from payhub.api import Amount, CalculationError, Calculator, Event, FundMovement, History, PluginSettings, RewardLine
 from payhub.builtin.programs._common import (
@@ -57,9 +57,9 @@ class MdfParams(PluginSettings):
     period: Period = Field("quarter", description="The calendar period an allocation belongs to (of the activity).")
     cofunding_percent: Percent = Field(Decimal(100), gt=0,
                                        description="Share of the eligible cost the vendor pays.")
-    claim_deadline_days: NonNegativeInt = Field(
-        description="Claims made more than this many days after the last day of the activity's period are not "
-                    "eligible (0 = only during the period).")
+    claim_deadline_days: int = Field(
+        ge=0, le=3660, description="Claims made more than this many days after the last day of the activity's period "
+                                   "are not eligible (0 = only during the period).")
 
 
 def fund_holder(partner_id: str, label: str) -> str:

@@ -23,7 +23,7 @@ from calendar import monthrange
 from datetime import date, timedelta
 from typing import Literal
 
-from pydantic import Field, PositiveInt, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from payhub.api import Amount, CalculationError, Calculator, Event, History, PluginSettings, RewardLine
 from payhub.builtin.programs._common import Currency, Percent, attribute_date, event_money, partner
@@ -61,7 +61,7 @@ class ReferralParams(PluginSettings):
     currency: Currency | None = Field(None, validate_default=True, description="Flat: the fee's currency.")
     percent: Percent | None = Field(None, gt=0, validate_default=True,
                                     description="Revenue share: percent of each payment.")
-    months: PositiveInt | None = Field(None, validate_default=True,
+    months: int | None = Field(None, ge=1, le=120, validate_default=True,
                                        description="Revenue share: the term, in months from referred_at.")
     refund_event_types: list[str] = Field(
         default_factory=list, description="Revenue share: event types whose amount is refunded revenue.")
