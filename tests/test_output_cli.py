@@ -13,7 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +213,14 @@ def test_json_lines_export_is_byte_exact_and_the_chain_recomputes_from_it(site: 
     assert {*FORMULA_IDS, MARKUP, BOLD} <= {e["subject_id"] for e in entries if e["subject_type"] == "payee"}
     # Exporting again gives the same bytes for the same entries (plus the entries written since).
     assert site.ok("audit", "export").stdout_bytes.startswith(data)
+    # The auditor's script of docs/operations.md recomputes the chain from this export.
+    docs = (Path(__file__).parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
+    [script] = [block for block in re.findall(r"```python\n(.*?)```", docs, re.S) if "audit export -o" in block]
+    (tmp_path / "verify_audit.py").write_text(script, encoding="utf-8")
+    checked = subprocess.run([sys.executable, str(tmp_path / "verify_audit.py"), str(target)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == f"{len(stored)} entries, head {stored[-1]['hash']}"
 
 
 # ---------------------------------------------------------------------------------------------- tables, text

@@ -79,8 +79,8 @@ def audit_query(ctx: Context, fmt: str, limit: int | None, **filters: Any) -> No
 def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> None:
     """Export entries with their hashes, for archiving or independent verification.
 
-    JSON Lines holds the exact stored text (the chain recomputes from it); CSV cells are neutralised for
-    spreadsheets (:mod:`payhub.csvsafe`), so a changed cell no longer matches its hash.
+    JSON Lines keeps the exact stored text: verify the chain from it. In CSV, a cell that a spreadsheet would run
+    as a formula gets a leading ' (so it no longer matches its hash).
     """
     rt = ctx.runtime()
     with rt.engine.connect() as conn:
