@@ -127,6 +127,9 @@ def test_parse_amount_keeps_exact_text() -> None:
     ("1,000.25", "not a plain decimal number"),
     ("ten", "not a plain decimal number"),
     ("12,50", "not a plain decimal number"),
+    ("\u0661\u0662\u0663", "not a plain decimal number"),  # Arabic-Indic digits
+    ("\uff11\uff12\uff13", "not a plain decimal number"),  # full-width digits
+    ("\u0967\u0968", "not a plain decimal number"),  # Devanagari digits
     ("", "not a plain decimal number"),
     (".", "not a plain decimal number"),
     ("1.2.3", "not a plain decimal number"),

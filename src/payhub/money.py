@@ -17,7 +17,7 @@ import iso4217
 from payhub.errors import InvalidRecord
 
 ROUNDING = ROUND_HALF_UP
-_PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)  # ASCII digits only
 
 
 @lru_cache(maxsize=512)
