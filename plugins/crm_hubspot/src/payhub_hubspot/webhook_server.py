@@ -111,6 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answered = False
         self._in_body = False
         self._body_read = False
+        self.requestline = self.command = ""
+        self.request_version = "HTTP/1.0"  # never answer in HTTP/0.9 (a bare body without status line)
 
     def handle(self) -> None:
         self.close_connection = True
@@ -121,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not self.raw_requestline or not self.parse_request():
                 return  # nothing sent, or parse_request has answered (400, 431, 505 ...)
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"
             self._serve()
         except TimeoutError:
             self.server.count("timed_out")
@@ -166,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 404, {"error": "not found"}
         if self.command != "POST":
             return 405, {"error": "POST only"}
+        if self.headers.defects:
+            return 400, {"error": "malformed header section"}
         encodings = self.headers.get_all("Transfer-Encoding") or []
         lengths = self.headers.get_all("Content-Length") or []
         if encodings and lengths:
@@ -203,6 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._answered:
             return
         self._answered = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
         payload = json.dumps(answer).encode()
         try:
             self.connection.settimeout(WRITE_TIMEOUT_SECONDS)

@@ -236,8 +236,8 @@ def deal_ids(events: Any) -> list[str]:
 
 
 def _one(headers: Sequence[tuple[str, str]], name: str) -> tuple[str | None, bool]:
-    """The value of header ``name`` (case-insensitive) and whether it came at most once."""
-    values = [value for key, value in headers if key.lower() == name]
+    """The value of header ``name`` (case-insensitive, without surrounding spaces) and whether it came at most once."""
+    values = [value.strip(" \t") for key, value in headers if key.lower() == name]
     return (values[0] if values else None), len(values) <= 1
 
 
