@@ -27,6 +27,9 @@ _PLAIN_NEGATIVE = re.compile(r"-[0-9]+(?:\.[0-9]+)?")
 
 def _would_run(text: str) -> bool:
     """True if the rule changes ``text``: leading ``'`` are looked through, so the rule can be undone."""
+    first = text[:1]
+    if not (first in TRIGGERS or first == "'" or first.isspace()):  # the common case, decided by one character
+        return False
     text = text.lstrip("'")
     if not text or _PLAIN_NEGATIVE.fullmatch(text):
         return False
