@@ -34,7 +34,8 @@ def normalise_id(value: str, what: str) -> str:
     text = unicodedata.normalize("NFC", value).translate(_REMOVE).strip()
     for char in text:
         if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            raise InvalidRecord(f"{what} {_show(value)} holds the invisible or control character U+{ord(char):04X}")
+            raise InvalidRecord(f"{what} {_show(value)} holds U+{ord(char):04X}, a control, format or surrogate "
+                                "character")
     return text
 
 

@@ -81,6 +81,8 @@ def _validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any
         row["status"] = "ingested"
     except InvalidRecord as exc:
         row["status"], row["reason"] = "quarantined", str(exc)
+    except Exception as exc:  # noqa: BLE001 - a value that misbehaves when read: quarantined under its key
+        row["status"], row["reason"] = "quarantined", f"the record cannot be read: {_describe(exc)}"
     return _storable(row)
 
 
@@ -182,13 +184,14 @@ def _currency(value: object) -> str:
 def _attributes(value: object) -> str:
     if not isinstance(value, Mapping):
         raise InvalidRecord(f"attributes must be a mapping, not {type(value).__name__}")
-    names = list(value)
-    for name in names:
-        if not isinstance(name, str):
-            raise InvalidRecord(f"attribute names must be text, not {type(name).__name__}")
     try:
+        for name in value:
+            if not isinstance(name, str):
+                raise InvalidRecord(f"attribute names must be text, not {type(name).__name__}")
         text = canonical_json(dict(value))
-    except Exception as exc:  # noqa: BLE001 - unserialisable values, cycles, nesting too deep
+    except InvalidRecord:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unserialisable values, cycles, nesting too deep, a raising mapping
         raise InvalidRecord(f"attributes cannot be written as JSON: {_describe(exc)}") from None
     problem = storable.text_problem(text, storable.TEXT_LIMIT)
     if problem:
@@ -269,16 +272,15 @@ def _unreadable(record: object, source: str, reason: str) -> dict[str, Any]:
     return _minimal_row(source, raw, reason)
 
 
-def _minimal_row(source: str, raw: str, reason: str, **identity: str) -> dict[str, Any]:
-    """A quarantined row made only of escaped ASCII text: it stores whatever the record held."""
+def _minimal_row(source: str, raw: str, reason: str) -> dict[str, Any]:
+    """A quarantined row keyed by content, whose only values are the record's raw text and the reason, both as
+    escaped ASCII: it stores whatever the record held."""
     row: dict[str, Any] = {
         "key": malformed_key(source, raw), "source": source, "object_type": "", "object_id": "", "transition": "",
         "event_type": "", "occurred_at": None, "payee_id": None, "partner_id": None, "amount": None,
         "currency": None, "attributes": "{}", "raw": _ascii(raw, storable.RAW_LIMIT),
         "reason": _ascii(reason, REASON_LIMIT), "status": "quarantined",
     }
-    for name, value in identity.items():
-        row[name] = _ascii(value, storable.column_limit(events, name))
     return row
 
 
@@ -476,8 +478,7 @@ def _write_isolating(tx: Tx, source: str, rows: list[dict[str, Any]]) -> _Counts
     def _refused(row: dict[str, Any], exc: BaseException) -> None:
         reason = f"the database refused the record: {storable.describe_error(exc)}"
         log.warning("source %s: %s (key %r)", source, reason, row["key"])
-        minimal = _minimal_row(source, row["raw"], reason, object_type=row["object_type"],
-                               object_id=row["object_id"], transition=row["transition"])
+        minimal = _minimal_row(source, row["raw"], reason)
         minimal["ingested_at"] = row["ingested_at"]
         part = Tx(tx.conn)
         with tx.conn.begin_nested():
@@ -567,12 +568,9 @@ def _record_error(rt: Runtime, name: str, reason: str, *, failed: bool) -> None:
 
 
 def reset_failed_sources(rt: Runtime) -> None:
-    """At start-up, give sources that failed in an earlier run another chance (config may have been fixed).
-
-    Replicas starting together reset each source once: the update applies only while the source is still failed.
-    """
+    """At start-up, give sources that failed in an earlier run another chance (config may have been fixed)."""
     with rt.transaction() as tx:
-        reset = tx.conn.execute(update(sources).where(sources.c.status == "failed").values(status="ok")
-                                .returning(sources.c.name)).scalars().all()
-        for name in sorted(reset):
+        failed = tx.conn.execute(select(sources.c.name).where(sources.c.status == "failed")).scalars().all()
+        for name in failed:
+            tx.conn.execute(update(sources).where(sources.c.name == name).values(status="ok"))
             tx.audit("source.reset", "source", name, {"reason": "daemon start"})
