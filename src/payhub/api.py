@@ -164,11 +164,13 @@ Currency = Annotated[str, AfterValidator(_currency_code)]
 class SourceRecord:
     """One trigger as a source read it, before validation.
 
-    Its dedup key is ``<source name>:<object_type>:<object_id>:<transition>``; give every business transition of a
-    CRM object its own stable ``transition`` (``won``, ``registered``, ``refunded``) so re-reading it adds nothing.
-    Fields may hold raw text: the core parses ``occurred_at`` (ISO 8601) and ``amount`` (decimal text) and
-    quarantines the record with a reason when anything is wrong. Set ``problem`` when the source already knows
-    the record is malformed; ``raw`` is the original text, kept for the quarantine listing.
+    Its dedup key is ``<source name>:<object_type>:<object_id>:<transition>`` (``%`` and ``:`` percent-encoded in
+    the first three parts; ids compared after Unicode NFC, with BOM and zero-width characters removed); give every
+    business transition of a CRM object its own stable ``transition`` (``won``, ``registered``, ``refunded``) so
+    re-reading it adds nothing. Fields may hold raw text: the core parses ``occurred_at`` (ISO 8601) and ``amount``
+    (decimal text) and quarantines the record with a reason when anything is wrong, including values of the wrong
+    type or that the database cannot store. Set ``problem`` when the source already knows the record is malformed
+    (or use :meth:`quarantined`); ``raw`` is the original text, kept for the quarantine listing.
     """
 
     object_type: str
@@ -183,6 +185,17 @@ class SourceRecord:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     raw: str | None = None
     problem: str | None = None
+
+    @classmethod
+    def quarantined(cls, problem: str, raw: str, *, object_type: str = "", object_id: str = "",
+                    transition: str = "") -> SourceRecord:
+        """A record the source could not make sense of, handed over to be quarantined with ``problem``.
+
+        ``raw`` is the original text (the CRM's JSON, the file's line). Give the identity when it is known, so
+        that a corrected record sent later under it replaces the quarantined event; without it the event is keyed
+        by the content of ``raw``, and reading the same text again adds nothing.
+        """
+        return cls(object_type, object_id, transition, "", None, None, raw=raw, problem=problem or "malformed record")
 
 
 @dataclass(frozen=True, slots=True)

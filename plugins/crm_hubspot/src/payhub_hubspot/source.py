@@ -78,9 +78,9 @@ def parse_time(value: Any) -> datetime | None:
         if text.isdigit():
             return from_ms(int(text))
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, OverflowError):
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):  # unreadable, or off the calendar once moved to UTC
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # ------------------------------------------------------------------------------------------------ cursor
@@ -463,34 +463,56 @@ class HubSpotSource(Source):
 
     def _read_deals(self, ids: Sequence[str]) -> _Batch:
         """Records for the deals ``ids`` (any order): one entry per id, in id order, possibly without records."""
-        live = {str(d["id"]): d for d in self._batch_read(ids, archived=False)}
+        wanted = set(ids)
+        live = {str(d["id"]): d for d in self._batch_read(ids, archived=False) if str(d["id"]) in wanted}
         missing = [i for i in ids if i not in live]
-        archived = {str(d["id"]): d for d in self._batch_read(missing, archived=True)} if missing else {}
+        archived = {str(d["id"]): d for d in self._batch_read(missing, archived=True)
+                    if str(d["id"]) in wanted} if missing else {}
         plans: dict[str, tuple[dict[str, Any], list[Transition] | None]] = {}
+        broken: dict[str, SourceRecord] = {}
         for deal_id, deal in live.items():
-            props = deal.get("properties") or {}
-            if self.settings.pipelines and props.get("pipeline") not in self.settings.pipelines:
+            try:
+                props = deal.get("properties") or {}
+                if self.settings.pipelines and props.get("pipeline") not in self.settings.pipelines:
+                    continue
+                history = stage_history(deal)
+                if history is None:
+                    plans[deal_id] = (deal, None)
+                    continue
+                found = [t for t in transitions(history, self._kind) if t.ms >= self.start_ms]
+            except Exception as exc:  # noqa: BLE001 - one malformed deal is quarantined, the others go on
+                broken[deal_id] = self._unreadable(deal_id, deal, exc)
                 continue
-            history = stage_history(deal)
-            if history is None:
-                plans[deal_id] = (deal, None)
-                continue
-            found = [t for t in transitions(history, self._kind) if t.ms >= self.start_ms]
             if found:
                 plans[deal_id] = (deal, found)
         companies = self._companies(sorted(plans, key=int)) if plans else {}
         batch = _Batch()
-        for deal_id in sorted(set(ids), key=int):
-            if deal_id in archived:
-                batch.per_deal.append((deal_id, self._deleted_records(archived[deal_id], self.start_ms)))
-            elif deal_id in plans:
-                deal, planned = plans[deal_id]
-                batch.per_deal.append((deal_id, self._deal_records(deal, planned, companies.get(deal_id, []))))
-            else:
-                if deal_id not in live:
-                    log.info("source %s: deal %s is gone (neither live nor archived)", self.name, deal_id)
-                batch.per_deal.append((deal_id, []))
+        for deal_id in sorted(wanted, key=int):
+            try:
+                if deal_id in broken:
+                    records = [broken[deal_id]]
+                elif deal_id in archived:
+                    records = self._deleted_records(archived[deal_id], self.start_ms)
+                elif deal_id in plans:
+                    deal, planned = plans[deal_id]
+                    records = self._deal_records(deal, planned, companies.get(deal_id, []))
+                else:
+                    if deal_id not in live:
+                        log.info("source %s: deal %s is gone (neither live nor archived)", self.name, deal_id)
+                    records = []
+            except Exception as exc:  # noqa: BLE001 - one malformed deal is quarantined, the others go on
+                records = [self._unreadable(deal_id, archived.get(deal_id) or live.get(deal_id), exc)]
+            batch.per_deal.append((deal_id, records))
         return batch
+
+    def _unreadable(self, deal_id: str, deal: Any, exc: Exception) -> SourceRecord:
+        """A deal that the mapping could not read, handed to the core to quarantine with the reason."""
+        try:
+            raw = json.dumps(deal, sort_keys=True, separators=(",", ":"), default=str)
+        except Exception:  # noqa: BLE001 - values that cannot even be written as JSON
+            raw = f"<HubSpot deal {deal_id} that cannot be written as JSON>"
+        return SourceRecord.quarantined(f"HubSpot deal {deal_id} cannot be read: {type(exc).__name__}: {exc}", raw,
+                                        object_type=self.settings.object_type, object_id=deal_id)
 
     # ------------------------------------------------------------------------------------------- mapping
 

@@ -32,11 +32,11 @@ def parse_datetime(value: object) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        return moment.astimezone(UTC).replace(microsecond=0)
+    except (ValueError, OverflowError):  # unreadable, or off the calendar once moved to UTC
         return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(UTC).replace(microsecond=0)
 
 
 def parse_date(value: object) -> date | None:

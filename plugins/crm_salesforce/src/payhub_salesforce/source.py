@@ -228,7 +228,10 @@ class SalesforceSource(Source):
                 live.done = bool(page.get("done", True)) or not live.next_url
                 continue
             raw = live.pending.popleft()
-            record = stream.to_record(raw)
+            try:
+                record = stream.to_record(raw)
+            except Exception as exc:  # noqa: BLE001 - one record that breaks the mapping is quarantined alone
+                record = _unreadable(stream.sobject, raw, exc)
             moment, record_id = soql.parse_datetime(raw.get("SystemModstamp")), raw.get("Id")
             if moment is not None and isinstance(record_id, str):
                 sync.max = max(sync.max, moment) if sync.max else moment
@@ -478,7 +481,8 @@ def _marker(value: Any) -> str | None:
         return None
     moment = soql.parse_datetime(value)
     text = soql.datetime_literal(moment) if moment else _plain(value)
-    return text if len(text) <= MAX_MARKER else "sha256-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return text if len(text) <= MAX_MARKER else "sha256-" + digest
 
 
 def _when(value: Any, field_name: str, problems: list[str]) -> datetime | str | None:
@@ -503,6 +507,17 @@ def _problem(object_id: str | None, problems: list[str]) -> str | None:
 
 def _raw(raw: Mapping[str, Any]) -> str:
     return json.dumps(raw, sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+def _unreadable(sobject: str, raw: Mapping[str, Any], exc: Exception) -> SourceRecord:
+    """A record the mapping could not read, handed to the core to quarantine with the reason."""
+    try:
+        text = _raw(raw)
+    except Exception:  # noqa: BLE001 - values that cannot even be written as JSON
+        text = f"<{sobject} record {raw.get('Id')!r} that cannot be written as JSON>"
+    record_id = raw.get("Id")
+    return SourceRecord.quarantined(f"the {sobject} record cannot be read: {type(exc).__name__}: {exc}", text,
+                                    object_type=sobject, object_id=record_id if isinstance(record_id, str) else "")
 
 
 __all__ = ["Mapper", "SalesforceSource", "Stream"]
