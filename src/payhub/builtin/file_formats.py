@@ -38,7 +38,7 @@ PROBLEM_CHARS = 300
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parsed:
     """One record (or blank line) of a file.
 
@@ -118,6 +118,11 @@ def _oversize_value(name: str, value: str, limits: Limits) -> str | None:
     return None
 
 
+def has_text_only(text: str) -> bool:
+    """Whether ``text`` is free of NUL characters and lone surrogates (which no database stores as text)."""
+    return _NOT_TEXT.search(text) is None
+
+
 def _string_problem(text: str, what: str) -> str | None:
     """A NUL character or a lone surrogate in ``text`` (``what`` names it), if there is one."""
     found = _NOT_TEXT.search(text)
@@ -155,9 +160,53 @@ class _PushBack:
         self.back.extend(reversed(lines))
 
 
+class _Feed:
+    """The decoded lines of one record after another, for one long-lived ``csv.reader``.
+
+    :meth:`start` gives the first line of the next record; the reader then takes lines as it needs them. Line
+    breaks are given as ``\\n`` whatever the file uses.
+    """
+
+    def __init__(self, lines: _PushBack, encoding: Encoding, limits: Limits) -> None:
+        self.lines = lines
+        self.encoding = encoding
+        self.limits = limits
+        self.taken: list[Line] = []
+        self.texts: list[str] = []
+        self.problems: list[str] = []
+        self._first: str | None = None
+
+    def start(self, line: Line, text: str, problem: str | None) -> None:
+        self.taken = [line]
+        self.texts = [text]
+        self.problems = [problem] if problem else []
+        self._first = text + "\n" if line.terminated else text
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        line = self.lines.next()
+        if line is None:
+            raise _NeedMore
+        self.taken.append(line)
+        if line.oversize or line.start + line.size - self.taken[0].start > self.limits.record:
+            raise _TooLong
+        text, problem = _decode(line, self.encoding)
+        if problem:
+            self.problems.append(problem)
+        self.texts.append(text)
+        return text + "\n" if line.terminated else text
+
+
 def csv_records(reader: LineReader, encoding: Encoding, limits: Limits) -> Iterator[Parsed]:
     """The CSV records read from ``reader``, each with its cells in ``values`` (or its problem)."""
     lines = _PushBack(reader)
+    feed = _Feed(lines, encoding, limits)
+    rows = csv.reader(feed, strict=True)
     while True:
         first = lines.next()
         if first is None:
@@ -166,53 +215,34 @@ def csv_records(reader: LineReader, encoding: Encoding, limits: Limits) -> Itera
             yield _oversize(first, encoding, limits)
             continue
         text, undecodable = _decode(first, encoding)
-        if not text.strip() and undecodable is None:
+        if undecodable is None and not text.strip():
             yield Parsed(first.number, first.number, first.end, not first.terminated, None)
             continue
-        taken = [first]
-        texts = [text]
-        problems = [undecodable] if undecodable else []
-
-        def feed(first: Line = first, taken: list[Line] = taken, texts: list[str] = texts,
-                 problems: list[str] = problems) -> Iterator[str]:
-            yield texts[0] + ("\n" if first.terminated else "")
-            while True:
-                line = lines.next()
-                if line is None:
-                    raise _NeedMore
-                taken.append(line)
-                if line.oversize or line.start + line.size - first.start > limits.record:
-                    raise _TooLong
-                more, bad = _decode(line, encoding)
-                if bad:
-                    problems.append(bad)
-                texts.append(more)
-                yield more + ("\n" if line.terminated else "")
-
+        feed.start(first, text, undecodable)
         try:
-            values = next(csv.reader(feed(), strict=True))
+            values = next(rows)
         except _NeedMore:
-            if reader.incomplete:  # the writer is still writing this record: wait for it
-                lines.give_back(taken)
+            if reader.incomplete or not reader.settled:  # the writer may still be writing it: wait for it
+                lines.give_back(feed.taken)
                 return
-            yield _broken_start(taken, text, lines, "a quoted field is not closed before the end of the file")
+            yield _broken_start(feed.taken, text, lines, "a quoted field is not closed before the end of the file")
             continue
         except _TooLong:
-            yield _broken_start(taken, text, lines,
+            yield _broken_start(feed.taken, text, lines,
                                 f"a quoted field is not closed within max_record_bytes ({limits.record})")
             continue
         except csv.Error as exc:
-            if len(taken) > 1:
-                yield _broken_start(taken, text, lines, f"a quoted field is not closed ({exc})")
+            if len(feed.taken) > 1:
+                yield _broken_start(feed.taken, text, lines, f"a quoted field is not closed ({exc})")
                 continue
             yield Parsed(first.number, first.number, first.end, not first.terminated, bounded_raw(text),
                          problem=f"not valid CSV: {exc}")
             continue
-        last = taken[-1]
-        raw = "\n".join(texts)
-        if problems:
+        last = feed.taken[-1]
+        raw = "\n".join(feed.texts) if len(feed.texts) > 1 else text
+        if feed.problems:
             yield Parsed(first.number, last.number, last.end, not last.terminated, bounded_raw(raw),
-                         problem=problems[0])
+                         problem=feed.problems[0])
             continue
         yield Parsed(first.number, last.number, last.end, not last.terminated, raw, values)
 
@@ -241,21 +271,21 @@ def csv_row(parsed: Parsed, names: list[str], twice: dict[str, str], limits: Lim
     values = parsed.values or []
     if len(values) != len(names):
         return _with(parsed, None, f"row has {len(values)} columns, the header has {len(names)}")
-    fields: dict[str, Any] = {}
+    fields = {name: value for name, value in zip(names, values, strict=True) if name and name not in twice}
+    raw = parsed.raw or ""
+    if len(raw) * 4 > limits.field or _NOT_TEXT.search(raw):  # else no cell can be too long or hold NUL
+        for index, (name, value) in enumerate(zip(names, values, strict=True), 1):
+            label = name or f"column {index}"
+            problem = _oversize_value(label, value, limits)
+            if problem:
+                return _with(parsed, fields, problem, cut=True)
+            problem = _string_problem(value, f"field {label[:100]!r}")
+            if problem:
+                return _with(parsed, fields, problem)
     for index, (name, value) in enumerate(zip(names, values, strict=True), 1):
-        label = name or f"column {index}"
-        problem = _oversize_value(label, value, limits)
-        if problem:
-            return _with(parsed, None, problem, cut=True)
-        problem = _string_problem(value, f"field {label[:100]!r}")
-        if problem:
-            return _with(parsed, None, problem)
-        if not name:
-            if value.strip():
-                return _with(parsed, None, f"column {index} has no name in the header but holds "
-                                           f"{value[:PROBLEM_CHARS]!r}")
-        elif name not in twice:
-            fields[name] = value
+        if not name and value.strip():
+            return _with(parsed, fields, f"column {index} has no name in the header but holds "
+                                         f"{value[:PROBLEM_CHARS]!r}")
     if twice:
         name = sorted(twice)[0]
         return _with(parsed, fields, f"ambiguous: column {name[:100]!r} appears more than once in the header "
@@ -288,11 +318,13 @@ class _BadNumber(Exception):
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Duplicate(key)
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
     return result
 
 
@@ -337,24 +369,27 @@ def _json_record(parsed: Parsed, text: str, limits: Limits) -> Parsed:
         return _with(parsed, None, f"invalid JSON: {str(exc)[:PROBLEM_CHARS]}")
     if not isinstance(data, dict):
         return _with(parsed, None, "invalid JSON: not a JSON object")
-    problem = _nested_problem(data)
-    if problem:
-        return _with(parsed, None, problem)
-    fields: dict[str, Any] = {}
-    spelt: dict[str, str] = {}
+    # NUL and lone surrogates can only come from \u escapes; deep nesting needs many brackets.
+    problem = None
+    if "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+        problem = _nested_problem(data)
+        if problem:
+            return _with(parsed, None, problem)
+    fields = {key.strip().lower(): value for key, value in data.items()}
     ambiguous: set[str] = set()
-    for key, value in data.items():
-        name = key.strip().lower()
-        if name in spelt:
-            ambiguous.add(name)
-            problem = problem or f"ambiguous: keys {spelt[name][:100]!r} and {key[:100]!r} both mean {name[:100]!r}"
-            continue
-        spelt[name] = key
-        fields[name] = value
+    if len(fields) != len(data):  # two keys differ only in case or spaces
+        spelt: dict[str, str] = {}
+        for key in data:
+            name = key.strip().lower()
+            if name in spelt:
+                ambiguous.add(name)
+                problem = problem or (f"ambiguous: keys {spelt[name][:100]!r} and {key[:100]!r} both mean "
+                                      f"{name[:100]!r}")
+            spelt[name] = key
     if len(text) * 4 > limits.field:
         size_problem = _field_sizes(fields, limits)
         if size_problem:
-            return _with(parsed, None, size_problem, cut=True)
+            return _with(parsed, fields, size_problem, cut=True, ambiguous=frozenset(ambiguous))
     if problem:
         return _with(parsed, {k: v for k, v in fields.items() if k not in ambiguous}, problem,
                      ambiguous=frozenset(ambiguous))

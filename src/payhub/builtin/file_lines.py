@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -83,7 +84,7 @@ class Encoding:
         return "\r".encode(self.name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Line:
     """One physical line: its 1-based number, where it starts and ends in the file, and its content.
 
@@ -104,37 +105,12 @@ class Line:
         return self.digest is not None
 
 
-class _Finder:
-    """The next aligned occurrence of one code unit in a growing buffer, remembered between calls."""
-
-    def __init__(self, needle: bytes) -> None:
-        self.needle = needle
-        self.unit = len(needle)
-        self.found = -1
-        self.scanned = 0
-
-    def next(self, buf: bytearray, pos: int) -> int:
-        if self.found >= pos:
-            return self.found
-        at = max(pos, self.scanned)
-        at += -at % self.unit
-        found = buf.find(self.needle, at)
-        while found != -1 and found % self.unit:
-            found = buf.find(self.needle, found + 1)
-        self.found = found
-        self.scanned = len(buf) - len(buf) % self.unit if found == -1 else found
-        return found
-
-    def shift(self, count: int) -> None:
-        self.found = self.found - count if self.found >= count else -1
-        self.scanned = max(0, self.scanned - count)
-
-
 class LineReader:
     """Iterates the lines of ``fh`` from ``offset`` (a line start) up to ``size`` bytes into the file.
 
     A last line without a terminator is yielded only when ``settled`` (the writer is done); otherwise iteration
-    stops before it and ``incomplete`` is set. A CR at the very end of an unsettled file may be the first half of a
+    stops before it and ``incomplete`` is set (and a record that needs more lines than an unsettled file holds
+    should wait too). A CR at the very end of an unsettled file may be the first half of a
     CRLF, so it waits too. ``continues`` says that ``offset`` is right after a line that had no terminator when it
     was read: a terminator found there completes that line and is not counted as a line of its own.
     """
@@ -144,7 +120,8 @@ class LineReader:
         self._fh = fh
         self._unit = encoding.unit
         self._lf, self._cr = encoding.lf, encoding.cr
-        self._find_lf, self._find_cr = _Finder(self._lf), _Finder(self._cr)
+        self._ends = re.compile(re.escape(self._cr) + b"|" + re.escape(self._lf))
+        self._scanned = 0  # no line end between _pos and this index of _buf
         self._buf = bytearray()
         self._base = offset  # the file offset of _buf[0]
         self._pos = 0
@@ -152,6 +129,7 @@ class LineReader:
         self._limit = limit
         self._settled = settled
         self._continues = continues
+        self.settled = settled
         self.number = number
         self.incomplete = False
         fh.seek(offset)
@@ -160,12 +138,11 @@ class LineReader:
         return self
 
     def __next__(self) -> Line:
-        if self._continues:
+        if self._continues:  # a line end here belongs to the line before
             self._continues = False
-            found = self._terminator()
-            while found == "more":
+            while len(self._buf) - self._pos < 2 * self._unit and not self._eof:
                 self._read()
-                found = self._terminator()
+            found = self._terminator()
             if isinstance(found, tuple) and found[0] == self._pos:
                 self._pos += found[1]
         while True:
@@ -194,8 +171,7 @@ class LineReader:
         if self._pos:
             del self._buf[:self._pos]
             self._base += self._pos
-            self._find_lf.shift(self._pos)
-            self._find_cr.shift(self._pos)
+            self._scanned = max(0, self._scanned - self._pos)
             self._pos = 0
         want = min(CHUNK, self._size - self._base - len(self._buf))
         chunk = self._fh.read(want) if want > 0 else b""
@@ -205,18 +181,26 @@ class LineReader:
 
     def _terminator(self) -> tuple[int, int] | str | None:
         """(index, length) of the next line end in the buffer, ``"more"`` if it needs more bytes to tell, None."""
-        lf = self._find_lf.next(self._buf, self._pos)
-        cr = self._find_cr.next(self._buf, self._pos)
-        if cr == -1 or (lf != -1 and lf < cr):
-            return None if lf == -1 else (lf, self._unit)
-        after = cr + self._unit
+        at = max(self._pos, self._scanned)
+        at += (self._pos - at) % self._unit  # code units start at _pos
+        found = self._ends.search(self._buf, at)
+        while found is not None and (found.start() - self._pos) % self._unit:  # inside a code unit: not an end
+            found = self._ends.search(self._buf, found.start() + 1)
+        if found is None:
+            self._scanned = len(self._buf) - (len(self._buf) - self._pos) % self._unit
+            return None
+        index = found.start()
+        self._scanned = index
+        if found.group() == self._lf:
+            return index, self._unit
+        after = index + self._unit
         if len(self._buf) < after + self._unit:  # what follows the CR is not read yet
             if not self._eof:
                 return "more"
             if not self._settled:
                 return "cr_at_end"
-            return cr, self._unit
-        return (cr, 2 * self._unit) if self._buf[after:after + self._unit] == self._lf else (cr, self._unit)
+            return index, self._unit
+        return (index, 2 * self._unit) if self._buf[after:after + self._unit] == self._lf else (index, self._unit)
 
     def _emit(self, content_end: int, end: int, *, terminated: bool) -> Line:
         start = self._base + self._pos

@@ -47,6 +47,7 @@ from payhub.builtin.file_formats import (
     csv_header,
     csv_records,
     csv_row,
+    has_text_only,
     jsonl_records,
 )
 from payhub.builtin.file_lines import Encoding, LineReader, check_encoding
@@ -199,21 +200,26 @@ class FileSource(Source):
     def _record(self, parsed: Parsed, header: _Header | None) -> SourceRecord:
         if header is not None and parsed.problem is None:
             parsed = csv_row(parsed, header.names, header.twice, self.limits)
-        lines = f"line {parsed.first}" if parsed.first == parsed.last else f"lines {parsed.first}-{parsed.last}"
-        where = f"{self.settings.path.name} {lines}"
         raw = parsed.raw or ""
         fields = parsed.fields or {}
         if parsed.problem is not None:
-            return self._quarantined(fields, parsed.ambiguous, raw, f"{where}: {parsed.problem}")
+            return self._quarantined(fields, parsed.ambiguous, raw, f"{self._where(parsed)}: {parsed.problem}")
         try:
             return self._valid(fields, raw)
         except InvalidRecord as exc:
-            return self._quarantined(fields, frozenset(), raw, f"{where}: {str(exc)[:PROBLEM_CHARS]}")
+            return self._quarantined(fields, frozenset(), raw, f"{self._where(parsed)}: {str(exc)[:PROBLEM_CHARS]}")
+
+    def _where(self, parsed: Parsed) -> str:
+        """The file and line(s) of a record, to begin its problem with."""
+        lines = f"line {parsed.first}" if parsed.first == parsed.last else f"lines {parsed.first}-{parsed.last}"
+        return f"{self.settings.path.name} {lines}"
 
     def _valid(self, data: dict[str, Any], raw: str) -> SourceRecord:
         """The record of ``data``, or InvalidRecord naming the first missing or malformed documented field."""
         def text(name: str) -> str | None:
             value = data.get(name)
+            if type(value) is str and value.strip():  # the common case first
+                return value
             if value is None or (isinstance(value, str) and not value.strip()):
                 if name in REQUIRED:
                     raise InvalidRecord(f"{name} is missing")
@@ -259,7 +265,7 @@ class FileSource(Source):
             if isinstance(value, bool) or not isinstance(value, str | int) or name in ambiguous:
                 continue
             value = str(value).strip()
-            if value and len(value) <= MAX_ID_CHARS:
+            if value and len(value) <= MAX_ID_CHARS and has_text_only(value):
                 identity[name] = value
         if "id" not in identity or "type" not in identity or ambiguous & set(IDENTITY):
             identity = {}  # keyed by its raw text instead
