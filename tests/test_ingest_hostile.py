@@ -379,3 +379,24 @@ def test_every_field_with_every_kind_of_bad_text_is_stored_or_quarantined(make_r
     assert poll(rt, "s") == 0
     with rt.engine.connect() as conn:
         assert verify(conn).ok
+
+
+def test_a_record_handed_over_as_quarantined_is_stored_with_its_problem_and_can_be_corrected(
+        make_runtime: Any) -> None:
+    rt = make_runtime(CONFIG)
+    source = rt.plugins.sources["s"]
+    source.push(SourceRecord.quarantined("row 3: unterminated quote", raw='3,"abc'),
+                SourceRecord.quarantined("unexpected shape", raw='{"Id": "006"}', object_type="Opportunity",
+                                         object_id="006", transition="won"),
+                deal("g"))
+    assert poll(rt, "s") == 3
+    rows = {r.raw: r for r in all_events(rt)}
+    content = rows['3,"abc']
+    assert (content.status, content.reason) == ("quarantined", "row 3: unterminated quote")
+    assert content.key.startswith("s:malformed:")
+    known = rows['{"Id": "006"}']
+    assert (known.status, known.key, known.reason) == ("quarantined", "s:Opportunity:006:won", "unexpected shape")
+    source.push(deal("006"))  # the CRM record, readable now, under the same identity: it replaces the quarantine
+    assert poll(rt, "s") == 1
+    corrected = next(r for r in all_events(rt) if r.id == known.id)
+    assert (corrected.status, corrected.amount) == ("ingested", "1000.00")

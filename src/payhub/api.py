@@ -12,7 +12,8 @@ or ``params_model`` (calculators); the core validates the plugin's settings sect
 
 Contracts are synchronous and batch-shaped. The core owns threads, transactions, retries and the audit log;
 a plugin only talks to its system. Anything a plugin raises other than the errors below is treated as a bug in
-that plugin and isolated to its own work: a source is marked failed until restart, a calculation is recorded as
+that plugin and isolated to its own work: a source's fetch is narrowed down to the record that sets it off (the
+records before it are stored) and the error is recorded and retried at the next poll, a calculation is recorded as
 failed, and a rail call that raised has an unknown outcome (looked up before any new attempt). The rest of payhub
 goes on. Calls that run longer than their timeout are abandoned: transient for a source, unknown for a rail.
 """
