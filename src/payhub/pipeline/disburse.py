@@ -13,6 +13,12 @@
 
 Each call of :func:`disburse_rail` works one claimed batch through one round: look up unknown outcomes, then send.
 
+Every write to a claimed payout is fenced by the claim's lease (:mod:`payhub.pipeline.leases`): a worker whose lease
+expired or was taken over meanwhile writes nothing for that payout (no status, attempt, reward or audit change),
+and says so in the log at WARNING. The lease is renewed when the attempt is committed, before the rail is called,
+so a send or lookup (at most ``timeout_seconds``) always fits in it. Every status change is also checked against the
+state machine of :mod:`payhub.pipeline.payout_states` in its SQL.
+
 Payout states: scheduled → sending → sent → paid, or rejected / returned / failed (rewards held as owed again),
 with retrying, unknown (looked up next), unresolved (needs an operator), held (screening denied it) and cancelled.
 """
@@ -26,6 +32,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from payhub.api import Outcome, PayoutInstruction, Rail, RailResult
@@ -35,6 +42,8 @@ from payhub.db.schema import attempts, payouts, rewards
 from payhub.errors import PermanentRailError, PluginTimeout, RetryableRailError, UnknownOutcomeError
 from payhub.money import from_minor
 from payhub.payees import load_payees
+from payhub.pipeline import leases
+from payhub.pipeline.payout_states import allowed, may_come_from
 from payhub.runtime import Runtime, Tx
 from payhub.settings import RailSection
 
@@ -53,6 +62,7 @@ class Work:
     instruction: PayoutInstruction
     attempts: int
     needs_lookup: bool
+    lease: str  # the token of the claim: every write to the payout is conditioned on it
     last_reason: str | None = None
     screened: bool = False
     done: bool = False
@@ -94,9 +104,7 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
             _send(rt, rail, sendable, section)
     finally:
         with rt.engine.begin() as conn:
-            conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in claimed]),
-                                               payouts.c.lease_owner == rt.worker_id)
-                         .values(lease_owner=None, lease_until=None))
+            leases.release(conn, payouts, "id", [w.id for w in claimed], claimed[0].lease)
     return len(claimed)
 
 
@@ -114,8 +122,10 @@ def claim_rows(conn: Connection, rt: Runtime, query: Any) -> list[Work]:
     rows = conn.execute(for_update(conn, query)).all()
     if not rows:
         return []
+    token = leases.new_token()
     conn.execute(update(payouts).where(payouts.c.id.in_([r.id for r in rows])).values(
-        lease_owner=rt.worker_id, lease_until=utcnow() + timedelta(seconds=rt.settings.database.lease_seconds)))
+        lease_owner=rt.worker_id, lease_token=token,
+        lease_until=leases.expiry(conn, rt.settings.database.lease_seconds)))
     found = load_payees(conn, sorted({r.payee_id for r in rows}))
     work = []
     for row in rows:
@@ -124,20 +134,46 @@ def claim_rows(conn: Connection, rt: Runtime, query: Any) -> list[Work]:
             log.error("payout %s: payee %s is not in the registry", row.id, row.payee_id)
             continue
         work.append(Work(row.id, instruction_for(row, payee), row.attempts, row.status in ("unknown", "sending"),
-                         row.reason, screened=row.released_by is not None))
+                         token, row.reason, screened=row.released_by is not None))
     return work
 
 
 def _claim(rt: Runtime, rail_name: str, limit: int) -> list[Work]:
     now = utcnow()
-    query = (
-        select(payouts).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
-        .where(or_(payouts.c.lease_until.is_(None), payouts.c.lease_until < now))
-        .where(or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
-        .order_by(payouts.c.id).limit(limit)
-    )
     with rt.engine.begin() as conn:
+        query = (
+            select(payouts).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
+            .where(leases.free(payouts, conn))
+            .where(or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
+            .order_by(payouts.c.id).limit(limit)
+        )
         return claim_rows(conn, rt, query)
+
+
+def fence(tx: Tx, changes: Sequence[tuple[Work, str]]) -> set[int]:
+    """Lock the payouts this worker may still move to the given statuses; return their ids.
+
+    A payout whose lease this worker lost (expired, or claimed by another worker since) is dropped with a WARNING,
+    as is a change the state machine does not allow from the payout's current status: write nothing for either.
+    """
+    if not changes:
+        return set()
+    live: dict[int, str] = {}
+    for token in {w.lease for w, _ in changes}:
+        rows = leases.holding(tx.conn, payouts, "id", [w.id for w, _ in changes if w.lease == token], token,
+                              payouts.c.status)
+        live.update((payout_id, row.status) for payout_id, row in rows.items())
+    kept = set()
+    for w, new in changes:
+        current = live.get(w.id)
+        if current is None:
+            log.warning("payout %s: stale write dropped (%s): this worker's lease on it expired or was taken over "
+                        "by another worker, whose result stands", w.id, new)
+        elif not allowed(current, new):
+            log.warning("payout %s: change %s -> %s not allowed; dropped", w.id, current, new)
+        else:
+            kept.add(w.id)
+    return kept
 
 
 def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
@@ -160,8 +196,10 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
             keep.append(w)
     if denied:
         with rt.transaction() as tx:
+            live = fence(tx, [(w, "held") for w, _ in denied])
+            denied = [(w, reason) for w, reason in denied if w.id in live]
             for w, reason in denied:
-                set_status(tx, w.id, "held", reason=reason)
+                set_status(tx, w.id, "held", w.lease, reason=reason)
                 tx.audit("payout.held", "payout", w.id, {"reason": reason}, outcome="held")
         for w, reason in denied:
             _notify_failed(rt, w, "held", reason)
@@ -171,17 +209,24 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
 def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> None:
     now = utcnow()
     with rt.transaction() as tx:
+        live = fence(tx, [(w, "sending") for w in batch])
+        batch = [w for w in batch if w.id in live]
         attempt_rows = []
         for w in batch:
             w.attempts += 1
             attempt_rows.append({"payout_id": w.id, "kind": "send", "number": w.attempts, "started_at": now})
             tx.audit("payout.sending", "payout", w.id, {"attempt": w.attempts, "key": w.instruction.idempotency_key})
-        tx.conn.execute(
-            update(payouts).where(payouts.c.id == bindparam("payout")).values(
-                status="sending", attempts=bindparam("number"), next_attempt_at=None, updated_at=now),
-            [{"payout": w.id, "number": w.attempts} for w in batch])
-        attempt_of = {payout_id: attempt_id for attempt_id, payout_id in tx.conn.execute(
-            attempts.insert().returning(attempts.c.id, attempts.c.payout_id), attempt_rows)}
+        if batch:  # the lease is renewed with the attempt, so the call (at most timeout_seconds) fits in it
+            tx.conn.execute(
+                update(payouts).where(payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
+                                      may_come_from("sending")).values(
+                    status="sending", attempts=bindparam("number"), next_attempt_at=None, updated_at=now,
+                    lease_until=leases.expiry(tx.conn, rt.settings.database.lease_seconds)),
+                [{"payout": w.id, "number": w.attempts, "token": w.lease} for w in batch])
+            attempt_of = {payout_id: attempt_id for attempt_id, payout_id in tx.conn.execute(
+                attempts.insert().returning(attempts.c.id, attempts.c.payout_id), attempt_rows)}
+    if not batch:
+        return
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     keys = [w.instruction.idempotency_key for w in batch]
     try:
@@ -208,17 +253,27 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
     now = utcnow()
     if not caps.lookup:
         with rt.transaction() as tx:
+            unsafe = []
             for w in batch:
                 window = caps.dedup_window
                 if (window is not None and w.instruction.created_at + window > now
                         and w.attempts < section.max_attempts):
                     w.needs_lookup = False  # the provider drops a repeat of this key: re-sending is safe
                     continue
-                # Out of window or out of attempts: the outcome stays unknown, so it must not be called a failure.
-                set_status(tx, w.id, "unresolved", reason=f"outcome unknown ({w.last_reason}); rail {rail.name} "
-                           "cannot look payouts up: check with the provider, then `payhub payouts resolve`")
-                tx.audit("payout.unresolved", "payout", w.id, {"reason": w.last_reason}, outcome="unresolved")
                 w.done = True
+                unsafe.append(w)
+            live = fence(tx, [(w, "unresolved") for w in unsafe])
+            for w in unsafe:
+                if w.id not in live:
+                    continue
+                # Out of window or out of attempts: the outcome stays unknown, so it must not be called a failure.
+                set_status(tx, w.id, "unresolved", w.lease, reason=f"outcome unknown ({w.last_reason}); rail "
+                           f"{rail.name} cannot look payouts up: check with the provider, then `payhub payouts "
+                           "resolve`")
+                tx.audit("payout.unresolved", "payout", w.id, {"reason": w.last_reason}, outcome="unresolved")
+        return
+    batch = _renew(rt, batch)
+    if not batch:
         return
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     try:
@@ -227,48 +282,84 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
         log.warning("rail %s: lookup failed: %s", rail.name, exc)
         wait = max(LOOKUP_MIN_WAIT, backoff_seconds(section, max(w.attempts for w in batch)))
         later = now + timedelta(seconds=wait)
-        with rt.engine.begin() as conn:
-            conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in batch])).values(
+        with rt.engine.begin() as conn:  # not a status change: no audit entry, but fenced all the same
+            conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in batch]),
+                                               leases.held(payouts, batch[0].lease, conn)).values(
                 next_attempt_at=later, reason=f"lookup failed: {type(exc).__name__}: {exc}"))
         for w in batch:
             w.done = True
         return
     resolved = []
     with rt.transaction() as tx:
+        answers = {}
         for w in batch:
             key = w.instruction.idempotency_key
             answered = key in found
             result = found.get(key) if answered else RailResult(key, Outcome.UNKNOWN, reason="not in the answer")
+            answers[w.id] = (answered, result)
+            w.done = True
+        live = fence(tx, [(w, _lookup_target(answers[w.id][1])) for w in batch])
+        for w in batch:
+            if w.id not in live:
+                continue
+            answered, result = answers[w.id]
             tx.conn.execute(attempts.insert().values(
                 payout_id=w.id, kind="lookup", number=w.attempts, started_at=now, finished_at=utcnow(),
                 outcome=result.outcome.value if result else "not_found", detail=result.reason if result else None))
             if result is None or result.outcome == Outcome.RETRY:
                 # Never received (or received and refused as retryable): send again with the same key, after a wait.
-                w.needs_lookup, w.done = False, True
+                w.needs_lookup = False
                 wait = backoff_seconds(section, w.attempts)
-                set_status(tx, w.id, "retrying", next_attempt_at=now + timedelta(seconds=wait),
+                set_status(tx, w.id, "retrying", w.lease, next_attempt_at=now + timedelta(seconds=wait),
                            reason="not received by the rail; will send again with the same key")
                 tx.audit("payout.lookup", "payout", w.id, {"found": False}, outcome="not_found")
             elif result.outcome == Outcome.UNKNOWN:
-                w.done = True
                 wait = max(LOOKUP_MIN_WAIT, backoff_seconds(section, w.attempts))
-                set_status(tx, w.id, "unknown", next_attempt_at=now + timedelta(seconds=wait))
+                set_status(tx, w.id, "unknown", w.lease, next_attempt_at=now + timedelta(seconds=wait))
                 tx.audit("payout.lookup", "payout", w.id, {"found": True if answered else None, "state": "unknown"},
                          outcome="unknown")
             else:
-                w.done = True
                 tx.audit("payout.lookup", "payout", w.id, {"found": True, "state": result.outcome.value})
                 resolved.append((w, result))
     if resolved:
         apply_results(rt, section, resolved, {})
 
 
+def _lookup_target(result: RailResult | None) -> str:
+    """The status a lookup's answer moves a payout to."""
+    if result is None or result.outcome == Outcome.RETRY:
+        return "retrying"
+    return _STATE_OF.get(result.outcome, "unknown")
+
+
+_STATE_OF = {Outcome.ACCEPTED: "sent", Outcome.PAID: "paid", **FINAL_FAILURES}
+
+
+def _renew(rt: Runtime, batch: list[Work]) -> list[Work]:
+    """Renew the lease of the batch before a rail call; return the payouts still held (the others are dropped)."""
+    with rt.engine.begin() as conn:
+        live = leases.renew(conn, payouts, "id", [w.id for w in batch], batch[0].lease,
+                            rt.settings.database.lease_seconds)
+    for w in batch:
+        if w.id not in live:
+            w.done = True
+            log.warning("payout %s: stale work dropped (lookup): this worker's lease on it expired or was taken over "
+                        "by another worker", w.id)
+    return [w for w in batch if w.id in live]
+
+
 def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Work, RailResult]],
                   attempt_ids: dict[int, int]) -> None:
-    """Record each payout's outcome in one transaction, then tell the observers."""
+    """Record each payout's outcome in one transaction, then tell the observers.
+
+    Fenced: an outcome for a payout whose lease this worker lost is dropped whole (its status, attempt, rewards and
+    audit entry), and logged.
+    """
     now = utcnow()
     settled, failed = [], []
     with rt.transaction() as tx:
+        live = fence(tx, [(w, _target(section, w, result)) for w, result in outcomes])
+        outcomes = [(w, result) for w, result in outcomes if w.id in live]
         finished = [{"attempt": attempt_ids[w.id], "outcome": result.outcome.value, "detail": result.reason}
                     for w, result in outcomes if w.id in attempt_ids]
         if finished:
@@ -279,31 +370,33 @@ def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Wo
             if result.reason:
                 detail["reason"] = result.reason
             outcome = result.outcome
-            if outcome in (Outcome.ACCEPTED, Outcome.PAID):
-                state = "sent" if outcome == Outcome.ACCEPTED else "paid"
+            state = _target(section, w, result)
+            if state in ("sent", "paid"):
                 tx.audit(f"payout.{state}", "payout", w.id, detail)
                 settled.append((w, state, result.provider_ref))
-            elif outcome in FINAL_FAILURES:
-                fail(tx, w.id, FINAL_FAILURES[outcome], result.reason or outcome.value, detail)
-                failed.append((w, FINAL_FAILURES[outcome], result.reason or outcome.value))
-            elif outcome == Outcome.RETRY:
-                if w.attempts >= section.max_attempts:
-                    reason = f"retries exhausted after {w.attempts} attempts: {result.reason}"
-                    fail(tx, w.id, "failed", reason, detail)
-                    failed.append((w, "failed", reason))
-                else:
-                    later = now + timedelta(seconds=backoff_seconds(section, w.attempts))
-                    set_status(tx, w.id, "retrying", reason=result.reason, next_attempt_at=later)
+            elif state == "retrying":
+                later = now + timedelta(seconds=backoff_seconds(section, w.attempts))
+                if set_status(tx, w.id, "retrying", w.lease, reason=result.reason, next_attempt_at=later):
                     tx.audit("payout.retrying", "payout", w.id, {**detail, "next_attempt_at": later},
                              outcome="retry")
-            else:  # UNKNOWN: looked up before any new attempt
-                set_status(tx, w.id, "unknown", reason=result.reason)
-                tx.audit("payout.unknown", "payout", w.id, detail, outcome="unknown")
-        if settled:  # the common case, written as two bulk statements
-            changes = [{"payout": w.id, "state": state, "ref": ref} for w, state, ref in settled]
-            tx.conn.execute(update(payouts).where(payouts.c.id == bindparam("payout")).values(
-                status=bindparam("state"), provider_ref=bindparam("ref"), reason=None, checked_at=now,
-                updated_at=now), changes)
+            elif state == "unknown":  # looked up before any new attempt
+                if set_status(tx, w.id, "unknown", w.lease, reason=result.reason):
+                    tx.audit("payout.unknown", "payout", w.id, detail, outcome="unknown")
+            else:
+                reason = result.reason or outcome.value
+                if state == "failed":  # retryable, but that was the last attempt
+                    reason = f"retries exhausted after {w.attempts} attempts: {result.reason}"
+                if fail(tx, w.id, state, reason, detail, w.lease):
+                    failed.append((w, state, reason))
+        for state in ("sent", "paid"):  # the common case, written as two bulk statements per state
+            changes = [{"payout": w.id, "state": state, "ref": ref, "token": w.lease}
+                       for w, new, ref in settled if new == state]
+            if not changes:
+                continue
+            tx.conn.execute(update(payouts).where(
+                payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
+                may_come_from(state)).values(status=bindparam("state"), provider_ref=bindparam("ref"), reason=None,
+                                             checked_at=now, updated_at=now), changes)
             tx.conn.execute(update(rewards).where(rewards.c.payout_id == bindparam("payout")).values(
                 status=bindparam("state"), updated_at=now), [{"payout": c["payout"], "state": c["state"]}
                                                              for c in changes])
@@ -315,33 +408,55 @@ def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Wo
         _notify_failed(rt, w, state, reason)
 
 
+def _target(section: RailSection, w: Work, result: RailResult) -> str:
+    """The status a rail's answer moves a payout to."""
+    if result.outcome == Outcome.RETRY:
+        return "failed" if w.attempts >= section.max_attempts else "retrying"
+    return _STATE_OF.get(result.outcome, "unknown")
+
+
 def _exhaust(rt: Runtime, batch: list[Work]) -> None:
     with rt.transaction() as tx:
+        live = fence(tx, [(w, "failed") for w in batch])
+        batch = [w for w in batch if w.id in live]
         last_send = {payout_id: detail for payout_id, detail in tx.conn.execute(
             select(attempts.c.payout_id, attempts.c.detail)
             .where(attempts.c.payout_id.in_([w.id for w in batch]), attempts.c.kind == "send")
             .order_by(attempts.c.id))}  # the last send of each payout wins: its failure is the cause to show
         reasons = {w.id: f"retries exhausted after {w.attempts} attempts: {last_send.get(w.id) or w.last_reason}"
                    for w in batch}
-        for w in batch:
-            fail(tx, w.id, "failed", reasons[w.id], {"attempt": w.attempts})
+        batch = [w for w in batch if fail(tx, w.id, "failed", reasons[w.id], {"attempt": w.attempts}, w.lease)]
     for w in batch:
         _notify_failed(rt, w, "failed", reasons[w.id])
 
 
-def fail(tx: Tx, payout_id: int, state: str, reason: str, detail: dict[str, Any]) -> None:
-    """A payout ended without paying: the money is owed again, so its rewards are held with the reason."""
-    now = utcnow()
-    set_status(tx, payout_id, state, reason=reason)
+def fail(tx: Tx, payout_id: int, state: str, reason: str, detail: dict[str, Any], lease: str | None = None) -> bool:
+    """A payout ended without paying: the money is owed again, so its rewards are held with the reason.
+
+    Applied only as :func:`set_status` allows (``lease`` as there); return whether it was.
+    """
+    if not set_status(tx, payout_id, state, lease, reason=reason):
+        return False
     tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id).values(
         status="held", hold_code="payout_failed", hold_reason=f"payout {payout_id} {state}: {reason}",
-        updated_at=now))
+        updated_at=utcnow()))
     tx.audit(f"payout.{state}", "payout", payout_id, {**detail, "reason": reason}, outcome="failed")
+    return True
 
 
-def set_status(tx: Tx, payout_id: int, status: str, **values: Any) -> None:
-    tx.conn.execute(update(payouts).where(payouts.c.id == payout_id)
-                    .values(status=status, updated_at=utcnow(), **values))
+def set_status(tx: Tx, payout_id: int, status: str, lease: str | None = None, **values: Any) -> bool:
+    """Move a payout to ``status``; return whether it moved (the caller audits the change only if it did).
+
+    The UPDATE changes nothing unless the state machine allows ``status`` from the payout's current status, and,
+    for a worker, its lease ``lease`` still holds; for an operator (``lease`` None), unless no worker holds one.
+    """
+    owner: ColumnElement[bool] = (leases.free(payouts, tx.conn) if lease is None
+                                  else leases.held(payouts, lease, tx.conn))
+    moved = tx.conn.execute(update(payouts).where(payouts.c.id == payout_id, may_come_from(status), owner)
+                            .values(status=status, updated_at=utcnow(), **values)).rowcount
+    if not moved:
+        log.warning("payout %s: not moved to %s (a status or lease that does not allow it)", payout_id, status)
+    return bool(moved)
 
 
 def _notify_failed(rt: Runtime, w: Work, state: str, reason: str) -> None:

@@ -1,6 +1,8 @@
 """Operator decisions on payouts: resolve an unknown outcome, release a screening hold, cancel.
 
-Each is one transaction with its audit entry, signed by the operator (the CLI's ``--actor``).
+Each is one transaction with its audit entry, signed by the operator (the CLI's ``--actor``). A payout that a worker
+holds a lease on is refused, and every change goes through the payout state machine
+(:mod:`payhub.pipeline.payout_states`) in its SQL, so a decision never overwrites what a worker recorded meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from payhub.db.queries import for_update
 from payhub.db.schema import attempts, payouts, rewards
 from payhub.errors import PayhubError
 from payhub.payees import load_payees
+from payhub.pipeline import leases
 from payhub.pipeline.disburse import fail, instruction_for, safe_hook, set_status
 from payhub.runtime import Runtime, Tx
 
@@ -21,14 +24,24 @@ MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
 
 
 def _load(tx: Tx, payout_id: int, allowed: tuple[str, ...], verb: str) -> Any:
-    row = tx.conn.execute(for_update(tx.conn, select(payouts).where(payouts.c.id == payout_id))).first()
+    leased = (payouts.c.lease_until > leases.db_now(tx.conn)).label("leased")  # the database's clock, as workers'
+    row = tx.conn.execute(for_update(tx.conn, select(payouts, leased).where(payouts.c.id == payout_id))).first()
     if row is None:
-        raise PayhubError(f"payout {payout_id} does not exist")
+        # On PostgreSQL a row a worker's transaction has locked is skipped: it exists, but is busy.
+        owner = tx.conn.execute(select(payouts.c.lease_owner).where(payouts.c.id == payout_id)).first()
+        if owner is None:
+            raise PayhubError(f"payout {payout_id} does not exist")
+        raise PayhubError(f"payout {payout_id} is being worked on by {owner[0] or 'a worker'}; try again later")
     if row.status not in allowed:
         raise PayhubError(f"payout {payout_id} is {row.status}; only {' or '.join(allowed)} payouts can be {verb}")
-    if row.lease_until is not None and row.lease_until > utcnow():
+    if row.leased:
         raise PayhubError(f"payout {payout_id} is being worked on by {row.lease_owner}; try again later")
     return row
+
+
+def _moved(moved: bool, payout_id: int) -> None:
+    if not moved:  # the row is locked and its status checked above: not expected
+        raise PayhubError(f"payout {payout_id} changed meanwhile; look at it again")
 
 
 def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref: str | None = None) -> str:
@@ -47,8 +60,8 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
         if status == "retrying" and section is not None and row.attempts >= section.max_attempts:
             raise PayhubError(f"payout {payout_id} has used all {section.max_attempts} attempts of rail {row.rail}; "
                               "cancel it instead (its rewards are held as owed and can be released)")
-        set_status(tx, payout_id, status, reason=f"resolved by operator: {reason}",
-                   provider_ref=provider_ref or row.provider_ref, next_attempt_at=None)
+        _moved(set_status(tx, payout_id, status, reason=f"resolved by operator: {reason}",
+                          provider_ref=provider_ref or row.provider_ref, next_attempt_at=None), payout_id)
         if status in ("sent", "paid"):
             tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id)
                             .values(status=status, updated_at=now))
@@ -65,8 +78,8 @@ def release(rt: Runtime, payout_id: int, reason: str) -> None:
     """Override a screening hold: the payout is sent without being screened again. The actor is recorded."""
     with rt.transaction() as tx:
         _load(tx, payout_id, ("held",), "released")
-        set_status(tx, payout_id, "scheduled", reason=f"released by operator: {reason}",
-                   released_by=rt.writer.actor)
+        _moved(set_status(tx, payout_id, "scheduled", reason=f"released by operator: {reason}",
+                          released_by=rt.writer.actor), payout_id)
         tx.audit("payout.released", "payout", payout_id, {"reason": reason})
 
 
@@ -77,7 +90,7 @@ def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
         row = _load(tx, payout_id, ("scheduled", "held", "retrying"), "cancelled")
         if row.status == "retrying" and row.attempts and not _never_received(tx, payout_id):
             raise PayhubError(f"payout {payout_id} may have reached the rail; resolve it instead")
-        fail(tx, payout_id, "cancelled", text, {"from": row.status})
+        _moved(fail(tx, payout_id, "cancelled", text, {"from": row.status}), payout_id)
         payee = load_payees(tx.conn, [row.payee_id]).get(row.payee_id)
     if payee is not None:
         safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=instruction_for(row, payee),

@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, union, update
 
 from payhub.clock import utcnow
 from payhub.db.queries import for_update
-from payhub.db.schema import approvals, rewards
+from payhub.db.schema import approvals, payout_items, payouts, rewards
 from payhub.errors import PayhubError
 from payhub.money import from_minor
+from payhub.pipeline.payout_states import NOT_PAYING
 from payhub.pipeline.rules import BUDGET_HOLD, UNPAID
 from payhub.runtime import Runtime, Tx
 
@@ -123,16 +124,26 @@ def release(rt: Runtime, reward_ids: Iterable[int], reason: str) -> dict[int, st
     A reward goes back to ``awaiting_approval`` while it has fewer approvals than it needs, else to ``pending``, so
     the next pass schedules it (in a new payout with a new idempotency key). Releasing a ``budget`` hold overrides
     the program's budget: the audit entry says so (outcome ``override``) with the budget the reward draws on.
+
+    A reward that a payout (its current one, or any earlier one carrying it) may still pay or has paid is refused:
+    every such payout must be ``rejected``, ``returned``, ``failed`` or ``cancelled``, or releasing would pay twice.
     """
     ids = _ids(reward_ids)
     reason = _reason(reason)
-
-    def check(row: Any) -> str | None:
-        return None if row.status == "held" else f"reward {row.id} is {_state(row)}, not held"
-
     now = utcnow()
     moved: dict[int, str] = {}
     with rt.transaction() as tx:
+        paying = _paying_payouts(tx, ids)
+
+        def check(row: Any) -> str | None:
+            if row.status != "held":
+                return f"reward {row.id} is {_state(row)}, not held"
+            if row.id in paying:
+                payout_id, status = paying[row.id]
+                return (f"reward {row.id} is in payout {payout_id}, which is {status}: releasing it could pay it "
+                        "twice (resolve or cancel that payout first)")
+            return None
+
         rows = _checked(tx, ids, check)
         given = _approvers(tx, ids)
         for reward_id in ids:
@@ -217,6 +228,27 @@ def _checked(tx: Tx, ids: list[int], check: Callable[[Any], str | None]) -> dict
     if problems:
         raise PayhubError("; ".join(problems))
     return rows
+
+
+def _paying_payouts(tx: Tx, ids: list[int]) -> dict[int, tuple[int, str]]:
+    """For each reward of ``ids`` that a payout paid or may still pay, the first such payout and its status.
+
+    Every payout that ever carried the reward counts (its items, and the payout the reward row points to); only the
+    final failures (:data:`~payhub.pipeline.payout_states.NOT_PAYING`) cannot pay it.
+    """
+    carried = union(
+        select(payout_items.c.reward_id.label("reward_id"), payout_items.c.payout_id.label("payout_id"))
+        .where(payout_items.c.reward_id.in_(ids)),
+        select(rewards.c.id.label("reward_id"), rewards.c.payout_id.label("payout_id"))
+        .where(rewards.c.id.in_(ids), rewards.c.payout_id.is_not(None)),
+    ).subquery()
+    found: dict[int, tuple[int, str]] = {}
+    for reward_id, payout_id, status in tx.conn.execute(
+            select(carried.c.reward_id, payouts.c.id, payouts.c.status)
+            .join(payouts, payouts.c.id == carried.c.payout_id)
+            .where(payouts.c.status.not_in(NOT_PAYING)).order_by(carried.c.reward_id, payouts.c.id)):
+        found.setdefault(reward_id, (payout_id, status))
+    return found
 
 
 def _approvers(tx: Tx, ids: list[int]) -> dict[int, list[str]]:

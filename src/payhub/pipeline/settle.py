@@ -1,15 +1,20 @@
-"""Settle: ask rails that report status about payouts they accepted, and record paid, rejected or returned."""
+"""Settle: ask rails that report status about payouts they accepted, and record paid, rejected or returned.
+
+Claimed payouts are leased and every write is fenced by the lease, as in :mod:`payhub.pipeline.disburse`. A
+``paid`` payout can only become ``returned`` here (a return within the rail's return window).
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 
 from payhub.api import Outcome
 from payhub.clock import utcnow
 from payhub.db.schema import payouts
+from payhub.pipeline import leases
 from payhub.pipeline.disburse import FINAL_FAILURES, apply_results, claim_rows
 from payhub.runtime import Runtime
 
@@ -30,14 +35,14 @@ def settle_rail(rt: Runtime, rail_name: str) -> int:
     window = rail.capabilities.return_window
     if window is not None:  # paid payouts the provider may still return
         watched = or_(watched, and_(payouts.c.status == "paid", payouts.c.updated_at >= now - window))
-    query = (
-        select(payouts).where(payouts.c.rail == rail_name, watched)
-        .where(or_(payouts.c.checked_at.is_(None),
-                   payouts.c.checked_at < now - timedelta(seconds=section.settle_interval_seconds)))
-        .where(or_(payouts.c.lease_until.is_(None), payouts.c.lease_until < now))
-        .order_by(payouts.c.id).limit(rail.capabilities.max_batch)
-    )
     with rt.engine.begin() as conn:
+        query = (
+            select(payouts).where(payouts.c.rail == rail_name, watched)
+            .where(or_(payouts.c.checked_at.is_(None),
+                       payouts.c.checked_at < now - timedelta(seconds=section.settle_interval_seconds)))
+            .where(leases.free(payouts, conn))
+            .order_by(payouts.c.id).limit(rail.capabilities.max_batch)
+        )
         claimed = claim_rows(conn, rt, query)
         paid = set(conn.execute(select(payouts.c.id).where(
             payouts.c.id.in_([w.id for w in claimed]), payouts.c.status == "paid")).scalars())
@@ -57,7 +62,6 @@ def settle_rail(rt: Runtime, rail_name: str) -> int:
             changed.append((w, result))
     if changed:
         apply_results(rt, section, changed, {})
-    with rt.engine.begin() as conn:
-        conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in claimed]))
-                     .values(checked_at=utcnow(), lease_owner=None, lease_until=None))
+    with rt.engine.begin() as conn:  # a worker that lost the lease leaves checked_at to the one that took it
+        leases.release(conn, payouts, "id", [w.id for w in claimed], claimed[0].lease, checked_at=utcnow())
     return len(claimed)
