@@ -66,6 +66,10 @@ def test_deal_ids_from_notifications() -> None:
         {"subscriptionType": "object.propertyChange", "objectTypeId": "0-1", "objectId": 17},
         "garbage",
         {"subscriptionType": "deal.creation", "objectId": "not-a-number"},
+        {"subscriptionType": "deal.creation", "objectId": "١٢٣"},  # Unicode digits are not an id
+        {"subscriptionType": "deal.creation", "objectId": 2**63},  # beyond HubSpot's 64-bit ids
+        {"subscriptionType": "deal.creation", "objectId": True},
+        {"subscriptionType": ["deal.creation"], "objectId": 19},
     ]
     assert deal_ids(events) == ["11", "12", "13", "15", "16"]
     assert deal_ids(event("deal.creation", "18")) == ["18"]

@@ -173,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.defects:
             return 400, {"error": "malformed header section"}
         encodings = self.headers.get_all("Transfer-Encoding") or []
-        lengths = self.headers.get_all("Content-Length") or []
+        lengths = [value.strip(" \t") for value in self.headers.get_all("Content-Length") or []]
         if encodings and lengths:
             return 400, {"error": "both Transfer-Encoding and Content-Length"}
         if encodings or not lengths:
