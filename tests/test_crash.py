@@ -12,7 +12,7 @@ test watches the committed state until the daemon is in that stage, then kills i
 Then ``payhub run --once`` finishes, and the books must balance exactly. The state each kill left tells which stage
 it interrupted; the tally is printed (``pytest -s``).
 
-Bigger runs: ``PAYHUB_CRASH_ITERATIONS`` (default 50), ``PAYHUB_CRASH_EVENTS`` (default 2400), ``PAYHUB_CRASH_SEED``.
+Bigger runs: ``PAYHUB_TEST_CRASH_ITERATIONS`` (default 50), ``PAYHUB_TEST_CRASH_EVENTS`` (default 2400), ``PAYHUB_TEST_CRASH_SEED``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from payhub.testing import LedgerRail
 
 pytestmark = pytest.mark.slow
 
-ITERATIONS = int(os.environ.get("PAYHUB_CRASH_ITERATIONS", "50"))
-EVENTS = int(os.environ.get("PAYHUB_CRASH_EVENTS", "2400"))
-SEED = int(os.environ.get("PAYHUB_CRASH_SEED", "7"))
+ITERATIONS = int(os.environ.get("PAYHUB_TEST_CRASH_ITERATIONS", "50"))
+EVENTS = int(os.environ.get("PAYHUB_TEST_CRASH_EVENTS", "2400"))
+SEED = int(os.environ.get("PAYHUB_TEST_CRASH_SEED", "7"))
 LEASE_SECONDS = 2
 PAYHUB = shutil.which("payhub", path=str(Path(sys.executable).parent)) or shutil.which("payhub") or "payhub"
 

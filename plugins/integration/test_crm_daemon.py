@@ -46,7 +46,7 @@ from payhub.money import quantize, to_minor
 pytestmark = pytest.mark.slow
 
 PAYHUB = shutil.which("payhub", path=str(Path(sys.executable).parent)) or shutil.which("payhub") or "payhub"
-DEALS = int(os.environ.get("PAYHUB_CRM_DEALS", "2000"))  # per CRM
+DEALS = int(os.environ.get("PAYHUB_TEST_CRM_DEALS", "2000"))  # per CRM
 PERCENT = Decimal(10)
 PROGRAM = "partner_rebate"
 LIVE_CHANGES = 10  # per CRM and kind, while the restarted daemon catches up

@@ -3,8 +3,8 @@ line of one bank file, with its amount, and payhub records each one as sent once
 
 The rail answers late (it sleeps after the files are written), so kills land between "the file is in the outbox" and
 "payhub recorded it": the next run must find those payouts by lookup instead of writing them again. More CRM events
-arrive before each run, so every run has payouts to send. ``PAYHUB_BANK_CRASH_KILLS`` (default 10, at most about 60:
-a day has 36 NACHA file id modifiers) and ``PAYHUB_BANK_CRASH_SEED`` make bigger or other runs.
+arrive before each run, so every run has payouts to send. ``PAYHUB_TEST_BANK_CRASH_KILLS`` (default 10, at most about 60:
+a day has 36 NACHA file id modifiers) and ``PAYHUB_TEST_BANK_CRASH_SEED`` make bigger or other runs.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from sqlalchemy import create_engine, select
 
 pytestmark = pytest.mark.slow
 
-KILLS = int(os.environ.get("PAYHUB_BANK_CRASH_KILLS", "10"))
-SEED = int(os.environ.get("PAYHUB_BANK_CRASH_SEED", "11"))
+KILLS = int(os.environ.get("PAYHUB_TEST_BANK_CRASH_KILLS", "10"))
+SEED = int(os.environ.get("PAYHUB_TEST_BANK_CRASH_SEED", "11"))
 PAYHUB = shutil.which("payhub", path=str(Path(sys.executable).parent)) or "payhub"
 ROUTING = ["091000019", "021000021", "011000015", "026009593", "122105278", "322271627"]
 

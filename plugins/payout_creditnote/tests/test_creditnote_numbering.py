@@ -227,8 +227,8 @@ def payout(n: int) -> object:
 def test_kill_9_between_allocation_and_write(tmp_path: Path) -> None:
     """A sender is SIGKILLed ten times right after it committed a number (before the document is written, or
     before the commit), then runs to the end: numbers are 1..N without gaps, each key has one number."""
-    keys, kills = 40, int(os.environ.get("PAYHUB_CREDITNOTE_KILLS", "10"))
-    rng = random.Random(int(os.environ.get("PAYHUB_CREDITNOTE_SEED", "3")))
+    keys, kills = 40, int(os.environ.get("PAYHUB_TEST_CREDITNOTE_KILLS", "10"))
+    rng = random.Random(int(os.environ.get("PAYHUB_TEST_CREDITNOTE_SEED", "3")))
     config = tmp_path / "settings.json"
     config.write_text(json.dumps(settings_values(tmp_path)))
     script = tmp_path / "sender.py"

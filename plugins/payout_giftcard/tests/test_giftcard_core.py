@@ -208,8 +208,8 @@ def test_a_failed_order_holds_the_rewards(setup: Callable[..., Any]) -> None:
 def test_kill_9_between_sending_and_recording(tmp_path: Path) -> None:
     """``payhub run`` is SIGKILLed ten times while it sends (the simulator answers late and loses answers), then
     ``payhub run --once`` finishes: each payout has exactly one order at the provider."""
-    kills = int(os.environ.get("PAYHUB_GIFTCARD_KILLS", "10"))
-    rng = random.Random(int(os.environ.get("PAYHUB_GIFTCARD_SEED", "11")))
+    kills = int(os.environ.get("PAYHUB_TEST_GIFTCARD_KILLS", "10"))
+    rng = random.Random(int(os.environ.get("PAYHUB_TEST_GIFTCARD_SEED", "11")))
     sim = GiftCardSimulator(api_key=API_KEY, dedup=False, latency=0.03, every={"error_after": 4},
                             state_path=tmp_path / "provider.sqlite").start()
     try:
