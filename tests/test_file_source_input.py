@@ -510,7 +510,17 @@ def test_two_oversize_records_that_start_alike_stay_two_records(tmp_path: Path) 
 def test_limit_settings_are_bounded(tmp_path: Path, settings: dict[str, Any], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         FileSourceSettings.model_validate({"path": str(tmp_path / "x.csv"), **settings})
-    assert [e["loc"] for e in err.value.errors()] == [(key,)]
+    assert [(e["loc"], e["type"]) for e in err.value.errors()] == [((key,), err.value.errors()[0]["type"])]
+    assert err.value.errors()[0]["type"] in ("greater_than_equal", "less_than_equal", "finite_number",
+                                             "string_too_short")
+
+
+def test_limit_settings_within_bounds(tmp_path: Path) -> None:
+    settings = FileSourceSettings.model_validate({"path": str(tmp_path / "x.csv"), "max_field_bytes": 64,
+                                                  "max_record_bytes": 64 * 1024 * 1024, "settle_seconds": 0})
+    assert (settings.max_field_bytes, settings.max_record_bytes) == (64, 64 * 1024 * 1024)
+    defaults = FileSourceSettings.model_validate({"path": str(tmp_path / "x.csv")})
+    assert (defaults.max_field_bytes, defaults.max_record_bytes, defaults.encoding) == (65536, 1048576, "utf-8")
 
 
 # --------------------------------------------------------------------------------------------- the header
@@ -528,3 +538,17 @@ def test_a_broken_header_is_a_source_error_naming_the_line(tmp_path: Path) -> No
     path.write_bytes(b"\n" + HEADER.encode().replace(b"type", b"typ\xff") + csv_line(1).encode())
     with pytest.raises(TransientSourceError, match=r"line 2: the header cannot be read: bytes that are not valid"):
         source(path).fetch(None, 10)
+
+
+def test_the_documented_example_is_valid(tmp_path: Path) -> None:
+    import re
+    import tomllib
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "sources" / "file.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"^```toml\n(.*?)^```", docs, re.MULTILINE | re.DOTALL)
+    section = tomllib.loads(re.sub(r"^# ", "", block, flags=re.MULTILINE))["sources"]["crm_export"]  # commented too
+    assert section.pop("plugin") == "file"
+    settings = FileSourceSettings.model_validate(section, context={"base_dir": tmp_path})
+    defaults = FileSourceSettings.model_validate({"path": "x"})
+    shown = set(section) - {"path", "format"}  # the format shown is the one the .csv extension gives
+    assert {k: getattr(settings, k) for k in shown} == {k: getattr(defaults, k) for k in shown}  # the defaults
