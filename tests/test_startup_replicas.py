@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import migrated
 from sqlalchemy import create_engine, insert, select, update
 
 from payhub import audit
@@ -30,7 +31,6 @@ from payhub.payees import sync_payees
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
 from payhub.worker import Worker
-from conftest import migrated
 
 ROUNDS = int(os.environ.get("PAYHUB_TEST_STARTUP_ROUNDS", "20"))
 REPLICAS = int(os.environ.get("PAYHUB_TEST_STARTUP_REPLICAS", "4"))

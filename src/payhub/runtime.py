@@ -52,7 +52,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.engine: Engine = make_engine(
-            settings.database_url, sqlite_synchronous=settings.database.sqlite_synchronous
+            settings.database_url, sqlite_synchronous=settings.database.sqlite_synchronous,
+            sqlite_busy_timeout=settings.database.sqlite_busy_timeout_seconds,
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.writer = AuditWriter(actor=actor, origin=f"{role}@{socket.gethostname()}:{os.getpid()}")

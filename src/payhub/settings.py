@@ -86,6 +86,8 @@ class DatabaseSettings(_Section):
     lease_seconds: float = Field(
         300, gt=0, le=DAY,
         description="How long a worker owns the payouts or source it claimed; must exceed two rail timeouts.")
+    sqlite_busy_timeout_seconds: float = Field(
+        30, ge=0, le=HOUR, description="How long a SQLite statement waits for a lock another process holds.")
 
     @field_validator("url")
     @classmethod
@@ -103,6 +105,20 @@ class DaemonSettings(_Section):
         15, gt=0, le=HOUR, description="Time in-flight work gets after SIGTERM.")
     plugin_timeout_seconds: float = Field(
         120, gt=0, le=DAY, description="A plugin call running longer is abandoned.")
+    db_retry_initial_seconds: float = Field(
+        1.0, ge=0.01, le=60, description="First wait before working again after a database outage (doubles).")
+    db_retry_max_seconds: float = Field(
+        30.0, ge=0.01, le=HOUR, description="Longest wait between tries while the database is unavailable.")
+    db_outage_log_seconds: float = Field(
+        60.0, ge=1, le=DAY, description="While the database stays unavailable, a reminder is logged this often.")
+
+    @field_validator("db_retry_max_seconds")
+    @classmethod
+    def _max_retry(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("db_retry_initial_seconds")
+        if initial is not None and value < initial:
+            raise ValueError(f"{value:g} is below db_retry_initial_seconds = {initial:g}")
+        return value
 
 
 def _upper(value: Any) -> Any:

@@ -1,4 +1,11 @@
-"""The worker loop behind ``payhub run``: poll sources when due and drive every stage until told to stop."""
+"""The worker loop behind ``payhub run``: poll sources when due and drive every stage until told to stop.
+
+In daemon mode (:meth:`Worker.start_waiting`, :meth:`Worker.run_forever`) a database outage (see
+:mod:`payhub.db.faults`) does not stop the worker: the transaction in progress rolled back, so the worker waits with
+exponential backoff and jitter (``daemon.db_retry_*``), logs the outage once and then every
+``daemon.db_outage_log_seconds``, and does the same work again when the database answers. ``run_once`` lets the
+error propagate, so ``payhub run --once`` exits non-zero.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from filelock import FileLock
 from sqlalchemy import update
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
+from payhub.checkpoints import Checkpointer
 from payhub.db.engine import lock_sqlite_file, sqlite_file
+from payhub.db.faults import describe, is_transient
 from payhub.db.schema import payouts, sources
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
@@ -27,6 +38,55 @@ STAGE_BATCHES = 10
 
 Observer = Callable[[str, int], None]
 """Called with (stage, count) as work is done, for progress displays."""
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """Raised to end the wait for the database when the worker is told to stop."""
+
+
+class Outage:
+    """Logs one database outage: a WARNING when it begins, a reminder every ``remind_every`` seconds while it
+    lasts, and an INFO when the database answers again."""
+
+    def __init__(self, remind_every: float) -> None:
+        self.remind_every = remind_every
+        self.began: float | None = None  # monotonic time of the first failure; None while the database answers
+        self.tries = 0
+        self.waited = 0.0  # seconds since the outage began, as of the last failure
+        self._reminded = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.began is not None
+
+    def failed(self, state: RetryCallState) -> None:
+        """Called by tenacity before it sleeps after a transient failure."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        reason = describe(exc) if exc is not None else "unknown"
+        wait = state.upcoming_sleep
+        now = time.monotonic()
+        self.tries += 1
+        if self.began is None:
+            self.began = self._reminded = now
+            log.warning("database unavailable: %s; waiting for it (next try in %.1fs)", reason, wait)
+            return
+        self.waited = now - self.began
+        if now - self._reminded >= self.remind_every:
+            self._reminded = now
+            log.warning("database still unavailable after %.0fs (%d tries): %s; next try in %.1fs",
+                        self.waited, self.tries, reason, wait)
+        else:
+            log.debug("database still unavailable (try %d): %s", self.tries, reason)
+
+    def over(self) -> None:
+        """The database answered: log how long it was away and reset."""
+        if self.began is not None:
+            self.waited = time.monotonic() - self.began
+            log.info("database available again after %.1fs (%d failed tries); resuming work",
+                     self.waited, self.tries)
+        self.began, self.tries = None, 0
 
 
 @dataclass
@@ -52,6 +112,8 @@ class Worker:
         self._next_settle: dict[str, float] = {}
         self._more: set[str] = set()  # sources that had more records ready when their poll stopped
         self._lock: FileLock | None = None
+        self.outage = Outage(rt.settings.daemon.db_outage_log_seconds)
+        self.checkpointer: Checkpointer | None = None  # signs the audit head when a key is configured
 
     def start(self) -> None:
         """Check the schema, take the SQLite file lock, reclaim this file's leases and record program versions."""
@@ -65,10 +127,72 @@ class Worker:
                 conn.execute(update(sources).values(lease_owner=None, lease_until=None))
         self.versions = register_program_versions(rt)
         reset_failed_sources(rt)
+        self.checkpointer = Checkpointer.for_daemon(rt)
+
+    def start_waiting(self) -> bool:
+        """:meth:`start`, waiting out database outages; False if told to stop before it could start."""
+
+        def attempt() -> bool:
+            self.stop()  # a try that failed after taking the SQLite file lock left it taken: take it afresh
+            self.start()
+            return True
+
+        return self._until_available(attempt) is not None
 
     def stop(self) -> None:
+        """Release the SQLite file lock, if taken. Safe to call more than once."""
         if self._lock is not None:
             self._lock.release()
+            self._lock = None
+
+    @property
+    def waiting(self) -> bool:
+        """True while the worker is waiting for the database to come back."""
+        return self.outage.active
+
+    def _until_available(self, step: Callable[[], T]) -> T | None:
+        """``step()``, done again after each transient database fault until it succeeds; None if told to stop
+        meanwhile. Other errors propagate at once."""
+        settings = self.rt.settings.daemon
+        stop_event = self.rt.stop_event
+
+        def attempt() -> T:
+            if stop_event.is_set():
+                raise Stopped
+            if self.outage.active:
+                self._release_own_leases()  # work caught by the outage is resumable now, not after its lease
+            result = step()
+            self.outage.over()
+            return result
+
+        def sleep(seconds: float) -> None:
+            stop_event.wait(seconds)  # a stop request ends the wait at once
+
+        def stopped(_state: RetryCallState) -> None:
+            if self.outage.active:
+                log.info("stopping while the database is unavailable (for %.1fs, %d tries)",
+                         time.monotonic() - (self.outage.began or 0), self.outage.tries)
+
+        retrying: Retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, Stopped) or is_transient(exc)),
+            wait=wait_exponential_jitter(initial=settings.db_retry_initial_seconds, max=settings.db_retry_max_seconds,
+                                         jitter=settings.db_retry_initial_seconds),
+            stop=lambda _state: stop_event.is_set(),
+            sleep=sleep,
+            before_sleep=self.outage.failed,
+            retry_error_callback=stopped,
+        )
+        result: T | None = retrying(attempt)
+        return result
+
+    def _release_own_leases(self) -> None:
+        """Free the payouts and sources this worker leased before an outage: none of that work is in flight any
+        more (the stage that held them was interrupted), so it may be claimed again at once. A payout left
+        ``sending`` is looked up on its rail before anything is sent again, as after a crash."""
+        me = self.rt.worker_id
+        with self.rt.engine.begin() as conn:
+            conn.execute(update(payouts).where(payouts.c.lease_owner == me).values(lease_owner=None, lease_until=None))
+            conn.execute(update(sources).where(sources.c.lease_owner == me).values(lease_owner=None, lease_until=None))
 
     def _note(self, stage: str, n: int) -> None:
         if n:
@@ -84,9 +208,12 @@ class Worker:
         return self.summary
 
     def run_forever(self) -> None:
-        """Work until the runtime's stop event is set; then return with all state resumable."""
+        """Work until the runtime's stop event is set; then return with all state resumable. A database outage is
+        waited out (see the module docstring); any other error propagates."""
         while not self.rt.stop_event.is_set():
-            busy = self._pass(force=False)
+            busy = self._until_available(lambda: self._pass(force=False))
+            if busy is None:  # told to stop while waiting for the database
+                return
             if not busy:
                 self.rt.stop_event.wait(self.rt.settings.daemon.idle_seconds)
 
@@ -117,6 +244,8 @@ class Worker:
             if not stopping() and (force or now >= self._next_settle.get(name, 0)):
                 self._next_settle[name] = now + rt.settings.rails[name].settle_interval_seconds
                 busy = self._repeat("settled", partial(settle_rail, rt, name)) or busy
+        if self.checkpointer is not None:
+            self.checkpointer.tick()
         return busy
 
     def _repeat(self, stage: str, step: Callable[[], int]) -> bool:

@@ -1,4 +1,9 @@
-"""``payhub run``: the daemon, or one pass with ``--once``."""
+"""``payhub run``: the daemon, or one pass with ``--once``.
+
+The daemon works in a thread of its own while the main thread waits for it and handles SIGTERM and SIGINT, so a
+signal is acted on at once even while the worker is blocked in the database driver (a SQLite busy wait, a
+PostgreSQL connection attempt).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,19 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import err_console, render
+from payhub.db.faults import describe, is_transient
+from payhub.errors import PayhubError
 from payhub.logs import setup_logging
 from payhub.runtime import Runtime
 from payhub.worker import Worker
 
 log = logging.getLogger("payhub.daemon")
+
+OUTAGE_GRACE_SECONDS = 1.0  # after a signal during a database outage: the most time given to a clean stop
+
+
+class DatabaseUnavailable(PayhubError):
+    """``run --once`` met a database outage (locked, unreachable, connection lost)."""
 
 
 @main.command()
@@ -30,7 +43,8 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     settings = ctx.settings
     setup_logging(settings.log)
     rt = Runtime(settings, actor="payhub", role="daemon")
-    _install_signals(rt, settings.daemon.shutdown_grace_seconds)
+    worker = Worker(rt)
+    _install_signals(rt, worker, settings.daemon.shutdown_grace_seconds)
     rt.load_plugins()
     for status in rt.plugins.statuses:
         if status.state == "failed":
@@ -45,38 +59,73 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
             tasks[stage] = display.add_task(stage, total=None)
         display.advance(tasks[stage], n)
 
-    worker = Worker(rt, observer=observe)
+    worker.observer = observe
+    if not once:
+        try:
+            with display:
+                _serve(worker)
+        finally:
+            rt.close()
+        return
     try:
         worker.start()
         log.info("payhub started (worker %s)", rt.worker_id)
         with display:
-            if once:
-                summary = worker.run_once()
-            else:
-                worker.run_forever()
-                summary = worker.summary
+            summary = worker.run_once()
         log.info("payhub stopped")
+    except Exception as exc:
+        if is_transient(exc):  # no waiting with --once: say so plainly and exit 1
+            raise DatabaseUnavailable(f"database unavailable: {describe(exc)}") from None
+        raise
     finally:
         worker.stop()
         rt.close()
-    if once:
-        render([{"stage": k, "count": v} for k, v in summary.counts.items()], "table", title="payhub run --once")
+    render([{"stage": k, "count": v} for k, v in summary.counts.items()], "table", title="payhub run --once")
 
 
-def _install_signals(rt: Runtime, grace: float) -> None:
+def _serve(worker: Worker) -> None:
+    """Start the worker and run it until stopped, in a thread; re-raise here whatever error ended it."""
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            if worker.start_waiting():
+                log.info("payhub started (worker %s)", worker.rt.worker_id)
+                worker.run_forever()
+            log.info("payhub stopped")
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failure.append(exc)
+        finally:
+            worker.stop()
+
+    thread = threading.Thread(target=work, name="payhub-worker")
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)  # short waits: signal handlers run between them
+    if failure:
+        raise failure[0]
+
+
+def _install_signals(rt: Runtime, worker: Worker, grace: float) -> None:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if rt.stop_event.is_set():
             return
-        log.info("received %s: finishing in-flight work (at most %gs)", signal.Signals(signum).name, grace)
+        name = signal.Signals(signum).name
+        wait = grace
+        if worker.waiting:  # nothing can finish while the database is away: stop now
+            wait = min(grace, OUTAGE_GRACE_SECONDS)
+            log.info("received %s while waiting for the database: stopping", name)
+        else:
+            log.info("received %s: finishing in-flight work (at most %gs)", name, grace)
         rt.stop_event.set()
 
         def abandon() -> None:
             # Every state is resumable, so leaving now is safe: unknown outcomes are looked up on restart.
-            log.warning("in-flight work did not finish within %gs; abandoning it safely", grace)
+            log.warning("in-flight work did not finish within %gs; abandoning it safely", wait)
             logging.shutdown()
             os._exit(0)
 
-        timer = threading.Timer(grace, abandon)
+        timer = threading.Timer(wait, abandon)
         timer.daemon = True
         timer.start()
 

@@ -21,6 +21,7 @@ from payhub import files
 from payhub.errors import PayhubError
 
 log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection attempt may take (libpq ``connect_timeout``)
 
 
 def sqlite_file(url: str) -> str | None:
@@ -34,12 +35,15 @@ def sqlite_file(url: str) -> str | None:
     return database
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
-    """Create an engine for ``url``; SQLite connections get WAL, foreign keys and immediate transactions."""
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeout: float = 30.0) -> Engine:
+    """Create an engine for ``url``; SQLite connections get WAL, foreign keys, immediate transactions and a busy
+    timeout of ``sqlite_busy_timeout`` seconds. A PostgreSQL connection attempt gives up after CONNECT_TIMEOUT
+    seconds unless the URL sets ``connect_timeout``."""
     if url.startswith("sqlite"):
         # A file database keeps a small pool of connections (set up once each); :memory: must not be pooled apart.
         pool = {"poolclass": NullPool} if ":memory:" in url else {"pool_size": 2, "max_overflow": 2}
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
+        engine = create_engine(
+            url, connect_args={"timeout": sqlite_busy_timeout, "check_same_thread": False}, **pool)
         path = sqlite_file(url)
 
         if path is not None:
@@ -57,7 +61,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={round(sqlite_busy_timeout * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -65,7 +69,8 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=timeout)
 
 
 def lock_sqlite_file(database: str) -> FileLock:
