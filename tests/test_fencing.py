@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from payhub.api import Outcome, PayoutInstruction, RailResult, ScreenDecision, SourceRecord, hookimpl
 from payhub.audit import verify
 from payhub.clock import utcnow
-from payhub.db.schema import attempts, audit_log, payout_items, payouts, rewards
+from payhub.db.schema import attempts, audit_log, events, payout_items, payouts, rewards, sources
 from payhub.errors import PayhubError, UnknownOutcomeError
 from payhub.payees import sync_payees
 from payhub.pipeline import disburse, leases, reward_actions
@@ -563,3 +563,47 @@ def _last_detail(rt: Runtime, payout_id: int) -> str:
             audit_log.c.subject_type == "payout", audit_log.c.subject_id == str(payout_id))
             .order_by(audit_log.c.seq.desc()).limit(1)).scalar_one())
 
+
+
+# ------------------------------------------------------------------------------------------ sources' cursors
+
+
+@pytest.mark.parametrize("takeover", [True, False], ids=["taken-over", "expired"])
+def test_a_stalled_poll_cannot_move_the_cursor(replicas, caplog, takeover: bool) -> None:
+    """A fetches a batch and stalls past its lease; meanwhile B polls the source (or nobody does). A's batch and
+    cursor are not written: the cursor stays where B left it, and the records are read again from there."""
+    a, b, _rail = replicas()
+    source = a.plugins.sources["s"]
+    source.push(*(SourceRecord("Opportunity", f"o{i}", "won", "deal_won", "2026-10-01T00:00:00Z", "p1", "10", "EUR")
+                  for i in range(3)))
+    original = source.fetch
+    calls = []
+
+    def fetch(cursor: str | None, limit: int) -> Any:
+        calls.append(cursor)
+        if len(calls) == 1:  # A's fetch: the lease runs out while it runs
+            with a.engine.begin() as conn:
+                conn.execute(update(sources).where(sources.c.name == "s").values(
+                    lease_until=utcnow() - timedelta(seconds=1)))
+            if takeover:
+                assert poll(b, "s") == 3
+                source.push(SourceRecord("Opportunity", "late", "won", "deal_won", "2026-10-02T00:00:00Z", "p1",
+                                         "10", "EUR"))
+        return original(cursor, limit)
+
+    source.fetch = fetch  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        assert poll(a, "s") == 0
+    assert any("source s: stale write dropped" in r.getMessage() for r in caplog.records)
+    with a.engine.connect() as conn:
+        row = conn.execute(select(sources).where(sources.c.name == "s")).one()
+        polled = conn.execute(select(func.count()).where(audit_log.c.action == "source.polled")).scalar_one()
+        stored = conn.execute(select(func.count()).select_from(events)).scalar_one()
+    assert (row.cursor, polled, stored) == (("3", 1, 3) if takeover else (None, 0, 0))
+    assert row.lease_until is None or row.lease_until < utcnow()
+    source.fetch = original  # type: ignore[method-assign]
+    assert poll(a, "s") == (1 if takeover else 3)  # from where the lease holder left it, nothing twice
+    with a.engine.connect() as conn:
+        assert conn.execute(select(sources.c.cursor).where(sources.c.name == "s")).scalar_one() == (
+            "4" if takeover else "3")
+    assert verified(a)

@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
 
@@ -25,7 +24,7 @@ from payhub.db.queries import insert_ignore
 from payhub.db.schema import events, sources
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
 from payhub.money import check_currency, parse_amount
-from payhub.pipeline import storable
+from payhub.pipeline import leases, storable
 from payhub.pipeline.identity import event_key, malformed_key, normalise_id
 from payhub.runtime import Runtime, Tx
 
@@ -326,9 +325,10 @@ def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tupl
     """
     source = rt.plugins.sources[name]
     section = rt.settings.sources[name]
-    cursor = _claim(rt, name)
-    if cursor is False:
+    claim = _claim(rt, name)
+    if claim is False:
         return 0, False
+    cursor, lease = claim
     guard = rt.guard(f"source {name}", rt.settings.daemon.plugin_timeout_seconds)
     added, batches, more, limit = 0, 0, False, section.batch_size
     try:
@@ -354,13 +354,18 @@ def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tupl
                 log.error("source %s: %s; the next poll tries again", name, reason)
                 _record_error(rt, name, reason, failed=False)
                 return added, False
-            added += store(rt, name, records, next_cursor, previous=cursor)
+            try:
+                added += store(rt, name, records, next_cursor, previous=cursor, lease=lease)
+            except leases.LeaseLost:  # stalled past the lease: another worker has the source and its cursor now
+                log.warning("source %s: stale write dropped: this worker's lease on it expired or was taken over by "
+                            "another worker; the fetched batch is not stored (the cursor reads it again)", name)
+                return added, False
             # A source that says "more" but returned nothing would be polled forever: take it as done for now.
             cursor, more, batches = next_cursor, more and bool(records), batches + 1
             if not more:
                 break
     finally:
-        _release(rt, name)
+        _release(rt, name, lease)
     return added, more
 
 
@@ -395,7 +400,8 @@ class _Counts:
         self.quarantined += other.quarantined
 
 
-def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, previous: str | None = None) -> int:
+def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, previous: str | None = None,
+          lease: str | None = None) -> int:
     """Write one fetched batch and its cursor in one transaction; return how many events were new or corrected.
 
     A record whose key is already stored changes nothing, except that a quarantined event is replaced by a
@@ -405,6 +411,9 @@ def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, 
     each refused record is found; that record is stored as a minimal quarantined event with the database's
     reason, the rest as usual, and only then does the cursor move. Database faults (locked, unreachable)
     propagate.
+
+    With ``lease`` (the token of the poll's claim on the source), the batch is stored only while that lease holds:
+    otherwise nothing is written and :class:`~payhub.pipeline.leases.LeaseLost` is raised.
     """
     now = utcnow()
     rows = _one_per_key([validate(record, source, rt.settings.ingest.max_amount) for record in records])
@@ -413,7 +422,7 @@ def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, 
     try:
         with rt.transaction() as tx:
             counts = _write(tx, rows)
-            _advance(rt, tx, source, len(records), counts, cursor, previous, now)
+            _advance(rt, tx, source, len(records), counts, cursor, previous, now, lease)
     except Exception as exc:
         if not storable.is_data_error(exc) or not rows:
             raise
@@ -421,7 +430,7 @@ def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, 
                     source, len(rows), storable.describe_error(exc))
         with rt.transaction() as tx:
             counts = _write_isolating(tx, source, rows)
-            _advance(rt, tx, source, len(records), counts, cursor, previous, now)
+            _advance(rt, tx, source, len(records), counts, cursor, previous, now, lease)
     return counts.new + counts.corrected
 
 
@@ -491,9 +500,13 @@ def _write_isolating(tx: Tx, source: str, rows: list[dict[str, Any]]) -> _Counts
 
 
 def _advance(rt: Runtime, tx: Tx, source: str, records: int, counts: _Counts, cursor: str | None,
-             previous: str | None, now: Any) -> None:
-    """Move the source's cursor (and keep its lease) in the batch's transaction; audit the poll."""
-    lease = now + timedelta(seconds=rt.settings.database.lease_seconds)  # still fetching: keep the lease
+             previous: str | None, now: Any, token: str | None = None) -> None:
+    """Move the source's cursor (and keep its lease) in the batch's transaction; audit the poll.
+
+    Fenced by the lease ``token``: if it no longer holds, raise LeaseLost, which rolls the whole batch back."""
+    lease = leases.expiry(tx.conn, rt.settings.database.lease_seconds)  # still fetching: keep the lease
+    if token is not None and not leases.holding(tx.conn, sources, "name", [source], token):
+        raise leases.LeaseLost(f"source {source}")
     if records or cursor != previous:
         tx.conn.execute(update(sources).where(sources.c.name == source)
                         .values(cursor=cursor, last_polled_at=now, reason=None, lease_until=lease))
@@ -528,29 +541,28 @@ def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
     return count
 
 
-def _claim(rt: Runtime, name: str) -> str | None | Literal[False]:
-    """Lease the source for this worker; return its cursor, or False if another worker or a failure holds it."""
-    now = utcnow()
+def _claim(rt: Runtime, name: str) -> tuple[str | None, str] | Literal[False]:
+    """Lease the source for this worker; return its cursor and the lease token, or False if another worker or a
+    failure holds it."""
+    token = leases.new_token()
     with rt.engine.begin() as conn:
         insert_ignore(conn, sources, [{"name": name, "status": "ok"}], "name")
         claimed = conn.execute(
             update(sources)
             .where(sources.c.name == name, sources.c.status == "ok")
-            .where(or_(sources.c.lease_until.is_(None), sources.c.lease_until < now,
-                       sources.c.lease_owner == rt.worker_id))
-            .values(lease_owner=rt.worker_id, lease_until=now + timedelta(seconds=rt.settings.database.lease_seconds))
+            .where(or_(leases.free(sources, conn), sources.c.lease_owner == rt.worker_id))
+            .values(lease_owner=rt.worker_id, lease_token=token,
+                    lease_until=leases.expiry(conn, rt.settings.database.lease_seconds))
         ).rowcount
         if not claimed:
             return False
-        return cast("str | None", conn.execute(select(sources.c.cursor).where(sources.c.name == name)).scalar_one())
+        cursor = cast("str | None", conn.execute(select(sources.c.cursor).where(sources.c.name == name)).scalar_one())
+        return cursor, token
 
 
-def _release(rt: Runtime, name: str) -> None:
+def _release(rt: Runtime, name: str, token: str) -> None:
     with rt.engine.begin() as conn:
-        conn.execute(
-            update(sources).where(sources.c.name == name, sources.c.lease_owner == rt.worker_id)
-            .values(lease_owner=None, lease_until=None)
-        )
+        leases.release(conn, sources, "name", [name], token)
 
 
 def _record_error(rt: Runtime, name: str, reason: str, *, failed: bool) -> None:

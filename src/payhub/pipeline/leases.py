@@ -24,6 +24,10 @@ from payhub.clock import utcnow
 from payhub.db.schema import UTCDateTime
 
 
+class LeaseLost(Exception):  # noqa: N818 - a condition, not a failure of the caller
+    """The writer's lease no longer holds (it expired, or another worker claimed the rows): nothing was written."""
+
+
 def new_token() -> str:
     """A fresh lease token: unique per claim."""
     return uuid.uuid4().hex
