@@ -552,3 +552,29 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
     defaults = FileSourceSettings.model_validate({"path": "x"})
     shown = set(section) - {"path", "format"}  # the format shown is the one the .csv extension gives
     assert {k: getattr(settings, k) for k in shown} == {k: getattr(defaults, k) for k in shown}  # the defaults
+
+
+def test_a_bad_id_is_not_used_as_the_key_of_a_quarantined_record(tmp_path: Path) -> None:
+    records = read_file(tmp_path, "deals.csv", HEADER + "D\x001,deal_won,2026-10-01,p1,10.00,USD,w\n"
+                        + "D-2,deal_won,2026-10-01,p1,10.00,USD,a\x00b\n" + f"{'L' * 201},deal_won,x,p1,1,USD,w\n")
+    assert [(r.object_id, (r.problem or "")[:30]) for r in records] == [
+        ("", "deals.csv line 2: field 'id' h"), ("D-2", "deals.csv line 3: field 'produ"),
+        ("", "deals.csv line 4: timestamp 'x")]
+    assert records[0].raw == "D\\x001,deal_won,2026-10-01,p1,10.00,USD,w"  # NUL written as an escape
+
+
+def test_a_file_that_cannot_be_opened_or_read_is_a_passing_source_problem(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "deals.csv"
+    path.mkdir()
+    with pytest.raises(TransientSourceError, match="cannot open .*deals.csv"):
+        source(path).fetch(None, 10)
+    path.rmdir()
+    path.write_text(HEADER + csv_line(1))
+
+    def fail(self: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("payhub.builtin.file_lines.LineReader._read", fail)  # a disk or network share failing
+    with pytest.raises(TransientSourceError, match=r"cannot read .*deals.csv: \[Errno 5\] Input/output error"):
+        source(path).fetch(None, 10)

@@ -126,33 +126,39 @@ class FileSource(Source):
         except OSError as exc:
             raise TransientSourceError(f"cannot open {path}: {exc}") from exc
         with fh:
-            stat = os.fstat(fh.fileno())  # of the file opened, even if it is replaced meanwhile
-            size = stat.st_size  # read no further: what is appended meanwhile is read on the next poll
-            settled = time.time() - stat.st_mtime >= self.settings.settle_seconds
-            encoding = Encoding.detect(fh.read(4), self.settings.encoding)
-            at = self._resume(fh, cursor, stat.st_ino, size, encoding)
-            header = None
-            if self.format == "csv":
-                header = self._header(fh, encoding, size, settled)
-                if header is None:
-                    return FetchResult([], cursor, False)
-                if at.offset < header.end:
-                    at = _Position(header.end, header.next_line, False)
-            reader = LineReader(fh, encoding, at.offset, at.line, size, self.limits.record, settled=settled,
-                                continues=at.open)
-            parsed_records: Iterator[Parsed] = (csv_records(reader, encoding, self.limits) if header is not None
-                                                else jsonl_records(reader, encoding, self.limits))
-            records: list[SourceRecord] = []
-            more = False
-            for parsed in parsed_records:
-                if not parsed.blank:
-                    if len(records) >= limit:
-                        more = True
-                        break
-                    records.append(self._record(parsed, header))
-                at = _Position(parsed.end, parsed.last + 1, parsed.open)
-            new_cursor = json.dumps({"inode": stat.st_ino, "offset": at.offset, "line": at.line, "open": at.open,
-                                     "check": _check(fh, at.offset)})
+            try:
+                return self._fetch_from(fh, cursor, limit)
+            except OSError as exc:  # a read error (a network share gone, a disk fault): try again later
+                raise TransientSourceError(f"cannot read {path}: {exc}") from exc
+
+    def _fetch_from(self, fh: BinaryIO, cursor: str | None, limit: int) -> FetchResult:
+        stat = os.fstat(fh.fileno())  # of the file opened, even if it is replaced meanwhile
+        size = stat.st_size  # read no further: what is appended meanwhile is read on the next poll
+        settled = time.time() - stat.st_mtime >= self.settings.settle_seconds
+        encoding = Encoding.detect(fh.read(4), self.settings.encoding)
+        at = self._resume(fh, cursor, stat.st_ino, size, encoding)
+        header = None
+        if self.format == "csv":
+            header = self._header(fh, encoding, size, settled)
+            if header is None:
+                return FetchResult([], cursor, False)
+            if at.offset < header.end:
+                at = _Position(header.end, header.next_line, False)
+        reader = LineReader(fh, encoding, at.offset, at.line, size, self.limits.record, settled=settled,
+                            continues=at.open)
+        parsed_records: Iterator[Parsed] = (csv_records(reader, encoding, self.limits) if header is not None
+                                            else jsonl_records(reader, encoding, self.limits))
+        records: list[SourceRecord] = []
+        more = False
+        for parsed in parsed_records:
+            if not parsed.blank:
+                if len(records) >= limit:
+                    more = True
+                    break
+                records.append(self._record(parsed, header))
+            at = _Position(parsed.end, parsed.last + 1, parsed.open)
+        new_cursor = json.dumps({"inode": stat.st_ino, "offset": at.offset, "line": at.line, "open": at.open,
+                                 "check": _check(fh, at.offset)})
         return FetchResult(records, new_cursor, more)
 
     def _resume(self, fh: BinaryIO, cursor: str | None, inode: int, size: int, encoding: Encoding) -> _Position:
