@@ -437,3 +437,60 @@ def test_amount_settings_are_decimal_text(tmp_path: Path) -> None:
     for good in ('"250000.50"', "250000"):
         config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "payhub.db"}"\n[ingest]\nmax_amount = {good}\n')
         assert load_settings(config).ingest.max_amount == Decimal(good.strip('"'))
+
+
+# ------------------------------------------------------------------------------------------ documented bounds
+
+CORE_TABLES = {"database": "database", "daemon": "daemon", "ingest": "ingest", "sources": "sources.<name>",
+               "rails": "rails.<name>", "programs": "programs.<name>"}
+
+
+def number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def bound_text(metadata: list[Any]) -> tuple[str, str]:
+    lows = [(m.ge, "≥") for m in metadata if isinstance(m, at.Ge)] + [(m.gt, ">") for m in metadata
+                                                                      if isinstance(m, at.Gt)]
+    highs = [(m.le, "≤") for m in metadata if isinstance(m, at.Le)] + [(m.lt, "<") for m in metadata
+                                                                       if isinstance(m, at.Lt)]
+    low = max(lows, key=lambda b: (b[0], b[1] == ">"))
+    high = min(highs, key=lambda b: (b[0], b[1] == "≤"))
+    return f"{low[1]} {number(low[0])}", f"{high[1]} {number(high[0])}"
+
+
+def documented_rows(model: type[BaseModel], prefix: str, plugin: str) -> Iterator[str]:
+    for name, info in model.model_fields.items():
+        for leaf, metadata, how in leaves(info.annotation):
+            key = prefix + "." + name + {"": "", "[]": "[]", "{}": ".<key>"}.get(how, how)
+            if is_model(leaf):
+                yield from documented_rows(leaf, key, plugin)
+            elif leaf in NUMBERS and leaf is not bool:
+                low, high = bound_text(metadata + list(info.metadata))
+                if name == "file_mode":  # permissions read better in octal
+                    low, high = (re.sub(r"\d+", lambda m: oct(int(m.group())), text) for text in (low, high))
+                kind = {int: "integer", float: "number", Decimal: "amount"}[leaf]
+                yield f"| `{key}` | {plugin} | {kind} | {low} | {high} |"
+
+
+def bounds_table() -> list[str]:
+    rows = []
+    for table, prefix in CORE_TABLES.items():
+        section = Settings.model_fields[table].annotation
+        model = typing.get_args(section)[1] if typing.get_origin(section) is dict else section
+        rows += [row for row in documented_rows(model, prefix, "core")]
+    for where, model in sorted(plugin_models().items(), key=lambda item: (item[0].split(":")[1], item[0])):
+        table = {"sources": "sources", "rails": "rails", "calculators": "programs", "hooks": "hooks"}[
+            where.split(":")[0]]
+        rows += list(documented_rows(model, f"{table}.<name>", f"`{where.split(':')[1]}`"))
+    return rows
+
+
+def test_docs_list_the_bounds_of_every_numeric_setting() -> None:
+    docs = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    missing = [row for row in bounds_table() if row not in docs]
+    assert missing == [], "\n".join(missing)
+
+
+if __name__ == "__main__":  # prints the table of docs/settings.md#bounds
+    print("\n".join(bounds_table()))

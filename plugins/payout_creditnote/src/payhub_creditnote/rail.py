@@ -87,7 +87,7 @@ class TaxSettings(PluginSettings):
     """The VAT category of the credit notes (EN 16931 BG-23), from UNCL5305."""
 
     category: Literal["S", "Z", "E", "AE", "K", "G", "O"] = "E"
-    rate: Amount | None = Field(None, description="Percent; required (> 0) for S, 0 or absent otherwise.")
+    rate: Amount | None = Field(None, ge=0, lt=100, description="Percent; required (> 0) for S, 0 or absent otherwise.")
     exemption_reason: str | None = None
     exemption_reason_code: str | None = Field(None, description="VATEX code, e.g. VATEX-EU-132 or VATEX-EU-O.")
 
