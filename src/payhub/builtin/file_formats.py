@@ -36,6 +36,7 @@ PROBLEM_CHARS = 300
 """Reasons quote values up to this length."""
 
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+_UTF16_HINT = " (a UTF-16 file without a BOM? set the source's encoding)"
 
 
 @dataclass(slots=True)
@@ -70,7 +71,8 @@ class Limits:
     def __init__(self, max_field_bytes: int, max_record_bytes: int) -> None:
         self.field = max_field_bytes
         self.record = max_record_bytes
-        if csv.field_size_limit() < max_record_bytes:  # the csv module's own limit counts characters
+        # The csv module's own limit (characters per field) is process-wide: raise it, never lower it.
+        if csv.field_size_limit() < max_record_bytes:
             csv.field_size_limit(max_record_bytes)
 
 
@@ -123,13 +125,13 @@ def has_text_only(text: str) -> bool:
     return _NOT_TEXT.search(text) is None
 
 
-def _string_problem(text: str, what: str) -> str | None:
+def _string_problem(text: str, what: str, nul_hint: str = "") -> str | None:
     """A NUL character or a lone surrogate in ``text`` (``what`` names it), if there is one."""
     found = _NOT_TEXT.search(text)
     if found is None:
         return None
     if found.group() == "\x00":
-        return f"{what} holds a NUL character (a UTF-16 file without a BOM? set the source's encoding)"
+        return f"{what} holds a NUL character{nul_hint}"
     return f"{what} holds a lone surrogate (\\u{ord(found.group()):04x}), which is not text"
 
 
@@ -279,7 +281,7 @@ def csv_row(parsed: Parsed, names: list[str], twice: dict[str, str], limits: Lim
             problem = _oversize_value(label, value, limits)
             if problem:
                 return _with(parsed, fields, problem, cut=True)
-            problem = _string_problem(value, f"field {label[:100]!r}")
+            problem = _string_problem(value, f"field {label[:100]!r}", _UTF16_HINT)
             if problem:
                 return _with(parsed, fields, problem)
     for index, (name, value) in enumerate(zip(names, values, strict=True), 1):

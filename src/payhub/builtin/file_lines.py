@@ -109,10 +109,10 @@ class LineReader:
     """Iterates the lines of ``fh`` from ``offset`` (a line start) up to ``size`` bytes into the file.
 
     A last line without a terminator is yielded only when ``settled`` (the writer is done); otherwise iteration
-    stops before it and ``incomplete`` is set (and a record that needs more lines than an unsettled file holds
-    should wait too). A CR at the very end of an unsettled file may be the first half of a
-    CRLF, so it waits too. ``continues`` says that ``offset`` is right after a line that had no terminator when it
-    was read: a terminator found there completes that line and is not counted as a line of its own.
+    stops before it and ``incomplete`` is set. A CR at the very end of an unsettled file may be the first half of
+    a CRLF, so it waits too. (A record that needs more lines than an unsettled file holds should wait as well.)
+    ``continues`` says that ``offset`` is right after a line that had no terminator when it was read: a terminator
+    found there completes that line and is not counted as a line of its own.
     """
 
     def __init__(self, fh: BinaryIO, encoding: Encoding, offset: int, number: int, size: int, limit: int, *,
@@ -127,7 +127,6 @@ class LineReader:
         self._pos = 0
         self._size = size
         self._limit = limit
-        self._settled = settled
         self._continues = continues
         self.settled = settled
         self.number = number
@@ -157,7 +156,7 @@ class LineReader:
                 continue
             if self._pos >= len(self._buf):
                 raise StopIteration
-            if not self._settled:  # the writer may still be writing this line
+            if not self.settled:  # the writer may still be writing this line
                 self.incomplete = True
                 raise StopIteration
             return self._emit(len(self._buf), len(self._buf), terminated=False)
@@ -197,7 +196,7 @@ class LineReader:
         if len(self._buf) < after + self._unit:  # what follows the CR is not read yet
             if not self._eof:
                 return "more"
-            if not self._settled:
+            if not self.settled:
                 return "cr_at_end"
             return index, self._unit
         return (index, 2 * self._unit) if self._buf[after:after + self._unit] == self._lf else (index, self._unit)
@@ -226,7 +225,7 @@ class LineReader:
                 terminated = True
                 break
             if self._eof:
-                if not self._settled:
+                if not self.settled:
                     self.incomplete = True
                     raise StopIteration
                 digest.update(self._buf[self._pos:])
