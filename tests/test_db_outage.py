@@ -2,11 +2,12 @@
 
 Real ``payhub run`` subprocesses against a real database:
 
-* SQLite: another connection holds ``BEGIN EXCLUSIVE`` for longer than the busy timeout while events arrive.
+* SQLite: another connection holds ``BEGIN EXCLUSIVE`` for ``PAYHUB_TEST_OUTAGE_SECONDS`` (default 3), far longer
+  than the busy timeout, while events arrive.
 * SQLite: the lock is taken right after the rail accepted a payout and before payhub records it, so the payout is
   left ``sending``: after the outage it is looked up on the rail, never sent twice.
 * PostgreSQL: the daemon reaches the server through a TCP proxy on loopback that the test stops (connections
-  refused, open connections cut) and restarts ``PAYHUB_TEST_OUTAGE_SECONDS`` later (default 5).
+  refused, open connections cut) and restarts ``PAYHUB_TEST_OUTAGE_SECONDS`` later.
 * SIGTERM during an outage stops the daemon at once; ``run --once`` on a locked or unreachable database exits 1
   with a one-line reason and no traceback.
 
@@ -40,7 +41,7 @@ from payhub.db.schema import attempts, events, payouts, rewards
 from payhub.testing import LedgerRail
 
 PAYHUB = shutil.which("payhub", path=str(Path(sys.executable).parent)) or shutil.which("payhub") or "payhub"
-OUTAGE_SECONDS = float(os.environ.get("PAYHUB_TEST_OUTAGE_SECONDS", "5"))
+OUTAGE_SECONDS = float(os.environ.get("PAYHUB_TEST_OUTAGE_SECONDS", "3"))
 HEADER = "id,type,occurred_at,payee_id,amount,currency,object_type\n"
 
 CONFIG = """\
@@ -251,7 +252,7 @@ def test_sqlite_lock_is_waited_out(setup: Callable[..., Daemon], tmp_path: Path)
         _append_events(tmp_path / "events.csv", 6, 6)  # arrive while the database is locked
         daemon.wait_for("the outage warning", lambda: "database unavailable" in daemon.text())
         daemon.wait_for("a reminder", lambda: "database still unavailable after" in daemon.text())
-        time.sleep(max(0.0, 2.5 - (time.monotonic() - locked_at)))  # held well past the 0.2 s busy timeout
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - locked_at)))  # well past the 0.2 s busy timeout
         daemon.alive()
         lock.execute("ROLLBACK")
         lock.close()
