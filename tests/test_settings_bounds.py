@@ -459,6 +459,12 @@ def bound_text(metadata: list[Any]) -> tuple[str, str]:
     return f"{low[1]} {number(low[0])}", f"{high[1]} {number(high[0])}"
 
 
+CHECKED_BY_VALIDATOR = {  # a stricter bound that the model's own validator enforces, with its own message
+    ("`activity`", "programs.<name>.rewards.<key>"): "> 0",
+    ("`giftcard`", "rails.<name>.max_amounts.<key>"): "> 0",
+}
+
+
 def documented_rows(model: type[BaseModel], prefix: str, plugin: str) -> Iterator[str]:
     for name, info in model.model_fields.items():
         for leaf, metadata, how in leaves(info.annotation):
@@ -467,6 +473,7 @@ def documented_rows(model: type[BaseModel], prefix: str, plugin: str) -> Iterato
                 yield from documented_rows(leaf, key, plugin)
             elif leaf in NUMBERS and leaf is not bool:
                 low, high = bound_text(metadata + list(info.metadata))
+                low = CHECKED_BY_VALIDATOR.get((plugin, key), low)
                 if name == "file_mode":  # permissions read better in octal
                     low, high = (re.sub(r"\d+", lambda m: oct(int(m.group())), text) for text in (low, high))
                 kind = {int: "integer", float: "number", Decimal: "amount"}[leaf]
@@ -492,5 +499,18 @@ def test_docs_list_the_bounds_of_every_numeric_setting() -> None:
     assert missing == [], "\n".join(missing)
 
 
-if __name__ == "__main__":  # prints the table of docs/settings.md#bounds
+@pytest.mark.parametrize(("where", "path", "value"), [
+    ("calculators:activity", ("rewards", "webinar"), "0"),
+    ("rails:giftcard", ("max_amounts", "EUR"), "-5"),
+])
+def test_bounds_checked_by_validators_hold(tmp_path: Path, where: str, path: tuple[str, ...], value: str) -> None:
+    """The rows of CHECKED_BY_VALIDATOR: the documented lower bound is enforced."""
+    table, base = section_for(where)
+    core = {"rails": RailSection, "programs": ProgramSection}[table]
+    raw = {k: v for k, v in with_value(base, path, value).items() if k != "plugin" and k not in core.model_fields}
+    with pytest.raises(ValidationError):
+        plugin_models()[where].model_validate(raw, context={"base_dir": tmp_path})
+
+
+if __name__ == "__main__":  # prints the table of docs/settings.md#numbers-amounts-and-names
     print("\n".join(bounds_table()))
