@@ -5,21 +5,23 @@ fields plus the hash of entry ``n-1`` (``prev_hash``); the first entry links to 
 holds the last sequence number and hash, and is locked while appending, so entries are strictly ordered even with
 several replicas. :func:`verify` recomputes the chain and names the first entry that does not fit: an edited
 entry fails its hash, a deleted one leaves a gap (or a head that points past the end), an inserted or reordered
-one breaks the link to its predecessor. Someone able to rewrite the whole database can rebuild a consistent
-chain; anchor the head elsewhere (``payhub audit verify`` prints it, ``--expect-head`` checks it, and the
-``payhub_audit_entry`` hook streams entries off-host).
+one breaks the link to its predecessor, an entry past the head or a damaged head row is named as such. Someone
+able to rewrite the whole database can rebuild a consistent chain, or cut its end and move the head back: signed
+checkpoints (:mod:`payhub.checkpoints`), made with a key that is not in the database, catch both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import DBAPIError
 
 from payhub.clock import isoformat, utcnow
 from payhub.db.schema import audit_head, audit_log
@@ -106,46 +108,141 @@ class AuditWriter:
         return [dict(zip(COLUMNS, v, strict=True)) for v in values]
 
 
+HEX_HASH = re.compile(r"[0-9a-f]{64}")
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """The outcome of :func:`verify`. ``first_bad`` is the sequence number of the first entry that does not fit."""
+    """The outcome of :func:`verify`.
+
+    ``checked`` entries fit, from entry 1; ``first_bad`` is the sequence number of the first that does not (None
+    when the problem is the head row itself). ``head_seq`` / ``head_hash`` are what the head row records (None when
+    it cannot be read). ``hashes`` holds the recomputed hash of each watched entry among those that fit.
+    """
 
     ok: bool
     checked: int
-    head_seq: int
-    head_hash: str
+    head_seq: int | None
+    head_hash: str | None
     first_bad: int | None = None
     problem: str | None = None
+    hashes: dict[int, str] = field(default_factory=dict)
 
 
-def verify(conn: Connection, progress: Any = None) -> VerifyResult:
-    """Recompute the whole chain; stop at the first entry that was edited, deleted, inserted or reordered."""
-    head_seq, head_hash = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
-    expected_seq, prev, checked = 1, GENESIS, 0
-    for row in _stream(conn):
-        if row["seq"] != expected_seq:
-            return VerifyResult(False, checked, head_seq, head_hash, expected_seq,
-                                f"entry {expected_seq} is missing (the next entry is {row['seq']})")
-        if row["prev_hash"] != prev:
-            return VerifyResult(False, checked, head_seq, head_hash, row["seq"],
-                                f"entry {row['seq']} does not link to entry {row['seq'] - 1} "
-                                "(inserted, reordered, or its predecessor was altered)")
+def read_head(conn: Connection) -> tuple[int, str] | str:
+    """The head's (seq, hash), or why the head row is not usable (missing, doubled, non-integer, not a hash)."""
+    try:
+        rows = conn.execute(select(audit_head.c.id, audit_head.c.seq, audit_head.c.hash)).all()
+    except DBAPIError as exc:
+        return f"the audit head cannot be read ({_db_reason(exc)})"
+    if not rows:
+        return "the audit head row is missing (deleted outside payhub)"
+    if len(rows) > 1 or rows[0].id != 1:
+        return f"the audit head table holds {len(rows)} row(s) with ids {sorted(map(str, (r.id for r in rows)))} " \
+               "instead of one row with id 1"
+    seq, digest = rows[0].seq, rows[0].hash
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return f"the audit head's sequence number {seq!r} is not a whole number"
+    if not isinstance(digest, str) or not HEX_HASH.fullmatch(digest):
+        return f"the audit head's hash {digest!r} is not a SHA-256 hex digest"
+    return seq, digest
+
+
+class _Chain:
+    """Checks rows one by one against the chain they must continue: ``seq`` next, linked to ``prev``."""
+
+    def __init__(self, seq: int, prev: str) -> None:
+        self.expected, self.prev = seq, prev
+
+    def problem(self, row: dict[str, Any]) -> tuple[int, str] | None:
+        """(first bad seq, why) if ``row`` does not continue the chain; else advance past it."""
+        seq = row["seq"]
+        if seq != self.expected:
+            return self.expected, f"entry {self.expected} is missing (the next entry is {seq})"
+        if row["prev_hash"] != self.prev:
+            return seq, (f"entry {seq} does not link to entry {seq - 1} "
+                         "(inserted, reordered, or its predecessor was altered)")
         if entry_hash(row) != row["hash"]:
-            return VerifyResult(False, checked, head_seq, head_hash, row["seq"],
-                                f"entry {row['seq']} was altered (its content does not match its hash)")
-        prev, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
-        if progress is not None:
-            progress(1)
-    if checked < head_seq:  # the last entries were deleted
-        return VerifyResult(False, checked, head_seq, head_hash, checked + 1,
-                            f"the log ends at entry {checked} but its head records entry {head_seq}")
-    if checked > head_seq:  # entries were added after the head
-        return VerifyResult(False, checked, head_seq, head_hash, head_seq + 1,
-                            f"the log ends at entry {checked} but its head records entry {head_seq}")
-    if prev != head_hash:  # the last entry was rewritten with a new hash (or the head was)
-        return VerifyResult(False, checked, head_seq, head_hash, head_seq,
-                            f"entry {head_seq} does not match the hash its head records")
-    return VerifyResult(True, checked, head_seq, head_hash)
+            return seq, f"entry {seq} was altered (its content does not match its hash)"
+        self.prev, self.expected = row["hash"], seq + 1
+        return None
+
+
+def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, watch: Collection[int] = (),
+           on_entry: Callable[[dict[str, Any]], Any] | None = None) -> VerifyResult:
+    """Recompute the whole chain and check it ends at its head; name the first entry edited, deleted, inserted or
+    reordered, an entry past the head, or a damaged head row. Never raises for damaged data.
+
+    ``watch``: sequence numbers whose recomputed hashes to return (signed checkpoints). ``on_entry`` sees every row
+    read, including those after a failure (the log is then read to its end).
+    """
+    head = read_head(conn)
+    chain, checked, hashes = _Chain(1, GENESIS), 0, {}
+    bad: tuple[int | None, str] | None = None
+    try:
+        for row in _stream(conn):
+            if on_entry is not None:
+                on_entry(row)
+            if progress is not None:
+                progress(1)
+            if bad is not None:
+                continue
+            found = chain.problem(row)
+            if found is not None:
+                bad = found
+                if on_entry is None:
+                    break
+                continue
+            checked += 1
+            if row["seq"] in watch:
+                hashes[row["seq"]] = row["hash"]
+    except DBAPIError as exc:
+        bad = bad or (checked + 1, f"the audit log cannot be read past entry {checked} ({_db_reason(exc)})")
+    head_seq, head_hash = head if isinstance(head, tuple) else (None, None)
+    if bad is None:
+        if isinstance(head, str):
+            bad = None, head
+        elif checked < head[0]:  # the last entries were deleted
+            bad = checked + 1, f"the log ends at entry {checked} but its head records entry {head[0]}"
+        elif checked > head[0]:  # entries were added after the head, or the head was moved back
+            bad = head[0] + 1, (f"the log ends at entry {checked} but its head records entry {head[0]} (entries past "
+                                "the head were added outside payhub, or the head was moved back)")
+        elif chain.prev != head[1]:  # the last entry was rewritten with a new hash (or the head was)
+            bad = head[0], f"entry {head[0]} does not match the hash its head records"
+    if bad is not None:
+        return VerifyResult(False, checked, head_seq, head_hash, bad[0], bad[1], hashes)
+    return VerifyResult(True, checked, head_seq, head_hash, hashes=hashes)
+
+
+def verify_since(conn: Connection, seq: int, digest: str, upto: int) -> str | None:
+    """Why entries ``seq``..``upto`` do not continue a chain whose entry ``seq`` had hash ``digest``, or None.
+
+    Used before signing a checkpoint: only the entries appended since the previous checkpoint are read.
+    """
+    if upto < seq:
+        return f"the log's head is entry {upto}, before entry {seq} recorded earlier (the log was cut back)"
+    query = select(audit_log).where(audit_log.c.seq >= seq, audit_log.c.seq <= upto).order_by(audit_log.c.seq)
+    chain = _Chain(seq + 1, digest)
+    try:
+        rows = iter(dict(r) for r in conn.execution_options(yield_per=5000).execute(query).mappings())
+        first = next(rows, None)
+        if first is None or first["seq"] != seq:
+            return f"entry {seq} recorded earlier is missing"
+        if first["hash"] != digest or entry_hash(first) != digest:
+            return f"entry {seq} no longer has the hash recorded earlier (the chain was rewritten)"
+        for row in rows:
+            found = chain.problem(row)
+            if found is not None:
+                return found[1]
+    except DBAPIError as exc:
+        return f"the audit log cannot be read ({_db_reason(exc)})"
+    if chain.expected != upto + 1:
+        return f"the log ends at entry {chain.expected - 1} but its head records entry {upto}"
+    return None
+
+
+def _db_reason(exc: DBAPIError) -> str:
+    return str(exc.orig or exc).strip().splitlines()[0]
 
 
 def _stream(conn: Connection) -> Iterator[dict[str, Any]]:

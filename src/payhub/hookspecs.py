@@ -44,3 +44,9 @@ def payhub_payout_failed(payout: PayoutInstruction, outcome: str, reason: str) -
 @hookspec
 def payhub_audit_entry(entry: dict[str, Any]) -> None:
     """Observe each committed audit entry (all fields, including ``seq`` and ``hash``), e.g. to stream it off-host."""
+
+
+@hookspec
+def payhub_audit_checkpoint(checkpoint: dict[str, Any]) -> None:
+    """Observe each signed checkpoint of the audit chain's head (``seq``, ``hash``, ``at``, ``key_id``,
+    ``signature``) after it was written to the checkpoint directory, e.g. to keep a copy off-host."""

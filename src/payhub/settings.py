@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -36,7 +37,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from payhub import files
+from payhub import files, signing
 from payhub.api import Amount, Currency
 from payhub.errors import ConfigError
 
@@ -273,6 +274,43 @@ class FilesSettings(_Section):
         False, description="Create them 0640 (owner and group may read) instead of 0600 (owner only).")
 
 
+class AuditSettings(_Section):
+    """Signed checkpoints of the audit chain (docs/operations.md#signed-checkpoints). The key is never stored in
+    the database; give the private key where checkpoints are signed, the public key alone where they are checked."""
+
+    checkpoint_key: SecretStr | None = Field(
+        None, description="Ed25519 private key signing checkpoints: PEM (PKCS#8) or base64 of its 32-byte seed.")
+    checkpoint_key_file: Path | None = Field(None, description="A file holding that private key (instead).")
+    checkpoint_public_key: str | None = Field(
+        None, description="Ed25519 public key (PEM or base64) that checks checkpoints where the private key is not.")
+    checkpoint_dir: Path = Field(Path("audit-checkpoints"), description="Append-only directory of checkpoints.")
+    checkpoint_every_entries: int = Field(
+        10_000, ge=1, le=1_000_000_000,
+        description="The daemon signs the head once this many entries were added since its last checkpoint.")
+    checkpoint_every_seconds: float = Field(
+        300, ge=1, le=86_400, description="The daemon also signs a head that moved and is older than this (seconds).")
+
+    @field_validator("checkpoint_key")
+    @classmethod
+    def _private(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                signing.parse_private(value.get_secret_value())
+            except signing.BadKey as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("checkpoint_public_key")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                signing.parse_public(value)
+            except signing.BadKey as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 class Settings(BaseSettings):
     """Every payhub setting. Unknown keys are errors."""
 
@@ -287,6 +325,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     payees: PayeesSettings = PayeesSettings()
     files: FilesSettings = FilesSettings()
+    audit: AuditSettings = AuditSettings()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     programs: dict[str, ProgramSection] = Field(default_factory=dict)
     rails: dict[str, RailSection] = Field(default_factory=dict)
@@ -446,6 +485,8 @@ def cross_checks(settings: Settings) -> list[tuple[str, str]]:
     if settings.sources and settings.daemon.plugin_timeout_seconds >= lease:
         problems.append(("daemon.plugin_timeout_seconds", f"{settings.daemon.plugin_timeout_seconds:g}s must be "
                          f"below database.lease_seconds = {lease:g}: a source fetch must fit in its lease"))
+    if settings.audit.checkpoint_key is not None and settings.audit.checkpoint_key_file is not None:
+        problems.append(("audit.checkpoint_key_file", "give the checkpoint key or a key file, not both"))
     for name, rail in settings.rails.items():
         if 2 * rail.timeout_seconds >= lease:
             problems.append((f"rails.{name}.timeout_seconds", f"{rail.timeout_seconds:g}s is too long for "

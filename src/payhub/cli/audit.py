@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
-from payhub import csvsafe, reports
+from payhub import checkpoints, csvsafe, reports
+from payhub.audit import read_head
 from payhub.audit import verify as verify_chain
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
 from payhub.clock import parse_instant
-from payhub.db.schema import audit_head, audit_log
-from payhub.errors import InvalidRecord, PayhubError
+from payhub.crosscheck import AuditedIds, differences
+from payhub.db.schema import audit_log
+from payhub.errors import ConfigError, InvalidRecord, PayhubError
 from payhub.runtime import Runtime
+from payhub.signing import SigningKey
 
 COLUMNS = ["seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail"]
 
@@ -109,33 +114,98 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
 @audit.command("verify")
 @click.option("--expect-head", help="Also require the chain to pass through this head hash, recorded earlier "
               "elsewhere (entries appended since then are fine; a rebuilt chain is not).")
+@click.option("--checkpoints/--no-checkpoints", "use_checkpoints", default=None,
+              help="Check the chain against the signed checkpoints of audit.checkpoint_dir (default: when a "
+              "checkpoint key is configured; --checkpoints without one is an error).")
 @pass_ctx
 @fail_cleanly
-def audit_verify(ctx: Context, expect_head: str | None) -> None:
-    """Recompute the hash chain; exit 1 naming the first entry that was edited, deleted, inserted or reordered."""
+def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | None) -> None:
+    """Recompute the hash chain, compare the payouts and rewards with what it last recorded, and check it against
+    the signed checkpoints; exit 1 naming every problem. With the private checkpoint key, a verification that
+    passes signs a checkpoint of the head."""
     rt = ctx.runtime()
+    key = checkpoints.load_key(rt.settings)
+    if use_checkpoints and key is None:
+        raise ConfigError([("audit.checkpoint_key", "--checkpoints needs audit.checkpoint_key, "
+                            "audit.checkpoint_key_file or audit.checkpoint_public_key")])
+    checking = key is not None and use_checkpoints is not False
+    directory = rt.settings.resolve(rt.settings.audit.checkpoint_dir)
+    saved, cp_problems = checkpoints.read(directory) if checking else ([], [])
+    ids = AuditedIds()
     with rt.engine.connect() as conn:
-        total = conn.execute(audit_head.select()).one().seq
+        head = read_head(conn)
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=err_console,
                       disable=not err_console.is_terminal, transient=True) as progress:
-            task = progress.add_task("verify", total=total)
-            result = verify_chain(conn, lambda n: progress.advance(task, n))
+            task = progress.add_task("verify", total=head[0] if isinstance(head, tuple) else None)
+            result = verify_chain(conn, lambda n: progress.advance(task, n), watch={cp.seq for cp in saved},
+                                  on_entry=ids.see)
         # The log keeps growing (this command appends to it too), so an earlier head is found inside the chain:
         # the chain up to it verified, so nothing up to that point changed.
         anchored = expect_head is None or conn.execute(
             select(audit_log.c.seq).where(audit_log.c.hash == expect_head.strip().lower())).first() is not None
-    ok = result.ok and anchored
-    _record_read(rt, "audit.verify", {"ok": ok, "checked": result.checked, "first_bad": result.first_bad})
+        found = list(differences(conn, ids))
+    if checking and key is not None:
+        cp_problems += checkpoints.check(saved, key, result)
+    ok = result.ok and anchored and not found and not cp_problems
+    signed, sign_error = None, None
+    if ok and key is not None and key.private is not None and result.head_seq is not None and result.head_hash:
+        try:
+            signed = checkpoints.record(rt, key, result.head_seq, result.head_hash)
+        except OSError as exc:
+            sign_error = f"the checkpoint of entry {result.head_seq} could not be written to {directory}: " \
+                         f"{exc.strerror or exc}"
+    try:
+        _record_read(rt, "audit.verify", {
+            "ok": ok, "checked": result.checked, "first_bad": result.first_bad, "differences": len(found),
+            "checkpoints": len(saved) if checking else None, "checkpoint_problems": len(cp_problems),
+            "signed": signed.seq if signed is not None else None})
+    except SQLAlchemyError as exc:  # e.g. a row inserted past the head takes the next sequence number
+        reason = plain(getattr(exc, "orig", None) or exc)
+        err_console.print(f"this verification could not be recorded in the audit log: {reason}", style="bold red",
+                          markup=False, highlight=False, soft_wrap=True)
+    failed = "[bold red]audit log FAILED verification[/bold red]"
     if not result.ok:
-        console.print(f"[bold red]audit log FAILED verification[/bold red] at entry {result.first_bad}: "
-                      f"{result.problem}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        where = f" at entry {result.first_bad}" if result.first_bad is not None else ""
+        console.print(f"{failed}{where}: {shown(result.problem)}", highlight=False, soft_wrap=True)
     if not anchored:
-        console.print(f"[bold red]audit log FAILED verification[/bold red]: the chain does not contain the expected "
-                      f"head {expect_head} (the log was rebuilt or cut back)", highlight=False, soft_wrap=True)
+        console.print(f"{failed}: the chain does not contain the expected head {shown(expect_head)} (the log was "
+                      "rebuilt or cut back)", highlight=False, soft_wrap=True)
+    if found:
+        console.print(f"{failed}: {len(found)} difference(s) between the payouts and rewards tables and what the "
+                      "audit log last recorded:", highlight=False, soft_wrap=True)
+        for difference in found:
+            console.print(f"  {plain(difference)}", markup=False, highlight=False, soft_wrap=True)
+    for problem in cp_problems:
+        console.print(f"{failed}: {shown(problem)}", highlight=False, soft_wrap=True)
+    if ok:
+        console.print(f"[green]audit log OK[/green]: {result.checked} entries, head {result.head_hash}",
+                      highlight=False, soft_wrap=True)
+    _checkpoint_notes(key, checking, saved, directory, signed, sign_error)
+    if not ok or sign_error:
         sys.exit(1)
-    console.print(f"[green]audit log OK[/green]: {result.checked} entries, head {result.head_hash}",
-                  highlight=False, soft_wrap=True)
+
+
+def _checkpoint_notes(key: SigningKey | None, checking: bool, saved: list[checkpoints.Checkpoint], directory: Path,
+                      signed: checkpoints.Checkpoint | None, sign_error: str | None) -> None:
+    """Say on stderr what the checkpoints covered, or what goes undetected without them."""
+    def note(text: str, style: str = "") -> None:
+        err_console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+    if key is None:
+        note("no checkpoint key is configured (audit.checkpoint_key): the chain is checked against itself and the "
+             "tables only; a chain rewritten consistently, or cut back with its head moved back, is not detected")
+    elif not checking:
+        note("signed checkpoints not checked (--no-checkpoints)")
+    elif not saved:
+        note(f"no signed checkpoints in {directory} yet")
+    else:
+        latest = max(saved, key=lambda cp: cp.seq)
+        note(f"checked against {len(saved)} signed checkpoint(s) in {directory}; the latest is of entry "
+             f"{latest.seq}, signed at {latest.at}")
+    if signed is not None:
+        note(f"signed a checkpoint of entry {signed.seq} (key {signed.key_id})")
+    if sign_error is not None:
+        note(sign_error, "bold red")
 
 
 @audit.command("trace")

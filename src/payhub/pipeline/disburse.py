@@ -44,6 +44,7 @@ from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.pipeline import leases
 from payhub.pipeline.payout_states import allowed, may_come_from
+from payhub.pipeline.presend import hold_mismatched
 from payhub.runtime import Runtime, Tx
 from payhub.settings import RailSection
 
@@ -99,7 +100,8 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
         exhausted = [w for w in ready if w.attempts >= section.max_attempts]
         if exhausted:
             _exhaust(rt, exhausted)
-        sendable = [w for w in ready if w.attempts < section.max_attempts]
+        # Only as the audit chain recorded them: a payout edited in the database is held, not sent.
+        sendable = hold_mismatched(rt, rail_name, [w for w in ready if w.attempts < section.max_attempts])
         if sendable:
             _send(rt, rail, sendable, section)
     finally:

@@ -1,0 +1,213 @@
+"""The check before each send: a payout goes out only as the audit chain recorded it.
+
+For every payout of a batch about to be sent, one query reads its audit entries, its items, the rewards they pay
+and each reward's ``reward.calculated`` and ``reward.scheduled`` entries. The payout is sent only if:
+
+* the audit log last records it in a status that is due to be sent (a ``paid`` payout set back to ``scheduled`` in
+  the database is not sent again);
+* the instruction's amount, currency, payee, idempotency key and rail equal what ``payout.created`` recorded;
+* its items add up to its amount, and there are as many as ``payout.created`` recorded;
+* each item's reward was audited as scheduled into this payout (its latest ``reward.scheduled``), for this payee,
+  with the item's amount (the converted amount ``reward.scheduled`` recorded, else the ``reward.calculated``
+  amount, in the payout's currency), and the reward row still holds its audited amount, currency and payee.
+
+Otherwise the payout is not sent: a payout never attempted is held (status ``held``); one attempted before, whose
+earlier send may have reached the rail, becomes ``unresolved`` (an operator checks with the provider, then
+``payhub payouts resolve``). The reason names each mismatch and the change is audited. Releasing or resolving it
+does not skip this check: restore the rows first, or cancel it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import BigInteger, String, and_, cast, null, select, union_all, update
+
+from payhub.api import PayoutInstruction
+from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, show
+from payhub.clock import utcnow
+from payhub.db.schema import audit_log, payout_items, payouts, rewards
+from payhub.money import to_minor
+from payhub.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SENDABLE = ("scheduled", "retrying", "unknown", "sending")  # the claimable statuses, as last audited
+SHOWN = 8  # mismatches named in a payout's reason; the audit entry lists them all
+
+
+class Sendable(Protocol):
+    id: int
+    instruction: PayoutInstruction
+    attempts: int
+
+
+W = TypeVar("W", bound=Sendable)
+
+
+def hold_mismatched(rt: Runtime, rail_name: str, batch: Sequence[W]) -> list[W]:
+    """Return the payouts of ``batch`` that match their audit trail; hold the others, audited, with the reasons."""
+    if not batch:
+        return []
+    with rt.engine.connect() as conn:
+        rows = conn.execute(_query([w.id for w in batch])).all()
+    entries: dict[str, list[AuditRow]] = defaultdict(list)
+    items: dict[str, dict[int, _Item]] = defaultdict(dict)
+    for payout, reward, seq, action, outcome, detail, item_minor, reward_minor, currency, payee in rows:
+        if reward is None:
+            entries[payout].append(AuditRow(seq, payout, action, outcome, detail))
+            continue
+        item = items[payout].get(reward)
+        if item is None:
+            item = items[payout][reward] = _Item(item_minor, reward_minor, currency, payee)
+        if seq is None:
+            continue
+        if action == "reward.calculated":
+            if item.calculated is None or seq > item.calculated.seq:
+                item.calculated = AuditRow(seq, str(reward), action, "", detail)
+        elif item.scheduled is None or seq > item.scheduled.seq:
+            item.scheduled = AuditRow(seq, str(reward), action, "", detail)
+    keep: list[tuple[W, list[str]]] = []
+    held: list[tuple[W, list[str]]] = []
+    for w in batch:
+        problems = mismatches(w.instruction, rail_name, entries.get(str(w.id), []), items.get(str(w.id), {}))
+        (held if problems else keep).append((w, problems))
+    if held:
+        _hold(rt, [(w, problems) for w, problems in held])
+    return [w for w, _problems in keep]
+
+
+class _Item:
+    """An item of the payout, its reward row's values and the reward's latest calculated / scheduled entries."""
+
+    __slots__ = ("calculated", "currency", "item_minor", "payee", "reward_minor", "scheduled")
+
+    def __init__(self, item_minor: Any, reward_minor: Any, currency: Any, payee: Any) -> None:
+        self.item_minor, self.reward_minor, self.currency, self.payee = item_minor, reward_minor, currency, payee
+        self.calculated: AuditRow | None = None
+        self.scheduled: AuditRow | None = None
+
+
+def _query(ids: list[int]) -> Any:
+    """One statement: the payouts' entries, then one row per (item, audited reward entry)."""
+    text_ids = [str(i) for i in ids]
+    created = select(
+        audit_log.c.subject_id, cast(null(), BigInteger), audit_log.c.seq, audit_log.c.action, audit_log.c.outcome,
+        audit_log.c.detail,
+        cast(null(), BigInteger), cast(null(), BigInteger), cast(null(), String), cast(null(), String),
+    ).where(audit_log.c.subject_type == "payout", audit_log.c.subject_id.in_(text_ids))
+    reward_entries = and_(audit_log.c.subject_type == "reward",
+                          audit_log.c.subject_id == cast(payout_items.c.reward_id, String),
+                          audit_log.c.action.in_(("reward.calculated", "reward.scheduled")))
+    item_rows = select(
+        cast(payout_items.c.payout_id, String), payout_items.c.reward_id, audit_log.c.seq, audit_log.c.action,
+        audit_log.c.outcome, audit_log.c.detail, payout_items.c.amount_minor, rewards.c.amount_minor,
+        rewards.c.currency, rewards.c.payee_id,
+    ).select_from(
+        payout_items.outerjoin(rewards, rewards.c.id == payout_items.c.reward_id).outerjoin(audit_log, reward_entries)
+    ).where(payout_items.c.payout_id.in_(ids))
+    return union_all(created, item_rows)
+
+
+def mismatches(instruction: PayoutInstruction, rail: str, entries: list[AuditRow], items: dict[int, _Item]
+               ) -> list[str]:
+    """Every way the instruction about to be sent differs from what the audit chain recorded for it."""
+    problems: list[str] = []
+    recorded = Recorded()
+    currency = instruction.currency
+    try:
+        amount = to_minor(instruction.amount, currency)
+    except Exception:  # noqa: BLE001 - an amount the currency cannot hold is itself a mismatch
+        return [f"amount {instruction.amount} {currency} is not a valid amount of its currency"]
+    status = fold_payout(str(instruction.payout_id), sorted(entries, key=lambda row: row.seq))
+    if status.get("status") not in SENDABLE:
+        problems.append(f"the audit log last records it as {status.get('status')} (entry {status.seq('status')}), "
+                        "not as due to be sent")
+    created = [row for row in entries if row.action == "payout.created"]
+    if not created:
+        problems.append("no payout.created audit entry records this payout (created outside payhub?)")
+        audited: dict[str, Any] = {}
+    else:
+        if len(created) > 1:
+            problems.append(f"{len(created)} payout.created entries record this payout")
+        entry = max(created, key=lambda row: row.seq)
+        audited = detail_of(entry, f"payout {instruction.payout_id}", recorded)
+        seq = entry.seq
+        if minor(audited.get("amount"), audited.get("currency")) != amount:
+            problems.append(f"amount {instruction.amount} {currency} differs from the audited "
+                            f"{audited.get('amount')} {audited.get('currency')} (entry {seq})")
+        for name, value in (("currency", currency), ("payee", instruction.payee.id),
+                            ("key", instruction.idempotency_key), ("rail", rail)):
+            if audited.get(name) != value:
+                problems.append(f"{name} {value!r} differs from the audited {audited.get(name)!r} (entry {seq})")
+        if audited.get("rewards") != len(items):
+            problems.append(f"{len(items)} items, the audit recorded {audited.get('rewards')} (entry {seq})")
+    if not items:
+        problems.append("no items")
+    total = sum(int(item.item_minor) for item in items.values())
+    if items and total != amount:
+        problems.append(f"its items add up to {show(total, currency)}, not its amount {instruction.amount} {currency}")
+    for reward_id, item in sorted(items.items()):
+        problems += _item_problems(instruction, reward_id, item, recorded)
+    return recorded.problems + problems
+
+
+def _item_problems(instruction: PayoutInstruction, reward_id: int, item: _Item, recorded: Recorded) -> list[str]:
+    subject = f"reward {reward_id}"
+    if item.reward_minor is None:
+        return [f"{subject} of an item does not exist"]
+    if item.calculated is None:
+        return [f"{subject} has no reward.calculated audit entry (created outside payhub?)"]
+    calc_seq, calc = item.calculated.seq, detail_of(item.calculated, subject, recorded)
+    scheduled, scheduled_seq = None, calc_seq
+    if item.scheduled is not None:
+        scheduled, scheduled_seq = detail_of(item.scheduled, subject, recorded), item.scheduled.seq
+    problems = []
+    if scheduled is None or str(scheduled.get("payout")) != str(instruction.payout_id):
+        problems.append(f"{subject} is not audited as scheduled into this payout")
+    audited_amount, audited_currency, payee = calc.get("amount"), calc.get("currency"), calc.get("payee")
+    audited_minor = minor(audited_amount, audited_currency)
+    if scheduled is not None and "amount" in scheduled:  # converted into the payout's currency
+        seq, expected, currency = scheduled_seq, scheduled.get("amount"), scheduled.get("currency")
+        expected_minor = minor(expected, currency)
+    else:
+        seq, expected, currency, expected_minor = calc_seq, audited_amount, audited_currency, audited_minor
+    if currency != instruction.currency or expected_minor != item.item_minor:
+        problems.append(f"the item of {subject} is {show(item.item_minor, instruction.currency)}, audited "
+                        f"{expected} {currency} (entry {seq})")
+    if payee != instruction.payee.id:
+        problems.append(f"{subject} was audited for payee {payee!r} (entry {calc_seq})")
+    if (audited_minor, audited_currency, payee) != (item.reward_minor, item.currency, item.payee):
+        problems.append(f"{subject} holds {show(item.reward_minor, item.currency)} for {item.payee!r}, audited "
+                        f"{audited_amount} {audited_currency} for {payee!r} (entry {calc_seq})")
+    return problems
+
+
+def _hold(rt: Runtime, held: list[tuple[Any, list[str]]]) -> None:
+    now = utcnow()
+    done = []
+    with rt.transaction() as tx:
+        for w, problems in held:
+            more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+            reason = "does not match its audit trail: " + "; ".join(problems[:SHOWN]) + more
+            # Never attempted: held. Attempted before: an earlier send may have arrived, so an operator decides.
+            status = "held" if w.attempts == 0 else "unresolved"
+            changed = tx.conn.execute(update(payouts).where(
+                payouts.c.id == w.id, payouts.c.lease_owner == rt.worker_id).values(
+                status=status, reason=reason, updated_at=now)).rowcount
+            if changed != 1:
+                continue  # the lease was lost: whoever holds the payout now runs the same check
+            tx.audit(f"payout.{status}", "payout", w.id,
+                     {"reason": reason, "check": "audit trail", "problems": problems}, outcome=status)
+            log.error("payout %s %s, not sent: %s", w.id, status, reason)
+            done.append((w, status, reason))
+    hook = rt.plugins.hooks.hook.payhub_payout_failed
+    if hook.get_hookimpls():
+        for w, status, reason in done:
+            try:
+                hook(payout=w.instruction, outcome=status, reason=reason)
+            except Exception:  # noqa: BLE001 - observers must not break disbursement
+                log.exception("hook %s failed", hook.name)
