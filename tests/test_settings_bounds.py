@@ -295,6 +295,9 @@ def with_database(tmp_path: Path, body: str) -> str:
     return "[database]\n" + url + body
 
 
+CORE_MODELS: dict[str, type[BaseModel]] = {"sources": SourceSection, "rails": RailSection, "programs": ProgramSection}
+
+
 def check(tmp_path: Path, body: str) -> list[tuple[str, str]]:
     """The problems load_settings and load_plugins report for ``body``."""
     (tmp_path / "outbox").mkdir(exist_ok=True)
@@ -322,7 +325,7 @@ def test_plugin_numeric_setting_refuses_non_finite_and_absurd_values(
 ) -> None:
     """The plugin's model, validated as load_plugins does (the whole path: test_every_command_refuses…)."""
     table = key.split(".")[0]
-    core = {"sources": SourceSection, "rails": RailSection, "programs": ProgramSection}.get(table)
+    core = CORE_MODELS.get(table)
     raw = {k: v for k, v in section.items() if k != "plugin" and (core is None or k not in core.model_fields)}
     with pytest.raises(ValidationError) as raised:
         plugin_models()[where].model_validate(raw, context={"base_dir": tmp_path})
@@ -485,7 +488,7 @@ def bounds_table() -> list[str]:
     for table, prefix in CORE_TABLES.items():
         section = Settings.model_fields[table].annotation
         model = typing.get_args(section)[1] if typing.get_origin(section) is dict else section
-        rows += [row for row in documented_rows(model, prefix, "core")]
+        rows += list(documented_rows(typing.cast(type[BaseModel], model), prefix, "core"))
     for where, model in sorted(plugin_models().items(), key=lambda item: (item[0].split(":")[1], item[0])):
         table = {"sources": "sources", "rails": "rails", "calculators": "programs", "hooks": "hooks"}[
             where.split(":")[0]]
@@ -506,7 +509,7 @@ def test_docs_list_the_bounds_of_every_numeric_setting() -> None:
 def test_bounds_checked_by_validators_hold(tmp_path: Path, where: str, path: tuple[str, ...], value: str) -> None:
     """The rows of CHECKED_BY_VALIDATOR: the documented lower bound is enforced."""
     table, base = section_for(where)
-    core = {"rails": RailSection, "programs": ProgramSection}[table]
+    core = CORE_MODELS[table]
     raw = {k: v for k, v in with_value(base, path, value).items() if k != "plugin" and k not in core.model_fields}
     with pytest.raises(ValidationError):
         plugin_models()[where].model_validate(raw, context={"base_dir": tmp_path})
