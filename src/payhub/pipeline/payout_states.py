@@ -13,14 +13,17 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.db.schema import payouts
 
+# "held" follows every status a send starts from: screening holds a payout before its first attempt, and the check
+# against the audit trail before every attempt; a crashed send ("sending") on a rail that cannot look up is sent
+# again (and so checked) inside the rail's dedup window, as is an unknown outcome there.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "scheduled": frozenset({"sending", "held", "cancelled"}),
     "held": frozenset({"scheduled", "cancelled"}),
-    # a crashed send (still "sending") on a rail that cannot look up is sent again inside its dedup window
     "sending": frozenset({"sending", "sent", "paid", "rejected", "returned", "retrying", "unknown", "unresolved",
-                          "failed"}),
-    "retrying": frozenset({"sending", "failed", "cancelled"}),
-    "unknown": frozenset({"unknown", "sending", "sent", "paid", "rejected", "returned", "retrying", "unresolved"}),
+                          "failed", "held"}),
+    "retrying": frozenset({"sending", "failed", "cancelled", "held"}),
+    "unknown": frozenset({"unknown", "sending", "sent", "paid", "rejected", "returned", "retrying", "unresolved",
+                          "held"}),
     "unresolved": frozenset({"sent", "paid", "retrying"}),  # an operator's finding
     "sent": frozenset({"paid", "rejected", "returned"}),
     "paid": frozenset({"returned"}),
