@@ -11,6 +11,7 @@ import json
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy import delete, select, text, update
 from payhub import checkpoints, signing
 from payhub.api import PayoutInstruction, SourceRecord, hookimpl
 from payhub.audit import entry_hash
+from payhub.clock import utcnow
 from payhub.db.schema import audit_head, audit_log, payouts, rewards
 from payhub.payees import load_payees, sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
@@ -199,16 +201,18 @@ class Claimed:
     id: int
     instruction: PayoutInstruction
     attempts: int
+    lease: str
 
 
 def test_payout_rail_edit_is_held_and_reported(site: Site) -> None:
     """A payout moved to another rail: that rail's check holds it, and verify reports it."""
     site.schedule(("p1", "10.00"))
-    site.sql(update(payouts).values(rail="other", lease_owner=site.rt.worker_id))  # as claimed by rail "other"
+    site.sql(update(payouts).values(rail="other", lease_owner=site.rt.worker_id, lease_token="t1",  # claimed
+                                    lease_until=utcnow() + timedelta(minutes=5)))  # by a worker of rail "other"
     [row] = site.payouts()
     with site.rt.engine.connect() as conn:
         payee = load_payees(conn, ["p1"])["p1"]
-    claimed = Claimed(row.id, instruction_for(row, payee), 0)
+    claimed = Claimed(row.id, instruction_for(row, payee), 0, "t1")
     assert hold_mismatched(site.rt, "other", [claimed]) == []
     [held] = site.payouts()
     assert held.status == "held" and "rail 'other' differs from the audited 'r'" in held.reason
@@ -222,12 +226,11 @@ def test_paid_payout_set_back_to_scheduled_is_not_sent_again(site: Site) -> None
     site.sql(update(payouts).values(status="scheduled"))
     site.drain()
     assert site.rail.accepted == {paid.idempotency_key: 1}
-    [stopped] = site.payouts()
-    # It was sent before, so an operator must check with the provider: unresolved, not held.
-    assert stopped.status == "unresolved"
-    assert "the audit log last records it as sent (entry" in stopped.reason
+    [held] = site.payouts()
+    assert held.status == "held"
+    assert "the audit log last records it as sent (entry" in held.reason
     site.sql(update(payouts).values(status="sent"))
-    assert_fails(site.verify(), "payout 1: status is 'sent' in the table, 'unresolved' as audited")
+    assert_fails(site.verify(), "payout 1: status is 'sent' in the table, 'held' as audited")
 
 
 def test_payout_status_edit_is_reported(site: Site) -> None:

@@ -25,9 +25,14 @@ from sqlalchemy.exc import DBAPIError
 
 from payhub.clock import isoformat, utcnow
 from payhub.db.schema import audit_head, audit_log
+from payhub.errors import PayhubError
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail", "prev_hash")
+
+
+class AuditHeadDamaged(PayhubError):
+    """The head row cannot be appended to: missing, doubled or not a number (changed outside payhub)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,11 @@ class AuditWriter:
         query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
-        seq, prev = conn.execute(query).one()
+        head = conn.execute(query).all()
+        if len(head) != 1 or not isinstance(head[0].seq, int) or not isinstance(head[0].hash, str):
+            raise AuditHeadDamaged("the audit head row is missing or damaged; nothing can be recorded until it is "
+                                   "repaired (run `payhub audit verify`)")
+        seq, prev = head[0]
         at = isoformat(utcnow())
         values = []
         for entry in batch:
@@ -132,7 +141,8 @@ class VerifyResult:
 def read_head(conn: Connection) -> tuple[int, str] | str:
     """The head's (seq, hash), or why the head row is not usable (missing, doubled, non-integer, not a hash)."""
     try:
-        rows = conn.execute(select(audit_head.c.id, audit_head.c.seq, audit_head.c.hash)).all()
+        with conn.begin_nested():  # a savepoint: on PostgreSQL a failed read must not abort the caller's transaction
+            rows = conn.execute(select(audit_head.c.id, audit_head.c.seq, audit_head.c.hash)).all()
     except DBAPIError as exc:
         return f"the audit head cannot be read ({_db_reason(exc)})"
     if not rows:

@@ -14,12 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from payhub import checkpoints, csvsafe, reports
-from payhub.audit import read_head
+from payhub.audit import AuditHeadDamaged, read_head
 from payhub.audit import verify as verify_chain
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
 from payhub.clock import parse_instant
-from payhub.crosscheck import AuditedIds, differences
+from payhub.crosscheck import AuditedIds, Difference, differences
 from payhub.db.schema import audit_log
 from payhub.errors import ConfigError, InvalidRecord, PayhubError
 from payhub.runtime import Runtime
@@ -143,7 +143,10 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
         # the chain up to it verified, so nothing up to that point changed.
         anchored = expect_head is None or conn.execute(
             select(audit_log.c.seq).where(audit_log.c.hash == expect_head.strip().lower())).first() is not None
-        found = list(differences(conn, ids))
+        try:
+            found = list(differences(conn, ids))
+        except SQLAlchemyError as exc:  # tables dropped or reshaped outside payhub
+            found = [Difference("payouts and rewards", f"cannot be read ({plain(getattr(exc, 'orig', None) or exc)})")]
     if checking and key is not None:
         cp_problems += checkpoints.check(saved, key, result)
     ok = result.ok and anchored and not found and not cp_problems
@@ -159,7 +162,7 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
             "ok": ok, "checked": result.checked, "first_bad": result.first_bad, "differences": len(found),
             "checkpoints": len(saved) if checking else None, "checkpoint_problems": len(cp_problems),
             "signed": signed.seq if signed is not None else None})
-    except SQLAlchemyError as exc:  # e.g. a row inserted past the head takes the next sequence number
+    except (SQLAlchemyError, AuditHeadDamaged) as exc:  # e.g. a row past the head holds the next sequence number
         reason = plain(getattr(exc, "orig", None) or exc)
         err_console.print(f"this verification could not be recorded in the audit log: {reason}", style="bold red",
                           markup=False, highlight=False, soft_wrap=True)

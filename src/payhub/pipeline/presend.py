@@ -11,10 +11,10 @@ and each reward's ``reward.calculated`` and ``reward.scheduled`` entries. The pa
   with the item's amount (the converted amount ``reward.scheduled`` recorded, else the ``reward.calculated``
   amount, in the payout's currency), and the reward row still holds its audited amount, currency and payee.
 
-Otherwise the payout is not sent: a payout never attempted is held (status ``held``); one attempted before, whose
-earlier send may have reached the rail, becomes ``unresolved`` (an operator checks with the provider, then
-``payhub payouts resolve``). The reason names each mismatch and the change is audited. Releasing or resolving it
-does not skip this check: restore the rows first, or cancel it.
+Otherwise the payout is not sent: it is held (status ``held``), or, when the chain last records a send whose
+outcome is unknown (``sending``, ``unknown``), it becomes ``unresolved`` (an earlier send may have reached the rail:
+an operator checks with the provider, then ``payhub payouts resolve``). The reason names each mismatch and the
+change is audited. Releasing or resolving it does not skip this check: restore the rows first, or cancel it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, sh
 from payhub.clock import utcnow
 from payhub.db.schema import audit_log, payout_items, payouts, rewards
 from payhub.money import to_minor
+from payhub.pipeline import leases
+from payhub.pipeline.payout_states import may_come_from
 from payhub.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class Sendable(Protocol):
     id: int
     instruction: PayoutInstruction
     attempts: int
+    lease: str  # the claim's lease token: the hold is written only while it holds
 
 
 W = TypeVar("W", bound=Sendable)
@@ -76,7 +79,8 @@ def hold_mismatched(rt: Runtime, rail_name: str, batch: Sequence[W]) -> list[W]:
         problems = mismatches(w.instruction, rail_name, entries.get(str(w.id), []), items.get(str(w.id), {}))
         (held if problems else keep).append((w, problems))
     if held:
-        _hold(rt, [(w, problems) for w, problems in held])
+        _hold(rt, [(w, problems, fold_payout(str(w.id), sorted(entries.get(str(w.id), []), key=lambda r: r.seq))
+                    .get("status")) for w, problems in held])
     return [w for w, _problems in keep]
 
 
@@ -186,20 +190,21 @@ def _item_problems(instruction: PayoutInstruction, reward_id: int, item: _Item, 
     return problems
 
 
-def _hold(rt: Runtime, held: list[tuple[Any, list[str]]]) -> None:
+def _hold(rt: Runtime, held: list[tuple[Any, list[str], str | None]]) -> None:
     now = utcnow()
     done = []
     with rt.transaction() as tx:
-        for w, problems in held:
+        for w, problems, audited_status in held:
             more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
             reason = "does not match its audit trail: " + "; ".join(problems[:SHOWN]) + more
-            # Never attempted: held. Attempted before: an earlier send may have arrived, so an operator decides.
-            status = "held" if w.attempts == 0 else "unresolved"
+            # A send whose outcome is unknown may have arrived: an operator checks with the provider. Else held.
+            status = "unresolved" if w.attempts > 0 and audited_status in ("sending", "unknown") else "held"
             changed = tx.conn.execute(update(payouts).where(
-                payouts.c.id == w.id, payouts.c.lease_owner == rt.worker_id).values(
+                payouts.c.id == w.id, may_come_from(status), leases.held(payouts, w.lease, tx.conn)).values(
                 status=status, reason=reason, updated_at=now)).rowcount
-            if changed != 1:
-                continue  # the lease was lost: whoever holds the payout now runs the same check
+            if changed != 1:  # lease lost (its new holder runs the same check), or a status that cannot be held
+                log.error("payout %s does not match its audit trail and is not sent: %s", w.id, reason)
+                continue
             tx.audit(f"payout.{status}", "payout", w.id,
                      {"reason": reason, "check": "audit trail", "problems": problems}, outcome=status)
             log.error("payout %s %s, not sent: %s", w.id, status, reason)
