@@ -175,8 +175,8 @@ class Worker:
 
         retrying: Retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, Stopped) or is_transient(exc)),
-            wait=wait_exponential_jitter(multiplier=settings.db_retry_initial_seconds, max=settings.db_retry_max_seconds,
-                                         jitter=settings.db_retry_initial_seconds),
+            wait=wait_exponential_jitter(multiplier=settings.db_retry_initial_seconds,
+                                         max=settings.db_retry_max_seconds, jitter=settings.db_retry_initial_seconds),
             stop=lambda _state: stop_event.is_set(),
             sleep=sleep,
             before_sleep=self.outage.failed,
