@@ -25,6 +25,7 @@ from payhub.api import PayoutInstruction, SourceRecord, hookimpl
 from payhub.audit import entry_hash
 from payhub.clock import utcnow
 from payhub.db.schema import audit_head, audit_log, payouts, rewards
+from payhub.errors import ConfigError
 from payhub.payees import load_payees, sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.disburse import disburse_rail, instruction_for
@@ -467,3 +468,19 @@ def test_daemon_signs_checkpoints_and_publishes_them(site: Site, caplog: pytest.
 
 def Checkpointer_for(site: Site) -> Any:  # noqa: N802 - reads as the class it builds
     return checkpoints.Checkpointer.for_daemon(site.rt)
+
+
+def test_an_unreadable_checkpoint_key_stops_with_the_key_named(site: Site, tmp_path: Path) -> None:
+    if not site.keyed:
+        pytest.skip("needs a key setting")
+    (tmp_path / "checkpoint.pem").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    result = site.verify()
+    assert result.exit_code == 2
+    assert "audit.checkpoint_key_file" in result.stderr and "not a readable unencrypted PEM private key" in \
+        result.stderr
+    (tmp_path / "checkpoint.pem").unlink()
+    worker = Worker(site.rt)
+    with pytest.raises(ConfigError) as raised:
+        worker.start()
+    worker.stop()
+    assert raised.value.problems[0][0] == "audit.checkpoint_key_file"
