@@ -31,7 +31,12 @@ def normalise_id(value: str, what: str) -> str:
     """``value`` in NFC without invisible characters or outer white space; InvalidRecord names ``what`` when the
     rest still holds a control or format character. The result may be empty (the caller decides if that is an
     error)."""
-    text = unicodedata.normalize("NFC", value).translate(_REMOVE).strip()
+    if value.isascii():  # the common case: nothing to normalise, and printable ASCII holds no control character
+        text = value.strip()
+        if text.isprintable():
+            return text
+    else:
+        text = unicodedata.normalize("NFC", value).translate(_REMOVE).strip()
     for char in text:
         if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             raise InvalidRecord(f"{what} {_show(value)} holds U+{ord(char):04X}, a control, format or surrogate "

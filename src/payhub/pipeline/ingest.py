@@ -37,6 +37,7 @@ MAX_DECIMALS = 18
 
 REASON_LIMIT = 2_000
 KEY_LENGTH = storable.column_limit(events, "key")
+_IDENTITY_LIMITS = tuple(storable.column_limit(events, name) for name in ("object_type", "object_id", "transition"))
 _FIELDS = tuple(f.name for f in fields(SourceRecord))
 
 
@@ -62,12 +63,11 @@ def _validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any
     row = _display_row(source, record, raw)
     problem = _problem_text(record.problem)
     try:
-        identity = _identity(source, record)
+        key, identity = _identity(source, record)
     except InvalidRecord as exc:  # no stable identity: keyed by its content, so re-reading it adds nothing
-        row["reason"] = problem or str(exc)
+        row["key"], row["reason"] = malformed_key(source, raw), problem or str(exc)
         return _storable(row)
-    row.update(key=event_key(source, *identity), object_type=identity[0], object_id=identity[1],
-               transition=identity[2])
+    row.update(key=key, object_type=identity[0], object_id=identity[1], transition=identity[2])
     try:
         if problem:
             raise InvalidRecord(problem)
@@ -85,21 +85,21 @@ def _validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any
     return _storable(row)
 
 
-def _identity(source: str, record: SourceRecord) -> tuple[str, str, str]:
-    """The normalised (object type, object id, transition); InvalidRecord when they cannot make a key."""
+def _identity(source: str, record: SourceRecord) -> tuple[str, tuple[str, str, str]]:
+    """The event key and the normalised (object type, object id, transition); InvalidRecord when they cannot make a
+    key."""
     parts = (_id_text(record.object_type, "object type"), _id_text(record.object_id, "object id", numbers=True),
              _id_text(record.transition, "transition"))
     if not all(parts):
         raise InvalidRecord("object type, object id and transition are all required")
-    for name, what, part in zip(("object_type", "object_id", "transition"), ("object type", "object id",
-                                                                           "transition"), parts, strict=True):
-        problem = storable.text_problem(part, storable.column_limit(events, name))
+    for what, limit, part in zip(("object type", "object id", "transition"), _IDENTITY_LIMITS, parts, strict=True):
+        problem = storable.text_problem(part, limit)
         if problem:
             raise InvalidRecord(f"{what} {problem}")
     key = event_key(source, *parts)
     if len(key) > KEY_LENGTH:
         raise InvalidRecord(f"the event key is {len(key)} characters long, more than {KEY_LENGTH}")
-    return parts
+    return key, parts
 
 
 def _fill(row: dict[str, Any], record: SourceRecord, max_amount: Decimal) -> None:
@@ -216,9 +216,9 @@ def _raw_text(record: SourceRecord) -> tuple[str, str | None]:
 
 
 def _display_row(source: str, record: SourceRecord, raw: str) -> dict[str, Any]:
-    """A quarantined row holding what can be shown of ``record``, keyed by its content."""
+    """A quarantined row holding what can be shown of ``record`` (its key is set by the caller)."""
     return {
-        "key": malformed_key(source, raw),
+        "key": "",
         "source": source,
         "object_type": _display(record.object_type) or "",
         "object_id": _display(record.object_id) or "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, String, Table, Text
@@ -37,10 +38,11 @@ def text_problem(value: str, limit: int | None) -> str | None:
     """Why ``value`` cannot be stored in a text column of ``limit`` characters (None: no limit), or None."""
     if "\x00" in value:
         return "holds a NUL character"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"holds the unpaired surrogate U+{ord(value[exc.start]):04X}"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"holds the unpaired surrogate U+{ord(value[exc.start]):04X}"
     if limit is not None and len(value) > limit:
         return f"is {len(value)} characters long, more than the {limit} it may have"
     return None
@@ -87,18 +89,40 @@ def value_problem(column_type: Any, value: object) -> str | None:
     return None
 
 
+@lru_cache(maxsize=64)
+def _text_limits(table: Table) -> dict[str, int]:
+    """The character limit of each text column of ``table``."""
+    return {column.name: column_limit(table, column.name) for column in table.columns
+            if isinstance(column.type, String)}
+
+
 def problems(table: Table, row: Mapping[str, Any]) -> list[str]:
     """Each reason why ``row`` cannot be stored in ``table``, as ``"<column> <problem>"``; empty when it can."""
-    found = []
+    found: list[str] = []
+    limits = _text_limits(table)
+    joined = "".join([value for value in row.values() if type(value) is str])
+    plain = "\x00" not in joined and joined.isascii()  # the common case: only the lengths of the texts to check
     for name, value in row.items():
-        column = table.columns.get(name)
-        if column is None:
-            found.append(f"{name} is not a column of {table.name}")
+        if value is None:
             continue
-        problem = value_problem(column.type, value)
+        limit = limits.get(name)
+        if limit is None or type(value) is not str:
+            _check_other(table, name, value, found)
+            continue
+        problem = (None if len(value) <= limit else text_problem(value, limit)) if plain else text_problem(value, limit)
         if problem is not None:
             found.append(f"{name} {problem}")
     return found
+
+
+def _check_other(table: Table, name: str, value: object, found: list[str]) -> None:
+    column = table.columns.get(name)
+    if column is None:
+        found.append(f"{name} is not a column of {table.name}")
+        return
+    problem = value_problem(column.type, value)
+    if problem is not None:
+        found.append(f"{name} {problem}")
 
 
 def sanitise(text: str, limit: int) -> str:
