@@ -444,8 +444,8 @@ def test_amount_settings_are_decimal_text(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ documented bounds
 
-CORE_TABLES = {"database": "database", "daemon": "daemon", "ingest": "ingest", "sources": "sources.<name>",
-               "rails": "rails.<name>", "programs": "programs.<name>"}
+CORE_TABLES = {"database": "database", "daemon": "daemon", "ingest": "ingest", "audit": "audit",
+               "sources": "sources.<name>", "rails": "rails.<name>", "programs": "programs.<name>"}
 
 
 def number(value: Any) -> str:
