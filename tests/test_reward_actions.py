@@ -17,7 +17,7 @@ from cli_helpers import invoke
 from sqlalchemy import func, select, text
 
 from payhub.api import SourceRecord
-from payhub.audit import verify
+from payhub.audit import AuditWriter, Entry, verify
 from payhub.cli import output
 from payhub.clock import utcnow
 from payhub.db.schema import (
@@ -31,6 +31,7 @@ from payhub.db.schema import (
     rewards,
 )
 from payhub.errors import PayhubError
+from payhub.money import from_minor
 from payhub.pipeline import reward_actions
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll
@@ -88,6 +89,19 @@ class World:
             if payout_id is not None:
                 conn.execute(payout_items.insert().values(payout_id=payout_id, reward_id=reward_id,
                                                           amount_minor=amount_minor))
+            # The entries the calculation and scheduling stages would have written, so `audit verify` finds the rows
+            # as audited (World.audit leaves them out: it lists the operators' entries).
+            amount = str(from_minor(amount_minor, "EUR"))
+            seeded = [Entry("reward.calculated", "reward", reward_id, {
+                "payee": "p1", "amount": amount, "currency": "EUR",
+                "status": status if payout_id is None else "pending"})]
+            if payout_id is not None:
+                seeded += [Entry("payout.created", "payout", payout_id, {
+                    "key": f"ph-test-{self._n}", "payee": "p1", "rail": "fake", "currency": "EUR", "amount": amount,
+                    "rewards": 1}), Entry("reward.scheduled", "reward", reward_id, {"payout": payout_id})]
+                if (payout_status or status) != "scheduled":
+                    seeded.append(Entry(f"payout.{payout_status or status}", "payout", payout_id))
+            AuditWriter("payhub", "seed").append(conn, seeded)
         return int(reward_id)
 
     def state(self, reward_id: int) -> tuple[str, str | None, str | None]:
@@ -110,7 +124,8 @@ class World:
 
     def audit(self, reward_id: int | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(actor, action, outcome, detail) of the reward entries, oldest first."""
-        query = select(audit_log).where(audit_log.c.subject_type == "reward").order_by(audit_log.c.seq)
+        query = select(audit_log).where(audit_log.c.subject_type == "reward", audit_log.c.origin != "seed"
+                                        ).order_by(audit_log.c.seq)
         if reward_id is not None:
             query = query.where(audit_log.c.subject_id == str(reward_id))
         with self.rt.engine.connect() as conn:
