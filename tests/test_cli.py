@@ -211,7 +211,7 @@ def test_events_list_shows_quarantined_rows_with_reasons(site: Site) -> None:
         (5, "quarantined"), (4, "quarantined"), (3, "calculated"), (2, "calculated"), (1, "calculated")]
     reasons = {r["id"]: r["reason"] for r in rows}
     assert reasons[4] == "amount -5.00 is negative"
-    assert reasons[5] == "row has 2 columns, the header has 7"
+    assert reasons[5] == "deals.csv line 6: row has 2 columns, the header has 7"
     assert reasons[1] is None
     assert rows[4]["object"] == "record:D-1" and rows[4]["amount"] == "1000.00" and rows[4]["payee"] == "p1"
 
@@ -223,7 +223,8 @@ def test_events_list_shows_quarantined_rows_with_reasons(site: Site) -> None:
 
     parsed = list(csv.DictReader(io.StringIO(site.ok("events", "list", "--format", "csv").stdout)))
     assert [(r["id"], r["status"], r["reason"]) for r in parsed[:2]] == [
-        ("5", "quarantined", "row has 2 columns, the header has 7"), ("4", "quarantined", "amount -5.00 is negative")]
+        ("5", "quarantined", "deals.csv line 6: row has 2 columns, the header has 7"),
+        ("4", "quarantined", "amount -5.00 is negative")]
 
     only = site.json("events", "list", "--status", "quarantined")
     assert [r["id"] for r in only] == [5, 4]
