@@ -898,7 +898,8 @@ def config_problems(tmp_path: Path, program: str, rail: str = "") -> list[tuple[
 
 @pytest.mark.parametrize(("program", "rail", "key", "words"), [
     ('clawback = "prorated"', "", "programs.p.clawback_term_days", "clawback_term_days"),
-    ('clawback = "prorated"\nclawback_term_days = 0', "", "programs.p.clawback_term_days", "greater than 0"),
+    ('clawback = "prorated"\nclawback_term_days = 0', "", "programs.p.clawback_term_days",
+     "greater than or equal to 1"),
     ('clawback = "partial"', "", "programs.p.clawback", "'full' or 'prorated'"),
     ('[programs.p.approval]\ncurrency = "USD"\nthreshold = "500"\ndual_threshold = "499.99"', "",
      "programs.p.approval.dual_threshold", "dual_threshold 499.99 is below threshold 500"),

@@ -602,7 +602,7 @@ POINTS_ = 'calculator = "loyalty_points"\n'
     (SHARE + 'percent = "0"\nmonths = 12', "programs.p.percent", "greater than 0"),
     (FLAT + 'amount = "100"\ncurrency = "USD"\nrefund_event_types = ["refund"]', "programs.p.refund_event_types",
      "clawback_event_types"),
-    (SHARE + 'percent = "20"\nmonths = 0', "programs.p.months", "greater than 0"),
+    (SHARE + 'percent = "20"\nmonths = 0', "programs.p.months", "greater than or equal to 1"),
     ('calculator = "referral"\nmode = "tiered"', "programs.p.mode", "flat"),
     (POINTS_ + 'points_per_unit_amount = "1"\ncurrency = "USD"\ntiers = [{name = "a", min_points = 0, '
      'multiplier = "1"}, {name = "b", min_points = 0, multiplier = "2"}]', "programs.p.tiers", "overlap"),
@@ -618,14 +618,16 @@ POINTS_ = 'calculator = "loyalty_points"\n'
     (POINTS_ + 'points_per_unit_amount = "1"', "programs.p.currency", "points_per_unit_amount need a currency"),
     (POINTS_ + 'points_per_action = {demo = 5}\nvalue_per_point = "0.01"', "programs.p.currency",
      "value_per_point need a currency"),
-    (POINTS_ + 'points_per_action = {demo = 0}', "programs.p.points_per_action.demo", "greater than 0"),
+    (POINTS_ + 'points_per_action = {demo = 0}', "programs.p.points_per_action.demo",
+     "greater than or equal to 1"),
     (POINTS_ + 'points_per_action = {demo = 5}\nholder = "rep"', "programs.p.holder", "payee"),
     (POINTS_ + 'points_per_action = {demo = 5}\ntier_period = "month"', "programs.p.tier_period", "quarter"),
-    (POINTS_ + 'points_per_action = {demo = 5}\nexpiry_days = 0', "programs.p.expiry_days", "greater than 0"),
+    (POINTS_ + 'points_per_action = {demo = 5}\nexpiry_days = 0', "programs.p.expiry_days",
+     "greater than or equal to 1"),
     ('calculator = "coop"\npercent = "2"\nparticipation_percent = "0"', "programs.p.participation_percent",
      "greater than 0"),
     ('calculator = "coop"\npercent = "2"\nparticipation_percent = "101"', "programs.p.participation_percent", "100"),
-    ('calculator = "coop"\npercent = "2"\nexpiry_days = 0', "programs.p.expiry_days", "greater than 0"),
+    ('calculator = "coop"\npercent = "2"\nexpiry_days = 0', "programs.p.expiry_days", "greater than or equal to 1"),
     ('calculator = "coop"\npercent = "2"\nclaim_event_types = []', "programs.p.claim_event_types", "at least 1"),
 ])
 def test_bad_params_name_the_program_and_key(tmp_path: Path, program: str, key: str, words: str) -> None:
