@@ -250,8 +250,9 @@ def test_sqlite_lock_is_waited_out(setup: Callable[..., Daemon], tmp_path: Path)
         lock = _hold_exclusive(database)
         locked_at = time.monotonic()
         _append_events(tmp_path / "events.csv", 6, 6)  # arrive while the database is locked
-        daemon.wait_for("the outage warning", lambda: "database unavailable" in daemon.text())
-        daemon.wait_for("a reminder", lambda: "database still unavailable after" in daemon.text())
+        patience = OUTAGE_SECONDS + 60  # the first warning comes after one busy timeout (settable for longer runs)
+        daemon.wait_for("the outage warning", lambda: "database unavailable" in daemon.text(), patience)
+        daemon.wait_for("a reminder", lambda: "database still unavailable after" in daemon.text(), patience)
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - locked_at)))  # well past the 0.2 s busy timeout
         daemon.alive()
         lock.execute("ROLLBACK")
