@@ -580,9 +580,12 @@ def _record_error(rt: Runtime, name: str, reason: str, *, failed: bool) -> None:
 
 
 def reset_failed_sources(rt: Runtime) -> None:
-    """At start-up, give sources that failed in an earlier run another chance (config may have been fixed)."""
+    """At start-up, give sources that failed in an earlier run another chance (config may have been fixed).
+
+    Replicas starting together reset each source once: the update applies only while the source is still failed.
+    """
     with rt.transaction() as tx:
-        failed = tx.conn.execute(select(sources.c.name).where(sources.c.status == "failed")).scalars().all()
-        for name in failed:
-            tx.conn.execute(update(sources).where(sources.c.name == name).values(status="ok"))
+        reset = tx.conn.execute(update(sources).where(sources.c.status == "failed").values(status="ok")
+                                .returning(sources.c.name)).scalars().all()
+        for name in sorted(reset):
             tx.audit("source.reset", "source", name, {"reason": "daemon start"})
