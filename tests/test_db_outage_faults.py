@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from payhub.cli import fail_cleanly
 from payhub.db.engine import make_engine
 from payhub.db.faults import describe, is_transient
 from payhub.errors import ConfigError
@@ -204,3 +205,21 @@ def test_outage_settings_defaults() -> None:
     assert settings.database.sqlite_busy_timeout_seconds == 30
     assert (settings.daemon.db_retry_initial_seconds, settings.daemon.db_retry_max_seconds,
             settings.daemon.db_outage_log_seconds) == (1.0, 30.0, 60.0)
+
+
+@pytest.mark.parametrize("fault", [
+    sa_exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")),
+    sa_exc.InterfaceError("SELECT 1", {}, Exception("connection already closed"), connection_invalidated=True),
+    sa_exc.TimeoutError("QueuePool limit of size 5 overflow 5 reached"),
+])
+def test_commands_report_an_unavailable_database_in_one_line(fault: Exception,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    @fail_cleanly
+    def command() -> None:
+        raise fault
+
+    with pytest.raises(SystemExit) as stopped:
+        command()
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("database unavailable: ") and "Traceback" not in err and "SELECT" not in err

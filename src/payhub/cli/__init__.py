@@ -9,10 +9,11 @@ from functools import wraps
 from typing import Any
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import exc as sa_exc
 
 from payhub import __version__
 from payhub.cli.output import err_console, plain, shown
+from payhub.db.faults import describe, is_transient
 from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
 from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
@@ -61,8 +62,10 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except SchemaOutOfDateError as exc:
             err_console.print(f"[bold red]database not ready:[/bold red] {shown(exc)}", highlight=False, soft_wrap=True)
             sys.exit(3)
-        except OperationalError as exc:
-            err_console.print(f"database unavailable: {plain(exc.orig or exc)}", style="bold red", highlight=False,
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            if not isinstance(exc, sa_exc.OperationalError) and not is_transient(exc):
+                raise
+            err_console.print(f"database unavailable: {plain(describe(exc))}", style="bold red", highlight=False,
                               soft_wrap=True, markup=False)
             sys.exit(1)
         except PayhubError as exc:
