@@ -330,6 +330,28 @@ def test_cut_tail_and_head_moved_back(site: Site) -> None:
                  "were cut off and the head moved back")
 
 
+def checkpoint_lines(site: Site) -> list[str]:
+    return [line for path in sorted((site.root / "checkpoints").glob("checkpoints-*.jsonl"))
+            for line in path.read_text().splitlines()]
+
+
+def test_verify_without_checkpoints_signs_nothing_over_a_cut_chain(site: Site) -> None:
+    """--no-checkpoints has not checked the chain against the checkpoints, so it must not vouch for a cut chain."""
+    if not site.keyed:
+        pytest.skip("checkpoints need the key")
+    run_and_verify(site)
+    before = checkpoint_lines(site)
+    keep = site.entries()[-3]
+    site.sql(delete(audit_log).where(audit_log.c.seq > keep["seq"]))
+    site.sql(update(audit_head).values(seq=keep["seq"], hash=keep["hash"]))
+    result = site.verify("--no-checkpoints")
+    assert_ok(result)  # the shorter chain is consistent on its own
+    assert "signed checkpoints not checked (--no-checkpoints), so no new checkpoint is signed" in result.stderr
+    assert "signed a checkpoint" not in result.stderr
+    assert checkpoint_lines(site) == before
+    assert_fails(site.verify(), "were cut off and the head moved back")
+
+
 def rewrite_from(site: Site, seq: int, change: dict[str, Any]) -> None:
     """Edit entry ``seq`` and rehash it and every later entry, then move the head: a consistent rewrite."""
     rows = site.entries()

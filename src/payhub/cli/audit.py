@@ -122,7 +122,7 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
 def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | None) -> None:
     """Recompute the hash chain, compare the payouts and rewards with what it last recorded, and check it against
     the signed checkpoints; exit 1 naming every problem. With the private checkpoint key, a verification that
-    passes signs a checkpoint of the head."""
+    passes and checked the existing checkpoints signs a checkpoint of the head (never with --no-checkpoints)."""
     rt = ctx.runtime()
     key = checkpoints.load_key(rt.settings)
     if use_checkpoints and key is None:
@@ -151,7 +151,10 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
         cp_problems += checkpoints.check(saved, key, result)
     ok = result.ok and anchored and not found and not cp_problems
     signed, sign_error = None, None
-    if ok and key is not None and key.private is not None and result.head_seq is not None and result.head_hash:
+    # Only a chain checked against the existing checkpoints in this run is signed: signing an unchecked chain
+    # would vouch for one cut back or rewritten since the last checkpoint.
+    if ok and checking and key is not None and key.private is not None and result.head_seq is not None \
+            and result.head_hash:
         try:
             signed = checkpoints.record(rt, key, result.head_seq, result.head_hash)
         except OSError as exc:
@@ -198,7 +201,7 @@ def _checkpoint_notes(key: SigningKey | None, checking: bool, saved: list[checkp
         note("no checkpoint key is configured (audit.checkpoint_key): the chain is checked against itself and the "
              "tables only; a chain rewritten consistently, or cut back with its head moved back, is not detected")
     elif not checking:
-        note("signed checkpoints not checked (--no-checkpoints)")
+        note("signed checkpoints not checked (--no-checkpoints), so no new checkpoint is signed")
     elif not saved:
         note(f"no signed checkpoints in {directory} yet")
     else:
