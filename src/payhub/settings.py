@@ -47,6 +47,8 @@ MAX_SETTINGS_BYTES = 10 * 1024 * 1024  # a settings file is a few KB; anything t
 MINUTE, HOUR, DAY, WEEK = 60, 3600, 86_400, 604_800
 MAX_BATCH = 100_000
 MAX_DAYS = 3660  # ten years, for terms counted in days
+SUPPORTED_DATABASES = frozenset({"sqlite", "sqlite+pysqlite", "postgresql+psycopg"})
+"""The SQLAlchemy dialect+driver names payhub runs on (``database.url``)."""
 
 ENV_PREFIX = "PAYHUB_"
 ENV_NOT_SETTINGS = frozenset({"PAYHUB_CONFIG"})
@@ -93,10 +95,17 @@ class DatabaseSettings(_Section):
     @field_validator("url")
     @classmethod
     def _parseable(cls, value: str) -> str:
+        # The messages never echo the URL, which may hold a password.
+        if "\0" in value:
+            raise ValueError("a database URL cannot hold a NUL character")
         try:
-            make_url(value)
-        except (ArgumentError, ValueError):  # the message never echoes the URL, which may hold a password
+            driver = make_url(value).drivername
+        except (ArgumentError, ValueError):
             raise ValueError("not a valid SQLAlchemy URL (e.g. sqlite:///payhub.db)") from None
+        if driver not in SUPPORTED_DATABASES:
+            hint = " (write postgresql+psycopg://…)" if driver.startswith("postgres") else ""
+            raise ValueError(f"payhub supports SQLite (sqlite:///…) and PostgreSQL through psycopg "
+                             f"(postgresql+psycopg://…), not {driver!r}{hint}")
         return value
 
 
@@ -378,6 +387,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     problems = unknown_environment(os.environ)
     try:
         settings = Settings(**data)
+    except RecursionError:
+        raise ConfigError(problems + [("", f"{file}: arrays or tables are nested too deeply")]) from None
     except ValidationError as exc:
         raise ConfigError(problems + validation_problems(exc)) from None
     except SettingsError as exc:  # a PAYHUB_… variable holding a table that is not valid JSON
@@ -428,6 +439,8 @@ def read_settings_file(file: Path) -> dict[str, Any]:
         return tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise problem(f"{file}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise problem(f"{file}: arrays or tables are nested too deeply") from None
 
 
 def _environment_names() -> Iterator[str]:
