@@ -24,6 +24,7 @@ from payhub.db.schema import (
     rewards,
 )
 from payhub.money import from_minor
+from payhub.pipeline.storable import INT64
 
 
 def _money(minor: int, currency: str) -> str:
@@ -148,8 +149,10 @@ def trace(conn: Connection, ref: str) -> list[dict[str, Any]]:
     kind, _, number = ref.partition(":")
     event_ids: set[int] = set()
     reward_filter = None
-    if kind in ("event", "reward", "payout") and number.isdigit():
+    if kind in ("event", "reward", "payout") and number.isascii() and number.isdigit():
         n = int(number)
+        if n > INT64[1]:  # beyond any row id
+            return []
         if kind == "event":
             event_ids = {n}
         elif kind == "reward":

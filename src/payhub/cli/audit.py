@@ -18,6 +18,7 @@ from payhub.audit import AuditHeadDamaged, read_head
 from payhub.audit import verify as verify_chain
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
+from payhub.cli.params import LIMIT
 from payhub.clock import parse_instant
 from payhub.crosscheck import AuditedIds, Difference, differences
 from payhub.db.schema import audit_log
@@ -62,7 +63,7 @@ def _filters(fn: Any) -> Any:
 
 @audit.command("query")
 @_filters
-@click.option("--limit", type=click.IntRange(1), default=None)
+@click.option("--limit", type=LIMIT, default=None, help="At most this many entries.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @pass_ctx
 @fail_cleanly

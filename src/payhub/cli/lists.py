@@ -9,12 +9,13 @@ import click
 from payhub import reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, plain, render, shown, shown_json, to_json
+from payhub.cli.params import LIMIT, ROW_ID
 from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
 
-limit_option = click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
+limit_option = click.option("--limit", type=LIMIT, default=100, show_default=True,
                             help="Newest rows first, at most this many.")
 format_option = click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 
@@ -46,7 +47,7 @@ def rewards() -> None:
 
 
 REWARD_STATUSES = ["awaiting_approval", "pending", "held", "carried", "scheduled", "sent", "paid", "cancelled"]
-reward_ids_argument = click.argument("reward_ids", nargs=-1, type=click.IntRange(1), required=True)
+reward_ids_argument = click.argument("reward_ids", nargs=-1, type=ROW_ID, required=True)
 
 
 @rewards.command("list")
@@ -145,7 +146,7 @@ def calculations() -> None:
 
 @calculations.command("retry")
 @click.option("--program", help="Only this program's failed calculations.")
-@click.option("--event", "event_id", type=int, help="Only this event's failed calculations.")
+@click.option("--event", "event_id", type=ROW_ID, help="Only this event's failed calculations.")
 @pass_ctx
 @fail_cleanly
 def calculations_retry(ctx: Context, program: str | None, event_id: int | None) -> None:
@@ -177,7 +178,7 @@ def payouts_list(ctx: Context, status: str | None, rail: str | None, limit: int,
 
 
 @payouts.command("resolve")
-@click.argument("payout_id", type=int)
+@click.argument("payout_id", type=ROW_ID)
 @click.option("--outcome", type=click.Choice(["sent", "paid", "not-sent"]), required=True,
               help="What the provider says: it has the payout (sent/paid), or never received it (not-sent).")
 @click.option("--reason", required=True, help="How this was established (recorded in the audit log).")
@@ -191,7 +192,7 @@ def payouts_resolve(ctx: Context, payout_id: int, outcome: str, reason: str, pro
 
 
 @payouts.command("release")
-@click.argument("payout_id", type=int)
+@click.argument("payout_id", type=ROW_ID)
 @click.option("--reason", required=True, help="Why the screening hold does not apply (recorded in the audit log).")
 @pass_ctx
 @fail_cleanly
@@ -202,7 +203,7 @@ def payouts_release(ctx: Context, payout_id: int, reason: str) -> None:
 
 
 @payouts.command("cancel")
-@click.argument("payout_id", type=int)
+@click.argument("payout_id", type=ROW_ID)
 @click.option("--reason", required=True, help="Why the payout is cancelled (recorded in the audit log).")
 @pass_ctx
 @fail_cleanly
@@ -213,7 +214,7 @@ def payouts_cancel(ctx: Context, payout_id: int, reason: str) -> None:
 
 
 @main.command()
-@click.argument("reward_id", type=int)
+@click.argument("reward_id", type=ROW_ID)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_ctx
 @fail_cleanly
