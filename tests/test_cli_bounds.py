@@ -3,6 +3,8 @@ clean line, never a traceback."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,43 @@ def test_the_largest_ids_are_looked_up_and_not_found(config: str, args: list[str
 def test_a_limit_within_bounds_is_accepted(config: str) -> None:
     assert invoke("-c", config, "events", "list", "--limit", "1000000").exit_code == 0
     assert invoke("-c", config, "audit", "query", "--limit", "1000000").exit_code == 0
+
+
+# ------------------------------------------------------------------------------------------------ audit export
+
+@pytest.mark.parametrize(("target", "reason"), [
+    ("/nonexistent/dir/x.jsonl", "No such file or directory"),
+    ("/dev/full", "No space left on device"),
+])
+def test_an_export_that_cannot_be_written_is_one_line(config: str, target: str, reason: str) -> None:
+    assert invoke("-c", config, "audit", "query").exit_code == 0  # an entry to export
+    mode = Path(target).stat().st_mode if Path(target).exists() else None
+    result = invoke("-c", config, "audit", "export", "-o", target)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == f"error: cannot write {target}: {reason}"
+    if mode is not None:
+        assert Path(target).stat().st_mode == mode  # a device keeps its mode
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_an_export_file_is_created_owner_only(config: str, tmp_path: Path, umask: int) -> None:
+    target = tmp_path / "audit.jsonl"
+    assert invoke("-c", config, "audit", "query").exit_code == 0
+    old = os.umask(umask)
+    try:
+        result = invoke("-c", config, "audit", "export", "-o", str(target))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_text(encoding="utf-8").count("\n") >= 1
+
+
+def test_an_existing_export_file_is_tightened(config: str, tmp_path: Path) -> None:
+    target = tmp_path / "audit.csv"
+    target.write_text("old\n", encoding="utf-8")
+    target.chmod(0o644)
+    result = invoke("-c", config, "audit", "export", "--format", "csv", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_text(encoding="utf-8").startswith("seq,at,actor,")

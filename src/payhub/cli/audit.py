@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from payhub import checkpoints, csvsafe, reports
+from payhub import checkpoints, csvsafe, files, reports
 from payhub.audit import AuditHeadDamaged, read_head
 from payhub.audit import verify as verify_chain
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
@@ -76,6 +78,28 @@ def audit_query(ctx: Context, fmt: str, limit: int | None, **filters: Any) -> No
     render(rows, fmt, COLUMNS, title="audit log")
 
 
+def _open_export(output: str) -> TextIO:
+    """``output`` opened for writing, emptied; created with the private file mode (it holds payee names), and an
+    existing regular file tightened to it. Devices and pipes (``/dev/stdout``) keep their mode."""
+    if not files.create_private(output) and stat.S_ISREG(os.stat(output).st_mode):
+        files.tighten(output)
+    return open(output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+
+
+def _write_export(out: TextIO, fmt: str, rows: list[dict[str, Any]]) -> None:
+    columns = [*COLUMNS, "prev_hash", "hash"]
+    if fmt == "csv":
+        writer = csvsafe.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([json.dumps(row[c], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                             if c == "detail" else row[c] for c in columns])
+    else:
+        for row in rows:
+            out.write(json.dumps({c: row[c] for c in columns}, ensure_ascii=False) + "\n")
+    out.flush()
+
+
 @audit.command("export")
 @_filters
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
@@ -91,21 +115,15 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
     rt = ctx.runtime()
     with rt.engine.connect() as conn:
         rows = reports.query_audit(conn, **filters)
-    out = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
-        columns = [*COLUMNS, "prev_hash", "hash"]
-        if fmt == "csv":
-            writer = csvsafe.writer(out)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([json.dumps(row[c], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-                                 if c == "detail" else row[c] for c in columns])
-        else:
-            for row in rows:
-                out.write(json.dumps({c: row[c] for c in columns}, ensure_ascii=False) + "\n")
-    finally:
-        if output:
-            out.close()
+        out = _open_export(output) if output else sys.stdout
+        try:
+            _write_export(out, fmt, rows)
+        finally:
+            if output:
+                out.close()
+    except OSError as exc:
+        raise PayhubError(f"cannot write {output or 'standard output'}: {exc.strerror or exc}") from None
     _record_read(rt, "audit.export", {"filters": {k: v for k, v in filters.items() if v}, "rows": len(rows),
                                       "format": fmt, "output": output or "stdout"})
     if output:
