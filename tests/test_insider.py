@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, text, update
 from payhub import checkpoints, signing
 from payhub.api import PayoutInstruction, SourceRecord, hookimpl
 from payhub.audit import entry_hash
+from payhub.audited import AuditRow, reached
 from payhub.clock import utcnow
 from payhub.db.schema import audit_head, audit_log, payouts, rewards
 from payhub.errors import ConfigError
@@ -304,6 +305,98 @@ def test_rows_inserted_or_deleted_outside_payhub_are_reported(site: Site) -> Non
                  "payout 1: has 0 items, the audit recorded 1")
 
 
+def refused(site: Site, *args: str) -> str:
+    result = invoke("-c", str(site.config), *args)
+    assert result.exit_code == 1, result.output
+    return result.output
+
+
+def test_cancel_and_rewards_release_refuse_a_payout_the_chain_records_as_sent(site: Site) -> None:
+    """A sent payout set back to scheduled is held; cancelling it, or releasing its rewards, would pay twice."""
+    [sent] = site.schedule(("p1", "10.00"))
+    site.drain()
+    sent_seq = [e["seq"] for e in site.entries() if e["action"] == "payout.sent"][-1]
+    site.sql(update(payouts).values(status="scheduled"))
+    site.drain()
+    assert site.payouts()[0].status == "held"
+    out = refused(site, "payouts", "cancel", str(sent.id), "--reason", "x")
+    assert f"the audit log records payout {sent.id} as sent (entry {sent_seq}): it may have reached the rail; " \
+        "resolve it instead" in out
+    assert site.payouts()[0].status == "held"
+    # The insider cancels it in the table and holds its reward as owed: the chain still refuses the release.
+    site.sql(update(payouts).values(status="cancelled"))
+    site.sql(update(rewards).values(status="held", hold_code="payout_failed", hold_reason="x"))
+    out = refused(site, "rewards", "release", "1", "--reason", "owed")
+    assert f"reward 1: the audit log records payout {sent.id} as sent (entry {sent_seq})" in out
+    site.schedule()
+    site.drain()
+    assert site.rail.accepted == {sent.idempotency_key: 1}
+    assert len(site.payouts()) == 1
+
+
+def test_release_refuses_and_presend_never_resends_a_payout_the_chain_records_as_sent(site: Site) -> None:
+    [sent] = site.schedule(("p1", "10.00"))
+    site.drain()
+    sent_seq = [e["seq"] for e in site.entries() if e["action"] == "payout.sent"][-1]
+    site.sql(update(payouts).values(status="retrying", next_attempt_at=None))
+    site.drain()
+    [held] = site.payouts()
+    assert held.status == "held" and "the audit log last records it as sent" in held.reason
+    out = refused(site, "payouts", "release", str(sent.id), "--reason", "x")
+    assert f"the audit log records payout {sent.id} as sent (entry {sent_seq})" in out
+    # Even with a payout.released after the send (as an older payhub wrote it), the next send is refused.
+    with site.rt.transaction() as tx:
+        tx.audit("payout.released", "payout", sent.id, {"reason": "x"})
+    site.sql(update(payouts).values(status="scheduled"))
+    site.drain()
+    assert site.rail.accepted == {sent.idempotency_key: 1}
+    [held] = site.payouts()
+    assert held.status == "held"
+    assert f"the audit log records it as sent (entry {sent_seq}): it is never sent again" in held.reason
+
+
+def test_resolve_not_sent_refuses_a_payout_the_chain_records_as_sent(site: Site) -> None:
+    [sent] = site.schedule(("p1", "10.00"))
+    site.drain()
+    site.sql(update(payouts).values(status="unresolved"))
+    out = refused(site, "payouts", "resolve", str(sent.id), "--outcome", "not-sent", "--reason", "x")
+    assert f"the audit log records payout {sent.id} as sent (entry" in out
+    assert site.payouts()[0].status == "unresolved"
+
+
+def row(seq: int, action: str, outcome: str = "ok", **detail: Any) -> AuditRow:
+    return AuditRow(seq, "1", action, outcome, json.dumps(detail))
+
+
+@pytest.mark.parametrize(("actions", "expected"), [
+    (["payout.created"], None),
+    (["payout.created", "payout.sending"], ("unknown", 2)),
+    (["payout.created", "payout.sending", "payout.retrying"], None),
+    (["payout.created", "payout.sending", "payout.unknown", ("payout.lookup", "not_found")], None),
+    (["payout.created", "payout.sending", "payout.unresolved", ("payout.resolved", {"to": "retrying"})], None),
+    (["payout.created", "payout.sending", "payout.unknown", "payout.held", "payout.cancelled"], ("unknown", 3)),
+    (["payout.created", "payout.sending", "payout.sent"], ("sent", 3)),
+    (["payout.created", "payout.sending", "payout.sent", "payout.held", "payout.released", "payout.cancelled"],
+     ("sent", 3)),
+    (["payout.created", "payout.sending", "payout.sent", "payout.rejected"], None),
+    (["payout.created", "payout.sending", "payout.paid", "payout.rejected"], ("paid", 3)),
+    (["payout.created", "payout.sending", "payout.paid", "payout.returned"], None),
+    (["payout.created", "payout.sending", "payout.failed"], None),
+    (["payout.created", "payout.sending", "payout.unresolved", ("payout.resolved", {"to": "sent"})], ("sent", 4)),
+])
+def test_what_the_chain_records_of_a_payout_reaching_the_rail(actions: list[Any], expected: Any) -> None:
+    rows = []
+    for seq, action in enumerate(actions, 1):
+        if isinstance(action, tuple) and isinstance(action[1], dict):
+            rows.append(row(seq, action[0], **action[1]))
+        elif isinstance(action, tuple):
+            rows.append(row(seq, action[0], action[1]))
+        else:
+            rows.append(row(seq, action))
+    hit = reached(rows)
+    assert (tuple(hit) if hit else None) == expected
+
+
 # ------------------------------------------------------------------------------------- the chain itself
 
 
@@ -349,7 +442,9 @@ def test_verify_without_checkpoints_signs_nothing_over_a_cut_chain(site: Site) -
     assert "signed checkpoints not checked (--no-checkpoints), so no new checkpoint is signed" in result.stderr
     assert "signed a checkpoint" not in result.stderr
     assert checkpoint_lines(site) == before
-    assert_fails(site.verify(), "were cut off and the head moved back")
+    # The cut stays visible to a verification with the checkpoints (as a cut, or as a rewrite once the
+    # --no-checkpoints run appended its own audit.verify entry in place of a cut one).
+    assert_fails(site.verify(), "audit log FAILED verification")
 
 
 def rewrite_from(site: Site, seq: int, change: dict[str, Any]) -> None:

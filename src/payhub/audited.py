@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from sqlalchemy import Connection, select
+
+from payhub.db.schema import audit_log
 from payhub.money import from_minor, to_minor
 
 PAYOUT_STATES = frozenset({"scheduled", "sending", "retrying", "unknown", "unresolved", "sent", "paid", "rejected",
@@ -88,6 +91,11 @@ def payout_status(row: AuditRow, detail: Mapping[str, Any]) -> str | None:
     return state if action.startswith("payout.") and state in PAYOUT_STATES else None
 
 
+def recorded_status(row: AuditRow) -> str | None:
+    """The status a payout entry records (:func:`payout_status`), its detail read leniently."""
+    return payout_status(row, _loads(row.detail))
+
+
 def fold_payout(payout_id: str, rows: Iterable[AuditRow]) -> Recorded:
     """What the entries of one payout (in chain order) last recorded."""
     recorded = Recorded()
@@ -106,6 +114,72 @@ def fold_payout(payout_id: str, rows: Iterable[AuditRow]) -> Recorded:
         if row.action == "payout.created" and "rewards" in detail:
             recorded.values["items"] = (detail["rewards"], row.seq)
     return recorded
+
+
+class Reached(NamedTuple):
+    """What the chain records of a payout reaching the rail: ``sent`` / ``paid``, or ``unknown`` (a send whose
+    outcome no later entry settled), and the entry that recorded it."""
+
+    status: str
+    seq: int
+
+
+# After a recorded send (``sent``/``paid``) only these mean the rail did not keep the money: it refused the payout
+# (``rejected``, not after ``paid``) or reported a return.
+_UNDONE = {"sent": frozenset({"rejected", "returned"}), "paid": frozenset({"returned"})}
+# A send whose outcome is unknown is settled by a finding that the rail did not keep it (a retryable refusal, a
+# lookup that found nothing, an operator's not-sent), a refusal, or a recorded send.
+_SETTLED = frozenset({"retrying", "rejected", "returned", "failed"})
+
+
+def reached(rows: Iterable[AuditRow]) -> Reached | None:
+    """Whether a payout's entries (in chain order) record that it reached, or may have reached, the rail.
+
+    ``sent`` / ``paid`` stays until a ``payout.rejected`` / ``payout.returned`` (what an insider or an operator writes
+    later, ``payout.held``, ``payout.released``, ``payout.cancelled``, does not undo a send); ``unknown`` is a
+    ``payout.sending`` / ``payout.unknown`` / ``payout.unresolved`` that no later entry settled.
+    """
+    found: Reached | None = None
+    for row in rows:
+        status = recorded_status(row)
+        if status is None:
+            continue
+        if status in ("sent", "paid"):
+            if found is None or found.status != "paid":
+                found = Reached(status, row.seq)
+        elif found is not None and found.status in _UNDONE:
+            if status in _UNDONE[found.status]:
+                found = None
+        elif status in ("sending", "unknown", "unresolved"):
+            found = Reached("unknown", row.seq)
+        elif found is not None and status in _SETTLED:
+            found = None
+    return found
+
+
+def reached_rail(conn: Connection, payout_ids: Iterable[int]) -> dict[int, Reached]:
+    """For each payout of ``payout_ids`` that the audit chain records as having reached the rail, or maybe reached
+    it (:func:`reached`), what recorded it: what operator actions that free rewards or re-send check first."""
+    ids = sorted({str(i) for i in payout_ids})
+    by_payout: dict[str, list[AuditRow]] = {}
+    if ids:
+        for seq, subject, action, outcome, detail in conn.execute(
+                select(audit_log.c.seq, audit_log.c.subject_id, audit_log.c.action, audit_log.c.outcome,
+                       audit_log.c.detail)
+                .where(audit_log.c.subject_type == "payout", audit_log.c.subject_id.in_(ids))
+                .order_by(audit_log.c.seq)):
+            by_payout.setdefault(subject, []).append(AuditRow(seq, subject, action, outcome, detail))
+    found = {int(subject): hit for subject, rows in by_payout.items() if (hit := reached(rows)) is not None}
+    return found
+
+
+def reached_refusal(payout_id: int, hit: Reached) -> str:
+    """The operator's message when an action would free or re-send a payout that the chain records at the rail."""
+    if hit.status == "unknown":
+        return (f"the audit log records a send of payout {payout_id} whose outcome is unknown (entry {hit.seq}): "
+                "it may have reached the rail; resolve it instead")
+    return (f"the audit log records payout {payout_id} as {hit.status} (entry {hit.seq}): it may have reached the "
+            "rail; resolve it instead")
 
 
 def fold_reward(reward_id: str, rows: Iterable[AuditRow], payout_rows: Mapping[str, list[AuditRow]]) -> Recorded:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from payhub.audited import reached_rail, reached_refusal
 from payhub.clock import utcnow
 from payhub.db.queries import for_update
 from payhub.db.schema import attempts, payouts, rewards
@@ -39,6 +40,14 @@ def _load(tx: Tx, payout_id: int, allowed: tuple[str, ...], verb: str) -> Any:
     return row
 
 
+def _not_at_rail(tx: Tx, payout_id: int, *statuses: str) -> None:
+    """Refuse when the audit chain records the payout in one of ``statuses`` at the rail (sent, paid, unknown),
+    whatever its row says now: the row can be edited, the chain cannot (without ``audit verify`` seeing it)."""
+    hit = reached_rail(tx.conn, [payout_id]).get(payout_id)
+    if hit is not None and hit.status in statuses:
+        raise PayhubError(reached_refusal(payout_id, hit))
+
+
 def _moved(moved: bool, payout_id: int) -> None:
     if not moved:  # the row is locked and its status checked above: not expected
         raise PayhubError(f"payout {payout_id} changed meanwhile; look at it again")
@@ -48,7 +57,8 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
     """Decide an ``unresolved`` or ``unknown`` payout from what the provider says; return the new status.
 
     ``sent`` / ``paid``: the provider has it. ``not-sent``: it never arrived, so it is sent again with the same
-    idempotency key (refused when the payout has no attempts left: cancel it instead).
+    idempotency key (refused when the payout has no attempts left: cancel it instead, and when the audit chain
+    records it as sent or paid).
     """
     if outcome not in MANUAL_OUTCOMES:
         raise PayhubError(f"outcome must be one of {', '.join(MANUAL_OUTCOMES)}")
@@ -56,6 +66,8 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
     with rt.transaction() as tx:
         row = _load(tx, payout_id, ("unresolved", "unknown"), "resolved")
         status = "retrying" if outcome == "not-sent" else outcome
+        if status == "retrying":  # not-sent is for an unknown outcome, never for a send the chain records
+            _not_at_rail(tx, payout_id, "sent", "paid")
         section = rt.settings.rails.get(row.rail)
         if status == "retrying" and section is not None and row.attempts >= section.max_attempts:
             raise PayhubError(f"payout {payout_id} has used all {section.max_attempts} attempts of rail {row.rail}; "
@@ -75,21 +87,28 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
 
 
 def release(rt: Runtime, payout_id: int, reason: str) -> None:
-    """Override a screening hold: the payout is sent without being screened again. The actor is recorded."""
+    """Override a screening hold: the payout is sent without being screened again. The actor is recorded.
+
+    Refused when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown."""
     with rt.transaction() as tx:
         _load(tx, payout_id, ("held",), "released")
+        _not_at_rail(tx, payout_id, "sent", "paid", "unknown")
         _moved(set_status(tx, payout_id, "scheduled", reason=f"released by operator: {reason}",
                           released_by=rt.writer.actor), payout_id)
         tx.audit("payout.released", "payout", payout_id, {"reason": reason})
 
 
 def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
-    """Cancel a payout the rail never accepted; its rewards are held as owed, to be released or kept."""
+    """Cancel a payout the rail never accepted; its rewards are held as owed, to be released or kept.
+
+    Refused when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown,
+    whatever its row says."""
     text = f"cancelled by operator: {reason}"
     with rt.transaction() as tx:
         row = _load(tx, payout_id, ("scheduled", "held", "retrying"), "cancelled")
         if row.status == "retrying" and row.attempts and not _never_received(tx, payout_id):
             raise PayhubError(f"payout {payout_id} may have reached the rail; resolve it instead")
+        _not_at_rail(tx, payout_id, "sent", "paid", "unknown")
         _moved(fail(tx, payout_id, "cancelled", text, {"from": row.status}), payout_id)
         payee = load_payees(tx.conn, [row.payee_id]).get(row.payee_id)
     if payee is not None:

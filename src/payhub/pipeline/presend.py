@@ -4,7 +4,8 @@ For every payout of a batch about to be sent, one query reads its audit entries,
 and each reward's ``reward.calculated`` and ``reward.scheduled`` entries. The payout is sent only if:
 
 * the audit log last records it in a status that is due to be sent (a ``paid`` payout set back to ``scheduled`` in
-  the database is not sent again);
+  the database is not sent again), and records no earlier ``sent`` or ``paid`` (a payout the rail took is never
+  sent again, whatever was released or resolved after);
 * the instruction's amount, currency, payee, idempotency key and rail equal what ``payout.created`` recorded;
 * its items add up to its amount, and there are as many as ``payout.created`` recorded;
 * each item's reward was audited as scheduled into this payout (its latest ``reward.scheduled``), for this payee,
@@ -27,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import BigInteger, String, and_, cast, null, select, union_all, update
 
 from payhub.api import PayoutInstruction
-from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, show
+from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, recorded_status, show
 from payhub.clock import utcnow
 from payhub.db.schema import audit_log, payout_items, payouts, rewards
 from payhub.money import to_minor
@@ -38,6 +39,7 @@ from payhub.runtime import Runtime
 log = logging.getLogger(__name__)
 
 SENDABLE = ("scheduled", "retrying", "unknown", "sending")  # the claimable statuses, as last audited
+ONCE_SENT = ("sent", "paid")  # once recorded (then final, or returned: a final status too), never sent again
 SHOWN = 8  # mismatches named in a payout's reason; the audit entry lists them all
 
 
@@ -126,10 +128,15 @@ def mismatches(instruction: PayoutInstruction, rail: str, entries: list[AuditRow
         amount = to_minor(instruction.amount, currency)
     except Exception:  # noqa: BLE001 - an amount the currency cannot hold is itself a mismatch
         return [f"amount {instruction.amount} {currency} is not a valid amount of its currency"]
-    status = fold_payout(str(instruction.payout_id), sorted(entries, key=lambda row: row.seq))
+    ordered = sorted(entries, key=lambda row: row.seq)
+    status = fold_payout(str(instruction.payout_id), ordered)
+    sent = next((row for row in ordered if recorded_status(row) in ONCE_SENT), None)
     if status.get("status") not in SENDABLE:
         problems.append(f"the audit log last records it as {status.get('status')} (entry {status.seq('status')}), "
                         "not as due to be sent")
+    elif sent is not None:  # a payout the rail took is never sent again, whatever was released or resolved since
+        problems.append(f"the audit log records it as {recorded_status(sent)} (entry {sent.seq}): it is never sent "
+                        "again")
     created = [row for row in entries if row.action == "payout.created"]
     if not created:
         problems.append("no payout.created audit entry records this payout (created outside payhub?)")

@@ -14,15 +14,17 @@ is scheduled: it is never paid and stops counting against its program's budget).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, union, update
 
+from payhub.audited import reached_rail, reached_refusal
 from payhub.clock import utcnow
 from payhub.db.queries import for_update
-from payhub.db.schema import approvals, payout_items, payouts, rewards
+from payhub.db.schema import approvals, audit_log, payout_items, payouts, rewards
 from payhub.errors import PayhubError
 from payhub.money import from_minor
 from payhub.pipeline.payout_states import NOT_PAYING
@@ -139,9 +141,7 @@ def release(rt: Runtime, reward_ids: Iterable[int], reason: str) -> dict[int, st
             if row.status != "held":
                 return f"reward {row.id} is {_state(row)}, not held"
             if row.id in paying:
-                payout_id, status = paying[row.id]
-                return (f"reward {row.id} is in payout {payout_id}, which is {status}: releasing it could pay it "
-                        "twice (resolve or cancel that payout first)")
+                return f"{paying[row.id]}: releasing it could pay it twice (resolve or cancel that payout first)"
             return None
 
         rows = _checked(tx, ids, check)
@@ -230,11 +230,13 @@ def _checked(tx: Tx, ids: list[int], check: Callable[[Any], str | None]) -> dict
     return rows
 
 
-def _paying_payouts(tx: Tx, ids: list[int]) -> dict[int, tuple[int, str]]:
-    """For each reward of ``ids`` that a payout paid or may still pay, the first such payout and its status.
+def _paying_payouts(tx: Tx, ids: list[int]) -> dict[int, str]:
+    """For each reward of ``ids`` that a payout paid or may still pay, why: the first such payout and its status, or
+    what the audit chain records of it reaching the rail (:func:`~payhub.audited.reached`), whatever its row says.
 
-    Every payout that ever carried the reward counts (its items, and the payout the reward row points to); only the
-    final failures (:data:`~payhub.pipeline.payout_states.NOT_PAYING`) cannot pay it.
+    Every payout that ever carried the reward counts (its items, the payout the reward row points to, and for the
+    chain every payout its ``reward.scheduled`` entries name); by the table, only the final failures
+    (:data:`~payhub.pipeline.payout_states.NOT_PAYING`) cannot pay it.
     """
     carried = union(
         select(payout_items.c.reward_id.label("reward_id"), payout_items.c.payout_id.label("payout_id"))
@@ -242,13 +244,43 @@ def _paying_payouts(tx: Tx, ids: list[int]) -> dict[int, tuple[int, str]]:
         select(rewards.c.id.label("reward_id"), rewards.c.payout_id.label("payout_id"))
         .where(rewards.c.id.in_(ids), rewards.c.payout_id.is_not(None)),
     ).subquery()
-    found: dict[int, tuple[int, str]] = {}
+    found: dict[int, str] = {}
     for reward_id, payout_id, status in tx.conn.execute(
             select(carried.c.reward_id, payouts.c.id, payouts.c.status)
             .join(payouts, payouts.c.id == carried.c.payout_id)
             .where(payouts.c.status.not_in(NOT_PAYING)).order_by(carried.c.reward_id, payouts.c.id)):
-        found.setdefault(reward_id, (payout_id, status))
+        found.setdefault(reward_id, f"reward {reward_id} is in payout {payout_id}, which is {status}")
+    # Then what the audit chain records: a payout it records as sent, paid or sent with an unknown outcome may
+    # have paid the reward, whatever the payouts table says now.
+    ever = _payouts_ever(tx, ids)
+    at_rail = reached_rail(tx.conn, {p for carried_by in ever.values() for p in carried_by})
+    for reward_id in ids:
+        for payout_id in sorted(ever.get(reward_id, ())):
+            if payout_id in at_rail:
+                found.setdefault(reward_id, f"reward {reward_id}: {reached_refusal(payout_id, at_rail[payout_id])}")
+                break
     return found
+
+
+def _payouts_ever(tx: Tx, ids: list[int]) -> dict[int, set[int]]:
+    """Every payout that ever carried each reward: its items, the payout its row names, and every payout its
+    ``reward.scheduled`` audit entries name (rows can be edited; the chain keeps them all)."""
+    ever: dict[int, set[int]] = {}
+    for reward_id, payout_id in tx.conn.execute(select(payout_items.c.reward_id, payout_items.c.payout_id)
+                                                .where(payout_items.c.reward_id.in_(ids))):
+        ever.setdefault(reward_id, set()).add(int(payout_id))
+    for reward_id, payout_id in tx.conn.execute(select(rewards.c.id, rewards.c.payout_id)
+                                                .where(rewards.c.id.in_(ids), rewards.c.payout_id.is_not(None))):
+        ever.setdefault(reward_id, set()).add(int(payout_id))
+    for subject, detail in tx.conn.execute(select(audit_log.c.subject_id, audit_log.c.detail).where(
+            audit_log.c.subject_type == "reward", audit_log.c.action == "reward.scheduled",
+            audit_log.c.subject_id.in_([str(i) for i in ids]))):
+        try:
+            payout_id = int(json.loads(detail).get("payout"))
+        except (TypeError, ValueError, AttributeError):
+            continue  # a damaged entry: audit verify reports it
+        ever.setdefault(int(subject), set()).add(payout_id)
+    return ever
 
 
 def _approvers(tx: Tx, ids: list[int]) -> dict[int, list[str]]:
