@@ -56,3 +56,87 @@ def test_an_unsupported_database_is_a_settings_error(tmp_path: Path, url: str, c
 def test_supported_databases_pass(tmp_path: Path, url: str) -> None:
     result = invoke("-c", str(settings_file(tmp_path, db=url.format(tmp=tmp_path))), "config", "check")
     assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------------------------------------------ whole numbers
+
+RAIL = '[rails.c]\nplugin = "csv_export"\ndirectory = "out"\n'
+SOURCE = '[sources.f]\nplugin = "file"\npath = "deals.csv"\n'
+
+
+@pytest.mark.parametrize(("body", "key", "shown"), [
+    ("batch_size = true\n", "database.batch_size", "not true"),  # below the [database] url
+    ("batch_size = 1.0\n", "database.batch_size", "not 1.0"),
+    (RAIL + "max_attempts = 1e3\n", "rails.c.max_attempts", "not 1000.0"),
+    (SOURCE + "batch_size = false\n", "sources.f.batch_size", "not false"),
+    (SOURCE + "max_field_bytes = 100000.0\n", "sources.f.max_field_bytes", "not 100000.0"),
+    ('[programs.p]\ncalculator = "loyalty_points"\nvalue_per_point = "0.1"\ncurrency = "USD"\n'
+     'points_per_action = {webinar = 2.0}\n', "programs.p.points_per_action", "not 2.0"),
+    ('[programs.p]\ncalculator = "flat"\namount = "1"\ncurrency = "USD"\nclawback = "prorated"\n'
+     "clawback_term_days = 30.0\n", "programs.p.clawback_term_days", "not 30.0"),
+])
+def test_a_whole_number_setting_refuses_floats_and_booleans(tmp_path: Path, body: str, key: str, shown: str) -> None:
+    result = invoke("-c", str(settings_file(tmp_path, body)), "config", "check")
+    assert result.exit_code == 2, result.output
+    assert f"{key}: Value error, a whole number is required, {shown}" in result.stderr
+
+
+@pytest.mark.parametrize("variable", ["PAYHUB_DATABASE__BATCH_SIZE", "PAYHUB_RAILS__C__MAX_ATTEMPTS",
+                                      "PAYHUB_SOURCES__F__MAX_FIELD_BYTES"])
+@pytest.mark.parametrize("value", ["1.0", "true", "1e3", "5.5"])
+def test_a_whole_number_variable_refuses_other_text(tmp_path: Path, variable: str, value: str) -> None:
+    result = invoke("-c", str(settings_file(tmp_path, RAIL + SOURCE)), "config", "check", env={variable: value})
+    assert result.exit_code == 2, result.output
+    assert "a whole number is required" in result.stderr or "valid integer" in result.stderr
+
+
+def test_whole_numbers_pass_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    config = settings_file(tmp_path, RAIL + "max_attempts = 7\n" + SOURCE + "max_field_bytes = 4096\n"
+                           + '[programs.p]\ncalculator = "loyalty_points"\nvalue_per_point = "0.1"\ncurrency = "USD"\n'
+                           "points_per_action = {webinar = 2}\n")
+    result = invoke("-c", str(config), "config", "show", env={
+        "PAYHUB_DATABASE__BATCH_SIZE": "250", "PAYHUB_SOURCES__F__BATCH_SIZE": " 9 ",
+        "PAYHUB_SOURCES__F__MAX_RECORD_BYTES": "+2048"})
+    assert result.exit_code == 0, result.output
+    for shown in ['"batch_size": 250', '"batch_size": 9', '"max_attempts": 7', '"max_field_bytes": 4096',
+                  '"max_record_bytes": 2048', '"webinar": 2']:
+        assert shown in result.stdout
+
+
+# ------------------------------------------------------------------------------------ amounts from the environment
+
+FLAT = '[programs.p]\ncalculator = "flat"\namount = "1"\ncurrency = "USD"\n'
+
+
+@pytest.mark.parametrize(("variable", "value", "shown"), [
+    ("PAYHUB_PROGRAMS__P__AMOUNT", "0.5", '"amount": "0.5"'),
+    ("PAYHUB_PROGRAMS__P__AMOUNT", "12", '"amount": "12"'),
+    ("PAYHUB_INGEST__MAX_AMOUNT", "0.5", '"max_amount": "0.5"'),
+    ("PAYHUB_RAILS__C__MIN_PAYOUT", '{"USD": "0.5"}', '"USD": "0.5"'),
+    ("PAYHUB_RAILS__C__TIMEOUT_SECONDS", "2.5", '"timeout_seconds": 2.5'),
+])
+def test_an_amount_variable_is_decimal_text(tmp_path: Path, variable: str, value: str, shown: str) -> None:
+    result = invoke("-c", str(settings_file(tmp_path, FLAT + RAIL)), "config", "show", env={variable: value})
+    assert result.exit_code == 0, result.output
+    assert shown in result.stdout
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("PAYHUB_RAILS__C__MIN_PAYOUT", '{"USD": 0.5}',
+     'rails.c.min_payout.USD: Value error, write decimal amounts as strings, in JSON too: quote it ("0.5")'),
+    ("PAYHUB_PROGRAMS__P", '{"calculator": "flat", "amount": 0.25, "currency": "USD"}',
+     'programs.p.amount: Value error, write decimal amounts as strings, in JSON too: quote it ("0.25")'),
+    ("PAYHUB_PROGRAMS__P__AMOUNT", "1e3", "programs.p.amount: Value error, amount '1e3' is not a plain decimal"),
+])
+def test_an_amount_variable_refuses_json_floats_and_exponents(tmp_path: Path, variable: str, value: str,
+                                                              message: str) -> None:
+    result = invoke("-c", str(settings_file(tmp_path, FLAT + RAIL)), "config", "check", env={variable: value})
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_a_float_amount_in_the_file_is_still_refused(tmp_path: Path) -> None:
+    result = invoke("-c", str(settings_file(tmp_path, FLAT.replace('"1"', "0.5"))), "config", "check")
+    assert result.exit_code == 2, result.output
+    assert 'programs.p.amount: Value error, write decimal amounts as strings ("0.5"), a float is not exact' \
+        in result.stderr

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol
 
 import pluggy
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from payhub.errors import (
     CalculationError,
@@ -43,6 +43,7 @@ from payhub.errors import (
     UnknownOutcomeError,
 )
 from payhub.files import prepare_sqlite_file, private_file_mode, private_mkstemp
+from payhub.integers import whole_numbers
 
 __all__ = [
     "Calculator",
@@ -88,11 +89,14 @@ hookimpl = pluggy.HookimplMarker("payhub")
 class PluginSettings(BaseModel):
     """Base for plugin settings models: unknown keys are errors, values are validated, secrets are SecretStr.
 
-    Numbers must be finite (``inf`` and ``nan`` are refused); give every numeric key a lower and an upper bound
+    Numbers must be finite (``inf`` and ``nan`` are refused) and ``int`` keys whole (``true``, ``1.0`` and ``1e3``
+    are refused, see :mod:`payhub.integers`); give every numeric key a lower and an upper bound
     (``Field(ge=…, le=…)``) and document them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    _whole_numbers = field_validator("*", mode="before")(whole_numbers)
 
 
 class NoSettings(PluginSettings):
@@ -124,7 +128,22 @@ FileNamePart = Annotated[str, AfterValidator(_file_name_part)]
 """A setting that becomes part of a file name (a prefix): it cannot name another directory."""
 
 
+class JsonFloat(float):
+    """A number with a fraction or exponent read from JSON text (a ``PAYHUB_…`` variable holding a table or a
+    list); ``text`` is how it was written."""
+
+    text: str
+
+    def __new__(cls, text: str) -> JsonFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
 def _plain_amount(value: Any) -> Any:
+    if isinstance(value, JsonFloat):
+        raise ValueError(f'write decimal amounts as strings, in JSON too: quote it ("{value.text}"), a float is not '
+                         "exact")
     if isinstance(value, float):
         raise ValueError(f'write decimal amounts as strings ("{value}"), a float is not exact')
     if isinstance(value, str):

@@ -13,6 +13,7 @@ test suites.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import stat
@@ -33,13 +34,21 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from payhub import files, signing
-from payhub.api import Amount, Currency
+from payhub.api import Amount, Currency, JsonFloat
 from payhub.errors import ConfigError
+from payhub.integers import whole_numbers
 
 DEFAULT_CONFIG = "payhub.toml"
 MAX_SETTINGS_BYTES = 10 * 1024 * 1024  # a settings file is a few KB; anything this large is a mistake
@@ -60,11 +69,15 @@ ENV_RESERVED_PREFIX = "PAYHUB_TEST_"
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    _whole_numbers = field_validator("*", mode="before")(whole_numbers)
+
 
 class _PluginSection(BaseModel):
     """A section naming a plugin; keys not listed here belong to the plugin's own settings model."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    _whole_numbers = field_validator("*", mode="before")(whole_numbers)
 
     enabled: bool = True
 
@@ -320,6 +333,21 @@ class AuditSettings(_Section):
         return value
 
 
+class _EnvironmentSource(EnvSettingsSource):
+    """The ``PAYHUB_…`` variables. A plugin's own keys are unknown to the core, so pydantic-settings reads their
+    values as JSON; a value that is one number with a fraction or an exponent (``0.5``) is kept as the text it is,
+    so that an amount takes it as decimal text and any other number parses it as usual. Numbers inside JSON
+    tables and lists arrive as :class:`payhub.api.JsonFloat`: an amount refuses them, asking for quotes."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        decoded = super().decode_complex_value(field_name, field, value)  # type: ignore[arg-type]
+        if decoded is value or not isinstance(value, str):  # not decoded (NoDecode)
+            return decoded
+        if isinstance(decoded, float):
+            return value
+        return json.loads(value, parse_float=JsonFloat)
+
+
 class Settings(BaseSettings):
     """Every payhub setting. Unknown keys are errors."""
 
@@ -357,7 +385,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's values arrive as init kwargs; the environment overrides them.
-        return env_settings, init_settings
+        return _EnvironmentSource(settings_cls), init_settings
 
     def resolve(self, path: Path | str) -> Path:
         """``path`` made absolute against the settings file's directory."""
