@@ -140,3 +140,31 @@ def test_a_float_amount_in_the_file_is_still_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert 'programs.p.amount: Value error, write decimal amounts as strings ("0.5"), a float is not exact' \
         in result.stderr
+
+
+# ---------------------------------------------------------------------------------------- file source object_type
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("deal\\u202e", "object_type 'deal\\u202e' holds U+202E, a control, format or surrogate character"),
+    ("de\\u0000al", "holds U+0000"),
+    ("deal\\tx", "holds U+0009"),
+    ("\\u200b \\ufeff", "object_type is empty once white space and invisible characters are removed"),
+])
+def test_the_file_source_refuses_an_object_type_no_event_can_have(tmp_path: Path, value: str, message: str) -> None:
+    body = f'[sources.f]\nplugin = "file"\npath = "deals.csv"\nobject_type = "{value}"\n'
+    result = invoke("-c", str(settings_file(tmp_path, body)), "config", "check")
+    assert result.exit_code == 2, result.output
+    assert "sources.f.object_type: Value error, " in result.stderr and message in result.stderr
+
+
+def test_the_file_source_object_type_is_normalised_like_event_ids(tmp_path: Path) -> None:
+    (tmp_path / "deals.csv").write_text("id,type,occurred_at,payee_id\nD-1,deal_won,2026-01-05,rep-ana\n",
+                                        encoding="utf-8")
+    body = '[sources.f]\nplugin = "file"\npath = "deals.csv"\nobject_type = " Deal\\u200b"\n'
+    config = str(settings_file(tmp_path, body))
+    assert invoke("-c", config, "db", "upgrade").exit_code == 0
+    assert invoke("-c", config, "run", "--once").exit_code == 0
+    result = invoke("-c", config, "events", "list", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert '"key": "f:Deal:D-1:deal_won"' in result.stdout
+    assert "quarantined" not in result.stdout

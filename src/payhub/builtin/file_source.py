@@ -53,6 +53,7 @@ from payhub.builtin.file_formats import (
 from payhub.builtin.file_lines import Encoding, LineReader, check_encoding
 from payhub.clock import parse_instant
 from payhub.money import check_currency, parse_amount
+from payhub.pipeline.identity import normalise_id
 
 CHECK_BYTES = 4096
 KIB, MIB = 1024, 1024 * 1024
@@ -87,6 +88,19 @@ class FileSourceSettings(PluginSettings):
     @classmethod
     def _known_encoding(cls, value: str) -> str:
         return check_encoding(value)
+
+    @field_validator("object_type")
+    @classmethod
+    def _usable_id(cls, value: str) -> str:
+        """The id rule of every event's identity (payhub.pipeline.identity): normalised, and refused when it holds
+        a control or format character, which would quarantine every record."""
+        try:
+            text = normalise_id(value, "object_type")
+        except InvalidRecord as exc:
+            raise ValueError(str(exc)) from None
+        if not text:
+            raise ValueError("object_type is empty once white space and invisible characters are removed")
+        return text
 
 
 @dataclass(frozen=True, slots=True)
