@@ -143,6 +143,22 @@ def test_a_quarantined_row_keeps_its_identity_so_a_correction_replaces_it(tmp_pa
     assert record.raw == "D-2,deal_won,yesterday,p1,10.00,USD,w"
 
 
+@pytest.mark.parametrize(("row", "shown"), [
+    ("D-2,deal_won,2026-10-09T10:00:00Z,rep-chloe,twelve,USD,w\n", ("rep-chloe", "2026-10-09T10:00:00+00:00")),
+    ("D-2,deal_won,2026-10-09,rep-ben,9000.00,US$,w\n", ("rep-ben", "2026-10-09T00:00:00+00:00")),
+    ("D-2,deal_won,yesterday,rep-ben,10.00,USD,w\n", ("rep-ben", None)),
+    ("D-2,deal_won,9999-12-31T23:59:59-05:00,rep-ben,10.00,USD,w\n", ("rep-ben", None)),
+    ("D-2,deal_won,2026-10-09," + "P" * 201 + ",ten,USD,w\n", (None, "2026-10-09T00:00:00+00:00")),
+    ("D-2,deal_won,2026-10-09,,10.00,USD,w\n", (None, "2026-10-09T00:00:00+00:00")),
+])
+def test_a_quarantined_row_shows_the_payee_and_date_it_could_read(tmp_path: Path, row: str,
+                                                                  shown: tuple[str | None, str | None]) -> None:
+    (record,) = read_file(tmp_path, "deals.csv", HEADER + row)
+    assert record.problem is not None
+    when = None if record.occurred_at is None else record.occurred_at.isoformat()
+    assert (record.payee_id, when) == shown
+
+
 def test_blank_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     records = read_file(tmp_path, "deals.csv", "\n \n" + HEADER + "\n\n" + csv_line(1) + "   \n\t\n"
                         + "D-2,deal_won,never,p1,10.00,USD,w\n\n")

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -289,16 +290,36 @@ class FileSource(Source):
                 identity[name] = value
         if "id" not in identity or "type" not in identity or ambiguous & set(IDENTITY):
             identity = {}  # keyed by its raw text instead
+        shown = {name: _plain(data.get(name)) if name not in ambiguous else None
+                 for name in ("payee_id", "partner_id", "occurred_at")}
         return SourceRecord(
             object_type=identity.get("object_type", self.settings.object_type if identity else ""),
             object_id=identity.get("id", ""),
             transition=identity.get("transition", identity.get("type", "")),
             event_type=identity.get("type", ""),
-            occurred_at=None,
-            payee_id=None,
+            occurred_at=self._instant_or_none(shown["occurred_at"]),
+            payee_id=shown["payee_id"],
+            partner_id=shown["partner_id"],
             raw=raw,
             problem=problem,
         )
+
+    def _instant_or_none(self, text: str | None) -> datetime | None:
+        """The instant ``text`` names, to show with a quarantined record; None when it names none."""
+        if text is None:
+            return None
+        try:
+            return parse_instant(text, default_tz=self.tz)
+        except (InvalidRecord, OverflowError, ValueError):
+            return None
+
+
+def _plain(value: object) -> str | None:
+    """``value`` if it is plain text (or a whole number) short enough to show as an id or a date, else None."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text if text and len(text) <= MAX_ID_CHARS and has_text_only(text) else None
 
 
 def _json_type(value: object) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
 
@@ -224,7 +225,7 @@ def _display_row(source: str, record: SourceRecord, raw: str) -> dict[str, Any]:
         "object_id": _display(record.object_id) or "",
         "transition": _display(record.transition) or "",
         "event_type": _display(record.event_type) or "",
-        "occurred_at": None,
+        "occurred_at": _display_instant(record.occurred_at),
         "payee_id": _display(record.payee_id),
         "partner_id": _display(record.partner_id),
         "amount": None,
@@ -234,6 +235,13 @@ def _display_row(source: str, record: SourceRecord, raw: str) -> dict[str, Any]:
         "reason": None,
         "status": "quarantined",
     }
+
+
+def _display_instant(value: object) -> datetime | None:
+    """``value`` if it is an instant the database can store, to show with a quarantined record; else None."""
+    if isinstance(value, datetime) and storable.instant_problem(value) is None:
+        return value.astimezone(UTC)
+    return None
 
 
 def _display(value: object) -> str | None:
