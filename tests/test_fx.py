@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import textwrap
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payhub.api import FxRate, hookimpl
-from payhub.builtin.ecb_rates import EcbRates, EcbRatesError, EcbRatesSettings, easter_sunday, target_closed
+from payhub.builtin.ecb_rates import EcbRates, EcbRatesError, EcbRatesSettings, target_closed
 from payhub.errors import ConfigError
 from payhub.fx import convert, find_rate
 from payhub.money import minor_units
@@ -33,8 +33,9 @@ DAILY = (
     "27 November 2026, 1.0487, 162.80, 0.85000, 0.9353, 145.50, \n"
 )
 
-# Newest first, as the ECB publishes it: Thu 26 Nov to Mon 28 Dec 2026, with a weekend (28-29 Nov), a gap of
-# three weeks (2-23 Dec), Christmas (25-27 Dec), ISK not quoted on 24 Dec and CYP (gone with the euro) never.
+# Newest first, as the ECB publishes it: Thu 26 Nov to Mon 28 Dec 2026, with a weekend (28-29 Nov), three weeks
+# of business days missing from the file (2-23 Dec), Christmas (25-27 Dec), ISK not quoted on 24 Dec and CYP (gone
+# with the euro) never.
 HIST = (
     "Date,USD,JPY,GBP,ISK,CYP,\n"
     "2026-12-28,1.0601,165.10,0.86100,146.30,N/A,\n"
@@ -118,18 +119,20 @@ def test_same_currency_is_one(hist: EcbRates) -> None:
     (date(2026, 11, 29), date(2026, 11, 27)),  # Sunday
     (date(2026, 12, 25), date(2026, 12, 24)),  # Christmas, a TARGET closing day
     (date(2026, 12, 27), date(2026, 12, 24)),  # three days after the last publication
-    (date(2026, 12, 5), date(2026, 12, 1)),  # four days: the default max_age_days
+    (date(2026, 12, 28), date(2026, 12, 28)),
 ])
 def test_a_day_without_rates_uses_the_last_publication_before_it(hist: EcbRates, on: date, published: date) -> None:
     assert answer(hist, "USD", "JPY", on)[1] == published
 
 
 @pytest.mark.parametrize("on", [
-    date(2026, 12, 6),  # five days after 1 December, the next publication is 24 December
+    date(2026, 12, 2),  # a Wednesday without a row between 1 and 24 December: missing, not a holiday
+    date(2026, 12, 5),  # a Saturday after business days without a row
+    date(2026, 12, 6),
     date(2026, 12, 22),
     date(2026, 11, 25),  # before the first row of the file
 ])
-def test_no_rate_beyond_max_age_days(hist: EcbRates, on: date) -> None:
+def test_no_rate_across_missing_business_days(hist: EcbRates, on: date) -> None:
     assert ask(hist, "EUR", "USD", on) is None
 
 
@@ -152,13 +155,13 @@ def test_a_business_day_after_the_newest_row_has_no_rate_yet(tmp_path: Path) -> 
 
 
 def test_target_closing_days() -> None:
-    assert [easter_sunday(year) for year in (2024, 2025, 2026, 2027)] == [
-        date(2024, 3, 31), date(2025, 4, 20), date(2026, 4, 5), date(2027, 3, 28)]
     closed = [date(2026, 1, 1), date(2026, 4, 3), date(2026, 4, 6), date(2026, 5, 1), date(2026, 12, 25),
-              date(2026, 12, 26), date(2026, 11, 28), date(2026, 11, 29)]
+              date(2026, 12, 26), date(2026, 11, 28), date(2026, 11, 29),
+              date(2024, 3, 29), date(2024, 4, 1), date(2027, 3, 26), date(2027, 3, 29),  # Good Friday, Easter Monday
+              date(2001, 12, 31)]  # the ECB's additional closing day of the euro cash changeover
     assert all(target_closed(day) for day in closed)
     assert not any(target_closed(day) for day in (date(2026, 4, 2), date(2026, 4, 7), date(2026, 12, 24),
-                                                  date(2026, 12, 31), date(2026, 11, 30)))
+                                                  date(2026, 12, 31), date(2026, 11, 30), date(2027, 3, 25)))
 
 
 def test_easter_monday_after_the_newest_row(tmp_path: Path) -> None:
@@ -166,6 +169,96 @@ def test_easter_monday_after_the_newest_row(tmp_path: Path) -> None:
     daily = provider(path)
     assert answer(daily, "EUR", "USD", date(2026, 4, 6))[1] == date(2026, 4, 2)  # Good Friday to Easter Monday
     assert ask(daily, "EUR", "USD", date(2026, 4, 7)) is None
+
+
+# ----------------------------------------------------------------- business days missing inside the file
+
+# Real rows of the ECB's historical file (USD, JPY, GBP), newest first: Christmas 2025 and New Year (closed 25-26 Dec
+# and 1 Jan), Easter 2026 (closed Good Friday 3 April and Easter Monday 6 April), with the weekends between.
+ECB_ROWS = {
+    date(2026, 4, 9): "1.1685,185.7,0.87053", date(2026, 4, 8): "1.1706,185.13,0.86893",
+    date(2026, 4, 7): "1.1557,184.73,0.87258", date(2026, 4, 2): "1.1525,183.94,0.87253",
+    date(2026, 4, 1): "1.1605,183.73,0.87113",
+    date(2026, 1, 5): "1.1664,182.93,0.8676", date(2026, 1, 2): "1.1721,183.94,0.8719",
+    date(2025, 12, 31): "1.175,184.09,0.8726", date(2025, 12, 30): "1.1757,183.48,0.8712",
+    date(2025, 12, 29): "1.1766,183.97,0.8726", date(2025, 12, 24): "1.1787,183.83,0.8729",
+    date(2025, 12, 23): "1.1786,183.89,0.8729", date(2025, 12, 22): "1.1745,184.77,0.8742",
+    date(2025, 12, 19): "1.1712,184.15,0.876",
+}
+
+
+def ecb_file(*without: date) -> str:
+    """The historical file of ``ECB_ROWS`` less the rows dated ``without``."""
+    rows = [f"{day.isoformat()},{cells},\n" for day, cells in sorted(ECB_ROWS.items(), reverse=True)
+            if day not in without]
+    return "Date,USD,JPY,GBP,\n" + "".join(rows)
+
+
+def test_the_sample_has_a_row_for_every_target_business_day() -> None:
+    for day in (date(2025, 12, 19) + timedelta(days=n) for n in range((date(2026, 1, 5) - date(2025, 12, 19)).days)):
+        assert (day in ECB_ROWS) != target_closed(day), day
+    for day in (date(2026, 4, 1) + timedelta(days=n) for n in range(9)):
+        assert (day in ECB_ROWS) != target_closed(day), day
+
+
+@pytest.mark.parametrize(("on", "published"), [
+    (date(2025, 12, 25), date(2025, 12, 24)),  # Christmas
+    (date(2025, 12, 26), date(2025, 12, 24)),  # 26 December
+    (date(2025, 12, 28), date(2025, 12, 24)),  # and the weekend after them
+    (date(2026, 1, 1), date(2025, 12, 31)),  # New Year's Day
+    (date(2026, 1, 4), date(2026, 1, 2)),  # a weekend
+    (date(2026, 4, 3), date(2026, 4, 2)),  # Good Friday
+    (date(2026, 4, 6), date(2026, 4, 2)),  # Easter Monday, four days after Maundy Thursday
+    (date(2026, 4, 8), date(2026, 4, 8)),
+])
+def test_only_target_closing_days_fall_back_to_the_previous_publication(
+        tmp_path: Path, on: date, published: date) -> None:
+    plugin = provider(write(tmp_path, "eurofxref-hist.csv", ecb_file()))
+    rate = ask(plugin, "EUR", "USD", on)
+    assert rate == FxRate("EUR", "USD", Decimal(ECB_ROWS[published].split(",")[0]), HIST_SOURCE, published)
+
+
+def test_a_wednesday_missing_between_tuesday_and_thursday_has_no_rate(tmp_path: Path) -> None:
+    plugin = provider(write(tmp_path, "eurofxref-hist.csv", ecb_file(date(2026, 4, 8))))
+    assert ask(plugin, "USD", "EUR", date(2026, 4, 8)) is None  # never Tuesday's rate
+    assert answer(plugin, "USD", "EUR", date(2026, 4, 7)) == (Decimal("0.8652764558"), date(2026, 4, 7))
+    assert answer(plugin, "USD", "EUR", date(2026, 4, 9)) == (Decimal("0.8557980317"), date(2026, 4, 9))
+
+
+@pytest.mark.parametrize(("without", "on"), [
+    (date(2025, 12, 31), date(2025, 12, 31)),  # the business day itself
+    (date(2025, 12, 31), date(2026, 1, 1)),  # a holiday after a missing business day
+    (date(2025, 12, 29), date(2025, 12, 29)),  # a missing Monday after Christmas and a weekend
+    (date(2025, 12, 24), date(2025, 12, 27)),  # Christmas and a Saturday after a missing Wednesday
+    (date(2026, 4, 7), date(2026, 4, 7)),  # a missing Tuesday after Easter Monday
+    (date(2026, 1, 2), date(2026, 1, 4)),  # a weekend after New Year's Day and a missing Friday
+])
+def test_a_gap_spanning_closing_days_and_a_missing_business_day_has_no_rate(
+        tmp_path: Path, without: date, on: date) -> None:
+    plugin = provider(write(tmp_path, "eurofxref-hist.csv", ecb_file(without)), max_age_days=10)
+    assert ask(plugin, "EUR", "USD", on) is None
+    assert ask(plugin, "GBP", "JPY", on) is None
+
+
+def test_closing_days_before_a_missing_business_day_still_fall_back(tmp_path: Path) -> None:
+    plugin = provider(write(tmp_path, "eurofxref-hist.csv", ecb_file(date(2026, 4, 7))))
+    assert answer(plugin, "EUR", "USD", date(2026, 4, 6))[1] == date(2026, 4, 2)  # only closing days in between
+    assert ask(plugin, "EUR", "USD", date(2026, 4, 7)) is None
+
+
+@pytest.mark.parametrize("on", [date(2025, 12, 18), date(2025, 12, 14), date(1999, 1, 1)])
+def test_a_date_before_the_oldest_row_has_no_rate(tmp_path: Path, on: date) -> None:
+    plugin = provider(write(tmp_path, "eurofxref-hist.csv", ecb_file()), max_age_days=366)
+    assert ask(plugin, "EUR", "USD", on) is None
+
+
+def test_a_completed_file_answers_the_missing_day(tmp_path: Path) -> None:
+    path = write(tmp_path, "eurofxref-hist.csv", ecb_file(date(2026, 4, 8)))
+    plugin = provider(path)
+    assert ask(plugin, "EUR", "USD", date(2026, 4, 8)) is None
+    new = write(tmp_path, "new.csv", ecb_file())
+    os.replace(new, path)
+    assert answer(plugin, "EUR", "USD", date(2026, 4, 8)) == (Decimal("1.1706"), date(2026, 4, 8))
 
 
 # ------------------------------------------------------------------------------------ unknown and missing
@@ -210,8 +303,9 @@ def test_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     new.write_text(HIST.replace("CYP,\n", "CYP,\n2026-12-30,1.0700,165.00,0.86300,146.00,N/A,\n", 1))
     os.replace(new, path)
     assert answer(plugin, "EUR", "USD", date(2026, 12, 30)) == (Decimal("1.0700"), date(2026, 12, 30))
-    # the new file has no row for the 29th: inside the file a day without a row falls back, like a holiday
-    assert answer(plugin, "EUR", "USD", date(2026, 12, 29)) == (Decimal("1.0601"), date(2026, 12, 28))
+    # the new file has no row for Tuesday the 29th: a business day missing inside the file has no rate, like one
+    # past the newest row; never the 28th's
+    assert ask(plugin, "EUR", "USD", date(2026, 12, 29)) is None
 
 
 def test_unchanged_file_is_not_parsed_again(hist: EcbRates) -> None:

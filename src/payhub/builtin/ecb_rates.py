@@ -14,10 +14,12 @@ is not a positive plain decimal number or ``N/A`` (an empty cell, a short row, a
 error naming the file and the line.
 
 A rate for ``on`` comes from the latest publication dated ``on`` or before, if it is at most ``max_age_days``
-old. Past the newest row of the file, that holds only when every day after it up to ``on`` is a TARGET closing
-day (weekends, 1 January, Good Friday, Easter Monday, 1 May, 25 and 26 December): otherwise the rate for ``on``
-is simply not in the file yet, and the plugin answers None rather than an older rate. A currency quoted ``N/A``
-on that publication has no rate; the plugin does not look further back for it.
+old and every day after it up to ``on`` is a TARGET closing day (weekends, 1 January, Good Friday, Easter Monday,
+1 May, 25 and 26 December, and the ECB's few additional closing days, from the ``holidays`` package's ECB
+calendar). A TARGET business day without a row, inside the file or past its newest row, is a rate missing from
+the file (or not published yet): the plugin answers None rather than an older rate. A date before the oldest row
+has no rate. A currency quoted ``N/A`` on that publication has no rate; the plugin does not look further back
+for it.
 
 Cross rates go through the euro: 1 ``base`` = rate(``quote``) / rate(``base``) ``quote``, with EUR = 1. Every
 rate returned, direct ones included, is computed in Decimal and rounded to 10 significant digits with
@@ -47,6 +49,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
+import holidays
 from pydantic import Field
 
 from payhub.api import ConfigPath, FxRate, PluginSettings, hookimpl
@@ -99,8 +102,8 @@ class RateTable:
         published = self.dates[index - 1]
         if (on - published).days > max_age_days:
             return None
-        if index == len(self.dates) and not all(target_closed(day) for day in _days_after(published, on)):
-            return None  # a business day after the newest row: its rate is not in the file yet
+        if not all(target_closed(day) for day in _days_after(published, on)):
+            return None  # a TARGET business day without a row: its rate is missing from the file
         return published
 
     def rate(self, base: str, quote: str, on: date, max_age_days: int) -> tuple[Decimal, date] | None:
@@ -126,25 +129,14 @@ def _days_after(start: date, end: date) -> Iterable[date]:
 
 
 @lru_cache(maxsize=64)
-def easter_sunday(year: int) -> date:
-    """Western (Gregorian) Easter Sunday of ``year``: the anonymous Gregorian algorithm."""
-    a, b, c = year % 19, year // 100, year % 100
-    d, e = divmod(b, 4)
-    g = (b - (b + 8) // 25 + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    weekday_shift = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * weekday_shift) // 451
-    month, day = divmod(h + weekday_shift - 7 * m + 114, 31)
-    return date(year, month, day + 1)
+def _target_holidays(year: int) -> frozenset[date]:
+    """The TARGET closing days of ``year`` that fall on weekdays: the ``holidays`` package's ECB calendar."""
+    return frozenset(holidays.financial_holidays("XECB", years=year))
 
 
 def target_closed(day: date) -> bool:
     """True on TARGET closing days, when the ECB publishes no reference rates."""
-    if day.weekday() >= 5 or (day.month, day.day) in {(1, 1), (5, 1), (12, 25), (12, 26)}:
-        return True
-    easter = easter_sunday(day.year)
-    return day in (easter - timedelta(days=2), easter + timedelta(days=1))
+    return day.weekday() >= 5 or day in _target_holidays(day.year)
 
 
 def _parse_date(text: str) -> date:
