@@ -46,6 +46,11 @@ class PluginStatus:
     state: str  # loaded | failed
     reason: str | None = None
 
+    @property
+    def key(self) -> str:
+        """The dotted settings key of its section, e.g. ``sources.crm`` or ``programs.bonus``."""
+        return _key(self.kind, self.section)
+
 
 @dataclass
 class Plugins:

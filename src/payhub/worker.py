@@ -4,7 +4,8 @@ In daemon mode (:meth:`Worker.start_waiting`, :meth:`Worker.run_forever`) a data
 :mod:`payhub.db.faults`) does not stop the worker: the transaction in progress rolled back, so the worker waits with
 exponential backoff and jitter (``daemon.db_retry_*``), logs the outage once and then every
 ``daemon.db_outage_log_seconds``, and does the same work again when the database answers. ``run_once`` lets the
-error propagate, so ``payhub run --once`` exits non-zero.
+error propagate, so ``payhub run --once`` exits non-zero. ``run_once`` also reports the sources that failed
+permanently during the run (:attr:`Summary.failed_sources`), for ``run --once``'s exit code.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from functools import partial
 from typing import TypeVar
 
 from filelock import FileLock
-from sqlalchemy import update
+from sqlalchemy import select, update
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from payhub.checkpoints import Checkpointer
@@ -91,10 +92,11 @@ class Outage:
 
 @dataclass
 class Summary:
-    """What a run did, per stage."""
+    """What a run did, per stage, and the configured sources left failed (name -> reason; they need an admin)."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("ingested", "calculated", "scheduled", "disbursed", "settled"), 0))
+    failed_sources: dict[str, str] = field(default_factory=dict)
 
     def add(self, stage: str, n: int) -> None:
         self.counts[stage] += n
@@ -201,11 +203,23 @@ class Worker:
                 self.observer(stage, n)
 
     def run_once(self) -> Summary:
-        """Poll every source and work every stage until nothing is left that is due now."""
+        """Poll every source and work every stage until nothing is left that is due now; then note the sources
+        that failed permanently (:meth:`start` gave every failed source another chance, so they failed since)."""
         force = True
         while self._pass(force=force) and not self.rt.stop_event.is_set():
             force = False
+        self.summary.failed_sources = self._failed_sources()
         return self.summary
+
+    def _failed_sources(self) -> dict[str, str]:
+        names = list(self.rt.plugins.sources)
+        if not names:
+            return {}
+        with self.rt.engine.connect() as conn:
+            rows = conn.execute(select(sources.c.name, sources.c.reason)
+                                .where(sources.c.name.in_(names), sources.c.status == "failed")
+                                .order_by(sources.c.name)).all()
+        return {name: reason or "failed" for name, reason in rows}
 
     def run_forever(self) -> None:
         """Work until the runtime's stop event is set; then return with all state resumable. A database outage is

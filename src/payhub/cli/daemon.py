@@ -3,6 +3,11 @@
 The daemon works in a thread of its own while the main thread waits for it and handles SIGTERM and SIGINT, so a
 signal is acted on at once even while the worker is blocked in the database driver (a SQLite busy wait, a
 PostgreSQL connection attempt).
+
+``--once`` does everything due, prints its summary, then exits non-zero when something needs an admin although the
+rest was done: :data:`EXIT_PLUGIN_FAILED` when a configured plugin failed to load, start or register,
+:data:`EXIT_SOURCE_FAILED` when a source failed permanently (the first applies when both do). The daemon logs the
+same problems and keeps running.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -17,16 +23,19 @@ import click
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
-from payhub.cli.output import err_console, render
+from payhub.cli.output import err_console, plain, render
 from payhub.db.faults import describe, is_transient
 from payhub.errors import PayhubError
 from payhub.logs import setup_logging
+from payhub.plugins import PluginStatus
 from payhub.runtime import Runtime
 from payhub.worker import Worker
 
 log = logging.getLogger("payhub.daemon")
 
 OUTAGE_GRACE_SECONDS = 1.0  # after a signal during a database outage: the most time given to a clean stop
+EXIT_PLUGIN_FAILED = 4  # run --once: a configured plugin failed to load, start or register
+EXIT_SOURCE_FAILED = 5  # run --once: a source failed permanently (refused credentials, missing permission)
 
 
 class DatabaseUnavailable(PayhubError):
@@ -46,9 +55,9 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     worker = Worker(rt)
     _install_signals(rt, worker, settings.daemon.shutdown_grace_seconds)
     rt.load_plugins()
-    for status in rt.plugins.statuses:
-        if status.state == "failed":
-            log.error("%s %s is disabled: %s", status.kind, status.section, status.reason)
+    failed_plugins = [status for status in rt.plugins.statuses if status.state == "failed"]
+    for status in failed_plugins:
+        log.error("%s %s is disabled: %s", status.kind, status.section, status.reason)
     show = err_console.is_terminal if progress is None else progress
     display = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>10,.0f}"),
                        TimeElapsedColumn(), console=err_console, disable=not show)
@@ -81,6 +90,20 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
         worker.stop()
         rt.close()
     render([{"stage": k, "count": v} for k, v in summary.counts.items()], "table", title="payhub run --once")
+    code = _report_failures(failed_plugins, summary.failed_sources)
+    if code:
+        sys.exit(code)
+
+
+def _report_failures(failed_plugins: list[PluginStatus], failed_sources: dict[str, str]) -> int:
+    """Name each failed plugin and source on standard error; return ``run --once``'s exit code (0 if none)."""
+    lines = [f"error: plugin {status.key} ({status.plugin}) {status.reason}" for status in failed_plugins]
+    lines += [f"error: source {name} failed permanently: {reason}" for name, reason in failed_sources.items()]
+    for line in lines:
+        err_console.print(plain(line), style="bold red", markup=False, highlight=False, soft_wrap=True)
+    if failed_plugins:
+        return EXIT_PLUGIN_FAILED
+    return EXIT_SOURCE_FAILED if failed_sources else 0
 
 
 def _serve(worker: Worker) -> None:
