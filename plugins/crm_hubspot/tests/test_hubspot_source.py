@@ -44,14 +44,15 @@ def test_search_request_shape(sim: HubSpotSimulator, make_source: Callable[..., 
     assert filters[0] == {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(source.start_ms)}
     assert filters[1]["propertyName"] == "hs_lastmodifieddate" and filters[1]["operator"] == "LT"
     assert int(filters[1]["value"]) <= before - 5000 + 1000  # never past the sync start minus the lag
-    assert {"propertyName": "pipeline", "operator": "IN", "values": ["default"]} in filters
+    # No pipeline filter: a deal won in "default" and moved to another pipeline is still read, to be reversed.
+    assert [f for f in filters if f["propertyName"] == "pipeline"] == []
     assert first["sorts"] == [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
     assert first["properties"] == ["hs_object_id", "hs_lastmodifieddate"] and first["limit"] == 3
     keyset = [f for f in second["filterGroups"][0]["filters"] if f["propertyName"] == "hs_object_id"]
     assert keyset == [{"propertyName": "hs_object_id", "operator": "GT", "value": records[2].object_id}]
     assert all("after" not in body for body in bodies)  # offset paging is never used
     read = sim.calls(BATCH_READ_PATH)[0].body
-    assert read["propertiesWithHistory"] == ["dealstage"]
+    assert read["propertiesWithHistory"] == ["dealstage", "hubspot_owner_id"]
     assert {"amount", "deal_currency_code", "closedate", "dealstage", "pipeline", "hubspot_owner_id"} <= set(
         read["properties"])
 

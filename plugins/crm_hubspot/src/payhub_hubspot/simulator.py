@@ -240,6 +240,11 @@ class HubSpotSimulator:
         with self.lock:
             self.associations.setdefault(int(deal_id), {})[int(company_id)] = types
 
+    def dissociate(self, deal_id: str, company_id: str) -> None:
+        """Remove the association between a deal and a company (as unlinking them in HubSpot)."""
+        with self.lock:
+            self.associations.get(int(deal_id), {}).pop(int(company_id), None)
+
     def add_deal(self, stage: str = "closedwon", amount: str | None = "1000.00", *, closedate: str | None = "",
                  owner: str | None = "101", pipeline: str = "default", currency: str | None = None,
                  company: str | None = None, at_ms: int | None = None, deal_id: int | None = None,

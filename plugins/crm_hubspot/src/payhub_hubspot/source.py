@@ -53,6 +53,8 @@ ASSOCIATIONS_PATH = "/crm/v4/associations/deals/companies/batch/read"
 PROPERTIES = ("dealname", "amount", "deal_currency_code", "closedate", "dealstage", "pipeline", "hubspot_owner_id",
               "createdate", "hs_lastmodifieddate", "hs_object_id")
 """The deal properties every read asks for (plus ``extra_properties``)."""
+HISTORY = ("dealstage", "hubspot_owner_id")
+"""The deal properties read with their history: the stage (transitions) and the owner (the payee of a reversal)."""
 
 PRIMARY_COMPANY_TYPE_ID = 5  # HUBSPOT_DEFINED deal -> company "Primary"
 CURSOR_VERSION = 1
@@ -159,13 +161,19 @@ class Transition:
         return f"{self.change}:{self.ms}"
 
 
-def transitions(history: Sequence[tuple[int, str]], kind_of: Callable[[str], str | None]) -> list[Transition]:
+def transitions(history: Sequence[tuple[int, str]], kind_of: Callable[[str], str | None],
+                in_scope: Callable[[str], bool] = lambda stage: True) -> list[Transition]:
     """The won / reopened / lost transitions in a deal's ``dealstage`` history (oldest first).
 
-    Moves between two closed-won stages (another pipeline) are not transitions. Stages that are not known any more
-    (``kind_of`` answers None) are skipped.
+    A stay in closed-won runs from entering a won stage to leaving for an open (``reopened``) or lost stage; moves
+    between two closed-won stages (another pipeline) are not transitions. A stay counts, its won and its reversal
+    together, when one of its won stages is ``in_scope`` (a pipeline the source reads): so a deal won in scope and
+    then moved to a stage of another pipeline is still reversed. A list that ends with ``won`` means the deal is in
+    closed-won now. Stages that are not known any more (``kind_of`` answers None) are skipped.
     """
     found: list[Transition] = []
+    stay: list[Transition] = []
+    scoped = False
     won_stage: str | None = None
     for ms, stage in history:
         kind = kind_of(stage)
@@ -173,17 +181,22 @@ def transitions(history: Sequence[tuple[int, str]], kind_of: Callable[[str], str
             continue
         if kind == "won":
             if won_stage is None:
-                found.append(Transition("won", ms, stage))
+                stay, scoped = [Transition("won", ms, stage)], False
+            scoped = scoped or in_scope(stage)
             won_stage = stage
         elif won_stage is not None:
-            found.append(Transition("reopened" if kind == "open" else "lost", ms, stage, won_stage))
+            stay.append(Transition("reopened" if kind == "open" else "lost", ms, stage, won_stage))
+            if scoped:
+                found += stay
             won_stage = None
+    if won_stage is not None and scoped:
+        found += stay
     return found
 
 
-def stage_history(deal: dict[str, Any]) -> list[tuple[int, str]] | None:
-    """``dealstage`` history as (ms, stage) oldest first; None when the answer carries no history."""
-    entries = (deal.get("propertiesWithHistory") or {}).get("dealstage")
+def property_history(deal: dict[str, Any], name: str) -> list[tuple[int, str]] | None:
+    """The non-empty values of a property's history as (ms, value), oldest first; None when the answer has none."""
+    entries = (deal.get("propertiesWithHistory") or {}).get(name)
     if not entries:
         return None
     out: list[tuple[int, str]] = []
@@ -349,8 +362,8 @@ class HubSpotSource(Source):
         ]
         if state.after is not None:
             filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": state.after})
-        if self.settings.pipelines:
-            filters.append({"propertyName": "pipeline", "operator": "IN", "values": list(self.settings.pipelines)})
+        # No pipeline filter: a deal won in one of ``pipelines`` and moved to another pipeline must still be read,
+        # to be reversed. ``pipelines`` is applied to the stage history instead (see ``transitions``).
         return {"filterGroups": [{"filters": filters}],
                 "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
                 "properties": ["hs_object_id", "hs_lastmodifieddate"], "limit": self.settings.page_size}
@@ -382,7 +395,8 @@ class HubSpotSource(Source):
     # ------------------------------------------------------------------------------------------- archive
 
     def _sweep_page(self, state: Cursor, room: int) -> list[SourceRecord]:
-        """Read one page of archived deals; reversals for those that were won when deleted."""
+        """Read one page of archived deals; those deleted since the last sweep are read again with their history,
+        for the reversals they had before deletion and for their deletion if they were won then."""
         now = int(self.wall_clock() * 1000)
         if state.sweep is None:
             state.sweep = {"after": None, "skip": 0, "since": state.sweep_since, "started": now}
@@ -393,12 +407,14 @@ class HubSpotSource(Source):
         answer = self.client.request("GET", LIST_PATH, params=params)
         results = [r for r in (answer.get("results") or []) if isinstance(r, dict)]
         since = max(int(sweep.get("since") or 0), self.start_ms)
-        records: list[SourceRecord] = []
         skip = int(sweep.get("skip") or 0)
-        for index, deal in enumerate(results):
-            if index < skip:
-                continue
-            recs = self._deleted_records(deal, since)
+        deleted = [(index, deal) for index, deal in enumerate(results) if index >= skip
+                   and (moment := parse_time(deal.get("archivedAt"))) is not None and to_ms(moment) >= since]
+        wanted = [str(deal.get("id")) for _, deal in deleted]
+        read = {str(d["id"]): d for d in self._batch_read(wanted, archived=True)} if wanted else {}
+        records: list[SourceRecord] = []
+        for index, deal in deleted:
+            recs = self._archived_records(read.get(str(deal.get("id")), deal), since)
             if records and len(records) + len(recs) > room:
                 sweep["skip"] = index
                 return records
@@ -441,9 +457,14 @@ class HubSpotSource(Source):
         found = known.get(stage)
         return found.kind if found is not None else None
 
+    def _in_scope(self, stage: str) -> bool:
+        """Whether a (known) stage belongs to one of the ``pipelines`` read; every stage when none is set."""
+        found = self._stages.get(stage)
+        return not self.settings.pipelines or (found is not None and found.pipeline in self.settings.pipelines)
+
     def _batch_read(self, ids: Sequence[str], archived: bool) -> list[dict[str, Any]]:
         body = {"inputs": [{"id": i} for i in ids], "properties": self.properties,
-                "propertiesWithHistory": ["dealstage"]}
+                "propertiesWithHistory": list(HISTORY)}
         answer = self.client.request("POST", BATCH_READ_PATH, json=body, params={"archived": "true"} if archived
                                      else None, allow=(200, 207, 404))
         return [r for r in (answer.get("results") or []) if isinstance(r, dict) and r.get("id") is not None]
@@ -472,14 +493,11 @@ class HubSpotSource(Source):
         broken: dict[str, SourceRecord] = {}
         for deal_id, deal in live.items():
             try:
-                props = deal.get("properties") or {}
-                if self.settings.pipelines and props.get("pipeline") not in self.settings.pipelines:
-                    continue
-                history = stage_history(deal)
+                history = property_history(deal, "dealstage")
                 if history is None:
                     plans[deal_id] = (deal, None)
                     continue
-                found = [t for t in transitions(history, self._kind) if t.ms >= self.start_ms]
+                found = [t for t in transitions(history, self._kind, self._in_scope) if t.ms >= self.start_ms]
             except Exception as exc:  # noqa: BLE001 - one malformed deal is quarantined, the others go on
                 broken[deal_id] = self._unreadable(deal_id, deal, exc)
                 continue
@@ -492,7 +510,7 @@ class HubSpotSource(Source):
                 if deal_id in broken:
                     records = [broken[deal_id]]
                 elif deal_id in archived:
-                    records = self._deleted_records(archived[deal_id], self.start_ms)
+                    records = self._archived_records(archived[deal_id], self.start_ms)
                 elif deal_id in plans:
                     deal, planned = plans[deal_id]
                     records = self._deal_records(deal, planned, companies.get(deal_id, []))
@@ -553,7 +571,8 @@ class HubSpotSource(Source):
         partner, companies = pick_partner(associations, s.partner_association)
         payee, payee_problem = self._payee(props)
         if found is None:  # no stage history in the answer: we cannot tell when it was won
-            if self._kind(str(props.get("dealstage") or "")) != "won":
+            stage = str(props.get("dealstage") or "")
+            if self._kind(stage) != "won" or not self._in_scope(stage):
                 return []
             return [SourceRecord(s.object_type, deal_id, "won:unknown", s.won_event_type, None, payee,
                                  partner_id=partner, attributes=self._attributes(deal, companies),
@@ -584,33 +603,46 @@ class HubSpotSource(Source):
                     currency=currency, partner_id=partner, attributes=attributes, raw=self._raw(deal, change.name),
                     problem="; ".join(problems) or None))
             else:
-                attributes.update({"change": change.change, "from_stage": change.from_stage, "to_stage": change.stage,
-                                   "amount": props.get("amount"), "currency": props.get("deal_currency_code")})
-                records.append(SourceRecord(
-                    s.object_type, deal_id, change.name, s.reversal_event_type, from_ms(change.ms), payee,
-                    partner_id=partner, attributes={k: v for k, v in attributes.items() if v not in (None, "")},
-                    raw=self._raw(deal, change.name), problem=payee_problem))
+                records.append(self._reversal(deal, change, partner, companies))
         return records
 
-    def _deleted_records(self, deal: dict[str, Any], since: int) -> list[SourceRecord]:
-        """A ``deleted:<archivedAt>`` reversal for an archived deal that was in a closed-won stage."""
+    def _reversal(self, deal: dict[str, Any], change: Transition, partner: str | None,
+                  companies: list[str]) -> SourceRecord:
+        """The reversal record of ``change`` (reopened, lost or deleted).
+
+        Never held back by the mapping: its payee is the deal's owner, or the last owner its history shows when
+        the owner was cleared, mapped by ``owner_payees`` when listed and the owner id otherwise (a reversal pays
+        nobody; the clawback takes back what the deal's rewards granted, whoever they went to).
+        """
         s = self.settings
         props = deal.get("properties") or {}
+        owner = str(props.get("hubspot_owner_id") or "").strip()
+        if not owner:
+            owners = property_history(deal, "hubspot_owner_id") or []
+            owner = owners[-1][1].strip() if owners else ""
+        payee = s.owner_payees.get(owner, owner) or None
+        attributes = self._attributes(deal, companies)
+        attributes.update({"change": change.change, "from_stage": change.from_stage, "to_stage": change.stage,
+                           "amount": props.get("amount"), "currency": props.get("deal_currency_code")})
+        return SourceRecord(s.object_type, str(deal.get("id")), change.name, s.reversal_event_type, from_ms(change.ms),
+                            payee, partner_id=partner,
+                            attributes={k: v for k, v in attributes.items() if v not in (None, "")},
+                            raw=self._raw(deal, change.name))
+
+    def _archived_records(self, deal: dict[str, Any], since: int) -> list[SourceRecord]:
+        """The reversals of an archived (deleted) deal: those in its stage history, and ``deleted:<archivedAt>`` if
+        it was in closed-won when deleted (at or after ``since``). Its wins are not emitted: a deleted deal earns
+        nothing, and a win stored before the deletion is taken back by these reversals."""
+        props = deal.get("properties") or {}
         archived_at = parse_time(deal.get("archivedAt"))
-        if archived_at is None or to_ms(archived_at) < since:
-            return []
-        if s.pipelines and props.get("pipeline") not in s.pipelines:
-            return []
-        if self._kind(str(props.get("dealstage") or "")) != "won":
-            return []
-        name = f"deleted:{to_ms(archived_at)}"
-        payee, problem = self._payee(props)
-        attributes = self._attributes(deal, [])
-        attributes.update({"change": "deleted", "from_stage": props.get("dealstage"), "amount": props.get("amount"),
-                           "currency": props.get("deal_currency_code")})
-        return [SourceRecord(s.object_type, str(deal.get("id")), name, s.reversal_event_type, archived_at, payee,
-                             attributes={k: v for k, v in attributes.items() if v not in (None, "")},
-                             raw=self._raw(deal, name), problem=problem)]
+        history = property_history(deal, "dealstage")
+        if history is None:  # no history in the answer (the archived list): the stage it was deleted in
+            history = [(0, str(props.get("dealstage") or ""))]
+        found = transitions(history, self._kind, self._in_scope)
+        changes = [t for t in found if t.change != "won" and t.ms >= self.start_ms]
+        if found and found[-1].change == "won" and archived_at is not None and to_ms(archived_at) >= since:
+            changes.append(Transition("deleted", to_ms(archived_at), "", str(props.get("dealstage") or "")))
+        return [self._reversal(deal, change, None, []) for change in changes]
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
