@@ -47,3 +47,37 @@ def test_funds_list_shows_credits_spending_expiry_and_balance(make_runtime, tmp_
     assert funds("--holder", "nobody") == []
     bad = invoke("-c", config, "funds", "list", "--at", "yesterday")
     assert bad.exit_code != 0 and "--at" in bad.output
+
+
+def test_next_expiry_is_the_next_unspent_credit_to_lapse(make_runtime, tmp_path: Path) -> None:
+    rt = make_runtime(SOURCE + """
+        [programs.coop]
+        calculator = "coop"
+        percent = "2"
+        participation_percent = "50"
+        expiry_days = 90
+    """)
+    run(rt, purchase("o1", "2026-01-10T00:00:00Z", "50000"),  # +1,000.00, lapses 2026-04-10
+        purchase("o2", "2026-02-01T00:00:00Z", "25000"),  # +500.00, lapses 2026-05-02
+        purchase("o3", "2026-03-01T00:00:00Z", "50000"),  # +1,000.00, lapses 2026-05-30
+        claim("c1", "2026-02-15T00:00:00Z", "2000"),  # pays 1,000.00: o1's credit, spent in full
+        claim("c2", "2026-03-10T00:00:00Z", "600"))  # pays 300.00 from o2's credit: 200.00 of it left
+    config = str(tmp_path / "payhub.toml")
+
+    def fund(at: str) -> dict[str, str | None]:
+        result = invoke("-c", config, "funds", "list", "--format", "json", "--at", at)
+        assert result.exit_code == 0, result.output
+        [row] = json.loads(result.output)
+        expiry = row["next_expiry"]
+        return {"spent": row["spent"], "expired": row["expired"], "balance": row["balance"],
+                "next_expiry": expiry[:10] if expiry else None}
+
+    assert fund("2026-02-10") == {"spent": "0", "expired": "0.00", "balance": "1500.00", "next_expiry": "2026-04-10"}
+    # o1's credit is spent, so it is not what lapses next: the rest of o2's partly spent credit is
+    assert fund("2026-03-15") == {"spent": "1300.00", "expired": "0.00", "balance": "1200.00",
+                                  "next_expiry": "2026-05-02"}
+    assert fund("2026-05-10") == {"spent": "1300.00", "expired": "200.00", "balance": "1000.00",
+                                  "next_expiry": "2026-05-30"}  # o2's 200.00 lapsed: no longer next
+    assert fund("2026-06-01") == {"spent": "1300.00", "expired": "1200.00", "balance": "0.00", "next_expiry": None}
+    csv = invoke("-c", config, "funds", "list", "--format", "csv", "--at", "2026-03-15")
+    assert csv.exit_code == 0 and "2026-05-02" in csv.output and "2026-04-10" not in csv.output, csv.output

@@ -67,6 +67,12 @@ class Fund:
         """What is left at ``at`` (not before the latest entry applied): unexpired credits less the overspent."""
         return sum((credit.left for credit in self.credits if credit.alive(at)), Decimal(0)) - self.overspent
 
+    def next_expiry(self, at: datetime) -> datetime | None:
+        """When the next credit with something left lapses after ``at`` (not before the latest entry applied), or
+        None: credits spent in full, already lapsed or that never lapse do not count."""
+        return min((credit.expires_at for credit in self.credits
+                    if credit.left and credit.expires_at is not None and credit.expires_at > at), default=None)
+
     def copy(self) -> Fund:
         twin = Fund()
         twin.credits = [_Credit(credit.left, credit.expires_at) for credit in self.credits]
@@ -74,11 +80,16 @@ class Fund:
         return twin
 
 
-def balance(entries: Iterable[Entry], at: datetime) -> Decimal:
-    """What is left at ``at`` of the entries that occurred at or before it (negative when overspent)."""
+def replay(entries: Iterable[Entry], at: datetime) -> Fund:
+    """The fund after the entries that occurred at or before ``at``, applied in time order."""
     fund = Fund()
     for occurred, amount, expires in sorted(entries, key=lambda entry: entry[0]):
         if occurred > at:
             break
         fund.apply(occurred, amount, expires)
-    return fund.balance(at)
+    return fund
+
+
+def balance(entries: Iterable[Entry], at: datetime) -> Decimal:
+    """What is left at ``at`` of the entries that occurred at or before it (negative when overspent)."""
+    return replay(entries, at).balance(at)

@@ -67,8 +67,8 @@ def list_rewards(conn: Connection, status: str | None = None, payee: str | None 
 
 def list_funds(conn: Connection, program: str | None = None, holder: str | None = None,
                at: datetime | None = None) -> list[dict[str, Any]]:
-    """Each fund (program, holder, unit) at ``at`` (default now): credited, spent, expired unspent, and the balance
-    (oldest credits spent first, see :mod:`payhub.funds`)."""
+    """Each fund (program, holder, unit) at ``at`` (default now): credited, spent, expired unspent, the balance
+    (oldest credits spent first, see :mod:`payhub.funds`) and when the next credit with something left lapses."""
     at = at or utcnow()
     query = select(fund_entries.c.program, fund_entries.c.holder_id, fund_entries.c.unit, fund_entries.c.occurred_at,
                    fund_entries.c.amount, fund_entries.c.expires_at).where(fund_entries.c.occurred_at <= at)
@@ -84,11 +84,11 @@ def list_funds(conn: Connection, program: str | None = None, holder: str | None 
     for (name, holder_id, unit), entries in sorted(grouped.items()):
         credited = sum((a for _t, a, _e in entries if a > 0), Decimal(0))
         spent = -sum((a for _t, a, _e in entries if a < 0), Decimal(0))
-        left = funds.balance(entries, at)
-        expiring = [e for t, a, e in entries if a > 0 and e is not None and e > at]
+        fund = funds.replay(entries, at)
+        left = fund.balance(at)
         found.append({"program": name, "holder": holder_id, "unit": unit, "credited": str(credited),
                       "spent": str(spent), "expired": str(max(credited - spent - left, Decimal(0))),
-                      "balance": str(left), "next_expiry": min(expiring) if expiring else None})
+                      "balance": str(left), "next_expiry": fund.next_expiry(at)})
     return found
 
 
