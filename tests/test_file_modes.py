@@ -176,8 +176,8 @@ def test_bank_file_mode_setting_allows_the_group_never_others(tmp_path: Path, um
 def test_credit_notes_and_their_ledger_are_owner_only(tmp_path: Path, umask: int) -> None:
     from payhub_creditnote.rail import CreditNoteRail, CreditNoteSettings
 
-    seller = {"name": "Vendor GmbH", "country": "DE", "endpoint_id": "billing@vendor.example",
-              "endpoint_scheme": "EM"}
+    seller = {"name": "Vendor GmbH", "country": "DE", "registration_id": "HRB 12345",
+              "endpoint_id": "billing@vendor.example", "endpoint_scheme": "EM"}
     settings = CreditNoteSettings.model_validate({
         "outbox": str(tmp_path / "notes"), "seller": seller,
         "tax": {"category": "O", "exemption_reason_code": "VATEX-EU-O"}})

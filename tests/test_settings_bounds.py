@@ -145,7 +145,8 @@ def documented_programs() -> dict[str, dict[str, Any]]:
     return found
 
 
-SELLER = {"name": "Vendor GmbH", "country": "DE", "endpoint_id": "billing@vendor.example", "endpoint_scheme": "EM"}
+SELLER = {"name": "Vendor GmbH", "country": "DE", "registration_id": "HRB 12345",
+          "endpoint_id": "billing@vendor.example", "endpoint_scheme": "EM"}
 PLUGIN_SECTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "sources:file": ("sources", {"plugin": "file", "path": "deals.csv"}),
     "sources:hubspot": ("sources", {"plugin": "hubspot", "access_token": "pat-x", "start_date": date(2026, 1, 1),

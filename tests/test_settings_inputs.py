@@ -190,7 +190,8 @@ def test_a_nul_in_a_path_is_a_settings_error(tmp_path: Path, section: str, key: 
 def test_credit_note_series_cannot_leave_the_outbox(series: str, tmp_path: Path) -> None:
     from payhub_creditnote.rail import CreditNoteSettings
 
-    seller = {"name": "V", "country": "DE", "endpoint_id": "b@v.example", "endpoint_scheme": "EM"}
+    seller = {"name": "V", "country": "US", "registration_id": "1", "endpoint_id": "b@v.example",
+              "endpoint_scheme": "EM"}
     with pytest.raises(ValidationError, match="cannot hold a / or lead out of the outbox"):
         CreditNoteSettings.model_validate({"outbox": str(tmp_path), "series": series, "seller": seller})
     CreditNoteSettings.model_validate({"outbox": str(tmp_path), "series": "CN-2026.", "seller": seller})

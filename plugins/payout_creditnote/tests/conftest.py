@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from creditnote_en16931 import En16931, compiled
 from creditnote_helpers import make_rail
 
 from payhub_creditnote import CreditNoteRail
@@ -25,3 +26,10 @@ def rail_factory(tmp_path: Path) -> Iterator[Callable[..., CreditNoteRail]]:
     yield factory
     for rail in made:
         rail.close()
+
+
+@pytest.fixture(scope="session")
+def en16931() -> Iterator[En16931]:
+    """The official EN 16931 UBL rules (CEN validation artefacts), compiled once per test session."""
+    with compiled() as rules:
+        yield rules

@@ -1,12 +1,15 @@
 """Through payhub's own pipeline: a settings file with ``[rails.cn] plugin = "credit_note"``, CRM events, rewards,
-payouts, and one credit note per payout in the outbox."""
+payouts, and one credit note per payout in the outbox, each conforming to EN 16931 with the VAT category chosen for
+its buyer."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
 
-from creditnote_helpers import write_settings
+from creditnote_en16931 import En16931
+from creditnote_helpers import text, write_settings
+from lxml import etree
 from payhub.audit import verify
 from payhub.db import migrate
 from payhub.db.engine import make_engine
@@ -44,20 +47,21 @@ retry_max_seconds = 0
 name = "Vendor Software GmbH"
 country = "DE"
 vat_id = "DE123456789"
+registration_id = "HRB 12345"
 endpoint_id = "DE123456789"
 endpoint_scheme = "9930"
 city = "Berlin"
 
 [rails.cn.tax]
-category = "S"
-rate = "21"
+category = "auto"
+rate = "19"
 
 [routing]
 default_rail = "cn"
 """
 
 
-def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path) -> None:
+def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path, en16931: En16931) -> None:
     (tmp_path / "payees.csv").write_text(
         "id,name,country,email,vat_id,city,peppol_id\n"
         "r1,Reseller One B.V.,NL,ap@one.example,NL123456789B01,Amsterdam,0106:12345678\n"
@@ -96,6 +100,9 @@ def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path) -> None
             path = tmp_path / "outbox" / f"{row.provider_ref}.xml"
             document = path.read_bytes()
             assert ubl.validate(document) == []
+            assert en16931.fatal(document) == []
+            category = "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cbc:ID"
+            assert text(etree.fromstring(document), category) == "AE"  # DE seller, NL and BE buyers with VAT ids
             fields = ubl.read(document)
             assert fields["id"] == row.provider_ref
             assert Decimal(fields["payable"]) == from_minor(row.amount_minor, row.currency)

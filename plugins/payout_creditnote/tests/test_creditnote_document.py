@@ -1,5 +1,5 @@
-"""The documents: UBL 2.1 CreditNote, valid against the vendored OASIS schema, with the Peppol BIS Billing 3.0 fields
-and totals that add up exactly (EN 16931 BR-CO-10/13/15/16 and the VAT category rules the plugin follows)."""
+"""The documents: UBL 2.1 CreditNote, valid against the vendored OASIS schema and free of fatal EN 16931 rules (the
+official CEN artefacts), with the Peppol BIS Billing 3.0 fields and totals that add up exactly."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from creditnote_en16931 import En16931
 from creditnote_helpers import EXEMPT, SELLER, instruction, make_settings, payee, text, xml
 from lxml import etree
 from payhub.api import Outcome
@@ -28,11 +29,13 @@ def amount_of(root: Any, path: str) -> Decimal:
     return Decimal(value)
 
 
-def issue_one(rail: CreditNoteRail, n: int = 1, **kwargs: Any) -> Any:
+def issue_one(rail: CreditNoteRail, en16931: En16931, n: int = 1, **kwargs: Any) -> Any:
+    """Issue one credit note, check it against the UBL schema and the EN 16931 rules, return its root element."""
     [result] = rail.send([instruction(n, **kwargs)])
     assert result.outcome == Outcome.ACCEPTED, result.reason
     path = rail.path_of(str(result.provider_ref))
     assert ubl.validate(path.read_bytes()) == []
+    assert en16931.fatal(path.read_bytes()) == []
     return xml(path)
 
 
@@ -43,11 +46,12 @@ def issue_one(rail: CreditNoteRail, n: int = 1, **kwargs: Any) -> Any:
     {"category": "Z", "rate": "0"},
     {"category": "O", "exemption_reason": "Not subject to VAT", "exemption_reason_code": "VATEX-EU-O"},
     {"category": "AE", "exemption_reason_code": "VATEX-EU-AE"},
-    {"category": "K", "exemption_reason": "Intra-community supply"},
+    {"category": "G", "exemption_reason": "Export outside the EU"},
 ])
-def test_documents_validate_and_carry_the_peppol_fields(rail_factory: RailFactory, tax: dict[str, str]) -> None:
+def test_documents_validate_and_carry_the_peppol_fields(rail_factory: RailFactory, en16931: En16931,
+                                                        tax: dict[str, str]) -> None:
     rail = rail_factory(tax=tax, note="Q3 partner programme")
-    root = issue_one(rail)
+    root = issue_one(rail, en16931)
     assert root.tag == f"{{{ubl.NS_CN}}}CreditNote"
     assert text(root, "cbc:CustomizationID") == ubl.CUSTOMIZATION_ID
     assert text(root, "cbc:ProfileID") == "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
@@ -100,8 +104,8 @@ def test_documents_validate_and_carry_the_peppol_fields(rail_factory: RailFactor
     assert currencies == {"EUR"}
 
 
-def test_tax_on_top_when_amounts_exclude_it(rail_factory: RailFactory) -> None:
-    root = issue_one(rail_factory(tax={"category": "S", "rate": "19"}, amount_includes_tax=False))
+def test_tax_on_top_when_amounts_exclude_it(rail_factory: RailFactory, en16931: En16931) -> None:
+    root = issue_one(rail_factory(tax={"category": "S", "rate": "19"}, amount_includes_tax=False), en16931)
     assert amount_of(root, "cac:LegalMonetaryTotal/cbc:LineExtensionAmount") == Decimal("100.00")
     assert amount_of(root, "cac:TaxTotal/cbc:TaxAmount") == Decimal("19.00")
     assert amount_of(root, "cac:LegalMonetaryTotal/cbc:PayableAmount") == Decimal("119.00")
@@ -120,24 +124,24 @@ def test_rounding_keeps_the_payable_amount_exact() -> None:
     assert cases, "no amount needed a rounding line; the test does not cover PayableRoundingAmount"
 
 
-def test_a_rounding_amount_validates(rail_factory: RailFactory) -> None:
+def test_a_rounding_amount_validates(rail_factory: RailFactory, en16931: En16931) -> None:
     amount = next(Decimal(c).scaleb(-2) for c in range(1, 2000)
                   if ubl.amounts(Decimal(c).scaleb(-2), 2, Decimal(19), includes_tax=True).rounding)
-    root = issue_one(rail_factory(tax={"category": "S", "rate": "19"}), amount=str(amount))
+    root = issue_one(rail_factory(tax={"category": "S", "rate": "19"}), en16931, amount=str(amount))
     assert amount_of(root, "cac:LegalMonetaryTotal/cbc:PayableRoundingAmount") != 0
     assert amount_of(root, "cac:LegalMonetaryTotal/cbc:PayableAmount") == amount
 
 
-def test_currencies_without_decimals(rail_factory: RailFactory) -> None:
-    root = issue_one(rail_factory(tax={"category": "S", "rate": "10"}), amount="12345", currency="JPY")
+def test_currencies_without_decimals(rail_factory: RailFactory, en16931: En16931) -> None:
+    root = issue_one(rail_factory(tax={"category": "S", "rate": "10"}), en16931, amount="12345", currency="JPY")
     assert text(root, "cac:LegalMonetaryTotal/cbc:PayableAmount") == "12345"
     assert text(root, "cac:LegalMonetaryTotal/cbc:LineExtensionAmount") == "11223"
     assert text(root, "cac:TaxTotal/cbc:TaxAmount") == "1122"
 
 
-def test_buyer_details_from_the_payee(rail_factory: RailFactory) -> None:
+def test_buyer_details_from_the_payee(rail_factory: RailFactory, en16931: En16931) -> None:
     who = payee(peppol_id="0106:12345678", registration_id="KVK 12345678", buyer_reference="PO-77")
-    root = issue_one(rail_factory(), who=who)
+    root = issue_one(rail_factory(), en16931, who=who)
     buyer = "cac:AccountingCustomerParty/cac:Party/"
     assert text(root, buyer + "cbc:EndpointID") == "12345678"
     assert root.find(buyer + "cbc:EndpointID", ubl.XPATH_NS).get("schemeID") == "0106"
@@ -147,9 +151,9 @@ def test_buyer_details_from_the_payee(rail_factory: RailFactory) -> None:
     assert text(root, "cbc:BuyerReference") == "PO-77"
 
 
-def test_special_characters_are_escaped_and_valid(rail_factory: RailFactory) -> None:
+def test_special_characters_are_escaped_and_valid(rail_factory: RailFactory, en16931: En16931) -> None:
     who = payee(city="Zürich <&> \"Süd\"")
-    root = issue_one(rail_factory(), who=who)
+    root = issue_one(rail_factory(), en16931, who=who)
     assert text(root, "cac:AccountingCustomerParty/cac:Party/cac:PostalAddress/cbc:CityName") == 'Zürich <&> "Süd"'
 
 
@@ -214,7 +218,7 @@ def test_settings_are_checked(tmp_path: Path) -> None:
         ({"tax": {"category": "E", "rate": "5", "exemption_reason": "x"}}, "has a VAT rate of 0"),
         ({"tax": {"category": "X"}}, "Input should be"),
         ({"tax": {"category": "S", "rate": 19.0}}, "float is not exact"),
-        ({"seller": {**SELLER, "vat_id": None}}, "seller.vat_id is required"),
+        ({"seller": {**SELLER, "vat_id": None}}, r"seller.vat_id\n  required \(BT-31\) for VAT category E"),
         ({"seller": {**SELLER, "country": "Germany"}}, "not an ISO 3166"),
         ({"seller": {**SELLER, "extra": 1}}, "Extra inputs"),
         ({"currencies": ["BHD"]}, "at most 2"),
@@ -226,6 +230,8 @@ def test_settings_are_checked(tmp_path: Path) -> None:
             make_settings(tmp_path, **overrides)
     outside = make_settings(tmp_path, seller={**SELLER, "vat_id": None},
                             tax={"category": "O", "exemption_reason": "Not subject to VAT"})
+    assert outside.tax.categories("DE") == {"O"}
+    assert make_settings(tmp_path, tax={"rate": "19"}).tax.categories("DE") == {"S", "AE", "O"}  # auto
     assert outside.ledger_path == tmp_path / "outbox.ledger.sqlite"
     assert make_settings(tmp_path, ledger="numbers.sqlite").ledger_path == tmp_path / "numbers.sqlite"
 
@@ -240,7 +246,8 @@ def test_check_payee(rail_factory: RailFactory) -> None:
     assert "no electronic address" in str(rail.check_payee(payee(email=None, peppol_id="5790000436057"), "EUR"))
     assert rail.check_payee(payee(), "BHD") == "BHD has 3 decimals; credit notes take at most 2"
     reverse = rail_factory(tax={"category": "AE", "exemption_reason": "Reverse charge"})
-    assert reverse.check_payee(payee(vat_id=""), "EUR") == "payee r1 has no vat_id (needed for VAT category AE)"
+    assert reverse.check_payee(payee(vat_id=""), "EUR") == (
+        "payee r1 has no vat_id (needed for VAT category AE, BR-AE-02)")
     [result] = reverse.send([instruction(1, who=payee(vat_id=""))])
     assert result.outcome == Outcome.REJECTED and reverse.ledger.numbers() == []
 

@@ -2,7 +2,8 @@
 
 For each payout ``send``
 
-1. checks the payee (a country and an electronic address are needed; a VAT id for reverse-charge categories);
+1. checks the payee (a country and an electronic address are needed; a VAT id for reverse charge) and chooses the
+   VAT category of its credit note (:mod:`payhub_creditnote.vat`, unless the settings fix one);
 2. **issues** the credit note in the numbering ledger (:mod:`payhub_creditnote.ledger`): the same idempotency key
    always gets the same number; a new key gets the next number of the series, in one SQLite transaction together
    with the rendered, XSD-validated document. A document that does not validate is REJECTED and uses no number;
@@ -48,9 +49,10 @@ from payhub.api import (
 )
 from payhub.errors import InvalidRecord
 from payhub.money import check_currency, minor_units
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from payhub_creditnote import ubl
+from payhub_creditnote import ubl, vat
 from payhub_creditnote.delivery import BillingClient, Delivered, NotDelivered, Refused
 from payhub_creditnote.ledger import DocumentRefused, Draft, Entry, Ledger
 
@@ -67,8 +69,11 @@ class SellerSettings(PluginSettings):
     country: str
     endpoint_id: str = Field(min_length=1, description="Peppol electronic address (BT-34).")
     endpoint_scheme: str = Field(min_length=1, description="Its EAS scheme: 0088 (GLN), 9930 (DE VAT), EM…")
-    vat_id: str | None = None
-    registration_id: str | None = None
+    vat_id: str | None = Field(None, description="Seller VAT identifier (BT-31), with its country prefix.")
+    registration_id: str | None = Field(None, description="Seller legal registration identifier (BT-30).")
+    identifier: str | None = Field(None, description="Seller identifier (BT-29), e.g. a GLN or DUNS number.")
+    identifier_scheme: str | None = Field(None, pattern=r"^[0-9]{4}$",
+                                          description="ISO 6523 ICD of the identifier: 0088 (GLN), 0060 (DUNS)…")
     street: str | None = None
     additional_street: str | None = None
     city: str | None = None
@@ -82,17 +87,56 @@ class SellerSettings(PluginSettings):
             return value.upper()
         raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
 
+    @field_validator("vat_id")
+    @classmethod
+    def _vat_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not vat.VAT_PREFIX.match(value):
+            raise ValueError(f"{value!r} does not start with the two-letter prefix of its country, as in DE123456789 "
+                             "(BR-CO-09)")
+        return value
+
+    @model_validator(mode="after")
+    def _scheme_needs_identifier(self) -> SellerSettings:
+        if self.identifier_scheme and not self.identifier:
+            raise ValueError("identifier_scheme is set without identifier")
+        return self
+
+    def party(self) -> ubl.Party:
+        identifier = (self.identifier_scheme or "", self.identifier) if self.identifier else None
+        return ubl.Party(self.name, self.country, (self.endpoint_scheme, self.endpoint_id), vat_id=self.vat_id,
+                         registration_id=self.registration_id, identifier=identifier, street=self.street,
+                         additional_street=self.additional_street, city=self.city, postal_code=self.postal_code,
+                         contact_email=self.contact_email)
+
 
 class TaxSettings(PluginSettings):
-    """The VAT category of the credit notes (EN 16931 BG-23), from UNCL5305."""
+    """The VAT category of the credit notes (EN 16931 BG-23, UNCL5305): ``auto``, chosen for each document from the
+    seller's and the buyer's country and the buyer's VAT id (:mod:`payhub_creditnote.vat`), or one fixed category."""
 
-    category: Literal["S", "Z", "E", "AE", "K", "G", "O"] = "E"
-    rate: Amount | None = Field(None, ge=0, lt=100, description="Percent; required (> 0) for S, 0 or absent otherwise.")
+    category: Literal["auto", "S", "Z", "E", "AE", "G", "O"] = "auto"
+    rate: Amount | None = Field(None, ge=0, lt=100, description="Percent. With auto: the seller's standard rate "
+                                "(category S), required for a seller in the EU. Required (> 0) for S, else 0 or none.")
     exemption_reason: str | None = None
     exemption_reason_code: str | None = Field(None, description="VATEX code, e.g. VATEX-EU-132 or VATEX-EU-O.")
 
+    @field_validator("category", mode="before")
+    @classmethod
+    def _not_intra_community_supply(cls, value: object) -> object:
+        if value == "K":
+            raise ValueError("category K (intra-community supply) is not offered: EN 16931 requires the delivery date "
+                             "and country of the goods on such a document (BR-IC-11, BR-IC-12), which a credit note "
+                             "for an incentive does not have; use AE (reverse charge) or auto")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> TaxSettings:
+        if self.category == "auto":
+            if self.exemption_reason or self.exemption_reason_code:
+                raise ValueError("category auto writes its own exemption reasons (VATEX-EU-AE, VATEX-EU-O); "
+                                 "exemption_reason and exemption_reason_code go with a fixed category")
+            if self.rate is not None and self.rate <= 0:
+                raise ValueError("with category auto, rate is the seller's standard VAT rate: more than 0 percent")
+            return self
         if self.category == "S":
             if self.rate is None or self.rate <= 0 or self.rate >= 100:
                 raise ValueError("category S (standard rate) needs a rate between 0 and 100 percent")
@@ -106,7 +150,14 @@ class TaxSettings(PluginSettings):
             raise ValueError(f"category {self.category} needs exemption_reason or exemption_reason_code")
         return self
 
-    def to_tax(self) -> ubl.Tax:
+    def categories(self, seller_country: str) -> frozenset[str]:
+        """Every category a credit note of a seller in ``seller_country`` can get."""
+        return vat.categories(seller_country) if self.category == "auto" else frozenset({self.category})
+
+    def for_buyer(self, seller_country: str, buyer_country: str, buyer_vat_id: str | None) -> ubl.Tax:
+        """The VAT category, rate and exemption reason of a credit note from the seller to this buyer."""
+        if self.category == "auto":
+            return vat.choose(seller_country, self.rate, buyer_country, buyer_vat_id)
         rate = None if self.category == "O" else (self.rate or Decimal(0))
         return ubl.Tax(self.category, rate, self.exemption_reason, self.exemption_reason_code)
 
@@ -120,8 +171,7 @@ class CreditNoteSettings(PluginSettings):
                         "is gapless per series.")
     number_width: int = Field(6, ge=1, le=12)
     seller: SellerSettings
-    tax: TaxSettings = Field(default_factory=lambda: TaxSettings(exemption_reason_code="VATEX-EU-O",
-                                                                 category="O"))
+    tax: TaxSettings = Field(default_factory=TaxSettings)
     amount_includes_tax: bool = True
     currencies: list[str] | None = None
     item_name: str = Field("Channel partner incentive", min_length=1)
@@ -164,10 +214,29 @@ class CreditNoteSettings(PluginSettings):
         return value
 
     @model_validator(mode="after")
-    def _seller_vat(self) -> CreditNoteSettings:
-        if self.tax.category != "O" and not self.seller.vat_id:
-            raise ValueError(f"seller.vat_id is required for VAT category {self.tax.category} (BR-{self.tax.category}"
-                             "-02); only category O goes without it")
+    def _documents_can_be_valid(self) -> CreditNoteSettings:
+        """Refuse a seller and tax table under which a credit note would break an EN 16931 rule, naming the key."""
+        seller, tax = self.seller, self.tax
+        problems: list[tuple[tuple[str, str], str]] = []
+        if tax.category == "auto" and seller.country in vat.EU_MEMBER_STATES and tax.rate is None:
+            problems.append((("tax", "rate"), f"required: with category auto, a seller in the EU ({seller.country}) "
+                             f"credits buyers in {seller.country} at its standard VAT rate (category S)"))
+        if tax.category == "auto" and seller.country not in vat.EU_MEMBER_STATES and tax.rate is not None:
+            problems.append((("tax", "rate"), f"not used: with category auto, a seller outside the EU "
+                             f"({seller.country}) issues credit notes of category O only; remove it"))
+        categories = tax.categories(seller.country)
+        with_vat = sorted(categories - {"O"})
+        if with_vat and not seller.vat_id:
+            problems.append((("seller", "vat_id"), f"required (BT-31) for VAT category {', '.join(with_vat)} "
+                             f"({', '.join(f'BR-{c}-02' for c in with_vat)})"))
+        if "O" in categories and not (seller.registration_id or seller.identifier):
+            problems.append((("seller", "registration_id"), "required (BT-30), or else seller.identifier (BT-29): a "
+                             "credit note of VAT category O carries no VAT identifier (BR-O-02), and the seller must "
+                             "be identified (BR-CO-26)"))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("en16931", "{problem}", {"problem": problem}), loc=loc,
+                                 input=None) for loc, problem in problems])
         return self
 
     @property
@@ -213,8 +282,12 @@ class CreditNoteRail(Rail):
         if _endpoint(payee) is None:
             return (f"payee {payee.id} has no electronic address for credit notes (peppol_id such as "
                     "0088:5790000436057, or an email)")
-        if self.settings.tax.category in ("AE", "K") and not payee.details.get("vat_id"):
-            return f"payee {payee.id} has no vat_id (needed for VAT category {self.settings.tax.category})"
+        vat_id = payee.details.get("vat_id")
+        category = self._tax_for(payee).category
+        if category == "AE" and not vat_id:
+            return f"payee {payee.id} has no vat_id (needed for VAT category AE, BR-AE-02)"
+        if vat_id and category != "O" and not vat.VAT_PREFIX.match(vat_id):
+            return f"payee {payee.id} has a vat_id without its two-letter country prefix (BR-CO-09)"
         try:
             places = minor_units(currency)
         except InvalidRecord as exc:
@@ -359,12 +432,10 @@ class CreditNoteRail(Rail):
         s = self.settings
         payee = instruction.payee
         places = minor_units(instruction.currency)
-        totals = ubl.amounts(instruction.amount, places, s.tax.to_tax().rate, includes_tax=s.amount_includes_tax)
+        tax = self._tax_for(payee)
+        totals = ubl.amounts(instruction.amount, places, tax.rate, includes_tax=s.amount_includes_tax)
         issue_date = datetime.now(UTC).date()
-        seller = ubl.Party(s.seller.name, s.seller.country, (s.seller.endpoint_scheme, s.seller.endpoint_id),
-                           vat_id=s.seller.vat_id, registration_id=s.seller.registration_id, street=s.seller.street,
-                           additional_street=s.seller.additional_street, city=s.seller.city,
-                           postal_code=s.seller.postal_code, contact_email=s.seller.contact_email)
+        seller = s.seller.party()
         details = payee.details
         endpoint = _endpoint(payee)
         assert endpoint is not None  # check_payee ran first
@@ -377,12 +448,16 @@ class CreditNoteRail(Rail):
             return ubl.render(ubl.CreditNote(
                 document_id=document_id, issue_date=day, currency=instruction.currency, minor_units=places,
                 seller=seller, buyer=buyer, buyer_reference=details.get("buyer_reference") or payee.id,
-                tax=s.tax.to_tax(), amounts=totals, item_name=s.item_name, line_note=instruction.reference,
+                tax=tax, amounts=totals, item_name=s.item_name, line_note=instruction.reference,
                 object_id=instruction.idempotency_key, note=s.note))
 
         return Draft(key=instruction.idempotency_key, payout_id=instruction.payout_id, payee_id=payee.id,
                      amount=str(instruction.amount), currency=instruction.currency, issue_date=issue_date.isoformat(),
                      render=render)
+
+    def _tax_for(self, payee: Payee) -> ubl.Tax:
+        return self.settings.tax.for_buyer(self.settings.seller.country, str(payee.country),
+                                           payee.details.get("vat_id"))
 
     def _clean_temp_files(self) -> None:
         """Remove temporary files a crash left in the outbox (old ones only: another process may be writing)."""

@@ -3,11 +3,12 @@
 :func:`amounts` is the one tax computation; :func:`render` writes a document from plain values (no I/O, the same
 inputs give the same bytes); :func:`validate` checks a document against the vendored OASIS UBL 2.1 schema.
 
-One payout is one credit note with one line: quantity 1, the payout's net amount, the VAT category from the
-settings. With ``amount_includes_tax`` (the default) the payout amount is what the reseller is credited
-(PayableAmount); the net is the amount divided by (1 + rate), rounded half up to the currency's minor units, the VAT
-is net × rate rounded likewise (BR-S-09), and a difference of a minor unit, if any, is the PayableRoundingAmount
-(BT-114) so that PayableAmount equals the payout exactly. Otherwise the payout amount is the net and VAT is added.
+One payout is one credit note with one line: quantity 1, the payout's net amount, the VAT category the rail chose
+for the seller and buyer (:mod:`payhub_creditnote.vat`). With ``amount_includes_tax`` (the default) the payout
+amount is what the reseller is credited (PayableAmount); the net is the amount divided by (1 + rate), rounded half
+up to the currency's minor units, the VAT is net × rate rounded likewise (BR-S-09), and a difference of a minor
+unit, if any, is the PayableRoundingAmount (BT-114) so that PayableAmount equals the payout exactly. Otherwise the
+payout amount is the net and VAT is added.
 """
 
 from __future__ import annotations
@@ -32,20 +33,21 @@ NS_CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 NAMESPACES = {None: NS_CN, "cac": NS_CAC, "cbc": NS_CBC}
 XPATH_NS = {"cn": NS_CN, "cac": NS_CAC, "cbc": NS_CBC}
 
-# VAT categories (UNCL5305 subset of EN 16931): those that need an exemption reason, and the one without a rate.
-EXEMPT_CATEGORIES = frozenset({"E", "AE", "K", "G", "O"})
-ZERO_RATE_CATEGORIES = frozenset({"Z", "E", "AE", "K", "G"})
+# VAT categories (UNCL5305) that need an exemption reason (BR-E-10, BR-AE-10, BR-G-10, BR-O-10).
+EXEMPT_CATEGORIES = frozenset({"E", "AE", "G", "O"})
 
 
 @dataclass(frozen=True, slots=True)
 class Party:
-    """A seller or buyer as the document shows it. ``endpoint`` is (scheme, id): the Peppol electronic address."""
+    """A seller or buyer as the document shows it. ``endpoint`` is (scheme, id): the Peppol electronic address;
+    ``identifier`` (scheme, id; scheme may be empty) the party identifier (BT-29 / BT-46)."""
 
     name: str
     country: str
     endpoint: tuple[str, str]
     vat_id: str | None = None
     registration_id: str | None = None
+    identifier: tuple[str, str] | None = None
     street: str | None = None
     additional_street: str | None = None
     city: str | None = None
@@ -135,6 +137,10 @@ class _Builder:
         el = self.el
         node = el(el(parent, "cac", role), "cac", "Party")
         el(node, "cbc", "EndpointID", party.endpoint[1], schemeID=party.endpoint[0])
+        if party.identifier:
+            scheme, identifier = party.identifier
+            attrs = {"schemeID": scheme} if scheme else {}
+            el(el(node, "cac", "PartyIdentification"), "cbc", "ID", identifier, **attrs)
         el(el(node, "cac", "PartyName"), "cbc", "Name", party.name)
         address = el(node, "cac", "PostalAddress")
         for name, value in (("StreetName", party.street), ("AdditionalStreetName", party.additional_street),
