@@ -173,7 +173,10 @@ def test_dual_approval_needs_two_different_approvers(world: World) -> None:
     message = refused(reward_actions.approve, world.as_("finance:ann"), [reward])
     assert message == (f"reward {reward} is already approved by finance:ann; "
                        "it needs a different second approver")
-    assert world.snapshot() == before  # nothing changed, nothing audited
+    after = world.snapshot()
+    assert after[:2] == before[:2] and after[2] == before[2] + 1  # nothing changed; the refusal is audited
+    assert world.audit(reward)[-1] == ("finance:ann", "reward.approval_refused", "refused", {
+        "approver": "finance:ann", "reason": message})
 
     [second] = reward_actions.approve(world.as_("finance:bob"), [reward])
     assert (second.approvals, second.needed, second.pending) == (2, 2, True)
@@ -182,6 +185,8 @@ def test_dual_approval_needs_two_different_approvers(world: World) -> None:
     assert world.audit(reward) == [
         ("finance:ann", "reward.approved", "ok", {"approver": "finance:ann", "approvals": 1, "needed": 2,
                                                  "pending": False}),
+        ("finance:ann", "reward.approval_refused", "refused", {"approver": "finance:ann", "reason": (
+            f"reward {reward} is already approved by finance:ann; it needs a different second approver")}),
         ("finance:bob", "reward.approved", "ok", {"approver": "finance:bob", "approvals": 2, "needed": 2,
                                                  "pending": True}),
     ]
@@ -222,8 +227,9 @@ def test_hold_then_release_returns_to_awaiting_approval_while_approvals_are_miss
     assert result.pending and world.state(reward)[0] == "pending"
     assert [(a, action, outcome) for a, action, outcome, _ in world.audit(reward)] == [
         ("finance:ann", "reward.approved", "ok"), ("ops:dan", "reward.held", "held"),
+        ("finance:bob", "reward.approval_refused", "refused"),
         ("ops:dan", "reward.released", "ok"), ("finance:bob", "reward.approved", "ok")]
-    details = [d for _, _, _, d in world.audit(reward)]
+    details = [d for _, _, _, d in world.audit(reward) if d.get("approver") != "finance:bob"]
     assert details[1] == {"code": "operator", "reason": "partner under review", "from": "awaiting_approval"}
     assert details[2] == {"reason": "review done", "hold_code": "operator", "hold_reason": "partner under review",
                           "to": "awaiting_approval"}
@@ -344,7 +350,9 @@ def test_one_bad_id_refuses_the_whole_command_naming_every_problem(world: World,
     assert parts[0] == "reward 999 does not exist"
     assert parts[1].startswith(f"reward {paid} is paid in payout ")
     assert not any(part.startswith(f"reward {good} ") for part in parts)
-    assert world.snapshot() == before
+    after = world.snapshot()
+    # Nothing changed; a refused approval is audited on each named reward that exists.
+    assert after[:2] == before[:2] and after[2] == before[2] + (2 if action == "approve" else 0)
     assert refused(fn, world.as_("finance:ann"), [], *args) == "no reward ids given"
 
 
@@ -484,8 +492,8 @@ def test_cli_approve_hold_release_cancel_signed_by_the_actor(world: World, wide_
     assert cli("ops:dan", "cancel").exit_code == 2  # at least one id
 
     assert [(actor, action) for actor, action, _, _ in world.audit()] == [
-        ("finance:ann", "reward.approved"), ("finance:ann", "reward.approved"), ("ops:dan", "reward.held"),
-        ("ops:dan", "reward.released"), ("finance:bob", "reward.approved"), ("finance:bob", "reward.cancelled")]
+        ("finance:ann", "reward.approved"), ("finance:ann", "reward.approved"),
+        ("finance:ann", "reward.approval_refused"), ("ops:dan", "reward.held"), ("ops:dan", "reward.released"), ("finance:bob", "reward.approved"), ("finance:bob", "reward.cancelled")]
     assert world.audit(dual)[0][3]["note"] == "ok per policy"
     verified = invoke("-c", str(world.config), "audit", "verify")
     assert verified.exit_code == 0 and "audit log OK" in verified.stdout

@@ -50,12 +50,15 @@ def approve(rt: Runtime, reward_ids: Iterable[int], note: str | None = None) -> 
     """Record the actor's approval of each reward; a reward with all the approvals it needs becomes pending.
 
     Each reward must be ``awaiting_approval`` and not yet approved by the actor: a reward that needs two approvals
-    needs two different people.
+    needs two different people. A refused command approves nothing, and is itself audited: one
+    ``reward.approval_refused`` entry (outcome ``refused``) on each named reward that exists, with the approver, why
+    that reward was refused (or that another reward of the command was), and the note.
     """
     ids = _ids(reward_ids)
     actor = rt.writer.actor
     now = utcnow()
     results: list[Approval] = []
+    refused: Refused | None = None
     with rt.transaction() as tx:
         given = _approvers(tx, ids)
 
@@ -68,21 +71,42 @@ def approve(rt: Runtime, reward_ids: Iterable[int], note: str | None = None) -> 
                         f"{_ordinal(len(given[row.id]) + 1)} approver")
             return None
 
-        rows = _checked(tx, ids, check)
-        tx.conn.execute(approvals.insert(), [{"reward_id": i, "approver": actor, "approved_at": now} for i in ids])
-        for reward_id in ids:
-            count = len(given.get(reward_id, ())) + 1
-            needed = max(rows[reward_id].approvals_needed, 1)
-            done = count >= needed
-            if done:
-                tx.conn.execute(update(rewards).where(rewards.c.id == reward_id)
-                                .values(status="pending", updated_at=now))
-            detail: dict[str, Any] = {"approver": actor, "approvals": count, "needed": needed, "pending": done}
-            if note:
-                detail["note"] = note
-            tx.audit("reward.approved", "reward", reward_id, detail)
-            results.append(Approval(reward_id, count, needed, done))
+        try:
+            rows = _checked(tx, ids, check)
+        except Refused as exc:
+            refused = exc
+            _audit_refusal(tx, actor, exc, note)
+        else:
+            tx.conn.execute(approvals.insert(),
+                            [{"reward_id": i, "approver": actor, "approved_at": now} for i in ids])
+            for reward_id in ids:
+                count = len(given.get(reward_id, ())) + 1
+                needed = max(rows[reward_id].approvals_needed, 1)
+                done = count >= needed
+                if done:
+                    tx.conn.execute(update(rewards).where(rewards.c.id == reward_id)
+                                    .values(status="pending", updated_at=now))
+                detail: dict[str, Any] = {"approver": actor, "approvals": count, "needed": needed, "pending": done}
+                if note:
+                    detail["note"] = note
+                tx.audit("reward.approved", "reward", reward_id, detail)
+                results.append(Approval(reward_id, count, needed, done))
+    if refused is not None:  # raised once the refusal's entries are committed
+        raise refused
     return results
+
+
+def _audit_refusal(tx: Tx, actor: str, refused: Refused, note: str | None) -> None:
+    """One ``reward.approval_refused`` entry per named reward that exists (an audited subject must have a row)."""
+    others = sorted(refused.problems)
+    for reward_id in refused.existing:
+        reason = refused.problems.get(reward_id) or (
+            "not approved: the command also named " + ", ".join(f"reward {i}" for i in others)
+            + ", which " + ("was" if len(others) == 1 else "were") + " refused")
+        detail: dict[str, Any] = {"approver": actor, "reason": reason}
+        if note:
+            detail["note"] = note
+        tx.audit("reward.approval_refused", "reward", reward_id, detail, outcome="refused")
 
 
 def hold(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
@@ -210,23 +234,34 @@ def _reason(reason: str) -> str:
     return text
 
 
+class Refused(PayhubError):
+    """A decision refused as a whole: ``problems`` maps each refused reward id to why; ``existing`` lists the named
+    rewards that exist (a busy one too), in the order given."""
+
+    def __init__(self, problems: dict[int, str], existing: list[int]) -> None:
+        super().__init__("; ".join(problems.values()))
+        self.problems = problems
+        self.existing = existing
+
+
 def _checked(tx: Tx, ids: list[int], check: Callable[[Any], str | None]) -> dict[int, Any]:
-    """Lock the rows of ``ids`` and check each; refuse the whole command, naming every problem, if any fails."""
+    """Lock the rows of ``ids`` and check each; refuse the whole command, naming every problem, if any fails
+    (:class:`Refused`)."""
     rows: dict[int, Any] = {row.id: row for row in tx.conn.execute(
         for_update(tx.conn, select(rewards).where(rewards.c.id.in_(ids))))}
     absent = [i for i in ids if i not in rows]
     # On PostgreSQL a row another transaction has locked is skipped: it exists, but is busy.
     busy = set(tx.conn.execute(select(rewards.c.id).where(rewards.c.id.in_(absent))).scalars()) if absent else set()
-    problems = []
+    problems: dict[int, str] = {}
     for reward_id in ids:
         if reward_id in busy:
-            problems.append(f"reward {reward_id} is being worked on by a worker; try again later")
+            problems[reward_id] = f"reward {reward_id} is being worked on by a worker; try again later"
         elif reward_id not in rows:
-            problems.append(f"reward {reward_id} does not exist")
+            problems[reward_id] = f"reward {reward_id} does not exist"
         elif (problem := check(rows[reward_id])) is not None:
-            problems.append(problem)
+            problems[reward_id] = problem
     if problems:
-        raise PayhubError("; ".join(problems))
+        raise Refused(problems, [i for i in ids if i in rows or i in busy])
     return rows
 
 
