@@ -13,6 +13,12 @@
 
 Each call of :func:`disburse_rail` works one claimed batch through one round: look up unknown outcomes, then send.
 
+Rail calls run under the rail's call guard (:mod:`payhub.guard`): a call that runs past ``timeout_seconds`` is
+abandoned and keeps running in its thread, and the rail gets no other call until it returns. The payouts of an
+abandoned send may reach the rail, so they become ``unknown`` (a WARNING names each payout and its key) and are
+looked up first. A payout that was never handed to the rail (in a round whose lookup was abandoned) is left as it
+was, ``scheduled`` or ``retrying``, with no attempt counted, and is sent in a later round.
+
 Every write to a claimed payout is fenced by the claim's lease (:mod:`payhub.pipeline.leases`): a worker whose lease
 expired or was taken over meanwhile writes nothing for that payout (no status, attempt, reward or audit change),
 and says so in the log at WARNING. The lease is renewed when the attempt is committed, before the rail is called,
@@ -209,6 +215,11 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
 
 
 def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> None:
+    guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
+    if guard.busy:  # a lookup of this round was abandoned and runs on: nothing is handed to the rail before it ends
+        log.info("rail %s: payouts %s not sent in this round: an abandoned call has not returned yet; they stay "
+                 "due and are sent once it has", rail.name, ", ".join(str(w.id) for w in batch))
+        return
     now = utcnow()
     with rt.transaction() as tx:
         live = fence(tx, [(w, "sending") for w in batch])
@@ -229,7 +240,6 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
                 attempts.insert().returning(attempts.c.id, attempts.c.payout_id), attempt_rows)}
     if not batch:
         return
-    guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     keys = [w.instruction.idempotency_key for w in batch]
     try:
         answered = {r.idempotency_key: r for r in guard.call(rail.send, [w.instruction for w in batch])}
@@ -239,7 +249,12 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         results = {k: RailResult(k, Outcome.RETRY, reason=exc.reason) for k in keys}
     except PermanentRailError as exc:
         results = {k: RailResult(k, Outcome.REJECTED, reason=exc.reason) for k in keys}
-    except (UnknownOutcomeError, PluginTimeout) as exc:
+    except PluginTimeout as exc:  # abandoned: the call runs on, so the rail may still take every payout of it
+        for w in batch:
+            log.warning("payout %s (idempotency key %s): send abandoned: %s; its outcome is unknown and it is looked "
+                        "up on the rail by its key before any new attempt", w.id, w.instruction.idempotency_key, exc)
+        results = {k: RailResult(k, Outcome.UNKNOWN, reason=str(exc)) for k in keys}
+    except UnknownOutcomeError as exc:
         results = {k: RailResult(k, Outcome.UNKNOWN, reason=str(exc)) for k in keys}
     except Exception as exc:  # noqa: BLE001 - a rail bug: it may have sent, so the outcome is unknown
         log.exception("rail %s raised while sending", rail.name)
