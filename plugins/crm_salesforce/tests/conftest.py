@@ -4,11 +4,14 @@
 * ``sf_sim``: a started :class:`~payhub_salesforce.simulator.SalesforceSimulator` on 127.0.0.1.
 * ``sf_settings``: settings for a source, fast retries; ``sf_source``: a source on the simulator.
 * ``sf_runtime``: a payhub Runtime on a migrated SQLite file, from a settings body (the plugin loads by entry point).
+* ``sf_db_runtime``: the same on ``sf_db_url``, a fresh SQLite file or PostgreSQL database (the test runs on both).
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -29,6 +33,7 @@ from payhub_salesforce.simulator import SalesforceSimulator
 
 LOGIN = "https://login.example.test"
 INSTANCE = "https://acme.my.example.test"
+PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DATA = "/services/data/v62.0"
 WON_AT = "2026-05-01T10:00:00.000+0000"  # LastStageChangeDate of _record's won deals, as Salesforce returns it
 WON_KEY = "won:2026-05-01T10:00:00Z"  # the transition the source makes of it (UTC, to the second)
@@ -149,10 +154,8 @@ def sf_rsa_key() -> tuple[bytes, bytes]:
     return private, public
 
 
-@pytest.fixture
-def sf_runtime(tmp_path: Path) -> Iterator[Callable[[str], Runtime]]:
-    """``sf_runtime(body)``: a Runtime on a migrated SQLite file with the settings ``body``; a new one each call."""
-    url = f"sqlite:///{tmp_path / 'payhub.db'}"
+def _runtimes(tmp_path: Path, url: str) -> Iterator[Callable[[str], Runtime]]:
+    """Migrate the database at ``url``; yield a factory of Runtimes on it; close them all afterwards."""
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
@@ -171,3 +174,39 @@ def sf_runtime(tmp_path: Path) -> Iterator[Callable[[str], Runtime]]:
     yield make
     for rt in made:
         rt.close()
+
+
+@pytest.fixture
+def sf_runtime(tmp_path: Path) -> Iterator[Callable[[str], Runtime]]:
+    """``sf_runtime(body)``: a Runtime on a migrated SQLite file with the settings ``body``; a new one each call."""
+    yield from _runtimes(tmp_path, f"sqlite:///{tmp_path / 'payhub.db'}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sf_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database at PG_URL's server, dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'payhub.db'}"
+        return
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    name = f"payhub_sf_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sf_db_runtime(tmp_path: Path, sf_db_url: str) -> Iterator[Callable[[str], Runtime]]:
+    """``sf_db_runtime(body)``: as ``sf_runtime``, on ``sf_db_url`` (SQLite, then PostgreSQL)."""
+    yield from _runtimes(tmp_path, sf_db_url)

@@ -57,7 +57,8 @@ def test_pages_are_followed_through_next_records_url(sf_settings, sf_payloads) -
     soql = first.calls[0].request.url.params["q"]
     assert soql.startswith("SELECT Id, IsDeleted, IsWon, IsClosed, StageName, SystemModstamp, LastStageChangeDate, "
                            "CloseDate, Amount, ")
-    assert "FROM Opportunity WHERE IsWon = true AND IsClosed = true ORDER BY SystemModstamp ASC, Id ASC" in soql
+    assert ("FROM Opportunity WHERE IsWon = true AND IsClosed = true AND IsDeleted = false "
+            "ORDER BY SystemModstamp ASC, Id ASC") in soql
     for cursor in (a.cursor, b.cursor, c.cursor):
         assert "01gD0000002HU6KIAW" not in (cursor or "")  # locators expire: never stored
     done = json.loads(c.cursor or "")

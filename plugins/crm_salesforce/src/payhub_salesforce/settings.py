@@ -19,6 +19,7 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 OPPORTUNITY_STREAM = "Opportunity"
 REOPENED_STREAM = "Opportunity.reopened"
+DELETED_STREAM = "Opportunity.deleted"
 
 
 def _check_field(value: str | None) -> str | None:
@@ -31,14 +32,15 @@ class OpportunityMapping(PluginSettings):
     """How closed-won Opportunities become events (the ``[sources.<name>.opportunity]`` table)."""
 
     enabled: bool = Field(True, description="Read closed-won Opportunities.")
-    where: str = Field("", description="An extra SOQL condition ANDed to the query, e.g. "
-                       "\"Type = 'Partner' AND PartnerAccountId != null\".")
+    where: str = Field("", description="An extra SOQL condition ANDed to the query of won deals, e.g. "
+                       "\"Type = 'Partner' AND PartnerAccountId != null\". Reversals are read whatever it says.")
     event_type: str = Field("deal_won", min_length=1, description="Event type of a closed-won opportunity.")
     reversal_event_type: str = Field(
         "deal_reversed", min_length=1, description="Event type of a reversal: a won opportunity deleted, reopened or "
         "lost after it was won. List it in a program's `clawback_event_types`.")
-    reversals: bool = Field(True, description="Emit reversal events (deleted won deals through queryAll, and deals "
-                            "whose stage history shows a won stage but that are no longer won).")
+    reversals: bool = Field(True, description="Emit reversal events (won deals deleted, through queryAll, and deals "
+                            "whose stage history shows a won stage but that are no longer won), whatever `where` "
+                            "says.")
     won_stages: list[str] | None = Field(
         None, description="Stage API names that count as won, for detecting reopened deals in OpportunityHistory. "
         "Default: read once from OpportunityStage (IsWon = true).")
@@ -92,7 +94,8 @@ class ObjectMapping(PluginSettings):
         "org, else the source's `org_currency`.")
     attributes: dict[str, str] = Field(default_factory=dict, description="attribute name = field API name.")
     deleted_event_type: str | None = Field(
-        None, description="When set, a deleted record (seen through queryAll) is a reversal event of this type.")
+        None, description="When set, a deleted record (seen through queryAll) is a reversal event of this type, "
+        "whatever `where` says.")
 
     check_fields = field_validator("event_type_field", "transition_field", "occurred_at_field", "payee_field",
                               "partner_field", "amount_field", "currency_field")(_check_field)
@@ -120,6 +123,11 @@ class ObjectMapping(PluginSettings):
     @property
     def stream(self) -> str:
         return self.name or self.object
+
+    @property
+    def deleted_stream(self) -> str | None:
+        """The stream of deleted records, when ``deleted_event_type`` is set."""
+        return f"{self.stream}.deleted" if self.deleted_event_type else None
 
 
 class SalesforceSettings(PluginSettings):
@@ -231,7 +239,9 @@ class SalesforceSettings(PluginSettings):
             raise ValueError("set private_key or private_key_file, not both")
         if not self.multi_currency and self.org_currency is None:
             raise ValueError("set org_currency (the org's currency, e.g. \"USD\"), or multi_currency = true")
-        streams = [OPPORTUNITY_STREAM, REOPENED_STREAM] + [mapping.stream for mapping in self.objects]
+        streams = [OPPORTUNITY_STREAM, REOPENED_STREAM, DELETED_STREAM]
+        for mapping in self.objects:
+            streams += [name for name in (mapping.stream, mapping.deleted_stream) if name]
         duplicates = sorted({s for s in streams if streams.count(s) > 1})
         if duplicates:
             raise ValueError(f"objects: mapping names must be unique; give `name` to: {', '.join(duplicates)}")

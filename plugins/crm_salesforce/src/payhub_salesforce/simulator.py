@@ -11,7 +11,8 @@ It serves, on 127.0.0.1 and an ephemeral port (``http.server.ThreadingHTTPServer
   MALFORMED_QUERY / INVALID_FIELD / INVALID_TYPE / INVALID_QUERY_LOCATOR, and injected 429/5xx.
 
 SOQL: only the subset the source generates is parsed: a field list (with a child subquery), FROM, WHERE with AND /
-OR / NOT, parentheses, = != < <= > >=, IN / NOT IN (a list or a semi-join subquery), LIKE; ORDER BY; LIMIT. Literals:
+OR / NOT, parentheses, = != < <= > >=, IN / NOT IN (a list or a semi-join subquery), LIKE; ORDER BY; LIMIT. As on
+Salesforce, semi-joins are refused under OR or NOT and beyond two per WHERE (MALFORMED_QUERY). Literals:
 strings, numbers, true/false/null, dates and date-times. A query locator snapshots the matching Ids at query time; each
 page returns the records' values at the time the page is fetched (so changes during paging show, as they may on a real
 org). Opportunities derive IsWon/IsClosed from their stage and write OpportunityHistory rows on stage, amount and close
@@ -568,6 +569,7 @@ class SalesforceSimulator:
         if name not in self.schema:
             raise SoqlError("INVALID_TYPE", f"\n{query.sobject}\n^\nERROR at Row:1:Column:1\nsObject type "
                                             f"'{query.sobject}' is not supported.")
+        _check_semi_joins(query.where)
         names = [*query.fields, *(n for n, _ in query.order), *_where_fields(query.where)]
         for field_name in names:
             if field_name not in self.schema[name]:
@@ -628,6 +630,31 @@ class SalesforceSimulator:
                 "totalSize": len(ids), "done": True,
                 "records": [self._render(child_object, child, table[i]) for i in ids]}
         return out
+
+
+def _check_semi_joins(node: Any) -> None:
+    """Semi-joins only at the top level of WHERE (joined by AND), at most two, as Salesforce's SOQL requires."""
+    top: list[Any] = []
+    nested: list[Any] = []
+
+    def walk(n: Any, at_top: bool) -> None:
+        if n is None:
+            return
+        if n[0] == "and":
+            for child in n[1]:
+                walk(child, at_top)
+        elif n[0] in ("or", "not"):
+            for child in (n[1] if n[0] == "or" else [n[1]]):
+                walk(child, False)
+        elif n[0] == "in" and isinstance(n[2], Query):
+            (top if at_top else nested).append(n)
+
+    walk(node, True)
+    if nested:
+        raise SoqlError("MALFORMED_QUERY", "Semi join sub-selects are only allowed at the top level WHERE "
+                                           "expressions and not in nested WHERE expressions.")
+    if len(top) > 2:
+        raise SoqlError("MALFORMED_QUERY", "Maximum of 2 semi join sub-selects are allowed")
 
 
 def _where_fields(node: Any) -> list[str]:

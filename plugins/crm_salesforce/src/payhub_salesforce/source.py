@@ -1,8 +1,15 @@
 """The ``salesforce`` source: closed-won Opportunities, their reversals, and mapped custom objects, incrementally.
 
-**Streams.** Each sync reads, in this order, the streams configured: ``Opportunity`` (closed won, plus deleted
-won deals through queryAll), ``Opportunity.reopened`` (deals whose stage history holds a won stage but that are no
-longer won), then each custom object mapping. Every stream is read by SystemModstamp, then Id.
+**Streams.** Each sync reads, in this order, the streams configured: ``Opportunity`` (closed won, not deleted,
+with the admin's ``where``), ``Opportunity.reopened`` (deals whose stage history holds a won stage but that are no
+longer won) and ``Opportunity.deleted`` (won deals deleted, through queryAll), then each custom object mapping and,
+with ``deleted_event_type``, its deleted records. Every stream is read by SystemModstamp, then Id.
+
+**Reversals ignore the filter.** A deal the ``where`` selected when it was won may no longer match it when it is
+undone (its partner cleared in the same edit that reopens it, or earlier), so the reversal and deletion streams never
+carry the admin's ``where``: they find every deal that was won, rewarded or not, without remembering which ones were
+(a reversal of a deal never rewarded takes nothing back). The filter's semi-joins stay at the top level of WHERE, as
+Salesforce requires.
 
 **Cursor.** Opaque JSON text::
 
@@ -35,6 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -43,6 +51,7 @@ from payhub.api import FetchResult, PermanentSourceError, Source, SourceRecord, 
 from payhub_salesforce import soql
 from payhub_salesforce.client import LocatorExpired, SalesforceClient
 from payhub_salesforce.settings import (
+    DELETED_STREAM,
     OPPORTUNITY_STREAM,
     REOPENED_STREAM,
     ObjectMapping,
@@ -267,22 +276,27 @@ class SalesforceSource(Source):
         streams: list[Stream] = []
         if opp.enabled:
             fields = self.mapper.opportunity_fields()
-            extra = [f"({opp.where})"] if opp.where.strip() else []
             streams.append(Stream(OPPORTUNITY_STREAM, "Opportunity", fields,
-                                  ["IsWon = true", "IsClosed = true", *extra], self.mapper.opportunity))
-            if opp.reversals:
+                                  ["IsWon = true", "IsClosed = true", "IsDeleted = false", *_where(opp.where)],
+                                  self.mapper.opportunity))
+            if opp.reversals:  # without the where: see "Reversals ignore the filter" above
                 stages = self.won_stages()
                 if stages:
                     history = ("Id IN (SELECT OpportunityId FROM OpportunityHistory WHERE StageName IN ("
                                + ", ".join(soql.quote(stage) for stage in stages) + "))")
-                    streams.append(Stream(REOPENED_STREAM, "Opportunity", fields, ["IsWon = false", history, *extra],
+                    streams.append(Stream(REOPENED_STREAM, "Opportunity", fields, ["IsWon = false", history],
                                           self.mapper.opportunity))
                 else:
                     log.warning("source %s: no won opportunity stage found; reopened deals are not detected", self.name)
+                streams.append(Stream(DELETED_STREAM, "Opportunity", fields,
+                                      ["IsDeleted = true", "IsWon = true", "IsClosed = true"], self.mapper.opportunity))
         for mapping in s.objects:
-            streams.append(Stream(mapping.stream, mapping.object, self.mapper.object_fields(mapping),
-                                  [f"({mapping.where})"] if mapping.where.strip() else [],
-                                  lambda raw, m=mapping: self.mapper.custom(m, raw)))  # type: ignore[misc]
+            fields = self.mapper.object_fields(mapping)
+            to_record = partial(self.mapper.custom, mapping)
+            streams.append(Stream(mapping.stream, mapping.object, fields,
+                                  ["IsDeleted = false", *_where(mapping.where)], to_record))
+            if mapping.deleted_stream:
+                streams.append(Stream(mapping.deleted_stream, mapping.object, fields, ["IsDeleted = true"], to_record))
         self._streams = streams
         return streams
 
@@ -437,6 +451,11 @@ class Mapper:
             if value is not None:
                 out[name] = _plain(value) if isinstance(value, Decimal) else value
         return out
+
+
+def _where(condition: str) -> list[str]:
+    """The admin's ``where`` as one parenthesised condition (none when empty)."""
+    return [f"({condition})"] if condition.strip() else []
 
 
 def get(raw: Mapping[str, Any], path: str) -> Any:
