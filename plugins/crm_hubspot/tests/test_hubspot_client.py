@@ -16,7 +16,8 @@ from payhub_hubspot.settings import HubSpotSettings
 
 BASE = "https://api.hubapi.com"
 SEARCH = f"{BASE}/crm/v3/objects/deals/search"
-TOKEN = f"{BASE}/oauth/v1/token"
+TOKEN = f"{BASE}/oauth/2026-03/token"
+LEGACY_TOKEN = f"{BASE}/oauth/v1/token"
 PIPELINES = f"{BASE}/crm/v3/pipelines/deals"
 SEARCH_ANSWER = {"total": 1, "results": [{
     "id": "1001", "properties": {"hs_object_id": "1001", "hs_lastmodifieddate": "2026-03-01T10:00:00.000Z",
@@ -257,3 +258,80 @@ def test_retries_never_sleep_past_the_fetch_deadline() -> None:
     with pytest.raises(TransientSourceError, match=r"after 1 attempt"):
         client.request("POST", "/crm/v3/objects/deals/search", json={}, search=True)
     assert route.call_count == 1 and max(fake.sleeps, default=0) < 1
+
+
+@respx.mock
+def test_default_token_endpoint_is_the_date_versioned_one() -> None:
+    token = respx.post(TOKEN).respond(200, json=token_answer(1))
+    legacy = respx.post(LEGACY_TOKEN).respond(200, json=token_answer(2))
+    assert make(FakeTime(), **OAUTH).auth.token() == "access-1"
+    request = token.calls.last.request
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.url.query == b""  # every parameter in the body, none in the URL
+    assert dict(httpx.QueryParams(request.content.decode())) == {
+        "grant_type": "refresh_token", "client_id": "client-1", "client_secret": "client-secret-1",
+        "refresh_token": "refresh-1"}
+    assert legacy.call_count == 0
+
+
+@respx.mock
+@pytest.mark.parametrize(("status", "error", "hint"), [
+    (400, "invalid_grant", "install the app again"),
+    (400, "invalid_client", "client_id or client_secret is wrong"),
+    (401, "invalid_client", "client_id or client_secret is wrong"),
+    (400, "unauthorized_client", "refresh-token grant"),
+    (400, "unsupported_grant_type", "oauth_token_path"),
+    (400, "invalid_request", "fix the OAuth settings"),
+])
+def test_rfc6749_token_errors_are_permanent_and_named(status: int, error: str, hint: str) -> None:
+    respx.post(TOKEN).respond(status, json={"error": error, "error_description": "refused for a reason",
+                                            "status": "BAD_REFRESH_TOKEN", "message": "refused for a reason",
+                                            "correlationId": "c0ffee00-0000-4000-8000-000000000006"})
+    with pytest.raises(PermanentSourceError) as info:
+        make(FakeTime(), **OAUTH).request("GET", "/crm/v3/pipelines/deals")
+    text = str(info.value)
+    assert f"{error}: refused for a reason (BAD_REFRESH_TOKEN)" in text and hint in text
+    assert "/oauth/2026-03/token" in text and f"HTTP {status}" in text
+    assert "client-secret-1" not in text and "refresh-1" not in text
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", [
+    httpx.Response(503, json={"status": "error", "message": "unavailable", "category": "INTERNAL_ERROR"}),
+    httpx.Response(500, text="<html>oops</html>"),
+    httpx.Response(429, json=RATE_LIMITED),
+    httpx.Response(400, json={"error": "temporarily_unavailable", "error_description": "try later"}),
+    httpx.Response(400, json={"error": "server_error", "error_description": "oops"}),
+    httpx.Response(200, json={"token_type": "bearer"}),
+])
+def test_token_endpoint_outages_are_transient(answer: httpx.Response) -> None:
+    route = respx.post(TOKEN).mock(return_value=answer)
+    with pytest.raises(TransientSourceError):
+        make(FakeTime(), max_retries=2, **OAUTH).request("GET", "/crm/v3/pipelines/deals")
+    assert route.call_count == (3 if answer.status_code >= 429 else 1)  # 5xx and 429 retried first
+
+
+@respx.mock
+def test_a_wrong_token_path_is_permanent() -> None:
+    respx.post(f"{BASE}/oauth/v9/token").respond(404, json={"status": "error", "category": "OBJECT_NOT_FOUND",
+                                                           "message": "Unable to route", "correlationId": "x"})
+    with pytest.raises(PermanentSourceError, match=r"/oauth/v9/token, HTTP 404"):
+        make(FakeTime(), oauth_token_path="/oauth/v9/token", **OAUTH).auth.token()
+
+
+@respx.mock
+@pytest.mark.parametrize(("expires_in", "valid"), [
+    (1800, 1800), ("600", 600), (None, 1800), ("soon", 1800), (-5, 1800), (0, 1800), ("nan", 1800),
+    ("inf", 1800), (10**30, 86400), (True, 1800),
+])
+def test_token_lifetime_is_bounded(expires_in: Any, valid: float) -> None:
+    fake = FakeTime()
+    grants = iter(range(1, 10))
+    respx.post(TOKEN).mock(side_effect=lambda request: httpx.Response(
+        200, json={**token_answer(next(grants)), "expires_in": expires_in}))
+    client = make(fake, token_refresh_margin_seconds=0, **OAUTH)
+    assert client.auth.token() == "access-1"
+    fake.now += valid - 0.5
+    assert client.auth.token() == "access-1"
+    fake.now += 1
+    assert client.auth.token() == "access-2"

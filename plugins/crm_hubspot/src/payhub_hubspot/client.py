@@ -3,11 +3,13 @@
 Errors are mapped at this boundary to payhub's two source errors:
 
 * :class:`~payhub.api.TransientSourceError` — 429 and 5xx answers, timeouts and connection errors that are still
-  failing after ``max_retries`` retries (with backoff, honouring ``Retry-After``), a Retry-After longer than
-  ``max_retry_after_seconds``, the daily request limit, or an unreadable answer. The next poll tries again from
-  the stored cursor.
-* :class:`~payhub.api.PermanentSourceError` — a token HubSpot refuses (401 after a refresh, a refused refresh
-  token), missing scopes (403 ``MISSING_SCOPES``, naming the scopes), and other 4xx answers.
+  failing after ``max_retries`` retries (with backoff, honouring ``Retry-After``), the daily request limit, or an
+  unreadable answer. The next poll tries again from the stored cursor. Its subclass :class:`RateLimited` is a 429
+  whose ``Retry-After`` is longer than ``max_retry_after_seconds`` (or comes with the daily limit): it carries the
+  instant before which HubSpot must not be called again, which the source keeps in its cursor.
+* :class:`~payhub.api.PermanentSourceError` — a token HubSpot refuses (401 after a refresh), a refused token
+  refresh (an RFC 6749 error such as ``invalid_grant`` or ``invalid_client``, or any other 4xx of the token
+  endpoint), missing scopes (403 ``MISSING_SCOPES``, naming the scopes), and other 4xx answers.
 
 Tokens never appear in errors or logs.
 """
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -28,12 +32,24 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.stop import stop_base
 
 from payhub.api import PermanentSourceError, TransientSourceError
-from payhub_hubspot.settings import HubSpotSettings
+from payhub_hubspot.settings import DEFAULT_TOKEN_PATH, HubSpotSettings
 
 log = logging.getLogger(__name__)
 
-TOKEN_PATH = "/oauth/v1/token"
 USER_AGENT = "payhub-hubspot/0.1"
+DEFAULT_TOKEN_EXPIRY_SECONDS = 1800.0
+"""HubSpot's documented access token lifetime, used when a token answer has no usable ``expires_in``."""
+_TRANSIENT_OAUTH_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+_OAUTH_HINTS = {
+    "invalid_grant": "the refresh token is invalid, expired or revoked (was the app uninstalled?): install the app "
+                     "again and set refresh_token",
+    "invalid_client": "client_id or client_secret is wrong: copy them from the app's settings in HubSpot",
+    "unauthorized_client": "the app may not use the refresh-token grant",
+    "unsupported_grant_type": "the token endpoint does not take the refresh-token grant: check oauth_token_path",
+}
+RETRY_AFTER_CAP_SECONDS = 86_400.0
+"""The longest wait a ``Retry-After`` can ask for; a longer delay or a date further ahead counts as this."""
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 class RateLimiter:
@@ -75,6 +91,17 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class RateLimited(TransientSourceError):
+    """HubSpot asked not to be called again before ``until`` (epoch seconds): a 429 with a ``Retry-After`` longer
+    than ``max_retry_after_seconds``, or with the daily limit."""
+
+    def __init__(self, label: str, retry_after: float, until: float, daily: bool = False) -> None:
+        self.retry_after = retry_after
+        self.until = until
+        what = "the account's daily request limit is reached" if daily else "rate limited"
+        super().__init__(f"HubSpot {label}: {what}, Retry-After {retry_after:.0f} s")
 
 
 class _StaticToken:
@@ -127,21 +154,20 @@ class _OAuthTokens:
                 self._token = None
 
     def _refresh(self) -> None:
+        path = self._client.settings.oauth_token_path
+        label = f"POST {path}"
+        if self.refreshes == 0 and path.startswith("/oauth/v1/"):
+            log.warning("HubSpot retires its v1 OAuth endpoints on 2027-02-16: set oauth_token_path to %s",
+                        DEFAULT_TOKEN_PATH)
         form = {"grant_type": "refresh_token", "client_id": self._client_id,
                 "client_secret": self._client_secret, "refresh_token": self._refresh_token}
         started = self._client.clock()
-        response = self._client.send_with_retries(
-            "OAuth token refresh", lambda: self._client.http.post(TOKEN_PATH, data=form), limiter=None)
+        response = self._client.send_with_retries(label, lambda: self._client.http.post(path, data=form),
+                                                  limiter=None)
         body = _json_or_none(response)
         if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
-            detail = _describe(response, body)
-            if response.status_code in (400, 401, 403):
-                raise PermanentSourceError(f"HubSpot refused the OAuth refresh token: {detail}")
-            raise TransientSourceError(f"HubSpot OAuth token refresh failed: {detail}")
-        try:
-            expires_in = float(body.get("expires_in", 1800))
-        except (TypeError, ValueError):
-            expires_in = 1800.0
+            raise _token_refused(label, response, body)
+        expires_in = _expires_in(body.get("expires_in"))
         self._token = str(body["access_token"])
         self._expires_at = started + expires_in
         if body.get("refresh_token"):  # HubSpot may hand out a new refresh token; the old one stays valid
@@ -150,14 +176,47 @@ class _OAuthTokens:
         log.info("HubSpot OAuth access token refreshed (valid %.0f s)", expires_in)
 
 
+def _expires_in(value: Any) -> float:
+    """An access token's lifetime in seconds from ``expires_in``: positive and at most a day, else the default."""
+    if isinstance(value, bool):
+        return DEFAULT_TOKEN_EXPIRY_SECONDS
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return DEFAULT_TOKEN_EXPIRY_SECONDS
+    if not math.isfinite(seconds) or seconds <= 0:
+        return DEFAULT_TOKEN_EXPIRY_SECONDS
+    return min(seconds, 86_400.0)
+
+
+def _token_refused(label: str, response: httpx.Response, body: Any) -> TransientSourceError | PermanentSourceError:
+    """The error of a token answer without an access token.
+
+    An RFC 6749 error (``{"error": "invalid_grant", "error_description": ...}``) or any other 4xx is permanent,
+    naming the error, except ``server_error``, ``temporarily_unavailable`` and 408; 5xx and 429 have been retried
+    already and are transient, as is a 200 without an access token.
+    """
+    status = response.status_code
+    error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), str) else None
+    detail = _describe(response, body)
+    if status == 200:
+        return TransientSourceError(f"HubSpot {label}: HTTP 200 without an access token")
+    if not 400 <= status < 500 or status == 408 or error in _TRANSIENT_OAUTH_ERRORS:
+        return TransientSourceError(f"HubSpot OAuth token refresh failed ({label}, HTTP {status}): {detail}")
+    hint = _OAUTH_HINTS.get(error or "", "fix the OAuth settings and restart")
+    return PermanentSourceError(f"HubSpot refused the OAuth token refresh ({label}, HTTP {status}): {detail}; {hint}")
+
+
 class HubSpotClient:
     """HubSpot REST calls with authentication, rate limits, retries and errors mapped to payhub's."""
 
     def __init__(self, settings: HubSpotSettings, *, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.sleep = sleep
         self.clock = clock
+        self.wall_clock = wall_clock  # epoch seconds: HTTP dates of Retry-After, and RateLimited.until
         self.deadline: float | None = None  # (``clock`` time) retries never sleep past it; the source sets it
         self.http = httpx.Client(base_url=settings.base_url, timeout=httpx.Timeout(settings.http_timeout_seconds),
                                  transport=transport, headers={"Accept": "application/json",
@@ -237,14 +296,17 @@ class HubSpotClient:
             status = response.status_code
             if status == 429:
                 body = _json_or_none(response)
-                if isinstance(body, dict) and str(body.get("policyName", "")).upper() == "DAILY":
+                now = self.wall_clock()
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"), now)
+                daily = isinstance(body, dict) and str(body.get("policyName", "")).upper() == "DAILY"
+                if retry_after is not None and (daily or retry_after > self.settings.max_retry_after_seconds):
+                    raise RateLimited(label, retry_after, now + retry_after, daily)
+                if daily:
                     raise TransientSourceError(f"HubSpot {label}: the account's daily request limit is reached")
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-                if retry_after is not None and retry_after > self.settings.max_retry_after_seconds:
-                    raise TransientSourceError(f"HubSpot {label}: rate limited, Retry-After {retry_after:.0f} s")
                 raise _Retry(f"rate limited (HTTP 429{_policy(body)})", retry_after)
             if status >= 500:
-                raise _Retry(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+                raise _Retry(f"HTTP {status}", retry_after_seconds(response.headers.get("Retry-After"),
+                                                                   self.wall_clock()))
             return response
 
         retrying = Retrying(stop=stop_after_attempt(self.settings.max_retries + 1) | _StopAtDeadline(self),
@@ -290,22 +352,31 @@ def _json_or_none(response: httpx.Response) -> Any:
         return None
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delay-seconds or an HTTP date."""
-    if not value:
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header at ``now`` (epoch seconds), from 0 to
+    ``RETRY_AFTER_CAP_SECONDS``; None when absent or unreadable.
+
+    delay-seconds are ASCII digits (a fraction is tolerated); an HTTP date counts from ``now`` (a past one is 0). A
+    longer delay, or a date further ahead, counts as the cap. Anything else (a negative or signed number, an
+    exponent, ``inf``, ``nan``, non-ASCII digits, text) is unreadable, so the usual backoff applies.
+    """
+    text = (value or "").strip()
+    if not text:
         return None
-    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        whole = text.split(".", 1)[0].lstrip("0")
+        return RETRY_AFTER_CAP_SECONDS if len(whole) > 9 else min(float(text), RETRY_AFTER_CAP_SECONDS)
+    if len(text) > 64:  # an HTTP date is 29 characters
+        return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_CAP_SECONDS)
 
 
 def _policy(body: Any) -> str:
@@ -316,6 +387,15 @@ def _describe(response: httpx.Response, body: Any) -> str:
     """HubSpot's error category, message and correlation id (never the request's headers)."""
     if not isinstance(body, dict):
         return (response.text or f"HTTP {response.status_code}")[:200]
+    if isinstance(body.get("error"), str) and body["error"]:  # RFC 6749 (the OAuth token endpoints)
+        description = str(body.get("error_description") or "").strip()
+        text = str(body["error"]) + (f": {description}" if description else "")
+        legacy = str(body.get("status") or "")  # HubSpot's own code, kept next to the standard one
+        if legacy and legacy != "error" and legacy != body["error"]:
+            text += f" ({legacy})"
+        if body.get("correlationId"):
+            text += f" (correlationId {body['correlationId']})"
+        return text[:500]
     status = body.get("status")
     category = body.get("category") or (status if status and status != "error" else None)
     message = str(body.get("message") or "").strip()

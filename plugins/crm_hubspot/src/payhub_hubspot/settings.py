@@ -11,6 +11,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from payhub.api import PluginSettings
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
+DEFAULT_TOKEN_PATH = "/oauth/2026-03/token"
+"""HubSpot's date-versioned OAuth token endpoint (the v1 endpoint ``/oauth/v1/token`` is retired on 2027-02-16)."""
 
 
 class HubSpotSettings(PluginSettings):
@@ -28,6 +31,10 @@ class HubSpotSettings(PluginSettings):
         None, description="OAuth app client secret: refresh-token grant, and the key of webhook signatures.")
     refresh_token: SecretStr | None = Field(
         None, description="OAuth refresh token of the installed app (from the account's install).")
+    oauth_token_path: str = Field(
+        DEFAULT_TOKEN_PATH,
+        description="Path of HubSpot's OAuth token endpoint under base_url (refresh-token grant, form-encoded). "
+                    "`/oauth/v1/token` still works until HubSpot retires it on 2027-02-16.")
     token_refresh_margin_seconds: float = Field(
         120.0, ge=0, le=1800,
         description="Refresh an OAuth access token this long before its `expires_in` runs out.")
@@ -163,6 +170,14 @@ class HubSpotSettings(PluginSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return None if value is None else value.rstrip("/")
+
+    @field_validator("oauth_token_path")
+    @classmethod
+    def _token_path(cls, value: str) -> str:
+        if not _URL_PATH.fullmatch(value):
+            raise ValueError("must be a URL path: starting with /, at most 200 characters, without spaces, query "
+                             "(?) or fragment (#)")
+        return value
 
     @field_validator("webhook_path")
     @classmethod

@@ -3,8 +3,10 @@
 It serves the endpoints the ``hubspot`` source uses, with bodies shaped like HubSpot's documented responses, and the
 behaviour that matters to a sync:
 
-* ``POST /oauth/v1/token`` (refresh-token grant; access tokens expire after ``token_ttl`` seconds),
-  a private app token, 401 for expired or unknown tokens, 403 ``MISSING_SCOPES`` for scopes not granted;
+* ``POST /oauth/2026-03/token`` and the legacy ``POST /oauth/v1/token`` (refresh-token grant, form-encoded;
+  access tokens expire after ``token_ttl`` seconds; refusals are RFC 6749 errors such as ``invalid_grant`` and
+  ``invalid_client``, with HubSpot's own ``status`` and ``message`` kept next to them), a private app token, 401 for
+  expired or unknown tokens, 403 ``MISSING_SCOPES`` for scopes not granted;
 * ``GET /crm/v3/pipelines/deals``;
 * ``POST /crm/v3/objects/deals/search`` with filterGroups (EQ, NEQ, LT, LTE, GT, GTE, BETWEEN, IN, NOT_IN,
   HAS_PROPERTY, NOT_HAS_PROPERTY), one sort, ``limit`` up to 200, offset ``after`` paging that answers 400 once
@@ -34,9 +36,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["DEFAULT_SCOPES", "HubSpotSimulator", "Request", "iso"]
+__all__ = ["DEFAULT_SCOPES", "LEGACY_TOKEN_PATH", "TOKEN_PATH", "HubSpotSimulator", "Request", "iso"]
 
 DEFAULT_SCOPES = frozenset({"crm.objects.deals.read", "crm.objects.companies.read"})
+TOKEN_PATH = "/oauth/2026-03/token"
+LEGACY_TOKEN_PATH = "/oauth/v1/token"
 SEARCH_CAP = 10_000
 DATE_PROPERTIES = frozenset({"hs_lastmodifieddate", "createdate", "closedate"})
 NUMERIC_PROPERTIES = frozenset({"hs_object_id", "amount"})
@@ -337,8 +341,8 @@ class HubSpotSimulator:
                 if fault.status == 429 and fault.body is None:
                     answer = _rate_limited("SECONDLY")
                 return fault.status, fault.headers, answer
-        if method == "POST" and path == "/oauth/v1/token":
-            return self._token(body)
+        if method == "POST" and path in (TOKEN_PATH, LEGACY_TOKEN_PATH):
+            return self._token(body, query)
         problem = self._authenticate(headers)
         if problem is not None:
             return problem
@@ -356,17 +360,19 @@ class HubSpotSimulator:
                                 lambda: self._associations(body))
         return 404, {}, _error(f"Unable to route {method} {path}", "OBJECT_NOT_FOUND")
 
-    def _token(self, body: Any) -> tuple[int, dict[str, str], Any]:
-        form = {k: v[0] for k, v in parse_qs(body or "").items()}
+    def _token(self, body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
+        form = {k: v[0] for k, v in parse_qs(body if isinstance(body, str) else "").items()}
+        if {"client_id", "client_secret", "refresh_token"} & set(query):
+            return _oauth_error(400, "invalid_request", "Credentials must be sent in the request body, not the query",
+                                "BAD_REQUEST")
         if form.get("grant_type") != "refresh_token":
-            return 400, {}, {"status": "BAD_GRANT_TYPE", "message": "unknown grant type", **_correlation()}
+            return _oauth_error(400, "unsupported_grant_type", "unknown grant type", "BAD_GRANT_TYPE")
         if form.get("client_id") != self.client_id:
-            return 400, {}, {"status": "BAD_CLIENT_ID", "message": "missing or invalid client_id", **_correlation()}
+            return _oauth_error(400, "invalid_client", "missing or invalid client_id", "BAD_CLIENT_ID")
         if form.get("client_secret") != self.client_secret:
-            return 400, {}, {"status": "BAD_CLIENT_SECRET", "message": "invalid client_secret", **_correlation()}
+            return _oauth_error(400, "invalid_client", "invalid client_secret", "BAD_CLIENT_SECRET")
         if form.get("refresh_token") != self.refresh_token:
-            return 400, {}, {"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",
-                             **_correlation()}
+            return _oauth_error(400, "invalid_grant", "missing or unknown refresh token", "BAD_REFRESH_TOKEN")
         token = f"sim-access-{uuid.uuid4().hex}"
         self.tokens[token] = self.clock() + self.token_ttl
         self.token_grants += 1
@@ -542,6 +548,12 @@ class HubSpotSimulator:
 
 def _correlation() -> dict[str, str]:
     return {"correlationId": str(uuid.uuid4())}
+
+
+def _oauth_error(status: int, error: str, description: str, legacy: str) -> tuple[int, dict[str, str], Any]:
+    """An OAuth refusal as HubSpot sends it: RFC 6749 ``error`` and ``error_description``, plus its own fields."""
+    return status, {}, {"error": error, "error_description": description, "status": legacy, "message": description,
+                        **_correlation()}
 
 
 def _error(message: str, category: str) -> dict[str, Any]:

@@ -19,7 +19,9 @@ left a closed-won stage. Closed-won is per pipeline, from the pipelines API. Eac
 won is one ``deleted:<archivedAt ms>`` reversal. Keys are stable, so re-reading a deal adds nothing, and a deal won
 again after a reversal has a new key and is rewarded again.
 
-The cursor is JSON: ``{"v": 1, "start": ms, "end": ms | null, "after": "<last deal id>" | null, "sweep": ...}``.
+The cursor is JSON: ``{"v": 1, "start": ms, "end": ms | null, "after": "<last deal id>" | null, "sweep": ...}``,
+with ``"nb": ms`` while HubSpot asked (a long ``Retry-After``) not to be called before that instant: the polls until
+then make no request, also after a restart.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 import httpx
 
 from payhub.api import FetchResult, PermanentSourceError, Source, SourceRecord, TransientSourceError
-from payhub_hubspot.client import HubSpotClient
+from payhub_hubspot.client import RETRY_AFTER_CAP_SECONDS, HubSpotClient, RateLimited
 from payhub_hubspot.settings import HubSpotSettings
 from payhub_hubspot.webhooks import WebhookInbox, WebhookReceiver
 
@@ -99,6 +101,7 @@ class Cursor:
     sweep_since: int = 0
     sweep_next: int = 0
     wh: str | None = None
+    nb: int | None = None  # no request to HubSpot before this instant (epoch ms): it asked to wait
 
     @classmethod
     def decode(cls, text: str | None, start_ms: int) -> Cursor:
@@ -111,7 +114,7 @@ class Cursor:
             return cls(start=int(data["start"]), end=None if data.get("end") is None else int(data["end"]),
                        after=None if data.get("after") is None else str(data["after"]), sweep=data.get("sweep"),
                        sweep_since=int(data.get("sweep_since", start_ms)), sweep_next=int(data.get("sweep_next", 0)),
-                       wh=data.get("wh"))
+                       wh=data.get("wh"), nb=None if data.get("nb") is None else int(data["nb"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentSourceError(f"the stored cursor {text[:80]!r} is not a hubspot cursor ({exc})") from None
 
@@ -120,6 +123,8 @@ class Cursor:
                                 "sweep": self.sweep, "sweep_since": self.sweep_since, "sweep_next": self.sweep_next}
         if self.wh is not None:
             data["wh"] = self.wh
+        if self.nb is not None:
+            data["nb"] = self.nb
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -251,7 +256,7 @@ class HubSpotSource(Source):
                  wall_clock: Callable[[], float] | None = None) -> None:
         super().__init__(name, settings)
         self.client = HubSpotClient(settings, transport=transport, sleep=sleep or time.sleep,
-                                    clock=clock or time.monotonic)
+                                    clock=clock or time.monotonic, wall_clock=lambda: self.wall_clock())
         self.wall_clock = wall_clock or time.time
         self.start_ms = to_ms(settings.start_date)
         self.properties = list(dict.fromkeys([*PROPERTIES, *settings.extra_properties]))
@@ -263,6 +268,7 @@ class HubSpotSource(Source):
         self._inflight: tuple[str, list[str]] | None = None
         self._run = uuid.uuid4().hex[:8]
         self._seq = 0
+        self._wait_logged: int | None = None  # the "not before" instant already logged
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -301,10 +307,15 @@ class HubSpotSource(Source):
             self._inflight = None
             if state.wh != seq:
                 self.inbox.put_back(ids)
+        if self._waiting(state):
+            return FetchResult([], state.encode(), False)
         ids = self.inbox.take(min(limit, 100))
         if ids:
             try:
                 per_deal = self._read_deals(ids).per_deal
+            except RateLimited as exc:
+                self.inbox.put_back(ids)
+                return self._wait_until(state, exc, [])
             except BaseException:
                 self.inbox.put_back(ids)
                 raise
@@ -341,6 +352,8 @@ class HubSpotSource(Source):
                         break
                     continue
                 break
+            except RateLimited as exc:
+                return self._wait_until(Cursor.decode(before, self.start_ms), exc, records)
             except TransientSourceError as exc:
                 if not records:
                     raise
@@ -350,6 +363,35 @@ class HubSpotSource(Source):
                 return FetchResult(records, Cursor.decode(before, self.start_ms).encode(), False)
         more = state.end is not None or state.sweep is not None or len(self.inbox) > 0
         return FetchResult(records, state.encode(), more)
+
+    def _waiting(self, state: Cursor) -> bool:
+        """True while HubSpot asked not to be called (``state.nb`` is ahead); clears ``nb`` once it has passed.
+
+        A stored instant further ahead than ``RETRY_AFTER_CAP_SECONDS`` (a wall clock set back, an edited cursor)
+        is brought back to that bound. Logged once per instant (and once more after a restart).
+        """
+        if state.nb is None:
+            return False
+        now = int(self.wall_clock() * 1000)
+        if now >= state.nb:
+            state.nb = None
+            return False
+        state.nb = min(state.nb, now + int(RETRY_AFTER_CAP_SECONDS * 1000))
+        if self._wait_logged != state.nb:
+            self._wait_logged = state.nb
+            log.info("source %s: HubSpot asked not to be called before %s; this poll makes no request", self.name,
+                     from_ms(state.nb).isoformat())
+        return True
+
+    def _wait_until(self, state: Cursor, exc: RateLimited, records: list[SourceRecord]) -> FetchResult:
+        """End the fetch after a long ``Retry-After``: the records read so far, and a cursor that makes the polls
+        before ``exc.until`` skip HubSpot."""
+        state.nb = int(exc.until * 1000)
+        self._wait_logged = state.nb
+        log.warning("source %s: %s: no request to HubSpot before %s (the polls until then make none)%s", self.name,
+                    exc, from_ms(state.nb).isoformat(),
+                    f"; storing the {len(records)} records read so far" if records else "")
+        return FetchResult(records, state.encode(), False)
 
     # ------------------------------------------------------------------------------------------- windows
 
