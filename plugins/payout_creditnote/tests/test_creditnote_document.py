@@ -211,7 +211,7 @@ def test_the_schema_loads_without_the_network() -> None:
 
 
 def test_settings_are_checked(tmp_path: Path) -> None:
-    for overrides, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"tax": {"category": "S"}}, "needs a rate"),
         ({"tax": {"category": "S", "rate": "19", "exemption_reason": "x"}}, "takes no exemption reason"),
         ({"tax": {"category": "E"}}, "needs exemption_reason"),
@@ -225,7 +225,8 @@ def test_settings_are_checked(tmp_path: Path) -> None:
         ({"currencies": ["XXX1"]}, "unknown currency"),
         ({"series": "CN 2026"}, "letters, digits"),
         ({"delivery_url": "billing.example"}, "not an http"),
-    ]:
+    ]
+    for overrides, message in cases:
         with pytest.raises(ValidationError, match=message):
             make_settings(tmp_path, **overrides)
     outside = make_settings(tmp_path, seller={**SELLER, "vat_id": None},
