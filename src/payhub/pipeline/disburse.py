@@ -269,6 +269,7 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
     caps = rail.capabilities
     now = utcnow()
     if not caps.lookup:
+        unresolved: list[tuple[Work, str]] = []
         with rt.transaction() as tx:
             unsafe = []
             for w in batch:
@@ -284,10 +285,13 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
                 if w.id not in live:
                     continue
                 # Out of window or out of attempts: the outcome stays unknown, so it must not be called a failure.
-                set_status(tx, w.id, "unresolved", w.lease, reason=f"outcome unknown ({w.last_reason}); rail "
-                           f"{rail.name} cannot look payouts up: check with the provider, then `payhub payouts "
-                           "resolve`")
-                tx.audit("payout.unresolved", "payout", w.id, {"reason": w.last_reason}, outcome="unresolved")
+                reason = (f"outcome unknown ({w.last_reason}); rail {rail.name} cannot look payouts up: check with "
+                          "the provider, then `payhub payouts resolve`")
+                if set_status(tx, w.id, "unresolved", w.lease, reason=reason):
+                    tx.audit("payout.unresolved", "payout", w.id, {"reason": w.last_reason}, outcome="unresolved")
+                    unresolved.append((w, reason))
+        for w, reason in unresolved:
+            _notify_failed(rt, w, "unresolved", reason)
         return
     batch = _renew(rt, batch)
     if not batch:
