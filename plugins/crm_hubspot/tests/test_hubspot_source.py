@@ -449,13 +449,17 @@ def test_simulator_429_with_retry_after_is_waited_out(make_source: Callable[...,
 def test_archive_sweep_pages(sim: HubSpotSimulator, make_source: Callable[..., HubSpotSource],
                              drain: Drain, record_keys: Keys) -> None:
     won = [sim.add_deal(at_ms=sim.now_ms() - HOUR) for _ in range(230)]
-    source = make_source(archived_sweep_seconds=0.001, lookback_seconds=0)
+    source = make_source(archived_sweep_seconds=0.001, lookback_seconds=0, read_chunk_size=30)
     _, cursor = drain(source)
     for deal in won:
         sim.archive_deal(deal)
     deleted, _ = drain(source, cursor, limit=40)
     found = record_keys([r for r in deleted if r.transition.startswith("deleted:")])
     assert sorted(found) == sorted((d, f"deleted:{sim.deals[int(d)].archived_ms}") for d in won)
+    # The deleted deals are read again with their history, at most read_chunk_size per request.
+    archived_reads = [r.body for r in sim.calls(BATCH_READ_PATH) if r.query.get("archived") == ["true"]]
+    assert archived_reads and max(len(body["inputs"]) for body in archived_reads) == 30
+    assert all(body["propertiesWithHistory"] == ["dealstage", "hubspot_owner_id"] for body in archived_reads)
 
 
 def test_missing_scope_is_permanent(make_source: Callable[..., HubSpotSource], sim: HubSpotSimulator) -> None:

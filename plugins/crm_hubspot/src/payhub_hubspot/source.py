@@ -452,8 +452,9 @@ class HubSpotSource(Source):
         skip = int(sweep.get("skip") or 0)
         deleted = [(index, deal) for index, deal in enumerate(results) if index >= skip
                    and (moment := parse_time(deal.get("archivedAt"))) is not None and to_ms(moment) >= since]
-        wanted = [str(deal.get("id")) for _, deal in deleted]
-        read = {str(d["id"]): d for d in self._batch_read(wanted, archived=True)} if wanted else {}
+        wanted = [i for _, deal in deleted if (i := str(deal.get("id", ""))).isascii() and i.isdigit()]
+        read = {str(d["id"]): d for chunk in _chunks(wanted, self.settings.read_chunk_size)
+                for d in self._batch_read(chunk, archived=True)}
         records: list[SourceRecord] = []
         for index, deal in deleted:
             recs = self._archived_records(read.get(str(deal.get("id")), deal), since)
