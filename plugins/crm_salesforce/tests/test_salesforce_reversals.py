@@ -24,7 +24,7 @@ from payhub.db.schema import events
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub_salesforce import SalesforceSource
-from payhub_salesforce.simulator import SalesforceSimulator
+from payhub_salesforce.simulator import USER_ID, SalesforceSimulator
 
 WON_AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 WON_KEY = "won:2026-03-01T08:00:00Z"
@@ -34,7 +34,7 @@ WHERE = "PartnerAccountId != null AND Type = 'Partner'"
 Edit = dict[str, Any]  # field values for SalesforceSimulator.update; {"delete": True} deletes the deal
 
 
-def settings(sim: SalesforceSimulator, where: str = WHERE) -> str:
+def settings(sim: SalesforceSimulator, where: str = WHERE, mapping: str = "") -> str:
     return f"""
         [sources.sf]
         plugin = "salesforce"
@@ -48,6 +48,7 @@ def settings(sim: SalesforceSimulator, where: str = WHERE) -> str:
 
         [sources.sf.opportunity]
         where = "{where}"
+        {mapping}
 
         [programs.partner_rebate]
         calculator = "percentage"
@@ -85,13 +86,13 @@ def won_and_rewarded(sim: SalesforceSimulator, make: Callable[[str], Runtime], w
 
 
 def step(sim: SalesforceSimulator, make: Callable[[str], Runtime], deal: str, day: int, edits: list[Edit],
-         where: str = WHERE) -> Runtime:
+         where: str = WHERE, mapping: str = "") -> Runtime:
     """Apply ``edits`` on ``day`` days after the win (one second apart), then restart, poll and calculate."""
     for n, edit in enumerate(edits):
         moment = WON_AT + timedelta(days=day, seconds=n)
         sim.clock = lambda moment=moment: moment  # type: ignore[misc]
         apply(sim, deal, edit)
-    rt = make(settings(sim, where))
+    rt = make(settings(sim, where, mapping))
     poll(rt, "sf")
     calculate(rt)
     return rt
@@ -162,6 +163,44 @@ def test_partner_cleared_reopened_won_again_and_deleted(sf_sim: SalesforceSimula
     assert not active_rewards(rt).get(deal)
     assert poll(rt, "sf") == 0  # read again: nothing new
     assert calculate(rt) == 0
+
+
+def test_reopened_then_deleted_between_the_same_two_polls(sf_sim: SalesforceSimulator,
+                                                        sf_db_runtime: Callable[[str], Runtime]) -> None:
+    """Reopened with its partner cleared, then deleted, before a poll: found as deleted, whatever its stage."""
+    deal = won_and_rewarded(sf_sim, sf_db_runtime)
+    never_won = sf_sim.add_opportunity(StageName="Negotiation", Amount=Decimal("5"), PartnerAccountId=PARTNER,
+                                       Type="Partner")
+    sf_sim.clock = lambda: WON_AT + timedelta(days=1)
+    sf_sim.delete("Opportunity", never_won)
+    rt = step(sf_sim, sf_db_runtime, deal, 1, [{"StageName": "Negotiation", **CLEAR_PARTNER}, {"delete": True}])
+    assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-02T08:00:01Z"]
+    assert reversal_reasons(rt, deal) == ["deleted"]
+    assert not active_rewards(rt).get(deal)
+    assert reversal_reasons(rt, never_won) == ["deleted"]  # every deleted deal is read; it had nothing to take back
+    assert active_rewards(rt) == {}
+
+
+def test_a_reversal_whose_payee_field_was_cleared_takes_the_owner(sf_sim: SalesforceSimulator,
+                                                                  sf_db_runtime: Callable[[str], Runtime]) -> None:
+    """The payee field emptied in the edit that reopens the deal: the reversal is stored (owner as payee), not
+    quarantined for a missing payee, and the reward is taken back from the partner it went to."""
+    sf_sim.add_fields("Opportunity", ["Partner_Rep__c"])
+    mapping = 'payee_field = "Partner_Rep__c"'
+    sf_sim.clock = lambda: WON_AT
+    deal = sf_sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId=PARTNER,
+                                  Type="Partner", Partner_Rep__c="005000000000042AAA")
+    rt = sf_db_runtime(settings(sf_sim, mapping=mapping))
+    poll(rt, "sf")
+    calculate(rt)
+    assert active_rewards(rt) == {deal: [10000]}
+    rt = step(sf_sim, sf_db_runtime, deal, 1, [{"StageName": "Negotiation", "Partner_Rep__c": None, **CLEAR_PARTNER}],
+              mapping=mapping)
+    stored = rows(rt, select(events.c.transition, events.c.status, events.c.payee_id).where(events.c.object_id == deal)
+                  .order_by(events.c.id))
+    assert [tuple(r) for r in stored] == [(WON_KEY, "calculated", "005000000000042AAA"),
+                                          ("reversed:2026-03-02T08:00:00Z", "calculated", USER_ID)]  # the owner
+    assert not active_rewards(rt).get(deal)
 
 
 def test_the_filter_may_hold_a_semi_join(sf_sim: SalesforceSimulator,

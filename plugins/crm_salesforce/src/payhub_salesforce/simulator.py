@@ -339,6 +339,14 @@ class SalesforceSimulator:
             self.tables.setdefault(name, {})
             PREFIXES[name] = prefix
 
+    def add_fields(self, sobject: str, fields: Iterable[str]) -> None:
+        """Declare custom fields on an object (``Partner_Rep__c`` on Opportunity); existing records hold null."""
+        with self.lock:
+            added = [f for f in fields if f not in self.schema[sobject]]
+            self.schema[sobject] += added
+            for record in self.tables[sobject].values():
+                record.update(dict.fromkeys(added))
+
     def new_id(self, sobject: str) -> str:
         return f"{PREFIXES.get(sobject, 'a0X')}{next(self._ids):012d}AAA"
 

@@ -2,14 +2,16 @@
 
 **Streams.** Each sync reads, in this order, the streams configured: ``Opportunity`` (closed won, not deleted,
 with the admin's ``where``), ``Opportunity.reopened`` (deals whose stage history holds a won stage but that are no
-longer won) and ``Opportunity.deleted`` (won deals deleted, through queryAll), then each custom object mapping and,
-with ``deleted_event_type``, its deleted records. Every stream is read by SystemModstamp, then Id.
+longer won) and ``Opportunity.deleted`` (every deleted deal, through queryAll), then each custom object mapping
+and, with ``deleted_event_type``, its deleted records. Every stream is read by SystemModstamp, then Id.
 
 **Reversals ignore the filter.** A deal the ``where`` selected when it was won may no longer match it when it is
 undone (its partner cleared in the same edit that reopens it, or earlier), so the reversal and deletion streams never
 carry the admin's ``where``: they find every deal that was won, rewarded or not, without remembering which ones were
-(a reversal of a deal never rewarded takes nothing back). The filter's semi-joins stay at the top level of WHERE, as
-Salesforce requires.
+(a reversal of a deal never rewarded takes nothing back). Every deleted deal is a reversal, whatever its stage, so
+that a deal reopened or lost and then deleted before a sync saw it is found without relying on its stage history.
+A reversal whose ``payee_field`` was cleared takes the owner as payee rather than being quarantined. The filter's
+semi-joins stay at the top level of WHERE, as Salesforce requires.
 
 **Cursor.** Opaque JSON text::
 
@@ -288,8 +290,8 @@ class SalesforceSource(Source):
                                           self.mapper.opportunity))
                 else:
                     log.warning("source %s: no won opportunity stage found; reopened deals are not detected", self.name)
-                streams.append(Stream(DELETED_STREAM, "Opportunity", fields,
-                                      ["IsDeleted = true", "IsWon = true", "IsClosed = true"], self.mapper.opportunity))
+                streams.append(Stream(DELETED_STREAM, "Opportunity", fields, ["IsDeleted = true"],
+                                      self.mapper.opportunity))
         for mapping in s.objects:
             fields = self.mapper.object_fields(mapping)
             to_record = partial(self.mapper.custom, mapping)
@@ -319,7 +321,7 @@ class Mapper:
     def opportunity_fields(self) -> list[str]:
         opp = self.settings.opportunity
         fields = ["Id", "IsDeleted", "IsWon", "IsClosed", "StageName", "SystemModstamp", opp.won_transition_field,
-                  opp.occurred_at_field, opp.amount_field, opp.payee_field, *opp.attributes.values()]
+                  opp.occurred_at_field, opp.amount_field, opp.payee_field, "OwnerId", *opp.attributes.values()]
         if self.settings.multi_currency:
             fields.append("CurrencyIsoCode")
         fields = soql.unique(fields)
@@ -354,6 +356,9 @@ class Mapper:
             if not opp.reversals:
                 return None
             attributes["reason"] = "deleted" if deleted else ("lost" if raw.get("IsClosed") is True else "reopened")
+            # A reversal pays nobody (the clawback takes back what the deal's rewards granted, whoever got them), so
+            # a payee field cleared with the reopening must not get it quarantined: the owner stands in.
+            common["payee_id"] = common["payee_id"] or _text(raw.get("OwnerId"))
             amount = get(raw, opp.amount_field)
             if amount is not None:
                 attributes["amount"] = _plain(amount)
