@@ -20,7 +20,7 @@ from sqlalchemy import select
 from test_salesforce_pipeline import active_rewards, calculate, keys_of, rows
 
 from payhub.api import PermanentSourceError
-from payhub.db.schema import events
+from payhub.db.schema import calculations, events
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub_salesforce import SalesforceSource
@@ -178,6 +178,9 @@ def test_reopened_then_deleted_between_the_same_two_polls(sf_sim: SalesforceSimu
     assert reversal_reasons(rt, deal) == ["deleted"]
     assert not active_rewards(rt).get(deal)
     assert reversal_reasons(rt, never_won) == ["deleted"]  # every deleted deal is read; it had nothing to take back
+    statuses = rows(rt, select(calculations.c.status).join(events, events.c.id == calculations.c.event_id)
+                    .where(events.c.object_id == never_won))
+    assert [status for (status,) in statuses] == ["not_eligible"]
     assert active_rewards(rt) == {}
 
 

@@ -3,7 +3,7 @@
 Every query has the same shape, so that it can resume from any position without a gap::
 
     SELECT <fields> FROM <object>
-    WHERE <stream condition> AND (<admin's where>)
+    WHERE <stream condition> [AND (<admin's where>)]                     -- where: on event streams only
       AND SystemModstamp >= <mark>                                       -- a new sync, or
       AND (SystemModstamp > <ts> OR (SystemModstamp = <ts> AND Id > '<id>'))  -- resuming after (ts, id)
     ORDER BY SystemModstamp ASC, Id ASC
