@@ -28,6 +28,12 @@ HOUR = 3_600_000
 NOW = 1_900_000_000.0  # a fixed "now" for the pure parsing tests
 
 
+@pytest.fixture
+def runtime_db_url(both_databases: str) -> str:
+    """The runtimes of this module run on SQLite and on PostgreSQL."""
+    return both_databases
+
+
 class WallClock:
     """Epoch seconds that move only when the test says so."""
 

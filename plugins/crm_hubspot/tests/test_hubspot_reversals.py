@@ -36,6 +36,12 @@ SOURCE = {"partner_required": True, "pipelines": ["default"], "owner_payees": {"
           "require_owner_mapping": True, "archived_sweep_seconds": 0.001}
 
 
+@pytest.fixture
+def runtime_db_url(both_databases: str) -> str:
+    """The runtimes of this module run on SQLite and on PostgreSQL."""
+    return both_databases
+
+
 def sync(rt: Runtime) -> None:
     """One poll of the source, then every event calculated."""
     poll(rt, "hs")
