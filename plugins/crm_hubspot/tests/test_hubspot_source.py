@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -493,3 +495,6 @@ def test_settings_validation(make_settings: Callable[..., HubSpotSettings]) -> N
     assert "pat-very-secret" not in repr(secret) and "pat-very-secret" not in secret.model_dump_json()
     undocumented = [name for name, f in HubSpotSettings.model_fields.items() if not f.description]
     assert undocumented == []
+    docs = (Path(__file__).parents[3] / "docs" / "sources" / "hubspot.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z_]+)` \|", docs, re.MULTILINE))
+    assert set(HubSpotSettings.model_fields) - listed == set()  # every setting has a row in the settings table
