@@ -213,9 +213,9 @@ def test_raising_calculator_fails_only_its_pair(make_runtime) -> None:
         ("a", "flat"): ("rewarded", None),
         ("x-boom", "flat"): ("rewarded", None),
         ("b", "flat"): ("rewarded", None),
-        ("a", "buggy"): ("not_eligible", None),
+        ("a", "buggy"): ("not_eligible", "the calculator returned no reward line"),
         ("x-boom", "buggy"): ("failed", "calculator error: ZeroDivisionError: bug in calculator"),
-        ("b", "buggy"): ("not_eligible", None),
+        ("b", "buggy"): ("not_eligible", "the calculator returned no reward line"),
     }
     assert {r.status for r in rows(rt, select(events.c.status))} == {"calculated"}
     assert count(rt, rewards) == 3

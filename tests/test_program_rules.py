@@ -330,13 +330,16 @@ def test_full_clawback_takes_back_the_original_once(world: Any, limit: int | Non
     assert original.status == "cancelled"
     reason = f"cancelled unpaid rewards {original.id}" if limit else "cancelled unpaid rewards of this batch"
     assert calculation(rt, "o1", "refunded") == ("rewarded", reason)
-    assert calculation(rt, "o1", "refunded-again") == ("not_eligible", None)  # nothing more to take back
-    assert calculation(rt, "never-won", "refunded") == ("not_eligible", None)
+    assert calculation(rt, "o1", "refunded-again") == (  # nothing more to take back
+        "not_eligible", "nothing to take back: no reward of this program on Opportunity o1 is left")
+    assert calculation(rt, "never-won", "refunded") == (
+        "not_eligible", "nothing to take back: no reward of this program on Opportunity never-won is left")
     assert paid_lines(rt, "o2") == [("p2", "50.00")]  # other objects keep their rewards
     verified(rt)
 
 
-def test_prorated_clawback_takes_back_the_unused_share_of_the_term(world: Any) -> None:
+def test_prorated_clawback_takes_back_the_unused_share_of_the_term(world: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr("payhub.pipeline.calculate.utcnow", lambda: datetime(2027, 2, 1, tzinfo=UTC))  # no refund waits
     rt = world(f"[programs.p]\n{CLAWBACK}clawback = \"prorated\"\nclawback_term_days = 365\n")
     start = "2026-01-01T00:00:00Z"
     run(rt, deal("quarter", when=start), deal("day90", when=start), deal("late", when=start))
@@ -351,10 +354,13 @@ def test_prorated_clawback_takes_back_the_unused_share_of_the_term(world: Any) -
     [back] = [r for r in reward_rows(rt) if (r.object_id, r.transition) == ("day90", "refunded")]
     assert json.loads(back.details) == {"clawback": "prorated", "granted": "1000.00", "already_taken_back": "0.00",
                                         "fraction": "0.753425"}
-    assert calculation(rt, "late", "refunded") == ("not_eligible", None)
+    assert calculation(rt, "late", "refunded") == ("not_eligible", "nothing to take back: the clawback term of 365 "
+                                                   "days from 2026-01-01, when Opportunity late was first rewarded, "
+                                                   "is over")
     # A second cancellation later in the term takes nothing more; the object keeps 246.58 of its 1000.00.
     run(rt, refund("day90", "2026-06-01T00:00:00Z", transition="cancelled"))
-    assert calculation(rt, "day90", "cancelled") == ("not_eligible", None)
+    assert calculation(rt, "day90", "cancelled") == (
+        "not_eligible", "nothing to take back: what this program granted on Opportunity day90 is already taken back")
     kept = sum(r.amount_minor for r in reward_rows(rt) if r.object_id == "day90")
     assert kept == 24658
     verified(rt)

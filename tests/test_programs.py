@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from payhub.api import Calculator, Event, RewardLine, SourceRecord
+from payhub.api import Calculator, Event, NotEligible, RewardLine, SourceRecord
 from payhub.audit import verify
 from payhub.builtin.programs.deal_registration import DealRegistration, DealRegistrationParams
 from payhub.builtin.programs.rebate import Rebate, RebateParams, Tier, marginal_rebate, retroactive_rebate
@@ -97,9 +97,14 @@ class MemoryHistory:
                     and since <= e.occurred_at < until), Decimal(0))
 
     def calculate(self, calculator: Calculator, event: Event) -> list[RewardLine]:
-        """Run ``calculator`` as the core does: round each line once, drop zero lines, remember the results."""
+        """Run ``calculator`` as the core does: round each line once, drop zero lines, remember the results (a not
+        eligible event pays nothing, and its volume counts)."""
+        try:
+            found = calculator.calculate(event, self)
+        except NotEligible:
+            found = []
         lines = [RewardLine(line.payee_id, quantize(line.amount, line.currency), line.currency, line.description,
-                            line.details) for line in calculator.calculate(event, self)]
+                            line.details) for line in found]
         lines = [line for line in lines if line.amount != 0]
         self.lines.extend((calculator.program, event.occurred_at, line) for line in lines)
         self.volume.append((calculator.program, event))
@@ -145,10 +150,16 @@ def test_spiff_worked_example_caps_per_rep(make_runtime) -> None:
     assert found["big"]["rewards"] == [("rep1", "1000.00", "USD", {"earned": "1200.00", "capped": "200.00",
                                                                    "cap": "1000.00"})]
     assert found["more"]["status"] == found["again"]["status"] == "not_eligible"  # rep1 reached the cap
+    assert found["again"]["reason"] == ("cap_per_payee for the window 2026-03-01 .. 2026-05-31 of 1000.00 USD is "
+                                        "reached: rep1 already earned 1000.00 USD; this event would earn 50.00 USD")
     assert paid(found, "other-rep") == [("rep2", "150.00")]
     assert paid(found, "last-day") == [("rep3", "50.00")]
-    for ineligible in ("early", "late", "wrong-product", "small"):
-        assert found[ineligible] == {"status": "not_eligible", "reason": None, "rewards": []}
+    window = "outside the program window 2026-03-01 .. 2026-05-31"
+    for ineligible, reason in (
+            ("early", f"the deal closed on 2026-02-28, {window}"), ("late", f"the deal closed on 2026-06-01, {window}"),
+            ("wrong-product", "product 'printer' is not eligible (products: router-x, switch-y)"),
+            ("small", "the deal amount 499.99 USD is below min_deal_amount 500 USD")):
+        assert found[ineligible] == {"status": "not_eligible", "reason": reason, "rewards": []}
     assert found["no-quantity"]["status"] == "failed"
     assert "quantity" in found["no-quantity"]["reason"]
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from test_programs import run as run_pipeline
 
-from payhub.api import Calculator, Event, FundMovement, RewardLine, SourceRecord
+from payhub.api import Calculator, Event, FundMovement, NotEligible, RewardLine, SourceRecord
 from payhub.builtin.programs.coop import Coop, CoopParams
 from payhub.builtin.programs.loyalty_points import LoyaltyPoints, LoyaltyPointsParams
 from payhub.builtin.programs.mdf import Mdf, MdfParams, fund_holder
@@ -67,9 +67,14 @@ class Books:
                     if amount > 0 and since <= at < until), Decimal(0))
 
     def run(self, calculator: Calculator, event: Event) -> list[Line]:
-        """Calculate as the core does: round each line and movement once, drop zeros, remember the results."""
+        """Calculate as the core does: round each line and movement once, drop zeros, remember the results (a not
+        eligible event gives nothing)."""
         kept: list[Line] = []
-        for item in calculator.calculate(event, self):
+        try:
+            found = calculator.calculate(event, self)
+        except NotEligible:
+            found = []
+        for item in found:
             if isinstance(item, RewardLine):
                 item = RewardLine(item.payee_id, quantize(item.amount, item.currency), item.currency,
                                   item.description, item.details)
@@ -790,8 +795,9 @@ def test_loyalty_points_through_the_pipeline(make_runtime) -> None:
     assert "balance 800 points, redemption 1000 points" in found["r2"]["reason"]
 
 
-def test_referral_through_the_pipeline_paid_once_per_referral(make_runtime) -> None:
+def test_referral_through_the_pipeline_paid_once_per_referral(make_runtime, monkeypatch) -> None:
     """A re-sent closing of the same referral has the same dedup key and pays nothing; another referral pays."""
+    monkeypatch.setattr("payhub.pipeline.calculate.utcnow", lambda: at("2029-02-01"))  # inv-37 is due
     rt = make_runtime(SOURCE + """
         [programs.ref]
         calculator = "referral"
@@ -822,4 +828,6 @@ def test_referral_through_the_pipeline_paid_once_per_referral(make_runtime) -> N
     share = outcome(rt, "share")
     assert share["inv-1"]["rewards"] == [("acme", "160.00", "USD")]
     assert share["inv-37"]["status"] == "not_eligible"
+    assert share["inv-37"]["reason"] == ("the revenue is dated 2029-01-15, after the 36-month term from 2026-01-15, "
+                                         "which ended on 2029-01-14")
     assert share["cn-1"]["rewards"] == [("acme", "-40.00", "USD")]  # an adjustment against later payouts

@@ -60,6 +60,7 @@ __all__ = [
     "History",
     "InvalidRecord",
     "NoSettings",
+    "NotEligible",
     "Outcome",
     "Payee",
     "PayoutInstruction",
@@ -343,13 +344,28 @@ class History(Protocol):
         ...
 
 
+class NotEligible(Exception):
+    """Raised by :meth:`Calculator.calculate` to say why an event earns nothing under the program.
+
+    Not an error: the calculation is recorded ``not_eligible`` with ``reason`` (in the calculation and its audit
+    entry, shown by ``explain``), once, and never retried. Name the rule and the numbers that decided it: "the deal
+    closed on 2026-04-02, after the window 2026-01-01 .. 2026-03-31".
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Calculator(ABC):
     """Turns an event into reward lines for one program. Pure and deterministic: same inputs, same lines.
 
-    One instance is made per program, with that program's validated ``params``. Raise CalculationError (the
-    reason is recorded) when the event cannot be rewarded; return an empty list when it is simply not eligible.
-    The core then applies the program's rules around the calculator: splits, budgets, approvals, clawbacks and
-    currency conversion (see docs/programs.md).
+    One instance is made per program, with that program's validated ``params``. Raise :class:`NotEligible` with
+    the reason when the event simply earns nothing (outside the window, below a threshold, a fund used up), and
+    CalculationError (the reason is recorded, the calculation fails and can be retried) when the event cannot be
+    rewarded as it stands. An empty list is recorded as not eligible with a generic reason. The core then applies
+    the program's rules around the calculator: splits, budgets, approvals, clawbacks and currency conversion (see
+    docs/programs.md).
     """
 
     params_model: ClassVar[type[PluginSettings]] = NoSettings

@@ -155,6 +155,8 @@ class LogSettings(_Section):
 
 class IngestSettings(_Section):
     max_amount: Amount = Field(Decimal("100000000"), gt=0, description="Event amounts above this are quarantined.")
+    future_tolerance_seconds: float = Field(
+        DAY, ge=0, le=WEEK, description="An event dated more than this after now waits until then to be calculated.")
 
 
 class SourceSection(_NamedPluginSection):

@@ -99,12 +99,13 @@ events = Table(
     Column("amount", String(60)),  # exact decimal text
     Column("currency", String(3)),
     Column("attributes", Text, nullable=False, default="{}"),
-    Column("status", String(20), nullable=False),  # ingested | calculated | quarantined
+    Column("status", String(20), nullable=False),  # ingested | waiting | calculated | quarantined
     Column("reason", Text),
     Column("raw", Text),
     Column("ingested_at", UTCDateTime, nullable=False),
     Column("calculated_at", UTCDateTime),
     Index("ix_events_status_id", "status", "id"),
+    Index("ix_events_status_occurred", "status", "occurred_at"),  # future-dated events wait for their date
     Index("ix_events_object", "source", "object_type", "object_id"),
     Index("ix_events_partner", "partner_id", "occurred_at"),
 )

@@ -12,21 +12,23 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import func, select, update
 
 from payhub import funds
-from payhub.api import Calculator, Event, FundMovement, RewardLine
+from payhub.api import Calculator, Event, FundMovement, NotEligible, RewardLine
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
 from payhub.db.queries import for_update, insert_ignore
 from payhub.db.schema import calculations, events, fund_entries, program_versions, rewards
 from payhub.errors import CalculationError, InvalidRecord, PayhubError
 from payhub.money import check_currency, from_minor, quantize, to_minor
+from payhub.pipeline import storable, waiting
 from payhub.pipeline.history import DbHistory
+from payhub.pipeline.ingest import REASON_LIMIT
 from payhub.pipeline.rules import (
     UNPAID,
     Decision,
@@ -139,21 +141,30 @@ def _checked_movement(movement: FundMovement) -> Decimal:
 
 
 def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = None) -> int:
-    """Calculate up to ``limit`` ingested events in one transaction; return how many were processed."""
+    """Calculate up to ``limit`` due ingested events in one transaction; return how many events it moved on
+    (calculated, or set waiting: see :mod:`payhub.pipeline.waiting`), 0 when none is left to move.
+
+    Events dated after now plus ``ingest.future_tolerance_seconds`` wait, and waiting events whose time has come are
+    calculated, in the same transaction.
+    """
     limit = limit or rt.settings.database.batch_size
     programs: dict[str, Calculator | str] = {}
     for name in versions:
         calculator = rt.plugins.calculators.get(name)
         reason = rt.plugins.failed("calculator", name) or "calculator not loaded"
         programs[name] = calculator if calculator is not None else f"calculator plugin unavailable: {reason}"
+    tolerance = timedelta(seconds=rt.settings.ingest.future_tolerance_seconds)
     with rt.transaction() as tx:
-        rows = tx.conn.execute(for_update(tx.conn, (
-            select(events).where(events.c.status == "ingested").order_by(events.c.id).limit(limit)
-        ))).all()
-        if not rows:
-            return 0
-        _calculate_rows(rt, tx, rows, programs, versions)
-    return len(rows)
+        horizon = utcnow() + tolerance
+        held = waiting.hold_future(tx, horizon, tolerance, limit)
+        waiting.release_due(tx, horizon, limit)
+        rows = tx.conn.execute(for_update(tx.conn, waiting.due_ingested(horizon, limit))).all()
+        behind = [row for row in rows if row.waits_for is not None]
+        waiting.hold_behind(tx, behind)
+        due = [row for row in rows if row.waits_for is None]
+        if due:
+            _calculate_rows(rt, tx, due, programs, versions)
+    return held + len(rows)
 
 
 def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str, Calculator | str],
@@ -174,6 +185,8 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             if (event.id, program) in done or not _matches(section, event):
                 continue  # calculated before (a retried event keeps its other programs' results)
             result = _run_one(calculator, program, section, event, history)
+            if result.reason is not None:  # a plugin's text, bounded and made storable
+                result.reason = storable.sanitise(result.reason, REASON_LIMIT)
             for ref in result.cancel_batch:  # a clawback cancelled rewards of this batch before they were written
                 history.forget(ref)
                 earlier = results[ref[0]].rewards
@@ -271,15 +284,20 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
         items = apply_splits(section, event, calculator.calculate(event, history))
         result = _Result("rewarded")
         lines: list[tuple[RewardLine, int]] = []
+        nothing: list[str] = []  # why each line or movement came to nothing
         for item in items:
             if isinstance(item, RewardLine):
                 minor = _checked_line(item)
-                if minor:  # nothing to pay once rounded
+                if minor:
                     lines.append((item, minor))
+                else:
+                    nothing.append(_zero(f"the reward to {item.payee_id}", item.amount, item.currency))
             elif isinstance(item, FundMovement):
                 amount = _checked_movement(item)
                 if amount:
                     result.funds.append((item, amount))
+                else:
+                    nothing.append(_zero(f"the fund movement for {item.holder_id}", item.amount, item.unit))
             else:
                 raise CalculationError(f"calculator returned {type(item).__name__}, not RewardLine or FundMovement")
         lines, notes = apply_caps(program, section, event, lines, history)
@@ -287,6 +305,8 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
         for line, minor in lines:
             result.rewards.append((line, minor, decide(program, section, event, line.currency, minor, history,
                                                        reserved)))
+    except NotEligible as exc:
+        return _Result("not_eligible", _stated(exc))
     except (CalculationError, InvalidRecord) as exc:
         return _Result("failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - a calculator bug fails only this (program, event)
@@ -295,8 +315,25 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
     history.reserved = reserved  # kept only when the whole calculation succeeded
     if not result.rewards and not result.funds:
         result.status = "not_eligible"
-        result.reason = "; ".join(notes) or None  # everything earned was cut by caps: say so
+        result.reason = "; ".join(nothing + notes) or NO_LINE
     return result
+
+
+NO_LINE = "the calculator returned no reward line"
+"""The reason of a calculator that returned nothing without saying why (see :class:`payhub.api.NotEligible`)."""
+
+
+def _stated(exc: NotEligible) -> str:
+    """The reason a calculator gave, as text."""
+    reason = exc.reason if isinstance(exc.reason, str) else None
+    return reason.strip() if reason and reason.strip() else "the calculator found the event not eligible and " \
+                                                                "gave no reason"
+
+
+def _zero(what: str, amount: Decimal, unit: str) -> str:
+    """Why a line or movement of ``amount`` pays nothing."""
+    rounded = funds.round_unit(Decimal(0), unit)
+    return f"{what} is {rounded} {unit}" if amount == 0 else f"{what} of {amount} {unit} rounds to {rounded} {unit}"
 
 
 def _still_granted(prior: list[ObjectReward]) -> str:
@@ -310,7 +347,7 @@ def _still_granted(prior: list[ObjectReward]) -> str:
 def _clawback(program: str, section: ProgramSection, event: Event, history: DbHistory) -> _Result:
     claw = clawback(program, section, event, history)
     result = _Result("rewarded" if claw.lines or claw.cancel or claw.cancel_batch else "not_eligible",
-                     cancels=claw.cancel, cancel_batch=claw.cancel_batch)
+                     claw.reason or None, cancels=claw.cancel, cancel_batch=claw.cancel_batch)
     if claw.cancel or claw.cancel_batch:
         result.reason = "cancelled unpaid rewards " + ", ".join(
             [*map(str, claw.cancel), *(["of this batch"] if claw.cancel_batch else [])])

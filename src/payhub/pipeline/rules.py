@@ -129,12 +129,13 @@ def apply_splits(section: ProgramSection, event: Event,
 
 @dataclass(slots=True)
 class Clawback:
-    """What a clawback event does: adjustment lines, and the unpaid rewards it cancels."""
+    """What a clawback event does: adjustment lines, and the unpaid rewards it cancels; or why it does nothing."""
 
     lines: list[RewardLine]
     cancel: list[int]  # stored rewards
     cancel_batch: list[tuple[int, int]]  # rewards of the batch being calculated
     budget_keys: dict[tuple[str, str], str | None]  # (payee, currency) -> budget pool of a kept share
+    reason: str = ""  # why there is nothing to take back, when there is not
 
 
 def clawback(program: str, section: ProgramSection, event: Event, history: RulesHistory) -> Clawback:
@@ -149,7 +150,9 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
     """
     result = Clawback([], [], [], {})
     prior = history.object_rewards(program, event)
+    thing = f"{event.object_type} {event.object_id}"
     if not prior:
+        result.reason = f"nothing to take back: no reward of this program on {thing} is left"
         return result
     fraction = Decimal(1)
     if section.clawback == "prorated":
@@ -159,6 +162,10 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
         start = min(reward.occurred_at for reward in prior)
         unused = min(max(start + term - event.occurred_at, timedelta(0)), term)
         fraction = Decimal(unused // timedelta(microseconds=1)) / Decimal(term // timedelta(microseconds=1))
+        if not fraction:
+            result.reason = (f"nothing to take back: the clawback term of {section.clawback_term_days} days from "
+                             f"{start.date()}, when {thing} was first rewarded, is over")
+            return result
     groups: dict[tuple[str, str], list[ObjectReward]] = {}
     for reward in prior:
         groups.setdefault((reward.payee_id, reward.currency), []).append(reward)
@@ -185,6 +192,8 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
         result.lines.append(RewardLine(payee, line, currency, f"{program}: {section.clawback} {what} on "
                                        f"{event.event_type} of {event.object_type} {event.object_id}", details))
         result.budget_keys[(payee, currency)] = next((r.budget_key for r in unpaid if r.budget_key), None)
+    if not (result.lines or result.cancel or result.cancel_batch):
+        result.reason = f"nothing to take back: what this program granted on {thing} is already taken back"
     return result
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from payhub.api import Amount, CalculationError, Event, History, InvalidRecord
+from payhub.api import Amount, CalculationError, Event, History, InvalidRecord, NotEligible
 from payhub.api import Currency as Currency  # re-exported for the calculators
 from payhub.clock import Period as Period  # re-exported for the calculators
 from payhub.clock import parse_instant
@@ -18,15 +18,22 @@ from payhub.money import parse_amount, quantize
 Percent = Annotated[Amount, Field(ge=0, le=100)]
 """A percentage from 0 to 100, as decimal text ("1.5")."""
 
+EVER = datetime.min.replace(tzinfo=UTC)
+"""The start of time, to read a History over all of it."""
+
 
 
 def apply_cap(history: History, program: str, payee_id: str, currency: str, earned: Decimal, cap: Decimal,
-              since: datetime, until: datetime) -> tuple[Decimal, dict[str, str]]:
+              since: datetime, until: datetime, cap_name: str) -> tuple[Decimal, dict[str, str]]:
     """What is left to pay of ``earned`` under ``cap`` for events in [since, until), and the details to record
-    when the cap cut it (``earned``, ``capped``, ``cap``). Amounts are in ``currency``'s minor units."""
+    when the cap cut it (``earned``, ``capped``, ``cap``). Amounts are in ``currency``'s minor units. Raises
+    NotEligible, naming ``cap_name`` (the key and its period), when nothing is left."""
     cap = quantize(cap, currency)
     already = history.rewarded_between(program, payee_id, currency, since, until)
     paid = max(Decimal(0), min(earned, cap - already))
+    if paid == 0 < earned:
+        raise NotEligible(f"{cap_name} of {cap} {currency} is reached: {payee_id} already earned {already} "
+                          f"{currency}; this event would earn {earned} {currency}")
     if paid < earned:
         return paid, {"earned": str(earned), "capped": str(earned - paid), "cap": str(cap)}
     return paid, {}

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from payhub.api import Amount, Calculator, Event, History, PluginSettings, RewardLine
+from payhub.api import Amount, Calculator, Event, History, NotEligible, PluginSettings, RewardLine
 from payhub.builtin.programs._common import Currency, apply_cap, period_bounds
 from payhub.money import quantize
 
@@ -37,14 +37,16 @@ class Activity(Calculator):
         p = self.params
         activity = str(event.attributes.get("activity", "")).strip()
         if activity not in p.rewards:
-            return []
+            listed = ", ".join(sorted(p.rewards))
+            raise NotEligible(f"activity {activity!r} earns nothing in this program (it rewards: {listed})"
+                              if activity else f"the event names no `activity` (the program rewards: {listed})")
         earned = quantize(p.rewards[activity], p.currency)
         paid = earned
         details: dict[str, str] = {"activity": activity}
         if p.cap_per_period is not None:
             since, until, label = period_bounds(event.occurred_at, p.period)
             paid, capped = apply_cap(history, self.program, event.payee_id, p.currency, earned, p.cap_per_period,
-                                     since, until)
+                                     since, until, f"cap_per_period for {label}")
             if capped:
                 details |= {"period": label, **capped}
         return [RewardLine(event.payee_id, paid, p.currency, f"{self.program}: {activity}", details)]

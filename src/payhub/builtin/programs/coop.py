@@ -14,8 +14,8 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from payhub.api import Amount, Calculator, Event, FundMovement, History, PluginSettings, RewardLine
-from payhub.builtin.programs._common import Percent, event_money, partner
+from payhub.api import Amount, Calculator, Event, FundMovement, History, NotEligible, PluginSettings, RewardLine
+from payhub.builtin.programs._common import EVER, Percent, event_money, partner
 from payhub.money import quantize
 
 
@@ -56,10 +56,17 @@ class Coop(Calculator):
         cost, currency = event_money(event)
         holder = partner(event)
         share = quantize(cost * p.participation_percent / 100, currency)
+        if share == 0:
+            raise NotEligible(f"the claim is for {cost} {currency}: {p.participation_percent}% of it is "
+                              f"{share} {currency}")
         balance = history.fund_balance(self.program, holder, currency, event.occurred_at)
-        paid = max(Decimal(0), min(share, balance))
-        if paid == 0:
-            return []  # nothing claimable: no accruals left (or a zero claim)
+        if balance <= 0:
+            credited = history.fund_credited(self.program, holder, currency, EVER, event.occurred_at)
+            raise NotEligible(f"the co-op fund of {holder} in {currency} is empty at the claim: its accruals "
+                              f"({credited} {currency}) were spent or expired" if credited else
+                              f"the co-op fund of {holder} in {currency} is empty at the claim: no purchase accrued "
+                              "to it before")
+        paid = min(share, balance)
         details = {"claimed": str(cost), "participation_percent": str(p.participation_percent), "share": str(share),
                    "balance": str(balance), "limit": "share" if paid == share else "balance"}
         text = f"{self.program}: co-op claim {p.participation_percent}% of {cost} {currency}"

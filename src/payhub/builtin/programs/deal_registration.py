@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from payhub.api import Amount, CalculationError, Calculator, Event, History, PluginSettings, RewardLine
+from payhub.api import Amount, CalculationError, Calculator, Event, History, NotEligible, PluginSettings, RewardLine
 from payhub.builtin.programs._common import Currency, Percent, attribute_date, event_money, partner
 from payhub.money import quantize
 
@@ -49,10 +49,14 @@ class DealRegistration(Calculator):
         p = self.params
         registered = attribute_date(event, "registered_at")
         if registered is None:
-            return []  # not a registered deal
+            raise NotEligible("the deal was not registered (it has no `registered_at` attribute)")
         closed = event.occurred_at.date()
-        if not registered <= closed <= registered + timedelta(days=p.protection_days):
-            return []
+        protected_until = registered + timedelta(days=p.protection_days)
+        if closed < registered:
+            raise NotEligible(f"the deal closed on {closed}, before its registration on {registered}")
+        if closed > protected_until:
+            raise NotEligible(f"the deal closed on {closed}, after its protection ended on {protected_until} "
+                              f"({p.protection_days} days after its registration on {registered})")
         first = partner(event)
         if p.percent is not None:
             amount, currency = event_money(event)
@@ -65,7 +69,7 @@ class DealRegistration(Calculator):
             reward = quantize(p.bonus, currency)
             text = f"{self.program}: registration bonus {p.bonus} {currency}"
         details = {"registered_at": registered.isoformat(), "closed_on": closed.isoformat(),
-                   "protected_until": (registered + timedelta(days=p.protection_days)).isoformat()}
+                   "protected_until": protected_until.isoformat()}
         second = str(event.attributes.get("second_partner_id") or "").strip()
         if not second or second == first or p.second_partner_share == 0:
             return [RewardLine(first, reward, currency, text, details)]

@@ -22,7 +22,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from payhub.api import Amount, CalculationError, Calculator, Event, FundMovement, History, PluginSettings, RewardLine
+from payhub.api import (
+    Amount,
+    CalculationError,
+    Calculator,
+    Event,
+    FundMovement,
+    History,
+    NotEligible,
+    PluginSettings,
+    RewardLine,
+)
 from payhub.builtin.programs._common import Currency, attribute_count, event_money, partner, period_bounds
 from payhub.funds import POINTS, round_unit
 from payhub.money import quantize
@@ -116,7 +126,7 @@ class LoyaltyPoints(Calculator):
             base = amount * p.points_per_unit_amount
             details["amount"] = f"{amount} {currency}"
         else:
-            return []  # neither a listed action nor an amount
+            raise NotEligible(self._no_rule(event, activity))
         holder = self.holder(event)
         text = f"{self.program}: points"
         multiplier = Decimal(1)
@@ -132,11 +142,19 @@ class LoyaltyPoints(Calculator):
         points = round_unit(base * multiplier, POINTS)
         details["base_points"] = str(base)
         if points <= 0:
-            return []
+            raise NotEligible(f"{base} points x {multiplier} is {points} points once rounded to whole points")
         expires = event.occurred_at + timedelta(days=p.expiry_days) if p.expiry_days is not None else None
         if expires is not None:
             details["expires_at"] = expires.isoformat()
         return [FundMovement(holder, points, POINTS, expires, text, details)]
+
+    def _no_rule(self, event: Event, activity: str) -> str:
+        """Why an event that is not a redemption earns no points."""
+        p = self.params
+        action = f"activity {activity!r} is not in points_per_action" if activity else "the event names no `activity`"
+        if p.points_per_unit_amount is None:
+            return f"{action}, and the program awards points per action only"
+        return f"{action}, and the event has no amount to earn points_per_unit_amount on"
 
     def _redeem(self, event: Event, history: History) -> list[RewardLine | FundMovement]:
         p = self.params

@@ -34,7 +34,17 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from payhub.api import Amount, CalculationError, Calculator, Event, FundMovement, History, PluginSettings, RewardLine
+from payhub.api import (
+    Amount,
+    CalculationError,
+    Calculator,
+    Event,
+    FundMovement,
+    History,
+    NotEligible,
+    PluginSettings,
+    RewardLine,
+)
 from payhub.builtin.programs._common import (
     Currency,
     Percent,
@@ -96,8 +106,10 @@ class Mdf(Calculator):
                                    "that took place can be claimed")
         start, end, label = period_bounds(day_start(activity), p.period)
         closes = self.claims_close(end)
+        last_day = (closes - timedelta(days=1)).date()
         if event.occurred_at >= closes:
-            return []  # claimed too late: the period's allocation is lost
+            raise NotEligible(f"claimed on {claimed_on}, after the claim deadline {last_day} for {label} "
+                              f"(claim_deadline_days = {p.claim_deadline_days}): the period's allocation is lost")
         holder = fund_holder(payee, label)
         credited = history.fund_credited(self.program, holder, currency, start, closes) > 0
         left = history.fund_balance(self.program, holder, currency, closes - _JUST_BEFORE)
@@ -107,12 +119,16 @@ class Mdf(Calculator):
         cofunded = quantize(cost * p.cofunding_percent / 100, currency)
         paid = max(Decimal(0), min(approved, cofunded, left))
         if paid == 0:
-            return []
+            raise NotEligible(
+                f"the approved amount is {approved} {currency}" if approved == 0 else
+                f"the eligible cost is {cost} {currency}: {p.cofunding_percent}% of it is {cofunded} {currency}"
+                if cofunded == 0 else
+                f"the allocation of {payee} for {label} is used up: {left} {currency} left")
         limit = "approved" if paid == approved else "cofunding" if paid == cofunded else "allocation"
         details = {"period": label, "activity_date": activity.isoformat(), "approved": str(approved),
                    "eligible": str(cost), "cofunding_percent": str(p.cofunding_percent), "cofunded": str(cofunded),
                    "allocation_left": str(left), "limit": limit,
-                   "claims_close": (closes - timedelta(days=1)).date().isoformat()}
+                   "claims_close": last_day.isoformat()}
         text = f"{self.program}: MDF claim for {label}"
         lines: list[RewardLine | FundMovement] = []
         if not credited:

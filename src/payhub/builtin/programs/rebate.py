@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from payhub.api import Amount, Calculator, Event, History, PluginSettings, RewardLine
+from payhub.api import Amount, Calculator, Event, History, NotEligible, PluginSettings, RewardLine
 from payhub.builtin.programs._common import Percent, event_money, partner, period_bounds
 from payhub.money import quantize
 
@@ -105,6 +105,9 @@ class Rebate(Calculator):
         after = before - amount if event.event_type in p.return_event_types else before + amount
         rebate_before = quantize(p.rebate(before), currency)
         rebate_after = quantize(p.rebate(after), currency)
+        if rebate_after == rebate_before:
+            raise NotEligible(f"the {p.mode} rebate of {payee} for {label} stays {rebate_after} {currency}: the "
+                              f"volume goes from {before} to {after} {currency}")
         details = {"period": label, "mode": p.mode, "volume_before": str(before), "volume_after": str(after),
                    "rebate_before": str(rebate_before), "rebate_after": str(rebate_after)}
         return [RewardLine(payee, rebate_after - rebate_before, currency,

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from payhub.api import Amount, CalculationError, Calculator, Event, History, PluginSettings, RewardLine
+from payhub.api import Amount, CalculationError, Calculator, Event, History, NotEligible, PluginSettings, RewardLine
 from payhub.builtin.programs._common import Currency, Percent, attribute_date, event_money, partner
 from payhub.money import quantize
 
@@ -116,12 +116,15 @@ class Referral(Calculator):
                                    "start date)")
         ends = add_months(started, p.months)  # the first day after the term
         paid_on = event.occurred_at.date()
-        if not started <= paid_on < ends:
-            return []
+        kind = "revenue" if amount >= 0 else "refund"
+        if paid_on < started:
+            raise NotEligible(f"the {kind} is dated {paid_on}, before the referral started on {started}")
+        if paid_on >= ends:
+            raise NotEligible(f"the {kind} is dated {paid_on}, after the {p.months}-month term from {started}, "
+                              f"which ended on {ends - timedelta(days=1)}")
         share = quantize(amount * p.percent / 100, currency)
         if share == 0:
-            return []
-        kind = "revenue" if amount >= 0 else "refund"
+            raise NotEligible(f"{p.percent}% of the {kind} of {amount} {currency} is {share} {currency}")
         details = {"referred_at": started.isoformat(), "term_ends": (ends - timedelta(days=1)).isoformat(),
                    kind: str(amount), "percent": str(p.percent)}
         return [RewardLine(payee, share, currency,
