@@ -13,7 +13,7 @@ from payhub.db.schema import events
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub_hubspot import HubSpotSource
-from payhub_hubspot.simulator import HubSpotSimulator
+from payhub_hubspot.simulator import HubSpotSimulator, iso
 from payhub_hubspot.source import parse_time
 
 HOUR = 3_600_000
@@ -62,3 +62,27 @@ def test_a_deal_the_mapping_cannot_read_is_handed_over_quarantined(
         rows = {r.object_id: r for r in conn.execute(select(events))}
     assert [rows[d].status for d in (first, broken, last)] == ["ingested", "quarantined", "ingested"]
     assert rows[broken].key.startswith("hs:malformed:")
+
+
+def test_a_deleted_deal_the_sweep_cannot_read_is_quarantined_with_the_others_reversed(
+        sim: HubSpotSimulator, make_source: Callable[..., HubSpotSource], drain: Callable[..., Any]) -> None:
+    now = sim.now_ms()
+    good, broken, odd = (sim.add_deal(at_ms=now - HOUR + n) for n in range(3))
+    source = make_source(archived_sweep_seconds=0.001)
+    _, cursor = drain(source)
+    for deal in (good, broken, odd):
+        sim.archive_deal(deal, at_ms=now - 1000)
+    answer = {"status": "COMPLETE", "startedAt": iso(now), "completedAt": iso(now), "results": [
+        {"id": good, "properties": {"dealstage": "closedwon", "hubspot_owner_id": "101"}, "archived": True,
+         "archivedAt": iso(now - 1000), "propertiesWithHistory": {"dealstage": [
+             {"value": "closedwon", "timestamp": iso(now - HOUR), "sourceType": "CRM_UI"}]}},
+        {"id": broken, "properties": "not an object", "archived": True, "archivedAt": "garbage"},
+        {"id": odd, "properties": {"dealstage": "closedwon"}, "propertiesWithHistory": {"dealstage": 5},
+         "archived": True, "archivedAt": "2020-01-01T00:00:00Z"},
+    ]}
+    sim.fail("/crm/v3/objects/deals/batch/read", 200, times=1, body=answer)
+    records, _ = drain(source, cursor)
+    by_id = {r.object_id: r for r in records}
+    assert by_id[good].transition == f"deleted:{now - 1000}" and by_id[good].problem is None
+    assert (by_id[broken].problem or "").startswith(f"HubSpot deal {broken} cannot be read: AttributeError")
+    assert odd not in by_id  # no usable history, and deleted before the sweep's start: nothing to reverse

@@ -201,8 +201,9 @@ def transitions(history: Sequence[tuple[int, str]], kind_of: Callable[[str], str
 
 def property_history(deal: dict[str, Any], name: str) -> list[tuple[int, str]] | None:
     """The non-empty values of a property's history as (ms, value), oldest first; None when the answer has none."""
-    entries = (deal.get("propertiesWithHistory") or {}).get(name)
-    if not entries:
+    histories = deal.get("propertiesWithHistory")
+    entries = histories.get(name) if isinstance(histories, dict) else None
+    if not entries or not isinstance(entries, list):
         return None
     out: list[tuple[int, str]] = []
     for entry in reversed(entries):  # HubSpot lists the newest first; the stable sort keeps same-ms order
@@ -457,7 +458,11 @@ class HubSpotSource(Source):
                 for d in self._batch_read(chunk, archived=True)}
         records: list[SourceRecord] = []
         for index, deal in deleted:
-            recs = self._archived_records(read.get(str(deal.get("id")), deal), since)
+            deal_id = str(deal.get("id"))
+            try:
+                recs = self._archived_records(read.get(deal_id, deal), since)
+            except Exception as exc:  # noqa: BLE001 - one malformed deal is quarantined, the others go on
+                recs = [self._unreadable(deal_id, deal, exc)]
             if records and len(records) + len(recs) > room:
                 sweep["skip"] = index
                 return records
