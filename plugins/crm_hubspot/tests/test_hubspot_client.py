@@ -315,7 +315,7 @@ def test_token_endpoint_outages_are_transient(answer: httpx.Response) -> None:
 def test_a_wrong_token_path_is_permanent() -> None:
     respx.post(f"{BASE}/oauth/v9/token").respond(404, json={"status": "error", "category": "OBJECT_NOT_FOUND",
                                                            "message": "Unable to route", "correlationId": "x"})
-    with pytest.raises(PermanentSourceError, match=r"/oauth/v9/token, HTTP 404"):
+    with pytest.raises(PermanentSourceError, match=r"/oauth/v9/token, HTTP 404.*check oauth_token_path"):
         make(FakeTime(), oauth_token_path="/oauth/v9/token", **OAUTH).auth.token()
 
 

@@ -203,7 +203,8 @@ def _token_refused(label: str, response: httpx.Response, body: Any) -> Transient
         return TransientSourceError(f"HubSpot {label}: HTTP 200 without an access token")
     if not 400 <= status < 500 or status == 408 or error in _TRANSIENT_OAUTH_ERRORS:
         return TransientSourceError(f"HubSpot OAuth token refresh failed ({label}, HTTP {status}): {detail}")
-    hint = _OAUTH_HINTS.get(error or "", "fix the OAuth settings and restart")
+    hint = _OAUTH_HINTS.get(error or "", "check oauth_token_path" if status in (404, 405)
+                            else "fix the OAuth settings and restart")
     return PermanentSourceError(f"HubSpot refused the OAuth token refresh ({label}, HTTP {status}): {detail}; {hint}")
 
 
