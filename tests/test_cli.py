@@ -450,7 +450,7 @@ def test_every_audit_read_is_audited(site: Site, command: list[str]) -> None:
 def test_audit_trace_follows_a_crm_record_to_its_attempts(site: Site) -> None:
     lines = site.ok("audit", "trace", "D-1").stdout.splitlines()
     assert lines[0] == "event 1 deals:record:D-1:deal_won [calculated]"
-    assert lines[1] == "  program pct: rewarded"
+    assert lines[1] == "  program pct: rewarded (version 1)"
     assert lines[2] == "  reward 1 100.00 USD to p1 [sent]"
     assert lines[3].startswith("    payout 1 100.00 USD via export [sent] key ph-")
     assert " ref payouts-" in lines[3]
@@ -471,7 +471,8 @@ def test_audit_trace_follows_a_crm_record_to_its_attempts(site: Site) -> None:
         assert other[0]["rewards"][0]["payouts"][0]["key"] == key
 
     held = site.ok("audit", "trace", "D-3").stdout
-    assert "reward 3 30.00 USD to p3 [held]" in held and "payout" not in held
+    assert "reward 3 30.00 USD to p3 [held] no_payee: payee p3 has no payout details" in held
+    assert "    payout " not in held
     quarantined = site.ok("audit", "trace", "D-4").stdout
     assert "[quarantined] amount -5.00 is negative" in quarantined
     missing = site.cli("audit", "trace", "D-404")

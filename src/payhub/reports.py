@@ -1,4 +1,5 @@
-"""Read-only views for people and scripts: listings, ``explain`` and ``trace``. Each returns plain dicts."""
+"""Read-only listings for people and scripts (see :mod:`payhub.provenance` for ``explain`` and ``trace``).
+Each returns plain dicts."""
 
 from __future__ import annotations
 
@@ -7,24 +8,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, func, select
 
 from payhub import funds
 from payhub.clock import utcnow
 from payhub.db.schema import (
     approvals,
-    attempts,
     audit_log,
     calculations,
     events,
     fund_entries,
-    payout_items,
     payouts,
     program_versions,
     rewards,
 )
 from payhub.money import from_minor
-from payhub.pipeline.storable import INT64
 
 
 def _money(minor: int, currency: str) -> str:
@@ -62,6 +60,32 @@ def list_rewards(conn: Connection, status: str | None = None, payee: str | None 
         "amount": _money(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
         "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
         "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason,
+    } for r in conn.execute(query)]
+
+
+UNREWARDED_COLUMNS = ["calculation", "event", "object", "program", "version", "payee", "status", "reason",
+                      "calculated_at"]
+
+
+def list_unrewarded(conn: Connection, payee: str | None = None, program: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:
+    """Calculations that paid nothing (``not_eligible`` or ``failed``), newest first, with their reason; ``payee``
+    is the event's. Columns :data:`UNREWARDED_COLUMNS`."""
+    query = (select(calculations.c.id, calculations.c.event_id, calculations.c.program, calculations.c.status,
+                    calculations.c.reason, calculations.c.calculated_at, program_versions.c.version,
+                    events.c.object_type, events.c.object_id, events.c.payee_id)
+             .join(events, events.c.id == calculations.c.event_id)
+             .join(program_versions, program_versions.c.id == calculations.c.program_version_id)
+             .where(calculations.c.status.in_(("not_eligible", "failed")))
+             .order_by(calculations.c.id.desc()).limit(limit))
+    if payee:
+        query = query.where(events.c.payee_id == payee)
+    if program:
+        query = query.where(calculations.c.program == program)
+    return [{
+        "calculation": r.id, "event": r.event_id, "object": f"{r.object_type}:{r.object_id}", "program": r.program,
+        "version": r.version, "payee": r.payee_id, "status": r.status, "reason": r.reason,
+        "calculated_at": r.calculated_at,
     } for r in conn.execute(query)]
 
 
@@ -104,101 +128,6 @@ def list_payouts(conn: Connection, status: str | None = None, rail: str | None =
         "currency": r.currency, "items": r.item_count, "status": r.status, "attempts": r.attempts,
         "provider_ref": r.provider_ref, "reason": r.reason, "route": r.route_reason, "key": r.idempotency_key,
     } for r in conn.execute(query)]
-
-
-def explain(conn: Connection, reward_id: int) -> dict[str, Any] | None:
-    """Everything that produced one reward: the event's inputs, the program version, the calculator and result."""
-    reward = conn.execute(select(rewards).where(rewards.c.id == reward_id)).first()
-    if reward is None:
-        return None
-    calc = conn.execute(select(calculations).where(calculations.c.program == reward.program,
-                                                   calculations.c.event_id == reward.event_id)).one()
-    version = conn.execute(select(program_versions).where(program_versions.c.id == calc.program_version_id)).one()
-    event = conn.execute(select(events).where(events.c.id == reward.event_id)).one()
-    item = conn.execute(select(payout_items.c.amount_minor, payout_items.c.fx).where(
-        payout_items.c.reward_id == reward_id, payout_items.c.payout_id == reward.payout_id)).first()
-    return {
-        "reward": {
-            "id": reward.id, "payee": reward.payee_id, "amount": _money(reward.amount_minor, reward.currency),
-            "currency": reward.currency, "description": reward.description, "details": json.loads(reward.details),
-            "status": reward.status, "payout": reward.payout_id, "hold_code": reward.hold_code,
-            "hold_reason": reward.hold_reason, "approvals_needed": reward.approvals_needed,
-            "approvers": list(conn.execute(select(approvals.c.approver).where(approvals.c.reward_id == reward_id)
-                                           .order_by(approvals.c.approved_at, approvals.c.approver)).scalars()),
-            "created_at": reward.created_at,
-            "fx": json.loads(item.fx) if item is not None and item.fx else None,
-        },
-        "program": {
-            "name": version.program, "version": version.version, "calculator": version.calculator,
-            "parameters": json.loads(version.params), "version_created_at": version.created_at,
-        },
-        "calculation": {"id": calc.id, "status": calc.status, "calculated_at": calc.calculated_at},
-        "event": {
-            "id": event.id, "key": event.key, "source": event.source, "type": event.event_type,
-            "occurred_at": event.occurred_at, "payee": event.payee_id, "partner": event.partner_id,
-            "amount": event.amount, "currency": event.currency, "attributes": json.loads(event.attributes),
-        },
-    }
-
-
-def trace(conn: Connection, ref: str) -> list[dict[str, Any]]:
-    """The chain CRM record → events → rewards → payouts → attempts for ``ref``.
-
-    ``ref`` is a CRM object id, an event key, or ``event:N`` / ``reward:N`` / ``payout:N``.
-    """
-    kind, _, number = ref.partition(":")
-    event_ids: set[int] = set()
-    reward_filter = None
-    if kind in ("event", "reward", "payout") and number.isascii() and number.isdigit():
-        n = int(number)
-        if n > INT64[1]:  # beyond any row id
-            return []
-        if kind == "event":
-            event_ids = {n}
-        elif kind == "reward":
-            event_ids = set(conn.execute(select(rewards.c.event_id).where(rewards.c.id == n)).scalars())
-            reward_filter = {n}
-        else:
-            ids = set(conn.execute(select(payout_items.c.reward_id).where(payout_items.c.payout_id == n)).scalars())
-            event_ids = set(conn.execute(select(rewards.c.event_id).where(rewards.c.id.in_(ids))).scalars())
-            reward_filter = ids
-    else:
-        event_ids = set(conn.execute(select(events.c.id).where(
-            or_(events.c.key == ref, events.c.object_id == ref))).scalars())
-    chain = []
-    for event in conn.execute(select(events).where(events.c.id.in_(event_ids)).order_by(events.c.id)):
-        node: dict[str, Any] = {
-            "event": {"id": event.id, "key": event.key, "status": event.status, "reason": event.reason,
-                      "occurred_at": event.occurred_at, "amount": event.amount, "currency": event.currency},
-            "calculations": [
-                {"program": c.program, "status": c.status, "reason": c.reason}
-                for c in conn.execute(select(calculations).where(calculations.c.event_id == event.id))
-            ],
-            "rewards": [],
-        }
-        for reward in conn.execute(select(rewards).where(rewards.c.event_id == event.id).order_by(rewards.c.id)):
-            if reward_filter is not None and reward.id not in reward_filter:
-                continue
-            item = {"id": reward.id, "program": reward.program, "payee": reward.payee_id,
-                    "amount": _money(reward.amount_minor, reward.currency), "currency": reward.currency,
-                    "status": reward.status, "payouts": []}
-            payout_ids = conn.execute(select(payout_items.c.payout_id).where(
-                payout_items.c.reward_id == reward.id).order_by(payout_items.c.payout_id)).scalars().all()
-            for p in conn.execute(select(payouts).where(payouts.c.id.in_(payout_ids)).order_by(payouts.c.id)):
-                item["payouts"].append({
-                    "id": p.id, "key": p.idempotency_key, "rail": p.rail, "route": p.route_reason,
-                    "amount": _money(p.amount_minor, p.currency), "currency": p.currency, "status": p.status,
-                    "reason": p.reason, "provider_ref": p.provider_ref,
-                    "attempts": [
-                        {"kind": a.kind, "number": a.number, "started_at": a.started_at,
-                         "finished_at": a.finished_at, "outcome": a.outcome, "detail": a.detail}
-                        for a in conn.execute(select(attempts).where(attempts.c.payout_id == p.id)
-                                              .order_by(attempts.c.id))
-                    ],
-                })
-            node["rewards"].append(item)
-        chain.append(node)
-    return chain
 
 
 def query_audit(conn: Connection, *, since: datetime | None = None, until: datetime | None = None,

@@ -15,12 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from payhub import checkpoints, csvsafe, files, reports
+from payhub import checkpoints, csvsafe, files, provenance, reports
 from payhub.audit import AuditHeadDamaged, read_head
 from payhub.audit import verify as verify_chain
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
 from payhub.cli.params import LIMIT
+from payhub.cli.provenance_text import print_trace
 from payhub.clock import parse_instant
 from payhub.crosscheck import AuditedIds, Difference, differences
 from payhub.db.schema import audit_log
@@ -242,27 +243,11 @@ def audit_trace(ctx: Context, ref: str, fmt: str) -> None:
     """Follow REF (a CRM record id, an event key, or event:N / reward:N / payout:N) to its payouts and attempts."""
     rt = ctx.runtime()
     with rt.engine.connect() as conn:
-        chain = reports.trace(conn, ref)
+        chain = provenance.trace(conn, ref)
     _record_read(rt, "audit.trace", {"ref": ref, "events": len(chain)})
     if not chain:
         raise PayhubError(f"nothing found for {ref!r}")
     if fmt == "json":
         click.echo(to_json(chain))
-        return
-
-    def say(line: str) -> None:  # no markup: every value from the database goes through plain()
-        console.print(line, markup=False, highlight=False)
-
-    for node in chain:
-        e = node["event"]
-        say(f"event {e['id']} {plain(e['key'])} [{e['status']}]" + (f" {plain(e['reason'])}" if e["reason"] else ""))
-        for c in node["calculations"]:
-            say(f"  program {plain(c['program'])}: {c['status']}" + (f" ({plain(c['reason'])})" if c["reason"] else ""))
-        for r in node["rewards"]:
-            say(f"  reward {r['id']} {r['amount']} {r['currency']} to {plain(r['payee'])} [{r['status']}]")
-            for p in r["payouts"]:
-                say(f"    payout {p['id']} {p['amount']} {p['currency']} via {plain(p['rail'])} [{p['status']}]"
-                    f" key {plain(p['key'])}" + (f" ref {plain(p['provider_ref'])}" if p["provider_ref"] else ""))
-                for a in p["attempts"]:
-                    say(f"      {a['kind']} #{a['number']} {a['outcome'] or 'in flight'}"
-                        + (f": {plain(a['detail'])}" if a["detail"] else ""))
+    else:
+        print_trace(chain)

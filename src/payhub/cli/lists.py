@@ -1,15 +1,18 @@
-"""``payhub events|rewards|payouts list``, ``payhub rewards approve|hold|release|cancel`` and ``payhub explain``."""
+"""``payhub events|rewards|payouts list``, ``payhub rewards approve|hold|release|cancel`` and ``payhub explain``
+(whose text is :mod:`payhub.cli.provenance_text`)."""
 
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 import click
 
-from payhub import reports
+from payhub import provenance, reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
-from payhub.cli.output import FORMATS, console, plain, render, shown, shown_json, to_json
+from payhub.cli.output import FORMATS, console, plain, render, to_json
 from payhub.cli.params import LIMIT, ROW_ID
+from payhub.cli.provenance_text import print_explanation
 from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
@@ -52,17 +55,28 @@ reward_ids_argument = click.argument("reward_ids", nargs=-1, type=ROW_ID, requir
 
 @rewards.command("list")
 @click.option("--status", type=click.Choice(REWARD_STATUSES))
-@click.option("--payee")
+@click.option("--payee", help="Rewards of this payee (with --not-eligible: events whose payee it is).")
 @click.option("--program")
+@click.option("--not-eligible", "unrewarded", is_flag=True,
+              help="Instead of rewards, list the calculations that paid nothing (not_eligible or failed), why.")
 @limit_option
 @format_option
 @pass_ctx
 @fail_cleanly
-def rewards_list(ctx: Context, status: str | None, payee: str | None, program: str | None, limit: int,
-                 fmt: str) -> None:
-    """List rewards; awaiting ones show their approvals, held ones why."""
+def rewards_list(ctx: Context, status: str | None, payee: str | None, program: str | None, unrewarded: bool,
+                 limit: int, fmt: str) -> None:
+    """List rewards; awaiting ones show their approvals, held and carried ones why. --not-eligible lists the
+    calculations that paid nothing instead, with their reason."""
+    if unrewarded and status:
+        raise click.UsageError("--status filters rewards; --not-eligible lists calculations without one")
     with ctx.runtime().engine.connect() as conn:
-        rows = reports.list_rewards(conn, status, payee, program, limit)
+        if unrewarded:
+            rows = reports.list_unrewarded(conn, payee, program, limit)
+        else:
+            rows = reports.list_rewards(conn, status, payee, program, limit)
+    if unrewarded:
+        render(rows, fmt, reports.UNREWARDED_COLUMNS, title="calculations that paid nothing")
+        return
     columns = None if fmt != "table" else ["id", "event", "program", "payee", "amount", "currency", "status",
                                            "approvals", "payout", "reason"]
     render(rows, fmt, columns, title="rewards")
@@ -213,45 +227,36 @@ def payouts_cancel(ctx: Context, payout_id: int, reason: str) -> None:
     console.print(f"payout {payout_id} cancelled; its rewards are held")
 
 
+class ExplainRef(click.ParamType[str]):
+    """``payout:N``, ``reward:N``, ``event:N``, a reward id, ``record:ID``, an event key or a CRM object id; a
+    bare number must be a valid row id."""
+
+    name = "REF"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if text.isascii() and text.isdigit():
+            ROW_ID.convert(int(text), param, ctx)
+        return text
+
+
 @main.command()
-@click.argument("reward_id", type=ROW_ID)
+@click.argument("ref", type=ExplainRef())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_ctx
 @fail_cleanly
-def explain(ctx: Context, reward_id: int, fmt: str) -> None:
-    """Show how a reward was produced: the event's inputs, the program version, the calculator and result."""
-    with ctx.runtime().engine.connect() as conn:
-        data = reports.explain(conn, reward_id)
+def explain(ctx: Context, ref: str, fmt: str) -> None:
+    """Why a payout, reward or event paid what it did: REF is payout:N, reward:N (or N), event:N, or a CRM record
+    (record:ID, an event key or a CRM object id)."""
+    rt = ctx.runtime()
+    rails = {name: section.plugin_name(name) for name, section in rt.settings.rails.items()}
+    with rt.engine.connect() as conn:
+        data = provenance.explain(conn, ref, rails)
     if data is None:
-        raise PayhubError(f"reward {reward_id} does not exist")
+        parsed = provenance.parse_ref(ref, "reward")
+        raise PayhubError(f"nothing found for {ref!r}" if parsed.kind == "record"
+                          else f"{parsed.kind} {parsed.number} does not exist")
     if fmt == "json":
         click.echo(to_json(data))
-        return
-    r, p, e = data["reward"], data["program"], data["event"]
-
-    def say(line: str) -> None:  # markup is payhub's own; every value from the database goes through shown()
-        console.print(line, highlight=False)
-
-    say(f"[bold]Reward {r['id']}[/bold]: {r['amount']} {r['currency']} to {shown(r['payee'])} ({r['status']})")
-    say(f"  {shown(r['description'])}")
-    if r["details"]:
-        say(f"  details: {shown_json(r['details'])}")
-    if r["fx"]:
-        fx = r["fx"]
-        say(f"  paid in the payee's currency at {shown(fx['rate'])} ({shown(fx['rate_type'])} rate of "
-            f"{shown(fx['rate_date'])}, {shown(fx['date_used'])} date, {shown(fx['source'])})")
-    say(f"[bold]Program[/bold] {shown(p['name'])} version {p['version']}, calculator {shown(p['calculator'])}")
-    say(f"  parameters: {shown_json(p['parameters'])}")
-    say(f"[bold]Event[/bold] {e['id']} {shown(e['key'])}")
-    say(f"  {shown(e['type'])} at {e['occurred_at']}, amount {e['amount']} {e['currency']}, "
-        f"payee {shown(e['payee'])}, partner {shown(e['partner'])}")
-    if e["attributes"]:
-        say(f"  attributes: {shown_json(e['attributes'])}")
-    if r["payout"]:
-        say(f"[bold]Payout[/bold] {r['payout']}")
-    if r["approvals_needed"]:
-        who = f" ({', '.join(shown(a) for a in r['approvers'])})" if r["approvers"] else ""
-        say(f"Approvals {len(r['approvers'])}/{r['approvals_needed']}{who}")
-    if r["hold_reason"]:
-        code = f" ({shown(r['hold_code'])})" if r["hold_code"] else ""
-        say(f"[yellow]Held{code}[/yellow]: {shown(r['hold_reason'])}")
+    else:
+        print_explanation(data)

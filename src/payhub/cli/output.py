@@ -50,9 +50,16 @@ def shown(value: Any) -> str:
     return escape(plain(value))
 
 
-def shown_json(value: Any) -> str:
-    """``value`` as indented JSON inside a message with Rich markup (JSON escapes every control character)."""
-    return escape(to_json(value))
+def inline_json(value: Any) -> str:
+    """``value`` as one line of JSON (keys sorted) inside a message with Rich markup (JSON escapes every control
+    character)."""
+    return escape(json.dumps(value, sort_keys=True, default=_text))
+
+
+def say(line: str, *, markup: bool = True) -> None:
+    """Print one line of a report, never wrapped: keys and ids stay whole on a terminal or in a pipe (where Rich
+    would wrap at 80 columns). With ``markup``, values from outside payhub must be :func:`shown`, else :func:`plain`."""
+    console.print(line, markup=markup, highlight=False, soft_wrap=True)
 
 
 def cell(value: Any) -> Text:

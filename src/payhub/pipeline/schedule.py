@@ -28,6 +28,7 @@ Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why
 
 # Rewards held for these reasons are retried automatically once the cause may be gone.
 RECHECKED_HOLDS = ("no_payee", "no_rail", "fx_rate")
+_other = rewards.alias("other")  # another reward of the same payee
 
 
 def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int) -> tuple[str | None, str]:
@@ -99,12 +100,14 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
 
     Pending rewards come first, each payee's together with its carried-forward balance; when none are left,
     rewards held for a missing payee, rail or FX rate are re-examined (only those whose hold could now clear, so a
-    pass that changes nothing returns 0). Per payee and payout currency the rewards and adjustments are netted:
-    a net at or above the minimum payout becomes one payout; a smaller or negative net is carried forward.
+    pass that changes nothing returns 0), and so are the carried rewards of payees who had a reward cancelled since
+    they were last netted (their balance changed). Per payee and payout currency the rewards and adjustments are
+    netted: a net at or above the minimum payout becomes one payout; a smaller or negative net is carried forward,
+    and every carried reward of the group gets the group's current reason.
     """
     limit = limit or rt.settings.database.batch_size
     columns = (rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
-               rewards.c.hold_code, rewards.c.program, rewards.c.fx_mode, events.c.occurred_at)
+               rewards.c.hold_code, rewards.c.hold_reason, rewards.c.program, rewards.c.fx_mode, events.c.occurred_at)
     base = select(*columns).select_from(rewards.join(events, events.c.id == rewards.c.event_id))
     order = (rewards.c.payee_id, rewards.c.currency, rewards.c.id)
     with rt.transaction() as tx:
@@ -122,6 +125,12 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             query = base.where(rewards.c.status == "held", rewards.c.hold_code.in_(RECHECKED_HOLDS),
                                exists().where(payees.c.id == rewards.c.payee_id)).order_by(*order).limit(limit)
             rows = [r for r in tx.conn.execute(for_update(tx.conn, query)).all() if _may_clear(rt, r)]
+            # Carried balances that a cancellation changed since they were last netted.
+            changed = select(rewards.c.payee_id).where(rewards.c.status == "carried", exists().where(
+                _other.c.payee_id == rewards.c.payee_id, _other.c.status == "cancelled",
+                _other.c.updated_at > rewards.c.updated_at)).distinct().limit(limit)
+            rows += tx.conn.execute(for_update(tx.conn, base.where(
+                rewards.c.status == "carried", rewards.c.payee_id.in_(changed)).order_by(*order))).all()
         if not rows:
             return 0
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
@@ -150,7 +159,7 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
                 moved += _carry(tx, [item.row for item in items], short)
                 continue
             planned.append((payee_id, currency, rail, why, items))
-            moved += sum(1 for item in items if item.row.status != "carried")
+            moved += len(items)
         _create_payouts(tx, planned)
     return moved
 
@@ -200,14 +209,21 @@ def _below_minimum(rt: Runtime, rail: str, payee: Payee, currency: str, net_mino
 
 
 def _carry(tx: Tx, items: list[Any], reason: str) -> int:
-    """Carry rewards forward to the payee's next payout; return how many were not carried already."""
-    fresh = [row.id for row in items if row.status != "carried"]
-    if fresh:
-        tx.conn.execute(update(rewards).where(rewards.c.id.in_(fresh)).values(
-            status="carried", hold_code=None, hold_reason=reason, updated_at=utcnow()))
-        for reward_id in fresh:
-            tx.audit("reward.carried", "reward", reward_id, {"reason": reason})
-    return len(fresh)
+    """Carry rewards forward to the payee's next payout with ``reason`` (the group's balance now); return how many
+    changed: newly carried, or carried before with another reason (each audited as ``reward.carried``)."""
+    # Every row of the group is written, so its updated_at says when its balance was last netted.
+    tx.conn.execute(update(rewards).where(rewards.c.id.in_([row.id for row in items])).values(
+        status="carried", hold_code=None, hold_reason=reason, updated_at=utcnow()))
+    changed = 0
+    for row in sorted(items, key=lambda row: row.id):
+        if row.status != "carried":
+            tx.audit("reward.carried", "reward", row.id, {"reason": reason})
+        elif row.hold_reason != reason:
+            tx.audit("reward.carried", "reward", row.id, {"reason": reason, "previous_reason": row.hold_reason})
+        else:
+            continue
+        changed += 1
+    return changed
 
 
 def _may_clear(rt: Runtime, row: Any) -> bool:
