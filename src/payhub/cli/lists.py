@@ -58,7 +58,7 @@ reward_ids_argument = click.argument("reward_ids", nargs=-1, type=ROW_ID, requir
 @click.option("--payee", help="Rewards of this payee (with --not-eligible: events whose payee it is).")
 @click.option("--program")
 @click.option("--not-eligible", "unrewarded", is_flag=True,
-              help="Instead of rewards, list the calculations that paid nothing (not_eligible or failed), why.")
+              help="Instead of rewards, list the calculations that paid nothing (not_eligible or failed) and why.")
 @limit_option
 @format_option
 @pass_ctx

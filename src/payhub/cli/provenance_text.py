@@ -22,11 +22,12 @@ from payhub.provenance import (
 
 
 def print_explanation(data: Explanation) -> None:
-    """``payhub explain``'s text: a payout and each item, a reward and its payouts, or events and theirs."""
+    """``payhub explain``'s text: a payout and each item, a reward and its payouts, or events and theirs. A program
+    version's parameters are printed once."""
     if data["kind"] == "payout":
         _payout_answer(data)
     elif data["kind"] == "reward":
-        _reward(data, "")
+        _reward(data, "", set())
         for payout in data["payouts"]:
             _payout(payout, "")
     else:
@@ -39,14 +40,16 @@ def _payout_answer(data: PayoutExplanation) -> None:
     adds_up = "" if net["adds_up"] else f" [bold red]but the payout's amount is {net['amount']}[/bold red]"
     say(f"[bold]{net['items']} item(s)[/bold]: rewards {net['rewards']}, adjustments {net['adjustments']}, "
         f"net {net['total']} {shown(net['currency'])}{adds_up}")
+    seen: set[tuple[str, int]] = set()
     for number, item in enumerate(data["items"], start=1):
         fx = " (converted)" if item["item"]["fx"] else ""
         say(f"[bold]Item {number} of {len(data['items'])}[/bold]: {item['item']['amount']} "
             f"{shown(item['item']['currency'])}{fx}")
-        _reward(item, "  ")
+        _reward(item, "  ", seen)
 
 
 def _events_answer(data: EventsExplanation) -> None:
+    seen: set[tuple[str, int]] = set()
     for view in data["events"]:
         e = view["event"]
         reason = f": {shown(e['reason'])}" if e["reason"] else ""
@@ -64,7 +67,7 @@ def _events_answer(data: EventsExplanation) -> None:
         if not view["calculations"]:
             say("  no program calculated this event")
         for reward in view["rewards"]:
-            _reward(reward, "  ", with_event=False)
+            _reward(reward, "  ", seen, with_event=False)
     for payout in data["payouts"]:
         _payout(payout, "")
 
@@ -79,7 +82,8 @@ def _event_lines(e: EventInfo, indent: str) -> None:
         say(f"{indent}attributes: {inline_json(e['attributes'])}")
 
 
-def _reward(view: RewardView, indent: str, *, with_event: bool = True) -> None:
+def _reward(view: RewardView, indent: str, seen: set[tuple[str, int]], *, with_event: bool = True) -> None:
+    """One reward's explanation; ``seen`` holds the program versions whose parameters were printed already."""
     r, p, c, e = view["reward"], view["program"], view["calculation"], view["event"]
     say(f"{indent}[bold]Reward {r['id']}[/bold]: {r['amount']} {shown(r['currency'])} to {shown(r['payee'])} "
         f"({r['status']}){' [adjustment]' if r['kind'] == 'adjustment' else ''}")
@@ -101,7 +105,11 @@ def _reward(view: RewardView, indent: str, *, with_event: bool = True) -> None:
         say(f"{indent}[bold]Event[/bold] {e['id']} {shown(e['key'])}")
         _event_lines(e, indent + "  ")
     say(f"{indent}[bold]Program[/bold] {shown(p['name'])} version {p['version']}, calculator {shown(p['calculator'])}")
-    say(f"{indent}  parameters: {inline_json(p['parameters'])}")
+    if (p["name"], p["version"]) in seen:
+        say(f"{indent}  parameters: as above")
+    else:
+        seen.add((p["name"], p["version"]))
+        say(f"{indent}  parameters: {inline_json(p['parameters'])}")
     why = f": {shown(c['reason'])}" if c["reason"] else ""
     say(f"{indent}  calculation {c['id']} {c['status']} at {c['calculated_at']}{why}")
     for fund in view["funds"]:
