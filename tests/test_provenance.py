@@ -415,3 +415,90 @@ def test_a_payout_is_explained_in_a_fixed_number_of_queries(tmp_path: Path, db_u
     assert set(sizes) == {3, 120, -3, -120}
     assert sizes[3] == sizes[120] and sizes[-3] == sizes[-120]
     assert sizes[120] <= 15
+
+
+def test_explain_shows_the_fx_rate_and_date_of_a_converted_item(tmp_path: Path, db_url: str) -> None:
+    (tmp_path / "rates.csv").write_text("Date,USD,\n2026-11-27,1.0487,\n2026-11-26,1.0455,\n")
+    (tmp_path / "payees.csv").write_text("id,name,country,currency\np1,Partner One,DE,EUR\n")
+    with (tmp_path / "deals.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([HEADER[:6], ("F-1", "deal_won", "2026-11-26T12:00:00Z", "p1", "1045.50", "USD")])
+    write_config(tmp_path, db_url, """\
+        [payees]
+        file = "payees.csv"
+        [sources.deals]
+        plugin = "file"
+        path = "deals.csv"
+        settle_seconds = 0
+        [programs.pct]
+        calculator = "percentage"
+        percent = "10"
+        payout_currency = "payee"
+        [hooks.fx]
+        plugin = "ecb_rates"
+        path = "rates.csv"
+        [rails.export]
+        plugin = "csv_export"
+        directory = "out"
+        [routing]
+        default_rail = "export"
+        """)
+    site = Site(tmp_path, db_url)
+    site.ok("db", "upgrade")
+    site.ok("run", "--once")
+    reward = site.reward_of("F-1", "p1")
+    data = site.json("explain", f"payout:{site.payout_of(reward)}")
+    [item] = data["items"]
+    assert (item["reward"]["amount"], item["reward"]["currency"]) == ("104.55", "USD")
+    assert (item["item"]["amount"], item["item"]["currency"]) == ("100.00", "EUR")
+    fx = item["item"]["fx"]
+    assert (fx["rate_date"], fx["date_used"], fx["from_amount"], fx["from_currency"]) == (
+        "2026-11-26", "event", "104.55", "USD")
+    assert item["reward"]["fx"] == fx and item["in_payouts"][0]["fx"] == fx
+    text = site.ok("explain", f"payout:{site.payout_of(reward)}").stdout
+    assert f"paid in the payee's currency at {fx['rate']} (reference rate of 2026-11-26, event date, " in text
+
+
+def test_explain_shows_the_fund_movements_and_limit_of_a_coop_claim(tmp_path: Path, db_url: str) -> None:
+    (tmp_path / "payees.csv").write_text("id,name,country\nacme,Acme Reseller,US\n")
+    with (tmp_path / "deals.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([
+            ("id", "type", "occurred_at", "payee_id", "partner_id", "amount", "currency"),
+            ("O-1", "purchase", "2026-10-01T00:00:00Z", "rep1", "acme", "1000.00", "USD"),
+            ("C-1", "coop_claim", "2026-10-10T00:00:00Z", "rep1", "acme", "100.00", "USD")])
+    write_config(tmp_path, db_url, """\
+        [payees]
+        file = "payees.csv"
+        [sources.deals]
+        plugin = "file"
+        path = "deals.csv"
+        settle_seconds = 0
+        [programs.coop]
+        calculator = "coop"
+        percent = "2"
+        expiry_days = 365
+        participation_percent = "50"
+        [rails.export]
+        plugin = "csv_export"
+        directory = "out"
+        [routing]
+        default_rail = "export"
+        """)
+    site = Site(tmp_path, db_url)
+    site.ok("db", "upgrade")
+    site.ok("run", "--once")
+    [(purchase,)] = site.sql("SELECT id FROM events WHERE object_id = 'O-1'")
+    [view] = site.json("explain", f"event:{purchase}")["events"]
+    assert view["rewards"] == [] and [(c["program"], c["status"]) for c in view["calculations"]] == [
+        ("coop", "rewarded")]
+    assert [(f["holder"], f["amount"], f["unit"]) for f in view["funds"]] == [("acme", "20.00", "USD")]
+    assert view["funds"][0]["expires_at"].startswith("2027-10-01")
+    assert "fund of coop for acme: 20.00 USD, expires 2027-10-01" in site.ok("explain", f"event:{purchase}").stdout
+
+    claim = site.reward_of("C-1", "acme", "coop_claim", "coop")
+    [item] = site.json("explain", f"payout:{site.payout_of(claim)}")["items"]
+    assert item["reward"]["amount"] == "20.00"  # half the claim is 50.00; the fund held 20.00
+    assert (item["reward"]["details"]["limit"], item["reward"]["details"]["balance"]) == ("balance", "20.00")
+    assert [(f["holder"], f["amount"]) for f in item["funds"]] == [("acme", "-20.00")]
+    text = site.ok("explain", f"payout:{site.payout_of(claim)}").stdout
+    assert '"limit": "balance"' in text and "fund of coop for acme: -20.00 USD (coop: co-op claim 50% of 100.00 USD)" \
+        in text

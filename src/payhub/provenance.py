@@ -128,9 +128,10 @@ class RulesInfo(TypedDict):
 
 
 class FundInfo(TypedDict):
-    """A fund movement of the same calculation (a co-op accrual, an MDF allocation or claim, points)."""
+    """A fund movement of a calculation (a co-op accrual, an MDF allocation or claim, points)."""
 
     id: int
+    program: str
     holder: str
     unit: str
     amount: str
@@ -278,11 +279,12 @@ class NetInfo(TypedDict):
 
 
 class EventView(TypedDict):
-    """An event, every program's calculation of it, and its rewards."""
+    """An event, every program's calculation of it, its rewards and its fund movements (every program's)."""
 
     event: EventInfo
     calculations: list[CalculationInfo]
     rewards: list[RewardView]
+    funds: list[FundInfo]
 
 
 class PayoutExplanation(TypedDict):
@@ -384,8 +386,8 @@ def _read(conn: Connection, reward_ids: Select[Any], event_ids: Select[Any], pay
     for row in conn.execute(select(fund_entries).where(fund_entries.c.event_id.in_(in_events))
                             .order_by(fund_entries.c.id)):
         g.funds[(row.event_id, row.program)].append(FundInfo(
-            id=row.id, holder=row.holder_id, unit=row.unit, amount=row.amount, expires_at=row.expires_at,
-            description=row.description, details=_json(row.details)))
+            id=row.id, program=row.program, holder=row.holder_id, unit=row.unit, amount=row.amount,
+            expires_at=row.expires_at, description=row.description, details=_json(row.details)))
     mine, theirs, other = events.alias("mine"), events.alias("theirs"), rewards.alias("other")
     same_record = and_(theirs.c.source == mine.c.source, theirs.c.object_type == mine.c.object_type,
                        theirs.c.object_id == mine.c.object_id)
@@ -657,9 +659,13 @@ def explain(conn: Connection, ref: str, rail_plugins: Mapping[str, str] | None =
     for view in views.values():
         by_event[view["event"]["id"]].append(view)
     calculated = _by_event(g)
+    moved: dict[int, list[FundInfo]] = defaultdict(list)
+    for (event_id, _program), entries in g.funds.items():
+        moved[event_id] += entries
     return EventsExplanation(kind="events", ref=ref, payouts=shown_payouts, events=[
         EventView(event=_event(row), rewards=by_event.get(event_id, []),
-                  calculations=[_calculation(c) for c in calculated.get(event_id, [])])
+                  calculations=[_calculation(c) for c in calculated.get(event_id, [])],
+                  funds=sorted(moved.get(event_id, []), key=lambda f: f["id"]))
         for event_id, row in g.events.items()])
 
 

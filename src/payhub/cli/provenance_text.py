@@ -14,6 +14,7 @@ from payhub.provenance import (
     EventInfo,
     EventsExplanation,
     Explanation,
+    FundInfo,
     PayoutExplanation,
     PayoutView,
     RelatedReward,
@@ -66,6 +67,8 @@ def _events_answer(data: EventsExplanation) -> None:
                 f"{c['status']}{why}{made}")
         if not view["calculations"]:
             say("  no program calculated this event")
+        for fund in view["funds"]:
+            _fund(fund, "  ")
         for reward in view["rewards"]:
             _reward(reward, "  ", seen, with_event=False)
     for payout in data["payouts"]:
@@ -113,9 +116,7 @@ def _reward(view: RewardView, indent: str, seen: set[tuple[str, int]], *, with_e
     why = f": {shown(c['reason'])}" if c["reason"] else ""
     say(f"{indent}  calculation {c['id']} {c['status']} at {c['calculated_at']}{why}")
     for fund in view["funds"]:
-        expires = f", expires {fund['expires_at']}" if fund["expires_at"] else ""
-        say(f"{indent}  fund {shown(fund['holder'])}: {shown(fund['amount'])} {shown(fund['unit'])}{expires} "
-            f"({shown(fund['description'])})")
+        _fund(fund, indent + "  ")
     if r["approvals_needed"]:
         who = f" ({', '.join(shown(a) for a in r['approvers'])})" if r["approvers"] else ""
         say(f"{indent}Approvals {len(r['approvers'])}/{r['approvals_needed']}{who}")
@@ -135,6 +136,13 @@ def _reward(view: RewardView, indent: str, seen: set[tuple[str, int]], *, with_e
         current = " (current)" if link["id"] == r["payout"] and len(view["in_payouts"]) > 1 else ""
         say(f"{indent}[bold]Payout {link['id']}[/bold] ({link['status']}): {link['amount']} "
             f"{shown(link['currency'])}{current}")
+
+
+def _fund(fund: FundInfo, indent: str) -> None:
+    expires = f", expires {fund['expires_at']}" if fund["expires_at"] else ""
+    details = f" {inline_json(fund['details'])}" if fund["details"] else ""
+    say(f"{indent}fund of {shown(fund['program'])} for {shown(fund['holder'])}: {shown(fund['amount'])} "
+        f"{shown(fund['unit'])}{expires} ({shown(fund['description'])}){details}")
 
 
 def _state(view: RewardView, indent: str) -> None:
