@@ -252,7 +252,8 @@ def test_hostile_corpus_is_quarantined_record_by_record(make_runtime: Any) -> No
     assert all(r.status == "quarantined" for r in malformed)
     for record, object_id, payee, partner, amount in ACCEPTED:
         row = by_id[object_id]
-        assert (row.status, row.payee_id, row.partner_id, row.amount) == ("ingested", payee, partner, amount), record
+        status = "waiting" if object_id == "edge-high" else "ingested"  # dated 8999: stored, and waits for its date
+        assert (row.status, row.payee_id, row.partner_id, row.amount) == (status, payee, partner, amount), record
         assert row.key == ACCEPTED_KEYS.get(object_id, f"s:Opportunity:{object_id}:won")
     assert by_id["nul-in-raw"].raw == "a\\x00b\\ud800c"
     assert {r.object_id for r in rows if r.status == "ingested"} >= {f"good-{i}" for i in range(goods)}

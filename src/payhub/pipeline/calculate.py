@@ -141,11 +141,11 @@ def _checked_movement(movement: FundMovement) -> Decimal:
 
 
 def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = None) -> int:
-    """Calculate up to ``limit`` due ingested events in one transaction; return how many events it moved on
-    (calculated, or set waiting: see :mod:`payhub.pipeline.waiting`), 0 when none is left to move.
+    """Calculate up to ``limit`` ingested events in one transaction; return how many it took, 0 when none is left.
 
-    Events dated after now plus ``ingest.future_tolerance_seconds`` wait, and waiting events whose time has come are
-    calculated, in the same transaction.
+    Waiting events whose time has come are taken too; an event taken that is dated after now plus
+    ``ingest.future_tolerance_seconds``, or behind a waiting event of its CRM object, is set waiting instead (see
+    :mod:`payhub.pipeline.waiting`).
     """
     limit = limit or rt.settings.database.batch_size
     programs: dict[str, Calculator | str] = {}
@@ -156,15 +156,12 @@ def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = N
     tolerance = timedelta(seconds=rt.settings.ingest.future_tolerance_seconds)
     with rt.transaction() as tx:
         horizon = utcnow() + tolerance
-        held = waiting.hold_future(tx, horizon, tolerance, limit)
         waiting.release_due(tx, horizon, limit)
-        rows = tx.conn.execute(for_update(tx.conn, waiting.due_ingested(horizon, limit))).all()
-        behind = [row for row in rows if row.waits_for is not None]
-        waiting.hold_behind(tx, behind)
-        due = [row for row in rows if row.waits_for is None]
+        rows = tx.conn.execute(for_update(tx.conn, waiting.next_ingested(horizon, limit))).all()
+        due = waiting.hold(tx, rows, horizon, tolerance)
         if due:
             _calculate_rows(rt, tx, due, programs, versions)
-    return held + len(rows)
+    return len(rows)
 
 
 def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str, Calculator | str],

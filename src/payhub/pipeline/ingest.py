@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
 
@@ -25,7 +25,7 @@ from payhub.db.queries import insert_ignore
 from payhub.db.schema import events, sources
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
 from payhub.money import check_currency, parse_amount
-from payhub.pipeline import leases, storable
+from payhub.pipeline import leases, storable, waiting
 from payhub.pipeline.identity import event_key, malformed_key, normalise_id
 from payhub.runtime import Runtime, Tx
 
@@ -415,18 +415,21 @@ def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, 
     A record whose key is already stored changes nothing, except that a quarantined event is replaced by a
     corrected version of its record (the CRM fixed it and sent it again). Within the batch the copies of a key
     count as if they had arrived one after the other: a later copy replaces an earlier quarantined one, and the
-    first valid copy stays. If the database refuses the batch for its data, the batch is split in halves until
-    each refused record is found; that record is stored as a minimal quarantined event with the database's
-    reason, the rest as usual, and only then does the cursor move. Database faults (locked, unreachable)
-    propagate.
+    first valid copy stays. An event dated after now plus ``ingest.future_tolerance_seconds`` is stored waiting
+    (see :mod:`payhub.pipeline.waiting`). If the database refuses the batch for its data, the batch is split in
+    halves until each refused record is found; that record is stored as a minimal quarantined event with the
+    database's reason, the rest as usual, and only then does the cursor move. Database faults (locked,
+    unreachable) propagate.
 
     With ``lease`` (the token of the poll's claim on the source), the batch is stored only while that lease holds:
     otherwise nothing is written and :class:`~payhub.pipeline.leases.LeaseLost` is raised.
     """
     now = utcnow()
+    tolerance = timedelta(seconds=rt.settings.ingest.future_tolerance_seconds)
     rows = _one_per_key([validate(record, source, rt.settings.ingest.max_amount) for record in records])
     for row in rows:
         row["ingested_at"] = now
+        waiting.hold_new(row, now + tolerance, tolerance)
     try:
         with rt.transaction() as tx:
             counts = _write(tx, rows)
@@ -462,6 +465,8 @@ def _write(tx: Tx, rows: list[dict[str, Any]]) -> _Counts:
         if status == "quarantined":
             counts.quarantined += 1
             tx.audit("event.quarantined", "event", event_id, {"key": key, "reason": reason}, outcome="quarantined")
+        elif status == waiting.WAITING:
+            tx.audit("event.ingested", "event", event_id, {"key": key, "status": status, "reason": reason})
         else:
             tx.audit("event.ingested", "event", event_id, {"key": key})
     counts.new = len(inserted)
