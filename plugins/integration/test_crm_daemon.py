@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payhub_hubspot.simulator import HubSpotSimulator
+from payhub_hubspot.simulator import TOKEN_PATH, HubSpotSimulator
 from payhub_salesforce.simulator import SalesforceSimulator
 from sqlalchemy import create_engine, func, select
 
@@ -446,7 +446,7 @@ def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
         salesforce.expire_sessions()  # a session timeout: 401 INVALID_SESSION_ID, renewed once, repeated
         salesforce.fail_next(500, 1)
         hubspot.expire_tokens()  # 401 EXPIRED_AUTHENTICATION: refreshed once, resent
-        hubspot.fail("/oauth/v1/token", 503, times=1)
+        hubspot.fail(TOKEN_PATH, 503, times=1)
         hubspot.fail("/crm/v3/objects/deals/search", 429, times=1, headers={"Retry-After": "0"})
         stored = db.statuses()
         # The CRMs change under the running sync: open deals are won, won deals already ingested are lost.
