@@ -218,7 +218,7 @@ def test_broken_calculator_fails_its_calculations_only(tmp_path: Path, plugin_pa
                           + BROKEN)
     # A calculator that raises on one event fails that (program, event) only.
     assert by[("X-boom", "buggy")] == ("failed", "calculator error: ZeroDivisionError: bug in calculator")
-    assert by[("D-1", "buggy")] == ("not_eligible", None)
+    assert by[("D-1", "buggy")] == ("not_eligible", "the calculator returned no reward line")  # it says no more
     assert rows(tmp_path, "SELECT program, amount_minor FROM rewards ORDER BY id") == [
         ("pct", 10000), ("pct", 2000), ("pct", 500), ("pct", 700)]
     assert rows(tmp_path, "SELECT count(*), sum(amount_minor) FROM payouts WHERE status = 'sent'") == [(2, 13200)]
