@@ -27,8 +27,9 @@ def payhub_screen_payout(payout: PayoutInstruction) -> ScreenDecision | None:
 @hookspec(firstresult=True)
 def payhub_fx_rate(base: str, quote: str, on: date, rate_type: str) -> FxRate | None:
     """Return the ``rate_type`` rate (e.g. ``reference``) to convert ``base`` into ``quote`` that applies on ``on``,
-    or None to let others answer. Answer only with a rate published for ``on`` or the last business day before it;
-    a payout whose rate nobody knows is held, never converted at another rate."""
+    or None to let others answer. Answer only with the rate published for ``on`` or, when ``on`` is a closing day of
+    the provider's calendar, the last rate published before it; a business day without a rate has none. A payout whose
+    rate nobody knows is held, never converted at another rate."""
 
 
 @hookspec
