@@ -33,7 +33,7 @@ from payhub.db.schema import (
     program_versions,
     rewards,
 )
-from payhub.money import from_minor
+from payhub.reports import amount_text
 
 MAX_ID = 2**63 - 1  # ids are 64-bit integers: a larger number names nothing
 
@@ -354,16 +354,11 @@ class _Graph:
     payout_entries: dict[int, list[AuditInfo]] = field(default_factory=lambda: defaultdict(list))
 
 
-def _ids(query: Select[Any]) -> Any:
-    """``query`` (one column of ids) as a subquery to select from."""
-    return query.subquery()
-
-
 def _read(conn: Connection, reward_ids: Select[Any], event_ids: Select[Any], payout_id: int | None) -> _Graph:
     """Read everything about the rewards ``reward_ids`` selects and the events ``event_ids`` selects (all their
     calculations), the payouts that carried those rewards (and ``payout_id``), in a fixed number of queries."""
     g = _Graph()
-    reward_sq, event_sq = _ids(reward_ids), _ids(event_ids)
+    reward_sq, event_sq = reward_ids.subquery(), event_ids.subquery()
     in_rewards, in_events = select(reward_sq.c[0]), select(event_sq.c[0])
     for row in conn.execute(select(events).where(events.c.id.in_(in_events)).order_by(events.c.id)):
         g.events[row.id] = row
@@ -407,7 +402,7 @@ def _read(conn: Connection, reward_ids: Select[Any], event_ids: Select[Any], pay
         payout_filter = or_(payouts.c.id == payout_id, payout_filter)
     for row in conn.execute(select(payouts).where(payout_filter).order_by(payouts.c.id)):
         g.payouts[row.id] = row
-    payout_sq = _ids(select(payouts.c.id).where(payout_filter))
+    payout_sq = select(payouts.c.id).where(payout_filter).subquery()
     for row in conn.execute(select(attempts).where(attempts.c.payout_id.in_(select(payout_sq.c[0])))
                             .order_by(attempts.c.id)):
         g.attempts[row.payout_id].append(row)
@@ -436,10 +431,6 @@ def _json(text: str | None) -> Any:
         return text
 
 
-def _money(minor: int, currency: str) -> str:
-    return str(from_minor(minor, currency))
-
-
 # ------------------------------------------------------------------------------------------------- the views
 
 
@@ -458,7 +449,7 @@ def _calculation(row: Any) -> CalculationInfo:
 
 def _related(row: Any) -> RelatedReward:
     return RelatedReward(id=row.id, event=row.event_id, event_type=row.event_type, occurred_at=row.occurred_at,
-                         payee=row.payee_id, amount=_money(row.amount_minor, row.currency), currency=row.currency,
+                         payee=row.payee_id, amount=amount_text(row.amount_minor, row.currency), currency=row.currency,
                          status=row.status, payout=row.payout_id)
 
 
@@ -492,7 +483,7 @@ def _reward(g: _Graph, row: Any) -> RewardView:
     return RewardView(
         reward=RewardInfo(
             id=row.id, kind="adjustment" if row.amount_minor < 0 else "reward", payee=row.payee_id,
-            amount=_money(row.amount_minor, row.currency), currency=row.currency, description=row.description,
+            amount=amount_text(row.amount_minor, row.currency), currency=row.currency, description=row.description,
             details=details, status=row.status, hold_code=row.hold_code, hold_reason=row.hold_reason,
             approvals_needed=row.approvals_needed, approvers=[a.approver for a in given],
             budget_key=row.budget_key, payout=row.payout_id,
@@ -507,7 +498,7 @@ def _reward(g: _Graph, row: Any) -> RewardView:
         adjustments=[_related(r) for r in record if r.id > row.id],
         takes_back=[_related(r) for r in record if r.id < row.id] if adjusting else [],
         in_payouts=[PayoutLink(id=item.payout_id, status=g.payouts[item.payout_id].status,
-                               amount=_money(item.amount_minor, g.payouts[item.payout_id].currency),
+                               amount=amount_text(item.amount_minor, g.payouts[item.payout_id].currency),
                                currency=g.payouts[item.payout_id].currency, fx=_json(item.fx))
                     for item in links if item.payout_id in g.payouts],
         history=entries,
@@ -578,7 +569,7 @@ def _payout(g: _Graph, row: Any, rail_plugins: Mapping[str, str]) -> PayoutView:
     plugin = rail_plugins.get(row.rail)
     return PayoutView(
         id=row.id, key=row.idempotency_key, payee=row.payee_id, rail=row.rail, rail_plugin=plugin,
-        route=row.route_reason, amount=_money(row.amount_minor, row.currency), currency=row.currency,
+        route=row.route_reason, amount=amount_text(row.amount_minor, row.currency), currency=row.currency,
         items=row.item_count, status=row.status, reason=row.reason, provider_ref=row.provider_ref,
         released_by=row.released_by, created_at=row.created_at, updated_at=row.updated_at,
         document=document(plugin, row.provider_ref), screening=_screening(entries),
@@ -641,16 +632,17 @@ def explain(conn: Connection, ref: str, rail_plugins: Mapping[str, str] | None =
             for item in g.items.get(reward_id, []):
                 if item.payout_id == payout.id:
                     items.append(ItemView(**view, item=ItemInfo(
-                        amount=_money(item.amount_minor, payout.currency), currency=payout.currency,
+                        amount=amount_text(item.amount_minor, payout.currency), currency=payout.currency,
                         fx=_json(item.fx))))
         minors = [item.amount_minor for reward_id in views for item in g.items.get(reward_id, [])
                   if item.payout_id == payout.id]
         total = sum(minors)
         return PayoutExplanation(
             kind="payout", ref=ref, payout=_payout(g, payout, plugins), items=items,
-            net=NetInfo(items=len(minors), rewards=_money(sum(m for m in minors if m > 0), payout.currency),
-                        adjustments=_money(sum(m for m in minors if m < 0), payout.currency),
-                        total=_money(total, payout.currency), amount=_money(payout.amount_minor, payout.currency),
+            net=NetInfo(items=len(minors), rewards=amount_text(sum(m for m in minors if m > 0), payout.currency),
+                        adjustments=amount_text(sum(m for m in minors if m < 0), payout.currency),
+                        total=amount_text(total, payout.currency),
+                        amount=amount_text(payout.amount_minor, payout.currency),
                         currency=payout.currency, adds_up=total == payout.amount_minor))
     shown_payouts = [_payout(g, row, plugins) for row in g.payouts.values()]
     if parsed.kind == "reward":
@@ -702,7 +694,7 @@ def trace(conn: Connection, ref: str) -> list[dict[str, Any]]:
                 "adjustments": view["adjustments"],
                 "payouts": [{
                     "id": p.id, "key": p.idempotency_key, "rail": p.rail, "route": p.route_reason,
-                    "amount": _money(p.amount_minor, p.currency), "currency": p.currency, "status": p.status,
+                    "amount": amount_text(p.amount_minor, p.currency), "currency": p.currency, "status": p.status,
                     "reason": p.reason, "provider_ref": p.provider_ref, "released_by": p.released_by,
                     "attempts": [{"kind": a.kind, "number": a.number, "started_at": a.started_at,
                                   "finished_at": a.finished_at, "outcome": a.outcome, "detail": a.detail}

@@ -25,7 +25,8 @@ from payhub.db.schema import (
 from payhub.money import from_minor
 
 
-def _money(minor: int, currency: str) -> str:
+def amount_text(minor: int, currency: str) -> str:
+    """Minor units as the exact decimal text of ``currency`` (``1234.50``), as every view shows amounts."""
     return str(from_minor(minor, currency))
 
 
@@ -57,7 +58,7 @@ def list_rewards(conn: Connection, status: str | None = None, payee: str | None 
         query = query.where(rewards.c.program == program)
     return [{
         "id": r.id, "event": r.event_id, "program": r.program, "payee": r.payee_id,
-        "amount": _money(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
+        "amount": amount_text(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
         "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
         "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason,
     } for r in conn.execute(query)]
@@ -124,7 +125,7 @@ def list_payouts(conn: Connection, status: str | None = None, rail: str | None =
     if rail:
         query = query.where(payouts.c.rail == rail)
     return [{
-        "id": r.id, "payee": r.payee_id, "rail": r.rail, "amount": _money(r.amount_minor, r.currency),
+        "id": r.id, "payee": r.payee_id, "rail": r.rail, "amount": amount_text(r.amount_minor, r.currency),
         "currency": r.currency, "items": r.item_count, "status": r.status, "attempts": r.attempts,
         "provider_ref": r.provider_ref, "reason": r.reason, "route": r.route_reason, "key": r.idempotency_key,
     } for r in conn.execute(query)]
