@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +26,15 @@ import pytest
 import sqlalchemy as sa
 from cli_helpers import invoke
 from click.testing import Result
-from conftest import PG_URL, _pg_available, write_config
 from sqlalchemy import event
 
 from payhub import provenance
 from payhub.cli import output
 from payhub.db.engine import make_engine
+
+# The PostgreSQL server of tests/conftest.py. Nothing is imported from conftest: when plugin tests run in the same
+# session, the name may be another directory's conftest.
+PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 SETTINGS = """\
 [daemon]
@@ -128,10 +133,13 @@ class Site:
         return int(payout_id)
 
 
+def write_config(directory: Path, db_url: str, body: str) -> None:
+    (directory / "payhub.toml").write_text(f'[database]\nurl = "{db_url}"\n\n' + textwrap.dedent(body))
+
+
 def new_site(root: Path, db_url: str, rail_extra: str = "", deals: list[tuple[str, ...]] = DEALS) -> Site:
     root.mkdir(parents=True, exist_ok=True)
-    config = write_config(root, db_url, SETTINGS.replace("{rail_extra}", rail_extra))
-    assert config == root / "payhub.toml"
+    write_config(root, db_url, SETTINGS.replace("{rail_extra}", rail_extra))
     (root / "payees.csv").write_text(PAYEES)
     with (root / "deals.csv").open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([HEADER, *deals])
@@ -153,12 +161,14 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'payhub.db'}"
         return
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
     name = f"payhub_t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
     try:
         yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
