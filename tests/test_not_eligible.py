@@ -23,13 +23,13 @@ import sqlalchemy as sa
 from conftest import PG_URL, _pg_available, migrated, write_config
 from sqlalchemy import select
 
-from payhub.api import Event, NotEligible, SourceRecord
+from payhub.api import Calculator, Event, History, NotEligible, RewardLine, SourceRecord
 from payhub.audit import verify
 from payhub.builtin.calculators import FlatAmount, FlatParams
 from payhub.builtin.programs.spiff import Spiff, SpiffParams
 from payhub.db.schema import audit_log, calculations, events
 from payhub.pipeline.calculate import NO_LINE, calculate_batch, register_program_versions
-from payhub.pipeline.ingest import poll
+from payhub.pipeline.ingest import REASON_LIMIT, poll
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
 
@@ -343,3 +343,31 @@ def test_a_calculator_says_why_by_raising_not_eligible() -> None:
         "the deal closed on 2026-06-01, outside the program window 2026-03-01 .. 2026-05-31"
     flat = FlatAmount("flat", FlatParams.model_validate({"amount": "5", "currency": "USD"}))
     assert len(flat.calculate(_event(datetime(2026, 6, 1, tzinfo=UTC)), history=None)) == 1  # type: ignore[arg-type]
+
+
+HOSTILE = "nul \x00 and a lone \ud800 surrogate " + "x" * 5000
+
+
+class _Saying(Calculator):
+    """Not eligible, with a reason a third party might give: text the databases cannot store, or blank."""
+
+    def calculate(self, event: Event, history: History) -> list[RewardLine]:
+        raise NotEligible(HOSTILE if event.object_id == "hostile" else "  ")
+
+
+def test_a_calculators_reason_is_stored_bounded_on_every_backend(make_runtime: Any) -> None:
+    rt = make_runtime('[sources.s]\nplugin = "fake"\n[programs.says]\ncalculator = "flat"\namount = "1"\n'
+                      'currency = "EUR"\n')
+    rt.plugins.calculators["says"] = _Saying("says", rt.plugins.calculators["says"].params)
+    rt.plugins.sources["s"].push(rec("deal_won", "hostile", "2026-02-01"), rec("deal_won", "blank", "2026-02-01"))
+    poll(rt, "s")
+    versions = register_program_versions(rt)
+    while calculate_batch(rt, versions):
+        pass
+    found = _recorded(rt)
+    stored = found[("says", "hostile")]
+    assert stored.status == "not_eligible" and stored.reason is not None and len(stored.reason) == REASON_LIMIT
+    assert stored.reason.startswith("nul \\x00 and a lone \\ud800 surrogate xxx")
+    assert f"[cut: {len(HOSTILE)} characters" in stored.reason
+    assert stored.audited == f"not_eligible: {stored.reason}"
+    assert found[("says", "blank")].reason == "the calculator found the event not eligible and gave no reason"

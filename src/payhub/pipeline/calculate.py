@@ -322,9 +322,8 @@ NO_LINE = "the calculator returned no reward line"
 
 def _stated(exc: NotEligible) -> str:
     """The reason a calculator gave, as text."""
-    reason = exc.reason if isinstance(exc.reason, str) else None
-    return reason.strip() if reason and reason.strip() else "the calculator found the event not eligible and " \
-                                                                "gave no reason"
+    reason = exc.reason.strip() if isinstance(exc.reason, str) else ""
+    return reason or "the calculator found the event not eligible and gave no reason"
 
 
 def _zero(what: str, amount: Decimal, unit: str) -> str:
