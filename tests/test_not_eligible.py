@@ -8,6 +8,7 @@ types), then each case checks its own calculation. A calculator called directly 
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -20,18 +21,23 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, _pg_available, migrated, write_config
 from sqlalchemy import select
 
 from payhub.api import Calculator, Event, History, NotEligible, RewardLine, SourceRecord
 from payhub.audit import verify
 from payhub.builtin.calculators import FlatAmount, FlatParams
 from payhub.builtin.programs.spiff import Spiff, SpiffParams
+from payhub.db import migrate
+from payhub.db.engine import make_engine
 from payhub.db.schema import audit_log, calculations, events
 from payhub.pipeline.calculate import NO_LINE, calculate_batch, register_program_versions
 from payhub.pipeline.ingest import REASON_LIMIT, poll
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
+
+# The PostgreSQL server of tests/conftest.py. Nothing is imported from conftest: when plugin tests run in the same
+# session, the name may be another directory's conftest.
+PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 PROGRAMS = """
 [sources.s]
@@ -266,8 +272,10 @@ def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """Every case run through the pipeline in one fresh database: (program, object id) -> what was recorded."""
     directory = tmp_path_factory.mktemp("not-eligible")
     with _database(request.param, directory) as url:
-        migrated(url)
-        rt = Runtime(load_settings(write_config(directory, url, textwrap.dedent(PROGRAMS))))
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        rt = Runtime(load_settings(_settings(directory, url)))
         rt.load_plugins()
         try:
             rt.plugins.sources["s"].push(*(record for case in CASES for record in case.records))
@@ -286,18 +294,26 @@ def _database(kind: str, directory: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{directory / 'payhub.db'}"
         return
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
     name = f"payhub_t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    try:
         yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _settings(directory: Path, url: str) -> Path:
+    path = directory / "payhub.toml"
+    path.write_text(f'[database]\nurl = "{url}"\n' + textwrap.dedent(PROGRAMS))
+    return path
 
 
 def _recorded(rt: Runtime) -> dict[tuple[str, str], Found]:
@@ -319,7 +335,7 @@ def test_a_calculation_that_pays_nothing_records_why(outcomes: dict[tuple[str, s
 
 
 def test_the_cases_cover_every_built_in_calculator(tmp_path: Path) -> None:
-    programs = load_settings(write_config(tmp_path, "sqlite:///x.db", textwrap.dedent(PROGRAMS))).programs
+    programs = load_settings(_settings(tmp_path, "sqlite:///x.db")).programs
     assert {section.calculator for section in programs.values()} >= {
         "flat", "percentage", "spiff", "rebate", "deal_registration", "activity", "coop", "mdf", "referral",
         "loyalty_points"}
