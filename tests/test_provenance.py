@@ -210,6 +210,9 @@ def test_explain_payout_json_lists_every_item_with_its_whole_provenance(site: Si
     assert [(a["kind"], a["number"], a["outcome"], a["provider_ref"]) for a in p["attempts"]] == [
         ("send", 1, "accepted", p["provider_ref"])]
     assert [e["action"] for e in p["history"]] == ["payout.created", "payout.sending", "payout.sent"]
+    assert [(s["decision"], s["by"], s["reason"]) for s in p["screening"]] == [("passed", "deny_big", None)]
+    assert p["history"][1]["detail"]["screened_by"] == ["deny_big"]
+    assert "screening passed by deny_big at " in site.ok("explain", f"payout:{payout_id}").stdout
     assert data["net"] == {"items": 2, "rewards": "95.00", "adjustments": "-60.00", "total": "35.00",
                            "amount": "35.00", "currency": "USD", "adds_up": True}
 

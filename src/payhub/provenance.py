@@ -218,7 +218,8 @@ class DocumentInfo(TypedDict):
 
 
 class ScreeningInfo(TypedDict):
-    """A hold of the payout before sending (``by`` ``screening`` or ``audit trail check``) or an operator's release."""
+    """A screening decision on the payout: ``passed`` (``by`` names the screening hooks, recorded with the send they
+    allowed), ``held`` (``by`` ``screening`` or ``audit trail check``) or an operator's ``released``."""
 
     seq: int
     at: str
@@ -549,9 +550,13 @@ def document(plugin: str | None, provider_ref: str | None) -> DocumentInfo:
 def _screening(entries: list[AuditInfo]) -> list[ScreeningInfo]:
     found = []
     for e in entries:
+        detail = e["detail"] if isinstance(e["detail"], dict) else {}
+        if e["action"] == "payout.sending" and isinstance(detail.get("screened_by"), list):
+            found.append(ScreeningInfo(seq=e["seq"], at=e["at"], actor=e["actor"], decision="passed",
+                                       by=", ".join(map(str, detail["screened_by"])), reason=None))
+            continue
         if e["action"] not in ("payout.held", "payout.released"):
             continue
-        detail = e["detail"] if isinstance(e["detail"], dict) else {}
         held = e["action"] == "payout.held"
         by = ("audit trail check" if detail.get("check") == "audit trail" else "screening") if held else "operator"
         found.append(ScreeningInfo(seq=e["seq"], at=e["at"], actor=e["actor"],

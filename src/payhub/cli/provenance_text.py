@@ -191,8 +191,10 @@ def _payout(p: PayoutView, indent: str) -> None:
     if doc["missing"]:
         say(f"{indent}  [dim]not recorded: {shown(doc['missing'])}[/dim]")
     for s in p["screening"]:
-        who = f" by {shown(s['actor'])}" if s["decision"] == "released" else f" by {s['by']}"
-        say(f"{indent}  {s['decision']}{who} at {shown(s['at'])}: {shown(s['reason'])}")
+        who = f" by {shown(s['actor'])}" if s["decision"] == "released" else f" by {shown(s['by'])}"
+        why = f": {shown(s['reason'])}" if s["reason"] else ""
+        label = "screening passed" if s["decision"] == "passed" else s["decision"]
+        say(f"{indent}  {label}{who} at {shown(s['at'])}{why}")
     for a in p["attempts"]:
         ref = f" ref {shown(a['provider_ref'])}" if a["provider_ref"] else ""
         detail = f": {shown(a['detail'])}" if a["detail"] else ""

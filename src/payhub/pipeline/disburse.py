@@ -72,6 +72,7 @@ class Work:
     lease: str  # the token of the claim: every write to the payout is conditioned on it
     last_reason: str | None = None
     screened: bool = False
+    screened_by: tuple[str, ...] = ()  # the screening hooks that let it pass this round, recorded with the send
     done: bool = False
 
 
@@ -189,6 +190,7 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
     hook = rt.plugins.hooks.hook.payhub_screen_payout
     if not hook.get_hookimpls():
         return claimed
+    screens = tuple(sorted(impl.plugin_name for impl in hook.get_hookimpls()))
     keep, denied = [], []
     for w in claimed:
         if w.attempts > 0 or w.needs_lookup or w.screened:
@@ -201,6 +203,7 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
         if reasons:
             denied.append((w, "; ".join(reasons)))
         else:
+            w.screened_by = screens
             keep.append(w)
     if denied:
         with rt.transaction() as tx:
@@ -228,7 +231,10 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         for w in batch:
             w.attempts += 1
             attempt_rows.append({"payout_id": w.id, "kind": "send", "number": w.attempts, "started_at": now})
-            tx.audit("payout.sending", "payout", w.id, {"attempt": w.attempts, "key": w.instruction.idempotency_key})
+            detail: dict[str, Any] = {"attempt": w.attempts, "key": w.instruction.idempotency_key}
+            if w.screened_by:  # the screening decision travels with the send it allowed
+                detail["screened_by"] = list(w.screened_by)
+            tx.audit("payout.sending", "payout", w.id, detail)
         if batch:  # the lease is renewed with the attempt, so the call (at most timeout_seconds) fits in it
             tx.conn.execute(
                 update(payouts).where(payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
