@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payhub.funds import Fund, balance, replay
+from payhub.funds import Fund, balance, replay, unit_text
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -93,3 +93,10 @@ def test_next_expiry_is_when_the_balance_next_drops_without_spending(raw: list[t
         assert nxt > day(at)
         assert balance(upto, nxt - timedelta(seconds=1)) == balance(upto, day(at))
         assert balance(upto, nxt) < balance(upto, day(at))
+
+
+def test_amounts_show_the_units_minor_units() -> None:
+    assert [unit_text(Decimal(text), unit) for text, unit in (
+        ("0", "EUR"), ("-0", "EUR"), ("10", "EUR"), ("-5.5", "EUR"), ("0", "JPY"), ("2000", "JPY"), ("0", "BHD"),
+        ("2.01", "BHD"), ("0", "points"), ("1500", "points"))] == [
+        "0.00", "0.00", "10.00", "-5.50", "0", "2000", "0.000", "2.010", "0", "1500"]

@@ -72,7 +72,8 @@ def test_next_expiry_is_the_next_unspent_credit_to_lapse(make_runtime, tmp_path:
         return {"spent": row["spent"], "expired": row["expired"], "balance": row["balance"],
                 "next_expiry": expiry[:10] if expiry else None}
 
-    assert fund("2026-02-10") == {"spent": "0", "expired": "0.00", "balance": "1500.00", "next_expiry": "2026-04-10"}
+    assert fund("2026-02-10") == {"spent": "0.00", "expired": "0.00", "balance": "1500.00",
+                                  "next_expiry": "2026-04-10"}
     # o1's credit is spent, so it is not what lapses next: the rest of o2's partly spent credit is
     assert fund("2026-03-15") == {"spent": "1300.00", "expired": "0.00", "balance": "1200.00",
                                   "next_expiry": "2026-05-02"}
@@ -81,3 +82,36 @@ def test_next_expiry_is_the_next_unspent_credit_to_lapse(make_runtime, tmp_path:
     assert fund("2026-06-01") == {"spent": "1300.00", "expired": "1200.00", "balance": "0.00", "next_expiry": None}
     csv = invoke("-c", config, "funds", "list", "--format", "csv", "--at", "2026-03-15")
     assert csv.exit_code == 0 and "2026-05-02" in csv.output and "2026-04-10" not in csv.output, csv.output
+
+
+def test_every_amount_of_a_fund_has_its_units_minor_units(make_runtime, tmp_path: Path) -> None:
+    """Nothing spent or lapsed yet: every column still shows the unit's minor units (EUR 2, JPY 0, BHD 3, whole
+    points), in JSON and CSV alike."""
+    rt = make_runtime(SOURCE + """
+        [programs.coop]
+        calculator = "coop"
+        percent = "2"
+
+        [programs.points]
+        calculator = "loyalty_points"
+        points_per_unit_amount = "1"
+        currency = "USD"
+    """)
+    run(rt, *(SourceRecord("Order", f"o-{currency}", "booked", "purchase", "2026-01-10T00:00:00Z", "rep1", amount,
+                           currency, "acme") for currency, amount in
+              (("EUR", "500"), ("JPY", "100000"), ("BHD", "100.5"), ("USD", "1500"))))
+    config = str(tmp_path / "payhub.toml")
+    result = invoke("-c", config, "funds", "list", "--format", "json", "--at", "2026-02-01")
+    assert result.exit_code == 0, result.output
+    shown = {(row["program"], row["unit"]): [row[k] for k in ("credited", "spent", "expired", "balance")]
+             for row in json.loads(result.output)}
+    assert shown == {
+        ("coop", "BHD"): ["2.010", "0.000", "0.000", "2.010"],
+        ("coop", "EUR"): ["10.00", "0.00", "0.00", "10.00"],
+        ("coop", "JPY"): ["2000", "0", "0", "2000"],
+        ("coop", "USD"): ["30.00", "0.00", "0.00", "30.00"],
+        ("points", "points"): ["1500", "0", "0", "1500"],
+    }
+    csv = invoke("-c", config, "funds", "list", "--format", "csv", "--at", "2026-02-01", "--program", "coop")
+    assert csv.exit_code == 0, csv.output
+    assert "coop,acme,EUR,10.00,0.00,0.00,10.00," in csv.output, csv.output

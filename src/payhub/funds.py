@@ -29,6 +29,12 @@ def round_unit(amount: Decimal, unit: str) -> Decimal:
     return quantize(amount, unit) if unit != POINTS else amount.quantize(Decimal(1), rounding=ROUNDING)
 
 
+def unit_text(amount: Decimal, unit: str) -> str:
+    """``amount`` as text with the unit's minor units, as every view shows fund amounts: ``0.00`` EUR, ``0`` JPY,
+    ``0.000`` BHD, ``0`` points. Fund entries are stored rounded (:func:`round_unit`), so their sums show exactly."""
+    return str(round_unit(amount, unit) + 0)  # + 0: never "-0.00"
+
+
 @dataclass(slots=True)
 class _Credit:
     left: Decimal

@@ -111,9 +111,10 @@ def list_funds(conn: Connection, program: str | None = None, holder: str | None 
         spent = -sum((a for _t, a, _e in entries if a < 0), Decimal(0))
         fund = funds.replay(entries, at)
         left = fund.balance(at)
-        found.append({"program": name, "holder": holder_id, "unit": unit, "credited": str(credited),
-                      "spent": str(spent), "expired": str(max(credited - spent - left, Decimal(0))),
-                      "balance": str(left), "next_expiry": fund.next_expiry(at)})
+        found.append({"program": name, "holder": holder_id, "unit": unit, "credited": funds.unit_text(credited, unit),
+                      "spent": funds.unit_text(spent, unit),
+                      "expired": funds.unit_text(max(credited - spent - left, Decimal(0)), unit),
+                      "balance": funds.unit_text(left, unit), "next_expiry": fund.next_expiry(at)})
     return found
 
 
