@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Select, func, select
 
-from payhub import reports
+from cli_helpers import invoke
+
 from payhub.api import SourceRecord
 from payhub.audit import verify
 from payhub.clock import isoformat
@@ -105,7 +107,7 @@ def paid(rt: Runtime, object_id: str) -> list[tuple[int, str]]:
             events, events.c.id == rewards.c.event_id).where(events.c.object_id == object_id))]
 
 
-def test_a_referral_payment_of_month_25_waits_until_its_date(make_runtime: Any, clock: Clock) -> None:
+def test_a_referral_payment_of_month_25_waits_until_its_date(make_runtime: Any, clock: Clock, tmp_path: Path) -> None:
     rt = make_runtime(SOURCE + REFERRAL)
     ingest(rt, payment("month-1", "2026-01-15T00:00:00Z"), payment("month-25", "2028-01-15T00:00:00Z"))
     calculate(rt)
@@ -115,9 +117,11 @@ def test_a_referral_payment_of_month_25_waits_until_its_date(make_runtime: Any, 
               "less ingest.future_tolerance_seconds = 86400)")
     assert (month25.status, month25.reason) == ("waiting", reason)
     assert audited(rt, "event.ingested", month25.id) == [{"key": month25.key, "status": "waiting", "reason": reason}]
-    with rt.engine.connect() as conn:  # `events list` shows it with its reason
-        assert [(row["id"], row["status"], row["reason"]) for row in reports.list_events(conn, "waiting")] == [
-            (month25.id, "waiting", reason)]
+    listed = invoke("-c", str(tmp_path / "payhub.toml"), "events", "list", "--status", "waiting", "--format", "json")
+    assert listed.exit_code == 0, listed.output  # `events list --status waiting` shows it with its reason
+    assert [(row["id"], row["status"], row["reason"]) for row in json.loads(listed.output)] == [
+        (month25.id, "waiting", reason)]
+    with rt.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(calculations).where(
             calculations.c.event_id == month25.id)).scalar() == 0
 

@@ -29,14 +29,14 @@ def events() -> None:
 
 
 @events.command("list")
-@click.option("--status", type=click.Choice(["ingested", "calculated", "quarantined"]))
+@click.option("--status", type=click.Choice(["waiting", "ingested", "calculated", "quarantined"]))
 @click.option("--source")
 @limit_option
 @format_option
 @pass_ctx
 @fail_cleanly
 def events_list(ctx: Context, status: str | None, source: str | None, limit: int, fmt: str) -> None:
-    """List events; quarantined ones show their reason."""
+    """List events; waiting and quarantined ones show their reason."""
     with ctx.runtime().engine.connect() as conn:
         rows = reports.list_events(conn, status, source, limit)
     columns = None if fmt != "table" else ["id", "source", "object", "type", "payee", "amount", "currency",
