@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Select, func, select
-
 from cli_helpers import invoke
+from sqlalchemy import Connection, Select, func, select
 
 from payhub.api import SourceRecord
 from payhub.audit import verify
