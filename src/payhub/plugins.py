@@ -93,6 +93,11 @@ def _distributions(group: str) -> dict[str, tuple[str | None, str | None]]:
     return found
 
 
+def _reported_below(_names: object) -> None:
+    """Stevedore's missing-names callback: instead of its own warning, load_plugins names each plugin that is not
+    installed in its ConfigError (the settings key, the name, what is installed)."""
+
+
 def _wanted(settings: Settings) -> list[tuple[str, str, str, Any]]:
     """(kind, section name, entry-point name, section) for every enabled section."""
     wanted = []
@@ -136,7 +141,8 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None) -> Plugins:
         # same installed plugins as _distributions above, even when plugins were installed since the last load.
         NamedExtensionManager.ENTRY_POINT_CACHE.pop(group, None)
         manager = NamedExtensionManager(
-            group, names, invoke_on_load=False, on_load_failure_callback=on_failure, propagate_map_exceptions=False
+            group, names, invoke_on_load=False, on_load_failure_callback=on_failure, propagate_map_exceptions=False,
+            on_missing_entrypoints_callback=_reported_below,
         )
         for ext in manager.extensions:
             classes[(kind, ext.name)] = ext.plugin
