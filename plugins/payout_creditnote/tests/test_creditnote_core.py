@@ -1,6 +1,6 @@
 """Through payhub's own pipeline: a settings file with ``[rails.cn] plugin = "credit_note"``, CRM events, rewards,
 payouts, and one credit note per payout in the outbox, each conforming to EN 16931 with the VAT category chosen for
-its buyer."""
+its buyer; payees whose credit note could not conform are held by routing with the reason, before any number."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lxml import etree
 from payhub.audit import verify
 from payhub.db import migrate
 from payhub.db.engine import make_engine
-from payhub.db.schema import payouts
+from payhub.db.schema import payouts, rewards
 from payhub.money import from_minor
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
@@ -66,13 +66,17 @@ def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path, en16931
         "id,name,country,email,vat_id,city,peppol_id\n"
         "r1,Reseller One B.V.,NL,ap@one.example,NL123456789B01,Amsterdam,0106:12345678\n"
         "r2,Reseller Two BV,BE,ap@two.example,BE0123456789,Brussels,\n"
-        "r3,No Country Ltd,,ap@three.example,,,\n")
+        "r3,No Country Ltd,,ap@three.example,,,\n"
+        "r4,Greek Reseller AE,EL,ap@four.example,EL123456789,Athens,\n"
+        "r5,Reseller Five BV,NL,ap@five.example,NL123456789B01,Utrecht,9999:abc\n")
     (tmp_path / "events.csv").write_text(
         "id,type,occurred_at,payee_id,amount,currency,object_type\n"
         "0061,deal_won,2026-10-01T12:00:00Z,r1,10000.00,EUR,opp\n"
         "0062,deal_won,2026-10-02T12:00:00Z,r1,3333.33,EUR,opp\n"
         "0063,deal_won,2026-10-02T12:00:00Z,r2,999.99,EUR,opp\n"
-        "0064,deal_won,2026-10-03T12:00:00Z,r3,500.00,EUR,opp\n")
+        "0064,deal_won,2026-10-03T12:00:00Z,r3,500.00,EUR,opp\n"
+        "0065,deal_won,2026-10-03T12:00:00Z,r4,500.00,EUR,opp\n"
+        "0066,deal_won,2026-10-03T12:00:00Z,r5,500.00,EUR,opp\n")
     config = write_settings(tmp_path, SETTINGS)
     engine = make_engine(load_settings(config).database_url)
     migrate.upgrade(engine)
@@ -91,8 +95,12 @@ def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path, en16931
             worker.stop()
         with rt.engine.connect() as conn:
             rows = conn.execute(select(payouts).order_by(payouts.c.id)).all()
+            held = dict(conn.execute(select(rewards.c.payee_id, rewards.c.hold_reason).where(
+                rewards.c.payee_id.in_(["r4", "r5"]), rewards.c.status == "held")).all())
             assert verify(conn).ok
         assert [(r.payee_id, r.status) for r in rows] == [("r1", "sent"), ("r2", "sent")]  # r3: no country, held
+        assert "rail cn: payee r4: country EL is not an ISO 3166-1 country code: Greece is GR" in held["r4"]
+        assert "rail cn: payee r5: the scheme of peppol_id '9999' is not a code of the EAS list" in held["r5"]
         numbers = rail.ledger.numbers("CN-2026-")
         assert [n for _, n, _ in numbers] == [1, 2]
         assert {k for _, _, k in numbers} == {r.idempotency_key for r in rows}

@@ -132,10 +132,10 @@ def test_choice_of_category(seller: str, rate: Decimal | None, buyer: tuple[str,
      ("seller", "vat_id"), "required (BT-31) for VAT category AE, S (BR-AE-02, BR-S-02)"),
     ({"tax": {"category": "G", "exemption_reason_code": "VATEX-EU-G"}, "seller": {**SELLER, "vat_id": None}},
      ("seller", "vat_id"), "(BR-G-02)"),
-    ({"seller": {**SELLER, "vat_id": "123456789"}}, ("seller", "vat_id"), "two-letter prefix"),
-    ({"seller": {**SELLER, "identifier_scheme": "0088"}}, ("seller",), "identifier_scheme is set without"),
+    ({"seller": {**SELLER, "vat_id": "123456789"}}, ("seller", "vat_id"), "which is not a country prefix (BR-CO-09"),
+    ({"seller": {**SELLER, "identifier_scheme": "0088"}}, ("seller", "identifier_scheme"), "set without identifier"),
     ({"tax": {"category": "K", "exemption_reason": "Intra-community supply"}}, ("tax", "category"), "BR-IC-11"),
-    ({"tax": {"category": "auto", "rate": "19", "exemption_reason": "Reverse charge"}}, ("tax",),
+    ({"tax": {"category": "auto", "rate": "19", "exemption_reason": "Reverse charge"}}, ("tax", "exemption_reason"),
      "writes its own exemption reasons"),
 ], ids=["o-without-id", "auto-outside-eu-without-id", "auto-eu-without-rate", "auto-outside-eu-with-rate",
         "auto-eu-without-vat-id", "g-without-vat-id", "vat-id-without-prefix", "scheme-alone", "k", "auto-reason"])
@@ -151,7 +151,8 @@ def test_settings_that_cannot_make_a_valid_credit_note_are_refused(tmp_path: Pat
 def test_a_payee_whose_vat_id_cannot_be_written_is_refused(rail_factory: RailFactory) -> None:
     rail = rail_factory(tax={"category": "auto", "rate": "19"})
     assert rail.check_payee(payee(country="NL", vat_id="123456789B01"), "EUR") == (
-        "payee r1 has a vat_id without its two-letter country prefix (BR-CO-09)")
+        "payee r1: vat_id starts with '12', which is not a country prefix (BR-CO-09: a VAT id starts with the "
+        "ISO 3166-1 alpha-2 code of the country that issued it, EL for Greece)")
     assert rail.check_payee(payee(country="US", vat_id="12-3456789"), "EUR") is None  # category O: not written
 
 

@@ -2,11 +2,13 @@
 
 For each payout ``send``
 
-1. checks the payee (a country and an electronic address are needed; a VAT id for reverse charge) and chooses the
-   VAT category of its credit note (:mod:`payhub_creditnote.vat`, unless the settings fix one);
+1. checks the payee (:meth:`CreditNoteRail.check_payee`: a country, an electronic address and a VAT id from their
+   EN 16931 code lists, a VAT id for reverse charge, text XML can hold) and chooses the VAT category of its credit
+   note (:mod:`payhub_creditnote.vat`, unless the settings fix one);
 2. **issues** the credit note in the numbering ledger (:mod:`payhub_creditnote.ledger`): the same idempotency key
    always gets the same number; a new key gets the next number of the series, in one SQLite transaction together
-   with the rendered, XSD-validated document. A document that does not validate is REJECTED and uses no number;
+   with the rendered document, validated against the UBL schema and the EN 16931 code lists
+   (:func:`payhub_creditnote.ubl.validate`). A document that does not validate is REJECTED and uses no number;
 3. writes the document atomically to the outbox as ``<document id>.xml`` (temporary file, fsync, rename, fsync of
    the directory);
 4. if ``delivery_url`` is set, POSTs it to the billing system, idempotent by document number.
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
 from payhub.api import (
@@ -49,56 +51,117 @@ from payhub.api import (
 )
 from payhub.errors import InvalidRecord
 from payhub.money import check_currency, minor_units
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from payhub_creditnote import ubl, vat
+from payhub_creditnote import codes, ubl, vat
 from payhub_creditnote.delivery import BillingClient, Delivered, NotDelivered, Refused
 from payhub_creditnote.ledger import DocumentRefused, Draft, Entry, Ledger
 
 log = logging.getLogger(__name__)
 
-COUNTRY = re.compile(r"[A-Z]{2}")
 STALE_TEMP_SECONDS = 3600.0
 
 
+def _invalid(problem: str) -> PydanticCustomError:
+    """A validation error whose message is ``problem`` alone (no "Value error," before it)."""
+    return PydanticCustomError("en16931", "{problem}", {"problem": problem})
+
+
+def _xml_text(value: str) -> str:
+    problem = ubl.text_problem(value)
+    if problem is not None:
+        raise _invalid(problem)
+    return value
+
+
+def _code(value: object) -> object:
+    return codes.normal(value) if isinstance(value, str) else value
+
+
+# Text written into every credit note: refused at start-up when XML cannot hold it.
+XmlText = Annotated[str, AfterValidator(_xml_text)]
+# A code of an EN 16931 code list (or a VAT id), taken in upper case without surrounding blanks.
+Code = Annotated[str, BeforeValidator(_code)]
+
+
+Problem = tuple[tuple[str, ...], str]  # (key relative to the model, what is wrong)
+
+
+def _refused(title: str, problems: list[Problem]) -> ValidationError:
+    """One ValidationError naming the key (relative to the model) of each problem."""
+    return ValidationError.from_exception_data(title, [
+        InitErrorDetails(type=_invalid(problem), loc=loc, input=None) for loc, problem in problems])
+
+
 class SellerSettings(PluginSettings):
-    """The vendor issuing the credit notes (EN 16931 BG-4)."""
+    """The vendor issuing the credit notes (EN 16931 BG-4). Every coded value is checked against its EN 16931 code
+    list (:mod:`payhub_creditnote.codes`); codes and the VAT id are taken in upper case."""
 
-    name: str = Field(min_length=1)
-    country: str
-    endpoint_id: str = Field(min_length=1, description="Peppol electronic address (BT-34).")
-    endpoint_scheme: str = Field(min_length=1, description="Its EAS scheme: 0088 (GLN), 9930 (DE VAT), EM…")
-    vat_id: str | None = Field(None, description="Seller VAT identifier (BT-31), with its country prefix.")
-    registration_id: str | None = Field(None, description="Seller legal registration identifier (BT-30).")
-    identifier: str | None = Field(None, description="Seller identifier (BT-29), e.g. a GLN or DUNS number.")
-    identifier_scheme: str | None = Field(None, pattern=r"^[0-9]{4}$",
-                                          description="ISO 6523 ICD of the identifier: 0088 (GLN), 0060 (DUNS)…")
-    street: str | None = None
-    additional_street: str | None = None
-    city: str | None = None
-    postal_code: str | None = None
-    contact_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: XmlText = Field(min_length=1)
+    country: Code = Field(description="ISO 3166-1 alpha-2 (BR-CL-14); Greece is GR.")
+    endpoint_id: XmlText = Field(min_length=1, description="Peppol electronic address (BT-34).")
+    endpoint_scheme: Code = Field(min_length=1, description="Its EAS scheme (BR-CL-25): 0088 (GLN), 9930 (DE VAT), EM…")
+    vat_id: Annotated[Code, AfterValidator(_xml_text)] | None = Field(
+        None, description="Seller VAT identifier (BT-31), with its country's prefix (BR-CO-09).")
+    registration_id: XmlText | None = Field(None, description="Seller legal registration identifier (BT-30).")
+    identifier: XmlText | None = Field(None, description="Seller identifier (BT-29), e.g. a GLN or DUNS number.")
+    identifier_scheme: Code | None = Field(None, description="ISO 6523 ICD of the identifier (BR-CL-10): 0088 (GLN), "
+                                          "0060 (DUNS)…")
+    street: XmlText | None = None
+    additional_street: XmlText | None = None
+    city: XmlText | None = None
+    postal_code: XmlText | None = None
+    contact_email: XmlText | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
 
-    @field_validator("country", mode="before")
+    @field_validator("country")
     @classmethod
-    def _country(cls, value: object) -> object:
-        if isinstance(value, str) and COUNTRY.fullmatch(value.upper()):
-            return value.upper()
-        raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
+    def _country(cls, value: str) -> str:
+        problem = codes.country_problem(value)
+        if problem is not None:
+            raise _invalid(problem)
+        return value
+
+    @field_validator("endpoint_scheme")
+    @classmethod
+    def _eas(cls, value: str) -> str:
+        problem = codes.eas_problem(value)
+        if problem is not None:
+            raise _invalid(problem)
+        return value
+
+    @field_validator("identifier_scheme")
+    @classmethod
+    def _icd(cls, value: str | None) -> str | None:
+        problem = None if value is None else codes.icd_problem(value)
+        if problem is not None:
+            raise _invalid(problem)
+        return value
 
     @field_validator("vat_id")
     @classmethod
-    def _vat_prefix(cls, value: str | None) -> str | None:
-        if value is not None and not vat.VAT_PREFIX.match(value):
-            raise ValueError(f"{value!r} does not start with the two-letter prefix of its country, as in DE123456789 "
-                             "(BR-CO-09)")
+    def _vat_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        country = info.data.get("country")  # absent when the country itself was refused
+        problem = codes.vat_id_problem(value, country) if country else codes.vat_prefix_problem(value)
+        if problem is not None:
+            raise _invalid(problem)
         return value
 
     @model_validator(mode="after")
     def _scheme_needs_identifier(self) -> SellerSettings:
         if self.identifier_scheme and not self.identifier:
-            raise ValueError("identifier_scheme is set without identifier")
+            raise _refused(type(self).__name__, [(("identifier_scheme",), "set without identifier (BT-29)")])
         return self
 
     def party(self) -> ubl.Party:
@@ -115,9 +178,10 @@ class TaxSettings(PluginSettings):
 
     category: Literal["auto", "S", "Z", "E", "AE", "G", "O"] = "auto"
     rate: Amount | None = Field(None, ge=0, lt=100, description="Percent. With auto: the seller's standard rate "
-                                "(category S), required for a seller in the EU. Required (> 0) for S, else 0 or none.")
-    exemption_reason: str | None = None
-    exemption_reason_code: str | None = Field(None, description="VATEX code, e.g. VATEX-EU-132 or VATEX-EU-O.")
+                                "(category S), above 0, required for a seller in the EU. With S: required, above 0. "
+                                "Otherwise 0 or none (none for O).")
+    exemption_reason: XmlText | None = None
+    exemption_reason_code: Code | None = Field(None, description="VATEX code (BR-CL-22), e.g. VATEX-EU-132.")
 
     @field_validator("category", mode="before")
     @classmethod
@@ -128,27 +192,48 @@ class TaxSettings(PluginSettings):
                              "for an incentive does not have; use AE (reverse charge) or auto")
         return value
 
+    @field_validator("exemption_reason_code")
+    @classmethod
+    def _vatex(cls, value: str | None) -> str | None:
+        problem = None if value is None else codes.vatex_problem(value)
+        if problem is not None:
+            raise _invalid(problem)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> TaxSettings:
-        if self.category == "auto":
-            if self.exemption_reason or self.exemption_reason_code:
-                raise ValueError("category auto writes its own exemption reasons (VATEX-EU-AE, VATEX-EU-O); "
-                                 "exemption_reason and exemption_reason_code go with a fixed category")
-            if self.rate is not None and self.rate <= 0:
-                raise ValueError("with category auto, rate is the seller's standard VAT rate: more than 0 percent")
-            return self
-        if self.category == "S":
-            if self.rate is None or self.rate <= 0 or self.rate >= 100:
-                raise ValueError("category S (standard rate) needs a rate between 0 and 100 percent")
-            if self.exemption_reason or self.exemption_reason_code:
-                raise ValueError("category S takes no exemption reason")
-        elif self.rate not in (None, Decimal(0)):
-            raise ValueError(f"category {self.category} has a VAT rate of 0")
-        elif self.category == "O" and self.rate is not None:
-            raise ValueError("category O (outside the scope of VAT) takes no rate")
-        if self.category in ubl.EXEMPT_CATEGORIES and not (self.exemption_reason or self.exemption_reason_code):
-            raise ValueError(f"category {self.category} needs exemption_reason or exemption_reason_code")
+        problems = self._problems()
+        if problems:
+            raise _refused(type(self).__name__, problems)
         return self
+
+    def _problems(self) -> list[Problem]:
+        """What does not fit the category, by key."""
+        reasons = [key for key in ("exemption_reason", "exemption_reason_code") if getattr(self, key)]
+        category, rate = self.category, self.rate
+        if category == "auto":
+            if reasons:
+                return [((key,), "category auto writes its own exemption reasons (VATEX-EU-AE, VATEX-EU-O); "
+                         "exemption_reason and exemption_reason_code go with a fixed category") for key in reasons]
+            if rate is not None and rate <= 0:
+                return [(("rate",), "with category auto, rate is the seller's standard VAT rate: above 0 and below "
+                         "100 percent")]
+            return []
+        problems: list[Problem] = []
+        if category == "S":
+            if rate is None or rate <= 0:
+                problems.append((("rate",), "category S (standard rate) needs a rate above 0 and below 100 percent"))
+        elif category == "O":
+            if rate is not None:
+                problems.append((("rate",), "category O (not subject to VAT) takes no rate"))
+        elif rate not in (None, Decimal(0)):
+            problems.append((("rate",), f"category {category} has a VAT rate of 0: set 0 or leave it out"))
+        if category in ("S", "Z"):  # BR-S-10, BR-Z-10
+            problems += [((key,), f"category {category} takes no exemption reason") for key in reasons]
+        elif category in ubl.EXEMPT_CATEGORIES and not reasons:
+            problems.append((("exemption_reason",), f"category {category} needs exemption_reason or "
+                             "exemption_reason_code (a VATEX code)"))
+        return problems
 
     def categories(self, seller_country: str) -> frozenset[str]:
         """Every category a credit note of a seller in ``seller_country`` can get."""
@@ -174,8 +259,8 @@ class CreditNoteSettings(PluginSettings):
     tax: TaxSettings = Field(default_factory=TaxSettings)
     amount_includes_tax: bool = True
     currencies: list[str] | None = None
-    item_name: str = Field("Channel partner incentive", min_length=1)
-    note: str | None = None
+    item_name: XmlText = Field("Channel partner incentive", min_length=1)
+    note: XmlText | None = None
     delivery_url: str | None = None
     delivery_token: SecretStr | None = None
     delivery_timeout_seconds: float = Field(20.0, gt=0, le=600)
@@ -217,7 +302,7 @@ class CreditNoteSettings(PluginSettings):
     def _documents_can_be_valid(self) -> CreditNoteSettings:
         """Refuse a seller and tax table under which a credit note would break an EN 16931 rule, naming the key."""
         seller, tax = self.seller, self.tax
-        problems: list[tuple[tuple[str, str], str]] = []
+        problems: list[Problem] = []
         if tax.category == "auto" and seller.country in vat.EU_MEMBER_STATES and tax.rate is None:
             problems.append((("tax", "rate"), f"required: with category auto, a seller in the EU ({seller.country}) "
                              f"credits buyers in {seller.country} at its standard VAT rate (category S)"))
@@ -234,9 +319,7 @@ class CreditNoteSettings(PluginSettings):
                              "credit note of VAT category O carries no VAT identifier (BR-O-02), and the seller must "
                              "be identified (BR-CO-26)"))
         if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, [
-                InitErrorDetails(type=PydanticCustomError("en16931", "{problem}", {"problem": problem}), loc=loc,
-                                 input=None) for loc, problem in problems])
+            raise _refused(type(self).__name__, problems)
         return self
 
     @property
@@ -277,17 +360,33 @@ class CreditNoteRail(Rail):
     # ------------------------------------------------------------------------------------------------ payees
 
     def check_payee(self, payee: Payee, currency: str) -> str | None:
-        if not payee.country or not COUNTRY.fullmatch(payee.country):
+        """Why the payee's credit note could not be a valid EN 16931 document, or None: checked before routing
+        takes this rail and before a number is issued, so a payee that cannot be credited is routed elsewhere or
+        held with this reason."""
+        if not payee.country:
             return f"payee {payee.id} has no country (a credit note names the buyer's country)"
-        if _endpoint(payee) is None:
+        problem = codes.country_problem(payee.country)
+        if problem is not None:
+            return f"payee {payee.id}: country {problem}"
+        endpoint = _endpoint(payee)
+        if endpoint is None:
             return (f"payee {payee.id} has no electronic address for credit notes (peppol_id such as "
                     "0088:5790000436057, or an email)")
-        vat_id = payee.details.get("vat_id")
+        problem = codes.eas_problem(endpoint[0])
+        if problem is not None:
+            return f"payee {payee.id}: the scheme of peppol_id {problem}"
+        vat_id = _vat_id(payee)
         category = self._tax_for(payee).category
         if category == "AE" and not vat_id:
             return f"payee {payee.id} has no vat_id (needed for VAT category AE, BR-AE-02)"
-        if vat_id and category != "O" and not vat.VAT_PREFIX.match(vat_id):
-            return f"payee {payee.id} has a vat_id without its two-letter country prefix (BR-CO-09)"
+        if vat_id and category != "O":  # written on the document (category O writes no VAT identifier)
+            problem = codes.vat_id_problem(vat_id, payee.country) or ubl.text_problem(vat_id)
+            if problem is not None:
+                return f"payee {payee.id}: vat_id {problem}"
+        for field, value in _buyer_text(payee, endpoint):
+            problem = ubl.text_problem(value)
+            if problem is not None:
+                return f"payee {payee.id}: {field} {problem}"
         try:
             places = minor_units(currency)
         except InvalidRecord as exc:
@@ -322,7 +421,7 @@ class CreditNoteRail(Rail):
                 entry, created = self.ledger.issue(self._draft(instruction), self.settings.series, self._document_id,
                                                    ubl.validate)
             except DocumentRefused as exc:
-                results.append(RailResult(key, Outcome.REJECTED, reason=f"the credit note is not valid UBL: {exc}"))
+                results.append(RailResult(key, Outcome.REJECTED, reason=f"the credit note is not valid: {exc}"))
                 continue
             except (sqlite3.Error, OSError) as exc:  # nothing was issued
                 reason = f"numbering ledger {self.settings.ledger_path} unavailable: {type(exc).__name__}: {exc}"
@@ -439,7 +538,7 @@ class CreditNoteRail(Rail):
         details = payee.details
         endpoint = _endpoint(payee)
         assert endpoint is not None  # check_payee ran first
-        buyer = ubl.Party(payee.name, str(payee.country), endpoint, vat_id=details.get("vat_id"),
+        buyer = ubl.Party(payee.name, str(payee.country), endpoint, vat_id=_vat_id(payee),
                           registration_id=details.get("registration_id"), street=details.get("street"),
                           additional_street=details.get("additional_street"), city=details.get("city"),
                           postal_code=details.get("postal_code"), contact_email=payee.email)
@@ -456,8 +555,7 @@ class CreditNoteRail(Rail):
                      render=render)
 
     def _tax_for(self, payee: Payee) -> ubl.Tax:
-        return self.settings.tax.for_buyer(self.settings.seller.country, str(payee.country),
-                                           payee.details.get("vat_id"))
+        return self.settings.tax.for_buyer(self.settings.seller.country, str(payee.country), _vat_id(payee))
 
     def _clean_temp_files(self) -> None:
         """Remove temporary files a crash left in the outbox (old ones only: another process may be writing)."""
@@ -471,15 +569,32 @@ class CreditNoteRail(Rail):
 
 
 def _endpoint(payee: Payee) -> tuple[str, str] | None:
-    """The buyer's electronic address: ``peppol_id`` (``scheme:id``) from the payee details, else the email."""
+    """The buyer's electronic address: ``peppol_id`` (``scheme:id``, the scheme in upper case) from the payee
+    details, else the email."""
     peppol = (payee.details.get("peppol_id") or "").strip()
     if peppol:
         scheme, sep, identifier = peppol.partition(":")
         if sep and scheme.strip() and identifier.strip():
-            return scheme.strip(), identifier.strip()
+            return codes.normal(scheme), identifier.strip()
         return None
     email = (payee.email or payee.details.get("email") or "").strip()
     return ("EM", email) if email and "@" in email else None
+
+
+def _vat_id(payee: Payee) -> str | None:
+    """The buyer's VAT id (BT-48) as written: upper case, without surrounding blanks; None when blank."""
+    return codes.normal(payee.details.get("vat_id") or "") or None
+
+
+def _buyer_text(payee: Payee, endpoint: tuple[str, str]) -> list[tuple[str, str]]:
+    """(column, value) of every payee value a credit note writes as text (the VAT id apart: not always written)."""
+    details = payee.details
+    found = [("name", payee.name), ("email", payee.email or ""), ("electronic address", endpoint[1])]
+    if not details.get("buyer_reference"):
+        found.append(("id", payee.id))  # the default buyer reference
+    found += [(column, str(details.get(column) or "")) for column in (
+        "registration_id", "street", "additional_street", "city", "postal_code", "buyer_reference")]
+    return found
 
 
 def _atomic_write(target: Path, data: bytes) -> None:

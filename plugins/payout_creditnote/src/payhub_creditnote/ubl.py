@@ -1,7 +1,9 @@
 """UBL 2.1 ``CreditNote`` documents with the EN 16931 / Peppol BIS Billing 3.0 fields, and their XSD validation.
 
 :func:`amounts` is the one tax computation; :func:`render` writes a document from plain values (no I/O, the same
-inputs give the same bytes); :func:`validate` checks a document against the vendored OASIS UBL 2.1 schema.
+inputs give the same bytes); :func:`validate` checks a document against the vendored OASIS UBL 2.1 schema and its
+coded values against the EN 16931 code lists (:mod:`payhub_creditnote.codes`); :func:`text_problem` says whether
+a value can be written at all.
 
 One payout is one credit note with one line: quantity 1, the payout's net amount, the VAT category the rail chose
 for the seller and buyer (:mod:`payhub_creditnote.vat`). With ``amount_includes_tax`` (the default) the payout
@@ -13,7 +15,8 @@ payout amount is the net and VAT is added.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from lxml import etree
+
+from payhub_creditnote import codes
 
 CUSTOMIZATION_ID = "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0"
 PROFILE_ID = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
@@ -32,6 +37,9 @@ NS_CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents
 NS_CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 NAMESPACES = {None: NS_CN, "cac": NS_CAC, "cbc": NS_CBC}
 XPATH_NS = {"cn": NS_CN, "cac": NS_CAC, "cbc": NS_CBC}
+
+# Characters XML 1.0 cannot hold (control characters but tab and line breaks, surrogates, U+FFFE, U+FFFF).
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # VAT categories (UNCL5305) that need an exemption reason (BR-E-10, BR-AE-10, BR-G-10, BR-O-10).
 EXEMPT_CATEGORIES = frozenset({"E", "AE", "G", "O"})
@@ -93,6 +101,13 @@ class CreditNote:
     line_note: str
     object_id: str  # the payout's idempotency key, as the line's object identifier (BT-128)
     note: str | None = None
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be written into a document (a character XML cannot hold), or None."""
+    found = NOT_XML.search(value)
+    return None if found is None else (f"holds the character U+{ord(found.group()):04X}, which XML cannot carry "
+                                       "(a control character)")
 
 
 def quantize(value: Decimal, minor_units: int) -> Decimal:
@@ -236,16 +251,37 @@ def _schema() -> Any:
 
 
 def validate(document: bytes) -> list[str]:
-    """Problems of ``document`` against the UBL 2.1 CreditNote schema (empty when valid)."""
+    """Problems of ``document`` (empty when none): against the UBL 2.1 CreditNote schema, then its coded values
+    against the EN 16931 code lists (:func:`code_problems`)."""
     parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
     try:
         tree = etree.fromstring(document, parser)
     except etree.XMLSyntaxError as exc:
         return [f"not well-formed XML: {exc}"]
     schema = _schema()
-    if schema.validate(tree):
-        return []
-    return [f"line {e.line}: {e.message}" for e in schema.error_log]
+    if not schema.validate(tree):
+        return [f"line {e.line}: {e.message}" for e in schema.error_log]
+    return code_problems(tree)
+
+
+def code_problems(tree: Any) -> list[str]:
+    """The coded values of a parsed credit note that break an EN 16931 code-list rule: electronic address schemes
+    (BR-CL-25), party identifier schemes (BR-CL-10), countries (BR-CL-14), exemption reason codes (BR-CL-22) and
+    VAT identifier prefixes (BR-CO-09)."""
+    return [f"{element}: {problem}" for element, problem in _code_findings(tree) if problem]
+
+
+def _code_findings(tree: Any) -> Iterator[tuple[str, str | None]]:
+    for node in tree.iterfind(".//cbc:EndpointID", XPATH_NS):
+        yield "EndpointID@schemeID", codes.eas_problem(str(node.get("schemeID")))
+    for node in tree.iterfind(".//cac:PartyIdentification/cbc:ID[@schemeID]", XPATH_NS):
+        yield "PartyIdentification/ID@schemeID", codes.icd_problem(str(node.get("schemeID")))
+    for node in tree.iterfind(".//cac:Country/cbc:IdentificationCode", XPATH_NS):
+        yield "Country/IdentificationCode", codes.country_problem(str(node.text))
+    for node in tree.iterfind(".//cbc:TaxExemptionReasonCode", XPATH_NS):
+        yield "TaxExemptionReasonCode", codes.vatex_problem(str(node.text))
+    for node in tree.iterfind(".//cac:PartyTaxScheme/cbc:CompanyID", XPATH_NS):
+        yield "PartyTaxScheme/CompanyID", codes.vat_prefix_problem(str(node.text))
 
 
 def read(document: bytes) -> Mapping[str, str]:

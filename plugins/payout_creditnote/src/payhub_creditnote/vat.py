@@ -12,7 +12,6 @@ decided by :func:`choose`:
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 from payhub_creditnote.ubl import Tax
@@ -21,9 +20,6 @@ from payhub_creditnote.ubl import Tax
 EU_MEMBER_STATES = frozenset({
     "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU",
     "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK"})
-
-# BR-CO-09: a VAT identifier starts with the two-letter prefix of the country that issued it (use with ``match``).
-VAT_PREFIX = re.compile(r"[A-Z]{2}")
 
 REVERSE_CHARGE = Tax("AE", Decimal(0), "Reverse charge", "VATEX-EU-AE")
 NOT_SUBJECT = Tax("O", None, "Not subject to VAT", "VATEX-EU-O")
