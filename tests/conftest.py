@@ -10,20 +10,17 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-
-PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from payhub.testing import DatabaseKind, DatabaseUnavailable, throwaway_database
 
 ENTRY_POINTS = """\
 [payhub.rails]
@@ -146,35 +143,27 @@ def subprocess_env(plugin_path: Path) -> dict[str, str]:
     return env
 
 
-def _pg_available() -> bool:
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _database(kind: DatabaseKind, directory: Path) -> Iterator[str]:
     try:
-        engine = sa.create_engine(PG_URL)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
+        with throwaway_database(kind, directory) as url:
+            yield url
+    except DatabaseUnavailable as exc:
+        pytest.skip(str(exc))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'payhub.db'}"
-        return
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
-    name = f"payhub_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from _database(request.param, tmp_path)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """As ``db_url``, one per test module: for modules whose tests all read what one set-up wrote."""
+    yield from _database(request.param, tmp_path_factory.mktemp("database"))
 
 
 def write_config(directory: Path, db_url: str, body: str) -> Path:

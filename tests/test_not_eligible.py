@@ -8,11 +8,8 @@ types), then each case checks its own calculation. A calculator called directly 
 from __future__ import annotations
 
 import json
-import os
 import textwrap
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import select
 
 from payhub.api import Calculator, Event, History, NotEligible, RewardLine, SourceRecord
@@ -34,10 +30,6 @@ from payhub.pipeline.calculate import NO_LINE, calculate_batch, register_program
 from payhub.pipeline.ingest import REASON_LIMIT, poll
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-
-# The PostgreSQL server of tests/conftest.py. Nothing is imported from conftest: when plugin tests run in the same
-# session, the name may be another directory's conftest.
-PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 PROGRAMS = """
 [sources.s]
@@ -266,48 +258,25 @@ class Found:
     audited: str | None
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+@pytest.fixture(scope="module")
+def outcomes(module_db_url: str, tmp_path_factory: pytest.TempPathFactory,
              plugin_path: Path) -> Iterator[dict[tuple[str, str], Found]]:
     """Every case run through the pipeline in one fresh database: (program, object id) -> what was recorded."""
-    directory = tmp_path_factory.mktemp("not-eligible")
-    with _database(request.param, directory) as url:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        rt = Runtime(load_settings(_settings(directory, url)))
-        rt.load_plugins()
-        try:
-            rt.plugins.sources["s"].push(*(record for case in CASES for record in case.records))
-            poll(rt, "s")
-            versions = register_program_versions(rt)
-            while calculate_batch(rt, versions):
-                pass
-            yield _recorded(rt)
-        finally:
-            rt.close()
-
-
-@contextmanager
-def _database(kind: str, directory: Path) -> Iterator[str]:
-    """A database URL for one backend: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite:///{directory / 'payhub.db'}"
-        return
-    name = f"payhub_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    url = module_db_url
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    rt = Runtime(load_settings(_settings(tmp_path_factory.mktemp("not-eligible"), url)))
+    rt.load_plugins()
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+        rt.plugins.sources["s"].push(*(record for case in CASES for record in case.records))
+        poll(rt, "s")
+        versions = register_program_versions(rt)
+        while calculate_batch(rt, versions):
+            pass
+        yield _recorded(rt)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        rt.close()
 
 
 def _settings(directory: Path, url: str) -> Path:

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +28,6 @@ from sqlalchemy import event
 from payhub import provenance
 from payhub.cli import output
 from payhub.db.engine import make_engine
-
-# The PostgreSQL server of tests/conftest.py. Nothing is imported from conftest: when plugin tests run in the same
-# session, the name may be another directory's conftest.
-PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 SETTINGS = """\
 [daemon]
@@ -155,32 +148,10 @@ def narrow_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(output.err_console, "width", 400)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A database for the module's shared site: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'payhub.db'}"
-        return
-    name = f"payhub_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module")
-def site(database: str, tmp_path_factory: pytest.TempPathFactory, plugin_path: Path) -> Site:
+def site(module_db_url: str, tmp_path_factory: pytest.TempPathFactory, plugin_path: Path) -> Site:
     """The story of the module docstring, told once per database; tests only read it (reads add audit entries)."""
-    s = new_site(tmp_path_factory.mktemp("site"), database)
+    s = new_site(tmp_path_factory.mktemp("site"), module_db_url)
     s.ok("run", "--once")
     dual = s.reward_of("D-2", "p1")
     s.ok("rewards", "approve", str(dual), "--note", "contract checked", actor="finance:ann")

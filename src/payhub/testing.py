@@ -1,24 +1,31 @@
-"""Fakes for tests: rails and a source that can be told to misbehave. Not used by any production path.
+"""Fakes and helpers for tests: rails and a source that can be told to misbehave, throwaway databases. Not
+used by any production path.
 
 * :class:`FakeRail` keeps its ledger in memory; queue faults with :meth:`FakeRail.plan`.
 * :class:`LedgerRail` keeps its ledger in a SQLite file, so it survives a daemon killed with SIGKILL; use it
   in subprocess and crash tests. Every accepted send is a ledger row, so a payout sent twice shows up twice.
 * :class:`FakeSource` serves records pushed by the test.
+* :func:`throwaway_database` yields a new, empty SQLite or PostgreSQL database for a block of a test.
 
-Register them in a test distribution's entry points (``payhub.rails`` / ``payhub.sources``) to load them by name.
+Register the fakes in a test distribution's entry points (``payhub.rails`` / ``payhub.sources``) to load them by name.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+
+import sqlalchemy as sa
 
 from payhub.api import (
     ConfigPath,
@@ -223,3 +230,61 @@ class FakeSource(Source):
         batch = self.records[start : start + limit]
         end = start + len(batch)
         return FetchResult(batch, str(end), more=end < len(self.records))
+
+
+PG_URL_VARIABLE = "PAYHUB_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DatabaseKind = Literal["sqlite", "postgres"]
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The PostgreSQL server of :func:`throwaway_database` cannot be reached (a test suite usually skips)."""
+
+
+def postgres_server_url() -> str:
+    """The URL of a database on the PostgreSQL server for tests: ``$PAYHUB_TEST_PG_URL``, else ``DEFAULT_PG_URL``."""
+    return os.environ.get(PG_URL_VARIABLE, DEFAULT_PG_URL)
+
+
+@contextmanager
+def throwaway_database(kind: DatabaseKind, directory: Path) -> Iterator[str]:
+    """Yield the URL of a new, empty database of ``kind``; a PostgreSQL one is dropped when the block ends.
+
+    ``"sqlite"``: the file ``directory / "payhub.db"`` (created by its first use, left to ``directory``'s owner).
+    ``"postgres"``: a uniquely named database created on the server of :func:`postgres_server_url`, and dropped
+    ``WITH (FORCE)`` on exit, whatever connections are still open. Raises :class:`DatabaseUnavailable` before
+    yielding when that server cannot be reached (10 s connect timeout).
+
+    A pytest fixture parametrised over both kinds::
+
+        @pytest.fixture(params=["sqlite", "postgres"])
+        def db_url(request, tmp_path):
+            try:
+                with throwaway_database(request.param, tmp_path) as url:
+                    yield url
+            except DatabaseUnavailable as exc:
+                pytest.skip(str(exc))
+    """
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / 'payhub.db'}"
+        return
+    if kind != "postgres":
+        raise ValueError(f"unknown database kind {kind!r} (sqlite or postgres)")
+    server = postgres_server_url()
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10})
+    try:
+        try:
+            with admin.connect():
+                pass
+        except sa.exc.OperationalError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL not reachable at {server}: {exc}") from exc
+        name = f"payhub_t_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -6,24 +6,21 @@ Nothing here leaves 127.0.0.1: the simulator listens on an ephemeral local port,
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from payhub.api import SourceRecord
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
+from payhub.testing import DatabaseUnavailable, throwaway_database
 from payhub_hubspot import HubSpotSettings, HubSpotSource
 from payhub_hubspot.simulator import HubSpotSimulator
 
-PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FAST = {"search_requests_per_second": 1000, "requests_per_second": 1000, "index_lag_seconds": 0,
         "retry_initial_seconds": 0.01, "retry_max_seconds": 0.05}
 
@@ -100,40 +97,22 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A new, empty database URL: a SQLite file, or a PostgreSQL database at PG_URL's server, dropped afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'payhub.db'}"
-        return
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    name = f"payhub_hs_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture
 def runtime_db_url(tmp_path: Path) -> Iterator[str]:
     """The database of ``make_runtime``: a SQLite file. A module that must run on PostgreSQL too overrides this
     with ``both_databases``."""
-    yield from fresh_database("sqlite", tmp_path)
+    with throwaway_database("sqlite", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def both_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh SQLite, then PostgreSQL, database URL."""
-    yield from fresh_database(request.param, tmp_path)
+    """A fresh SQLite, then PostgreSQL, database URL (skipped when the PostgreSQL server cannot be reached)."""
+    try:
+        with throwaway_database(request.param, tmp_path) as url:
+            yield url
+    except DatabaseUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

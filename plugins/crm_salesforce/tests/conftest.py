@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -28,12 +25,12 @@ from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
+from payhub.testing import DatabaseUnavailable, throwaway_database
 from payhub_salesforce import SalesforceSettings, SalesforceSource
 from payhub_salesforce.simulator import SalesforceSimulator
 
 LOGIN = "https://login.example.test"
 INSTANCE = "https://acme.my.example.test"
-PG_URL = os.environ.get("PAYHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DATA = "/services/data/v62.0"
 WON_AT = "2026-05-01T10:00:00.000+0000"  # LastStageChangeDate of _record's won deals, as Salesforce returns it
 WON_KEY = "won:2026-05-01T10:00:00Z"  # the transition the source makes of it (UTC, to the second)
@@ -184,26 +181,13 @@ def sf_runtime(tmp_path: Path) -> Iterator[Callable[[str], Runtime]]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sf_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database at PG_URL's server, dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'payhub.db'}"
-        return
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database dropped after (skipped when the
+    PostgreSQL server cannot be reached)."""
     try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    name = f"payhub_sf_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        with throwaway_database(request.param, tmp_path) as url:
+            yield url
+    except DatabaseUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -1,0 +1,76 @@
+"""``payhub.testing.throwaway_database``: a new, empty SQLite or PostgreSQL database per block, dropped after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from payhub.testing import PG_URL_VARIABLE, DatabaseUnavailable, postgres_server_url, throwaway_database
+
+
+def _server_or_skip() -> str:
+    server = postgres_server_url()
+    engine = sa.create_engine(server)
+    try:
+        with engine.connect():
+            return server
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {server}: {exc}")
+    finally:
+        engine.dispose()
+
+
+def _databases(server: str) -> set[str]:
+    engine = sa.create_engine(server)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text("SELECT datname FROM pg_database")).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_is_a_file_in_the_directory(tmp_path: Path) -> None:
+    with throwaway_database("sqlite", tmp_path) as url:
+        assert url == f"sqlite:///{tmp_path / 'payhub.db'}"
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+        engine.dispose()
+    assert (tmp_path / "payhub.db").exists()
+
+
+@pytest.mark.postgres
+def test_postgres_is_new_and_empty_and_dropped_with_its_connections_still_open(tmp_path: Path) -> None:
+    server = _server_or_skip()
+    with throwaway_database("postgres", tmp_path) as url, throwaway_database("postgres", tmp_path) as other:
+        name = sa.make_url(url).database
+        assert name and url != other and name in _databases(server)
+        engine = sa.create_engine(url)
+        conn = engine.connect()
+        assert sa.inspect(conn).get_table_names() == []
+        conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+        conn.commit()
+    try:
+        assert name not in _databases(server)
+        assert sa.make_url(other).database not in _databases(server)
+    finally:
+        conn.invalidate()
+        engine.dispose()
+
+
+def test_an_unreachable_server_raises_before_the_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PG_URL_VARIABLE, "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    entered = False
+    unreachable = r"PostgreSQL not reachable at .*127\.0\.0\.1:1/test"
+    with pytest.raises(DatabaseUnavailable, match=unreachable), throwaway_database("postgres", tmp_path):
+        entered = True
+    assert not entered
+
+
+def test_an_unknown_kind_is_refused(tmp_path: Path) -> None:
+    kind: Any = "mysql"
+    with pytest.raises(ValueError, match="unknown database kind 'mysql'"), throwaway_database(kind, tmp_path):
+        pass
