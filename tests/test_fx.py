@@ -323,10 +323,12 @@ def test_file_broken_after_start_raises_until_fixed(tmp_path: Path, caplog: pyte
     hooks = new_plugin_manager()
     hooks.register(plugin, name="fx")
     with caplog.at_level(logging.ERROR, logger="payhub.fx"):
-        assert find_rate(hooks, "EUR", "USD", date(2026, 11, 30), "reference") is None
+        assert find_rate(hooks, "EUR", "USD", date(2026, 11, 30), "reference") == (
+            f"because an FX provider failed: EcbRatesError: {path}, line 8: USD rate '1.06.22' is not a positive "
+            "decimal number or N/A")
     assert "line 8" in caplog.text
     write(tmp_path, "eurofxref-hist.csv", HIST)
-    assert find_rate(hooks, "EUR", "USD", date(2026, 11, 30), "reference") is not None
+    assert isinstance(find_rate(hooks, "EUR", "USD", date(2026, 11, 30), "reference"), FxRate)
     path.unlink()
     with pytest.raises(EcbRatesError, match="cannot read the rates file"):
         ask(plugin, "EUR", "USD", date(2026, 11, 30))
@@ -359,23 +361,23 @@ def test_file_broken_after_start_raises_until_fixed(tmp_path: Path, caplog: pyte
 def test_malformed_file_names_file_and_line(tmp_path: Path, text: str, line: int | None, problem: str) -> None:
     path = write(tmp_path, "eurofxref-hist.csv", text)
     with pytest.raises(EcbRatesError) as info:
-        provider(path)
+        provider(path).table()
     message = str(info.value)
     where = f"{path}, line {line}: " if line else f"{path}: "
     assert message.startswith(where), message
     assert problem in message
 
 
-def test_missing_file_fails_at_start(tmp_path: Path) -> None:
+def test_missing_file_raises_on_lookup(tmp_path: Path) -> None:
     with pytest.raises(EcbRatesError, match="nope.csv: cannot read the rates file"):
-        provider(tmp_path / "nope.csv")
+        ask(provider(tmp_path / "nope.csv"), "EUR", "USD", date(2026, 11, 30))
 
 
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "eurofxref.csv"
     path.write_bytes(b"Date, USD, \n27 November 2026, 1\xff0487, \n")
     with pytest.raises(EcbRatesError, match="not UTF-8 text"):
-        provider(path)
+        provider(path).table()
 
 
 # ------------------------------------------------------------------------------- loaded from the settings
@@ -400,15 +402,36 @@ def test_plugin_enabled_in_settings_answers_the_hook(make_runtime: Any, tmp_path
     assert find_rate(rt.plugins.hooks, "USD", "GBP", date(2026, 11, 29), "reference") == rate
 
 
-def test_malformed_file_fails_the_plugin_at_start(tmp_path: Path) -> None:
-    write(tmp_path, "eurofxref.csv", "Date, USD, \n27 November 2026, 1.04.87, \n")
-    plugins = load_plugins(load_settings(config(tmp_path, '[hooks.fx]\nplugin = "ecb_rates"\n'
-                                                          'path = "eurofxref.csv"\n')))
-    [status] = plugins.statuses
-    assert status.state == "failed"
-    assert status.reason is not None
-    assert f"EcbRatesError: {tmp_path / 'eurofxref.csv'}, line 2: USD rate '1.04.87'" in status.reason
-    assert plugins.hooks.get_plugin("fx") is None
+@pytest.mark.parametrize(("text", "problem"), [
+    ("Date, USD, \n27 November 2026, 1.04.87, \n", "{path}, line 2: USD rate '1.04.87' is not a positive decimal "
+                                                   "number or N/A"),
+    (None, "{path}: cannot read the rates file: No such file or directory"),
+])
+def test_unreadable_file_at_start_up_answers_no_rate_until_a_readable_one_replaces_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str | None, problem: str) -> None:
+    path = tmp_path / "eurofxref.csv"
+    if text is not None:
+        path.write_text(text)
+    problem = problem.format(path=path)
+    with caplog.at_level(logging.INFO):
+        plugins = load_plugins(load_settings(config(tmp_path, '[hooks.fx]\nplugin = "ecb_rates"\n'
+                                                              'path = "eurofxref.csv"\n')))
+        [status] = plugins.statuses
+        assert (status.state, status.reason) == ("loaded", None)  # started: the file is data, not a setting
+        assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "payhub.builtin.ecb_rates"] == [
+            ("ERROR", f"{problem}; no FX rate is answered from it until a readable file replaces it")]
+        for _ in range(3):  # asked again and again: the reason each time, the file's problem logged once
+            assert find_rate(plugins.hooks, "EUR", "USD", date(2026, 11, 27), "reference") == (
+                f"because an FX provider failed: EcbRatesError: {problem}")
+        assert len([r for r in caplog.records if r.name == "payhub.builtin.ecb_rates"]) == 1
+        caplog.clear()
+        new = tmp_path / "new.csv"
+        new.write_text(DAILY)
+        os.replace(new, path)  # fixed, without a restart
+        assert find_rate(plugins.hooks, "EUR", "USD", date(2026, 11, 27), "reference") == FxRate(
+            "EUR", "USD", Decimal("1.0487"), "ECB euro reference rates eurofxref.csv", date(2026, 11, 27))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "payhub.builtin.ecb_rates"] == [
+        ("INFO", f"{path} read: rates of 1 days, 2026-11-27 to 2026-11-27")]
 
 
 @pytest.mark.parametrize(("body", "key", "problem"), [
@@ -453,8 +476,8 @@ GOOD = FxRate("USD", "EUR", Decimal("0.9525623928"), "test", date(2026, 11, 27))
 
 def test_find_rate_returns_a_valid_answer() -> None:
     assert find_rate(manager(Answer(GOOD)), "USD", "EUR", ON, "reference") == GOOD
-    assert find_rate(manager(), "USD", "EUR", ON, "reference") is None
-    assert find_rate(manager(Answer(None)), "USD", "EUR", ON, "reference") is None
+    assert find_rate(manager(), "USD", "EUR", ON, "reference") == "from any FX provider"
+    assert find_rate(manager(Answer(None)), "USD", "EUR", ON, "reference") == "from any FX provider"
     # the first provider that answers wins; pluggy calls the last registered first
     assert find_rate(manager(Answer(GOOD), Answer(None)), "USD", "EUR", ON, "reference") == GOOD
 
@@ -474,15 +497,36 @@ def test_find_rate_returns_a_valid_answer() -> None:
 ])
 def test_find_rate_refuses_a_malformed_answer(result: Any, problem: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="payhub.fx"):
-        assert find_rate(manager(Answer(result)), "USD", "EUR", ON, "reference") is None
+        why = find_rate(manager(Answer(result)), "USD", "EUR", ON, "reference")
+    assert isinstance(why, str) and why.startswith("because an FX provider's answer is unusable: ")
+    assert problem in why
     assert problem in caplog.text
 
 
 def test_find_rate_treats_a_raising_provider_as_no_rate(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="payhub.fx"):
-        assert find_rate(manager(Answer(ZeroDivisionError("bug"))), "USD", "EUR", ON, "reference") is None
-    assert "FX rate provider failed for USD->EUR on 2026-11-30 (reference)" in caplog.text
-    assert "ZeroDivisionError: bug" in caplog.text
+        assert find_rate(manager(Answer(ZeroDivisionError("bug"))), "USD", "EUR", ON, "reference") == (
+            "because an FX provider failed: ZeroDivisionError: bug")
+    assert "FX rate provider failed for USD->EUR on 2026-11-30 (reference): ZeroDivisionError: bug" in caplog.text
+    assert "Traceback" in caplog.text  # a bug: where it is matters
+
+
+def test_a_provider_failing_on_every_request_is_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    hooks = manager(Answer(EcbRatesError("/x/eurofxref-hist.csv, line 3: USD rate '1.0.1' is not ...")))
+    with caplog.at_level(logging.ERROR, logger="payhub.fx"):
+        for day in range(1, 26):  # every pass of the daemon asks again, for each held reward's date
+            assert find_rate(hooks, "USD", "EUR", date(2026, 3, day), "reference") == (
+                "because an FX provider failed: EcbRatesError: /x/eurofxref-hist.csv, line 3: USD rate '1.0.1' is "
+                "not ...")
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "FX rate provider failed for USD->EUR on 2026-03-01 (reference): EcbRatesError: /x/eurofxref-hist.csv, "
+        "line 3: USD rate '1.0.1' is not ...; no rate (this failure is logged again in 60s at the earliest)")
+    assert not record.exc_info  # payhub's own error says it all: no traceback
+    hooks.hook.payhub_fx_rate.get_hookimpls()[0].plugin.result = EcbRatesError("/x/eurofxref-hist.csv: empty")
+    with caplog.at_level(logging.ERROR, logger="payhub.fx"):
+        find_rate(hooks, "USD", "EUR", ON, "reference")  # another failure: logged at once
+    assert len(caplog.records) == 2 and "empty" in caplog.records[-1].getMessage()
 
 
 @pytest.mark.parametrize(("amount", "rate", "quote", "expected"), [
@@ -524,7 +568,7 @@ def test_converted_amounts_never_have_more_decimals_than_the_quote_currency(
     hooks = new_plugin_manager()
     hooks.register(hist)
     rate = find_rate(hooks, base, quote, on, "reference")
-    if rate is None:
+    if isinstance(rate, str):
         return
     converted = convert(amount, rate)
     exponent = converted.as_tuple().exponent

@@ -2,8 +2,8 @@
 
 Rates come from ``payhub_fx_rate`` hook plugins (for example the built-in ``ecb_rates``). The core never converts
 at a rate it could not check: an answer that is malformed, or a provider that raises, counts as no rate, and the
-caller holds the money it wanted to convert. A converted amount is rounded once, to the quote currency's minor
-units, with the one rounding rule of :mod:`payhub.money`.
+caller holds the money it wanted to convert, giving the provider's error as the reason. A converted amount is
+rounded once, to the quote currency's minor units, with the one rounding rule of :mod:`payhub.money`.
 """
 
 from __future__ import annotations
@@ -11,37 +11,62 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime
 from decimal import Decimal, localcontext
+from weakref import WeakKeyDictionary
 
 import pluggy
 
 from payhub.api import FxRate
+from payhub.errors import PayhubError
+from payhub.logs import Reminder
 from payhub.money import minor_units, quantize
 
 log = logging.getLogger(__name__)
 
-__all__ = ["convert", "find_rate", "rate_problem"]
+__all__ = ["NO_PROVIDER", "convert", "find_rate", "rate_problem"]
+
+NO_PROVIDER = "from any FX provider"
+"""Why there is no rate when no provider answered (see :func:`find_rate`)."""
+
+_reminders: WeakKeyDictionary[pluggy.PluginManager, Reminder] = WeakKeyDictionary()  # per runtime's hooks
 
 
-def find_rate(hooks: pluggy.PluginManager, base: str, quote: str, on: date, rate_type: str) -> FxRate | None:
-    """The ``rate_type`` rate converting ``base`` into ``quote`` that applies on ``on``, or None when none is known.
+def find_rate(hooks: pluggy.PluginManager, base: str, quote: str, on: date, rate_type: str) -> FxRate | str:
+    """The ``rate_type`` rate converting ``base`` into ``quote`` that applies on ``on``, or why there is none.
 
-    Asks the ``payhub_fx_rate`` hook (the first provider that answers wins). None when no provider answers, when
-    the providers raise (logged with the traceback; no other provider is asked then), or when the answer fails
-    :func:`rate_problem` (logged): the caller must hold the conversion, never use another rate.
+    Asks the ``payhub_fx_rate`` hook (the first provider that answers wins). Why there is none completes "no
+    <rate_type> rate <base>-><quote> for <on>": :data:`NO_PROVIDER` when no provider answers; ``because an FX
+    provider failed: <error>`` when one raises (no other provider is asked then); ``because an FX provider's answer
+    is unusable: <problem>`` when the answer fails :func:`rate_problem`. The last two are logged at ERROR, each
+    distinct failure at most every :data:`payhub.logs.REMIND_SECONDS` for one ``hooks``. The caller must hold the
+    conversion, never use another rate.
     """
     try:
         rate = hooks.hook.payhub_fx_rate(base=base, quote=quote, on=on, rate_type=rate_type)
-    except Exception:  # noqa: BLE001 - a provider's bug is isolated: no rate
-        log.exception("FX rate provider failed for %s->%s on %s (%s); no rate", base, quote, on, rate_type)
-        return None
+    except Exception as exc:  # noqa: BLE001 - a provider's failure is isolated: no rate
+        failure = f"{type(exc).__name__}: {exc}"
+        reminder = _reminder(hooks)
+        if reminder.due(failure):
+            log.error("FX rate provider failed for %s->%s on %s (%s): %s; no rate (this failure is logged again "
+                      "in %.0fs at the earliest)", base, quote, on, rate_type, failure, reminder.every,
+                      exc_info=not isinstance(exc, PayhubError))  # a payhub error says all there is to say
+        return f"because an FX provider failed: {failure}"
     if rate is None:
-        return None
+        return NO_PROVIDER
     problem = rate_problem(rate, base, quote, on)
     if problem is not None:
-        log.error("FX rate provider answered %s->%s on %s (%s) with an unusable rate: %s; no rate",
-                  base, quote, on, rate_type, problem)
-        return None
+        if _reminder(hooks).due(problem):
+            log.error("FX rate provider answered %s->%s on %s (%s) with an unusable rate: %s; no rate",
+                      base, quote, on, rate_type, problem)
+        return f"because an FX provider's answer is unusable: {problem}"
     return rate  # type: ignore[no-any-return]  # checked by rate_problem
+
+
+def _reminder(hooks: pluggy.PluginManager) -> Reminder:
+    """The log reminder of ``hooks``' FX providers' failures."""
+    found = _reminders.get(hooks)
+    if found is None:
+        found = _reminders[hooks] = Reminder()
+    return found
 
 
 def rate_problem(rate: object, base: str, quote: str, on: date) -> str | None:

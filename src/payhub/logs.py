@@ -1,9 +1,13 @@
-"""Logging set-up: human-readable text or one JSON object per line (``log.format``)."""
+"""Logging set-up: human-readable text or one JSON object per line (``log.format``); :class:`Reminder` keeps a
+condition that lasts from filling the log."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable, Hashable
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -24,3 +28,29 @@ def setup_logging(settings: LogSettings) -> None:
     root.setLevel(settings.level)
     for noisy in ("stevedore", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+REMIND_SECONDS = 60.0
+"""How often a condition that lasts (a failed hook plugin, an FX rate provider failing) is logged again."""
+
+
+class Reminder:
+    """When to log conditions that last: at once when one begins (or changes, a changed one being another
+    condition), then at most every ``every`` seconds while it stays the same. ``clock`` is monotonic seconds."""
+
+    def __init__(self, every: float = REMIND_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._logged: dict[Hashable, float] = {}  # condition -> when it was last logged, within ``every``
+        self._lock = threading.Lock()
+
+    def due(self, condition: Hashable) -> bool:
+        """Whether to log ``condition`` now: True when it was not logged in the last ``every`` seconds (and note
+        that it is logged now)."""
+        now = self._clock()
+        with self._lock:
+            self._logged = {seen: at for seen, at in self._logged.items() if now - at < self.every}
+            if condition in self._logged:
+                return False
+            self._logged[condition] = now
+            return True

@@ -70,6 +70,11 @@ class Plugins:
                 return status.reason
         return None
 
+    def failed_hooks(self) -> list[str]:
+        """The sections of the configured hook plugins that failed: no payout is sent while there is one, since a
+        screening check the settings ask for might be missing."""
+        return [status.section for status in self.statuses if status.kind == "hook" and status.state == "failed"]
+
     def close(self) -> None:
         closing: list[Source | Rail] = [*self.sources.values(), *self.rails.values()]
         for plugin in closing:

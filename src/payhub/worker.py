@@ -25,6 +25,7 @@ from payhub.checkpoints import Checkpointer
 from payhub.db.engine import lock_sqlite_file, sqlite_file
 from payhub.db.faults import describe, is_transient
 from payhub.db.schema import payouts, sources
+from payhub.logs import Reminder
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.disburse import disburse_rail
@@ -115,6 +116,7 @@ class Worker:
         self._more: set[str] = set()  # sources that had more records ready when their poll stopped
         self._lock: FileLock | None = None
         self.outage = Outage(rt.settings.daemon.db_outage_log_seconds)
+        self.reminder = Reminder()  # conditions that last, logged when they begin and every REMIND_SECONDS
         self.checkpointer: Checkpointer | None = None  # signs the audit head when a key is configured
 
     def start(self) -> None:
@@ -253,6 +255,10 @@ class Worker:
         for stage, step in (("calculated", lambda: calculate_batch(rt, self.versions)),
                             ("scheduled", lambda: schedule_batch(rt))):
             busy = self._repeat(stage, step) or busy
+        failed_hooks = rt.plugins.failed_hooks()
+        if failed_hooks and rt.plugins.rails and self.reminder.due(("failed hooks", *failed_hooks)):
+            log.error("no payouts are sent while hook plugins %s have failed (see `payhub plugins list`); "
+                      "logged again every %.0fs while they are", failed_hooks, self.reminder.every)
         for name in rt.plugins.rails:
             busy = self._repeat("disbursed", partial(disburse_rail, rt, name)) or busy
             if not stopping() and (force or now >= self._next_settle.get(name, 0)):

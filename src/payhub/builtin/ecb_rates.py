@@ -29,8 +29,11 @@ currency the file's header does not name has no rate. Only requests whose ``rate
 setting are answered; others are left to other providers.
 
 The file is read at start-up and again whenever its modification time, size or inode changes (replace it
-atomically: download to a temporary file, then rename). A file that cannot be read or parsed raises
-:class:`EcbRatesError`; at start-up that fails the plugin, later each lookup raises until the file is fixed.
+atomically: download to a temporary file, then rename). A file that cannot be read or parsed, at start-up or
+later, does not stop the plugin: it is logged at ERROR (once for each new problem), and every lookup raises
+:class:`EcbRatesError` naming the file and the problem until a readable file replaces it; the rates of an earlier
+file are never used again. payhub counts that as no rate and holds the rewards that needed one, with the error as
+the reason; payouts that need no conversion are not affected.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from __future__ import annotations
 import bisect
 import csv
 import io
+import logging
 import os
 import re
 import threading
@@ -54,6 +58,8 @@ from pydantic import Field
 
 from payhub.api import ConfigPath, FxRate, PluginSettings, hookimpl
 from payhub.errors import PayhubError
+
+log = logging.getLogger(__name__)
 
 CROSS_CONTEXT = Context(prec=10, rounding=ROUND_HALF_UP)
 """The precision of every rate this plugin returns: 10 significant digits, ROUND_HALF_UP."""
@@ -241,22 +247,45 @@ class EcbRates:
         self.path: Path = settings.path
         self.source = f"ECB euro reference rates {self.path.name}"
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
-        self._table: RateTable | None = None
-        self.table()  # a missing or malformed file fails the plugin at start-up
+        self._stamp: tuple[int, int, int] | None = None  # of the file last parsed, readable or not
+        self._rates: RateTable | str = ""  # the file's rates, or why it cannot be read
+        with self._lock:
+            self._refresh()  # an unreadable file is logged, not fatal: lookups raise until it is fixed
 
     def table(self) -> RateTable:
-        """The file's rates, read again if the file changed since the last read."""
+        """The file's rates, read again if the file changed since the last read; raises EcbRatesError naming the
+        file and the problem while it cannot be read or parsed."""
+        with self._lock:
+            self._refresh()
+            if isinstance(self._rates, str):
+                raise EcbRatesError(self._rates)  # a new exception each time, so no traceback grows
+            return self._rates
+
+    def _refresh(self) -> None:
+        """Read the file if it changed since the last read (or cannot be found); log each change of state."""
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            raise EcbRatesError(f"{self.path}: cannot read the rates file: {exc.strerror or exc}") from exc
+            self._stamp = None
+            self._failed(f"{self.path}: cannot read the rates file: {exc.strerror or exc}")
+            return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        with self._lock:
-            if self._table is None or stamp != self._stamp:
-                self._table = parse_rates(self.path)
-                self._stamp = stamp
-            return self._table
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            table = parse_rates(self.path)
+        except EcbRatesError as exc:
+            self._failed(str(exc))
+            return
+        self._rates = table
+        log.info("%s read: rates of %d days, %s to %s", self.path, len(table.dates), table.dates[0], table.dates[-1])
+
+    def _failed(self, problem: str) -> None:
+        """Record that the file cannot be read, logging the problem when it is new."""
+        if problem != self._rates:
+            log.error("%s; no FX rate is answered from it until a readable file replaces it", problem)
+        self._rates = problem
 
     @hookimpl
     def payhub_fx_rate(self, base: str, quote: str, on: date, rate_type: str) -> FxRate | None:

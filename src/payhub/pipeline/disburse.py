@@ -91,9 +91,7 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     section = rt.settings.rails[rail_name]
     if rt.guard(f"rail {rail.name}", section.timeout_seconds).busy:
         return 0  # an abandoned call has not returned: leave its payouts alone until it does
-    failed_hooks = [s.section for s in rt.plugins.statuses if s.kind == "hook" and s.state == "failed"]
-    if failed_hooks:  # fail closed: a screening check the settings ask for might be missing
-        log.error("no payouts are sent while hook plugins %s have failed (see `payhub plugins list`)", failed_hooks)
+    if rt.plugins.failed_hooks():  # fail closed (the worker logs it, at most every logs.REMIND_SECONDS)
         return 0
     claimed = _claim(rt, rail_name, rail.capabilities.max_batch)
     if not claimed:

@@ -136,7 +136,7 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
         groups: dict[tuple[str, str], list[_Item]] = defaultdict(list)
         moved = 0
-        rates: dict[tuple[str, str, date, str], FxRate | None] = {}
+        rates: dict[tuple[str, str, date, str], FxRate | str] = {}
         for row in rows:
             payee = known.get(row.payee_id)
             if payee is None:
@@ -164,7 +164,7 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
     return moved
 
 
-def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[str, str, date, str], FxRate | None]
+def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[str, str, date, str], FxRate | str]
                         ) -> _Item | str:
     """The reward in its payout's currency (converted when its program pays in the payee's currency), or why it
     cannot be converted yet."""
@@ -177,9 +177,9 @@ def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[s
     if key not in rates:
         rates[key] = find_rate(rt.plugins.hooks, *key)
     rate = rates[key]
-    if rate is None:
-        return (f"no {rate_type} rate {row.currency}->{payee.currency} for {on} ({row.fx_mode} date) from any FX "
-                "provider; the reward waits for one")
+    if isinstance(rate, str):  # why there is none, e.g. the provider's error naming its rates file
+        return (f"no {rate_type} rate {row.currency}->{payee.currency} for {on} ({row.fx_mode} date) {rate}; "
+                "the reward waits for one")
     amount = from_minor(row.amount_minor, row.currency)
     converted = convert(amount, rate)
     fx = {"from_currency": row.currency, "from_amount": str(amount), "rate": str(rate.rate), "rate_type": rate_type,
