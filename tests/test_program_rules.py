@@ -328,8 +328,7 @@ def test_full_clawback_takes_back_the_original_once(world: Any, limit: int | Non
     # Not paid yet, whether stored (batch per event) or of the same batch: cancelled, and no adjustment.
     assert paid_lines(rt, "o1", "refunded") == []
     assert original.status == "cancelled"
-    reason = f"cancelled unpaid rewards {original.id}" if limit else "cancelled unpaid rewards of this batch"
-    assert calculation(rt, "o1", "refunded") == ("rewarded", reason)
+    assert calculation(rt, "o1", "refunded") == ("rewarded", f"cancelled unpaid rewards {original.id}")
     assert calculation(rt, "o1", "refunded-again") == (  # nothing more to take back
         "not_eligible", "nothing to take back: no reward of this program on Opportunity o1 is left")
     assert calculation(rt, "never-won", "refunded") == (
@@ -388,7 +387,7 @@ def test_prorated_clawback_of_an_unpaid_reward_cancels_it_and_keeps_the_used_sha
     kept = rows["refunded"]
     assert (money(kept), kept.status, kept.approvals_needed) == ("250.00", "pending", 0)
     assert kept.budget_key == rows["won"].budget_key == "p:all"  # the kept share stays in the pool
-    assert json.loads(kept.details)["cancelled_rewards"] == ([] if same_batch else [rows["won"].id])
+    assert json.loads(kept.details)["cancelled_rewards"] == [rows["won"].id]
     run(rt, deal("next", "750.00", when="2026-05-01T00:00:00Z"))  # 250 + 750 fills the 1000 pool exactly
     assert [r.status for r in reward_rows(rt) if r.object_id == "next"] == ["awaiting_approval"]
     assert "share kept after the clawback" in kept.description

@@ -170,13 +170,12 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     history = DbHistory(tx.conn)
     calc_rows: list[dict[str, Any]] = []
     results: list[_Result] = []
-    outcomes: dict[int, dict[str, str]] = {}
+    cancelled: dict[tuple[int, int], int] = {}  # reward of this batch -> the clawback event that cancelled it
     done = {(event_id, program) for event_id, program in tx.conn.execute(
         select(calculations.c.event_id, calculations.c.program).where(
             calculations.c.event_id.in_([row.id for row in rows])))}
     for row in rows:
         event = to_event(row)
-        outcomes[event.id] = {}
         for program, calculator in programs.items():
             section = rt.settings.programs[program]
             if (event.id, program) in done or not _matches(section, event):
@@ -186,24 +185,23 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
                 result.reason = storable.sanitise(result.reason, REASON_LIMIT)
             for ref in result.cancel_batch:  # a clawback cancelled rewards of this batch before they were written
                 history.forget(ref)
-                earlier = results[ref[0]].rewards
-                line, minor, decision = earlier[ref[1]]
-                earlier[ref[1]] = (line, minor, replace(decision, status="cancelled", hold_code=None,
-                                                        hold_reason=f"clawed back by event {event.id}"))
+                cancelled[ref] = event.id
             for number, (line, minor, decision) in enumerate(result.rewards):
                 history.add(program, event, line, minor, decision, (len(results), number))
             for movement, amount in result.funds:
                 history.add_fund(program, event, movement, amount)
             if result.status != "failed":
                 history.add_volume(program, event)
-            outcomes[event.id][program] = result.status if result.reason is None else f"{result.status}: " \
-                                                                                    f"{result.reason}"
             calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
                               "status": result.status, "reason": result.reason, "calculated_at": now})
             results.append(result)
     if calc_rows:
         tx.conn.execute(calculations.insert(), calc_rows)
-    _write_rewards(rt, tx, rows, calc_rows, results, now)
+    _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now)
+    outcomes: dict[int, dict[str, str]] = {row.id: {} for row in rows}
+    for calc_row in calc_rows:
+        status, reason = calc_row["status"], calc_row["reason"]
+        outcomes[calc_row["event_id"]][calc_row["program"]] = status if reason is None else f"{status}: {reason}"
     event_ids = [row.id for row in rows]
     tx.conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status="calculated", calculated_at=now))
     for event_id in event_ids:
@@ -211,23 +209,48 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
 
 
 def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dict[str, Any]],
-                   results: list[_Result], now: datetime) -> None:
+                   results: list[_Result], cancelled: dict[tuple[int, int], int], now: datetime) -> None:
+    """Write the batch's rewards and fund entries and cancel what its clawbacks cancel, each change audited.
+
+    A reward that a clawback of the same batch cancelled is recorded as one of an earlier batch would be: written,
+    audited ``reward.calculated`` as it was calculated, then ``reward.cancelled``; its id, known once it is
+    written, goes into the clawback's reason and into the ``cancelled_rewards`` of the share the payee kept.
+    """
     occurred = {row.id: row.occurred_at for row in rows}
+    cancels = [(reward_id, calc_row["event_id"]) for calc_row, result in zip(calc_rows, results, strict=True)
+               for reward_id in result.cancels]
+    if cancels:
+        tx.conn.execute(update(rewards).where(rewards.c.id.in_([r for r, _e in cancels]), rewards.c.status.in_(UNPAID))
+                        .values(status="cancelled", updated_at=now))
+        for reward_id, event_id in cancels:
+            _audit_cancelled(tx, reward_id, event_id)
+    batch_ids: dict[tuple[int, int], int] = {}
+    for ref, event_id in sorted(cancelled.items()):  # one insert each: its id is needed at once
+        line, minor, decision = results[ref[0]].rewards[ref[1]]
+        row = _reward_row(rt, calc_rows[ref[0]], line, minor, decision, now) | {"status": "cancelled"}
+        reward_id = batch_ids[ref] = tx.conn.execute(rewards.insert().returning(rewards.c.id), row).scalar_one()
+        _audit_calculated(tx, reward_id, row, decision.status)
+        _audit_cancelled(tx, reward_id, event_id)
     reward_rows: list[dict[str, Any]] = []
     fund_rows: list[dict[str, Any]] = []
-    for calc_row, result in zip(calc_rows, results, strict=True):
+    for index, (calc_row, result) in enumerate(zip(calc_rows, results, strict=True)):
         event_id, program = calc_row["event_id"], calc_row["program"]
-        section = rt.settings.programs[program]
-        fx_mode = section.fx_date if section.payout_currency == "payee" else None
-        for line, minor, decision in result.rewards:
-            reward_rows.append({
-                "event_id": event_id, "program": program, "payee_id": line.payee_id, "amount_minor": minor,
-                "currency": line.currency, "description": line.description,
-                "details": canonical_json(dict(line.details)) if line.details else "{}", "status": decision.status,
-                "hold_code": decision.hold_code, "hold_reason": decision.hold_reason,
-                "approvals_needed": decision.approvals_needed, "budget_key": decision.budget_key,
-                "fx_mode": fx_mode, "created_at": now, "updated_at": now,
-            })
+        batch_cancels = {ref: batch_ids[ref] for ref in result.cancel_batch}
+        if batch_cancels:
+            reason = storable.sanitise(_cancelled_reason([*result.cancels, *batch_cancels.values()]), REASON_LIMIT)
+            calc_row["reason"] = result.reason = reason
+            tx.conn.execute(update(calculations).where(calculations.c.event_id == event_id,
+                                                       calculations.c.program == program).values(reason=reason))
+        for number, (line, minor, decision) in enumerate(result.rewards):
+            if (index, number) in cancelled:
+                continue
+            if batch_cancels and "cancelled_rewards" in line.details:  # a share kept: name what it replaces
+                line = replace(line, details={**line.details, "cancelled_rewards": sorted([
+                    *line.details["cancelled_rewards"],
+                    *(reward_id for (i, n), reward_id in batch_cancels.items()
+                      if (results[i].rewards[n][0].payee_id, results[i].rewards[n][0].currency)
+                      == (line.payee_id, line.currency))])})
+            reward_rows.append(_reward_row(rt, calc_row, line, minor, decision, now))
         for movement, amount in result.funds:
             fund_rows.append({
                 "event_id": event_id, "program": program, "holder_id": movement.holder_id, "unit": movement.unit,
@@ -235,26 +258,14 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
                 "description": movement.description,
                 "details": canonical_json(dict(movement.details)) if movement.details else "{}", "created_at": now,
             })
-    cancels = [(reward_id, calc_row["event_id"]) for calc_row, result in zip(calc_rows, results, strict=True)
-               for reward_id in result.cancels]
-    if cancels:
-        tx.conn.execute(update(rewards).where(rewards.c.id.in_([r for r, _e in cancels]), rewards.c.status.in_(UNPAID))
-                        .values(status="cancelled", updated_at=now))
-        for reward_id, event_id in cancels:
-            tx.audit("reward.cancelled", "reward", reward_id, {"reason": f"clawed back by event {event_id} before "
-                                                                         "it was paid", "event": event_id})
     if reward_rows:
         # The audit entries are built from the returned rows themselves, so the rows may come back in any order
         # (asking for parameter order would make SQLite insert them one statement per row).
         written = tx.conn.execute(rewards.insert().returning(
             rewards.c.id, rewards.c.event_id, rewards.c.program, rewards.c.payee_id, rewards.c.amount_minor,
             rewards.c.currency, rewards.c.status, rewards.c.hold_reason, rewards.c.approvals_needed), reward_rows)
-        for reward_id, event_id, program, payee, minor, currency, status, hold, needed in sorted(written):
-            detail: dict[str, Any] = {"event": event_id, "program": program, "payee": payee,
-                                      "amount": str(from_minor(minor, currency)), "currency": currency}
-            if status != "pending":
-                detail.update(status=status, reason=hold, approvals_needed=needed)
-            tx.audit("reward.calculated", "reward", reward_id, detail, outcome="held" if status == "held" else "ok")
+        for written_row in sorted(written):
+            _audit_calculated(tx, written_row.id, written_row._asdict(), written_row.status)
     if fund_rows:
         written = tx.conn.execute(fund_entries.insert().returning(
             fund_entries.c.id, fund_entries.c.event_id, fund_entries.c.program, fund_entries.c.holder_id,
@@ -264,6 +275,42 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
             tx.audit(action, "fund_entry", entry_id, {
                 "event": event_id, "program": program, "holder": holder, "unit": unit, "amount": amount,
                 "expires_at": isoformat(expires) if expires is not None else None})
+
+
+def _reward_row(rt: Runtime, calc_row: dict[str, Any], line: RewardLine, minor: int, decision: Decision,
+                now: datetime) -> dict[str, Any]:
+    """The ``rewards`` row of one line of the calculation ``calc_row``."""
+    section = rt.settings.programs[calc_row["program"]]
+    return {
+        "event_id": calc_row["event_id"], "program": calc_row["program"], "payee_id": line.payee_id,
+        "amount_minor": minor, "currency": line.currency, "description": line.description,
+        "details": canonical_json(dict(line.details)) if line.details else "{}", "status": decision.status,
+        "hold_code": decision.hold_code, "hold_reason": decision.hold_reason,
+        "approvals_needed": decision.approvals_needed, "budget_key": decision.budget_key,
+        "fx_mode": section.fx_date if section.payout_currency == "payee" else None, "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _audit_calculated(tx: Tx, reward_id: int, row: dict[str, Any], status: str) -> None:
+    """Audit reward ``reward_id`` of ``row`` (its columns) as calculated with ``status``."""
+    detail: dict[str, Any] = {"event": row["event_id"], "program": row["program"], "payee": row["payee_id"],
+                              "amount": str(from_minor(row["amount_minor"], row["currency"])),
+                              "currency": row["currency"]}
+    if status != "pending":
+        detail.update(status=status, reason=row["hold_reason"], approvals_needed=row["approvals_needed"])
+    tx.audit("reward.calculated", "reward", reward_id, detail, outcome="held" if status == "held" else "ok")
+
+
+def _audit_cancelled(tx: Tx, reward_id: int, event_id: int) -> None:
+    """Audit reward ``reward_id`` as cancelled by the clawback event ``event_id``."""
+    tx.audit("reward.cancelled", "reward", reward_id, {"reason": f"clawed back by event {event_id} before it was "
+                                                                 "paid", "event": event_id})
+
+
+def _cancelled_reason(reward_ids: list[int]) -> str:
+    """The reason of a clawback calculation that cancelled ``reward_ids``."""
+    return "cancelled unpaid rewards " + ", ".join(map(str, sorted(reward_ids)))
 
 
 def _run_one(calculator: Calculator | str, program: str, section: ProgramSection, event: Event,
@@ -344,15 +391,18 @@ def _clawback(program: str, section: ProgramSection, event: Event, history: DbHi
     claw = clawback(program, section, event, history)
     result = _Result("rewarded" if claw.lines or claw.cancel or claw.cancel_batch else "not_eligible",
                      claw.reason or None, cancels=claw.cancel, cancel_batch=claw.cancel_batch)
-    if claw.cancel or claw.cancel_batch:
-        result.reason = "cancelled unpaid rewards " + ", ".join(
-            [*map(str, claw.cancel), *(["of this batch"] if claw.cancel_batch else [])])
+    if claw.cancel:  # the ids of the batch's own rewards are known once they are written
+        result.reason = _cancelled_reason(claw.cancel)
+    reserved = dict(history.reserved)
     for line in claw.lines:
         minor = _checked_line(line)
         decision = Decision() if minor < 0 else kept_share(section, line.currency, minor,
                                                             claw.budget_keys.get((line.payee_id, line.currency)))
+        if minor > 0 and decision.budget_key is not None:  # the share kept uses its pool, as a stored one does
+            reserved[decision.budget_key] = reserved.get(decision.budget_key, 0) + minor
         result.rewards.append((line, minor, decision))
     history.cancel(program, claw.cancel)
+    history.reserved = reserved
     return result
 
 
