@@ -259,7 +259,7 @@ def test_explain_shows_program_calculator_parameters_and_inputs(site: Site) -> N
     assert "Program pct version 1, calculator percentage" in text
     assert '"percent": "10"' in text
     assert "Event 1 deals:record:D-1:deal_won" in text
-    assert "deal_won at 2026-10-01 00:00:00+00:00, amount 1000.00 USD, payee p1" in text
+    assert "deal_won at 2026-10-01T00:00:00.000000Z, amount 1000.00 USD, payee p1" in text
     assert '"product": "widget"' in text
     assert "Payout 1" in text
 

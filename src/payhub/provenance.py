@@ -325,9 +325,11 @@ class Ref:
 
 
 def parse_ref(ref: str, bare_number: Literal["reward", "record"] = "record") -> Ref:
-    """``payout:N``, ``reward:N``, ``event:N``; a bare number is a reward (``bare_number="reward"``) or a CRM id;
-    ``record:ID`` is always a CRM object id; anything else is an event key or a CRM object id."""
+    """``payout:N``, ``reward:N``, ``event:N`` (the kind in any case: ``PAYOUT:1``); a bare number is a reward
+    (``bare_number="reward"``) or a CRM id; ``record:ID`` is always a CRM object id; anything else is an event key
+    or a CRM object id."""
     kind, sep, number = ref.partition(":")
+    kind = kind.lower()
     if sep and kind in ("payout", "reward", "event") and number.isascii() and number.isdigit():
         return Ref(kind, ref, int(number))  # type: ignore[arg-type]  # one of the three literals
     if bare_number == "reward" and ref.isascii() and ref.isdigit():
@@ -564,13 +566,44 @@ def _screening(entries: list[AuditInfo]) -> list[ScreeningInfo]:
     return found
 
 
+def _attempt_refs(entries: list[AuditInfo]) -> dict[tuple[str, int], str]:
+    """The reference each attempt itself got: ``("send", number)`` or ``("lookup", n)`` (the payout's n-th lookup,
+    from 0) to the rail's reference.
+
+    A send's outcome entry follows its ``payout.sending`` entry; a lookup's follows its ``payout.lookup`` entry (or is
+    the operator's ``payout.resolved``, recorded as a lookup). So a reference the lookup found after a send whose
+    outcome was unknown belongs to the lookup, never to the send.
+    """
+    refs: dict[tuple[str, int], str] = {}
+    current: tuple[str, int] | None = None
+    lookups = 0
+    for e in entries:
+        detail = e["detail"] if isinstance(e["detail"], dict) else {}
+        if e["action"] == "payout.sending" and isinstance(detail.get("attempt"), int):
+            current = ("send", detail["attempt"])
+        elif e["action"] in ("payout.lookup", "payout.resolved"):
+            current, lookups = ("lookup", lookups), lookups + 1
+        if current is not None and detail.get("provider_ref"):
+            refs.setdefault(current, str(detail["provider_ref"]))
+    return refs
+
+
+def _attempts(rows: list[Any], entries: list[AuditInfo]) -> list[AttemptInfo]:
+    refs = _attempt_refs(entries)
+    found: list[AttemptInfo] = []
+    lookups = 0
+    for a in rows:
+        if a.kind == "lookup":
+            ref, lookups = refs.get(("lookup", lookups)), lookups + 1
+        else:
+            ref = refs.get((a.kind, a.number))
+        found.append(AttemptInfo(kind=a.kind, number=a.number, started_at=a.started_at, finished_at=a.finished_at,
+                                 outcome=a.outcome, detail=a.detail, provider_ref=ref))
+    return found
+
+
 def _payout(g: _Graph, row: Any, rail_plugins: Mapping[str, str]) -> PayoutView:
     entries = g.payout_entries.get(row.id, [])
-    refs: dict[int, str] = {}
-    for e in entries:
-        detail = e["detail"]
-        if isinstance(detail, dict) and isinstance(detail.get("attempt"), int) and detail.get("provider_ref"):
-            refs[detail["attempt"]] = str(detail["provider_ref"])
     plugin = rail_plugins.get(row.rail)
     return PayoutView(
         id=row.id, key=row.idempotency_key, payee=row.payee_id, rail=row.rail, rail_plugin=plugin,
@@ -578,9 +611,7 @@ def _payout(g: _Graph, row: Any, rail_plugins: Mapping[str, str]) -> PayoutView:
         items=row.item_count, status=row.status, reason=row.reason, provider_ref=row.provider_ref,
         released_by=row.released_by, created_at=row.created_at, updated_at=row.updated_at,
         document=document(plugin, row.provider_ref), screening=_screening(entries),
-        attempts=[AttemptInfo(kind=a.kind, number=a.number, started_at=a.started_at, finished_at=a.finished_at,
-                              outcome=a.outcome, detail=a.detail, provider_ref=refs.get(a.number))
-                  for a in g.attempts.get(row.id, [])],
+        attempts=_attempts(g.attempts.get(row.id, []), entries),
         history=entries)
 
 

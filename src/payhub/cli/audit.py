@@ -20,7 +20,7 @@ from payhub.audit import AuditHeadDamaged, read_head
 from payhub.audit import verify as verify_chain
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
-from payhub.cli.params import LIMIT
+from payhub.cli.params import ACTOR, LIMIT
 from payhub.cli.provenance_text import print_trace
 from payhub.clock import parse_instant
 from payhub.crosscheck import AuditedIds, Difference, differences
@@ -56,7 +56,7 @@ def _filters(fn: Any) -> Any:
     for option in reversed([
         click.option("--since", type=Instant(), help="Entries at or after this time (UTC)."),
         click.option("--until", type=Instant(), help="Entries before this time."),
-        click.option("--actor"),
+        click.option("--actor", type=ACTOR),
         click.option("--action", help="Exact action, or a prefix pattern like 'payout.*'."),
         click.option("--subject", help="type:id (e.g. payout:12) or a bare id."),
     ]):

@@ -11,7 +11,7 @@ import click
 from payhub import provenance, reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, plain, render, to_json
-from payhub.cli.params import LIMIT, ROW_ID
+from payhub.cli.params import LIMIT, MAX_ID, ROW_ID, row_id
 from payhub.cli.provenance_text import print_explanation
 from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord, PayhubError
@@ -228,14 +228,20 @@ def payouts_cancel(ctx: Context, payout_id: int, reason: str) -> None:
 
 
 class ExplainRef(click.ParamType[str]):
-    """``payout:N``, ``reward:N``, ``event:N``, a reward id, ``record:ID``, an event key or a CRM object id; a
-    bare number must be a valid row id."""
+    """``payout:N``, ``reward:N``, ``event:N`` (the kind in any case), a reward id, ``record:ID``, an event key or a
+    CRM object id. A bare number, and whatever follows ``payout:``, ``reward:`` or ``event:`` when it holds no
+    further ``:`` (every event key does), must be a row id (1 to 2^63 - 1)."""
 
     name = "REF"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
-        if text.isascii() and text.isdigit():
+        kind, sep, number = text.partition(":")
+        if sep and kind.lower() in ("payout", "reward", "event") and ":" not in number:
+            if row_id(number) is None:
+                self.fail(f"{text!r}: a {kind.lower()} id is a whole number from 1 to {MAX_ID} (2^63 - 1); for a "
+                          "CRM id use record:ID", param, ctx)
+        elif text.isascii() and text.isdigit():
             ROW_ID.convert(int(text), param, ctx)
         return text
 

@@ -1,8 +1,15 @@
-"""Bounded integer parameters of the CLI: a number the database cannot hold is a usage error (exit 2)."""
+"""Checked parameters of the CLI: a number the database cannot hold, or an actor name that would not print as
+itself, is a usage error (exit 2)."""
 
 from __future__ import annotations
 
+import unicodedata
+from typing import Any
+
 import click
+
+from payhub.errors import InvalidRecord
+from payhub.pipeline.identity import normalise_id
 
 MAX_ID = 2**63 - 1
 """The largest row id (ids are 64-bit integers in the database)."""
@@ -15,3 +22,35 @@ ROW_ID = click.IntRange(1, MAX_ID)
 
 LIMIT = click.IntRange(1, MAX_LIMIT)
 """How many rows a listing shows at most."""
+
+
+def row_id(text: str) -> int | None:
+    """``text`` as a row id (ASCII digits, 1 to :data:`MAX_ID`), or None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
+class Actor(click.ParamType[str]):
+    """A name for the audit log, under the rule for ids (:func:`payhub.pipeline.identity.normalise_id`): returned in
+    NFC; refused when empty, with white space around it, or holding a control, format (bidi, zero-width) or
+    separator character, so that two actors that print the same are the same actor."""
+
+    name = "TEXT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            actor = normalise_id(text, "the name")
+        except InvalidRecord as exc:
+            self.fail(str(exc), param, ctx)
+        if actor != unicodedata.normalize("NFC", text):
+            self.fail(f"the name {ascii(text)} has white space or invisible characters around or in it", param, ctx)
+        if not actor:
+            self.fail("the name is empty", param, ctx)
+        return actor
+
+
+ACTOR = Actor()
+"""An ``--actor`` name."""

@@ -1,7 +1,9 @@
 """Text for people of :mod:`payhub.provenance`'s answers: ``payhub explain`` and ``payhub audit trace``.
 
 Markup is payhub's own: every value from the database goes through :func:`~payhub.cli.output.shown` (or
-:func:`~payhub.cli.output.plain` in lines printed without markup). Lines are never wrapped (:func:`say`).
+:func:`~payhub.cli.output.plain` in lines printed without markup), and a literal ``[`` of payhub's own text is
+escaped (``\\[adjustment]``). Times are :func:`payhub.clock.isoformat` text, as in the JSON. Lines are never wrapped
+(:func:`say`).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _event_lines(e: EventInfo, indent: str) -> None:
         f"transition {shown(e['transition'])}")
     amount = f", amount {shown(e['amount'])} {shown(e['currency'])}" if e["amount"] is not None else ""
     partner = f", partner {shown(e['partner'])}" if e["partner"] is not None else ""
-    say(f"{indent}{shown(e['type'])} at {e['occurred_at']}{amount}, payee {shown(e['payee'])}{partner}")
+    say(f"{indent}{shown(e['type'])} at {shown(e['occurred_at'])}{amount}, payee {shown(e['payee'])}{partner}")
     if e["attributes"]:
         say(f"{indent}attributes: {inline_json(e['attributes'])}")
 
@@ -88,8 +90,9 @@ def _event_lines(e: EventInfo, indent: str) -> None:
 def _reward(view: RewardView, indent: str, seen: set[tuple[str, int]], *, with_event: bool = True) -> None:
     """One reward's explanation; ``seen`` holds the program versions whose parameters were printed already."""
     r, p, c, e = view["reward"], view["program"], view["calculation"], view["event"]
+    adjustment = " \\[adjustment]" if r["kind"] == "adjustment" else ""  # a literal "[adjustment]", not a markup tag
     say(f"{indent}[bold]Reward {r['id']}[/bold]: {r['amount']} {shown(r['currency'])} to {shown(r['payee'])} "
-        f"({r['status']}){' [adjustment]' if r['kind'] == 'adjustment' else ''}")
+        f"({r['status']}){adjustment}")
     say(f"{indent}  {shown(r['description'])}")
     if r["details"]:
         say(f"{indent}  details: {inline_json(r['details'])}")
@@ -114,7 +117,7 @@ def _reward(view: RewardView, indent: str, seen: set[tuple[str, int]], *, with_e
         seen.add((p["name"], p["version"]))
         say(f"{indent}  parameters: {inline_json(p['parameters'])}")
     why = f": {shown(c['reason'])}" if c["reason"] else ""
-    say(f"{indent}  calculation {c['id']} {c['status']} at {c['calculated_at']}{why}")
+    say(f"{indent}  calculation {c['id']} {c['status']} at {shown(c['calculated_at'])}{why}")
     for fund in view["funds"]:
         _fund(fund, indent + "  ")
     if r["approvals_needed"]:
@@ -122,7 +125,7 @@ def _reward(view: RewardView, indent: str, seen: set[tuple[str, int]], *, with_e
         say(f"{indent}Approvals {len(r['approvers'])}/{r['approvals_needed']}{who}")
         for a in view["approvals"]:
             note = f": {shown(a['note'])}" if a["note"] else ""
-            say(f"{indent}  {shown(a['approver'])} at {a['at']}{note}")
+            say(f"{indent}  {shown(a['approver'])} at {shown(a['at'])}{note}")
     for entry in view["history"]:
         if entry["action"] == "reward.approval_refused":
             detail = entry["detail"] if isinstance(entry["detail"], dict) else {}
@@ -139,7 +142,7 @@ def _reward(view: RewardView, indent: str, seen: set[tuple[str, int]], *, with_e
 
 
 def _fund(fund: FundInfo, indent: str) -> None:
-    expires = f", expires {fund['expires_at']}" if fund["expires_at"] else ""
+    expires = f", expires {shown(fund['expires_at'])}" if fund["expires_at"] else ""
     details = f" {inline_json(fund['details'])}" if fund["details"] else ""
     say(f"{indent}fund of {shown(fund['program'])} for {shown(fund['holder'])}: {shown(fund['amount'])} "
         f"{shown(fund['unit'])}{expires} ({shown(fund['description'])}){details}")
@@ -173,13 +176,13 @@ def _related(other: RelatedReward, text: Callable[[Any], str] = shown) -> str:
     payout = f" in payout {other['payout']}" if other["payout"] is not None else ""
     return (f"reward {other['id']} {other['amount']} {text(other['currency'])} to {text(other['payee'])} "
             f"({other['status']}{payout}), event {other['event']} {text(other['event_type'])} at "
-            f"{other['occurred_at']}")
+            f"{text(other['occurred_at'])}")
 
 
 def _payout(p: PayoutView, indent: str) -> None:
     say(f"{indent}[bold]Payout {p['id']}[/bold]: {p['amount']} {shown(p['currency'])} to {shown(p['payee'])} via "
         f"{shown(p['rail'])} ({p['status']})")
-    say(f"{indent}  key {shown(p['key'])}, {p['items']} item(s), created at {p['created_at']}")
+    say(f"{indent}  key {shown(p['key'])}, {p['items']} item(s), created at {shown(p['created_at'])}")
     say(f"{indent}  route: {shown(p['route'])}")
     doc = p["document"]
     if doc["kind"] is not None:
@@ -198,7 +201,8 @@ def _payout(p: PayoutView, indent: str) -> None:
     for a in p["attempts"]:
         ref = f" ref {shown(a['provider_ref'])}" if a["provider_ref"] else ""
         detail = f": {shown(a['detail'])}" if a["detail"] else ""
-        say(f"{indent}  {a['kind']} #{a['number']} at {a['started_at']}: {a['outcome'] or 'in flight'}{ref}{detail}")
+        outcome = a["outcome"] or "in flight"
+        say(f"{indent}  {a['kind']} #{a['number']} at {shown(a['started_at'])}: {outcome}{ref}{detail}")
     if p["reason"]:
         say(f"{indent}  {p['status']}: {shown(p['reason'])}")
 
