@@ -20,7 +20,7 @@ from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-from payhub.testing import DatabaseKind, DatabaseUnavailable, throwaway_database
+from payhub.testing import throwaway_database
 
 ENTRY_POINTS = """\
 [payhub.rails]
@@ -146,24 +146,18 @@ def subprocess_env(plugin_path: Path) -> dict[str, str]:
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-def _database(kind: DatabaseKind, directory: Path) -> Iterator[str]:
-    try:
-        with throwaway_database(kind, directory) as url:
-            yield url
-    except DatabaseUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(params=DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    yield from _database(request.param, tmp_path)
+    with throwaway_database(request.param, tmp_path, pytest.skip) as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=DATABASES)
 def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """As ``db_url``, one per test module: for modules whose tests all read what one set-up wrote."""
-    yield from _database(request.param, tmp_path_factory.mktemp("database"))
+    with throwaway_database(request.param, tmp_path_factory.mktemp("database"), pytest.skip) as url:
+        yield url
 
 
 def write_config(directory: Path, db_url: str, body: str) -> Path:

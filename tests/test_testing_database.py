@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import sqlalchemy as sa
 
 from payhub.testing import PG_URL_VARIABLE, DatabaseUnavailable, postgres_server_url, throwaway_database
+
+UNREACHABLE = r"PostgreSQL not reachable at .*127\.0\.0\.1:1/test"
 
 
 def _server_or_skip() -> str:
@@ -64,10 +67,26 @@ def test_postgres_is_new_and_empty_and_dropped_with_its_connections_still_open(t
 def test_an_unreachable_server_raises_before_the_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PG_URL_VARIABLE, "postgresql+psycopg://postgres@127.0.0.1:1/test")
     entered = False
-    unreachable = r"PostgreSQL not reachable at .*127\.0\.0\.1:1/test"
-    with pytest.raises(DatabaseUnavailable, match=unreachable), throwaway_database("postgres", tmp_path):
+    with pytest.raises(DatabaseUnavailable, match=UNREACHABLE), throwaway_database("postgres", tmp_path):
         entered = True
     assert not entered
+
+
+def test_an_unreachable_server_is_reported_to_unavailable_instead(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PG_URL_VARIABLE, "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    reasons: list[str] = []
+
+    class Skipped(Exception):
+        pass
+
+    def unavailable(reason: str) -> NoReturn:
+        reasons.append(reason)
+        raise Skipped
+
+    with pytest.raises(Skipped), throwaway_database("postgres", tmp_path, unavailable):
+        pass
+    assert len(reasons) == 1 and re.match(UNREACHABLE, reasons[0])
 
 
 def test_an_unknown_kind_is_refused(tmp_path: Path) -> None:

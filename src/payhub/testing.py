@@ -18,12 +18,12 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import sqlalchemy as sa
 
@@ -238,7 +238,7 @@ DatabaseKind = Literal["sqlite", "postgres"]
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The PostgreSQL server of :func:`throwaway_database` cannot be reached (a test suite usually skips)."""
+    """The PostgreSQL server of :func:`throwaway_database` cannot be reached."""
 
 
 def postgres_server_url() -> str:
@@ -247,23 +247,22 @@ def postgres_server_url() -> str:
 
 
 @contextmanager
-def throwaway_database(kind: DatabaseKind, directory: Path) -> Iterator[str]:
+def throwaway_database(kind: DatabaseKind, directory: Path,
+                       unavailable: Callable[[str], NoReturn] | None = None) -> Iterator[str]:
     """Yield the URL of a new, empty database of ``kind``; a PostgreSQL one is dropped when the block ends.
 
     ``"sqlite"``: the file ``directory / "payhub.db"`` (created by its first use, left to ``directory``'s owner).
     ``"postgres"``: a uniquely named database created on the server of :func:`postgres_server_url`, and dropped
-    ``WITH (FORCE)`` on exit, whatever connections are still open. Raises :class:`DatabaseUnavailable` before
-    yielding when that server cannot be reached (10 s connect timeout).
+    ``WITH (FORCE)`` on exit, whatever connections are still open. When that server cannot be reached (10 s connect
+    timeout), ``unavailable`` is called with the reason before anything is yielded (``pytest.skip`` skips the test);
+    without it, or if it returns, :class:`DatabaseUnavailable` is raised.
 
     A pytest fixture parametrised over both kinds::
 
         @pytest.fixture(params=["sqlite", "postgres"])
         def db_url(request, tmp_path):
-            try:
-                with throwaway_database(request.param, tmp_path) as url:
-                    yield url
-            except DatabaseUnavailable as exc:
-                pytest.skip(str(exc))
+            with throwaway_database(request.param, tmp_path, pytest.skip) as url:
+                yield url
     """
     if kind == "sqlite":
         yield f"sqlite:///{directory / 'payhub.db'}"
@@ -277,7 +276,10 @@ def throwaway_database(kind: DatabaseKind, directory: Path) -> Iterator[str]:
             with admin.connect():
                 pass
         except sa.exc.OperationalError as exc:
-            raise DatabaseUnavailable(f"PostgreSQL not reachable at {server}: {exc}") from exc
+            reason = f"PostgreSQL not reachable at {server}: {exc}"
+            if unavailable is not None:
+                unavailable(reason)
+            raise DatabaseUnavailable(reason) from exc
         name = f"payhub_t_{uuid.uuid4().hex[:12]}"
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -17,7 +17,7 @@ from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-from payhub.testing import DatabaseUnavailable, throwaway_database
+from payhub.testing import throwaway_database
 from payhub_hubspot import HubSpotSettings, HubSpotSource
 from payhub_hubspot.simulator import HubSpotSimulator
 
@@ -108,11 +108,8 @@ def runtime_db_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def both_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh SQLite, then PostgreSQL, database URL (skipped when the PostgreSQL server cannot be reached)."""
-    try:
-        with throwaway_database(request.param, tmp_path) as url:
-            yield url
-    except DatabaseUnavailable as exc:
-        pytest.skip(str(exc))
+    with throwaway_database(request.param, tmp_path, pytest.skip) as url:
+        yield url
 
 
 @pytest.fixture

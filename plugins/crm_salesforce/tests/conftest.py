@@ -25,7 +25,7 @@ from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-from payhub.testing import DatabaseUnavailable, throwaway_database
+from payhub.testing import throwaway_database
 from payhub_salesforce import SalesforceSettings, SalesforceSource
 from payhub_salesforce.simulator import SalesforceSimulator
 
@@ -183,11 +183,8 @@ def sf_runtime(tmp_path: Path) -> Iterator[Callable[[str], Runtime]]:
 def sf_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database dropped after (skipped when the
     PostgreSQL server cannot be reached)."""
-    try:
-        with throwaway_database(request.param, tmp_path) as url:
-            yield url
-    except DatabaseUnavailable as exc:
-        pytest.skip(str(exc))
+    with throwaway_database(request.param, tmp_path, pytest.skip) as url:
+        yield url
 
 
 @pytest.fixture
