@@ -1,24 +1,27 @@
-"""Fakes and helpers for tests: rails and a source that can be told to misbehave, throwaway databases. Not
-used by any production path.
+"""Fakes and helpers for tests: rails and a source that can be told to misbehave, throwaway databases, the command
+line in-process. Not used by any production path.
 
 * :class:`FakeRail` keeps its ledger in memory; queue faults with :meth:`FakeRail.plan`.
 * :class:`LedgerRail` keeps its ledger in a SQLite file, so it survives a daemon killed with SIGKILL; use it
   in subprocess and crash tests. Every accepted send is a ledger row, so a payout sent twice shows up twice.
 * :class:`FakeSource` serves records pushed by the test.
 * :func:`throwaway_database` yields a new, empty SQLite or PostgreSQL database for a block of a test.
+* :func:`invoke_cli` runs the ``payhub`` command line in the test's process.
 
 Register the fakes in a test distribution's entry points (``payhub.rails`` / ``payhub.sources``) to load them by name.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Literal, NoReturn
 
 import sqlalchemy as sa
+from click.testing import CliRunner, Result
 
 from payhub.api import (
     ConfigPath,
@@ -43,6 +47,7 @@ from payhub.api import (
     SourceRecord,
     UnknownOutcomeError,
 )
+from payhub.cli import main
 
 Fault = Literal[
     "retryable",  # raise RetryableRailError, nothing accepted
@@ -290,3 +295,23 @@ def throwaway_database(kind: DatabaseKind, directory: Path,
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def invoke_cli(*args: str, env: Mapping[str, str] | None = None) -> Result:
+    """Run ``payhub *args`` in this process, with ``env`` added to the environment; return click's result (exit code,
+    ``stdout``, ``stderr``).
+
+    Exceptions propagate as tracebacks (they are bugs, not exit codes). The logging handlers and level and the
+    SIGTERM/SIGINT handlers a command installs (``run`` does) are restored afterwards, so one test can run many.
+    Plugins load through entry points as in production: the plugin under test must be installed, or registered in a
+    ``*.dist-info`` directory on ``sys.path``.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    finally:
+        root.handlers[:], root.level = handlers, level
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

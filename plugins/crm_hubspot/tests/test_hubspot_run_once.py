@@ -8,9 +8,7 @@ import sqlite3
 import textwrap
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from payhub.cli import main
+from payhub.testing import invoke_cli
 from payhub_hubspot.simulator import HubSpotSimulator
 
 
@@ -43,9 +41,8 @@ def test_a_refused_token_makes_run_once_exit_5_after_the_rest_is_paid(tmp_path: 
         [routing]
         default_rail = "export"
     """))
-    runner = CliRunner()
-    assert runner.invoke(main, ["-c", str(config), "db", "upgrade"]).exit_code == 0
-    result = runner.invoke(main, ["-c", str(config), "run", "--once", "--no-progress"], catch_exceptions=False)
+    assert invoke_cli("-c", str(config), "db", "upgrade").exit_code == 0
+    result = invoke_cli("-c", str(config), "run", "--once", "--no-progress")
     assert result.exit_code == 5, result.output
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith("error: source hs failed permanently: PermanentSourceError: HubSpot ")

@@ -1,15 +1,25 @@
-"""``payhub.testing.throwaway_database``: a new, empty SQLite or PostgreSQL database per block, dropped after it."""
+"""The plugin author's kit, ``payhub.testing``: ``throwaway_database`` makes a new, empty SQLite or PostgreSQL
+database per block and drops it after; ``invoke_cli`` runs the command line in-process and leaves the process as
+it found it."""
 
 from __future__ import annotations
 
+import logging
 import re
+import signal
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 import sqlalchemy as sa
 
-from payhub.testing import PG_URL_VARIABLE, DatabaseUnavailable, postgres_server_url, throwaway_database
+from payhub.testing import (
+    PG_URL_VARIABLE,
+    DatabaseUnavailable,
+    invoke_cli,
+    postgres_server_url,
+    throwaway_database,
+)
 
 UNREACHABLE = r"PostgreSQL not reachable at .*127\.0\.0\.1:1/test"
 
@@ -93,3 +103,15 @@ def test_an_unknown_kind_is_refused(tmp_path: Path) -> None:
     kind: Any = "mysql"
     with pytest.raises(ValueError, match="unknown database kind 'mysql'"), throwaway_database(kind, tmp_path):
         pass
+
+
+def test_invoke_cli_runs_the_daemon_and_restores_logging_and_signal_handlers(tmp_path: Path) -> None:
+    config = tmp_path / "payhub.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "payhub.db"}"\n[log]\nlevel = "DEBUG"\n')
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    assert invoke_cli("-c", str(config), "db", "upgrade").exit_code == 0
+    result = invoke_cli("-c", str(config), "run", "--once", "--no-progress", env={"PAYHUB_LOG__FORMAT": "json"})
+    assert result.exit_code == 0, result.output
+    assert '"level": "INFO"' in result.stderr  # the settings and the environment were applied during the call
+    assert (root.handlers, root.level, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
