@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import migrated, write_config
 
-from payhub.db import migrate
-from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
 from payhub.testing import throwaway_database
@@ -158,19 +156,6 @@ def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     """As ``db_url``, one per test module: for modules whose tests all read what one set-up wrote."""
     with throwaway_database(request.param, tmp_path_factory.mktemp("database"), pytest.skip) as url:
         yield url
-
-
-def write_config(directory: Path, db_url: str, body: str) -> Path:
-    """Write a settings file with ``[database] url = db_url`` followed by ``body``; return its path."""
-    path = directory / "payhub.toml"
-    path.write_text(f'[database]\nurl = "{db_url}"\n\n' + textwrap.dedent(body))
-    return path
-
-
-def migrated(db_url: str) -> None:
-    engine = make_engine(db_url)
-    migrate.upgrade(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -9,20 +9,17 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import invoke
-from click.testing import Result
+from cli_helpers import PAYHUB, CliSite, invoke
 
 from payhub.audit import GENESIS, canonical_json, entry_hash
 from payhub.cli import output
 from payhub.db import migrate
 
-CLI = [sys.executable, "-c", "from payhub.cli import main; main()"]
 COLUMNS = ["seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail"]
 
 CONFIG = """\
@@ -63,25 +60,8 @@ D-5,deal_won
 PAYEES = "id,name,country\np1,Partner One,US\np2,Partner Zwei,DE\n"
 
 
-
-
-class Site:
-    """A settings directory with its SQLite database; ``cli(...)`` runs payhub on it."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.config = root / "payhub.toml"
-
-    def cli(self, *args: str, actor: str | None = None) -> Result:
-        return invoke("-c", str(self.config), *(["--actor", actor] if actor else []), *args)
-
-    def ok(self, *args: str, actor: str | None = None) -> Result:
-        result = self.cli(*args, actor=actor)
-        assert result.exit_code == 0, result.output
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--format", "json").stdout)
+class Site(CliSite):
+    """A settings directory with its SQLite database ``payhub.db``."""
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         db = sqlite3.connect(self.root / "payhub.db")
@@ -173,7 +153,7 @@ def test_daemon_works_and_stops_cleanly_on_signal(site: Site, subprocess_env: di
                                                   signum: signal.Signals) -> None:
     log = site.root / "daemon.log"
     with log.open("w") as err:
-        proc = subprocess.Popen([*CLI, "-c", str(site.config), "run"], env=subprocess_env,
+        proc = subprocess.Popen([*PAYHUB, "-c", str(site.config), "run"], env=subprocess_env,
                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 30

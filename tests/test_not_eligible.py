@@ -8,7 +8,6 @@ types), then each case checks its own calculation. A calculator called directly 
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import migrated, write_config
 from sqlalchemy import select
 
 from payhub.api import Calculator, Event, History, NotEligible, RewardLine, SourceRecord
 from payhub.audit import verify
 from payhub.builtin.calculators import FlatAmount, FlatParams
 from payhub.builtin.programs.spiff import Spiff, SpiffParams
-from payhub.db import migrate
-from payhub.db.engine import make_engine
 from payhub.db.schema import audit_log, calculations, events
 from payhub.pipeline.calculate import NO_LINE, calculate_batch, register_program_versions
 from payhub.pipeline.ingest import REASON_LIMIT, poll
@@ -262,11 +260,8 @@ class Found:
 def outcomes(module_db_url: str, tmp_path_factory: pytest.TempPathFactory,
              plugin_path: Path) -> Iterator[dict[tuple[str, str], Found]]:
     """Every case run through the pipeline in one fresh database: (program, object id) -> what was recorded."""
-    url = module_db_url
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    rt = Runtime(load_settings(_settings(tmp_path_factory.mktemp("not-eligible"), url)))
+    migrated(module_db_url)
+    rt = Runtime(load_settings(write_config(tmp_path_factory.mktemp("not-eligible"), module_db_url, PROGRAMS)))
     rt.load_plugins()
     try:
         rt.plugins.sources["s"].push(*(record for case in CASES for record in case.records))
@@ -277,12 +272,6 @@ def outcomes(module_db_url: str, tmp_path_factory: pytest.TempPathFactory,
         yield _recorded(rt)
     finally:
         rt.close()
-
-
-def _settings(directory: Path, url: str) -> Path:
-    path = directory / "payhub.toml"
-    path.write_text(f'[database]\nurl = "{url}"\n' + textwrap.dedent(PROGRAMS))
-    return path
 
 
 def _recorded(rt: Runtime) -> dict[tuple[str, str], Found]:
@@ -304,7 +293,7 @@ def test_a_calculation_that_pays_nothing_records_why(outcomes: dict[tuple[str, s
 
 
 def test_the_cases_cover_every_built_in_calculator(tmp_path: Path) -> None:
-    programs = load_settings(_settings(tmp_path, "sqlite:///x.db")).programs
+    programs = load_settings(write_config(tmp_path, "sqlite:///x.db", PROGRAMS)).programs
     assert {section.calculator for section in programs.values()} >= {
         "flat", "percentage", "spiff", "rebate", "deal_registration", "activity", "coop", "mdf", "referral",
         "loyalty_points"}

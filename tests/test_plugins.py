@@ -6,12 +6,11 @@ import json
 import logging
 import sqlite3
 import sys
-import textwrap
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke
+from cli_helpers import invoke, write_site
 
 from payhub.plugins import load_plugins
 from payhub.settings import load_settings
@@ -26,17 +25,9 @@ DEALS = (
 PAYEES = "id,name,country,rail\np1,Partner One,US,export\np2,Partner Two,DE,\n"
 
 
-
-
 def site(directory: Path, body: str) -> Path:
     """A settings file with a SQLite database, deals and payees files next to it."""
-    (directory / "deals.csv").write_text(DEALS)
-    (directory / "payees.csv").write_text(PAYEES)
-    config = directory / "payhub.toml"
-    config.write_text('[database]\nurl = "sqlite:///payhub.db"\n[payees]\nfile = "payees.csv"\n'
-                      '[sources.deals]\nplugin = "file"\npath = "deals.csv"\nsettle_seconds = 0\n'
-                      + textwrap.dedent(body))
-    return config
+    return write_site(directory, "sqlite:///payhub.db", body, deals=DEALS, payees=PAYEES)
 
 
 def rows(directory: Path, query: str) -> list[tuple]:

@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from cli_helpers import invoke
-from click.testing import Result
+from cli_helpers import CliSite, run_payhub, sql, write_config
 from sqlalchemy import event
 
 from payhub import provenance
@@ -84,36 +79,19 @@ DEALS = [
 LOST = ("D-1", "deal_lost", "2026-10-20T00:00:00Z", "p1", "", "", "")
 
 
-class Site:
-    """A settings directory on one database; ``cli(...)`` runs payhub on it in-process."""
+class Site(CliSite):
+    """The settings directory of a site on the database at ``db_url``."""
 
     def __init__(self, root: Path, db_url: str) -> None:
-        self.root, self.db_url = root, db_url
-        self.config = root / "payhub.toml"
-
-    def cli(self, *args: str, actor: str | None = None) -> Result:
-        return invoke("-c", str(self.config), *(["--actor", actor] if actor else []), *args)
-
-    def ok(self, *args: str, actor: str | None = None) -> Result:
-        result = self.cli(*args, actor=actor)
-        assert result.exit_code == 0, result.output
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--format", "json").stdout)
+        super().__init__(root)
+        self.db_url = db_url
 
     def add(self, *rows: tuple[str, ...]) -> None:
         with (self.root / "deals.csv").open("a", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows(rows)
 
     def sql(self, query: str, **params: Any) -> list[Any]:
-        engine = make_engine(self.db_url)
-        try:
-            with engine.begin() as conn:
-                result = conn.execute(sa.text(query), params)
-                return list(result) if result.returns_rows else []
-        finally:
-            engine.dispose()
+        return sql(self.db_url, query, **params)
 
     def reward_of(self, object_id: str, payee: str, event_type: str = "deal_won", program: str = "pct") -> int:
         [(reward_id,)] = self.sql("SELECT r.id FROM rewards r JOIN events e ON e.id = r.event_id WHERE "
@@ -124,10 +102,6 @@ class Site:
     def payout_of(self, reward_id: int) -> int:
         [(payout_id,)] = self.sql("SELECT payout_id FROM rewards WHERE id = :r", r=reward_id)
         return int(payout_id)
-
-
-def write_config(directory: Path, db_url: str, body: str) -> None:
-    (directory / "payhub.toml").write_text(f'[database]\nurl = "{db_url}"\n\n' + textwrap.dedent(body))
 
 
 def new_site(root: Path, db_url: str, rail_extra: str = "", deals: list[tuple[str, ...]] = DEALS) -> Site:
@@ -348,8 +322,7 @@ def test_keys_are_not_wrapped_when_piped(site: Site, subprocess_env: dict[str, s
     env.pop("FORCE_COLOR", None)
 
     def run(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-c", "from payhub.cli import main; main()", *args], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = run_payhub(*args, env=env)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -6,22 +6,29 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import invoke
+from cli_helpers import PAYHUB, invoke, run_payhub, sql, write_site
 
 from payhub.cli.daemon import EXIT_PLUGIN_FAILED, EXIT_SOURCE_FAILED
 
-CLI = [sys.executable, "-c", "from payhub.cli import main; main()"]
 DEALS = ("id,type,occurred_at,payee_id,amount,currency\n"
          "D-1,deal_won,2026-10-01T00:00:00Z,p1,1000.00,USD\n"
          "D-2,deal_won,2026-10-02T00:00:00Z,p2,200.00,USD\n")
 PAYEES = "id,name,country\np1,Partner One,US\np2,Partner Two,DE\n"
+PAY_10_PERCENT = """\
+[programs.pct]
+calculator = "percentage"
+percent = "10"
+[rails.export]
+plugin = "csv_export"
+directory = "out"
+[routing]
+default_rail = "export"
+"""
 REFUSED_SOURCE = '''
 from payhub.api import PermanentSourceError, Source
 
@@ -50,47 +57,18 @@ def refused_source(tmp_path: Path, plugin_path: Path, monkeypatch: pytest.Monkey
 
 def make_site(directory: Path, db_url: str, extra: str = "") -> str:
     """Deals in a CSV file, paid 10 % through the csv_export rail, plus ``extra`` sections; migrated."""
-    (directory / "deals.csv").write_text(DEALS)
-    (directory / "payees.csv").write_text(PAYEES)
-    config = directory / "payhub.toml"
-    config.write_text(f'[database]\nurl = "{db_url}"\n' + textwrap.dedent("""
-        [payees]
-        file = "payees.csv"
-        [sources.deals]
-        plugin = "file"
-        path = "deals.csv"
-        settle_seconds = 0
-        [programs.pct]
-        calculator = "percentage"
-        percent = "10"
-        [rails.export]
-        plugin = "csv_export"
-        directory = "out"
-        [routing]
-        default_rail = "export"
-    """) + extra)
+    config = write_site(directory, db_url, PAY_10_PERCENT + extra, deals=DEALS, payees=PAYEES)
     assert invoke("-c", str(config), "db", "upgrade").exit_code == 0
     return str(config)
 
 
 def payouts(db_url: str) -> list[tuple[str, str, int]]:
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(
-                "SELECT payee_id, status, amount_minor FROM payouts ORDER BY payee_id"))]
-    finally:
-        engine.dispose()
+    return sql(db_url, "SELECT payee_id, status, amount_minor FROM payouts ORDER BY payee_id")
 
 
 def source_state(db_url: str, name: str) -> tuple[str, str | None]:
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(sa.text("SELECT status, reason FROM sources WHERE name = :n"), {"n": name}).one()
-            return row.status, row.reason
-    finally:
-        engine.dispose()
+    [(status, reason)] = sql(db_url, "SELECT status, reason FROM sources WHERE name = :n", n=name)
+    return status, reason
 
 
 PAID = [("p1", "sent", 10000), ("p2", "sent", 2000)]
@@ -145,9 +123,7 @@ def test_a_plugin_that_failed_to_load_exits_4_after_everything_else_is_done(
 
 def test_both_in_a_real_process_exit_4_naming_each(tmp_path: Path, db_url: str, refused_source: str) -> None:
     config = make_site(tmp_path, db_url, CRM + BAD_RAIL)
-    env = {**os.environ, "PYTHONPATH": refused_source}
-    proc = subprocess.run([*CLI, "-c", config, "run", "--once", "--no-progress"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_payhub("-c", config, "run", "--once", "--no-progress", env={**os.environ, "PYTHONPATH": refused_source})
     assert proc.returncode == EXIT_PLUGIN_FAILED, proc.stderr
     assert "error: plugin rails.bad (broken_rail) failed to load" in proc.stderr
     assert f"error: source crm failed permanently: {REFUSAL}" in proc.stderr
@@ -159,20 +135,16 @@ def test_the_daemon_keeps_running_after_a_source_failed(tmp_path: Path, refused_
     db_url = f"sqlite:///{tmp_path / 'payhub.db'}"
     config = make_site(tmp_path, db_url, CRM + BAD_RAIL)
     env = {**os.environ, "PYTHONPATH": refused_source}
-    proc = subprocess.Popen([*CLI, "-c", config, "run", "--no-progress"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*PAYHUB, "-c", config, "run", "--no-progress"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            engine = sa.create_engine(db_url)
             try:
-                with engine.connect() as conn:
-                    failed = conn.execute(sa.text("SELECT count(*) FROM sources WHERE status = 'failed'")).scalar()
-                    sent = conn.execute(sa.text("SELECT count(*) FROM payouts WHERE status = 'sent'")).scalar()
+                [(failed, sent)] = sql(db_url, "SELECT (SELECT count(*) FROM sources WHERE status = 'failed'), "
+                                               "(SELECT count(*) FROM payouts WHERE status = 'sent')")
             except sa.exc.OperationalError:
                 failed = sent = 0
-            finally:
-                engine.dispose()
             if failed and sent == len(PAID):
                 break
             time.sleep(0.1)

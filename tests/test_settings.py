@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke
+from cli_helpers import invoke, run_payhub, write_config, write_site
 
 SECRET = "sk-live-Zq7Xw3Pv9Lm2"  # distinctive: grepping for it finds any leak
-CLI = [sys.executable, "-c", "from payhub.cli import main; main()"]
-
-
 
 
 def settings_file(directory: Path, body: str, db: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "payhub.toml"
-    url = db or f"sqlite:///{directory / 'payhub.db'}"
-    path.write_text(f'[database]\nurl = "{url}"\n' + textwrap.dedent(body))
-    return path
+    return write_config(directory, db or f"sqlite:///{directory / 'payhub.db'}", body)
 
 
 BAD_SETTINGS = {
@@ -117,8 +109,7 @@ def test_config_show_masks_the_database_password(tmp_path: Path) -> None:
 def test_subprocess_exit_code_and_message(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     config = settings_file(tmp_path, '[rails.x]\nplugin = "nope"\n[rails.s]\nplugin = "secret_rail"\n')
     for command in (["config", "check"], ["run", "--once"]):
-        proc = subprocess.run([*CLI, "-c", str(config), *command], env=subprocess_env, capture_output=True,
-                              text=True, timeout=60)
+        proc = run_payhub("-c", str(config), *command, env=subprocess_env)
         assert proc.returncode == 2, proc.stderr
         assert "rails.x.plugin: no rail plugin named 'nope' is installed" in proc.stderr
         assert "rails.s.api_key: Field required" in proc.stderr
@@ -172,18 +163,9 @@ def test_secret_from_environment(tmp_path: Path, plugin_path: Path) -> None:
 
 def test_secrets_never_leak(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """A full run at DEBUG with the secret in the environment; then with it in the file next to a bad key."""
-    (tmp_path / "deals.csv").write_text("id,type,occurred_at,payee_id,amount,currency\n"
-                                        "D-1,deal_won,2026-10-01T00:00:00Z,p1,100.00,USD\n")
-    (tmp_path / "payees.csv").write_text("id,name,country\np1,Partner One,US\n")
     body = """
         [log]
         level = "DEBUG"
-        [payees]
-        file = "payees.csv"
-        [sources.deals]
-        plugin = "file"
-        path = "deals.csv"
-        settle_seconds = 0
         [programs.pct]
         calculator = "percentage"
         percent = "10"
@@ -195,12 +177,12 @@ def test_secrets_never_leak(tmp_path: Path, subprocess_env: dict[str, str]) -> N
         [routing]
         default_rail = "export"
     """
-    config = settings_file(tmp_path, body, db="sqlite:///payhub.db")
+    config = write_site(tmp_path, "sqlite:///payhub.db", body, payees="id,name,country\np1,Partner One,US\n",
+                        deals="id,type,occurred_at,payee_id,amount,currency\nD-1,deal_won,2026-10-01T00:00:00Z,p1,100.00,USD\n")
     env = {"PAYHUB_RAILS__S__API_KEY": SECRET}
     assert invoke("-c", str(config), "db", "upgrade").exit_code == 0
     # The daemon in its own process, so that everything it logs is captured as an operator would see it.
-    proc = subprocess.run([*CLI, "-c", str(config), "run", "--once"], env={**subprocess_env, **env},
-                          capture_output=True, text=True, timeout=60)
+    proc = run_payhub("-c", str(config), "run", "--once", env={**subprocess_env, **env})
     assert proc.returncode == 0, proc.stderr
     assert " DEBUG " in proc.stderr  # it really logged at DEBUG
     outputs = [proc.stdout + proc.stderr]
