@@ -54,15 +54,21 @@ def hang_lookups(rail: FakeRail, monkeypatch: pytest.MonkeyPatch) -> threading.E
     return gate
 
 
-def test_abandoned_send_warns_with_payout_and_key(world, caplog: pytest.LogCaptureFixture) -> None:
-    rt, rail = world
-    [p] = schedule(rt, ("p1", "100"))
+def abandon_a_send(rt: Runtime, rail: FakeRail, caplog: pytest.LogCaptureFixture) -> None:
+    """One round of rail ``r`` whose only send hangs past the timeout and is abandoned; the hung call is released
+    afterwards, so it returns (and is accepted) in the background."""
     rail.plan("hang")
     try:
         with caplog.at_level(logging.INFO, logger=LOGGER):
             assert disburse_rail(rt, "r") == 1
     finally:
         rail.release.set()
+
+
+def test_abandoned_send_warns_with_payout_and_key(world, caplog: pytest.LogCaptureFixture) -> None:
+    rt, rail = world
+    [p] = schedule(rt, ("p1", "100"))
+    abandon_a_send(rt, rail, caplog)
     warnings = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == [
         f"payout {p.id} (idempotency key {p.idempotency_key}): send abandoned: rail r did not answer within "
@@ -76,12 +82,7 @@ def test_a_payout_never_handed_to_the_rail_stays_due_and_is_sent_once(
     guard = rt.guard("rail r", TIMEOUT)
     [a] = schedule(rt, ("p1", "100"))
     # Round 1: the send of A hangs past the timeout and is abandoned; A may have reached the rail.
-    rail.plan("hang")
-    try:
-        with caplog.at_level(logging.INFO, logger=LOGGER):
-            assert disburse_rail(rt, "r") == 1
-    finally:
-        rail.release.set()
+    abandon_a_send(rt, rail, caplog)
     assert payout(rt, a.id).status == "unknown"
     assert f"payout {a.id} (idempotency key {a.idempotency_key}): send abandoned" in caplog.text
     wait_returned(guard)

@@ -73,6 +73,14 @@ def reversal_reasons(rt: Runtime, deal: str) -> list[str]:
     return [json.loads(attributes)["reason"] for (attributes,) in found]
 
 
+def assert_reversed(rt: Runtime, deal: str, *reversals: tuple[str, str]) -> None:
+    """The deal's events are its win, then a ``reversed:<at>`` with its reason for each ``(at, reason)`` of
+    ``reversals``; its reward is taken back."""
+    assert keys_of(rt, deal) == [WON_KEY, *(f"reversed:{at}" for at, _ in reversals)]
+    assert reversal_reasons(rt, deal) == [reason for _, reason in reversals]
+    assert not active_rewards(rt).get(deal)
+
+
 def won_and_rewarded(sim: SalesforceSimulator, make: Callable[[str], Runtime], where: str = WHERE) -> str:
     """A partner deal won at WON_AT, polled and rewarded 10 % of 1000.00 (10000 cents) to the partner."""
     sim.clock = lambda: WON_AT
@@ -114,9 +122,7 @@ def test_undone_in_the_edit_that_leaves_the_filter(sf_sim: SalesforceSimulator, 
     """Reopened or lost, and out of the filter, in one edit a later poll than the win reads: the reward goes."""
     deal = won_and_rewarded(sf_sim, sf_db_runtime)
     rt = step(sf_sim, sf_db_runtime, deal, 1, [{**undo, **out}])
-    assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-02T08:00:00Z"]
-    assert reversal_reasons(rt, deal) == [reason]
-    assert not active_rewards(rt).get(deal)
+    assert_reversed(rt, deal, ("2026-03-02T08:00:00Z", reason))
 
 
 @pytest.mark.parametrize(("undo", "reason"), [pytest.param(e, r, id=n) for n, e, r in UNDONE])
@@ -127,9 +133,7 @@ def test_undone_after_leaving_the_filter_between_the_same_two_polls(
     """Out of the filter, then reopened, lost or deleted a second later; one poll reads both edits."""
     deal = won_and_rewarded(sf_sim, sf_db_runtime)
     rt = step(sf_sim, sf_db_runtime, deal, 1, [out, undo])
-    assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-02T08:00:01Z"]
-    assert reversal_reasons(rt, deal) == [reason]
-    assert not active_rewards(rt).get(deal)
+    assert_reversed(rt, deal, ("2026-03-02T08:00:01Z", reason))
 
 
 @pytest.mark.parametrize(("undo", "reason"), [pytest.param(e, r, id=n) for n, e, r in UNDONE])
@@ -144,9 +148,7 @@ def test_left_the_filter_while_won_keeps_the_reward_until_undone_at_a_later_poll
     assert active_rewards(rt) == {deal: [10000]}
 
     rt = step(sf_sim, sf_db_runtime, deal, 2, [undo])
-    assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-03T08:00:00Z"]
-    assert reversal_reasons(rt, deal) == [reason]
-    assert not active_rewards(rt).get(deal)
+    assert_reversed(rt, deal, ("2026-03-03T08:00:00Z", reason))
 
 
 def test_partner_cleared_reopened_won_again_and_deleted(sf_sim: SalesforceSimulator,
@@ -158,9 +160,7 @@ def test_partner_cleared_reopened_won_again_and_deleted(sf_sim: SalesforceSimula
     rt = step(sf_sim, sf_db_runtime, deal, 2, [{"StageName": "Closed Won"}])  # won again, outside the filter
     assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-02T08:00:00Z"]
     rt = step(sf_sim, sf_db_runtime, deal, 3, [{"delete": True}])
-    assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-02T08:00:00Z", "reversed:2026-03-04T08:00:00Z"]
-    assert reversal_reasons(rt, deal) == ["reopened", "deleted"]
-    assert not active_rewards(rt).get(deal)
+    assert_reversed(rt, deal, ("2026-03-02T08:00:00Z", "reopened"), ("2026-03-04T08:00:00Z", "deleted"))
     assert poll(rt, "sf") == 0  # read again: nothing new
     assert calculate(rt) == 0
 
@@ -174,9 +174,7 @@ def test_reopened_then_deleted_between_the_same_two_polls(sf_sim: SalesforceSimu
     sf_sim.clock = lambda: WON_AT + timedelta(days=1)
     sf_sim.delete("Opportunity", never_won)
     rt = step(sf_sim, sf_db_runtime, deal, 1, [{"StageName": "Negotiation", **CLEAR_PARTNER}, {"delete": True}])
-    assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-02T08:00:01Z"]
-    assert reversal_reasons(rt, deal) == ["deleted"]
-    assert not active_rewards(rt).get(deal)
+    assert_reversed(rt, deal, ("2026-03-02T08:00:01Z", "deleted"))
     assert reversal_reasons(rt, never_won) == ["deleted"]  # every deleted deal is read; it had nothing to take back
     statuses = rows(rt, select(calculations.c.status).join(events, events.c.id == calculations.c.event_id)
                     .where(events.c.object_id == never_won))
