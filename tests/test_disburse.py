@@ -44,7 +44,8 @@ BASE = """
     [routing]
     default_rail = "r"
 """
-RAIL_DEFAULTS: dict[str, Any] = {"max_attempts": 3, "retry_initial_seconds": 0, "retry_max_seconds": 0}
+RAIL_DEFAULTS: dict[str, Any] = {"max_attempts": 3, "retry_initial_seconds": 0, "retry_max_seconds": 0,
+                                 "lookup_settle_seconds": 0}  # a lookup's "not found" is trusted at once
 
 # payouts.status -> the audit entries that may record it last (default: payout.<status>). A lookup that changes
 # the state counts as payout.lookup:<outcome>, an operator's decision as payout.resolved:<new status>.

@@ -248,9 +248,18 @@ class RailSection(_NamedPluginSection):
     retry_max_seconds: float = Field(60.0, ge=0, le=DAY)
     timeout_seconds: float = Field(
         60.0, gt=0, le=HOUR, description="A send or lookup call running longer is abandoned.")
+    lookup_settle_seconds: float | None = Field(
+        None, ge=0, le=DAY, description="A lookup's 'not found' after a send that did not answer is trusted only "
+        "once this long has passed since that send started; earlier, the payout is looked up again then "
+        "(default: 10 × timeout_seconds).")
     settle_interval_seconds: float = Field(300, gt=0, le=WEEK)
     min_payout: dict[Currency, Annotated[Amount, Field(ge=0)]] = Field(
         default_factory=dict, description="Smallest payout per currency; smaller balances carry forward.")
+
+    @property
+    def in_flight_seconds(self) -> float:
+        """How long a send that did not answer may still be on its way to the provider (``lookup_settle_seconds``)."""
+        return 10 * self.timeout_seconds if self.lookup_settle_seconds is None else self.lookup_settle_seconds
 
 
 class HookSection(_NamedPluginSection):

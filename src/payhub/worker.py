@@ -6,6 +6,12 @@ exponential backoff and jitter (``daemon.db_retry_*``), logs the outage once and
 ``daemon.db_outage_log_seconds``, and does the same work again when the database answers. ``run_once`` lets the
 error propagate, so ``payhub run --once`` exits non-zero. ``run_once`` also reports the sources that failed
 permanently during the run (:attr:`Summary.failed_sources`), for ``run --once``'s exit code.
+
+``run_once`` does not end while a send it abandoned may still reach the provider: it waits for the call to return
+(up to the rail's ``lookup_settle_seconds`` from its start) and then works what is due again, so the payouts of that
+rail are looked up and sent in the same run; a call still running then is reported in :attr:`Summary.running_calls`.
+An abandoned lookup or status check is waited for in the same way once per rail and run (a provider too slow for
+every call must not keep the run going forever); its payouts stay ``unknown`` for the next run.
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ class Summary:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("ingested", "calculated", "scheduled", "disbursed", "settled"), 0))
     failed_sources: dict[str, str] = field(default_factory=dict)
+    running_calls: dict[str, str] = field(default_factory=dict)  # rail -> the abandoned call still running at the end
 
     def add(self, stage: str, n: int) -> None:
         self.counts[stage] += n
@@ -118,6 +125,7 @@ class Worker:
         self.outage = Outage(rt.settings.daemon.db_outage_log_seconds)
         self.reminder = Reminder()  # conditions that last, logged when they begin and every REMIND_SECONDS
         self.checkpointer: Checkpointer | None = None  # signs the audit head when a key is configured
+        self._waited: set[str] = set()  # rails whose abandoned call run_once has waited for
 
     def start(self) -> None:
         """Check the schema, take the SQLite file lock, reclaim this file's leases and record program versions."""
@@ -205,13 +213,41 @@ class Worker:
                 self.observer(stage, n)
 
     def run_once(self) -> Summary:
-        """Poll every source and work every stage until nothing is left that is due now; then note the sources
-        that failed permanently (:meth:`start` gave every failed source another chance, so they failed since)."""
+        """Poll every source and work every stage until nothing is left that is due now, waiting for abandoned rail
+        calls (see the module docstring); then note the sources that failed permanently (:meth:`start` gave every
+        failed source another chance, so they failed since)."""
         force = True
-        while self._pass(force=force) and not self.rt.stop_event.is_set():
-            force = False
+        while True:
+            while self._pass(force=force) and not self.rt.stop_event.is_set():
+                force = False
+            if self.rt.stop_event.is_set() or not self._wait_for_abandoned_calls():
+                break
         self.summary.failed_sources = self._failed_sources()
         return self.summary
+
+    def _wait_for_abandoned_calls(self) -> bool:
+        """Wait for the rails' abandoned calls; return whether any returned (so there may be work again). Calls
+        still running past their bound are noted in :attr:`Summary.running_calls`."""
+        returned = False
+        for name in self.rt.plugins.rails:
+            section = self.rt.settings.rails[name]
+            guard = self.rt.guard(f"rail {name}", section.timeout_seconds)
+            if not guard.busy or name in self.summary.running_calls:
+                continue
+            if name in self._waited and not guard.stuck_on.startswith("send "):
+                continue  # a lookup cannot pay anything: it is not worth waiting for twice
+            self._waited.add(name)
+            bound = max(0.0, section.in_flight_seconds - guard.stuck_for)
+            log.warning("rail %s: waiting up to %.0fs for its abandoned call (%s) to return before working its "
+                        "payouts again", name, bound, guard.stuck_on or "a call")
+            if guard.wait(bound, self.rt.stop_event):
+                returned = True
+            elif not self.rt.stop_event.is_set():
+                self.summary.running_calls[name] = guard.stuck_on or "a call"
+                log.error("rail %s: its abandoned call (%s) is still running after %.0fs; its payouts stay unknown "
+                          "and are looked up by their key on the next run", name, self.summary.running_calls[name],
+                          guard.stuck_for)
+        return returned
 
     def _failed_sources(self) -> dict[str, str]:
         names = list(self.rt.plugins.sources)

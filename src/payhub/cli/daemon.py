@@ -6,8 +6,9 @@ PostgreSQL connection attempt).
 
 ``--once`` does everything due, prints its summary, then exits non-zero when something needs an admin although the
 rest was done: :data:`EXIT_PLUGIN_FAILED` when a configured plugin failed to load, start or register,
-:data:`EXIT_SOURCE_FAILED` when a source failed permanently (the first applies when both do). The daemon logs the
-same problems and keeps running.
+:data:`EXIT_SOURCE_FAILED` when a source failed permanently, :data:`EXIT_CALL_RUNNING` when a rail call it
+abandoned was still running when it gave up waiting for it (the first that applies wins). The daemon logs the same
+problems and keeps running.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger("payhub.daemon")
 OUTAGE_GRACE_SECONDS = 1.0  # after a signal during a database outage: the most time given to a clean stop
 EXIT_PLUGIN_FAILED = 4  # run --once: a configured plugin failed to load, start or register
 EXIT_SOURCE_FAILED = 5  # run --once: a source failed permanently (refused credentials, missing permission)
+EXIT_CALL_RUNNING = 6  # run --once: an abandoned rail call had not returned within lookup_settle_seconds
 
 
 class DatabaseUnavailable(PayhubError):
@@ -90,20 +92,26 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
         worker.stop()
         rt.close()
     render([{"stage": k, "count": v} for k, v in summary.counts.items()], "table", title="payhub run --once")
-    code = _report_failures(failed_plugins, summary.failed_sources)
+    code = _report_failures(failed_plugins, summary.failed_sources, summary.running_calls)
     if code:
         sys.exit(code)
 
 
-def _report_failures(failed_plugins: list[PluginStatus], failed_sources: dict[str, str]) -> int:
-    """Name each failed plugin and source on standard error; return ``run --once``'s exit code (0 if none)."""
+def _report_failures(failed_plugins: list[PluginStatus], failed_sources: dict[str, str],
+                     running_calls: dict[str, str]) -> int:
+    """Name each failed plugin, source and still running rail call on standard error; return ``run --once``'s exit
+    code (0 if none)."""
     lines = [f"error: plugin {status.key} ({status.plugin}) {status.reason}" for status in failed_plugins]
     lines += [f"error: source {name} failed permanently: {reason}" for name, reason in failed_sources.items()]
+    lines += [f"error: rail {name}: an abandoned call ({call}) is still running; its payouts stay unknown and are "
+              "looked up by their key on the next run" for name, call in running_calls.items()]
     for line in lines:
         err_console.print(plain(line), style="bold red", markup=False, highlight=False, soft_wrap=True)
     if failed_plugins:
         return EXIT_PLUGIN_FAILED
-    return EXIT_SOURCE_FAILED if failed_sources else 0
+    if failed_sources:
+        return EXIT_SOURCE_FAILED
+    return EXIT_CALL_RUNNING if running_calls else 0
 
 
 def _serve(worker: Worker) -> None:

@@ -6,6 +6,9 @@
 * An unknown outcome is resolved by looking the key up on the rail before any new attempt. A rail that cannot look
   up is only re-sent to inside its declared dedup window; otherwise the payout becomes ``unresolved`` for an
   operator (``payhub payouts resolve``).
+* A lookup's "not found" is trusted as "never received" only once the rail's ``lookup_settle_seconds`` have passed
+  since the payout's last send started: until then that send may still be on its way to the provider, so the
+  payout stays ``unknown`` and is looked up again then, never sent.
 * Retries are bounded (``max_attempts`` sends per payout) and only for results the rail marks retryable; a
   rejection stops at once and the reason is shown. Between attempts a payout waits in ``retrying`` until its
   ``next_attempt_at`` (exponential backoff with jitter, computed by tenacity), so one rail's backoff never holds up
@@ -34,15 +37,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from payhub.api import Outcome, PayoutInstruction, Rail, RailResult
-from payhub.clock import utcnow
+from payhub.clock import isoformat, utcnow
 from payhub.db.queries import for_update
 from payhub.db.schema import attempts, payouts, rewards
 from payhub.errors import PermanentRailError, PluginTimeout, RetryableRailError, UnknownOutcomeError
@@ -219,7 +222,7 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     if guard.busy:  # a lookup of this round was abandoned and runs on: nothing is handed to the rail before it ends
         log.info("rail %s: payouts %s not sent in this round: an abandoned call has not returned yet; they stay "
-                 "due and are sent once it has", rail.name, ", ".join(str(w.id) for w in batch))
+                 "due and are sent once it has", rail.name, _ids(batch))
         return
     now = utcnow()
     with rt.transaction() as tx:
@@ -246,7 +249,8 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         return
     keys = [w.instruction.idempotency_key for w in batch]
     try:
-        answered = {r.idempotency_key: r for r in guard.call(rail.send, [w.instruction for w in batch])}
+        answered = {r.idempotency_key: r for r in guard.call(rail.send, [w.instruction for w in batch],
+                                                             doing=f"send of payouts {_ids(batch)}")}
         results = {k: answered.get(k) or RailResult(k, Outcome.UNKNOWN, reason="the rail returned no result")
                    for k in keys}
     except RetryableRailError as exc:
@@ -302,7 +306,8 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
         return
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     try:
-        found = guard.call(rail.lookup, [w.instruction.idempotency_key for w in batch])
+        found = guard.call(rail.lookup, [w.instruction.idempotency_key for w in batch],
+                           doing=f"lookup of payouts {_ids(batch)}")
     except Exception as exc:  # noqa: BLE001 - the payouts stay unknown and are looked up again after a wait
         log.warning("rail %s: lookup failed: %s", rail.name, exc)
         wait = max(LOOKUP_MIN_WAIT, backoff_seconds(section, max(w.attempts for w in batch)))
@@ -317,21 +322,33 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
     resolved = []
     with rt.transaction() as tx:
         answers = {}
+        in_flight = _sends_in_flight(tx.conn, [w.id for w in batch], now, section.in_flight_seconds)
         for w in batch:
             key = w.instruction.idempotency_key
             answered = key in found
             result = found.get(key) if answered else RailResult(key, Outcome.UNKNOWN, reason="not in the answer")
             answers[w.id] = (answered, result)
             w.done = True
-        live = fence(tx, [(w, _lookup_target(answers[w.id][1])) for w in batch])
+        live = fence(tx, [(w, "unknown" if answers[w.id][1] is None and w.id in in_flight
+                           else _lookup_target(answers[w.id][1])) for w in batch])
         for w in batch:
             if w.id not in live:
                 continue
             answered, result = answers[w.id]
+            settling = result is None and w.id in in_flight
             tx.conn.execute(attempts.insert().values(
                 payout_id=w.id, kind="lookup", number=w.attempts, started_at=now, finished_at=utcnow(),
-                outcome=result.outcome.value if result else "not_found", detail=result.reason if result else None))
-            if result is None or result.outcome == Outcome.RETRY:
+                outcome=result.outcome.value if result else "not_found", detail=result.reason if result else
+                ("too soon after the send to be trusted" if settling else None)))
+            if settling:
+                # Not found yet, but the last send may still reach the rail: ask again once it cannot, never send.
+                again = max(in_flight[w.id], now + timedelta(seconds=LOOKUP_MIN_WAIT))
+                set_status(tx, w.id, "unknown", w.lease, next_attempt_at=again,
+                           reason=f"not found by the rail yet, but its last send may still reach it; looked up again "
+                                  f"at {isoformat(again)}")
+                tx.audit("payout.lookup", "payout", w.id, {"found": False, "looked_up_again_at": again},
+                         outcome="unknown")
+            elif result is None or result.outcome == Outcome.RETRY:
                 # Never received (or received and refused as retryable): send again with the same key, after a wait.
                 w.needs_lookup = False
                 wait = backoff_seconds(section, w.attempts)
@@ -348,6 +365,21 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
                 resolved.append((w, result))
     if resolved:
         apply_results(rt, section, resolved, {})
+
+
+def _ids(batch: Sequence[Work]) -> str:
+    return ", ".join(str(w.id) for w in batch)
+
+
+def _sends_in_flight(conn: Connection, ids: list[int], now: datetime, seconds: float) -> dict[int, datetime]:
+    """The payouts with a send that did not answer (unknown outcome, or none recorded) and started less than
+    ``seconds`` before ``now``, each with when it stops counting as possibly on its way to the rail."""
+    rows = conn.execute(select(attempts.c.payout_id, func.max(attempts.c.started_at))
+                        .where(attempts.c.payout_id.in_(ids), attempts.c.kind == "send",
+                               or_(attempts.c.outcome.is_(None), attempts.c.outcome == Outcome.UNKNOWN.value))
+                        .group_by(attempts.c.payout_id)).all()
+    until = {payout_id: started + timedelta(seconds=seconds) for payout_id, started in rows if started is not None}
+    return {payout_id: at for payout_id, at in until.items() if at > now}
 
 
 def _lookup_target(result: RailResult | None) -> str:
