@@ -18,7 +18,7 @@ from cli_helpers import migrated, write_config
 
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-from payhub.testing import throwaway_database
+from payhub.testing import throwaway_database, write_distribution
 
 ENTRY_POINTS = """\
 [payhub.rails]
@@ -120,15 +120,9 @@ class SecretRail(FakeRail):
 @pytest.fixture(scope="session")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding the test distribution; on sys.path for the whole session."""
-    root = tmp_path_factory.mktemp("site")
-    dist = root / "payhub_test_plugins-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: payhub-test-plugins\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
-    (root / "payhub_broken_plugin.py").write_text(BROKEN_MODULE)
-    (root / "payhub_test_calculators.py").write_text(TEST_CALCULATORS)
-    (root / "payhub_test_hooks.py").write_text(TEST_HOOKS)
-    (root / "payhub_test_secret.py").write_text(TEST_SECRET)
+    root = write_distribution(tmp_path_factory.mktemp("site"), "payhub-test-plugins", ENTRY_POINTS, modules={
+        "payhub_broken_plugin": BROKEN_MODULE, "payhub_test_calculators": TEST_CALCULATORS,
+        "payhub_test_hooks": TEST_HOOKS, "payhub_test_secret": TEST_SECRET})
     sys.path.insert(0, str(root))
     return root
 

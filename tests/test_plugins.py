@@ -14,6 +14,7 @@ from cli_helpers import invoke, write_site
 
 from payhub.plugins import load_plugins
 from payhub.settings import load_settings
+from payhub.testing import write_distribution
 
 BROKEN = "RuntimeError: this plugin is broken on purpose"
 DEALS = (
@@ -247,13 +248,9 @@ def test_rail_whose_capabilities_fail_is_isolated_at_start(tmp_path: Path, plugi
     """))
     assert "no rail plugin named 'no_caps'" in invoke("-c", config, "config", "check").stderr
     # Installed after a first load in this process: the next load finds it.
-    extra = tmp_path / "site-extra"
-    (extra / "payhub_caps_plugin-2.0.dist-info").mkdir(parents=True)
-    (extra / "payhub_caps_plugin-2.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: payhub-caps-plugin\nVersion: 2.0\n")
-    (extra / "payhub_caps_plugin-2.0.dist-info" / "entry_points.txt").write_text(
-        "[payhub.rails]\nno_caps = payhub_caps_plugin:NoCapabilities\n")
-    (extra / "payhub_caps_plugin.py").write_text(CAPS_PLUGIN)
+    extra = write_distribution(tmp_path / "site-extra", "payhub-caps-plugin",
+                               "[payhub.rails]\nno_caps = payhub_caps_plugin:NoCapabilities\n", version="2.0",
+                               modules={"payhub_caps_plugin": CAPS_PLUGIN})
     monkeypatch.syspath_prepend(str(extra))
     listed = {r["section"]: r for r in json.loads(invoke("-c", config, "plugins", "list", "--format", "json").stdout)}
     assert (listed["flaky"]["distribution"], listed["flaky"]["version"], listed["flaky"]["state"]) == (

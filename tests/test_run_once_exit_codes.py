@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from cli_helpers import PAYHUB, invoke, run_payhub, sql, write_site
 
 from payhub.cli.daemon import EXIT_PLUGIN_FAILED, EXIT_SOURCE_FAILED
+from payhub.testing import write_distribution
 
 DEALS = ("id,type,occurred_at,payee_id,amount,currency\n"
          "D-1,deal_won,2026-10-01T00:00:00Z,p1,1000.00,USD\n"
@@ -45,12 +46,9 @@ BAD_RAIL = '[rails.bad]\nplugin = "broken_rail"\n'  # from the test distribution
 @pytest.fixture
 def refused_source(tmp_path: Path, plugin_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A distribution whose source ``refused`` fails permanently on every fetch; returns its PYTHONPATH."""
-    site = tmp_path / "site-refused"
-    dist = site / "payhub_refused_source-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: payhub-refused-source\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[payhub.sources]\nrefused = payhub_refused_source:RefusedSource\n")
-    (site / "payhub_refused_source.py").write_text(REFUSED_SOURCE)
+    site = write_distribution(tmp_path / "site-refused", "payhub-refused-source",
+                              "[payhub.sources]\nrefused = payhub_refused_source:RefusedSource\n",
+                              modules={"payhub_refused_source": REFUSED_SOURCE})
     monkeypatch.syspath_prepend(str(site))
     return os.pathsep.join([str(site), str(plugin_path)])
 

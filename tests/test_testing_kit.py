@@ -1,9 +1,10 @@
 """The plugin author's kit, ``payhub.testing``: ``throwaway_database`` makes a new, empty SQLite or PostgreSQL
 database per block and drops it after; ``invoke_cli`` runs the command line in-process and leaves the process as
-it found it."""
+it found it; ``write_distribution`` writes a distribution whose plugins payhub loads by name."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -19,6 +20,7 @@ from payhub.testing import (
     invoke_cli,
     postgres_server_url,
     throwaway_database,
+    write_distribution,
 )
 
 UNREACHABLE = r"PostgreSQL not reachable at .*127\.0\.0\.1:1/test"
@@ -115,3 +117,19 @@ def test_invoke_cli_runs_the_daemon_and_restores_logging_and_signal_handlers(tmp
     assert result.exit_code == 0, result.output
     assert '"level": "INFO"' in result.stderr  # the settings and the environment were applied during the call
     assert (root.handlers, root.level, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_write_distribution_is_found_by_entry_point_with_its_name_and_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = "from payhub.testing import FakeRail as Kit\n"
+    site = write_distribution(tmp_path / "site", "payhub-kit-check", "[payhub.rails]\nkit = payhub_kit_check:Kit\n",
+                              version="3.1", modules={"payhub_kit_check": module})
+    assert site == tmp_path / "site"
+    assert sorted(p.name for p in site.iterdir()) == ["payhub_kit_check-3.1.dist-info", "payhub_kit_check.py"]
+    monkeypatch.syspath_prepend(str(site))
+    config = tmp_path / "payhub.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "payhub.db"}"\n[rails.k]\nplugin = "kit"\n')
+    result = invoke_cli("-c", str(config), "plugins", "list", "--format", "json")
+    assert result.exit_code == 0, result.output
+    [listed] = [row for row in json.loads(result.stdout) if row["section"] == "k"]
+    assert (listed["distribution"], listed["version"], listed["state"]) == ("payhub-kit-check", "3.1", "loaded")

@@ -1,5 +1,5 @@
 """Fakes and helpers for tests: rails and a source that can be told to misbehave, throwaway databases, the command
-line in-process. Not used by any production path.
+line in-process, test distributions of plugins. Not used by any production path.
 
 * :class:`FakeRail` keeps its ledger in memory; queue faults with :meth:`FakeRail.plan`.
 * :class:`LedgerRail` keeps its ledger in a SQLite file, so it survives a daemon killed with SIGKILL; use it
@@ -7,6 +7,7 @@ line in-process. Not used by any production path.
 * :class:`FakeSource` serves records pushed by the test.
 * :func:`throwaway_database` yields a new, empty SQLite or PostgreSQL database for a block of a test.
 * :func:`invoke_cli` runs the ``payhub`` command line in the test's process.
+* :func:`write_distribution` writes a distribution whose entry points payhub finds once it is on ``sys.path``.
 
 Register the fakes in a test distribution's entry points (``payhub.rails`` / ``payhub.sources``) to load them by name.
 """
@@ -315,3 +316,22 @@ def invoke_cli(*args: str, env: Mapping[str, str] | None = None) -> Result:
         root.handlers[:], root.level = handlers, level
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def write_distribution(directory: Path, name: str, entry_points: str, *, version: str = "1.0",
+                       modules: Mapping[str, str] | None = None) -> Path:
+    """Write the distribution ``name`` into ``directory`` as pip would install it, and return ``directory``.
+
+    ``<name>-<version>.dist-info`` holds ``METADATA`` and ``entry_points`` (the text of an ``entry_points.txt``: a
+    group header such as ``[payhub.rails]``, then lines such as ``fake = payhub.testing:FakeRail``); each item of
+    ``modules`` is written as ``<module>.py`` next to it. Once ``directory`` is on ``sys.path`` (and on
+    ``PYTHONPATH`` for ``payhub`` subprocesses), settings load its plugins by name, and ``payhub plugins list``
+    names ``name`` and ``version``.
+    """
+    dist = directory / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(entry_points)
+    for module, source in (modules or {}).items():
+        (directory / f"{module}.py").write_text(source)
+    return directory
