@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import CliSite, run_payhub, sql, write_config
+from cli_helpers import CliSite, run_payhub, sql, write_site
 from sqlalchemy import event
 
 from payhub import provenance
@@ -27,14 +27,6 @@ from payhub.db.engine import make_engine
 SETTINGS = """\
 [daemon]
 idle_seconds = 0.1
-
-[payees]
-file = "payees.csv"
-
-[sources.deals]
-plugin = "file"
-path = "deals.csv"
-settle_seconds = 0
 
 [programs.pct]
 calculator = "percentage"
@@ -106,11 +98,9 @@ class Site(CliSite):
 
 def new_site(root: Path, db_url: str, rail_extra: str = "", deals: list[tuple[str, ...]] = DEALS) -> Site:
     root.mkdir(parents=True, exist_ok=True)
-    write_config(root, db_url, SETTINGS.replace("{rail_extra}", rail_extra))
-    (root / "payees.csv").write_text(PAYEES)
-    with (root / "deals.csv").open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([HEADER, *deals])
+    write_site(root, db_url, SETTINGS.replace("{rail_extra}", rail_extra), deals="", payees=PAYEES)
     site = Site(root, db_url)
+    site.add(HEADER, *deals)
     site.ok("db", "upgrade")
     return site
 
@@ -376,16 +366,7 @@ def test_a_payout_is_explained_in_a_fixed_number_of_queries(tmp_path: Path, db_u
 
 def test_explain_shows_the_fx_rate_and_date_of_a_converted_item(tmp_path: Path, db_url: str) -> None:
     (tmp_path / "rates.csv").write_text("Date,USD,\n2026-11-27,1.0487,\n2026-11-26,1.0455,\n")
-    (tmp_path / "payees.csv").write_text("id,name,country,currency\np1,Partner One,DE,EUR\n")
-    with (tmp_path / "deals.csv").open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([HEADER[:6], ("F-1", "deal_won", "2026-11-26T12:00:00Z", "p1", "1045.50", "USD")])
-    write_config(tmp_path, db_url, """\
-        [payees]
-        file = "payees.csv"
-        [sources.deals]
-        plugin = "file"
-        path = "deals.csv"
-        settle_seconds = 0
+    write_site(tmp_path, db_url, """\
         [programs.pct]
         calculator = "percentage"
         percent = "10"
@@ -398,7 +379,8 @@ def test_explain_shows_the_fx_rate_and_date_of_a_converted_item(tmp_path: Path, 
         directory = "out"
         [routing]
         default_rail = "export"
-        """)
+        """, payees="id,name,country,currency\np1,Partner One,DE,EUR\n",
+               deals="id,type,occurred_at,payee_id,amount,currency\nF-1,deal_won,2026-11-26T12:00:00Z,p1,1045.50,USD\n")
     site = Site(tmp_path, db_url)
     site.ok("db", "upgrade")
     site.ok("run", "--once")
@@ -416,19 +398,7 @@ def test_explain_shows_the_fx_rate_and_date_of_a_converted_item(tmp_path: Path, 
 
 
 def test_explain_shows_the_fund_movements_and_limit_of_a_coop_claim(tmp_path: Path, db_url: str) -> None:
-    (tmp_path / "payees.csv").write_text("id,name,country\nacme,Acme Reseller,US\n")
-    with (tmp_path / "deals.csv").open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([
-            ("id", "type", "occurred_at", "payee_id", "partner_id", "amount", "currency"),
-            ("O-1", "purchase", "2026-10-01T00:00:00Z", "rep1", "acme", "1000.00", "USD"),
-            ("C-1", "coop_claim", "2026-10-10T00:00:00Z", "rep1", "acme", "100.00", "USD")])
-    write_config(tmp_path, db_url, """\
-        [payees]
-        file = "payees.csv"
-        [sources.deals]
-        plugin = "file"
-        path = "deals.csv"
-        settle_seconds = 0
+    write_site(tmp_path, db_url, """\
         [programs.coop]
         calculator = "coop"
         percent = "2"
@@ -439,7 +409,10 @@ def test_explain_shows_the_fund_movements_and_limit_of_a_coop_claim(tmp_path: Pa
         directory = "out"
         [routing]
         default_rail = "export"
-        """)
+        """, payees="id,name,country\nacme,Acme Reseller,US\n",
+               deals="id,type,occurred_at,payee_id,partner_id,amount,currency\n"
+                     "O-1,purchase,2026-10-01T00:00:00Z,rep1,acme,1000.00,USD\n"
+                     "C-1,coop_claim,2026-10-10T00:00:00Z,rep1,acme,100.00,USD\n")
     site = Site(tmp_path, db_url)
     site.ok("db", "upgrade")
     site.ok("run", "--once")
