@@ -36,6 +36,20 @@ settle_seconds = 0
 """
 """Settings reading payees from ``payees.csv`` and deals from ``deals.csv`` (the file source ``deals``)."""
 
+PAY_10_PERCENT = """\
+[programs.pct]
+calculator = "percentage"
+percent = "10"
+
+[rails.export]
+plugin = "csv_export"
+directory = "out"
+
+[routing]
+default_rail = "export"
+"""
+"""Settings of the program ``pct``, 10 % of each deal, paid through the csv_export rail ``export`` (into ``out``)."""
+
 
 def write_config(directory: Path, db_url: str, body: str) -> Path:
     """Write a settings file with ``[database] url = db_url`` followed by ``body``; return its path."""

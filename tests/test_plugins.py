@@ -10,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke, write_site
+from cli_helpers import PAY_10_PERCENT, invoke, write_site
 
 from payhub.plugins import load_plugins
 from payhub.settings import load_settings
@@ -264,18 +264,7 @@ def test_rail_whose_capabilities_fail_is_isolated_at_start(tmp_path: Path, plugi
         ("p2", "held", "no_rail")]
 
 
-EXPORT_WITH_SINK = """
-[programs.pct]
-calculator = "percentage"
-percent = "10"
-[rails.export]
-plugin = "csv_export"
-directory = "out"
-[routing]
-default_rail = "export"
-[hooks.audit_sink]
-path = "audit.jsonl"
-"""
+EXPORT_WITH_SINK = PAY_10_PERCENT + '[hooks.audit_sink]\npath = "audit.jsonl"\n'
 
 
 def test_hook_with_an_unknown_hook_name_is_reported_and_the_rest_runs(tmp_path: Path, plugin_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import PAYHUB, invoke, run_payhub, sql, write_site
+from cli_helpers import PAY_10_PERCENT, PAYHUB, invoke, run_payhub, sql, write_site
 
 from payhub.cli.daemon import EXIT_PLUGIN_FAILED, EXIT_SOURCE_FAILED
 from payhub.testing import write_distribution
@@ -20,16 +20,6 @@ DEALS = ("id,type,occurred_at,payee_id,amount,currency\n"
          "D-1,deal_won,2026-10-01T00:00:00Z,p1,1000.00,USD\n"
          "D-2,deal_won,2026-10-02T00:00:00Z,p2,200.00,USD\n")
 PAYEES = "id,name,country\np1,Partner One,US\np2,Partner Two,DE\n"
-PAY_10_PERCENT = """\
-[programs.pct]
-calculator = "percentage"
-percent = "10"
-[rails.export]
-plugin = "csv_export"
-directory = "out"
-[routing]
-default_rail = "export"
-"""
 REFUSED_SOURCE = '''
 from payhub.api import PermanentSourceError, Source
 

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke, run_payhub, write_config, write_site
+from cli_helpers import PAY_10_PERCENT, invoke, run_payhub, write_config, write_site
 
 SECRET = "sk-live-Zq7Xw3Pv9Lm2"  # distinctive: grepping for it finds any leak
 
@@ -163,20 +163,7 @@ def test_secret_from_environment(tmp_path: Path, plugin_path: Path) -> None:
 
 def test_secrets_never_leak(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """A full run at DEBUG with the secret in the environment; then with it in the file next to a bad key."""
-    body = """
-        [log]
-        level = "DEBUG"
-        [programs.pct]
-        calculator = "percentage"
-        percent = "10"
-        [rails.s]
-        plugin = "secret_rail"
-        [rails.export]
-        plugin = "csv_export"
-        directory = "out"
-        [routing]
-        default_rail = "export"
-    """
+    body = '[log]\nlevel = "DEBUG"\n[rails.s]\nplugin = "secret_rail"\n' + PAY_10_PERCENT
     config = write_site(tmp_path, "sqlite:///payhub.db", body, payees="id,name,country\np1,Partner One,US\n",
                         deals="id,type,occurred_at,payee_id,amount,currency\nD-1,deal_won,2026-10-01T00:00:00Z,p1,100.00,USD\n")
     env = {"PAYHUB_RAILS__S__API_KEY": SECRET}
