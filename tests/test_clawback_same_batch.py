@@ -235,3 +235,22 @@ def test_a_kept_share_uses_its_budget_in_its_own_batch(world: Any, cut: int | No
     assert outcome(rt) == [("n", "won", "p1", "800.00", "held"), ("q", "lost", "p1", "250.00", "pending"),
                            ("q", "won", "p1", "1000.00", "cancelled")]
     verified(rt)
+
+
+FILL = won("f", "900.00", "2025-12-15T00:00:00Z", split=False)
+
+
+@pytest.mark.parametrize("cut", [None, 1, 2, 3], ids=["one-poll", "cut-1", "cut-2", "three-polls"])
+def test_the_share_kept_of_a_reward_held_for_its_budget_is_checked_against_the_pool(world: Any,
+                                                                                      cut: int | None) -> None:
+    """900.00 of the 1000.00 pool is used; the 1000.00 reward is held for its budget (it reserved nothing); its prorated
+    loss keeps 250.00, which does not fit in the 100.00 left: the share is held for the budget too, never pending."""
+    rt = world(PRORATED)
+    order = (FILL, WON_JAN, LOST_APR)
+    polls = [order] if cut is None else [order[:cut], order[cut:]] if cut < 3 else [(r,) for r in order]
+    run_each(rt, *polls)
+    assert outcome(rt) == [("f", "won", "p1", "900.00", "pending"), ("q", "lost", "p1", "250.00", "held"),
+                           ("q", "won", "p1", "1000.00", "cancelled")]
+    [share] = [r for r in reward_rows(rt) if r.transition == "lost"]
+    assert share.hold_code == "budget"
+    verified(rt)

@@ -396,9 +396,12 @@ def _clawback(program: str, section: ProgramSection, event: Event, history: DbHi
     reserved = dict(history.reserved)
     for line in claw.lines:
         minor = _checked_line(line)
-        decision = Decision() if minor < 0 else kept_share(section, line.currency, minor,
-                                                            claw.budget_keys.get((line.payee_id, line.currency)))
-        if minor > 0 and decision.budget_key is not None:  # the share kept uses its pool, as a stored one does
+        group = (line.payee_id, line.currency)
+        reserved_before = group not in claw.unreserved
+        decision = Decision() if minor < 0 else kept_share(
+            section, line.currency, minor, claw.budget_keys.get(group), reserved_before=reserved_before,
+            history=history, reserved=reserved)
+        if minor > 0 and decision.budget_key is not None and reserved_before:  # it stays in its pool, as stored
             reserved[decision.budget_key] = reserved.get(decision.budget_key, 0) + minor
         result.rewards.append((line, minor, decision))
     history.cancel(program, claw.cancel)

@@ -74,7 +74,7 @@ class DbHistory:
         self._count(program, event, line.payee_id, line.currency, minor)
         self.in_batch_objects.setdefault(object_key(program, event), []).append(ObjectReward(
             event.occurred_at, line.payee_id, line.currency, minor, status=decision.status,
-            budget_key=decision.budget_key, batch_ref=ref))
+            budget_key=decision.budget_key, batch_ref=ref, hold_code=decision.hold_code))
         self._batch_rewards[ref] = (program, event, line.payee_id, line.currency, minor, decision)
 
     def forget(self, ref: tuple[int, int]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -135,6 +135,7 @@ class Clawback:
     cancel: list[int]  # stored rewards
     cancel_batch: list[tuple[int, int]]  # rewards of the batch being calculated
     budget_keys: dict[tuple[str, str], str | None]  # (payee, currency) -> budget pool of a kept share
+    unreserved: set[tuple[str, str]] = field(default_factory=set)  # kept shares whose pool holds no reservation
     reason: str = ""  # why there is nothing to take back, when there is not
 
 
@@ -191,7 +192,10 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
         what = "clawback" if line < 0 else "share kept after the clawback"
         result.lines.append(RewardLine(payee, line, currency, f"{program}: {section.clawback} {what} on "
                                        f"{event.event_type} of {event.object_type} {event.object_id}", details))
-        result.budget_keys[(payee, currency)] = next((r.budget_key for r in unpaid if r.budget_key), None)
+        pooled = [r for r in unpaid if r.budget_key]
+        result.budget_keys[(payee, currency)] = pooled[0].budget_key if pooled else None
+        if pooled and all(r.status == "held" and r.hold_code == BUDGET_HOLD for r in pooled):
+            result.unreserved.add((payee, currency))  # held for its budget: it never reserved its amount
     if not (result.lines or result.cancel or result.cancel_batch):
         result.reason = f"nothing to take back: what this program granted on {thing} is already taken back"
     return result
@@ -278,10 +282,30 @@ def decide(program: str, section: ProgramSection, event: Event, currency: str, m
     """
     if minor <= 0:
         return Decision()
-    approvals = _approvals_needed(section, currency, minor)
     key = budget_key(program, section, event)
     if key is None:
+        approvals = _approvals_needed(section, currency, minor)
         return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals)
+    return _reserve(section, key, currency, minor, history, reserved)
+
+
+def kept_share(section: ProgramSection, currency: str, minor: int, budget_key: str | None, *, reserved_before: bool,
+               history: RulesHistory, reserved: dict[str, int]) -> Decision:
+    """How the share a payee keeps of a cancelled unpaid reward starts. When the cancelled reward held a reservation
+    in its budget pool (``reserved_before``), the share stays in that pool without a new check; when it was held for
+    its budget (no reservation), the share is checked against the pool like a new reward. Approval as for any reward.
+    """
+    if budget_key is None or reserved_before:
+        approvals = _approvals_needed(section, currency, minor)
+        return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals,
+                        budget_key=budget_key)
+    return _reserve(section, budget_key, currency, minor, history, reserved)
+
+
+def _reserve(section: ProgramSection, key: str, currency: str, minor: int, history: RulesHistory,
+             reserved: dict[str, int]) -> Decision:
+    """Reserve ``minor`` in budget pool ``key`` (added to ``reserved``), or hold the reward when it would overdraw."""
+    approvals = _approvals_needed(section, currency, minor)
     budget = section.budget
     assert budget is not None
     if currency != budget.currency:
@@ -296,13 +320,6 @@ def decide(program: str, section: ProgramSection, event: Event, currency: str, m
         return Decision("held", BUDGET_HOLD, reason, approvals, key)
     reserved[key] = reserved.get(key, 0) + minor
     return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals, budget_key=key)
-
-
-def kept_share(section: ProgramSection, currency: str, minor: int, budget_key: str | None) -> Decision:
-    """How the share a payee keeps of a cancelled unpaid reward starts: it stays in the cancelled reward's budget
-    pool without a new check (its reservation was already made), and needs approval like any reward."""
-    approvals = _approvals_needed(section, currency, minor)
-    return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals, budget_key=budget_key)
 
 
 def _approvals_needed(section: ProgramSection, currency: str, minor: int) -> int:
