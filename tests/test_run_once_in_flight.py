@@ -5,12 +5,12 @@ exiting, and no later run sends the payout again. Exactly one order per key reac
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from cli_helpers import migrated, run_payhub, sql, write_site
-
 from payhub_giftcard.simulator import GiftCardSimulator
 
 API_KEY = "test-key"
@@ -51,7 +51,7 @@ def site(tmp_path: Path, db_url: str, sim: GiftCardSimulator, timeout: float, ex
     return write_site(tmp_path, db_url, body, deals=DEALS, payees=PAYEES)
 
 
-def run_once(config: Path):  # noqa: ANN201 - subprocess.CompletedProcess[str]
+def run_once(config: Path) -> subprocess.CompletedProcess[str]:
     return run_payhub("-c", str(config), "run", "--once", "--no-progress", env=os.environ)
 
 
