@@ -67,6 +67,7 @@ max_attempts = 1000
 retry_initial_seconds = 0.01
 retry_max_seconds = 0.05
 timeout_seconds = 5
+lookup_settle_seconds = 0  # "not found" is trusted at once: the simulator deduplicates by external_id
 settle_interval_seconds = 0.05
 
 [routing]
