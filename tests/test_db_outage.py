@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import invoke
+from cli_helpers import invoke, migrated
 from click.testing import Result
-from conftest import migrated
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.engine import make_url
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import invoke
+from cli_helpers import invoke, write_config
 from click.testing import Result
-from conftest import write_config
 from test_disburse import BASE, drain, schedule
 
 from payhub import provenance

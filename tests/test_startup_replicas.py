@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import migrated
+from cli_helpers import migrated
 from sqlalchemy import create_engine, insert, select, update
 
 from payhub import audit
