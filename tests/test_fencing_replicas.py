@@ -140,6 +140,7 @@ path = "ledger.sqlite"
 marker = "frozen"
 gate = "gate"
 timeout_seconds = 1
+lookup_settle_seconds = 0  # "not found" is trusted at once: the ledger drops a replayed key
 max_attempts = 5
 retry_initial_seconds = 0.01
 retry_max_seconds = 0.05

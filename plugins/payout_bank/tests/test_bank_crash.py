@@ -89,6 +89,7 @@ max_attempts = 100
 retry_initial_seconds = 0.01
 retry_max_seconds = 0.05
 timeout_seconds = 5
+lookup_settle_seconds = 0  # a killed process's file write cannot arrive later: "not found" is trusted at once
 
 [rails.bank.sepa]
 debtor_name = "Acme Vertriebs GmbH"
