@@ -25,6 +25,7 @@ class Guard:
         self.timeout = timeout
         self._stuck: threading.Thread | None = None
         self.stuck_on = ""  # what the abandoned call was doing, as the caller described it
+        self.stuck_sending = False  # whether the abandoned call may hand money to a provider
         self._started = 0.0  # monotonic time the abandoned call started
 
     @property
@@ -47,11 +48,11 @@ class Guard:
             self._stuck.join(min(left, 0.2))  # short slices, so that a stop request is seen
         return not self.busy
 
-    def call(self, fn: Callable[..., T], /, *args: Any, doing: str = "", **kwargs: Any) -> T:
+    def call(self, fn: Callable[..., T], /, *args: Any, doing: str = "", sending: bool = False, **kwargs: Any) -> T:
         """Return ``fn(*args, **kwargs)`` or re-raise its exception; raise PluginTimeout if it runs too long.
 
-        ``doing`` describes the call (for example ``send of payouts 17, 18``); an abandoned call keeps it in
-        :attr:`stuck_on`."""
+        ``doing`` describes the call (for example ``send of payouts 17, 18``) and ``sending`` says whether it may
+        hand money to a provider; an abandoned call keeps them in :attr:`stuck_on` and :attr:`stuck_sending`."""
         if self._stuck is not None:
             if self._stuck.is_alive():
                 raise PluginTimeout(f"{self.label}: an earlier call has not returned yet")
@@ -69,7 +70,7 @@ class Guard:
         thread.start()
         thread.join(self.timeout)
         if thread.is_alive():
-            self._stuck, self._started, self.stuck_on = thread, started, doing
+            self._stuck, self._started, self.stuck_on, self.stuck_sending = thread, started, doing, sending
             raise PluginTimeout(f"{self.label} did not answer within {self.timeout:g}s")
         if "error" in box:
             raise box["error"]

@@ -234,7 +234,7 @@ class Worker:
             guard = self.rt.guard(f"rail {name}", section.timeout_seconds)
             if not guard.busy or name in self.summary.running_calls:
                 continue
-            if name in self._waited and not guard.stuck_on.startswith("send "):
+            if name in self._waited and not guard.stuck_sending:
                 continue  # a lookup cannot pay anything: it is not worth waiting for twice
             self._waited.add(name)
             bound = max(0.0, section.in_flight_seconds - guard.stuck_for)

@@ -250,7 +250,8 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
     keys = [w.instruction.idempotency_key for w in batch]
     try:
         answered = {r.idempotency_key: r for r in guard.call(rail.send, [w.instruction for w in batch],
-                                                             doing=f"send of payouts {_ids(batch)}")}
+                                                             doing=f"send of payouts {_ids(batch)}",
+                                                             sending=True)}
         results = {k: answered.get(k) or RailResult(k, Outcome.UNKNOWN, reason="the rail returned no result")
                    for k in keys}
     except RetryableRailError as exc:
