@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import getpass
 import logging
 import os
@@ -66,6 +67,13 @@ class Runtime:
     def for_cli(cls, settings: Settings, actor: str | None = None) -> Runtime:
         """A runtime for CLI commands: audit entries signed by the operating-system user (or ``actor``)."""
         return cls(settings, actor=actor or f"user:{getpass.getuser()}", role="cli")
+
+    def as_actor(self, actor: str, origin: str) -> Runtime:
+        """This runtime (same engine, settings and plugins) writing audit entries as ``actor`` from ``origin``:
+        one per HTTP request, so that each token signs its own decisions."""
+        view = copy.copy(self)
+        view.writer = AuditWriter(actor=actor, origin=origin)
+        return view
 
     def load_plugins(self) -> None:
         self.plugins = load_plugins(self.settings)

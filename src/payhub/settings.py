@@ -359,6 +359,48 @@ class _EnvironmentSource(EnvSettingsSource):
         return json.loads(value, parse_float=JsonFloat)
 
 
+class HttpSettings(_Section):
+    """The HTTP face (docs/api.md): health, metrics, webhooks and API v1, served by ``payhub run`` when ``listen``
+    is set and by ``payhub serve``."""
+
+    listen: str | None = Field(
+        None, description="host:port to serve HTTP on (e.g. 127.0.0.1:8700); none: `payhub run` serves no HTTP.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, description="Largest request body accepted; larger ones get 413.")
+    read_timeout_seconds: float = Field(
+        10, gt=0, le=300, description="Time a client has to send a request body; then 408.")
+    max_connections: int = Field(
+        100, ge=1, le=10_000, description="Requests served at once; one more is answered 503 at once.")
+    auth_failures_per_minute: int = Field(
+        10, ge=1, le=10_000, description="Failed sign-ins per origin address per minute before it gets 429.")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For names the client's address.")
+    shutdown_grace_seconds: float = Field(
+        5, gt=0, le=HOUR, description="Time open requests get to finish when the server stops.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``listen`` as (host, port), or None."""
+        return split_listen(self.listen) if self.listen is not None else None
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8700`` for IPv6) as (host, port); port 0 takes a free one. ValueError names the problem."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8700)")
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     """Every payhub setting. Unknown keys are errors."""
 
@@ -374,6 +416,7 @@ class Settings(BaseSettings):
     payees: PayeesSettings = PayeesSettings()
     files: FilesSettings = FilesSettings()
     audit: AuditSettings = AuditSettings()
+    http: HttpSettings = HttpSettings()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     programs: dict[str, ProgramSection] = Field(default_factory=dict)
     rails: dict[str, RailSection] = Field(default_factory=dict)

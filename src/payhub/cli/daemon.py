@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -31,6 +32,9 @@ from payhub.logs import setup_logging
 from payhub.plugins import PluginStatus
 from payhub.runtime import Runtime
 from payhub.worker import Worker
+
+if TYPE_CHECKING:
+    from payhub.http.server import HttpServer
 
 log = logging.getLogger("payhub.daemon")
 
@@ -72,10 +76,13 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
 
     worker.observer = observe
     if not once:
+        server = _http(rt, worker)
         try:
             with display:
                 _serve(worker)
         finally:
+            if server is not None:
+                server.stop()
             rt.close()
         return
     try:
@@ -95,6 +102,17 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     code = _report_failures(failed_plugins, summary.failed_sources, summary.running_calls)
     if code:
         sys.exit(code)
+
+
+def _http(rt: Runtime, worker: Worker) -> HttpServer | None:
+    """The HTTP face, started when ``http.listen`` is set (the daemon only: ``--once`` serves nothing)."""
+    if rt.settings.http.listen is None:
+        return None
+    from payhub.http.server import HttpServer
+
+    server = HttpServer(rt, worker)
+    server.start()
+    return server
 
 
 def _report_failures(failed_plugins: list[PluginStatus], failed_sources: dict[str, str],

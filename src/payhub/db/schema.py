@@ -264,6 +264,8 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_audit_subject", "subject_type", "subject_id"),
     Index("ix_audit_at", "at"),
+    Index("ix_audit_actor", "actor", "seq"),
+    Index("ix_audit_action", "action", "seq"),
 )
 
 audit_head = Table(
@@ -272,4 +274,38 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),  # auditor, operator, admin
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 hex of the token; the token is not kept
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Column("last_used_at", UTCDateTime),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("delivery_id", String(200), primary_key=True),  # the sender's message id: a second delivery is refused
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_webhook_deliveries_received", "received_at"),
+)
+
+webhook_objects = Table(
+    "webhook_objects",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("source", String(100), nullable=False),
+    Column("object_id", String(500), nullable=False),  # an object a webhook named, read by the source's next fetch
+    Column("received_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "object_id"),
 )
