@@ -76,6 +76,9 @@ __all__ = [
     "Source",
     "SourceRecord",
     "TransientSourceError",
+    "WebhookRefused",
+    "WebhookRequest",
+    "WebhookResult",
     "UnknownOutcomeError",
     "hookimpl",
     "prepare_sqlite_file",
@@ -251,8 +254,76 @@ class Source(ABC):
     def fetch(self, cursor: str | None, limit: int) -> FetchResult:
         """Return at most ``limit`` records after ``cursor`` and the cursor to continue from."""
 
+    def webhook(self, request: WebhookRequest) -> WebhookResult:
+        """Optional: check and parse one delivery POSTed to ``/webhooks/<source name>``.
+
+        Verify its signature and freshness first, on the raw ``request.body``; raise :class:`WebhookRefused` for
+        anything that is not a genuine, well-formed delivery. Return the records it carries (stored at once, deduped
+        by key like fetched ones), or the ids of the objects it names (queued in the database and handed to
+        :meth:`read_objects` by the next poll of any replica), and the sender's delivery id when it has one (a
+        second delivery with the same id is refused). Runs in the HTTP server's threads, concurrently with
+        ``fetch``: keep it free of shared mutable state. Sources without webhooks do not override it (404).
+        """
+        raise NotImplementedError
+
+    def read_objects(self, object_ids: Sequence[str]) -> Sequence[SourceRecord]:
+        """Optional, with a :meth:`webhook` that returns ``object_ids``: read these objects now (at most the
+        source's ``batch_size``) and return their records. Called by the worker, never concurrently with
+        ``fetch``; ids that no longer exist return nothing. The ids are forgotten in the transaction that stores
+        the records, so a failure (raise as in ``fetch``) leaves them queued for the next poll."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections; called once at shutdown."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """A POST to ``/webhooks/<source name>`` as it arrived.
+
+    ``url`` is the URL the sender called (scheme and host as the client sent them, after trusted proxy headers;
+    a source whose signature covers the URL may let the admin set the public one). ``headers`` keep arrival order
+    and repeats, names in lower case. ``body`` is the raw body, at most ``http.max_body_bytes``. ``received_at``
+    is aware UTC.
+    """
+
+    method: str
+    url: str
+    headers: Sequence[tuple[str, str]]
+    body: bytes
+    received_at: datetime
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (any case), in arrival order."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key == wanted]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """What :meth:`Source.webhook` made of a genuine delivery: ``records`` to store now, ``object_ids`` to read on
+    the next poll, and the sender's ``delivery_id`` (unique per message, the same on a resend), remembered for a
+    day so that a replay is refused."""
+
+    records: Sequence[SourceRecord] = ()
+    object_ids: Sequence[str] = ()
+    delivery_id: str | None = None
+
+
+class WebhookRefused(Exception):
+    """A delivery that is not accepted. ``status``: 400 malformed, 401 signature or timestamp refused, 409
+    replayed, 413 too large, 422 understood but not usable; ``reason`` is answered to the sender and audited, so
+    it must not hold secrets."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 # ----------------------------------------------------------------------------------------------- calculators
