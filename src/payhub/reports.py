@@ -1,28 +1,60 @@
-"""Read-only listings for people and scripts (see :mod:`payhub.provenance` for ``explain`` and ``trace``).
-Each returns plain dicts."""
+"""Read-only listings for people, scripts and the HTTP API (see :mod:`payhub.provenance` for ``explain`` and
+``trace``, :mod:`payhub.audit_query` for the audit log's filters).
+
+Every listing is one query paged by keyset, never by offset: ``after`` gives the rows whose id is above it, in
+ascending id order, and ``limit`` caps how many (None: all of them). ``newest_first`` gives descending id order
+instead, from the newest row (the CLI's default view; it cannot be combined with ``after``). Each function runs its
+query at once and returns an iterator of plain dicts (keys in the order of its ``*_COLUMNS``) streamed from the
+database, ``STREAM_ROWS`` at a time, so a million rows cost flat memory; iterate it while ``conn`` is open. Amounts
+are exact decimal text beside their currency (or fund unit), times aware UTC datetimes.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from itertools import groupby, islice
+from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, func, select, tuple_, union_all
 
-from payhub import funds
+from payhub import funds as fund_math
+from payhub.audit_query import AuditFilters, iter_entries
 from payhub.clock import utcnow
-from payhub.db.schema import (
-    approvals,
-    audit_log,
-    calculations,
-    events,
-    fund_entries,
-    payouts,
-    program_versions,
-    rewards,
-)
+from payhub.db import schema as tables
 from payhub.money import from_minor
+
+STREAM_ROWS = 2000
+"""Rows fetched from the database at a time."""
+
+EventStatus = Literal["waiting", "ingested", "calculated", "quarantined"]
+EVENT_STATUSES: tuple[EventStatus, ...] = get_args(EventStatus)
+RewardStatus = Literal["awaiting_approval", "pending", "held", "carried", "scheduled", "sent", "paid", "cancelled"]
+REWARD_STATUSES: tuple[RewardStatus, ...] = get_args(RewardStatus)
+PayoutStatus = Literal["scheduled", "sending", "retrying", "unknown", "unresolved", "sent", "paid", "rejected",
+                       "returned", "failed", "held", "cancelled"]
+PAYOUT_STATUSES: tuple[PayoutStatus, ...] = get_args(PayoutStatus)
+Unrewarded = Literal["not_eligible", "failed"]
+"""The statuses of a calculation that paid nothing."""
+UNREWARDED: tuple[Unrewarded, ...] = get_args(Unrewarded)
+
+FundKey = tuple[str, str, str]
+"""A fund's identity and its place in the funds listing: (program, holder, unit)."""
+
+EVENT_COLUMNS = ["id", "key", "source", "object", "type", "occurred_at", "payee", "amount", "currency", "status",
+                 "reason"]
+REWARD_COLUMNS = ["id", "event", "program", "payee", "amount", "currency", "status", "approvals", "payout",
+                  "hold_code", "reason"]
+UNREWARDED_COLUMNS = ["calculation", "event", "object", "program", "version", "payee", "status", "reason",
+                      "calculated_at"]
+PAYOUT_COLUMNS = ["id", "payee", "rail", "amount", "currency", "items", "status", "attempts", "provider_ref",
+                  "reason", "route", "key"]
+FUND_COLUMNS = ["program", "holder", "unit", "credited", "spent", "expired", "balance", "next_expiry"]
+PROGRAM_VERSION_COLUMNS = ["id", "program", "version", "calculator", "params", "fingerprint", "created_at"]
+AUDIT_COLUMNS = ["seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail",
+                 "prev_hash", "hash"]
 
 
 def amount_text(minor: int, currency: str) -> str:
@@ -30,128 +62,167 @@ def amount_text(minor: int, currency: str) -> str:
     return str(from_minor(minor, currency))
 
 
-def list_events(conn: Connection, status: str | None = None, source: str | None = None,
-                limit: int = 100) -> list[dict[str, Any]]:
-    query = select(events).order_by(events.c.id.desc()).limit(limit)
+def _keyset(query: Select[Any], key: ColumnElement[Any], after: int | None, limit: int | None,
+            newest_first: bool) -> Select[Any]:
+    if newest_first and after is not None:
+        raise ValueError("newest_first lists from the newest row; it takes no 'after'")
+    if after is not None:
+        query = query.where(key > after)
+    query = query.order_by(key.desc() if newest_first else key)
+    return query.limit(limit) if limit is not None else query
+
+
+def _stream(conn: Connection, query: Select[Any]) -> Iterator[Row[Any]]:
+    return iter(conn.execution_options(yield_per=STREAM_ROWS).execute(query))
+
+
+def _rows(conn: Connection, query: Select[Any],
+          shape: Callable[[Row[Any]], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return map(shape, _stream(conn, query))
+
+
+def events(conn: Connection, *, status: str | None = None, source: str | None = None, after: int | None = None,
+           limit: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """Events (:data:`EVENT_COLUMNS`), by ``status`` and ``source``. ``object`` is ``type:id`` of the CRM record,
+    ``amount`` the exact text the source sent; waiting and quarantined events have their ``reason``."""
+    e = tables.events
+    query = select(e)
     if status:
-        query = query.where(events.c.status == status)
+        query = query.where(e.c.status == status)
     if source:
-        query = query.where(events.c.source == source)
-    return [{
+        query = query.where(e.c.source == source)
+    return _rows(conn, _keyset(query, e.c.id, after, limit, newest_first), lambda r: {
         "id": r.id, "key": r.key, "source": r.source, "object": f"{r.object_type}:{r.object_id}",
-        "type": r.event_type, "occurred_at": r.occurred_at, "payee": r.payee_id,
-        "amount": r.amount, "currency": r.currency, "status": r.status, "reason": r.reason,
-    } for r in conn.execute(query)]
+        "type": r.event_type, "occurred_at": r.occurred_at, "payee": r.payee_id, "amount": r.amount,
+        "currency": r.currency, "status": r.status, "reason": r.reason})
 
 
-def list_rewards(conn: Connection, status: str | None = None, payee: str | None = None,
-                 program: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Rewards newest first. ``approvals`` is ``given/needed`` for rewards that need approval (e.g. ``1/2``)."""
-    given = (select(func.count()).select_from(approvals).where(approvals.c.reward_id == rewards.c.id)
-             .correlate(rewards).scalar_subquery().label("approvals_given"))
-    query = select(rewards, given).order_by(rewards.c.id.desc()).limit(limit)
+def rewards(conn: Connection, *, status: str | None = None, payee: str | None = None, program: str | None = None,
+            after: int | None = None, limit: int | None = None,
+            newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """Rewards (:data:`REWARD_COLUMNS`), by ``status``, ``payee`` and ``program``. ``approvals`` is ``given/needed``
+    for rewards that need approval (e.g. ``1/2``), else None; ``reason`` is why a reward is held or carried."""
+    r_ = tables.rewards
+    given = (select(func.count()).select_from(tables.approvals).where(tables.approvals.c.reward_id == r_.c.id)
+             .correlate(r_).scalar_subquery().label("approvals_given"))
+    query = select(r_, given)
     if status:
-        query = query.where(rewards.c.status == status)
+        query = query.where(r_.c.status == status)
     if payee:
-        query = query.where(rewards.c.payee_id == payee)
+        query = query.where(r_.c.payee_id == payee)
     if program:
-        query = query.where(rewards.c.program == program)
-    return [{
+        query = query.where(r_.c.program == program)
+    return _rows(conn, _keyset(query, r_.c.id, after, limit, newest_first), lambda r: {
         "id": r.id, "event": r.event_id, "program": r.program, "payee": r.payee_id,
         "amount": amount_text(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
         "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
-        "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason,
-    } for r in conn.execute(query)]
+        "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason})
 
 
-UNREWARDED_COLUMNS = ["calculation", "event", "object", "program", "version", "payee", "status", "reason",
-                      "calculated_at"]
+def unrewarded(conn: Connection, *, status: Unrewarded | None = None, payee: str | None = None,
+               program: str | None = None, after: int | None = None, limit: int | None = None,
+               newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """Calculations that paid nothing (:data:`UNREWARDED_COLUMNS`): ``not_eligible`` or ``failed`` (``status``
+    picks one), with their reason; ``payee`` is the event's. Keyed by the calculation's id."""
+    c, e, v = tables.calculations, tables.events, tables.program_versions
 
+    def of(one: Unrewarded) -> Select[Any]:
+        query = (select(c.c.id, c.c.event_id, c.c.program, c.c.status, c.c.reason, c.c.calculated_at, v.c.version,
+                        e.c.object_type, e.c.object_id, e.c.payee_id)
+                 .join(e, e.c.id == c.c.event_id).join(v, v.c.id == c.c.program_version_id)
+                 .where(c.c.status == one))
+        if payee:
+            query = query.where(e.c.payee_id == payee)
+        if program:
+            query = query.where(c.c.program == program)
+        return _keyset(query, c.c.id, after, limit, newest_first)
 
-def list_unrewarded(conn: Connection, payee: str | None = None, program: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:
-    """Calculations that paid nothing (``not_eligible`` or ``failed``), newest first, with their reason; ``payee``
-    is the event's. Columns :data:`UNREWARDED_COLUMNS`."""
-    query = (select(calculations.c.id, calculations.c.event_id, calculations.c.program, calculations.c.status,
-                    calculations.c.reason, calculations.c.calculated_at, program_versions.c.version,
-                    events.c.object_type, events.c.object_id, events.c.payee_id)
-             .join(events, events.c.id == calculations.c.event_id)
-             .join(program_versions, program_versions.c.id == calculations.c.program_version_id)
-             .where(calculations.c.status.in_(("not_eligible", "failed")))
-             .order_by(calculations.c.id.desc()).limit(limit))
-    if payee:
-        query = query.where(events.c.payee_id == payee)
-    if program:
-        query = query.where(calculations.c.program == program)
-    return [{
+    if status is not None:
+        query = of(status)
+    else:  # one ordered index range per status, merged: each part reads at most `limit` rows
+        both = union_all(*(select(of(one).subquery()) for one in UNREWARDED)).subquery()
+        query = _keyset(select(both), both.c.id, None, limit, newest_first)
+    return _rows(conn, query, lambda r: {
         "calculation": r.id, "event": r.event_id, "object": f"{r.object_type}:{r.object_id}", "program": r.program,
         "version": r.version, "payee": r.payee_id, "status": r.status, "reason": r.reason,
-        "calculated_at": r.calculated_at,
-    } for r in conn.execute(query)]
+        "calculated_at": r.calculated_at})
 
 
-def list_funds(conn: Connection, program: str | None = None, holder: str | None = None,
-               at: datetime | None = None) -> list[dict[str, Any]]:
-    """Each fund (program, holder, unit) at ``at`` (default now): credited, spent, expired unspent, the balance
-    (oldest credits spent first, see :mod:`payhub.funds`) and when the next credit with something left lapses."""
-    at = at or utcnow()
-    query = select(fund_entries.c.program, fund_entries.c.holder_id, fund_entries.c.unit, fund_entries.c.occurred_at,
-                   fund_entries.c.amount, fund_entries.c.expires_at).where(fund_entries.c.occurred_at <= at)
-    if program:
-        query = query.where(fund_entries.c.program == program)
-    if holder:
-        query = query.where(fund_entries.c.holder_id == holder)
-    grouped: dict[tuple[str, str, str], list[funds.Entry]] = {}
-    for row in conn.execute(query.order_by(fund_entries.c.id)):
-        grouped.setdefault((row.program, row.holder_id, row.unit), []).append(
-            (row.occurred_at, Decimal(row.amount), row.expires_at))
-    found = []
-    for (name, holder_id, unit), entries in sorted(grouped.items()):
-        credited = sum((a for _t, a, _e in entries if a > 0), Decimal(0))
-        spent = -sum((a for _t, a, _e in entries if a < 0), Decimal(0))
-        fund = funds.replay(entries, at)
-        left = fund.balance(at)
-        found.append({"program": name, "holder": holder_id, "unit": unit, "credited": funds.unit_text(credited, unit),
-                      "spent": funds.unit_text(spent, unit),
-                      "expired": funds.unit_text(max(credited - spent - left, Decimal(0)), unit),
-                      "balance": funds.unit_text(left, unit), "next_expiry": fund.next_expiry(at)})
-    return found
-
-
-def list_payouts(conn: Connection, status: str | None = None, rail: str | None = None,
-                 limit: int = 100) -> list[dict[str, Any]]:
-    query = select(payouts).order_by(payouts.c.id.desc()).limit(limit)
+def payouts(conn: Connection, *, status: str | None = None, rail: str | None = None, payee: str | None = None,
+            after: int | None = None, limit: int | None = None,
+            newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """Payouts (:data:`PAYOUT_COLUMNS`), by ``status``, ``rail`` and ``payee``: ``items`` is how many rewards it
+    carries, ``reason`` its last reason, ``route`` why it went to its rail, ``key`` its idempotency key."""
+    p = tables.payouts
+    query = select(p)
     if status:
-        query = query.where(payouts.c.status == status)
+        query = query.where(p.c.status == status)
     if rail:
-        query = query.where(payouts.c.rail == rail)
-    return [{
+        query = query.where(p.c.rail == rail)
+    if payee:
+        query = query.where(p.c.payee_id == payee)
+    return _rows(conn, _keyset(query, p.c.id, after, limit, newest_first), lambda r: {
         "id": r.id, "payee": r.payee_id, "rail": r.rail, "amount": amount_text(r.amount_minor, r.currency),
         "currency": r.currency, "items": r.item_count, "status": r.status, "attempts": r.attempts,
-        "provider_ref": r.provider_ref, "reason": r.reason, "route": r.route_reason, "key": r.idempotency_key,
-    } for r in conn.execute(query)]
+        "provider_ref": r.provider_ref, "reason": r.reason, "route": r.route_reason, "key": r.idempotency_key})
+
+
+def funds(conn: Connection, *, program: str | None = None, holder: str | None = None, at: datetime | None = None,
+          after: FundKey | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Each fund (program, holder, unit) at ``at`` (default now) (:data:`FUND_COLUMNS`): credited, spent, expired
+    unspent, the balance (oldest credits spent first, see :mod:`payhub.funds`) and when the next credit with
+    something left lapses. Ordered by :data:`FundKey` (the database's text order); ``after`` is the key of the
+    last fund seen. Only one fund's entries are held at a time."""
+    f = tables.fund_entries
+    at = at or utcnow()
+    query = (select(f.c.program, f.c.holder_id, f.c.unit, f.c.occurred_at, f.c.amount, f.c.expires_at)
+             .where(f.c.occurred_at <= at).order_by(f.c.program, f.c.holder_id, f.c.unit, f.c.id))
+    if program:
+        query = query.where(f.c.program == program)
+    if holder:
+        query = query.where(f.c.holder_id == holder)
+    if after is not None:
+        query = query.where(tuple_(f.c.program, f.c.holder_id, f.c.unit) > tuple_(*after))
+    grouped = groupby(_stream(conn, query), key=lambda r: (r.program, r.holder_id, r.unit))
+    found = (_fund(key, ((r.occurred_at, Decimal(r.amount), r.expires_at) for r in rows), at) for key, rows in grouped)
+    return islice(found, limit) if limit is not None else found
+
+
+def _fund(key: FundKey, entries: Iterable[fund_math.Entry], at: datetime) -> dict[str, Any]:
+    program, holder, unit = key
+    held = list(entries)
+    credited = sum((a for _t, a, _e in held if a > 0), Decimal(0))
+    spent = -sum((a for _t, a, _e in held if a < 0), Decimal(0))
+    fund = fund_math.replay(held, at)
+    left = fund.balance(at)
+    return {"program": program, "holder": holder, "unit": unit, "credited": fund_math.unit_text(credited, unit),
+            "spent": fund_math.unit_text(spent, unit),
+            "expired": fund_math.unit_text(max(credited - spent - left, Decimal(0)), unit),
+            "balance": fund_math.unit_text(left, unit), "next_expiry": fund.next_expiry(at)}
+
+
+def program_versions(conn: Connection, *, program: str | None = None, after: int | None = None,
+                     limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Program versions (:data:`PROGRAM_VERSION_COLUMNS`), by ``program``: each change of a program's settings is
+    a new version; ``params`` is the program's section as it was (a JSON object)."""
+    v = tables.program_versions
+    query = select(v).where(v.c.program == program) if program else select(v)
+    return _rows(conn, _keyset(query, v.c.id, after, limit, False), lambda r: {
+        "id": r.id, "program": r.program, "version": r.version, "calculator": r.calculator,
+        "params": json.loads(r.params), "fingerprint": r.fingerprint, "created_at": r.created_at})
+
+
+def audit_entries(conn: Connection, filters: AuditFilters, *, after: int | None = None,
+                  limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Audit entries matching ``filters`` above sequence number ``after``, oldest first (:data:`AUDIT_COLUMNS`),
+    with ``detail`` parsed (a JSON object) and ``at`` the canonical UTC text the chain hashes."""
+    return ({**row, "detail": json.loads(row["detail"])}
+            for row in iter_entries(conn, filters, after=after, limit=limit))
 
 
 def query_audit(conn: Connection, *, since: datetime | None = None, until: datetime | None = None,
                 actor: str | None = None, action: str | None = None, subject: str | None = None,
                 limit: int | None = None) -> list[dict[str, Any]]:
-    """Audit entries in order. ``subject`` is ``type:id`` or a bare id; ``action`` may end in ``*``."""
-    from payhub.clock import isoformat
-
-    query = select(audit_log).order_by(audit_log.c.seq)
-    if since:
-        query = query.where(audit_log.c.at >= isoformat(since))
-    if until:
-        query = query.where(audit_log.c.at < isoformat(until))
-    if actor:
-        query = query.where(audit_log.c.actor == actor)
-    if action:
-        query = query.where(audit_log.c.action.like(action.replace("*", "%")) if "*" in action
-                            else audit_log.c.action == action)
-    if subject:
-        stype, sep, sid = subject.partition(":")
-        query = query.where(audit_log.c.subject_type == stype, audit_log.c.subject_id == sid) if sep else \
-            query.where(audit_log.c.subject_id == subject)
-    if limit:
-        query = query.limit(limit)
-    return [{**dict(r._mapping), "detail": json.loads(r.detail)} for r in conn.execute(query)]
+    """Audit entries in order, as a list (:func:`audit_entries` streams them). ``subject`` is ``type:id`` or a bare
+    id; ``action`` may end in ``*``."""
+    return list(audit_entries(conn, AuditFilters(since, until, actor, action, subject), limit=limit))

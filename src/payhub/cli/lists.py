@@ -18,9 +18,22 @@ from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
 
-limit_option = click.option("--limit", type=LIMIT, default=100, show_default=True,
-                            help="Newest rows first, at most this many.")
+AFTER = click.IntRange(0, MAX_ID)
+TABLE_LIMIT = 100
+"""Rows a table shows when no ``--limit`` is given."""
+
+limit_option = click.option("--limit", type=LIMIT, help=f"At most this many rows [default: {TABLE_LIMIT} in a table, "
+                            "all in JSON and CSV].")
+after_option = click.option("--after", type=AFTER, metavar="ID",
+                            help="Rows with an id above ID, oldest first [default: the newest rows first].")
 format_option = click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+
+
+def _page(fmt: str, limit: int | None, after: int | None) -> dict[str, Any]:
+    """The paging arguments of a listing: newest first without ``--after``; a table shows ``TABLE_LIMIT`` rows by
+    default, JSON and CSV every row (streamed)."""
+    return {"after": after, "limit": limit if limit is not None or fmt != "table" else TABLE_LIMIT,
+            "newest_first": after is None}
 
 
 @main.group()
@@ -29,19 +42,21 @@ def events() -> None:
 
 
 @events.command("list")
-@click.option("--status", type=click.Choice(["waiting", "ingested", "calculated", "quarantined"]))
+@click.option("--status", type=click.Choice(reports.EVENT_STATUSES))
 @click.option("--source")
 @limit_option
+@after_option
 @format_option
 @pass_ctx
 @fail_cleanly
-def events_list(ctx: Context, status: str | None, source: str | None, limit: int, fmt: str) -> None:
+def events_list(ctx: Context, status: str | None, source: str | None, limit: int | None, after: int | None,
+                fmt: str) -> None:
     """List events; waiting and quarantined ones show their reason."""
+    columns = reports.EVENT_COLUMNS if fmt != "table" else ["id", "source", "object", "type", "payee", "amount",
+                                                            "currency", "status", "reason"]
     with ctx.runtime().engine.connect() as conn:
-        rows = reports.list_events(conn, status, source, limit)
-    columns = None if fmt != "table" else ["id", "source", "object", "type", "payee", "amount", "currency",
-                                           "status", "reason"]
-    render(rows, fmt, columns, title="events")
+        render(reports.events(conn, status=status, source=source, **_page(fmt, limit, after)), fmt, columns,
+               title="events")
 
 
 @main.group()
@@ -49,37 +64,37 @@ def rewards() -> None:
     """Rewards calculated from events."""
 
 
-REWARD_STATUSES = ["awaiting_approval", "pending", "held", "carried", "scheduled", "sent", "paid", "cancelled"]
 reward_ids_argument = click.argument("reward_ids", nargs=-1, type=ROW_ID, required=True)
 
 
 @rewards.command("list")
-@click.option("--status", type=click.Choice(REWARD_STATUSES))
+@click.option("--status", type=click.Choice(reports.REWARD_STATUSES))
 @click.option("--payee", help="Rewards of this payee (with --not-eligible: events whose payee it is).")
 @click.option("--program")
 @click.option("--not-eligible", "unrewarded", is_flag=True,
               help="Instead of rewards, list the calculations that paid nothing (not_eligible or failed) and why.")
 @limit_option
+@after_option
 @format_option
 @pass_ctx
 @fail_cleanly
 def rewards_list(ctx: Context, status: str | None, payee: str | None, program: str | None, unrewarded: bool,
-                 limit: int, fmt: str) -> None:
+                 limit: int | None, after: int | None, fmt: str) -> None:
     """List rewards; awaiting ones show their approvals, held and carried ones why. --not-eligible lists the
-    calculations that paid nothing instead, with their reason."""
+    calculations that paid nothing instead, with their reason (--after is then a calculation id)."""
     if unrewarded and status:
         raise click.UsageError("--status filters rewards; --not-eligible lists calculations without one")
+    page = _page(fmt, limit, after)
     with ctx.runtime().engine.connect() as conn:
         if unrewarded:
-            rows = reports.list_unrewarded(conn, payee, program, limit)
-        else:
-            rows = reports.list_rewards(conn, status, payee, program, limit)
-    if unrewarded:
-        render(rows, fmt, reports.UNREWARDED_COLUMNS, title="calculations that paid nothing")
-        return
-    columns = None if fmt != "table" else ["id", "event", "program", "payee", "amount", "currency", "status",
-                                           "approvals", "payout", "reason"]
-    render(rows, fmt, columns, title="rewards")
+            render(reports.unrewarded(conn, payee=payee, program=program, **page), fmt, reports.UNREWARDED_COLUMNS,
+                   title="calculations that paid nothing")
+            return
+        columns = reports.REWARD_COLUMNS if fmt != "table" else ["id", "event", "program", "payee", "amount",
+                                                                 "currency", "status", "approvals", "payout",
+                                                                 "reason"]
+        render(reports.rewards(conn, status=status, payee=payee, program=program, **page), fmt, columns,
+               title="rewards")
 
 
 @rewards.command("approve")
@@ -150,7 +165,7 @@ def funds_list(ctx: Context, program: str | None, holder: str | None, at_text: s
     except InvalidRecord as exc:
         raise PayhubError(f"--at: {exc}") from None
     with ctx.runtime().engine.connect() as conn:
-        render(reports.list_funds(conn, program, holder, at), fmt, title="funds")
+        render(reports.funds(conn, program=program, holder=holder, at=at), fmt, reports.FUND_COLUMNS, title="funds")
 
 
 @main.group()
@@ -175,20 +190,22 @@ def payouts() -> None:
 
 
 @payouts.command("list")
-@click.option("--status", type=click.Choice(["scheduled", "sending", "retrying", "unknown", "unresolved", "sent",
-                                             "paid", "rejected", "returned", "failed", "held", "cancelled"]))
+@click.option("--status", type=click.Choice(reports.PAYOUT_STATUSES))
 @click.option("--rail")
+@click.option("--payee")
 @limit_option
+@after_option
 @format_option
 @pass_ctx
 @fail_cleanly
-def payouts_list(ctx: Context, status: str | None, rail: str | None, limit: int, fmt: str) -> None:
+def payouts_list(ctx: Context, status: str | None, rail: str | None, payee: str | None, limit: int | None,
+                 after: int | None, fmt: str) -> None:
     """List payouts with their state, attempts and last reason."""
+    columns = reports.PAYOUT_COLUMNS if fmt != "table" else ["id", "payee", "rail", "amount", "currency", "items",
+                                                             "status", "attempts", "provider_ref", "reason"]
     with ctx.runtime().engine.connect() as conn:
-        rows = reports.list_payouts(conn, status, rail, limit)
-    columns = None if fmt != "table" else ["id", "payee", "rail", "amount", "currency", "items", "status",
-                                           "attempts", "provider_ref", "reason"]
-    render(rows, fmt, columns, title="payouts")
+        render(reports.payouts(conn, status=status, rail=rail, payee=payee, **_page(fmt, limit, after)), fmt,
+               columns, title="payouts")
 
 
 @payouts.command("resolve")
