@@ -45,13 +45,14 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
 
     for router in _routers():
         app.include_router(router)
-    app.add_middleware(RequestAudit, rt=rt)
+    # The last added runs first: the audit entry records every answer, the limits' refusals included.
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes, read_timeout=settings.read_timeout_seconds)
+    app.add_middleware(RequestAudit, rt=rt)
     return app
 
 
 def _routers() -> list[Any]:
     """The routers of the app, each in its own module."""
-    from payhub.http import routes_health
+    from payhub.http import routes_health, routes_tokens
 
-    return [routes_health.router]
+    return [routes_health.router, routes_tokens.router]

@@ -1,28 +1,41 @@
-"""Every API and webhook request writes an audit entry before its answer leaves (pure ASGI middleware).
+"""Every API and webhook request writes an audit entry before its answer leaves (pure ASGI middleware, outermost).
 
 The entry (action ``api.request``, subject ``api`` / the path) names the token (actor ``token:<name>``, or
 ``anonymous``), the origin (``http@<client address>``), what was asked (method, path, query parameters) and the
 outcome: ``ok`` (status below 400), ``denied`` (401, 403, 429), ``refused`` (another 4xx) or ``error`` (5xx), with
-the status and, for refusals, why. A token is never recorded. When the entry cannot be written the client gets 503
-instead of its answer: nothing is served unaudited. The probes (``/healthz``, ``/readyz``, ``/metrics``) are not
-audited.
+the status and, for refusals, why. A token is never recorded: anything shaped like one in the path or the query is
+masked (:func:`payhub.tokens.redact`), as is any query parameter named like a secret, and the Authorization header
+is not recorded at all. The token's ``last_used_at`` is written in the same transaction, at most once a minute.
+
+When the entry cannot be written the client gets 503 instead of its answer, and the route's answer is dropped:
+nothing is served unaudited. A route that raises is recorded as a 500 before the error is answered. The probes
+(``/healthz``, ``/readyz``, ``/metrics``) are not audited, and neither are the throttled requests of an origin
+after its first one in a minute (:mod:`payhub.http.auth`).
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from payhub.clock import utcnow
 from payhub.http.limits import client_address
 from payhub.runtime import Runtime
+from payhub.tokens import Principal, redact, touch
 
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_QUERY_TEXT = 2000
+MAX_PATH_TEXT = 600
+SECRET_PARAMETERS = frozenset({"token", "access_token", "api_key", "apikey", "key", "secret", "password",
+                               "authorization"})
+MASK = "**********"
+UNRECORDED = b'{"error":"the request could not be recorded in the audit log; try again"}'
 
 
 def outcome_of(status: int) -> str:
@@ -36,20 +49,20 @@ def outcome_of(status: int) -> str:
 def _query(scope: Scope) -> dict[str, Any]:
     raw = scope.get("query_string", b"").decode("latin-1")
     if len(raw) > MAX_QUERY_TEXT:
-        return {"query_text": raw[:MAX_QUERY_TEXT], "truncated": True}
-    from urllib.parse import parse_qsl
-
-    pairs = parse_qsl(raw, keep_blank_values=True)
-    query: dict[str, Any] = {}
-    for key, value in pairs:
-        if key.lower() in ("token", "access_token"):  # never a secret, whatever a client puts in its URL
-            value = "**********"
-        query.setdefault(key, []).append(value)
+        return {"query_text": redact(unquote(raw))[:MAX_QUERY_TEXT], "truncated": True}
+    query: dict[str, list[str]] = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        secret = key.strip().lower().replace("-", "_") in SECRET_PARAMETERS
+        query.setdefault(redact(key), []).append(MASK if secret else redact(value))
     return {k: v[0] if len(v) == 1 else v for k, v in query.items()}
 
 
+class _Unrecorded(Exception):
+    """The audit entry could not be written; the client was answered 503."""
+
+
 class RequestAudit:
-    """Writes the ``api.request`` entry of each request when its answer starts."""
+    """Writes the ``api.request`` entry of each request when its answer starts (or when its route fails)."""
 
     def __init__(self, app: ASGIApp, rt: Runtime) -> None:
         self.app = app
@@ -59,41 +72,62 @@ class RequestAudit:
         if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
-        swallowed = False
+        started = False
+        unrecorded = False
+
+        async def record(status: int) -> bool:
+            """Write the entry; False (the client answered 503) when it cannot be written."""
+            nonlocal unrecorded
+            state = scope.get("state") or {}
+            if not state.get("audit", True):
+                return True
+            try:
+                await anyio.to_thread.run_sync(self._write, scope, state, status)
+                return True
+            except Exception:  # noqa: BLE001 - answered 503 below
+                log.exception("the audit entry of %s %s could not be written", scope["method"],
+                              redact(scope["path"])[:MAX_PATH_TEXT])
+            unrecorded = True
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(UNRECORDED)).encode()), (b"retry-after", b"5"),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": UNRECORDED})
+            return False
 
         async def audited_send(message: Message) -> None:
-            nonlocal swallowed
-            if swallowed:
-                return
+            nonlocal started
+            if unrecorded:
+                raise _Unrecorded
             if message["type"] == "http.response.start":
-                state = scope.get("state") or {}
-                if state.get("audit", True):
-                    try:
-                        await anyio.to_thread.run_sync(self._write, scope, state, int(message["status"]))
-                    except Exception:  # noqa: BLE001 - answered 503 below
-                        log.exception("the audit entry of %s %s could not be written", scope["method"], scope["path"])
-                        swallowed = True
-                        body = b'{"error":"the request could not be recorded in the audit log; try again"}'
-                        await send({"type": "http.response.start", "status": 503,
-                                    "headers": [(b"content-type", b"application/json"),
-                                                (b"content-length", str(len(body)).encode()),
-                                                (b"retry-after", b"5")]})
-                        await send({"type": "http.response.body", "body": body})
-                        return
+                started = True
+                if not await record(int(message["status"])):
+                    raise _Unrecorded
             await send(message)
 
-        await self.app(scope, receive, audited_send)
+        try:
+            await self.app(scope, receive, audited_send)
+        except Exception:
+            if unrecorded:  # the route stopped because its answer could not be sent: it was answered 503
+                return
+            if not started:
+                started = True
+                if not await record(500):
+                    return
+            raise
 
     def _write(self, scope: Scope, state: dict[str, Any], status: int) -> None:
-        principal = state.get("principal")
+        principal: Principal | None = state.get("principal")
         actor = principal.actor if principal is not None else state.get("actor", "anonymous")
         detail: dict[str, Any] = {"method": scope["method"], "status": status}
         query = _query(scope)
         if query:
             detail["query"] = query
         if state.get("refusal"):
-            detail["reason"] = state["refusal"]
+            detail["reason"] = redact(str(state["refusal"]))
         detail.update(state.get("audit_detail") or {})
         rt = self.rt.as_actor(actor, f"http@{client_address(scope)}")
         with rt.transaction() as tx:
-            tx.audit("api.request", "api", scope["path"][:600], detail, outcome=outcome_of(status))
+            if principal is not None:
+                touch(tx.conn, principal, utcnow())
+            tx.audit("api.request", "api", redact(scope["path"])[:MAX_PATH_TEXT], detail, outcome=outcome_of(status))

@@ -1,9 +1,11 @@
 """Request limits applied before any route reads a body: size and read time (pure ASGI middleware).
 
-A ``Content-Length`` above ``max_body`` is answered 413 without reading the body; a body without one (chunked) is
-counted as it arrives and cut off with 413 once it passes the limit. The whole body must arrive within
-``read_timeout`` seconds of the request's start, else 408: a deadline, so a client trickling bytes is cut off like a
-silent one.
+A ``Content-Length`` above ``max_body`` is answered 413 without reading the body; one that is not a plain decimal
+number, two that differ, or one beside ``Transfer-Encoding`` is answered 400 (a body whose length two readers could
+disagree on). A body without one (chunked) is counted as it arrives and cut off with 413 once it passes the limit.
+The whole body must arrive within ``read_timeout`` seconds of the request's start, else 408: a deadline, so a client
+trickling bytes is cut off like a silent one. Once the body is complete nothing is timed any more (a streamed answer
+may take as long as it needs). These answers close the connection.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_LENGTH_DIGITS = 15
 
 
 class BodyTooLarge(Exception):
@@ -32,8 +36,24 @@ async def _answer(send: Send, status: int, error: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None | str:
+    """The body length the headers declare: a number, None when they declare none, or why they cannot be trusted."""
+    lengths = {value.strip() for name, value in headers if name.lower() == b"content-length"}
+    if not lengths:
+        return None
+    if len(lengths) > 1:
+        return "conflicting Content-Length headers"
+    if any(name.lower() == b"transfer-encoding" for name, _ in headers):
+        return "Content-Length with Transfer-Encoding"
+    text = lengths.pop()
+    if not (text.isdigit() and text.isascii()) or len(text) > MAX_LENGTH_DIGITS:  # bytes: ASCII digits only
+        return "Content-Length is not a number"
+    return int(text)
+
+
 class RequestLimits:
-    """Refuses bodies larger than ``max_body`` bytes (413) or slower than ``read_timeout`` seconds (408)."""
+    """Refuses bodies larger than ``max_body`` bytes (413) or slower than ``read_timeout`` seconds (408), and
+    Content-Length headers that are not one plain number (400)."""
 
     def __init__(self, app: ASGIApp, max_body: int, read_timeout: float) -> None:
         self.app = app
@@ -44,49 +64,59 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None:
-            text = length.decode("latin-1").strip()
-            if not text.isdigit() or len(text) > 15:
-                await _answer(send, 400, "Content-Length is not a number")
-                return
-            if int(text) > self.max_body:
-                await _answer(send, 413, f"body larger than {self.max_body} bytes")
-                return
+        length = declared_length(list(scope.get("headers") or []))
+        if isinstance(length, str):
+            await _answer(send, 400, length)
+            return
+        if length is not None and length > self.max_body:
+            await _answer(send, 413, f"body larger than {self.max_body} bytes")
+            return
         deadline = time.monotonic() + self.read_timeout
         received = 0
+        complete = False
+        cut: tuple[int, str] | None = None  # the answer owed once the body was cut off
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BodyTimeout
-            with anyio.move_on_after(left) as scope_:
+            nonlocal received, complete, cut
+            if complete:
+                return await receive()
+            message: Message | None = None
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
                 message = await receive()
-            if scope_.cancelled_caught:
+            if message is None:
+                cut = (408, f"request body not complete within {self.read_timeout:g} s")
                 raise BodyTimeout
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    cut = (413, f"body larger than {self.max_body} bytes")
                     raise BodyTooLarge
+                complete = not message.get("more_body", False)
+            else:
+                complete = True  # disconnected
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def limited_send(message: Message) -> None:
             nonlocal started
+            if cut is not None:  # the app answered the cut-off body itself (FastAPI turns it into 400): ours wins
+                if not started:
+                    started = True
+                    await _answer(send, *cut)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await _answer(send, 413, f"body larger than {self.max_body} bytes")
-        except BodyTimeout:
-            if not started:
-                await _answer(send, 408, f"request body not complete within {self.read_timeout:g} s")
+            await self.app(scope, limited_receive, limited_send)
+        except (BodyTooLarge, BodyTimeout):
+            pass
+        except Exception:
+            if cut is None:
+                raise
+        if cut is not None and not started:
+            await _answer(send, *cut)
 
 
 def client_address(scope: Scope | dict[str, Any]) -> str:
