@@ -108,6 +108,7 @@ events = Table(
     Index("ix_events_status_occurred", "status", "occurred_at"),  # future-dated events wait for their date
     Index("ix_events_object", "source", "object_type", "object_id"),
     Index("ix_events_partner", "partner_id", "occurred_at"),
+    Index("ix_events_source_id", "source", "id"),  # listings by source, paged by id
 )
 
 program_versions = Table(
@@ -136,6 +137,7 @@ calculations = Table(
     Column("calculated_at", UTCDateTime, nullable=False),
     UniqueConstraint("program", "event_id"),  # invariant 2: calculated once per (program, event)
     Index("ix_calculations_event", "event_id"),
+    Index("ix_calculations_status_id", "status", "id"),  # what paid nothing, paged by id
 )
 
 rewards = Table(
@@ -167,6 +169,10 @@ rewards = Table(
     Index("ix_rewards_payout", "payout_id"),
     Index("ix_rewards_program_payee", "program", "payee_id"),
     Index("ix_rewards_budget", "budget_key"),
+    # listings by status, payee or program, paged by id
+    Index("ix_rewards_status_id", "status", "id"),
+    Index("ix_rewards_payee_id", "payee_id", "id"),
+    Index("ix_rewards_program_id", "program", "id"),
 )
 
 approvals = Table(
@@ -222,6 +228,10 @@ payouts = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("checked_at", UTCDateTime),
     Index("ix_payouts_status_rail", "status", "rail"),
+    # listings by status, rail or payee, paged by id
+    Index("ix_payouts_status_id", "status", "id"),
+    Index("ix_payouts_rail_id", "rail", "id"),
+    Index("ix_payouts_payee_id", "payee_id", "id"),
 )
 
 payout_items = Table(
@@ -266,6 +276,7 @@ audit_log = Table(
     Index("ix_audit_at", "at"),
     Index("ix_audit_actor", "actor", "seq"),
     Index("ix_audit_action", "action", "seq"),
+    Index("ix_audit_subject_seq", "subject_id", "seq"),  # by subject (type:id or a bare id), in chain order
 )
 
 audit_head = Table(

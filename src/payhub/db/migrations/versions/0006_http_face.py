@@ -1,4 +1,5 @@
-"""the HTTP face: API tokens, webhook deliveries and the objects webhooks named; audit filters by actor and action
+"""the HTTP face: API tokens, webhook deliveries and the objects webhooks named; audit filters by actor and action;
+listings paged by id under each filter
 
 Revision ID: 0006
 Revises: 0005
@@ -15,6 +16,19 @@ branch_labels = None
 depends_on = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
+
+# Listings filter by one column and page by id (keyset): each filter has an index in id order.
+LISTING_INDEXES = [
+    ('ix_events_source_id', 'events', ['source', 'id']),
+    ('ix_calculations_status_id', 'calculations', ['status', 'id']),
+    ('ix_rewards_status_id', 'rewards', ['status', 'id']),
+    ('ix_rewards_payee_id', 'rewards', ['payee_id', 'id']),
+    ('ix_rewards_program_id', 'rewards', ['program', 'id']),
+    ('ix_payouts_status_id', 'payouts', ['status', 'id']),
+    ('ix_payouts_rail_id', 'payouts', ['rail', 'id']),
+    ('ix_payouts_payee_id', 'payouts', ['payee_id', 'id']),
+    ('ix_audit_subject_seq', 'audit_log', ['subject_id', 'seq']),
+]
 
 
 def upgrade() -> None:
@@ -52,9 +66,13 @@ def upgrade() -> None:
     )
     op.create_index('ix_audit_actor', 'audit_log', ['actor', 'seq'])
     op.create_index('ix_audit_action', 'audit_log', ['action', 'seq'])
+    for name, table, columns in LISTING_INDEXES:
+        op.create_index(name, table, columns)
 
 
 def downgrade() -> None:
+    for name, table, _columns in reversed(LISTING_INDEXES):
+        op.drop_index(name, table_name=table)
     op.drop_index('ix_audit_action', table_name='audit_log')
     op.drop_index('ix_audit_actor', table_name='audit_log')
     op.drop_table('webhook_objects')
