@@ -53,6 +53,13 @@ def not_before(cursor: str | None) -> int | None:
     return Cursor.decode(cursor, 0).nb
 
 
+def hold(rt: Runtime, wall: WallClock) -> None:
+    """Give the runtime's source the test's wall clock."""
+    source = rt.plugins.sources["hs"]
+    assert isinstance(source, HubSpotSource)
+    source.wall_clock = wall
+
+
 def waiting_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if "no request" in r.getMessage()]
 
@@ -126,7 +133,7 @@ def test_the_daemon_stores_the_wait_and_a_restarted_daemon_keeps_it(
     deal = sim.add_deal(at_ms=sim.now_ms() - HOUR)
     sim.fail(SEARCH_PATH, 429, times=1, headers={"Retry-After": "3000"})
     rt = make_runtime()
-    rt.plugins.sources["hs"].wall_clock = wall
+    hold(rt, wall)
     assert poll(rt, "hs") == 0
 
     def stored() -> tuple[str | None, str, str | None]:
@@ -140,7 +147,7 @@ def test_the_daemon_stores_the_wait_and_a_restarted_daemon_keeps_it(
     asked = len(sim.requests)
     rt.close()
     rt = make_runtime()  # a restart: a new source, the cursor from the database
-    rt.plugins.sources["hs"].wall_clock = wall
+    hold(rt, wall)
     wall.now += 2999
     assert poll(rt, "hs") == 0 and len(sim.requests) == asked and stored() == (cursor, "ok", None)
     wall.now += 1

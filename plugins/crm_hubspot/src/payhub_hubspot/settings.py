@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -14,6 +15,9 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
 DEFAULT_TOKEN_PATH = "/oauth/2026-03/token"
 """HubSpot's date-versioned OAuth token endpoint (the v1 endpoint ``/oauth/v1/token`` is retired on 2027-02-16)."""
+MOVED_TO_HTTP = frozenset({"webhook_port", "webhook_host", "webhook_path", "webhook_max_body_bytes",
+                           "webhook_read_timeout_seconds", "webhook_max_connections", "webhook_replay_cache_size"})
+"""Keys of the source's former webhook listener; payhub's HTTP face (``[http]``) serves webhooks now."""
 
 
 class HubSpotSettings(PluginSettings):
@@ -113,35 +117,29 @@ class HubSpotSettings(PluginSettings):
                                 "the next one resumes from the stored cursor.")
 
     # ------------------------------------------------------------------------------------------ webhooks
-    webhook_port: int | None = Field(
-        None, ge=0, le=65535,
-        description="Start the webhook receiver on this port (0: any free port). None: no receiver.")
-    webhook_host: str = Field("127.0.0.1", description="Address the webhook receiver listens on.")
-    webhook_path: str = Field("/hubspot/webhooks", description="Path the webhook receiver accepts POSTs on.")
     webhook_url: str | None = Field(
-        None, description="The target URL as configured in HubSpot (behind a proxy); signatures are computed over "
-                          "it. Default: `http://<Host header><path>` of the request.")
+        None, description="The webhook target URL exactly as configured in HubSpot (https://<your host>/webhooks/"
+                          "<source name>); signatures are computed over it. Default: the URL the request reached "
+                          "payhub's HTTP face at.")
     webhook_secret: SecretStr | None = Field(
         None, description="Key of the v3 signatures; default `client_secret` (the app's client secret).")
     webhook_max_age_seconds: float = Field(
         300.0, gt=0, le=3600, allow_inf_nan=False,
-        description="Reject webhook requests whose X-HubSpot-Request-Timestamp is older (or further ahead) than "
-                    "this (HubSpot: 5 minutes); also how long a delivery is remembered to refuse its replays.")
-    webhook_max_body_bytes: int = Field(
-        1 << 20, ge=1024, le=16 << 20,
-        description="Largest webhook body accepted (HubSpot sends at most 100 events, a few tens of KB); larger "
-                    "bodies get 413 without being read.")
-    webhook_read_timeout_seconds: float = Field(
-        10.0, gt=0, le=300, allow_inf_nan=False,
-        description="Time a webhook client has to send its whole request (headers and body) from connecting; "
-                    "then the connection is closed (408 if its headers were read).")
-    webhook_max_connections: int = Field(
-        32, ge=1, le=1024,
-        description="Webhook connections served at once; one more is answered 503 and closed at once.")
-    webhook_replay_cache_size: int = Field(
-        10_000, ge=100, le=1_000_000,
-        description="Deliveries remembered (for webhook_max_age_seconds) to refuse exact replays; the oldest is "
-                    "forgotten first when full.")
+        description="Refuse webhook requests whose X-HubSpot-Request-Timestamp is older (or further ahead) than "
+                    "this (HubSpot: 5 minutes).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, value: Any) -> Any:
+        moved = sorted(key for key in value if key in MOVED_TO_HTTP) if isinstance(value, Mapping) else []
+        if moved:
+            what = (f"{moved[0]} is no longer a setting" if len(moved) == 1
+                    else f"{', '.join(moved)} are no longer settings")
+            raise ValueError(
+                f"{what} of the hubspot source: webhooks are served by payhub's HTTP face now. Set [http] listen "
+                "and point HubSpot at https://<your host>/webhooks/<source name>; [http] limits body size, read "
+                "time and connections, and payhub refuses replays")
+        return value
 
     @field_validator("start_date", mode="before")
     @classmethod
@@ -164,12 +162,20 @@ class HubSpotSettings(PluginSettings):
             raise ValueError(f"{value!r} is not an ISO 4217 currency code")
         return None if value is None else value.strip().upper()
 
-    @field_validator("base_url", "webhook_url")
+    @field_validator("base_url")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return None if value is None else value.rstrip("/")
+        return value.rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        """Kept exactly as written (a trailing slash too): HubSpot signs the URL it calls, character for character."""
+        if value is not None and (not value.startswith(("http://", "https://")) or any(c.isspace() for c in value)):
+            raise ValueError("must be the URL configured in HubSpot: http:// or https://, without spaces")
+        return value
 
     @field_validator("oauth_token_path")
     @classmethod
@@ -177,13 +183,6 @@ class HubSpotSettings(PluginSettings):
         if not _URL_PATH.fullmatch(value):
             raise ValueError("must be a URL path: starting with /, at most 200 characters, without spaces, query "
                              "(?) or fragment (#)")
-        return value
-
-    @field_validator("webhook_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
         return value
 
     @model_validator(mode="after")
@@ -196,8 +195,6 @@ class HubSpotSettings(PluginSettings):
             missing = [name for name in ("client_id", "client_secret", "refresh_token") if name not in oauth]
             raise ValueError("give access_token (private app) or client_id, client_secret and refresh_token "
                              f"(OAuth app); missing: {', '.join(missing)}")
-        if self.webhook_port is not None and self.signing_secret is None:
-            raise ValueError("webhook_port needs webhook_secret or client_secret to verify signatures")
         return self
 
     @property

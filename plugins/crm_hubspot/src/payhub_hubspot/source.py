@@ -2,16 +2,14 @@
 
 How a fetch reads (see docs/sources/hubspot.md for the admin's view):
 
-1. **Webhook ids** queued by the receiver are read first, by id; their records are returned at once with
-   ``more=True`` (the core then fetches again for the windows).
-2. **Windows.** Deals are found with the search endpoint in windows of ``hs_lastmodifieddate``:
+1. **Windows.** Deals are found with the search endpoint in windows of ``hs_lastmodifieddate``:
    ``[start, end)`` with ``end`` fixed when the window opens at the sync's start minus ``index_lag_seconds``. Inside
    a window, pages are sorted by ``hs_object_id`` ascending and each page asks for ``hs_object_id > last id``
    (keyset paging): no query ever pages past HubSpot's 10,000-result cap, ties on the modification date do not
    matter, and a deal modified during the sync leaves the window (its new date is past ``end``) to be read by the
    next one. A window ends when a page has no ``paging.next``, never because a page is short. The next window
    starts ``lookback_seconds`` before this one ended, so updates indexed late are still seen.
-3. **Archive sweep.** Every ``archived_sweep_seconds``, archived (deleted) deals are listed for reversals.
+2. **Archive sweep.** Every ``archived_sweep_seconds``, archived (deleted) deals are listed for reversals.
 
 Each deal found is read by id (batch read) with the history of ``dealstage``, which gives every time it entered or
 left a closed-won stage. Closed-won is per pipeline, from the pipelines API. Each entry into closed-won is one
@@ -19,9 +17,14 @@ left a closed-won stage. Closed-won is per pipeline, from the pipelines API. Eac
 won is one ``deleted:<archivedAt ms>`` reversal. Keys are stable, so re-reading a deal adds nothing, and a deal won
 again after a reversal has a new key and is rewarded again.
 
+Webhooks: :meth:`HubSpotSource.webhook` checks a delivery and names its deals (:mod:`payhub_hubspot.webhooks`);
+payhub queues the ids in its database and hands them to :meth:`HubSpotSource.read_objects`, which reads those deals
+the same way, by id.
+
 The cursor is JSON: ``{"v": 1, "start": ms, "end": ms | null, "after": "<last deal id>" | null, "sweep": ...}``,
 with ``"nb": ms`` while HubSpot asked (a long ``Retry-After``) not to be called before that instant: the polls until
-then make no request, also after a restart.
+then make no request, also after a restart. The ``"wh"`` key of cursors stored by earlier versions (their in-memory
+webhook queue) is ignored.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,10 +41,18 @@ from typing import Any
 
 import httpx
 
-from payhub.api import FetchResult, PermanentSourceError, Source, SourceRecord, TransientSourceError
+from payhub.api import (
+    FetchResult,
+    PermanentSourceError,
+    Source,
+    SourceRecord,
+    TransientSourceError,
+    WebhookRequest,
+    WebhookResult,
+)
 from payhub_hubspot.client import RETRY_AFTER_CAP_SECONDS, HubSpotClient, RateLimited
 from payhub_hubspot.settings import HubSpotSettings
-from payhub_hubspot.webhooks import WebhookInbox, WebhookReceiver
+from payhub_hubspot.webhooks import as_object_id, receive
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +110,6 @@ class Cursor:
     sweep: dict[str, Any] | None = None  # {"after": token | None, "skip": n, "since": ms, "started": ms}
     sweep_since: int = 0
     sweep_next: int = 0
-    wh: str | None = None
     nb: int | None = None  # no request to HubSpot before this instant (epoch ms): it asked to wait
 
     @classmethod
@@ -114,15 +123,13 @@ class Cursor:
             return cls(start=int(data["start"]), end=None if data.get("end") is None else int(data["end"]),
                        after=None if data.get("after") is None else str(data["after"]), sweep=data.get("sweep"),
                        sweep_since=int(data.get("sweep_since", start_ms)), sweep_next=int(data.get("sweep_next", 0)),
-                       wh=data.get("wh"), nb=None if data.get("nb") is None else int(data["nb"]))
+                       nb=None if data.get("nb") is None else int(data["nb"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentSourceError(f"the stored cursor {text[:80]!r} is not a hubspot cursor ({exc})") from None
 
     def encode(self) -> str:
         data: dict[str, Any] = {"v": CURSOR_VERSION, "start": self.start, "end": self.end, "after": self.after,
                                 "sweep": self.sweep, "sweep_since": self.sweep_since, "sweep_next": self.sweep_next}
-        if self.wh is not None:
-            data["wh"] = self.wh
         if self.nb is not None:
             data["nb"] = self.nb
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -263,75 +270,25 @@ class HubSpotSource(Source):
         self.properties = list(dict.fromkeys([*PROPERTIES, *settings.extra_properties]))
         self._stages: dict[str, Stage] = {}
         self._stages_at: float | None = None
-        self.inbox = WebhookInbox()
-        self.receiver: WebhookReceiver | None = None
-        self._receiver_retry_at = 0.0
-        self._inflight: tuple[str, list[str]] | None = None
-        self._run = uuid.uuid4().hex[:8]
-        self._seq = 0
+        self._not_before: int | None = None  # the cursor's "nb", for read_objects (which has no cursor)
         self._wait_logged: int | None = None  # the "not before" instant already logged
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
-    def start_webhooks(self) -> tuple[str, int] | None:
-        """Start the webhook receiver if ``webhook_port`` is set (fetch does this); return its address."""
-        if self.settings.webhook_port is None:
-            return None
-        if self.receiver is None:
-            self.receiver = WebhookReceiver(self.settings, self.inbox, clock=lambda: self.wall_clock())
-        if self.receiver.address is None and time.monotonic() >= self._receiver_retry_at:
-            try:
-                self.receiver.start()
-            except OSError as exc:  # the windows still find every deal; try binding again later
-                self._receiver_retry_at = time.monotonic() + 60
-                log.error("source %s: cannot start the webhook receiver on %s:%s: %s", self.name,
-                          self.settings.webhook_host, self.settings.webhook_port, exc)
-        return self.receiver.address
-
     def close(self) -> None:
-        if self.receiver is not None:
-            self.receiver.stop()
         self.client.close()
 
     # ------------------------------------------------------------------------------------------- fetch
 
     def fetch(self, cursor: str | None, limit: int) -> FetchResult:
-        self.start_webhooks()
         state = Cursor.decode(cursor, self.start_ms)
-        limit = max(1, limit)
-        deadline = self.client.clock() + self.settings.fetch_time_budget_seconds
-        self.client.deadline = deadline + RETRY_GRACE_SECONDS
-        records: list[SourceRecord] = []
-
-        if self._inflight is not None:  # the ids handed out last time: stored if the core passes that cursor back
-            seq, ids = self._inflight
-            self._inflight = None
-            if state.wh != seq:
-                self.inbox.put_back(ids)
-        if self._waiting(state):
+        known = [ms for ms in (state.nb, self._not_before) if ms is not None]  # read_objects may have been told
+        state.nb = self._hold(max(known) if known else None)
+        if state.nb is not None:
             return FetchResult([], state.encode(), False)
-        ids = self.inbox.take(min(limit, 100))
-        if ids:
-            try:
-                per_deal = self._read_deals(ids).per_deal
-            except RateLimited as exc:
-                self.inbox.put_back(ids)
-                return self._wait_until(state, exc, [])
-            except BaseException:
-                self.inbox.put_back(ids)
-                raise
-            kept: list[str] = []
-            for deal_id, recs in per_deal:
-                if records and len(records) + len(recs) > limit:
-                    break
-                records += recs
-                kept.append(deal_id)
-            self.inbox.put_back([i for i in ids if i not in set(kept)])
-            self._seq += 1
-            state.wh = f"{self._run}-{self._seq}"
-            self._inflight = (state.wh, kept)
-            if records:  # store these at once; the core fetches again right away for the windows
-                return FetchResult(records, state.encode(), True)
+        limit = max(1, limit)
+        deadline = self._start_budget()
+        records: list[SourceRecord] = []
 
         opened = False
         while len(records) < limit and self.client.clock() < deadline:
@@ -362,37 +319,84 @@ class HubSpotSource(Source):
                 # poll carries on from there.
                 log.warning("source %s: %s; storing the %d records read so far", self.name, exc, len(records))
                 return FetchResult(records, Cursor.decode(before, self.start_ms).encode(), False)
-        more = state.end is not None or state.sweep is not None or len(self.inbox) > 0
+        more = state.end is not None or state.sweep is not None
         return FetchResult(records, state.encode(), more)
 
-    def _waiting(self, state: Cursor) -> bool:
-        """True while HubSpot asked not to be called (``state.nb`` is ahead); clears ``nb`` once it has passed.
+    def _start_budget(self) -> float:
+        """Start a call's time budget: the instant (``client.clock``) after which no new page is read; retries never
+        sleep past it plus ``RETRY_GRACE_SECONDS``."""
+        deadline = self.client.clock() + self.settings.fetch_time_budget_seconds
+        self.client.deadline = deadline + RETRY_GRACE_SECONDS
+        return deadline
 
-        A stored instant further ahead than ``RETRY_AFTER_CAP_SECONDS`` (a wall clock set back, an edited cursor)
-        is brought back to that bound. Logged once per instant (and once more after a restart).
+    def _hold(self, not_before: int | None) -> int | None:
+        """The instant (epoch ms) before which HubSpot must not be called, from ``not_before`` (a long
+        ``Retry-After``, as a cursor or an earlier call kept it): None once it has passed.
+
+        An instant further ahead than ``RETRY_AFTER_CAP_SECONDS`` (a wall clock set back, an edited cursor) is
+        brought back to that bound. Logged once per instant (and once more after a restart); remembered for
+        :meth:`read_objects`, which has no cursor.
         """
-        if state.nb is None:
-            return False
-        now = int(self.wall_clock() * 1000)
-        if now >= state.nb:
-            state.nb = None
-            return False
-        state.nb = min(state.nb, now + int(RETRY_AFTER_CAP_SECONDS * 1000))
-        if self._wait_logged != state.nb:
-            self._wait_logged = state.nb
-            log.info("source %s: HubSpot asked not to be called before %s; this poll makes no request", self.name,
-                     from_ms(state.nb).isoformat())
-        return True
+        if not_before is not None:
+            now = int(self.wall_clock() * 1000)
+            if now >= not_before:
+                not_before = None
+            else:
+                not_before = min(not_before, now + int(RETRY_AFTER_CAP_SECONDS * 1000))
+                if self._wait_logged != not_before:
+                    self._wait_logged = not_before
+                    log.info("source %s: HubSpot asked not to be called before %s; this poll makes no request",
+                             self.name, from_ms(not_before).isoformat())
+        self._not_before = not_before
+        return not_before
+
+    def _told_to_wait(self, exc: RateLimited) -> int:
+        """Remember a long ``Retry-After``: no call to HubSpot before ``exc.until``; return it in epoch ms."""
+        self._not_before = self._wait_logged = int(exc.until * 1000)
+        return self._not_before
 
     def _wait_until(self, state: Cursor, exc: RateLimited, records: list[SourceRecord]) -> FetchResult:
         """End the fetch after a long ``Retry-After``: the records read so far, and a cursor that makes the polls
         before ``exc.until`` skip HubSpot."""
-        state.nb = int(exc.until * 1000)
-        self._wait_logged = state.nb
+        state.nb = self._told_to_wait(exc)
         log.warning("source %s: %s: no request to HubSpot before %s (the polls until then make none)%s", self.name,
                     exc, from_ms(state.nb).isoformat(),
                     f"; storing the {len(records)} records read so far" if records else "")
         return FetchResult(records, state.encode(), False)
+
+    # ------------------------------------------------------------------------------------------- webhooks
+
+    def webhook(self, request: WebhookRequest) -> WebhookResult:
+        """Check a delivery's v3 signature and name the deals of its events (:func:`payhub_hubspot.webhooks.receive`).
+
+        Reads only the settings and the wall clock, so it is safe in the HTTP server's threads next to ``fetch``.
+        """
+        return receive(self.settings, request, now_ms=int(self.wall_clock() * 1000))
+
+    def read_objects(self, object_ids: Sequence[str]) -> Sequence[SourceRecord]:
+        """The records of the deals ``object_ids`` (named by webhooks), read by id as ``fetch`` reads the deals its
+        windows find: batch reads with the stage history, deleted deals from the archive (their reversals), at most
+        ``read_chunk_size`` per request. Ids that are not HubSpot ids, and deals that no longer exist, give nothing.
+
+        Raises TransientSourceError (the ids stay queued) while HubSpot asked not to be called (a long
+        ``Retry-After`` seen by this call, by ``fetch`` or kept in the cursor), and for failures as ``fetch`` does.
+        """
+        ids = sorted({i for i in map(as_object_id, object_ids) if i is not None}, key=int)
+        not_before = self._hold(self._not_before)
+        if not_before is not None:
+            raise TransientSourceError(f"HubSpot asked not to be called before {from_ms(not_before).isoformat()}; "
+                                       f"the {len(ids)} deals named by webhooks are read after it")
+        self._start_budget()
+        records: list[SourceRecord] = []
+        try:
+            for chunk in _chunks(ids, self.settings.read_chunk_size):
+                for _, found in self._read_deals(chunk).per_deal:
+                    records += found
+        except RateLimited as exc:
+            log.warning("source %s: %s: no request to HubSpot before %s", self.name, exc,
+                        from_ms(self._told_to_wait(exc)).isoformat())
+            raise
+        return records
 
     # ------------------------------------------------------------------------------------------- windows
 

@@ -1,38 +1,28 @@
-"""The webhook receiver: verifies HubSpot's v3 signatures and queues the deal ids it is told about.
+"""HubSpot webhook deliveries: the v3 signature on the raw bytes, strict parsing, and the deals they name.
 
-HubSpot POSTs a JSON array of events (up to 100) to the app's target URL. The receiver checks the signature and
-the timestamp (see :mod:`payhub_hubspot.signature`), answers at once, and records the ids of deals that were
-created, changed, deleted, restored, merged or re-associated. The next :meth:`HubSpotSource.fetch` reads those
-deals by id (batch read; deleted ones from the archive) before it goes on with its search windows. Webhooks only
-speed things up: the windowed search is still the source of truth, so a lost notification (a restart with ids
-still queued, a full inbox, a refused request) delays a deal until its window, never loses it.
-
-:class:`WebhookEndpoint` is the transport-free part (signature on the raw bytes, replay refusal, strict parsing,
-queueing): it answers ``(method, target, headers, body)`` with ``(status, JSON)`` and never raises on any input.
-:class:`WebhookReceiver` serves it over HTTP with the limits of :mod:`payhub_hubspot.webhook_server`.
+HubSpot POSTs a JSON array of events (up to 100) to the app's target URL, ``/webhooks/<source name>`` on payhub's
+HTTP face, which hands it to :meth:`HubSpotSource.webhook <payhub_hubspot.source.HubSpotSource.webhook>` and so to
+:func:`receive`. It checks the signature and the timestamp (see :mod:`payhub_hubspot.signature`) before anything
+parses the body, then names the deals that were created, changed, deleted, restored, merged or re-associated; payhub
+queues their ids in its database and the next poll reads those deals by id. Webhooks only speed things up: the
+windowed search is still the source of truth, so a refused or lost notification delays a deal until its window,
+never loses it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from payhub.api import WebhookRefused, WebhookRequest, WebhookResult
 from payhub_hubspot.settings import HubSpotSettings
 from payhub_hubspot.signature import verify_v3
-from payhub_hubspot.webhook_server import BoundedHTTPServer
 
-__all__ = ["PayloadError", "ReplayCache", "WebhookEndpoint", "WebhookInbox", "WebhookReceiver", "deal_ids",
-           "parse_events"]
-
-log = logging.getLogger(__name__)
+__all__ = ["DEAL_OBJECT_TYPE_ID", "PayloadError", "as_object_id", "deal_ids", "delivery_id", "parse_events", "receive",
+           "signed_url"]
 
 DEAL_OBJECT_TYPE_ID = "0-3"
 MAX_OBJECT_ID = 2**63 - 1
@@ -43,89 +33,8 @@ _ID_FIELDS = ("objectId", "fromObjectId", "toObjectId")
 _TEXT_FIELDS = ("subscriptionType", "eventType", "objectTypeId", "fromObjectTypeId", "toObjectTypeId",
                 "associationType", "propertyName", "changeSource")
 _COUNT_FIELDS = ("eventId", "subscriptionId", "portalId", "appId", "occurredAt", "attemptNumber")
-
-
-class WebhookInbox:
-    """Deal ids waiting to be read, in arrival order, each once. Thread-safe and bounded."""
-
-    def __init__(self, max_pending: int = 100_000) -> None:
-        self.max_pending = max_pending
-        self._ids: dict[str, None] = {}
-        self._lock = threading.Lock()
-        self.dropped = 0
-
-    def add(self, ids: Iterable[str]) -> int:
-        """Queue ``ids``; return how many were new. Past ``max_pending`` ids are dropped (the windows find them)."""
-        added = 0
-        with self._lock:
-            for deal_id in ids:
-                if deal_id in self._ids:
-                    continue
-                if len(self._ids) >= self.max_pending:
-                    self.dropped += 1
-                    continue
-                self._ids[deal_id] = None
-                added += 1
-        return added
-
-    def take(self, count: int) -> list[str]:
-        """Remove and return up to ``count`` ids, oldest first."""
-        with self._lock:
-            taken = list(self._ids)[:count]
-            for deal_id in taken:
-                del self._ids[deal_id]
-        return taken
-
-    def put_back(self, ids: Iterable[str]) -> None:
-        """Queue ``ids`` again ahead of the rest (their fetch was not stored)."""
-        with self._lock:
-            again = dict.fromkeys(ids)
-            again.update(self._ids)
-            self._ids = again
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._ids)
-
-
-class ReplayCache:
-    """Deliveries accepted within the signature window, to refuse exact replays. Thread-safe, bounded.
-
-    Each key is remembered until its delivery's timestamp leaves the window (after that the signature check
-    refuses it anyway). When ``max_size`` keys are held, the oldest is forgotten (``evicted``): a replay of it
-    inside the window is then accepted again, which is harmless because re-queued deal ids are de-duplicated and
-    re-read deals add nothing (event dedup keys).
-    """
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self.evicted = 0
-        self._seen: OrderedDict[bytes, int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def claim(self, key: bytes, expires_ms: int, now_ms: int) -> bool:
-        """Record ``key`` until ``expires_ms``; False if it is already recorded and not expired (a replay)."""
-        with self._lock:
-            while self._seen and next(iter(self._seen.values())) < now_ms:
-                self._seen.popitem(last=False)
-            known = self._seen.get(key)
-            if known is not None and known >= now_ms:
-                return False
-            self._seen[key] = expires_ms
-            self._seen.move_to_end(key)
-            while len(self._seen) > self.max_size:
-                self._seen.popitem(last=False)
-                self.evicted += 1
-            return True
-
-    def release(self, key: bytes) -> None:
-        """Forget ``key`` (its delivery was refused after all)."""
-        with self._lock:
-            self._seen.pop(key, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._seen)
+SIGNATURE_HEADER = "x-hubspot-signature-v3"
+TIMESTAMP_HEADER = "x-hubspot-request-timestamp"
 
 
 class PayloadError(ValueError):
@@ -156,8 +65,8 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _object_id(value: Any) -> str | None:
-    """``value`` as a HubSpot object id (decimal text), or None if it is not one."""
+def as_object_id(value: Any) -> str | None:
+    """``value`` as a HubSpot object id (decimal text without leading zeros), or None if it is not one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -182,7 +91,7 @@ def _check_event(index: int, event: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise PayloadError(f"event {index}: {name} must be a non-negative integer")
     for name in _ID_FIELDS:
-        if name in event and _object_id(event[name]) is None:
+        if name in event and as_object_id(event[name]) is None:
             raise PayloadError(f"event {index}: {name} must be an object id (an integer from 1 to 2^63-1)")
     return event
 
@@ -231,132 +140,49 @@ def deal_ids(events: Any) -> list[str]:
         elif kind.startswith("deal.") or (
                 kind.startswith("object.") and str(event.get("objectTypeId")) == DEAL_OBJECT_TYPE_ID):
             candidates.append(event.get("objectId"))
-        found += [deal_id for deal_id in map(_object_id, candidates) if deal_id is not None]
+        found += [deal_id for deal_id in map(as_object_id, candidates) if deal_id is not None]
     return found
 
 
-def _one(headers: Sequence[tuple[str, str]], name: str) -> tuple[str | None, bool]:
-    """The value of header ``name`` (case-insensitive, without surrounding spaces) and whether it came at most once."""
-    values = [value.strip(" \t") for key, value in headers if key.lower() == name]
-    return (values[0] if values else None), len(values) <= 1
+def signed_url(settings: HubSpotSettings, url: str) -> str:
+    """The URL HubSpot signed: ``webhook_url`` (plus the request's query, unless it has one), else ``url``."""
+    if settings.webhook_url is None:
+        return url
+    query = url.partition("?")[2]
+    return settings.webhook_url + (f"?{query}" if query and "?" not in settings.webhook_url else "")
 
 
-class WebhookEndpoint:
-    """Answers one webhook delivery; independent of the HTTP server that carries it.
+def delivery_id(timestamp: str, body: bytes) -> str:
+    """The id of a delivery: SHA-256 of its timestamp and body, the same for an exact copy (however its headers are
+    spelt). HubSpot's own retries carry a new timestamp and a higher ``attemptNumber``, so they are new deliveries."""
+    return hashlib.sha256(timestamp.encode() + b"\n" + body).hexdigest()
 
-    In order: the path (404) and method (405); the signature and timestamp headers, each at most once (400); the
-    v3 signature over the raw bytes (401) - nothing unsigned is parsed; an exact replay of a delivery accepted
-    within the window (same timestamp and body) gets 200 ``{"replay": true}`` and queues nothing; the body must
-    be a JSON array of events (400, see :func:`parse_events`); then the deal ids are queued and the answer is
-    200 ``{"deals": n}``. HubSpot does not retry 400, 401, 404 or 405; it retries other failures, so a replay
-    gets 2xx: the delivery was already accepted.
+
+def receive(settings: HubSpotSettings, request: WebhookRequest, now_ms: int) -> WebhookResult:
+    """Check one delivery and return the ids of the deals it names, with its :func:`delivery_id`.
+
+    Raises :class:`~payhub.api.WebhookRefused`: 404 when the source has no signing key (``webhook_secret`` or
+    ``client_secret``); 400 when the signature or timestamp header came more than once; 401 when the signature is
+    missing, wrong, or its timestamp is malformed or more than ``webhook_max_age_seconds`` away from ``now_ms``;
+    400 when the signed body is not a JSON array of events (:func:`parse_events`). Nothing unsigned is parsed.
+    Pure: safe to call from many threads at once.
     """
-
-    def __init__(self, settings: HubSpotSettings, inbox: WebhookInbox,
-                 clock: Callable[[], float] = time.time) -> None:
-        secret = settings.signing_secret
-        if secret is None:
-            raise ValueError("webhooks need webhook_secret or client_secret")
-        self.settings = settings
-        self.inbox = inbox
-        self.clock = clock
-        self.replays = ReplayCache(settings.webhook_replay_cache_size)
-        self._secret = secret
-        self._lock = threading.Lock()
-        self.accepted = 0
-        self.rejected = 0
-        self.replayed = 0
-
-    def signed_uri(self, target: str, host: str) -> str:
-        """The URI HubSpot signed: ``webhook_url`` (plus the request's query), or ``http://<Host><target>``."""
-        if self.settings.webhook_url:
-            query = target.partition("?")[2]
-            return self.settings.webhook_url + (f"?{query}" if query and "?" not in self.settings.webhook_url
-                                                else "")
-        return f"http://{host}{target}"
-
-    def handle(self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes
-               ) -> tuple[int, dict[str, Any]]:
-        """Verify one delivery and queue its deal ids; return (HTTP status, JSON answer). Never raises."""
-        if target.partition("?")[0] != self.settings.webhook_path:
-            return 404, {"error": "not found"}
-        if method != "POST":
-            return 405, {"error": "POST only"}
-        signature, once_s = _one(headers, "x-hubspot-signature-v3")
-        timestamp, once_t = _one(headers, "x-hubspot-request-timestamp")
-        host, once_h = _one(headers, "host")
-        if not (once_s and once_t and once_h):
-            return self._reject(400, "a signature, timestamp or Host header came more than once")
-        now_ms = int(self.clock() * 1000)
-        max_age_ms = int(self.settings.webhook_max_age_seconds * 1000)
-        reason = verify_v3(self._secret.get_secret_value(), method, self.signed_uri(target, host or ""), body,
-                           timestamp, signature, now_ms=now_ms, max_age_ms=max_age_ms)
-        if reason is not None or timestamp is None:
-            return self._reject(401, reason or "no timestamp", answer="invalid signature")
-        key = hashlib.sha256(timestamp.encode() + b"\n" + body).digest()
-        if not self.replays.claim(key, int(timestamp) + max_age_ms, now_ms):
-            self._count("replayed")
-            log.info("HubSpot webhook: replay of an accepted delivery (timestamp %s) ignored", timestamp)
-            return 200, {"deals": 0, "replay": True}
-        try:
-            events = parse_events(body)
-        except PayloadError as exc:
-            self.replays.release(key)
-            return self._reject(400, str(exc))
-        ids = deal_ids(events)
-        added = self.inbox.add(ids)
-        self._count("accepted")
-        log.debug("HubSpot webhook: %d events, %d deal ids (%d new)", len(events), len(ids), added)
-        return 200, {"deals": len(ids)}
-
-    def _reject(self, status: int, reason: str, answer: str | None = None) -> tuple[int, dict[str, Any]]:
-        self._count("rejected")
-        log.warning("HubSpot webhook rejected (%d): %s", status, reason)
-        return status, {"error": answer or reason}
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
-
-
-class WebhookReceiver(WebhookEndpoint):
-    """The endpoint served over HTTP (:class:`~payhub_hubspot.webhook_server.BoundedHTTPServer`, own thread)."""
-
-    def __init__(self, settings: HubSpotSettings, inbox: WebhookInbox,
-                 clock: Callable[[], float] = time.time) -> None:
-        super().__init__(settings, inbox, clock)
-        self.server: BoundedHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """(host, port) the receiver listens on, once started."""
-        if self.server is None:
-            return None
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        """Bind and serve in a daemon thread; does nothing if already started. Raises OSError if it cannot bind."""
-        if self.server is not None:
-            return
-        settings = self.settings
-        server = BoundedHTTPServer((settings.webhook_host, settings.webhook_port or 0), self.handle,
-                                   path=settings.webhook_path, max_body=settings.webhook_max_body_bytes,
-                                   read_timeout=settings.webhook_read_timeout_seconds,
-                                   max_connections=settings.webhook_max_connections)
-        self.server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="hubspot-webhooks", daemon=True)
-        self._thread.start()
-        log.info("HubSpot webhook receiver listening on %s:%d%s", *server.server_address[:2], settings.webhook_path)
-
-    def stop(self) -> None:
-        """Stop accepting; requests in progress end by their deadline."""
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    secret = settings.signing_secret
+    if secret is None:
+        raise WebhookRefused(404, "this source takes no webhooks (it has neither webhook_secret nor client_secret)")
+    signatures = request.header_values(SIGNATURE_HEADER)
+    timestamps = request.header_values(TIMESTAMP_HEADER)
+    if len(signatures) > 1 or len(timestamps) > 1:
+        raise WebhookRefused(400, "X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp came more than once")
+    signature = signatures[0].strip(" \t") if signatures else None
+    timestamp = timestamps[0].strip(" \t") if timestamps else None
+    reason = verify_v3(secret.get_secret_value(), request.method, signed_url(settings, request.url), request.body,
+                       timestamp, signature, now_ms=now_ms, max_age_ms=int(settings.webhook_max_age_seconds * 1000))
+    if reason is not None or timestamp is None:
+        raise WebhookRefused(401, reason or "missing X-HubSpot-Request-Timestamp")
+    try:
+        events = parse_events(request.body)
+    except PayloadError as exc:
+        raise WebhookRefused(400, str(exc)) from None
+    return WebhookResult(object_ids=list(dict.fromkeys(deal_ids(events))),
+                         delivery_id=delivery_id(timestamp, request.body))
