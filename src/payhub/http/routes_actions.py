@@ -17,11 +17,12 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from payhub.http.auth import require
-from payhub.http.state import face, origin
+from payhub.http.models import Detail, Invalid, Refused
+from payhub.http.state import acting
 from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
 from payhub.runtime import Runtime
-from payhub.tokens import Principal
+from payhub.tokens import Principal, redact
 
 API = "/api/v1"
 ID_BOUND = 2**63
@@ -40,12 +41,14 @@ RowId = Annotated[int, Strict(), Field(ge=1, lt=ID_BOUND)]
 PayoutId = Annotated[int, Path(ge=1, lt=ID_BOUND, description="The payout's id.")]
 
 
-def _storable(value: str) -> str:
+def _recordable(value: str) -> str:
     """``value`` without outer white space; refused when it holds what the database cannot store (NUL, a lone
-    surrogate)."""
+    surrogate) or something shaped like an API token, which the audit log must never hold (it cannot be erased)."""
     for char in value:
         if char == "\x00" or "\ud800" <= char <= "\udfff":
             raise ValueError(f"holds U+{ord(char):04X}, which cannot be stored")
+    if redact(value) != value:
+        raise ValueError("holds something shaped like an API token (phk_...); tokens are never recorded")
     return value.strip()
 
 
@@ -55,9 +58,9 @@ def _required(value: str) -> str:
     return value
 
 
-Reason = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_storable), AfterValidator(_required)]
-Note = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_storable)]
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_storable), AfterValidator(_required)]
+Reason = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_recordable), AfterValidator(_required)]
+Note = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_recordable)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_recordable), AfterValidator(_required)]
 
 
 class _Body(BaseModel):
@@ -132,22 +135,22 @@ class Retried(BaseModel):
     retried: int = Field(description="Failed calculations that run again on the next pass.")
 
 
-class Refusal(BaseModel):
-    error: str = Field(description="Why the decision was refused, naming each id refused.")
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Detail, "description": "No valid token."},
+    403: {"model": Detail, "description": "The token's role is not operator or admin."},
+    409: {"model": Refused, "description": "Refused as a whole, naming each id refused (unknown, in a state the "
+                                           "action does not accept, already approved by this token); nothing "
+                                           "changed."},
+    422: {"model": Invalid, "description": "A body or id out of bounds; nothing was decided."}}
 
-
-REFUSED: dict[int | str, dict[str, Any]] = {
-    409: {"model": Refusal, "description": "Refused as a whole (an unknown id, a state the action does not accept, "
-                                           "an approver approving twice); nothing changed."}}
-
-router = APIRouter(prefix=API, tags=["actions"], responses=REFUSED)
+router = APIRouter(prefix=API, tags=["actions"], responses=ANSWERS)
 
 
 def _acting(request: Request, principal: Principal, asked: dict[str, Any]) -> Runtime:
     """The runtime signing as ``principal`` from the request's origin; ``asked`` goes into the request's audit
     entry, so a refused request records what it asked for."""
     request.state.audit_detail = {"asked": asked}
-    return face(request).rt.as_actor(principal.actor, origin(request))
+    return acting(request, principal)
 
 
 def _ids(ids: list[int]) -> list[int]:
