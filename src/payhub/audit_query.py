@@ -1,9 +1,15 @@
 """Reading the audit log by filters, in ``seq`` order, streamed: the CLI's ``audit query|export`` and the API's
-audit reads and exports share it, so a million entries cost flat memory on both paths."""
+audit reads and exports share it, so a million entries cost flat memory on both paths.
+
+The export formats are defined here once, for both faces: a JSON Lines line per entry (:func:`jsonl_line`, every
+value the stored text, ``detail`` as the JSON object it stores, so the chain recomputes from the file) and a CSV row
+(:func:`csv_row`, ``detail`` as its stored text; the writer neutralises formulas, see :mod:`payhub.csvsafe`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +21,12 @@ from payhub.db.schema import audit_log
 
 STREAM_ROWS = 2000
 """Rows fetched from the database at a time while streaming."""
+
+COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail")
+"""The fields of an entry as ``audit query`` shows them."""
+
+EXPORT_COLUMNS = (*COLUMNS, "prev_hash", "hash")
+"""The fields of an exported entry, in the order of the JSON Lines objects and of the CSV header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +76,41 @@ def select_entries(filters: AuditFilters, *, after: int | None = None, limit: in
 
 
 def iter_entries(conn: Connection, filters: AuditFilters, *, after: int | None = None,
-                 limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """The matching entries as dicts (``detail`` kept as its stored JSON text), streamed from the database."""
+                 limit: int | None = None) -> Generator[dict[str, Any], None, None]:
+    """The matching entries as dicts (``detail`` kept as its stored JSON text), streamed from the database:
+    :data:`STREAM_ROWS` at a time (a server-side cursor on PostgreSQL), so memory does not grow with the count.
+    The query runs at once (a database error is raised here, not at the first entry). Closing the generator early
+    closes the cursor: close it before ``conn``."""
     result = conn.execution_options(yield_per=STREAM_ROWS).execute(select_entries(filters, after=after, limit=limit))
-    for row in result.mappings():
-        yield dict(row)
+
+    def entries() -> Generator[dict[str, Any], None, None]:
+        try:
+            keys = tuple(result.keys())
+            for row in result:
+                yield dict(zip(keys, row, strict=True))
+        finally:
+            result.close()
+
+    return entries()
+
+
+def detail_value(text: str) -> Any:
+    """A stored ``detail`` as the JSON value it holds; text that is not JSON (changed outside payhub) stays text,
+    so an export still shows it and the entry fails its hash when the chain is recomputed."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def jsonl_line(entry: dict[str, Any]) -> str:
+    """``entry`` as one line of JSON Lines (with its newline): :data:`EXPORT_COLUMNS` in order, each value the stored
+    text unchanged (non-ASCII as is), ``detail`` as its object: its canonical JSON is the stored text."""
+    return json.dumps({c: detail_value(entry[c]) if c == "detail" else entry[c] for c in EXPORT_COLUMNS},
+                      ensure_ascii=False) + "\n"
+
+
+def csv_row(entry: dict[str, Any]) -> list[Any]:
+    """``entry`` as the cells of a CSV row under :data:`EXPORT_COLUMNS`, ``detail`` as its stored text; write it with
+    :func:`payhub.csvsafe.writer`."""
+    return [entry[c] for c in EXPORT_COLUMNS]

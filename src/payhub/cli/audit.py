@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import stat
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -15,12 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from payhub import checkpoints, csvsafe, files, provenance, reports
+from payhub import checkpoints, csvsafe, files, provenance
 from payhub.audit import AuditHeadDamaged, read_head
 from payhub.audit import verify as verify_chain
+from payhub.audit_query import COLUMNS, EXPORT_COLUMNS, AuditFilters, csv_row, detail_value, iter_entries, jsonl_line
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
-from payhub.cli.params import ACTOR, LIMIT
+from payhub.cli.params import ACTOR, LIMIT, MAX_ID
 from payhub.cli.provenance_text import print_trace
 from payhub.clock import parse_instant
 from payhub.crosscheck import AuditedIds, Difference, differences
@@ -29,7 +33,9 @@ from payhub.errors import ConfigError, InvalidRecord, PayhubError
 from payhub.runtime import Runtime
 from payhub.signing import SigningKey
 
-COLUMNS = ["seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail"]
+AFTER = click.IntRange(0, MAX_ID)
+TABLE_LIMIT = 1000
+"""Entries ``audit query`` shows in a table when no ``--limit`` is given."""
 
 
 class Instant(click.ParamType[datetime]):
@@ -42,9 +48,36 @@ class Instant(click.ParamType[datetime]):
             self.fail(f"{exc} (use ISO 8601 with an offset, e.g. 2026-01-31T00:00:00Z, or a date)", param, ctx)
 
 
-def _record_read(rt: Runtime, action: str, detail: dict[str, Any]) -> None:
+def _record_read(rt: Runtime, action: str, detail: dict[str, Any], outcome: str = "ok") -> None:
     with rt.transaction() as tx:
-        tx.audit(action, "audit_log", "audit_log", detail)
+        tx.audit(action, "audit_log", "audit_log", detail, outcome=outcome)
+
+
+class _Tally:
+    """Counts the entries of a stream as they pass, and keeps the last one's ``seq``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: int | None = None
+
+    def over(self, entries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for entry in entries:
+            self.count += 1
+            self.last = entry["seq"]
+            yield entry
+
+
+def _recorded(rt: Runtime, action: str, detail: dict[str, Any], tally: _Tally, stream: Callable[[], None]) -> None:
+    """Run ``stream``, then record the read with the number of entries it wrote: after the stream, so the count is
+    the real one. A stream cut short (a closed pipe, a full disk, the database gone) is recorded ``incomplete``
+    with the entries written so far, when that can still be written, and its error raised."""
+    try:
+        stream()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _record_read(rt, action, {**detail, "rows": tally.count}, outcome="incomplete")
+        raise
+    _record_read(rt, action, {**detail, "rows": tally.count})
 
 
 @main.group()
@@ -66,17 +99,33 @@ def _filters(fn: Any) -> Any:
 
 @audit.command("query")
 @_filters
-@click.option("--limit", type=LIMIT, default=None, help="At most this many entries.")
+@click.option("--limit", type=LIMIT, default=None,
+              help=f"At most this many entries [default: {TABLE_LIMIT} in a table, all in JSON and CSV].")
+@click.option("--after", type=AFTER, metavar="SEQ", help="Only entries after this sequence number (the next page).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @pass_ctx
 @fail_cleanly
-def audit_query(ctx: Context, fmt: str, limit: int | None, **filters: Any) -> None:
-    """Show audit entries matching the filters, oldest first."""
+def audit_query(ctx: Context, fmt: str, limit: int | None, after: int | None, **filters: Any) -> None:
+    """Show audit entries matching the filters, oldest first, streamed from the database: a table shows one page
+    and names the --after of the next; JSON and CSV write every match unless --limit is given."""
     rt = ctx.runtime()
-    with rt.engine.connect() as conn:
-        rows = reports.query_audit(conn, limit=limit, **filters)
-    _record_read(rt, "audit.query", {"filters": {k: v for k, v in filters.items() if v}, "rows": len(rows)})
-    render(rows, fmt, COLUMNS, title="audit log")
+    chosen = AuditFilters(**filters)
+    if limit is None and fmt == "table":
+        limit = TABLE_LIMIT
+    detail: dict[str, Any] = {"filters": chosen.used(), **({"after": after} if after is not None else {})}
+    tally = _Tally()
+
+    def stream() -> None:
+        with rt.engine.connect() as conn, \
+                closing(iter_entries(conn, chosen, after=after, limit=None if limit is None else limit + 1)) as found:
+            page = found if limit is None else islice(found, limit)
+            render(({**e, "detail": detail_value(e["detail"])} for e in tally.over(page)), fmt, COLUMNS,
+                   title="audit log")
+            more = limit is not None and next(found, None) is not None  # the one past the limit
+        if more and fmt == "table":
+            console.print(f"more entries follow: --after {tally.last}", style="dim", highlight=False)
+
+    _recorded(rt, "audit.query", detail, tally, stream)
 
 
 def _open_export(output: str) -> TextIO:
@@ -87,17 +136,16 @@ def _open_export(output: str) -> TextIO:
     return open(output, "w", newline="", encoding="utf-8")  # noqa: SIM115
 
 
-def _write_export(out: TextIO, fmt: str, rows: list[dict[str, Any]]) -> None:
-    columns = [*COLUMNS, "prev_hash", "hash"]
+def _write_export(out: TextIO, fmt: str, entries: Iterable[dict[str, Any]]) -> None:
+    """Write ``entries`` one by one (the format of :mod:`payhub.audit_query`, shared with the API's export)."""
     if fmt == "csv":
         writer = csvsafe.writer(out)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([json.dumps(row[c], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-                             if c == "detail" else row[c] for c in columns])
+        writer.writerow(EXPORT_COLUMNS)
+        for entry in entries:
+            writer.writerow(csv_row(entry))
     else:
-        for row in rows:
-            out.write(json.dumps({c: row[c] for c in columns}, ensure_ascii=False) + "\n")
+        for entry in entries:
+            out.write(jsonl_line(entry))
     out.flush()
 
 
@@ -108,27 +156,32 @@ def _write_export(out: TextIO, fmt: str, rows: list[dict[str, Any]]) -> None:
 @pass_ctx
 @fail_cleanly
 def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> None:
-    """Export entries with their hashes, for archiving or independent verification.
+    """Export entries with their hashes, for archiving or independent verification; streamed, so any number of
+    entries takes the same memory.
 
     JSON Lines keeps the exact stored text: verify the chain from it. In CSV, a cell that a spreadsheet would run
     as a formula gets a leading ' (so it no longer matches its hash).
     """
     rt = ctx.runtime()
-    with rt.engine.connect() as conn:
-        rows = reports.query_audit(conn, **filters)
-    try:
-        out = _open_export(output) if output else sys.stdout
-        try:
-            _write_export(out, fmt, rows)
-        finally:
-            if output:
-                out.close()
-    except OSError as exc:
-        raise PayhubError(f"cannot write {output or 'standard output'}: {exc.strerror or exc}") from None
-    _record_read(rt, "audit.export", {"filters": {k: v for k, v in filters.items() if v}, "rows": len(rows),
-                                      "format": fmt, "output": output or "stdout"})
+    chosen = AuditFilters(**filters)
+    tally = _Tally()
+
+    def stream() -> None:
+        with rt.engine.connect() as conn, closing(iter_entries(conn, chosen)) as found:
+            try:
+                out = _open_export(output) if output else sys.stdout
+                try:
+                    _write_export(out, fmt, tally.over(found))
+                finally:
+                    if output:
+                        out.close()
+            except OSError as exc:
+                raise PayhubError(f"cannot write {output or 'standard output'}: {exc.strerror or exc}") from None
+
+    _recorded(rt, "audit.export", {"filters": chosen.used(), "format": fmt, "output": output or "stdout"}, tally,
+              stream)
     if output:
-        err_console.print(f"exported {len(rows)} entries to {shown(output)}", highlight=False)
+        err_console.print(f"exported {tally.count} entries to {shown(output)}", highlight=False, soft_wrap=True)
 
 
 @audit.command("verify")
