@@ -9,14 +9,18 @@ value the stored text, ``detail`` as the JSON object it stores, so the chain rec
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Engine, Select, create_engine, select
+from sqlalchemy.pool import NullPool
 
 from payhub.clock import isoformat
+from payhub.db.engine import CONNECT_TIMEOUT, sqlite_file
 from payhub.db.schema import audit_log
 
 STREAM_ROWS = 2000
@@ -27,6 +31,37 @@ COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "outcom
 
 EXPORT_COLUMNS = (*COLUMNS, "prev_hash", "hash")
 """The fields of an exported entry, in the order of the JSON Lines objects and of the CSV header."""
+
+SQLITE_READ_TIMEOUT = 30.0
+"""Seconds a long read on SQLite waits for a lock (in WAL mode a reader waits only while the file is recovered)."""
+
+_readers: dict[str, Engine] = {}
+_readers_lock = threading.Lock()
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for long reads (exports, streamed queries) of ``engine``'s database: each read gets a connection of
+    its own, made for it and closed after it, never one of the pool the worker uses. On SQLite it is a plain
+    connection, whose read never takes the write lock: ``engine`` begins every transaction with ``BEGIN IMMEDIATE``,
+    which would hold off every writer (the daemon, the audit entry of the read itself) for as long as the stream
+    lasts; a single ``SELECT`` still reads one snapshot from its first row to its last. An in-memory database, or a
+    file that does not exist yet, is read through ``engine`` itself."""
+    url = engine.url
+    path = sqlite_file(url.render_as_string(hide_password=False))
+    if url.get_backend_name() == "sqlite" and (path is None or not os.path.exists(path)):
+        return engine
+    key = url.render_as_string(hide_password=False)
+    with _readers_lock:
+        found = _readers.get(key)
+        if found is None:
+            if path is not None:
+                found = create_engine(url, poolclass=NullPool,
+                                      connect_args={"timeout": SQLITE_READ_TIMEOUT, "check_same_thread": False})
+            else:
+                timeout = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT}
+                found = create_engine(url, poolclass=NullPool, connect_args=timeout)
+            _readers[key] = found
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from payhub import checkpoints, csvsafe, files, provenance
 from payhub.audit import AuditHeadDamaged, read_head
 from payhub.audit import verify as verify_chain
-from payhub.audit_query import COLUMNS, EXPORT_COLUMNS, AuditFilters, csv_row, detail_value, iter_entries, jsonl_line
+from payhub.audit_query import (
+    COLUMNS,
+    EXPORT_COLUMNS,
+    AuditFilters,
+    csv_row,
+    detail_value,
+    iter_entries,
+    jsonl_line,
+    reader,
+)
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, err_console, plain, render, shown, to_json
 from payhub.cli.params import ACTOR, LIMIT, MAX_ID
@@ -116,7 +125,7 @@ def audit_query(ctx: Context, fmt: str, limit: int | None, after: int | None, **
     tally = _Tally()
 
     def stream() -> None:
-        with rt.engine.connect() as conn, \
+        with reader(rt.engine).connect() as conn, \
                 closing(iter_entries(conn, chosen, after=after, limit=None if limit is None else limit + 1)) as found:
             page = found if limit is None else islice(found, limit)
             render(({**e, "detail": detail_value(e["detail"])} for e in tally.over(page)), fmt, COLUMNS,
@@ -167,7 +176,7 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
     tally = _Tally()
 
     def stream() -> None:
-        with rt.engine.connect() as conn, closing(iter_entries(conn, chosen)) as found:
+        with reader(rt.engine).connect() as conn, closing(iter_entries(conn, chosen)) as found:
             try:
                 out = _open_export(output) if output else sys.stdout
                 try:
