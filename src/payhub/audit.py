@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import DBAPIError
 
+from payhub import metrics
 from payhub.clock import isoformat, utcnow
 from payhub.db.schema import audit_head, audit_log
 from payhub.errors import PayhubError
@@ -114,6 +115,7 @@ class AuditWriter:
         # Plain text and integers only: handed to the driver's executemany directly (the hot path of every stage).
         conn.exec_driver_sql(_insert_sql(conn), [tuple(v) for v in values])
         conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+        metrics.AUDIT_ENTRIES.inc(len(values))
         return [dict(zip(COLUMNS, v, strict=True)) for v in values]
 
 

@@ -18,7 +18,7 @@ import pluggy
 from pydantic import ValidationError
 from stevedore import NamedExtensionManager
 
-from payhub import hookspecs
+from payhub import hookspecs, metrics
 from payhub.api import Calculator, Rail, RailCapabilities, Source
 from payhub.errors import ConfigError
 from payhub.settings import Settings, validation_problems
@@ -182,6 +182,7 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None) -> Plugins:
                 reason = f"failed to register: {type(exc).__name__}: {exc}"
         if reason is not None:
             log.error("plugin %s (%s) failed: %s", key, ep_name, reason)
+            metrics.plugin_failed(kind, section_name, "load")
         plugins.statuses.append(
             PluginStatus(section_name, kind, ep_name, dist, version, "failed" if reason else "loaded", reason)
         )

@@ -378,6 +378,9 @@ class HttpSettings(_Section):
         description="Addresses of reverse proxies whose X-Forwarded-For names the client's address.")
     shutdown_grace_seconds: float = Field(
         5, gt=0, le=HOUR, description="Time open requests get to finish when the server stops.")
+    metrics_refresh_seconds: float = Field(
+        15, ge=0, le=HOUR, description="How often /metrics reads its counts from the database, off the request path; "
+        "0 reads them on every scrape.")
 
     @field_validator("listen")
     @classmethod

@@ -27,6 +27,7 @@ from filelock import FileLock
 from sqlalchemy import select, update
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
+from payhub import metrics
 from payhub.checkpoints import Checkpointer
 from payhub.db.engine import lock_sqlite_file, sqlite_file
 from payhub.db.faults import describe, is_transient
@@ -209,6 +210,7 @@ class Worker:
     def _note(self, stage: str, n: int) -> None:
         if n:
             self.summary.add(stage, n)
+            metrics.STAGE_ITEMS.labels(stage).inc(n)
             if self.observer:
                 self.observer(stage, n)
 

@@ -53,7 +53,6 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
 
 def _routers() -> list[Any]:
     """The routers of the app, each in its own module."""
-    from payhub.http import routes_actions, routes_health, routes_tokens
-    from payhub.http.routes_export import router as export_router
+    from payhub.http import metrics, routes_actions, routes_health, routes_tokens
 
-    return [routes_health.router, routes_tokens.router, routes_actions.router, export_router]
+    return [routes_health.router, metrics.router, routes_tokens.router, routes_actions.router]

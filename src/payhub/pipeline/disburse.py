@@ -44,11 +44,12 @@ from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
+from payhub import metrics
 from payhub.api import Outcome, PayoutInstruction, Rail, RailResult
 from payhub.clock import isoformat, utcnow
 from payhub.db.queries import for_update
 from payhub.db.schema import attempts, payouts, rewards
-from payhub.errors import PermanentRailError, PluginTimeout, RetryableRailError, UnknownOutcomeError
+from payhub.errors import PermanentRailError, PluginTimeout, RailError, RetryableRailError, UnknownOutcomeError
 from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.pipeline import leases
@@ -248,10 +249,13 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
     if not batch:
         return
     keys = [w.instruction.idempotency_key for w in batch]
+    metrics.PAYOUT_ATTEMPTS.labels(rail.name, "send").inc(len(batch))
+    metrics.PAYOUT_RETRIES.labels(rail.name).inc(sum(1 for w in batch if w.attempts > 1))
     try:
-        answered = {r.idempotency_key: r for r in guard.call(rail.send, [w.instruction for w in batch],
-                                                             doing=f"send of payouts {_ids(batch)}",
-                                                             sending=True)}
+        with metrics.RAIL_CALL_SECONDS.labels(rail.name, "send").time():
+            sent = guard.call(rail.send, [w.instruction for w in batch], doing=f"send of payouts {_ids(batch)}",
+                              sending=True)
+        answered = {r.idempotency_key: r for r in sent}
         results = {k: answered.get(k) or RailResult(k, Outcome.UNKNOWN, reason="the rail returned no result")
                    for k in keys}
     except RetryableRailError as exc:
@@ -259,6 +263,7 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
     except PermanentRailError as exc:
         results = {k: RailResult(k, Outcome.REJECTED, reason=exc.reason) for k in keys}
     except PluginTimeout as exc:  # abandoned: the call runs on, so the rail may still take every payout of it
+        metrics.plugin_failed("rail", rail.name, "timeout")
         for w in batch:
             log.warning("payout %s (idempotency key %s): send abandoned: %s; its outcome is unknown and it is looked "
                         "up on the rail by its key before any new attempt", w.id, w.instruction.idempotency_key, exc)
@@ -267,6 +272,7 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         results = {k: RailResult(k, Outcome.UNKNOWN, reason=str(exc)) for k in keys}
     except Exception as exc:  # noqa: BLE001 - a rail bug: it may have sent, so the outcome is unknown
         log.exception("rail %s raised while sending", rail.name)
+        metrics.plugin_failed("rail", rail.name, "error")
         results = {k: RailResult(k, Outcome.UNKNOWN, reason=f"rail error: {type(exc).__name__}: {exc}")
                    for k in keys}
     apply_results(rt, section, [(w, results[w.instruction.idempotency_key]) for w in batch],
@@ -306,11 +312,15 @@ def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -
     if not batch:
         return
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
+    metrics.PAYOUT_ATTEMPTS.labels(rail.name, "lookup").inc(len(batch))
     try:
-        found = guard.call(rail.lookup, [w.instruction.idempotency_key for w in batch],
-                           doing=f"lookup of payouts {_ids(batch)}")
+        with metrics.RAIL_CALL_SECONDS.labels(rail.name, "lookup").time():
+            found = guard.call(rail.lookup, [w.instruction.idempotency_key for w in batch],
+                               doing=f"lookup of payouts {_ids(batch)}")
     except Exception as exc:  # noqa: BLE001 - the payouts stay unknown and are looked up again after a wait
         log.warning("rail %s: lookup failed: %s", rail.name, exc)
+        if not isinstance(exc, RailError):
+            metrics.plugin_failed("rail", rail.name, "timeout" if isinstance(exc, PluginTimeout) else "error")
         wait = max(LOOKUP_MIN_WAIT, backoff_seconds(section, max(w.attempts for w in batch)))
         later = now + timedelta(seconds=wait)
         with rt.engine.begin() as conn:  # not a status change: no audit entry, but fenced all the same
