@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ColumnElement, Connection, Row, Select, func, select, tuple_, union_all
 
 from payhub import funds as fund_math
-from payhub.audit_query import AuditFilters, iter_entries
+from payhub.audit_query import AuditFilters, detail_value, iter_entries
 from payhub.clock import utcnow
 from payhub.db import schema as tables
 from payhub.money import from_minor
@@ -53,8 +53,6 @@ PAYOUT_COLUMNS = ["id", "payee", "rail", "amount", "currency", "items", "status"
                   "reason", "route", "key"]
 FUND_COLUMNS = ["program", "holder", "unit", "credited", "spent", "expired", "balance", "next_expiry"]
 PROGRAM_VERSION_COLUMNS = ["id", "program", "version", "calculator", "params", "fingerprint", "created_at"]
-AUDIT_COLUMNS = ["seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail",
-                 "prev_hash", "hash"]
 
 
 def amount_text(minor: int, currency: str) -> str:
@@ -214,15 +212,8 @@ def program_versions(conn: Connection, *, program: str | None = None, after: int
 
 def audit_entries(conn: Connection, filters: AuditFilters, *, after: int | None = None,
                   limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Audit entries matching ``filters`` above sequence number ``after``, oldest first (:data:`AUDIT_COLUMNS`),
-    with ``detail`` parsed (a JSON object) and ``at`` the canonical UTC text the chain hashes."""
-    return ({**row, "detail": json.loads(row["detail"])}
+    """Audit entries matching ``filters`` above sequence number ``after``, oldest first (the keys of
+    :data:`~payhub.audit_query.EXPORT_COLUMNS`), with ``detail`` parsed (a JSON object; its text when it is not
+    JSON, see :func:`~payhub.audit_query.detail_value`) and ``at`` the canonical UTC text the chain hashes."""
+    return ({**row, "detail": detail_value(row["detail"])}
             for row in iter_entries(conn, filters, after=after, limit=limit))
-
-
-def query_audit(conn: Connection, *, since: datetime | None = None, until: datetime | None = None,
-                actor: str | None = None, action: str | None = None, subject: str | None = None,
-                limit: int | None = None) -> list[dict[str, Any]]:
-    """Audit entries in order, as a list (:func:`audit_entries` streams them). ``subject`` is ``type:id`` or a bare
-    id; ``action`` may end in ``*``."""
-    return list(audit_entries(conn, AuditFilters(since, until, actor, action, subject), limit=limit))

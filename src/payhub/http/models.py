@@ -170,7 +170,8 @@ class AuditEntryItem(_Body):
     subject_id: str
     outcome: str
     origin: str
-    detail: dict[str, Any]
+    detail: Any = Field(description="What the entry records: a JSON object (the stored text itself when that is not "
+                                    "JSON, i.e. changed outside payhub).")
     prev_hash: str
     hash: str
 

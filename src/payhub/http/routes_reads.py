@@ -55,6 +55,7 @@ MAX_DIFFERENCES = 1000
 ID_BOUND = 2**63
 
 router = APIRouter(prefix=API, tags=["reads"], dependencies=[Depends(require("auditor"))],
+                   generate_unique_id_function=lambda route: route.name,  # operation ids: list_events, explain…
                    responses={401: {"model": Detail, "description": "No valid token."},
                               403: {"model": Detail, "description": "The token's role may not read."},
                               422: {"model": Invalid, "description": "A parameter is not valid."}})
@@ -90,7 +91,7 @@ def _by_id(row: dict[str, Any]) -> Any:
 
 
 @router.get("/events", response_model=EventPage, summary="List events")
-def events(request: Request, after: After = None, limit: Limit = 100,
+def list_events(request: Request, after: After = None, limit: Limit = 100,
            status: Annotated[reports.EventStatus | None, Query(description="Only events in this status.")] = None,
            source: Annotated[str | None, Query(max_length=200, description="Only events of this source.")] = None,
            ) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def events(request: Request, after: After = None, limit: Limit = 100,
 
 
 @router.get("/rewards", response_model=RewardPage, summary="List rewards")
-def rewards(request: Request, after: After = None, limit: Limit = 100,
+def list_rewards(request: Request, after: After = None, limit: Limit = 100,
             status: Annotated[reports.RewardStatus | None, Query(description="Only rewards in this status.")] = None,
             payee: Annotated[str | None, Query(max_length=200, description="Only rewards of this payee.")] = None,
             program: Annotated[str | None, Query(max_length=200, description="Only rewards of this program.")] = None,
@@ -113,7 +114,7 @@ def rewards(request: Request, after: After = None, limit: Limit = 100,
 
 
 @router.get("/calculations", response_model=CalculationPage, summary="List calculations that paid nothing")
-def calculations(request: Request, after: After = None, limit: Limit = 100,
+def list_calculations(request: Request, after: After = None, limit: Limit = 100,
                  status: Annotated[reports.Unrewarded | None, Query(
                      description="`not_eligible` or `failed`; both when absent.")] = None,
                  payee: Annotated[str | None, Query(max_length=200, description="Only events of this payee.")] = None,
@@ -128,7 +129,7 @@ def calculations(request: Request, after: After = None, limit: Limit = 100,
 
 
 @router.get("/payouts", response_model=PayoutPage, summary="List payouts")
-def payouts(request: Request, after: After = None, limit: Limit = 100,
+def list_payouts(request: Request, after: After = None, limit: Limit = 100,
             status: Annotated[reports.PayoutStatus | None, Query(description="Only payouts in this status.")] = None,
             rail: Annotated[str | None, Query(max_length=100, description="Only payouts through this rail.")] = None,
             payee: Annotated[str | None, Query(max_length=200, description="Only payouts to this payee.")] = None,
@@ -156,7 +157,7 @@ def _fund_key(text: str) -> reports.FundKey:
 
 
 @router.get("/funds", response_model=FundPage, summary="List funds")
-def funds(request: Request, limit: Limit = 100,
+def list_funds(request: Request, limit: Limit = 100,
           after: Annotated[str | None, Query(max_length=2000, description=(
               "The position after the last fund of the previous page: opaque, taken from `next`."))] = None,
           program: Annotated[str | None, Query(max_length=200, description="Only this program's funds.")] = None,
@@ -177,7 +178,7 @@ def funds(request: Request, limit: Limit = 100,
 
 
 @router.get("/programs", response_model=ProgramVersionPage, summary="List program versions")
-def programs(request: Request, after: After = None, limit: Limit = 100,
+def list_program_versions(request: Request, after: After = None, limit: Limit = 100,
              program: Annotated[str | None, Query(max_length=200, description="Only this program's versions.")] = None,
              ) -> dict[str, Any]:
     """Every version of every program, oldest first: a program's settings as they were each time they changed."""
@@ -187,7 +188,7 @@ def programs(request: Request, after: After = None, limit: Limit = 100,
 
 
 @router.get("/audit", response_model=AuditPage, summary="Query the audit log")
-def audit(request: Request, limit: Limit = 100,
+def query_audit(request: Request, limit: Limit = 100,
           after: Annotated[int | None, Query(ge=0, lt=ID_BOUND, description=(
               "Entries with a sequence number above this one (`next` carries it)."))] = None,
           since: Annotated[Instant | None, Query(description="Entries at or after this time.")] = None,
