@@ -16,10 +16,14 @@ from payhub import tokens
 from payhub.clock import utcnow
 from payhub.errors import InvalidRecord
 from payhub.http.auth import require
+from payhub.http.models import Detail, Invalid, Refused
 from payhub.http.state import acting, face
 from payhub.tokens import Principal, Role, State
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"],
+                   responses={401: {"model": Detail, "description": "No valid token."},
+                              403: {"model": Detail, "description": "Not an admin token."},
+                              422: {"model": Invalid, "description": "A parameter is not valid."}})
 Admin = Annotated[Principal, Depends(require("admin"))]
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -34,6 +38,15 @@ class TokenRequest(BaseModel):
         None, examples=["2027-01-31T18:00:00Z", "2027-01-31"],
         description="When it stops working, in the future: an ISO 8601 date-time with an offset, or a date "
                     "(valid to the end of that day, UTC). None: until revoked.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            tokens.check_name(value)
+        except InvalidRecord as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("expires_at", mode="before")
     @classmethod
@@ -84,22 +97,18 @@ def list_tokens(request: Request, _admin: Admin) -> TokenList:
 
 
 @router.post("", status_code=201, summary="Create an API token", response_model=TokenCreated,
-             responses={409: {"description": "A token (perhaps revoked) has this name already."}})
+             responses={409: {"model": Refused, "description": "A token (perhaps revoked) has this name already."}})
 def create_token(request: Request, response: Response, body: TokenRequest, admin: Admin) -> TokenCreated:
     """Create a token and answer it once (``Cache-Control: no-store``); audited as ``token.created``."""
-    expires_at = body.expires_at if isinstance(body.expires_at, datetime) else None
-    try:
-        token = tokens.create(acting(request, admin), body.name, body.role, expires_at)
-    except InvalidRecord as exc:
-        request.state.refusal = str(exc)
-        raise HTTPException(422, str(exc)) from None
+    expires_at = body.expires_at if isinstance(body.expires_at, datetime) else None  # a date became one
+    token = tokens.create(acting(request, admin), body.name, body.role, expires_at)
     response.headers.update(NO_STORE)
     return TokenCreated(token=token, name=body.name, role=body.role, expires_at=expires_at)
 
 
 @router.delete("/{name}", summary="Revoke an API token", response_model=TokenOut,
-               responses={404: {"description": "No token has this name."},
-                          409: {"description": "The token is revoked already."}})
+               responses={404: {"model": Detail, "description": "No token has this name."},
+                          409: {"model": Refused, "description": "The token is revoked already."}})
 def revoke_token(request: Request, name: Annotated[str, Path(max_length=100)], admin: Admin) -> TokenOut:
     """Revoke a token at once: its next request is refused. Audited as ``token.revoked``."""
     try:
