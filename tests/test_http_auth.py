@@ -433,15 +433,18 @@ def raw_get(server: HttpServer, path: str, headers: dict[str, str]) -> bytes:
     return answer
 
 
-@pytest.mark.parametrize(("trusted", "origin"), [(["192.0.2.1"], "127.0.0.1"), ([], "127.0.0.1"),
-                                                 (["127.0.0.1"], "203.0.113.99")])
+@pytest.mark.parametrize(("trusted", "forwarded", "origin"), [
+    (["192.0.2.1"], "203.0.113.99", "127.0.0.1"), ([], "203.0.113.99", "127.0.0.1"),
+    (["127.0.0.1"], "203.0.113.99", "203.0.113.99"),
+    (["127.0.0.1"], "6.6.6.6, 203.0.113.99", "203.0.113.99"),  # the client's own header, appended to by the proxy
+    (["127.0.0.1", "10.0.0.2"], "6.6.6.6, 203.0.113.99, 10.0.0.2", "203.0.113.99"),  # a chain of trusted proxies
+])
 def test_x_forwarded_for_counts_only_from_a_trusted_proxy(runtime: Callable[[str], Runtime], trusted: list[str],
-                                                          origin: str) -> None:
+                                                          forwarded: str, origin: str) -> None:
     rt = runtime(HTTP + f"forwarded_allow_ips = {json.dumps(trusted)}\n")
     token = Api(rt).token("root")
     with serving(rt) as server:
-        answer = raw_get(server, "/api/v1/tokens", {"Authorization": f"Bearer {token}",
-                                                    "X-Forwarded-For": "203.0.113.99"})
+        answer = raw_get(server, "/api/v1/tokens", {"Authorization": f"Bearer {token}", "X-Forwarded-For": forwarded})
         assert answer.startswith(b"HTTP/1.1 200 ")
         for _ in range(3):
             raw_get(server, "/api/v1/tokens", {"X-Forwarded-For": "203.0.113.99"})
