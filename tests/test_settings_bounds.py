@@ -149,6 +149,7 @@ SELLER = {"name": "Vendor GmbH", "country": "DE", "registration_id": "HRB 12345"
           "endpoint_id": "billing@vendor.example", "endpoint_scheme": "EM"}
 PLUGIN_SECTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "sources:file": ("sources", {"plugin": "file", "path": "deals.csv"}),
+    "sources:webhook": ("sources", {"plugin": "webhook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
     "sources:hubspot": ("sources", {"plugin": "hubspot", "access_token": "pat-x", "start_date": date(2026, 1, 1),
                                     "company_currency": "USD"}),
     "sources:salesforce": ("sources", {"plugin": "salesforce", "auth": "client_credentials", "client_id": "3MVG9",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,12 +18,14 @@ from typing import Any, Literal, cast
 
 from sqlalchemy import or_, select, update
 
+from payhub import webhooks
 from payhub.api import FetchResult, SourceRecord
 from payhub.audit import canonical_json
 from payhub.clock import parse_instant, utcnow
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import events, sources
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
+from payhub.guard import Guard
 from payhub.money import check_currency, parse_amount
 from payhub.pipeline import leases, storable, waiting
 from payhub.pipeline.identity import event_key, malformed_key, normalise_id
@@ -31,7 +33,8 @@ from payhub.runtime import Runtime, Tx
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_DECIMALS", "event_key", "poll", "poll_batches", "reset_failed_sources", "store", "validate"]
+__all__ = ["MAX_DECIMALS", "Counts", "event_key", "poll", "poll_batches", "reset_failed_sources", "store", "validate",
+           "write_batch"]
 
 MAX_DECIMALS = 18
 """Amounts with more significant decimal places than this are quarantined."""
@@ -339,7 +342,17 @@ def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tupl
     cursor, lease = claim
     guard = rt.guard(f"source {name}", rt.settings.daemon.plugin_timeout_seconds)
     added, batches, more, limit = 0, 0, False, section.batch_size
+    queued_more = False
     try:
+        if webhooks.reads_objects(source):
+            try:
+                added, queued_more, go_on = _read_queued(rt, name, guard, lease)
+            except leases.LeaseLost:
+                log.warning("source %s: stale write dropped: this worker's lease on it expired or was taken over by "
+                            "another worker; the objects read stay queued", name)
+                return 0, False
+            if not go_on:
+                return added, False
         while not rt.stop_event.is_set() and (max_batches is None or batches < max_batches):
             try:
                 records, next_cursor, more = _checked(guard.call(source.fetch, cursor, limit))
@@ -374,7 +387,83 @@ def poll_batches(rt: Runtime, name: str, max_batches: int | None = None) -> tupl
                 break
     finally:
         _release(rt, name, lease)
-    return added, more
+    return added, more or queued_more
+
+
+def _read_queued(rt: Runtime, name: str, guard: Guard, lease: str) -> tuple[int, bool, bool]:
+    """Read the objects that webhooks queued for source ``name``, at most ``batch_size`` of them, oldest first.
+
+    Returns (new events, whether more ids wait, whether the poll goes on). The records read are stored, and their
+    ids taken off the queue, in one transaction fenced by the poll's ``lease`` (LeaseLost when it no longer holds).
+    Errors are those of a fetch: transient ones and timeouts stop the poll and keep the ids, permanent ones mark
+    the source failed; anything else is narrowed down by reading the ids in halves, and an id that still raises
+    alone is recorded as the source's error and goes to the back of the queue, for a later poll.
+    """
+    source = rt.plugins.sources[name]
+    limit = rt.settings.sources[name].batch_size
+    with rt.engine.connect() as conn:
+        batch = webhooks.waiting(conn, name, limit + 1)
+    added = 0
+
+    def read(part: list[webhooks.Queued]) -> bool:
+        nonlocal added
+        if rt.stop_event.is_set():
+            return False
+        ids = [item.object_id for item in part]
+        try:
+            records = _object_records(guard.call(source.read_objects, ids, doing=f"read_objects of {len(ids)} ids"))
+        except (TransientSourceError, PluginTimeout) as exc:
+            log.warning("source %s: %s (reading queued objects; they stay queued)", name, exc)
+            _record_error(rt, name, f"transient: {_describe(exc)}", failed=False)
+            return False
+        except (PermanentSourceError, PluginError) as exc:
+            reason = _describe(exc)
+            log.error("source %s failed: %s", name, reason)
+            _record_error(rt, name, reason, failed=True)
+            return False
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin bug, maybe set off by one object
+            if len(part) > 1:
+                log.warning("source %s raised %s reading %d queued objects; reading them in halves", name,
+                            _describe(exc), len(part))
+                half = len(part) // 2
+                return read(part[:half]) and read(part[half:])
+            reason = f"{_describe(exc)} (reading the queued object {_shown(repr(ids[0]))})"
+            log.error("source %s: %s; it is read again on a later poll", name, reason)
+            _record_error(rt, name, reason, failed=False)
+            with rt.engine.begin() as conn:
+                webhooks.requeue(conn, name, part[0])
+            return True
+        added += _store_objects(rt, name, part, records, lease)
+        return True
+
+    go_on = read(batch[:limit]) if batch else True
+    return added, len(batch) > limit, go_on
+
+
+def _object_records(result: object) -> list[Any]:
+    """The records read_objects returned; ValueError when it returned something else."""
+    if isinstance(result, str | bytes) or not isinstance(result, Sequence):
+        raise ValueError(f"read_objects returned a {type(result).__name__}, not a sequence of records")
+    return list(result)
+
+
+def _store_objects(rt: Runtime, name: str, read: list[webhooks.Queued], records: list[Any], token: str) -> int:
+    """Store the ``records`` read for the queued ids ``read`` and take those ids off the queue, in one transaction
+    fenced by the lease ``token``; return how many events were new or corrected."""
+
+    def forget(tx: Tx, counts: Counts) -> None:
+        lease = leases.expiry(tx.conn, rt.settings.database.lease_seconds)  # still reading: keep the lease
+        if not leases.holding(tx.conn, sources, "name", [name], token):
+            raise leases.LeaseLost(f"source {name}")
+        tx.conn.execute(update(sources).where(sources.c.name == name).values(lease_until=lease))
+        webhooks.forget(tx.conn, read)
+        tx.audit("source.objects_read", "source", name, {
+            "objects": len(read), "records": len(records), "new": counts.new, "corrected": counts.corrected,
+            "duplicates": len(records) - counts.new - counts.corrected, "quarantined": counts.quarantined,
+        })
+
+    counts = write_batch(rt, name, records, forget)
+    return counts.new + counts.corrected
 
 
 def _checked(result: object) -> tuple[list[Any], str | None, bool]:
@@ -397,34 +486,55 @@ def _checked(result: object) -> tuple[list[Any], str | None, bool]:
 
 
 @dataclass
-class _Counts:
+class Counts:
+    """What writing a batch did: events new, quarantined events corrected, and new events quarantined."""
+
     new: int = 0
     corrected: int = 0
     quarantined: int = 0
 
-    def add(self, other: _Counts) -> None:
+    def add(self, other: Counts) -> None:
         self.new += other.new
         self.corrected += other.corrected
         self.quarantined += other.quarantined
+
+
+Finish = Callable[[Tx, Counts], None]
+"""Completes the transaction of a written batch before it commits (moves a cursor, forgets queued ids, remembers a
+webhook delivery); raising rolls the whole batch back."""
 
 
 def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, previous: str | None = None,
           lease: str | None = None) -> int:
     """Write one fetched batch and its cursor in one transaction; return how many events were new or corrected.
 
+    The records are written as :func:`write_batch` says, and only then does the cursor move. With ``lease`` (the
+    token of the poll's claim on the source), the batch is stored only while that lease holds: otherwise nothing
+    is written and :class:`~payhub.pipeline.leases.LeaseLost` is raised.
+    """
+    now = utcnow()
+
+    def advance(tx: Tx, counts: Counts) -> None:
+        _advance(rt, tx, source, len(records), counts, cursor, previous, now, lease)
+
+    counts = write_batch(rt, source, records, advance, now)
+    return counts.new + counts.corrected
+
+
+def write_batch(rt: Runtime, source: str, records: Sequence[Any], finish: Finish,
+                now: datetime | None = None) -> Counts:
+    """Validate ``records`` of ``source`` and write them in one transaction that ``finish`` completes.
+
     A record whose key is already stored changes nothing, except that a quarantined event is replaced by a
     corrected version of its record (the CRM fixed it and sent it again). Within the batch the copies of a key
     count as if they had arrived one after the other: a later copy replaces an earlier quarantined one, and the
     first valid copy stays. An event dated after now plus ``ingest.future_tolerance_seconds`` is stored waiting
     (see :mod:`payhub.pipeline.waiting`). If the database refuses the batch for its data, the batch is split in
-    halves until each refused record is found; that record is stored as a minimal quarantined event with the
-    database's reason, the rest as usual, and only then does the cursor move. Database faults (locked,
-    unreachable) propagate.
-
-    With ``lease`` (the token of the poll's claim on the source), the batch is stored only while that lease holds:
-    otherwise nothing is written and :class:`~payhub.pipeline.leases.LeaseLost` is raised.
+    halves in a new transaction until each refused record is found; that record is stored as a minimal
+    quarantined event with the database's reason, the rest as usual, and ``finish`` runs again there. Database
+    faults (locked, unreachable) and what ``finish`` raises propagate, and nothing is written.
     """
-    now = utcnow()
+    now = now or utcnow()
     tolerance = timedelta(seconds=rt.settings.ingest.future_tolerance_seconds)
     rows = _one_per_key([validate(record, source, rt.settings.ingest.max_amount) for record in records])
     for row in rows:
@@ -433,7 +543,7 @@ def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, 
     try:
         with rt.transaction() as tx:
             counts = _write(tx, rows)
-            _advance(rt, tx, source, len(records), counts, cursor, previous, now, lease)
+            finish(tx, counts)
     except Exception as exc:
         if not storable.is_data_error(exc) or not rows:
             raise
@@ -441,8 +551,8 @@ def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, 
                     source, len(rows), storable.describe_error(exc))
         with rt.transaction() as tx:
             counts = _write_isolating(tx, source, rows)
-            _advance(rt, tx, source, len(records), counts, cursor, previous, now, lease)
-    return counts.new + counts.corrected
+            finish(tx, counts)
+    return counts
 
 
 def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -456,9 +566,9 @@ def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(chosen.values())
 
 
-def _write(tx: Tx, rows: list[dict[str, Any]]) -> _Counts:
+def _write(tx: Tx, rows: list[dict[str, Any]]) -> Counts:
     """Insert the new rows and correct quarantined events; audit each."""
-    counts = _Counts()
+    counts = Counts()
     inserted = insert_ignore(tx.conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
                              events.c.reason)
     for event_id, key, status, reason in inserted:
@@ -475,10 +585,10 @@ def _write(tx: Tx, rows: list[dict[str, Any]]) -> _Counts:
     return counts
 
 
-def _write_isolating(tx: Tx, source: str, rows: list[dict[str, Any]]) -> _Counts:
+def _write_isolating(tx: Tx, source: str, rows: list[dict[str, Any]]) -> Counts:
     """:func:`_write` in savepoints, halving the rows the database refuses down to single records, each of which
     is then stored as a minimal quarantined event."""
-    counts = _Counts()
+    counts = Counts()
 
     def attempt(chunk: list[dict[str, Any]]) -> None:
         part = Tx(tx.conn)
@@ -512,7 +622,7 @@ def _write_isolating(tx: Tx, source: str, rows: list[dict[str, Any]]) -> _Counts
     return counts
 
 
-def _advance(rt: Runtime, tx: Tx, source: str, records: int, counts: _Counts, cursor: str | None,
+def _advance(rt: Runtime, tx: Tx, source: str, records: int, counts: Counts, cursor: str | None,
              previous: str | None, now: Any, token: str | None = None) -> None:
     """Move the source's cursor (and keep its lease) in the batch's transaction; audit the poll.
 
