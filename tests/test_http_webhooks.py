@@ -75,6 +75,12 @@ class ObjectSource(Source):
                 found.append(SourceRecord("deal", object_id, "won", "deal_won", "2026-12-01T00:00:00Z", payee,
                                           "100.00", "EUR"))
         return found
+
+
+class NamingSource(ObjectSource):
+    """Names objects, but cannot read them."""
+
+    read_objects = Source.read_objects
 '''
 
 SITE = f"""
@@ -86,6 +92,9 @@ poll_interval_seconds = 3600
 [sources.crm]
 plugin = "objects"
 batch_size = 4
+
+[sources.naming]
+plugin = "naming"
 
 [sources.deals]
 plugin = "file"
@@ -107,7 +116,8 @@ max_body_bytes = 4096
 @pytest.fixture(scope="module")
 def object_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     site = write_distribution(tmp_path_factory.mktemp("site-objects"), "payhub-test-objects",
-                              "[payhub.sources]\nobjects = payhub_test_objects:ObjectSource\n",
+                              "[payhub.sources]\nobjects = payhub_test_objects:ObjectSource\n"
+                              "naming = payhub_test_objects:NamingSource\n",
                               modules={"payhub_test_objects": OBJECT_SOURCE})
     sys.path.insert(0, str(site))
     yield
@@ -319,6 +329,16 @@ def test_results_out_of_contract_are_answered_without_storing(rt: Runtime, resul
     answer = post(rt, "/webhooks/crm", json.dumps(result | {"delivery": "d1"}).encode())
     assert answer.status_code == status
     assert queued(rt) == [] and sql(rt.settings.database_url, "SELECT count(*) FROM webhook_deliveries") == [(0,)]
+
+
+@ANY_DATABASE
+def test_object_ids_from_a_source_that_cannot_read_them_are_refused_as_a_bug(rt: Runtime,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    answer = post(rt, "/webhooks/naming", json.dumps({"ids": ["A"]}).encode())
+    assert answer.status_code == 500
+    assert "does not implement read_objects" in caplog.text
+    assert queued(rt, "naming") == []
+    assert post(rt, "/webhooks/naming", json.dumps({"records": ["D-1"]}).encode()).status_code == 200
 
 
 @ANY_DATABASE

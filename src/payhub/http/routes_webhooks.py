@@ -118,6 +118,8 @@ def accept(rt: Runtime, name: str, source: Source, delivery: WebhookRequest) -> 
         return Answer(500, {"error": NEUTRAL}, "the source's webhook raised")
     try:
         records, object_ids, delivery_id = _checked(result)
+        if object_ids and not webhooks.reads_objects(source):
+            raise TypeError("webhook returned object_ids, but the source does not implement read_objects")
     except Unusable as exc:
         return _refused(422, str(exc))
     except (TypeError, ValueError) as exc:
