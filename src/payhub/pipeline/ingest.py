@@ -1,4 +1,5 @@
-"""Ingest: poll a source from its cursor, validate each record, store new events (dedup by key) and the cursor.
+"""Ingest: poll a source from its cursor, validate each record, store new events (dedup by key) and the cursor;
+read the objects that webhooks queued for the source (:mod:`payhub.webhooks`) first.
 
 No single record can stop ingestion: :func:`validate` turns any object a source returns into a row that the
 database can store (an ``ingested`` event, or a ``quarantined`` one with the reason), and :func:`store` writes a
