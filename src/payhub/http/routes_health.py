@@ -21,6 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError
 
 from payhub.db.faults import describe
 from payhub.db.schema import sources
@@ -86,7 +87,11 @@ def _guarded(name: str, conn: Connection, check: Callable[[], Check]) -> Check:
 
 
 def _schema(conn: Connection, head: str) -> Check:
-    current = MigrationContext.configure(conn).get_current_heads()
+    try:
+        current = tuple(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+    except DBAPIError:  # no such table, most likely: alembic tells (and raises for anything else)
+        conn.rollback()
+        current = MigrationContext.configure(conn).get_current_heads()
     if current == (head,):
         return Check("schema", True, f"at revision {head}")
     where = "empty (no payhub tables)" if not current else f"at revision {', '.join(current)}"
@@ -95,9 +100,9 @@ def _schema(conn: Connection, head: str) -> Check:
 
 
 def _sources(conn: Connection, configured: list[str]) -> Check:
-    failed = conn.execute(select(sources.c.name, sources.c.reason)
-                          .where(sources.c.status == "failed", sources.c.name.in_(configured))
-                          .order_by(sources.c.name)).all() if configured else []
+    failed = [(name, reason) for name, reason in conn.execute(
+        select(sources.c.name, sources.c.reason).where(sources.c.status == "failed").order_by(sources.c.name))
+        if name in configured]
     if not failed:
         return Check("sources", True, f"{len(configured)} configured, none failed permanently")
     named = "; ".join(f"{name}: {_short(reason or 'failed')}" for name, reason in failed)
