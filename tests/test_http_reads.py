@@ -153,7 +153,7 @@ def site(module_db_url: str, tmp_path_factory: pytest.TempPathFactory, plugin_pa
     s.rt = Runtime(load_settings(s.config))
     s.rt.load_plugins()
     for role in ("auditor", "operator"):
-        s.tokens[role] = create(s.rt, role, role)  # type: ignore[arg-type]
+        s.tokens[role] = create(s.rt, role, role)
     s.tokens["revoked"] = create(s.rt, "revoked", "admin")
     revoke(s.rt, "revoked")
     [(s.written_by,)] = s.sql("SELECT actor FROM audit_log WHERE action = 'event.calculated' LIMIT 1")
@@ -494,8 +494,8 @@ def test_openapi_is_3_1_and_describes_every_route_with_a_200_schema(site: Site) 
     document = response.json()
     assert document["openapi"].startswith("3.1.")
     served = [(route.path_format, method, route.status_code) for route in iter_route_contexts(site.app.routes)
-              if isinstance(route.route, APIRoute) and route.path_format.startswith("/api/v1/")
-              for method in route.methods]
+              if isinstance(route.route, APIRoute) and (route.path_format or "").startswith("/api/v1/")
+              for method in route.methods or ()]
     assert {path for path, _method, _status in served} >= {
         "/api/v1/events", "/api/v1/rewards", "/api/v1/calculations", "/api/v1/payouts", "/api/v1/funds",
         "/api/v1/programs", "/api/v1/audit", "/api/v1/explain/{ref}", "/api/v1/trace/{ref}", "/api/v1/verify"}

@@ -158,7 +158,7 @@ def _fund_key(text: str) -> reports.FundKey:
 
 @router.get("/funds", response_model=FundPage, summary="List funds")
 def list_funds(request: Request, limit: Limit = 100,
-          after: Annotated[str | None, Query(max_length=2000, description=(
+          after: Annotated[str | None, Query(max_length=8000, description=(
               "The position after the last fund of the previous page: opaque, taken from `next`."))] = None,
           program: Annotated[str | None, Query(max_length=200, description="Only this program's funds.")] = None,
           holder: Annotated[str | None, Query(max_length=200, description=(
