@@ -10,12 +10,13 @@ it is reopened, lost or deleted, in the same edit that makes it leave the source
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
-from payhub.db.schema import events, rewards
+from payhub.db.schema import events, rewards, webhook_objects
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
@@ -174,7 +175,8 @@ def test_deleted_deal_reported_by_webhook_after_a_reopen(sim: HubSpotSimulator,
                                                          setup: Callable[..., tuple[Runtime, str, str]]) -> None:
     rt, deal, partner = setup(archived_sweep_seconds=0, index_lag_seconds=3600)
     reopened_then_deleted(sim, deal, partner, edit_ms(sim))
-    rt.plugins.sources["hs"].inbox.add([deal])  # a deal.deletion notification; the windows do not see the edit
+    with rt.engine.begin() as conn:  # a deal.deletion notification, queued; the windows do not see the edit
+        conn.execute(insert(webhook_objects).values(source="hs", object_id=deal, received_at=datetime.now(UTC)))
     sync(rt)
     assert [kind for kind, _, _ in deal_events(rt, deal)] == ["won", "reopened"]
     assert deal_rewards(rt, deal) == [("won", "cancelled", 10000)]
