@@ -9,6 +9,7 @@ and details: spreadsheet formulas, bidi and control characters, non-ASCII.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -23,7 +24,7 @@ from cli_helpers import CliSite
 from sqlalchemy import select
 
 from payhub.audit import FIELDS, GENESIS, Entry, canonical_json, entry_hash
-from payhub.audit_query import EXPORT_COLUMNS
+from payhub.audit_query import EXPORT_COLUMNS, jsonl_line
 from payhub.cli import output
 from payhub.csvsafe import restore_cell
 from payhub.db.schema import audit_log
@@ -206,3 +207,19 @@ def test_a_streamed_json_array_is_the_text_of_to_json() -> None:
         out = io.StringIO()
         assert output._json_array(iter(rows), out) == len(rows)
         assert out.getvalue() == output.to_json(rows) + "\n"
+
+
+def test_a_json_lines_line_is_json_dumps_of_the_entry() -> None:
+    entry = {"seq": 7, "at": "2026-01-02T03:04:05.000006Z", "actor": FORMULA, "action": "payout.held",
+             "subject_type": "payee", "subject_id": "-2+3", "outcome": "held", "origin": "cli@host:1",
+             "detail": canonical_json({"reason": REASON, "n": 7, "nested": {"a": [1, 2.5, None, True]}}),
+             "prev_hash": GENESIS, "hash": "f" * 64}
+    cases = [entry, {**entry, "detail": "{not json"}, {**entry, "detail": "{}"},
+             # Values of other types, as a row changed outside payhub (SQLite keeps any type) may hold.
+             {**entry, "seq": "7"}, {**entry, "subject_id": 12}, {**entry, "origin": None}, {**entry, "seq": True}]
+    for case in cases:
+        line = jsonl_line(case)
+        expected = {c: case[c] for c in EXPORT_COLUMNS}
+        with contextlib.suppress(ValueError):
+            expected["detail"] = json.loads(case["detail"])
+        assert line == json.dumps(expected, ensure_ascii=False) + "\n"

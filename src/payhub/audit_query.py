@@ -14,6 +14,7 @@ import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, create_engine, select
@@ -31,6 +32,9 @@ COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "outcom
 
 EXPORT_COLUMNS = (*COLUMNS, "prev_hash", "hash")
 """The fields of an exported entry, in the order of the JSON Lines objects and of the CSV header."""
+
+_TEXT_COLUMNS = tuple(c for c in EXPORT_COLUMNS if c not in ("seq", "detail"))
+_string = encode_basestring  # a JSON string as json.dumps(..., ensure_ascii=False) writes it
 
 SQLITE_READ_TIMEOUT = 30.0
 """Seconds a long read on SQLite waits for a lock (in WAL mode a reader waits only while the file is recovered)."""
@@ -140,9 +144,18 @@ def detail_value(text: str) -> Any:
 
 def jsonl_line(entry: dict[str, Any]) -> str:
     """``entry`` as one line of JSON Lines (with its newline): :data:`EXPORT_COLUMNS` in order, each value the stored
-    text unchanged (non-ASCII as is), ``detail`` as its object: its canonical JSON is the stored text."""
-    return json.dumps({c: detail_value(entry[c]) if c == "detail" else entry[c] for c in EXPORT_COLUMNS},
-                      ensure_ascii=False) + "\n"
+    text unchanged (non-ASCII as is), ``detail`` as its object: its canonical JSON is the stored text. The line is
+    ``json.dumps(…, ensure_ascii=False)`` of that object, written out field by field when the fields have the types
+    payhub stores (a third less work than building a dict for json.dumps: an export writes millions)."""
+    seq, texts = entry["seq"], [entry[c] for c in _TEXT_COLUMNS]
+    if type(seq) is not int or any(type(text) is not str for text in texts):  # changed outside payhub
+        return json.dumps({c: detail_value(entry[c]) if c == "detail" else entry[c] for c in EXPORT_COLUMNS},
+                          ensure_ascii=False) + "\n"
+    detail = json.dumps(detail_value(entry["detail"]), ensure_ascii=False)
+    at, actor, action, stype, sid, outcome, origin, prev, digest = map(_string, texts)
+    return (f'{{"seq": {seq}, "at": {at}, "actor": {actor}, "action": {action}, "subject_type": {stype}, '
+            f'"subject_id": {sid}, "outcome": {outcome}, "origin": {origin}, "detail": {detail}, '
+            f'"prev_hash": {prev}, "hash": {digest}}}\n')
 
 
 def csv_row(entry: dict[str, Any]) -> list[Any]:
