@@ -4,6 +4,7 @@ and the database's counts are kept between refreshes and say how old they are.""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -176,6 +177,27 @@ def test_metrics_match_the_database_after_a_run(site: Site, db_url: str) -> None
     assert "payhub_database_outage" not in {name for name, _labels in samples}  # no worker in this app
 
 
+def test_events_by_source_and_status(site: Site, db_url: str) -> None:
+    """Calculated events are counted as each source's total less its other events: exact for every status, those
+    sorting before ``calculated`` too."""
+    rt, source, _rail = site()
+    app = create_app(rt)
+    source.push(*(deal(f"o{i}", "p1", "10") for i in range(6)))
+    poll(rt, "s")
+    assert labelled(scrape(app), "payhub_events", "source", "status") == {("s", "ingested"): 6.0}
+    versions = register_program_versions(rt)
+    while calculate_batch(rt, versions):
+        pass
+    sql(db_url, "UPDATE events SET source = 't' WHERE object_id IN ('o0', 'o1', 'o2')")
+    sql(db_url, "UPDATE events SET status = 'archived' WHERE object_id = 'o0'")
+    sql(db_url, "UPDATE events SET status = 'waiting' WHERE object_id IN ('o3', 'o4')")
+    expected = {(source_, status): float(n) for source_, status, n in
+                sql(db_url, "SELECT source, status, count(*) FROM events GROUP BY source, status")}
+    assert expected == {("s", "calculated"): 1.0, ("s", "waiting"): 2.0, ("t", "archived"): 1.0,
+                        ("t", "calculated"): 2.0}
+    assert labelled(scrape(app), "payhub_events", "source", "status") == expected
+
+
 def schedule(rt: Runtime, source: FakeSource, *deals: SourceRecord) -> None:
     source.push(*deals)
     poll(rt, "s")
@@ -293,12 +315,37 @@ def test_counts_are_kept_until_due(site: Site) -> None:
         source.push(deal("a", "p1", "10"))
         poll(rt, "s")
         clock.now += 14
-        assert db.current() is first and not db.refreshing
+        assert db.current() is first
+        assert not db.refreshing and db.snapshot is first
         clock.now += 1
         assert db.current() is first  # due: answered at once with what it has, while a thread reads
         wait_for(lambda: db.snapshot is not first, "a refresh")
         assert db.snapshot is not None
         assert db.snapshot.events == [("s", "ingested", 1)] and db.snapshot.taken == 1015.0
+    finally:
+        engine.dispose()
+
+
+def test_slow_reads_are_spaced_out(site: Site) -> None:
+    """A read that took 3 s is followed by the next one 30 s later at the soonest, whatever refresh_seconds says:
+    reading takes at most a tenth of the time."""
+    rt, source, _rail = site()
+    engine = reader_engine(rt.settings.database_url)
+    stop = threading.Event()
+    stop.set()
+    clock = Clock()
+    db = DbMetrics(engine, 15, stop, clock=clock)
+    try:
+        first = db.current()
+        assert first is not None
+        wait_for(lambda: not db.refreshing, "the refresh thread to end")
+        slow = db.snapshot = dataclasses.replace(first, took=3.0)
+        clock.now = first.taken + 29
+        assert db.current() is slow
+        assert not db.refreshing and db.snapshot is slow  # no read started (or it would run, or have replaced it)
+        clock.now = first.taken + 30
+        db.current()
+        wait_for(lambda: db.snapshot is not slow, "a refresh")
     finally:
         engine.dispose()
 

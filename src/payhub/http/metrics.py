@@ -3,8 +3,9 @@ in-process instruments (:mod:`payhub.metrics`).
 
 Each app has a registry of its own (never prometheus-client's global default). The values read from the database
 (events, rewards and payouts by status, the oldest waiting payouts, the sources, the audit log's length) cost a
-scan of large tables, so they are read at most every ``http.metrics_refresh_seconds``, in a thread of their own,
-off the request path (:class:`DbMetrics`); ``payhub_db_metrics_age_seconds`` says how old they are. Ages (source
+scan of large tables, so they are read at most every ``http.metrics_refresh_seconds`` (and at most a tenth of the
+time), in a thread of their own, off the request path (:class:`DbMetrics`); ``payhub_db_metrics_age_seconds`` says
+how old they are. Ages (source
 lag, oldest payouts) are computed at the scrape from the times read, so they keep growing between refreshes.
 """
 
@@ -41,9 +42,11 @@ router = APIRouter(tags=["health"])
 
 AGED_STATUSES = ("scheduled", "retrying", "sending", "unknown", "unresolved")
 """Payout statuses whose oldest payout's age is exported (``payhub_oldest_payout_age_seconds``)."""
+SETTLED_EVENTS = "calculated"  # the status nearly every event ends in
 REFRESH_TIMEOUT_SECONDS = 60.0  # a statement of a refresh (PostgreSQL)
 FIRST_WAIT_SECONDS = 10.0  # how long a scrape waits for values when none were read yet
 IDLE_SECONDS = 300.0  # the refresh thread ends after this long (or 10 refreshes) without a scrape
+READ_SHARE = 10  # reads are at least this many times their own duration apart
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format every Prometheus version reads
 
 
@@ -64,8 +67,7 @@ class Snapshot:
 def read_snapshot(conn: Connection, clock: Callable[[], float] = time.monotonic) -> Snapshot:
     """Read the counts /metrics exports from the database."""
     started = clock()
-    by_source = conn.execute(select(events.c.source, events.c.status, func.count())
-                             .group_by(events.c.source, events.c.status)).all()
+    by_source = _events_by_source(conn)
     by_reward = conn.execute(select(rewards.c.status, func.count()).group_by(rewards.c.status)).all()
     by_payout = conn.execute(select(payouts.c.rail, payouts.c.status, func.count())
                              .group_by(payouts.c.rail, payouts.c.status)).all()
@@ -76,7 +78,7 @@ def read_snapshot(conn: Connection, clock: Callable[[], float] = time.monotonic)
     ended = clock()
     return Snapshot(
         taken=ended, took=ended - started,
-        events=[(source, status, count) for source, status, count in by_source],
+        events=by_source,
         rewards=[(status, count) for status, count in by_reward],
         payouts=[(rail, status, count) for rail, status, count in by_payout],
         oldest={status: at for status, at in oldest if at is not None},
@@ -84,12 +86,30 @@ def read_snapshot(conn: Connection, clock: Callable[[], float] = time.monotonic)
         audit_entries=head if isinstance(head, int) else None)
 
 
+def _events_by_source(conn: Connection) -> list[tuple[str, str, int]]:
+    """Events by source and status. Nearly all events end ``calculated``: counting those by source would read every
+    row, so they are each source's total (an index scan) less its events in the other statuses, which the status
+    index finds without reading the rest."""
+    totals: dict[str, int] = {source: n for source, n in conn.execute(
+        select(events.c.source, func.count()).group_by(events.c.source))}
+    counts: list[tuple[str, str, int]] = []
+    for other in (events.c.status < SETTLED_EVENTS, events.c.status > SETTLED_EVENTS):
+        counts += [(source, status, n) for status, source, n in conn.execute(
+            select(events.c.status, events.c.source, func.count()).where(other)
+            .group_by(events.c.status, events.c.source))]
+    for source, _status, n in counts:
+        totals[source] = totals.get(source, 0) - n
+    counts += [(source, SETTLED_EVENTS, n) for source, n in totals.items() if n > 0]
+    return sorted(counts)
+
+
 class DbMetrics:
     """The database's counts, read at most every ``refresh_seconds`` and kept for the scrapes.
 
     A scrape that finds them older starts a refresh in a thread and is answered with the values at hand; only a
     scrape finding none yet waits for the first (up to FIRST_WAIT_SECONDS). The thread refreshes every
-    ``refresh_seconds`` while scrapes come, and ends after a while without one, or when ``stop`` is set.
+    ``refresh_seconds``, or READ_SHARE times as long as the last read took if that is longer (so reading takes at
+    most a tenth of the time), while scrapes come, and ends after a while without one, or when ``stop`` is set.
     ``refresh_seconds`` 0 reads on every scrape, on the request path. A failed refresh keeps the values it had and
     notes why (:attr:`failure`).
     """
@@ -123,7 +143,7 @@ class DbMetrics:
         with self._lock:
             self._asked = now
             found = self.snapshot
-            if not self._running and (found is None or now - found.taken >= self.refresh_seconds):
+            if not self._running and (found is None or now - found.taken >= self._interval(found)):
                 self._running = True
                 threading.Thread(target=self._keep_fresh, name="payhub-metrics", daemon=True).start()
         if found is None:
@@ -145,12 +165,16 @@ class DbMetrics:
         finally:
             self._first.set()
 
+    def _interval(self, taken: Snapshot | None) -> float:
+        """Seconds from one read to the next."""
+        return max(self.refresh_seconds, READ_SHARE * taken.took if taken is not None else 0.0)
+
     def _keep_fresh(self) -> None:
         idle = max(IDLE_SECONDS, 10 * self.refresh_seconds)
         try:
             while True:
                 self.refresh()
-                if self.stop.wait(self.refresh_seconds):
+                if self.stop.wait(self._interval(self.snapshot)):
                     return
                 with self._lock:
                     if self.clock() - self._asked > idle:
