@@ -33,7 +33,6 @@ COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "outcom
 EXPORT_COLUMNS = (*COLUMNS, "prev_hash", "hash")
 """The fields of an exported entry, in the order of the JSON Lines objects and of the CSV header."""
 
-_TEXT_COLUMNS = tuple(c for c in EXPORT_COLUMNS if c not in ("seq", "detail"))
 _string = encode_basestring  # a JSON string as json.dumps(..., ensure_ascii=False) writes it
 
 SQLITE_READ_TIMEOUT = 30.0
@@ -147,15 +146,19 @@ def jsonl_line(entry: dict[str, Any]) -> str:
     text unchanged (non-ASCII as is), ``detail`` as its object: its canonical JSON is the stored text. The line is
     ``json.dumps(…, ensure_ascii=False)`` of that object, written out field by field when the fields have the types
     payhub stores (a third less work than building a dict for json.dumps: an export writes millions)."""
-    seq, texts = entry["seq"], [entry[c] for c in _TEXT_COLUMNS]
-    if type(seq) is not int or any(type(text) is not str for text in texts):  # changed outside payhub
-        return json.dumps({c: detail_value(entry[c]) if c == "detail" else entry[c] for c in EXPORT_COLUMNS},
-                          ensure_ascii=False) + "\n"
-    detail = json.dumps(detail_value(entry["detail"]), ensure_ascii=False)
-    at, actor, action, stype, sid, outcome, origin, prev, digest = map(_string, texts)
-    return (f'{{"seq": {seq}, "at": {at}, "actor": {actor}, "action": {action}, "subject_type": {stype}, '
-            f'"subject_id": {sid}, "outcome": {outcome}, "origin": {origin}, "detail": {detail}, '
-            f'"prev_hash": {prev}, "hash": {digest}}}\n')
+    seq, text = entry["seq"], _string
+    if type(seq) is int:
+        try:
+            return (f'{{"seq": {seq}, "at": {text(entry["at"])}, "actor": {text(entry["actor"])}, '
+                    f'"action": {text(entry["action"])}, "subject_type": {text(entry["subject_type"])}, '
+                    f'"subject_id": {text(entry["subject_id"])}, "outcome": {text(entry["outcome"])}, '
+                    f'"origin": {text(entry["origin"])}, '
+                    f'"detail": {json.dumps(detail_value(entry["detail"]), ensure_ascii=False)}, '
+                    f'"prev_hash": {text(entry["prev_hash"])}, "hash": {text(entry["hash"])}}}\n')
+        except TypeError:  # a field that is not text: changed outside payhub
+            pass
+    return json.dumps({c: detail_value(entry[c]) if c == "detail" else entry[c] for c in EXPORT_COLUMNS},
+                      ensure_ascii=False) + "\n"
 
 
 def csv_row(entry: dict[str, Any]) -> list[Any]:
