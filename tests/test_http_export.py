@@ -343,3 +343,26 @@ def test_exports_over_a_real_socket(world: World, reads: Reads) -> None:
         server.stop()
     with world.rt.engine.connect() as conn:
         assert conn.execute(select(events.c.id)).first() is None  # nothing but reads happened
+
+
+def test_an_export_outlasts_the_request_read_timeout(make_runtime: Any) -> None:
+    # The body deadline (http.read_timeout_seconds) bounds reading the request, not streaming the answer.
+    rt = make_runtime("[http]\nread_timeout_seconds = 0.2\n")
+    seed(rt, 4000, pad=400)
+    token = create(rt, "slow-reader", "auditor")
+    server = HttpServer(rt, listen=("127.0.0.1", 0))
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client, \
+                client.stream("GET", "/api/v1/audit/export") as answer:
+            received = io.BytesIO()
+            for chunk in answer.iter_bytes(64 * 1024):
+                received.write(chunk)
+                time.sleep(0.02)  # a slow reader: the answer takes well over the request's deadline
+        lines = received.getvalue().decode("utf-8").splitlines(keepends=True)
+        assert len(lines) > 4000 and recomputed_head(lines) == stored(rt)[len(lines) - 1]["hash"]
+        assert _wait_for(lambda: len(exports(rt)) == 1)
+        assert exports(rt)[0][1:] == ("ok", {"filters": {}, "format": "jsonl", "rows": len(lines),
+                                             "complete": True})
+    finally:
+        server.stop()
