@@ -200,20 +200,23 @@ def test_json_and_csv_queries_stream_every_match_without_a_limit(site: tuple[Cli
 
 
 def test_a_streamed_json_array_is_the_text_of_to_json() -> None:
-    items = [{"seq": 1, "none": None, "flags": [True, False], "float": 1.5, "nested": {"a": [1, {"b": "\u202e\x1b"}],
-              "empty": {}}, "list": [], "amount": Decimal("1.20"), "at": datetime(2026, 1, 2, tzinfo=UTC), 3: "x",
-              "text": "é\n\"q\""}, {}]
-    for rows in (items, [], [{"only": 1}]):
+    nested = {"a": [1, {"b": "\u202e\x1b"}], "empty": {}}
+    items: list[dict[Any, Any]] = [
+        {"seq": 1, "none": None, "flags": [True, False], "float": 1.5, "nested": nested, "list": [],
+         "amount": Decimal("1.20"), "at": datetime(2026, 1, 2, tzinfo=UTC), 3: "x", "text": "é\n\"q\""}, {}]
+    cases: list[list[dict[Any, Any]]] = [items, [], [{"only": 1}]]
+    for rows in cases:
         out = io.StringIO()
         assert output._json_array(iter(rows), out) == len(rows)
         assert out.getvalue() == output.to_json(rows) + "\n"
 
 
 def test_a_json_lines_line_is_json_dumps_of_the_entry() -> None:
-    entry = {"seq": 7, "at": "2026-01-02T03:04:05.000006Z", "actor": FORMULA, "action": "payout.held",
-             "subject_type": "payee", "subject_id": "-2+3", "outcome": "held", "origin": "cli@host:1",
-             "detail": canonical_json({"reason": REASON, "n": 7, "nested": {"a": [1, 2.5, None, True]}}),
-             "prev_hash": GENESIS, "hash": "f" * 64}
+    detail = canonical_json({"reason": REASON, "n": 7, "nested": {"a": [1, 2.5, None, True]}})
+    entry: dict[str, Any] = {
+        "seq": 7, "at": "2026-01-02T03:04:05.000006Z", "actor": FORMULA, "action": "payout.held",
+        "subject_type": "payee", "subject_id": "-2+3", "outcome": "held", "origin": "cli@host:1", "detail": detail,
+        "prev_hash": GENESIS, "hash": "f" * 64}
     cases = [entry, {**entry, "detail": "{not json"}, {**entry, "detail": "{}"},
              # Values of other types, as a row changed outside payhub (SQLite keeps any type) may hold.
              {**entry, "seq": "7"}, {**entry, "subject_id": 12}, {**entry, "origin": None}, {**entry, "seq": True}]

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -306,7 +306,7 @@ def test_a_client_leaving_mid_stream_gives_the_connection_back(world: World, rea
     assert reads.released()
 
 
-def _wait_for(check: Any, seconds: float = 20) -> bool:
+def _wait_for(check: Callable[[], bool], seconds: float = 20) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if check():
