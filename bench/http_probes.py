@@ -12,8 +12,8 @@ Then it runs ``payhub serve`` on a free loopback port in a child process (a real
 :class:`payhub.http.server.HttpServer`: uvicorn, as an API process next to the workers runs it) and calls it over
 HTTP from this process with one keep-alive httpx connection, timing each call from request to full body:
 
-- ``/healthz`` (no database), for comparison, and ``/readyz`` (database, schema, hooks, sources and outage checks,
-  each call connecting afresh): ``--calls`` calls each;
+- ``/healthz`` (no database), for comparison, and ``/readyz`` (database, schema, hooks, sources and outage checks):
+  ``--calls`` calls each;
 - ``/metrics`` with ``http.metrics_refresh_seconds = 15`` (the default): the first scrape, which waits for the first
   read of the counts, then ``--calls`` scrapes answered from the values at hand;
 - ``/metrics`` while a read of the counts runs in the server (``metrics_refresh_seconds = 1``; the next read is due
@@ -24,7 +24,8 @@ Each line gives p50, p95 and max in milliseconds and whether p95 meets the targe
 (``payhub_db_metrics_read_seconds``) is given too: it is the time the background refresh spends, every
 ``metrics_refresh_seconds``.
 
-    python bench/http_probes.py                          # 1,000,000 rewards on SQLite (about 2 minutes)
+    python bench/http_probes.py                          # 1,000,000 rewards on SQLite (4 to 5 minutes, mostly
+                                                         # building the database)
     python bench/http_probes.py --rewards 100000         # a quicker run
     python bench/http_probes.py --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     python bench/http_probes.py --json                   # the report as JSON on stdout

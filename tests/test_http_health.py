@@ -14,13 +14,16 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 from cli_helpers import migrated, sql, write_config
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from payhub.api import PermanentSourceError, TransientSourceError
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.http.app import create_app
+from payhub.http.probes import reader_engine, reading
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
@@ -161,6 +164,32 @@ def test_source_no_longer_configured_does_not_count(make_runtime: MakeRuntime, d
     sql(db_url, "UPDATE sources SET name = 'old' WHERE name = 's'")
     status, checks = readiness(create_app(rt))
     assert status == 200, checks
+
+
+def test_postgres_connection_lost_between_probes(make_runtime: MakeRuntime, db_url: str) -> None:
+    """The probes keep one PostgreSQL connection; one the server dropped (a restart, a failover) is replaced."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite probes connect afresh")
+    app = create_app(make_runtime(BASE))
+    assert readiness(app)[0] == 200
+    sql(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    status, checks = readiness(app)
+    assert status == 200, checks
+
+
+def test_statement_timeout_outlives_a_failed_read(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite has no statement timeout")
+    engine = reader_engine(db_url)
+    try:
+        with reading(engine, 2) as conn:
+            with pytest.raises(DBAPIError):
+                conn.exec_driver_sql("SELECT * FROM no_such_table")
+            conn.rollback()
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "2s"
+    finally:
+        engine.dispose()
 
 
 def test_postgres_unreachable(tmp_path: Path) -> None:
