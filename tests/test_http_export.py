@@ -207,6 +207,19 @@ def test_who_may_export(api: Api, reads: Reads) -> None:
     assert reads.released()
 
 
+def test_the_openapi_document_describes_the_exports(api: Api) -> None:
+    spec = api.get("/openapi.json", token=None).json()
+    for what in ("audit", "events", "rewards", "payouts"):
+        operation = spec["paths"][f"/api/v1/{what}/export"]["get"]
+        assert operation["operationId"] == f"export_{what}"
+        assert set(operation["responses"]["200"]["content"]) >= {"application/x-ndjson", "text/csv"}
+        assert {"401", "422"} <= set(operation["responses"])
+        parameters = {p["name"]: p for p in operation["parameters"]}
+        assert parameters["format"]["schema"]["enum"] == ["jsonl", "csv"] and "after" in parameters
+    audit = {p["name"] for p in spec["paths"]["/api/v1/audit/export"]["get"]["parameters"]}
+    assert audit == {"format", "after", "since", "until", "actor", "action", "subject"}
+
+
 # ------------------------------------------------------------------------------------------------- listings
 
 
