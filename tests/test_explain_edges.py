@@ -208,3 +208,12 @@ def test_the_table_ends_its_line_before_a_message_on_standard_error(tmp_path: Pa
     error = next(i for i, line in enumerate(lines) if line.startswith("error: plugin rails.bad"))
     assert lines[bottom].rstrip("\n").endswith("┘") and lines[bottom].endswith("\n")
     assert bottom < error and done.stdout.endswith("\n")
+
+
+@pytest.mark.parametrize("actor", ["token:alice", "TOKEN:alice", "webhook:orders"])
+def test_a_command_cannot_sign_as_an_api_token_or_a_webhook_sender(site: Site, actor: str) -> None:
+    before = site.one("SELECT count(*) FROM audit_log")
+    result = site.cli("--actor", actor, "audit", "query", "--limit", "1")
+    assert result.exit_code == 2 and "HTTP face" in result.stderr, result.output
+    assert site.one("SELECT count(*) FROM audit_log") == before
+    assert site.cli("audit", "query", "--actor", actor, "--limit", "1").exit_code == 0  # looking for them is fine

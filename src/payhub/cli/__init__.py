@@ -13,7 +13,7 @@ from sqlalchemy import exc as sa_exc
 
 from payhub import __version__
 from payhub.cli.output import err_console, plain, shown
-from payhub.cli.params import ACTOR
+from payhub.cli.params import SIGNING_ACTOR
 from payhub.db.faults import describe, is_transient
 from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
 from payhub.plugins import load_plugins
@@ -79,7 +79,8 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", envvar="PAYHUB_CONFIG", type=click.Path(dir_okay=False),
               help="Settings file (default: $PAYHUB_CONFIG, then ./payhub.toml).")
-@click.option("--actor", type=ACTOR, help="Name recorded in the audit log for this command (default: user:<login>).")
+@click.option("--actor", type=SIGNING_ACTOR,
+              help="Name recorded in the audit log for this command (default: user:<login>).")
 @click.version_option(__version__, prog_name="payhub")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, actor: str | None) -> None:

@@ -32,12 +32,19 @@ def row_id(text: str) -> int | None:
     return number if 1 <= number <= MAX_ID else None
 
 
+RESERVED_ACTOR_PREFIXES = ("token:", "webhook:")
+"""Actors the HTTP face signs with: an ``--actor`` may not take them, so a command line cannot sign as a token."""
+
+
 class Actor(click.ParamType[str]):
     """A name for the audit log, under the rule for ids (:func:`payhub.pipeline.identity.normalise_id`): returned in
     NFC; refused when empty, with white space around it, or holding a control, format (bidi, zero-width) or
     separator character, so that two actors that print the same are the same actor."""
 
     name = "TEXT"
+
+    def __init__(self, *, signing: bool = False) -> None:
+        self.signing = signing  # the name entries are signed with: the HTTP face's prefixes are refused
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
@@ -49,8 +56,14 @@ class Actor(click.ParamType[str]):
             self.fail(f"the name {ascii(text)} has white space or invisible characters around or in it", param, ctx)
         if not actor:
             self.fail("the name is empty", param, ctx)
+        if self.signing and actor.casefold().startswith(RESERVED_ACTOR_PREFIXES):
+            self.fail(f"names starting with {' or '.join(RESERVED_ACTOR_PREFIXES)} are the HTTP face's (API tokens, "
+                      "webhook senders); choose another", param, ctx)
         return actor
 
 
 ACTOR = Actor()
-"""An ``--actor`` name."""
+"""An actor name to look for (``audit query --actor``)."""
+
+SIGNING_ACTOR = Actor(signing=True)
+"""The global ``--actor``: the name this command's audit entries are signed with."""

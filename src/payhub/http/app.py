@@ -54,6 +54,7 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
 def _routers() -> list[Any]:
     """The routers of the app, each in its own module."""
     from payhub.http import metrics, routes_actions, routes_health, routes_reads, routes_tokens, routes_webhooks
+    from payhub.http.routes_export import router as export_router
 
-    return [routes_health.router, metrics.router, routes_tokens.router, routes_actions.router, routes_reads.router,
-            routes_webhooks.router]
+    return [routes_health.router, metrics.router, routes_actions.router, routes_tokens.router, routes_reads.router,
+            routes_webhooks.router, export_router]

@@ -19,6 +19,7 @@ from payhub.errors import PayhubError
 from payhub.payees import load_payees
 from payhub.pipeline import leases
 from payhub.pipeline.disburse import fail, instruction_for, safe_hook, set_status
+from payhub.pipeline.reward_actions import required_reason
 from payhub.runtime import Runtime, Tx
 
 MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
@@ -62,6 +63,7 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
     """
     if outcome not in MANUAL_OUTCOMES:
         raise PayhubError(f"outcome must be one of {', '.join(MANUAL_OUTCOMES)}")
+    reason = required_reason(reason)
     now = utcnow()
     with rt.transaction() as tx:
         row = _load(tx, payout_id, ("unresolved", "unknown"), "resolved")
@@ -90,6 +92,7 @@ def release(rt: Runtime, payout_id: int, reason: str) -> None:
     """Override a screening hold: the payout is sent without being screened again. The actor is recorded.
 
     Refused when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown."""
+    reason = required_reason(reason)
     with rt.transaction() as tx:
         _load(tx, payout_id, ("held",), "released")
         _not_at_rail(tx, payout_id, "sent", "paid", "unknown")
@@ -103,7 +106,7 @@ def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
 
     Refused when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown,
     whatever its row says."""
-    text = f"cancelled by operator: {reason}"
+    text = f"cancelled by operator: {required_reason(reason)}"
     with rt.transaction() as tx:
         row = _load(tx, payout_id, ("scheduled", "held", "retrying"), "cancelled")
         if row.status == "retrying" and row.attempts and not _never_received(tx, payout_id):

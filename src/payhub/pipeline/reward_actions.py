@@ -117,7 +117,7 @@ def hold(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
     the budget's use, which an operator hold would not. Approvals already given are kept.
     """
     ids = _ids(reward_ids)
-    reason = _reason(reason)
+    reason = required_reason(reason)
 
     def check(row: Any) -> str | None:
         if row.status == "held" and row.hold_code == OPERATOR_HOLD:
@@ -155,7 +155,7 @@ def release(rt: Runtime, reward_ids: Iterable[int], reason: str) -> dict[int, st
     every such payout must be ``rejected``, ``returned``, ``failed`` or ``cancelled``, or releasing would pay twice.
     """
     ids = _ids(reward_ids)
-    reason = _reason(reason)
+    reason = required_reason(reason)
     now = utcnow()
     moved: dict[int, str] = {}
     with rt.transaction() as tx:
@@ -192,7 +192,7 @@ def cancel(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
     accepted is cancelled with ``payouts cancel`` first (its rewards are then held, and can be cancelled).
     """
     ids = _ids(reward_ids)
-    reason = _reason(reason)
+    reason = required_reason(reason)
 
     def check(row: Any) -> str | None:
         if row.status == "cancelled":
@@ -227,7 +227,8 @@ def _ids(reward_ids: Iterable[int]) -> list[int]:
     return ids
 
 
-def _reason(reason: str) -> str:
+def required_reason(reason: str) -> str:
+    """``reason`` without surrounding white space; PayhubError when nothing is left."""
     text = (reason or "").strip()
     if not text:
         raise PayhubError("a reason is required (it is recorded in the audit log)")
