@@ -123,3 +123,31 @@ def client_address(scope: Scope | dict[str, Any]) -> str:
     """The client's address as the server saw it (after trusted proxy headers), or ``unknown``."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+class InFlightLimit:
+    """At most ``limit`` requests in flight; one more is answered 503 with ``Retry-After`` at once. Open
+    connections that are not sending a request do not count (the server closes them after their header deadline),
+    and ``/healthz`` is always answered, so a busy daemon is not taken for a dead one."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            body = json.dumps({"error": "too many requests in flight; try again"}).encode()
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()), (b"retry-after", b"1")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -7,15 +7,18 @@ free port that :attr:`HttpServer.address` reports. :meth:`HttpServer.stop` stops
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
 from typing import TYPE_CHECKING
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from payhub.errors import ConfigError
 from payhub.http.app import create_app
+from payhub.http.limits import InFlightLimit
 from payhub.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -45,6 +48,51 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _protocol(header_seconds: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with a deadline on each request's line and headers: a connection that has not
+    sent a complete request head ``header_seconds`` after it opened (or after its previous answer) is closed, so
+    idle or trickling clients cannot hold connections open."""
+
+    class DeadlineProtocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _armed_for: object = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_for = self.cycle
+            self._deadline = self.loop.call_later(header_seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing() and self.cycle is self._armed_for:
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._deadline is not None and self.cycle is not self._armed_for:
+                self._disarm()  # a request head arrived: the body has http.read_timeout_seconds of its own
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineProtocol
+
+
 class HttpServer:
     """The app over ``rt`` served on ``http.listen`` (or ``listen``) in a background thread."""
 
@@ -56,9 +104,10 @@ class HttpServer:
         self.socket = bind(*where)
         self.address: tuple[str, int] = self.socket.getsockname()[:2]
         config = uvicorn.Config(
-            create_app(rt, worker), log_config=None, access_log=False, lifespan="off", server_header=False,
+            InFlightLimit(create_app(rt, worker), settings.max_connections), log_config=None, access_log=False,
+            lifespan="off", server_header=False,
             proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
-            limit_concurrency=settings.max_connections, timeout_keep_alive=5,
+            http=_protocol(settings.read_timeout_seconds), timeout_keep_alive=5,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
             h11_max_incomplete_event_size=MAX_HEADER_EVENT_BYTES)
         self.server = uvicorn.Server(config)
