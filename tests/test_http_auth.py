@@ -23,7 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from cli_helpers import migrated, write_config
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from payhub import tokens
 from payhub.audit import verify
@@ -103,7 +103,8 @@ def probe_router() -> APIRouter:
     """One route per role, answering who called."""
     router = APIRouter(prefix="/api/v1/test")
     for role in tokens.ROLES:
-        def answer(principal: tokens.Principal = Depends(require(role))) -> dict[str, str]:  # noqa: B008
+        def answer(principal: tokens.Principal = Depends(require(role)),  # noqa: B008
+                   limit: int | None = None, actor: list[str] | None = Query(None)) -> dict[str, str]:  # noqa: B008
             return {"actor": principal.actor}
 
         router.add_api_route(f"/{role}", answer, methods=["GET"])
