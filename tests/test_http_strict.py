@@ -11,7 +11,9 @@ from fastapi import APIRouter
 from sqlalchemy import exc as sa_exc
 from test_http_auth import HTTP, Api, runtime  # noqa: F401  (runtime is a fixture)
 
+from payhub.http.limits import client_address
 from payhub.runtime import Runtime
+from payhub.tokens import redact
 
 
 def locked_router() -> APIRouter:
@@ -73,3 +75,16 @@ def test_a_database_that_is_away_is_503_with_retry_after(api: Api) -> None:
     answer = api.call("GET", "/api/v1/test/locked", raise_errors=False)
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.json() == {"error": "the database is unavailable; try again"}
+
+
+@pytest.mark.parametrize(("client", "recorded"), [
+    (("203.0.113.9", 1), "203.0.113.9"), (("2001:DB8::1", 1), "2001:db8::1"), (None, "unknown"),
+    (('=HYPERLINK("http://e")', 0), "invalid"), (("phk_" + "a" * 43, 0), "invalid"), (("9" * 5000, 0), "invalid")])
+def test_the_recorded_origin_is_an_address_or_says_it_is_not(client: tuple[str, int] | None, recorded: str) -> None:
+    assert client_address({"client": client}) == recorded
+
+
+@pytest.mark.parametrize("text", ["phk_" + "a" * 16 + "\x00" + "b" * 27, "phk_" + "a" * 16 + "\u200b" + "b" * 27,
+                                  "PHK_" + "a" * 43, "x=phk_" + "a" * 20 + "%2F" + "b" * 23])
+def test_no_part_of_a_token_shaped_text_is_recorded(text: str) -> None:
+    assert "b" * 5 not in redact(text) and "a" * 5 not in redact(text)

@@ -34,7 +34,7 @@ PREFIX = "phk_"
 NAME_RULE = "1 to 100 letters, digits or . _ @ -, starting with a letter or digit, not with phk_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 _TOKEN = re.compile(r"phk_[A-Za-z0-9_-]{43}")
-_TOKENISH = re.compile(r"phk_[A-Za-z0-9_%-]*")
+_TOKENISH = re.compile(r"phk_[^\s&?/=#]*", re.IGNORECASE)  # up to white space or a URL delimiter
 TOUCH_SECONDS = 60
 """``last_used_at`` is written at most this often per token."""
 

@@ -10,6 +10,7 @@ may take as long as it needs). These answers close the connection.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from typing import Any
@@ -120,9 +121,15 @@ class RequestLimits:
 
 
 def client_address(scope: Scope | dict[str, Any]) -> str:
-    """The client's address as the server saw it (after trusted proxy headers), or ``unknown``."""
+    """The client's address as the server saw it (after a trusted proxy's ``X-Forwarded-For``): an IP address,
+    ``unknown`` when there is none, or ``invalid`` when a proxy passed on something that is not one."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    if not client:
+        return "unknown"
+    try:
+        return str(ipaddress.ip_address(str(client[0])))
+    except ValueError:
+        return "invalid"
 
 
 class InFlightLimit:
