@@ -88,3 +88,11 @@ def test_the_recorded_origin_is_an_address_or_says_it_is_not(client: tuple[str, 
                                   "PHK_" + "a" * 43, "x=phk_" + "a" * 20 + "%2F" + "b" * 23])
 def test_no_part_of_a_token_shaped_text_is_recorded(text: str) -> None:
     assert "b" * 5 not in redact(text) and "a" * 5 not in redact(text)
+
+
+def test_a_token_request_with_a_field_it_does_not_have_is_refused(api: Api) -> None:
+    admin = api.token("root", "admin")
+    answer = api.call("POST", "/api/v1/tokens", token=admin,
+                      json={"name": "ci-job", "role": "admin", "expires": "2027-01-01"})
+    assert answer.status_code == 422 and answer.json()["problems"][0]["where"] == "body.expires"
+    assert "ci-job" not in api.call("GET", "/api/v1/tokens", token=admin).text

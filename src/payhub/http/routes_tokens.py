@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from payhub import tokens
 from payhub.clock import utcnow
@@ -29,7 +29,10 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 class TokenRequest(BaseModel):
-    """A token to create."""
+    """A token to create. A field it does not have is refused: a misspelt ``expires_at`` must not make a token
+    that never expires."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=f"^(?:{tokens.NAME.pattern})$", max_length=100, examples=["ci-reports"],
                       description=f"Unique, for good (a revoked token keeps its name): {tokens.NAME_RULE}.")
