@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fastapi import APIRouter
 from sqlalchemy import exc as sa_exc
 from test_http_auth import HTTP, Api, runtime  # noqa: F401  (runtime is a fixture)
 
+from payhub.db.engine import sqlite_file
 from payhub.http.limits import client_address
 from payhub.runtime import Runtime
 from payhub.tokens import redact
@@ -96,3 +98,19 @@ def test_a_token_request_with_a_field_it_does_not_have_is_refused(api: Api) -> N
                       json={"name": "ci-job", "role": "admin", "expires": "2027-01-01"})
     assert answer.status_code == 422 and answer.json()["problems"][0]["where"] == "body.expires"
     assert "ci-job" not in api.call("GET", "/api/v1/tokens", token=admin).text
+
+
+def test_a_deleted_sqlite_file_is_neither_written_nor_made_again(api: Api) -> None:
+    database = sqlite_file(api.rt.settings.database_url)
+    if database is None:
+        pytest.skip("a SQLite file database only")
+    token = api.token("reader", "auditor")
+    assert api.call("GET", "/api/v1/events", token=token).status_code == 200
+    for suffix in ("", "-wal", "-shm"):
+        Path(database + suffix).unlink(missing_ok=True)
+    answer = api.call("GET", "/api/v1/events", token=token)
+    assert answer.status_code == 503 and "database file is missing" in answer.text
+    assert api.call("POST", "/webhooks/anything", content=b"{}").status_code == 503
+    assert not Path(database).exists()
+    ready = api.call("GET", "/readyz")
+    assert ready.status_code == 503 and not Path(database).exists()

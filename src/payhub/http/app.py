@@ -13,11 +13,12 @@ from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 
 from payhub import __version__
+from payhub.db.engine import sqlite_file
 from payhub.db.faults import describe, is_transient
 from payhub.errors import PayhubError
-from payhub.http.audit import RequestAudit
+from payhub.http.audit import PROBES, RequestAudit
 from payhub.http.auth import FailureLimiter, require
-from payhub.http.limits import RequestLimits
+from payhub.http.limits import DatabaseFilePresent, RequestLimits
 from payhub.http.state import Face
 from payhub.runtime import Runtime
 
@@ -70,6 +71,9 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
     # The last added runs first: the audit entry records every answer, the limits' refusals included.
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes, read_timeout=settings.read_timeout_seconds)
     app.add_middleware(RequestAudit, rt=rt)
+    database = sqlite_file(rt.settings.database_url)
+    if database is not None:
+        app.add_middleware(DatabaseFilePresent, path=database, probes=PROBES)
     return app
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 from typing import Any
 
@@ -158,3 +159,20 @@ class InFlightLimit:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+class DatabaseFilePresent:
+    """On SQLite, a request is answered 503 (nothing read, written or audited) while the database file is not at
+    its path: deleted or moved while payhub runs, its writes would go to a file nobody will open again, and a new
+    connection would create an empty one. The probes still answer (``/readyz`` says what is wrong)."""
+
+    def __init__(self, app: ASGIApp, path: str, probes: frozenset[str]) -> None:
+        self.app = app
+        self.path = path
+        self.probes = probes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") not in self.probes and not os.path.exists(self.path):
+            await _answer(send, 503, "the database file is missing; payhub needs an operator")
+            return
+        await self.app(scope, receive, send)
