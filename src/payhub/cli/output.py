@@ -90,25 +90,30 @@ def _key(key: Any) -> str:
 def _indented(value: Any, pad: str) -> str:
     """``value`` as :func:`to_json` writes it at the indentation ``pad``: the same text, built without the pure-Python
     encoder that ``json`` uses whenever ``indent`` is set (several times slower, and a listing may hold millions)."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:  # the common types first, by identity (a subclass takes the general path below)
         return _ascii(value)
+    if kind is int:
+        return int.__repr__(value)
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
     if isinstance(value, dict):
         if not value:
             return "{}"
         inner = pad + "  "
-        return "{\n" + ",\n".join([f"{inner}{_ascii(_key(k))}: {_indented(v, inner)}" for k, v in value.items()]) \
-            + "\n" + pad + "}"
+        return "{\n" + ",\n".join([f"{inner}{_ascii(k if type(k) is str else _key(k))}: {_indented(v, inner)}"
+                                    for k, v in value.items()]) + "\n" + pad + "}"
     if isinstance(value, list | tuple):
         if not value:
             return "[]"
         inner = pad + "  "
         return "[\n" + ",\n".join([inner + _indented(v, inner) for v in value]) + "\n" + pad + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _ascii(value)
+    if isinstance(value, int | float):
+        return json.dumps(value)
     return _indented(_text(value), pad)
 
 
