@@ -351,3 +351,12 @@ def test_config_check_names_the_removed_setting_and_where_it_went(tmp_path: Path
             "https://<your host>/webhooks/<source name>") in result.stderr
     config.write_text(config.read_text().replace("webhook_port = 8787\nwebhook_path = \"/hubspot/webhooks\"\n", ""))
     assert invoke_cli("-c", str(config), "config", "check").exit_code == 0
+
+
+@pytest.mark.parametrize("key", ["webhook_secret", "client_secret", "access_token"])
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_secret_is_a_settings_error(make_settings: Callable[..., HubSpotSettings], key: str,
+                                             blank: str) -> None:
+    extra = {"client_id": "cid", "refresh_token": "rt"} if key == "client_secret" else {}
+    with pytest.raises(ValueError, match=rf"{key}\n.*is empty; give the secret, or leave the key out"):
+        make_settings(**{key: blank, **extra})

@@ -177,6 +177,15 @@ class HubSpotSettings(PluginSettings):
             raise ValueError("must be the URL configured in HubSpot: http:// or https://, without spaces")
         return value
 
+    @field_validator("access_token", "client_secret", "refresh_token", "webhook_secret")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty secret (a deploy template whose variable was not set) is a settings error: as a signing key it
+        would let anyone sign webhook deliveries."""
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty; give the secret, or leave the key out")
+        return value
+
     @field_validator("oauth_token_path")
     @classmethod
     def _token_path(cls, value: str) -> str:
