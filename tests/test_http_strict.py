@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from sqlalchemy import exc as sa_exc
 from test_http_auth import HTTP, Api, runtime  # noqa: F401  (runtime is a fixture)
 
+from payhub.db import migrate
 from payhub.db.engine import sqlite_file
 from payhub.http.limits import client_address
 from payhub.runtime import Runtime
@@ -114,3 +115,16 @@ def test_a_deleted_sqlite_file_is_neither_written_nor_made_again(api: Api) -> No
     assert not Path(database).exists()
     ready = api.call("GET", "/readyz")
     assert ready.status_code == 503 and not Path(database).exists()
+
+
+@pytest.mark.parametrize("revision", ["0005", "0099"])
+def test_a_schema_at_another_revision_stops_reads_and_webhooks_but_not_the_probes(api: Api, revision: str) -> None:
+    token = api.token("reader", "auditor")
+    with api.rt.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{revision}'")
+    answer = api.call("GET", "/api/v1/events", token=token)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == (f"the database schema is at revision {revision}, but this payhub needs "
+                                      f"revision {migrate.head_revision()}")
+    assert api.call("POST", "/webhooks/anything", content=b"{}").status_code == 503
+    assert api.call("GET", "/readyz").status_code == 503 and api.call("GET", "/healthz").status_code == 200

@@ -19,6 +19,7 @@ from payhub.errors import PayhubError
 from payhub.http.audit import PROBES, RequestAudit
 from payhub.http.auth import FailureLimiter, require
 from payhub.http.limits import DatabaseFilePresent, RequestLimits
+from payhub.http.schema_gate import SchemaGate
 from payhub.http.state import Face
 from payhub.runtime import Runtime
 
@@ -71,6 +72,7 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
     # The last added runs first: the audit entry records every answer, the limits' refusals included.
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes, read_timeout=settings.read_timeout_seconds)
     app.add_middleware(RequestAudit, rt=rt)
+    app.add_middleware(SchemaGate, engine=rt.engine, probes=PROBES)
     database = sqlite_file(rt.settings.database_url)
     if database is not None:
         app.add_middleware(DatabaseFilePresent, path=database, probes=PROBES)

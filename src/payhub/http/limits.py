@@ -30,7 +30,7 @@ class BodyTimeout(Exception):
     """The body did not arrive in time."""
 
 
-async def _answer(send: Send, status: int, error: str) -> None:
+async def answer_json(send: Send, status: int, error: str) -> None:
     body = json.dumps({"error": error}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -68,10 +68,10 @@ class RequestLimits:
             return
         length = declared_length(list(scope.get("headers") or []))
         if isinstance(length, str):
-            await _answer(send, 400, length)
+            await answer_json(send, 400, length)
             return
         if length is not None and length > self.max_body:
-            await _answer(send, 413, f"body larger than {self.max_body} bytes")
+            await answer_json(send, 413, f"body larger than {self.max_body} bytes")
             return
         deadline = time.monotonic() + self.read_timeout
         received = 0
@@ -104,7 +104,7 @@ class RequestLimits:
             if cut is not None:  # the app answered the cut-off body itself (FastAPI turns it into 400): ours wins
                 if not started:
                     started = True
-                    await _answer(send, *cut)
+                    await answer_json(send, *cut)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -118,7 +118,7 @@ class RequestLimits:
             if cut is None:
                 raise
         if cut is not None and not started:
-            await _answer(send, *cut)
+            await answer_json(send, *cut)
 
 
 def client_address(scope: Scope | dict[str, Any]) -> str:
@@ -173,6 +173,6 @@ class DatabaseFilePresent:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path") not in self.probes and not os.path.exists(self.path):
-            await _answer(send, 503, "the database file is missing; payhub needs an operator")
+            await answer_json(send, 503, "the database file is missing; payhub needs an operator")
             return
         await self.app(scope, receive, send)
