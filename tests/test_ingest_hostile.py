@@ -401,3 +401,25 @@ def test_a_record_handed_over_as_quarantined_is_stored_with_its_problem_and_can_
     assert poll(rt, "s") == 1
     corrected = next(r for r in all_events(rt) if r.id == known.id)
     assert (corrected.status, corrected.amount) == ("ingested", "1000.00")
+
+
+@pytest.mark.parametrize(("value", "kind"), [(object(), "object"), ({1, 2}, "set"), (b"\x00", "bytes")])
+def test_an_attribute_value_that_is_not_json_quarantines_the_record_instead_of_its_str(value: Any,
+                                                                                       kind: str) -> None:
+    from payhub.pipeline.ingest import validate
+
+    record = SourceRecord("deal", "A-1", "won", "deal_won", "2026-01-01T00:00:00Z", "p1", "10", "USD",
+                          attributes={"x": value})
+    row = validate(record, "crm", Decimal(10**9))
+    assert row["status"] == "quarantined"
+    assert row["reason"] == f"attributes cannot be written as JSON: TypeError: a value of type {kind} is not JSON"
+
+
+def test_decimal_and_time_attributes_keep_their_canonical_text() -> None:
+    from payhub.pipeline.ingest import validate
+
+    record = SourceRecord("deal", "A-1", "won", "deal_won", "2026-01-01T00:00:00Z", "p1", "10", "USD",
+                          attributes={"rate": Decimal("1.50"), "at": datetime(2026, 1, 1, tzinfo=UTC)})
+    row = validate(record, "crm", Decimal(10**9))
+    assert row["status"] == "ingested"
+    assert json.loads(row["attributes"]) == {"at": "2026-01-01T00:00:00.000000Z", "rate": "1.50"}

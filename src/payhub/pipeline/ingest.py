@@ -10,10 +10,11 @@ of the database itself (locked, unreachable) are not data and propagate unchange
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
 
@@ -22,7 +23,7 @@ from sqlalchemy import or_, select, update
 from payhub import webhooks
 from payhub.api import FetchResult, SourceRecord
 from payhub.audit import canonical_json
-from payhub.clock import parse_instant, utcnow
+from payhub.clock import isoformat, parse_instant, utcnow
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import events, sources
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
@@ -185,6 +186,20 @@ def _currency(value: object) -> str:
     return check_currency(value)
 
 
+def _attribute_value(value: object) -> str:
+    """Attribute values JSON has no type for: decimals, dates and times as canonical text; anything else (an
+    object, a set, bytes) is refused, never written as its ``str()``."""
+    if isinstance(value, datetime):
+        return isoformat(value)
+    if isinstance(value, Decimal | date):
+        return str(value)
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON")
+
+
+_ATTRIBUTES = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_attribute_value)
+"""The canonical JSON of attributes (:func:`payhub.audit.canonical_json`'s form) for values that have one."""
+
+
 def _attributes(value: object) -> str:
     if not isinstance(value, Mapping):
         raise InvalidRecord(f"attributes must be a mapping, not {type(value).__name__}")
@@ -192,7 +207,7 @@ def _attributes(value: object) -> str:
         for name in value:
             if not isinstance(name, str):
                 raise InvalidRecord(f"attribute names must be text, not {type(name).__name__}")
-        text = canonical_json(dict(value))
+        text = _ATTRIBUTES.encode(dict(value))
     except InvalidRecord:
         raise
     except Exception as exc:  # noqa: BLE001 - unserialisable values, cycles, nesting too deep, a raising mapping
