@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import migrated, write_config
 
-from payhub.runtime import Runtime
-from payhub.settings import load_settings
-from payhub.testing import throwaway_database, write_distribution
+sys.path[:0] = [str(Path(__file__).parent / kind) for kind in ("unit", "integration", "acceptance")]
+
+from cli_helpers import migrated, write_config  # noqa: E402
+
+from payhub.runtime import Runtime  # noqa: E402
+from payhub.settings import load_settings  # noqa: E402
+from payhub.testing import throwaway_database, write_distribution  # noqa: E402
 
 ENTRY_POINTS = """\
 [payhub.rails]

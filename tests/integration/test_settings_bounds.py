@@ -38,7 +38,7 @@ from payhub.settings import (
     validation_problems,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NUMBERS = (int, float, Decimal)
 
 # --------------------------------------------------------------------------------------------- model walking

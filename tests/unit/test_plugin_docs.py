@@ -12,7 +12,7 @@ from pathlib import Path
 from payhub import hookspecs
 from payhub.plugins import GROUPS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "plugins.md").read_text()
 
 

@@ -215,7 +215,7 @@ def test_json_lines_export_is_byte_exact_and_the_chain_recomputes_from_it(site: 
     # Exporting again gives the same bytes for the same entries (plus the entries written since).
     assert site.ok("audit", "export").stdout_bytes.startswith(data)
     # The auditor's script of docs/operations.md recomputes the chain from this export.
-    docs = (Path(__file__).parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
     [script] = [block for block in re.findall(r"```python\n(.*?)```", docs, re.S) if "audit export -o" in block]
     (tmp_path / "verify_audit.py").write_text(script, encoding="utf-8")
     checked = subprocess.run([sys.executable, str(tmp_path / "verify_audit.py"), str(target)], capture_output=True,

@@ -560,7 +560,7 @@ def test_the_documented_example_is_valid(tmp_path: Path) -> None:
     import re
     import tomllib
 
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "sources" / "file.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "sources" / "file.md").read_text(encoding="utf-8")
     (block,) = re.findall(r"^```toml\n(.*?)^```", docs, re.MULTILINE | re.DOTALL)
     section = tomllib.loads(re.sub(r"^# ", "", block, flags=re.MULTILINE))["sources"]["crm_export"]  # commented too
     assert section.pop("plugin") == "file"

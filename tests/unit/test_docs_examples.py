@@ -12,7 +12,7 @@ import pytest
 from payhub.plugins import load_plugins
 from payhub.settings import load_settings
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCK = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 

@@ -19,7 +19,7 @@ pytest.importorskip("payhub_bank")
 pytest.importorskip("payhub_creditnote")
 simulator = pytest.importorskip("payhub_giftcard.simulator")
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 _SCRIPT = Path(sys.executable).with_name("payhub")
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from payhub.cli import main; main()"]
 PAIN = "{urn:iso:std:iso:20022:tech:xsd:pain.001.001.03}"
