@@ -49,17 +49,7 @@ from payhub.api import (
     UnknownOutcomeError,
 )
 from payhub.cli import main
-
-Fault = Literal[
-    "retryable",  # raise RetryableRailError, nothing accepted
-    "permanent",  # raise PermanentRailError for the whole batch
-    "reject",  # return REJECTED for each payout
-    "timeout_after_accept",  # accept, then raise UnknownOutcomeError (the response was lost)
-    "timeout_before_accept",  # raise UnknownOutcomeError without accepting
-    "duplicate",  # accept, and answer every result twice plus one for a key never sent
-    "hang",  # block until released, then accept
-    "lookup_fails",  # the next lookup raises RetryableRailError
-]
+from payhub.testing.faults import Fault
 
 
 class FakeRailSettings(PluginSettings):

@@ -1,0 +1,24 @@
+"""The fault vocabulary shared by the kit's fake rail, its fault-injecting HTTP provider and the contract suites.
+
+Each planned fault is consumed by one call (a send, or a lookup for ``lookup_fails``), in the order planned.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Fault = Literal[
+    "retryable",  # refused before anything was accepted; safe to send again (HTTP 503)
+    "permanent",  # refused for good for the whole batch (HTTP 400/403)
+    "reject",  # answered, each payout refused (invalid beneficiary)
+    "timeout_after_accept",  # accepted, then the answer was lost (read timeout)
+    "timeout_before_accept",  # no answer and nothing accepted (connect or read timeout)
+    "duplicate",  # accepted, every result answered twice plus one for a key never sent
+    "hang",  # blocks until released, then accepts
+    "lookup_fails",  # the next lookup cannot answer (HTTP 503)
+]
+FAULTS: tuple[Fault, ...] = get_args(Fault)
+"""Every fault, in the order above."""
+
+SEND_FAULTS: tuple[Fault, ...] = tuple(f for f in FAULTS if f != "lookup_fails")
+"""The faults a send consumes."""
