@@ -1,0 +1,33 @@
+"""The named states: the stored texts, the payout state machine and the rails' outcomes agree."""
+
+from __future__ import annotations
+
+from payhub.api import Outcome
+from payhub.states import (
+    FINAL_PAYOUT,
+    PAYOUT_TRANSITIONS,
+    AttemptOutcome,
+    EventStatus,
+    HoldCode,
+    PayoutStatus,
+    RewardStatus,
+    values,
+)
+
+
+def test_members_are_their_stored_text() -> None:
+    assert EventStatus.CALCULATED == "calculated"
+    assert f"{RewardStatus.AWAITING_APPROVAL}" == "awaiting_approval"
+    assert HoldCode("payout_failed") is HoldCode.PAYOUT_FAILED
+    assert values(EventStatus) == ("ingested", "waiting", "calculated", "quarantined")
+
+
+def test_every_payout_status_has_its_transitions() -> None:
+    assert set(PAYOUT_TRANSITIONS) == set(PayoutStatus)
+    assert all(following <= set(PayoutStatus) for following in PAYOUT_TRANSITIONS.values())
+    assert set(values(PayoutStatus)) - set(PayoutStatus.__members__.values()) == set()
+    assert {"rejected", "returned", "failed", "cancelled"} == FINAL_PAYOUT
+
+
+def test_an_attempt_records_every_rail_outcome() -> None:
+    assert set(values(Outcome)) <= set(values(AttemptOutcome))
