@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from typing import Literal
 
@@ -10,9 +11,19 @@ from payhub.errors import InvalidRecord
 Period = Literal["month", "quarter", "year"]
 
 
+def system_now() -> datetime:
+    """The system clock, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+source: Callable[[], datetime] = system_now
+"""Where :func:`utcnow` reads the time: :func:`system_now`. Only ``payhub.testing.ManualClock`` replaces it (and
+puts it back), so that tests can move time forward past backoffs and windows."""
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+    return source()
 
 
 def isoformat(moment: datetime) -> str:
