@@ -46,7 +46,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from payhub import files, signing
-from payhub.api import Amount, Currency, JsonFloat
+from payhub.api import Amount, Currency
+from payhub.api.settings import JsonFloat
 from payhub.errors import ConfigError
 from payhub.integers import whole_numbers
 
@@ -348,7 +349,7 @@ class _EnvironmentSource(EnvSettingsSource):
     """The ``PAYHUB_…`` variables. A plugin's own keys are unknown to the core, so pydantic-settings reads their
     values as JSON; a value that is one number with a fraction or an exponent (``0.5``) is kept as the text it is,
     so that an amount takes it as decimal text and any other number parses it as usual. Numbers inside JSON
-    tables and lists arrive as :class:`payhub.api.JsonFloat`: an amount refuses them, asking for quotes."""
+    tables and lists arrive as :class:`payhub.api.settings.JsonFloat`: an amount refuses them, asking for quotes."""
 
     def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
         decoded = super().decode_complex_value(field_name, field, value)  # type: ignore[arg-type]
