@@ -123,9 +123,14 @@ def _key(kind: str, section: str) -> str:
     return f"{table}.{section}"
 
 
-def load_plugins(settings: Settings, kinds: set[str] | None = None) -> Plugins:
+def load_plugins(settings: Settings, kinds: set[str] | None = None, *,
+                 instances: Mapping[str, Any] | None = None) -> Plugins:
     """Load and start every enabled plugin (of ``kinds``, default all); raise ConfigError for unknown names or
-    invalid plugin settings."""
+    invalid plugin settings.
+
+    ``instances`` maps section keys (``rails.fake``, ``programs.bonus``) to plugin objects used as given, without
+    entry points or settings validation (stevedore's test instances; ``payhub.testing.Harness`` passes them)."""
+    given = instances or {}
     wanted = [w for w in _wanted(settings) if kinds is None or w[0] in kinds]
     plugins = Plugins()
     problems: list[tuple[str, str]] = []
@@ -134,7 +139,7 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None) -> Plugins:
     dists: dict[str, dict[str, tuple[str | None, str | None]]] = {}
 
     for kind, group in GROUPS.items():
-        names = sorted({ep for k, _s, ep, _sec in wanted if k == kind})
+        names = sorted({ep for k, s, ep, _sec in wanted if k == kind and _key(k, s) not in given})
         if not names:
             continue
         dists[kind] = _distributions(group)
@@ -154,6 +159,10 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None) -> Plugins:
 
     for kind, section_name, ep_name, section in wanted:
         key = _key(kind, section_name)
+        if key in given:
+            _register(plugins, kind, section_name, given[key])
+            plugins.statuses.append(PluginStatus(section_name, kind, ep_name, None, None, "loaded"))
+            continue
         field_name = "calculator" if kind == "calculator" else "plugin"
         if ep_name not in dists.get(kind, {}):
             installed = ", ".join(sorted(dists.get(kind, {}))) or "none"
