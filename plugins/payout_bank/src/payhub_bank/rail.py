@@ -44,9 +44,10 @@ from payhub.api import (
     RailCapabilities,
     RailResult,
     RetryableRailError,
+    isoformat,
     private_file_mode,
+    utcnow,
 )
-from payhub.clock import isoformat, utcnow
 from schwifty import BIC, IBAN
 
 from payhub_bank import nacha, sepa

@@ -39,6 +39,7 @@ import httpx
 from payhub.api import (
     Amount,
     ConfigPath,
+    InvalidRecord,
     Outcome,
     Payee,
     PayoutInstruction,
@@ -47,10 +48,10 @@ from payhub.api import (
     RailCapabilities,
     RailResult,
     RetryableRailError,
+    check_currency,
+    minor_units,
     private_mkstemp,
 )
-from payhub.errors import InvalidRecord
-from payhub.money import check_currency, minor_units
 from pydantic import (
     AfterValidator,
     BeforeValidator,

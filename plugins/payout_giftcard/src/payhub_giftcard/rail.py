@@ -51,6 +51,7 @@ import httpx
 from payhub.api import (
     Amount,
     ConfigPath,
+    InvalidRecord,
     Outcome,
     Payee,
     PayoutInstruction,
@@ -58,12 +59,12 @@ from payhub.api import (
     PluginSettings,
     Rail,
     RailCapabilities,
+    RailError,
     RailResult,
     RetryableRailError,
     UnknownOutcomeError,
+    check_currency,
 )
-from payhub.errors import InvalidRecord, RailError
-from payhub.money import check_currency
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
