@@ -1,0 +1,52 @@
+"""``HookContract``: the pytest suite every hook plugin passes (the rules are in :mod:`.hook_checks`).
+
+Subclass it in the plugin's tests with a ``plugin_factory`` fixture: a zero-argument callable returning the object
+payhub registers (a hook class's instance, built with its settings, or the module). Tests are named
+``test_<check>`` after :data:`~payhub.testing.contracts.hook_checks.HOOK_CHECKS`, plus the
+:class:`~payhub.testing.contracts.settings.SettingsContract` tests when the plugin declares a ``settings_model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from payhub.testing.contracts._pytest import run_in_pytest
+from payhub.testing.contracts.checks import Check
+from payhub.testing.contracts.hook_checks import HOOK_CHECKS, HookSubject
+from payhub.testing.contracts.settings import SettingsContract
+from payhub.testing.contracts.settings_checks import PluginKind
+
+__all__ = ["HookContract"]
+
+
+class HookContract(SettingsContract):
+    """Every hookimpl names a hookspec of payhub.hookspecs and takes only its arguments."""
+
+    plugin_kind: ClassVar[PluginKind] = "hook"
+
+    @pytest.fixture
+    def hook_subject(self, plugin_factory: Callable[[], Any]) -> HookSubject:
+        return HookSubject(plugin_factory)
+
+    @pytest.fixture
+    def settings_model(self, plugin_factory: Callable[[], Any]) -> type[BaseModel] | None:
+        plugin = plugin_factory()
+        model = getattr(plugin if isinstance(plugin, type) else type(plugin), "settings_model", None)
+        return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _test(check: Check[HookSubject]) -> Any:
+    def test(self: HookContract, hook_subject: HookSubject) -> None:
+        run_in_pytest(check, hook_subject)
+
+    test.__name__ = test.__qualname__ = f"test_{check.name}"
+    test.__doc__ = check.summary
+    return test
+
+
+for _check in HOOK_CHECKS:
+    setattr(HookContract, f"test_{_check.name}", _test(_check))

@@ -1,0 +1,49 @@
+"""``SettingsContract``: the pytest suite for a plugin's settings model (see :mod:`.settings_checks`).
+
+Subclass it with a ``settings_model`` fixture returning the model class and set ``plugin_kind`` (``"rail"``,
+``"source"``, ``"calculator"`` or ``"hook"``); ``secret_exempt`` names keys that only look like secrets. The rail,
+source, calculator and hook suites include it, reading the model from the plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from payhub.testing.contracts._pytest import run_in_pytest
+from payhub.testing.contracts.checks import Check
+from payhub.testing.contracts.settings_checks import SETTINGS_CHECKS, PluginKind, SettingsSubject
+
+__all__ = ["SettingsContract"]
+
+
+class SettingsContract:
+    """Secrets are ``SecretStr``; no key collides with a core key of the plugin's section."""
+
+    plugin_kind: ClassVar[PluginKind]
+    secret_exempt: ClassVar[frozenset[str]] = frozenset()
+
+    @pytest.fixture
+    def settings_subject(self, settings_model: type[BaseModel] | None) -> SettingsSubject:
+        if settings_model is None:
+            pytest.skip("the plugin declares no settings model")
+        kind = getattr(self, "plugin_kind", None)
+        if kind is None:
+            pytest.fail(f"{type(self).__name__} must set plugin_kind (rail, source, calculator or hook)",
+                        pytrace=False)
+        return SettingsSubject(settings_model, kind, self.secret_exempt)
+
+
+def _test(check: Check[SettingsSubject]) -> Any:
+    def test(self: SettingsContract, settings_subject: SettingsSubject) -> None:
+        run_in_pytest(check, settings_subject)
+
+    test.__name__ = test.__qualname__ = f"test_{check.name}"
+    test.__doc__ = check.summary
+    return test
+
+
+for _check in SETTINGS_CHECKS:
+    setattr(SettingsContract, f"test_{_check.name}", _test(_check))

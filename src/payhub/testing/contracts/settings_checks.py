@@ -1,0 +1,85 @@
+"""The rules for a plugin's settings model: secrets are ``SecretStr``, and no key shadows a core key of its section.
+
+A key looks like a secret when one of the words of its name (split at ``_``) is ``key``, ``secret``, ``token``,
+``password``, ``passwd``, ``passphrase`` or ``credential(s)``, or when it ends in ``apikey``; ``exempt`` names
+keys that only look like one (``public_key``). Nested models are checked too, with dotted names.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+from payhub.settings import HookSection, ProgramSection, RailSection, SourceSection
+from payhub.testing.contracts.checks import Check, ContractViolation
+
+__all__ = ["CORE_KEYS", "SETTINGS_CHECKS", "PluginKind", "SettingsSubject", "looks_secret"]
+
+PluginKind = Literal["rail", "source", "calculator", "hook"]
+CORE_KEYS: dict[str, frozenset[str]] = {
+    kind: frozenset(section.model_fields)
+    for kind, section in (("rail", RailSection), ("source", SourceSection), ("calculator", ProgramSection),
+                          ("hook", HookSection))
+}
+"""The keys the core reads from a plugin's section, by plugin kind (from :mod:`payhub.settings`)."""
+
+SECRET_WORDS = frozenset({"key", "secret", "token", "password", "passwd", "passphrase", "credential", "credentials"})
+
+
+def looks_secret(name: str) -> bool:
+    words = name.lower().split("_")
+    return bool(SECRET_WORDS.intersection(words)) or words[-1].endswith("apikey")
+
+
+@dataclass
+class SettingsSubject:
+    """A settings model (``settings_model`` or ``params_model``) of a plugin of ``kind``."""
+
+    model: type[BaseModel]
+    kind: PluginKind
+    exempt: frozenset[str] = field(default_factory=frozenset)
+
+
+def _types(annotation: Any) -> Iterator[Any]:
+    yield annotation
+    if get_origin(annotation) in (Union, types.UnionType) or get_args(annotation):
+        for arg in get_args(annotation):
+            yield from _types(arg)
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, info in model.model_fields.items():
+        yield prefix + name, info.annotation
+        for inner in _types(info.annotation):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                yield from _fields(inner, f"{prefix}{name}.")
+
+
+def secrets_are_secretstr(subject: SettingsSubject) -> None:
+    plain = [name for name, annotation in _fields(subject.model)
+             if looks_secret(name.rsplit(".", 1)[-1]) and name not in subject.exempt
+             and not any(t in (SecretStr, SecretBytes) for t in _types(annotation))]
+    if plain:
+        raise ContractViolation(f"{subject.model.__name__}: {', '.join(plain)} looks like a secret but is not "
+                                "pydantic.SecretStr, so `payhub config show`, logs and errors could print it")
+
+
+def no_core_key_collision(subject: SettingsSubject) -> None:
+    core = CORE_KEYS[subject.kind]
+    clashes = sorted(set(subject.model.model_fields) & core)
+    aliases = sorted({info.alias for info in subject.model.model_fields.values() if info.alias} & core)
+    if clashes or aliases:
+        raise ContractViolation(f"{subject.model.__name__}: {', '.join(clashes + aliases)} is a core key of a "
+                                f"{subject.kind} section ({', '.join(sorted(core))}); the core consumes it and the "
+                                "plugin would only ever see its default")
+
+
+SETTINGS_CHECKS: tuple[Check[SettingsSubject], ...] = (
+    Check("secrets_are_secretstr", "keys that look like secrets are SecretStr", secrets_are_secretstr),
+    Check("no_core_key_collision", "no key has the name of a core key of the section", no_core_key_collision),
+)
+"""The settings-model contract, in the order it is run."""

@@ -1,0 +1,298 @@
+"""A rail-shaped payment provider on 127.0.0.1 that misbehaves on demand, and a reference rail that talks to it.
+
+:class:`FaultProvider` serves a small JSON API, modelled on payment providers that deduplicate on an idempotency
+key, over a :class:`~payhub.testing.server.FaultServer`, and keeps what it accepted in a
+:class:`~payhub.testing.fakes.ProviderLedger` (deduplicating on the key, or not with ``dedup=False``):
+
+* ``POST /v1/payments`` ``{"payments": [{"idempotency_key", "amount": "10.00", "currency", "payee": {"id",
+  "name"}, "reference"}]}`` → 200 ``{"results": [{"idempotency_key", "status": "accepted" | "rejected", "id",
+  "reason"}]}``. Amounts are decimal text. More than ``max_batch`` payments → 413; a malformed body → 400; a
+  missing or wrong bearer key (when ``api_key`` is set) → 401.
+* ``GET /v1/payments/<key>`` → 200 ``{"payment": {"idempotency_key", "status", "id", "reason"}}``, or 404 when the
+  provider never accepted the key.
+
+``plan(*faults)`` queues words of the kit's fault vocabulary (:data:`payhub.testing.faults.Fault`); each send fault
+is consumed by the next ``POST /v1/payments``, ``lookup_fails`` by the next lookup:
+
+========================  ==========================================================================================
+``retryable``             503, nothing accepted
+``permanent``             403 for the whole request, nothing accepted
+``reject``                200, each payment ``rejected`` (invalid beneficiary), nothing accepted
+``timeout_after_accept``  the payments are accepted, then the answer stalls past the client's read timeout (until
+                          :meth:`FaultProvider.release`, the server stops, or ``stall_limit`` seconds)
+``timeout_before_accept`` the request stalls likewise and is never handled: nothing accepted
+``duplicate``             accepted; every result answered twice, plus one for a key never sent
+``hang``                  blocks until released, then accepts and answers
+``lookup_fails``          the next lookup answers 503
+========================  ==========================================================================================
+
+``payments(key)`` counts what the provider paid for a key (measured here, whatever a rail says), so
+:class:`FaultProvider` is a fault controller for :class:`~payhub.testing.contracts.RailContract`. Use it with
+``with FaultProvider() as provider:`` or through the pytest fixture ``payhub_provider``.
+
+:class:`ProviderRail` is a complete httpx rail for this API (settings :class:`ProviderRailSettings`): the reference
+that passes the rail contract, and a model for a rail of your own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import Field, SecretStr
+
+from payhub.api import (
+    Outcome,
+    Payee,
+    PayoutInstruction,
+    PermanentRailError,
+    PluginSettings,
+    Rail,
+    RailCapabilities,
+    RailResult,
+    RetryableRailError,
+    UnknownOutcomeError,
+)
+from payhub.testing.fakes import ProviderLedger
+from payhub.testing.faults import FAULTS, Fault
+from payhub.testing.server import FaultServer, Request, Response, ServerFault
+
+__all__ = ["FaultProvider", "ProviderRail", "ProviderRailSettings"]
+
+PAYMENTS = "/v1/payments"
+
+
+class FaultProvider:
+    """The provider; see the module docstring. Thread-safe."""
+
+    supported: tuple[Fault, ...] = FAULTS
+
+    def __init__(self, *, dedup: bool = True, max_batch: int = 100, api_key: str | None = None,
+                 stall_limit: float = 30.0, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.ledger = ProviderLedger(dedup=dedup)
+        self.max_batch = max_batch
+        self.api_key = api_key
+        self.stall_limit = stall_limit
+        self.server = FaultServer(host, port, name="payhub-provider", hang_limit=stall_limit)
+        self._stop = threading.Event()
+        self.server.route("POST", PAYMENTS, self._create)
+        self.server.route("GET", PAYMENTS + r"/(?P<key>[^/]+)", self._find)
+
+    # ------------------------------------------------------------------------------------------------ control
+
+    @property
+    def url(self) -> str:
+        """The API root, e.g. ``http://127.0.0.1:43121/v1`` (what :class:`ProviderRail`'s ``base_url`` takes)."""
+        return f"{self.server.url}/v1"
+
+    def start(self) -> FaultProvider:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.stop()
+
+    def __enter__(self) -> FaultProvider:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def plan(self, *faults: Fault) -> None:
+        """Queue faults; each send fault is consumed by the next payment request, ``lookup_fails`` by a lookup."""
+        for fault in faults:
+            if fault not in FAULTS:
+                raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULTS)})")
+            if fault == "lookup_fails":
+                self.server.plan(ServerFault("status", status=503, method="GET", path=PAYMENTS, label=fault))
+            elif fault == "permanent":
+                self.server.plan(ServerFault("status", status=403, method="POST", path=PAYMENTS, label=fault,
+                                             body=Response.json({"error": "account closed"})))
+            elif fault == "timeout_after_accept":
+                self.server.plan(ServerFault("stall", method="POST", path=PAYMENTS, label=fault))
+            elif fault in ("reject", "duplicate", "timeout_before_accept"):
+                self.server.plan(ServerFault("handler", method="POST", path=PAYMENTS, label=fault))
+            else:
+                self.server.plan(fault, method="POST", path=PAYMENTS)
+
+    def release(self) -> None:
+        """End every ``hang`` and stalled answer now."""
+        self.server.release()
+
+    def payments(self, key: str) -> int:
+        """How many times the provider paid ``key``: 1 is right; with ``dedup=False`` a resend makes it 2."""
+        return self.ledger.accepted[key]
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every request received, oldest first."""
+        return self.server.requests
+
+    # ------------------------------------------------------------------------------------------------ the API
+
+    def _refused(self, request: Request) -> Response | None:
+        if self.api_key is not None and request.header("Authorization") != f"Bearer {self.api_key}":
+            return Response.json({"error": "invalid API key"}, 401)
+        return None
+
+    def _create(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        label = request.fault.label if request.fault is not None else ""
+        if label == "timeout_before_accept":
+            self._stop.wait(self.stall_limit)  # the client's read timeout expires; nothing is accepted
+            return Response.json({"error": "gateway timeout"}, 504)
+        try:
+            body = request.json()
+            items = body["payments"]
+            if not isinstance(items, list) or not items:
+                raise ValueError("payments must be a non-empty list")
+            instructions = [_instruction(item) for item in items]
+        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+            return Response.json({"error": f"malformed request: {exc}"}, 400)
+        if len(instructions) > self.max_batch:
+            return Response.json({"error": f"at most {self.max_batch} payments per request"}, 413)
+        if label == "reject":
+            results = [{"idempotency_key": i.idempotency_key, "status": "rejected", "reason": "invalid beneficiary"}
+                       for i in instructions]
+            return Response.json({"results": results})
+        results = []
+        for instruction in instructions:
+            acceptance = self.ledger.accept(instruction)
+            results.append({"idempotency_key": acceptance.key, "status": "accepted", "id": acceptance.provider_ref})
+        if label == "duplicate":
+            results = results + results + [{"idempotency_key": "ph-never-sent", "status": "accepted",
+                                            "id": "pay-stray"}]
+        return Response.json({"results": results})
+
+    def _find(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        key = request.params["key"]
+        acceptance = self.ledger.find(key)
+        if acceptance is None:
+            return Response.json({"error": "not found"}, 404)
+        outcome, reason = self.ledger.outcome(key)
+        return Response.json({"payment": {"idempotency_key": key, "status": outcome.value,
+                                          "id": acceptance.provider_ref, "reason": reason}})
+
+
+def _instruction(item: Any) -> PayoutInstruction:
+    key = item["idempotency_key"]
+    if not isinstance(key, str) or not key:
+        raise ValueError("idempotency_key must be text")
+    if not isinstance(item["amount"], str):
+        raise ValueError("amount must be decimal text")
+    payee = item.get("payee") or {}
+    return PayoutInstruction(0, key, Payee(str(payee.get("id", "")), str(payee.get("name", ""))),
+                             Decimal(item["amount"]), str(item["currency"]), str(item.get("reference", "")),
+                             datetime.now(UTC))
+
+
+# ---------------------------------------------------------------------------------------------- the reference rail
+
+
+class ProviderRailSettings(PluginSettings):
+    """Settings of a :class:`ProviderRail` section."""
+
+    base_url: str = Field(description="The API root, e.g. http://127.0.0.1:43121/v1 (FaultProvider.url).")
+    api_key: SecretStr | None = Field(None, description="Bearer key, when the provider asks for one.")
+    http_timeout_seconds: float = Field(10.0, gt=0, le=600, description="Read timeout of each request.")
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=600, description="Connect timeout of each request.")
+    max_batch: int = Field(100, ge=1, le=10_000, description="Most payouts per request (the provider's limit).")
+
+
+STATUSES = {"accepted": Outcome.ACCEPTED, "paid": Outcome.PAID, "rejected": Outcome.REJECTED,
+            "returned": Outcome.RETURNED}
+
+
+class ProviderRail(Rail):
+    """Pays through a :class:`FaultProvider` (or any provider with its API): one request per batch, the idempotency
+    key in each payment, answers mapped at this boundary. Connection failures before sending are retryable; a
+    timeout or dropped connection after sending, and 5xx other than 503, are unknown; 503 and 429 are retryable
+    (the provider refused before accepting); 400, 401, 403 and 413 refuse the batch for good."""
+
+    settings_model = ProviderRailSettings
+    settings: ProviderRailSettings
+
+    def __init__(self, name: str, settings: ProviderRailSettings) -> None:
+        super().__init__(name, settings)
+        headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+        self.client = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + "/", headers=headers, trust_env=False,
+            timeout=httpx.Timeout(settings.http_timeout_seconds, connect=settings.connect_timeout_seconds))
+        self._capabilities = RailCapabilities(lookup=True, reports_status=True, dedup_field="idempotency_key",
+                                              max_batch=settings.max_batch)
+
+    @property
+    def capabilities(self) -> RailCapabilities:
+        return self._capabilities
+
+    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
+        body = {"payments": [{"idempotency_key": i.idempotency_key, "amount": str(i.amount), "currency": i.currency,
+                              "payee": {"id": i.payee.id, "name": i.payee.name}, "reference": i.reference}
+                             for i in instructions]}
+        try:
+            response = self.client.post("payments", json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise RetryableRailError(f"provider not reached: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise UnknownOutcomeError(f"no answer after sending: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status in (429, 503):
+            raise RetryableRailError(f"provider busy (HTTP {status})")
+        if status >= 500:
+            raise UnknownOutcomeError(f"provider error after sending (HTTP {status})")
+        if status != 200:
+            raise PermanentRailError(f"provider refused the request (HTTP {status}): {_error(response)}")
+        wanted = {i.idempotency_key for i in instructions}
+        results: dict[str, RailResult] = {}
+        for item in _json(response).get("results") or []:
+            key = item.get("idempotency_key")
+            if key in wanted and key not in results:  # the provider may repeat itself or answer other keys
+                results[key] = _result(key, item)
+        return list(results.values())
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
+        found: dict[str, RailResult | None] = {}
+        for key in keys:
+            try:
+                response = self.client.get(f"payments/{key}")
+            except httpx.HTTPError as exc:
+                raise RetryableRailError(f"lookup failed: {type(exc).__name__}") from exc
+            if response.status_code == 404:
+                found[key] = None
+            elif response.status_code == 200:
+                found[key] = _result(key, _json(response).get("payment") or {})
+            else:
+                raise RetryableRailError(f"lookup failed (HTTP {response.status_code}): {_error(response)}")
+        return found
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error(response: httpx.Response) -> str:
+    return str(_json(response).get("error") or response.text[:200])
+
+
+def _result(key: str, item: dict[str, Any]) -> RailResult:
+    outcome = STATUSES.get(str(item.get("status")), Outcome.UNKNOWN)
+    reason = item.get("reason")
+    return RailResult(key, outcome, str(item["id"]) if item.get("id") else None, str(reason) if reason else None)
