@@ -1,231 +1,130 @@
-"""Fakes and helpers for tests: rails and a source that can be told to misbehave, throwaway databases, the command
-line in-process, test distributions of plugins. Not used by any production path.
+"""The plugin author's kit: fakes, a controllable clock, an in-process harness, a pytest plugin, throwaway
+databases, the command line in-process and test distributions. No production path uses it.
 
-* :class:`FakeRail` keeps its ledger in memory; queue faults with :meth:`FakeRail.plan`.
-* :class:`LedgerRail` keeps its ledger in a SQLite file, so it survives a daemon killed with SIGKILL; use it
-  in subprocess and crash tests. Every accepted send is a ledger row, so a payout sent twice shows up twice.
-* :class:`FakeSource` serves records pushed by the test.
+* :class:`ProviderLedger` models what a payment provider accepted per idempotency key (deduplicating or not);
+  :class:`FakeRail` is a rail that spies on its calls over a ledger and misbehaves as planned
+  (:mod:`payhub.testing.faults`); :class:`LedgerRail` keeps its ledger in a SQLite file shared across processes.
+* :class:`FakeSource` serves records the test pushes, from memory or from a JSON-lines file another process reads.
+* :class:`ManualClock` stands in for payhub's clock, so backoffs and windows pass when the test says.
+* :class:`Harness` runs the pipeline in-process, one stage or pass at a time, with plugin instances given by the
+  test, reads back what it stored (:class:`EventView`, :class:`RewardView`, :class:`PayoutView`,
+  :class:`AuditEntryView`) and checks that every reward was calculated and paid exactly once.
 * :func:`throwaway_database` yields a new, empty SQLite or PostgreSQL database for a block of a test.
-* :func:`invoke_cli` runs the ``payhub`` command line in the test's process.
-* :func:`write_distribution` writes a distribution whose entry points payhub finds once it is on ``sys.path``.
+* :func:`invoke_cli` runs the ``payhub`` command line in the test's process; :func:`write_distribution` writes a
+  distribution whose entry points payhub finds once it is on ``sys.path``.
 
-Register the fakes in a test distribution's entry points (``payhub.rails`` / ``payhub.sources``) to load them by name.
+The pytest plugin (:mod:`payhub.testing.pytest_plugin`, entry point ``payhub``) offers them as fixtures. Names are
+imported from their modules when first used, so that loading the pytest plugin costs next to nothing.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
-import signal
-import sqlite3
-import threading
-import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 
-from payhub.api import (
-    ConfigPath,
-    FetchResult,
-    Outcome,
-    Payee,
-    PayoutInstruction,
-    PermanentRailError,
-    PluginSettings,
-    Rail,
-    RailCapabilities,
-    RailResult,
-    RetryableRailError,
-    Source,
-    SourceRecord,
-    UnknownOutcomeError,
-)
-from payhub.cli import main
-from payhub.testing.faults import Fault
+if TYPE_CHECKING:
+    from payhub.testing.cli import invoke_cli as invoke_cli
+    from payhub.testing.cli import write_distribution as write_distribution
+    from payhub.testing.clock import ManualClock as ManualClock
+    from payhub.testing.fakes import Acceptance as Acceptance
+    from payhub.testing.fakes import FakeRail as FakeRail
+    from payhub.testing.fakes import FakeRailSettings as FakeRailSettings
+    from payhub.testing.fakes import FakeSource as FakeSource
+    from payhub.testing.fakes import FakeSourceSettings as FakeSourceSettings
+    from payhub.testing.fakes import Fetch as Fetch
+    from payhub.testing.fakes import LedgerRail as LedgerRail
+    from payhub.testing.fakes import LedgerRailSettings as LedgerRailSettings
+    from payhub.testing.fakes import ProviderLedger as ProviderLedger
+    from payhub.testing.faults import FAULTS as FAULTS
+    from payhub.testing.faults import SEND_FAULTS as SEND_FAULTS
+    from payhub.testing.faults import Fault as Fault
+    from payhub.testing.harness import AuditEntryView as AuditEntryView
+    from payhub.testing.harness import CalculationView as CalculationView
+    from payhub.testing.harness import EventView as EventView
+    from payhub.testing.harness import ExactlyOnceError as ExactlyOnceError
+    from payhub.testing.harness import Harness as Harness
+    from payhub.testing.harness import PayoutItemView as PayoutItemView
+    from payhub.testing.harness import PayoutView as PayoutView
+    from payhub.testing.harness import RewardView as RewardView
 
+__all__ = [
+    "DEFAULT_PG_URL",
+    "FAULTS",
+    "PG_URL_VARIABLE",
+    "SEND_FAULTS",
+    "Acceptance",
+    "AuditEntryView",
+    "CalculationView",
+    "DatabaseKind",
+    "DatabaseUnavailable",
+    "EventView",
+    "ExactlyOnceError",
+    "FakeRail",
+    "FakeRailSettings",
+    "FakeSource",
+    "FakeSourceSettings",
+    "Fault",
+    "Fetch",
+    "Harness",
+    "LedgerRail",
+    "LedgerRailSettings",
+    "ManualClock",
+    "PayoutItemView",
+    "PayoutView",
+    "ProviderLedger",
+    "RewardView",
+    "invoke_cli",
+    "postgres_server_url",
+    "throwaway_database",
+    "write_distribution",
+]
 
-class FakeRailSettings(PluginSettings):
-    lookup: bool = True
-    dedup_window_seconds: float | None = None
-    max_batch: int = 100
-    currencies: list[str] | None = None
-    countries: list[str] | None = None
-    max_amounts: dict[str, Decimal] = {}
-    requires_detail: str | None = None  # a payee detail this rail needs (check_payee refuses payees without it)
-    return_window_seconds: float | None = None  # how long a paid payout can still be returned
-
-
-class FakeRail(Rail):
-    """An in-memory rail. ``accepted`` counts acceptances per key: exactly-once means every count is 1."""
-
-    settings_model = FakeRailSettings
-    settings: FakeRailSettings
-
-    def __init__(self, name: str, settings: FakeRailSettings | None = None) -> None:
-        super().__init__(name, settings or FakeRailSettings())
-        self.accepted: Counter[str] = Counter()
-        self.calls: list[list[str]] = []
-        self.faults: deque[Fault] = deque()
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-
-    @property
-    def capabilities(self) -> RailCapabilities:
-        s = self.settings
-        window = timedelta(seconds=s.dedup_window_seconds) if s.dedup_window_seconds else None
-        return RailCapabilities(lookup=s.lookup, reports_status=s.lookup, dedup_field="key", dedup_window=window,
-                                currencies=frozenset(s.currencies) if s.currencies else None,
-                                countries=frozenset(s.countries) if s.countries else None,
-                                max_batch=s.max_batch, max_amounts=s.max_amounts,
-                                return_window=timedelta(seconds=s.return_window_seconds)
-                                if s.return_window_seconds else None)
-
-    def check_payee(self, payee: Payee, currency: str) -> str | None:
-        detail = self.settings.requires_detail
-        if detail and not (payee.details.get(detail) or (detail == "email" and payee.email)):
-            return f"payee {payee.id} has no {detail}"
-        return None
-
-    def plan(self, *faults: Fault) -> None:
-        """Queue faults; each send (or lookup, for ``lookup_fails``) consumes the next one."""
-        self.faults.extend(faults)
-
-    def _next(self, *kinds: str) -> Fault | None:
-        with self._lock:
-            if self.faults and self.faults[0] in kinds:
-                return self.faults.popleft()
-        return None
-
-    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
-        keys = [i.idempotency_key for i in instructions]
-        self.calls.append(keys)
-        fault = self._next("retryable", "permanent", "reject", "timeout_after_accept", "timeout_before_accept",
-                           "duplicate", "hang")
-        if fault == "retryable":
-            raise RetryableRailError("provider busy (503)")
-        if fault == "permanent":
-            raise PermanentRailError("account closed")
-        if fault == "timeout_before_accept":
-            raise UnknownOutcomeError("read timeout")
-        if fault == "reject":
-            return [RailResult(k, Outcome.REJECTED, reason="invalid beneficiary") for k in keys]
-        if fault == "hang":
-            self.release.wait()
-        with self._lock:
-            for k in keys:
-                self.accepted[k] += 1
-        results = [RailResult(k, Outcome.ACCEPTED, f"fake-{k[-8:]}") for k in keys]
-        if fault == "timeout_after_accept":
-            raise UnknownOutcomeError("read timeout after the request was sent")
-        if fault == "duplicate":
-            return results + results + [RailResult("ph-never-sent", Outcome.ACCEPTED, "fake-stray")]
-        return results
-
-    def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
-        if not self.settings.lookup:
-            return super().lookup(keys)
-        if self._next("lookup_fails"):
-            raise RetryableRailError("lookup endpoint unavailable")
-        with self._lock:
-            return {k: RailResult(k, Outcome.ACCEPTED, f"fake-{k[-8:]}") if self.accepted[k] else None for k in keys}
+_LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submodule
+    "Acceptance": "fakes",
+    "AuditEntryView": "harness",
+    "CalculationView": "harness",
+    "EventView": "harness",
+    "ExactlyOnceError": "harness",
+    "FAULTS": "faults",
+    "FakeRail": "fakes",
+    "FakeRailSettings": "fakes",
+    "FakeSource": "fakes",
+    "FakeSourceSettings": "fakes",
+    "Fault": "faults",
+    "Fetch": "fakes",
+    "Harness": "harness",
+    "LedgerRail": "fakes",
+    "LedgerRailSettings": "fakes",
+    "ManualClock": "clock",
+    "PayoutItemView": "harness",
+    "PayoutView": "harness",
+    "ProviderLedger": "fakes",
+    "RewardView": "harness",
+    "SEND_FAULTS": "faults",
+    "invoke_cli": "cli",
+    "write_distribution": "cli",
+}
 
 
-class LedgerRailSettings(PluginSettings):
-    path: ConfigPath
-    unknown_every: int = 0  # every Nth send accepts, then raises UnknownOutcomeError
-    retryable_every: int = 0  # every Nth send raises RetryableRailError
-    latency_seconds: float = 0.0
+def __getattr__(name: str) -> Any:
+    """Import a public name from its submodule on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
-class LedgerRail(Rail):
-    """A rail whose ledger is a SQLite file, shared across processes and surviving SIGKILL."""
-
-    settings_model = LedgerRailSettings
-    settings: LedgerRailSettings
-
-    def __init__(self, name: str, settings: LedgerRailSettings) -> None:
-        super().__init__(name, settings)
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS sends (key TEXT NOT NULL, payout_id INTEGER, amount TEXT, "
-                       "currency TEXT, at REAL)")
-            db.execute("CREATE INDEX IF NOT EXISTS sends_key ON sends (key)")
-            db.execute("CREATE TABLE IF NOT EXISTS calls (n INTEGER)")
-
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.settings.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
-
-    @property
-    def capabilities(self) -> RailCapabilities:
-        return RailCapabilities(lookup=True, dedup_field="key", max_batch=50)
-
-    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
-        s = self.settings
-        if s.latency_seconds:
-            time.sleep(s.latency_seconds)
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO calls VALUES (1)")
-            n = db.execute("SELECT count(*) FROM calls").fetchone()[0]
-            if s.retryable_every and n % s.retryable_every == 0:
-                db.execute("COMMIT")
-                raise RetryableRailError(f"ledger busy (call {n})")
-            db.executemany("INSERT INTO sends VALUES (?, ?, ?, ?, ?)", [
-                (i.idempotency_key, i.payout_id, str(i.amount), i.currency, time.time()) for i in instructions])
-            db.execute("COMMIT")
-        finally:
-            db.close()
-        if s.unknown_every and n % s.unknown_every == 0:
-            raise UnknownOutcomeError(f"response lost (call {n})")
-        return [RailResult(i.idempotency_key, Outcome.ACCEPTED, f"ledger-{i.payout_id}") for i in instructions]
-
-    def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
-        db = self._db()
-        try:
-            found = {row[0] for row in db.execute(
-                f"SELECT DISTINCT key FROM sends WHERE key IN ({','.join('?' * len(keys))})", list(keys))}
-        finally:
-            db.close()
-        return {k: RailResult(k, Outcome.ACCEPTED, "ledger") if k in found else None for k in keys}
-
-    @staticmethod
-    def counts(path: Path) -> Counter[str]:
-        """Acceptances per idempotency key recorded in the ledger file at ``path``."""
-        db = sqlite3.connect(path)
-        try:
-            return Counter(dict(db.execute("SELECT key, count(*) FROM sends GROUP BY key").fetchall()))
-        finally:
-            db.close()
-
-
-class FakeSource(Source):
-    """Serves records the test pushes, ``limit`` at a time, with an integer cursor."""
-
-    def __init__(self, name: str, settings: PluginSettings | None = None) -> None:
-        super().__init__(name, settings or PluginSettings())
-        self.records: list[SourceRecord] = []
-        self.error: Exception | None = None
-
-    def push(self, *records: SourceRecord) -> None:
-        self.records.extend(records)
-
-    def fetch(self, cursor: str | None, limit: int) -> FetchResult:
-        if self.error is not None:
-            raise self.error
-        start = int(cursor or 0)
-        batch = self.records[start : start + limit]
-        end = start + len(batch)
-        return FetchResult(batch, str(end), more=end < len(self.records))
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 PG_URL_VARIABLE = "PAYHUB_TEST_PG_URL"
@@ -286,42 +185,3 @@ def throwaway_database(kind: DatabaseKind, directory: Path,
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
-
-
-def invoke_cli(*args: str, env: Mapping[str, str] | None = None) -> Result:
-    """Run ``payhub *args`` in this process, with ``env`` added to the environment; return click's result (exit code,
-    ``stdout``, ``stderr``).
-
-    Exceptions propagate as tracebacks (they are bugs, not exit codes). The logging handlers and level and the
-    SIGTERM/SIGINT handlers a command installs (``run`` does) are restored afterwards, so one test can run many.
-    Plugins load through entry points as in production: the plugin under test must be installed, or registered in a
-    ``*.dist-info`` directory on ``sys.path``.
-    """
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-    finally:
-        root.handlers[:], root.level = handlers, level
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-def write_distribution(directory: Path, name: str, entry_points: str, *, version: str = "1.0",
-                       modules: Mapping[str, str] | None = None) -> Path:
-    """Write the distribution ``name`` into ``directory`` as pip would install it, and return ``directory``.
-
-    ``<name>-<version>.dist-info`` holds ``METADATA`` and ``entry_points`` (the text of an ``entry_points.txt``: a
-    group header such as ``[payhub.rails]``, then lines such as ``fake = payhub.testing:FakeRail``); each item of
-    ``modules`` is written as ``<module>.py`` next to it. Once ``directory`` is on ``sys.path`` (and on
-    ``PYTHONPATH`` for ``payhub`` subprocesses), settings load its plugins by name, and ``payhub plugins list``
-    names ``name`` and ``version``.
-    """
-    dist = directory / f"{name.replace('-', '_')}-{version}.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (dist / "entry_points.txt").write_text(entry_points)
-    for module, source in (modules or {}).items():
-        (directory / f"{module}.py").write_text(source)
-    return directory

@@ -1,0 +1,483 @@
+"""The in-process harness: payhub's pipeline run by a test, one stage or pass at a time, on a real database.
+
+A :class:`Harness` validates settings given as a dict with payhub's own settings model, migrates its database (a
+SQLite file in a temporary directory by default, or any URL), uses plugin instances the test gives (no entry points)
+next to plugins loaded by name, and installs a :class:`~payhub.testing.ManualClock`. What payhub stored is read back
+as frozen views (:class:`EventView`, :class:`CalculationView`, :class:`RewardView`, :class:`PayoutView`,
+:class:`AuditEntryView`), and :meth:`Harness.assert_exactly_once` checks payhub's invariants on all of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from payhub import audit
+from payhub.api import Calculator, Rail, Source
+from payhub.clock import parse_instant
+from payhub.db import migrate
+from payhub.db.schema import audit_log, calculations, events, payout_items, payouts, rewards
+from payhub.errors import ConfigError
+from payhub.money import from_minor
+from payhub.payees import sync_payees
+from payhub.pipeline.calculate import calculate_batch
+from payhub.pipeline.disburse import disburse_rail
+from payhub.pipeline.ingest import poll_batches
+from payhub.pipeline.schedule import schedule_batch
+from payhub.pipeline.settle import settle_rail
+from payhub.plugins import load_plugins
+from payhub.runtime import Runtime
+from payhub.settings import Settings, cross_checks, validation_problems
+from payhub.testing.clock import ManualClock
+from payhub.testing.fakes import FakeRail, ProviderLedger
+from payhub.worker import STAGE_BATCHES, Worker
+
+STAGES = ("ingested", "calculated", "scheduled", "disbursed", "settled")
+"""The keys of the counts :meth:`Harness.run_pass` returns, in pipeline order."""
+
+CLOSED_PAYOUTS = frozenset({"rejected", "returned", "failed", "cancelled"})
+"""Payout statuses that no longer hold their rewards (they are owed again or cancelled)."""
+
+WAITING_PAYOUTS = ("retrying", "unknown")
+"""Payout statuses that wait for their ``next_attempt_at``."""
+
+_TABLES = {"sources": Source, "programs": Calculator, "rails": Rail, "hooks": object}
+
+
+class ExactlyOnceError(AssertionError):
+    """:meth:`Harness.assert_exactly_once` found payhub's invariants broken; ``problems`` lists each finding."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("exactly-once violated:\n" + "\n".join(f"- {p}" for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """An event as stored: its dedup ``key``, identity, content and ``status`` (``ingested``, ``waiting``,
+    ``calculated``, ``quarantined``) with the ``reason`` of a quarantine."""
+
+    id: int
+    key: str
+    source: str
+    object_type: str
+    object_id: str
+    transition: str
+    event_type: str
+    occurred_at: datetime | None
+    payee_id: str | None
+    partner_id: str | None
+    amount: Decimal | None
+    currency: str | None
+    attributes: Mapping[str, Any]
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CalculationView:
+    """One program's calculation of one event: ``status`` ``rewarded``, ``not_eligible`` or ``failed``."""
+
+    event_id: int
+    program: str
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RewardView:
+    """A reward: what a program owes a payee for an event, where it is (``status``, ``hold_code``) and the payout
+    that holds it now, if any."""
+
+    id: int
+    event_id: int
+    program: str
+    payee_id: str
+    amount: Decimal
+    currency: str
+    status: str
+    hold_code: str | None
+    hold_reason: str | None
+    payout_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutItemView:
+    """One reward in a payout, with its amount in the payout's currency."""
+
+    reward_id: int
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutView:
+    """A payout: its fixed idempotency key, payee, rail, money, ``status`` and attempts, and its items."""
+
+    id: int
+    idempotency_key: str
+    payee_id: str
+    rail: str
+    amount: Decimal
+    currency: str
+    status: str
+    reason: str | None
+    attempts: int
+    provider_ref: str | None
+    next_attempt_at: datetime | None
+    items: tuple[PayoutItemView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntryView:
+    """An audit entry: who (``actor``, ``origin``) did what (``action``) to which subject, when, with what outcome,
+    and its ``detail``."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    outcome: str
+    origin: str
+    detail: Mapping[str, Any]
+
+
+class Harness:
+    """payhub's pipeline in this process, driven by the test.
+
+    ``settings``: the settings file's tables as a dict (``{"programs": {"pct": {"calculator": "percentage",
+    "percent": "10"}}, "routing": {"default_rail": "bank"}}``), validated by payhub's settings model; relative paths
+    are resolved against :attr:`directory`. ``plugins``: instances by section key (``{"sources.crm": FakeSource("crm"),
+    "rails.bank": FakeRail("bank")}``), used as given; their section is added when the settings lack it and may
+    hold core keys only (``max_attempts``, ``batch_size``…): the instance carries its own settings. Every other
+    enabled section is loaded by name through entry points, as in production. ``payees``: rows of the payees file
+    (``{"id": "p1", "name": "Partner One", "country": "DE"}``), written to ``payees.csv`` in :attr:`directory`.
+    ``database_url``: default a SQLite file in :attr:`directory`; the schema is migrated to this payhub's revision.
+    ``directory``: default a new temporary directory, removed by :meth:`close`. ``clock``: default a new
+    :class:`ManualClock` at the current time; installed until :meth:`close`.
+
+    Invalid settings raise :class:`payhub.api.ConfigError` naming each key, as ``payhub config check`` would. Use
+    it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, *, plugins: Mapping[str, object] | None = None,
+                 payees: Iterable[Mapping[str, str]] | None = None, database_url: str | None = None,
+                 directory: Path | None = None, clock: ManualClock | None = None) -> None:
+        self._owns_directory = directory is None
+        self.directory: Path = Path(tempfile.mkdtemp(prefix="payhub-harness-")) if directory is None else directory
+        self.clock: ManualClock = clock or ManualClock()
+        self._given = dict(plugins or {})
+        self._cleanups: list[Callable[[], None]] = []
+        try:
+            self.settings: Settings = self._settings(dict(settings or {}), database_url, payees)
+            self.clock.install()
+            self._cleanups.append(self.clock.uninstall)
+            self._rt = Runtime(self.settings, role="harness")
+            self._cleanups.append(self._rt.close)
+            if migrate.current_revision(self._rt.engine) != migrate.head_revision():
+                migrate.upgrade(self._rt.engine)
+            self._rt.plugins = load_plugins(self.settings, instances=self._given)
+            self._worker = Worker(self._rt)
+            self._worker.start()
+            self._cleanups.append(self._worker.stop)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def database_url(self) -> str:
+        """The URL of the harness's database."""
+        return self.settings.database_url
+
+    # -------------------------------------------------------------------------------------------- set-up
+
+    def _settings(self, data: dict[str, Any], database_url: str | None,
+                  payees: Iterable[Mapping[str, str]] | None) -> Settings:
+        data = copy.deepcopy(data)
+        problems: list[tuple[str, str]] = []
+        for key, instance in self._given.items():
+            table, _, name = key.partition(".")
+            base = _TABLES.get(table)
+            if base is None or not name:
+                problems.append((key, "a plugin instance is given by its section key: sources.<name>, "
+                                      "programs.<name>, rails.<name> or hooks.<name>"))
+                continue
+            if not isinstance(instance, base):
+                problems.append((key, f"{type(instance).__name__} is not a payhub.api.{base.__name__}"))
+            section = data.setdefault(table, {}).setdefault(name, {})
+            if table == "programs":
+                section.setdefault("calculator", name)
+        database = data.setdefault("database", {})
+        if database_url is not None or "url" not in database:
+            database["url"] = database_url or f"sqlite:///{self.directory / 'payhub.db'}"
+        if payees is not None:
+            (self.directory / "payees.csv").write_text(_payees_csv(list(payees)), encoding="utf-8")
+            data.setdefault("payees", {})["file"] = "payees.csv"
+        try:
+            settings = Settings(**data)
+        except ValidationError as exc:
+            raise ConfigError(problems + validation_problems(exc)) from None
+        settings._base_dir = self.directory
+        for key in self._given:
+            table, _, name = key.partition(".")
+            section = getattr(settings, table, {}).get(name) if table in _TABLES else None
+            if section is not None and section.plugin_settings():
+                problems += [(f"{key}.{k}", "given as an instance: configure the instance, not its section")
+                             for k in section.plugin_settings() if not (table == "programs" and k == "calculator")]
+        problems += cross_checks(settings)
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    def source(self, name: str) -> Source:
+        """The source of section ``name`` (given or loaded)."""
+        return self._rt.plugins.sources[name]
+
+    def rail(self, name: str) -> Rail:
+        """The rail of section ``name`` (given or loaded)."""
+        return self._rt.plugins.rails[name]
+
+    def plugin_failures(self) -> dict[str, str]:
+        """The configured plugins that failed to load or start: section key -> reason (``payhub plugins list``)."""
+        return {status.key: status.reason or "failed" for status in self._rt.plugins.statuses
+                if status.state == "failed"}
+
+    # ---------------------------------------------------------------------------------------------- time
+
+    def advance(self, by: timedelta | float) -> datetime:
+        """Move the clock forward by ``by`` (a timedelta, or seconds); return the new time."""
+        return self.clock.advance(by)
+
+    def next_attempt_at(self) -> datetime | None:
+        """When the earliest payout waiting in ``retrying`` or ``unknown`` is due, or None when none waits."""
+        with self._rt.engine.connect() as conn:
+            due: datetime | None = conn.execute(select(func.min(payouts.c.next_attempt_at))
+                                                .where(payouts.c.status.in_(WAITING_PAYOUTS))).scalar()
+        return due
+
+    def skip_to_next_attempt(self) -> datetime | None:
+        """Move the clock to :meth:`next_attempt_at` (if later than now); return it, or None when nothing waits."""
+        due = self.next_attempt_at()
+        if due is not None and due > self.clock.now():
+            self.clock.set(due)
+        return due
+
+    # ------------------------------------------------------------------------------------------- stages
+
+    def ingest(self, source: str | None = None) -> int:
+        """Poll ``source`` (default every enabled one) now, up to the daemon's batches per pass; return the new
+        events."""
+        sync_payees(self._rt)
+        names = [source] if source is not None else list(self._rt.plugins.sources)
+        return sum(poll_batches(self._rt, name, STAGE_BATCHES)[0] for name in names)
+
+    def calculate(self) -> int:
+        """Calculate ingested events that are due, up to the daemon's batches per pass; return how many."""
+        return self._repeat(lambda: calculate_batch(self._rt, self._worker.versions))
+
+    def schedule(self) -> int:
+        """Approve, screen, route and group pending rewards into payouts; return how many rewards it took."""
+        sync_payees(self._rt)
+        return self._repeat(lambda: schedule_batch(self._rt))
+
+    def disburse(self, rail: str | None = None) -> int:
+        """Look up unknown outcomes and send the payouts that are due, on ``rail`` (default every enabled one);
+        return how many payouts it worked."""
+        names = [rail] if rail is not None else list(self._rt.plugins.rails)
+        return sum(self._repeat(partial(disburse_rail, self._rt, name)) for name in names)
+
+    def settle(self, rail: str | None = None) -> int:
+        """Ask ``rail`` (default every enabled one) for the status of accepted payouts not checked for its
+        ``settle_interval_seconds``; return how many it asked about."""
+        names = [rail] if rail is not None else list(self._rt.plugins.rails)
+        return sum(self._repeat(partial(settle_rail, self._rt, name)) for name in names)
+
+    def run_pass(self) -> dict[str, int]:
+        """One pass of the daemon: every stage once, in order; return the count of each (:data:`STAGES`)."""
+        counts = dict(zip(STAGES, (self.ingest(), self.calculate(), self.schedule(), self.disburse(),
+                                   self.settle()), strict=True))
+        if self._worker.checkpointer is not None:
+            self._worker.checkpointer.tick()
+        return counts
+
+    def run_until_idle(self, *, skip_waits: bool = False, max_passes: int = 100) -> dict[str, int]:
+        """Run passes until one does nothing; return the counts summed over all passes.
+
+        With ``skip_waits``, whenever the pipeline is idle but payouts wait for their next attempt (a retry's
+        backoff, an unknown outcome's lookup), the clock is moved to the earliest of them and the passes go on.
+        Raise RuntimeError after ``max_passes`` passes that were never idle.
+        """
+        totals = dict.fromkeys(STAGES, 0)
+        for _ in range(max_passes):
+            counts = self.run_pass()
+            for stage, n in counts.items():
+                totals[stage] += n
+            if any(counts.values()):
+                continue
+            if not skip_waits or self.skip_to_next_attempt() is None:
+                return totals
+        raise RuntimeError(f"the pipeline was not idle after {max_passes} passes: {totals}")
+
+    @staticmethod
+    def _repeat(step: Callable[[], int]) -> int:
+        done = 0
+        for _ in range(STAGE_BATCHES):
+            n = step()
+            done += n
+            if not n:
+                break
+        return done
+
+    # ----------------------------------------------------------------------------------------- read-back
+
+    def events(self, status: str | None = None) -> list[EventView]:
+        """The stored events (of ``status``), in order of arrival."""
+        query = select(events).order_by(events.c.id)
+        if status is not None:
+            query = query.where(events.c.status == status)
+        with self._rt.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [EventView(r.id, r.key, r.source, r.object_type, r.object_id, r.transition, r.event_type,
+                          r.occurred_at, r.payee_id, r.partner_id, None if r.amount is None else Decimal(r.amount),
+                          r.currency, json.loads(r.attributes or "{}"), r.status, r.reason) for r in rows]
+
+    def calculations(self) -> list[CalculationView]:
+        """Every calculation, by event then program."""
+        with self._rt.engine.connect() as conn:
+            rows = conn.execute(select(calculations).order_by(calculations.c.event_id, calculations.c.program)).all()
+        return [CalculationView(r.event_id, r.program, r.status, r.reason) for r in rows]
+
+    def rewards(self, status: str | None = None) -> list[RewardView]:
+        """The rewards (of ``status``), in order of calculation."""
+        query = select(rewards).order_by(rewards.c.id)
+        if status is not None:
+            query = query.where(rewards.c.status == status)
+        with self._rt.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [RewardView(r.id, r.event_id, r.program, r.payee_id, from_minor(r.amount_minor, r.currency),
+                           r.currency, r.status, r.hold_code, r.hold_reason, r.payout_id) for r in rows]
+
+    def payouts(self, status: str | None = None) -> list[PayoutView]:
+        """The payouts (of ``status``) with their items, in order of creation."""
+        query = select(payouts).order_by(payouts.c.id)
+        if status is not None:
+            query = query.where(payouts.c.status == status)
+        with self._rt.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            items: dict[int, list[PayoutItemView]] = {r.id: [] for r in rows}
+            currency = {r.id: r.currency for r in rows}
+            for item in conn.execute(select(payout_items).order_by(payout_items.c.payout_id,
+                                                                   payout_items.c.reward_id)):
+                if item.payout_id in items:
+                    items[item.payout_id].append(
+                        PayoutItemView(item.reward_id, from_minor(item.amount_minor, currency[item.payout_id])))
+        return [PayoutView(r.id, r.idempotency_key, r.payee_id, r.rail, from_minor(r.amount_minor, r.currency),
+                           r.currency, r.status, r.reason, r.attempts, r.provider_ref, r.next_attempt_at,
+                           tuple(items[r.id])) for r in rows]
+
+    def audit(self, action: str | None = None) -> list[AuditEntryView]:
+        """The audit entries (of ``action``, e.g. ``payout.sent``), in chain order."""
+        query = select(audit_log).order_by(audit_log.c.seq)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        with self._rt.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AuditEntryView(r.seq, parse_instant(r.at), r.actor, r.action, r.subject_type, r.subject_id,
+                               r.outcome, r.origin, json.loads(r.detail)) for r in rows]
+
+    def audit_problem(self) -> str | None:
+        """What ``payhub audit verify`` finds wrong with the audit chain, or None when it is intact."""
+        with self._rt.engine.connect() as conn:
+            result = audit.verify(conn)
+        return None if result.ok else result.problem or "the audit log does not verify"
+
+    # ------------------------------------------------------------------------------------------- checks
+
+    def assert_exactly_once(self, *ledgers: ProviderLedger) -> None:
+        """Raise :class:`ExactlyOnceError` listing every breach of payhub's invariants found in what it stored.
+
+        Checked: every (program, event) calculated once; every reward in at most one live payout (one not
+        ``rejected``, ``returned``, ``failed`` or ``cancelled``); each payout's amount equal to the sum of its
+        items; each payout key accepted at most once by the ledger of every :class:`FakeRail` the harness runs and
+        by ``ledgers``; the audit chain verifies.
+        """
+        problems: list[str] = []
+        rows: Counter[tuple[str, int]] = Counter((c.program, c.event_id) for c in self.calculations())
+        audited: Counter[tuple[str, int]] = Counter()
+        for entry in self.audit("event.calculated"):
+            for program, outcome in entry.detail.get("programs", {}).items():
+                if not str(outcome).startswith("failed"):  # a failed calculation may be retried
+                    audited[(program, int(entry.subject_id))] += 1
+        for what, counts in (("calculation rows", rows), ("event.calculated entries", audited)):
+            problems += [f"program {program!r} calculated event {event} {n} times ({what})"
+                         for (program, event), n in sorted(counts.items()) if n > 1]
+        all_payouts = self.payouts()
+        live: dict[int, list[int]] = {}
+        for payout in all_payouts:
+            total = sum((item.amount for item in payout.items), Decimal(0))
+            if total != payout.amount:
+                problems.append(f"payout {payout.id} is {payout.amount} {payout.currency} but its items sum to "
+                                f"{total}")
+            if payout.status not in CLOSED_PAYOUTS:
+                for item in payout.items:
+                    live.setdefault(item.reward_id, []).append(payout.id)
+        problems += [f"reward {reward} is in {len(ids)} live payouts: {ids}"
+                     for reward, ids in sorted(live.items()) if len(ids) > 1]
+        keys = {p.idempotency_key: p.id for p in all_payouts}
+        known = {id(r.ledger): r.ledger for r in self._rt.plugins.rails.values() if isinstance(r, FakeRail)}
+        known.update((id(ledger), ledger) for ledger in ledgers)
+        for ledger in known.values():
+            for key, n in sorted(ledger.accepted.items()):
+                if n > 1:
+                    owner = keys.get(key)
+                    problems.append(f"{'payout ' + str(owner) if owner else 'key'} {key!r} was accepted {n} "
+                                    "times by its provider (paid twice)")
+        audit_problem = self.audit_problem()
+        if audit_problem is not None:
+            problems.append(f"audit verify: {audit_problem}")
+        if problems:
+            raise ExactlyOnceError(problems)
+
+    # -------------------------------------------------------------------------------------------- close
+
+    def close(self) -> None:
+        """Stop the worker, close the plugins and the database, give payhub back its clock and remove the
+        temporary directory. Safe to call more than once."""
+        while self._cleanups:
+            self._cleanups.pop()()
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._owns_directory = False
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _payees_csv(rows: list[Mapping[str, str]]) -> str:
+    columns = list(dict.fromkeys(["id", "name", *(key for row in rows for key in row)]))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
