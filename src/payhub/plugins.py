@@ -1,25 +1,29 @@
 """Loading plugins by name from the settings file (an allow-list), through stevedore and pluggy.
 
-Start-up stops with a ConfigError when the settings name a plugin that is not installed or give it invalid
-settings. A plugin that is installed but fails to import or to start is recorded as failed with the reason, and
-everything else runs: its source is not polled; its programs record a failed calculation with the reason (re-run
-them with ``payhub calculations retry`` once fixed); rewards routed only to its rail are held with the reason.
+Start-up stops with a ConfigError when the settings name a plugin that is not installed, a name that two installed
+distributions register in the same group, or give a plugin invalid settings. A plugin that is installed but fails
+to import, declares an ``api_version`` range that excludes :data:`payhub.api.API_VERSION`, or fails to start is
+recorded as failed with the reason, and everything else runs: its source is not polled; its programs record a
+failed calculation with the reason (re-run them with ``payhub calculations retry`` once fixed); rewards routed only
+to its rail are held with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import ValidationError
 from stevedore import NamedExtensionManager
 
 from payhub import hookspecs, metrics
-from payhub.api import Calculator, Rail, RailCapabilities, Source
+from payhub.api import API_VERSION, Calculator, Rail, RailCapabilities, Source
 from payhub.errors import ConfigError
 from payhub.settings import Settings, validation_problems
 
@@ -90,12 +94,47 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _distributions(group: str) -> dict[str, tuple[str | None, str | None]]:
-    found = {}
+Dist = tuple[str | None, str | None]  # (distribution name, version) of an entry point
+
+
+def _distributions(group: str) -> dict[str, list[Dist]]:
+    """Entry-point name -> the distributions registering it in ``group`` (one, unless two claim the name)."""
+    found: dict[str, list[Dist]] = {}
     for ep in entry_points(group=group):
         dist = ep.dist
-        found[ep.name] = (dist.name if dist else None, dist.version if dist else None)
+        found.setdefault(ep.name, [])
+        if (named := (dist.name if dist else None, dist.version if dist else None)) not in found[ep.name]:
+            found[ep.name].append(named)
     return found
+
+
+def _ambiguous(kind: str, name: str, group: str, dists: list[Dist]) -> str:
+    shown = " and ".join(f"{dist or 'an unnamed distribution'} {version or ''}".rstrip() for dist, version in dists)
+    return (f"the {kind} plugin name {name!r} is registered in {group} by {len(dists)} distributions: {shown}; "
+            "uninstall all but one")
+
+
+def api_version_problem(plugin: object) -> str | None:
+    """Why ``plugin`` (a class, module or object) cannot run on this payhub's :data:`payhub.api.API_VERSION`, or None.
+
+    A plugin may declare ``api_version``, a PEP 440 specifier set such as ``">=1.0,<2"``; without one it is taken as
+    compatible. A declared range that excludes API_VERSION, or that is not a specifier set, is a problem.
+    """
+    declared = getattr(plugin, "api_version", None)
+    if declared is None:
+        return None
+    if not isinstance(declared, str) or not declared.strip():
+        return (f"api_version must be a version range such as '>=1.0,<2' (payhub.api.API_VERSION is {API_VERSION}), "
+                f"not {declared!r}")
+    try:
+        supported = SpecifierSet(declared)
+    except InvalidSpecifier as exc:
+        return (f"api_version {declared!r} is not a version range such as '>=1.0,<2' ({exc}); payhub.api.API_VERSION "
+                f"is {API_VERSION}")
+    if not supported.contains(API_VERSION, prereleases=True):
+        return (f"incompatible: it supports api_version {declared!r}, and this payhub's payhub.api.API_VERSION is "
+                f"{API_VERSION}")
+    return None
 
 
 def _reported_below(_names: object) -> None:
@@ -136,13 +175,16 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None, *,
     problems: list[tuple[str, str]] = []
     classes: dict[tuple[str, str], Any] = {}
     failures: dict[tuple[str, str], str] = {}
-    dists: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+    dists: dict[str, dict[str, list[Dist]]] = {}
 
     for kind, group in GROUPS.items():
         names = sorted({ep for k, s, ep, _sec in wanted if k == kind and _key(k, s) not in given})
         if not names:
             continue
         dists[kind] = _distributions(group)
+        names = [name for name in names if len(dists[kind].get(name, ())) < 2]  # two claimants: a settings error
+        if not names:
+            continue
 
         def on_failure(_mgr: Any, ep: Any, exc: BaseException, kind: str = kind) -> None:
             failures[(kind, ep.name)] = f"failed to load {ep.value}: {type(exc).__name__}: {exc}"
@@ -169,11 +211,16 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None, *,
             problems.append((f"{key}.{field_name}", f"no {kind} plugin named {ep_name!r} is installed "
                              f"(installed: {installed})"))
             continue
-        dist, version = dists[kind][ep_name]
+        if len(claimants := dists[kind][ep_name]) > 1:
+            problems.append((f"{key}.{field_name}", _ambiguous(kind, ep_name, GROUPS[kind], claimants)))
+            continue
+        [(dist, version)] = claimants
         reason = failures.get((kind, ep_name))
         if reason is None and (kind, ep_name) not in classes:
             reason = "failed to load: the entry point was not found when loading"
         instance = None
+        if reason is None:
+            reason = api_version_problem(classes[(kind, ep_name)])
         if reason is None:
             target = classes[(kind, ep_name)]
             try:
@@ -237,7 +284,12 @@ def _register(plugins: Plugins, kind: str, section_name: str, instance: Any) -> 
     elif kind == "rail":
         plugins.rails[section_name] = instance
     else:
-        plugins.hooks.register(instance, name=section_name)
+        with warnings.catch_warnings(record=True) as caught:  # a deprecated hook's warn_on_impl (pluggy)
+            warnings.simplefilter("always")
+            plugins.hooks.register(instance, name=section_name)
+        for warning in caught:  # logged with the plugin's key, and passed on
+            log.warning("plugin %s: %s: %s", _key(kind, section_name), warning.category.__name__, warning.message)
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         try:
             plugins.hooks.check_pending()  # an implementation of a hook that does not exist (a misspelt name)
         except Exception:
