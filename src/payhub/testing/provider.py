@@ -4,12 +4,15 @@
 key, over a :class:`~payhub.testing.server.FaultServer`, and keeps what it accepted in a
 :class:`~payhub.testing.fakes.ProviderLedger` (deduplicating on the key, or not with ``dedup=False``):
 
-* ``POST /v1/payments`` ``{"payments": [{"idempotency_key", "amount": "10.00", "currency", "payee": {"id",
-  "name"}, "reference"}]}`` → 200 ``{"results": [{"idempotency_key", "status": "accepted" | "rejected", "id",
-  "reason"}]}``. Amounts are decimal text. More than ``max_batch`` payments → 413; a malformed body → 400; a
-  missing or wrong bearer key (when ``api_key`` is set) → 401.
-* ``GET /v1/payments/<key>`` → 200 ``{"payment": {"idempotency_key", "status", "id", "reason"}}``, or 404 when the
-  provider never accepted the key.
+* ``POST /v1/payments`` ``{"payments": [{"external_id", "idempotency_key", "amount": "10.00", "currency",
+  "payee": {"id", "name"}, "reference"}]}`` → 200 ``{"results": [{"external_id", "status": "accepted" |
+  "rejected", "id", "reason"}]}``. ``external_id`` names the payout (lookups find it by it); the provider
+  deduplicates on ``idempotency_key``, and a payment without one is never deduplicated (as with providers whose
+  idempotency key is optional). A rail sends the payout's idempotency key in both. Amounts are decimal text. More
+  than ``max_batch`` payments → 413; a malformed body → 400; a missing or wrong bearer key (when ``api_key`` is
+  set) → 401.
+* ``GET /v1/payments/<external_id>`` → 200 ``{"payment": {"external_id", "status", "id", "reason"}}`` (the first
+  payment under it), or 404 when the provider never accepted one.
 
 ``plan(*faults)`` queues words of the kit's fault vocabulary (:data:`payhub.testing.faults.Fault`); each send fault
 is consumed by the next ``POST /v1/payments``, ``lookup_fails`` by the next lookup:
@@ -26,9 +29,9 @@ is consumed by the next ``POST /v1/payments``, ``lookup_fails`` by the next look
 ``lookup_fails``          the next lookup answers 503
 ========================  ==========================================================================================
 
-``payments(key)`` counts what the provider paid for a key (measured here, whatever a rail says), so
-:class:`FaultProvider` is a fault controller for :class:`~payhub.testing.contracts.RailContract`. Use it with
-``with FaultProvider() as provider:`` or through the pytest fixture ``payhub_provider``.
+``payments(key)`` counts the payments the provider made under the external id ``key`` (measured here, whatever a
+rail says), so :class:`FaultProvider` is a fault controller for :class:`~payhub.testing.contracts.RailContract`.
+Use it with ``with FaultProvider() as provider:`` or through the pytest fixture ``payhub_provider``.
 
 :class:`ProviderRail` is a complete httpx rail for this API (settings :class:`ProviderRailSettings`): the reference
 that passes the rail contract, and a model for a rail of your own.
@@ -37,6 +40,7 @@ that passes the rail contract, and a model for a rail of your own.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -58,7 +62,7 @@ from payhub.api import (
     RetryableRailError,
     UnknownOutcomeError,
 )
-from payhub.testing.fakes import ProviderLedger
+from payhub.testing.fakes import Acceptance, ProviderLedger
 from payhub.testing.faults import FAULTS, Fault
 from payhub.testing.server import FaultServer, Request, Response, ServerFault
 
@@ -75,6 +79,8 @@ class FaultProvider:
     def __init__(self, *, dedup: bool = True, max_batch: int = 100, api_key: str | None = None,
                  stall_limit: float = 30.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.ledger = ProviderLedger(dedup=dedup)
+        self._paid: dict[str, list[Acceptance]] = {}  # by external id
+        self._lock = threading.Lock()
         self.max_batch = max_batch
         self.api_key = api_key
         self.stall_limit = stall_limit
@@ -127,7 +133,8 @@ class FaultProvider:
 
     def payments(self, key: str) -> int:
         """How many times the provider paid ``key``: 1 is right; with ``dedup=False`` a resend makes it 2."""
-        return self.ledger.accepted[key]
+        with self._lock:
+            return len(self._paid.get(key, ()))
 
     @property
     def requests(self) -> list[Request]:
@@ -160,16 +167,19 @@ class FaultProvider:
         if len(instructions) > self.max_batch:
             return Response.json({"error": f"at most {self.max_batch} payments per request"}, 413)
         if label == "reject":
-            results = [{"idempotency_key": i.idempotency_key, "status": "rejected", "reason": "invalid beneficiary"}
-                       for i in instructions]
+            results = [{"external_id": e, "status": "rejected", "reason": "invalid beneficiary"}
+                       for e, _ in instructions]
             return Response.json({"results": results})
         results = []
-        for instruction in instructions:
+        for external_id, instruction in instructions:
             acceptance = self.ledger.accept(instruction)
-            results.append({"idempotency_key": acceptance.key, "status": "accepted", "id": acceptance.provider_ref})
+            with self._lock:
+                paid = self._paid.setdefault(external_id, [])
+                if not any(a is acceptance for a in paid):
+                    paid.append(acceptance)
+            results.append({"external_id": external_id, "status": "accepted", "id": acceptance.provider_ref})
         if label == "duplicate":
-            results = results + results + [{"idempotency_key": "ph-never-sent", "status": "accepted",
-                                            "id": "pay-stray"}]
+            results = results + results + [{"external_id": "ph-never-sent", "status": "accepted", "id": "pay-stray"}]
         return Response.json({"results": results})
 
     def _find(self, request: Request) -> Response:
@@ -177,24 +187,29 @@ class FaultProvider:
         if refused is not None:
             return refused
         key = request.params["key"]
-        acceptance = self.ledger.find(key)
+        with self._lock:
+            paid = self._paid.get(key)
+            acceptance = paid[0] if paid else None
         if acceptance is None:
             return Response.json({"error": "not found"}, 404)
-        outcome, reason = self.ledger.outcome(key)
-        return Response.json({"payment": {"idempotency_key": key, "status": outcome.value,
+        outcome, reason = self.ledger.outcome(acceptance.key)
+        return Response.json({"payment": {"external_id": key, "status": outcome.value,
                                           "id": acceptance.provider_ref, "reason": reason}})
 
 
-def _instruction(item: Any) -> PayoutInstruction:
-    key = item["idempotency_key"]
-    if not isinstance(key, str) or not key:
+def _instruction(item: Any) -> tuple[str, PayoutInstruction]:
+    """(external id, the payment as the ledger keeps it: under its idempotency key, or a fresh one without)."""
+    external_id, key = item["external_id"], item.get("idempotency_key")
+    if not isinstance(external_id, str) or not external_id:
+        raise ValueError("external_id must be text")
+    if key is not None and (not isinstance(key, str) or not key):
         raise ValueError("idempotency_key must be text")
     if not isinstance(item["amount"], str):
         raise ValueError("amount must be decimal text")
     payee = item.get("payee") or {}
-    return PayoutInstruction(0, key, Payee(str(payee.get("id", "")), str(payee.get("name", ""))),
-                             Decimal(item["amount"]), str(item["currency"]), str(item.get("reference", "")),
-                             datetime.now(UTC))
+    return external_id, PayoutInstruction(
+        0, key or f"no-key-{uuid.uuid4().hex}", Payee(str(payee.get("id", "")), str(payee.get("name", ""))),
+        Decimal(item["amount"]), str(item["currency"]), str(item.get("reference", "")), datetime.now(UTC))
 
 
 # ---------------------------------------------------------------------------------------------- the reference rail
@@ -237,9 +252,7 @@ class ProviderRail(Rail):
         return self._capabilities
 
     def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
-        body = {"payments": [{"idempotency_key": i.idempotency_key, "amount": str(i.amount), "currency": i.currency,
-                              "payee": {"id": i.payee.id, "name": i.payee.name}, "reference": i.reference}
-                             for i in instructions]}
+        body = {"payments": [self._payment(i) for i in instructions]}
         try:
             response = self.client.post("payments", json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -256,10 +269,16 @@ class ProviderRail(Rail):
         wanted = {i.idempotency_key for i in instructions}
         results: dict[str, RailResult] = {}
         for item in _json(response).get("results") or []:
-            key = item.get("idempotency_key")
+            key = item.get("external_id")
             if key in wanted and key not in results:  # the provider may repeat itself or answer other keys
                 results[key] = _result(key, item)
         return list(results.values())
+
+    def _payment(self, instruction: PayoutInstruction) -> dict[str, Any]:
+        """One payment of the request body; the idempotency key is both the payout's id and the dedup key."""
+        i = instruction
+        return {"external_id": i.idempotency_key, "idempotency_key": i.idempotency_key, "amount": str(i.amount),
+                "currency": i.currency, "payee": {"id": i.payee.id, "name": i.payee.name}, "reference": i.reference}
 
     def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
         found: dict[str, RailResult | None] = {}

@@ -7,6 +7,8 @@ available to every test session, with no ``conftest.py`` and no import.
 * ``payhub_fake_rail``: a :class:`payhub.testing.FakeRail` named ``fake`` with default settings.
 * ``payhub_fake_source``: a :class:`payhub.testing.FakeSource` named ``fake``, file-backed in the test's
   ``tmp_path``.
+* ``payhub_provider``: a started :class:`payhub.testing.provider.FaultProvider` (deduplicating), stopped after the
+  test; pass it as the ``faults`` of a ``RailContract``.
 * ``payhub_db_url``: the URL of a new, empty database, once on SQLite and once on PostgreSQL (skipped when the
   server of ``$PAYHUB_TEST_PG_URL`` cannot be reached); narrow it with
   ``@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)``.
@@ -24,6 +26,7 @@ import pytest
 
 if TYPE_CHECKING:
     from payhub.testing import FakeRail, FakeSource, Harness, ManualClock
+    from payhub.testing.provider import FaultProvider
 
 DATABASE_KINDS = ("sqlite", "postgres")
 """The parameters of ``payhub_db_url``."""
@@ -79,6 +82,15 @@ def payhub_fake_source(tmp_path: Path) -> FakeSource:
     from payhub.testing import FakeSource, FakeSourceSettings
 
     return FakeSource("fake", FakeSourceSettings(path=tmp_path / "fake-source.jsonl"))
+
+
+@pytest.fixture
+def payhub_provider() -> Iterator[FaultProvider]:
+    """A FaultProvider on 127.0.0.1 (deduplicating on the idempotency key, no API key), stopped after the test."""
+    from payhub.testing.provider import FaultProvider
+
+    with FaultProvider() as provider:
+        yield provider
 
 
 @pytest.fixture
