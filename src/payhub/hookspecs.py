@@ -1,7 +1,8 @@
 """Hook specifications: cross-cutting behaviour plugins add with ``@payhub.api.hookimpl``.
 
 Hooks run in the process that does the work: the daemon, and also CLI commands for ``payhub_audit_entry`` (the
-entries they write) and ``payhub_payout_failed`` (``payhub payouts cancel``). A hook that raises is isolated: for
+entries they write) and ``payhub_payout_failed`` (``payhub payouts cancel``; a cancel through the HTTP API calls it
+in the process serving the API). A hook that raises is isolated: for
 ``payhub_screen_payout`` the payout is held (fail closed) with the error as reason; for the observers the error is
 logged and work goes on. While a configured hook plugin has failed to load, no payout is sent (its screening might
 be missing). Observers are called after the change they observe has been committed.
@@ -40,8 +41,9 @@ def payhub_payout_settled(payout: PayoutInstruction, outcome: str, provider_ref:
 @hookspec
 def payhub_payout_failed(payout: PayoutInstruction, outcome: str, reason: str) -> None:
     """Observe a payout that stopped without being paid; ``outcome`` is its new status: ``rejected``, ``returned``,
-    ``failed`` (retries exhausted), ``cancelled`` (by an operator), ``held`` (by screening or by the check against
-    its audit trail) or ``unresolved`` (an unknown outcome that needs an operator)."""
+    ``failed`` (retries exhausted), ``cancelled`` (by an operator, from the CLI or the HTTP API), ``held`` (by
+    screening, or by the check against its audit trail) or ``unresolved`` (an unknown outcome that needs an
+    operator). Called once the change is committed; never for ``unknown`` or ``retrying``."""
 
 
 @hookspec
