@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payhub_hubspot.simulator import TOKEN_PATH, HubSpotSimulator
-from payhub_salesforce.simulator import SalesforceSimulator
+from payhub_simulators.hubspot import TOKEN_PATH, HubSpotSimulator
+from payhub_simulators.salesforce import SalesforceSimulator
 from sqlalchemy import create_engine, func, select
 
 from payhub.db.schema import audit_log, calculations, events, rewards

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 hubspot = pytest.importorskip("payhub_hubspot")
 from payhub_hubspot import sign_v3  # noqa: E402
-from payhub_hubspot.simulator import HubSpotSimulator  # noqa: E402
+from payhub_simulators.hubspot import HubSpotSimulator  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import migrated, run_payhub, sql, write_site
-from payhub_giftcard.simulator import GiftCardSimulator
+from payhub_simulators.giftcard import GiftCardSimulator
 
 API_KEY = "test-key"
 RAIL = """

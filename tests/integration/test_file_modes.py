@@ -195,7 +195,7 @@ def test_credit_notes_and_their_ledger_are_owner_only(tmp_path: Path, umask: int
 
 
 def test_giftcard_simulator_state_is_owner_only(tmp_path: Path, umask: int) -> None:
-    from payhub_giftcard.simulator import GiftCardSimulator
+    from payhub_simulators.giftcard import GiftCardSimulator
 
     state = tmp_path / "giftcard-sim.db"
     simulator = GiftCardSimulator(state_path=state)

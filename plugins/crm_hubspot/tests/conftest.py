@@ -19,7 +19,7 @@ from payhub.runtime import Runtime
 from payhub.settings import load_settings
 from payhub.testing import throwaway_database
 from payhub_hubspot import HubSpotSettings, HubSpotSource
-from payhub_hubspot.simulator import HubSpotSimulator
+from payhub_simulators.hubspot import HubSpotSimulator
 
 FAST = {"search_requests_per_second": 1000, "requests_per_second": 1000, "index_lag_seconds": 0,
         "retry_initial_seconds": 0.01, "retry_max_seconds": 0.05}

@@ -13,7 +13,7 @@ from payhub.db.schema import events
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub_hubspot import HubSpotSource
-from payhub_hubspot.simulator import HubSpotSimulator, iso
+from payhub_simulators.hubspot import HubSpotSimulator, iso
 from payhub_hubspot.source import parse_time
 
 HOUR = 3_600_000

@@ -12,7 +12,7 @@ import pytest
 
 from payhub.api import PermanentSourceError, TransientSourceError
 from payhub_hubspot import HubSpotSettings, HubSpotSource
-from payhub_hubspot.simulator import LEGACY_TOKEN_PATH, TOKEN_PATH, HubSpotSimulator
+from payhub_simulators.hubspot import LEGACY_TOKEN_PATH, TOKEN_PATH, HubSpotSimulator
 
 HOUR = 3_600_000
 

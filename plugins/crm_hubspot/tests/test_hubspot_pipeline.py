@@ -17,7 +17,7 @@ from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll, poll_batches
 from payhub.runtime import Runtime
 from payhub_hubspot import HubSpotSource
-from payhub_hubspot.simulator import HubSpotSimulator
+from payhub_simulators.hubspot import HubSpotSimulator
 
 HOUR = 3_600_000
 MakeRuntime = Callable[..., Runtime]

@@ -21,7 +21,7 @@ from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub_hubspot import HubSpotSource
 from payhub_hubspot.client import RETRY_AFTER_CAP_SECONDS, retry_after_seconds
-from payhub_hubspot.simulator import TOKEN_PATH, HubSpotSimulator
+from payhub_simulators.hubspot import TOKEN_PATH, HubSpotSimulator
 from payhub_hubspot.source import SEARCH_PATH, Cursor, from_ms
 
 HOUR = 3_600_000

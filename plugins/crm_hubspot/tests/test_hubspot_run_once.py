@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from payhub.testing import invoke_cli
-from payhub_hubspot.simulator import HubSpotSimulator
+from payhub_simulators.hubspot import HubSpotSimulator
 
 
 def test_a_refused_token_makes_run_once_exit_5_after_the_rest_is_paid(tmp_path: Path, sim: HubSpotSimulator) -> None:

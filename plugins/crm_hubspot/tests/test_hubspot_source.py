@@ -14,7 +14,7 @@ import pytest
 
 from payhub.api import PermanentSourceError, SourceRecord, TransientSourceError
 from payhub_hubspot import HubSpotSettings, HubSpotSource
-from payhub_hubspot.simulator import HubSpotSimulator, iso
+from payhub_simulators.hubspot import HubSpotSimulator, iso
 from payhub_hubspot.source import BATCH_READ_PATH, SEARCH_PATH, Cursor
 
 HOUR = 3_600_000

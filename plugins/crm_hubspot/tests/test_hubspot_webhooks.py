@@ -16,7 +16,7 @@ from payhub.api import SourceRecord, TransientSourceError, WebhookRefused, Webho
 from payhub.testing import invoke_cli
 from payhub_hubspot import HubSpotSettings, HubSpotSource, sign_v3
 from payhub_hubspot.settings import MOVED_TO_HTTP
-from payhub_hubspot.simulator import HubSpotSimulator
+from payhub_simulators.hubspot import HubSpotSimulator
 from payhub_hubspot.source import BATCH_READ_PATH, SEARCH_PATH, Cursor
 from payhub_hubspot.webhooks import deal_ids
 

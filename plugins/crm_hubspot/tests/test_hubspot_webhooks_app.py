@@ -22,7 +22,7 @@ from payhub.http.app import create_app
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub_hubspot import sign_v3
-from payhub_hubspot.simulator import HubSpotSimulator
+from payhub_simulators.hubspot import HubSpotSimulator
 from payhub_hubspot.source import BATCH_READ_PATH
 
 SECRET = "app-client-secret"

@@ -1,7 +1,7 @@
 """Fixtures for the payhub-salesforce tests (all named ``sf_*``, so they never shadow payhub's own fixtures).
 
 * ``sf_payloads``: JSON bodies shaped like Salesforce's documented responses (token, query result, errors).
-* ``sf_sim``: a started :class:`~payhub_salesforce.simulator.SalesforceSimulator` on 127.0.0.1.
+* ``sf_sim``: a started :class:`~payhub_simulators.salesforce.SalesforceSimulator` on 127.0.0.1.
 * ``sf_settings``: settings for a source, fast retries; ``sf_source``: a source on the simulator.
 * ``sf_runtime``: a payhub Runtime on a migrated SQLite file, from a settings body (the plugin loads by entry point).
 * ``sf_db_runtime``: the same on ``sf_db_url``, a fresh SQLite file or PostgreSQL database (the test runs on both).
@@ -27,7 +27,7 @@ from payhub.runtime import Runtime
 from payhub.settings import load_settings
 from payhub.testing import throwaway_database
 from payhub_salesforce import SalesforceSettings, SalesforceSource
-from payhub_salesforce.simulator import SalesforceSimulator
+from payhub_simulators.salesforce import SalesforceSimulator
 
 LOGIN = "https://login.example.test"
 INSTANCE = "https://acme.my.example.test"

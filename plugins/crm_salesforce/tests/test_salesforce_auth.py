@@ -16,7 +16,7 @@ import respx
 
 from payhub.api import PermanentSourceError, TransientSourceError
 from payhub_salesforce import SalesforceSource
-from payhub_salesforce.simulator import SalesforceSimulator
+from payhub_simulators.salesforce import SalesforceSimulator
 
 NOW = 1_780_000_000.0
 

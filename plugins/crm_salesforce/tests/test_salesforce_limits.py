@@ -11,7 +11,7 @@ import respx
 
 from payhub.api import PermanentSourceError, TransientSourceError
 from payhub_salesforce import SalesforceSource
-from payhub_salesforce.simulator import SalesforceSimulator
+from payhub_simulators.salesforce import SalesforceSimulator
 
 
 def mocked(p: Any) -> respx.MockRouter:

@@ -17,7 +17,7 @@ from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll, poll_batches
 from payhub.runtime import Runtime
 from payhub_salesforce import SalesforceSource
-from payhub_salesforce.simulator import SalesforceSimulator
+from payhub_simulators.salesforce import SalesforceSimulator
 
 PAST = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 PAST_KEY = "won:2026-03-01T08:00:00Z"  # a deal won at PAST: its LastStageChangeDate, UTC, to the second

@@ -24,7 +24,7 @@ from payhub.db.schema import calculations, events
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
 from payhub_salesforce import SalesforceSource
-from payhub_salesforce.simulator import USER_ID, SalesforceSimulator
+from payhub_simulators.salesforce import USER_ID, SalesforceSimulator
 
 WON_AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 WON_KEY = "won:2026-03-01T08:00:00Z"

@@ -10,7 +10,7 @@ from giftcard_helpers import API_KEY
 from pydantic import SecretStr
 
 from payhub_giftcard import GiftCardRail, GiftCardSettings
-from payhub_giftcard.simulator import GiftCardSimulator
+from payhub_simulators.giftcard import GiftCardSimulator
 
 
 @pytest.fixture

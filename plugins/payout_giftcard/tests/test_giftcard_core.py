@@ -33,7 +33,7 @@ from payhub.settings import load_settings
 from payhub.worker import Worker
 from sqlalchemy import create_engine, select, update
 
-from payhub_giftcard.simulator import GiftCardSimulator
+from payhub_simulators.giftcard import GiftCardSimulator
 
 PAYHUB = shutil.which("payhub", path=str(Path(sys.executable).parent)) or "payhub"
 COUNTRIES = [("US", "USD", 100, 12000), ("DE", "EUR", 50, 2000), ("GB", "GBP", 50, 2000), ("JP", "JPY", 5000, 100000)]

@@ -14,7 +14,7 @@ from payhub.db.schema import payouts
 from sqlalchemy import select
 from test_giftcard_core import SETTINGS, write_backlog
 
-from payhub_giftcard.simulator import GiftCardSimulator
+from payhub_simulators.giftcard import GiftCardSimulator
 
 
 def test_explain_names_the_provider_order(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from giftcard_helpers import API_KEY, instruction, payee
 from payhub.api import Outcome, PermanentRailError, RetryableRailError, UnknownOutcomeError
 
 from payhub_giftcard import GiftCardRail
-from payhub_giftcard.simulator import Fault, GiftCardSimulator
+from payhub_simulators.giftcard import Fault, GiftCardSimulator
 
 SimFactory = Callable[..., GiftCardSimulator]
 RailFactory = Callable[..., GiftCardRail]
@@ -215,7 +215,7 @@ def test_control_api_and_routes(sim: GiftCardSimulator) -> None:
 
 
 def test_runs_as_a_program(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "payhub_giftcard.simulator", "--port", "0", "--api-key", "k",
+    proc = subprocess.Popen([sys.executable, "-m", "payhub_simulators", "giftcard", "--port", "0", "--api-key", "k",
                              "--state", str(tmp_path / "s.sqlite")], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

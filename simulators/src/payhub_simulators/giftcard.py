@@ -13,7 +13,9 @@ It speaks the API the ``giftcard`` rail talks to (under ``/api/v2`` by default),
 
 Orders start ``EXECUTED`` (or ``initial_status``; ``PENDING`` orders turn ``EXECUTED`` after
 ``execute_after_seconds`` if given). Faults are injected per request, queued with :meth:`GiftCardSimulator.plan`
-(one consumed per matching request) or periodic with ``every={"error_after": 3}`` (every 3rd order request):
+(one consumed per matching request: an order request for the order faults, with a valid key and a JSON body) or
+periodic with ``every={"error_after": 3}`` (every 3rd order request). They are faults of the shared
+:class:`~payhub.testing.server.FaultServer` the simulator runs on:
 
 ==================  ========================================================================================
 ``latency=S``       the next order request waits S seconds before it is handled
@@ -30,44 +32,36 @@ A control API under ``/_simulator`` (no key) serves tests that run the simulator
 ``GET /_simulator/orders``, ``GET /_simulator/requests``, ``POST /_simulator/faults`` ``{"faults": [...]}``,
 ``POST /_simulator/orders/<id>`` ``{"status": "FAILED"}``.
 
-Run it as a program (it listens on 127.0.0.1 only unless told otherwise)::
+Run it as a program (it listens on 127.0.0.1 only unless told otherwise; see :mod:`payhub_simulators.cli`)::
 
-    python -m payhub_giftcard.simulator --port 8765 --api-key test-key --state /tmp/giftcard-sim.sqlite
+    payhub-simulator giftcard --port 8765 --api-key test-key --state /tmp/giftcard-sim.sqlite
 
-The ``giftcard`` rail's SIMULATOR mode (``simulator = "<state file>"``) starts it in payhub's own process instead.
-``--orders`` prints the orders kept in a state file and exits, without starting a server::
-
-    python -m payhub_giftcard.simulator --state examples/quickstart/giftcard-sim.db --orders
+Point the ``giftcard`` rail's ``base_url`` at the URL it prints and its ``api_key`` at the key, as at any provider.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
-import signal
 import sqlite3
-import sys
 import threading
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from payhub.api import prepare_sqlite_file
+from payhub.testing.server import FaultServer, Request, Response, ServerFault
+from payhub_simulators.exactjson import dumps, loads
 
-from payhub_giftcard.client import dumps, loads
-
-__all__ = ["DEFAULT_PRODUCTS", "Fault", "GiftCardSimulator", "main", "stored_orders"]
+__all__ = ["DEFAULT_PRODUCTS", "Fault", "GiftCardSimulator", "pretty", "stored_orders"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +86,6 @@ DEFAULT_PRODUCTS: list[dict[str, Any]] = [
 
 FAULT_KINDS = ("latency", "rate_limit", "error_before", "error_after", "timeout_after", "duplicate", "lookup_error",
                "catalog_error")
-ORDER_FAULTS = ("latency", "rate_limit", "error_before", "error_after", "timeout_after", "duplicate")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
@@ -126,8 +119,14 @@ class _ApiError(Exception):
         self.status, self.message, self.payload = status, message, dict(payload or {})
 
 
+def _error(status: int, message: str, payload: Mapping[str, Any] | None = None,
+           headers: Mapping[str, str] | None = None) -> Response:
+    return Response.json({"errors": {"message": message, "payload": dict(payload or {})}}, status, headers,
+                         dumps=dumps)
+
+
 class GiftCardSimulator:
-    """The simulator: an HTTP server on 127.0.0.1 (ephemeral port by default) in a background thread."""
+    """The simulator: a :class:`FaultServer` on 127.0.0.1 (a free port by default) serving the provider's API."""
 
     def __init__(self, *, api_key: str = "sim-key", host: str = "127.0.0.1", port: int = 0,
                  state_path: str | Path | None = None, products: Sequence[Mapping[str, Any]] | None = None,
@@ -137,8 +136,7 @@ class GiftCardSimulator:
                  balance: Mapping[str, Decimal] | None = None, prefix: str = "/api/v2") -> None:
         if duplicate_style not in ("existing", "conflict"):
             raise ValueError("duplicate_style is 'existing' (201 with the order) or 'conflict' (409)")
-        for kind in every or {}:
-            Fault.parse(kind)
+        periodic = {Fault.parse(kind).kind: n for kind, n in (every or {}).items()}
         self.api_key = api_key
         self.products = [dict(p) for p in (products if products is not None else DEFAULT_PRODUCTS)]
         self.funding_sources = set(funding_sources)
@@ -147,12 +145,9 @@ class GiftCardSimulator:
         self.dedup = dedup
         self.duplicate_style = duplicate_style
         self.latency = latency
-        self.every = dict(every or {})
         self.balance = dict(balance) if balance is not None else None
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-        self._faults: deque[Fault] = deque()
         self._lock = threading.RLock()
-        self._order_requests = 0
         self.state_path = Path(state_path) if state_path else None
         if self.state_path:  # orders hold recipients' e-mail addresses: 0600 (0640), whatever the umask
             prepare_sqlite_file(self.state_path)
@@ -165,36 +160,37 @@ class GiftCardSimulator:
             CREATE TABLE IF NOT EXISTS orders (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
                 external_id TEXT, status TEXT NOT NULL, created REAL NOT NULL, body TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS orders_external_id ON orders (external_id);
-            CREATE TABLE IF NOT EXISTS requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, method TEXT, path TEXT,
-                external_id TEXT, status INTEGER, note TEXT, at REAL);
         """)
-        self._server = _Server((host, port), _Handler, self)
-        self._thread: threading.Thread | None = None
+        self.server = FaultServer(host, port, name="giftcard-simulator")
+        """The server underneath: its request log and fault plan are the simulator's."""
+        p = re.escape(self.prefix)
+        self.server.route("*", r"/_simulator/(?P<route>.*)", self._control)
+        self.server.route("GET", rf"{p}/products", self._api(self._get_products))
+        self.server.route("GET", rf"{p}/orders", self._api(self._search))
+        self.server.route("GET", rf"{p}/orders/(?P<id>[^/]+)", self._api(self._get_order))
+        self.server.route("POST", rf"{p}/orders", self._api(self._create))
+        self.server.route("*", r".*", self._api(self._no_route))
+        for kind, n in periodic.items():
+            if n > 0:
+                self.server.plan(self._server_fault(Fault(kind), every=n))
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self.server.port
 
     @property
     def url(self) -> str:
         """The API root to put in the rail's ``base_url``."""
-        host = str(self._server.server_address[0])
-        return f"http://{host}:{self.port}{self.prefix}"
+        return f"{self.server.url}{self.prefix}"
 
     def start(self) -> GiftCardSimulator:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="giftcard-simulator",
-                                        daemon=True)
-        self._thread.start()
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(5)
-            self._thread = None
-        self._server.server_close()
+        self.server.stop()
         with self._lock:
             self._db.close()
 
@@ -210,8 +206,7 @@ class GiftCardSimulator:
     def plan(self, *faults: str | Fault) -> None:
         """Queue faults; each matching request consumes the next one of its kind (see the module docstring)."""
         parsed = [Fault.parse(f) for f in faults]
-        with self._lock:
-            self._faults.extend(parsed)
+        self.server.plan(*(self._server_fault(f) for f in parsed))
 
     def orders(self, external_id: str | None = None) -> list[dict[str, Any]]:
         """Every stored order (oldest first), or those under ``external_id``."""
@@ -237,11 +232,16 @@ class GiftCardSimulator:
                 "SELECT external_id, count(*) FROM orders WHERE external_id IS NOT NULL GROUP BY external_id")))
 
     def requests(self, method: str | None = None) -> list[dict[str, Any]]:
-        """The requests received, oldest first: method, path, external_id, status answered, note."""
-        with self._lock:
-            rows = self._db.execute("SELECT method, path, external_id, status, note FROM requests ORDER BY seq")
-            return [dict(zip(("method", "path", "external_id", "status", "note"), r, strict=True)) for r in rows
-                    if method is None or r[0] == method]
+        """The API requests received since the start, oldest first: method, path (under the prefix), external_id,
+        status answered (None if no answer was sent), note."""
+        found = []
+        for r in self.server.requests:
+            if r.path.startswith("/_simulator/") or (method is not None and r.method != method):
+                continue
+            path = r.path[len(self.prefix) + 1:] if r.path.startswith(self.prefix + "/") else r.path
+            found.append({"method": r.method, "path": path, "external_id": _external_id(r), "status": r.status,
+                          "note": r.note or (f"simulated {r.fault.label}" if r.fault else "")})
+        return found
 
     def set_status(self, order_id: str, status: str) -> None:
         """Move an order to ``status`` (EXECUTED, FAILED, CANCELED, PENDING…)."""
@@ -253,20 +253,92 @@ class GiftCardSimulator:
             order["status"] = status
             self._db.execute("UPDATE orders SET status = ?, body = ? WHERE id = ?", (status, dumps(order), order_id))
 
+    # ----------------------------------------------------------------------------------------- faults
+
+    def _server_fault(self, fault: Fault, every: int | None = None) -> ServerFault:
+        """The toolkit's form of a fault: HTTP-level faults are the server's, the others are the order handler's."""
+        route = {"lookup_error": ("GET", "orders"), "catalog_error": ("GET", "products")}.get(fault.kind,
+                                                                                            ("POST", "orders"))
+        path = f"{self.prefix}/{route[1]}"
+
+        def applies(request: Request) -> bool:
+            return request.path == path and self._authorized(request) and (
+                route[0] == "GET" or _json_body(request) is not None)
+
+        match: dict[str, Any] = {"method": route[0], "path": path, "when": applies, "every": every,
+                                 "label": fault.kind}
+        if fault.kind == "latency":
+            return ServerFault("delay", seconds=fault.seconds(0.5), **match)
+        if fault.kind == "rate_limit":
+            return ServerFault("status", 429, retry_after=fault.seconds(1.0), body=_error(429, "too many requests"),
+                               **match)
+        if fault.kind in ("error_before", "lookup_error", "catalog_error"):
+            status = fault.status(500 if fault.kind == "error_before" else 503)
+            message = {"error_before": "internal error (simulated, nothing stored)",
+                       "lookup_error": "order search unavailable (simulated)",
+                       "catalog_error": "catalog unavailable (simulated)"}[fault.kind]
+            return ServerFault("status", status, body=_error(status, message), **match)
+        if fault.kind == "timeout_after":
+            return ServerFault("stall", seconds=fault.seconds(5.0), **match)
+        return ServerFault("handler", status=fault.status(500), **match)  # error_after, duplicate
+
+    # ----------------------------------------------------------------------------------------- handlers
+
+    def _authorized(self, request: Request) -> bool:
+        return request.header("Authorization") == f"Bearer {self.api_key}"
+
+    def _api(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """An API route: the key checked first; an _ApiError answered in the provider's error shape."""
+
+        def serve(request: Request) -> Response:
+            try:
+                if not self._authorized(request):
+                    raise _ApiError(401, "unauthorized: missing or invalid API key")
+                return handler(request)
+            except _ApiError as exc:
+                request.note = exc.message
+                headers = {}
+                if exc.status == 429:
+                    headers["Retry-After"] = f"{exc.payload.pop('retry_after', 1.0):g}"
+                return _error(exc.status, exc.message, exc.payload, headers)
+
+        return serve
+
+    def _no_route(self, request: Request) -> Response:
+        raise _ApiError(404, f"no route {request.method} {request.path}")
+
+    def _get_products(self, request: Request) -> Response:
+        return self._json({"products": self._products(request.arg("country"), request.arg("currency"))})
+
+    def _search(self, request: Request) -> Response:
+        orders = self.orders(request.arg("external_id"))
+        return self._json({"orders": orders, "total_count": len(orders)})
+
+    def _get_order(self, request: Request) -> Response:
+        try:
+            return self._json({"order": self.order(request.params["id"])})
+        except KeyError:
+            raise _ApiError(404, f"order {request.params['id']} not found") from None
+
+    def _json(self, payload: Any, status: int = 200) -> Response:
+        return Response.json(payload, status, dumps=dumps)
+
+    def _control(self, request: Request) -> Response:
+        route, method = request.params["route"], request.method
+        data = loads(request.text()) if request.body else {}
+        if method == "GET" and route == "orders":
+            return self._json({"orders": self.orders()})
+        if method == "GET" and route == "requests":
+            return self._json({"requests": self.requests()})
+        if method == "POST" and route == "faults":
+            self.plan(*data.get("faults", []))
+            return self._json({"queued": len(data.get("faults", []))})
+        if method == "POST" and route.startswith("orders/"):
+            self.set_status(route[7:], str(data["status"]))
+            return self._json({"order": self.order(route[7:])})
+        return _error(404, f"no control route {method} {route}")
+
     # ----------------------------------------------------------------------------------------- internals
-
-    def _take(self, *kinds: str) -> Fault | None:
-        with self._lock:
-            for n, fault in enumerate(self._faults):
-                if fault.kind in kinds:
-                    del self._faults[n]
-                    return fault
-        return None
-
-    def _record(self, method: str, path: str, external_id: str | None, status: int, note: str = "") -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO requests (method, path, external_id, status, note, at) VALUES "
-                             "(?, ?, ?, ?, ?, ?)", (method, path, external_id, status, note, time.time()))
 
     def _order(self, order_id: str) -> dict[str, Any]:
         row = self._db.execute("SELECT body, status, created FROM orders WHERE id = ?", (order_id,)).fetchone()
@@ -281,13 +353,6 @@ class GiftCardSimulator:
         row = self._db.execute("SELECT id FROM orders WHERE external_id = ? ORDER BY seq LIMIT 1",
                                (external_id,)).fetchone()
         return self._order(row[0]) if row else None
-
-    def _periodic(self) -> Fault | None:
-        self._order_requests += 1
-        for kind, n in self.every.items():
-            if n > 0 and self._order_requests % n == 0:
-                return Fault.parse(kind)
-        return None
 
     def _products(self, country: str | None, currency: str | None) -> list[dict[str, Any]]:
         found = []
@@ -358,45 +423,60 @@ class GiftCardSimulator:
         }
         return external_id, order
 
-    def _create(self, body: Any) -> tuple[int, dict[str, Any], str | None, str]:
-        """Handle POST orders: (status, response body, external_id, note); raises _ApiError for errors."""
-        fault = self._take(*ORDER_FAULTS) or self._periodic()
-        if fault and fault.kind == "latency":
-            time.sleep(fault.seconds(0.5))
-            fault = None
+    def _create(self, request: Request) -> Response:
+        """POST orders: store the order once per external_id (when deduplicating), then answer as planned."""
+        body = _json_body(request)
+        if body is None:
+            raise _ApiError(400, "the request body is not valid JSON")
+        planned = request.fault.label if request.fault else ""
+        status = request.fault.status if request.fault else 500
         if self.latency:
             time.sleep(self.latency)
-        if fault and fault.kind == "rate_limit":
-            raise _ApiError(429, "too many requests", {"retry_after": fault.seconds(1.0)})
-        if fault and fault.kind == "error_before":
-            raise _ApiError(fault.status(500), "internal error (simulated, nothing stored)")
         with self._lock:
             external_id, order = self._validate(body)
             existing = self._find(external_id) if external_id and self.dedup else None
             if existing is not None:
-                note = "duplicate"
-                if fault and fault.kind == "error_after":
-                    raise _ApiError(fault.status(500), "internal error (simulated, the order exists)")
+                request.note = "duplicate"
+                if planned == "error_after":
+                    raise _ApiError(status, "internal error (simulated, the order exists)")
                 if self.duplicate_style == "conflict":
                     raise _ApiError(409, f"an order with external_id {external_id} already exists",
                                     {"order_id": existing["id"]})
-                return 201, {"order": existing}, external_id, note
+                return self._json({"order": existing}, 201)
             if self.balance is not None:
                 currency = order["rewards"][0]["value"]["currency_code"]
                 self.balance[currency] -= order["rewards"][0]["value"]["denomination"]
             self._db.execute("INSERT INTO orders (id, external_id, status, created, body) VALUES (?, ?, ?, ?, ?)",
                              (order["id"], external_id, order["status"], time.time(), dumps(order)))
-        if fault and fault.kind == "error_after":
-            raise _ApiError(fault.status(500), "internal error (simulated, after the order was stored)")
-        if fault and fault.kind == "timeout_after":
-            time.sleep(fault.seconds(5.0))
-            return 200, {"order": order}, external_id, "created, answered late"
-        if fault and fault.kind == "duplicate":
+        if planned == "error_after":
+            raise _ApiError(status, "internal error (simulated, after the order was stored)")
+        if planned == "timeout_after":  # the server holds the answer back
+            request.note = "created, answered late"
+            return self._json({"order": order})
+        if planned == "duplicate":
+            request.note = "created, answered as a duplicate"
             if self.duplicate_style == "conflict":
                 raise _ApiError(409, f"an order with external_id {external_id} already exists",
                                 {"order_id": order["id"]})
-            return 201, {"order": order}, external_id, "created, answered as a duplicate"
-        return 200, {"order": order}, external_id, "created"
+            return self._json({"order": order}, 201)
+        request.note = "created"
+        return self._json({"order": order})
+
+
+def _json_body(request: Request) -> Any:
+    """The body parsed (numbers with a fraction as Decimal), or None if it is empty or not JSON."""
+    try:
+        return loads(request.text()) if request.body else None
+    except ValueError:
+        return None
+
+
+def _external_id(request: Request) -> str | None:
+    if request.method == "GET":
+        return request.arg("external_id")
+    body = _json_body(request)
+    found = body.get("external_id") if isinstance(body, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def stored_orders(state_path: str | Path) -> list[dict[str, Any]]:
@@ -411,186 +491,13 @@ def stored_orders(state_path: str | Path) -> list[dict[str, Any]]:
         db.close()
 
 
-def _pretty(value: Any, indent: int = 0) -> str:
+def pretty(value: Any, indent: int = 0) -> str:
     """Indented JSON with amounts written exactly as stored (``dumps`` for every scalar)."""
     pad, inner = " " * indent, " " * (indent + 2)
     if isinstance(value, Mapping) and value:
-        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_pretty(v, indent + 2)}"
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {pretty(v, indent + 2)}"
                  for k, v in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     if isinstance(value, list) and value:
-        return "[\n" + ",\n".join(f"{inner}{_pretty(v, indent + 2)}" for v in value) + f"\n{pad}]"
+        return "[\n" + ",\n".join(f"{inner}{pretty(v, indent + 2)}" for v in value) + f"\n{pad}]"
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else dumps(value)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (killed, timed out) is normal here; anything else is logged."""
-        log.debug("simulator: request from %s ended with an error", client_address, exc_info=True)
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 simulator: GiftCardSimulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-        log.debug("simulator: " + format, *args)
-
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        sim = self.server.simulator
-        parts = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        path = parts.path
-        external_id: str | None = None
-        try:
-            if path.startswith("/_simulator/"):
-                status, body = self._control(method, path[len("/_simulator/"):], raw)
-                self._reply(status, body)
-                return
-            if not path.startswith(sim.prefix + "/"):
-                raise _ApiError(404, f"no route {path}")
-            route = path[len(sim.prefix) + 1:].rstrip("/")
-            if self.headers.get("Authorization") != f"Bearer {sim.api_key}":
-                raise _ApiError(401, "unauthorized: missing or invalid API key")
-            note = ""
-            if method == "GET" and route == "products":
-                fault = sim._take("catalog_error")
-                if fault:
-                    raise _ApiError(fault.status(503), "catalog unavailable (simulated)")
-                status, body = 200, {"products": sim._products(query.get("country"), query.get("currency"))}
-            elif method == "GET" and route == "orders":
-                fault = sim._take("lookup_error")
-                if fault:
-                    raise _ApiError(fault.status(503), "order search unavailable (simulated)")
-                external_id = query.get("external_id")
-                with sim._lock:
-                    orders = sim.orders(external_id)
-                status, body = 200, {"orders": orders, "total_count": len(orders)}
-            elif method == "GET" and route.startswith("orders/"):
-                with sim._lock:
-                    found = sim._db.execute("SELECT id FROM orders WHERE id = ?", (route[7:],)).fetchone()
-                    if found is None:
-                        raise _ApiError(404, f"order {route[7:]} not found")
-                    status, body = 200, {"order": sim._order(found[0])}
-            elif method == "POST" and route == "orders":
-                try:
-                    parsed = loads(raw.decode("utf-8")) if raw else None
-                except ValueError:
-                    raise _ApiError(400, "the request body is not valid JSON") from None
-                if isinstance(parsed, dict) and isinstance(parsed.get("external_id"), str):
-                    external_id = parsed["external_id"]
-                status, body, external_id, note = sim._create(parsed)
-            else:
-                raise _ApiError(404, f"no route {method} {path}")
-            sim._record(method, route, external_id, status, note)
-            self._reply(status, body)
-        except _ApiError as exc:
-            sim._record(method, path, external_id, exc.status, exc.message)
-            headers = {}
-            if exc.status == 429:
-                headers["Retry-After"] = f"{exc.payload.pop('retry_after', 1.0):g}"
-            self._reply(exc.status, {"errors": {"message": exc.message, "payload": exc.payload}}, headers)
-
-    def _control(self, method: str, route: str, raw: bytes) -> tuple[int, dict[str, Any]]:
-        sim = self.server.simulator
-        data = loads(raw.decode("utf-8")) if raw else {}
-        if method == "GET" and route == "orders":
-            return 200, {"orders": sim.orders()}
-        if method == "GET" and route == "requests":
-            return 200, {"requests": sim.requests()}
-        if method == "POST" and route == "faults":
-            sim.plan(*data.get("faults", []))
-            return 200, {"queued": len(data.get("faults", []))}
-        if method == "POST" and route.startswith("orders/"):
-            sim.set_status(route[7:], str(data["status"]))
-            return 200, {"order": sim.order(route[7:])}
-        raise _ApiError(404, f"no control route {method} {route}")
-
-    def _reply(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
-        payload = dumps(body).encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (timeout_after)
-            self.close_connection = True
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m payhub_giftcard.simulator",
-        description="A local SIMULATOR of a gift-card provider's REST API (not a real provider: no money moves).")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: an ephemeral port, printed)")
-    parser.add_argument("--api-key", default="sim-key", help="the bearer key clients must send (default sim-key)")
-    parser.add_argument("--state", help="SQLite file that keeps the orders across restarts (default: in memory)")
-    parser.add_argument("--catalog", help="JSON file with a list of products (default: a built-in catalog)")
-    parser.add_argument("--prefix", default="/api/v2", help="path prefix of the API (default /api/v2)")
-    parser.add_argument("--initial-status", default="EXECUTED", help="status of new orders (EXECUTED, PENDING)")
-    parser.add_argument("--execute-after", type=float, help="PENDING orders turn EXECUTED after this many seconds")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every order request")
-    parser.add_argument("--fault", action="append", default=[], help="queue a fault, e.g. error_after or latency=2")
-    parser.add_argument("--every", action="append", default=[], metavar="KIND=N",
-                        help="inject fault KIND on every Nth order request, e.g. error_after=5")
-    parser.add_argument("--duplicate-style", choices=("existing", "conflict"), default="existing")
-    parser.add_argument("--no-dedup", action="store_true", help="do not deduplicate on external_id")
-    parser.add_argument("--orders", action="store_true",
-                        help="print the orders kept in the --state file as JSON and exit (starts no server)")
-    args = parser.parse_args(argv)
-    if args.orders:
-        if not args.state:
-            parser.error("--orders needs --state (the simulator's state file)")
-        try:
-            orders = stored_orders(args.state)
-        except (OSError, sqlite3.Error) as exc:
-            print(f"cannot read {args.state}: {exc}", file=sys.stderr)
-            return 1
-        print(_pretty(orders))
-        return 0
-    products = json.loads(Path(args.catalog).read_text(), parse_float=Decimal) if args.catalog else None
-    every = {}
-    for spec in args.every:
-        kind, _, n = spec.partition("=")
-        every[kind] = int(n or 1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sim = GiftCardSimulator(api_key=args.api_key, host=args.host, port=args.port, state_path=args.state,
-                            products=products, initial_status=args.initial_status,
-                            execute_after_seconds=args.execute_after, dedup=not args.no_dedup,
-                            duplicate_style=args.duplicate_style, latency=args.latency, every=every,
-                            prefix=args.prefix)
-    sim.plan(*args.fault)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sim.start()
-    print(f"gift-card provider SIMULATOR (not a real provider) listening on {sim.url}", flush=True)
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,9 @@ behaviour that matters to a sync:
 * ``POST /crm/v3/objects/deals/batch/read`` (``?archived=true`` for deleted deals), with ``propertiesWithHistory``;
 * ``GET /crm/v3/objects/deals?archived=true`` (list, paged with ``after``);
 * ``POST /crm/v4/associations/deals/companies/batch/read``;
-* injectable faults (:meth:`HubSpotSimulator.fail`): any status, headers and body for the next matching requests.
+* injectable faults (:meth:`HubSpotSimulator.fail`): any status, headers and body for the next matching requests,
+  and any fault of the shared :class:`~payhub.testing.server.FaultServer` it runs on (:attr:`HubSpotSimulator.server`:
+  delays, hangs, dropped connections, lost answers).
 
 Tests drive it in Python: :meth:`add_deal`, :meth:`update_deal`, :meth:`archive_deal`, :meth:`add_company`,
 :meth:`associate`, :meth:`expire_tokens`, and read :attr:`requests` afterwards.
@@ -32,11 +34,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
-__all__ = ["DEFAULT_SCOPES", "LEGACY_TOKEN_PATH", "TOKEN_PATH", "HubSpotSimulator", "Request", "iso"]
+from payhub.testing.server import FaultServer, Response, ServerFault
+from payhub.testing.server import Request as ServerRequest
+
+__all__ = ["DEFAULT_SCOPES", "LEGACY_TOKEN_PATH", "TOKEN_PATH", "HubSpotSimulator", "Request", "add_sample_deals",
+           "iso"]
 
 DEFAULT_SCOPES = frozenset({"crm.objects.deals.read", "crm.objects.companies.read"})
 TOKEN_PATH = "/oauth/2026-03/token"
@@ -47,6 +52,7 @@ NUMERIC_PROPERTIES = frozenset({"hs_object_id", "amount"})
 DEFAULT_SEARCH_PROPERTIES = ("amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate",
                              "hs_object_id", "pipeline")
 ALWAYS = ("hs_object_id", "createdate", "hs_lastmodifieddate")
+CONTENT_TYPE = "application/json;charset=utf-8"
 DEFAULT_STAGES = (
     ("appointmentscheduled", "Appointment Scheduled", "false", "0.2"),
     ("qualifiedtobuy", "Qualified To Buy", "false", "0.4"),
@@ -110,16 +116,6 @@ class _Deal:
     snapshots: list[_Snapshot] = field(default_factory=list)
 
 
-@dataclass
-class _Fault:
-    prefix: str
-    status: int
-    times: int
-    headers: dict[str, str]
-    body: Any
-    skip: int = 0
-
-
 class HubSpotSimulator:
     """A HubSpot-like server; ``with HubSpotSimulator() as sim:`` starts it on an ephemeral 127.0.0.1 port."""
 
@@ -127,7 +123,7 @@ class HubSpotSimulator:
                  client_secret: str = "sim-client-secret", refresh_token: str = "sim-refresh-token",
                  token_ttl: float = 1800.0, scopes: Iterable[str] = DEFAULT_SCOPES, search_per_second: int = 5,
                  index_delay: float = 0.0, rate_limit_retry_after: float | None = None, short_pages: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, host: str = "127.0.0.1", port: int = 0) -> None:
         self.private_token = private_token
         self.client_id = client_id
         self.client_secret = client_secret
@@ -145,14 +141,13 @@ class HubSpotSimulator:
         self.associations: dict[int, dict[int, list[dict[str, Any]]]] = {}
         self.pipelines: list[dict[str, Any]] = []
         self.tokens: dict[str, float] = {}
-        self.requests: list[Request] = []
         self.token_grants = 0
         self.search_times: list[float] = []
         self.rate_limited = 0
-        self._faults: list[_Fault] = []
         self._next_id = 1000
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.server = FaultServer(host, port, name="hubspot-simulator")
+        """The server underneath: its request log and fault plan are the simulator's."""
+        self.server.route("*", r".*", self._serve)
         self.add_pipeline("default", "Sales Pipeline", DEFAULT_STAGES)
 
     # ------------------------------------------------------------------------------------------- server
@@ -165,50 +160,19 @@ class HubSpotSimulator:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start the simulator first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.server.url
 
     def start(self) -> HubSpotSimulator:
-        simulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "HubSpotSimulator"
-            wbufsize = 1 << 16  # one write per response (headers and body), flushed after each request
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or "0")
-                body = self.rfile.read(length) if length else b""
-                status, headers, payload = simulator.dispatch(self.command, self.path, dict(self.headers.items()),
-                                                              body)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json;charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = _serve  # noqa: N815 - the stdlib's names
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="hubspot-simulator", daemon=True)
-        self._thread.start()
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self.server.stop()
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every request received, oldest first, with the status it was answered."""
+        return [_request(r) for r in self.server.requests if _done(r)]
 
     # ------------------------------------------------------------------------------------------- data
 
@@ -294,12 +258,14 @@ class HubSpotSimulator:
              body: Any = None, skip: int = 0) -> None:
         """Answer ``times`` requests whose path starts with ``prefix`` with ``status``, after letting ``skip`` of
         them through."""
-        with self.lock:
-            self._faults.append(_Fault(prefix, status, times, headers or {}, body, skip))
+        answer = body if body is not None else _error("Simulated failure", "INTERNAL_ERROR")
+        if status == 429 and body is None:
+            answer = _rate_limited("SECONDLY")
+        self.server.plan(ServerFault("status", status, path=prefix, times=times, skip=skip, headers=headers or {},
+                                     body=Response.json(answer, content_type=CONTENT_TYPE)))
 
     def clear_faults(self) -> None:
-        with self.lock:
-            self._faults.clear()
+        self.server.clear_plan()
 
     def expire_tokens(self) -> None:
         """Expire every OAuth access token issued so far (as if their time ran out)."""
@@ -308,39 +274,18 @@ class HubSpotSimulator:
                 self.tokens[token] = self.clock() - 1
 
     def calls(self, path: str) -> list[Request]:
-        with self.lock:
-            return [r for r in self.requests if r.path == path]
+        return [_request(r) for r in self.server.calls(path=path) if _done(r)]
 
     # ------------------------------------------------------------------------------------------- dispatch
 
-    def dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes
-                 ) -> tuple[int, dict[str, str], bytes]:
-        parts = urlsplit(target)
-        query = parse_qs(parts.query)
-        lower = {k.lower(): v for k, v in headers.items()}
-        body: Any = raw.decode() if raw else None
-        if raw and "json" in lower.get("content-type", ""):
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = None
+    def _serve(self, request: ServerRequest) -> Response:
+        lower = {k.lower(): v for k, v in request.headers.items()}
         with self.lock:
-            status, extra, answer = self._route(method, parts.path, query, lower, body)
-            self.requests.append(Request(method, parts.path, query, body, status))
-        return status, extra, json.dumps(answer).encode()
+            status, extra, answer = self._route(request.method, request.path, request.query, lower, _body(request))
+        return Response.json(answer, status, extra, content_type=CONTENT_TYPE)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: Any
                ) -> tuple[int, dict[str, str], Any]:
-        for fault in self._faults:
-            if fault.times > 0 and path.startswith(fault.prefix):
-                if fault.skip > 0:
-                    fault.skip -= 1
-                    continue
-                fault.times -= 1
-                answer = fault.body if fault.body is not None else _error("Simulated failure", "INTERNAL_ERROR")
-                if fault.status == 429 and fault.body is None:
-                    answer = _rate_limited("SECONDLY")
-                return fault.status, fault.headers, answer
         if method == "POST" and path in (TOKEN_PATH, LEGACY_TOKEN_PATH):
             return self._token(body, query)
         problem = self._authenticate(headers)
@@ -546,6 +491,27 @@ class HubSpotSimulator:
         return 207, {}, answer
 
 
+def _body(request: ServerRequest) -> Any:
+    """A JSON body parsed (None if it does not parse), any other body as text, None when empty."""
+    if not request.body:
+        return None
+    if "json" in request.header("content-type"):
+        try:
+            return json.loads(request.body)
+        except ValueError:
+            return None
+    return request.text()
+
+
+def _request(request: ServerRequest) -> Request:
+    return Request(request.method, request.path, request.query, _body(request), request.status or 0)
+
+
+def _done(request: ServerRequest) -> bool:
+    """Answered (or, under a fault, dropped or left unanswered): not still being handled."""
+    return request.status is not None or request.outcome is not None
+
+
 def _correlation() -> dict[str, str]:
     return {"correlationId": str(uuid.uuid4())}
 
@@ -613,28 +579,10 @@ def _compile(flt: dict[str, Any]) -> Callable[[dict[str, tuple[int, Any]]], bool
     return test
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m payhub_hubspot.simulator``: serve a simulator with some deals until interrupted."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="A HubSpot SIMULATOR for trying the hubspot source (not HubSpot).")
-    parser.add_argument("--deals", type=int, default=20, help="how many deals to create (every other one won)")
-    args = parser.parse_args(argv)
-    simulator = HubSpotSimulator().start()
+def add_sample_deals(simulator: HubSpotSimulator, deals: int) -> None:
+    """``deals`` deals modified an hour ago, every other one closed won, all with one partner company."""
     partner = simulator.add_company("Simulated Partner")
     hour_ago = simulator.now_ms() - 3_600_000
-    for n in range(args.deals):
+    for n in range(deals):
         simulator.add_deal("closedwon" if n % 2 == 0 else "qualifiedtobuy", f"{1000 + 10 * n}.00",
                            company=partner, at_ms=hour_ago + n)
-    print(f"HubSpot SIMULATOR (not HubSpot) at {simulator.url}; add to payhub.toml:\n"
-          f'  base_url = "{simulator.url}"\n  access_token = "{simulator.private_token}"\n'
-          "Press Ctrl-C to stop.", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        simulator.stop()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
 """A SIMULATOR of a Salesforce org's REST API, for tests and demos. It is not Salesforce and proves nothing about it.
 
-It serves, on 127.0.0.1 and an ephemeral port (``http.server.ThreadingHTTPServer``), the few resources the
+It serves, on 127.0.0.1 and a free port (the kit's :class:`~payhub.testing.server.FaultServer`, whose fault plan is
+:attr:`SalesforceSimulator.server`'s), the few resources the
 ``salesforce`` source uses, with bodies shaped like Salesforce's documented responses:
 
 * ``POST /services/oauth2/token``: client credentials, refresh token (optionally rotated, reuse revokes the grant) and
@@ -18,12 +19,11 @@ page returns the records' values at the time the page is fetched (so changes dur
 org). Opportunities derive IsWon/IsClosed from their stage and write OpportunityHistory rows on stage, amount and close
 date changes.
 
-Run one by hand for a demo: ``python -m payhub_salesforce.simulator --opportunities 50``.
+Run one by hand for a demo: ``payhub-simulator salesforce --opportunities 50``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
@@ -37,11 +37,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import jwt
+
+from payhub.testing.server import FaultServer, Request, Response, ServerFault
 
 API_VERSION = "62.0"
 ORG_ID = "00D000000000001AAA"
@@ -246,15 +246,6 @@ def _compare(left: Any, op: str, right: Any) -> bool:
 
 
 @dataclass
-class Fault:
-    status: int
-    error_code: str
-    message: str
-    path: str
-    retry_after: str | None = None
-
-
-@dataclass
 class _Locator:
     sobject: str
     query: Query
@@ -270,7 +261,8 @@ class SalesforceSimulator:
                  username: str = "integration@example.com", refresh_token: str = "5Aep-sim-refresh-0",
                  rotate_refresh_tokens: bool = False, jwt_public_key: bytes | None = None,
                  jwt_audience: str = "https://login.salesforce.com", api_limit: int = 15000, api_usage: int = 0,
-                 api_version: str = API_VERSION, max_page_size: int = 2000, currency: str = "USD") -> None:
+                 api_version: str = API_VERSION, max_page_size: int = 2000, currency: str = "USD",
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.client_id, self.client_secret, self.username = client_id, client_secret, username
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.jwt_public_key, self.jwt_audience = jwt_public_key, jwt_audience
@@ -282,7 +274,6 @@ class SalesforceSimulator:
         self.on_page: Callable[[SalesforceSimulator, int], None] | None = None  # before serving page n >= 2
         self.token_requests: list[dict[str, str]] = []
         self.api_requests: list[str] = []
-        self.faults: list[Fault] = []
         self.lock = threading.RLock()
         self.schema: dict[str, list[str]] = {
             "Opportunity": list(OPPORTUNITY_FIELDS),
@@ -296,8 +287,11 @@ class SalesforceSimulator:
         self._access_tokens: set[str] = set()
         self._locators: dict[str, _Locator] = {}
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.server = FaultServer(host, port, name="salesforce-simulator")
+        """The server underneath: its request log and fault plan are the simulator's."""
+        self.server.route("POST", r"/services/oauth2/token", self._serve_token)
+        self.server.route("GET", r".*", self._serve_api)
+        self.server.route("*", r".*", lambda request: _answer(404, NOT_FOUND))
         for api_name, closed, won in STAGES:
             self.insert("OpportunityStage", ApiName=api_name, MasterLabel=api_name, IsActive=True, IsClosed=closed,
                         IsWon=won)
@@ -305,18 +299,12 @@ class SalesforceSimulator:
     # --- server
 
     def start(self) -> str:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="salesforce-simulator", daemon=True)
-        self._thread.start()
+        """Start serving; returns :attr:`url`."""
+        self.server.start()
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.server.stop()
 
     def __enter__(self) -> SalesforceSimulator:
         self.start()
@@ -327,8 +315,7 @@ class SalesforceSimulator:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the simulator first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.server.url
 
     # --- data
 
@@ -422,8 +409,15 @@ class SalesforceSimulator:
         code = error_code or codes.get(status, "ERROR")
         text = message or {"INVALID_SESSION_ID": "Session expired or invalid",
                            "REQUEST_LIMIT_EXCEEDED": "TotalRequests Limit exceeded."}.get(code, "simulated failure")
-        with self.lock:
-            self.faults.extend(Fault(status, code, text, path, retry_after) for _ in range(count))
+        self.server.plan(ServerFault("handler", status, path=path, times=count, label=code,
+                                     method="POST" if path.startswith("/services/oauth2") else "GET",
+                                     headers={"Retry-After": retry_after} if retry_after else {},
+                                     body=_answer(status, [{"message": text, "errorCode": code}])))
+
+    @property
+    def faults(self) -> list[ServerFault]:
+        """The planned faults not yet spent."""
+        return self.server.planned
 
     def expire_sessions(self) -> None:
         """Invalidate every access token issued so far (as a session timeout would)."""
@@ -441,15 +435,19 @@ class SalesforceSimulator:
 
     # --- request handling (called by the handler)
 
-    def token(self, form: dict[str, str]) -> tuple[int, Any]:
+    def _serve_token(self, request: Request) -> Response:
+        return _answer(*self.token(request.form(), request.fault))
+
+    def token(self, form: dict[str, str], fault: ServerFault | None = None) -> tuple[int, Any]:
+        """One token request (``fault``: an error planned by :meth:`fail_next`)."""
         with self.lock:
             self.token_requests.append(dict(form))
-            fault = self._fault("/services/oauth2/token")
         if self.token_delay:
             time.sleep(self.token_delay)
-        if fault:
+        if fault is not None and fault.body is not None:
+            message = _loads(fault.body.body)[0]["message"]
             return fault.status, {"error": "server_error" if fault.status >= 500 else "invalid_request",
-                                  "error_description": fault.message}
+                                  "error_description": message}
         with self.lock:
             grant = form.get("grant_type")
             rotated: str | None = None
@@ -507,14 +505,20 @@ class SalesforceSimulator:
             return "assertion expiry too far in the future"
         return None
 
-    def api(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        """One REST request: (status, JSON body, extra headers)."""
+    def _serve_api(self, request: Request) -> Response:
+        query = {k: v[0] for k, v in request.query.items()}
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status, payload, extra = self.api(request.path, query, headers, request.fault)
+        limit = f"api-usage={min(self.api_usage, self.api_limit)}/{self.api_limit}"
+        return _answer(status, payload, {"Sforce-Limit-Info": limit, **extra})
+
+    def api(self, path: str, query: dict[str, str], headers: dict[str, str], fault: ServerFault | None = None
+            ) -> tuple[int, Any, dict[str, str]]:
+        """One REST request: (status, JSON body, extra headers); ``fault``: an error planned by :meth:`fail_next`."""
         with self.lock:
             self.api_requests.append(path)
-            fault = self._fault(path)
-        if fault:
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            return fault.status, [{"message": fault.message, "errorCode": fault.error_code}], extra
+        if fault is not None and fault.body is not None:
+            return fault.status, _loads(fault.body.body), dict(fault.headers)
         return (*self._api(path, query, headers), {})
 
     def _api(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any]:
@@ -536,13 +540,6 @@ class SalesforceSimulator:
         with self.lock:
             return self._query(query.get("q", ""), include_deleted=match[2] == "queryAll",
                                batch=_batch_size(headers.get("sforce-query-options", "")))
-
-    def _fault(self, path: str) -> Fault | None:
-        for fault in self.faults:
-            if path.startswith(fault.path):
-                self.faults.remove(fault)
-                return fault
-        return None
 
     def _query(self, text: str, include_deleted: bool, batch: int) -> tuple[int, Any]:
         try:
@@ -690,75 +687,25 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _handler(sim: SalesforceSimulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode()
-            if url.path != "/services/oauth2/token":
-                self._send(404, [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}])
-                return
-            form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
-            status, payload = sim.token(form)
-            self._send(status, payload)
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            url = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload, extra = sim.api(url.path, query, headers)
-            limit = f"api-usage={min(sim.api_usage, sim.api_limit)}/{sim.api_limit}"
-            self._send(status, payload, {"Sforce-Limit-Info": limit, **extra})
-
-        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-    return Handler
+NOT_FOUND = [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run a simulator with sample opportunities until interrupted, printing a settings section for it."""
-    parser = argparse.ArgumentParser(description="A local Salesforce SIMULATOR for trying the payhub source.")
-    parser.add_argument("--opportunities", type=int, default=20, help="closed-won partner deals to create")
-    args = parser.parse_args(argv)
-    sim = SalesforceSimulator()
-    start = datetime.now(UTC) - timedelta(days=1)
-    sim.clock = lambda: start.replace(microsecond=0)
-    for n in range(args.opportunities):
-        sim.add_opportunity(Name=f"Deal {n}", StageName="Closed Won", Amount=Decimal(1000 + 10 * n),
-                            PartnerAccountId=f"001{n % 5:012d}AAA", OwnerId=f"005{n % 3:012d}AAA")
-    sim.clock = lambda: datetime.now(UTC).replace(microsecond=0)
-    url = sim.start()
-    print(f"""Salesforce SIMULATOR (not Salesforce) at {url}; add to payhub.toml:
+def _answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response.json(payload, status, headers, content_type="application/json;charset=UTF-8")
 
-[sources.sf]
-plugin = "salesforce"
-auth = "client_credentials"
-login_url = "{url}"
-client_id = "{sim.client_id}"
-client_secret = "{sim.client_secret}"
-org_currency = "{sim.currency}"
-lookback_seconds = 0
-""", flush=True)
+
+def _loads(body: bytes) -> Any:
+    return json.loads(body)
+
+
+def add_sample_opportunities(sim: SalesforceSimulator, count: int) -> None:
+    """``count`` closed-won partner deals, created a day ago."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    clock = sim.clock
+    sim.clock = lambda: start
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        sim.stop()
-
-
-if __name__ == "__main__":
-    main()
+        for n in range(count):
+            sim.add_opportunity(Name=f"Deal {n}", StageName="Closed Won", Amount=Decimal(1000 + 10 * n),
+                                PartnerAccountId=f"001{n % 5:012d}AAA", OwnerId=f"005{n % 3:012d}AAA")
+    finally:
+        sim.clock = clock

@@ -94,7 +94,8 @@ class Request:
     """One request as the server received it, and (once answered) what became of it.
 
     ``params`` holds the named groups of the route's path pattern; ``fault`` is the planned fault applied to this
-    request, if any; ``delivery`` is 2 for the second delivery of a ``duplicate``.
+    request, if any; ``delivery`` is 2 for the second delivery of a ``duplicate``. A handler may set ``note`` to say
+    what it did (for the test's reader).
     """
 
     method: str
@@ -108,6 +109,7 @@ class Request:
     delivery: int = 1
     status: int | None = None
     outcome: Outcome | None = None
+    note: str = ""
 
     def header(self, name: str, default: str = "") -> str:
         """A header's value, whatever the case of its name."""
@@ -395,7 +397,9 @@ class FaultServer:
         else:
             response = self._dispatch(request)
             if action == "duplicate":
-                response = self._dispatch(replace(request, delivery=2))
+                again = replace(request, delivery=2)
+                response = self._dispatch(again)
+                request.note = again.note or request.note
         if fault is not None and action == "lost_answer":
             request.status, request.outcome = response.status, "lost_answer"
             drop()

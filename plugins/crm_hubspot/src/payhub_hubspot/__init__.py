@@ -1,7 +1,6 @@
 """HubSpot CRM source for payhub: closed-won partner deals, and their reversals, read incrementally.
 
 Enable it with a ``[sources.<name>]`` section, ``plugin = "hubspot"``; see docs/sources/hubspot.md.
-:mod:`payhub_hubspot.simulator` is a local HubSpot-like HTTP server for tests, never used in production.
 """
 
 from payhub_hubspot.settings import HubSpotSettings

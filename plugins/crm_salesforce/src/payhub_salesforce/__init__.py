@@ -1,7 +1,6 @@
 """payhub-salesforce: a payhub source that reads incentive triggers from Salesforce through the REST API.
 
 Enable it with a ``[sources.<name>]`` section whose ``plugin = "salesforce"``; see ``docs/sources/salesforce.md``.
-:mod:`payhub_salesforce.simulator` is a local stand-in for a Salesforce org, for tests and demos only.
 """
 
 from payhub_salesforce.settings import ObjectMapping, OpportunityMapping, SalesforceSettings

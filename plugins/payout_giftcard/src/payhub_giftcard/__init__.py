@@ -1,8 +1,7 @@
-"""Gift-card payout rail for payhub (entry point ``giftcard`` in ``payhub.rails``) and a local provider simulator.
+"""Gift-card payout rail for payhub (entry point ``giftcard`` in ``payhub.rails``).
 
 * :class:`GiftCardRail` / :class:`GiftCardSettings`: the rail (see :mod:`payhub_giftcard.rail`).
 * :mod:`payhub_giftcard.client`: the provider API client and its exception tree.
-* :mod:`payhub_giftcard.simulator`: a provider simulator for tests and the quickstart (not a real provider).
 """
 
 from payhub_giftcard.rail import GiftCardRail, GiftCardSettings, Product

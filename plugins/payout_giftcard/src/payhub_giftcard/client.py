@@ -135,8 +135,8 @@ class GiftCardClient:
 
     def __init__(self, base_url: str, api_key: SecretStr, *, timeout: float, connect_timeout: float,
                  transport: httpx.BaseTransport | None = None, trust_env: bool = True) -> None:
-        # trust_env=False ignores proxy settings of the environment (HTTP_PROXY…): used for the local simulator,
-        # whose loopback address must never be sent through a proxy.
+        # trust_env=False ignores proxy settings of the environment (HTTP_PROXY…): used for a provider on a loopback
+        # address (a local simulator), which must never be reached through a proxy.
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),

@@ -26,31 +26,26 @@ PermanentRailError), since nothing in the call was accepted yet; a failure later
 and stops the call, the instructions not sent yet answering RETRY. ``lookup`` searches the provider's orders by
 ``external_id``: no order means the provider never received the payout.
 
-SIMULATOR mode (``simulator = "<state file>"`` instead of ``base_url`` and ``api_key``) starts the shipped provider
-simulator (:mod:`payhub_giftcard.simulator`) in this process, on 127.0.0.1 with an ephemeral port, keeping its
-orders in that SQLite file, and points the rail at it. No real gift card is issued and no email is sent; a WARNING
-says so whenever the rail starts. It is for the quickstart and demos, and is refused together with ``base_url`` or
-``api_key``.
+A provider on a loopback address (127.0.0.1, ::1, localhost: the gift-card simulator of ``payhub-simulators``, for
+tests and demos) is called without the environment's proxy settings.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from payhub.api import (
     Amount,
-    ConfigPath,
     InvalidRecord,
     Outcome,
     Payee,
@@ -65,8 +60,7 @@ from payhub.api import (
     UnknownOutcomeError,
     check_currency,
 )
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, SecretStr, field_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from payhub_giftcard.client import (
@@ -80,9 +74,6 @@ from payhub_giftcard.client import (
     ServerError,
     error_message,
 )
-
-if TYPE_CHECKING:
-    from payhub_giftcard.simulator import GiftCardSimulator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,15 +92,10 @@ STATUSES = {
 class GiftCardSettings(PluginSettings):
     """Settings of a ``[rails.<name>]`` section with ``plugin = "giftcard"``."""
 
-    base_url: str | None = Field(
-        None, description="The provider's API root, e.g. https://api.provider.example/api/v2 (required unless "
-                          "simulator is set).")
-    api_key: SecretStr | None = Field(
-        None, description="Bearer API key (from the environment: PAYHUB_RAILS__<NAME>__API_KEY); required unless "
-                          "simulator is set.")
-    simulator: ConfigPath | None = Field(
-        None, description="SIMULATOR mode, no real gift cards: run the shipped provider simulator in process on "
-                          "127.0.0.1, its orders kept in this SQLite file; not together with base_url or api_key.")
+    base_url: str = Field(
+        description="The provider's API root, e.g. https://api.provider.example/api/v2.")
+    api_key: SecretStr = Field(
+        description="Bearer API key (from the environment: PAYHUB_RAILS__<NAME>__API_KEY).")
     funding_source_id: str = "balance"
     campaign_id: str | None = None
     delivery_method: Literal["EMAIL", "LINK"] = "EMAIL"
@@ -131,33 +117,10 @@ class GiftCardSettings(PluginSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+    def _url(cls, value: str) -> str:
         if not re.match(r"https?://[^/\s]+", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _provider(self) -> GiftCardSettings:
-        """A real provider (``base_url`` and ``api_key``) or the simulator (``simulator``), never both."""
-        errors: list[InitErrorDetails] = []
-        if self.simulator is None:
-            for key in ("base_url", "api_key"):
-                if getattr(self, key) is None:
-                    errors.append(InitErrorDetails(type=PydanticCustomError(
-                        "missing", "Field required (the provider's {key}; or, for a demo without real gift cards, "
-                        "simulator = \"<state file>\")", {"key": key}), loc=(key,), input=None))
-        else:
-            for key in ("base_url", "api_key"):
-                if getattr(self, key) is not None:
-                    errors.append(InitErrorDetails(type=PydanticCustomError(
-                        "simulator_conflict", "not allowed together with simulator: the simulator issues no real "
-                        "gift cards; remove simulator to pay through the provider at base_url, or remove {key}",
-                        {"key": key}), loc=(key,), input=None))
-        if errors:
-            raise ValidationError.from_exception_data(type(self).__name__, errors)
-        return self
 
     @field_validator("default_country")
     @classmethod
@@ -245,16 +208,9 @@ class GiftCardRail(Rail):
     def __init__(self, name: str, settings: GiftCardSettings, *, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(name, settings)
-        self.simulator: GiftCardSimulator | None = None
-        if settings.simulator is not None:
-            self.simulator = _start_simulator(name, settings.simulator)
-            base_url, api_key = self.simulator.url, SecretStr(self.simulator.api_key)
-        else:
-            assert settings.base_url is not None and settings.api_key is not None  # checked by the settings
-            base_url, api_key = settings.base_url, settings.api_key
-        self.client = GiftCardClient(base_url, api_key, timeout=settings.http_timeout_seconds,
+        self.client = GiftCardClient(settings.base_url, settings.api_key, timeout=settings.http_timeout_seconds,
                                      connect_timeout=settings.connect_timeout_seconds, transport=transport,
-                                     trust_env=self.simulator is None)
+                                     trust_env=not _loopback(settings.base_url))
         self._sleep = sleep
         self._lock = threading.Lock()
         self._catalog: dict[tuple[str, str], tuple[float, list[Product]]] = {}
@@ -406,9 +362,6 @@ class GiftCardRail(Rail):
 
     def close(self) -> None:
         self.client.close()
-        if self.simulator is not None:
-            self.simulator.stop()
-            self.simulator = None
 
     # --------------------------------------------------------------------------------------------- internals
 
@@ -456,19 +409,15 @@ class GiftCardRail(Rail):
         return products
 
 
-def _start_simulator(name: str, state: Path) -> GiftCardSimulator:
-    """Start the provider simulator for SIMULATOR mode: loopback only, an ephemeral port, a random key, and its
-    orders in the SQLite file ``state`` (created with its directory), so later runs find earlier orders."""
-    # Imported here: ``python -m payhub_giftcard.simulator`` must not find the module imported by the package.
-    from payhub_giftcard.simulator import GiftCardSimulator
-
-    state.parent.mkdir(parents=True, exist_ok=True)
-    simulator = GiftCardSimulator(api_key=secrets.token_urlsafe(24), host="127.0.0.1", port=0,
-                                  state_path=state).start()
-    log.warning("rail %s: SIMULATOR mode, no real gift cards are issued: orders go to the built-in gift-card "
-                "provider simulator at %s (orders kept in %s); remove 'simulator' and set base_url and api_key "
-                "to pay through a real provider", name, simulator.url, state)
-    return simulator
+def _loopback(url: str) -> bool:
+    """True when ``url``'s host is this machine (a local simulator): no proxy may stand in between."""
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _email(payee: Payee) -> str:
