@@ -97,7 +97,8 @@ def _drain(source: Source, cursor: str | None, limit: int, budget: int) -> tuple
 def limit_respected(subject: SourceSubject) -> None:
     subject.feed(2 * subject.limit + 1)
     with _source(subject) as source:
-        _drain(source, None, subject.limit, budget=20)
+        first = _fetch(source, None, subject.limit)
+        _fetch(source, first.cursor, subject.limit)
         _fetch(source, None, 1)
 
 
