@@ -82,6 +82,9 @@ def plugins_list(ctx: Context, fmt: str) -> None:
     render(rows, fmt, title="plugins")
 
 
+from payhub.cli import plugin_check  # noqa: E402,F401  (registers `payhub plugins check`)
+
+
 @main.group()
 def db() -> None:
     """Database schema."""

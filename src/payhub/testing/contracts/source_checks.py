@@ -41,17 +41,24 @@ class SourceFaults(Protocol):
 @dataclass
 class SourceSubject:
     """A source under test: ``factory`` makes a new, configured instance; ``upstream`` feeds it records;
-    ``faults`` makes its system fail, or None; ``limit`` is the batch size the checks fetch with."""
+    ``faults`` makes its system fail, or None; ``limit`` is the batch size the checks fetch with. ``live``: the source
+    reads a configured system with no upstream: the checks that only read run on whatever records it holds."""
 
     factory: Callable[[], Source]
     upstream: Upstream | None = None
     faults: SourceFaults | None = None
     limit: int = 2
+    live: bool = False
 
-    def feed(self, count: int) -> None:
+    def need_upstream(self) -> Upstream:
         if self.upstream is None:
             raise CheckSkipped("needs an upstream to add records to (the suite's upstream fixture returned None)")
-        self.upstream.add(count)
+        return self.upstream
+
+    def feed(self, count: int) -> None:
+        if self.upstream is None and self.live:
+            return
+        self.need_upstream().add(count)
 
 
 @contextmanager
@@ -123,7 +130,7 @@ def repeatable_from_cursor(subject: SourceSubject) -> None:
 
 def cursor_moves_forward(subject: SourceSubject) -> None:
     total = 3 * subject.limit
-    subject.feed(total)
+    subject.need_upstream().add(total)
     with _source(subject) as source:
         seen, _ = _drain(source, None, subject.limit, budget=total + 3)
     unique = set(seen)
@@ -136,7 +143,7 @@ def cursor_moves_forward(subject: SourceSubject) -> None:
 
 
 def empty_fetch_keeps_place(subject: SourceSubject) -> None:
-    subject.feed(subject.limit)
+    subject.need_upstream().add(subject.limit)
     with _source(subject) as source:
         seen, cursor = _drain(source, None, subject.limit, budget=10)
         empty = _fetch(source, cursor, subject.limit)
@@ -146,7 +153,7 @@ def empty_fetch_keeps_place(subject: SourceSubject) -> None:
         if empty.cursor is None and cursor is not None:
             raise ContractViolation(f"an empty fetch from cursor {cursor!r} returned cursor None: the next fetch "
                                     "would start again from the beginning")
-        subject.feed(1)
+        subject.need_upstream().add(1)
         new, _ = _drain(source, kept, subject.limit, budget=10)
     old = set(seen) & set(new)
     if not set(new) - set(seen):

@@ -1,0 +1,176 @@
+"""``payhub plugins check NAME`` on SQLite with test plugins: the safe checks run against the configured system, the
+money-moving ones only with --send, and a broken plugin fails the check for what it breaks."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from payhub.testing import invoke_cli, write_distribution
+from payhub.testing.provider import FaultProvider
+
+ENTRY_POINTS = """\
+[payhub.rails]
+provider = payhub.testing.provider:ProviderRail
+leaky = check_plugins:LeakyRail
+[payhub.sources]
+fake = payhub.testing:FakeSource
+[payhub.hooks]
+screen = check_plugins:Screen
+misspelt = check_plugins:Misspelt
+"""
+MODULE = textwrap.dedent("""
+    from payhub.api import hookimpl
+    from payhub.testing.provider import ProviderRail, ProviderRailSettings
+
+
+    class LeakySettings(ProviderRailSettings):
+        api_token: str = "plain"
+
+
+    class LeakyRail(ProviderRail):
+        settings_model = LeakySettings
+
+
+    class Screen:
+        def __init__(self, settings):
+            self.settings = settings
+
+        @hookimpl
+        def payhub_screen_payout(self, payout):
+            return None
+
+
+    class Misspelt:
+        def __init__(self, settings):
+            self.settings = settings
+
+        @hookimpl
+        def payhub_screen_payouts(self, payout):
+            return None
+""")
+
+
+@pytest.fixture
+def provider() -> Iterator[FaultProvider]:
+    with FaultProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: FaultProvider) -> Path:
+    site = write_distribution(tmp_path / "site", "payhub-check-plugins", ENTRY_POINTS,
+                              modules={"check_plugins": MODULE})
+    monkeypatch.syspath_prepend(str(site))
+    (tmp_path / "payees.csv").write_text("id,name,country,currency,email\np1,Ada Lovelace,DE,EUR,ada@example.com\n")
+    path = tmp_path / "payhub.toml"
+    path.write_text(textwrap.dedent(f"""\
+        [database]
+        url = "sqlite:///{tmp_path / 'payhub.db'}"
+        [payees]
+        file = "payees.csv"
+        [rails.ref]
+        plugin = "provider"
+        base_url = "{provider.url}"
+        http_timeout_seconds = 1
+        [rails.leaky]
+        base_url = "{provider.url}"
+        timeout_seconds = 5
+        [sources.crm]
+        plugin = "fake"
+        path = "records.jsonl"
+        [programs.bonus]
+        calculator = "flat"
+        amount = "10"
+        currency = "EUR"
+        [hooks.screen]
+        [hooks.misspelt]
+        enabled = false
+    """))
+    return path
+
+
+def lines(output: str) -> dict[str, str]:
+    """check name → its line."""
+    found = {}
+    for line in output.splitlines():
+        status, _, rest = line.partition(" ")
+        if status in ("passed", "failed", "skipped"):
+            found[rest.strip().split(":")[0]] = status + " " + rest.strip()
+    return found
+
+
+def test_a_rail_passes_the_safe_checks_and_skips_those_that_send(config: Path, provider: FaultProvider) -> None:
+    result = invoke_cli("-c", str(config), "plugins", "check", "ref")
+    assert result.exit_code == 0, result.output
+    seen = lines(result.stdout)
+    for name in ("capabilities_stable", "http_timeout_below_timeout_seconds", "lookup_none_for_unknown_keys",
+                 "secrets_are_secretstr", "no_core_key_collision"):
+        assert seen[name].startswith("passed"), seen[name]
+    assert seen["one_result_per_key"] == "skipped one_result_per_key: sends money: run with --send against a sandbox"
+    assert seen["resend_never_pays_twice"].startswith("skipped resend_never_pays_twice: needs a fault-injecting")
+    assert "rails.ref: 5 passed, 0 failed, 14 skipped" in result.stdout
+    assert not provider.ledger.acceptances  # nothing was paid
+
+
+def test_send_pays_the_payee_through_the_rail(config: Path, provider: FaultProvider) -> None:
+    result = invoke_cli("-c", str(config), "plugins", "check", "ref", "--send", "--payee", "p1", "--amount", "0.01",
+                        "--format", "json")
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
+    assert checks["one_result_per_key"] == checks["max_batch_respected"] == checks["thread_safe_sends"] == "passed"
+    paid = provider.ledger.acceptances
+    assert len(paid) == 3 + 50 + 12 and {(a.amount, a.currency) for a in paid} == {(Decimal("0.01"), "EUR")}
+
+
+def test_a_broken_rail_fails_the_checks_for_what_it_breaks(config: Path) -> None:
+    result = invoke_cli("-c", str(config), "plugins", "check", "leaky")
+    assert result.exit_code == 1, result.output
+    seen = lines(result.stdout)
+    assert seen["secrets_are_secretstr"] == ("failed secrets_are_secretstr: LeakySettings: api_token looks like a "
+                                             "secret but is not pydantic.SecretStr, so `payhub config show`, logs "
+                                             "and errors could print it")
+    assert seen["http_timeout_below_timeout_seconds"].startswith(
+        "failed http_timeout_below_timeout_seconds: settings.http_timeout_seconds = 10 s is not below "
+        "timeout_seconds = 5")
+    assert seen["capabilities_stable"].startswith("passed")
+
+
+def test_a_source_runs_its_read_only_checks(config: Path) -> None:
+    result = invoke_cli("-c", str(config), "plugins", "check", "crm")
+    assert result.exit_code == 0, result.output
+    seen = lines(result.stdout)
+    assert seen["limit_respected"].startswith("passed") and seen["repeatable_from_cursor"].startswith("passed")
+    assert seen["cursor_moves_forward"].startswith("skipped cursor_moves_forward: needs an upstream")
+
+
+def test_a_calculator_and_a_hook(config: Path) -> None:
+    calculator = invoke_cli("-c", str(config), "plugins", "check", "bonus")
+    assert calculator.exit_code == 0, calculator.output
+    assert lines(calculator.stdout)["deterministic"].startswith("skipped deterministic: needs sample events")
+    hook = invoke_cli("-c", str(config), "plugins", "check", "screen")
+    assert hook.exit_code == 0, hook.output
+    assert lines(hook.stdout)["hookimpls_match_specs"].startswith("passed")
+
+
+def test_a_hook_that_does_not_load_fails(config: Path) -> None:
+    config.write_text(config.read_text().replace("enabled = false\n", ""))
+    result = invoke_cli("-c", str(config), "plugins", "check", "misspelt")
+    assert result.exit_code == 1, result.output
+    assert "failed  load: failed to register: PluginValidationError" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("nosuch",), "no plugin section 'nosuch' is configured"),
+    (("ref", "--send"), "--send needs --payee"),
+    (("ref", "--send", "--payee", "nobody"), "payee 'nobody' is not in payees.csv"),
+])
+def test_usage_errors_exit_2(config: Path, args: tuple[str, ...], message: str) -> None:
+    result = invoke_cli("-c", str(config), "plugins", "check", *args)
+    assert result.exit_code == 2
+    assert message in result.output
