@@ -27,8 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-import sqlalchemy as sa
-
 if TYPE_CHECKING:
     from payhub.testing.cli import invoke_cli as invoke_cli
     from payhub.testing.cli import write_distribution as write_distribution
@@ -53,6 +51,9 @@ if TYPE_CHECKING:
     from payhub.testing.harness import PayoutItemView as PayoutItemView
     from payhub.testing.harness import PayoutView as PayoutView
     from payhub.testing.harness import RewardView as RewardView
+    from payhub.testing.provider import FaultProvider as FaultProvider
+    from payhub.testing.provider import ProviderRail as ProviderRail
+    from payhub.testing.provider import ProviderRailSettings as ProviderRailSettings
 
 __all__ = [
     "Acceptance",
@@ -69,6 +70,7 @@ __all__ = [
     "FakeSource",
     "FakeSourceSettings",
     "Fault",
+    "FaultProvider",
     "Fetch",
     "Harness",
     "LedgerRail",
@@ -78,6 +80,8 @@ __all__ = [
     "PayoutItemView",
     "PayoutView",
     "ProviderLedger",
+    "ProviderRail",
+    "ProviderRailSettings",
     "RewardView",
     "SEND_FAULTS",
     "invoke_cli",
@@ -106,6 +110,9 @@ _LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submod
     "PayoutItemView": "harness",
     "PayoutView": "harness",
     "ProviderLedger": "fakes",
+    "FaultProvider": "provider",
+    "ProviderRail": "provider",
+    "ProviderRailSettings": "provider",
     "RewardView": "harness",
     "SEND_FAULTS": "faults",
     "invoke_cli": "cli",
@@ -162,6 +169,8 @@ def throwaway_database(kind: DatabaseKind, directory: Path,
     if kind == "sqlite":
         yield f"sqlite:///{directory / 'payhub.db'}"
         return
+    import sqlalchemy as sa  # imported when first needed: the pytest plugin imports this package
+
     if kind != "postgres":
         raise ValueError(f"unknown database kind {kind!r} (sqlite or postgres)")
     server = postgres_server_url()
