@@ -104,6 +104,15 @@ FINAL_PAYOUT: frozenset[PayoutStatus] = frozenset(s for s, following in PAYOUT_T
 """Payout statuses that never change: the payout did not pay (its rewards are owed again), or paid and came back."""
 
 
+def payout_allowed(current: str, new: str) -> bool:
+    """Whether a payout in ``current`` may become ``new``."""
+    return new in _FOLLOWING.get(current, frozenset())
+
+
+_FOLLOWING: dict[str, frozenset[str]] = {state.value: frozenset(following)
+                                         for state, following in PAYOUT_TRANSITIONS.items()}
+
+
 class AttemptKind(StrEnum):
     """What an attempt asked a rail."""
 

@@ -26,14 +26,19 @@ from payhub.clock import utcnow
 from payhub.db.schema import attempts, audit_log, events, payout_items, payouts, rewards, sources
 from payhub.errors import PayhubError, UnknownOutcomeError
 from payhub.payees import sync_payees
-from payhub.pipeline import disburse, leases, reward_actions
+from payhub.pipeline import disburse, reward_actions
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
-from payhub.pipeline.disburse import apply_results, claim_rows, disburse_rail, fail, set_status
+from payhub.pipeline.disburse import disburse_rail
 from payhub.pipeline.ingest import poll
-from payhub.pipeline.payout_states import FINAL, TRANSITIONS, allowed
+from payhub.pipeline.rail_results import apply_results
 from payhub.pipeline.schedule import schedule_batch
 from payhub.pipeline.settle import settle_rail
 from payhub.runtime import Runtime
+from payhub.states import FINAL_PAYOUT as FINAL
+from payhub.states import PAYOUT_TRANSITIONS as TRANSITIONS
+from payhub.states import payout_allowed as allowed
+from payhub.store import leases
+from payhub.store.payouts import claim_rows, fail, set_status
 from payhub.testing import FakeRail
 
 BASE = """

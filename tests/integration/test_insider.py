@@ -29,11 +29,12 @@ from payhub.db.schema import audit_head, audit_log, payouts, rewards
 from payhub.errors import ConfigError
 from payhub.payees import load_payees, sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
-from payhub.pipeline.disburse import disburse_rail, instruction_for
+from payhub.pipeline.disburse import disburse_rail
 from payhub.pipeline.ingest import poll
 from payhub.pipeline.presend import hold_mismatched
 from payhub.pipeline.schedule import schedule_batch
 from payhub.runtime import Runtime
+from payhub.store.payouts import instruction_for
 from payhub.testing import FakeRail
 from payhub.worker import Worker
 

@@ -79,7 +79,7 @@ sources = Table(
     Column("reason", Text),
     Column("last_polled_at", UTCDateTime),
     Column("lease_owner", String(64)),
-    Column("lease_token", String(32)),  # fencing token of the current claim (see payhub.pipeline.leases)
+    Column("lease_token", String(32)),  # fencing token of the current claim (see payhub.store.leases)
     Column("lease_until", UTCDateTime),
 )
 
@@ -222,7 +222,7 @@ payouts = Table(
     Column("next_attempt_at", UTCDateTime),
     Column("released_by", String(200)),  # an operator who overrode a screening hold
     Column("lease_owner", String(64)),
-    Column("lease_token", String(32)),  # fencing token of the current claim (see payhub.pipeline.leases)
+    Column("lease_token", String(32)),  # fencing token of the current claim (see payhub.store.leases)
     Column("lease_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),

@@ -28,7 +28,6 @@ from payhub.errors import CalculationError, InvalidRecord, PayhubError
 from payhub.money import check_currency, from_minor, quantize, to_minor
 from payhub.pipeline import storable, waiting
 from payhub.pipeline.history import DbHistory
-from payhub.pipeline.ingest import REASON_LIMIT
 from payhub.pipeline.rules import (
     UNPAID,
     Decision,
@@ -182,7 +181,7 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
                 continue  # calculated before (a retried event keeps its other programs' results)
             result = _run_one(calculator, program, section, event, history)
             if result.reason is not None:  # a plugin's text, bounded and made storable
-                result.reason = storable.sanitise(result.reason, REASON_LIMIT)
+                result.reason = storable.sanitise(result.reason, storable.REASON_LIMIT)
             for ref in result.cancel_batch:  # a clawback cancelled rewards of this batch before they were written
                 history.forget(ref)
                 cancelled[ref] = event.id
@@ -237,7 +236,8 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
         event_id, program = calc_row["event_id"], calc_row["program"]
         batch_cancels = {ref: batch_ids[ref] for ref in result.cancel_batch}
         if batch_cancels:
-            reason = storable.sanitise(_cancelled_reason([*result.cancels, *batch_cancels.values()]), REASON_LIMIT)
+            cancel_text = _cancelled_reason([*result.cancels, *batch_cancels.values()])
+            reason = storable.sanitise(cancel_text, storable.REASON_LIMIT)
             calc_row["reason"] = result.reason = reason
             tx.conn.execute(update(calculations).where(calculations.c.event_id == event_id,
                                                        calculations.c.program == program).values(reason=reason))

@@ -29,9 +29,10 @@ from payhub.db.schema import events, sources
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
 from payhub.guard import Guard
 from payhub.money import check_currency, parse_amount
-from payhub.pipeline import leases, storable, waiting
+from payhub.pipeline import storable, waiting
 from payhub.pipeline.identity import event_key, malformed_key, normalise_id
 from payhub.runtime import Runtime, Tx
+from payhub.store import leases
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ __all__ = ["MAX_DECIMALS", "Counts", "event_key", "poll", "poll_batches", "reset
 MAX_DECIMALS = 18
 """Amounts with more significant decimal places than this are quarantined."""
 
-REASON_LIMIT = 2_000
+REASON_LIMIT = storable.REASON_LIMIT
 KEY_LENGTH = storable.column_limit(events, "key")
 _IDENTITY_LIMITS = tuple(storable.column_limit(events, name) for name in ("object_type", "object_id", "transition"))
 _FIELDS = tuple(f.name for f in fields(SourceRecord))
@@ -526,7 +527,7 @@ def store(rt: Runtime, source: str, records: Sequence[Any], cursor: str | None, 
 
     The records are written as :func:`write_batch` says, and only then does the cursor move. With ``lease`` (the
     token of the poll's claim on the source), the batch is stored only while that lease holds: otherwise nothing
-    is written and :class:`~payhub.pipeline.leases.LeaseLost` is raised.
+    is written and :class:`~payhub.store.leases.LeaseLost` is raised.
     """
     now = utcnow()
 

@@ -2,35 +2,31 @@
 
 Each is one transaction with its audit entry, signed by the operator (the CLI's ``--actor``). A payout that a worker
 holds a lease on is refused, and every change goes through the payout state machine
-(:mod:`payhub.pipeline.payout_states`) in its SQL, so a decision never overwrites what a worker recorded meanwhile.
+(:data:`payhub.states.PAYOUT_TRANSITIONS`) in its SQL, so a decision never overwrites what a worker recorded meanwhile.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
-
 from payhub.audited import reached_rail, reached_refusal
 from payhub.clock import utcnow
-from payhub.db.queries import for_update
-from payhub.db.schema import attempts, payouts, rewards
 from payhub.errors import PayhubError
 from payhub.payees import load_payees
-from payhub.pipeline import leases
-from payhub.pipeline.disburse import fail, instruction_for, safe_hook, set_status
-from payhub.pipeline.reward_actions import required_reason
+from payhub.pipeline.operator import required_reason
+from payhub.pipeline.rail_results import safe_hook
 from payhub.runtime import Runtime, Tx
+from payhub.states import AttemptKind, AttemptOutcome, PayoutStatus
+from payhub.store import payouts as store
 
 MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
 
 
-def _load(tx: Tx, payout_id: int, allowed: tuple[str, ...], verb: str) -> Any:
-    leased = (payouts.c.lease_until > leases.db_now(tx.conn)).label("leased")  # the database's clock, as workers'
-    row = tx.conn.execute(for_update(tx.conn, select(payouts, leased).where(payouts.c.id == payout_id))).first()
+def _load(tx: Tx, payout_id: int, allowed: tuple[PayoutStatus, ...], verb: str) -> Any:
+    row = store.load_for_decision(tx, payout_id)
     if row is None:
         # On PostgreSQL a row a worker's transaction has locked is skipped: it exists, but is busy.
-        owner = tx.conn.execute(select(payouts.c.lease_owner).where(payouts.c.id == payout_id)).first()
+        owner = store.lease_owner(tx, payout_id)
         if owner is None:
             raise PayhubError(f"payout {payout_id} does not exist")
         raise PayhubError(f"payout {payout_id} is being worked on by {owner[0] or 'a worker'}; try again later")
@@ -66,23 +62,22 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
     reason = required_reason(reason)
     now = utcnow()
     with rt.transaction() as tx:
-        row = _load(tx, payout_id, ("unresolved", "unknown"), "resolved")
-        status = "retrying" if outcome == "not-sent" else outcome
-        if status == "retrying":  # not-sent is for an unknown outcome, never for a send the chain records
+        row = _load(tx, payout_id, (PayoutStatus.UNRESOLVED, PayoutStatus.UNKNOWN), "resolved")
+        status = PayoutStatus.RETRYING if outcome == "not-sent" else PayoutStatus(outcome)
+        if status == PayoutStatus.RETRYING:  # not-sent is for an unknown outcome, never for a send the chain records
             _not_at_rail(tx, payout_id, "sent", "paid")
         section = rt.settings.rails.get(row.rail)
-        if status == "retrying" and section is not None and row.attempts >= section.max_attempts:
+        if status == PayoutStatus.RETRYING and section is not None and row.attempts >= section.max_attempts:
             raise PayhubError(f"payout {payout_id} has used all {section.max_attempts} attempts of rail {row.rail}; "
                               "cancel it instead (its rewards are held as owed and can be released)")
-        _moved(set_status(tx, payout_id, status, reason=f"resolved by operator: {reason}",
+        _moved(store.set_status(tx, payout_id, status, reason=f"resolved by operator: {reason}",
                           provider_ref=provider_ref or row.provider_ref, next_attempt_at=None), payout_id)
-        if status in ("sent", "paid"):
-            tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id)
-                            .values(status=status, updated_at=now))
+        if status in (PayoutStatus.SENT, PayoutStatus.PAID):
+            store.set_rewards_status(tx, payout_id, status, now)
         # The operator's finding is recorded like a lookup, so later decisions (cancel) can rely on it.
-        tx.conn.execute(attempts.insert().values(
-            payout_id=payout_id, kind="lookup", number=row.attempts, started_at=now, finished_at=now,
-            outcome="not_found" if status == "retrying" else status, detail=f"operator: {reason}"))
+        store.record_lookup(tx, payout_id, row.attempts, now,
+                            AttemptOutcome.NOT_FOUND if status == PayoutStatus.RETRYING else status,
+                            f"operator: {reason}")
         tx.audit("payout.resolved", "payout", payout_id,
                  {"from": row.status, "to": status, "reason": reason, "provider_ref": provider_ref})
     return status
@@ -94,9 +89,9 @@ def release(rt: Runtime, payout_id: int, reason: str) -> None:
     Refused when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown."""
     reason = required_reason(reason)
     with rt.transaction() as tx:
-        _load(tx, payout_id, ("held",), "released")
+        _load(tx, payout_id, (PayoutStatus.HELD,), "released")
         _not_at_rail(tx, payout_id, "sent", "paid", "unknown")
-        _moved(set_status(tx, payout_id, "scheduled", reason=f"released by operator: {reason}",
+        _moved(store.set_status(tx, payout_id, PayoutStatus.SCHEDULED, reason=f"released by operator: {reason}",
                           released_by=rt.writer.actor), payout_id)
         tx.audit("payout.released", "payout", payout_id, {"reason": reason})
 
@@ -108,19 +103,19 @@ def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
     whatever its row says."""
     text = f"cancelled by operator: {required_reason(reason)}"
     with rt.transaction() as tx:
-        row = _load(tx, payout_id, ("scheduled", "held", "retrying"), "cancelled")
-        if row.status == "retrying" and row.attempts and not _never_received(tx, payout_id):
+        row = _load(tx, payout_id, (PayoutStatus.SCHEDULED, PayoutStatus.HELD, PayoutStatus.RETRYING), "cancelled")
+        if row.status == PayoutStatus.RETRYING and row.attempts and not _never_received(tx, payout_id):
             raise PayhubError(f"payout {payout_id} may have reached the rail; resolve it instead")
         _not_at_rail(tx, payout_id, "sent", "paid", "unknown")
-        _moved(fail(tx, payout_id, "cancelled", text, {"from": row.status}), payout_id)
+        _moved(store.fail(tx, payout_id, PayoutStatus.CANCELLED, text, {"from": row.status}), payout_id)
         payee = load_payees(tx.conn, [row.payee_id]).get(row.payee_id)
     if payee is not None:
-        safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=instruction_for(row, payee),
-                  outcome="cancelled", reason=text)
+        safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=store.instruction_for(row, payee),
+                  outcome=PayoutStatus.CANCELLED, reason=text)
 
 
 def _never_received(tx: Tx, payout_id: int) -> bool:
     """True when the payout's last attempt proves the rail did not keep it (a retryable refusal, or not found)."""
-    last = tx.conn.execute(select(attempts.c.kind, attempts.c.outcome).where(attempts.c.payout_id == payout_id)
-                           .order_by(attempts.c.id.desc()).limit(1)).first()
-    return last is not None and tuple(last) in (("send", "retry"), ("lookup", "not_found"), ("lookup", "retry"))
+    last = store.last_attempt(tx, payout_id)
+    return last in ((AttemptKind.SEND, AttemptOutcome.RETRY), (AttemptKind.LOOKUP, AttemptOutcome.NOT_FOUND),
+                    (AttemptKind.LOOKUP, AttemptOutcome.RETRY))

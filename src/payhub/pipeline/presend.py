@@ -32,9 +32,9 @@ from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, re
 from payhub.clock import utcnow
 from payhub.db.schema import audit_log, payout_items, payouts, rewards
 from payhub.money import to_minor
-from payhub.pipeline import leases
-from payhub.pipeline.payout_states import may_come_from
 from payhub.runtime import Runtime
+from payhub.store import leases
+from payhub.store.payouts import may_come_from
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,10 @@ from payhub.db.queries import for_update
 from payhub.db.schema import approvals, audit_log, payout_items, payouts, rewards
 from payhub.errors import PayhubError
 from payhub.money import from_minor
-from payhub.pipeline.payout_states import NOT_PAYING
+from payhub.pipeline.operator import required_reason
 from payhub.pipeline.rules import BUDGET_HOLD, UNPAID
 from payhub.runtime import Runtime, Tx
+from payhub.states import FINAL_PAYOUT
 
 OPERATOR_HOLD = "operator"
 IN_PAYOUT = ("scheduled", "sent", "paid")
@@ -227,14 +228,6 @@ def _ids(reward_ids: Iterable[int]) -> list[int]:
     return ids
 
 
-def required_reason(reason: str) -> str:
-    """``reason`` without surrounding white space; PayhubError when nothing is left."""
-    text = (reason or "").strip()
-    if not text:
-        raise PayhubError("a reason is required (it is recorded in the audit log)")
-    return text
-
-
 class Refused(PayhubError):
     """A decision refused as a whole: ``problems`` maps each refused reward id to why; ``existing`` lists the named
     rewards that exist (a busy one too), in the order given."""
@@ -272,7 +265,7 @@ def _paying_payouts(tx: Tx, ids: list[int]) -> dict[int, str]:
 
     Every payout that ever carried the reward counts (its items, the payout the reward row points to, and for the
     chain every payout its ``reward.scheduled`` entries name); by the table, only the final failures
-    (:data:`~payhub.pipeline.payout_states.NOT_PAYING`) cannot pay it.
+    (:data:`~payhub.states.FINAL_PAYOUT`) cannot pay it.
     """
     carried = union(
         select(payout_items.c.reward_id.label("reward_id"), payout_items.c.payout_id.label("payout_id"))
@@ -284,7 +277,7 @@ def _paying_payouts(tx: Tx, ids: list[int]) -> dict[int, str]:
     for reward_id, payout_id, status in tx.conn.execute(
             select(carried.c.reward_id, payouts.c.id, payouts.c.status)
             .join(payouts, payouts.c.id == carried.c.payout_id)
-            .where(payouts.c.status.not_in(NOT_PAYING)).order_by(carried.c.reward_id, payouts.c.id)):
+            .where(payouts.c.status.not_in(FINAL_PAYOUT)).order_by(carried.c.reward_id, payouts.c.id)):
         found.setdefault(reward_id, f"reward {reward_id} is in payout {payout_id}, which is {status}")
     # Then what the audit chain records: a payout it records as sent, paid or sent with an unknown outcome may
     # have paid the reward, whatever the payouts table says now.

@@ -1,6 +1,6 @@
 """Settle: ask rails that report status about payouts they accepted, and record paid, rejected or returned.
 
-Claimed payouts are leased and every write is fenced by the lease, as in :mod:`payhub.pipeline.disburse`. A
+Claimed payouts are leased and every write is fenced by the lease (:mod:`payhub.store.payouts`). A
 ``paid`` payout can only become ``returned`` here (a return within the rail's return window).
 """
 
@@ -9,14 +9,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select
-
 from payhub.api import Outcome
 from payhub.clock import utcnow
-from payhub.db.schema import payouts
-from payhub.pipeline import leases
-from payhub.pipeline.disburse import FINAL_FAILURES, apply_results, claim_rows
+from payhub.pipeline.rail_results import FINAL_FAILURES, apply_results
 from payhub.runtime import Runtime
+from payhub.store import payouts as store
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +28,9 @@ def settle_rail(rt: Runtime, rail_name: str) -> int:
     if not (rail.capabilities.reports_status and rail.capabilities.lookup):
         return 0
     now = utcnow()
-    watched = payouts.c.status == "sent"
-    window = rail.capabilities.return_window
-    if window is not None:  # paid payouts the provider may still return
-        watched = or_(watched, and_(payouts.c.status == "paid", payouts.c.updated_at >= now - window))
-    with rt.engine.begin() as conn:
-        query = (
-            select(payouts).where(payouts.c.rail == rail_name, watched)
-            .where(or_(payouts.c.checked_at.is_(None),
-                       payouts.c.checked_at < now - timedelta(seconds=section.settle_interval_seconds)))
-            .where(leases.free(payouts, conn))
-            .order_by(payouts.c.id).limit(rail.capabilities.max_batch)
-        )
-        claimed = claim_rows(conn, rt, query)
-        paid = set(conn.execute(select(payouts.c.id).where(
-            payouts.c.id.in_([w.id for w in claimed]), payouts.c.status == "paid")).scalars())
+    window = rail.capabilities.return_window  # paid payouts the provider may still return
+    claimed, paid = store.claim_to_settle(rt, rail_name, now - timedelta(seconds=section.settle_interval_seconds),
+                                          None if window is None else now - window, rail.capabilities.max_batch)
     if not claimed:
         return 0
     try:
@@ -62,6 +47,5 @@ def settle_rail(rt: Runtime, rail_name: str) -> int:
             changed.append((w, result))
     if changed:
         apply_results(rt, section, changed, {})
-    with rt.engine.begin() as conn:  # a worker that lost the lease leaves checked_at to the one that took it
-        leases.release(conn, payouts, "id", [w.id for w in claimed], claimed[0].lease, checked_at=utcnow())
+    store.release(rt, claimed, checked_at=utcnow())  # a worker that lost the lease leaves it to the one that took it
     return len(claimed)

@@ -22,6 +22,9 @@ from payhub.db.schema import UTCDateTime
 TEXT_LIMIT = 1_000_000
 """The most characters a ``Text`` column takes from one value (attributes, raw text, reasons)."""
 
+REASON_LIMIT = 2_000
+"""The most characters of a stored reason (a quarantined event's, a calculation's)."""
+
 RAW_LIMIT = 65_536
 """The most characters of a record's raw text that are kept; longer text is cut and marked with its digest."""
 

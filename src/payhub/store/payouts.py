@@ -1,0 +1,295 @@
+"""The payouts store: claims and leases, fenced status changes and the attempts of payouts.
+
+Every status change is an UPDATE whose WHERE names the statuses it may come from (:func:`may_come_from`, from the
+state machine :data:`payhub.states.PAYOUT_TRANSITIONS`), so a transition the machine does not allow changes nothing,
+whatever the caller believed the status to be. Every write to a claimed payout is also fenced by the claim's lease
+(:mod:`payhub.store.leases`): a worker whose lease expired or was taken over meanwhile writes nothing for that
+payout, and says so in the log at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from payhub.api import PayoutInstruction
+from payhub.clock import utcnow
+from payhub.db.queries import for_update
+from payhub.db.schema import attempts, payouts, rewards
+from payhub.money import from_minor
+from payhub.payees import load_payees
+from payhub.runtime import Runtime, Tx
+from payhub.states import PAYOUT_TRANSITIONS, AttemptKind, AttemptOutcome, HoldCode, PayoutStatus, RewardStatus
+from payhub.states import payout_allowed as allowed
+from payhub.store import leases
+
+log = logging.getLogger(__name__)
+
+CLAIMABLE = (PayoutStatus.SCHEDULED, PayoutStatus.RETRYING, PayoutStatus.UNKNOWN, PayoutStatus.SENDING)
+"""The statuses a disburse pass claims (when due)."""
+
+_SOURCES = {target: tuple(sorted(s for s, following in PAYOUT_TRANSITIONS.items() if target in following))
+            for target in PAYOUT_TRANSITIONS}
+
+
+@dataclass
+class Work:
+    """One claimed payout in flight."""
+
+    id: int
+    instruction: PayoutInstruction
+    attempts: int
+    needs_lookup: bool
+    lease: str  # the token of the claim: every write to the payout is conditioned on it
+    last_reason: str | None = None
+    screened: bool = False
+    screened_by: tuple[str, ...] = ()  # the screening hooks that let it pass this round, recorded with the send
+    done: bool = False
+
+
+def may_come_from(new: str) -> ColumnElement[bool]:
+    """The condition a payouts UPDATE to status ``new`` carries: its current status allows the change.
+
+    The statuses are written into the SQL (they are the state machine's constants), so bulk UPDATEs can carry it too.
+    """
+    return payouts.c.status.in_([literal_column(f"'{state}'") for state in _SOURCES[PayoutStatus(new)]])
+
+
+def instruction_for(row: Any, payee: Any) -> PayoutInstruction:
+    """The instruction a rail receives for a payouts row."""
+    return PayoutInstruction(
+        payout_id=row.id, idempotency_key=row.idempotency_key, payee=payee,
+        amount=from_minor(row.amount_minor, row.currency), currency=row.currency,
+        reference=f"payhub payout {row.id}", created_at=row.created_at,
+    )
+
+
+def claim_rows(conn: Connection, rt: Runtime, query: Any) -> list[Work]:
+    """Lease the payouts ``query`` selects to this worker and return them as work."""
+    rows = conn.execute(for_update(conn, query)).all()
+    if not rows:
+        return []
+    token = leases.new_token()
+    conn.execute(update(payouts).where(payouts.c.id.in_([r.id for r in rows])).values(
+        lease_owner=rt.worker_id, lease_token=token,
+        lease_until=leases.expiry(conn, rt.settings.database.lease_seconds)))
+    found = load_payees(conn, sorted({r.payee_id for r in rows}))
+    work = []
+    for row in rows:
+        payee = found.get(row.payee_id)
+        if payee is None:  # payees are never deleted from the registry table; guard anyway
+            log.error("payout %s: payee %s is not in the registry", row.id, row.payee_id)
+            continue
+        work.append(Work(row.id, instruction_for(row, payee), row.attempts,
+                         row.status in (PayoutStatus.UNKNOWN, PayoutStatus.SENDING),
+                         token, row.reason, screened=row.released_by is not None))
+    return work
+
+
+def claim_due(rt: Runtime, rail_name: str, limit: int) -> list[Work]:
+    """Lease up to ``limit`` of the rail's claimable payouts that are due (``next_attempt_at`` passed), by id."""
+    now = utcnow()
+    with rt.engine.begin() as conn:
+        query = (
+            select(payouts).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
+            .where(leases.free(payouts, conn))
+            .where(or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
+            .order_by(payouts.c.id).limit(limit)
+        )
+        return claim_rows(conn, rt, query)
+
+
+def claim_to_settle(rt: Runtime, rail_name: str, checked_before: datetime, paid_since: datetime | None,
+                    limit: int) -> tuple[list[Work], set[int]]:
+    """Lease up to ``limit`` of the rail's ``sent`` payouts, and (unless ``paid_since`` is None) its ``paid`` ones
+    updated since ``paid_since``, not checked since ``checked_before``; return them and the ids of the ``paid``."""
+    watched = payouts.c.status == PayoutStatus.SENT
+    if paid_since is not None:
+        watched = or_(watched, and_(payouts.c.status == PayoutStatus.PAID, payouts.c.updated_at >= paid_since))
+    with rt.engine.begin() as conn:
+        query = (
+            select(payouts).where(payouts.c.rail == rail_name, watched)
+            .where(or_(payouts.c.checked_at.is_(None), payouts.c.checked_at < checked_before))
+            .where(leases.free(payouts, conn))
+            .order_by(payouts.c.id).limit(limit)
+        )
+        claimed = claim_rows(conn, rt, query)
+        paid = set(conn.execute(select(payouts.c.id).where(
+            payouts.c.id.in_([w.id for w in claimed]), payouts.c.status == PayoutStatus.PAID)).scalars())
+    return claimed, paid
+
+
+def release(rt: Runtime, claimed: Sequence[Work], **values: Any) -> None:
+    """Give up the claim on ``claimed`` (one claim: one lease), writing ``values`` while it still holds."""
+    if not claimed:
+        return
+    with rt.engine.begin() as conn:
+        leases.release(conn, payouts, "id", [w.id for w in claimed], claimed[0].lease, **values)
+
+
+def renew(rt: Runtime, batch: Sequence[Work]) -> set[int]:
+    """Renew the lease of one claim before a rail call; return the ids still held."""
+    with rt.engine.begin() as conn:
+        return set(leases.renew(conn, payouts, "id", [w.id for w in batch], batch[0].lease,
+                                rt.settings.database.lease_seconds))
+
+
+def fence(tx: Tx, changes: Sequence[tuple[Work, str]]) -> set[int]:
+    """Lock the payouts this worker may still move to the given statuses; return their ids.
+
+    A payout whose lease this worker lost (expired, or claimed by another worker since) is dropped with a WARNING,
+    as is a change the state machine does not allow from the payout's current status: write nothing for either.
+    """
+    if not changes:
+        return set()
+    live: dict[int, str] = {}
+    for token in {w.lease for w, _ in changes}:
+        rows = leases.holding(tx.conn, payouts, "id", [w.id for w, _ in changes if w.lease == token], token,
+                              payouts.c.status)
+        live.update((payout_id, row.status) for payout_id, row in rows.items())
+    kept = set()
+    for w, new in changes:
+        current = live.get(w.id)
+        if current is None:
+            log.warning("payout %s: stale write dropped (%s): this worker's lease on it expired or was taken over "
+                        "by another worker, whose result stands", w.id, new)
+        elif not allowed(current, new):
+            log.warning("payout %s: change %s -> %s not allowed; dropped", w.id, current, new)
+        else:
+            kept.add(w.id)
+    return kept
+
+
+def set_status(tx: Tx, payout_id: int, status: str, lease: str | None = None, **values: Any) -> bool:
+    """Move a payout to ``status``; return whether it moved (the caller audits the change only if it did).
+
+    The UPDATE changes nothing unless the state machine allows ``status`` from the payout's current status, and,
+    for a worker, its lease ``lease`` still holds; for an operator (``lease`` None), unless no worker holds one.
+    """
+    owner: ColumnElement[bool] = (leases.free(payouts, tx.conn) if lease is None
+                                  else leases.held(payouts, lease, tx.conn))
+    moved = tx.conn.execute(update(payouts).where(payouts.c.id == payout_id, may_come_from(status), owner)
+                            .values(status=status, updated_at=utcnow(), **values)).rowcount
+    if not moved:
+        log.warning("payout %s: not moved to %s (a status or lease that does not allow it)", payout_id, status)
+    return bool(moved)
+
+
+def fail(tx: Tx, payout_id: int, state: str, reason: str, detail: dict[str, Any], lease: str | None = None) -> bool:
+    """A payout ended without paying: the money is owed again, so its rewards are held with the reason.
+
+    Applied only as :func:`set_status` allows (``lease`` as there); return whether it was.
+    """
+    if not set_status(tx, payout_id, state, lease, reason=reason):
+        return False
+    tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id).values(
+        status=RewardStatus.HELD, hold_code=HoldCode.PAYOUT_FAILED, hold_reason=f"payout {payout_id} {state}: {reason}",
+        updated_at=utcnow()))
+    tx.audit(f"payout.{state}", "payout", payout_id, {**detail, "reason": reason}, outcome="failed")
+    return True
+
+
+def start_sends(tx: Tx, batch: Sequence[Work], now: datetime, lease_seconds: float) -> dict[int, int]:
+    """Record a send attempt of each payout (``w.attempts`` already counts it) and move it to ``sending``, renewing
+    its lease so that the rail call fits in it; return each payout's attempt id."""
+    if not batch:
+        return {}
+    tx.conn.execute(
+        update(payouts).where(payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
+                              may_come_from(PayoutStatus.SENDING)).values(
+            status=PayoutStatus.SENDING, attempts=bindparam("number"), next_attempt_at=None, updated_at=now,
+            lease_until=leases.expiry(tx.conn, lease_seconds)),
+        [{"payout": w.id, "number": w.attempts, "token": w.lease} for w in batch])
+    rows = [{"payout_id": w.id, "kind": AttemptKind.SEND, "number": w.attempts, "started_at": now} for w in batch]
+    return {payout_id: attempt_id for attempt_id, payout_id in tx.conn.execute(
+        attempts.insert().returning(attempts.c.id, attempts.c.payout_id), rows)}
+
+
+def finish_attempts(tx: Tx, finished: Sequence[dict[str, Any]], now: datetime) -> None:
+    """Record the outcome of attempts: each of ``finished`` has ``attempt`` (its id), ``outcome`` and ``detail``."""
+    if finished:
+        tx.conn.execute(update(attempts).where(attempts.c.id == bindparam("attempt")).values(
+            finished_at=now, outcome=bindparam("outcome"), detail=bindparam("detail")), finished)
+
+
+def record_lookup(tx: Tx, payout_id: int, number: int, started_at: datetime, outcome: str,
+                  detail: str | None, finished_at: datetime | None = None) -> None:
+    """Record a lookup of a payout (a rail's, or an operator's finding) as an attempt."""
+    tx.conn.execute(attempts.insert().values(
+        payout_id=payout_id, kind=AttemptKind.LOOKUP, number=number, started_at=started_at,
+        finished_at=finished_at or started_at, outcome=outcome, detail=detail))
+
+
+def mark_accepted(tx: Tx, settled: Sequence[tuple[Work, str, str | None]], now: datetime) -> None:
+    """Move payouts the rail took to ``sent`` or ``paid`` (``(work, status, provider_ref)``), with their rewards:
+    the common case, written as two bulk statements per status, fenced by lease and state machine."""
+    for state in (PayoutStatus.SENT, PayoutStatus.PAID):
+        changes = [{"payout": w.id, "state": state.value, "ref": ref, "token": w.lease}
+                   for w, new, ref in settled if new == state]
+        if not changes:
+            continue
+        tx.conn.execute(update(payouts).where(
+            payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
+            may_come_from(state)).values(status=bindparam("state"), provider_ref=bindparam("ref"), reason=None,
+                                         checked_at=now, updated_at=now), changes)
+        tx.conn.execute(update(rewards).where(rewards.c.payout_id == bindparam("payout")).values(
+            status=bindparam("state"), updated_at=now), [{"payout": c["payout"], "state": c["state"]}
+                                                         for c in changes])
+
+
+def set_rewards_status(tx: Tx, payout_id: int, status: str, now: datetime) -> None:
+    """Give the rewards a payout carries ``status`` (an operator found the payout sent or paid)."""
+    tx.conn.execute(update(rewards).where(rewards.c.payout_id == payout_id).values(status=status, updated_at=now))
+
+
+def defer(rt: Runtime, batch: Sequence[Work], later: datetime, reason: str) -> None:
+    """Put off the claim's payouts until ``later`` with ``reason``: not a status change (no audit entry), fenced."""
+    with rt.engine.begin() as conn:
+        conn.execute(update(payouts).where(payouts.c.id.in_([w.id for w in batch]),
+                                           leases.held(payouts, batch[0].lease, conn)).values(
+            next_attempt_at=later, reason=reason))
+
+
+def sends_in_flight(conn: Connection, ids: list[int], now: datetime, seconds: float) -> dict[int, datetime]:
+    """The payouts with a send that did not answer (unknown outcome, or none recorded) and started less than
+    ``seconds`` before ``now``, each with when it stops counting as possibly on its way to the rail."""
+    rows = conn.execute(select(attempts.c.payout_id, func.max(attempts.c.started_at))
+                        .where(attempts.c.payout_id.in_(ids), attempts.c.kind == AttemptKind.SEND,
+                               or_(attempts.c.outcome.is_(None), attempts.c.outcome == AttemptOutcome.UNKNOWN))
+                        .group_by(attempts.c.payout_id)).all()
+    until = {payout_id: started + timedelta(seconds=seconds) for payout_id, started in rows if started is not None}
+    return {payout_id: at for payout_id, at in until.items() if at > now}
+
+
+def last_send_details(tx: Tx, ids: Sequence[int]) -> dict[int, str | None]:
+    """The detail (the rail's reason) of each payout's last send attempt."""
+    return {payout_id: detail for payout_id, detail in tx.conn.execute(
+        select(attempts.c.payout_id, attempts.c.detail)
+        .where(attempts.c.payout_id.in_(list(ids)), attempts.c.kind == AttemptKind.SEND)
+        .order_by(attempts.c.id))}  # the last send of each payout wins
+
+
+def last_attempt(tx: Tx, payout_id: int) -> tuple[str, str | None] | None:
+    """The kind and outcome of the payout's last attempt, if any."""
+    row = tx.conn.execute(select(attempts.c.kind, attempts.c.outcome).where(attempts.c.payout_id == payout_id)
+                          .order_by(attempts.c.id.desc()).limit(1)).first()
+    return None if row is None else (row.kind, row.outcome)
+
+
+def load_for_decision(tx: Tx, payout_id: int) -> Any:
+    """Lock a payout for an operator's decision: its row with ``leased`` (a worker's lease is running), or None
+    when it does not exist or (on PostgreSQL) a worker's transaction has it locked."""
+    leased = (payouts.c.lease_until > leases.db_now(tx.conn)).label("leased")  # the database's clock, as workers'
+    return tx.conn.execute(for_update(tx.conn, select(payouts, leased).where(payouts.c.id == payout_id))).first()
+
+
+def lease_owner(tx: Tx, payout_id: int) -> tuple[str | None] | None:
+    """The payout's lease owner (as a one-element row), or None when the payout does not exist."""
+    row = tx.conn.execute(select(payouts.c.lease_owner).where(payouts.c.id == payout_id)).first()
+    return None if row is None else (row[0],)
