@@ -20,17 +20,19 @@ imported from their modules when first used, so that loading the pytest plugin c
 from __future__ import annotations
 
 import importlib
-import os
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from payhub.testing.cli import invoke_cli as invoke_cli
     from payhub.testing.cli import write_distribution as write_distribution
     from payhub.testing.clock import ManualClock as ManualClock
+    from payhub.testing.db import DEFAULT_PG_URL as DEFAULT_PG_URL
+    from payhub.testing.db import PG_URL_VARIABLE as PG_URL_VARIABLE
+    from payhub.testing.db import DatabaseKind as DatabaseKind
+    from payhub.testing.db import DatabaseUnavailable as DatabaseUnavailable
+    from payhub.testing.db import migrate_database as migrate_database
+    from payhub.testing.db import postgres_server_url as postgres_server_url
+    from payhub.testing.db import throwaway_database as throwaway_database
     from payhub.testing.fakes import Acceptance as Acceptance
     from payhub.testing.fakes import FakeRail as FakeRail
     from payhub.testing.fakes import FakeRailSettings as FakeRailSettings
@@ -85,6 +87,7 @@ __all__ = [
     "RewardView",
     "SEND_FAULTS",
     "invoke_cli",
+    "migrate_database",
     "postgres_server_url",
     "throwaway_database",
     "write_distribution",
@@ -94,6 +97,9 @@ _LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submod
     "Acceptance": "fakes",
     "AuditEntryView": "harness",
     "CalculationView": "harness",
+    "DEFAULT_PG_URL": "db",
+    "DatabaseKind": "db",
+    "DatabaseUnavailable": "db",
     "EventView": "harness",
     "ExactlyOnceError": "harness",
     "FAULTS": "faults",
@@ -107,6 +113,7 @@ _LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submod
     "LedgerRail": "fakes",
     "LedgerRailSettings": "fakes",
     "ManualClock": "clock",
+    "PG_URL_VARIABLE": "db",
     "PayoutItemView": "harness",
     "PayoutView": "harness",
     "ProviderLedger": "fakes",
@@ -116,6 +123,9 @@ _LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submod
     "RewardView": "harness",
     "SEND_FAULTS": "faults",
     "invoke_cli": "cli",
+    "migrate_database": "db",
+    "postgres_server_url": "db",
+    "throwaway_database": "db",
     "write_distribution": "cli",
 }
 
@@ -132,65 +142,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-PG_URL_VARIABLE = "PAYHUB_TEST_PG_URL"
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-DatabaseKind = Literal["sqlite", "postgres"]
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The PostgreSQL server of :func:`throwaway_database` cannot be reached."""
-
-
-def postgres_server_url() -> str:
-    """The URL of a database on the PostgreSQL server for tests: ``$PAYHUB_TEST_PG_URL``, else ``DEFAULT_PG_URL``."""
-    return os.environ.get(PG_URL_VARIABLE, DEFAULT_PG_URL)
-
-
-@contextmanager
-def throwaway_database(kind: DatabaseKind, directory: Path,
-                       unavailable: Callable[[str], NoReturn] | None = None) -> Iterator[str]:
-    """Yield the URL of a new, empty database of ``kind``; a PostgreSQL one is dropped when the block ends.
-
-    ``"sqlite"``: the file ``directory / "payhub.db"`` (created by its first use, left to ``directory``'s owner).
-    ``"postgres"``: a uniquely named database created on the server of :func:`postgres_server_url`, and dropped
-    ``WITH (FORCE)`` on exit, whatever connections are still open. When that server cannot be reached (10 s connect
-    timeout), ``unavailable`` is called with the reason before anything is yielded (``pytest.skip`` skips the test);
-    without it, or if it returns, :class:`DatabaseUnavailable` is raised.
-
-    A pytest fixture parametrised over both kinds::
-
-        @pytest.fixture(params=["sqlite", "postgres"])
-        def db_url(request, tmp_path):
-            with throwaway_database(request.param, tmp_path, pytest.skip) as url:
-                yield url
-    """
-    if kind == "sqlite":
-        yield f"sqlite:///{directory / 'payhub.db'}"
-        return
-    import sqlalchemy as sa  # imported when first needed: the pytest plugin imports this package
-
-    if kind != "postgres":
-        raise ValueError(f"unknown database kind {kind!r} (sqlite or postgres)")
-    server = postgres_server_url()
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10})
-    try:
-        try:
-            with admin.connect():
-                pass
-        except sa.exc.OperationalError as exc:
-            reason = f"PostgreSQL not reachable at {server}: {exc}"
-            if unavailable is not None:
-                unavailable(reason)
-            raise DatabaseUnavailable(reason) from exc
-        name = f"payhub_t_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
