@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as exc:
                 print(f"cannot run {command[0]}: {exc}", file=sys.stderr)
                 return 127
-        print(f"{name} SIMULATOR (not a real provider) listening on {url}", flush=True)
+        real = "a real provider" if options.which == "giftcard" else name
+        print(f"{name} SIMULATOR (not {real}) listening on {url}", flush=True)
         for key, value in env.items():
             print(f"  {key}={value}", flush=True)
         _wait()

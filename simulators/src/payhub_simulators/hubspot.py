@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from payhub.testing.server import FaultServer, Response, ServerFault
 from payhub.testing.server import Request as ServerRequest
@@ -277,6 +277,16 @@ class HubSpotSimulator:
         return [_request(r) for r in self.server.calls(path=path) if _done(r)]
 
     # ------------------------------------------------------------------------------------------- dispatch
+
+    def dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes
+                 ) -> tuple[int, dict[str, str], bytes]:
+        """Answer one request in process, as the server would but without its fault plan or request log:
+        (status, headers, body)."""
+        parts = urlsplit(target)
+        request = ServerRequest(method, parts.path, parse_qs(parts.query, keep_blank_values=True), dict(headers), raw,
+                                datetime.now(UTC))
+        response = self._serve(request)
+        return response.status, dict(response.headers), response.body
 
     def _serve(self, request: ServerRequest) -> Response:
         lower = {k.lower(): v for k, v in request.headers.items()}

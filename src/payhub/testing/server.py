@@ -409,8 +409,9 @@ class FaultServer:
                 self._wait_release(None)
             else:
                 time.sleep(fault.seconds)
-        request.status = response.status
-        request.outcome = "answered" if answer(response) else "client_gone"
+        request.status, request.outcome = response.status, "answered"  # set before the client can read it
+        if not answer(response):
+            request.outcome = "client_gone"
 
 
 class _HTTPServer(ThreadingHTTPServer):
