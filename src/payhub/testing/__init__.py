@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from payhub.testing.provider import FaultProvider as FaultProvider
     from payhub.testing.provider import ProviderRail as ProviderRail
     from payhub.testing.provider import ProviderRailSettings as ProviderRailSettings
+    from payhub.testing.server import FaultServer as FaultServer
+    from payhub.testing.server import ServerFault as ServerFault
 
 __all__ = [
     "Acceptance",
@@ -73,6 +75,7 @@ __all__ = [
     "FakeSourceSettings",
     "Fault",
     "FaultProvider",
+    "FaultServer",
     "Fetch",
     "Harness",
     "LedgerRail",
@@ -86,6 +89,7 @@ __all__ = [
     "ProviderRailSettings",
     "RewardView",
     "SEND_FAULTS",
+    "ServerFault",
     "invoke_cli",
     "migrate_database",
     "postgres_server_url",
@@ -120,6 +124,8 @@ _LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submod
     "FaultProvider": "provider",
     "ProviderRail": "provider",
     "ProviderRailSettings": "provider",
+    "FaultServer": "server",
+    "ServerFault": "server",
     "RewardView": "harness",
     "SEND_FAULTS": "faults",
     "invoke_cli": "cli",
