@@ -1,10 +1,10 @@
-"""Fixtures for the bank_transfer rail: rails on temporary outbox/inbox directories, payout instructions, bank
-status reports written the way banks write them, and a payhub runtime on SQLite for tests through the core."""
+"""Fixtures for the bank_transfer rail: rails on temporary outbox/inbox directories, payout instructions and bank
+status reports written the way banks write them. Tests through the core use payhub's kit (``payhub_harness``)."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,10 +12,6 @@ from typing import Any
 
 import pytest
 from payhub.api import Payee, PayoutInstruction
-from payhub.db import migrate
-from payhub.db.engine import make_engine
-from payhub.runtime import Runtime
-from payhub.settings import load_settings
 
 from payhub_bank import BankSettings, BankTransferRail
 
@@ -200,27 +196,3 @@ def make_pain002() -> Callable[..., str]:
 def make_return() -> Callable[..., str]:
     return nacha_return
 
-
-# ---------------------------------------------------------------------------------------------- the core
-
-
-@pytest.fixture
-def make_runtime(tmp_path: Path) -> Iterator[Callable[[str], Runtime]]:
-    """``make_runtime(body)``: a migrated SQLite database plus a Runtime with plugins loaded from ``body``."""
-    made: list[Runtime] = []
-    url = f"sqlite:///{tmp_path / 'payhub.db'}"
-
-    def factory(body: str) -> Runtime:
-        config = tmp_path / "payhub.toml"
-        config.write_text(f'[database]\nurl = "{url}"\n\n' + textwrap.dedent(body))
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        rt = Runtime(load_settings(config))
-        rt.load_plugins()
-        made.append(rt)
-        return rt
-
-    yield factory
-    for rt in made:
-        rt.close()

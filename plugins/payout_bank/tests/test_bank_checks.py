@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from payhub.api import Outcome, Payee
-from payhub.pipeline.schedule import route
+from payhub.testing.pytest_plugin import HarnessFactory
 from pydantic import ValidationError
 from stdnum.us import rtn
 
@@ -128,9 +128,10 @@ def test_send_rejects_what_it_cannot_write_and_writes_the_rest(rail, payout, out
     assert "ph-" + f"{2:032x}" not in next(outbox.glob("*.xml")).read_text()
 
 
-def test_routing_refuses_over_the_limit_and_falls_back(make_runtime, tmp_path: Path) -> None:
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
+def test_routing_refuses_over_the_limit_and_falls_back(payhub_harness: HarnessFactory, tmp_path: Path) -> None:
     (tmp_path / "outbox").mkdir()
-    rt = make_runtime("""
+    harness = payhub_harness("""
         [rails.bank]
         plugin = "bank_transfer"
         outbox = "outbox"
@@ -146,15 +147,15 @@ def test_routing_refuses_over_the_limit_and_falls_back(make_runtime, tmp_path: P
         [[routing.rules]]
         countries = ["DE"]
         rails = ["bank"]
-    """)
-    assert rt.plugins.rails["bank"].capabilities.max_amounts == {"EUR": Decimal("5000")}
+    """, directory=tmp_path)
+    assert harness.rail("bank").capabilities.max_amounts == {"EUR": Decimal("5000")}
     good = eur(iban="DE89370400440532013000")
-    assert route(rt, good, "EUR", 500000)[0] == "bank"
-    rail, why = route(rt, good, "EUR", 500001)
+    assert harness.route(good, Decimal("5000.00"), "EUR")[0] == "bank"
+    rail, why = harness.route(good, Decimal("5000.01"), "EUR")
     assert rail == "export" and "rail bank pays at most 5000 EUR per payout, this one is 5000.01 EUR" in why
-    rail, why = route(rt, eur(iban="DE89370400440532013001"), "EUR", 100)
+    rail, why = harness.route(eur(iban="DE89370400440532013001"), Decimal("1.00"), "EUR")
     assert rail == "export" and "Invalid checksum digits" in why
-    rail, why = route(rt, good, "GBP", 100)
+    rail, why = harness.route(good, Decimal("1.00"), "GBP")
     assert rail == "export" and "rail bank does not pay GBP" in why
 
 

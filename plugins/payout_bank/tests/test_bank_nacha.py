@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ach.parser import Parser  # carta-ach
-from payhub.api import Outcome
-from payhub.clock import utcnow
+from payhub.api import Outcome, utcnow
 
 from payhub_bank import nacha
 from payhub_bank.bizdays import business_day, is_business_day

@@ -1,27 +1,25 @@
 """Through the core: a settings file with ``[rails.bank] plugin = "bank_transfer"``, a payee file with iban, bic,
 account_number and routing_number columns, CRM events in a CSV file; ``payhub run --once`` (the Worker) writes the
 bank files, routing falls back for a bad IBAN and holds a bad routing number, and the settle stage turns bank
-reports into paid, rejected and returned payouts, the money of the last two owed again."""
+reports into paid, rejected and returned payouts, the money of the last two owed again. The pipeline runs in the
+test's process through payhub's harness."""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xmlschema
 from ach.parser import Parser
-from payhub.audit import verify
-from payhub.db.schema import payouts, rewards
-from payhub.money import from_minor
-from payhub.pipeline.settle import settle_rail
-from payhub.runtime import Runtime
-from payhub.worker import Worker
-from sqlalchemy import select
+from payhub.testing import Harness
+from payhub.testing.pytest_plugin import HarnessFactory
+
+from payhub_bank import BankTransferRail
 
 SETTINGS = """
     [payees]
@@ -93,43 +91,38 @@ o7,deal_won,2026-10-01T16:00:00Z,us3,12.00,USD
 """
 
 
-def run_once(rt: Runtime) -> None:
-    worker = Worker(rt)
-    worker.start()
-    try:
-        worker.run_once()
-    finally:
-        worker.stop()
-
-
-def by_payee(rt: Runtime, table: Any) -> dict[str, list[Any]]:
-    with rt.engine.connect() as conn:
-        rows = conn.execute(select(table).order_by(table.c.id)).all()
+def by_payee(rows: Iterable[Any]) -> dict[str, list[Any]]:
     found: dict[str, list[Any]] = {}
     for row in rows:
         found.setdefault(row.payee_id, []).append(row)
     return found
 
 
-def test_pipeline_writes_bank_files_and_settles_reports(make_runtime: Callable[[str], Runtime], tmp_path: Path,
-                                                        make_pain002, make_return) -> None:
-    outbox, inbox = tmp_path / "bank" / "outbox", tmp_path / "bank" / "inbox"
-    outbox.mkdir(parents=True)
-    inbox.mkdir()
+def start(payhub_harness: HarnessFactory, tmp_path: Path) -> Harness:
+    """The bank's directories, the payees and the CRM events in ``tmp_path``, and a harness on SETTINGS there."""
+    (tmp_path / "bank" / "outbox").mkdir(parents=True)
+    (tmp_path / "bank" / "inbox").mkdir()
     (tmp_path / "payees.csv").write_text(PAYEES, encoding="utf-8")
     (tmp_path / "events.csv").write_text(EVENTS)
-    rt = make_runtime(SETTINGS)
-    assert [s.state for s in rt.plugins.statuses if s.section == "bank"] == ["loaded"]
-    run_once(rt)
+    return payhub_harness(SETTINGS, directory=tmp_path)
 
-    paid = {p: rows[0] for p, rows in by_payee(rt, payouts).items()}
+
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
+def test_pipeline_writes_bank_files_and_settles_reports(payhub_harness: HarnessFactory, tmp_path: Path,
+                                                        make_pain002, make_return) -> None:
+    outbox, inbox = tmp_path / "bank" / "outbox", tmp_path / "bank" / "inbox"
+    harness = start(payhub_harness, tmp_path)
+    assert isinstance(harness.rail("bank"), BankTransferRail)
+    harness.run_until_idle()
+
+    paid = {p: rows[0] for p, rows in by_payee(harness.payouts()).items()}
     assert set(paid) == {"de1", "fr1", "nl1", "us1", "us2"}
     assert {p: (r.rail, r.status) for p, r in paid.items()} == {
         "de1": ("bank", "sent"), "fr1": ("bank", "sent"), "nl1": ("export", "sent"), "us1": ("bank", "sent"),
         "us2": ("bank", "sent")}
-    assert from_minor(paid["de1"].amount_minor, "EUR") == Decimal("1244.56")  # two rewards netted
+    assert paid["de1"].amount == Decimal("1244.56")  # two rewards netted
     assert "NL91…4301 is invalid: Invalid checksum digits" in paid["nl1"].route_reason
-    held = by_payee(rt, rewards)["us3"]
+    held = by_payee(harness.rewards())["us3"]
     assert [(r.status, r.hold_code) for r in held] == [("held", "no_rail")]
     assert "routing number '091000018' is invalid" in held[0].hold_reason
 
@@ -159,15 +152,15 @@ def test_pipeline_writes_bank_files_and_settles_reports(make_runtime: Callable[[
         (paid["de1"].idempotency_key, "ACSC", None), (paid["fr1"].idempotency_key, "RJCT", "AC04")]))
     us1 = manifests[paid["us1"].idempotency_key]
     (inbox / "returns.ach").write_text(make_return([(us1["trace_number"], "R01", 250000, us1["individual_id"])]))
-    time.sleep(0.05)  # past settle_interval_seconds
-    assert settle_rail(rt, "bank") == 4
+    harness.advance(0.05)  # past settle_interval_seconds
+    assert harness.settle("bank") == 4
 
-    after = {p: rows[0] for p, rows in by_payee(rt, payouts).items()}
+    after = {p: rows[0] for p, rows in by_payee(harness.payouts()).items()}
     assert {p: after[p].status for p in after} == {"de1": "paid", "fr1": "rejected", "nl1": "sent",
                                                    "us1": "returned", "us2": "sent"}
     assert "AC04 closed account number" in after["fr1"].reason
     assert "R01 insufficient funds" in after["us1"].reason
-    owed = by_payee(rt, rewards)
+    owed = by_payee(harness.rewards())
     assert [(r.status, r.hold_code) for r in owed["de1"]] == [("paid", None), ("paid", None)]
     for payee, why in (("fr1", "AC04"), ("us1", "R01")):
         [reward] = owed[payee]
@@ -175,5 +168,4 @@ def test_pipeline_writes_bank_files_and_settles_reports(make_runtime: Callable[[
         assert why in reward.hold_reason
     assert [r.status for r in owed["us2"]] == ["sent"]
     assert sorted(p.name for p in (inbox / "processed").iterdir()) == ["pain.002-1.xml", "returns.ach"]
-    with rt.engine.connect() as conn:
-        assert verify(conn).ok
+    assert harness.audit_problem() is None

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 from lxml import etree
-from payhub.api import Outcome
-from payhub.clock import utcnow
+from payhub.api import Outcome, utcnow
 
 from payhub_bank.bizdays import business_day, is_business_day
 from payhub_bank.text import end_to_end_id, sepa_text

@@ -9,8 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from payhub.api import Outcome
-from payhub.clock import utcnow
+from payhub.api import Outcome, utcnow
 
 import payhub_bank.rail as rail_module
 

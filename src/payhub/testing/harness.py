@@ -15,6 +15,8 @@ import io
 import json
 import shutil
 import tempfile
+import textwrap
+import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,17 +31,17 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from payhub import audit
-from payhub.api import Calculator, Rail, Source
+from payhub.api import Calculator, Payee, Rail, Source
 from payhub.clock import parse_instant
 from payhub.db import migrate
 from payhub.db.schema import audit_log, calculations, events, payout_items, payouts, rewards
 from payhub.errors import ConfigError
-from payhub.money import from_minor
+from payhub.money import from_minor, to_minor
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch
 from payhub.pipeline.disburse import disburse_rail
 from payhub.pipeline.ingest import poll_batches
-from payhub.pipeline.schedule import schedule_batch
+from payhub.pipeline.schedule import route, schedule_batch
 from payhub.pipeline.settle import settle_rail
 from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
@@ -127,12 +129,14 @@ class PayoutItemView:
 
 @dataclass(frozen=True, slots=True)
 class PayoutView:
-    """A payout: its fixed idempotency key, payee, rail, money, ``status`` and attempts, and its items."""
+    """A payout: its fixed idempotency key, payee, rail and why routing chose it (``route_reason``), money,
+    ``status`` and attempts, and its items."""
 
     id: int
     idempotency_key: str
     payee_id: str
     rail: str
+    route_reason: str
     amount: Decimal
     currency: str
     status: str
@@ -163,10 +167,11 @@ class Harness:
     """payhub's pipeline in this process, driven by the test.
 
     ``settings``: the settings file's tables as a dict (``{"programs": {"pct": {"calculator": "percentage",
-    "percent": "10"}}, "routing": {"default_rail": "bank"}}``), validated by payhub's settings model; relative paths
-    are resolved against :attr:`directory`. ``plugins``: instances by section key (``{"sources.crm": FakeSource("crm"),
-    "rails.bank": FakeRail("bank")}``), used as given; their section is added when the settings lack it and may
-    hold core keys only (``max_attempts``, ``batch_size``…): the instance carries its own settings. Every other
+    "percent": "10"}}, "routing": {"default_rail": "bank"}}``) or the file's TOML text (dedented), validated by
+    payhub's settings model; relative paths are resolved against :attr:`directory`. ``plugins``: instances by
+    section key (``{"sources.crm": FakeSource("crm"), "rails.bank": FakeRail("bank")}``), used as given; their
+    section is added when the settings lack it and may hold core keys only (``max_attempts``, ``batch_size``…): the
+    instance carries its own settings. Every other
     enabled section is loaded by name through entry points, as in production. ``payees``: rows of the payees file
     (``{"id": "p1", "name": "Partner One", "country": "DE"}``), written to ``payees.csv`` in :attr:`directory`.
     ``database_url``: default a SQLite file in :attr:`directory`; the schema is migrated to this payhub's revision.
@@ -177,7 +182,7 @@ class Harness:
     it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, settings: Mapping[str, Any] | None = None, *, plugins: Mapping[str, object] | None = None,
+    def __init__(self, settings: Mapping[str, Any] | str | None = None, *, plugins: Mapping[str, object] | None = None,
                  payees: Iterable[Mapping[str, str]] | None = None, database_url: str | None = None,
                  directory: Path | None = None, clock: ManualClock | None = None) -> None:
         self._owns_directory = directory is None
@@ -186,7 +191,8 @@ class Harness:
         self._given = dict(plugins or {})
         self._cleanups: list[Callable[[], None]] = []
         try:
-            self.settings: Settings = self._settings(dict(settings or {}), database_url, payees)
+            data = tomllib.loads(textwrap.dedent(settings)) if isinstance(settings, str) else dict(settings or {})
+            self.settings: Settings = self._settings(data, database_url, payees)
             self.clock.install()
             self._cleanups.append(self.clock.uninstall)
             self._rt = Runtime(self.settings, role="harness")
@@ -230,6 +236,7 @@ class Harness:
         if payees is not None:
             (self.directory / "payees.csv").write_text(_payees_csv(list(payees)), encoding="utf-8")
             data.setdefault("payees", {})["file"] = "payees.csv"
+        self._data = data
         try:
             settings = Settings(**data)
         except ValidationError as exc:
@@ -246,6 +253,24 @@ class Harness:
             raise ConfigError(problems)
         return settings
 
+    @property
+    def settings_file(self) -> Path:
+        """The settings as a TOML file, ``payhub.toml`` in :attr:`directory` (written when first asked), for the
+        command line on the harness's database: ``invoke_cli("-c", str(harness.settings_file), "explain", ...)``.
+
+        It holds the tables the harness was given, with its database URL and payees file; the sections of plugin
+        instances are left out, since a file names plugins by entry point only.
+        """
+        path = self.directory / "payhub.toml"
+        if not path.exists():
+            data = copy.deepcopy(self._data)
+            for key in self._given:
+                table, _, name = key.partition(".")
+                data.get(table, {}).pop(name, None)
+            path.write_text("".join(f"{_toml(key)} = {_toml(value)}\n" for key, value in data.items()),
+                            encoding="utf-8")
+        return path
+
     def source(self, name: str) -> Source:
         """The source of section ``name`` (given or loaded)."""
         return self._rt.plugins.sources[name]
@@ -253,6 +278,13 @@ class Harness:
     def rail(self, name: str) -> Rail:
         """The rail of section ``name`` (given or loaded)."""
         return self._rt.plugins.rails[name]
+
+    def route(self, payee: Payee, amount: Decimal, currency: str) -> tuple[str | None, str]:
+        """The rail routing would choose for a payout of ``amount`` ``currency`` to ``payee``, and why; ``(None,
+        every refusal)`` when no configured rail takes it. Candidates are the payee's preferred rail, the rails of the
+        first matching ``routing.rules`` entry, then ``routing.default_rail``; a rail refuses a currency, country or
+        amount its capabilities exclude, and a payee its ``check_payee`` rejects."""
+        return route(self._rt, payee, currency, to_minor(amount, currency))
 
     def plugin_failures(self) -> dict[str, str]:
         """The configured plugins that failed to load or start: section key -> reason (``payhub plugins list``)."""
@@ -388,7 +420,8 @@ class Harness:
                 if item.payout_id in items:
                     items[item.payout_id].append(
                         PayoutItemView(item.reward_id, from_minor(item.amount_minor, currency[item.payout_id])))
-        return [PayoutView(r.id, r.idempotency_key, r.payee_id, r.rail, from_minor(r.amount_minor, r.currency),
+        return [PayoutView(r.id, r.idempotency_key, r.payee_id, r.rail, r.route_reason,
+                           from_minor(r.amount_minor, r.currency),
                            r.currency, r.status, r.reason, r.attempts, r.provider_ref, r.next_attempt_at,
                            tuple(items[r.id])) for r in rows]
 
@@ -472,6 +505,20 @@ class Harness:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _toml(value: Any) -> str:
+    """``value`` (a table, array, string, number, boolean or datetime, as ``tomllib`` reads them) as TOML text on one
+    line: tables inline, strings in JSON's escapes (which TOML's basic strings share)."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_toml(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool | int | float | str):
+        return json.dumps(value)
+    return json.dumps(str(value))  # Decimal, Path and other values settings read from text
 
 
 def _payees_csv(rows: list[Mapping[str, str]]) -> str:

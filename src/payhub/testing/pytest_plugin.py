@@ -35,7 +35,7 @@ DATABASE_KINDS = ("sqlite", "postgres")
 class HarnessFactory(Protocol):
     """The type of the ``payhub_harness`` fixture."""
 
-    def __call__(self, settings: Mapping[str, Any] | None = None, plugins: Mapping[str, object] | None = None,
+    def __call__(self, settings: Mapping[str, Any] | str | None = None, plugins: Mapping[str, object] | None = None,
                  **options: Any) -> Harness:
         """A new :class:`~payhub.testing.Harness`; ``options`` are its keyword arguments (``payees``,
         ``database_url``, ``directory``, ``clock``), defaulting to ``payhub_db_url``, a new directory under
@@ -101,7 +101,7 @@ def payhub_harness(payhub_db_url: str, payhub_clock: ManualClock, tmp_path: Path
 
     made: list[Harness] = []
 
-    def factory(settings: Mapping[str, Any] | None = None, plugins: Mapping[str, object] | None = None,
+    def factory(settings: Mapping[str, Any] | str | None = None, plugins: Mapping[str, object] | None = None,
                 **options: Any) -> Harness:
         options.setdefault("database_url", payhub_db_url)
         options.setdefault("clock", payhub_clock)
