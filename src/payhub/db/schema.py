@@ -7,10 +7,12 @@ are the exact decimal text the source sent. Times are aware UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -25,14 +27,31 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from payhub.states import (
+    AttemptKind,
+    AttemptOutcome,
+    CalculationStatus,
+    EventStatus,
+    HoldCode,
+    PayoutStatus,
+    RewardStatus,
+)
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
     }
 )
+
+
+def one_of(column: str, enum: type[StrEnum]) -> CheckConstraint:
+    """A CHECK that ``column`` holds one of ``enum``'s values (or NULL), named ``ck_<table>_<column>``."""
+    listed = ", ".join(f"'{member.value}'" for member in enum)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -99,7 +118,7 @@ events = Table(
     Column("amount", String(60)),  # exact decimal text
     Column("currency", String(3)),
     Column("attributes", Text, nullable=False, default="{}"),
-    Column("status", String(20), nullable=False),  # ingested | waiting | calculated | quarantined
+    Column("status", String(20), nullable=False),  # an EventStatus
     Column("reason", Text),
     Column("raw", Text),
     Column("ingested_at", UTCDateTime, nullable=False),
@@ -109,6 +128,7 @@ events = Table(
     Index("ix_events_object", "source", "object_type", "object_id"),
     Index("ix_events_partner", "partner_id", "occurred_at"),
     Index("ix_events_source_id", "source", "id"),  # listings by source, paged by id
+    one_of("status", EventStatus),
 )
 
 program_versions = Table(
@@ -132,12 +152,13 @@ calculations = Table(
     Column("event_id", ForeignKey("events.id"), nullable=False),
     Column("program", String(200), nullable=False),
     Column("program_version_id", ForeignKey("program_versions.id"), nullable=False),
-    Column("status", String(20), nullable=False),  # rewarded | not_eligible | failed
+    Column("status", String(20), nullable=False),  # a CalculationStatus
     Column("reason", Text),
     Column("calculated_at", UTCDateTime, nullable=False),
     UniqueConstraint("program", "event_id"),  # invariant 2: calculated once per (program, event)
     Index("ix_calculations_event", "event_id"),
     Index("ix_calculations_status_id", "status", "id"),  # what paid nothing, paged by id
+    one_of("status", CalculationStatus),
 )
 
 rewards = Table(
@@ -151,9 +172,8 @@ rewards = Table(
     Column("currency", String(3), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("details", Text, nullable=False, default="{}"),
-    # awaiting_approval | pending | held | carried | scheduled | sent | paid | cancelled
-    Column("status", String(20), nullable=False),
-    Column("hold_code", String(40)),
+    Column("status", String(20), nullable=False),  # a RewardStatus
+    Column("hold_code", String(40)),  # a HoldCode, for a held reward
     Column("hold_reason", Text),
     Column("approvals_needed", Integer, nullable=False, default=0),
     Column("budget_key", String(400)),  # the budget pool the reward draws on: program:period[:partner]
@@ -173,6 +193,8 @@ rewards = Table(
     Index("ix_rewards_status_id", "status", "id"),
     Index("ix_rewards_payee_id", "payee_id", "id"),
     Index("ix_rewards_program_id", "program", "id"),
+    one_of("status", RewardStatus),
+    one_of("hold_code", HoldCode),
 )
 
 approvals = Table(
@@ -213,9 +235,7 @@ payouts = Table(
     Column("currency", String(3), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
     Column("item_count", Integer, nullable=False),
-    # scheduled | sending | retrying | unknown | unresolved | sent | paid | rejected | returned | failed | held |
-    # cancelled
-    Column("status", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # a PayoutStatus (payhub.states.PAYOUT_TRANSITIONS)
     Column("reason", Text),
     Column("provider_ref", String(200)),
     Column("attempts", Integer, nullable=False, default=0),
@@ -232,6 +252,7 @@ payouts = Table(
     Index("ix_payouts_status_id", "status", "id"),
     Index("ix_payouts_rail_id", "rail", "id"),
     Index("ix_payouts_payee_id", "payee_id", "id"),
+    one_of("status", PayoutStatus),
 )
 
 payout_items = Table(
@@ -249,13 +270,15 @@ attempts = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("payout_id", ForeignKey("payouts.id"), nullable=False),
-    Column("kind", String(10), nullable=False),  # send | lookup
+    Column("kind", String(10), nullable=False),  # an AttemptKind
     Column("number", Integer, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
-    Column("outcome", String(20)),  # an api.Outcome value, or "not_found" for a lookup
+    Column("outcome", String(20)),  # an AttemptOutcome; NULL while the attempt runs
     Column("detail", Text),
     Index("ix_attempts_payout", "payout_id"),
+    one_of("kind", AttemptKind),
+    one_of("outcome", AttemptOutcome),
 )
 
 audit_log = Table(
