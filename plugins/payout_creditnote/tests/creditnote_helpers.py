@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -58,8 +57,3 @@ def text(root: Any, path: str) -> str | None:
     node = root.find(path, XPATH_NS)
     return None if node is None else node.text
 
-
-def write_settings(directory: Path, body: str) -> Path:
-    path = directory / "payhub.toml"
-    path.write_text(f'[database]\nurl = "sqlite:///{directory / "payhub.db"}"\n\n' + textwrap.dedent(body))
-    return path

@@ -13,12 +13,10 @@ from typing import Any
 import pycountry
 import pytest
 from creditnote_en16931 import En16931, code_lists
-from creditnote_helpers import SELLER, instruction, make_settings, payee, text, write_settings
+from creditnote_helpers import SELLER, instruction, make_settings, payee, text
 from lxml import etree
-from payhub.api import Outcome
-from payhub.errors import ConfigError
-from payhub.plugins import load_plugins
-from payhub.settings import load_settings
+from payhub.api import ConfigError, Outcome
+from payhub.testing import Harness
 from pydantic import ValidationError
 
 from payhub_creditnote import CreditNoteRail, codes, ubl
@@ -159,7 +157,7 @@ def test_u_plus_7f_is_text_xml_can_hold(tmp_path: Path) -> None:
 ])
 def test_tax_problems_name_their_key(tmp_path: Path, tax: dict[str, str], key: str, message: str) -> None:
     """Each problem of the tax table names its key (``rails.<name>.tax.rate``), not the table."""
-    config = write_settings(tmp_path, f"""\
+    settings = (f"""\
         [rails.cn]
         plugin = "credit_note"
         outbox = "outbox"
@@ -176,7 +174,7 @@ def test_tax_problems_name_their_key(tmp_path: Path, tax: dict[str, str], key: s
         {chr(10).join(f'{k} = "{v}"' for k, v in tax.items())}
         """)
     with pytest.raises(ConfigError) as refused:
-        load_plugins(load_settings(config), kinds={"rail"})
+        Harness(settings, directory=tmp_path)
     assert refused.value.problems == [(f"rails.cn.tax.{key}", refused.value.problems[0][1])]
     assert message in refused.value.problems[0][1]
 
@@ -257,7 +255,7 @@ def test_a_buyer_in_greece_gets_reverse_charge(rail_factory: RailFactory, en1693
 
 
 def test_greece_written_el_stops_start_up_naming_the_key(tmp_path: Path) -> None:
-    config = write_settings(tmp_path, """\
+    settings = ("""\
         [rails.cn]
         plugin = "credit_note"
         outbox = "outbox"
@@ -274,7 +272,7 @@ def test_greece_written_el_stops_start_up_naming_the_key(tmp_path: Path) -> None
         rate = "24"
         """)
     with pytest.raises(ConfigError) as refused:
-        load_plugins(load_settings(config), kinds={"rail"})
+        Harness(settings, directory=tmp_path)
     [(key, message)] = refused.value.problems
     assert key == "rails.cn.seller.country" and "Greece is GR" in message
 

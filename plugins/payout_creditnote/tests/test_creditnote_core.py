@@ -7,18 +7,11 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from creditnote_en16931 import En16931
-from creditnote_helpers import text, write_settings
+from creditnote_helpers import text
 from lxml import etree
-from payhub.audit import verify
-from payhub.db import migrate
-from payhub.db.engine import make_engine
-from payhub.db.schema import payouts, rewards
-from payhub.money import from_minor
-from payhub.runtime import Runtime
-from payhub.settings import load_settings
-from payhub.worker import Worker
-from sqlalchemy import select
+from payhub.testing.pytest_plugin import HarnessFactory
 
 from payhub_creditnote import CreditNoteRail, ubl
 
@@ -61,7 +54,9 @@ default_rail = "cn"
 """
 
 
-def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path, en16931: En16931) -> None:
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
+def test_one_credit_note_per_payout_through_the_pipeline(payhub_harness: HarnessFactory, tmp_path: Path,
+                                                         en16931: En16931) -> None:
     (tmp_path / "payees.csv").write_text(
         "id,name,country,email,vat_id,city,peppol_id\n"
         "r1,Reseller One B.V.,NL,ap@one.example,NL123456789B01,Amsterdam,0106:12345678\n"
@@ -77,44 +72,29 @@ def test_one_credit_note_per_payout_through_the_pipeline(tmp_path: Path, en16931
         "0064,deal_won,2026-10-03T12:00:00Z,r3,500.00,EUR,opp\n"
         "0065,deal_won,2026-10-03T12:00:00Z,r4,500.00,EUR,opp\n"
         "0066,deal_won,2026-10-03T12:00:00Z,r5,500.00,EUR,opp\n")
-    config = write_settings(tmp_path, SETTINGS)
-    engine = make_engine(load_settings(config).database_url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    rt = Runtime(load_settings(config))
-    rt.load_plugins()
-    try:
-        rail = rt.plugins.rails["cn"]
-        assert isinstance(rail, CreditNoteRail)
-        worker = Worker(rt)
-        worker.start()
-        try:
-            worker.run_once()
-            worker.run_once()  # a second pass issues nothing new
-        finally:
-            worker.stop()
-        with rt.engine.connect() as conn:
-            rows = conn.execute(select(payouts).order_by(payouts.c.id)).all()
-            held = dict(conn.execute(select(rewards.c.payee_id, rewards.c.hold_reason).where(
-                rewards.c.payee_id.in_(["r4", "r5"]), rewards.c.status == "held")).all())
-            assert verify(conn).ok
-        assert [(r.payee_id, r.status) for r in rows] == [("r1", "sent"), ("r2", "sent")]  # r3: no country, held
-        assert "rail cn: payee r4: country EL is not an ISO 3166-1 country code: Greece is GR" in held["r4"]
-        assert "rail cn: payee r5: the scheme of peppol_id '9999' is not a code of the EAS list" in held["r5"]
-        numbers = rail.ledger.numbers("CN-2026-")
-        assert [n for _, n, _ in numbers] == [1, 2]
-        assert {k for _, _, k in numbers} == {r.idempotency_key for r in rows}
-        for row in rows:
-            path = tmp_path / "outbox" / f"{row.provider_ref}.xml"
-            document = path.read_bytes()
-            assert ubl.validate(document) == []
-            assert en16931.fatal(document) == []
-            category = "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cbc:ID"
-            assert text(etree.fromstring(document), category) == "AE"  # DE seller, NL and BE buyers with VAT ids
-            fields = ubl.read(document)
-            assert fields["id"] == row.provider_ref
-            assert Decimal(fields["payable"]) == from_minor(row.amount_minor, row.currency)
-            assert fields["currency"] == "EUR"
-        assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["CN-2026-000001.xml", "CN-2026-000002.xml"]
-    finally:
-        rt.close()
+    harness = payhub_harness(SETTINGS, directory=tmp_path)
+    rail = harness.rail("cn")
+    assert isinstance(rail, CreditNoteRail)
+    harness.run_until_idle()
+    harness.run_until_idle()  # a second run issues nothing new
+    rows = harness.payouts()
+    held = {r.payee_id: r.hold_reason for r in harness.rewards("held") if r.payee_id in ("r4", "r5")}
+    assert harness.audit_problem() is None
+    assert [(r.payee_id, r.status) for r in rows] == [("r1", "sent"), ("r2", "sent")]  # r3: no country, held
+    assert "rail cn: payee r4: country EL is not an ISO 3166-1 country code: Greece is GR" in held["r4"]
+    assert "rail cn: payee r5: the scheme of peppol_id '9999' is not a code of the EAS list" in held["r5"]
+    numbers = rail.ledger.numbers("CN-2026-")
+    assert [n for _, n, _ in numbers] == [1, 2]
+    assert {k for _, _, k in numbers} == {r.idempotency_key for r in rows}
+    for row in rows:
+        path = tmp_path / "outbox" / f"{row.provider_ref}.xml"
+        document = path.read_bytes()
+        assert ubl.validate(document) == []
+        assert en16931.fatal(document) == []
+        category = "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cbc:ID"
+        assert text(etree.fromstring(document), category) == "AE"  # DE seller, NL and BE buyers with VAT ids
+        fields = ubl.read(document)
+        assert fields["id"] == row.provider_ref
+        assert Decimal(fields["payable"]) == row.amount
+        assert fields["currency"] == "EUR"
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["CN-2026-000001.xml", "CN-2026-000002.xml"]

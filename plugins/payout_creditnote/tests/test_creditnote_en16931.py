@@ -16,11 +16,7 @@ from creditnote_en16931 import ARTEFACT_SHA256, ARTEFACT_VERSION, En16931, artef
 from creditnote_helpers import SELLER, instruction, make_settings, payee, text
 from lxml import etree
 from payhub.api import Outcome
-from payhub.db import migrate
-from payhub.db.engine import make_engine
-from payhub.runtime import Runtime
-from payhub.settings import load_settings
-from payhub.worker import Worker
+from payhub.testing.pytest_plugin import HarnessFactory
 from pydantic import ValidationError
 
 from payhub_creditnote import CreditNoteRail, ubl, vat
@@ -165,26 +161,15 @@ def quickstart_copy(target: Path) -> Path:
     return target / "quickstart.toml"
 
 
-def test_every_credit_note_of_the_quickstart_conforms(tmp_path: Path, en16931: En16931) -> None:
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
+def test_every_credit_note_of_the_quickstart_conforms(payhub_harness: HarnessFactory, tmp_path: Path,
+                                                       en16931: En16931) -> None:
     """One pass of the README's quickstart (examples/quickstart.toml), then every credit note it issued: valid UBL
     and no fatal EN 16931 rule."""
     pytest.importorskip("payhub_bank")
     pytest.importorskip("payhub_giftcard")
     config = quickstart_copy(tmp_path)
-    engine = make_engine(load_settings(config).database_url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    rt = Runtime(load_settings(config))
-    rt.load_plugins()
-    try:
-        worker = Worker(rt)
-        worker.start()
-        try:
-            worker.run_once()
-        finally:
-            worker.stop()
-    finally:
-        rt.close()
+    payhub_harness(config.read_text(), directory=tmp_path).run_until_idle()
     notes = sorted((tmp_path / "quickstart" / "credit-notes").glob("*.xml"))
     assert [p.name for p in notes] == ["CN-2026-000001.xml"]
     for path in notes:
