@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 from payhub.api import Payee, PayoutInstruction
 
@@ -22,8 +20,3 @@ def instruction(n: int = 1, amount: str = "25.00", currency: str = "USD",
     return PayoutInstruction(n, f"ph-{n:032x}", who or payee(), Decimal(amount), currency, f"payhub payout {n}",
                              datetime(2026, 10, 1, tzinfo=UTC))
 
-
-def write_settings(directory: Path, body: str) -> Path:
-    path = directory / "payhub.toml"
-    path.write_text(f'[database]\nurl = "sqlite:///{directory / "payhub.db"}"\n\n' + textwrap.dedent(body))
-    return path

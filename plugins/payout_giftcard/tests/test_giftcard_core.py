@@ -8,6 +8,7 @@ before anything was sent again.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -15,24 +16,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from giftcard_helpers import API_KEY, write_settings
-from payhub.audit import verify
-from payhub.clock import utcnow
-from payhub.db import migrate
-from payhub.db.engine import make_engine
-from payhub.db.schema import attempts, events, payouts
-from payhub.money import from_minor
-from payhub.runtime import Runtime
-from payhub.settings import load_settings
-from payhub.worker import Worker
-from sqlalchemy import create_engine, select, update
-
+from giftcard_helpers import API_KEY
+from payhub.testing import Harness, PayoutView
+from payhub.testing.pytest_plugin import HarnessFactory
 from payhub_simulators.giftcard import GiftCardSimulator
 
 PAYHUB = shutil.which("payhub", path=str(Path(sys.executable).parent)) or "payhub"
@@ -94,87 +87,83 @@ def write_backlog(directory: Path, payees: int, events: int, seed: int) -> None:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Callable[..., tuple[Runtime, GiftCardSimulator]]]:
-    """``setup(payees, events, **simulator options)``: a migrated database, the backlog and a simulator."""
-    made: list[tuple[Runtime, GiftCardSimulator]] = []
+def setup(payhub_harness: HarnessFactory, tmp_path: Path) -> Iterator[Callable[..., tuple[Harness, GiftCardSimulator]]]:
+    """``setup(payees, events, **simulator options)``: the backlog, a simulator and a harness paying through it."""
+    made: list[GiftCardSimulator] = []
 
-    def factory(payees: int = 24, events: int = 60, **options: Any) -> tuple[Runtime, GiftCardSimulator]:
+    def factory(payees: int = 24, events: int = 60, **options: Any) -> tuple[Harness, GiftCardSimulator]:
         sim = GiftCardSimulator(api_key=API_KEY, **options).start()
+        made.append(sim)
         write_backlog(tmp_path, payees, events, seed=5)
-        config = write_settings(tmp_path, SETTINGS.format(url=sim.url, key=API_KEY))
-        engine = make_engine(load_settings(config).database_url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        rt = Runtime(load_settings(config))
-        rt.load_plugins()
-        made.append((rt, sim))
-        return rt, sim
+        return payhub_harness(SETTINGS.format(url=sim.url, key=API_KEY), directory=tmp_path), sim
 
     yield factory
-    for rt, sim in made:
-        rt.close()
+    for sim in made:
         sim.stop()
 
 
-def payees_with_events(rt: Runtime) -> set[str]:
-    with rt.engine.connect() as conn:
-        return set(conn.execute(select(events.c.payee_id)).scalars())
+MADE_DUE = 60
+"""Seconds the harness's clock moves to let every backoff, lookup wait and settle interval of SETTINGS run out."""
 
 
-def make_due(engine: Any) -> None:
-    """Let every backoff and lookup wait run out."""
-    with engine.begin() as conn:
-        conn.execute(update(payouts).where(payouts.c.status.in_(("retrying", "unknown")))
-                     .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
-        conn.execute(update(payouts).where(payouts.c.status == "sent")
-                     .values(checked_at=utcnow() - timedelta(seconds=60)))
+@dataclass(frozen=True)
+class Paid:
+    """What assert_paid_once reads of a payout, from the harness or from ``payhub payouts list --format json``."""
+
+    id: int
+    idempotency_key: str
+    payee_id: str
+    amount: Decimal
+    currency: str
+    status: str
+    reason: str | None
+    provider_ref: str | None
+
+    @classmethod
+    def of(cls, row: PayoutView | dict[str, Any]) -> Paid:
+        if isinstance(row, PayoutView):
+            return cls(row.id, row.idempotency_key, row.payee_id, row.amount, row.currency, row.status, row.reason,
+                       row.provider_ref)
+        return cls(row["id"], row["key"], row["payee"], Decimal(row["amount"]), row["currency"], row["status"],
+                   row["reason"], row["provider_ref"])
 
 
-def assert_paid_once(engine: Any, sim: GiftCardSimulator, final: str = "paid") -> list[Any]:
+def assert_paid_once(rows: Sequence[PayoutView | dict[str, Any]], sim: GiftCardSimulator, final: str = "paid") -> None:
     """Every payout has its final state and exactly one provider order, for its amount, currency and payee."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(payouts).order_by(payouts.c.id)).all()
-    assert rows, "no payouts were scheduled"
+    payouts = [Paid.of(row) for row in rows]
+    assert payouts, "no payouts were scheduled"
     counts = sim.order_counts()
     twice = {k: n for k, n in counts.items() if n > 1}
     assert not twice, f"orders placed more than once: {twice}"
-    unsent = [(r.id, r.status, r.reason) for r in rows if r.idempotency_key not in counts]
+    unsent = [(r.id, r.status, r.reason) for r in payouts if r.idempotency_key not in counts]
     assert not unsent, f"payouts without an order: {unsent}"
-    assert set(counts) == {r.idempotency_key for r in rows}, "payhub and the provider disagree on the payouts"
-    for row in rows:
+    assert set(counts) == {r.idempotency_key for r in payouts}, "payhub and the provider disagree on the payouts"
+    for row in payouts:
         assert row.status == final, f"payout {row.id} is {row.status}: {row.reason}"
         [order] = sim.orders(row.idempotency_key)
         reward = order["rewards"][0]
-        assert reward["value"] == {"denomination": from_minor(row.amount_minor, row.currency),
-                                   "currency_code": row.currency}
+        assert reward["value"] == {"denomination": row.amount, "currency_code": row.currency}
         assert reward["recipient"]["email"] == f"partner{int(row.payee_id[1:])}@example.com"
         assert row.provider_ref == order["id"]
-    return rows
 
 
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_paid_exactly_once_through_the_pipeline_under_faults(setup: Callable[..., Any]) -> None:
-    rt, sim = setup(initial_status="PENDING", execute_after_seconds=0.0, dedup=False,
-                    every={"error_after": 4, "error_before": 5, "rate_limit": 7})
+    harness, sim = setup(initial_status="PENDING", execute_after_seconds=0.0, dedup=False,
+                         every={"error_after": 4, "error_before": 5, "rate_limit": 7})
     sim.plan("timeout_after=0.8", "duplicate", "latency=0.1", "rate_limit=0.01")
-    worker = Worker(rt)
-    worker.start()
-    try:
-        for _ in range(40):
-            worker.run_once()
-            with rt.engine.connect() as conn:
-                states = {r.status for r in conn.execute(select(payouts.c.status))}
-            if states == {"paid"}:
-                break
-            make_due(rt.engine)
-        rows = assert_paid_once(rt.engine, sim)
-    finally:
-        worker.stop()
-    with rt.engine.connect() as conn:
-        lookups = conn.execute(select(attempts.c.outcome).where(attempts.c.kind == "lookup")).scalars().all()
-        assert verify(conn).ok
+    for _ in range(40):
+        harness.run_until_idle()
+        if {p.status for p in harness.payouts()} == {"paid"}:
+            break
+        harness.advance(MADE_DUE)
+    rows = harness.payouts()
+    assert_paid_once(rows, sim)
+    lookups = [a.outcome for a in harness.attempts("lookup")]
+    assert harness.audit_problem() is None
     assert "accepted" in lookups or "paid" in lookups, "no unknown outcome was resolved by a lookup"
     assert "not_found" in lookups, "no lookup found an order missing (error before accepting)"
-    assert len(rows) == len(payees_with_events(rt))
+    assert len(rows) == len({e.payee_id for e in harness.events()})
     stored = {"created", "created, answered late", "created, answered as a duplicate",
               "internal error (simulated, after the order was stored)"}
     notes = [r["note"] for r in sim.requests("POST")]
@@ -182,24 +171,18 @@ def test_paid_exactly_once_through_the_pipeline_under_faults(setup: Callable[...
     assert "internal error (simulated, after the order was stored)" in notes
 
 
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_a_failed_order_holds_the_rewards(setup: Callable[..., Any]) -> None:
-    rt, sim = setup(payees=4, events=8, initial_status="PENDING")
-    worker = Worker(rt)
-    worker.start()
-    try:
-        worker.run_once()
-        with rt.engine.connect() as conn:
-            rows = conn.execute(select(payouts).order_by(payouts.c.id)).all()
-        assert {r.status for r in rows} == {"sent"}
-        sim.set_status(rows[0].provider_ref, "FAILED")
-        for row in rows[1:]:
-            sim.set_status(row.provider_ref, "EXECUTED")
-        make_due(rt.engine)
-        worker.run_once()
-        with rt.engine.connect() as conn:
-            after = {r.id: (r.status, r.reason) for r in conn.execute(select(payouts))}
-    finally:
-        worker.stop()
+    harness, sim = setup(payees=4, events=8, initial_status="PENDING")
+    harness.run_until_idle()
+    rows = harness.payouts()
+    assert {r.status for r in rows} == {"sent"}
+    sim.set_status(rows[0].provider_ref, "FAILED")
+    for row in rows[1:]:
+        sim.set_status(row.provider_ref, "EXECUTED")
+    harness.advance(MADE_DUE)
+    harness.run_until_idle()
+    after = {r.id: (r.status, r.reason) for r in harness.payouts()}
     assert after[rows[0].id] == ("rejected", f"provider order {rows[0].provider_ref} is FAILED")
     assert {after[r.id][0] for r in rows[1:]} == {"paid"}
     assert sim.order_counts() == {r.idempotency_key: 1 for r in rows}
@@ -215,14 +198,22 @@ def test_kill_9_between_sending_and_recording(tmp_path: Path) -> None:
                             state_path=tmp_path / "provider.sqlite").start()
     try:
         write_backlog(tmp_path, payees=40, events=120, seed=9)
-        config = write_settings(tmp_path, SETTINGS.format(url=sim.url, key=API_KEY))
+        config = tmp_path / "payhub.toml"
+        config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "payhub.db"}"\n\n'
+                          + SETTINGS.format(url=sim.url, key=API_KEY))
         env = dict(os.environ, PAYHUB_CONFIG=str(config))
 
         def payhub(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([PAYHUB, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
+        def listed(*options: str) -> list[dict[str, Any]]:
+            """``payhub payouts list`` (JSON) while no daemon runs."""
+            done = payhub("payouts", "list", "--format", "json", *options)
+            assert done.returncode == 0, done.stderr
+            rows: list[dict[str, Any]] = json.loads(done.stdout)
+            return rows
+
         assert payhub("db", "upgrade").returncode == 0
-        engine = create_engine(f"sqlite:///{tmp_path / 'payhub.db'}")
         in_flight = 0
         for i in range(kills):
             log = (tmp_path / f"run-{i}.log").open("w")
@@ -232,25 +223,22 @@ def test_kill_9_between_sending_and_recording(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             log.close()
-            with engine.connect() as conn:
-                in_flight += conn.execute(select(payouts.c.id).where(payouts.c.status == "sending")).first() is not None
+            in_flight += bool(listed("--status", "sending", "--limit", "1"))
             counts = sim.order_counts()
             assert all(n == 1 for n in counts.values()), f"after kill {i + 1}: an order was placed twice"
         for _ in range(15):
             final = payhub("run", "--once", "--no-progress")
             assert final.returncode == 0, final.stderr
-            with engine.connect() as conn:
-                states = {r.status for r in conn.execute(select(payouts.c.status))}
-            if states == {"paid"} and len(sim.order_counts()) >= 40:
+            if {r["status"] for r in listed()} == {"paid"} and len(sim.order_counts()) >= 40:
                 break
             time.sleep(1.1)  # lookups that failed wait at least a second
         tracebacks = [p.name for p in tmp_path.glob("run-*.log") if "Traceback" in p.read_text()]
         assert not tracebacks, f"daemon raised: see {tracebacks}"
-        rows = assert_paid_once(engine, sim)
+        rows = listed()
+        assert_paid_once(rows, sim)
         print(f"\ngift-card crash test: {kills} kills ({in_flight} with a send in flight), {len(rows)} payouts, "
               f"{len(sim.requests('POST'))} order requests")
-        with engine.connect() as conn:
-            assert verify(conn).ok
-        engine.dispose()
+        verified = payhub("audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
         sim.stop()

@@ -11,12 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from giftcard_helpers import API_KEY, instruction, payee, write_settings
+from giftcard_helpers import API_KEY, instruction, payee
 from payhub.api import Outcome
+from payhub_simulators.giftcard import GiftCardSimulator
 from pydantic import SecretStr, ValidationError
 
 from payhub_giftcard import GiftCardRail, GiftCardSettings
-from payhub_simulators.giftcard import GiftCardSimulator
 
 REAL = "https://api.giftprovider.example/api/v2"
 
@@ -53,27 +53,26 @@ def test_a_loopback_provider_is_reached_without_the_proxy(sim: GiftCardSimulator
 
 PAY = """
 import sys
-from payhub.plugins import load_plugins
-from payhub.settings import load_settings
+from pathlib import Path
+from payhub.testing import Harness
 sys.path.insert(0, {tests!r})
 from giftcard_helpers import instruction
-plugins = load_plugins(load_settings({config!r}))
-try:
-    [result] = plugins.rails["gift"].send([instruction(7)])
-    print(result.outcome.value, plugins.rails["gift"].settings.base_url)
-finally:
-    plugins.close()
+with Harness(Path({config!r}).read_text()) as harness:
+    rail = harness.rail("gift")
+    [result] = rail.send([instruction(7)])
+    print(result.outcome.value, rail.settings.base_url)
 """
 
 
 @pytest.mark.slow
 def test_the_simulator_command_points_payhub_settings_at_itself(tmp_path: Path) -> None:
-    config = write_settings(tmp_path, """
+    config = tmp_path / "payhub.toml"
+    config.write_text(textwrap.dedent("""
         [rails.gift]
         plugin = "giftcard"
         base_url = "http://127.0.0.1:9/api/v2"
         api_key = "not-the-simulator-key"
-    """)
+    """))
     state = tmp_path / "sim.db"
     script = textwrap.dedent(PAY.format(tests=str(Path(__file__).parent), config=str(config)))
     done = subprocess.run([sys.executable, "-m", "payhub_simulators", "giftcard", "--state", str(state),

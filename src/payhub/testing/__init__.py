@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from payhub.testing.faults import FAULTS as FAULTS
     from payhub.testing.faults import SEND_FAULTS as SEND_FAULTS
     from payhub.testing.faults import Fault as Fault
+    from payhub.testing.harness import AttemptView as AttemptView
     from payhub.testing.harness import AuditEntryView as AuditEntryView
     from payhub.testing.harness import CalculationView as CalculationView
     from payhub.testing.harness import EventView as EventView
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Acceptance",
+    "AttemptView",
     "AuditEntryView",
     "CalculationView",
     "DEFAULT_PG_URL",
@@ -99,6 +101,7 @@ __all__ = [
 
 _LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submodule
     "Acceptance": "fakes",
+    "AttemptView": "harness",
     "AuditEntryView": "harness",
     "CalculationView": "harness",
     "DEFAULT_PG_URL": "db",

@@ -34,7 +34,7 @@ from payhub import audit
 from payhub.api import Calculator, Payee, Rail, Source
 from payhub.clock import parse_instant
 from payhub.db import migrate
-from payhub.db.schema import audit_log, calculations, events, payout_items, payouts, rewards
+from payhub.db.schema import attempts, audit_log, calculations, events, payout_items, payouts, rewards
 from payhub.errors import ConfigError
 from payhub.money import from_minor, to_minor
 from payhub.payees import sync_payees
@@ -145,6 +145,21 @@ class PayoutView:
     provider_ref: str | None
     next_attempt_at: datetime | None
     items: tuple[PayoutItemView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    """One call of a rail for a payout: ``kind`` ``send`` or ``lookup``, its ``number`` among the payout's calls of
+    that kind, and its ``outcome`` (a :class:`payhub.api.Outcome` value, ``not_found`` for a lookup that found
+    nothing, None while the call runs) with the rail's ``detail``."""
+
+    payout_id: int
+    kind: str
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    detail: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +439,16 @@ class Harness:
                            from_minor(r.amount_minor, r.currency),
                            r.currency, r.status, r.reason, r.attempts, r.provider_ref, r.next_attempt_at,
                            tuple(items[r.id])) for r in rows]
+
+    def attempts(self, kind: str | None = None) -> list[AttemptView]:
+        """The rail calls made for payouts (of ``kind``, ``send`` or ``lookup``), in the order they started."""
+        query = select(attempts).order_by(attempts.c.id)
+        if kind is not None:
+            query = query.where(attempts.c.kind == kind)
+        with self._rt.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AttemptView(r.payout_id, r.kind, r.number, r.started_at, r.finished_at, r.outcome, r.detail)
+                for r in rows]
 
     def audit(self, action: str | None = None) -> list[AuditEntryView]:
         """The audit entries (of ``action``, e.g. ``payout.sent``), in chain order."""
