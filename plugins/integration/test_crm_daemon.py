@@ -40,8 +40,8 @@ from payhub_simulators.hubspot import TOKEN_PATH, HubSpotSimulator
 from payhub_simulators.salesforce import SalesforceSimulator
 from sqlalchemy import create_engine, func, select
 
+from payhub.api import quantize, to_minor
 from payhub.db.schema import audit_log, calculations, events, rewards
-from payhub.money import quantize, to_minor
 
 pytestmark = pytest.mark.slow
 
