@@ -13,6 +13,10 @@ Subclass it in the plugin's tests and provide fixtures:
 ``fetch_limit`` (default 2)
     The ``limit`` the checks fetch with.
 
+Class attribute ``rereads_boundary`` (default False): set it when the source, by design, reads the records at its
+boundary again at each new sync (a lookback window, ties on a timestamp) and relies on dedup by key; the checks then
+take a fetch at the end that returns only records already returned (same cursor, ``more`` false) as the end.
+
 Tests are named ``test_<check>`` after :data:`~payhub.testing.contracts.source_checks.SOURCE_CHECKS`, plus the
 :class:`~payhub.testing.contracts.settings.SettingsContract` tests.
 """
@@ -40,6 +44,7 @@ class SourceContract(SettingsContract):
     errors classified."""
 
     plugin_kind: ClassVar[PluginKind] = "source"
+    rereads_boundary: ClassVar[bool] = False
 
     @pytest.fixture
     def faults(self) -> SourceFaults | None:
@@ -56,7 +61,7 @@ class SourceContract(SettingsContract):
     @pytest.fixture
     def source_subject(self, plugin_factory: Callable[[], Source], upstream: Upstream | None,
                        faults: SourceFaults | None, fetch_limit: int) -> SourceSubject:
-        return SourceSubject(plugin_factory, upstream, faults, fetch_limit)
+        return SourceSubject(plugin_factory, upstream, faults, fetch_limit, rereads_boundary=self.rereads_boundary)
 
     @pytest.fixture
     def settings_model(self, plugin_factory: Callable[[], Source]) -> type[BaseModel]:
