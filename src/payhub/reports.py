@@ -29,14 +29,7 @@ from payhub.money import from_minor
 STREAM_ROWS = 2000
 """Rows fetched from the database at a time."""
 
-EventStatus = Literal["waiting", "ingested", "calculated", "quarantined"]
-EVENT_STATUSES: tuple[EventStatus, ...] = get_args(EventStatus)
-RewardStatus = Literal["awaiting_approval", "pending", "held", "carried", "scheduled", "sent", "paid", "cancelled"]
-REWARD_STATUSES: tuple[RewardStatus, ...] = get_args(RewardStatus)
-PayoutStatus = Literal["scheduled", "sending", "retrying", "unknown", "unresolved", "sent", "paid", "rejected",
-                       "returned", "failed", "held", "cancelled"]
-PAYOUT_STATUSES: tuple[PayoutStatus, ...] = get_args(PayoutStatus)
-Unrewarded = Literal["not_eligible", "failed"]
+Unrewarded = Literal["not_eligible", "failed"]  # the CalculationStatus members but rewarded
 """The statuses of a calculation that paid nothing."""
 UNREWARDED: tuple[Unrewarded, ...] = get_args(Unrewarded)
 

@@ -14,8 +14,8 @@ from enum import StrEnum
 class EventStatus(StrEnum):
     """Where an event is in the pipeline."""
 
-    INGESTED = "ingested"  # stored, to be calculated
     WAITING = "waiting"  # dated in the future: calculated when its date comes
+    INGESTED = "ingested"  # stored, to be calculated
     CALCULATED = "calculated"  # every program has calculated it (once)
     QUARANTINED = "quarantined"  # malformed: kept with its reason, never calculated
 

@@ -224,7 +224,7 @@ def test_the_openapi_document_describes_the_exports(api: Api) -> None:
 
 
 def test_events_rewards_and_payouts_export_with_their_listings_filters(api: Api, world: World, reads: Reads) -> None:
-    held = world.reward("held", hold_code="manual", hold_reason="@SUM(1) please")
+    held = world.reward("held", hold_code="operator", hold_reason="@SUM(1) please")
     sent = world.reward("sent")
     world.reward("scheduled")
     with world.rt.engine.begin() as conn:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from payhub import reports
 from payhub.api import Outcome
 from payhub.states import (
     FINAL_PAYOUT,
     PAYOUT_TRANSITIONS,
     AttemptOutcome,
+    CalculationStatus,
     EventStatus,
     HoldCode,
     PayoutStatus,
@@ -19,7 +21,7 @@ def test_members_are_their_stored_text() -> None:
     assert EventStatus.CALCULATED == "calculated"
     assert f"{RewardStatus.AWAITING_APPROVAL}" == "awaiting_approval"
     assert HoldCode("payout_failed") is HoldCode.PAYOUT_FAILED
-    assert values(EventStatus) == ("ingested", "waiting", "calculated", "quarantined")
+    assert values(EventStatus) == ("waiting", "ingested", "calculated", "quarantined")
 
 
 def test_every_payout_status_has_its_transitions() -> None:
@@ -30,3 +32,7 @@ def test_every_payout_status_has_its_transitions() -> None:
 
 def test_an_attempt_records_every_rail_outcome() -> None:
     assert set(values(Outcome)) <= set(values(AttemptOutcome))
+
+
+def test_the_unrewarded_filter_is_every_calculation_status_but_rewarded() -> None:
+    assert set(reports.UNREWARDED) == set(values(CalculationStatus)) - {CalculationStatus.REWARDED}

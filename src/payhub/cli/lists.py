@@ -17,6 +17,7 @@ from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
+from payhub.states import EventStatus, PayoutStatus, RewardStatus, values
 
 AFTER = click.IntRange(0, MAX_ID)
 TABLE_LIMIT = 100
@@ -42,7 +43,7 @@ def events() -> None:
 
 
 @events.command("list")
-@click.option("--status", type=click.Choice(reports.EVENT_STATUSES))
+@click.option("--status", type=click.Choice(values(EventStatus)))
 @click.option("--source")
 @limit_option
 @after_option
@@ -68,7 +69,7 @@ reward_ids_argument = click.argument("reward_ids", nargs=-1, type=ROW_ID, requir
 
 
 @rewards.command("list")
-@click.option("--status", type=click.Choice(reports.REWARD_STATUSES))
+@click.option("--status", type=click.Choice(values(RewardStatus)))
 @click.option("--payee", help="Rewards of this payee (with --not-eligible: events whose payee it is).")
 @click.option("--program")
 @click.option("--not-eligible", "unrewarded", is_flag=True,
@@ -190,7 +191,7 @@ def payouts() -> None:
 
 
 @payouts.command("list")
-@click.option("--status", type=click.Choice(reports.PAYOUT_STATUSES))
+@click.option("--status", type=click.Choice(values(PayoutStatus)))
 @click.option("--rail")
 @click.option("--payee")
 @limit_option
@@ -210,7 +211,7 @@ def payouts_list(ctx: Context, status: str | None, rail: str | None, payee: str 
 
 @payouts.command("resolve")
 @click.argument("payout_id", type=ROW_ID)
-@click.option("--outcome", type=click.Choice(["sent", "paid", "not-sent"]), required=True,
+@click.option("--outcome", type=click.Choice(payout_actions.MANUAL_OUTCOMES), required=True,
               help="What the provider says: it has the payout (sent/paid), or never received it (not-sent).")
 @click.option("--reason", required=True, help="How this was established (recorded in the audit log).")
 @click.option("--provider-ref", help="The provider's reference for the payout, if it has one.")

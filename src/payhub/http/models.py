@@ -14,7 +14,7 @@ from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints, 
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from payhub import provenance, reports
+from payhub import provenance, reports, states
 from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord
 
@@ -81,7 +81,7 @@ class EventItem(_Body):
     payee: str | None
     amount: str | None = Field(description="The exact decimal text the source sent.")
     currency: str | None
-    status: reports.EventStatus
+    status: states.EventStatus
     reason: str | None = Field(description="Why a waiting or quarantined event is so.")
 
 
@@ -94,11 +94,10 @@ class RewardItem(_Body):
     payee: str
     amount: Amount
     currency: str
-    status: reports.RewardStatus
+    status: states.RewardStatus
     approvals: str | None = Field(description="`given/needed` (e.g. `1/2`) for a reward that needs approval.")
     payout: int | None = Field(description="The payout carrying the reward.")
-    hold_code: str | None = Field(description="The cause of a hold: budget, no_payee, no_rail, payout_failed, "
-                                              "operator.")
+    hold_code: states.HoldCode | None = Field(description="The cause of a hold.")
     reason: str | None = Field(description="Why the reward is held or carried.")
 
 
@@ -125,7 +124,7 @@ class PayoutItem(_Body):
     amount: Amount
     currency: str
     items: int = Field(description="How many rewards it carries.")
-    status: reports.PayoutStatus
+    status: states.PayoutStatus
     attempts: int
     provider_ref: str | None
     reason: str | None = Field(description="The last reason, e.g. of a rejection or a hold.")

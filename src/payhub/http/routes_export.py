@@ -31,7 +31,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import Connection
 from starlette.types import Message, Receive, Scope, Send
 
-from payhub import csvsafe, reports
+from payhub import csvsafe, reports, states
 from payhub.audit_query import EXPORT_COLUMNS, AuditFilters, csv_row, iter_entries, jsonl_line, reader
 from payhub.clock import isoformat, utcnow
 from payhub.http.auth import require
@@ -233,9 +233,9 @@ def audit_export(request: Request, fmt: Format = "jsonl", after: After = None,
                    jsonl=jsonl_line, columns=EXPORT_COLUMNS, cells=csv_row)
 
 
-EventStatus = Annotated[reports.EventStatus | None, Query(description="Only events in this status.")]
-RewardStatus = Annotated[reports.RewardStatus | None, Query(description="Only rewards in this status.")]
-PayoutStatus = Annotated[reports.PayoutStatus | None, Query(description="Only payouts in this status.")]
+EventStatus = Annotated[states.EventStatus | None, Query(description="Only events in this status.")]
+RewardStatus = Annotated[states.RewardStatus | None, Query(description="Only rewards in this status.")]
+PayoutStatus = Annotated[states.PayoutStatus | None, Query(description="Only payouts in this status.")]
 Source = Annotated[str | None, Query(max_length=200, description="Only events of this source.")]
 Payee = Annotated[str | None, Query(max_length=200, description="Only rows of this payee.")]
 Program = Annotated[str | None, Query(max_length=200, description="Only rewards of this program.")]

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from payhub import checkpoints, provenance, reports
+from payhub import checkpoints, provenance, reports, states
 from payhub.audit import verify as verify_chain
 from payhub.audit_query import AuditFilters
 from payhub.clock import isoformat, utcnow
@@ -92,7 +92,7 @@ def _by_id(row: dict[str, Any]) -> Any:
 
 @router.get("/events", response_model=EventPage, summary="List events")
 def list_events(request: Request, after: After = None, limit: Limit = 100,
-           status: Annotated[reports.EventStatus | None, Query(description="Only events in this status.")] = None,
+           status: Annotated[states.EventStatus | None, Query(description="Only events in this status.")] = None,
            source: Annotated[str | None, Query(max_length=200, description="Only events of this source.")] = None,
            ) -> dict[str, Any]:
     """Trigger events read from the sources, oldest first; waiting and quarantined ones carry their reason."""
@@ -103,7 +103,7 @@ def list_events(request: Request, after: After = None, limit: Limit = 100,
 
 @router.get("/rewards", response_model=RewardPage, summary="List rewards")
 def list_rewards(request: Request, after: After = None, limit: Limit = 100,
-            status: Annotated[reports.RewardStatus | None, Query(description="Only rewards in this status.")] = None,
+            status: Annotated[states.RewardStatus | None, Query(description="Only rewards in this status.")] = None,
             payee: Annotated[str | None, Query(max_length=200, description="Only rewards of this payee.")] = None,
             program: Annotated[str | None, Query(max_length=200, description="Only rewards of this program.")] = None,
             ) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def list_calculations(request: Request, after: After = None, limit: Limit = 100,
 
 @router.get("/payouts", response_model=PayoutPage, summary="List payouts")
 def list_payouts(request: Request, after: After = None, limit: Limit = 100,
-            status: Annotated[reports.PayoutStatus | None, Query(description="Only payouts in this status.")] = None,
+            status: Annotated[states.PayoutStatus | None, Query(description="Only payouts in this status.")] = None,
             rail: Annotated[str | None, Query(max_length=100, description="Only payouts through this rail.")] = None,
             payee: Annotated[str | None, Query(max_length=200, description="Only payouts to this payee.")] = None,
             ) -> dict[str, Any]:
