@@ -31,7 +31,8 @@ def _package(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @click.argument("kind", type=click.Choice(KINDS))
 @click.argument("name", callback=_name)
 @click.option("--directory", "-d", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the package (default: ./payhub-NAME); it must not exist, or be empty.")
+              help="Where to write the package (default: ./payhub-NAME, with '-' for '_'); it must not exist, or "
+                   "be empty.")
 @click.option("--package", callback=_package,
               help="The Python package of the plugin (default: payhub_NAME).")
 @fail_cleanly
