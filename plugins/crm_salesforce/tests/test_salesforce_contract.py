@@ -4,8 +4,8 @@
 the one before, all older than the source's lookback window: records that have settled. (Deals modified within the
 window, and those on the mark's second, are read again by the next sync on purpose, and dedup by key: the suite is
 told so with ``rereads_boundary``.) Faults are the simulator's errors on the REST
-API: transient is 503 on every attempt the source makes; permanent is a query Salesforce refuses (400
-MALFORMED_QUERY).
+API: transient is 503 on every attempt the source makes; permanent is 401 INVALID_SESSION_ID on the request and on
+its repetition with a renewed session.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from payhub.testing.contracts import SourceContract
-from payhub.testing.contracts.source_checks import SourceFault
 from payhub_simulators.salesforce import SalesforceSimulator
 
+from payhub.testing.contracts import SourceContract
+from payhub.testing.contracts.source_checks import SourceFault
 from payhub_salesforce import SalesforceSettings, SalesforceSource
 
 RETRY_ATTEMPTS = 2
@@ -52,7 +52,7 @@ class Org:
             if fault == "transient":
                 self.sim.fail_next(503, RETRY_ATTEMPTS)
             else:
-                self.sim.fail_next(400, error_code="MALFORMED_QUERY", message="unexpected token: 'FROM'")
+                self.sim.fail_next(401, 2)  # the session refused, and again after the source renewed it
 
 
 class TestSalesforceContract(SourceContract):
