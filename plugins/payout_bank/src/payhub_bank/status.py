@@ -86,7 +86,7 @@ class Pain002:
 
 
 def _local(element: etree._Element) -> str:
-    return etree.QName(element).localname
+    return str(etree.QName(element).localname)
 
 
 def _children(element: etree._Element, name: str) -> Iterator[etree._Element]:
