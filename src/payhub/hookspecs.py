@@ -15,7 +15,7 @@ from typing import Any
 
 import pluggy
 
-from payhub.api import FxRate, PayoutInstruction, ScreenDecision
+from payhub.api import FxRate, PayoutInstruction, PayoutStatus, ScreenDecision
 
 hookspec = pluggy.HookspecMarker("payhub")
 
@@ -39,11 +39,12 @@ def payhub_payout_settled(payout: PayoutInstruction, outcome: str, provider_ref:
 
 
 @hookspec
-def payhub_payout_failed(payout: PayoutInstruction, outcome: str, reason: str) -> None:
-    """Observe a payout that stopped without being paid; ``outcome`` is its new status: ``rejected``, ``returned``,
-    ``failed`` (retries exhausted), ``cancelled`` (by an operator, from the CLI or the HTTP API), ``held`` (by
-    screening, or by the check against its audit trail) or ``unresolved`` (an unknown outcome that needs an
-    operator). Called once the change is committed; never for ``unknown`` or ``retrying``."""
+def payhub_payout_failed(payout: PayoutInstruction, outcome: PayoutStatus, reason: str) -> None:
+    """Observe a payout that stopped without being paid; ``outcome`` is its new status, a
+    :class:`~payhub.api.PayoutStatus` (equal to its text, so an implementation may take it as ``str``): ``rejected``,
+    ``returned``, ``failed`` (retries exhausted), ``cancelled`` (by an operator, from the CLI or the HTTP API),
+    ``held`` (by screening, or by the check against its audit trail) or ``unresolved`` (an unknown outcome that needs
+    an operator). Called once the change is committed; never for ``unknown`` or ``retrying``."""
 
 
 @hookspec

@@ -25,21 +25,23 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import BigInteger, String, and_, cast, null, select, union_all, update
+from sqlalchemy import BigInteger, String, and_, cast, null, select, union_all
 
 from payhub.api import PayoutInstruction
 from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, recorded_status, show
-from payhub.clock import utcnow
-from payhub.db.schema import audit_log, payout_items, payouts, rewards
+from payhub.db.schema import audit_log, payout_items, rewards
 from payhub.money import to_minor
+from payhub.pipeline.rail_results import safe_hook
 from payhub.runtime import Runtime
-from payhub.store import leases
-from payhub.store.payouts import may_come_from
+from payhub.states import PayoutStatus
+from payhub.store import payouts as store
+from payhub.store.payouts import CLAIMABLE
 
 log = logging.getLogger(__name__)
 
-SENDABLE = ("scheduled", "retrying", "unknown", "sending")  # the claimable statuses, as last audited
-ONCE_SENT = ("sent", "paid")  # once recorded (then final, or returned: a final status too), never sent again
+SENDABLE = CLAIMABLE  # the claimable statuses, as last audited
+ONCE_SENT = (PayoutStatus.SENT, PayoutStatus.PAID)
+"""Once recorded (then final, or returned: a final status too), never sent again."""
 SHOWN = 8  # mismatches named in a payout's reason; the audit entry lists them all
 
 
@@ -198,28 +200,22 @@ def _item_problems(instruction: PayoutInstruction, reward_id: int, item: _Item, 
 
 
 def _hold(rt: Runtime, held: list[tuple[Any, list[str], str | None]]) -> None:
-    now = utcnow()
     done = []
     with rt.transaction() as tx:
         for w, problems, audited_status in held:
             more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
             reason = "does not match its audit trail: " + "; ".join(problems[:SHOWN]) + more
             # A send whose outcome is unknown may have arrived: an operator checks with the provider. Else held.
-            status = "unresolved" if w.attempts > 0 and audited_status in ("sending", "unknown") else "held"
-            changed = tx.conn.execute(update(payouts).where(
-                payouts.c.id == w.id, may_come_from(status), leases.held(payouts, w.lease, tx.conn)).values(
-                status=status, reason=reason, updated_at=now)).rowcount
-            if changed != 1:  # lease lost (its new holder runs the same check), or a status that cannot be held
+            status = (PayoutStatus.UNRESOLVED if w.attempts > 0 and audited_status in (PayoutStatus.SENDING,
+                                                                                        PayoutStatus.UNKNOWN)
+                      else PayoutStatus.HELD)
+            # Not moved: the lease was lost (its new holder runs the same check), or a status that cannot be held.
+            if not store.set_status(tx, w.id, status, w.lease, reason=reason):
                 log.error("payout %s does not match its audit trail and is not sent: %s", w.id, reason)
                 continue
             tx.audit(f"payout.{status}", "payout", w.id,
                      {"reason": reason, "check": "audit trail", "problems": problems}, outcome=status)
             log.error("payout %s %s, not sent: %s", w.id, status, reason)
             done.append((w, status, reason))
-    hook = rt.plugins.hooks.hook.payhub_payout_failed
-    if hook.get_hookimpls():
-        for w, status, reason in done:
-            try:
-                hook(payout=w.instruction, outcome=status, reason=reason)
-            except Exception:  # noqa: BLE001 - observers must not break disbursement
-                log.exception("hook %s failed", hook.name)
+    for w, status, reason in done:
+        safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=w.instruction, outcome=status, reason=reason)
