@@ -1,8 +1,9 @@
-"""Rules of the contract checks that first-party plugins rely on: a path setting is not a secret; a source that
-reads its boundary again at each sync (``rereads_boundary``) passes the cursor checks, and only such a source."""
+"""Rules of the contract checks that first-party plugins rely on: a path or number setting is not a secret; a source
+that reads its boundary again at each sync (``rereads_boundary``) passes the cursor checks, and only such a source."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -19,13 +20,15 @@ class FileSecrets(PluginSettings):
     private_key: SecretStr | None = None
     private_key_file: ConfigPath | None = None
     token_store: Path | None = None
+    token_refresh_margin_seconds: float = 60.0
+    token_ttl: timedelta | None = None
 
 
 class PathOrText(PluginSettings):
     private_key: str | Path | None = None
 
 
-def test_a_path_to_a_secret_is_not_a_secret() -> None:
+def test_a_path_to_a_secret_or_a_number_is_not_a_secret() -> None:
     secrets_are_secretstr(SettingsSubject(FileSecrets, "source"))
 
 

@@ -2,8 +2,9 @@
 
 A key looks like a secret when one of the words of its name (split at ``_``) is ``key``, ``secret``, ``token``,
 ``password``, ``passwd``, ``passphrase`` or ``credential(s)``, or when it ends in ``apikey``; ``exempt`` names
-keys that only look like one (``public_key``). A key whose value is a path (``private_key_file``, ``token_store``)
-names the file a secret is kept in, not the secret, and is not one. Nested models are checked too, with dotted names.
+keys that only look like one (``public_key``). A key whose value is a path (``private_key_file``, ``token_store``:
+the file a secret is kept in), a number or a duration (``token_refresh_margin_seconds``) is not one. Nested models
+are checked too, with dotted names.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import PurePath
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -61,16 +64,16 @@ def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any
                 yield from _fields(inner, f"{prefix}{name}.")
 
 
-def _is_path(annotation: Any) -> bool:
-    """The value is a path (or None): every type it may take is a ``PurePath``."""
+def _not_text(annotation: Any) -> bool:
+    """Every type the value may take (None aside) is a path, a number or a duration: it cannot hold a secret."""
     leaves = [t for t in _types(annotation) if isinstance(t, type) and t is not type(None)]
-    return bool(leaves) and all(issubclass(t, PurePath) for t in leaves)
+    return bool(leaves) and all(issubclass(t, PurePath | int | float | Decimal | timedelta) for t in leaves)
 
 
 def secrets_are_secretstr(subject: SettingsSubject) -> None:
     plain = [name for name, annotation in _fields(subject.model)
              if looks_secret(name.rsplit(".", 1)[-1]) and name not in subject.exempt
-             and not _is_path(annotation) and not any(t in (SecretStr, SecretBytes) for t in _types(annotation))]
+             and not _not_text(annotation) and not any(t in (SecretStr, SecretBytes) for t in _types(annotation))]
     if plain:
         raise ContractViolation(f"{subject.model.__name__}: {', '.join(plain)} looks like a secret but is not "
                                 "pydantic.SecretStr, so `payhub config show`, logs and errors could print it")
