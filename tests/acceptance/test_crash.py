@@ -12,7 +12,8 @@ test watches the committed state until the daemon is in that stage, then kills i
 Then ``payhub run --once`` finishes, and the books must balance exactly. The state each kill left tells which stage
 it interrupted; the tally is printed (``pytest -s``).
 
-Bigger runs: ``PAYHUB_TEST_CRASH_ITERATIONS`` (default 50), ``PAYHUB_TEST_CRASH_EVENTS`` (default 2400), ``PAYHUB_TEST_CRASH_SEED``.
+Bigger runs: ``PAYHUB_TEST_CRASH_ITERATIONS`` (default 50), ``PAYHUB_TEST_CRASH_EVENTS`` (default 2400),
+``PAYHUB_TEST_CRASH_SEED``.
 """
 
 from __future__ import annotations

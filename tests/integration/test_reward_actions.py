@@ -493,7 +493,8 @@ def test_cli_approve_hold_release_cancel_signed_by_the_actor(world: World, wide_
 
     assert [(actor, action) for actor, action, _, _ in world.audit()] == [
         ("finance:ann", "reward.approved"), ("finance:ann", "reward.approved"),
-        ("finance:ann", "reward.approval_refused"), ("ops:dan", "reward.held"), ("ops:dan", "reward.released"), ("finance:bob", "reward.approved"), ("finance:bob", "reward.cancelled")]
+        ("finance:ann", "reward.approval_refused"), ("ops:dan", "reward.held"), ("ops:dan", "reward.released"),
+        ("finance:bob", "reward.approved"), ("finance:bob", "reward.cancelled")]
     assert world.audit(dual)[0][3]["note"] == "ok per policy"
     verified = invoke("-c", str(world.config), "audit", "verify")
     assert verified.exit_code == 0 and "audit log OK" in verified.stdout
