@@ -109,3 +109,11 @@ def test_the_command_refuses_bad_names_with_exit_2(tmp_path: Path, args: tuple[s
     assert result.exit_code == 2
     assert message in " ".join(result.stderr.split())
     assert not (tmp_path / "pkg").exists()
+
+
+def test_the_command_warns_when_the_name_is_already_installed(tmp_path: Path) -> None:
+    result = invoke_cli("plugins", "new", "rail", "csv_export", "-d", str(tmp_path / "pkg"))
+    assert result.exit_code == 0, result.output
+    assert f"warning: a rail plugin named 'csv_export' is already installed (payhub {payhub.__version__})" \
+        in result.stderr
+    assert (tmp_path / "pkg" / "src" / "payhub_csv_export" / "rail.py").is_file()
