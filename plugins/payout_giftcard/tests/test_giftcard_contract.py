@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from payhub.testing.contracts import RailContract
 from payhub.testing.contracts.rail_checks import RailSubject
-from payhub.testing.faults import Fault
+from payhub.testing.faults import FAULTS, Fault
+from payhub.testing.server import ServerFault
 from payhub_simulators.giftcard import GiftCardSimulator
 from pydantic import SecretStr
 
@@ -24,14 +25,12 @@ MAX_RETRY_AFTER = 1.0  # the rail waits a Retry-After up to this long; a longer 
 
 
 class SimulatorFaults:
-    """The contract's fault vocabulary over the simulator's fault plan. The simulator answers one order per
-    request, so a fault meant for a whole send ("reject": each payout refused) is planned for as many orders as a
-    contract check sends in one call."""
+    """The contract's fault vocabulary over the simulator's fault plan (and, for a connection closed before the
+    order is handled, the plan of the server under it). The simulator answers one order per request, so a fault meant
+    for a whole send ("reject": each payout refused) is planned for as many orders as a contract check sends in one
+    call."""
 
-    supported: tuple[Fault, ...] = ("retryable", "permanent", "reject", "timeout_after_accept", "duplicate", "hang",
-                                    "lookup_fails")
-    # timeout_before_accept is left out: the simulator has no fault that leaves an order request unanswered and
-    # unstored (its latency stores the order once the delay is over).
+    supported: tuple[Fault, ...] = FAULTS
 
     def __init__(self, sim: GiftCardSimulator) -> None:
         self.sim = sim
@@ -40,6 +39,9 @@ class SimulatorFaults:
         for fault in faults:
             if fault == "reject":
                 self.sim.plan(*["error_before=422"] * RailSubject.max_sample)
+                continue
+            if fault == "timeout_before_accept":  # the connection closed unanswered, the order not stored
+                self.sim.server.plan(ServerFault("drop", method="POST", path=f"{self.sim.prefix}/orders"))
                 continue
             self.sim.plan({
                 "retryable": f"rate_limit={MAX_RETRY_AFTER * 10:g}",  # a Retry-After the rail will not wait for
