@@ -24,6 +24,27 @@ class FileSecrets(PluginSettings):
     token_ttl: timedelta | None = None
 
 
+class Places(PluginSettings):
+    oauth_token_path: str = "/oauth/v3/token"
+    api_key_header: str = "X-Api-Key"
+    webhook_secret_name: str = "hook"
+
+
+def test_a_key_naming_where_a_secret_goes_is_not_a_secret() -> None:
+    secrets_are_secretstr(SettingsSubject(Places, "source"))
+
+
+class PlainKeys(PluginSettings):
+    api_key: str = ""
+    client_secret: str | None = None
+    credentials_json: str = ""
+
+
+def test_plain_text_secrets_are_named() -> None:
+    with pytest.raises(AssertionError, match="api_key, client_secret, credentials_json looks like a secret"):
+        secrets_are_secretstr(SettingsSubject(PlainKeys, "source"))
+
+
 class PathOrText(PluginSettings):
     private_key: str | Path | None = None
 

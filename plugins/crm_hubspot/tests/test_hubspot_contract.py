@@ -48,7 +48,6 @@ class Portal:
 
 
 class TestHubSpotContract(SourceContract):
-    secret_exempt = frozenset({"oauth_token_path"})  # the token endpoint's path under base_url, not a token
 
     @pytest.fixture
     def simulator(self) -> Iterator[HubSpotSimulator]:

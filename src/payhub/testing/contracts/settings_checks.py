@@ -1,10 +1,11 @@
 """The rules for a plugin's settings model: secrets are ``SecretStr``, and no key shadows a core key of its section.
 
 A key looks like a secret when one of the words of its name (split at ``_``) is ``key``, ``secret``, ``token``,
-``password``, ``passwd``, ``passphrase`` or ``credential(s)``, or when it ends in ``apikey``; ``exempt`` names
-keys that only look like one (``public_key``). A key whose value is a path (``private_key_file``, ``token_store``:
-the file a secret is kept in), a number or a duration (``token_refresh_margin_seconds``) is not one. Nested models
-are checked too, with dotted names.
+``password``, ``passwd``, ``passphrase`` or ``credential(s)``, or when it ends in ``apikey``, unless its last word
+says it names where or how a secret is used rather than the secret (``oauth_token_path``, ``api_key_header``: see
+``NOT_SECRET_TAILS``); ``exempt`` names keys that only look like one (``public_key``). A key whose value is a path
+(``private_key_file``: the file a secret is kept in), a number or a duration (``token_refresh_margin_seconds``) is
+not one. Nested models are checked too, with dotted names.
 """
 
 from __future__ import annotations
@@ -33,10 +34,15 @@ CORE_KEYS: dict[str, frozenset[str]] = {
 """The keys the core reads from a plugin's section, by plugin kind (from :mod:`payhub.settings`)."""
 
 SECRET_WORDS = frozenset({"key", "secret", "token", "password", "passwd", "passphrase", "credential", "credentials"})
+NOT_SECRET_TAILS = frozenset({"path", "url", "uri", "endpoint", "header", "name", "id", "field", "param", "file",
+                              "dir", "directory", "store"})
+"""Last words of a key that name a place, a label or a reference, not the secret itself."""
 
 
 def looks_secret(name: str) -> bool:
     words = name.lower().split("_")
+    if words[-1] in NOT_SECRET_TAILS:
+        return False
     return bool(SECRET_WORDS.intersection(words)) or words[-1].endswith("apikey")
 
 
