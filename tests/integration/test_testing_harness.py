@@ -20,6 +20,9 @@ from payhub.testing import (
     Harness,
     ManualClock,
     ProviderLedger,
+    SourceView,
+    WebhookDeliveryView,
+    WebhookObjectView,
 )
 from payhub.testing.pytest_plugin import HarnessFactory
 
@@ -168,3 +171,52 @@ def test_close_gives_back_the_clock_and_removes_its_directory() -> None:
                                                           "settled"), 0)
     assert not harness.clock.installed and not directory.exists()
     harness.close()
+
+
+def test_ingest_fetches_batch_by_batch_and_sources_show_each_cursor(payhub_harness: HarnessFactory) -> None:
+    source = FakeSource("crm")
+    harness = payhub_harness({"sources": {"crm": {"batch_size": 2}}}, {"sources.crm": source})
+    assert [s.name for s in harness.sources()] in ([], ["crm"])
+    source.push(*(deal(f"006{n}", "10.00") for n in range(5)))
+    assert harness.ingest("crm", batches=1) == 2 and len(source.fetches()) == 1
+    (view,) = harness.sources()
+    assert view == SourceView("crm", "2", "ok", None, harness.clock.now(), True)
+    assert harness.ingest("crm", batches=None) == 3  # until the source has nothing more ready
+    assert [(s.cursor, s.more) for s in harness.sources()] == [("5", False)]
+    assert [f.cursor for f in source.fetches()] == [None, "2", "4"]
+
+
+def test_http_client_serves_payhubs_app_and_webhook_tables_read_back(payhub_harness: HarnessFactory) -> None:
+    harness = payhub_harness(None, {"sources.crm": FakeSource("crm")})
+    with harness.http_client() as http:
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/api/v1/events").status_code == 401  # the API asks for a token
+        assert http.post("/webhooks/crm", content=b"[]").status_code == 404  # the fake source takes no webhooks
+    assert harness.webhook_deliveries() == [] and harness.webhook_objects() == []
+    at = harness.clock.now()
+    engine = sa.create_engine(harness.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO webhook_deliveries (source, delivery_id, received_at) "
+                                 "VALUES ('crm', 'd1', :at)"), {"at": at})
+            conn.execute(sa.text("INSERT INTO webhook_objects (source, object_id, received_at) "
+                                 "VALUES ('crm', '006A', :at)"), {"at": at})
+    finally:
+        engine.dispose()
+    assert harness.webhook_deliveries("crm") == [WebhookDeliveryView("crm", "d1", at)]
+    assert harness.webhook_objects() == [WebhookObjectView("crm", "006A", at)]
+    assert harness.webhook_objects("other") == []
+
+
+def test_open_reads_a_database_another_harness_wrote_without_changing_it(payhub_harness: HarnessFactory) -> None:
+    rail = FakeRail("bank")
+    harness, _ = paid_once(payhub_harness, rail)
+    with Harness.open(harness.database_url) as stored:
+        assert stored.events() == harness.events() and len(stored.events()) == 2
+        assert stored.rewards() == harness.rewards() and stored.payouts() == harness.payouts()
+        assert stored.audit() == harness.audit() and stored.audit_problem() is None
+        assert [s.cursor for s in stored.sources()] == ["2"] and not stored.sources()[0].more
+        with pytest.raises(sa.exc.DBAPIError), stored._engine.begin() as conn:  # read-only
+            conn.execute(sa.text("DELETE FROM audit_log"))
+    assert len(harness.audit()) == len(stored.audit())
+

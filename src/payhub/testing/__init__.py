@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from payhub.testing.harness import PayoutItemView as PayoutItemView
     from payhub.testing.harness import PayoutView as PayoutView
     from payhub.testing.harness import RewardView as RewardView
+    from payhub.testing.harness import SourceView as SourceView
+    from payhub.testing.harness import StoreReader as StoreReader
+    from payhub.testing.harness import WebhookDeliveryView as WebhookDeliveryView
+    from payhub.testing.harness import WebhookObjectView as WebhookObjectView
     from payhub.testing.provider import FaultProvider as FaultProvider
     from payhub.testing.provider import ProviderRail as ProviderRail
     from payhub.testing.provider import ProviderRailSettings as ProviderRailSettings
@@ -92,6 +96,10 @@ __all__ = [
     "RewardView",
     "SEND_FAULTS",
     "ServerFault",
+    "SourceView",
+    "StoreReader",
+    "WebhookDeliveryView",
+    "WebhookObjectView",
     "invoke_cli",
     "migrate_database",
     "postgres_server_url",
@@ -130,6 +138,10 @@ _LAZY: dict[str, str] = {  # a public name defined in a submodule -> that submod
     "FaultServer": "server",
     "ServerFault": "server",
     "RewardView": "harness",
+    "SourceView": "harness",
+    "StoreReader": "harness",
+    "WebhookDeliveryView": "harness",
+    "WebhookObjectView": "harness",
     "SEND_FAULTS": "faults",
     "invoke_cli": "cli",
     "migrate_database": "db",

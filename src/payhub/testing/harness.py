@@ -4,11 +4,15 @@ A :class:`Harness` validates settings given as a dict with payhub's own settings
 SQLite file in a temporary directory by default, or any URL), uses plugin instances the test gives (no entry points)
 next to plugins loaded by name, and installs a :class:`~payhub.testing.ManualClock`. What payhub stored is read back
 as frozen views (:class:`EventView`, :class:`CalculationView`, :class:`RewardView`, :class:`PayoutView`,
-:class:`AuditEntryView`), and :meth:`Harness.assert_exactly_once` checks payhub's invariants on all of it.
+:class:`AuditEntryView`, :class:`SourceView`, :class:`WebhookDeliveryView`, :class:`WebhookObjectView`), and
+:meth:`Harness.assert_exactly_once` checks payhub's invariants on all of it. :meth:`Harness.open` reads back a
+database another process wrote (a ``payhub run`` under test) without changing it, as a :class:`StoreReader`.
+:meth:`Harness.http_client` sends requests to payhub's HTTP app on the harness's database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import csv
 import io
@@ -27,14 +31,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.engine import Engine
 
 from payhub import audit
 from payhub.api import Calculator, Payee, Rail, Source
 from payhub.clock import parse_instant
-from payhub.db import migrate
-from payhub.db.schema import attempts, audit_log, calculations, events, payout_items, payouts, rewards
+from payhub.db import migrate, schema
+from payhub.db.schema import attempts, audit_log, calculations, events, payout_items, payouts, rewards, sources
 from payhub.errors import ConfigError
 from payhub.money import from_minor, to_minor
 from payhub.payees import sync_payees
@@ -178,7 +184,164 @@ class AuditEntryView:
     detail: Mapping[str, Any]
 
 
-class Harness:
+@dataclass(frozen=True, slots=True)
+class SourceView:
+    """A source's stored state: its ``cursor`` (the plugin's text, None before its first batch), ``status`` (``ok``,
+    or ``failed`` with the ``reason``) and when it was last polled. ``more``: whether the source said, at the end of
+    this harness's last poll of it, that more records were ready (False when this harness never polled it or
+    when it is read back by :meth:`Harness.open`)."""
+
+    name: str
+    cursor: str | None
+    status: str
+    reason: str | None
+    last_polled_at: datetime | None
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeliveryView:
+    """A webhook delivery a source accepted: the sender's ``delivery_id`` (a second delivery with it is refused)."""
+
+    source: str
+    delivery_id: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookObjectView:
+    """An object a webhook named, queued for the source's next poll (removed once the poll read it)."""
+
+    source: str
+    object_id: str
+    received_at: datetime
+
+
+class StoreReader:
+    """What payhub stored in a database, read back as frozen views. A :class:`Harness` is one; :meth:`Harness.open`
+    makes one on a database written by another process, read-only (SQLite ``query_only``, PostgreSQL read-only
+    transactions). Close it (or use it as a context manager) to release its connections."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._more: dict[str, bool] = {}
+
+    def close(self) -> None:
+        """Release the database connections. Safe to call more than once."""
+        self._engine.dispose()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def events(self, status: str | None = None) -> list[EventView]:
+        """The stored events (of ``status``), in order of arrival."""
+        query = select(events).order_by(events.c.id)
+        if status is not None:
+            query = query.where(events.c.status == status)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [EventView(r.id, r.key, r.source, r.object_type, r.object_id, r.transition, r.event_type,
+                          r.occurred_at, r.payee_id, r.partner_id, None if r.amount is None else Decimal(r.amount),
+                          r.currency, json.loads(r.attributes or "{}"), r.status, r.reason) for r in rows]
+
+    def calculations(self) -> list[CalculationView]:
+        """Every calculation, by event then program."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(calculations).order_by(calculations.c.event_id, calculations.c.program)).all()
+        return [CalculationView(r.event_id, r.program, r.status, r.reason) for r in rows]
+
+    def rewards(self, status: str | None = None) -> list[RewardView]:
+        """The rewards (of ``status``), in order of calculation."""
+        query = select(rewards).order_by(rewards.c.id)
+        if status is not None:
+            query = query.where(rewards.c.status == status)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [RewardView(r.id, r.event_id, r.program, r.payee_id, from_minor(r.amount_minor, r.currency),
+                           r.currency, r.status, r.hold_code, r.hold_reason, r.payout_id) for r in rows]
+
+    def payouts(self, status: str | None = None) -> list[PayoutView]:
+        """The payouts (of ``status``) with their items, in order of creation."""
+        query = select(payouts).order_by(payouts.c.id)
+        if status is not None:
+            query = query.where(payouts.c.status == status)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+            items: dict[int, list[PayoutItemView]] = {r.id: [] for r in rows}
+            currency = {r.id: r.currency for r in rows}
+            for item in conn.execute(select(payout_items).order_by(payout_items.c.payout_id,
+                                                                   payout_items.c.reward_id)):
+                if item.payout_id in items:
+                    items[item.payout_id].append(
+                        PayoutItemView(item.reward_id, from_minor(item.amount_minor, currency[item.payout_id])))
+        return [PayoutView(r.id, r.idempotency_key, r.payee_id, r.rail, r.route_reason,
+                           from_minor(r.amount_minor, r.currency),
+                           r.currency, r.status, r.reason, r.attempts, r.provider_ref, r.next_attempt_at,
+                           tuple(items[r.id])) for r in rows]
+
+    def attempts(self, kind: str | None = None) -> list[AttemptView]:
+        """The rail calls made for payouts (of ``kind``, ``send`` or ``lookup``), in the order they started."""
+        query = select(attempts).order_by(attempts.c.id)
+        if kind is not None:
+            query = query.where(attempts.c.kind == kind)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AttemptView(r.payout_id, r.kind, r.number, r.started_at, r.finished_at, r.outcome, r.detail)
+                for r in rows]
+
+    def audit(self, action: str | None = None) -> list[AuditEntryView]:
+        """The audit entries (of ``action``, e.g. ``payout.sent``), in chain order."""
+        query = select(audit_log).order_by(audit_log.c.seq)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AuditEntryView(r.seq, parse_instant(r.at), r.actor, r.action, r.subject_type, r.subject_id,
+                               r.outcome, r.origin, json.loads(r.detail)) for r in rows]
+
+    def audit_problem(self) -> str | None:
+        """What ``payhub audit verify`` finds wrong with the audit chain, or None when it is intact."""
+        with self._engine.connect() as conn:
+            result = audit.verify(conn)
+        return None if result.ok else result.problem or "the audit log does not verify"
+
+    def next_attempt_at(self) -> datetime | None:
+        """When the earliest payout waiting in ``retrying`` or ``unknown`` is due, or None when none waits."""
+        with self._engine.connect() as conn:
+            due: datetime | None = conn.execute(select(func.min(payouts.c.next_attempt_at))
+                                                .where(payouts.c.status.in_(WAITING_PAYOUTS))).scalar()
+        return due
+
+    def sources(self) -> list[SourceView]:
+        """The state of every source payhub polled, by name."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(sources).order_by(sources.c.name)).all()
+        return [SourceView(r.name, r.cursor, r.status, r.reason, r.last_polled_at, self._more.get(r.name, False))
+                for r in rows]
+
+    def webhook_deliveries(self, source: str | None = None) -> list[WebhookDeliveryView]:
+        """The webhook deliveries accepted (for ``source``), in order of arrival."""
+        table = schema.webhook_deliveries
+        query = select(table).order_by(table.c.received_at, table.c.delivery_id)
+        if source is not None:
+            query = query.where(table.c.source == source)
+        with self._engine.connect() as conn:
+            return [WebhookDeliveryView(r.source, r.delivery_id, r.received_at) for r in conn.execute(query)]
+
+    def webhook_objects(self, source: str | None = None) -> list[WebhookObjectView]:
+        """The objects webhooks named that wait for their source's next poll (for ``source``), in order of arrival."""
+        query = select(schema.webhook_objects).order_by(schema.webhook_objects.c.id)
+        if source is not None:
+            query = query.where(schema.webhook_objects.c.source == source)
+        with self._engine.connect() as conn:
+            return [WebhookObjectView(r.source, r.object_id, r.received_at) for r in conn.execute(query)]
+
+
+class Harness(StoreReader):
     """payhub's pipeline in this process, driven by the test.
 
     ``settings``: the settings file's tables as a dict (``{"programs": {"pct": {"calculator": "percentage",
@@ -212,6 +375,7 @@ class Harness:
             self._cleanups.append(self.clock.uninstall)
             self._rt = Runtime(self.settings, role="harness")
             self._cleanups.append(self._rt.close)
+            super().__init__(self._rt.engine)
             if migrate.current_revision(self._rt.engine) != migrate.head_revision():
                 migrate.upgrade(self._rt.engine)
             self._rt.plugins = load_plugins(self.settings, instances=self._given)
@@ -312,13 +476,6 @@ class Harness:
         """Move the clock forward by ``by`` (a timedelta, or seconds); return the new time."""
         return self.clock.advance(by)
 
-    def next_attempt_at(self) -> datetime | None:
-        """When the earliest payout waiting in ``retrying`` or ``unknown`` is due, or None when none waits."""
-        with self._rt.engine.connect() as conn:
-            due: datetime | None = conn.execute(select(func.min(payouts.c.next_attempt_at))
-                                                .where(payouts.c.status.in_(WAITING_PAYOUTS))).scalar()
-        return due
-
     def skip_to_next_attempt(self) -> datetime | None:
         """Move the clock to :meth:`next_attempt_at` (if later than now); return it, or None when nothing waits."""
         due = self.next_attempt_at()
@@ -328,12 +485,17 @@ class Harness:
 
     # ------------------------------------------------------------------------------------------- stages
 
-    def ingest(self, source: str | None = None) -> int:
-        """Poll ``source`` (default every enabled one) now, up to the daemon's batches per pass; return the new
-        events."""
+    def ingest(self, source: str | None = None, *, batches: int | None = STAGE_BATCHES) -> int:
+        """Poll ``source`` (default every enabled one) now: one fetch per batch, up to ``batches`` batches (default
+        the daemon's batches per pass; None: until the source says nothing more is ready); return the new events.
+        Whether the source said more was ready is :attr:`SourceView.more` in :meth:`sources`."""
         sync_payees(self._rt)
         names = [source] if source is not None else list(self._rt.plugins.sources)
-        return sum(poll_batches(self._rt, name, STAGE_BATCHES)[0] for name in names)
+        added = 0
+        for name in names:
+            new, self._more[name] = poll_batches(self._rt, name, batches)
+            added += new
+        return added
 
     def calculate(self) -> int:
         """Calculate ingested events that are due, up to the daemon's batches per pass; return how many."""
@@ -392,80 +554,6 @@ class Harness:
                 break
         return done
 
-    # ----------------------------------------------------------------------------------------- read-back
-
-    def events(self, status: str | None = None) -> list[EventView]:
-        """The stored events (of ``status``), in order of arrival."""
-        query = select(events).order_by(events.c.id)
-        if status is not None:
-            query = query.where(events.c.status == status)
-        with self._rt.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [EventView(r.id, r.key, r.source, r.object_type, r.object_id, r.transition, r.event_type,
-                          r.occurred_at, r.payee_id, r.partner_id, None if r.amount is None else Decimal(r.amount),
-                          r.currency, json.loads(r.attributes or "{}"), r.status, r.reason) for r in rows]
-
-    def calculations(self) -> list[CalculationView]:
-        """Every calculation, by event then program."""
-        with self._rt.engine.connect() as conn:
-            rows = conn.execute(select(calculations).order_by(calculations.c.event_id, calculations.c.program)).all()
-        return [CalculationView(r.event_id, r.program, r.status, r.reason) for r in rows]
-
-    def rewards(self, status: str | None = None) -> list[RewardView]:
-        """The rewards (of ``status``), in order of calculation."""
-        query = select(rewards).order_by(rewards.c.id)
-        if status is not None:
-            query = query.where(rewards.c.status == status)
-        with self._rt.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [RewardView(r.id, r.event_id, r.program, r.payee_id, from_minor(r.amount_minor, r.currency),
-                           r.currency, r.status, r.hold_code, r.hold_reason, r.payout_id) for r in rows]
-
-    def payouts(self, status: str | None = None) -> list[PayoutView]:
-        """The payouts (of ``status``) with their items, in order of creation."""
-        query = select(payouts).order_by(payouts.c.id)
-        if status is not None:
-            query = query.where(payouts.c.status == status)
-        with self._rt.engine.connect() as conn:
-            rows = conn.execute(query).all()
-            items: dict[int, list[PayoutItemView]] = {r.id: [] for r in rows}
-            currency = {r.id: r.currency for r in rows}
-            for item in conn.execute(select(payout_items).order_by(payout_items.c.payout_id,
-                                                                   payout_items.c.reward_id)):
-                if item.payout_id in items:
-                    items[item.payout_id].append(
-                        PayoutItemView(item.reward_id, from_minor(item.amount_minor, currency[item.payout_id])))
-        return [PayoutView(r.id, r.idempotency_key, r.payee_id, r.rail, r.route_reason,
-                           from_minor(r.amount_minor, r.currency),
-                           r.currency, r.status, r.reason, r.attempts, r.provider_ref, r.next_attempt_at,
-                           tuple(items[r.id])) for r in rows]
-
-    def attempts(self, kind: str | None = None) -> list[AttemptView]:
-        """The rail calls made for payouts (of ``kind``, ``send`` or ``lookup``), in the order they started."""
-        query = select(attempts).order_by(attempts.c.id)
-        if kind is not None:
-            query = query.where(attempts.c.kind == kind)
-        with self._rt.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [AttemptView(r.payout_id, r.kind, r.number, r.started_at, r.finished_at, r.outcome, r.detail)
-                for r in rows]
-
-    def audit(self, action: str | None = None) -> list[AuditEntryView]:
-        """The audit entries (of ``action``, e.g. ``payout.sent``), in chain order."""
-        query = select(audit_log).order_by(audit_log.c.seq)
-        if action is not None:
-            query = query.where(audit_log.c.action == action)
-        with self._rt.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [AuditEntryView(r.seq, parse_instant(r.at), r.actor, r.action, r.subject_type, r.subject_id,
-                               r.outcome, r.origin, json.loads(r.detail)) for r in rows]
-
-    def audit_problem(self) -> str | None:
-        """What ``payhub audit verify`` finds wrong with the audit chain, or None when it is intact."""
-        with self._rt.engine.connect() as conn:
-            result = audit.verify(conn)
-        return None if result.ok else result.problem or "the audit log does not verify"
-
     # ------------------------------------------------------------------------------------------- checks
 
     def assert_exactly_once(self, *ledgers: ProviderLedger) -> None:
@@ -513,6 +601,35 @@ class Harness:
         if problems:
             raise ExactlyOnceError(problems)
 
+    # --------------------------------------------------------------------------------------------- HTTP
+
+    def http_client(self, *, client: tuple[str, int] = ("203.0.113.7", 50000)) -> httpx.Client:
+        """An httpx client (base URL ``http://testserver``) whose requests go to payhub's HTTP app (``payhub run``'s
+        API and webhook endpoints) on the harness's database and plugins, in this process, through httpx's ASGI
+        transport, as from the address ``client``. Close it after use (``with harness.http_client() as http:``)."""
+        from payhub.http.app import create_app
+
+        return httpx.Client(transport=_SyncASGITransport(httpx.ASGITransport(app=create_app(self._rt),
+                                                                             client=client)),
+                            base_url="http://testserver", timeout=30)
+
+    # ---------------------------------------------------------------------------------------- read only
+
+    @staticmethod
+    def open(database_url: str) -> StoreReader:
+        """A read-only :class:`StoreReader` on the database at ``database_url``, as written by another process (a
+        ``payhub run`` subprocess, say), which may still be running: nothing is migrated, locked or changed."""
+        if database_url.startswith("sqlite"):
+            engine = create_engine(database_url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _query_only(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute("PRAGMA query_only=ON")
+        else:
+            engine = create_engine(database_url, connect_args={
+                "connect_timeout": 10, "options": "-c default_transaction_read_only=on"})
+        return StoreReader(engine)
+
     # -------------------------------------------------------------------------------------------- close
 
     def close(self) -> None:
@@ -553,3 +670,20 @@ def _payees_csv(rows: list[Mapping[str, str]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+class _SyncASGITransport(httpx.BaseTransport):
+    """httpx's ASGI transport for a synchronous client: each request runs the app in a new event loop."""
+
+    def __init__(self, transport: httpx.ASGITransport) -> None:
+        self._transport = transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def send() -> httpx.Response:
+            request.read()
+            response = await self._transport.handle_async_request(request)
+            content = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers, content=content,
+                                  request=request, extensions=response.extensions)
+
+        return asyncio.run(send())
