@@ -34,8 +34,6 @@ ALLOWED: dict[str, set[str]] = {
                                                            "payhub.pipeline.ingest", "payhub.runtime"},
     "plugins/crm_hubspot/tests/test_hubspot_reversals.py": {"payhub.db.schema", "payhub.pipeline.calculate",
                                                             "payhub.pipeline.ingest", "payhub.runtime"},
-    "plugins/crm_salesforce/tests/test_salesforce_pipeline.py": {"payhub.db.schema", "payhub.pipeline.calculate",
-                                                                 "payhub.pipeline.ingest", "payhub.runtime"},
     # Webhooks posted to payhub's ASGI app and the deliveries and named objects it stored: the harness serves no
     # HTTP app and shows no webhook tables.
     "plugins/crm_hubspot/tests/test_hubspot_webhooks_app.py": {"payhub.db.schema", "payhub.http.app",

@@ -5,6 +5,8 @@
 * ``sf_settings``: settings for a source, fast retries; ``sf_source``: a source on the simulator.
 * ``sf_runtime``: a payhub Runtime on a migrated SQLite file, from a settings body (the plugin loads by entry point).
 * ``sf_db_runtime``: the same on ``sf_db_url``, a fresh SQLite file or PostgreSQL database (the test runs on both).
+* ``sf_harness``: payhub's in-process harness on ``payhub_db_url`` from a settings body, a new one (after closing
+  the last) at each call, as a restarted process on the same database.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from payhub_simulators.salesforce import SalesforceSimulator
 
 from payhub.api import SourceRecord
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-from payhub.testing import throwaway_database
+from payhub.testing import Harness, throwaway_database
+from payhub.testing.pytest_plugin import HarnessFactory
 from payhub_salesforce import SalesforceSettings, SalesforceSource
-from payhub_simulators.salesforce import SalesforceSimulator
 
 LOGIN = "https://login.example.test"
 INSTANCE = "https://acme.my.example.test"
@@ -191,3 +194,22 @@ def sf_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def sf_db_runtime(tmp_path: Path, sf_db_url: str) -> Iterator[Callable[[str], Runtime]]:
     """``sf_db_runtime(body)``: as ``sf_runtime``, on ``sf_db_url`` (SQLite, then PostgreSQL)."""
     yield from _runtimes(tmp_path, sf_db_url)
+
+
+@pytest.fixture
+def sf_harness(payhub_harness: HarnessFactory) -> Callable[[str], Harness]:
+    """``sf_harness(body)``: a Harness on ``payhub_db_url`` with the settings ``body`` (TOML text; the plugin loads
+    by its entry point). Each call closes the harness made before, as a process stopped and started again on the
+    same database."""
+    made: list[Harness] = []
+
+    def make(body: str) -> Harness:
+        if made:
+            made[-1].close()
+        harness = payhub_harness(body)
+        assert harness.plugin_failures() == {}
+        made.append(harness)
+        return harness
+
+    return make
+

@@ -3,21 +3,20 @@ and quarantined, rewards calculated exactly once across a stop mid-sync and a re
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import func, select
-
-from payhub.db.schema import audit_log, calculations, events, rewards, sources
-from payhub.pipeline.calculate import calculate_batch, register_program_versions
-from payhub.pipeline.ingest import poll, poll_batches
-from payhub.runtime import Runtime
-from payhub_salesforce import SalesforceSource
+import pytest
 from payhub_simulators.salesforce import SalesforceSimulator
+
+from payhub.api import to_minor
+from payhub.testing import Harness
+from payhub_salesforce import SalesforceSource
+
+pytestmark = pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 
 PAST = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 PAST_KEY = "won:2026-03-01T08:00:00Z"  # a deal won at PAST: its LastStageChangeDate, UTC, to the second
@@ -55,47 +54,46 @@ def cents(amount: Decimal) -> int:
     return int((amount * 10).to_integral_value(ROUND_HALF_UP))
 
 
-def rows(rt: Runtime, query: Any) -> list[Any]:
-    with rt.engine.connect() as conn:
-        return list(conn.execute(query).all())
+def poll(harness: Harness, source: str) -> int:
+    """Fetch from ``source`` until it has nothing more ready; return the new events."""
+    return harness.ingest(source, batches=None)
 
 
-def calculate(rt: Runtime) -> int:
-    versions = register_program_versions(rt)
+def calculate(harness: Harness) -> int:
+    """Calculate until no event is left to calculate; return how many were."""
     done = 0
-    while n := calculate_batch(rt, versions):
+    while n := harness.calculate():
         done += n
     return done
 
 
-def active_rewards(rt: Runtime) -> dict[str, list[int]]:
+def active_rewards(harness: Harness) -> dict[str, list[int]]:
     """Per opportunity, the amounts (minor units) of the rewards not cancelled, in order."""
     found: dict[str, list[int]] = defaultdict(list)
-    query = (select(events.c.object_id, rewards.c.amount_minor)
-             .select_from(rewards.join(events, events.c.id == rewards.c.event_id))
-             .where(rewards.c.status != "cancelled").order_by(rewards.c.id))
-    for object_id, minor in rows(rt, query):
-        found[object_id].append(minor)
+    object_ids = {e.id: e.object_id for e in harness.events()}
+    for reward in harness.rewards():
+        if reward.status != "cancelled":
+            found[object_ids[reward.event_id]].append(to_minor(reward.amount, reward.currency))
     return found
 
 
-def test_the_plugin_loads_by_its_entry_point(sf_sim: SalesforceSimulator, sf_runtime: Callable[[str], Runtime]) -> None:
-    rt = sf_runtime(settings(sf_sim))
-    source = rt.plugins.sources["sf"]
+def test_the_plugin_loads_by_its_entry_point(sf_sim: SalesforceSimulator, sf_harness: Callable[[str], Harness]) -> None:
+    rt = sf_harness(settings(sf_sim))
+    source = rt.source("sf")
     assert isinstance(source, SalesforceSource)
     assert source.settings.opportunity.where == "PartnerAccountId != null"
 
 
 def test_a_malformed_record_is_quarantined_and_the_rest_proceeds(sf_sim: SalesforceSimulator,
-                                                                 sf_runtime: Callable[[str], Runtime]) -> None:
+                                                                 sf_harness: Callable[[str], Harness]) -> None:
     sf_sim.clock = lambda: PAST
     good = [sf_sim.add_opportunity(StageName="Closed Won", Amount=Decimal(500 + n), PartnerAccountId="001P")
             for n in range(3)]
     bad = sf_sim.add_opportunity(StageName="Closed Won", Amount=None, PartnerAccountId="001P")
     sf_sim.clock = lambda: PAST + timedelta(hours=1)
-    rt = sf_runtime(settings(sf_sim))
+    rt = sf_harness(settings(sf_sim))
     assert poll(rt, "sf") == 4
-    stored = {r.object_id: r for r in rows(rt, select(events))}
+    stored = {r.object_id: r for r in rt.events()}
     assert {stored[o].status for o in good} == {"ingested"}
     assert stored[bad].status == "quarantined"
     assert stored[bad].reason == "Amount is missing on a closed-won opportunity"
@@ -105,16 +103,15 @@ def test_a_malformed_record_is_quarantined_and_the_rest_proceeds(sf_sim: Salesfo
 
     sf_sim.update("Opportunity", bad, Amount=Decimal("42.10"))  # fixed in Salesforce: the event is corrected
     poll(rt, "sf")
-    fixed = rows(rt, select(events).where(events.c.object_id == bad))
-    assert [(e.status, e.amount) for e in fixed] == [("ingested", "42.1")]
-    assert rows(rt, select(func.count()).select_from(audit_log).where(audit_log.c.action == "event.corrected"))[0][0] \
-        == 1
+    fixed = [e for e in rt.events() if e.object_id == bad]
+    assert [(e.status, str(e.amount)) for e in fixed] == [("ingested", "42.1")]
+    assert len(rt.audit("event.corrected")) == 1
     calculate(rt)
     assert active_rewards(rt)[bad] == [421]
 
 
 def test_thousands_of_deals_rewarded_exactly_once_across_a_restart(sf_sim: SalesforceSimulator,
-                                                                   sf_runtime: Callable[[str], Runtime]) -> None:
+                                                                   sf_harness: Callable[[str], Harness]) -> None:
     sim = sf_sim
     sim.clock = lambda: PAST
     won: dict[str, Decimal] = {}
@@ -140,16 +137,17 @@ def test_thousands_of_deals_rewarded_exactly_once_across_a_restart(sf_sim: Sales
     sim.fail_next(429, 1, retry_after="0")
     sim.on_page = lambda s, offset: s.expire_sessions() if offset == 1000 else None  # a session timeout mid-sync
 
-    first = sf_runtime(settings(sim))
-    added, more = poll_batches(first, "sf", max_batches=3)  # the daemon stops mid-sync...
-    assert (added, more) == (900, True)
-    cursor = rows(first, select(sources.c.cursor))[0][0]
-    assert '"sync"' in cursor and "nextRecordsUrl" not in cursor and "01g" not in cursor
+    first = sf_harness(settings(sim))
+    added = first.ingest("sf", batches=3)  # the daemon stops mid-sync...
+    (state,) = first.sources()
+    assert (added, state.more) == (900, True)
+    cursor = state.cursor
+    assert cursor is not None and '"sync"' in cursor and "nextRecordsUrl" not in cursor and "01g" not in cursor
     first.close()
 
-    second = sf_runtime(settings(sim))  # ...and a new process carries on from the stored cursor
+    second = sf_harness(settings(sim))  # ...and a new process carries on from the stored cursor
     poll(second, "sf")
-    stored = rows(second, select(events.c.object_id, events.c.transition, events.c.status))
+    stored = [(e.object_id, e.transition, e.status) for e in second.events()]
     assert len(stored) == len(won) == 2100
     assert {o for o, _, _ in stored} == set(won)
     assert {(t, s) for _, t, s in stored} == {(PAST_KEY, "ingested")}
@@ -159,7 +157,7 @@ def test_thousands_of_deals_rewarded_exactly_once_across_a_restart(sf_sim: Sales
     assert paid == {o: [cents(a)] for o, a in won.items()}  # 10 % in cents, once each
 
     poll(second, "sf")  # polling again changes nothing
-    assert len(rows(second, select(events.c.id))) == 2100
+    assert len(second.events()) == 2100
 
     # Deletions, reopened deals and a deal won again: reversals claw back, the new win is rewarded once more.
     ids = list(won)
@@ -174,7 +172,7 @@ def test_thousands_of_deals_rewarded_exactly_once_across_a_restart(sf_sim: Sales
     sim.clock = lambda: later + timedelta(seconds=5)
     for opp in rewon:
         sim.update("Opportunity", opp, StageName="Closed Won", CloseDate=date(2026, 6, 30))
-    third = sf_runtime(settings(sim))
+    third = sf_harness(settings(sim))
     poll(third, "sf")
     calculate(third)
     paid = active_rewards(third)
@@ -182,29 +180,26 @@ def test_thousands_of_deals_rewarded_exactly_once_across_a_restart(sf_sim: Sales
     assert {o: paid[o] for o in rewon} == {o: [cents(won[o])] for o in rewon}
     untouched = set(ids) - set(deleted + reopened + rewon)
     assert {o: paid[o] for o in untouched} == {o: [cents(won[o])] for o in untouched}
-    reversal_calcs = rows(third, select(calculations.c.status).join(events, events.c.id == calculations.c.event_id)
-                          .where(events.c.event_type == "deal_reversed"))
+    reversals = {e.id for e in third.events() if e.event_type == "deal_reversed"}
+    reversal_calcs = [c.status for c in third.calculations() if c.event_id in reversals]
     assert len(reversal_calcs) == 15
 
 
-def keys_of(rt: Runtime, opportunity: str) -> list[str]:
+def keys_of(harness: Harness, opportunity: str) -> list[str]:
     """The transitions stored for ``opportunity``, in the order they were ingested."""
-    return [t for (t,) in rows(rt, select(events.c.transition).where(events.c.object_id == opportunity)
-                                   .order_by(events.c.id))]
+    return [e.transition for e in harness.events() if e.object_id == opportunity]
 
 
-def last_poll(rt: Runtime) -> dict[str, Any]:
-    detail = rows(rt, select(audit_log.c.detail).where(audit_log.c.action == "source.polled")
-                  .order_by(audit_log.c.seq.desc()).limit(1))[0][0]
-    return dict(json.loads(detail))
+def last_poll(harness: Harness) -> dict[str, Any]:
+    return dict(harness.audit("source.polled")[-1].detail)
 
 
 def test_edits_while_won_pay_nothing_more_and_a_seen_rewin_is_paid_once(sf_sim: SalesforceSimulator,
-                                                                        sf_runtime: Callable[[str], Runtime]) -> None:
+                                                                        sf_harness: Callable[[str], Harness]) -> None:
     sim = sf_sim
     sim.clock = lambda: PAST
     deal = sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId="001P")
-    rt = sf_runtime(settings(sim))
+    rt = sf_harness(settings(sim))
     assert poll(rt, "sf") == 1
     assert calculate(rt) == 1
     assert active_rewards(rt) == {deal: [10000]}
@@ -243,12 +238,12 @@ def test_edits_while_won_pay_nothing_more_and_a_seen_rewin_is_paid_once(sf_sim: 
 
 
 def test_a_reopen_and_rewin_no_sync_saw_pays_twice_until_a_later_reversal(
-        sf_sim: SalesforceSimulator, sf_runtime: Callable[[str], Runtime]) -> None:
+        sf_sim: SalesforceSimulator, sf_harness: Callable[[str], Harness]) -> None:
     """The limit documented in docs/sources/salesforce.md: a reopening no sync saw has no reversal."""
     sim = sf_sim
     sim.clock = lambda: PAST
     deal = sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId="001P")
-    rt = sf_runtime(settings(sim))
+    rt = sf_harness(settings(sim))
     poll(rt, "sf")
     calculate(rt)
     sim.clock = lambda: PAST + timedelta(days=1)
