@@ -3,18 +3,14 @@
 * ``sf_payloads``: JSON bodies shaped like Salesforce's documented responses (token, query result, errors).
 * ``sf_sim``: a started :class:`~payhub_simulators.salesforce.SalesforceSimulator` on 127.0.0.1.
 * ``sf_settings``: settings for a source, fast retries; ``sf_source``: a source on the simulator.
-* ``sf_runtime``: a payhub Runtime on a migrated SQLite file, from a settings body (the plugin loads by entry point).
-* ``sf_db_runtime``: the same on ``sf_db_url``, a fresh SQLite file or PostgreSQL database (the test runs on both).
 * ``sf_harness``: payhub's in-process harness on ``payhub_db_url`` from a settings body, a new one (after closing
   the last) at each call, as a restarted process on the same database.
 """
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,11 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from payhub_simulators.salesforce import SalesforceSimulator
 
 from payhub.api import SourceRecord
-from payhub.db import migrate
-from payhub.db.engine import make_engine
-from payhub.runtime import Runtime
-from payhub.settings import load_settings
-from payhub.testing import Harness, throwaway_database
+from payhub.testing import Harness
 from payhub.testing.pytest_plugin import HarnessFactory
 from payhub_salesforce import SalesforceSettings, SalesforceSource
 
@@ -152,48 +144,6 @@ def sf_rsa_key() -> tuple[bytes, bytes]:
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, public
-
-
-def _runtimes(tmp_path: Path, url: str) -> Iterator[Callable[[str], Runtime]]:
-    """Migrate the database at ``url``; yield a factory of Runtimes on it; close them all afterwards."""
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    made: list[Runtime] = []
-
-    def make(body: str) -> Runtime:
-        config = tmp_path / "payhub.toml"
-        config.write_text(f'[database]\nurl = "{url}"\n\n' + textwrap.dedent(body))
-        rt = Runtime(load_settings(config))
-        rt.load_plugins()
-        failed = [s for s in rt.plugins.statuses if s.state != "loaded"]
-        assert not failed, failed
-        made.append(rt)
-        return rt
-
-    yield make
-    for rt in made:
-        rt.close()
-
-
-@pytest.fixture
-def sf_runtime(tmp_path: Path) -> Iterator[Callable[[str], Runtime]]:
-    """``sf_runtime(body)``: a Runtime on a migrated SQLite file with the settings ``body``; a new one each call."""
-    yield from _runtimes(tmp_path, f"sqlite:///{tmp_path / 'payhub.db'}")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sf_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database dropped after (skipped when the
-    PostgreSQL server cannot be reached)."""
-    with throwaway_database(request.param, tmp_path, pytest.skip) as url:
-        yield url
-
-
-@pytest.fixture
-def sf_db_runtime(tmp_path: Path, sf_db_url: str) -> Iterator[Callable[[str], Runtime]]:
-    """``sf_db_runtime(body)``: as ``sf_runtime``, on ``sf_db_url`` (SQLite, then PostgreSQL)."""
-    yield from _runtimes(tmp_path, sf_db_url)
 
 
 @pytest.fixture

@@ -4,27 +4,23 @@ A won deal the filter selected is rewarded; later edits take it out of the filte
 in the same edit that reopens or loses it, or in an earlier one, possibly seen by a poll of its own. Whatever the
 order, the deal's reopening, loss or deletion is a ``deal_reversed`` event and the reward is taken back; a deal that
 only stops matching the filter while it stays won keeps its reward (the win was not undone). Every step is a new
-Runtime on the same database, so each poll resumes from the stored cursor as after a restart.
+harness on the same database, so each poll resumes from the stored cursor as after a restart.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from test_salesforce_pipeline import active_rewards, calculate, keys_of, rows
+from payhub_simulators.salesforce import USER_ID, SalesforceSimulator
+from test_salesforce_pipeline import active_rewards, calculate, keys_of, poll
 
 from payhub.api import PermanentSourceError
-from payhub.db.schema import calculations, events
-from payhub.pipeline.ingest import poll
-from payhub.runtime import Runtime
+from payhub.testing import Harness
 from payhub_salesforce import SalesforceSource
-from payhub_simulators.salesforce import USER_ID, SalesforceSimulator
 
 WON_AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 WON_KEY = "won:2026-03-01T08:00:00Z"
@@ -67,13 +63,11 @@ def apply(sim: SalesforceSimulator, deal: str, edit: Edit) -> None:
         sim.update("Opportunity", deal, **edit)
 
 
-def reversal_reasons(rt: Runtime, deal: str) -> list[str]:
-    found = rows(rt, select(events.c.attributes).where(events.c.object_id == deal)
-                 .where(events.c.event_type == "deal_reversed").order_by(events.c.id))
-    return [json.loads(attributes)["reason"] for (attributes,) in found]
+def reversal_reasons(rt: Harness, deal: str) -> list[str]:
+    return [e.attributes["reason"] for e in rt.events() if e.object_id == deal and e.event_type == "deal_reversed"]
 
 
-def assert_reversed(rt: Runtime, deal: str, *reversals: tuple[str, str]) -> None:
+def assert_reversed(rt: Harness, deal: str, *reversals: tuple[str, str]) -> None:
     """The deal's events are its win, then a ``reversed:<at>`` with its reason for each ``(at, reason)`` of
     ``reversals``; its reward is taken back."""
     assert keys_of(rt, deal) == [WON_KEY, *(f"reversed:{at}" for at, _ in reversals)]
@@ -81,7 +75,7 @@ def assert_reversed(rt: Runtime, deal: str, *reversals: tuple[str, str]) -> None
     assert not active_rewards(rt).get(deal)
 
 
-def won_and_rewarded(sim: SalesforceSimulator, make: Callable[[str], Runtime], where: str = WHERE) -> str:
+def won_and_rewarded(sim: SalesforceSimulator, make: Callable[[str], Harness], where: str = WHERE) -> str:
     """A partner deal won at WON_AT, polled and rewarded 10 % of 1000.00 (10000 cents) to the partner."""
     sim.clock = lambda: WON_AT
     deal = sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId=PARTNER,
@@ -93,8 +87,8 @@ def won_and_rewarded(sim: SalesforceSimulator, make: Callable[[str], Runtime], w
     return deal
 
 
-def step(sim: SalesforceSimulator, make: Callable[[str], Runtime], deal: str, day: int, edits: list[Edit],
-         where: str = WHERE, mapping: str = "") -> Runtime:
+def step(sim: SalesforceSimulator, make: Callable[[str], Harness], deal: str, day: int, edits: list[Edit],
+         where: str = WHERE, mapping: str = "") -> Harness:
     """Apply ``edits`` on ``day`` days after the win (one second apart), then restart, poll and calculate."""
     for n, edit in enumerate(edits):
         moment = WON_AT + timedelta(days=day, seconds=n)
@@ -117,73 +111,72 @@ OUT_OF_FILTER: list[tuple[str, Edit]] = [("partner cleared", CLEAR_PARTNER), ("t
 
 @pytest.mark.parametrize(("undo", "reason"), [pytest.param(e, r, id=n) for n, e, r in UNDONE if n != "deleted"])
 @pytest.mark.parametrize("out", [pytest.param(e, id=n) for n, e in OUT_OF_FILTER])
-def test_undone_in_the_edit_that_leaves_the_filter(sf_sim: SalesforceSimulator, sf_db_runtime: Callable[[str], Runtime],
+def test_undone_in_the_edit_that_leaves_the_filter(sf_sim: SalesforceSimulator, sf_harness: Callable[[str], Harness],
                                                    undo: Edit, reason: str, out: Edit) -> None:
     """Reopened or lost, and out of the filter, in one edit a later poll than the win reads: the reward goes."""
-    deal = won_and_rewarded(sf_sim, sf_db_runtime)
-    rt = step(sf_sim, sf_db_runtime, deal, 1, [{**undo, **out}])
+    deal = won_and_rewarded(sf_sim, sf_harness)
+    rt = step(sf_sim, sf_harness, deal, 1, [{**undo, **out}])
     assert_reversed(rt, deal, ("2026-03-02T08:00:00Z", reason))
 
 
 @pytest.mark.parametrize(("undo", "reason"), [pytest.param(e, r, id=n) for n, e, r in UNDONE])
 @pytest.mark.parametrize("out", [pytest.param(e, id=n) for n, e in OUT_OF_FILTER])
 def test_undone_after_leaving_the_filter_between_the_same_two_polls(
-        sf_sim: SalesforceSimulator, sf_db_runtime: Callable[[str], Runtime], undo: Edit, reason: str,
+        sf_sim: SalesforceSimulator, sf_harness: Callable[[str], Harness], undo: Edit, reason: str,
         out: Edit) -> None:
     """Out of the filter, then reopened, lost or deleted a second later; one poll reads both edits."""
-    deal = won_and_rewarded(sf_sim, sf_db_runtime)
-    rt = step(sf_sim, sf_db_runtime, deal, 1, [out, undo])
+    deal = won_and_rewarded(sf_sim, sf_harness)
+    rt = step(sf_sim, sf_harness, deal, 1, [out, undo])
     assert_reversed(rt, deal, ("2026-03-02T08:00:01Z", reason))
 
 
 @pytest.mark.parametrize(("undo", "reason"), [pytest.param(e, r, id=n) for n, e, r in UNDONE])
 @pytest.mark.parametrize("out", [pytest.param(e, id=n) for n, e in OUT_OF_FILTER])
 def test_left_the_filter_while_won_keeps_the_reward_until_undone_at_a_later_poll(
-        sf_sim: SalesforceSimulator, sf_db_runtime: Callable[[str], Runtime], undo: Edit, reason: str,
+        sf_sim: SalesforceSimulator, sf_harness: Callable[[str], Harness], undo: Edit, reason: str,
         out: Edit) -> None:
     """Partner removed (or the type changed) while won: no event, the reward stands; undone a poll later: reversed."""
-    deal = won_and_rewarded(sf_sim, sf_db_runtime)
-    rt = step(sf_sim, sf_db_runtime, deal, 1, [out])
+    deal = won_and_rewarded(sf_sim, sf_harness)
+    rt = step(sf_sim, sf_harness, deal, 1, [out])
     assert keys_of(rt, deal) == [WON_KEY]  # still won: not a reversal
     assert active_rewards(rt) == {deal: [10000]}
 
-    rt = step(sf_sim, sf_db_runtime, deal, 2, [undo])
+    rt = step(sf_sim, sf_harness, deal, 2, [undo])
     assert_reversed(rt, deal, ("2026-03-03T08:00:00Z", reason))
 
 
 def test_partner_cleared_reopened_won_again_and_deleted(sf_sim: SalesforceSimulator,
-                                                        sf_db_runtime: Callable[[str], Runtime]) -> None:
+                                                        sf_harness: Callable[[str], Harness]) -> None:
     """Each poll sees one change; the re-win without a partner is not rewarded, and each undoing is a reversal."""
-    deal = won_and_rewarded(sf_sim, sf_db_runtime)
-    rt = step(sf_sim, sf_db_runtime, deal, 1, [{"StageName": "Negotiation", **CLEAR_PARTNER}])
+    deal = won_and_rewarded(sf_sim, sf_harness)
+    rt = step(sf_sim, sf_harness, deal, 1, [{"StageName": "Negotiation", **CLEAR_PARTNER}])
     assert not active_rewards(rt).get(deal)
-    rt = step(sf_sim, sf_db_runtime, deal, 2, [{"StageName": "Closed Won"}])  # won again, outside the filter
+    rt = step(sf_sim, sf_harness, deal, 2, [{"StageName": "Closed Won"}])  # won again, outside the filter
     assert keys_of(rt, deal) == [WON_KEY, "reversed:2026-03-02T08:00:00Z"]
-    rt = step(sf_sim, sf_db_runtime, deal, 3, [{"delete": True}])
+    rt = step(sf_sim, sf_harness, deal, 3, [{"delete": True}])
     assert_reversed(rt, deal, ("2026-03-02T08:00:00Z", "reopened"), ("2026-03-04T08:00:00Z", "deleted"))
     assert poll(rt, "sf") == 0  # read again: nothing new
     assert calculate(rt) == 0
 
 
 def test_reopened_then_deleted_between_the_same_two_polls(sf_sim: SalesforceSimulator,
-                                                        sf_db_runtime: Callable[[str], Runtime]) -> None:
+                                                        sf_harness: Callable[[str], Harness]) -> None:
     """Reopened with its partner cleared, then deleted, before a poll: found as deleted, whatever its stage."""
-    deal = won_and_rewarded(sf_sim, sf_db_runtime)
+    deal = won_and_rewarded(sf_sim, sf_harness)
     never_won = sf_sim.add_opportunity(StageName="Negotiation", Amount=Decimal("5"), PartnerAccountId=PARTNER,
                                        Type="Partner")
     sf_sim.clock = lambda: WON_AT + timedelta(days=1)
     sf_sim.delete("Opportunity", never_won)
-    rt = step(sf_sim, sf_db_runtime, deal, 1, [{"StageName": "Negotiation", **CLEAR_PARTNER}, {"delete": True}])
+    rt = step(sf_sim, sf_harness, deal, 1, [{"StageName": "Negotiation", **CLEAR_PARTNER}, {"delete": True}])
     assert_reversed(rt, deal, ("2026-03-02T08:00:01Z", "deleted"))
     assert reversal_reasons(rt, never_won) == ["deleted"]  # every deleted deal is read; it had nothing to take back
-    statuses = rows(rt, select(calculations.c.status).join(events, events.c.id == calculations.c.event_id)
-                    .where(events.c.object_id == never_won))
-    assert [status for (status,) in statuses] == ["not_eligible"]
+    never_won_events = {e.id for e in rt.events() if e.object_id == never_won}
+    assert [c.status for c in rt.calculations() if c.event_id in never_won_events] == ["not_eligible"]
     assert active_rewards(rt) == {}
 
 
 def test_a_reversal_whose_payee_field_was_cleared_takes_the_owner(sf_sim: SalesforceSimulator,
-                                                                  sf_db_runtime: Callable[[str], Runtime]) -> None:
+                                                                  sf_harness: Callable[[str], Harness]) -> None:
     """The payee field emptied in the edit that reopens the deal: the reversal is stored (owner as payee), not
     quarantined for a missing payee, and the reward is taken back from the partner it went to."""
     sf_sim.add_fields("Opportunity", ["Partner_Rep__c"])
@@ -191,34 +184,33 @@ def test_a_reversal_whose_payee_field_was_cleared_takes_the_owner(sf_sim: Salesf
     sf_sim.clock = lambda: WON_AT
     deal = sf_sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId=PARTNER,
                                   Type="Partner", Partner_Rep__c="005000000000042AAA")
-    rt = sf_db_runtime(settings(sf_sim, mapping=mapping))
+    rt = sf_harness(settings(sf_sim, mapping=mapping))
     poll(rt, "sf")
     calculate(rt)
     assert active_rewards(rt) == {deal: [10000]}
-    rt = step(sf_sim, sf_db_runtime, deal, 1, [{"StageName": "Negotiation", "Partner_Rep__c": None, **CLEAR_PARTNER}],
+    rt = step(sf_sim, sf_harness, deal, 1, [{"StageName": "Negotiation", "Partner_Rep__c": None, **CLEAR_PARTNER}],
               mapping=mapping)
-    stored = rows(rt, select(events.c.transition, events.c.status, events.c.payee_id).where(events.c.object_id == deal)
-                  .order_by(events.c.id))
-    assert [tuple(r) for r in stored] == [(WON_KEY, "calculated", "005000000000042AAA"),
+    stored = [(e.transition, e.status, e.payee_id) for e in rt.events() if e.object_id == deal]
+    assert stored == [(WON_KEY, "calculated", "005000000000042AAA"),
                                           ("reversed:2026-03-02T08:00:00Z", "calculated", USER_ID)]  # the owner
     assert not active_rewards(rt).get(deal)
 
 
 def test_the_filter_may_hold_a_semi_join(sf_sim: SalesforceSimulator,
-                                         sf_db_runtime: Callable[[str], Runtime]) -> None:
+                                         sf_harness: Callable[[str], Harness]) -> None:
     """Salesforce allows semi-joins only at the top level of WHERE (never under OR): the queries keep them there."""
     where = "Id IN (SELECT OpportunityId FROM OpportunityPartner WHERE Role = 'Reseller')"
     sf_sim.clock = lambda: WON_AT
     deal = sf_sim.add_opportunity(StageName="Closed Won", Amount=Decimal("1000"), PartnerAccountId=PARTNER)
     reseller = sf_sim.add_partner(deal, PARTNER)
-    rt = sf_db_runtime(settings(sf_sim, where))
+    rt = sf_harness(settings(sf_sim, where))
     assert poll(rt, "sf") == 1
     calculate(rt)
     assert active_rewards(rt) == {deal: [10000]}
     sf_sim.clock = lambda: WON_AT + timedelta(days=1)
     sf_sim.delete("OpportunityPartner", reseller)
     sf_sim.update("Opportunity", deal, StageName="Closed Lost")
-    rt = step(sf_sim, sf_db_runtime, deal, 2, [], where)
+    rt = step(sf_sim, sf_harness, deal, 2, [], where)
     assert reversal_reasons(rt, deal) == ["lost"]
     assert not active_rewards(rt).get(deal)
 
