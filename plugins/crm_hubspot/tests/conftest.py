@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from payhub_simulators.hubspot import HubSpotSimulator
 
 from payhub.api import SourceRecord
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
-from payhub.testing import throwaway_database
+from payhub.testing import Harness, throwaway_database
 from payhub_hubspot import HubSpotSettings, HubSpotSource
-from payhub_simulators.hubspot import HubSpotSimulator
 
 FAST = {"search_requests_per_second": 1000, "requests_per_second": 1000, "index_lag_seconds": 0,
         "retry_initial_seconds": 0.01, "retry_max_seconds": 0.05}
@@ -139,3 +139,31 @@ def make_runtime(tmp_path: Path, sim: HubSpotSimulator, runtime_db_url: str) -> 
     yield factory
     for rt in made:
         rt.close()
+
+
+@pytest.fixture
+def hs_harness(tmp_path: Path, sim: HubSpotSimulator, runtime_db_url: str) -> Iterator[Callable[..., Harness]]:
+    """``hs_harness(source=..., programs=...)``: payhub's in-process harness on ``runtime_db_url`` whose settings
+    enable ``[sources.hs] plugin = "hubspot"`` on the simulator (the installed entry point, as in production), with
+    ``source`` keys over the defaults and ``programs`` as TOML text. Each call closes the harness made before, as a
+    process stopped and started again on the same database."""
+    made: list[Harness] = []
+
+    def factory(source: dict[str, Any] | None = None, programs: str = "") -> Harness:
+        if made:
+            made[-1].close()
+        values: dict[str, Any] = {"plugin": "hubspot", "base_url": sim.url, "access_token": sim.private_token,
+                                  "start_date": "2020-01-01", "company_currency": "USD", **FAST, **(source or {})}
+        lines = [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        directory = tmp_path / f"harness-{len(made) + 1}"
+        directory.mkdir()
+        harness = Harness("[sources.hs]\n" + "\n".join(lines) + "\n" + programs, database_url=runtime_db_url,
+                          directory=directory)
+        made.append(harness)
+        assert harness.plugin_failures() == {}
+        return harness
+
+    yield factory
+    for harness in made:
+        harness.close()
+

@@ -6,14 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from payhub_simulators.hubspot import HubSpotSimulator, iso
 
 from payhub.api import SourceRecord
-from payhub.db.schema import events
-from payhub.pipeline.ingest import poll
-from payhub.runtime import Runtime
+from payhub.testing import Harness
 from payhub_hubspot import HubSpotSource
-from payhub_simulators.hubspot import HubSpotSimulator, iso
 from payhub_hubspot.source import parse_time
 
 HOUR = 3_600_000
@@ -25,14 +22,13 @@ def test_times_off_the_calendar_are_unreadable_not_errors(value: str) -> None:
 
 
 def test_a_deal_whose_close_date_overflows_is_quarantined_with_the_others_stored(
-        sim: HubSpotSimulator, make_runtime: Callable[..., Runtime]) -> None:
+        sim: HubSpotSimulator, hs_harness: Callable[..., Harness]) -> None:
     now = sim.now_ms()
     good = [sim.add_deal(at_ms=now - HOUR + n) for n in range(3)]
     bad = sim.add_deal(closedate="9999-12-31T23:59:59-05:00", at_ms=now - HOUR)
-    rt = make_runtime({"batch_size": 2})
-    assert poll(rt, "hs") == 4
-    with rt.engine.connect() as conn:
-        rows = {r.object_id: r for r in conn.execute(select(events))}
+    rt = hs_harness({"batch_size": 2})
+    assert rt.ingest("hs", batches=None) == 4
+    rows = {r.object_id: r for r in rt.events()}
     assert {d: rows[d].status for d in good} == dict.fromkeys(good, "ingested")
     assert (rows[bad].status, rows[bad].reason) == (
         "quarantined", "closedate '9999-12-31T23:59:59-05:00' is not a date")
@@ -40,7 +36,7 @@ def test_a_deal_whose_close_date_overflows_is_quarantined_with_the_others_stored
 
 def test_a_deal_the_mapping_cannot_read_is_handed_over_quarantined(
         sim: HubSpotSimulator, make_source: Callable[..., HubSpotSource], drain: Callable[..., Any],
-        monkeypatch: pytest.MonkeyPatch, make_runtime: Callable[..., Runtime]) -> None:
+        monkeypatch: pytest.MonkeyPatch, hs_harness: Callable[..., Harness]) -> None:
     now = sim.now_ms()
     first, broken, last = (sim.add_deal(at_ms=now - HOUR + n) for n in range(3))
     real = HubSpotSource._attributes
@@ -56,10 +52,9 @@ def test_a_deal_the_mapping_cannot_read_is_handed_over_quarantined(
     assert by_id[first].problem is None and by_id[last].problem is None
     assert by_id[broken].problem == f"HubSpot deal {broken} cannot be read: TypeError: unexpected shape of a property"
     assert f'"id":"{broken}"' in (by_id[broken].raw or "")
-    rt = make_runtime()
-    assert poll(rt, "hs") == 3
-    with rt.engine.connect() as conn:
-        rows = {r.object_id: r for r in conn.execute(select(events))}
+    rt = hs_harness()
+    assert rt.ingest("hs", batches=None) == 3
+    rows = {r.object_id: r for r in rt.events()}
     assert [rows[d].status for d in (first, broken, last)] == ["ingested", "quarantined", "ingested"]
     assert rows[broken].key.startswith("hs:malformed:")
 
