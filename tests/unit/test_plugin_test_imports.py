@@ -21,8 +21,6 @@ ALLOWED: dict[str, set[str]] = {
     "plugins/crm_hubspot/tests/conftest.py": {"payhub.db", "payhub.db.engine", "payhub.runtime", "payhub.settings"},
     # One poll() is one fetch of one batch, and the tests read the source's stored cursor and status (the sources
     # table): Harness.ingest polls up to the daemon's batches per pass and shows no cursor.
-    "plugins/crm_hubspot/tests/test_hubspot_retry_after.py": {"payhub.db.schema", "payhub.pipeline.ingest",
-                                                              "payhub.runtime"},
     # The same, and calculation batch by batch (calculate_batch with program versions registered by hand).
     "plugins/crm_hubspot/tests/test_hubspot_pipeline.py": {"payhub.db.schema", "payhub.pipeline.calculate",
                                                            "payhub.pipeline.ingest", "payhub.runtime"},

@@ -13,15 +13,12 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from payhub_simulators.hubspot import TOKEN_PATH, HubSpotSimulator
 
 from payhub.api import TransientSourceError
-from payhub.db.schema import events, sources
-from payhub.pipeline.ingest import poll
-from payhub.runtime import Runtime
+from payhub.testing import Harness
 from payhub_hubspot import HubSpotSource
 from payhub_hubspot.client import RETRY_AFTER_CAP_SECONDS, retry_after_seconds
-from payhub_simulators.hubspot import TOKEN_PATH, HubSpotSimulator
 from payhub_hubspot.source import SEARCH_PATH, Cursor, from_ms
 
 HOUR = 3_600_000
@@ -53,9 +50,9 @@ def not_before(cursor: str | None) -> int | None:
     return Cursor.decode(cursor, 0).nb
 
 
-def hold(rt: Runtime, wall: WallClock) -> None:
-    """Give the runtime's source the test's wall clock."""
-    source = rt.plugins.sources["hs"]
+def hold(rt: Harness, wall: WallClock) -> None:
+    """Give the harness's source the test's wall clock."""
+    source = rt.source("hs")
     assert isinstance(source, HubSpotSource)
     source.wall_clock = wall
 
@@ -129,31 +126,27 @@ def test_long_retry_after_of_the_token_endpoint(sim: HubSpotSimulator, make_sour
 
 
 def test_the_daemon_stores_the_wait_and_a_restarted_daemon_keeps_it(
-        sim: HubSpotSimulator, make_runtime: Callable[..., Runtime], wall: WallClock) -> None:
+        sim: HubSpotSimulator, hs_harness: Callable[..., Harness], wall: WallClock) -> None:
     deal = sim.add_deal(at_ms=sim.now_ms() - HOUR)
     sim.fail(SEARCH_PATH, 429, times=1, headers={"Retry-After": "3000"})
-    rt = make_runtime()
+    rt = hs_harness()
     hold(rt, wall)
-    assert poll(rt, "hs") == 0
+    assert rt.ingest("hs", batches=None) == 0
 
     def stored() -> tuple[str | None, str, str | None]:
-        with rt.engine.connect() as conn:
-            row = conn.execute(select(sources.c.cursor, sources.c.status, sources.c.reason)
-                               .where(sources.c.name == "hs")).one()
+        (row,) = [s for s in rt.sources() if s.name == "hs"]
         return row.cursor, row.status, row.reason
 
     cursor, status, reason = stored()
     assert not_before(cursor) == int(wall.now * 1000) + 3_000_000 and (status, reason) == ("ok", None)
     asked = len(sim.requests)
-    rt.close()
-    rt = make_runtime()  # a restart: a new source, the cursor from the database
+    rt = hs_harness()  # a restart: a new source, the cursor from the database
     hold(rt, wall)
     wall.now += 2999
-    assert poll(rt, "hs") == 0 and len(sim.requests) == asked and stored() == (cursor, "ok", None)
+    assert rt.ingest("hs", batches=None) == 0 and len(sim.requests) == asked and stored() == (cursor, "ok", None)
     wall.now += 1
-    assert poll(rt, "hs") == 1
-    with rt.engine.connect() as conn:
-        assert conn.execute(select(events.c.object_id)).scalars().all() == [deal]
+    assert rt.ingest("hs", batches=None) == 1
+    assert [e.object_id for e in rt.events()] == [deal]
     assert not_before(stored()[0]) is None
 
 
