@@ -18,9 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from click.testing import Result
 
-from payhub.db import migrate
-from payhub.db.engine import make_engine
 from payhub.testing import invoke_cli as invoke
+from payhub.testing import migrate_database
 
 PAYHUB = [sys.executable, "-c", "from payhub.cli import main; main()"]
 """The command line of ``payhub`` in a new process of this interpreter."""
@@ -67,10 +66,9 @@ def write_site(directory: Path, db_url: str, body: str, *, deals: str, payees: s
 
 
 def migrated(db_url: str) -> None:
-    """Create or upgrade payhub's tables in the database at ``db_url``."""
-    engine = make_engine(db_url)
-    migrate.upgrade(engine)
-    engine.dispose()
+    """Create or upgrade payhub's tables in the database at ``db_url``: a new database is a copy of a template
+    migrated once per test process (:func:`payhub.testing.migrate_database`)."""
+    migrate_database(db_url)
 
 
 def sql(db_url: str, query: str, **params: Any) -> list[Any]:

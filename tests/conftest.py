@@ -1,4 +1,5 @@
-"""Shared fixtures: settings files, SQLite and PostgreSQL databases, and a test distribution of plugins.
+"""Shared fixtures: settings files, SQLite and PostgreSQL databases, and a test distribution of plugins; the rule that
+says which tests are slow, and the report of tests that break it.
 
 The test distribution is a real ``*.dist-info`` directory put on ``sys.path`` (and on ``PYTHONPATH`` for
 subprocesses), so plugins are found through entry points exactly as a third party's would be, including one
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,48 @@ from cli_helpers import migrated, write_config  # noqa: E402
 from payhub.runtime import Runtime  # noqa: E402
 from payhub.settings import load_settings  # noqa: E402
 from payhub.testing import throwaway_database, write_distribution  # noqa: E402
+
+SLOW_SECONDS = 5.0
+"""A test that takes longer (set-up, call and tear-down) must be marked slow; the run reports those that are not."""
+
+ACCEPTANCE = Path(__file__).parent / "acceptance"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow, before ``-m`` selects, every test of ``tests/acceptance`` (subprocesses, daemons, crashes) and every
+    test that runs on PostgreSQL (the ``postgres`` marker): ``-m "not slow"`` keeps the unit tests and the in-process
+    tests on SQLite (README, "Run the tests")."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and (
+                item.path.is_relative_to(ACCEPTANCE) or item.get_closest_marker("postgres") is not None):
+            item.add_marker(pytest.mark.slow)
+
+
+_unmarked_seconds: dict[str, float] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the time of tests not marked slow; in a pytest-xdist worker, first make the captured output UTF-8 (the
+    hostile-input tests log lone surrogates, which a worker cannot send)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                           for title, text in report.sections]
+    if "slow" not in report.keywords:
+        _unmarked_seconds[report.nodeid] = _unmarked_seconds.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Add a warning to the summary for each test not marked slow that took over :data:`SLOW_SECONDS`."""
+    for nodeid, seconds in sorted(_unmarked_seconds.items(), key=lambda item: -item[1]):
+        if seconds > SLOW_SECONDS:
+            message = warnings.WarningMessage(
+                pytest.PytestWarning(f"took {seconds:.1f} s, over {SLOW_SECONDS:g} s: mark it @pytest.mark.slow"),
+                pytest.PytestWarning, __file__, 0)
+            config.hook.pytest_warning_recorded.call_historic(
+                kwargs={"warning_message": message, "when": "runtest", "nodeid": nodeid, "location": None})
+
 
 ENTRY_POINTS = """\
 [payhub.rails]
