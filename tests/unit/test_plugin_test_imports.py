@@ -26,10 +26,6 @@ ALLOWED: dict[str, set[str]] = {
                                                            "payhub.pipeline.ingest", "payhub.runtime"},
     "plugins/crm_hubspot/tests/test_hubspot_reversals.py": {"payhub.db.schema", "payhub.pipeline.calculate",
                                                             "payhub.pipeline.ingest", "payhub.runtime"},
-    # Webhooks posted to payhub's ASGI app and the deliveries and named objects it stored: the harness serves no
-    # HTTP app and shows no webhook tables.
-    "plugins/crm_hubspot/tests/test_hubspot_webhooks_app.py": {"payhub.db.schema", "payhub.http.app",
-                                                               "payhub.pipeline.ingest", "payhub.runtime"},
     # Reads the events, calculations, rewards (in minor units) and audit entries a killed and restarted
     # `payhub run` subprocess stored: the kit reads back only a harness's own database.
     "plugins/integration/test_crm_daemon.py": {"payhub.db.schema"},
