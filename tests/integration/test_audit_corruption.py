@@ -20,6 +20,8 @@ from payhub.db.schema import audit_head, audit_log
 from payhub.runtime import Runtime
 from payhub.testing import FakeRail
 
+pytestmark = pytest.mark.slow  # a real pipeline run per database, then a verify per case
+
 
 @pytest.fixture
 def site(make_runtime: Callable[[str], Runtime], tmp_path: Path) -> Site:

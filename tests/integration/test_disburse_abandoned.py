@@ -22,6 +22,8 @@ from payhub.pipeline.disburse import disburse_rail
 from payhub.runtime import Runtime
 from payhub.testing import FakeRail
 
+pytestmark = pytest.mark.slow  # rail calls run past the rail's timeout
+
 TIMEOUT = 0.2
 LOGGER = "payhub.pipeline.disburse"
 

@@ -22,6 +22,8 @@ from payhub.runtime import Runtime
 from payhub.testing import FakeRail
 from payhub.worker import Worker
 
+pytestmark = pytest.mark.slow  # rail calls left running past their bounds are waited out
+
 TIMEOUT = 0.2
 
 

@@ -41,6 +41,8 @@ from payhub.store import leases
 from payhub.store.payouts import claim_rows, fail, set_status
 from payhub.testing import FakeRail
 
+pytestmark = pytest.mark.slow  # two replicas, one stalled in a plugin call while the other takes over
+
 BASE = """
     lease_seconds = 30
     [daemon]

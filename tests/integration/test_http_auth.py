@@ -134,6 +134,7 @@ def test_each_role_may_what_it_includes_and_no_more(api: Api) -> None:
                 assert entry["detail"]["reason"] == f"role {holder} may not do this (needs {needed})"
 
 
+@pytest.mark.slow  # every route with every role
 def test_every_api_route_needs_a_token_of_the_documented_role(runtime: Callable[[str], Runtime]) -> None:
     """Over every operation of the OpenAPI document: reads need auditor, actions operator, tokens admin (asked on
     an empty database, with no body: a route past its role check answers anything but 401 and 403)."""
@@ -378,6 +379,7 @@ def test_failed_sign_ins_are_throttled_per_origin(api: Api) -> None:
     assert statuses == [200, 401, 401, 401, 429]  # a new minute: its first throttled request is audited again
 
 
+@pytest.mark.slow  # every route, logs and audit read back
 def test_tokens_never_reach_the_logs_or_the_audit_log(runtime: Callable[[str], Runtime],
                                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)

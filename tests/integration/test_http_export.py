@@ -33,6 +33,8 @@ from payhub.http.server import HttpServer
 from payhub.runtime import Runtime
 from payhub.tokens import Role, create, revoke
 
+pytestmark = pytest.mark.slow  # real loopback servers and sockets, streams waited out
+
 CLIENT = "203.0.113.9"
 
 

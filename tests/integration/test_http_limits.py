@@ -27,6 +27,8 @@ from payhub.http.limits import declared_length
 from payhub.http.server import HttpServer
 from payhub.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # real loopback servers; request deadlines are waited out
+
 MAX_BODY = 1024
 DEADLINE = 0.5
 

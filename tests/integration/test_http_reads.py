@@ -305,6 +305,7 @@ def test_program_filter(site: Site) -> None:
     assert site.body("/programs?program=none")["items"] == []
 
 
+@pytest.mark.slow  # many filtered reads of a large audit log
 def test_audit_filters(site: Site) -> None:
     until = quote(isoformat(site.before_reads))
 

@@ -341,6 +341,7 @@ def test_object_ids_from_a_source_that_cannot_read_them_are_refused_as_a_bug(rt:
     assert post(rt, "/webhooks/naming", json.dumps({"records": ["D-1"]}).encode()).status_code == 200
 
 
+@pytest.mark.slow  # waits out a hung plugin
 @ANY_DATABASE
 def test_a_plugin_that_hangs_is_abandoned_with_503_and_its_next_calls_refused_until_it_returns(rt: Runtime) -> None:
     answer = post(rt, "/webhooks/crm", json.dumps({"hang": 2.5}).encode())

@@ -14,6 +14,8 @@ from test_program_rules import BASE, PAYEES, PCT, all_payouts, deal, run, schedu
 from payhub.logs import REMIND_SECONDS, Reminder
 from payhub.worker import Worker
 
+pytestmark = pytest.mark.slow  # waits out the reminder interval
+
 
 class Clock:
     """A monotonic clock that moves only when told."""

@@ -267,6 +267,7 @@ def test_rail_whose_capabilities_fail_is_isolated_at_start(tmp_path: Path, plugi
 EXPORT_WITH_SINK = PAY_10_PERCENT + '[hooks.audit_sink]\npath = "audit.jsonl"\n'
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_hook_with_an_unknown_hook_name_is_reported_and_the_rest_runs(tmp_path: Path, plugin_path: Path) -> None:
     config = site(tmp_path, EXPORT_WITH_SINK + "[hooks.misspelt]\n")
     loaded = load_plugins(load_settings(config))

@@ -543,6 +543,7 @@ OPERATIONS = st.lists(st.one_of(
 ), min_size=3, max_size=15)
 
 
+@pytest.mark.slow  # many generated examples, each through the pipeline
 def test_netting_never_creates_or_loses_a_minor_unit(world: Any) -> None:
     """Random rewards and clawbacks for one payee, scheduled at random moments, with a minimum payout of 25 USD:
     the payouts are exactly those of a running balance (paid when at least 25.00, else carried), the payouts plus

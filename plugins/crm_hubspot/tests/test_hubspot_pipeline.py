@@ -10,6 +10,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import pytest
+from payhub_simulators.hubspot import HubSpotSimulator
 from sqlalchemy import func, select
 
 from payhub.db.schema import events, rewards
@@ -17,7 +19,6 @@ from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll, poll_batches
 from payhub.runtime import Runtime
 from payhub_hubspot import HubSpotSource
-from payhub_simulators.hubspot import HubSpotSimulator
 
 HOUR = 3_600_000
 MakeRuntime = Callable[..., Runtime]
@@ -95,6 +96,7 @@ def test_interrupted_sync_resumes_without_gap_or_duplicate(sim: HubSpotSimulator
     assert {r["object_id"] for r in stored(rt2)} == won
 
 
+@pytest.mark.slow  # a whole pipeline over many deals
 def test_end_to_end_each_partner_deal_rewarded_once(sim: HubSpotSimulator, make_runtime: MakeRuntime) -> None:
     now = sim.now_ms()
     partners = [sim.add_company(f"Partner {n}") for n in range(40)]

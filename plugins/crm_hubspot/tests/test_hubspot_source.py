@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from payhub_simulators.hubspot import HubSpotSimulator, iso
 
 from payhub.api import PermanentSourceError, SourceRecord, TransientSourceError
 from payhub_hubspot import HubSpotSettings, HubSpotSource
-from payhub_simulators.hubspot import HubSpotSimulator, iso
 from payhub_hubspot.source import BATCH_READ_PATH, SEARCH_PATH, Cursor
 
 HOUR = 3_600_000
@@ -86,6 +86,7 @@ def test_short_pages_with_next_are_not_the_end(make_source: Callable[..., HubSpo
         assert len(sim.calls(SEARCH_PATH)) >= 50 // 6  # pages of 6 deals (10 asked), each with a next page
 
 
+@pytest.mark.slow  # over 10,000 deals, about 7 s
 def test_more_than_10000_deals_in_one_window(sim: HubSpotSimulator, make_source: Callable[..., HubSpotSource],
                                              drain: Drain) -> None:
     now = sim.now_ms()
@@ -399,6 +400,7 @@ def test_storm_in_the_middle_of_a_fetch_keeps_what_was_read(
     assert record_keys(list(first.records) + rest) == [(d, f"won:{now - HOUR + n}") for n, d in enumerate(won)]
 
 
+@pytest.mark.slow  # waits out the search rate limit
 def test_client_side_search_limit(make_source: Callable[..., HubSpotSource], drain: Drain) -> None:
     with HubSpotSimulator(search_per_second=5) as sim:  # HubSpot's limit, enforced with 429s
         won = [sim.add_deal(at_ms=sim.now_ms() - HOUR + n) for n in range(24)]
@@ -414,6 +416,7 @@ def test_client_side_search_limit(make_source: Callable[..., HubSpotSource], dra
         assert len(sim.calls(SEARCH_PATH)) >= 12 and sim.rate_limited == 0
 
 
+@pytest.mark.slow  # waits out Retry-After
 def test_simulator_429_with_retry_after_is_waited_out(make_source: Callable[..., HubSpotSource],
                                                       drain: Drain) -> None:
     with HubSpotSimulator(search_per_second=2, rate_limit_retry_after=0.2) as sim:

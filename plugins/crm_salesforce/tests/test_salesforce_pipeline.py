@@ -110,6 +110,7 @@ def test_a_malformed_record_is_quarantined_and_the_rest_proceeds(sf_sim: Salesfo
     assert active_rewards(rt)[bad] == [421]
 
 
+@pytest.mark.slow  # thousands of deals, about 10 s
 def test_thousands_of_deals_rewarded_exactly_once_across_a_restart(sf_sim: SalesforceSimulator,
                                                                    sf_harness: Callable[[str], Harness]) -> None:
     sim = sf_sim

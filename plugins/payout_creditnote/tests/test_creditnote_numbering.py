@@ -182,6 +182,7 @@ def test_a_ledger_failure_mid_batch(rail_factory: RailFactory, monkeypatch: pyte
     assert "database is locked" in str(results[1].reason)
 
 
+@pytest.mark.slow  # threads and processes
 def test_concurrent_sends_from_threads_and_processes(tmp_path: Path) -> None:
     keys = 30
     config = tmp_path / "settings.json"

@@ -147,6 +147,7 @@ def assert_paid_once(rows: Sequence[PayoutView | dict[str, Any]], sim: GiftCardS
         assert row.provider_ref == order["id"]
 
 
+@pytest.mark.slow  # the pipeline through every fault
 @pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_paid_exactly_once_through_the_pipeline_under_faults(setup: Callable[..., Any]) -> None:
     harness, sim = setup(initial_status="PENDING", execute_after_seconds=0.0, dedup=False,

@@ -90,6 +90,7 @@ def test_the_simulator_command_points_payhub_settings_at_itself(tmp_path: Path) 
     assert '"denomination": 25.00' in listed.stdout  # amounts as stored, not through a float
 
 
+@pytest.mark.slow  # runs commands in subprocesses
 def test_the_command_exits_with_the_status_of_what_it_ran(tmp_path: Path) -> None:
     failed = subprocess.run([sys.executable, "-m", "payhub_simulators", "giftcard", "--", sys.executable, "-c",
                              "import sys; sys.exit(3)"], capture_output=True, text=True, timeout=30)

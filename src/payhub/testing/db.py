@@ -11,6 +11,7 @@ process exits.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import sqlite3
@@ -102,8 +103,9 @@ def migrate_database(url: str) -> None:
     """Bring the database at ``url`` to this payhub's schema revision.
 
     A database that does not exist yet or has no tables, and that nothing is connected to, becomes a copy of the
-    migrated template: a SQLite file that is missing or empty is written from it; a PostgreSQL database is dropped and
-    created again from it under its name. Any other database is upgraded by Alembic, as ``payhub db upgrade`` does.
+    migrated template: a missing SQLite file is written from it; a PostgreSQL database is dropped and created again
+    from it under its name. Any other database not at that revision is upgraded by Alembic, as ``payhub db upgrade``
+    does.
     """
     path = sqlite_file(url)
     if path is not None:
@@ -113,9 +115,15 @@ def migrate_database(url: str) -> None:
         return
     engine = make_engine(url)
     try:
-        migrate.upgrade(engine)
+        if migrate.current_revision(engine) != _head_revision():
+            migrate.upgrade(engine)
     finally:
         engine.dispose()
+
+
+@functools.cache
+def _head_revision() -> str:
+    return migrate.head_revision()
 
 
 _lock = threading.Lock()

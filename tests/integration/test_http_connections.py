@@ -20,6 +20,8 @@ from payhub.http.server import HttpServer
 from payhub.runtime import Runtime
 from payhub.settings import Settings
 
+pytestmark = pytest.mark.slow  # real loopback servers; idle and trickling connections are waited out
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[HttpServer]:
