@@ -22,8 +22,6 @@ ALLOWED: dict[str, set[str]] = {
     # One poll() is one fetch of one batch, and the tests read the source's stored cursor and status (the sources
     # table): Harness.ingest polls up to the daemon's batches per pass and shows no cursor.
     # The same, and calculation batch by batch (calculate_batch with program versions registered by hand).
-    "plugins/crm_hubspot/tests/test_hubspot_pipeline.py": {"payhub.db.schema", "payhub.pipeline.calculate",
-                                                           "payhub.pipeline.ingest", "payhub.runtime"},
     "plugins/crm_hubspot/tests/test_hubspot_reversals.py": {"payhub.db.schema", "payhub.pipeline.calculate",
                                                             "payhub.pipeline.ingest", "payhub.runtime"},
     # Reads the events, calculations, rewards (in minor units) and audit entries a killed and restarted
