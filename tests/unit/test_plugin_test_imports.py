@@ -19,11 +19,6 @@ ALLOWED: dict[str, set[str]] = {
     # file (relative to the repository) -> internal payhub modules it imports, and why the kit cannot stand in yet.
     # Runtime factories for the CRM tests below that poll one batch at a time; they go when those tests do.
     "plugins/crm_hubspot/tests/conftest.py": {"payhub.db", "payhub.db.engine", "payhub.runtime", "payhub.settings"},
-    # One poll() is one fetch of one batch, and the tests read the source's stored cursor and status (the sources
-    # table): Harness.ingest polls up to the daemon's batches per pass and shows no cursor.
-    # The same, and calculation batch by batch (calculate_batch with program versions registered by hand).
-    "plugins/crm_hubspot/tests/test_hubspot_reversals.py": {"payhub.db.schema", "payhub.pipeline.calculate",
-                                                            "payhub.pipeline.ingest", "payhub.runtime"},
     # Reads the events, calculations, rewards (in minor units) and audit entries a killed and restarted
     # `payhub run` subprocess stored: the kit reads back only a harness's own database.
     "plugins/integration/test_crm_daemon.py": {"payhub.db.schema"},

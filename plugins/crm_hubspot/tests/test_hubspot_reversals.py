@@ -1,29 +1,30 @@
 """Reversal and deletion detection covers every deal the source has emitted as won, whatever the filter says now.
 
-Each test goes through payhub as in production: the simulator, ``[sources.hs] plugin = "hubspot"``, the core's
-ingest into a real SQLite database, and the calculation stage. A partner deal is won and rewarded in one sync; then
-it is reopened, lost or deleted, in the same edit that makes it leave the source's filters (partner removed with
-``partner_required``, moved to a pipeline not in ``pipelines``, owner cleared or unmapped with
-``require_owner_mapping``); the next sync must store the reversal and the program must take the reward back.
+Each test goes through payhub as in production: the simulator, ``[sources.hs] plugin = "hubspot"``, payhub's
+harness ingesting into a real database (SQLite and PostgreSQL), and the calculation stage. A partner deal is won
+and rewarded in one sync; then it is reopened, lost or deleted, in the same edit that makes it leave the source's
+filters (partner removed with ``partner_required``, moved to a pipeline not in ``pipelines``, owner cleared or
+unmapped with ``require_owner_mapping``); the next sync must store the reversal and the program must take the
+reward back.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
-
-from payhub.db.schema import events, rewards, webhook_objects
-from payhub.pipeline.calculate import calculate_batch, register_program_versions
-from payhub.pipeline.ingest import poll
-from payhub.runtime import Runtime
 from payhub_simulators.hubspot import HubSpotSimulator
 
+from payhub.api import to_minor
+from payhub.testing import Harness
+from payhub_hubspot import sign_v3
+
 HOUR = 3_600_000
-MakeRuntime = Callable[..., Runtime]
+MakeHarness = Callable[..., Harness]
+Setup = Callable[..., tuple[Harness, str, str]]
 PROGRAM = """
 [programs.partner_rebate]
 calculator = "percentage"
@@ -33,6 +34,7 @@ event_types = ["deal_won"]
 clawback_event_types = ["deal_reversed"]
 """
 OTHER_PIPELINE = "renewals"
+WEBHOOK_SECRET = "app-webhook-secret"
 SOURCE = {"partner_required": True, "pipelines": ["default"], "owner_payees": {"101": "ana", "102": "ben"},
           "require_owner_mapping": True, "archived_sweep_seconds": 0.001}
 
@@ -43,41 +45,35 @@ def runtime_db_url(both_databases: str) -> str:
     return both_databases
 
 
-def sync(rt: Runtime) -> None:
-    """One poll of the source, then every event calculated."""
-    poll(rt, "hs")
-    versions = register_program_versions(rt)
-    while calculate_batch(rt, versions):
+def sync(rt: Harness) -> None:
+    """One poll of the source (until it has nothing more ready), then every event calculated."""
+    rt.ingest("hs", batches=None)
+    while rt.calculate():
         pass
 
 
-def deal_events(rt: Runtime, deal: str) -> list[tuple[str, str, str | None]]:
-    """(transition kind, status, reason) of the deal's stored events, in key order."""
-    with rt.engine.connect() as conn:
-        rows = conn.execute(select(events.c.transition, events.c.status, events.c.reason)
-                            .where(events.c.object_id == deal).order_by(events.c.id)).all()
-    return [(transition.split(":")[0], status, reason) for transition, status, reason in rows]
+def deal_events(rt: Harness, deal: str) -> list[tuple[str, str, str | None]]:
+    """(transition kind, status, reason) of the deal's stored events, in order of arrival."""
+    return [(e.transition.split(":")[0], e.status, e.reason) for e in rt.events() if e.object_id == deal]
 
 
-def deal_rewards(rt: Runtime, deal: str) -> list[tuple[str, str, int]]:
+def deal_rewards(rt: Harness, deal: str) -> list[tuple[str, str, int]]:
     """(won transition, reward status, amount in minor units) of the deal's rewards and adjustments."""
-    with rt.engine.connect() as conn:
-        rows = conn.execute(select(events.c.transition, rewards.c.status, rewards.c.amount_minor)
-                            .join(rewards, rewards.c.event_id == events.c.id)
-                            .where(events.c.object_id == deal).order_by(rewards.c.id)).all()
-    return [(transition.split(":")[0], status, amount) for transition, status, amount in rows]
+    transitions = {e.id: e.transition for e in rt.events() if e.object_id == deal}
+    return [(transitions[r.event_id].split(":")[0], r.status, to_minor(r.amount, r.currency))
+            for r in rt.rewards() if r.event_id in transitions]
 
 
 @pytest.fixture
-def setup(sim: HubSpotSimulator, make_runtime: MakeRuntime) -> Callable[..., tuple[Runtime, str, str]]:
+def setup(sim: HubSpotSimulator, hs_harness: MakeHarness) -> Setup:
     """``setup(**source)``: a partner deal won an hour ago, synced and rewarded (100.00 of 1000.00)."""
     sim.add_pipeline(OTHER_PIPELINE, "Renewals", [("renewal-open", "Renewal open", "false", "0.5"),
                                                  ("renewal-won", "Renewal won", "true", "1.0")])
 
-    def factory(**source: Any) -> tuple[Runtime, str, str]:
+    def factory(**source: Any) -> tuple[Harness, str, str]:
         partner = sim.add_company("Reseller")
         deal = sim.add_deal(at_ms=sim.now_ms() - HOUR, company=partner)
-        rt = make_runtime({**SOURCE, **source}, PROGRAM)
+        rt = hs_harness({**SOURCE, **source}, PROGRAM)
         sync(rt)
         assert deal_events(rt, deal) == [("won", "ingested", None)] or deal_events(rt, deal) == [
             ("won", "calculated", None)]
@@ -159,7 +155,7 @@ def deleted_owner_unmapped_other_pipeline(sim: HubSpotSimulator, deal: str, part
     (deleted_owner_unmapped_other_pipeline, "deleted"),
 ])
 def test_a_rewarded_deal_undone_loses_its_reward_whatever_the_filters_say(
-        sim: HubSpotSimulator, setup: Callable[..., tuple[Runtime, str, str]], edit: Edit, reversal: str) -> None:
+        sim: HubSpotSimulator, setup: Setup, edit: Edit, reversal: str) -> None:
     rt, deal, partner = setup()
     edit(sim, deal, partner, edit_ms(sim))
     sync(rt)
@@ -171,19 +167,34 @@ def test_a_rewarded_deal_undone_loses_its_reward_whatever_the_filters_say(
     assert deal_events(rt, deal) == stored
 
 
-def test_deleted_deal_reported_by_webhook_after_a_reopen(sim: HubSpotSimulator,
-                                                         setup: Callable[..., tuple[Runtime, str, str]]) -> None:
-    rt, deal, partner = setup(archived_sweep_seconds=0, index_lag_seconds=3600)
+def deletion_delivery(deal: str) -> tuple[bytes, dict[str, str]]:
+    """A ``deal.deletion`` notification for ``deal`` as HubSpot posts it (webhooks API v3): body and signed headers
+    for ``POST /webhooks/hs``."""
+    now_ms = int(time.time() * 1000)
+    body = json.dumps([{"eventId": 4020571633, "subscriptionId": 26, "portalId": 62515, "appId": 1160452,
+                        "occurredAt": now_ms, "subscriptionType": "deal.deletion", "attemptNumber": 0,
+                        "objectId": int(deal), "changeSource": "CRM"}]).encode()
+    timestamp = str(now_ms)
+    return body, {"Content-Type": "application/json", "X-HubSpot-Request-Timestamp": timestamp,
+                  "X-HubSpot-Signature-v3": sign_v3(WEBHOOK_SECRET, "POST", "http://testserver/webhooks/hs", body,
+                                                    timestamp)}
+
+
+def test_deleted_deal_reported_by_webhook_after_a_reopen(sim: HubSpotSimulator, setup: Setup) -> None:
+    rt, deal, partner = setup(archived_sweep_seconds=0, index_lag_seconds=3600, webhook_secret=WEBHOOK_SECRET)
     reopened_then_deleted(sim, deal, partner, edit_ms(sim))
-    with rt.engine.begin() as conn:  # a deal.deletion notification, queued; the windows do not see the edit
-        conn.execute(insert(webhook_objects).values(source="hs", object_id=deal, received_at=datetime.now(UTC)))
+    body, headers = deletion_delivery(deal)  # a deal.deletion notification; the windows do not see the edit
+    with rt.http_client() as http:
+        answer = http.post("/webhooks/hs", content=body, headers=headers)
+    assert answer.status_code == 200 and answer.json()["queued"] == 1, answer.text
+    assert [(o.source, o.object_id) for o in rt.webhook_objects()] == [("hs", deal)]
     sync(rt)
     assert [kind for kind, _, _ in deal_events(rt, deal)] == ["won", "reopened"]
     assert deal_rewards(rt, deal) == [("won", "cancelled", 10000)]
 
 
 def test_won_reopened_won_again_and_lost_across_syncs(sim: HubSpotSimulator,
-                                                      setup: Callable[..., tuple[Runtime, str, str]]) -> None:
+                                                      setup: Setup) -> None:
     rt, deal, partner = setup()
     base = edit_ms(sim) - 10_000
     sim.update_deal(deal, dealstage="contractsent", at_ms=base)
@@ -204,7 +215,7 @@ def test_won_reopened_won_again_and_lost_across_syncs(sim: HubSpotSimulator,
 
 
 def test_won_and_undone_between_two_syncs_takes_nothing(sim: HubSpotSimulator,
-                                                        setup: Callable[..., tuple[Runtime, str, str]]) -> None:
+                                                        setup: Setup) -> None:
     rt, deal, partner = setup()
     other = sim.add_deal("contractsent", at_ms=edit_ms(sim) - 5000, company=partner)
     sim.update_deal(other, dealstage="closedwon", at_ms=edit_ms(sim) - 4000)
@@ -218,7 +229,7 @@ def test_won_and_undone_between_two_syncs_takes_nothing(sim: HubSpotSimulator,
 
 
 def test_deals_only_ever_won_outside_the_pipelines_add_nothing(sim: HubSpotSimulator,
-                                                               setup: Callable[..., tuple[Runtime, str, str]]) -> None:
+                                                               setup: Setup) -> None:
     rt, deal, partner = setup()
     at = edit_ms(sim)
     renewal = sim.add_deal("renewal-won", pipeline=OTHER_PIPELINE, at_ms=at - 5000, company=partner)
