@@ -16,20 +16,19 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from payhub import funds
 from payhub.api import Calculator, Event, FundMovement, NotEligible, RewardLine
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
 from payhub.db.queries import for_update, insert_ignore
-from payhub.db.schema import calculations, events, fund_entries, program_versions, rewards
+from payhub.db.schema import program_versions
 from payhub.errors import CalculationError, InvalidRecord, PayhubError
 from payhub.money import check_currency, from_minor, quantize, to_minor
 from payhub.pipeline import storable, waiting
 from payhub.pipeline.history import DbHistory
 from payhub.pipeline.rules import (
-    UNPAID,
     Decision,
     ObjectReward,
     apply_caps,
@@ -40,6 +39,10 @@ from payhub.pipeline.rules import (
 )
 from payhub.runtime import Runtime, Tx
 from payhub.settings import ProgramSection
+from payhub.states import CalculationStatus, RewardStatus
+from payhub.store import events as event_store
+from payhub.store import funds as fund_store
+from payhub.store import rewards as reward_store
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +173,7 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     calc_rows: list[dict[str, Any]] = []
     results: list[_Result] = []
     cancelled: dict[tuple[int, int], int] = {}  # reward of this batch -> the clawback event that cancelled it
-    done = {(event_id, program) for event_id, program in tx.conn.execute(
-        select(calculations.c.event_id, calculations.c.program).where(
-            calculations.c.event_id.in_([row.id for row in rows])))}
+    done = event_store.calculated_programs(tx.conn, [row.id for row in rows])
     for row in rows:
         event = to_event(row)
         for program, calculator in programs.items():
@@ -189,20 +190,19 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
                 history.add(program, event, line, minor, decision, (len(results), number))
             for movement, amount in result.funds:
                 history.add_fund(program, event, movement, amount)
-            if result.status != "failed":
+            if result.status != CalculationStatus.FAILED:
                 history.add_volume(program, event)
             calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
                               "status": result.status, "reason": result.reason, "calculated_at": now})
             results.append(result)
-    if calc_rows:
-        tx.conn.execute(calculations.insert(), calc_rows)
+    event_store.record_calculations(tx.conn, calc_rows)
     _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now)
     outcomes: dict[int, dict[str, str]] = {row.id: {} for row in rows}
     for calc_row in calc_rows:
         status, reason = calc_row["status"], calc_row["reason"]
         outcomes[calc_row["event_id"]][calc_row["program"]] = status if reason is None else f"{status}: {reason}"
     event_ids = [row.id for row in rows]
-    tx.conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status="calculated", calculated_at=now))
+    event_store.mark_calculated(tx.conn, event_ids, now)
     for event_id in event_ids:
         tx.audit("event.calculated", "event", event_id, {"programs": outcomes[event_id]})
 
@@ -219,15 +219,14 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
     cancels = [(reward_id, calc_row["event_id"]) for calc_row, result in zip(calc_rows, results, strict=True)
                for reward_id in result.cancels]
     if cancels:
-        tx.conn.execute(update(rewards).where(rewards.c.id.in_([r for r, _e in cancels]), rewards.c.status.in_(UNPAID))
-                        .values(status="cancelled", updated_at=now))
+        reward_store.cancel_unpaid(tx.conn, [r for r, _e in cancels], now)
         for reward_id, event_id in cancels:
             _audit_cancelled(tx, reward_id, event_id)
     batch_ids: dict[tuple[int, int], int] = {}
     for ref, event_id in sorted(cancelled.items()):  # one insert each: its id is needed at once
         line, minor, decision = results[ref[0]].rewards[ref[1]]
-        row = _reward_row(rt, calc_rows[ref[0]], line, minor, decision, now) | {"status": "cancelled"}
-        reward_id = batch_ids[ref] = tx.conn.execute(rewards.insert().returning(rewards.c.id), row).scalar_one()
+        row = _reward_row(rt, calc_rows[ref[0]], line, minor, decision, now) | {"status": RewardStatus.CANCELLED}
+        reward_id = batch_ids[ref] = reward_store.insert_one(tx.conn, row)
         _audit_calculated(tx, reward_id, row, decision.status)
         _audit_cancelled(tx, reward_id, event_id)
     reward_rows: list[dict[str, Any]] = []
@@ -239,8 +238,7 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
             cancel_text = _cancelled_reason([*result.cancels, *batch_cancels.values()])
             reason = storable.sanitise(cancel_text, storable.REASON_LIMIT)
             calc_row["reason"] = result.reason = reason
-            tx.conn.execute(update(calculations).where(calculations.c.event_id == event_id,
-                                                       calculations.c.program == program).values(reason=reason))
+            event_store.set_calculation_reason(tx.conn, event_id, program, reason)
         for number, (line, minor, decision) in enumerate(result.rewards):
             if (index, number) in cancelled:
                 continue
@@ -261,16 +259,10 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
     if reward_rows:
         # The audit entries are built from the returned rows themselves, so the rows may come back in any order
         # (asking for parameter order would make SQLite insert them one statement per row).
-        written = tx.conn.execute(rewards.insert().returning(
-            rewards.c.id, rewards.c.event_id, rewards.c.program, rewards.c.payee_id, rewards.c.amount_minor,
-            rewards.c.currency, rewards.c.status, rewards.c.hold_reason, rewards.c.approvals_needed), reward_rows)
-        for written_row in sorted(written):
+        for written_row in reward_store.insert(tx.conn, reward_rows):
             _audit_calculated(tx, written_row.id, written_row._asdict(), written_row.status)
     if fund_rows:
-        written = tx.conn.execute(fund_entries.insert().returning(
-            fund_entries.c.id, fund_entries.c.event_id, fund_entries.c.program, fund_entries.c.holder_id,
-            fund_entries.c.unit, fund_entries.c.amount, fund_entries.c.expires_at), fund_rows)
-        for entry_id, event_id, program, holder, unit, amount, expires in sorted(written):
+        for entry_id, event_id, program, holder, unit, amount, expires in fund_store.insert(tx.conn, fund_rows):
             action = "fund.credited" if Decimal(amount) >= 0 else "fund.spent"
             tx.audit(action, "fund_entry", entry_id, {
                 "event": event_id, "program": program, "holder": holder, "unit": unit, "amount": amount,
@@ -297,7 +289,7 @@ def _audit_calculated(tx: Tx, reward_id: int, row: dict[str, Any], status: str) 
     detail: dict[str, Any] = {"event": row["event_id"], "program": row["program"], "payee": row["payee_id"],
                               "amount": str(from_minor(row["amount_minor"], row["currency"])),
                               "currency": row["currency"]}
-    if status != "pending":
+    if status != RewardStatus.PENDING:
         detail.update(status=status, reason=row["hold_reason"], approvals_needed=row["approvals_needed"])
     tx.audit("reward.calculated", "reward", reward_id, detail, outcome="held" if status == "held" else "ok")
 
@@ -316,17 +308,18 @@ def _cancelled_reason(reward_ids: list[int]) -> str:
 def _run_one(calculator: Calculator | str, program: str, section: ProgramSection, event: Event,
              history: DbHistory) -> _Result:
     if isinstance(calculator, str):  # the plugin failed to load: recorded as a failed calculation
-        return _Result("failed", calculator)
+        return _Result(CalculationStatus.FAILED, calculator)
     try:
         if event.event_type in section.clawback_event_types:
             return _clawback(program, section, event, history)
         if section.once_per_object:
             held = _still_granted(history.object_rewards(program, event))
             if held:
-                return _Result("not_eligible", f"{event.object_type} {event.object_id} is already rewarded by this "
-                                               f"program ({held}); a clawback must take that back first")
+                return _Result(CalculationStatus.NOT_ELIGIBLE,
+                               f"{event.object_type} {event.object_id} is already rewarded by this program ({held}); "
+                               "a clawback must take that back first")
         items = apply_splits(section, event, calculator.calculate(event, history))
-        result = _Result("rewarded")
+        result = _Result(CalculationStatus.REWARDED)
         lines: list[tuple[RewardLine, int]] = []
         nothing: list[str] = []  # why each line or movement came to nothing
         for item in items:
@@ -350,15 +343,15 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
             result.rewards.append((line, minor, decide(program, section, event, line.currency, minor, history,
                                                        reserved)))
     except NotEligible as exc:
-        return _Result("not_eligible", _stated(exc))
+        return _Result(CalculationStatus.NOT_ELIGIBLE, _stated(exc))
     except (CalculationError, InvalidRecord) as exc:
-        return _Result("failed", str(exc))
+        return _Result(CalculationStatus.FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - a calculator bug fails only this (program, event)
         log.exception("program %s raised on event %s", program, event.id)
-        return _Result("failed", f"calculator error: {type(exc).__name__}: {exc}")
+        return _Result(CalculationStatus.FAILED, f"calculator error: {type(exc).__name__}: {exc}")
     history.reserved = reserved  # kept only when the whole calculation succeeded
     if not result.rewards and not result.funds:
-        result.status = "not_eligible"
+        result.status = CalculationStatus.NOT_ELIGIBLE
         result.reason = "; ".join(nothing + notes) or NO_LINE
     return result
 
@@ -389,7 +382,8 @@ def _still_granted(prior: list[ObjectReward]) -> str:
 
 def _clawback(program: str, section: ProgramSection, event: Event, history: DbHistory) -> _Result:
     claw = clawback(program, section, event, history)
-    result = _Result("rewarded" if claw.lines or claw.cancel or claw.cancel_batch else "not_eligible",
+    result = _Result(CalculationStatus.REWARDED if claw.lines or claw.cancel or claw.cancel_batch
+                     else CalculationStatus.NOT_ELIGIBLE,
                      claw.reason or None, cancels=claw.cancel, cancel_batch=claw.cancel_batch)
     if claw.cancel:  # the ids of the batch's own rewards are known once they are written
         result.reason = _cancelled_reason(claw.cancel)
@@ -416,18 +410,7 @@ def retry_failed(rt: Runtime, program: str | None = None, event_id: int | None =
     programs without a calculation for it run again.
     """
     with rt.transaction() as tx:
-        query = select(calculations.c.id, calculations.c.event_id, calculations.c.program,
-                       calculations.c.reason).where(calculations.c.status == "failed")
-        if program:
-            query = query.where(calculations.c.program == program)
-        if event_id is not None:
-            query = query.where(calculations.c.event_id == event_id)
-        failed = tx.conn.execute(for_update(tx.conn, query)).all()
-        if not failed:
-            return 0
-        tx.conn.execute(calculations.delete().where(calculations.c.id.in_([f.id for f in failed])))
-        tx.conn.execute(update(events).where(events.c.id.in_({f.event_id for f in failed}))
-                        .values(status="ingested", calculated_at=None))
+        failed = event_store.forget_failed(tx.conn, program, event_id)
         for f in failed:
             tx.audit("calculation.retried", "event", f.event_id, {"program": f.program, "previous_reason": f.reason})
     return len(failed)

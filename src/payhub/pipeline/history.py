@@ -10,32 +10,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, not_, select
+from sqlalchemy import Connection
 
 from payhub import funds
 from payhub.api import Event, FundMovement, RewardLine
-from payhub.db.schema import calculations, events, fund_entries, rewards
 from payhub.funds import Entry
 from payhub.money import from_minor
 from payhub.pipeline.rules import BUDGET_HOLD, Decision, ObjectReward
-
-# Statements built once: each History call only binds its values.
-_REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
-_LIVE = and_(rewards.c.program == bindparam("program"), rewards.c.currency == bindparam("currency"),
-             rewards.c.status != "cancelled")
-_IN_PERIOD = and_(events.c.occurred_at >= bindparam("since"), events.c.occurred_at < bindparam("until"))
-_SCOPES = {"payee": rewards.c.payee_id == bindparam("scope"), "partner": events.c.partner_id == bindparam("scope")}
-_SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
-# (scope, within a period) -> the sum of the live rewards of a program in a currency, summed by the database
-_SUMS = {(per, timed): select(_SUM).select_from(_REWARDS_OF_EVENTS).where(
-    _LIVE, *([_SCOPES[per]] if per in _SCOPES else []), *([_IN_PERIOD] if timed else []))
-    for per in ("payee", "partner", "program") for timed in (False, True)}
-_BUDGET_USED = select(_SUM).where(
-    rewards.c.budget_key == bindparam("key"), rewards.c.status != "cancelled",
-    not_(and_(rewards.c.status == "held", rewards.c.hold_code == BUDGET_HOLD)))
-_FUND_ENTRIES = select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
-    fund_entries.c.program == bindparam("program"), fund_entries.c.holder_id == bindparam("holder"),
-    fund_entries.c.unit == bindparam("unit")).order_by(fund_entries.c.id)
+from payhub.states import RewardStatus
+from payhub.store import events as event_store
+from payhub.store import funds as fund_store
+from payhub.store import rewards as reward_store
 
 
 class DbHistory:
@@ -105,13 +90,7 @@ class DbHistory:
             self.in_batch_volume.setdefault(key, []).append((event.occurred_at, event.amount, event.event_type))
 
     def total_rewarded(self, program: str, payee_id: str, currency: str, since: datetime | None = None) -> Decimal:
-        query = select(func.coalesce(func.sum(rewards.c.amount_minor), 0)).where(
-            rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
-            rewards.c.status != "cancelled",
-        )
-        if since is not None:
-            query = query.where(rewards.c.created_at >= since)
-        stored = int(self.conn.execute(query).scalar_one())
+        stored = reward_store.total(self.conn, program, payee_id, currency, since)
         return from_minor(stored + self.in_batch.get((program, payee_id, currency), 0), currency)
 
     def rewarded_between(self, program: str, payee_id: str, currency: str, since: datetime,
@@ -123,13 +102,7 @@ class DbHistory:
         key = (program, partner_id, currency, since, until)
         stored = self._stored_volume.get(key)
         if stored is None:  # event amounts are exact decimal text: summed here, not in SQL
-            stored = self.conn.execute(select(events.c.amount, events.c.event_type).select_from(
-                calculations.join(events, events.c.id == calculations.c.event_id)
-            ).where(
-                calculations.c.program == program, calculations.c.status.in_(("rewarded", "not_eligible")),
-                events.c.partner_id == partner_id, events.c.currency == currency, events.c.amount.is_not(None),
-                events.c.occurred_at >= since, events.c.occurred_at < until,
-            )).all()
+            stored = event_store.decided_volume(self.conn, program, partner_id, currency, since, until)
             self._stored_volume[key] = stored  # the batch's own calculations are written only at its end
         batch = [(amount, kind) for at, amount, kind in self.in_batch_volume.get((program, partner_id, currency), ())
                  if since <= at < until]
@@ -139,9 +112,7 @@ class DbHistory:
     def _stored_fund(self, key: tuple[str, str, str]) -> list[Entry]:
         stored = self._stored_funds.get(key)
         if stored is None:  # the batch's own entries are written only at its end
-            program, holder_id, unit = key
-            stored = self._stored_funds[key] = [(at, Decimal(amount), expires) for at, amount, expires in (
-                self.conn.execute(_FUND_ENTRIES, {"program": program, "holder": holder_id, "unit": unit}))]
+            stored = self._stored_funds[key] = fund_store.entries(self.conn, *key)
         return stored
 
     def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
@@ -174,18 +145,10 @@ class DbHistory:
 
     def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
         # Two steps, so each uses its index (events by object, rewards by event) whatever the planner knows.
-        found = {row.id: row for row in self.conn.execute(select(
-            events.c.id, events.c.occurred_at, events.c.partner_id).where(
-            events.c.source == event.source, events.c.object_type == event.object_type,
-            events.c.object_id == event.object_id, events.c.id != event.id))}
+        found = event_store.of_object(self.conn, event.source, event.object_type, event.object_id, event.id)
         stored: list[ObjectReward] = []
         if found:
-            query = select(rewards.c.event_id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
-                           rewards.c.id, rewards.c.status, rewards.c.hold_code, rewards.c.budget_key).where(
-                rewards.c.event_id.in_(found), rewards.c.program == program, rewards.c.status != "cancelled")
-            if self.conn.dialect.name == "postgresql":  # a replica scheduling them waits, or is waited for
-                query = query.with_for_update()
-            for row in self.conn.execute(query):
+            for row in reward_store.live_of_events(self.conn, program, found):
                 if row.id not in self.cancelled:
                     origin = found[row.event_id]
                     reward = ObjectReward(origin.occurred_at, row.payee_id, row.currency, row.amount_minor, row.id,
@@ -201,10 +164,7 @@ class DbHistory:
         args = (program, currency, per, scope_id, since, until)
         stored = self._sums.get(args)
         if stored is None:  # the database's part does not change during the batch
-            params: dict[str, Any] = {"program": program, "currency": currency}
-            params |= {"scope": scope_id} if per != "program" else {}
-            params |= {"since": since, "until": until} if timed else {}
-            stored = self._sums[args] = int(self.conn.execute(_SUMS[(per, timed)], params).scalar_one())
+            stored = self._sums[args] = reward_store.scope_total(self.conn, *args)
 
         def counted(at: datetime) -> bool:
             return not timed or since <= at < until  # type: ignore[operator]
@@ -218,9 +178,10 @@ class DbHistory:
     def budget_used(self, key: str) -> int:
         stored = self._sums.get(("budget", key))
         if stored is None:
-            stored = self._sums[("budget", key)] = int(self.conn.execute(_BUDGET_USED, {"key": key}).scalar_one())
+            stored = self._sums[("budget", key)] = reward_store.budget_used(self.conn, key)
         return stored - sum(r.minor for _p, r in self._cancelled_rows
-                            if r.budget_key == key and not (r.status == "held" and r.hold_code == BUDGET_HOLD))
+                            if r.budget_key == key
+                            and not (r.status == RewardStatus.HELD and r.hold_code == BUDGET_HOLD))
 
     def cancel(self, program: str, reward_ids: list[int]) -> None:
         """Stop counting stored rewards that a clawback of this batch cancels (written at the end of the batch)."""

@@ -32,6 +32,7 @@ from payhub.money import check_currency, parse_amount
 from payhub.pipeline import storable, waiting
 from payhub.pipeline.identity import event_key, malformed_key, normalise_id
 from payhub.runtime import Runtime, Tx
+from payhub.states import EventStatus
 from payhub.store import leases
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,11 @@ def _validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any
         found = storable.problems(events, row)
         if found:
             raise InvalidRecord("; ".join(found))
-        row["status"] = "ingested"
+        row["status"] = EventStatus.INGESTED
     except InvalidRecord as exc:
-        row["status"], row["reason"] = "quarantined", str(exc)
+        row["status"], row["reason"] = EventStatus.QUARANTINED, str(exc)
     except Exception as exc:  # noqa: BLE001 - a value that misbehaves when read: quarantined under its key
-        row["status"], row["reason"] = "quarantined", f"the record cannot be read: {_describe(exc)}"
+        row["status"], row["reason"] = EventStatus.QUARANTINED, f"the record cannot be read: {_describe(exc)}"
     return _storable(row)
 
 
@@ -253,7 +254,7 @@ def _display_row(source: str, record: SourceRecord, raw: str) -> dict[str, Any]:
         "attributes": "{}",
         "raw": storable.sanitise(raw, storable.RAW_LIMIT),
         "reason": None,
-        "status": "quarantined",
+        "status": EventStatus.QUARANTINED,
     }
 
 
@@ -276,7 +277,7 @@ def _storable(row: dict[str, Any]) -> dict[str, Any]:
     """The row with its reason made storable, and, in a quarantined row, every other value too."""
     if row["reason"] is not None:
         row["reason"] = storable.sanitise(row["reason"], REASON_LIMIT)
-    if row["status"] == "quarantined":
+    if row["status"] == EventStatus.QUARANTINED:
         for name, value in row.items():
             column = events.c[name]
             if storable.value_problem(column.type, value) is None:
@@ -306,7 +307,7 @@ def _minimal_row(source: str, raw: str, reason: str) -> dict[str, Any]:
         "key": malformed_key(source, raw), "source": source, "object_type": "", "object_id": "", "transition": "",
         "event_type": "", "occurred_at": None, "payee_id": None, "partner_id": None, "amount": None,
         "currency": None, "attributes": "{}", "raw": _ascii(raw, storable.RAW_LIMIT),
-        "reason": _ascii(reason, REASON_LIMIT), "status": "quarantined",
+        "reason": _ascii(reason, REASON_LIMIT), "status": EventStatus.QUARANTINED,
     }
     return row
 
@@ -578,7 +579,7 @@ def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     chosen: dict[str, dict[str, Any]] = {}
     for row in rows:
         kept = chosen.get(row["key"])
-        if kept is None or (kept["status"] == "quarantined" and kept["raw"] != row["raw"]):
+        if kept is None or (kept["status"] == EventStatus.QUARANTINED and kept["raw"] != row["raw"]):
             chosen[row["key"]] = row
     return list(chosen.values())
 
@@ -589,7 +590,7 @@ def _write(tx: Tx, rows: list[dict[str, Any]]) -> Counts:
     inserted = insert_ignore(tx.conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
                              events.c.reason)
     for event_id, key, status, reason in inserted:
-        if status == "quarantined":
+        if status == EventStatus.QUARANTINED:
             counts.quarantined += 1
             tx.audit("event.quarantined", "event", event_id, {"key": key, "reason": reason}, outcome="quarantined")
         elif status == waiting.WAITING:
@@ -666,7 +667,7 @@ def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
     if not latest:
         return 0
     stored = tx.conn.execute(select(events.c.id, events.c.key, events.c.raw).where(
-        events.c.key.in_(list(latest)), events.c.status == "quarantined")).all()
+        events.c.key.in_(list(latest)), events.c.status == EventStatus.QUARANTINED)).all()
     count = 0
     for event_id, key, raw in stored:
         row = latest[key]
@@ -674,7 +675,7 @@ def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
             continue
         values = {k: v for k, v in row.items() if k not in ("key", "ingested_at")}
         tx.conn.execute(update(events).where(events.c.id == event_id).values(**values))
-        outcome = "quarantined" if row["status"] == "quarantined" else "ok"
+        outcome = "quarantined" if row["status"] == EventStatus.QUARANTINED else "ok"
         tx.audit("event.corrected", "event", event_id, {"key": key, "status": row["status"], "reason": row["reason"]},
                  outcome=outcome)
         count += 1

@@ -30,10 +30,10 @@ from payhub.money import from_minor
 from payhub.pipeline.operator import required_reason
 from payhub.pipeline.rules import BUDGET_HOLD, UNPAID
 from payhub.runtime import Runtime, Tx
-from payhub.states import FINAL_PAYOUT
+from payhub.states import FINAL_PAYOUT, HoldCode, RewardStatus
 
-OPERATOR_HOLD = "operator"
-IN_PAYOUT = ("scheduled", "sent", "paid")
+OPERATOR_HOLD = HoldCode.OPERATOR
+IN_PAYOUT = (RewardStatus.SCHEDULED, RewardStatus.SENT, RewardStatus.PAID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,8 @@ def approve(rt: Runtime, reward_ids: Iterable[int], note: str | None = None) -> 
         given = _approvers(tx, ids)
 
         def check(row: Any) -> str | None:
-            if row.status != "awaiting_approval":
-                hint = "; release it first" if row.status == "held" and _lacks(row, given) else ""
+            if row.status != RewardStatus.AWAITING_APPROVAL:
+                hint = "; release it first" if row.status == RewardStatus.HELD and _lacks(row, given) else ""
                 return f"reward {row.id} is {_state(row)}, not awaiting approval{hint}"
             if actor in given.get(row.id, ()):
                 return (f"reward {row.id} is already approved by {actor}; it needs a different "
@@ -86,7 +86,7 @@ def approve(rt: Runtime, reward_ids: Iterable[int], note: str | None = None) -> 
                 done = count >= needed
                 if done:
                     tx.conn.execute(update(rewards).where(rewards.c.id == reward_id)
-                                    .values(status="pending", updated_at=now))
+                                    .values(status=RewardStatus.PENDING, updated_at=now))
                 detail: dict[str, Any] = {"approver": actor, "approvals": count, "needed": needed, "pending": done}
                 if note:
                     detail["note"] = note
@@ -121,25 +121,25 @@ def hold(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
     reason = required_reason(reason)
 
     def check(row: Any) -> str | None:
-        if row.status == "held" and row.hold_code == OPERATOR_HOLD:
+        if row.status == RewardStatus.HELD and row.hold_code == OPERATOR_HOLD:
             return f"reward {row.id} is already held by an operator ({row.hold_reason})"
-        if row.status == "held" and row.hold_code == BUDGET_HOLD:
+        if row.status == RewardStatus.HELD and row.hold_code == BUDGET_HOLD:
             # A budget hold keeps the reward out of its budget; an operator hold would put it back in.
             return (f"reward {row.id} is already held for its budget ({row.hold_reason}); release it to override "
                     "the budget, or cancel it")
         if row.status not in UNPAID:
-            hint = "; cancel the payout first" if row.status == "scheduled" else ""
+            hint = "; cancel the payout first" if row.status == RewardStatus.SCHEDULED else ""
             return f"reward {row.id} is {_state(row)}, not holdable{hint}"
         return None
 
     with rt.transaction() as tx:
         rows = _checked(tx, ids, check)
         tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids)).values(
-            status="held", hold_code=OPERATOR_HOLD, hold_reason=reason, updated_at=utcnow()))
+            status=RewardStatus.HELD, hold_code=OPERATOR_HOLD, hold_reason=reason, updated_at=utcnow()))
         for reward_id in ids:
             row = rows[reward_id]
             detail: dict[str, Any] = {"code": OPERATOR_HOLD, "reason": reason, "from": row.status}
-            if row.status == "held":
+            if row.status == RewardStatus.HELD:
                 detail["replaces"] = {"code": row.hold_code, "reason": row.hold_reason}
             tx.audit("reward.held", "reward", reward_id, detail, outcome="held")
     return len(ids)
@@ -163,7 +163,7 @@ def release(rt: Runtime, reward_ids: Iterable[int], reason: str) -> dict[int, st
         paying = _paying_payouts(tx, ids)
 
         def check(row: Any) -> str | None:
-            if row.status != "held":
+            if row.status != RewardStatus.HELD:
                 return f"reward {row.id} is {_state(row)}, not held"
             if row.id in paying:
                 return f"{paying[row.id]}: releasing it could pay it twice (resolve or cancel that payout first)"
@@ -173,7 +173,7 @@ def release(rt: Runtime, reward_ids: Iterable[int], reason: str) -> dict[int, st
         given = _approvers(tx, ids)
         for reward_id in ids:
             row = rows[reward_id]
-            status = "awaiting_approval" if _lacks(row, given) else "pending"
+            status = RewardStatus.AWAITING_APPROVAL if _lacks(row, given) else RewardStatus.PENDING
             tx.conn.execute(update(rewards).where(rewards.c.id == reward_id).values(
                 status=status, hold_code=None, hold_reason=None, updated_at=now))
             detail: dict[str, Any] = {"reason": reason, "hold_code": row.hold_code, "hold_reason": row.hold_reason,
@@ -196,22 +196,23 @@ def cancel(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
     reason = required_reason(reason)
 
     def check(row: Any) -> str | None:
-        if row.status == "cancelled":
+        if row.status == RewardStatus.CANCELLED:
             return f"reward {row.id} is already cancelled"
         if row.status not in UNPAID:
-            hint = "; cancel the payout first" if row.status == "scheduled" else "; it cannot be cancelled"
+            hint = "; cancel the payout first" if row.status == RewardStatus.SCHEDULED else "; it cannot be cancelled"
             return f"reward {row.id} is {_state(row)}{hint}"
         return None
 
     with rt.transaction() as tx:
         rows = _checked(tx, ids, check)
-        tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids)).values(status="cancelled", updated_at=utcnow()))
+        tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids))
+                        .values(status=RewardStatus.CANCELLED, updated_at=utcnow()))
         for reward_id in ids:
             row = rows[reward_id]
             detail: dict[str, Any] = {"reason": reason, "from": row.status,
                                       "amount": str(from_minor(row.amount_minor, row.currency)),
                                       "currency": row.currency, "budget_key": row.budget_key}
-            if row.status == "held":
+            if row.status == RewardStatus.HELD:
                 detail["hold_code"] = row.hold_code
             tx.audit("reward.cancelled", "reward", reward_id, detail, outcome="cancelled")
     return len(ids)
@@ -329,7 +330,7 @@ def _lacks(row: Any, given: dict[int, list[str]]) -> bool:
 
 def _state(row: Any) -> str:
     """The reward's status as an operator needs it: a hold with its code and reason, a payout by its id."""
-    if row.status == "held" and row.hold_code:
+    if row.status == RewardStatus.HELD and row.hold_code:
         return f"held ({row.hold_code}: {row.hold_reason})"
     if row.status in IN_PAYOUT and row.payout_id is not None:
         return f"{row.status} in payout {row.payout_id}"

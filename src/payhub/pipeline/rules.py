@@ -13,11 +13,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from payhub import states
 from payhub.api import Event, FundMovement, RewardLine
 from payhub.clock import period_bounds
 from payhub.errors import CalculationError
 from payhub.money import from_minor, quantize, split, to_minor
 from payhub.settings import ProgramSection
+from payhub.states import HoldCode, RewardStatus
 
 SPLITS_ATTRIBUTE = "splits"
 
@@ -47,9 +49,9 @@ class ObjectReward:
 
 # Rewards not in a payout yet: a clawback cancels them instead of netting against the payee's other earnings, and
 # an operator may hold or cancel them.
-UNPAID = ("pending", "awaiting_approval", "held", "carried")
+UNPAID = states.UNPAID
 # The hold of a reward that would overdraw its budget; while held so, it does not use the budget.
-BUDGET_HOLD = "budget"
+BUDGET_HOLD = HoldCode.BUDGET
 
 
 class RulesHistory(Protocol):
@@ -194,7 +196,7 @@ def clawback(program: str, section: ProgramSection, event: Event, history: Rules
                                        f"{event.event_type} of {event.object_type} {event.object_id}", details))
         pooled = [r for r in unpaid if r.budget_key]
         result.budget_keys[(payee, currency)] = pooled[0].budget_key if pooled else None
-        if pooled and all(r.status == "held" and r.hold_code == BUDGET_HOLD for r in pooled):
+        if pooled and all(r.status == RewardStatus.HELD and r.hold_code == BUDGET_HOLD for r in pooled):
             result.unreserved.add((payee, currency))  # held for its budget: it never reserved its amount
     if not (result.lines or result.cancel or result.cancel_batch):
         result.reason = f"nothing to take back: what this program granted on {thing} is already taken back"
@@ -254,7 +256,7 @@ def apply_caps(program: str, section: ProgramSection, event: Event, lines: list[
 class Decision:
     """How a new reward starts: its status, why it is held, how many approvals it needs, its budget pool."""
 
-    status: str = "pending"
+    status: str = RewardStatus.PENDING
     hold_code: str | None = None
     hold_reason: str | None = None
     approvals_needed: int = 0
@@ -285,7 +287,7 @@ def decide(program: str, section: ProgramSection, event: Event, currency: str, m
     key = budget_key(program, section, event)
     if key is None:
         approvals = _approvals_needed(section, currency, minor)
-        return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals)
+        return Decision(_unheld(approvals), approvals_needed=approvals)
     return _reserve(section, key, currency, minor, history, reserved)
 
 
@@ -297,8 +299,7 @@ def kept_share(section: ProgramSection, currency: str, minor: int, budget_key: s
     """
     if budget_key is None or reserved_before:
         approvals = _approvals_needed(section, currency, minor)
-        return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals,
-                        budget_key=budget_key)
+        return Decision(_unheld(approvals), approvals_needed=approvals, budget_key=budget_key)
     return _reserve(section, budget_key, currency, minor, history, reserved)
 
 
@@ -317,9 +318,14 @@ def _reserve(section: ProgramSection, key: str, currency: str, minor: int, histo
         left = from_minor(max(limit - used, 0), currency)
         reason = (f"budget {key} would be overdrawn: {left} {currency} left of {quantize(budget.amount, currency)}, "
                   f"the reward is {from_minor(minor, currency)} {currency}")
-        return Decision("held", BUDGET_HOLD, reason, approvals, key)
+        return Decision(RewardStatus.HELD, BUDGET_HOLD, reason, approvals, key)
     reserved[key] = reserved.get(key, 0) + minor
-    return Decision("awaiting_approval" if approvals else "pending", approvals_needed=approvals, budget_key=key)
+    return Decision(_unheld(approvals), approvals_needed=approvals, budget_key=key)
+
+
+def _unheld(approvals: int) -> RewardStatus:
+    """The status of a reward that is not held: awaiting its approvals, if it needs any, else pending."""
+    return RewardStatus.AWAITING_APPROVAL if approvals else RewardStatus.PENDING
 
 
 def _approvals_needed(section: ProgramSection, currency: str, minor: int) -> int:

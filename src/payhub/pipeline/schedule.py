@@ -23,11 +23,11 @@ from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
+from payhub.states import RECHECKED_HOLDS, HoldCode, PayoutStatus, RewardStatus
 
 Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
 
 # Rewards held for these reasons are retried automatically once the cause may be gone.
-RECHECKED_HOLDS = ("no_payee", "no_rail", "fx_rate")
 _other = rewards.alias("other")  # another reward of the same payee
 
 
@@ -111,26 +111,26 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
     base = select(*columns).select_from(rewards.join(events, events.c.id == rewards.c.event_id))
     order = (rewards.c.payee_id, rewards.c.currency, rewards.c.id)
     with rt.transaction() as tx:
-        rows = list(tx.conn.execute(for_update(tx.conn, base.where(rewards.c.status == "pending")
+        rows = list(tx.conn.execute(for_update(tx.conn, base.where(rewards.c.status == RewardStatus.PENDING)
                                                .order_by(*order).limit(limit))).all())
         if len(rows) == limit and rows[0].payee_id != rows[-1].payee_id:
             # A payee cut off by the limit waits for the next batch, to be netted whole.
             rows = [row for row in rows if row.payee_id != rows[-1].payee_id]
         if rows:
             rows += tx.conn.execute(for_update(tx.conn, base.where(
-                rewards.c.status == "carried", rewards.c.payee_id.in_({row.payee_id for row in rows}))
+                rewards.c.status == RewardStatus.CARRIED, rewards.c.payee_id.in_({row.payee_id for row in rows}))
                 .order_by(*order))).all()
         elif recheck_holds:
             # Holds that may have cleared: the payee has since appeared in the registry (a rail may now fit).
-            query = base.where(rewards.c.status == "held", rewards.c.hold_code.in_(RECHECKED_HOLDS),
+            query = base.where(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code.in_(RECHECKED_HOLDS),
                                exists().where(payees.c.id == rewards.c.payee_id)).order_by(*order).limit(limit)
             rows = [r for r in tx.conn.execute(for_update(tx.conn, query)).all() if _may_clear(rt, r)]
             # Carried balances that a cancellation changed since they were last netted.
-            changed = select(rewards.c.payee_id).where(rewards.c.status == "carried", exists().where(
-                _other.c.payee_id == rewards.c.payee_id, _other.c.status == "cancelled",
+            changed = select(rewards.c.payee_id).where(rewards.c.status == RewardStatus.CARRIED, exists().where(
+                _other.c.payee_id == rewards.c.payee_id, _other.c.status == RewardStatus.CANCELLED,
                 _other.c.updated_at > rewards.c.updated_at)).distinct().limit(limit)
             rows += tx.conn.execute(for_update(tx.conn, base.where(
-                rewards.c.status == "carried", rewards.c.payee_id.in_(changed)).order_by(*order))).all()
+                rewards.c.status == RewardStatus.CARRIED, rewards.c.payee_id.in_(changed)).order_by(*order))).all()
         if not rows:
             return 0
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
@@ -140,11 +140,12 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
         for row in rows:
             payee = known.get(row.payee_id)
             if payee is None:
-                moved += _hold(tx, [row], "no_payee", f"payee {row.payee_id} has no payout details in the registry")
+                why = f"payee {row.payee_id} has no payout details in the registry"
+                moved += _hold(tx, [row], HoldCode.NO_PAYEE, why)
                 continue
             item = _in_payout_currency(rt, row, payee, rates)
             if isinstance(item, str):
-                moved += _hold(tx, [row], "fx_rate", item)
+                moved += _hold(tx, [row], HoldCode.FX_RATE, item)
                 continue
             groups[(row.payee_id, item.currency)].append(item)
         planned: list[Planned] = []
@@ -152,7 +153,7 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             net = sum(item.minor for item in items)
             rail, why = route(rt, known[payee_id], currency, net)
             if rail is None:
-                moved += _hold(tx, [item.row for item in items], "no_rail", why)
+                moved += _hold(tx, [item.row for item in items], HoldCode.NO_RAIL, why)
                 continue
             short = _below_minimum(rt, rail, known[payee_id], currency, net)
             if short is not None:
@@ -213,10 +214,10 @@ def _carry(tx: Tx, items: list[Any], reason: str) -> int:
     changed: newly carried, or carried before with another reason (each audited as ``reward.carried``)."""
     # Every row of the group is written, so its updated_at says when its balance was last netted.
     tx.conn.execute(update(rewards).where(rewards.c.id.in_([row.id for row in items])).values(
-        status="carried", hold_code=None, hold_reason=reason, updated_at=utcnow()))
+        status=RewardStatus.CARRIED, hold_code=None, hold_reason=reason, updated_at=utcnow()))
     changed = 0
     for row in sorted(items, key=lambda row: row.id):
-        if row.status != "carried":
+        if row.status != RewardStatus.CARRIED:
             tx.audit("reward.carried", "reward", row.id, {"reason": reason})
         elif row.hold_reason != reason:
             tx.audit("reward.carried", "reward", row.id, {"reason": reason, "previous_reason": row.hold_reason})
@@ -229,19 +230,19 @@ def _carry(tx: Tx, items: list[Any], reason: str) -> int:
 def _may_clear(rt: Runtime, row: Any) -> bool:
     """A rail hold may clear once any rail is available; an FX hold once a provider is configured; a payee hold
     once the payee exists (checked by SQL)."""
-    if row.hold_code == "no_rail":
+    if row.hold_code == HoldCode.NO_RAIL:
         return bool(rt.plugins.rails)
-    if row.hold_code == "fx_rate":
+    if row.hold_code == HoldCode.FX_RATE:
         return bool(rt.plugins.hooks.hook.payhub_fx_rate.get_hookimpls())
     return True
 
 
 def _hold(tx: Tx, items: list[Any], code: str, reason: str) -> int:
     """Hold rewards that are not already held for the same code; return how many changed."""
-    fresh = [row.id for row in items if not (row.status == "held" and row.hold_code == code)]
+    fresh = [row.id for row in items if not (row.status == RewardStatus.HELD and row.hold_code == code)]
     if fresh:
         tx.conn.execute(update(rewards).where(rewards.c.id.in_(fresh)).values(
-            status="held", hold_code=code, hold_reason=reason, updated_at=utcnow()))
+            status=RewardStatus.HELD, hold_code=code, hold_reason=reason, updated_at=utcnow()))
         for reward_id in fresh:
             tx.audit("reward.held", "reward", reward_id, {"code": code, "reason": reason}, outcome="held")
     return len(fresh)
@@ -255,7 +256,7 @@ def _create_payouts(tx: Tx, planned: list[Planned]) -> None:
     rows: list[dict[str, Any]] = [{
         "idempotency_key": f"ph-{uuid.uuid4().hex}", "payee_id": payee_id, "rail": rail, "route_reason": why,
         "currency": currency, "amount_minor": sum(item.minor for item in items), "item_count": len(items),
-        "status": "scheduled", "attempts": 0, "created_at": now, "updated_at": now,
+        "status": PayoutStatus.SCHEDULED, "attempts": 0, "created_at": now, "updated_at": now,
     } for payee_id, currency, rail, why, items in planned]
     id_of = {key: payout_id for key, payout_id in tx.conn.execute(
         payouts.insert().returning(payouts.c.idempotency_key, payouts.c.id), rows)}
@@ -266,7 +267,8 @@ def _create_payouts(tx: Tx, planned: list[Planned]) -> None:
          "fx": canonical_json(item.fx) if item.fx else None} for payout_id, item in links])
     tx.conn.execute(
         update(rewards).where(rewards.c.id == bindparam("reward")).values(
-            status="scheduled", payout_id=bindparam("payout"), hold_code=None, hold_reason=None, updated_at=now),
+            status=RewardStatus.SCHEDULED, payout_id=bindparam("payout"), hold_code=None, hold_reason=None,
+            updated_at=now),
         [{"reward": item.row.id, "payout": payout_id} for payout_id, item in links])
     for payout_id, row in zip(ids, rows, strict=True):
         tx.audit("payout.created", "payout", payout_id, {

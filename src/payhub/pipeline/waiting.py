@@ -23,8 +23,9 @@ from payhub.clock import isoformat
 from payhub.db.queries import for_update
 from payhub.db.schema import events
 from payhub.runtime import Tx
+from payhub.states import EventStatus
 
-WAITING = "waiting"
+WAITING = EventStatus.WAITING
 TOLERANCE_KEY = "ingest.future_tolerance_seconds"
 
 _earlier = events.alias("earlier")
@@ -42,7 +43,7 @@ def future_reason(occurred_at: datetime, tolerance: timedelta) -> str:
 
 def hold_new(row: dict[str, Any], horizon: datetime, tolerance: timedelta) -> None:
     """Make a new ``ingested`` events row dated after ``horizon`` (now plus ``tolerance``) a waiting one."""
-    if row["status"] == "ingested" and row["occurred_at"] > horizon:
+    if row["status"] == EventStatus.INGESTED and row["occurred_at"] > horizon:
         row["status"], row["reason"] = WAITING, future_reason(row["occurred_at"], tolerance)
 
 
@@ -60,7 +61,7 @@ def release_due(tx: Tx, horizon: datetime, limit: int) -> int:
     rows = tx.conn.execute(for_update(tx.conn, due_waiting(horizon, limit))).all()
     if rows:
         tx.conn.execute(update(events).where(events.c.id.in_([row.id for row in rows]))
-                        .values(status="ingested", reason=None))
+                        .values(status=EventStatus.INGESTED, reason=None))
     for event_id, occurred_at in rows:
         tx.audit("event.due", "event", event_id, {"occurred_at": isoformat(occurred_at)})
     return len(rows)
@@ -70,9 +71,9 @@ def next_ingested(horizon: datetime, limit: int) -> Select[Any]:
     """The next ``limit`` ingested events by id, each with ``waits_for``: the first earlier event of its CRM object
     that waits, or is ingested and dated after ``horizon``; None when there is none."""
     not_due = or_(_earlier.c.status == WAITING,
-                  and_(_earlier.c.status == "ingested", _earlier.c.occurred_at > horizon))
+                  and_(_earlier.c.status == EventStatus.INGESTED, _earlier.c.occurred_at > horizon))
     waits_for = select(func.min(_earlier.c.id)).where(_SAME_OBJECT_BEFORE, not_due).scalar_subquery()
-    return select(events, waits_for.label("waits_for")).where(events.c.status == "ingested").order_by(
+    return select(events, waits_for.label("waits_for")).where(events.c.status == EventStatus.INGESTED).order_by(
         events.c.id).limit(limit)
 
 

@@ -1,0 +1,82 @@
+"""The events store: the CRM facts and their calculations (one per program and event).
+
+The ingest stage writes events (:mod:`payhub.pipeline.ingest`) and the calculate stage claims them; this module
+holds the reads the calculations decide from and the status changes they make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from payhub.db.queries import for_update
+from payhub.db.schema import calculations, events
+from payhub.states import CalculationStatus, EventStatus
+
+DECIDED = (CalculationStatus.REWARDED, CalculationStatus.NOT_ELIGIBLE)
+"""Calculations that did not fail (and are never repeated)."""
+
+
+def of_object(conn: Connection, source: str, object_type: str, object_id: str, but: int | None) -> dict[int, Any]:
+    """The other events of one CRM object (every event but ``but``): id → ``(id, occurred_at, partner_id)``."""
+    return {row.id: row for row in conn.execute(select(
+        events.c.id, events.c.occurred_at, events.c.partner_id).where(
+        events.c.source == source, events.c.object_type == object_type, events.c.object_id == object_id,
+        events.c.id != but))}
+
+
+def decided_volume(conn: Connection, program: str, partner_id: str, currency: str, since: datetime,
+                   until: datetime) -> Sequence[Row[Any, Any]]:
+    """``(amount, event_type)`` of the partner's events in ``currency`` that occurred in ``[since, until)`` and that
+    ``program`` calculated without failure; amounts are the exact decimal text the source sent."""
+    return conn.execute(select(events.c.amount, events.c.event_type).select_from(
+        calculations.join(events, events.c.id == calculations.c.event_id)
+    ).where(
+        calculations.c.program == program, calculations.c.status.in_(DECIDED),
+        events.c.partner_id == partner_id, events.c.currency == currency, events.c.amount.is_not(None),
+        events.c.occurred_at >= since, events.c.occurred_at < until,
+    )).all()
+
+
+def mark_calculated(conn: Connection, event_ids: list[int], now: datetime) -> None:
+    """Every program has calculated these events."""
+    conn.execute(update(events).where(events.c.id.in_(event_ids))
+                 .values(status=EventStatus.CALCULATED, calculated_at=now))
+
+
+def calculated_programs(conn: Connection, event_ids: list[int]) -> set[tuple[int, str]]:
+    """``(event id, program)`` of every calculation the events already have."""
+    return {(event_id, program) for event_id, program in conn.execute(
+        select(calculations.c.event_id, calculations.c.program).where(calculations.c.event_id.in_(event_ids)))}
+
+
+def record_calculations(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Write calculations (one per program and event: a second one for the same pair is refused)."""
+    if rows:
+        conn.execute(calculations.insert(), rows)
+
+
+def set_calculation_reason(conn: Connection, event_id: int, program: str, reason: str) -> None:
+    """Rewrite the reason of one calculation (written earlier in the same transaction)."""
+    conn.execute(update(calculations).where(calculations.c.event_id == event_id,
+                                            calculations.c.program == program).values(reason=reason))
+
+
+def forget_failed(conn: Connection, program: str | None = None, event_id: int | None = None) -> list[Row[Any, Any]]:
+    """Delete the failed calculations (of ``program``, of ``event_id``) and set their events back to ``ingested``;
+    return ``(id, event_id, program, reason)`` of each."""
+    query = select(calculations.c.id, calculations.c.event_id, calculations.c.program,
+                   calculations.c.reason).where(calculations.c.status == CalculationStatus.FAILED)
+    if program:
+        query = query.where(calculations.c.program == program)
+    if event_id is not None:
+        query = query.where(calculations.c.event_id == event_id)
+    failed = list(conn.execute(for_update(conn, query)).all())
+    if failed:
+        conn.execute(calculations.delete().where(calculations.c.id.in_([f.id for f in failed])))
+        conn.execute(update(events).where(events.c.id.in_({f.event_id for f in failed}))
+                     .values(status=EventStatus.INGESTED, calculated_at=None))
+    return failed
