@@ -1,13 +1,14 @@
-"""The append-only, hash-chained audit log.
+"""The append-only, hash-chained audit log: what an entry holds, its hash, and the verification of the chain.
 
-Each entry is written in the same transaction as the change it records. Entry ``n`` stores the SHA-256 of its own
-fields plus the hash of entry ``n-1`` (``prev_hash``); the first entry links to 64 zeros. The ``audit_head`` row
-holds the last sequence number and hash, and is locked while appending, so entries are strictly ordered even with
-several replicas. :func:`verify` recomputes the chain and names the first entry that does not fit: an edited
-entry fails its hash, a deleted one leaves a gap (or a head that points past the end), an inserted or reordered
-one breaks the link to its predecessor, an entry past the head or a damaged head row is named as such. Someone
-able to rewrite the whole database can rebuild a consistent chain, or cut its end and move the head back: signed
-checkpoints (:mod:`payhub.checkpoints`), made with a key that is not in the database, catch both.
+Each entry is written in the same transaction as the change it records (by :class:`payhub.store.audit.AuditWriter`).
+Entry ``n`` stores the SHA-256 of its own fields plus the hash of entry ``n-1`` (``prev_hash``); the first entry
+links to 64 zeros. The ``audit_head`` row holds the last sequence number and hash, and is locked while appending,
+so entries are strictly ordered even with several replicas. :func:`verify` recomputes the chain and names the first
+entry that does not fit: an edited entry fails its hash, a deleted one leaves a gap (or a head that points past the
+end), an inserted or reordered one breaks the link to its predecessor, an entry past the head or a damaged head row
+is named as such. Someone able to rewrite the whole database can rebuild a consistent chain, or cut its end and
+move the head back: signed checkpoints (:mod:`payhub.checkpoints`), made with a key that is not in the database,
+catch both.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 
-from payhub import metrics
-from payhub.clock import isoformat, utcnow
+from payhub.clock import isoformat
 from payhub.db.schema import audit_head, audit_log
 from payhub.errors import PayhubError
 
@@ -67,56 +67,13 @@ def entry_hash(row: dict[str, Any]) -> str:
 
     Each field is written as ``<length>:<text>;`` in the order of FIELDS, so no two entries share a payload.
     """
-    return _hash([row[name] for name in FIELDS])
+    return hash_fields([row[name] for name in FIELDS])
 
 
-def _hash(values: list[Any]) -> str:
+def hash_fields(values: list[Any]) -> str:
+    """SHA-256 over ``values`` (an entry's FIELDS, in order): each written as ``<length>:<text>;``."""
     payload = "".join([f"{len(text)}:{text};" for text in map(str, values)])
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-COLUMNS = (*FIELDS, "hash")
-
-
-def _insert_sql(conn: Connection) -> str:
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    return f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
-
-
-class AuditWriter:
-    """Appends entries inside the caller's transaction. ``actor`` and ``origin`` are the defaults for entries."""
-
-    def __init__(self, actor: str, origin: str) -> None:
-        self.actor = actor
-        self.origin = origin
-
-    def append(self, conn: Connection, entries: Iterable[Entry]) -> list[dict[str, Any]]:
-        """Write ``entries`` in order, chained after the current head; return the rows written."""
-        batch = list(entries)
-        if not batch:
-            return []
-        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        head = conn.execute(query).all()
-        if len(head) != 1 or not isinstance(head[0].seq, int) or not isinstance(head[0].hash, str):
-            raise AuditHeadDamaged("the audit head row is missing or damaged; nothing can be recorded until it is "
-                                   "repaired (run `payhub audit verify`)")
-        seq, prev = head[0]
-        at = isoformat(utcnow())
-        values = []
-        for entry in batch:
-            seq += 1
-            fields = [seq, at, entry.actor or self.actor, entry.action, entry.subject_type, str(entry.subject_id),
-                      entry.outcome, self.origin, canonical_json(entry.detail) if entry.detail else "{}", prev]
-            prev = _hash(fields)
-            fields.append(prev)
-            values.append(fields)
-        # Plain text and integers only: handed to the driver's executemany directly (the hot path of every stage).
-        conn.exec_driver_sql(_insert_sql(conn), [tuple(v) for v in values])
-        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
-        metrics.AUDIT_ENTRIES.inc(len(values))
-        return [dict(zip(COLUMNS, v, strict=True)) for v in values]
 
 
 HEX_HASH = re.compile(r"[0-9a-f]{64}")

@@ -16,12 +16,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from payhub.audit import AuditWriter, Entry
+from payhub.audit import Entry
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.guard import Guard
 from payhub.plugins import Plugins, load_plugins, new_plugin_manager
 from payhub.settings import Settings
+from payhub.store.audit import AuditWriter
 
 log = logging.getLogger(__name__)
 

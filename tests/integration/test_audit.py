@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, select, update
 
-from payhub.audit import GENESIS, AuditWriter, Entry, entry_hash, verify
+from payhub.audit import GENESIS, Entry, entry_hash, verify
 from payhub.db.engine import make_engine
 from payhub.db.migrate import upgrade
 from payhub.db.schema import audit_head, audit_log
+from payhub.store.audit import AuditWriter
 
 
 @pytest.fixture

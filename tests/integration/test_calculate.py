@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from payhub.api import SourceRecord
-from payhub.audit import AuditWriter, verify
+from payhub.audit import verify
 from payhub.db.schema import audit_log, calculations, events, payout_items, payouts, program_versions, rewards
 from payhub.money import from_minor
 from payhub.payees import sync_payees
@@ -19,6 +19,7 @@ from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll
 from payhub.pipeline.schedule import schedule_batch
 from payhub.runtime import Runtime
+from payhub.store.audit import AuditWriter
 from payhub.worker import Worker
 
 SOURCE = """

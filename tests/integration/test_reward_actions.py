@@ -17,7 +17,7 @@ from cli_helpers import invoke
 from sqlalchemy import func, select, text
 
 from payhub.api import SourceRecord
-from payhub.audit import AuditWriter, Entry, verify
+from payhub.audit import Entry, verify
 from payhub.cli import output
 from payhub.clock import utcnow
 from payhub.db.schema import (
@@ -36,6 +36,7 @@ from payhub.pipeline import reward_actions
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
+from payhub.store.audit import AuditWriter
 
 
 class World:
