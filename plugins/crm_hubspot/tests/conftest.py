@@ -1,4 +1,4 @@
-"""Fixtures for the hubspot source tests: the HubSpot simulator, sources on it, and payhub runtimes.
+"""Fixtures for the hubspot source tests: the HubSpot simulator, sources on it, and payhub harnesses.
 
 Nothing here leaves 127.0.0.1: the simulator listens on an ephemeral local port, respx mocks the rest.
 """
@@ -14,10 +14,6 @@ import pytest
 from payhub_simulators.hubspot import HubSpotSimulator
 
 from payhub.api import SourceRecord
-from payhub.db import migrate
-from payhub.db.engine import make_engine
-from payhub.runtime import Runtime
-from payhub.settings import load_settings
 from payhub.testing import Harness, throwaway_database
 from payhub_hubspot import HubSpotSettings, HubSpotSource
 
@@ -99,7 +95,7 @@ def toml_value(value: Any) -> str:
 
 @pytest.fixture
 def runtime_db_url(tmp_path: Path) -> Iterator[str]:
-    """The database of ``make_runtime``: a SQLite file. A module that must run on PostgreSQL too overrides this
+    """The database of ``hs_harness``: a SQLite file. A module that must run on PostgreSQL too overrides this
     with ``both_databases``."""
     with throwaway_database("sqlite", tmp_path) as url:
         yield url
@@ -110,35 +106,6 @@ def both_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     """A fresh SQLite, then PostgreSQL, database URL (skipped when the PostgreSQL server cannot be reached)."""
     with throwaway_database(request.param, tmp_path, pytest.skip) as url:
         yield url
-
-
-@pytest.fixture
-def make_runtime(tmp_path: Path, sim: HubSpotSimulator, runtime_db_url: str) -> Iterator[Callable[..., Runtime]]:
-    """``make_runtime(extra_source_keys=..., programs=...)``: a Runtime on a migrated database (``runtime_db_url``)
-    whose settings enable ``[sources.hs] plugin = "hubspot"`` on the simulator (the installed entry point, as in
-    production)."""
-    url = runtime_db_url
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    made: list[Runtime] = []
-
-    def factory(source: dict[str, Any] | None = None, programs: str = "") -> Runtime:
-        values: dict[str, Any] = {"plugin": "hubspot", "base_url": sim.url, "access_token": sim.private_token,
-                                  "start_date": "2020-01-01", "company_currency": "USD", **FAST, **(source or {})}
-        lines = [f"{key} = {toml_value(value)}" for key, value in values.items()]
-        config = tmp_path / "payhub.toml"
-        config.write_text(f'[database]\nurl = "{url}"\n\n[sources.hs]\n' + "\n".join(lines) + "\n" + programs)
-        rt = Runtime(load_settings(config))
-        rt.load_plugins()
-        failed = [s for s in rt.plugins.statuses if s.state != "loaded"]
-        assert not failed, failed
-        made.append(rt)
-        return rt
-
-    yield factory
-    for rt in made:
-        rt.close()
 
 
 @pytest.fixture
