@@ -33,6 +33,8 @@ from payhub.runtime import Runtime
 from payhub.testing import FakeRail
 from payhub.worker import Worker
 
+pytestmark = pytest.mark.slow  # the rail fault matrix, each case through the worker with backoffs
+
 BASE = """
     [payees]
     file = "payees.csv"

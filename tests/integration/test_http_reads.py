@@ -489,6 +489,7 @@ def test_each_read_is_audited_with_its_row_count(site: Site) -> None:
     assert {"rows": 1, "query": {"status": "held"}, "status": 200}.items() <= json.loads(detail).items()
 
 
+@pytest.mark.slow  # generates and walks the whole OpenAPI document
 def test_openapi_is_3_1_and_describes_every_route_with_a_200_schema(site: Site) -> None:
     response = site.get("/api/v1/openapi.json", token=None)
     assert response.status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -10,6 +11,8 @@ from sqlalchemy import inspect
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.db.schema import metadata
+
+pytestmark = pytest.mark.slow  # every migration down to base and up again
 
 
 def test_migrations_match_the_declared_schema(db_url: str) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_provenance import new_site
+
+pytestmark = pytest.mark.slow  # each case runs the pipeline and the CLI many times
 
 CARRY = 'min_payout = {USD = "25"}\n'
 BELOW = "is below the minimum payout 25 USD of rail export"

@@ -276,6 +276,7 @@ def _exact_in(part: Decimal, currency: str) -> bool:
     return part == quantize(part, currency) and int(part.as_tuple().exponent) >= -minor_units(currency)
 
 
+@pytest.mark.slow  # many generated examples
 @settings(max_examples=300, deadline=None)
 @given(amount=AMOUNTS, currency=CURRENCIES, percents=percent_lists())
 def test_split_parts_add_up_to_the_rounded_amount(amount: Decimal, currency: str, percents: list[Decimal]) -> None:

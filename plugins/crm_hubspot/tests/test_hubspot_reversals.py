@@ -22,6 +22,8 @@ from payhub.api import to_minor
 from payhub.testing import Harness
 from payhub_hubspot import sign_v3
 
+pytestmark = pytest.mark.slow  # each case syncs and runs the pipeline over several polls
+
 HOUR = 3_600_000
 MakeHarness = Callable[..., Harness]
 Setup = Callable[..., tuple[Harness, str, str]]

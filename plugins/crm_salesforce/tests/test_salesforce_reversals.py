@@ -22,6 +22,8 @@ from payhub.api import PermanentSourceError
 from payhub.testing import Harness
 from payhub_salesforce import SalesforceSource
 
+pytestmark = pytest.mark.slow  # each case syncs and runs the pipeline over several polls
+
 WON_AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 WON_KEY = "won:2026-03-01T08:00:00Z"
 PARTNER = "001000000000007AAA"

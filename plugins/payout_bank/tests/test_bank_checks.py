@@ -128,6 +128,7 @@ def test_send_rejects_what_it_cannot_write_and_writes_the_rest(rail, payout, out
     assert "ph-" + f"{2:032x}" not in next(outbox.glob("*.xml")).read_text()
 
 
+@pytest.mark.slow  # a whole pipeline run
 @pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_routing_refuses_over_the_limit_and_falls_back(payhub_harness: HarnessFactory, tmp_path: Path) -> None:
     (tmp_path / "outbox").mkdir()

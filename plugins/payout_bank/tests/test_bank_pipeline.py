@@ -107,6 +107,7 @@ def start(payhub_harness: HarnessFactory, tmp_path: Path) -> Harness:
     return payhub_harness(SETTINGS, directory=tmp_path)
 
 
+@pytest.mark.slow  # a whole pipeline run
 @pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_pipeline_writes_bank_files_and_settles_reports(payhub_harness: HarnessFactory, tmp_path: Path,
                                                         make_pain002, make_return) -> None:

@@ -12,6 +12,7 @@ from payhub.testing.pytest_plugin import HarnessFactory
 from test_bank_pipeline import start
 
 
+@pytest.mark.slow  # a whole pipeline run
 @pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_explain_names_the_bank_file_and_line(payhub_harness: HarnessFactory, tmp_path: Path) -> None:
     outbox = tmp_path / "bank" / "outbox"

@@ -161,6 +161,7 @@ def quickstart_copy(target: Path) -> Path:
     return target / "quickstart.toml"
 
 
+@pytest.mark.slow  # the quickstart's pipeline, then every document validated
 @pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_every_credit_note_of_the_quickstart_conforms(payhub_harness: HarnessFactory, tmp_path: Path,
                                                        en16931: En16931) -> None:
