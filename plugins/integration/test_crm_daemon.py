@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -38,10 +37,9 @@ from typing import Any
 import pytest
 from payhub_simulators.hubspot import TOKEN_PATH, HubSpotSimulator
 from payhub_simulators.salesforce import SalesforceSimulator
-from sqlalchemy import create_engine, func, select
 
 from payhub.api import quantize, to_minor
-from payhub.db.schema import audit_log, calculations, events, rewards
+from payhub.testing import Harness, RewardView, StoreReader
 
 pytestmark = pytest.mark.slow
 
@@ -136,6 +134,11 @@ class Expected:
 
 def reward_minor(amount: Decimal, currency: str) -> int:
     return to_minor(quantize(amount * PERCENT / 100, currency), currency)
+
+
+def minor(reward: RewardView) -> int:
+    """A reward's amount in minor units of its currency."""
+    return to_minor(reward.amount, reward.currency)
 
 
 def sf_instant(moment: datetime) -> str:
@@ -339,28 +342,19 @@ class Daemon:
             time.sleep(0.02)
 
 
-class Db:
-    """Reads the daemon's SQLite file (read-only, outside any transaction, so it never holds the daemon up)."""
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StoreReader]:
+    """What the daemons store in ``payhub.db`` under ``tmp_path``, read back read-only while they run."""
+    with Harness.open(f"sqlite:///{tmp_path / 'payhub.db'}") as reader:
+        yield reader
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
-
-    def statuses(self) -> dict[str, dict[str, str]]:
-        """Per source, key -> status of every stored event."""
-        found: dict[str, dict[str, str]] = defaultdict(dict)
-        for source, key, status in self.query("SELECT source, key, status FROM events"):
-            found[source][key] = status
-        return found
-
-    def cursors(self) -> dict[str, str | None]:
-        return dict(self.query("SELECT name, cursor FROM sources"))  # type: ignore[arg-type]
+def statuses(store: StoreReader) -> dict[str, dict[str, str]]:
+    """Per source, key -> status of every stored event."""
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    for stored in store.events():
+        found[stored.source][stored.key] = stored.status
+    return found
 
 
 def wait_for(what: str, check: Callable[[], bool], daemon: Daemon, timeout: float, step: float = 0.01) -> None:
@@ -372,7 +366,7 @@ def wait_for(what: str, check: Callable[[], bool], daemon: Daemon, timeout: floa
 
 
 def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
-        salesforce: SalesforceSimulator, hubspot: HubSpotSimulator, tmp_path: Path) -> None:
+        salesforce: SalesforceSimulator, hubspot: HubSpotSimulator, tmp_path: Path, store: StoreReader) -> None:
     began = time.monotonic()
     sf = seed_salesforce(salesforce, DEALS)
     hs = seed_hubspot(hubspot, DEALS)
@@ -388,7 +382,6 @@ def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
                PAYHUB_SOURCES__HS__CLIENT_SECRET=hubspot.client_secret,
                PAYHUB_SOURCES__HS__REFRESH_TOKEN=hubspot.refresh_token)
     env.pop("PAYHUB_DATABASE__URL", None)
-    db = Db(tmp_path / "payhub.db")
     logs: list[Path] = []
 
     def payhub(*args: str) -> subprocess.CompletedProcess[str]:
@@ -415,7 +408,7 @@ def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
 
     # --- first run: SIGKILL once both sources are part-way through their sync and some events are calculated
     def mid_sync() -> bool:
-        state = db.statuses()
+        state = statuses(store)
         calculated = sum(1 for per in state.values() for s in per.values() if s == "calculated")
         return calculated > 0 and all(0.15 * len(seeded[n]) <= len(state.get(n, {})) < len(seeded[n])
                                       for n in seeded)
@@ -428,11 +421,11 @@ def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait()
     killed_at = time.monotonic() - began
-    at_kill = db.statuses()
-    cursors = db.cursors()
+    at_kill = statuses(store)
+    cursors = {source.name: source.cursor for source in store.sources()}
     kill_point = {n: (len(at_kill[n]), len(seeded[n])) for n in seeded}
     calculated_at_kill = sum(1 for per in at_kill.values() for s in per.values() if s == "calculated")
-    rewards_at_kill = db.query("SELECT count(*) FROM rewards")[0][0]
+    rewards_at_kill = len(store.rewards())
     assert '"sync"' in (cursors["sf"] or ""), f"the Salesforce sync was not in progress: {cursors['sf']}"
     assert json.loads(cursors["hs"] or "{}").get("end") is not None, f"no HubSpot window open: {cursors['hs']}"
 
@@ -448,13 +441,13 @@ def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
         hubspot.expire_tokens()  # 401 EXPIRED_AUTHENTICATION: refreshed once, resent
         hubspot.fail(TOKEN_PATH, 503, times=1)
         hubspot.fail("/crm/v3/objects/deals/search", 429, times=1, headers={"Retry-After": "0"})
-        stored = db.statuses()
+        stored = statuses(store)
         # The CRMs change under the running sync: open deals are won, won deals already ingested are lost.
         change_salesforce(salesforce, sf, set(stored["sf"]), LIVE_CHANGES)
         change_hubspot(hubspot, hs, set(stored["hs"]), LIVE_CHANGES)
 
         def caught_up() -> bool:
-            state = db.statuses()
+            state = statuses(store)
             return all(set(state.get(n, {})) >= e.keys and "ingested" not in state[n].values()
                        for n, e in expected.items())
 
@@ -474,13 +467,8 @@ def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
     assert not tracebacks, f"the daemon raised: {tracebacks}\n{logs[-1].read_text()[-4000:]}"
     assert "payhub stopped" in second.log.read_text()
 
-    engine = create_engine(f"sqlite:///{tmp_path / 'payhub.db'}")
-    try:
-        with engine.connect() as conn:
-            figures = {n: check_source(conn, e) for n, e in expected.items()}
-            audited = dict(conn.execute(select(audit_log.c.action, func.count()).group_by(audit_log.c.action)).all())
-    finally:
-        engine.dispose()
+    figures = {n: check_source(store, e) for n, e in expected.items()}
+    audited = Counter(entry.action for entry in store.audit())
 
     verified = payhub("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -507,11 +495,10 @@ def test_both_crms_rewarded_exactly_once_across_a_kill_mid_sync(
           f"{hubspot.token_grants} token grants, answers {dict(answered)}; audit {sum(audited.values())} entries")
 
 
-def check_source(conn: Any, expected: Expected) -> dict[str, int]:
+def check_source(store: StoreReader, expected: Expected) -> dict[str, int]:
     """Assert what payhub stored for one source; return its figures."""
     name = expected.source
-    stored = conn.execute(select(events.c.id, events.c.key, events.c.object_id, events.c.event_type,
-                                 events.c.status, events.c.reason).where(events.c.source == name)).all()
+    stored = [row for row in store.events() if row.source == name]
     keys = Counter(row.key for row in stored)
     assert not [k for k, n in keys.items() if n > 1], "an event key is stored twice"
     assert set(keys) == expected.keys, (f"{name}: missing {sorted(expected.keys - set(keys))[:5]}, "
@@ -526,13 +513,12 @@ def check_source(conn: Any, expected: Expected) -> dict[str, int]:
     assert {row.status for row in stored if row.key not in quarantined} == {"calculated"}
 
     by_id = {row.id: row for row in stored}
-    calcs = Counter(event_id for event_id, program in conn.execute(
-        select(calculations.c.event_id, calculations.c.program)) if event_id in by_id and program == PROGRAM)
+    calcs = Counter(c.event_id for c in store.calculations() if c.event_id in by_id and c.program == PROGRAM)
     assert set(calcs) == {row.id for row in stored if row.key not in quarantined}, f"{name}: calculations"
     assert set(calcs.values()) == {1}, f"{name}: an event was calculated twice"
 
-    granted: dict[str, list[Any]] = defaultdict(list)
-    for row in conn.execute(select(rewards).where(rewards.c.event_id.in_(list(by_id)))):
+    granted: dict[str, list[RewardView]] = defaultdict(list)
+    for row in (r for r in store.rewards() if r.event_id in by_id):
         assert row.program == PROGRAM
         granted[by_id[row.event_id].object_id].append(row)
     for deal, (partner, amount, currency) in expected.rewarded.items():
@@ -540,20 +526,19 @@ def check_source(conn: Any, expected: Expected) -> dict[str, int]:
         assert len(live) == 1, f"{name} deal {deal}: {len(live)} live rewards, expected one"
         assert len(granted[deal]) == 1, f"{name} deal {deal}: {len(granted[deal])} rewards in all"
         reward = live[0]
-        assert (reward.payee_id, reward.currency, reward.amount_minor) == (
+        assert (reward.payee_id, reward.currency, minor(reward)) == (
             partner, currency, reward_minor(amount, currency)), f"{name} deal {deal}: {reward}"
         assert by_id[reward.event_id].key == expected.won_keys[deal]
     cancelled = adjusted = 0
     for deal in expected.netted:
         rows = granted.get(deal, [])
-        assert sum(r.amount_minor for r in rows if r.status != "cancelled") == 0, f"{name} deal {deal}: {rows}"
+        assert sum(minor(r) for r in rows if r.status != "cancelled") == 0, f"{name} deal {deal}: {rows}"
         cancelled += sum(1 for r in rows if r.status == "cancelled")
-        adjusted += sum(1 for r in rows if r.amount_minor < 0)
+        adjusted += sum(1 for r in rows if minor(r) < 0)
     for deal in expected.silent:
         assert not granted.get(deal), f"{name} deal {deal} (open, lost, direct or malformed) was rewarded"
     statuses = Counter(r.status for rows in granted.values() for r in rows)
-    polled = [json.loads(detail) for (detail,) in conn.execute(select(audit_log.c.detail).where(
-        audit_log.c.action == "source.polled", audit_log.c.subject_id == name))]
+    polled = [entry.detail for entry in store.audit("source.polled") if entry.subject_id == name]
     return {"batches": len(polled), "records read": sum(p["records"] for p in polled),
             "re-read (dedup)": sum(p["duplicates"] for p in polled), "events": len(stored),
             "quarantined": len(quarantined), "rewarded deals": len(expected.rewarded),
