@@ -24,14 +24,12 @@ from functools import partial
 from typing import TypeVar
 
 from filelock import FileLock
-from sqlalchemy import select, update
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from payhub import metrics
 from payhub.checkpoints import Checkpointer
 from payhub.db.engine import lock_sqlite_file, sqlite_file
 from payhub.db.faults import describe, is_transient
-from payhub.db.schema import payouts, sources
 from payhub.logs import Reminder
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
@@ -40,6 +38,8 @@ from payhub.pipeline.ingest import poll_batches, reset_failed_sources
 from payhub.pipeline.schedule import schedule_batch
 from payhub.pipeline.settle import settle_rail
 from payhub.runtime import Runtime
+from payhub.store import leases
+from payhub.store.events import failed_sources
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,7 @@ class Worker:
         if database is not None:
             self._lock = lock_sqlite_file(database)  # by the real path; refuses hard links
             with rt.engine.begin() as conn:  # we are the only daemon: leases of dead processes are void
-                conn.execute(update(payouts).values(lease_owner=None, lease_until=None))
-                conn.execute(update(sources).values(lease_owner=None, lease_until=None))
+                leases.void(conn)
         self.versions = register_program_versions(rt)
         reset_failed_sources(rt)
         self.checkpointer = Checkpointer.for_daemon(rt)
@@ -204,8 +203,7 @@ class Worker:
         ``sending`` is looked up on its rail before anything is sent again, as after a crash."""
         me = self.rt.worker_id
         with self.rt.engine.begin() as conn:
-            conn.execute(update(payouts).where(payouts.c.lease_owner == me).values(lease_owner=None, lease_until=None))
-            conn.execute(update(sources).where(sources.c.lease_owner == me).values(lease_owner=None, lease_until=None))
+            leases.void(conn, me)
 
     def _note(self, stage: str, n: int) -> None:
         if n:
@@ -256,10 +254,7 @@ class Worker:
         if not names:
             return {}
         with self.rt.engine.connect() as conn:
-            rows = conn.execute(select(sources.c.name, sources.c.reason)
-                                .where(sources.c.name.in_(names), sources.c.status == "failed")
-                                .order_by(sources.c.name)).all()
-        return {name: reason or "failed" for name, reason in rows}
+            return failed_sources(conn, names)
 
     def run_forever(self) -> None:
         """Work until the runtime's stop event is set; then return with all state resumable. A database outage is

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 
 from payhub.db.queries import for_update
-from payhub.db.schema import calculations, events
+from payhub.db.schema import calculations, events, sources
 from payhub.states import CalculationStatus, EventStatus
 
 DECIDED = (CalculationStatus.REWARDED, CalculationStatus.NOT_ELIGIBLE)
@@ -80,3 +80,10 @@ def forget_failed(conn: Connection, program: str | None = None, event_id: int | 
         conn.execute(update(events).where(events.c.id.in_({f.event_id for f in failed}))
                      .values(status=EventStatus.INGESTED, calculated_at=None))
     return failed
+
+
+def failed_sources(conn: Connection, names: list[str]) -> dict[str, str]:
+    """Those of the sources ``names`` whose last poll failed, with the reason, by name."""
+    rows = conn.execute(select(sources.c.name, sources.c.reason)
+                        .where(sources.c.name.in_(names), sources.c.status == "failed").order_by(sources.c.name)).all()
+    return {name: reason or "failed" for name, reason in rows}

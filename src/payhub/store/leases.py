@@ -21,7 +21,7 @@ from sqlalchemy import Connection, DateTime, Engine, Table, and_, func, literal,
 from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.clock import utcnow
-from payhub.db.schema import UTCDateTime
+from payhub.db.schema import UTCDateTime, payouts, sources
 
 
 class LeaseLost(Exception):  # noqa: N818 - a condition, not a failure of the caller
@@ -93,3 +93,13 @@ def release(conn: Connection, table: Table, key: str, ids: Iterable[Any], token:
     if wanted:
         conn.execute(update(table).where(table.c[key].in_(wanted), table.c.lease_token == token)
                      .values(lease_owner=None, lease_until=None, lease_token=None, **values))
+
+
+def void(conn: Connection, owner: str | None = None) -> None:
+    """Free the leases on payouts and sources held by ``owner`` (a worker id), or every lease when ``owner`` is None
+    (one daemon per SQLite file: the leases of dead processes are void)."""
+    for table in (payouts, sources):
+        query = update(table)
+        if owner is not None:
+            query = query.where(table.c.lease_owner == owner)
+        conn.execute(query.values(lease_owner=None, lease_until=None))
