@@ -38,6 +38,8 @@ from payhub.store.payouts import instruction_for
 from payhub.testing import FakeRail
 from payhub.worker import Worker
 
+pytestmark = pytest.mark.slow  # each case runs the whole pipeline, edits the database, then sends and verifies
+
 BASE = """
     [payees]
     file = "payees.csv"
