@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from payhub_simulators.hubspot import LEGACY_TOKEN_PATH, TOKEN_PATH, HubSpotSimulator
 
 from payhub.api import PermanentSourceError, TransientSourceError
 from payhub_hubspot import HubSpotSettings, HubSpotSource
-from payhub_simulators.hubspot import LEGACY_TOKEN_PATH, TOKEN_PATH, HubSpotSimulator
 
 HOUR = 3_600_000
 

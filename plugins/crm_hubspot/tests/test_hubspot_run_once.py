@@ -8,8 +8,9 @@ import sqlite3
 import textwrap
 from pathlib import Path
 
-from payhub.testing import invoke_cli
 from payhub_simulators.hubspot import HubSpotSimulator
+
+from payhub.testing import invoke_cli
 
 
 def test_a_refused_token_makes_run_once_exit_5_after_the_rest_is_paid(tmp_path: Path, sim: HubSpotSimulator) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from payhub_simulators.hubspot import HubSpotSimulator
 
 from payhub.api import SourceRecord, TransientSourceError, WebhookRefused, WebhookRequest, WebhookResult
 from payhub.testing import invoke_cli
 from payhub_hubspot import HubSpotSettings, HubSpotSource, sign_v3
 from payhub_hubspot.settings import MOVED_TO_HTTP
-from payhub_simulators.hubspot import HubSpotSimulator
 from payhub_hubspot.source import BATCH_READ_PATH, SEARCH_PATH, Cursor
 from payhub_hubspot.webhooks import deal_ids
 

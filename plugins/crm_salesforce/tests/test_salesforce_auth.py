@@ -13,10 +13,10 @@ import httpx
 import jwt
 import pytest
 import respx
+from payhub_simulators.salesforce import SalesforceSimulator
 
 from payhub.api import PermanentSourceError, TransientSourceError
 from payhub_salesforce import SalesforceSource
-from payhub_simulators.salesforce import SalesforceSimulator
 
 NOW = 1_780_000_000.0
 

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from payhub_simulators.salesforce import SalesforceSimulator
 
 from payhub.api import PermanentSourceError, TransientSourceError
 from payhub_salesforce import SalesforceSource
-from payhub_simulators.salesforce import SalesforceSimulator
 
 
 def mocked(p: Any) -> respx.MockRouter:

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import respx
+from payhub_simulators.salesforce import SalesforceSimulator
 
 from payhub.api import SourceRecord
 from payhub_salesforce import SalesforceSource
-from payhub_simulators.salesforce import SalesforceSimulator
 
 PAST = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
 PAST_KEY = "won:2026-04-01T12:00:00Z"  # a deal won at PAST: its LastStageChangeDate, UTC, to the second
