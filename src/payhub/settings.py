@@ -397,7 +397,7 @@ class HttpSettings(_Section):
 
 
 def split_listen(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:8700`` for IPv6) as (host, port); port 0 takes a free one. ValueError names the problem."""
+    """``host:port`` (``[::1]:8700`` in IPv6) as (host, port); port 0 takes a free one. ValueError names the problem."""
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
