@@ -12,23 +12,20 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select, update
-
 from payhub.api import FxRate, Payee
 from payhub.audit import canonical_json
 from payhub.clock import utcnow
-from payhub.db.queries import for_update
-from payhub.db.schema import events, payees, payout_items, payouts, rewards
 from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
-from payhub.states import RECHECKED_HOLDS, HoldCode, PayoutStatus, RewardStatus
+from payhub.states import HoldCode, PayoutStatus, RewardStatus
+from payhub.store import payouts as payout_store
+from payhub.store import rewards as store
 
 Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
 
 # Rewards held for these reasons are retried automatically once the cause may be gone.
-_other = rewards.alias("other")  # another reward of the same payee
 
 
 def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int) -> tuple[str | None, str]:
@@ -106,31 +103,18 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
     and every carried reward of the group gets the group's current reason.
     """
     limit = limit or rt.settings.database.batch_size
-    columns = (rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
-               rewards.c.hold_code, rewards.c.hold_reason, rewards.c.program, rewards.c.fx_mode, events.c.occurred_at)
-    base = select(*columns).select_from(rewards.join(events, events.c.id == rewards.c.event_id))
-    order = (rewards.c.payee_id, rewards.c.currency, rewards.c.id)
     with rt.transaction() as tx:
-        rows = list(tx.conn.execute(for_update(tx.conn, base.where(rewards.c.status == RewardStatus.PENDING)
-                                               .order_by(*order).limit(limit))).all())
+        rows = store.claim_pending(tx.conn, limit)
         if len(rows) == limit and rows[0].payee_id != rows[-1].payee_id:
             # A payee cut off by the limit waits for the next batch, to be netted whole.
             rows = [row for row in rows if row.payee_id != rows[-1].payee_id]
         if rows:
-            rows += tx.conn.execute(for_update(tx.conn, base.where(
-                rewards.c.status == RewardStatus.CARRIED, rewards.c.payee_id.in_({row.payee_id for row in rows}))
-                .order_by(*order))).all()
+            rows += store.claim_carried(tx.conn, {row.payee_id for row in rows})
         elif recheck_holds:
             # Holds that may have cleared: the payee has since appeared in the registry (a rail may now fit).
-            query = base.where(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code.in_(RECHECKED_HOLDS),
-                               exists().where(payees.c.id == rewards.c.payee_id)).order_by(*order).limit(limit)
-            rows = [r for r in tx.conn.execute(for_update(tx.conn, query)).all() if _may_clear(rt, r)]
+            rows = [r for r in store.claim_rechecked_holds(tx.conn, limit) if _may_clear(rt, r)]
             # Carried balances that a cancellation changed since they were last netted.
-            changed = select(rewards.c.payee_id).where(rewards.c.status == RewardStatus.CARRIED, exists().where(
-                _other.c.payee_id == rewards.c.payee_id, _other.c.status == RewardStatus.CANCELLED,
-                _other.c.updated_at > rewards.c.updated_at)).distinct().limit(limit)
-            rows += tx.conn.execute(for_update(tx.conn, base.where(
-                rewards.c.status == RewardStatus.CARRIED, rewards.c.payee_id.in_(changed)).order_by(*order))).all()
+            rows += store.claim_changed_carried(tx.conn, limit)
         if not rows:
             return 0
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
@@ -213,8 +197,7 @@ def _carry(tx: Tx, items: list[Any], reason: str) -> int:
     """Carry rewards forward to the payee's next payout with ``reason`` (the group's balance now); return how many
     changed: newly carried, or carried before with another reason (each audited as ``reward.carried``)."""
     # Every row of the group is written, so its updated_at says when its balance was last netted.
-    tx.conn.execute(update(rewards).where(rewards.c.id.in_([row.id for row in items])).values(
-        status=RewardStatus.CARRIED, hold_code=None, hold_reason=reason, updated_at=utcnow()))
+    store.carry(tx.conn, [row.id for row in items], reason, utcnow())
     changed = 0
     for row in sorted(items, key=lambda row: row.id):
         if row.status != RewardStatus.CARRIED:
@@ -241,8 +224,7 @@ def _hold(tx: Tx, items: list[Any], code: str, reason: str) -> int:
     """Hold rewards that are not already held for the same code; return how many changed."""
     fresh = [row.id for row in items if not (row.status == RewardStatus.HELD and row.hold_code == code)]
     if fresh:
-        tx.conn.execute(update(rewards).where(rewards.c.id.in_(fresh)).values(
-            status=RewardStatus.HELD, hold_code=code, hold_reason=reason, updated_at=utcnow()))
+        store.hold(tx.conn, fresh, code, reason, utcnow())
         for reward_id in fresh:
             tx.audit("reward.held", "reward", reward_id, {"code": code, "reason": reason}, outcome="held")
     return len(fresh)
@@ -258,18 +240,11 @@ def _create_payouts(tx: Tx, planned: list[Planned]) -> None:
         "currency": currency, "amount_minor": sum(item.minor for item in items), "item_count": len(items),
         "status": PayoutStatus.SCHEDULED, "attempts": 0, "created_at": now, "updated_at": now,
     } for payee_id, currency, rail, why, items in planned]
-    id_of = {key: payout_id for key, payout_id in tx.conn.execute(
-        payouts.insert().returning(payouts.c.idempotency_key, payouts.c.id), rows)}
-    ids = [id_of[row["idempotency_key"]] for row in rows]
+    ids = payout_store.create(tx, rows, [
+        (index, {"reward_id": item.row.id, "amount_minor": item.minor,
+                 "fx": canonical_json(item.fx) if item.fx else None})
+        for index, plan in enumerate(planned) for item in plan[4]], now)
     links = [(payout_id, item) for payout_id, plan in zip(ids, planned, strict=True) for item in plan[4]]
-    tx.conn.execute(payout_items.insert(), [
-        {"payout_id": payout_id, "reward_id": item.row.id, "amount_minor": item.minor,
-         "fx": canonical_json(item.fx) if item.fx else None} for payout_id, item in links])
-    tx.conn.execute(
-        update(rewards).where(rewards.c.id == bindparam("reward")).values(
-            status=RewardStatus.SCHEDULED, payout_id=bindparam("payout"), hold_code=None, hold_reason=None,
-            updated_at=now),
-        [{"reward": item.row.id, "payout": payout_id} for payout_id, item in links])
     for payout_id, row in zip(ids, rows, strict=True):
         tx.audit("payout.created", "payout", payout_id, {
             "key": row["idempotency_key"], "payee": row["payee_id"], "rail": row["rail"], "route": row["route_reason"],

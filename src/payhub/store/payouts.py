@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from payhub.api import PayoutInstruction
 from payhub.clock import utcnow
 from payhub.db.queries import for_update
-from payhub.db.schema import attempts, payouts, rewards
+from payhub.db.schema import attempts, payout_items, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
@@ -293,3 +293,19 @@ def lease_owner(tx: Tx, payout_id: int) -> tuple[str | None] | None:
     """The payout's lease owner (as a one-element row), or None when the payout does not exist."""
     row = tx.conn.execute(select(payouts.c.lease_owner).where(payouts.c.id == payout_id)).first()
     return None if row is None else (row[0],)
+
+
+def create(tx: Tx, rows: list[dict[str, Any]], items: list[tuple[int, dict[str, Any]]], now: datetime) -> list[int]:
+    """Insert payouts (``rows``, each with its idempotency key) and return their ids in order; ``items`` are
+    ``(index of the payout in rows, item)`` with the item's ``reward_id``, ``amount_minor`` and ``fx``: each is
+    written and its reward becomes ``scheduled`` in that payout."""
+    id_of = {key: payout_id for key, payout_id in tx.conn.execute(
+        payouts.insert().returning(payouts.c.idempotency_key, payouts.c.id), rows)}
+    ids = [id_of[row["idempotency_key"]] for row in rows]
+    tx.conn.execute(payout_items.insert(), [{"payout_id": ids[index], **item} for index, item in items])
+    tx.conn.execute(
+        update(rewards).where(rewards.c.id == bindparam("reward")).values(
+            status=RewardStatus.SCHEDULED, payout_id=bindparam("payout"), hold_code=None, hold_reason=None,
+            updated_at=now),
+        [{"reward": item["reward_id"], "payout": ids[index]} for index, item in items])
+    return ids

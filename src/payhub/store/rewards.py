@@ -9,10 +9,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, not_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, select, update
 
-from payhub.db.schema import events, rewards
-from payhub.states import UNPAID, HoldCode, RewardStatus
+from payhub.db.queries import for_update
+from payhub.db.schema import events, payees, rewards
+from payhub.states import RECHECKED_HOLDS, UNPAID, HoldCode, RewardStatus
 
 # Statements built once: each call only binds its values.
 _REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
@@ -87,3 +88,52 @@ def cancel_unpaid(conn: Connection, reward_ids: list[int], now: datetime) -> Non
 def insert_one(conn: Connection, row: dict[str, Any]) -> int:
     """Write one reward; return its id."""
     return int(conn.execute(rewards.insert().returning(rewards.c.id), row).scalar_one())
+
+
+# What the schedule stage reads of a reward, and its order: each payee's rewards together, by currency.
+_SCHEDULABLE = select(rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
+                      rewards.c.hold_code, rewards.c.hold_reason, rewards.c.program, rewards.c.fx_mode,
+                      events.c.occurred_at).select_from(rewards.join(events, events.c.id == rewards.c.event_id))
+_ORDER = (rewards.c.payee_id, rewards.c.currency, rewards.c.id)
+_OTHER = rewards.alias("other")  # another reward of the same payee
+
+
+def claim_pending(conn: Connection, limit: int) -> list[Row[Any, Any]]:
+    """Lock up to ``limit`` ``pending`` rewards, by payee, currency and id."""
+    return list(conn.execute(for_update(conn, _SCHEDULABLE.where(rewards.c.status == RewardStatus.PENDING)
+                                        .order_by(*_ORDER).limit(limit))).all())
+
+
+def claim_carried(conn: Connection, payee_ids: Iterable[str]) -> list[Row[Any, Any]]:
+    """Lock the ``carried`` rewards of the payees, by payee, currency and id."""
+    return list(conn.execute(for_update(conn, _SCHEDULABLE.where(
+        rewards.c.status == RewardStatus.CARRIED, rewards.c.payee_id.in_(set(payee_ids))).order_by(*_ORDER))).all())
+
+
+def claim_rechecked_holds(conn: Connection, limit: int) -> list[Row[Any, Any]]:
+    """Lock up to ``limit`` rewards held for a cause the schedule stage rechecks (:data:`payhub.states.RECHECKED_HOLDS`)
+    whose payee is in the registry."""
+    query = _SCHEDULABLE.where(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code.in_(RECHECKED_HOLDS),
+                               exists().where(payees.c.id == rewards.c.payee_id)).order_by(*_ORDER).limit(limit)
+    return list(conn.execute(for_update(conn, query)).all())
+
+
+def claim_changed_carried(conn: Connection, limit: int) -> list[Row[Any, Any]]:
+    """Lock the ``carried`` rewards of up to ``limit`` payees who had a reward cancelled since they were netted."""
+    changed = select(rewards.c.payee_id).where(rewards.c.status == RewardStatus.CARRIED, exists().where(
+        _OTHER.c.payee_id == rewards.c.payee_id, _OTHER.c.status == RewardStatus.CANCELLED,
+        _OTHER.c.updated_at > rewards.c.updated_at)).distinct().limit(limit)
+    return list(conn.execute(for_update(conn, _SCHEDULABLE.where(
+        rewards.c.status == RewardStatus.CARRIED, rewards.c.payee_id.in_(changed)).order_by(*_ORDER))).all())
+
+
+def carry(conn: Connection, reward_ids: list[int], reason: str, now: datetime) -> None:
+    """Carry rewards forward to their payee's next payout with ``reason``."""
+    conn.execute(update(rewards).where(rewards.c.id.in_(reward_ids)).values(
+        status=RewardStatus.CARRIED, hold_code=None, hold_reason=reason, updated_at=now))
+
+
+def hold(conn: Connection, reward_ids: list[int], code: str, reason: str, now: datetime) -> None:
+    """Hold rewards with a :class:`~payhub.states.HoldCode` and the reason."""
+    conn.execute(update(rewards).where(rewards.c.id.in_(reward_ids)).values(
+        status=RewardStatus.HELD, hold_code=code, hold_reason=reason, updated_at=now))
