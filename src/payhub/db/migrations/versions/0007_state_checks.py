@@ -18,7 +18,7 @@ down_revision = '0006'
 branch_labels = None
 depends_on = None
 
-CHECKS = {
+CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
     'events': {'status': ('ingested', 'waiting', 'calculated', 'quarantined')},
     'calculations': {'status': ('rewarded', 'not_eligible', 'failed')},
     'rewards': {
