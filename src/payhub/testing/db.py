@@ -217,6 +217,7 @@ def _recreate_from_template(url: str) -> bool:
         with engine.connect() as conn:
             tables = conn.execute(sa.text(
                 "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()")).scalar_one()
+            checker = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
     finally:
         engine.dispose()
     if tables:
@@ -226,6 +227,11 @@ def _recreate_from_template(url: str) -> bool:
     admin = _admin_engine(server_url)
     try:
         with admin.connect() as conn:
+            others = conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :name AND pid <> :pid"),
+                {"name": name, "pid": checker}).scalar_one()
+            if others:  # DROP DATABASE would wait seconds for them before refusing
+                return False
             try:
                 conn.execute(sa.text(f'DROP DATABASE "{name}"'))  # refused while anything is connected to it
             except sa.exc.OperationalError:
