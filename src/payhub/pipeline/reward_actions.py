@@ -19,18 +19,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, union, update
-
 from payhub.audited import reached_rail, reached_refusal
 from payhub.clock import utcnow
-from payhub.db.queries import for_update
-from payhub.db.schema import approvals, audit_log, payout_items, payouts, rewards
 from payhub.errors import PayhubError
 from payhub.money import from_minor
 from payhub.pipeline.operator import required_reason
 from payhub.pipeline.rules import BUDGET_HOLD, UNPAID
 from payhub.runtime import Runtime, Tx
-from payhub.states import FINAL_PAYOUT, HoldCode, RewardStatus
+from payhub.states import HoldCode, RewardStatus
+from payhub.store import audit as audit_store
+from payhub.store import rewards as store
 
 OPERATOR_HOLD = HoldCode.OPERATOR
 IN_PAYOUT = (RewardStatus.SCHEDULED, RewardStatus.SENT, RewardStatus.PAID)
@@ -78,15 +76,13 @@ def approve(rt: Runtime, reward_ids: Iterable[int], note: str | None = None) -> 
             refused = exc
             _audit_refusal(tx, actor, exc, note)
         else:
-            tx.conn.execute(approvals.insert(),
-                            [{"reward_id": i, "approver": actor, "approved_at": now} for i in ids])
+            store.approve(tx.conn, ids, actor, now)
             for reward_id in ids:
                 count = len(given.get(reward_id, ())) + 1
                 needed = max(rows[reward_id].approvals_needed, 1)
                 done = count >= needed
                 if done:
-                    tx.conn.execute(update(rewards).where(rewards.c.id == reward_id)
-                                    .values(status=RewardStatus.PENDING, updated_at=now))
+                    store.set_status(tx.conn, [reward_id], RewardStatus.PENDING, now)
                 detail: dict[str, Any] = {"approver": actor, "approvals": count, "needed": needed, "pending": done}
                 if note:
                     detail["note"] = note
@@ -134,8 +130,7 @@ def hold(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
 
     with rt.transaction() as tx:
         rows = _checked(tx, ids, check)
-        tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids)).values(
-            status=RewardStatus.HELD, hold_code=OPERATOR_HOLD, hold_reason=reason, updated_at=utcnow()))
+        store.set_status(tx.conn, ids, RewardStatus.HELD, utcnow(), hold_code=OPERATOR_HOLD, hold_reason=reason)
         for reward_id in ids:
             row = rows[reward_id]
             detail: dict[str, Any] = {"code": OPERATOR_HOLD, "reason": reason, "from": row.status}
@@ -174,8 +169,7 @@ def release(rt: Runtime, reward_ids: Iterable[int], reason: str) -> dict[int, st
         for reward_id in ids:
             row = rows[reward_id]
             status = RewardStatus.AWAITING_APPROVAL if _lacks(row, given) else RewardStatus.PENDING
-            tx.conn.execute(update(rewards).where(rewards.c.id == reward_id).values(
-                status=status, hold_code=None, hold_reason=None, updated_at=now))
+            store.set_status(tx.conn, [reward_id], status, now, hold_code=None, hold_reason=None)
             detail: dict[str, Any] = {"reason": reason, "hold_code": row.hold_code, "hold_reason": row.hold_reason,
                                       "to": status}
             override = row.hold_code == BUDGET_HOLD
@@ -205,8 +199,7 @@ def cancel(rt: Runtime, reward_ids: Iterable[int], reason: str) -> int:
 
     with rt.transaction() as tx:
         rows = _checked(tx, ids, check)
-        tx.conn.execute(update(rewards).where(rewards.c.id.in_(ids))
-                        .values(status=RewardStatus.CANCELLED, updated_at=utcnow()))
+        store.set_status(tx.conn, ids, RewardStatus.CANCELLED, utcnow())
         for reward_id in ids:
             row = rows[reward_id]
             detail: dict[str, Any] = {"reason": reason, "from": row.status,
@@ -242,11 +235,7 @@ class Refused(PayhubError):
 def _checked(tx: Tx, ids: list[int], check: Callable[[Any], str | None]) -> dict[int, Any]:
     """Lock the rows of ``ids`` and check each; refuse the whole command, naming every problem, if any fails
     (:class:`Refused`)."""
-    rows: dict[int, Any] = {row.id: row for row in tx.conn.execute(
-        for_update(tx.conn, select(rewards).where(rewards.c.id.in_(ids))))}
-    absent = [i for i in ids if i not in rows]
-    # On PostgreSQL a row another transaction has locked is skipped: it exists, but is busy.
-    busy = set(tx.conn.execute(select(rewards.c.id).where(rewards.c.id.in_(absent))).scalars()) if absent else set()
+    rows, busy = store.lock(tx.conn, ids)  # busy: on PostgreSQL, locked by another transaction, so skipped
     problems: dict[int, str] = {}
     for reward_id in ids:
         if reward_id in busy:
@@ -268,17 +257,8 @@ def _paying_payouts(tx: Tx, ids: list[int]) -> dict[int, str]:
     chain every payout its ``reward.scheduled`` entries name); by the table, only the final failures
     (:data:`~payhub.states.FINAL_PAYOUT`) cannot pay it.
     """
-    carried = union(
-        select(payout_items.c.reward_id.label("reward_id"), payout_items.c.payout_id.label("payout_id"))
-        .where(payout_items.c.reward_id.in_(ids)),
-        select(rewards.c.id.label("reward_id"), rewards.c.payout_id.label("payout_id"))
-        .where(rewards.c.id.in_(ids), rewards.c.payout_id.is_not(None)),
-    ).subquery()
     found: dict[int, str] = {}
-    for reward_id, payout_id, status in tx.conn.execute(
-            select(carried.c.reward_id, payouts.c.id, payouts.c.status)
-            .join(payouts, payouts.c.id == carried.c.payout_id)
-            .where(payouts.c.status.not_in(FINAL_PAYOUT)).order_by(carried.c.reward_id, payouts.c.id)):
+    for reward_id, payout_id, status in store.payouts_not_final(tx.conn, ids):
         found.setdefault(reward_id, f"reward {reward_id} is in payout {payout_id}, which is {status}")
     # Then what the audit chain records: a payout it records as sent, paid or sent with an unknown outcome may
     # have paid the reward, whatever the payouts table says now.
@@ -296,15 +276,9 @@ def _payouts_ever(tx: Tx, ids: list[int]) -> dict[int, set[int]]:
     """Every payout that ever carried each reward: its items, the payout its row names, and every payout its
     ``reward.scheduled`` audit entries name (rows can be edited; the chain keeps them all)."""
     ever: dict[int, set[int]] = {}
-    for reward_id, payout_id in tx.conn.execute(select(payout_items.c.reward_id, payout_items.c.payout_id)
-                                                .where(payout_items.c.reward_id.in_(ids))):
-        ever.setdefault(reward_id, set()).add(int(payout_id))
-    for reward_id, payout_id in tx.conn.execute(select(rewards.c.id, rewards.c.payout_id)
-                                                .where(rewards.c.id.in_(ids), rewards.c.payout_id.is_not(None))):
-        ever.setdefault(reward_id, set()).add(int(payout_id))
-    for subject, detail in tx.conn.execute(select(audit_log.c.subject_id, audit_log.c.detail).where(
-            audit_log.c.subject_type == "reward", audit_log.c.action == "reward.scheduled",
-            audit_log.c.subject_id.in_([str(i) for i in ids]))):
+    for reward_id, payout_id in store.payouts_by_rows(tx.conn, ids):
+        ever.setdefault(reward_id, set()).add(payout_id)
+    for subject, detail in audit_store.entries_of(tx.conn, "reward", "reward.scheduled", [str(i) for i in ids]):
         try:
             payout_id = int(json.loads(detail).get("payout"))
         except (TypeError, ValueError, AttributeError):
@@ -315,12 +289,7 @@ def _payouts_ever(tx: Tx, ids: list[int]) -> dict[int, set[int]]:
 
 def _approvers(tx: Tx, ids: list[int]) -> dict[int, list[str]]:
     """Who has approved each reward so far, in order."""
-    given: dict[int, list[str]] = {}
-    for reward_id, approver in tx.conn.execute(
-            select(approvals.c.reward_id, approvals.c.approver).where(approvals.c.reward_id.in_(ids))
-            .order_by(approvals.c.approved_at, approvals.c.approver)):
-        given.setdefault(reward_id, []).append(approver)
-    return given
+    return store.approvers(tx.conn, ids)
 
 
 def _lacks(row: Any, given: dict[int, list[str]]) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select, update
 from payhub import metrics
 from payhub.audit import FIELDS, AuditHeadDamaged, Entry, canonical_json, hash_fields
 from payhub.clock import isoformat, utcnow
-from payhub.db.schema import audit_head
+from payhub.db.schema import audit_head, audit_log
 
 COLUMNS = (*FIELDS, "hash")
 
@@ -59,3 +59,11 @@ class AuditWriter:
         conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
         metrics.AUDIT_ENTRIES.inc(len(values))
         return [dict(zip(COLUMNS, v, strict=True)) for v in values]
+
+
+def entries_of(conn: Connection, subject_type: str, action: str, subject_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """``(subject_id, detail)`` of the entries recording ``action`` on the subjects, in chain order."""
+    return [(subject, detail) for subject, detail in conn.execute(
+        select(audit_log.c.subject_id, audit_log.c.detail).where(
+            audit_log.c.subject_type == subject_type, audit_log.c.action == action,
+            audit_log.c.subject_id.in_(list(subject_ids))).order_by(audit_log.c.seq))]

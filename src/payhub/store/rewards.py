@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, select, union, update
 
 from payhub.db.queries import for_update
-from payhub.db.schema import events, payees, rewards
-from payhub.states import RECHECKED_HOLDS, UNPAID, HoldCode, RewardStatus
+from payhub.db.schema import approvals, events, payees, payout_items, payouts, rewards
+from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, RewardStatus
 
 # Statements built once: each call only binds its values.
 _REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
@@ -137,3 +137,57 @@ def hold(conn: Connection, reward_ids: list[int], code: str, reason: str, now: d
     """Hold rewards with a :class:`~payhub.states.HoldCode` and the reason."""
     conn.execute(update(rewards).where(rewards.c.id.in_(reward_ids)).values(
         status=RewardStatus.HELD, hold_code=code, hold_reason=reason, updated_at=now))
+
+
+def lock(conn: Connection, ids: list[int]) -> tuple[dict[int, Any], set[int]]:
+    """Lock the rewards ``ids`` for an operator's decision: their rows by id, and the ids that exist but that (on
+    PostgreSQL) another transaction has locked, so they were skipped."""
+    rows: dict[int, Any] = {row.id: row for row in conn.execute(
+        for_update(conn, select(rewards).where(rewards.c.id.in_(ids))))}
+    absent = [i for i in ids if i not in rows]
+    busy = set(conn.execute(select(rewards.c.id).where(rewards.c.id.in_(absent))).scalars()) if absent else set()
+    return rows, busy
+
+
+def set_status(conn: Connection, reward_ids: list[int], status: str, now: datetime, **values: Any) -> None:
+    """Give the rewards ``status`` (and ``values``)."""
+    conn.execute(update(rewards).where(rewards.c.id.in_(reward_ids)).values(status=status, updated_at=now, **values))
+
+
+def approvers(conn: Connection, ids: list[int]) -> dict[int, list[str]]:
+    """Who has approved each reward so far, in order."""
+    given: dict[int, list[str]] = {}
+    for reward_id, approver in conn.execute(
+            select(approvals.c.reward_id, approvals.c.approver).where(approvals.c.reward_id.in_(ids))
+            .order_by(approvals.c.approved_at, approvals.c.approver)):
+        given.setdefault(reward_id, []).append(approver)
+    return given
+
+
+def approve(conn: Connection, ids: list[int], approver: str, now: datetime) -> None:
+    """Record ``approver``'s approval of each reward (one approval per person and reward)."""
+    conn.execute(approvals.insert(), [{"reward_id": i, "approver": approver, "approved_at": now} for i in ids])
+
+
+def payouts_not_final(conn: Connection, ids: list[int]) -> list[Any]:
+    """``(reward_id, payout_id, status)`` of every payout that carried one of the rewards (by its items or the
+    payout the reward row names) and is not in a final status (:data:`payhub.states.FINAL_PAYOUT`), by reward and
+    payout."""
+    carried = union(
+        select(payout_items.c.reward_id.label("reward_id"), payout_items.c.payout_id.label("payout_id"))
+        .where(payout_items.c.reward_id.in_(ids)),
+        select(rewards.c.id.label("reward_id"), rewards.c.payout_id.label("payout_id"))
+        .where(rewards.c.id.in_(ids), rewards.c.payout_id.is_not(None)),
+    ).subquery()
+    return list(conn.execute(
+        select(carried.c.reward_id, payouts.c.id, payouts.c.status)
+        .join(payouts, payouts.c.id == carried.c.payout_id)
+        .where(payouts.c.status.not_in(FINAL_PAYOUT)).order_by(carried.c.reward_id, payouts.c.id)))
+
+
+def payouts_by_rows(conn: Connection, ids: list[int]) -> list[tuple[int, int]]:
+    """``(reward_id, payout_id)`` of every payout the rows say carried one of the rewards: its items, and the
+    payout the reward row names."""
+    by_items = select(payout_items.c.reward_id, payout_items.c.payout_id).where(payout_items.c.reward_id.in_(ids))
+    by_row = select(rewards.c.id, rewards.c.payout_id).where(rewards.c.id.in_(ids), rewards.c.payout_id.is_not(None))
+    return [(int(r), int(p)) for query in (by_items, by_row) for r, p in conn.execute(query)]
