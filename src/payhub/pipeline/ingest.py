@@ -16,16 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, cast
-
-from sqlalchemy import or_, select, update
+from typing import Any, Literal
 
 from payhub import webhooks
 from payhub.api import FetchResult, SourceRecord
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, parse_instant, utcnow
-from payhub.db.queries import insert_ignore
-from payhub.db.schema import events, sources
+from payhub.db.schema import events
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
 from payhub.guard import Guard
 from payhub.money import check_currency, parse_amount
@@ -33,6 +30,7 @@ from payhub.pipeline import storable, waiting
 from payhub.pipeline.identity import event_key, malformed_key, normalise_id
 from payhub.runtime import Runtime, Tx
 from payhub.states import EventStatus
+from payhub.store import events as event_store
 from payhub.store import leases
 
 log = logging.getLogger(__name__)
@@ -470,10 +468,7 @@ def _store_objects(rt: Runtime, name: str, read: list[webhooks.Queued], records:
     fenced by the lease ``token``; return how many events were new or corrected."""
 
     def forget(tx: Tx, counts: Counts) -> None:
-        lease = leases.expiry(tx.conn, rt.settings.database.lease_seconds)  # still reading: keep the lease
-        if not leases.holding(tx.conn, sources, "name", [name], token):
-            raise leases.LeaseLost(f"source {name}")
-        tx.conn.execute(update(sources).where(sources.c.name == name).values(lease_until=lease))
+        event_store.keep_source(tx.conn, name, token, rt.settings.database.lease_seconds)  # still reading
         webhooks.forget(tx.conn, read)
         tx.audit("source.objects_read", "source", name, {
             "objects": len(read), "records": len(records), "new": counts.new, "corrected": counts.corrected,
@@ -587,8 +582,7 @@ def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _write(tx: Tx, rows: list[dict[str, Any]]) -> Counts:
     """Insert the new rows and correct quarantined events; audit each."""
     counts = Counts()
-    inserted = insert_ignore(tx.conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
-                             events.c.reason)
+    inserted = event_store.insert_new(tx.conn, rows)
     for event_id, key, status, reason in inserted:
         if status == EventStatus.QUARANTINED:
             counts.quarantined += 1
@@ -645,20 +639,16 @@ def _advance(rt: Runtime, tx: Tx, source: str, records: int, counts: Counts, cur
     """Move the source's cursor (and keep its lease) in the batch's transaction; audit the poll.
 
     Fenced by the lease ``token``: if it no longer holds, raise LeaseLost, which rolls the whole batch back."""
-    lease = leases.expiry(tx.conn, rt.settings.database.lease_seconds)  # still fetching: keep the lease
-    if token is not None and not leases.holding(tx.conn, sources, "name", [source], token):
-        raise leases.LeaseLost(f"source {source}")
+    seconds = rt.settings.database.lease_seconds  # still fetching: keep the lease
     if records or cursor != previous:
-        tx.conn.execute(update(sources).where(sources.c.name == source)
-                        .values(cursor=cursor, last_polled_at=now, reason=None, lease_until=lease))
+        event_store.keep_source(tx.conn, source, token, seconds, cursor=cursor, last_polled_at=now, reason=None)
         tx.audit("source.polled", "source", source, {
             "records": records, "new": counts.new, "corrected": counts.corrected,
             "duplicates": records - counts.new - counts.corrected, "quarantined": counts.quarantined,
             "cursor": cursor,
         })
     else:
-        tx.conn.execute(update(sources).where(sources.c.name == source)
-                        .values(last_polled_at=now, reason=None, lease_until=lease))
+        event_store.keep_source(tx.conn, source, token, seconds, last_polled_at=now, reason=None)
 
 
 def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
@@ -666,15 +656,14 @@ def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
     latest = {row["key"]: row for row in rows}
     if not latest:
         return 0
-    stored = tx.conn.execute(select(events.c.id, events.c.key, events.c.raw).where(
-        events.c.key.in_(list(latest)), events.c.status == EventStatus.QUARANTINED)).all()
+    stored = event_store.quarantined(tx.conn, list(latest))
     count = 0
     for event_id, key, raw in stored:
         row = latest[key]
         if row["raw"] == raw:
             continue
         values = {k: v for k, v in row.items() if k not in ("key", "ingested_at")}
-        tx.conn.execute(update(events).where(events.c.id == event_id).values(**values))
+        event_store.correct(tx.conn, event_id, values)
         outcome = "quarantined" if row["status"] == EventStatus.QUARANTINED else "ok"
         tx.audit("event.corrected", "event", event_id, {"key": key, "status": row["status"], "reason": row["reason"]},
                  outcome=outcome)
@@ -685,37 +674,22 @@ def _replace_quarantined(tx: Tx, rows: list[dict[str, Any]]) -> int:
 def _claim(rt: Runtime, name: str) -> tuple[str | None, str] | Literal[False]:
     """Lease the source for this worker; return its cursor and the lease token, or False if another worker or a
     failure holds it."""
-    token = leases.new_token()
     with rt.engine.begin() as conn:
-        insert_ignore(conn, sources, [{"name": name, "status": "ok"}], "name")
-        claimed = conn.execute(
-            update(sources)
-            .where(sources.c.name == name, sources.c.status == "ok")
-            .where(or_(leases.free(sources, conn), sources.c.lease_owner == rt.worker_id))
-            .values(lease_owner=rt.worker_id, lease_token=token,
-                    lease_until=leases.expiry(conn, rt.settings.database.lease_seconds))
-        ).rowcount
-        if not claimed:
-            return False
-        cursor = cast("str | None", conn.execute(select(sources.c.cursor).where(sources.c.name == name)).scalar_one())
-        return cursor, token
+        claimed = event_store.claim_source(conn, name, rt.worker_id, rt.settings.database.lease_seconds)
+    return False if claimed is None else claimed
 
 
 def _release(rt: Runtime, name: str, token: str) -> None:
     with rt.engine.begin() as conn:
-        leases.release(conn, sources, "name", [name], token)
+        event_store.release_source(conn, name, token)
 
 
 def _record_error(rt: Runtime, name: str, reason: str, *, failed: bool) -> None:
     """Record a source's error; a repeat of the error already recorded is not audited again."""
     with rt.transaction() as tx:
-        known = tx.conn.execute(select(sources.c.reason, sources.c.status).where(sources.c.name == name)).first()
         reason = storable.sanitise(reason, REASON_LIMIT)
-        values: dict[str, Any] = {"reason": reason, "last_polled_at": utcnow()}
-        if failed:
-            values["status"] = "failed"
-        tx.conn.execute(update(sources).where(sources.c.name == name).values(**values))
-        if known is None or known.reason != reason or failed:
+        previous = event_store.record_source_error(tx.conn, name, reason, failed, utcnow())
+        if previous != reason or failed:
             tx.audit("source.failed" if failed else "source.error", "source", name, {"reason": reason},
                      outcome="failed" if failed else "error")
 
@@ -726,7 +700,5 @@ def reset_failed_sources(rt: Runtime) -> None:
     Replicas starting together reset each source once: the update applies only while the source is still failed.
     """
     with rt.transaction() as tx:
-        reset = tx.conn.execute(update(sources).where(sources.c.status == "failed").values(status="ok")
-                                .returning(sources.c.name)).scalars().all()
-        for name in sorted(reset):
+        for name in event_store.reset_failed_sources(tx.conn):
             tx.audit("source.reset", "source", name, {"reason": "daemon start"})

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, or_, select, update
 
-from payhub.db.queries import for_update
+from payhub.db.queries import for_update, insert_ignore
 from payhub.db.schema import calculations, events, sources
 from payhub.states import CalculationStatus, EventStatus
+from payhub.store import leases
 
 DECIDED = (CalculationStatus.REWARDED, CalculationStatus.NOT_ELIGIBLE)
 """Calculations that did not fail (and are never repeated)."""
@@ -87,3 +88,72 @@ def failed_sources(conn: Connection, names: list[str]) -> dict[str, str]:
     rows = conn.execute(select(sources.c.name, sources.c.reason)
                         .where(sources.c.name.in_(names), sources.c.status == "failed").order_by(sources.c.name)).all()
     return {name: reason or "failed" for name, reason in rows}
+
+
+def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
+    """Insert the events whose key is new (a key already stored is skipped: dedup on ingest); return ``(id, key,
+    status, reason)`` of each inserted."""
+    return list(insert_ignore(conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
+                              events.c.reason))
+
+
+def quarantined(conn: Connection, keys: list[str]) -> list[Any]:
+    """``(id, key, raw)`` of the quarantined events under these keys."""
+    return list(conn.execute(select(events.c.id, events.c.key, events.c.raw).where(
+        events.c.key.in_(keys), events.c.status == EventStatus.QUARANTINED)).all())
+
+
+def correct(conn: Connection, event_id: int, values: dict[str, Any]) -> None:
+    """Replace a quarantined event's fields by those of the record received since under its key."""
+    conn.execute(update(events).where(events.c.id == event_id).values(**values))
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+
+
+def claim_source(conn: Connection, name: str, worker_id: str, lease_seconds: float) -> tuple[str | None, str] | None:
+    """Lease the source (registered on first use) to ``worker_id`` unless it failed or another worker holds it;
+    return its cursor and the lease token, or None."""
+    token = leases.new_token()
+    insert_ignore(conn, sources, [{"name": name, "status": "ok"}], "name")
+    claimed = conn.execute(
+        update(sources)
+        .where(sources.c.name == name, sources.c.status == "ok")
+        .where(or_(leases.free(sources, conn), sources.c.lease_owner == worker_id))
+        .values(lease_owner=worker_id, lease_token=token, lease_until=leases.expiry(conn, lease_seconds))
+    ).rowcount
+    if not claimed:
+        return None
+    cursor = cast("str | None", conn.execute(select(sources.c.cursor).where(sources.c.name == name)).scalar_one())
+    return cursor, token
+
+
+def release_source(conn: Connection, name: str, token: str) -> None:
+    """Give up the lease ``token`` on the source."""
+    leases.release(conn, sources, "name", [name], token)
+
+
+def keep_source(conn: Connection, name: str, token: str | None, lease_seconds: float, **values: Any) -> None:
+    """Renew the lease ``token`` on the source (and write ``values``) in the caller's transaction; raise
+    :class:`~payhub.store.leases.LeaseLost` if it no longer holds (None: not leased, nothing checked)."""
+    lease = leases.expiry(conn, lease_seconds)
+    if token is not None and not leases.holding(conn, sources, "name", [name], token):
+        raise leases.LeaseLost(f"source {name}")
+    conn.execute(update(sources).where(sources.c.name == name).values(lease_until=lease, **values))
+
+
+def record_source_error(conn: Connection, name: str, reason: str, failed: bool, now: datetime) -> str | None:
+    """Record the source's error (``failed``: it is not polled again until reset); return the reason recorded
+    before, or None when there was none (or no such source)."""
+    known = conn.execute(select(sources.c.reason).where(sources.c.name == name)).first()
+    values: dict[str, Any] = {"reason": reason, "last_polled_at": now}
+    if failed:
+        values["status"] = "failed"
+    conn.execute(update(sources).where(sources.c.name == name).values(**values))
+    return None if known is None else cast("str | None", known.reason)
+
+
+def reset_failed_sources(conn: Connection) -> list[str]:
+    """Set the failed sources back to ``ok``; return their names, sorted."""
+    return sorted(conn.execute(update(sources).where(sources.c.status == "failed").values(status="ok")
+                               .returning(sources.c.name)).scalars().all())
