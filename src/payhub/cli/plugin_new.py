@@ -10,7 +10,16 @@ import click
 from payhub.cli import fail_cleanly
 from payhub.cli.admin import plugins
 from payhub.cli.output import plain
-from payhub.scaffold import KINDS, Kind, blueprint, check_name, check_package, installed_as, write
+from payhub.scaffold import (
+    KINDS,
+    Kind,
+    blueprint,
+    check_name,
+    check_package,
+    installed_as,
+    payhub_install_command,
+    write,
+)
 
 
 def _name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -42,7 +51,10 @@ def plugins_new(kind: Kind, name: str, directory: Path | None, package: str | No
     KIND is rail, source, calculator or hook; NAME is the plugin's entry-point name (lower-case letters, digits
     and '_', starting with a letter). The tests run payhub's contract suite for the kind and pass as written.
     """
-    bp = blueprint(kind, name, package)
+    try:
+        bp = blueprint(kind, name, package)
+    except ValueError as exc:  # the package derived from NAME
+        raise click.UsageError(str(exc)) from None
     target = directory if directory is not None else Path(bp.distribution)
     written = write(bp, target)
     for other in installed_as(bp):
@@ -53,6 +65,7 @@ def plugins_new(kind: Kind, name: str, directory: Path | None, package: str | No
     for path in written:
         click.echo(f"  {path}")
     click.echo("next:")
-    for step in (f"cd {shlex.quote(str(target))}", "pip install -e '.[test]'", "pytest",
-                 "ruff check . && mypy src tests"):
+    for step in (f"cd {shlex.quote(str(target))}", "python -m venv .venv && . .venv/bin/activate",
+                 f"{payhub_install_command()}    # payhub first, as installed here; not the unrelated PyPI project "
+                 "named payhub", "pip install -e '.[test]'", "pytest", "ruff check . && mypy src tests"):
         click.echo(f"  {plain(step)}")

@@ -8,18 +8,26 @@ takes them for code or configuration: a kind's own in ``templates/<kind>``, the 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import keyword
 import os
 import re
+import shlex
 import shutil
 import sys
 import uuid
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, distribution, entry_points, packages_distributions
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from string import Template
 from typing import Literal, get_args
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from payhub import __version__
 from payhub.api import API_VERSION
@@ -38,6 +46,10 @@ _SUFFIX: dict[Kind, str] = {"rail": "Rail", "source": "Source", "calculator": "C
 NAME_RULE = "1-32 lower-case letters, digits and '_', starting with a letter"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _PACKAGE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+# The top-level modules a generated package needs (its dependencies and their test extra), refused as its package
+# name even where they are not installed yet; any other importable module is found with importlib.
+_RESERVED = frozenset({"payhub", "pydantic", "pydantic_core", "httpx", "pytest", "_pytest", "mypy", "ruff", "pluggy",
+                       "tests", "test", "src"})
 
 # Each generated file: (template, where it goes). ``{pkg}`` and ``{kind}`` are filled from the blueprint.
 _FILES: tuple[tuple[str, str], ...] = (
@@ -99,16 +111,40 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_package(package: str) -> str:
-    """Return ``package`` if it can be the plugin's import package; raise ValueError otherwise."""
+def check_package(package: str, distribution: str | None = None) -> str:
+    """Return ``package`` if it can be the plugin's import package; raise ValueError otherwise.
+
+    Refused: what is not a lower-case identifier, and a name that would shadow another top-level module, so that
+    the plugin or its dependencies import the wrong one: the standard library's, a dependency of the generated
+    package (payhub, pydantic, httpx, pytest, mypy, ruff, pluggy), ``tests``, and any module importable here
+    (``importlib.util.find_spec``) unless it is the package of ``distribution`` itself, installed before.
+    """
     if not _PACKAGE.fullmatch(package) or keyword.iskeyword(package):
         raise ValueError(f"{package!r} is not a package name: use 1-40 lower-case letters, digits and '_', "
                          "not starting with a digit, and not a Python keyword")
-    if package == "payhub" or package.startswith("payhub.") or package in sys.stdlib_module_names \
-            or package in {"tests", "test", "src"}:
-        raise ValueError(f"{package!r} would shadow another module: choose a name of your own, such as "
-                         f"'payhub_{package}'")
+    if package in _RESERVED or package in sys.stdlib_module_names \
+            or (_importable(package) and not _belongs_to(package, distribution)):
+        other = f"payhub_{package}" if not package.startswith("payhub_") else f"{package}_plugin"
+        also = f"--package {other}" if _PACKAGE.fullmatch(other) else "--package"
+        raise ValueError(f"{package!r} would shadow another module of that name: choose a name of your own, such "
+                         f"as {other!r} ({also})")
     return package
+
+
+def _importable(module: str) -> bool:
+    """Whether a top-level ``module`` can be imported here (without importing it)."""
+    try:
+        return module in sys.modules or importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return True
+
+
+def _belongs_to(module: str, distribution: str | None) -> bool:
+    """Whether the importable ``module`` is installed by ``distribution`` alone (the package written before)."""
+    if distribution is None:
+        return False
+    owners = {canonicalize_name(owner) for owner in packages_distributions().get(module, [])}
+    return owners == {canonicalize_name(distribution)}
 
 
 def blueprint(kind: Kind, name: str, package: str | None = None) -> Blueprint:
@@ -116,8 +152,8 @@ def blueprint(kind: Kind, name: str, package: str | None = None) -> Blueprint:
     if kind not in KINDS:
         raise ValueError(f"{kind!r} is not a kind of plugin: use one of {', '.join(KINDS)}")
     check_name(name)
-    package = check_package(package or f"payhub_{name}")
-    return Blueprint(kind, name, package, "payhub-" + name.replace("_", "-"))
+    project = "payhub-" + name.replace("_", "-")
+    return Blueprint(kind, name, check_package(package or f"payhub_{name}", project), project)
 
 
 def installed_as(bp: Blueprint) -> list[str]:
@@ -135,6 +171,39 @@ def api_range() -> str:
     return f">={API_VERSION},<{major + 1}"
 
 
+def payhub_requirement(version: str = __version__) -> str:
+    """The generated package's requirement on payhub: the compatible series of ``version`` (the running payhub's).
+
+    ``0.Y.*`` for a 0.x version (each minor may break), ``X.*`` from ``X.Y`` on otherwise: ``payhub>=0.1,<0.2``.
+    Never satisfied by the unrelated PyPI project named payhub (1.0.0) while payhub is at 0.x; payhub itself is
+    installed from its repository or wheel first, as the generated README says.
+    """
+    try:
+        release = Version(version).release
+    except InvalidVersion:
+        raise ValueError(f"payhub's version {version!r} is not a PEP 440 version") from None
+    major, minor = release[0], release[1] if len(release) > 1 else 0
+    upper = f"0.{minor + 1}" if major == 0 else f"{major + 1}"
+    return f"payhub>={major}.{minor},<{upper}"
+
+
+def payhub_install_command() -> str:
+    """The command that installs the running payhub into another environment: from the directory or file it was
+    installed from when pip recorded one (PEP 610 ``direct_url.json``), else from its wheel, by file name."""
+    wheel = f"pip install payhub-{__version__}-py3-none-any.whl"
+    try:
+        recorded = distribution("payhub").read_text("direct_url.json")
+        origin = json.loads(recorded) if recorded else {}
+    except (PackageNotFoundError, ValueError):
+        return wheel
+    url = origin.get("url", "") if isinstance(origin, dict) else ""
+    if not isinstance(url, str) or not url.startswith("file://"):
+        return wheel
+    path = url2pathname(urlsplit(url).path)
+    editable = bool((origin.get("dir_info") or {}).get("editable"))
+    return f"pip install {'-e ' if editable else ''}{shlex.quote(path)}"
+
+
 def _variables(bp: Blueprint) -> dict[str, str]:
     return {
         "kind": bp.kind,
@@ -147,7 +216,8 @@ def _variables(bp: Blueprint) -> dict[str, str]:
         "class_name": bp.class_name,
         "settings_class": bp.title + "Settings",
         "entry_point": bp.entry_point,
-        "payhub_requirement": f"payhub>={__version__}",
+        "payhub_requirement": payhub_requirement(),
+        "payhub_version": __version__,
         "api_range": api_range(),
         "extra_dependencies": '\n    "httpx>=0.27",' if bp.kind in ("rail", "source") else "",
         "section": {"rail": "rails", "source": "sources", "calculator": "programs", "hook": "hooks"}[bp.kind],
