@@ -170,6 +170,52 @@ def test_manual_clock_is_what_payhub_reads_while_installed() -> None:
         manual.uninstall()
 
 
+def test_manual_clocks_uninstall_in_the_reverse_order_of_their_installs() -> None:
+    first, second = ManualClock(START), ManualClock(START + timedelta(days=1))
+    first.install()
+    second.install()
+    with pytest.raises(RuntimeError, match="not the clock payhub reads now .*reverse order"):
+        first.uninstall()
+    assert second.installed and clock.utcnow() == START + timedelta(days=1)  # nothing changed
+    second.uninstall()
+    assert first.installed
+    first.uninstall()
+    assert clock.source is clock.system_now
+    with pytest.raises(RuntimeError, match="is not installed"):
+        first.uninstall()
+    assert clock.source is clock.system_now
+    with first, first:  # the same clock on top of itself
+        assert first.installed
+    assert clock.source is clock.system_now
+
+
+def test_manual_clock_refuses_what_is_not_a_forward_step_or_an_aware_time() -> None:
+    manual = ManualClock("2026-03-01T09:00:00Z")
+    assert manual.now() == START and ManualClock("2026-03-01").now() == START.replace(hour=0)
+    assert ManualClock(START.date()).now() == START.replace(hour=0)
+    assert manual.advance(Decimal("1.5")) == START + timedelta(seconds=1.5)
+    with pytest.raises(ValueError, match=r"^a clock never goes backwards: advance by -5 s$"):
+        manual.advance(-5)
+    with pytest.raises(ValueError, match=r"advance by -0\.5 s$"):
+        manual.advance(timedelta(seconds=-0.5))
+    for step in (True, "5", None):
+        with pytest.raises(TypeError, match="advance takes a timedelta or a number of seconds"):
+            manual.advance(step)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        manual.advance(float("nan"))
+    with pytest.raises(ValueError, match="needs an aware time, with a UTC offset"):
+        manual.set(datetime(2027, 1, 1))  # noqa: DTZ001 - the naive time is the point
+    with pytest.raises(ValueError, match="needs an aware time"):
+        ManualClock("2026-01-01T09:00:00")
+    with pytest.raises(ValueError, match="'tomorrow' is not ISO 8601 text"):
+        ManualClock("tomorrow")
+    with pytest.raises(TypeError, match="takes an aware datetime, a date or ISO 8601 text, not int"):
+        ManualClock(1767225600)  # type: ignore[arg-type]
+    assert manual.set("2027-01-01T00:00:00+01:00") == datetime(2026, 12, 31, 23, tzinfo=UTC)
+    with pytest.raises(ValueError, match="never goes backwards: set to 2026-01-01T00:00:00\\+00:00"):
+        manual.set("2026-01-01")
+
+
 def test_public_names_are_sorted_resolve_and_are_typed_where_they_are_defined() -> None:
     names = payhub.testing.__all__
     assert names == sorted(names)
