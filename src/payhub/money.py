@@ -81,17 +81,25 @@ def format_money(amount: Decimal, currency: str) -> str:
     return f"{quantize(amount, currency)} {currency}"
 
 
-def split(amount: Decimal, currency: str, percents: Sequence[Decimal], conserve: bool = True) -> list[Decimal]:
-    """``amount`` shared by ``percents`` (0-100 each).
+def split(amount: Decimal, currency: str, percents: Sequence[Decimal | int], conserve: bool = True) -> list[Decimal]:
+    """``amount`` shared by ``percents``, one part per percent, in order.
 
-    With ``conserve`` (shares adding up to 100 %) every part but the first is cut to the currency's minor units
-    (toward zero) and the first part, the primary's, is what the others leave: the parts add up exactly to the
-    rounded ``amount``, the primary gets the rounding remainder, and no part has the opposite sign of ``amount``.
-    Without it (overlay shares) every part is rounded on its own by the one rule.
+    Each percent is between 0 and 100; with ``conserve`` (the default) they add up to exactly 100, and every part
+    but the first is cut to the currency's minor units (toward zero) and the first part, the primary's, is what the
+    others leave: the parts add up exactly to the rounded ``amount``, the primary gets the rounding remainder, and no
+    part has the opposite sign of ``amount``. Without it (overlay shares, any total) every part is rounded on its own
+    by the one rule. Raises ValueError for a percent out of range or, with ``conserve``, percents not adding up to
+    100.
     """
+    shares = [Decimal(percent) for percent in percents]
+    for percent in shares:
+        if not (percent.is_finite() and 0 <= percent <= 100):
+            raise ValueError(f"percent {percent} is not between 0 and 100")
     total = quantize(amount, currency)
     if not conserve:
-        return [quantize(total * percent / 100, currency) for percent in percents]
+        return [quantize(total * percent / 100, currency) for percent in shares]
+    if sum(shares, Decimal(0)) != 100:
+        raise ValueError(f"percents add up to {sum(shares, Decimal(0))}, not 100 (an overlay uses conserve=False)")
     unit = Decimal(1).scaleb(-minor_units(currency))
-    others = [(total * percent / 100).quantize(unit, rounding=ROUND_DOWN) for percent in percents[1:]]
-    return [total - sum(others, Decimal(0)), *others] if percents else []
+    others = [(total * percent / 100).quantize(unit, rounding=ROUND_DOWN) for percent in shares[1:]]
+    return [total - sum(others, Decimal(0)), *others]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -10,7 +11,16 @@ from hypothesis import strategies as st
 
 from payhub.api import Amount, PluginSettings
 from payhub.errors import InvalidRecord
-from payhub.money import check_currency, format_money, from_minor, minor_units, parse_amount, quantize, to_minor
+from payhub.money import (
+    check_currency,
+    format_money,
+    from_minor,
+    minor_units,
+    parse_amount,
+    quantize,
+    split,
+    to_minor,
+)
 
 CURRENCIES = ["JPY", "KRW", "EUR", "USD", "GBP", "BHD", "KWD", "TND", "CLF"]
 
@@ -188,3 +198,26 @@ def test_quantize_is_nearest_with_half_up(currency: str, value: Decimal) -> None
 @given(currency=st.sampled_from(CURRENCIES), minor=st.integers(min_value=-10**15, max_value=10**15))
 def test_minor_units_round_trip(currency: str, minor: int) -> None:
     assert to_minor(from_minor(minor, currency), currency) == minor
+
+
+def test_split_shares_the_rounded_amount_and_the_first_share_takes_the_remainder() -> None:
+    assert split(Decimal("100"), "EUR", [60, 40]) == [Decimal("60.00"), Decimal("40.00")]
+    assert split(Decimal("10.00"), "EUR", [Decimal("33.34"), Decimal("33.33"), Decimal("33.33")]) \
+        == [Decimal("3.34"), Decimal("3.33"), Decimal("3.33")]
+    assert split(Decimal("100"), "EUR", [0, 100]) == [Decimal("0.00"), Decimal("100.00")]
+    assert split(Decimal("100"), "EUR", [60, 60], conserve=False) == [Decimal("60.00"), Decimal("60.00")]  # overlay
+
+
+@pytest.mark.parametrize(("percents", "conserve", "message"), [
+    ([60, 60], True, "add up to 120, not 100"),
+    ([-10, 110], True, "percent -10 is not between 0 and 100"),
+    ([50, 49], True, "add up to 99, not 100"),
+    ([], True, "add up to 0, not 100"),
+    ([Decimal("NaN"), 100], True, "percent NaN is not between 0 and 100"),
+    ([-10, 50], False, "percent -10 is not between 0 and 100"),
+    ([120], False, "percent 120 is not between 0 and 100"),
+])
+def test_split_refuses_percents_out_of_range_or_not_adding_up_to_100(percents: list[Decimal | int], conserve: bool,
+                                                                      message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        split(Decimal("100"), "EUR", percents, conserve=conserve)
