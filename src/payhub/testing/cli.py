@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,9 +33,10 @@ def invoke_cli(*args: str, env: Mapping[str, str] | None = None) -> Result:
             signal.signal(sig, handler)
 
 
-def write_distribution(directory: Path, name: str, entry_points: str, *, version: str = "1.0",
+def write_distribution(directory: str | os.PathLike[str], name: str, entry_points: str, *, version: str = "1.0",
                        modules: Mapping[str, str] | None = None) -> Path:
-    """Write the distribution ``name`` into ``directory`` as pip would install it, and return ``directory``.
+    """Write the distribution ``name`` into ``directory`` (a ``str`` or path-like, created if missing) as pip would
+    install it, and return ``directory`` as a :class:`~pathlib.Path`.
 
     ``<name>-<version>.dist-info`` holds ``METADATA`` (``Name`` and ``Version``) and ``entry_points.txt`` (the text
     ``entry_points``: a group header such as ``[payhub.rails]``, then lines such as
@@ -42,6 +44,7 @@ def write_distribution(directory: Path, name: str, entry_points: str, *, version
     ``directory`` is on ``sys.path`` (and on ``PYTHONPATH`` for ``payhub`` subprocesses), settings load its plugins
     by name, and ``payhub plugins list`` names ``name`` and ``version``.
     """
+    directory = Path(directory)
     dist = directory / f"{name.replace('-', '_')}-{version}.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
