@@ -46,6 +46,52 @@ PLUGINS = textwrap.dedent('''
                 raise
 
 
+    class LenientLookupRail(ProviderRail):
+        """Takes a provider it cannot reach, or one too slow to answer a lookup, for "never received"."""
+
+        def lookup(self, keys):
+            try:
+                return super().lookup(keys)
+            except RetryableRailError as exc:
+                if isinstance(exc.__cause__, (httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError)):
+                    return dict.fromkeys(keys)
+                raise
+
+
+    class RetryOn500Rail(ProviderRail):
+        """Takes any server error for "busy, send again"."""
+
+        def send(self, instructions):
+            try:
+                return super().send(instructions)
+            except Exception as exc:
+                if "HTTP 500" in str(exc):
+                    raise RetryableRailError("server error, try again") from exc
+                raise
+
+
+    class HiddenClientRail(ProviderRail):
+        """Keeps a second client, with no timeout at all, in a list."""
+
+        def __init__(self, name, settings):
+            super().__init__(name, settings)
+            self.pool = [httpx.Client(timeout=None)]
+
+        def close(self):
+            super().close()
+            self.pool[0].close()
+
+
+    def only(*names):
+        """Keep only these contract tests of a suite (the others are not collected)."""
+        def keep(cls):
+            for attr in dir(cls):
+                if attr.startswith("test_") and attr.removeprefix("test_") not in names:
+                    setattr(cls, attr, None)
+            return cls
+        return keep
+
+
     class LeakySettings(ProviderRailSettings):
         webhook_secret: str = "s3cret"
         timeout_seconds: float = 1.0
@@ -89,6 +135,50 @@ PLUGINS = textwrap.dedent('''
     class TestLeakyRail(RailSuite):
         rail_class = LeakyRail
         settings_class = LeakySettings
+
+
+    class TestLenientLookupRail(RailSuite):
+        rail_class = LenientLookupRail
+
+
+    @only("error_after_accept_is_unknown", "timeout_after_sending_is_unknown", "refusal_before_accept_is_retryable")
+    class TestRetryOn500Rail(RailSuite):
+        rail_class = RetryOn500Rail
+
+
+    @only("max_batch_respected")
+    class TestSmallProvider(RailSuite):
+        @pytest.fixture(scope="class")
+        def faults(self):
+            with FaultProvider(api_key="k", max_batch=10) as provider:
+                yield provider
+
+
+    @only("max_batch_respected")
+    class TestBigBatch(RailSuite):
+        @pytest.fixture(scope="class")
+        def faults(self):
+            with FaultProvider(api_key="k", max_batch=400) as provider:
+                yield provider
+
+        @pytest.fixture
+        def plugin_factory(self, faults):
+            return lambda: ProviderRail("rail", ProviderRailSettings(
+                base_url=faults.url, api_key="k", http_timeout_seconds=1, connect_timeout_seconds=0.2,
+                max_batch=5000))
+
+
+    @only("http_timeout_below_timeout_seconds")
+    class TestHiddenClientRail(RailSuite):
+        rail_class = HiddenClientRail
+
+
+    @only("hung_provider_is_bounded")
+    class TestSlowRail(RailSuite):
+        @pytest.fixture
+        def plugin_factory(self, faults):
+            return lambda: ProviderRail("rail", ProviderRailSettings(
+                base_url=faults.url, api_key="k", http_timeout_seconds=30, connect_timeout_seconds=0.2))
 
 
     class Upstream:
@@ -228,6 +318,10 @@ PLUGINS = textwrap.dedent('''
 ''')
 
 
+MESSAGES: dict[str, dict[str, str]] = {}
+"""Each test class of PLUGINS → {test name: the failure's text}, filled by the inner run."""
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
     """Each test class of PLUGINS → {test name: passed | failed | skipped}, from one inner pytest run."""
@@ -244,6 +338,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, st
                 current = self.found.setdefault(cls, {}).get(name)
                 if current in (None, "passed"):
                     self.found[cls][name] = report.outcome
+                if report.failed:
+                    MESSAGES.setdefault(cls, {})[name.removeprefix("test_")] = str(report.longrepr)
 
     collector = Collector()
     code = pytest.main([str(directory), "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir",
@@ -258,7 +354,40 @@ def failed(outcomes: dict[str, dict[str, str]], cls: str) -> set[str]:
 
 def test_the_reference_rail_passes_every_contract_test(outcomes: dict[str, dict[str, str]]) -> None:
     assert set(outcomes["TestReferenceRail"].values()) == {"passed"}
-    assert len(outcomes["TestReferenceRail"]) == 19
+    assert len(outcomes["TestReferenceRail"]) == 22
+
+
+def test_a_lookup_taking_an_unreachable_or_slow_provider_for_never_received_fails(
+        outcomes: dict[str, dict[str, str]]) -> None:
+    assert failed(outcomes, "TestLenientLookupRail") == {"lookup_raises_when_unreachable", "lookup_raises_on_timeout"}
+    assert "lookup answered None (never received) for a payout the provider had accepted, while the provider was " \
+        "unreachable" in MESSAGES["TestLenientLookupRail"]["lookup_raises_when_unreachable"]
+
+
+def test_a_rail_retrying_a_server_error_after_sending_fails(outcomes: dict[str, dict[str, str]]) -> None:
+    assert failed(outcomes, "TestRetryOn500Rail") == {"error_after_accept_is_unknown"}
+    assert "then answered HTTP 500: the rail raised RetryableRailError: server error, try again" in \
+        MESSAGES["TestRetryOn500Rail"]["error_after_accept_is_unknown"]
+
+
+def test_max_batch_is_sent_in_full_and_named_as_declared(outcomes: dict[str, dict[str, str]]) -> None:
+    assert failed(outcomes, "TestSmallProvider") == {"max_batch_respected"}
+    message = MESSAGES["TestSmallProvider"]["max_batch_respected"]
+    assert "a send of 100 payouts (capabilities.max_batch = 100;" in message and "HTTP 413" in message
+    assert failed(outcomes, "TestBigBatch") == {"max_batch_respected"}  # declares 5000, the provider takes 400
+    assert "a send of 1000 payouts (capabilities.max_batch = 5000, sent 1000" in MESSAGES["TestBigBatch"][
+        "max_batch_respected"]
+
+
+def test_a_client_without_timeouts_in_a_list_is_found(outcomes: dict[str, dict[str, str]]) -> None:
+    assert failed(outcomes, "TestHiddenClientRail") == {"http_timeout_below_timeout_seconds"}
+    assert "the httpx client pool[0] has no connect, read, write, pool timeout" in MESSAGES["TestHiddenClientRail"][
+        "http_timeout_below_timeout_seconds"]
+
+
+def test_a_send_outlasting_timeout_seconds_is_reported_with_its_time(outcomes: dict[str, dict[str, str]]) -> None:
+    assert failed(outcomes, "TestSlowRail") == {"hung_provider_is_bounded"}
+    assert "a send to a provider that does not answer took 2." in MESSAGES["TestSlowRail"]["hung_provider_is_bounded"]
 
 
 def test_a_rail_that_pays_twice_on_resend_fails_the_resend_tests(outcomes: dict[str, dict[str, str]]) -> None:

@@ -1,6 +1,10 @@
 """The fault vocabulary shared by the kit's fake rail, its fault-injecting HTTP provider and the contract suites.
 
 Each planned fault is consumed by one call (a send, or a lookup for ``lookup_fails``), in the order planned.
+
+:data:`Fault` is the base vocabulary every fault controller is expected to know. :data:`ExtraFault` names faults a
+controller simulates only when its ``supported`` lists them (the kit's
+:class:`~payhub.testing.provider.FaultProvider` does); the contract checks that need one skip otherwise.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ Fault = Literal[
     "lookup_fails",  # the next lookup cannot answer (HTTP 503)
 ]
 FAULTS: tuple[Fault, ...] = get_args(Fault)
-"""Every fault, in the order above."""
+"""Every fault of the base vocabulary, in the order above."""
 
 SEND_FAULTS: tuple[Fault, ...] = tuple(f for f in FAULTS if f != "lookup_fails")
 """The faults a send consumes."""
+
+ExtraFault = Literal[
+    "error_after_accept",  # the next send is accepted, then answered HTTP 500 (the outcome is unknown)
+    "lookup_timeout",  # the next lookup is not answered within the client's read timeout
+    "unreachable",  # the provider refuses every connection (it stops listening) until release()
+]
+EXTRA_FAULTS: tuple[ExtraFault, ...] = get_args(ExtraFault)
+"""The faults beyond the base vocabulary, in the order above; a controller opts in by listing them in
+``supported``."""

@@ -14,8 +14,9 @@ key, over a :class:`~payhub.testing.server.FaultServer`, and keeps what it accep
 * ``GET /v1/payments/<external_id>`` → 200 ``{"payment": {"external_id", "status", "id", "reason"}}`` (the first
   payment under it), or 404 when the provider never accepted one.
 
-``plan(*faults)`` queues words of the kit's fault vocabulary (:data:`payhub.testing.faults.Fault`); each send fault
-is consumed by the next ``POST /v1/payments``, ``lookup_fails`` by the next lookup:
+``plan(*faults)`` queues words of the kit's fault vocabulary (:data:`payhub.testing.faults.Fault` and
+:data:`~payhub.testing.faults.ExtraFault`); each send fault is consumed by the next ``POST /v1/payments``,
+``lookup_fails`` and ``lookup_timeout`` by the next lookup:
 
 ========================  ==========================================================================================
 ``retryable``             503, nothing accepted
@@ -27,6 +28,10 @@ is consumed by the next ``POST /v1/payments``, ``lookup_fails`` by the next look
 ``duplicate``             accepted; every result answered twice, plus one for a key never sent
 ``hang``                  blocks until released, then accepts and answers
 ``lookup_fails``          the next lookup answers 503
+``error_after_accept``    the payments are accepted, then the request is answered 500
+``lookup_timeout``        the next lookup stalls past the client's read timeout (as ``timeout_after_accept``)
+``unreachable``           the provider stops listening, so every connection is refused, until
+                          :meth:`FaultProvider.release` (it listens again on the same port, with the same plan)
 ========================  ==========================================================================================
 
 ``payments(key)`` counts the payments the provider made under the external id ``key`` (measured here, whatever a
@@ -45,7 +50,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from pydantic import Field, SecretStr
@@ -63,7 +68,7 @@ from payhub.api import (
     UnknownOutcomeError,
 )
 from payhub.testing.fakes import Acceptance, ProviderLedger
-from payhub.testing.faults import FAULTS, Fault
+from payhub.testing.faults import EXTRA_FAULTS, FAULTS, ExtraFault, Fault
 from payhub.testing.server import FaultServer, Request, Response, ServerFault
 
 __all__ = ["FaultProvider", "ProviderRail", "ProviderRailSettings"]
@@ -74,7 +79,7 @@ PAYMENTS = "/v1/payments"
 class FaultProvider:
     """The provider; see the module docstring. Thread-safe."""
 
-    supported: tuple[Fault, ...] = FAULTS
+    supported: tuple[Fault | ExtraFault, ...] = FAULTS + EXTRA_FAULTS
 
     def __init__(self, *, dedup: bool = True, max_batch: int = 100, api_key: str | None = None,
                  stall_limit: float = 30.0, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -84,10 +89,17 @@ class FaultProvider:
         self.max_batch = max_batch
         self.api_key = api_key
         self.stall_limit = stall_limit
-        self.server = FaultServer(host, port, name="payhub-provider", hang_limit=stall_limit)
+        self._host = host
+        self.server = self._server(host, port)
+        self._earlier: list[Request] = []  # the requests of the servers an ``unreachable`` replaced
+        self._unreachable = False
         self._stop = threading.Event()
-        self.server.route("POST", PAYMENTS, self._create)
-        self.server.route("GET", PAYMENTS + r"/(?P<key>[^/]+)", self._find)
+
+    def _server(self, host: str, port: int) -> FaultServer:
+        server = FaultServer(host, port, name="payhub-provider", hang_limit=self.stall_limit)
+        server.route("POST", PAYMENTS, self._create)
+        server.route("GET", PAYMENTS + r"/(?P<key>[^/]+)", self._find)
+        return server
 
     # ------------------------------------------------------------------------------------------------ control
 
@@ -102,6 +114,8 @@ class FaultProvider:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            self._unreachable = False
         self.server.stop()
 
     def __enter__(self) -> FaultProvider:
@@ -110,26 +124,49 @@ class FaultProvider:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    def plan(self, *faults: Fault) -> None:
-        """Queue faults; each send fault is consumed by the next payment request, ``lookup_fails`` by a lookup."""
+    def plan(self, *faults: Fault | ExtraFault) -> None:
+        """Queue faults; each send fault is consumed by the next payment request, ``lookup_fails`` and
+        ``lookup_timeout`` by a lookup; ``unreachable`` takes effect at once and lasts until :meth:`release`."""
         for fault in faults:
-            if fault not in FAULTS:
-                raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULTS)})")
-            if fault == "lookup_fails":
+            if fault not in self.supported:
+                raise ValueError(f"unknown fault {fault!r} (known: {', '.join(self.supported)})")
+            if fault == "unreachable":
+                self._go_unreachable()
+            elif fault == "lookup_timeout":
+                self.server.plan(ServerFault("stall", method="GET", path=PAYMENTS, label=fault))
+            elif fault == "lookup_fails":
                 self.server.plan(ServerFault("status", status=503, method="GET", path=PAYMENTS, label=fault))
             elif fault == "permanent":
                 self.server.plan(ServerFault("status", status=403, method="POST", path=PAYMENTS, label=fault,
                                              body=Response.json({"error": "account closed"})))
             elif fault == "timeout_after_accept":
                 self.server.plan(ServerFault("stall", method="POST", path=PAYMENTS, label=fault))
-            elif fault in ("reject", "duplicate", "timeout_before_accept"):
+            elif fault in ("reject", "duplicate", "timeout_before_accept", "error_after_accept"):
                 self.server.plan(ServerFault("handler", method="POST", path=PAYMENTS, label=fault))
-            else:
-                self.server.plan(fault, method="POST", path=PAYMENTS)
+            else:  # retryable, hang: the server's own forms
+                self.server.plan(cast(Fault, fault), method="POST", path=PAYMENTS)
 
     def release(self) -> None:
-        """End every ``hang`` and stalled answer now."""
+        """End every ``hang`` and stalled answer now, and listen again after ``unreachable``."""
         self.server.release()
+        with self._lock:
+            if not self._unreachable:
+                return
+            self._unreachable = False
+            old = self.server
+            self._earlier.extend(old.requests)
+            self.server = self._server(self._host, old.port)
+            self.server.plan(*(f for f in old.planned if f.label != "unreachable"))
+        self.server.start()
+
+    def _go_unreachable(self) -> None:
+        with self._lock:
+            if self._unreachable:
+                return
+            self._unreachable = True
+        # connections kept alive are dropped at their next request; closing the listening socket refuses new ones
+        self.server.plan(ServerFault("drop", every=1, label="unreachable"))
+        self.server.stop()
 
     def payments(self, key: str) -> int:
         """How many times the provider paid ``key``: 1 is right; with ``dedup=False`` a resend makes it 2."""
@@ -139,7 +176,8 @@ class FaultProvider:
     @property
     def requests(self) -> list[Request]:
         """Every request received, oldest first."""
-        return self.server.requests
+        with self._lock:
+            return self._earlier + self.server.requests
 
     # ------------------------------------------------------------------------------------------------ the API
 
@@ -180,6 +218,8 @@ class FaultProvider:
             results.append({"external_id": external_id, "status": "accepted", "id": acceptance.provider_ref})
         if label == "duplicate":
             results = results + results + [{"external_id": "ph-never-sent", "status": "accepted", "id": "pay-stray"}]
+        if label == "error_after_accept":
+            return Response.json({"error": "internal error after the payments were stored"}, 500)
         return Response.json({"results": results})
 
     def _find(self, request: Request) -> Response:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import httpx
 from pydantic import BaseModel
@@ -35,7 +35,7 @@ from payhub.api import (
     UnknownOutcomeError,
 )
 from payhub.testing.contracts.checks import Check, CheckSkipped, ContractViolation
-from payhub.testing.faults import FAULTS, Fault
+from payhub.testing.faults import FAULTS, ExtraFault, Fault
 
 __all__ = ["RAIL_CHECKS", "RailFaults", "RailSubject", "default_payout", "new_key"]
 
@@ -49,8 +49,10 @@ class RailFaults(Protocol):
 
     ``plan(*faults)`` queues faults of :data:`payhub.testing.faults.Fault`, each consumed by one provider request
     (``lookup_fails`` by one lookup). ``payments(key)`` is how many times the provider took money for ``key``
-    (0: never). Optional: ``supported`` (the faults this provider can simulate; default all, the checks needing
-    another one skip) and ``release()`` (ends a ``hang``).
+    (0: never). Optional: ``supported`` (the faults this provider can simulate; default the base vocabulary
+    :data:`~payhub.testing.faults.FAULTS`, the checks needing another one skip) and ``release()`` (ends a ``hang``,
+    a stall and ``unreachable``). A controller listing a word of :data:`~payhub.testing.faults.ExtraFault` in
+    ``supported`` takes it in ``plan`` too, and then has ``release()``.
     """
 
     def plan(self, *faults: Fault) -> None: ...
@@ -82,13 +84,13 @@ class RailSubject:
     make_payout: Callable[[str], PayoutInstruction] = default_payout
     timeout_seconds: float = 60.0
     faults: RailFaults | None = None
-    max_sample: int = 50  # the most payouts one check sends in a call (a smaller max_batch is used as is)
+    max_sample: int = 1000  # the most payouts one check sends in a call (a smaller max_batch is used as is)
     _made: list[Rail] = field(default_factory=list, repr=False)
 
     def payouts(self, count: int) -> list[PayoutInstruction]:
         return [self.make_payout(new_key()) for _ in range(count)]
 
-    def controller(self, *needed: Fault) -> RailFaults:
+    def controller(self, *needed: Fault | ExtraFault) -> RailFaults:
         """The fault controller, or skip: none is given, or it cannot simulate one of ``needed``."""
         if self.faults is None:
             raise CheckSkipped("needs a fault-injecting provider (the suite's faults fixture returned None)")
@@ -97,6 +99,23 @@ class RailSubject:
         if missing:
             raise CheckSkipped(f"the provider of this rail cannot simulate {', '.join(map(repr, missing))}")
         return self.faults
+
+
+def _plan(faults: RailFaults, fault: Fault | ExtraFault) -> None:
+    """Plan a fault the controller declared in ``supported`` (an extra word is outside ``plan``'s base type)."""
+    cast(Any, faults).plan(fault)
+
+
+def _release(faults: RailFaults) -> None:
+    release = getattr(faults, "release", None)
+    if callable(release):
+        release()
+
+
+def _describe(exc: BaseException) -> str:
+    """``Name: message`` (``Name`` alone without one), never a nested repr."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager
@@ -127,7 +146,7 @@ def send(rail: Rail, instructions: Sequence[PayoutInstruction]) -> Sent:
         seconds = time.monotonic() - started
         outcome = (Outcome.RETRY if isinstance(exc, RetryableRailError) else Outcome.REJECTED
                    if isinstance(exc, PermanentRailError) else Outcome.UNKNOWN)
-        return Sent(dict.fromkeys(keys, outcome), f"raised {type(exc).__name__}({str(exc)!r})", seconds)
+        return Sent(dict.fromkeys(keys, outcome), f"raised {_describe(exc)}", seconds)
     seconds = time.monotonic() - started
     answered = {r.idempotency_key: r.outcome for r in results if isinstance(r, RailResult)}
     outcomes = {k: answered.get(k, Outcome.UNKNOWN) for k in keys}
@@ -336,6 +355,11 @@ def hung_provider_is_bounded(subject: RailSubject) -> None:
     if not box:
         raise ContractViolation(f"a send to a provider that does not answer was still running after timeout_seconds "
                                 f"= {subject.timeout_seconds:g}: give every request a timeout below it")
+    if box[0].seconds >= subject.timeout_seconds:
+        raise ContractViolation(f"a send to a provider that does not answer took {box[0].seconds:.1f} s (the rail "
+                                f"{box[0].did} once the provider was released), not less than timeout_seconds = "
+                                f"{subject.timeout_seconds:g}: the core abandons it first; give every request a "
+                                "timeout below it")
     _expect(box[0], frozenset({Outcome.UNKNOWN}), "the provider took the request and did not answer in time",
             "the request was sent, so it may be paid later; the outcome is unknown")
 
@@ -358,31 +382,69 @@ def lookup_finds_accepted_payment(subject: RailSubject) -> None:
         raise ContractViolation(f"lookup answered {result.outcome.value.upper()} for a payout the provider accepted")
 
 
-def lookup_raises_when_it_cannot_tell(subject: RailSubject) -> None:
-    faults = subject.controller("lookup_fails")
+def _lookup_must_raise(subject: RailSubject, fault: Fault | ExtraFault, what: str) -> None:
+    """Pay a payout, plan ``fault``, then look the payout up with a new instance (as a restarted daemon does): the
+    lookup must raise, never answer None (never received), which would have the core send it again."""
+    faults = subject.controller(fault)
     payout = subject.make_payout(new_key())
+    key = payout.idempotency_key
     with _rail(subject) as rail:
         if not rail.capabilities.lookup:
             raise CheckSkipped("capabilities.lookup is false: the rail declares it cannot look payouts up")
         sent = send(rail, [payout])
-        _expect(sent, SUCCESS, "the send before the lookup", "make_payout must give a payout the rail can pay")
-        faults.plan("lookup_fails")
+    _expect(sent, SUCCESS, "the send before the lookup", "make_payout must give a payout the rail can pay")
+    with _rail(subject) as rail:
+        _plan(faults, fault)
         try:
-            found = rail.lookup([payout.idempotency_key])
+            found = rail.lookup([key])
         except Exception:  # noqa: BLE001 - raising is the right answer
             return
-    if isinstance(found, dict) and payout.idempotency_key in found and found[payout.idempotency_key] is None:
-        raise ContractViolation("lookup answered None (never received) while the provider could not answer (HTTP "
-                                "503): raise instead, so the payout stays unknown and is asked about again")
+        finally:
+            _release(faults)
+    if not isinstance(found, dict) or key not in found:
+        return  # a key left out stays unknown: asked about again
+    answer = found[key]
+    if answer is None:
+        raise ContractViolation(f"lookup answered None (never received) for a payout the provider had accepted, "
+                                f"while {what}: the core would send it again; raise (RetryableRailError) so the payout "
+                                "stays unknown and is asked about again")
+    if isinstance(answer, RailResult) and answer.outcome in (Outcome.REJECTED, Outcome.RETURNED, Outcome.RETRY):
+        raise ContractViolation(f"lookup answered {answer.outcome.value.upper()} for a payout the provider had "
+                                f"accepted, while {what}: raise instead")
+
+
+def lookup_raises_when_it_cannot_tell(subject: RailSubject) -> None:
+    _lookup_must_raise(subject, "lookup_fails", "the provider could not answer (HTTP 503)")
+
+
+def lookup_raises_when_unreachable(subject: RailSubject) -> None:
+    _lookup_must_raise(subject, "unreachable", "the provider was unreachable (connection refused or dropped)")
+
+
+def lookup_raises_on_timeout(subject: RailSubject) -> None:
+    _lookup_must_raise(subject, "lookup_timeout", "the provider did not answer within the rail's read timeout")
+
+
+def error_after_accept_is_unknown(subject: RailSubject) -> None:
+    faults = subject.controller("error_after_accept")
+    payout = subject.make_payout(new_key())
+    with _rail(subject) as rail:
+        _plan(faults, "error_after_accept")
+        sent = send(rail, [payout])
+    _expect(sent, SUCCESS | {Outcome.UNKNOWN}, "the provider accepted the payout, then answered HTTP 500",
+            "a server error after the request was sent may follow a payment; raise UnknownOutcomeError (the core "
+            "looks it up before any new attempt), or answer what a lookup confirmed, never RetryableRailError")
 
 
 def max_batch_respected(subject: RailSubject) -> None:
     with _rail(subject) as rail:
-        count = min(rail.capabilities.max_batch, subject.max_sample)
+        declared = rail.capabilities.max_batch
+        count = min(declared, subject.max_sample)
         payouts = subject.payouts(count)
         sent = send(rail, payouts)
-    what = (f"a send of {count} payouts (capabilities.max_batch = {count}, the most the core gives one call; the "
-            "provider's own limit must not be lower)")
+    bounded = f", sent {count}: the most this check sends" if count < declared else ""
+    what = (f"a send of {count} payouts (capabilities.max_batch = {declared}{bounded}; the core gives one call up "
+            "to max_batch payouts, so the provider's own limit must not be lower)")
     _one_result_each(sent, [p.idempotency_key for p in payouts], what)
     _expect(sent, SUCCESS, what, "a rail must serve every batch up to the max_batch it declares")
     if subject.faults is not None:
@@ -429,10 +491,16 @@ def _http_clients(obj: Any, depth: int = 3, seen: set[int] | None = None) -> Ite
         return
     seen.add(id(obj))
     for name, value in vars(obj).items():
-        if isinstance(value, httpx.Client):
-            yield name, value
-        elif not isinstance(value, type) and type(value).__module__.split(".")[0] not in ("builtins", "httpx"):
-            yield from ((f"{name}.{inner}", client) for inner, client in _http_clients(value, depth - 1, seen))
+        members: list[tuple[str, Any]] = [(name, value)]
+        if isinstance(value, list | tuple | set | frozenset):  # containers are looked into one level
+            members += [(f"{name}[{n}]", item) for n, item in enumerate(value)]
+        elif isinstance(value, dict):
+            members += [(f"{name}[{key!r}]", item) for key, item in value.items()]
+        for label, member in members:
+            if isinstance(member, httpx.Client):
+                yield label, member
+            elif not isinstance(member, type) and type(member).__module__.split(".")[0] not in ("builtins", "httpx"):
+                yield from ((f"{label}.{inner}", client) for inner, client in _http_clients(member, depth - 1, seen))
 
 
 def http_timeout_below_timeout_seconds(subject: RailSubject) -> None:
@@ -489,7 +557,13 @@ RAIL_CHECKS: tuple[Check[RailSubject], ...] = (
           hung_provider_is_bounded, sends=True, faults=True),
     Check("lookup_finds_accepted_payment", "lookup finds a payout whose answer was lost",
           lookup_finds_accepted_payment, sends=True, faults=True),
-    Check("lookup_raises_when_it_cannot_tell", "a lookup that cannot reach the provider raises, never answers None",
+    Check("lookup_raises_when_it_cannot_tell", "a lookup the provider cannot answer raises, never answers None",
           lookup_raises_when_it_cannot_tell, sends=True, faults=True),
+    Check("lookup_raises_when_unreachable", "a lookup that cannot reach the provider raises, never answers None",
+          lookup_raises_when_unreachable, sends=True, faults=True),
+    Check("lookup_raises_on_timeout", "a lookup that times out raises, never answers None",
+          lookup_raises_on_timeout, sends=True, faults=True),
+    Check("error_after_accept_is_unknown", "a server error after the request was sent is UnknownOutcomeError",
+          error_after_accept_is_unknown, sends=True, faults=True),
 )
 """The rail contract, in the order it is run."""
