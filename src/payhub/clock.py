@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from payhub.errors import InvalidRecord
 
@@ -27,17 +28,24 @@ def utcnow() -> datetime:
 
 
 def isoformat(moment: datetime) -> str:
-    """Canonical text of a UTC instant: ``2026-01-31T09:00:00.000000Z``."""
+    """Canonical text of an instant in UTC: ``2026-01-31T09:00:00.000000Z``.
+
+    An aware ``moment`` is converted to UTC; a naive one is taken as UTC already (what SQLite gives back).
+    """
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_instant(value: object, default_tz: object = None) -> datetime:
+def parse_instant(value: object, default_tz: tzinfo | str | None = None) -> datetime:
     """Parse an ISO 8601 date or date-time into aware UTC.
 
-    A date alone means midnight UTC. A date-time without offset takes ``default_tz`` (a tzinfo) or is refused.
-    Anything else, and a time that leaves the calendar once moved to UTC (``9999-12-31T23:59:59-05:00``), raises
-    InvalidRecord.
+    A date alone means midnight UTC. A date-time without offset is a wall time in ``default_tz`` (a tzinfo, or an
+    IANA time zone name such as ``"Europe/Berlin"``) or is refused. A wall time that a daylight-saving change skips
+    (a gap) or repeats (a fold) is resolved as :mod:`zoneinfo` does with ``fold=0``: with the offset in force before
+    the change (a ``datetime`` passed in keeps its own ``fold``). Anything else, and a time that leaves the calendar
+    once moved to UTC (``9999-12-31T23:59:59-05:00``), raises InvalidRecord. A ``default_tz`` that is not a tzinfo
+    or a known zone name raises TypeError or ValueError, whatever ``value`` is.
     """
+    zone = _zone(default_tz)
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -56,12 +64,24 @@ def parse_instant(value: object, default_tz: object = None) -> datetime:
         raise InvalidRecord(f"timestamp must be ISO 8601 text or a date-time, not {type(value).__name__}")
     try:
         if moment.tzinfo is None or moment.utcoffset() is None:
-            if default_tz is None:
+            if zone is None:
                 raise InvalidRecord(f"timestamp {_shown(value)} has no timezone offset")
-            moment = moment.replace(tzinfo=default_tz)  # type: ignore[arg-type]
+            moment = moment.replace(tzinfo=zone)
         return moment.astimezone(UTC)
     except (OverflowError, ValueError):
         raise InvalidRecord(f"timestamp {_shown(value)} is outside the calendar once moved to UTC") from None
+
+
+def _zone(zone: object) -> tzinfo | None:
+    """``zone`` as a tzinfo: itself, or the IANA zone it names."""
+    if zone is None or isinstance(zone, tzinfo):
+        return zone
+    if not isinstance(zone, str):
+        raise TypeError(f"default_tz must be a tzinfo or an IANA time zone name, not {type(zone).__name__}")
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"default_tz {_shown(zone)} is not an IANA time zone name (like 'Europe/Berlin')") from None
 
 
 def _shown(value: object) -> str:
