@@ -68,7 +68,7 @@ class ProviderLedger:
     With ``dedup`` (the default) the provider deduplicates on the key: a send of a key it already accepted (within
     ``window`` of that acceptance, when a window is given) is answered with the first acceptance and is not a new
     payment. Without it every send is a new acceptance, so a payout sent twice is paid twice, and visibly so in
-    :attr:`accepted`. Times are read from :func:`payhub.clock.utcnow`, so a :class:`~payhub.testing.ManualClock`
+    :attr:`accepted`. Times are read from :func:`payhub.api.utcnow`, so a :class:`~payhub.testing.ManualClock`
     moves the window.
     """
 
