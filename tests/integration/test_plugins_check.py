@@ -18,6 +18,8 @@ ENTRY_POINTS = """\
 [payhub.rails]
 provider = payhub.testing.provider:ProviderRail
 leaky = check_plugins:LeakyRail
+blocking = check_plugins:BlockingRail
+interrupted = check_plugins:InterruptedRail
 [payhub.sources]
 fake = payhub.testing:FakeSource
 [payhub.hooks]
@@ -25,8 +27,29 @@ screen = check_plugins:Screen
 misspelt = check_plugins:Misspelt
 """
 MODULE = textwrap.dedent("""
+    import _thread
+    import sys
+    import threading
+
     from payhub.api import hookimpl
     from payhub.testing.provider import ProviderRail, ProviderRailSettings
+
+    RELEASE = threading.Event()
+    SEEN = []  # what the command had printed when a send began
+
+
+    class BlockingRail(ProviderRail):
+        def send(self, instructions):
+            SEEN.append(sys.stdout.buffer.getvalue().decode())
+            RELEASE.wait(30)
+            return super().send(instructions)
+
+
+    class InterruptedRail(ProviderRail):
+        def send(self, instructions):
+            _thread.interrupt_main()  # as Ctrl-C does
+            RELEASE.wait(30)
+            return super().send(instructions)
 
 
     class LeakySettings(ProviderRailSettings):
@@ -81,6 +104,14 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: FaultProvi
         [rails.leaky]
         base_url = "{provider.url}"
         timeout_seconds = 5
+        [rails.blocking]
+        base_url = "{provider.url}"
+        http_timeout_seconds = 0.1
+        connect_timeout_seconds = 0.1
+        timeout_seconds = 0.3
+        [rails.interrupted]
+        base_url = "{provider.url}"
+        http_timeout_seconds = 1
         [sources.crm]
         plugin = "fake"
         path = "records.jsonl"
@@ -114,7 +145,7 @@ def test_a_rail_passes_the_safe_checks_and_skips_those_that_send(config: Path, p
         assert seen[name].startswith("passed"), seen[name]
     assert seen["one_result_per_key"] == "skipped one_result_per_key: sends money: run with --send against a sandbox"
     assert seen["resend_never_pays_twice"].startswith("skipped resend_never_pays_twice: needs a fault-injecting")
-    assert "rails.ref: 5 passed, 0 failed, 14 skipped" in result.stdout
+    assert "rails.ref: 5 passed, 0 failed, 17 skipped" in result.stdout
     assert not provider.ledger.acceptances  # nothing was paid
 
 
@@ -125,7 +156,7 @@ def test_send_pays_the_payee_through_the_rail(config: Path, provider: FaultProvi
     checks = {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
     assert checks["one_result_per_key"] == checks["max_batch_respected"] == checks["thread_safe_sends"] == "passed"
     paid = provider.ledger.acceptances
-    assert len(paid) == 3 + 50 + 12 and {(a.amount, a.currency) for a in paid} == {(Decimal("0.01"), "EUR")}
+    assert len(paid) == 3 + 100 + 12 and {(a.amount, a.currency) for a in paid} == {(Decimal("0.01"), "EUR")}
 
 
 def test_a_broken_rail_fails_the_checks_for_what_it_breaks(config: Path) -> None:
@@ -169,8 +200,66 @@ def test_a_hook_that_does_not_load_fails(config: Path) -> None:
     (("nosuch",), "no plugin section 'nosuch' is configured"),
     (("ref", "--send"), "--send needs --payee"),
     (("ref", "--send", "--payee", "nobody"), "payee 'nobody' is not in payees.csv"),
+    (("ref", "--payee", "p1"), "--payee and --currency go with --send"),
 ])
 def test_usage_errors_exit_2(config: Path, args: tuple[str, ...], message: str) -> None:
     result = invoke_cli("-c", str(config), "plugins", "check", *args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.fixture
+def released(config: Path) -> Iterator[None]:
+    import check_plugins
+
+    check_plugins.SEEN.clear()
+    yield
+    check_plugins.RELEASE.set()
+
+
+def test_a_check_that_blocks_is_abandoned_and_fails(config: Path, released: None) -> None:
+    import check_plugins
+
+    result = invoke_cli("-c", str(config), "plugins", "check", "blocking", "--send", "--payee", "p1")
+    assert result.exit_code == 1, result.output
+    seen = lines(result.stdout)
+    for name in ("one_result_per_key", "max_batch_respected", "thread_safe_sends"):
+        assert seen[name] == (f"failed {name}: did not finish within 1.3 s (a call timeout of 0.3 s plus a margin): a "
+                              "plugin call blocks without a timeout of its own; the check was abandoned")
+    assert seen["lookup_none_for_unknown_keys"].startswith("passed")
+    assert "rails.blocking: 5 passed, 3 failed, 14 skipped" in result.stdout
+    # each result is printed as it completes: the safe checks were on the screen before the first send began
+    assert "passed  capabilities_stable" in check_plugins.SEEN[0]
+    assert "max_batch_respected" not in check_plugins.SEEN[0]
+
+
+def test_ctrl_c_prints_the_results_so_far(config: Path, released: None) -> None:
+    result = invoke_cli("-c", str(config), "plugins", "check", "interrupted", "--send", "--payee", "p1")
+    assert result.exit_code == 130, result.output
+    assert lines(result.stdout)["capabilities_stable"].startswith("passed")
+    assert "rails.interrupted: 3 passed, 0 failed, 0 skipped (interrupted)" in result.stdout
+
+
+@pytest.mark.parametrize(("payees", "message"), [
+    (None, "payees.file: {path} does not exist"),
+    ("directory", "payees.file: {path} cannot be read: Is a directory"),
+    (b"id,name,currency\np1,Ad\xe9,EUR\n", "payees.file: {path} is not UTF-8 text: invalid continuation byte"),
+])
+def test_an_unreadable_payees_file_is_a_configuration_error(config: Path, payees: bytes | str | None,
+                                                           message: str) -> None:
+    path = config.parent / "payees.csv"
+    path.unlink()
+    if payees == "directory":
+        path.mkdir()
+    elif isinstance(payees, bytes):
+        path.write_bytes(payees)
+    result = invoke_cli("-c", str(config), "plugins", "check", "ref", "--send", "--payee", "p1")
+    assert result.exit_code == 2, result.output
+    assert message.format(path=path) in " ".join(result.stderr.split())
+
+
+def test_a_payee_without_a_currency_needs_currency(config: Path) -> None:
+    (config.parent / "payees.csv").write_text("id,name,country\np1,Ada Lovelace,DE\n")
+    result = invoke_cli("-c", str(config), "plugins", "check", "ref", "--send", "--payee", "p1")
+    assert result.exit_code == 2
+    assert "payee 'p1' has no currency in payees.csv: pass --currency" in result.output
