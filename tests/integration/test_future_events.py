@@ -16,10 +16,10 @@ from payhub.api import SourceRecord
 from payhub.audit import verify
 from payhub.clock import isoformat
 from payhub.db.schema import audit_log, calculations, events, rewards
-from payhub.pipeline import waiting
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
 from payhub.pipeline.ingest import poll
 from payhub.runtime import Runtime
+from payhub.store import events as event_store
 
 SOURCE = """
 [sources.s]
@@ -218,9 +218,9 @@ def test_the_waiting_selections_go_through_the_status_date_index(make_runtime: A
     if rt.engine.dialect.name != "sqlite":
         pytest.skip("the plans are read from SQLite; PostgreSQL's depend on its statistics")
     with rt.engine.connect() as conn:
-        due = _plan(conn, waiting.due_waiting(START, 10))
+        due = _plan(conn, event_store.due_waiting(START, 10))
         assert due.startswith("SEARCH events USING INDEX ix_events_status_occurred (status=? AND occurred_at<?)"), due
-        following = _plan(conn, waiting.next_ingested(START, 10))
+        following = _plan(conn, event_store.next_ingested(START, 10))
         assert following.startswith("SEARCH events USING INDEX ix_events_status_id (status=?)"), following
         for plan in (due, following):
             assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan  # the index order: nothing read to sort

@@ -22,7 +22,7 @@ from payhub import funds
 from payhub.api import Calculator, Event, FundMovement, NotEligible, RewardLine
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
-from payhub.db.queries import for_update, insert_ignore
+from payhub.db.queries import insert_ignore
 from payhub.db.schema import program_versions
 from payhub.errors import CalculationError, InvalidRecord, PayhubError
 from payhub.money import check_currency, from_minor, quantize, to_minor
@@ -159,7 +159,7 @@ def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = N
     with rt.transaction() as tx:
         horizon = utcnow() + tolerance
         waiting.release_due(tx, horizon, limit)
-        rows = tx.conn.execute(for_update(tx.conn, waiting.next_ingested(horizon, limit))).all()
+        rows = event_store.claim_ingested(tx.conn, horizon, limit)
         due = waiting.hold(tx, rows, horizon, tolerance)
         if due:
             _calculate_rows(rt, tx, due, programs, versions)

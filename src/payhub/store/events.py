@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, or_, select, update
+from sqlalchemy import Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
 
 from payhub.db.queries import for_update, insert_ignore
 from payhub.db.schema import calculations, events, sources
@@ -157,3 +157,52 @@ def reset_failed_sources(conn: Connection) -> list[str]:
     """Set the failed sources back to ``ok``; return their names, sorted."""
     return sorted(conn.execute(update(sources).where(sources.c.status == "failed").values(status="ok")
                                .returning(sources.c.name)).scalars().all())
+
+
+# ---------------------------------------------------------------------------------------------------- waiting events
+
+_EARLIER = events.alias("earlier")
+_SAME_OBJECT_BEFORE = and_(_EARLIER.c.source == events.c.source, _EARLIER.c.object_type == events.c.object_type,
+                           _EARLIER.c.object_id == events.c.object_id, _EARLIER.c.id < events.c.id)
+_SET_WAITING = update(events).where(events.c.id == bindparam("event_id")).values(
+    status=EventStatus.WAITING, reason=bindparam("waiting_reason"))
+
+
+def due_waiting(horizon: datetime, limit: int) -> Select[Any]:
+    """Up to ``limit`` waiting events dated up to ``horizon`` before which no event of the same CRM object waits."""
+    return select(events.c.id, events.c.occurred_at).where(
+        events.c.status == EventStatus.WAITING, events.c.occurred_at <= horizon,
+        ~exists().where(_SAME_OBJECT_BEFORE, _EARLIER.c.status == EventStatus.WAITING),
+    ).order_by(events.c.occurred_at, events.c.id).limit(limit)
+
+
+def claim_due_waiting(conn: Connection, horizon: datetime, limit: int) -> list[Any]:
+    """Lock the events of :func:`due_waiting`: ``(id, occurred_at)`` of each."""
+    return list(conn.execute(for_update(conn, due_waiting(horizon, limit))).all())
+
+
+def release_waiting(conn: Connection, event_ids: list[int]) -> None:
+    """Move waiting events back to ``ingested``: their time has come."""
+    if event_ids:
+        conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status=EventStatus.INGESTED, reason=None))
+
+
+def next_ingested(horizon: datetime, limit: int) -> Select[Any]:
+    """The next ``limit`` ingested events by id, each with ``waits_for``: the first earlier event of its CRM object
+    that waits, or is ingested and dated after ``horizon``; None when there is none."""
+    not_due = or_(_EARLIER.c.status == EventStatus.WAITING,
+                  and_(_EARLIER.c.status == EventStatus.INGESTED, _EARLIER.c.occurred_at > horizon))
+    waits_for = select(func.min(_EARLIER.c.id)).where(_SAME_OBJECT_BEFORE, not_due).scalar_subquery()
+    return select(events, waits_for.label("waits_for")).where(events.c.status == EventStatus.INGESTED).order_by(
+        events.c.id).limit(limit)
+
+
+def claim_ingested(conn: Connection, horizon: datetime, limit: int) -> list[Any]:
+    """Lock the events of :func:`next_ingested`: the calculate stage's work list."""
+    return list(conn.execute(for_update(conn, next_ingested(horizon, limit))).all())
+
+
+def set_waiting(conn: Connection, moves: list[dict[str, Any]]) -> None:
+    """Set events waiting: each of ``moves`` has the ``event_id`` and its ``waiting_reason``."""
+    if moves:
+        conn.execute(_SET_WAITING, moves)
