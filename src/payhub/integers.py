@@ -18,6 +18,9 @@ from pydantic import ValidationInfo
 _WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*")
 """Whole-number text, as environment variables give it."""
 
+_NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+"""Number text with a decimal point or an exponent: refused with a hint to drop them."""
+
 
 def refuse_inexact(value: Any, annotation: Any) -> None:
     """Raise ValueError when ``value`` holds a bool or a float where ``annotation`` wants an ``int``."""
@@ -42,6 +45,8 @@ def refuse_inexact(value: Any, annotation: Any) -> None:
             refuse_inexact(item, args[1] if len(args) == 2 else Any)
     elif annotation is int and isinstance(value, bool):
         raise ValueError(f"a whole number is required, not {str(value).lower()}")
+    elif annotation is int and isinstance(value, str) and not _WHOLE.fullmatch(value) and not _NUMBER.fullmatch(value):
+        raise ValueError("a whole number is required, written in digits with an optional sign")  # text not echoed
     elif annotation is int and (isinstance(value, float) or isinstance(value, str) and not _WHOLE.fullmatch(value)):
         shown = "" if isinstance(value, str) else f", not {value!r}"  # text is not echoed: it may be long
         raise ValueError(f"a whole number is required{shown} (write it without a decimal point or exponent)")

@@ -4,25 +4,41 @@ breaches (a provider paying twice, a payout whose amount is not the sum of its i
 
 from __future__ import annotations
 
+import json
+import sys
+import tomllib
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from payhub.api import ConfigError, Outcome, Payee, PayoutInstruction, SourceRecord
+from payhub.api import (
+    ConfigError,
+    Outcome,
+    Payee,
+    PayoutInstruction,
+    RailResult,
+    RetryableRailError,
+    SourceRecord,
+    UnknownOutcomeError,
+)
 from payhub.testing import (
     ExactlyOnceError,
     FakeRail,
     FakeRailSettings,
     FakeSource,
+    FakeSourceSettings,
     Harness,
     ManualClock,
     ProviderLedger,
     SourceView,
     WebhookDeliveryView,
     WebhookObjectView,
+    invoke_cli,
 )
 from payhub.testing.pytest_plugin import HarnessFactory
 
@@ -32,6 +48,17 @@ SETTINGS: dict[str, Any] = {
     "rails": {"bank": {"max_attempts": 4, "retry_initial_seconds": 30, "retry_max_seconds": 120}},
 }
 PAYEES = [{"id": "p1", "name": "Partner One", "country": "DE", "iban": "DE02100100109307118603"}]
+
+
+class TimeoutIsRetryableRail(FakeRail):
+    """A rail with the bug money-safety tests look for: a read timeout (the provider may have paid) is reported as
+    retryable (the provider did not pay), so payhub gives up on a payout that was paid."""
+
+    def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
+        try:
+            return super().send(instructions)
+        except UnknownOutcomeError as exc:
+            raise RetryableRailError(str(exc)) from exc
 
 
 def deal(object_id: str, amount: str) -> SourceRecord:
@@ -113,6 +140,49 @@ def test_assert_exactly_once_catches_a_provider_that_paid_twice(payhub_harness: 
         harness.assert_exactly_once()
 
 
+def test_assert_exactly_once_catches_a_paid_payout_recorded_failed_and_paid_again(
+        payhub_harness: HarnessFactory) -> None:
+    rail = TimeoutIsRetryableRail("bank")  # its provider does not deduplicate
+    source = FakeSource("crm")
+    harness = payhub_harness({**SETTINGS, "rails": {"bank": {"max_attempts": 1}}},
+                             {"sources.crm": source, "rails.bank": rail}, payees=PAYEES)
+    source.push(deal("006A", "1234.56"))
+    rail.plan("timeout_after_accept")
+    harness.run_until_idle(skip_waits=True)
+    [first] = harness.payouts()
+    [reward] = harness.rewards()
+    assert (first.status, reward.status, reward.hold_code) == ("failed", "held", "payout_failed")
+    assert rail.accepted == {first.idempotency_key: 1}  # the provider paid it
+    with pytest.raises(ExactlyOnceError) as failed:
+        harness.assert_exactly_once()
+    assert failed.value.problems == [f"the provider accepted payout {first.id} (key {first.idempotency_key!r}), "
+                                     f"which payhub recorded failed ({first.reason})"]
+
+    released = invoke_cli("-c", str(harness.settings_file), "rewards", "release", str(reward.id),
+                          "--reason", "paid again")
+    assert released.exit_code == 0, released.output
+    harness.run_until_idle(skip_waits=True)
+    [_, second] = harness.payouts()
+    assert second.status == "sent" and second.idempotency_key != first.idempotency_key
+    with pytest.raises(ExactlyOnceError) as twice:
+        harness.assert_exactly_once()
+    assert f"reward {reward.id} was paid by the provider in payouts {first.id} and {second.id}" in twice.value.problems
+
+    rail.ledger.set_outcome(first.idempotency_key, Outcome.RETURNED)  # the first payment came back: paid once
+    harness.assert_exactly_once()
+
+
+def test_assert_exactly_once_accepts_a_payment_the_provider_rejected_after_accepting(
+        payhub_harness: HarnessFactory) -> None:
+    rail = FakeRail("bank")
+    harness, _source = paid_once(payhub_harness, rail)
+    [payout] = harness.payouts()
+    rail.ledger.set_outcome(payout.idempotency_key, Outcome.REJECTED, "beneficiary bank refused")
+    harness.advance(harness.settings.rails["bank"].settle_interval_seconds + 1)
+    assert harness.settle() == 1 and harness.payouts()[0].status == "rejected"
+    harness.assert_exactly_once()
+
+
 def test_assert_exactly_once_checks_the_ledgers_it_is_given(payhub_harness: HarnessFactory) -> None:
     harness, _source = paid_once(payhub_harness, FakeRail("bank"))
     elsewhere = ProviderLedger(dedup=False)
@@ -155,12 +225,79 @@ def test_settings_are_validated_by_payhubs_model(payhub_harness: HarnessFactory)
 
 
 @pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
+def test_settings_that_are_not_tables_or_toml_are_refused_by_name(payhub_harness: HarnessFactory) -> None:
+    settings: object
+    for settings in ([("rails", {})], 5, b"[rails.bank]"):
+        with pytest.raises(TypeError, match="settings file's tables as a dict, or its TOML text, or None; not"):
+            payhub_harness(settings)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"not valid TOML: .*\(at line 3, column 16\)"):
+        payhub_harness("""
+            [rails.bank]
+            max_attempts = = 5
+            """, {"rails.bank": FakeRail("bank")})
+    with pytest.raises(ConfigError, match="named by text, not int 1"):
+        payhub_harness({1: {}})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="database: a table is required, not str"):
+        payhub_harness({"database": "sqlite:///x.db"})
+    with pytest.raises(ConfigError) as rails:
+        payhub_harness({"rails": ["bank"]}, {"rails.bank": FakeRail("bank")})
+    assert rails.value.problems[0][0] == "rails"
+    with pytest.raises(ConfigError) as text:
+        payhub_harness({"rails": {"bank": {"max_attempts": "five"}}}, {"rails.bank": FakeRail("bank")})
+    assert str(text.value) == ("rails.bank.max_attempts: Value error, a whole number is required, written in "
+                               "digits with an optional sign")
+
+
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
 def test_plugins_load_by_name_next_to_given_instances(payhub_harness: HarnessFactory, plugin_path: Any) -> None:
     rail = FakeRail("bank")
     harness = payhub_harness({**SETTINGS, "sources": {"named": {"plugin": "fake"}}},
                              {"sources.crm": FakeSource("crm"), "rails.bank": rail}, payees=PAYEES)
     assert isinstance(harness.source("named"), FakeSource) and harness.source("named") is not harness.source("crm")
     assert harness.rail("bank") is rail and harness.plugin_failures() == {}
+
+
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
+def test_the_settings_file_names_given_instances_so_the_command_line_explains_a_payout(
+        payhub_harness: HarnessFactory, tmp_path: Path) -> None:
+    rail = FakeRail("bank", FakeRailSettings(lookup=False, dedup_window_seconds=3600, currencies=["EUR"]))
+    source = FakeSource("crm", FakeSourceSettings(path=tmp_path / "records.jsonl"))
+    harness = payhub_harness(SETTINGS, {"sources.crm": source, "rails.bank": rail}, payees=PAYEES)
+    source.push(deal("006A", "1234.56"))
+    harness.run_until_idle()
+    [payout] = harness.payouts("sent")
+
+    explained = invoke_cli("-c", str(harness.settings_file), "explain", f"payout:{payout.id}")
+    assert explained.exit_code == 0, explained.output
+    assert payout.idempotency_key in explained.stdout
+    listed = invoke_cli("-c", str(harness.settings_file), "plugins", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert {(s["section"], s["state"]) for s in json.loads(listed.stdout)} == {("crm", "loaded"), ("bank", "loaded"),
+                                                                              ("pct", "loaded")}
+    written = tomllib.loads(harness.settings_file.read_text())
+    assert written["rails"]["bank"] | {"plugin": "?"} == {"plugin": "?", "max_attempts": 4, "retry_initial_seconds": 30,
+                                                          "retry_max_seconds": 120, "lookup": False,
+                                                          "dedup_window_seconds": 3600.0, "currencies": ["EUR"]}
+    assert written["sources"]["crm"]["path"] == str(tmp_path / "records.jsonl")
+    site = str(harness.directory / "harness-site")
+    assert site in sys.path
+    harness.close()
+    assert site not in sys.path
+
+
+@pytest.mark.parametrize("payhub_db_url", ["sqlite"], indirect=True)
+def test_the_settings_file_disables_an_instance_whose_class_cannot_be_imported(
+        payhub_harness: HarnessFactory) -> None:
+    class LocalRail(FakeRail):
+        pass
+
+    harness = payhub_harness(SETTINGS, {"sources.crm": FakeSource("crm"), "rails.bank": LocalRail("bank")},
+                             payees=PAYEES)
+    text = harness.settings_file.read_text()
+    assert "# rails.bank: given to the harness as a " in text and "cannot import by name: disabled here" in text
+    assert tomllib.loads(text)["rails"]["bank"]["enabled"] is False
+    checked = invoke_cli("-c", str(harness.settings_file), "config", "check")
+    assert checked.exit_code == 0, checked.output
 
 
 def test_close_gives_back_the_clock_and_removes_its_directory() -> None:

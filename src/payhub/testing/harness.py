@@ -15,12 +15,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import csv
+import importlib
 import io
 import json
+import re
 import shutil
+import sys
 import tempfile
 import textwrap
 import tomllib
+import types
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,12 +37,12 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine
 
 from payhub import audit
-from payhub.api import Calculator, Payee, Rail, Source
+from payhub.api import Calculator, Outcome, Payee, Rail, Source
 from payhub.clock import parse_instant
 from payhub.db import migrate, schema
 from payhub.db.schema import attempts, audit_log, calculations, events, payout_items, payouts, rewards, sources
@@ -52,6 +57,7 @@ from payhub.pipeline.settle import settle_rail
 from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
 from payhub.settings import Settings, cross_checks, validation_problems
+from payhub.testing.cli import write_distribution
 from payhub.testing.clock import ManualClock
 from payhub.testing.fakes import FakeRail, ProviderLedger
 from payhub.worker import STAGE_BATCHES, Worker
@@ -62,10 +68,15 @@ STAGES = ("ingested", "calculated", "scheduled", "disbursed", "settled")
 CLOSED_PAYOUTS = frozenset({"rejected", "returned", "failed", "cancelled"})
 """Payout statuses that no longer hold their rewards (they are owed again or cancelled)."""
 
+UNPAID_PAYOUTS = CLOSED_PAYOUTS | {"held"}
+"""Payout statuses in which payhub holds that the provider has not paid the payout (or paid it and got it back)."""
+
 WAITING_PAYOUTS = ("retrying", "unknown")
 """Payout statuses that wait for their ``next_attempt_at``."""
 
 _TABLES = {"sources": Source, "programs": Calculator, "rails": Rail, "hooks": object}
+_GROUPS = {"sources": "payhub.sources", "programs": "payhub.calculators", "rails": "payhub.rails",
+           "hooks": "payhub.hooks"}
 
 
 class ExactlyOnceError(AssertionError):
@@ -369,8 +380,7 @@ class Harness(StoreReader):
         self._given = dict(plugins or {})
         self._cleanups: list[Callable[[], None]] = []
         try:
-            data = tomllib.loads(textwrap.dedent(settings)) if isinstance(settings, str) else dict(settings or {})
-            self.settings: Settings = self._settings(data, database_url, payees)
+            self.settings: Settings = self._settings(_tables(settings), database_url, payees)
             self.clock.install()
             self._cleanups.append(self.clock.uninstall)
             self._rt = Runtime(self.settings, role="harness")
@@ -404,12 +414,16 @@ class Harness(StoreReader):
                 problems.append((key, "a plugin instance is given by its section key: sources.<name>, "
                                       "programs.<name>, rails.<name> or hooks.<name>"))
                 continue
+            if not isinstance(data.setdefault(table, {}), dict):
+                continue  # the settings model names the table that is not a table
             if not isinstance(instance, base):
                 problems.append((key, f"{type(instance).__name__} is not a payhub.api.{base.__name__}"))
             section = data.setdefault(table, {}).setdefault(name, {})
             if table == "programs":
                 section.setdefault("calculator", name)
         database = data.setdefault("database", {})
+        if not isinstance(database, dict):
+            raise ConfigError([("database", f"a table is required, not {type(database).__name__}")])
         if database_url is not None or "url" not in database:
             database["url"] = database_url or f"sqlite:///{self.directory / 'payhub.db'}"
         if payees is not None:
@@ -437,17 +451,44 @@ class Harness(StoreReader):
         """The settings as a TOML file, ``payhub.toml`` in :attr:`directory` (written when first asked), for the
         command line on the harness's database: ``invoke_cli("-c", str(harness.settings_file), "explain", ...)``.
 
-        It holds the tables the harness was given, with its database URL and payees file; the sections of plugin
-        instances are left out, since a file names plugins by entry point only.
+        It holds the tables the harness was given, with its database URL and payees file. A plugin given as an
+        instance is named by an entry point of a distribution written into ``directory / "harness-site"``, which is
+        on ``sys.path`` until :meth:`close` (put it on ``PYTHONPATH`` for a ``payhub`` subprocess): its section
+        names the instance's class, with the instance's settings, so the command line makes its own instance of
+        that class (state the test's instance holds, such as a FakeRail's ledger, is not shared). An instance
+        whose class cannot be imported by name (defined inside a function, or in ``__main__``) is written as a
+        disabled section (``enabled = false``), with a comment saying so, so that routing still names a rail.
         """
         path = self.directory / "payhub.toml"
-        if not path.exists():
-            data = copy.deepcopy(self._data)
-            for key in self._given:
-                table, _, name = key.partition(".")
-                data.get(table, {}).pop(name, None)
-            path.write_text("".join(f"{_toml(key)} = {_toml(value)}\n" for key, value in data.items()),
-                            encoding="utf-8")
+        if path.exists():
+            return path
+        data = copy.deepcopy(self._data)
+        notes: list[str] = []
+        entry_points: dict[str, list[str]] = {}
+        token = uuid.uuid4().hex[:8]
+        for number, (key, instance) in enumerate(self._given.items()):
+            table, _, name = key.partition(".")
+            section = data[table][name]
+            target = _importable(instance)
+            if target is None:
+                section["enabled"] = False
+                notes.append(f"# {key}: given to the harness as a {type(instance).__qualname__} that the command "
+                              "line cannot import by name: disabled here\n")
+                continue
+            entry_point = f"harness-{token}-{number}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+            entry_points.setdefault(_GROUPS[table], []).append(f"{entry_point} = {target}\n")
+            section.update(_plugin_settings(instance, table))
+            section["calculator" if table == "programs" else "plugin"] = entry_point
+        if entry_points:
+            site = self.directory / "harness-site"
+            write_distribution(site, f"payhub-harness-{token}", "".join(
+                f"[{group}]\n" + "".join(lines) for group, lines in entry_points.items()))
+            sys.path.insert(0, str(site))
+            importlib.invalidate_caches()
+            self._cleanups.append(partial(_remove_path, str(site)))
+        path.write_text("".join(notes) + "".join(f"{_toml(key)} = {_toml(value)}\n" for key, value in data.items()
+                                                        if value is not None),
+                        encoding="utf-8")
         return path
 
     def source(self, name: str) -> Source:
@@ -561,8 +602,11 @@ class Harness(StoreReader):
 
         Checked: every (program, event) calculated once; every reward in at most one live payout (one not
         ``rejected``, ``returned``, ``failed`` or ``cancelled``); each payout's amount equal to the sum of its
-        items; each payout key accepted at most once by the ledger of every :class:`FakeRail` the harness runs and
-        by ``ledgers``; the audit chain verifies.
+        items; the audit chain verifies. And against what the providers accepted, in the ledger of every
+        :class:`FakeRail` the harness runs and in ``ledgers`` (a :class:`~payhub.testing.FaultProvider`'s
+        ``ledger``, say): each payout key accepted at most once; no acceptance of a payout payhub recorded
+        :data:`UNPAID_PAYOUTS`; no reward in two payouts a provider accepted. An acceptance whose provider outcome
+        is ``REJECTED`` or ``RETURNED`` (:meth:`ProviderLedger.set_outcome`) counts as not paid.
         """
         problems: list[str] = []
         rows: Counter[tuple[str, int]] = Counter((c.program, c.event_id) for c in self.calculations())
@@ -586,20 +630,18 @@ class Harness(StoreReader):
                     live.setdefault(item.reward_id, []).append(payout.id)
         problems += [f"reward {reward} is in {len(ids)} live payouts: {ids}"
                      for reward, ids in sorted(live.items()) if len(ids) > 1]
-        keys = {p.idempotency_key: p.id for p in all_payouts}
-        known = {id(r.ledger): r.ledger for r in self._rt.plugins.rails.values() if isinstance(r, FakeRail)}
-        known.update((id(ledger), ledger) for ledger in ledgers)
-        for ledger in known.values():
-            for key, n in sorted(ledger.accepted.items()):
-                if n > 1:
-                    owner = keys.get(key)
-                    problems.append(f"{'payout ' + str(owner) if owner else 'key'} {key!r} was accepted {n} "
-                                    "times by its provider (paid twice)")
+        problems += _provider_problems(all_payouts, self._ledgers(ledgers))
         audit_problem = self.audit_problem()
         if audit_problem is not None:
             problems.append(f"audit verify: {audit_problem}")
         if problems:
             raise ExactlyOnceError(problems)
+
+    def _ledgers(self, given: Iterable[ProviderLedger]) -> list[ProviderLedger]:
+        """The ledgers of the harness's FakeRails and ``given``, each once."""
+        known = {id(r.ledger): r.ledger for r in self._rt.plugins.rails.values() if isinstance(r, FakeRail)}
+        known.update((id(ledger), ledger) for ledger in given)
+        return list(known.values())
 
     # --------------------------------------------------------------------------------------------- HTTP
 
@@ -649,13 +691,99 @@ class Harness(StoreReader):
         self.close()
 
 
+def _provider_problems(all_payouts: Sequence[PayoutView], ledgers: Iterable[ProviderLedger]) -> list[str]:
+    """What the providers' ``ledgers`` say was paid that payhub's ``all_payouts`` do not: a key accepted twice, an
+    acceptance of a payout payhub recorded as not paid, a reward in two payouts a provider accepted. An acceptance
+    the provider later rejected or returned (:meth:`ProviderLedger.set_outcome`) paid nothing that stands."""
+    problems: list[str] = []
+    by_key = {p.idempotency_key: p for p in all_payouts}
+    standing: dict[int, PayoutView] = {}  # payouts with an acceptance whose money stands, by id
+    for ledger in ledgers:
+        for key, n in sorted(ledger.accepted.items()):
+            payout = by_key.get(key)
+            if n > 1:
+                owner = f"payout {payout.id} {key!r}" if payout else f"key {key!r}"
+                problems.append(f"{owner} was accepted {n} times by its provider (paid twice)")
+            if payout is None or ledger.outcome(key)[0] in (Outcome.REJECTED, Outcome.RETURNED):
+                continue
+            standing[payout.id] = payout
+            if payout.status in UNPAID_PAYOUTS:
+                reason = f" ({payout.reason})" if payout.reason else ""
+                problems.append(f"the provider accepted payout {payout.id} (key {key!r}), which payhub recorded "
+                                f"{payout.status}{reason}")
+    paid_in: dict[int, list[int]] = {}
+    for payout_id, payout in sorted(standing.items()):
+        for item in payout.items:
+            paid_in.setdefault(item.reward_id, []).append(payout_id)
+    for reward, ids in sorted(paid_in.items()):
+        if len(ids) > 1:
+            shown = ", ".join(str(i) for i in ids[:-1]) + f" and {ids[-1]}"
+            problems.append(f"reward {reward} was paid by the provider in payouts {shown}")
+    return problems
+
+
+def _tables(settings: object) -> dict[str, Any]:
+    """The settings tables of ``settings`` as :class:`Harness` takes them: a dict, TOML text or None."""
+    if settings is None:
+        return {}
+    if isinstance(settings, str):
+        try:
+            return tomllib.loads(textwrap.dedent(settings))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([("", f"the settings text is not valid TOML: {exc}")]) from None
+    if isinstance(settings, Mapping):
+        if bad := [key for key in settings if not isinstance(key, str)]:
+            raise ConfigError([("", f"settings tables are named by text, not {type(bad[0]).__name__} {bad[0]!r}")])
+        return dict(settings)
+    raise TypeError("Harness settings are the settings file's tables as a dict, or its TOML text, or None; not "
+                    f"{type(settings).__name__}")
+
+
+def _importable(instance: object) -> str | None:
+    """The entry-point value (``module:Class``) that loads the class of ``instance`` (or the module ``instance``)
+    in another process, or None when it cannot be imported by name."""
+    if isinstance(instance, types.ModuleType):
+        return instance.__name__ if sys.modules.get(instance.__name__) is instance else None
+    cls = type(instance)
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        return None
+    try:
+        found: object = importlib.import_module(cls.__module__)
+        for part in cls.__qualname__.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{cls.__module__}:{cls.__qualname__}" if found is cls else None
+
+
+def _plugin_settings(instance: object, table: str) -> dict[str, Any]:
+    """The settings ``instance`` carries (a calculator's ``params``, another plugin's ``settings``), as its
+    section's keys; values equal to the model's defaults are left out."""
+    model = getattr(instance, "params" if table == "programs" else "settings", None)
+    if not isinstance(model, BaseModel):
+        return {}
+    return model.model_dump(by_alias=True, exclude_defaults=True)
+
+
+def _remove_path(entry: str) -> None:
+    if entry in sys.path:
+        sys.path.remove(entry)
+
+
 def _toml(value: Any) -> str:
-    """``value`` (a table, array, string, number, boolean or datetime, as ``tomllib`` reads them) as TOML text on one
-    line: tables inline, strings in JSON's escapes (which TOML's basic strings share)."""
+    """``value`` (a table, array, string, number, boolean or datetime, as ``tomllib`` reads them; a secret, a
+    duration in seconds, a set, and other values as their text) as TOML text on one line: tables inline, keys whose
+    value is None left out, strings in JSON's escapes (which TOML's basic strings share)."""
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_toml(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_toml(str(k))} = {_toml(v)}" for k, v in value.items() if v is not None) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, set | frozenset):
+        return _toml(sorted(value, key=str))
+    if isinstance(value, SecretStr):
+        return _toml(value.get_secret_value())
+    if isinstance(value, timedelta):
+        return _toml(value.total_seconds())
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bool | int | float | str):
