@@ -81,3 +81,17 @@ def test_an_existing_directory_is_refused_and_left_alone(tmp_path: Path) -> None
     bad = run([*PAYHUB, "plugins", "new", "rail", "../acme"], cwd=tmp_path / "payhub-acme")
     assert bad.returncode == 2 and "is not a plugin name" in bad.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["payhub-acme"]
+
+
+def test_the_next_steps_install_payhub_first_and_a_shadowing_package_is_refused(tmp_path: Path) -> None:
+    made = run([*PAYHUB, "plugins", "new", "hook", "acme"], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    steps = made.stdout.split("next:")[1].splitlines()
+    first = next(n for n, step in enumerate(steps) if "pip install" in step)
+    assert "not the unrelated PyPI project named payhub" in steps[first]
+    assert steps[first + 1].strip() == "pip install -e '.[test]'"
+    requirement = re.search(r'"(payhub[<>=,.\d]+)"', (tmp_path / "payhub-acme" / "pyproject.toml").read_text())
+    assert requirement and "<" in requirement.group(1)  # a compatible series, never the unrelated payhub 1.0.0
+    shadow = run([*PAYHUB, "plugins", "new", "rail", "acme", "--package", "httpx", "-d", "other"], cwd=tmp_path)
+    assert shadow.returncode == 2 and "'httpx' would shadow" in shadow.stderr, shadow.stderr
+    assert not (tmp_path / "other").exists()
