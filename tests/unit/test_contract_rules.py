@@ -1,18 +1,34 @@
-"""Rules of the contract checks that first-party plugins rely on: a path or number setting is not a secret; a source
-that reads its boundary again at each sync (``rereads_boundary``) passes the cursor checks, and only such a source."""
+"""Rules of the contract checks that first-party plugins rely on: a path or number setting is not a secret, a camelCase
+one is; a source that reads its boundary again at each sync (``rereads_boundary``) passes the cursor checks, and only
+such a source; a calculator is deterministic over several calls and clock times, and a NaN amount is an invalid
+line; a URL setting holds no credentials."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from payhub.api import ConfigPath, FetchResult, PluginSettings, Source, SourceRecord
+from payhub.api import (
+    Calculator,
+    ConfigPath,
+    Event,
+    FetchResult,
+    History,
+    PluginSettings,
+    RewardLine,
+    Source,
+    SourceRecord,
+    Url,
+    utcnow,
+)
+from payhub.testing.contracts.calculator_checks import CALCULATOR_CHECKS, CalculatorSubject
 from payhub.testing.contracts.checks import by_name, run_check
-from payhub.testing.contracts.settings_checks import SettingsSubject, secrets_are_secretstr
+from payhub.testing.contracts.settings_checks import SettingsSubject, no_core_key_collision, secrets_are_secretstr
 from payhub.testing.contracts.source_checks import SOURCE_CHECKS, SourceSubject
 
 
@@ -112,3 +128,96 @@ def test_reading_the_boundary_again_fails_a_source_that_does_not_say_so() -> Non
 def test_a_source_stepping_back_on_every_fetch_fails_either_way() -> None:
     assert outcomes(slide=True, rereads=True)["cursor_moves_forward"] == "failed"
     assert outcomes(slide=True, rereads=False)["cursor_moves_forward"] == "failed"
+
+
+class CamelKeys(PluginSettings):
+    clientSecret: str = ""  # noqa: N815 - as a provider's API spells it
+    APIKey: str = ""  # noqa: N815
+    apiKeyHeader: str = "X-Api-Key"  # noqa: N815 - where the key goes, not the key
+
+
+def test_camel_case_secrets_are_named() -> None:
+    with pytest.raises(AssertionError, match="clientSecret, APIKey looks like a secret"):
+        secrets_are_secretstr(SettingsSubject(CamelKeys, "rail"))
+
+
+class Shadowing(PluginSettings):
+    enabled: bool = True
+    max_attempts: int = 3
+
+
+def test_core_key_clashes_are_named_in_plain_words() -> None:
+    with pytest.raises(AssertionError, match="Shadowing: enabled and max_attempts are core keys of a rail section"):
+        no_core_key_collision(SettingsSubject(Shadowing, "rail"))
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("https://user:PW@pay.example/v1", "https://pay.example/v1 holds credentials (user:password@)"),
+    ("https://pay.example/v1?token=abc&page=2", "the query of https://pay.example/v1 holds token"),
+])
+def test_a_url_setting_refuses_credentials(url: str, message: str) -> None:
+    adapter = TypeAdapter(Url)
+    with pytest.raises(ValidationError) as caught:
+        adapter.validate_python(url)
+    (error,) = caught.value.errors()
+    assert message in error["msg"] and "SecretStr" in error["msg"]
+    assert "PW" not in error["msg"] and "abc" not in error["msg"]
+    assert adapter.validate_python("https://pay.example/v1?page=2") == "https://pay.example/v1?page=2"
+
+
+def line(event: Event, amount: Decimal | None = None, bonus: Decimal = Decimal(0)) -> RewardLine:
+    """A tenth of the event's amount (or ``amount``), plus ``bonus``."""
+    assert event.amount is not None and event.currency is not None
+    return RewardLine(event.payee_id, (event.amount / 10 if amount is None else amount) + bonus, event.currency)
+
+
+class Tenth(Calculator):
+    def calculate(self, event: Event, history: History) -> list[RewardLine]:
+        return [line(event)]
+
+
+class NotANumber(Tenth):
+    def calculate(self, event: Event, history: History) -> list[RewardLine]:
+        return [line(event, Decimal("NaN"))]
+
+
+class DriftsAfterThreeCalls(Tenth):
+    """Answers differently from its fourth call on: two or three calls alone would not show it."""
+
+    calls = 0
+
+    def calculate(self, event: Event, history: History) -> list[RewardLine]:
+        DriftsAfterThreeCalls.calls += 1
+        return [line(event, bonus=Decimal(1) if DriftsAfterThreeCalls.calls > 3 else Decimal(0))]
+
+
+class ClockReader(Tenth):
+    """A reward that depends on payhub's clock (a weekend bonus read from now, not from the event)."""
+
+    def calculate(self, event: Event, history: History) -> list[RewardLine]:
+        bonus = Decimal(5) if utcnow().weekday() >= 5 else Decimal(0)
+        return [line(event, bonus=bonus)]
+
+
+def calculator_results(cls: type[Calculator]) -> dict[str, tuple[str, str]]:
+    at = datetime(2026, 1, 7, tzinfo=UTC)
+    events = [Event(1, "crm:Deal:d1:won", "crm", "Deal", "d1", "won", "deal_won", at, "p1", None, Decimal("100.00"),
+                    "EUR", {})]
+    subject = CalculatorSubject(lambda: cls("program", PluginSettings()), events)
+    return {check.name: (result.status, result.detail) for check in CALCULATOR_CHECKS
+            for result in [run_check(check, subject)]}
+
+
+def test_a_nan_amount_is_an_invalid_line_not_a_nondeterministic_one() -> None:
+    found = calculator_results(NotANumber)
+    assert list(found) == ["valid_lines", "deterministic", "no_io_during_calculate"]
+    assert found["valid_lines"] == ("failed", "event crm:Deal:d1:won: amount NaN is not finite")
+    assert found["deterministic"][0] == "passed"
+
+
+def test_determinism_is_checked_over_several_calls_and_clock_times() -> None:
+    assert calculator_results(Tenth)["deterministic"] == ("passed", "")
+    status, detail = calculator_results(DriftsAfterThreeCalls)["deterministic"]
+    assert status == "failed" and "the first call gave lines" in detail
+    status, detail = calculator_results(ClockReader)["deterministic"]
+    assert status == "failed" and "a call with payhub's clock at" in detail

@@ -144,8 +144,22 @@ def _http_url(value: str) -> str:
         raise ValueError(f"{value!r} is not a URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"{value!r} is not an absolute http:// or https:// URL with a host")
+    shown = url.copy_with(username=None, password=None, query=None, fragment=None)  # no secret in the message
+    if url.userinfo:
+        raise ValueError(f"{shown} holds credentials (user:password@): a URL "
+                         "setting is shown and logged in clear, so put them in a SecretStr setting")
+    secret = sorted(k for k in url.params if k.lower().replace("-", "_") in _SECRET_PARAMS)
+    if secret:
+        raise ValueError(f"the query of {shown} holds {', '.join(secret)}: a URL setting is shown "
+                         "and logged in clear, so put it in a SecretStr setting")
     return value
 
 
+_SECRET_PARAMS = frozenset({"token", "access_token", "api_key", "apikey", "key", "secret", "client_secret",
+                            "password", "passwd", "signature", "sig"})
+"""Query parameters that carry a secret, which a :data:`Url` refuses."""
+
 Url = Annotated[str, AfterValidator(_http_url)]
-"""A URL setting: an absolute ``http://`` or ``https://`` URL with a host, kept exactly as written."""
+"""A URL setting: an absolute ``http://`` or ``https://`` URL with a host and no credentials (neither
+``user:password@`` nor a query parameter such as ``token`` or ``api_key``: secrets go in ``SecretStr`` settings),
+kept exactly as written."""

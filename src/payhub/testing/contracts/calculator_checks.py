@@ -1,5 +1,10 @@
 """The rules of the calculator contract (:class:`payhub.api.Calculator`), as checks over a
-:class:`CalculatorSubject`: deterministic, no I/O, valid lines.
+:class:`CalculatorSubject`: valid lines, deterministic, no I/O.
+
+Deterministic means each event gives the same answer on five calls: twice from one instance, from a new instance,
+a few milliseconds later, and with payhub's clock (:func:`payhub.clock.utcnow`, the one ``payhub.api`` offers) set
+to two far-apart times with a :class:`~payhub.testing.ManualClock`. A calculator that reads the system clock itself
+(``datetime.now()``) is caught only when its answer changes within those milliseconds: read times from the event.
 
 No I/O is watched with a Python audit hook (:func:`sys.addaudithook`, installed once, active only inside
 :func:`no_io`): opening a file, any socket call, starting a process. Each event is calculated once before the
@@ -10,16 +15,18 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from payhub.api import MAX_AMOUNT, Calculator, Event, FundMovement, History, NotEligible, RewardLine
 from payhub.errors import InvalidRecord
 from payhub.money import check_currency, quantize
+from payhub.testing.clock import ManualClock
 from payhub.testing.contracts.checks import Check, CheckSkipped, ContractViolation
 
 __all__ = ["CALCULATOR_CHECKS", "CalculatorSubject", "EmptyHistory", "IOAttempted", "no_io"]
@@ -115,18 +122,40 @@ def _answer(calculator: Calculator, event: Event, history: History) -> Answer:
         return ("raised", f"{type(exc).__name__}: {exc}")
 
 
+CLOCK_TIMES = (datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2091, 10, 11, 12, 13, 14, tzinfo=UTC))
+"""The times payhub's clock is set to for two of the calls of :func:`deterministic`."""
+
+
+def _same(one: Answer, two: Answer) -> bool:
+    """Equal, or written alike (a ``Decimal('NaN')`` is never equal to itself; valid_lines reports it)."""
+    return one == two or repr(one) == repr(two)
+
+
+def _call(calculator: Calculator, event: Event, history: History, *, pause: float = 0.0,
+          at: datetime | None = None) -> Answer:
+    """One call of :func:`deterministic`: after ``pause`` seconds, with payhub's clock at ``at`` when given."""
+    if pause:
+        time.sleep(pause)
+    if at is None:
+        return _answer(calculator, event, history)
+    with ManualClock(at):
+        return _answer(calculator, event, history)
+
+
 def deterministic(subject: CalculatorSubject) -> None:
     events = subject.need_events()
     one, two = subject.factory(), subject.factory()
+    calls: list[tuple[str, Calculator, dict[str, Any]]] = [
+        ("a second call", one, {}), ("a new instance", two, {}), ("a call 20 ms later", one, {"pause": 0.02}),
+        *((f"a call with payhub's clock at {at:%Y-%m-%d %H:%M} UTC", two, {"at": at}) for at in CLOCK_TIMES)]
     for event in events:
         first = _answer(one, event, subject.history)
-        answers = [("again", _answer(one, event, subject.history)), ("a new instance", _answer(two, event,
-                                                                                                subject.history))]
-        for who, answer in answers:
-            if answer != first:
-                raise ContractViolation(f"event {event.key}: calculated {first[0]} {first[1]!r}, then {answer[0]} "
-                                        f"{answer[1]!r} by {who}; the same event and history must give the same "
-                                        "lines (no clock, randomness or state between calls)")
+        for who, calculator, how in calls:
+            answer = _call(calculator, event, subject.history, **how)
+            if not _same(answer, first):
+                raise ContractViolation(f"event {event.key}: the first call gave {first[0]} {first[1]!r}, {who} gave "
+                                        f"{answer[0]} {answer[1]!r}; the same event and history must give the same "
+                                        "answer (no clock, randomness or state between calls)")
 
 
 def no_io_during_calculate(subject: CalculatorSubject) -> None:
@@ -182,10 +211,10 @@ def valid_lines(subject: CalculatorSubject) -> None:
 
 
 CALCULATOR_CHECKS: tuple[Check[CalculatorSubject], ...] = (
-    Check("deterministic", "the same event and history give the same lines", deterministic),
-    Check("no_io_during_calculate", "calculate opens no file or socket and starts no process",
-          no_io_during_calculate),
     Check("valid_lines", "lines are RewardLine or FundMovement with a payee, a Decimal amount and a known currency",
           valid_lines),
+    Check("deterministic", "the same event and history give the same answer on five calls", deterministic),
+    Check("no_io_during_calculate", "calculate opens no file or socket and starts no process",
+          no_io_during_calculate),
 )
 """The calculator contract, in the order it is run."""

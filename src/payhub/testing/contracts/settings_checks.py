@@ -1,6 +1,7 @@
 """The rules for a plugin's settings model: secrets are ``SecretStr``, and no key shadows a core key of its section.
 
-A key looks like a secret when one of the words of its name (split at ``_``) is ``key``, ``secret``, ``token``,
+A key looks like a secret when one of the words of its name (split at ``_``, ``-`` and camelCase humps:
+``clientSecret`` is ``client`` ``secret``) is ``key``, ``secret``, ``token``,
 ``password``, ``passwd``, ``passphrase`` or ``credential(s)``, or when it ends in ``apikey``, unless its last word
 says it names where or how a secret is used rather than the secret (``oauth_token_path``, ``api_key_header``: see
 ``NOT_SECRET_TAILS``); ``exempt`` names keys that only look like one (``public_key``). A key whose value is a path
@@ -10,6 +11,7 @@ not one. Nested models are checked too, with dotted names.
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,8 +41,11 @@ NOT_SECRET_TAILS = frozenset({"path", "url", "uri", "endpoint", "header", "name"
 """Last words of a key that name a place, a label or a reference, not the secret itself."""
 
 
+_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
 def looks_secret(name: str) -> bool:
-    words = name.lower().split("_")
+    words = re.split(r"[_\-]+", _HUMP.sub("_", name).lower())
     if words[-1] in NOT_SECRET_TAILS:
         return False
     return bool(SECRET_WORDS.intersection(words)) or words[-1].endswith("apikey")
@@ -90,9 +95,12 @@ def no_core_key_collision(subject: SettingsSubject) -> None:
     clashes = sorted(set(subject.model.model_fields) & core)
     aliases = sorted({info.alias for info in subject.model.model_fields.values() if info.alias} & core)
     if clashes or aliases:
-        raise ContractViolation(f"{subject.model.__name__}: {', '.join(clashes + aliases)} is a core key of a "
-                                f"{subject.kind} section ({', '.join(sorted(core))}); the core consumes it and the "
-                                "plugin would only ever see its default")
+        found = clashes + aliases
+        named = f"{found[0]} is a core key" if len(found) == 1 else f"{', '.join(found[:-1])} and {found[-1]} are " \
+            "core keys"
+        raise ContractViolation(f"{subject.model.__name__}: {named} of a {subject.kind} section "
+                                f"({', '.join(sorted(core))}); the core consumes them and the plugin would only ever "
+                                "see their defaults")
 
 
 SETTINGS_CHECKS: tuple[Check[SettingsSubject], ...] = (

@@ -184,7 +184,7 @@ def _raises(subject: SourceSubject, fault: SourceFault, expected: type[Exception
         except expected:
             return
         except Exception as exc:  # noqa: BLE001 - reported below
-            raise ContractViolation(f"a {fault} failure of the system raised {type(exc).__name__}({exc!r}); raise "
+            raise ContractViolation(f"a {fault} failure of the system raised {type(exc).__name__}: {exc}; raise "
                                     f"payhub.api.{expected.__name__}") from exc
     raise ContractViolation(f"a {fault} failure of the system raised nothing; raise payhub.api.{expected.__name__}")
 
