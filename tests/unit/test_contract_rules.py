@@ -5,6 +5,7 @@ line; a URL setting holds no credentials."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -28,7 +29,13 @@ from payhub.api import (
 )
 from payhub.testing.contracts.calculator_checks import CALCULATOR_CHECKS, CalculatorSubject
 from payhub.testing.contracts.checks import by_name, run_check
-from payhub.testing.contracts.settings_checks import SettingsSubject, no_core_key_collision, secrets_are_secretstr
+from payhub.testing.contracts.settings_checks import (
+    CORE_KEYS,
+    PluginKind,
+    SettingsSubject,
+    no_core_key_collision,
+    secrets_are_secretstr,
+)
 from payhub.testing.contracts.source_checks import SOURCE_CHECKS, SourceSubject
 
 
@@ -221,3 +228,12 @@ def test_determinism_is_checked_over_several_calls_and_clock_times() -> None:
     assert status == "failed" and "the first call gave lines" in detail
     status, detail = calculator_results(ClockReader)["deterministic"]
     assert status == "failed" and "a call with payhub's clock at" in detail
+
+
+@pytest.mark.parametrize(("table", "kind"), [("sources", "source"), ("programs", "calculator"), ("rails", "rail"),
+                                             ("hooks", "hook")])
+def test_the_core_keys_in_the_plugin_guide_are_those_of_payhub_settings(table: str, kind: PluginKind) -> None:
+    guide = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    row = re.search(rf"^\| `\[{table}\.NAME\]` \| (.+) \|$", guide, re.MULTILINE)
+    assert row is not None, f"docs/plugins.md has no core-key row for [{table}.NAME]"
+    assert set(re.findall(r"`([a-z_]+)`", row.group(1))) == CORE_KEYS[kind]
