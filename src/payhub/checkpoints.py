@@ -28,6 +28,7 @@ from payhub import signing
 from payhub.audit import HEX_HASH, VerifyResult, read_head, verify, verify_since
 from payhub.clock import isoformat, utcnow
 from payhub.errors import ConfigError
+from payhub.plugins import notify
 
 if TYPE_CHECKING:
     import pluggy
@@ -173,13 +174,7 @@ def check(checkpoints: Iterable[Checkpoint], key: signing.SigningKey, result: Ve
 
 def publish(hooks: pluggy.PluginManager, checkpoint: Checkpoint) -> None:
     """Hand a written checkpoint to the ``payhub_audit_checkpoint`` hook; a failing observer is logged."""
-    hook = hooks.hook.payhub_audit_checkpoint
-    if not hook.get_hookimpls():
-        return
-    try:
-        hook(checkpoint=checkpoint.as_dict())
-    except Exception:  # noqa: BLE001 - an observer must not stop checkpointing
-        log.exception("payhub_audit_checkpoint hook failed for the checkpoint of entry %s", checkpoint.seq)
+    notify(hooks.hook.payhub_audit_checkpoint, checkpoint=checkpoint.as_dict())
 
 
 def record(rt: Runtime, key: signing.SigningKey, seq: int, digest: str) -> Checkpoint:

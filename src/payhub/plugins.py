@@ -295,3 +295,17 @@ def _register(plugins: Plugins, kind: str, section_name: str, instance: Any) -> 
         except Exception:
             plugins.hooks.unregister(name=section_name)
             raise
+
+
+def notify(hook: Any, **kwargs: Any) -> None:
+    """Call every implementation of the observer hook ``hook`` with ``kwargs``, each on its own.
+
+    An implementation that raises is logged with its plugin's key and counted (``payhub_plugin_failures``, reason
+    ``error``); the others are still called, in pluggy's order. Nothing is raised.
+    """
+    for impl in reversed(hook.get_hookimpls()):
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception:  # noqa: BLE001 - one observer must not stop the others, nor the caller
+            log.exception("plugin %s: %s failed", _key("hook", impl.plugin_name), hook.name)
+            metrics.plugin_failed("hook", impl.plugin_name, "error")

@@ -20,7 +20,7 @@ from payhub.audit import Entry
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.guard import Guard
-from payhub.plugins import Plugins, load_plugins, new_plugin_manager
+from payhub.plugins import Plugins, load_plugins, new_plugin_manager, notify
 from payhub.settings import Settings
 from payhub.store.audit import AuditWriter
 
@@ -98,10 +98,7 @@ class Runtime:
         hook = self.plugins.hooks.hook.payhub_audit_entry
         if rows and hook.get_hookimpls():
             for row in rows:
-                try:
-                    hook(entry=row)
-                except Exception:  # noqa: BLE001 - an observer must not break the pipeline
-                    log.exception("payhub_audit_entry hook failed for entry %s", row["seq"])
+                notify(hook, entry=row)
 
     def close(self) -> None:
         self.plugins.close()

@@ -14,7 +14,7 @@ from payhub.clock import utcnow
 from payhub.errors import PayhubError
 from payhub.payees import load_payees
 from payhub.pipeline.operator import required_reason
-from payhub.pipeline.rail_results import safe_hook
+from payhub.plugins import notify
 from payhub.runtime import Runtime, Tx
 from payhub.states import AttemptKind, AttemptOutcome, PayoutStatus
 from payhub.store import payouts as store
@@ -110,8 +110,8 @@ def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
         _moved(store.fail(tx, payout_id, PayoutStatus.CANCELLED, text, {"from": row.status}), payout_id)
         payee = load_payees(tx.conn, [row.payee_id]).get(row.payee_id)
     if payee is not None:
-        safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=store.instruction_for(row, payee),
-                  outcome=PayoutStatus.CANCELLED, reason=text)
+        notify(rt.plugins.hooks.hook.payhub_payout_failed, payout=store.instruction_for(row, payee),
+               outcome=PayoutStatus.CANCELLED, reason=text)
 
 
 def _never_received(tx: Tx, payout_id: int) -> bool:

@@ -31,7 +31,7 @@ from payhub.api import PayoutInstruction
 from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, recorded_status, show
 from payhub.db.schema import audit_log, payout_items, rewards
 from payhub.money import to_minor
-from payhub.pipeline.rail_results import safe_hook
+from payhub.plugins import notify
 from payhub.runtime import Runtime
 from payhub.states import PayoutStatus
 from payhub.store import payouts as store
@@ -218,4 +218,4 @@ def _hold(rt: Runtime, held: list[tuple[Any, list[str], str | None]]) -> None:
             log.error("payout %s %s, not sent: %s", w.id, status, reason)
             done.append((w, status, reason))
     for w, status, reason in done:
-        safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=w.instruction, outcome=status, reason=reason)
+        notify(rt.plugins.hooks.hook.payhub_payout_failed, payout=w.instruction, outcome=status, reason=reason)

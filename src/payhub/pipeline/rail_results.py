@@ -15,6 +15,7 @@ from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from payhub.api import Outcome, RailResult
 from payhub.clock import utcnow
+from payhub.plugins import notify
 from payhub.runtime import Runtime
 from payhub.settings import RailSection
 from payhub.states import PayoutStatus
@@ -85,21 +86,11 @@ def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Wo
     hooks = rt.plugins.hooks.hook
     for w, state, ref in settled:
         said = Outcome.ACCEPTED if state == PayoutStatus.SENT else Outcome.PAID
-        safe_hook(hooks.payhub_payout_settled, payout=w.instruction, outcome=said.value, provider_ref=ref)
+        notify(hooks.payhub_payout_settled, payout=w.instruction, outcome=said.value, provider_ref=ref)
     for w, state, reason in failed:
         notify_failed(rt, w, state, reason)
 
 
 def notify_failed(rt: Runtime, w: Work, state: PayoutStatus, reason: str) -> None:
     """Tell the ``payhub_payout_failed`` observers that a payout ended, or stopped, without paying."""
-    safe_hook(rt.plugins.hooks.hook.payhub_payout_failed, payout=w.instruction, outcome=state, reason=reason)
-
-
-def safe_hook(hook: Any, **kwargs: Any) -> None:
-    """Call an observer hook; its failure is logged, never raised."""
-    if not hook.get_hookimpls():
-        return
-    try:
-        hook(**kwargs)
-    except Exception:  # noqa: BLE001 - observers must not break disbursement
-        log.exception("hook %s failed", hook.name)
+    notify(rt.plugins.hooks.hook.payhub_payout_failed, payout=w.instruction, outcome=state, reason=reason)
