@@ -6,7 +6,6 @@ through :mod:`payhub.store.payouts`, fenced by the claim's lease and the payout 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -21,8 +20,6 @@ from payhub.settings import RailSection
 from payhub.states import PayoutStatus
 from payhub.store import payouts as store
 from payhub.store.payouts import Work
-
-log = logging.getLogger(__name__)
 
 FINAL_FAILURES = {Outcome.REJECTED: PayoutStatus.REJECTED, Outcome.RETURNED: PayoutStatus.RETURNED}
 STATE_OF = {Outcome.ACCEPTED: PayoutStatus.SENT, Outcome.PAID: PayoutStatus.PAID, **FINAL_FAILURES}
