@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -97,12 +97,16 @@ def new_plugin_manager() -> pluggy.PluginManager:
 Dist = tuple[str | None, str | None]  # (distribution name, version) of an entry point
 
 
-def _distributions(group: str) -> dict[str, list[Dist]]:
-    """Entry-point name -> the distributions registering it in ``group`` (one, unless two claim the name)."""
+def _distributions(group: str, names: Iterable[str]) -> dict[str, list[Dist]]:
+    """Entry-point name -> the distributions registering it in ``group`` (one, unless two claim the name); every
+    installed name is a key, but only those in ``names`` have their distributions read (the costly part)."""
+    wanted = set(names)
     found: dict[str, list[Dist]] = {}
     for ep in entry_points(group=group):
-        dist = ep.dist
         found.setdefault(ep.name, [])
+        if ep.name not in wanted:
+            continue  # listed by name only
+        dist = ep.dist
         if (named := (dist.name if dist else None, dist.version if dist else None)) not in found[ep.name]:
             found[ep.name].append(named)
     return found
@@ -181,7 +185,7 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None, *,
         names = sorted({ep for k, s, ep, _sec in wanted if k == kind and _key(k, s) not in given})
         if not names:
             continue
-        dists[kind] = _distributions(group)
+        dists[kind] = _distributions(group, names)
         names = [name for name in names if len(dists[kind].get(name, ())) < 2]  # two claimants: a settings error
         if not names:
             continue

@@ -44,7 +44,7 @@ from sqlalchemy.engine import Engine
 from payhub import audit
 from payhub.api import Calculator, Outcome, Payee, Rail, Source
 from payhub.clock import parse_instant
-from payhub.db import migrate, schema
+from payhub.db import schema
 from payhub.db.schema import attempts, audit_log, calculations, events, payout_items, payouts, rewards, sources
 from payhub.errors import ConfigError
 from payhub.money import from_minor, to_minor
@@ -59,6 +59,7 @@ from payhub.runtime import Runtime
 from payhub.settings import Settings, cross_checks, validation_problems
 from payhub.testing.cli import write_distribution
 from payhub.testing.clock import ManualClock
+from payhub.testing.db import migrate_database
 from payhub.testing.fakes import FakeRail, ProviderLedger
 from payhub.worker import STAGE_BATCHES, Worker
 
@@ -383,11 +384,10 @@ class Harness(StoreReader):
             self.settings: Settings = self._settings(_tables(settings), database_url, payees)
             self.clock.install()
             self._cleanups.append(self.clock.uninstall)
+            migrate_database(self.settings.database_url)  # a new database is a copy of a template migrated once
             self._rt = Runtime(self.settings, role="harness")
             self._cleanups.append(self._rt.close)
             super().__init__(self._rt.engine)
-            if migrate.current_revision(self._rt.engine) != migrate.head_revision():
-                migrate.upgrade(self._rt.engine)
             self._rt.plugins = load_plugins(self.settings, instances=self._given)
             self._worker = Worker(self._rt)
             self._worker.start()
