@@ -326,7 +326,7 @@ MESSAGES: dict[str, dict[str, str]] = {}
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
     """Each test class of PLUGINS → {test name: passed | failed | skipped}, from one inner pytest run."""
     directory = tmp_path_factory.mktemp("contracts")
-    (directory / "test_plugins.py").write_text(PLUGINS)
+    (directory / "test_inner_contract_subjects.py").write_text(PLUGINS)  # a name no other test module has
 
     class Collector:
         def __init__(self) -> None:

@@ -21,10 +21,10 @@ leaky = check_plugins:LeakyRail
 blocking = check_plugins:BlockingRail
 interrupted = check_plugins:InterruptedRail
 [payhub.sources]
-fake = payhub.testing:FakeSource
+check_fake = payhub.testing:FakeSource
 [payhub.hooks]
 screen = check_plugins:Screen
-misspelt = check_plugins:Misspelt
+check_misspelt = check_plugins:Misspelt
 """
 MODULE = textwrap.dedent("""
     import _thread
@@ -113,7 +113,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: FaultProvi
         base_url = "{provider.url}"
         http_timeout_seconds = 1
         [sources.crm]
-        plugin = "fake"
+        plugin = "check_fake"
         path = "records.jsonl"
         [programs.bonus]
         calculator = "flat"
@@ -121,6 +121,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: FaultProvi
         currency = "EUR"
         [hooks.screen]
         [hooks.misspelt]
+        plugin = "check_misspelt"
         enabled = false
     """))
     return path
