@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from giftcard_helpers import API_KEY
+from payhub_simulators.giftcard import GiftCardSimulator
 from pydantic import SecretStr
 
 from payhub_giftcard import GiftCardRail, GiftCardSettings
-from payhub_simulators.giftcard import GiftCardSimulator
 
 
 @pytest.fixture

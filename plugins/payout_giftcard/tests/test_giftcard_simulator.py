@@ -15,9 +15,9 @@ import httpx
 import pytest
 from giftcard_helpers import API_KEY, instruction, payee
 from payhub.api import Outcome, PermanentRailError, RetryableRailError, UnknownOutcomeError
+from payhub_simulators.giftcard import Fault, GiftCardSimulator
 
 from payhub_giftcard import GiftCardRail
-from payhub_simulators.giftcard import Fault, GiftCardSimulator
 
 SimFactory = Callable[..., GiftCardSimulator]
 RailFactory = Callable[..., GiftCardRail]
