@@ -24,6 +24,7 @@ interrupted = check_plugins:InterruptedRail
 check_fake = payhub.testing:FakeSource
 [payhub.hooks]
 screen = check_plugins:Screen
+shouting = check_plugins:Shouting
 check_misspelt = check_plugins:Misspelt
 """
 MODULE = textwrap.dedent("""
@@ -58,6 +59,11 @@ MODULE = textwrap.dedent("""
 
     class LeakyRail(ProviderRail):
         settings_model = LeakySettings
+
+
+    class Shouting:
+        def __init__(self, settings):
+            raise RuntimeError("\x1b[2J\x1b[31mall payouts wiped")
 
 
     class Screen:
@@ -120,6 +126,8 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: FaultProvi
         amount = "10"
         currency = "EUR"
         [hooks.screen]
+        [hooks.shouting]
+        enabled = false
         [hooks.misspelt]
         plugin = "check_misspelt"
         enabled = false
@@ -188,6 +196,14 @@ def test_a_calculator_and_a_hook(config: Path) -> None:
     hook = invoke_cli("-c", str(config), "plugins", "check", "screen")
     assert hook.exit_code == 0, hook.output
     assert lines(hook.stdout)["hookimpls_match_specs"].startswith("passed")
+
+
+def test_a_plugin_s_text_reaches_the_terminal_with_its_control_characters_made_visible(config: Path) -> None:
+    config.write_text(config.read_text().replace("[hooks.shouting]\nenabled = false\n", "[hooks.shouting]\n"))
+    result = invoke_cli("-c", str(config), "plugins", "check", "shouting")
+    assert result.exit_code == 1, result.output
+    assert "\x1b" not in result.stdout
+    assert "all payouts wiped" in lines(result.stdout)["load"]
 
 
 def test_a_hook_that_does_not_load_fails(config: Path) -> None:

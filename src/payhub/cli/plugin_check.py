@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from payhub.api import Payee, PayoutInstruction
 from payhub.cli import Context, fail_cleanly, pass_ctx
 from payhub.cli.admin import plugins
+from payhub.cli.output import plain, to_json
 from payhub.errors import ConfigError, InvalidRecord, PluginTimeout
 from payhub.guard import Guard
 from payhub.money import check_currency, parse_amount, quantize
@@ -210,20 +211,17 @@ def _run(settings: Settings, loaded: Plugins, kind: PluginKind, name: str,
 
 
 def _line(result: CheckResult) -> str:
+    """One result as a line; the detail (a plugin's or a provider's text) with control characters made visible."""
     line = f"{result.status:<8}{result.name}"
-    return f"{line}: {result.detail}" if result.detail else line
+    return f"{line}: {plain(result.detail)}" if result.detail else line
 
 
 def _summary(results: Sequence[CheckResult], key: str, fmt: str, interrupted: bool) -> None:
     """The json document (every result), or the text summary line (the results were printed as they came)."""
     if fmt == "json":
-        click.echo(json.dumps({"plugin": key, "interrupted": interrupted, "checks": [asdict(r) for r in results]},
-                              indent=2, default=_plain))
+        click.echo(to_json({"plugin": key, "interrupted": interrupted, "checks": [asdict(r) for r in results]}))
         return
     counts = {status: sum(1 for r in results if r.status == status) for status in ("passed", "failed", "skipped")}
     ending = " (interrupted)" if interrupted else ""
     click.echo(f"{key}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped{ending}")
 
-
-def _plain(value: Any) -> str:
-    return str(value)
