@@ -137,6 +137,35 @@ def test_stop_releases_a_hang(server: FaultServer) -> None:
     assert not thread.is_alive()
 
 
+def test_after_stop_a_kept_open_connection_is_not_served(server: FaultServer, client: httpx.Client) -> None:
+    assert client.post("/payments", json={"key": "k1"}).status_code == 201
+    server.stop()
+    with pytest.raises(httpx.TransportError):
+        client.post("/payments", json={"key": "k2"}, timeout=1)
+    assert server.accepted == ["k1"]  # type: ignore[attr-defined]
+
+
+def test_an_open_ended_stall_starting_after_stop_does_not_wait(server: FaultServer) -> None:
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(request: Request) -> Response:
+        entered.set()
+        gate.wait(5)
+        return Response.json({}, 201)
+
+    server.route("POST", "/slow", slow)
+    server.plan(ServerFault("stall", path="/slow"))
+    answers: list[int] = []
+    thread = threading.Thread(target=lambda: answers.append(
+        httpx.post(server.url + "/slow", json={}, timeout=5).status_code), daemon=True)
+    thread.start()
+    assert entered.wait(2)
+    server.stop()
+    gate.set()  # the handler returns, and the stall starts after the stop
+    thread.join(2)
+    assert answers == [201]
+
+
 def test_duplicate_delivers_twice(server: FaultServer, client: httpx.Client) -> None:
     server.plan("duplicate")
     answer = client.post("/payments", json={"key": "k1"}).json()

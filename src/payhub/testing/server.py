@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
 
 from payhub.testing.faults import Fault
@@ -163,7 +163,7 @@ class ServerFault:
     _seen: int = 0
 
     def __post_init__(self) -> None:
-        if self.action not in ("delay", "hang", "drop", "status", "duplicate", "lost_answer", "stall", "handler"):
+        if self.action not in get_args(ServerAction):
             raise ValueError(f"unknown server fault action {self.action!r}")
         if self.action == "delay" and self.seconds is None:
             raise ValueError("a delay needs seconds")
@@ -226,6 +226,7 @@ class FaultServer:
         self._released = threading.Condition(self._lock)
         self._generation = 0
         self._waiting = 0
+        self._stopped = False
         self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
 
@@ -248,7 +249,10 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving, release whatever hangs, close the socket. Idempotent."""
+        """Stop serving, release whatever hangs, close the socket. Idempotent. From then on, a request arriving on a
+        connection kept open is dropped unhandled, and a hang or an open-ended stall does not wait."""
+        with self._released:
+            self._stopped = True
         self.release()
         if self._thread is not None:
             self._httpd.shutdown()
@@ -340,6 +344,8 @@ class FaultServer:
 
     def _wait_release(self, limit: float | None) -> None:
         with self._released:
+            if self._stopped:
+                return
             generation = self._generation
             self._waiting += 1
             self._released.notify_all()
@@ -375,9 +381,14 @@ class FaultServer:
         return Response.json({"error": f"no route for {request.method} {request.path}"}, 404)
 
     def _serve(self, request: Request, answer: Callable[[Response], bool], drop: Callable[[], None]) -> None:
-        """Apply the plan to one request, handle it, and answer (or not)."""
+        """Apply the plan to one request, handle it, and answer (or not); once stopped, drop it unhandled."""
         with self._lock:
             self._log.append(request)
+            stopped = self._stopped
+        if stopped:
+            request.outcome = "dropped"
+            drop()
+            return
         fault = request.fault = self._take(request)
         action = fault.action if fault else None
         if fault is not None and action == "delay":
