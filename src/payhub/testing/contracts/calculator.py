@@ -16,15 +16,14 @@ the :class:`~payhub.testing.contracts.settings.SettingsContract` tests on the ``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
 
 from payhub.api import Calculator, Event, History
-from payhub.testing.contracts._pytest import run_in_pytest
+from payhub.testing.contracts._pytest import add_check_tests
 from payhub.testing.contracts.calculator_checks import CALCULATOR_CHECKS, CalculatorSubject, EmptyHistory
-from payhub.testing.contracts.checks import Check
 from payhub.testing.contracts.settings import SettingsContract
 from payhub.testing.contracts.settings_checks import PluginKind
 
@@ -50,14 +49,4 @@ class CalculatorContract(SettingsContract):
         return type(plugin_factory()).params_model
 
 
-def _test(check: Check[CalculatorSubject]) -> Any:
-    def test(self: CalculatorContract, calculator_subject: CalculatorSubject) -> None:
-        run_in_pytest(check, calculator_subject)
-
-    test.__name__ = test.__qualname__ = f"test_{check.name}"
-    test.__doc__ = check.summary
-    return test
-
-
-for _check in CALCULATOR_CHECKS:
-    setattr(CalculatorContract, f"test_{_check.name}", _test(_check))
+add_check_tests(CalculatorContract, CALCULATOR_CHECKS, "calculator_subject")

@@ -14,8 +14,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from payhub.testing.contracts._pytest import run_in_pytest
-from payhub.testing.contracts.checks import Check
+from payhub.testing.contracts._pytest import add_check_tests
 from payhub.testing.contracts.hook_checks import HOOK_CHECKS, HookSubject
 from payhub.testing.contracts.settings import SettingsContract
 from payhub.testing.contracts.settings_checks import PluginKind
@@ -39,14 +38,4 @@ class HookContract(SettingsContract):
         return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _test(check: Check[HookSubject]) -> Any:
-    def test(self: HookContract, hook_subject: HookSubject) -> None:
-        run_in_pytest(check, hook_subject)
-
-    test.__name__ = test.__qualname__ = f"test_{check.name}"
-    test.__doc__ = check.summary
-    return test
-
-
-for _check in HOOK_CHECKS:
-    setattr(HookContract, f"test_{_check.name}", _test(_check))
+add_check_tests(HookContract, HOOK_CHECKS, "hook_subject")

@@ -22,14 +22,13 @@ Tests are named ``test_<check>`` after :data:`~payhub.testing.contracts.rail_che
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
 
 from payhub.api import PayoutInstruction, Rail
-from payhub.testing.contracts._pytest import run_in_pytest
-from payhub.testing.contracts.checks import Check
+from payhub.testing.contracts._pytest import add_check_tests
 from payhub.testing.contracts.rail_checks import RAIL_CHECKS, RailFaults, RailSubject, default_payout
 from payhub.testing.contracts.settings import SettingsContract
 from payhub.testing.contracts.settings_checks import PluginKind
@@ -69,14 +68,4 @@ class RailContract(SettingsContract):
             rail.close()
 
 
-def _test(check: Check[RailSubject]) -> Any:
-    def test(self: RailContract, rail_subject: RailSubject) -> None:
-        run_in_pytest(check, rail_subject)
-
-    test.__name__ = test.__qualname__ = f"test_{check.name}"
-    test.__doc__ = check.summary
-    return test
-
-
-for _check in RAIL_CHECKS:
-    setattr(RailContract, f"test_{_check.name}", _test(_check))
+add_check_tests(RailContract, RAIL_CHECKS, "rail_subject")

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol, cast, runtime_checkable
@@ -32,7 +32,6 @@ from payhub.api import (
     RailCapabilities,
     RailResult,
     RetryableRailError,
-    UnknownOutcomeError,
 )
 from payhub.testing.contracts.checks import Check, CheckSkipped, ContractViolation
 from payhub.testing.faults import FAULTS, ExtraFault, Fault
@@ -85,7 +84,6 @@ class RailSubject:
     timeout_seconds: float = 60.0
     faults: RailFaults | None = None
     max_sample: int = 1000  # the most payouts one check sends in a call (a smaller max_batch is used as is)
-    _made: list[Rail] = field(default_factory=list, repr=False)
 
     def payouts(self, count: int) -> list[PayoutInstruction]:
         return [self.make_payout(new_key()) for _ in range(count)]
@@ -142,7 +140,7 @@ def send(rail: Rail, instructions: Sequence[PayoutInstruction]) -> Sent:
     started = time.monotonic()
     try:
         results = rail.send(list(instructions))
-    except (RetryableRailError, PermanentRailError, UnknownOutcomeError, Exception) as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - every exception is an outcome for the core
         seconds = time.monotonic() - started
         outcome = (Outcome.RETRY if isinstance(exc, RetryableRailError) else Outcome.REJECTED
                    if isinstance(exc, PermanentRailError) else Outcome.UNKNOWN)
@@ -195,6 +193,24 @@ def _paid_once(faults: RailFaults, keys: Sequence[str], what: str) -> None:
                                 "the provider on every attempt so that it never pays twice")
 
 
+def _send_with_fault(subject: RailSubject, fault: Fault | ExtraFault,
+                     count: int = 1) -> tuple[RailFaults, list[PayoutInstruction], Sent]:
+    """Plan ``fault`` (skip when the provider cannot simulate it), then send ``count`` new payouts with a new
+    instance: the controller, the payouts and what the send gave."""
+    faults = subject.controller(fault)
+    payouts = subject.payouts(count)
+    with _rail(subject) as rail:
+        _plan(faults, fault)
+        sent = send(rail, payouts)
+    return faults, payouts, sent
+
+
+def _within_timeout(sent: Sent, subject: RailSubject, consequence: str = "") -> None:
+    if sent.seconds >= subject.timeout_seconds:
+        raise ContractViolation(f"the send took {sent.seconds:.1f} s, not less than timeout_seconds = "
+                                f"{subject.timeout_seconds:g}{consequence}")
+
+
 # ---------------------------------------------------------------------------------------------------- checks
 
 
@@ -239,11 +255,7 @@ def one_result_per_key(subject: RailSubject) -> None:
 
 
 def one_result_per_key_when_provider_repeats(subject: RailSubject) -> None:
-    faults = subject.controller("duplicate")
-    payouts = subject.payouts(2)
-    with _rail(subject) as rail:
-        faults.plan("duplicate")
-        sent = send(rail, payouts)
+    _, payouts, sent = _send_with_fault(subject, "duplicate", 2)
     _one_result_each(sent, [p.idempotency_key for p in payouts],
                      "a send whose provider answered each payout twice plus one key never sent")
 
@@ -265,11 +277,7 @@ def resend_never_pays_twice(subject: RailSubject) -> None:
 
 
 def resend_after_lost_answer_never_pays_twice(subject: RailSubject) -> None:
-    faults = subject.controller("timeout_after_accept")
-    payout = subject.make_payout(new_key())
-    with _rail(subject) as rail:
-        faults.plan("timeout_after_accept")
-        send(rail, [payout])
+    faults, [payout], _ = _send_with_fault(subject, "timeout_after_accept")
     with _rail(subject) as rail:
         send(rail, [payout])
     _paid_once(faults, [payout.idempotency_key], "a payout sent again after the provider accepted it and its answer "
@@ -277,25 +285,15 @@ def resend_after_lost_answer_never_pays_twice(subject: RailSubject) -> None:
 
 
 def timeout_after_sending_is_unknown(subject: RailSubject) -> None:
-    faults = subject.controller("timeout_after_accept")
-    payout = subject.make_payout(new_key())
-    with _rail(subject) as rail:
-        faults.plan("timeout_after_accept")
-        sent = send(rail, [payout])
+    _, _, sent = _send_with_fault(subject, "timeout_after_accept")
     _expect(sent, frozenset({Outcome.UNKNOWN}), "the provider accepted the payout, then its answer was lost "
             "(read timeout)", "the request was sent, so it may have been paid; raise UnknownOutcomeError (the core "
             "looks it up before any new attempt), never RetryableRailError")
-    if sent.seconds >= subject.timeout_seconds:
-        raise ContractViolation(f"the send took {sent.seconds:.1f} s, not less than timeout_seconds = "
-                                f"{subject.timeout_seconds:g}: the core abandons it before the rail can answer")
+    _within_timeout(sent, subject, ": the core abandons it before the rail can answer")
 
 
 def refusal_before_accept_is_retryable(subject: RailSubject) -> None:
-    faults = subject.controller("retryable")
-    payout = subject.make_payout(new_key())
-    with _rail(subject) as rail:
-        faults.plan("retryable")
-        sent = send(rail, [payout])
+    faults, [payout], sent = _send_with_fault(subject, "retryable")
     _expect(sent, frozenset({Outcome.RETRY}), "the provider refused the request before accepting anything (busy)",
             "nothing was accepted, so raise RetryableRailError (or answer RETRY) and the core sends it again after "
             "a backoff")
@@ -305,34 +303,20 @@ def refusal_before_accept_is_retryable(subject: RailSubject) -> None:
 
 
 def no_answer_is_unknown_or_retry(subject: RailSubject) -> None:
-    faults = subject.controller("timeout_before_accept")
-    payout = subject.make_payout(new_key())
-    with _rail(subject) as rail:
-        faults.plan("timeout_before_accept")
-        sent = send(rail, [payout])
+    _, _, sent = _send_with_fault(subject, "timeout_before_accept")
     _expect(sent, frozenset({Outcome.UNKNOWN, Outcome.RETRY}), "the provider never answered",
             "with no answer the rail cannot claim the payout was accepted or refused")
-    if sent.seconds >= subject.timeout_seconds:
-        raise ContractViolation(f"the send took {sent.seconds:.1f} s, not less than timeout_seconds = "
-                                f"{subject.timeout_seconds:g}")
+    _within_timeout(sent, subject)
 
 
 def batch_refusal_is_permanent(subject: RailSubject) -> None:
-    faults = subject.controller("permanent")
-    payouts = subject.payouts(2)
-    with _rail(subject) as rail:
-        faults.plan("permanent")
-        sent = send(rail, payouts)
+    _, _, sent = _send_with_fault(subject, "permanent", 2)
     _expect(sent, frozenset({Outcome.REJECTED}), "the provider refused the whole request for good (HTTP 400/403)",
             "raise PermanentRailError (or answer REJECTED with the reason) so the payouts stop and surface")
 
 
 def rejections_answered_per_payout(subject: RailSubject) -> None:
-    faults = subject.controller("reject")
-    payouts = subject.payouts(2)
-    with _rail(subject) as rail:
-        faults.plan("reject")
-        sent = send(rail, payouts)
+    _, _, sent = _send_with_fault(subject, "reject", 2)
     _expect(sent, frozenset({Outcome.REJECTED}), "the provider refused each payout (invalid beneficiary)",
             "a refused payout is REJECTED, with the provider's reason")
     if sent.results is not None and any(not r.reason for r in sent.results if r.outcome == Outcome.REJECTED):
@@ -348,9 +332,7 @@ def hung_provider_is_bounded(subject: RailSubject) -> None:
         worker = threading.Thread(target=lambda: box.append(send(rail, [payout])), daemon=True)
         worker.start()
         worker.join(subject.timeout_seconds)
-        release = getattr(faults, "release", None)
-        if callable(release):
-            release()
+        _release(faults)
         worker.join(5)
     if not box:
         raise ContractViolation(f"a send to a provider that does not answer was still running after timeout_seconds "
@@ -374,7 +356,9 @@ def lookup_finds_accepted_payment(subject: RailSubject) -> None:
         send(rail, [payout])
     with _rail(subject) as rail:
         found = rail.lookup([payout.idempotency_key])
-    result = found.get(payout.idempotency_key, Outcome.UNKNOWN) if isinstance(found, dict) else None
+    if not isinstance(found, dict):
+        raise ContractViolation(f"lookup returned {type(found).__name__}, not a dict by key")
+    result = found.get(payout.idempotency_key, Outcome.UNKNOWN)
     if result is None:
         raise ContractViolation("lookup answered None (never received) for a payout the provider accepted (its "
                                 "answer was lost): the core would send it again")
@@ -426,11 +410,7 @@ def lookup_raises_on_timeout(subject: RailSubject) -> None:
 
 
 def error_after_accept_is_unknown(subject: RailSubject) -> None:
-    faults = subject.controller("error_after_accept")
-    payout = subject.make_payout(new_key())
-    with _rail(subject) as rail:
-        _plan(faults, "error_after_accept")
-        sent = send(rail, [payout])
+    _, _, sent = _send_with_fault(subject, "error_after_accept")
     _expect(sent, SUCCESS | {Outcome.UNKNOWN}, "the provider accepted the payout, then answered HTTP 500",
             "a server error after the request was sent may follow a payment; raise UnknownOutcomeError (the core "
             "looks it up before any new attempt), or answer what a lookup confirmed, never RetryableRailError")

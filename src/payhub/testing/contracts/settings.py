@@ -7,13 +7,12 @@ source, calculator and hook suites include it, reading the model from the plugin
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
 
-from payhub.testing.contracts._pytest import run_in_pytest
-from payhub.testing.contracts.checks import Check
+from payhub.testing.contracts._pytest import add_check_tests
 from payhub.testing.contracts.settings_checks import SETTINGS_CHECKS, PluginKind, SettingsSubject
 
 __all__ = ["SettingsContract"]
@@ -36,14 +35,4 @@ class SettingsContract:
         return SettingsSubject(settings_model, kind, self.secret_exempt)
 
 
-def _test(check: Check[SettingsSubject]) -> Any:
-    def test(self: SettingsContract, settings_subject: SettingsSubject) -> None:
-        run_in_pytest(check, settings_subject)
-
-    test.__name__ = test.__qualname__ = f"test_{check.name}"
-    test.__doc__ = check.summary
-    return test
-
-
-for _check in SETTINGS_CHECKS:
-    setattr(SettingsContract, f"test_{_check.name}", _test(_check))
+add_check_tests(SettingsContract, SETTINGS_CHECKS, "settings_subject")

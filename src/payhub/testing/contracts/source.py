@@ -24,14 +24,13 @@ Tests are named ``test_<check>`` after :data:`~payhub.testing.contracts.source_c
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
 
 from payhub.api import Source
-from payhub.testing.contracts._pytest import run_in_pytest
-from payhub.testing.contracts.checks import Check
+from payhub.testing.contracts._pytest import add_check_tests
 from payhub.testing.contracts.settings import SettingsContract
 from payhub.testing.contracts.settings_checks import PluginKind
 from payhub.testing.contracts.source_checks import SOURCE_CHECKS, SourceFaults, SourceSubject, Upstream
@@ -72,14 +71,4 @@ class SourceContract(SettingsContract):
             source.close()
 
 
-def _test(check: Check[SourceSubject]) -> Any:
-    def test(self: SourceContract, source_subject: SourceSubject) -> None:
-        run_in_pytest(check, source_subject)
-
-    test.__name__ = test.__qualname__ = f"test_{check.name}"
-    test.__doc__ = check.summary
-    return test
-
-
-for _check in SOURCE_CHECKS:
-    setattr(SourceContract, f"test_{_check.name}", _test(_check))
+add_check_tests(SourceContract, SOURCE_CHECKS, "source_subject")
