@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass
 from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from payhub.db.faults import describe
-from payhub.db.schema import sources
 from payhub.http.probes import PROBE_TIMEOUT_SECONDS, Probes, probes, reading
 from payhub.http.state import Face, face
+from payhub.store.events import failed_sources
 
 router = APIRouter(tags=["health"])
 
@@ -100,12 +100,10 @@ def _schema(conn: Connection, head: str) -> Check:
 
 
 def _sources(conn: Connection, configured: list[str]) -> Check:
-    failed = [(name, reason) for name, reason in conn.execute(
-        select(sources.c.name, sources.c.reason).where(sources.c.status == "failed").order_by(sources.c.name))
-        if name in configured]
+    failed = failed_sources(conn, configured).items()
     if not failed:
         return Check("sources", True, f"{len(configured)} configured, none failed permanently")
-    named = "; ".join(f"{name}: {_short(reason or 'failed')}" for name, reason in failed)
+    named = "; ".join(f"{name}: {_short(reason)}" for name, reason in failed)
     return Check("sources", False, f"failed permanently (polled again after a restart, once fixed): {named}")
 
 

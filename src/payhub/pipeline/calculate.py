@@ -291,7 +291,7 @@ def _audit_calculated(tx: Tx, reward_id: int, row: dict[str, Any], status: str) 
                               "currency": row["currency"]}
     if status != RewardStatus.PENDING:
         detail.update(status=status, reason=row["hold_reason"], approvals_needed=row["approvals_needed"])
-    tx.audit("reward.calculated", "reward", reward_id, detail, outcome="held" if status == "held" else "ok")
+    tx.audit("reward.calculated", "reward", reward_id, detail, outcome="held" if status == RewardStatus.HELD else "ok")
 
 
 def _audit_cancelled(tx: Tx, reward_id: int, event_id: int) -> None:

@@ -37,7 +37,7 @@ def _load(tx: Tx, payout_id: int, allowed: tuple[PayoutStatus, ...], verb: str) 
     return row
 
 
-def _not_at_rail(tx: Tx, payout_id: int, *statuses: str) -> None:
+def _not_at_rail(tx: Tx, payout_id: int, *statuses: PayoutStatus) -> None:
     """Refuse when the audit chain records the payout in one of ``statuses`` at the rail (sent, paid, unknown),
     whatever its row says now: the row can be edited, the chain cannot (without ``audit verify`` seeing it)."""
     hit = reached_rail(tx.conn, [payout_id]).get(payout_id)
@@ -65,7 +65,7 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
         row = _load(tx, payout_id, (PayoutStatus.UNRESOLVED, PayoutStatus.UNKNOWN), "resolved")
         status = PayoutStatus.RETRYING if outcome == "not-sent" else PayoutStatus(outcome)
         if status == PayoutStatus.RETRYING:  # not-sent is for an unknown outcome, never for a send the chain records
-            _not_at_rail(tx, payout_id, "sent", "paid")
+            _not_at_rail(tx, payout_id, PayoutStatus.SENT, PayoutStatus.PAID)
         section = rt.settings.rails.get(row.rail)
         if status == PayoutStatus.RETRYING and section is not None and row.attempts >= section.max_attempts:
             raise PayhubError(f"payout {payout_id} has used all {section.max_attempts} attempts of rail {row.rail}; "
@@ -90,7 +90,7 @@ def release(rt: Runtime, payout_id: int, reason: str) -> None:
     reason = required_reason(reason)
     with rt.transaction() as tx:
         _load(tx, payout_id, (PayoutStatus.HELD,), "released")
-        _not_at_rail(tx, payout_id, "sent", "paid", "unknown")
+        _not_at_rail(tx, payout_id, PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.UNKNOWN)
         _moved(store.set_status(tx, payout_id, PayoutStatus.SCHEDULED, reason=f"released by operator: {reason}",
                           released_by=rt.writer.actor), payout_id)
         tx.audit("payout.released", "payout", payout_id, {"reason": reason})
@@ -106,7 +106,7 @@ def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
         row = _load(tx, payout_id, (PayoutStatus.SCHEDULED, PayoutStatus.HELD, PayoutStatus.RETRYING), "cancelled")
         if row.status == PayoutStatus.RETRYING and row.attempts and not _never_received(tx, payout_id):
             raise PayhubError(f"payout {payout_id} may have reached the rail; resolve it instead")
-        _not_at_rail(tx, payout_id, "sent", "paid", "unknown")
+        _not_at_rail(tx, payout_id, PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.UNKNOWN)
         _moved(store.fail(tx, payout_id, PayoutStatus.CANCELLED, text, {"from": row.status}), payout_id)
         payee = load_payees(tx.conn, [row.payee_id]).get(row.payee_id)
     if payee is not None:

@@ -25,8 +25,6 @@ from payhub.store import rewards as store
 
 Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
 
-# Rewards held for these reasons are retried automatically once the cause may be gone.
-
 
 def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int) -> tuple[str | None, str]:
     """The rail for a payout and why; (None, every refusal) when no configured rail can take it.

@@ -75,10 +75,19 @@ def upgrade() -> None:
                 op.create_check_constraint(op.f(name), table, condition)
 
 
+def _without_checks(sql: str, table: str) -> str:
+    """``table``'s CREATE TABLE text without the CHECK clauses upgrade() added; refuses text it did not write."""
+    clauses = ', \n\t' + ', \n\t'.join(_clauses(table))
+    if clauses not in sql:
+        raise RuntimeError(f"{table}: its CREATE TABLE text does not end with the CHECKs of revision 0007; "
+                           "not downgraded")
+    return sql.replace(clauses, '')
+
+
 def downgrade() -> None:
     for table in reversed(list(CHECKS)):
         if op.get_bind().dialect.name == 'sqlite':
-            _rebuild_sqlite(table, lambda sql, t=table: sql.replace(', \n\t' + ', \n\t'.join(_clauses(t)), ''))
+            _rebuild_sqlite(table, lambda sql, t=table: _without_checks(sql, t))
         else:
             for name in _constraints(table):
                 op.drop_constraint(op.f(name), table, type_='check')
