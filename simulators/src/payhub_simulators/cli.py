@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     gift.add_argument("--fault", action="append", default=[], help="queue a fault, e.g. error_after or latency=2")
     gift.add_argument("--every", action="append", default=[], metavar="KIND=N",
                       help="inject fault KIND on every Nth order request, e.g. error_after=5")
-    gift.add_argument("--duplicate-style", choices=("existing", "conflict"), default="existing")
+    gift.add_argument("--duplicate-style", choices=("existing", "conflict"), default="existing",
+                      help="a repeated external_id: 201 with the existing order (default), or 409")
     gift.add_argument("--no-dedup", action="store_true", help="do not deduplicate on external_id")
     gift.add_argument("--orders", action="store_true",
                       help="print the orders kept in the --state file as JSON and exit (starts no server)")

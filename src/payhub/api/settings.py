@@ -25,7 +25,6 @@ __all__ = [
     "Country",
     "Currency",
     "FileNamePart",
-    "JsonFloat",
     "MAX_AMOUNT",
     "NoSettings",
     "PluginSettings",

@@ -18,7 +18,6 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +28,7 @@ from payhub.api import Payee, PayoutInstruction
 from payhub.cli import Context, fail_cleanly, pass_ctx
 from payhub.cli.admin import plugins
 from payhub.cli.output import plain, to_json
+from payhub.clock import utcnow
 from payhub.errors import ConfigError, InvalidRecord, PluginTimeout
 from payhub.guard import Guard
 from payhub.money import check_currency, parse_amount, quantize
@@ -145,7 +145,7 @@ def _payouts(settings: Settings, payee_id: str | None, amount: str, currency: st
 
     def make_payout(key: str) -> PayoutInstruction:
         number = next(counter)
-        return PayoutInstruction(number, key, payee, value, code, f"payhub plugins check {number}", datetime.now(UTC))
+        return PayoutInstruction(number, key, payee, value, code, f"payhub plugins check {number}", utcnow())
 
     return make_payout
 
