@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -266,7 +267,7 @@ class LedgerRail(Rail):
 
     def __init__(self, name: str, settings: LedgerRailSettings) -> None:
         super().__init__(name, settings)
-        with self._db() as db:
+        with closing(self._db()) as db, db:
             db.execute("CREATE TABLE IF NOT EXISTS sends (key TEXT NOT NULL, payout_id INTEGER, amount TEXT, "
                        "currency TEXT, at REAL)")
             db.execute("CREATE INDEX IF NOT EXISTS sends_key ON sends (key)")

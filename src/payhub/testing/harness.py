@@ -57,6 +57,7 @@ from payhub.pipeline.settle import settle_rail
 from payhub.plugins import load_plugins
 from payhub.runtime import Runtime
 from payhub.settings import Settings, cross_checks, validation_problems
+from payhub.states import FINAL_PAYOUT, PayoutStatus
 from payhub.testing.cli import write_distribution
 from payhub.testing.clock import ManualClock
 from payhub.testing.db import migrate_database
@@ -66,13 +67,13 @@ from payhub.worker import STAGE_BATCHES, Worker
 STAGES = ("ingested", "calculated", "scheduled", "disbursed", "settled")
 """The keys of the counts :meth:`Harness.run_pass` returns, in pipeline order."""
 
-CLOSED_PAYOUTS = frozenset({"rejected", "returned", "failed", "cancelled"})
+CLOSED_PAYOUTS = FINAL_PAYOUT
 """Payout statuses that no longer hold their rewards (they are owed again or cancelled)."""
 
-UNPAID_PAYOUTS = CLOSED_PAYOUTS | {"held"}
+UNPAID_PAYOUTS = CLOSED_PAYOUTS | {PayoutStatus.HELD}
 """Payout statuses in which payhub holds that the provider has not paid the payout (or paid it and got it back)."""
 
-WAITING_PAYOUTS = ("retrying", "unknown")
+WAITING_PAYOUTS = (PayoutStatus.RETRYING, PayoutStatus.UNKNOWN)
 """Payout statuses that wait for their ``next_attempt_at``."""
 
 _TABLES = {"sources": Source, "programs": Calculator, "rails": Rail, "hooks": object}

@@ -14,6 +14,7 @@ from typing import Any
 import pluggy
 
 from payhub import hookspecs
+from payhub.plugins import new_plugin_manager
 from payhub.testing.contracts.checks import Check, ContractViolation
 
 __all__ = ["HOOK_CHECKS", "HookSubject"]
@@ -26,14 +27,8 @@ class HookSubject:
     factory: Callable[[], Any]
 
 
-def _manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager("payhub")
-    pm.add_hookspecs(hookspecs)
-    return pm
-
-
 def hookimpls_match_specs(subject: HookSubject) -> None:
-    pm = _manager()
+    pm = new_plugin_manager()
     try:
         pm.register(subject.factory(), name="under-test")
         pm.check_pending()
@@ -47,7 +42,7 @@ def _spec_names() -> list[str]:
 
 
 def implements_a_hook(subject: HookSubject) -> None:
-    pm = _manager()
+    pm = new_plugin_manager()
     plugin = subject.factory()
     try:
         pm.register(plugin, name="under-test")
