@@ -304,7 +304,9 @@ def test_settings_are_checked() -> None:
     for bad, message in [({"countries": ["USA"]}, "not ISO 3166"), ({"currencies": ["XYZ"]}, "unknown currency"),
                          ({"max_amounts": {"USD": 10.5}}, "float is not exact"),
                          ({"max_amounts": {"USD": "0"}}, "must be positive"),
-                         ({"base_url": "ftp://x"}, "not an http"), ({"surprise": 1}, "Extra inputs")]:
+                         ({"base_url": "ftp://x"}, "not an absolute http"),
+                         ({"base_url": "https://user:pw@gift.example"}, "credentials"),
+                         ({"surprise": 1}, "Extra inputs")]:
         with pytest.raises(ValidationError, match=message):
             GiftCardSettings(**{**good, **bad})
     with pytest.raises(ValidationError, match="api_key"):

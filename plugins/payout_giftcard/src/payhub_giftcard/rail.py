@@ -58,6 +58,7 @@ from payhub.api import (
     RailResult,
     RetryableRailError,
     UnknownOutcomeError,
+    Url,
     check_currency,
 )
 from pydantic import Field, SecretStr, field_validator
@@ -92,7 +93,7 @@ STATUSES = {
 class GiftCardSettings(PluginSettings):
     """Settings of a ``[rails.<name>]`` section with ``plugin = "giftcard"``."""
 
-    base_url: str = Field(
+    base_url: Url = Field(
         description="The provider's API root, e.g. https://api.provider.example/api/v2.")
     api_key: SecretStr = Field(
         description="Bearer API key (from the environment: PAYHUB_RAILS__<NAME>__API_KEY).")
@@ -118,8 +119,6 @@ class GiftCardSettings(PluginSettings):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"https?://[^/\s]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
     @field_validator("default_country")
