@@ -15,7 +15,7 @@ from typing import Any
 
 import pluggy
 
-from payhub.api import FxRate, PayoutInstruction, PayoutStatus, ScreenDecision
+from payhub.api import FxRate, Payee, PayoutInstruction, PayoutStatus, SanctionsList, ScreenDecision
 
 hookspec = pluggy.HookspecMarker("payhub")
 
@@ -23,6 +23,30 @@ hookspec = pluggy.HookspecMarker("payhub")
 @hookspec
 def payhub_screen_payout(payout: PayoutInstruction) -> ScreenDecision | None:
     """Screen a payout before its first attempt (sanctions, tax forms, caps); any denial holds it."""
+
+
+@hookspec
+def payhub_screen_payee(payee: Payee) -> ScreenDecision | None:
+    """Screen a payee the payees file added or changed; a denial is recorded (audited) and shown to operators, and
+    the payee's payouts are screened again before they are sent."""
+
+
+@hookspec
+def payhub_payouts_blocked() -> str | None:
+    """Why no payout may be sent now (e.g. a sanctions list older than allowed), or None. Asked before every
+    disbursement round and by ``/readyz``; any answer stops all sends (they stay due) until it is None again."""
+
+
+@hookspec
+def payhub_sanctions_lists() -> list[SanctionsList] | None:
+    """Sanctions lists this plugin provides, read when ``payhub screening refresh`` runs (besides the list files
+    the ``sanctions`` plugin is configured with)."""
+
+
+@hookspec
+def payhub_payee_erased(payee_id: str) -> None:
+    """Observe a payee whose personal data ``payhub payees erase`` removed: forget what this plugin keeps about
+    them (files, caches) and keep only what the law requires."""
 
 
 @hookspec(firstresult=True)

@@ -345,6 +345,69 @@ class AuditSettings(_Section):
         return value
 
 
+class TaxSettings(_Section):
+    """US information-return rules (docs/compliance.md#tax-profiles): forms, backup withholding, thresholds."""
+
+    enabled: bool = Field(False, description="Apply the tax-form rules before scheduling.")
+    us_without_w9: Literal["hold", "withhold"] = Field(
+        "hold", description="A US payee without a valid W-9 (and TIN): hold its rewards, or pay with backup "
+                            "withholding.")
+    backup_withholding_rate: Decimal = Field(Decimal("0.24"), gt=0, lt=1, description="Backup withholding rate.")
+    non_us_without_w8: Literal["hold", "pay"] = Field(
+        "hold", description="A non-US payee without a current W-8BEN or W-8BEN-E: hold its rewards, or pay.")
+    thresholds: dict[int, Amount] = Field(
+        default_factory=dict, description="Reporting threshold in USD by payment year, for years after 2026 "
+                                          "(2025 and before: 600; 2026: 2000).")
+    warn_ratio: Decimal = Field(Decimal("0.8"), gt=0, le=1, description="Warn when a payee without a form reaches "
+                                                                         "this share of the threshold.")
+
+
+class FlagCap(_Section):
+    """A yearly cap on what payees carrying ``flag`` may receive (docs/compliance.md#gift-and-anti-bribery-limits)."""
+
+    flag: str = Field(min_length=1, max_length=100)
+    amount: Amount = Field(ge=0)
+    currency: Currency
+    per: Literal["payee", "program", "flag"] = Field(
+        "payee", description="One cap per payee, per payee and program, or one pool for all payees with the flag.")
+    programs: list[str] = Field(default_factory=list, description="Programs it applies to; empty = all.")
+
+
+class GiftSettings(_Section):
+    """Gift and anti-bribery limits."""
+
+    flag_caps: list[FlagCap] = Field(default_factory=list)
+    giftcard_rails: list[str] = Field(default_factory=list, description="Rails whose payouts are gift cards.")
+    giftcard_yearly_cap: dict[Currency, Annotated[Amount, Field(ge=0)]] = Field(
+        default_factory=dict, description="Per recipient and calendar year, the most paid in gift cards.")
+
+
+class ErasureSettings(_Section):
+    """What ``payhub payees erase`` removes besides the payee's own row (docs/compliance.md#erasure)."""
+
+    event_attributes: list[str] = Field(
+        default_factory=list, description="Event attributes that hold personal data of the event's payee.")
+
+
+class RetentionSettings(_Section):
+    """How long events' payloads and audit entries are kept (docs/compliance.md#retention)."""
+
+    events_days: int | None = Field(None, ge=1, le=36_600, description="Archive and delete events' payloads "
+                                                                          "older than this.")
+    audit_days: int | None = Field(None, ge=1, le=36_600, description="Archive and delete audit entries older "
+                                                                         "than this.")
+    archive_dir: Path = Field(Path("archive"), description="Where `payhub retention apply` writes its archives.")
+
+
+class ComplianceSettings(_Section):
+    """Compliance rules of the core (docs/compliance.md); sanctions screening is the ``sanctions`` hook plugin."""
+
+    tax: TaxSettings = TaxSettings()
+    gifts: GiftSettings = GiftSettings()
+    erasure: ErasureSettings = ErasureSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+
 class _EnvironmentSource(EnvSettingsSource):
     """The ``PAYHUB_…`` variables. A plugin's own keys are unknown to the core, so pydantic-settings reads their
     values as JSON; a value that is one number with a fraction or an exponent (``0.5``) is kept as the text it is,
@@ -421,6 +484,7 @@ class Settings(BaseSettings):
     files: FilesSettings = FilesSettings()
     audit: AuditSettings = AuditSettings()
     http: HttpSettings = HttpSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     programs: dict[str, ProgramSection] = Field(default_factory=dict)
     rails: dict[str, RailSection] = Field(default_factory=dict)

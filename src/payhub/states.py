@@ -50,6 +50,7 @@ class HoldCode(StrEnum):
     FX_RATE = "fx_rate"  # no exchange rate to the payee's currency; rechecked at every schedule pass
     PAYOUT_FAILED = "payout_failed"  # its payout did not pay: the money is owed again, to be released or cancelled
     OPERATOR = "operator"  # an operator held it
+    TAX_FORM = "tax_form"  # the payee's tax form or TIN is missing, invalid or expired; rechecked at every pass
 
 
 RECHECKED_HOLDS: tuple[HoldCode, ...] = (HoldCode.NO_PAYEE, HoldCode.NO_RAIL, HoldCode.FX_RATE)
@@ -58,6 +59,37 @@ RECHECKED_HOLDS: tuple[HoldCode, ...] = (HoldCode.NO_PAYEE, HoldCode.NO_RAIL, Ho
 UNPAID: tuple[RewardStatus, ...] = (RewardStatus.PENDING, RewardStatus.AWAITING_APPROVAL, RewardStatus.HELD,
                                     RewardStatus.CARRIED)
 """Reward statuses whose money is owed and not yet in a payout."""
+
+
+class RewardKind(StrEnum):
+    """What a reward row is (the rewards' ``kind``)."""
+
+    REWARD = "reward"  # earned by a program (or an adjustment of one)
+    WITHHOLDING = "withholding"  # negative: tax withheld from the payout it is scheduled into (backup withholding)
+
+
+class PayoutHold(StrEnum):
+    """Why a payout is ``held`` (the payouts' ``hold_code``)."""
+
+    SCREENING = "screening"  # a screening hook denied it: two different operators release it, with a justification
+    AUDIT_TRAIL = "audit_trail"  # it does not match its audit trail (payhub.pipeline.presend)
+
+
+class TaxForm(StrEnum):
+    """The US tax form a payee has on file (the payees' ``tax_form``; NULL when none)."""
+
+    W9 = "W-9"
+    W8BEN = "W-8BEN"
+    W8BEN_E = "W-8BEN-E"
+
+
+class TinStatus(StrEnum):
+    """What payhub could tell about a payee's taxpayer identification number (never the number itself)."""
+
+    VALID = "valid"  # passes its country's format and check-digit rules (python-stdnum)
+    INVALID = "invalid"
+    MISSING = "missing"
+    UNCHECKED = "unchecked"  # given, for a country python-stdnum has no rule for
 
 
 class PayoutStatus(StrEnum):

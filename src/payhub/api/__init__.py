@@ -73,6 +73,8 @@ from payhub.api.files import (
 )
 from payhub.api.hooks import (
     FxRate,
+    SanctionsEntry,
+    SanctionsList,
     ScreenDecision,
     hookimpl,
 )
@@ -165,6 +167,8 @@ __all__ = [
     "RetryableRailError",
     "RewardLine",
     "RewardStatus",
+    "SanctionsEntry",
+    "SanctionsList",
     "SchemaOutOfDateError",
     "ScreenDecision",
     "Source",

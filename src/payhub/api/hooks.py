@@ -10,6 +10,8 @@ import pluggy
 
 __all__ = [
     "FxRate",
+    "SanctionsEntry",
+    "SanctionsList",
     "ScreenDecision",
     "hookimpl",
 ]
@@ -36,3 +38,27 @@ class FxRate:
     rate: Decimal
     source: str
     rate_date: date
+
+
+@dataclass(frozen=True, slots=True)
+class SanctionsEntry:
+    """One listed party: its id on the list, its primary name, its aliases and the countries the list gives for it
+    (ISO 3166 alpha-2, where known), and the sanctions programmes it is listed under."""
+
+    entry_id: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()
+    kind: str = ""  # individual, entity, vessel, aircraft (as the list says), or empty
+
+
+@dataclass(frozen=True, slots=True)
+class SanctionsList:
+    """A sanctions list as published: its name, the date it was published (the list's own date), a SHA-256 over
+    the bytes it was read from (shown in the audit log), and its entries."""
+
+    name: str
+    published_on: date
+    sha256: str
+    entries: tuple[SanctionsEntry, ...]

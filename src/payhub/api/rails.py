@@ -27,6 +27,8 @@ class Payee:
     """Who is paid, and how. ``details`` holds rail-specific payout details (account, IBAN, email...).
 
     ``min_payout`` is the smallest payout the payee accepts in ``currency``; smaller balances carry forward.
+    ``aliases`` are other names the payee is known by (screened like the name); ``flags`` mark payees that
+    compliance rules treat apart (``government_official``, ``healthcare_professional``, or an admin's own flags).
     """
 
     id: str
@@ -37,6 +39,8 @@ class Payee:
     rail: str | None = None
     details: Mapping[str, str] = field(default_factory=dict)
     min_payout: Decimal | None = None
+    aliases: tuple[str, ...] = ()
+    flags: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,16 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -87,6 +90,14 @@ payees = Table(
     Column("details", Text, nullable=False, default="{}"),  # JSON object of payout details
     Column("fingerprint", String(64), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("aliases", Text, nullable=False, server_default="[]"),  # JSON list of other names (screened too)
+    Column("flags", Text, nullable=False, server_default="[]"),  # JSON list: government_official, hcp, custom flags
+    Column("tax_form", String(10)),  # a TaxForm: W-9, W-8BEN, W-8BEN-E; NULL when none is on file
+    Column("form_signed_on", Date),
+    Column("tin_kind", String(20)),  # what the TIN was read as: ssn, ein, itin, vat, other
+    Column("tin_status", String(20)),  # a TinStatus: valid, invalid, missing
+    Column("tin_sealed", Text),  # the TIN, sealed with the payee's personal key (payhub.compliance.personal)
+    Column("erased_at", UTCDateTime),  # set by `payhub payees erase`: personal values are gone
 )
 
 sources = Table(
@@ -181,6 +192,7 @@ rewards = Table(
     Column("payout_id", ForeignKey("payouts.id")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("kind", String(20), nullable=False, server_default="reward"),  # a RewardKind: reward, withholding
     # the calculation that produced the reward: one per (program, event)
     ForeignKeyConstraint(["program", "event_id"], ["calculations.program", "calculations.event_id"],
                          name="fk_rewards_calculation"),
@@ -247,6 +259,7 @@ payouts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("checked_at", UTCDateTime),
+    Column("hold_code", String(40)),  # a PayoutHold, for a held payout
     Index("ix_payouts_status_rail", "status", "rail"),
     # listings by status, rail or payee, paged by id
     Index("ix_payouts_status_id", "status", "id"),
@@ -342,4 +355,63 @@ webhook_objects = Table(
     Column("object_id", String(500), nullable=False),  # an object a webhook named, read by the source's next fetch
     Column("received_at", UTCDateTime, nullable=False),
     UniqueConstraint("source", "object_id"),
+)
+
+
+# ------------------------------------------------------------------------------------------------- compliance
+
+personal_keys = Table(
+    "personal_keys",
+    metadata,
+    Column("subject", String(200), primary_key=True),  # a payee id
+    Column("key", String(64), nullable=False),  # base64 of the AES-256 key; erasure deletes the row
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+screening_lists = Table(
+    "screening_lists",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),  # the list's name in the sanctions settings
+    Column("format", String(40), nullable=False),
+    Column("published_on", Date),  # the list's own date (or its files' modification date)
+    Column("sha256", String(64), nullable=False),  # over the files as loaded
+    Column("entries", Integer, nullable=False),
+    Column("loaded_at", UTCDateTime, nullable=False),
+    Column("loaded_by", String(200), nullable=False),
+    Column("current", Boolean, nullable=False),  # the version screening uses; older ones are kept as evidence
+    Column("data", LargeBinary, nullable=False),  # the parsed entries, gzipped JSON
+    Index("ix_screening_lists_name_current", "name", "current"),
+)
+
+payee_screenings = Table(
+    "payee_screenings",
+    metadata,
+    Column("payee_id", String(200), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),  # of the names screened and the list versions used
+    Column("status", String(20), nullable=False),  # clear | hit
+    Column("detail", Text, nullable=False),  # JSON: lists, dates, matched entries and scores
+    Column("screened_at", UTCDateTime, nullable=False),
+)
+
+release_requests = Table(
+    "release_requests",
+    metadata,
+    Column("payout_id", ForeignKey("payouts.id"), primary_key=True),
+    Column("operator", String(200), primary_key=True),  # the first of the two operators a screening release needs
+    Column("justification", Text, nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+)
+
+audit_cut = Table(
+    "audit_cut",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: the latest retention cut
+    Column("seq", BigInteger, nullable=False),  # entries up to and including seq were archived and deleted
+    Column("hash", String(64), nullable=False),  # the hash of entry seq: entry seq+1 links to it
+    Column("at", UTCDateTime, nullable=False),
+    Column("archive", Text, nullable=False),  # the archive file's name
+    Column("archive_sha256", String(64), nullable=False),
+    Column("signature", Text, nullable=False),  # Ed25519 over the cut's canonical text (payhub.checkpoints key)
+    Column("key_id", String(64), nullable=False),
 )

@@ -1,0 +1,125 @@
+"""Personal values sealed with a per-payee key, so that erasure can destroy them anywhere, the audit log included.
+
+A sealed value is text: ``pii:v1:<payee id>:<base64url of nonce + AES-256-GCM ciphertext>``, the payee id bound
+as associated data. Each payee's key is a row of ``personal_keys``, made the first time a value of theirs is
+sealed. ``payhub payees erase`` deletes the row: every value sealed for the payee, wherever it is stored (audit
+entries, whose hashes cover the sealed text and so stay valid), can no longer be opened. What this does not reach
+(backups, copies made before the erasure, values written unsealed by plugins) is listed in docs/compliance.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Connection, delete, select
+
+from payhub.clock import utcnow
+from payhub.db.queries import insert_ignore
+from payhub.db.schema import personal_keys
+
+PREFIX = "pii:v1:"
+ERASED = "[erased]"
+_SEALED = re.compile(r"pii:v1:(?P<subject>.+):(?P<box>[A-Za-z0-9_-]+=*)", re.DOTALL)
+
+
+def keys(conn: Connection, subjects: Iterable[str], *, create: bool = False) -> dict[str, bytes]:
+    """The keys of ``subjects`` (payee ids); with ``create``, a new key for each that has none (in the caller's
+    transaction: the key exists once the values sealed with it are committed)."""
+    wanted = sorted(set(subjects))
+    found: dict[str, bytes] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        for subject, key in conn.execute(select(personal_keys.c.subject, personal_keys.c.key)
+                                         .where(personal_keys.c.subject.in_(chunk))):
+            found[subject] = base64.b64decode(key)
+    missing = [subject for subject in wanted if subject not in found]
+    if create and missing:
+        now = utcnow()
+        fresh = {subject: AESGCM.generate_key(bit_length=256) for subject in missing}
+        insert_ignore(conn, personal_keys, [{"subject": s, "key": base64.b64encode(k).decode(), "created_at": now}
+                                            for s, k in fresh.items()], "subject")
+        # Another writer may have made a key first: read back what is stored.
+        for subject, key in conn.execute(select(personal_keys.c.subject, personal_keys.c.key)
+                                         .where(personal_keys.c.subject.in_(missing))):
+            found[subject] = base64.b64decode(key)
+    return found
+
+
+def seal_with(key: bytes, subject: str, value: str) -> str:
+    """``value`` sealed with ``subject``'s ``key`` (from :func:`keys`)."""
+    nonce = os.urandom(12)
+    box = nonce + AESGCM(key).encrypt(nonce, value.encode(), subject.encode())
+    return f"{PREFIX}{subject}:{base64.urlsafe_b64encode(box).decode()}"
+
+
+def seal(conn: Connection, subject: str, value: str) -> str:
+    """``value`` sealed with ``subject``'s key, made if it has none."""
+    return seal_with(keys(conn, [subject], create=True)[subject], subject, value)
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def subject_of(value: str) -> str | None:
+    """The payee id a sealed value belongs to, or None when ``value`` is not sealed."""
+    match = _SEALED.fullmatch(value)
+    return match["subject"] if match else None
+
+
+def open_with(found: dict[str, bytes], value: str) -> str:
+    """The plain text of a sealed ``value`` with the keys in ``found``; :data:`ERASED` when its key is gone (or
+    the text was altered). Text that is not sealed is returned as it is."""
+    match = _SEALED.fullmatch(value)
+    if match is None:
+        return value
+    key = found.get(match["subject"])
+    if key is None:
+        return ERASED
+    try:
+        box = base64.urlsafe_b64decode(match["box"])
+        return AESGCM(key).decrypt(box[:12], box[12:], match["subject"].encode()).decode()
+    except (InvalidTag, ValueError):
+        return ERASED
+
+
+def reveal(conn: Connection, value: Any) -> Any:
+    """``value`` (text, or JSON-shaped lists and dicts) with every sealed text opened, or :data:`ERASED`."""
+    subjects: set[str] = set()
+    _walk(value, subjects)
+    found = keys(conn, subjects) if subjects else {}
+    return _opened(value, found)
+
+
+def _walk(value: Any, into: set[str]) -> None:
+    if isinstance(value, str):
+        subject = subject_of(value) if value.startswith(PREFIX) else None
+        if subject is not None:
+            into.add(subject)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _walk(item, into)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _walk(item, into)
+
+
+def _opened(value: Any, found: dict[str, bytes]) -> Any:
+    if isinstance(value, str):
+        return open_with(found, value) if value.startswith(PREFIX) else value
+    if isinstance(value, dict):
+        return {name: _opened(item, found) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_opened(item, found) for item in value]
+    return value
+
+
+def erase_key(conn: Connection, subject: str) -> bool:
+    """Delete ``subject``'s key; return whether there was one. Every value sealed with it is unreadable after."""
+    return bool(conn.execute(delete(personal_keys).where(personal_keys.c.subject == subject)).rowcount)
