@@ -16,8 +16,9 @@ page keeps the values: on SQLite the transaction runs with ``PRAGMA secure_delet
 then the write-ahead log is checkpointed and truncated, the file is ``VACUUM``-ed and the log truncated again; on
 PostgreSQL the touched tables are ``VACUUM``-ed (see docs/compliance.md for what that does not reach).
 
-A payee with money still moving is refused: rewards not paid or cancelled, and payouts that are not paid or in a
-final state, are named so that an operator settles or cancels them first.
+A payee with money still moving is refused: rewards not sent, paid or cancelled, and payouts that their rail has
+not accepted (scheduled, sending, retrying, unknown, unresolved, held), are named so that an operator settles or
+cancels them first.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ ERASED = personal.ERASED
 """What replaces a personal value inside free text that is kept."""
 MIN_VALUE_CHARS = 3
 """Values shorter than this are not searched for in free text (they would match inside ordinary words)."""
-SETTLED_REWARDS = (RewardStatus.PAID, RewardStatus.CANCELLED)
-SETTLED_PAYOUTS = (PayoutStatus.PAID, PayoutStatus.REJECTED, PayoutStatus.RETURNED, PayoutStatus.FAILED,
-                   PayoutStatus.CANCELLED)
+SETTLED_REWARDS = (RewardStatus.SENT, RewardStatus.PAID, RewardStatus.CANCELLED)
+SETTLED_PAYOUTS = (PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.REJECTED, PayoutStatus.RETURNED,
+                   PayoutStatus.FAILED, PayoutStatus.CANCELLED)
+"""Where a payout may be when its payee is erased: accepted by its rail or final. What follows acceptance (paid,
+returned) is matched by idempotency key and provider reference, which erasure keeps."""
 TOUCHED = ("payees", "events", "calculations", "rewards", "fund_entries", "payouts", "attempts", "release_requests",
            "payee_screenings", "personal_keys")
 """The tables an erasure writes, compacted afterwards."""
@@ -93,7 +96,7 @@ class Erasure:
 
 
 def unsettled(conn: Connection, payee_id: str) -> list[str]:
-    """The payee's rewards not yet paid or cancelled and payouts not yet paid or final, as ``reward 12 (held)``."""
+    """The payee's rewards and payouts not yet accepted by a rail (nor final), as ``reward 12 (held)``."""
     found = [f"reward {rid} ({status})" for rid, status in conn.execute(
         select(rewards.c.id, rewards.c.status).where(rewards.c.payee_id == payee_id,
                                                      rewards.c.status.not_in(SETTLED_REWARDS))

@@ -1,0 +1,232 @@
+"""``payhub payees erase``: a paid payee's name, email, IBAN, alias, TIN and personal event attribute leave the
+database (the SQLite file and its -wal and -shm searched byte by byte, as UTF-8, UTF-16 and JSON text), the audit
+chain and the checkpoints signed before still verify, the payees file cannot bring the data back, the observers are
+told; a payee with money still moving is refused with the rewards named, a second erasure is an error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import CliSite, sql, write_site
+
+from payhub import signing
+from payhub.db.engine import sqlite_file
+from payhub.testing import write_distribution
+
+NAME = "Zoë Quixote-Marchetti"
+EMAIL = "zoe.quixote@example.org"
+IBAN = "FR7630006000011234567890189"
+ALIAS = "Zeldina Marchetti-Q"
+TIN = "12-3456789"
+CONTACT = "Yannick Brautigam-Oduya"
+VALUES = [NAME, EMAIL, IBAN, ALIAS, TIN, "123456789", CONTACT]
+
+PAYEES = (
+    "id,name,country,currency,email,iban,aliases,tin,tax_form,form_date,min_payout\n"
+    f"p1,{NAME},US,USD,{EMAIL},{IBAN},{ALIAS},{TIN},W-9,2026-01-15,\n"
+    "p2,Second Partner,US,USD,second@example.org,,,,,,100000\n"
+)
+DEALS = (
+    "id,type,occurred_at,payee_id,amount,currency,contact_name,region\n"
+    f"D-1,deal_won,2026-10-01T00:00:00Z,p1,1000.00,USD,{CONTACT},west\n"
+    f"D-2,deal_won,2026-10-02T00:00:00Z,p1,2000.00,USD,{CONTACT},west\n"
+    "D-3,deal_won,2026-10-03T00:00:00Z,p2,500.00,USD,Other Contact,east\n"
+)
+SETTINGS = """\
+[programs.pct]
+calculator = "percentage"
+percent = "10"
+
+[rails.export]
+plugin = "csv_export"
+directory = "out"
+
+[routing]
+default_rail = "export"
+
+[compliance.erasure]
+event_attributes = ["contact_name"]
+
+[audit]
+checkpoint_key_file = "checkpoint.pem"
+checkpoint_dir = "checkpoints"
+
+[hooks.erased_log]
+path = "erased.jsonl"
+"""
+HOOK = '''
+import json
+from payhub.api import ConfigPath, PluginSettings, hookimpl
+
+
+class ErasedLogSettings(PluginSettings):
+    path: ConfigPath
+
+
+class ErasedLog:
+    """Appends each payhub_payee_erased call to a JSON-lines file."""
+    settings_model = ErasedLogSettings
+
+    def __init__(self, settings):
+        self.path = settings.path
+
+    @hookimpl
+    def payhub_payee_erased(self, payee_id):
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"payee_id": payee_id}) + "\\n")
+'''
+
+
+class Site(CliSite):
+    def __init__(self, root: Path, db_url: str) -> None:
+        super().__init__(root)
+        self.db_url = db_url
+
+    def rows(self, query: str, **params: Any) -> list[Any]:
+        return sql(self.db_url, query, **params)
+
+
+@pytest.fixture
+def site(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    dist = write_distribution(tmp_path / "dist", "payhub-erased-log", "[payhub.hooks]\nerased_log = erased_log:ErasedLog\n",
+                              modules={"erased_log": HOOK})
+    monkeypatch.syspath_prepend(str(dist))
+    root = tmp_path / "site"
+    root.mkdir()
+    pem, _key = signing.new_private_key()
+    (root / "checkpoint.pem").write_text(pem)
+    write_site(root, db_url, SETTINGS, deals=DEALS, payees=PAYEES)
+    s = Site(root, db_url)
+    s.ok("db", "upgrade")
+    s.ok("run", "--once")
+    assert s.rows("SELECT status FROM payouts WHERE payee_id = 'p1'") == [("sent",)]
+    assert s.rows("SELECT status FROM rewards WHERE payee_id = 'p2'") == [("carried",)]
+    return s
+
+
+def forms(value: str) -> list[bytes]:
+    """How ``value`` may sit in a database file: UTF-8 (plain and JSON-escaped) and UTF-16 (either byte order)."""
+    texts = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    return sorted({t.encode(codec) for t in texts for codec in ("utf-8", "utf-16-le", "utf-16-be")})
+
+
+def left_in_files(db_url: str, values: list[str]) -> list[str]:
+    path = sqlite_file(db_url)
+    assert path is not None
+    found = []
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        if not Path(name).exists():
+            continue
+        data = Path(name).read_bytes()
+        found += [f"{value!r} in {Path(name).name}" for value in values for form in forms(value) if form in data]
+    return found
+
+
+def audit_details(site: Site) -> str:
+    return "\n".join(d for (d,) in site.rows("SELECT detail FROM audit_log ORDER BY seq"))
+
+
+def test_erasure_removes_every_value_and_the_chain_still_verifies(site: Site) -> None:
+    if site.db_url.startswith("sqlite"):
+        assert left_in_files(site.db_url, VALUES)  # the search finds the values while they are there
+    verified = site.ok("audit", "verify")
+    assert "signed a checkpoint" in verified.stderr
+    checkpoints_before = sorted((site.root / "checkpoints").glob("*.jsonl"))
+    assert checkpoints_before
+
+    result = site.ok("payees", "erase", "p1", "--reason", "erasure request ER-1", "--yes", actor="user:dpo")
+    assert "payee p1 erased: now erased-" in result.stdout
+
+    (name, email, details, aliases, tin_sealed, erased_at, tax_form, tin_status, country), = site.rows(
+        "SELECT name, email, details, aliases, tin_sealed, erased_at, tax_form, tin_status, country FROM payees "
+        "WHERE id = 'p1'")
+    assert name.startswith("erased-") and (email, details, aliases, tin_sealed) == (None, "{}", "[]", None)
+    assert erased_at is not None and (tax_form, tin_status, country) == ("W-9", "valid", "US")  # kept
+    assert site.rows("SELECT count(*) FROM personal_keys WHERE subject = 'p1'") == [(0,)]
+    events = site.rows("SELECT raw, attributes, amount FROM events WHERE payee_id = 'p1' ORDER BY id")
+    assert [(raw, json.loads(attributes), amount) for raw, attributes, amount in events] == [
+        (None, {"region": "west"}, "1000.00"), (None, {"region": "west"}, "2000.00")]
+    # amounts, currencies and statuses are kept
+    assert site.rows("SELECT amount_minor, currency, status FROM payouts WHERE payee_id = 'p1'") == [
+        (30000, "USD", "sent")]
+    # the other payee is untouched
+    assert site.rows("SELECT name, email FROM payees WHERE id = 'p2'") == [("Second Partner", "second@example.org")]
+
+    (entry,) = site.rows("SELECT actor, detail FROM audit_log WHERE action = 'payee.erased'")
+    assert entry[0] == "user:dpo"
+    detail = json.loads(entry[1])
+    assert detail["reason"] == "erasure request ER-1" and detail["counts"]["events"] == 2 and detail["counts"]["keys"] == 1
+
+    verified = site.ok("audit", "verify")
+    assert "checked against" in verified.stderr and "signed checkpoint" in verified.stderr
+    assert not any(value in audit_details(site) for value in VALUES)
+    if site.db_url.startswith("sqlite"):
+        assert left_in_files(site.db_url, VALUES) == []
+    assert (site.root / "erased.jsonl").read_text().splitlines() == ['{"payee_id": "p1"}']
+
+
+def test_shown_audit_entries_open_sealed_values_until_the_erasure(site: Site) -> None:
+    before = json.loads(site.ok("audit", "query", "--subject", "payee:p1", "--format", "json").stdout)
+    assert before[0]["detail"]["name"] == NAME and before[0]["detail"]["aliases"] == [ALIAS]
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+    after = json.loads(site.ok("audit", "query", "--subject", "payee:p1", "--format", "json").stdout)
+    assert after[0]["detail"]["name"] == "[erased]" and after[0]["detail"]["aliases"] == ["[erased]"]
+    # the export keeps the stored text, so each entry still matches its hash
+    exported = [json.loads(line) for line in site.ok("audit", "export", "--subject", "payee:p1").stdout.splitlines()]
+    assert exported[0]["detail"]["name"].startswith("pii:v1:p1:")
+
+
+def test_unpaid_rewards_refuse_the_erasure_and_name_them(site: Site) -> None:
+    (reward_id,) = [r for (r,) in site.rows("SELECT id FROM rewards WHERE payee_id = 'p2'")]
+    result = site.cli("payees", "erase", "p2", "--reason", "request", "--yes")
+    assert result.exit_code == 1
+    assert f"reward {reward_id} (carried)" in result.output and "Settle or cancel" in result.output
+    assert site.rows("SELECT name, erased_at FROM payees WHERE id = 'p2'") == [("Second Partner", None)]
+    assert site.rows("SELECT count(*) FROM audit_log WHERE action = 'payee.erased'") == [(0,)]
+    site.ok("rewards", "cancel", str(reward_id), "--reason", "owed nothing after the request")
+    site.ok("payees", "erase", "p2", "--reason", "request", "--yes")
+
+
+def test_a_second_erasure_and_an_unknown_payee_are_errors(site: Site) -> None:
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+    again = site.cli("payees", "erase", "p1", "--reason", "request", "--yes")
+    assert again.exit_code == 1 and "was already erased at" in again.output
+    unknown = site.cli("payees", "erase", "nobody", "--reason", "request", "--yes")
+    assert unknown.exit_code == 1 and "payee 'nobody' does not exist" in unknown.output
+
+
+def test_the_payees_file_does_not_bring_an_erased_payee_back(site: Site) -> None:
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+    (site.root / "payees.csv").write_text(PAYEES.replace("p2,Second Partner", "p2,Second Partner Ltd"))
+    site.ok("run", "--once")
+    (name, email), = site.rows("SELECT name, email FROM payees WHERE id = 'p1'")
+    assert name.startswith("erased-") and email is None
+    assert site.rows("SELECT count(*) FROM personal_keys WHERE subject = 'p1'") == [(0,)]
+    assert site.rows("SELECT count(*) FROM audit_log WHERE subject_type = 'payee' AND subject_id = 'p1' AND "
+                     "action = 'payee.updated'") == [(0,)]
+    assert not any(value in audit_details(site) for value in VALUES)
+    site.ok("audit", "verify")
+
+
+def test_without_yes_the_erasure_asks_first(site: Site) -> None:
+    result = site.cli("payees", "erase", "p1", "--reason", "request")  # no input: the prompt aborts
+    assert result.exit_code == 1 and "This cannot be undone" in result.output
+    assert site.rows("SELECT erased_at FROM payees WHERE id = 'p1'") == [(None,)]
+
+
+def test_no_audit_writer_records_a_payee_value_in_plain(site: Site) -> None:
+    """The flow above (payees added, events ingested, rewards calculated, payouts scheduled and sent, the chain
+    verified) leaves none of the payees' names, emails, aliases or payout details in the audit log unsealed."""
+    (site.root / "payees.csv").write_text(PAYEES.replace("zoe.quixote@", "zoe.q@"))  # an update is audited too
+    site.ok("run", "--once")
+    site.ok("audit", "verify")
+    details = audit_details(site)
+    assert "pii:v1:p1:" in details
+    for value in [*VALUES, "Second Partner", "second@example.org", "zoe.q@example.org"]:
+        for form in {value, json.dumps(value)[1:-1]}:
+            assert form not in details, value
+
+
