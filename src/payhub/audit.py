@@ -9,6 +9,11 @@ end), an inserted or reordered one breaks the link to its predecessor, an entry 
 is named as such. Someone able to rewrite the whole database can rebuild a consistent chain, or cut its end and
 move the head back: signed checkpoints (:mod:`payhub.checkpoints`), made with a key that is not in the database,
 catch both.
+
+After a retention cut (``payhub retention apply``, :mod:`payhub.compliance.retention`) the entries up to the cut's
+``seq`` live in an archive file, and the ``audit_cut`` row records that ``seq`` and its hash, signed with the
+checkpoint key: the chain then starts at entry ``seq + 1``, linked to that hash. The signature is checked by
+:func:`payhub.checkpoints.cut_problem`; a log that starts after entry 1 without a cut row fails.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 
 from payhub.clock import isoformat
-from payhub.db.schema import audit_head, audit_log
+from payhub.db.schema import audit_cut, audit_head, audit_log
 from payhub.errors import PayhubError
 
 GENESIS = "0" * 64
+CUT_DOMAIN = "payhub audit cut v1"
 FIELDS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "outcome", "origin", "detail", "prev_hash")
 
 
@@ -80,12 +86,60 @@ HEX_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
+class Cut:
+    """A retention cut: entries 1..``seq`` were archived to ``archive`` (whose SHA-256 is ``archive_sha256``) and
+    deleted; entry ``seq`` had hash ``hash``. ``signature`` is the checkpoint key's (``key_id``) over
+    :meth:`message`."""
+
+    seq: int
+    hash: str
+    at: str
+    archive: str
+    archive_sha256: str
+    key_id: str
+    signature: str
+
+    def message(self) -> bytes:
+        """The signed bytes: a domain tag, then seq, hash, time, archive name, its SHA-256 and the key id."""
+        return (f"{CUT_DOMAIN}\n{self.seq}\n{self.hash}\n{self.at}\n{self.archive}\n{self.archive_sha256}\n"
+                f"{self.key_id}\n").encode()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "at": self.at, "archive": self.archive,
+                "archive_sha256": self.archive_sha256, "key_id": self.key_id, "signature": self.signature}
+
+
+def read_cut(conn: Connection) -> Cut | None | str:
+    """The retention cut, None when the log was never cut, or why the ``audit_cut`` table is not usable."""
+    try:
+        with conn.begin_nested():
+            rows = conn.execute(select(audit_cut)).mappings().all()
+    except DBAPIError as exc:
+        return f"the retention cut cannot be read ({_db_reason(exc)})"
+    if not rows:
+        return None
+    if len(rows) > 1 or rows[0]["id"] != 1:
+        return f"the audit_cut table holds {len(rows)} row(s) instead of one row with id 1"
+    row = rows[0]
+    seq, digest, at = row["seq"], row["hash"], row["at"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        return f"the retention cut's sequence number {seq!r} is not a positive whole number"
+    if not isinstance(digest, str) or not HEX_HASH.fullmatch(digest):
+        return f"the retention cut's hash {digest!r} is not a SHA-256 hex digest"
+    if not isinstance(at, datetime):
+        return "the retention cut's time is missing"
+    return Cut(seq, digest, isoformat(at), str(row["archive"]), str(row["archive_sha256"]), str(row["key_id"]),
+               str(row["signature"]))
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The outcome of :func:`verify`.
 
-    ``checked`` entries fit, from entry 1; ``first_bad`` is the sequence number of the first that does not (None
-    when the problem is the head row itself). ``head_seq`` / ``head_hash`` are what the head row records (None when
-    it cannot be read). ``hashes`` holds the recomputed hash of each watched entry among those that fit.
+    ``checked`` entries fit, from entry ``first`` (1, or the entry after the retention ``cut``); ``first_bad`` is
+    the sequence number of the first that does not (None when the problem is the head row itself). ``head_seq`` /
+    ``head_hash`` are what the head row records (None when it cannot be read). ``hashes`` holds the recomputed hash
+    of each watched entry among those that fit.
     """
 
     ok: bool
@@ -95,6 +149,13 @@ class VerifyResult:
     first_bad: int | None = None
     problem: str | None = None
     hashes: dict[int, str] = field(default_factory=dict)
+    cut: Cut | None = None
+    first: int = 1
+
+    @property
+    def last(self) -> int:
+        """The sequence number of the last entry that fits (``first - 1`` when none does)."""
+        return self.first + self.checked - 1
 
 
 def read_head(conn: Connection) -> tuple[int, str] | str:
@@ -143,11 +204,14 @@ def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, wa
     reordered, an entry past the head, or a damaged head row. Never raises for damaged data.
 
     ``watch``: sequence numbers whose recomputed hashes to return (signed checkpoints). ``on_entry`` sees every row
-    read, including those after a failure (the log is then read to its end).
+    read, including those after a failure (the log is then read to its end). After a retention cut the chain starts
+    at the cut (whose signature the caller checks, :func:`payhub.checkpoints.cut_problem`).
     """
     head = read_head(conn)
-    chain, checked, hashes = _Chain(1, GENESIS), 0, {}
-    bad: tuple[int | None, str] | None = None
+    cut = read_cut(conn)
+    first, prev = (cut.seq + 1, cut.hash) if isinstance(cut, Cut) else (1, GENESIS)
+    chain, checked, hashes = _Chain(first, prev), 0, {}
+    bad: tuple[int | None, str] | None = (None, cut) if isinstance(cut, str) else None
     try:
         for row in _stream(conn):
             if on_entry is not None:
@@ -158,6 +222,9 @@ def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, wa
                 continue
             found = chain.problem(row)
             if found is not None:
+                if found[0] == 1 and cut is None:
+                    found = 1, (f"{found[1]}, and no retention cut records the entries before {row['seq']} as "
+                                "archived (deleted outside payhub, or the audit_cut row was deleted)")
                 bad = found
                 if on_entry is None:
                     break
@@ -166,39 +233,54 @@ def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, wa
             if row["seq"] in watch:
                 hashes[row["seq"]] = row["hash"]
     except DBAPIError as exc:
-        bad = bad or (checked + 1, f"the audit log cannot be read past entry {checked} ({_db_reason(exc)})")
+        last = first + checked - 1
+        bad = bad or (last + 1, f"the audit log cannot be read past entry {last} ({_db_reason(exc)})")
     head_seq, head_hash = head if isinstance(head, tuple) else (None, None)
+    last = first + checked - 1
+    kept = cut if isinstance(cut, Cut) else None
     if bad is None:
         if isinstance(head, str):
             bad = None, head
-        elif checked < head[0]:  # the last entries were deleted
-            bad = checked + 1, f"the log ends at entry {checked} but its head records entry {head[0]}"
-        elif checked > head[0]:  # entries were added after the head, or the head was moved back
-            bad = head[0] + 1, (f"the log ends at entry {checked} but its head records entry {head[0]} (entries past "
+        elif last < head[0]:  # the last entries were deleted
+            bad = last + 1, f"the log ends at entry {last} but its head records entry {head[0]}"
+        elif last > head[0]:  # entries were added after the head, or the head was moved back
+            bad = head[0] + 1, (f"the log ends at entry {last} but its head records entry {head[0]} (entries past "
                                 "the head were added outside payhub, or the head was moved back)")
         elif chain.prev != head[1]:  # the last entry was rewritten with a new hash (or the head was)
             bad = head[0], f"entry {head[0]} does not match the hash its head records"
     if bad is not None:
-        return VerifyResult(False, checked, head_seq, head_hash, bad[0], bad[1], hashes)
-    return VerifyResult(True, checked, head_seq, head_hash, hashes=hashes)
+        return VerifyResult(False, checked, head_seq, head_hash, bad[0], bad[1], hashes, kept, first)
+    return VerifyResult(True, checked, head_seq, head_hash, hashes=hashes, cut=kept, first=first)
 
 
 def verify_since(conn: Connection, seq: int, digest: str, upto: int) -> str | None:
     """Why entries ``seq``..``upto`` do not continue a chain whose entry ``seq`` had hash ``digest``, or None.
 
-    Used before signing a checkpoint: only the entries appended since the previous checkpoint are read.
+    Used before signing a checkpoint: only the entries appended since the previous checkpoint are read. When a
+    retention cut lies at or after ``seq``, the entries from the cut on are read instead (the archive holds the
+    others); a checkpoint of the cut's own entry must match the cut's hash. The cut's signature is the caller's.
     """
     if upto < seq:
         return f"the log's head is entry {upto}, before entry {seq} recorded earlier (the log was cut back)"
-    query = select(audit_log).where(audit_log.c.seq >= seq, audit_log.c.seq <= upto).order_by(audit_log.c.seq)
+    cut = read_cut(conn)
+    if isinstance(cut, str):
+        return cut
+    from_cut = cut is not None and seq <= cut.seq
+    if cut is not None and from_cut:
+        if seq == cut.seq and digest != cut.hash:
+            return f"entry {seq} was recorded with hash {digest}, but the retention cut records {cut.hash}"
+        seq, digest = cut.seq, cut.hash
+    query = select(audit_log).where(audit_log.c.seq >= (seq + 1 if from_cut else seq), audit_log.c.seq <= upto
+                                    ).order_by(audit_log.c.seq)
     chain = _Chain(seq + 1, digest)
     try:
         rows = iter(dict(r) for r in conn.execution_options(yield_per=5000).execute(query).mappings())
-        first = next(rows, None)
-        if first is None or first["seq"] != seq:
-            return f"entry {seq} recorded earlier is missing"
-        if first["hash"] != digest or entry_hash(first) != digest:
-            return f"entry {seq} no longer has the hash recorded earlier (the chain was rewritten)"
+        if not from_cut:
+            first = next(rows, None)
+            if first is None or first["seq"] != seq:
+                return f"entry {seq} recorded earlier is missing"
+            if first["hash"] != digest or entry_hash(first) != digest:
+                return f"entry {seq} no longer has the hash recorded earlier (the chain was rewritten)"
         for row in rows:
             found = chain.problem(row)
             if found is not None:

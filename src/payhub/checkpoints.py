@@ -11,6 +11,10 @@ created 0600, never rewritten) and handed to the ``payhub_audit_checkpoint`` hoo
 :func:`check` compares the checkpoints with a verified chain: a checkpoint past the log's end means the tail was cut
 (and the head moved back); a checkpoint whose hash differs from the recomputed hash at its ``seq`` means the chain
 was rewritten consistently; a bad signature means the checkpoint is forged or altered.
+
+A retention cut (:class:`payhub.audit.Cut`) is signed with the same key (:func:`sign_cut`) and written to the same
+files as a line with ``"kind": "cut"``; checkpoints at or before the cut are covered by its archive (and compared
+with it by ``payhub audit verify --archive``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from payhub import signing
-from payhub.audit import HEX_HASH, VerifyResult, read_head, verify, verify_since
+from payhub.audit import HEX_HASH, Cut, VerifyResult, read_cut, read_head, verify, verify_since
 from payhub.clock import isoformat, utcnow
 from payhub.errors import ConfigError
 from payhub.plugins import notify
@@ -96,11 +100,68 @@ def sign(key: signing.SigningKey, seq: int, digest: str) -> Checkpoint:
     return Checkpoint(seq, digest, unsigned.at, key.key_id, key.sign(unsigned.message()))
 
 
+def sign_cut(key: signing.SigningKey, seq: int, digest: str, archive: str, archive_sha256: str) -> Cut:
+    """A retention cut after entry ``seq`` (hash ``digest``) archived in ``archive``, signed now (whole seconds)."""
+    at = isoformat(utcnow().replace(microsecond=0))
+    unsigned = Cut(seq, digest, at, archive, archive_sha256, key.key_id, "")
+    return Cut(seq, digest, at, archive, archive_sha256, key.key_id, key.sign(unsigned.message()))
+
+
+def cut_problem(cut: Cut | None, key: signing.SigningKey | None) -> str | None:
+    """Why the retention cut cannot be trusted (unsigned, made with another key, altered or forged, or no key to
+    check it with), or None (also when there is no cut)."""
+    if cut is None:
+        return None
+    label = f"the retention cut at entry {cut.seq} (archive {cut.archive})"
+    if key is None:
+        return (f"{label} cannot be checked: its signature needs audit.checkpoint_key, audit.checkpoint_key_file or "
+                "audit.checkpoint_public_key")
+    if not cut.signature:
+        return f"{label} is not signed"
+    if cut.key_id != key.key_id:
+        return f"{label} was signed with another key ({cut.key_id}; the configured key is {key.key_id})"
+    if not key.check(cut.message(), cut.signature):
+        return f"{label} has a bad signature: its seq, hash, time or archive was altered, or it was forged"
+    return None
+
+
+def append_cut(directory: Path, cut: Cut) -> Path:
+    """Append the signed ``cut`` to today's checkpoint file in ``directory``, as a ``"kind": "cut"`` line."""
+    return _append_line(directory, cut.at, {"kind": "cut", **cut.as_dict()})
+
+
+def read_cuts(directory: Path) -> list[Cut]:
+    """The well-formed cut lines of ``directory``'s checkpoint files (signatures not checked here)."""
+    found: list[Cut] = []
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.glob(FILE_PATTERN)):
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except OSError:
+            continue
+        for raw in lines:
+            try:
+                data = json.loads(raw) if raw.strip() else None
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("kind") == "cut":
+                values = [data.get(k) for k in ("seq", "hash", "at", "archive", "archive_sha256", "key_id",
+                                                 "signature")]
+                if isinstance(values[0], int) and all(isinstance(v, str) for v in values[1:]):
+                    found.append(Cut(*values))  # type: ignore[arg-type]
+    return found
+
+
 def append(directory: Path, checkpoint: Checkpoint) -> Path:
     """Append ``checkpoint`` to today's file in ``directory`` (created 0700, files 0600) and flush it to disk."""
+    return _append_line(directory, checkpoint.at, checkpoint.as_dict())
+
+
+def _append_line(directory: Path, at: str, data: dict[str, Any]) -> Path:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / f"checkpoints-{checkpoint.at[:10]}.jsonl"
-    line = (json.dumps(checkpoint.as_dict(), sort_keys=True, separators=(",", ":")) + "\n").encode()
+    path = directory / f"checkpoints-{at[:10]}.jsonl"
+    line = (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
@@ -127,6 +188,8 @@ def read(directory: Path) -> tuple[list[Checkpoint], list[str]]:
             if not raw.strip():
                 continue
             checkpoint = _parse(raw, f"{path.name} line {number}")
+            if checkpoint is None:  # a retention cut (read_cuts)
+                continue
             if isinstance(checkpoint, str):
                 problems.append(checkpoint)
             else:
@@ -134,13 +197,15 @@ def read(directory: Path) -> tuple[list[Checkpoint], list[str]]:
     return found, problems
 
 
-def _parse(raw: bytes, where: str) -> Checkpoint | str:
+def _parse(raw: bytes, where: str) -> Checkpoint | str | None:
     try:
         data = json.loads(raw)
     except ValueError:  # includes invalid UTF-8
         return f"{where} is not a checkpoint (not JSON)"
     if not isinstance(data, dict):
         return f"{where} is not a checkpoint (not a JSON object)"
+    if data.get("kind") == "cut":
+        return None
     seq, digest, at, key_id, signature = (data.get(k) for k in ("seq", "hash", "at", "key_id", "signature"))
     if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 and isinstance(digest, str)
             and HEX_HASH.fullmatch(digest) and all(isinstance(v, str) for v in (at, key_id, signature))):
@@ -148,18 +213,28 @@ def _parse(raw: bytes, where: str) -> Checkpoint | str:
     return Checkpoint(seq, digest, str(at), str(key_id), str(signature), where)
 
 
-def check(checkpoints: Iterable[Checkpoint], key: signing.SigningKey, result: VerifyResult) -> list[str]:
+def check(checkpoints: Iterable[Checkpoint], key: signing.SigningKey, result: VerifyResult,
+          archived: dict[int, str] | None = None) -> list[str]:
     """What each checkpoint says is wrong with the verified chain ``result`` (whose ``hashes`` must hold the
     recomputed hash of every checkpoint's ``seq`` that fits): forged, made with another key, past the log's end
-    (tail cut, head moved back), or a hash that differs from the chain's (rewritten)."""
+    (tail cut, head moved back), or a hash that differs from the chain's (rewritten). A checkpoint at or before a
+    retention cut is compared with the cut's hash (at its ``seq``) or with ``archived`` (hashes recomputed from an
+    archive), else it is covered by the archive (:func:`covered`)."""
     problems = []
-    end = result.checked if result.ok else None
+    end = result.last if result.ok else None
+    cut = result.cut
     for cp in checkpoints:
         if cp.key_id != key.key_id:
             problems.append(f"{cp.label} was made with another key ({cp.key_id}; the configured key is "
                             f"{key.key_id}): archive checkpoints of a retired key elsewhere")
         elif not key.check(cp.message(), cp.signature):
             problems.append(f"{cp.label} has a bad signature: it was forged or altered")
+        elif cut is not None and cp.seq <= cut.seq:
+            expected = cut.hash if cp.seq == cut.seq else (archived or {}).get(cp.seq)
+            if expected is not None and expected != cp.hash:
+                source = "the retention cut" if cp.seq == cut.seq else "the archive"
+                problems.append(f"entry {cp.seq} has hash {expected} in {source}, but {cp.label} recorded {cp.hash}: "
+                                f"the chain was rewritten at or before entry {cp.seq}")
         elif cp.seq in result.hashes:
             if result.hashes[cp.seq] != cp.hash:
                 problems.append(f"entry {cp.seq} hashes to {result.hashes[cp.seq]}, but {cp.label} recorded "
@@ -170,6 +245,11 @@ def check(checkpoints: Iterable[Checkpoint], key: signing.SigningKey, result: Ve
         elif cp.seq > 0 and not result.ok:
             problems.append(f"{cp.label} cannot be compared: the chain does not verify up to it")
     return problems
+
+
+def covered(checkpoints: Iterable[Checkpoint], result: VerifyResult) -> int:
+    """How many ``checkpoints`` lie at or before the retention cut of ``result`` (their entries are archived)."""
+    return 0 if result.cut is None else sum(1 for cp in checkpoints if cp.seq <= result.cut.seq)
 
 
 def publish(hooks: pluggy.PluginManager, checkpoint: Checkpoint) -> None:
@@ -219,11 +299,16 @@ class Checkpointer:
                    or time.monotonic() - self.last_time >= settings.checkpoint_every_seconds)
             if not due:
                 return None
-            if last is None:
+            cut = read_cut(conn)
+            if isinstance(cut, str):
+                problem: str | None = cut
+            elif last is None:
                 result = verify(conn)
                 problem = None if result.ok and result.head_seq == seq else result.problem or "the head moved"
             else:
                 problem = verify_since(conn, last.seq, last.hash, seq)
+            if problem is None and not isinstance(cut, str):
+                problem = cut_problem(cut, self.key)
         if problem is not None:
             where = f"the checkpoint of entry {last.seq}" if last is not None else "the start of the log"
             self._refuse(f"the audit chain does not continue from {where}: {problem}")
