@@ -36,6 +36,7 @@ from payhub.cli.output import FORMATS, console, err_console, plain, render, show
 from payhub.cli.params import ACTOR, LIMIT, MAX_ID
 from payhub.cli.provenance_text import print_trace
 from payhub.clock import parse_instant
+from payhub.compliance.shown import Opener
 from payhub.crosscheck import AuditedIds, Difference, differences
 from payhub.db.schema import audit_log
 from payhub.errors import ConfigError, InvalidRecord, PayhubError
@@ -128,8 +129,9 @@ def audit_query(ctx: Context, fmt: str, limit: int | None, after: int | None, **
         with reader(rt.engine).connect() as conn, \
                 closing(iter_entries(conn, chosen, after=after, limit=None if limit is None else limit + 1)) as found:
             page = found if limit is None else islice(found, limit)
-            render(({**e, "detail": detail_value(e["detail"])} for e in tally.over(page)), fmt, COLUMNS,
-                   title="audit log")
+            shown_detail = Opener(rt.engine, reveal=True)  # the command line reads the database: values opened
+            render(({**e, "detail": shown_detail(detail_value(e["detail"]))} for e in tally.over(page)), fmt,
+                   COLUMNS, title="audit log")
             more = limit is not None and next(found, None) is not None  # the one past the limit
         if more and fmt == "table":
             console.print(f"more entries follow: --after {tally.last}", style="dim", highlight=False)

@@ -27,6 +27,7 @@ from payhub import checkpoints, provenance, reports, states
 from payhub.audit import verify as verify_chain
 from payhub.audit_query import AuditFilters
 from payhub.clock import isoformat, utcnow
+from payhub.compliance.shown import Opener, reveals
 from payhub.crosscheck import AuditedIds, differences
 from payhub.db.schema import audit_log
 from payhub.http.auth import require
@@ -199,10 +200,15 @@ def query_audit(request: Request, limit: Limit = 100,
           subject: Annotated[str | None, Query(max_length=700, description=(
               "`type:id` (e.g. `payout:12`) or a bare id."))] = None,
           ) -> dict[str, Any]:
-    """Audit entries matching the filters, in chain order (oldest first), with their hashes."""
+    """Audit entries matching the filters, in chain order (oldest first), with their hashes. Personal values sealed
+    in `detail` are shown opened to operators and admins (`[erased]` once their payee is erased), `[sealed]` to
+    auditors; the export keeps the stored text, which the hashes cover."""
     filters = AuditFilters(since, until, actor, action, subject)
-    with face(request).rt.engine.connect() as conn:
-        rows = reports.audit_entries(conn, filters, after=after, limit=limit + 1)
+    engine = face(request).rt.engine
+    principal = getattr(request.state, "principal", None)
+    opener = Opener(engine, reveal=principal is not None and reveals(principal.role))
+    with engine.connect() as conn:
+        rows = (opener.entry(row) for row in reports.audit_entries(conn, filters, after=after, limit=limit + 1))
         return _page(request, rows, limit, lambda row: row["seq"], {
             "since": since, "until": until, "actor": actor, "action": action, "subject": subject})
 

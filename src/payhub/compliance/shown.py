@@ -1,0 +1,60 @@
+"""Sealed personal values (:mod:`payhub.compliance.personal`) as audit listings show them.
+
+Whoever may read personal values sees them opened, and ``[erased]`` once the payee's key is gone; whoever may not
+sees ``[sealed]``. Exports keep the stored (sealed) text, so that each exported entry still matches its hash.
+Keys are read once per payee (and remembered for the listing), from their own connection, so a listing streamed
+from a server-side cursor is not disturbed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from payhub.compliance import personal
+
+SEALED = "[sealed]"
+"""What a reader not allowed to see personal values is shown in place of one."""
+OPENING_ROLES = frozenset({"operator", "admin"})
+"""API roles that see personal values opened; auditors see :data:`SEALED`."""
+
+
+class Opener:
+    """Shows the sealed values in audit details: opened when ``reveal`` (else :data:`SEALED`)."""
+
+    def __init__(self, engine: Engine, *, reveal: bool) -> None:
+        self.engine = engine
+        self.reveal = reveal
+        self._keys: dict[str, bytes | None] = {}
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` (text, or JSON-shaped lists and dicts) with each sealed text shown."""
+        if isinstance(value, str):
+            return self._text(value) if value.startswith(personal.PREFIX) else value
+        if isinstance(value, dict):
+            return {name: self(item) for name, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(item) for item in value]
+        return value
+
+    def entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """An audit entry (``detail`` parsed) with its detail shown."""
+        return {**entry, "detail": self(entry["detail"])}
+
+    def _text(self, value: str) -> str:
+        subject = personal.subject_of(value)
+        if subject is None:
+            return value
+        if not self.reveal:
+            return SEALED
+        if subject not in self._keys:
+            with self.engine.connect() as conn:
+                self._keys[subject] = personal.keys(conn, [subject]).get(subject)
+        key = self._keys[subject]
+        return personal.open_with({subject: key} if key is not None else {}, value)
+
+
+def reveals(role: str) -> bool:
+    """Whether an API token of ``role`` sees personal values opened."""
+    return role in OPENING_ROLES
