@@ -53,7 +53,8 @@ class HoldCode(StrEnum):
     TAX_FORM = "tax_form"  # the payee's tax form or TIN is missing, invalid or expired; rechecked at every pass
 
 
-RECHECKED_HOLDS: tuple[HoldCode, ...] = (HoldCode.NO_PAYEE, HoldCode.NO_RAIL, HoldCode.FX_RATE)
+RECHECKED_HOLDS: tuple[HoldCode, ...] = (HoldCode.NO_PAYEE, HoldCode.NO_RAIL, HoldCode.FX_RATE,
+                                       HoldCode.TAX_FORM)
 """Holds the schedule stage lifts by itself once their cause is gone."""
 
 UNPAID: tuple[RewardStatus, ...] = (RewardStatus.PENDING, RewardStatus.AWAITING_APPROVAL, RewardStatus.HELD,

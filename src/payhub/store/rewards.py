@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, select, union, update
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, or_, select, union, update
 
 from payhub.db.queries import for_update
 from payhub.db.schema import approvals, events, payees, payout_items, payouts, rewards
-from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, RewardStatus
+from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, RewardKind, RewardStatus
 
 # Statements built once: each call only binds its values.
 _REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
@@ -93,7 +93,8 @@ def insert_one(conn: Connection, row: dict[str, Any]) -> int:
 # What the schedule stage reads of a reward, and its order: each payee's rewards together, by currency.
 _SCHEDULABLE = select(rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
                       rewards.c.hold_code, rewards.c.hold_reason, rewards.c.program, rewards.c.fx_mode,
-                      events.c.occurred_at).select_from(rewards.join(events, events.c.id == rewards.c.event_id))
+                      events.c.occurred_at, rewards.c.kind, rewards.c.event_id
+                      ).select_from(rewards.join(events, events.c.id == rewards.c.event_id))
 _ORDER = (rewards.c.payee_id, rewards.c.currency, rewards.c.id)
 _OTHER = rewards.alias("other")  # another reward of the same payee
 
@@ -110,12 +111,34 @@ def claim_carried(conn: Connection, payee_ids: Iterable[str]) -> list[Row[Any, A
         rewards.c.status == RewardStatus.CARRIED, rewards.c.payee_id.in_(set(payee_ids))).order_by(*_ORDER))).all())
 
 
-def claim_rechecked_holds(conn: Connection, limit: int) -> list[Row[Any, Any]]:
+def claim_rechecked_holds(conn: Connection, limit: int, tax_since: datetime | None = None) -> list[Row[Any, Any]]:
     """Lock up to ``limit`` rewards held for a cause the schedule stage rechecks (:data:`payhub.states.RECHECKED_HOLDS`)
-    whose payee is in the registry."""
+    whose payee is in the registry; a ``tax_form`` hold only once its payee's row changed after the hold was last
+    written, or when it was last written before ``tax_since``."""
+    changed = [rewards.c.hold_code != HoldCode.TAX_FORM, payees.c.updated_at > rewards.c.updated_at]
+    if tax_since is not None:
+        changed.append(rewards.c.updated_at < tax_since)
     query = _SCHEDULABLE.where(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code.in_(RECHECKED_HOLDS),
-                               exists().where(payees.c.id == rewards.c.payee_id)).order_by(*_ORDER).limit(limit)
+                               exists().where(payees.c.id == rewards.c.payee_id, or_(*changed))
+                               ).order_by(*_ORDER).limit(limit)
     return list(conn.execute(for_update(conn, query)).all())
+
+
+def claim_ids(conn: Connection, ids: Iterable[int]) -> list[Row[Any, Any]]:
+    """Lock the rewards ``ids`` as the schedule stage reads them, by payee, currency and id."""
+    return list(conn.execute(for_update(conn, _SCHEDULABLE.where(rewards.c.id.in_(list(ids))).order_by(*_ORDER))))
+
+
+def withholding_lines(conn: Connection, event_ids: Iterable[int]) -> list[Row[Any, Any]]:
+    """``(id, payee_id, status, details)`` of the withholding lines (kind ``withholding``) on the events, by id."""
+    return list(conn.execute(select(rewards.c.id, rewards.c.payee_id, rewards.c.status, rewards.c.details).where(
+        rewards.c.event_id.in_(list(event_ids)), rewards.c.kind == RewardKind.WITHHOLDING).order_by(rewards.c.id)))
+
+
+def statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    """The status of each of the rewards ``ids`` that exists."""
+    return {int(i): str(s) for i, s in conn.execute(select(rewards.c.id, rewards.c.status).where(
+        rewards.c.id.in_(list(ids))))}
 
 
 def claim_changed_carried(conn: Connection, limit: int) -> list[Row[Any, Any]]:

@@ -1,0 +1,271 @@
+"""Tax-form rules applied when rewards are scheduled (docs/compliance.md#tax-profiles).
+
+A payee's tax profile is its country, the form on file (W-9, W-8BEN, W-8BEN-E) and its signing date, and what payhub
+could tell of its TIN (never the TIN itself). :func:`decide` says what a payment to that payee may do today:
+
+* a US payee (country ``US``) needs a W-9 with a valid TIN; without one its rewards are held (``tax_form``), or, with
+  ``us_without_w9 = "withhold"``, paid with backup withholding at ``backup_withholding_rate``;
+* a non-US payee needs a W-8BEN or W-8BEN-E that is current: it is valid through 31 December of the third calendar
+  year after the year it was signed; without one its rewards are held, or paid with ``non_us_without_w8 = "pay"``;
+* a W-9 for a non-US payee, a W-8 for a US payee, or a payee without a country is held whatever the settings say.
+
+:func:`apply` runs these rules over the rewards one schedule pass claimed, inside its transaction: it holds, writes
+withholding lines (negative rewards of kind ``withholding``, one per withheld reward, scheduled with it), and cancels
+withholding lines that no longer apply. Every change is audited in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import Connection, select
+
+from payhub.clock import utcnow
+from payhub.db.schema import payees
+from payhub.money import from_minor, quantize, to_minor
+from payhub.runtime import Runtime, Tx
+from payhub.settings import TaxSettings
+from payhub.states import HoldCode, RewardKind, RewardStatus, TaxForm, TinStatus
+from payhub.store import rewards as store
+
+Action = Literal["ok", "hold", "withhold", "pay"]
+W8_FORMS = (TaxForm.W8BEN, TaxForm.W8BEN_E)
+W8_YEARS = 3
+"""A W-8BEN or W-8BEN-E stays valid through the end of the third calendar year after the year it was signed."""
+_FIRST_PASS: weakref.WeakKeyDictionary[Runtime, datetime] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class TaxProfile:
+    """What the payees table holds about a payee's taxes (never the TIN itself)."""
+
+    payee_id: str
+    country: str | None
+    form: str | None
+    signed_on: date | None
+    tin_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a payment to a payee may do: ``ok``, ``hold``, ``withhold`` (backup withholding) or ``pay`` (paid
+    although a rule is not met, as the settings allow); ``rule`` names the rule, ``reason`` says what is missing."""
+
+    action: Action
+    rule: str
+    reason: str
+
+
+def w8_valid_through(signed_on: date) -> date:
+    """The last day a W-8BEN or W-8BEN-E signed on ``signed_on`` is valid: 31 December, three years later."""
+    return date(signed_on.year + W8_YEARS, 12, 31)
+
+
+def us_person(profile: TaxProfile) -> bool:
+    """True when the payee is treated as a US person: its country is ``US``."""
+    return profile.country == "US"
+
+
+def decide(profile: TaxProfile, tax: TaxSettings, on: date) -> Verdict:
+    """What a payment made on ``on`` to the payee of ``profile`` may do under the settings ``tax``."""
+    who = f"payee {profile.payee_id}"
+    if profile.country is None:
+        return Verdict("hold", "country", f"{who} has no country: payhub cannot tell whether a W-9 or a W-8 "
+                                          "applies; add the country to the payees file")
+    if us_person(profile):
+        if profile.form in W8_FORMS:
+            return Verdict("hold", "wrong_form", f"{who} is in the US and has a {profile.form} on file, the wrong "
+                                                 "form: a US payee gives a W-9")
+        if profile.form != TaxForm.W9:
+            missing = "no W-9 on file"
+        elif profile.tin_status != TinStatus.VALID:
+            missing = f"its W-9's TIN is {profile.tin_status or TinStatus.MISSING}"
+        else:
+            return Verdict("ok", "w9", f"{who} has a W-9 with a valid TIN")
+        if tax.us_without_w9 == "withhold":
+            return Verdict("withhold", "us_without_w9",
+                           f"{who} is in the US with {missing}: backup withholding at {tax.backup_withholding_rate}")
+        return Verdict("hold", "us_without_w9", f"{who} is in the US with {missing}; the reward waits for a W-9 "
+                                                "with a valid TIN")
+    if profile.form == TaxForm.W9:
+        return Verdict("hold", "wrong_form", f"{who} is in {profile.country} and has a W-9 on file, the wrong form: "
+                                             "a non-US payee gives a W-8BEN or W-8BEN-E")
+    if profile.form not in W8_FORMS:
+        missing = "no W-8BEN or W-8BEN-E on file"
+    elif profile.signed_on is None:
+        missing = f"its {profile.form} has no form_date"
+    elif profile.signed_on > on:
+        missing = f"its {profile.form} is dated {profile.signed_on}, in the future"
+    elif w8_valid_through(profile.signed_on) < on:
+        missing = f"its {profile.form} signed {profile.signed_on} expired after {w8_valid_through(profile.signed_on)}"
+    else:
+        return Verdict("ok", "w8", f"{who} has a {profile.form} valid through {w8_valid_through(profile.signed_on)}")
+    if tax.non_us_without_w8 == "pay":
+        return Verdict("pay", "non_us_without_w8", f"{who} is in {profile.country} with {missing}; paid as "
+                                                   "non_us_without_w8 = \"pay\" allows")
+    return Verdict("hold", "non_us_without_w8", f"{who} is in {profile.country} with {missing}; the reward waits "
+                                                "for a current W-8")
+
+
+def withholding_minor(gross_minor: int, currency: str, rate: Decimal) -> int:
+    """Minor units withheld (positive) from a gross reward of ``gross_minor``: ``rate`` x gross, rounded to the
+    currency's minor units by payhub's one rounding rule (half up, :mod:`payhub.money`)."""
+    return to_minor(quantize(from_minor(gross_minor, currency) * rate, currency), currency)
+
+
+def profiles(conn: Connection, payee_ids: Iterable[str]) -> dict[str, TaxProfile]:
+    """The tax profiles of the payees among ``payee_ids`` that are in the registry."""
+    ids = sorted(set(payee_ids))
+    found: dict[str, TaxProfile] = {}
+    for start in range(0, len(ids), 500):
+        for row in conn.execute(select(payees.c.id, payees.c.country, payees.c.tax_form, payees.c.form_signed_on,
+                                       payees.c.tin_status).where(payees.c.id.in_(ids[start:start + 500]))):
+            found[row.id] = TaxProfile(row.id, row.country, row.tax_form, row.form_signed_on, row.tin_status)
+    return found
+
+
+def recheck_since(rt: Runtime) -> datetime:
+    """The time of this runtime's first schedule pass: ``tax_form`` holds written before it are examined again once
+    (the settings may have changed since), later ones when their payee's row changes."""
+    return _FIRST_PASS.setdefault(rt, utcnow())
+
+
+def apply(rt: Runtime, tx: Tx, rows: Sequence[Any]) -> tuple[list[Any], int]:
+    """Apply the tax rules to the rewards a schedule pass claimed; return the rows that go on to be scheduled (with
+    the withholding lines they need) and how many rewards this changed.
+
+    Withholding lines move only with the reward they withhold from: a line whose reward is not among ``rows`` stays
+    as it is; an unpaid line of a reward among ``rows`` is claimed with it; a line whose reward was cancelled, or
+    whose payee no longer needs backup withholding, is cancelled. A reward gets a new line only when it has no line
+    that is not cancelled, so a reward is never withheld from twice."""
+    tax = rt.settings.compliance.tax
+    on = utcnow().date()
+    found = profiles(tx.conn, {row.payee_id for row in rows})
+    by_id = {row.id: row for row in rows}
+    lines = _lines_of(tx.conn, rows)
+    # Unpaid withholding lines of rewards in this pass that the pass did not claim (held apart, say): claimed now.
+    extra = [line.id for line in lines.values() if line.id not in by_id and line.status in _UNPAID]
+    rows = [*rows, *store.claim_ids(tx.conn, extra)] if extra else list(rows)
+    by_payee: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_payee[row.payee_id].append(row)
+    keep: list[Any] = []
+    changed = 0
+    for payee_id in sorted(by_payee):
+        group = by_payee[payee_id]
+        profile = found.get(payee_id)
+        if profile is None:  # not in the registry: the schedule stage holds it for that
+            keep += group
+            continue
+        verdict = decide(profile, tax, on)
+        withholding = {line.id: line for line in lines.values() if line.payee_id == payee_id}
+        orphans = [row for row in group if row.kind == RewardKind.WITHHOLDING
+                   and withholding.get(row.id) is not None and withholding[row.id].withholds not in by_id]
+        stale = [row for row in orphans if withholding[row.id].withholds_status == RewardStatus.CANCELLED]
+        changed += _cancel(tx, stale, "the reward it withholds from was cancelled")
+        apart = {row.id for row in orphans}
+        group = [row for row in group if row.id not in apart]  # the others wait for their reward
+        if verdict.action == "hold":
+            changed += _hold(tx, group, verdict)
+            continue
+        lines_here = [row for row in group if row.kind == RewardKind.WITHHOLDING]
+        if verdict.action != "withhold":
+            changed += _cancel(tx, lines_here, f"backup withholding no longer applies: {verdict.reason}")
+            group = [row for row in group if row.kind != RewardKind.WITHHOLDING]
+            if verdict.action == "pay":
+                tx.audit("payee.tax_rule", "payee", payee_id, {
+                    "rule": verdict.rule, "decision": "pay", "reason": verdict.reason,
+                    "rewards": sorted(row.id for row in group)})
+            keep += group
+            continue
+        covered = {line.withholds for line in lines.values() if line.status != RewardStatus.CANCELLED}
+        due = [row for row in group if row.kind == RewardKind.REWARD and row.amount_minor > 0
+               and row.id not in covered]
+        written = _withhold(tx, due, verdict, tax.backup_withholding_rate)
+        changed += len(written)
+        keep += group + written
+    return keep, changed
+
+
+_UNPAID = (RewardStatus.PENDING, RewardStatus.CARRIED, RewardStatus.HELD)
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    id: int
+    payee_id: str
+    status: str
+    withholds: int
+    withholds_status: str | None
+
+
+def _lines_of(conn: Connection, rows: Sequence[Any]) -> dict[int, _Line]:
+    """The withholding lines on the events of ``rows`` (those of their rewards, and the lines among ``rows``), by
+    id, each with the reward it withholds from and that reward's status."""
+    event_ids = {row.event_id for row in rows}
+    if not event_ids:
+        return {}
+    found = store.withholding_lines(conn, event_ids)
+    statuses = store.statuses(conn, {_withholds(row.details) for row in found})
+    return {row.id: _Line(row.id, row.payee_id, row.status, _withholds(row.details),
+                          statuses.get(_withholds(row.details))) for row in found}
+
+
+def _withholds(details: str) -> int:
+    return int(json.loads(details)["withholds"])
+
+
+def _hold(tx: Tx, group: list[Any], verdict: Verdict) -> int:
+    """Hold the rewards for their tax form; return how many changed. A reward already held for the same reason is
+    written again (its time), so the next pass examines it only after its payee's row changes."""
+    now = utcnow()
+    fresh = [row for row in group if not (row.status == RewardStatus.HELD and row.hold_code == HoldCode.TAX_FORM
+                                          and row.hold_reason == verdict.reason)]
+    store.hold(tx.conn, [row.id for row in group], HoldCode.TAX_FORM, verdict.reason, now)
+    for row in sorted(fresh, key=lambda row: row.id):
+        tx.audit("reward.held", "reward", row.id, {"code": HoldCode.TAX_FORM, "rule": verdict.rule,
+                                                   "reason": verdict.reason}, outcome="held")
+    return len(fresh)
+
+
+def _cancel(tx: Tx, lines: list[Any], why: str) -> int:
+    """Cancel withholding lines that no longer apply; return how many."""
+    if not lines:
+        return 0
+    store.set_status(tx.conn, [row.id for row in lines], RewardStatus.CANCELLED, utcnow(), hold_code=None,
+                     hold_reason=None)
+    for row in sorted(lines, key=lambda row: row.id):
+        tx.audit("reward.cancelled", "reward", row.id, {"reason": why, "kind": RewardKind.WITHHOLDING})
+    return len(lines)
+
+
+def _withhold(tx: Tx, due: list[Any], verdict: Verdict, rate: Decimal) -> list[Any]:
+    """Write one withholding line per reward of ``due``, audited ``reward.calculated``; return them as schedulable
+    rows."""
+    now = utcnow()
+    written: list[int] = []
+    for row in sorted(due, key=lambda row: row.id):
+        withheld = withholding_minor(row.amount_minor, row.currency, rate)
+        if withheld == 0:
+            continue
+        gross = from_minor(row.amount_minor, row.currency)
+        amount = from_minor(-withheld, row.currency)
+        reward_id = store.insert_one(tx.conn, {
+            "event_id": row.event_id, "program": row.program, "payee_id": row.payee_id, "amount_minor": -withheld,
+            "currency": row.currency, "description": f"backup withholding {rate} on reward {row.id}",
+            "details": json.dumps({"withholds": row.id, "rate": str(rate), "gross": str(gross)}, sort_keys=True),
+            "status": RewardStatus.PENDING, "approvals_needed": 0, "fx_mode": row.fx_mode,
+            "kind": RewardKind.WITHHOLDING, "created_at": now, "updated_at": now})
+        tx.audit("reward.calculated", "reward", reward_id, {
+            "event": row.event_id, "program": row.program, "payee": row.payee_id, "amount": str(amount),
+            "currency": row.currency, "kind": RewardKind.WITHHOLDING, "withholds": row.id, "gross": str(gross),
+            "rate": str(rate), "rule": verdict.rule, "reason": verdict.reason})
+        written.append(reward_id)
+    return store.claim_ids(tx.conn, written) if written else []
