@@ -29,6 +29,7 @@ from payhub.api import Payee
 from payhub.audit import canonical_json
 from payhub.clock import utcnow
 from payhub.compliance import personal, tin
+from payhub.compliance.sanctions.payee_screening import screen_payees
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import payees
 from payhub.errors import InvalidRecord
@@ -179,6 +180,8 @@ def sync_payees(rt: Runtime) -> int:
                 "tin_kind": row["tin_kind"], "tin_status": row["tin_status"],
             })
     rt.payees_seen = signature
+    # After the commit: the screening hooks (sanctions) see the payees as stored; each result is recorded apart.
+    screen_payees(rt, added | updated)
     return len(added) + len(updated)
 
 

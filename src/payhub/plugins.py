@@ -266,7 +266,9 @@ def _start(
         model_settings = None
     else:
         try:
-            model_settings = model.model_validate(raw, context={"base_dir": settings.base_dir})
+            # The database URL lets a built-in plugin read what payhub stores (the sanctions lists).
+            model_settings = model.model_validate(raw, context={"base_dir": settings.base_dir,
+                                                                "database_url": settings.database_url})
         except ValidationError as exc:
             return None, validation_problems(exc, prefix=key)
         plugins.validated[key] = model_settings
