@@ -9,12 +9,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 from cli_helpers import CliSite, sql, write_site
 
 from payhub import signing
 from payhub.db.engine import sqlite_file
+from payhub.http.app import create_app
+from payhub.runtime import Runtime
+from payhub.settings import load_settings
 from payhub.testing import write_distribution
+from payhub.tokens import create
 
 NAME = "Zoë Quixote-Marchetti"
 EMAIL = "zoe.quixote@example.org"
@@ -91,8 +97,8 @@ class Site(CliSite):
 
 @pytest.fixture
 def site(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
-    dist = write_distribution(tmp_path / "dist", "payhub-erased-log", "[payhub.hooks]\nerased_log = erased_log:ErasedLog\n",
-                              modules={"erased_log": HOOK})
+    dist = write_distribution(tmp_path / "dist", "payhub-erased-log",
+                              "[payhub.hooks]\nerased_log = erased_log:ErasedLog\n", modules={"erased_log": HOOK})
     monkeypatch.syspath_prepend(str(dist))
     root = tmp_path / "site"
     root.mkdir()
@@ -158,7 +164,8 @@ def test_erasure_removes_every_value_and_the_chain_still_verifies(site: Site) ->
     (entry,) = site.rows("SELECT actor, detail FROM audit_log WHERE action = 'payee.erased'")
     assert entry[0] == "user:dpo"
     detail = json.loads(entry[1])
-    assert detail["reason"] == "erasure request ER-1" and detail["counts"]["events"] == 2 and detail["counts"]["keys"] == 1
+    assert detail["reason"] == "erasure request ER-1"
+    assert detail["counts"]["events"] == 2 and detail["counts"]["keys"] == 1
 
     verified = site.ok("audit", "verify")
     assert "checked against" in verified.stderr and "signed checkpoint" in verified.stderr
@@ -230,3 +237,28 @@ def test_no_audit_writer_records_a_payee_value_in_plain(site: Site) -> None:
             assert form not in details, value
 
 
+
+
+def test_the_api_opens_sealed_values_for_operators_only(site: Site) -> None:
+    rt = Runtime(load_settings(site.config))
+    try:
+        tokens = {role: create(rt, role, role) for role in ("auditor", "operator")}
+        app = create_app(rt)
+
+        def names(role: str) -> list[Any]:
+            async def call() -> httpx.Response:
+                transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+                async with httpx.AsyncClient(transport=transport, base_url="http://payhub") as client:
+                    return await client.get("/api/v1/audit?subject=payee:p1",
+                                            headers={"Authorization": f"Bearer {tokens[role]}"})
+
+            response = anyio.run(call)
+            assert response.status_code == 200, response.text
+            return [item["detail"].get("name") for item in response.json()["items"]]
+
+        assert names("operator")[0] == NAME
+        assert names("auditor")[0] == "[sealed]"
+        site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+        assert names("operator")[0] == "[erased]"
+    finally:
+        rt.close()

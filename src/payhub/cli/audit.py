@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from payhub import checkpoints, csvsafe, files, provenance
-from payhub.audit import AuditHeadDamaged, read_head
+from payhub.audit import AuditHeadDamaged, Cut, VerifyResult, read_cut, read_head
 from payhub.audit import verify as verify_chain
 from payhub.audit_query import (
     COLUMNS,
@@ -36,6 +36,7 @@ from payhub.cli.output import FORMATS, console, err_console, plain, render, show
 from payhub.cli.params import ACTOR, LIMIT, MAX_ID
 from payhub.cli.provenance_text import print_trace
 from payhub.clock import parse_instant
+from payhub.compliance import retention
 from payhub.compliance.shown import Opener
 from payhub.crosscheck import AuditedIds, Difference, differences
 from payhub.db.schema import audit_log
@@ -129,7 +130,7 @@ def audit_query(ctx: Context, fmt: str, limit: int | None, after: int | None, **
         with reader(rt.engine).connect() as conn, \
                 closing(iter_entries(conn, chosen, after=after, limit=None if limit is None else limit + 1)) as found:
             page = found if limit is None else islice(found, limit)
-            shown_detail = Opener(rt.engine, reveal=True)  # the command line reads the database: values opened
+            shown_detail = Opener(conn, reveal=True)  # the command line reads the database: values opened
             render(({**e, "detail": shown_detail(detail_value(e["detail"]))} for e in tally.over(page)), fmt,
                    COLUMNS, title="audit log")
             more = limit is not None and next(found, None) is not None  # the one past the limit
@@ -137,6 +138,7 @@ def audit_query(ctx: Context, fmt: str, limit: int | None, after: int | None, **
             console.print(f"more entries follow: --after {tally.last}", style="dim", highlight=False)
 
     _recorded(rt, "audit.query", detail, tally, stream)
+    _cut_note(rt)
 
 
 def _open_export(output: str) -> TextIO:
@@ -193,6 +195,7 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
               stream)
     if output:
         err_console.print(f"exported {tally.count} entries to {shown(output)}", highlight=False, soft_wrap=True)
+    _cut_note(rt)
 
 
 @audit.command("verify")
@@ -201,12 +204,17 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
 @click.option("--checkpoints/--no-checkpoints", "use_checkpoints", default=None,
               help="Check the chain against the signed checkpoints of audit.checkpoint_dir (default: when a "
               "checkpoint key is configured; --checkpoints without one is an error).")
+@click.option("--archive", "archives", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also verify this archive of `payhub retention apply` (repeatable): its SHA-256 matches a signed "
+              "cut and its entries chain to the cut's hash.")
 @pass_ctx
 @fail_cleanly
-def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | None) -> None:
+def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | None, archives: tuple[Path, ...]
+                 ) -> None:
     """Recompute the hash chain, compare the payouts and rewards with what it last recorded, and check it against
     the signed checkpoints; exit 1 naming every problem. With the private checkpoint key, a verification that
-    passes and checked the existing checkpoints signs a checkpoint of the head (never with --no-checkpoints)."""
+    passes and checked the existing checkpoints signs a checkpoint of the head (never with --no-checkpoints).
+    After a retention cut the chain starts at the signed cut; --archive checks the entries archived before it."""
     rt = ctx.runtime()
     key = checkpoints.load_key(rt.settings)
     if use_checkpoints and key is None:
@@ -231,9 +239,13 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
             found = list(differences(conn, ids))
         except SQLAlchemyError as exc:  # tables dropped or reshaped outside payhub
             found = [Difference("payouts and rewards", f"cannot be read ({plain(getattr(exc, 'orig', None) or exc)})")]
+    cut_issue = checkpoints.cut_problem(result.cut, key)
+    archive_checks = _check_archives(archives, result, key, directory, {cp.seq for cp in saved})
+    archived = {seq: digest for check in archive_checks for seq, digest in check.hashes.items()}
     if checking and key is not None:
-        cp_problems += checkpoints.check(saved, key, result)
-    ok = result.ok and anchored and not found and not cp_problems
+        cp_problems += checkpoints.check(saved, key, result, archived)
+    archive_problems = [f"archive {check.name}: {problem}" for check in archive_checks for problem in check.problems]
+    ok = result.ok and anchored and not found and not cp_problems and cut_issue is None and not archive_problems
     signed, sign_error = None, None
     # Only a chain checked against the existing checkpoints in this run is signed: signing an unchecked chain
     # would vouch for one cut back or rewritten since the last checkpoint.
@@ -248,7 +260,10 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
         _record_read(rt, "audit.verify", {
             "ok": ok, "checked": result.checked, "first_bad": result.first_bad, "differences": len(found),
             "checkpoints": len(saved) if checking else None, "checkpoint_problems": len(cp_problems),
-            "signed": signed.seq if signed is not None else None})
+            "signed": signed.seq if signed is not None else None,
+            **({"cut": result.cut.seq} if result.cut is not None else {}),
+            **({"archives": [{"name": c.name, "sha256": c.sha256, "ok": not c.problems} for c in archive_checks]}
+               if archive_checks else {})})
     except (SQLAlchemyError, AuditHeadDamaged) as exc:  # e.g. a row past the head holds the next sequence number
         reason = plain(getattr(exc, "orig", None) or exc)
         err_console.print(f"this verification could not be recorded in the audit log: {reason}", style="bold red",
@@ -265,14 +280,42 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
                       "audit log last recorded:", highlight=False, soft_wrap=True)
         for difference in found:
             console.print(f"  {plain(difference)}", markup=False, highlight=False, soft_wrap=True)
-    for problem in cp_problems:
+    for problem in [*cp_problems, *([cut_issue] if cut_issue else []), *archive_problems]:
         console.print(f"{failed}: {shown(problem)}", highlight=False, soft_wrap=True)
     if ok:
         console.print(f"[green]audit log OK[/green]: {result.checked} entries, head {result.head_hash}",
                       highlight=False, soft_wrap=True)
+        for check in archive_checks:
+            console.print(f"[green]archive OK[/green]: {shown(check.name)}, entries {check.first} to {check.last}, "
+                          f"sha256 {check.sha256}", highlight=False, soft_wrap=True)
+    if result.cut is not None:
+        covered = checkpoints.covered(saved, result) if checking else 0
+        err_console.print(f"entries 1 to {result.cut.seq} are archived in {result.cut.archive} (retention cut of "
+                          f"{result.cut.at}); {covered} signed checkpoint(s) at or before it are covered by the archive"
+                          + ("" if archives else " (check it with --archive)"), markup=False, highlight=False,
+                          soft_wrap=True)
     _checkpoint_notes(key, checking, saved, directory, signed, sign_error)
     if not ok or sign_error:
         sys.exit(1)
+
+
+def _check_archives(paths: tuple[Path, ...], result: VerifyResult, key: SigningKey | None, directory: Path,
+                    watch: set[int]) -> list[retention.ArchiveCheck]:
+    """Verify each archive against the signed cuts: the database's (when it verifies) and the checkpoint files'."""
+    if not paths:
+        return []
+    trusted = [result.cut] if result.cut is not None and checkpoints.cut_problem(result.cut, key) is None else []
+    trusted += [cut for cut in checkpoints.read_cuts(directory) if checkpoints.cut_problem(cut, key) is None]
+    return [retention.verify_archive(path, trusted, watch) for path in paths]
+
+
+def _cut_note(rt: Runtime) -> None:
+    """Say on stderr that the entries before the retention cut are archived, not in the database."""
+    with rt.engine.connect() as conn:
+        cut = read_cut(conn)
+    if isinstance(cut, Cut):
+        err_console.print(f"entries 1 to {cut.seq} are archived in {cut.archive} (retention cut of {cut.at}); these "
+                          "results come from the entries after it", markup=False, highlight=False, soft_wrap=True)
 
 
 def _checkpoint_notes(key: SigningKey | None, checking: bool, saved: list[checkpoints.Checkpoint], directory: Path,
@@ -309,6 +352,7 @@ def audit_trace(ctx: Context, ref: str, fmt: str) -> None:
     with rt.engine.connect() as conn:
         chain = provenance.trace(conn, ref)
     _record_read(rt, "audit.trace", {"ref": ref, "events": len(chain)})
+    _cut_note(rt)
     if not chain:
         raise PayhubError(f"nothing found for {ref!r}")
     if fmt == "json":

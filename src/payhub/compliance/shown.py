@@ -2,15 +2,15 @@
 
 Whoever may read personal values sees them opened, and ``[erased]`` once the payee's key is gone; whoever may not
 sees ``[sealed]``. Exports keep the stored (sealed) text, so that each exported entry still matches its hash.
-Keys are read once per payee (and remembered for the listing), from their own connection, so a listing streamed
-from a server-side cursor is not disturbed.
+Keys are read once per payee (and remembered for the listing) on the listing's own connection (another
+connection would wait for the first one's lock on SQLite).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from payhub.compliance import personal
 
@@ -23,8 +23,8 @@ OPENING_ROLES = frozenset({"operator", "admin"})
 class Opener:
     """Shows the sealed values in audit details: opened when ``reveal`` (else :data:`SEALED`)."""
 
-    def __init__(self, engine: Engine, *, reveal: bool) -> None:
-        self.engine = engine
+    def __init__(self, conn: Connection, *, reveal: bool) -> None:
+        self.conn = conn
         self.reveal = reveal
         self._keys: dict[str, bytes | None] = {}
 
@@ -49,8 +49,7 @@ class Opener:
         if not self.reveal:
             return SEALED
         if subject not in self._keys:
-            with self.engine.connect() as conn:
-                self._keys[subject] = personal.keys(conn, [subject]).get(subject)
+            self._keys[subject] = personal.keys(self.conn, [subject]).get(subject)
         key = self._keys[subject]
         return personal.open_with({subject: key} if key is not None else {}, value)
 

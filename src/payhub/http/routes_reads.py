@@ -204,10 +204,9 @@ def query_audit(request: Request, limit: Limit = 100,
     in `detail` are shown opened to operators and admins (`[erased]` once their payee is erased), `[sealed]` to
     auditors; the export keeps the stored text, which the hashes cover."""
     filters = AuditFilters(since, until, actor, action, subject)
-    engine = face(request).rt.engine
     principal = getattr(request.state, "principal", None)
-    opener = Opener(engine, reveal=principal is not None and reveals(principal.role))
-    with engine.connect() as conn:
+    with face(request).rt.engine.connect() as conn:
+        opener = Opener(conn, reveal=principal is not None and reveals(principal.role))
         rows = (opener.entry(row) for row in reports.audit_entries(conn, filters, after=after, limit=limit + 1))
         return _page(request, rows, limit, lambda row: row["seq"], {
             "since": since, "until": until, "actor": actor, "action": action, "subject": subject})
