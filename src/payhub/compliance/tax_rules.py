@@ -9,6 +9,9 @@ could tell of its TIN (never the TIN itself). :func:`decide` says what a payment
   year after the year it was signed; without one its rewards are held, or paid with ``non_us_without_w8 = "pay"``;
 * a W-9 for a non-US payee, a W-8 for a US payee, or a payee without a country is held whatever the settings say.
 
+Backup withholding applies to the positive rewards of programs whose payments are reported (not box ``none``,
+:mod:`payhub.compliance.tax_boxes`); adjustments (negative rewards) are never withheld on.
+
 :func:`apply` runs these rules over the rewards one schedule pass claimed, inside its transaction: it holds, writes
 withholding lines (negative rewards of kind ``withholding``, one per withheld reward, scheduled with it), and cancels
 withholding lines that no longer apply. Every change is audited in the same transaction.
@@ -28,6 +31,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, select
 
 from payhub.clock import utcnow
+from payhub.compliance.tax_boxes import NONE, TaxReportError, box_of
 from payhub.db.schema import payees
 from payhub.money import from_minor, quantize, to_minor
 from payhub.runtime import Runtime, Tx
@@ -187,7 +191,7 @@ def apply(rt: Runtime, tx: Tx, rows: Sequence[Any]) -> tuple[list[Any], int]:
             continue
         covered = {line.withholds for line in lines.values() if line.status != RewardStatus.CANCELLED}
         due = [row for row in group if row.kind == RewardKind.REWARD and row.amount_minor > 0
-               and row.id not in covered]
+               and row.id not in covered and not _unreported(rt, row.program)]
         written = _withhold(tx, due, verdict, tax.backup_withholding_rate)
         changed += len(written)
         keep += group + written
@@ -216,6 +220,15 @@ def _lines_of(conn: Connection, rows: Sequence[Any]) -> dict[int, _Line]:
     statuses = store.statuses(conn, {_withholds(row.details) for row in found})
     return {row.id: _Line(row.id, row.payee_id, row.status, _withholds(row.details),
                           statuses.get(_withholds(row.details))) for row in found}
+
+
+def _unreported(rt: Runtime, program: str) -> bool:
+    """True when ``program``'s payments are not reported (box ``none``): backup withholding does not apply. A
+    program without a known box is withheld from (it may be reportable)."""
+    try:
+        return box_of(program, rt.settings) == NONE
+    except TaxReportError:
+        return False
 
 
 def _withholds(details: str) -> int:
