@@ -369,9 +369,11 @@ class TaxSettings(_Section):
 class FlagCap(_Section):
     """A yearly cap on what payees carrying ``flag`` may receive (docs/compliance.md#gift-and-anti-bribery-limits)."""
 
-    flag: str = Field(min_length=1, max_length=100)
-    amount: Amount = Field(ge=0)
-    currency: Currency
+    flag: str = Field(min_length=1, max_length=100, pattern=r"^[^;]*\S[^;]*$",
+                      description="A payee flag, compared without regard to case (no `;`: it separates flags).")
+    amount: Amount = Field(ge=0, description="The most paid per calendar year (UTC) of the event.")
+    currency: Currency = Field(description="Rewards in this currency are capped; a flagged payee's reward in a "
+                                           "currency none of the flag's caps has fails its calculation.")
     per: Literal["payee", "program", "flag"] = Field(
         "payee", description="One cap per payee, per payee and program, or one pool for all payees with the flag.")
     programs: list[str] = Field(default_factory=list, description="Programs it applies to; empty = all.")
@@ -380,7 +382,8 @@ class FlagCap(_Section):
 class GiftSettings(_Section):
     """Gift and anti-bribery limits."""
 
-    flag_caps: list[FlagCap] = Field(default_factory=list)
+    flag_caps: list[FlagCap] = Field(default_factory=list, description="Applied at calculation, after the "
+                                                                       "program's caps, in the order listed.")
     giftcard_rails: list[str] = Field(default_factory=list, description="Rails whose payouts are gift cards.")
     giftcard_yearly_cap: dict[Currency, Annotated[Amount, Field(ge=0)]] = Field(
         default_factory=dict, description="Per recipient and calendar year, the most paid in gift cards.")
@@ -658,6 +661,23 @@ def cross_checks(settings: Settings) -> list[tuple[str, str]]:
         if 2 * rail.timeout_seconds >= lease:
             problems.append((f"rails.{name}.timeout_seconds", f"{rail.timeout_seconds:g}s is too long for "
                              f"database.lease_seconds = {lease:g}: a lookup and a send must fit in one lease"))
+    problems += _gift_problems(settings)
+    return problems
+
+
+def _gift_problems(settings: Settings) -> list[tuple[str, str]]:
+    """``[compliance.gifts]`` keys naming rails or programs that are not configured, and a gift-card cap without
+    gift-card rails (it would cap nothing)."""
+    gifts = settings.compliance.gifts
+    problems = [("compliance.gifts.giftcard_rails", f"names rail {name!r}, which is not configured (configured: "
+                 f"{', '.join(sorted(settings.rails)) or 'none'})")
+                for name in gifts.giftcard_rails if name not in settings.rails]
+    if gifts.giftcard_yearly_cap and not gifts.giftcard_rails:
+        problems.append(("compliance.gifts.giftcard_yearly_cap", "is set but giftcard_rails names no rail: it would "
+                         "cap nothing"))
+    for number, cap in enumerate(gifts.flag_caps):
+        problems += [(f"compliance.gifts.flag_caps.{number}.programs", f"names program {name!r}, which is not "
+                      "configured") for name in cap.programs if name not in settings.programs]
     return problems
 
 

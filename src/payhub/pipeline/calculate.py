@@ -22,6 +22,7 @@ from payhub import funds
 from payhub.api import Calculator, Event, FundMovement, NotEligible, RewardLine
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
+from payhub.compliance import gift_caps
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import program_versions
 from payhub.errors import CalculationError, InvalidRecord, PayhubError
@@ -38,7 +39,7 @@ from payhub.pipeline.rules import (
     kept_share,
 )
 from payhub.runtime import Runtime, Tx
-from payhub.settings import ProgramSection
+from payhub.settings import FlagCap, ProgramSection
 from payhub.states import CalculationStatus, RewardStatus
 from payhub.store import events as event_store
 from payhub.store import funds as fund_store
@@ -170,6 +171,8 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
                     versions: dict[str, int]) -> None:
     now = utcnow()
     history = DbHistory(tx.conn)
+    flag_caps = rt.settings.compliance.gifts.flag_caps
+    flags = gift_caps.PayeeFlags(tx.conn)  # the registry's flags, read once per batch
     calc_rows: list[dict[str, Any]] = []
     results: list[_Result] = []
     cancelled: dict[tuple[int, int], int] = {}  # reward of this batch -> the clawback event that cancelled it
@@ -180,7 +183,7 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             section = rt.settings.programs[program]
             if (event.id, program) in done or not _matches(section, event):
                 continue  # calculated before (a retried event keeps its other programs' results)
-            result = _run_one(calculator, program, section, event, history)
+            result = _run_one(calculator, program, section, event, history, (flag_caps, flags))
             if result.reason is not None:  # a plugin's text, bounded and made storable
                 result.reason = storable.sanitise(result.reason, storable.REASON_LIMIT)
             for ref in result.cancel_batch:  # a clawback cancelled rewards of this batch before they were written
@@ -306,7 +309,9 @@ def _cancelled_reason(reward_ids: list[int]) -> str:
 
 
 def _run_one(calculator: Calculator | str, program: str, section: ProgramSection, event: Event,
-             history: DbHistory) -> _Result:
+             history: DbHistory, flag_caps: tuple[Sequence[FlagCap], gift_caps.PayeeFlags]) -> _Result:
+    """Calculate one (program, event): calculator or clawback, then splits, rounding, the program's caps, the flag
+    caps of ``[compliance.gifts]`` (``flag_caps``: the caps and the registry's flags), budget and approval."""
     if isinstance(calculator, str):  # the plugin failed to load: recorded as a failed calculation
         return _Result(CalculationStatus.FAILED, calculator)
     try:
@@ -338,6 +343,7 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
             else:
                 raise CalculationError(f"calculator returned {type(item).__name__}, not RewardLine or FundMovement")
         lines, notes = apply_caps(program, section, event, lines, history)
+        lines, flag_notes = gift_caps.apply_flag_caps(flag_caps[0], program, event, lines, history, flag_caps[1])
         reserved = dict(history.reserved)
         for line, minor in lines:
             result.rewards.append((line, minor, decide(program, section, event, line.currency, minor, history,
@@ -352,7 +358,9 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
     history.reserved = reserved  # kept only when the whole calculation succeeded
     if not result.rewards and not result.funds:
         result.status = CalculationStatus.NOT_ELIGIBLE
-        result.reason = "; ".join(nothing + notes) or NO_LINE
+        result.reason = "; ".join(nothing + notes + flag_notes) or NO_LINE
+    elif flag_notes:  # a compliance cut is on the record of the calculation too (event.calculated)
+        result.reason = "; ".join(flag_notes)
     return result
 
 

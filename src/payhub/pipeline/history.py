@@ -20,6 +20,7 @@ from payhub.pipeline.rules import BUDGET_HOLD, Decision, ObjectReward
 from payhub.states import RewardStatus
 from payhub.store import events as event_store
 from payhub.store import funds as fund_store
+from payhub.store import gift_totals
 from payhub.store import rewards as reward_store
 
 
@@ -45,6 +46,8 @@ class DbHistory:
         self.cancelled: set[int] = set()  # stored rewards the batch's clawbacks cancel (still live in the database)
         # (program, currency, "payee" | "partner" | "program", payee / partner / None) -> [(occurred_at, minor)]
         self.in_batch_scopes: dict[tuple[str, str, str, str | None], list[tuple[datetime, int]]] = {}
+        # (payee, currency) -> [(program, occurred_at, minor)]: what flag caps count across programs
+        self.in_batch_by_payee: dict[tuple[str, str], list[tuple[str, datetime, int]]] = {}
         self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
         self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
         self._fund_states: dict[tuple[str, str, str], funds.Fund] = {}
@@ -77,6 +80,7 @@ class DbHistory:
         self.in_batch_by_time.setdefault(key, []).append((event.occurred_at, minor))
         for scope in (("payee", payee_id), ("partner", event.partner_id), ("program", None)):
             self.in_batch_scopes.setdefault((program, currency, *scope), []).append((event.occurred_at, minor))
+        self.in_batch_by_payee.setdefault((payee_id, currency), []).append((program, event.occurred_at, minor))
 
     def add_fund(self, program: str, event: Event, movement: FundMovement, amount: Decimal) -> None:
         """Count a fund movement of the batch."""
@@ -173,6 +177,24 @@ class DbHistory:
                         and counted(r.occurred_at) and _in_scope(per, scope_id, r.payee_id, r.partner_id))
         batch = sum(minor for at, minor in self.in_batch_scopes.get((program, currency, per, scope_id), ())
                     if counted(at))
+        return stored - cancelled + batch
+
+    def rewarded_to(self, payee_ids: frozenset[str], currency: str, since: datetime, until: datetime,
+                    programs: frozenset[str] | None) -> int:
+        """Minor units of the live rewards in ``currency`` to any of ``payee_ids`` of events in ``[since, until)``,
+        across every program or only ``programs``, counted as :meth:`capped_total` counts (flag caps)."""
+        args = ("payees", payee_ids, currency, since, until, programs)
+        stored = self._sums.get(args)
+        if stored is None:  # the database's part does not change during the batch
+            stored = self._sums[args] = gift_totals.rewarded_to(self.conn, payee_ids, currency, since, until, programs)
+
+        def counted(program: str, at: datetime) -> bool:
+            return (programs is None or program in programs) and since <= at < until
+
+        cancelled = sum(r.minor for p, r in self._cancelled_rows if r.currency == currency
+                        and r.payee_id in payee_ids and counted(p, r.occurred_at))
+        batch = sum(minor for payee in payee_ids for program, at, minor in
+                    self.in_batch_by_payee.get((payee, currency), ()) if counted(program, at))
         return stored - cancelled + batch
 
     def budget_used(self, key: str) -> int:

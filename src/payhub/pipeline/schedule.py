@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sqlalchemy import Connection
+
 from payhub.api import FxRate, Payee
 from payhub.audit import canonical_json
 from payhub.clock import utcnow
-from payhub.compliance import tax_rules
+from payhub.compliance import gift_caps, tax_rules
 from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
 from payhub.payees import load_payees
@@ -27,12 +29,14 @@ from payhub.store import rewards as store
 Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
 
 
-def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int) -> tuple[str | None, str]:
+def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int,
+          conn: Connection | None = None) -> tuple[str | None, str]:
     """The rail for a payout and why; (None, every refusal) when no configured rail can take it.
 
     Candidates in order: the payee's preferred rail, the rails of the first routing rule matching the payee's
     country and the currency, then ``routing.default_rail``. The first that is loaded, serves the currency and
-    country, takes the amount and accepts the payee's details wins.
+    country, takes the amount, stays within the yearly gift-card cap (a gift-card rail; read with ``conn``, the
+    scheduling transaction, or a connection of its own) and accepts the payee's details wins.
     """
     candidates: list[tuple[str, str]] = []
     if payee.rail:
@@ -52,7 +56,7 @@ def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int) -> tuple[
         if name in tried:
             continue
         tried.add(name)
-        refusal = _refusal(rt, name, payee, currency, amount_minor)
+        refusal = _refusal(rt, name, payee, currency, amount_minor, conn)
         if refusal is not None:
             refusals.append(refusal)
             continue
@@ -60,7 +64,8 @@ def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int) -> tuple[
     return None, "; ".join(refusals) or "no rail configured (set routing.default_rail or routing.rules)"
 
 
-def _refusal(rt: Runtime, name: str, payee: Payee, currency: str, amount_minor: int) -> str | None:
+def _refusal(rt: Runtime, name: str, payee: Payee, currency: str, amount_minor: int,
+             conn: Connection | None = None) -> str | None:
     """Why rail ``name`` cannot take this payout, or None."""
     rail = rt.plugins.rails.get(name)
     if rail is None:
@@ -74,6 +79,9 @@ def _refusal(rt: Runtime, name: str, payee: Payee, currency: str, amount_minor: 
     amount = from_minor(amount_minor, currency)
     if limit is not None and amount > limit:
         return f"rail {name} pays at most {limit} {currency} per payout, this one is {amount} {currency}"
+    gift_cap = gift_caps.giftcard_refusal(rt, name, payee.id, currency, amount_minor, conn)
+    if gift_cap is not None:
+        return gift_cap
     try:
         problem = rail.check_payee(payee, currency)
     except Exception as exc:  # noqa: BLE001 - a rail bug refuses only this payee, with the reason
@@ -137,7 +145,7 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
         planned: list[Planned] = []
         for (payee_id, currency), items in groups.items():
             net = sum(item.minor for item in items)
-            rail, why = route(rt, known[payee_id], currency, net)
+            rail, why = route(rt, known[payee_id], currency, net, tx.conn)
             if rail is None:
                 moved += _hold(tx, [item.row for item in items], HoldCode.NO_RAIL, why)
                 continue

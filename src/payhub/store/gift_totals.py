@@ -1,0 +1,76 @@
+"""The sums the gift and anti-bribery limits decide from (docs/compliance.md#gift-and-anti-bribery-limits): rewards
+to flagged payees across programs, payees by flag, and what a payee received in gift cards."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, func, select
+
+from payhub.db.schema import events, payees, payouts, rewards
+from payhub.states import FINAL_PAYOUT, RewardStatus
+
+CHUNK = 500  # payee ids per IN list
+_SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
+
+
+def flags_of(text: str | None) -> frozenset[str]:
+    """The flags of a stored ``payees.flags`` JSON list, case-folded (flags are compared without regard to case)."""
+    try:
+        found = json.loads(text or "[]")
+    except ValueError:
+        return frozenset()
+    return frozenset(str(flag).strip().casefold() for flag in found if str(flag).strip()) if isinstance(
+        found, list) else frozenset()
+
+
+def payee_flags(conn: Connection, payee_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+    """The case-folded flags of each of ``payee_ids`` found in the registry (a payee not there is left out)."""
+    found: dict[str, frozenset[str]] = {}
+    for start in range(0, len(payee_ids), CHUNK):
+        chunk = list(payee_ids[start : start + CHUNK])
+        for payee_id, text in conn.execute(select(payees.c.id, payees.c.flags).where(payees.c.id.in_(chunk))):
+            found[payee_id] = flags_of(text)
+    return found
+
+
+def carrying(conn: Connection, flag: str) -> frozenset[str]:
+    """The ids of the registry's payees that carry ``flag`` (compared case-folded)."""
+    wanted = flag.strip().casefold()
+    rows = conn.execute(select(payees.c.id, payees.c.flags).where(payees.c.flags != "[]"))
+    return frozenset(payee_id for payee_id, text in rows if wanted in flags_of(text))
+
+
+def rewarded_to(conn: Connection, payee_ids: Collection[str], currency: str, since: datetime, until: datetime,
+                programs: Collection[str] | None) -> int:
+    """Minor units of the live (not cancelled) rewards in ``currency`` to any of ``payee_ids``, of events that
+    occurred in ``[since, until)``, of every program or only of ``programs``; adjustments (negative) included."""
+    ordered = sorted(payee_ids)
+    total = 0
+    for start in range(0, len(ordered), CHUNK):
+        query = select(_SUM).select_from(rewards.join(events, events.c.id == rewards.c.event_id)).where(
+            rewards.c.payee_id.in_(ordered[start : start + CHUNK]), rewards.c.currency == currency,
+            rewards.c.status != RewardStatus.CANCELLED, events.c.occurred_at >= since, events.c.occurred_at < until)
+        if programs is not None:
+            query = query.where(rewards.c.program.in_(sorted(programs)))
+        total += int(conn.execute(query).scalar_one())
+    return total
+
+
+def giftcard_total(conn: Connection, payee_id: str, rails: Collection[str], currency: str, since: datetime,
+                   until: datetime) -> int:
+    """Minor units of the payouts in ``currency`` to ``payee_id`` on ``rails`` scheduled in ``[since, until)`` that
+    did not end unpaid (failed, rejected, cancelled) or come back (returned)."""
+    query = select(func.coalesce(func.sum(payouts.c.amount_minor), 0)).where(
+        payouts.c.payee_id == payee_id, payouts.c.rail.in_(sorted(rails)), payouts.c.currency == currency,
+        payouts.c.status.not_in(sorted(FINAL_PAYOUT)), payouts.c.created_at >= since, payouts.c.created_at < until)
+    return int(conn.execute(query).scalar_one())
+
+
+def lock_payee(conn: Connection, payee_id: str) -> None:
+    """On PostgreSQL, lock the payee's registry row until the transaction ends, so that replicas scheduling payouts
+    to the same payee check its gift-card total one after the other (SQLite has one writer already)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(payees.c.id).where(payees.c.id == payee_id).with_for_update())
