@@ -8,7 +8,7 @@ process that does no pipeline work (``payhub serve``) shows only what it did its
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """The in-process instruments of this process."""
@@ -34,6 +34,11 @@ PLUGIN_FAILURES = Counter(
     "Plugin failures in this process: reason load (failed to import, start or register), error (raised outside "
     "its contract) or timeout (call abandoned).",
     ["kind", "section", "reason"], registry=REGISTRY)
+
+PAYOUTS_BLOCKED = Gauge(
+    "payhub_payouts_blocked",
+    "1 while a payhub_payouts_blocked hook gives a reason (or fails), so that no payout is sent; else 0. Set at each "
+    "disbursement round and each /readyz of this process.", registry=REGISTRY)
 
 
 def plugin_failed(kind: str, section: str, reason: str) -> None:

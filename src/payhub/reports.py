@@ -43,7 +43,7 @@ REWARD_COLUMNS = ["id", "event", "program", "payee", "amount", "currency", "stat
 UNREWARDED_COLUMNS = ["calculation", "event", "object", "program", "version", "payee", "status", "reason",
                       "calculated_at"]
 PAYOUT_COLUMNS = ["id", "payee", "rail", "amount", "currency", "items", "status", "attempts", "provider_ref",
-                  "reason", "route", "key"]
+                  "reason", "route", "key", "hold_code"]
 FUND_COLUMNS = ["program", "holder", "unit", "credited", "spent", "expired", "balance", "next_expiry"]
 PROGRAM_VERSION_COLUMNS = ["id", "program", "version", "calculator", "params", "fingerprint", "created_at"]
 
@@ -143,7 +143,8 @@ def payouts(conn: Connection, *, status: str | None = None, rail: str | None = N
             after: int | None = None, limit: int | None = None,
             newest_first: bool = False) -> Iterator[dict[str, Any]]:
     """Payouts (:data:`PAYOUT_COLUMNS`), by ``status``, ``rail`` and ``payee``: ``items`` is how many rewards it
-    carries, ``reason`` its last reason, ``route`` why it went to its rail, ``key`` its idempotency key."""
+    carries, ``reason`` its last reason, ``route`` why it went to its rail, ``key`` its idempotency key,
+    ``hold_code`` why a held payout is held (``screening``, ``audit_trail``; None otherwise)."""
     p = tables.payouts
     query = select(p)
     if status:
@@ -155,7 +156,8 @@ def payouts(conn: Connection, *, status: str | None = None, rail: str | None = N
     return _rows(conn, _keyset(query, p.c.id, after, limit, newest_first), lambda r: {
         "id": r.id, "payee": r.payee_id, "rail": r.rail, "amount": amount_text(r.amount_minor, r.currency),
         "currency": r.currency, "items": r.item_count, "status": r.status, "attempts": r.attempts,
-        "provider_ref": r.provider_ref, "reason": r.reason, "route": r.route_reason, "key": r.idempotency_key})
+        "provider_ref": r.provider_ref, "reason": r.reason, "route": r.route_reason, "key": r.idempotency_key,
+        "hold_code": r.hold_code})
 
 
 def funds(conn: Connection, *, program: str | None = None, holder: str | None = None, at: datetime | None = None,

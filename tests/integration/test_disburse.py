@@ -699,12 +699,18 @@ def test_released_payout_is_sent_once_without_screening_again(setup, operator) -
     with pytest.raises(PayhubError, match=f"payout {small.id} is sent; only held payouts can be released"):
         payout_actions.release(ops, small.id, "x")
 
-    payout_actions.release(ops, big.id, "beneficiary verified by compliance")
+    # A screening hold: two different operators, each with a written justification.
+    assert payout_actions.release(ops, big.id, "beneficiary verified by compliance").released is False
+    assert payout(rt, big.id).status == "held"
+    payout_actions.release(operator(rt, "ops:bob"), big.id, "second check: not the listed party")
     row = payout(rt, big.id)
-    assert (row.status, row.released_by, row.attempts) == ("scheduled", "ops:alice", 0)
-    assert row.reason == "released by operator: beneficiary verified by compliance"
+    assert (row.status, row.released_by, row.attempts, row.hold_code) == (
+        "scheduled", "ops:alice and ops:bob", 0, None)
+    assert row.reason == "released by operators ops:alice and ops:bob: second check: not the listed party"
     actor, origin, detail = operator_entry(rt, "payout.released", big.id)
-    assert (actor, detail) == ("ops:alice", {"reason": "beneficiary verified by compliance"})
+    assert (actor, detail["operators"], detail["justifications"]) == (
+        "ops:bob", ["ops:alice", "ops:bob"],
+        ["beneficiary verified by compliance", "second check: not the listed party"])
     assert origin.startswith("cli@")
     assert_audited(rt)
 
@@ -714,8 +720,8 @@ def test_released_payout_is_sent_once_without_screening_again(setup, operator) -
     assert rail.accepted == {small.idempotency_key: 1, big.idempotency_key: 1}
     assert payout(rt, big.id).status == "sent"
     assert [s for s, _c, _r in reward_states(rt, big.id)] == ["sent"]
-    assert history(rt, big.id) == ["payout.created", "payout.held", "payout.released", "payout.sending",
-                                   "payout.sent"]
+    assert history(rt, big.id) == ["payout.created", "payout.held", "payout.release_requested", "payout.released",
+                                   "payout.sending", "payout.sent"]
     assert drain(rt) == 0
     assert len(rail.calls) == 2
     assert_audited(rt)

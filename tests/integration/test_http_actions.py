@@ -248,14 +248,23 @@ def test_resolve_not_sent_sends_again(world: World, api: Api) -> None:
     assert payout_row(world, payout).status == "retrying"
 
 
-def test_release_a_held_payout_records_the_token(world: World, api: Api) -> None:
-    payout = payout_of(world, world.reward("scheduled", payout_status="held"))
-    answer = api.post(f"/payouts/{payout}/release", {"reason": "false positive on the sanctions list"})
-    assert answer.json() == {"actor": "token:ann", "id": payout, "status": "scheduled"}
+def test_release_a_held_payout_records_both_tokens(world: World, api: Api) -> None:
+    payout = payout_of(world, world.reward("scheduled", payout_status="held"))  # no hold code: a screening hold
+    first = api.post(f"/payouts/{payout}/release", {"reason": "false positive on the sanctions list"})
+    assert (first.status_code, first.json()) == (202, {
+        "actor": "token:ann", "id": payout, "status": "held", "hold_code": "screening",
+        "release": "awaiting_second_operator", "operators": ["token:ann"]})
+    second = api.post(f"/payouts/{payout}/release", {"reason": "date of birth differs from the entry"}, as_="bob")
+    assert (second.status_code, second.json()) == (200, {
+        "actor": "token:bob", "id": payout, "status": "scheduled", "hold_code": "screening", "release": "released",
+        "operators": ["token:ann", "token:bob"]})
     row = payout_row(world, payout)
-    assert (row.status, row.released_by) == ("scheduled", "token:ann")
-    assert decisions(world) == [("token:ann", "payout.released", str(payout), "ok", ORIGIN,
-                                 {"reason": "false positive on the sanctions list"})]
+    assert (row.status, row.released_by) == ("scheduled", "token:ann and token:bob")
+    assert [(e[0], e[1], e[2], e[3], e[4]) for e in decisions(world)] == [
+        ("token:ann", "payout.release_requested", str(payout), "requested", ORIGIN),
+        ("token:bob", "payout.released", str(payout), "ok", ORIGIN)]
+    assert decisions(world)[1][5]["justifications"] == ["false positive on the sanctions list",
+                                                        "date of birth differs from the entry"]
 
 
 def test_cancel_a_payout_holds_its_rewards(world: World, api: Api) -> None:
@@ -303,7 +312,8 @@ def every_action(world: World) -> list[tuple[str, dict[str, Any]]]:
             ("/rewards/release", {"ids": [held], "reason": "x"}),
             ("/rewards/cancel", {"ids": [carried], "reason": "x"}),
             (f"/payouts/{unresolved}/resolve", {"outcome": "paid", "reason": "x"}),
-            (f"/payouts/{on_hold}/release", {"reason": "x"}), (f"/payouts/{scheduled}/cancel", {"reason": "x"}),
+            (f"/payouts/{on_hold}/release", {"reason": "false positive on the sanctions list"}),
+            (f"/payouts/{scheduled}/cancel", {"reason": "x"}),
             ("/calculations/retry", {"event_id": event})]
 
 
@@ -321,7 +331,8 @@ def test_an_auditor_token_may_do_no_action_and_nothing_changes(world: World, api
     assert [(e[0], e[1], e[2], e[3]) for e in entries(world)] == [
         ("token:audrey", "api.request", f"/api/v1{path}", "denied") for path, _ in calls]
     # The same calls by an operator are all accepted: the refusals were the role's.
-    assert [api.post(path, body).status_code for path, body in calls] == [200] * len(calls)
+    assert [api.post(path, body).status_code for path, body in calls] == [
+        202 if path.endswith("/release") and path.startswith("/payouts") else 200 for path, _ in calls]
 
 
 def test_unknown_ids_are_refused_naming_them(world: World, api: Api) -> None:

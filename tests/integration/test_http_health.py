@@ -42,7 +42,7 @@ BASE = """
     default_rail = "r"
 """
 MakeRuntime = Callable[..., Runtime]
-CHECKS = ["database", "schema", "sources", "hooks", "database_outage"]
+CHECKS = ["database", "schema", "sources", "hooks", "sends", "database_outage"]
 
 
 def get(app: FastAPI, path: str, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -10,7 +10,7 @@ import click
 
 from payhub import provenance, reports
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
-from payhub.cli.output import FORMATS, console, plain, render, to_json
+from payhub.cli.output import FORMATS, console, plain, render, shown, to_json
 from payhub.cli.params import LIMIT, MAX_ID, ROW_ID, row_id
 from payhub.cli.provenance_text import print_explanation
 from payhub.clock import parse_instant
@@ -203,7 +203,8 @@ def payouts_list(ctx: Context, status: str | None, rail: str | None, payee: str 
                  after: int | None, fmt: str) -> None:
     """List payouts with their state, attempts and last reason."""
     columns = reports.PAYOUT_COLUMNS if fmt != "table" else ["id", "payee", "rail", "amount", "currency", "items",
-                                                             "status", "attempts", "provider_ref", "reason"]
+                                                             "status", "hold_code", "attempts", "provider_ref",
+                                                             "reason"]
     with ctx.runtime().engine.connect() as conn:
         render(reports.payouts(conn, status=status, rail=rail, payee=payee, **_page(fmt, limit, after)), fmt,
                columns, title="payouts")
@@ -225,13 +226,23 @@ def payouts_resolve(ctx: Context, payout_id: int, outcome: str, reason: str, pro
 
 @payouts.command("release")
 @click.argument("payout_id", type=ROW_ID)
-@click.option("--reason", required=True, help="Why the screening hold does not apply (recorded in the audit log).")
+@click.option("--reason", required=True,
+              help="Why the hold does not apply (recorded in the audit log); for a screening hold, a written "
+                   f"justification of at least {payout_actions.MIN_JUSTIFICATION} characters.")
 @pass_ctx
 @fail_cleanly
 def payouts_release(ctx: Context, payout_id: int, reason: str) -> None:
-    """Override a screening hold: the held payout is sent without being screened again."""
-    payout_actions.release(ctx.runtime(), payout_id, reason)
-    console.print(f"payout {payout_id} released")
+    """Release a held payout; once released it is sent without being screened again.
+
+    A screening hold needs two different operators (--actor), each with a justification: the first one's release
+    is recorded and the payout stays held until a second operator releases it."""
+    done = payout_actions.release(ctx.runtime(), payout_id, reason)
+    if done.released:
+        console.print(f"payout {payout_id} released ({done.hold_code} hold) by {shown(' and '.join(done.operators))}; "
+                      "it is sent without being screened again", highlight=False)
+    else:
+        console.print(f"payout {payout_id}: release recorded for {shown(done.operators[0])}; the screening hold stays "
+                      "until a second, different operator releases it", highlight=False)
 
 
 @payouts.command("cancel")

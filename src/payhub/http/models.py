@@ -130,6 +130,9 @@ class PayoutItem(_Body):
     reason: str | None = Field(description="The last reason, e.g. of a rejection or a hold.")
     route: str = Field(description="Why the payout went to its rail.")
     key: str = Field(description="The idempotency key, sent on every attempt.")
+    hold_code: str | None = Field(
+        description="Why a held payout is held: `screening` (released by two operators) or `audit_trail`; null "
+                    "otherwise (and for payouts held before hold codes were recorded).")
 
 
 class FundItem(_Body):

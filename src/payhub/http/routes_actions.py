@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from payhub.http.auth import require
@@ -35,7 +35,7 @@ MAX_NAME = 200
 """The longest program name or provider reference (as the database stores them)."""
 
 RewardStatus = Literal["awaiting_approval", "pending", "held", "cancelled"]
-PayoutStatus = Literal["retrying", "sent", "paid", "scheduled", "cancelled"]
+PayoutStatus = Literal["retrying", "sent", "paid", "scheduled", "cancelled", "held"]
 Operator = Annotated[Principal, Depends(require("operator"))]
 RowId = Annotated[int, Strict(), Field(ge=1, lt=ID_BOUND)]
 PayoutId = Annotated[int, Path(ge=1, lt=ID_BOUND, description="The payout's id.")]
@@ -130,6 +130,14 @@ class PayoutState(BaseModel):
     status: PayoutStatus
 
 
+class PayoutRelease(PayoutState):
+    hold_code: Literal["screening", "audit_trail"] = Field(description="The hold released (or to be released).")
+    release: Literal["released", "awaiting_second_operator"] = Field(
+        description="`released`: the payout is `scheduled`; `awaiting_second_operator`: a screening hold, this "
+                    "token's request is recorded and a second, different token must release it.")
+    operators: list[str] = Field(description="The tokens that asked for the release, first first.")
+
+
 class Retried(BaseModel):
     actor: str = Field(description="Who the audit log records: token:<name>.")
     retried: int = Field(description="Failed calculations that run again on the next pass.")
@@ -202,12 +210,29 @@ def resolve_payout(payout_id: PayoutId, body: Resolve, request: Request, princip
     return PayoutState(actor=principal.actor, id=payout_id, status=cast(PayoutStatus, status))
 
 
-@router.post("/payouts/{payout_id}/release", summary="Override a payout's screening hold")
-def release_payout(payout_id: PayoutId, body: Because, request: Request, principal: Operator) -> PayoutState:
-    """Send a ``held`` payout without screening it again (``scheduled``); the token is recorded as releasing it."""
-    payout_actions.release(_acting(request, principal, {"payout": payout_id, **body.model_dump()}), payout_id,
-                           body.reason)
-    return PayoutState(actor=principal.actor, id=payout_id, status="scheduled")
+@router.post("/payouts/{payout_id}/release", summary="Release a held payout (a screening hold: two operators)",
+             responses={200: {"description": "Released: the payout is `scheduled` and is sent without being "
+                                             "screened again."},
+                        202: {"model": PayoutRelease, "description": "A screening hold: this token's request and "
+                                                                     "justification are recorded; the payout stays "
+                                                                     "`held` until a second, different token "
+                                                                     "releases it."}})
+def release_payout(payout_id: PayoutId, body: Because, request: Request, principal: Operator,
+                   response: Response) -> PayoutRelease:
+    """Release a ``held`` payout; once released (``scheduled``) it is sent without being screened again.
+
+    A ``screening`` hold needs two different tokens, each with a justification of at least
+    20 characters (``MIN_JUSTIFICATION``) in ``reason``: the first call is answered 202 (``release``
+    ``awaiting_second_operator``, the payout still ``held``), the second token's 200 (``released``, both named in
+    ``operators``). The same token asking twice is refused (409). An ``audit_trail`` hold is released by one token."""
+    done = payout_actions.release(_acting(request, principal, {"payout": payout_id, **body.model_dump()}),
+                                  payout_id, body.reason)
+    if not done.released:
+        response.status_code = 202
+    return PayoutRelease(actor=principal.actor, id=payout_id, status="scheduled" if done.released else "held",
+                         hold_code=done.hold_code.value,
+                         release="released" if done.released else "awaiting_second_operator",
+                         operators=list(done.operators))
 
 
 @router.post("/payouts/{payout_id}/cancel", summary="Cancel a payout the rail never accepted")

@@ -5,6 +5,7 @@ Readiness lists each check with ``name``, ``ok`` and ``detail``, and answers 200
 - ``database``: a connection and a statement succeed within :data:`~payhub.http.probes.PROBE_TIMEOUT_SECONDS`;
 - ``schema``: the database is at the schema revision this payhub needs;
 - ``hooks``: no configured hook plugin failed in this process (no payout is sent while one has);
+- ``sends``: no ``payhub_payouts_blocked`` hook gives a reason to send nothing now (e.g. a sanctions list too old);
 - ``sources``: no configured source failed permanently (as the ``sources`` table records it);
 - ``database_outage``: under ``payhub run``, the worker is not waiting for the database.
 
@@ -26,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from payhub.db.faults import describe
 from payhub.http.probes import PROBE_TIMEOUT_SECONDS, Probes, probes, reading
 from payhub.http.state import Face, face
+from payhub.pipeline.blocked import blocked_reasons
 from payhub.store.events import failed_sources
 
 router = APIRouter(tags=["health"])
@@ -61,7 +63,7 @@ def readyz(request: Request) -> JSONResponse:
 def readiness(state: Face, found: Probes) -> list[Check]:
     """Run every readiness check."""
     configured = sorted(name for name, section in state.rt.settings.sources.items() if section.enabled)
-    return [*_database(found, configured), _hooks(state), _outage(state)]
+    return [*_database(found, configured), _hooks(state), _sends(state), _outage(state)]
 
 
 def _database(found: Probes, configured: list[str]) -> list[Check]:
@@ -114,6 +116,13 @@ def _hooks(state: Face) -> Check:
         return Check("hooks", True, "no hook plugin failed")
     named = "; ".join(f"{section}: {_short(plugins.failed('hook', section) or 'failed')}" for section in failed)
     return Check("hooks", False, f"no payout is sent while a hook plugin has failed: {named}")
+
+
+def _sends(state: Face) -> Check:
+    reasons = blocked_reasons(state.rt.plugins.hooks)
+    if not reasons:
+        return Check("sends", True, "no hook blocks sending")
+    return Check("sends", False, f"no payout is sent while blocked: {_short('; '.join(reasons))}")
 
 
 def _outage(state: Face) -> Check:

@@ -43,11 +43,12 @@ from payhub import metrics
 from payhub.api import Outcome, Rail, RailResult
 from payhub.clock import isoformat, utcnow
 from payhub.errors import PermanentRailError, PluginTimeout, RailError, RetryableRailError, UnknownOutcomeError
+from payhub.pipeline.blocked import sends_blocked
 from payhub.pipeline.presend import hold_mismatched
 from payhub.pipeline.rail_results import STATE_OF, apply_results, backoff_seconds, notify_failed
 from payhub.runtime import Runtime
 from payhub.settings import RailSection
-from payhub.states import AttemptOutcome, PayoutStatus
+from payhub.states import AttemptOutcome, PayoutHold, PayoutStatus
 from payhub.store import payouts as store
 from payhub.store.payouts import Work
 
@@ -63,6 +64,8 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     if rt.guard(f"rail {rail.name}", section.timeout_seconds).busy:
         return 0  # an abandoned call has not returned: leave its payouts alone until it does
     if rt.plugins.failed_hooks():  # fail closed (the worker logs it, at most every logs.REMIND_SECONDS)
+        return 0
+    if sends_blocked(rt.plugins.hooks):  # a hook says no payout may be sent now: they stay due (logged there)
         return 0
     claimed = store.claim_due(rt, rail_name, rail.capabilities.max_batch)
     if not claimed:
@@ -110,8 +113,9 @@ def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
             live = store.fence(tx, [(w, PayoutStatus.HELD) for w, _ in denied])
             denied = [(w, reason) for w, reason in denied if w.id in live]
             for w, reason in denied:
-                store.set_status(tx, w.id, PayoutStatus.HELD, w.lease, reason=reason)
-                tx.audit("payout.held", "payout", w.id, {"reason": reason}, outcome="held")
+                store.set_status(tx, w.id, PayoutStatus.HELD, w.lease, hold_code=PayoutHold.SCREENING, reason=reason)
+                tx.audit("payout.held", "payout", w.id, {"reason": reason, "hold_code": PayoutHold.SCREENING},
+                         outcome="held")
         for w, reason in denied:
             notify_failed(rt, w, PayoutStatus.HELD, reason)
     return keep

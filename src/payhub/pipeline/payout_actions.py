@@ -1,4 +1,5 @@
-"""Operator decisions on payouts: resolve an unknown outcome, release a screening hold, cancel.
+"""Operator decisions on payouts: resolve an unknown outcome, release a hold (a screening hold by two operators),
+cancel.
 
 Each is one transaction with its audit entry, signed by the operator (the CLI's ``--actor``). A payout that a worker
 holds a lease on is refused, and every change goes through the payout state machine
@@ -7,17 +8,20 @@ holds a lease on is refused, and every change goes through the payout state mach
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from payhub.audited import reached_rail, reached_refusal
-from payhub.clock import utcnow
+from payhub.clock import isoformat, utcnow
 from payhub.errors import PayhubError
 from payhub.payees import load_payees
 from payhub.pipeline.operator import required_reason
 from payhub.plugins import notify
 from payhub.runtime import Runtime, Tx
-from payhub.states import AttemptKind, AttemptOutcome, PayoutStatus
+from payhub.states import AttemptKind, AttemptOutcome, PayoutHold, PayoutStatus
 from payhub.store import payouts as store
+from payhub.store import release_requests
+from payhub.store.release_requests import ReleaseRequest
 
 MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
 
@@ -83,17 +87,98 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
     return status
 
 
-def release(rt: Runtime, payout_id: int, reason: str) -> None:
-    """Override a screening hold: the payout is sent without being screened again. The actor is recorded.
+MIN_JUSTIFICATION = 20
+"""The fewest characters (runs of white space counted as one) of the written justification each of the two
+operators gives to release a screening hold (docs/compliance.md, "Screening holds and their release")."""
 
-    Refused when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown."""
-    reason = required_reason(reason)
+AUDIT_TRAIL_REASON = "does not match its audit trail"
+"""How the pre-send check's hold reasons begin (:mod:`payhub.pipeline.presend`): a held payout without a hold code
+(held before hold codes were recorded) whose reason begins so is an ``audit_trail`` hold, any other a screening one."""
+
+MAX_RELEASED_BY = 200
+"""The longest ``released_by`` the payouts table holds (the audit entry names each operator in full)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What a release did: ``released`` (the payout is ``scheduled``), or only recorded the first operator's
+    request (``released`` False: a screening hold awaits a second, different operator). ``operators`` are the
+    actors who asked, first first."""
+
+    payout_id: int
+    hold_code: PayoutHold
+    released: bool
+    operators: tuple[str, ...]
+
+
+def hold_of(code: str | None, reason: str | None) -> PayoutHold:
+    """The hold a held payout is under: its hold code; without one, ``audit_trail`` when its reason is the pre-send
+    check's, else ``screening`` (the stricter release)."""
+    if code is not None:
+        try:
+            return PayoutHold(code)
+        except ValueError:
+            return PayoutHold.SCREENING  # an unknown code: fail closed
+    return PayoutHold.AUDIT_TRAIL if (reason or "").startswith(AUDIT_TRAIL_REASON) else PayoutHold.SCREENING
+
+
+def justification(text: str) -> str:
+    """``text`` without surrounding white space; PayhubError when it is shorter than :data:`MIN_JUSTIFICATION`."""
+    text = (text or "").strip()
+    if not text:
+        raise PayhubError("a written justification is required to release a screening hold (it is recorded in the "
+                          "audit log)")
+    if len(" ".join(text.split())) < MIN_JUSTIFICATION:
+        raise PayhubError(f"the justification is too short: releasing a screening hold needs at least "
+                          f"{MIN_JUSTIFICATION} characters saying why the hit does not apply")
+    return text
+
+
+def release(rt: Runtime, payout_id: int, reason: str) -> Release:
+    """Release a held payout: once released it is sent without being screened again. The actor is recorded.
+
+    A ``screening`` hold needs two different operators, each with a written :func:`justification`: the first
+    call records the actor's request (``payout.release_requested``) and leaves the payout held; a call by another
+    actor releases it (``payout.released``, naming both). The same actor asking twice is refused. An
+    ``audit_trail`` hold is released by one operator with a reason. Refused when the audit chain records the
+    payout as sent or paid, or a send of it whose outcome is unknown."""
+    actor = rt.writer.actor
     with rt.transaction() as tx:
-        _load(tx, payout_id, (PayoutStatus.HELD,), "released")
+        row = _load(tx, payout_id, (PayoutStatus.HELD,), "released")
         _not_at_rail(tx, payout_id, PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.UNKNOWN)
-        _moved(store.set_status(tx, payout_id, PayoutStatus.SCHEDULED, reason=f"released by operator: {reason}",
-                          released_by=rt.writer.actor), payout_id)
-        tx.audit("payout.released", "payout", payout_id, {"reason": reason})
+        hold = hold_of(row.hold_code, row.reason)
+        if hold != PayoutHold.SCREENING:
+            why = required_reason(reason)
+            _moved(store.set_status(tx, payout_id, PayoutStatus.SCHEDULED, reason=f"released by operator: {why}",
+                                    released_by=actor), payout_id)
+            tx.audit("payout.released", "payout", payout_id, {"reason": why, "hold_code": hold})
+            return Release(payout_id, hold, True, (actor,))
+        why = justification(reason)
+        asked = release_requests.pending(tx, payout_id)
+        first = next((request for request in asked if request.operator != actor), None)
+        if first is None:
+            if asked:
+                raise PayhubError(f"payout {payout_id}: {actor} already asked to release it "
+                                  f"({isoformat(asked[0].requested_at)}); a screening hold is released by a second, "
+                                  "different operator")
+            release_requests.record(tx, ReleaseRequest(payout_id, actor, why, utcnow()))
+            tx.audit("payout.release_requested", "payout", payout_id,
+                     {"operator": actor, "justification": why, "hold_code": hold, "hold_reason": row.reason},
+                     outcome="requested")
+            return Release(payout_id, hold, False, (actor,))
+        operators = (first.operator, actor)
+        _moved(store.set_status(tx, payout_id, PayoutStatus.SCHEDULED,
+                                reason=f"released by operators {first.operator} and {actor}: {why}",
+                                released_by=_released_by(operators)), payout_id)
+        tx.audit("payout.released", "payout", payout_id, {
+            "reason": why, "hold_code": hold, "operators": list(operators),
+            "justifications": [first.justification, why], "requested_at": first.requested_at})
+    return Release(payout_id, hold, True, operators)
+
+
+def _released_by(operators: tuple[str, ...]) -> str:
+    text = " and ".join(operators)
+    return text if len(text) <= MAX_RELEASED_BY else text[: MAX_RELEASED_BY - 1] + "…"
 
 
 def cancel(rt: Runtime, payout_id: int, reason: str) -> None:

@@ -33,7 +33,7 @@ from payhub.db.schema import audit_log, payout_items, rewards
 from payhub.money import to_minor
 from payhub.plugins import notify
 from payhub.runtime import Runtime
-from payhub.states import PayoutStatus
+from payhub.states import PayoutHold, PayoutStatus
 from payhub.store import payouts as store
 from payhub.store.payouts import CLAIMABLE
 
@@ -210,7 +210,8 @@ def _hold(rt: Runtime, held: list[tuple[Any, list[str], str | None]]) -> None:
                                                                                         PayoutStatus.UNKNOWN)
                       else PayoutStatus.HELD)
             # Not moved: the lease was lost (its new holder runs the same check), or a status that cannot be held.
-            if not store.set_status(tx, w.id, status, w.lease, reason=reason):
+            code = PayoutHold.AUDIT_TRAIL if status == PayoutStatus.HELD else None
+            if not store.set_status(tx, w.id, status, w.lease, hold_code=code, reason=reason):
                 log.error("payout %s does not match its audit trail and is not sent: %s", w.id, reason)
                 continue
             tx.audit(f"payout.{status}", "payout", w.id,

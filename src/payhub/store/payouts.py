@@ -25,9 +25,17 @@ from payhub.db.schema import attempts, payout_items, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
-from payhub.states import PAYOUT_TRANSITIONS, AttemptKind, AttemptOutcome, HoldCode, PayoutStatus, RewardStatus
+from payhub.states import (
+    PAYOUT_TRANSITIONS,
+    AttemptKind,
+    AttemptOutcome,
+    HoldCode,
+    PayoutHold,
+    PayoutStatus,
+    RewardStatus,
+)
 from payhub.states import payout_allowed as allowed
-from payhub.store import leases
+from payhub.store import leases, release_requests
 
 log = logging.getLogger(__name__)
 
@@ -166,19 +174,30 @@ def fence(tx: Tx, changes: Sequence[tuple[Work, str]]) -> set[int]:
     return kept
 
 
-def set_status(tx: Tx, payout_id: int, status: str, lease: str | None = None, **values: Any) -> bool:
+def set_status(tx: Tx, payout_id: int, status: str, lease: str | None = None, *,
+               hold_code: PayoutHold | None = None, **values: Any) -> bool:
     """Move a payout to ``status``; return whether it moved (the caller audits the change only if it did).
 
     The UPDATE changes nothing unless the state machine allows ``status`` from the payout's current status, and,
     for a worker, its lease ``lease`` still holds; for an operator (``lease`` None), unless no worker holds one.
+    ``hold_code`` says why a payout moved to ``held``; any other status clears it. A payout that is held, or
+    leaves ``held`` (released, cancelled), loses its pending release requests: a request is for one hold only.
     """
+    if hold_code is not None and status != PayoutStatus.HELD:
+        raise ValueError(f"a hold code is for a held payout, not a {status} one")
     owner: ColumnElement[bool] = (leases.free(payouts, tx.conn) if lease is None
                                   else leases.held(payouts, lease, tx.conn))
     moved = tx.conn.execute(update(payouts).where(payouts.c.id == payout_id, may_come_from(status), owner)
-                            .values(status=status, updated_at=utcnow(), **values)).rowcount
+                            .values(status=status, updated_at=utcnow(), hold_code=hold_code, **values)).rowcount
     if not moved:
         log.warning("payout %s: not moved to %s (a status or lease that does not allow it)", payout_id, status)
+    elif status in _VOIDS_RELEASE:
+        release_requests.clear(tx, payout_id)
     return bool(moved)
+
+
+_VOIDS_RELEASE = (PayoutStatus.HELD, *PAYOUT_TRANSITIONS[PayoutStatus.HELD])
+"""Moving to one of these statuses voids a payout's release requests (all a held payout can move to, and held)."""
 
 
 def fail(tx: Tx, payout_id: int, state: str, reason: str, detail: dict[str, Any], lease: str | None = None) -> bool:
