@@ -369,7 +369,7 @@ class TaxSettings(_Section):
 class FlagCap(_Section):
     """A yearly cap on what payees carrying ``flag`` may receive (docs/compliance.md#gift-and-anti-bribery-limits)."""
 
-    flag: str = Field(min_length=1, max_length=100, pattern=r"^[^;]*\S[^;]*$",
+    flag: str = Field(min_length=1, max_length=100, pattern=r"^[^;]*[^;\s][^;]*$",
                       description="A payee flag, compared without regard to case (no `;`: it separates flags).")
     amount: Amount = Field(ge=0, description="The most paid per calendar year (UTC) of the event.")
     currency: Currency = Field(description="Rewards in this currency are capped; a flagged payee's reward in a "
