@@ -92,8 +92,10 @@ def screening_check(ctx: Context, name: str, country: str | None, fmt: str) -> N
         click.echo(to_json({"name": name, "country": country, "threshold": plugin.settings.threshold,
                             "hit": bool(hits), "hits": rows}))
     elif hits:
-        render(rows, "table", ["list", "published_on", "entry_id", "entry_name", "matched", "score",
-                               "country_match", "programs"], title=f"{len(hits)} possible matches")
+        say(f"{len(hits)} possible {'match' if len(hits) == 1 else 'matches'} at threshold "
+            f"{plugin.settings.threshold}:")
+        for hit in hits:
+            say(f"  {plain(hit.describe())}", markup=False)
     else:
         say(f"no match at threshold {plugin.settings.threshold}")
     sys.exit(EXIT_HIT if hits else EXIT_CLEAR)

@@ -1,0 +1,348 @@
+"""The ``sanctions`` hook plugin on a real database: lists loaded by ``payhub screening refresh`` (audited with their
+dates and hashes, unchanged ones not stored again), provider plugins isolated, stale or missing lists stopping
+payouts, a listed payee's payout held before it is sent, payees screened when the payees file changes, and the
+``payhub screening check|status`` commands with their exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from payhub.api import Payee, PayoutInstruction, SanctionsEntry, SanctionsList, ScreenDecision, SourceRecord, hookimpl
+from payhub.builtin.sanctions import Sanctions
+from payhub.compliance.sanctions.payee_screening import screen_payees
+from payhub.compliance.sanctions.refresh import refresh
+from payhub.db.schema import payee_screenings, screening_lists
+from payhub.payees import sync_payees
+from payhub.runtime import Runtime
+from payhub.testing import FakeRail, FakeSource, ManualClock, invoke_cli
+from payhub.testing.pytest_plugin import HarnessFactory
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "sanctions"
+
+
+def copy_lists(directory: Path, when: datetime) -> Path:
+    """The test lists copied into ``directory / lists``, the CSV files dated ``when``."""
+    target = directory / "lists"
+    target.mkdir(exist_ok=True)
+    for path in DATA.iterdir():
+        shutil.copyfile(path, target / path.name)
+        os.utime(target / path.name, (when.timestamp(), when.timestamp()))
+    return target
+
+
+def lists_section(lists: Path, *, max_age: int = 7, extra: str = "") -> str:
+    return f"""
+        [hooks.sanctions]
+        max_list_age_days = {max_age}
+        {extra}
+
+        [[hooks.sanctions.lists]]
+        name = "ofac_sdn"
+        format = "ofac_csv"
+        files = ["{lists}/sdn.csv", "{lists}/alt.csv", "{lists}/add.csv"]
+
+        [[hooks.sanctions.lists]]
+        name = "eu"
+        format = "eu_xml"
+        files = ["{lists}/eu.xml"]
+        """
+
+
+@pytest.fixture
+def payhub_clock() -> Iterator[ManualClock]:
+    """payhub's clock at 2026-12-02 09:00 UTC, a few days after the test lists' dates."""
+    with ManualClock(datetime(2026, 12, 2, 9, tzinfo=UTC)) as clock:
+        yield clock
+
+
+@pytest.fixture
+def screening(make_runtime: Callable[..., Runtime], tmp_path: Path,
+              payhub_clock: ManualClock) -> Iterator[Callable[..., tuple[Runtime, Sanctions]]]:
+    def factory(*, max_age: int = 7, extra: str = "", csv_date: datetime | None = None) -> tuple[Runtime, Sanctions]:
+        lists = copy_lists(tmp_path, csv_date or datetime(2026, 12, 1, 12, tzinfo=UTC))
+        rt = make_runtime(lists_section(lists, max_age=max_age, extra=extra))
+        plugin = rt.plugins.hooks.get_plugin("sanctions")
+        assert isinstance(plugin, Sanctions), rt.plugins.statuses
+        return rt, plugin
+
+    yield factory
+
+
+def audit(rt: Runtime, action: str) -> list[dict[str, Any]]:
+    with rt.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT subject_id, outcome, detail FROM audit_log WHERE action = :a ORDER BY seq"),
+                            {"a": action}).all()
+    return [{"subject": s, "outcome": o, **json.loads(d)} for s, o, d in rows]
+
+
+def test_refresh_stores_each_list_and_audits_its_date_hash_and_count(screening: Any) -> None:
+    rt, _plugin = screening()
+    results = refresh(rt, _plugin.settings)
+    assert [(r.name, r.outcome, r.skipped) for r in results] == [("ofac_sdn", "loaded", 3), ("eu", "loaded", 1)]
+    loaded = audit(rt, "screening.list_loaded")
+    assert [(e["name"], e["format"], e["published_on"], e["entries"]) for e in loaded] == [
+        ("ofac_sdn", "ofac_csv", "2026-12-01", 5), ("eu", "eu_xml", "2026-11-30", 2)]
+    eu_sha = hashlib.sha256((DATA / "eu.xml").read_bytes()).hexdigest()
+    assert loaded[1]["sha256"] == eu_sha and loaded[1]["files"] == [{"file": "eu.xml", "sha256": eu_sha}]
+    assert [f["file"] for f in loaded[0]["files"]] == ["sdn.csv", "alt.csv", "add.csv"]
+    assert loaded[0]["skipped"] == 3 and "sdn.csv line 5: 2 columns, expected 12" in loaded[0]["problems"]
+    with rt.engine.connect() as conn:
+        rows = conn.execute(sa.select(screening_lists.c.name, screening_lists.c.current, screening_lists.c.sha256,
+                                      screening_lists.c.loaded_by)).all()
+    assert sorted((n, c) for n, c, _s, _b in rows) == [("eu", True), ("ofac_sdn", True)]
+
+
+def test_unchanged_lists_are_not_stored_again_and_a_changed_one_is_kept_as_a_new_version(
+        screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    again = refresh(rt, plugin.settings)
+    assert [r.outcome for r in again] == ["unchanged", "unchanged"]
+    checked = audit(rt, "screening.list_checked")
+    assert [(e["name"], e["outcome"]) for e in checked] == [("ofac_sdn", "unchanged"), ("eu", "unchanged")]
+    assert all("checked_at" in e for e in checked)
+    eu = tmp_path / "lists" / "eu.xml"
+    eu.write_text(eu.read_text(encoding="utf-8").replace("2026-11-30T", "2026-12-01T"), encoding="utf-8")
+    third = refresh(rt, plugin.settings)
+    assert [r.outcome for r in third] == ["unchanged", "loaded"]
+    with rt.engine.connect() as conn:
+        versions = conn.execute(sa.select(screening_lists.c.published_on, screening_lists.c.current)
+                                .where(screening_lists.c.name == "eu").order_by(screening_lists.c.id)).all()
+    assert versions == [(date(2026, 11, 30), False), (date(2026, 12, 1), True)]
+    assert audit(rt, "screening.list_loaded")[-1]["replaced"] is not None
+
+
+def test_a_list_that_cannot_be_read_fails_alone_and_is_audited(screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    (tmp_path / "lists" / "eu.xml").write_bytes((DATA / "bomb.xml").read_bytes().replace(b"sdnList", b"export"))
+    results = refresh(rt, plugin.settings)
+    assert [(r.name, r.outcome) for r in results] == [("ofac_sdn", "loaded"), ("eu", "failed")]
+    assert "refused" in (results[1].reason or "")
+    [failed] = audit(rt, "screening.list_failed")
+    assert (failed["name"], failed["outcome"]) == ("eu", "failed")
+    assert plugin.payhub_payouts_blocked() == "sanctions list eu was never loaded (run `payhub screening refresh`)"
+
+
+class ProvidedList:
+    @hookimpl
+    def payhub_sanctions_lists(self) -> list[SanctionsList]:
+        return [SanctionsList("uk_hmt", date(2026, 12, 1), "ab" * 32,
+                              (SanctionsEntry("UK-1", "Zoltan Kertesz", countries=("HU",)),))]
+
+
+class BrokenProvider:
+    @hookimpl
+    def payhub_sanctions_lists(self) -> list[SanctionsList]:
+        raise RuntimeError("list server unreachable")
+
+
+def test_provider_lists_are_loaded_and_a_raising_provider_is_isolated(screening: Any) -> None:
+    rt, plugin = screening()
+    rt.plugins.hooks.register(BrokenProvider(), name="broken")
+    rt.plugins.hooks.register(ProvidedList(), name="provider")
+    results = {r.name: r for r in refresh(rt, plugin.settings)}
+    assert results["uk_hmt"].outcome == "loaded" and results["uk_hmt"].format == "hook:provider"
+    assert results["hooks.broken"].outcome == "failed"
+    assert results["hooks.broken"].reason == "RuntimeError: list server unreachable"
+    assert results["ofac_sdn"].outcome == results["eu"].outcome == "loaded"
+    decision = plugin.payhub_screen_payee(Payee("p9", "Kertesz Zoltan", country="HU"))
+    assert decision is not None and "uk_hmt of 2026-12-01: entry UK-1 'Zoltan Kertesz'" in decision.reason
+
+
+def test_stale_or_missing_lists_block_payouts_until_refreshed(screening: Any, payhub_clock: ManualClock) -> None:
+    rt, plugin = screening(max_age=7)
+    assert plugin.payhub_payouts_blocked() == (
+        "sanctions list ofac_sdn was never loaded (run `payhub screening refresh`); "
+        "sanctions list eu was never loaded (run `payhub screening refresh`)")
+    refresh(rt, plugin.settings)
+    assert plugin.payhub_payouts_blocked() is None  # eu of 2026-11-30 is 2 days old on 2026-12-02
+    payhub_clock.set(datetime(2026, 12, 7, 23, 59, tzinfo=UTC))
+    assert plugin.payhub_payouts_blocked() is None  # 7 days: still allowed
+    payhub_clock.set(datetime(2026, 12, 8, 0, 1, tzinfo=UTC))
+    assert plugin.payhub_payouts_blocked() == "sanctions list eu of 2026-11-30 is 8 days old (max_list_age_days 7)"
+
+
+def test_no_list_configured_or_loaded_blocks_payouts(make_runtime: Callable[..., Runtime]) -> None:
+    rt = make_runtime("[hooks.sanctions]\n")
+    plugin = rt.plugins.hooks.get_plugin("sanctions")
+    assert plugin.payhub_payouts_blocked() == "no sanctions list is configured or loaded"
+    decision = plugin.payhub_screen_payout(instruction(Payee("p1", "Anyone")))
+    assert decision == ScreenDecision(False, "sanctions screening: no sanctions list is loaded (run `payhub "
+                                             "screening refresh`)")
+
+
+def instruction(payee: Payee) -> PayoutInstruction:
+    return PayoutInstruction(1, "key-1", payee, Decimal("10"), "EUR", "ref",
+                             datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def test_payout_screening_names_list_date_entry_and_score(screening: Any) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    assert plugin.payhub_screen_payout(instruction(Payee("p1", "Partner One GmbH", country="DE"))) is None
+    decision = plugin.payhub_screen_payout(instruction(Payee("p2", "Acme", country="RU", aliases=("Иван Петров",))))
+    assert decision is not None and not decision.allow
+    assert decision.reason == ("sanctions: possible match on 1 listed entry: ofac_sdn of 2026-12-01: entry 7001 "
+                               "'PETROV, Ivan Sergeyevich', score 100.0, country matches")
+    assert "Acme" not in decision.reason
+
+
+def test_a_newer_list_is_picked_up_by_a_running_plugin(screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    assert plugin.payhub_screen_payee(Payee("p1", "Northern Star Shipping")) is None
+    eu = tmp_path / "lists" / "eu.xml"
+    eu.write_text(eu.read_text(encoding="utf-8").replace("Northern Lights Trading LLC", "Northern Star Shipping"),
+                  encoding="utf-8")
+    refresh(rt, plugin.settings)
+    decision = plugin.payhub_screen_payee(Payee("p1", "Northern Star Shipping"))
+    assert decision is not None and "entry EU.8822.10 'Northern Star Shipping'" in decision.reason
+
+
+class RaisingPayeeScreen:
+    @hookimpl
+    def payhub_screen_payee(self, payee: Payee) -> ScreenDecision | None:
+        raise RuntimeError(f"cannot screen {payee.name}")
+
+
+def test_payees_are_screened_when_added_with_the_result_stored_and_audited_sealed(
+        screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    (tmp_path / "payees.csv").write_text("id,name,country,aliases\np1,Partner One,DE,\n"
+                                         "p2,Иван Петров,RU,Vanya Petrov\n", encoding="utf-8")
+    rt.settings.payees.file = tmp_path / "payees.csv"
+    assert sync_payees(rt) == 2
+    with rt.engine.connect() as conn:
+        stored = {r.payee_id: (r.status, json.loads(r.detail)) for r in conn.execute(sa.select(payee_screenings))}
+    assert {k: v[0] for k, v in stored.items()} == {"p1": "clear", "p2": "hit"}
+    [answer] = stored["p2"][1]["results"]
+    assert answer["plugin"] == "sanctions" and "entry 7001 'PETROV, Ivan Sergeyevich'" in answer["reason"]
+    entries = audit(rt, "payee.screened")
+    assert [(e["subject"], e["outcome"]) for e in entries] == [("p1", "clear"), ("p2", "hit")]
+    with rt.engine.connect() as conn:
+        text = " ".join(d for (d,) in conn.execute(sa.text(
+            "SELECT detail FROM audit_log WHERE action = 'payee.screened'")))
+    assert "Иван" not in text and "\\u0418\\u0432\\u0430\\u043d" not in text and "Vanya Petrov" not in text
+
+    result = invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "status", "--format", "json")
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert [h["payee"] for h in status["payee_hits"]] == ["p2"]
+    assert "PETROV, Ivan Sergeyevich" in status["payee_hits"][0]["reasons"][0]
+
+
+def test_a_raising_payee_screen_is_a_hit_with_the_payee_name_sealed_and_others_still_answer(
+        screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    rt.plugins.hooks.register(RaisingPayeeScreen(), name="raising")
+    (tmp_path / "payees.csv").write_text("id,name,country\np1,Partner One,DE\n", encoding="utf-8")
+    rt.settings.payees.file = tmp_path / "payees.csv"
+    sync_payees(rt)
+    [entry] = audit(rt, "payee.screened")
+    assert entry["outcome"] == "hit"
+    results = {r["plugin"]: r for r in entry["results"]}
+    assert results["sanctions"]["allow"] is True
+    assert results["raising"]["allow"] is False
+    assert results["raising"]["reason"].startswith("screening hook error: RuntimeError: cannot screen pii:v1:p1:")
+    assert "Partner One" not in json.dumps(entry)
+    assert screen_payees(rt, ["p1", "unknown"]) == {"p1": "hit"}
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+SETTINGS: dict[str, Any] = {
+    "programs": {"pct": {"calculator": "percentage", "percent": "10"}},
+    "routing": {"default_rail": "bank"},
+}
+
+
+def deal(object_id: str, payee: str) -> SourceRecord:
+    return SourceRecord("Opportunity", object_id, "won", "deal_won", "2026-01-15T10:00:00Z", payee, "1000", "EUR")
+
+
+def test_a_listed_payee_is_held_before_sending_and_the_others_are_paid(
+        payhub_harness: HarnessFactory, payhub_clock: ManualClock, tmp_path: Path) -> None:
+    lists = copy_lists(tmp_path, payhub_clock.now())
+    source, rail = FakeSource("crm"), FakeRail("bank")
+    settings = {**SETTINGS, "hooks": {"sanctions": {"lists": [
+        {"name": "ofac_sdn", "format": "ofac_csv", "files": [str(lists / n) for n in ("sdn.csv", "alt.csv",
+                                                                                       "add.csv")]},
+        {"name": "eu", "format": "eu_xml", "files": [str(lists / "eu.xml")]}],
+        "max_list_age_days": 30}}}
+    harness = payhub_harness(settings, {"sources.crm": source, "rails.bank": rail}, payees=[
+        {"id": "p1", "name": "Partner One", "country": "DE", "iban": "DE02100100109307118603"},
+        {"id": "p2", "name": "Acme Trading", "country": "RU", "aliases": "Дмитрий Волков",
+         "iban": "DE02100100109307118603"}])
+    assert harness.plugin_failures() == {}
+    refreshed = invoke_cli("-c", str(harness.settings_file), "screening", "refresh")
+    assert refreshed.exit_code == 0, refreshed.output
+    assert "loaded ofac_sdn (ofac_csv)" in refreshed.stdout and "loaded eu (eu_xml)" in refreshed.stdout
+    source.push(deal("006A", "p1"), deal("006B", "p2"))
+    harness.run_until_idle(skip_waits=True)
+    payouts = {p.payee_id: p for p in harness.payouts()}
+    assert payouts["p1"].status == "sent"
+    held = payouts["p2"]
+    assert held.status == "held" and held.attempts == 0
+    assert "eu of 2026-11-30: entry EU.7311.21 'Dmitri Alexandrovich Volkov'" in (held.reason or "")
+    assert "score 100.0, country matches" in (held.reason or "")
+    assert held.idempotency_key not in rail.accepted
+    assert [call for call in rail.calls if held.idempotency_key in call] == []
+    assert harness.audit_problem() is None
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+def test_check_exit_codes_no_list_hit_and_no_hit(screening: Any, tmp_path: Path) -> None:
+    _rt, _plugin = screening()
+    config = str(tmp_path / "payhub.toml")
+    none_loaded = invoke_cli("-c", config, "screening", "check", "Ivan Petrov")
+    assert none_loaded.exit_code == 2 and "no sanctions list is loaded" in none_loaded.stderr
+    assert invoke_cli("-c", config, "screening", "refresh").exit_code == 0
+    hit = invoke_cli("-c", config, "screening", "check", "Иван Петров", "--country", "de", "--format", "json")
+    assert hit.exit_code == 1, hit.output
+    answer = json.loads(hit.stdout)
+    assert answer["hit"] is True and answer["threshold"] == 90
+    assert answer["hits"] == [{"list": "ofac_sdn", "published_on": "2026-12-01", "entry_id": "7001",
+                               "entry_name": "PETROV, Ivan Sergeyevich", "matched": "PETROV, Ivan Sergeyevich",
+                               "score": 100.0, "country_match": False, "programs": ["RUSSIA-EO14024"]}]
+    table = invoke_cli("-c", config, "screening", "check", "Aero Caribbean")
+    assert table.exit_code == 1
+    assert table.stdout == ("1 possible match at threshold 90:\n  ofac_sdn of 2026-12-01: entry 36 "
+                            "'AEROCARIBBEAN AIRLINES' (as 'AERO-CARIBBEAN'), score 100.0, country not compared\n")
+    clear = invoke_cli("-c", config, "screening", "check", "Partner One GmbH")
+    assert clear.exit_code == 0 and "no match at threshold 90" in clear.stdout
+
+
+def test_check_without_the_plugin_is_an_error(make_runtime: Callable[..., Runtime], tmp_path: Path) -> None:
+    make_runtime("")
+    result = invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "check", "Anyone")
+    assert result.exit_code == 2 and "not enabled" in result.stderr
+
+
+def test_status_shows_dates_ages_and_staleness(screening: Any, tmp_path: Path, payhub_clock: ManualClock) -> None:
+    screening(max_age=1)
+    config = str(tmp_path / "payhub.toml")
+    before = json.loads(invoke_cli("-c", config, "screening", "status", "--format", "json").stdout)
+    assert [(x["list"], x["stale"], x["entries"]) for x in before["lists"]] == [("eu", True, 0),
+                                                                                 ("ofac_sdn", True, 0)]
+    assert "never loaded" in before["payouts_blocked"]
+    assert invoke_cli("-c", config, "screening", "refresh").exit_code == 0
+    after = json.loads(invoke_cli("-c", config, "screening", "status", "--format", "json").stdout)
+    assert [(x["list"], x["published_on"], x["age_days"], x["stale"]) for x in after["lists"]] == [
+        ("eu", "2026-11-30", 2, True), ("ofac_sdn", "2026-12-01", 1, False)]
+    assert after["payouts_blocked"] == "sanctions list eu of 2026-11-30 is 2 days old (max_list_age_days 1)"
+    table = invoke_cli("-c", config, "screening", "status")
+    assert table.exit_code == 0 and "payouts blocked: sanctions list eu" in table.stdout
