@@ -9,6 +9,10 @@ difference, not only the first:
 * reward: amount, currency, payee, status, and the payout it is in;
 * a row no entry records (inserted outside payhub), an audited subject whose row is gone (deleted), an entry whose
   detail is not a JSON object.
+
+After a retention cut, a payout or reward whose id is at most the highest one the archives hold
+(:func:`payhub.compliance.retention.archived_ids`) and whose remaining entries no longer record its amount was
+created before the cut: it is final, and its values are compared with the archive's entries only by hand.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, func, select
 
 from payhub.audited import AuditRow, Recorded, fold_payout, fold_reward, minor, show
+from payhub.compliance.retention import archived_ids
 from payhub.db.schema import audit_log, payout_items, payouts, rewards
 
 CHUNK = 1000
@@ -55,14 +60,15 @@ class AuditedIds:
 
 def differences(conn: Connection, audited: AuditedIds, chunk: int = CHUNK) -> Iterator[Difference]:
     """Every difference between the payouts and rewards rows and the chain, payouts first, by id."""
+    archived = archived_ids(conn)
     for kind, table in (("payout", payouts), ("reward", rewards)):
         top = max(conn.execute(select(func.max(table.c.id))).scalar() or 0, audited.top[kind])
         for low in range(1, top + 1, chunk):
             high = min(low + chunk - 1, top)
             if kind == "payout":
-                yield from _payouts(conn, low, high)
+                yield from _payouts(conn, low, high, archived.get(kind, 0))
             else:
-                yield from _rewards(conn, low, high)
+                yield from _rewards(conn, low, high, archived.get(kind, 0))
 
 
 def _entries(conn: Connection, kind: str, ids: list[str]) -> dict[str, list[AuditRow]]:
@@ -113,7 +119,7 @@ def _amount(subject: str, minor_units: Any, currency: Any, recorded: Recorded) -
                       f"{audited_currency} as audited (entry {recorded.seq('amount')})")
 
 
-def _payouts(conn: Connection, low: int, high: int) -> Iterator[Difference]:
+def _payouts(conn: Connection, low: int, high: int, archived: int = 0) -> Iterator[Difference]:
     rows = _rows(conn, payouts, low, high)
     entries = _entries(conn, "payout", [str(i) for i in range(low, high + 1)])
     items = {payout_id: (count, total) for payout_id, count, total in conn.execute(
@@ -126,6 +132,8 @@ def _payouts(conn: Connection, low: int, high: int) -> Iterator[Difference]:
         if row is None and key not in entries:
             continue
         recorded = fold_payout(key, entries.get(key, ()))
+        if payout_id <= archived and "amount" not in recorded.values:  # created before the retention cut
+            continue
         subject = f"payout {key}"
         yield from (Difference(subject, p.split(": ", 1)[1]) for p in recorded.problems)
         missing = _presence("payout", key, row, recorded, "payout.created")
@@ -146,7 +154,7 @@ def _payouts(conn: Connection, low: int, high: int) -> Iterator[Difference]:
         yield from (c for c in checks if c is not None)
 
 
-def _rewards(conn: Connection, low: int, high: int) -> Iterator[Difference]:
+def _rewards(conn: Connection, low: int, high: int, archived: int = 0) -> Iterator[Difference]:
     rows = _rows(conn, rewards, low, high)
     entries = _entries(conn, "reward", [str(i) for i in range(low, high + 1)])
     named: set[str] = set()
@@ -163,6 +171,8 @@ def _rewards(conn: Connection, low: int, high: int) -> Iterator[Difference]:
         if row is None and key not in entries:
             continue
         recorded = fold_reward(key, entries.get(key, ()), payout_rows)
+        if reward_id <= archived and "amount" not in recorded.values:  # created before the retention cut
+            continue
         subject = f"reward {key}"
         yield from (Difference(subject, p.split(": ", 1)[1]) for p in recorded.problems)
         missing = _presence("reward", key, row, recorded, "reward.calculated")

@@ -1,0 +1,514 @@
+"""Retention (``payhub retention apply``): archive, then delete, old event payloads and old audit entries.
+
+**Events.** An event is due when it is ``calculated``, both its ``ingested_at`` and its ``occurred_at`` (when
+known) are older than ``events_days``, no calculation of it failed (a retry reads the payload), every reward it
+produced is final (``paid`` or ``cancelled``) and it still holds a payload. Its whole row is archived, then its
+payload (``raw``, ``attributes``) is removed; the row stays: its key keeps deduplicating a record the CRM sends
+again, and its amounts and dates stay for tax. Quarantined events keep their raw text (it is their evidence, and
+their correction compares it).
+
+**Audit entries.** The cut moves to the last entry that is both older than ``audit_days`` and before the first
+entry any live work still reads (:func:`needed_floor`: the entries of rewards and payouts that are not final,
+which the pre-send check and ``payhub explain`` read, and of events not calculated yet or whose rewards are not
+final). The entries from the previous cut to the new one are archived (every field and the hash), verified as a
+chain while written, then deleted, and ``audit_cut`` records the last one's ``seq`` and hash with the archive's name
+and SHA-256, signed with the checkpoint key.
+
+**Crash safety.** Each archive is written to ``<name>.pending``, flushed and fsynced before the transaction that
+deletes; that transaction deletes exactly what was archived (counts are compared, else it rolls back), moves the cut
+and records ``retention.applied``. Only after commit is the file renamed to its name. A run first settles what an
+interrupted run left: a pending file the last ``retention.applied`` names is renamed (the commit happened), any
+other is removed (nothing was deleted; the rows are archived again by this run). So every archived row is in exactly
+one named archive.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, String, and_, cast, delete, exists, func, or_, select, update
+
+from payhub import checkpoints, files, signing
+from payhub.audit import GENESIS, Cut, canonical_json, entry_hash, read_cut
+from payhub.clock import isoformat, utcnow
+from payhub.db.schema import audit_cut, audit_log, calculations, events, payouts, rewards
+from payhub.errors import ConfigError, PayhubError
+from payhub.runtime import Runtime
+from payhub.states import FINAL_PAYOUT, CalculationStatus, EventStatus, PayoutStatus, RewardStatus
+
+FINAL_REWARDS: tuple[str, ...] = (RewardStatus.PAID, RewardStatus.CANCELLED)
+"""Reward statuses retention treats as done: nothing reads their entries or their event's payload again."""
+FINAL_PAYOUTS: tuple[str, ...] = (*sorted(FINAL_PAYOUT), PayoutStatus.PAID)
+"""Payout statuses retention treats as done (a ``paid`` payout may still be returned: see docs/compliance.md)."""
+ACTION = "retention.applied"
+PENDING = ".pending"
+CHUNK = 5000
+
+
+class RetentionError(PayhubError):
+    """Retention cannot run, or the data changed while it archived (nothing was deleted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """An archive file written by a run: its name in ``archive_dir``, SHA-256 of its bytes, and rows held."""
+
+    name: str
+    sha256: str
+    rows: int
+    first: int
+    last: int
+
+
+@dataclass
+class Plan:
+    """What a run archives and deletes; nothing is written to make it."""
+
+    events: int = 0
+    events_range: tuple[int, int] | None = None
+    events_cutoff: datetime | None = None
+    previous_cut: Cut | None = None
+    audit_cutoff: datetime | None = None
+    audit_to: int | None = None  # the new cut: entries (previous cut, audit_to] are archived
+    audit_floor: int | None = None  # the first entry live work reads (None: none)
+
+    @property
+    def audit_from(self) -> int:
+        return (self.previous_cut.seq if self.previous_cut is not None else 0) + 1
+
+    @property
+    def audit_entries(self) -> int:
+        return 0 if self.audit_to is None else self.audit_to - self.audit_from + 1
+
+
+@dataclass
+class Outcome:
+    """What a run did: the plan, the archives written, the new cut, and what it settled from an interrupted run."""
+
+    plan: Plan
+    events_archive: Archive | None = None
+    audit_archive: Archive | None = None
+    cut: Cut | None = None
+    settled: list[str] = field(default_factory=list)
+    archived_ids: dict[str, int] = field(default_factory=dict)  # payout / reward ids the new audit archive holds
+
+
+def checkpoint_key(rt: Runtime) -> signing.SigningKey:
+    """The private checkpoint key that signs a cut; ConfigError naming the setting when none is configured."""
+    key = checkpoints.load_key(rt.settings)
+    if key is None or key.private is None:
+        raise ConfigError([("audit.checkpoint_key", "cutting the audit log (compliance.retention.audit_days) needs "
+                            "the private checkpoint key (audit.checkpoint_key or audit.checkpoint_key_file) to sign "
+                            "the cut")])
+    return key
+
+
+def _due_events(cutoff: datetime) -> ColumnElement[bool]:
+    open_reward = exists().where(rewards.c.event_id == events.c.id, rewards.c.status.not_in(FINAL_REWARDS))
+    failed = exists().where(calculations.c.event_id == events.c.id,
+                            calculations.c.status == CalculationStatus.FAILED)
+    return and_(events.c.status == EventStatus.CALCULATED, events.c.ingested_at < cutoff,
+                or_(events.c.occurred_at.is_(None), events.c.occurred_at < cutoff),
+                or_(events.c.raw.is_not(None), events.c.attributes != "{}"), ~open_reward, ~failed)
+
+
+def needed_floor(conn: Connection) -> int | None:
+    """The first audit entry that live work still reads, or None: the entries of rewards and payouts that are not
+    final, and of events not calculated yet or with a reward that is not final. One indexed lookup per live row
+    (``ix_audit_subject``), so its cost follows the live work, not the log's length."""
+    live_reward = and_(audit_log.c.subject_type == "reward",
+                       audit_log.c.subject_id == cast(rewards.c.id, String))
+    live_payout = and_(audit_log.c.subject_type == "payout",
+                       audit_log.c.subject_id == cast(payouts.c.id, String))
+    live_event = and_(audit_log.c.subject_type == "event", audit_log.c.subject_id == cast(events.c.id, String))
+    open_reward = exists().where(rewards.c.event_id == events.c.id, rewards.c.status.not_in(FINAL_REWARDS))
+    queries = [
+        select(func.min(audit_log.c.seq)).select_from(rewards.join(audit_log, live_reward))
+        .where(rewards.c.status.not_in(FINAL_REWARDS)),
+        select(func.min(audit_log.c.seq)).select_from(payouts.join(audit_log, live_payout))
+        .where(payouts.c.status.not_in(FINAL_PAYOUTS)),
+        select(func.min(audit_log.c.seq)).select_from(events.join(audit_log, live_event))
+        .where(or_(events.c.status.in_((EventStatus.WAITING, EventStatus.INGESTED)), open_reward)),
+    ]
+    found = [value for value in (conn.execute(q).scalar() for q in queries) if value is not None]
+    return min(found) if found else None
+
+
+def plan(rt: Runtime) -> Plan:
+    """What :func:`apply` would archive and delete now (RetentionError when the cut row is damaged)."""
+    retention = rt.settings.compliance.retention
+    now = utcnow()
+    result = Plan()
+    with rt.engine.connect() as conn:
+        if retention.events_days is not None:
+            result.events_cutoff = now - timedelta(days=retention.events_days)
+            count, low, high = conn.execute(select(func.count(), func.min(events.c.id), func.max(events.c.id))
+                                            .where(_due_events(result.events_cutoff))).one()
+            result.events = int(count)
+            result.events_range = (int(low), int(high)) if count else None
+        if retention.audit_days is not None:
+            cut = read_cut(conn)
+            if isinstance(cut, str):
+                raise RetentionError(f"{cut}: run `payhub audit verify`")
+            result.previous_cut = cut
+            result.audit_cutoff = now - timedelta(days=retention.audit_days)
+            # The first entry at or after the cutoff: entries before it are old (replicas' clocks may differ a
+            # little, so an entry is never archived while younger than the period).
+            young = conn.execute(select(func.min(audit_log.c.seq))
+                                 .where(audit_log.c.at >= isoformat(result.audit_cutoff))).scalar()
+            top = conn.execute(select(func.max(audit_log.c.seq))).scalar()
+            limit = (young - 1) if young is not None else top
+            result.audit_floor = needed_floor(conn)
+            if limit is not None and result.audit_floor is not None:
+                limit = min(limit, result.audit_floor - 1)
+            if limit is not None and limit >= result.audit_from:
+                result.audit_to = int(limit)
+    return result
+
+
+def apply(rt: Runtime, *, progress: Callable[[str, int], Any] | None = None) -> Outcome:
+    """Settle an interrupted run, archive what :func:`plan` finds, then delete it in one audited transaction.
+
+    ``progress(kind, rows)`` is called as rows are archived. Raises ConfigError when the audit log is to be cut and
+    no private checkpoint key is configured, RetentionError when the chain to archive does not verify or the rows
+    changed while archiving (then nothing is deleted).
+    """
+    retention = rt.settings.compliance.retention
+    key = checkpoint_key(rt) if retention.audit_days is not None else None
+    directory = rt.settings.resolve(retention.archive_dir)
+    outcome = Outcome(Plan())
+    outcome.settled = settle_interrupted(rt, directory)
+    outcome.plan = chosen = plan(rt)
+    stamp = utcnow().strftime("%Y%m%d")
+    written: list[Path] = []
+    try:
+        if chosen.events_range is not None and chosen.events_cutoff is not None:
+            low, high = chosen.events_range
+            name = f"events-{stamp}-{low}-{high}.jsonl.gz"
+            outcome.events_archive = _write(directory, name, _event_rows(rt, chosen.events_cutoff, low, high),
+                                            _reporter(progress, "events"))
+            written.append(directory / (name + PENDING))
+        if chosen.audit_to is not None and key is not None:
+            name = f"audit-{stamp}-{chosen.audit_from}-{chosen.audit_to}.jsonl.gz"
+            checker = _ChainCheck(chosen.audit_from, chosen.previous_cut)
+            outcome.audit_archive = _write(directory, name, checker.over(_audit_rows(rt, chosen)),
+                                           _reporter(progress, "audit"))
+            written.append(directory / (name + PENDING))
+            if checker.last_hash is None or checker.count != chosen.audit_entries:
+                raise RetentionError(f"entries {chosen.audit_from} to {chosen.audit_to} could not all be read "
+                                     f"({checker.count} found): run `payhub audit verify`")
+            outcome.archived_ids = checker.ids
+            outcome.cut = checkpoints.sign_cut(key, chosen.audit_to, checker.last_hash, name,
+                                               outcome.audit_archive.sha256)
+        if outcome.events_archive is None and outcome.cut is None:
+            return outcome
+        _delete(rt, outcome)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    for path in written:
+        os.replace(path, path.with_name(path.name.removesuffix(PENDING)))
+    _fsync_dir(directory)
+    if outcome.cut is not None:
+        checkpoints.append_cut(rt.settings.resolve(rt.settings.audit.checkpoint_dir), outcome.cut)
+    return outcome
+
+
+def _delete(rt: Runtime, outcome: Outcome) -> None:
+    """One transaction: remove the archived payloads and entries (exactly those), move the cut, audit the run."""
+    chosen = outcome.plan
+    detail: dict[str, Any] = {"events": 0, "audit_entries": 0, "archives": []}
+    with rt.transaction() as tx:
+        conn = tx.conn
+        if outcome.events_archive is not None and chosen.events_cutoff is not None:
+            archive = outcome.events_archive
+            changed = conn.execute(update(events).where(
+                events.c.id >= archive.first, events.c.id <= archive.last, _due_events(chosen.events_cutoff)
+            ).values(raw=None, attributes="{}")).rowcount
+            if changed != archive.rows:
+                raise RetentionError(f"{archive.rows} events were archived but {changed} are due now (they changed "
+                                     "while archiving): nothing was deleted; run it again")
+            detail["events"] = archive.rows
+            detail["events_range"] = [archive.first, archive.last]
+            detail["archives"].append({"name": archive.name, "sha256": archive.sha256, "kind": "events"})
+        if outcome.cut is not None and outcome.audit_archive is not None:
+            cut, archive = outcome.cut, outcome.audit_archive
+            floor = needed_floor(conn)
+            if floor is not None and floor <= cut.seq:
+                raise RetentionError(f"entry {floor} became needed by live work while archiving: nothing was "
+                                     "deleted; run it again")
+            archived = archived_ids(conn)
+            for kind, top in outcome.archived_ids.items():
+                archived[kind] = max(archived.get(kind, 0), top)
+            removed = conn.execute(delete(audit_log).where(audit_log.c.seq >= chosen.audit_from,
+                                                           audit_log.c.seq <= cut.seq)).rowcount
+            if removed != archive.rows:
+                raise RetentionError(f"{archive.rows} audit entries were archived but {removed} would be deleted: "
+                                     "nothing was deleted; run `payhub audit verify`")
+            values = {"seq": cut.seq, "hash": cut.hash, "at": datetime.fromisoformat(cut.at),
+                      "archive": cut.archive, "archive_sha256": cut.archive_sha256, "signature": cut.signature,
+                      "key_id": cut.key_id}
+            if chosen.previous_cut is None:
+                conn.execute(audit_cut.insert().values(id=1, **values))
+            else:
+                conn.execute(update(audit_cut).where(audit_cut.c.id == 1, audit_cut.c.seq == chosen.previous_cut.seq)
+                             .values(**values))
+            detail.update({"audit_entries": archive.rows, "cut_seq": cut.seq, "cut_hash": cut.hash,
+                           "previous_cut_seq": chosen.previous_cut.seq if chosen.previous_cut else 0,
+                           "archived_ids": archived})
+            detail["archives"].append({"name": archive.name, "sha256": archive.sha256, "kind": "audit",
+                                       "first": chosen.audit_from, "last": cut.seq})
+        tx.audit(ACTION, "retention", "apply", detail)
+
+
+def archived_ids(conn: Connection) -> dict[str, int]:
+    """The highest ``payout`` and ``reward`` ids some of whose entries earlier cuts archived (from the last
+    ``retention.applied`` entry; empty when the log was never cut)."""
+    detail = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == ACTION)
+                          .order_by(audit_log.c.seq.desc()).limit(1)).scalar()
+    try:
+        value = json.loads(detail) if detail else {}
+    except ValueError:
+        return {}
+    ids = value.get("archived_ids") if isinstance(value, dict) else None
+    return {k: v for k, v in ids.items() if isinstance(v, int)} if isinstance(ids, dict) else {}
+
+
+def settle_interrupted(rt: Runtime, directory: Path) -> list[str]:
+    """Finish what an interrupted run left in ``directory``: rename each pending archive the last
+    ``retention.applied`` entry names (its deletion committed), remove the others (nothing was deleted). Return what
+    was done, one line per file."""
+    pending = sorted(directory.glob(f"*{PENDING}")) if directory.is_dir() else []
+    if not pending:
+        return []
+    with rt.engine.connect() as conn:
+        detail = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == ACTION)
+                              .order_by(audit_log.c.seq.desc()).limit(1)).scalar()
+        cut = read_cut(conn)
+    try:
+        named = {a["name"] for a in json.loads(detail or "{}").get("archives", []) if isinstance(a, dict)}
+    except (ValueError, AttributeError, TypeError):
+        named = set()
+    if isinstance(cut, Cut):
+        named.add(cut.archive)
+    done = []
+    for path in pending:
+        name = path.name.removesuffix(PENDING)
+        if name in named:
+            os.replace(path, directory / name)
+            done.append(f"{name}: completed (its rows were deleted by the interrupted run)")
+            if isinstance(cut, Cut) and cut.archive == name:
+                cp_dir = rt.settings.resolve(rt.settings.audit.checkpoint_dir)
+                if all(c.seq != cut.seq for c in checkpoints.read_cuts(cp_dir)):
+                    checkpoints.append_cut(cp_dir, cut)
+        else:
+            path.unlink()
+            done.append(f"{name}: removed (the interrupted run deleted nothing; archived again now)")
+    _fsync_dir(directory)
+    return done
+
+
+class _ChainCheck:
+    """Checks entries as they are archived: they follow the previous cut (or genesis) and each fits its hash."""
+
+    def __init__(self, first: int, previous: Cut | None) -> None:
+        self.expected = first
+        self.prev = previous.hash if previous is not None else GENESIS
+        self.count = 0
+        self.last_hash: str | None = None
+        self.ids: dict[str, int] = {}
+
+    def over(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            if row["seq"] != self.expected or row["prev_hash"] != self.prev or entry_hash(row) != row["hash"]:
+                raise RetentionError(f"entry {self.expected} does not verify (missing, altered or relinked): "
+                                     "nothing was archived or deleted; run `payhub audit verify`")
+            self.prev, self.expected, self.last_hash = row["hash"], row["seq"] + 1, row["hash"]
+            self.count += 1
+            subject = row["subject_id"]
+            if row["subject_type"] in ("payout", "reward") and subject.isascii() and subject.isdigit() \
+                    and len(subject) <= 18:
+                self.ids[row["subject_type"]] = max(self.ids.get(row["subject_type"], 0), int(subject))
+            yield row
+
+
+def _event_rows(rt: Runtime, cutoff: datetime, low: int, high: int) -> Iterator[dict[str, Any]]:
+    with rt.engine.connect() as conn:
+        query = (select(events).where(events.c.id >= low, events.c.id <= high, _due_events(cutoff))
+                 .order_by(events.c.id))
+        for row in conn.execution_options(yield_per=CHUNK).execute(query).mappings():
+            yield dict(row)
+
+
+def _audit_rows(rt: Runtime, chosen: Plan) -> Iterator[dict[str, Any]]:
+    with rt.engine.connect() as conn:
+        query = (select(audit_log).where(audit_log.c.seq >= chosen.audit_from, audit_log.c.seq <= chosen.audit_to)
+                 .order_by(audit_log.c.seq))
+        for row in conn.execution_options(yield_per=CHUNK).execute(query).mappings():
+            yield dict(row)
+
+
+def _write(directory: Path, name: str, rows: Iterable[dict[str, Any]],
+           progress: Callable[[int], Any] | None) -> Archive:
+    """Write ``rows`` as gzipped JSON lines to ``<name>.pending`` (private mode), fsync it; return its digest."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / (name + PENDING)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), files.private_file_mode())
+    digest = hashlib.sha256()
+    count, first, last = 0, 0, 0
+    with os.fdopen(fd, "wb") as raw:
+        os.fchmod(raw.fileno(), files.private_file_mode())
+        sink = _Hashing(raw, digest)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as out:
+            for row in rows:
+                key = int(row["seq"] if "seq" in row else row["id"])
+                first = first or key
+                last = key
+                out.write((canonical_json(row) + "\n").encode())
+                count += 1
+                if progress is not None and count % 1000 == 0:
+                    progress(1000)
+        raw.flush()
+        os.fsync(raw.fileno())
+    if progress is not None:
+        progress(count % 1000)
+    return Archive(name, digest.hexdigest(), count, first, last)
+
+
+def _reporter(progress: Callable[[str, int], Any] | None, kind: str) -> Callable[[int], Any] | None:
+    if progress is None:
+        return None
+
+    def report(rows: int) -> None:
+        progress(kind, rows)
+
+    return report
+
+
+class _Hashing:
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, raw: Any, digest: Any) -> None:
+        self.raw, self.digest = raw, digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return int(self.raw.write(data))
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ArchiveCheck:
+    """What :func:`verify_archive` found in one audit archive."""
+
+    name: str
+    sha256: str
+    entries: int = 0
+    first: int | None = None
+    last: int | None = None
+    hashes: dict[int, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    cut: Cut | None = None  # the cut that records this archive
+
+
+def verify_archive(path: Path, cuts: Iterable[Cut], watch: Iterable[int] = ()) -> ArchiveCheck:
+    """Check an audit archive against trusted ``cuts`` (signatures checked by the caller): a cut records its name
+    and SHA-256 and ends at its last entry's hash; its entries chain from genesis or from the cut before it, each
+    matching its hash. ``watch``: sequence numbers whose hashes to return (to compare old checkpoints)."""
+    known = list(cuts)
+    wanted = set(watch)
+    digest = hashlib.sha256()
+    check = ArchiveCheck(path.name, "")
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        check.problems.append(f"{path} cannot be read: {exc.strerror or exc}")
+        return check
+    check.sha256 = digest.hexdigest()
+    prev: str | None = None
+    broken = False
+    try:
+        with gzip.open(path, "rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                row = _entry(line)
+                if row is None:
+                    check.problems.append(f"{path.name} line {number} is not an audit entry")
+                    broken = True
+                    break
+                seq = row["seq"]
+                if prev is None:
+                    check.first = seq
+                    before = next((c for c in known if c.seq == seq - 1), None)
+                    prev = GENESIS if seq == 1 else (before.hash if before is not None else row["prev_hash"])
+                    if seq > 1 and before is None:
+                        check.problems.append(f"entry {seq} links to entry {seq - 1}, which no known signed cut "
+                                              "records: verify the archive before this one too")
+                elif seq != (check.last or 0) + 1:
+                    check.problems.append(f"{path.name} line {number}: entry {(check.last or 0) + 1} is missing")
+                    broken = True
+                    break
+                if row["prev_hash"] != prev:
+                    check.problems.append(f"entry {seq} does not link to entry {seq - 1} (inserted, reordered, "
+                                          "or its predecessor was altered)")
+                    broken = True
+                    break
+                if entry_hash(row) != row["hash"]:
+                    check.problems.append(f"entry {seq} ({path.name} line {number}) was altered (its content does "
+                                          "not match its hash)")
+                    broken = True
+                    break
+                prev, check.last = row["hash"], seq
+                check.entries += 1
+                if seq in wanted:
+                    check.hashes[seq] = row["hash"]
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        check.problems.append(f"{path.name} is not a complete gzip file ({exc})")
+        broken = True
+    recorded = [c for c in known if c.archive == path.name or c.archive_sha256 == check.sha256]
+    if not recorded:
+        check.problems.append(f"no signed retention cut records {path.name} or its SHA-256 {check.sha256}")
+        return check
+    cut = check.cut = recorded[0]
+    if cut.archive_sha256 != check.sha256:
+        check.problems.append(f"its SHA-256 is {check.sha256}, but the cut at entry {cut.seq} recorded "
+                              f"{cut.archive_sha256}: the file was changed")
+    if not broken and (check.last != cut.seq or prev != cut.hash):
+        check.problems.append(f"it ends at entry {check.last} with hash {prev}, but the cut records entry {cut.seq} "
+                              f"with hash {cut.hash}")
+    return check
+
+
+def _entry(line: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("seq"), int) or isinstance(row.get("seq"), bool):
+        return None
+    if not all(isinstance(row.get(name), str) for name in ("prev_hash", "hash")):
+        return None
+    if any(name not in row for name in ("at", "actor", "action", "subject_type", "subject_id", "outcome", "origin",
+                                        "detail")):
+        return None
+    return row
