@@ -135,6 +135,7 @@ def audit_details(site: Site) -> str:
     return "\n".join(d for (d,) in site.rows("SELECT detail FROM audit_log ORDER BY seq"))
 
 
+@pytest.mark.slow  # the command line runs the pipeline, verifies twice and vacuums
 def test_erasure_removes_every_value_and_the_chain_still_verifies(site: Site) -> None:
     if site.db_url.startswith("sqlite"):
         assert left_in_files(site.db_url, VALUES)  # the search finds the values while they are there
@@ -186,6 +187,7 @@ def test_shown_audit_entries_open_sealed_values_until_the_erasure(site: Site) ->
     assert exported[0]["detail"]["name"].startswith("pii:v1:p1:")
 
 
+@pytest.mark.slow  # the command line runs the pipeline, verifies twice and vacuums
 def test_unpaid_rewards_refuse_the_erasure_and_name_them(site: Site) -> None:
     (reward_id,) = [r for (r,) in site.rows("SELECT id FROM rewards WHERE payee_id = 'p2'")]
     result = site.cli("payees", "erase", "p2", "--reason", "request", "--yes")
@@ -239,6 +241,7 @@ def test_no_audit_writer_records_a_payee_value_in_plain(site: Site) -> None:
 
 
 
+@pytest.mark.slow  # the command line runs the pipeline, verifies twice and vacuums
 def test_the_api_opens_sealed_values_for_operators_only(site: Site) -> None:
     rt = Runtime(load_settings(site.config))
     try:
