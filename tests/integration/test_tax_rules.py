@@ -30,6 +30,7 @@ from test_program_rules import (
 from payhub.db.schema import audit_log
 from payhub.runtime import Runtime
 from payhub.states import RewardKind
+from payhub.testing import ManualClock
 
 HEADER = "id,name,country,currency,tax_form,form_date,tin\n"
 SSN = "536-90-4399"  # well formed (python-stdnum accepts it); a TIN that must never show
@@ -104,4 +105,44 @@ def test_withholding_pays_gross_less_24_percent_with_its_own_line(taxed: Any, tm
     pay(rt)
     assert [p.status for p in all_payouts(rt)] == ["paid"]
     assert [(str(i.amount), i.currency) for i in rail.sent] == [("1013.41", "USD")]  # type: ignore[attr-defined]
+    verified(rt)
+
+
+def test_a_carried_withholding_line_is_cancelled_when_the_w9_arrives_before_payment(
+        taxed: Any, tmp_path: Path) -> None:
+    rt = taxed("p1,One,US,USD,,,\n", tax='us_without_w9 = "withhold"\n\n[rails.r.min_payout]\nUSD = "5000"\n')
+    run(rt, deal("d1", "1000.00"))
+    schedule(rt)
+    lines = [r for r in reward_rows(rt) if r.kind == RewardKind.WITHHOLDING]
+    assert [(r.status, r.amount_minor) for r in lines] == [("carried", -24000)]
+    rewrite_payees(tmp_path, f"p1,One,US,USD,W-9,2026-01-05,{SSN}\n")
+    run(rt, deal("d2", "4500.00"))
+    schedule(rt)
+    [payout] = all_payouts(rt)
+    assert payout_money(payout) == ("p1", "5500.00", "USD")  # nothing withheld: the W-9 is on file when it is paid
+    assert [r.status for r in reward_rows(rt) if r.kind == RewardKind.WITHHOLDING] == ["cancelled"]
+    assert "backup withholding no longer applies" in audit_text(rt)
+    pay(rt)
+    verified(rt)
+
+
+def test_wrong_forms_and_an_expired_w8_hold(taxed: Any, tmp_path: Path) -> None:
+    rows = ("us,Wrong,US,USD,W-8BEN,2025-01-01,\nca,Also Wrong,CA,USD,W-9,2025-01-01,\n"
+            "de,Current,DE,USD,W-8BEN,2023-05-01,\nat,Expired,AT,USD,W-8BEN-E,2022-12-31,\n")
+    rt = taxed(rows, tax='us_without_w9 = "withhold"\n')
+    with ManualClock("2026-12-31T10:00:00Z") as clock:
+        run(rt, *(deal(f"d-{p}", "10.00", payee=p) for p in ("us", "ca", "de", "at")))
+        schedule(rt)
+        assert [p.payee_id for p in all_payouts(rt)] == ["de"]  # valid through 2026-12-31
+        reasons = {k: v[1] for k, v in held(rt).items()}
+        assert set(reasons) == {"d-us", "d-ca", "d-at"}
+        assert "wrong form" in reasons["d-us"] and "wrong form" in reasons["d-ca"]
+        assert "expired after 2025-12-31" in reasons["d-at"]
+        clock.set("2027-01-01T00:00:01Z")
+        run(rt, deal("d-de-2", "10.00", payee="de"))
+        schedule(rt)
+        assert "expired after 2026-12-31" in held(rt)["d-de-2"][1]
+        rewrite_payees(tmp_path, rows.replace("W-8BEN,2023-05-01", "W-8BEN,2026-12-15"))
+        schedule(rt)
+        assert "d-de-2" not in held(rt) and len(all_payouts(rt)) == 2
     verified(rt)
