@@ -269,6 +269,9 @@ def verify(request: Request, expect_head: Annotated[str | None, Query(max_length
             found.append({"subject": "payouts and rewards", "problem": f"cannot be read ({getattr(exc, 'orig', exc)})"})
     if key is not None:
         problems += checkpoints.check(saved, key, result)
+    cut_issue = checkpoints.cut_problem(result.cut, key)  # a retention cut: signed with the checkpoint key
+    if cut_issue is not None:
+        problems.append(cut_issue)
     ok = result.ok and anchored is not False and not count and not problems
     request.state.audit_detail = {"ok": ok, "checked": result.checked, "first_bad": result.first_bad,
                                   "differences": count, "checkpoint_problems": len(problems)}
