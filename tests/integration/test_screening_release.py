@@ -1,0 +1,183 @@
+"""Releasing held payouts through the in-process harness, on SQLite and PostgreSQL: a screening hold needs two
+different operators with written justifications, all audited, and the released payout is sent exactly once without
+being screened again; cancelling voids a pending request; an audit-trail hold keeps its one-operator release."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from payhub.api import ScreenDecision, SourceRecord, hookimpl
+from payhub.db.schema import payouts, release_requests
+from payhub.errors import PayhubError
+from payhub.pipeline import payout_actions
+from payhub.runtime import Runtime
+from payhub.testing import FakeRail, FakeSource, Harness
+from payhub.testing.pytest_plugin import HarnessFactory
+
+SETTINGS: dict[str, Any] = {
+    "programs": {"full": {"calculator": "percentage", "percent": "100"}},
+    "routing": {"default_rail": "bank"},
+}
+PAYEES = [{"id": "p1", "name": "Ivan Listed", "country": "DE"}, {"id": "p2", "name": "Partner Two", "country": "FR"}]
+HIT = "sanctions: name matches SDN entry 36 (score 97)"
+
+
+class ListScreen:
+    """A screening hook denying payouts to the payees it lists; records every payout it screens."""
+
+    def __init__(self, listed: set[str]) -> None:
+        self.listed = listed
+        self.screened: list[int] = []
+
+    @hookimpl
+    def payhub_screen_payout(self, payout: Any) -> ScreenDecision:
+        self.screened.append(payout.payout_id)
+        return ScreenDecision(payout.payee.id not in self.listed, HIT if payout.payee.id in self.listed else None)
+
+
+Operator = Callable[[str], Runtime]
+
+
+@pytest.fixture
+def operator(payhub_harness: HarnessFactory) -> Iterator[Callable[[Harness, str], Runtime]]:
+    """``operator(harness, actor)``: a CLI runtime on the harness's database signing as ``actor``."""
+    made: list[Runtime] = []
+
+    def factory(harness: Harness, actor: str) -> Runtime:
+        made.append(Runtime.for_cli(harness.settings, actor))
+        return made[-1]
+
+    yield factory
+    for rt in made:
+        rt.close()
+
+
+def deal(object_id: str, payee: str, amount: str) -> SourceRecord:
+    return SourceRecord("Opportunity", object_id, "won", "deal_won", "2026-01-15T10:00:00Z", payee, amount, "EUR")
+
+
+def screened_world(payhub_harness: HarnessFactory) -> tuple[Harness, FakeRail, ListScreen, int]:
+    """p1's payout held by screening, p2's sent; return the harness, rail, screen and the held payout's id."""
+    source, rail, screen = FakeSource("crm"), FakeRail("bank"), ListScreen({"p1"})
+    harness = payhub_harness(SETTINGS, {"sources.crm": source, "rails.bank": rail, "hooks.screen": screen},
+                             payees=PAYEES)
+    source.push(deal("006A", "p1", "500.00"), deal("006B", "p2", "200.00"))
+    harness.run_until_idle(skip_waits=True)
+    [held] = harness.payouts("held")
+    assert held.payee_id == "p1" and held.reason == HIT
+    return harness, rail, screen, held.id
+
+
+def row(db: Runtime, payout_id: int) -> Any:
+    with db.engine.connect() as conn:
+        return conn.execute(select(payouts).where(payouts.c.id == payout_id)).one()
+
+
+def requests(db: Runtime, payout_id: int) -> list[tuple[str, str]]:
+    with db.engine.connect() as conn:
+        return [(r.operator, r.justification) for r in conn.execute(
+            select(release_requests).where(release_requests.c.payout_id == payout_id))]
+
+
+def entries(harness: Harness, payout_id: int) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(action, actor, outcome, detail) of the payout's audit entries."""
+    return [(e.action, e.actor, e.outcome, dict(e.detail)) for e in harness.audit()
+            if e.subject_type == "payout" and e.subject_id == str(payout_id)]
+
+
+def test_two_different_operators_release_a_screening_hold_and_it_is_paid_once_unscreened(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    harness, rail, screen, held = screened_world(payhub_harness)
+    alice, bob = operator(harness, "ops:alice"), operator(harness, "ops:bob")
+    assert row(alice, held).hold_code == "screening"
+    assert screen.screened.count(held) == 1
+
+    first = payout_actions.release(alice, held, "  DOB and nationality differ from the SDN entry ")
+    assert (first.released, first.hold_code, first.operators) == (False, "screening", ("ops:alice",))
+    assert (row(alice, held).status, row(alice, held).released_by) == ("held", None)
+    assert requests(alice, held) == [("ops:alice", "DOB and nationality differ from the SDN entry")]
+    with pytest.raises(PayhubError, match=r"ops:alice already asked to release it .*second, different operator"):
+        payout_actions.release(alice, held, "asking again, with more conviction")
+    harness.run_until_idle(skip_waits=True)
+    assert row(alice, held).status == "held"  # one operator is not enough
+    assert rail.calls == [[harness.payouts("sent")[0].idempotency_key]]
+
+    done = payout_actions.release(bob, held, "checked the passport copy on file")
+    assert (done.released, done.operators) == (True, ("ops:alice", "ops:bob"))
+    released = row(alice, held)
+    assert (released.status, released.hold_code, released.released_by) == ("scheduled", None, "ops:alice and ops:bob")
+    assert requests(alice, held) == []
+    assert entries(harness, held)[-2:] == [
+        ("payout.release_requested", "ops:alice", "requested", {
+            "operator": "ops:alice", "justification": "DOB and nationality differ from the SDN entry",
+            "hold_code": "screening", "hold_reason": HIT}),
+        ("payout.released", "ops:bob", "ok", {
+            "reason": "checked the passport copy on file", "hold_code": "screening",
+            "operators": ["ops:alice", "ops:bob"],
+            "justifications": ["DOB and nationality differ from the SDN entry", "checked the passport copy on file"],
+            "requested_at": entries(harness, held)[-1][3]["requested_at"]})]
+
+    harness.run_until_idle(skip_waits=True)
+    assert screen.screened.count(held) == 1  # not screened again
+    key = row(alice, held).idempotency_key
+    assert [call for call in rail.calls if key in call] == [[key]]
+    assert row(alice, held).status == "sent"
+    harness.assert_exactly_once()
+    assert harness.audit_problem() is None
+
+
+def test_a_justification_is_required_and_refusals_record_nothing(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    harness, _rail, _screen, held = screened_world(payhub_harness)
+    alice = operator(harness, "ops:alice")
+    before = len(harness.audit())
+    with pytest.raises(PayhubError, match="a written justification is required"):
+        payout_actions.release(alice, held, "  ")
+    with pytest.raises(PayhubError, match="too short"):
+        payout_actions.release(alice, held, "false positive")
+    assert (requests(alice, held), len(harness.audit()), row(alice, held).status) == ([], before, "held")
+
+
+def test_cancelling_voids_a_pending_release_request(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    harness, rail, _screen, held = screened_world(payhub_harness)
+    alice, bob = operator(harness, "ops:alice"), operator(harness, "ops:bob")
+    payout_actions.release(alice, held, "not the listed person, per KYC file")
+    payout_actions.cancel(alice, held, "partner asked to be paid next quarter")
+    assert (row(alice, held).status, row(alice, held).hold_code, requests(alice, held)) == (
+        "cancelled", None, [])
+    with pytest.raises(PayhubError, match=f"payout {held} is cancelled; only held payouts can be released"):
+        payout_actions.release(bob, held, "second opinion: release it now")
+    assert len(rail.calls) == 1  # only p2's payout was ever sent
+
+
+def test_an_audit_trail_hold_is_released_by_one_operator(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    source, rail = FakeSource("crm"), FakeRail("bank")
+    harness = payhub_harness(SETTINGS, {"sources.crm": source, "rails.bank": rail}, payees=PAYEES)
+    alice = operator(harness, "ops:alice")
+    source.push(deal("006A", "p2", "200.00"))
+    harness.ingest()
+    harness.calculate()
+    harness.schedule()
+    [scheduled] = harness.payouts("scheduled")
+    with alice.engine.begin() as conn:  # an insider edits the amount: the pre-send check holds it
+        conn.execute(update(payouts).where(payouts.c.id == scheduled.id).values(amount_minor=99_999))
+    harness.disburse()
+    held = row(alice, scheduled.id)
+    assert (held.status, held.hold_code) == ("held", "audit_trail")
+    with alice.engine.begin() as conn:
+        conn.execute(update(payouts).where(payouts.c.id == scheduled.id).values(amount_minor=20_000))
+
+    done = payout_actions.release(alice, scheduled.id, "amount restored")
+    assert (done.released, done.hold_code, done.operators) == (True, "audit_trail", ("ops:alice",))
+    assert (row(alice, scheduled.id).status, row(alice, scheduled.id).released_by) == ("scheduled", "ops:alice")
+    assert entries(harness, scheduled.id)[-1] == ("payout.released", "ops:alice", "ok",
+                                                  {"reason": "amount restored", "hold_code": "audit_trail"})
+    harness.run_until_idle(skip_waits=True)
+    assert row(alice, scheduled.id).status == "sent"
+    assert rail.calls == [[scheduled.idempotency_key]]
