@@ -167,6 +167,7 @@ PLUGIN_SECTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "rails:credit_note": ("rails", {"plugin": "credit_note", "outbox": "notes", "seller": SELLER,
                                     "tax": {"category": "O", "exemption_reason_code": "VATEX-EU-O"}}),
     "hooks:ecb_rates": ("hooks", {"plugin": "ecb_rates", "path": "rates.csv"}),
+    "hooks:sanctions": ("hooks", {"plugin": "sanctions"}),
 }
 
 
