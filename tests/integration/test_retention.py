@@ -445,3 +445,22 @@ def test_a_crash_after_the_delete_commits_completes_the_archive_on_the_next_run(
     assert (site.root / "archive" / cut.archive).exists()
     result = site.verify("--archive", str(site.root / "archive" / cut.archive))
     assert result.exit_code == 0, result.output
+
+
+def test_the_daemon_checkpoints_across_the_cut_and_refuses_a_tampered_one(site: Site) -> None:
+    key = signing.parse_private((site.root / "checkpoint.pem").read_text())
+    directory = site.root / "checkpoints"
+    checkpoints.append(directory, checkpoints.sign(key, 1, site.rows(audit_log)[0].hash))
+    applied(site)
+    cut = cut_row(site)
+    checkpointer = checkpoints.Checkpointer(site.rt, key)
+    assert checkpointer.last is not None and checkpointer.last.seq == 1  # before the cut
+    checkpointer.last_time = 0  # due now
+    signed = checkpointer.tick()
+    assert signed is not None and signed.seq == site.rows(audit_log)[-1].seq > cut.seq
+
+    site.sql(update(audit_cut).values(signature=cut.signature[::-1]))
+    site.push(("o9", "p3", "5"))  # the head moves
+    checkpointer.last_time = 0
+    assert checkpointer.tick() is None
+    assert checkpointer.refused is not None and "bad signature" in checkpointer.refused
