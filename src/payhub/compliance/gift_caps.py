@@ -42,23 +42,27 @@ class FlagHistory(Protocol):
 
 
 class PayeeFlags:
-    """The registry's flags, read once per calculation batch: of a payee, and the payees carrying a flag."""
+    """The registry's flags, read once per calculation batch (one query, on first use): of a payee, and the payees
+    carrying a flag."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._of: dict[str, frozenset[str]] = {}
+        self._flagged: dict[str, frozenset[str]] | None = None
         self._carrying: dict[str, frozenset[str]] = {}
+
+    def _all(self) -> dict[str, frozenset[str]]:
+        if self._flagged is None:
+            self._flagged = gift_totals.flagged(self.conn)
+        return self._flagged
 
     def of(self, payee_id: str) -> frozenset[str]:
         """The payee's flags, case-folded; none for a payee not in the registry."""
-        if payee_id not in self._of:
-            self._of[payee_id] = gift_totals.payee_flags(self.conn, [payee_id]).get(payee_id, frozenset())
-        return self._of[payee_id]
+        return self._all().get(payee_id, frozenset())
 
     def carrying(self, flag: str) -> frozenset[str]:
         """The ids of the payees carrying ``flag`` (case-folded)."""
         if flag not in self._carrying:
-            self._carrying[flag] = gift_totals.carrying(self.conn, flag)
+            self._carrying[flag] = frozenset(payee for payee, flags in self._all().items() if flag in flags)
         return self._carrying[flag]
 
 

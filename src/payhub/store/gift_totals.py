@@ -4,7 +4,7 @@ to flagged payees across programs, payees by flag, and what a payee received in 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import Connection, func, select
@@ -26,21 +26,10 @@ def flags_of(text: str | None) -> frozenset[str]:
         found, list) else frozenset()
 
 
-def payee_flags(conn: Connection, payee_ids: Sequence[str]) -> dict[str, frozenset[str]]:
-    """The case-folded flags of each of ``payee_ids`` found in the registry (a payee not there is left out)."""
-    found: dict[str, frozenset[str]] = {}
-    for start in range(0, len(payee_ids), CHUNK):
-        chunk = list(payee_ids[start : start + CHUNK])
-        for payee_id, text in conn.execute(select(payees.c.id, payees.c.flags).where(payees.c.id.in_(chunk))):
-            found[payee_id] = flags_of(text)
-    return found
-
-
-def carrying(conn: Connection, flag: str) -> frozenset[str]:
-    """The ids of the registry's payees that carry ``flag`` (compared case-folded)."""
-    wanted = flag.strip().casefold()
+def flagged(conn: Connection) -> dict[str, frozenset[str]]:
+    """The case-folded flags of every registry payee that has any (a payee left out has none)."""
     rows = conn.execute(select(payees.c.id, payees.c.flags).where(payees.c.flags != "[]"))
-    return frozenset(payee_id for payee_id, text in rows if wanted in flags_of(text))
+    return {payee_id: found for payee_id, text in rows if (found := flags_of(text))}
 
 
 def rewarded_to(conn: Connection, payee_ids: Collection[str], currency: str, since: datetime, until: datetime,
