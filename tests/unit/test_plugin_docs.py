@@ -40,7 +40,7 @@ def test_the_built_ins_listed_are_the_registered_entry_points() -> None:
             registered[ep.group].add(ep.name)
     assert documented_builtins() == registered
     assert len(registered["payhub.calculators"]) == 10
-    assert registered["payhub.hooks"] == {"ecb_rates"}
+    assert registered["payhub.hooks"] == {"ecb_rates", "sanctions"}
 
 
 def test_the_first_party_distributions_are_named_with_their_entry_points() -> None:
@@ -61,7 +61,7 @@ def test_every_hookspec_is_documented_in_the_hooks_table() -> None:
                 if name.startswith("payhub_") and hasattr(getattr(hookspecs, name), "payhub_spec")}
     documented = set(re.findall(r"^\| `(payhub_[a-z_]+)\(", section("Hooks"), flags=re.MULTILINE))
     assert declared == documented
-    assert len(declared) == 6
+    assert len(declared) == 10
 
 
 def test_the_payout_failed_row_names_every_outcome_the_hookspec_names() -> None:
