@@ -92,6 +92,16 @@ def main(ctx: click.Context, config: str | None, actor: str | None) -> None:
 
 pass_ctx = click.make_pass_decorator(Context)
 
-from payhub.cli import admin, audit, daemon, lists, payees, plugin_new, screening, serve, tokens  # noqa: E402,F401  (registers the subcommands)
-from payhub.cli import retention  # noqa: E402,F401  (payhub retention)
-from payhub.cli import tax  # noqa: E402,F401  (payhub tax)
+from payhub.cli import (  # noqa: E402,F401  (registers the subcommands)
+    admin,
+    audit,
+    daemon,
+    lists,
+    payees,
+    plugin_new,
+    retention,
+    screening,
+    serve,
+    tax,
+    tokens,
+)
