@@ -6,17 +6,18 @@ Per payee and calendar year of payment, what payhub paid, by information return 
   ``paid`` now (a returned, failed or cancelled payout paid nothing); the event's date does not matter;
 * each item counts in the box of its program (:func:`box_of`); a withholding line counts as federal income tax
   withheld (box 4) of the form its program reports on;
-* payouts in other currencies are listed apart (``other_currencies``), neither converted nor counted against the
-  threshold.
+* payouts in other currencies are listed apart, gross (``other_currencies``) and withheld (``other_withheld``) per
+  currency, neither converted nor counted against the threshold.
 
-A payee is reportable on a form when its total there reaches the year's threshold (:func:`threshold`), or when tax
-was withheld from it (backup withholding is reported whatever the amount). The report streams: one payee at a time.
+A payee is reportable on a form when its USD total there reaches the year's threshold (:func:`threshold`), or when
+tax was withheld from it in any currency (backup withholding is reported whatever the amount). The report streams:
+one payee at a time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -40,8 +41,9 @@ __all__ = ["COLUMNS", "TaxReportError", "box_of", "check", "report", "threshold"
 
 COLUMNS = ["year", "payee", "name", "country", "form", "form_signed_on", "tin_kind", "tin_status", "form_problem",
            "reportable", "nec_box1", "nec_box4", "misc_box3", "misc_box4", "not_reported", "threshold",
-           "other_currencies", "warning"]
-"""The report's columns (CSV header, JSON keys); amounts are USD decimal text."""
+           "other_currencies", "other_withheld", "warning"]
+"""The report's columns (CSV header, JSON keys); amounts are USD decimal text, except ``other_currencies`` (gross
+paid) and ``other_withheld`` (backup withholding) per currency, as ``1001 JPY 12.50 EUR``."""
 
 
 def threshold(year: int, tax: TaxSettings) -> Decimal:
@@ -62,6 +64,7 @@ class _Totals:
     boxes: dict[str, Decimal]
     withheld: dict[str, Decimal]
     other: dict[str, Decimal]
+    other_withheld: dict[tuple[str, str], Decimal]  # (box, currency) -> withheld, positive
 
 
 def _paid_in(year: int) -> Any:
@@ -129,15 +132,18 @@ def _rows(conn: Connection, tax: TaxSettings, year: int, limit: Decimal, boxes: 
           everyone: bool) -> Iterator[dict[str, Any]]:
     on = min(utcnow().date(), date(year, 12, 31))
     for payee_id, rows in groupby(conn.execute(_sums_query(year)), key=lambda row: row[0]):
-        totals = _Totals(defaultdict(Decimal), defaultdict(Decimal), defaultdict(Decimal))
+        totals = _Totals(defaultdict(Decimal), defaultdict(Decimal), defaultdict(Decimal), defaultdict(Decimal))
         first = None
         for row in rows:
             first = first or row
             amount = from_minor(int(row[-1]), row.currency)
-            if row.currency != "USD":
-                totals.other[row.currency] += amount
-                continue
             box = boxes[row.program]
+            if row.currency != "USD":
+                if row.kind == RewardKind.WITHHOLDING:
+                    totals.other_withheld[(box, row.currency)] -= amount
+                else:
+                    totals.other[row.currency] += amount
+                continue
             if row.kind == RewardKind.WITHHOLDING:
                 totals.withheld[box] -= amount
             else:
@@ -154,7 +160,8 @@ def _line(year: int, payee_id: str, first: Any, totals: _Totals, limit: Decimal,
     verdict = decide(profile, tax, on)
     problem = "" if verdict.action == "ok" else verdict.reason
     us = us_person(profile) or profile.form == "W-9"
-    reportable = [FORMS[box] for box in (NEC, MISC) if us and (totals.boxes[box] >= limit or totals.withheld[box] > 0)]
+    reportable = [FORMS[box] for box in (NEC, MISC) if us and (totals.boxes[box] >= limit or totals.withheld[box] > 0
+                                                                or _withheld_in(totals, box))]
     warning = ""
     reached = max(totals.boxes[NEC], totals.boxes[MISC])
     if problem and reached >= limit * tax.warn_ratio:
@@ -168,9 +175,23 @@ def _line(year: int, payee_id: str, first: Any, totals: _Totals, limit: Decimal,
         "reportable": " ".join(reportable), "nec_box1": _usd(totals.boxes[NEC]), "nec_box4": _usd(totals.withheld[NEC]),
         "misc_box3": _usd(totals.boxes[MISC]), "misc_box4": _usd(totals.withheld[MISC]),
         "not_reported": _usd(totals.boxes[NONE] - totals.withheld[NONE]), "threshold": _usd(limit),
-        "other_currencies": " ".join(f"{amount} {code}" for code, amount in sorted(totals.other.items())),
+        "other_currencies": _per_currency(totals.other.items()),
+        "other_withheld": _per_currency((code, amount) for (_, code), amount in totals.other_withheld.items()),
         "warning": warning,
     }
+
+
+def _withheld_in(totals: _Totals, box: str) -> bool:
+    """True when tax was withheld in a currency other than USD from payments reported in ``box``."""
+    return any(amount > 0 for (where, _), amount in totals.other_withheld.items() if where == box)
+
+
+def _per_currency(amounts: Iterable[tuple[str, Decimal]]) -> str:
+    """``1001 JPY 12.50 EUR``: the non-zero amounts summed per currency, by currency code."""
+    summed: dict[str, Decimal] = defaultdict(Decimal)
+    for code, amount in amounts:
+        summed[code] += amount
+    return " ".join(f"{amount} {code}" for code, amount in sorted(summed.items()) if amount)
 
 
 def _usd(amount: Decimal) -> str:
