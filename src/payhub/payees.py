@@ -29,6 +29,7 @@ from payhub.api import Payee
 from payhub.audit import canonical_json
 from payhub.clock import utcnow
 from payhub.compliance import personal, tin
+from payhub.compliance.flags import clean_flag, flag_key
 from payhub.compliance.sanctions.payee_screening import screen_payees
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import payees
@@ -50,6 +51,15 @@ def _listed(text: str) -> list[str]:
     return sorted({item.strip() for item in text.split(";") if item.strip()})
 
 
+def _flags(text: str) -> list[str]:
+    """A ``flags`` cell as sorted flags, each cleaned (:func:`payhub.compliance.flags.clean_flag`), one per key."""
+    found: dict[str, str] = {}
+    for item in sorted(clean_flag(item) for item in text.split(";")):
+        if item:
+            found.setdefault(flag_key(item), item)
+    return sorted(found.values())
+
+
 def _compliance(values: dict[str, str]) -> dict[str, Any]:
     """The compliance columns of a file row, checked; raises InvalidRecord naming the column at fault."""
     form_text = values.get("tax_form", "")
@@ -64,7 +74,7 @@ def _compliance(values: dict[str, str]) -> dict[str, Any]:
             raise InvalidRecord(f"form_date: {values['form_date']!r} is not a date (YYYY-MM-DD)") from None
     country = values["country"].upper() if values.get("country") else None
     kind, status = tin.classify(country, values.get("tin"))
-    return {"aliases": _listed(values.get("aliases", "")), "flags": _listed(values.get("flags", "")),
+    return {"aliases": _listed(values.get("aliases", "")), "flags": _flags(values.get("flags", "")),
             "tax_form": form, "form_signed_on": signed, "tin_kind": kind, "tin_status": status.value,
             "_tin": values.get("tin") or None}
 

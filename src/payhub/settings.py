@@ -48,6 +48,7 @@ from sqlalchemy.exc import ArgumentError
 from payhub import files, signing
 from payhub.api import Amount, Currency
 from payhub.api.settings import JsonFloat
+from payhub.compliance.flags import clean_flag, flag_problem
 from payhub.errors import ConfigError
 from payhub.integers import whole_numbers
 
@@ -345,6 +346,10 @@ class AuditSettings(_Section):
         return value
 
 
+LAST_FIXED_THRESHOLD_YEAR = 2026
+"""Reporting thresholds through this year are fixed by law (:mod:`payhub.compliance.tax_report`)."""
+
+
 class TaxSettings(_Section):
     """US information-return rules (docs/compliance.md#tax-profiles): forms, backup withholding, thresholds."""
 
@@ -352,13 +357,14 @@ class TaxSettings(_Section):
     us_without_w9: Literal["hold", "withhold"] = Field(
         "hold", description="A US payee without a valid W-9 (and TIN): hold its rewards, or pay with backup "
                             "withholding.")
-    backup_withholding_rate: Decimal = Field(Decimal("0.24"), gt=0, lt=1, description="Backup withholding rate.")
+    backup_withholding_rate: Amount = Field(Decimal("0.24"), gt=0, lt=1, description="Backup withholding rate, as "
+                                                                               "decimal text (\"0.24\").")
     non_us_without_w8: Literal["hold", "pay"] = Field(
         "hold", description="A non-US payee without a current W-8BEN or W-8BEN-E: hold its rewards, or pay.")
-    thresholds: dict[int, Amount] = Field(
+    thresholds: dict[int, Annotated[Amount, Field(gt=0)]] = Field(
         default_factory=dict, description="Reporting threshold in USD by payment year, for years after 2026 "
                                           "(2025 and before: 600; 2026: 2000).")
-    warn_ratio: Decimal = Field(Decimal("0.8"), gt=0, le=1, description="Warn when a payee without a form reaches "
+    warn_ratio: Amount = Field(Decimal("0.8"), gt=0, le=1, description="Warn when a payee without a form reaches "
                                                                          "this share of the threshold.")
     boxes: dict[str, Literal["1099-NEC-1", "1099-MISC-3", "none"]] = Field(
         default_factory=dict, description="Per program, where the year-end report puts what it paid (1099-NEC box 1, "
@@ -369,14 +375,22 @@ class TaxSettings(_Section):
 class FlagCap(_Section):
     """A yearly cap on what payees carrying ``flag`` may receive (docs/compliance.md#gift-and-anti-bribery-limits)."""
 
-    flag: str = Field(min_length=1, max_length=100, pattern=r"^[^;]*[^;\s][^;]*$",
-                      description="A payee flag, compared without regard to case (no `;`: it separates flags).")
+    flag: str = Field(min_length=1, max_length=100, description="A payee flag, compared as payhub.compliance.flags "
+                                                                "normalises it (case, width, invisible characters).")
     amount: Amount = Field(ge=0, description="The most paid per calendar year (UTC) of the event.")
     currency: Currency = Field(description="Rewards in this currency are capped; a flagged payee's reward in a "
                                            "currency none of the flag's caps has fails its calculation.")
     per: Literal["payee", "program", "flag"] = Field(
         "payee", description="One cap per payee, per payee and program, or one pool for all payees with the flag.")
     programs: list[str] = Field(default_factory=list, description="Programs it applies to; empty = all.")
+
+    @field_validator("flag")
+    @classmethod
+    def _plain_flag(cls, value: str) -> str:
+        problem = flag_problem(value)
+        if problem is not None:
+            raise ValueError(f"the flag {value!r} {problem}")
+        return clean_flag(value)
 
 
 class GiftSettings(_Section):
@@ -662,6 +676,21 @@ def cross_checks(settings: Settings) -> list[tuple[str, str]]:
             problems.append((f"rails.{name}.timeout_seconds", f"{rail.timeout_seconds:g}s is too long for "
                              f"database.lease_seconds = {lease:g}: a lookup and a send must fit in one lease"))
     problems += _gift_problems(settings)
+    problems += _tax_problems(settings)
+    return problems
+
+
+def _tax_problems(settings: Settings) -> list[tuple[str, str]]:
+    """``[compliance.tax]`` thresholds for years whose threshold is fixed by law or out of range, and boxes naming
+    programs that are not configured."""
+    tax = settings.compliance.tax
+    problems = [(f"compliance.tax.thresholds.{year}", "the threshold of payments made through 2026 is fixed by law "
+                 "(600 USD through 2025, 2000 USD in 2026) and cannot be set: give only later years")
+                for year in sorted(tax.thresholds) if year <= LAST_FIXED_THRESHOLD_YEAR]
+    problems += [(f"compliance.tax.thresholds.{year}", f"{year} is not a calendar year payhub reports on (2027 to "
+                  "9998)") for year in sorted(tax.thresholds) if year > 9998]
+    problems += [(f"compliance.tax.boxes.{name}", f"names program {name!r}, which is not configured")
+                 for name in sorted(tax.boxes) if name not in settings.programs]
     return problems
 
 

@@ -7,8 +7,9 @@ Two rules, from ``[compliance.gifts]`` (:class:`payhub.settings.GiftSettings`):
   counts, over the calendar year (UTC) of the event, the live rewards (not cancelled; adjustments net) in its
   currency of the payee (``per = "payee"``: every program the cap applies to), of the payee in this program
   (``per = "program"``), or of every payee carrying the flag (``per = "flag"``); rewards of the batch being
-  calculated included. Flags are read from the payee registry when the reward is calculated and compared without
-  regard to case; a payee not in the registry has no flags.
+  calculated included. Flags are read from the payee registry when the reward is calculated and compared as
+  :func:`payhub.compliance.flags.flag_key` normalises them (case, width, invisible characters); a payee not in
+  the registry has no flags.
 - **Gift-card yearly cap**, applied when a payout is routed: a rail listed in ``giftcard_rails`` refuses a payout
   that would take the payee's gift cards of the calendar year (UTC, by the day payouts are scheduled) in its
   currency above ``giftcard_yearly_cap``. The payout is never split: routing tries the next rail, or the rewards
@@ -25,6 +26,7 @@ from sqlalchemy import Connection
 
 from payhub.api import Event, RewardLine
 from payhub.clock import period_bounds, utcnow
+from payhub.compliance.flags import flag_key
 from payhub.errors import CalculationError
 from payhub.money import from_minor, quantize, to_minor
 from payhub.runtime import Runtime
@@ -56,18 +58,19 @@ class PayeeFlags:
         return self._flagged
 
     def of(self, payee_id: str) -> frozenset[str]:
-        """The payee's flags, case-folded; none for a payee not in the registry."""
+        """The payee's flags, normalised (:func:`payhub.compliance.flags.flag_key`); none for a payee not in the
+        registry."""
         return self._all().get(payee_id, frozenset())
 
     def carrying(self, flag: str) -> frozenset[str]:
-        """The ids of the payees carrying ``flag`` (case-folded)."""
+        """The ids of the payees carrying ``flag`` (normalised)."""
         if flag not in self._carrying:
             self._carrying[flag] = frozenset(payee for payee, flags in self._all().items() if flag in flags)
         return self._carrying[flag]
 
 
 def _fold(flag: str) -> str:
-    return flag.strip().casefold()
+    return flag_key(flag)
 
 
 def cap_name(cap: FlagCap, payee_id: str, program: str, year: str) -> str:

@@ -23,19 +23,26 @@ DEFAULT_BOXES: Mapping[str, str] = {
 """The box of each built-in calculator's programs; others need ``[compliance.tax] boxes``."""
 FORMS = {NEC: "1099-NEC", MISC: "1099-MISC"}
 
+
 class TaxReportError(PayhubError):
     """The report cannot be made as configured (a year without a threshold, a program without a box)."""
 
 
-def box_of(program: str, settings: Settings) -> str:
-    """Where what ``program`` paid is reported: ``[compliance.tax] boxes``, else its calculator's default; raises
-    TaxReportError when neither says."""
+def box_of(program: str, settings: Settings, retired_calculator: str | None = None) -> str:
+    """Where what ``program`` paid is reported: ``[compliance.tax] boxes``, else its calculator's default; for a
+    program no longer in the settings, the default of ``retired_calculator`` (the calculator it last ran with).
+    Raises TaxReportError when none of these says."""
     override = settings.compliance.tax.boxes.get(program)
     if override is not None:
         return override
     section = settings.programs.get(program)
     if section is None:
-        raise TaxReportError(f"program {program!r} paid in this year but is no longer in the settings: set "
+        default = DEFAULT_BOXES.get(retired_calculator or "")
+        if default is not None:
+            return default
+        last = f" and its last calculator {retired_calculator!r} has no default box" if retired_calculator else ""
+        raise TaxReportError(f"program {program!r} paid in this year is no longer in the settings{last}: configure "
+                             f"it again (with event_types that no event has, it calculates nothing) and set "
                              f"compliance.tax.boxes.{program}")
     default = DEFAULT_BOXES.get(section.calculator)
     if default is None:

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, String, and_, cast, func, select
 from payhub.clock import utcnow
 from payhub.compliance.tax_boxes import FORMS, MISC, NEC, NONE, TaxReportError, box_of
 from payhub.compliance.tax_rules import TaxProfile, decide, us_person
-from payhub.db.schema import audit_log, payees, payout_items, payouts, rewards
+from payhub.db.schema import audit_log, payees, payout_items, payouts, program_versions, rewards
 from payhub.money import from_minor
 from payhub.settings import Settings, TaxSettings
 from payhub.states import PayoutStatus, RewardKind
@@ -112,12 +112,19 @@ def check(conn: Connection, settings: Settings, year: int) -> tuple[Decimal, dic
     boxes: dict[str, str] = {}
     for program in conn.execute(_programs_query(year)).scalars():
         try:
-            boxes[program] = box_of(program, settings)
+            boxes[program] = box_of(program, settings, None if program in settings.programs
+                                    else _last_calculator(conn, program))
         except TaxReportError as exc:
             problems.append(str(exc))
     if problems:
         raise TaxReportError("; ".join(problems))
     return limit, boxes
+
+
+def _last_calculator(conn: Connection, program: str) -> str | None:
+    """The calculator of the last recorded version of ``program`` (one no longer in the settings)."""
+    return conn.execute(select(program_versions.c.calculator).where(program_versions.c.program == program)
+                        .order_by(program_versions.c.version.desc()).limit(1)).scalar()
 
 
 def report(conn: Connection, settings: Settings, year: int, everyone: bool = False) -> Iterator[dict[str, Any]]:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
+from payhub.compliance.flags import flag_key
 from payhub.db.schema import events, payees, payouts, rewards
 from payhub.states import FINAL_PAYOUT, RewardStatus
 
@@ -17,13 +18,13 @@ _SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
 
 
 def flags_of(text: str | None) -> frozenset[str]:
-    """The flags of a stored ``payees.flags`` JSON list, case-folded (flags are compared without regard to case)."""
+    """The flags of a stored ``payees.flags`` JSON list, as they are compared (:func:`payhub.compliance.flags.flag_key`:
+    case, width and invisible characters do not count)."""
     try:
         found = json.loads(text or "[]")
     except ValueError:
         return frozenset()
-    return frozenset(str(flag).strip().casefold() for flag in found if str(flag).strip()) if isinstance(
-        found, list) else frozenset()
+    return frozenset(key for flag in found if (key := flag_key(str(flag)))) if isinstance(found, list) else frozenset()
 
 
 def flagged(conn: Connection) -> dict[str, frozenset[str]]:
