@@ -41,22 +41,31 @@ def copy_lists(directory: Path, when: datetime) -> Path:
     return target
 
 
-def lists_section(lists: Path, *, max_age: int = 7, extra: str = "") -> str:
+LISTS = {
+    "ofac_sdn": ("ofac_csv", ("sdn.csv", "alt.csv", "add.csv")),
+    "eu": ("eu_xml", ("eu.xml",)),
+    "sdn_xml": ("ofac_xml", ("sdn.xml",)),
+}
+
+
+def lists_section(lists: Path, *, max_age: int = 7, extra: str = "", names: tuple[str, ...] = ("ofac_sdn", "eu"),
+                  skipped_share: float | None = 0.5) -> str:
+    """The sanctions section with the lists ``names``. The test files hold a few bad records on purpose (3 of 15
+    CSV rows, 1 of 3 EU entries, 1 of 4 OFAC XML entries): ``max_skipped_share`` 0.5 lets them load, None leaves
+    the default (0.01)."""
+    share = "" if skipped_share is None else f"max_skipped_share = {skipped_share}"
+    tables = "".join(f"""
+        [[hooks.sanctions.lists]]
+        name = "{name}"
+        format = "{LISTS[name][0]}"
+        files = [{", ".join(f'"{lists}/{file}"' for file in LISTS[name][1])}]
+        """ for name in names)
     return f"""
         [hooks.sanctions]
         max_list_age_days = {max_age}
+        {share}
         {extra}
-
-        [[hooks.sanctions.lists]]
-        name = "ofac_sdn"
-        format = "ofac_csv"
-        files = ["{lists}/sdn.csv", "{lists}/alt.csv", "{lists}/add.csv"]
-
-        [[hooks.sanctions.lists]]
-        name = "eu"
-        format = "eu_xml"
-        files = ["{lists}/eu.xml"]
-        """
+        {tables}"""
 
 
 @pytest.fixture
@@ -69,9 +78,12 @@ def payhub_clock() -> Iterator[ManualClock]:
 @pytest.fixture
 def screening(make_runtime: Callable[..., Runtime], tmp_path: Path,
               payhub_clock: ManualClock) -> Iterator[Callable[..., tuple[Runtime, Sanctions]]]:
-    def factory(*, max_age: int = 7, extra: str = "", csv_date: datetime | None = None) -> tuple[Runtime, Sanctions]:
-        lists = copy_lists(tmp_path, csv_date or datetime(2026, 12, 1, 12, tzinfo=UTC))
-        rt = make_runtime(lists_section(lists, max_age=max_age, extra=extra))
+    def factory(*, max_age: int = 7, extra: str = "", csv_date: datetime | None = None,
+                names: tuple[str, ...] = ("ofac_sdn", "eu"), skipped_share: float | None = 0.5,
+                copy: bool = True) -> tuple[Runtime, Sanctions]:
+        lists = copy_lists(tmp_path, csv_date or datetime(2026, 12, 1, 12, tzinfo=UTC)) if copy else tmp_path / "lists"
+        rt = make_runtime(lists_section(lists, max_age=max_age, extra=extra, names=names,
+                                        skipped_share=skipped_share))
         plugin = rt.plugins.hooks.get_plugin("sanctions")
         assert isinstance(plugin, Sanctions), rt.plugins.statuses
         return rt, plugin
@@ -281,7 +293,7 @@ def test_a_listed_payee_is_held_before_sending_and_the_others_are_paid(
         {"name": "ofac_sdn", "format": "ofac_csv", "files": [str(lists / n) for n in ("sdn.csv", "alt.csv",
                                                                                        "add.csv")]},
         {"name": "eu", "format": "eu_xml", "files": [str(lists / "eu.xml")]}],
-        "max_list_age_days": 30}}}
+        "max_list_age_days": 30, "max_skipped_share": 0.5}}}
     harness = payhub_harness(settings, {"sources.crm": source, "rails.bank": rail}, payees=[
         {"id": "p1", "name": "Partner One", "country": "DE", "iban": "DE02100100109307118603"},
         {"id": "p2", "name": "Acme Trading", "country": "RU", "aliases": "Дмитрий Волков",
@@ -346,3 +358,195 @@ def test_status_shows_dates_ages_and_staleness(screening: Any, tmp_path: Path, p
     assert after["payouts_blocked"] == "sanctions list eu of 2026-11-30 is 2 days old (max_list_age_days 1)"
     table = invoke_cli("-c", config, "screening", "status")
     assert table.exit_code == 0 and "payouts blocked: sanctions list eu" in table.stdout
+
+
+# ------------------------------------------------------------------ checks before a load becomes current
+
+def current_versions(rt: Runtime) -> dict[str, tuple[int, int]]:
+    """name -> (version id, entries) of each current version in the database."""
+    with rt.engine.connect() as conn:
+        rows = conn.execute(sa.select(screening_lists.c.name, screening_lists.c.id, screening_lists.c.entries)
+                            .where(screening_lists.c.current.is_(True))).all()
+    return {name: (version, entries) for name, version, entries in rows}
+
+
+def add_a_column(path: Path) -> None:
+    """Every row of an OFAC CSV file with one more column, as after a format change."""
+    lines = path.read_bytes().rstrip(b"\x1a").splitlines()
+    path.write_bytes(b"".join(line + b",-0- \r\n" for line in lines if line) + b"\x1a")
+
+
+def test_a_csv_whose_rows_all_gained_a_column_is_refused_and_the_previous_version_stays(
+        screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    before = current_versions(rt)
+    assert before["ofac_sdn"][1] == 5
+    for name in ("sdn.csv", "alt.csv", "add.csv"):
+        add_a_column(tmp_path / "lists" / name)
+    results = {r.name: r for r in refresh(rt, plugin.settings)}
+    assert results["ofac_sdn"].outcome == "refused"
+    assert results["ofac_sdn"].reason == "no entries (15 of 15 records skipped)"
+    assert results["ofac_sdn"].version is not None and results["ofac_sdn"].version.id == before["ofac_sdn"][0]
+    [refused] = audit(rt, "screening.list_refused")
+    assert (refused["subject"], refused["outcome"], refused["entries"], refused["records"]) == (
+        "ofac_sdn", "refused", 0, 15)
+    assert refused["reason"] == "no entries (15 of 15 records skipped)"
+    assert refused["current_version"] == before["ofac_sdn"][0] and refused["current_entries"] == 5
+    assert "sdn.csv line 1: 13 columns, expected 12" in refused["problems"]
+    assert current_versions(rt) == before
+    assert plugin.payhub_payouts_blocked() is None  # the previous version is fresh
+    decision = plugin.payhub_screen_payee(Payee("p1", "Ivan Petrov"))
+    assert decision is not None and "entry 7001" in decision.reason  # still screened against the previous version
+
+    cli = invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "refresh")
+    assert cli.exit_code == 1, cli.output
+    assert "refused ofac_sdn (ofac_csv): no entries (15 of 15 records skipped); its version of 2026-12-01 " \
+           "(5 entries) stays current" in " ".join(cli.stdout.split())
+
+
+def test_a_configured_list_that_never_loaded_a_usable_version_keeps_blocking_payouts(
+        screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    add_a_column(tmp_path / "lists" / "sdn.csv")
+    cli = invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "refresh")
+    assert cli.exit_code == 1, cli.output
+    assert "refused ofac_sdn" in cli.stdout and "no version of it is loaded" in cli.stdout
+    assert "loaded eu (eu_xml)" in cli.stdout
+    assert set(current_versions(rt)) == {"eu"}
+    assert plugin.payhub_payouts_blocked() == "sanctions list ofac_sdn was never loaded (run `payhub screening " \
+                                              "refresh`)"
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("eu.xml", b'<export xmlns="http://eu.europa.ec/fpi/fsd/export" generationDate="2026-12-01T10:00:00"/>',
+     "no entries"),
+    ("sdn.csv", b'36,"AEROCARIBBEAN AIRLINES",-0- ,"CUBA",-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- \r\n7001,"PETR',
+     "7 of 10 records skipped (70.0%), more than max_skipped_share 0.5: a format change or a damaged file"),
+])
+def test_an_empty_export_or_a_truncated_csv_is_refused(screening: Any, tmp_path: Path, name: str, content: bytes,
+                                                         reason: str) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    before = current_versions(rt)
+    (tmp_path / "lists" / name).write_bytes(content)
+    results = {r.name: r for r in refresh(rt, plugin.settings)}
+    refused = [r for r in results.values() if r.outcome == "refused"]
+    assert [(r.name, r.reason) for r in refused] == [({"eu.xml": "eu", "sdn.csv": "ofac_sdn"}[name], reason)]
+    assert current_versions(rt) == before
+    assert plugin.payhub_payouts_blocked() is None
+
+
+def test_too_many_skipped_records_are_refused_at_the_default_share(screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening(skipped_share=None)
+    results = refresh(rt, plugin.settings)
+    assert [(r.name, r.outcome, r.reason) for r in results] == [
+        ("ofac_sdn", "refused", "3 of 15 records skipped (20.0%), more than max_skipped_share 0.01: a format change "
+                                "or a damaged file"),
+        ("eu", "refused", "1 of 3 records skipped (33.3%), more than max_skipped_share 0.01: a format change or a "
+                          "damaged file")]
+    assert current_versions(rt) == {}
+    assert "ofac_sdn was never loaded" in (plugin.payhub_payouts_blocked() or "")
+
+
+def test_a_sharp_drop_in_entries_is_refused_unless_the_admin_accepts_it(screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    before = current_versions(rt)
+    eu = tmp_path / "lists" / "eu.xml"
+    text = eu.read_text(encoding="utf-8")
+    start, end = text.index('  <sanctionEntity designationDetails="" unitedNationId="" euReferenceNumber="EU.8822'), \
+        text.index('  <sanctionEntity designationDetails="" unitedNationId="" euReferenceNumber="EU.9000')
+    eu.write_text(text[:start] + text[end:], encoding="utf-8")
+    config = str(tmp_path / "payhub.toml")
+    refused = invoke_cli("-c", config, "screening", "refresh")
+    assert refused.exit_code == 1, refused.output
+    reason = ("1 entries where the current version has 2 (50.0% fewer, more than max_drop_share 0.2); if the list "
+              "really shrank, load it with `payhub screening refresh --accept-drop eu`")
+    assert [e["reason"] for e in audit(rt, "screening.list_refused")] == [reason]
+    assert current_versions(rt) == before
+
+    other = invoke_cli("-c", config, "screening", "refresh", "--accept-drop", "ofac_sdn")
+    assert other.exit_code == 1  # accepting a drop of another list accepts nothing here
+    accepted = invoke_cli("-c", config, "screening", "refresh", "--accept-drop", "eu", "--accept-drop", "uk")
+    assert accepted.exit_code == 0, accepted.output
+    assert "loaded eu (eu_xml)" in accepted.stdout and "--accept-drop names no list refreshed: uk" in accepted.stdout
+    loaded = audit(rt, "screening.list_loaded")[-1]
+    assert (loaded["name"], loaded["outcome"], loaded["entries"]) == ("eu", "drop_accepted", 1)
+    assert loaded["drop_accepted"] == {"previous_entries": 2, "share": 0.5}
+    assert current_versions(rt)["eu"][1] == 1
+
+
+def test_an_ofac_xml_whose_record_count_differs_from_its_entries_is_refused(screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening(names=("sdn_xml",))
+    xml = tmp_path / "lists" / "sdn.xml"
+    original = xml.read_text(encoding="utf-8")
+    xml.write_text(original.replace("<Record_Count>4</Record_Count>", "<Record_Count>5</Record_Count>"),
+                   encoding="utf-8")
+    [result] = refresh(rt, plugin.settings)
+    assert (result.outcome, result.reason) == (
+        "refused", "the file declares 5 records (Record_Count) but holds 4: truncated or altered")
+    xml.write_text(original, encoding="utf-8")
+    [result] = refresh(rt, plugin.settings)
+    assert (result.outcome, result.version and result.version.entries) == ("loaded", 3)
+
+
+class SwitchableProvider:
+    def __init__(self) -> None:
+        self.lists: list[SanctionsList] = []
+        self.error: Exception | None = None
+
+    @hookimpl
+    def payhub_sanctions_lists(self) -> list[SanctionsList]:
+        if self.error:
+            raise self.error
+        return self.lists
+
+
+def uk_list(*entries: SanctionsEntry, sha: str = "ab") -> SanctionsList:
+    return SanctionsList("uk_hmt", date(2026, 12, 1), sha * 32, entries)
+
+
+def test_an_empty_list_from_a_provider_is_refused(screening: Any) -> None:
+    rt, plugin = screening()
+    provider = SwitchableProvider()
+    rt.plugins.hooks.register(provider, name="provider")
+    provider.lists = [uk_list(SanctionsEntry("UK-1", "Zoltan Kertesz"))]
+    refresh(rt, plugin.settings)
+    provider.lists = [uk_list(sha="cd")]
+    results = {r.name: r for r in refresh(rt, plugin.settings)}
+    assert (results["uk_hmt"].outcome, results["uk_hmt"].reason) == ("refused", "no entries")
+    assert current_versions(rt)["uk_hmt"][1] == 1
+    assert plugin.payhub_screen_payee(Payee("p1", "Zoltan Kertesz")) is not None
+
+
+def test_lists_no_longer_configured_or_provided_are_ignored_then_retired(
+        screening: Any, payhub_clock: ManualClock) -> None:
+    rt, plugin = screening()
+    provider = SwitchableProvider()
+    provider.lists = [uk_list(SanctionsEntry("UK-1", "Zoltan Kertesz"))]
+    rt.plugins.hooks.register(provider, name="provider")
+    refresh(rt, plugin.settings)
+    payhub_clock.set(datetime(2026, 12, 8, 0, 1, tzinfo=UTC))  # eu (2026-11-30) is 8 days old, ofac_sdn 7
+    assert "sanctions list eu of 2026-11-30 is 8 days old" in (plugin.payhub_payouts_blocked() or "")
+
+    rt2, plugin2 = screening(names=("ofac_sdn",), copy=False)  # eu removed from the settings
+    rt2.plugins.hooks.register(provider, name="provider")
+    assert plugin2.payhub_payouts_blocked() is None
+    assert plugin2.payhub_screen_payee(Payee("p1", "Dmitri Alexandrovich Volkov")) is None  # only on eu
+    assert plugin2.payhub_screen_payee(Payee("p2", "Zoltan Kertesz")) is not None  # the provided list counts
+
+    provider.error = RuntimeError("list server unreachable")
+    results = refresh(rt2, plugin2.settings)
+    assert [(r.name, r.outcome) for r in results if r.outcome == "retired"] == [("eu", "retired")]
+    assert set(current_versions(rt2)) == {"ofac_sdn", "uk_hmt"}  # a provider failing this time keeps its list
+    [retired] = audit(rt2, "screening.list_retired")
+    assert (retired["subject"], retired["outcome"], retired["format"], retired["entries"]) == (
+        "eu", "retired", "eu_xml", 2)
+
+    provider.error = None
+    provider.lists = []
+    results = refresh(rt2, plugin2.settings)
+    assert [(r.name, r.outcome) for r in results if r.outcome == "retired"] == [("uk_hmt", "retired")]
+    assert set(current_versions(rt2)) == {"ofac_sdn"}
+    assert plugin2.payhub_screen_payee(Payee("p2", "Zoltan Kertesz")) is None

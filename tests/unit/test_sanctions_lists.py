@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from payhub.api import SanctionsEntry
+from payhub.compliance.sanctions.checks import Counts, Gate, Verdict, content_problem, drop_problem
 from payhub.compliance.sanctions.config import SanctionsSettings
 from payhub.compliance.sanctions.countries import country_code
 from payhub.compliance.sanctions.formats import ListFileError, list_sha256, read_list
@@ -39,7 +40,7 @@ def test_ofac_csv_trio_reads_entries_aliases_countries_nulls_and_the_eof_byte() 
 
 def test_ofac_csv_bad_rows_are_reported_and_skipped_without_hiding_the_rest() -> None:
     parsed = read_list("ofac", "ofac_csv", CSV_FILES)
-    assert parsed.skipped == 3
+    assert parsed.skipped == 3 and parsed.records == 15 and parsed.declared is None  # 7 + 4 + 4 rows
     assert parsed.problems == ["sdn.csv line 5: 2 columns, expected 12",
                                "sdn.csv line 7: an entry needs a numeric ent_num and a name",
                                "alt.csv line 4: an alias needs a known ent_num and a name"]
@@ -77,6 +78,7 @@ def test_ofac_xml_reads_publish_date_names_aliases_and_countries() -> None:
     assert entries["36"].countries == ("CU",) and entries["36"].kind == "entity"
     assert entries["7002"].programs == ("SDGT", "IRGC")
     assert parsed.skipped == 1 and parsed.problems == ["sdn.xml sdnEntry #4: an entry needs a uid and a lastName"]
+    assert (parsed.records, parsed.declared) == (4, 4)  # Record_Count counts the unreadable entry too
 
 
 def test_eu_xml_reads_generation_date_aliases_in_any_script_and_iso_countries() -> None:
@@ -222,3 +224,45 @@ def test_screening_one_payee_against_40000_names_is_fast() -> None:
     elapsed = time.perf_counter() - started
     assert [h.entry_id for h in hits] == ["40000"]
     assert elapsed < 1.0, f"screening a payee (2 names) against 40,000 names took {elapsed:.3f}s"
+
+
+# ------------------------------------------------------------------------------- checks before loading a list
+
+def test_a_list_without_entries_or_with_too_many_skipped_records_is_refused() -> None:
+    assert content_problem(Counts(entries=0, records=0), 0.01) == "no entries"
+    assert content_problem(Counts(entries=0, records=15, skipped=15), 1.0) == "no entries (15 of 15 records skipped)"
+    assert content_problem(Counts(entries=99, records=100, skipped=1), 0.01) is None  # 1 %: at the limit
+    assert content_problem(Counts(entries=98, records=100, skipped=2), 0.01) == (
+        "2 of 100 records skipped (2.0%), more than max_skipped_share 0.01: a format change or a damaged file")
+    assert content_problem(Counts(entries=4, records=4), 0.01) is None
+
+
+def test_an_ofac_xml_must_hold_the_records_it_declares() -> None:
+    assert content_problem(Counts(entries=3, records=4, skipped=1, declared=4), 0.5) is None
+    assert content_problem(Counts(entries=3, records=3, declared=4), 0.5) == (
+        "the file declares 4 records (Record_Count) but holds 3: truncated or altered")
+    assert content_problem(Counts(entries=5, records=5, declared=4), 0.5) is not None
+
+
+def test_a_sharp_drop_against_the_current_version_is_refused_unless_accepted() -> None:
+    assert drop_problem("sdn", None, 1, 0.2) is None  # nothing current: nothing to compare
+    assert drop_problem("sdn", 100, 80, 0.2) is None  # 20 %: at the limit
+    assert drop_problem("sdn", 100, 150, 0.2) is None  # growth is never refused
+    assert drop_problem("sdn", 100, 79, 0.2) == (
+        "79 entries where the current version has 100 (21.0% fewer, more than max_drop_share 0.2); if the list "
+        "really shrank, load it with `payhub screening refresh --accept-drop sdn`")
+    counts = Counts(entries=79, records=79)
+    assert Gate(counts, 0.01, 0.2).judge("sdn", 100).refusal is not None
+    assert Gate(counts, 0.01, 0.2, accept_drop=True).judge("sdn", 100) == Verdict(accepted_drop=0.21)
+    assert Gate(counts, 0.01, 0.2, accept_drop=True).judge("sdn", 80) == Verdict()  # no drop to accept
+    empty = Counts(entries=0, records=0)
+    assert Gate(empty, 0.01, 0.2, accept_drop=True).judge("sdn", 100).refusal == "no entries"  # never accepted
+
+
+def test_load_check_settings_have_documented_defaults_and_bounds() -> None:
+    settings = SanctionsSettings.model_validate({})
+    assert (settings.max_skipped_share, settings.max_drop_share) == (0.01, 0.2)
+    for key in ("max_skipped_share", "max_drop_share"):
+        for bad in (-0.1, 1.5, float("nan")):
+            with pytest.raises(ValueError, match=key):
+                SanctionsSettings.model_validate({key: bad})

@@ -37,29 +37,46 @@ def screening() -> None:
 
 
 @screening.command("refresh")
+@click.option("--accept-drop", "accept_drop", metavar="LIST", multiple=True,
+              help="Load LIST even though it has more than max_drop_share fewer entries than its current version "
+                   "(audited). Repeat for several lists.")
 @pass_ctx
 @fail_cleanly
-def screening_refresh(ctx: Context) -> None:
-    """Load the configured list files (and the lists provider plugins give); each new version is stored and
-    audited with its date and SHA-256. Exit code 1 when a list failed to load."""
+def screening_refresh(ctx: Context, accept_drop: tuple[str, ...]) -> None:
+    """Load the configured list files (and the lists provider plugins give); each new version that passes the
+    checks is stored and audited with its date and SHA-256; lists no longer configured are retired. Exit code 1
+    when a list failed to load or was refused (its previous version stays current)."""
     rt = ctx.runtime()
     plugin = _plugin(rt)
-    results = refresh(rt, plugin.settings)
+    results = refresh(rt, plugin.settings, set(accept_drop))
     if not results:
         say("no sanctions list is configured ([hooks.sanctions] lists)")
     failed = False
     for item in results:
-        if item.outcome == "failed":
+        if item.outcome in ("failed", "refused"):
             failed = True
-            say(f"[bold red]failed[/bold red] {shown(item.name)} ({shown(item.format)}): {shown(item.reason)}")
+            kept = ("" if item.outcome == "failed" else
+                    f"; its version of {item.version.published_on} ({item.version.entries} entries) stays current"
+                    if item.version else "; no version of it is loaded")
+            say(f"[bold red]{item.outcome}[/bold red] {shown(item.name)} ({shown(item.format)}): "
+                f"{shown(item.reason)}{shown(kept)}")
+            for problem in item.problems[:20]:
+                say(f"  skipped: {shown(problem)}")
             continue
         version = item.version
         assert version is not None
+        if item.outcome == "retired":
+            say(f"retired {shown(item.name)} ({shown(item.format)}): no longer configured nor provided; its "
+                f"version of {version.published_on} is no longer screened against")
+            continue
         say(f"{item.outcome} {shown(item.name)} ({shown(item.format)}): published {version.published_on}, "
             f"{version.entries} entries, sha256 {version.sha256}"
             + (f", {item.skipped} records skipped" if item.skipped else ""))
         for problem in item.problems[:20]:
             say(f"  skipped: {shown(problem)}")
+    unknown = sorted(set(accept_drop) - {item.name for item in results})
+    if unknown:
+        say(f"--accept-drop names no list refreshed: {shown(', '.join(unknown))}")
     if failed:
         sys.exit(1)
 

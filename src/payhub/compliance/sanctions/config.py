@@ -28,8 +28,8 @@ class ListFiles(PluginSettings):
 
 
 class SanctionsSettings(PluginSettings):
-    """Lists, matching and staleness. The database URL is not a key: payhub passes its own (``database.url``) when
-    it validates these settings, so the plugin screens against the lists stored there."""
+    """Lists, matching, staleness and the checks a load must pass. The database URL is not a key: payhub passes its
+    own (``database.url``) when it validates these settings, so the plugin screens against the lists stored there."""
 
     lists: list[ListFiles] = Field(default_factory=list, max_length=50,
                                    description="The list files `payhub screening refresh` loads.")
@@ -39,6 +39,13 @@ class SanctionsSettings(PluginSettings):
     max_list_age_days: int = Field(7, ge=1, le=366,
                                    description="A current list dated more days ago than this stops all payouts.")
     max_hits_shown: int = Field(5, ge=1, le=100, description="Hits named in a hold's reason (the best first).")
+    max_skipped_share: float = Field(
+        0.01, ge=0, le=1,
+        description="A load whose skipped records exceed this share of the records read is refused.")
+    max_drop_share: float = Field(
+        0.2, ge=0, le=1,
+        description="A load with more than this share fewer entries than the current version is refused "
+                    "(unless `payhub screening refresh --accept-drop NAME`).")
 
     _database_url: str | None = PrivateAttr(default=None)
 

@@ -9,7 +9,8 @@
   is the newest modification time (UTC) of its files. Given in this order: primary, aliases, addresses (the last
   two optional).
 * ``ofac_xml``: ``sdn.xml`` or ``consolidated.xml`` (``sdnList``): ``publshInformation/Publish_Date``
-  (``MM/DD/YYYY``) is the list's date; each ``sdnEntry`` gives ``uid``, ``firstName``/``lastName``, ``sdnType``,
+  (``MM/DD/YYYY``) is the list's date and ``publshInformation/Record_Count`` the number of ``sdnEntry`` records
+  published (kept in :attr:`Parsed.declared`); each ``sdnEntry`` gives ``uid``, ``firstName``/``lastName``, ``sdnType``,
   ``programList/program``, ``akaList/aka`` (names), ``addressList/address/country``,
   ``nationalityList/nationality/country`` and ``citizenshipList/citizenship/country``.
 * ``eu_xml``: the EU consolidated financial sanctions list (``export``): ``generationDate`` is the list's date;
@@ -19,8 +20,10 @@
 
 XML is read with defusedxml, streamed: a document type declaration (and so any entity, the "billion laughs" bomb
 among them) or an external reference is refused. A record that cannot be read (a short row, no id, no name, an
-alias of an unknown entry) is reported in :attr:`Parsed.problems` and skipped; the others are kept. A file that
-cannot be read at all (missing, not the format, not XML) raises :class:`ListFileError` for the whole list.
+alias of an unknown entry) is reported in :attr:`Parsed.problems` and skipped; the others are kept, and
+:attr:`Parsed.records` counts every record read (rows of every file, XML entries), so that the caller can refuse a
+list where too many were skipped (:mod:`.checks`). A file that cannot be read at all (missing, not the format, not
+XML) raises :class:`ListFileError` for the whole list.
 """
 
 from __future__ import annotations
@@ -57,17 +60,23 @@ class ListFileError(PayhubError):
 @dataclass
 class Parsed:
     """A list as read: the list itself (``content``), the records skipped (``problems``, at most
-    :data:`MAX_PROBLEMS` kept; ``skipped`` counts them all) and each file's SHA-256."""
+    :data:`MAX_PROBLEMS` kept; ``skipped`` counts them all), every record read (``records``: the rows of all files,
+    or the XML entries, skipped ones included), the number of records the file says it holds (``declared``: OFAC
+    XML's ``Record_Count``; None when the format has none) and each file's SHA-256."""
 
     content: SanctionsList
     files: list[tuple[str, str]]  # (file name, sha256)
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    records: int = 0
+    declared: int | None = None
 
 
 class _Problems:
     def __init__(self) -> None:
         self.count = 0
+        self.records = 0  # every record read, skipped ones included
+        self.declared: int | None = None
         self.kept: list[str] = []
 
     def add(self, text: str) -> None:
@@ -113,7 +122,7 @@ def read_list(name: str, fmt: Format, files: Sequence[Path]) -> Parsed:
         raise ListFileError(f"list {name}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     parsed = SanctionsList(name=name, published_on=published, sha256=list_sha256(hashes), entries=tuple(entries))
     return Parsed(parsed, [(path.name, digest) for path, digest in zip(files, hashes, strict=True)],
-                  problems.count, problems.kept)
+                  problems.count, problems.kept, problems.records, problems.declared)
 
 
 # ------------------------------------------------------------------------------------------------- OFAC CSV
@@ -141,6 +150,7 @@ def _rows(path: Path, blob: bytes, width: int, problems: _Problems) -> Iterator[
         for cells in reader:
             if not cells or cells == [""] or cells == [EOF]:
                 continue
+            problems.records += 1
             if len(cells) != width:
                 problems.add(f"{path.name} line {reader.line_num}: {len(cells)} columns, expected {width}")
                 continue
@@ -248,8 +258,14 @@ def _ofac_xml(path: Path, blob: bytes, problems: _Problems) -> tuple[date, list[
                 published = datetime.strptime((element.text or "").strip(), "%m/%d/%Y").date()
             except ValueError:
                 raise ListFileError(f"{path.name}: Publish_Date {element.text!r} is not MM/DD/YYYY") from None
+        elif tag == "Record_Count":
+            count = (element.text or "").strip()
+            if not count.isdigit():
+                raise ListFileError(f"{path.name}: Record_Count {element.text!r} is not a number")
+            problems.declared = int(count)
         elif tag == "sdnEntry":
             number += 1
+            problems.records += 1
             entry = _ofac_entry(element)
             if entry is None:
                 problems.add(f"{path.name} sdnEntry #{number}: an entry needs a uid and a lastName")
@@ -305,6 +321,7 @@ def _eu_xml(path: Path, blob: bytes, problems: _Problems) -> tuple[date, list[Sa
         depth -= 1
         if tag == "sanctionEntity":
             number += 1
+            problems.records += 1
             entry = _eu_entry(element)
             if entry is None:
                 problems.add(f"{path.name} sanctionEntity #{number}: an entity needs an id (euReferenceNumber or "

@@ -1,9 +1,11 @@
 """``payhub screening refresh``: read the configured list files and the lists provider plugins give, store each
-new version, audit each list (loaded, unchanged or failed)."""
+new version that passes the checks of :mod:`.checks`, audit each list (loaded, unchanged, refused or failed), and
+retire the lists no longer configured nor provided."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,7 @@ import pluggy
 from payhub import metrics
 from payhub.api import SanctionsList
 from payhub.compliance.sanctions import store
+from payhub.compliance.sanctions.checks import Counts, Gate
 from payhub.compliance.sanctions.config import SanctionsSettings
 from payhub.compliance.sanctions.formats import ListFileError, read_list
 
@@ -23,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Refreshed:
-    """What happened to one list: ``loaded``, ``unchanged`` or ``failed`` (with ``reason``)."""
+    """What happened to one list: ``loaded``, ``unchanged``, ``refused`` or ``failed`` (with ``reason``; the
+    previous version, if any, stays current), or ``retired`` (no longer configured nor provided)."""
 
     name: str
     format: str
@@ -56,8 +60,14 @@ def provided_lists(hooks: pluggy.PluginManager) -> tuple[list[tuple[str, Sanctio
     return found, failed
 
 
-def refresh(rt: Runtime, settings: SanctionsSettings) -> list[Refreshed]:
-    """Load every configured list and every provided one; each is stored and audited on its own."""
+def _gate(settings: SanctionsSettings, counts: Counts, name: str, accept_drop: Collection[str]) -> Gate:
+    return Gate(counts, settings.max_skipped_share, settings.max_drop_share, name in accept_drop)
+
+
+def refresh(rt: Runtime, settings: SanctionsSettings, accept_drop: Collection[str] = ()) -> list[Refreshed]:
+    """Load every configured list and every provided one; each is checked, stored and audited on its own. A drop
+    in entries beyond ``max_drop_share`` is accepted only for the lists named in ``accept_drop``. Then the current
+    lists neither configured nor provided are retired (those of a provider that failed this time are kept)."""
     done: list[Refreshed] = []
     for item in settings.lists:
         try:
@@ -68,23 +78,33 @@ def refresh(rt: Runtime, settings: SanctionsSettings) -> list[Refreshed]:
             continue
         detail: dict[str, Any] = {"files": [{"file": name, "sha256": digest} for name, digest in parsed.files],
                                   "skipped": parsed.skipped, "problems": parsed.problems[:20]}
-        result = store.store_list(rt, parsed.content, item.format, detail)
+        counts = Counts(len(parsed.content.entries), parsed.records, parsed.skipped, parsed.declared)
+        result = store.store_list(rt, parsed.content, item.format, detail,
+                                  _gate(settings, counts, item.name, accept_drop))
         done.append(Refreshed(item.name, item.format, result.outcome, result.version, parsed.skipped,
-                              tuple(parsed.problems)))
+                              tuple(parsed.problems), result.reason))
     configured = {item.name for item in settings.lists}
     lists, failures = provided_lists(rt.plugins.hooks)
     for plugin, reason in failures:
         name = f"hooks.{plugin}"
         store.record_failure(rt, name, f"hook:{plugin}", reason)
         done.append(Refreshed(name, f"hook:{plugin}", "failed", reason=reason))
+    wanted = set(configured)
     for plugin, provided in lists:
         fmt = f"hook:{plugin}"
-        if provided.name in configured or not provided.name:
-            reason = f"the list name {provided.name!r} is empty or already used by a configured list"
+        if provided.name in wanted or not provided.name:
+            reason = f"the list name {provided.name!r} is empty or already used by another list"
             store.record_failure(rt, provided.name or plugin, fmt, reason)
             done.append(Refreshed(provided.name or plugin, fmt, "failed", reason=reason))
             continue
-        configured.add(provided.name)
-        result = store.store_list(rt, provided, fmt, {"provider": plugin, "skipped": 0})
-        done.append(Refreshed(provided.name, fmt, result.outcome, result.version))
+        wanted.add(provided.name)
+        counts = Counts(len(provided.entries), len(provided.entries))
+        result = store.store_list(rt, provided, fmt, {"provider": plugin, "skipped": 0},
+                                  _gate(settings, counts, provided.name, accept_drop))
+        done.append(Refreshed(provided.name, fmt, result.outcome, result.version, reason=result.reason))
+    kept_formats = {f"hook:{plugin}" for plugin, _reason in failures}
+    with rt.engine.connect() as conn:
+        retired = [v for v in store.current_lists(conn) if v.name not in wanted and v.format not in kept_formats]
+    store.retire(rt, retired)
+    done.extend(Refreshed(v.name, v.format, "retired", v) for v in retired)
     return done

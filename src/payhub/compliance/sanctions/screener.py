@@ -1,8 +1,10 @@
 """Screening names against the current lists stored in the database, reloaded when a newer version appears.
 
 Each call first reads the ids of the current versions (one small query); only when they differ from those in
-memory are the changed lists' entries read and normalised again. A list removed from the settings stays current
-in the database (and is screened against) until it is replaced: lists are evidence, never deleted.
+memory are the changed lists' entries read and normalised again. Only the lists in use count: those configured in
+the settings, and those a provider plugin gave (format ``hook:<plugin>``; ``payhub screening refresh`` retires the
+ones no provider gives any more). A list removed from the settings is neither screened against nor blocks payouts,
+even before the next refresh retires it; its versions stay as evidence, never deleted.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ class Screener:
         self._indexes: dict[int, ListIndex] = {}  # by stored version id
 
     def lists(self) -> list[store.StoredList]:
-        """The current version of each stored list."""
+        """The current version of each list in use: configured in the settings, or given by a provider plugin."""
+        configured = {item.name for item in self.settings.lists}
         with self.engine.connect() as conn:
-            return store.current_lists(conn)
+            return [version for version in store.current_lists(conn)
+                    if version.name in configured or version.format.startswith("hook:")]
 
     def indexes(self) -> list[ListIndex]:
         """The current lists, ready to screen (reloaded where a version changed)."""
@@ -63,8 +67,8 @@ class Screener:
         return sorted(hits, key=lambda h: (-h.score, h.list_name, h.entry_id))
 
     def blocked(self, today: date) -> str | None:
-        """Why payouts must wait: a configured list never loaded, or a current list dated more than
-        ``max_list_age_days`` before ``today``; None when every list is fresh."""
+        """Why payouts must wait: a configured list never loaded, a current list without entries, or one dated
+        more than ``max_list_age_days`` before ``today``; None when every list in use is fresh."""
         current = {version.name: version for version in self.lists()}
         reasons = [f"sanctions list {item.name} was never loaded (run `payhub screening refresh`)"
                    for item in self.settings.lists if item.name not in current]
@@ -73,7 +77,9 @@ class Screener:
         limit = self.settings.max_list_age_days
         for version in current.values():
             age = version.age_days(today)
-            if age is None:
+            if version.entries <= 0:
+                reasons.append(f"sanctions list {version.name} has no entries")
+            elif age is None:
                 reasons.append(f"sanctions list {version.name} has no date")
             elif age > limit:
                 reasons.append(f"sanctions list {version.name} of {version.published_on} is {age} days old "

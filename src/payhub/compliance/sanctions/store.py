@@ -4,7 +4,9 @@ the same versions.
 Each load of a list is a row: its name, format, the list's own date, the SHA-256 of its files, the entry count,
 who loaded it and when, and the parsed entries (gzipped JSON). The newest load of a name is ``current``; older
 ones stay as evidence of what was screened against when. Loading a list whose SHA-256 equals the current one's
-stores nothing new and audits the check (``screening.list_checked``).
+stores nothing new and audits the check (``screening.list_checked``). A load the checks of :mod:`.checks` refuse
+stores nothing and is audited ``screening.list_refused``; a list no longer configured or provided is retired (no
+version of it current), audited ``screening.list_retired``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import Connection, select, update
 
 from payhub.api import SanctionsEntry, SanctionsList
 from payhub.clock import utcnow
+from payhub.compliance.sanctions.checks import Gate
 from payhub.db.schema import screening_lists
 
 if TYPE_CHECKING:
@@ -46,10 +49,12 @@ class StoredList:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """What :func:`store_list` did: ``loaded`` (a new current version) or ``unchanged``, and the version."""
+    """What :func:`store_list` did: ``loaded`` (a new current version), ``unchanged`` or ``refused`` (with
+    ``reason``), and the version current afterwards (None when a refused list has none)."""
 
     outcome: str
-    version: StoredList
+    version: StoredList | None
+    reason: str | None = None
 
 
 def encode(entries: Sequence[SanctionsEntry]) -> bytes:
@@ -86,14 +91,23 @@ def entries_of(conn: Connection, list_id: int) -> tuple[SanctionsEntry, ...]:
     return decode(bytes(data))
 
 
-def store_list(rt: Runtime, parsed: SanctionsList, fmt: str, detail: dict[str, Any]) -> Stored:
-    """Store ``parsed`` as the current version of its name (unless the current one has the same SHA-256), audited
-    ``screening.list_loaded`` (or ``screening.list_checked``) with ``detail`` added to the entry."""
+def store_list(rt: Runtime, parsed: SanctionsList, fmt: str, detail: dict[str, Any], gate: Gate) -> Stored:
+    """Store ``parsed`` as the current version of its name, audited ``screening.list_loaded`` with ``detail`` added
+    to the entry; unless ``gate`` refuses it (audited ``screening.list_refused`` with the reason; the current
+    version stays) or the current version has the same SHA-256 (audited ``screening.list_checked``)."""
     now = utcnow()
     with rt.transaction() as tx:
         current = [v for v in current_lists(tx.conn) if v.name == parsed.name]
         common = {"name": parsed.name, "format": fmt, "published_on": parsed.published_on.isoformat(),
                   "sha256": parsed.sha256, "entries": len(parsed.entries), **detail}
+        verdict = gate.judge(parsed.name, current[0].entries if current else None)
+        if verdict.refusal is not None:
+            tx.audit("screening.list_refused", "screening_list", parsed.name,
+                     {**common, "records": gate.counts.records, "declared": gate.counts.declared,
+                      "current_version": current[0].id if current else None,
+                      "current_entries": current[0].entries if current else None, "reason": verdict.refusal},
+                     outcome="refused")
+            return Stored("refused", current[0] if current else None, verdict.refusal)
         if current and current[0].sha256 == parsed.sha256:
             tx.audit("screening.list_checked", "screening_list", parsed.name,
                      {**common, "version": current[0].id, "checked_at": now.isoformat()}, outcome="unchanged")
@@ -105,8 +119,12 @@ def store_list(rt: Runtime, parsed: SanctionsList, fmt: str, detail: dict[str, A
             name=parsed.name, format=fmt, published_on=parsed.published_on, sha256=parsed.sha256,
             entries=len(parsed.entries), loaded_at=now, loaded_by=actor, current=True,
             data=encode(parsed.entries)).returning(screening_lists.c.id)).scalar_one()
-        tx.audit("screening.list_loaded", "screening_list", parsed.name,
-                 {**common, "version": new_id, "replaced": current[0].id if current else None})
+        loaded = {**common, "version": new_id, "replaced": current[0].id if current else None}
+        if verdict.accepted_drop is not None:
+            loaded["drop_accepted"] = {"previous_entries": current[0].entries if current else None,
+                                       "share": round(verdict.accepted_drop, 4)}
+        tx.audit("screening.list_loaded", "screening_list", parsed.name, loaded,
+                 outcome="ok" if verdict.accepted_drop is None else "drop_accepted")
         return Stored("loaded", StoredList(new_id, parsed.name, fmt, parsed.published_on, parsed.sha256,
                                            len(parsed.entries), now, actor))
 
@@ -116,3 +134,22 @@ def record_failure(rt: Runtime, name: str, fmt: str, reason: str) -> None:
     with rt.transaction() as tx:
         tx.audit("screening.list_failed", "screening_list", name, {"name": name, "format": fmt, "reason": reason},
                  outcome="failed")
+
+
+def retire(rt: Runtime, versions: Sequence[StoredList]) -> None:
+    """Mark ``versions`` (current versions of lists no longer configured or provided) not current, each audited
+    ``screening.list_retired``; their rows stay as evidence."""
+    if not versions:
+        return
+    with rt.transaction() as tx:
+        for version in versions:
+            changed = tx.conn.execute(update(screening_lists).where(
+                screening_lists.c.name == version.name, screening_lists.c.current.is_(True)).values(current=False))
+            if not changed.rowcount:
+                continue  # retired meanwhile by another refresh
+            tx.audit("screening.list_retired", "screening_list", version.name,
+                     {"name": version.name, "format": version.format, "version": version.id,
+                      "published_on": version.published_on.isoformat() if version.published_on else None,
+                      "entries": version.entries,
+                      "reason": "no longer configured in [hooks.sanctions] lists nor given by a provider plugin"},
+                     outcome="retired")
