@@ -16,8 +16,10 @@ from sqlalchemy import update
 from test_http_actions import Api, payout_of, payout_row, verified
 from test_reward_actions import World
 
+from payhub.audit import Entry
 from payhub.cli import output
 from payhub.db.schema import payouts
+from payhub.store.audit import AuditWriter
 
 WHY = "false positive: different date of birth"
 
@@ -35,9 +37,14 @@ def api(world: World) -> Api:
 
 
 def held(world: World, hold_code: str | None = "screening") -> int:
+    """A held payout; with ``hold_code`` its ``payout.held`` entry records it, as disbursing does (a release reads the
+    hold from the audit log)."""
     payout = payout_of(world, world.reward("scheduled", payout_status="held"))
     with world.rt.engine.begin() as conn:
         conn.execute(update(payouts).where(payouts.c.id == payout).values(hold_code=hold_code, reason="a hold"))
+        if hold_code is not None:
+            AuditWriter("payhub", "seed").append(conn, [Entry("payout.held", "payout", payout,
+                                                              {"reason": "a hold", "hold_code": hold_code}, "held")])
     return payout
 
 
@@ -66,6 +73,28 @@ def test_api_audit_trail_hold_is_released_by_one_token(world: World, api: Api) -
     assert (answer.status_code, answer.json()) == (200, {
         "actor": "token:ann", "id": payout, "status": "scheduled", "hold_code": "audit_trail", "release": "released",
         "operators": ["token:ann"]})
+
+
+def test_api_an_edited_hold_code_does_not_make_a_screening_hold_one_tokens(world: World, api: Api) -> None:
+    payout = held(world)
+    with world.rt.engine.begin() as conn:  # an insider rewrites the copy in the row
+        conn.execute(update(payouts).where(payouts.c.id == payout).values(hold_code="audit_trail"))
+    answer = api.post(f"/payouts/{payout}/release", {"reason": WHY})
+    assert (answer.status_code, answer.json()["hold_code"], answer.json()["release"]) == (
+        202, "screening", "awaiting_second_operator")
+    assert payout_row(world, payout).status == "held"
+
+
+def test_cli_audit_trail_release_says_it_is_checked_and_screened_again(world: World,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output.console, "width", 400)
+    payout = held(world, "audit_trail")
+    done = invoke("-c", str(world.config), "--actor", "ops:alice", "payouts", "release", str(payout), "--reason",
+                  "amount restored")
+    assert done.exit_code == 0, done.output
+    assert " ".join(done.stdout.split()) == (f"payout {payout} released (audit_trail hold) by ops:alice; it is "
+                                             "checked again before it is sent (and screened, unless it was sent "
+                                             "before)")
 
 
 def test_api_cancel_voids_a_pending_request(world: World, api: Api) -> None:

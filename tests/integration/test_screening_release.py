@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from payhub.api import ScreenDecision, SourceRecord, hookimpl
+from payhub.clock import isoformat
 from payhub.db.schema import payouts, release_requests
 from payhub.errors import PayhubError
 from payhub.pipeline import payout_actions
@@ -181,3 +182,131 @@ def test_an_audit_trail_hold_is_released_by_one_operator(
     harness.run_until_idle(skip_waits=True)
     assert row(alice, scheduled.id).status == "sent"
     assert rail.calls == [[scheduled.idempotency_key]]
+
+
+def scheduled_world(payhub_harness: HarnessFactory, payee: str) -> tuple[Harness, FakeRail, ListScreen, int]:
+    """One payout to ``payee`` scheduled (not yet disbursed), with the screen listing p1."""
+    source, rail, screen = FakeSource("crm"), FakeRail("bank"), ListScreen({"p1"})
+    harness = payhub_harness(SETTINGS, {"sources.crm": source, "rails.bank": rail, "hooks.screen": screen},
+                             payees=PAYEES)
+    source.push(deal("006A", payee, "200.00"))
+    harness.ingest()
+    harness.calculate()
+    harness.schedule()
+    [scheduled] = harness.payouts("scheduled")
+    return harness, rail, screen, scheduled.id
+
+
+def edit(db: Runtime, payout_id: int, **values: Any) -> None:
+    """An insider's change to the payout's row."""
+    with db.engine.begin() as conn:
+        conn.execute(update(payouts).where(payouts.c.id == payout_id).values(**values))
+
+
+def test_a_payout_released_from_an_audit_trail_hold_is_screened_before_it_is_sent(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    harness, rail, screen, payout = scheduled_world(payhub_harness, "p2")
+    alice = operator(harness, "ops:alice")
+    edit(alice, payout, amount_minor=99_999)
+    harness.disburse()  # screening allows it, then the check before each send holds it
+    assert screen.screened.count(payout) == 1
+    assert (row(alice, payout).status, row(alice, payout).hold_code) == ("held", "audit_trail")
+    held_entry = entries(harness, payout)[-1]
+    assert (held_entry[0], held_entry[3]["hold_code"], held_entry[3]["check"]) == (
+        "payout.held", "audit_trail", "audit trail")
+
+    screen.listed.add("p2")  # the payee is listed meanwhile
+    edit(alice, payout, amount_minor=20_000)
+    done = payout_actions.release(alice, payout, "amount restored")
+    assert (done.released, done.hold_code, row(alice, payout).released_by) == (True, "audit_trail", "ops:alice")
+    harness.run_until_idle(skip_waits=True)
+    assert screen.screened.count(payout) == 2  # screened again, not waved through by the one-operator release
+    assert (row(alice, payout).status, row(alice, payout).hold_code, row(alice, payout).reason) == (
+        "held", "screening", HIT)
+    assert rail.calls == []
+    assert harness.audit_problem() is None
+
+
+def test_a_later_hold_voids_two_operators_screening_release(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    harness, rail, screen, held = screened_world(payhub_harness)
+    alice, bob = operator(harness, "ops:alice"), operator(harness, "ops:bob")
+    payout_actions.release(alice, held, "DOB and nationality differ from the SDN entry")
+    payout_actions.release(bob, held, "checked the passport copy on file")
+    amount = row(alice, held).amount_minor
+    edit(alice, held, amount_minor=amount + 1)
+    harness.disburse()
+    assert (row(alice, held).status, row(alice, held).hold_code) == ("held", "audit_trail")
+    assert screen.screened.count(held) == 1  # the two operators' release stood until this hold
+    edit(alice, held, amount_minor=amount)
+    payout_actions.release(alice, held, "amount restored")
+    harness.run_until_idle(skip_waits=True)
+    assert screen.screened.count(held) == 2
+    assert (row(alice, held).status, row(alice, held).hold_code) == ("held", "screening")
+    assert len(rail.calls) == 1  # only p2's payout
+
+
+@pytest.mark.parametrize("tampered", [{"hold_code": "audit_trail"},
+                                      {"hold_code": None, "reason": "does not match its audit trail: amount"}])
+def test_an_edited_hold_code_does_not_make_a_screening_hold_a_one_operator_release(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime],
+        tampered: dict[str, Any]) -> None:
+    harness, rail, screen, held = screened_world(payhub_harness)
+    alice, bob = operator(harness, "ops:alice"), operator(harness, "ops:bob")
+    edit(alice, held, **tampered)
+    first = payout_actions.release(alice, held, "the audit trail hold is cleared now")
+    assert (first.released, first.hold_code) == (False, "screening")
+    assert row(alice, held).status == "held"
+    harness.run_until_idle(skip_waits=True)
+    assert len(rail.calls) == 1
+    assert payout_actions.release(bob, held, "second look: the SDN entry is someone else").released
+    harness.run_until_idle(skip_waits=True)
+    assert (row(alice, held).status, screen.screened.count(held)) == ("sent", 1)
+
+
+@pytest.mark.parametrize("tampered", [{"released_by": "ops:alice and ops:bob"}, {"attempts": 1}])
+def test_edited_columns_do_not_skip_screening(payhub_harness: HarnessFactory,
+                                              operator: Callable[[Harness, str], Runtime],
+                                              tampered: dict[str, Any]) -> None:
+    harness, rail, screen, payout = scheduled_world(payhub_harness, "p1")
+    edit(operator(harness, "ops:alice"), payout, **tampered)
+    harness.disburse()
+    assert screen.screened == [payout]
+    assert [p.id for p in harness.payouts("held")] == [payout]
+    assert rail.calls == []
+
+
+@pytest.mark.parametrize("same", ["OPS:Alice ", " ops:alice", "ops:\u200balice", "ops:\uff41lice"])
+def test_the_same_operator_under_another_spelling_is_not_a_second_operator(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime], same: str) -> None:
+    harness, rail, _screen, held = screened_world(payhub_harness)
+    payout_actions.release(operator(harness, "ops:alice"), held, "DOB and nationality differ from the SDN entry")
+    with pytest.raises(PayhubError, match="already asked to release it"):
+        payout_actions.release(operator(harness, same), held, "checked the passport copy on file")
+    assert row(operator(harness, "ops:bob"), held).status == "held"
+    with pytest.raises(PayhubError, match="an operator name is required"):
+        payout_actions.release(operator(harness, " \u200b "), held, "checked the passport copy on file")
+    assert payout_actions.release(operator(harness, "ops:bob"), held, "checked the passport copy on file").released
+
+
+def test_cancelling_names_the_voided_release_requests_in_its_audit_entry(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    harness, _rail, _screen, held = screened_world(payhub_harness)
+    alice, bob = operator(harness, "ops:alice"), operator(harness, "ops:bob")
+    payout_actions.release(alice, held, "not the listed person, per KYC file")
+    with alice.engine.connect() as conn:
+        requested_at = conn.execute(select(release_requests.c.requested_at)
+                                    .where(release_requests.c.payout_id == held)).scalar_one()
+    payout_actions.cancel(bob, held, "a true match: not paid")
+    assert entries(harness, held)[-1] == ("payout.cancelled", "ops:bob", "failed", {
+        "from": "held", "reason": "cancelled by operator: a true match: not paid",
+        "voided_release_requests": [{"operator": "ops:alice", "requested_at": isoformat(requested_at)}]})
+    assert requests(alice, held) == []
+    assert harness.audit_problem() is None
+
+
+def test_cancelling_without_a_pending_request_names_none(
+        payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
+    harness, _rail, _screen, held = screened_world(payhub_harness)
+    payout_actions.cancel(operator(harness, "ops:bob"), held, "a true match: not paid")
+    assert "voided_release_requests" not in entries(harness, held)[-1][3]

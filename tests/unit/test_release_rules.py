@@ -1,25 +1,97 @@
-"""The rules of releasing a held payout that need no database: which hold a payout is under (hold code, or the
-reason of a payout held before hold codes were recorded) and what a screening release's justification must be."""
+"""The rules of releasing a held payout that need no database: which hold a payout is under and whether two
+operators' release of a screening hold stands (both read from its audit entries, never from its columns), how
+operators are told apart, and what a screening release's justification must be."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
+from payhub.audited import AuditRow
 from payhub.errors import PayhubError
-from payhub.pipeline.payout_actions import MIN_JUSTIFICATION, hold_of, justification
+from payhub.pipeline.holds import hold_recorded, screening_overridden, sent_before
+from payhub.pipeline.operator import operator_key
+from payhub.pipeline.payout_actions import MIN_JUSTIFICATION, justification
 from payhub.states import PayoutHold
 
 
-@pytest.mark.parametrize(("code", "reason", "hold"), [
-    ("screening", "does not match its audit trail: x", PayoutHold.SCREENING),  # the code decides
-    ("audit_trail", "over screening limit 1000", PayoutHold.AUDIT_TRAIL),
-    (None, "does not match its audit trail: amount 5 EUR differs", PayoutHold.AUDIT_TRAIL),
-    (None, "over screening limit 1000", PayoutHold.SCREENING),
-    (None, None, PayoutHold.SCREENING),
-    ("tampered", "does not match its audit trail: x", PayoutHold.SCREENING),  # unknown code: the stricter release
+def entries(*pairs: tuple[str, dict[str, Any] | str]) -> list[AuditRow]:
+    """Audit rows of one payout in chain order from (action, detail) pairs."""
+    return [AuditRow(seq, "7", action, "ok", detail if isinstance(detail, str) else json.dumps(detail))
+            for seq, (action, detail) in enumerate(pairs, start=1)]
+
+
+CREATED = ("payout.created", {"amount": "5.00"})
+PRESEND = {"reason": "does not match its audit trail: amount", "check": "audit trail"}
+
+
+@pytest.mark.parametrize(("rows", "hold"), [
+    ([CREATED, ("payout.held", {"reason": "x", "hold_code": "screening"})], PayoutHold.SCREENING),
+    ([CREATED, ("payout.held", {**PRESEND, "hold_code": "audit_trail"})], PayoutHold.AUDIT_TRAIL),
+    ([CREATED, ("payout.held", PRESEND)], PayoutHold.AUDIT_TRAIL),  # written before hold codes: the check says
+    ([CREATED, ("payout.held", {"reason": "does not match its audit trail: but no check named"})],
+     PayoutHold.SCREENING),  # the reason's text decides nothing
+    ([CREATED, ("payout.held", {**PRESEND, "hold_code": "tampered"})], PayoutHold.SCREENING),
+    ([CREATED, ("payout.held", "not json")], PayoutHold.SCREENING),
+    ([CREATED], PayoutHold.SCREENING),  # held in the row only
+    ([CREATED, ("payout.held", {**PRESEND, "hold_code": "audit_trail"}), ("payout.released", {"reason": "ok"})],
+     PayoutHold.SCREENING),  # the last status entry is not a hold
+    ([CREATED, ("payout.held", {"reason": "hit", "hold_code": "screening"}),
+      ("payout.release_requested", {"operator": "a"})], PayoutHold.SCREENING),  # requests are not status entries
+    ([CREATED, ("payout.held", {"reason": "hit", "hold_code": "screening"}), ("payout.released", {}),
+      ("payout.held", {**PRESEND, "hold_code": "audit_trail"})], PayoutHold.AUDIT_TRAIL),  # the last hold
 ])
-def test_the_hold_a_payout_is_under(code: str | None, reason: str | None, hold: PayoutHold) -> None:
-    assert hold_of(code, reason) is hold
+def test_the_hold_a_payout_is_under_is_its_last_audited_hold(rows: list[tuple[str, Any]], hold: PayoutHold) -> None:
+    assert hold_recorded(entries(*rows)) is hold
+
+
+TWO = {"hold_code": "screening", "operators": ["ops:alice", "ops:bob"]}
+
+
+@pytest.mark.parametrize(("rows", "overridden"), [
+    ([CREATED, ("payout.held", {"hold_code": "screening"}), ("payout.released", TWO)], True),
+    ([CREATED, ("payout.held", {"hold_code": "screening"}), ("payout.released", TWO),
+      ("payout.held", {**PRESEND, "hold_code": "audit_trail"})], False),  # a later hold voids it
+    ([CREATED, ("payout.held", {"hold_code": "screening"}), ("payout.released", TWO),
+      ("payout.held", {**PRESEND, "hold_code": "audit_trail"}),
+      ("payout.released", {"reason": "restored", "hold_code": "audit_trail"})], False),
+    ([CREATED, ("payout.held", PRESEND), ("payout.released", {"reason": "ok", "hold_code": "audit_trail"})], False),
+    ([CREATED, ("payout.released", {**TWO, "hold_code": "audit_trail"})], False),
+    ([CREATED, ("payout.released", {**TWO, "operators": ["ops:alice", " OPS:ALICE"]})], False),  # one operator
+    ([CREATED, ("payout.released", {**TWO, "operators": ["ops:alice"]})], False),
+    ([CREATED, ("payout.released", {**TWO, "operators": "ops:alice and ops:bob"})], False),
+    ([CREATED], False),
+])
+def test_only_two_operators_release_of_a_screening_hold_overrides_screening(rows: list[tuple[str, Any]],
+                                                                            overridden: bool) -> None:
+    assert screening_overridden(entries(*rows)) is overridden
+
+
+def test_a_send_before_is_a_recorded_sending_entry() -> None:
+    assert not sent_before(entries(CREATED, ("payout.held", PRESEND)))
+    assert sent_before(entries(CREATED, ("payout.sending", {"attempt": 1}), ("payout.retrying", {})))
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ("Alice", "alice "),
+    ("ops:alice", "  OPS:Alice\t"),
+    ("ops:alice", "ops:\u200balice\u2060"),  # zero-width space and word joiner
+    ("ops:alice", "ops:\uff41lice"),  # fullwidth a (NFKC)
+    ("Stra\u00dfe", "STRASSE"),  # case folding, not lower()
+    ("ops: alice  smith", "ops: alice smith"),
+    ("e\u0301", "\u00e9"),  # combining accent vs precomposed
+])
+def test_operator_names_that_differ_only_in_case_width_invisible_characters_or_spaces_are_one_operator(
+        one: str, other: str) -> None:
+    assert operator_key(one) == operator_key(other)
+
+
+def test_different_operators_stay_different_and_a_blank_name_is_empty() -> None:
+    assert operator_key("ops:alice") != operator_key("ops:bob")
+    assert operator_key("token:alice") != operator_key("user:alice")
+    assert operator_key(" \u200b\t") == ""
 
 
 def test_a_justification_is_required() -> None:

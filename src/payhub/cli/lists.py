@@ -17,7 +17,7 @@ from payhub.clock import parse_instant
 from payhub.errors import InvalidRecord, PayhubError
 from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
-from payhub.states import EventStatus, PayoutStatus, RewardStatus, values
+from payhub.states import EventStatus, PayoutHold, PayoutStatus, RewardStatus, values
 
 AFTER = click.IntRange(0, MAX_ID)
 TABLE_LIMIT = 100
@@ -232,14 +232,17 @@ def payouts_resolve(ctx: Context, payout_id: int, outcome: str, reason: str, pro
 @pass_ctx
 @fail_cleanly
 def payouts_release(ctx: Context, payout_id: int, reason: str) -> None:
-    """Release a held payout; once released it is sent without being screened again.
+    """Release a held payout.
 
     A screening hold needs two different operators (--actor), each with a justification: the first one's release
-    is recorded and the payout stays held until a second operator releases it."""
+    is recorded and the payout stays held until a second operator releases it; it is then sent without being
+    screened again. A payout released from an audit_trail hold is screened again unless it was sent before."""
     done = payout_actions.release(ctx.runtime(), payout_id, reason)
     if done.released:
+        then = ("it is sent without being screened again" if done.hold_code == PayoutHold.SCREENING
+                else "it is checked again before it is sent (and screened, unless it was sent before)")
         console.print(f"payout {payout_id} released ({done.hold_code} hold) by {shown(' and '.join(done.operators))}; "
-                      "it is sent without being screened again", highlight=False)
+                      f"{then}", highlight=False)
     else:
         console.print(f"payout {payout_id}: release recorded for {shown(done.operators[0])}; the screening hold stays "
                       "until a second, different operator releases it", highlight=False)

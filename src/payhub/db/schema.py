@@ -252,7 +252,7 @@ payouts = Table(
     Column("provider_ref", String(200)),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime),
-    Column("released_by", String(200)),  # an operator who overrode a screening hold
+    Column("released_by", String(200)),  # who released it from its last hold, shown only (the audit log decides)
     Column("lease_owner", String(64)),
     Column("lease_token", String(32)),  # fencing token of the current claim (see payhub.store.leases)
     Column("lease_until", UTCDateTime),

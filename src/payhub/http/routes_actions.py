@@ -211,15 +211,15 @@ def resolve_payout(payout_id: PayoutId, body: Resolve, request: Request, princip
 
 
 @router.post("/payouts/{payout_id}/release", summary="Release a held payout (a screening hold: two operators)",
-             responses={200: {"description": "Released: the payout is `scheduled` and is sent without being "
-                                             "screened again."},
+             responses={200: {"description": "Released: the payout is `scheduled`; released from a screening "
+                                             "hold by two tokens, it is sent without being screened again."},
                         202: {"model": PayoutRelease, "description": "A screening hold: this token's request and "
                                                                      "justification are recorded; the payout stays "
                                                                      "`held` until a second, different token "
                                                                      "releases it."}})
 def release_payout(payout_id: PayoutId, body: Because, request: Request, principal: Operator,
                    response: Response) -> PayoutRelease:
-    """Release a ``held`` payout; once released (``scheduled``) it is sent without being screened again.
+    """Release a ``held`` payout (``scheduled``); after a screening hold it is sent without being screened again.
 
     A ``screening`` hold needs two different tokens, each with a justification of at least
     20 characters (``MIN_JUSTIFICATION``) in ``reason``: the first call is answered 202 (``release``

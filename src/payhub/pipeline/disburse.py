@@ -43,6 +43,7 @@ from payhub import metrics
 from payhub.api import Outcome, Rail, RailResult
 from payhub.clock import isoformat, utcnow
 from payhub.errors import PermanentRailError, PluginTimeout, RailError, RetryableRailError, UnknownOutcomeError
+from payhub.pipeline import holds
 from payhub.pipeline.blocked import sends_blocked
 from payhub.pipeline.presend import hold_mismatched
 from payhub.pipeline.rail_results import STATE_OF, apply_results, backoff_seconds, notify_failed
@@ -89,14 +90,20 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
 
 
 def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
-    """Run screening hooks on payouts not yet attempted; hold those denied. Return the payouts to work."""
+    """Run screening hooks on payouts about to be sent for the first time; hold those denied. Return the payouts to
+    work. Only the audit chain exempts a payout (:mod:`payhub.pipeline.holds`): a send of it recorded before (it was
+    screened then), or two operators' release of its screening hold; its columns (``attempts``, ``released_by``,
+    ``hold_code``) do not."""
     hook = rt.plugins.hooks.hook.payhub_screen_payout
     if not hook.get_hookimpls():
         return claimed
     screens = tuple(sorted(impl.plugin_name for impl in hook.get_hookimpls()))
+    with rt.engine.connect() as conn:
+        recorded = holds.payout_entries(conn, [w.id for w in claimed if not w.needs_lookup], holds.SCREENING_ACTIONS)
     keep, denied = [], []
     for w in claimed:
-        if w.attempts > 0 or w.needs_lookup or w.screened:
+        rows = recorded.get(w.id, [])
+        if w.needs_lookup or holds.sent_before(rows) or holds.screening_overridden(rows):
             keep.append(w)
             continue
         try:

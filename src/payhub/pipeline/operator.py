@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from payhub.errors import PayhubError
 
 
@@ -11,3 +13,12 @@ def required_reason(reason: str) -> str:
     if not text:
         raise PayhubError("a reason is required (it is recorded in the audit log)")
     return text
+
+
+def operator_key(actor: str) -> str:
+    """The identity ``actor`` (an audit-log actor name) stands for when operators are told apart: NFKC-normalised,
+    without format characters (zero-width spaces and joiners, direction marks), white space trimmed and each run of
+    it counted as one, case-folded. ``"Alice"``, ``"alice "`` and ``"ALICE\\u200b"`` are one operator."""
+    text = unicodedata.normalize("NFKC", actor or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", " ".join(text.split()).casefold())

@@ -8,6 +8,7 @@ holds a lease on is refused, and every change goes through the payout state mach
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +16,16 @@ from payhub.audited import reached_rail, reached_refusal
 from payhub.clock import isoformat, utcnow
 from payhub.errors import PayhubError
 from payhub.payees import load_payees
-from payhub.pipeline.operator import required_reason
+from payhub.pipeline import holds
+from payhub.pipeline.operator import operator_key, required_reason
 from payhub.plugins import notify
 from payhub.runtime import Runtime, Tx
 from payhub.states import AttemptKind, AttemptOutcome, PayoutHold, PayoutStatus
 from payhub.store import payouts as store
 from payhub.store import release_requests
 from payhub.store.release_requests import ReleaseRequest
+
+log = logging.getLogger(__name__)
 
 MANUAL_OUTCOMES = ("sent", "paid", "not-sent")
 
@@ -91,10 +95,6 @@ MIN_JUSTIFICATION = 20
 """The fewest characters (runs of white space counted as one) of the written justification each of the two
 operators gives to release a screening hold (docs/compliance.md, "Screening holds and their release")."""
 
-AUDIT_TRAIL_REASON = "does not match its audit trail"
-"""How the pre-send check's hold reasons begin (:mod:`payhub.pipeline.presend`): a held payout without a hold code
-(held before hold codes were recorded) whose reason begins so is an ``audit_trail`` hold, any other a screening one."""
-
 MAX_RELEASED_BY = 200
 """The longest ``released_by`` the payouts table holds (the audit entry names each operator in full)."""
 
@@ -111,17 +111,6 @@ class Release:
     operators: tuple[str, ...]
 
 
-def hold_of(code: str | None, reason: str | None) -> PayoutHold:
-    """The hold a held payout is under: its hold code; without one, ``audit_trail`` when its reason is the pre-send
-    check's, else ``screening`` (the stricter release)."""
-    if code is not None:
-        try:
-            return PayoutHold(code)
-        except ValueError:
-            return PayoutHold.SCREENING  # an unknown code: fail closed
-    return PayoutHold.AUDIT_TRAIL if (reason or "").startswith(AUDIT_TRAIL_REASON) else PayoutHold.SCREENING
-
-
 def justification(text: str) -> str:
     """``text`` without surrounding white space; PayhubError when it is shorter than :data:`MIN_JUSTIFICATION`."""
     text = (text or "").strip()
@@ -135,18 +124,26 @@ def justification(text: str) -> str:
 
 
 def release(rt: Runtime, payout_id: int, reason: str) -> Release:
-    """Release a held payout: once released it is sent without being screened again. The actor is recorded.
+    """Release a held payout. The actor is recorded.
 
-    A ``screening`` hold needs two different operators, each with a written :func:`justification`: the first
-    call records the actor's request (``payout.release_requested``) and leaves the payout held; a call by another
-    actor releases it (``payout.released``, naming both). The same actor asking twice is refused. An
-    ``audit_trail`` hold is released by one operator with a reason. Refused when the audit chain records the
-    payout as sent or paid, or a send of it whose outcome is unknown."""
+    The hold is the one the audit chain records (:func:`payhub.pipeline.holds.hold_recorded`), not the row's
+    ``hold_code``. A ``screening`` hold needs two different operators (told apart by
+    :func:`payhub.pipeline.operator.operator_key`), each with a written :func:`justification`: the first call
+    records the actor's request (``payout.release_requested``) and leaves the payout held; a call by another
+    operator releases it (``payout.released``, naming both), and only this lets it be sent without being screened
+    again. The same operator asking twice is refused. An ``audit_trail`` hold is released by one operator with a
+    reason; the payout is then screened before its send unless the chain records an earlier send of it. Refused
+    when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown."""
     actor = rt.writer.actor
+    if not operator_key(actor):
+        raise PayhubError("an operator name is required to release a payout (it is recorded in the audit log)")
     with rt.transaction() as tx:
         row = _load(tx, payout_id, (PayoutStatus.HELD,), "released")
         _not_at_rail(tx, payout_id, PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.UNKNOWN)
-        hold = hold_of(row.hold_code, row.reason)
+        hold = holds.hold_recorded(holds.payout_entries(tx.conn, [payout_id]).get(payout_id, []))
+        if row.hold_code != hold:
+            log.warning("payout %s: its hold_code column says %r, the audit log records a %s hold; the audit log's "
+                        "hold applies", payout_id, row.hold_code, hold)
         if hold != PayoutHold.SCREENING:
             why = required_reason(reason)
             _moved(store.set_status(tx, payout_id, PayoutStatus.SCHEDULED, reason=f"released by operator: {why}",
@@ -155,7 +152,7 @@ def release(rt: Runtime, payout_id: int, reason: str) -> Release:
             return Release(payout_id, hold, True, (actor,))
         why = justification(reason)
         asked = release_requests.pending(tx, payout_id)
-        first = next((request for request in asked if request.operator != actor), None)
+        first = next((request for request in asked if operator_key(request.operator) != operator_key(actor)), None)
         if first is None:
             if asked:
                 raise PayhubError(f"payout {payout_id}: {actor} already asked to release it "
@@ -192,7 +189,11 @@ def cancel(rt: Runtime, payout_id: int, reason: str) -> None:
         if row.status == PayoutStatus.RETRYING and row.attempts and not _never_received(tx, payout_id):
             raise PayhubError(f"payout {payout_id} may have reached the rail; resolve it instead")
         _not_at_rail(tx, payout_id, PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.UNKNOWN)
-        _moved(store.fail(tx, payout_id, PayoutStatus.CANCELLED, text, {"from": row.status}), payout_id)
+        # A cancel voids the payout's release requests (store.set_status deletes them): the entry names them.
+        voided = [{"operator": request.operator, "requested_at": request.requested_at}
+                  for request in release_requests.pending(tx, payout_id)]
+        detail: dict[str, Any] = {"from": row.status, **({"voided_release_requests": voided} if voided else {})}
+        _moved(store.fail(tx, payout_id, PayoutStatus.CANCELLED, text, detail), payout_id)
         payee = load_payees(tx.conn, [row.payee_id]).get(row.payee_id)
     if payee is not None:
         notify(rt.plugins.hooks.hook.payhub_payout_failed, payout=store.instruction_for(row, payee),

@@ -215,7 +215,8 @@ def _hold(rt: Runtime, held: list[tuple[Any, list[str], str | None]]) -> None:
                 log.error("payout %s does not match its audit trail and is not sent: %s", w.id, reason)
                 continue
             tx.audit(f"payout.{status}", "payout", w.id,
-                     {"reason": reason, "check": "audit trail", "problems": problems}, outcome=status)
+                     {"reason": reason, "check": "audit trail", "problems": problems,
+                      **({"hold_code": code} if code is not None else {})}, outcome=status)
             log.error("payout %s %s, not sent: %s", w.id, status, reason)
             done.append((w, status, reason))
     for w, status, reason in done:

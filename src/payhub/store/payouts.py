@@ -56,7 +56,6 @@ class Work:
     needs_lookup: bool
     lease: str  # the token of the claim: every write to the payout is conditioned on it
     last_reason: str | None = None
-    screened: bool = False
     screened_by: tuple[str, ...] = ()  # the screening hooks that let it pass this round, recorded with the send
     done: bool = False
 
@@ -96,7 +95,7 @@ def claim_rows(conn: Connection, rt: Runtime, query: Any) -> list[Work]:
             continue
         work.append(Work(row.id, instruction_for(row, payee), row.attempts,
                          row.status in (PayoutStatus.UNKNOWN, PayoutStatus.SENDING),
-                         token, row.reason, screened=row.released_by is not None))
+                         token, row.reason))
     return work
 
 
