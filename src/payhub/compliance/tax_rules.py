@@ -248,7 +248,14 @@ def _hold(tx: Tx, group: list[Any], verdict: Verdict) -> int:
     return len(fresh)
 
 
-def _cancel(tx: Tx, lines: list[Any], why: str) -> int:
+def cancel_lines_of(tx: Tx, reward_ids: Iterable[int]) -> int:
+    """Cancel the unpaid withholding lines of ``reward_ids`` (rewards just cancelled, by a clawback say), each
+    audited ``reward.cancelled``; return how many."""
+    return _cancel(tx, store.unpaid_withholding_lines_of(tx.conn, reward_ids),
+                   "the reward it withholds from was cancelled")
+
+
+def _cancel(tx: Tx, lines: Sequence[Any], why: str) -> int:
     """Cancel withholding lines that no longer apply; return how many."""
     if not lines:
         return 0

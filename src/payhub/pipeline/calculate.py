@@ -22,7 +22,7 @@ from payhub import funds
 from payhub.api import Calculator, Event, FundMovement, NotEligible, RewardLine
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
-from payhub.compliance import gift_caps
+from payhub.compliance import gift_caps, tax_rules
 from payhub.db.queries import insert_ignore
 from payhub.db.schema import program_versions
 from payhub.errors import CalculationError, InvalidRecord, PayhubError
@@ -225,6 +225,7 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
         reward_store.cancel_unpaid(tx.conn, [r for r, _e in cancels], now)
         for reward_id, event_id in cancels:
             _audit_cancelled(tx, reward_id, event_id)
+        tax_rules.cancel_lines_of(tx, [reward_id for reward_id, _e in cancels])  # withheld from a cancelled reward
     batch_ids: dict[tuple[int, int], int] = {}
     for ref, event_id in sorted(cancelled.items()):  # one insert each: its id is needed at once
         line, minor, decision = results[ref[0]].rewards[ref[1]]

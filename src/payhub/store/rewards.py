@@ -5,6 +5,7 @@ The sums count every reward that is not ``cancelled``; a reward ``held`` for its
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -68,12 +69,13 @@ def budget_used(conn: Connection, key: str) -> int:
 
 
 def live_of_events(conn: Connection, program: str, event_ids: Iterable[int]) -> list[Row[Any]]:
-    """The live rewards of ``program`` on the events ``event_ids``, locked on PostgreSQL (a replica scheduling them
-    waits, or is waited for)."""
+    """The live rewards of ``program`` on the events ``event_ids`` (what the program granted and took back, not the
+    backup withholding lines: tax withheld is not taken back from the payee), locked on PostgreSQL (a replica
+    scheduling them waits, or is waited for)."""
     query = select(rewards.c.event_id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
                    rewards.c.id, rewards.c.status, rewards.c.hold_code, rewards.c.budget_key).where(
         rewards.c.event_id.in_(list(event_ids)), rewards.c.program == program,
-        rewards.c.status != RewardStatus.CANCELLED)
+        rewards.c.status != RewardStatus.CANCELLED, rewards.c.kind != RewardKind.WITHHOLDING)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     return list(conn.execute(query))
@@ -133,6 +135,19 @@ def withholding_lines(conn: Connection, event_ids: Iterable[int]) -> list[Row[An
     """``(id, payee_id, status, details)`` of the withholding lines (kind ``withholding``) on the events, by id."""
     return list(conn.execute(select(rewards.c.id, rewards.c.payee_id, rewards.c.status, rewards.c.details).where(
         rewards.c.event_id.in_(list(event_ids)), rewards.c.kind == RewardKind.WITHHOLDING).order_by(rewards.c.id)))
+
+
+def unpaid_withholding_lines_of(conn: Connection, reward_ids: Iterable[int]) -> list[Row[Any, Any]]:
+    """``(id, details)`` of the withholding lines not in a payout yet (:data:`UNPAID`) that withhold from any of
+    ``reward_ids``, by id."""
+    ids = set(reward_ids)
+    if not ids:
+        return []
+    of_events = select(rewards.c.event_id).where(rewards.c.id.in_(sorted(ids)))
+    found = conn.execute(select(rewards.c.id, rewards.c.details).where(
+        rewards.c.event_id.in_(of_events), rewards.c.kind == RewardKind.WITHHOLDING,
+        rewards.c.status.in_(UNPAID)).order_by(rewards.c.id))
+    return [row for row in found if json.loads(row.details).get("withholds") in ids]
 
 
 def statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
