@@ -27,6 +27,17 @@ from payhub.states import TinStatus
     ("GB", "GB980780684", "vat", TinStatus.VALID),
     ("ZZ", "12345", "other", TinStatus.UNCHECKED),  # no rule: kept, not judged
     (None, "536-90-4399", "ssn", TinStatus.VALID),  # no country: a US-shaped number is read as one
+    # separators people write between the groups: spaces, dots, hyphens, slashes
+    ("US", "536 90 4399", "ssn", TinStatus.VALID),
+    ("US", " 536.90.4399 ", "ssn", TinStatus.VALID),
+    ("US", "536 - 90 - 4399", "ssn", TinStatus.VALID),
+    ("US", "04 2103594", "ein", TinStatus.VALID),
+    ("US", "04/2103594", "ein", TinStatus.VALID),
+    ("US", "000 00 0000", "us_tin", TinStatus.INVALID),
+    (None, "536 90 4399", "ssn", TinStatus.VALID),
+    ("DE", "DE 136.695.976", "vat", TinStatus.VALID),
+    ("DE", "136/695/976", "vat", TinStatus.VALID),
+    ("GR", "EL 094 259 216", "vat", TinStatus.VALID),
 ])
 def test_classify(country: str | None, tin: str | None, kind: str | None, status: TinStatus) -> None:
     assert classify(country, tin) == (kind, status)
