@@ -40,7 +40,8 @@ def payhub_payouts_blocked() -> str | None:
 @hookspec
 def payhub_sanctions_lists() -> list[SanctionsList] | None:
     """Sanctions lists this plugin provides, read when ``payhub screening refresh`` runs (besides the list files
-    the ``sanctions`` plugin is configured with)."""
+    the ``sanctions`` plugin is configured with). A list without entries, or with more than ``max_drop_share``
+    fewer than its current version, is refused; a list no provider gives any more is retired."""
 
 
 @hookspec

@@ -207,7 +207,7 @@ def test_payout_screening_names_list_date_entry_and_score(screening: Any) -> Non
     assert decision is not None and not decision.allow
     assert decision.reason == ("sanctions: possible match on 1 listed entry: ofac_sdn of 2026-12-01: entry 7001 "
                                "'PETROV, Ivan Sergeyevich', score 100.0, country matches")
-    assert "Acme" not in decision.reason
+    assert "Acme" not in decision.reason and "Иван Петров" not in decision.reason
 
 
 def test_a_newer_list_is_picked_up_by_a_running_plugin(screening: Any, tmp_path: Path) -> None:
@@ -310,6 +310,10 @@ def test_a_listed_payee_is_held_before_sending_and_the_others_are_paid(
     assert held.status == "held" and held.attempts == 0
     assert "eu of 2026-11-30: entry EU.7311.21 'Dmitri Alexandrovich Volkov'" in (held.reason or "")
     assert "score 100.0, country matches" in (held.reason or "")
+    [entry] = [e for e in harness.audit("payout.held") if e.subject_id == str(held.id)]
+    recorded = json.dumps(entry.detail, ensure_ascii=False)
+    assert "'Dmitri Alexandrovich Volkov'" in recorded  # the list entry, in clear
+    assert "Acme" not in recorded and "Дмитрий Волков" not in recorded  # never the payee's own name or alias
     assert held.idempotency_key not in rail.accepted
     assert [call for call in rail.calls if held.idempotency_key in call] == []
     assert harness.audit_problem() is None

@@ -4,8 +4,12 @@ database (docs/compliance.md#sanctions-screening).
 * ``payhub_screen_payout``: before a payout's first send, the payee's name and aliases are screened; a hit denies
   it with a reason naming each list, its date, the matched entry (id and name) and the score, and payhub holds it.
 * ``payhub_screen_payee``: the same check when the payees file adds or changes a payee.
-* ``payhub_payouts_blocked``: a configured list never loaded, or a current list dated more than
-  ``max_list_age_days`` ago, stops every send until ``payhub screening refresh`` loads a fresh one.
+* ``payhub_payouts_blocked``: a configured list never loaded, a current list without entries, or one dated more
+  than ``max_list_age_days`` ago, stops every send until ``payhub screening refresh`` loads a fresh one. Only the
+  lists configured, or given by a provider plugin, count (:meth:`Screener.lists`).
+
+A denial's reason is built from the list's side only (:func:`describe`: the list, its date, the entry's id and
+name, the list's alias that matched, the score): the payee's own name and aliases are never written into it.
 
 The lists come from the database (``payhub screening refresh`` stores them), so every replica and the command line
 screen against the same versions. payhub gives the plugin its database URL through the settings' validation
@@ -84,7 +88,8 @@ class Sanctions:
 
 
 def describe(hits: list[Hit], shown: int) -> str:
-    """A denial reason: the number of hits and the best ``shown`` of them (list, date, entry, score)."""
+    """A denial reason: the number of hits and the best ``shown`` of them (list, date, entry, score); list data
+    only, never a value of the payee's."""
     more = f"; and {len(hits) - shown} more" if len(hits) > shown else ""
     return (f"sanctions: possible match on {len(hits)} listed "
             f"{'entry' if len(hits) == 1 else 'entries'}: " + "; ".join(h.describe() for h in hits[:shown]) + more)
