@@ -71,7 +71,7 @@ def test_a_us_payee_without_a_w9_is_held_and_paid_once_the_form_arrives(
     run(rt, deal("d1", "1000.00"))
     schedule(rt)
     assert all_payouts(rt) == []
-    assert held(rt) == {"d1": ("tax_form", "payee p1 is in the US with no W-9 on file; the reward waits for a W-9 "
+    assert held(rt) == {"d1": ("tax_form", "payee p1 (country US) has no W-9 on file; the reward waits for a W-9 "
                                            "with a valid TIN")}
     schedule(rt)  # nothing changed: still held, no new audit entry
     assert [e for e in audit_text(rt).splitlines() if "reward.held" in e].__len__() == 1
@@ -146,3 +146,17 @@ def test_wrong_forms_and_an_expired_w8_hold(taxed: Any, tmp_path: Path) -> None:
         schedule(rt)
         assert "d-de-2" not in held(rt) and len(all_payouts(rt)) == 2
     verified(rt)
+
+
+def test_a_tax_hold_names_the_rule_the_form_and_its_date_in_the_audit_log(taxed: Any) -> None:
+    rt = taxed("de,Deutsch,DE,USD,W-8BEN,2022-05-01,\n")  # expired after 2025-12-31
+    with ManualClock("2026-06-01T00:00:00Z"):
+        run(rt, deal("d1", "100.00", payee="de", when="2026-05-01T00:00:00Z"))
+        schedule(rt)
+    with rt.engine.connect() as conn:
+        [detail] = [json.loads(d) for d in conn.execute(select(audit_log.c.detail).where(
+            audit_log.c.action == "reward.held")).scalars()]
+    assert detail == {"code": "tax_form", "rule": "non_us_without_w8", "form": "W-8BEN", "form_date": "2022-05-01",
+                      "tin_status": "missing",
+                      "reason": "payee de (country DE) has a W-8BEN signed on 2022-05-01, which expired after "
+                                "2025-12-31; the reward waits for a current W-8"}

@@ -27,7 +27,7 @@ def test_a_w8_is_valid_through_the_end_of_the_third_year_after_signing() -> None
     assert decide(profile("DE", "W-8BEN", signed), HOLD, date(2026, 12, 31)).action == "ok"
     expired = decide(profile("DE", "W-8BEN-E", signed), HOLD, date(2027, 1, 1))
     assert (expired.action, expired.rule) == ("hold", "non_us_without_w8")
-    assert "W-8BEN-E signed 2023-05-01 expired after 2026-12-31" in expired.reason
+    assert "W-8BEN-E signed on 2023-05-01, which expired after 2026-12-31" in expired.reason
     assert decide(profile("DE", "W-8BEN", signed), WITHHOLD, date(2027, 1, 1)).action == "pay"
     assert decide(profile("DE", "W-8BEN", None), HOLD, date(2026, 1, 1)).action == "hold"  # no form_date
     assert decide(profile("DE", "W-8BEN", date(2026, 6, 2)), HOLD, date(2026, 6, 1)).action == "hold"  # future

@@ -78,44 +78,54 @@ def us_person(profile: TaxProfile) -> bool:
 
 
 def decide(profile: TaxProfile, tax: TaxSettings, on: date) -> Verdict:
-    """What a payment made on ``on`` to the payee of ``profile`` may do under the settings ``tax``."""
-    who = f"payee {profile.payee_id}"
+    """What a payment made on ``on`` to the payee of ``profile`` may do under the settings ``tax``; the reason is a
+    sentence naming the payee, its country and what is on file."""
     if profile.country is None:
-        return Verdict("hold", "country", f"{who} has no country: payhub cannot tell whether a W-9 or a W-8 "
-                                          "applies; add the country to the payees file")
+        return Verdict("hold", "country", f"payee {profile.payee_id} has no country: payhub cannot tell whether a "
+                                          "W-9 or a W-8 applies; add the country to the payees file")
+    who = f"payee {profile.payee_id} (country {profile.country})"
     if us_person(profile):
         if profile.form in W8_FORMS:
-            return Verdict("hold", "wrong_form", f"{who} is in the US and has a {profile.form} on file, the wrong "
-                                                 "form: a US payee gives a W-9")
+            return Verdict("hold", "wrong_form", f"{who} has a {profile.form} on file, the wrong form: a US payee "
+                                                 "gives a W-9")
         if profile.form != TaxForm.W9:
-            missing = "no W-9 on file"
+            missing = f"{who} has no W-9 on file"
         elif profile.tin_status != TinStatus.VALID:
-            missing = f"its W-9's TIN is {profile.tin_status or TinStatus.MISSING}"
+            missing = f"{who} has a W-9 whose TIN is {profile.tin_status or TinStatus.MISSING}"
         else:
             return Verdict("ok", "w9", f"{who} has a W-9 with a valid TIN")
         if tax.us_without_w9 == "withhold":
             return Verdict("withhold", "us_without_w9",
-                           f"{who} is in the US with {missing}: backup withholding at {tax.backup_withholding_rate}")
-        return Verdict("hold", "us_without_w9", f"{who} is in the US with {missing}; the reward waits for a W-9 "
-                                                "with a valid TIN")
+                           f"{missing}: paid with backup withholding of {percent(tax.backup_withholding_rate)}")
+        return Verdict("hold", "us_without_w9", f"{missing}; the reward waits for a W-9 with a valid TIN")
     if profile.form == TaxForm.W9:
-        return Verdict("hold", "wrong_form", f"{who} is in {profile.country} and has a W-9 on file, the wrong form: "
-                                             "a non-US payee gives a W-8BEN or W-8BEN-E")
+        return Verdict("hold", "wrong_form", f"{who} has a W-9 on file, the wrong form: a non-US payee gives a "
+                                             "W-8BEN or W-8BEN-E")
     if profile.form not in W8_FORMS:
-        missing = "no W-8BEN or W-8BEN-E on file"
+        missing = f"{who} has no W-8BEN or W-8BEN-E on file"
     elif profile.signed_on is None:
-        missing = f"its {profile.form} has no form_date"
+        missing = f"{who} has a {profile.form} without a form date"
     elif profile.signed_on > on:
-        missing = f"its {profile.form} is dated {profile.signed_on}, in the future"
+        missing = f"{who} has a {profile.form} dated {profile.signed_on}, a date in the future"
     elif w8_valid_through(profile.signed_on) < on:
-        missing = f"its {profile.form} signed {profile.signed_on} expired after {w8_valid_through(profile.signed_on)}"
+        missing = (f"{who} has a {profile.form} signed on {profile.signed_on}, which expired after "
+                   f"{w8_valid_through(profile.signed_on)}")
     else:
         return Verdict("ok", "w8", f"{who} has a {profile.form} valid through {w8_valid_through(profile.signed_on)}")
     if tax.non_us_without_w8 == "pay":
-        return Verdict("pay", "non_us_without_w8", f"{who} is in {profile.country} with {missing}; paid as "
-                                                   "non_us_without_w8 = \"pay\" allows")
-    return Verdict("hold", "non_us_without_w8", f"{who} is in {profile.country} with {missing}; the reward waits "
-                                                "for a current W-8")
+        return Verdict("pay", "non_us_without_w8", f"{missing}; paid as non_us_without_w8 = \"pay\" allows")
+    return Verdict("hold", "non_us_without_w8", f"{missing}; the reward waits for a current W-8")
+
+
+def percent(rate: Decimal) -> str:
+    """``0.24`` as ``24 %``, ``0.245`` as ``24.5 %``."""
+    return f"{(rate * 100).normalize():f} %"
+
+
+def form_on_file(profile: TaxProfile) -> dict[str, str | None]:
+    """The form and its date as each tax decision's audit entry names them (never the TIN, only its status)."""
+    return {"form": profile.form, "form_date": profile.signed_on.isoformat() if profile.signed_on else None,
+            "tin_status": profile.tin_status}
 
 
 def withholding_minor(gross_minor: int, currency: str, rate: Decimal) -> int:
@@ -177,7 +187,7 @@ def apply(rt: Runtime, tx: Tx, rows: Sequence[Any]) -> tuple[list[Any], int]:
         apart = {row.id for row in orphans}
         group = [row for row in group if row.id not in apart]  # the others wait for their reward
         if verdict.action == "hold":
-            changed += _hold(tx, group, verdict)
+            changed += _hold(tx, group, verdict, profile)
             continue
         lines_here = [row for row in group if row.kind == RewardKind.WITHHOLDING]
         if verdict.action != "withhold":
@@ -185,14 +195,14 @@ def apply(rt: Runtime, tx: Tx, rows: Sequence[Any]) -> tuple[list[Any], int]:
             group = [row for row in group if row.kind != RewardKind.WITHHOLDING]
             if verdict.action == "pay":
                 tx.audit("payee.tax_rule", "payee", payee_id, {
-                    "rule": verdict.rule, "decision": "pay", "reason": verdict.reason,
+                    "rule": verdict.rule, "decision": "pay", "reason": verdict.reason, **form_on_file(profile),
                     "rewards": sorted(row.id for row in group)})
             keep += group
             continue
         covered = {line.withholds for line in lines.values() if line.status != RewardStatus.CANCELLED}
         due = [row for row in group if row.kind == RewardKind.REWARD and row.amount_minor > 0
                and row.id not in covered and not _unreported(rt, row.program)]
-        written = _withhold(tx, due, verdict, tax.backup_withholding_rate)
+        written = _withhold(tx, due, verdict, tax.backup_withholding_rate, profile)
         changed += len(written)
         keep += group + written
     return keep, changed
@@ -235,7 +245,7 @@ def _withholds(details: str) -> int:
     return int(json.loads(details)["withholds"])
 
 
-def _hold(tx: Tx, group: list[Any], verdict: Verdict) -> int:
+def _hold(tx: Tx, group: list[Any], verdict: Verdict, profile: TaxProfile) -> int:
     """Hold the rewards for their tax form; return how many changed. A reward already held for the same reason is
     written again (its time), so the next pass examines it only after its payee's row changes."""
     now = utcnow()
@@ -244,7 +254,8 @@ def _hold(tx: Tx, group: list[Any], verdict: Verdict) -> int:
     store.hold(tx.conn, [row.id for row in group], HoldCode.TAX_FORM, verdict.reason, now)
     for row in sorted(fresh, key=lambda row: row.id):
         tx.audit("reward.held", "reward", row.id, {"code": HoldCode.TAX_FORM, "rule": verdict.rule,
-                                                   "reason": verdict.reason}, outcome="held")
+                                                   "reason": verdict.reason, **form_on_file(profile)},
+                 outcome="held")
     return len(fresh)
 
 
@@ -266,7 +277,7 @@ def _cancel(tx: Tx, lines: Sequence[Any], why: str) -> int:
     return len(lines)
 
 
-def _withhold(tx: Tx, due: list[Any], verdict: Verdict, rate: Decimal) -> list[Any]:
+def _withhold(tx: Tx, due: list[Any], verdict: Verdict, rate: Decimal, profile: TaxProfile) -> list[Any]:
     """Write one withholding line per reward of ``due``, audited ``reward.calculated``; return them as schedulable
     rows."""
     now = utcnow()
@@ -286,6 +297,6 @@ def _withhold(tx: Tx, due: list[Any], verdict: Verdict, rate: Decimal) -> list[A
         tx.audit("reward.calculated", "reward", reward_id, {
             "event": row.event_id, "program": row.program, "payee": row.payee_id, "amount": str(amount),
             "currency": row.currency, "kind": RewardKind.WITHHOLDING, "withholds": row.id, "gross": str(gross),
-            "rate": str(rate), "rule": verdict.rule, "reason": verdict.reason})
+            "rate": str(rate), "rule": verdict.rule, "reason": verdict.reason, **form_on_file(profile)})
         written.append(reward_id)
     return store.claim_ids(tx.conn, written) if written else []
