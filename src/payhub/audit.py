@@ -88,8 +88,9 @@ HEX_HASH = re.compile(r"[0-9a-f]{64}")
 @dataclass(frozen=True, slots=True)
 class Cut:
     """A retention cut: entries 1..``seq`` were archived to ``archive`` (whose SHA-256 is ``archive_sha256``) and
-    deleted; entry ``seq`` had hash ``hash``. ``signature`` is the checkpoint key's (``key_id``) over
-    :meth:`message`."""
+    deleted; entry ``seq`` had hash ``hash``. ``top_payout`` / ``top_reward``: the highest payout and reward ids
+    some of whose entries this cut or an earlier one archived (0: none). ``signature`` is the checkpoint key's
+    (``key_id``) over :meth:`message`, which covers every other field."""
 
     seq: int
     hash: str
@@ -98,15 +99,23 @@ class Cut:
     archive_sha256: str
     key_id: str
     signature: str
+    top_payout: int = 0
+    top_reward: int = 0
 
     def message(self) -> bytes:
-        """The signed bytes: a domain tag, then seq, hash, time, archive name, its SHA-256 and the key id."""
+        """The signed bytes: a domain tag, then seq, hash, time, archive name, its SHA-256, the highest archived
+        payout and reward ids, and the key id."""
         return (f"{CUT_DOMAIN}\n{self.seq}\n{self.hash}\n{self.at}\n{self.archive}\n{self.archive_sha256}\n"
-                f"{self.key_id}\n").encode()
+                f"{self.top_payout}\n{self.top_reward}\n{self.key_id}\n").encode()
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "hash": self.hash, "at": self.at, "archive": self.archive,
-                "archive_sha256": self.archive_sha256, "key_id": self.key_id, "signature": self.signature}
+                "archive_sha256": self.archive_sha256, "top_payout": self.top_payout, "top_reward": self.top_reward,
+                "key_id": self.key_id, "signature": self.signature}
+
+    def archived_ids(self) -> dict[str, int]:
+        """The highest ``payout`` and ``reward`` ids some of whose entries are archived (signed with the cut)."""
+        return {"payout": self.top_payout, "reward": self.top_reward}
 
 
 def read_cut(conn: Connection) -> Cut | None | str:
@@ -128,8 +137,11 @@ def read_cut(conn: Connection) -> Cut | None | str:
         return f"the retention cut's hash {digest!r} is not a SHA-256 hex digest"
     if not isinstance(at, datetime):
         return "the retention cut's time is missing"
+    tops = row["top_payout"], row["top_reward"]
+    if not all(isinstance(top, int) and not isinstance(top, bool) and top >= 0 for top in tops):
+        return f"the retention cut's highest archived ids {tops!r} are not whole numbers"
     return Cut(seq, digest, isoformat(at), str(row["archive"]), str(row["archive_sha256"]), str(row["key_id"]),
-               str(row["signature"]))
+               str(row["signature"]), *tops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +286,7 @@ def verify_since(conn: Connection, seq: int, digest: str, upto: int) -> str | No
                                     ).order_by(audit_log.c.seq)
     chain = _Chain(seq + 1, digest)
     try:
-        rows = iter(dict(r) for r in conn.execution_options(yield_per=5000).execute(query).mappings())
+        rows = iter(dict(r) for r in conn.execute(query.execution_options(yield_per=5000)).mappings())
         if not from_cut:
             first = next(rows, None)
             if first is None or first["seq"] != seq:
@@ -297,6 +309,8 @@ def _db_reason(exc: DBAPIError) -> str:
 
 
 def _stream(conn: Connection) -> Iterator[dict[str, Any]]:
-    result = conn.execution_options(yield_per=5000).execute(select(audit_log).order_by(audit_log.c.seq))
+    # Options of the statement, not of ``conn``: a streaming connection would send its later statements (a
+    # savepoint, on PostgreSQL) through a server-side cursor too.
+    result = conn.execute(select(audit_log).order_by(audit_log.c.seq).execution_options(yield_per=5000))
     for row in result.mappings():
         yield dict(row)

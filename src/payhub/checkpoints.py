@@ -36,6 +36,7 @@ from payhub.plugins import notify
 
 if TYPE_CHECKING:
     import pluggy
+    from sqlalchemy import Connection
 
     from payhub.runtime import Runtime
     from payhub.settings import Settings
@@ -100,11 +101,14 @@ def sign(key: signing.SigningKey, seq: int, digest: str) -> Checkpoint:
     return Checkpoint(seq, digest, unsigned.at, key.key_id, key.sign(unsigned.message()))
 
 
-def sign_cut(key: signing.SigningKey, seq: int, digest: str, archive: str, archive_sha256: str) -> Cut:
-    """A retention cut after entry ``seq`` (hash ``digest``) archived in ``archive``, signed now (whole seconds)."""
+def sign_cut(key: signing.SigningKey, seq: int, digest: str, archive: str, archive_sha256: str,
+             archived_ids: dict[str, int] | None = None) -> Cut:
+    """A retention cut after entry ``seq`` (hash ``digest``) archived in ``archive``, signed now (whole seconds);
+    ``archived_ids``: the highest ``payout`` and ``reward`` ids whose entries this cut and the earlier ones archived."""
     at = isoformat(utcnow().replace(microsecond=0))
-    unsigned = Cut(seq, digest, at, archive, archive_sha256, key.key_id, "")
-    return Cut(seq, digest, at, archive, archive_sha256, key.key_id, key.sign(unsigned.message()))
+    tops = (archived_ids or {}).get("payout", 0), (archived_ids or {}).get("reward", 0)
+    unsigned = Cut(seq, digest, at, archive, archive_sha256, key.key_id, "", *tops)
+    return Cut(seq, digest, at, archive, archive_sha256, key.key_id, key.sign(unsigned.message()), *tops)
 
 
 def cut_problem(cut: Cut | None, key: signing.SigningKey | None) -> str | None:
@@ -148,8 +152,10 @@ def read_cuts(directory: Path) -> list[Cut]:
             if isinstance(data, dict) and data.get("kind") == "cut":
                 values = [data.get(k) for k in ("seq", "hash", "at", "archive", "archive_sha256", "key_id",
                                                  "signature")]
-                if isinstance(values[0], int) and all(isinstance(v, str) for v in values[1:]):
-                    found.append(Cut(*values))  # type: ignore[arg-type]
+                tops = [data.get(k) for k in ("top_payout", "top_reward")]
+                if all(isinstance(v, int) and not isinstance(v, bool) for v in (values[0], *tops)) \
+                        and all(isinstance(v, str) for v in values[1:]):
+                    found.append(Cut(*values, *tops))  # type: ignore[arg-type]
     return found
 
 
@@ -250,6 +256,48 @@ def check(checkpoints: Iterable[Checkpoint], key: signing.SigningKey, result: Ve
 def covered(checkpoints: Iterable[Checkpoint], result: VerifyResult) -> int:
     """How many ``checkpoints`` lie at or before the retention cut of ``result`` (their entries are archived)."""
     return 0 if result.cut is None else sum(1 for cp in checkpoints if cp.seq <= result.cut.seq)
+
+
+def cut_lines_problem(cut: Cut | None, key: signing.SigningKey, directory: Path) -> str | None:
+    """Why the database's retention ``cut`` is behind the latest cut line of ``directory`` signed with ``key`` (the
+    cut row was deleted or replaced by an older one, or the database restored from before that cut), or None. A
+    signed cut later than every line is not a problem: its line may not be written yet (:func:`ensure_cut_line`)."""
+    latest = max((c for c in read_cuts(directory) if cut_problem(c, key) is None), key=lambda c: c.seq, default=None)
+    if latest is None:
+        return None
+    label = f"the latest signed retention cut of {directory} (entry {latest.seq}, archive {latest.archive})"
+    if cut is None:
+        return (f"{label} is not in the database, which has no cut (the audit_cut row was deleted, or the database "
+                "was restored from before that cut)")
+    if cut.seq < latest.seq:
+        return (f"{label} is later than the database's cut at entry {cut.seq} (the cut row was replaced by an older "
+                "one, or the database was restored from before that cut)")
+    if cut.seq == latest.seq and (cut.hash, cut.archive_sha256) != (latest.hash, latest.archive_sha256):
+        return f"{label} differs from the database's cut at the same entry"
+    return None
+
+
+def ensure_cut_line(directory: Path, cut: Cut) -> bool:
+    """Append the signed ``cut`` to ``directory`` unless a cut line records it already; True when it was appended."""
+    if any(c.seq == cut.seq and c.signature == cut.signature for c in read_cuts(directory)):
+        return False
+    append_cut(directory, cut)
+    return True
+
+
+def chain_problems(conn: Connection, key: signing.SigningKey, directory: Path) -> tuple[VerifyResult, list[str]]:
+    """What ``payhub audit verify`` finds wrong with the audit log, the tables' cross-check aside: the chain from the
+    retention cut (or entry 1) to the head (:func:`payhub.audit.verify`), the cut's signature (:func:`cut_problem`),
+    a cut behind the cut lines of ``directory`` (:func:`cut_lines_problem`), and each signed checkpoint of
+    ``directory`` against the chain (:func:`check`). An empty list: the log is sound and anchored."""
+    saved, found = read(directory)
+    result = verify(conn, watch={cp.seq for cp in saved})
+    if not result.ok:
+        found.insert(0, (f"entry {result.first_bad}: " if result.first_bad is not None else "") + str(result.problem))
+    found += [p for p in (cut_problem(result.cut, key),
+                          cut_lines_problem(result.cut, key, directory) if result.ok or result.cut else None) if p]
+    found += check(saved, key, result)
+    return result, found
 
 
 def publish(hooks: pluggy.PluginManager, checkpoint: Checkpoint) -> None:

@@ -10,8 +10,8 @@ difference, not only the first:
 * a row no entry records (inserted outside payhub), an audited subject whose row is gone (deleted), an entry whose
   detail is not a JSON object.
 
-After a retention cut, a payout or reward whose id is at most the highest one the archives hold
-(:func:`payhub.compliance.retention.archived_ids`) and whose remaining entries no longer record its amount was
+After a retention cut, a payout or reward whose id is at most the highest one the archives hold (recorded in the
+signed cut, :meth:`payhub.audit.Cut.archived_ids`) and whose remaining entries no longer record its amount was
 created before the cut: it is final, and its values are compared with the archive's entries only by hand.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
+from payhub.audit import Cut, read_cut
 from payhub.audited import AuditRow, Recorded, fold_payout, fold_reward, minor, show
-from payhub.compliance.retention import archived_ids
 from payhub.db.schema import audit_log, payout_items, payouts, rewards
 
 CHUNK = 1000
@@ -60,7 +60,8 @@ class AuditedIds:
 
 def differences(conn: Connection, audited: AuditedIds, chunk: int = CHUNK) -> Iterator[Difference]:
     """Every difference between the payouts and rewards rows and the chain, payouts first, by id."""
-    archived = archived_ids(conn)
+    cut = read_cut(conn)  # its signature is checked with the chain (payhub.checkpoints.cut_problem)
+    archived = cut.archived_ids() if isinstance(cut, Cut) else {}
     for kind, table in (("payout", payouts), ("reward", rewards)):
         top = max(conn.execute(select(func.max(table.c.id))).scalar() or 0, audited.top[kind])
         for low in range(1, top + 1, chunk):

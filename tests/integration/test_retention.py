@@ -11,6 +11,7 @@ import gzip
 import json
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,10 +21,11 @@ from typing import Any
 import pytest
 from cli_helpers import invoke
 from click.testing import Result
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from payhub import checkpoints, signing
 from payhub.api import Outcome, SourceRecord
+from payhub.clock import utcnow
 from payhub.compliance import retention
 from payhub.db.schema import audit_cut, audit_log, events, payouts, rewards
 from payhub.errors import ConfigError
@@ -394,7 +396,8 @@ def test_query_and_export_say_entries_before_the_cut_are_archived(site: Site) ->
 
 
 def _crash_in_child(config: Path, when: str) -> int:
-    """Run ``retention apply`` in a forked process killed before (or right after) its delete transaction."""
+    """Run ``retention apply`` in a forked process killed before (or right after) its delete transaction, or
+    (``renamed``) after naming its archives, before the cut's line is written to the checkpoint directory."""
     def child() -> None:
         rt = Runtime(load_settings(str(config)))
         rt.load_plugins()
@@ -405,7 +408,13 @@ def _crash_in_child(config: Path, when: str) -> int:
                 original(runtime, outcome)
             os._exit(9)
 
-        retention._delete = dying  # type: ignore[assignment]
+        def dying_line(*_args: Any) -> None:  # the archive is named, the cut's line not yet written
+            os._exit(9)
+
+        if when == "renamed":
+            checkpoints.append_cut = dying_line  # type: ignore[assignment]
+        else:
+            retention._delete = dying  # type: ignore[assignment]
         retention.apply(rt)
         os._exit(0)
 
@@ -437,7 +446,7 @@ def test_a_crash_between_archive_and_delete_deletes_nothing_and_the_next_run_arc
 def test_a_crash_after_the_delete_commits_completes_the_archive_on_the_next_run(site: Site) -> None:
     assert _crash_in_child(site.config, "after") == 9
     cut = cut_row(site)
-    assert (site.root / "archive" / (cut.archive + ".pending")).exists()
+    assert [p.name for p in site.archives() if p.name.startswith(cut.archive)][0].endswith(".pending")
     with site.rt.engine.connect() as conn:
         assert conn.execute(select(func.min(audit_log.c.seq))).scalar() == cut.seq + 1
     out = applied(site)
@@ -464,3 +473,141 @@ def test_the_daemon_checkpoints_across_the_cut_and_refuses_a_tampered_one(site: 
     checkpointer.last_time = 0
     assert checkpointer.tick() is None
     assert checkpointer.refused is not None and "bad signature" in checkpointer.refused
+
+
+def test_a_kill_before_the_cut_line_is_written_is_repaired_by_the_next_run(site: Site) -> None:
+    directory = site.root / "checkpoints"
+    assert _crash_in_child(site.config, "renamed") == 9
+    cut = cut_row(site)
+    assert (site.root / "archive" / cut.archive).exists() and checkpoints.read_cuts(directory) == []
+    assert site.verify().exit_code == 0  # a signed cut later than every line is not a problem
+    out = applied(site)
+    assert f"the signed cut at entry {cut.seq} was missing" in out.stderr
+    assert [(c.seq, c.signature) for c in checkpoints.read_cuts(directory)] == [(cut.seq, cut.signature)]
+    applied(site)  # idempotent: the line is there, not appended again
+    assert len(checkpoints.read_cuts(directory)) == 1
+
+
+# ------------------------------------------------------------------------------------- refusals before archiving
+
+
+def assert_refused(site: Site, *words: str) -> None:
+    before = (site.rows(audit_log), site.rows(audit_cut), site.rows(events), site.archives())
+    for args in (("--dry-run",), ("--yes",)):
+        result = site.cli("retention", "apply", *args)
+        assert result.exit_code == 1, result.output
+        for word in words:
+            assert word in result.stderr, result.stderr
+    assert (site.rows(audit_log), site.rows(audit_cut), site.rows(events), site.archives()) == before
+
+
+@pytest.mark.postgres
+def test_a_forged_unsigned_cut_is_refused_not_signed_over(site: Site) -> None:
+    """An insider deletes entries 1 to 5 and writes an unsigned cut at 5: retention must not chain from it."""
+    fifth = site.rows(audit_log)[4]
+    site.sql(delete(audit_log).where(audit_log.c.seq <= 5))
+    site.sql(insert(audit_cut).values(id=1, seq=5, hash=fifth.hash, at=utcnow(), archive="audit-x-1-5.jsonl.gz",
+                                      archive_sha256="0" * 64, top_payout=0, top_reward=0, signature="", key_id=""))
+    assert_verify_fails(site, "is not signed")
+    assert_refused(site, "does not verify", "retention cut at entry 5", "is not signed")
+    assert_verify_fails(site, "is not signed")  # still failing: nothing signed over the forgery
+
+
+def test_a_chain_broken_after_a_valid_cut_is_refused(site: Site) -> None:
+    applied(site)
+    cut = cut_row(site)
+    site.sql(update(audit_log).where(audit_log.c.seq == cut.seq + 2).values(actor="someone else"))
+    site.clock.advance(timedelta(days=40))
+    assert_refused(site, "does not verify", f"entry {cut.seq + 2}: entry {cut.seq + 2} was altered")
+
+
+def test_a_cut_behind_the_checkpoint_directory_is_refused(site: Site) -> None:
+    applied(site)
+    cut = cut_row(site)
+    key = signing.parse_private((site.root / "checkpoint.pem").read_text())
+    later = checkpoints.sign_cut(key, cut.seq + 50, "a" * 64, "audit-later.jsonl.gz", "b" * 64)
+    checkpoints.append_cut(site.root / "checkpoints", later)
+    assert_verify_fails(site, f"entry {cut.seq + 50}", "is later than the database's cut")
+    assert_refused(site, f"entry {cut.seq + 50}", "is later than the database's cut")
+
+
+# ------------------------------------------------------------------------ archived ids, concurrent runs, pending
+
+
+def test_an_events_only_run_after_a_cut_keeps_verify_passing(site: Site) -> None:
+    applied(site)
+    cut = cut_row(site)
+    assert (cut.top_payout, cut.top_reward) == (1, 1)  # signed with the cut
+    site.config.write_text(site.config.read_text().replace("audit_days = 30", ""))
+    site.drain()  # p2's reward is paid: its event is due; the audit log is not cut this time
+    site.clock.advance(timedelta(days=1))
+    out = applied(site)
+    assert "archived 1 events" in out.stdout and "audit log cut" not in out.stdout
+    assert cut_row(site) == cut
+    result = site.verify()
+    assert result.exit_code == 0, result.output
+
+
+def test_the_archived_ids_are_covered_by_the_cut_signature(site: Site) -> None:
+    applied(site)
+    site.sql(update(audit_cut).values(top_payout=9))
+    assert_verify_fails(site, "retention cut", "bad signature")
+
+
+@pytest.mark.postgres
+def test_a_second_concurrent_run_is_refused_and_the_first_completes(site: Site) -> None:
+    ready, go = site.root / "ready", site.root / "go"
+
+    def child() -> None:
+        rt = Runtime(load_settings(str(site.config)))
+        rt.load_plugins()
+        original = retention._delete
+
+        def waiting(runtime: Runtime, outcome: Any) -> None:  # archives written, lock held, nothing deleted yet
+            ready.touch()
+            for _ in range(600):
+                if go.exists():
+                    break
+                time.sleep(0.05)
+            original(runtime, outcome)
+
+        retention._delete = waiting  # type: ignore[assignment]
+        retention.apply(rt)
+        os._exit(0)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    try:
+        for _ in range(600):
+            if ready.exists() or not process.is_alive():
+                break
+            time.sleep(0.05)
+        assert ready.exists()
+        pending = site.archives()
+        assert len(pending) == 2 and all(p.name.endswith(".pending") for p in pending)
+        result = site.cli("retention", "apply", "--yes")
+        assert result.exit_code == 1, result.output
+        assert "another `payhub retention apply` is running" in result.stderr
+        assert site.archives() == pending  # the first run's files are untouched
+    finally:
+        go.touch()
+        process.join(60)
+    assert process.exitcode == 0
+    cut = cut_row(site)
+    assert [p.name for p in site.archives()] == sorted([cut.archive, "events-20260210-1-1.jsonl.gz"])
+    result = site.verify("--archive", str(site.root / "archive" / cut.archive))
+    assert result.exit_code == 0, result.output
+    assert applied(site).stdout.strip().endswith("nothing to archive")  # the lock was released
+
+
+def test_pending_archives_are_created_exclusively_with_a_unique_name(site: Site, tmp_path: Path) -> None:
+    rows = [{"id": 1, "raw": "x"}]
+    first, path = retention._write(tmp_path / "a", "events-1-1.jsonl.gz", rows, None)
+    second, other = retention._write(tmp_path / "a", "events-1-1.jsonl.gz", rows, None)
+    assert path != other and first.sha256 == second.sha256
+    assert path.name.startswith("events-1-1.jsonl.gz.") and path.name.endswith(".pending")
+    target = tmp_path / "target"
+    target.write_text("kept")
+    os.symlink(target, tmp_path / "a" / "link.pending")
+    retention.settle_interrupted(site.rt, tmp_path / "a")  # neither pending file is recorded: both removed
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["link.pending"] and target.read_text() == "kept"

@@ -240,6 +240,8 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
         except SQLAlchemyError as exc:  # tables dropped or reshaped outside payhub
             found = [Difference("payouts and rewards", f"cannot be read ({plain(getattr(exc, 'orig', None) or exc)})")]
     cut_issue = checkpoints.cut_problem(result.cut, key)
+    if cut_issue is None and checking and key is not None and (result.ok or result.cut is not None):
+        cut_issue = checkpoints.cut_lines_problem(result.cut, key, directory)  # a cut deleted or rolled back
     archive_checks = _check_archives(archives, result, key, directory, {cp.seq for cp in saved})
     archived = {seq: digest for check in archive_checks for seq, digest in check.hashes.items()}
     if checking and key is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from payhub import checkpoints
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import console, err_console, shown
 from payhub.compliance import retention
@@ -27,7 +28,9 @@ def retention_group() -> None:
 def retention_apply(ctx: Context, dry_run: bool, yes: bool) -> None:
     """Archive events' payloads older than compliance.retention.events_days and audit entries older than
     audit_days (gzipped JSON lines in archive_dir, with their SHA-256), then delete them; the audit cut is signed
-    with the checkpoint key. Entries that unfinished rewards and payouts still need are kept."""
+    with the checkpoint key. Entries that unfinished rewards and payouts still need are kept. Refused when another
+    run holds the database's retention lock, or when the audit log, its cut or the signed checkpoints do not verify
+    as `payhub audit verify` checks them."""
     rt = ctx.runtime()
     settings = rt.settings.compliance.retention
     if settings.events_days is None and settings.audit_days is None:
@@ -37,13 +40,14 @@ def retention_apply(ctx: Context, dry_run: bool, yes: bool) -> None:
     chosen = retention.plan(rt)
     _show_plan(chosen)
     if dry_run:
+        key = checkpoints.load_key(rt.settings)
+        problems = retention.audit_problems(rt, key)[1] if key is not None else []
+        if problems:
+            raise retention.RetentionError("the audit log does not verify, so a run would be refused (run `payhub "
+                                           "audit verify`): " + "; ".join(problems))
         console.print("dry run: nothing was written or deleted", style="dim", highlight=False)
         return
-    if chosen.events == 0 and chosen.audit_entries == 0:
-        _show_settled(retention.settle_interrupted(rt, rt.settings.resolve(settings.archive_dir)))
-        console.print("nothing to archive", highlight=False)
-        return
-    if not yes:
+    if (chosen.events or chosen.audit_entries) and not yes:
         click.confirm("archive and delete these rows?", abort=True, err=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                   disable=not err_console.is_terminal, transient=True) as progress:
@@ -58,6 +62,8 @@ def retention_apply(ctx: Context, dry_run: bool, yes: bool) -> None:
 
         outcome = retention.apply(rt, progress=report)
     _show_settled(outcome.settled)
+    for line in outcome.repaired:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     directory = rt.settings.resolve(settings.archive_dir)
     for label, archive in (("events", outcome.events_archive), ("audit entries", outcome.audit_archive)):
         if archive is not None:

@@ -14,12 +14,18 @@ final). The entries from the previous cut to the new one are archived (every fie
 chain while written, then deleted, and ``audit_cut`` records the last one's ``seq`` and hash with the archive's name
 and SHA-256, signed with the checkpoint key.
 
-**Crash safety.** Each archive is written to ``<name>.pending``, flushed and fsynced before the transaction that
-deletes; that transaction deletes exactly what was archived (counts are compared, else it rolls back), moves the cut
-and records ``retention.applied``. Only after commit is the file renamed to its name. A run first settles what an
-interrupted run left: a pending file the last ``retention.applied`` names is renamed (the commit happened), any
-other is removed (nothing was deleted; the rows are archived again by this run). So every archived row is in exactly
-one named archive.
+**Trust.** A run holds the database's retention lock from start to end (:func:`run_lock`: a second run is refused
+at once), then checks the audit log as ``payhub audit verify`` does (:func:`audit_problems`: the chain from the cut
+to the head, the cut's signature, the checkpoint directory's cut lines and checkpoints) and refuses to archive,
+delete or sign anything when it does not verify, so a new cut never vouches for a forged or broken one. The cut's
+line in the checkpoint directory is appended if missing (a run killed after its commit).
+
+**Crash safety.** Each archive is written to ``<name>.<random>.pending`` (created exclusively), flushed and fsynced
+before the transaction that deletes; that transaction deletes exactly what was archived (counts are compared, else
+it rolls back), moves the cut and records ``retention.applied``. Only after commit is the file renamed to its name.
+A run first settles what an interrupted run left: a pending file whose name and SHA-256 the last
+``retention.applied`` (or the cut) records is renamed (the commit happened), any other is removed (nothing was
+deleted; the rows are archived again by this run). So every archived row is in exactly one named archive.
 """
 
 from __future__ import annotations
@@ -28,17 +34,23 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from sqlalchemy import ColumnElement, Connection, String, and_, cast, delete, exists, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from payhub import checkpoints, files, signing
 from payhub.audit import GENESIS, Cut, canonical_json, entry_hash, read_cut
 from payhub.clock import isoformat, utcnow
+from payhub.db.engine import sqlite_file
 from payhub.db.schema import audit_cut, audit_log, calculations, events, payouts, rewards
 from payhub.errors import ConfigError, PayhubError
 from payhub.runtime import Runtime
@@ -50,7 +62,10 @@ FINAL_PAYOUTS: tuple[str, ...] = (*sorted(FINAL_PAYOUT), PayoutStatus.PAID)
 """Payout statuses retention treats as done (a ``paid`` payout may still be returned: see docs/compliance.md)."""
 ACTION = "retention.applied"
 PENDING = ".pending"
+_PENDING_NAME = re.compile(r"(?P<name>.+)\.[0-9a-f]{16}\.pending")
 CHUNK = 5000
+LOCK_ID = int.from_bytes(b"payhubRT", "big")
+"""The PostgreSQL advisory lock key that retention runs hold."""
 
 
 class RetentionError(PayhubError):
@@ -98,7 +113,8 @@ class Outcome:
     audit_archive: Archive | None = None
     cut: Cut | None = None
     settled: list[str] = field(default_factory=list)
-    archived_ids: dict[str, int] = field(default_factory=dict)  # payout / reward ids the new audit archive holds
+    repaired: list[str] = field(default_factory=list)  # what the start-of-run check put right (a missing cut line)
+    archived_ids: dict[str, int] = field(default_factory=dict)  # highest payout / reward ids archived, this cut too
 
 
 def checkpoint_key(rt: Runtime) -> signing.SigningKey:
@@ -175,52 +191,127 @@ def plan(rt: Runtime) -> Plan:
 
 
 def apply(rt: Runtime, *, progress: Callable[[str, int], Any] | None = None) -> Outcome:
-    """Settle an interrupted run, archive what :func:`plan` finds, then delete it in one audited transaction.
+    """Holding :func:`run_lock`: check the audit log (:func:`audit_problems`, when a checkpoint key is configured)
+    and append the cut's line if missing, settle an interrupted run, archive what :func:`plan` finds, then delete it
+    in one audited transaction and append the new cut's line.
 
     ``progress(kind, rows)`` is called as rows are archived. Raises ConfigError when the audit log is to be cut and
-    no private checkpoint key is configured, RetentionError when the chain to archive does not verify or the rows
-    changed while archiving (then nothing is deleted).
+    no private checkpoint key is configured, RetentionError when another run holds the lock, the audit log, its cut
+    or the checkpoints do not verify, or the rows changed while archiving (in each case nothing is deleted).
     """
     retention = rt.settings.compliance.retention
-    key = checkpoint_key(rt) if retention.audit_days is not None else None
+    key = checkpoint_key(rt) if retention.audit_days is not None else checkpoints.load_key(rt.settings)
     directory = rt.settings.resolve(retention.archive_dir)
+    cp_dir = rt.settings.resolve(rt.settings.audit.checkpoint_dir)
     outcome = Outcome(Plan())
-    outcome.settled = settle_interrupted(rt, directory)
-    outcome.plan = chosen = plan(rt)
+    with run_lock(rt):
+        if key is not None:
+            cut, problems = audit_problems(rt, key)
+            if problems:
+                raise RetentionError(refusal(problems))
+            if cut is not None and checkpoints.ensure_cut_line(cp_dir, cut):
+                outcome.repaired.append(f"the signed cut at entry {cut.seq} was missing from {cp_dir}: appended")
+        outcome.settled = settle_interrupted(rt, directory)
+        outcome.plan = plan(rt)
+        _archive_and_delete(rt, outcome, key, directory, progress)
+        if outcome.cut is not None:
+            checkpoints.ensure_cut_line(cp_dir, outcome.cut)
+    return outcome
+
+
+def _archive_and_delete(rt: Runtime, outcome: Outcome, key: signing.SigningKey | None, directory: Path,
+                        progress: Callable[[str, int], Any] | None) -> None:
+    """Write the planned archives as pending files, delete their rows in one transaction, then name the files."""
+    chosen = outcome.plan
     stamp = utcnow().strftime("%Y%m%d")
-    written: list[Path] = []
+    written: list[tuple[Path, str]] = []
     try:
         if chosen.events_range is not None and chosen.events_cutoff is not None:
             low, high = chosen.events_range
             name = f"events-{stamp}-{low}-{high}.jsonl.gz"
-            outcome.events_archive = _write(directory, name, _event_rows(rt, chosen.events_cutoff, low, high),
-                                            _reporter(progress, "events"))
-            written.append(directory / (name + PENDING))
+            outcome.events_archive, path = _write(directory, name, _event_rows(rt, chosen.events_cutoff, low, high),
+                                                  _reporter(progress, "events"))
+            written.append((path, name))
         if chosen.audit_to is not None and key is not None:
             name = f"audit-{stamp}-{chosen.audit_from}-{chosen.audit_to}.jsonl.gz"
             checker = _ChainCheck(chosen.audit_from, chosen.previous_cut)
-            outcome.audit_archive = _write(directory, name, checker.over(_audit_rows(rt, chosen)),
-                                           _reporter(progress, "audit"))
-            written.append(directory / (name + PENDING))
+            outcome.audit_archive, path = _write(directory, name, checker.over(_audit_rows(rt, chosen)),
+                                                 _reporter(progress, "audit"))
+            written.append((path, name))
             if checker.last_hash is None or checker.count != chosen.audit_entries:
                 raise RetentionError(f"entries {chosen.audit_from} to {chosen.audit_to} could not all be read "
                                      f"({checker.count} found): run `payhub audit verify`")
-            outcome.archived_ids = checker.ids
+            tops = chosen.previous_cut.archived_ids() if chosen.previous_cut is not None else {}
+            outcome.archived_ids = {kind: max(tops.get(kind, 0), checker.ids.get(kind, 0))
+                                    for kind in ("payout", "reward")}
             outcome.cut = checkpoints.sign_cut(key, chosen.audit_to, checker.last_hash, name,
-                                               outcome.audit_archive.sha256)
+                                               outcome.audit_archive.sha256, outcome.archived_ids)
         if outcome.events_archive is None and outcome.cut is None:
-            return outcome
+            return
         _delete(rt, outcome)
     except BaseException:
-        for path in written:
+        for path, _name in written:
             path.unlink(missing_ok=True)
         raise
-    for path in written:
-        os.replace(path, path.with_name(path.name.removesuffix(PENDING)))
+    for path, name in written:
+        os.replace(path, directory / name)
     _fsync_dir(directory)
-    if outcome.cut is not None:
-        checkpoints.append_cut(rt.settings.resolve(rt.settings.audit.checkpoint_dir), outcome.cut)
-    return outcome
+
+
+@contextmanager
+def run_lock(rt: Runtime) -> Iterator[None]:
+    """Hold the retention lock of ``rt``'s database for the block; RetentionError at once when another run holds it.
+
+    PostgreSQL: a session advisory lock (:data:`LOCK_ID`) on a connection of its own, released when the block ends
+    or the connection does (a killed run included). SQLite: a lock on ``<database file>.retention.lock``, released
+    when the block or the process ends. An in-memory database has one user and no lock."""
+    busy = RetentionError("another `payhub retention apply` is running on this database: nothing was done (run it "
+                          "again once that one has finished)")
+    if rt.engine.dialect.name == "postgresql":
+        conn = rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if not conn.execute(select(func.pg_try_advisory_lock(LOCK_ID))).scalar():
+                raise busy
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(select(func.pg_advisory_unlock(LOCK_ID)))
+                except SQLAlchemyError:
+                    conn.invalidate()  # the session ends, and its lock with it
+        finally:
+            conn.close()
+        return
+    path = sqlite_file(rt.engine.url.render_as_string(hide_password=False))
+    if path is None:
+        yield
+        return
+    lock = FileLock(os.path.realpath(path) + ".retention.lock", mode=files.private_file_mode())
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise busy from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def audit_problems(rt: Runtime, key: signing.SigningKey) -> tuple[Cut | None, list[str]]:
+    """The retention cut and what ``payhub audit verify`` finds wrong with the audit log, the cut and the signed
+    checkpoints (:func:`payhub.checkpoints.chain_problems`), read in one snapshot; nothing is written."""
+    with rt.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # one snapshot: entries appended meanwhile are not half seen
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        result, problems = checkpoints.chain_problems(conn, key,
+                                                      rt.settings.resolve(rt.settings.audit.checkpoint_dir))
+    return result.cut, problems
+
+
+def refusal(problems: list[str]) -> str:
+    """The error of a run refused because the audit log does not verify."""
+    return ("the audit log does not verify, so nothing was archived, deleted or signed (run `payhub audit verify`): "
+            + "; ".join(problems))
 
 
 def _delete(rt: Runtime, outcome: Outcome) -> None:
@@ -246,9 +337,6 @@ def _delete(rt: Runtime, outcome: Outcome) -> None:
             if floor is not None and floor <= cut.seq:
                 raise RetentionError(f"entry {floor} became needed by live work while archiving: nothing was "
                                      "deleted; run it again")
-            archived = archived_ids(conn)
-            for kind, top in outcome.archived_ids.items():
-                archived[kind] = max(archived.get(kind, 0), top)
             removed = conn.execute(delete(audit_log).where(audit_log.c.seq >= chosen.audit_from,
                                                            audit_log.c.seq <= cut.seq)).rowcount
             if removed != archive.rows:
@@ -256,65 +344,65 @@ def _delete(rt: Runtime, outcome: Outcome) -> None:
                                      "nothing was deleted; run `payhub audit verify`")
             values = {"seq": cut.seq, "hash": cut.hash, "at": datetime.fromisoformat(cut.at),
                       "archive": cut.archive, "archive_sha256": cut.archive_sha256, "signature": cut.signature,
-                      "key_id": cut.key_id}
+                      "key_id": cut.key_id, "top_payout": cut.top_payout, "top_reward": cut.top_reward}
             if chosen.previous_cut is None:
                 conn.execute(audit_cut.insert().values(id=1, **values))
-            else:
-                conn.execute(update(audit_cut).where(audit_cut.c.id == 1, audit_cut.c.seq == chosen.previous_cut.seq)
-                             .values(**values))
+            elif conn.execute(update(audit_cut).where(
+                    audit_cut.c.id == 1, audit_cut.c.seq == chosen.previous_cut.seq,
+                    audit_cut.c.signature == chosen.previous_cut.signature).values(**values)).rowcount != 1:
+                raise RetentionError("the retention cut changed while archiving: nothing was deleted; run "
+                                     "`payhub audit verify`")
             detail.update({"audit_entries": archive.rows, "cut_seq": cut.seq, "cut_hash": cut.hash,
                            "previous_cut_seq": chosen.previous_cut.seq if chosen.previous_cut else 0,
-                           "archived_ids": archived})
+                           "archived_ids": outcome.archived_ids})
             detail["archives"].append({"name": archive.name, "sha256": archive.sha256, "kind": "audit",
                                        "first": chosen.audit_from, "last": cut.seq})
         tx.audit(ACTION, "retention", "apply", detail)
 
 
-def archived_ids(conn: Connection) -> dict[str, int]:
-    """The highest ``payout`` and ``reward`` ids some of whose entries earlier cuts archived (from the last
-    ``retention.applied`` entry; empty when the log was never cut)."""
-    detail = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == ACTION)
-                          .order_by(audit_log.c.seq.desc()).limit(1)).scalar()
-    try:
-        value = json.loads(detail) if detail else {}
-    except ValueError:
-        return {}
-    ids = value.get("archived_ids") if isinstance(value, dict) else None
-    return {k: v for k, v in ids.items() if isinstance(v, int)} if isinstance(ids, dict) else {}
-
-
 def settle_interrupted(rt: Runtime, directory: Path) -> list[str]:
-    """Finish what an interrupted run left in ``directory``: rename each pending archive the last
-    ``retention.applied`` entry names (its deletion committed), remove the others (nothing was deleted). Return what
-    was done, one line per file."""
-    pending = sorted(directory.glob(f"*{PENDING}")) if directory.is_dir() else []
+    """Finish what an interrupted run left in ``directory`` (call it holding :func:`run_lock`): rename each pending
+    archive whose name and SHA-256 the last ``retention.applied`` entry or the cut records (its deletion committed),
+    remove the others (nothing was deleted). Return what was done, one line per file."""
+    pending = []
+    if directory.is_dir():
+        for path in sorted(directory.glob(f"*{PENDING}")):
+            match = _PENDING_NAME.fullmatch(path.name)
+            if match is not None:
+                pending.append((path, match["name"]))
     if not pending:
         return []
     with rt.engine.connect() as conn:
         detail = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == ACTION)
                               .order_by(audit_log.c.seq.desc()).limit(1)).scalar()
         cut = read_cut(conn)
+    recorded: dict[str, str] = {}
     try:
-        named = {a["name"] for a in json.loads(detail or "{}").get("archives", []) if isinstance(a, dict)}
+        for archive in json.loads(detail or "{}").get("archives", []):
+            if isinstance(archive, dict) and isinstance(archive.get("name"), str):
+                recorded[archive["name"]] = str(archive.get("sha256"))
     except (ValueError, AttributeError, TypeError):
-        named = set()
+        pass
     if isinstance(cut, Cut):
-        named.add(cut.archive)
+        recorded[cut.archive] = cut.archive_sha256
     done = []
-    for path in pending:
-        name = path.name.removesuffix(PENDING)
-        if name in named:
+    for path, name in pending:
+        if recorded.get(name) == _sha256(path) and not (directory / name).exists():
             os.replace(path, directory / name)
             done.append(f"{name}: completed (its rows were deleted by the interrupted run)")
-            if isinstance(cut, Cut) and cut.archive == name:
-                cp_dir = rt.settings.resolve(rt.settings.audit.checkpoint_dir)
-                if all(c.seq != cut.seq for c in checkpoints.read_cuts(cp_dir)):
-                    checkpoints.append_cut(cp_dir, cut)
         else:
             path.unlink()
             done.append(f"{name}: removed (the interrupted run deleted nothing; archived again now)")
     _fsync_dir(directory)
     return done
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class _ChainCheck:
@@ -358,11 +446,13 @@ def _audit_rows(rt: Runtime, chosen: Plan) -> Iterator[dict[str, Any]]:
 
 
 def _write(directory: Path, name: str, rows: Iterable[dict[str, Any]],
-           progress: Callable[[int], Any] | None) -> Archive:
-    """Write ``rows`` as gzipped JSON lines to ``<name>.pending`` (private mode), fsync it; return its digest."""
+           progress: Callable[[int], Any] | None) -> tuple[Archive, Path]:
+    """Write ``rows`` as gzipped JSON lines to a new ``<name>.<random>.pending`` (created exclusively, private
+    mode), fsync it; return its digest and path."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / (name + PENDING)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), files.private_file_mode())
+    path = directory / f"{name}.{secrets.token_hex(8)}{PENDING}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, files.private_file_mode())
     digest = hashlib.sha256()
     count, first, last = 0, 0, 0
     with os.fdopen(fd, "wb") as raw:
@@ -381,7 +471,7 @@ def _write(directory: Path, name: str, rows: Iterable[dict[str, Any]],
         os.fsync(raw.fileno())
     if progress is not None:
         progress(count % 1000)
-    return Archive(name, digest.hexdigest(), count, first, last)
+    return Archive(name, digest.hexdigest(), count, first, last), path
 
 
 def _reporter(progress: Callable[[str, int], Any] | None, kind: str) -> Callable[[int], Any] | None:

@@ -412,6 +412,8 @@ audit_cut = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("archive", Text, nullable=False),  # the archive file's name
     Column("archive_sha256", String(64), nullable=False),
+    Column("top_payout", BigInteger, nullable=False),  # highest payout id with archived entries (0: none)
+    Column("top_reward", BigInteger, nullable=False),  # highest reward id with archived entries (0: none)
     Column("signature", Text, nullable=False),  # Ed25519 over the cut's canonical text (payhub.checkpoints key)
     Column("key_id", String(64), nullable=False),
 )

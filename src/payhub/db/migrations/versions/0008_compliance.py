@@ -119,6 +119,8 @@ def upgrade() -> None:
         sa.Column('at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('archive', sa.Text(), nullable=False),
         sa.Column('archive_sha256', sa.String(length=64), nullable=False),
+        sa.Column('top_payout', sa.BigInteger(), nullable=False),
+        sa.Column('top_reward', sa.BigInteger(), nullable=False),
         sa.Column('signature', sa.Text(), nullable=False),
         sa.Column('key_id', sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint('id', name='pk_audit_cut'),
