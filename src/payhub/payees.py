@@ -81,7 +81,17 @@ def _compliance(values: dict[str, str]) -> dict[str, Any]:
 
 def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows for the payees table and a list of problems (one per bad line)."""
-    rows, problems, seen = [], [], set()
+    rows, problems, _skipped = read_payees_and_skips(path)
+    return rows, problems
+
+
+def read_payees_and_skips(path: Path) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    """:func:`read_payees`, and for each payee id whose every line was skipped, why its last one was (``the payees
+    file's line 5 was skipped: form_date: '2023-02-30' is not a date (YYYY-MM-DD)``)."""
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    skipped: dict[str, str] = {}
     with path.open(newline="", encoding="utf-8-sig") as fh:
         for line_no, record in enumerate(csv.DictReader(fh), start=2):
             values = {k.strip().lower(): (v or "").strip() for k, v in record.items() if k}
@@ -97,11 +107,13 @@ def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                         raise InvalidRecord(f"{values['min_payout']} is negative")
                 except InvalidRecord as exc:
                     problems.append(f"{path.name} line {line_no}: min_payout: {exc}")
+                    skipped[values["id"]] = f"the payees file's line {line_no} was skipped: min_payout: {exc}"
                     continue
             try:
                 extra = _compliance(values)
             except InvalidRecord as exc:
                 problems.append(f"{path.name} line {line_no}: {exc}")
+                skipped[values["id"]] = f"the payees file's line {line_no} was skipped: {exc}"
                 continue
             seen.add(values["id"])
             details = {k: v for k, v in values.items() if k not in CORE_COLUMNS + COMPLIANCE_COLUMNS and v}
@@ -112,7 +124,7 @@ def read_payees(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             row["details"] = canonical_json(details)
             row.update(extra)
             rows.append(row)
-    return rows, problems
+    return rows, problems, {payee_id: why for payee_id, why in skipped.items() if payee_id not in seen}
 
 
 def _fingerprint(key: bytes, row: dict[str, Any]) -> str:
@@ -149,7 +161,7 @@ def sync_payees(rt: Runtime) -> int:
         return 0
     if rt.payees_seen == signature:
         return 0  # the same content this process synced last time
-    rows, problems = read_payees(file)
+    rows, problems, rt.payees_skipped = read_payees_and_skips(file)
     for problem in problems:
         log.warning("payees: %s", problem)
     with rt.transaction() as tx:

@@ -63,6 +63,7 @@ class Runtime:
         self.stop_event = threading.Event()
         self._guards: dict[str, Guard] = {}
         self.payees_seen: str | None = None  # SHA-256 of the payees file content last synced
+        self.payees_skipped: dict[str, str] = {}  # payee id -> why its line of the payees file was skipped
 
     @classmethod
     def for_cli(cls, settings: Settings, actor: str | None = None) -> Runtime:

@@ -135,6 +135,8 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             payee = known.get(row.payee_id)
             if payee is None:
                 why = f"payee {row.payee_id} has no payout details in the registry"
+                if row.payee_id in rt.payees_skipped:  # the latest read of the payees file says why
+                    why += f": {rt.payees_skipped[row.payee_id]}"
                 moved += _hold(tx, [row], HoldCode.NO_PAYEE, why)
                 continue
             item = _in_payout_currency(rt, row, payee, rates)
