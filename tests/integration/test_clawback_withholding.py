@@ -63,3 +63,24 @@ def test_a_refund_of_an_unpaid_withheld_reward_cancels_it_and_its_withholding(ma
         found = [(r.kind, money(r), r.status) for r in conn.execute(select(rewards).order_by(rewards.c.id))]
     assert found == [("reward", "333.33", "cancelled"), ("withholding", "-80.00", "cancelled")]
     verified(rt)
+
+
+def test_withholding_gives_no_room_back_under_program_and_flag_caps(make_runtime: Any, tmp_path: Path) -> None:
+    (tmp_path / "payees.csv").write_text("id,name,country,flags\nus,No Form,US,official\n")
+    rt: Runtime = make_runtime(BASE + "\n[programs.p]\n" + CLAWBACK.replace("deal_refunded", "never")
+                               + 'event_types = ["deal_won"]\n[[programs.p.caps]]\nper = "payee"\namount = "1000"\n'
+                               'currency = "USD"\n[programs.q]\n' + CLAWBACK.replace("deal_refunded", "never")
+                               + 'event_types = ["deal_won"]\n'
+                               '\n[rails.r]\nplugin = "fake"\nsettle_interval_seconds = 0.001\n'
+                               '[compliance.tax]\nenabled = true\nus_without_w9 = "withhold"\n'
+                               '[[compliance.gifts.flag_caps]]\nflag = "official"\namount = "1500"\ncurrency = "USD"\n'
+                               'programs = ["q"]\n')
+    with ManualClock("2026-02-01T00:00:00Z") as clock:
+        pay_on(rt, clock, "2026-02-02", deal("a", "1000.00", payee="us", when="2026-02-01T00:00:00Z"))
+        pay_on(rt, clock, "2026-02-03", deal("b", "1000.00", payee="us", when="2026-02-02T00:00:00Z"))
+    with rt.engine.connect() as conn:
+        found = [(r.program, r.kind, money(r)) for r in conn.execute(select(rewards).order_by(rewards.c.id))
+                 if r.status != "cancelled"]
+    # p: 1000.00 granted uses the whole cap, whatever was withheld; q: 1000.00 + 500.00 reach the flag cap of 1500
+    assert [line for line in found if line[1] == "reward"] == [
+        ("p", "reward", "1000.00"), ("q", "reward", "1000.00"), ("q", "reward", "500.00")]

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select
 
 from payhub.compliance.flags import flag_key
 from payhub.db.schema import events, payees, payouts, rewards
-from payhub.states import FINAL_PAYOUT, RewardStatus
+from payhub.states import FINAL_PAYOUT, RewardKind, RewardStatus
 
 CHUNK = 500  # payee ids per IN list
 _SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
@@ -36,13 +36,15 @@ def flagged(conn: Connection) -> dict[str, frozenset[str]]:
 def rewarded_to(conn: Connection, payee_ids: Collection[str], currency: str, since: datetime, until: datetime,
                 programs: Collection[str] | None) -> int:
     """Minor units of the live (not cancelled) rewards in ``currency`` to any of ``payee_ids``, of events that
-    occurred in ``[since, until)``, of every program or only of ``programs``; adjustments (negative) included."""
+    occurred in ``[since, until)``, of every program or only of ``programs``; adjustments (negative) included,
+    backup withholding lines not (tax kept back is not less granted)."""
     ordered = sorted(payee_ids)
     total = 0
     for start in range(0, len(ordered), CHUNK):
         query = select(_SUM).select_from(rewards.join(events, events.c.id == rewards.c.event_id)).where(
             rewards.c.payee_id.in_(ordered[start : start + CHUNK]), rewards.c.currency == currency,
-            rewards.c.status != RewardStatus.CANCELLED, events.c.occurred_at >= since, events.c.occurred_at < until)
+            rewards.c.status != RewardStatus.CANCELLED, rewards.c.kind != RewardKind.WITHHOLDING,
+            events.c.occurred_at >= since, events.c.occurred_at < until)
         if programs is not None:
             query = query.where(rewards.c.program.in_(sorted(programs)))
         total += int(conn.execute(query).scalar_one())

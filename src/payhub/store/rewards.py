@@ -1,6 +1,8 @@
 """The rewards store: writing rewards, and the sums of past rewards that caps, budgets and clawbacks decide from.
 
 The sums count every reward that is not ``cancelled``; a reward ``held`` for its budget does not use the budget.
+Backup withholding lines (kind ``withholding``) are not counted: they are tax kept back from what was granted, not
+less granted.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, Rewar
 
 # Statements built once: each call only binds its values.
 _REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
+_GRANTED = rewards.c.kind != RewardKind.WITHHOLDING
 _LIVE = and_(rewards.c.program == bindparam("program"), rewards.c.currency == bindparam("currency"),
-             rewards.c.status != RewardStatus.CANCELLED)
+             rewards.c.status != RewardStatus.CANCELLED, _GRANTED)
 _IN_PERIOD = and_(events.c.occurred_at >= bindparam("since"), events.c.occurred_at < bindparam("until"))
 _SCOPES = {"payee": rewards.c.payee_id == bindparam("scope"), "partner": events.c.partner_id == bindparam("scope")}
 _SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
@@ -45,7 +48,7 @@ def total(conn: Connection, program: str, payee_id: str, currency: str, since: d
     """Minor units of the payee's live rewards of ``program`` in ``currency`` (created since ``since``)."""
     query = select(_SUM).where(
         rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
-        rewards.c.status != RewardStatus.CANCELLED,
+        rewards.c.status != RewardStatus.CANCELLED, _GRANTED,
     )
     if since is not None:
         query = query.where(rewards.c.created_at >= since)
@@ -75,7 +78,7 @@ def live_of_events(conn: Connection, program: str, event_ids: Iterable[int]) -> 
     query = select(rewards.c.event_id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor,
                    rewards.c.id, rewards.c.status, rewards.c.hold_code, rewards.c.budget_key).where(
         rewards.c.event_id.in_(list(event_ids)), rewards.c.program == program,
-        rewards.c.status != RewardStatus.CANCELLED, rewards.c.kind != RewardKind.WITHHOLDING)
+        rewards.c.status != RewardStatus.CANCELLED, _GRANTED)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     return list(conn.execute(query))
