@@ -35,6 +35,7 @@ from payhub.db.queries import insert_ignore
 from payhub.db.schema import payees
 from payhub.errors import InvalidRecord
 from payhub.money import parse_amount
+from payhub.pipeline.identity import normalise_id
 from payhub.runtime import Runtime
 from payhub.states import TaxForm
 
@@ -95,6 +96,11 @@ def read_payees_and_skips(path: Path) -> tuple[list[dict[str, Any]], list[str], 
     with path.open(newline="", encoding="utf-8-sig") as fh:
         for line_no, record in enumerate(csv.DictReader(fh), start=2):
             values = {k.strip().lower(): (v or "").strip() for k, v in record.items() if k}
+            try:  # the rule of event ids: invisible characters removed, control and format characters refused
+                values["id"] = normalise_id(values.get("id", ""), "id")
+            except InvalidRecord as exc:
+                problems.append(f"{path.name} line {line_no}: {exc}")
+                continue
             if not values.get("id") or not values.get("name"):
                 problems.append(f"{path.name} line {line_no}: id and name are required")
                 continue

@@ -1,11 +1,14 @@
 """``payhub payees erase``: a paid payee's name, email, IBAN, alias, TIN and personal event attribute leave the
 database (the SQLite file and its -wal and -shm searched byte by byte, as UTF-8, UTF-16 and JSON text), the audit
-chain and the checkpoints signed before still verify, the payees file cannot bring the data back, the observers are
-told; a payee with money still moving is refused with the rewards named, a second erasure is an error."""
+chain and the checkpoints signed before still verify, the payees file cannot bring the data back (look-alike ids
+included), the observers are told; the values are found in any case, Unicode form or escape while JSON keeps its
+numbers; a payee with money still moving is refused with the rewards named, a second erasure finishes the steps
+after the commit."""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 from cli_helpers import CliSite, sql, write_site
 
 from payhub import signing
+from payhub.compliance import erasure
 from payhub.db.engine import sqlite_file
 from payhub.http.app import create_app
 from payhub.runtime import Runtime
@@ -199,12 +203,35 @@ def test_unpaid_rewards_refuse_the_erasure_and_name_them(site: Site) -> None:
     site.ok("payees", "erase", "p2", "--reason", "request", "--yes")
 
 
-def test_a_second_erasure_and_an_unknown_payee_are_errors(site: Site) -> None:
-    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
-    again = site.cli("payees", "erase", "p1", "--reason", "request", "--yes")
-    assert again.exit_code == 1 and "was already erased at" in again.output
+def test_an_unknown_payee_is_an_error(site: Site) -> None:
     unknown = site.cli("payees", "erase", "nobody", "--reason", "request", "--yes")
     assert unknown.exit_code == 1 and "payee 'nobody' does not exist" in unknown.output
+
+
+@pytest.mark.slow  # the command line runs the pipeline and vacuums twice
+def test_a_second_erasure_finishes_what_a_crash_after_the_commit_cut_short(site: Site,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def killed(*_args: Any, **_kwargs: Any) -> None:
+        raise KeyboardInterrupt  # the process dies between the commit and the observers
+
+    with monkeypatch.context() as patch:
+        patch.setattr(erasure, "notify", killed)
+        crashed = site.cli("payees", "erase", "p1", "--reason", "request", "--yes")
+    assert crashed.exit_code != 0
+    assert site.rows("SELECT erased_at IS NOT NULL FROM payees WHERE id = 'p1'") == [(1,)]  # committed
+    assert not (site.root / "erased.jsonl").exists()  # the observers were never told
+
+    again = site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+    assert "was already erased at" in again.stdout and "no data changed" in again.stdout
+    assert "database compacted" in again.stdout
+    assert (site.root / "erased.jsonl").read_text().splitlines() == ['{"payee_id": "p1"}']
+    assert site.rows("SELECT action FROM audit_log WHERE subject_id = 'p1' AND action LIKE 'payee.eras%' "
+                     "ORDER BY seq") == [("payee.erased",), ("payee.erasure_finished",)]
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")  # as often as needed
+    assert len((site.root / "erased.jsonl").read_text().splitlines()) == 2
+    site.ok("audit", "verify")
+    if site.db_url.startswith("sqlite"):
+        assert left_in_files(site.db_url, VALUES) == []
 
 
 def test_the_payees_file_does_not_bring_an_erased_payee_back(site: Site) -> None:
@@ -265,3 +292,78 @@ def test_the_api_opens_sealed_values_for_operators_only(site: Site) -> None:
         assert names("operator")[0] == "[erased]"
     finally:
         rt.close()
+
+
+FEED = """\
+[sources.feed]
+plugin = "file"
+path = "feed.jsonl"
+settle_seconds = 0
+"""
+
+
+def escaped(value: str, *, upper: bool = False) -> str:
+    """Every character of ``value`` as a JSON ``\\uXXXX`` escape."""
+    return "".join(f"\\u{ord(c):04X}" if upper else f"\\u{ord(c):04x}" for c in value)
+
+
+@pytest.mark.slow  # the command line runs the pipeline twice and vacuums
+def test_json_keeps_its_numbers_and_escaped_values_are_found(site: Site) -> None:
+    """A bank code ``004`` does not touch the amount ``1004.00``; names and emails escaped as Python's json and
+    Jackson write them are found inside quarantined records, which stay valid JSON."""
+    (site.root / "payees.csv").write_text(PAYEES.replace("aliases,tin", "aliases,bank_code,tin").replace(
+        f"{ALIAS},{TIN}", f"{ALIAS},004,{TIN}").replace(",,,,,,100000", ",,,,,,,100000"))
+    common = '"type":"deal_won","occurred_at":"2026-10-05T00:00:00Z","payee_id":"p2","currency":"USD"'
+    lines = [  # amounts as JSON numbers with a decimal point: quarantined as inexact, kept as written
+        '{"id":"J-1",' + common + ',"amount":1004.00,"contact_name":' + json.dumps(NAME) + '}',
+        '{"id":"J-2",' + common + ',"amount":2004.50,"contact_name":"' + json.dumps(NAME)[1:-1].upper()
+        .replace("\\U00EB", "\\u00EB") + '","email":"zoe.quixote\\u0040example.org"}',
+        '{"id":"J-3",' + common + ',"amount":7.25,"contact_name":"' + escaped(ALIAS, upper=True) + '","email":"'
+        + escaped(EMAIL) + '"}',
+    ]
+    (site.root / "feed.jsonl").write_text("\n".join(lines) + "\n")
+    site.config.write_text(site.config.read_text() + FEED)
+    site.ok("run", "--once")
+    stored = dict(site.rows("SELECT object_id, raw FROM events WHERE source = 'feed' AND status = 'quarantined'"))
+    assert sorted(stored) == ["J-1", "J-2", "J-3"] and stored["J-1"] == lines[0]
+    site.rows("UPDATE rewards SET details = :details WHERE payee_id = 'p1'",
+              details=json.dumps({"base": "1004.00", "for": NAME, "n": 1004}, separators=(",", ":"))
+              .replace('"n":1004', '"n":1004.00'))
+
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+    after = dict(site.rows("SELECT object_id, raw FROM events WHERE source = 'feed'"))
+    for object_id, amount in (("J-1", "1004.00"), ("J-2", "2004.50"), ("J-3", "7.25")):
+        raw = after[object_id]
+        assert f'"amount":{amount},' in raw  # the number as written
+        record = json.loads(raw)  # still JSON
+        assert record["contact_name"] == "[erased]" and record.get("email", "[erased]") == "[erased]"
+        assert record["region" if "region" in record else "payee_id"] == "p2"
+    assert {d for (d,) in site.rows("SELECT details FROM rewards WHERE payee_id = 'p1'")} == {
+        '{"base":"1004.00","for":"[erased]","n":1004.00}'}
+    site.ok("audit", "verify")
+
+
+@pytest.mark.slow  # the command line runs the pipeline and vacuums
+def test_other_spellings_of_the_values_are_found_in_free_text(site: Site) -> None:
+    spellings = [unicodedata.normalize("NFD", NAME), NAME.upper(), EMAIL.upper(), IBAN.lower(),
+                 "FR76 3000 6000 0112 3456 7890 189", "fr76-3000-6000-0112-3456-7890-189", "123456789", "12 345 6789",
+                 "Zeldina  marchetti q"]
+    text = "; ".join(f"refused {spelling} at 1004.00" for spelling in spellings)
+    site.rows("UPDATE payouts SET reason = :text WHERE payee_id = 'p1'", text=text)
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+    (reason,) = [r for (r,) in site.rows("SELECT reason FROM payouts WHERE payee_id = 'p1'")]
+    assert reason == "; ".join(["refused [erased] at 1004.00"] * len(spellings))
+
+
+def test_look_alike_ids_in_the_payees_file_do_not_bring_an_erased_payee_back(site: Site) -> None:
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes", "--no-compact")
+    row = PAYEES.splitlines()[1]
+    (site.root / "payees.csv").write_text("\n".join([
+        PAYEES.splitlines()[0], row.replace("p1,", "p1\u200b,", 1), row.replace("p1,", "\ufeffp1,", 1),
+        row.replace("p1,", "p\x1b1,", 1), PAYEES.splitlines()[2]]) + "\n")
+    synced = site.ok("run", "--once")
+    assert sorted(i for (i,) in site.rows("SELECT id FROM payees")) == ["p1", "p2"]
+    (name, email), = site.rows("SELECT name, email FROM payees WHERE id = 'p1'")
+    assert name.startswith("erased-") and email is None
+    assert site.rows("SELECT count(*) FROM personal_keys WHERE subject = 'p1'") == [(0,)]
+    assert "payees.csv line 4: id 'p\\x1b1' holds U+001B" in synced.output

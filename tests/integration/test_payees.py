@@ -83,3 +83,16 @@ def test_compliance_columns_are_read_checked_and_sealed(make_runtime, tmp_path: 
     with rt.engine.connect() as conn:
         row = conn.execute(select(payees).where(payees.c.id == "u1")).one()
         assert (row.tin_kind, personal.reveal(conn, row.tin_sealed)) == ("ein", "04-2103594")
+
+
+def test_ids_follow_the_rule_of_event_ids(tmp_path: Path) -> None:
+    """Invisible characters leave an id (so ``p1`` + zero-width space is ``p1``); control characters refuse it."""
+    file = tmp_path / "payees.csv"
+    file.write_text("id,name\np1\u200b,One\n\ufeffp2 ,Two\np\x1b3,Three\np\u202e4,Four\np1,One again\n",
+                    encoding="utf-8")
+    rows, problems = read_payees(file)
+    assert [r["id"] for r in rows] == ["p1", "p2"]
+    assert problems == [
+        "payees.csv line 4: id 'p\\x1b3' holds U+001B, a control, format or surrogate character",
+        "payees.csv line 5: id 'p\\u202e4' holds U+202E, a control, format or surrogate character",
+        "payees.csv line 6: payee 'p1' appears twice"]

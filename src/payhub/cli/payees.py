@@ -6,6 +6,7 @@ import click
 
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import console, plain
+from payhub.clock import isoformat
 from payhub.compliance import erasure
 
 
@@ -27,14 +28,20 @@ def payees_erase(ctx: Context, payee_id: str, reason: str, yes: bool, no_compact
     """Erase PAYEE_ID's personal data: name (replaced by a pseudonym), email, payout details, aliases, TIN,
     events' payloads and configured personal attributes, and the key their sealed values in the audit log need.
     Ids, amounts, dates, currencies, tax form and TIN status are kept. Refused while the payee has unpaid rewards
-    or payouts still moving. Cannot be undone."""
+    or payouts still moving. Cannot be undone. Run again for a payee already erased, it changes no data and
+    finishes what follows the erasure (observers, compaction)."""
     rt = ctx.runtime()
     if not yes:
         click.confirm(f"Erase the personal data of payee {payee_id!r}? This cannot be undone", abort=True)
     done = erasure.erase(rt, payee_id, reason, compact=not no_compact)
-    counts = ", ".join(f"{name} {count}" for name, count in done.counts.items() if count)
-    console.print(f"payee {plain(payee_id)} erased: now {done.pseudonym}; {counts or 'no other rows'}",
-                  markup=False, highlight=False, soft_wrap=True)
+    if done.repeated:
+        console.print(f"payee {plain(payee_id)} was already erased at {isoformat(done.erased_at)} (now "
+                      f"{done.pseudonym}): no data changed; the steps after the erasure were run again "
+                      "(observers told)", markup=False, highlight=False, soft_wrap=True)
+    else:
+        counts = ", ".join(f"{name} {count}" for name, count in done.counts.items() if count)
+        console.print(f"payee {plain(payee_id)} erased: now {done.pseudonym}; {counts or 'no other rows'}",
+                      markup=False, highlight=False, soft_wrap=True)
     if done.compaction:
         console.print(f"database compacted ({done.compaction}) in {done.compaction_seconds:.1f} s", markup=False,
                       highlight=False)

@@ -5,16 +5,20 @@ TIN status (what tax and audit need for their legal period) and loses its name (
 email, payout details, aliases and sealed TIN; the payee's events lose their ``raw`` payload and the attributes
 named in ``[compliance.erasure] event_attributes``; the free text that payhub keeps next to the payee's rewards,
 payouts, attempts, fund entries, calculations and release requests, and the payloads of quarantined events, have
-every known value of the payee replaced by ``[erased]``; the payee's screening record is deleted; the payee's
-personal key is deleted, so every value sealed with it (:mod:`payhub.compliance.personal`), in audit entries
-included, can no longer be opened; and one ``payee.erased`` audit entry records the reason and the counts (no
-personal value). Audit entries are not changed, so ``payhub audit verify`` and earlier signed checkpoints still
-hold.
+every known value of the payee replaced by ``[erased]`` (found by :class:`payhub.compliance.scrubber.Scrubber`:
+any case or Unicode form, escaped, identifiers with separators; JSON searched only inside its strings); the
+payee's screening record is deleted; the payee's personal key is deleted, so every value sealed with it
+(:mod:`payhub.compliance.personal`), in audit entries included, can no longer be opened; and one
+``payee.erased`` audit entry records the reason and the counts (no personal value). Audit entries are not
+changed, so ``payhub audit verify`` and earlier signed checkpoints still hold.
 
 After the commit the ``payhub_payee_erased`` observers are called, then the database is compacted so that no old
 page keeps the values: on SQLite the transaction runs with ``PRAGMA secure_delete = ON`` (freed space zeroed),
 then the write-ahead log is checkpointed and truncated, the file is ``VACUUM``-ed and the log truncated again; on
 PostgreSQL the touched tables are ``VACUUM``-ed (see docs/compliance.md for what that does not reach).
+
+Erasing a payee erased before changes no data: it records ``payee.erasure_finished`` and runs the steps after the
+commit again (observers, compaction), which a crash after the first commit may have cut short.
 
 A payee with money still moving is refused: rewards not sent, paid or cancelled, and payouts that their rail has
 not accepted (scheduled, sending, retrying, unknown, unresolved, held), are named so that an operator settles or
@@ -32,11 +36,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, or_, select, update
+from sqlalchemy import Connection, Engine, Table, delete, select, update
 
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
 from payhub.compliance import personal
+from payhub.compliance.scrubber import MIN_CHARS, Scrubber
 from payhub.db.schema import (
     attempts,
     calculations,
@@ -58,8 +63,8 @@ log = logging.getLogger(__name__)
 
 ERASED = personal.ERASED
 """What replaces a personal value inside free text that is kept."""
-MIN_VALUE_CHARS = 3
-"""Values shorter than this are not searched for in free text (they would match inside ordinary words)."""
+PAGE = 500
+"""Rows read at a time when searching a table."""
 SETTLED_REWARDS = (RewardStatus.SENT, RewardStatus.PAID, RewardStatus.CANCELLED)
 SETTLED_PAYOUTS = (PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.REJECTED, PayoutStatus.RETURNED,
                    PayoutStatus.FAILED, PayoutStatus.CANCELLED)
@@ -93,6 +98,8 @@ class Erasure:
     counts: dict[str, int] = field(default_factory=dict)
     compaction: str = ""
     compaction_seconds: float = 0.0
+    repeated: bool = False
+    """True when the payee had been erased before: no data changed, the steps after the commit were run again."""
 
 
 def unsettled(conn: Connection, payee_id: str) -> list[str]:
@@ -109,39 +116,33 @@ def unsettled(conn: Connection, payee_id: str) -> list[str]:
 
 
 def _values(row: Any, tin: str | None, attributes: Iterable[str]) -> list[str]:
-    """The payee's personal values to search free text for, longest first (so a name goes before its parts)."""
+    """The payee's personal values to search the kept text for."""
     values: set[str] = {row.name, *(row.email or "").split(",")}
     values |= {str(v) for v in json.loads(row.details or "{}").values() if isinstance(v, str | int)}
     values |= {str(v) for v in json.loads(row.aliases or "[]")}
     values |= set(attributes)
     if tin:
         values.add(tin)
-    values |= {v.replace(" ", "") for v in values}  # an IBAN or TIN written without its spaces
-    return sorted({v.strip() for v in values if len(v.strip()) >= MIN_VALUE_CHARS}, key=lambda v: (-len(v), v))
+    return sorted({v.strip() for v in values if len(v.strip()) >= MIN_CHARS})
 
 
-def scrub(text: str | None, values: list[str]) -> str | None:
-    """``text`` with each of ``values`` (as written, and as JSON string content) replaced by :data:`ERASED`."""
-    if not text:
-        return text
-    for value in values:
-        for form in (value, json.dumps(value)[1:-1]):
-            if form in text:
-                text = text.replace(form, ERASED)
-    return text
-
-
-def _scrub_rows(conn: Connection, table: Table, key: str, columns: tuple[str, ...], where: Any,
-                values: list[str]) -> int:
-    """Scrub ``columns`` of the rows of ``table`` matching ``where``; return how many rows changed."""
+def _scrub_rows(conn: Connection, table: Table, columns: tuple[str, ...], where: Any, scrubber: Scrubber) -> int:
+    """Scrub ``columns`` of the rows of ``table`` matching ``where`` (read a page at a time, by ``id``); return how
+    many rows changed."""
     changed = 0
-    pk = table.c[key]
-    for row in conn.execute(select(pk, *(table.c[c] for c in columns)).where(where)).all():
-        new = {c: scrub(row._mapping[c], values) for c in columns}
-        if any(new[c] != row._mapping[c] for c in columns):
-            conn.execute(update(table).where(pk == row._mapping[key]).values(new))
-            changed += 1
-    return changed
+    pk = table.c.id
+    last = None
+    while True:
+        query = select(pk, *(table.c[c] for c in columns)).where(where).order_by(pk).limit(PAGE)
+        page = conn.execute(query if last is None else query.where(pk > last)).all()
+        for row in page:
+            new = {c: scrubber.scrub(row._mapping[c]) for c in columns}
+            if any(new[c] != row._mapping[c] for c in columns):
+                conn.execute(update(table).where(pk == row.id).values(new))
+                changed += 1
+        if len(page) < PAGE:
+            return changed
+        last = page[-1].id
 
 
 def _attribute_values(attributes_json: str, names: set[str]) -> list[str]:
@@ -157,8 +158,9 @@ def _attribute_values(attributes_json: str, names: set[str]) -> list[str]:
 def erase(rt: Runtime, payee_id: str, reason: str, *, compact: bool = True) -> Erasure:
     """Erase ``payee_id``'s personal data (see the module docstring); return what was done.
 
-    Raises PayhubError when the payee does not exist or was already erased, and :class:`UnsettledWork` while
-    money is moving. The ``payhub_payee_erased`` observers are called after the commit, each on its own.
+    Raises PayhubError when the payee does not exist and :class:`UnsettledWork` while money is moving. A payee
+    erased before is not changed: the erasure is recorded as finished and the steps after the commit run again
+    (``repeated``). The ``payhub_payee_erased`` observers are called after the commit, each on its own.
     """
     reason = required_reason(reason)
     configured = set(rt.settings.compliance.erasure.event_attributes)
@@ -172,57 +174,14 @@ def erase(rt: Runtime, payee_id: str, reason: str, *, compact: bool = True) -> E
         if row is None:
             raise PayhubError(f"payee {payee_id!r} does not exist")
         if row.erased_at is not None:
-            raise PayhubError(f"payee {payee_id!r} was already erased at {isoformat(row.erased_at)}; there is "
-                              "nothing left to erase")
-        blockers = unsettled(conn, payee_id)
-        if blockers:
-            raise UnsettledWork(payee_id, blockers)
-        tin = personal.reveal(conn, row.tin_sealed) if row.tin_sealed else None
-        tin = tin if tin != ERASED else None
-        own_events = conn.execute(select(events.c.id, events.c.attributes).where(events.c.payee_id == payee_id)).all()
-        attribute_values = [v for e in own_events for v in _attribute_values(e.attributes, configured)]
-        values = _values(row, tin, attribute_values)
-        counts: dict[str, int] = {}
-
-        for event in own_events:
-            attributes = json.loads(event.attributes or "{}")
-            kept = {k: v for k, v in attributes.items() if k not in configured} if isinstance(attributes, dict) \
-                else {}
-            conn.execute(update(events).where(events.c.id == event.id).values(
-                raw=None, attributes=scrub(canonical_json(kept), values)))
-        counts["events"] = len(own_events)
-        event_ids = select(events.c.id).where(events.c.payee_id == payee_id).scalar_subquery()
-        counts["event_reasons"] = _scrub_rows(conn, events, "id", ("reason",), events.c.payee_id == payee_id,
-                                              values)
-        # A quarantined record may not name its payee in a column it could be parsed into: its payload is searched.
-        mentions = [events.c.raw.contains(v, autoescape=True) for v in values]
-        counts["quarantined_payloads"] = _scrub_rows(
-            conn, events, "id", ("raw", "reason"),
-            (events.c.status == EventStatus.QUARANTINED) & (events.c.payee_id.is_(None) | (
-                events.c.payee_id != payee_id)) & or_(*mentions), values) if mentions else 0
-        counts["calculations"] = _scrub_rows(conn, calculations, "id", ("reason",),
-                                             calculations.c.event_id.in_(event_ids), values)
-        counts["rewards"] = _scrub_rows(conn, rewards, "id", ("description", "details", "hold_reason"),
-                                        rewards.c.payee_id == payee_id, values)
-        counts["fund_entries"] = _scrub_rows(conn, fund_entries, "id", ("description", "details"),
-                                             fund_entries.c.holder_id == payee_id, values)
-        counts["payouts"] = _scrub_rows(conn, payouts, "id", ("reason", "route_reason"),
-                                        payouts.c.payee_id == payee_id, values)
-        payout_ids = select(payouts.c.id).where(payouts.c.payee_id == payee_id).scalar_subquery()
-        counts["attempts"] = _scrub_rows(conn, attempts, "id", ("detail",), attempts.c.payout_id.in_(payout_ids),
-                                         values)
-        counts["release_requests"] = _scrub_release_requests(conn, payout_ids, values)
-        counts["screenings"] = conn.execute(delete(payee_screenings).where(
-            payee_screenings.c.payee_id == payee_id)).rowcount
-        pseudonym = f"erased-{secrets.token_hex(4)}"
-        now = utcnow()
-        conn.execute(update(payees).where(payees.c.id == payee_id).values(
-            name=pseudonym, email=None, details="{}", aliases="[]", tin_sealed=None,
-            fingerprint=secrets.token_hex(32), erased_at=now, updated_at=now))
-        counts["keys"] = int(personal.erase_key(conn, payee_id))
-        tx.audit("payee.erased", "payee", payee_id, {"reason": reason, "pseudonym": pseudonym, "counts": counts,
-                                                      "event_attributes": sorted(configured)})
-    done = Erasure(payee_id, pseudonym, now, counts)
+            tx.audit("payee.erasure_finished", "payee", payee_id, {"reason": reason,
+                                                                    "erased_at": isoformat(row.erased_at)})
+            done = Erasure(payee_id, row.name, row.erased_at, repeated=True)
+        else:
+            done = _erase_row(conn, row, configured)
+            tx.audit("payee.erased", "payee", payee_id, {"reason": reason, "pseudonym": done.pseudonym,
+                                                          "counts": done.counts,
+                                                          "event_attributes": sorted(configured)})
     notify(rt.plugins.hooks.hook.payhub_payee_erased, payee_id=payee_id)
     if compact:
         started = time.monotonic()
@@ -231,12 +190,63 @@ def erase(rt: Runtime, payee_id: str, reason: str, *, compact: bool = True) -> E
     return done
 
 
-def _scrub_release_requests(conn: Connection, payout_ids: Any, values: list[str]) -> int:
+def _erase_row(conn: Connection, row: Any, configured: set[str]) -> Erasure:
+    """The erasure's writes for the payee ``row`` (not erased yet), in the caller's transaction."""
+    payee_id = row.id
+    blockers = unsettled(conn, payee_id)
+    if blockers:
+        raise UnsettledWork(payee_id, blockers)
+    tin = personal.reveal(conn, row.tin_sealed) if row.tin_sealed else None
+    tin = tin if tin != ERASED else None
+    own_events = conn.execute(select(events.c.id, events.c.attributes).where(events.c.payee_id == payee_id)).all()
+    attribute_values = [v for e in own_events for v in _attribute_values(e.attributes, configured)]
+    scrubber = Scrubber(_values(row, tin, attribute_values))
+    counts: dict[str, int] = {}
+
+    for event in own_events:
+        attributes = json.loads(event.attributes or "{}")
+        kept = {k: v for k, v in attributes.items() if k not in configured} if isinstance(attributes, dict) \
+            else {}
+        conn.execute(update(events).where(events.c.id == event.id).values(
+            raw=None, attributes=scrubber.scrub(canonical_json(kept))))
+    counts["events"] = len(own_events)
+    event_ids = select(events.c.id).where(events.c.payee_id == payee_id).scalar_subquery()
+    counts["event_reasons"] = _scrub_rows(conn, events, ("reason",), events.c.payee_id == payee_id, scrubber)
+    # A quarantined record may not name its payee in a column it could be parsed into, and may spell a value
+    # in any case or escape: every quarantined payload is searched.
+    counts["quarantined_payloads"] = _scrub_rows(
+        conn, events, ("raw", "reason"),
+        (events.c.status == EventStatus.QUARANTINED) & (events.c.payee_id.is_(None) | (
+            events.c.payee_id != payee_id)), scrubber)
+    counts["calculations"] = _scrub_rows(conn, calculations, ("reason",),
+                                         calculations.c.event_id.in_(event_ids), scrubber)
+    counts["rewards"] = _scrub_rows(conn, rewards, ("description", "details", "hold_reason"),
+                                    rewards.c.payee_id == payee_id, scrubber)
+    counts["fund_entries"] = _scrub_rows(conn, fund_entries, ("description", "details"),
+                                         fund_entries.c.holder_id == payee_id, scrubber)
+    counts["payouts"] = _scrub_rows(conn, payouts, ("reason", "route_reason"), payouts.c.payee_id == payee_id,
+                                    scrubber)
+    payout_ids = select(payouts.c.id).where(payouts.c.payee_id == payee_id).scalar_subquery()
+    counts["attempts"] = _scrub_rows(conn, attempts, ("detail",), attempts.c.payout_id.in_(payout_ids),
+                                     scrubber)
+    counts["release_requests"] = _scrub_release_requests(conn, payout_ids, scrubber)
+    counts["screenings"] = conn.execute(delete(payee_screenings).where(
+        payee_screenings.c.payee_id == payee_id)).rowcount
+    pseudonym = f"erased-{secrets.token_hex(4)}"
+    now = utcnow()
+    conn.execute(update(payees).where(payees.c.id == payee_id).values(
+        name=pseudonym, email=None, details="{}", aliases="[]", tin_sealed=None,
+        fingerprint=secrets.token_hex(32), erased_at=now, updated_at=now))
+    counts["keys"] = int(personal.erase_key(conn, payee_id))
+    return Erasure(payee_id, pseudonym, now, counts)
+
+
+def _scrub_release_requests(conn: Connection, payout_ids: Any, scrubber: Scrubber) -> int:
     changed = 0
     for payout_id, operator, text in conn.execute(select(
             release_requests.c.payout_id, release_requests.c.operator, release_requests.c.justification)
             .where(release_requests.c.payout_id.in_(payout_ids))).all():
-        new = scrub(text, values)
+        new = scrubber.scrub(text)
         if new != text:
             conn.execute(update(release_requests).where(release_requests.c.payout_id == payout_id,
                                                         release_requests.c.operator == operator)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -63,10 +63,6 @@ def seal(conn: Connection, subject: str, value: str) -> str:
     return seal_with(keys(conn, [subject], create=True)[subject], subject, value)
 
 
-def is_sealed(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
-
-
 def subject_of(value: str) -> str | None:
     """The payee id a sealed value belongs to, or None when ``value`` is not sealed."""
     match = _SEALED.fullmatch(value)
@@ -89,35 +85,38 @@ def open_with(found: dict[str, bytes], value: str) -> str:
         return ERASED
 
 
+def each_sealed(value: Any, show: Callable[[str], str]) -> Any:
+    """``value`` (text, or JSON-shaped lists and dicts) with each sealed text replaced by ``show(text)``."""
+    if isinstance(value, str):
+        return show(value) if value.startswith(PREFIX) and subject_of(value) is not None else value
+    if isinstance(value, dict):
+        return {name: each_sealed(item, show) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [each_sealed(item, show) for item in value]
+    return value
+
+
+class Keyring:
+    """Opens sealed texts with the keys read on ``conn``, each payee's key read once."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._keys: dict[str, bytes | None] = {}
+
+    def open(self, value: str) -> str:
+        """The plain text of a sealed ``value``, :data:`ERASED` when its key is gone; other text as it is."""
+        subject = subject_of(value)
+        if subject is None:
+            return value
+        if subject not in self._keys:
+            self._keys[subject] = keys(self.conn, [subject]).get(subject)
+        key = self._keys[subject]
+        return open_with({subject: key} if key is not None else {}, value)
+
+
 def reveal(conn: Connection, value: Any) -> Any:
     """``value`` (text, or JSON-shaped lists and dicts) with every sealed text opened, or :data:`ERASED`."""
-    subjects: set[str] = set()
-    _walk(value, subjects)
-    found = keys(conn, subjects) if subjects else {}
-    return _opened(value, found)
-
-
-def _walk(value: Any, into: set[str]) -> None:
-    if isinstance(value, str):
-        subject = subject_of(value) if value.startswith(PREFIX) else None
-        if subject is not None:
-            into.add(subject)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _walk(item, into)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _walk(item, into)
-
-
-def _opened(value: Any, found: dict[str, bytes]) -> Any:
-    if isinstance(value, str):
-        return open_with(found, value) if value.startswith(PREFIX) else value
-    if isinstance(value, dict):
-        return {name: _opened(item, found) for name, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_opened(item, found) for item in value]
-    return value
+    return each_sealed(value, Keyring(conn).open)
 
 
 def erase_key(conn: Connection, subject: str) -> bool:

@@ -26,32 +26,19 @@ class Opener:
     def __init__(self, conn: Connection, *, reveal: bool) -> None:
         self.conn = conn
         self.reveal = reveal
-        self._keys: dict[str, bytes | None] = {}
+        self._keyring = personal.Keyring(conn)
 
     def __call__(self, value: Any) -> Any:
         """``value`` (text, or JSON-shaped lists and dicts) with each sealed text shown."""
-        if isinstance(value, str):
-            return self._text(value) if value.startswith(personal.PREFIX) else value
-        if isinstance(value, dict):
-            return {name: self(item) for name, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self(item) for item in value]
-        return value
+        return personal.each_sealed(value, self._keyring.open if self.reveal else _sealed)
 
     def entry(self, entry: dict[str, Any]) -> dict[str, Any]:
         """An audit entry (``detail`` parsed) with its detail shown."""
         return {**entry, "detail": self(entry["detail"])}
 
-    def _text(self, value: str) -> str:
-        subject = personal.subject_of(value)
-        if subject is None:
-            return value
-        if not self.reveal:
-            return SEALED
-        if subject not in self._keys:
-            self._keys[subject] = personal.keys(self.conn, [subject]).get(subject)
-        key = self._keys[subject]
-        return personal.open_with({subject: key} if key is not None else {}, value)
+
+def _sealed(_value: str) -> str:
+    return SEALED
 
 
 def reveals(role: str) -> bool:
