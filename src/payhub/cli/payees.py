@@ -28,7 +28,7 @@ def payees_erase(ctx: Context, payee_id: str, reason: str, yes: bool, no_compact
     """Erase PAYEE_ID's personal data: name (replaced by a pseudonym), email, payout details, aliases, TIN,
     events' payloads and configured personal attributes, and the key their sealed values in the audit log need.
     Ids, amounts, dates, currencies, tax form and TIN status are kept. Refused while the payee has unpaid rewards
-    or payouts still moving. Cannot be undone. Run again for a payee already erased, it changes no data and
+    or payouts still moving. Cannot be undone. Run again for a payee already erased: it changes no data and
     finishes what follows the erasure (observers, compaction)."""
     rt = ctx.runtime()
     if not yes:
