@@ -8,6 +8,7 @@ day 0 but not sent yet, then 40 days later a new deal; the periods are 30 days. 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import multiprocessing
 import os
@@ -255,6 +256,24 @@ def test_a_second_run_cuts_after_the_first_and_both_archives_verify(site: Site) 
     result = site.verify(*[arg for path in files for arg in ("--archive", str(path))])
     assert result.exit_code == 0, result.output
     assert result.stdout.count("archive OK") == 2
+    # The note names the range of the latest archive, and the earlier archive with the entries before it.
+    latest = f"entries {first.seq + 1} to {second.seq} are archived in {second.archive}"
+    earlier = f"entries 1 to {first.seq} in earlier archives: {first.archive} (up to entry {first.seq})"
+    assert latest in result.stderr and earlier in result.stderr, result.stderr
+    assert "entries 1 to" not in result.stderr.replace(earlier, ""), result.stderr
+    query = site.cli("audit", "query", "--format", "json")
+    assert latest in query.stderr and earlier in query.stderr, query.stderr
+    # The first run's retention.applied entry is now archived: its events archive verifies with the audit archive
+    # that holds that entry, and says so when that archive is not given.
+    events_files = [p for p in site.archives() if p.name.startswith("events-")]
+    assert [p.name for p in events_files] == ["events-20260210-1-1.jsonl.gz", "events-20260322-2-3.jsonl.gz"]
+    assert_verify_fails(site, "no retention.applied entry", "give that cut's audit archive with --archive too",
+                        args=("--archive", str(events_files[0])))
+    every = [*files, *events_files]
+    result = site.verify(*[arg for path in every for arg in ("--archive", str(path))])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("archive OK") == 4
+    assert f"archive OK: {events_files[1].name} is an events archive: 2 event payload(s), ids 2, 3" in result.stdout
     # Every payload and every entry up to the second cut is archived once.
     assert [r.raw for r in site.rows(events)] == [None, None, None]
     seqs = [json.loads(line)["seq"] for path in files for line in read_gz(path).splitlines()]
@@ -269,6 +288,55 @@ def test_dry_run_changes_nothing(site: Site) -> None:
     assert "dry run: nothing was written or deleted" in result.stdout
     assert (site.rows(audit_log), site.rows(events), site.rows(rewards), site.rows(payouts)) == before
     assert site.archives() == [] and site.rows(audit_cut) == []
+    assert not (site.root / "archive").exists()  # created to check it can be written, then removed
+
+
+@pytest.mark.parametrize(("where", "reason"), [("/proc/archive", "No such file or directory"),
+                                               ("file", "exists and is not a directory"),
+                                               ("file/archive", "Not a directory")])
+def test_an_archive_dir_that_cannot_be_created_is_a_configuration_error(site: Site, where: str, reason: str) -> None:
+    (site.root / "file").write_text("not a directory")
+    target = site.root / where
+    site.config.write_text(site.config.read_text().replace('archive_dir = "archive"', f'archive_dir = "{target}"'))
+    before = (site.rows(audit_log), site.rows(audit_cut), site.rows(events))
+    for args in (("--dry-run",), ("--yes",)):
+        result = site.cli("retention", "apply", *args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "compliance.retention.archive_dir" in result.stderr, result.stderr
+        assert f"{target}" in result.stderr and reason in result.stderr, result.stderr
+    with pytest.raises(ConfigError, match=reason):
+        retention.apply(Runtime(load_settings(str(site.config))))
+    assert (site.rows(audit_log), site.rows(audit_cut), site.rows(events)) == before
+    assert (site.root / "file").read_text() == "not a directory"
+
+
+def test_an_events_archive_is_checked_against_the_retention_applied_entry_that_records_it(site: Site) -> None:
+    applied(site)
+    path = next(p for p in site.archives() if p.name.startswith("events-"))
+    with site.rt.engine.connect() as conn:
+        recorded = conn.execute(select(audit_log.c.seq).where(audit_log.c.action == "retention.applied")).scalar()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = site.verify("--archive", str(path))
+    assert result.exit_code == 0, result.output
+    assert (f"archive OK: {path.name} is an events archive: 1 event payload(s), ids 1, sha256 {digest}, recorded by "
+            f"the retention.applied entry {recorded}") in result.stdout, result.stdout
+
+    rows = [json.loads(line) for line in read_gz(path).splitlines()]
+    rows[0]["raw"] = "something else"
+    edited = site.root / "edited" / path.name
+    edited.parent.mkdir()
+    edited.write_bytes(gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in rows)))
+    assert_verify_fails(site, f"archive {path.name}", f"the retention.applied entry {recorded} recorded {digest}",
+                        "the file was changed", args=("--archive", str(edited)))
+    stray = site.root / "edited" / "events-other.jsonl.gz"
+    stray.write_bytes(edited.read_bytes())
+    assert_verify_fails(site, "no retention.applied entry of the verified audit log records this events archive",
+                        args=("--archive", str(stray)))
+    # An audit log that no longer verifies vouches for no events archive.
+    with site.rt.engine.begin() as conn:
+        conn.execute(update(audit_log).where(audit_log.c.seq == recorded).values(actor="someone else"))
+    assert_verify_fails(site, "cannot vouch for this events archive", args=("--archive", str(path)))
 
 
 def test_without_a_private_key_the_audit_log_is_not_cut(make_runtime: Callable[[str], Runtime], tmp_path: Path,

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from payhub.api import Payee, PayoutInstruction, SanctionsEntry, SanctionsList, ScreenDecision, SourceRecord, hookimpl
 from payhub.builtin.sanctions import Sanctions
+from payhub.compliance import personal
 from payhub.compliance.sanctions.payee_screening import screen_payees
 from payhub.compliance.sanctions.refresh import refresh
 from payhub.db.schema import payee_screenings, screening_lists
@@ -374,10 +375,18 @@ def current_versions(rt: Runtime) -> dict[str, tuple[int, int]]:
     return {name: (version, entries) for name, version, entries in rows}
 
 
+def rewrite(path: Path, content: bytes) -> None:
+    """``path`` given ``content``, keeping its modification time (the test clock runs behind the real one: a file
+    written now would be dated in the future)."""
+    stamp = path.stat().st_mtime
+    path.write_bytes(content)
+    os.utime(path, (stamp, stamp))
+
+
 def add_a_column(path: Path) -> None:
     """Every row of an OFAC CSV file with one more column, as after a format change."""
     lines = path.read_bytes().rstrip(b"\x1a").splitlines()
-    path.write_bytes(b"".join(line + b",-0- \r\n" for line in lines if line) + b"\x1a")
+    rewrite(path, b"".join(line + b",-0- \r\n" for line in lines if line) + b"\x1a")
 
 
 def test_a_csv_whose_rows_all_gained_a_column_is_refused_and_the_previous_version_stays(
@@ -433,7 +442,7 @@ def test_an_empty_export_or_a_truncated_csv_is_refused(screening: Any, tmp_path:
     rt, plugin = screening()
     refresh(rt, plugin.settings)
     before = current_versions(rt)
-    (tmp_path / "lists" / name).write_bytes(content)
+    rewrite(tmp_path / "lists" / name, content)
     results = {r.name: r for r in refresh(rt, plugin.settings)}
     refused = [r for r in results.values() if r.outcome == "refused"]
     assert [(r.name, r.reason) for r in refused] == [({"eu.xml": "eu", "sdn.csv": "ofac_sdn"}[name], reason)]
@@ -554,3 +563,180 @@ def test_lists_no_longer_configured_or_provided_are_ignored_then_retired(
     assert [(r.name, r.outcome) for r in results if r.outcome == "retired"] == [("uk_hmt", "retired")]
     assert set(current_versions(rt2)) == {"ofac_sdn"}
     assert plugin2.payhub_screen_payee(Payee("p2", "Zoltan Kertesz")) is None
+
+
+# ------------------------------------------------------------------ dates from the future, confirmations
+
+@pytest.mark.parametrize(("name", "file", "old", "new"), [
+    ("eu", "eu.xml", 'generationDate="2026-11-30T', 'generationDate="2099-12-31T'),
+    ("sdn_xml", "sdn.xml", "<Publish_Date>11/28/2026</Publish_Date>", "<Publish_Date>12/31/2099</Publish_Date>"),
+])
+def test_a_list_dated_in_the_future_is_refused_and_the_previous_version_stays(
+        screening: Any, tmp_path: Path, name: str, file: str, old: str, new: str) -> None:
+    rt, plugin = screening(names=(name,))
+    refresh(rt, plugin.settings)
+    before = current_versions(rt)
+    path = tmp_path / "lists" / file
+    path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+    cli = invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "refresh")
+    assert cli.exit_code == 1, cli.output
+    reason = ("dated 2099-12-31, 26692 days after today (2026-12-02, UTC): a list from the future would never "
+              "become stale; check the file and the clock")
+    assert f"refused {name} ({LISTS[name][0]}): {reason}" in " ".join(cli.stdout.split())
+    [refused] = audit(rt, "screening.list_refused")
+    assert (refused["subject"], refused["outcome"], refused["reason"], refused["published_on"]) == (
+        name, "refused", reason, "2099-12-31")
+    assert current_versions(rt) == before
+
+
+def test_a_future_dated_version_already_stored_stops_payouts(screening: Any) -> None:
+    rt, plugin = screening(names=("eu",))
+    refresh(rt, plugin.settings)
+    with rt.engine.begin() as conn:
+        conn.execute(sa.update(screening_lists).values(published_on=date(2099, 12, 31)))
+    assert plugin.payhub_payouts_blocked() == (
+        "sanctions list eu is dated 2099-12-31, 26692 days after today (2026-12-02, UTC): a list from the future "
+        "would never become stale; check the file and the clock")
+
+
+def touch(lists: Path, names: tuple[str, ...], when: datetime) -> None:
+    for name in names:
+        os.utime(lists / name, (when.timestamp(), when.timestamp()))
+
+
+def test_csv_files_fetched_again_unchanged_confirm_the_list_and_restart_its_age(
+        screening: Any, tmp_path: Path, payhub_clock: ManualClock) -> None:
+    rt, plugin = screening(names=("ofac_sdn",))
+    config = str(tmp_path / "payhub.toml")
+    assert invoke_cli("-c", config, "screening", "refresh").exit_code == 0
+    payhub_clock.set(datetime(2026, 12, 20, 9, tzinfo=UTC))
+    assert plugin.payhub_payouts_blocked() == (
+        "sanctions list ofac_sdn of 2026-12-01 is 19 days old (max_list_age_days 7)")
+    same_day = invoke_cli("-c", config, "screening", "refresh")  # files not fetched again: nothing confirmed
+    assert "unchanged ofac_sdn" in same_day.stdout and plugin.payhub_payouts_blocked() is not None
+
+    touch(tmp_path / "lists", ("sdn.csv", "alt.csv", "add.csv"), datetime(2026, 12, 19, 23, tzinfo=UTC))
+    confirmed = invoke_cli("-c", config, "screening", "refresh")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert ("confirmed ofac_sdn (ofac_csv): published 2026-12-01, confirmed current on 2026-12-19 (its files "
+            "fetched again, the same content)") in " ".join(confirmed.stdout.split())
+    [entry] = audit(rt, "screening.list_confirmed")
+    version = current_versions(rt)["ofac_sdn"][0]
+    assert (entry["subject"], entry["outcome"], entry["version"], entry["published_on"], entry["confirmed_on"],
+            entry["previously_confirmed_on"]) == ("ofac_sdn", "confirmed", version, "2026-12-01", "2026-12-19", None)
+    with rt.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(screening_lists)).scalar() == 1  # no new version
+    assert plugin.payhub_payouts_blocked() is None
+    status = json.loads(invoke_cli("-c", config, "screening", "status", "--format", "json").stdout)
+    assert [(x["published_on"], x["confirmed_on"], x["age_days"], x["stale"]) for x in status["lists"]] == [
+        ("2026-12-01", "2026-12-19", 1, False)]
+
+    again = refresh(rt, plugin.settings)  # the same files once more: no new confirmation
+    assert [r.outcome for r in again] == ["unchanged"]
+    payhub_clock.set(datetime(2026, 12, 27, 9, tzinfo=UTC))
+    assert plugin.payhub_payouts_blocked() == (
+        "sanctions list ofac_sdn of 2026-12-01 (confirmed current on 2026-12-19) is 8 days old (max_list_age_days 7)")
+
+
+def test_a_confirmation_of_an_older_version_does_not_date_a_newer_one(
+        screening: Any, tmp_path: Path, payhub_clock: ManualClock) -> None:
+    rt, plugin = screening(names=("ofac_sdn",), csv_date=datetime(2026, 11, 1, tzinfo=UTC))
+    refresh(rt, plugin.settings)
+    lists = tmp_path / "lists"
+    touch(lists, ("sdn.csv", "alt.csv", "add.csv"), datetime(2026, 12, 2, tzinfo=UTC))
+    assert [r.outcome for r in refresh(rt, plugin.settings)] == ["confirmed"]
+    (lists / "sdn.csv").write_bytes((lists / "sdn.csv").read_bytes().replace(b"AEROCARIBBEAN", b"AEROCARIBE"))
+    touch(lists, ("sdn.csv", "alt.csv", "add.csv"), datetime(2026, 11, 20, tzinfo=UTC))  # before the confirmation
+    [loaded] = refresh(rt, plugin.settings)
+    assert loaded.outcome == "loaded" and loaded.version is not None
+    assert plugin.screener.lists()[0].confirmed_on is None
+    assert plugin.payhub_payouts_blocked() == "sanctions list ofac_sdn of 2026-11-20 is 12 days old " \
+                                              "(max_list_age_days 7)"
+
+
+def test_an_unchanged_xml_list_is_not_confirmed_by_its_file_time(
+        screening: Any, tmp_path: Path, payhub_clock: ManualClock) -> None:
+    rt, plugin = screening(names=("eu",))
+    refresh(rt, plugin.settings)
+    touch(tmp_path / "lists", ("eu.xml",), datetime(2026, 12, 20, tzinfo=UTC))
+    payhub_clock.set(datetime(2026, 12, 20, 9, tzinfo=UTC))
+    assert [r.outcome for r in refresh(rt, plugin.settings)] == ["unchanged"]
+    assert audit(rt, "screening.list_confirmed") == []
+    assert "eu of 2026-11-30 is 20 days old" in (plugin.payhub_payouts_blocked() or "")
+
+
+class HugeProvider:
+    @hookimpl
+    def payhub_sanctions_lists(self) -> list[SanctionsList]:
+        return [SanctionsList("uk_hmt", date(2026, 12, 1), "ab" * 32, (
+            SanctionsEntry("UK-1", "Zoltan Kertesz"), SanctionsEntry("UK-2", "Z" * 2_000_000)))]
+
+
+def test_a_provider_entry_with_a_huge_name_is_skipped_and_counted(screening: Any) -> None:
+    rt, plugin = screening(names=("eu",))
+    rt.plugins.hooks.register(HugeProvider(), name="provider")
+    results = {r.name: r for r in refresh(rt, plugin.settings)}
+    assert (results["uk_hmt"].outcome, results["uk_hmt"].skipped) == ("loaded", 1)
+    assert results["uk_hmt"].problems == ("entry 'UK-2': a name of 2,000,000 characters, more than 1,000",)
+    assert current_versions(rt)["uk_hmt"][1] == 1
+    [loaded] = [e for e in audit(rt, "screening.list_loaded") if e["name"] == "uk_hmt"]
+    assert loaded["skipped"] == 1 and loaded["entries"] == 1
+
+
+# ------------------------------------------------------------------------- sealed values and the CLI
+
+def test_list_entry_names_are_not_sealed_and_status_opens_the_payees_own_sealed_names(
+        screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    rt.plugins.hooks.register(RaisingPayeeScreen(), name="raising")
+    (tmp_path / "payees.csv").write_text(
+        "id,name,country,aliases\np-volkov,Volkov Trading,RU,Дмитрий Александрович Волков\n",
+        encoding="utf-8")
+    rt.settings.payees.file = tmp_path / "payees.csv"
+    sync_payees(rt)
+    [entry] = audit(rt, "payee.screened")
+    results = {r["plugin"]: r["reason"] for r in entry["results"]}
+    assert results["sanctions"] == ("sanctions: possible match on 1 listed entry: eu of 2026-11-30: entry "
+                                    "EU.7311.21 'Dmitri Alexandrovich Volkov' (as 'Дмитрий Александрович Волков'), "
+                                    "score 100.0, country matches")  # list data, in clear
+    assert results["raising"].startswith("screening hook error: RuntimeError: cannot screen pii:v1:p-volkov:")
+
+    config = str(tmp_path / "payhub.toml")
+    status = json.loads(invoke_cli("-c", config, "screening", "status", "--format", "json").stdout)
+    [hit] = status["payee_hits"]
+    assert "screening hook error: RuntimeError: cannot screen Volkov Trading" in hit["reasons"]
+    assert "pii:v1:" not in json.dumps(status)
+    with rt.engine.begin() as conn:
+        assert personal.erase_key(conn, "p-volkov")
+    erased = json.loads(invoke_cli("-c", config, "screening", "status", "--format", "json").stdout)
+    assert "screening hook error: RuntimeError: cannot screen [erased]" in erased["payee_hits"][0]["reasons"]
+
+
+def test_status_opens_a_sealed_name_that_ran_into_the_following_letters(screening: Any, tmp_path: Path) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    rt.plugins.hooks.register(RaisingPayeeScreen(), name="raising")
+    (tmp_path / "payees.csv").write_text("id,name,country,aliases\np1,Ivan Petrov,RU,Ivan\n", encoding="utf-8")
+    rt.settings.payees.file = tmp_path / "payees.csv"
+    sync_payees(rt)
+    status = json.loads(invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "status", "--format",
+                                   "json").stdout)
+    assert "screening hook error: RuntimeError: cannot screen Ivan Petrov" in status["payee_hits"][0]["reasons"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("",), "give a name to screen"),
+    (("  \t ",), "give a name to screen"),
+    (("Ivan Petrov", "--country", "XX"), "'XX' is not an ISO 3166 alpha-2 country code"),
+    (("Ivan Petrov", "--country", "Germany"), "is not an ISO 3166 alpha-2 country code"),
+])
+def test_check_refuses_an_empty_name_or_an_unknown_country(screening: Any, tmp_path: Path, args: tuple[str, ...],
+                                                            message: str) -> None:
+    rt, plugin = screening()
+    refresh(rt, plugin.settings)
+    result = invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "check", *args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.stderr.split()) and "no match" not in result.stdout
+    kosovo = invoke_cli("-c", str(tmp_path / "payhub.toml"), "screening", "check", "Partner One", "--country", "xk")
+    assert kosovo.exit_code == 0, kosovo.output

@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 
 from payhub.api import SanctionsEntry
-from payhub.compliance.sanctions.checks import Counts, Gate, Verdict, content_problem, drop_problem
+from payhub.compliance.sanctions.checks import Counts, Gate, Verdict, content_problem, date_problem, drop_problem
 from payhub.compliance.sanctions.config import SanctionsSettings
 from payhub.compliance.sanctions.countries import country_code
-from payhub.compliance.sanctions.formats import ListFileError, list_sha256, read_list
+from payhub.compliance.sanctions.formats import (
+    MAX_ALIASES,
+    MAX_NAME_CHARS,
+    ListFileError,
+    bounded,
+    list_sha256,
+    read_list,
+)
 from payhub.compliance.sanctions.matcher import ListIndex, normalise, score
 from payhub.compliance.sanctions.store import decode, encode
 
@@ -266,3 +273,83 @@ def test_load_check_settings_have_documented_defaults_and_bounds() -> None:
         for bad in (-0.1, 1.5, float("nan")):
             with pytest.raises(ValueError, match=key):
                 SanctionsSettings.model_validate({key: bad})
+
+
+# ------------------------------------------------------------------------------------------- dates and sizes
+
+def test_a_list_dated_more_than_a_day_after_today_is_refused() -> None:
+    today = date(2026, 12, 2)
+    assert date_problem(date(2026, 12, 3), today) is None  # a publisher ahead of UTC may date it tomorrow
+    assert date_problem(date(2020, 1, 1), today) is None  # old lists are for max_list_age_days
+    assert date_problem(date(2099, 12, 31), today) == (
+        "dated 2099-12-31, 26692 days after today (2026-12-02, UTC): a list from the future would never become "
+        "stale; check the file and the clock")
+    counts = Counts(entries=5, records=5)
+    assert Gate(counts, 0.01, 0.2).judge("eu", None, date(2026, 12, 4), today).refusal == (
+        "dated 2026-12-04, 2 days after today (2026-12-02, UTC): a list from the future would never become stale; "
+        "check the file and the clock")
+    assert Gate(counts, 0.01, 0.2, accept_drop=True).judge("eu", 5, date(2026, 12, 3), today) == Verdict()
+
+
+def eu_export(*entities: str) -> bytes:
+    return ('<export xmlns="http://eu.europa.ec/fpi/fsd/export" generationDate="2026-12-01T10:00:00">'
+            + "".join(entities) + "</export>").encode()
+
+
+def eu_entity(ref: str, *names: str) -> str:
+    return (f'<sanctionEntity euReferenceNumber="{ref}" logicalId="1"><subjectType code="person"/>'
+            + "".join(f'<nameAlias wholeName="{name}"/>' for name in names) + "</sanctionEntity>")
+
+
+def test_an_eu_entry_with_a_huge_name_or_too_many_aliases_is_skipped_and_counted_quickly(tmp_path: Path) -> None:
+    path = tmp_path / "eu.xml"
+    huge = "A" * 5_000_000
+    path.write_bytes(eu_export(eu_entity("EU.1", "Ivan Petrov"), eu_entity("EU.2", "Real Name", huge),
+                               eu_entity("EU.3", *(f"Alias {n}" for n in range(MAX_ALIASES + 2))),
+                               eu_entity("EU.4", "B" * MAX_NAME_CHARS, *(f"Alias {n}" for n in range(MAX_ALIASES)))))
+    started = time.monotonic()
+    parsed = read_list("eu", "eu_xml", [path])
+    elapsed = time.monotonic() - started
+    assert [e.entry_id for e in parsed.content.entries] == ["EU.1", "EU.4"]  # at the limits: kept
+    assert (parsed.records, parsed.skipped) == (4, 2)
+    assert parsed.problems == ["eu.xml sanctionEntity #2 (EU.2): a name of 5,000,000 characters, more than 1,000",
+                               "eu.xml sanctionEntity #3 (EU.3): 501 aliases, more than 500"]
+    assert elapsed < 2, f"reading a list with a 5 MB name took {elapsed:.1f}s"
+
+
+def test_an_ofac_xml_entry_with_a_huge_name_is_skipped(tmp_path: Path) -> None:
+    text = (DATA / "sdn.xml").read_text(encoding="utf-8")
+    path = tmp_path / "sdn.xml"
+    path.write_text(text.replace("<lastName>AERO-CARIBBEAN</lastName>",
+                                 f"<lastName>{'AERO ' * 300}</lastName>"), encoding="utf-8")
+    parsed = read_list("sdn", "ofac_xml", [path])
+    assert "36" not in {e.entry_id for e in parsed.content.entries}
+    assert "sdn.xml sdnEntry #1 (uid 36): a name of 1,499 characters, more than 1,000" in parsed.problems
+
+
+def test_an_ofac_csv_row_with_a_huge_name_is_skipped_and_an_entry_with_too_many_aliases_too(tmp_path: Path) -> None:
+    sdn, alt = tmp_path / "sdn.csv", tmp_path / "alt.csv"
+    sdn.write_bytes((DATA / "sdn.csv").read_bytes())
+    rows = [f'7001,{9000 + n},"aka","PETROV {n}",-0- \r\n' for n in range(MAX_ALIASES + 1)]
+    rows.append(f'36,1,"aka","{"X" * (MAX_NAME_CHARS + 1)}",-0- \r\n')
+    alt.write_bytes("".join(rows).encode() + b"\x1a")
+    parsed = read_list("ofac", "ofac_csv", [sdn, alt])
+    entries = {e.entry_id: e for e in parsed.content.entries}
+    assert "7001" not in entries and entries["36"].aliases == ()
+    assert "alt.csv line 502: a name of 1,001 characters, more than 1,000" in parsed.problems
+    assert "sdn.csv entry '7001': 501 aliases, more than 500" in parsed.problems
+    kept, problems = bounded(list(entries.values()))
+    assert len(kept) == len(entries) and problems == []
+
+
+def test_a_list_file_larger_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "eu.xml"
+    path.write_bytes((DATA / "eu.xml").read_bytes())
+    size = path.stat().st_size
+    assert len(read_list("eu", "eu_xml", [path], max_bytes=size).content.entries) == 2
+    with pytest.raises(ListFileError, match=rf"list eu: .*eu.xml is larger than {size - 1:,} bytes \(max_file_mb\)"):
+        read_list("eu", "eu_xml", [path], max_bytes=size - 1)
+    settings = SanctionsSettings.model_validate({})
+    assert (settings.max_file_mb, settings.max_file_bytes) == (200, 200 * 1024 * 1024)
+    with pytest.raises(ValueError, match="max_file_mb"):
+        SanctionsSettings.model_validate({"max_file_mb": 0})

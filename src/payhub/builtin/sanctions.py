@@ -4,9 +4,10 @@ database (docs/compliance.md#sanctions-screening).
 * ``payhub_screen_payout``: before a payout's first send, the payee's name and aliases are screened; a hit denies
   it with a reason naming each list, its date, the matched entry (id and name) and the score, and payhub holds it.
 * ``payhub_screen_payee``: the same check when the payees file adds or changes a payee.
-* ``payhub_payouts_blocked``: a configured list never loaded, a current list without entries, or one dated more
-  than ``max_list_age_days`` ago, stops every send until ``payhub screening refresh`` loads a fresh one. Only the
-  lists configured, or given by a provider plugin, count (:meth:`Screener.lists`).
+* ``payhub_payouts_blocked``: a configured list never loaded, a current list without entries, one dated in the
+  future, or one whose date and last confirmation are more than ``max_list_age_days`` ago, stops every send until
+  ``payhub screening refresh`` loads (or confirms) a fresh one. Only the lists configured, or given by a provider
+  plugin, count (:meth:`Screener.lists`).
 
 A denial's reason is built from the list's side only (:func:`describe`: the list, its date, the entry's id and
 name, the list's alias that matched, the score): the payee's own name and aliases are never written into it.
@@ -37,6 +38,9 @@ class Sanctions:
     """Sanctions screening against the lists in payhub's database."""
 
     settings_model = SanctionsSettings
+    reasons_quote_list_data_only = True
+    """Its denial reasons quote list entries only (:func:`describe`), never the payee's values: stored unsealed
+    (:data:`payhub.compliance.sanctions.payee_screening.LIST_DATA_ONLY`)."""
 
     def __init__(self, settings: SanctionsSettings) -> None:
         if settings.database_url is None:

@@ -205,8 +205,9 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
               help="Check the chain against the signed checkpoints of audit.checkpoint_dir (default: when a "
               "checkpoint key is configured; --checkpoints without one is an error).")
 @click.option("--archive", "archives", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Also verify this archive of `payhub retention apply` (repeatable): its SHA-256 matches a signed "
-              "cut and its entries chain to the cut's hash.")
+              help="Also verify this archive of `payhub retention apply` (repeatable): an audit archive's SHA-256 "
+              "matches a signed cut and its entries chain to the cut's hash; an events archive's SHA-256 matches "
+              "the retention.applied entry that recorded it.")
 @pass_ctx
 @fail_cleanly
 def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | None, archives: tuple[Path, ...]
@@ -242,7 +243,8 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
     cut_issue = checkpoints.cut_problem(result.cut, key)
     if cut_issue is None and checking and key is not None and (result.ok or result.cut is not None):
         cut_issue = checkpoints.cut_lines_problem(result.cut, key, directory)  # a cut deleted or rolled back
-    archive_checks = _check_archives(archives, result, key, directory, {cp.seq for cp in saved})
+    archive_checks = _check_archives(rt, archives, result, key, directory, {cp.seq for cp in saved},
+                                     trusted_log=result.ok and cut_issue is None)
     archived = {seq: digest for check in archive_checks for seq, digest in check.hashes.items()}
     if checking and key is not None:
         cp_problems += checkpoints.check(saved, key, result, archived)
@@ -264,7 +266,8 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
             "checkpoints": len(saved) if checking else None, "checkpoint_problems": len(cp_problems),
             "signed": signed.seq if signed is not None else None,
             **({"cut": result.cut.seq} if result.cut is not None else {}),
-            **({"archives": [{"name": c.name, "sha256": c.sha256, "ok": not c.problems} for c in archive_checks]}
+            **({"archives": [{"name": c.name, "kind": c.kind, "sha256": c.sha256, "ok": not c.problems}
+                             for c in archive_checks]}
                if archive_checks else {})})
     except (SQLAlchemyError, AuditHeadDamaged) as exc:  # e.g. a row past the head holds the next sequence number
         reason = plain(getattr(exc, "orig", None) or exc)
@@ -288,36 +291,73 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
         console.print(f"[green]audit log OK[/green]: {result.checked} entries, head {result.head_hash}",
                       highlight=False, soft_wrap=True)
         for check in archive_checks:
-            console.print(f"[green]archive OK[/green]: {shown(check.name)}, entries {check.first} to {check.last}, "
-                          f"sha256 {check.sha256}", highlight=False, soft_wrap=True)
+            console.print(f"[green]archive OK[/green]: {_archive_summary(check)}", highlight=False, soft_wrap=True)
     if result.cut is not None:
         covered = checkpoints.covered(saved, result) if checking else 0
-        err_console.print(f"entries 1 to {result.cut.seq} are archived in {result.cut.archive} (retention cut of "
-                          f"{result.cut.at}); {covered} signed checkpoint(s) at or before it are covered by the archive"
-                          + ("" if archives else " (check it with --archive)"), markup=False, highlight=False,
+        earlier = [c for c in checkpoints.read_cuts(directory) if checkpoints.cut_problem(c, key) is None] \
+            if checking else []
+        with rt.engine.connect() as conn:
+            note = retention.archived_note(conn, result.cut, earlier)
+        err_console.print(f"{note}; {covered} signed checkpoint(s) at or before it are covered by the archives"
+                          + ("" if archives else " (check them with --archive)"), markup=False, highlight=False,
                           soft_wrap=True)
     _checkpoint_notes(key, checking, saved, directory, signed, sign_error)
     if not ok or sign_error:
         sys.exit(1)
 
 
-def _check_archives(paths: tuple[Path, ...], result: VerifyResult, key: SigningKey | None, directory: Path,
-                    watch: set[int]) -> list[retention.ArchiveCheck]:
-    """Verify each archive against the signed cuts: the database's (when it verifies) and the checkpoint files'."""
+def _check_archives(rt: Runtime, paths: tuple[Path, ...], result: VerifyResult, key: SigningKey | None,
+                    directory: Path, watch: set[int], *, trusted_log: bool) -> list[retention.ArchiveCheck]:
+    """Verify each archive, in the order given. An audit archive against the signed cuts: the database's (when it
+    verifies) and the checkpoint files'. An events archive against the ``retention.applied`` entries that record
+    archives: those of the live chain when ``trusted_log`` (it verified from a sound cut), and those of the audit
+    archives given that verified."""
     if not paths:
         return []
     trusted = [result.cut] if result.cut is not None and checkpoints.cut_problem(result.cut, key) is None else []
     trusted += [cut for cut in checkpoints.read_cuts(directory) if checkpoints.cut_problem(cut, key) is None]
-    return [retention.verify_archive(path, trusted, watch) for path in paths]
+    kinds = {path: retention.archive_kind(path) for path in paths}
+    checks = {path: retention.verify_archive(path, trusted, watch) for path in paths if kinds[path] == "audit"}
+    if any(kind == "events" for kind in kinds.values()):
+        recorded = [r for check in checks.values() if not check.problems for r in check.applied]
+        if trusted_log:
+            with rt.engine.connect() as conn:
+                recorded += retention.applied_archives(conn, result.cut.seq if result.cut is not None else 0)
+        for path in paths:
+            if kinds[path] == "events":
+                checks[path] = retention.verify_events_archive(path, recorded)
+                if not trusted_log and checks[path].recorded_by is None:
+                    checks[path].problems.append("the audit log does not verify, so its retention.applied entries "
+                                                 "cannot vouch for this events archive")
+    return [checks[path] for path in paths]
+
+
+def _archive_summary(check: retention.ArchiveCheck) -> str:
+    """One line on an archive that verified."""
+    if check.kind != "events":
+        return f"{shown(check.name)}, entries {check.first} to {check.last}, sha256 {check.sha256}"
+    ids = ", ".join(map(str, check.ids)) if len(check.ids) <= 10 else f"{check.first} to {check.last}"
+    recorded = check.recorded_by
+    source = f", recorded by the retention.applied entry {recorded.seq}" if recorded is not None else ""
+    named = f" as {shown(recorded.name)}" if recorded is not None and recorded.name != check.name else ""
+    return (f"{shown(check.name)} is an events archive: {check.entries} event payload(s), ids {ids}, sha256 "
+            f"{check.sha256}{source}{named}")
 
 
 def _cut_note(rt: Runtime) -> None:
     """Say on stderr that the entries before the retention cut are archived, not in the database."""
     with rt.engine.connect() as conn:
         cut = read_cut(conn)
-    if isinstance(cut, Cut):
-        err_console.print(f"entries 1 to {cut.seq} are archived in {cut.archive} (retention cut of {cut.at}); these "
-                          "results come from the entries after it", markup=False, highlight=False, soft_wrap=True)
+        if not isinstance(cut, Cut):
+            return
+        earlier: list[Cut] = []
+        with contextlib.suppress(ConfigError):  # an unusable key: `audit verify` names it; the note lists less
+            key = checkpoints.load_key(rt.settings)
+            earlier = [c for c in checkpoints.read_cuts(rt.settings.resolve(rt.settings.audit.checkpoint_dir))
+                       if checkpoints.cut_problem(c, key) is None]
+        note = retention.archived_note(conn, cut, earlier)
+    err_console.print(f"{note}; these results come from the entries after it", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 def _checkpoint_notes(key: SigningKey | None, checking: bool, saved: list[checkpoints.Checkpoint], directory: Path,

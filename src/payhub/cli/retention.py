@@ -37,6 +37,8 @@ def retention_apply(ctx: Context, dry_run: bool, yes: bool) -> None:
         raise PayhubError("no retention period is configured (compliance.retention.events_days, audit_days)")
     if settings.audit_days is not None:
         retention.checkpoint_key(rt)  # refuse before anything is shown or written
+    # archive_dir is created (a dry run removes what it created) and written to, or the run stops here, exit 2
+    retention.check_archive_dir(rt.settings.resolve(settings.archive_dir), keep=not dry_run)
     chosen = retention.plan(rt)
     _show_plan(chosen)
     if dry_run:

@@ -6,11 +6,13 @@ import sys
 from typing import Any
 
 import click
+import pycountry
 
 from payhub.builtin.sanctions import Sanctions
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, err_console, plain, render, say, shown, to_json
 from payhub.clock import utcnow
+from payhub.compliance.sanctions.checks import date_problem
 from payhub.compliance.sanctions.payee_screening import payee_hits
 from payhub.compliance.sanctions.refresh import refresh
 from payhub.compliance.sanctions.screener import NoListsLoaded
@@ -18,7 +20,27 @@ from payhub.errors import ConfigError
 from payhub.runtime import Runtime
 
 EXIT_CLEAR, EXIT_HIT, EXIT_ERROR = 0, 1, 2
-COUNTRY = click.STRING
+EXTRA_COUNTRIES = frozenset({"XK"})
+"""Codes taken besides ISO 3166 alpha-2: ``XK`` (Kosovo), user-assigned but used by the lists."""
+
+
+class CountryCode(click.ParamType[str]):
+    """An ISO 3166 alpha-2 country code (any case), returned upper-case."""
+
+    name = "country"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        code = str(value).strip().upper()
+        if code in EXTRA_COUNTRIES or (len(code) == 2 and pycountry.countries.get(alpha_2=code) is not None):
+            return code
+        self.fail(f"{value!r} is not an ISO 3166 alpha-2 country code (such as DE, US, RU)", param, ctx)
+
+
+def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """NAME, refused when empty or only white space (it would match nothing and say so)."""
+    if not value.strip():
+        raise click.BadParameter("give a name to screen (it is empty)", ctx, param)
+    return value
 
 
 def _plugin(rt: Runtime) -> Sanctions:
@@ -69,8 +91,10 @@ def screening_refresh(ctx: Context, accept_drop: tuple[str, ...]) -> None:
             say(f"retired {shown(item.name)} ({shown(item.format)}): no longer configured nor provided; its "
                 f"version of {version.published_on} is no longer screened against")
             continue
-        say(f"{item.outcome} {shown(item.name)} ({shown(item.format)}): published {version.published_on}, "
-            f"{version.entries} entries, sha256 {version.sha256}"
+        confirmed = (f", confirmed current on {version.confirmed_on} (its files fetched again, the same content)"
+                      if item.outcome == "confirmed" else "")
+        say(f"{item.outcome} {shown(item.name)} ({shown(item.format)}): published {version.published_on}"
+            f"{confirmed}, {version.entries} entries, sha256 {version.sha256}"
             + (f", {item.skipped} records skipped" if item.skipped else ""))
         for problem in item.problems[:20]:
             say(f"  skipped: {shown(problem)}")
@@ -82,16 +106,17 @@ def screening_refresh(ctx: Context, accept_drop: tuple[str, ...]) -> None:
 
 
 @screening.command("check")
-@click.argument("name")
-@click.option("--country", type=COUNTRY, help="The person's or company's country (ISO 3166 alpha-2).")
+@click.argument("name", callback=_name)
+@click.option("--country", type=CountryCode(), help="The person's or company's country (ISO 3166 alpha-2).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_ctx
 def screening_check(ctx: Context, name: str, country: str | None, fmt: str) -> None:
-    """Screen NAME against the loaded lists. Exit code 0: no hit; 1: a hit; 2: no list loaded or another error."""
+    """Screen NAME against the loaded lists. Exit code 0: no hit; 1: a hit; 2: no list loaded, an empty NAME, a
+    country that is not an ISO 3166 alpha-2 code, or another error."""
     try:
         rt = ctx.runtime()
         plugin = _plugin(rt)
-        hits = plugin.screener.screen([name], country.upper() if country else None)
+        hits = plugin.screener.screen([name], country)
     except NoListsLoaded as exc:
         err_console.print(f"error: {plain(exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(EXIT_ERROR)
@@ -123,7 +148,8 @@ def screening_check(ctx: Context, name: str, country: str | None, fmt: str) -> N
 @pass_ctx
 @fail_cleanly
 def screening_status(ctx: Context, fmt: str) -> None:
-    """The loaded lists (date, age, stale or not, SHA-256, entries) and the payees whose screening was a hit."""
+    """The loaded lists (date, last confirmation, age, stale or not, SHA-256, entries) and the payees whose screening
+    was a hit (their names opened, or [erased])."""
     rt = ctx.runtime()
     plugin = _plugin(rt)
     today = utcnow().date()
@@ -134,8 +160,10 @@ def screening_status(ctx: Context, fmt: str) -> None:
         version = current.get(name)
         age = version.age_days(today) if version else None
         lists.append({"list": name, "format": version.format if version else None,
-                      "published_on": version.published_on if version else None, "age_days": age,
-                      "stale": version is None or age is None or age > limit,
+                      "published_on": version.published_on if version else None,
+                      "confirmed_on": version.confirmed_on if version else None, "age_days": age,
+                      "stale": (version is None or age is None or age > limit
+                                or date_problem(version.published_on, today) is not None),
                       "entries": version.entries if version else 0, "sha256": version.sha256 if version else None,
                       "loaded_at": version.loaded_at if version else None})
     hits = payee_hits(rt)
@@ -146,8 +174,8 @@ def screening_status(ctx: Context, fmt: str) -> None:
     if fmt == "csv":
         render(lists, "csv")
         return
-    render(lists, "table", ["list", "format", "published_on", "age_days", "stale", "entries", "sha256",
-                            "loaded_at"], title=f"sanctions lists (max_list_age_days {limit})")
+    render(lists, "table", ["list", "format", "published_on", "confirmed_on", "age_days", "stale", "entries",
+                            "sha256", "loaded_at"], title=f"sanctions lists (max_list_age_days {limit})")
     say(f"payouts blocked: {shown(blocked)}" if blocked else "payouts: not blocked by the sanctions lists")
     render([{**hit, "reasons": "; ".join(hit["reasons"])} for hit in hits], "table",
            ["payee", "screened_at", "reasons"], title="payees with hits")

@@ -36,8 +36,9 @@ import json
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -196,12 +197,14 @@ def apply(rt: Runtime, *, progress: Callable[[str, int], Any] | None = None) -> 
     in one audited transaction and append the new cut's line.
 
     ``progress(kind, rows)`` is called as rows are archived. Raises ConfigError when the audit log is to be cut and
-    no private checkpoint key is configured, RetentionError when another run holds the lock, the audit log, its cut
+    no private checkpoint key is configured or ``archive_dir`` cannot be created or written
+    (:func:`check_archive_dir`), RetentionError when another run holds the lock, the audit log, its cut
     or the checkpoints do not verify, or the rows changed while archiving (in each case nothing is deleted).
     """
     retention = rt.settings.compliance.retention
     key = checkpoint_key(rt) if retention.audit_days is not None else checkpoints.load_key(rt.settings)
     directory = rt.settings.resolve(retention.archive_dir)
+    check_archive_dir(directory, keep=True)
     cp_dir = rt.settings.resolve(rt.settings.audit.checkpoint_dir)
     outcome = Outcome(Plan())
     with run_lock(rt):
@@ -256,6 +259,37 @@ def _archive_and_delete(rt: Runtime, outcome: Outcome, key: signing.SigningKey |
     for path, name in written:
         os.replace(path, directory / name)
     _fsync_dir(directory)
+
+
+ARCHIVE_DIR = "compliance.retention.archive_dir"
+
+
+def check_archive_dir(directory: Path, *, keep: bool) -> None:
+    """Make sure archives can be written to ``directory``: create its missing directories (0700) and a probe file
+    in it, then remove the probe, and the directories created unless ``keep`` (a dry run leaves nothing behind).
+    ConfigError naming :data:`ARCHIVE_DIR`, the path and the OS reason when it cannot be created or written."""
+    created: list[Path] = []
+    try:
+        missing, parent = [], directory
+        while not parent.exists() and not parent.is_symlink():
+            missing.append(parent)
+            parent = parent.parent
+        if not missing and not directory.is_dir():
+            raise ConfigError([(ARCHIVE_DIR, f"{directory} exists and is not a directory")])
+        for path in reversed(missing):
+            path.mkdir(mode=0o700)
+            created.append(path)
+        fd, probe = tempfile.mkstemp(prefix=".payhub-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError([(ARCHIVE_DIR, f"{directory} cannot be created or written: {exc.strerror or exc}")]) \
+            from None
+    finally:
+        if not keep:
+            for path in reversed(created):
+                with suppress(OSError):
+                    path.rmdir()
 
 
 @contextmanager
@@ -506,18 +540,99 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An archive as the ``retention.applied`` entry ``seq`` records it: kind (``events`` or ``audit``), name,
+    SHA-256, the rows it holds and the first and last event id or entry ``seq`` (None when not recorded)."""
+
+    seq: int
+    kind: str
+    name: str
+    sha256: str
+    rows: int | None = None
+    first: int | None = None
+    last: int | None = None
+
+
+def recorded_archives(seq: int, detail: Any) -> list[Recorded]:
+    """The archives that the ``retention.applied`` entry ``seq`` with ``detail`` (its stored text or its value)
+    records; nothing when the detail is not what a run writes."""
+    try:
+        value = json.loads(detail) if isinstance(detail, str) else detail
+        found = []
+        for item in value.get("archives", []):
+            if not (isinstance(item, dict) and all(isinstance(item.get(k), str) for k in ("kind", "name", "sha256"))):
+                continue
+            if item["kind"] == "events":
+                span = value.get("events_range") or [None, None]
+                rows, first, last = value.get("events"), span[0], span[1]
+            else:
+                rows, first, last = value.get("audit_entries"), item.get("first"), item.get("last")
+            ints = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in (rows, first, last)]
+            found.append(Recorded(seq, item["kind"], item["name"], item["sha256"], *ints))
+        return found
+    except (ValueError, AttributeError, TypeError, IndexError):
+        return []
+
+
+def applied_archives(conn: Connection, after: int = 0) -> list[Recorded]:
+    """The archives recorded by the ``retention.applied`` entries after entry ``after`` (the retention cut): trust
+    them only when the chain from the cut verifies."""
+    rows = conn.execute(select(audit_log.c.seq, audit_log.c.detail)
+                        .where(audit_log.c.action == ACTION, audit_log.c.seq > after).order_by(audit_log.c.seq))
+    return [found for seq, detail in rows for found in recorded_archives(seq, detail)]
+
+
+def first_archived(conn: Connection, cut: Cut) -> int | None:
+    """The first entry that the archive of ``cut`` holds, as the ``retention.applied`` entry of that cut records
+    (1 for a first cut), or None when that entry is not found."""
+    rows = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == ACTION, audit_log.c.seq > cut.seq)
+                        .order_by(audit_log.c.seq.desc()))
+    for (detail,) in rows:
+        try:
+            value = json.loads(detail)
+            if value.get("cut_seq") == cut.seq and isinstance(value.get("previous_cut_seq"), int):
+                return int(value["previous_cut_seq"]) + 1
+        except (ValueError, AttributeError, TypeError):
+            continue
+    return None
+
+
+def archived_note(conn: Connection, cut: Cut, earlier: Iterable[Cut] = ()) -> str:
+    """Which entries are archived where: those of the latest ``cut`` in its archive, and the ones before it in the
+    archives of the ``earlier`` signed cuts (cut lines of the checkpoint directory, signatures checked by the
+    caller), or a pointer to where those are named."""
+    first = first_archived(conn, cut)
+    where = "the cut lines of the checkpoint directory and the retention.applied entries name them"
+    if first is None:
+        return (f"entries up to {cut.seq} are archived, the last of them in {cut.archive} (retention cut of "
+                f"{cut.at}) and the earlier ones in earlier archives ({where})")
+    note = f"entries {first} to {cut.seq} are archived in {cut.archive} (retention cut of {cut.at})"
+    if first <= 1:
+        return note
+    before = sorted({(c.seq, c.archive) for c in earlier if c.seq < first})
+    if before and before[-1][0] == first - 1:
+        listed = ", ".join(f"{name} (up to entry {seq})" for seq, name in before)
+        return f"{note}; entries 1 to {first - 1} in earlier archives: {listed}"
+    return f"{note}; entries 1 to {first - 1} in earlier archives ({where})"
+
+
 @dataclass
 class ArchiveCheck:
-    """What :func:`verify_archive` found in one audit archive."""
+    """What :func:`verify_archive` or :func:`verify_events_archive` found in one archive."""
 
     name: str
     sha256: str
-    entries: int = 0
+    entries: int = 0  # audit entries, or events in an events archive
     first: int | None = None
     last: int | None = None
     hashes: dict[int, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    cut: Cut | None = None  # the cut that records this archive
+    cut: Cut | None = None  # the cut that records this audit archive
+    kind: str = "audit"
+    applied: list[Recorded] = field(default_factory=list)  # archives its retention.applied entries record
+    ids: list[int] = field(default_factory=list)  # the events an events archive holds
+    recorded_by: Recorded | None = None  # the retention.applied record of an events archive
 
 
 def verify_archive(path: Path, cuts: Iterable[Cut], watch: Iterable[int] = ()) -> ArchiveCheck:
@@ -570,6 +685,8 @@ def verify_archive(path: Path, cuts: Iterable[Cut], watch: Iterable[int] = ()) -
                     break
                 prev, check.last = row["hash"], seq
                 check.entries += 1
+                if row["action"] == ACTION:
+                    check.applied += recorded_archives(seq, row["detail"])
                 if seq in wanted:
                     check.hashes[seq] = row["hash"]
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -602,3 +719,68 @@ def _entry(line: bytes) -> dict[str, Any] | None:
                                         "detail")):
         return None
     return row
+
+
+def archive_kind(path: Path) -> str:
+    """``events`` when the first line of the gzipped file ``path`` is an event row, else ``audit`` (what
+    :func:`verify_archive` checks, and reports when it is neither)."""
+    try:
+        with gzip.open(path, "rb") as lines:
+            first = lines.readline()
+    except (OSError, EOFError):
+        return "audit"
+    return "events" if _entry(first) is None and _event(first) is not None else "audit"
+
+
+def verify_events_archive(path: Path, recorded: Iterable[Recorded]) -> ArchiveCheck:
+    """Check an events archive against ``recorded``, the archives recorded by ``retention.applied`` entries of a
+    verified audit log (the live chain, or audit archives that verified): one records its SHA-256 (and its name,
+    event count and id range), and each line is an event row, ids increasing."""
+    check = ArchiveCheck(path.name, "", kind="events")
+    try:
+        check.sha256 = _sha256(path)
+    except OSError as exc:
+        check.problems.append(f"{path} cannot be read: {exc.strerror or exc}")
+        return check
+    try:
+        with gzip.open(path, "rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                event_id = _event(line)
+                if event_id is None or (check.ids and event_id <= check.ids[-1]):
+                    check.problems.append(f"{path.name} line {number} is not an event row in id order")
+                    break
+                check.ids.append(event_id)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        check.problems.append(f"{path.name} is not a complete gzip file ({exc})")
+    check.entries = len(check.ids)
+    check.first, check.last = (check.ids[0], check.ids[-1]) if check.ids else (None, None)
+    events_archives = [r for r in recorded if r.kind == "events"]
+    match = next((r for r in events_archives if r.sha256 == check.sha256), None)
+    if match is None:
+        named = next((r for r in events_archives if r.name == path.name), None)
+        if named is not None:
+            check.problems.append(f"its SHA-256 is {check.sha256}, but the retention.applied entry {named.seq} "
+                                  f"recorded {named.sha256}: the file was changed")
+        else:
+            check.problems.append(f"no retention.applied entry of the verified audit log records this events archive "
+                                  f"or its SHA-256 {check.sha256} (when a later retention cut archived that entry, "
+                                  "give that cut's audit archive with --archive too)")
+        return check
+    check.recorded_by = match
+    if (match.rows, match.first, match.last) != (check.entries, check.first, check.last):
+        check.problems.append(f"it holds {check.entries} events (ids {check.first} to {check.last}), but the "
+                              f"retention.applied entry {match.seq} recorded {match.rows} (ids {match.first} to "
+                              f"{match.last})")
+    return check
+
+
+def _event(line: bytes) -> int | None:
+    """The id of an events archive line, or None when it is not an event row."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict) or "seq" in row or not isinstance(row.get("key"), str):
+        return None
+    event_id = row.get("id")
+    return event_id if isinstance(event_id, int) and not isinstance(event_id, bool) else None

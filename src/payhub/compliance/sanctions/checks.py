@@ -4,6 +4,8 @@ A list that reads without error can still be wrong: a format change that makes e
 truncated download, an export with a date and no entries, a provider that returns an empty list. Screening against
 it would clear everyone, so such a load is refused (the previous version stays current) when:
 
+* it is dated more than :data:`MAX_DAYS_AHEAD` day after today (UTC): a date in the future would never grow
+  older than ``max_list_age_days`` and so would switch that check off for good;
 * it has no entries;
 * more than ``max_skipped_share`` of the records read were skipped as unreadable;
 * the file declares how many records it holds (OFAC XML ``Record_Count``) and holds another number;
@@ -14,6 +16,11 @@ it would clear everyone, so such a load is refused (the previous version stays c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
+
+MAX_DAYS_AHEAD = 1
+"""How many days after today (UTC) a list's date may be: a publisher in a time zone ahead of UTC may date its file
+tomorrow; any later date is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,15 @@ def content_problem(counts: Counts, max_skipped_share: float) -> str | None:
         return (f"{counts.skipped} of {counts.records} records skipped ({counts.skipped / counts.records:.1%}), "
                 f"more than max_skipped_share {max_skipped_share:g}: a format change or a damaged file")
     return None
+
+
+def date_problem(published_on: date | None, today: date) -> str | None:
+    """Why a list dated ``published_on`` cannot be used on ``today`` (a date more than :data:`MAX_DAYS_AHEAD` day
+    ahead); None when it can."""
+    if published_on is None or (published_on - today).days <= MAX_DAYS_AHEAD:
+        return None
+    return (f"dated {published_on.isoformat()}, {(published_on - today).days} days after today ({today.isoformat()}, "
+            "UTC): a list from the future would never become stale; check the file and the clock")
 
 
 def drop_share(current_entries: int, entries: int) -> float:
@@ -79,9 +95,12 @@ class Gate:
     max_drop_share: float
     accept_drop: bool = False
 
-    def judge(self, name: str, current_entries: int | None) -> Verdict:
-        """The verdict on loading list ``name`` over a current version of ``current_entries`` (None: none)."""
-        problem = content_problem(self.counts, self.max_skipped_share)
+    def judge(self, name: str, current_entries: int | None, published_on: date | None = None,
+              today: date | None = None) -> Verdict:
+        """The verdict on loading list ``name``, dated ``published_on``, on ``today`` over a current version of
+        ``current_entries`` (None: none)."""
+        problem = date_problem(published_on, today) if today is not None else None
+        problem = problem or content_problem(self.counts, self.max_skipped_share)
         if problem is not None:
             return Verdict(problem)
         dropped = drop_problem(name, current_entries, self.counts.entries, self.max_drop_share)

@@ -47,6 +47,11 @@ class SanctionsSettings(PluginSettings):
         description="A load with more than this share fewer entries than the current version is refused "
                     "(unless `payhub screening refresh --accept-drop NAME`).")
 
+    max_file_mb: int = Field(
+        200, ge=1, le=4096,
+        description="A list file larger than this many MiB is refused (not read); the list fails and its current "
+                    "version stays.")
+
     _database_url: str | None = PrivateAttr(default=None)
 
     @field_validator("lists")
@@ -63,6 +68,11 @@ class SanctionsSettings(PluginSettings):
         url = context.get("database_url")
         self._database_url = url if isinstance(url, str) else None
         return self
+
+    @property
+    def max_file_bytes(self) -> int:
+        """:attr:`max_file_mb` in bytes."""
+        return self.max_file_mb * 1024 * 1024
 
     @property
     def database_url(self) -> str | None:

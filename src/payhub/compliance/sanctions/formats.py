@@ -18,6 +18,12 @@
   the name, the others aliases), ``subjectType/@code``, ``regulation/@programme`` and the ``countryIso2Code`` of
   its ``citizenship``, ``address`` and ``birthdate`` elements (``00``, unknown, is left out).
 
+Size limits, so that a damaged or hostile file cannot exhaust memory or time: a file larger than the caller's
+``max_bytes`` (the ``max_file_mb`` setting) fails its list; a name longer than :data:`MAX_NAME_CHARS` characters
+(after runs of white space are collapsed) or an entry with more than :data:`MAX_ALIASES` aliases is skipped and
+counted like any unreadable record: in the CSV files the row holding the long name (a primary row: its entry), or
+the entry with too many alias rows; in the XML formats the whole entry.
+
 XML is read with defusedxml, streamed: a document type declaration (and so any entity, the "billion laughs" bomb
 among them) or an external reference is refused. A record that cannot be read (a short row, no id, no name, an
 alias of an unknown entry) is reported in :attr:`Parsed.problems` and skipped; the others are kept, and
@@ -31,6 +37,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -51,6 +58,41 @@ NULL = "-0-"
 EOF = "\x1a"
 MAX_PROBLEMS = 100
 """Problems kept per list (their count is always exact)."""
+MAX_NAME_CHARS = 1000
+"""A listed name (or alias) longer than this, in characters, is skipped: no real name comes close, and one huge
+name would cost minutes and gigabytes to normalise and to match every payee against."""
+MAX_ALIASES = 500
+"""An entry with more aliases than this is skipped (real entries have at most a few dozen)."""
+_SPACES = re.compile(r"\s+")
+
+
+def collapse(text: str) -> str:
+    """``text`` with runs of white space made one space, trimmed (linear in time and memory, however long)."""
+    return _SPACES.sub(" ", text).strip()
+
+
+def entry_problem(entry: SanctionsEntry) -> str | None:
+    """Why ``entry`` is too large to screen against (more than :data:`MAX_ALIASES` aliases, or a name longer than
+    :data:`MAX_NAME_CHARS`); None when it is not."""
+    if len(entry.aliases) > MAX_ALIASES:
+        return f"{len(entry.aliases):,} aliases, more than {MAX_ALIASES}"
+    longest = max(len(name) for name in (entry.name, *entry.aliases))
+    if longest > MAX_NAME_CHARS:
+        return f"a name of {longest:,} characters, more than {MAX_NAME_CHARS:,}"
+    return None
+
+
+def bounded(entries: Sequence[SanctionsEntry]) -> tuple[list[SanctionsEntry], list[str]]:
+    """``entries`` without those :func:`entry_problem` refuses, and a problem text for each left out."""
+    kept: list[SanctionsEntry] = []
+    problems: list[str] = []
+    for entry in entries:
+        problem = entry_problem(entry)
+        if problem is None:
+            kept.append(entry)
+        else:
+            problems.append(f"entry {entry.entry_id[:100]!r}: {problem}")
+    return kept, problems
 
 
 class ListFileError(PayhubError):
@@ -93,16 +135,28 @@ def list_sha256(file_hashes: Sequence[str]) -> str:
     return hashlib.sha256("".join(f"{h}\n" for h in file_hashes).encode()).hexdigest()
 
 
-def read_list(name: str, fmt: Format, files: Sequence[Path]) -> Parsed:
-    """Read the list ``name`` in format ``fmt`` from ``files``; raise ListFileError when a file cannot be read."""
+def _read(name: str, path: Path, max_bytes: int | None) -> bytes:
+    """The bytes of ``path``; ListFileError when it cannot be read or holds more than ``max_bytes``."""
+    too_big = (f"list {name}: {path} is larger than {max_bytes:,} bytes (max_file_mb): refused, not read"
+               if max_bytes is not None else "")
+    try:
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise ListFileError(too_big)
+        with path.open("rb") as handle:
+            blob = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ListFileError(f"list {name}: cannot read {path}: {exc.strerror or exc}") from None
+    if max_bytes is not None and len(blob) > max_bytes:  # it grew after the size was looked at
+        raise ListFileError(too_big)
+    return blob
+
+
+def read_list(name: str, fmt: Format, files: Sequence[Path], max_bytes: int | None = None) -> Parsed:
+    """Read the list ``name`` in format ``fmt`` from ``files``, each at most ``max_bytes`` long (None: no limit);
+    raise ListFileError when a file cannot be read or is larger."""
     if not files:
         raise ListFileError(f"list {name}: no files given")
-    blobs: list[bytes] = []
-    for path in files:
-        try:
-            blobs.append(path.read_bytes())
-        except OSError as exc:
-            raise ListFileError(f"list {name}: cannot read {path}: {exc.strerror or exc}") from None
+    blobs = [_read(name, path, max_bytes) for path in files]
     hashes = [hashlib.sha256(blob).hexdigest() for blob in blobs]
     problems = _Problems()
     if fmt == "ofac_csv":
@@ -171,6 +225,10 @@ def _ofac_csv(files: Sequence[Path], blobs: Sequence[bytes], problems: _Problems
         if not ent_num.isdigit() or not name:
             problems.add(f"{files[0].name} line {line}: an entry needs a numeric ent_num and a name")
             continue
+        if len(name) > MAX_NAME_CHARS:
+            problems.add(f"{files[0].name} line {line}: a name of {len(name):,} characters, more than "
+                         f"{MAX_NAME_CHARS:,}")
+            continue
         if ent_num in primary:
             problems.add(f"{files[0].name} line {line}: ent_num {ent_num} appears twice")
             continue
@@ -181,6 +239,10 @@ def _ofac_csv(files: Sequence[Path], blobs: Sequence[bytes], problems: _Problems
             ent_num, alias = cells[0], cells[3]
             if ent_num not in primary or not alias:
                 problems.add(f"{files[1].name} line {line}: an alias needs a known ent_num and a name")
+                continue
+            if len(alias) > MAX_NAME_CHARS:
+                problems.add(f"{files[1].name} line {line}: a name of {len(alias):,} characters, more than "
+                             f"{MAX_NAME_CHARS:,}")
                 continue
             aliases = primary[ent_num]["aliases"]
             assert isinstance(aliases, list)
@@ -196,9 +258,13 @@ def _ofac_csv(files: Sequence[Path], blobs: Sequence[bytes], problems: _Problems
             assert isinstance(countries, list)
             if code and code not in countries:
                 countries.append(code)
-    return [SanctionsEntry(entry_id=ent_num, name=str(v["name"]), aliases=tuple(v["aliases"]),  # type: ignore[arg-type]
-                           countries=tuple(v["countries"]), programs=v["programs"],  # type: ignore[arg-type]
-                           kind=str(v["kind"])) for ent_num, v in primary.items()]
+    entries = [SanctionsEntry(entry_id=ent_num, name=str(v["name"]), aliases=tuple(v["aliases"]),  # type: ignore[arg-type]
+                              countries=tuple(v["countries"]), programs=v["programs"],  # type: ignore[arg-type]
+                              kind=str(v["kind"])) for ent_num, v in primary.items()]
+    kept, too_large = bounded(entries)
+    for problem in too_large:
+        problems.add(f"{files[0].name} {problem}")
+    return kept
 
 
 # ------------------------------------------------------------------------------------------------------ XML
@@ -226,14 +292,38 @@ def _nested(element: Element, holder: str, item: str) -> list[Element]:
 
 def _value(element: Element | None, name: str) -> str:
     child = _child(element, name) if element is not None else None
-    return " ".join((child.text or "").split()) if child is not None else ""
+    return collapse(child.text or "") if child is not None else ""
+
+
+class _Chunks:
+    """``blob`` read by a streamed parse in chunks of 64 KiB that double (up to 64 MiB) while the parse yields no
+    event: expat (before 2.6) scans an unfinished token again on each chunk, so one huge name fed in small chunks
+    costs quadratic time (minutes for 60 MB); growing chunks keep it linear."""
+
+    BASE, LARGEST = 64 * 1024, 64 * 1024 * 1024
+
+    def __init__(self, blob: bytes) -> None:
+        self.view = memoryview(blob)
+        self.position = 0
+        self.size = self.BASE
+        self.progress = True  # set by the reader of the events
+
+    def read(self, _size: int = -1) -> bytes:
+        self.size = self.BASE if self.progress else min(self.size * 2, self.LARGEST)
+        self.progress = False
+        chunk = bytes(self.view[self.position:self.position + self.size])
+        self.position += len(chunk)
+        return chunk
 
 
 def _events(path: Path, blob: bytes) -> Iterator[tuple[str, Element]]:
     """(event, element) pairs of a streamed parse that refuses DTDs, entities and external references."""
+    chunks = _Chunks(blob)
     try:
-        yield from SafeET.iterparse(io.BytesIO(blob), events=("start", "end"), forbid_dtd=True,
-                                    forbid_entities=True, forbid_external=True)
+        for event in SafeET.iterparse(chunks, events=("start", "end"), forbid_dtd=True, forbid_entities=True,
+                                      forbid_external=True):
+            chunks.progress = True
+            yield event
     except DefusedXmlException as exc:
         raise ListFileError(f"{path.name}: refused: {type(exc).__name__} (a document type declaration, entity or "
                             "external reference, which published lists do not use)") from None
@@ -269,6 +359,8 @@ def _ofac_xml(path: Path, blob: bytes, problems: _Problems) -> tuple[date, list[
             entry = _ofac_entry(element)
             if entry is None:
                 problems.add(f"{path.name} sdnEntry #{number}: an entry needs a uid and a lastName")
+            elif (problem := entry_problem(entry)) is not None:
+                problems.add(f"{path.name} sdnEntry #{number} (uid {entry.entry_id[:100]}): {problem}")
             else:
                 entries.append(entry)
             element.clear()
@@ -285,8 +377,7 @@ def _ofac_entry(element: Element) -> SanctionsEntry | None:
     uid, last = _value(element, "uid"), _value(element, "lastName")
     if not uid or not last:
         return None
-    aliases = [name for aka in _nested(element, "akaList", "aka")
-               if (name := _person(aka))]
+    aliases = [name for aka in _nested(element, "akaList", "aka") if (name := _person(aka))]
     countries: list[str] = []
     for holder, item in (("addressList", "address"), ("nationalityList", "nationality"),
                          ("citizenshipList", "citizenship")):
@@ -326,6 +417,8 @@ def _eu_xml(path: Path, blob: bytes, problems: _Problems) -> tuple[date, list[Sa
             if entry is None:
                 problems.add(f"{path.name} sanctionEntity #{number}: an entity needs an id (euReferenceNumber or "
                              "logicalId) and a nameAlias wholeName")
+            elif (problem := entry_problem(entry)) is not None:
+                problems.add(f"{path.name} sanctionEntity #{number} ({entry.entry_id[:100]}): {problem}")
             else:
                 entries.append(entry)
             element.clear()
@@ -336,11 +429,14 @@ def _eu_xml(path: Path, blob: bytes, problems: _Problems) -> tuple[date, list[Sa
 
 def _eu_entry(element: Element) -> SanctionsEntry | None:
     entry_id = element.get("euReferenceNumber") or element.get("logicalId") or ""
-    names: list[str] = []
+    found: dict[str, None] = {}
     for alias in _children(element, "nameAlias"):
-        whole = " ".join((alias.get("wholeName") or "").split())
-        if whole and whole not in names:
-            names.append(whole)
+        whole = collapse(alias.get("wholeName") or "")
+        if whole:
+            found.setdefault(whole)
+            if len(found) > MAX_ALIASES + 1:  # enough to skip the entry for its alias count
+                break
+    names = list(found)
     if not entry_id or not names:
         return None
     countries: list[str] = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -16,7 +16,7 @@ from payhub.api import SanctionsList
 from payhub.compliance.sanctions import store
 from payhub.compliance.sanctions.checks import Counts, Gate
 from payhub.compliance.sanctions.config import SanctionsSettings
-from payhub.compliance.sanctions.formats import ListFileError, read_list
+from payhub.compliance.sanctions.formats import MAX_PROBLEMS, ListFileError, bounded, read_list
 
 if TYPE_CHECKING:
     from payhub.runtime import Runtime
@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Refreshed:
-    """What happened to one list: ``loaded``, ``unchanged``, ``refused`` or ``failed`` (with ``reason``; the
-    previous version, if any, stays current), or ``retired`` (no longer configured nor provided)."""
+    """What happened to one list: ``loaded``, ``unchanged``, ``confirmed`` (unchanged, its files fetched again:
+    the version's age counts from then), ``refused`` or ``failed`` (with ``reason``; the previous version, if any,
+    stays current), or ``retired`` (no longer configured nor provided)."""
 
     name: str
     format: str
@@ -71,7 +72,7 @@ def refresh(rt: Runtime, settings: SanctionsSettings, accept_drop: Collection[st
     done: list[Refreshed] = []
     for item in settings.lists:
         try:
-            parsed = read_list(item.name, item.format, item.files)
+            parsed = read_list(item.name, item.format, item.files, settings.max_file_bytes)
         except ListFileError as exc:
             store.record_failure(rt, item.name, item.format, str(exc))
             done.append(Refreshed(item.name, item.format, "failed", reason=str(exc)))
@@ -98,10 +99,13 @@ def refresh(rt: Runtime, settings: SanctionsSettings, accept_drop: Collection[st
             done.append(Refreshed(provided.name or plugin, fmt, "failed", reason=reason))
             continue
         wanted.add(provided.name)
-        counts = Counts(len(provided.entries), len(provided.entries))
-        result = store.store_list(rt, provided, fmt, {"provider": plugin, "skipped": 0},
+        kept, too_large = bounded(provided.entries)
+        counts = Counts(len(kept), len(provided.entries), len(too_large))
+        result = store.store_list(rt, replace(provided, entries=tuple(kept)), fmt,
+                                  {"provider": plugin, "skipped": len(too_large), "problems": too_large[:20]},
                                   _gate(settings, counts, provided.name, accept_drop))
-        done.append(Refreshed(provided.name, fmt, result.outcome, result.version, reason=result.reason))
+        done.append(Refreshed(provided.name, fmt, result.outcome, result.version, len(too_large),
+                              tuple(too_large[:MAX_PROBLEMS]), result.reason))
     kept_formats = {f"hook:{plugin}" for plugin, _reason in failures}
     with rt.engine.connect() as conn:
         retired = [v for v in store.current_lists(conn) if v.name not in wanted and v.format not in kept_formats]

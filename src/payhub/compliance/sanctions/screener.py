@@ -16,6 +16,7 @@ from datetime import date
 from sqlalchemy import Engine
 
 from payhub.compliance.sanctions import store
+from payhub.compliance.sanctions.checks import date_problem
 from payhub.compliance.sanctions.config import SanctionsSettings
 from payhub.compliance.sanctions.matcher import Hit, ListIndex
 
@@ -67,8 +68,9 @@ class Screener:
         return sorted(hits, key=lambda h: (-h.score, h.list_name, h.entry_id))
 
     def blocked(self, today: date) -> str | None:
-        """Why payouts must wait: a configured list never loaded, a current list without entries, or one dated
-        more than ``max_list_age_days`` before ``today``; None when every list in use is fresh."""
+        """Why payouts must wait: a configured list never loaded, a current list without entries, one dated more
+        than a day after ``today``, or one whose date and last confirmation are both more than
+        ``max_list_age_days`` before ``today``; None when every list in use is fresh."""
         current = {version.name: version for version in self.lists()}
         reasons = [f"sanctions list {item.name} was never loaded (run `payhub screening refresh`)"
                    for item in self.settings.lists if item.name not in current]
@@ -77,11 +79,14 @@ class Screener:
         limit = self.settings.max_list_age_days
         for version in current.values():
             age = version.age_days(today)
+            ahead = date_problem(version.published_on, today)
             if version.entries <= 0:
                 reasons.append(f"sanctions list {version.name} has no entries")
             elif age is None:
                 reasons.append(f"sanctions list {version.name} has no date")
+            elif ahead is not None:
+                reasons.append(f"sanctions list {version.name} is {ahead}")
             elif age > limit:
-                reasons.append(f"sanctions list {version.name} of {version.published_on} is {age} days old "
+                reasons.append(f"sanctions list {version.name} of {version.dated()} is {age} days old "
                                f"(max_list_age_days {limit})")
         return "; ".join(reasons) or None
