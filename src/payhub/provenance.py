@@ -227,6 +227,7 @@ class ScreeningInfo(TypedDict):
     decision: str
     by: str
     reason: str | None
+    operators: list[str]  # of a release: who released it, first first (two for a screening hold); else []
 
 
 class PayoutView(TypedDict):
@@ -554,15 +555,22 @@ def _screening(entries: list[AuditInfo]) -> list[ScreeningInfo]:
     for e in entries:
         detail = e["detail"] if isinstance(e["detail"], dict) else {}
         if e["action"] == "payout.sending" and isinstance(detail.get("screened_by"), list):
-            found.append(ScreeningInfo(seq=e["seq"], at=e["at"], actor=e["actor"], decision="passed",
-                                       by=", ".join(map(str, detail["screened_by"])), reason=None))
+            override = detail.get("screening_override")
+            found.append(ScreeningInfo(
+                seq=e["seq"], at=e["at"], actor=e["actor"], decision="passed",
+                by=", ".join(map(str, detail["screened_by"])), operators=[],
+                reason=None if override is None else f"denied as before; two operators' release (entry {override}) "
+                                                     "covers it"))
             continue
         if e["action"] not in ("payout.held", "payout.released"):
             continue
         held = e["action"] == "payout.held"
         by = ("audit trail check" if detail.get("check") == "audit trail" else "screening") if held else "operator"
+        named = detail.get("operators")
+        operators = [] if held else [str(n) for n in named] if isinstance(named, list) and named else [e["actor"]]
         found.append(ScreeningInfo(seq=e["seq"], at=e["at"], actor=e["actor"],
-                                   decision="held" if held else "released", by=by, reason=detail.get("reason")))
+                                   decision="held" if held else "released", by=by, reason=detail.get("reason"),
+                                   operators=operators))
     return found
 
 

@@ -687,7 +687,7 @@ class ScreenSpy:
         self.screened.append(payout.payout_id)
 
 
-def test_released_payout_is_sent_once_without_screening_again(setup, operator) -> None:
+def test_released_payout_is_screened_again_and_sent_once_under_the_release(setup, operator) -> None:
     rt, rail = setup(extra="[hooks.deny_big]\n")
     spy = ScreenSpy()
     rt.plugins.hooks.register(spy)
@@ -708,14 +708,16 @@ def test_released_payout_is_sent_once_without_screening_again(setup, operator) -
         "scheduled", "ops:alice and ops:bob", 0, None)
     assert row.reason == "released by operators ops:alice and ops:bob: second check: not the listed party"
     actor, origin, detail = operator_entry(rt, "payout.released", big.id)
-    assert (actor, detail["operators"], detail["justifications"]) == (
+    assert (actor, detail["operators"], detail["justifications"], detail["covers"]) == (
         "ops:bob", ["ops:alice", "ops:bob"],
-        ["beneficiary verified by compliance", "second check: not the listed party"])
+        ["beneficiary verified by compliance", "second check: not the listed party"], ["over screening limit 1000"])
     assert origin.startswith("cli@")
     assert_audited(rt)
 
     assert drain(rt) == 1
-    assert sorted(spy.screened) == [big.id, small.id]  # not screened again
+    assert sorted(spy.screened) == [big.id, big.id, small.id]  # screened again: denied as before, which was released
+    released_seq = next(e.seq for e in trail(rt, big.id) if e.action == "payout.released")
+    assert operator_entry(rt, "payout.sending", big.id)[2]["screening_override"] == released_seq
     assert rail.calls == [[small.idempotency_key], [big.idempotency_key]]
     assert rail.accepted == {small.idempotency_key: 1, big.idempotency_key: 1}
     assert payout(rt, big.id).status == "sent"

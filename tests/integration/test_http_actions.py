@@ -252,12 +252,12 @@ def test_release_a_held_payout_records_both_tokens(world: World, api: Api) -> No
     payout = payout_of(world, world.reward("scheduled", payout_status="held"))  # no hold code: a screening hold
     first = api.post(f"/payouts/{payout}/release", {"reason": "false positive on the sanctions list"})
     assert (first.status_code, first.json()) == (202, {
-        "actor": "token:ann", "id": payout, "status": "held", "hold_code": "screening",
+        "actor": "token:ann", "id": payout, "status": "held", "hold_code": "screening", "released_hold": "screening",
         "release": "awaiting_second_operator", "operators": ["token:ann"]})
     second = api.post(f"/payouts/{payout}/release", {"reason": "date of birth differs from the entry"}, as_="bob")
     assert (second.status_code, second.json()) == (200, {
-        "actor": "token:bob", "id": payout, "status": "scheduled", "hold_code": "screening", "release": "released",
-        "operators": ["token:ann", "token:bob"]})
+        "actor": "token:bob", "id": payout, "status": "scheduled", "hold_code": None, "released_hold": "screening",
+        "release": "released", "operators": ["token:ann", "token:bob"]})
     row = payout_row(world, payout)
     assert (row.status, row.released_by) == ("scheduled", "token:ann and token:bob")
     assert [(e[0], e[1], e[2], e[3], e[4]) for e in decisions(world)] == [

@@ -64,6 +64,7 @@ def test_api_first_release_is_202_the_second_tokens_is_200(world: World, api: Ap
     done = api.post(f"/payouts/{payout}/release", {"reason": "name and country differ from entry"}, as_="bob")
     assert (done.status_code, done.json()["status"], done.json()["operators"]) == (
         200, "scheduled", ["token:ann", "token:bob"])
+    assert (done.json()["hold_code"], done.json()["released_hold"]) == (None, "screening")  # as listings say
     assert verified(world)
 
 
@@ -71,8 +72,8 @@ def test_api_audit_trail_hold_is_released_by_one_token(world: World, api: Api) -
     payout = held(world, "audit_trail")
     answer = api.post(f"/payouts/{payout}/release", {"reason": "amount restored"})
     assert (answer.status_code, answer.json()) == (200, {
-        "actor": "token:ann", "id": payout, "status": "scheduled", "hold_code": "audit_trail", "release": "released",
-        "operators": ["token:ann"]})
+        "actor": "token:ann", "id": payout, "status": "scheduled", "hold_code": None, "released_hold": "audit_trail",
+        "release": "released", "operators": ["token:ann"]})
 
 
 def test_api_an_edited_hold_code_does_not_make_a_screening_hold_one_tokens(world: World, api: Api) -> None:
@@ -93,8 +94,7 @@ def test_cli_audit_trail_release_says_it_is_checked_and_screened_again(world: Wo
                   "amount restored")
     assert done.exit_code == 0, done.output
     assert " ".join(done.stdout.split()) == (f"payout {payout} released (audit_trail hold) by ops:alice; it is "
-                                             "checked again before it is sent (and screened, unless it was sent "
-                                             "before)")
+                                             "screened and checked again before it is sent")
 
 
 def test_api_cancel_voids_a_pending_request(world: World, api: Api) -> None:
@@ -145,5 +145,6 @@ def test_cli_release_says_recorded_then_released_and_lists_the_hold_code(world: 
     done = release("ops:bob", "reviewed the match: not the party")
     assert done.exit_code == 0, done.output
     assert " ".join(done.stdout.split()) == (f"payout {payout} released (screening hold) by ops:alice and ops:bob; "
-                                             "it is sent without being screened again")
+                                             "it is screened again before it is sent: the reasons of this hold no "
+                                             "longer stop it, any other holds it again")
     assert payout_row(world, payout).status == "scheduled"

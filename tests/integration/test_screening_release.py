@@ -90,7 +90,7 @@ def entries(harness: Harness, payout_id: int) -> list[tuple[str, str, str, dict[
             if e.subject_type == "payout" and e.subject_id == str(payout_id)]
 
 
-def test_two_different_operators_release_a_screening_hold_and_it_is_paid_once_unscreened(
+def test_two_different_operators_release_a_screening_hold_and_it_is_paid_once_under_their_release(
         payhub_harness: HarnessFactory, operator: Callable[[Harness, str], Runtime]) -> None:
     harness, rail, screen, held = screened_world(payhub_harness)
     alice, bob = operator(harness, "ops:alice"), operator(harness, "ops:bob")
@@ -120,10 +120,10 @@ def test_two_different_operators_release_a_screening_hold_and_it_is_paid_once_un
             "reason": "checked the passport copy on file", "hold_code": "screening",
             "operators": ["ops:alice", "ops:bob"],
             "justifications": ["DOB and nationality differ from the SDN entry", "checked the passport copy on file"],
-            "requested_at": entries(harness, held)[-1][3]["requested_at"]})]
+            "requested_at": entries(harness, held)[-1][3]["requested_at"], "covers": [HIT]})]
 
     harness.run_until_idle(skip_waits=True)
-    assert screen.screened.count(held) == 1  # not screened again
+    assert screen.screened.count(held) == 2  # screened again: the same denial, which the two operators released
     key = row(alice, held).idempotency_key
     assert [call for call in rail.calls if key in call] == [[key]]
     assert row(alice, held).status == "sent"
@@ -237,11 +237,11 @@ def test_a_later_hold_voids_two_operators_screening_release(
     edit(alice, held, amount_minor=amount + 1)
     harness.disburse()
     assert (row(alice, held).status, row(alice, held).hold_code) == ("held", "audit_trail")
-    assert screen.screened.count(held) == 1  # the two operators' release stood until this hold
+    assert screen.screened.count(held) == 2  # the two operators' release covered the denial until this hold
     edit(alice, held, amount_minor=amount)
     payout_actions.release(alice, held, "amount restored")
     harness.run_until_idle(skip_waits=True)
-    assert screen.screened.count(held) == 2
+    assert screen.screened.count(held) == 3
     assert (row(alice, held).status, row(alice, held).hold_code) == ("held", "screening")
     assert len(rail.calls) == 1  # only p2's payout
 
@@ -261,7 +261,7 @@ def test_an_edited_hold_code_does_not_make_a_screening_hold_a_one_operator_relea
     assert len(rail.calls) == 1
     assert payout_actions.release(bob, held, "second look: the SDN entry is someone else").released
     harness.run_until_idle(skip_waits=True)
-    assert (row(alice, held).status, screen.screened.count(held)) == ("sent", 1)
+    assert (row(alice, held).status, screen.screened.count(held)) == ("sent", 2)
 
 
 @pytest.mark.parametrize("tampered", [{"released_by": "ops:alice and ops:bob"}, {"attempts": 1}])

@@ -11,7 +11,7 @@ import pytest
 
 from payhub.audited import AuditRow
 from payhub.errors import PayhubError
-from payhub.pipeline.holds import hold_recorded, screening_overridden, sent_before
+from payhub.pipeline.holds import covered, hold_denials, hold_recorded, screening_overridden, screening_override
 from payhub.pipeline.operator import operator_key
 from payhub.pipeline.payout_actions import MIN_JUSTIFICATION, justification
 from payhub.states import PayoutHold
@@ -69,9 +69,37 @@ def test_only_two_operators_release_of_a_screening_hold_overrides_screening(rows
     assert screening_overridden(entries(*rows)) is overridden
 
 
-def test_a_send_before_is_a_recorded_sending_entry() -> None:
-    assert not sent_before(entries(CREATED, ("payout.held", PRESEND)))
-    assert sent_before(entries(CREATED, ("payout.sending", {"attempt": 1}), ("payout.retrying", {})))
+NEAR = "sanctions: possible match on 1 listed entry: eu of 2026-11-30: entry EU.1 'Chloe MARTINEZ', score 92.3"
+OTHER = "sanctions: possible match on 1 listed entry: ofac_sdn of 2026-12-01: entry 7001 'PETROV, Ivan', score 100.0"
+
+
+def test_a_release_covers_the_denials_of_the_hold_it_released_and_nothing_else() -> None:
+    rows = entries(CREATED, ("payout.held", {"reason": NEAR, "denials": [NEAR], "hold_code": "screening"}),
+                   ("payout.released", {**TWO, "covers": [NEAR]}))
+    override = screening_override(rows)
+    assert override is not None and override.entry == 3
+    assert covered([NEAR], override)
+    assert covered([f"  {NEAR.replace(' ', '   ')} "], override)  # white space is not a new denial
+    assert not covered([OTHER], override)  # the payee renamed to a listed name
+    assert not covered([NEAR, OTHER], override)  # one more denial
+    assert not covered([NEAR.replace("92.3", "95.0")], override)  # a different score is a different denial
+    assert not covered([], override) and not covered([NEAR], None)
+
+
+def test_a_release_written_before_covers_were_recorded_covers_the_reason_of_the_hold_before_it() -> None:
+    rows = entries(CREATED, ("payout.held", {"reason": f"{NEAR}; over limit", "hold_code": "screening"}),
+                   ("payout.released", TWO))
+    override = screening_override(rows)
+    assert covered([NEAR, "over limit"], override)  # the joined reason, as the hold recorded it
+    assert not covered([OTHER], override)
+
+
+def test_the_denials_of_a_hold_are_its_last_held_entry() -> None:
+    assert hold_denials(entries(CREATED)) == []
+    assert hold_denials(entries(CREATED, ("payout.held", {"reason": NEAR}))) == [NEAR]
+    assert hold_denials(entries(CREATED, ("payout.held", {"reason": "x; y", "denials": ["x", "y"]}),
+                                ("payout.released", TWO), ("payout.held", {"reason": OTHER, "denials": [OTHER]}))
+                        ) == [OTHER]
 
 
 @pytest.mark.parametrize(("one", "other"), [
@@ -110,3 +138,12 @@ def test_a_justification_is_long_enough_counting_runs_of_white_space_once() -> N
     assert justification("x" * MIN_JUSTIFICATION) == "x" * MIN_JUSTIFICATION
     with pytest.raises(PayhubError, match="too short"):
         justification("x" * (MIN_JUSTIFICATION - 1))
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200d", "\u2060", "\ufeff", "\u202e"])
+def test_format_characters_do_not_count_towards_a_justification(invisible: str) -> None:
+    with pytest.raises(PayhubError, match="too short"):
+        justification("x" * 15 + invisible * 15)
+    with pytest.raises(PayhubError, match="a written justification is required"):
+        justification(invisible * 30)
+    assert justification("x" * MIN_JUSTIFICATION + invisible) == "x" * MIN_JUSTIFICATION + invisible

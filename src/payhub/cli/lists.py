@@ -235,12 +235,15 @@ def payouts_release(ctx: Context, payout_id: int, reason: str) -> None:
     """Release a held payout.
 
     A screening hold needs two different operators (--actor), each with a justification: the first one's release
-    is recorded and the payout stays held until a second operator releases it; it is then sent without being
-    screened again. A payout released from an audit_trail hold is screened again unless it was sent before."""
+    is recorded and the payout stays held until a second operator releases it. It is still screened before each
+    send: it goes on if screening denies it only for the reasons of the hold released, and any other denial (a
+    renamed payee, another list entry) holds it again. A payout released from an audit_trail hold is screened
+    and checked again before it is sent."""
     done = payout_actions.release(ctx.runtime(), payout_id, reason)
     if done.released:
-        then = ("it is sent without being screened again" if done.hold_code == PayoutHold.SCREENING
-                else "it is checked again before it is sent (and screened, unless it was sent before)")
+        then = ("it is screened again before it is sent: the reasons of this hold no longer stop it, any other "
+                "holds it again" if done.hold_code == PayoutHold.SCREENING
+                else "it is screened and checked again before it is sent")
         console.print(f"payout {payout_id} released ({done.hold_code} hold) by {shown(' and '.join(done.operators))}; "
                       f"{then}", highlight=False)
     else:

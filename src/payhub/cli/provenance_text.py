@@ -194,7 +194,8 @@ def _payout(p: PayoutView, indent: str) -> None:
     if doc["missing"]:
         say(f"{indent}  [dim]not recorded: {shown(doc['missing'])}[/dim]")
     for s in p["screening"]:
-        who = f" by {shown(s['actor'])}" if s["decision"] == "released" else f" by {shown(s['by'])}"
+        who = (f" by {shown(' and '.join(s['operators']) or s['actor'])}" if s["decision"] == "released"
+               else f" by {shown(s['by'])}")
         why = f": {shown(s['reason'])}" if s["reason"] else ""
         label = "screening passed" if s["decision"] == "passed" else s["decision"]
         say(f"{indent}  {label}{who} at {shown(s['at'])}{why}")

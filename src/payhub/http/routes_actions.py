@@ -131,7 +131,10 @@ class PayoutState(BaseModel):
 
 
 class PayoutRelease(PayoutState):
-    hold_code: Literal["screening", "audit_trail"] = Field(description="The hold released (or to be released).")
+    hold_code: Literal["screening", "audit_trail"] | None = Field(
+        description="The payout's hold code now, as listings show it: null once released, `screening` while a "
+                    "screening hold awaits its second operator.")
+    released_hold: Literal["screening", "audit_trail"] = Field(description="The hold released (or to be released).")
     release: Literal["released", "awaiting_second_operator"] = Field(
         description="`released`: the payout is `scheduled`; `awaiting_second_operator`: a screening hold, this "
                     "token's request is recorded and a second, different token must release it.")
@@ -211,15 +214,18 @@ def resolve_payout(payout_id: PayoutId, body: Resolve, request: Request, princip
 
 
 @router.post("/payouts/{payout_id}/release", summary="Release a held payout (a screening hold: two operators)",
-             responses={200: {"description": "Released: the payout is `scheduled`; released from a screening "
-                                             "hold by two tokens, it is sent without being screened again."},
+             responses={200: {"description": "Released: the payout is `scheduled` (`hold_code` null); released "
+                                             "from a screening hold by two tokens, it is still screened before each "
+                                             "send and goes on only while screening denies it for exactly the "
+                                             "reasons of the hold they released."},
                         202: {"model": PayoutRelease, "description": "A screening hold: this token's request and "
                                                                      "justification are recorded; the payout stays "
                                                                      "`held` until a second, different token "
                                                                      "releases it."}})
 def release_payout(payout_id: PayoutId, body: Because, request: Request, principal: Operator,
                    response: Response) -> PayoutRelease:
-    """Release a ``held`` payout (``scheduled``); after a screening hold it is sent without being screened again.
+    """Release a ``held`` payout (``scheduled``); after a screening hold it is screened again before each send, and
+    a denial other than those of the hold released holds it again.
 
     A ``screening`` hold needs two different tokens, each with a justification of at least
     20 characters (``MIN_JUSTIFICATION``) in ``reason``: the first call is answered 202 (``release``
@@ -230,7 +236,8 @@ def release_payout(payout_id: PayoutId, body: Because, request: Request, princip
     if not done.released:
         response.status_code = 202
     return PayoutRelease(actor=principal.actor, id=payout_id, status="scheduled" if done.released else "held",
-                         hold_code=done.hold_code.value,
+                         hold_code=None if done.released else done.hold_code.value,
+                         released_hold=done.hold_code.value,
                          release="released" if done.released else "awaiting_second_operator",
                          operators=list(done.operators))
 

@@ -13,8 +13,13 @@
   rejection stops at once and the reason is shown. Between attempts a payout waits in ``retrying`` until its
   ``next_attempt_at`` (exponential backoff with jitter, computed by tenacity), so one rail's backoff never holds up
   other rails or sources.
+* Every send attempt (the first, each retry, a resend after ``payhub payouts resolve --outcome not-sent``) is
+  screened first (``payhub_screen_payout``); lookups are not. A denial holds the payout (``screening``), or makes it
+  ``unresolved`` when an earlier send may have reached the rail; two operators' release of a screening hold lets it
+  go on only while screening denies it for exactly what they released (:mod:`payhub.pipeline.holds`).
 
-Each call of :func:`disburse_rail` works one claimed batch through one round: look up unknown outcomes, then send.
+Each call of :func:`disburse_rail` works one claimed batch through one round: look up unknown outcomes, then screen
+and send.
 
 Rail calls run under the rail's call guard (:mod:`payhub.guard`): a call that runs past ``timeout_seconds`` is
 abandoned and keeps running in its thread, and the rail gets no other call until it returns. The payouts of an
@@ -72,16 +77,17 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     if not claimed:
         return 0
     try:
-        work = _screen(rt, claimed)
-        lookups = [w for w in work if w.needs_lookup]
-        if lookups:
+        lookups = [w for w in claimed if w.needs_lookup]
+        if lookups:  # lookups are not sends: they are not screened
             _resolve(rt, rail, section, lookups)
-        ready = [w for w in work if not w.done and not w.needs_lookup]
+        ready = [w for w in claimed if not w.done and not w.needs_lookup]
         exhausted = [w for w in ready if w.attempts >= section.max_attempts]
         if exhausted:
             _exhaust(rt, exhausted)
-        # Only as the audit chain recorded them: a payout edited in the database is held, not sent.
-        sendable = hold_mismatched(rt, rail_name, [w for w in ready if w.attempts < section.max_attempts])
+        # Screened before every send attempt; then only as the audit chain recorded them (a payout edited in the
+        # database is held, not sent).
+        screened = _screen(rt, [w for w in ready if w.attempts < section.max_attempts])
+        sendable = hold_mismatched(rt, rail_name, screened)
         if sendable:
             _send(rt, rail, sendable, section)
     finally:
@@ -89,43 +95,67 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     return len(claimed)
 
 
-def _screen(rt: Runtime, claimed: list[Work]) -> list[Work]:
-    """Run screening hooks on payouts about to be sent for the first time; hold those denied. Return the payouts to
-    work. Only the audit chain exempts a payout (:mod:`payhub.pipeline.holds`): a send of it recorded before (it was
-    screened then), or two operators' release of its screening hold; its columns (``attempts``, ``released_by``,
-    ``hold_code``) do not."""
+def _screen(rt: Runtime, batch: list[Work]) -> list[Work]:
+    """Run the screening hooks on payouts about to be sent (every attempt, retries and resends included); return
+    those allowed. A denial is overridden only by two operators' release of a screening hold that covers every
+    denial given now (:func:`payhub.pipeline.holds.covered`, read from the audit chain, never from ``released_by``
+    or ``hold_code``); a hook that raises is never overridden. A denied payout is held (``screening``), or, when its
+    row says an earlier send may have reached the rail (``sending``, ``unknown``), made ``unresolved``: never sent."""
     hook = rt.plugins.hooks.hook.payhub_screen_payout
-    if not hook.get_hookimpls():
-        return claimed
+    if not hook.get_hookimpls() or not batch:
+        return batch
     screens = tuple(sorted(impl.plugin_name for impl in hook.get_hookimpls()))
     with rt.engine.connect() as conn:
-        recorded = holds.payout_entries(conn, [w.id for w in claimed if not w.needs_lookup], holds.SCREENING_ACTIONS)
-    keep, denied = [], []
-    for w in claimed:
-        rows = recorded.get(w.id, [])
-        if w.needs_lookup or holds.sent_before(rows) or holds.screening_overridden(rows):
-            keep.append(w)
-            continue
+        recorded = holds.payout_entries(conn, [w.id for w in batch], holds.SCREENING_ACTIONS)
+    keep: list[Work] = []
+    denied: list[tuple[Work, list[str], holds.Override | None]] = []
+    for w in batch:
+        override = holds.screening_override(recorded.get(w.id, []))
         try:
             reasons = [d.reason or "denied" for d in hook(payout=w.instruction) if d is not None and not d.allow]
-        except Exception as exc:  # noqa: BLE001 - fail closed: a broken screen holds the payout
-            reasons = [f"screening hook error: {type(exc).__name__}: {exc}"]
-        if reasons:
-            denied.append((w, "; ".join(reasons)))
-        else:
-            w.screened_by = screens
-            keep.append(w)
+        except Exception as exc:  # noqa: BLE001 - fail closed: a broken screen holds the payout, whatever a release
+            reasons, override = [f"screening hook error: {type(exc).__name__}: {exc}"], None
+        w.screened_by, w.override = screens, None
+        if reasons and override is not None and holds.covered(reasons, override):
+            w.override = override.entry
+        elif reasons:
+            denied.append((w, reasons, override))
+            continue
+        keep.append(w)
     if denied:
-        with rt.transaction() as tx:
-            live = store.fence(tx, [(w, PayoutStatus.HELD) for w, _ in denied])
-            denied = [(w, reason) for w, reason in denied if w.id in live]
-            for w, reason in denied:
-                store.set_status(tx, w.id, PayoutStatus.HELD, w.lease, hold_code=PayoutHold.SCREENING, reason=reason)
-                tx.audit("payout.held", "payout", w.id, {"reason": reason, "hold_code": PayoutHold.SCREENING},
-                         outcome="held")
-        for w, reason in denied:
-            notify_failed(rt, w, PayoutStatus.HELD, reason)
+        _deny(rt, denied)
     return keep
+
+
+def _deny(rt: Runtime, denied: list[tuple[Work, list[str], holds.Override | None]]) -> None:
+    """Hold the denied payouts (or make unresolved those an earlier send may have reached), audited."""
+    done: list[tuple[Work, PayoutStatus, str]] = []
+    with rt.transaction() as tx:
+        current = store.statuses(tx, [w for w, _reasons, _override in denied])
+        target = {w.id: PayoutStatus.UNRESOLVED if current.get(w.id) in (PayoutStatus.SENDING, PayoutStatus.UNKNOWN)
+                  else PayoutStatus.HELD for w, _reasons, _override in denied}
+        live = store.fence(tx, [(w, target[w.id]) for w, _reasons, _override in denied])
+        for w, reasons, override in denied:
+            if w.id not in live:
+                continue
+            reason = holds.DENIALS_JOINED.join(reasons)
+            detail: dict[str, Any] = {"reason": reason, "denials": reasons}
+            if override is not None:  # a release stood, but not for these denials
+                detail["not_covered_by"] = override.entry
+            if target[w.id] == PayoutStatus.HELD:
+                moved = store.set_status(tx, w.id, PayoutStatus.HELD, w.lease, hold_code=PayoutHold.SCREENING,
+                                         reason=reason)
+                detail["hold_code"] = PayoutHold.SCREENING
+            else:
+                reason = (f"screening denied a new send ({reason}); an earlier send may have reached the rail: check "
+                          "with the provider, then `payhub payouts resolve`")
+                moved = store.set_status(tx, w.id, PayoutStatus.UNRESOLVED, w.lease, reason=reason)
+                detail["reason"] = reason
+            if moved:
+                tx.audit(f"payout.{target[w.id]}", "payout", w.id, detail, outcome=target[w.id])
+                done.append((w, target[w.id], reason))
+    for w, status, reason in done:
+        notify_failed(rt, w, status, reason)
 
 
 def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> None:
@@ -143,6 +173,8 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
             detail: dict[str, Any] = {"attempt": w.attempts, "key": w.instruction.idempotency_key}
             if w.screened_by:  # the screening decision travels with the send it allowed
                 detail["screened_by"] = list(w.screened_by)
+            if w.override is not None:  # denied as before: two operators' release (this entry) covers it
+                detail["screening_override"] = w.override
             tx.audit("payout.sending", "payout", w.id, detail)
         # the lease is renewed with the attempt, so the call (at most timeout_seconds) fits in it
         attempt_of = store.start_sends(tx, batch, now, rt.settings.database.lease_seconds)

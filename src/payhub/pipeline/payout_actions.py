@@ -9,6 +9,7 @@ holds a lease on is refused, and every change goes through the payout state mach
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +93,9 @@ def resolve(rt: Runtime, payout_id: int, outcome: str, reason: str, provider_ref
 
 
 MIN_JUSTIFICATION = 20
-"""The fewest characters (runs of white space counted as one) of the written justification each of the two
-operators gives to release a screening hold (docs/compliance.md, "Screening holds and their release")."""
+"""The fewest characters (format characters such as zero-width spaces not counted, runs of white space counted as
+one) of the written justification each of the two operators gives to release a screening hold
+(docs/compliance.md, "Screening holds and their release")."""
 
 MAX_RELEASED_BY = 200
 """The longest ``released_by`` the payouts table holds (the audit entry names each operator in full)."""
@@ -112,15 +114,22 @@ class Release:
 
 
 def justification(text: str) -> str:
-    """``text`` without surrounding white space; PayhubError when it is shorter than :data:`MIN_JUSTIFICATION`."""
+    """``text`` without surrounding white space; PayhubError when it is empty, or shorter than
+    :data:`MIN_JUSTIFICATION` once format characters (Unicode category Cf) are removed and each run of white space
+    counts as one."""
     text = (text or "").strip()
-    if not text:
+    if not _visible(text):
         raise PayhubError("a written justification is required to release a screening hold (it is recorded in the "
                           "audit log)")
-    if len(" ".join(text.split())) < MIN_JUSTIFICATION:
+    if len(_visible(text)) < MIN_JUSTIFICATION:
         raise PayhubError(f"the justification is too short: releasing a screening hold needs at least "
                           f"{MIN_JUSTIFICATION} characters saying why the hit does not apply")
     return text
+
+
+def _visible(text: str) -> str:
+    """``text`` as its length is counted: without format characters, white space trimmed and collapsed."""
+    return " ".join("".join(ch for ch in text if unicodedata.category(ch) != "Cf").split())
 
 
 def release(rt: Runtime, payout_id: int, reason: str) -> Release:
@@ -130,17 +139,19 @@ def release(rt: Runtime, payout_id: int, reason: str) -> Release:
     ``hold_code``. A ``screening`` hold needs two different operators (told apart by
     :func:`payhub.pipeline.operator.operator_key`), each with a written :func:`justification`: the first call
     records the actor's request (``payout.release_requested``) and leaves the payout held; a call by another
-    operator releases it (``payout.released``, naming both), and only this lets it be sent without being screened
-    again. The same operator asking twice is refused. An ``audit_trail`` hold is released by one operator with a
-    reason; the payout is then screened before its send unless the chain records an earlier send of it. Refused
-    when the audit chain records the payout as sent or paid, or a send of it whose outcome is unknown."""
+    operator releases it (``payout.released``, naming both and the denials of the hold in ``covers``): it is still
+    screened before each send, and goes on only while every denial is one of those. The same operator asking twice
+    is refused. An ``audit_trail`` hold is released by one operator with a reason; the payout is then screened
+    before its send like any other. Refused when the audit chain records the payout as sent or paid, or a send of it
+    whose outcome is unknown."""
     actor = rt.writer.actor
     if not operator_key(actor):
         raise PayhubError("an operator name is required to release a payout (it is recorded in the audit log)")
     with rt.transaction() as tx:
         row = _load(tx, payout_id, (PayoutStatus.HELD,), "released")
         _not_at_rail(tx, payout_id, PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.UNKNOWN)
-        hold = holds.hold_recorded(holds.payout_entries(tx.conn, [payout_id]).get(payout_id, []))
+        recorded = holds.payout_entries(tx.conn, [payout_id]).get(payout_id, [])
+        hold = holds.hold_recorded(recorded)
         if row.hold_code != hold:
             log.warning("payout %s: its hold_code column says %r, the audit log records a %s hold; the audit log's "
                         "hold applies", payout_id, row.hold_code, hold)
@@ -167,9 +178,11 @@ def release(rt: Runtime, payout_id: int, reason: str) -> Release:
         _moved(store.set_status(tx, payout_id, PayoutStatus.SCHEDULED,
                                 reason=f"released by operators {first.operator} and {actor}: {why}",
                                 released_by=_released_by(operators)), payout_id)
+        # The release covers what the operators saw: the denials of the hold it releases, as the chain records them.
         tx.audit("payout.released", "payout", payout_id, {
             "reason": why, "hold_code": hold, "operators": list(operators),
-            "justifications": [first.justification, why], "requested_at": first.requested_at})
+            "justifications": [first.justification, why], "requested_at": first.requested_at,
+            "covers": holds.hold_denials(recorded)})
     return Release(payout_id, hold, True, operators)
 
 

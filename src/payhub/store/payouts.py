@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, literal, literal_column, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
@@ -57,6 +57,7 @@ class Work:
     lease: str  # the token of the claim: every write to the payout is conditioned on it
     last_reason: str | None = None
     screened_by: tuple[str, ...] = ()  # the screening hooks that let it pass this round, recorded with the send
+    override: int | None = None  # the two operators' release (its audit seq) that covered this round's denials
     done: bool = False
 
 
@@ -155,11 +156,7 @@ def fence(tx: Tx, changes: Sequence[tuple[Work, str]]) -> set[int]:
     """
     if not changes:
         return set()
-    live: dict[int, str] = {}
-    for token in {w.lease for w, _ in changes}:
-        rows = leases.holding(tx.conn, payouts, "id", [w.id for w, _ in changes if w.lease == token], token,
-                              payouts.c.status)
-        live.update((payout_id, row.status) for payout_id, row in rows.items())
+    live = statuses(tx, [w for w, _ in changes])
     kept = set()
     for w, new in changes:
         current = live.get(w.id)
@@ -171,6 +168,16 @@ def fence(tx: Tx, changes: Sequence[tuple[Work, str]]) -> set[int]:
         else:
             kept.add(w.id)
     return kept
+
+
+def statuses(tx: Tx, batch: Sequence[Work]) -> dict[int, str]:
+    """Lock the payouts of ``batch`` this worker still holds a lease on; return their current status by id."""
+    found: dict[int, str] = {}
+    for token in {w.lease for w in batch}:
+        rows = leases.holding(tx.conn, payouts, "id", [w.id for w in batch if w.lease == token], token,
+                              payouts.c.status)
+        found.update((payout_id, row.status) for payout_id, row in rows.items())
+    return found
 
 
 def set_status(tx: Tx, payout_id: int, status: str, lease: str | None = None, *,
@@ -187,12 +194,23 @@ def set_status(tx: Tx, payout_id: int, status: str, lease: str | None = None, *,
     owner: ColumnElement[bool] = (leases.free(payouts, tx.conn) if lease is None
                                   else leases.held(payouts, lease, tx.conn))
     moved = tx.conn.execute(update(payouts).where(payouts.c.id == payout_id, may_come_from(status), owner)
-                            .values(status=status, updated_at=utcnow(), hold_code=hold_code, **values)).rowcount
+                            .values(status=status, updated_at=utcnow(), hold_code=hold_code, **values,
+                                    **({"first_sent_at": first_sent(utcnow())} if status in SENT_OR_PAID else {}))
+                            ).rowcount
     if not moved:
         log.warning("payout %s: not moved to %s (a status or lease that does not allow it)", payout_id, status)
     elif status in _VOIDS_RELEASE:
         release_requests.clear(tx, payout_id)
     return bool(moved)
+
+
+SENT_OR_PAID = (PayoutStatus.SENT, PayoutStatus.PAID)
+
+
+def first_sent(now: datetime) -> ColumnElement[Any]:
+    """``first_sent_at`` as a payout moving to ``sent`` or ``paid`` keeps it: the time it was first recorded so (its
+    payment date, which the tax report counts by, kept when retention archives the audit entries), else ``now``."""
+    return func.coalesce(payouts.c.first_sent_at, literal(now, payouts.c.first_sent_at.type))
 
 
 _VOIDS_RELEASE = (PayoutStatus.HELD, *PAYOUT_TRANSITIONS[PayoutStatus.HELD])
@@ -255,7 +273,7 @@ def mark_accepted(tx: Tx, settled: Sequence[tuple[Work, str, str | None]], now: 
         tx.conn.execute(update(payouts).where(
             payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
             may_come_from(state)).values(status=bindparam("state"), provider_ref=bindparam("ref"), reason=None,
-                                         checked_at=now, updated_at=now), changes)
+                                         checked_at=now, updated_at=now, first_sent_at=first_sent(now)), changes)
         tx.conn.execute(update(rewards).where(rewards.c.payout_id == bindparam("payout")).values(
             status=bindparam("state"), updated_at=now), [{"payout": c["payout"], "state": c["state"]}
                                                          for c in changes])
