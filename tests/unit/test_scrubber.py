@@ -60,6 +60,13 @@ def test_escaped_values_in_free_text_are_found(escaped: str) -> None:
     assert SCRUBBER.scrub(f"line 4: bad record ({escaped}) skipped") == "line 4: bad record ([erased]) skipped"
 
 
+@pytest.mark.parametrize("pair", ["\\ud83d\\ude00", "\\uD83D\\uDE00"])
+def test_characters_beyond_the_basic_plane_escaped_as_surrogate_pairs_are_found(pair: str) -> None:
+    scrubber = Scrubber(["Ann \U0001F600 Lee"])
+    assert scrubber.scrub('{"n": "Ann ' + pair + ' LEE", "x": 1}') == '{"n": "[erased]", "x": 1}'
+    assert scrubber.scrub("Ann \\U0001f600 Lee!") == "[erased]!"
+
+
 def test_json_text_inside_a_json_string_is_searched_too() -> None:
     inner = json.dumps({"name": NAME, "amount": 1004.00})
     text = json.dumps({"body": inner, "n": 1})

@@ -29,6 +29,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 
 from payhub.compliance.personal import ERASED
 
@@ -55,6 +56,12 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", "".join(c for c in decomposed if unicodedata.category(c) not in _DROPPED))
 
 
+@lru_cache(maxsize=8192)
+def _fold_cluster(chars: str) -> str:
+    """:func:`fold` of one character and its combining marks (text repeats its characters: remembered)."""
+    return fold(chars)
+
+
 def _pattern(value: str) -> tuple[int, str] | None:
     """The regular expression (over folded text) of one value, with its length in letters and digits."""
     folded = fold(value).strip()
@@ -73,6 +80,8 @@ def _pattern(value: str) -> tuple[int, str] | None:
 
 def _units(text: str) -> list[tuple[int, int, str]]:
     """``text`` as (start, end, character) units, each backslash escape one unit (a surrogate pair joined)."""
+    if "\\" not in text:
+        return [(at, at + 1, char) for at, char in enumerate(text)]
     units: list[tuple[int, int, str]] = []
     at = 0
     while at < len(text):
@@ -82,10 +91,9 @@ def _units(text: str) -> list[tuple[int, int, str]]:
             units.append((at, at + 1, char))
             at += 1
             continue
-        four, eight, two, simple = match.groups()
-        code = int(four or eight or two, 16) if simple is None else None
-        decoded = _SIMPLE[simple] if code is None else chr(code) if code <= 0x10FFFF else "\ufffd"
-        if code is not None and 0xD800 <= code < 0xDC00:
+        decoded = _escaped_char(match)
+        code = ord(decoded[0])
+        if 0xD800 <= code < 0xDC00:
             low = _ESCAPE.match(text, match.end())
             if low and low[1] and 0xDC00 <= int(low[1], 16) < 0xE000:
                 decoded = chr(0x10000 + ((code - 0xD800) << 10) + int(low[1], 16) - 0xDC00)
@@ -93,6 +101,23 @@ def _units(text: str) -> list[tuple[int, int, str]]:
         units.append((at, match.end(), decoded))
         at = match.end()
     return units
+
+
+def _decoded(text: str) -> str:
+    """``text`` with its backslash escapes read (as :func:`_units` reads them), surrogate pairs joined."""
+    if "\\" not in text:
+        return text
+    decoded = _ESCAPE.sub(_escaped_char, text)
+    return decoded.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _escaped_char(match: re.Match[str]) -> str:
+    four, eight, two, simple = match.groups()
+    return _SIMPLE[simple] if simple is not None else _chr(int(four or eight or two, 16))
+
+
+def _chr(code: int) -> str:
+    return chr(code) if code <= 0x10FFFF else "\ufffd"
 
 
 class Scrubber:
@@ -116,7 +141,7 @@ class Scrubber:
 
     def _json_string(self, match: re.Match[str]) -> str:
         token = match.group()
-        content = json.loads(token)
+        content = json.loads(token) if token[1:].lstrip(" \t\r\n")[:1] in ("{", "[", "\\") else None
         if isinstance(content, str) and _is_json(content):
             nested = self._json(content)
             return token if nested == content else json.dumps(nested, ensure_ascii=token.isascii())
@@ -128,6 +153,8 @@ class Scrubber:
         if text.isascii() and "\\" not in text:  # the common case: folding is lower-casing, one character each
             spans = [(m.start(), m.end()) for m in self._regex.finditer(text.lower()) if m.end() > m.start()]
             return _replace(text, spans) if spans else text
+        if self._regex.search(fold(_decoded(text))) is None:
+            return text  # folded whole (fast) it holds no value; folded piece by piece, as below, it holds none either
         clusters: list[tuple[int, int, str]] = []  # a character with its combining marks, from its units
         for start, end, char in _units(text):
             if clusters and unicodedata.category(char) in ("Mn", "Mc", "Me"):
@@ -138,7 +165,7 @@ class Scrubber:
         folded: list[str] = []
         owner: list[int] = []
         for number, (_start, _end, chars) in enumerate(clusters):
-            part = fold(chars)
+            part = _fold_cluster(chars)
             folded.append(part)
             owner += [number] * len(part)
         spans = [(clusters[owner[m.start()]][0], clusters[owner[m.end() - 1]][1])
