@@ -51,6 +51,7 @@ class HoldCode(StrEnum):
     PAYOUT_FAILED = "payout_failed"  # its payout did not pay: the money is owed again, to be released or cancelled
     OPERATOR = "operator"  # an operator held it
     TAX_FORM = "tax_form"  # the payee's tax form or TIN is missing, invalid or expired; rechecked at every pass
+    WITH_REWARD = "with_reward"  # a withholding line kept with the reward it withholds from, which is not payable now
 
 
 RECHECKED_HOLDS: tuple[HoldCode, ...] = (HoldCode.NO_PAYEE, HoldCode.NO_RAIL, HoldCode.FX_RATE,

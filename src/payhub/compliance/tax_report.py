@@ -2,8 +2,10 @@
 
 Per payee and calendar year of payment, what payhub paid, by information return and box, in USD:
 
-* a payout counts in the year it was first recorded ``sent`` or ``paid`` in the audit log (UTC), if it is ``sent`` or
-  ``paid`` now (a returned, failed or cancelled payout paid nothing); the event's date does not matter;
+* a payout counts in the year it was first recorded ``sent`` or ``paid`` (UTC; its ``first_sent_at``, written in the
+  transaction that moves it there and never removed by retention; for a payout sent before that column existed, its
+  first ``payout.sent`` or ``payout.paid`` audit entry), if it is ``sent`` or ``paid`` now (a returned, failed or
+  cancelled payout paid nothing); the event's date does not matter;
 * each item counts in the box of its program (:func:`box_of`); a withholding line counts as federal income tax
   withheld (box 4) of the form its program reports on;
 * payouts in other currencies are listed apart, gross (``other_currencies``) and withheld (``other_withheld``) per
@@ -19,12 +21,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, cast, func, select
+from sqlalchemy import Connection, String, and_, cast, func, select, union_all
 
 from payhub.clock import utcnow
 from payhub.compliance.tax_boxes import FORMS, MISC, NEC, NONE, TaxReportError, box_of
@@ -68,18 +70,25 @@ class _Totals:
 
 
 def _paid_in(year: int) -> Any:
-    """Payout ids (as audit subject text) first recorded sent or paid in ``year``."""
+    """The ids (``payout_id``) of the payouts first recorded sent or paid in ``year``: by their ``first_sent_at``,
+    which retention never removes; for a payout sent before that column existed (NULL), by its first
+    ``payout.sent`` or ``payout.paid`` audit entry."""
+    since, until = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+    by_column = select(payouts.c.id.label("payout_id")).where(payouts.c.first_sent_at >= since,
+                                                             payouts.c.first_sent_at < until)
     start, end = f"{year:04d}-01-01", f"{year + 1:04d}-01-01"
     first = func.min(audit_log.c.at)
-    return (select(audit_log.c.subject_id).where(audit_log.c.subject_type == "payout",
-                                                 audit_log.c.action.in_(PAID_ACTIONS))
-            .group_by(audit_log.c.subject_id).having(and_(first >= start, first < end)))
+    by_chain = (select(audit_log.c.subject_id).where(audit_log.c.subject_type == "payout",
+                                                     audit_log.c.action.in_(PAID_ACTIONS))
+                .group_by(audit_log.c.subject_id).having(and_(first >= start, first < end)))
+    older = select(payouts.c.id).where(payouts.c.first_sent_at.is_(None), cast(payouts.c.id, String).in_(by_chain))
+    return union_all(by_column, older)
 
 
 def _programs_query(year: int) -> Any:
     paid = _paid_in(year).subquery()
     return (select(rewards.c.program).distinct()
-            .select_from(payouts.join(paid, paid.c.subject_id == cast(payouts.c.id, String))
+            .select_from(payouts.join(paid, paid.c.payout_id == payouts.c.id)
                          .join(payout_items, payout_items.c.payout_id == payouts.c.id)
                          .join(rewards, rewards.c.id == payout_items.c.reward_id))
             .where(payouts.c.status.in_((PayoutStatus.SENT, PayoutStatus.PAID))))
@@ -91,7 +100,7 @@ def _sums_query(year: int) -> Any:
                payees.c.tin_status)
     return (select(payouts.c.payee_id, *profile, payouts.c.currency, rewards.c.program, rewards.c.kind,
                    func.sum(payout_items.c.amount_minor))
-            .select_from(payouts.join(paid, paid.c.subject_id == cast(payouts.c.id, String))
+            .select_from(payouts.join(paid, paid.c.payout_id == payouts.c.id)
                          .join(payout_items, payout_items.c.payout_id == payouts.c.id)
                          .join(rewards, rewards.c.id == payout_items.c.reward_id)
                          .outerjoin(payees, payees.c.id == payouts.c.payee_id))

@@ -146,46 +146,66 @@ def profiles(conn: Connection, payee_ids: Iterable[str]) -> dict[str, TaxProfile
 
 
 def recheck_since(rt: Runtime) -> datetime:
-    """The time of this runtime's first schedule pass: ``tax_form`` holds written before it are examined again once
-    (the settings may have changed since), later ones when their payee's row changes."""
-    return _FIRST_PASS.setdefault(rt, utcnow())
+    """``tax_form`` holds last written before this time are examined again: the later of this runtime's first
+    schedule pass (the settings may have changed since) and the start of the current UTC day (a form's validity
+    depends on the date: a W-8 dated in the future becomes current, one expires after 31 December). A hold is
+    written again each time it is examined, so each is examined once per UTC day, and whenever its payee's row
+    changes."""
+    now = utcnow()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(_FIRST_PASS.setdefault(rt, now), midnight)
 
 
 def apply(rt: Runtime, tx: Tx, rows: Sequence[Any]) -> tuple[list[Any], int]:
     """Apply the tax rules to the rewards a schedule pass claimed; return the rows that go on to be scheduled (with
     the withholding lines they need) and how many rewards this changed.
 
-    Withholding lines move only with the reward they withhold from: a line whose reward is not among ``rows`` stays
-    as it is; an unpaid line of a reward among ``rows`` is claimed with it; a line whose reward was cancelled, or
-    whose payee no longer needs backup withholding, is cancelled. A reward gets a new line only when it has no line
-    that is not cancelled, so a reward is never withheld from twice."""
+    Withholding lines move only with the reward they withhold from. The lines of the rewards among ``rows`` are
+    locked first (waiting for a transaction that holds one) and read after the lock. A line that is pending,
+    carried or held for any cause but an operator's hold is claimed with its reward; a line an operator held holds
+    its reward back (held ``operator``: the reward is not paid without its withholding). A line among ``rows``
+    whose reward is not: cancelled with a cancelled reward, left for its reward's pass while that reward is pending
+    or carried, else held ``with_reward`` (out of the work list until its reward is claimed again). A line whose
+    payee no longer needs backup withholding is cancelled. A reward gets a new line only when it has no line that
+    is not cancelled, so a reward is never withheld from twice."""
     tax = rt.settings.compliance.tax
     on = utcnow().date()
-    found = profiles(tx.conn, {row.payee_id for row in rows})
     by_id = {row.id: row for row in rows}
     lines = _lines_of(tx.conn, rows)
-    # Unpaid withholding lines of rewards in this pass that the pass did not claim (held apart, say): claimed now.
-    extra = [line.id for line in lines.values() if line.id not in by_id and line.status in _UNPAID]
+    changed = 0
+    blocked = {line.withholds: line for line in lines.values()
+               if line.withholds in by_id and line.status == RewardStatus.HELD and line.hold_code == HoldCode.OPERATOR}
+    if blocked:
+        changed += _held_by_line(tx, [by_id[reward_id] for reward_id in sorted(blocked)], blocked)
+        rows = [row for row in rows if row.id not in blocked]
+        by_id = {row.id: row for row in rows}
+    # Unpaid lines of rewards in this pass that the pass did not claim (carried, held apart): claimed now.
+    extra = [line.id for line in lines.values() if line.id not in by_id and line.withholds in by_id
+             and line.status in _PULLED]
     rows = [*rows, *store.claim_ids(tx.conn, extra)] if extra else list(rows)
+    by_id = {row.id: row for row in rows}
+    found = profiles(tx.conn, {row.payee_id for row in rows})
     by_payee: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_payee[row.payee_id].append(row)
     keep: list[Any] = []
-    changed = 0
     for payee_id in sorted(by_payee):
         group = by_payee[payee_id]
+        orphans = [(row, lines[row.id]) for row in group if row.kind == RewardKind.WITHHOLDING
+                   and row.id in lines and lines[row.id].withholds not in by_id]
+        changed += _cancel(tx, [row for row, line in orphans if line.withholds_status == RewardStatus.CANCELLED],
+                           "the reward it withholds from was cancelled")
+        changed += _hold_with_reward(tx, [(row, line) for row, line in orphans
+                                          if line.withholds_status not in (RewardStatus.CANCELLED, *_CLAIMABLE)])
+        apart = {row.id for row, _line in orphans}
+        group = [row for row in group if row.id not in apart]  # a pending or carried one waits for its reward
+        if not group:
+            continue
         profile = found.get(payee_id)
         if profile is None:  # not in the registry: the schedule stage holds it for that
             keep += group
             continue
         verdict = decide(profile, tax, on)
-        withholding = {line.id: line for line in lines.values() if line.payee_id == payee_id}
-        orphans = [row for row in group if row.kind == RewardKind.WITHHOLDING
-                   and withholding.get(row.id) is not None and withholding[row.id].withholds not in by_id]
-        stale = [row for row in orphans if withholding[row.id].withholds_status == RewardStatus.CANCELLED]
-        changed += _cancel(tx, stale, "the reward it withholds from was cancelled")
-        apart = {row.id for row in orphans}
-        group = [row for row in group if row.id not in apart]  # the others wait for their reward
         if verdict.action == "hold":
             changed += _hold(tx, group, verdict, profile)
             continue
@@ -208,7 +228,10 @@ def apply(rt: Runtime, tx: Tx, rows: Sequence[Any]) -> tuple[list[Any], int]:
     return keep, changed
 
 
-_UNPAID = (RewardStatus.PENDING, RewardStatus.CARRIED, RewardStatus.HELD)
+_CLAIMABLE = (RewardStatus.PENDING, RewardStatus.CARRIED)
+"""A line whose reward is in one of these statuses is left as it is: it is claimed with its reward."""
+_PULLED = (RewardStatus.PENDING, RewardStatus.CARRIED, RewardStatus.HELD)
+"""A line in one of these statuses (held: for any cause but an operator's hold) is claimed with its reward."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,20 +239,58 @@ class _Line:
     id: int
     payee_id: str
     status: str
+    hold_code: str | None
+    hold_reason: str | None
     withholds: int
     withholds_status: str | None
 
 
 def _lines_of(conn: Connection, rows: Sequence[Any]) -> dict[int, _Line]:
-    """The withholding lines on the events of ``rows`` (those of their rewards, and the lines among ``rows``), by
-    id, each with the reward it withholds from and that reward's status."""
+    """The withholding lines of the rewards among ``rows`` and the lines among ``rows``, by id, each locked and read
+    after the lock (:func:`payhub.store.rewards.lock_lines`), with the reward it withholds from and that reward's
+    status. Only these lines are locked: the lines of other payees on the same events are another pass's."""
     event_ids = {row.event_id for row in rows}
     if not event_ids:
         return {}
-    found = store.withholding_lines(conn, event_ids)
-    statuses = store.statuses(conn, {_withholds(row.details) for row in found})
-    return {row.id: _Line(row.id, row.payee_id, row.status, _withholds(row.details),
-                          statuses.get(_withholds(row.details))) for row in found}
+    ids = {row.id for row in rows}
+    found = [(row.id, row.payee_id, _withholds(row.details)) for row in store.withholding_lines(conn, event_ids)]
+    found = [(line_id, payee_id, withholds) for line_id, payee_id, withholds in found
+             if line_id in ids or withholds in ids]
+    locked = store.lock_lines(conn, [line_id for line_id, _payee, _withholds_id in found])
+    statuses = store.statuses(conn, {withholds for _id, _payee, withholds in found})
+    return {line_id: _Line(line_id, payee_id, locked[line_id].status, locked[line_id].hold_code,
+                           locked[line_id].hold_reason, withholds, statuses.get(withholds))
+            for line_id, payee_id, withholds in found if line_id in locked}
+
+
+def _held_by_line(tx: Tx, rewards: list[Any], blocked: dict[int, _Line]) -> int:
+    """Hold back (``operator``) rewards whose withholding line an operator held; return how many."""
+    now = utcnow()
+    for row in rewards:
+        line = blocked[row.id]
+        reason = (f"its backup withholding line {line.id} is held by an operator ({line.hold_reason}): the reward "
+                  f"is not paid without its withholding; release both to pay them")
+        store.hold(tx.conn, [row.id], HoldCode.OPERATOR, reason, now)
+        tx.audit("reward.held", "reward", row.id, {"code": HoldCode.OPERATOR, "reason": reason, "line": line.id,
+                                                   "from": row.status}, outcome="held")
+    return len(rewards)
+
+
+def _hold_with_reward(tx: Tx, orphans: list[tuple[Any, _Line]]) -> int:
+    """Hold (``with_reward``) withholding lines whose reward is not payable now (held, awaiting approval, in a
+    payout); return how many changed. Such a line leaves the work list and is claimed again with its reward."""
+    now = utcnow()
+    changed = 0
+    for row, line in sorted(orphans, key=lambda pair: pair[0].id):
+        reason = (f"withholds from reward {line.withholds}, which is {line.withholds_status or 'gone'}: the line "
+                  "is paid with that reward")
+        if row.status == RewardStatus.HELD and row.hold_code == HoldCode.WITH_REWARD and row.hold_reason == reason:
+            continue
+        store.hold(tx.conn, [row.id], HoldCode.WITH_REWARD, reason, now)
+        tx.audit("reward.held", "reward", row.id, {"code": HoldCode.WITH_REWARD, "reason": reason,
+                                                   "withholds": line.withholds, "from": row.status}, outcome="held")
+        changed += 1
+    return changed
 
 
 def _unreported(rt: Runtime, program: str) -> bool:

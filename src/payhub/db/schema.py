@@ -134,6 +134,7 @@ events = Table(
     Column("raw", Text),
     Column("ingested_at", UTCDateTime, nullable=False),
     Column("calculated_at", UTCDateTime),
+    Column("waits_for_payee", String(200)),  # a waiting event whose payee must be in the registry first
     Index("ix_events_status_id", "status", "id"),
     Index("ix_events_status_occurred", "status", "occurred_at"),  # future-dated events wait for their date
     Index("ix_events_object", "source", "object_type", "object_id"),
@@ -260,6 +261,7 @@ payouts = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("checked_at", UTCDateTime),
     Column("hold_code", String(40)),  # a PayoutHold, for a held payout
+    Column("first_sent_at", UTCDateTime),  # when it was first recorded sent or paid: its payment date (tax year)
     Index("ix_payouts_status_rail", "status", "rail"),
     # listings by status, rail or payee, paged by id
     Index("ix_payouts_status_id", "status", "id"),

@@ -27,6 +27,8 @@ from payhub.store import payouts as payout_store
 from payhub.store import rewards as store
 
 Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
+RECHECK_SHARE = 10
+"""Each schedule pass re-examines at least ``batch_size // RECHECK_SHARE`` held rewards, however much is pending."""
 
 
 def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int,
@@ -102,12 +104,13 @@ class _Item:
 def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = True) -> int:
     """Turn up to ``limit`` payable rewards into payouts in one transaction; return how many rewards changed.
 
-    Pending rewards come first, each payee's together with its carried-forward balance; when none are left,
-    rewards held for a missing payee, rail or FX rate are re-examined (only those whose hold could now clear, so a
-    pass that changes nothing returns 0), and so are the carried rewards of payees who had a reward cancelled since
-    they were last netted (their balance changed). Per payee and payout currency the rewards and adjustments are
-    netted: a net at or above the minimum payout becomes one payout; a smaller or negative net is carried forward,
-    and every carried reward of the group gets the group's current reason.
+    Pending rewards come first, each payee's together with its carried-forward balance; then, in every pass (in the
+    room the pending rewards left, and at least ``limit // RECHECK_SHARE`` of them, so a long queue of pending work
+    never stops them), rewards held for a missing payee, rail, FX rate or tax form are re-examined (only those whose
+    hold could now clear, so a pass that changes nothing returns 0), and so are the carried rewards of payees who
+    had a reward cancelled since they were last netted (their balance changed). Per payee and payout currency the
+    rewards and adjustments are netted: a net at or above the minimum payout becomes one payout; a smaller or
+    negative net is carried forward, and every carried reward of the group gets the group's current reason.
     """
     limit = limit or rt.settings.database.batch_size
     with rt.transaction() as tx:
@@ -117,12 +120,15 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             rows = [row for row in rows if row.payee_id != rows[-1].payee_id]
         if rows:
             rows += store.claim_carried(tx.conn, {row.payee_id for row in rows})
-        elif recheck_holds:
+        if recheck_holds:
+            # Every pass, pending work or not: the room the pending rewards left, and at least a share of the batch.
+            room = max(limit - len(rows), limit // RECHECK_SHARE, 1)
+            claimed = {row.id for row in rows}
             # Holds that may have cleared: the payee has since appeared in the registry (a rail may now fit).
-            rows = [r for r in store.claim_rechecked_holds(tx.conn, limit, tax_rules.recheck_since(rt))
-                    if _may_clear(rt, r)]
+            rows += [r for r in store.claim_rechecked_holds(tx.conn, room, tax_rules.recheck_since(rt))
+                     if _may_clear(rt, r)]
             # Carried balances that a cancellation changed since they were last netted.
-            rows += store.claim_changed_carried(tx.conn, limit)
+            rows += [r for r in store.claim_changed_carried(tx.conn, room) if r.id not in claimed]
         if not rows:
             return 0
         moved = 0

@@ -140,6 +140,17 @@ def withholding_lines(conn: Connection, event_ids: Iterable[int]) -> list[Row[An
         rewards.c.event_id.in_(list(event_ids)), rewards.c.kind == RewardKind.WITHHOLDING).order_by(rewards.c.id)))
 
 
+def lock_lines(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
+    """Lock the withholding lines ``ids`` and read them after the lock: ``(id, status, hold_code, hold_reason)`` by
+    id. On PostgreSQL the lock waits for a transaction holding one (an operator's hold, another replica's pass)
+    instead of skipping it: a line is never taken as it was before a change that is being committed."""
+    query = select(rewards.c.id, rewards.c.status, rewards.c.hold_code, rewards.c.hold_reason).where(
+        rewards.c.id.in_(sorted(set(ids)))).order_by(rewards.c.id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=rewards)
+    return {row.id: row for row in conn.execute(query)}
+
+
 def unpaid_withholding_lines_of(conn: Connection, reward_ids: Iterable[int]) -> list[Row[Any, Any]]:
     """``(id, details)`` of the withholding lines not in a payout yet (:data:`UNPAID`) that withhold from any of
     ``reward_ids``, by id."""

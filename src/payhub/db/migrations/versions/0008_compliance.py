@@ -5,8 +5,10 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-07 05:00:00.000000
 
-The rewards' hold_code CHECK gains 'tax_form'. SQLite cannot change a constraint: the rewards table is made again
-under its own name from its own CREATE statement with the new list (as revision 0007 does), its rows copied back.
+The rewards' hold_code CHECK gains 'tax_form' and 'with_reward'; payouts gain 'first_sent_at' (the payment date the
+tax report counts by), events 'waits_for_payee' (the payee a waiting event's flag caps need in the registry). SQLite
+cannot change a constraint: the rewards table is made again under its own name from its own CREATE statement with
+the new list (as revision 0007 does), its rows copied back.
 """
 
 import sqlalchemy as sa
@@ -20,7 +22,7 @@ depends_on = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
 OLD_HOLDS = ('budget', 'no_payee', 'no_rail', 'fx_rate', 'payout_failed', 'operator')
-NEW_HOLDS = (*OLD_HOLDS, 'tax_form')
+NEW_HOLDS = (*OLD_HOLDS, 'tax_form', 'with_reward')
 def _payee_columns() -> list[sa.Column]:  # type: ignore[type-arg]
     return [
     sa.Column('aliases', sa.Text(), nullable=False, server_default='[]'),
@@ -71,6 +73,8 @@ def upgrade() -> None:
     _set_holds(OLD_HOLDS, NEW_HOLDS)
     op.add_column('rewards', sa.Column('kind', sa.String(length=20), nullable=False, server_default='reward'))
     op.add_column('payouts', sa.Column('hold_code', sa.String(length=40), nullable=True))
+    op.add_column('payouts', sa.Column('first_sent_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('events', sa.Column('waits_for_payee', sa.String(length=200), nullable=True))
     op.create_table(
         'personal_keys',
         sa.Column('subject', sa.String(length=200), nullable=False),
@@ -134,6 +138,8 @@ def downgrade() -> None:
     op.drop_index('ix_screening_lists_name_current', table_name='screening_lists')
     op.drop_table('screening_lists')
     op.drop_table('personal_keys')
+    _drop_column('events', 'waits_for_payee')
+    _drop_column('payouts', 'first_sent_at')
     _drop_column('payouts', 'hold_code')
     _drop_column('rewards', 'kind')
     _set_holds(NEW_HOLDS, OLD_HOLDS)
