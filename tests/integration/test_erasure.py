@@ -355,6 +355,7 @@ def test_other_spellings_of_the_values_are_found_in_free_text(site: Site) -> Non
     assert reason == "; ".join(["refused [erased] at 1004.00"] * len(spellings))
 
 
+@pytest.mark.slow  # the command line runs the pipeline twice
 def test_look_alike_ids_in_the_payees_file_do_not_bring_an_erased_payee_back(site: Site) -> None:
     site.ok("payees", "erase", "p1", "--reason", "request", "--yes", "--no-compact")
     row = PAYEES.splitlines()[1]
