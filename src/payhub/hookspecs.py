@@ -22,7 +22,7 @@ hookspec = pluggy.HookspecMarker("payhub")
 
 @hookspec
 def payhub_screen_payout(payout: PayoutInstruction) -> ScreenDecision | None:
-    """Screen a payout before its first attempt (sanctions, tax forms, caps); any denial holds it."""
+    """Screen a payout before each send attempt (sanctions, tax forms, caps); any denial holds it."""
 
 
 @hookspec

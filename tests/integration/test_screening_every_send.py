@@ -16,7 +16,7 @@ from payhub.db.schema import payouts
 from payhub.errors import PayhubError
 from payhub.pipeline import payout_actions
 from payhub.runtime import Runtime
-from payhub.testing import FakeRail, FakeSource, Harness
+from payhub.testing import FakeRail, FakeSource, Harness, invoke_cli
 from payhub.testing.fakes import FakeRailSettings
 from payhub.testing.pytest_plugin import HarnessFactory
 
@@ -145,6 +145,12 @@ def test_a_payee_renamed_after_two_operators_released_a_near_match_is_held_again
         payout_actions.release(operator(harness, "OPS:Alice"), chloe.id, "a second look by the same person")
     assert sends(rail, chloe.idempotency_key) == 0
     harness.assert_exactly_once()
+
+    explained = invoke_cli("-c", str(harness.settings_file), "explain", f"payout:{clara.id}")
+    assert explained.exit_code == 0, explained.output
+    text = " ".join(explained.stdout.split())
+    assert "released by ops:alice and ops:bob at" in text
+    assert f"two operators' release (entry {sending.detail['screening_override']}) covers it" in text
 
 
 def test_a_retry_after_the_payee_was_renamed_is_held_before_it_is_sent(
