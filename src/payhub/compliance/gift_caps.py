@@ -8,8 +8,9 @@ Two rules, from ``[compliance.gifts]`` (:class:`payhub.settings.GiftSettings`):
   currency of the payee (``per = "payee"``: every program the cap applies to), of the payee in this program
   (``per = "program"``), or of every payee carrying the flag (``per = "flag"``); rewards of the batch being
   calculated included. Flags are read from the payee registry when the reward is calculated and compared as
-  :func:`payhub.compliance.flags.flag_key` normalises them (case, width, invisible characters); a payee not in
-  the registry has no flags.
+  :func:`payhub.compliance.flags.flag_key` normalises them (case, width, invisible characters). A positive line to
+  a payee not in the registry raises :class:`PayeeNotRegistered`: its flags are unknown, so the event waits for
+  the payee (:mod:`payhub.pipeline.waiting`) instead of being calculated without them.
 - **Gift-card yearly cap**, applied when a payout is routed: a rail listed in ``giftcard_rails`` refuses a payout
   that would take the payee's gift cards of the calendar year (UTC, by the day payouts are scheduled) in its
   currency above ``giftcard_yearly_cap``. The payout is never split: routing tries the next rail, or the rewards
@@ -36,6 +37,14 @@ from payhub.store import gift_totals
 SETTING = "compliance.gifts"
 
 
+class PayeeNotRegistered(Exception):
+    """A flag cap applies to a line whose payee is not in the registry: the payee's flags are unknown."""
+
+    def __init__(self, payee_id: str) -> None:
+        super().__init__(f"payee {payee_id} is not in the payees registry")
+        self.payee_id = payee_id
+
+
 class FlagHistory(Protocol):
     """What flag caps read of past rewards (:class:`payhub.pipeline.history.DbHistory` is one)."""
 
@@ -51,6 +60,13 @@ class PayeeFlags:
         self.conn = conn
         self._flagged: dict[str, frozenset[str]] | None = None
         self._carrying: dict[str, frozenset[str]] = {}
+        self._registered: dict[str, bool] = {}
+
+    def registered(self, payee_id: str) -> bool:
+        """True when the payee is in the registry (read once per payee and batch)."""
+        if payee_id not in self._registered:
+            self._registered[payee_id] = bool(gift_totals.registered(self.conn, [payee_id]))
+        return self._registered[payee_id]
 
     def _all(self) -> dict[str, frozenset[str]]:
         if self._flagged is None:
@@ -90,11 +106,15 @@ def apply_flag_caps(caps: Sequence[FlagCap], program: str, event: Event, lines: 
 
     Only caps in the line's currency apply; a payee carrying a flag whose caps (for this program) are all in other
     currencies raises CalculationError: amounts in different currencies are not compared, and the payee is not paid
-    past a cap that cannot be checked.
+    past a cap that cannot be checked. A positive line to a payee not in the registry raises
+    :class:`PayeeNotRegistered` (when any cap applies to ``program``): its flags are unknown.
     """
     applicable = [cap for cap in caps if not cap.programs or program in cap.programs]
     if not applicable:
         return lines, []
+    for line, minor in lines:
+        if minor > 0 and not flags.registered(line.payee_id):
+            raise PayeeNotRegistered(line.payee_id)
     since, until, year = period_bounds(event.occurred_at, "year")
     kept: list[tuple[RewardLine, int]] = []
     notes: list[str] = []

@@ -116,6 +116,7 @@ class _Result:
     funds: list[tuple[FundMovement, Decimal]] = field(default_factory=list)  # movement, rounded amount
     cancels: list[int] = field(default_factory=list)  # stored unpaid rewards a clawback cancels
     cancel_batch: list[tuple[int, int]] = field(default_factory=list)  # rewards of this batch it cancels
+    waits_for: str | None = None  # a payee flag caps need in the registry: not calculated, the event waits
 
 
 def _checked_line(line: RewardLine) -> int:
@@ -160,6 +161,7 @@ def calculate_batch(rt: Runtime, versions: dict[str, int], limit: int | None = N
     with rt.transaction() as tx:
         horizon = utcnow() + tolerance
         waiting.release_due(tx, horizon, limit)
+        waiting.release_registered(tx, limit)
         rows = event_store.claim_ingested(tx.conn, horizon, limit)
         due = waiting.hold(tx, rows, horizon, tolerance)
         if due:
@@ -177,13 +179,25 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     results: list[_Result] = []
     cancelled: dict[tuple[int, int], int] = {}  # reward of this batch -> the clawback event that cancelled it
     done = event_store.calculated_programs(tx.conn, [row.id for row in rows])
+    waits: list[tuple[Any, str | None, int | None, str]] = []  # events set waiting: row, payee, after event, reason
+    waiting_objects: dict[tuple[str, str, str], int] = {}  # CRM object -> its event of this batch that waits
     for row in rows:
         event = to_event(row)
+        crm_object = (row.source, row.object_type, row.object_id)
+        if crm_object in waiting_objects:  # calculated after the event of its object that waits
+            waits.append((row, None, waiting_objects[crm_object],
+                          waiting.behind_reason(row, waiting_objects[crm_object])))
+            continue
         for program, calculator in programs.items():
             section = rt.settings.programs[program]
             if (event.id, program) in done or not _matches(section, event):
                 continue  # calculated before (a retried event keeps its other programs' results)
             result = _run_one(calculator, program, section, event, history, (flag_caps, flags))
+            if result.waits_for is not None:  # not calculated: the event waits for the payee
+                if crm_object not in waiting_objects:
+                    waiting_objects[crm_object] = event.id
+                    waits.append((row, result.waits_for, None, waiting.payee_reason(result.waits_for, program)))
+                continue
             if result.reason is not None:  # a plugin's text, bounded and made storable
                 result.reason = storable.sanitise(result.reason, storable.REASON_LIMIT)
             for ref in result.cancel_batch:  # a clawback cancelled rewards of this batch before they were written
@@ -200,11 +214,13 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             results.append(result)
     event_store.record_calculations(tx.conn, calc_rows)
     _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now)
+    waiting.hold_for_payees(tx, waits)
+    waited = {row.id for row, _payee, _after, _reason in waits}
     outcomes: dict[int, dict[str, str]] = {row.id: {} for row in rows}
     for calc_row in calc_rows:
         status, reason = calc_row["status"], calc_row["reason"]
         outcomes[calc_row["event_id"]][calc_row["program"]] = status if reason is None else f"{status}: {reason}"
-    event_ids = [row.id for row in rows]
+    event_ids = [row.id for row in rows if row.id not in waited]
     event_store.mark_calculated(tx.conn, event_ids, now)
     for event_id in event_ids:
         tx.audit("event.calculated", "event", event_id, {"programs": outcomes[event_id]})
@@ -351,6 +367,8 @@ def _run_one(calculator: Calculator | str, program: str, section: ProgramSection
                                                        reserved)))
     except NotEligible as exc:
         return _Result(CalculationStatus.NOT_ELIGIBLE, _stated(exc))
+    except gift_caps.PayeeNotRegistered as exc:  # the flags are unknown: calculated once the payee is registered
+        return _Result(CalculationStatus.NOT_ELIGIBLE, str(exc), waits_for=exc.payee_id)
     except (CalculationError, InvalidRecord) as exc:
         return _Result(CalculationStatus.FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - a calculator bug fails only this (program, event)

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
 
 from payhub.db.queries import for_update, insert_ignore
-from payhub.db.schema import calculations, events, sources
+from payhub.db.schema import calculations, events, payees, sources
 from payhub.states import CalculationStatus, EventStatus
 from payhub.store import leases
 
@@ -165,13 +165,14 @@ _EARLIER = events.alias("earlier")
 _SAME_OBJECT_BEFORE = and_(_EARLIER.c.source == events.c.source, _EARLIER.c.object_type == events.c.object_type,
                            _EARLIER.c.object_id == events.c.object_id, _EARLIER.c.id < events.c.id)
 _SET_WAITING = update(events).where(events.c.id == bindparam("event_id")).values(
-    status=EventStatus.WAITING, reason=bindparam("waiting_reason"))
+    status=EventStatus.WAITING, reason=bindparam("waiting_reason"), waits_for_payee=bindparam("waits_for_payee"))
 
 
 def due_waiting(horizon: datetime, limit: int) -> Select[Any]:
-    """Up to ``limit`` waiting events dated up to ``horizon`` before which no event of the same CRM object waits."""
+    """Up to ``limit`` waiting events dated up to ``horizon`` before which no event of the same CRM object waits (and
+    that do not wait for a payee: :func:`claim_registered_waiting`)."""
     return select(events.c.id, events.c.occurred_at).where(
-        events.c.status == EventStatus.WAITING, events.c.occurred_at <= horizon,
+        events.c.status == EventStatus.WAITING, events.c.occurred_at <= horizon, events.c.waits_for_payee.is_(None),
         ~exists().where(_SAME_OBJECT_BEFORE, _EARLIER.c.status == EventStatus.WAITING),
     ).order_by(events.c.occurred_at, events.c.id).limit(limit)
 
@@ -184,7 +185,16 @@ def claim_due_waiting(conn: Connection, horizon: datetime, limit: int) -> list[A
 def release_waiting(conn: Connection, event_ids: list[int]) -> None:
     """Move waiting events back to ``ingested``: their time has come."""
     if event_ids:
-        conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status=EventStatus.INGESTED, reason=None))
+        conn.execute(update(events).where(events.c.id.in_(event_ids)).values(status=EventStatus.INGESTED, reason=None,
+                                                                             waits_for_payee=None))
+
+
+def claim_registered_waiting(conn: Connection, limit: int) -> list[Any]:
+    """Lock up to ``limit`` waiting events whose payee (``waits_for_payee``) is in the registry now: ``(id,
+    waits_for_payee)`` of each, by id."""
+    return list(conn.execute(for_update(conn, select(events.c.id, events.c.waits_for_payee).where(
+        events.c.status == EventStatus.WAITING, events.c.waits_for_payee.is_not(None),
+        exists().where(payees.c.id == events.c.waits_for_payee)).order_by(events.c.id).limit(limit))).all())
 
 
 def next_ingested(horizon: datetime, limit: int) -> Select[Any]:

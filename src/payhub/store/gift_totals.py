@@ -27,6 +27,15 @@ def flags_of(text: str | None) -> frozenset[str]:
     return frozenset(key for flag in found if (key := flag_key(str(flag)))) if isinstance(found, list) else frozenset()
 
 
+def registered(conn: Connection, payee_ids: Collection[str]) -> set[str]:
+    """Those of ``payee_ids`` that are in the payees registry."""
+    ordered = sorted(set(payee_ids))
+    found: set[str] = set()
+    for start in range(0, len(ordered), CHUNK):
+        found.update(conn.execute(select(payees.c.id).where(payees.c.id.in_(ordered[start:start + CHUNK]))).scalars())
+    return found
+
+
 def flagged(conn: Connection) -> dict[str, frozenset[str]]:
     """The case-folded flags of every registry payee that has any (a payee left out has none)."""
     rows = conn.execute(select(payees.c.id, payees.c.flags).where(payees.c.flags != "[]"))
