@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import click
-from sqlalchemy.engine import make_url
 
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import FORMATS, console, render
 from payhub.db import migrate
-from payhub.db.engine import make_engine
+from payhub.db.engine import make_engine, shown_url
 from payhub.plugins import load_plugins
 
 
@@ -51,7 +50,7 @@ def config_show(ctx: Context) -> None:
     loaded.close()
     data = settings.model_dump(mode="json")
     # A database URL may carry a password: show it masked, like every other secret.
-    data["database"]["url"] = make_url(settings.database.url).render_as_string(hide_password=True)
+    data["database"]["url"] = shown_url(settings.database.url)
     for table in ("sources", "programs", "rails", "hooks"):
         for name, section in getattr(settings, table).items():
             extra = set(section.plugin_settings())

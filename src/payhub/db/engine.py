@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+from urllib.parse import quote
 
 from filelock import FileLock, Timeout
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from payhub import files
@@ -22,6 +24,31 @@ from payhub.errors import PayhubError
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection attempt may take (libpq ``connect_timeout``)
+
+
+MASK = "***"
+_SECRET_QUERY_WORDS = ("pass", "pwd", "secret", "token", "key", "cred", "auth")
+"""A query parameter whose lower-cased name contains one of these is shown masked (``password``, ``passwd``,
+``sslpassword``, ``sslkey``, ``api_token``, ``client_secret`` ...): masking a harmless one costs nothing."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` as payhub shows it (``config show``, logs, errors): the password and every secret-looking query
+    parameter replaced by ``***``. A URL that does not parse, or parses ambiguously (more than one ``@`` before the
+    query, as when a password holds an unescaped ``@``), is shown fully masked."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return MASK
+    if url.split("?", 1)[0].count("@") > 1:
+        return MASK
+    pairs = []
+    for name, values in parsed.query.items():
+        secret = any(word in name.lower() for word in _SECRET_QUERY_WORDS)
+        for value in (values,) if isinstance(values, str) else values:
+            pairs.append(f"{quote(name, safe='')}={MASK if secret else quote(value, safe='/:,')}")
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    return f"{shown}?{'&'.join(pairs)}" if pairs else shown
 
 
 def sqlite_file(url: str) -> str | None:
