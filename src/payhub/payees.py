@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -222,4 +222,14 @@ def load_payees(conn: Connection, ids: list[str]) -> dict[str, Payee]:
                                   email=row.email, rail=row.rail, details=json.loads(row.details),
                                   min_payout=Decimal(row.min_payout) if row.min_payout else None,
                                   aliases=tuple(json.loads(row.aliases)), flags=frozenset(json.loads(row.flags)))
+    return found
+
+
+def erased_since(conn: Connection, ids: list[str]) -> dict[str, datetime]:
+    """When each of the payees ``ids`` that ``payhub payees erase`` erased was erased (others are absent)."""
+    found: dict[str, datetime] = {}
+    for start in range(0, len(ids), 500):
+        found.update((payee_id, erased_at) for payee_id, erased_at in conn.execute(
+            select(payees.c.id, payees.c.erased_at).where(payees.c.id.in_(ids[start : start + 500]),
+                                                          payees.c.erased_at.is_not(None))))
     return found

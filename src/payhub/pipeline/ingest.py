@@ -26,6 +26,7 @@ from payhub.db.schema import events
 from payhub.errors import InvalidRecord, PermanentSourceError, PluginError, PluginTimeout, TransientSourceError
 from payhub.guard import Guard
 from payhub.money import check_currency, parse_amount
+from payhub.payees import erased_since
 from payhub.pipeline import storable, waiting
 from payhub.pipeline.identity import event_key, malformed_key, normalise_id
 from payhub.runtime import Runtime, Tx
@@ -555,6 +556,7 @@ def write_batch(rt: Runtime, source: str, records: Sequence[Any], finish: Finish
         waiting.hold_new(row, now + tolerance, tolerance)
     try:
         with rt.transaction() as tx:
+            _forget_erased(tx, rows, set(rt.settings.compliance.erasure.event_attributes), source)
             counts = _write(tx, rows)
             finish(tx, counts)
     except Exception as exc:
@@ -566,6 +568,26 @@ def write_batch(rt: Runtime, source: str, records: Sequence[Any], finish: Finish
             counts = _write_isolating(tx, source, rows)
             finish(tx, counts)
     return counts
+
+
+def _forget_erased(tx: Tx, rows: list[dict[str, Any]], personal: set[str], source: str) -> None:
+    """Store new events of payees that ``payhub payees erase`` erased without the personal data erasure removes:
+    ``raw`` is dropped and so are the attributes ``personal`` names (``[compliance.erasure] event_attributes``);
+    the amount, dates and the rest stay, so that the rewards are calculated and held. Quarantined rows keep their
+    raw text, the evidence of what was refused. One warning per erased payee of the batch."""
+    ids = sorted({row["payee_id"] for row in rows if row["status"] != EventStatus.QUARANTINED and row["payee_id"]})
+    erased = erased_since(tx.conn, ids) if ids else {}
+    dropped: dict[str, int] = {}
+    for row in rows:
+        if row["status"] == EventStatus.QUARANTINED or row["payee_id"] not in erased:
+            continue
+        attributes = json.loads(row["attributes"] or "{}")
+        row["attributes"] = _ATTRIBUTES.encode({k: v for k, v in attributes.items() if k not in personal})
+        row["raw"] = None
+        dropped[row["payee_id"]] = dropped.get(row["payee_id"], 0) + 1
+    for payee_id, count in sorted(dropped.items()):
+        log.warning("source %s: %d record(s) for payee %s, erased on %s: stored without their raw record and "
+                    "personal attributes", source, count, payee_id, erased[payee_id].date().isoformat())
 
 
 def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from payhub.clock import utcnow
 from payhub.compliance import gift_caps, tax_rules
 from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
-from payhub.payees import load_payees
+from payhub.payees import erased_since, load_payees
 from payhub.runtime import Runtime, Tx
 from payhub.states import HoldCode, PayoutStatus, RewardStatus
 from payhub.store import payouts as payout_store
@@ -131,9 +131,10 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
             rows += [r for r in store.claim_changed_carried(tx.conn, room) if r.id not in claimed]
         if not rows:
             return 0
-        moved = 0
+        rows, moved = _hold_erased(tx, rows)
         if rt.settings.compliance.tax.enabled:  # tax-form holds and backup withholding lines, audited
-            rows, moved = tax_rules.apply(rt, tx, rows)
+            rows, taxed = tax_rules.apply(rt, tx, rows)
+            moved += taxed
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
         groups: dict[tuple[str, str], list[_Item]] = defaultdict(list)
         rates: dict[tuple[str, str, date, str], FxRate | str] = {}
@@ -236,6 +237,18 @@ def _may_clear(rt: Runtime, row: Any) -> bool:
     if row.hold_code == HoldCode.FX_RATE:
         return bool(rt.plugins.hooks.hook.payhub_fx_rate.get_hookimpls())
     return True
+
+
+def _hold_erased(tx: Tx, rows: list[Any]) -> tuple[list[Any], int]:
+    """Hold (``no_payee``) the rewards of payees that ``payhub payees erase`` erased: no payout details or identity
+    is left to pay or screen them with. Return the other rows and how many rewards changed."""
+    erased = erased_since(tx.conn, sorted({row.payee_id for row in rows}))
+    moved = 0
+    for payee_id, when in sorted(erased.items()):
+        moved += _hold(tx, [row for row in rows if row.payee_id == payee_id], HoldCode.NO_PAYEE, (
+            f"payee {payee_id} was erased on {when.date().isoformat()}: its payout details and identity are gone, "
+            "so it is never paid again; cancel the reward (payhub rewards cancel ID --reason TEXT)"))
+    return [row for row in rows if row.payee_id not in erased], moved
 
 
 def _hold(tx: Tx, items: list[Any], code: str, reason: str) -> int:

@@ -118,13 +118,15 @@ def claim_carried(conn: Connection, payee_ids: Iterable[str]) -> list[Row[Any, A
 
 def claim_rechecked_holds(conn: Connection, limit: int, tax_since: datetime | None = None) -> list[Row[Any, Any]]:
     """Lock up to ``limit`` rewards held for a cause the schedule stage rechecks (:data:`payhub.states.RECHECKED_HOLDS`)
-    whose payee is in the registry; a ``tax_form`` hold only once its payee's row changed since the hold was last
-    written, or when it was last written before ``tax_since``."""
+    whose payee is in the registry and not erased (an erased payee's rewards stay held); a ``tax_form`` hold only
+    once its payee's row changed since the hold was last written, or when it was last written before
+    ``tax_since``."""
     changed = [rewards.c.hold_code != HoldCode.TAX_FORM, payees.c.updated_at >= rewards.c.updated_at]
     if tax_since is not None:
         changed.append(rewards.c.updated_at < tax_since)
     query = _SCHEDULABLE.where(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code.in_(RECHECKED_HOLDS),
-                               exists().where(payees.c.id == rewards.c.payee_id, or_(*changed))
+                               exists().where(payees.c.id == rewards.c.payee_id, payees.c.erased_at.is_(None),
+                                              or_(*changed))
                                ).order_by(*_ORDER).limit(limit)
     return list(conn.execute(for_update(conn, query)).all())
 
