@@ -12,7 +12,8 @@ import pytest
 from cli_helpers import CliSite, sql, write_site
 
 CONTACT = "Ana Souza-Villanueva"
-PAYEES = "id,name,country,currency,email,iban\np1,Zak Representative,FR,EUR,zak@example.org,FR7630006000011234567890189\n"
+PAYEES = ("id,name,country,currency,email,iban\n"
+          "p1,Zak Representative,FR,EUR,zak@example.org,FR7630006000011234567890189\n")
 DEALS = "id,type,occurred_at,payee_id,amount,currency,contact_name,region\n" \
         f"D-1,deal_won,2026-10-01T00:00:00Z,p1,1000.00,EUR,{CONTACT},west\n"
 LATER = f"D-2,deal_won,2026-11-01T00:00:00Z,p1,3000.00,EUR,{CONTACT},west\n"
