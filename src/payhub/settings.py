@@ -45,7 +45,7 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from payhub import files, signing
+from payhub import files, money, signing
 from payhub.api import Amount, Currency
 from payhub.api.settings import JsonFloat
 from payhub.compliance.flags import clean_flag, flag_problem
@@ -409,6 +409,14 @@ class ErasureSettings(_Section):
     event_attributes: list[str] = Field(
         default_factory=list, description="Event attributes that hold personal data of the event's payee.")
 
+    @field_validator("event_attributes")
+    @classmethod
+    def _named(cls, value: list[str]) -> list[str]:
+        for number, name in enumerate(value):
+            if not name.strip():
+                raise ValueError(f"item {number} is empty or only white space: name an event attribute")
+        return value
+
 
 class RetentionSettings(_Section):
     """How long events' payloads and audit entries are kept (docs/compliance.md#retention)."""
@@ -707,7 +715,32 @@ def _gift_problems(settings: Settings) -> list[tuple[str, str]]:
     for number, cap in enumerate(gifts.flag_caps):
         problems += [(f"compliance.gifts.flag_caps.{number}.programs", f"names program {name!r}, which is not "
                       "configured") for name in cap.programs if name not in settings.programs]
+        problems += _precision_problems(f"compliance.gifts.flag_caps.{number}.amount", cap.amount, cap.currency)
+    for currency, amount in gifts.giftcard_yearly_cap.items():
+        problems += _precision_problems(f"compliance.gifts.giftcard_yearly_cap.{currency}", amount, currency)
     return problems
+
+
+def _precision_problems(key: str, amount: Decimal, currency: str) -> list[tuple[str, str]]:
+    """A cap with more decimal places than ``currency`` has minor units: no payment can reach it exactly."""
+    units = money.minor_units(currency)
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > units:
+        return [(key, f"{amount} has more decimal places than {currency} has minor units ({units})")]
+    return []
+
+
+def retention_key_problems(settings: Settings) -> list[tuple[str, str]]:
+    """``[compliance.retention] audit_days`` without the private checkpoint key that signs the cut. Checked by
+    ``payhub config check`` (and by ``payhub retention apply``), not when every command loads the settings: a host
+    that does not run retention (the daemon's, an auditor's with the public key only) may share the file."""
+    audit = settings.audit
+    if settings.compliance.retention.audit_days is None or audit.checkpoint_key or audit.checkpoint_key_file:
+        return []
+    return [("compliance.retention.audit_days", "needs audit.checkpoint_key or audit.checkpoint_key_file where "
+             "retention runs: `payhub retention apply` signs the cut of the audit log with it and refuses without "
+             "it. On hosts that do not run retention, leave audit_days out of their settings (or set it only on the "
+             "retention host, e.g. PAYHUB_COMPLIANCE__RETENTION__AUDIT_DAYS)")]
 
 
 def validation_problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:

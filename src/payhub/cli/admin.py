@@ -11,6 +11,7 @@ from payhub.cli.output import FORMATS, console, render
 from payhub.db import migrate
 from payhub.db.engine import make_engine, shown_url
 from payhub.plugins import load_plugins
+from payhub.settings import retention_key_problems
 
 
 @main.group()
@@ -25,7 +26,7 @@ def config_check(ctx: Context) -> None:
     """Validate the settings file, every plugin section included; exit 2 naming each problem."""
     settings = ctx.settings
     plugins = load_plugins(settings)
-    problems = []
+    problems = retention_key_problems(settings)
     if settings.payees.file and not settings.resolve(settings.payees.file).exists():
         problems.append(("payees.file", f"{settings.resolve(settings.payees.file)} does not exist"))
     for status in plugins.statuses:
