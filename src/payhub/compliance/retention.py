@@ -2,13 +2,13 @@
 
 **Events.** An event is due when it is ``calculated``, both its ``ingested_at`` and its ``occurred_at`` (when
 known) are older than ``events_days``, no calculation of it failed (a retry reads the payload), every reward it
-produced is final (``paid`` or ``cancelled``) and it still holds a payload. Its whole row is archived, then its
+produced is done (``sent``, ``paid`` or ``cancelled``) and it still holds a payload. Its whole row is archived, then its
 payload (``raw``, ``attributes``) is removed; the row stays: its key keeps deduplicating a record the CRM sends
 again, and its amounts and dates stay for tax. Quarantined events keep their raw text (it is their evidence, and
 their correction compares it).
 
 **Audit entries.** The cut moves to the last entry that is both older than ``audit_days`` and before the first
-entry any live work still reads (:func:`needed_floor`: the entries of rewards and payouts that are not final,
+entry any live work still reads (:func:`needed_floor`: the entries of rewards and payouts not yet sent or final,
 which the pre-send check and ``payhub explain`` read, and of events not calculated yet or whose rewards are not
 final). The entries from the previous cut to the new one are archived (every field and the hash), verified as a
 chain while written, then deleted, and ``audit_cut`` records the last one's ``seq`` and hash with the archive's name
@@ -57,10 +57,13 @@ from payhub.errors import ConfigError, PayhubError
 from payhub.runtime import Runtime
 from payhub.states import FINAL_PAYOUT, CalculationStatus, EventStatus, PayoutStatus, RewardStatus
 
-FINAL_REWARDS: tuple[str, ...] = (RewardStatus.PAID, RewardStatus.CANCELLED)
-"""Reward statuses retention treats as done: nothing reads their entries or their event's payload again."""
-FINAL_PAYOUTS: tuple[str, ...] = (*sorted(FINAL_PAYOUT), PayoutStatus.PAID)
-"""Payout statuses retention treats as done (a ``paid`` payout may still be returned: see docs/compliance.md)."""
+FINAL_REWARDS: tuple[str, ...] = (RewardStatus.SENT, RewardStatus.PAID, RewardStatus.CANCELLED)
+"""Reward statuses retention treats as done: nothing reads their entries or their event's payload again. ``sent``
+counts: rails such as ``csv_export`` and credit notes never report ``paid``, and the pre-send check reads only
+entries of payouts not sent yet."""
+FINAL_PAYOUTS: tuple[str, ...] = (*sorted(FINAL_PAYOUT), PayoutStatus.SENT, PayoutStatus.PAID)
+"""Payout statuses retention treats as done: accepted by the rail or final (a ``sent`` or ``paid`` payout may still
+be returned: see docs/compliance.md)."""
 ACTION = "retention.applied"
 PENDING = ".pending"
 _PENDING_NAME = re.compile(r"(?P<name>.+)\.[0-9a-f]{16}\.pending")
@@ -138,8 +141,8 @@ def _due_events(cutoff: datetime) -> ColumnElement[bool]:
 
 
 def needed_floor(conn: Connection) -> int | None:
-    """The first audit entry that live work still reads, or None: the entries of rewards and payouts that are not
-    final, and of events not calculated yet or with a reward that is not final. One indexed lookup per live row
+    """The first audit entry that live work still reads, or None: the entries of rewards and payouts neither
+    sent nor final, and of events not calculated yet or with such a reward. One indexed lookup per live row
     (``ix_audit_subject``), so its cost follows the live work, not the log's length."""
     live_reward = and_(audit_log.c.subject_type == "reward",
                        audit_log.c.subject_id == cast(rewards.c.id, String))
