@@ -29,11 +29,14 @@ from payhub.plugins import load_plugins
 from payhub.settings import (
     DaemonSettings,
     DatabaseSettings,
+    GiftSettings,
     IngestSettings,
     ProgramSection,
     RailSection,
+    RetentionSettings,
     Settings,
     SourceSection,
+    TaxSettings,
     load_settings,
     validation_problems,
 )
@@ -266,6 +269,9 @@ CORE_SECTIONS: dict[str, tuple[type[BaseModel], str, dict[str, Any]]] = {
     "sources.s": (SourceSection, "sources.s", {"plugin": "file", "path": "deals.csv"}),
     "rails.r": (RailSection, "rails.r", {"plugin": "csv_export", "directory": "out"}),
     "programs.p": (ProgramSection, "programs.p", {"calculator": "percentage", "percent": "2"}),
+    "compliance.tax": (TaxSettings, "compliance.tax", {"thresholds": {"2027": "2100"}}),
+    "compliance.gifts": (GiftSettings, "compliance.gifts", {}),
+    "compliance.retention": (RetentionSettings, "compliance.retention", {}),
 }
 
 
@@ -274,7 +280,9 @@ def core_cases() -> Iterator[Any]:
         for name, info in model.model_fields.items():
             for leaf, _meta, how in leaves(info.annotation):
                 if leaf in NUMBERS and leaf is not bool:
-                    path = (name,) if how == "" else (name, "EUR")
+                    present = base.get(name)
+                    first = next(iter(present)) if isinstance(present, dict) and present else "EUR"
+                    path = (name,) if how == "" else (name, first)
                     for value in bad_values(leaf):
                         key = ".".join((prefix, *path))
                         body = toml_table(header, with_value(base, path, value))
@@ -449,7 +457,8 @@ def test_amount_settings_are_decimal_text(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ documented bounds
 
 CORE_TABLES = {"database": "database", "daemon": "daemon", "ingest": "ingest", "audit": "audit",
-               "sources": "sources.<name>", "rails": "rails.<name>", "programs": "programs.<name>"}
+               "compliance": "compliance", "sources": "sources.<name>", "rails": "rails.<name>",
+               "programs": "programs.<name>"}
 
 
 def number(value: Any) -> str:
