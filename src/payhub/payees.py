@@ -31,7 +31,7 @@ from payhub.clock import utcnow
 from payhub.compliance import personal, tin
 from payhub.compliance.flags import clean_flag, flag_key
 from payhub.compliance.sanctions.payee_screening import screen_payees
-from payhub.db.queries import insert_ignore
+from payhub.db.queries import in_chunks, insert_ignore
 from payhub.db.schema import payees
 from payhub.errors import InvalidRecord
 from payhub.money import parse_amount
@@ -216,8 +216,8 @@ def sync_payees(rt: Runtime) -> int:
 def load_payees(conn: Connection, ids: list[str]) -> dict[str, Payee]:
     """Payees by id (unknown ids are absent)."""
     found: dict[str, Payee] = {}
-    for start in range(0, len(ids), 500):
-        for row in conn.execute(select(payees).where(payees.c.id.in_(ids[start : start + 500]))):
+    for chunk in in_chunks(ids):
+        for row in conn.execute(select(payees).where(payees.c.id.in_(chunk))):
             found[row.id] = Payee(id=row.id, name=row.name, country=row.country, currency=row.currency,
                                   email=row.email, rail=row.rail, details=json.loads(row.details),
                                   min_payout=Decimal(row.min_payout) if row.min_payout else None,
@@ -228,8 +228,7 @@ def load_payees(conn: Connection, ids: list[str]) -> dict[str, Payee]:
 def erased_since(conn: Connection, ids: list[str]) -> dict[str, datetime]:
     """When each of the payees ``ids`` that ``payhub payees erase`` erased was erased (others are absent)."""
     found: dict[str, datetime] = {}
-    for start in range(0, len(ids), 500):
+    for chunk in in_chunks(ids):
         found.update((payee_id, erased_at) for payee_id, erased_at in conn.execute(
-            select(payees.c.id, payees.c.erased_at).where(payees.c.id.in_(ids[start : start + 500]),
-                                                          payees.c.erased_at.is_not(None))))
+            select(payees.c.id, payees.c.erased_at).where(payees.c.id.in_(chunk), payees.c.erased_at.is_not(None))))
     return found

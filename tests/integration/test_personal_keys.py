@@ -46,3 +46,11 @@ def test_keys_are_made_once_per_payee(make_runtime) -> None:
         conn.execute(update(personal_keys).where(personal_keys.c.subject == "a").values(key="AAAA"))
         sealed = personal.seal_with(first["a"], "a", "v")
         assert personal.reveal(conn, sealed) == personal.ERASED  # a key changed outside payhub opens nothing
+
+
+def test_keys_of_more_payees_than_one_in_list_holds(make_runtime) -> None:
+    rt = make_runtime("")
+    subjects = [f"p{i:04}" for i in range(1203)]
+    with rt.engine.begin() as conn:
+        made = personal.keys(conn, subjects, create=True)
+        assert len(made) == 1203 and personal.keys(conn, subjects) == made

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, select
 
 from payhub.clock import utcnow
-from payhub.db.queries import insert_ignore
+from payhub.db.queries import in_chunks, insert_ignore
 from payhub.db.schema import personal_keys
 
 PREFIX = "pii:v1:"
@@ -31,24 +31,21 @@ _SEALED = re.compile(r"pii:v1:(?P<subject>.+):(?P<box>[A-Za-z0-9_-]+=*)", re.DOT
 def keys(conn: Connection, subjects: Iterable[str], *, create: bool = False) -> dict[str, bytes]:
     """The keys of ``subjects`` (payee ids); with ``create``, a new key for each that has none (in the caller's
     transaction: the key exists once the values sealed with it are committed)."""
-    wanted = sorted(set(subjects))
-    found: dict[str, bytes] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
-        for subject, key in conn.execute(select(personal_keys.c.subject, personal_keys.c.key)
-                                         .where(personal_keys.c.subject.in_(chunk))):
-            found[subject] = base64.b64decode(key)
-    missing = [subject for subject in wanted if subject not in found]
+    wanted = set(subjects)
+    found = _stored_keys(conn, wanted)
+    missing = wanted - found.keys()
     if create and missing:
         now = utcnow()
-        fresh = {subject: AESGCM.generate_key(bit_length=256) for subject in missing}
-        insert_ignore(conn, personal_keys, [{"subject": s, "key": base64.b64encode(k).decode(), "created_at": now}
-                                            for s, k in fresh.items()], "subject")
-        # Another writer may have made a key first: read back what is stored.
-        for subject, key in conn.execute(select(personal_keys.c.subject, personal_keys.c.key)
-                                         .where(personal_keys.c.subject.in_(missing))):
-            found[subject] = base64.b64decode(key)
+        insert_ignore(conn, personal_keys, [
+            {"subject": s, "key": base64.b64encode(AESGCM.generate_key(bit_length=256)).decode(), "created_at": now}
+            for s in sorted(missing)], "subject")
+        found.update(_stored_keys(conn, missing))  # another writer may have made a key first: read what is stored
     return found
+
+
+def _stored_keys(conn: Connection, subjects: Iterable[str]) -> dict[str, bytes]:
+    return {subject: base64.b64decode(key) for chunk in in_chunks(subjects) for subject, key in conn.execute(
+        select(personal_keys.c.subject, personal_keys.c.key).where(personal_keys.c.subject.in_(chunk)))}
 
 
 def seal_with(key: bytes, subject: str, value: str) -> str:

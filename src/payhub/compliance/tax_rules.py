@@ -32,6 +32,7 @@ from sqlalchemy import Connection, select
 
 from payhub.clock import utcnow
 from payhub.compliance.tax_boxes import NONE, TaxReportError, box_of
+from payhub.db.queries import in_chunks
 from payhub.db.schema import payees
 from payhub.money import from_minor, quantize, to_minor
 from payhub.runtime import Runtime, Tx
@@ -136,11 +137,10 @@ def withholding_minor(gross_minor: int, currency: str, rate: Decimal) -> int:
 
 def profiles(conn: Connection, payee_ids: Iterable[str]) -> dict[str, TaxProfile]:
     """The tax profiles of the payees among ``payee_ids`` that are in the registry."""
-    ids = sorted(set(payee_ids))
     found: dict[str, TaxProfile] = {}
-    for start in range(0, len(ids), 500):
+    for chunk in in_chunks(payee_ids):
         for row in conn.execute(select(payees.c.id, payees.c.country, payees.c.tax_form, payees.c.form_signed_on,
-                                       payees.c.tin_status).where(payees.c.id.in_(ids[start:start + 500]))):
+                                       payees.c.tin_status).where(payees.c.id.in_(chunk))):
             found[row.id] = TaxProfile(row.id, row.country, row.tax_form, row.form_signed_on, row.tin_status)
     return found
 

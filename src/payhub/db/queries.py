@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
+
+IN_LIST = 500
+"""Values per ``IN (...)`` list: well under every backend's limit on bound parameters."""
+
+
+def in_chunks(values: Iterable[str], size: int = IN_LIST) -> Iterator[list[str]]:
+    """The distinct ``values``, sorted, in lists of at most ``size`` (for ``column.in_(chunk)`` queries)."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), size):
+        yield ordered[start:start + size]
 
 
 def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], key: str | Sequence[str] | None,

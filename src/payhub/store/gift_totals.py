@@ -10,10 +10,10 @@ from datetime import datetime
 from sqlalchemy import Connection, func, select
 
 from payhub.compliance.flags import flag_key
+from payhub.db.queries import in_chunks
 from payhub.db.schema import events, payees, payouts, rewards
 from payhub.states import FINAL_PAYOUT, RewardKind, RewardStatus
 
-CHUNK = 500  # payee ids per IN list
 _SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
 
 
@@ -29,10 +29,9 @@ def flags_of(text: str | None) -> frozenset[str]:
 
 def registered(conn: Connection, payee_ids: Collection[str]) -> set[str]:
     """Those of ``payee_ids`` that are in the payees registry."""
-    ordered = sorted(set(payee_ids))
     found: set[str] = set()
-    for start in range(0, len(ordered), CHUNK):
-        found.update(conn.execute(select(payees.c.id).where(payees.c.id.in_(ordered[start:start + CHUNK]))).scalars())
+    for chunk in in_chunks(payee_ids):
+        found.update(conn.execute(select(payees.c.id).where(payees.c.id.in_(chunk))).scalars())
     return found
 
 
@@ -47,11 +46,10 @@ def rewarded_to(conn: Connection, payee_ids: Collection[str], currency: str, sin
     """Minor units of the live (not cancelled) rewards in ``currency`` to any of ``payee_ids``, of events that
     occurred in ``[since, until)``, of every program or only of ``programs``; adjustments (negative) included,
     backup withholding lines not (tax kept back is not less granted)."""
-    ordered = sorted(payee_ids)
     total = 0
-    for start in range(0, len(ordered), CHUNK):
+    for chunk in in_chunks(payee_ids):
         query = select(_SUM).select_from(rewards.join(events, events.c.id == rewards.c.event_id)).where(
-            rewards.c.payee_id.in_(ordered[start : start + CHUNK]), rewards.c.currency == currency,
+            rewards.c.payee_id.in_(chunk), rewards.c.currency == currency,
             rewards.c.status != RewardStatus.CANCELLED, rewards.c.kind != RewardKind.WITHHOLDING,
             events.c.occurred_at >= since, events.c.occurred_at < until)
         if programs is not None:
