@@ -8,13 +8,17 @@ from payhub.compliance import personal
 from payhub.db.schema import personal_keys
 
 
+def seal(conn, subject: str, value: str) -> str:
+    return personal.seal_with(personal.keys(conn, [subject], create=True)[subject], subject, value)
+
+
 def test_seal_open_and_erase(make_runtime) -> None:
     rt = make_runtime("")
     with rt.engine.begin() as conn:
-        sealed = personal.seal(conn, "p:1", "Zoë Ångström")
-        other = personal.seal(conn, "p2", "Bob")
+        sealed = seal(conn, "p:1", "Zoë Ångström")
+        other = seal(conn, "p2", "Bob")
         assert sealed.startswith("pii:v1:p:1:") and "Zo" not in sealed
-        assert personal.seal(conn, "p:1", "Zoë Ångström") != sealed  # a fresh nonce each time
+        assert seal(conn, "p:1", "Zoë Ångström") != sealed  # a fresh nonce each time
         assert personal.subject_of(sealed) == "p:1"
         assert personal.reveal(conn, {"a": [sealed, "plain"], "b": other, "n": 3}) == {
             "a": ["Zoë Ångström", "plain"], "b": "Bob", "n": 3}
@@ -26,8 +30,8 @@ def test_seal_open_and_erase(make_runtime) -> None:
 def test_a_value_sealed_for_one_payee_does_not_open_as_another(make_runtime) -> None:
     rt = make_runtime("")
     with rt.engine.begin() as conn:
-        sealed = personal.seal(conn, "alice", "secret")
-        personal.seal(conn, "mallory", "x")
+        sealed = seal(conn, "alice", "secret")
+        seal(conn, "mallory", "x")
         forged = sealed.replace("pii:v1:alice:", "pii:v1:mallory:")  # the payee id is bound as associated data
         assert personal.reveal(conn, forged) == personal.ERASED
         tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")

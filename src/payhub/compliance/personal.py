@@ -55,11 +55,6 @@ def seal_with(key: bytes, subject: str, value: str) -> str:
     return f"{PREFIX}{subject}:{base64.urlsafe_b64encode(box).decode()}"
 
 
-def seal(conn: Connection, subject: str, value: str) -> str:
-    """``value`` sealed with ``subject``'s key, made if it has none."""
-    return seal_with(keys(conn, [subject], create=True)[subject], subject, value)
-
-
 def subject_of(value: str) -> str | None:
     """The payee id a sealed value belongs to, or None when ``value`` is not sealed."""
     match = _SEALED.fullmatch(value)

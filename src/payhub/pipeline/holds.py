@@ -105,11 +105,6 @@ def screening_override(rows: Iterable[AuditRow]) -> Override | None:
     return override
 
 
-def screening_overridden(rows: Iterable[AuditRow]) -> bool:
-    """Whether two different operators released the payout from a screening hold, with no hold since."""
-    return screening_override(rows) is not None
-
-
 def covered(denials: Sequence[str], override: Override | None) -> bool:
     """Whether ``override`` covers every one of ``denials`` (compared by :func:`normal_denial`); a list of denials
     recorded as one joined reason (before denials were listed) is covered by that reason."""
