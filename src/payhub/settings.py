@@ -33,6 +33,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -497,6 +498,51 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class ConsoleSettings(_Section):
+    """The web console (docs/console.md), served under ``/console`` by the HTTP face."""
+
+    enabled: bool = Field(True, description="Serve the console under /console when HTTP is served.")
+    idle_minutes: int = Field(
+        30, ge=1, le=24 * 60, description="A console session unused this long is ended; sign in again.")
+    max_hours: int = Field(12, ge=1, le=24 * 30, description="A console session ends this long after sign-in.")
+    secure_cookie: Literal["auto", "always", "never"] = Field(
+        "auto", description="Mark the session cookie Secure: auto does when the request came over HTTPS (directly "
+        "or, from an address in http.forwarded_allow_ips, per X-Forwarded-Proto).")
+
+
+class SmtpSettings(_Section):
+    """The mail server partner statements are sent through (``[notify.smtp]``)."""
+
+    host: str = Field(..., min_length=1, max_length=253, description="The SMTP server's host name or address.")
+    port: int = Field(587, ge=1, le=65535, description="The SMTP server's port.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (upgrade on the port, usually 587), tls (implicit TLS, usually 465) or "
+        "none (plain text: only for a relay on this host).")
+    username: str | None = Field(None, max_length=400, description="Login name, when the server needs one.")
+    password: SecretStr | None = Field(None, description="Login password (better set by PAYHUB_NOTIFY__SMTP__PASSWORD).")
+    sender: str = Field(..., min_length=3, max_length=400, description="The From address of statements.")
+    reply_to: str | None = Field(None, max_length=400, description="The Reply-To address, if any.")
+    timeout_seconds: float = Field(30, gt=0, le=300, description="Time each SMTP exchange may take.")
+
+
+class NotifySettings(_Section):
+    """Partner statements (remittance advice), one per payout once it is sent or paid (docs/console.md)."""
+
+    statements: Literal["off", "smtp", "outbox"] = Field(
+        "off", description="off; smtp: mail each statement to the payee's email through [notify.smtp]; outbox: "
+        "write each statement (HTML and PDF) into outbox_dir.")
+    outbox_dir: str = Field("statements", min_length=1, description="Where outbox statements are written (relative "
+                            "paths are relative to the settings file).")
+    max_attempts: int = Field(5, ge=1, le=100, description="Deliveries tried per statement before it is left failed.")
+    smtp: SmtpSettings | None = None
+
+    @model_validator(mode="after")
+    def _smtp_given(self) -> NotifySettings:
+        if self.statements == "smtp" and self.smtp is None:
+            raise ValueError("statements = \"smtp\" needs a [notify.smtp] section (host, sender)")
+        return self
+
+
 class Settings(BaseSettings):
     """Every payhub setting. Unknown keys are errors."""
 
@@ -513,6 +559,8 @@ class Settings(BaseSettings):
     files: FilesSettings = FilesSettings()
     audit: AuditSettings = AuditSettings()
     http: HttpSettings = HttpSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    notify: NotifySettings = NotifySettings()
     compliance: ComplianceSettings = ComplianceSettings()
     sources: dict[str, SourceSection] = Field(default_factory=dict)
     programs: dict[str, ProgramSection] = Field(default_factory=dict)

@@ -419,3 +419,29 @@ audit_cut = Table(
     Column("signature", Text, nullable=False),  # Ed25519 over the cut's canonical text (payhub.checkpoints key)
     Column("key_id", String(64), nullable=False),
 )
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 hex of the session cookie; the cookie is not kept
+    Column("token_id", ForeignKey("api_tokens.id"), nullable=False),  # the token signed in with: its role applies
+    Column("csrf", String(64), nullable=False),  # the session's CSRF token, sent back in every form
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),  # for the idle expiry
+    Column("ended_at", UTCDateTime),  # signed out, or expired when next seen
+    Column("notice", Text),  # the outcome of the last action, shown once on the next page
+    Index("ix_console_sessions_token", "token_id"),
+)
+
+statement_deliveries = Table(
+    "statement_deliveries",
+    metadata,
+    Column("payout_id", ForeignKey("payouts.id"), primary_key=True),  # one statement per payout
+    Column("channel", String(10), nullable=False),  # smtp | outbox
+    Column("status", String(10), nullable=False),  # delivered | failed | skipped
+    Column("destination", String(400)),  # the address or the outbox file
+    Column("sha256", String(64)),  # of the PDF delivered
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reason", Text),  # why it failed or was skipped
+    Column("updated_at", UTCDateTime, nullable=False),
+)

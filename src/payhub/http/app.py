@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from payhub import __version__
 from payhub.db.engine import sqlite_file
 from payhub.db.faults import describe, is_transient
+from payhub.console.routes import install as install_console
+from payhub.console.routes import is_console
+from payhub.console.web import error_page
 from payhub.errors import PayhubError
 from payhub.http.audit import PROBES, RequestAudit
 from payhub.http.auth import FailureLimiter, require
@@ -39,8 +42,10 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
     app.state.face = Face(rt, worker, FailureLimiter(settings.auth_failures_per_minute))
 
     @app.exception_handler(PayhubError)
-    async def _refused(request: Request, exc: PayhubError) -> JSONResponse:
+    async def _refused(request: Request, exc: PayhubError) -> Response:
         request.state.refusal = str(exc)
+        if rt.settings.console.enabled and is_console(request):
+            return error_page(request, 409, str(exc))
         return JSONResponse({"error": str(exc)}, status_code=409)
 
     @app.exception_handler(sa_exc.OperationalError)
@@ -69,6 +74,8 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
 
     for router in _routers():
         app.include_router(router)
+    if rt.settings.console.enabled:
+        install_console(app)
     # The last added runs first: the audit entry records every answer, the limits' refusals included.
     app.add_middleware(RequestLimits, max_body=settings.max_body_bytes, read_timeout=settings.read_timeout_seconds)
     app.add_middleware(RequestAudit, rt=rt)

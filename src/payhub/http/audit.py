@@ -30,6 +30,8 @@ from payhub.tokens import Principal, redact, touch
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+UNAUDITED_PREFIXES = ("/console/static/",)
+"""The console's scripts and style sheets: the same files for everyone, not worth an entry each."""
 MAX_QUERY_TEXT = 2000
 MAX_PATH_TEXT = 600
 SECRET_PARAMETERS = frozenset({"token", "access_token", "api_key", "apikey", "key", "secret", "password",
@@ -69,7 +71,7 @@ class RequestAudit:
         self.rt = rt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PROBES:
+        if scope["type"] != "http" or scope["path"] in PROBES or scope["path"].startswith(UNAUDITED_PREFIXES):
             await self.app(scope, receive, send)
             return
         started = False

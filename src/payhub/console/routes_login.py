@@ -1,0 +1,95 @@
+"""Signing in and out: ``GET/POST /console/login`` with an API token, ``POST /console/logout``.
+
+A good token opens a session (:mod:`payhub.console.sessions`) whose id goes into an HttpOnly, SameSite=Strict cookie
+scoped to ``/console`` (Secure per ``console.secure_cookie``); the token itself is neither kept nor recorded. Failed
+sign-ins count against the origin like failed API calls (429 past ``http.auth_failures_per_minute``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from payhub.clock import utcnow
+from payhub.console import sessions
+from payhub.console.web import COOKIE, PREFIX, Viewer, action, local_path, render, same_site
+from payhub.http.limits import client_address
+from payhub.http.state import face
+from payhub.tokens import Principal, authenticate
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+REASONS = {"idle": "Your session ended after a time without use; sign in again.",
+           "too_old": "Your session reached its maximum age; sign in again.",
+           "token": "The token of your session was revoked or has expired.",
+           "signed_out": "You signed out.", "unknown": "Sign in to continue."}
+MAX_TOKEN_TEXT = 200
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "", ended: str = "") -> Response:  # noqa: A002 - the query's name
+    return render(request, "login.html", None, next=local_path(next), message=REASONS.get(ended, ""))
+
+
+def _secure(request: Request) -> bool:
+    mode = face(request).rt.settings.console.secure_cookie
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+
+
+def _sign_in(request: Request, presented: str) -> tuple[str, Principal] | str:
+    """The new session's id and principal, or the message for the sign-in page."""
+    state = face(request)
+    where = client_address(request.scope)
+    wait = state.limiter.retry_after(where)
+    if wait is not None:
+        request.state.refusal = "too many failed sign-ins"
+        request.state.audit = state.limiter.first_throttled(where)
+        return f"Too many failed sign-ins from this address; try again in {int(wait + 0.999)} seconds."
+    with state.rt.engine.begin() as conn:
+        found = authenticate(conn, presented.strip())
+        if isinstance(found, Principal):
+            session_id, _session = sessions.start(conn, found, utcnow())
+            request.state.principal = found
+            request.state.audit_detail = {"console": "signed in"}
+            return session_id, found
+    state.limiter.failed(where)
+    request.state.refusal = f"token {found.reason}"
+    if found.name is not None:
+        request.state.audit_detail = {"token_name": found.name}
+    return "That token is not valid: it is unknown, revoked or expired." if found.reason != "malformed" \
+        else "That is not an API token (they start with phk_)."
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form(max_files=0, max_fields=10)
+    token = form.get("token")
+    next_path = local_path(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
+    if not same_site(request):
+        request.state.refusal = "sign-in form posted from another site"
+        return render(request, "login.html", None, status_code=403, next=next_path,
+                      message="This sign-in was not sent from the console's own page.")
+    if not isinstance(token, str) or not token.strip() or len(token) > MAX_TOKEN_TEXT:
+        request.state.refusal = "no token given"
+        return render(request, "login.html", None, status_code=400, next=next_path, message="Paste an API token.")
+    outcome = await run_in_threadpool(_sign_in, request, token)
+    if isinstance(outcome, str):
+        status = 429 if outcome.startswith("Too many") else 401
+        return render(request, "login.html", None, status_code=status, next=next_path, message=outcome)
+    session_id, _principal = outcome
+    answer = RedirectResponse(next_path, status_code=303)
+    answer.set_cookie(COOKIE, session_id, path=PREFIX, httponly=True, samesite="strict", secure=_secure(request))
+    return answer
+
+
+@router.post("/logout")
+def logout(request: Request, viewer: Annotated[Viewer, Depends(action("auditor"))]) -> Response:
+    with face(request).rt.engine.begin() as conn:
+        sessions.end(conn, viewer.session.id_hash, utcnow())
+    request.state.audit_detail = {"console": "signed out"}
+    answer = RedirectResponse(f"{PREFIX}/login?ended=signed_out", status_code=303)
+    answer.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict", secure=_secure(request))
+    return answer

@@ -1,0 +1,233 @@
+"""What every console page shares: who is signed in, the CSRF check of forms, rendering and the response headers.
+
+A page's route takes ``viewer: Viewer = Depends(page("auditor"))``: without a valid session a GET is sent to the
+sign-in page (303) and anything else is refused (401); a role below the one named is refused (403). An action's
+route takes ``Depends(action("operator"))``, which adds the form (``viewer.form``) after checking that it carries
+the session's CSRF token and that the browser says it came from this site (``Origin`` and ``Sec-Fetch-Site``).
+The principal is put on ``request.state.principal``, so the request's audit entry names the token like an API call.
+
+Templates are Jinja2 with autoescaping on for every template: CRM text is hostile. Pages carry a strict Content
+Security Policy (scripts and styles only from ``/console/static``, no inline script), are not cached and cannot be
+framed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from payhub import __version__
+from payhub.clock import isoformat, utcnow
+from payhub.console import sessions
+from payhub.console.sessions import ConsoleSession
+from payhub.http.state import face
+from payhub.reports import amount_text
+from payhub.tokens import Principal, Role
+
+PREFIX = "/console"
+STATIC = f"{PREFIX}/static"
+COOKIE = "payhub_console"
+MAX_FORM_FIELDS = 2000
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+                    (b"cross-origin-opener-policy", b"same-origin")]
+
+
+def _minor(value: Any, currency: str) -> str:
+    return amount_text(int(value), currency) if value is not None else ""
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return ""
+    return isoformat(value)[:19].replace("T", " ") + " UTC" if isinstance(value, datetime) else str(value)
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, Decimal | float):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+TEMPLATES = Environment(loader=PackageLoader("payhub.console", "templates"), autoescape=select_autoescape(default=True),
+                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+TEMPLATES.filters.update(minor=_minor, when=_when, number=_number)
+TEMPLATES.globals.update(PREFIX=PREFIX, STATIC=STATIC, VERSION=__version__)
+
+
+@dataclass
+class Viewer:
+    """The signed-in user of a request: the token's principal and session; ``form`` for an action's fields."""
+
+    principal: Principal
+    session: ConsoleSession
+    form: FormData | None = None
+    notice: str | None = field(default=None)
+
+    def field(self, name: str) -> str:
+        """The form field ``name`` as text ('' when absent)."""
+        value = self.form.get(name) if self.form is not None else None
+        return value if isinstance(value, str) else ""
+
+
+class SignInNeeded(Exception):
+    """A page was asked for without a valid session: answered by a redirect to the sign-in page."""
+
+    def __init__(self, reason: sessions.Ended) -> None:
+        self.reason = reason
+
+
+def _settings(request: Request) -> Any:
+    return face(request).rt.settings.console
+
+
+def _session(request: Request) -> ConsoleSession | sessions.Ended:
+    settings = _settings(request)
+    with face(request).rt.engine.begin() as conn:
+        return sessions.find(conn, request.cookies.get(COOKIE), utcnow(), idle=timedelta(minutes=settings.idle_minutes),
+                             max_age=timedelta(hours=settings.max_hours))
+
+
+def _viewer(request: Request, role: Role) -> Viewer:
+    found = _session(request)
+    if isinstance(found, str):
+        request.state.refusal = f"console session {found.replace('_', ' ')}"
+        if request.method in ("GET", "HEAD"):
+            raise SignInNeeded(found)
+        raise HTTPException(401, "sign in to the console first")
+    request.state.principal = found.principal
+    if not found.principal.may(role):
+        request.state.refusal = f"role {found.principal.role} may not do this (needs {role})"
+        raise HTTPException(403, f"the {found.principal.role} role may not do this; it needs the {role} role")
+    return Viewer(found.principal, found)
+
+
+def page(role: Role) -> Callable[[Request], Any]:
+    """A dependency for a page: the :class:`Viewer`, whose role includes ``role``."""
+
+    async def dependency(request: Request) -> Viewer:
+        return await run_in_threadpool(_viewer, request, role)
+
+    return dependency
+
+
+def same_site(request: Request) -> bool:
+    """Whether the browser says the request comes from this site: ``Sec-Fetch-Site`` (when sent) is same-origin
+    or none, and ``Origin`` (when sent) is this server's."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    own = urlsplit(str(request.base_url))
+    theirs = urlsplit(origin)
+    return (theirs.scheme, theirs.netloc) == (own.scheme, own.netloc)
+
+
+def action(role: Role) -> Callable[[Request], Any]:
+    """A dependency for a form post: the :class:`Viewer` with ``form``, after the CSRF checks (403 when they
+    fail) and the role check."""
+
+    async def dependency(request: Request) -> Viewer:
+        viewer = await run_in_threadpool(_viewer, request, role)
+        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+        csrf = form.get("csrf")
+        if not same_site(request) or not sessions.csrf_matches(viewer.session, csrf if isinstance(csrf, str)
+                                                                  else None):
+            request.state.refusal = "CSRF check failed: the form was not sent by this console"
+            raise HTTPException(403, "this form was not sent by the console (CSRF check failed); reload the page "
+                                     "and try again")
+        viewer.form = form
+        return viewer
+
+    return dependency
+
+
+def render(request: Request, template: str, viewer: Viewer | None, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    """``template`` rendered with ``context``, the viewer and its pending notice."""
+    notice = None
+    if viewer is not None:
+        with face(request).rt.engine.begin() as conn:
+            notice = sessions.take_notice(conn, viewer.session.id_hash)
+    html = TEMPLATES.get_template(template).render(
+        request=request, viewer=viewer, notice=notice, csrf=viewer.session.csrf if viewer else "", **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def done(request: Request, viewer: Viewer, to: str, notice: str) -> RedirectResponse:
+    """After an action: keep ``notice`` for the next page and send the browser to ``to`` (a console path)."""
+    with face(request).rt.engine.begin() as conn:
+        sessions.set_notice(conn, viewer.session.id_hash, notice)
+    return RedirectResponse(local_path(to), status_code=303)
+
+
+def local_path(to: str | None, default: str = PREFIX + "/") -> str:
+    """``to`` when it is a path inside the console (no scheme, host or backslash), else ``default``: where a
+    redirect may go."""
+    if not to or not to.startswith(PREFIX + "/") or "\\" in to or any(ord(c) < 32 for c in to):
+        return default
+    parts = urlsplit(to)
+    if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/"):
+        return default
+    return to
+
+
+def query_string(values: Mapping[str, Any]) -> str:
+    """The non-empty ``values`` as a URL query (for links that keep a page's filters)."""
+    return urlencode({k: v for k, v in values.items() if v not in (None, "")})
+
+
+TEMPLATES.globals.update(query_string=query_string)
+
+
+def error_page(request: Request, status_code: int, message: str) -> Response:
+    """An error answered as a page (the console's routes) with the status."""
+    viewer = None
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        found = _session(request)
+        viewer = Viewer(principal, found) if isinstance(found, ConsoleSession) else None
+    return render(request, "error.html", viewer, status_code=status_code, message=message)
+
+
+class SecurityHeaders:
+    """Adds the console's security headers to every answer under ``/console``; pages are not cached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith(STATIC + "/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"]
+                headers += SECURITY_HEADERS
+                headers.append((b"cache-control", b"public, max-age=3600" if static else b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

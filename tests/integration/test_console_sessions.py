@@ -1,0 +1,105 @@
+"""Console sign-in, sessions and CSRF (docs/console.md, Signing in): cookies, expiry, roles, refusals, audit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from console_client import Console
+from sqlalchemy import select
+
+from payhub.clock import utcnow
+from payhub.db.schema import audit_log, console_sessions
+from payhub.tokens import create, revoke
+
+
+@pytest.fixture
+def rt(make_runtime: Any) -> Any:
+    return make_runtime("")
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_opens_the_overview(rt: Any) -> None:
+    console = Console(rt)
+    token = create(rt, "ann", "auditor")
+    answer = console.request("POST", "/console/login", data={"token": token, "next": "/console/audit"})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/audit"
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain http in the test; see the next test
+    assert token not in cookie
+    with rt.engine.connect() as conn:
+        stored = conn.execute(select(console_sessions.c.id_hash)).scalars().all()
+    assert len(stored) == 1 and stored[0] not in cookie  # only the hash is kept
+
+
+def test_cookie_is_secure_over_https_or_when_always(make_runtime: Any) -> None:
+    rt = make_runtime("[console]\nsecure_cookie = \"always\"\n")
+    console = Console(rt)
+    answer = console.request("POST", "/console/login", data={"token": create(rt, "ann", "auditor")})
+    assert "Secure" in answer.headers["set-cookie"]
+
+
+@pytest.mark.parametrize("token", ["", "not-a-token", "phk_" + "A" * 43])
+def test_bad_tokens_are_refused_and_audited(rt: Any, token: str) -> None:
+    answer = Console(rt).request("POST", "/console/login", data={"token": token})
+    assert answer.status_code in (400, 401)
+    assert "set-cookie" not in answer.headers
+    with rt.engine.connect() as conn:
+        last = conn.execute(select(audit_log).order_by(audit_log.c.seq.desc())).first()
+    assert last.action == "api.request" and last.outcome in ("refused", "denied")
+
+
+def test_pages_need_a_session(rt: Any) -> None:
+    answer = Console(rt).get("/console/?period=2026-Q4")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/console/login?next=%2Fconsole%2F%3Fperiod%3D2026-Q4")
+
+
+def test_logout_ends_the_session_and_needs_csrf(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    assert console.post("/console/logout", csrf=False).status_code == 403
+    assert console.get("/console/").status_code == 200
+    answer = console.post("/console/logout")
+    assert answer.status_code == 303
+    assert console.get("/console/").status_code == 303
+
+
+def test_forged_origin_is_refused_even_with_the_token(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    answer = console.post("/console/logout", headers={"Origin": "https://evil.example"})
+    assert answer.status_code == 403
+    answer = console.post("/console/logout", headers={"Sec-Fetch-Site": "cross-site"})
+    assert answer.status_code == 403
+
+
+def test_idle_session_expires(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    with rt.engine.begin() as conn:
+        conn.execute(console_sessions.update().values(last_seen_at=utcnow() - timedelta(minutes=31)))
+    answer = console.get("/console/")
+    assert answer.status_code == 303 and "ended=idle" in answer.headers["location"]
+
+
+def test_revoked_token_ends_its_sessions(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    revoke(rt, "ann")
+    answer = console.get("/console/")
+    assert answer.status_code == 303 and "ended=token" in answer.headers["location"]
+
+
+def test_pages_carry_security_headers_and_page_views_are_audited(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    answer = console.get("/console/")
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-frame-options"] == "DENY" and answer.headers["cache-control"] == "no-store"
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(audit_log.c.actor, audit_log.c.subject_id)
+                            .where(audit_log.c.action == "api.request")).all()
+    assert ("token:ann", "/console/") in [(r.actor, r.subject_id) for r in rows]
+    assert console.get("/console/static/console.css").status_code == 200
