@@ -1,0 +1,48 @@
+"""The console's pages at a laptop's 1280x800 and a phone's 390x844 in Chromium: the page body never scrolls
+sideways (wide tables scroll inside their own box), and each page is saved as a screenshot at both sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Site, screenshot, sign_in
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+SIZES = {"laptop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+PAGES = {"overview": ("/console/", "Overview")}
+"""Screenshot name: (path, the page's first heading)."""
+OVERFLOW = """() => {
+  const page = document.scrollingElement;
+  return {scroll: page.scrollWidth, client: page.clientWidth, body: document.body.scrollWidth};
+}"""
+
+
+def no_sideways_scrolling(page: Any) -> None:
+    width = page.evaluate(OVERFLOW)
+    assert width["scroll"] <= width["client"], width
+    assert width["body"] <= width["client"], width
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_every_page_fits_the_width(browser: Any, site: Site, size: str) -> None:
+    context = browser.new_context(viewport=SIZES[size], device_scale_factor=1, is_mobile=size == "phone",
+                                  has_touch=size == "phone")
+    try:
+        page = context.new_page()
+        page.goto(f"{site.url}/console/login")
+        no_sideways_scrolling(page)
+        if size == "phone":
+            screenshot(page, "login-phone")
+        sign_in(page, site, "operator-a")
+        for name, (path, heading) in PAGES.items():
+            page.goto(site.url + path)
+            expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+            page.wait_for_load_state("load")
+            no_sideways_scrolling(page)
+            screenshot(page, name if size == "laptop" else f"{name}-phone")
+    finally:
+        context.close()
