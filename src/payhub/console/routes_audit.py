@@ -1,9 +1,286 @@
-"""Console pages: audit (docs/console.md)."""
+"""Console pages of the audit log (docs/console.md, Audit log): search, export and verify.
+
+``GET /console/audit`` lists the entries that match the filters of ``payhub audit query`` (since, until, actor,
+action, subject; :class:`payhub.audit_query.AuditFilters`), checked as the CLI and the API check them, a page at a
+time by keyset on the sequence number: newest first (``before``) or in chain order as the CLI lists them
+(``after``). Each entry's detail is shown as text, its sealed personal values opened or not by the viewer's role as
+the API shows them (:mod:`payhub.compliance.shown`).
+
+``GET /console/audit/export`` is the API's export (:func:`payhub.http.routes_export.audit_export`) with the same
+filters: streamed, a download, the lines of ``payhub audit export``, CSV neutralised against spreadsheet formulas,
+and recorded by an ``api.export`` entry when the stream ends.
+
+``GET /console/audit/verify`` shows the last verification the audit log recorded (from the CLI, the API or this
+page); with ``run=1`` it runs the API's verification (:func:`payhub.http.routes_reads.verify`: the chain, the
+retention cut, the signed checkpoints and the tables against the chain) and shows its result and how long it took.
+
+Query parameters are hostile: an unknown or repeated parameter, an over-long or malformed value is answered by the
+page with a message (400), never by a partial or widened result.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Annotated, Any
 
-from payhub.console.web import PREFIX
+import click
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy import Connection, select
+
+from payhub import checkpoints
+from payhub.audit import Cut, canonical_json, read_cut
+from payhub.audit_query import AuditFilters, detail_value, iter_entries, select_entries
+from payhub.cli.params import ACTOR, MAX_ID
+from payhub.clock import isoformat, parse_instant
+from payhub.compliance import retention
+from payhub.compliance.shown import Opener, reveals
+from payhub.console.web import PREFIX, Viewer, page, query_string, render
+from payhub.db.schema import audit_log
+from payhub.errors import ConfigError, InvalidRecord
+from payhub.http import routes_export, routes_reads
+from payhub.http.state import face
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+PAGE_SIZES = (25, 100, 500, 1000)
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+"""The most entries on one page (the API's largest ``limit``)."""
+FILTER_LENGTHS = {"since": 64, "until": 64, "actor": 200, "action": 100, "subject": 700}
+"""The longest text of each filter (the API's bounds; a time is at most 64 characters)."""
+NUMBER_LENGTH = 40
+"""The longest text of a number parameter (longer than any valid one, so that a wrong one is named as such)."""
+ORDERS = {"newest": "Newest first", "oldest": "Oldest first (chain order)"}
+FORMATS = ("csv", "jsonl")
+VERIFY_PATHS = (f"{PREFIX}/audit/verify", "/api/v1/verify")
+"""The request paths whose ``api.request`` entries record a verification."""
+
+
+class BadQuery(Exception):
+    """A query parameter that is not valid: the message says which and why."""
+
+
+def query_params(request: Request, allowed: Mapping[str, int]) -> dict[str, str]:
+    """The query's parameters, each given at most once, known (``allowed`` maps each to its longest text) and
+    without NUL; empty ones left out. Raises :class:`BadQuery`."""
+    found: dict[str, str] = {}
+    for name in dict.fromkeys(request.query_params.keys()):
+        if name not in allowed:
+            raise BadQuery(f"unknown parameter {name[:40]!r}: a misspelt filter would widen the search")
+        values = request.query_params.getlist(name)
+        if len(values) > 1:
+            raise BadQuery(f"{name}: given more than once")
+        value = values[0].strip()
+        if len(value) > allowed[name]:
+            raise BadQuery(f"{name}: at most {allowed[name]} characters")
+        if "\x00" in value:
+            raise BadQuery(f"{name}: contains a NUL character")
+        if value:
+            found[name] = value
+    return found
+
+
+def whole_number(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """The parameter ``name`` as a whole number from ``low`` to ``high`` (ASCII digits), None when absent; raises
+    :class:`BadQuery`."""
+    text = params.get(name)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise BadQuery(f"{name}: a whole number from {low} to {high}")
+    return int(text)
+
+
+def _instant(params: Mapping[str, str], name: str) -> datetime | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except InvalidRecord as exc:
+        raise BadQuery(f"{name}: {exc} (use ISO 8601 with an offset, e.g. 2026-01-31T00:00:00Z, or a date)") from None
+
+
+def _filters(params: Mapping[str, str]) -> AuditFilters:
+    """The filters of ``audit query`` from the parameters, under the CLI's rules (the actor as ``--actor`` takes
+    it) and the API's lengths."""
+    actor = params.get("actor")
+    if actor is not None:
+        try:
+            actor = ACTOR.convert(actor, None, None)
+        except click.BadParameter as exc:
+            raise BadQuery(f"actor: {exc.message}") from None
+    return AuditFilters(since=_instant(params, "since"), until=_instant(params, "until"), actor=actor,
+                        action=params.get("action"), subject=params.get("subject"))
+
+
+def _filter_values(filters: AuditFilters) -> dict[str, str]:
+    """The filters as the parameters that give them back (for links and the form)."""
+    return {name: isoformat(value) if isinstance(value, datetime) else value
+            for name, value in filters.used().items()}
+
+
+def shown_detail(opener: Opener, stored: str) -> str:
+    """An entry's stored detail as text, its sealed values shown per ``opener``: the canonical JSON of the
+    object; stored text that is not JSON (altered outside payhub) as it is."""
+    value = detail_value(stored)
+    return value if isinstance(value, str) else canonical_json(opener(value))
+
+
+@dataclass
+class Listing:
+    entries: list[dict[str, Any]]
+    next_query: dict[str, Any] | None
+
+
+def _listing(conn: Connection, viewer: Viewer, filters: AuditFilters, order: str, cursor: int | None,
+             limit: int) -> Listing:
+    """One page: in chain order the CLI's query (:func:`iter_entries`, ``cursor`` its ``--after``), newest first
+    the same filters in descending order below ``cursor``; one entry more is read to know there are more."""
+    if order == "oldest":
+        found: Iterator[dict[str, Any]] = iter_entries(conn, filters, after=cursor, limit=limit + 1)
+    else:
+        query = select_entries(filters).order_by(None).order_by(audit_log.c.seq.desc()).limit(limit + 1)
+        if cursor is not None:
+            query = query.where(audit_log.c.seq < cursor)
+        found = (dict(row) for row in conn.execute(query).mappings())
+    rows = list(islice(found, limit + 1))
+    opener = Opener(conn, reveal=reveals(viewer.principal.role))
+    entries = [{**row, "detail": shown_detail(opener, row["detail"])} for row in rows[:limit]]
+    following = None
+    if len(rows) > limit:
+        following = {**_filter_values(filters), "order": order, "limit": limit,
+                     ("after" if order == "oldest" else "before"): entries[-1]["seq"]}
+    return Listing(entries, following)
+
+
+def _cut_note(request: Request, conn: Connection) -> str | None:
+    """Which entries the retention cut archived (they are not in the database), or None without a cut."""
+    cut = read_cut(conn)
+    if not isinstance(cut, Cut):
+        return cut  # None, or why the cut cannot be read
+    rt = face(request).rt
+    earlier: list[Cut] = []
+    with contextlib.suppress(ConfigError, OSError):  # an unusable key or directory: verification names it
+        key = checkpoints.load_key(rt.settings)
+        earlier = [c for c in checkpoints.read_cuts(rt.settings.resolve(rt.settings.audit.checkpoint_dir))
+                   if checkpoints.cut_problem(c, key) is None]
+    return retention.archived_note(conn, cut, earlier) + "; the entries here are those after it"
+
+
+def _audit_context(request: Request, allowed: Mapping[str, int], **values: Any) -> dict[str, Any]:
+    """What the audit page shows by default: the form as asked (cut to its bounds), nothing listed."""
+    form = {name: request.query_params.get(name, "")[:length] for name, length in allowed.items()}
+    form.setdefault("order", "newest")
+    form.setdefault("limit", str(DEFAULT_PAGE))
+    return {"title": "Audit log", "section": "Audit log", "orders": ORDERS, "page_sizes": PAGE_SIZES,
+            "form": form, "entries": None, "next_href": None, "export_query": "", "problem": None,
+            "cut_note": None, **values}
+
+
+@router.get("/audit")
+def audit_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """The audit log's entries matching the filters, a page at a time."""
+    allowed = {**FILTER_LENGTHS, "order": 10, "limit": NUMBER_LENGTH, "after": NUMBER_LENGTH, "before": NUMBER_LENGTH}
+    context = _audit_context(request, allowed)
+    try:
+        params = query_params(request, allowed)
+        filters = _filters(params)
+        order = params.get("order", "newest")
+        if order not in ORDERS:
+            raise BadQuery("order: newest or oldest")
+        limit = whole_number(params, "limit", 1, MAX_PAGE) or DEFAULT_PAGE
+        after, before = whole_number(params, "after", 0, MAX_ID), whole_number(params, "before", 1, MAX_ID)
+        if (after is not None and order != "oldest") or (before is not None and order != "newest"):
+            raise BadQuery("after goes with the oldest-first order, before with the newest-first order")
+    except BadQuery as exc:
+        request.state.refusal = str(exc)
+        return render(request, "audit.html", viewer, status_code=400, **{**context, "problem": str(exc)})
+    with face(request).rt.engine.connect() as conn:
+        listing = _listing(conn, viewer, filters, order, after if order == "oldest" else before, limit)
+        cut_note = _cut_note(request, conn)
+    request.state.audit_detail = {"rows": len(listing.entries)}
+    values = _filter_values(filters)
+    return render(request, "audit.html", viewer, **{
+        **context, "form": {**context["form"], **values, "order": order, "limit": limit}, "entries": listing.entries,
+        "next_href": f"{PREFIX}/audit?{query_string(listing.next_query)}" if listing.next_query else None,
+        "export_query": query_string(values), "cut_note": cut_note})
+
+
+@router.get("/audit/export")
+def audit_export(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """The matching entries as a CSV or JSON Lines download: the API's export, so the file is what
+    ``payhub audit export`` writes for the same filters."""
+    allowed = {**FILTER_LENGTHS, "format": 10, "after": NUMBER_LENGTH}
+    try:
+        params = query_params(request, allowed)
+        filters = _filters(params)
+        fmt = params.get("format", "jsonl")
+        if fmt not in FORMATS:
+            raise BadQuery("format: csv or jsonl")
+        after = whole_number(params, "after", 0, MAX_ID)
+    except BadQuery as exc:
+        request.state.refusal = str(exc)
+        return render(request, "audit.html", viewer, status_code=400, **_audit_context(
+            request, FILTER_LENGTHS, problem=f"The export was not started: {exc}"))
+    return routes_export.audit_export(request, "csv" if fmt == "csv" else "jsonl", after, filters.since,
+                                      filters.until, filters.actor, filters.action, filters.subject)
+
+
+def _last_verification(conn: Connection) -> dict[str, Any] | None:
+    """The latest verification the audit log records: an ``audit.verify`` entry of the CLI, or the ``api.request``
+    entry of a verification run through the API or this page (those carry ``checked``)."""
+    by_cli = select(audit_log).where(audit_log.c.action == "audit.verify").order_by(audit_log.c.seq.desc()).limit(1)
+    by_http = (select(audit_log).where(audit_log.c.action == "api.request", audit_log.c.subject_type == "api",
+                                       audit_log.c.subject_id.in_(VERIFY_PATHS), audit_log.c.outcome == "ok",
+                                       audit_log.c.detail.like('%"checked":%'))
+               .order_by(audit_log.c.seq.desc()).limit(1))
+    found = [row for query in (by_cli, by_http) for row in conn.execute(query).mappings()]
+    if not found:
+        return None
+    latest = max(found, key=lambda row: row["seq"])
+    detail = detail_value(latest["detail"])
+    if not isinstance(detail, dict) or "checked" not in detail:
+        return None
+    seconds = detail.get("seconds")
+    return {"seq": latest["seq"], "at": latest["at"], "actor": latest["actor"],
+            "by": "payhub audit verify" if latest["action"] == "audit.verify" else latest["subject_id"],
+            "ok": detail.get("ok") is True, "checked": detail.get("checked"), "first_bad": detail.get("first_bad"),
+            "differences": detail.get("differences"),
+            "seconds": float(seconds) if isinstance(seconds, int | float) else None}
+
+
+@router.get("/audit/verify")
+def verify_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """The last recorded verification; with ``run=1`` a new one, its result and how long it took."""
+    context: dict[str, Any] = {"title": "Verify the audit log", "section": "Audit log", "report": None,
+                               "seconds": None, "problem": None, "last": None, "cut_note": None,
+                               "expect_head": request.query_params.get("expect_head", "")[:64]}
+    status = 200
+    try:
+        params = query_params(request, {"run": 1, "expect_head": 64})
+        if params.get("run", "1") != "1":
+            raise BadQuery("run: 1 runs the verification")
+        expect_head = params.get("expect_head")
+        if expect_head is not None and not all(c in "0123456789abcdefABCDEF" for c in expect_head):
+            raise BadQuery("expect_head: a head hash is 64 hexadecimal digits")
+    except BadQuery as exc:
+        request.state.refusal = str(exc)
+        context["problem"], status, params = str(exc), 400, {}
+    with face(request).rt.engine.connect() as conn:
+        context["last"] = _last_verification(conn)
+    if params.get("run") == "1":
+        started = time.perf_counter()
+        context["report"] = routes_reads.verify(request, expect_head=params.get("expect_head"))
+        context["seconds"] = time.perf_counter() - started
+        request.state.audit_detail = {**getattr(request.state, "audit_detail", {}),
+                                      "seconds": round(context["seconds"], 3)}
+    with face(request).rt.engine.connect() as conn:
+        context["cut_note"] = _cut_note(request, conn)
+    return render(request, "verify.html", viewer, status_code=status, **context)
