@@ -1,9 +1,171 @@
-"""Console pages: funds (docs/console.md)."""
+"""Console pages of funds and programs (docs/console.md, Funds and programs).
+
+``GET /console/funds`` lists each fund a program keeps for a holder (co-op accruals, MDF allocations, loyalty
+points) as ``payhub funds list`` does (:func:`payhub.reports.funds`): credited, spent, expired unspent, the balance
+and the next expiry, at a chosen time, filtered by program and holder, a page at a time by the fund's key.
+
+``GET /console/programs`` lists the programs with their versions (:func:`payhub.reports.program_versions`): the
+version the settings select now (the one whose fingerprint is that of the program's section, as the daemon registers
+it) and the latest. ``GET /console/programs/{name}`` shows every version of one program with its parameters as
+the canonical JSON the fingerprint is taken over.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from payhub.console.web import PREFIX
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+
+from payhub import reports
+from payhub.audit import canonical_json
+from payhub.cli.params import MAX_ID
+from payhub.clock import isoformat, parse_instant, utcnow
+from payhub.console.routes_audit import NUMBER_LENGTH, BadQuery, query_params, whole_number
+from payhub.console.web import PREFIX, Viewer, page, query_string, render
+from payhub.errors import InvalidRecord
+from payhub.http.state import face
+from payhub.settings import ProgramSection
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+PAGE_SIZE = 100
+MAX_PAGE = 1000
+NAME_LENGTH = 200
+"""The longest program or holder name taken from a query (the API's bound)."""
+
+
+def settings_fingerprint(section: ProgramSection) -> str:
+    """The fingerprint the daemon registers for ``section``'s parameters (SHA-256 of their canonical JSON)."""
+    params = canonical_json(section.model_dump(mode="json", exclude={"enabled"}))
+    return hashlib.sha256(params.encode()).hexdigest()
+
+
+def _fund_filters(params: Mapping[str, str]) -> dict[str, Any]:
+    at_text = params.get("at")
+    try:
+        at = parse_instant(at_text, default_tz=UTC) if at_text else utcnow()
+    except InvalidRecord as exc:
+        raise BadQuery(f"as of: {exc} (use ISO 8601, e.g. 2026-03-31 or 2026-03-31T12:00:00Z)") from None
+    after_parts = [params.get(f"after_{part}") for part in ("program", "holder", "unit")]
+    if any(part is not None for part in after_parts) and not all(part is not None for part in after_parts):
+        raise BadQuery("after_program, after_holder and after_unit go together (use the next-page link)")
+    after = (after_parts[0], after_parts[1], after_parts[2]) \
+        if after_parts[0] is not None and after_parts[1] is not None and after_parts[2] is not None else None
+    return {"program": params.get("program"), "holder": params.get("holder"), "at": at, "after": after,
+            "limit": whole_number(params, "limit", 1, MAX_PAGE) or PAGE_SIZE}
+
+
+@router.get("/funds")
+def funds_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """The funds matching the filters at the chosen time, a page at a time."""
+    allowed = {"program": NAME_LENGTH, "holder": NAME_LENGTH, "at": 64, "limit": NUMBER_LENGTH,
+               "after_program": NAME_LENGTH, "after_holder": NAME_LENGTH, "after_unit": 16}
+    form = {name: request.query_params.get(name, "")[:allowed[name]] for name in ("program", "holder", "at")}
+    context: dict[str, Any] = {"title": "Funds", "section": "Funds", "form": form, "funds": None, "next_href": None,
+                               "at": None, "problem": None}
+    try:
+        chosen = _fund_filters(query_params(request, allowed))
+    except BadQuery as exc:
+        request.state.refusal = str(exc)
+        return render(request, "funds.html", viewer, status_code=400, **{**context, "problem": str(exc)})
+    limit = chosen["limit"]
+    with face(request).rt.engine.connect() as conn:
+        rows = list(reports.funds(conn, program=chosen["program"], holder=chosen["holder"], at=chosen["at"],
+                                  after=chosen["after"], limit=limit + 1))
+    following = None
+    if len(rows) > limit:
+        del rows[limit:]
+        last = rows[-1]
+        following = f"{PREFIX}/funds?" + query_string({
+            "program": chosen["program"], "holder": chosen["holder"], "at": isoformat(chosen["at"]), "limit": limit,
+            "after_program": last["program"], "after_holder": last["holder"], "after_unit": last["unit"]})
+    request.state.audit_detail = {"rows": len(rows)}
+    return render(request, "funds.html", viewer, **{**context, "funds": rows, "next_href": following,
+                                                   "at": chosen["at"]})
+
+
+def program_href(name: str) -> str:
+    """The console page of program ``name``."""
+    return f"{PREFIX}/programs/{quote(name, safe='')}"
+
+
+def _program_rows(request: Request) -> list[dict[str, Any]]:
+    """Each program with versions or in the settings: its latest version, the version the settings select now
+    (None when they are not registered yet, or the program is not enabled), and how many versions it has."""
+    programs = face(request).rt.settings.programs
+    fingerprints = {name: settings_fingerprint(section) for name, section in programs.items() if section.enabled}
+    found: dict[str, dict[str, Any]] = {}
+    with face(request).rt.engine.connect() as conn:
+        for version in reports.program_versions(conn):
+            row = found.setdefault(version["program"], {"name": version["program"], "count": 0, "latest": None,
+                                                        "current": None})
+            row["count"] += 1
+            if row["latest"] is None or version["version"] > row["latest"]["version"]:
+                row["latest"] = version
+            if version["fingerprint"] == fingerprints.get(version["program"]):
+                row["current"] = version
+    for name in programs:
+        found.setdefault(name, {"name": name, "count": 0, "latest": None, "current": None})
+    for name, row in found.items():
+        section = programs.get(name)
+        row["href"] = program_href(name)
+        row["state"] = "not in the settings" if section is None else "enabled" if section.enabled else "disabled"
+        row["calculator"] = section.calculator if section is not None else row["latest"]["calculator"]
+    return [found[name] for name in sorted(found)]
+
+
+@router.get("/programs")
+def programs_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """Every program with its current and latest version."""
+    try:
+        query_params(request, {})
+    except BadQuery as exc:
+        request.state.refusal = str(exc)
+        return render(request, "programs.html", viewer, status_code=400, title="Programs", section="Programs",
+                      programs=[], problem=str(exc))
+    rows = _program_rows(request)
+    request.state.audit_detail = {"rows": len(rows)}
+    return render(request, "programs.html", viewer, title="Programs", section="Programs", programs=rows,
+                  problem=None)
+
+
+@router.get("/programs/{name:path}")
+def program_page(request: Request, name: str, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """Every version of program ``name``, oldest first, with its parameters, calculator, fingerprint and time."""
+    if len(name) > NAME_LENGTH or "\x00" in name:
+        request.state.refusal = "program name too long"
+        raise HTTPException(404, f"no program has a name that long or with a NUL (at most {NAME_LENGTH} characters)")
+    try:
+        params = query_params(request, {"after": NUMBER_LENGTH, "limit": NUMBER_LENGTH})
+        after = whole_number(params, "after", 0, MAX_ID)
+        limit = whole_number(params, "limit", 1, MAX_PAGE) or PAGE_SIZE
+    except BadQuery as exc:
+        request.state.refusal = str(exc)
+        raise HTTPException(400, str(exc)) from None
+    section = face(request).rt.settings.programs.get(name)
+    wanted = settings_fingerprint(section) if section is not None and section.enabled else None
+    with face(request).rt.engine.connect() as conn:
+        current = next((v["version"] for v in reports.program_versions(conn, program=name)
+                        if v["fingerprint"] == wanted), None)
+        rows = list(reports.program_versions(conn, program=name, after=after, limit=limit + 1))
+    if not rows and section is None and after is None:
+        request.state.refusal = "nothing found"
+        raise HTTPException(404, f"no program is named {name!r}")
+    following = None
+    if len(rows) > limit:
+        del rows[limit:]
+        following = f"{program_href(name)}?" + query_string({"after": rows[-1]["id"], "limit": limit})
+    versions = []
+    for row in rows:
+        text = canonical_json(row["params"])
+        versions.append({**row, "params_text": text, "current": row["version"] == current,
+                         "intact": hashlib.sha256(text.encode()).hexdigest() == row["fingerprint"]})
+    request.state.audit_detail = {"rows": len(versions)}
+    state = "not in the settings" if section is None else "enabled" if section.enabled else "disabled"
+    return render(request, "program.html", viewer, title=f"Program {name}", section="Programs", name=name,
+                  state=state, current=current, versions=versions, next_href=following)
