@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -113,6 +114,15 @@ class Site:
         return listed
 
 
+def _hold_one_bonus(config: Path) -> list[int]:
+    """The rewards of ``deal_bonus`` awaiting approval, the last of them now held with :data:`HELD_REASON`."""
+    bonus = sorted(int(r["id"]) for r in json.loads(payhub(config, "rewards", "list", "--format", "json"))
+                   if r["program"] == "deal_bonus" and r["status"] == "awaiting_approval")
+    assert len(bonus) == 4, bonus
+    payhub(config, "rewards", "hold", str(bonus[-1]), "--reason", HELD_REASON)
+    return bonus
+
+
 def _copy_quickstart(target: Path) -> Path:
     shutil.copy(EXAMPLES / "quickstart.toml", target / "quickstart.toml")
     (target / "quickstart" / "bank-outbox").mkdir(parents=True)
@@ -136,13 +146,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = _copy_quickstart(tmp_path_factory.mktemp("console"))
     payhub(config, "db", "upgrade")
     payhub(config, "run", "--once", gift_cards=True)
-    tokens = {name: payhub(config, "tokens", "create", "--name", name, "--role", role).strip().splitlines()[-1]
-              for name, role in TOKENS.items()}
-    bonus = sorted(int(r["id"]) for r in json.loads(payhub(config, "rewards", "list", "--format", "json"))
-                   if r["program"] == "deal_bonus" and r["status"] == "awaiting_approval")
-    assert len(bonus) == 4, bonus
-    payhub(config, "rewards", "hold", str(bonus[-1]), "--reason", HELD_REASON)
-
     env = {**os.environ, "PAYHUB_LOG__LEVEL": "INFO"}
     process = subprocess.Popen([*PAYHUB, "-c", str(config), "serve", "--listen", "127.0.0.1:0"], env=env,
                                cwd=config.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -156,6 +159,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
+        # While the server starts: the tokens, and one bonus reward held (each command is a process of its own).
+        with ThreadPoolExecutor(len(TOKENS) + 1) as pool:
+            made = {name: pool.submit(payhub, config, "tokens", "create", "--name", name, "--role", role)
+                    for name, role in TOKENS.items()}
+            holding = pool.submit(_hold_one_bonus, config)
+            tokens = {name: future.result().strip().splitlines()[-1] for name, future in made.items()}
+            bonus = holding.result()
         deadline = time.monotonic() + 30
         url = None
         while url is None:
