@@ -45,6 +45,7 @@ from payhub.compliance.scrubber import MIN_CHARS, Scrubber
 from payhub.db.schema import (
     attempts,
     calculations,
+    console_sessions,
     events,
     fund_entries,
     payee_screenings,
@@ -52,6 +53,7 @@ from payhub.db.schema import (
     payouts,
     release_requests,
     rewards,
+    statement_deliveries,
 )
 from payhub.errors import PayhubError
 from payhub.pipeline.operator import required_reason
@@ -71,7 +73,7 @@ SETTLED_PAYOUTS = (PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.REJECTED, 
 """Where a payout may be when its payee is erased: accepted by its rail or final. What follows acceptance (paid,
 returned) is matched by idempotency key and provider reference, which erasure keeps."""
 TOUCHED = ("payees", "events", "calculations", "rewards", "fund_entries", "payouts", "attempts", "release_requests",
-           "payee_screenings", "personal_keys")
+           "payee_screenings", "personal_keys", "statement_deliveries", "console_sessions")
 """The tables an erasure writes, compacted afterwards."""
 SHOWN = 10
 """Unsettled rewards and payouts named in a refusal; the rest are counted."""
@@ -230,6 +232,10 @@ def _erase_row(conn: Connection, row: Any, configured: set[str]) -> Erasure:
     counts["attempts"] = _scrub_rows(conn, attempts, ("detail",), attempts.c.payout_id.in_(payout_ids),
                                      scrubber)
     counts["release_requests"] = _scrub_release_requests(conn, payout_ids, scrubber)
+    counts["statement_deliveries"] = conn.execute(update(statement_deliveries).where(
+        statement_deliveries.c.payout_id.in_(payout_ids)).values(destination=None, reason=None)).rowcount
+    # A console notice may name anyone an operator acted on; notices are shown once and then dropped anyway.
+    conn.execute(update(console_sessions).where(console_sessions.c.notice.is_not(None)).values(notice=None))
     counts["screenings"] = conn.execute(delete(payee_screenings).where(
         payee_screenings.c.payee_id == payee_id)).rowcount
     pseudonym = f"erased-{secrets.token_hex(4)}"
