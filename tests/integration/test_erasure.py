@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import sqlalchemy as sa
 from cli_helpers import CliSite, sql, write_site
 
 from payhub import signing
@@ -368,3 +369,23 @@ def test_look_alike_ids_in_the_payees_file_do_not_bring_an_erased_payee_back(sit
     assert name.startswith("erased-") and email is None
     assert site.rows("SELECT count(*) FROM personal_keys WHERE subject = 'p1'") == [(0,)]
     assert "payees.csv line 4: id 'p\\x1b1' holds U+001B" in synced.output
+
+
+def test_statement_deliveries_and_console_notices_lose_the_values(site: Site) -> None:
+    tokens = site.rows("SELECT count(*) FROM api_tokens")
+    assert tokens == [(0,)]
+    (payout_id,), = site.rows("SELECT id FROM payouts WHERE payee_id = 'p1'")
+    with sa.create_engine(site.db_url).begin() as conn:
+        conn.execute(sa.text("INSERT INTO api_tokens (name, role, token_hash, created_at, created_by) VALUES "
+                             "('ann', 'operator', :h, CURRENT_TIMESTAMP, 'test')"), {"h": "0" * 64})
+        conn.execute(sa.text("INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, last_seen_at, notice) "
+                             "SELECT :h, id, 'c', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :n FROM api_tokens"),
+                     {"h": "1" * 64, "n": f"Reward of {NAME} approved"})
+        conn.execute(sa.text("INSERT INTO statement_deliveries (payout_id, channel, status, destination, attempts, "
+                             "reason, updated_at) VALUES (:p, 'smtp', 'failed', :e, 1, :r, CURRENT_TIMESTAMP)"),
+                     {"p": payout_id, "e": EMAIL, "r": f"550 mailbox {EMAIL} unknown"})
+    site.ok("payees", "erase", "p1", "--reason", "request", "--yes")
+    assert site.rows("SELECT destination, reason, status FROM statement_deliveries") == [(None, None, "failed")]
+    assert site.rows("SELECT notice FROM console_sessions") == [(None,)]
+    if site.db_url.startswith("sqlite"):
+        assert left_in_files(site.db_url, VALUES) == []
