@@ -2,8 +2,9 @@
 package, launched by path: nothing is downloaded) against ``payhub serve`` in a subprocess.
 
 The server runs over a copy of the README's quickstart, run once as the README runs it (the gift-card simulator
-serving the ``gift`` rail), plus the program ``deal_bonus``: 1,000 USD per won deal above both approval thresholds,
-so its four rewards wait for two approvers each; one of them is held by an operator. Tokens of each role are made
+serving the ``gift`` rail), plus two programs: ``deal_bonus``, 1,000 USD per won deal above both approval
+thresholds, so its four rewards wait for two approvers each (one of them is held by an operator), and ``coop_fund``,
+which accrues 2 % of each deal to the partner's co-op fund. Tokens of each role are made
 with ``payhub tokens create``. One server per test process (``site``), one browser per module (``browser``), a new
 context per test (``context``/``page``).
 
@@ -43,16 +44,22 @@ _SIMULATOR = Path(sys.executable).with_name("payhub-simulator")
 SIMULATOR = [str(_SIMULATOR)] if _SIMULATOR.exists() else [sys.executable, "-m", "payhub_simulators"]
 SERVING = re.compile(r"serving HTTP on (http://127\.0\.0\.1:\d+)")
 
-APPROVAL_PROGRAM = """
+MORE_PROGRAMS = """
 
 # Added by the browser tests: a bonus above both approval thresholds, so each of its rewards waits for two
-# different approvers in the console's approval queue.
+# different approvers in the console's approval queue; and a co-op fund, so the funds page has balances.
 [programs.deal_bonus]
 calculator = "flat"
 event_types = ["deal_won"]
 amount = "1000"
 currency = "USD"
 approval = {currency = "USD", threshold = "100", dual_threshold = "500"}
+
+[programs.coop_fund]
+calculator = "coop"
+event_types = ["deal_won"]
+percent = "2"
+expiry_days = 365
 """
 TOKENS = {"auditor": "auditor", "operator-a": "operator", "operator-b": "operator", "admin": "admin"}
 HELD_REASON = "Deal under review by finance"
@@ -130,7 +137,7 @@ def _copy_quickstart(target: Path) -> Path:
         shutil.copy(csv, target / "quickstart" / csv.name)
     config = target / "quickstart.toml"
     with config.open("a", encoding="utf-8") as settings:
-        settings.write(APPROVAL_PROGRAM)
+        settings.write(MORE_PROGRAMS)
     return config
 
 

@@ -13,7 +13,14 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 SIZES = {"laptop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-PAGES = {"overview": ("/console/", "Overview")}
+PAGES = {
+    "overview": ("/console/", "Overview"),
+    "audit-log": ("/console/audit", "Audit log"),
+    "audit-verify": ("/console/audit/verify?run=1", "Verify the audit log"),
+    "funds": ("/console/funds", "Funds"),
+    "programs": ("/console/programs", "Programs"),
+    "program": ("/console/programs/deal_bonus", "Program deal_bonus"),
+}
 """Screenshot name: (path, the page's first heading)."""
 OVERFLOW = """() => {
   const page = document.scrollingElement;
