@@ -1,9 +1,185 @@
-"""Console pages: payouts (docs/console.md)."""
+"""Console pages of one payout, reward and event with their whole provenance (docs/console.md, Search and provenance).
+
+``GET /console/payouts/{id}``, ``/console/rewards/{id}`` and ``/console/events/{id}`` draw
+:func:`payhub.provenance.explain`'s answer (what ``payhub explain`` prints and ``/api/v1/explain`` returns) from the
+CRM record down to the rail's document. An id that is not a whole number is refused (422); one that names nothing
+is not found (404).
+
+Text from outside payhub (CRM records, plugins' reasons, audit details) is clipped (:data:`MAX_TEXT` characters
+inline, :data:`MAX_JSON` for a JSON block) and its control and format characters (bidi overrides, zero-width
+characters) are shown as escapes (:func:`payhub.termsafe.visible`); autoescaping does the rest. Personal values
+sealed in the answer are shown as the API's audit reads show them (:class:`payhub.compliance.shown.Opener`): opened
+for operators and admins, ``[erased]`` once their payee is erased, ``[sealed]`` for auditors.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from payhub.console.web import PREFIX
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+from sqlalchemy import Connection
+
+from payhub import provenance, reports
+from payhub.clock import isoformat
+from payhub.compliance.shown import Opener, reveals
+from payhub.console.web import PREFIX, TEMPLATES, Viewer, page, render
+from payhub.http.state import face
+from payhub.termsafe import visible, visible_lines
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+MAX_TEXT = 1000
+"""The most characters of one value shown inline; the rest is counted, not shown."""
+MAX_JSON = 10_000
+"""The most characters of one JSON block (raw attributes, details, parameters) shown."""
+MAX_ID_TEXT = 19
+"""Digits of the largest id (:data:`payhub.provenance.MAX_ID`)."""
+
+
+# ------------------------------------------------------------------------------------------------ display helpers
+
+
+def clip(value: Any, limit: int = MAX_TEXT) -> str:
+    """``value`` as one line of text for a page: at most ``limit`` characters (the rest counted), control and
+    format characters shown as escapes. None is ''."""
+    if value is None:
+        return ""
+    text = isoformat(value) if isinstance(value, datetime) else str(value)  # str() of Markup is plain text
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+    return visible(text)
+
+
+def json_text(value: Any, limit: int = MAX_JSON) -> str:
+    """``value`` (JSON-shaped data) as indented JSON text for a ``<pre>`` block: each text in it clipped to
+    :data:`MAX_TEXT` characters and the whole to ``limit``; line feeds kept, other control and format characters
+    shown as escapes. Text that is not JSON is shown as it is (clipped)."""
+    if value is None:
+        return ""
+    text = str(value) if isinstance(value, str) else json.dumps(
+        _clipped(value), ensure_ascii=False, sort_keys=True, indent=1, default=lambda v: isoformat(v) if isinstance(
+            v, datetime) else str(v))
+    if len(text) > limit:
+        text = f"{text[:limit]}\n… ({len(text) - limit:,} more characters)"
+    return visible_lines(text)
+
+
+def _clipped(value: Any) -> Any:
+    """JSON-shaped ``value`` with each text longer than :data:`MAX_TEXT` cut (the rest counted), so that one huge
+    value does not hide the others."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}… ({len(value) - MAX_TEXT:,} more characters)"
+    if isinstance(value, dict):
+        return {_clipped(str(k)): _clipped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clipped(v) for v in value]
+    return value
+
+
+def path_part(value: Any) -> str:
+    """``value`` quoted as one segment of a URL path."""
+    return quote(str(value), safe="")
+
+
+def cap_text(cap: Any) -> str:
+    """A cap the rules applied to a reward, as one line (as ``payhub explain`` prints it)."""
+    if isinstance(cap, dict) and "limit" in cap:
+        return f"{cap.get('cap')}: limit {cap.get('limit')}, used {cap.get('used')}, cut {cap.get('cut')}"
+    if isinstance(cap, dict):
+        return f"{cap.get('cap')}: earned {cap.get('earned')}, cut {cap.get('capped')}"
+    return str(cap)
+
+
+TEMPLATES.filters.update(clip=clip, json_text=json_text, path_part=path_part, cap_text=cap_text)
+
+
+# ------------------------------------------------------------------------------------------------ shared reads
+
+
+def entity_id(request: Request, text: str, what: str) -> int:
+    """The id in a page's path: a whole number (422 otherwise) that may name a row (404 when out of range)."""
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_ID_TEXT + 1:
+        request.state.refusal = f"{what} id is not a whole number"
+        raise HTTPException(422, f"A {what} id is a whole number, like {what}s/12; {clip(text, 40)!r} is not one.")
+    number = int(text)
+    if not 1 <= number <= provenance.MAX_ID:
+        raise not_found(request, what, number)
+    return number
+
+
+def not_found(request: Request, what: str, number: int) -> HTTPException:
+    request.state.refusal = "nothing found"
+    return HTTPException(404, f"There is no {what} {number}.")
+
+
+def rail_plugins(request: Request) -> dict[str, str]:
+    """Each configured rail's name to its plugin's, to read the rails' document references."""
+    return {name: section.plugin_name(name) for name, section in face(request).rt.settings.rails.items()}
+
+
+def explained(conn: Connection, request: Request, viewer: Viewer, ref: str) -> Any:
+    """:func:`payhub.provenance.explain` of ``ref`` with sealed personal values shown for the viewer's role, or
+    None when ``ref`` names nothing."""
+    found = provenance.explain(conn, ref, rail_plugins(request))
+    if found is None:
+        return None
+    return Opener(conn, reveal=reveals(viewer.principal.role))(found)
+
+
+def payout_rows(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The payouts listing's rows (:data:`payhub.reports.PAYOUT_COLUMNS`: hold code, attempts) of ``ids``."""
+    found: dict[int, dict[str, Any]] = {}
+    for payout_id in ids:
+        for row in reports.payouts(conn, after=payout_id - 1, limit=1):
+            if row["id"] == payout_id:
+                found[payout_id] = row
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ pages
+
+
+@router.get("/payouts/{payout_id}")
+def payout_page(request: Request, payout_id: str, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """A payout's whole provenance: each item from its CRM record to its approvals, then screening, the payout,
+    its attempts and the rail's document."""
+    number = entity_id(request, payout_id, "payout")
+    with face(request).rt.engine.connect() as conn:
+        found = explained(conn, request, viewer, f"payout:{number}")
+        if found is None:
+            raise not_found(request, "payout", number)
+        row = payout_rows(conn, [number]).get(number, {})
+    request.state.audit_detail = {"payout": number, "items": len(found["items"])}
+    return render(request, "payout.html", viewer, title=f"Payout {number}", section="Search", data=found,
+                  payout=found["payout"], hold_code=row.get("hold_code"), attempt_count=row.get("attempts"))
+
+
+@router.get("/rewards/{reward_id}")
+def reward_page(request: Request, reward_id: str, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """A reward's provenance: CRM record, program version, calculation, rules, approvals, and its payouts."""
+    number = entity_id(request, reward_id, "reward")
+    with face(request).rt.engine.connect() as conn:
+        found = explained(conn, request, viewer, f"reward:{number}")
+        if found is None:
+            raise not_found(request, "reward", number)
+        rows = payout_rows(conn, [p["id"] for p in found["payouts"]])
+    request.state.audit_detail = {"reward": number}
+    return render(request, "reward.html", viewer, title=f"Reward {number}", section="Search", data=found,
+                  hold_codes={k: v.get("hold_code") for k, v in rows.items()})
+
+
+@router.get("/events/{event_id}")
+def event_page(request: Request, event_id: str, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
+    """An event: its CRM record, every program's calculation of it, its rewards, fund movements and payouts."""
+    number = entity_id(request, event_id, "event")
+    with face(request).rt.engine.connect() as conn:
+        found = explained(conn, request, viewer, f"event:{number}")
+        if found is None or not found["events"]:
+            raise not_found(request, "event", number)
+    request.state.audit_detail = {"event": number}
+    return render(request, "event.html", viewer, title=f"Event {number}", section="Search", data=found,
+                  view=found["events"][0])
