@@ -54,11 +54,13 @@ def amount_text(minor: int, currency: str) -> str:
 
 
 def _keyset(query: Select[Any], key: ColumnElement[Any], after: int | None, limit: int | None,
-            newest_first: bool) -> Select[Any]:
+            newest_first: bool, before: int | None = None) -> Select[Any]:
     if newest_first and after is not None:
         raise ValueError("newest_first lists from the newest row; it takes no 'after'")
     if after is not None:
         query = query.where(key > after)
+    if before is not None:
+        query = query.where(key < before)
     query = query.order_by(key.desc() if newest_first else key)
     return query.limit(limit) if limit is not None else query
 
@@ -89,10 +91,11 @@ def events(conn: Connection, *, status: str | None = None, source: str | None = 
 
 
 def rewards(conn: Connection, *, status: str | None = None, payee: str | None = None, program: str | None = None,
-            after: int | None = None, limit: int | None = None,
-            newest_first: bool = False) -> Iterator[dict[str, Any]]:
-    """Rewards (:data:`REWARD_COLUMNS`), by ``status``, ``payee`` and ``program``. ``approvals`` is ``given/needed``
-    for rewards that need approval (e.g. ``1/2``), else None; ``reason`` is why a reward is held or carried."""
+            after: int | None = None, limit: int | None = None, newest_first: bool = False,
+            hold_code: str | None = None, before: int | None = None) -> Iterator[dict[str, Any]]:
+    """Rewards (:data:`REWARD_COLUMNS`), by ``status``, ``payee``, ``program`` and ``hold_code``. ``approvals`` is
+    ``given/needed`` for rewards that need approval (e.g. ``1/2``), else None; ``reason`` is why a reward is held or
+    carried. ``before`` keeps the rows whose id is below it (the next page of a ``newest_first`` listing)."""
     r_ = tables.rewards
     given = (select(func.count()).select_from(tables.approvals).where(tables.approvals.c.reward_id == r_.c.id)
              .correlate(r_).scalar_subquery().label("approvals_given"))
@@ -103,7 +106,9 @@ def rewards(conn: Connection, *, status: str | None = None, payee: str | None = 
         query = query.where(r_.c.payee_id == payee)
     if program:
         query = query.where(r_.c.program == program)
-    return _rows(conn, _keyset(query, r_.c.id, after, limit, newest_first), lambda r: {
+    if hold_code:
+        query = query.where(r_.c.hold_code == hold_code)
+    return _rows(conn, _keyset(query, r_.c.id, after, limit, newest_first, before), lambda r: {
         "id": r.id, "event": r.event_id, "program": r.program, "payee": r.payee_id,
         "amount": amount_text(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
         "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
@@ -139,16 +144,21 @@ def unrewarded(conn: Connection, *, status: Unrewarded | None = None, payee: str
         "calculated_at": r.calculated_at})
 
 
-def payouts(conn: Connection, *, status: str | None = None, rail: str | None = None, payee: str | None = None,
-            after: int | None = None, limit: int | None = None,
-            newest_first: bool = False) -> Iterator[dict[str, Any]]:
-    """Payouts (:data:`PAYOUT_COLUMNS`), by ``status``, ``rail`` and ``payee``: ``items`` is how many rewards it
-    carries, ``reason`` its last reason, ``route`` why it went to its rail, ``key`` its idempotency key,
-    ``hold_code`` why a held payout is held (``screening``, ``audit_trail``; None otherwise)."""
+def payouts(conn: Connection, *, status: str | tuple[str, ...] | None = None, rail: str | None = None,
+            payee: str | None = None, after: int | None = None, limit: int | None = None,
+            newest_first: bool = False, hold_code: str | None = None) -> Iterator[dict[str, Any]]:
+    """Payouts (:data:`PAYOUT_COLUMNS`), by ``status`` (one, or any of a tuple), ``rail``, ``payee`` and
+    ``hold_code``: ``items`` is how many rewards it carries, ``reason`` its last reason, ``route`` why it went to its
+    rail, ``key`` its idempotency key, ``hold_code`` why a held payout is held (``screening``, ``audit_trail``; None
+    otherwise)."""
     p = tables.payouts
     query = select(p)
-    if status:
+    if isinstance(status, tuple):
+        query = query.where(p.c.status.in_(status))
+    elif status:
         query = query.where(p.c.status == status)
+    if hold_code:
+        query = query.where(p.c.hold_code == hold_code)
     if rail:
         query = query.where(p.c.rail == rail)
     if payee:

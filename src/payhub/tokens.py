@@ -113,6 +113,18 @@ def redact(text: str) -> str:
     return _TOKENISH.sub("phk_**********", text)
 
 
+def recordable(value: str) -> str:
+    """``value`` without outer white space; ValueError when it holds what the database cannot store (NUL, a lone
+    surrogate) or something shaped like an API token, which the audit log must never hold (it cannot be erased): for
+    an operator's reason or note before it is recorded."""
+    for char in value:
+        if char == "\x00" or "\ud800" <= char <= "\udfff":
+            raise ValueError(f"holds U+{ord(char):04X}, which cannot be stored")
+    if redact(value) != value:
+        raise ValueError("holds something shaped like an API token (phk_...); tokens are never recorded")
+    return value.strip()
+
+
 def parse_expiry(text: str, now: datetime | None = None) -> datetime:
     """An expiry given as ISO 8601: a date-time with an offset, or a date, meaning the end of that day in UTC (the
     token is refused from 00:00 UTC the next day). It must be in the future; InvalidRecord says why not."""

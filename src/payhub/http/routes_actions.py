@@ -22,7 +22,7 @@ from payhub.http.state import acting
 from payhub.pipeline import payout_actions, reward_actions
 from payhub.pipeline.calculate import retry_failed
 from payhub.runtime import Runtime
-from payhub.tokens import Principal, redact
+from payhub.tokens import Principal, recordable
 
 API = "/api/v1"
 ID_BOUND = 2**63
@@ -41,26 +41,15 @@ RowId = Annotated[int, Strict(), Field(ge=1, lt=ID_BOUND)]
 PayoutId = Annotated[int, Path(ge=1, lt=ID_BOUND, description="The payout's id.")]
 
 
-def _recordable(value: str) -> str:
-    """``value`` without outer white space; refused when it holds what the database cannot store (NUL, a lone
-    surrogate) or something shaped like an API token, which the audit log must never hold (it cannot be erased)."""
-    for char in value:
-        if char == "\x00" or "\ud800" <= char <= "\udfff":
-            raise ValueError(f"holds U+{ord(char):04X}, which cannot be stored")
-    if redact(value) != value:
-        raise ValueError("holds something shaped like an API token (phk_...); tokens are never recorded")
-    return value.strip()
-
-
 def _required(value: str) -> str:
     if not value:
         raise ValueError("must not be blank (it is recorded in the audit log)")
     return value
 
 
-Reason = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_recordable), AfterValidator(_required)]
-Note = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_recordable)]
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_recordable), AfterValidator(_required)]
+Reason = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(recordable), AfterValidator(_required)]
+Note = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(recordable)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(recordable), AfterValidator(_required)]
 
 
 class _Body(BaseModel):
