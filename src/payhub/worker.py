@@ -38,6 +38,7 @@ from payhub.pipeline.ingest import poll_batches, reset_failed_sources
 from payhub.pipeline.schedule import schedule_batch
 from payhub.pipeline.settle import settle_rail
 from payhub.runtime import Runtime
+from payhub.statements.stage import deliver_step
 from payhub.store import leases
 from payhub.store.events import failed_sources
 
@@ -108,7 +109,7 @@ class Summary:
     running_calls: dict[str, str] = field(default_factory=dict)  # rail -> the abandoned call still running at the end
 
     def add(self, stage: str, n: int) -> None:
-        self.counts[stage] += n
+        self.counts[stage] = self.counts.get(stage, 0) + n
 
 
 class Worker:
@@ -118,6 +119,8 @@ class Worker:
         self.rt = rt
         self.observer = observer
         self.summary = Summary()
+        if rt.settings.notify.statements != "off":
+            self.summary.counts["statements"] = 0  # partner statements delivered, failed or skipped
         self.versions: dict[str, int] = {}
         self._next_poll: dict[str, float] = {}
         self._next_settle: dict[str, float] = {}
@@ -297,6 +300,8 @@ class Worker:
             if not stopping() and (force or now >= self._next_settle.get(name, 0)):
                 self._next_settle[name] = now + rt.settings.rails[name].settle_interval_seconds
                 busy = self._repeat("settled", partial(settle_rail, rt, name)) or busy
+        if not stopping():
+            busy = self._repeat("statements", partial(deliver_step, rt)) or busy
         if self.checkpointer is not None:
             self.checkpointer.tick()
         return busy

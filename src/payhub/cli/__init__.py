@@ -102,6 +102,7 @@ from payhub.cli import (  # noqa: E402,F401  (registers the subcommands)
     retention,
     screening,
     serve,
+    statements,
     tax,
     tokens,
 )
