@@ -62,6 +62,7 @@ def test_each_kind_of_reference_opens_its_page(site: Site, auditor: Console) -> 
     cases = {
         f"payout:{bank}": f"/console/payouts/{bank}", f"PAYOUT:{bank}": f"/console/payouts/{bank}",
         key: f"/console/payouts/{bank}", ref: f"/console/payouts/{bank}",  # idempotency key, bank file and line
+        ref.rpartition(":")[0]: f"/console/payouts/{bank}",  # the bank file: the payouts of its lines
         f"reward:{reward}": f"/console/rewards/{reward}", str(reward): f"/console/rewards/{reward}",  # bare: reward
         f"event:{event}": f"/console/events/{event}", "deals:record:D-1:deal_won": f"/console/events/{event}",
         "D-1": f"/console/events/{event}", "record:D-1": f"/console/events/{event}",  # CRM object id

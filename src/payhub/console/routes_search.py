@@ -3,8 +3,9 @@ provenance).
 
 ``GET /console/search?q=…`` reads ``q`` as the API's references do (:func:`payhub.provenance.parse_ref`:
 ``payout:N``, ``reward:N``, ``event:N``, ``record:ID``, a bare number is a reward, else an event key or a CRM object
-id) and also as a payee id, a payout's rail reference or its idempotency key; a single payout, reward or event found
-is answered with a redirect (303) to its page. ``kind=events|rewards|payouts`` with the filters of
+id) and also as a payee id, a payout's rail reference (or a bank file's name) or its idempotency key; a single
+payout, reward or event found is answered with a redirect (303) to its page. ``kind=events|rewards|payouts`` with
+the filters of
 :mod:`payhub.reports` (``status``, and ``source`` for events, ``payee`` and ``program`` for rewards, ``rail`` and
 ``payee`` for payouts) lists rows oldest first, paged by keyset (``after`` the last id, ``limit`` rows).
 
@@ -177,7 +178,8 @@ def search(conn: Connection, text: str) -> tuple[list[Hit], bool]:
 
     A typed reference (``payout:N``, ``reward:N``, ``event:N``) names that row only. ``record:ID`` names the events of
     that CRM object. Other text is looked up as an event key or CRM object id (a bare number also as a reward, as
-    the API reads it), a payee id, and a payout's rail reference or idempotency key.
+    the API reads it), a payee id, a payout's rail reference or idempotency key, and a bank file's name (the payouts
+    whose reference is ``<file>:<line>``).
     """
     ref = provenance.parse_ref(text, "reward")
     hits: list[Hit] = []
@@ -204,8 +206,10 @@ def search(conn: Connection, text: str) -> tuple[list[Hit], bool]:
     if sep and prefix == "record":
         match = or_(match, events.c.object_id == object_id)
     add(_event_hits(_first(conn, select(events).where(match).order_by(events.c.id))))
-    add(_payout_hits(_first(conn, select(payouts).where(
-        or_(payouts.c.provider_ref == text, payouts.c.idempotency_key == text)).order_by(payouts.c.id))))
+    in_file = text + ":"  # a bank file's name finds the payouts of its lines (<file>:<line>)
+    add(_payout_hits(_first(conn, select(payouts).where(or_(
+        payouts.c.provider_ref == text, func.substr(payouts.c.provider_ref, 1, len(in_file)) == in_file,
+        payouts.c.idempotency_key == text)).order_by(payouts.c.id))))
     add(_payee_hits(conn, text))
     return hits, more
 
