@@ -168,6 +168,7 @@ def test_a_screening_hold_is_released_only_by_two_different_tokens(world: World,
     assert ids_in(part) == [payout]
     assert shown(SDN) in part and "none yet" in part  # the list, entry and score of the hit
     assert "Request release (first of two)" in part and 'minlength="20"' in part
+    assert "5000.00 EUR<br><small>1 reward</small>" in part
 
     assert act(ann, f"/console/payouts/{payout}/release", {"reason": "false positive"}) == (
         f"Releasing payout {payout} refused: the justification is too short: releasing a screening hold needs at "
