@@ -40,6 +40,12 @@ MASK = "**********"
 UNRECORDED = b'{"error":"the request could not be recorded in the audit log; try again"}'
 
 
+def recordable(text: str) -> str:
+    """``text`` as the audit log may hold it: tokens masked, NUL and lone surrogates (which a database text column
+    refuses) written as backslash escapes."""
+    return redact(text).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def outcome_of(status: int) -> str:
     if status < 400:
         return "ok"
@@ -88,7 +94,7 @@ class RequestAudit:
                 return True
             except Exception:  # noqa: BLE001 - answered 503 below
                 log.exception("the audit entry of %s %s could not be written", scope["method"],
-                              redact(scope["path"])[:MAX_PATH_TEXT])
+                              recordable(scope["path"])[:MAX_PATH_TEXT])
             unrecorded = True
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"application/json"),
@@ -126,10 +132,11 @@ class RequestAudit:
         if query:
             detail["query"] = query
         if state.get("refusal"):
-            detail["reason"] = redact(str(state["refusal"]))
+            detail["reason"] = recordable(str(state["refusal"]))
         detail.update(state.get("audit_detail") or {})
         rt = self.rt.as_actor(actor, f"http@{client_address(scope)}")
         with rt.transaction() as tx:
             if principal is not None:
                 touch(tx.conn, principal, utcnow())
-            tx.audit("api.request", "api", redact(scope["path"])[:MAX_PATH_TEXT], detail, outcome=outcome_of(status))
+            tx.audit("api.request", "api", recordable(scope["path"])[:MAX_PATH_TEXT], detail,
+                     outcome=outcome_of(status))
