@@ -37,7 +37,7 @@ from payhub.termsafe import visible
 
 MAX_TEXT = 300
 """The most characters of one CRM or plugin text shown (a description, a name, an id); longer text is cut."""
-MAX_DESCRIPTION = 1000
+MAX_DESCRIPTION = 500
 """The most characters of a reward's description shown."""
 STATEMENT_STATUSES = frozenset({PayoutStatus.SENT, PayoutStatus.PAID})
 """A payout has a statement once it is in one of these statuses."""

@@ -156,8 +156,8 @@ def _reason(exc: BaseException) -> str:
         return f"recipient refused: {refusals}"
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{type(exc).__name__}: {exc.smtp_code} {_text(exc.smtp_error)}"
-    if isinstance(exc, TimeoutError):
-        return f"no answer within the timeout ({type(exc).__name__})"
+    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):  # smtplib wraps some timeouts
+        return f"no answer within the timeout ({type(exc).__name__}: {exc})"[:500]
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
