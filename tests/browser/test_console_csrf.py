@@ -46,6 +46,23 @@ def test_a_form_posted_from_another_port_of_the_same_host_is_refused(page: Any, 
     still_signed_in(page, site, "operator-a")
 
 
+def test_a_forged_approval_changes_nothing(page: Any, site: Site, attacker: Attacker) -> None:
+    reward = site.awaiting[1]
+    assert site.rewards()[reward]["approvals"] == "0/2"
+    sign_in(page, site, "operator-a", "/console/approvals")
+    attacker.html = forged_form(f"{site.url}/console/rewards/{reward}/approve",
+                                {"csrf": "guessed", "back": "/console/approvals"})
+    answer = forged_post(page, attacker, attacker.url, f"/console/rewards/{reward}/approve")
+    assert answer.status == 403
+    expect(page.get_by_role("alert")).to_contain_text("CSRF check failed")
+    attacker.html = forged_form(f"{site.url}/console/rewards/approve", {"id": str(reward)})
+    answer = forged_post(page, attacker, f"{attacker.other_site_url}/", "/console/rewards/approve")
+    assert answer.status == 401
+    shown = site.rewards()[reward]
+    assert (shown["status"], shown["approvals"]) == ("awaiting_approval", "0/2")
+    still_signed_in(page, site, "operator-a")
+
+
 def test_a_form_posted_from_another_site_is_refused(page: Any, site: Site, attacker: Attacker) -> None:
     sign_in(page, site, "operator-a")
     attacker.html = forged_form(f"{site.url}/console/logout", {"csrf": "guessed"})
