@@ -200,8 +200,12 @@ def query_string(values: Mapping[str, Any]) -> str:
 TEMPLATES.globals.update(query_string=query_string)
 
 
-def error_page(request: Request, status_code: int, message: str) -> Response:
+async def error_page(request: Request, status_code: int, message: str) -> Response:
     """An error answered as a page (the console's routes) with the status."""
+    return await run_in_threadpool(_error_page, request, status_code, message)
+
+
+def _error_page(request: Request, status_code: int, message: str) -> Response:
     viewer = None
     principal = getattr(request.state, "principal", None)
     if principal is not None:

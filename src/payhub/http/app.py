@@ -13,11 +13,11 @@ from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 
 from payhub import __version__
-from payhub.db.engine import sqlite_file
-from payhub.db.faults import describe, is_transient
 from payhub.console.routes import install as install_console
 from payhub.console.routes import is_console
 from payhub.console.web import error_page
+from payhub.db.engine import sqlite_file
+from payhub.db.faults import describe, is_transient
 from payhub.errors import PayhubError
 from payhub.http.audit import PROBES, RequestAudit
 from payhub.http.auth import FailureLimiter, require
@@ -45,7 +45,7 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
     async def _refused(request: Request, exc: PayhubError) -> Response:
         request.state.refusal = str(exc)
         if rt.settings.console.enabled and is_console(request):
-            return error_page(request, 409, str(exc))
+            return await error_page(request, 409, str(exc))
         return JSONResponse({"error": str(exc)}, status_code=409)
 
     @app.exception_handler(sa_exc.OperationalError)
@@ -59,7 +59,7 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
                             headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         if request.url.path.startswith(API_PREFIX + "/") and getattr(request.state, "principal", None) is None:
             try:  # who asks comes first: a request without a valid token learns nothing about its parameters
                 await run_in_threadpool(require("auditor"), request, None)
@@ -70,6 +70,8 @@ def create_app(rt: Runtime, worker: Worker | None = None) -> FastAPI:
         problems = [{"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
                     for e in exc.errors()]
         request.state.refusal = "; ".join(f"{p['where']}: {p['problem']}" for p in problems)[:500]
+        if rt.settings.console.enabled and is_console(request):
+            return await error_page(request, 422, f"This request is not valid: {request.state.refusal}")
         return JSONResponse({"error": "invalid request", "problems": problems}, status_code=422)
 
     for router in _routers():
