@@ -25,6 +25,7 @@ PAGES = {
     "program": ("/console/programs/deal_bonus", "Program deal_bonus"),
     "search-rewards": ("/console/search?kind=rewards", "Search"),
     "payout-credit-note": ("/console/payouts/1", "Payout 1: 830.86 USD to acme-reseller"),
+    "statement-credit-note": ("/console/payouts/1/statement", "Statement of payout 1"),
     "event": ("/console/events/1", "Event 1: deal_won"),
     "reward": ("/console/rewards/1", "Reward 1: 600.00 USD to rep-ana"),
 }

@@ -15,15 +15,15 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 
-def ach_payout(site: Site, payee: str) -> dict[str, Any]:
-    """The payout of ``payee`` as the CLI lists it (the quickstart pays rep-ana 650.00 USD by ACH, in two items)."""
+def payout_of(site: Site, payee: str) -> dict[str, Any]:
+    """The one payout of ``payee`` as the CLI lists it."""
     found = [p for p in site.payouts() if p["payee"] == payee]
     assert len(found) == 1, found
     return found[0]
 
 
 def test_find_a_payout_by_its_key_and_follow_its_provenance(page: Any, site: Site) -> None:
-    payout = ach_payout(site, "rep-ana")
+    payout = payout_of(site, "rep-ana")
     assert (payout["rail"], payout["amount"], payout["currency"], payout["items"]) == ("bank", "650.00", "USD", 2)
     sign_in(page, site, "auditor")
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Search").click()
@@ -71,7 +71,7 @@ def test_find_a_payout_by_its_key_and_follow_its_provenance(page: Any, site: Sit
 
 
 def test_list_a_payees_payouts_and_open_one(page: Any, site: Site) -> None:
-    payout = ach_payout(site, "nordic-dist")
+    payout = payout_of(site, "nordic-dist")
     sign_in(page, site, "auditor", "/console/search")
     page.get_by_label("List").select_option("payouts")
     page.get_by_label("Payee").fill("nordic-dist")
@@ -93,3 +93,25 @@ def test_a_search_that_finds_nothing_says_so(page: Any, site: Site) -> None:
     page.get_by_role("button", name="Search").click()
     expect(page.locator("main")).to_contain_text("Nothing found")
     expect(page.locator("main q")).to_have_text("<script>alert(1)</script>")  # shown as text, not run
+
+
+def test_a_payouts_partner_statement_and_its_pdf(page: Any, site: Site) -> None:
+    payout = payout_of(site, "acme-reseller")  # three rewards in one credit note
+    assert (payout["rail"], payout["amount"], payout["items"]) == ("credit", "830.86", 3)
+    sign_in(page, site, "auditor", f"/console/payouts/{payout['id']}")
+    page.get_by_role("link", name="Partner statement").click()
+    expect(page).to_have_url(f"{site.url}/console/payouts/{payout['id']}/statement")
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Statement of payout {payout['id']}")
+    lines = page.locator("main table tbody tr")
+    expect(lines).to_have_count(3)
+    assert sorted(re.search(r"006A00000\d", lines.nth(i).inner_text()).group(0) for i in range(3)) == [
+        "006A000001", "006A000002", "006A000004"]
+    expect(lines.filter(has_text="partner_rebate")).to_have_count(3)
+    expect(page.locator("main table tfoot")).to_contain_text("830.86 USD")
+    expect(page.locator("main")).to_contain_text(payout["provider_ref"])  # the credit note's number
+    screenshot(page, "statement")
+    with page.expect_download() as downloading:
+        page.get_by_role("link", name="Download the PDF").click()
+    pdf = downloading.value.path().read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert len(pdf) > 2000
