@@ -65,8 +65,8 @@ def _line(result: Result) -> str:
 
 
 @statements.command("send")
-@click.option("--payout", "payout_id", type=ROW_ID, help="Deliver this payout's statement now, whatever its earlier "
-              "attempts (not one already delivered).")
+@click.option("--payout", "payout_id", type=ROW_ID, metavar="N", help="Deliver this payout's statement now, "
+              "whatever its earlier attempts (not one already delivered).")
 @click.option("--retry-failed", is_flag=True, help="Also try again every failed statement now, past max_attempts and "
               "backoff (each once).")
 @click.option("--progress/--no-progress", default=None, help="Progress display (default: when on a terminal).")
