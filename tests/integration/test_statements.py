@@ -10,6 +10,8 @@ import hashlib
 import io
 import os
 import stat
+import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from test_tax_report import pay_on
 from payhub.compliance import erasure
 from payhub.db.schema import audit_log, payout_items, payouts, statement_deliveries
 from payhub.runtime import Runtime
-from payhub.statements import content, render, stage
+from payhub.settings import load_settings
+from payhub.statements import content, delivery, render, stage
 from payhub.testing import ManualClock
 from payhub.worker import Worker
 
@@ -196,6 +199,43 @@ def test_outbox_statements_written_once_with_private_modes_and_audited(make_runt
     entries = statement_entries(rt)
     assert entries == [(action, str(n), "ok") for n in (1, 2, 3, 4)
                        for action in ("statement.sending", "statement.delivered")]
+    verified(rt)
+
+
+def test_two_workers_deliver_each_statement_once(make_runtime: Any, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\n')
+    other = Runtime(load_settings(tmp_path / "payhub.toml"))
+    written: list[int] = []
+    write = delivery.write_outbox
+
+    def slow_write(doc: delivery.Rendered, directory: Path) -> Path:
+        written.append(doc.statement.payout_id)
+        time.sleep(0.2)  # both workers are inside a delivery at once
+        return write(doc, directory)
+
+    monkeypatch.setattr(delivery, "write_outbox", slow_write)
+    done: dict[str, list[int]] = {}
+
+    def work(name: str, runtime: Runtime) -> None:
+        found: list[int] = []
+        while batch := stage.deliver_batch(runtime, limit=2):
+            found += [r.payout_id for r in batch]
+        done[name] = found
+
+    try:
+        with ManualClock(AFTER):
+            threads = [threading.Thread(target=work, args=(name, r)) for name, r in (("a", rt), ("b", other))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+    finally:
+        other.close()
+    assert sorted(written) == [1, 2, 3, 4]  # each statement written once, by one of the two
+    assert sorted(done["a"] + done["b"]) == [1, 2, 3, 4]
+    assert {n: (row.status, row.attempts) for n, row in deliveries(rt).items()} == dict.fromkeys(
+        (1, 2, 3, 4), ("delivered", 1))
     verified(rt)
 
 
