@@ -20,6 +20,8 @@ from console_client import Console
 from markupsafe import escape
 from sqlalchemy import select, update
 from test_audit_streaming import FORMULA, REASON, seed, stored
+from test_retention import _site, applied, cut_row
+from test_retention import clock as clock  # a fixture
 
 from payhub.audit import canonical_json
 from payhub.audit_query import EXPORT_COLUMNS
@@ -30,7 +32,7 @@ from payhub.db.schema import audit_log
 from payhub.runtime import Runtime
 
 SEEDED = 120
-ROW = re.compile(r'<th scope="row" class="num">(\d+)</th>')
+ROW = re.compile(r'<th scope="row" class="num" rowspan="2">(\d+)</th>')
 NEXT = re.compile(r'<a href="([^"]+)" rel="next">')
 HOSTILE_SUBJECT = '<img src=x onerror="alert(1)">\u202egnp.exe'
 HOSTILE_NOTE = "</code><script>alert('x')</script>\u200b"
@@ -254,3 +256,19 @@ def test_an_operator_may_read_the_audit_pages_and_no_session_may_not(make_runtim
     console.sign_in("olga", "operator")
     assert console.get("/console/audit").status_code == 200
     assert console.get("/console/audit/export?format=jsonl").status_code == 200
+
+
+@pytest.mark.slow  # runs the pipeline, then retention
+def test_after_a_retention_cut_the_pages_say_what_is_archived_and_verify_passes(make_runtime: Any, tmp_path: Path,
+                                                                                clock: Any) -> None:  # noqa: F811
+    site = _site(make_runtime, tmp_path, clock, keyed=True)
+    applied(site)
+    cut = cut_row(site)
+    console = Console(site.rt)
+    console.sign_in("ann", "auditor")
+    page = console.get("/console/audit", params={"order": "oldest", "limit": "5"})
+    assert listed(page)[0] == cut.seq + 1
+    assert f"entries 1 to {cut.seq} are archived in {cut.archive}" in html.unescape(page.text)
+    verified = console.get("/console/audit/verify?run=1").text
+    assert "<strong>OK</strong>" in verified and "<dt>Signed checkpoints</dt><dd>0 checked" in verified
+    assert f"entries 1 to {cut.seq} are archived in {cut.archive}" in html.unescape(verified)

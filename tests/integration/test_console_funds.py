@@ -17,7 +17,7 @@ import pytest
 from cli_helpers import invoke
 from console_client import Console
 from markupsafe import escape
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_programs import SOURCE, run
 
 from payhub.api import SourceRecord
@@ -200,3 +200,16 @@ def test_programs_not_yet_registered_and_missing_ones(make_runtime: Any) -> None
     bad = console.get("/console/programs/coop?limit=abc")
     assert bad.status_code == 400 and "limit: a whole number" in bad.text
     assert console.get("/console/programs?x=1").status_code == 400
+
+
+def test_a_version_whose_parameters_were_changed_is_marked(make_runtime: Any) -> None:
+    rt = make_runtime(COOP)
+    register_program_versions(rt)
+    with rt.engine.begin() as conn:
+        conn.execute(update(program_versions).values(params='{"calculator":"coop","percent":"20"}'))
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    page = console.get("/console/programs/coop").text
+    assert "Version 1 (current)</h2>" in page  # the fingerprint still matches the settings
+    assert '<strong class="error">does not match these parameters</strong>' in page
+    assert str(escape('{"calculator":"coop","percent":"20"}')) in page

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from typing import Annotated, Any
 
 import click
@@ -144,13 +144,13 @@ def _listing(conn: Connection, viewer: Viewer, filters: AuditFilters, order: str
     """One page: in chain order the CLI's query (:func:`iter_entries`, ``cursor`` its ``--after``), newest first
     the same filters in descending order below ``cursor``; one entry more is read to know there are more."""
     if order == "oldest":
-        found: Iterator[dict[str, Any]] = iter_entries(conn, filters, after=cursor, limit=limit + 1)
+        with closing(iter_entries(conn, filters, after=cursor, limit=limit + 1)) as found:
+            rows = list(found)
     else:
         query = select_entries(filters).order_by(None).order_by(audit_log.c.seq.desc()).limit(limit + 1)
         if cursor is not None:
             query = query.where(audit_log.c.seq < cursor)
-        found = (dict(row) for row in conn.execute(query).mappings())
-    rows = list(islice(found, limit + 1))
+        rows = [dict(row) for row in conn.execute(query).mappings()]
     opener = Opener(conn, reveal=reveals(viewer.principal.role))
     entries = [{**row, "detail": shown_detail(opener, row["detail"])} for row in rows[:limit]]
     following = None
@@ -171,7 +171,7 @@ def _cut_note(request: Request, conn: Connection) -> str | None:
         key = checkpoints.load_key(rt.settings)
         earlier = [c for c in checkpoints.read_cuts(rt.settings.resolve(rt.settings.audit.checkpoint_dir))
                    if checkpoints.cut_problem(c, key) is None]
-    return retention.archived_note(conn, cut, earlier) + "; the entries here are those after it"
+    return retention.archived_note(conn, cut, earlier)
 
 
 def _audit_context(request: Request, allowed: Mapping[str, int], **values: Any) -> dict[str, Any]:
@@ -204,6 +204,7 @@ def audit_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor
         return render(request, "audit.html", viewer, status_code=400, **{**context, "problem": str(exc)})
     with face(request).rt.engine.connect() as conn:
         listing = _listing(conn, viewer, filters, order, after if order == "oldest" else before, limit)
+    with face(request).rt.engine.connect() as conn:  # not after a streamed read: PostgreSQL refuses its SAVEPOINT
         cut_note = _cut_note(request, conn)
     request.state.audit_detail = {"rows": len(listing.entries)}
     values = _filter_values(filters)
