@@ -52,12 +52,15 @@ from sqlalchemy import (
     Connection,
     Integer,
     Numeric,
+    String,
     and_,
     case,
     cast,
     extract,
     func,
+    literal,
     not_,
+    null,
     or_,
     select,
     union_all,
@@ -66,10 +69,12 @@ from sqlalchemy import (
 from payhub import reports
 from payhub.clock import isoformat, period_bounds, utcnow
 from payhub.db import schema as tables
+from payhub.db.queries import in_chunks
 from payhub.errors import InvalidRecord
 from payhub.money import from_minor, minor_units, quantize, to_minor
 from payhub.settings import BudgetSettings, ProgramSection
 from payhub.states import EventStatus, HoldCode, PayoutStatus, RewardKind, RewardStatus
+from payhub.termsafe import visible
 
 # ------------------------------------------------------------------------------------------------------ periods
 
@@ -500,53 +505,58 @@ def _flows(conn: Connection, measure: Literal["accrued", "approved", "paid"], ro
             for program, month, currency, n, minor in conn.execute(query)]
 
 
-def accrued(conn: Connection, period: Period) -> list[Flow]:
-    """Rewards created in the period, by program, month and currency."""
-    rows = (select(_r.c.program, _r.c.created_at.label("at"), _r.c.currency, _r.c.amount_minor.label("minor"))
-            .where(_within(_r.c.created_at, period), _LIVE).subquery())
-    return _flows(conn, "accrued", rows)
-
-
-def approved(conn: Connection, period: Period) -> list[Flow]:
-    """Rewards whose approval completed in the period (at creation when they need none), by program, month and
-    currency."""
+def accrued_and_approved(conn: Connection, period: Period) -> tuple[list[Flow], list[Flow]]:
+    """Rewards created in the period (accrued), and rewards whose approval completed in the period (approved: at
+    creation when they need none), by program, month and currency. One pass over the rewards created in the period
+    gives the accrued and those approved at creation; the approvals give the others."""
+    inner = (select(_month(conn, _r.c.created_at).label("month"), _r.c.program, _r.c.currency,
+                    _r.c.amount_minor.label("minor"), _r.c.approvals_needed.label("needed"))
+             .where(_within(_r.c.created_at, period), _LIVE).subquery())
+    at_once = inner.c.needed == 0
+    query = (select(inner.c.month, inner.c.program, inner.c.currency, func.count(), func.sum(inner.c.minor),
+                    func.sum(case((at_once, 1), else_=0)), func.sum(case((at_once, inner.c.minor), else_=0)))
+             .group_by(inner.c.month, inner.c.program, inner.c.currency))  # month first: a plain scan, no index
+    accrued: list[Flow] = []
+    approved: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for month, program, currency, n, minor, n_at_once, minor_at_once in conn.execute(query):
+        accrued.append(Flow("accrued", program, month, currency, int(n), int(minor or 0)))
+        if n_at_once:
+            approved[(program, month, currency)] = (int(n_at_once), int(minor_at_once or 0))
     a = tables.approvals
     given = (select(a.c.reward_id, func.max(a.c.approved_at).label("at"), func.count().label("n"))
              .group_by(a.c.reward_id).subquery())
-    columns = (_r.c.program, _r.c.currency, _r.c.amount_minor.label("minor"))
-    at_once = select(*columns, _r.c.created_at.label("at")).where(
-        _r.c.approvals_needed == 0, _within(_r.c.created_at, period), _LIVE)
-    by_people = (select(*columns, given.c.at).select_from(_r.join(given, given.c.reward_id == _r.c.id))
+    by_people = (select(_r.c.program, given.c.at, _r.c.currency, _r.c.amount_minor.label("minor"))
+                 .select_from(_r.join(given, given.c.reward_id == _r.c.id))
                  .where(_r.c.approvals_needed > 0, given.c.n >= _r.c.approvals_needed, _within(given.c.at, period),
-                        _LIVE))
-    return _flows(conn, "approved", union_all(at_once, by_people).subquery())
-
-
-def paid(conn: Connection, period: Period) -> list[Flow]:
-    """Rewards in payouts that became paid in the period, in the payout's currency, by program and month."""
-    rows = (select(_r.c.program, _p.c.updated_at.label("at"), _p.c.currency, _i.c.amount_minor.label("minor"))
-            .select_from(_p.join(_i, _i.c.payout_id == _p.c.id).join(_r, _r.c.id == _i.c.reward_id))
-            .where(_p.c.status == PayoutStatus.PAID, _within(_p.c.updated_at, period),
-                   _r.c.kind != RewardKind.WITHHOLDING).subquery())
-    return _flows(conn, "paid", rows)
+                        _LIVE).subquery())
+    for f in _flows(conn, "approved", by_people):
+        n, minor = approved.get((f.program, f.month, f.currency), (0, 0))
+        approved[(f.program, f.month, f.currency)] = (n + f.rewards, minor + f.minor)
+    accrued.sort(key=lambda f: (f.program, f.month, f.currency))
+    return accrued, [Flow("approved", program, month, currency, n, minor)
+                     for (program, month, currency), (n, minor) in sorted(approved.items())]
 
 
 def _budget_sections(conn: Connection, programs: Mapping[str, ProgramSection] | None) -> dict[str, BudgetSettings]:
-    """program -> its budget: from ``programs`` (the settings), else from each program's latest stored version."""
-    if programs is not None:
-        return {name: s.budget for name, s in sorted(programs.items()) if s.budget is not None}
+    """program -> its budget: each program's latest stored version says, unless ``programs`` (the settings) names
+    the program, whose section then says (a program the settings no longer name keeps the budget it last had)."""
     v = tables.program_versions
     latest = select(v.c.program, func.max(v.c.version).label("version")).group_by(v.c.program).subquery()
     found: dict[str, BudgetSettings] = {}
     for name, params in conn.execute(select(v.c.program, v.c.params).join(
-            latest, and_(latest.c.program == v.c.program, latest.c.version == v.c.version)).order_by(v.c.program)):
+            latest, and_(latest.c.program == v.c.program, latest.c.version == v.c.version))):
         try:
             budget = json.loads(params).get("budget")
             if budget:
                 found[name] = BudgetSettings.model_validate(budget)
         except (ValueError, AttributeError):  # a version stored by an older payhub: no budget read from it
             continue
-    return found
+    for name, section in (programs or {}).items():
+        if section.budget is not None:
+            found[name] = section.budget
+        else:
+            found.pop(name, None)
+    return dict(sorted(found.items()))
 
 
 def budgets(conn: Connection, period: Period,
@@ -555,28 +565,32 @@ def budgets(conn: Connection, period: Period,
     budget), with its use; a per-partner budget has one pool per partner that drew on it."""
     found: list[Budget] = []
     used_now = not_(and_(_r.c.status == RewardStatus.HELD, _r.c.hold_code == HoldCode.BUDGET))
+    partners: list[str] | None = None
     for program, budget in _budget_sections(conn, programs).items():
         labels = ["all"] if budget.period == "program" else period.labels(budget.period)
         keys = [f"{program}:{label}" for label in labels]
         if budget.per == "program":
-            chosen: ColumnElement[bool] = _r.c.budget_key.in_(keys)
-        else:  # one pool per partner: program:label:partner
-            chosen = and_(_r.c.program == program, or_(*(
-                func.substr(_r.c.budget_key, 1, len(key) + 1) == key + ":" for key in keys)))
-        query = (select(_r.c.budget_key, _r.c.currency,
-                        func.sum(case((used_now, _r.c.amount_minor), else_=0)),
-                        func.sum(case((used_now, 0), else_=_r.c.amount_minor)),
-                        func.sum(case((used_now, 0), else_=1)))
-                 .where(chosen, _r.c.status != RewardStatus.CANCELLED)
-                 .group_by(_r.c.budget_key, _r.c.currency))
+            pools = keys
+        else:  # one pool per partner (program:label:partner), of the partners events name
+            if partners is None:
+                partners = list(conn.execute(select(_e.c.partner_id).distinct()
+                                             .where(_e.c.partner_id.is_not(None))).scalars())
+            pools = [f"{key}:{partner}" for key in keys for partner in partners]
         limit = to_minor(quantize(budget.amount, budget.currency), budget.currency)  # as the pipeline compares
         seen = set()
-        for key, currency, used, held, held_n in conn.execute(query):
-            label, partner = _pool_parts(key, program, budget.per)
-            seen.add(key)
-            found.append(Budget(program, key, label, partner, currency,
-                                limit if currency == budget.currency else None, int(used or 0), int(held or 0),
-                                int(held_n or 0)))
+        for chunk in in_chunks(pools):
+            query = (select(_r.c.budget_key, _r.c.currency,
+                            func.sum(case((used_now, _r.c.amount_minor), else_=0)),
+                            func.sum(case((used_now, 0), else_=_r.c.amount_minor)),
+                            func.sum(case((used_now, 0), else_=1)))
+                     .where(_r.c.budget_key.in_(chunk), _r.c.status != RewardStatus.CANCELLED)
+                     .group_by(_r.c.budget_key, _r.c.currency))
+            for key, currency, used, held, held_n in conn.execute(query):
+                label, partner = _pool_parts(key, program, budget.per)
+                seen.add(key)
+                found.append(Budget(program, key, label, partner, currency,
+                                    limit if currency == budget.currency else None, int(used or 0), int(held or 0),
+                                    int(held_n or 0)))
         if budget.per == "program":  # pools nothing drew on yet: their whole limit is left
             found += [Budget(program, key, label, None, budget.currency, limit, 0, 0, 0)
                       for key, label in zip(keys, labels, strict=True) if key not in seen]
@@ -637,39 +651,60 @@ def rates(groups: Iterable[PayoutGroup]) -> list[RailRate]:
 PERCENTILES = (50, 95)
 
 
-def timing(conn: Connection, period: Period) -> list[Timing]:
-    """p50 and p95 of the time from each paid reward's event to its payout's paid moment, overall and by program,
-    for payouts paid in the period: the database ranks the durations (window functions) and returns only the
-    rows at the percentiles' ranks."""
-    seconds = _seconds(conn, _p.c.updated_at, _e.c.occurred_at)
-    durations = (select(_r.c.program, seconds.label("s"))
+def _ceil_rank(p: int, n: Any) -> Any:
+    """The nearest rank of percentile ``p`` among ``n`` sorted values, ceil(p/100 * n), in integers."""
+    return (n * p + 99) // 100
+
+
+def paid_and_timing(conn: Connection, period: Period) -> tuple[list[Flow], list[Timing]]:
+    """Rewards in payouts that became paid in the period (in the payout's currency, by program and month), and the
+    p50 and p95 of the time from each one's event to that moment, overall and by program.
+
+    One statement: the paid rewards are read once (a common table expression) and grouped for the sums, counted
+    and ranked for the percentiles (window functions), so that only the rows at the percentiles' ranks come back.
+    """
+    no_text = cast(null(), String)
+    # every part's rows: (part, program, month or rank, currency, count, amount or seconds)
+    paid_rows = (select(_r.c.program, _month(conn, _p.c.updated_at).label("month"), _p.c.currency,
+                        _i.c.amount_minor.label("minor"),
+                        _seconds(conn, _p.c.updated_at, _e.c.occurred_at).label("s"))
                  .select_from(_p.join(_i, _i.c.payout_id == _p.c.id).join(_r, _r.c.id == _i.c.reward_id)
                               .join(_e, _e.c.id == _r.c.event_id))
                  .where(_p.c.status == PayoutStatus.PAID, _within(_p.c.updated_at, period),
-                        _r.c.kind != RewardKind.WITHHOLDING, _e.c.occurred_at.is_not(None)).subquery())
-    ranked = select(durations.c.program, durations.c.s,
-                    func.row_number().over(partition_by=durations.c.program, order_by=durations.c.s).label("rp"),
-                    func.count().over(partition_by=durations.c.program).label("np"),
-                    func.row_number().over(order_by=durations.c.s).label("ra"),
-                    func.count().over().label("na")).subquery()
-
-    def rank(p: int, n: Any) -> ColumnElement[Any]:  # ceil(p/100 * n) in integers
-        ranked_at: ColumnElement[Any] = (n * p + 99) // 100
-        return ranked_at
-
-    wanted = or_(*(ranked.c.rp == rank(p, ranked.c.np) for p in PERCENTILES),
-                 *(ranked.c.ra == rank(p, ranked.c.na) for p in PERCENTILES))
-    query = select(ranked.c.program, ranked.c.s, ranked.c.rp, ranked.c.np, ranked.c.ra, ranked.c.na).where(wanted)
+                        _r.c.kind != RewardKind.WITHHOLDING).cte("paid_rows"))
+    timed = paid_rows.c.s.is_not(None)
+    sums = (select(literal(0).label("part"), paid_rows.c.program, paid_rows.c.month, paid_rows.c.currency,
+                   func.count().label("n"), func.sum(paid_rows.c.minor).label("v"))
+            .group_by(paid_rows.c.program, paid_rows.c.month, paid_rows.c.currency))
+    counted = (select(paid_rows.c.program, func.count().label("n")).where(timed)
+               .group_by(paid_rows.c.program).subquery())
+    by_program = (select(paid_rows.c.program, paid_rows.c.s, func.row_number().over(
+        partition_by=paid_rows.c.program, order_by=paid_rows.c.s).label("r")).where(timed).subquery())
+    program_ranks = (select(literal(1), by_program.c.program, by_program.c.r.cast(String), no_text, counted.c.n,
+                            by_program.c.s)
+                     .select_from(by_program.join(counted, counted.c.program == by_program.c.program))
+                     .where(or_(*(by_program.c.r == _ceil_rank(p, counted.c.n) for p in PERCENTILES))))
+    total = select(func.count()).where(timed).scalar_subquery()
+    overall = select(paid_rows.c.s, func.row_number().over(order_by=paid_rows.c.s).label("r")).where(
+        timed).subquery()
+    overall_ranks = (select(literal(2), no_text, overall.c.r.cast(String), no_text, total, overall.c.s)
+                     .where(or_(*(overall.c.r == _ceil_rank(p, total) for p in PERCENTILES))))
+    flows: list[Flow] = []
     counts: dict[str | None, int] = {}
     at_rank: dict[tuple[str | None, int], timedelta] = {}
-    for program, s, rp, np_, ra, na in conn.execute(query):
-        for key, r, n in ((program, int(rp), int(np_)), (None, int(ra), int(na))):
-            counts[key] = n
-            for p in PERCENTILES:
-                if r == (n * p + 99) // 100:
-                    at_rank[(key, p)] = timedelta(seconds=int(s))
+    for part, program, month, currency, n, value in conn.execute(union_all(sums, program_ranks, overall_ranks)):
+        if part == 0:
+            flows.append(Flow("paid", program, month, currency, int(n), int(value or 0)))
+            continue
+        key = program if part == 1 else None
+        counts[key] = int(n)
+        for p in PERCENTILES:
+            if int(month) == _ceil_rank(p, int(n)):
+                at_rank[(key, p)] = timedelta(seconds=int(value))
+    flows.sort(key=lambda f: (f.program, f.month, f.currency))
     ordered: list[str | None] = [None, *sorted(k for k in counts if k is not None)]
-    return [Timing(key, counts.get(key, 0), at_rank.get((key, 50)), at_rank.get((key, 95))) for key in ordered]
+    return flows, [Timing(key, counts.get(key, 0), at_rank.get((key, 50)), at_rank.get((key, 95)))
+                   for key in ordered]
 
 
 def open_payouts(conn: Connection) -> tuple[list[OpenGroup], list[OpenGroup], list[OpenPayout]]:
@@ -700,29 +735,38 @@ def held_rewards(conn: Connection) -> list[HeldRewards]:
     return [HeldRewards(code, currency, int(n), int(minor or 0)) for code, currency, n, minor in conn.execute(query)]
 
 
-def _revenue(conn: Connection, period: Period, by: Literal["program", "partner"]) -> list[Revenue]:
-    group = _r.c.program if by == "program" else func.coalesce(_e.c.partner_id, _e.c.payee_id)
-    # one row per deal (and cost currency) of the group: its amount once, the rewards it produced summed
-    deals = (select(group.label("grp"), _e.c.id, _e.c.amount, _e.c.currency.label("revenue_currency"),
-                    _r.c.currency.label("cost_currency"), func.sum(_r.c.amount_minor).label("cost"))
+def revenue(conn: Connection, period: Period) -> tuple[list[Revenue], list[Revenue]]:
+    """Partner-sourced revenue against incentive cost, by program and by partner (the event's ``partner_id``, else
+    its payee): the deals that occurred in the period are joined to their live rewards once (a common table
+    expression), then grouped both ways; a deal counts in a group when its rewards there add up to more than 0."""
+    partner = func.coalesce(_e.c.partner_id, _e.c.payee_id)
+    # one row per deal, program and cost currency: the deal's amount once, the program's rewards on it summed.
+    # Grouped by the event's primary key only (with the program and currency): its other columns depend on it.
+    deals = (select(_e.c.id, _r.c.program, _r.c.currency.label("cost_currency"), partner.label("partner"),
+                    _e.c.amount, _e.c.currency.label("revenue_currency"),
+                    func.sum(_r.c.amount_minor).label("cost"))
              .select_from(_e.join(_r, _r.c.event_id == _e.c.id))
              .where(_e.c.status == EventStatus.CALCULATED, _within(_e.c.occurred_at, period),
                     _e.c.amount.is_not(None), _e.c.currency.is_not(None), _LIVE)
-             .group_by(group, _e.c.id, _e.c.amount, _e.c.currency, _r.c.currency)
-             .having(func.sum(_r.c.amount_minor) > 0).subquery())
-    sums = _decimal_sum(conn, deals.c.amount)
-    query = (select(deals.c.grp, deals.c.revenue_currency, deals.c.cost_currency, func.count(),
-                    func.sum(deals.c.cost), *sums)
-             .group_by(deals.c.grp, deals.c.revenue_currency, deals.c.cost_currency)
-             .order_by(deals.c.grp, deals.c.revenue_currency, deals.c.cost_currency))
-    return [Revenue(row[0] if row[0] is not None else "", row[1], _decimal_of(row[5:], row[1]), row[2],
-                    int(row[4] or 0), int(row[3]))
-            for row in conn.execute(query)]
-
-
-def revenue(conn: Connection, period: Period) -> tuple[list[Revenue], list[Revenue]]:
-    """Partner-sourced revenue against incentive cost: by program, and by partner."""
-    return _revenue(conn, period, "program"), _revenue(conn, period, "partner")
+             .group_by(_e.c.id, _r.c.program, _r.c.currency).cte("deals"))
+    per_deal = (select(deals.c.id, deals.c.cost_currency, func.max(deals.c.partner).label("partner"),
+                       func.max(deals.c.amount).label("amount"),
+                       func.max(deals.c.revenue_currency).label("revenue_currency"),
+                       func.sum(deals.c.cost).label("cost"))
+                .group_by(deals.c.id, deals.c.cost_currency).subquery())
+    views = []
+    for view, rows, group in ((0, deals, deals.c.program), (1, per_deal, per_deal.c.partner)):
+        views.append(select(literal(view).label("view"), group.label("grp"), rows.c.revenue_currency,
+                            rows.c.cost_currency, func.count(), func.sum(rows.c.cost),
+                            *_decimal_sum(conn, rows.c.amount))
+                     .where(rows.c.cost > 0).group_by(group, rows.c.revenue_currency, rows.c.cost_currency))
+    found: tuple[list[Revenue], list[Revenue]] = ([], [])
+    for row in conn.execute(union_all(*views)):
+        found[int(row[0])].append(Revenue(row[1] if row[1] is not None else "", row[2], _decimal_of(row[6:], row[2]),
+                                          row[3], int(row[5] or 0), int(row[4])))
+    for rows_found in found:
+        rows_found.sort(key=lambda r: (r.group, r.revenue_currency, r.cost_currency))
+    return found
 
 
 def kpis(conn: Connection, period: Period, *, programs: Mapping[str, ProgramSection] | None = None) -> Kpis:
@@ -733,9 +777,11 @@ def kpis(conn: Connection, period: Period, *, programs: Mapping[str, ProgramSect
     groups = payouts(conn, period)
     funds_at, fund_rows = funds(conn, period)
     by_code, by_reason, listed = open_payouts(conn)
-    return Kpis(period=period, as_of=as_of, accrued=accrued(conn, period), approved=approved(conn, period),
-                paid=paid(conn, period), budgets=budgets(conn, period, programs), funds=fund_rows, funds_at=funds_at,
-                payouts=groups, rates=rates(groups), timing=timing(conn, period), open_by_code=by_code,
+    accrued, approved = accrued_and_approved(conn, period)
+    paid, timed = paid_and_timing(conn, period)
+    return Kpis(period=period, as_of=as_of, accrued=accrued, approved=approved,
+                paid=paid, budgets=budgets(conn, period, programs), funds=fund_rows, funds_at=funds_at,
+                payouts=groups, rates=rates(groups), timing=timed, open_by_code=by_code,
                 open_by_reason=by_reason, open_payouts=listed, held_rewards=held_rewards(conn),
                 revenue_by_program=by_program, revenue_by_partner=by_partner)
 
@@ -772,13 +818,20 @@ class Figure:
     note: str = ""
 
     def label(self, row: Sequence[Cell]) -> str:
-        """A row's label in a chart: its first cells joined, cut to :data:`LABEL_CHARS`."""
-        text = " · ".join(_text(cell) or "(none)" for cell in row[:self.labels_from])
+        """A row's label in a chart: its first cells that are not empty, joined, with control and format characters
+        (bidi overrides, zero-width) made visible as escapes (:func:`payhub.termsafe.visible`: a chart cannot
+        isolate them), cut to :data:`LABEL_CHARS`."""
+        text = visible(" · ".join(_text(cell) for cell in row[:self.labels_from] if _text(cell)) or "(none)")
         return text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS - 1] + "…"
 
     def drawn(self) -> list[tuple[Cell, ...]]:
         """The rows a chart draws."""
         return self.rows[:CHART_ROWS]
+
+    def drawable(self) -> bool:
+        """Whether there is a chart to draw: a kind, and a charted value that is not missing or zero."""
+        return bool(self.kind) and any(isinstance(row[c], int | Decimal) and row[c] != 0
+                                       for row in self.drawn() for c in self.charted)
 
     def chart(self) -> dict[str, Any]:
         """Chart.js data: ``labels`` and ``datasets`` (``label``, ``data``); amounts as exact decimal text, which
@@ -794,8 +847,13 @@ class Figure:
                                    for row in self.drawn()]) for c in self.charted]
 
     def text_rows(self) -> list[list[str]]:
-        """The rows as text, as tables and CSV show them (amounts exact, times ISO 8601 UTC)."""
+        """The rows as CSV writes them: amounts exact without separators, times ISO 8601 UTC."""
         return [[_text(cell) for cell in row] for row in self.rows]
+
+    def shown_rows(self) -> list[list[tuple[str, bool]]]:
+        """The rows as tables show them: each cell's text (amounts exact, grouped by thousands; times to the
+        second, UTC) and whether it is a number (aligned right)."""
+        return [[_shown_cell(cell) for cell in row] for row in self.rows]
 
 
 def _datum(cell: Cell) -> str | int | None:
@@ -812,6 +870,16 @@ def _text(cell: Cell) -> str:
     if isinstance(cell, datetime):
         return isoformat(cell)
     return str(cell)
+
+
+def _shown_cell(cell: Cell) -> tuple[str, bool]:
+    if isinstance(cell, bool) or cell is None:
+        return ("" if cell is None else str(cell)), False
+    if isinstance(cell, int | Decimal):
+        return f"{cell:,}", True
+    if isinstance(cell, datetime):
+        return isoformat(cell)[:19].replace("T", " ") + " UTC", False
+    return cell, False
 
 
 def _slug(text: str) -> str:
@@ -881,7 +949,7 @@ def figures(k: Kpis) -> list[Figure]:
         "bar", (6,), y_label="% delivered of ended"))
     found.append(Figure(
         "time-to-paid", "Time from CRM event to paid (days)", ("program", "rewards", "p50 days", "p95 days"),
-        [(t.program or "all programs", t.rewards, _days(t.p50), _days(t.p95)) for t in k.timing],
+        [(t.program or "all programs", t.rewards, _days(t.p50), _days(t.p95)) for t in k.timing if t.rewards],
         "bar", (2, 3), y_label="days"))
     found.append(Figure(
         "open-payouts", "Payouts held, unknown or unresolved now", ("status", "hold code", "payouts"),

@@ -8,6 +8,7 @@ against numbers worked out by hand. :func:`seed_q4` writes the data set the test
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,8 @@ from payhub.db.schema import (
 )
 from payhub.runtime import Runtime
 
+_NUMBERS = itertools.count(1)  # event keys and idempotency keys unique across seeds of one database
+
 
 def at(text: str) -> datetime:
     """``2026-10-05 12:00`` as aware UTC."""
@@ -38,29 +41,30 @@ class Seed:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.versions: dict[str, int] = {}
-        self._n = 0
 
     def _conn(self) -> Any:
         return self.rt.engine.begin()
 
     def version(self, program: str, params: dict[str, Any] | None = None) -> int:
+        """The id of ``program``'s version (the stored one, or version 1 with ``params``, written now)."""
         if program not in self.versions:
             with self._conn() as conn:
-                self.versions[program] = conn.execute(program_versions.insert().returning(program_versions.c.id)
-                                                      .values(program=program, version=1, calculator="flat",
-                                                              params=json.dumps(params or {}),
-                                                              fingerprint=f"{len(self.versions):064d}",
-                                                              created_at=at("2026-01-01 00:00"))).scalar_one()
+                found = conn.execute(select(program_versions.c.id).where(program_versions.c.program == program)
+                                     .order_by(program_versions.c.version.desc())).first()
+                self.versions[program] = found[0] if found is not None else conn.execute(
+                    program_versions.insert().returning(program_versions.c.id).values(
+                        program=program, version=1, calculator="flat", params=json.dumps(params or {}),
+                        fingerprint=f"{next(_NUMBERS):064d}", created_at=at("2026-01-01 00:00"))).scalar_one()
         return self.versions[program]
 
     def event(self, occurred: str, *, payee: str = "p1", partner: str | None = None, amount: str | None = None,
               currency: str | None = None) -> int:
-        self._n += 1
+        n = next(_NUMBERS)
         when = at(occurred)
         with self._conn() as conn:
             return int(conn.execute(events.insert().returning(events.c.id).values(
-                key=f"crm:Opportunity:{self._n}:won", source="crm", object_type="Opportunity",
-                object_id=str(self._n), transition="won", event_type="deal_won", occurred_at=when, payee_id=payee,
+                key=f"crm:Opportunity:{n}:won", source="crm", object_type="Opportunity",
+                object_id=str(n), transition="won", event_type="deal_won", occurred_at=when, payee_id=payee,
                 partner_id=partner, amount=amount, currency=currency, status="calculated", ingested_at=when,
                 calculated_at=when)).scalar_one())
 
@@ -93,11 +97,11 @@ class Seed:
                hold_code: str | None = None, minor: int | None = None) -> int:
         """A payout of ``items`` (reward id, minor units in the payout's currency); its rewards take its status
         when it is sent or paid, else ``scheduled``."""
-        self._n += 1
+        n = next(_NUMBERS)
         total = sum(m for _r, m in items) if minor is None else minor
         with self._conn() as conn:
             payout_id = int(conn.execute(payouts.insert().returning(payouts.c.id).values(
-                idempotency_key=f"ph-kpi-{self._n}", payee_id=payee, rail=rail, route_reason="default rail",
+                idempotency_key=f"ph-kpi-{n}", payee_id=payee, rail=rail, route_reason="default rail",
                 currency=currency, amount_minor=total, item_count=len(items), status=status, reason=reason,
                 hold_code=hold_code, attempts=1, created_at=at(created), updated_at=at(updated or created))
             ).scalar_one())

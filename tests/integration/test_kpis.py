@@ -134,9 +134,10 @@ def test_budgets_from_the_settings(make_runtime: Any) -> None:
         amount = "10"
         currency = "USD"
     """)
-    seed_q4(rt)  # stores a quarterly USD 1000 budget in the versions: the settings win
+    seed_q4(rt)  # stores a quarterly USD 1000 budget of spiff in its version: the settings win
     k = read(rt, programs=rt.settings.programs)
     assert [(b.pool, b.limit_minor, b.used_minor) for b in k.budgets] == [
+        ("rebate:2026-10:acme", 30000, 25000),  # not in the settings: the budget of its latest version
         ("spiff:2026-10", 200000, 0), ("spiff:2026-11", 200000, 0), ("spiff:2026-12", 200000, 0)]
 
 

@@ -99,6 +99,7 @@ from payhub.cli import (  # noqa: E402,F401  (registers the subcommands)
     lists,
     payees,
     plugin_new,
+    report,
     retention,
     screening,
     serve,
