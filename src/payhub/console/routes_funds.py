@@ -29,7 +29,7 @@ from payhub.console.routes_audit import NUMBER_LENGTH, BadQuery, query_params, w
 from payhub.console.web import PREFIX, Viewer, page, query_string, render
 from payhub.errors import InvalidRecord
 from payhub.http.state import face
-from payhub.settings import ProgramSection
+from payhub.pipeline.calculate import program_parameters
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -37,12 +37,6 @@ PAGE_SIZE = 100
 MAX_PAGE = 1000
 NAME_LENGTH = 200
 """The longest program or holder name taken from a query (the API's bound)."""
-
-
-def settings_fingerprint(section: ProgramSection) -> str:
-    """The fingerprint the daemon registers for ``section``'s parameters (SHA-256 of their canonical JSON)."""
-    params = canonical_json(section.model_dump(mode="json", exclude={"enabled"}))
-    return hashlib.sha256(params.encode()).hexdigest()
 
 
 def _fund_filters(params: Mapping[str, str]) -> dict[str, Any]:
@@ -98,7 +92,7 @@ def _program_rows(request: Request) -> list[dict[str, Any]]:
     """Each program with versions or in the settings: its latest version, the version the settings select now
     (None when they are not registered yet, or the program is not enabled), and how many versions it has."""
     programs = face(request).rt.settings.programs
-    fingerprints = {name: settings_fingerprint(section) for name, section in programs.items() if section.enabled}
+    fingerprints = {name: program_parameters(section)[1] for name, section in programs.items() if section.enabled}
     found: dict[str, dict[str, Any]] = {}
     with face(request).rt.engine.connect() as conn:
         for version in reports.program_versions(conn):
@@ -148,7 +142,7 @@ def program_page(request: Request, name: str, viewer: Annotated[Viewer, Depends(
         request.state.refusal = str(exc)
         raise HTTPException(400, str(exc)) from None
     section = face(request).rt.settings.programs.get(name)
-    wanted = settings_fingerprint(section) if section is not None and section.enabled else None
+    wanted = program_parameters(section)[1] if section is not None and section.enabled else None
     with face(request).rt.engine.connect() as conn:
         current = next((v["version"] for v in reports.program_versions(conn, program=name)
                         if v["fingerprint"] == wanted), None)

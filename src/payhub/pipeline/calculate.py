@@ -66,10 +66,15 @@ def register_program_versions(rt: Runtime) -> dict[str, int]:
 VERSION_TRIES = 20  # each lost race means another replica just registered a version of the same program
 
 
+def program_parameters(section: ProgramSection) -> tuple[str, str]:
+    """The canonical JSON of ``section``'s parameters, as a program version stores them, and its fingerprint."""
+    params = canonical_json(section.model_dump(mode="json", exclude={"enabled"}))
+    return params, hashlib.sha256(params.encode()).hexdigest()
+
+
 def _program_version(tx: Tx, name: str, section: ProgramSection) -> int:
     """The id of the version of program ``name`` with ``section``'s parameters, registering it if it is new."""
-    params = canonical_json(section.model_dump(mode="json", exclude={"enabled"}))
-    fingerprint = hashlib.sha256(params.encode()).hexdigest()
+    params, fingerprint = program_parameters(section)
     by_fingerprint = select(program_versions.c.id).where(
         program_versions.c.program == name, program_versions.c.fingerprint == fingerprint)
     for _ in range(VERSION_TRIES):
