@@ -19,6 +19,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Iterator, Mapping
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -519,7 +520,8 @@ class SmtpSettings(_Section):
         "starttls", description="starttls (upgrade on the port, usually 587), tls (implicit TLS, usually 465) or "
         "none (plain text: only for a relay on this host).")
     username: str | None = Field(None, max_length=400, description="Login name, when the server needs one.")
-    password: SecretStr | None = Field(None, description="Login password (better set by PAYHUB_NOTIFY__SMTP__PASSWORD).")
+    password: SecretStr | None = Field(
+        None, description="Login password (better set by PAYHUB_NOTIFY__SMTP__PASSWORD).")
     sender: str = Field(..., min_length=3, max_length=400, description="The From address of statements.")
     reply_to: str | None = Field(None, max_length=400, description="The Reply-To address, if any.")
     timeout_seconds: float = Field(30, gt=0, le=300, description="Time each SMTP exchange may take.")
@@ -534,6 +536,9 @@ class NotifySettings(_Section):
     outbox_dir: str = Field("statements", min_length=1, description="Where outbox statements are written (relative "
                             "paths are relative to the settings file).")
     max_attempts: int = Field(5, ge=1, le=100, description="Deliveries tried per statement before it is left failed.")
+    since: date | None = Field(
+        None, description="Only payouts first sent or paid on or after this day (UTC) get a statement; none: every "
+        "sent or paid payout, those paid before statements were turned on included.")
     smtp: SmtpSettings | None = None
 
     @model_validator(mode="after")

@@ -302,3 +302,17 @@ def test_cli_send_refuses_when_statements_are_off(make_runtime: Any, tmp_path: P
     paid_world(make_runtime, tmp_path)
     result = CliSite(tmp_path).cli("statements", "send")
     assert result.exit_code == 1 and "[notify] statements is off" in result.stderr
+
+
+@pytest.mark.slow  # four payouts paid through the pipeline, then PDFs rendered
+def test_since_leaves_payouts_paid_before_it_without_a_statement(make_runtime: Any, tmp_path: Path) -> None:
+    rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\noutbox_dir = "st"\nsince = 2026-03-10\n')
+    worker = Worker(rt)
+    worker.start()
+    try:
+        with ManualClock(AFTER):
+            assert worker.run_once().counts["statements"] == 2
+    finally:
+        worker.stop()
+    assert sorted(deliveries(rt)) == [3, 4]  # payouts 1 and 2 were paid in February and on 2 March
+    assert sorted(os.listdir(tmp_path / "st")) == [f"statement-{n}.{ext}" for n in (3, 4) for ext in ("html", "pdf")]

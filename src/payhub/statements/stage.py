@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, and_, false, or_, select, update
@@ -153,6 +153,9 @@ def due(conn: Connection, settings: Settings, now: datetime, limit: int,
                                       d.c.updated_at <= now - lease(settings))))
     query = (select(p.c.id).select_from(p.outerjoin(d, d.c.payout_id == p.c.id))
              .where(p.c.status.in_(sorted(content.STATEMENT_STATUSES)), wanted).order_by(p.c.id).limit(limit))
+    since = settings.notify.since
+    if since is not None:
+        query = query.where(p.c.first_sent_at >= datetime.combine(since, time(0), UTC))
     return list(conn.execute(query).scalars())
 
 
