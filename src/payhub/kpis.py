@@ -1034,7 +1034,6 @@ def tiles(k: Kpis) -> list[Tile]:
             row[1] += r.cost_minor
     for currency, (revenue_sum, cost_minor) in sorted(summed.items()):
         if revenue_sum:
-            ratios.append(f"{(_amount(cost_minor, currency) / revenue_sum).quantize(Decimal('0.0001'))} {currency}"
-                          f" per {currency}")
+            ratios.append(f"{(_amount(cost_minor, currency) / revenue_sum).quantize(Decimal('0.0001'))} per {currency}")
     found.append(Tile("Cost per revenue", ratios or ["-"], "incentive cost per unit of partner-sourced revenue"))
     return found
