@@ -17,13 +17,14 @@ NAV = ["Overview", "Approvals", "Held", "Search", "Audit log", "Funds", "Program
 
 
 def test_a_page_asks_to_sign_in_and_comes_back_after_it(page: Any, site: Site) -> None:
-    page.goto(f"{site.url}/console/?period=2026-Q4")
-    expect(page).to_have_url(re.compile(r"/console/login\?next=%2Fconsole%2F%3Fperiod%3D2026-Q4"))
+    page.goto(f"{site.url}/console/audit?action=token.created")
+    expect(page).to_have_url(re.compile(r"/console/login\?next=%2Fconsole%2Faudit%3Faction%3Dtoken\.created"))
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     screenshot(page, "login")
     page.get_by_label("API token").fill(site.tokens["auditor"])
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{site.url}/console/?period=2026-Q4")
+    expect(page).to_have_url(f"{site.url}/console/audit?action=token.created")
+    expect(page.get_by_label("Action (exact, or with *)")).to_have_value("token.created")
     cookie = next(c for c in page.context.cookies() if c["name"] == "payhub_console")
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
@@ -53,7 +54,7 @@ def test_signing_out_ends_the_session(page: Any, site: Site) -> None:
     expect(page).to_have_url(re.compile(r"/console/login\?ended=signed_out"))
     expect(page.get_by_role("alert")).to_have_text("You signed out.")
     expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
-    for path in ("/console/",):
+    for path in ("/console/", "/console/approvals", "/console/audit", "/console/payouts/1"):
         page.goto(site.url + path)
         expect(page).to_have_url(re.compile(r"/console/login\?next="))
         expect(page.get_by_label("API token")).to_be_visible()
