@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import TOKENS, Site, screenshot, sign_in
+from browser_site import TOKENS, Site, screenshot, sign_in
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import Attacker, Site, forged_form, sign_in
+from browser_site import Attacker, Site, forged_form, sign_in
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import Site, screenshot, sign_in
+from browser_site import Site, screenshot, sign_in
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
