@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 SCREENSHOTS = Path(os.environ.get("PAYHUB_SCREENSHOTS") or REPO / "build" / "screenshots")
@@ -98,14 +100,24 @@ class Site:
     """The ``deal_bonus`` reward held with :data:`HELD_REASON`."""
     lines: list[str] = field(default_factory=list)
 
+    def api(self, path: str) -> list[dict[str, Any]]:
+        """Every item of the API v1 listing ``path`` (one page of up to 1,000), read with the auditor's token: what
+        the server holds, not what a console page shows."""
+        answer = httpx.get(f"{self.url}/api/v1/{path}", params={"limit": 1000}, timeout=30,
+                           headers={"authorization": f"Bearer {self.tokens['auditor']}"})
+        answer.raise_for_status()
+        found = answer.json()
+        assert found["next"] is None, found["next"]
+        items: list[dict[str, Any]] = found["items"]
+        return items
+
     def rewards(self) -> dict[int, dict[str, Any]]:
-        """Every reward, by id, as ``payhub rewards list --format json`` shows it now."""
-        return {int(r["id"]): r for r in json.loads(payhub(self.config, "rewards", "list", "--format", "json"))}
+        """Every reward by id, as ``GET /api/v1/rewards`` shows it now (``approvals`` is ``given/needed``)."""
+        return {int(r["id"]): r for r in self.api("rewards")}
 
     def payouts(self) -> list[dict[str, Any]]:
-        """Every payout, as ``payhub payouts list --format json`` shows it now."""
-        listed: list[dict[str, Any]] = json.loads(payhub(self.config, "payouts", "list", "--format", "json"))
-        return listed
+        """Every payout, as ``GET /api/v1/payouts`` shows it now."""
+        return self.api("payouts")
 
 
 def _hold_one_bonus(config: Path) -> list[int]:
