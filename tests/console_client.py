@@ -20,6 +20,7 @@ from payhub.tokens import Role, create
 CLIENT = "198.51.100.20"
 BASE = "http://payhub.test"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_CHECK = re.compile(r'name="sign_in_check" value="([^"]+)"')
 
 
 class Console:
@@ -48,10 +49,18 @@ class Console:
     def sign_in(self, name: str, role: Role = "operator") -> str:
         """Make a token ``name`` of ``role`` and sign in with it; the token is returned."""
         token = create(self.rt, name, role)
-        answer = self.request("POST", "/console/login", data={"token": token, "next": "/console/"})
+        answer = self.login(token)
         assert answer.status_code == 303, answer.text
         self.get("/console/")
         return token
+
+    def login(self, token: str, next_path: str = "/console/", **kwargs: Any) -> httpx.Response:
+        """Open the sign-in page (for its form's check value) and post ``token`` with it."""
+        page = self.get("/console/login")
+        check = _CHECK.search(page.text)
+        assert check, page.text
+        return self.request("POST", "/console/login", data={"token": token, "next": next_path,
+                                                             "sign_in_check": html.unescape(check.group(1))}, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)

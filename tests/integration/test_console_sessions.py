@@ -22,9 +22,9 @@ def rt(make_runtime: Any) -> Any:
 def test_sign_in_sets_a_strict_httponly_cookie_and_opens_the_overview(rt: Any) -> None:
     console = Console(rt)
     token = create(rt, "ann", "auditor")
-    answer = console.request("POST", "/console/login", data={"token": token, "next": "/console/audit"})
+    answer = console.login(token, "/console/audit")
     assert answer.status_code == 303 and answer.headers["location"] == "/console/audit"
-    cookie = answer.headers["set-cookie"]
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith("payhub_console="))
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
     assert "Secure" not in cookie  # plain http in the test; see the next test
     assert token not in cookie
@@ -36,15 +36,15 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_opens_the_overview(rt: Any) -
 def test_cookie_is_secure_over_https_or_when_always(make_runtime: Any) -> None:
     rt = make_runtime("[console]\nsecure_cookie = \"always\"\n")
     console = Console(rt)
-    answer = console.request("POST", "/console/login", data={"token": create(rt, "ann", "auditor")})
-    assert "Secure" in answer.headers["set-cookie"]
+    answer = console.login(create(rt, "ann", "auditor"))
+    assert all("Secure" in cookie for cookie in answer.headers.get_list("set-cookie"))
 
 
 @pytest.mark.parametrize("token", ["", "not-a-token", "phk_" + "A" * 43])
 def test_bad_tokens_are_refused_and_audited(rt: Any, token: str) -> None:
-    answer = Console(rt).request("POST", "/console/login", data={"token": token})
+    answer = Console(rt).login(token)
     assert answer.status_code in (400, 401)
-    assert "set-cookie" not in answer.headers
+    assert not [c for c in answer.headers.get_list("set-cookie") if c.startswith("payhub_console=")]
     with rt.engine.connect() as conn:
         last = conn.execute(select(audit_log).order_by(audit_log.c.seq.desc())).first()
     assert last.action == "api.request" and last.outcome in ("refused", "denied")
@@ -103,3 +103,55 @@ def test_pages_carry_security_headers_and_page_views_are_audited(rt: Any) -> Non
                             .where(audit_log.c.action == "api.request")).all()
     assert ("token:ann", "/console/") in [(r.actor, r.subject_id) for r in rows]
     assert console.get("/console/static/console.css").status_code == 200
+
+
+def test_sign_in_without_the_sign_in_page_check_is_refused(rt: Any) -> None:
+    """A cross-site form cannot sign a victim into someone's session: the form must carry the value the sign-in
+    page put into its own cookie."""
+    token = create(rt, "ann", "auditor")
+    console = Console(rt)
+    answer = console.request("POST", "/console/login", data={"token": token})
+    assert answer.status_code == 403
+    assert not [c for c in answer.headers.get_list("set-cookie") if c.startswith("payhub_console=")]
+    console.get("/console/login")
+    answer = console.request("POST", "/console/login", data={"token": token, "sign_in_check": "forged"})
+    assert answer.status_code == 403
+    assert console.login(token).status_code == 303
+
+
+def test_sign_in_sign_out_and_expiry_are_audited_as_the_token(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    console.post("/console/logout")
+    console.sign_in("bob", "auditor")
+    with rt.engine.begin() as conn:
+        conn.execute(console_sessions.update().values(last_seen_at=utcnow() - timedelta(minutes=31)))
+    console.get("/console/")
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(audit_log.c.actor, audit_log.c.action, audit_log.c.subject_id,
+                                   audit_log.c.detail).where(audit_log.c.action.like("console.%"))
+                            .order_by(audit_log.c.seq)).all()
+    assert [(r.actor, r.action, r.subject_id) for r in rows] == [
+        ("token:ann", "console.signed_in", "ann"), ("token:ann", "console.signed_out", "ann"),
+        ("token:bob", "console.signed_in", "bob"), ("token:bob", "console.session_ended", "bob")]
+    assert '"reason":"idle"' in rows[-1].detail.replace(" ", "")
+
+
+def test_a_sign_in_removes_ended_sessions(rt: Any) -> None:
+    console = Console(rt)
+    token = create(rt, "ann", "auditor")
+    for _ in range(3):
+        assert console.login(token).status_code == 303
+        console.get("/console/")
+        assert console.post("/console/logout").status_code == 303
+    Console(rt).sign_in("bob", "auditor")
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(console_sessions.c.ended_at)).scalars().all() == [None]
+
+
+def test_https_pages_ask_browsers_to_keep_to_https(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    assert "strict-transport-security" not in console.get("/console/").headers
+    answer = console.request("GET", "https://payhub.test/console/login")
+    assert answer.headers["strict-transport-security"] == "max-age=31536000"

@@ -4,6 +4,10 @@ Only the SHA-256 of the session id is stored (``console_sessions``), beside the 
 token and its times. A session is valid while it has not been ended (signed out), has been used within the idle
 limit, is younger than the maximum age, and its token is neither revoked nor expired: the token's current role
 applies on every request. An invalid session is ended when it is next seen.
+
+Starting, ending and expiring a session are audited in the transaction that writes them (``console.signed_in``,
+``console.signed_out``, ``console.session_ended`` with the reason), as the token (``token:<name>``). Each sign-in
+deletes the rows of sessions that ended, or passed the maximum age unseen, so the table holds live sessions only.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, or_, select, update
 
 from payhub.db.schema import api_tokens, console_sessions
+from payhub.runtime import Tx
 from payhub.tokens import ROLES, Principal
 
 TOUCH_SECONDS = 30
@@ -42,18 +47,23 @@ def _hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def start(conn: Connection, principal: Principal, now: datetime) -> tuple[str, ConsoleSession]:
-    """A new session for ``principal``: the id for the cookie (never stored) and the session."""
+def start(tx: Tx, principal: Principal, now: datetime, max_age: timedelta) -> tuple[str, ConsoleSession]:
+    """A new session for ``principal``: the id for the cookie (never stored) and the session; audited."""
+    gone = tx.conn.execute(delete(console_sessions).where(or_(
+        console_sessions.c.ended_at.is_not(None), console_sessions.c.created_at < now - max_age))).rowcount
     session_id = secrets.token_urlsafe(32)
     session = ConsoleSession(_hash(session_id), principal, secrets.token_urlsafe(32), now, now)
-    conn.execute(console_sessions.insert().values(
+    tx.conn.execute(console_sessions.insert().values(
         id_hash=session.id_hash, token_id=principal.token_id, csrf=session.csrf, created_at=now, last_seen_at=now))
+    tx.audit("console.signed_in", "token", principal.name, {"role": principal.role, "old_sessions_removed": gone},
+             actor=principal.actor)
     return session_id, session
 
 
-def find(conn: Connection, session_id: str | None, now: datetime, *, idle: timedelta,
+def find(tx: Tx, session_id: str | None, now: datetime, *, idle: timedelta,
          max_age: timedelta) -> ConsoleSession | Ended:
-    """The valid session with id ``session_id``, or why there is none (an invalid one is ended now)."""
+    """The valid session with id ``session_id``, or why there is none (an invalid one is ended now, audited)."""
+    conn = tx.conn
     if not session_id or len(session_id) > 200:
         return "none"
     id_hash = _hash(session_id)
@@ -62,7 +72,7 @@ def find(conn: Connection, session_id: str | None, now: datetime, *, idle: timed
                api_tokens.c.expires_at, api_tokens.c.last_used_at)
         .join(api_tokens, api_tokens.c.id == console_sessions.c.token_id)
         .where(console_sessions.c.id_hash == id_hash)).first()
-    if row is None or not hmac.compare_digest(row.id_hash, id_hash):
+    if row is None:
         return "unknown"
     if row.ended_at is not None:
         return "signed_out"
@@ -74,7 +84,9 @@ def find(conn: Connection, session_id: str | None, now: datetime, *, idle: timed
     elif now - row.created_at > max_age:
         why = "too_old"
     if why is not None:
-        end(conn, id_hash, now)
+        _end(conn, id_hash, now)
+        tx.audit("console.session_ended", "token", row.name, {"reason": why.replace("_", " ")},
+                 actor=f"token:{row.name}")
         return why
     if now - row.last_seen_at > timedelta(seconds=TOUCH_SECONDS):
         conn.execute(update(console_sessions).where(console_sessions.c.id_hash == id_hash)
@@ -83,10 +95,16 @@ def find(conn: Connection, session_id: str | None, now: datetime, *, idle: timed
     return ConsoleSession(id_hash, principal, row.csrf, row.created_at, now)
 
 
-def end(conn: Connection, id_hash: str, now: datetime) -> None:
-    """End the session (sign-out or expiry); ending an ended one changes nothing."""
-    conn.execute(update(console_sessions).where(console_sessions.c.id_hash == id_hash,
-                                                console_sessions.c.ended_at.is_(None)).values(ended_at=now))
+def sign_out(tx: Tx, session: ConsoleSession, now: datetime) -> None:
+    """End ``session`` at the user's request; audited."""
+    if _end(tx.conn, session.id_hash, now):
+        tx.audit("console.signed_out", "token", session.principal.name, {}, actor=session.principal.actor)
+
+
+def _end(conn: Connection, id_hash: str, now: datetime) -> bool:
+    """End the session; False when it had ended already."""
+    return bool(conn.execute(update(console_sessions).where(
+        console_sessions.c.id_hash == id_hash, console_sessions.c.ended_at.is_(None)).values(ended_at=now)).rowcount)
 
 
 def csrf_matches(session: ConsoleSession, presented: str | None) -> bool:

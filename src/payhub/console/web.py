@@ -32,7 +32,7 @@ from payhub import __version__
 from payhub.clock import isoformat, utcnow
 from payhub.console import sessions
 from payhub.console.sessions import ConsoleSession
-from payhub.http.state import face
+from payhub.http.state import face, origin
 from payhub.reports import amount_text
 from payhub.tokens import Principal, Role
 
@@ -101,8 +101,8 @@ def _settings(request: Request) -> Any:
 
 def _session(request: Request) -> ConsoleSession | sessions.Ended:
     settings = _settings(request)
-    with face(request).rt.engine.begin() as conn:
-        return sessions.find(conn, request.cookies.get(COOKIE), utcnow(), idle=timedelta(minutes=settings.idle_minutes),
+    with face(request).rt.as_actor("console", origin(request)).transaction() as tx:
+        return sessions.find(tx, request.cookies.get(COOKIE), utcnow(), idle=timedelta(minutes=settings.idle_minutes),
                              max_age=timedelta(hours=settings.max_hours))
 
 
@@ -225,11 +225,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         static = scope["path"].startswith(STATIC + "/")
+        https = scope.get("scheme") == "https"
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"]
                 headers += SECURITY_HEADERS
+                if https:  # browsers that reached the console over HTTPS keep to it
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
                 headers.append((b"cache-control", b"public, max-age=3600" if static else b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
