@@ -35,7 +35,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-SCREENSHOTS = Path(os.environ.get("PAYHUB_SCREENSHOTS") or REPO / "build" / "screenshots")
+SCREENSHOTS = Path(os.environ.get("PAYHUB_TEST_SCREENSHOTS") or REPO / "build" / "screenshots")
 _SCRIPT = Path(sys.executable).with_name("payhub")
 PAYHUB = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from payhub.cli import main; main()"]
 _SIMULATOR = Path(sys.executable).with_name("payhub-simulator")

@@ -6,7 +6,7 @@ One server per test process (``site``), one browser per module (``browser``), a 
 
 Every test here is slow (a subprocess server and a browser); without Chromium they are skipped with the reason.
 Chromium is looked for at ``PAYHUB_TEST_CHROMIUM``, then ``/usr/bin/chromium`` and ``chromium`` on ``PATH``.
-Screenshots go to ``PAYHUB_SCREENSHOTS`` or ``build/screenshots/`` of the repository.
+Screenshots go to ``PAYHUB_TEST_SCREENSHOTS`` or ``build/screenshots/`` of the repository.
 """
 
 from __future__ import annotations
