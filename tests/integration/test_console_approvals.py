@@ -288,3 +288,31 @@ def test_malformed_parameters_are_a_422_page_and_ids_a_404_page(world: World, an
 def test_an_unknown_reward_is_refused_with_a_notice(world: World, ann: Console) -> None:
     assert act(ann, "/console/rewards/424242/approve") == (
         "Approving reward 424242 refused: reward 424242 does not exist")
+
+
+def request_entries(world: World, path: str) -> list[tuple[str, dict[str, Any]]]:
+    """(outcome, detail) of the ``api.request`` entries of ``path``, in order."""
+    with world.rt.engine.connect() as conn:
+        rows = conn.execute(select(audit_log.c.outcome, audit_log.c.detail).where(
+            audit_log.c.action == "api.request", audit_log.c.subject_id == path).order_by(audit_log.c.seq))
+        return [(outcome, json.loads(detail)) for outcome, detail in rows]
+
+
+def test_a_refused_action_is_audited_as_refused_with_its_reason(world: World, ann: Console) -> None:
+    reward = world.reward("awaiting_approval", needed=2)
+    approve, hold = f"/console/rewards/{reward}/approve", f"/console/rewards/{reward}/hold"
+    act(ann, approve)
+    act(ann, approve)  # the same operator again: the pipeline refuses
+    act(ann, hold, {"reason": "  "})  # a blank reason: the form refuses
+    act(ann, hold, {"reason": "x" * 2001})
+    act(ann, "/console/rewards/424242/approve")
+    approvals = request_entries(world, approve)
+    assert [(outcome, detail["status"]) for outcome, detail in approvals] == [("ok", 303), ("refused", 303)]
+    assert "reason" not in approvals[0][1]
+    assert approvals[1][1]["reason"] == (f"reward {reward} is already approved by token:ann; it needs a different "
+                                         "second approver")
+    assert [(outcome, detail["status"], detail["reason"]) for outcome, detail in request_entries(world, hold)] == [
+        ("refused", 303, "a reason is required (it is recorded in the audit log)"),
+        ("refused", 303, "the reason is longer than 2000 characters")]
+    assert [(o, d["reason"]) for o, d in request_entries(world, "/console/rewards/424242/approve")] == [
+        ("refused", "reward 424242 does not exist")]

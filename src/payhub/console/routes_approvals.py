@@ -263,11 +263,14 @@ def _text(viewer: Viewer, name: str, max_length: int = MAX_TEXT, *, required: bo
 def _decide(request: Request, viewer: Viewer, default: str, what: str, asked: dict[str, Any],
             decision: Callable[[Runtime], str]) -> Response:
     """Run ``decision`` signed by the session's token, then go back to the form's page with what it did, or with
-    why ``what`` was refused (a :class:`~payhub.errors.PayhubError`, or a field it cannot take)."""
+    why ``what`` was refused (a :class:`~payhub.errors.PayhubError`, or a field it cannot take). A refusal is
+    answered by the same redirect, but the request's audit entry says ``refused`` with the reason, as the API's 409
+    is recorded."""
     request.state.audit_detail = {"asked": asked}
     try:
         notice = decision(acting(request, viewer.principal))
     except (PayhubError, _Refusal) as exc:
+        request.state.outcome = "refused"
         request.state.refusal = str(exc)
         notice = f"{what} refused: {exc}"
     return done(request, viewer, local_path(viewer.field("back"), default), notice)
