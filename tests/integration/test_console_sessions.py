@@ -137,13 +137,15 @@ def test_sign_in_sign_out_and_expiry_are_audited_as_the_token(rt: Any) -> None:
     assert '"reason":"idle"' in rows[-1].detail.replace(" ", "")
 
 
-def test_a_sign_in_removes_ended_sessions(rt: Any) -> None:
+def test_a_sign_in_removes_sessions_past_the_maximum_age(rt: Any) -> None:
     console = Console(rt)
     token = create(rt, "ann", "auditor")
     for _ in range(3):
         assert console.login(token).status_code == 303
         console.get("/console/")
         assert console.post("/console/logout").status_code == 303
+    with rt.engine.begin() as conn:
+        conn.execute(console_sessions.update().values(created_at=utcnow() - timedelta(hours=12, seconds=1)))
     Console(rt).sign_in("bob", "auditor")
     with rt.engine.connect() as conn:
         assert conn.execute(select(console_sessions.c.ended_at)).scalars().all() == [None]
@@ -155,3 +157,65 @@ def test_https_pages_ask_browsers_to_keep_to_https(rt: Any) -> None:
     assert "strict-transport-security" not in console.get("/console/").headers
     answer = console.request("GET", "https://payhub.test/console/login")
     assert answer.headers["strict-transport-security"] == "max-age=31536000"
+
+
+def test_a_revoked_sessions_later_requests_name_its_token_and_are_denied(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "operator")
+    revoke(rt, "ann")
+    for _ in range(3):
+        answer = console.get("/console/approvals")
+        assert answer.status_code == 303 and "ended=token" in answer.headers["location"]
+    assert console.post("/console/logout").status_code == 401
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(audit_log.c.outcome, audit_log.c.detail).where(
+            audit_log.c.action == "api.request").order_by(audit_log.c.seq.desc()).limit(4)).all()
+    for outcome, detail in rows:
+        assert outcome == "denied" and '"token_name":"ann"' in detail.replace(" ", ""), detail
+        assert "console session token" in detail
+
+
+def test_secrets_in_a_query_are_masked_in_the_audit_log(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "operator")
+    console.get(f"/console/?csrf={console.csrf}&sign_in_check=abc")
+    with rt.engine.connect() as conn:
+        details = " ".join(conn.execute(select(audit_log.c.detail)).scalars())
+    assert console.csrf not in details and "abc" not in details
+
+
+@pytest.mark.parametrize("wanted", ["/console/../api/v1/openapi.json", "/console/%2e%2e/metrics",
+                                    "/console/./audit", "/console/?token=phk_" + "A" * 43,
+                                    "/console/?x=phk_%41%41", "//evil.example/console/", "/console\\evil"])
+def test_after_sign_in_the_browser_stays_inside_the_console(rt: Any, wanted: str) -> None:
+    console = Console(rt)
+    answer = console.login(create(rt, "ann", "auditor"), wanted)
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/"
+
+
+def test_signing_in_again_ends_the_browsers_previous_session(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "operator")
+    old = console.cookies.get("payhub_console")
+    console.sign_in("bob", "auditor")
+    stale = Console(rt, console.app)
+    stale.cookies.set("payhub_console", old, domain="payhub.test", path="/console")
+    answer = stale.get("/console/")
+    assert answer.status_code == 303 and "ended=replaced" in answer.headers["location"]
+
+
+def test_a_repeated_csrf_field_is_refused(rt: Any) -> None:
+    console = Console(rt)
+    console.sign_in("ann", "operator")
+    answer = console.request("POST", "/console/logout", content=f"csrf=bad&csrf={console.csrf}",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 403
+
+
+def test_throttled_sign_in_says_when_to_try_again(make_runtime: Any) -> None:
+    rt = make_runtime("[http]\nauth_failures_per_minute = 2\n")
+    console = Console(rt)
+    for _ in range(2):
+        assert console.login("phk_" + "B" * 43).status_code == 401
+    answer = console.login("phk_" + "B" * 43)
+    assert answer.status_code == 429 and 1 <= int(answer.headers["retry-after"]) <= 60

@@ -32,7 +32,8 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 REASONS = {"idle": "Your session ended after a time without use; sign in again.",
            "too_old": "Your session reached its maximum age; sign in again.",
            "token": "The token of your session was revoked or has expired.",
-           "signed_out": "You signed out.", "unknown": "Sign in to continue."}
+           "signed_out": "You signed out.", "unknown": "Sign in to continue.",
+           "replaced": "You signed in again in this browser, which ended this session."}
 MAX_TOKEN_TEXT = 200
 LOGIN_COOKIE = "payhub_sign_in"
 
@@ -69,8 +70,13 @@ def _sign_in(request: Request, presented: str) -> tuple[str, Principal] | str:
     with state.rt.as_actor("console", origin(request)).transaction() as tx:
         found = authenticate(tx.conn, presented.strip())
         if isinstance(found, Principal):
-            max_age = timedelta(hours=state.rt.settings.console.max_hours)
-            session_id, _session = sessions.start(tx, found, utcnow(), max_age)
+            settings, now = state.rt.settings.console, utcnow()
+            max_age = timedelta(hours=settings.max_hours)
+            idle = timedelta(minutes=settings.idle_minutes)
+            previous = sessions.find(tx, request.cookies.get(COOKIE), now, idle=idle, max_age=max_age)
+            if isinstance(previous, sessions.ConsoleSession):  # one session per browser: the old one ends
+                sessions.sign_out(tx, previous, now, "replaced")
+            session_id, _session = sessions.start(tx, found, now, max_age)
             request.state.principal = found
             return session_id, found
     state.limiter.failed(where)
@@ -98,7 +104,11 @@ async def login(request: Request) -> Response:
     outcome = await run_in_threadpool(_sign_in, request, token)
     if isinstance(outcome, str):
         status = 429 if outcome.startswith("Too many") else 401
-        return await run_in_threadpool(_form, request, status, next_path, outcome)
+        answer = await run_in_threadpool(_form, request, status, next_path, outcome)
+        wait = face(request).limiter.retry_after(client_address(request.scope)) if status == 429 else None
+        if wait is not None:
+            answer.headers["Retry-After"] = str(int(wait + 0.999))
+        return answer
     session_id, _principal = outcome
     answer = RedirectResponse(next_path, status_code=303)
     answer.delete_cookie(LOGIN_COOKIE, path=f"{PREFIX}/login", httponly=True, samesite="strict",

@@ -7,7 +7,8 @@ applies on every request. An invalid session is ended when it is next seen.
 
 Starting, ending and expiring a session are audited in the transaction that writes them (``console.signed_in``,
 ``console.signed_out``, ``console.session_ended`` with the reason), as the token (``token:<name>``). Each sign-in
-deletes the rows of sessions that ended, or passed the maximum age unseen, so the table holds live sessions only.
+deletes the rows of sessions older than the maximum age (none of them can be valid); until then an ended session's
+row says why it ended, so a cookie used after its end is refused with its token's name.
 """
 
 from __future__ import annotations
@@ -19,17 +20,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Connection, delete, or_, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from payhub.db.schema import api_tokens, console_sessions
 from payhub.runtime import Tx
 from payhub.tokens import ROLES, Principal
 
+ENDINGS = frozenset({"signed_out", "idle", "too_old", "token", "replaced"})
+"""The reasons a session row records for its end."""
 TOUCH_SECONDS = 30
 """``last_seen_at`` is written at most this often per session."""
 MAX_NOTICE = 2000
 
-Ended = Literal["none", "unknown", "signed_out", "idle", "too_old", "token"]
+Ended = Literal["none", "unknown", "signed_out", "idle", "too_old", "token", "replaced"]
+
+
+@dataclass(frozen=True, slots=True)
+class NoSession:
+    """Why a request has no valid session, and the name of the token of the session it presented, if any."""
+
+    reason: Ended
+    token_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +60,7 @@ def _hash(session_id: str) -> str:
 
 def start(tx: Tx, principal: Principal, now: datetime, max_age: timedelta) -> tuple[str, ConsoleSession]:
     """A new session for ``principal``: the id for the cookie (never stored) and the session; audited."""
-    gone = tx.conn.execute(delete(console_sessions).where(or_(
-        console_sessions.c.ended_at.is_not(None), console_sessions.c.created_at < now - max_age))).rowcount
+    gone = tx.conn.execute(delete(console_sessions).where(console_sessions.c.created_at < now - max_age)).rowcount
     session_id = secrets.token_urlsafe(32)
     session = ConsoleSession(_hash(session_id), principal, secrets.token_urlsafe(32), now, now)
     tx.conn.execute(console_sessions.insert().values(
@@ -61,11 +71,11 @@ def start(tx: Tx, principal: Principal, now: datetime, max_age: timedelta) -> tu
 
 
 def find(tx: Tx, session_id: str | None, now: datetime, *, idle: timedelta,
-         max_age: timedelta) -> ConsoleSession | Ended:
+         max_age: timedelta) -> ConsoleSession | NoSession:
     """The valid session with id ``session_id``, or why there is none (an invalid one is ended now, audited)."""
     conn = tx.conn
     if not session_id or len(session_id) > 200:
-        return "none"
+        return NoSession("none")
     id_hash = _hash(session_id)
     row = conn.execute(
         select(console_sessions, api_tokens.c.name, api_tokens.c.role, api_tokens.c.revoked_at,
@@ -73,9 +83,9 @@ def find(tx: Tx, session_id: str | None, now: datetime, *, idle: timedelta,
         .join(api_tokens, api_tokens.c.id == console_sessions.c.token_id)
         .where(console_sessions.c.id_hash == id_hash)).first()
     if row is None:
-        return "unknown"
+        return NoSession("unknown")
     if row.ended_at is not None:
-        return "signed_out"
+        return NoSession(row.ended_why if row.ended_why in ENDINGS else "signed_out", row.name)
     why: Ended | None = None
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now) or row.role not in ROLES:
         why = "token"
@@ -84,10 +94,10 @@ def find(tx: Tx, session_id: str | None, now: datetime, *, idle: timedelta,
     elif now - row.created_at > max_age:
         why = "too_old"
     if why is not None:
-        _end(conn, id_hash, now)
+        _end(conn, id_hash, now, why)
         tx.audit("console.session_ended", "token", row.name, {"reason": why.replace("_", " ")},
                  actor=f"token:{row.name}")
-        return why
+        return NoSession(why, row.name)
     if now - row.last_seen_at > timedelta(seconds=TOUCH_SECONDS):
         conn.execute(update(console_sessions).where(console_sessions.c.id_hash == id_hash)
                      .values(last_seen_at=now))
@@ -95,16 +105,18 @@ def find(tx: Tx, session_id: str | None, now: datetime, *, idle: timedelta,
     return ConsoleSession(id_hash, principal, row.csrf, row.created_at, now)
 
 
-def sign_out(tx: Tx, session: ConsoleSession, now: datetime) -> None:
-    """End ``session`` at the user's request; audited."""
-    if _end(tx.conn, session.id_hash, now):
-        tx.audit("console.signed_out", "token", session.principal.name, {}, actor=session.principal.actor)
+def sign_out(tx: Tx, session: ConsoleSession, now: datetime, why: Ended = "signed_out") -> None:
+    """End ``session`` at the user's request (or ``replaced`` by a new sign-in in the same browser); audited."""
+    if _end(tx.conn, session.id_hash, now, why):
+        tx.audit("console.signed_out", "token", session.principal.name, {"reason": why.replace("_", " ")},
+                 actor=session.principal.actor)
 
 
-def _end(conn: Connection, id_hash: str, now: datetime) -> bool:
+def _end(conn: Connection, id_hash: str, now: datetime, why: Ended) -> bool:
     """End the session; False when it had ended already."""
     return bool(conn.execute(update(console_sessions).where(
-        console_sessions.c.id_hash == id_hash, console_sessions.c.ended_at.is_(None)).values(ended_at=now)).rowcount)
+        console_sessions.c.id_hash == id_hash, console_sessions.c.ended_at.is_(None)).values(
+        ended_at=now, ended_why=why)).rowcount)
 
 
 def csrf_matches(session: ConsoleSession, presented: str | None) -> bool:

@@ -19,22 +19,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payhub import __version__
 from payhub.clock import isoformat, utcnow
+from payhub.compliance.shown import Opener, reveals
 from payhub.console import sessions
 from payhub.console.sessions import ConsoleSession
 from payhub.http.state import face, origin
 from payhub.reports import amount_text
-from payhub.tokens import Principal, Role
+from payhub.tokens import Principal, Role, redact
 
 PREFIX = "/console"
 STATIC = f"{PREFIX}/static"
@@ -45,6 +47,10 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
                     (b"cross-origin-opener-policy", b"same-origin")]
+
+
+OWN_HEADERS = frozenset({name for name, _ in SECURITY_HEADERS} | {b"cache-control", b"strict-transport-security"})
+"""Headers the console sets on every answer, replacing a route's own."""
 
 
 def _minor(value: Any, currency: str) -> str:
@@ -88,6 +94,13 @@ class Viewer:
         return value if isinstance(value, str) else ""
 
 
+def opener(conn: Connection, viewer: Viewer) -> Opener:
+    """How ``viewer`` sees the sealed personal values (``pii:v1:...``) of what a page read on ``conn``: opened for
+    operators and admins (``[erased]`` once the payee is erased), ``[sealed]`` for auditors, as the API shows them
+    (:mod:`payhub.compliance.shown`). Every stored reason or detail a page shows goes through it."""
+    return Opener(conn, reveal=reveals(viewer.principal.role))
+
+
 class SignInNeeded(Exception):
     """A page was asked for without a valid session: answered by a redirect to the sign-in page."""
 
@@ -99,7 +112,7 @@ def _settings(request: Request) -> Any:
     return face(request).rt.settings.console
 
 
-def _session(request: Request) -> ConsoleSession | sessions.Ended:
+def _session(request: Request) -> ConsoleSession | sessions.NoSession:
     settings = _settings(request)
     with face(request).rt.as_actor("console", origin(request)).transaction() as tx:
         return sessions.find(tx, request.cookies.get(COOKIE), utcnow(), idle=timedelta(minutes=settings.idle_minutes),
@@ -108,10 +121,13 @@ def _session(request: Request) -> ConsoleSession | sessions.Ended:
 
 def _viewer(request: Request, role: Role) -> Viewer:
     found = _session(request)
-    if isinstance(found, str):
-        request.state.refusal = f"console session {found.replace('_', ' ')}"
+    if isinstance(found, sessions.NoSession):
+        request.state.refusal = f"console session {found.reason.replace('_', ' ')}"
+        request.state.outcome = "denied"
+        if found.token_name is not None:
+            request.state.audit_detail = {"token_name": found.token_name}
         if request.method in ("GET", "HEAD"):
-            raise SignInNeeded(found)
+            raise SignInNeeded(found.reason)
         raise HTTPException(401, "sign in to the console first")
     request.state.principal = found.principal
     if not found.principal.may(role):
@@ -150,9 +166,9 @@ def action(role: Role) -> Callable[[Request], Any]:
     async def dependency(request: Request) -> Viewer:
         viewer = await run_in_threadpool(_viewer, request, role)
         form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-        csrf = form.get("csrf")
-        if not same_site(request) or not sessions.csrf_matches(viewer.session, csrf if isinstance(csrf, str)
-                                                                  else None):
+        given = form.getlist("csrf")
+        csrf = given[0] if len(given) == 1 and isinstance(given[0], str) else None
+        if not same_site(request) or not sessions.csrf_matches(viewer.session, csrf):
             request.state.refusal = "CSRF check failed: the form was not sent by this console"
             raise HTTPException(403, "this form was not sent by the console (CSRF check failed); reload the page "
                                      "and try again")
@@ -182,12 +198,15 @@ def done(request: Request, viewer: Viewer, to: str, notice: str) -> RedirectResp
 
 
 def local_path(to: str | None, default: str = PREFIX + "/") -> str:
-    """``to`` when it is a path inside the console (no scheme, host or backslash), else ``default``: where a
-    redirect may go."""
+    """``to`` when it is a path inside the console, else ``default``: where a redirect may go. Refused: a scheme,
+    host, backslash or control character, a ``.`` or ``..`` segment (also percent-encoded), and anything shaped like
+    an API token (which must not travel in a URL)."""
     if not to or not to.startswith(PREFIX + "/") or "\\" in to or any(ord(c) < 32 for c in to):
         return default
     parts = urlsplit(to)
-    if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/"):
+    if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/") or redact(unquote(to)) != unquote(to):
+        return default
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
         return default
     return to
 
@@ -229,7 +248,7 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"]
+                headers = [h for h in message.get("headers", []) if h[0].lower() not in OWN_HEADERS]
                 headers += SECURITY_HEADERS
                 if https:  # browsers that reached the console over HTTPS keep to it
                     headers.append((b"strict-transport-security", b"max-age=31536000"))

@@ -429,6 +429,7 @@ console_sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),  # for the idle expiry
     Column("ended_at", UTCDateTime),  # signed out, or expired when next seen
+    Column("ended_why", String(20)),  # signed_out, idle, too_old, token, replaced
     Column("notice", Text),  # the outcome of the last action, shown once on the next page
     Index("ix_console_sessions_token", "token_id"),
 )

@@ -2,7 +2,8 @@
 
 The entry (action ``api.request``, subject ``api`` / the path) names the token (actor ``token:<name>``, or
 ``anonymous``), the origin (``http@<client address>``), what was asked (method, path, query parameters) and the
-outcome: ``ok`` (status below 400), ``denied`` (401, 403, 429), ``refused`` (another 4xx) or ``error`` (5xx), with
+outcome: ``ok`` (status below 400), ``denied`` (401, 403, 429), ``refused`` (another 4xx) or ``error`` (5xx), or the
+one a route set on ``request.state.outcome`` (a console redirect that refused or denied), with
 the status and, for refusals, why. A token is never recorded: anything shaped like one in the path or the query is
 masked (:func:`payhub.tokens.redact`), as is any query parameter named like a secret, and the Authorization header
 is not recorded at all. The token's ``last_used_at`` is written in the same transaction, at most once a minute.
@@ -35,7 +36,7 @@ UNAUDITED_PREFIXES = ("/console/static/",)
 MAX_QUERY_TEXT = 2000
 MAX_PATH_TEXT = 600
 SECRET_PARAMETERS = frozenset({"token", "access_token", "api_key", "apikey", "key", "secret", "password",
-                               "authorization"})
+                               "authorization", "csrf", "sign_in_check"})
 MASK = "**********"
 UNRECORDED = b'{"error":"the request could not be recorded in the audit log; try again"}'
 
@@ -139,4 +140,4 @@ class RequestAudit:
             if principal is not None:
                 touch(tx.conn, principal, utcnow())
             tx.audit("api.request", "api", recordable(scope["path"])[:MAX_PATH_TEXT], detail,
-                     outcome=outcome_of(status))
+                     outcome=state.get("outcome") or outcome_of(status))

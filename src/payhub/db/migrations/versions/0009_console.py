@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('ended_why', sa.String(length=20), nullable=True),
         sa.Column('notice', sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(['token_id'], ['api_tokens.id'], name='fk_console_sessions_token_id_api_tokens'),
         sa.PrimaryKeyConstraint('id_hash', name='pk_console_sessions'),
