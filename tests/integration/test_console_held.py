@@ -26,7 +26,8 @@ from test_reward_actions import World
 from test_screening_release import HIT, row, screened_world
 
 from payhub.audit import Entry
-from payhub.db.schema import audit_log, payouts, release_requests
+from payhub.compliance import personal
+from payhub.db.schema import audit_log, payouts, release_requests, rewards
 from payhub.runtime import Runtime
 from payhub.store.audit import AuditWriter
 from payhub.testing.pytest_plugin import HarnessFactory
@@ -331,3 +332,28 @@ def test_malformed_parameters_are_a_422_page_and_ids_a_404_page(ann: Console) ->
 def test_an_unknown_payout_is_refused_with_a_notice(ann: Console) -> None:
     assert act(ann, "/console/payouts/777/release", {"reason": WHY}) == (
         "Releasing payout 777 refused: payout 777 does not exist")
+
+
+def test_sealed_personal_values_in_reasons_are_shown_per_role(world: World, ann: Console) -> None:
+    """A reason holding a sealed payee name (``pii:v1:...``) is opened for operators and ``[sealed]`` for auditors,
+    on the held page and in the search listings, never shown as ciphertext."""
+    with world.rt.engine.begin() as conn:
+        key = personal.keys(conn, ["p1"], create=True)["p1"]
+    sealed = personal.seal_with(key, "p1", "Zoë Payee")
+    reward = world.reward("held", hold_code="operator", hold_reason=sealed)
+    held = payout_of(world, world.reward("scheduled", payout_status="held"))  # no payout.held entry: its reason
+    unknown = payout_of(world, world.reward("scheduled", payout_status="unknown"))
+    with world.rt.engine.begin() as conn:
+        conn.execute(update(payouts).where(payouts.c.id.in_([held, unknown])).values(reason=sealed))
+        conn.execute(update(payouts).where(payouts.c.id == held).values(hold_code="audit_trail"))
+    audrey = signed_in(world.rt, "audrey", "auditor", app=ann.app)
+    for console, shown, hidden in ((ann, "Zoë Payee", "[sealed]"), (audrey, "[sealed]", "Zoë")):
+        page = console.get("/console/held").text
+        assert sealed not in page and hidden not in page
+        assert [section(page, part).count(shown) for part in ("held-rewards", "held-payouts", "open-payouts")] == [
+            1, 1, 1]
+        for kind, ids in (("payouts", [held, unknown]), ("rewards", [reward])):
+            listing = console.get(f"/console/search?kind={kind}&payee=p1").text
+            assert sealed not in listing and hidden not in listing and listing.count(shown) == len(ids), kind
+    with world.rt.engine.connect() as conn:  # the stored text stays sealed
+        assert conn.execute(select(rewards.c.hold_reason).where(rewards.c.id == reward)).scalar_one() == sealed

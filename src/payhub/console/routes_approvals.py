@@ -27,8 +27,8 @@ from fastapi.responses import Response
 from sqlalchemy import Connection, select
 
 from payhub import reports
-from payhub.compliance.shown import Opener, reveals
-from payhub.console.web import PREFIX, Viewer, action, done, local_path, page, query_string, render
+from payhub.compliance.shown import Opener
+from payhub.console.web import PREFIX, Viewer, action, done, local_path, opener, page, query_string, render
 from payhub.db.schema import approvals, events
 from payhub.errors import PayhubError
 from payhub.http.routes_actions import ID_BOUND, MAX_NAME, MAX_TEXT
@@ -182,17 +182,17 @@ def approvals_page(request: Request, viewer: Reader) -> Response:
 # ----------------------------------------------------------------------------------------------------- held
 
 
-def _held_payouts(conn: Connection, rows: list[dict[str, Any]], opener: Opener) -> list[dict[str, Any]]:
+def _held_payouts(conn: Connection, rows: list[dict[str, Any]], shown: Opener) -> list[dict[str, Any]]:
     """Each held payout with the hold its audit chain records, that hold's denials and the pending release
-    requests (who asked, when, why)."""
+    requests (who asked, when, why); its reason and denials as ``shown`` shows sealed values."""
     recorded = holds.payout_entries(conn, [r["id"] for r in rows])
-    shown = []
+    found = []
     for row in rows:
         entries = recorded.get(row["id"], [])
-        shown.append({**row, "hold": holds.hold_recorded(entries).value,
-                      "denials": [opener(text) for text in holds.hold_denials(entries)],
+        found.append({**row, "reason": shown(row["reason"]), "hold": holds.hold_recorded(entries).value,
+                      "denials": [shown(text) for text in holds.hold_denials(entries)],
                       "requests": release_requests.pending(Tx(conn), row["id"])})
-    return shown
+    return found
 
 
 @router.get("/held")
@@ -207,19 +207,19 @@ def held_page(request: Request, viewer: Reader) -> Response:
     filters = {"payee": payee, "reward_code": reward_code, "payout_code": payout_code, "state": state,
                "limit": limit if limit != PAGE_SIZE else ""}
     with face(request).rt.engine.connect() as conn:
-        opener = Opener(conn, reveal=reveals(viewer.principal.role))
+        shown = opener(conn, viewer)
         rewards, more_rewards = _page(reports.rewards(
             conn, status=RewardStatus.HELD, hold_code=reward_code or None, payee=payee or None,
             after=cursors["rewards_after"], limit=limit + 1), limit)
         payouts, more_payouts = _page(reports.payouts(
             conn, status=PayoutStatus.HELD, hold_code=payout_code or None, payee=payee or None,
             after=cursors["payouts_after"], limit=limit + 1), limit)
-        payouts = _held_payouts(conn, payouts, opener)
+        payouts = _held_payouts(conn, payouts, shown)
         open_, more_open = _page(reports.payouts(
             conn, status=state or OPEN_STATES, payee=payee or None, after=cursors["open_after"], limit=limit + 1),
             limit)
-    for row in rewards:
-        row["reason"] = opener(row["reason"])
+        for row in (*rewards, *open_):  # on the listing's connection: keys are read there
+            row["reason"] = shown(row["reason"])
     request.state.audit_detail = {"rows": len(rewards) + len(payouts) + len(open_)}
     me = operator_key(viewer.principal.actor)
     for row in payouts:

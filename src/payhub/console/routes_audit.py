@@ -39,8 +39,8 @@ from payhub.audit_query import AuditFilters, detail_value, iter_entries, select_
 from payhub.cli.params import ACTOR, MAX_ID
 from payhub.clock import isoformat, parse_instant
 from payhub.compliance import retention
-from payhub.compliance.shown import Opener, reveals
-from payhub.console.web import PREFIX, Viewer, page, query_string, render
+from payhub.compliance.shown import Opener
+from payhub.console.web import PREFIX, Viewer, opener, page, query_string, render
 from payhub.db.schema import audit_log
 from payhub.errors import ConfigError, InvalidRecord
 from payhub.http import routes_export, routes_reads
@@ -151,8 +151,8 @@ def _listing(conn: Connection, viewer: Viewer, filters: AuditFilters, order: str
         if cursor is not None:
             query = query.where(audit_log.c.seq < cursor)
         rows = [dict(row) for row in conn.execute(query).mappings()]
-    opener = Opener(conn, reveal=reveals(viewer.principal.role))
-    entries = [{**row, "detail": shown_detail(opener, row["detail"])} for row in rows[:limit]]
+    shown = opener(conn, viewer)
+    entries = [{**row, "detail": shown_detail(shown, row["detail"])} for row in rows[:limit]]
     following = None
     if len(rows) > limit:
         following = {**_filter_values(filters), "order": order, "limit": limit,

@@ -25,8 +25,7 @@ from sqlalchemy import Connection
 
 from payhub import provenance, reports
 from payhub.clock import isoformat
-from payhub.compliance.shown import Opener, reveals
-from payhub.console.web import PREFIX, TEMPLATES, Viewer, page, render
+from payhub.console.web import PREFIX, TEMPLATES, Viewer, opener, page, render
 from payhub.http.state import face
 from payhub.termsafe import visible, visible_lines
 
@@ -127,7 +126,7 @@ def explained(conn: Connection, request: Request, viewer: Viewer, ref: str) -> A
     found = provenance.explain(conn, ref, rail_plugins(request))
     if found is None:
         return None
-    return Opener(conn, reveal=reveals(viewer.principal.role))(found)
+    return opener(conn, viewer)(found)
 
 
 def payout_rows(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from payhub import provenance, reports, states
 from payhub.console.routes_payouts import clip
-from payhub.console.web import PREFIX, Viewer, page, query_string, render
+from payhub.console.web import PREFIX, Viewer, opener, page, query_string, render
 from payhub.db.schema import events, payees, payouts, rewards
 from payhub.http.state import face
 
@@ -230,11 +230,15 @@ def _payee_hits(conn: Connection, payee: str) -> list[Hit]:
 # ------------------------------------------------------------------------------------------------ the listings
 
 
-def listing(conn: Connection, query: Query) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the listing ``query`` asks for and the link to the next page (None after the last row)."""
+def listing(conn: Connection, query: Query, viewer: Viewer) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the listing ``query`` asks for and the link to the next page (None after the last row); each
+    row's reason shown to ``viewer`` (sealed personal values opened or not by role)."""
     args: dict[str, Any] = {name: query.filters().get(name) or None for name in FILTERS[query.kind]}
     reader = READERS[query.kind]
     rows = list(islice(reader(conn, **args, after=query.after, limit=query.limit + 1), query.limit + 1))
+    shown = opener(conn, viewer)
+    for row in rows:
+        row["reason"] = shown(row["reason"])
     following = None
     if len(rows) > query.limit:
         del rows[query.limit:]
@@ -262,6 +266,6 @@ def search_page(request: Request, viewer: Annotated[Viewer, Depends(page("audito
         if query.kind or not query.q:
             if not query.kind:
                 query.kind = "payouts"
-            context["rows"], context["next_href"] = listing(conn, query)
+            context["rows"], context["next_href"] = listing(conn, query, viewer)
     request.state.audit_detail = {"rows": len(context["rows"] or []) + len(context["hits"] or [])}
     return render(request, "search.html", viewer, **context)
