@@ -76,7 +76,7 @@ def chromium_path() -> str | None:
     return None
 
 
-def payhub(config: Path, *args: str, gift_cards: bool = False, timeout: float = 60) -> str:
+def payhub(config: Path, *args: str, gift_cards: bool = False, timeout: float = 180) -> str:
     """``payhub -c config *args`` in a subprocess (inside the gift-card simulator with ``gift_cards``, as the
     README runs the quickstart); its standard output. Fails the test with both outputs when it fails."""
     around = [*SIMULATOR, "giftcard", "--state", str(config.parent / "quickstart" / "giftcard-sim.db"),
@@ -167,7 +167,7 @@ def serving(directory: Path) -> Iterator[Site]:
             holding = pool.submit(_hold_one_bonus, config)
             tokens = {name: future.result().strip().splitlines()[-1] for name, future in made.items()}
             bonus = holding.result()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         url = None
         while url is None:
             url = next((m.group(1) for line in list(lines) if (m := SERVING.search(line))), None)
