@@ -201,8 +201,8 @@ def test_bulk_approval_of_checked_rewards(world: World, ann: Console) -> None:
     assert notice.startswith("Approving the checked rewards refused: reward ") and "already approved" in notice
     assert world.snapshot()[:2] == before[:2]
     assert act(ann, "/console/rewards/approve", {}) == "Approving the checked rewards refused: no reward was checked"
-    too_many = ann.post("/console/rewards/approve", {"id": [str(i) for i in range(1, 203)]})
-    assert too_many.status_code == 422 and "at most 200" in too_many.text
+    too_many = ann.post("/console/rewards/approve", {"id": [str(i) for i in range(1, 1003)]})
+    assert too_many.status_code == 422 and "at most 1000" in too_many.text
     bad = ann.post("/console/rewards/approve", {"id": ["1", "x"]})
     assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
 
@@ -263,15 +263,17 @@ def test_hostile_crm_text_is_escaped(world: World, ann: Console) -> None:
     assert "<script>alert(2)" not in held and "&lt;script&gt;alert(2)&lt;/script&gt;" in held
 
 
-MALFORMED_QUERIES = ["limit=0", "limit=201", "limit=abc", "after=-1", "after=99999999999999999999", "order=sideways",
+MALFORMED_QUERIES = ["limit=0", "limit=1001", "limit=abc", "after=-1", "after=99999999999999999999", "order=sideways",
                      "program=" + "p" * 201, "payee=a%00b", "after=1&order=newest", "before=3", "payee=a&payee=b",
-                     "limit=%EF%BC%91"]
-MALFORMED_IDS = ["/console/rewards/abc/approve", "/console/rewards/0/approve", "/console/rewards/-1/hold",
-                 "/console/rewards/9223372036854775808/cancel", "/console/rewards/%EF%BC%91/approve",
-                 "/console/rewards/1e3/approve"]
+                     "limit=%EF%BC%91", "programme=spiff", "payee=p1&stauts=held"]
+MALFORMED_IDS = [("/console/rewards/abc/approve", 422), ("/console/rewards/0/approve", 404),
+                 ("/console/rewards/-1/hold", 422), ("/console/rewards/9223372036854775808/cancel", 404),
+                 ("/console/rewards/%EF%BC%91/approve", 422), ("/console/rewards/1e3/approve", 422),
+                 ("/console/rewards/" + "9" * 30 + "/approve", 422)]
 
 
-def test_malformed_parameters_are_a_422_page_and_ids_a_404_page(world: World, ann: Console) -> None:
+def test_malformed_parameters_and_ids_are_a_422_page_and_impossible_ids_a_404_page(world: World,
+                                                                                   ann: Console) -> None:
     world.reward("awaiting_approval", needed=1)
     for query in MALFORMED_QUERIES:
         answer = ann.get(f"/console/approvals?{query}")
@@ -279,10 +281,18 @@ def test_malformed_parameters_are_a_422_page_and_ids_a_404_page(world: World, an
         assert answer.headers["content-type"].startswith("text/html") and "<h1>Refused</h1>" in answer.text
     ann.get("/console/approvals")
     before = world.snapshot()
-    for path in MALFORMED_IDS:
+    for path, status in MALFORMED_IDS:
         answer = ann.post(path, {"reason": "because"})
-        assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html"), path
+        assert answer.status_code == status and answer.headers["content-type"].startswith("text/html"), path
     assert world.snapshot()[:2] == before[:2]
+
+
+def test_a_misspelt_filter_is_refused_not_ignored(world: World, ann: Console) -> None:
+    world.reward("awaiting_approval", needed=1)
+    answer = ann.get("/console/approvals?programme=rebate")
+    assert answer.status_code == 422 and "#1" not in answer.text
+    assert "unknown parameter &#39;programme&#39;" in answer.text and "program" in answer.text
+    assert request_entries(world, "/console/approvals")[-1][0] == "refused"
 
 
 def test_an_unknown_reward_is_refused_with_a_notice(world: World, ann: Console) -> None:

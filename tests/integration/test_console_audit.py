@@ -184,14 +184,15 @@ BAD = [
     ("/console/audit?after=5", "after goes with the oldest-first order"),
     ("/console/audit?since=yesterday", "since: timestamp"),
     ("/console/audit?until=2026-01-31T00:00:00", "until:"),
-    ("/console/audit?order=random", "order: newest or oldest"),
+    ("/console/audit?order=random", "order: one of newest, oldest"),
     ("/console/audit?actor=ann%E2%80%8B", "actor:"),
     ("/console/audit?actor=" + "a" * 201, "actor: at most 200 characters"),
     ("/console/audit?subject=" + "s" * 5000, "subject: at most 700 characters"),
     ("/console/audit?action=payout.%00", "action: contains a NUL character"),
     ("/console/audit?acter=ann", "unknown parameter 'acter'"),
+    ("/console/audit?subject=payout:1%1B[2J", "subject: contains a control character (U+001B)"),
     ("/console/audit?actor=a&actor=b", "actor: given more than once"),
-    ("/console/audit/export?format=xlsx", "format: csv or jsonl"),
+    ("/console/audit/export?format=xlsx", "format: one of csv, jsonl"),
     ("/console/audit/export?format=csv&since=31/01/2026", "since:"),
     ("/console/audit/export?format=csv&limit=5", "unknown parameter 'limit'"),
     ("/console/audit/verify?run=2", "run: 1 runs the verification"),
@@ -205,7 +206,7 @@ def test_bad_parameters_get_a_message_page(make_runtime: Any, path: str, message
     console = Console(rt)
     console.sign_in("ann", "auditor")
     answer = console.get(path)
-    assert answer.status_code == 400 and answer.headers["content-type"].startswith("text/html")
+    assert answer.status_code == 422 and answer.headers["content-type"].startswith("text/html")
     assert "content-disposition" not in answer.headers
     assert message in html.unescape(answer.text)
     assert '<p class="notice error" role="alert">' in answer.text

@@ -122,12 +122,13 @@ def test_hostile_holders_are_escaped(funded: tuple[Runtime, Console, Path]) -> N
     ("at=yesterday", "as of: timestamp"), ("limit=0", "limit: a whole number from 1 to 1000"),
     ("limit=" + "9" * 30, "limit: a whole number"), ("after_program=coop", "go together"),
     ("holder=" + "h" * 300, "holder: at most 200 characters"), ("holdr=acme", "unknown parameter 'holdr'"),
-    ("program=a&program=b", "program: given more than once"), ("program=%00", "program: contains a NUL")])
+    ("program=a&program=b", "program: given more than once"), ("program=%00", "program: contains a NUL"),
+    ("holder=a%07b", "holder: contains a control character (U+0007)")])
 def test_bad_fund_parameters_get_a_message_page(make_runtime: Any, query: str, message: str) -> None:
     console = Console(make_runtime(""))
     console.sign_in("ann", "auditor")
     answer = console.get(f"/console/funds?{query}")
-    assert answer.status_code == 400 and message in html.unescape(answer.text)
+    assert answer.status_code == 422 and message in html.unescape(answer.text)
     assert '<p class="notice error" role="alert">' in answer.text
 
 
@@ -198,8 +199,8 @@ def test_programs_not_yet_registered_and_missing_ones(make_runtime: Any) -> None
     assert missing.status_code == 404 and "no program is named &#39;nothing&#39;" in missing.text
     assert console.get("/console/programs/" + "x" * 300).status_code == 404
     bad = console.get("/console/programs/coop?limit=abc")
-    assert bad.status_code == 400 and "limit: a whole number" in bad.text
-    assert console.get("/console/programs?x=1").status_code == 400
+    assert bad.status_code == 422 and "limit: a whole number" in bad.text
+    assert console.get("/console/programs?x=1").status_code == 422
 
 
 def test_a_version_whose_parameters_were_changed_is_marked(make_runtime: Any) -> None:

@@ -368,7 +368,8 @@ def test_hostile_crm_text_is_escaped_visible_and_clipped(site: Site, auditor: Co
 def test_an_unknown_or_malformed_id_is_a_page_not_an_error(site: Site, auditor: Console) -> None:
     for kind in ("payouts", "rewards", "events"):
         for bad, status in (("0", 404), ("987654321", 404), (str(2**63), 404), ("abc", 422), ("-1", 422),
-                            ("1.5", 422), ("%D9%A1", 422), ("9" * 30, 422), ("1%01", 422)):
+                            ("1.5", 422), ("%D9%A1", 422), ("9" * 30, 422), ("1%01", 422),
+                            (f"{site.ids['bank']}?x=1", 422), (f"{site.ids['bank']}?limit=5", 422)):
             answer = auditor.get(f"/console/{kind}/{bad}")
             assert answer.status_code == status, (kind, bad, answer.status_code)
             assert answer.headers["content-type"].startswith("text/html")

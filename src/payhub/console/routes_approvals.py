@@ -12,26 +12,42 @@ queue) and ``/console/payouts/{id}/release|cancel|resolve``. Each calls the same
 (:mod:`payhub.pipeline.reward_actions`, :mod:`payhub.pipeline.payout_actions`) through a runtime signing as the
 session's token, so four-eyes approvals and two-operator releases count each token as its own person. The answer
 is a 303 back to the page the form was on (``back``, a console path) with a notice saying what was done, or why it
-was refused (nothing changed then). A malformed id is answered 404, a malformed query parameter or form 422.
+was refused (nothing changed then; the request's audit entry says ``refused``). A malformed id, query parameter (an
+unknown one among them) or form field is answered 422, an id that cannot name a row 404 (:mod:`payhub.console.params`);
+an id that names no row is refused by the decision, with a notice.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
-from itertools import islice
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection, select
 
 from payhub import reports
 from payhub.compliance.shown import Opener
-from payhub.console.web import PREFIX, Viewer, action, done, local_path, opener, page, query_string, render
+from payhub.console.params import (
+    MAX_ID,
+    MAX_PAGE,
+    NAME_LENGTH,
+    NUMBER_LENGTH,
+    BadQuery,
+    choice,
+    keyset,
+    number_in,
+    page_limit,
+    path_id,
+    query_params,
+    refuse,
+    url,
+    whole_number,
+)
+from payhub.console.web import PREFIX, Viewer, action, done, local_path, opener, page, render
 from payhub.db.schema import approvals, events
 from payhub.errors import PayhubError
-from payhub.http.routes_actions import ID_BOUND, MAX_NAME, MAX_TEXT
+from payhub.http.routes_actions import MAX_NAME, MAX_TEXT
 from payhub.http.state import acting, face
 from payhub.pipeline import holds, payout_actions, reward_actions
 from payhub.pipeline.operator import operator_key
@@ -42,84 +58,25 @@ from payhub.tokens import recordable
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-PAGE_SIZE = 50
-"""Rows per list unless ``limit`` says otherwise."""
-MAX_PAGE = 200
-"""The largest ``limit``."""
-MAX_FILTER = 200
-"""The longest program or payee filter (as the database stores them)."""
 MAX_BULK = MAX_PAGE
-"""The most rewards one bulk approval names."""
+"""The most rewards one bulk approval names: a page of the queue."""
 OPEN_STATES: tuple[str, ...] = (PayoutStatus.UNRESOLVED, PayoutStatus.UNKNOWN)
 """Payout states whose outcome is not known and which an operator may resolve (``payout_actions.resolve``)."""
 RESOLUTIONS = {"paid": "paid", "sent": "sent (accepted, not yet paid)", "not-sent": "not sent (send it again)"}
 """The outcomes an operator may record for an unresolved or unknown payout, as the form offers them."""
-_ID = re.compile(r"[0-9]{1,19}")
+QUEUE = f"{PREFIX}/approvals"
+HELD = f"{PREFIX}/held"
+QUEUE_PARAMETERS = {"program": NAME_LENGTH, "payee": NAME_LENGTH, "order": 10, "after": NUMBER_LENGTH,
+                    "before": NUMBER_LENGTH, "limit": NUMBER_LENGTH}
+"""The approvals page's parameters and their longest text."""
+HELD_CURSORS = ("rewards_after", "payouts_after", "open_after")
+"""The held page's three listings' keyset cursors."""
+HELD_PARAMETERS = {"payee": NAME_LENGTH, "reward_code": 40, "payout_code": 40, "state": 40, "limit": NUMBER_LENGTH,
+                   **{name: NUMBER_LENGTH for name in HELD_CURSORS}}
+"""The held page's parameters and their longest text."""
 
 Operator = Annotated[Viewer, Depends(action("operator"))]
 Reader = Annotated[Viewer, Depends(page("auditor"))]
-
-
-# --------------------------------------------------------------------------------------------- parameters
-
-
-def _invalid(request: Request, message: str) -> HTTPException:
-    request.state.refusal = message
-    return HTTPException(422, message)
-
-
-def _param(request: Request, name: str, max_length: int = MAX_FILTER) -> str:
-    """The query parameter ``name`` ('' when absent), trimmed; 422 when given twice, too long or not storable."""
-    given = request.query_params.getlist(name)
-    if len(given) > 1:
-        raise _invalid(request, f"the parameter {name} is given more than once")
-    value = given[0] if given else ""
-    if len(value) > max_length:
-        raise _invalid(request, f"the parameter {name} is longer than {max_length} characters")
-    try:
-        return recordable(value)
-    except ValueError as exc:
-        raise _invalid(request, f"the parameter {name} {exc}") from None
-
-
-def _choice(request: Request, name: str, allowed: Iterable[str], default: str = "") -> str:
-    value = _param(request, name) or default
-    if value and value not in allowed:
-        raise _invalid(request, f"the parameter {name} must be one of {', '.join(allowed)}")
-    return value
-
-
-def _number(request: Request, name: str, low: int = 0, high: int = ID_BOUND - 1) -> int | None:
-    """The query parameter ``name`` as an integer from ``low`` to ``high`` (None when absent); else 422."""
-    text = _param(request, name)
-    if not text:
-        return None
-    if not _ID.fullmatch(text) or not low <= int(text) <= high:
-        raise _invalid(request, f"the parameter {name} must be a whole number from {low} to {high}")
-    return int(text)
-
-
-def _limit(request: Request) -> int:
-    return _number(request, "limit", 1, MAX_PAGE) or PAGE_SIZE
-
-
-def _row_id(request: Request, text: str, kind: str) -> int:
-    """A reward's or payout's id from the path; 404 when it cannot be one."""
-    if not _ID.fullmatch(text) or not 1 <= int(text) < ID_BOUND:
-        request.state.refusal = f"not a {kind} id"
-        raise HTTPException(404, f"there is no such {kind}: its id must be a whole number from 1")
-    return int(text)
-
-
-def _page(rows: Iterable[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """The first ``limit`` rows, and whether there are more (one more row is read to know)."""
-    found = list(islice(rows, limit + 1))
-    return found[:limit], len(found) > limit
-
-
-def _path(name: str, values: dict[str, Any]) -> str:
-    query = query_string(values)
-    return f"{PREFIX}/{name}" + (f"?{query}" if query else "")
 
 
 # ------------------------------------------------------------------------------------------------ approvals
@@ -153,30 +110,32 @@ def _needed(row: dict[str, Any]) -> int:
 @router.get("/approvals")
 def approvals_page(request: Request, viewer: Reader) -> Response:
     """Rewards awaiting approval, oldest (or newest) first, by program and payee."""
-    program, payee = _param(request, "program"), _param(request, "payee")
-    order = _choice(request, "order", ("oldest", "newest"), "oldest")
-    newest = order == "newest"
-    after, before, limit = _number(request, "after"), _number(request, "before"), _limit(request)
-    if (after is not None and newest) or (before is not None and not newest):
-        raise _invalid(request, "after pages the oldest-first queue, before the newest-first one")
-    filters = {"program": program, "payee": payee, "order": "newest" if newest else "", "limit": limit
-               if limit != PAGE_SIZE else ""}
+    try:
+        params = query_params(request, QUEUE_PARAMETERS)
+        newest = choice(params, "order", ("oldest", "newest"), "oldest") == "newest"
+        after, before = whole_number(params, "after", 0, MAX_ID), whole_number(params, "before", 1, MAX_ID)
+        limit = page_limit(params)
+        if (after is not None and newest) or (before is not None and not newest):
+            raise BadQuery("after pages the oldest-first queue, before the newest-first one")
+    except BadQuery as exc:
+        raise refuse(request, exc) from None
+    program, payee = params.get("program", ""), params.get("payee", "")
+    filters = {"program": program, "payee": payee, "order": "newest" if newest else "", "limit": limit}
     me = viewer.principal.actor
     with face(request).rt.engine.connect() as conn:
-        rows, more = _page(reports.rewards(conn, status=RewardStatus.AWAITING_APPROVAL, program=program or None,
-                                           payee=payee or None, after=after, before=before, newest_first=newest,
-                                           limit=limit + 1), limit)
+        rows, next_href = keyset(
+            reports.rewards(conn, status=RewardStatus.AWAITING_APPROVAL, program=program or None, payee=payee or None,
+                            after=after, before=before, newest_first=newest, limit=limit + 1), limit,
+            lambda last: url(QUEUE, {**filters, "before" if newest else "after": last["id"]}))
         given = _approvals(conn, [r["id"] for r in rows])
         refs = _events(conn, [r["event"] for r in rows])
     queue = [{**row, "needed": _needed(row), "given": given.get(row["id"], []), "ref": refs.get(row["event"]),
               "mine": next((a for a in given.get(row["id"], []) if a.approver == me), None)} for row in rows]
     request.state.audit_detail = {"rows": len(queue)}
-    cursor = {"before" if newest else "after": rows[-1]["id"]} if more else None
-    here = _path("approvals", {**filters, "after": after, "before": before})
     return render(request, "approvals.html", viewer, title="Approvals", section="Approvals", rows=queue,
-                  filters=filters, program=program, payee=payee, newest=newest, here=here, max_bulk=MAX_BULK,
-                  programs=sorted(face(request).rt.settings.programs),
-                  next_href=_path("approvals", {**filters, **cursor}) if cursor else None)
+                  filters=filters, program=program, payee=payee, newest=newest, max_bulk=MAX_BULK,
+                  here=url(QUEUE, {**filters, "after": after, "before": before}),
+                  programs=sorted(face(request).rt.settings.programs), next_href=next_href)
 
 
 # ----------------------------------------------------------------------------------------------------- held
@@ -198,44 +157,45 @@ def _held_payouts(conn: Connection, rows: list[dict[str, Any]], shown: Opener) -
 @router.get("/held")
 def held_page(request: Request, viewer: Reader) -> Response:
     """Held rewards, held payouts and payouts of unknown outcome, each list paged and filtered on its own."""
-    payee = _param(request, "payee")
-    reward_code = _choice(request, "reward_code", [c.value for c in HoldCode])
-    payout_code = _choice(request, "payout_code", [c.value for c in PayoutHold])
-    state = _choice(request, "state", OPEN_STATES)
-    limit = _limit(request)
-    cursors = {name: _number(request, name) for name in ("rewards_after", "payouts_after", "open_after")}
+    try:
+        params = query_params(request, HELD_PARAMETERS)
+        reward_code = choice(params, "reward_code", [c.value for c in HoldCode])
+        payout_code = choice(params, "payout_code", [c.value for c in PayoutHold])
+        state = choice(params, "state", OPEN_STATES)
+        limit = page_limit(params)
+        cursors = {name: whole_number(params, name, 0, MAX_ID) for name in HELD_CURSORS}
+    except BadQuery as exc:
+        raise refuse(request, exc) from None
+    payee = params.get("payee", "")
     filters = {"payee": payee, "reward_code": reward_code, "payout_code": payout_code, "state": state,
-               "limit": limit if limit != PAGE_SIZE else ""}
+               "limit": limit}
+
+    def following(name: str) -> Callable[[dict[str, Any]], str]:
+        return lambda last: url(HELD, {**filters, **cursors, name: last["id"]})
+
     with face(request).rt.engine.connect() as conn:
         shown = opener(conn, viewer)
-        rewards, more_rewards = _page(reports.rewards(
+        rewards, next_rewards = keyset(reports.rewards(
             conn, status=RewardStatus.HELD, hold_code=reward_code or None, payee=payee or None,
-            after=cursors["rewards_after"], limit=limit + 1), limit)
-        payouts, more_payouts = _page(reports.payouts(
+            after=cursors["rewards_after"], limit=limit + 1), limit, following("rewards_after"))
+        payouts, next_payouts = keyset(reports.payouts(
             conn, status=PayoutStatus.HELD, hold_code=payout_code or None, payee=payee or None,
-            after=cursors["payouts_after"], limit=limit + 1), limit)
+            after=cursors["payouts_after"], limit=limit + 1), limit, following("payouts_after"))
         payouts = _held_payouts(conn, payouts, shown)
-        open_, more_open = _page(reports.payouts(
+        open_, next_open = keyset(reports.payouts(
             conn, status=state or OPEN_STATES, payee=payee or None, after=cursors["open_after"], limit=limit + 1),
-            limit)
+            limit, following("open_after"))
         for row in (*rewards, *open_):  # on the listing's connection: keys are read there
             row["reason"] = shown(row["reason"])
     request.state.audit_detail = {"rows": len(rewards) + len(payouts) + len(open_)}
     me = operator_key(viewer.principal.actor)
     for row in payouts:
         row["mine"] = next((r for r in row["requests"] if operator_key(r.operator) == me), None)
-    here = _path("held", {**filters, **cursors})
-
-    def following(name: str, rows: list[dict[str, Any]], more: bool) -> str | None:
-        return _path("held", {**filters, **cursors, name: rows[-1]["id"]}) if more else None
-
-    return render(request, "held.html", viewer, title="Held", section="Held", filters=filters, here=here,
-                  rewards=rewards, payouts=payouts, open=open_, reward_codes=[c.value for c in HoldCode],
-                  payout_codes=[c.value for c in PayoutHold], states=OPEN_STATES, resolutions=RESOLUTIONS,
-                  min_justification=payout_actions.MIN_JUSTIFICATION,
-                  next_rewards=following("rewards_after", rewards, more_rewards),
-                  next_payouts=following("payouts_after", payouts, more_payouts),
-                  next_open=following("open_after", open_, more_open))
+    return render(request, "held.html", viewer, title="Held", section="Held", filters=filters,
+                  here=url(HELD, {**filters, **cursors}), rewards=rewards, payouts=payouts, open=open_,
+                  reward_codes=[c.value for c in HoldCode], payout_codes=[c.value for c in PayoutHold],
+                  states=OPEN_STATES, resolutions=RESOLUTIONS, min_justification=payout_actions.MIN_JUSTIFICATION,
+                  next_rewards=next_rewards, next_payouts=next_payouts, next_open=next_open)
 
 
 # ------------------------------------------------------------------------------------------------- actions
@@ -283,13 +243,9 @@ def _approved(approval: reward_actions.Approval, actor: str) -> str:
             f"approvals): {state}.")
 
 
-QUEUE = f"{PREFIX}/approvals"
-HELD = f"{PREFIX}/held"
-
-
 @router.post("/rewards/{reward_id}/approve")
 def approve(request: Request, reward_id: str, viewer: Operator) -> Response:
-    rid = _row_id(request, reward_id, "reward")
+    rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
         return _approved(reward_actions.approve(rt, [rid])[0], viewer.principal.actor)
@@ -302,10 +258,11 @@ def approve_checked(request: Request, viewer: Operator) -> Response:
     """Approve the checked rewards of the queue: all of them, or none when any is refused."""
     given = viewer.form.getlist("id") if viewer.form is not None else []
     if len(given) > MAX_BULK:
-        raise _invalid(request, f"at most {MAX_BULK} rewards are approved at once")
-    if not all(isinstance(v, str) and _ID.fullmatch(v) and 1 <= int(v) < ID_BOUND for v in given):
-        raise _invalid(request, "each id must be a reward's id")
-    ids = list(dict.fromkeys(int(str(v)) for v in given))
+        raise refuse(request, f"at most {MAX_BULK} rewards are approved at once")
+    numbers = [number_in(v, 1, MAX_ID) if isinstance(v, str) else None for v in given]
+    if None in numbers:
+        raise refuse(request, "each id must be a reward's id")
+    ids = list(dict.fromkeys(n for n in numbers if n is not None))
 
     def decision(rt: Runtime) -> str:
         if not ids:
@@ -319,7 +276,7 @@ def approve_checked(request: Request, viewer: Operator) -> Response:
 
 @router.post("/rewards/{reward_id}/hold")
 def hold(request: Request, reward_id: str, viewer: Operator) -> Response:
-    rid = _row_id(request, reward_id, "reward")
+    rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
         reason = _text(viewer, "reason")
@@ -331,7 +288,7 @@ def hold(request: Request, reward_id: str, viewer: Operator) -> Response:
 
 @router.post("/rewards/{reward_id}/release")
 def release(request: Request, reward_id: str, viewer: Operator) -> Response:
-    rid = _row_id(request, reward_id, "reward")
+    rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
         moved = reward_actions.release(rt, [rid], _text(viewer, "reason"))
@@ -345,7 +302,7 @@ def release(request: Request, reward_id: str, viewer: Operator) -> Response:
 
 @router.post("/rewards/{reward_id}/cancel")
 def cancel(request: Request, reward_id: str, viewer: Operator) -> Response:
-    rid = _row_id(request, reward_id, "reward")
+    rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
         reward_actions.cancel(rt, [rid], _text(viewer, "reason"))
@@ -356,7 +313,7 @@ def cancel(request: Request, reward_id: str, viewer: Operator) -> Response:
 
 @router.post("/payouts/{payout_id}/release")
 def release_payout(request: Request, payout_id: str, viewer: Operator) -> Response:
-    pid = _row_id(request, payout_id, "payout")
+    pid = path_id(request, payout_id, "payout")
 
     def decision(rt: Runtime) -> str:
         done_ = payout_actions.release(rt, pid, _text(viewer, "reason"))
@@ -371,7 +328,7 @@ def release_payout(request: Request, payout_id: str, viewer: Operator) -> Respon
 
 @router.post("/payouts/{payout_id}/cancel")
 def cancel_payout(request: Request, payout_id: str, viewer: Operator) -> Response:
-    pid = _row_id(request, payout_id, "payout")
+    pid = path_id(request, payout_id, "payout")
 
     def decision(rt: Runtime) -> str:
         payout_actions.cancel(rt, pid, _text(viewer, "reason"))
@@ -383,10 +340,10 @@ def cancel_payout(request: Request, payout_id: str, viewer: Operator) -> Respons
 
 @router.post("/payouts/{payout_id}/resolve")
 def resolve_payout(request: Request, payout_id: str, viewer: Operator) -> Response:
-    pid = _row_id(request, payout_id, "payout")
+    pid = path_id(request, payout_id, "payout")
     outcome = viewer.field("outcome")
     if outcome not in RESOLUTIONS:
-        raise _invalid(request, f"the outcome must be one of {', '.join(RESOLUTIONS)}")
+        raise refuse(request, f"the outcome must be one of {', '.join(RESOLUTIONS)}")
 
     def decision(rt: Runtime) -> str:
         reason = _text(viewer, "reason")

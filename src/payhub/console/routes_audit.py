@@ -14,8 +14,8 @@ and recorded by an ``api.export`` entry when the stream ends.
 page); with ``run=1`` it runs the API's verification (:func:`payhub.http.routes_reads.verify`: the chain, the
 retention cut, the signed checkpoints and the tables against the chain) and shows its result and how long it took.
 
-Query parameters are hostile: an unknown or repeated parameter, an over-long or malformed value is answered by the
-page with a message (400), never by a partial or widened result.
+Query parameters are read by :mod:`payhub.console.params`: an unknown or repeated parameter, an over-long or
+malformed value is answered by the page with a message (422), never by a partial or widened result.
 """
 
 from __future__ import annotations
@@ -36,10 +36,25 @@ from sqlalchemy import Connection, select
 from payhub import checkpoints
 from payhub.audit import Cut, canonical_json, read_cut
 from payhub.audit_query import AuditFilters, detail_value, iter_entries, select_entries
-from payhub.cli.params import ACTOR, MAX_ID
+from payhub.cli.params import ACTOR
 from payhub.clock import isoformat, parse_instant
 from payhub.compliance import retention
 from payhub.compliance.shown import Opener
+from payhub.console.params import (
+    BAD_STATUS,
+    MAX_ID,
+    MAX_PAGE,
+    NUMBER_LENGTH,
+    PAGE_SIZE,
+    BadQuery,
+    choice,
+    keyset,
+    page_limit,
+    query_params,
+    refused,
+    url,
+    whole_number,
+)
 from payhub.console.web import PREFIX, Viewer, opener, page, query_string, render
 from payhub.db.schema import audit_log
 from payhub.errors import ConfigError, InvalidRecord
@@ -48,53 +63,15 @@ from payhub.http.state import face
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-PAGE_SIZES = (25, 100, 500, 1000)
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
-"""The most entries on one page (the API's largest ``limit``)."""
+PAGE_SIZES = (25, PAGE_SIZE, 500, MAX_PAGE)
+"""The page sizes the form offers (``limit`` takes any from 1 to :data:`~payhub.console.params.MAX_PAGE`)."""
 FILTER_LENGTHS = {"since": 64, "until": 64, "actor": 200, "action": 100, "subject": 700}
 """The longest text of each filter (the API's bounds; a time is at most 64 characters)."""
-NUMBER_LENGTH = 40
-"""The longest text of a number parameter (longer than any valid one, so that a wrong one is named as such)."""
 ORDERS = {"newest": "Newest first", "oldest": "Oldest first (chain order)"}
 FORMATS = ("csv", "jsonl")
 VERIFY_PATHS = (f"{PREFIX}/audit/verify", "/api/v1/verify")
 """The request paths whose ``api.request`` entries record a verification."""
-
-
-class BadQuery(Exception):
-    """A query parameter that is not valid: the message says which and why."""
-
-
-def query_params(request: Request, allowed: Mapping[str, int]) -> dict[str, str]:
-    """The query's parameters, each given at most once, known (``allowed`` maps each to its longest text) and
-    without NUL; empty ones left out. Raises :class:`BadQuery`."""
-    found: dict[str, str] = {}
-    for name in dict.fromkeys(request.query_params.keys()):
-        if name not in allowed:
-            raise BadQuery(f"unknown parameter {name[:40]!r}: a misspelt filter would widen the search")
-        values = request.query_params.getlist(name)
-        if len(values) > 1:
-            raise BadQuery(f"{name}: given more than once")
-        value = values[0].strip()
-        if len(value) > allowed[name]:
-            raise BadQuery(f"{name}: at most {allowed[name]} characters")
-        if "\x00" in value:
-            raise BadQuery(f"{name}: contains a NUL character")
-        if value:
-            found[name] = value
-    return found
-
-
-def whole_number(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
-    """The parameter ``name`` as a whole number from ``low`` to ``high`` (ASCII digits), None when absent; raises
-    :class:`BadQuery`."""
-    text = params.get(name)
-    if text is None:
-        return None
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise BadQuery(f"{name}: a whole number from {low} to {high}")
-    return int(text)
+AUDIT = f"{PREFIX}/audit"
 
 
 def _instant(params: Mapping[str, str], name: str) -> datetime | None:
@@ -135,8 +112,10 @@ def shown_detail(opener: Opener, stored: str) -> str:
 
 @dataclass
 class Listing:
+    """A page of entries and the link to the next page (None after the last entry)."""
+
     entries: list[dict[str, Any]]
-    next_query: dict[str, Any] | None
+    next_href: str | None
 
 
 def _listing(conn: Connection, viewer: Viewer, filters: AuditFilters, order: str, cursor: int | None,
@@ -152,12 +131,10 @@ def _listing(conn: Connection, viewer: Viewer, filters: AuditFilters, order: str
             query = query.where(audit_log.c.seq < cursor)
         rows = [dict(row) for row in conn.execute(query).mappings()]
     shown = opener(conn, viewer)
-    entries = [{**row, "detail": shown_detail(shown, row["detail"])} for row in rows[:limit]]
-    following = None
-    if len(rows) > limit:
-        following = {**_filter_values(filters), "order": order, "limit": limit,
-                     ("after" if order == "oldest" else "before"): entries[-1]["seq"]}
-    return Listing(entries, following)
+    page, following = keyset(rows, limit, lambda last: url(AUDIT, {
+        **_filter_values(filters), "order": order, "limit": limit, "after" if order == "oldest" else "before":
+        last["seq"]}))
+    return Listing([{**row, "detail": shown_detail(shown, row["detail"])} for row in page], following)
 
 
 def _cut_note(request: Request, conn: Connection) -> str | None:
@@ -178,7 +155,7 @@ def _audit_context(request: Request, allowed: Mapping[str, int], **values: Any) 
     """What the audit page shows by default: the form as asked (cut to its bounds), nothing listed."""
     form = {name: request.query_params.get(name, "")[:length] for name, length in allowed.items()}
     form.setdefault("order", "newest")
-    form.setdefault("limit", str(DEFAULT_PAGE))
+    form.setdefault("limit", str(PAGE_SIZE))
     return {"title": "Audit log", "section": "Audit log", "orders": ORDERS, "page_sizes": PAGE_SIZES,
             "form": form, "entries": None, "next_href": None, "export_query": "", "problem": None,
             "cut_note": None, **values}
@@ -192,16 +169,14 @@ def audit_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor
     try:
         params = query_params(request, allowed)
         filters = _filters(params)
-        order = params.get("order", "newest")
-        if order not in ORDERS:
-            raise BadQuery("order: newest or oldest")
-        limit = whole_number(params, "limit", 1, MAX_PAGE) or DEFAULT_PAGE
+        order = choice(params, "order", ORDERS, "newest")
+        limit = page_limit(params)
         after, before = whole_number(params, "after", 0, MAX_ID), whole_number(params, "before", 1, MAX_ID)
         if (after is not None and order != "oldest") or (before is not None and order != "newest"):
             raise BadQuery("after goes with the oldest-first order, before with the newest-first order")
     except BadQuery as exc:
-        request.state.refusal = str(exc)
-        return render(request, "audit.html", viewer, status_code=400, **{**context, "problem": str(exc)})
+        return render(request, "audit.html", viewer, status_code=BAD_STATUS,
+                      **{**context, "problem": refused(request, exc)})
     with face(request).rt.engine.connect() as conn:
         listing = _listing(conn, viewer, filters, order, after if order == "oldest" else before, limit)
     with face(request).rt.engine.connect() as conn:  # not after a streamed read: PostgreSQL refuses its SAVEPOINT
@@ -210,7 +185,7 @@ def audit_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor
     values = _filter_values(filters)
     return render(request, "audit.html", viewer, **{
         **context, "form": {**context["form"], **values, "order": order, "limit": limit}, "entries": listing.entries,
-        "next_href": f"{PREFIX}/audit?{query_string(listing.next_query)}" if listing.next_query else None,
+        "next_href": listing.next_href,
         "export_query": query_string(values), "cut_note": cut_note})
 
 
@@ -222,14 +197,11 @@ def audit_export(request: Request, viewer: Annotated[Viewer, Depends(page("audit
     try:
         params = query_params(request, allowed)
         filters = _filters(params)
-        fmt = params.get("format", "jsonl")
-        if fmt not in FORMATS:
-            raise BadQuery("format: csv or jsonl")
+        fmt = choice(params, "format", FORMATS, "jsonl")
         after = whole_number(params, "after", 0, MAX_ID)
     except BadQuery as exc:
-        request.state.refusal = str(exc)
-        return render(request, "audit.html", viewer, status_code=400, **_audit_context(
-            request, FILTER_LENGTHS, problem=f"The export was not started: {exc}"))
+        return render(request, "audit.html", viewer, status_code=BAD_STATUS, **_audit_context(
+            request, FILTER_LENGTHS, problem=f"The export was not started: {refused(request, exc)}"))
     return routes_export.audit_export(request, "csv" if fmt == "csv" else "jsonl", after, filters.since,
                                       filters.until, filters.actor, filters.action, filters.subject)
 
@@ -272,8 +244,7 @@ def verify_page(request: Request, viewer: Annotated[Viewer, Depends(page("audito
         if expect_head is not None and not all(c in "0123456789abcdefABCDEF" for c in expect_head):
             raise BadQuery("expect_head: a head hash is 64 hexadecimal digits")
     except BadQuery as exc:
-        request.state.refusal = str(exc)
-        context["problem"], status, params = str(exc), 400, {}
+        context["problem"], status, params = refused(request, exc), BAD_STATUS, {}
     with face(request).rt.engine.connect() as conn:
         context["last"] = _last_verification(conn)
     if params.get("run") == "1":

@@ -8,6 +8,9 @@ and the next expiry, at a chosen time, filtered by program and holder, a page at
 version the settings select now (the one whose fingerprint is that of the program's section, as the daemon registers
 it) and the latest. ``GET /console/programs/{name}`` shows every version of one program with its parameters as
 the canonical JSON the fingerprint is taken over.
+
+Query parameters are read by :mod:`payhub.console.params`: a bad one is answered 422 with a message (the funds and
+programs pages show it with their form), a program name that cannot be one or names none is not found (404).
 """
 
 from __future__ import annotations
@@ -23,20 +26,32 @@ from fastapi.responses import Response
 
 from payhub import reports
 from payhub.audit import canonical_json
-from payhub.cli.params import MAX_ID
 from payhub.clock import isoformat, parse_instant, utcnow
-from payhub.console.routes_audit import NUMBER_LENGTH, BadQuery, query_params, whole_number
-from payhub.console.web import PREFIX, Viewer, page, query_string, render
+from payhub.console.params import (
+    BAD_STATUS,
+    MAX_ID,
+    NAME_LENGTH,
+    NUMBER_LENGTH,
+    BadQuery,
+    keyset,
+    page_limit,
+    query_params,
+    refuse,
+    refused,
+    url,
+    whole_number,
+)
+from payhub.console.web import PREFIX, Viewer, page, render
 from payhub.errors import InvalidRecord
 from payhub.http.state import face
 from payhub.pipeline.calculate import program_parameters
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-PAGE_SIZE = 100
-MAX_PAGE = 1000
-NAME_LENGTH = 200
-"""The longest program or holder name taken from a query (the API's bound)."""
+FUNDS = f"{PREFIX}/funds"
+FUND_PARAMETERS = {"program": NAME_LENGTH, "holder": NAME_LENGTH, "at": 64, "limit": NUMBER_LENGTH,
+                   "after_program": NAME_LENGTH, "after_holder": NAME_LENGTH, "after_unit": 16}
+"""The funds page's parameters and their longest text."""
 
 
 def _fund_filters(params: Mapping[str, str]) -> dict[str, Any]:
@@ -51,33 +66,28 @@ def _fund_filters(params: Mapping[str, str]) -> dict[str, Any]:
     after = (after_parts[0], after_parts[1], after_parts[2]) \
         if after_parts[0] is not None and after_parts[1] is not None and after_parts[2] is not None else None
     return {"program": params.get("program"), "holder": params.get("holder"), "at": at, "after": after,
-            "limit": whole_number(params, "limit", 1, MAX_PAGE) or PAGE_SIZE}
+            "limit": page_limit(params)}
 
 
 @router.get("/funds")
 def funds_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
     """The funds matching the filters at the chosen time, a page at a time."""
-    allowed = {"program": NAME_LENGTH, "holder": NAME_LENGTH, "at": 64, "limit": NUMBER_LENGTH,
-               "after_program": NAME_LENGTH, "after_holder": NAME_LENGTH, "after_unit": 16}
-    form = {name: request.query_params.get(name, "")[:allowed[name]] for name in ("program", "holder", "at")}
+    form = {name: request.query_params.get(name, "")[:FUND_PARAMETERS[name]] for name in ("program", "holder", "at")}
     context: dict[str, Any] = {"title": "Funds", "section": "Funds", "form": form, "funds": None, "next_href": None,
                                "at": None, "problem": None}
     try:
-        chosen = _fund_filters(query_params(request, allowed))
+        chosen = _fund_filters(query_params(request, FUND_PARAMETERS))
     except BadQuery as exc:
-        request.state.refusal = str(exc)
-        return render(request, "funds.html", viewer, status_code=400, **{**context, "problem": str(exc)})
+        return render(request, "funds.html", viewer, status_code=BAD_STATUS,
+                      **{**context, "problem": refused(request, exc)})
     limit = chosen["limit"]
     with face(request).rt.engine.connect() as conn:
-        rows = list(reports.funds(conn, program=chosen["program"], holder=chosen["holder"], at=chosen["at"],
-                                  after=chosen["after"], limit=limit + 1))
-    following = None
-    if len(rows) > limit:
-        del rows[limit:]
-        last = rows[-1]
-        following = f"{PREFIX}/funds?" + query_string({
-            "program": chosen["program"], "holder": chosen["holder"], "at": isoformat(chosen["at"]), "limit": limit,
-            "after_program": last["program"], "after_holder": last["holder"], "after_unit": last["unit"]})
+        rows, following = keyset(
+            reports.funds(conn, program=chosen["program"], holder=chosen["holder"], at=chosen["at"],
+                          after=chosen["after"], limit=limit + 1), limit,
+            lambda last: url(FUNDS, {"program": chosen["program"], "holder": chosen["holder"],
+                                     "at": isoformat(chosen["at"]), "limit": limit, "after_program": last["program"],
+                                     "after_holder": last["holder"], "after_unit": last["unit"]}))
     request.state.audit_detail = {"rows": len(rows)}
     return render(request, "funds.html", viewer, **{**context, "funds": rows, "next_href": following,
                                                    "at": chosen["at"]})
@@ -119,9 +129,8 @@ def programs_page(request: Request, viewer: Annotated[Viewer, Depends(page("audi
     try:
         query_params(request, {})
     except BadQuery as exc:
-        request.state.refusal = str(exc)
-        return render(request, "programs.html", viewer, status_code=400, title="Programs", section="Programs",
-                      programs=[], problem=str(exc))
+        return render(request, "programs.html", viewer, status_code=BAD_STATUS, title="Programs",
+                      section="Programs", programs=[], problem=refused(request, exc))
     rows = _program_rows(request)
     request.state.audit_detail = {"rows": len(rows)}
     return render(request, "programs.html", viewer, title="Programs", section="Programs", programs=rows,
@@ -137,23 +146,19 @@ def program_page(request: Request, name: str, viewer: Annotated[Viewer, Depends(
     try:
         params = query_params(request, {"after": NUMBER_LENGTH, "limit": NUMBER_LENGTH})
         after = whole_number(params, "after", 0, MAX_ID)
-        limit = whole_number(params, "limit", 1, MAX_PAGE) or PAGE_SIZE
+        limit = page_limit(params)
     except BadQuery as exc:
-        request.state.refusal = str(exc)
-        raise HTTPException(400, str(exc)) from None
+        raise refuse(request, exc) from None
     section = face(request).rt.settings.programs.get(name)
     wanted = program_parameters(section)[1] if section is not None and section.enabled else None
     with face(request).rt.engine.connect() as conn:
         current = next((v["version"] for v in reports.program_versions(conn, program=name)
                         if v["fingerprint"] == wanted), None)
-        rows = list(reports.program_versions(conn, program=name, after=after, limit=limit + 1))
+        rows, following = keyset(reports.program_versions(conn, program=name, after=after, limit=limit + 1), limit,
+                                 lambda last: url(program_href(name), {"after": last["id"], "limit": limit}))
     if not rows and section is None and after is None:
         request.state.refusal = "nothing found"
         raise HTTPException(404, f"no program is named {name!r}")
-    following = None
-    if len(rows) > limit:
-        del rows[limit:]
-        following = f"{program_href(name)}?" + query_string({"after": rows[-1]["id"], "limit": limit})
     versions = []
     for row in rows:
         text = canonical_json(row["params"])

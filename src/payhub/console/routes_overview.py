@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from payhub import csvsafe
 from payhub.clock import utcnow
-from payhub.console.routes_audit import BadQuery, query_params
+from payhub.console.params import BadQuery, query_params
 from payhub.console.web import PREFIX, Viewer, page, query_string, render
 from payhub.http.state import face
 from payhub.kpis import MAX_TEXT, Figure, Kpis, Period, PeriodError, figures, kpis, tiles

@@ -2,8 +2,8 @@
 
 ``GET /console/payouts/{id}``, ``/console/rewards/{id}`` and ``/console/events/{id}`` draw
 :func:`payhub.provenance.explain`'s answer (what ``payhub explain`` prints and ``/api/v1/explain`` returns) from the
-CRM record down to the rail's document. An id that is not a whole number is refused (422); one that names nothing
-is not found (404).
+CRM record down to the rail's document. An id that is not a whole number is refused (422), one that names nothing is
+not found (404); the pages take no query parameters (any is refused, 422: :mod:`payhub.console.params`).
 
 Text from outside payhub (CRM records, plugins' reasons, audit details) is clipped (:data:`MAX_TEXT` characters
 inline, :data:`MAX_JSON` for a JSON block) and its control and format characters (bidi overrides, zero-width
@@ -19,12 +19,13 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
 
 from payhub import provenance, reports
 from payhub.clock import isoformat
+from payhub.console.params import not_found, page_id
 from payhub.console.web import PREFIX, TEMPLATES, Viewer, opener, page, render
 from payhub.http.state import face
 from payhub.termsafe import visible, visible_lines
@@ -35,8 +36,6 @@ MAX_TEXT = 1000
 """The most characters of one value shown inline; the rest is counted, not shown."""
 MAX_JSON = 10_000
 """The most characters of one JSON block (raw attributes, details, parameters) shown."""
-MAX_ID_TEXT = 19
-"""Digits of the largest id (:data:`payhub.provenance.MAX_ID`)."""
 
 
 # ------------------------------------------------------------------------------------------------ display helpers
@@ -99,22 +98,6 @@ TEMPLATES.filters.update(clip=clip, json_text=json_text, path_part=path_part, ca
 # ------------------------------------------------------------------------------------------------ shared reads
 
 
-def entity_id(request: Request, text: str, what: str) -> int:
-    """The id in a page's path: a whole number (422 otherwise) that may name a row (404 when out of range)."""
-    if not text.isascii() or not text.isdigit() or len(text) > MAX_ID_TEXT + 1:
-        request.state.refusal = f"{what} id is not a whole number"
-        raise HTTPException(422, f"A {what} id is a whole number, like {what}s/12; {clip(text, 40)!r} is not one.")
-    number = int(text)
-    if not 1 <= number <= provenance.MAX_ID:
-        raise not_found(request, what, number)
-    return number
-
-
-def not_found(request: Request, what: str, number: int) -> HTTPException:
-    request.state.refusal = "nothing found"
-    return HTTPException(404, f"There is no {what} {number}.")
-
-
 def rail_plugins(request: Request) -> dict[str, str]:
     """Each configured rail's name to its plugin's, to read the rails' document references."""
     return {name: section.plugin_name(name) for name, section in face(request).rt.settings.rails.items()}
@@ -146,7 +129,7 @@ def payout_rows(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
 def payout_page(request: Request, payout_id: str, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
     """A payout's whole provenance: each item from its CRM record to its approvals, then screening, the payout,
     its attempts and the rail's document."""
-    number = entity_id(request, payout_id, "payout")
+    number = page_id(request, payout_id, "payout")
     with face(request).rt.engine.connect() as conn:
         found = explained(conn, request, viewer, f"payout:{number}")
         if found is None:
@@ -160,7 +143,7 @@ def payout_page(request: Request, payout_id: str, viewer: Annotated[Viewer, Depe
 @router.get("/rewards/{reward_id}")
 def reward_page(request: Request, reward_id: str, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
     """A reward's provenance: CRM record, program version, calculation, rules, approvals, and its payouts."""
-    number = entity_id(request, reward_id, "reward")
+    number = page_id(request, reward_id, "reward")
     with face(request).rt.engine.connect() as conn:
         found = explained(conn, request, viewer, f"reward:{number}")
         if found is None:
@@ -174,7 +157,7 @@ def reward_page(request: Request, reward_id: str, viewer: Annotated[Viewer, Depe
 @router.get("/events/{event_id}")
 def event_page(request: Request, event_id: str, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
     """An event: its CRM record, every program's calculation of it, its rewards, fund movements and payouts."""
-    number = entity_id(request, event_id, "event")
+    number = page_id(request, event_id, "event")
     with face(request).rt.engine.connect() as conn:
         found = explained(conn, request, viewer, f"event:{number}")
         if found is None or not found["events"]:

@@ -5,19 +5,17 @@ provenance).
 ``payout:N``, ``reward:N``, ``event:N``, ``record:ID``, a bare number is a reward, else an event key or a CRM object
 id) and also as a payee id, a payout's rail reference (or a bank file's name) or its idempotency key; a single
 payout, reward or event found is answered with a redirect (303) to its page. ``kind=events|rewards|payouts`` with
-the filters of
-:mod:`payhub.reports` (``status``, and ``source`` for events, ``payee`` and ``program`` for rewards, ``rail`` and
-``payee`` for payouts) lists rows oldest first, paged by keyset (``after`` the last id, ``limit`` rows).
+the filters of :mod:`payhub.reports` (``status``, and ``source`` for events, ``payee`` and ``program`` for rewards,
+``rail`` and ``payee`` for payouts) lists rows oldest first, paged by keyset (``after`` the last id, ``limit`` rows).
 
-Every parameter is bounded and checked: a bad one is answered 422 with the form and what is wrong, never a 500.
+Every parameter is bounded and checked (:mod:`payhub.console.params`): a bad one (an unknown one, such as a misspelt
+filter, among them) is answered 422 with the form and what is wrong, never a widened listing or a 500.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -25,12 +23,29 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Connection, func, or_, select
 
 from payhub import provenance, reports, states
+from payhub.console.params import (
+    BAD_STATUS,
+    MAX_ID,
+    NAME_LENGTH,
+    NUMBER_LENGTH,
+    PAGE_SIZE,
+    BadQuery,
+    choice,
+    keyset,
+    page_limit,
+    query_params,
+    refused,
+    url,
+    whole_number,
+)
 from payhub.console.routes_payouts import clip
-from payhub.console.web import PREFIX, Viewer, opener, page, query_string, render
+from payhub.console.web import PREFIX, Viewer, opener, page, render
 from payhub.db.schema import events, payees, payouts, rewards
 from payhub.http.state import face
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+SEARCH = f"{PREFIX}/search"
 
 KINDS = ("payouts", "rewards", "events")
 STATUSES: dict[str, tuple[str, ...]] = {
@@ -45,16 +60,13 @@ READERS: dict[str, Callable[..., Iterator[dict[str, Any]]]] = {
 TEXT_FILTERS = ("source", "payee", "program", "rail")
 MAX_QUERY = 600
 """The longest search text (as the API's references)."""
-MAX_FILTER = 200
-"""The longest filter value (ids and names are at most 200 characters)."""
-PAGE = 50
-MAX_PAGE = 500
+PARAMETERS = {"q": MAX_QUERY, "kind": 20, "status": 40, **{name: NAME_LENGTH for name in TEXT_FILTERS},
+              "after": NUMBER_LENGTH, "limit": NUMBER_LENGTH}
+"""The page's parameters and their longest text."""
 MAX_HITS = 50
 """The most rows of one kind a search shows; more are counted as "more"."""
 MAX_COUNT = 10_000
 """The most rows of a payee counted (more are shown as "10,000+")."""
-REFUSED_CATEGORIES = frozenset({"Cc", "Cs"})
-"""Characters refused in a parameter: control characters (NUL among them) and lone surrogates."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,7 @@ class Query:
     program: str = ""
     rail: str = ""
     after: int | None = None
-    limit: int = PAGE
+    limit: int = PAGE_SIZE
 
     def filters(self) -> dict[str, str]:
         """The listing's filters that are set."""
@@ -88,66 +100,26 @@ class Query:
 
     def link(self, **changes: Any) -> str:
         """This page's URL with ``changes``."""
-        values = {"q": self.q, "kind": self.kind, **self.filters(),
-                  "limit": self.limit if self.limit != PAGE else None, **changes}
-        return f"{PREFIX}/search?{query_string(values)}"
+        return url(SEARCH, {"q": self.q, "kind": self.kind, **self.filters(), "limit": self.limit, **changes})
 
 
-def _text(name: str, raw: str | None, limit: int, problems: list[str]) -> str:
-    if raw is None:
-        return ""
-    value = raw.strip()
-    if len(value) > limit:
-        problems.append(f"{name} is {len(value):,} characters long; at most {limit} are allowed.")
-        return ""
-    if any(unicodedata.category(c) in REFUSED_CATEGORIES for c in value):
-        problems.append(f"{name} holds a control character; type it without one.")
-        return ""
-    return value
-
-
-def _number(name: str, raw: str | None, low: int, high: int, problems: list[str]) -> int | None:
-    if raw is None or raw.strip() == "":
-        return None
-    text = raw.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
-        problems.append(f"{name} must be a whole number from {low} to {high}; {clip(text, 40)!r} is not.")
-        return None
-    return int(text)
-
-
-def parse(request: Request) -> tuple[Query, list[str]]:
-    """The page's parameters and what is wrong with them (nothing: ``[]``)."""
-    params = request.query_params
-    problems: list[str] = []
-    for name in set(params.keys()):
-        if len(params.getlist(name)) > 1:
-            problems.append(f"{clip(name, 40)} is given more than once.")
-    found = Query()
-    found.q = _text("The search text", params.get("q"), MAX_QUERY, problems)
-    kind = _text("kind", params.get("kind"), 20, problems)
-    if kind and kind not in KINDS:
-        problems.append(f"kind must be one of {', '.join(KINDS)}; {clip(kind, 40)!r} is not.")
-        kind = ""
-    found.kind = kind
-    for name in TEXT_FILTERS:
-        setattr(found, name, _text(name, params.get(name), MAX_FILTER, problems))
-    found.status = _text("status", params.get("status"), 40, problems)
+def parse(request: Request) -> Query:
+    """The page's parameters, checked (:class:`~payhub.console.params.BadQuery` says what is wrong)."""
+    params = query_params(request, PARAMETERS)
+    found = Query(q=params.get("q", ""), kind=choice(params, "kind", KINDS),
+                  **{name: params.get(name, "") for name in TEXT_FILTERS}, status=params.get("status", ""),
+                  after=whole_number(params, "after", 0, MAX_ID), limit=page_limit(params))
     given = [name for name in ("status", *TEXT_FILTERS) if getattr(found, name)]
     if given and not found.kind:
         found.kind = "payouts" if "rail" in given else "events" if "source" in given else "rewards"
     if found.kind:
-        for name in given:
-            if name not in FILTERS[found.kind]:
-                problems.append(f"{found.kind} cannot be filtered by {name}; they are filtered by "
-                                f"{', '.join(FILTERS[found.kind])}.")
+        wrong = [name for name in given if name not in FILTERS[found.kind]]
+        if wrong:
+            raise BadQuery(f"{found.kind} cannot be filtered by {', '.join(wrong)}; they are filtered by "
+                           f"{', '.join(FILTERS[found.kind])}")
         if found.status and found.status not in STATUSES[found.kind]:
-            problems.append(f"status of {found.kind} is one of {', '.join(STATUSES[found.kind])}; "
-                            f"{clip(found.status, 40)!r} is not.")
-    found.after = _number("after", params.get("after"), 0, provenance.MAX_ID, problems)
-    limit = _number("limit", params.get("limit"), 1, MAX_PAGE, problems)
-    found.limit = limit if limit is not None else PAGE
-    return found, problems
+            raise BadQuery(f"status of {found.kind}: one of {', '.join(STATUSES[found.kind])}")
+    return found
 
 
 # ------------------------------------------------------------------------------------------------ the search
@@ -192,7 +164,7 @@ def search(conn: Connection, text: str) -> tuple[list[Hit], bool]:
 
     bare = ref.kind == "reward" and text.isascii() and text.isdigit()  # a reward id, or a CRM or payee id
     if ref.kind != "record":
-        if 1 <= ref.number <= provenance.MAX_ID:
+        if 1 <= ref.number <= MAX_ID:
             if ref.kind == "payout":
                 add(_payout_hits(_first(conn, select(payouts).where(payouts.c.id == ref.number))))
             elif ref.kind == "reward":
@@ -224,7 +196,7 @@ def _payee_hits(conn: Connection, payee: str) -> list[Hit]:
         return []
     listed = ", ".join(f"{MAX_COUNT:,}+ {name}" if n > MAX_COUNT else f"{n:,} {name}" for name, n in counted.items())
     return [Hit("payee", payee, f"payee with {listed}",
-                f"{PREFIX}/search?{query_string({'kind': 'payouts', 'payee': payee})}")]
+                url(SEARCH, {"kind": "payouts", "payee": payee}))]
 
 
 # ------------------------------------------------------------------------------------------------ the listings
@@ -234,28 +206,29 @@ def listing(conn: Connection, query: Query, viewer: Viewer) -> tuple[list[dict[s
     """One page of the listing ``query`` asks for and the link to the next page (None after the last row); each
     row's reason shown to ``viewer`` (sealed personal values opened or not by role)."""
     args: dict[str, Any] = {name: query.filters().get(name) or None for name in FILTERS[query.kind]}
-    reader = READERS[query.kind]
-    rows = list(islice(reader(conn, **args, after=query.after, limit=query.limit + 1), query.limit + 1))
+    rows, following = keyset(READERS[query.kind](conn, **args, after=query.after, limit=query.limit + 1),
+                             query.limit, lambda last: query.link(q=None, after=last["id"]))
     shown = opener(conn, viewer)
     for row in rows:
         row["reason"] = shown(row["reason"])
-    following = None
-    if len(rows) > query.limit:
-        del rows[query.limit:]
-        following = query.link(q=None, after=rows[-1]["id"])
     return rows, following
 
 
 @router.get("/search")
 def search_page(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
     """The search box and the listings (see the module's docstring)."""
-    query, problems = parse(request)
-    context: dict[str, Any] = {"title": "Search", "section": "Search", "query": query, "kinds": KINDS,
-                               "statuses": STATUSES, "filters": FILTERS, "problems": problems, "hits": None,
-                               "more": False, "rows": None, "next_href": None}
-    if problems:
-        request.state.refusal = "invalid search parameters"
-        return render(request, "search.html", viewer, status_code=422, **context)
+    context: dict[str, Any] = {"title": "Search", "section": "Search", "kinds": KINDS, "statuses": STATUSES,
+                               "filters": FILTERS, "problems": [], "hits": None, "more": False, "rows": None,
+                               "next_href": None, "page_size": PAGE_SIZE}
+    try:
+        query = parse(request)
+    except BadQuery as exc:
+        shown = Query()  # the form as asked, cut to its bounds
+        for name in ("q", "kind", "status", *TEXT_FILTERS):
+            setattr(shown, name, request.query_params.get(name, "")[:PARAMETERS[name]])
+        return render(request, "search.html", viewer, status_code=BAD_STATUS,
+                      **{**context, "query": shown, "problems": [refused(request, exc)]})
+    context["query"] = query
     with face(request).rt.engine.connect() as conn:
         if query.q:
             context["hits"], context["more"] = search(conn, query.q)

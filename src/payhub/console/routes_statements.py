@@ -3,8 +3,9 @@
 ``GET /console/payouts/{id}/statement`` shows the statement (:func:`payhub.statements.content.build`, the same
 data the mailed HTML and PDF are made from) with its delivery row; ``GET /console/payouts/{id}/statement.pdf``
 downloads the PDF, rendered now (the same bytes as the one delivered, unless the payout changed since: compare its
-SHA-256 with the delivery's). Both need the auditor role. An id that is not a whole number is refused (422), one
-that names no payout is not found (404), a payout whose lines do not add up gets no statement (409, with why).
+SHA-256 with the delivery's). Both need the auditor role. An id that is not a whole number is refused (422), as is
+any query parameter (:mod:`payhub.console.params`), one that names no payout is not found (404), a payout whose
+lines do not add up gets no statement (409, with why).
 
 The statement's text was made visible and bounded when it was built; the template escapes it. The address a
 statement was mailed to is shown as the audit reads show personal values: opened for operators and admins,
@@ -20,6 +21,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from payhub.compliance.shown import reveals
+from payhub.console.params import not_found, page_id
 from payhub.console.web import PREFIX, Viewer, page, render
 from payhub.http.state import face
 from payhub.statements import content, stage
@@ -28,19 +30,6 @@ from payhub.statements.delivery import rendered
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-MAX_ID = 2**63 - 1
-MAX_ID_TEXT = 20
-
-
-def _payout_id(request: Request, text: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > MAX_ID_TEXT:
-        request.state.refusal = "payout id is not a whole number"
-        raise HTTPException(422, "A payout id is a whole number, like payouts/12/statement.")
-    number = int(text)
-    if not 1 <= number <= MAX_ID:
-        request.state.refusal = "nothing found"
-        raise HTTPException(404, f"There is no payout {number}.")
-    return number
 
 
 def _read(request: Request, number: int, viewer: Viewer) -> tuple[content.Statement | str, dict[str, Any] | None]:
@@ -49,8 +38,7 @@ def _read(request: Request, number: int, viewer: Viewer) -> tuple[content.Statem
         try:
             found: content.Statement | str = content.build(conn, number)
         except content.StatementNotFound as exc:
-            request.state.refusal = "nothing found"
-            raise HTTPException(404, f"There is no payout {number}.") from exc
+            raise not_found(request, "payout", number) from exc
         except content.StatementMismatch as exc:
             found = str(exc)
         row = stage.delivery_row(conn, number, reveal=reveals(viewer.principal.role))
@@ -61,7 +49,7 @@ def _read(request: Request, number: int, viewer: Viewer) -> tuple[content.Statem
 def statement_page(request: Request, payout_id: str,
                    viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
     """The payout's statement and its delivery."""
-    number = _payout_id(request, payout_id)
+    number = page_id(request, payout_id, "payout")
     found, row = _read(request, number, viewer)
     statement = found if isinstance(found, content.Statement) else None
     request.state.audit_detail = {"statement": number, "delivery": row["status"] if row else None}
@@ -77,7 +65,7 @@ def statement_page(request: Request, payout_id: str,
 async def statement_pdf(request: Request, payout_id: str,
                         viewer: Annotated[Viewer, Depends(page("auditor"))]) -> Response:
     """The payout's statement as a PDF download."""
-    number = _payout_id(request, payout_id)
+    number = page_id(request, payout_id, "payout")
     found, _row = await run_in_threadpool(_read, request, number, viewer)
     if not isinstance(found, content.Statement):
         request.state.refusal = "the statement does not add up"
