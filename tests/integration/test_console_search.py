@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 from console_client import Console
-from sqlalchemy import select
+from sqlalchemy import event, inspect, select
 from test_console_provenance import Site, build_site, hrefs, text_of
 
 from payhub.db.schema import audit_log
@@ -234,3 +234,52 @@ def test_search_needs_a_session_and_is_audited(site: Site, auditor: Console) -> 
     assert entry is not None and (entry.actor, entry.action, entry.outcome) == ("token:sam-auditor", "api.request",
                                                                                  "ok")
     assert '"payee":"p2"' in entry.detail and '"rows":2' in entry.detail
+
+
+# ---------------------------------------------------------------------------------------------------- indexes
+
+
+def test_the_tables_search_reads_have_their_indexes(site: Site) -> None:
+    indexes = {table: {ix["name"]: ix["column_names"] for ix in inspect(site.runtime.engine).get_indexes(table)}
+               for table in ("events", "payouts")}
+    assert indexes["events"]["ix_events_object_id"] == ["object_id"]
+    assert indexes["payouts"]["ix_payouts_provider_ref"] == ["provider_ref"]
+
+
+def plans(site: Site, statements: list[tuple[str, Any]]) -> list[str]:
+    """The query plan lines of each captured statement (the planner told to avoid whole-table scans wherever an
+    index can serve, so a scan left in a plan means no index could)."""
+    found = []
+    engine = site.runtime.engine
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            for statement, parameters in statements:
+                found += [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+        else:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            for statement, parameters in statements:
+                found += [row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters)]
+    return found
+
+
+def test_a_search_reads_through_indexes_not_whole_tables(site: Site, auditor: Console) -> None:
+    [ref] = [r for (r,) in site.sql("SELECT provider_ref FROM payouts WHERE id = :i", i=site.ids["bank"])]
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and re.search(r"\bFROM (events|payouts)\b", statement):
+            captured.append((statement, parameters))
+
+    event.listen(site.runtime.engine, "before_cursor_execute", capture)
+    try:
+        for q in (ref.rpartition(":")[0], "D-2", "no-such-thing"):  # a bank file, a CRM object id, nothing
+            assert search(auditor, q=q).status_code in (200, 303)
+    finally:
+        event.remove(site.runtime.engine, "before_cursor_execute", capture)
+    assert len(captured) >= 6
+    lines = plans(site, captured)
+    scans = [line for line in lines if re.match(r"\s*(->\s*)?(SCAN (events|payouts)\b|Seq Scan on (events|payouts)\b)",
+                                                line)]
+    assert scans == [], lines
+    assert any("ix_payouts_provider_ref" in line for line in lines)
+    assert any("ix_events_object_id" in line for line in lines)

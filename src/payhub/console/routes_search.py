@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from payhub import provenance, reports, states
 from payhub.console.params import (
@@ -178,12 +178,24 @@ def search(conn: Connection, text: str) -> tuple[list[Hit], bool]:
     if sep and prefix == "record":
         match = or_(match, events.c.object_id == object_id)
     add(_event_hits(_first(conn, select(events).where(match).order_by(events.c.id))))
-    in_file = text + ":"  # a bank file's name finds the payouts of its lines (<file>:<line>)
     add(_payout_hits(_first(conn, select(payouts).where(or_(
-        payouts.c.provider_ref == text, func.substr(payouts.c.provider_ref, 1, len(in_file)) == in_file,
-        payouts.c.idempotency_key == text)).order_by(payouts.c.id))))
+        payouts.c.provider_ref == text, _lines_of(conn, text), payouts.c.idempotency_key == text))
+        .order_by(payouts.c.id))))
     add(_payee_hits(conn, text))
     return hits, more
+
+
+def _lines_of(conn: Connection, name: str) -> ColumnElement[bool]:
+    """The payouts whose rail reference is a line of the bank file ``name`` (``<name>:<line>``): a prefix that the
+    index on ``provider_ref`` serves. SQLite compares text by code point, so the prefix is a range (``name:`` up to
+    ``name;``, ``;`` following ``:``); PostgreSQL's order depends on its collation, so there it is an escaped LIKE,
+    served by the index's pattern operator class (:mod:`payhub.db.schema`)."""
+    prefix = name + ":"
+    column = payouts.c.provider_ref
+    if conn.dialect.name == "sqlite":
+        return and_(column >= prefix, column < name + ";")
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")
 
 
 def _payee_hits(conn: Connection, payee: str) -> list[Hit]:

@@ -140,6 +140,7 @@ events = Table(
     Index("ix_events_object", "source", "object_type", "object_id"),
     Index("ix_events_partner", "partner_id", "occurred_at"),
     Index("ix_events_source_id", "source", "id"),  # listings by source, paged by id
+    Index("ix_events_object_id", "object_id"),  # the console's search by CRM object id alone
     one_of("status", EventStatus),
 )
 
@@ -267,6 +268,9 @@ payouts = Table(
     Index("ix_payouts_status_id", "status", "id"),
     Index("ix_payouts_rail_id", "rail", "id"),
     Index("ix_payouts_payee_id", "payee_id", "id"),
+    # the console's search by rail reference, and by a bank file's name: the prefix of its lines' references
+    # (LIKE 'file:%' on PostgreSQL needs the pattern operator class whatever the database's collation)
+    Index("ix_payouts_provider_ref", "provider_ref", postgresql_ops={"provider_ref": "varchar_pattern_ops"}),
     one_of("status", PayoutStatus),
 )
 

@@ -1,4 +1,5 @@
-"""the console: browser sessions signed in with an API token; partner statements delivered per payout
+"""the console: browser sessions signed in with an API token; partner statements delivered per payout; indexes for
+the console's search (events by CRM object id, payouts by rail reference)
 
 Revision ID: 0009
 Revises: 0008
@@ -30,6 +31,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id_hash', name='pk_console_sessions'),
     )
     op.create_index('ix_console_sessions_token', 'console_sessions', ['token_id'])
+    op.create_index('ix_events_object_id', 'events', ['object_id'])
+    op.create_index('ix_payouts_provider_ref', 'payouts', ['provider_ref'],
+                    postgresql_ops={'provider_ref': 'varchar_pattern_ops'})
     op.create_table(
         'statement_deliveries',
         sa.Column('payout_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -46,6 +50,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_payouts_provider_ref', table_name='payouts')
+    op.drop_index('ix_events_object_id', table_name='events')
     op.drop_table('statement_deliveries')
     op.drop_index('ix_console_sessions_token', table_name='console_sessions')
     op.drop_table('console_sessions')
