@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import html
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -414,3 +416,14 @@ def test_sealed_personal_values_are_shown_per_role_as_the_api_shows_them(site: S
     with site.runtime.engine.begin() as conn:  # the payee's key erased: nobody can open it any more
         personal.erase_key(conn, "p2")
     assert '"payee_name": "[erased]"' in html.unescape(page(site.console("operator"), f"/console/payouts/{number}"))
+
+
+def test_every_filter_is_registered_where_the_templates_are_made() -> None:
+    """The templates' filters come with ``payhub.console.web`` alone, whichever page module is imported or not."""
+    script = ("from payhub.console.web import TEMPLATES\n"
+              "print(TEMPLATES.from_string("
+              "'{{ t | clip(5) }}|{{ n | path_part }}|{{ c | cap_text }}|{{ j | json_text }}')"
+              ".render(t='\u202eabcdefgh', n='a/b c', c={'cap': 'x', 'earned': 1, 'capped': 2}, j={'k': [1]}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == '\\u202eabcd… (4 more characters)|a%2Fb%20c|x: earned 1, cut 2|{\n &#34;k&#34;: [\n  1\n ]\n}\n'

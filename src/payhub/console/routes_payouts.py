@@ -5,94 +5,27 @@
 CRM record down to the rail's document. An id that is not a whole number is refused (422), one that names nothing is
 not found (404); the pages take no query parameters (any is refused, 422: :mod:`payhub.console.params`).
 
-Text from outside payhub (CRM records, plugins' reasons, audit details) is clipped (:data:`MAX_TEXT` characters
-inline, :data:`MAX_JSON` for a JSON block) and its control and format characters (bidi overrides, zero-width
-characters) are shown as escapes (:func:`payhub.termsafe.visible`); autoescaping does the rest. Personal values
+Text from outside payhub (CRM records, plugins' reasons, audit details) is clipped by the templates' filters
+(:func:`payhub.console.web.clip`, :func:`~payhub.console.web.json_text`) and its control and format characters (bidi
+overrides, zero-width characters) are shown as escapes; autoescaping does the rest. Personal values
 sealed in the answer are shown as the API's audit reads show them (:class:`payhub.compliance.shown.Opener`): opened
 for operators and admins, ``[erased]`` once their payee is erased, ``[sealed]`` for auditors.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
 
 from payhub import provenance, reports
-from payhub.clock import isoformat
 from payhub.console.params import not_found, page_id
-from payhub.console.web import PREFIX, TEMPLATES, Viewer, opener, page, render
+from payhub.console.web import PREFIX, Viewer, opener, page, render
 from payhub.http.state import face
-from payhub.termsafe import visible, visible_lines
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-
-MAX_TEXT = 1000
-"""The most characters of one value shown inline; the rest is counted, not shown."""
-MAX_JSON = 10_000
-"""The most characters of one JSON block (raw attributes, details, parameters) shown."""
-
-
-# ------------------------------------------------------------------------------------------------ display helpers
-
-
-def clip(value: Any, limit: int = MAX_TEXT) -> str:
-    """``value`` as one line of text for a page: at most ``limit`` characters (the rest counted), control and
-    format characters shown as escapes. None is ''."""
-    if value is None:
-        return ""
-    text = isoformat(value) if isinstance(value, datetime) else str(value)  # str() of Markup is plain text
-    if len(text) > limit:
-        text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
-    return visible(text)
-
-
-def json_text(value: Any, limit: int = MAX_JSON) -> str:
-    """``value`` (JSON-shaped data) as indented JSON text for a ``<pre>`` block: each text in it clipped to
-    :data:`MAX_TEXT` characters and the whole to ``limit``; line feeds kept, other control and format characters
-    shown as escapes. Text that is not JSON is shown as it is (clipped)."""
-    if value is None:
-        return ""
-    text = str(value) if isinstance(value, str) else json.dumps(
-        _clipped(value), ensure_ascii=False, sort_keys=True, indent=1, default=lambda v: isoformat(v) if isinstance(
-            v, datetime) else str(v))
-    if len(text) > limit:
-        text = f"{text[:limit]}\n… ({len(text) - limit:,} more characters)"
-    return visible_lines(text)
-
-
-def _clipped(value: Any) -> Any:
-    """JSON-shaped ``value`` with each text longer than :data:`MAX_TEXT` cut (the rest counted), so that one huge
-    value does not hide the others."""
-    if isinstance(value, str):
-        return value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}… ({len(value) - MAX_TEXT:,} more characters)"
-    if isinstance(value, dict):
-        return {_clipped(str(k)): _clipped(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clipped(v) for v in value]
-    return value
-
-
-def path_part(value: Any) -> str:
-    """``value`` quoted as one segment of a URL path."""
-    return quote(str(value), safe="")
-
-
-def cap_text(cap: Any) -> str:
-    """A cap the rules applied to a reward, as one line (as ``payhub explain`` prints it)."""
-    if isinstance(cap, dict) and "limit" in cap:
-        return f"{cap.get('cap')}: limit {cap.get('limit')}, used {cap.get('used')}, cut {cap.get('cut')}"
-    if isinstance(cap, dict):
-        return f"{cap.get('cap')}: earned {cap.get('earned')}, cut {cap.get('capped')}"
-    return str(cap)
-
-
-TEMPLATES.filters.update(clip=clip, json_text=json_text, path_part=path_part, cap_text=cap_text)
 
 
 # ------------------------------------------------------------------------------------------------ shared reads

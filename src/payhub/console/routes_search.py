@@ -38,8 +38,7 @@ from payhub.console.params import (
     url,
     whole_number,
 )
-from payhub.console.routes_payouts import clip
-from payhub.console.web import PREFIX, Viewer, opener, page, render
+from payhub.console.web import PREFIX, Viewer, clip, opener, page, render
 from payhub.db.schema import events, payees, payouts, rewards
 from payhub.http.state import face
 

@@ -13,13 +13,14 @@ framed.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -36,6 +37,7 @@ from payhub.console import sessions
 from payhub.console.sessions import ConsoleSession
 from payhub.http.state import face, origin
 from payhub.reports import amount_text
+from payhub.termsafe import visible, visible_lines
 from payhub.tokens import Principal, Role, redact
 
 PREFIX = "/console"
@@ -73,9 +75,67 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+MAX_TEXT = 1000
+"""The most characters of one value shown inline (:func:`clip`); the rest is counted, not shown."""
+MAX_JSON = 10_000
+"""The most characters of one JSON block (raw attributes, details, parameters) shown (:func:`json_text`)."""
+
+
+def clip(value: Any, limit: int = MAX_TEXT) -> str:
+    """``value`` as one line of text for a page: at most ``limit`` characters (the rest counted), control and
+    format characters shown as escapes (:func:`payhub.termsafe.visible`). None is ''."""
+    if value is None:
+        return ""
+    text = isoformat(value) if isinstance(value, datetime) else str(value)  # str() of Markup is plain text
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+    return visible(text)
+
+
+def json_text(value: Any, limit: int = MAX_JSON) -> str:
+    """``value`` (JSON-shaped data) as indented JSON text for a ``<pre>`` block: each text in it clipped to
+    :data:`MAX_TEXT` characters and the whole to ``limit``; line feeds kept, other control and format characters
+    shown as escapes. Text that is not JSON is shown as it is (clipped)."""
+    if value is None:
+        return ""
+    text = str(value) if isinstance(value, str) else json.dumps(
+        _clipped(value), ensure_ascii=False, sort_keys=True, indent=1, default=lambda v: isoformat(v) if isinstance(
+            v, datetime) else str(v))
+    if len(text) > limit:
+        text = f"{text[:limit]}\n… ({len(text) - limit:,} more characters)"
+    return visible_lines(text)
+
+
+def _clipped(value: Any) -> Any:
+    """JSON-shaped ``value`` with each text longer than :data:`MAX_TEXT` cut (the rest counted), so that one huge
+    value does not hide the others."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}… ({len(value) - MAX_TEXT:,} more characters)"
+    if isinstance(value, dict):
+        return {_clipped(str(k)): _clipped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clipped(v) for v in value]
+    return value
+
+
+def path_part(value: Any) -> str:
+    """``value`` quoted as one segment of a URL path."""
+    return quote(str(value), safe="")
+
+
+def cap_text(cap: Any) -> str:
+    """A cap the rules applied to a reward, as one line (as ``payhub explain`` prints it)."""
+    if isinstance(cap, dict) and "limit" in cap:
+        return f"{cap.get('cap')}: limit {cap.get('limit')}, used {cap.get('used')}, cut {cap.get('cut')}"
+    if isinstance(cap, dict):
+        return f"{cap.get('cap')}: earned {cap.get('earned')}, cut {cap.get('capped')}"
+    return str(cap)
+
+
 TEMPLATES = Environment(loader=PackageLoader("payhub.console", "templates"), autoescape=select_autoescape(default=True),
                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-TEMPLATES.filters.update(minor=_minor, when=_when, number=_number)
+TEMPLATES.filters.update(minor=_minor, when=_when, number=_number, clip=clip, json_text=json_text,
+                         path_part=path_part, cap_text=cap_text)
 TEMPLATES.globals.update(PREFIX=PREFIX, STATIC=STATIC, VERSION=__version__)
 
 

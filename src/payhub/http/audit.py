@@ -41,9 +41,10 @@ MASK = "**********"
 UNRECORDED = b'{"error":"the request could not be recorded in the audit log; try again"}'
 
 
-def recordable(text: str) -> str:
+def audit_text(text: str) -> str:
     """``text`` as the audit log may hold it: tokens masked, NUL and lone surrogates (which a database text column
-    refuses) written as backslash escapes."""
+    refuses) written as backslash escapes. It never refuses text, unlike :func:`payhub.tokens.recordable` (which
+    raises on such text, for an operator's reason)."""
     return redact(text).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
@@ -95,7 +96,7 @@ class RequestAudit:
                 return True
             except Exception:  # noqa: BLE001 - answered 503 below
                 log.exception("the audit entry of %s %s could not be written", scope["method"],
-                              recordable(scope["path"])[:MAX_PATH_TEXT])
+                              audit_text(scope["path"])[:MAX_PATH_TEXT])
             unrecorded = True
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"application/json"),
@@ -133,11 +134,11 @@ class RequestAudit:
         if query:
             detail["query"] = query
         if state.get("refusal"):
-            detail["reason"] = recordable(str(state["refusal"]))
+            detail["reason"] = audit_text(str(state["refusal"]))
         detail.update(state.get("audit_detail") or {})
         rt = self.rt.as_actor(actor, f"http@{client_address(scope)}")
         with rt.transaction() as tx:
             if principal is not None:
                 touch(tx.conn, principal, utcnow())
-            tx.audit("api.request", "api", recordable(scope["path"])[:MAX_PATH_TEXT], detail,
+            tx.audit("api.request", "api", audit_text(scope["path"])[:MAX_PATH_TEXT], detail,
                      outcome=state.get("outcome") or outcome_of(status))
