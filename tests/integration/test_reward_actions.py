@@ -7,14 +7,16 @@ are always given through :func:`reward_actions.approve`, as an operator would.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_helpers import invoke
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from payhub.api import SourceRecord
 from payhub.audit import Entry, verify
@@ -366,7 +368,8 @@ def test_a_reward_locked_by_a_worker_is_reported_busy(world: World) -> None:
         worker.execute(text("SELECT id FROM rewards WHERE id = :id FOR UPDATE"), {"id": reward})
         message = refused(reward_actions.hold, world.as_("ops:dan"), [reward], "x")
         worker.rollback()
-    assert message == f"reward {reward} is being worked on by a worker; try again later"
+    assert message == (f"reward {reward} is being changed by another transaction (a worker or another operator); "
+                       "try again")
     assert reward_actions.hold(world.as_("ops:dan"), [reward], "x") == 1
 
 
@@ -499,3 +502,31 @@ def test_cli_approve_hold_release_cancel_signed_by_the_actor(world: World, wide_
     assert world.audit(dual)[0][3]["note"] == "ok per policy"
     verified = invoke("-c", str(world.config), "audit", "verify")
     assert verified.exit_code == 0 and "audit log OK" in verified.stdout
+
+
+@pytest.mark.postgres
+def test_two_operators_approving_at_once_leave_no_reward_short_of_pending(world: World) -> None:
+    """Each approval counts the approvals committed before it locked the reward: two at the same moment never
+    leave a reward with all its approvals still awaiting approval."""
+    if world.rt.engine.dialect.name != "postgresql":
+        pytest.skip("concurrent transactions under READ COMMITTED: PostgreSQL")
+    rewards_made = [world.reward("awaiting_approval", needed=2) for _ in range(12)]
+    for reward in rewards_made:
+        start = threading.Barrier(2)
+
+        def approve(actor: str, reward: int = reward, start: threading.Barrier = start) -> None:
+            start.wait()
+            with contextlib.suppress(reward_actions.Refused):  # the other held the row: this one is told to retry
+                reward_actions.approve(world.as_(actor), [reward])
+
+        threads = [threading.Thread(target=approve, args=(actor,)) for actor in ("ops:ann", "ops:bob")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with world.rt.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT r.id, r.status, count(a.approver) FROM rewards r LEFT JOIN approvals a ON a.reward_id = r.id "
+            "WHERE r.id IN :ids GROUP BY r.id, r.status").bindparams(bindparam("ids", expanding=True)),
+            {"ids": rewards_made}).all()
+    assert all(status == ("pending" if count >= 2 else "awaiting_approval") for _id, status, count in rows), rows

@@ -59,9 +59,13 @@ def approve(rt: Runtime, reward_ids: Iterable[int], note: str | None = None) -> 
     results: list[Approval] = []
     refused: Refused | None = None
     with rt.transaction() as tx:
-        given = _approvers(tx, ids)
+        given: dict[int, list[str]] = {}
+        read: list[bool] = []
 
         def check(row: Any) -> str | None:
+            if not read:  # read once the rows are locked: an approval committed meanwhile is counted
+                given.update(_approvers(tx, ids))
+                read.append(True)
             if row.status != RewardStatus.AWAITING_APPROVAL:
                 hint = "; release it first" if row.status == RewardStatus.HELD and _lacks(row, given) else ""
                 return f"reward {row.id} is {_state(row)}, not awaiting approval{hint}"
@@ -239,7 +243,8 @@ def _checked(tx: Tx, ids: list[int], check: Callable[[Any], str | None]) -> dict
     problems: dict[int, str] = {}
     for reward_id in ids:
         if reward_id in busy:
-            problems[reward_id] = f"reward {reward_id} is being worked on by a worker; try again later"
+            problems[reward_id] = (f"reward {reward_id} is being changed by another transaction (a worker or another "
+                                   "operator); try again")
         elif reward_id not in rows:
             problems[reward_id] = f"reward {reward_id} does not exist"
         elif (problem := check(rows[reward_id])) is not None:
