@@ -295,8 +295,9 @@ def test_release_and_hold_refuse_rewards_in_other_states(world: World) -> None:
         f"reward {pending} is pending, not held"
     assert refused(reward_actions.hold, world.as_("ops:dan"), [scheduled], "x") == \
         f"reward {scheduled} is scheduled in payout {payout}, not holdable; cancel the payout first"
-    assert refused(reward_actions.hold, world.as_("ops:dan"), [pending], "  ") == \
-        "a reason is required (it is recorded in the audit log)"
+    for blank in ("  ", "\u200b\u200b\u202e", "\ufeff \u2060"):
+        assert refused(reward_actions.hold, world.as_("ops:dan"), [pending], blank) == \
+            "a reason is required (it is recorded in the audit log)"
     assert world.snapshot() == before
 
 

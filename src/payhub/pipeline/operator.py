@@ -8,9 +8,10 @@ from payhub.errors import PayhubError
 
 
 def required_reason(reason: str) -> str:
-    """``reason`` without surrounding white space; PayhubError when nothing is left."""
+    """``reason`` without surrounding white space; PayhubError when nothing visible is left (white space and
+    format characters such as zero-width spaces or direction marks alone are no reason)."""
     text = (reason or "").strip()
-    if not text:
+    if not operator_key(text):
         raise PayhubError("a reason is required (it is recorded in the audit log)")
     return text
 
