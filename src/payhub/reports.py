@@ -92,10 +92,13 @@ def events(conn: Connection, *, status: str | None = None, source: str | None = 
 
 def rewards(conn: Connection, *, status: str | None = None, payee: str | None = None, program: str | None = None,
             after: int | None = None, limit: int | None = None, newest_first: bool = False,
-            hold_code: str | None = None, before: int | None = None) -> Iterator[dict[str, Any]]:
+            hold_code: str | None = None, before: int | None = None,
+            needed: bool = False) -> Iterator[dict[str, Any]]:
     """Rewards (:data:`REWARD_COLUMNS`), by ``status``, ``payee``, ``program`` and ``hold_code``. ``approvals`` is
-    ``given/needed`` for rewards that need approval (e.g. ``1/2``), else None; ``reason`` is why a reward is held or
-    carried. ``before`` keeps the rows whose id is below it (the next page of a ``newest_first`` listing)."""
+    ``given/needed`` for rewards that need approval (e.g. ``1/2``), else None: text for people; ``needed`` adds
+    ``approvals_needed`` after the columns, the number of approvals the reward needs (0 when none), for code that
+    decides on it. ``reason`` is why a reward is held or carried. ``before`` keeps the rows whose id is below it (the
+    next page of a ``newest_first`` listing)."""
     r_ = tables.rewards
     given = (select(func.count()).select_from(tables.approvals).where(tables.approvals.c.reward_id == r_.c.id)
              .correlate(r_).scalar_subquery().label("approvals_given"))
@@ -108,11 +111,17 @@ def rewards(conn: Connection, *, status: str | None = None, payee: str | None = 
         query = query.where(r_.c.program == program)
     if hold_code:
         query = query.where(r_.c.hold_code == hold_code)
-    return _rows(conn, _keyset(query, r_.c.id, after, limit, newest_first, before), lambda r: {
-        "id": r.id, "event": r.event_id, "program": r.program, "payee": r.payee_id,
-        "amount": amount_text(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
-        "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
-        "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason})
+
+    def shape(r: Row[Any]) -> dict[str, Any]:
+        row = {"id": r.id, "event": r.event_id, "program": r.program, "payee": r.payee_id,
+               "amount": amount_text(r.amount_minor, r.currency), "currency": r.currency, "status": r.status,
+               "approvals": f"{r.approvals_given}/{r.approvals_needed}" if r.approvals_needed else None,
+               "payout": r.payout_id, "hold_code": r.hold_code, "reason": r.hold_reason}
+        if needed:
+            row["approvals_needed"] = r.approvals_needed
+        return row
+
+    return _rows(conn, _keyset(query, r_.c.id, after, limit, newest_first, before), shape)
 
 
 def unrewarded(conn: Connection, *, status: Unrewarded | None = None, payee: str | None = None,

@@ -20,6 +20,7 @@ from console_client import Console
 from sqlalchemy import select, update
 from test_reward_actions import World
 
+from payhub import reports
 from payhub.clock import utcnow
 from payhub.db.schema import audit_log, calculations, events, rewards
 
@@ -326,3 +327,17 @@ def test_a_refused_action_is_audited_as_refused_with_its_reason(world: World, an
         ("refused", 303, "the reason is longer than 2000 characters")]
     assert [(o, d["reason"]) for o, d in request_entries(world, "/console/rewards/424242/approve")] == [
         ("refused", "reward 424242 does not exist")]
+
+
+def test_the_queue_reads_how_many_approvals_a_reward_needs_as_a_number(world: World, ann: Console) -> None:
+    one, three = world.reward("awaiting_approval", needed=1), world.reward("awaiting_approval", needed=3)
+    with world.rt.engine.connect() as conn:
+        rows = {r["id"]: r for r in reports.rewards(conn, status="awaiting_approval", needed=True)}
+        assert "approvals_needed" not in next(reports.rewards(conn))  # the listing's columns alone by default
+    assert {n: (rows[n]["approvals"], rows[n]["approvals_needed"]) for n in (one, three)} == {
+        one: ("0/1", 1), three: ("0/3", 3)}
+    assert list(rows[one]) == [*reports.REWARD_COLUMNS, "approvals_needed"]
+    act(ann, f"/console/rewards/{three}/approve")
+    page = ann.get("/console/approvals").text
+    assert re.search(rf'value="{one}".*?<strong>0 of 1</strong>', page, re.S)
+    assert "<strong>1 of 3</strong>" in page

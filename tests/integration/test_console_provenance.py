@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from console_client import Console
 
 from payhub import provenance
 from payhub.compliance import personal
+from payhub.console.web import TEMPLATES
 from payhub.http.app import create_app
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
@@ -426,4 +428,20 @@ def test_every_filter_is_registered_where_the_templates_are_made() -> None:
               ".render(t='\u202eabcdefgh', n='a/b c', c={'cap': 'x', 'earned': 1, 'capped': 2}, j={'k': [1]}))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == '\\u202eabcd… (4 more characters)|a%2Fb%20c|x: earned 1, cut 2|{\n &#34;k&#34;: [\n  1\n ]\n}\n'
+    assert done.stdout == ("\\u202eabcd… (4 more characters)|a%2Fb%20c|x: earned 1, cut 2|"
+                           "{\n &#34;k&#34;: [\n  1\n ]\n}\n")
+
+
+def test_amounts_are_shown_exactly_in_their_currencys_minor_units_and_never_cut() -> None:
+    minor, number = TEMPLATES.filters["minor"], TEMPLATES.filters["number"]
+    assert [minor(123456, c) for c in ("JPY", "EUR", "BHD")] == ["123456", "1234.56", "123.456"]
+    assert minor(Decimal(1250), "EUR") == "12.50" and minor(None, "EUR") == ""
+    for fraction in (Decimal("12.5"), Decimal("NaN")):
+        with pytest.raises(ValueError, match="whole number"):
+            minor(fraction, "EUR")
+    for wrong in (12.5, "1250", True):
+        with pytest.raises(TypeError, match="whole number"):
+            minor(wrong, "EUR")
+    # number groups counts; it never rounds a decimal (money goes through minor, in its currency's units)
+    assert [number(v) for v in (1234567, Decimal("0.125"), Decimal("1234.5"), None, "3.5")] == [
+        "1,234,567", "0.125", "1234.5", "", "3.5"]

@@ -102,9 +102,8 @@ def _events(conn: Connection, event_ids: list[int]) -> dict[int, Any]:
 
 
 def _needed(row: dict[str, Any]) -> int:
-    """The approvals a reward needs, from its listing's ``given/needed`` (at least one)."""
-    text = row.get("approvals") or "0/1"
-    return max(int(text.rpartition("/")[2]), 1)
+    """The approvals a reward of the queue needs (at least one: it is in the queue)."""
+    return max(int(row["approvals_needed"]), 1)
 
 
 @router.get("/approvals")
@@ -125,7 +124,7 @@ def approvals_page(request: Request, viewer: Reader) -> Response:
     with face(request).rt.engine.connect() as conn:
         rows, next_href = keyset(
             reports.rewards(conn, status=RewardStatus.AWAITING_APPROVAL, program=program or None, payee=payee or None,
-                            after=after, before=before, newest_first=newest, limit=limit + 1), limit,
+                            after=after, before=before, newest_first=newest, limit=limit + 1, needed=True), limit,
             lambda last: url(QUEUE, {**filters, "before" if newest else "after": last["id"]}))
         given = _approvals(conn, [r["id"] for r in rows])
         refs = _events(conn, [r["event"] for r in rows])

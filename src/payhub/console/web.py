@@ -14,9 +14,8 @@ framed.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -56,7 +55,18 @@ OWN_HEADERS = frozenset({name for name, _ in SECURITY_HEADERS} | {b"cache-contro
 
 
 def _minor(value: Any, currency: str) -> str:
-    return amount_text(int(value), currency) if value is not None else ""
+    """The filter ``minor``: an amount in minor units as the exact decimal text of ``currency``
+    (:func:`payhub.reports.amount_text`), '' for None. Only whole numbers are minor units: anything else raises
+    (TypeError, or ValueError for a fraction) rather than being cut."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            raise ValueError(f"an amount in minor units is a whole number, not {value}")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"an amount in minor units is a whole number, not a {type(value).__name__}")
+    return amount_text(value, currency)
 
 
 def _when(value: Any) -> str:
@@ -66,12 +76,12 @@ def _when(value: Any) -> str:
 
 
 def _number(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """The filter ``number``: a count grouped by thousands (``12,345``), other values as their text, '' for None.
+    Amounts never go through it: they are shown exactly, in their currency's minor units (filter ``minor``)."""
+    if value is None:
         return ""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    if isinstance(value, Decimal | float):
-        return f"{value:,.2f}"
     return str(value)
 
 
@@ -146,7 +156,6 @@ class Viewer:
     principal: Principal
     session: ConsoleSession
     form: FormData | None = None
-    notice: str | None = field(default=None)
 
     def field(self, name: str) -> str:
         """The form field ``name`` as text ('' when absent)."""
