@@ -12,6 +12,7 @@ import os
 import stat
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,64 @@ def test_since_leaves_payouts_paid_before_it_without_a_statement(make_runtime: A
         worker.stop()
     assert sorted(deliveries(rt)) == [3, 4]  # payouts 1 and 2 were paid in February and on 2 March
     assert sorted(os.listdir(tmp_path / "st")) == [f"statement-{n}.{ext}" for n in (3, 4) for ext in ("html", "pdf")]
+
+
+def test_a_slow_render_never_lets_a_statement_be_delivered_twice(make_runtime: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering outlasts a claim's lease: a second worker delivers meanwhile, the first then delivers nothing."""
+    rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\n')
+    other = Runtime(load_settings(tmp_path / "payhub.toml"))
+    monkeypatch.setattr(stage, "lease", lambda settings: timedelta(seconds=0.3))
+    monkeypatch.setattr(stage, "retry_delay", lambda settings, attempts: timedelta(seconds=0.3))
+    written: list[int] = []
+    write, rendered = delivery.write_outbox, delivery.rendered
+    slow = threading.Event()
+
+    def counted_write(doc: delivery.Rendered, directory: Path) -> Path:
+        written.append(doc.statement.payout_id)
+        return write(doc, directory)
+
+    def slow_render(statement: content.Statement) -> delivery.Rendered:
+        if threading.current_thread().name == "slow":
+            slow.set()
+            time.sleep(1.5)  # far past the lease
+        return rendered(statement)
+
+    monkeypatch.setattr(delivery, "write_outbox", counted_write)
+    monkeypatch.setattr(delivery, "rendered", slow_render)
+    results: list[stage.Result | None] = []
+    try:
+        thread = threading.Thread(target=lambda: results.append(stage.deliver(rt, 1)), name="slow")
+        thread.start()
+        assert slow.wait(30)
+        time.sleep(0.6)  # any claim the slow worker holds has passed its lease
+        second = stage.deliver(other, 1)
+        thread.join(60)
+    finally:
+        other.close()
+    assert written == [1]  # once, by the second worker
+    assert second is not None and (second.status, second.attempt) == ("delivered", 1)
+    assert results == [None]  # the slow worker found it delivered: it claimed and sent nothing
+    row = deliveries(rt)[1]
+    assert (row.status, row.attempts) == ("delivered", 1)
+    assert statement_entries(rt) == [("statement.sending", "1", "ok"), ("statement.delivered", "1", "ok")]
+    verified(rt)
+
+
+def test_a_claim_taken_over_before_sending_is_not_sent(make_runtime: Any, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\n')
+    written: list[int] = []
+    monkeypatch.setattr(delivery, "write_outbox", lambda doc, directory: written.append(1) or directory)
+    renew = stage._renew
+
+    def taken_over(runtime: Runtime, payout_id: int, attempt: int) -> bool:
+        with runtime.engine.begin() as conn:  # another worker claimed attempt 2 meanwhile
+            conn.execute(update(statement_deliveries).where(statement_deliveries.c.payout_id == payout_id)
+                         .values(attempts=attempt + 1))
+        return renew(runtime, payout_id, attempt)
+
+    monkeypatch.setattr(stage, "_renew", taken_over)
+    assert stage.deliver(rt, 1) is None
+    assert written == []
+    assert (deliveries(rt)[1].attempts, deliveries(rt)[1].reason[:11]) == (2, "in progress")

@@ -6,10 +6,12 @@ failed and is due again, and for each:
 
 1. decides without any outside call whether it is **skipped**: the payee was erased (erased payees get no
    statement), or, for ``smtp``, the payee has no e-mail address or one that is not a single plain address;
-2. otherwise **claims** it: the row ``statement_deliveries`` is written ``failed`` with the reason ``in progress``
-   and one more attempt, audited ``statement.sending``, and committed before anything leaves;
-3. builds and renders the statement (:mod:`payhub.statements.content` refuses one that does not add up), mails
-   it or writes it into the outbox (:mod:`payhub.statements.delivery`), the whole call bounded by a guard
+2. otherwise builds and renders the statement (:mod:`payhub.statements.content` refuses one that does not add
+   up), before any claim, so that however long rendering takes it never eats into a claim's lease;
+3. **claims** it: the row ``statement_deliveries`` is written ``failed`` with the reason ``in progress`` and one
+   more attempt, audited ``statement.sending``, and committed; just before sending, the claim is renewed, fenced
+   by its attempt number (a claim another worker took over meanwhile is never sent); then mails the statement or
+   writes it into the outbox (:mod:`payhub.statements.delivery`), the call bounded by a guard
    (:func:`attempt_seconds`);
 4. records the outcome, ``delivered`` (destination, the PDF's SHA-256) or ``failed`` (the reason), audited
    ``statement.delivered`` / ``statement.failed`` / ``statement.skipped`` in the same transaction as the row. The
@@ -159,6 +161,18 @@ def due(conn: Connection, settings: Settings, now: datetime, limit: int,
     return list(conn.execute(query).scalars())
 
 
+def _claimable(row: Any, settings: Settings, now: datetime, *, force: bool) -> bool:
+    """Whether the delivery row ``row`` (None: there is none yet) may be claimed now (see :func:`_claim`)."""
+    if row is None:
+        return True
+    if row.status == "delivered":
+        return False
+    if _in_progress(row.reason) and row.updated_at > now - lease(settings):
+        return False
+    return force or (row.status == "failed" and row.attempts < settings.notify.max_attempts
+                     and row.updated_at <= now - retry_delay(settings, row.attempts))
+
+
 def _claim(tx: Tx, settings: Settings, payout_id: int, channel: str, now: datetime, *, force: bool) -> int | None:
     """Take the payout's delivery: write its row ``failed``/``in progress`` with one more attempt; return the
     attempt's number, or None when it is not to be delivered now (delivered, being delivered, or not due)."""
@@ -172,18 +186,26 @@ def _claim(tx: Tx, settings: Settings, payout_id: int, channel: str, now: dateti
         made = insert_ignore(conn, d, [{**values, "payout_id": payout_id, "attempts": 1, "reason": reason}],
                              "payout_id", d.c.payout_id)
         return 1 if made else None  # else another worker inserted it first
-    if row.status == "delivered":
-        return None
-    if _in_progress(row.reason) and row.updated_at > now - lease(settings):
-        return None
-    if not force and not (row.status == "failed" and row.attempts < settings.notify.max_attempts
-                          and row.updated_at <= now - retry_delay(settings, row.attempts)):
+    if not _claimable(row, settings, now, force=force):
         return None
     attempt = row.attempts + 1
     changed = conn.execute(update(d).where(d.c.payout_id == payout_id, d.c.attempts == row.attempts,
                                            d.c.status == row.status).values(
         **values, attempts=attempt, reason=f"{IN_PROGRESS}: attempt {attempt} since {isoformat(now)}"))
     return attempt if changed.rowcount == 1 else None
+
+
+def _renew(rt: Runtime, payout_id: int, attempt: int) -> bool:
+    """Just before sending: renew the claim of ``attempt`` (its lease starts again now); False when it was taken
+    over meanwhile (another attempt was claimed, or the row was closed), so that nothing is sent."""
+    d = statement_deliveries
+    now = utcnow()
+    with rt.transaction() as tx:
+        changed = tx.conn.execute(update(d).where(
+            d.c.payout_id == payout_id, d.c.attempts == attempt, d.c.status == "failed",
+            d.c.reason.startswith(IN_PROGRESS)).values(
+            updated_at=now, reason=f"{IN_PROGRESS}: attempt {attempt} since {isoformat(now)}"))
+        return changed.rowcount == 1
 
 
 def _finish(tx: Tx, payout_id: int, attempt: int, status: Status, *, destination: str | None = None,
@@ -251,33 +273,55 @@ def deliver(rt: Runtime, payout_id: int, *, force: bool = False) -> Result | Non
         target = _target(conn, payout_id)
     if target is None or target.status not in content.STATEMENT_STATUSES:
         return None
+    with rt.engine.connect() as conn:
+        row = conn.execute(select(statement_deliveries).where(statement_deliveries.c.payout_id == payout_id)).first()
+    if not _claimable(row, settings, utcnow(), force=force):
+        return None
     skip = _skip_reason(target, channel)
-    with rt.transaction() as tx:
-        attempt = _claim(tx, settings, payout_id, channel, utcnow(), force=force)
-        if attempt is None:
-            return None
-        if skip is not None:
+    if skip is not None:
+        with rt.transaction() as tx:
+            attempt = _claim(tx, settings, payout_id, channel, utcnow(), force=force)
+            if attempt is None:
+                return None
             _finish(tx, payout_id, attempt, "skipped", reason=skip)
             tx.audit("statement.skipped", "payout", payout_id, {"channel": channel, "attempt": attempt,
                                                                  "reason": skip}, outcome="skipped")
-        else:
-            tx.audit("statement.sending", "payout", payout_id, {"channel": channel, "attempt": attempt})
-    if skip is not None:
         log.info("statement of payout %d skipped: %s", payout_id, skip)
         return Result(payout_id, "skipped", attempt, reason=skip)
     to = delivery.mail_address(target.email) if channel == "smtp" else None
+    # Built and rendered before the claim: the claim's lease covers only the send, however long rendering takes.
     doc: delivery.Rendered | None = None
+    problem: str | None = None
     try:
         with rt.engine.connect() as conn:
             statement = content.build(conn, payout_id)
         doc = delivery.rendered(statement)
+    except SQLAlchemyError:
+        raise  # the database: the daemon waits for it
+    except PayhubError as exc:  # a statement that does not add up
+        problem = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one statement's failure (a rendering bug) never stops the others
+        log.exception("statement of payout %d: unexpected error", payout_id)
+        problem = f"{type(exc).__name__}: {exc}"
+    with rt.transaction() as tx:
+        attempt = _claim(tx, settings, payout_id, channel, utcnow(), force=force)
+        if attempt is None:
+            return None
+        tx.audit("statement.sending", "payout", payout_id, {"channel": channel, "attempt": attempt})
+    if problem is not None or doc is None:
+        return _record_failure(rt, payout_id, attempt, channel, problem or "not rendered", None)
+    if not _renew(rt, payout_id, attempt):
+        log.warning("statement of payout %d: the claim of attempt %d was taken over before sending; not sent",
+                    payout_id, attempt)
+        return None
+    try:
         destination = _send(rt, doc, to)
     except SQLAlchemyError:
         raise  # the database: the daemon waits for it; the claim is taken again after its lease
-    except PayhubError as exc:  # a statement that does not add up, a refused mail, a timeout (PluginTimeout)
+    except PayhubError as exc:  # a refused mail, a timeout (PluginTimeout)
         server = isinstance(exc, PluginTimeout) or (isinstance(exc, delivery.DeliveryError) and exc.server)
         return _record_failure(rt, payout_id, attempt, channel, str(exc), doc, server=server)
-    except Exception as exc:  # noqa: BLE001 - one statement's failure (a rendering bug) never stops the others
+    except Exception as exc:  # noqa: BLE001 - one statement's failure never stops the others
         log.exception("statement of payout %d: unexpected error", payout_id)
         return _record_failure(rt, payout_id, attempt, channel, f"{type(exc).__name__}: {exc}", doc)
     with rt.transaction() as tx:
