@@ -378,3 +378,32 @@ def test_a_claim_taken_over_before_sending_is_not_sent(make_runtime: Any, tmp_pa
     assert stage.deliver(rt, 1) is None
     assert written == []
     assert (deliveries(rt)[1].attempts, deliveries(rt)[1].reason[:11]) == (2, "in progress")
+
+
+def test_the_daemon_pass_takes_no_new_statement_after_its_time_budget(make_runtime: Any, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\n')
+    monkeypatch.setattr(stage, "PASS_SECONDS", 0.3)
+    rendered = delivery.rendered
+    timings: list[float] = []
+
+    def slow_render(statement: content.Statement) -> delivery.Rendered:
+        started = time.monotonic()
+        time.sleep(0.5)  # one statement outlasts the budget
+        done = rendered(statement)
+        timings.append(time.monotonic() - started - 0.5)
+        return done
+
+    monkeypatch.setattr(delivery, "rendered", slow_render)
+    worker = Worker(rt)
+    worker.start()
+    try:
+        with ManualClock(AFTER):
+            assert worker._pass(force=True)  # busy: the budget passed after the first statement
+            assert sorted(deliveries(rt)) == [1]
+            assert worker._pass(force=False)  # the next pass goes on
+            assert sorted(deliveries(rt)) == [1, 2]
+            assert worker.summary.counts["statements"] == 2
+    finally:
+        worker.stop()
+    print(f"render seconds per statement: {timings}")

@@ -36,9 +36,13 @@ E-mail addresses are personal data: the address a statement went to is stored se
 from __future__ import annotations
 
 import logging
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as day_time
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, and_, false, or_, select, update
@@ -58,6 +62,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 20
 """Payouts one step delivers at most."""
+PASS_SECONDS = 10.0
+"""The daemon's pass takes no new statement after this many seconds of statement work (a statement costs about
+0.1-0.5 s to render, plus its send), so that ingest, disburse and settle get their turn."""
 IN_PROGRESS = "in progress"
 """The reason of a claimed row while its delivery runs (or after a crash during it)."""
 OUTBOX_SECONDS = 60.0
@@ -157,7 +164,7 @@ def due(conn: Connection, settings: Settings, now: datetime, limit: int,
              .where(p.c.status.in_(sorted(content.STATEMENT_STATUSES)), wanted).order_by(p.c.id).limit(limit))
     since = settings.notify.since
     if since is not None:
-        query = query.where(p.c.first_sent_at >= datetime.combine(since, time(0), UTC))
+        query = query.where(p.c.first_sent_at >= datetime.combine(since, day_time(0), UTC))
     return list(conn.execute(query).scalars())
 
 
@@ -390,8 +397,10 @@ def deliver_one(rt: Runtime, payout_id: int) -> Result:
     return done
 
 
-def deliver_batch(rt: Runtime, limit: int = BATCH, retry_failed_before: datetime | None = None) -> list[Result]:
-    """Deliver up to ``limit`` due statements (see :func:`due`); [] when statements are off, while an abandoned
+def deliver_batch(rt: Runtime, limit: int = BATCH, retry_failed_before: datetime | None = None,
+                  deadline: float | None = None) -> list[Result]:
+    """Deliver up to ``limit`` due statements (see :func:`due`), taking no new one once the stop signal is set or
+    ``time.monotonic()`` reached ``deadline``; [] when statements are off, while an abandoned
     delivery is still running (nothing else is tried until it returns), or while paused after a failure of the
     server or the outbox (:func:`paused_until`: as long as that statement's retry delay). The batch stops at such
     a failure: the statements after it are not tried, so no attempt of theirs is spent on it."""
@@ -402,7 +411,7 @@ def deliver_batch(rt: Runtime, limit: int = BATCH, retry_failed_before: datetime
         ids = due(conn, settings, utcnow(), limit, retry_failed_before)
     results: list[Result] = []
     for payout_id in ids:
-        if rt.stop_event.is_set() or _guard(rt).busy:
+        if rt.stop_event.is_set() or _guard(rt).busy or (deadline is not None and time.monotonic() >= deadline):
             break
         done = deliver(rt, payout_id, force=retry_failed_before is not None)
         if done is not None:
@@ -412,9 +421,18 @@ def deliver_batch(rt: Runtime, limit: int = BATCH, retry_failed_before: datetime
     return results
 
 
-def deliver_step(rt: Runtime) -> int:
-    """The daemon's step: :func:`deliver_batch`; return how many statements it delivered, failed or skipped."""
-    return len(deliver_batch(rt))
+def deliver_step(rt: Runtime, deadline: float | None = None) -> int:
+    """One step: :func:`deliver_batch` until ``deadline``; return how many statements it delivered, failed or
+    skipped (0 once the deadline has passed)."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return 0
+    return len(deliver_batch(rt, deadline=deadline))
+
+
+def deliver_pass(rt: Runtime) -> Callable[[], int]:
+    """The daemon's step for one pass: :func:`deliver_step` with a deadline :data:`PASS_SECONDS` from now, so that
+    the pass's repeated steps together take no new statement after it."""
+    return partial(deliver_step, rt, deadline=time.monotonic() + PASS_SECONDS)
 
 
 def delivery_row(conn: Connection, payout_id: int, *, reveal: bool) -> dict[str, Any] | None:
