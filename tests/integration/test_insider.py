@@ -238,6 +238,20 @@ def test_paid_payout_set_back_to_scheduled_is_not_sent_again(site: Site) -> None
     assert_fails(site.verify(), "payout 1: status is 'sent' in the table, 'held' as audited")
 
 
+def test_sent_reward_set_back_to_pending_is_not_paid_again(site: Site) -> None:
+    [first] = site.schedule(("p1", "10.00"))
+    site.drain()
+    site.sql(update(rewards).values(status="pending", payout_id=None))
+    while schedule_batch(site.rt):
+        pass
+    site.drain()
+    assert site.rail.accepted == {first.idempotency_key: 1}  # the rail took one payout only
+    second = [p for p in site.payouts() if p.id != first.id]
+    assert [p.status for p in second] == ["held"]
+    assert (f"reward 1 was scheduled before into payout {first.id}, which the audit log records as sent (entry"
+            in second[0].reason)
+
+
 def test_payout_status_edit_is_reported(site: Site) -> None:
     site.schedule(("p1", "10.00"))
     site.drain()

@@ -10,7 +10,10 @@ and each reward's ``reward.calculated`` and ``reward.scheduled`` entries. The pa
 * its items add up to its amount, and there are as many as ``payout.created`` recorded;
 * each item's reward was audited as scheduled into this payout (its latest ``reward.scheduled``), for this payee,
   with the item's amount (the converted amount ``reward.scheduled`` recorded, else the ``reward.calculated``
-  amount, in the payout's currency), and the reward row still holds its audited amount, currency and payee.
+  amount, in the payout's currency), and the reward row still holds its audited amount, currency and payee;
+* no other payout an earlier ``reward.scheduled`` of an item's reward names is recorded at the rail (sent, paid,
+  or sent with an unknown outcome, and not rejected or returned since): a reward set back to ``pending`` in the
+  database is not paid a second time.
 
 Otherwise the payout is not sent: it is held (status ``held``), or, when the chain last records a send whose
 outcome is unknown (``sending``, ``unknown``), it becomes ``unresolved`` (an earlier send may have reached the rail:
@@ -28,7 +31,16 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import BigInteger, String, and_, cast, null, select, union_all
 
 from payhub.api import PayoutInstruction
-from payhub.audited import AuditRow, Recorded, detail_of, fold_payout, minor, recorded_status, show
+from payhub.audited import (
+    AuditRow,
+    Recorded,
+    detail_of,
+    fold_payout,
+    minor,
+    reached_rail,
+    recorded_status,
+    show,
+)
 from payhub.db.schema import audit_log, payout_items, rewards
 from payhub.money import to_minor
 from payhub.plugins import notify
@@ -59,28 +71,43 @@ def hold_mismatched(rt: Runtime, rail_name: str, batch: Sequence[W]) -> list[W]:
     """Return the payouts of ``batch`` that match their audit trail; hold the others, audited, with the reasons."""
     if not batch:
         return []
-    with rt.engine.connect() as conn:
-        rows = conn.execute(_query([w.id for w in batch])).all()
     entries: dict[str, list[AuditRow]] = defaultdict(list)
     items: dict[str, dict[int, _Item]] = defaultdict(dict)
-    for payout, reward, seq, action, outcome, detail, item_minor, reward_minor, currency, payee in rows:
-        if reward is None:
-            entries[payout].append(AuditRow(seq, payout, action, outcome, detail))
-            continue
-        item = items[payout].get(reward)
-        if item is None:
-            item = items[payout][reward] = _Item(item_minor, reward_minor, currency, payee)
-        if seq is None:
-            continue
-        if action == "reward.calculated":
-            if item.calculated is None or seq > item.calculated.seq:
-                item.calculated = AuditRow(seq, str(reward), action, "", detail)
-        elif item.scheduled is None or seq > item.scheduled.seq:
-            item.scheduled = AuditRow(seq, str(reward), action, "", detail)
+    with rt.engine.connect() as conn:
+        rows = conn.execute(_query([w.id for w in batch])).all()
+        for payout, reward, seq, action, outcome, detail, item_minor, reward_minor, currency, payee in rows:
+            if reward is None:
+                entries[payout].append(AuditRow(seq, payout, action, outcome, detail))
+                continue
+            item = items[payout].get(reward)
+            if item is None:
+                item = items[payout][reward] = _Item(item_minor, reward_minor, currency, payee)
+            if seq is None:
+                continue
+            if action == "reward.calculated":
+                if item.calculated is None or seq > item.calculated.seq:
+                    item.calculated = AuditRow(seq, str(reward), action, "", detail)
+                continue
+            row = AuditRow(seq, str(reward), action, "", detail)
+            item.earlier.add(str(detail_of(row, f"reward {reward}", Recorded()).get("payout")))
+            if item.scheduled is None or seq > item.scheduled.seq:
+                item.scheduled = row
+        for payout, by_reward in items.items():
+            for item in by_reward.values():
+                item.earlier.discard(payout)
+        earlier = {int(p) for by_reward in items.values() for item in by_reward.values() for p in item.earlier
+                   if p.isdigit()}
+        at_rail = reached_rail(conn, earlier)
     keep: list[tuple[W, list[str]]] = []
     held: list[tuple[W, list[str]]] = []
     for w in batch:
-        problems = mismatches(w.instruction, rail_name, entries.get(str(w.id), []), items.get(str(w.id), {}))
+        own = items.get(str(w.id), {})
+        problems = mismatches(w.instruction, rail_name, entries.get(str(w.id), []), own)
+        for reward_id, item in sorted(own.items()):
+            for other in sorted(int(p) for p in item.earlier if p.isdigit() and int(p) in at_rail):
+                hit = at_rail[other]
+                problems.append(f"reward {reward_id} was scheduled before into payout {other}, which the audit log "
+                                f"records as {hit.status} (entry {hit.seq}): a reward is never paid twice")
         (held if problems else keep).append((w, problems))
     if held:
         _hold(rt, [(w, problems, fold_payout(str(w.id), sorted(entries.get(str(w.id), []), key=lambda r: r.seq))
@@ -91,12 +118,13 @@ def hold_mismatched(rt: Runtime, rail_name: str, batch: Sequence[W]) -> list[W]:
 class _Item:
     """An item of the payout, its reward row's values and the reward's latest calculated / scheduled entries."""
 
-    __slots__ = ("calculated", "currency", "item_minor", "payee", "reward_minor", "scheduled")
+    __slots__ = ("calculated", "currency", "earlier", "item_minor", "payee", "reward_minor", "scheduled")
 
     def __init__(self, item_minor: Any, reward_minor: Any, currency: Any, payee: Any) -> None:
         self.item_minor, self.reward_minor, self.currency, self.payee = item_minor, reward_minor, currency, payee
         self.calculated: AuditRow | None = None
         self.scheduled: AuditRow | None = None
+        self.earlier: set[str] = set()  # the other payouts its reward.scheduled entries name
 
 
 def _query(ids: list[int]) -> Any:
