@@ -407,3 +407,38 @@ def test_the_daemon_pass_takes_no_new_statement_after_its_time_budget(make_runti
     finally:
         worker.stop()
     print(f"render seconds per statement: {timings}")
+
+
+def test_a_last_attempt_abandoned_is_closed_as_a_failed_attempt(make_runtime: Any, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\nmax_attempts = 1\n')
+    finish = stage._finish
+
+    def crash(tx: Any, payout_id: int, attempt: int, status: str, **kwargs: Any) -> bool:
+        if status == "delivered":
+            raise KeyboardInterrupt("killed after the files were written")
+        return finish(tx, payout_id, attempt, status, **kwargs)  # type: ignore[arg-type]
+
+    with ManualClock(AFTER) as clock:
+        monkeypatch.setattr(stage, "_finish", crash)
+        with pytest.raises(KeyboardInterrupt):
+            stage.deliver(rt, 1)
+        monkeypatch.setattr(stage, "_finish", finish)
+        assert deliveries(rt)[1].reason.startswith("in progress: attempt 1")
+        assert stage.deliver(rt, 1) is None  # its claim holds until the lease passes
+        clock.advance(stage.lease(rt.settings) + timedelta(seconds=1))
+        results = {r.payout_id: r for r in stage.deliver_batch(rt)}
+        assert (results[1].status, results[1].attempt) == ("failed", 1)
+        row = deliveries(rt)[1]
+        assert (row.status, row.attempts) == ("failed", 1) and row.reason.startswith("abandoned: attempt 1")
+        assert stage.deliver_batch(rt) == []  # the last attempt: nothing more until sent by hand
+    with rt.engine.connect() as conn:
+        failed = conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "statement.failed",
+                                                               audit_log.c.subject_id == "1")).scalars().all()
+    assert len(failed) == 1 and '"last":true' in failed[0].replace(" ", "") and "abandoned" in failed[0]
+    assert [a for a, subject, _ in statement_entries(rt) if subject == "1"] == [
+        "statement.sending", "statement.failed"]
+    with ManualClock(AFTER) as clock:
+        clock.advance(timedelta(days=1))
+        assert stage.deliver_one(rt, 1).status == "delivered"
+    verified(rt)

@@ -281,8 +281,8 @@ def test_a_crash_between_sending_and_recording_sends_again_with_the_same_message
     assert again is not None and (again.status, again.attempt) == ("delivered", 2)
     first, second = server.inbox.of(1)
     assert first["Message-ID"] == second["Message-ID"]  # the receiver can recognise the copy
-    assert [action for action, _ in entries_of(rt, 1)] == ["statement.sending", "statement.sending",
-                                                           "statement.delivered"]
+    assert [action for action, _ in entries_of(rt, 1)] == [  # the first attempt closed as abandoned
+        "statement.sending", "statement.failed", "statement.sending", "statement.delivered"]
 
 
 # ------------------------------------------------------------------------------------------------------- TLS

@@ -19,9 +19,11 @@ failed and is due again, and for each:
 
 A failed delivery is tried again on a later pass, after a backoff (:func:`retry_delay`), until ``max_attempts``
 attempts were made; ``payhub statements send --payout N`` or ``--retry-failed`` tries again after that. A claim
-left ``in progress`` by a worker that died is taken again once its lease (the attempt's bound plus a minute) has
-passed. One payout's failure, whatever it is, is recorded and the others go on; only a database error stops the
-step (the daemon waits for the database, and the claim is retried after its lease).
+left ``in progress`` by a worker that died is closed once its lease (the attempt's bound plus a minute) has passed:
+recorded as a failed attempt (reason ``abandoned: …``, audited ``statement.failed``), before the ``max_attempts``
+limit applies, so no row stays ``in progress`` for ever. One payout's failure, whatever it is, is recorded and the
+others go on; only a database error stops the step (the daemon waits for the database; the claim is closed after
+its lease).
 
 **At least once.** A mail is sent before its delivery is recorded: after a crash between the two (or an attempt
 abandoned at its bound while the server was still taking the mail), the statement is sent again on a later
@@ -152,10 +154,12 @@ def _in_progress(reason: str | None) -> bool:
 def due(conn: Connection, settings: Settings, now: datetime, limit: int,
         retry_failed_before: datetime | None = None) -> list[int]:
     """Ids of up to ``limit`` payouts whose statement is to be delivered now, lowest first: sent or paid without a
-    delivery row, or failed and due again; with ``retry_failed_before``, also every failed row last tried before
-    that time, whatever its attempts (its claim's lease passed)."""
+    delivery row, failed and due again, or left in progress past its lease (to be closed); with
+    ``retry_failed_before``, also every failed row last tried before that time, whatever its attempts."""
     p, d = payouts, statement_deliveries
-    wanted = or_(d.c.payout_id.is_(None), _retry_due(settings, now))
+    abandoned = and_(d.c.status == "failed", d.c.reason.startswith(IN_PROGRESS),
+                     d.c.updated_at <= now - lease(settings))
+    wanted = or_(d.c.payout_id.is_(None), _retry_due(settings, now), abandoned)
     if retry_failed_before is not None:
         wanted = or_(wanted, and_(d.c.status == "failed", d.c.updated_at < retry_failed_before,
                                   or_(~d.c.reason.startswith(IN_PROGRESS), d.c.reason.is_(None),
@@ -174,7 +178,7 @@ def _claimable(row: Any, settings: Settings, now: datetime, *, force: bool) -> b
         return True
     if row.status == "delivered":
         return False
-    if _in_progress(row.reason) and row.updated_at > now - lease(settings):
+    if _in_progress(row.reason):  # claimed; once its lease has passed, closed first (:func:`_close_abandoned`)
         return False
     return force or (row.status == "failed" and row.attempts < settings.notify.max_attempts
                      and row.updated_at <= now - retry_delay(settings, row.attempts))
@@ -200,6 +204,41 @@ def _claim(tx: Tx, settings: Settings, payout_id: int, channel: str, now: dateti
                                            d.c.status == row.status).values(
         **values, attempts=attempt, reason=f"{IN_PROGRESS}: attempt {attempt} since {isoformat(now)}"))
     return attempt if changed.rowcount == 1 else None
+
+
+ABANDONED = "abandoned"
+"""The reason's start of an attempt closed because its lease passed while it was still ``in progress``."""
+
+
+def _abandoned(row: Any, settings: Settings, now: datetime) -> bool:
+    return (row is not None and row.status == "failed" and _in_progress(row.reason)
+            and row.updated_at <= now - lease(settings))
+
+
+def _close_abandoned(rt: Runtime, payout_id: int, now: datetime) -> Result | None:
+    """Close the payout's attempt left ``in progress`` past its lease (its worker died, or its call was abandoned)
+    as a failed attempt, audited ``statement.failed``; return it, or None when there is none (or another worker
+    closed or claimed it first). Its time is left as it was, so its retry is due as for any failure."""
+    settings = rt.settings
+    d = statement_deliveries
+    most = settings.notify.max_attempts
+    with rt.transaction() as tx:
+        conn = tx.conn
+        row = conn.execute(for_update(conn, select(d).where(d.c.payout_id == payout_id))).first()
+        if row is None or not _abandoned(row, settings, now):
+            return None
+        reason = (f"{ABANDONED}: attempt {row.attempts} was still in progress when its lease passed (its worker "
+                  "stopped, or the call was abandoned); by e-mail the statement may have been sent")
+        changed = conn.execute(update(d).where(d.c.payout_id == payout_id, d.c.attempts == row.attempts,
+                                               d.c.reason == row.reason).values(reason=reason))
+        if changed.rowcount != 1:
+            return None
+        tx.audit("statement.failed", "payout", payout_id, {
+            "channel": row.channel, "attempt": row.attempts, "reason": reason, "last": row.attempts >= most,
+            "server": False, "abandoned": True}, outcome="failed")
+    log.warning("statement of payout %d: attempt %d abandoned (its lease passed)%s", payout_id, row.attempts,
+                "; no more tries" if row.attempts >= most else "")
+    return Result(payout_id, "failed", row.attempts, reason=reason)
 
 
 def _renew(rt: Runtime, payout_id: int, attempt: int) -> bool:
@@ -282,8 +321,13 @@ def deliver(rt: Runtime, payout_id: int, *, force: bool = False) -> Result | Non
         return None
     with rt.engine.connect() as conn:
         row = conn.execute(select(statement_deliveries).where(statement_deliveries.c.payout_id == payout_id)).first()
+    closed = _close_abandoned(rt, payout_id, utcnow()) if _abandoned(row, settings, utcnow()) else None
+    if closed is not None:
+        with rt.engine.connect() as conn:
+            row = conn.execute(select(statement_deliveries)
+                               .where(statement_deliveries.c.payout_id == payout_id)).first()
     if not _claimable(row, settings, utcnow(), force=force):
-        return None
+        return closed
     skip = _skip_reason(target, channel)
     if skip is not None:
         with rt.transaction() as tx:
