@@ -511,6 +511,10 @@ class ConsoleSettings(_Section):
         "or, from an address in http.forwarded_allow_ips, per X-Forwarded-Proto).")
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+"""The hosts ``[notify.smtp] security = \"none\"`` may log in to."""
+
+
 class SmtpSettings(_Section):
     """The mail server partner statements are sent through (``[notify.smtp]``)."""
 
@@ -526,6 +530,24 @@ class SmtpSettings(_Section):
     reply_to: str | None = Field(None, max_length=400, description="The Reply-To address, if any.")
     timeout_seconds: float = Field(30, gt=0, le=300, description="Time each SMTP exchange may take.")
 
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        from payhub.statements.addresses import header_address
+
+        if value is not None and header_address(value) is None:
+            raise ValueError("one e-mail address (local@domain, or with a name: Payhub <statements@example.com>); "
+                             "no list, line break or control character")
+        return value
+
+    @model_validator(mode="after")
+    def _no_plain_text_login(self) -> SmtpSettings:
+        if self.security == "none" and self.username and self.host.strip("[]").lower() not in LOOPBACK_HOSTS:
+            raise ValueError(f"security = \"none\" with a username sends the password in plain text to {self.host}: "
+                             "use starttls or tls (plain text only for a relay on this host: 127.0.0.1, ::1, "
+                             "localhost)")
+        return self
+
 
 class NotifySettings(_Section):
     """Partner statements (remittance advice), one per payout once it is sent or paid (docs/console.md)."""
@@ -533,13 +555,27 @@ class NotifySettings(_Section):
     statements: Literal["off", "smtp", "outbox"] = Field(
         "off", description="off; smtp: mail each statement to the payee's email through [notify.smtp]; outbox: "
         "write each statement (HTML and PDF) into outbox_dir.")
-    outbox_dir: str = Field("statements", min_length=1, description="Where outbox statements are written (relative "
-                            "paths are relative to the settings file).")
+    outbox_dir: str = Field("statements", min_length=1, max_length=4096, description="Where outbox statements are "
+                            "written (relative paths are relative to the settings file; ~ is the home directory).")
     max_attempts: int = Field(5, ge=1, le=100, description="Deliveries tried per statement before it is left failed.")
     since: date | None = Field(
         None, description="Only payouts first sent or paid on or after this day (UTC) get a statement; none: every "
         "sent or paid payout, those paid before statements were turned on included.")
     smtp: SmtpSettings | None = None
+
+    @field_validator("outbox_dir")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\0" in value:
+            raise ValueError("a path cannot hold a NUL character")
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _plausible_day(cls, value: date | None) -> date | None:
+        if value is not None and not 2000 <= value.year <= 9999:
+            raise ValueError("a day in the years 2000 to 9999")
+        return value
 
     @model_validator(mode="after")
     def _smtp_given(self) -> NotifySettings:

@@ -458,7 +458,7 @@ def test_amount_settings_are_decimal_text(tmp_path: Path) -> None:
 
 CORE_TABLES = {"database": "database", "daemon": "daemon", "ingest": "ingest", "audit": "audit",
                "compliance": "compliance", "sources": "sources.<name>", "rails": "rails.<name>",
-               "programs": "programs.<name>"}
+               "programs": "programs.<name>", "http": "http", "console": "console", "notify": "notify"}
 
 
 def number(value: Any) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -31,11 +30,8 @@ from payhub.errors import PayhubError
 from payhub.files import private_mkstemp
 from payhub.settings import Settings, SmtpSettings
 from payhub.statements import render
+from payhub.statements.addresses import mail_address as mail_address  # re-exported
 from payhub.statements.content import Statement
-
-MAX_ADDRESS = 254
-_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class DeliveryError(PayhubError):
@@ -65,24 +61,6 @@ def rendered(statement: Statement) -> Rendered:
     document = render.html(statement)
     data = render.pdf(statement, document)
     return Rendered(statement, document, data, hashlib.sha256(data).hexdigest())
-
-
-def mail_address(value: str | None) -> str | None:
-    """``value`` as one plain e-mail address (``local@domain``, ASCII local part, the domain in IDNA), or None when
-    it is not one: a list, a display name, white space or a control character is refused, never guessed at."""
-    if not value or len(value) > MAX_ADDRESS:
-        return None
-    local, at, domain = value.rpartition("@")
-    if not at or not _LOCAL.fullmatch(local) or len(local) > 64:
-        return None
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        return None
-    labels = ascii_domain.split(".")
-    if not all(_LABEL.fullmatch(label) for label in labels) or len(ascii_domain) > 253:
-        return None
-    return f"{local}@{ascii_domain}"
 
 
 def _domain(sender: str) -> str:
@@ -166,9 +144,9 @@ def _text(value: bytes | str) -> str:
 
 
 def outbox_dir(settings: Settings) -> Path:
-    """``[notify] outbox_dir``, relative to the settings file's directory unless absolute."""
-    path = Path(settings.notify.outbox_dir)
-    return path if path.is_absolute() else settings.base_dir / path
+    """``[notify] outbox_dir`` made absolute (:meth:`Settings.resolve`: ``~`` expanded, a relative path against
+    the settings file's directory)."""
+    return settings.resolve(settings.notify.outbox_dir)
 
 
 def write_private(directory: Path, name: str, data: bytes) -> Path:

@@ -58,7 +58,7 @@ from payhub.errors import PayhubError, PluginTimeout
 from payhub.guard import Guard
 from payhub.runtime import Runtime, Tx
 from payhub.settings import Settings
-from payhub.statements import content, delivery
+from payhub.statements import addresses, content, delivery
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def _skip_reason(target: Any, channel: str) -> str | None:
     if channel == "smtp":
         if not target.email:
             return "the payee has no e-mail address in the payee registry"
-        if delivery.mail_address(target.email) is None:
+        if addresses.mail_address(target.email) is None:
             return "the payee's e-mail address is not one plain address (local@domain)"
     return None
 
@@ -339,7 +339,7 @@ def deliver(rt: Runtime, payout_id: int, *, force: bool = False) -> Result | Non
                                                                  "reason": skip}, outcome="skipped")
         log.info("statement of payout %d skipped: %s", payout_id, skip)
         return Result(payout_id, "skipped", attempt, reason=skip)
-    to = delivery.mail_address(target.email) if channel == "smtp" else None
+    to = addresses.mail_address(target.email) if channel == "smtp" else None
     # Built and rendered before the claim: the claim's lease covers only the send, however long rendering takes.
     doc: delivery.Rendered | None = None
     problem: str | None = None
