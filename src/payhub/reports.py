@@ -12,13 +12,13 @@ are exact decimal text beside their currency (or fund unit), times aware UTC dat
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from itertools import groupby, islice
 from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, func, select, tuple_, union_all
+from sqlalchemy import ColumnElement, Connection, Row, Select, func, or_, select, tuple_, union_all
 
 from payhub import funds as fund_math
 from payhub.audit_query import AuditFilters, detail_value, iter_entries
@@ -155,13 +155,16 @@ def unrewarded(conn: Connection, *, status: Unrewarded | None = None, payee: str
 
 def payouts(conn: Connection, *, status: str | tuple[str, ...] | None = None, rail: str | None = None,
             payee: str | None = None, after: int | None = None, limit: int | None = None,
-            newest_first: bool = False, hold_code: str | None = None) -> Iterator[dict[str, Any]]:
-    """Payouts (:data:`PAYOUT_COLUMNS`), by ``status`` (one, or any of a tuple), ``rail``, ``payee`` and
-    ``hold_code``: ``items`` is how many rewards it carries, ``reason`` its last reason, ``route`` why it went to its
-    rail, ``key`` its idempotency key, ``hold_code`` why a held payout is held (``screening``, ``audit_trail``; None
-    otherwise)."""
+            newest_first: bool = False, hold_code: str | None = None,
+            ids: Collection[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Payouts (:data:`PAYOUT_COLUMNS`), by ``status`` (one, or any of a tuple), ``rail``, ``payee``,
+    ``hold_code`` and ``ids`` (those payouts only): ``items`` is how many rewards it carries, ``reason`` its last
+    reason, ``route`` why it went to its rail, ``key`` its idempotency key, ``hold_code`` why a held payout is held
+    (``screening``, ``audit_trail``; None otherwise)."""
     p = tables.payouts
     query = select(p)
+    if ids is not None:
+        query = query.where(p.c.id.in_(sorted(set(ids))))
     if isinstance(status, tuple):
         query = query.where(p.c.status.in_(status))
     elif status:
@@ -214,14 +217,40 @@ def _fund(key: FundKey, entries: Iterable[fund_math.Entry], at: datetime) -> dic
 
 
 def program_versions(conn: Connection, *, program: str | None = None, after: int | None = None,
-                     limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Program versions (:data:`PROGRAM_VERSION_COLUMNS`), by ``program``: each change of a program's settings is
-    a new version; ``params`` is the program's section as it was (a JSON object)."""
+                     limit: int | None = None, fingerprint: str | None = None) -> Iterator[dict[str, Any]]:
+    """Program versions (:data:`PROGRAM_VERSION_COLUMNS`), by ``program`` and ``fingerprint`` (the version of
+    those parameters): each change of a program's settings is a new version; ``params`` is the program's section as
+    it was (a JSON object)."""
     v = tables.program_versions
     query = select(v).where(v.c.program == program) if program else select(v)
+    if fingerprint is not None:
+        query = query.where(v.c.fingerprint == fingerprint)
     return _rows(conn, _keyset(query, v.c.id, after, limit, False), lambda r: {
         "id": r.id, "program": r.program, "version": r.version, "calculator": r.calculator,
         "params": json.loads(r.params), "fingerprint": r.fingerprint, "created_at": r.created_at})
+
+
+def program_summaries(conn: Connection, fingerprints: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Each program with recorded versions, by name: how many versions it has (``count``), its ``latest`` version
+    and its ``current`` one, the version whose fingerprint is ``fingerprints[program]`` (None when no version has
+    it, or the program is not in ``fingerprints``). Versions are :data:`PROGRAM_VERSION_COLUMNS` but ``params``:
+    no version's parameters are read. Two queries, whatever the number of versions."""
+    v = tables.program_versions
+    columns = (v.c.id, v.c.program, v.c.version, v.c.calculator, v.c.fingerprint, v.c.created_at)
+    counted = (select(v.c.program, func.count().label("count"), func.max(v.c.version).label("version"))
+               .group_by(v.c.program).subquery())
+    found: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(select(*columns, counted.c.count).join(counted, (v.c.program == counted.c.program)
+                                                                   & (v.c.version == counted.c.version))):
+        version = {name: getattr(row, name) for name in PROGRAM_VERSION_COLUMNS if name != "params"}
+        found[row.program] = {"count": row.count, "latest": version, "current": None}
+    wanted = [(name, fingerprint) for name, fingerprint in fingerprints.items() if name in found]
+    if wanted:
+        for current in conn.execute(select(*columns).where(or_(*(
+                (v.c.program == name) & (v.c.fingerprint == print_) for name, print_ in wanted)))):
+            found[current.program]["current"] = {name: getattr(current, name) for name in PROGRAM_VERSION_COLUMNS
+                                                 if name != "params"}
+    return found
 
 
 def audit_entries(conn: Connection, filters: AuditFilters, *, after: int | None = None,

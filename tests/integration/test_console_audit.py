@@ -11,6 +11,7 @@ import html
 import io
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ from test_audit_streaming import FORMULA, REASON, seed, stored
 from test_retention import _site, applied, cut_row
 from test_retention import clock as clock  # a fixture
 
-from payhub.audit import canonical_json
+from payhub import checkpoints
+from payhub.audit import Cut, canonical_json
 from payhub.audit_query import EXPORT_COLUMNS
 from payhub.clock import isoformat, utcnow
 from payhub.compliance import personal
+from payhub.console import routes_audit
 from payhub.csvsafe import restore_cell
 from payhub.db.schema import audit_log
+from payhub.http import routes_reads
 from payhub.runtime import Runtime
 
 SEEDED = 120
@@ -273,3 +277,72 @@ def test_after_a_retention_cut_the_pages_say_what_is_archived_and_verify_passes(
     verified = console.get("/console/audit/verify?run=1").text
     assert "<strong>OK</strong>" in verified and "<dt>Signed checkpoints</dt><dd>0 checked" in verified
     assert f"entries 1 to {cut.seq} are archived in {cut.archive}" in html.unescape(verified)
+
+
+def test_one_verification_runs_at_a_time_and_a_second_is_told_so(make_runtime: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = make_runtime("")
+    ann, bob = Console(rt), Console(rt)
+    ann.sign_in("ann", "auditor")
+    bob.app = ann.app
+    bob.sign_in("bob", "auditor")
+    inside, go_on = threading.Event(), threading.Event()
+    real = routes_reads.verify
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        assert go_on.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(routes_reads, "verify", slow)
+    answers: list[Any] = []
+    first = threading.Thread(target=lambda: answers.append(ann.get("/console/audit/verify?run=1")))
+    first.start()
+    try:
+        assert inside.wait(30)
+        busy = bob.get("/console/audit/verify?run=1")
+    finally:
+        go_on.set()
+        first.join(30)
+    assert busy.status_code == 409 and busy.headers["retry-after"] == "10"
+    assert "A verification is running already (started by token:ann at " in html.unescape(busy.text)
+    assert "<strong>OK</strong>" not in busy.text
+    assert answers[0].status_code == 200 and "<strong>OK</strong>" in answers[0].text
+    again = bob.get("/console/audit/verify?run=1")  # the first one has finished: the lock is free again
+    assert again.status_code == 200 and "<strong>OK</strong>" in again.text
+    with rt.engine.connect() as conn:  # entries in the order the answers started: the refused one first
+        entries = [(row.actor, row.outcome, json.loads(row.detail)) for row in conn.execute(select(audit_log).where(
+            audit_log.c.subject_id == "/console/audit/verify").order_by(audit_log.c.seq))]
+    assert [(actor, outcome) for actor, outcome, _detail in entries] == [
+        ("token:bob", "refused"), ("token:ann", "ok"), ("token:bob", "ok")]
+    assert entries[0][2]["status"] == 409 and "running already" in entries[0][2]["reason"]
+
+
+def test_audit_pages_read_the_checkpoint_files_again_only_when_they_change(make_runtime: Any, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = make_runtime("")
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    directory = tmp_path / "audit-checkpoints"
+    directory.mkdir()
+    checkpoint_file = directory / "checkpoints-2026-01-01.jsonl"
+    checkpoint_file.write_text("{}\n")
+    reads: list[Path] = []
+    real = checkpoints.read_cuts
+
+    def counted(where: Path) -> list[Cut]:
+        reads.append(where)
+        return real(where)
+
+    monkeypatch.setattr(checkpoints, "read_cuts", counted)
+    monkeypatch.setattr(routes_audit, "read_cut", lambda conn: Cut(7, "h" * 64, "2026-01-01T00:00:00.000000Z",
+                                                                    "audit-1.jsonl", "a" * 64, "k", "s"))
+    for _ in range(3):
+        page = console.get("/console/audit")
+        assert page.status_code == 200 and "entries up to 7 are archived" in html.unescape(page.text)
+    assert "entries up to 7 are archived" in html.unescape(console.get("/console/audit/verify").text)
+    assert reads == [directory]  # four views, one read of the directory
+    with checkpoint_file.open("a") as fh:
+        fh.write("{}\n")
+    console.get("/console/audit")
+    assert reads == [directory, directory]

@@ -17,7 +17,7 @@ import pytest
 from cli_helpers import invoke
 from console_client import Console
 from markupsafe import escape
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from test_programs import SOURCE, run
 
 from payhub.api import SourceRecord
@@ -214,3 +214,41 @@ def test_a_version_whose_parameters_were_changed_is_marked(make_runtime: Any) ->
     assert "Version 1 (current)</h2>" in page  # the fingerprint still matches the settings
     assert '<strong class="error">does not match these parameters</strong>' in page
     assert str(escape('{"calculator":"coop","percent":"20"}')) in page
+
+
+def statements_of(rt: Runtime, console: Console, path: str) -> list[str]:
+    """The SQL statements reading ``program_versions`` while the console answers ``path``."""
+    seen: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
+        if "program_versions" in statement:
+            seen.append(" ".join(statement.split()))
+
+    event.listen(rt.engine, "before_cursor_execute", capture)
+    try:
+        assert console.get(path).status_code == 200
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", capture)
+    return seen
+
+
+def test_program_pages_read_only_the_versions_they_show(make_runtime: Any) -> None:
+    rt = make_runtime(COOP)
+    register_program_versions(rt)
+    created = versions_of(rt, "coop")[0].created_at
+    with rt.engine.begin() as conn:  # many other versions of the program
+        conn.execute(program_versions.insert(), [
+            {"program": "coop", "version": n + 10, "calculator": "coop", "params": json.dumps({"n": n}),
+             "fingerprint": f"{n:064x}", "created_at": created} for n in range(40)])
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+    listing = statements_of(rt, console, "/console/programs")
+    assert listing and not any("program_versions.params" in sql for sql in listing), listing
+    assert re.search(r"<bdi>coop</bdi></a></th>\s*<td>enabled</td>\s*<td><bdi>coop</bdi></td>\s*"
+                     r'<td class="num">1</td>.*?<td class="num">49</td>\s*<td class="num">41</td>',
+                     console.get("/console/programs").text, re.S)
+    one = statements_of(rt, console, "/console/programs/coop?limit=2")
+    assert any("program_versions.fingerprint =" in sql for sql in one), one  # the current one found in SQL
+    assert all(re.search(r"\bLIMIT\b|fingerprint =", sql) for sql in one), one  # no read of every version
+    page = console.get("/console/programs/coop?limit=2").text
+    assert "Version 1 (current)</h2>" in page and "Version 10</h2>" in page and "Version 11" not in page

@@ -27,9 +27,11 @@ import httpx
 import pytest
 from cli_helpers import CliSite, sql, write_config
 from console_client import Console
+from sqlalchemy import event
 
-from payhub import provenance
+from payhub import provenance, reports
 from payhub.compliance import personal
+from payhub.console.routes_payouts import payout_rows
 from payhub.console.web import TEMPLATES
 from payhub.http.app import create_app
 from payhub.runtime import Runtime
@@ -445,3 +447,24 @@ def test_amounts_are_shown_exactly_in_their_currencys_minor_units_and_never_cut(
     # number groups counts; it never rounds a decimal (money goes through minor, in its currency's units)
     assert [number(v) for v in (1234567, Decimal("0.125"), Decimal("1234.5"), None, "3.5")] == [
         "1,234,567", "0.125", "1234.5", "", "3.5"]
+
+
+def test_payout_rows_are_read_in_one_query(site: Site) -> None:
+    ids = [n for (n,) in site.sql("SELECT id FROM payouts ORDER BY id")]
+    assert len(ids) >= 4
+    seen: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    engine = site.runtime.engine
+    with engine.connect() as conn:
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            rows = payout_rows(conn, [*ids, 987654321])
+            assert payout_rows(conn, []) == {}
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        expected = {row["id"]: row for row in reports.payouts(conn)}
+    assert len(seen) == 1 and rows == expected

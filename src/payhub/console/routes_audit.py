@@ -13,6 +13,9 @@ and recorded by an ``api.export`` entry when the stream ends.
 ``GET /console/audit/verify`` shows the last verification the audit log recorded (from the CLI, the API or this
 page); with ``run=1`` it runs the API's verification (:func:`payhub.http.routes_reads.verify`: the chain, the
 retention cut, the signed checkpoints and the tables against the chain) and shows its result and how long it took.
+One verification runs at a time in a process: a second ``run=1`` while one runs is told so (409, ``Retry-After``).
+After a retention cut both pages say which entries are archived where; the signed cut lines of the checkpoint
+directory are read again only when its files (or the key) changed.
 
 Query parameters are read by :mod:`payhub.console.params`: an unknown or repeated parameter, an over-long or
 malformed value is answered by the page with a message (422), never by a partial or widened result.
@@ -21,6 +24,7 @@ malformed value is answered by the page with a message (422), never by a partial
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import closing
@@ -37,7 +41,7 @@ from payhub import checkpoints
 from payhub.audit import Cut, canonical_json, read_cut
 from payhub.audit_query import AuditFilters, detail_value, iter_entries, select_entries
 from payhub.cli.params import ACTOR
-from payhub.clock import isoformat, parse_instant
+from payhub.clock import isoformat, parse_instant, utcnow
 from payhub.compliance import retention
 from payhub.compliance.shown import Opener
 from payhub.console.params import (
@@ -60,6 +64,7 @@ from payhub.db.schema import audit_log
 from payhub.errors import ConfigError, InvalidRecord
 from payhub.http import routes_export, routes_reads
 from payhub.http.state import face
+from payhub.settings import Settings
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -71,6 +76,15 @@ ORDERS = {"newest": "Newest first", "oldest": "Oldest first (chain order)"}
 FORMATS = ("csv", "jsonl")
 VERIFY_PATHS = (f"{PREFIX}/audit/verify", "/api/v1/verify")
 """The request paths whose ``api.request`` entries record a verification."""
+RETRY_SECONDS = 10
+"""The ``Retry-After`` of a verification refused because another one is running."""
+_VERIFYING = threading.Lock()
+"""Held while this process runs a verification from the verify page: one at a time (each reads the whole log)."""
+_RUNNING: dict[str, Any] = {}
+"""Who runs the verification holding :data:`_VERIFYING`, and since when (for the page that is refused)."""
+_CUTS: dict[str, tuple[Any, list[Cut]]] = {}
+"""Per checkpoint directory: the state of its files and key when read, and the signed cuts read then."""
+_CUTS_LOCK = threading.Lock()
 AUDIT = f"{PREFIX}/audit"
 
 
@@ -137,18 +151,35 @@ def _listing(conn: Connection, viewer: Viewer, filters: AuditFilters, order: str
     return Listing([{**row, "detail": shown_detail(shown, row["detail"])} for row in page], following)
 
 
+def _signed_cuts(settings: Settings) -> list[Cut]:
+    """The cut lines of the checkpoint directory whose signatures the configured key accepts ([] without a usable
+    key or directory: verification names those). The files are read and their signatures checked again only when a
+    checkpoint file's name, size or modification time changed, or the key did, since the last read in this
+    process."""
+    with contextlib.suppress(ConfigError, OSError):
+        key = checkpoints.load_key(settings)
+        directory = settings.resolve(settings.audit.checkpoint_dir)
+        files = sorted(directory.glob(checkpoints.FILE_PATTERN)) if directory.is_dir() else []
+        state = (key.key_id if key is not None else None,
+                 tuple((path.name, stat.st_mtime_ns, stat.st_size) for path in files for stat in [path.stat()]))
+        with _CUTS_LOCK:
+            kept = _CUTS.get(str(directory))
+        if kept is not None and kept[0] == state:
+            return kept[1]
+        signed = [c for c in checkpoints.read_cuts(directory) if checkpoints.cut_problem(c, key) is None]
+        with _CUTS_LOCK:
+            _CUTS[str(directory)] = (state, signed)
+        return signed
+    return []
+
+
 def _cut_note(request: Request, conn: Connection) -> str | None:
-    """Which entries the retention cut archived (they are not in the database), or None without a cut."""
+    """Which entries the retention cut archived (they are not in the database), or None without a cut (then no
+    checkpoint file is looked at)."""
     cut = read_cut(conn)
     if not isinstance(cut, Cut):
         return cut  # None, or why the cut cannot be read
-    rt = face(request).rt
-    earlier: list[Cut] = []
-    with contextlib.suppress(ConfigError, OSError):  # an unusable key or directory: verification names it
-        key = checkpoints.load_key(rt.settings)
-        earlier = [c for c in checkpoints.read_cuts(rt.settings.resolve(rt.settings.audit.checkpoint_dir))
-                   if checkpoints.cut_problem(c, key) is None]
-    return retention.archived_note(conn, cut, earlier)
+    return retention.archived_note(conn, cut, _signed_cuts(face(request).rt.settings))
 
 
 def _audit_context(request: Request, allowed: Mapping[str, int], **values: Any) -> dict[str, Any]:
@@ -247,12 +278,28 @@ def verify_page(request: Request, viewer: Annotated[Viewer, Depends(page("audito
         context["problem"], status, params = refused(request, exc), BAD_STATUS, {}
     with face(request).rt.engine.connect() as conn:
         context["last"] = _last_verification(conn)
+    headers = {}
     if params.get("run") == "1":
-        started = time.perf_counter()
-        context["report"] = routes_reads.verify(request, expect_head=params.get("expect_head"))
-        context["seconds"] = time.perf_counter() - started
-        request.state.audit_detail = {**getattr(request.state, "audit_detail", {}),
-                                      "seconds": round(context["seconds"], 3)}
+        if _VERIFYING.acquire(blocking=False):
+            try:
+                _RUNNING.update(actor=viewer.principal.actor, since=utcnow())
+                started = time.perf_counter()
+                context["report"] = routes_reads.verify(request, expect_head=params.get("expect_head"))
+                context["seconds"] = time.perf_counter() - started
+            finally:
+                _RUNNING.clear()
+                _VERIFYING.release()
+            request.state.audit_detail = {**getattr(request.state, "audit_detail", {}),
+                                          "seconds": round(context["seconds"], 3)}
+        else:
+            running = dict(_RUNNING)
+            by = f" (started by {running['actor']} at {isoformat(running['since'])})" if running else ""
+            context["problem"], status = refused(
+                request, f"A verification is running already{by}; one runs at a time, as each reads the whole "
+                         f"log. Try again in a moment."), 409
+            headers["Retry-After"] = str(RETRY_SECONDS)
     with face(request).rt.engine.connect() as conn:
         context["cut_note"] = _cut_note(request, conn)
-    return render(request, "verify.html", viewer, status_code=status, **context)
+    answer = render(request, "verify.html", viewer, status_code=status, **context)
+    answer.headers.update(headers)
+    return answer

@@ -103,16 +103,9 @@ def _program_rows(request: Request) -> list[dict[str, Any]]:
     (None when they are not registered yet, or the program is not enabled), and how many versions it has."""
     programs = face(request).rt.settings.programs
     fingerprints = {name: program_parameters(section)[1] for name, section in programs.items() if section.enabled}
-    found: dict[str, dict[str, Any]] = {}
     with face(request).rt.engine.connect() as conn:
-        for version in reports.program_versions(conn):
-            row = found.setdefault(version["program"], {"name": version["program"], "count": 0, "latest": None,
-                                                        "current": None})
-            row["count"] += 1
-            if row["latest"] is None or version["version"] > row["latest"]["version"]:
-                row["latest"] = version
-            if version["fingerprint"] == fingerprints.get(version["program"]):
-                row["current"] = version
+        found = {name: {"name": name, **summary} for name, summary in
+                 reports.program_summaries(conn, fingerprints).items()}
     for name in programs:
         found.setdefault(name, {"name": name, "count": 0, "latest": None, "current": None})
     for name, row in found.items():
@@ -152,8 +145,8 @@ def program_page(request: Request, name: str, viewer: Annotated[Viewer, Depends(
     section = face(request).rt.settings.programs.get(name)
     wanted = program_parameters(section)[1] if section is not None and section.enabled else None
     with face(request).rt.engine.connect() as conn:
-        current = next((v["version"] for v in reports.program_versions(conn, program=name)
-                        if v["fingerprint"] == wanted), None)
+        current = next((v["version"] for v in reports.program_versions(conn, program=name, fingerprint=wanted)),
+                       None) if wanted is not None else None
         rows, following = keyset(reports.program_versions(conn, program=name, after=after, limit=limit + 1), limit,
                                  lambda last: url(program_href(name), {"after": last["id"], "limit": limit}))
     if not rows and section is None and after is None:

@@ -46,13 +46,9 @@ def explained(conn: Connection, request: Request, viewer: Viewer, ref: str) -> A
 
 
 def payout_rows(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """The payouts listing's rows (:data:`payhub.reports.PAYOUT_COLUMNS`: hold code, attempts) of ``ids``."""
-    found: dict[int, dict[str, Any]] = {}
-    for payout_id in ids:
-        for row in reports.payouts(conn, after=payout_id - 1, limit=1):
-            if row["id"] == payout_id:
-                found[payout_id] = row
-    return found
+    """The payouts listing's rows (:data:`payhub.reports.PAYOUT_COLUMNS`: hold code, attempts) of ``ids``, read in
+    one query."""
+    return {row["id"]: row for row in reports.payouts(conn, ids=ids)} if ids else {}
 
 
 # ------------------------------------------------------------------------------------------------ pages
