@@ -65,3 +65,17 @@ def test_since_is_a_plausible_day(day: date) -> None:
     with pytest.raises(ValidationError, match="years 2000 to 9999"):
         NotifySettings(since=day)
     assert NotifySettings(since=date(2026, 12, 1)).since == date(2026, 12, 1)
+
+
+@pytest.mark.parametrize(("security", "username", "exchanges"), [
+    ("starttls", "u", 14), ("starttls", None, 12), ("tls", "u", 12), ("none", None, 9),
+])
+def test_a_mail_is_bounded_by_its_real_number_of_exchanges(security: str, username: str | None,
+                                                           exchanges: int) -> None:
+    from payhub.statements import stage
+
+    host = "127.0.0.1" if security == "none" else "mail.example.com"
+    smtp = SmtpSettings(**{**SMTP, "host": host, "security": security, "username": username, "timeout_seconds": 5})
+    settings = Settings(notify=NotifySettings(statements="smtp", smtp=smtp))
+    assert stage.attempt_seconds(settings) == exchanges * 5
+    assert stage.lease(settings).total_seconds() == exchanges * 5 + 60

@@ -57,7 +57,7 @@ from payhub.db.schema import payees, payouts, statement_deliveries
 from payhub.errors import PayhubError, PluginTimeout
 from payhub.guard import Guard
 from payhub.runtime import Runtime, Tx
-from payhub.settings import Settings
+from payhub.settings import Settings, SmtpSettings
 from payhub.statements import addresses, content, delivery
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,9 @@ IN_PROGRESS = "in progress"
 """The reason of a claimed row while its delivery runs (or after a crash during it)."""
 OUTBOX_SECONDS = 60.0
 """The bound of one outbox delivery (two file writes)."""
-SMTP_EXCHANGES = 4
-"""One mail may take this many times ``[notify.smtp] timeout_seconds`` in all (each exchange takes at most one)."""
+SMTP_EXCHANGES = 9
+"""The waits of one mail, each bounded by ``[notify.smtp] timeout_seconds``: connect, greeting, EHLO, MAIL, RCPT,
+DATA, the message's bytes, the answer to them, QUIT; :func:`smtp_exchanges` adds TLS and login."""
 LEASE_MARGIN_SECONDS = 60.0
 RETRY_BASE_SECONDS = 60.0
 RETRY_MAX_SECONDS = 3600.0
@@ -111,11 +112,20 @@ def paused_until(rt: Runtime) -> datetime | None:
     return until if until is not None and until > utcnow() else None
 
 
+def smtp_exchanges(smtp: SmtpSettings) -> int:
+    """How many waits bounded by ``timeout_seconds`` one mail makes: :data:`SMTP_EXCHANGES`, plus STARTTLS, its
+    handshake and the second EHLO (``starttls``) or the handshake (``tls``), plus two for the login (AUTH and its
+    continuation)."""
+    tls = {"starttls": 3, "tls": 1, "none": 0}[smtp.security]
+    return SMTP_EXCHANGES + tls + (2 if smtp.username else 0)
+
+
 def attempt_seconds(settings: Settings) -> float:
-    """The longest one delivery may take before it is abandoned and recorded failed."""
+    """The longest one delivery may take before it is abandoned and recorded failed: one ``timeout_seconds`` per
+    exchange of a mail (:func:`smtp_exchanges`), or :data:`OUTBOX_SECONDS`."""
     smtp = settings.notify.smtp
     if settings.notify.statements == "smtp" and smtp is not None:
-        return SMTP_EXCHANGES * smtp.timeout_seconds
+        return smtp_exchanges(smtp) * smtp.timeout_seconds
     return OUTBOX_SECONDS
 
 
