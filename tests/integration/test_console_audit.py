@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from cli_helpers import CliSite
 from console_client import Console
+from fastapi import HTTPException
 from markupsafe import escape
 from sqlalchemy import select, update
 from test_audit_streaming import FORMULA, REASON, seed, stored
@@ -346,3 +347,20 @@ def test_audit_pages_read_the_checkpoint_files_again_only_when_they_change(make_
         fh.write("{}\n")
     console.get("/console/audit")
     assert reads == [directory, directory]
+
+
+def test_an_error_page_keeps_the_errors_headers(make_runtime: Any) -> None:
+    rt = make_runtime("")
+    console = Console(rt)
+    console.sign_in("ann", "auditor")
+
+    def busy() -> None:
+        raise HTTPException(429, "busy <now>", headers={"Retry-After": "7", "WWW-Authenticate": 'Bearer realm="payhub"',
+                                                         "Content-Type": "text/plain", "X-Frame-Options": "ALLOW"})
+
+    console.app.add_api_route("/console/busy-test", busy)
+    answer = console.get("/console/busy-test")
+    assert answer.status_code == 429 and "<h1>Refused</h1>" in answer.text and "busy &lt;now&gt;" in answer.text
+    assert answer.headers["retry-after"] == "7" and answer.headers["www-authenticate"] == 'Bearer realm="payhub"'
+    assert answer.headers["content-type"].startswith("text/html")  # the page's own, and the console's headers
+    assert answer.headers["x-frame-options"] == "DENY"

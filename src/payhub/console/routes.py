@@ -50,5 +50,5 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_console(request) and not request.url.path.startswith(STATIC + "/"):
-            return await error_page(request, exc.status_code, str(exc.detail))
+            return await error_page(request, exc.status_code, str(exc.detail), exc.headers)
         return await http_exception_handler(request, exc)

@@ -288,18 +288,24 @@ def query_string(values: Mapping[str, Any]) -> str:
 TEMPLATES.globals.update(query_string=query_string)
 
 
-async def error_page(request: Request, status_code: int, message: str) -> Response:
-    """An error answered as a page (the console's routes) with the status."""
-    return await run_in_threadpool(_error_page, request, status_code, message)
+async def error_page(request: Request, status_code: int, message: str,
+                     headers: Mapping[str, str] | None = None) -> Response:
+    """An error answered as a page (the console's routes) with the status and the error's own ``headers`` (such as
+    ``Retry-After`` or ``WWW-Authenticate``; the console's security headers still replace any of theirs). Runs the
+    page in a thread: it reads the session."""
+    return await run_in_threadpool(_error_page, request, status_code, message, headers or {})
 
 
-def _error_page(request: Request, status_code: int, message: str) -> Response:
+def _error_page(request: Request, status_code: int, message: str, headers: Mapping[str, str]) -> Response:
     viewer = None
     principal = getattr(request.state, "principal", None)
     if principal is not None:
         found = _session(request)
         viewer = Viewer(principal, found) if isinstance(found, ConsoleSession) else None
-    return render(request, "error.html", viewer, status_code=status_code, message=message)
+    answer = render(request, "error.html", viewer, status_code=status_code, message=message)
+    answer.headers.update({name: value for name, value in headers.items()
+                           if name.lower() not in ("content-length", "content-type")})  # the page's own
+    return answer
 
 
 class SecurityHeaders:
