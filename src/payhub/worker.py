@@ -38,7 +38,6 @@ from payhub.pipeline.ingest import poll_batches, reset_failed_sources
 from payhub.pipeline.schedule import schedule_batch
 from payhub.pipeline.settle import settle_rail
 from payhub.runtime import Runtime
-from payhub.statements.stage import deliver_pass
 from payhub.store import leases
 from payhub.store.events import failed_sources
 
@@ -301,6 +300,8 @@ class Worker:
                 self._next_settle[name] = now + rt.settings.rails[name].settle_interval_seconds
                 busy = self._repeat("settled", partial(settle_rail, rt, name)) or busy
         if not stopping():
+            from payhub.statements.stage import deliver_pass  # on first use: it imports Jinja2 and smtplib
+
             busy = self._repeat("statements", deliver_pass(rt)) or busy
         if self.checkpointer is not None:
             self.checkpointer.tick()

@@ -6,6 +6,7 @@ import hashlib
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -15,9 +16,11 @@ from payhub.cli.output import console, err_console, plain, render
 from payhub.cli.params import ROW_ID
 from payhub.clock import isoformat, utcnow
 from payhub.errors import PayhubError
-from payhub.statements import content, delivery
-from payhub.statements import render as documents
-from payhub.statements.stage import Result, StatementsOff, deliver_batch, deliver_one, paused_until
+
+if TYPE_CHECKING:
+    from payhub.statements.stage import Result
+
+# payhub.statements (Jinja2, WeasyPrint, smtplib) is imported by the commands that use it, not by `payhub --help`.
 
 
 @main.group()
@@ -38,6 +41,9 @@ def statements_show(ctx: Context, payout_id: int, fmt: str, output: str) -> None
     payout does not exist or its lines do not add up to its amount."""
     if output == "-" and fmt == "pdf" and sys.stdout.isatty():
         raise click.UsageError("a PDF is not written to a terminal: give --output FILE (or redirect)")
+    from payhub.statements import content, delivery
+    from payhub.statements import render as documents
+
     rt = ctx.runtime()
     with rt.engine.connect() as conn:
         statement = content.build(conn, payout_id)
@@ -78,6 +84,8 @@ def statements_send(ctx: Context, payout_id: int | None, retry_failed: bool, pro
     failed or skipped and a count per status; exits 1 when a delivery failed."""
     if payout_id is not None and retry_failed:
         raise click.UsageError("--payout and --retry-failed do not go together")
+    from payhub.statements.stage import StatementsOff, deliver_batch, deliver_one, paused_until
+
     rt = ctx.runtime()
     if payout_id is not None:
         result = deliver_one(rt, payout_id)

@@ -9,14 +9,16 @@ identifies what was delivered.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
-from typing import Any
-
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from typing import TYPE_CHECKING, Any
 
 from payhub.clock import isoformat
 from payhub.statements.content import Statement
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +34,22 @@ def when(value: Any) -> str:
     return str(value)
 
 
-TEMPLATES = Environment(loader=PackageLoader("payhub.statements", "templates"),
-                        autoescape=select_autoescape(default=True, default_for_string=True),
-                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-TEMPLATES.filters.update(when=when)
-TEMPLATES.globals.update(KIND_LABELS=KIND_LABELS)
+@functools.cache
+def templates() -> Environment:
+    """The statements' Jinja2 environment (autoescaped, strict), built on first use."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("payhub.statements", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(when=when)
+    env.globals.update(KIND_LABELS=KIND_LABELS)
+    return env
 
 
 def html(statement: Statement) -> str:
     """The statement as a self-contained HTML document (inline style, no external reference)."""
-    return TEMPLATES.get_template("statement.html").render(s=statement)
+    return templates().get_template("statement.html").render(s=statement)
 
 
 def _fetcher() -> Any:
