@@ -28,6 +28,7 @@ ROUTERS = [routes_login.router, routes_overview.router, routes_approvals.router,
 
 
 def is_console(request: Request) -> bool:
+    """Whether the request is for the console (its errors are answered as pages)."""
     return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
 
 

@@ -236,6 +236,7 @@ def _decide(request: Request, viewer: Viewer, default: str, what: str, asked: di
 
 
 def _approved(approval: reward_actions.Approval, actor: str) -> str:
+    """The notice of an approval given by ``actor``: how many of the approvals needed, and what happens next."""
     state = ("it is now pending and will be scheduled" if approval.pending
              else "it needs another approval by a different operator")
     return (f"Reward {approval.reward_id} approved by {actor} ({approval.approvals} of {approval.needed} "
@@ -244,6 +245,7 @@ def _approved(approval: reward_actions.Approval, actor: str) -> str:
 
 @router.post("/rewards/{reward_id}/approve")
 def approve(request: Request, reward_id: str, viewer: Operator) -> Response:
+    """Approve one reward, as the session's token (four eyes: a second approval needs another token)."""
     rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
@@ -275,6 +277,7 @@ def approve_checked(request: Request, viewer: Operator) -> Response:
 
 @router.post("/rewards/{reward_id}/hold")
 def hold(request: Request, reward_id: str, viewer: Operator) -> Response:
+    """Hold one reward (hold code ``operator``), with the form's reason."""
     rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
@@ -287,6 +290,7 @@ def hold(request: Request, reward_id: str, viewer: Operator) -> Response:
 
 @router.post("/rewards/{reward_id}/release")
 def release(request: Request, reward_id: str, viewer: Operator) -> Response:
+    """Release one held reward, with the form's reason: pending, or back in the queue while it lacks approvals."""
     rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
@@ -301,6 +305,7 @@ def release(request: Request, reward_id: str, viewer: Operator) -> Response:
 
 @router.post("/rewards/{reward_id}/cancel")
 def cancel(request: Request, reward_id: str, viewer: Operator) -> Response:
+    """Cancel one reward, with the form's reason: it is never paid."""
     rid = path_id(request, reward_id, "reward")
 
     def decision(rt: Runtime) -> str:
@@ -312,6 +317,8 @@ def cancel(request: Request, reward_id: str, viewer: Operator) -> Response:
 
 @router.post("/payouts/{payout_id}/release")
 def release_payout(request: Request, payout_id: str, viewer: Operator) -> Response:
+    """Release a held payout, with the form's reason: a screening hold needs two different operators (the first
+    request is recorded), an audit-trail hold one."""
     pid = path_id(request, payout_id, "payout")
 
     def decision(rt: Runtime) -> str:
@@ -327,6 +334,7 @@ def release_payout(request: Request, payout_id: str, viewer: Operator) -> Respon
 
 @router.post("/payouts/{payout_id}/cancel")
 def cancel_payout(request: Request, payout_id: str, viewer: Operator) -> Response:
+    """Cancel a payout the rail never accepted, with the form's reason; its rewards are held as owed."""
     pid = path_id(request, payout_id, "payout")
 
     def decision(rt: Runtime) -> str:
@@ -339,6 +347,8 @@ def cancel_payout(request: Request, payout_id: str, viewer: Operator) -> Respons
 
 @router.post("/payouts/{payout_id}/resolve")
 def resolve_payout(request: Request, payout_id: str, viewer: Operator) -> Response:
+    """Record what the provider says of an unresolved or unknown payout (``outcome``, ``reason``, optional
+    ``provider_ref``): settled without a new send, or sent again with the same idempotency key."""
     pid = path_id(request, payout_id, "payout")
     outcome = viewer.field("outcome")
     if outcome not in RESOLUTIONS:

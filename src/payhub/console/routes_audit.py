@@ -89,6 +89,8 @@ AUDIT = f"{PREFIX}/audit"
 
 
 def _instant(params: Mapping[str, str], name: str) -> datetime | None:
+    """The parameter ``name`` as an instant (ISO 8601 with an offset, or a date), None when absent; else
+    :class:`~payhub.console.params.BadQuery`."""
     text = params.get(name)
     if text is None:
         return None

@@ -4,10 +4,12 @@
 points) as ``payhub funds list`` does (:func:`payhub.reports.funds`): credited, spent, expired unspent, the balance
 and the next expiry, at a chosen time, filtered by program and holder, a page at a time by the fund's key.
 
-``GET /console/programs`` lists the programs with their versions (:func:`payhub.reports.program_versions`): the
-version the settings select now (the one whose fingerprint is that of the program's section, as the daemon registers
-it) and the latest. ``GET /console/programs/{name}`` shows every version of one program with its parameters as
-the canonical JSON the fingerprint is taken over.
+``GET /console/programs`` lists the programs in the settings or with recorded versions
+(:func:`payhub.reports.program_summaries`: counted and found in SQL, no version's parameters read): the version the
+settings select now (the one whose fingerprint is that of the program's section, as the daemon registers it), the
+latest and how many. ``GET /console/programs/{name}`` shows the versions of one program, oldest first and a page at
+a time (:func:`payhub.reports.program_versions`), with their parameters as the canonical JSON the fingerprint is
+taken over; its current version is found by that fingerprint.
 
 Query parameters are read by :mod:`payhub.console.params`: a bad one is answered 422 with a message (the funds and
 programs pages show it with their form), a program name that cannot be one or names none is not found (404).
@@ -55,6 +57,9 @@ FUND_PARAMETERS = {"program": NAME_LENGTH, "holder": NAME_LENGTH, "at": 64, "lim
 
 
 def _fund_filters(params: Mapping[str, str]) -> dict[str, Any]:
+    """The funds listing's arguments from the checked parameters: program, holder, the time (now when absent), the
+    fund key to page after (the three ``after_`` parts together, or none) and the limit; else
+    :class:`~payhub.console.params.BadQuery`."""
     at_text = params.get("at")
     try:
         at = parse_instant(at_text, default_tz=UTC) if at_text else utcnow()

@@ -125,20 +125,24 @@ def parse(request: Request) -> Query:
 
 
 def _first(conn: Connection, query: Any) -> list[Any]:
+    """The first :data:`MAX_HITS` rows of ``query`` and one more (which says there are more)."""
     return list(conn.execute(query.limit(MAX_HITS + 1)))
 
 
 def _event_hits(rows: list[Any]) -> list[Hit]:
+    """Events found, each with its key, type and payee (clipped) and a link to its page."""
     return [Hit("event", str(r.id), f"{clip(r.key, 200)} ({clip(r.event_type, 80)}, payee {clip(r.payee_id, 80)})",
                 f"{PREFIX}/events/{r.id}", r.status) for r in rows]
 
 
 def _payout_hits(rows: list[Any]) -> list[Hit]:
+    """Payouts found, each with its exact amount, payee and rail (clipped) and a link to its page."""
     return [Hit("payout", str(r.id), f"{reports.amount_text(r.amount_minor, r.currency)} {r.currency} to "
                 f"{clip(r.payee_id, 80)} via {clip(r.rail, 80)}", f"{PREFIX}/payouts/{r.id}", r.status) for r in rows]
 
 
 def _reward_hits(rows: list[Any]) -> list[Hit]:
+    """Rewards found, each with its exact amount, payee and program (clipped) and a link to its page."""
     return [Hit("reward", str(r.id), f"{reports.amount_text(r.amount_minor, r.currency)} {r.currency} to "
                 f"{clip(r.payee_id, 80)} from program {clip(r.program, 80)}", f"{PREFIX}/rewards/{r.id}", r.status)
             for r in rows]

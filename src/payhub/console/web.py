@@ -6,9 +6,16 @@ route takes ``Depends(action("operator"))``, which adds the form (``viewer.form`
 the session's CSRF token and that the browser says it came from this site (``Origin`` and ``Sec-Fetch-Site``).
 The principal is put on ``request.state.principal``, so the request's audit entry names the token like an API call.
 
-Templates are Jinja2 with autoescaping on for every template: CRM text is hostile. Pages carry a strict Content
-Security Policy (scripts and styles only from ``/console/static``, no inline script), are not cached and cannot be
-framed.
+Templates are Jinja2 with autoescaping on for every template: CRM text is hostile. Every filter the templates use
+is registered here (:data:`TEMPLATES`): ``minor`` (minor units in their currency's exact text), ``when``, ``number``
+(counts), ``clip`` and ``json_text`` (hostile text bounded, control and format characters shown as escapes),
+``path_part`` and ``cap_text``. Stored reasons and details are shown through :func:`opener` (sealed personal values
+opened or not by role). Pages carry a strict Content Security Policy (scripts and styles only from
+``/console/static``, no inline script), are not cached and cannot be framed; an error is a page with its status and
+its own headers (:func:`error_page`).
+
+:func:`render`, :func:`done` and the dependencies' session check use the database synchronously: route handlers
+that call them are plain ``def`` functions (FastAPI runs those in a thread), never ``async`` ones on the event loop.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ def _minor(value: Any, currency: str) -> str:
 
 
 def _when(value: Any) -> str:
+    """The filter ``when``: a datetime as ``YYYY-MM-DD HH:MM:SS UTC``, other values as their text, '' for None."""
     if value is None:
         return ""
     return isoformat(value)[:19].replace("T", " ") + " UTC" if isinstance(value, datetime) else str(value)
@@ -178,10 +186,12 @@ class SignInNeeded(Exception):
 
 
 def _settings(request: Request) -> Any:
+    """The ``[console]`` settings of the request's app."""
     return face(request).rt.settings.console
 
 
 def _session(request: Request) -> ConsoleSession | sessions.NoSession:
+    """The request's valid session (from its cookie), or why there is none. Blocking: call it in a thread."""
     settings = _settings(request)
     with face(request).rt.as_actor("console", origin(request)).transaction() as tx:
         return sessions.find(tx, request.cookies.get(COOKIE), utcnow(), idle=timedelta(minutes=settings.idle_minutes),
@@ -189,6 +199,9 @@ def _session(request: Request) -> ConsoleSession | sessions.NoSession:
 
 
 def _viewer(request: Request, role: Role) -> Viewer:
+    """The :class:`Viewer` of a request whose session's role includes ``role``; else :class:`SignInNeeded` (a GET
+    without a session), 401 or 403, the refusal recorded for the request's audit entry. Blocking: call it in a
+    thread."""
     found = _session(request)
     if isinstance(found, sessions.NoSession):
         request.state.refusal = f"console session {found.reason.replace('_', ' ')}"
@@ -249,7 +262,9 @@ def action(role: Role) -> Callable[[Request], Any]:
 
 def render(request: Request, template: str, viewer: Viewer | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:
-    """``template`` rendered with ``context``, the viewer and its pending notice."""
+    """``template`` rendered with ``context``, the viewer, its CSRF token and its pending notice, which is taken
+    (shown once). It writes the session's row: call it from a plain ``def`` route (run in a thread), never on the
+    event loop."""
     notice = None
     if viewer is not None:
         with face(request).rt.engine.begin() as conn:
@@ -260,7 +275,9 @@ def render(request: Request, template: str, viewer: Viewer | None, status_code: 
 
 
 def done(request: Request, viewer: Viewer, to: str, notice: str) -> RedirectResponse:
-    """After an action: keep ``notice`` for the next page and send the browser to ``to`` (a console path)."""
+    """After an action: keep ``notice`` for the session's next page and send the browser to ``to`` (303; a path
+    outside the console goes to the overview, :func:`local_path`). It writes the session's row: call it from a plain
+    ``def`` route (run in a thread), never on the event loop."""
     with face(request).rt.engine.begin() as conn:
         sessions.set_notice(conn, viewer.session.id_hash, notice)
     return RedirectResponse(local_path(to), status_code=303)
@@ -281,7 +298,8 @@ def local_path(to: str | None, default: str = PREFIX + "/") -> str:
 
 
 def query_string(values: Mapping[str, Any]) -> str:
-    """The non-empty ``values`` as a URL query (for links that keep a page's filters)."""
+    """The non-empty ``values`` (None and '' left out) as a URL query, percent-encoded (for links that keep a page's
+    filters; :func:`payhub.console.params.url` builds the whole link)."""
     return urlencode({k: v for k, v in values.items() if v not in (None, "")})
 
 

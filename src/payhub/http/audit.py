@@ -1,4 +1,5 @@
-"""Every API and webhook request writes an audit entry before its answer leaves (pure ASGI middleware, outermost).
+"""Every API, webhook and console request writes an audit entry before its answer leaves (pure ASGI middleware,
+outermost).
 
 The entry (action ``api.request``, subject ``api`` / the path) names the token (actor ``token:<name>``, or
 ``anonymous``), the origin (``http@<client address>``), what was asked (method, path, query parameters) and the
@@ -6,7 +7,8 @@ outcome: ``ok`` (status below 400), ``denied`` (401, 403, 429), ``refused`` (ano
 one a route set on ``request.state.outcome`` (a console redirect that refused or denied), with
 the status and, for refusals, why. A token is never recorded: anything shaped like one in the path or the query is
 masked (:func:`payhub.tokens.redact`), as is any query parameter named like a secret, and the Authorization header
-is not recorded at all. The token's ``last_used_at`` is written in the same transaction, at most once a minute.
+is not recorded at all; text the database could not store is escaped (:func:`audit_text`). The token's
+``last_used_at`` is written in the same transaction, at most once a minute.
 
 When the entry cannot be written the client gets 503 instead of its answer, and the route's answer is dropped:
 nothing is served unaudited. A route that raises is recorded as a 500 before the error is answered. The probes
@@ -49,6 +51,8 @@ def audit_text(text: str) -> str:
 
 
 def outcome_of(status: int) -> str:
+    """The outcome an answer's status records when the route set none (``request.state.outcome``): ``ok`` below
+    400, ``denied`` for 401, 403 and 429, ``refused`` for another 4xx, ``error`` for 5xx."""
     if status < 400:
         return "ok"
     if status in (401, 403, 429):
@@ -57,6 +61,8 @@ def outcome_of(status: int) -> str:
 
 
 def _query(scope: Scope) -> dict[str, Any]:
+    """The request's query parameters as recorded: tokens and secret-named values masked, a repeated one as a
+    list, a query over :data:`MAX_QUERY_TEXT` characters as its (masked, cut) text."""
     raw = scope.get("query_string", b"").decode("latin-1")
     if len(raw) > MAX_QUERY_TEXT:
         return {"query_text": redact(unquote(raw))[:MAX_QUERY_TEXT], "truncated": True}
