@@ -324,8 +324,8 @@ def test_a_slow_render_never_lets_a_statement_be_delivered_twice(make_runtime: A
     """Rendering outlasts a claim's lease: a second worker delivers meanwhile, the first then delivers nothing."""
     rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\n')
     other = Runtime(load_settings(tmp_path / "payhub.toml"))
-    monkeypatch.setattr(stage, "lease", lambda settings: timedelta(seconds=0.3))
-    monkeypatch.setattr(stage, "retry_delay", lambda settings, attempts: timedelta(seconds=0.3))
+    monkeypatch.setattr(stage, "lease", lambda settings: timedelta(seconds=1))
+    monkeypatch.setattr(stage, "retry_delay", lambda settings, attempts: timedelta(seconds=1))
     written: list[int] = []
     write, rendered = delivery.write_outbox, delivery.rendered
     slow = threading.Event()
@@ -337,7 +337,7 @@ def test_a_slow_render_never_lets_a_statement_be_delivered_twice(make_runtime: A
     def slow_render(statement: content.Statement) -> delivery.Rendered:
         if threading.current_thread().name == "slow":
             slow.set()
-            time.sleep(1.5)  # far past the lease
+            time.sleep(3)  # far past the lease
         return rendered(statement)
 
     monkeypatch.setattr(delivery, "write_outbox", counted_write)
@@ -347,7 +347,7 @@ def test_a_slow_render_never_lets_a_statement_be_delivered_twice(make_runtime: A
         thread = threading.Thread(target=lambda: results.append(stage.deliver(rt, 1)), name="slow")
         thread.start()
         assert slow.wait(30)
-        time.sleep(0.6)  # any claim the slow worker holds has passed its lease
+        time.sleep(1.5)  # any claim the slow worker holds has passed its lease
         second = stage.deliver(other, 1)
         thread.join(60)
     finally:
