@@ -92,3 +92,32 @@ def private_mkstemp(directory: str | os.PathLike[str], prefix: str = "", suffix:
         Path(name).unlink(missing_ok=True)
         raise
     return fd, name
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """fsync ``directory``, so that a rename or a creation in it survives a crash. Raises OSError."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` whole, or leave it as it was: a temporary file beside it with ``mode`` (default
+    :func:`private_file_mode`), fsynced, renamed over ``path``, then its directory fsynced; the temporary file is
+    removed on any failure. Return ``path``. Raises OSError."""
+    target = Path(path)
+    directory = target.parent
+    fd, tmp = private_mkstemp(directory, prefix=".partial-", suffix=target.suffix[:16], mode=mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(directory)
+    return target

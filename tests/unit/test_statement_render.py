@@ -41,7 +41,7 @@ def statement(**overrides: object) -> Statement:
     values: dict[str, object] = dict(
         payout_id=42, idempotency_key="ph-0123456789abcdef", status="paid", rail="bank", provider_ref="f.xml:3",
         currency="EUR", created_at=WHEN, sent_at=WHEN, paid_at=WHEN + timedelta(days=1), payee_id="p1",
-        payee_name=shown(HOSTILE), payee_email="ap@acme.example", payee_erased_at=None, lines=lines,
+        payee_name=shown(HOSTILE), payee_erased_at=None, lines=lines,
         rewards_minor=60000, clawbacks_minor=-25000, withholding_minor=-14400, total_minor=20600)
     values.update(overrides)
     return Statement(**values)  # type: ignore[arg-type]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,9 +27,9 @@ from payhub.api import (
     RailCapabilities,
     RailResult,
     RetryableRailError,
-    private_mkstemp,
 )
 from payhub.clock import utcnow
+from payhub.files import write_atomic
 
 COLUMNS = ("idempotency_key", "payout_id", "payee_id", "payee_name", "country", "email", "currency", "amount",
            "reference", "payout_details")
@@ -86,17 +85,7 @@ class CsvExportRail(Rail):
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{self.settings.prefix}-{stamp}-{instructions[0].payout_id}.csv"
         try:
-            fd, tmp = private_mkstemp(directory, prefix=".partial-", suffix=".csv")  # 0600 (0640), any umask
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                fh.write(buffer.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, directory / name)
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(directory / name, buffer.getvalue().encode("utf-8"))  # 0600 (0640), any umask
         except OSError as exc:
             raise RetryableRailError(f"cannot write to export directory {directory}: {exc}") from exc
         for i in instructions:

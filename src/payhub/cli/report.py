@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import console, err_console, shown
 from payhub.clock import utcnow
 from payhub.errors import PayhubError
-from payhub.files import private_mkstemp
+from payhub.files import write_atomic
 
 if TYPE_CHECKING:
     from payhub.kpis import Period
@@ -102,7 +101,7 @@ def kpi_report(ctx: Context, period: Any, fmt: str, output: Path | None, progres
                 writer.writerow(f.columns)
                 for row in f.text_rows():
                     writer.writerow(row)
-                _write(target / f"{f.id}.csv", out.getvalue().encode())
+                write_atomic(target / f"{f.id}.csv", out.getvalue().encode())
                 display.advance(writing)
             written = f"{len(shown_figures)} CSV files in {target}"
         else:
@@ -111,11 +110,11 @@ def kpi_report(ctx: Context, period: Any, fmt: str, output: Path | None, progres
             if fmt == "png":
                 target.mkdir(parents=True, exist_ok=True)
                 for ident, image in images.items():
-                    _write(target / f"{ident}.png", image)
+                    write_atomic(target / f"{ident}.png", image)
                 written = f"{len(images)} PNG charts in {target}"
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _write(target, render_html(found, shown_figures, tiles(found), images).encode())
+                write_atomic(target, render_html(found, shown_figures, tiles(found), images).encode())
                 written = f"{target} ({len(images)} charts, {len(shown_figures) - len(images)} tables)"
     console.print(f"wrote {shown(written)}", highlight=False, soft_wrap=True)
 
@@ -125,21 +124,6 @@ def _check_target(target: Path, fmt: str) -> None:
         raise PayhubError(f"--output {target} is a directory; the html report is one file")
     if fmt != "html" and target.exists() and not target.is_dir():
         raise PayhubError(f"--output {target} is a file; the {fmt} report is a directory of files")
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole: a private temporary file beside it, renamed over it."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = private_mkstemp(directory, prefix=".partial-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def draw(charts: Sequence[Any], advance: Callable[[], None] = lambda: None) -> dict[str, bytes]:

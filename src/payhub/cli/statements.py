@@ -16,6 +16,7 @@ from payhub.cli.output import console, err_console, plain, render
 from payhub.cli.params import ROW_ID
 from payhub.clock import isoformat, utcnow
 from payhub.errors import PayhubError
+from payhub.files import write_atomic
 
 if TYPE_CHECKING:
     from payhub.statements.stage import Result
@@ -41,7 +42,7 @@ def statements_show(ctx: Context, payout_id: int, fmt: str, output: str) -> None
     payout does not exist or its lines do not add up to its amount."""
     if output == "-" and fmt == "pdf" and sys.stdout.isatty():
         raise click.UsageError("a PDF is not written to a terminal: give --output FILE (or redirect)")
-    from payhub.statements import content, delivery
+    from payhub.statements import content
     from payhub.statements import render as documents
 
     rt = ctx.runtime()
@@ -56,7 +57,7 @@ def statements_show(ctx: Context, payout_id: int, fmt: str, output: str) -> None
         return
     path = Path(output)
     try:
-        written = delivery.write_private(path.parent if str(path.parent) else Path("."), path.name, data)
+        written = write_atomic(path, data)
     except OSError as exc:
         raise PayhubError(f"cannot write {output}: {exc}") from exc
     console.print(f"statement of payout {payout_id} ({len(statement.lines)} lines, {statement.total} "
@@ -84,7 +85,7 @@ def statements_send(ctx: Context, payout_id: int | None, retry_failed: bool, pro
     failed or skipped and a count per status; exits 1 when a delivery failed."""
     if payout_id is not None and retry_failed:
         raise click.UsageError("--payout and --retry-failed do not go together")
-    from payhub.statements.stage import StatementsOff, deliver_batch, deliver_one, paused_until
+    from payhub.statements.stage import deliver_batch, deliver_one, paused_until, refuse_when_off
 
     rt = ctx.runtime()
     if payout_id is not None:
@@ -93,8 +94,7 @@ def statements_send(ctx: Context, payout_id: int | None, retry_failed: bool, pro
         if result.status == "failed":
             sys.exit(1)
         return
-    if rt.settings.notify.statements == "off":
-        raise StatementsOff("[notify] statements is off: set it to smtp or outbox to deliver statements")
+    refuse_when_off(rt.settings)
     since = utcnow() if retry_failed else None
     counts: Counter[str] = Counter()
     problems: list[Result] = []

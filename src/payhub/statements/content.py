@@ -29,7 +29,7 @@ from payhub.clock import parse_instant
 from payhub.db.schema import payees, payout_items, payouts, rewards
 from payhub.errors import PayhubError
 from payhub.fx import convert
-from payhub.money import minor_units
+from payhub.money import to_minor
 from payhub.provenance import ItemView, PayoutExplanation, explain
 from payhub.reports import amount_text
 from payhub.states import PayoutStatus, RewardKind
@@ -143,7 +143,6 @@ class Statement:
     paid_at: datetime | None
     payee_id: str
     payee_name: str
-    payee_email: str | None  # as stored, for delivery (never shown on the statement)
     payee_erased_at: datetime | None
     lines: tuple[Line, ...]
     rewards_minor: int
@@ -190,8 +189,10 @@ def _to_minor(text: str, currency: str) -> int | None:
     amount = _decimal(text)
     if amount is None:
         return None
-    scaled = amount.scaleb(minor_units(currency))
-    return int(scaled) if scaled == scaled.to_integral_value() else None
+    try:
+        return to_minor(amount, currency)
+    except ValueError:  # more decimals than the currency has
+        return None
 
 
 def _fx(item: ItemView, currency: str) -> Fx | None:
@@ -326,7 +327,7 @@ def build(conn: Connection, payout_id: int) -> Statement:
         sent_at=row.first_sent_at or _history_time(found, ("payout.sent", "payout.paid")),
         paid_at=_history_time(found, ("payout.paid",)),
         payee_id=shown(payout["payee"]), payee_name=shown(row.name if row.name is not None else payout["payee"]),
-        payee_email=row.email, payee_erased_at=row.erased_at, lines=tuple(lines),
+        payee_erased_at=row.erased_at, lines=tuple(lines),
         rewards_minor=sum(x.amount_minor for x in lines if x.kind == "reward"),
         clawbacks_minor=sum(x.amount_minor for x in lines if x.kind == "clawback"),
         withholding_minor=sum(x.amount_minor for x in lines if x.kind == "withholding"),

@@ -9,14 +9,13 @@ against the system's trust store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` name othe
 server waits at most ``timeout_seconds``.
 
 The outbox (:func:`write_outbox`) gets ``statement-<payout>.html`` and ``statement-<payout>.pdf``, each written
-atomically (temporary file, fsync, rename) with the private file mode (0600, or 0640 with
+atomically (:func:`payhub.files.write_atomic`) with the private file mode (0600, or 0640 with
 ``[files] group_readable``); a statement written again replaces its files with the same content.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from payhub.clock import utcnow
 from payhub.errors import PayhubError
-from payhub.files import private_mkstemp
+from payhub.files import write_atomic
 from payhub.settings import Settings, SmtpSettings
 from payhub.statements import render
 from payhub.statements.addresses import mail_address as mail_address  # re-exported
@@ -149,36 +148,14 @@ def outbox_dir(settings: Settings) -> Path:
     return settings.resolve(settings.notify.outbox_dir)
 
 
-def write_private(directory: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` to ``directory/name`` atomically (temporary file, fsync, rename) with the private file mode;
-    return the path. Raises OSError."""
-    fd, tmp = private_mkstemp(directory, prefix=".partial-", suffix=f"-{name}")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        target = directory / name
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def write_outbox(doc: Rendered, directory: Path) -> Path:
     """Write ``statement-<payout>.html`` and ``.pdf`` into ``directory`` (created 0700 if missing); return the PDF's
     path. Raises :class:`DeliveryError` when the directory or a file cannot be written."""
     payout = doc.statement.payout_id
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(directory, f"statement-{payout}.html", doc.html.encode("utf-8"))
-        target = write_private(directory, f"statement-{payout}.pdf", doc.pdf)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(directory / f"statement-{payout}.html", doc.html.encode("utf-8"))
+        target = write_atomic(directory / f"statement-{payout}.pdf", doc.pdf)
     except OSError as exc:
         raise DeliveryError(f"cannot write statement files into {directory}: {exc}") from exc
     return target

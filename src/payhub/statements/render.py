@@ -60,10 +60,8 @@ def _fetcher() -> Any:
 
         def __init__(self) -> None:
             super().__init__(allowed_protocols=())
-            self.refused: list[str] = []
 
         def fetch(self, url: str, headers: Any = None) -> Any:
-            self.refused.append(url[:200])
             log.warning("statement PDF: refused to fetch %r", url[:200])
             raise ValueError(f"statements fetch nothing: {url[:200]!r} refused")
 

@@ -88,6 +88,12 @@ class StatementsOff(PayhubError):
     """``[notify] statements`` is ``off``: nothing is delivered."""
 
 
+def refuse_when_off(settings: Settings) -> None:
+    """Raise :class:`StatementsOff` when ``[notify] statements`` is ``off``."""
+    if settings.notify.statements == "off":
+        raise StatementsOff("[notify] statements is off: set it to smtp or outbox to deliver statements")
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """What one delivery did: its status, the attempt number, where it went and why it failed or was skipped;
@@ -323,8 +329,7 @@ def deliver(rt: Runtime, payout_id: int, *, force: bool = False) -> Result | Non
     delivered); return what was done, or None when nothing was (see the module docstring)."""
     settings = rt.settings
     channel = settings.notify.statements
-    if channel == "off":
-        raise StatementsOff("[notify] statements is off: set it to smtp or outbox to deliver statements")
+    refuse_when_off(settings)
     with rt.engine.connect() as conn:
         target = _target(conn, payout_id)
     if target is None or target.status not in content.STATEMENT_STATUSES:
@@ -431,8 +436,7 @@ def deliver_one(rt: Runtime, payout_id: int) -> Result:
     """Deliver the statement of ``payout_id`` now, whatever its earlier attempts (``statements send --payout``):
     raise :class:`~payhub.statements.content.StatementError` when the payout does not exist, is not sent or paid,
     or its statement is delivered or being delivered."""
-    if rt.settings.notify.statements == "off":
-        raise StatementsOff("[notify] statements is off: set it to smtp or outbox to deliver statements")
+    refuse_when_off(rt.settings)
     with rt.engine.connect() as conn:
         target = _target(conn, payout_id)
         row = delivery_row(conn, payout_id, reveal=False)
