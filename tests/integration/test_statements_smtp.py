@@ -333,3 +333,28 @@ def test_implicit_tls_checks_the_certificate(make_runtime: Any, tmp_path: Path, 
         assert {r.status for r in stage.deliver_batch(rt)} == {"delivered", "skipped"}
     assert server.inbox.sessions == [{"tls": True, "authenticated": None}] * 3
     assert ("statement.failed", "1", "failed") in statement_entries(rt)
+
+
+class RefusingInbox(Inbox):
+    """Refuses every recipient the way Postfix does, quoting the address."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          options: list[str]) -> str:
+        return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+
+
+def test_a_refusal_quoting_the_address_is_recorded_without_it(make_runtime: Any, tmp_path: Path,
+                                                              servers: list[Server]) -> None:
+    server = Server()
+    server.inbox = RefusingInbox()
+    servers.append(server.start())
+    rt = paid_world(make_runtime, tmp_path, smtp_settings(server.port))
+    with ManualClock(AFTER):
+        results = stage.deliver_batch(rt)
+    assert {r.status for r in results} == {"failed", "skipped"}  # the payee without an address is skipped
+    with rt.engine.connect() as conn:
+        text = " ".join(conn.execute(select(audit_log.c.detail)).scalars())
+    assert "Recipient address rejected" in text and "<the payee's address>" in text
+    for address in ("ap@acme.example", "billing@de.example"):
+        assert address not in text
+        assert all(address not in (row.reason or "") for row in deliveries(rt).values())

@@ -38,6 +38,7 @@ E-mail addresses are personal data: the address a statement went to is stored se
 from __future__ import annotations
 
 import logging
+import re
 import time
 import weakref
 from collections.abc import Callable
@@ -386,7 +387,7 @@ def deliver(rt: Runtime, payout_id: int, *, force: bool = False) -> Result | Non
         raise  # the database: the daemon waits for it; the claim is taken again after its lease
     except PayhubError as exc:  # a refused mail, a timeout (PluginTimeout)
         server = isinstance(exc, PluginTimeout) or (isinstance(exc, delivery.DeliveryError) and exc.server)
-        return _record_failure(rt, payout_id, attempt, channel, str(exc), doc, server=server)
+        return _record_failure(rt, payout_id, attempt, channel, _without_address(str(exc), to), doc, server=server)
     except Exception as exc:  # noqa: BLE001 - one statement's failure never stops the others
         log.exception("statement of payout %d: unexpected error", payout_id)
         return _record_failure(rt, payout_id, attempt, channel, f"{type(exc).__name__}: {exc}", doc)
@@ -408,6 +409,14 @@ def deliver(rt: Runtime, payout_id: int, *, force: bool = False) -> Result | Non
         tx.audit("statement.delivered", "payout", payout_id, detail)
     log.info("statement of payout %d delivered (%s, attempt %d)", payout_id, channel, attempt)
     return Result(payout_id, "delivered", attempt, destination=destination, sha256=doc.sha256)
+
+
+def _without_address(reason: str, address: str | None) -> str:
+    """``reason`` (a mail server's answer, which often quotes the recipient) without the payee's address: the audit
+    log keeps reasons for good, and an address is personal data that erasure must be able to remove."""
+    if not address:
+        return reason
+    return re.sub(re.escape(address), "<the payee's address>", reason, flags=re.IGNORECASE)
 
 
 def _record_failure(rt: Runtime, payout_id: int, attempt: int, channel: str, reason: str,
