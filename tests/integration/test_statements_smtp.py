@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cli_helpers import CliSite
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -358,3 +359,19 @@ def test_a_refusal_quoting_the_address_is_recorded_without_it(make_runtime: Any,
     for address in ("ap@acme.example", "billing@de.example"):
         assert address not in text
         assert all(address not in (row.reason or "") for row in deliveries(rt).values())
+
+
+def test_send_by_hand_reads_an_address_just_added_to_the_payees_file(make_runtime: Any, tmp_path: Path,
+                                                                      servers: list[Server]) -> None:
+    server = Server().start()
+    servers.append(server)
+    rt = paid_world(make_runtime, tmp_path, smtp_settings(server.port))
+    with ManualClock(AFTER):
+        assert {r.payout_id: r.status for r in stage.deliver_batch(rt)}[4] == "skipped"
+    payees = (tmp_path / "payees.csv").read_text()
+    (tmp_path / "payees.csv").write_text(payees.replace("nomail,No Mail Ltd,FR,EUR,,", "nomail,No Mail Ltd,FR,EUR,"
+                                                        "ap@nomail.example,"))
+    assert "ap@nomail.example" in (tmp_path / "payees.csv").read_text()
+    result = CliSite(tmp_path).cli("statements", "send", "--payout", "4")
+    assert result.exit_code == 0, result.output
+    assert deliveries(rt)[4].status == "delivered" and len(server.inbox.of(4)) == 1

@@ -81,13 +81,16 @@ def _line(result: Result) -> str:
 @fail_cleanly
 def statements_send(ctx: Context, payout_id: int | None, retry_failed: bool, progress: bool | None) -> None:
     """Deliver the statements that are due, as the daemon does after settle ([notify] statements): each sent or
-    paid payout without a delivery, and failed deliveries whose retry is due. Prints one line per statement
+    paid payout without a delivery, and failed deliveries whose retry is due. The payees file is read first, as a
+    daemon pass reads it. Prints one line per statement
     failed or skipped and a count per status; exits 1 when a delivery failed."""
     if payout_id is not None and retry_failed:
         raise click.UsageError("--payout and --retry-failed do not go together")
+    from payhub.payees import sync_payees
     from payhub.statements.stage import deliver_batch, deliver_one, paused_until, refuse_when_off
 
     rt = ctx.runtime()
+    sync_payees(rt)  # an address just added to the payees file counts, as on the daemon's next pass
     if payout_id is not None:
         result = deliver_one(rt, payout_id)
         console.print(plain(_line(result)), markup=False, highlight=False, soft_wrap=True)
