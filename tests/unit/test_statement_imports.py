@@ -3,6 +3,8 @@ smtplib, WeasyPrint) only when statements are used."""
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 
@@ -30,6 +32,7 @@ def test_the_worker_module_imports_no_statement_library() -> None:
     assert imported_after("import payhub.worker\nimport payhub.cli.statements") == ""
 
 
+@pytest.mark.slow  # a new interpreter renders a statement
 def test_rendering_imports_jinja2_on_first_use() -> None:
     assert imported_after("from payhub.statements import render") == ""
     assert "jinja2" in imported_after("from payhub.statements import render\nrender.templates()")
