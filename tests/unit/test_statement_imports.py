@@ -3,10 +3,10 @@ smtplib, WeasyPrint) only when statements are used."""
 
 from __future__ import annotations
 
-import pytest
-
 import subprocess
 import sys
+
+import pytest
 
 HEAVY = ("jinja2", "smtplib", "weasyprint")
 CHECK = """
