@@ -118,12 +118,12 @@ def test_csv_download_is_the_chart_data_and_spreadsheet_safe(rt: Any, auditor: C
 
 
 @pytest.mark.parametrize(("query", "status", "says"), [
-    ("period=2026-Q5", 400, "Q1 to Q4"),
-    ("period=" + "9" * 500, 400, "at most 40 characters"),
-    ("period=%00", 400, "NUL"),
-    ("period=2026&period=2025", 400, "more than once"),
-    ("period=2026-Q4&nonsense=1", 400, "unknown parameter"),
-    ("period=<script>", 400, "not one of the forms"),
+    ("period=2026-Q5", 422, "Q1 to Q4"),
+    ("period=" + "9" * 500, 422, "at most 40 characters"),
+    ("period=%00", 422, "NUL"),
+    ("period=2026&period=2025", 422, "more than once"),
+    ("period=2026-Q4&nonsense=1", 422, "unknown parameter"),
+    ("period=<script>", 422, "not one of the forms"),
 ])
 def test_bad_periods_are_answered_with_a_message(rt: Any, auditor: Console, query: str, status: int,
                                                  says: str) -> None:
@@ -133,13 +133,13 @@ def test_bad_periods_are_answered_with_a_message(rt: Any, auditor: Console, quer
     assert "<script>" not in answer.text.split("<main", 1)[1]
     assert '<label for="overview-period">' in answer.text  # the form is there to try again
     download = auditor.get(f"/console/kpi.csv?{query}&chart=flows")
-    assert download.status_code == 400 and says in html.unescape(download.text)
+    assert download.status_code == 422 and says in html.unescape(download.text)
 
 
 def test_unknown_or_missing_chart(rt: Any, auditor: Console) -> None:
     assert auditor.get("/console/kpi.csv?period=2026-Q4&chart=nope").status_code == 404
-    assert auditor.get("/console/kpi.csv?period=2026-Q4").status_code == 400
-    assert auditor.get("/console/kpi.csv?period=2026-Q4&chart=" + "x" * 100).status_code == 400
+    assert auditor.get("/console/kpi.csv?period=2026-Q4").status_code == 422
+    assert auditor.get("/console/kpi.csv?period=2026-Q4&chart=" + "x" * 100).status_code == 422
 
 
 def test_needs_a_session_and_is_audited(rt: Any, auditor: Console) -> None:

@@ -3,7 +3,7 @@
 ``GET /console/?period=2026-Q4`` shows :func:`payhub.kpis.kpis` of the period (default: the current quarter, UTC)
 with each chart's data as a table; ``GET /console/kpi.csv?period=...&chart=<id>`` downloads one chart's or table's
 data (:func:`payhub.kpis.figures`) as spreadsheet-safe CSV (:mod:`payhub.csvsafe`). Auditor role and above. A bad
-period or chart is answered 400 or 404 with a message, never a server error.
+period or chart is answered 422 or 404 with a message, never a server error.
 
 The page always reads the KPIs anew; a CSV download uses the figures the page last read for the same period when
 they are at most :data:`CACHE_SECONDS` old (kept by each app), so that it gives the figures the page showed without
@@ -88,7 +88,7 @@ def overview(request: Request, viewer: Annotated[Viewer, Depends(page("auditor")
         period = _chosen(query_params(request, {"period": MAX_TEXT}))
     except (BadQuery, PeriodError) as exc:
         request.state.refusal = str(exc)
-        return render(request, "overview.html", viewer, status_code=400, **{**context, "problem": str(exc)})
+        return render(request, "overview.html", viewer, status_code=422, **{**context, "problem": str(exc)})
     found = _read(request, period, kept_ok=False)
     shown = figures(found)
 
@@ -112,10 +112,10 @@ def kpi_csv(request: Request, viewer: Annotated[Viewer, Depends(page("auditor"))
         period = _chosen(params)
     except (BadQuery, PeriodError) as exc:
         request.state.refusal = str(exc)
-        raise HTTPException(400, str(exc)) from None
+        raise HTTPException(422, str(exc)) from None
     wanted = params.get("chart")
     if wanted is None:
-        raise HTTPException(400, "chart: name the chart or table whose data to download (its CSV link does)")
+        raise HTTPException(422, "chart: name the chart or table whose data to download (its CSV link does)")
     found = next((f for f in figures(_read(request, period, kept_ok=True)) if f.id == wanted), None)
     if found is None:
         raise HTTPException(404, f"no chart or table {wanted!r} in the overview of {period.label}")
