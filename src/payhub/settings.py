@@ -291,6 +291,18 @@ class RoutingSettings(_Section):
         default_factory=list, description="The first rule matching the payee's country and the currency routes it.")
     default_rail: str | None = Field(
         None, description="Rail for payees no rule matches, and the last fallback when the chosen rails cannot pay.")
+    payout_cadence: Literal["pass", "daily", "weekly", "monthly"] = Field(
+        "pass", description="When a payee's pending rewards become a payout: every pass, or once the UTC day, ISO "
+        "week (from Monday) or calendar month in which they became payable has closed.")
+
+    @field_validator("payout_cadence", mode="before")
+    @classmethod
+    def _cadence(cls, value: Any) -> Any:
+        cadences = ("pass", "daily", "weekly", "monthly")
+        if isinstance(value, str) and value.strip().lower() in cadences:
+            return value.strip().lower()
+        shown = repr(value) if isinstance(value, str) and len(value) <= 40 else type(value).__name__
+        raise ValueError(f"must be one of {', '.join(repr(c) for c in cadences)}, not {shown}")
 
 
 class PayeesSettings(_Section):

@@ -2,22 +2,30 @@
 
 A payout is never rewritten: adjustments (negative rewards) reduce the payee's next payout, and a balance that is
 negative or below the minimum payout is carried forward to it.
+
+``routing.payout_cadence`` says when a pending reward is due: ``pass`` (at once), or once the UTC calendar day, ISO
+week (Monday to Sunday) or calendar month in which it became payable (calculated as ``pending``, approved, or
+released; its ``updated_at``) has closed. Each pass takes only due rewards, so all of a payee's rewards that became
+payable in one period go into one payout per payout currency (and rail).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Integer, bindparam, select
 
 from payhub.api import FxRate, Payee
 from payhub.audit import canonical_json
-from payhub.clock import utcnow
+from payhub.clock import isoformat, utcnow
 from payhub.compliance import gift_caps, tax_rules
+from payhub.db.schema import UTCDateTime, events, rewards
 from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
 from payhub.payees import erased_since, load_payees
@@ -29,6 +37,64 @@ from payhub.store import rewards as store
 Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
 RECHECK_SHARE = 10
 """Each schedule pass re-examines at least ``batch_size // RECHECK_SHARE`` held rewards, however much is pending."""
+CADENCES = ("pass", "daily", "weekly", "monthly")
+"""The values of ``routing.payout_cadence``."""
+NOTHING_DUE_RECHECK_SECONDS = 60.0
+"""After a pass found no due pending reward, later passes of the same period skip the search for this long (seconds
+of the monotonic clock): a reward made payable from now on is not due before the period closes, and one whose
+transaction was still being committed (or that another replica had locked) is found at the latest this much later."""
+
+# The pending rewards due under a cadence (payable before ``due_before``), as the schedule stage reads them: each
+# payee's together, by currency. Built once per dialect; each pass only binds its values.
+_DUE_SQL = select(
+    rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
+    rewards.c.hold_code, rewards.c.hold_reason, rewards.c.program, rewards.c.fx_mode, events.c.occurred_at,
+    rewards.c.kind, rewards.c.event_id,
+).select_from(rewards.join(events, events.c.id == rewards.c.event_id)).where(
+    rewards.c.status == RewardStatus.PENDING, rewards.c.updated_at < bindparam("due_before", type_=UTCDateTime),
+).order_by(rewards.c.payee_id, rewards.c.currency, rewards.c.id).limit(bindparam("limit", type_=Integer))
+_CLAIM_DUE = {"sqlite": _DUE_SQL, "postgresql": _DUE_SQL.with_for_update(skip_locked=True)}
+_nothing_due: weakref.WeakKeyDictionary[Runtime, tuple[str, datetime, float]] = weakref.WeakKeyDictionary()
+"""Per runtime: (cadence, period start, monotonic time) of the last pass that found no due pending reward."""
+
+
+def period_start(cadence: str, moment: datetime) -> datetime | None:
+    """The start (UTC, inclusive) of the ``cadence`` period holding ``moment``: midnight UTC of its day (``daily``),
+    of the Monday of its ISO week (``weekly``) or of the first of its month (``monthly``); None for ``pass``.
+
+    A pending reward is due once the period in which it became payable has closed, that is when it became payable
+    before ``period_start(cadence, now)``."""
+    if cadence == "pass":
+        return None
+    moment = moment.astimezone(UTC)
+    day = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    if cadence == "daily":
+        return day
+    if cadence == "weekly":
+        return day - timedelta(days=day.weekday())
+    if cadence == "monthly":
+        return day.replace(day=1)
+    raise ValueError(f"payout cadence must be one of {', '.join(CADENCES)}, not {cadence!r}")
+
+
+def claim_due(rt: Runtime, conn: Connection, limit: int, now: datetime) -> list[Any]:
+    """Lock up to ``limit`` pending rewards that are due under ``routing.payout_cadence`` at ``now`` (all of them
+    under ``pass``), by payee, currency and id (PostgreSQL skips rows another replica holds)."""
+    cadence = rt.settings.routing.payout_cadence
+    due_before = period_start(cadence, now)
+    if due_before is None:
+        return store.claim_pending(conn, limit)
+    seen = _nothing_due.get(rt)
+    if seen is not None and seen[:2] == (cadence, due_before) and (
+            time.monotonic() - seen[2] < NOTHING_DUE_RECHECK_SECONDS):
+        return []
+    statement = _CLAIM_DUE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    rows = list(conn.execute(statement, {"due_before": due_before, "limit": limit}).all())
+    if rows:
+        _nothing_due.pop(rt, None)
+    else:
+        _nothing_due[rt] = (cadence, due_before, time.monotonic())
+    return rows
 
 
 def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int,
@@ -104,7 +170,9 @@ class _Item:
 def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = True) -> int:
     """Turn up to ``limit`` payable rewards into payouts in one transaction; return how many rewards changed.
 
-    Pending rewards come first, each payee's together with its carried-forward balance; then, in every pass (in the
+    Pending rewards that are due (:func:`claim_due`: all of them under the ``pass`` cadence, else those that became
+    payable before the current period began) come first, each payee's together with its carried-forward balance;
+    then, in every pass (in the
     room the pending rewards left, and at least ``limit // RECHECK_SHARE`` of them, so a long queue of pending work
     never stops them), rewards held for a missing payee, rail, FX rate or tax form are re-examined (only those whose
     hold could now clear, so a pass that changes nothing returns 0), and so are the carried rewards of payees who
@@ -113,8 +181,9 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
     negative net is carried forward, and every carried reward of the group gets the group's current reason.
     """
     limit = limit or rt.settings.database.batch_size
+    now = utcnow()
     with rt.transaction() as tx:
-        rows = store.claim_pending(tx.conn, limit)
+        rows = claim_due(rt, tx.conn, limit, now)
         if len(rows) == limit and rows[0].payee_id != rows[-1].payee_id:
             # A payee cut off by the limit waits for the next batch, to be netted whole.
             rows = [row for row in rows if row.payee_id != rows[-1].payee_id]
@@ -164,7 +233,8 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
                 continue
             planned.append((payee_id, currency, rail, why, items))
             moved += len(items)
-        _create_payouts(tx, planned)
+        _create_payouts(tx, planned, rt.settings.routing.payout_cadence, period_start(
+            rt.settings.routing.payout_cadence, now))
     return moved
 
 
@@ -261,8 +331,10 @@ def _hold(tx: Tx, items: list[Any], code: str, reason: str) -> int:
     return len(fresh)
 
 
-def _create_payouts(tx: Tx, planned: list[Planned]) -> None:
-    """Insert the payouts, their items and the rewards' new state as a few bulk statements."""
+def _create_payouts(tx: Tx, planned: list[Planned], cadence: str = "pass", due_before: datetime | None = None
+                    ) -> None:
+    """Insert the payouts, their items and the rewards' new state as a few bulk statements. Under a cadence other
+    than ``pass``, each ``payout.created`` entry also records it and the start of the period not yet paid."""
     if not planned:
         return
     now = utcnow()
@@ -276,11 +348,12 @@ def _create_payouts(tx: Tx, planned: list[Planned]) -> None:
                  "fx": canonical_json(item.fx) if item.fx else None})
         for index, plan in enumerate(planned) for item in plan[4]], now)
     links = [(payout_id, item) for payout_id, plan in zip(ids, planned, strict=True) for item in plan[4]]
+    timing = {} if due_before is None else {"cadence": cadence, "due_before": isoformat(due_before)}
     for payout_id, row in zip(ids, rows, strict=True):
         tx.audit("payout.created", "payout", payout_id, {
             "key": row["idempotency_key"], "payee": row["payee_id"], "rail": row["rail"], "route": row["route_reason"],
             "currency": row["currency"], "amount": str(from_minor(row["amount_minor"], row["currency"])),
-            "rewards": row["item_count"],
+            "rewards": row["item_count"], **timing,
         })
     for payout_id, item in links:
         detail: dict[str, Any] = {"payout": payout_id}
