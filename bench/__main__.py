@@ -1,0 +1,398 @@
+"""The command line of the benchmarks.
+
+    python -m bench                       # one pipeline run: 100,000 events on SQLite, human-readable table
+    python -m bench --programs mix -n 20000   # the program mix, with its checks and the audit chain verified
+    python -m bench -n 1000000 --json     # JSON on stdout
+    python -m bench --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres   # on a fresh PostgreSQL database
+    python -m bench --sizes 100000,300000,1000000   # memory flatness: one fresh process per size
+    python -m bench -n 100000 --profile   # cProfile per stage, top functions printed and saved
+    python -m bench -n 100000 --profile pyinstrument --no-ceiling   # call trees per stage (pip install)
+    python -m bench --compare [--sizes 100000,1000000] [--quick] [--pg URL | --no-pg] [--json]
+
+``--compare`` runs, each in a fresh process, the pipeline at every size on SQLite and PostgreSQL with the ceiling of
+each, then the ``compare(opts) -> list[Figure]`` of every figure module present (FIGURE_MODULES), and prints every
+figure with its target and ratio (bench.figures.render_table), the load average before and after, the commit and the
+CPU count; the JSON goes to bench/results/ (and to stdout with --json). A module that is missing or fails is reported
+and the others still run. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.figures import CompareOptions, Figure, render_table
+from bench.gen import default_currencies
+from bench.report import _fmt, render
+from bench.runner import (
+    AUDIT_VERIFY_AUTO_MAX,
+    DEFAULT_PG_URL,
+    REPO,
+    RESULTS_DIR,
+    STAGES,
+    RunOptions,
+    host_info,
+    run_measured,
+)
+
+# The modules whose compare(opts) --compare calls after the pipeline figures, in this order.
+FIGURE_MODULES = ("history", "audit_speed", "startup", "pg", "pgqueuer_cmp", "cadence")
+FLAT_RSS = 1.10  # the peak RSS of the largest size within 10 % of the smallest's
+CEILING_SHARE = 0.5  # end to end at least half the independent ceiling
+
+
+# ------------------------------------------------------------------------------------------------- one run
+
+
+def run_one(args: argparse.Namespace) -> int:
+    opts = RunOptions.from_namespace(args)
+    opts.database_url = args.pg
+    report, run = run_measured(opts, ceiling=not args.no_ceiling, audit_verify=args.audit_verify,
+                               workdir=args.workdir, keep=args.keep)
+    text = render(report)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    tag = f"n{args.events}" + ("-pg" if args.pg else "")
+    if not args.no_save:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        base = RESULTS_DIR / f"{stamp}-{tag}"
+        base.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        base.with_suffix(".txt").write_text(text)
+        report["saved"] = str(base.with_suffix(".json"))
+    if args.profile:
+        profiler = run["meter"].profiler
+        prof_text = profiler.report(run["meter"], args.profile_top)
+        if not args.no_save:
+            base = RESULTS_DIR / f"{stamp}-{tag}-{args.profile}"
+            Path(f"{base}.txt").write_text(prof_text)
+            profiler.save(base)
+            print(f"  profile: {base}.txt", file=sys.stderr)
+        else:
+            print(prof_text, file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(text, end="")
+        if "saved" in report:
+            print(f"saved: {report['saved']}")
+    return 0 if report["checks"]["ok"] else 1
+
+
+def run_sizes(args: argparse.Namespace) -> int:
+    """Each size in a fresh interpreter, so every peak RSS is that size's alone."""
+    results = []
+    for size in args.sizes:
+        cmd = [sys.executable, "-m", "bench", "-n", str(size), "--json", "--no-save", "--quiet",
+               "--payees", str(args.payees), "--calculator", args.calculator, "--synchronous", args.synchronous,
+               "--programs", args.programs, "--partners", str(args.partners), "--audit-verify", "never",
+               "--batch-size", str(args.batch_size), "--source-batch", str(args.source_batch),
+               "--rail-batch", str(args.rail_batch), "--currencies", ",".join(args.currencies),
+               "--seed", str(args.seed)]
+        if args.workdir:
+            cmd += ["--workdir", args.workdir]
+        if args.pg:
+            cmd += ["--pg", args.pg]
+        if not args.sizes_ceiling:
+            cmd.append("--no-ceiling")
+        print(f"  N={size:,} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if proc.returncode not in (0, 1) or not proc.stdout.strip():
+            print(proc.stderr, file=sys.stderr)
+            raise SystemExit(f"bench: the run with N={size} failed (exit {proc.returncode})")
+        results.append(json.loads(proc.stdout))
+    rows = []
+    for r in results:
+        e2e, m = r["end_to_end"], r["memory"]
+        rows.append({"events": r["params"]["events"], "seconds": e2e["seconds"], "rewards_per_s": e2e["rate"],
+                     "baseline_rss_mb": m["baseline_rss_mb"], "run_peak_rss_mb": m["run_peak_rss_mb"],
+                     "process_peak_rss_mb": m["process_peak_rss_mb"],
+                     "stage_peak_rss_mb": {s["stage"]: s["peak_rss_mb"] for s in r["stages"]},
+                     "anon_after_mb": m["rss_parts_mb"].get("after", {}).get("RssAnon"),
+                     "fake_rail_ledger_mb": m["fake_rail_ledger_mb"], "payouts": r["checks"]["rows"]["payouts"],
+                     "checks_ok": r["checks"]["ok"]})
+    out = io.StringIO()
+    names = [name for name, _a, _u in STAGES]
+    out.write(f"memory flatness ({results[0]['memory']['method']}; each size in a fresh process)\n\n")
+    out.write(f"{'events':>10}{'seconds':>10}{'rewards/s':>11}{'payouts':>9}{'base MB':>9}{'peak MB':>9}"
+              + "".join(f"{n[:9]:>10}" for n in names) + f"{'heap MB':>9}{'rail MB':>9}  checks\n")
+    for row in rows:
+        out.write(f"{row['events']:>10,}{row['seconds']:>10.1f}{_fmt(row['rewards_per_s']):>11}"
+                  f"{row['payouts']:>9,}{row['baseline_rss_mb']:>9.1f}{row['run_peak_rss_mb']:>9.1f}"
+                  + "".join(f"{row['stage_peak_rss_mb'][n]:>10.1f}" for n in names)
+                  + f"{_fmt(row['anon_after_mb'], 1):>9}{row['fake_rail_ledger_mb']:>9.1f}"
+                  + f"  {'ok' if row['checks_ok'] else 'FAILED'}\n")
+    first, last = rows[0], rows[-1]
+    growth = last["run_peak_rss_mb"] - first["run_peak_rss_mb"]
+    out.write(f"\npeak RSS grew {growth:+.1f} MB from N={first['events']:,} to N={last['events']:,} "
+              f"({growth * 1e6 / max(1, last['events'] - first['events']):+.1f} MB per million events)\n")
+    out.write("heap MB: anonymous RSS (RssAnon) after the run; rail MB: what the in-memory FakeRail keeps about "
+              "the payouts it accepted, which grows with their number and is the test double's, not payhub's\n")
+    text = out.getvalue()
+    report = {"bench": "payhub memory flatness", "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "host": host_info(), "sizes": rows, "runs": results}
+    if not args.no_save:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS_DIR / f"{stamp}-sizes.json"
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        path.with_suffix(".txt").write_text(text)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(text, end="")
+    return 0 if all(row["checks_ok"] for row in rows) else 1
+
+
+# ------------------------------------------------------------------------------------------------- --compare
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _pipeline_run(size: int, pg_url: str | None, opts: CompareOptions) -> dict[str, Any]:
+    """One pipeline run with its ceiling in a fresh interpreter (so its peak RSS is its own); the JSON report."""
+    cmd = [sys.executable, "-m", "bench", "-n", str(size), "--json", "--no-save", "--quiet",
+           "--seed", str(opts.seed)]
+    if pg_url:
+        cmd += ["--pg", pg_url]
+    if opts.workdir:
+        cmd += ["--workdir", str(opts.workdir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode not in (0, 1) or not proc.stdout.strip():
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"exit {proc.returncode}: {tail}")
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def pipeline_figures(opts: CompareOptions, log: Any = None) -> tuple[list[Figure], list[dict[str, Any]]]:
+    """End to end rewards/s against the independent ceiling at each size, and peak RSS per size, on SQLite and
+    (when ``opts.pg_url``) PostgreSQL. Returns the figures and a summary row per run."""
+    figures: list[Figure] = []
+    runs: list[dict[str, Any]] = []
+    backends = [("sqlite", None)] + ([("postgresql", opts.pg_url)] if opts.pg_url else [])
+    for backend, url in backends:
+        peaks: dict[int, float] = {}
+        for size in opts.sizes:
+            name = f"{backend} {size:,}"
+            if log:
+                log(f"  pipeline: {name} events with its ceiling ...")
+            start = time.perf_counter()
+            try:
+                r = _pipeline_run(size, url, opts)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not stop the others
+                figures.append(Figure(f"end to end / ceiling, {name}", None, "× ceiling", CEILING_SHARE,
+                                      note=f"run failed: {exc}"))
+                runs.append({"backend": backend, "events": size, "error": str(exc)})
+                continue
+            e2e, c, checks = r["end_to_end"], r.get("ceiling") or {}, r["checks"]
+            ceiling_rate = (c.get("all_tables") or {}).get("rewards_rate")
+            ratio = (c.get("ratio") or {}).get("end_to_end_vs_all_tables")
+            ok = "checks ok" if checks["ok"] else "CHECKS FAILED: " + "; ".join(checks["problems"])[:200]
+            figures.append(Figure(
+                f"end to end / ceiling, {name}", ratio, "× ceiling", CEILING_SHARE,
+                note=f"{_fmt(e2e['rate'])} rewards/s ({e2e['cpu_seconds']:.1f} cpu s in {e2e['seconds']:.1f} s) "
+                     f"vs ceiling {_fmt(ceiling_rate)} rewards/s; {ok}"))
+            peaks[size] = r["memory"]["run_peak_rss_mb"]
+            figures.append(Figure(f"peak RSS, {name}", peaks[size], "MB",
+                                  note=f"run peak; baseline {r['memory']['baseline_rss_mb']:.0f} MB"))
+            runs.append({"backend": backend, "events": size, "seconds": e2e["seconds"],
+                         "cpu_seconds": e2e["cpu_seconds"], "rewards_per_s": e2e["rate"],
+                         "ceiling_rewards_per_s": ceiling_rate, "ratio": ratio, "peak_rss_mb": peaks[size],
+                         "checks_ok": checks["ok"], "problems": checks["problems"],
+                         "rows_per_reward": r["database"]["rows_per_reward"], "load": r["host"]["loadavg_1min"],
+                         "wall_s": time.perf_counter() - start})
+        if len(peaks) >= 2:
+            small, large = min(peaks), max(peaks)
+            figures.append(Figure(f"peak RSS {large:,} / {small:,}, {backend}", peaks[large] / peaks[small], "×",
+                                  FLAT_RSS, "lower", note=f"{peaks[large]:.0f} MB vs {peaks[small]:.0f} MB (flat: "
+                                  f"within {FLAT_RSS - 1:.0%})"))
+    return figures, runs
+
+
+def module_figures(opts: CompareOptions, log: Any) -> tuple[list[Figure], dict[str, str]]:
+    """Call ``compare(opts)`` of each module of FIGURE_MODULES that exists; a missing or failing module is logged
+    and recorded in the second value (module -> "missing" or the error), the others still run."""
+    figures: list[Figure] = []
+    status: dict[str, str] = {}
+    for name in FIGURE_MODULES:
+        module_name = f"bench.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                status[name] = f"import failed: {exc!r}"
+                log(f"  {module_name}: {status[name]}")
+            else:
+                status[name] = "missing"
+                log(f"  {module_name}: not present, skipped")
+            continue
+        except Exception as exc:  # noqa: BLE001
+            status[name] = f"import failed: {exc!r}"
+            log(f"  {module_name}: {status[name]}")
+            continue
+        compare = getattr(module, "compare", None)
+        if not callable(compare):
+            status[name] = "no compare()"
+            log(f"  {module_name}: has no compare(opts), skipped")
+            continue
+        log(f"  {module_name}.compare ...")
+        start = time.perf_counter()
+        try:
+            got = list(compare(opts))
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing module must not stop the others
+            status[name] = f"failed: {exc!r}"
+            log(f"  {module_name}.compare failed: {exc!r}")
+            log("".join(traceback.format_exception(exc)[-4:]).rstrip())
+            figures.append(Figure(f"{name}: compare() failed", None, "", note=repr(exc)[:200]))
+            continue
+        bad = [f for f in got if not isinstance(f, Figure)]
+        if bad:
+            log(f"  {module_name}.compare returned {len(bad)} items that are not Figures (ignored)")
+        figures += [f for f in got if isinstance(f, Figure)]
+        status[name] = f"ok ({len(got) - len(bad)} figures, {time.perf_counter() - start:.0f} s)"
+    return figures, status
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """--compare: every figure, its target and ratio; see the module docstring."""
+    opts = CompareOptions(sizes=tuple(args.sizes), pg_url=None if args.no_pg else (args.pg or DEFAULT_PG_URL),
+                          workdir=Path(args.workdir) if args.workdir else None, quick=args.quick, seed=args.seed)
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    host = host_info()
+    load_before = _loadavg()
+    started = datetime.now(UTC)
+    log(f"bench --compare: sizes {', '.join(f'{n:,}' for n in opts.sizes)}"
+        + (" (quick)" if opts.quick else "") + f"; PostgreSQL {opts.pg_url or 'skipped'}")
+    figures, runs = pipeline_figures(opts, log)
+    more, status = module_figures(opts, log)
+    figures += more
+    load_after = _loadavg()
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    out = io.StringIO()
+    w = out.write
+    w(f"payhub bench --compare: sizes {', '.join(f'{n:,}' for n in opts.sizes)}"
+      + (" (--quick: indicative only, the targets are for the full sizes)" if opts.quick else "")
+      + f"; PostgreSQL {'skipped' if not opts.pg_url else 'on ' + opts.pg_url.split('@')[-1]}\n")
+    w(f"commit {host.get('commit', '?')}{' (src modified)' if host.get('src_modified') else ''}, "
+      f"{host['cpus']} CPUs, Python {host['python']}, SQLite {host['sqlite']}; load average (1, 5, 15 min) "
+      f"{load_before} before, {load_after} after; {seconds:.0f} s\n\n")
+    w(render_table(figures) + "\n")
+    skipped = {k: v for k, v in status.items() if not v.startswith("ok")}
+    if skipped:
+        w("\nnot measured: " + "; ".join(f"bench.{k} {v}" for k, v in skipped.items()) + "\n")
+    met = [f.met for f in figures if f.met is not None]
+    w(f"\n{sum(met)} of {len(met)} targets met\n")
+    text = out.getvalue()
+    report = {"bench": "payhub --compare", "at": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "seconds": seconds,
+              "host": host, "loadavg": {"before": load_before, "after": load_after},
+              "options": {"sizes": list(opts.sizes), "pg_url": opts.pg_url, "quick": opts.quick, "seed": opts.seed},
+              "figures": [f.as_dict() for f in figures], "modules": status, "pipeline_runs": runs}
+    if not args.no_save:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}-compare.json"
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        path.with_suffix(".txt").write_text(text)
+        report["saved"] = str(path)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(text, end="")
+        if "saved" in report:
+            print(f"saved: {report['saved']}")
+    return 0 if all(r.get("checks_ok") for r in runs) else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench",
+                                 description="Benchmark the payhub pipeline (see bench/README.md). With --compare: "
+                                             "every figure of the performance targets, with its ratio.")
+    ap.add_argument("-n", "--events", type=int, default=100_000, help="synthetic events (default 100000)")
+    ap.add_argument("--payees", type=int, default=1000, help="distinct payees the events are spread over")
+    ap.add_argument("--programs", choices=("percentage", "mix"), default="percentage",
+                    help="percentage: the one program of --calculator over deal_won events (default, the historical "
+                         "figures); mix: the built-in program calculators at once over a year of mixed events")
+    ap.add_argument("--calculator", choices=("percentage", "flat"), default="percentage",
+                    help="the single program's calculator (not with --programs mix)")
+    ap.add_argument("--partners", type=int, default=40, help="--programs mix: partner organisations (default 40), "
+                    "payees too, besides the --payees reps")
+    ap.add_argument("--audit-verify", choices=("auto", "always", "never"), default="auto",
+                    help=f"--programs mix: verify the audit chain after the run (auto: up to "
+                         f"{AUDIT_VERIFY_AUTO_MAX:,} events)")
+    ap.add_argument("--currencies", type=lambda s: [c.strip().upper() for c in s.split(",") if c.strip()],
+                    help="comma-separated; payee k is paid in currency k mod len (default USD; with --programs mix "
+                         "USD,EUR,GBP, the events being in the first)")
+    ap.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
+                    help="database.sqlite_synchronous, also used for the ceiling (default FULL, payhub's default)")
+    ap.add_argument("--batch-size", type=int, default=2000, help="database.batch_size (default 2000)")
+    ap.add_argument("--source-batch", type=int, default=1000, help="sources.<name>.batch_size (default 1000)")
+    ap.add_argument("--rail-batch", type=int, default=100, help="FakeRail max_batch (default 100)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+                    help="comma-separated event counts: run each in a fresh process and compare peak RSS")
+    ap.add_argument("--sizes-ceiling", action="store_true", help="with --sizes: measure the ceiling in each run")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the sqlite3 ceiling measurement")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="also record the tracemalloc peak per stage (slows Python allocations down)")
+    ap.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "pyinstrument"),
+                    help="profile each stage (default cprofile); write the report next to the results")
+    ap.add_argument("--sql-timing", action="store_true",
+                    help="time every SQL statement; report the costliest per stage (adds a little overhead)")
+    ap.add_argument("--profile-top", type=int, default=25,
+                    help="rows listed per stage in the cProfile and --sql-timing reports (default 25)")
+    ap.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    ap.add_argument("--workdir", help="where the temporary database and CSV go (default: the system temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ap.add_argument("--pg", metavar="URL", help="run on PostgreSQL: a fresh database is created on the server of URL "
+                    "and dropped afterwards (one run; with --compare the server of the PostgreSQL figures, default "
+                    f"{DEFAULT_PG_URL})")
+    cmp = ap.add_argument_group("comparison (every figure against its target)")
+    cmp.add_argument("--compare", action="store_true",
+                     help="run the pipeline at each of --sizes (default 100000,1000000) on SQLite and PostgreSQL "
+                          "with its ceiling, then every bench module's compare(), and print each figure's ratio")
+    cmp.add_argument("--quick", action="store_true", help="with --compare: sizes 20000 only (figures are indicative)")
+    cmp.add_argument("--no-pg", action="store_true", help="with --compare: skip every PostgreSQL figure")
+    args = ap.parse_args(argv)
+    if args.compare:
+        args.sizes = [20_000] if args.quick else (args.sizes or list(CompareOptions().sizes))
+        return args
+    if args.currencies is None:
+        args.currencies = default_currencies(args.programs)
+    if args.events < 1 or args.payees < 1 or not args.currencies:
+        ap.error("--events and --payees must be positive and --currencies non-empty")
+    if args.partners < 1 or args.partners > args.payees:
+        ap.error("--partners must be between 1 and --payees (each partner has at least one rep)")
+    return args
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.compare:
+        return run_compare(args)
+    if args.sizes:
+        return run_sizes(args)
+    return run_one(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
