@@ -15,10 +15,10 @@ run on that database:
 Targets: query and export of 1,000,000 entries with peak RSS under 200 MB and at least 50,000 entries/s. The table
 gives each figure, whether it meets the target, and the API's rate and memory as a ratio of the CLI's.
 
-    python bench/audit_reads.py                         # 1,000,000 entries on SQLite
-    python bench/audit_reads.py --entries 100000        # a quicker run
-    python bench/audit_reads.py --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-    python bench/audit_reads.py --json                  # the report as JSON
+    python -m bench.audit_reads                         # 1,000,000 entries on SQLite
+    python -m bench.audit_reads --entries 100000        # a quicker run
+    python -m bench.audit_reads --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    python -m bench.audit_reads --json                  # the report as JSON
 
 ``--pg URL`` names a PostgreSQL server: a fresh database is created there for the run and dropped afterwards
 (``--keep`` keeps it, and the work directory). The exit status is 1 when a read returned another number of entries

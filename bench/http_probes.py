@@ -24,11 +24,11 @@ Each line gives p50, p95 and max in milliseconds and whether p95 meets the targe
 (``payhub_db_metrics_read_seconds``) is given too: it is the time the background refresh spends, every
 ``metrics_refresh_seconds``.
 
-    python bench/http_probes.py                          # 1,000,000 rewards on SQLite (4 to 5 minutes, mostly
+    python -m bench.http_probes                          # 1,000,000 rewards on SQLite (4 to 5 minutes, mostly
                                                          # building the database)
-    python bench/http_probes.py --rewards 100000         # a quicker run
-    python bench/http_probes.py --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-    python bench/http_probes.py --json                   # the report as JSON on stdout
+    python -m bench.http_probes --rewards 100000         # a quicker run
+    python -m bench.http_probes --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    python -m bench.http_probes --json                   # the report as JSON on stdout
 
 ``--pg URL`` names a PostgreSQL server: a fresh database is created there for the run and dropped afterwards
 (``--keep`` keeps it, and the work directory with the SQLite file and settings). Progress goes to stderr.

@@ -14,10 +14,10 @@ Then it calls :func:`payhub.kpis.kpis` (and :func:`payhub.kpis.figures`) for a q
 the rows), for the whole year (``2026``: all of them) and for a month, ``--calls`` times each, and prints the median
 and the slowest call, with the time of each query of one call.
 
-    python bench/kpis.py                         # 1,000,000 rewards on SQLite (building takes a few minutes)
-    python bench/kpis.py --rewards 100000        # a quicker run
-    python bench/kpis.py --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-    python bench/kpis.py --json
+    python -m bench.kpis                         # 1,000,000 rewards on SQLite (building takes a few minutes)
+    python -m bench.kpis --rewards 100000        # a quicker run
+    python -m bench.kpis --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    python -m bench.kpis --json
 
 ``--pg URL`` names a PostgreSQL server: a fresh database is created there for the run and dropped afterwards
 (``--keep`` keeps it, and the work directory). Progress goes to stderr.
