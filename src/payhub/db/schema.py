@@ -238,6 +238,29 @@ fund_entries = Table(
     Index("ix_fund_entries_holder", "program", "holder_id", "unit"),
 )
 
+# Running totals kept by triggers (revision 0010) in the statement that changes a reward or its event: the live
+# rewards (not cancelled, not withholding lines) per program, currency, scope and UTC month ("YYYY-MM" of the event's
+# occurred_at, "" without one); per is "payee", "partner" or "program" (scope_id "" for the program).
+reward_totals = Table(
+    "reward_totals",
+    metadata,
+    Column("program", String(200), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("per", String(10), primary_key=True),
+    Column("scope_id", String(200), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Index("ix_reward_totals_scope", "per", "scope_id", "currency", "month"),  # flag caps: payees across programs
+)
+
+# What each budget pool has given out (rewards not cancelled and not held for the budget), kept by triggers too.
+budget_totals = Table(
+    "budget_totals",
+    metadata,
+    Column("budget_key", String(400), primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+)
+
 payouts = Table(
     "payouts",
     metadata,

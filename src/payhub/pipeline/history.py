@@ -186,7 +186,10 @@ class DbHistory:
         args = ("payees", payee_ids, currency, since, until, programs)
         stored = self._sums.get(args)
         if stored is None:  # the database's part does not change during the batch
-            stored = self._sums[args] = gift_totals.rewarded_to(self.conn, payee_ids, currency, since, until, programs)
+            found = reward_store.payees_total(self.conn, payee_ids, currency, since, until, programs)
+            if found is None:  # not whole months: summed from the rewards
+                found = gift_totals.rewarded_to(self.conn, payee_ids, currency, since, until, programs)
+            stored = self._sums[args] = found
 
         def counted(program: str, at: datetime) -> bool:
             return (programs is None or program in programs) and since <= at < until

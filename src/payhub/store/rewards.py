@@ -3,19 +3,25 @@
 The sums count every reward that is not ``cancelled``; a reward ``held`` for its budget does not use the budget.
 Backup withholding lines (kind ``withholding``) are not counted: they are tax kept back from what was granted, not
 less granted.
+
+The database keeps these sums as running totals (``reward_totals`` per program, currency, scope and month of the
+event; ``budget_totals`` per budget pool), updated by triggers in the statement that changes a reward (revision
+0010), so a sum over whole months or all time reads a few rows however long the history; a period that does not
+start and end on a month boundary is summed from the rewards themselves. :func:`totals_drift` checks the totals
+against the rewards.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Collection, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, or_, select, union, update
 
 from payhub.db.queries import for_update
-from payhub.db.schema import approvals, events, payees, payout_items, payouts, rewards
+from payhub.db.schema import approvals, budget_totals, events, payees, payout_items, payouts, reward_totals, rewards
 from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, RewardKind, RewardStatus
 
 # Statements built once: each call only binds its values.
@@ -30,9 +36,8 @@ _SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
 _SUMS = {(per, timed): select(_SUM).select_from(_REWARDS_OF_EVENTS).where(
     _LIVE, *([_SCOPES[per]] if per in _SCOPES else []), *([_IN_PERIOD] if timed else []))
     for per in ("payee", "partner", "program") for timed in (False, True)}
-_BUDGET_USED = select(_SUM).where(
-    rewards.c.budget_key == bindparam("key"), rewards.c.status != RewardStatus.CANCELLED,
-    not_(and_(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code == HoldCode.BUDGET)))
+_USES_BUDGET = and_(rewards.c.status != RewardStatus.CANCELLED,
+                    not_(and_(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code == HoldCode.BUDGET)))
 
 
 def insert(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
@@ -44,8 +49,44 @@ def insert(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
     return sorted(written)
 
 
+def month_span(since: datetime, until: datetime) -> tuple[str, str] | None:
+    """The months ``[first, end)`` as ``YYYY-MM`` labels when ``[since, until)`` starts and ends on the first instant of
+    a UTC month (as :func:`payhub.clock.period_bounds` gives), else None (the totals cannot answer it)."""
+    labels = []
+    for moment in (since, until):
+        moment = moment.astimezone(UTC)
+        if (moment.day, moment.hour, moment.minute, moment.second, moment.microsecond) != (1, 0, 0, 0, 0):
+            return None
+        labels.append(f"{moment.year:04d}-{moment.month:02d}")
+    return labels[0], labels[1]
+
+
+def _totals_sql(conn: Connection, timed: bool, *, payees: int = 0, programs: int = 0) -> str:
+    """The driver-level text of a sum over ``reward_totals`` (built per call shape, once)."""
+    key = (conn.dialect.paramstyle, timed, payees, programs)
+    sql = _TOTALS_SQL.get(key)
+    if sql is None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        where = [f"currency = {mark}", f"per = {mark}"]
+        if payees:
+            where.append(f"scope_id IN ({', '.join([mark] * payees)})")
+        else:
+            where += [f"program = {mark}", f"scope_id = {mark}"]
+        if programs:
+            where.append(f"program IN ({', '.join([mark] * programs)})")
+        if timed:
+            where += [f"month >= {mark}", f"month < {mark}"]
+        sql = _TOTALS_SQL[key] = f"SELECT coalesce(sum(amount_minor), 0) FROM reward_totals WHERE {' AND '.join(where)}"
+    return sql
+
+
+_TOTALS_SQL: dict[tuple[Any, ...], str] = {}
+
+
 def total(conn: Connection, program: str, payee_id: str, currency: str, since: datetime | None = None) -> int:
     """Minor units of the payee's live rewards of ``program`` in ``currency`` (created since ``since``)."""
+    if since is None:
+        return int(conn.exec_driver_sql(_totals_sql(conn, False), (currency, "payee", program, payee_id)).scalar_one())
     query = select(_SUM).where(
         rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
         rewards.c.status != RewardStatus.CANCELLED, _GRANTED,
@@ -60,6 +101,10 @@ def scope_total(conn: Connection, program: str, currency: str, per: str, scope_i
     """Minor units of the live rewards of ``program`` in ``currency`` for a payee, a partner or the whole program
     (``per``), of events that occurred in ``[since, until)`` when both are given."""
     timed = since is not None and until is not None
+    months = month_span(since, until) if since is not None and until is not None else None
+    if months is not None or not timed:
+        args = (currency, per, program, scope_id or "", *(months or ()))
+        return int(conn.exec_driver_sql(_totals_sql(conn, months is not None), args).scalar_one())
     params: dict[str, Any] = {"program": program, "currency": currency}
     params |= {"scope": scope_id} if per != "program" else {}
     params |= {"since": since, "until": until} if timed else {}
@@ -68,7 +113,61 @@ def scope_total(conn: Connection, program: str, currency: str, per: str, scope_i
 
 def budget_used(conn: Connection, key: str) -> int:
     """Minor units the budget pool ``key`` has given out (live rewards not held for the budget)."""
-    return int(conn.execute(_BUDGET_USED, {"key": key}).scalar_one())
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    found = conn.exec_driver_sql(f"SELECT amount_minor FROM budget_totals WHERE budget_key = {mark}", (key,)).scalar()
+    return int(found or 0)
+
+
+def payees_total(conn: Connection, payee_ids: Collection[str], currency: str, since: datetime, until: datetime,
+                 programs: Collection[str] | None) -> int | None:
+    """Minor units of the live rewards in ``currency`` to any of ``payee_ids`` of events in ``[since, until)``, of
+    every program or only ``programs``, from the running totals; None when the period is not whole months."""
+    months = month_span(since, until)
+    if months is None:
+        return None
+    total_ = 0
+    chosen = sorted(programs) if programs is not None else []
+    if programs is not None and not chosen:
+        return 0
+    ids = sorted(payee_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        sql = _totals_sql(conn, True, payees=len(chunk), programs=len(chosen))
+        total_ += int(conn.exec_driver_sql(sql, (currency, "payee", *chunk, *chosen, *months)).scalar_one())
+    return total_
+
+
+_COUNTED_SUMS = {  # (per, scope expression) -> what the totals of that scope must be, from the rewards
+    per: select(rewards.c.program, rewards.c.currency, scope.label("scope_id"), events.c.occurred_at,
+                rewards.c.amount_minor).select_from(_REWARDS_OF_EVENTS).where(
+        rewards.c.status != RewardStatus.CANCELLED, _GRANTED, *([scope.is_not(None)] if per == "partner" else []))
+    for per, scope in (("payee", rewards.c.payee_id), ("partner", events.c.partner_id))}
+
+
+def totals_drift(conn: Connection) -> list[str]:
+    """Where the running totals differ from the rewards they sum (empty when they agree): each differing total, as
+    ``reward_totals program/currency/per/scope/month: kept X, rewards Y`` or ``budget_totals key: kept X, rewards Y``.
+    Reads every reward: a check for audits and tests, not for the hot path."""
+    expected: dict[tuple[str, str, str, str, str], int] = {}
+    for per, query in _COUNTED_SUMS.items():
+        for program, currency, scope_id, occurred_at, minor in conn.execute(query):
+            month = f"{occurred_at.year:04d}-{occurred_at.month:02d}" if occurred_at is not None else ""
+            for key in ((program, currency, per, scope_id, month), (program, currency, "program", "", month)):
+                if per == "partner" and key[2] == "program":
+                    continue
+                expected[key] = expected.get(key, 0) + minor
+    kept = {tuple(row[:5]): int(row[5]) for row in conn.execute(select(
+        reward_totals.c.program, reward_totals.c.currency, reward_totals.c.per, reward_totals.c.scope_id,
+        reward_totals.c.month, reward_totals.c.amount_minor))}
+    drift = [f"reward_totals {'/'.join(key)}: kept {kept.get(key, 0)}, rewards {expected.get(key, 0)}"
+             for key in sorted(set(kept) | set(expected)) if kept.get(key, 0) != expected.get(key, 0)]
+    used = {str(k): int(v) for k, v in conn.execute(
+        select(rewards.c.budget_key, _SUM).where(rewards.c.budget_key.is_not(None), _USES_BUDGET)
+        .group_by(rewards.c.budget_key))}
+    stored = {str(k): int(v) for k, v in conn.execute(select(budget_totals.c.budget_key, budget_totals.c.amount_minor))}
+    drift += [f"budget_totals {key}: kept {stored.get(key, 0)}, rewards {used.get(key, 0)}"
+              for key in sorted(set(used) | set(stored)) if stored.get(key, 0) != used.get(key, 0)]
+    return drift
 
 
 def live_of_events(conn: Connection, program: str, event_ids: Iterable[int]) -> list[Row[Any]]:

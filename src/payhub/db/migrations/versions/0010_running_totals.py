@@ -1,0 +1,167 @@
+"""running totals: what the live rewards add up to per program, currency, scope (payee, partner, program) and month
+of their event, and what each budget pool has given out, kept by triggers on ``rewards`` and ``events``
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-07 11:00:00.000000
+
+Caps, budgets, flag caps and calculators' history read these rows instead of summing every past reward. The
+database keeps them, in the same statement as the change: an insert, an update that changes what a reward counts
+for (cancelled or not, its amount, program, payee, currency, kind, event, budget pool, a budget hold) or a delete
+of a reward, and a change of an event's time or partner. Whatever path changes a reward (calculation, clawback,
+operator action, erasure, retention, a replica), the totals follow; on PostgreSQL the upsert locks the total's row
+until the transaction ends, so two replicas never lose an update. The rows are filled from the existing rewards here.
+
+A reward counts (``reward_totals``) unless it is cancelled or a backup withholding line; it uses its budget
+(``budget_totals``) unless it is cancelled or held for the budget (``payhub.store.rewards`` states the same rules).
+The month is the UTC ``YYYY-MM`` of the event's ``occurred_at`` ('' for an event without a time); a per-program
+total has scope ''.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+
+revision = '0010'
+down_revision = '0009'
+branch_labels = None
+depends_on = None
+
+TOTALS_KEY = 'program, currency, per, scope_id, month'
+# A reward row R counts in the totals; uses its budget (three-valued logic as the queries it replaces: NULL is no).
+LIVE = "{r}.status <> 'cancelled' AND {r}.kind <> 'withholding'"
+USES_BUDGET = "{r}.budget_key IS NOT NULL AND {r}.status <> 'cancelled' AND NOT ({r}.status = 'held' AND " \
+              "{r}.hold_code = 'budget')"
+# The columns whose change moves a reward's contribution to the totals.
+COUNTED = ('status', 'kind', 'amount_minor', 'program', 'currency', 'payee_id', 'event_id')
+BUDGETED = ('status', 'hold_code', 'amount_minor', 'budget_key')
+
+
+def _month(dialect: str, column: str) -> str:
+    if dialect == 'postgresql':
+        return f"coalesce(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM'), '')"
+    return f"coalesce(strftime('%Y-%m', {column}), '')"
+
+
+def _upsert_totals(dialect: str, select: str) -> str:
+    return (f'INSERT INTO reward_totals ({TOTALS_KEY}, amount_minor) {select} ON CONFLICT ({TOTALS_KEY}) '
+            'DO UPDATE SET amount_minor = reward_totals.amount_minor + excluded.amount_minor')
+
+
+def _add_reward(dialect: str, r: str, sign: str) -> list[str]:
+    """Statements adding ``sign`` × reward ``r``'s amount to its three totals, when it counts."""
+    month = _month(dialect, 'e.occurred_at')
+    live = LIVE.format(r=r)
+    scopes = [("'payee'", f'{r}.payee_id', ''), ("'partner'", 'e.partner_id', ' AND e.partner_id IS NOT NULL'),
+              ("'program'", "''", '')]
+    return [_upsert_totals(dialect, f'SELECT {r}.program, {r}.currency, {per}, {scope}, {month}, '
+                                    f'{sign}{r}.amount_minor FROM events e WHERE e.id = {r}.event_id AND {live}{extra}')
+            for per, scope, extra in scopes]
+
+
+def _move_event(dialect: str, e: str, sign: str) -> list[str]:
+    """Statements adding ``sign`` × the live rewards of event ``e`` (with ``e``'s time and partner) to the totals."""
+    month = _month(dialect, f'{e}.occurred_at')
+    live = LIVE.format(r='r')
+    scopes = [("'payee'", 'r.payee_id', '', ', r.payee_id'), ("'partner'", f'{e}.partner_id',
+                                                              f' AND {e}.partner_id IS NOT NULL', ''),
+              ("'program'", "''", '', '')]
+    return [_upsert_totals(dialect, f'SELECT r.program, r.currency, {per}, {scope}, {month}, {sign}sum(r.amount_minor) '
+                                    f'FROM rewards r WHERE r.event_id = {e}.id AND {live}{extra} '
+                                    f'GROUP BY r.program, r.currency{group}')
+            for per, scope, extra, group in scopes]
+
+
+def _add_budget(r: str, sign: str) -> str:
+    return (f'INSERT INTO budget_totals (budget_key, amount_minor) SELECT {r}.budget_key, {sign}{r}.amount_minor '
+            f'WHERE {USES_BUDGET.format(r=r)} ON CONFLICT (budget_key) '
+            'DO UPDATE SET amount_minor = budget_totals.amount_minor + excluded.amount_minor')
+
+
+def _changed(columns: tuple[str, ...]) -> str:
+    return ' OR '.join(f'OLD.{c} IS DISTINCT FROM NEW.{c}' for c in columns)
+
+
+def _budget_changed(dialect: str) -> str:
+    used = '({}) IS TRUE' if dialect == 'postgresql' else 'coalesce(({}), 0)'
+    old, new = (used.format(USES_BUDGET.format(r=r)) for r in ('OLD', 'NEW'))
+    return f'{old} <> {new} OR ({new} AND ({_changed(("amount_minor", "budget_key"))}))'
+
+
+# (name, table, timing, statements per row: (reward row or event row, sign))
+def _triggers(dialect: str) -> list[tuple[str, str, str, str, list[str]]]:
+    """(name, table, event, WHEN condition, body statements) of each trigger."""
+    moved = _changed(('occurred_at', 'partner_id'))
+    return [
+        ('trg_rewards_totals_insert', 'rewards', 'INSERT', LIVE.format(r='NEW'), _add_reward(dialect, 'NEW', '')),
+        ('trg_rewards_totals_update', 'rewards', f'UPDATE OF {", ".join(COUNTED)}', _changed(COUNTED),
+         [*_add_reward(dialect, 'OLD', '-'), *_add_reward(dialect, 'NEW', '')]),
+        ('trg_rewards_totals_delete', 'rewards', 'DELETE', LIVE.format(r='OLD'), _add_reward(dialect, 'OLD', '-')),
+        ('trg_rewards_budget_insert', 'rewards', 'INSERT', USES_BUDGET.format(r='NEW'), [_add_budget('NEW', '')]),
+        ('trg_rewards_budget_update', 'rewards', f'UPDATE OF {", ".join(BUDGETED)}', _budget_changed(dialect),
+         [_add_budget('OLD', '-'), _add_budget('NEW', '')]),
+        ('trg_rewards_budget_delete', 'rewards', 'DELETE', USES_BUDGET.format(r='OLD'), [_add_budget('OLD', '-')]),
+        ('trg_events_totals_update', 'events', 'UPDATE OF occurred_at, partner_id', moved,
+         [*_move_event(dialect, 'OLD', '-'), *_move_event(dialect, 'NEW', '')]),
+    ]
+
+
+def _create_triggers(dialect: str) -> None:
+    for name, table, event, when, body in _triggers(dialect):
+        if dialect == 'postgresql':
+            statements = ''.join(f'  {s};\n' for s in body)
+            op.execute(f'CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{statements}'
+                       '  RETURN NULL;\nEND\n$$')
+            op.execute(f'CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN ({when}) '
+                       f'EXECUTE FUNCTION {name}()')
+        else:
+            statements = ''.join(f'  {s};\n' for s in body).replace('IS DISTINCT FROM', 'IS NOT')
+            op.execute(f'CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW '
+                       f'WHEN {when.replace("IS DISTINCT FROM", "IS NOT")}\nBEGIN\n{statements}END')
+
+
+def _backfill(dialect: str) -> None:
+    month = _month(dialect, 'e.occurred_at')
+    live = LIVE.format(r='r')
+    for per, scope, extra, group in (("'payee'", 'r.payee_id', '', ', r.payee_id'),
+                                     ("'partner'", 'e.partner_id', ' AND e.partner_id IS NOT NULL', ', e.partner_id'),
+                                     ("'program'", "''", '', '')):
+        op.execute(f'INSERT INTO reward_totals ({TOTALS_KEY}, amount_minor) SELECT r.program, r.currency, {per}, '
+                   f'{scope}, {month}, sum(r.amount_minor) FROM rewards r JOIN events e ON e.id = r.event_id '
+                   f'WHERE {live}{extra} GROUP BY r.program, r.currency{group}, {month}')
+    op.execute(f'INSERT INTO budget_totals (budget_key, amount_minor) SELECT r.budget_key, sum(r.amount_minor) '
+               f'FROM rewards r WHERE {USES_BUDGET.format(r="r")} GROUP BY r.budget_key')
+
+
+def upgrade() -> None:
+    op.create_table(
+        'reward_totals',
+        sa.Column('program', sa.String(length=200), nullable=False),
+        sa.Column('currency', sa.String(length=3), nullable=False),
+        sa.Column('per', sa.String(length=10), nullable=False),
+        sa.Column('scope_id', sa.String(length=200), nullable=False),
+        sa.Column('month', sa.String(length=7), nullable=False),
+        sa.Column('amount_minor', sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint('program', 'currency', 'per', 'scope_id', 'month', name='pk_reward_totals'),
+    )
+    op.create_index('ix_reward_totals_scope', 'reward_totals', ['per', 'scope_id', 'currency', 'month'])
+    op.create_table(
+        'budget_totals',
+        sa.Column('budget_key', sa.String(length=400), nullable=False),
+        sa.Column('amount_minor', sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint('budget_key', name='pk_budget_totals'),
+    )
+    dialect = op.get_bind().dialect.name
+    _backfill(dialect)
+    _create_triggers(dialect)
+
+
+def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    for name, table, _event, _when, _body in _triggers(dialect):
+        op.execute(f'DROP TRIGGER {name}' + (f' ON {table}' if dialect == 'postgresql' else ''))
+        if dialect == 'postgresql':
+            op.execute(f'DROP FUNCTION {name}()')
+    op.drop_table('budget_totals')
+    op.drop_index('ix_reward_totals_scope', table_name='reward_totals')
+    op.drop_table('reward_totals')

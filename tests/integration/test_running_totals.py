@@ -1,0 +1,202 @@
+"""The running totals (reward_totals, budget_totals) equal the sums of the rewards they replace, whatever changes a
+reward or its event, on SQLite and PostgreSQL: the migration fills them from existing rewards, the triggers follow
+every insert, update and delete, and two PostgreSQL transactions adding to the same total lose nothing."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, delete, update
+from sqlalchemy import select as sa_select
+
+from payhub.db import migrate
+from payhub.db.engine import make_engine
+from payhub.db.schema import calculations, events, program_versions, rewards
+from payhub.store import gift_totals
+from payhub.store import rewards as reward_store
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+PROGRAMS = ("spiff", "rebate")
+PAYEES = ("a", "b", "c")
+PARTNERS = ("acme", "globex", None)
+STATUSES = ("pending", "held", "awaiting_approval", "scheduled", "paid", "cancelled")
+
+
+def _event(conn: Connection, number: int, rng: random.Random) -> int:
+    at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=rng.randrange(24 * 200), microseconds=rng.randrange(9))
+    if number % 17 == 0:
+        at = datetime(2026, 3, 1, tzinfo=UTC)  # on a month boundary
+    conn.execute(events.insert().values(
+        id=number, key=f"s:T:{number}:won", source="s", object_type="T", object_id=str(number), transition="won",
+        event_type="deal_won", occurred_at=None if number % 23 == 0 else at, partner_id=rng.choice(PARTNERS),
+        status="calculated", attributes="{}", ingested_at=NOW))
+    for program in PROGRAMS:
+        conn.execute(calculations.insert().values(event_id=number, program=program, program_version_id=1,
+                                                  status="rewarded", calculated_at=NOW))
+    return number
+
+
+def _reward(conn: Connection, event_id: int, rng: random.Random) -> None:
+    status = rng.choice(STATUSES)
+    hold = "budget" if status == "held" and rng.random() < 0.6 else ("operator" if status == "held" else None)
+    conn.execute(rewards.insert().values(
+        event_id=event_id, program=rng.choice(PROGRAMS), payee_id=rng.choice(PAYEES),
+        amount_minor=rng.randrange(-500, 5000), currency=rng.choice(("EUR", "USD")), status=status, hold_code=hold,
+        budget_key=rng.choice((None, "spiff:2026-Q1", "spiff:2026-Q2:acme")), created_at=NOW, updated_at=NOW,
+        kind="withholding" if rng.random() < 0.1 else "reward"))
+
+
+def _seed(engine: Engine, rng: random.Random, count: int) -> None:
+    with engine.begin() as conn:
+        if conn.execute(sa_select(program_versions.c.id)).first() is None:
+            conn.execute(program_versions.insert().values(id=1, program="spiff", version=1, calculator="flat",
+                                                          params="{}", fingerprint="f", created_at=NOW))
+        first = (conn.execute(sa_select(events.c.id).order_by(events.c.id.desc())).scalar() or 0) + 1
+        for number in range(first, first + count):
+            _event(conn, number, rng)
+            for _ in range(rng.randrange(3)):
+                _reward(conn, number, rng)
+
+
+def _change(conn: Connection, rng: random.Random) -> None:
+    """One random change of a reward or an event, as any path of payhub might make it."""
+    ids = list(conn.execute(sa_select(rewards.c.id)).scalars())
+    reward_id = rng.choice(ids)
+    which = rng.randrange(8)
+    if which == 0:
+        conn.execute(update(rewards).where(rewards.c.id == reward_id).values(status="cancelled"))
+    elif which == 1:
+        conn.execute(update(rewards).where(rewards.c.id == reward_id).values(status="held", hold_code="budget"))
+    elif which == 2:  # released, approved, scheduled, paid: still live
+        conn.execute(update(rewards).where(rewards.c.id == reward_id).values(
+            status=rng.choice(("pending", "scheduled", "paid")), hold_code=None))
+    elif which == 3:
+        conn.execute(update(rewards).where(rewards.c.id == reward_id).values(
+            amount_minor=rng.randrange(-100, 900), payee_id=rng.choice(PAYEES), budget_key=rng.choice((None, "x"))))
+    elif which == 4:
+        conn.execute(delete(rewards).where(rewards.c.id == reward_id))
+    elif which == 5:
+        event_id = rng.choice(list(conn.execute(sa_select(events.c.id)).scalars()))
+        conn.execute(update(events).where(events.c.id == event_id).values(
+            partner_id=rng.choice(PARTNERS), occurred_at=datetime(2026, rng.randrange(1, 13), 1, tzinfo=UTC)))
+    elif which == 6:  # a change that moves nothing (the schedule stage's status changes among live states)
+        conn.execute(update(rewards).where(rewards.c.id.in_(ids[:20])).values(updated_at=NOW))
+    else:
+        conn.execute(update(rewards).where(rewards.c.id == reward_id).values(
+            program=rng.choice(PROGRAMS), currency=rng.choice(("EUR", "USD")), kind=rng.choice(("reward",
+                                                                                                "withholding"))))
+
+
+def _raw_scope_total(conn: Connection, *args: Any) -> int:
+    """scope_total as it was summed before the running totals (a period that is not whole months)."""
+    program, currency, per, scope, since, until = args
+    params: dict[str, Any] = {"program": program, "currency": currency}
+    params |= {"scope": scope} if per != "program" else {}
+    timed = since is not None
+    params |= {"since": since, "until": until} if timed else {}
+    return int(conn.execute(reward_store._SUMS[(per, timed)], params).scalar_one())
+
+
+@pytest.mark.slow
+def test_totals_equal_the_rewards_after_the_backfill_and_every_change(db_url: str) -> None:
+    rng = random.Random(15)
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine, "0009")
+        _seed(engine, rng, 60)
+        migrate.upgrade(engine)  # the backfill
+        with engine.connect() as conn:
+            assert reward_store.totals_drift(conn) == []
+        for _ in range(120):
+            with engine.begin() as conn:
+                _change(conn, rng)
+                if rng.random() < 0.2:
+                    _seed_in(conn, rng)
+            with engine.connect() as conn:
+                assert reward_store.totals_drift(conn) == []
+        with engine.connect() as conn:
+            for program in PROGRAMS:
+                for per, scope in (("payee", "a"), ("partner", "acme"), ("program", None)):
+                    for since, until in ((None, None), (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 1,
+                                                                                                 tzinfo=UTC))):
+                        args = (program, "EUR", per, scope, since, until)
+                        assert reward_store.scope_total(conn, *args) == _raw_scope_total(conn, *args)
+            since, until = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 8, 1, tzinfo=UTC)
+            for programs in (None, frozenset({"spiff"}), frozenset()):
+                assert reward_store.payees_total(conn, {"a", "c"}, "USD", since, until, programs) == \
+                    gift_totals.rewarded_to(conn, {"a", "c"}, "USD", since, until, programs)
+            assert reward_store.payees_total(conn, {"a"}, "USD", since, until + timedelta(days=1), None) is None
+            assert reward_store.total(conn, "spiff", "b", "EUR") == _raw_scope_total(
+                conn, "spiff", "EUR", "payee", "b", None, None)
+    finally:
+        engine.dispose()
+
+
+def _seed_in(conn: Connection, rng: random.Random) -> None:
+    number = (conn.execute(sa_select(events.c.id).order_by(events.c.id.desc())).scalar() or 0) + 1
+    _event(conn, number, rng)
+    _reward(conn, number, rng)
+
+
+def test_drift_names_a_total_that_does_not_match(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        _seed(engine, random.Random(3), 5)
+        with engine.begin() as conn:
+            assert reward_store.totals_drift(conn) == []
+            conn.exec_driver_sql("UPDATE reward_totals SET amount_minor = amount_minor + 1 WHERE per = 'payee'")
+            conn.exec_driver_sql("UPDATE budget_totals SET amount_minor = amount_minor - 1")
+            drift = reward_store.totals_drift(conn)
+        assert drift and all(line.startswith(("reward_totals ", "budget_totals ")) for line in drift)
+        assert any("/payee/" in line for line in drift)
+    finally:
+        engine.dispose()
+
+
+def test_month_span_only_for_whole_months() -> None:
+    first = datetime(2026, 4, 1, tzinfo=UTC)
+    assert reward_store.month_span(first, datetime(2026, 7, 1, tzinfo=UTC)) == ("2026-04", "2026-07")
+    assert reward_store.month_span(first, first + timedelta(days=29)) is None
+    assert reward_store.month_span(first + timedelta(microseconds=1), datetime(2026, 7, 1, tzinfo=UTC)) is None
+
+
+@pytest.mark.postgres
+def test_two_postgresql_transactions_adding_to_one_total_lose_nothing(tmp_path: Any) -> None:
+    from payhub.testing import throwaway_database
+
+    with throwaway_database("postgres", tmp_path, pytest.skip) as url:
+        engine = make_engine(url)
+        try:
+            migrate.upgrade(engine)
+            _seed(engine, random.Random(1), 2)
+            first = engine.connect()
+            first.begin()
+            first.execute(rewards.insert().values(event_id=1, program="spiff", payee_id="a", amount_minor=100,
+                                                  currency="EUR", status="pending", budget_key="pool",
+                                                  created_at=NOW, updated_at=NOW))
+            done = threading.Event()
+
+            def second() -> None:
+                with engine.begin() as conn:  # waits for the first transaction's lock on the same totals
+                    conn.execute(rewards.insert().values(event_id=1, program="spiff", payee_id="a", amount_minor=7,
+                                                         currency="EUR", status="pending", budget_key="pool",
+                                                         created_at=NOW, updated_at=NOW))
+                done.set()
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            assert not done.wait(0.5)  # blocked on the row the first one updated
+            first.commit()
+            first.close()
+            thread.join(10)
+            assert done.is_set()
+            with engine.connect() as conn:
+                assert reward_store.totals_drift(conn) == []
+                assert reward_store.budget_used(conn, "pool") == 107
+        finally:
+            engine.dispose()
