@@ -10,7 +10,8 @@
     python -m bench --compare [--sizes 100000,1000000] [--quick] [--pg URL | --no-pg] [--json]
 
 ``--compare`` runs, each in a fresh process, the pipeline at every size on SQLite and PostgreSQL with the ceiling of
-each, then the ``compare(opts) -> list[Figure]`` of every figure module present (FIGURE_MODULES), and prints every
+each, then the ``compare(opts) -> list[Figure]`` of every figure module present (FIGURE_MODULES), each in a child
+process of its own, and prints every
 figure with its target and ratio (bench.figures.render_table), the load average before and after, the commit and the
 CPU count; the JSON goes to bench/results/ (and to stdout with --json). A module that is missing or fails is reported
 and the others still run. See bench/README.md.
@@ -19,14 +20,15 @@ and the others still run. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 import time
-import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -223,47 +225,122 @@ def pipeline_figures(opts: CompareOptions, log: Any = None) -> tuple[list[Figure
     return figures, runs
 
 
-def module_figures(opts: CompareOptions, log: Any) -> tuple[list[Figure], dict[str, str]]:
-    """Call ``compare(opts)`` of each module of FIGURE_MODULES that exists; a missing or failing module is logged
-    and recorded in the second value (module -> "missing" or the error), the others still run."""
+MODULE_RESULT = "bench-figures-json: "  # the line a module's child process prints its figures on
+
+
+def _options_json(opts: CompareOptions) -> str:
+    return json.dumps({"sizes": list(opts.sizes), "pg_url": opts.pg_url,
+                       "workdir": str(opts.workdir) if opts.workdir else None, "quick": opts.quick,
+                       "seed": opts.seed, "extra": opts.extra}, default=str)
+
+
+def _options_from_json(text: str) -> CompareOptions:
+    d = json.loads(text)
+    return CompareOptions(sizes=tuple(d["sizes"]), pg_url=d["pg_url"],
+                          workdir=Path(d["workdir"]) if d["workdir"] else None, quick=d["quick"], seed=d["seed"],
+                          extra=d.get("extra") or {})
+
+
+def _figure_from_dict(d: dict[str, Any]) -> Figure:
+    return Figure(name=str(d["name"]), value=d.get("value"), unit=str(d.get("unit", "")), target=d.get("target"),
+                  better="lower" if d.get("better") == "lower" else "higher", note=str(d.get("note", "")))
+
+
+def run_module_child(name: str, options: str) -> int:
+    """In a child process of --compare: import ``bench.<name>``, call its compare(), print the figures as one JSON
+    line on stdout (the module's own prints go to stderr). Exit 3: the module is absent; 4: no compare()."""
+    module_name = f"bench.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return 3
+        raise
+    compare = getattr(module, "compare", None)
+    if not callable(compare):
+        return 4
+    with contextlib.redirect_stdout(sys.stderr):
+        got = list(compare(_options_from_json(options)))
+    bad = [f for f in got if not isinstance(f, Figure)]
+    if bad:
+        print(f"  {module_name}.compare returned {len(bad)} items that are not Figures (ignored)", file=sys.stderr)
+    print(MODULE_RESULT + json.dumps([f.as_dict() for f in got if isinstance(f, Figure)], default=str), flush=True)
+    return 0
+
+
+def _run_child(cmd: list[str], timeout: float | None) -> tuple[int | None, str, str]:
+    """Run ``cmd``: its stderr passes through to ours as it comes, its stdout is collected; stopped (SIGKILL to its
+    process group) after ``timeout`` seconds. Returns (exit status or None when stopped, stdout, the last line of
+    stderr that is not blank)."""
+    import signal
+    import tempfile
+    import threading
+
+    last = ""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        stopped = threading.Event()
+
+        def stop() -> None:
+            stopped.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, stop) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                if line.strip():
+                    last = line.strip()
+            proc.wait()
+        except BaseException:  # interrupted: the child (in its own session) must not outlive us
+            stop()
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        out.seek(0)
+        return (None if stopped.is_set() else proc.returncode), out.read(), last
+
+
+def module_figures(opts: CompareOptions, log: Any, timeout: float | None = None) -> tuple[list[Figure], dict[str, str]]:
+    """Call ``compare(opts)`` of each module of FIGURE_MODULES that exists, each in a child process of its own (its
+    peak RSS is its own, and a crash, a hang past ``timeout`` seconds or a patched global stays there). A missing or
+    failing module is logged and recorded in the second value (module -> "missing" or the error); the others still
+    run."""
     figures: list[Figure] = []
     status: dict[str, str] = {}
     for name in FIGURE_MODULES:
         module_name = f"bench.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                status[name] = f"import failed: {exc!r}"
-                log(f"  {module_name}: {status[name]}")
-            else:
-                status[name] = "missing"
-                log(f"  {module_name}: not present, skipped")
-            continue
-        except Exception as exc:  # noqa: BLE001
-            status[name] = f"import failed: {exc!r}"
-            log(f"  {module_name}: {status[name]}")
-            continue
-        compare = getattr(module, "compare", None)
-        if not callable(compare):
-            status[name] = "no compare()"
-            log(f"  {module_name}: has no compare(opts), skipped")
+        if importlib.util.find_spec(module_name) is None:
+            status[name] = "missing"
+            log(f"  {module_name}: not present, skipped")
             continue
         log(f"  {module_name}.compare ...")
         start = time.perf_counter()
-        try:
-            got = list(compare(opts))
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing module must not stop the others
-            status[name] = f"failed: {exc!r}"
-            log(f"  {module_name}.compare failed: {exc!r}")
-            log("".join(traceback.format_exception(exc)[-4:]).rstrip())
-            figures.append(Figure(f"{name}: compare() failed", None, "", note=repr(exc)[:200]))
+        cmd = [sys.executable, "-m", "bench", "--module-compare", name, "--compare-options", _options_json(opts)]
+        returncode, stdout, last_error = _run_child(cmd, timeout)
+        lines = [line for line in stdout.splitlines() if line.startswith(MODULE_RESULT)]
+        if returncode is None:
+            status[name] = f"failed: no answer within {timeout:.0f} s (stopped)"
+        elif returncode == 3:
+            status[name] = "missing"
+        elif returncode == 4:
+            status[name] = "no compare(opts)"
+        elif returncode != 0 or not lines:
+            status[name] = f"failed (exit {returncode}): {last_error or 'no figures printed'}"
+        else:
+            got = [_figure_from_dict(d) for d in json.loads(lines[-1][len(MODULE_RESULT):])]
+            figures += got
+            status[name] = f"ok ({len(got)} figures, {time.perf_counter() - start:.0f} s)"
             continue
-        bad = [f for f in got if not isinstance(f, Figure)]
-        if bad:
-            log(f"  {module_name}.compare returned {len(bad)} items that are not Figures (ignored)")
-        figures += [f for f in got if isinstance(f, Figure)]
-        status[name] = f"ok ({len(got) - len(bad)} figures, {time.perf_counter() - start:.0f} s)"
+        log(f"  {module_name}: {status[name]}")
+        if status[name].startswith("failed"):
+            figures.append(Figure(f"{name}: compare() failed", None, "", note=status[name][:200]))
     return figures, status
 
 
@@ -282,7 +359,7 @@ def run_compare(args: argparse.Namespace) -> int:
     log(f"bench --compare: sizes {', '.join(f'{n:,}' for n in opts.sizes)}"
         + (" (quick)" if opts.quick else "") + f"; PostgreSQL {opts.pg_url or 'skipped'}")
     figures, runs = pipeline_figures(opts, log)
-    more, status = module_figures(opts, log)
+    more, status = module_figures(opts, log, args.module_timeout)
     figures += more
     load_after = _loadavg()
     seconds = (datetime.now(UTC) - started).total_seconds()
@@ -371,6 +448,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "with its ceiling, then every bench module's compare(), and print each figure's ratio")
     cmp.add_argument("--quick", action="store_true", help="with --compare: sizes 20000 only (figures are indicative)")
     cmp.add_argument("--no-pg", action="store_true", help="with --compare: skip every PostgreSQL figure")
+    cmp.add_argument("--module-timeout", type=float, default=3600,
+                     help="with --compare: seconds a figure module may take (default 3600)")
+    ap.add_argument("--module-compare", help=argparse.SUPPRESS)  # a figure module's child process
+    ap.add_argument("--compare-options", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.compare:
         args.sizes = [20_000] if args.quick else (args.sizes or list(CompareOptions().sizes))
@@ -387,6 +468,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.module_compare:
+        return run_module_child(args.module_compare, args.compare_options)
     if args.compare:
         return run_compare(args)
     if args.sizes:
