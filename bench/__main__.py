@@ -11,10 +11,9 @@
 
 ``--compare`` runs, each in a fresh process, the pipeline at every size on SQLite and PostgreSQL with the ceiling of
 each, then the ``compare(opts) -> list[Figure]`` of every figure module present (FIGURE_MODULES), each in a child
-process of its own, and prints every
-figure with its target and ratio (bench.figures.render_table), the load average before and after, the commit and the
-CPU count; the JSON goes to bench/results/ (and to stdout with --json). A module that is missing or fails is reported
-and the others still run. See bench/README.md.
+process of its own, and prints every figure with its target and ratio (bench.figures.render_table), the load average
+before and after, the commit and the CPU count; the JSON goes to bench/results/ (and to stdout with --json). A
+module that is missing or fails is reported and the others still run. See bench/README.md.
 """
 
 from __future__ import annotations
