@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from payhub.audit import Entry
-from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.guard import Guard
 from payhub.plugins import Plugins, load_plugins, new_plugin_manager, notify
@@ -81,6 +80,8 @@ class Runtime:
         self.plugins = load_plugins(self.settings)
 
     def require_schema(self) -> None:
+        from payhub.db import migrate
+
         migrate.require_current(self.engine)
 
     def guard(self, label: str, timeout: float) -> Guard:

@@ -299,7 +299,7 @@ class Worker:
             if not stopping() and (force or now >= self._next_settle.get(name, 0)):
                 self._next_settle[name] = now + rt.settings.rails[name].settle_interval_seconds
                 busy = self._repeat("settled", partial(settle_rail, rt, name)) or busy
-        if not stopping():
+        if not stopping() and rt.settings.notify.statements != "off":  # off: the stage would do nothing
             from payhub.statements.stage import deliver_pass  # on first use: it imports Jinja2 and smtplib
 
             busy = self._repeat("statements", deliver_pass(rt)) or busy

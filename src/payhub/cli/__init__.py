@@ -1,4 +1,9 @@
-"""The ``payhub`` command line."""
+"""The ``payhub`` command line.
+
+``payhub --help`` and each command import only what they use: the commands are registered by name in
+:data:`COMMANDS` and their module is imported when one of them runs (see :class:`LazyGroup`), and the settings,
+the database, Rich and the plugins are imported when a command first needs them.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,48 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import exc as sa_exc
 
 from payhub import __version__
-from payhub.cli.output import err_console, plain, shown
 from payhub.cli.params import SIGNING_ACTOR
-from payhub.db.faults import describe, is_transient
 from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
-from payhub.plugins import load_plugins
-from payhub.runtime import Runtime
-from payhub.settings import Settings, load_settings
 from payhub.termsafe import VisibleFormatter
+
+if TYPE_CHECKING:
+    from payhub.runtime import Runtime
+    from payhub.settings import Settings
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("payhub.cli.audit", "Query, export, verify and trace the audit log."),
+    "calculations": ("payhub.cli.lists", "Calculations of programs over events."),
+    "config": ("payhub.cli.admin", "Check or show the settings."),
+    "db": ("payhub.cli.admin", "Database schema."),
+    "events": ("payhub.cli.lists", "Trigger events read from the sources."),
+    "explain": ("payhub.cli.lists", "Why a payout, reward or event paid what it did: REF is payout:N, reward:N (or N), "
+                "event:N, or a CRM record (record:ID, an event key or a CRM object id)."),
+    "funds": ("payhub.cli.lists", "Funds programs keep for their holders: co-op accruals, MDF allocations, loyalty "
+              "points."),
+    "payees": ("payhub.cli.payees", "The payee registry (payees come from the payees file)."),
+    "payouts": ("payhub.cli.lists", "Payouts sent through the rails."),
+    "plugins": ("payhub.cli.admin", "Inspect plugins."),
+    "report": ("payhub.cli.report", "Reports as files: the KPIs of a period."),
+    "retention": ("payhub.cli.retention", "Retention periods of events' payloads and audit entries "
+                  "(docs/compliance.md#retention)."),
+    "rewards": ("payhub.cli.lists", "Rewards calculated from events."),
+    "run": ("payhub.cli.daemon", "Poll sources and work the pipeline until SIGTERM or SIGINT (or, with --once, until "
+            "nothing is due)."),
+    "screening": ("payhub.cli.screening", "Sanctions screening: load the lists, check a name, see the lists' state "
+                  "and the payees with hits."),
+    "serve": ("payhub.cli.serve", "Serve the HTTP face (health, metrics, webhooks, API v1) without working the "
+              "pipeline, until SIGTERM or SIGINT."),
+    "statements": ("payhub.cli.statements", "Partner statements (remittance advice), one per sent or paid payout."),
+    "tax": ("payhub.cli.tax", "US information-return figures: totals by form and box, withholding, missing forms."),
+    "tokens": ("payhub.cli.tokens", "API tokens of the HTTP face: create, list, revoke."),
+}
+"""Every command of ``payhub``: name -> (the module that registers it on :data:`main` when imported, its short
+help as ``payhub --help`` lists it, the first sentence of its docstring; a test holds both to the real command)."""
 
 
 class Context:
@@ -34,11 +67,16 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from payhub.settings import load_settings
+
             self._settings = load_settings(self.config)
         return self._settings
 
     def runtime(self, *, plugins: bool = False, schema: bool = True) -> Runtime:
         if self._rt is None:
+            from payhub.plugins import load_plugins
+            from payhub.runtime import Runtime
+
             self._rt = Runtime.for_cli(self.settings, self.actor)
             if schema:
                 self._rt.require_schema()
@@ -55,28 +93,74 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
+            from payhub.cli.output import err_console, plain
+
             err_console.print("[bold red]configuration error[/bold red]")
             for key, message in exc.problems:
                 err_console.print(f"  {plain(key or '(file)')}: {plain(message)}", markup=False, highlight=False,
                                   soft_wrap=True)
             sys.exit(2)
         except SchemaOutOfDateError as exc:
+            from payhub.cli.output import err_console, shown
+
             err_console.print(f"[bold red]database not ready:[/bold red] {shown(exc)}", highlight=False, soft_wrap=True)
             sys.exit(3)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-            if not isinstance(exc, sa_exc.OperationalError) and not is_transient(exc):
+        except PayhubError as exc:
+            from payhub.cli.output import err_console, shown
+
+            err_console.print(f"[bold red]error:[/bold red] {shown(exc)}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        except Exception as exc:
+            if not _database_unavailable(exc):
                 raise
+            from payhub.cli.output import err_console, plain
+            from payhub.db.faults import describe
+
             err_console.print(f"database unavailable: {plain(describe(exc))}", style="bold red", highlight=False,
                               soft_wrap=True, markup=False)
-            sys.exit(1)
-        except PayhubError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {shown(exc)}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _database_unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` says the database is unavailable: any SQLAlchemy OperationalError, or a transient
+    InterfaceError or TimeoutError (a command that never imported SQLAlchemy cannot have raised one)."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None:
+        return False
+    if isinstance(exc, sa_exc.OperationalError):
+        return True
+    if not isinstance(exc, sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return False
+    from payhub.db.faults import is_transient
+
+    return is_transient(exc)
+
+
+class LazyGroup(click.Group):
+    """A group whose commands (:data:`COMMANDS`) are imported when used: listing them in its help reads their short
+    help from the table, running or asking for the help of one imports its module."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            __import__(COMMANDS[cmd_name][0])  # its decorators register it on this group
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = [(name, self.commands.get(name) or click.Command(name, help=COMMANDS[name][1]))
+                  for name in self.list_commands(ctx)]
+        rows = [(name, cmd) for name, cmd in listed if not cmd.hidden]
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", envvar="PAYHUB_CONFIG", type=click.Path(dir_okay=False),
               help="Settings file (default: $PAYHUB_CONFIG, then ./payhub.toml).")
 @click.option("--actor", type=SIGNING_ACTOR,
@@ -91,19 +175,3 @@ def main(ctx: click.Context, config: str | None, actor: str | None) -> None:
 
 
 pass_ctx = click.make_pass_decorator(Context)
-
-from payhub.cli import (  # noqa: E402,F401  (registers the subcommands)
-    admin,
-    audit,
-    daemon,
-    lists,
-    payees,
-    plugin_new,
-    report,
-    retention,
-    screening,
-    serve,
-    statements,
-    tax,
-    tokens,
-)

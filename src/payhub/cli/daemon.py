@@ -18,11 +18,11 @@ import os
 import signal
 import sys
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import err_console, plain, render
@@ -65,16 +65,7 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     for status in failed_plugins:
         log.error("%s %s is disabled: %s", status.kind, status.section, status.reason)
     show = err_console.is_terminal if progress is None else progress
-    display = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>10,.0f}"),
-                       TimeElapsedColumn(), console=err_console, disable=not show)
-    tasks: dict[str, TaskID] = {}
-
-    def observe(stage: str, n: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = display.add_task(stage, total=None)
-        display.advance(tasks[stage], n)
-
-    worker.observer = observe
+    display = _progress(worker) if show else nullcontext()
     if not once:
         server = _http(rt, worker)
         try:
@@ -102,6 +93,23 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     code = _report_failures(failed_plugins, summary.failed_sources, summary.running_calls)
     if code:
         sys.exit(code)
+
+
+def _progress(worker: Worker) -> AbstractContextManager[object]:
+    """A live display of the work done per stage, fed by ``worker``'s observer (Rich's, imported when shown)."""
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+    display = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>10,.0f}"),
+                       TimeElapsedColumn(), console=err_console)
+    tasks: dict[str, TaskID] = {}
+
+    def observe(stage: str, n: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = display.add_task(stage, total=None)
+        display.advance(tasks[stage], n)
+
+    worker.observer = observe
+    return display
 
 
 def _http(rt: Runtime, worker: Worker) -> HttpServer | None:

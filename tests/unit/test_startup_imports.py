@@ -1,0 +1,95 @@
+"""Start-up cost: ``payhub --help`` lists every command without importing them, and the schema check of every
+command imports no Alembic; the lazy command table and the head revision each have one source of truth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine
+
+from payhub.cli import COMMANDS, main
+from payhub.db import migrate
+
+CHECK = """
+import sys
+{body}
+print("modules:" + ",".join(sorted(sys.modules)))
+"""
+
+
+def imported_after(body: str) -> set[str]:
+    """The top-level packages and payhub modules a new interpreter has imported after running ``body``."""
+    done = subprocess.run([sys.executable, "-c", CHECK.format(body=body)], capture_output=True, text=True,
+                          timeout=60, check=True)
+    names = done.stdout.rsplit("modules:", 1)[1].strip().split(",")
+    return {name if name.startswith("payhub.") else name.split(".")[0] for name in names}
+
+
+HELP = "from payhub.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nsys.stdout.flush()"
+
+
+def test_payhub_help_imports_no_command_database_settings_or_rich() -> None:
+    found = imported_after(HELP)
+    heavy = {"sqlalchemy", "alembic", "rich", "pydantic", "pydantic_settings", "stevedore", "pluggy", "httpx",
+             "payhub.settings", "payhub.runtime", "payhub.plugins", "payhub.worker", "payhub.pipeline.calculate"}
+    assert found & heavy == set()
+    assert not {name for name in found if name.startswith("payhub.cli.") and name != "payhub.cli.params"}
+
+
+def test_the_schema_check_imports_no_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'payhub.db'}"
+    migrate.upgrade(create_engine(url))
+    body = f"from sqlalchemy import create_engine\nfrom payhub.db import migrate\n" \
+           f"migrate.require_current(create_engine({url!r}))"
+    assert "alembic" not in imported_after(body)
+
+
+def test_help_lists_every_command_as_if_all_were_imported() -> None:
+    lazy = CliRunner().invoke(main, ["--help"], prog_name="payhub", terminal_width=80)
+    assert lazy.exit_code == 0
+    eager = click.Group("payhub", params=main.params, help=main.help,
+                        context_settings=main.context_settings,
+                        commands={name: main.get_command(click.Context(main), name) for name in COMMANDS})
+    real = CliRunner().invoke(eager, ["--help"], prog_name="payhub", terminal_width=80)
+    assert lazy.output == real.output
+    listed = [line.split()[0] for line in lazy.output.split("Commands:")[1].splitlines() if line[2:3].isalpha()]
+    assert listed == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_the_table_holds_each_commands_module_and_short_help(name: str) -> None:
+    module, short_help = COMMANDS[name]
+    command = main.get_command(click.Context(main), name)
+    assert command is not None and command.callback is not None
+    assert command.callback.__module__ == module
+    assert not command.hidden and not command.deprecated and command.short_help is None
+    assert command.get_short_help_str(limit=10**6) == short_help
+
+
+def test_every_registered_command_is_in_the_table() -> None:
+    for name in COMMANDS:
+        main.get_command(click.Context(main), name)
+    assert set(main.commands) == set(COMMANDS)
+
+
+def test_the_head_revision_is_alembics() -> None:
+    assert migrate.head_revision() == migrate._alembic_head()
+
+
+def test_an_unreadable_migration_falls_back_to_alembic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "0001_a.py").write_text("revision = '0001'\ndown_revision = None\n")
+    (versions / "0002_b.py").write_text("revision = '0002'\ndown_revision = '0001'\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path)
+    monkeypatch.setattr(migrate, "_alembic_head", lambda: "from-alembic")
+    assert migrate.head_revision() == "0002"
+    (versions / "0003_c.py").write_text("revision = make_revision()\ndown_revision = '0002'\n")
+    assert migrate.head_revision() == "from-alembic"
+    (versions / "0003_c.py").write_text("revision = '0003'\ndown_revision = '0001'\n")  # two heads: a branch
+    assert migrate.head_revision() == "from-alembic"
