@@ -18,10 +18,13 @@ checkpoint key: the chain then starts at entry ``seq + 1``, linked to that hash.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import hashlib
+import itertools
 import json
 import re
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,7 +33,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 
 from payhub.clock import isoformat
-from payhub.db.schema import audit_cut, audit_head, audit_log
+from payhub.db.schema import audit_cut, audit_head
 from payhub.errors import PayhubError
 
 GENESIS = "0" * 64
@@ -190,63 +193,156 @@ def read_head(conn: Connection) -> tuple[int, str] | str:
     return seq, digest
 
 
-class _Chain:
-    """Checks rows one by one against the chain they must continue: ``seq`` next, linked to ``prev``."""
+ENTRY_COLUMNS = (*FIELDS, "hash")
+"""The columns :func:`read_entries` gives, in order: the hashed FIELDS, then the entry's own hash."""
 
-    def __init__(self, seq: int, prev: str) -> None:
-        self.expected, self.prev = seq, prev
+CHUNK = 5000
+"""Entries read from the database at a time while verifying."""
 
-    def problem(self, row: dict[str, Any]) -> tuple[int, str] | None:
-        """(first bad seq, why) if ``row`` does not continue the chain; else advance past it."""
-        seq = row["seq"]
-        if seq != self.expected:
-            return self.expected, f"entry {self.expected} is missing (the next entry is {seq})"
-        if row["prev_hash"] != self.prev:
-            return seq, (f"entry {seq} does not link to entry {seq - 1} "
-                         "(inserted, reordered, or its predecessor was altered)")
-        if entry_hash(row) != row["hash"]:
-            return seq, f"entry {seq} was altered (its content does not match its hash)"
-        self.prev, self.expected = row["hash"], seq + 1
-        return None
+MAX_ID_DIGITS = 18
+"""Subject ids longer than this are not ids of rows (64-bit integers): :func:`verify`'s ``top_ids`` skips them."""
+
+_SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM audit_log"
+_cursors = itertools.count(1)
+
+
+def read_entries(conn: Connection, *, first: int | None = None, last: int | None = None, chunk: int = CHUNK
+                 ) -> Generator[list[tuple[Any, ...]], None, None]:
+    """The entries with ``first <= seq <= last`` (bounds optional) in ``seq`` order, as raw column tuples
+    (:data:`ENTRY_COLUMNS`, the values the driver gives) in lists of at most ``chunk``: see :func:`driver_chunks`."""
+    where = [f"seq >= {int(first)}"] if first is not None else []
+    where += [f"seq <= {int(last)}"] if last is not None else []
+    return driver_chunks(conn, f"{_SELECT}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq", None,
+                         chunk)
+
+
+def driver_chunks(conn: Connection, sql: str, params: Any, chunk: int
+                  ) -> Generator[list[tuple[Any, ...]], None, None]:
+    """The rows of the query ``sql`` (in the driver's paramstyle, with ``params``) as the driver's tuples, in lists
+    of at most ``chunk``.
+
+    One statement, read from one snapshot through the DBAPI cursor (a server-side cursor on PostgreSQL), so memory
+    does not grow with the result and no SQLAlchemy row is built. Runs inside ``conn``'s transaction (begun if none
+    is); a driver error is raised as :class:`sqlalchemy.exc.DBAPIError`. Close the generator early to close the
+    cursor.
+    """
+    if not conn.in_transaction():
+        conn.begin()
+    base = conn.dialect.loaded_dbapi.Error
+    try:
+        driver: Any = conn.connection.driver_connection
+        if conn.dialect.name == "postgresql":
+            cursor = driver.cursor(name=f"payhub_audit_read_{next(_cursors)}")
+            cursor.itersize = chunk
+        else:
+            cursor = driver.cursor()
+            cursor.arraysize = chunk
+    except base as exc:
+        raise DBAPIError.instance(sql, params, exc, base) from exc
+    try:
+        try:
+            cursor.execute(sql, params if params is not None else ())
+            while rows := cursor.fetchmany(chunk):
+                yield rows
+        except base as exc:
+            raise DBAPIError.instance(sql, params, exc, base) from exc
+    finally:
+        with contextlib.suppress(Exception):  # a failed transaction may refuse to close the cursor: it goes with it
+            cursor.close()
+
+
+def _check(rows: list[tuple[Any, ...]], expected: int, prev: str) -> tuple[int, str, tuple[int, str] | None]:
+    """Check ``rows`` (raw :data:`ENTRY_COLUMNS` tuples) against the chain they must continue: entry ``expected``
+    next, linked to ``prev``. Returns how many rows fit, the hash of the last that fits (``prev`` when none), and the
+    first problem: (bad seq, why), or None.
+
+    The hash payload is built straight from the tuple when every hashed column is text (what payhub stores), else
+    through :func:`hash_fields`; both give the same bytes for text, so the result is :func:`entry_hash`'s.
+    """
+    sha, start = hashlib.sha256, expected
+    for row in rows:
+        seq, at, actor, action, stype, sid, outcome, origin, detail, link, digest = row
+        if seq != expected:
+            return expected - start, prev, (expected, f"entry {expected} is missing (the next entry is {seq})")
+        if link != prev:
+            return expected - start, prev, (seq, f"entry {seq} does not link to entry {seq - 1} "
+                                                 "(inserted, reordered, or its predecessor was altered)")
+        if type(at) is type(actor) is type(action) is type(stype) is type(sid) is type(outcome) is type(origin) \
+                is type(detail) is type(link) is str:
+            number = str(seq)
+            fits = sha(f"{len(number)}:{number};{len(at)}:{at};{len(actor)}:{actor};{len(action)}:{action};"
+                       f"{len(stype)}:{stype};{len(sid)}:{sid};{len(outcome)}:{outcome};{len(origin)}:{origin};"
+                       f"{len(detail)}:{detail};{len(link)}:{link};".encode()).hexdigest() == digest
+        else:
+            fits = hash_fields(list(row[:-1])) == digest
+        if not fits:
+            return expected - start, prev, (seq, f"entry {seq} was altered (its content does not match its hash)")
+        prev, expected = digest, expected + 1
+    return expected - start, prev, None
+
+
+def _top_ids(rows: list[tuple[Any, ...]], tops: MutableMapping[str, int]) -> None:
+    """Raise ``tops[subject_type]`` to the highest whole-number subject id (up to 18 digits) of ``rows``."""
+    for row in rows:
+        kind = row[4]
+        if kind in tops:
+            subject = row[5]
+            if isinstance(subject, str) and subject.isascii() and subject.isdigit() and len(subject) <= MAX_ID_DIGITS:
+                number = int(subject)
+                if number > tops[kind]:
+                    tops[kind] = number
 
 
 def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, watch: Collection[int] = (),
-           on_entry: Callable[[dict[str, Any]], Any] | None = None) -> VerifyResult:
+           on_entry: Callable[[dict[str, Any]], Any] | None = None,
+           top_ids: MutableMapping[str, int] | None = None) -> VerifyResult:
     """Recompute the whole chain and check it ends at its head; name the first entry edited, deleted, inserted or
-    reordered, an entry past the head, or a damaged head row. Never raises for damaged data.
+    reordered, an entry past the head, or a damaged head row. Never raises for damaged data. Reads the log in chunks
+    of raw rows (:func:`read_entries`): memory stays flat however long it is.
 
-    ``watch``: sequence numbers whose recomputed hashes to return (signed checkpoints). ``on_entry`` sees every row
-    read, including those after a failure (the log is then read to its end). After a retention cut the chain starts
-    at the cut (whose signature the caller checks, :func:`payhub.checkpoints.cut_problem`).
+    ``progress`` is called with the number of entries read, a chunk at a time. ``watch``: sequence numbers whose
+    recomputed hashes to return (signed checkpoints). ``top_ids`` maps subject types to a number that is raised to
+    the highest whole-number subject id of that type among the entries read; ``on_entry`` sees every row read, as a
+    dict of :data:`ENTRY_COLUMNS` (one dict per entry: for tools, not for every verification). With either, the log
+    is read to its end after a failure. After a retention cut the chain starts at the cut (whose signature the
+    caller checks, :func:`payhub.checkpoints.cut_problem`).
     """
     head = read_head(conn)
     cut = read_cut(conn)
     first, prev = (cut.seq + 1, cut.hash) if isinstance(cut, Cut) else (1, GENESIS)
-    chain, checked, hashes = _Chain(first, prev), 0, {}
+    expected, hashes = first, {}
+    watched = sorted(set(watch))
     bad: tuple[int | None, str] | None = (None, cut) if isinstance(cut, str) else None
+    read_all = on_entry is not None or top_ids is not None
     try:
-        for row in _stream(conn):
+        for rows in read_entries(conn):
             if on_entry is not None:
-                on_entry(row)
+                for row in rows:
+                    on_entry(dict(zip(ENTRY_COLUMNS, row, strict=True)))
+            if top_ids is not None:
+                _top_ids(rows, top_ids)
             if progress is not None:
-                progress(1)
+                progress(len(rows))
             if bad is not None:
-                continue
-            found = chain.problem(row)
+                if read_all:
+                    continue
+                break
+            start = expected
+            fitting, prev, found = _check(rows, expected, prev)
+            expected += fitting
+            for seq in watched[bisect.bisect_left(watched, start):bisect.bisect_left(watched, expected)]:
+                hashes[seq] = rows[seq - start][-1]
             if found is not None:
                 if found[0] == 1 and cut is None:
-                    found = 1, (f"{found[1]}, and no retention cut records the entries before {row['seq']} as "
+                    found = 1, (f"{found[1]}, and no retention cut records the entries before {rows[0][0]} as "
                                 "archived (deleted outside payhub, or the audit_cut row was deleted)")
                 bad = found
-                if on_entry is None:
+                if not read_all:
                     break
-                continue
-            checked += 1
-            if row["seq"] in watch:
-                hashes[row["seq"]] = row["hash"]
     except DBAPIError as exc:
-        last = first + checked - 1
+        last = expected - 1
         bad = bad or (last + 1, f"the audit log cannot be read past entry {last} ({_db_reason(exc)})")
+    checked = expected - first
     head_seq, head_hash = head if isinstance(head, tuple) else (None, None)
     last = first + checked - 1
     kept = cut if isinstance(cut, Cut) else None
@@ -258,7 +354,7 @@ def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, wa
         elif last > head[0]:  # entries were added after the head, or the head was moved back
             bad = head[0] + 1, (f"the log ends at entry {last} but its head records entry {head[0]} (entries past "
                                 "the head were added outside payhub, or the head was moved back)")
-        elif chain.prev != head[1]:  # the last entry was rewritten with a new hash (or the head was)
+        elif prev != head[1]:  # the last entry was rewritten with a new hash (or the head was)
             bad = head[0], f"entry {head[0]} does not match the hash its head records"
     if bad is not None:
         return VerifyResult(False, checked, head_seq, head_hash, bad[0], bad[1], hashes, kept, first)
@@ -282,35 +378,28 @@ def verify_since(conn: Connection, seq: int, digest: str, upto: int) -> str | No
         if seq == cut.seq and digest != cut.hash:
             return f"entry {seq} was recorded with hash {digest}, but the retention cut records {cut.hash}"
         seq, digest = cut.seq, cut.hash
-    query = select(audit_log).where(audit_log.c.seq >= (seq + 1 if from_cut else seq), audit_log.c.seq <= upto
-                                    ).order_by(audit_log.c.seq)
-    chain = _Chain(seq + 1, digest)
+    expected, prev, opened = seq + 1, digest, from_cut
     try:
-        rows = iter(dict(r) for r in conn.execute(query.execution_options(yield_per=5000)).mappings())
-        if not from_cut:
-            first = next(rows, None)
-            if first is None or first["seq"] != seq:
-                return f"entry {seq} recorded earlier is missing"
-            if first["hash"] != digest or entry_hash(first) != digest:
-                return f"entry {seq} no longer has the hash recorded earlier (the chain was rewritten)"
-        for row in rows:
-            found = chain.problem(row)
+        for rows in read_entries(conn, first=seq + 1 if from_cut else seq, last=upto):
+            if not opened:  # the entry recorded earlier comes first, unchanged
+                opened, row = True, rows[0]
+                if row[0] != seq:
+                    return f"entry {seq} recorded earlier is missing"
+                if row[-1] != digest or hash_fields(list(row[:-1])) != digest:
+                    return f"entry {seq} no longer has the hash recorded earlier (the chain was rewritten)"
+                rows = rows[1:]
+            fitting, prev, found = _check(rows, expected, prev)
+            expected += fitting
             if found is not None:
                 return found[1]
     except DBAPIError as exc:
         return f"the audit log cannot be read ({_db_reason(exc)})"
-    if chain.expected != upto + 1:
-        return f"the log ends at entry {chain.expected - 1} but its head records entry {upto}"
+    if not opened:
+        return f"entry {seq} recorded earlier is missing"
+    if expected != upto + 1:
+        return f"the log ends at entry {expected - 1} but its head records entry {upto}"
     return None
 
 
 def _db_reason(exc: DBAPIError) -> str:
     return str(exc.orig or exc).strip().splitlines()[0]
-
-
-def _stream(conn: Connection) -> Iterator[dict[str, Any]]:
-    # Options of the statement, not of ``conn``: a streaming connection would send its later statements (a
-    # savepoint, on PostgreSQL) through a server-side cursor too.
-    result = conn.execute(select(audit_log).order_by(audit_log.c.seq).execution_options(yield_per=5000))
-    for row in result.mappings():
-        yield dict(row)

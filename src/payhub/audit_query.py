@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, create_engine, select
 from sqlalchemy.pool import NullPool
 
+from payhub.audit import driver_chunks
 from payhub.clock import isoformat
 from payhub.db.engine import CONNECT_TIMEOUT, sqlite_file
 from payhub.db.schema import audit_log
@@ -132,6 +133,19 @@ def iter_entries(conn: Connection, filters: AuditFilters, *, after: int | None =
     return entries()
 
 
+def iter_rows(conn: Connection, filters: AuditFilters, *, after: int | None = None, limit: int | None = None
+              ) -> Generator[list[tuple[Any, ...]], None, None]:
+    """The matching entries as the driver's tuples of :data:`EXPORT_COLUMNS` (``detail`` its stored text), in lists
+    of at most :data:`STREAM_ROWS`: the statement is compiled once and read through the DBAPI cursor (server-side on
+    PostgreSQL), so memory stays flat and no SQLAlchemy row is built. A driver error is raised as
+    :class:`sqlalchemy.exc.DBAPIError`. Close the generator early to close the cursor, before ``conn``."""
+    compiled = select_entries(filters, after=after, limit=limit).compile(
+        dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args: Any = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
+    return driver_chunks(conn, str(compiled), args, STREAM_ROWS)
+
+
 def detail_value(text: str) -> Any:
     """A stored ``detail`` as the JSON value it holds; text that is not JSON (changed outside payhub) stays text,
     so an export still shows it and the entry fails its hash when the chain is recomputed."""
@@ -159,6 +173,30 @@ def jsonl_line(entry: dict[str, Any]) -> str:
             pass
     return json.dumps({c: detail_value(entry[c]) if c == "detail" else entry[c] for c in EXPORT_COLUMNS},
                       ensure_ascii=False) + "\n"
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False) without its set-up
+_loads = json.JSONDecoder().decode
+
+
+def jsonl_text(rows: list[tuple[Any, ...]]) -> str:
+    """The JSON Lines of ``rows`` (tuples of :data:`EXPORT_COLUMNS`), each exactly :func:`jsonl_line`'s, joined."""
+    text, lines = _string, []
+    for row in rows:
+        seq, at, actor, action, stype, sid, outcome, origin, detail, prev, digest = row
+        if type(seq) is int and type(at) is type(actor) is type(action) is type(stype) is type(sid) is type(outcome) \
+                is type(origin) is type(detail) is type(prev) is type(digest) is str:
+            try:
+                value = _loads(detail)
+            except ValueError:
+                value = detail
+            lines.append(f'{{"seq": {seq}, "at": {text(at)}, "actor": {text(actor)}, "action": {text(action)}, '
+                         f'"subject_type": {text(stype)}, "subject_id": {text(sid)}, "outcome": {text(outcome)}, '
+                         f'"origin": {text(origin)}, "detail": {_dumps(value)}, "prev_hash": {text(prev)}, '
+                         f'"hash": {text(digest)}}}\n')
+        else:
+            lines.append(jsonl_line(dict(zip(EXPORT_COLUMNS, row, strict=True))))
+    return "".join(lines)
 
 
 def csv_row(entry: dict[str, Any]) -> list[Any]:

@@ -219,4 +219,4 @@ def test_verify_reports_progress(engine: Engine) -> None:
     seen: list[int] = []
     with engine.connect() as conn:
         assert verify(conn, progress=seen.append).ok
-    assert seen == [1, 1, 1, 1]
+    assert sum(seen) == 4 and all(seen)  # the entries read, a chunk at a time

@@ -25,10 +25,8 @@ from payhub.audit_query import (
     COLUMNS,
     EXPORT_COLUMNS,
     AuditFilters,
-    csv_row,
     detail_value,
     iter_entries,
-    jsonl_line,
     reader,
 )
 from payhub.cli import Context, fail_cleanly, main, pass_ctx
@@ -149,16 +147,23 @@ def _open_export(output: str) -> TextIO:
     return open(output, "w", newline="", encoding="utf-8")  # noqa: SIM115
 
 
-def _write_export(out: TextIO, fmt: str, entries: Iterable[dict[str, Any]]) -> None:
-    """Write ``entries`` one by one (the format of :mod:`payhub.audit_query`, shared with the API's export)."""
-    if fmt == "csv":
-        writer = csvsafe.writer(out)
+def _write_export(out: TextIO, fmt: str, chunks: Iterable[list[tuple[Any, ...]]], tally: _Tally) -> None:
+    """Write the entries of ``chunks`` (raw rows of :data:`EXPORT_COLUMNS`, see
+    :func:`payhub.audit_query.iter_rows`), a chunk at a time, in the format of :mod:`payhub.audit_query` shared with
+    the API's export (each line :func:`~payhub.audit_query.jsonl_line`'s, each CSV row :func:`csv_row`'s)."""
+    from payhub.audit_query import jsonl_text
+
+    writer = csvsafe.writer(out) if fmt == "csv" else None
+    if writer is not None:
         writer.writerow(EXPORT_COLUMNS)
-        for entry in entries:
-            writer.writerow(csv_row(entry))
-    else:
-        for entry in entries:
-            out.write(jsonl_line(entry))
+    for rows in chunks:
+        if writer is not None:
+            for row in rows:
+                writer.writerow(row)
+        else:
+            out.write(jsonl_text(rows))
+        tally.count += len(rows)
+        tally.last = rows[-1][0]
     out.flush()
 
 
@@ -180,11 +185,13 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
     tally = _Tally()
 
     def stream() -> None:
-        with reader(rt.engine).connect() as conn, closing(iter_entries(conn, chosen)) as found:
+        from payhub.audit_query import iter_rows
+
+        with reader(rt.engine).connect() as conn, closing(iter_rows(conn, chosen)) as chunks:
             try:
                 out = _open_export(output) if output else sys.stdout
                 try:
-                    _write_export(out, fmt, tally.over(found))
+                    _write_export(out, fmt, chunks, tally)
                 finally:
                     if output:
                         out.close()
@@ -231,7 +238,7 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
                       disable=not err_console.is_terminal, transient=True) as progress:
             task = progress.add_task("verify", total=head[0] if isinstance(head, tuple) else None)
             result = verify_chain(conn, lambda n: progress.advance(task, n), watch={cp.seq for cp in saved},
-                                  on_entry=ids.see)
+                                  top_ids=ids.top)
         # The log keeps growing (this command appends to it too), so an earlier head is found inside the chain:
         # the chain up to it verified, so nothing up to that point changed.
         anchored = expect_head is None or conn.execute(

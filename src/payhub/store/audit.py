@@ -7,22 +7,58 @@ ordered even with several replicas. What an entry holds, how it is hashed and ho
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from payhub import metrics
 from payhub.audit import FIELDS, AuditHeadDamaged, Entry, canonical_json, hash_fields
 from payhub.clock import isoformat, utcnow
-from payhub.db.schema import audit_head, audit_log
+from payhub.db.schema import audit_log
 
 COLUMNS = (*FIELDS, "hash")
 
+# The statements of every append, as the driver takes them (paramstyle "qmark" on SQLite, "format" on psycopg).
+_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+_INSERT = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join(['?'] * len(COLUMNS))})"
+_MOVE = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
+_PG = {"head": _HEAD + " FOR UPDATE", "insert": _INSERT.replace("?", "%s"), "move": _MOVE.replace("?", "%s")}
+_QMARK = {"head": _HEAD, "insert": _INSERT, "move": _MOVE}
 
-def _insert_sql(conn: Connection) -> str:
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    return f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
+
+def _statements(conn: Connection) -> dict[str, str]:
+    if conn.dialect.paramstyle == "qmark":
+        return _QMARK
+    return _PG if conn.dialect.name == "postgresql" else {**_PG, "head": _HEAD}
+
+
+class _Rows(Sequence[dict[str, Any]]):
+    """The rows an append wrote, as :data:`COLUMNS` dicts made only when read (most transactions never read them)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: list[tuple[Any, ...]]) -> None:
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [dict(zip(COLUMNS, v, strict=True)) for v in self._values[index]]
+        return dict(zip(COLUMNS, self._values[index], strict=True))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for v in self._values:
+            yield dict(zip(COLUMNS, v, strict=True))
 
 
 class AuditWriter:
@@ -32,33 +68,46 @@ class AuditWriter:
         self.actor = actor
         self.origin = origin
 
-    def append(self, conn: Connection, entries: Iterable[Entry]) -> list[dict[str, Any]]:
-        """Write ``entries`` in order, chained after the current head; return the rows written."""
-        batch = list(entries)
+    def append(self, conn: Connection, entries: Iterable[Entry]) -> Sequence[dict[str, Any]]:
+        """Write ``entries`` in order, chained after the current head (its row locked until the caller's transaction
+        ends); return the rows written (dicts of :data:`COLUMNS`, made when read).
+
+        Three statements whatever the number of entries, handed to the driver as fixed text: the head read (``FOR
+        UPDATE`` on PostgreSQL), one ``executemany`` of plain text and integers, the head moved. Each entry's hash
+        payload is :func:`payhub.audit.hash_fields`'s, built in one step when its fields are text.
+        """
+        batch = entries if isinstance(entries, list) else list(entries)
         if not batch:
-            return []
-        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        head = conn.execute(query).all()
-        if len(head) != 1 or not isinstance(head[0].seq, int) or not isinstance(head[0].hash, str):
+            return ()
+        sql = _statements(conn)
+        head = conn.exec_driver_sql(sql["head"]).all()
+        if len(head) != 1 or not isinstance(head[0][0], int) or not isinstance(head[0][1], str):
             raise AuditHeadDamaged("the audit head row is missing or damaged; nothing can be recorded until it is "
                                    "repaired (run `payhub audit verify`)")
         seq, prev = head[0]
         at = isoformat(utcnow())
-        values = []
+        sha, encode, default_actor, origin = hashlib.sha256, canonical_json, self.actor, self.origin
+        # The parts of the payload every entry of the batch shares: its time and origin.
+        at_part, origin_part = f"{len(at)}:{at};", f"{len(origin)}:{origin};"
+        values: list[tuple[Any, ...]] = []
         for entry in batch:
             seq += 1
-            fields = [seq, at, entry.actor or self.actor, entry.action, entry.subject_type, str(entry.subject_id),
-                      entry.outcome, self.origin, canonical_json(entry.detail) if entry.detail else "{}", prev]
-            prev = hash_fields(fields)
-            fields.append(prev)
-            values.append(fields)
-        # Plain text and integers only: handed to the driver's executemany directly (the hot path of every stage).
-        conn.exec_driver_sql(_insert_sql(conn), [tuple(v) for v in values])
-        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+            actor = entry.actor or default_actor
+            action, stype, subject, outcome = entry.action, entry.subject_type, str(entry.subject_id), entry.outcome
+            detail = encode(entry.detail) if entry.detail else "{}"
+            if type(actor) is type(action) is type(stype) is type(outcome) is type(origin) is str:
+                number = str(seq)
+                digest = sha(f"{len(number)}:{number};{at_part}{len(actor)}:{actor};{len(action)}:{action};"
+                             f"{len(stype)}:{stype};{len(subject)}:{subject};{len(outcome)}:{outcome};"
+                             f"{origin_part}{len(detail)}:{detail};{len(prev)}:{prev};".encode()).hexdigest()
+            else:
+                digest = hash_fields([seq, at, actor, action, stype, subject, outcome, origin, detail, prev])
+            values.append((seq, at, actor, action, stype, subject, outcome, origin, detail, prev, digest))
+            prev = digest
+        conn.exec_driver_sql(sql["insert"], values)
+        conn.exec_driver_sql(sql["move"], (seq, prev))
         metrics.AUDIT_ENTRIES.inc(len(values))
-        return [dict(zip(COLUMNS, v, strict=True)) for v in values]
+        return _Rows(values)
 
 
 def entries_of(conn: Connection, subject_type: str, action: str, subject_ids: Iterable[str]) -> list[tuple[str, str]]:
