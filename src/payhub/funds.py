@@ -36,7 +36,9 @@ def unit_text(amount: Decimal, unit: str) -> str:
 
 
 @dataclass(slots=True)
-class _Credit:
+class Credit:
+    """A credit's amount not spent yet and when it lapses (None: never)."""
+
     left: Decimal
     expires_at: datetime | None
 
@@ -48,7 +50,7 @@ class Fund:
     """A fund's state after its entries so far, applied in time order (the oldest first)."""
 
     def __init__(self) -> None:
-        self.credits: list[_Credit] = []  # oldest first
+        self.credits: list[Credit] = []  # oldest first
         self.overspent = Decimal(0)
         self.last: datetime | None = None  # when the latest entry applied occurred
 
@@ -56,7 +58,7 @@ class Fund:
         """Apply one entry; it must not have occurred before the entries already applied."""
         self.last = occurred
         if amount >= 0:
-            self.credits.append(_Credit(amount, expires))
+            self.credits.append(Credit(amount, expires))
             return
         spend = -amount
         for credit in self.credits:
@@ -81,7 +83,7 @@ class Fund:
 
     def copy(self) -> Fund:
         twin = Fund()
-        twin.credits = [_Credit(credit.left, credit.expires_at) for credit in self.credits]
+        twin.credits = [Credit(credit.left, credit.expires_at) for credit in self.credits]
         twin.overspent, twin.last = self.overspent, self.last
         return twin
 

@@ -261,6 +261,17 @@ budget_totals = Table(
     Column("amount_minor", BigInteger, nullable=False),
 )
 
+# Each fund's state after all its entries in time order (payhub.store.funds), written with the entries.
+fund_states = Table(
+    "fund_states",
+    metadata,
+    Column("program", String(200), primary_key=True),
+    Column("holder_id", String(200), primary_key=True),
+    Column("unit", String(10), primary_key=True),
+    Column("last_entry_id", BigInteger),  # the entry applied last (in time order, ties by id); NULL: no state yet
+    Column("state", Text),  # JSON: credits left (amount, expiry), overspent, latest time, credits per month
+)
+
 payouts = Table(
     "payouts",
     metadata,

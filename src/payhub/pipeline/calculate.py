@@ -287,11 +287,16 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
         for written_row in reward_store.insert(tx.conn, reward_rows):
             _audit_calculated(tx, written_row.id, written_row._asdict(), written_row.status)
     if fund_rows:
+        written: dict[tuple[str, str, str], list[tuple[int, datetime, Decimal, datetime | None]]] = {}
         for entry_id, event_id, program, holder, unit, amount, expires in fund_store.insert(tx.conn, fund_rows):
             action = "fund.credited" if Decimal(amount) >= 0 else "fund.spent"
             tx.audit(action, "fund_entry", entry_id, {
                 "event": event_id, "program": program, "holder": holder, "unit": unit, "amount": amount,
                 "expires_at": isoformat(expires) if expires is not None else None})
+            written.setdefault((program, holder, unit), []).append(
+                (entry_id, occurred[event_id], Decimal(amount), expires))
+        for (program, holder, unit), entries in sorted(written.items()):  # one order: replicas lock alike
+            fund_store.advance(tx.conn, program, holder, unit, entries)
 
 
 def _reward_row(rt: Runtime, calc_row: dict[str, Any], line: RewardLine, minor: int, decision: Decision,

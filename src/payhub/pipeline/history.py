@@ -51,6 +51,7 @@ class DbHistory:
         self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
         self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
         self._fund_states: dict[tuple[str, str, str], funds.Fund] = {}
+        self._snapshots: dict[tuple[str, str, str], fund_store.State | None] = {}  # running states, read once
         self._sums: dict[tuple[Any, ...], int] = {}  # stored sums asked before in this batch
         self._seen: dict[int, ObjectReward] = {}  # stored rewards of CRM objects read by clawbacks, by id
         self._cancelled_rows: list[tuple[str, ObjectReward]] = []  # (program, reward) cancelled by this batch
@@ -119,13 +120,23 @@ class DbHistory:
             stored = self._stored_funds[key] = fund_store.entries(self.conn, *key)
         return stored
 
+    def _fund_snapshot(self, key: tuple[str, str, str]) -> fund_store.State | None:
+        """The fund's running state as stored (None: it has none, its entries are read instead), read once."""
+        if key not in self._snapshots:
+            self._snapshots[key] = fund_store.state(self.conn, *key)
+        return self._snapshots[key]
+
     def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
         key = (program, holder_id, unit)
         state = self._fund_states.get(key)
-        if state is None:  # the fund after every stored entry, computed once per batch
-            state = self._fund_states[key] = funds.Fund()
-            for entry in sorted(self._stored_fund(key), key=lambda e: e[0]):
-                state.apply(*entry)
+        if state is None:  # the fund after every stored entry: its running state, or replayed once per batch
+            snapshot = self._fund_snapshot(key)
+            if snapshot is not None:
+                state = self._fund_states[key] = snapshot.fund
+            else:
+                state = self._fund_states[key] = funds.Fund()
+                for entry in sorted(self._stored_fund(key), key=lambda e: e[0]):
+                    state.apply(*entry)
         batch = sorted((e for e in self.in_batch_funds.get(key, ()) if e[0] <= at), key=lambda e: e[0])
         if state.last is not None and (at < state.last or (batch and batch[0][0] < state.last)):
             # asked about the past of the stored entries: the whole fund again, in time order
@@ -137,6 +148,13 @@ class DbHistory:
 
     def fund_credited(self, program: str, holder_id: str, unit: str, since: datetime, until: datetime) -> Decimal:
         key = (program, holder_id, unit)
+        batch = sum((amount for at, amount, _ in self.in_batch_funds.get(key, ())
+                     if amount > 0 and since <= at < until), Decimal(0))
+        snapshot = self._fund_snapshot(key)
+        if snapshot is not None and (snapshot.fund.last is None or snapshot.fund.last < until):
+            stored_since = snapshot.credited_since(since)  # every stored entry is before until
+            if stored_since is not None:
+                return stored_since + batch
         index = self._credit_index.get(key)
         if index is None:  # stored credits by time, with running sums: each call is two binary searches
             credits = sorted((at, amount) for at, amount, _ in self._stored_fund(key) if amount > 0)
@@ -144,8 +162,7 @@ class DbHistory:
                                                list(itertools.accumulate((a for _, a in credits), initial=Decimal(0))))
         times, sums = index
         stored = sums[bisect.bisect_left(times, until)] - sums[bisect.bisect_left(times, since)]
-        return stored + sum((amount for at, amount, _ in self.in_batch_funds.get(key, ())
-                             if amount > 0 and since <= at < until), Decimal(0))
+        return stored + batch
 
     def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
         # Two steps, so each uses its index (events by object, rewards by event) whatever the planner knows.

@@ -1,21 +1,38 @@
-"""The funds store: the entries of funds (co-op accruals, loyalty points), credits and spending.
+"""The funds store: the entries of funds (co-op accruals, loyalty points), credits and spending, and each fund's
+running state.
 
-What a fund's entries add up to is :mod:`payhub.funds`' arithmetic; this module reads and writes the entries.
+What a fund's entries add up to is :mod:`payhub.funds`' arithmetic; this module reads and writes the entries, and keeps
+``fund_states``: per fund, the :class:`payhub.funds.Fund` after all its entries in time order (their replay) and its
+credits per month of their time, written by :func:`advance` in the transaction that writes the fund's entries (the
+calculate stage is the only writer of entries). A fund without a state (entries written before revision 0010) is
+read from its entries, and gets its state at its next entry.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, update
 
-from payhub.db.schema import fund_entries
+from payhub import funds
+from payhub.db.queries import insert_ignore
+from payhub.db.schema import fund_entries, fund_states
 from payhub.funds import Entry
 
 _ENTRIES = select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
     fund_entries.c.program == bindparam("program"), fund_entries.c.holder_id == bindparam("holder"),
     fund_entries.c.unit == bindparam("unit")).order_by(fund_entries.c.id)
+_ENTRIES_WITH_IDS = select(fund_entries.c.id, fund_entries.c.occurred_at, fund_entries.c.amount,
+                           fund_entries.c.expires_at).where(
+    fund_entries.c.program == bindparam("program"), fund_entries.c.holder_id == bindparam("holder"),
+    fund_entries.c.unit == bindparam("unit")).order_by(fund_entries.c.id)
+_STATE = select(fund_states.c.last_entry_id, fund_states.c.state).where(
+    fund_states.c.program == bindparam("program"), fund_states.c.holder_id == bindparam("holder"),
+    fund_states.c.unit == bindparam("unit"))
 
 
 def entries(conn: Connection, program: str, holder_id: str, unit: str) -> list[Entry]:
@@ -30,3 +47,92 @@ def insert(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
         fund_entries.c.id, fund_entries.c.event_id, fund_entries.c.program, fund_entries.c.holder_id,
         fund_entries.c.unit, fund_entries.c.amount, fund_entries.c.expires_at), rows)
     return sorted(written)
+
+
+@dataclass(slots=True)
+class State:
+    """A fund after all its stored entries, applied in time order (ties by id), as :func:`payhub.funds.replay`
+    applies them: ``fund``, the id of the entry applied last, and the credits per ``YYYY-MM`` of their time."""
+
+    fund: funds.Fund
+    last_entry_id: int
+    credited: dict[str, Decimal]
+
+    def credited_since(self, since: datetime) -> Decimal | None:
+        """The stored credits of entries that occurred at or after ``since``, when ``since`` is the first instant of
+        a UTC month; else None."""
+        if (since.day, since.hour, since.minute, since.second, since.microsecond) != (1, 0, 0, 0, 0) or \
+                since.utcoffset():
+            return None
+        first = month_of(since)
+        return sum((amount for month, amount in self.credited.items() if month >= first), Decimal(0))
+
+
+def month_of(at: datetime) -> str:
+    return f"{at.year:04d}-{at.month:02d}"
+
+
+def state(conn: Connection, program: str, holder_id: str, unit: str) -> State | None:
+    """The running state of one fund, or None when it has none (read its :func:`entries` instead)."""
+    row = conn.execute(_STATE, {"program": program, "holder": holder_id, "unit": unit}).first()
+    if row is None or row.state is None:
+        return None
+    return _loads(int(row.last_entry_id), row.state)
+
+
+def advance(conn: Connection, program: str, holder_id: str, unit: str,
+            written: list[tuple[int, datetime, Decimal, datetime | None]]) -> None:
+    """Bring the fund's state up to date with the entries ``written`` in this transaction (``(id, occurred_at,
+    amount, expires_at)``). Entries that come after every applied one are applied to the state; otherwise (an
+    entry dated before the latest applied, or no state yet) the state is made again from all the fund's entries.
+    On PostgreSQL the state's row is locked first, so replicas advance one fund one after the other and the entries
+    read for a new state include every committed one."""
+    key = {"program": program, "holder_id": holder_id, "unit": unit}
+    insert_ignore(conn, fund_states, [key | {"last_entry_id": None, "state": None}],
+                  ["program", "holder_id", "unit"])
+    params = {"program": program, "holder": holder_id, "unit": unit}
+    query = _STATE.with_for_update() if conn.dialect.name == "postgresql" else _STATE
+    row = conn.execute(query, params).one()
+    current = _loads(int(row.last_entry_id), row.state) if row.state is not None else None
+    ordered = sorted(written, key=lambda e: (e[1], e[0]))
+    if current is not None and current.fund.last is not None and ordered and \
+            (ordered[0][1], ordered[0][0]) > (current.fund.last, current.last_entry_id):
+        for entry_id, occurred, amount, expires in ordered:
+            _apply(current, entry_id, occurred, amount, expires)
+    else:  # made again: every entry of the fund, in time order, ties by id (as funds.replay orders them)
+        current = State(funds.Fund(), 0, {})
+        stored = [(int(i), at, Decimal(amount), expires) for i, at, amount, expires in conn.execute(
+            _ENTRIES_WITH_IDS, params)]
+        for entry_id, occurred, amount, expires in sorted(stored, key=lambda e: (e[1], e[0])):
+            _apply(current, entry_id, occurred, amount, expires)
+    conn.execute(update(fund_states).where(
+        fund_states.c.program == program, fund_states.c.holder_id == holder_id, fund_states.c.unit == unit).values(
+        last_entry_id=current.last_entry_id, state=_dumps(current)))
+
+
+def _apply(current: State, entry_id: int, occurred: datetime, amount: Decimal, expires: datetime | None) -> None:
+    current.fund.apply(occurred, amount, expires)
+    current.last_entry_id = entry_id
+    if amount > 0:
+        month = month_of(occurred)
+        current.credited[month] = current.credited.get(month, Decimal(0)) + amount
+
+
+def _dumps(current: State) -> str:
+    fund = current.fund
+    return json.dumps({
+        "credits": [[str(c.left), c.expires_at.isoformat() if c.expires_at is not None else None]
+                    for c in fund.credits],
+        "overspent": str(fund.overspent), "last": fund.last.isoformat() if fund.last is not None else None,
+        "credited": {month: str(amount) for month, amount in sorted(current.credited.items())},
+    }, separators=(",", ":"))
+
+
+def _loads(last_entry_id: int, text: str) -> State:
+    data = json.loads(text)
+    fund = funds.Fund()
+    fund.credits = [funds.Credit(Decimal(left), datetime.fromisoformat(expires) if expires is not None else None)
+                    for left, expires in data["credits"]]
+    fund.overspent = Decimal(data["overspent"])
+    fund.last = datetime.fromisoformat(data["last"]) if data["last"] is not None else None
+    return State(fund, last_entry_id, {month: Decimal(amount) for month, amount in data["credited"].items()})

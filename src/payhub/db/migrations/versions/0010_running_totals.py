@@ -16,6 +16,9 @@ A reward counts (``reward_totals``) unless it is cancelled or a backup withholdi
 (``budget_totals``) unless it is cancelled or held for the budget (``payhub.store.rewards`` states the same rules).
 The month is the UTC ``YYYY-MM`` of the event's ``occurred_at`` ('' for an event without a time); a per-program
 total has scope ''.
+
+``fund_states`` holds each fund's state after its entries (``payhub.store.funds``), written by the calculate stage
+with the entries; it starts empty: a fund is read from its entries until its next entry gives it a state.
 """
 
 import sqlalchemy as sa
@@ -151,6 +154,15 @@ def upgrade() -> None:
         sa.Column('amount_minor', sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint('budget_key', name='pk_budget_totals'),
     )
+    op.create_table(
+        'fund_states',
+        sa.Column('program', sa.String(length=200), nullable=False),
+        sa.Column('holder_id', sa.String(length=200), nullable=False),
+        sa.Column('unit', sa.String(length=10), nullable=False),
+        sa.Column('last_entry_id', sa.BigInteger(), nullable=True),
+        sa.Column('state', sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint('program', 'holder_id', 'unit', name='pk_fund_states'),
+    )
     dialect = op.get_bind().dialect.name
     _backfill(dialect)
     _create_triggers(dialect)
@@ -162,6 +174,7 @@ def downgrade() -> None:
         op.execute(f'DROP TRIGGER {name}' + (f' ON {table}' if dialect == 'postgresql' else ''))
         if dialect == 'postgresql':
             op.execute(f'DROP FUNCTION {name}()')
+    op.drop_table('fund_states')
     op.drop_table('budget_totals')
     op.drop_index('ix_reward_totals_scope', table_name='reward_totals')
     op.drop_table('reward_totals')
