@@ -175,8 +175,35 @@ def jsonl_line(entry: dict[str, Any]) -> str:
                       ensure_ascii=False) + "\n"
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False) without its set-up
-_loads = json.JSONDecoder().decode
+_DEFAULTS = json.JSONEncoder(ensure_ascii=False)
+_encode: Any
+_scan: Any
+try:  # the C encoder and scanner json.dumps / json.loads use, made once instead of on every call
+    from _json import make_encoder, make_scanner
+
+    _encode = make_encoder(None, _DEFAULTS.default, _string, None, ": ", ", ", False, False, True)
+    _scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed: takes a decoder's settings
+except ImportError:  # pragma: no cover - CPython without its accelerator
+    _encode = _scan = None
+
+
+def _dumps(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)`` of a value read from JSON (acyclic, so the circular check is moot)."""
+    if _encode is None or isinstance(value, str):
+        return _DEFAULTS.encode(value)
+    return "".join(_encode(value, 0))
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)``: the stored detail as the value it holds (ValueError when it is not JSON)."""
+    if _scan is not None:
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return value
+    return json.loads(text)
 
 
 def jsonl_text(rows: list[tuple[Any, ...]]) -> str:
