@@ -1,7 +1,9 @@
 """The check before each send: a payout goes out only as the audit chain recorded it.
 
-For every payout of a batch about to be sent, one query reads its audit entries, its items, the rewards they pay
-and each reward's ``reward.calculated`` and ``reward.scheduled`` entries. The payout is sent only if:
+For the payouts of a batch about to be sent, two statements (per 500 payouts, executed at the driver level) read
+their audit entries, and their items with the rewards they pay and each reward's ``reward.calculated`` and
+``reward.scheduled`` entries; each detail is parsed once, and a payout whose rows all match takes a quick path (any
+doubt goes through the full comparison, which names every mismatch). The payout is sent only if:
 
 * the audit log last records it in a status that is due to be sent (a ``paid`` payout set back to ``scheduled`` in
   the database is not sent again), and records no earlier ``sent`` or ``paid`` (a payout the rail took is never
@@ -23,12 +25,13 @@ change is audited. Releasing or resolving it does not skip this check: restore t
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import BigInteger, String, and_, cast, null, select, union_all
+from sqlalchemy import Connection
 
 from payhub.api import PayoutInstruction
 from payhub.audited import (
@@ -41,7 +44,6 @@ from payhub.audited import (
     recorded_status,
     show,
 )
-from payhub.db.schema import audit_log, payout_items, rewards
 from payhub.money import to_minor
 from payhub.plugins import notify
 from payhub.runtime import Runtime
@@ -71,40 +73,20 @@ def hold_mismatched(rt: Runtime, rail_name: str, batch: Sequence[W]) -> list[W]:
     """Return the payouts of ``batch`` that match their audit trail; hold the others, audited, with the reasons."""
     if not batch:
         return []
-    entries: dict[str, list[AuditRow]] = defaultdict(list)
-    items: dict[str, dict[int, _Item]] = defaultdict(dict)
     with rt.engine.connect() as conn:
-        rows = conn.execute(_query([w.id for w in batch])).all()
-        for payout, reward, seq, action, outcome, detail, item_minor, reward_minor, currency, payee in rows:
-            if reward is None:
-                entries[payout].append(AuditRow(seq, payout, action, outcome, detail))
-                continue
-            item = items[payout].get(reward)
-            if item is None:
-                item = items[payout][reward] = _Item(item_minor, reward_minor, currency, payee)
-            if seq is None:
-                continue
-            if action == "reward.calculated":
-                if item.calculated is None or seq > item.calculated.seq:
-                    item.calculated = AuditRow(seq, str(reward), action, "", detail)
-                continue
-            row = AuditRow(seq, str(reward), action, "", detail)
-            item.earlier.add(str(detail_of(row, f"reward {reward}", Recorded()).get("payout")))
-            if item.scheduled is None or seq > item.scheduled.seq:
-                item.scheduled = row
-        for payout, by_reward in items.items():
-            for item in by_reward.values():
-                item.earlier.discard(payout)
-        earlier = {int(p) for by_reward in items.values() for item in by_reward.values() for p in item.earlier
+        entries, items = _read(conn, [w.id for w in batch])
+        earlier = {int(p) for by_reward in items.values() for item in by_reward.values() for p in item.earlier()
                    if p.isdigit()}
         at_rail = reached_rail(conn, earlier)
     keep: list[tuple[W, list[str]]] = []
     held: list[tuple[W, list[str]]] = []
     for w in batch:
         own = items.get(str(w.id), {})
-        problems = mismatches(w.instruction, rail_name, entries.get(str(w.id), []), own)
-        for reward_id, item in sorted(own.items()):
-            for other in sorted(int(p) for p in item.earlier if p.isdigit() and int(p) in at_rail):
+        own_entries = entries.get(str(w.id), [])
+        problems = [] if _clean(w.instruction, rail_name, own_entries, own) else mismatches(
+            w.instruction, rail_name, own_entries, own)
+        for reward_id, item in sorted(own.items()) if at_rail else ():
+            for other in sorted(int(p) for p in item.earlier() if p.isdigit() and int(p) in at_rail):
                 hit = at_rail[other]
                 problems.append(f"reward {reward_id} was scheduled before into payout {other}, which the audit log "
                                 f"records as {hit.status} (entry {hit.seq}): a reward is never paid twice")
@@ -116,43 +98,154 @@ def hold_mismatched(rt: Runtime, rail_name: str, batch: Sequence[W]) -> list[W]:
 
 
 class _Item:
-    """An item of the payout, its reward row's values and the reward's latest calculated / scheduled entries."""
+    """An item of the payout, its reward row's values and the reward's ``reward.calculated`` / ``reward.scheduled``
+    entries (``(seq, detail)``; each detail is parsed at most once)."""
 
-    __slots__ = ("calculated", "currency", "earlier", "item_minor", "payee", "reward_minor", "scheduled")
+    __slots__ = ("calculated", "currency", "item_minor", "parsed", "payee", "payout", "reward_minor", "scheduled")
 
-    def __init__(self, item_minor: Any, reward_minor: Any, currency: Any, payee: Any) -> None:
+    def __init__(self, payout: str, item_minor: Any, reward_minor: Any, currency: Any, payee: Any) -> None:
+        self.payout = payout
         self.item_minor, self.reward_minor, self.currency, self.payee = item_minor, reward_minor, currency, payee
-        self.calculated: AuditRow | None = None
-        self.scheduled: AuditRow | None = None
-        self.earlier: set[str] = set()  # the other payouts its reward.scheduled entries name
+        self.calculated: tuple[int, Any] | None = None  # the latest
+        self.scheduled: list[tuple[int, Any]] = []  # all of them
+        self.parsed: list[dict[str, Any]] | None = None  # the scheduled details, parsed (None: not yet)
+
+    def latest_scheduled(self) -> tuple[int, Any] | None:
+        return max(self.scheduled, key=lambda entry: entry[0]) if self.scheduled else None
+
+    def scheduled_details(self) -> list[dict[str, Any]]:
+        """Each ``reward.scheduled`` detail as a dict ({} for one that is not a JSON object), in ``scheduled``'s
+        order."""
+        if self.parsed is None:
+            self.parsed = [_object(detail) for _seq, detail in self.scheduled]
+        return self.parsed
+
+    def only_here(self) -> bool:
+        """Whether it has one ``reward.scheduled`` entry, whose detail is exactly ``{"payout":<this payout>}`` (the
+        canonical JSON the audit writer stores for it: read without parsing)."""
+        return len(self.scheduled) == 1 and self.scheduled[0][1] == f'{{"payout":{self.payout}}}'
+
+    def earlier(self) -> set[str]:
+        """The other payouts (as text) its ``reward.scheduled`` entries name."""
+        if self.only_here():
+            return set()  # the common case: scheduled once, into this payout
+        return {str(detail.get("payout")) for detail in self.scheduled_details()} - {self.payout}
 
 
-def _query(ids: list[int]) -> Any:
-    """One statement: the payouts' entries, then one row per (item, audited reward entry)."""
-    text_ids = [str(i) for i in ids]
-    created = select(
-        audit_log.c.subject_id, cast(null(), BigInteger), audit_log.c.seq, audit_log.c.action, audit_log.c.outcome,
-        audit_log.c.detail,
-        cast(null(), BigInteger), cast(null(), BigInteger), cast(null(), String), cast(null(), String),
-    ).where(audit_log.c.subject_type == "payout", audit_log.c.subject_id.in_(text_ids))
-    reward_entries = and_(audit_log.c.subject_type == "reward",
-                          audit_log.c.subject_id == cast(payout_items.c.reward_id, String),
-                          audit_log.c.action.in_(("reward.calculated", "reward.scheduled")))
-    item_rows = select(
-        cast(payout_items.c.payout_id, String), payout_items.c.reward_id, audit_log.c.seq, audit_log.c.action,
-        audit_log.c.outcome, audit_log.c.detail, payout_items.c.amount_minor, rewards.c.amount_minor,
-        rewards.c.currency, rewards.c.payee_id,
-    ).select_from(
-        payout_items.outerjoin(rewards, rewards.c.id == payout_items.c.reward_id).outerjoin(audit_log, reward_entries)
-    ).where(payout_items.c.payout_id.in_(ids))
-    return union_all(created, item_rows)
+def _object(detail: Any) -> dict[str, Any]:
+    """An entry's detail as :func:`payhub.audited.detail_of` reads it: a dict, or {} when not a JSON object."""
+    try:
+        value = json.loads(detail) if isinstance(detail, str | bytes) else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+_PAYOUT_ENTRIES = ("SELECT subject_id, seq, action, outcome, detail FROM audit_log "
+                   "WHERE subject_type = 'payout' AND subject_id IN ({})")
+_ITEM_ENTRIES = (
+    "SELECT pi.payout_id, pi.reward_id, pi.amount_minor, r.amount_minor, r.currency, r.payee_id, a.seq, a.action, "
+    "a.detail FROM payout_items pi LEFT JOIN rewards r ON r.id = pi.reward_id "
+    "LEFT JOIN audit_log a ON a.subject_type = 'reward' AND a.subject_id = CAST(pi.reward_id AS VARCHAR(20)) "
+    "AND a.action IN ('reward.calculated', 'reward.scheduled') WHERE pi.payout_id IN ({}) "
+    "ORDER BY pi.payout_id, pi.reward_id")
+
+
+def _read(conn: Connection, ids: list[int]) -> tuple[dict[str, list[AuditRow]], dict[str, dict[int, _Item]]]:
+    """The payouts' own audit entries, and their items with each reward's row and calculated / scheduled entries:
+    two statements per chunk of ids, executed at the driver level, rows read as plain tuples."""
+    entries: dict[str, list[AuditRow]] = defaultdict(list)
+    items: dict[str, dict[int, _Item]] = defaultdict(dict)
+    for start in range(0, len(ids), store.IN_LIST):
+        chunk = ids[start:start + store.IN_LIST]
+        in_list = store.marks(len(chunk))
+        for subject, seq, action, outcome, detail in store.fetch(conn, _PAYOUT_ENTRIES.format(in_list),
+                                                                 [str(i) for i in chunk]):
+            entries[subject].append(AuditRow(seq, subject, action, outcome, detail))
+        by_reward: dict[int, _Item] = {}
+        current: _Item | None = None
+        last_payout = last_reward = None
+        for payout, reward, item_minor, reward_minor, currency, payee, seq, action, detail in store.fetch(
+                conn, _ITEM_ENTRIES.format(in_list), chunk):
+            if current is None or reward != last_reward or payout != last_payout:  # rows come ordered by item
+                if payout != last_payout:
+                    by_reward, last_payout = items[str(payout)], payout
+                current = by_reward[reward] = _Item(str(payout), item_minor, reward_minor, currency, payee)
+                last_reward = reward
+            if seq is None:
+                continue
+            if action == "reward.calculated":
+                if current.calculated is None or seq > current.calculated[0]:
+                    current.calculated = (seq, detail)
+            else:
+                current.scheduled.append((seq, detail))
+    return entries, items
+
+
+def _clean(instruction: PayoutInstruction, rail: str, entries: list[AuditRow], items: dict[int, _Item]) -> bool:
+    """Whether :func:`mismatches` would find nothing: the payout's own checks, then a quick test of each item that
+    accepts only what :func:`_item_problems` accepts (anything else goes through :func:`mismatches` for reasons)."""
+    recorded = Recorded()
+    if _payout_problems(instruction, rail, entries, items, recorded) or recorded.problems:
+        return False
+    return all(_item_clean(instruction, item) for item in items.values())
+
+
+def _item_clean(instruction: PayoutInstruction, item: _Item) -> bool:
+    if item.reward_minor is None or item.calculated is None or not item.scheduled:
+        return False
+    try:
+        calc = json.loads(item.calculated[1])
+    except (TypeError, ValueError):
+        return False
+    if not isinstance(calc, dict):
+        return False
+    if item.only_here():
+        scheduled: dict[str, Any] = {"payout": item.payout}
+    elif len(item.scheduled) == 1:
+        scheduled = item.scheduled_details()[0]
+        if not scheduled:
+            return False  # not a JSON object (or an empty one, which names no payout)
+    else:
+        latest = item.latest_scheduled()
+        scheduled = item.scheduled_details()[item.scheduled.index(latest)] if latest is not None else {}
+        if not isinstance(_loads_strict(latest), dict):
+            return False
+    if str(scheduled.get("payout")) != item.payout:
+        return False
+    amount, currency, payee = calc.get("amount"), calc.get("currency"), calc.get("payee")
+    audited_minor = minor(amount, currency)
+    if "amount" in scheduled:
+        expected_currency = scheduled.get("currency")
+        expected_minor = minor(scheduled.get("amount"), expected_currency)
+    else:
+        expected_currency, expected_minor = currency, audited_minor
+    return (expected_currency == instruction.currency and expected_minor == item.item_minor
+            and payee == instruction.payee.id
+            and (audited_minor, currency, payee) == (item.reward_minor, item.currency, item.payee))
+
+
+def _loads_strict(entry: tuple[int, Any] | None) -> Any:
+    try:
+        return json.loads(entry[1]) if entry is not None and isinstance(entry[1], str | bytes) else None
+    except ValueError:
+        return None
 
 
 def mismatches(instruction: PayoutInstruction, rail: str, entries: list[AuditRow], items: dict[int, _Item]
                ) -> list[str]:
     """Every way the instruction about to be sent differs from what the audit chain recorded for it."""
-    problems: list[str] = []
     recorded = Recorded()
+    problems = _payout_problems(instruction, rail, entries, items, recorded)
+    for reward_id, item in sorted(items.items()):
+        problems += _item_problems(instruction, reward_id, item, recorded)
+    return recorded.problems + problems
+
+
+def _payout_problems(instruction: PayoutInstruction, rail: str, entries: list[AuditRow], items: dict[int, _Item],
+                     recorded: Recorded) -> list[str]:
+    """The payout's own mismatches: its recorded status and ``payout.created`` entry, its items' count and sum."""
+    problems: list[str] = []
     currency = instruction.currency
     try:
         amount = to_minor(instruction.amount, currency)
@@ -191,9 +284,7 @@ def mismatches(instruction: PayoutInstruction, rail: str, entries: list[AuditRow
     total = sum(int(item.item_minor) for item in items.values())
     if items and total != amount:
         problems.append(f"its items add up to {show(total, currency)}, not its amount {instruction.amount} {currency}")
-    for reward_id, item in sorted(items.items()):
-        problems += _item_problems(instruction, reward_id, item, recorded)
-    return recorded.problems + problems
+    return problems
 
 
 def _item_problems(instruction: PayoutInstruction, reward_id: int, item: _Item, recorded: Recorded) -> list[str]:
@@ -202,10 +293,15 @@ def _item_problems(instruction: PayoutInstruction, reward_id: int, item: _Item, 
         return [f"{subject} of an item does not exist"]
     if item.calculated is None:
         return [f"{subject} has no reward.calculated audit entry (created outside payhub?)"]
-    calc_seq, calc = item.calculated.seq, detail_of(item.calculated, subject, recorded)
+    calc_seq = item.calculated[0]
+    calc = detail_of(AuditRow(calc_seq, str(reward_id), "reward.calculated", "", item.calculated[1]), subject,
+                     recorded)
     scheduled, scheduled_seq = None, calc_seq
-    if item.scheduled is not None:
-        scheduled, scheduled_seq = detail_of(item.scheduled, subject, recorded), item.scheduled.seq
+    latest = item.latest_scheduled()
+    if latest is not None:
+        scheduled_seq = latest[0]
+        scheduled = detail_of(AuditRow(scheduled_seq, str(reward_id), "reward.scheduled", "", latest[1]), subject,
+                              recorded)
     problems = []
     if scheduled is None or str(scheduled.get("payout")) != str(instruction.payout_id):
         problems.append(f"{subject} is not audited as scheduled into this payout")

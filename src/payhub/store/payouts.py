@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, literal, literal_column, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
@@ -59,6 +60,46 @@ class Work:
     screened_by: tuple[str, ...] = ()  # the screening hooks that let it pass this round, recorded with the send
     override: int | None = None  # the two operators' release (its audit seq) that covered this round's denials
     done: bool = False
+
+
+IN_LIST = 500
+"""Ids per IN list of a driver-level statement (far below SQLite's and PostgreSQL's limits on parameters)."""
+
+_DRIVER_SQL: dict[tuple[str, str], str] = {}
+
+
+def driver_sql(conn: Connection, sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, as the connection's driver takes it (``%s`` for psycopg)."""
+    key = (conn.dialect.paramstyle, sql)
+    found = _DRIVER_SQL.get(key)
+    if found is None:
+        found = _DRIVER_SQL[key] = sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+    return found
+
+
+def fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of one driver-level statement (``sql`` with ``?`` placeholders) as the driver returns them (tuples),
+    inside the connection's transaction (begun here when none is: as any statement on it would)."""
+    if not conn.in_transaction():
+        conn.begin()
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(driver_sql(conn, sql), tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def marks(count: int) -> str:
+    """``?, ?, ...``: the placeholders of an IN list of ``count`` values."""
+    return ", ".join("?" * count)
+
+
+def bind_time(dialect: Dialect) -> Any:
+    """The function that turns an aware datetime into what the driver stores for a :class:`UTCDateTime` column
+    (exactly as SQLAlchemy statements store it)."""
+    processor = payouts.c.updated_at.type._cached_bind_processor(dialect)  # noqa: SLF001 - the column's own
+    return processor if processor is not None else (lambda value: value)
 
 
 def may_come_from(new: str) -> ColumnElement[bool]:
