@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from payhub.api import Source
 from payhub.clock import utcnow
-from payhub.db.queries import insert_ignore
+from payhub.db.queries import dialect_insert, insert_ignore
 from payhub.db.schema import webhook_deliveries, webhook_objects
 from payhub.pipeline import storable
 
@@ -121,8 +120,7 @@ def queue(conn: Connection, source: str, object_ids: Sequence[str], now: datetim
     unique = list(dict.fromkeys(object_ids))
     if not unique:
         return 0
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(webhook_objects)
+    stmt = dialect_insert(conn, webhook_objects)
     stmt = stmt.on_conflict_do_update(index_elements=["source", "object_id"],
                                       set_={"received_at": stmt.excluded.received_at})
     conn.execute(stmt, [{"source": source, "object_id": object_id, "received_at": now} for object_id in unique])

@@ -11,7 +11,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import pycountry
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -137,6 +136,8 @@ Country = Annotated[str, AfterValidator(_country_code)]
 def _http_url(value: str) -> str:
     if not value or any(c.isspace() or not c.isprintable() for c in value):
         raise ValueError("a URL cannot be empty or hold white space or control characters")
+    import httpx  # here: a settings model that has no URL does not pay for importing it
+
     try:
         url = httpx.URL(value)
     except (httpx.InvalidURL, ValueError) as exc:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, Table
-from sqlalchemy.dialects import postgresql, sqlite
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 IN_LIST = 500
 """Values per ``IN (...)`` list: well under every backend's limit on bound parameters."""
@@ -30,13 +33,24 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], ke
     """
     if not rows:
         return []
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     columns = None if key is None else [key] if isinstance(key, str) else list(key)
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=columns)
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=columns)
     if returning:
         return list(conn.execute(stmt.returning(*returning), rows))
     conn.execute(stmt, rows)
     return []
+
+
+def dialect_insert(conn: Connection, table: Table) -> PostgresqlInsert | SqliteInsert:
+    """An INSERT into ``table`` in ``conn``'s dialect (PostgreSQL's or SQLite's: with ON CONFLICT clauses); each
+    dialect's module is imported when first used."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def for_update(conn: Connection, query: Select[Any]) -> Select[Any]:

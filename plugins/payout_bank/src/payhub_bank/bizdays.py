@@ -8,13 +8,13 @@ from __future__ import annotations
 from datetime import date, timedelta
 from functools import lru_cache
 
-import holidays
-
 CALENDARS = {"EUR": "XECB", "USD": "XFED"}
 
 
 @lru_cache(maxsize=64)
 def _closed(calendar: str, year: int) -> frozenset[date]:
+    import holidays  # here: importing it takes a while, and a rail that never counts business days needs none
+
     return frozenset(holidays.financial_holidays(calendar, years=year))
 
 
