@@ -15,16 +15,16 @@ import time
 import uuid
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, bindparam, select
+from sqlalchemy import Connection, Integer, String, bindparam, select
 
 from payhub.api import FxRate, Payee
 from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
 from payhub.compliance import gift_caps, tax_rules
+from payhub.db.queries import IN_LIST
 from payhub.db.schema import UTCDateTime, events, rewards
 from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
@@ -34,7 +34,9 @@ from payhub.states import HoldCode, PayoutStatus, RewardStatus
 from payhub.store import payouts as payout_store
 from payhub.store import rewards as store
 
-Planned = tuple[str, str, str, str, list["_Item"]]  # payee, currency, rail, why, rewards
+_Item = tuple[Any, str, int, "dict[str, str] | None"]
+"""A reward on its way into a payout: its row, the payout's currency, its amount in it, the conversion if any."""
+Planned = tuple[str, str, str, str, list[_Item]]  # payee, currency, rail, why, rewards
 RECHECK_SHARE = 10
 """Each schedule pass re-examines at least ``batch_size // RECHECK_SHARE`` held rewards, however much is pending."""
 CADENCES = ("pass", "daily", "weekly", "monthly")
@@ -44,16 +46,21 @@ NOTHING_DUE_RECHECK_SECONDS = 60.0
 of the monotonic clock): a reward made payable from now on is not due before the period closes, and one whose
 transaction was still being committed (or that another replica had locked) is found at the latest this much later."""
 
-# The pending rewards due under a cadence (payable before ``due_before``), as the schedule stage reads them: each
-# payee's together, by currency. Built once per dialect; each pass only binds its values.
-_DUE_SQL = select(
+# The pending rewards the schedule stage claims, all of them (``pass``) or those payable before ``due_before``, as it
+# reads them: each payee's together, by currency. The event's date is read only for the few that need it (an FX
+# conversion at the event's date). Compiled once per dialect and executed at the driver level: a pass binds three
+# values, and no type processing runs per row.
+_PENDING = select(
     rewards.c.id, rewards.c.payee_id, rewards.c.currency, rewards.c.amount_minor, rewards.c.status,
-    rewards.c.hold_code, rewards.c.hold_reason, rewards.c.program, rewards.c.fx_mode, events.c.occurred_at,
-    rewards.c.kind, rewards.c.event_id,
-).select_from(rewards.join(events, events.c.id == rewards.c.event_id)).where(
-    rewards.c.status == RewardStatus.PENDING, rewards.c.updated_at < bindparam("due_before", type_=UTCDateTime),
-).order_by(rewards.c.payee_id, rewards.c.currency, rewards.c.id).limit(bindparam("limit", type_=Integer))
-_CLAIM_DUE = {"sqlite": _DUE_SQL, "postgresql": _DUE_SQL.with_for_update(skip_locked=True)}
+    rewards.c.hold_code, rewards.c.hold_reason, rewards.c.program, rewards.c.fx_mode, rewards.c.kind,
+    rewards.c.event_id,
+).where(rewards.c.status == bindparam("status", type_=String)).order_by(
+    rewards.c.payee_id, rewards.c.currency, rewards.c.id).limit(bindparam("limit", type_=Integer))
+_CLAIMS = {"pass": _PENDING,
+           "due": _PENDING.where(rewards.c.updated_at < bindparam("due_before", type_=UTCDateTime))}
+_compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+"""How SQLAlchemy stores a UTC time in SQLite (naive text), which the driver-level claim compares with."""
 _nothing_due: weakref.WeakKeyDictionary[Runtime, tuple[str, datetime, float]] = weakref.WeakKeyDictionary()
 """Per runtime: (cadence, period start, monotonic time) of the last pass that found no due pending reward."""
 
@@ -83,18 +90,45 @@ def claim_due(rt: Runtime, conn: Connection, limit: int, now: datetime) -> list[
     cadence = rt.settings.routing.payout_cadence
     due_before = period_start(cadence, now)
     if due_before is None:
-        return store.claim_pending(conn, limit)
+        return _claim(conn, "pass", {"status": RewardStatus.PENDING.value, "limit": limit})
     seen = _nothing_due.get(rt)
     if seen is not None and seen[:2] == (cadence, due_before) and (
             time.monotonic() - seen[2] < NOTHING_DUE_RECHECK_SECONDS):
         return []
-    statement = _CLAIM_DUE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    rows = list(conn.execute(statement, {"due_before": due_before, "limit": limit}).all())
+    bound: Any = due_before.strftime(_SQLITE_TIME) if conn.dialect.name == "sqlite" else due_before
+    rows = _claim(conn, "due", {"status": RewardStatus.PENDING.value, "due_before": bound, "limit": limit})
     if rows:
         _nothing_due.pop(rt, None)
     else:
         _nothing_due[rt] = (cadence, due_before, time.monotonic())
     return rows
+
+
+def _claim(conn: Connection, which: str, params: dict[str, Any]) -> list[Any]:
+    """Run claim statement ``which`` of :data:`_CLAIMS` at the driver level (locking with ``SKIP LOCKED`` on
+    PostgreSQL); rows with the columns of :data:`_PENDING`, values as the driver gives them."""
+    key = (conn.dialect.name, which)
+    if key not in _compiled:
+        statement = _CLAIMS[which]
+        if conn.dialect.name == "postgresql":
+            statement = statement.with_for_update(skip_locked=True)
+        compiled = statement.compile(dialect=conn.dialect)
+        order = compiled.positiontup
+        _compiled[key] = (str(compiled), None if order is None else tuple(order), dict(compiled.params))
+    sql, positions, defaults = _compiled[key]
+    values = defaults | params  # with what the dialect adds (SQLite: OFFSET 0 after a bound LIMIT)
+    return list(conn.exec_driver_sql(sql, values if positions is None else tuple(values[n] for n in positions)))
+
+
+def _event_days(conn: Connection, rows: list[Any]) -> dict[int, date]:
+    """The UTC date of the event of each row converted at its event's date (``fx_mode`` ``event``), by event id."""
+    wanted = sorted({row.event_id for row in rows if row.fx_mode == "event"})
+    days: dict[int, date] = {}
+    for start in range(0, len(wanted), IN_LIST):
+        for event_id, occurred_at in conn.execute(select(events.c.id, events.c.occurred_at).where(
+                events.c.id.in_(wanted[start:start + IN_LIST]))):
+            days[event_id] = occurred_at.date()
+    return days
 
 
 def route(rt: Runtime, payee: Payee, currency: str, amount_minor: int,
@@ -157,16 +191,6 @@ def _refusal(rt: Runtime, name: str, payee: Payee, currency: str, amount_minor: 
     return None if problem is None else f"rail {name}: {problem}"
 
 
-@dataclass(slots=True)
-class _Item:
-    """A reward on its way into a payout: its row, its amount in the payout's currency, the conversion if any."""
-
-    row: Any
-    currency: str
-    minor: int
-    fx: dict[str, str] | None = None
-
-
 def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = True) -> int:
     """Turn up to ``limit`` payable rewards into payouts in one transaction; return how many rewards changed.
 
@@ -207,29 +231,36 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
         known = load_payees(tx.conn, sorted({row.payee_id for row in rows}))
         groups: dict[tuple[str, str], list[_Item]] = defaultdict(list)
         rates: dict[tuple[str, str, date, str], FxRate | str] = {}
+        days = _event_days(tx.conn, rows)
+        held: dict[tuple[str, str], list[Any]] = defaultdict(list)  # (hold code, reason) -> rows
         for row in rows:
             payee = known.get(row.payee_id)
             if payee is None:
                 why = f"payee {row.payee_id} has no payout details in the registry"
                 if row.payee_id in rt.payees_skipped:  # the latest read of the payees file says why
                     why += f": {rt.payees_skipped[row.payee_id]}"
-                moved += _hold(tx, [row], HoldCode.NO_PAYEE, why)
+                held[(HoldCode.NO_PAYEE, why)].append(row)
                 continue
-            item = _in_payout_currency(rt, row, payee, rates)
+            if row.fx_mode is None or payee.currency is None or payee.currency == row.currency:
+                groups[(row.payee_id, row.currency)].append((row, row.currency, row.amount_minor, None))
+                continue
+            item = _in_payout_currency(rt, row, payee, rates, days)
             if isinstance(item, str):
-                moved += _hold(tx, [row], HoldCode.FX_RATE, item)
+                held[(HoldCode.FX_RATE, item)].append(row)
                 continue
-            groups[(row.payee_id, item.currency)].append(item)
+            groups[(row.payee_id, item[1])].append(item)
+        for (code, why), rows_held in held.items():
+            moved += _hold(tx, rows_held, code, why)
         planned: list[Planned] = []
         for (payee_id, currency), items in groups.items():
-            net = sum(item.minor for item in items)
+            net = sum(item[2] for item in items)
             rail, why = route(rt, known[payee_id], currency, net, tx.conn)
             if rail is None:
-                moved += _hold(tx, [item.row for item in items], HoldCode.NO_RAIL, why)
+                moved += _hold(tx, [item[0] for item in items], HoldCode.NO_RAIL, why)
                 continue
             short = _below_minimum(rt, rail, known[payee_id], currency, net)
             if short is not None:
-                moved += _carry(tx, [item.row for item in items], short)
+                moved += _carry(tx, [item[0] for item in items], short)
                 continue
             planned.append((payee_id, currency, rail, why, items))
             moved += len(items)
@@ -238,13 +269,13 @@ def schedule_batch(rt: Runtime, limit: int | None = None, recheck_holds: bool = 
     return moved
 
 
-def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[str, str, date, str], FxRate | str]
-                        ) -> _Item | str:
+def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[str, str, date, str], FxRate | str],
+                        days: dict[int, date]) -> _Item | str:
     """The reward in its payout's currency (converted when its program pays in the payee's currency), or why it
-    cannot be converted yet."""
+    cannot be converted yet. ``days``: the date of the row's event, by event id, for a conversion at that date."""
     if row.fx_mode is None or payee.currency is None or payee.currency == row.currency:
-        return _Item(row, row.currency, row.amount_minor)
-    on = row.occurred_at.date() if row.fx_mode == "event" else utcnow().date()
+        return (row, row.currency, row.amount_minor, None)
+    on = days[row.event_id] if row.fx_mode == "event" else utcnow().date()
     section = rt.settings.programs.get(row.program)
     rate_type = section.fx_rate_type if section is not None else "reference"
     key = (row.currency, payee.currency, on, rate_type)
@@ -258,7 +289,7 @@ def _in_payout_currency(rt: Runtime, row: Any, payee: Payee, rates: dict[tuple[s
     converted = convert(amount, rate)
     fx = {"from_currency": row.currency, "from_amount": str(amount), "rate": str(rate.rate), "rate_type": rate_type,
           "rate_date": rate.rate_date.isoformat(), "date_used": row.fx_mode, "source": rate.source}
-    return _Item(row, payee.currency, to_minor(converted, payee.currency), fx)
+    return (row, payee.currency, to_minor(converted, payee.currency), fx)
 
 
 def _below_minimum(rt: Runtime, rail: str, payee: Payee, currency: str, net_minor: int) -> str | None:
@@ -340,23 +371,24 @@ def _create_payouts(tx: Tx, planned: list[Planned], cadence: str = "pass", due_b
     now = utcnow()
     rows: list[dict[str, Any]] = [{
         "idempotency_key": f"ph-{uuid.uuid4().hex}", "payee_id": payee_id, "rail": rail, "route_reason": why,
-        "currency": currency, "amount_minor": sum(item.minor for item in items), "item_count": len(items),
+        "currency": currency, "amount_minor": sum(item[2] for item in items), "item_count": len(items),
         "status": PayoutStatus.SCHEDULED, "attempts": 0, "created_at": now, "updated_at": now,
     } for payee_id, currency, rail, why, items in planned]
     ids = payout_store.create(tx, rows, [
-        (index, {"reward_id": item.row.id, "amount_minor": item.minor,
-                 "fx": canonical_json(item.fx) if item.fx else None})
-        for index, plan in enumerate(planned) for item in plan[4]], now)
-    links = [(payout_id, item) for payout_id, plan in zip(ids, planned, strict=True) for item in plan[4]]
+        (index, {"reward_id": row.id, "amount_minor": minor, "fx": canonical_json(fx) if fx else None})
+        for index, plan in enumerate(planned) for row, _currency, minor, fx in plan[4]], now)
     timing = {} if due_before is None else {"cadence": cadence, "due_before": isoformat(due_before)}
+    audit = tx.audit
     for payout_id, row in zip(ids, rows, strict=True):
-        tx.audit("payout.created", "payout", payout_id, {
+        audit("payout.created", "payout", payout_id, {
             "key": row["idempotency_key"], "payee": row["payee_id"], "rail": row["rail"], "route": row["route_reason"],
             "currency": row["currency"], "amount": str(from_minor(row["amount_minor"], row["currency"])),
             "rewards": row["item_count"], **timing,
         })
-    for payout_id, item in links:
-        detail: dict[str, Any] = {"payout": payout_id}
-        if item.fx:
-            detail.update(amount=str(from_minor(item.minor, item.currency)), currency=item.currency, fx=item.fx)
-        tx.audit("reward.scheduled", "reward", item.row.id, detail)
+    for payout_id, plan in zip(ids, planned, strict=True):
+        for reward, currency, minor, fx in plan[4]:
+            if fx:
+                audit("reward.scheduled", "reward", reward.id, {
+                    "payout": payout_id, "amount": str(from_minor(minor, currency)), "currency": currency, "fx": fx})
+            else:
+                audit("reward.scheduled", "reward", reward.id, {"payout": payout_id})
