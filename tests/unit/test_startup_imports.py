@@ -3,6 +3,7 @@ command imports no Alembic; the lazy command table and the head revision each ha
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,10 @@ def test_an_unreadable_migration_falls_back_to_alembic(tmp_path: Path, monkeypat
     assert migrate.head_revision() == "from-alembic"
     (versions / "0003_c.py").write_text("revision = '0003'\ndown_revision = '0001'\n")  # two heads: a branch
     assert migrate.head_revision() == "from-alembic"
+
+
+def test_every_module_that_registers_a_command_is_in_the_table() -> None:
+    cli = Path(__file__).resolve().parents[2] / "src" / "payhub" / "cli"
+    registering = {f"payhub.cli.{path.stem}" for path in cli.glob("*.py")
+                   if re.search(r"^@main\.(command|group)\(", path.read_text(encoding="utf-8"), re.MULTILINE)}
+    assert registering == {module for module, _ in COMMANDS.values()}
