@@ -220,6 +220,9 @@ def csv_records(reader: LineReader, encoding: Encoding, limits: Limits) -> Itera
         if undecodable is None and not text.strip():
             yield Parsed(first.number, first.number, first.end, not first.terminated, None)
             continue
+        if undecodable is None and '"' not in text:  # no quote: one line, whose cells are what the commas part
+            yield Parsed(first.number, first.number, first.end, not first.terminated, text, text.split(","))
+            continue
         feed.start(first, text, undecodable)
         try:
             values = next(rows)
@@ -273,7 +276,10 @@ def csv_row(parsed: Parsed, names: list[str], twice: dict[str, str], limits: Lim
     values = parsed.values or []
     if len(values) != len(names):
         return _with(parsed, None, f"row has {len(values)} columns, the header has {len(names)}")
-    fields = {name: value for name, value in zip(names, values, strict=True) if name and name not in twice}
+    if twice or "" in names:
+        fields = {name: value for name, value in zip(names, values, strict=True) if name and name not in twice}
+    else:
+        fields = dict(zip(names, values, strict=True))
     raw = parsed.raw or ""
     if len(raw) * 4 > limits.field or _NOT_TEXT.search(raw):  # else no cell can be too long or hold NUL
         for index, (name, value) in enumerate(zip(names, values, strict=True), 1):
@@ -284,7 +290,7 @@ def csv_row(parsed: Parsed, names: list[str], twice: dict[str, str], limits: Lim
             problem = _string_problem(value, f"field {label[:100]!r}", _UTF16_HINT)
             if problem:
                 return _with(parsed, fields, problem)
-    for index, (name, value) in enumerate(zip(names, values, strict=True), 1):
+    for index, (name, value) in enumerate(zip(names, values, strict=True), 1) if "" in names else ():
         if not name and value.strip():
             return _with(parsed, fields, f"column {index} has no name in the header but holds "
                                          f"{value[:PROBLEM_CHARS]!r}")

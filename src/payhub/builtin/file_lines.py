@@ -121,6 +121,7 @@ class LineReader:
         self._unit = encoding.unit
         self._lf, self._cr = encoding.lf, encoding.cr
         self._ends = re.compile(re.escape(self._cr) + b"|" + re.escape(self._lf))
+        self._bytes_lf = self._unit == 1 and self._lf == b"\n" and self._cr == b"\r"
         self._scanned = 0  # no line end between _pos and this index of _buf
         self._buf = bytearray()
         self._base = offset  # the file offset of _buf[0]
@@ -137,6 +138,11 @@ class LineReader:
         return self
 
     def __next__(self) -> Line:
+        if self._bytes_lf and not self._continues:  # the common case: a line ending in LF, no CR before it
+            buf, pos = self._buf, self._pos
+            at = buf.find(b"\n", pos, pos + self._limit + 1)
+            if at >= 0 and buf.find(b"\r", pos, at) < 0:
+                return self._emit(at, at + 1, terminated=True)
         if self._continues:  # a line end here belongs to the line before
             self._continues = False
             while len(self._buf) - self._pos < 2 * self._unit and not self._eof:

@@ -165,13 +165,16 @@ class FileSource(Source):
                                             else jsonl_records(reader, encoding, self.limits))
         records: list[SourceRecord] = []
         more = False
+        last = None
         for parsed in parsed_records:
             if not parsed.blank:
                 if len(records) >= limit:
                     more = True
                     break
                 records.append(self._record(parsed, header))
-            at = _Position(parsed.end, parsed.last + 1, parsed.open)
+            last = parsed
+        if last is not None:
+            at = _Position(last.end, last.last + 1, last.open)
         new_cursor = json.dumps({"inode": stat.st_ino, "offset": at.offset, "line": at.line, "open": at.open,
                                  "check": _check(fh, at.offset)})
         return FetchResult(records, new_cursor, more)
@@ -237,44 +240,27 @@ class FileSource(Source):
 
     def _valid(self, data: dict[str, Any], raw: str) -> SourceRecord:
         """The record of ``data``, or InvalidRecord naming the first missing or malformed documented field."""
-        def text(name: str) -> str | None:
-            value = data.get(name)
-            if type(value) is str and value.strip():  # the common case first
-                return value
-            if value is None or (isinstance(value, str) and not value.strip()):
-                if name in REQUIRED:
-                    raise InvalidRecord(f"{name} is missing")
-                return None
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                if name == "amount" and isinstance(value, float):
-                    raise InvalidRecord("amount is a JSON float; write it as a string to keep it exact")
-                shown = "integer" if name == "amount" else "string"
-                raise InvalidRecord(f"{name} must be a {shown}, not {_json_type(value)}")
-            if isinstance(value, int) and name == "occurred_at":
-                raise InvalidRecord("occurred_at must be an ISO 8601 string, not a number")
-            return str(value)
-
-        event_type = text("type")
-        object_id = text("id")
-        occurred = parse_instant(text("occurred_at"), default_tz=self.tz)
-        payee_id = text("payee_id")
-        amount, currency = text("amount"), text("currency")
+        event_type = _text(data, "type")
+        object_id = _text(data, "id")
+        occurred = parse_instant(_text(data, "occurred_at"), default_tz=self.tz)
+        payee_id = _text(data, "payee_id")
+        amount, currency = _text(data, "amount"), _text(data, "currency")
         if amount is not None:
             parse_amount(amount)
             check_currency(currency)
         elif currency is not None:
             check_currency(currency)
         return SourceRecord(
-            object_type=text("object_type") or self.settings.object_type,
+            object_type=_text(data, "object_type") or self.settings.object_type,
             object_id=object_id or "",
-            transition=text("transition") or event_type or "",
+            transition=_text(data, "transition") or event_type or "",
             event_type=event_type or "",
             occurred_at=occurred,
             payee_id=payee_id,
-            partner_id=text("partner_id"),
+            partner_id=_text(data, "partner_id"),
             amount=amount,
             currency=currency,
-            attributes={k: v for k, v in data.items() if k not in FIELDS and v not in (None, "")},
+            attributes={k: v for k, v in data.items() if k not in _FIELD_SET and v not in (None, "")},
             raw=raw,
         )
 
@@ -312,6 +298,29 @@ class FileSource(Source):
             return parse_instant(text, default_tz=self.tz)
         except (InvalidRecord, OverflowError, ValueError):
             return None
+
+
+_FIELD_SET = frozenset(FIELDS)
+
+
+def _text(data: dict[str, Any], name: str) -> str | None:
+    """The documented field ``name`` of ``data`` as text, None when it is absent or blank; InvalidRecord when it is
+    required and missing, or of a type it cannot have."""
+    value = data.get(name)
+    if type(value) is str and value.strip():  # the common case first
+        return value
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if name in REQUIRED:
+            raise InvalidRecord(f"{name} is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        if name == "amount" and isinstance(value, float):
+            raise InvalidRecord("amount is a JSON float; write it as a string to keep it exact")
+        shown = "integer" if name == "amount" else "string"
+        raise InvalidRecord(f"{name} must be a {shown}, not {_json_type(value)}")
+    if isinstance(value, int) and name == "occurred_at":
+        raise InvalidRecord("occurred_at must be an ISO 8601 string, not a number")
+    return str(value)
 
 
 def _plain(value: object) -> str | None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from json import encoder as json_encoder
+from operator import itemgetter
 from typing import Any, Literal
 
 from payhub import webhooks
@@ -46,6 +49,11 @@ REASON_LIMIT = storable.REASON_LIMIT
 KEY_LENGTH = storable.column_limit(events, "key")
 _IDENTITY_LIMITS = tuple(storable.column_limit(events, name) for name in ("object_type", "object_id", "transition"))
 _FIELDS = tuple(f.name for f in fields(SourceRecord))
+_OBJECT_TYPE_LIMIT, _OBJECT_ID_LIMIT, _TRANSITION_LIMIT = _IDENTITY_LIMITS
+_EVENT_TYPE_LIMIT = storable.column_limit(events, "event_type")
+_PAYEE_LIMIT = min(storable.column_limit(events, "payee_id"), storable.column_limit(events, "partner_id"))
+_AMOUNT_LIMIT = storable.column_limit(events, "amount")
+_SOURCE_LIMIT = storable.column_limit(events, "source")
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -58,9 +66,100 @@ def validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any]
     SourceRecord at all), and every value of the returned row can be stored on SQLite and PostgreSQL alike.
     """
     try:
+        row = _plain_row(record, source, max_amount)
+    except Exception:  # noqa: BLE001 - not a plain record: the full validation says what is wrong
+        row = None
+    if row is not None:
+        return row
+    try:
         return _validate(record, source, max_amount)
     except Exception as exc:  # noqa: BLE001 - a record whose values misbehave is quarantined alone
         return _unreadable(record, source, f"the record cannot be read: {_describe(exc)}")
+
+
+def _plain_row(record: object, source: str, max_amount: Decimal) -> dict[str, Any] | None:
+    """The ``ingested`` row of a record of plain values that passes every check, built without the full
+    validation's bookkeeping; None when anything is unusual (a value of another type, a problem, a value over a
+    limit, a NUL or a lone surrogate), to be decided by :func:`_validate`. Whenever it returns a row, that row is
+    the one :func:`_validate` returns for the record (a property the tests check on arbitrary records)."""
+    if type(record) is not SourceRecord:
+        return None
+    raw, problem, attributes = record.raw, record.problem, record.attributes
+    if type(raw) is not str or len(raw) > storable.RAW_LIMIT or type(attributes) is not dict:
+        return None
+    if problem is not None and (type(problem) is not str or problem):
+        return None
+    event_type, payee, partner = record.event_type, _plain_id(record.payee_id), record.partner_id
+    object_type, object_id, transition = (_plain_id(record.object_type), _plain_id(record.object_id),
+                                          _plain_id(record.transition))
+    if not (object_type and object_id and transition and payee and event_type and type(event_type) is str):
+        return None
+    if partner is not None:
+        if type(partner) is not str:
+            return None
+        partner = _plain_id(partner) or None
+    occurred_at = parse_instant(record.occurred_at)
+    if not EARLIEST <= occurred_at < LATEST:
+        return None
+    amount, currency = record.amount, record.currency
+    if type(amount) is str and _CANONICAL_AMOUNT.fullmatch(amount):  # the canonical text of itself
+        if Decimal(amount) > max_amount:
+            return None
+        currency = _currency(currency)
+    elif amount is None or (type(amount) is str and not amount.strip()):
+        amount = None
+        if currency is not None:
+            if type(currency) is not str:
+                return None
+            currency = check_currency(currency) if currency else None
+    else:
+        amount = _amount_text(amount, max_amount)
+        currency = _currency(currency)
+    for name in attributes:
+        if type(name) is not str:
+            return None
+    text = _attributes_json(attributes)
+    key = event_key(source, object_type, object_id, transition)
+    if (len(key) > KEY_LENGTH or len(object_type) > _OBJECT_TYPE_LIMIT or len(object_id) > _OBJECT_ID_LIMIT
+            or len(transition) > _TRANSITION_LIMIT or len(event_type) > _EVENT_TYPE_LIMIT
+            or len(payee) > _PAYEE_LIMIT or (partner is not None and len(partner) > _PAYEE_LIMIT)
+            or (amount is not None and len(amount) > _AMOUNT_LIMIT) or len(text) > storable.TEXT_LIMIT
+            or len(source) > _SOURCE_LIMIT):
+        return None
+    joined = "".join((key, event_type, payee, partner or "", text, raw))
+    if "\x00" in joined or not (joined.isascii() or _encodes(joined)):
+        return None
+    return {
+        "key": key, "source": source, "object_type": object_type, "object_id": object_id, "transition": transition,
+        "event_type": event_type, "occurred_at": occurred_at, "payee_id": payee, "partner_id": partner,
+        "amount": amount, "currency": currency, "attributes": text, "raw": raw, "reason": None,
+        "status": EventStatus.INGESTED,
+    }
+
+
+EARLIEST, LATEST = storable.EARLIEST, storable.LATEST
+_CANONICAL_AMOUNT = re.compile(rf"(?:0|[1-9][0-9]*)(?:\.[0-9]{{1,{MAX_DECIMALS}}})?")
+"""Amount text that is its own canonical form: no sign, no leading zero, at most MAX_DECIMALS decimal places."""
+
+
+def _plain_id(value: object) -> str:
+    """An id that is plain text, normalised ("" when it is not text: the full validation decides)."""
+    if type(value) is not str:
+        return ""
+    if value.isascii():  # normalise_id's common case, inline
+        text = value.strip()
+        if text.isprintable():
+            return text
+    return normalise_id(value, "id")
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _validate(record: object, source: str, max_amount: Decimal) -> dict[str, Any]:
@@ -199,6 +298,32 @@ def _attribute_value(value: object) -> str:
 
 _ATTRIBUTES = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_attribute_value)
 """The canonical JSON of attributes (:func:`payhub.audit.canonical_json`'s form) for values that have one."""
+
+
+def _c_attributes() -> Callable[[Any, int], Any] | None:
+    """The C encoder that :data:`_ATTRIBUTES` makes on every call, made once, without its check for cycles (a cycle
+    raises RecursionError, and the full validation, which uses :data:`_ATTRIBUTES`, gives the reason); None where
+    the interpreter has none, or one that does not encode as :data:`_ATTRIBUTES` does."""
+    try:
+        make = getattr(json_encoder, "c_make_encoder", None)
+        if make is None:
+            return None
+        made: Callable[[Any, int], Any] = make(None, _attribute_value, json_encoder.encode_basestring, None, ":", ",",
+                                                True, False, True)
+        sample = {"b": [1, "é\n"], "a": {"d": Decimal("1.50"), "c": None}}
+        return made if "".join(made(sample, 0)) == _ATTRIBUTES.encode(sample) else None
+    except Exception:  # noqa: BLE001 - no C encoder (another interpreter, another signature): the plain one serves
+        return None
+
+
+_C_ATTRIBUTES = _c_attributes()
+
+
+def _attributes_json(value: dict[str, Any]) -> str:
+    """``_ATTRIBUTES.encode(value)``, without building an encoder per call."""
+    if _C_ATTRIBUTES is None:
+        return _ATTRIBUTES.encode(value)
+    return "".join(_C_ATTRIBUTES(value, 0))
 
 
 def _attributes(value: object) -> str:
@@ -604,19 +729,25 @@ def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _write(tx: Tx, rows: list[dict[str, Any]]) -> Counts:
     """Insert the new rows and correct quarantined events; audit each."""
     counts = Counts()
-    inserted = event_store.insert_new(tx.conn, rows)
+    inserted = event_store.insert_new(tx.conn, [_new_values(row) for row in rows])
+    audit = tx.audit
     for event_id, key, status, reason in inserted:
-        if status == EventStatus.QUARANTINED:
+        if status == EventStatus.INGESTED:
+            audit("event.ingested", "event", event_id, {"key": key})
+        elif status == EventStatus.QUARANTINED:
             counts.quarantined += 1
-            tx.audit("event.quarantined", "event", event_id, {"key": key, "reason": reason}, outcome="quarantined")
-        elif status == waiting.WAITING:
-            tx.audit("event.ingested", "event", event_id, {"key": key, "status": status, "reason": reason})
+            audit("event.quarantined", "event", event_id, {"key": key, "reason": reason}, outcome="quarantined")
         else:
-            tx.audit("event.ingested", "event", event_id, {"key": key})
+            audit("event.ingested", "event", event_id, {"key": key, "status": status, "reason": reason})
     counts.new = len(inserted)
-    new_keys = {key for _id, key, _status, _reason in inserted}
-    counts.corrected = _replace_quarantined(tx, [row for row in rows if row["key"] not in new_keys])
+    if len(inserted) < len(rows):
+        new_keys = {key for _id, key, _status, _reason in inserted}
+        counts.corrected = _replace_quarantined(tx, [row for row in rows if row["key"] not in new_keys])
     return counts
+
+
+_new_values = itemgetter(*event_store.NEW_EVENT_COLUMNS)
+"""The values of a row, in the order :func:`payhub.store.events.insert_new` takes them."""
 
 
 def _write_isolating(tx: Tx, source: str, rows: list[dict[str, Any]]) -> Counts:

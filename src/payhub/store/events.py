@@ -6,13 +6,16 @@ holds the reads the calculations decide from and the status changes they make.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
 
-from payhub.db.queries import for_update, insert_ignore
+from payhub.db.queries import for_update, in_chunks, insert_ignore
 from payhub.db.schema import calculations, events, payees, sources
 from payhub.states import CalculationStatus, EventStatus
 from payhub.store import leases
@@ -90,17 +93,98 @@ def failed_sources(conn: Connection, names: list[str]) -> dict[str, str]:
     return {name: reason or "failed" for name, reason in rows}
 
 
-def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
+NEW_EVENT_COLUMNS = ("key", "source", "object_type", "object_id", "transition", "event_type", "occurred_at",
+                     "payee_id", "partner_id", "amount", "currency", "attributes", "status", "reason", "raw",
+                     "ingested_at")
+"""The values of a new event, in the order :func:`insert_new` takes them."""
+
+_INSTANTS = tuple(NEW_EVENT_COLUMNS.index(name) for name in ("occurred_at", "ingested_at"))
+_MAX_PAGE = 1000
+"""Events per INSERT statement at most (fewer where the database allows fewer bound parameters)."""
+
+
+def insert_new(conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
     """Insert the events whose key is new (a key already stored is skipped: dedup on ingest); return ``(id, key,
-    status, reason)`` of each inserted."""
-    return list(insert_ignore(conn, events, rows, "key", events.c.id, events.c.key, events.c.status,
-                              events.c.reason))
+    status, reason)`` of each inserted, by id.
+
+    ``rows`` hold the values of :data:`NEW_EVENT_COLUMNS` (instants aware, text plain or ``str`` enums), checked
+    by the caller as the events table stores them. The statement is sent to the driver as it is, many rows per
+    ``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING``: no per-row work in SQLAlchemy. As with
+    :func:`payhub.db.queries.insert_ignore`, a key inserted meanwhile by another transaction is skipped once that
+    transaction commits (PostgreSQL waits for it), so each key is inserted once. A value the database or its
+    driver refuses raises as it would through SQLAlchemy (``sqlalchemy.exc.DBAPIError`` or the driver's
+    encoding error), and the statement inserts nothing.
+    """
+    if not rows:
+        return []
+    bind = _sqlite_instant if conn.dialect.name == "sqlite" else _aware_instant
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    page = _page_rows(conn, len(NEW_EVENT_COLUMNS))
+    first, second = _INSTANTS
+    inserted: list[Any] = []
+    for start in range(0, len(rows), page):
+        part = rows[start:start + page]
+        params: list[Any] = []
+        last: Any = None
+        bound: Any = None
+        for row in part:
+            values = list(row)
+            if values[second] is not last:  # the time of ingest: one for the whole batch, as a rule
+                last, bound = values[second], bind(values[second])
+            values[first], values[second] = bind(values[first]), bound
+            params.extend(values)
+        inserted.extend(conn.exec_driver_sql(_insert_sql(mark, len(part)), tuple(params)).all())
+    inserted.sort(key=itemgetter(0))
+    return inserted
+
+
+def _sqlite_instant(value: datetime | None) -> str | None:
+    """An aware instant as :class:`payhub.db.schema.UTCDateTime` binds it on SQLite: SQLAlchemy's text of the naive
+    UTC time, ``2026-01-31 09:00:00.000000``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the database; use payhub.clock.utcnow()")
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]  # without "+00:00"
+
+
+def _aware_instant(value: datetime | None) -> datetime | None:
+    """An aware instant as :class:`payhub.db.schema.UTCDateTime` binds it on PostgreSQL: in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the database; use payhub.clock.utcnow()")
+    return value.astimezone(UTC)
+
+
+@lru_cache(maxsize=8)
+def _insert_sql(mark: str, count: int) -> str:
+    row = f"({', '.join([mark] * len(NEW_EVENT_COLUMNS))})"
+    names = ", ".join(f'"{name}"' for name in NEW_EVENT_COLUMNS)
+    return (f"INSERT INTO events ({names}) VALUES {', '.join([row] * count)} "
+            'ON CONFLICT ("key") DO NOTHING RETURNING id, "key", status, reason')
+
+
+def _page_rows(conn: Connection, columns: int) -> int:
+    """Rows of ``columns`` values each that one statement may bind: SQLite's limit on bound parameters is a build
+    option (32,766 by default, 999 before SQLite 3.32); PostgreSQL's protocol allows 65,535."""
+    limit = 65_535
+    if conn.dialect.name == "sqlite":
+        getlimit = getattr(conn.connection.driver_connection, "getlimit", None)
+        limit = int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) if getlimit is not None else 999
+    return max(1, min(_MAX_PAGE, limit // columns))
 
 
 def quarantined(conn: Connection, keys: list[str]) -> list[Any]:
-    """``(id, key, raw)`` of the quarantined events under these keys."""
-    return list(conn.execute(select(events.c.id, events.c.key, events.c.raw).where(
-        events.c.key.in_(keys), events.c.status == EventStatus.QUARANTINED)).all())
+    """``(id, key, raw)`` of the quarantined events under these keys (sent to the driver as they are, in lists of
+    at most :data:`payhub.db.queries.IN_LIST` keys)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    found: list[Any] = []
+    for chunk in in_chunks(keys):
+        sql = (f'SELECT id, "key", raw FROM events WHERE status = {mark} '
+               f'AND "key" IN ({", ".join([mark] * len(chunk))})')
+        found.extend(conn.exec_driver_sql(sql, (str(EventStatus.QUARANTINED), *chunk)).all())
+    return found
 
 
 def correct(conn: Connection, event_id: int, values: dict[str, Any]) -> None:
