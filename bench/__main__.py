@@ -371,7 +371,8 @@ def run_compare(args: argparse.Namespace) -> int:
       f"{host['cpus']} CPUs, Python {host['python']}, SQLite {host['sqlite']}; load average (1, 5, 15 min) "
       f"{load_before} before, {load_after} after; {seconds:.0f} s\n\n")
     w(render_table(figures) + "\n")
-    skipped = {k: v for k, v in status.items() if not v.startswith("ok")}
+    skipped = {k: ("ran, no figures (e.g. PostgreSQL skipped)" if v.startswith("ok (0 ") else v)
+               for k, v in status.items() if not v.startswith("ok") or v.startswith("ok (0 ")}
     if skipped:
         w("\nnot measured: " + "; ".join(f"bench.{k} {v}" for k, v in skipped.items()) + "\n")
     met = [f.met for f in figures if f.met is not None]
