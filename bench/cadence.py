@@ -158,7 +158,8 @@ def figures(runs: list[dict[str, Any]], quick: bool = False) -> list[Figure]:
         if run["problems"]:
             out.append(Figure(f"cadence {cadence}: checks", None, "", note="; ".join(run["problems"])))
         detail = (f"{run['payouts']:,} payouts, {run['rail_calls']:,} rail calls, disburse "
-                  f"{run['disburse_s']:.1f} s ({run['disburse_cpu']:.1f} CPU s), schedule {run['schedule_s']:.1f} s")
+                  f"{run['disburse_s']:.1f} s ({run['disburse_cpu']:.1f} CPU s), schedule {run['schedule_s']:.1f} s "
+                  f"({run['schedule_cpu']:.1f} CPU s)")
         per_payee = run["payouts"] / max(run["payees_paid"], 1)
         if cadence == "pass":
             out.append(Figure("cadence pass: payouts per payee", per_payee, "payouts", note=f"{detail}; {size}"))
