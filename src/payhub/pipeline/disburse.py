@@ -76,6 +76,7 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
     claimed = store.claim_due(rt, rail_name, rail.capabilities.max_batch)
     if not claimed:
         return 0
+    released = False
     try:
         lookups = [w for w in claimed if w.needs_lookup]
         if lookups:  # lookups are not sends: they are not screened
@@ -88,10 +89,11 @@ def disburse_rail(rt: Runtime, rail_name: str) -> int:
         # database is held, not sent).
         screened = _screen(rt, [w for w in ready if w.attempts < section.max_attempts])
         sendable = hold_mismatched(rt, rail_name, screened)
-        if sendable:
-            _send(rt, rail, sendable, section)
+        if sendable:  # the send's results are the round's last write: the claim is released with them
+            released = _send(rt, rail, sendable, section, release=claimed)
     finally:
-        store.release(rt, claimed)
+        if not released:
+            store.release(rt, claimed)
     return len(claimed)
 
 
@@ -158,12 +160,15 @@ def _deny(rt: Runtime, denied: list[tuple[Work, list[str], holds.Override | None
         notify_failed(rt, w, status, reason)
 
 
-def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> None:
+def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection, *, release: Sequence[Work] = ()
+          ) -> bool:
+    """Record the attempts (committed before the call), send, and record the results; return whether ``release``
+    (the round's claim) was released with them."""
     guard = rt.guard(f"rail {rail.name}", section.timeout_seconds)
     if guard.busy:  # a lookup of this round was abandoned and runs on: nothing is handed to the rail before it ends
         log.info("rail %s: payouts %s not sent in this round: an abandoned call has not returned yet; they stay "
                  "due and are sent once it has", rail.name, _ids(batch))
-        return
+        return False
     now = utcnow()
     with rt.transaction() as tx:
         live = store.fence(tx, [(w, PayoutStatus.SENDING) for w in batch])
@@ -179,7 +184,7 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         # the lease is renewed with the attempt, so the call (at most timeout_seconds) fits in it
         attempt_of = store.start_sends(tx, batch, now, rt.settings.database.lease_seconds)
     if not batch:
-        return
+        return False
     keys = [w.instruction.idempotency_key for w in batch]
     metrics.PAYOUT_ATTEMPTS.labels(rail.name, "send").inc(len(batch))
     metrics.PAYOUT_RETRIES.labels(rail.name).inc(sum(1 for w in batch if w.attempts > 1))
@@ -207,8 +212,9 @@ def _send(rt: Runtime, rail: Rail, batch: list[Work], section: RailSection) -> N
         metrics.plugin_failed("rail", rail.name, "error")
         results = {k: RailResult(k, Outcome.UNKNOWN, reason=f"rail error: {type(exc).__name__}: {exc}")
                    for k in keys}
-    apply_results(rt, section, [(w, results[w.instruction.idempotency_key]) for w in batch],
-                  attempt_of)
+    apply_results(rt, section, [(w, results[w.instruction.idempotency_key]) for w in batch], attempt_of,
+                  release=release)
+    return bool(release)
 
 
 def _resolve(rt: Runtime, rail: Rail, section: RailSection, batch: list[Work]) -> None:

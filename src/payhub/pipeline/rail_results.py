@@ -43,11 +43,12 @@ def target(section: RailSection, w: Work, result: RailResult) -> PayoutStatus:
 
 
 def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Work, RailResult]],
-                  attempt_ids: dict[int, int]) -> None:
+                  attempt_ids: dict[int, int], *, release: Sequence[Work] = (), **release_values: Any) -> None:
     """Record each payout's outcome in one transaction, then tell the observers.
 
     Fenced: an outcome for a payout whose lease this worker lost is dropped whole (its status, attempt, rewards and
-    audit entry), and logged.
+    audit entry), and logged. ``release`` (a claim whose work ends with these results) is released in the same
+    transaction, writing ``release_values`` (:func:`payhub.store.payouts.release`): one commit fewer per round.
     """
     now = utcnow()
     settled, failed = [], []
@@ -80,6 +81,7 @@ def apply_results(rt: Runtime, section: RailSection, outcomes: Sequence[tuple[Wo
                 if store.fail(tx, w.id, state, reason, detail, w.lease):
                     failed.append((w, state, reason))
         store.mark_accepted(tx, settled, now)
+        store.release_in(tx, release, **release_values)
     hooks = rt.plugins.hooks.hook
     for w, state, ref in settled:
         said = Outcome.ACCEPTED if state == PayoutStatus.SENT else Outcome.PAID

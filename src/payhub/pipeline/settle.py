@@ -45,7 +45,9 @@ def settle_rail(rt: Runtime, rail_name: str) -> int:
         news = (Outcome.RETURNED,) if w.id in paid else (Outcome.PAID, *FINAL_FAILURES)
         if result is not None and result.outcome in news:
             changed.append((w, result))
+    # Released (a worker that lost the lease leaves it to the one that took it) with the results when there are any.
     if changed:
-        apply_results(rt, section, changed, {})
-    store.release(rt, claimed, checked_at=utcnow())  # a worker that lost the lease leaves it to the one that took it
+        apply_results(rt, section, changed, {}, release=claimed, checked_at=utcnow())
+    else:
+        store.release(rt, claimed, checked_at=utcnow())
     return len(claimed)

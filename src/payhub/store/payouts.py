@@ -182,6 +182,12 @@ def release(rt: Runtime, claimed: Sequence[Work], **values: Any) -> None:
         leases.release(conn, payouts, "id", [w.id for w in claimed], claimed[0].lease, **values)
 
 
+def release_in(tx: Tx, claimed: Sequence[Work], **values: Any) -> None:
+    """:func:`release`, inside the caller's transaction (the one that records the claim's last results)."""
+    if claimed:
+        leases.release(tx.conn, payouts, "id", [w.id for w in claimed], claimed[0].lease, **values)
+
+
 def renew(rt: Runtime, batch: Sequence[Work]) -> set[int]:
     """Renew the lease of one claim before a rail call; return the ids still held."""
     with rt.engine.begin() as conn:
@@ -289,10 +295,13 @@ def start_sends(tx: Tx, batch: Sequence[Work], now: datetime, lease_seconds: flo
 
 
 def finish_attempts(tx: Tx, finished: Sequence[dict[str, Any]], now: datetime) -> None:
-    """Record the outcome of attempts: each of ``finished`` has ``attempt`` (its id), ``outcome`` and ``detail``."""
+    """Record the outcome of attempts: each of ``finished`` has ``attempt`` (its id), ``outcome`` and ``detail``
+    (one driver-level executemany)."""
     if finished:
-        tx.conn.execute(update(attempts).where(attempts.c.id == bindparam("attempt")).values(
-            finished_at=now, outcome=bindparam("outcome"), detail=bindparam("detail")), finished)
+        at = bind_time(tx.conn.dialect)(now)
+        tx.conn.exec_driver_sql(
+            driver_sql(tx.conn, "UPDATE attempts SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?"),
+            [(at, f["outcome"], f["detail"], f["attempt"]) for f in finished])
 
 
 def record_lookup(tx: Tx, payout_id: int, number: int, started_at: datetime, outcome: str,
@@ -305,19 +314,31 @@ def record_lookup(tx: Tx, payout_id: int, number: int, started_at: datetime, out
 
 def mark_accepted(tx: Tx, settled: Sequence[tuple[Work, str, str | None]], now: datetime) -> None:
     """Move payouts the rail took to ``sent`` or ``paid`` (``(work, status, provider_ref)``), with their rewards:
-    the common case, written as two bulk statements per status, fenced by lease and state machine."""
+    the common case, written at the driver level as one executemany of the payouts and one UPDATE of their rewards
+    per status, fenced by lease and state machine."""
+    conn = tx.conn
+    at = bind_time(conn.dialect)(now)
     for state in (PayoutStatus.SENT, PayoutStatus.PAID):
-        changes = [{"payout": w.id, "state": state.value, "ref": ref, "token": w.lease}
-                   for w, new, ref in settled if new == state]
+        changes = [(ref, w.id, w.lease) for w, new, ref in settled if new == state]
         if not changes:
             continue
-        tx.conn.execute(update(payouts).where(
-            payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
-            may_come_from(state)).values(status=bindparam("state"), provider_ref=bindparam("ref"), reason=None,
-                                         checked_at=now, updated_at=now, first_sent_at=first_sent(now)), changes)
-        tx.conn.execute(update(rewards).where(rewards.c.payout_id == bindparam("payout")).values(
-            status=bindparam("state"), updated_at=now), [{"payout": c["payout"], "state": c["state"]}
-                                                         for c in changes])
+        conn.exec_driver_sql(driver_sql(conn, _ACCEPTED.format(state=state.value, sources=_sources_sql(state))),
+                             [(ref, at, at, at, payout_id, token) for ref, payout_id, token in changes])
+        ids = sorted(payout_id for _ref, payout_id, _token in changes)
+        for start in range(0, len(ids), IN_LIST):
+            chunk = ids[start:start + IN_LIST]
+            conn.exec_driver_sql(driver_sql(conn, _REWARDS_OF.format(marks(len(chunk)))),
+                                 (state.value, at, *chunk))
+
+
+_ACCEPTED = ("UPDATE payouts SET status = '{state}', provider_ref = ?, reason = NULL, checked_at = ?, updated_at = ?, "
+             "first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ? AND lease_token = ? AND status IN ({sources})")
+_REWARDS_OF = "UPDATE rewards SET status = ?, updated_at = ? WHERE payout_id IN ({})"
+
+
+def _sources_sql(new: str) -> str:
+    """The statuses a payout may move to ``new`` from, as an SQL list of literals (the state machine's constants)."""
+    return ", ".join(f"'{state}'" for state in _SOURCES[PayoutStatus(new)])
 
 
 def set_rewards_status(tx: Tx, payout_id: int, status: str, now: datetime) -> None:
