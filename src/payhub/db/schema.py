@@ -272,6 +272,19 @@ fund_states = Table(
     Column("state", Text),  # JSON: credits left (amount, expiry), overspent, latest time, credits per month
 )
 
+# The amounts of the events each program decided (rewarded or not eligible), per partner, currency, UTC month and
+# event type, as exact decimal text (payhub.store.volumes), written with the calculations.
+volume_totals = Table(
+    "volume_totals",
+    metadata,
+    Column("program", String(200), primary_key=True),
+    Column("partner_id", String(200), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("event_type", String(100), primary_key=True),
+    Column("amount", Text, nullable=False),
+)
+
 payouts = Table(
     "payouts",
     metadata,

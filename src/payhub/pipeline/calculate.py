@@ -44,6 +44,7 @@ from payhub.states import CalculationStatus, RewardStatus
 from payhub.store import events as event_store
 from payhub.store import funds as fund_store
 from payhub.store import rewards as reward_store
+from payhub.store import volumes
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,15 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
                               "status": result.status, "reason": result.reason, "calculated_at": now})
             results.append(result)
     event_store.record_calculations(tx.conn, calc_rows)
+    by_id = {row.id: row for row in rows}
+    volume: dict[volumes.Key, Decimal] = {}
+    for calc_row in calc_rows:  # the decided events' amounts, in the totals that total_volume reads
+        if calc_row["status"] in volumes.DECIDED:
+            row = by_id[calc_row["event_id"]]
+            key = volumes.key_of(calc_row["program"], row)
+            if key is not None:
+                volume[key] = volume.get(key, Decimal(0)) + Decimal(row.amount)
+    volumes.add(tx.conn, volume)
     _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now)
     waiting.hold_for_payees(tx, waits)
     waited = {row.id for row, _payee, _after, _reason in waits}

@@ -20,7 +20,7 @@ from payhub.pipeline.rules import BUDGET_HOLD, Decision, ObjectReward
 from payhub.states import RewardStatus
 from payhub.store import events as event_store
 from payhub.store import funds as fund_store
-from payhub.store import gift_totals
+from payhub.store import gift_totals, volumes
 from payhub.store import rewards as reward_store
 
 
@@ -39,6 +39,7 @@ class DbHistory:
         # (program, partner, currency) -> [(event occurred_at, event amount, event type)]
         self.in_batch_volume: dict[tuple[str, str, str], list[tuple[datetime, Decimal, str]]] = {}
         self._stored_volume: dict[tuple[str, str, str, datetime, datetime], Sequence[Any]] = {}
+        self._volume_totals: dict[tuple[str, str, str, datetime, datetime], dict[str, Decimal]] = {}
         # (program, source, object type, object id) -> rewards of the batch on that CRM object
         self.in_batch_objects: dict[tuple[str, str, str, str], list[ObjectReward]] = {}
         self.in_batch_funds: dict[tuple[str, str, str], list[Entry]] = {}  # (program, holder, unit) -> entries
@@ -105,12 +106,20 @@ class DbHistory:
     def total_volume(self, program: str, partner_id: str, currency: str, since: datetime, until: datetime,
                      returns: Collection[str] = ()) -> Decimal:
         key = (program, partner_id, currency, since, until)
+        batch = [(amount, kind) for at, amount, kind in self.in_batch_volume.get((program, partner_id, currency), ())
+                 if since <= at < until]
+        months = reward_store.month_span(since, until)
+        if months is not None:  # whole months: the running totals, per event type
+            totals = self._volume_totals.get(key)
+            if totals is None:  # the batch's own calculations are written only at its end
+                totals = self._volume_totals[key] = volumes.by_type(self.conn, program, partner_id, currency, months)
+            stored_sum = sum((-amount if kind in returns else amount for kind, amount in totals.items()), Decimal(0))
+            return stored_sum + sum((-Decimal(amount) if kind in returns else Decimal(amount)
+                                     for amount, kind in batch), Decimal(0))
         stored = self._stored_volume.get(key)
         if stored is None:  # event amounts are exact decimal text: summed here, not in SQL
             stored = event_store.decided_volume(self.conn, program, partner_id, currency, since, until)
-            self._stored_volume[key] = stored  # the batch's own calculations are written only at its end
-        batch = [(amount, kind) for at, amount, kind in self.in_batch_volume.get((program, partner_id, currency), ())
-                 if since <= at < until]
+            self._stored_volume[key] = stored
         return sum((-Decimal(amount) if kind in returns else Decimal(amount) for amount, kind in [*stored, *batch]),
                    Decimal(0))
 

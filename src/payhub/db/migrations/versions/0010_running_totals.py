@@ -17,9 +17,13 @@ A reward counts (``reward_totals``) unless it is cancelled or a backup withholdi
 The month is the UTC ``YYYY-MM`` of the event's ``occurred_at`` ('' for an event without a time); a per-program
 total has scope ''.
 
+``volume_totals`` holds the amounts of the events each program decided, per partner, currency, month and event
+type (``payhub.store.volumes``), filled here from the decided calculations and written with new ones.
 ``fund_states`` holds each fund's state after its entries (``payhub.store.funds``), written by the calculate stage
 with the entries; it starts empty: a fund is read from its entries until its next entry gives it a state.
 """
+
+from decimal import Decimal
 
 import sqlalchemy as sa
 from alembic import op
@@ -136,6 +140,30 @@ def _backfill(dialect: str) -> None:
                f'FROM rewards r WHERE {USES_BUDGET.format(r="r")} GROUP BY r.budget_key')
 
 
+def _backfill_volumes(dialect: str) -> None:
+    """The decided events' amounts (exact decimal text) summed as Decimal, per program, partner, currency, month and
+    event type; the calculations read a page at a time, by id."""
+    month = _month(dialect, 'e.occurred_at')
+    page = sa.text(
+        f"SELECT c.id, c.program, e.partner_id, e.currency, {month}, e.event_type, e.amount FROM calculations c "
+        "JOIN events e ON e.id = c.event_id WHERE c.id > :after AND c.status IN ('rewarded', 'not_eligible') AND "
+        "e.partner_id IS NOT NULL AND e.partner_id <> '' AND e.amount IS NOT NULL AND e.currency IS NOT NULL AND "
+        "e.currency <> '' AND e.occurred_at IS NOT NULL ORDER BY c.id LIMIT 20000")
+    totals: dict[tuple[str, ...], Decimal] = {}
+    after = 0
+    while rows := op.get_bind().execute(page, {'after': after}).all():
+        for calc_id, program, partner, currency, month_label, event_type, amount in rows:
+            key = (program, partner, currency, month_label, event_type)
+            totals[key] = totals.get(key, Decimal(0)) + Decimal(amount)
+            after = calc_id
+    table = sa.table('volume_totals', *(sa.column(c) for c in ('program', 'partner_id', 'currency', 'month',
+                                                                'event_type', 'amount')))
+    keys = ('program', 'partner_id', 'currency', 'month', 'event_type')
+    rows_out = [dict(zip(keys, key, strict=True)) | {'amount': str(amount)} for key, amount in sorted(totals.items())]
+    if rows_out:
+        op.bulk_insert(table, rows_out)
+
+
 def upgrade() -> None:
     op.create_table(
         'reward_totals',
@@ -163,8 +191,19 @@ def upgrade() -> None:
         sa.Column('state', sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint('program', 'holder_id', 'unit', name='pk_fund_states'),
     )
+    op.create_table(
+        'volume_totals',
+        sa.Column('program', sa.String(length=200), nullable=False),
+        sa.Column('partner_id', sa.String(length=200), nullable=False),
+        sa.Column('currency', sa.String(length=3), nullable=False),
+        sa.Column('month', sa.String(length=7), nullable=False),
+        sa.Column('event_type', sa.String(length=100), nullable=False),
+        sa.Column('amount', sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint('program', 'partner_id', 'currency', 'month', 'event_type', name='pk_volume_totals'),
+    )
     dialect = op.get_bind().dialect.name
     _backfill(dialect)
+    _backfill_volumes(dialect)
     _create_triggers(dialect)
 
 
@@ -174,6 +213,7 @@ def downgrade() -> None:
         op.execute(f'DROP TRIGGER {name}' + (f' ON {table}' if dialect == 'postgresql' else ''))
         if dialect == 'postgresql':
             op.execute(f'DROP FUNCTION {name}()')
+    op.drop_table('volume_totals')
     op.drop_table('fund_states')
     op.drop_table('budget_totals')
     op.drop_index('ix_reward_totals_scope', table_name='reward_totals')
