@@ -179,11 +179,41 @@ def prepare(workdir: Path, url: str, events: int) -> None:
 # ------------------------------------------------------------------------------------------------- replicas
 
 
-def replica(workdir: Path, profile: Path | None) -> int:
+def _time_statements(engine: Any, totals: dict[str, list[float]]) -> None:
+    """Sum the wall time and count of each statement (by its first 70 characters) on ``engine``."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, _cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        conn.info["t0"] = time.perf_counter()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        entry = totals.setdefault(" ".join(statement.split())[:70], [0.0, 0])
+        entry[0] += time.perf_counter() - conn.info.pop("t0", time.perf_counter())
+        entry[1] += 1
+
+
+def replica(workdir: Path, profile: Path | None, sql_timing: bool = False) -> int:
     """A replica process: start a worker, say ready, wait for go, run once, print what it did as JSON."""
+    import logging
+
     from payhub.worker import Worker
 
+    conflicts: list[str] = []
+
+    class _Conflicts(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "conflict" in record.getMessage():
+                conflicts.append(record.getMessage()[:160])
+
+    worker_log = logging.getLogger("payhub.worker")
+    worker_log.setLevel(logging.INFO)
+    worker_log.addHandler(_Conflicts())
     rt = _runtime(workdir)
+    statements: dict[str, list[float]] = {}
+    if sql_timing:
+        _time_statements(rt.engine, statements)
     worker = Worker(rt)
     worker.start()
     print("ready", flush=True)
@@ -203,7 +233,9 @@ def replica(workdir: Path, profile: Path | None) -> int:
     worker.stop()
     accepted = dict(rt.plugins.rails[RAIL].accepted)
     rt.close()
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "counts": summary.counts, "accepted": accepted}), flush=True)
+    top = dict(sorted(statements.items(), key=lambda kv: -kv[1][0])[:12])
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "counts": summary.counts, "accepted": accepted,
+                      "statements": top, "conflicts": len(conflicts), "conflict": conflicts[:1]}), flush=True)
     return 0
 
 
@@ -223,8 +255,8 @@ class Drain:
         return self.rewards / self.seconds if self.seconds else 0.0
 
     def describe(self) -> str:
-        parts = ", ".join(f"{r['seconds']:.1f}s/cpu {r['cpu']:.1f}s/{r['counts'].get('calculated', 0):,} calc"
-                          for r in self.per_replica)
+        parts = ", ".join(f"{r['seconds']:.1f}s/cpu {r['cpu']:.1f}s/{r['counts'].get('calculated', 0):,} calc/"
+                          f"{r.get('conflicts', 0)} conflicts" for r in self.per_replica)
         return (f"{self.replicas} replica(s): {self.rewards:,} rewards in {self.seconds:.1f}s = {self.rate:,.0f}/s "
                 f"({self.payouts:,} payouts; {parts})")
 
@@ -268,7 +300,7 @@ def verify(url: str, events: int, accepted: Counter[str]) -> tuple[int, int]:
 
 
 def drain(pg_url: str, events: int, replicas: int, *, keep: bool = False, profile: bool = False,
-          watch: bool = False) -> Drain:
+          watch: bool = False, sql_timing: bool = False) -> Drain:
     """Drain ``events`` with ``replicas`` replica processes on a fresh database; see the module docstring."""
     name = f"bench_pg_{os.getpid()}"
     url = sqlalchemy_url(pg_url, name)
@@ -282,6 +314,8 @@ def drain(pg_url: str, events: int, replicas: int, *, keep: bool = False, profil
             cmd = [sys.executable, "-m", "bench.pg", "--replica", str(workdir)]
             if profile:
                 cmd += ["--profile-out", str(workdir / f"replica{i}.prof")]
+            if sql_timing:
+                cmd += ["--sql-timing"]
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                           cwd=Path(__file__).resolve().parent.parent))
         for proc in procs:
@@ -321,21 +355,28 @@ def drain(pg_url: str, events: int, replicas: int, *, keep: bool = False, profil
 
 
 class Watcher:
-    """Samples pg_stat_activity every 50 ms while the replicas run: what their sessions wait on."""
+    """Samples pg_stat_activity every 50 ms while the replicas run: what their sessions wait on, and the CPU time of
+    their server backends (read from /proc: the server must run on this host)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.samples: Counter[str] = Counter()
         self.n = 0
+        self.commits = 0
+        self.rollbacks = 0
+        self.backend_cpu: dict[int, float] = {}  # server backend pid -> its CPU seconds, as last read
 
     def run(self, procs: list[subprocess.Popen[str]]) -> None:
         import psycopg
 
+        stats = ("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()")
         with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            before = conn.execute(stats).fetchone() or (0, 0)
             while any(p.poll() is None for p in procs):
                 self.n += 1
-                for state, kind, event, query in conn.execute(
-                        "SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity "
+                for pid, state, kind, event, query in conn.execute(
+                        "SELECT pid, state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                         "AND application_name <> 'watcher'"):
                     if state == "idle":
@@ -347,10 +388,26 @@ class Watcher:
                     else:
                         key = f"{kind}:{event}" + (f" | {query}" if kind == "Lock" else "")
                     self.samples[key] += 1
+                    self.backend_cpu[pid] = max(self.backend_cpu.get(pid, 0.0), _cpu_seconds(pid))
                 time.sleep(0.05)
+            time.sleep(0.6)  # statistics reach pg_stat_database within PGSTAT_MIN_INTERVAL (1 s) of a backend's exit
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            after = conn.execute(stats).fetchone() or (0, 0)
+        # less this watcher's own autocommit statements (one per sample, two snapshot clears)
+        self.commits, self.rollbacks = after[0] - before[0] - self.n - 2, after[1] - before[1]
 
     def summary(self) -> dict[str, Any]:
-        return {"samples": self.n, "waits": dict(self.samples.most_common(12))}
+        return {"samples": self.n, "commits": self.commits, "rollbacks": self.rollbacks,
+                "server_cpu_s": round(sum(self.backend_cpu.values()), 2), "waits": dict(self.samples.most_common(12))}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (0 when it cannot be read: another host, gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -392,17 +449,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     parser.add_argument("--profile", action="store_true", help="cProfile each replica (/tmp/bench-pg-r<N>-<i>.prof)")
     parser.add_argument("--watch", action="store_true", help="sample pg_stat_activity wait events while draining")
+    parser.add_argument("--sql-timing", action="store_true", help="each replica's costliest statements (wall s, n)")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--replica", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.replica:
-        return replica(args.replica, args.profile_out)
+        return replica(args.replica, args.profile_out, args.sql_timing)
     if args.events:
         load0 = loadavg()
         for n in (int(x) for x in args.replicas.split(",")):
-            run = drain(args.pg_url, args.events, n, keep=args.keep, profile=args.profile, watch=args.watch)
+            run = drain(args.pg_url, args.events, n, keep=args.keep, profile=args.profile, watch=args.watch,
+                        sql_timing=args.sql_timing)
             print(run.describe(), flush=True)
+            for i, r in enumerate(run.per_replica):
+                for sql, (wall, count) in r.get("statements", {}).items():
+                    print(f"  r{i} {wall:6.2f}s {count:5d}  {sql}")
             if run.server:
                 print(json.dumps(run.server, indent=1), flush=True)
         print(f"load {load0:.1f}→{loadavg():.1f}")
