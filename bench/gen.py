@@ -173,7 +173,9 @@ def _write_single_inputs(workdir: Path, args: GenParams) -> str:
 
 # ------------------------------------------------------------------------------------------------- the mix
 
-MIX_YEAR = 2026
+# The calendar year of the mix's events: a past one, so that every event is due when the run calculates it (an event
+# dated after now plus ingest.future_tolerance_seconds waits, uncalculated, until its date).
+MIX_YEAR = 2025
 # The event types of ``--programs mix`` and their share of the events. A type whose program's calculator is not
 # installed (mdf, referral, loyalty_points are optional) is left out and the others share its part.
 MIX_SHARES = {
