@@ -115,7 +115,8 @@ def check_mix(url: str, rail: Any, events: int, plan: dict[str, Any], verify_aud
         held_by_code = dict(rows("SELECT coalesce(hold_code, '?'), count(*) FROM rewards WHERE status = 'held' "
                                  "GROUP BY 1"))
         if counts["events"] != events or events_by_status.get("calculated") != events:
-            problems.append(f"expected {events} calculated events, found {events_by_status}")
+            problems.append(f"expected {events} calculated events, found {events_by_status}"
+                            + (_waiting_why(rows) if events_by_status.get("waiting") else ""))
         twice = one("SELECT count(*) FROM (SELECT 1 FROM calculations GROUP BY program, event_id "
                     "HAVING count(*) > 1) AS x")
         if twice:
@@ -220,13 +221,15 @@ def check_mix(url: str, rail: Any, events: int, plan: dict[str, Any], verify_aud
                     problems.append(f"{name}: {bad} budget pools overdrawn")
             if spec.get("clawback_event_types"):
                 # What a refunded deal still grants each payee: nothing after a full clawback, never below zero
-                # after a prorated one.
+                # after a prorated one. A deal counts as refunded once its refund is calculated (a waiting refund
+                # has taken nothing back yet; the events check reports it).
                 kinds = spec["clawback_event_types"]
                 full = spec.get("clawback", "full") == "full"
                 bad = one("SELECT count(*) FROM (SELECT 1 FROM rewards r JOIN events e ON e.id = r.event_id "
                           "JOIN (SELECT DISTINCT source, object_type, object_id FROM events WHERE event_type IN "
-                          f"({', '.join('?' * len(kinds))})) x ON x.source = e.source AND x.object_type = "
-                          "e.object_type AND x.object_id = e.object_id WHERE r.program = ? AND r.status != "
+                          f"({', '.join('?' * len(kinds))}) AND status = 'calculated') x ON x.source = e.source "
+                          "AND x.object_type = e.object_type AND x.object_id = e.object_id WHERE r.program = ? "
+                          "AND r.status != "
                           "'cancelled' GROUP BY e.object_id, r.payee_id, r.currency HAVING sum(r.amount_minor) "
                           f"{'!= 0' if full else '< 0'}) AS y", *kinds, name)
                 if bad:
@@ -296,6 +299,15 @@ def check_mix(url: str, rail: Any, events: int, plan: dict[str, Any], verify_aud
             "payouts_by_status": payouts_by_status, "held_by_code": held_by_code, "per_program": per_program,
             "fund_entries": counts["fund_entries"], "fund_entries_by_program": fund_entries_by_program,
             "adjustments": adjustments, "converted_items": converted, "audit_verify": audit}
+
+
+def _waiting_why(rows: Callable[..., list[Any]]) -> str:
+    """Why events are still waiting at the end of a run: how many are future-dated, wait for a payee to be
+    registered, or wait behind an earlier event of their CRM object (see payhub.pipeline.waiting)."""
+    kinds = rows("SELECT CASE WHEN waits_for_payee IS NOT NULL THEN 'for a payee' WHEN reason LIKE 'waits for event %' "
+                 "THEN 'behind an earlier event of their CRM object' ELSE 'dated in the future' END, count(*), "
+                 "min(occurred_at) FROM events WHERE status = 'waiting' GROUP BY 1 ORDER BY 2 DESC")
+    return "; waiting: " + ", ".join(f"{n} {why} (earliest dated {str(at)[:19]})" for why, n, at in kinds)
 
 
 def _check_cap(rows: Callable[..., list[Any]], program: str, cap: dict[str, Any], clawbacks: list[str]
