@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -101,7 +101,7 @@ def to_event(row: Any) -> Event:
         id=row.id, key=row.key, source=row.source, object_type=row.object_type, object_id=row.object_id,
         transition=row.transition, event_type=row.event_type, occurred_at=row.occurred_at, payee_id=row.payee_id,
         partner_id=row.partner_id, amount=Decimal(row.amount) if row.amount is not None else None,
-        currency=row.currency, attributes=json.loads(row.attributes),
+        currency=row.currency, attributes={} if row.attributes == "{}" else json.loads(row.attributes),
     )
 
 
@@ -295,7 +295,7 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
         # The audit entries are built from the returned rows themselves, so the rows may come back in any order
         # (asking for parameter order would make SQLite insert them one statement per row).
         for written_row in reward_store.insert(tx.conn, reward_rows):
-            _audit_calculated(tx, written_row.id, written_row._asdict(), written_row.status)
+            _audit_calculated(tx, written_row.id, written_row._mapping, written_row.status)
     if fund_rows:
         written: dict[tuple[str, str, str], list[tuple[int, datetime, Decimal, datetime | None]]] = {}
         for entry_id, event_id, program, holder, unit, amount, expires in fund_store.insert(tx.conn, fund_rows):
@@ -324,7 +324,7 @@ def _reward_row(rt: Runtime, calc_row: dict[str, Any], line: RewardLine, minor: 
     }
 
 
-def _audit_calculated(tx: Tx, reward_id: int, row: dict[str, Any], status: str) -> None:
+def _audit_calculated(tx: Tx, reward_id: int, row: Mapping[str, Any], status: str) -> None:
     """Audit reward ``reward_id`` of ``row`` (its columns) as calculated with ``status``."""
     detail: dict[str, Any] = {"event": row["event_id"], "program": row["program"], "payee": row["payee_id"],
                               "amount": str(from_minor(row["amount_minor"], row["currency"])),
