@@ -281,7 +281,8 @@ def csv_row(parsed: Parsed, names: list[str], twice: dict[str, str], limits: Lim
     else:
         fields = dict(zip(names, values, strict=True))
     raw = parsed.raw or ""
-    if len(raw) * 4 > limits.field or _NOT_TEXT.search(raw):  # else no cell can be too long or hold NUL
+    if len(raw) * 4 > limits.field or "\x00" in raw or (not raw.isascii() and _NOT_TEXT.search(raw)):
+        # else no cell can be too long or hold NUL or a lone surrogate
         for index, (name, value) in enumerate(zip(names, values, strict=True), 1):
             label = name or f"column {index}"
             problem = _oversize_value(label, value, limits)
@@ -298,7 +299,7 @@ def csv_row(parsed: Parsed, names: list[str], twice: dict[str, str], limits: Lim
         name = sorted(twice)[0]
         return _with(parsed, fields, f"ambiguous: column {name[:100]!r} appears more than once in the header "
                                      f"(columns {twice[name]})", ambiguous=frozenset(twice))
-    return _with(parsed, fields, None)
+    return Parsed(parsed.first, parsed.last, parsed.end, parsed.open, raw, None, fields)
 
 
 def _with(parsed: Parsed, fields: dict[str, Any] | None, problem: str | None, *, cut: bool = False,

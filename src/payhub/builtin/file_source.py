@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -246,22 +247,23 @@ class FileSource(Source):
         payee_id = _text(data, "payee_id")
         amount, currency = _text(data, "amount"), _text(data, "currency")
         if amount is not None:
-            parse_amount(amount)
+            if not _PLAIN_AMOUNT.fullmatch(amount):  # else it is plain decimal text already
+                parse_amount(amount)
             check_currency(currency)
         elif currency is not None:
             check_currency(currency)
-        return SourceRecord(
-            object_type=_text(data, "object_type") or self.settings.object_type,
-            object_id=object_id or "",
-            transition=_text(data, "transition") or event_type or "",
-            event_type=event_type or "",
-            occurred_at=occurred,
-            payee_id=payee_id,
-            partner_id=_text(data, "partner_id"),
-            amount=amount,
-            currency=currency,
-            attributes={k: v for k, v in data.items() if k not in _FIELD_SET and v not in (None, "")},
-            raw=raw,
+        return SourceRecord(  # by position: much quicker than by keyword for a frozen dataclass of twelve fields
+            _text(data, "object_type") or self.settings.object_type,  # object_type
+            object_id or "",  # object_id
+            _text(data, "transition") or event_type or "",  # transition
+            event_type or "",  # event_type
+            occurred,  # occurred_at
+            payee_id,  # payee_id
+            amount,  # amount
+            currency,  # currency
+            _text(data, "partner_id"),  # partner_id
+            {k: v for k, v in data.items() if k not in _FIELD_SET and v not in (None, "")},  # attributes
+            raw,  # raw
         )
 
     def _quarantined(self, data: dict[str, Any], ambiguous: frozenset[str], raw: str, problem: str) -> SourceRecord:
@@ -301,6 +303,8 @@ class FileSource(Source):
 
 
 _FIELD_SET = frozenset(FIELDS)
+_PLAIN_AMOUNT = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
+"""Amount text that :func:`payhub.money.parse_amount` takes as it is (the common case, checked quicker)."""
 
 
 def _text(data: dict[str, Any], name: str) -> str | None:

@@ -117,23 +117,29 @@ def insert_new(conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
     """
     if not rows:
         return []
-    bind = _sqlite_instant if conn.dialect.name == "sqlite" else _aware_instant
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    page = _page_rows(conn, len(NEW_EVENT_COLUMNS))
-    first, second = _INSTANTS
     inserted: list[Any] = []
-    for start in range(0, len(rows), page):
-        part = rows[start:start + page]
-        params: list[Any] = []
-        last: Any = None
-        bound: Any = None
-        for row in part:
-            values = list(row)
-            if values[second] is not last:  # the time of ingest: one for the whole batch, as a rule
-                last, bound = values[second], bind(values[second])
-            values[first], values[second] = bind(values[first]), bound
-            params.extend(values)
-        inserted.extend(conn.exec_driver_sql(_insert_sql(mark, len(part)), tuple(params)).all())
+    first, second = _INSTANTS
+    if conn.dialect.name == "postgresql":
+        for start in range(0, len(rows), _MAX_PAGE):
+            columns = [list(column) for column in zip(*rows[start:start + _MAX_PAGE], strict=True)]
+            columns[first] = [_aware_instant(value) for value in columns[first]]
+            columns[second] = [_aware_instant(value) for value in columns[second]]
+            inserted.extend(conn.exec_driver_sql(_PG_INSERT, tuple(columns)).all())
+    else:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        page = _page_rows(conn, len(NEW_EVENT_COLUMNS))
+        for start in range(0, len(rows), page):
+            part = rows[start:start + page]
+            params: list[Any] = []
+            last: Any = None
+            bound: Any = None
+            for row in part:
+                values = list(row)
+                if values[second] is not last:  # the time of ingest: one for the whole batch, as a rule
+                    last, bound = values[second], _sqlite_instant(values[second])
+                values[first], values[second] = _sqlite_instant(values[first]), bound
+                params.extend(values)
+            inserted.extend(conn.exec_driver_sql(_insert_sql(mark, len(part)), tuple(params)).all())
     inserted.sort(key=itemgetter(0))
     return inserted
 
@@ -157,11 +163,20 @@ def _aware_instant(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+_NAMES = ", ".join(f'"{name}"' for name in NEW_EVENT_COLUMNS)
+_PG_INSERT = (f"INSERT INTO events ({_NAMES}) SELECT * FROM unnest("
+              + ", ".join("%s::timestamptz[]" if index in _INSTANTS else "%s::text[]"
+                          for index in range(len(NEW_EVENT_COLUMNS)))
+              + ') ON CONFLICT ("key") DO NOTHING RETURNING id, "key", status, reason')
+"""PostgreSQL: one array per column, so that the statement is short and has as many parameters whatever the number
+of rows (the driver parses a statement's placeholders on every execution once it has more than a few dozen)."""
+
+
 @lru_cache(maxsize=8)
 def _insert_sql(mark: str, count: int) -> str:
+    """SQLite: the INSERT of ``count`` rows, each of ``mark`` placeholders."""
     row = f"({', '.join([mark] * len(NEW_EVENT_COLUMNS))})"
-    names = ", ".join(f'"{name}"' for name in NEW_EVENT_COLUMNS)
-    return (f"INSERT INTO events ({names}) VALUES {', '.join([row] * count)} "
+    return (f"INSERT INTO events ({_NAMES}) VALUES {', '.join([row] * count)} "
             'ON CONFLICT ("key") DO NOTHING RETURNING id, "key", status, reason')
 
 
@@ -176,14 +191,18 @@ def _page_rows(conn: Connection, columns: int) -> int:
 
 
 def quarantined(conn: Connection, keys: list[str]) -> list[Any]:
-    """``(id, key, raw)`` of the quarantined events under these keys (sent to the driver as they are, in lists of
-    at most :data:`payhub.db.queries.IN_LIST` keys)."""
+    """``(id, key, raw)`` of the quarantined events under these keys (sent to the driver as they are: on SQLite in
+    lists of at most :data:`payhub.db.queries.IN_LIST` keys, on PostgreSQL as one array)."""
+    status = str(EventStatus.QUARANTINED)
+    if conn.dialect.name == "postgresql":
+        return list(conn.exec_driver_sql('SELECT id, "key", raw FROM events WHERE status = %s AND "key" = ANY(%s)',
+                                         (status, list(keys))).all())
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     found: list[Any] = []
     for chunk in in_chunks(keys):
         sql = (f'SELECT id, "key", raw FROM events WHERE status = {mark} '
                f'AND "key" IN ({", ".join([mark] * len(chunk))})')
-        found.extend(conn.exec_driver_sql(sql, (str(EventStatus.QUARANTINED), *chunk)).all())
+        found.extend(conn.exec_driver_sql(sql, (status, *chunk)).all())
     return found
 
 
