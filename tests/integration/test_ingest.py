@@ -336,3 +336,32 @@ def test_idle_polls_and_repeated_errors_are_audited_once(make_runtime) -> None:
     run_pass(rt)
     assert len(audit_actions(rt, "source.error")) == 2
     assert audit_ok(rt)
+
+
+def test_a_batch_larger_than_one_insert_statement_stores_each_key_once_with_its_audit_entry(make_runtime) -> None:
+    """New events go to the database many rows per statement: a batch spanning several statements, with copies of
+    keys, quarantined and future-dated records, is stored as record by record, each new event audited once."""
+    rt = make_runtime(CONFIG)
+    records = [deal(f"o{i}", occurred_at=datetime(2026, 10, 1, 12, 0, i % 60, i, tzinfo=UTC)) for i in range(2_100)]
+    records += [deal(f"o{i}", amount="999.00") for i in range(0, 2_100, 10)]  # copies: the first stays
+    records += [deal(f"bad{i}", currency="XXX") for i in range(60)]
+    records += [deal(f"later{i}", occurred_at="2999-01-01T00:00:00Z") for i in range(15)]
+    assert store(rt, "s", records, "1") == 2_175
+    rows = all_events(rt)
+    assert len(rows) == len({r.key for r in rows}) == 2_175
+    by_id = {r.id: r for r in rows}
+    assert [by_id[i].object_id for i in sorted(by_id)][:3] == ["o0", "o1", "o2"]
+    assert {r.amount for r in rows if r.object_id.startswith("o")} == {"1000.00"}
+    assert by_id[rows[7].id].occurred_at == datetime(2026, 10, 1, 12, 0, 7, 7, tzinfo=UTC)
+    assert sum(r.status == "quarantined" for r in rows) == 60 and sum(r.status == "waiting" for r in rows) == 15
+    entries = audit_actions(rt, "event.ingested") + audit_actions(rt, "event.quarantined")
+    assert sorted(int(e.subject_id) for e in entries) == sorted(by_id)
+    assert [int(e.subject_id) for e in audit_actions(rt, "event.ingested")] == sorted(
+        r.id for r in rows if r.status != "quarantined")
+    if rt.engine.dialect.name == "sqlite":  # instants written as SQLAlchemy writes them, so SQL compares them alike
+        with rt.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT occurred_at, ingested_at FROM events WHERE object_id = 'o7'").one()[
+                0] == "2026-10-01 12:00:07.000007"
+    assert store(rt, "s", records, "2", previous="1") == 0
+    assert count(rt, events) == 2_175 and len(audit_actions(rt, "event.ingested")) == 2_115
+    assert audit_ok(rt)
