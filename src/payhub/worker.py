@@ -17,6 +17,7 @@ every call must not keep the run going forever); its payouts stay ``unknown`` fo
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from functools import partial
 from typing import TypeVar
 
 from filelock import FileLock
+from sqlalchemy.exc import DBAPIError
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from payhub import metrics
@@ -44,6 +46,9 @@ from payhub.store.events import failed_sources
 log = logging.getLogger(__name__)
 
 STAGE_BATCHES = 10
+CONFLICT_RETRIES = 3
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+CONFLICT_PAUSE_SECONDS = 0.05
 
 Observer = Callable[[str, int], None]
 """Called with (stage, count) as work is done, for progress displays."""
@@ -313,9 +318,25 @@ class Worker:
         for _ in range(STAGE_BATCHES):
             if self.rt.stop_event.is_set():
                 break
-            n = step()
+            n = self._resolving_conflicts(stage, step)
             self._note(stage, n)
             if not n:
                 break
             did = True
         return did
+
+    def _resolving_conflicts(self, stage: str, step: Callable[[], int]) -> int:
+        """``step()``, done again (up to CONFLICT_RETRIES times, after a short random pause) when PostgreSQL cancelled
+        its transaction for a conflict with another replica's (deadlock, serialization failure). The transaction
+        rolled back whole, as after a crash at that instant, so doing the step again is what the next pass would
+        do; it is not an outage. Other errors, and a conflict past the retries, propagate."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return step()
+            except DBAPIError as exc:
+                if attempt == CONFLICT_RETRIES or getattr(exc.orig, "sqlstate", None) not in CONFLICT_SQLSTATES:
+                    raise
+                log.info("%s: transaction cancelled for a conflict with another replica (%s); doing it again",
+                         stage, describe(exc))
+                self.rt.stop_event.wait(random.uniform(0.0, CONFLICT_PAUSE_SECONDS * (attempt + 1)))
+        raise AssertionError("unreachable")
