@@ -51,6 +51,8 @@ def _show(value: str) -> str:
 
 def encode_part(part: str) -> str:
     """One of the first three parts of a key: ``%`` and ``:`` percent-encoded."""
+    if "%" not in part and ":" not in part:  # the common case
+        return part
     return part.replace("%", "%25").replace(":", "%3A")
 
 

@@ -98,7 +98,9 @@ def _plain_row(record: object, source: str, max_amount: Decimal) -> dict[str, An
         if type(partner) is not str:
             return None
         partner = _plain_id(partner) or None
-    occurred_at = parse_instant(record.occurred_at)
+    occurred_at = record.occurred_at
+    if type(occurred_at) is not datetime or occurred_at.tzinfo is not UTC:  # else parse_instant would return it
+        occurred_at = parse_instant(occurred_at)
     if not EARLIEST <= occurred_at < LATEST:
         return None
     amount, currency = record.amount, record.currency
