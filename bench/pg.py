@@ -6,7 +6,8 @@ in-memory FakeRail as an ordinary ``payhub.rails`` plugin distribution) are inge
 events waiting to be calculated, as PgQueuer's backlog is jobs waiting to run (bench/pgqueuer_cmp.py). Then the
 replicas are started as separate processes (``python -m bench.pg --replica DIR``: what ``payhub run --once`` does,
 ``Worker.start`` then ``Worker.run_once``, plus a dump of what its rail accepted). Each says ready after start-up;
-the clock starts when all are told to go and stops when the last one exits, by which time every reward must be sent.
+the clock starts when all are told to go and stops when the last one's ``run_once`` returns, by which time every
+reward must be sent.
 
 Checks (a failure raises, never a fast figure): every event calculated, every reward and payout ``sent``, payouts
 total the rewards, idempotency keys unique, and the replicas' rails together accepted every payout's key exactly once.
@@ -229,12 +230,12 @@ def replica(workdir: Path, profile: Path | None, sql_timing: bool = False) -> in
         prof.dump_stats(profile)
     else:
         summary = worker.run_once()
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    seconds, cpu, end = time.perf_counter() - t0, time.process_time() - cpu0, time.time()
     worker.stop()
     accepted = dict(rt.plugins.rails[RAIL].accepted)
     rt.close()
     top = dict(sorted(statements.items(), key=lambda kv: -kv[1][0])[:12])
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "counts": summary.counts, "accepted": accepted,
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "end": end, "counts": summary.counts, "accepted": accepted,
                       "statements": top, "conflicts": len(conflicts), "conflict": conflicts[:1]}), flush=True)
     return 0
 
@@ -323,7 +324,7 @@ def drain(pg_url: str, events: int, replicas: int, *, keep: bool = False, profil
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError("a replica failed to start")
         watcher = Watcher(libpq_url(pg_url, name)) if watch else None
-        t0 = time.perf_counter()
+        t0 = time.time()  # the replicas report when their run ended on the same clock
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
@@ -331,10 +332,10 @@ def drain(pg_url: str, events: int, replicas: int, *, keep: bool = False, profil
         if watcher is not None:
             watcher.run(procs)
         outs = [proc.communicate()[0] for proc in procs]
-        seconds = time.perf_counter() - t0
         if any(proc.returncode for proc in procs):
             raise RuntimeError(f"a replica failed (exit {[p.returncode for p in procs]})")
         results = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+        seconds = max(r["end"] for r in results) - t0
         accepted: Counter[str] = Counter()
         for result in results:
             accepted.update(result.pop("accepted"))
@@ -417,21 +418,32 @@ def measure(pg_url: str, events: int, replicas: tuple[int, ...] = (1, 2), **kw: 
     return {n: drain(pg_url, events, n, **kw) for n in replicas}
 
 
+def cpu_per_item(run: Drain) -> str:
+    """Client and server CPU milliseconds per reward of a drain run with the watcher."""
+    client = sum(r["cpu"] for r in run.per_replica) / run.rewards * 1000
+    server = run.server.get("server_cpu_s", 0.0) / run.rewards * 1000
+    return f"{client:.2f}+{server:.2f} ms cpu/reward"
+
+
 def compare(opts: CompareOptions) -> list[Figure]:
     """Two replicas against one, and two replicas' rewards/s against PgQueuer's two-consumer no-op jobs/s, from
-    drains run back to back here (PgQueuer's by bench/pgqueuer_cmp.py, same server and job count)."""
+    drains run back to back here (PgQueuer's by bench/pgqueuer_cmp.py, same server and job count). The notes hold
+    the raw rates and the CPU each spent per item (client + server backends)."""
     if opts.pg_url is None:
         return []
     from bench import pgqueuer_cmp
 
     events = QUICK_EVENTS if opts.quick else FULL_EVENTS
     load0 = loadavg()
-    runs = measure(opts.pg_url, events)
+    runs = measure(opts.pg_url, events, watch=True)
     one, two = runs[1], runs[2]
     q_one, q_two = pgqueuer_cmp.drain(opts.pg_url, events, 1), pgqueuer_cmp.drain(opts.pg_url, events, 2)
     load = f"load {load0:.1f}→{loadavg():.1f}"
-    raw = f"payhub 1 replica {one.rate:,.0f}/s, 2 replicas {two.rate:,.0f}/s; {events:,} events"
-    queue = f"pgqueuer 1 consumer {q_one.rate:,.0f}/s, 2 consumers {q_two.rate:,.0f}/s ({events:,} no-op jobs)"
+    raw = (f"payhub 1 replica {one.rate:,.0f}/s ({cpu_per_item(one)}), 2 replicas {two.rate:,.0f}/s "
+           f"({cpu_per_item(two)}); {events:,} events")
+    queue = (f"pgqueuer 1 consumer {q_one.rate:,.0f}/s, 2 consumers {q_two.rate:,.0f}/s "
+             f"({(q_two.cpu / q_two.jobs * 1000):.2f}+{(q_two.server_cpu / q_two.jobs * 1000):.2f} ms cpu/job; "
+             f"{events:,} no-op jobs)")
     return [
         Figure("pg: two replicas / one (rewards/s)", two.rate / one.rate if one.rate else None, "×",
                target=RATIO_TARGET, note=f"{raw}; {load}"),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.figures import CompareOptions, Figure, render_table
-from bench.pg import DEFAULT_PG_URL, create_database, drop_database, libpq_url, loadavg
+from bench.pg import DEFAULT_PG_URL, Watcher, create_database, drop_database, libpq_url, loadavg
 
 QUICK_JOBS = 20_000
 FULL_JOBS = 100_000
@@ -37,12 +37,13 @@ DEQUEUE_TASKS = 5  # queue managers per consumer process, as PgQueuer's own benc
 
 @dataclass(frozen=True)
 class Drain:
-    """One drain: consumers, jobs run, wall seconds, the consumers' CPU seconds."""
+    """One drain: consumers, jobs run, wall seconds, the consumers' CPU seconds and their server backends'."""
 
     consumers: int
     jobs: int
     seconds: float
     cpu: float
+    server_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -99,7 +100,7 @@ async def _consume(dsn: str) -> dict[str, Any]:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     cpu0 = time.process_time()
     await asyncio.gather(*(qm.run(batch_size=BATCH_SIZE, mode=QueueExecutionMode.drain) for qm in managers))
-    return {"jobs": done, "cpu": time.process_time() - cpu0}
+    return {"jobs": done, "cpu": time.process_time() - cpu0, "end": time.time()}
 
 
 def drain(pg_url: str, jobs: int, consumers: int) -> Drain:
@@ -116,21 +117,23 @@ def drain(pg_url: str, jobs: int, consumers: int) -> Drain:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError("a PgQueuer consumer failed to start")
-        t0 = time.perf_counter()
+        watcher = Watcher(dsn)
+        t0 = time.time()  # the consumers report when they ended on the same clock
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
+        watcher.run(procs)
         outs = [proc.communicate()[0] for proc in procs]
-        seconds = time.perf_counter() - t0
         if any(proc.returncode for proc in procs):
             raise RuntimeError("a PgQueuer consumer failed")
         results = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+        seconds = max(r["end"] for r in results) - t0
         ran = sum(r["jobs"] for r in results)
         left = asyncio.run(_queued(dsn))
         if ran != jobs or left != 0:
             raise RuntimeError(f"PgQueuer ran {ran} of {jobs} jobs, {left} left queued")
-        return Drain(consumers, ran, seconds, sum(r["cpu"] for r in results))
+        return Drain(consumers, ran, seconds, sum(r["cpu"] for r in results), watcher.summary()["server_cpu_s"])
     finally:
         drop_database(pg_url, name)
 
@@ -141,7 +144,8 @@ def measure(pg_url: str, jobs: int) -> tuple[Drain, Drain]:
 
 
 def describe(d: Drain) -> str:
-    return f"{d.consumers} consumer(s): {d.jobs:,} jobs in {d.seconds:.1f}s = {d.rate:,.0f}/s, cpu {d.cpu:.1f}s"
+    return (f"{d.consumers} consumer(s): {d.jobs:,} jobs in {d.seconds:.1f}s = {d.rate:,.0f}/s, cpu {d.cpu:.1f}s "
+            f"+ server {d.server_cpu:.1f}s")
 
 
 def compare(opts: CompareOptions) -> list[Figure]:
