@@ -280,18 +280,29 @@ def fail(tx: Tx, payout_id: int, state: str, reason: str, detail: dict[str, Any]
 
 def start_sends(tx: Tx, batch: Sequence[Work], now: datetime, lease_seconds: float) -> dict[int, int]:
     """Record a send attempt of each payout (``w.attempts`` already counts it) and move it to ``sending``, renewing
-    its lease so that the rail call fits in it; return each payout's attempt id."""
+    its lease so that the rail call fits in it; return each payout's attempt id. Driver-level statements: one
+    executemany of the payouts, one multi-row INSERT of the attempts (per :data:`IN_LIST`) returning their ids."""
     if not batch:
         return {}
-    tx.conn.execute(
-        update(payouts).where(payouts.c.id == bindparam("payout"), payouts.c.lease_token == bindparam("token"),
-                              may_come_from(PayoutStatus.SENDING)).values(
-            status=PayoutStatus.SENDING, attempts=bindparam("number"), next_attempt_at=None, updated_at=now,
-            lease_until=leases.expiry(tx.conn, lease_seconds)),
-        [{"payout": w.id, "number": w.attempts, "token": w.lease} for w in batch])
-    rows = [{"payout_id": w.id, "kind": AttemptKind.SEND, "number": w.attempts, "started_at": now} for w in batch]
-    return {payout_id: attempt_id for attempt_id, payout_id in tx.conn.execute(
-        attempts.insert().returning(attempts.c.id, attempts.c.payout_id), rows)}
+    conn = tx.conn
+    at = bind_time(conn.dialect)(now)
+    if conn.dialect.name == "postgresql":  # the lease runs on the database's clock (payhub.store.leases.expiry)
+        until, until_params = "clock_timestamp() + ? * INTERVAL '1 second'", (float(lease_seconds),)
+    else:
+        until, until_params = "?", (bind_time(conn.dialect)(utcnow() + timedelta(seconds=lease_seconds)),)
+    conn.exec_driver_sql(
+        driver_sql(conn, f"UPDATE payouts SET status = 'sending', attempts = ?, next_attempt_at = NULL, "
+                         f"updated_at = ?, lease_until = {until} WHERE id = ? AND lease_token = ? "
+                         f"AND status IN ({_sources_sql(PayoutStatus.SENDING)})"),
+        [(w.attempts, at, *until_params, w.id, w.lease) for w in batch])
+    found: dict[int, int] = {}
+    for start in range(0, len(batch), IN_LIST):
+        chunk = batch[start:start + IN_LIST]
+        params = [value for w in chunk for value in (w.id, AttemptKind.SEND.value, w.attempts, at)]
+        found.update((payout_id, attempt_id) for attempt_id, payout_id in conn.exec_driver_sql(driver_sql(
+            conn, "INSERT INTO attempts (payout_id, kind, number, started_at) VALUES "
+                  + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + " RETURNING id, payout_id"), tuple(params)))
+    return found
 
 
 def finish_attempts(tx: Tx, finished: Sequence[dict[str, Any]], now: datetime) -> None:
