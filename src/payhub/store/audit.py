@@ -35,7 +35,8 @@ def _statements(conn: Connection) -> dict[str, str]:
 
 
 class _Rows(Sequence[dict[str, Any]]):
-    """The rows an append wrote, as :data:`COLUMNS` dicts made only when read (most transactions never read them)."""
+    """The rows an append wrote, as :data:`COLUMNS` dicts made only when read (most transactions never read them);
+    equal to, and added like, the list of those dicts."""
 
     __slots__ = ("_values",)
 
@@ -60,6 +61,17 @@ class _Rows(Sequence[dict[str, Any]]):
         for v in self._values:
             yield dict(zip(COLUMNS, v, strict=True))
 
+    def __eq__(self, other: object) -> bool:
+        return list(self) == (list(other) if isinstance(other, _Rows) else other)
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, like the list it stands for
+
+    def __add__(self, other: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [*self, *other]
+
+    def __radd__(self, other: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [*other, *self]
+
 
 class AuditWriter:
     """Appends entries inside the caller's transaction. ``actor`` and ``origin`` are the defaults for entries."""
@@ -78,7 +90,7 @@ class AuditWriter:
         """
         batch = entries if isinstance(entries, list) else list(entries)
         if not batch:
-            return ()
+            return []
         sql = _statements(conn)
         head = conn.exec_driver_sql(sql["head"]).all()
         if len(head) != 1 or not isinstance(head[0][0], int) or not isinstance(head[0][1], str):
