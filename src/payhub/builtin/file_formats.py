@@ -8,7 +8,8 @@ CSV: a record is one line, or several when a quoted field holds line breaks. The
 mode: a quote inside an unquoted field is a literal character (``Monitor 27" 4K``), a quoted field must be closed
 before the next comma. A quoted field still open at the end of the file, or after ``max_record_bytes``, is a broken
 record start: its first line is reported alone and parsing resumes on the next line. Line breaks inside quoted
-fields are read as ``\\n`` whatever the file uses.
+fields are read as ``\\n`` whatever the file uses. A line without any quote is split at its commas, which is what
+the ``csv`` module makes of it, without the module's per-line cost.
 
 JSON Lines: each line is one JSON object, parsed alone (lines are never joined). Duplicate keys are refused at
 every level, NaN and Infinity are refused, floats are kept as ``float`` (the caller refuses them where exactness

@@ -5,6 +5,10 @@ No single record can stop ingestion: :func:`validate` turns any object a source 
 database can store (an ``ingested`` event, or a ``quarantined`` one with the reason), and :func:`store` writes a
 batch so that a record the database still refuses is found and quarantined alone while the rest is stored. Errors
 of the database itself (locked, unreachable) are not data and propagate unchanged.
+
+The common record (plain text values that pass every check) is validated by a shortcut that builds the same row
+as the full rules without their bookkeeping; anything unusual goes through the full rules, which name the problem.
+New events are written many rows per statement at the driver level (:func:`payhub.store.events.insert_new`).
 """
 
 from __future__ import annotations
