@@ -141,12 +141,17 @@ def claim_rows(conn: Connection, rt: Runtime, query: Any) -> list[Work]:
     return work
 
 
+CLAIMED = (payouts.c.id, payouts.c.idempotency_key, payouts.c.payee_id, payouts.c.currency, payouts.c.amount_minor,
+           payouts.c.created_at, payouts.c.attempts, payouts.c.status, payouts.c.reason)
+"""The columns :func:`claim_rows` reads (a claim reads no others: fewer values to convert per row)."""
+
+
 def claim_due(rt: Runtime, rail_name: str, limit: int) -> list[Work]:
     """Lease up to ``limit`` of the rail's claimable payouts that are due (``next_attempt_at`` passed), by id."""
     now = utcnow()
     with rt.engine.begin() as conn:
         query = (
-            select(payouts).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
+            select(*CLAIMED).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
             .where(leases.free(payouts, conn))
             .where(or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
             .order_by(payouts.c.id).limit(limit)
@@ -163,7 +168,7 @@ def claim_to_settle(rt: Runtime, rail_name: str, checked_before: datetime, paid_
         watched = or_(watched, and_(payouts.c.status == PayoutStatus.PAID, payouts.c.updated_at >= paid_since))
     with rt.engine.begin() as conn:
         query = (
-            select(payouts).where(payouts.c.rail == rail_name, watched)
+            select(*CLAIMED).where(payouts.c.rail == rail_name, watched)
             .where(or_(payouts.c.checked_at.is_(None), payouts.c.checked_at < checked_before))
             .where(leases.free(payouts, conn))
             .order_by(payouts.c.id).limit(limit)
