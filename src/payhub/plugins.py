@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, EntryPoints, entry_points
 from typing import Any
 
 import pluggy
@@ -97,12 +97,13 @@ def new_plugin_manager() -> pluggy.PluginManager:
 Dist = tuple[str | None, str | None]  # (distribution name, version) of an entry point
 
 
-def _distributions(group: str, names: Iterable[str]) -> dict[str, list[Dist]]:
-    """Entry-point name -> the distributions registering it in ``group`` (one, unless two claim the name); every
-    installed name is a key, but only those in ``names`` have their distributions read (the costly part)."""
+def _distributions(installed: Iterable[EntryPoint], names: Iterable[str]) -> dict[str, list[Dist]]:
+    """Entry-point name -> the distributions registering it among ``installed`` (one group's entry points; one
+    distribution, unless two claim the name); every installed name is a key, but only those in ``names`` have their
+    distributions read (the costly part)."""
     wanted = set(names)
     found: dict[str, list[Dist]] = {}
-    for ep in entry_points(group=group):
+    for ep in installed:
         found.setdefault(ep.name, [])
         if ep.name not in wanted:
             continue  # listed by name only
@@ -180,12 +181,16 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None, *,
     classes: dict[tuple[str, str], Any] = {}
     failures: dict[tuple[str, str], str] = {}
     dists: dict[str, dict[str, list[Dist]]] = {}
+    installed: EntryPoints | None = None  # every group's entry points, read once (one pass over the distributions)
 
     for kind, group in GROUPS.items():
         names = sorted({ep for k, s, ep, _sec in wanted if k == kind and _key(k, s) not in given})
         if not names:
             continue
-        dists[kind] = _distributions(group, names)
+        if installed is None:
+            installed = entry_points()
+        group_eps = installed.select(group=group)
+        dists[kind] = _distributions(group_eps, names)
         names = [name for name in names if len(dists[kind].get(name, ())) < 2]  # two claimants: a settings error
         if not names:
             continue
@@ -193,9 +198,10 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None, *,
         def on_failure(_mgr: Any, ep: Any, exc: BaseException, kind: str = kind) -> None:
             failures[(kind, ep.name)] = f"failed to load {ep.value}: {type(exc).__name__}: {exc}"
 
-        # stevedore keeps a per-process list of each group's entry points; drop it so that loading sees the
-        # same installed plugins as _distributions above, even when plugins were installed since the last load.
-        NamedExtensionManager.ENTRY_POINT_CACHE.pop(group, None)
+        # stevedore keeps a per-process list of each group's entry points (read from its own cache of every
+        # group's): it is given the list read above, so that loading sees the same installed plugins as
+        # _distributions, even when plugins were installed since the last load, without a second scan.
+        NamedExtensionManager.ENTRY_POINT_CACHE[group] = list(group_eps)
         manager = NamedExtensionManager(
             group, names, invoke_on_load=False, on_load_failure_callback=on_failure, propagate_map_exceptions=False,
             on_missing_entrypoints_callback=_reported_below,

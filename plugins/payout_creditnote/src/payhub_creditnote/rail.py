@@ -343,7 +343,10 @@ class CreditNoteRail(Rail):
                                       timeout=settings.delivery_timeout_seconds,
                                       connect_timeout=settings.connect_timeout_seconds, transport=transport)
                         if settings.delivery_url else None)
-        ubl.validate(b"<warm-up/>")  # load the schema once, now, rather than inside the first send
+        # The schema is parsed when the first credit note is validated (ubl.validate, once per process); a schema
+        # missing from the installation stops the rail now rather than at its first send.
+        if not ubl.schema_path().is_file():
+            raise FileNotFoundError(f"the UBL 2.1 CreditNote schema is missing: {ubl.schema_path()}")
         self._clean_temp_files()
         self._capabilities = RailCapabilities(
             lookup=True, reports_status=False, dedup_field="document number (ledger, by idempotency key)",

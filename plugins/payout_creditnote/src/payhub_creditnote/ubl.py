@@ -246,6 +246,7 @@ def schema_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _schema() -> Any:
+    """The parsed schema: parsed by the first validation (a few tenths of a second), then kept for the process."""
     parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
     return etree.XMLSchema(etree.parse(str(schema_path()), parser))
 

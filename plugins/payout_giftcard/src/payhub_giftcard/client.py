@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,20 +132,39 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 class GiftCardClient:
     """One ``httpx.Client`` (usable from any thread) with the API key, a timeout on every request, and errors
-    mapped to :class:`ApiError` subclasses at this boundary."""
+    mapped to :class:`ApiError` subclasses at this boundary.
+
+    The base URL, timeouts and headers are checked when the client is made; the ``httpx.Client`` itself (its
+    connection pool and TLS context, the costly part) is created on first use (:attr:`http`)."""
 
     def __init__(self, base_url: str, api_key: SecretStr, *, timeout: float, connect_timeout: float,
                  transport: httpx.BaseTransport | None = None, trust_env: bool = True) -> None:
         # trust_env=False ignores proxy settings of the environment (HTTP_PROXY…): used for a provider on a loopback
         # address (a local simulator), which must never be reached through a proxy.
-        self.http = httpx.Client(
-            base_url=base_url.rstrip("/") + "/",
-            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            headers={"Authorization": f"Bearer {api_key.get_secret_value()}", "Accept": "application/json",
-                     "User-Agent": "payhub-giftcard/0.1"},
-            transport=transport,
-            trust_env=trust_env,
-        )
+        self._options: dict[str, Any] = {
+            "base_url": httpx.URL(base_url.rstrip("/") + "/"),
+            "timeout": httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
+            "headers": httpx.Headers({"Authorization": f"Bearer {api_key.get_secret_value()}",
+                                      "Accept": "application/json", "User-Agent": "payhub-giftcard/0.1"}),
+            "transport": transport,
+            "trust_env": trust_env,
+        }
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def http(self) -> httpx.Client:
+        """The ``httpx.Client``, created on first use with the settings given to the constructor."""
+        client = self._http
+        if client is None:
+            with self._lock:
+                if self._http is None:
+                    self._http = httpx.Client(**self._options)
+                    if self._closed:  # used after close(): fails as a closed httpx.Client does
+                        self._http.close()
+                client = self._http
+        return client
 
     def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                 body: Mapping[str, Any] | None = None) -> ApiResponse:
@@ -195,4 +215,7 @@ class GiftCardClient:
         return [p for p in products if isinstance(p, dict)]
 
     def close(self) -> None:
-        self.http.close()
+        with self._lock:
+            self._closed = True
+            if self._http is not None:
+                self._http.close()
