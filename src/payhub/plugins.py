@@ -18,7 +18,6 @@ from importlib.metadata import EntryPoint, EntryPoints, entry_points
 from typing import Any
 
 import pluggy
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import ValidationError
 from stevedore import NamedExtensionManager
 
@@ -131,6 +130,8 @@ def api_version_problem(plugin: object) -> str | None:
     if not isinstance(declared, str) or not declared.strip():
         return (f"api_version must be a version range such as '>=1.0,<2' (payhub.api.API_VERSION is {API_VERSION}), "
                 f"not {declared!r}")
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet  # here: only a plugin that declares a range
+
     try:
         supported = SpecifierSet(declared)
     except InvalidSpecifier as exc:
