@@ -1,8 +1,9 @@
 """``payhub audit verify``'s cross-check: the payouts and rewards tables against what the chain last recorded.
 
 A valid chain proves the audit entries were not changed; it says nothing of the rows beside it. This module reads
-the rows and their entries in chunks of ids (flat memory, a few indexed queries per chunk) and reports every
-difference, not only the first:
+the rows and their entries at the driver level in ranges of ids, in id order (flat memory, three indexed range
+queries per range and one for the payouts a range of rewards names), parses each entry's detail once, and reports
+every difference, not only the first:
 
 * payout: amount, currency, payee, rail, idempotency key, status (see :mod:`payhub.audited`), and its items: their
   number and their sum against its amount;
@@ -17,21 +18,41 @@ created before the cut: it is final, and its values are compared with the archiv
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from payhub.audit import Cut, read_cut
-from payhub.audited import AuditRow, Recorded, fold_payout, fold_reward, minor, show
-from payhub.db.schema import audit_log, payout_items, payouts, rewards
+from payhub.audited import (
+    PAYOUT_RECORDS,
+    REWARD_OWN_STATUS,
+    REWARD_RECORDS,
+    REWARD_STATES,
+    REWARD_STATUS_OF_PAYOUT,
+    AuditRow,
+    Recorded,
+    minor,
+    payout_status,
+    show,
+)
 
-CHUNK = 1000
+CHUNK = 5000
+"""Ids compared per range: each range costs a few indexed queries and holds its rows and entries in memory."""
 SUBJECTS = ("payout", "reward")
 MAX_ID_DIGITS = 18  # ids are 64-bit integers
+# Actions of a payout's entry that can change the status of the rewards in it (REWARD_STATUS_OF_PAYOUT, and
+# payout.resolved's ``to``): the only entries of a reward's payouts that its fold reads.
+_REWARD_MOVES = ("payout.sent", "payout.paid", "payout.rejected", "payout.returned", "payout.failed",
+                 "payout.cancelled", "payout.resolved")
+
+Row = tuple[Any, ...]
+Entries = list[tuple[Any, Any, Any, Any]]
+"""A subject's entries in chain order: (seq, action, outcome, detail text) as the driver gives them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +67,13 @@ class Difference:
 
 
 class AuditedIds:
-    """The highest payout and reward id the chain mentions; feed it every entry (``verify(on_entry=...)``)."""
+    """The highest payout and reward id the chain mentions: pass :attr:`top` as ``verify(top_ids=...)``."""
 
     def __init__(self) -> None:
         self.top = dict.fromkeys(SUBJECTS, 0)
 
     def see(self, row: dict[str, Any]) -> None:
+        """Take one entry (a dict of its columns) into account: for tools that already build one per entry."""
         kind, subject = row.get("subject_type"), row.get("subject_id")
         if kind in self.top and isinstance(subject, str) and subject.isascii() and subject.isdigit() \
                 and len(subject) <= MAX_ID_DIGITS:
@@ -59,36 +81,229 @@ class AuditedIds:
 
 
 def differences(conn: Connection, audited: AuditedIds, chunk: int = CHUNK) -> Iterator[Difference]:
-    """Every difference between the payouts and rewards rows and the chain, payouts first, by id."""
+    """Every difference between the payouts and rewards rows and the chain, payouts first, by id.
+
+    Reads ids 1 up to the highest of the table's and ``audited``'s, a range of at most ``chunk`` ids at a time (a
+    range never spans two id lengths, so that the entries' text ids of a range are one index range); a driver error
+    is raised as :class:`sqlalchemy.exc.DBAPIError`.
+    """
     cut = read_cut(conn)  # its signature is checked with the chain (payhub.checkpoints.cut_problem)
     archived = cut.archived_ids() if isinstance(cut, Cut) else {}
-    for kind, table in (("payout", payouts), ("reward", rewards)):
-        top = max(conn.execute(select(func.max(table.c.id))).scalar() or 0, audited.top[kind])
-        for low in range(1, top + 1, chunk):
-            high = min(low + chunk - 1, top)
-            if kind == "payout":
-                yield from _payouts(conn, low, high, archived.get(kind, 0))
-            else:
-                yield from _rewards(conn, low, high, archived.get(kind, 0))
+    reader = _Reader(conn)
+    try:
+        for kind in SUBJECTS:
+            table = "payouts" if kind == "payout" else "rewards"
+            found = reader.all(f"SELECT max(id) FROM {table}", ())
+            top = max(found[0][0] or 0, audited.top[kind])
+            check = _payouts if kind == "payout" else _rewards
+            for low, high in _ranges(top, chunk):
+                yield from check(reader, low, high, archived.get(kind, 0))
+    finally:
+        reader.close()
 
 
-def _entries(conn: Connection, kind: str, ids: list[str]) -> dict[str, list[AuditRow]]:
-    found: dict[str, list[AuditRow]] = defaultdict(list)
-    if not ids:
+def _ranges(top: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """(low, high) ranges covering 1..``top``, at most ``chunk`` ids each, each within one number of digits."""
+    low = 1
+    while low <= top:
+        high = min(low + chunk - 1, top, 10 ** len(str(low)) - 1)
+        yield low, high
+        low = high + 1
+
+
+class _Reader:
+    """Runs queries on ``conn``'s driver connection (in its transaction), ``?`` placeholders on both databases."""
+
+    def __init__(self, conn: Connection) -> None:
+        if not conn.in_transaction():
+            conn.begin()
+        self.pg = conn.dialect.name == "postgresql"
+        self.error = conn.dialect.loaded_dbapi.Error
+        try:
+            self.cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        except self.error as exc:
+            raise DBAPIError.instance("cursor()", None, exc, self.error) from exc
+
+    def all(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        if self.pg:
+            sql = sql.replace("?", "%s")
+        try:
+            self.cursor.execute(sql, params)
+            rows: list[Row] = self.cursor.fetchall()
+        except self.error as exc:
+            raise DBAPIError.instance(sql, params, exc, self.error) from exc
+        return rows
+
+    def entries(self, kind: str, low: int, high: int) -> dict[str, Entries]:
+        """The entries of the subjects ``kind`` ``low``..``high`` (same number of digits), by id text, in chain
+        order: one index range of ``subject_id`` (for ids of one length, text order is number order); ids that
+        are not plain decimals (``007``, ``1a``) are left out, as no row has them."""
+        length = len(str(low))
+        found: dict[str, Entries] = {}
+        for subject, seq, action, outcome, detail in self.all(
+                "SELECT subject_id, seq, action, outcome, detail FROM audit_log WHERE subject_type = ? "
+                "AND subject_id >= ? AND subject_id <= ? AND length(subject_id) = ? ORDER BY subject_id, seq",
+                (kind, str(low), str(high), length)):
+            if subject.isdigit() and subject.isascii():
+                found.setdefault(subject, []).append((seq, action, outcome, detail))
         return found
-    query = (select(audit_log.c.seq, audit_log.c.subject_id, audit_log.c.action, audit_log.c.outcome,
-                    audit_log.c.detail)
-             .where(audit_log.c.subject_type == kind, audit_log.c.subject_id.in_(ids)).order_by(audit_log.c.seq))
-    for row in conn.execute(query):
-        found[row.subject_id].append(AuditRow(*row))
-    return found
+
+    def payout_moves(self, ids: list[str]) -> dict[str, list[tuple[int, str]]]:
+        """For each payout of ``ids``: (seq, reward status) of its entries that move its rewards, in chain order."""
+        moves: dict[str, list[tuple[int, str]]] = {}
+        for low in range(0, len(ids), 500):
+            part = ids[low:low + 500]
+            params: list[Any]
+            if self.pg:
+                where, params = "subject_id = ANY(?)", [part]
+            else:
+                where, params = f"subject_id IN ({', '.join('?' * len(part))})", part
+            for subject, seq, action, outcome, detail in self.all(
+                    "SELECT subject_id, seq, action, outcome, detail FROM audit_log WHERE subject_type = 'payout' "
+                    f"AND {where} AND action IN ({', '.join('?' * len(_REWARD_MOVES))})", [*params, *_REWARD_MOVES]):
+                status = REWARD_STATUS_OF_PAYOUT.get(_payout_status(action, outcome, _loads(detail)
+                                                                    if action == "payout.resolved" else {}) or "")
+                if status is not None:
+                    moves.setdefault(subject, []).append((seq, status))
+        for found in moves.values():
+            found.sort()
+        return moves
+
+    def close(self) -> None:
+        with contextlib.suppress(self.error):  # a failed transaction may refuse to close it: it goes with it
+            self.cursor.close()
 
 
-def _rows(conn: Connection, table: Table, low: int, high: int) -> dict[int, Any]:
-    return {row.id: row for row in conn.execute(select(table).where(table.c.id >= low, table.c.id <= high))}
+_scan: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009 - the C scanner, untyped
 
 
-def _presence(kind: str, key: str, row: Any, recorded: Recorded, created: str) -> Difference | None:
+def _parsed(subject: str, seq: Any, action: Any, text: Any, recorded: Recorded) -> dict[str, Any]:
+    """An entry's detail as a dict (:func:`payhub.audited.detail_of`): not a JSON object is a problem, read as {}.
+
+    What payhub writes (an object, nothing around it) is scanned directly; anything else goes through
+    :func:`json.loads`, so the same texts are accepted."""
+    if type(text) is str and text[:1] == "{":
+        try:
+            value, end = _scan(text, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end == len(text) and type(value) is dict:
+            return value
+    try:
+        value = json.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    recorded.problems.append(f"{subject}: audit entry {seq} ({str(action)[:80]}) holds a detail that is not a JSON "
+                             "object")
+    return {}
+
+
+_STATUS: dict[tuple[Any, Any], str | None] = {}
+
+
+def _payout_status(action: Any, outcome: Any, detail: dict[str, Any]) -> str | None:
+    """:func:`payhub.audited.payout_status`, remembered per (action, outcome) for actions that ignore the detail."""
+    if action == "payout.resolved":
+        return payout_status(AuditRow(0, "", action, outcome, None), detail)
+    key = action, outcome
+    try:
+        return _STATUS[key]
+    except KeyError:
+        status = payout_status(AuditRow(0, "", action, outcome, None), {})
+        if len(_STATUS) < 256:  # what payhub writes; any other action is worked out each time
+            _STATUS[key] = status
+        return status
+
+
+def fold_payout(payout_id: str, rows: Entries) -> Recorded:
+    """:func:`payhub.audited.fold_payout` over driver rows, each detail parsed once."""
+    recorded = Recorded()
+    values = recorded.values
+    subject = f"payout {payout_id}"
+    if rows:
+        recorded.first_seq = rows[0][0]
+    for seq, action, outcome, text in rows:
+        detail = _parsed(subject, seq, action, text, recorded)
+        if action == "payout.created":
+            for name in PAYOUT_RECORDS:
+                if name in detail:
+                    values[name] = (detail[name], seq)
+            values["status"] = ("scheduled", seq)
+            if "rewards" in detail:
+                values["items"] = (detail["rewards"], seq)
+            continue
+        if action == "payout.sending" and "key" in detail:
+            values["key"] = (detail["key"], seq)
+        status = _payout_status(action, outcome, detail)
+        if status is not None:
+            values["status"] = (status, seq)
+    return recorded
+
+
+def read_reward(reward_id: str, rows: Entries) -> tuple[Recorded, list[dict[str, Any]]]:
+    """The first half of :func:`fold_reward`: ``rows``' details parsed (problems noted in a new Recorded)."""
+    recorded = Recorded()
+    subject = f"reward {reward_id}"
+    return recorded, [_parsed(subject, seq, action, text, recorded) for seq, action, _o, text in rows]
+
+
+def fold_reward(reward_id: str, rows: Entries, moves: dict[str, list[tuple[int, str]]],
+                read: tuple[Recorded, list[dict[str, Any]]] | None = None) -> Recorded:
+    """:func:`payhub.audited.fold_reward` over driver rows, each detail parsed once (``read``: what
+    :func:`read_reward` gave for them); ``moves`` gives, for the payouts the reward's ``reward.scheduled`` entries
+    name, what :meth:`_Reader.payout_moves` gives."""
+    recorded, details = read if read is not None else read_reward(reward_id, rows)
+    values = recorded.values
+    named = {str(detail.get("payout")) for (_s, action, _o, _t), detail in zip(rows, details, strict=True)
+             if action == "reward.scheduled"}
+    theirs = sorted((seq, payout, status) for payout in named for seq, status in moves.get(payout, ()))
+    if rows:
+        recorded.first_seq = rows[0][0]
+    payout: str | None = None
+    scheduled_at = 0
+    at = 0
+    for (seq, action, _outcome, _t), detail in zip(rows, details, strict=True):
+        while at < len(theirs) and theirs[at][0] < seq:  # its payouts' entries before this one, in chain order
+            their_seq, their_payout, status = theirs[at]
+            if their_payout == payout and their_seq > scheduled_at:
+                values["status"] = (status, their_seq)
+            at += 1
+        if action == "reward.scheduled":
+            payout, scheduled_at = str(detail.get("payout")), seq
+            values["payout"] = (payout, seq)
+            if "amount" in detail and "currency" in detail:
+                values["item"] = ((detail["amount"], detail["currency"]), seq)
+            else:
+                values.pop("item", None)
+        elif action in ("reward.calculated", "reward.cancelled"):
+            for name in REWARD_RECORDS:
+                if name in detail:
+                    values[name] = (detail[name], seq)
+        own_status = _reward_status(action, detail)
+        if own_status is not None:
+            values["status"] = (own_status, seq)
+    for their_seq, their_payout, status in theirs[at:]:
+        if their_payout == payout and their_seq > scheduled_at:
+            values["status"] = (status, their_seq)
+    return recorded
+
+
+def _reward_status(action: Any, detail: dict[str, Any]) -> str | None:
+    """:func:`payhub.audited.reward_status` without building a row."""
+    if action == "reward.calculated":
+        status = detail.get("status", "pending")
+    elif action == "reward.approved":
+        status = "pending" if detail.get("pending") else "awaiting_approval"
+    elif action == "reward.released":
+        status = detail.get("to")
+    else:
+        status = REWARD_OWN_STATUS.get(action)
+    return status if isinstance(status, str) and status in REWARD_STATES else None
+
+
+def _presence(kind: str, key: str, row: Row | None, recorded: Recorded, created: str) -> Difference | None:
     if row is None:
         return Difference(f"{kind} {key}", f"is in the audit log (entry {recorded.first_seq}) but not in the table "
                           "(deleted outside payhub)")
@@ -99,15 +314,14 @@ def _presence(kind: str, key: str, row: Any, recorded: Recorded, created: str) -
     return None
 
 
-def _compare(subject: str, name: str, table_value: Any, recorded: Recorded, shown: str | None = None
-             ) -> Difference | None:
-    audited = recorded.get(name)
-    if name not in recorded.values:
-        return Difference(subject, f"its {name} {shown or repr(table_value)} was never audited")
+def _compare(subject: str, name: str, table_value: Any, recorded: Recorded) -> Difference | None:
+    values = recorded.values
+    if name not in values:
+        return Difference(subject, f"its {name} {table_value!r} was never audited")
+    audited, seq = values[name]
     if audited == table_value:
         return None
-    return Difference(subject, f"{name} is {shown or repr(table_value)} in the table, "
-                      f"{audited!r} as audited (entry {recorded.seq(name)})")
+    return Difference(subject, f"{name} is {table_value!r} in the table, {audited!r} as audited (entry {seq})")
 
 
 def _amount(subject: str, minor_units: Any, currency: Any, recorded: Recorded) -> Difference | None:
@@ -120,19 +334,34 @@ def _amount(subject: str, minor_units: Any, currency: Any, recorded: Recorded) -
                       f"{audited_currency} as audited (entry {recorded.seq('amount')})")
 
 
-def _payouts(conn: Connection, low: int, high: int, archived: int = 0) -> Iterator[Difference]:
-    rows = _rows(conn, payouts, low, high)
-    entries = _entries(conn, "payout", [str(i) for i in range(low, high + 1)])
-    items = {payout_id: (count, total) for payout_id, count, total in conn.execute(
-        select(payout_items.c.payout_id, func.count(), func.sum(payout_items.c.amount_minor))
-        .where(payout_items.c.payout_id >= low, payout_items.c.payout_id <= high)
-        .group_by(payout_items.c.payout_id))}
-    for payout_id in range(low, high + 1):
-        key = str(payout_id)
-        row = rows.get(payout_id)
-        if row is None and key not in entries:
-            continue
-        recorded = fold_payout(key, entries.get(key, ()))
+def _subjects(reader: _Reader, kind: str, columns: str, low: int, high: int
+              ) -> tuple[dict[int, Row], dict[str, Entries]]:
+    table = "payouts" if kind == "payout" else "rewards"
+    rows = {row[0]: row for row in reader.all(f"SELECT {columns} FROM {table} WHERE id >= ? AND id <= ?",
+                                              (low, high))}
+    return rows, reader.entries(kind, low, high)
+
+
+def _walk(rows: dict[int, Row], entries: dict[str, Entries], low: int, high: int
+          ) -> Iterator[tuple[int, str, Row | None, Entries]]:
+    """The ids of ``low``..``high`` with a row or entries, in order, with them."""
+    ids = sorted({*rows, *(int(key) for key in entries)}) if len(rows) + len(entries) < high - low + 1 \
+        else range(low, high + 1)
+    for number in ids:
+        key = str(number)
+        row, own = rows.get(number), entries.get(key)
+        if row is not None or own is not None:
+            yield number, key, row, own or []
+
+
+def _payouts(reader: _Reader, low: int, high: int, archived: int = 0) -> Iterator[Difference]:
+    rows, entries = _subjects(reader, "payout", "id, amount_minor, currency, payee_id, rail, idempotency_key, status",
+                              low, high)
+    items = {payout_id: (count, total) for payout_id, count, total in reader.all(
+        "SELECT payout_id, count(*), sum(amount_minor) FROM payout_items WHERE payout_id >= ? AND payout_id <= ? "
+        "GROUP BY payout_id", (low, high))}
+    for payout_id, key, row, own in _walk(rows, entries, low, high):
+        recorded = fold_payout(key, own)
         if payout_id <= archived and "amount" not in recorded.values:  # created before the retention cut
             continue
         subject = f"payout {key}"
@@ -141,37 +370,30 @@ def _payouts(conn: Connection, low: int, high: int, archived: int = 0) -> Iterat
         if missing is not None or row is None:
             yield from ([missing] if missing is not None else [])
             continue
-        checks = [_amount(subject, row.amount_minor, row.currency, recorded)]
-        for name, value in (("currency", row.currency), ("payee", row.payee_id), ("rail", row.rail),
-                            ("key", row.idempotency_key), ("status", row.status)):
+        _id, amount, currency, payee, rail, idempotency_key, status = row
+        checks = [_amount(subject, amount, currency, recorded)]
+        for name, value in (("currency", currency), ("payee", payee), ("rail", rail), ("key", idempotency_key),
+                            ("status", status)):
             checks.append(_compare(subject, name, value, recorded))
         count, total = items.get(payout_id, (0, 0))
         if recorded.get("items") is not None and recorded.get("items") != count:
             checks.append(Difference(subject, f"has {count} items, the audit recorded {recorded.get('items')} "
                                      f"(entry {recorded.seq('items')})"))
-        if total != row.amount_minor:
-            checks.append(Difference(subject, f"its items add up to {show(total, row.currency)}, not its amount "
-                                     f"{show(row.amount_minor, row.currency)}"))
+        if total != amount:
+            checks.append(Difference(subject, f"its items add up to {show(total, currency)}, not its amount "
+                                     f"{show(amount, currency)}"))
         yield from (c for c in checks if c is not None)
 
 
-def _rewards(conn: Connection, low: int, high: int, archived: int = 0) -> Iterator[Difference]:
-    rows = _rows(conn, rewards, low, high)
-    entries = _entries(conn, "reward", [str(i) for i in range(low, high + 1)])
-    named: set[str] = set()
-    for rows_of_reward in entries.values():
-        for entry in rows_of_reward:
-            if entry.action == "reward.scheduled":
-                named_payout = _payout_of(entry.detail)
-                if named_payout is not None:
-                    named.add(named_payout)
-    payout_rows = _entries(conn, "payout", sorted(named))
-    for reward_id in range(low, high + 1):
-        key = str(reward_id)
-        row = rows.get(reward_id)
-        if row is None and key not in entries:
-            continue
-        recorded = fold_reward(key, entries.get(key, ()), payout_rows)
+def _rewards(reader: _Reader, low: int, high: int, archived: int = 0) -> Iterator[Difference]:
+    rows, entries = _subjects(reader, "reward", "id, amount_minor, currency, payee_id, status, payout_id", low, high)
+    read = {key: read_reward(key, own) for key, own in entries.items()}
+    named = {str(detail["payout"]) for key, own in entries.items()
+             for (_s, action, _o, _t), detail in zip(own, read[key][1], strict=True)
+             if action == "reward.scheduled" and detail.get("payout") is not None}
+    moves = reader.payout_moves(sorted(named))
+    for reward_id, key, row, own in _walk(rows, entries, low, high):
+        recorded = fold_reward(key, own, moves, read.get(key))
         if reward_id <= archived and "amount" not in recorded.values:  # created before the retention cut
             continue
         subject = f"reward {key}"
@@ -180,20 +402,19 @@ def _rewards(conn: Connection, low: int, high: int, archived: int = 0) -> Iterat
         if missing is not None or row is None:
             yield from ([missing] if missing is not None else [])
             continue
-        checks = [_amount(subject, row.amount_minor, row.currency, recorded)]
-        for name, value in (("currency", row.currency), ("payee", row.payee_id), ("status", row.status)):
+        _id, amount, currency, payee, status, payout_id = row
+        checks = [_amount(subject, amount, currency, recorded)]
+        for name, value in (("currency", currency), ("payee", payee), ("status", status)):
             checks.append(_compare(subject, name, value, recorded))
-        payout = None if row.payout_id is None else str(row.payout_id)
+        payout = None if payout_id is None else str(payout_id)
         if "payout" in recorded.values or payout is not None:
             checks.append(_compare(subject, "payout", payout, recorded))
         yield from (c for c in checks if c is not None)
 
 
-def _payout_of(detail: Any) -> str | None:
+def _loads(detail: Any) -> dict[str, Any]:
     try:
         value = json.loads(detail)
     except (TypeError, ValueError):
-        return None
-    if not isinstance(value, dict) or value.get("payout") is None:
-        return None
-    return str(value["payout"])
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -254,7 +254,7 @@ def verify(request: Request, expect_head: Annotated[str | None, Query(max_length
     saved, problems = checkpoints.read(rt.settings.resolve(rt.settings.audit.checkpoint_dir)) if key else ([], [])
     ids = AuditedIds()
     with rt.engine.connect() as conn:
-        result = verify_chain(conn, watch={cp.seq for cp in saved}, on_entry=ids.see)
+        result = verify_chain(conn, watch={cp.seq for cp in saved}, top_ids=ids.top)
         anchored = None if expect_head is None else conn.execute(
             select(audit_log.c.seq).where(audit_log.c.hash == expect_head.strip().lower())).first() is not None
         found: list[dict[str, str]] = []
