@@ -96,18 +96,27 @@ def new_plugin_manager() -> pluggy.PluginManager:
 Dist = tuple[str | None, str | None]  # (distribution name, version) of an entry point
 
 
-def _distributions(installed: Iterable[EntryPoint], names: Iterable[str]) -> dict[str, list[Dist]]:
+def _distributions(installed: Iterable[EntryPoint], names: Iterable[str],
+                   read: dict[int, Dist] | None = None) -> dict[str, list[Dist]]:
     """Entry-point name -> the distributions registering it among ``installed`` (one group's entry points; one
     distribution, unless two claim the name); every installed name is a key, but only those in ``names`` have their
-    distributions read (the costly part)."""
+    distributions read (the costly part: each distribution's metadata is parsed once, and kept in ``read``)."""
     wanted = set(names)
+    read = {} if read is None else read
     found: dict[str, list[Dist]] = {}
     for ep in installed:
         found.setdefault(ep.name, [])
         if ep.name not in wanted:
             continue  # listed by name only
         dist = ep.dist
-        if (named := (dist.name if dist else None, dist.version if dist else None)) not in found[ep.name]:
+        if dist is None:
+            named: Dist = (None, None)
+        elif (named_ := read.get(id(dist))) is not None:
+            named = named_
+        else:
+            metadata = dist.metadata  # parsed on each access: read once for both fields
+            named = read[id(dist)] = (metadata["Name"], metadata["Version"])
+        if named not in found[ep.name]:
             found[ep.name].append(named)
     return found
 
@@ -182,16 +191,18 @@ def load_plugins(settings: Settings, kinds: set[str] | None = None, *,
     classes: dict[tuple[str, str], Any] = {}
     failures: dict[tuple[str, str], str] = {}
     dists: dict[str, dict[str, list[Dist]]] = {}
-    installed: EntryPoints | None = None  # every group's entry points, read once (one pass over the distributions)
+    by_group: dict[str, EntryPoints] | None = None  # every group's entry points, read in one pass over the dists
+    read: dict[int, Dist] = {}  # (name, version) by distribution object, for the entry points of ``by_group``
 
     for kind, group in GROUPS.items():
         names = sorted({ep for k, s, ep, _sec in wanted if k == kind and _key(k, s) not in given})
         if not names:
             continue
-        if installed is None:
-            installed = entry_points()
-        group_eps = installed.select(group=group)
-        dists[kind] = _distributions(group_eps, names)
+        if by_group is None:
+            every = entry_points()
+            by_group = {name: every.select(group=name) for name in GROUPS.values()}
+        group_eps = by_group[group]
+        dists[kind] = _distributions(group_eps, names, read)
         names = [name for name in names if len(dists[kind].get(name, ())) < 2]  # two claimants: a settings error
         if not names:
             continue

@@ -13,6 +13,7 @@ problems and keeps running.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -60,7 +61,7 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     rt = Runtime(settings, actor="payhub", role="daemon")
     worker = Worker(rt)
     _install_signals(rt, worker, settings.daemon.shutdown_grace_seconds)
-    rt.load_plugins()
+    _load_plugins(rt)
     failed_plugins = [status for status in rt.plugins.statuses if status.state == "failed"]
     for status in failed_plugins:
         log.error("%s %s is disabled: %s", status.kind, status.section, status.reason)
@@ -93,6 +94,20 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
     code = _report_failures(failed_plugins, summary.failed_sources, summary.running_calls)
     if code:
         sys.exit(code)
+
+
+def _load_plugins(rt: Runtime) -> None:
+    """``rt.load_plugins()`` without the cyclic garbage collector, as the command's module is imported: importing
+    the plugins and building their settings models makes many long-lived objects and next to no garbage, so
+    collections there find nothing; what loading made is then frozen out of later collections (:func:`gc.freeze`)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        rt.load_plugins()
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _progress(worker: Worker) -> AbstractContextManager[object]:
