@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +150,7 @@ class _Reader:
 
     def payout_moves(self, ids: list[str]) -> dict[str, list[tuple[int, str]]]:
         """For each payout of ``ids``: (seq, reward status) of its entries that move its rewards, in chain order."""
-        moves: dict[str, list[tuple[int, str]]] = {}
+        rows: list[Row] = []
         for low in range(0, len(ids), 500):
             part = ids[low:low + 500]
             params: list[Any]
@@ -158,16 +158,10 @@ class _Reader:
                 where, params = "subject_id = ANY(?)", [part]
             else:
                 where, params = f"subject_id IN ({', '.join('?' * len(part))})", part
-            for subject, seq, action, outcome, detail in self.all(
-                    "SELECT subject_id, seq, action, outcome, detail FROM audit_log WHERE subject_type = 'payout' "
-                    f"AND {where} AND action IN ({', '.join('?' * len(_REWARD_MOVES))})", [*params, *_REWARD_MOVES]):
-                status = REWARD_STATUS_OF_PAYOUT.get(_payout_status(action, outcome, _loads(detail)
-                                                                    if action == "payout.resolved" else {}) or "")
-                if status is not None:
-                    moves.setdefault(subject, []).append((seq, status))
-        for found in moves.values():
-            found.sort()
-        return moves
+            rows += self.all("SELECT subject_id, seq, action, outcome, detail FROM audit_log "
+                             f"WHERE subject_type = 'payout' AND {where} "
+                             f"AND action IN ({', '.join('?' * len(_REWARD_MOVES))})", [*params, *_REWARD_MOVES])
+        return reward_moves(rows)
 
     def close(self) -> None:
         with contextlib.suppress(self.error):  # a failed transaction may refuse to close it: it goes with it
@@ -175,6 +169,20 @@ class _Reader:
 
 
 _scan: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009 - the C scanner, untyped
+
+
+def reward_moves(rows: Iterable[Row]) -> dict[str, list[tuple[int, str]]]:
+    """For each payout among ``rows`` (its entries: subject id, seq, action, outcome, detail): (seq, status) of
+    those that give the rewards in it a status (:data:`payhub.audited.REWARD_STATUS_OF_PAYOUT`), in chain order."""
+    moves: dict[str, list[tuple[int, str]]] = {}
+    for subject, seq, action, outcome, detail in rows:
+        status = REWARD_STATUS_OF_PAYOUT.get(_payout_status(action, outcome, _loads(detail)
+                                                            if action == "payout.resolved" else {}) or "")
+        if status is not None:
+            moves.setdefault(subject, []).append((seq, status))
+    for found in moves.values():
+        found.sort()
+    return moves
 
 
 def _parsed(subject: str, seq: Any, action: Any, text: Any, recorded: Recorded) -> dict[str, Any]:
