@@ -144,3 +144,35 @@ def test_implementing_a_deprecated_hook_warns_and_is_logged(tmp_path: Path, monk
     assert [s.state for s in loaded.statuses] == ["loaded", "loaded"]  # deprecated is not failed
     [record] = [r for r in caplog.records if r.name == "payhub.plugins"]
     assert record.getMessage().startswith("plugin hooks.old: PayhubDeprecationWarning: payhub_old_notice is deprecated")
+
+
+def test_the_installed_entry_points_are_read_once_for_every_kind_and_loading_sees_the_same_list(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    write_distribution(site, "payhub-once", "[payhub.rails]\nonce_rail = loader_once:OnceRail\n"
+                       "[payhub.sources]\nonce_source = loader_once:Missing\n", version="3.1",
+                       modules={"loader_once": rail_module("OnceRail")})
+    monkeypatch.syspath_prepend(str(site))
+    scans: list[object] = []
+    real = loader.entry_points
+
+    def counted(**params: object) -> object:
+        scans.append(params)
+        return real(**params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "entry_points", counted)
+    text = ('[sources.crm]\nplugin = "file"\npath = "deals.csv"\n[programs.bonus]\ncalculator = "flat"\n'
+            'amount = "5"\ncurrency = "USD"\n[rails.pay]\nplugin = "once_rail"\n[rails.gone]\nplugin = "once_source"\n')
+    with pytest.raises(ConfigError) as info:  # a rail name that only the sources group registers
+        load_plugins(load_settings(settings(tmp_path, text)))
+    assert [key for key, _ in info.value.problems] == ["rails.gone.plugin"]
+    assert scans == [{}]  # one pass over the distributions for sources, calculators and rails
+
+    scans.clear()
+    loaded = load_plugins(load_settings(settings(tmp_path, text.split("[rails.gone]")[0])))
+    assert scans == [{}]
+    by_section = {status.section: status for status in loaded.statuses}
+    assert by_section["pay"].state == "loaded", by_section["pay"].reason
+    assert (by_section["pay"].distribution, by_section["pay"].version) == ("payhub-once", "3.1")
+    assert by_section["crm"].state == by_section["bonus"].state == "loaded"
+    assert by_section["crm"].distribution == by_section["bonus"].distribution == "payhub"

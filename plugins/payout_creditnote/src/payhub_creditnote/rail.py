@@ -337,16 +337,16 @@ class CreditNoteRail(Rail):
     def __init__(self, name: str, settings: CreditNoteSettings, *,
                  transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(name, settings)
+        # The schema is parsed when the first credit note is validated (ubl.validate, once per process); a schema
+        # missing from the installation stops the rail now rather than at its first send.
+        if not ubl.schema_path().is_file():
+            raise FileNotFoundError(f"the UBL 2.1 CreditNote schema is missing: {ubl.schema_path()}")
         settings.outbox.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(settings.ledger_path)
         self.billing = (BillingClient(settings.delivery_url, settings.delivery_token,
                                       timeout=settings.delivery_timeout_seconds,
                                       connect_timeout=settings.connect_timeout_seconds, transport=transport)
                         if settings.delivery_url else None)
-        # The schema is parsed when the first credit note is validated (ubl.validate, once per process); a schema
-        # missing from the installation stops the rail now rather than at its first send.
-        if not ubl.schema_path().is_file():
-            raise FileNotFoundError(f"the UBL 2.1 CreditNote schema is missing: {ubl.schema_path()}")
         self._clean_temp_files()
         self._capabilities = RailCapabilities(
             lookup=True, reports_status=False, dedup_field="document number (ledger, by idempotency key)",
