@@ -13,7 +13,9 @@ connection never opened, 408, 429   :class:`NotDelivered` with ``sent=False``
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -39,14 +41,33 @@ Answer = Delivered | Refused | NotDelivered
 
 
 class BillingClient:
+    """Delivers documents to the billing system at ``url``. The timeouts and headers are checked when the client
+    is made; its ``httpx.Client`` (connection pool, TLS context) is created by the first delivery (:attr:`http`)."""
+
     def __init__(self, url: str, token: SecretStr | None, *, timeout: float, connect_timeout: float,
                  transport: httpx.BaseTransport | None = None) -> None:
         headers = {"User-Agent": "payhub-creditnote/0.1", "Content-Type": "application/xml"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token.get_secret_value()}"
         self.url = url
-        self.http = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, connect_timeout)),
-                                 headers=headers, transport=transport)
+        self._options: dict[str, Any] = {"timeout": httpx.Timeout(timeout, connect=min(timeout, connect_timeout)),
+                                         "headers": httpx.Headers(headers), "transport": transport}
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def http(self) -> httpx.Client:
+        """The ``httpx.Client``, created on first use with the settings given to the constructor."""
+        client = self._http
+        if client is None:
+            with self._lock:
+                if self._http is None:
+                    self._http = httpx.Client(**self._options)
+                    if self._closed:  # used after close(): fails as a closed httpx.Client does
+                        self._http.close()
+                client = self._http
+        return client
 
     def deliver(self, document_id: str, number: int, document: bytes) -> Answer:
         try:
@@ -69,4 +90,7 @@ class BillingClient:
         return Refused(f"billing system refused {document_id} (HTTP {status}): {text}")
 
     def close(self) -> None:
-        self.http.close()
+        with self._lock:
+            self._closed = True
+            if self._http is not None:
+                self._http.close()
