@@ -83,6 +83,7 @@ def plugins_list(ctx: Context, fmt: str) -> None:
 
 
 from payhub.cli import plugin_check  # noqa: E402,F401  (registers `payhub plugins check`)
+from payhub.cli import plugin_new  # noqa: E402,F401  (registers `payhub plugins new`)
 
 
 @main.group()
