@@ -19,9 +19,11 @@ created before the cut: it is final, and its values are compared with the archiv
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -51,8 +53,9 @@ _REWARD_MOVES = ("payout.sent", "payout.paid", "payout.rejected", "payout.return
                  "payout.cancelled", "payout.resolved")
 
 Row = tuple[Any, ...]
-Entries = list[tuple[Any, Any, Any, Any]]
-"""A subject's entries in chain order: (seq, action, outcome, detail text) as the driver gives them."""
+_first = itemgetter(0)
+Entries = list[tuple[Any, Any, Any, Any, Any]]
+"""A subject's entries in chain order: (subject id, seq, action, outcome, detail text) as the driver gives them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +143,12 @@ class _Reader:
         are not plain decimals (``007``, ``1a``) are left out, as no row has them."""
         length = len(str(low))
         found: dict[str, Entries] = {}
-        for subject, seq, action, outcome, detail in self.all(
+        for subject, rows in itertools.groupby(self.all(
                 "SELECT subject_id, seq, action, outcome, detail FROM audit_log WHERE subject_type = ? "
                 "AND subject_id >= ? AND subject_id <= ? AND length(subject_id) = ? ORDER BY subject_id, seq",
-                (kind, str(low), str(high), length)):
+                (kind, str(low), str(high), length)), key=_first):
             if subject.isdigit() and subject.isascii():
-                found.setdefault(subject, []).append((seq, action, outcome, detail))
+                found.setdefault(subject, []).extend(rows)
         return found
 
     def payout_moves(self, ids: list[str]) -> dict[str, list[tuple[int, str]]]:
@@ -231,8 +234,8 @@ def fold_payout(payout_id: str, rows: Entries) -> Recorded:
     values = recorded.values
     subject = f"payout {payout_id}"
     if rows:
-        recorded.first_seq = rows[0][0]
-    for seq, action, outcome, text in rows:
+        recorded.first_seq = rows[0][1]
+    for _id, seq, action, outcome, text in rows:
         detail = _parsed(subject, seq, action, text, recorded)
         if action == "payout.created":
             for name in PAYOUT_RECORDS:
@@ -254,7 +257,7 @@ def read_reward(reward_id: str, rows: Entries) -> tuple[Recorded, list[dict[str,
     """The first half of :func:`fold_reward`: ``rows``' details parsed (problems noted in a new Recorded)."""
     recorded = Recorded()
     subject = f"reward {reward_id}"
-    return recorded, [_parsed(subject, seq, action, text, recorded) for seq, action, _o, text in rows]
+    return recorded, [_parsed(subject, seq, action, text, recorded) for _id, seq, action, _o, text in rows]
 
 
 def fold_reward(reward_id: str, rows: Entries, moves: dict[str, list[tuple[int, str]]],
@@ -264,23 +267,22 @@ def fold_reward(reward_id: str, rows: Entries, moves: dict[str, list[tuple[int, 
     name, what :meth:`_Reader.payout_moves` gives."""
     recorded, details = read if read is not None else read_reward(reward_id, rows)
     values = recorded.values
-    named = {str(detail.get("payout")) for (_s, action, _o, _t), detail in zip(rows, details, strict=True)
-             if action == "reward.scheduled"}
-    theirs = sorted((seq, payout, status) for payout in named for seq, status in moves.get(payout, ()))
     if rows:
-        recorded.first_seq = rows[0][0]
+        recorded.first_seq = rows[0][1]
     payout: str | None = None
-    scheduled_at = 0
+    # The entries of the payout it is in, from its scheduling on: each counts in chain order among its own.
+    theirs: Sequence[tuple[int, str]] = ()
     at = 0
-    for (seq, action, _outcome, _t), detail in zip(rows, details, strict=True):
-        while at < len(theirs) and theirs[at][0] < seq:  # its payouts' entries before this one, in chain order
-            their_seq, their_payout, status = theirs[at]
-            if their_payout == payout and their_seq > scheduled_at:
-                values["status"] = (status, their_seq)
+    for (_id, seq, action, _outcome, _t), detail in zip(rows, details, strict=True):
+        while at < len(theirs) and theirs[at][0] < seq:
+            values["status"] = (theirs[at][1], theirs[at][0])
             at += 1
         if action == "reward.scheduled":
-            payout, scheduled_at = str(detail.get("payout")), seq
+            payout = str(detail.get("payout"))
             values["payout"] = (payout, seq)
+            theirs, at = moves.get(payout, ()), 0
+            while at < len(theirs) and theirs[at][0] <= seq:
+                at += 1
             if "amount" in detail and "currency" in detail:
                 values["item"] = ((detail["amount"], detail["currency"]), seq)
             else:
@@ -292,9 +294,8 @@ def fold_reward(reward_id: str, rows: Entries, moves: dict[str, list[tuple[int, 
         own_status = _reward_status(action, detail)
         if own_status is not None:
             values["status"] = (own_status, seq)
-    for their_seq, their_payout, status in theirs[at:]:
-        if their_payout == payout and their_seq > scheduled_at:
-            values["status"] = (status, their_seq)
+    for their_seq, status in theirs[at:]:
+        values["status"] = (status, their_seq)
     return recorded
 
 
@@ -380,9 +381,12 @@ def _payouts(reader: _Reader, low: int, high: int, archived: int = 0) -> Iterato
             continue
         _id, amount, currency, payee, rail, idempotency_key, status = row
         checks = [_amount(subject, amount, currency, recorded)]
+        values = recorded.values
         for name, value in (("currency", currency), ("payee", payee), ("rail", rail), ("key", idempotency_key),
                             ("status", status)):
-            checks.append(_compare(subject, name, value, recorded))
+            got = values.get(name)
+            if got is None or got[0] != value:  # the usual case, equal, without a call
+                checks.append(_compare(subject, name, value, recorded))
         count, total = items.get(payout_id, (0, 0))
         if recorded.get("items") is not None and recorded.get("items") != count:
             checks.append(Difference(subject, f"has {count} items, the audit recorded {recorded.get('items')} "
@@ -397,7 +401,7 @@ def _rewards(reader: _Reader, low: int, high: int, archived: int = 0) -> Iterato
     rows, entries = _subjects(reader, "reward", "id, amount_minor, currency, payee_id, status, payout_id", low, high)
     read = {key: read_reward(key, own) for key, own in entries.items()}
     named = {str(detail["payout"]) for key, own in entries.items()
-             for (_s, action, _o, _t), detail in zip(own, read[key][1], strict=True)
+             for (_id, _s, action, _o, _t), detail in zip(own, read[key][1], strict=True)
              if action == "reward.scheduled" and detail.get("payout") is not None}
     moves = reader.payout_moves(sorted(named))
     for reward_id, key, row, own in _walk(rows, entries, low, high):
@@ -412,8 +416,11 @@ def _rewards(reader: _Reader, low: int, high: int, archived: int = 0) -> Iterato
             continue
         _id, amount, currency, payee, status, payout_id = row
         checks = [_amount(subject, amount, currency, recorded)]
+        values = recorded.values
         for name, value in (("currency", currency), ("payee", payee), ("status", status)):
-            checks.append(_compare(subject, name, value, recorded))
+            got = values.get(name)
+            if got is None or got[0] != value:  # the usual case, equal, without a call
+                checks.append(_compare(subject, name, value, recorded))
         payout = None if payout_id is None else str(payout_id)
         if "payout" in recorded.values or payout is not None:
             checks.append(_compare(subject, "payout", payout, recorded))

@@ -35,7 +35,7 @@ def _detail(rnd: random.Random, payouts: list[str]) -> Any:
     return text if rnd.random() < 0.9 else json.dumps(value, indent=1)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(200))
 def test_folds_record_what_the_reference_folds_record(seed: int) -> None:
     rnd = random.Random(seed)
     payouts = [str(n) for n in range(1, 5)]
@@ -49,12 +49,12 @@ def test_folds_record_what_the_reference_folds_record(seed: int) -> None:
         rows.sort()
     own = sorted(audited.AuditRow(next(seqs), "9", rnd.choice(REWARD_ACTIONS), rnd.choice(OUTCOMES),
                                   _detail(rnd, payouts)) for _ in range(rnd.randint(0, 12)))
-    raw = [(r.seq, r.action, r.outcome, r.detail) for r in own]
+    raw = [(r.subject_id, r.seq, r.action, r.outcome, r.detail) for r in own]
     assert crosscheck.fold_reward("9", raw, crosscheck.reward_moves(
         [(r.subject_id, r.seq, r.action, r.outcome, r.detail) for rows in by_payout.values() for r in rows])) \
         == audited.fold_reward("9", own, by_payout)
     for payout, rows in by_payout.items():
-        assert crosscheck.fold_payout(payout, [(r.seq, r.action, r.outcome, r.detail) for r in rows]) \
+        assert crosscheck.fold_payout(payout, [(r.subject_id, r.seq, r.action, r.outcome, r.detail) for r in rows]) \
             == audited.fold_payout(payout, rows)
 
 
