@@ -43,7 +43,7 @@ from payhub.audited import (
     show,
 )
 
-CHUNK = 5000
+CHUNK = 2000
 """Ids compared per range: each range costs a few indexed queries and holds its rows and entries in memory."""
 SUBJECTS = ("payout", "reward")
 MAX_ID_DIGITS = 18  # ids are 64-bit integers
