@@ -77,6 +77,8 @@ class ProviderLedger:
         self.dedup = dedup
         self.window = window
         self._acceptances: list[Acceptance] = []
+        self._first: dict[str, Acceptance] = {}  # the first acceptance of each key
+        self._count: Counter[str] = Counter()  # acceptances per key
         self._received: Counter[str] = Counter()
         self._outcomes: dict[str, tuple[Outcome, str | None]] = {}
         self._lock = threading.Lock()
@@ -87,24 +89,26 @@ class ProviderLedger:
         now = utcnow()
         with self._lock:
             self._received[key] += 1
-            first = next((a for a in self._acceptances if a.key == key), None)
+            first = self._first.get(key)
             if self.dedup and first is not None and (self.window is None or now - first.at < self.window):
                 return first
-            number = sum(1 for a in self._acceptances if a.key == key) + 1
+            self._count[key] += 1
+            number = self._count[key]
             ref = f"fake-{key[-8:]}" + (f"-{number}" if number > 1 else "")
             acceptance = Acceptance(key, ref, instruction.payout_id, instruction.amount, instruction.currency, now)
             self._acceptances.append(acceptance)
+            self._first.setdefault(key, acceptance)
             return acceptance
 
     def find(self, key: str) -> Acceptance | None:
         """The first acceptance of ``key``, or None when the provider never accepted it."""
         with self._lock:
-            return next((a for a in self._acceptances if a.key == key), None)
+            return self._first.get(key)
 
     def set_outcome(self, key: str, outcome: Outcome, reason: str | None = None) -> None:
         """Make lookups answer ``outcome`` (``PAID``, ``REJECTED``, ``RETURNED``) for the accepted ``key``."""
         with self._lock:
-            if not any(a.key == key for a in self._acceptances):
+            if key not in self._first:
                 raise KeyError(f"the provider never accepted {key!r}")
             self._outcomes[key] = (outcome, reason)
 
@@ -123,7 +127,7 @@ class ProviderLedger:
     def accepted(self) -> Counter[str]:
         """Payments per key (a copy): exactly once means every count is 1; deduplicated resends do not count."""
         with self._lock:
-            return Counter(a.key for a in self._acceptances)
+            return Counter(self._count)
 
     @property
     def received(self) -> Counter[str]:
