@@ -5,7 +5,6 @@ every insert, update and delete, and two PostgreSQL transactions adding to the s
 from __future__ import annotations
 
 import random
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -165,8 +164,13 @@ def test_month_span_only_for_whole_months() -> None:
     assert reward_store.month_span(first + timedelta(microseconds=1), datetime(2026, 7, 1, tzinfo=UTC)) is None
 
 
+def _reward_values(payee: str, minor: int) -> dict[str, Any]:
+    return {"event_id": 1, "program": "spiff", "payee_id": payee, "amount_minor": minor, "currency": "EUR",
+            "status": "pending", "budget_key": "pool", "created_at": NOW, "updated_at": NOW}
+
+
 @pytest.mark.postgres
-def test_two_postgresql_transactions_adding_to_one_total_lose_nothing(tmp_path: Any) -> None:
+def test_two_postgresql_transactions_adding_to_the_same_totals_do_not_wait_and_lose_nothing(tmp_path: Any) -> None:
     from payhub.testing import throwaway_database
 
     with throwaway_database("postgres", tmp_path, pytest.skip) as url:
@@ -174,29 +178,81 @@ def test_two_postgresql_transactions_adding_to_one_total_lose_nothing(tmp_path: 
         try:
             migrate.upgrade(engine)
             _seed(engine, random.Random(1), 2)
+            with engine.begin() as conn:
+                conn.execute(update(events).where(events.c.id == 1).values(partner_id="acme"))
             first = engine.connect()
-            first.begin()
-            first.execute(rewards.insert().values(event_id=1, program="spiff", payee_id="a", amount_minor=100,
-                                                  currency="EUR", status="pending", budget_key="pool",
-                                                  created_at=NOW, updated_at=NOW))
-            done = threading.Event()
-
-            def second() -> None:
-                with engine.begin() as conn:  # waits for the first transaction's lock on the same totals
-                    conn.execute(rewards.insert().values(event_id=1, program="spiff", payee_id="a", amount_minor=7,
-                                                         currency="EUR", status="pending", budget_key="pool",
-                                                         created_at=NOW, updated_at=NOW))
-                done.set()
-
-            thread = threading.Thread(target=second)
-            thread.start()
-            assert not done.wait(0.5)  # blocked on the row the first one updated
+            first.begin()  # one program, partner, month and pool: the same totals as the second's
+            first.execute(rewards.insert().values(_reward_values("a", 100)))
+            with engine.connect() as second:  # would wait for the first's totals rows before: now it must not
+                with second.begin():
+                    second.exec_driver_sql("SET LOCAL lock_timeout = '500ms'")
+                    second.execute(rewards.insert().values(_reward_values("b", 7)))
+                    second.execute(rewards.insert().values(_reward_values("a", 20)))
+                with second.begin():
+                    assert reward_store.budget_used(second, "pool") == 27  # the first is still open
+            first.execute(rewards.insert().values(_reward_values("b", 3)))
+            assert reward_store.budget_used(first, "pool") == 130  # its own writes and the second's committed ones
             first.commit()
             first.close()
-            thread.join(10)
-            assert done.is_set()
             with engine.connect() as conn:
                 assert reward_store.totals_drift(conn) == []
-                assert reward_store.budget_used(conn, "pool") == 107
+                assert reward_store.budget_used(conn, "pool") == 130
+                live = {(r.program, r.currency, r.payee_id): 0 for r in conn.execute(sa_select(rewards))}
+                for program, currency, payee in live:
+                    assert reward_store.total(conn, program, payee, currency) == _raw_scope_total(
+                        conn, program, currency, "payee", payee, None, None)
+                for per, scope in (("program", None), ("partner", "acme"), ("payee", "a")):
+                    args = ("spiff", "EUR", per, scope, None, None)
+                    assert reward_store.scope_total(conn, *args) == _raw_scope_total(conn, *args)
+                slots = conn.exec_driver_sql("SELECT count(DISTINCT slot) FROM reward_totals WHERE program = 'spiff' "
+                                             "AND per = 'program' AND currency = 'EUR'").scalar_one()
+                assert slots >= 2  # each transaction wrote to its own slot (the seed's too, in a third)
+                assert conn.exec_driver_sql("SELECT count(*) FROM budget_totals WHERE budget_key = 'pool'"
+                                            ).scalar_one() == 2
         finally:
             engine.dispose()
+
+
+def _totals_writes(conn: Connection) -> Any:
+    """What changes when a statement writes any totals row: on SQLite the connection's count of changed rows (which
+    counts the triggers' writes), on PostgreSQL each totals row's version (ctid, xmin)."""
+    if conn.dialect.name == "sqlite":
+        return conn.exec_driver_sql("SELECT total_changes()").scalar_one()
+    return sorted(conn.exec_driver_sql(
+        "SELECT 'r', ctid::text, xmin::text FROM reward_totals UNION ALL "
+        "SELECT 'b', ctid::text, xmin::text FROM budget_totals").all())
+
+
+def test_a_change_that_keeps_what_a_reward_counts_for_touches_no_total(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        _seed(engine, random.Random(5), 1)
+        with engine.begin() as conn:
+            reward_id = conn.execute(rewards.insert().values(_reward_values("a", 250)).returning(rewards.c.id)
+                                     ).scalar_one()
+        for status in ("awaiting_approval", "pending", "scheduled", "sent", "paid"):
+            with engine.begin() as conn:
+                before = _totals_writes(conn)
+                values: dict[str, Any] = {"status": status, "updated_at": NOW + timedelta(days=1)}
+                if status == "sent":
+                    values |= {"hold_code": None, "hold_reason": "x"}  # a hold code dropped by a live reward
+                changed = conn.execute(update(rewards).where(rewards.c.id == reward_id).values(**values)).rowcount
+                after = _totals_writes(conn)
+            assert changed == 1
+            assert after == (before + 1 if conn.dialect.name == "sqlite" else before), status
+        with engine.begin() as conn:  # what does move a contribution still writes the totals
+            before = _totals_writes(conn)
+            conn.execute(update(rewards).where(rewards.c.id == reward_id).values(status="cancelled"))
+            assert _totals_writes(conn) != (before + 1 if conn.dialect.name == "sqlite" else before)
+        with engine.connect() as conn:
+            assert reward_store.totals_drift(conn) == []
+            assert reward_store.budget_used(conn, "pool") == _raw_budget_used(conn, "pool")
+    finally:
+        engine.dispose()
+
+
+def _raw_budget_used(conn: Connection, key: str) -> int:
+    return sum(int(r.amount_minor) for r in conn.execute(sa_select(rewards).where(
+        rewards.c.budget_key == key, rewards.c.status != "cancelled")) if not (r.status == "held" and
+                                                                                r.hold_code == "budget"))

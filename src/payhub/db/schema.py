@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -240,7 +241,9 @@ fund_entries = Table(
 
 # Running totals kept by triggers (revision 0010) in the statement that changes a reward or its event: the live
 # rewards (not cancelled, not withholding lines) per program, currency, scope and UTC month ("YYYY-MM" of the event's
-# occurred_at, "" without one); per is "payee", "partner" or "program" (scope_id "" for the program).
+# occurred_at, "" without one); per is "payee", "partner" or "program" (scope_id "" for the program). Each total is
+# spread over slots (a PostgreSQL transaction writes to its own, so writers never wait on each other): readers sum
+# over the slots of a key.
 reward_totals = Table(
     "reward_totals",
     metadata,
@@ -249,15 +252,18 @@ reward_totals = Table(
     Column("per", String(10), primary_key=True),
     Column("scope_id", String(200), primary_key=True),
     Column("month", String(7), primary_key=True),
+    Column("slot", SmallInteger, primary_key=True),
     Column("amount_minor", BigInteger, nullable=False),
     Index("ix_reward_totals_scope", "per", "scope_id", "currency", "month"),  # flag caps: payees across programs
 )
 
-# What each budget pool has given out (rewards not cancelled and not held for the budget), kept by triggers too.
+# What each budget pool has given out (rewards not cancelled and not held for the budget), kept by triggers too,
+# summed over its slots as reward_totals.
 budget_totals = Table(
     "budget_totals",
     metadata,
     Column("budget_key", String(400), primary_key=True),
+    Column("slot", SmallInteger, primary_key=True),
     Column("amount_minor", BigInteger, nullable=False),
 )
 

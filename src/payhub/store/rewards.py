@@ -8,7 +8,9 @@ The database keeps these sums as running totals (``reward_totals`` per program, 
 event; ``budget_totals`` per budget pool), updated by triggers in the statement that changes a reward (revision
 0010), so a sum over whole months or all time reads a few rows however long the history; a period that does not
 start and end on a month boundary is summed from the rewards themselves. :func:`totals_drift` checks the totals
-against the rewards.
+against the rewards. A total is spread over ``slot`` rows (concurrent PostgreSQL writers each add to their own slot,
+so they never wait on each other): every read sums over the slots. A read takes no lock: like the sums of rewards
+it replaced, it counts what other transactions have committed and what this one has written.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def _totals_sql(conn: Connection, timed: bool, *, payees: int = 0, programs: int
             where.append(f"program IN ({', '.join([mark] * programs)})")
         if timed:
             where += [f"month >= {mark}", f"month < {mark}"]
+        # summed over the slots of each total as well
         sql = _TOTALS_SQL[key] = f"SELECT coalesce(sum(amount_minor), 0) FROM reward_totals WHERE {' AND '.join(where)}"
     return sql
 
@@ -114,8 +117,8 @@ def scope_total(conn: Connection, program: str, currency: str, per: str, scope_i
 def budget_used(conn: Connection, key: str) -> int:
     """Minor units the budget pool ``key`` has given out (live rewards not held for the budget)."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    found = conn.exec_driver_sql(f"SELECT amount_minor FROM budget_totals WHERE budget_key = {mark}", (key,)).scalar()
-    return int(found or 0)
+    return int(conn.exec_driver_sql(f"SELECT coalesce(sum(amount_minor), 0) FROM budget_totals WHERE budget_key = "
+                                    f"{mark}", (key,)).scalar_one())
 
 
 def payees_total(conn: Connection, payee_ids: Collection[str], currency: str, since: datetime, until: datetime,
@@ -146,8 +149,8 @@ _COUNTED_SUMS = {  # (per, scope expression) -> what the totals of that scope mu
 
 def totals_drift(conn: Connection) -> list[str]:
     """Where the running totals differ from the rewards they sum (empty when they agree): each differing total, as
-    ``reward_totals program/currency/per/scope/month: kept X, rewards Y`` or ``budget_totals key: kept X, rewards Y``.
-    Reads every reward: a check for audits and tests, not for the hot path."""
+    ``reward_totals program/currency/per/scope/month: kept X, rewards Y`` or ``budget_totals key: kept X, rewards Y``
+    (kept: the sum over the total's slots). Reads every reward: a check for audits and tests, not for the hot path."""
     expected: dict[tuple[str, str, str, str, str], int] = {}
     for per, query in _COUNTED_SUMS.items():
         for program, currency, scope_id, occurred_at, minor in conn.execute(query):
@@ -156,15 +159,18 @@ def totals_drift(conn: Connection) -> list[str]:
                 if per == "partner" and key[2] == "program":
                     continue
                 expected[key] = expected.get(key, 0) + minor
-    kept = {tuple(row[:5]): int(row[5]) for row in conn.execute(select(
-        reward_totals.c.program, reward_totals.c.currency, reward_totals.c.per, reward_totals.c.scope_id,
-        reward_totals.c.month, reward_totals.c.amount_minor))}
+    key_columns = (reward_totals.c.program, reward_totals.c.currency, reward_totals.c.per, reward_totals.c.scope_id,
+                   reward_totals.c.month)
+    kept = {tuple(row[:5]): int(row[5]) for row in conn.execute(
+        select(*key_columns, func.sum(reward_totals.c.amount_minor)).group_by(*key_columns))}
     drift = [f"reward_totals {'/'.join(key)}: kept {kept.get(key, 0)}, rewards {expected.get(key, 0)}"
              for key in sorted(set(kept) | set(expected)) if kept.get(key, 0) != expected.get(key, 0)]
     used = {str(k): int(v) for k, v in conn.execute(
         select(rewards.c.budget_key, _SUM).where(rewards.c.budget_key.is_not(None), _USES_BUDGET)
         .group_by(rewards.c.budget_key))}
-    stored = {str(k): int(v) for k, v in conn.execute(select(budget_totals.c.budget_key, budget_totals.c.amount_minor))}
+    pool = budget_totals.c.budget_key
+    stored = {str(k): int(v) for k, v in conn.execute(
+        select(pool, func.sum(budget_totals.c.amount_minor)).group_by(pool))}
     drift += [f"budget_totals {key}: kept {stored.get(key, 0)}, rewards {used.get(key, 0)}"
               for key in sorted(set(used) | set(stored)) if stored.get(key, 0) != used.get(key, 0)]
     return drift
