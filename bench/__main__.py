@@ -184,10 +184,12 @@ def pipeline_figures(opts: CompareOptions, log: Any = None) -> tuple[list[Figure
     (when ``opts.pg_url``) PostgreSQL. Returns the figures and a summary row per run."""
     figures: list[Figure] = []
     runs: list[dict[str, Any]] = []
-    backends = [("sqlite", None)] + ([("postgresql", opts.pg_url)] if opts.pg_url else [])
-    for backend, url in backends:
+    backends: list[tuple[str, str | None, tuple[int, ...]]] = [("sqlite", None, opts.sizes)]
+    if opts.pg_url:
+        backends.append(("postgresql", opts.pg_url, opts.pg_sizes or opts.sizes))
+    for backend, url, sizes in backends:
         peaks: dict[int, float] = {}
-        for size in opts.sizes:
+        for size in sizes:
             name = f"{backend} {size:,}"
             if log:
                 log(f"  pipeline: {name} events with its ceiling ...")
@@ -228,14 +230,16 @@ MODULE_RESULT = "bench-figures-json: "  # the line a module's child process prin
 
 
 def _options_json(opts: CompareOptions) -> str:
-    return json.dumps({"sizes": list(opts.sizes), "pg_url": opts.pg_url,
+    return json.dumps({"sizes": list(opts.sizes), "pg_sizes": list(opts.pg_sizes) if opts.pg_sizes else None,
+                       "pg_url": opts.pg_url,
                        "workdir": str(opts.workdir) if opts.workdir else None, "quick": opts.quick,
                        "seed": opts.seed, "extra": opts.extra}, default=str)
 
 
 def _options_from_json(text: str) -> CompareOptions:
     d = json.loads(text)
-    return CompareOptions(sizes=tuple(d["sizes"]), pg_url=d["pg_url"],
+    return CompareOptions(sizes=tuple(d["sizes"]), pg_sizes=tuple(d["pg_sizes"]) if d.get("pg_sizes") else None,
+                          pg_url=d["pg_url"],
                           workdir=Path(d["workdir"]) if d["workdir"] else None, quick=d["quick"], seed=d["seed"],
                           extra=d.get("extra") or {})
 
@@ -306,14 +310,15 @@ def _run_child(cmd: list[str], timeout: float | None) -> tuple[int | None, str, 
         return (None if stopped.is_set() else proc.returncode), out.read(), last
 
 
-def module_figures(opts: CompareOptions, log: Any, timeout: float | None = None) -> tuple[list[Figure], dict[str, str]]:
+def module_figures(opts: CompareOptions, log: Any, timeout: float | None = None,
+                   modules: list[str] | None = None) -> tuple[list[Figure], dict[str, str]]:
     """Call ``compare(opts)`` of each module of FIGURE_MODULES that exists, each in a child process of its own (its
     peak RSS is its own, and a crash, a hang past ``timeout`` seconds or a patched global stays there). A missing or
     failing module is logged and recorded in the second value (module -> "missing" or the error); the others still
     run."""
     figures: list[Figure] = []
     status: dict[str, str] = {}
-    for name in FIGURE_MODULES:
+    for name in FIGURE_MODULES if modules is None else modules:
         module_name = f"bench.{name}"
         if importlib.util.find_spec(module_name) is None:
             status[name] = "missing"
@@ -345,7 +350,8 @@ def module_figures(opts: CompareOptions, log: Any, timeout: float | None = None)
 
 def run_compare(args: argparse.Namespace) -> int:
     """--compare: every figure, its target and ratio; see the module docstring."""
-    opts = CompareOptions(sizes=tuple(args.sizes), pg_url=None if args.no_pg else (args.pg or DEFAULT_PG_URL),
+    opts = CompareOptions(sizes=tuple(args.sizes), pg_sizes=tuple(args.pg_sizes) if args.pg_sizes else None,
+                          pg_url=None if args.no_pg else (args.pg or DEFAULT_PG_URL),
                           workdir=Path(args.workdir) if args.workdir else None, quick=args.quick, seed=args.seed)
 
     def log(line: str) -> None:
@@ -358,7 +364,7 @@ def run_compare(args: argparse.Namespace) -> int:
     log(f"bench --compare: sizes {', '.join(f'{n:,}' for n in opts.sizes)}"
         + (" (quick)" if opts.quick else "") + f"; PostgreSQL {opts.pg_url or 'skipped'}")
     figures, runs = pipeline_figures(opts, log)
-    more, status = module_figures(opts, log, args.module_timeout)
+    more, status = module_figures(opts, log, args.module_timeout, args.modules)
     figures += more
     load_after = _loadavg()
     seconds = (datetime.now(UTC) - started).total_seconds()
@@ -448,6 +454,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "with its ceiling, then every bench module's compare(), and print each figure's ratio")
     cmp.add_argument("--quick", action="store_true", help="with --compare: sizes 20000 only (figures are indicative)")
     cmp.add_argument("--no-pg", action="store_true", help="with --compare: skip every PostgreSQL figure")
+    cmp.add_argument("--pg-sizes", type=lambda text: [int(x) for x in text.split(",") if x.strip()], default=None,
+                     help="with --compare: the PostgreSQL pipeline's sizes (default: --sizes)")
+    cmp.add_argument("--modules", type=lambda text: [m for m in text.split(",") if m], default=None,
+                     help=f"with --compare: the figure modules to run (default: all of {','.join(FIGURE_MODULES)}; "
+                          "'' for none)")
     cmp.add_argument("--module-timeout", type=float, default=3600,
                      help="with --compare: seconds a figure module may take (default 3600)")
     ap.add_argument("--module-compare", help=argparse.SUPPRESS)  # a figure module's child process

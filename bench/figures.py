@@ -14,6 +14,7 @@ class CompareOptions:
     work directories go, and ``quick`` for small sizes while iterating (figures then do not count against targets)."""
 
     sizes: tuple[int, ...] = (100_000, 1_000_000)
+    pg_sizes: tuple[int, ...] | None = None  # the PostgreSQL pipeline's sizes; None: the same as ``sizes``
     pg_url: str | None = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     workdir: Path | None = None
     quick: bool = False
