@@ -6,8 +6,10 @@ are the exact decimal text the source sent. Times are aware UTC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -76,6 +78,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@lru_cache(maxsize=8)
+def bind_time(dialect: Any) -> Callable[[datetime | None], Any]:
+    """The function that turns an aware datetime into what the driver receives for a :class:`UTCDateTime` column on
+    ``dialect``, exactly as SQLAlchemy statements bind it (text on SQLite): for statements run at the driver level."""
+    processor = UTCDateTime().bind_processor(dialect)
+    return processor if processor is not None else (lambda value: value)
 
 
 payees = Table(

@@ -25,7 +25,7 @@ from payhub.audit import canonical_json
 from payhub.clock import isoformat, utcnow
 from payhub.compliance import gift_caps, tax_rules
 from payhub.db.queries import IN_LIST
-from payhub.db.schema import UTCDateTime, events, rewards
+from payhub.db.schema import UTCDateTime, bind_time, events, rewards
 from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
 from payhub.payees import erased_since, load_payees
@@ -59,8 +59,6 @@ _PENDING = select(
 _CLAIMS = {"pass": _PENDING,
            "due": _PENDING.where(rewards.c.updated_at < bindparam("due_before", type_=UTCDateTime))}
 _compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
-"""How SQLAlchemy stores a UTC time in SQLite (naive text), which the driver-level claim compares with."""
 _nothing_due: weakref.WeakKeyDictionary[Runtime, tuple[str, datetime, float]] = weakref.WeakKeyDictionary()
 """Per runtime: (cadence, period start, monotonic time) of the last pass that found no due pending reward."""
 
@@ -95,7 +93,7 @@ def claim_due(rt: Runtime, conn: Connection, limit: int, now: datetime) -> list[
     if seen is not None and seen[:2] == (cadence, due_before) and (
             time.monotonic() - seen[2] < NOTHING_DUE_RECHECK_SECONDS):
         return []
-    bound: Any = due_before.strftime(_SQLITE_TIME) if conn.dialect.name == "sqlite" else due_before
+    bound: Any = bind_time(conn.dialect)(due_before)
     rows = _claim(conn, "due", {"status": RewardStatus.PENDING.value, "due_before": bound, "limit": limit})
     if rows:
         _nothing_due.pop(rt, None)

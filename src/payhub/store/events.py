@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, cast
@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
 
 from payhub.db.queries import for_update, in_chunks, insert_ignore
-from payhub.db.schema import calculations, events, payees, sources
+from payhub.db.schema import bind_time, calculations, events, payees, sources
 from payhub.states import CalculationStatus, EventStatus
 from payhub.store import leases
 
@@ -119,11 +119,12 @@ def insert_new(conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
         return []
     inserted: list[Any] = []
     first, second = _INSTANTS
+    bind = bind_time(conn.dialect)  # as SQLAlchemy binds a UTCDateTime: in UTC, and as its text on SQLite
     if conn.dialect.name == "postgresql":
         for start in range(0, len(rows), _MAX_PAGE):
             columns = [list(column) for column in zip(*rows[start:start + _MAX_PAGE], strict=True)]
-            columns[first] = [_aware_instant(value) for value in columns[first]]
-            columns[second] = [_aware_instant(value) for value in columns[second]]
+            columns[first] = [bind(value) for value in columns[first]]
+            columns[second] = [bind(value) for value in columns[second]]
             inserted.extend(conn.exec_driver_sql(_PG_INSERT, tuple(columns)).all())
     else:
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -136,31 +137,12 @@ def insert_new(conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
             for row in part:
                 values = list(row)
                 if values[second] is not last:  # the time of ingest: one for the whole batch, as a rule
-                    last, bound = values[second], _sqlite_instant(values[second])
-                values[first], values[second] = _sqlite_instant(values[first]), bound
+                    last, bound = values[second], bind(values[second])
+                values[first], values[second] = bind(values[first]), bound
                 params.extend(values)
             inserted.extend(conn.exec_driver_sql(_insert_sql(mark, len(part)), tuple(params)).all())
     inserted.sort(key=itemgetter(0))
     return inserted
-
-
-def _sqlite_instant(value: datetime | None) -> str | None:
-    """An aware instant as :class:`payhub.db.schema.UTCDateTime` binds it on SQLite: SQLAlchemy's text of the naive
-    UTC time, ``2026-01-31 09:00:00.000000``."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the database; use payhub.clock.utcnow()")
-    return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]  # without "+00:00"
-
-
-def _aware_instant(value: datetime | None) -> datetime | None:
-    """An aware instant as :class:`payhub.db.schema.UTCDateTime` binds it on PostgreSQL: in UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the database; use payhub.clock.utcnow()")
-    return value.astimezone(UTC)
 
 
 _NAMES = ", ".join(f'"{name}"' for name in NEW_EVENT_COLUMNS)

@@ -16,13 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, literal, literal_column, or_, select, update
-from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
 from payhub.clock import utcnow
 from payhub.db.queries import for_update
-from payhub.db.schema import attempts, payout_items, payouts, rewards
+from payhub.db.schema import attempts, bind_time, payout_items, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
@@ -93,13 +92,6 @@ def fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
 def marks(count: int) -> str:
     """``?, ?, ...``: the placeholders of an IN list of ``count`` values."""
     return ", ".join("?" * count)
-
-
-def bind_time(dialect: Dialect) -> Any:
-    """The function that turns an aware datetime into what the driver stores for a :class:`UTCDateTime` column
-    (exactly as SQLAlchemy statements store it)."""
-    processor = payouts.c.updated_at.type._cached_bind_processor(dialect)  # noqa: SLF001 - the column's own
-    return processor if processor is not None else (lambda value: value)
 
 
 def may_come_from(new: str) -> ColumnElement[bool]:
