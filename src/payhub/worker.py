@@ -49,6 +49,7 @@ STAGE_BATCHES = 10
 CONFLICT_RETRIES = 3
 CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 CONFLICT_PAUSE_SECONDS = 0.05
+LEASING_STAGES = frozenset({"disbursed", "settled"})  # stages that lease payouts (:meth:`Worker._release_own_leases`)
 
 Observer = Callable[[str, int], None]
 """Called with (stage, count) as work is done, for progress displays."""
@@ -205,9 +206,10 @@ class Worker:
         return result
 
     def _release_own_leases(self) -> None:
-        """Free the payouts and sources this worker leased before an outage: none of that work is in flight any
-        more (the stage that held them was interrupted), so it may be claimed again at once. A payout left
-        ``sending`` is looked up on its rail before anything is sent again, as after a crash."""
+        """Free the payouts and sources this worker leased before an outage or a cancelled transaction: none of that
+        work is in flight any more (the stage that held them was interrupted; rail calls are made only between
+        committed transactions), so it may be claimed again at once. A payout left ``sending`` is looked up on its
+        rail before anything is sent again, as after a crash."""
         me = self.rt.worker_id
         with self.rt.engine.begin() as conn:
             leases.void(conn, me)
@@ -329,7 +331,10 @@ class Worker:
         """``step()``, done again (up to CONFLICT_RETRIES times, after a short random pause) when PostgreSQL cancelled
         its transaction for a conflict with another replica's (deadlock, serialization failure). The transaction
         rolled back whole, as after a crash at that instant, so doing the step again is what the next pass would
-        do; it is not an outage. Other errors, and a conflict past the retries, propagate."""
+        do; it is not an outage. Before it is done again, the payouts this worker leased in the step are freed
+        (:meth:`_release_own_leases`), so the step finds them again instead of skipping them until their lease
+        runs out. Returns 0 without doing it again when told to stop. Other errors, and a conflict past the
+        retries, propagate."""
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
                 return step()
@@ -338,5 +343,8 @@ class Worker:
                     raise
                 log.info("%s: transaction cancelled for a conflict with another replica (%s); doing it again",
                          stage, describe(exc))
-                self.rt.stop_event.wait(random.uniform(0.0, CONFLICT_PAUSE_SECONDS * (attempt + 1)))
+                if stage in LEASING_STAGES:
+                    self._release_own_leases()
+                if self.rt.stop_event.wait(random.uniform(0.0, CONFLICT_PAUSE_SECONDS * (attempt + 1))):
+                    return 0  # stopping: the step's work waits for the next start (its leases are free)
         raise AssertionError("unreachable")

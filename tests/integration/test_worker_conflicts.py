@@ -86,3 +86,43 @@ def test_conflicts_past_the_retries_and_other_errors_propagate(worker: Worker) -
     with pytest.raises(sa_exc.IntegrityError):
         worker._repeat("calculated", step)
     assert step.calls == 1
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_redone_stage_finds_the_payouts_its_cancelled_try_leased(worker: Worker) -> None:
+    """The cancelled try had committed its claim (as ``claim_to_settle`` does) before the transaction PostgreSQL
+    cancelled: the try done again finds that work free, not leased to this worker until the lease runs out."""
+    deadlock = _deadlock(worker.rt.engine)
+    me = worker.rt.worker_id
+    with worker.rt.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO sources (name, status, lease_owner, lease_token, lease_until) "
+                             "VALUES ('s', 'ok', NULL, NULL, NULL)"))
+    owners: list[str | None] = []
+
+    def claim_then_conflict() -> int:
+        with worker.rt.engine.begin() as conn:
+            owners.append(conn.execute(sa.text("SELECT lease_owner FROM sources WHERE name = 's'")).scalar())
+            conn.execute(sa.text("UPDATE sources SET lease_owner = :me, lease_token = 't', "
+                                 "lease_until = now() + interval '1 hour' WHERE name = 's'"), {"me": me})
+        if len(owners) == 1:
+            raise deadlock
+        return 0
+
+    assert not worker._repeat("settled", claim_then_conflict)
+    assert owners == [None, None]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_stage_is_not_done_again_once_told_to_stop(worker: Worker) -> None:
+    deadlock = _deadlock(worker.rt.engine)
+
+    calls = 0
+
+    def conflict_then_stop() -> int:
+        nonlocal calls
+        calls += 1
+        worker.rt.stop_event.set()  # a stop request arrives before the pause is over
+        raise deadlock
+
+    assert not worker._repeat("calculated", conflict_then_stop)
+    assert calls == 1
