@@ -101,3 +101,29 @@ def test_every_module_that_registers_a_command_is_in_the_table() -> None:
     registering = {f"payhub.cli.{path.stem}" for path in cli.glob("*.py")
                    if re.search(r"^@main\.(command|group)\(", path.read_text(encoding="utf-8"), re.MULTILINE)}
     assert registering == {module for module, _ in COMMANDS.values()}
+
+
+@pytest.mark.parametrize("body", [
+    "revision = '0003'\ndown_revision = '0002'\n",  # a stray copy of 0003_c.py: the id twice
+    '"""\nrevision = \'0004\'\n"""\nrevision = \'0003\'\ndown_revision = \'0002\'\n',  # a docstring line is no revision
+    "revision = '0004'\ndown_revision = '0003'\nrevision = '0005'\n",  # assigned twice
+    "revision = '0004'\n",  # no down_revision
+    "revision = '0004'\ndown_revision = '0003'\nx = (\n",  # Python cannot parse what is read
+    "down_revision = '0003'\ndef upgrade() -> None:\n    pass\nrevision = f'{4:04}'\n",  # not a constant
+    "revision = '0004'\ndown_revision = '0003'\nif True:\n    revision = '0005'\n",  # bound in a branch
+    "revision: str = '0004'\ndown_revision = '0003'\nx = revision = '0005'\n",  # chained
+])
+def test_migration_files_other_than_plain_fall_back_to_alembic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               body: str) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "0001_a.py").write_text('"""a\n\ndef upgrade\n"""\nrevision = \'0001\'\ndown_revision = None\n')
+    (versions / "0002_b.py").write_text('"""b\n\nrevision = \'0009\'\n"""\nrevision = \'0002\'\n'
+                                        "down_revision: str | None = '0001'  # after 0001\n")
+    (versions / "0003_c.py").write_text("revision = '0003'\ndown_revision = ('0002',)\n\n\ndef upgrade() -> None:\n"
+                                        "    revision = 'local'\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path)
+    monkeypatch.setattr(migrate, "_alembic_head", lambda: "from-alembic")
+    assert migrate.head_revision() == "0003"
+    (versions / "0004_d.py").write_text(body)
+    assert migrate.head_revision() == "from-alembic"

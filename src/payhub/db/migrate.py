@@ -1,8 +1,8 @@
 """Alembic migrations, run from the package (no alembic.ini needed).
 
 Checking the schema at start-up (:func:`require_current`) imports no Alembic: the head revision is read from the
-migration files' ``revision`` and ``down_revision`` lines (:func:`head_revision`, held equal to Alembic's own by a
-test), the database's from its ``alembic_version`` row. Alembic is imported to migrate.
+migration files' module-level ``revision`` and ``down_revision`` assignments (:func:`head_revision`, held equal to
+Alembic's own by a test), the database's from its ``alembic_version`` row. Alembic is imported to migrate.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
 _SCRIPT_FILE = re.compile(r"(?!\.#|__init__)(.*\.py)$")  # the migration files Alembic reads (sourceless aside)
-_ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE)
+_DEFINITION = re.compile(rb"^(?:def|async|class|@)\b", re.MULTILINE)  # a top-level definition starts
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -35,26 +35,75 @@ def alembic_config(engine: Engine) -> Config:
 
 def head_revision() -> str:
     """The revision this version of payhub needs: the one revision of the migration files that no other names as
-    its ``down_revision`` (Alembic decides when the files are not that simple: a branch, a line it cannot read)."""
+    its ``down_revision``, read from their module-level assignments of string constants. Alembic decides whenever
+    the files are anything else: a branch, a revision id twice, a file without exactly one ``revision`` and one
+    ``down_revision`` of that form, module-level statements Python cannot parse."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (MIGRATIONS / "versions").iterdir():
         if not _SCRIPT_FILE.match(path.name):
             continue
-        found: dict[str, str] = {}
-        for match in _ASSIGNMENT.finditer(path.read_text(encoding="utf-8")):
-            found.setdefault(match[1], match[2])  # the module-level assignment comes first
-        try:
-            revision = ast.literal_eval(found["revision"])
-            down = ast.literal_eval(found["down_revision"])
-        except (KeyError, ValueError, SyntaxError):
+        found = _revision_assignments(path)
+        if found is None or found[0] in revisions:
             return _alembic_head()
-        if not isinstance(revision, str):
-            return _alembic_head()
-        revisions.add(revision)
-        parents.update([down] if isinstance(down, str) else down or ())
+        revisions.add(found[0])
+        parents.update(found[1])
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 else _alembic_head()
+
+
+def _revision_assignments(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """The file's ``revision`` and ``down_revision`` (as a tuple) when each is assigned exactly once at module level
+    to a string constant (``down_revision``: also None or a tuple or list of them); None otherwise."""
+    source = path.read_bytes()
+    # Only the statements before the first top-level definition are parsed when the rest does not mention the names
+    # (parsing the migrations' bodies would cost ten times more; an error in a body is Alembic's to report when it
+    # migrates); a cut inside a string or a bracket does not parse, and the whole file is parsed then.
+    cut = _DEFINITION.search(source)
+    head = source if cut is None or b"revision" in source[cut.start():] else source[:cut.start()]
+    try:
+        try:
+            tree = ast.parse(head, str(path))
+        except SyntaxError:
+            if head is source:
+                raise
+            tree = ast.parse(source, str(path))
+    except (SyntaxError, ValueError):
+        return None
+    found: dict[str, list[ast.expr | None]] = {"revision": [], "down_revision": []}
+    for node in tree.body:
+        targets: list[ast.expr]
+        value: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if node.name in found:
+                return None
+            continue
+        elif isinstance(node, ast.Expr):
+            continue
+        else:  # any other statement that binds one of the names (an import, a loop, a branch): not read here
+            if any(isinstance(n, ast.Name) and n.id in found or isinstance(n, ast.alias)
+                   and (n.asname or n.name) in found for n in ast.walk(node)):
+                return None
+            continue
+        names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        for name in found.keys() & names:
+            # only ``name = <value>``: a chained or unpacking assignment, or a bare annotation, is not read here
+            found[name].append(value if len(targets) == 1 and isinstance(targets[0], ast.Name) else None)
+    if len(found["revision"]) != 1 or len(found["down_revision"]) != 1:
+        return None
+    revision, down = found["revision"][0], found["down_revision"][0]
+    if not (isinstance(revision, ast.Constant) and isinstance(revision.value, str)):
+        return None
+    if isinstance(down, ast.Constant) and (down.value is None or isinstance(down.value, str)):
+        return revision.value, () if down.value is None else (down.value,)
+    if isinstance(down, ast.Tuple | ast.List) and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in down.elts):
+        return revision.value, tuple(str(e.value) for e in down.elts if isinstance(e, ast.Constant))
+    return None
 
 
 def _alembic_head() -> str:
