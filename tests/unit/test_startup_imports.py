@@ -127,3 +127,29 @@ def test_migration_files_other_than_plain_fall_back_to_alembic(tmp_path: Path, m
     assert migrate.head_revision() == "0003"
     (versions / "0004_d.py").write_text(body)
     assert migrate.head_revision() == "from-alembic"
+
+
+def test_loading_a_command_or_the_plugins_leaves_the_collector_as_it_was(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No object is frozen out of the collector's passes for the process's life (a failed plugin's traceback frames
+    among them), and the collector runs again even when the import or the loading raised."""
+    import gc
+
+    from payhub import cli
+    from payhub.cli import daemon
+
+    class Failing:
+        def load_plugins(self) -> None:
+            frames = [object() for _ in range(1000)]
+            raise RuntimeError(f"a plugin failed with {len(frames)} objects alive")
+
+    (tmp_path / "payhub_broken_command.py").write_text("cycle: list = []\ncycle.append(cycle)\nraise ImportError\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    frozen = gc.get_freeze_count()
+    with pytest.raises(RuntimeError):
+        daemon._load_plugins(Failing())  # type: ignore[arg-type]
+    with pytest.raises(ImportError):
+        cli._import("payhub_broken_command")
+    cli._import("json.tool")
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen

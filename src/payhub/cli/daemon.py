@@ -99,13 +99,13 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
 def _load_plugins(rt: Runtime) -> None:
     """``rt.load_plugins()`` without the cyclic garbage collector, as the command's module is imported: importing
     the plugins and building their settings models makes many long-lived objects and next to no garbage, so
-    collections there find nothing; what loading made is then frozen out of later collections (:func:`gc.freeze`)."""
+    collections there find nothing. The collector is as it was afterwards, whatever loading did; nothing is frozen
+    (what a failed plugin left, its traceback's frames, stays collectable)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         rt.load_plugins()
     finally:
-        gc.freeze()
         if enabled:
             gc.enable()
 
