@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import itertools
 import json
 import re
-from collections.abc import Callable, Collection, Generator, MutableMapping
+from collections.abc import Callable, Collection, Generator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -76,13 +76,24 @@ def entry_hash(row: dict[str, Any]) -> str:
 
     Each field is written as ``<length>:<text>;`` in the order of FIELDS, so no two entries share a payload.
     """
-    return hash_fields([row[name] for name in FIELDS])
+    return hash_fields(tuple([row[name] for name in FIELDS]))
 
 
-def hash_fields(values: list[Any]) -> str:
-    """SHA-256 over ``values`` (an entry's FIELDS, in order): each written as ``<length>:<text>;``."""
-    payload = "".join([f"{len(text)}:{text};" for text in map(str, values)])
-    return hashlib.sha256(payload.encode()).hexdigest()
+def hash_fields(values: Sequence[Any]) -> str:
+    """SHA-256 over ``values`` (an entry's FIELDS, in order, as a tuple or list): each field's ``str`` written as
+    ``<length>:<text>;``. The one definition of the hash payload: the writer, :func:`verify` and :func:`entry_hash`
+    all hash through it. When every field but ``seq`` is already text (what payhub stores) the payload is built in
+    one step; the bytes are the same."""
+    seq, at, actor, action, stype, sid, outcome, origin, detail, prev = values
+    if type(at) is type(actor) is type(action) is type(stype) is type(sid) is type(outcome) is type(origin) \
+            is type(detail) is type(prev) is str:
+        number = str(seq)
+        payload = (f"{len(number)}:{number};{len(at)}:{at};{len(actor)}:{actor};{len(action)}:{action};"
+                   f"{len(stype)}:{stype};{len(sid)}:{sid};{len(outcome)}:{outcome};{len(origin)}:{origin};"
+                   f"{len(detail)}:{detail};{len(prev)}:{prev};")
+    else:
+        payload = "".join([f"{len(text)}:{text};" for text in map(str, values)])
+    return sha256(payload.encode()).hexdigest()
 
 
 HEX_HASH = re.compile(r"[0-9a-f]{64}")
@@ -256,25 +267,17 @@ def _check(rows: list[tuple[Any, ...]], expected: int, prev: str) -> tuple[int, 
     next, linked to ``prev``. Returns how many rows fit, the hash of the last that fits (``prev`` when none), and the
     first problem: (bad seq, why), or None.
 
-    The hash payload is built straight from the tuple when every hashed column is text (what payhub stores), else
-    through :func:`hash_fields`; both give the same bytes for text, so the result is :func:`entry_hash`'s.
+    Each hash is :func:`hash_fields`'s over the row's FIELDS, so the result is :func:`entry_hash`'s.
     """
-    sha, start = hashlib.sha256, expected
+    hashed, start = hash_fields, expected
     for row in rows:
-        seq, at, actor, action, stype, sid, outcome, origin, detail, link, digest = row
+        seq, link, digest = row[0], row[9], row[10]
         if seq != expected:
             return expected - start, prev, (expected, f"entry {expected} is missing (the next entry is {seq})")
         if link != prev:
             return expected - start, prev, (seq, f"entry {seq} does not link to entry {seq - 1} "
                                                  "(inserted, reordered, or its predecessor was altered)")
-        if type(at) is type(actor) is type(action) is type(stype) is type(sid) is type(outcome) is type(origin) \
-                is type(detail) is type(link) is str:
-            number = str(seq)
-            fits = sha(f"{len(number)}:{number};{len(at)}:{at};{len(actor)}:{actor};{len(action)}:{action};"
-                       f"{len(stype)}:{stype};{len(sid)}:{sid};{len(outcome)}:{outcome};{len(origin)}:{origin};"
-                       f"{len(detail)}:{detail};{len(link)}:{link};".encode()).hexdigest() == digest
-        else:
-            fits = hash_fields(list(row[:-1])) == digest
+        fits = hashed(row[:10]) == digest
         if not fits:
             return expected - start, prev, (seq, f"entry {seq} was altered (its content does not match its hash)")
         prev, expected = digest, expected + 1
@@ -385,7 +388,7 @@ def verify_since(conn: Connection, seq: int, digest: str, upto: int) -> str | No
                 opened, row = True, rows[0]
                 if row[0] != seq:
                     return f"entry {seq} recorded earlier is missing"
-                if row[-1] != digest or hash_fields(list(row[:-1])) != digest:
+                if row[-1] != digest or hash_fields(row[:-1]) != digest:
                     return f"entry {seq} no longer has the hash recorded earlier (the chain was rewritten)"
                 rows = rows[1:]
             fitting, prev, found = _check(rows, expected, prev)

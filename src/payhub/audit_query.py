@@ -1,7 +1,7 @@
 """Reading the audit log by filters, in ``seq`` order, streamed: the CLI's ``audit query|export`` and the API's
 audit reads and exports share it, so a million entries cost flat memory on both paths.
 
-The export formats are defined here once, for both faces: a JSON Lines line per entry (:func:`jsonl_line`, every
+The export formats are defined here once, for both faces: a JSON Lines line per entry (:func:`jsonl_row`, every
 value the stored text, ``detail`` as the JSON object it stores, so the chain recomputes from the file) and a CSV row
 (:func:`csv_row`, ``detail`` as its stored text; the writer neutralises formulas, see :mod:`payhub.csvsafe`).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring
@@ -155,75 +155,38 @@ def detail_value(text: str) -> Any:
         return text
 
 
-def jsonl_line(entry: dict[str, Any]) -> str:
-    """``entry`` as one line of JSON Lines (with its newline): :data:`EXPORT_COLUMNS` in order, each value the stored
-    text unchanged (non-ASCII as is), ``detail`` as its object: its canonical JSON is the stored text. The line is
-    ``json.dumps(…, ensure_ascii=False)`` of that object, written out field by field when the fields have the types
-    payhub stores (a third less work than building a dict for json.dumps: an export writes millions)."""
-    seq, text = entry["seq"], _string
-    if type(seq) is int:
+_encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+"""``json.dumps(value, ensure_ascii=False)`` for a value read from JSON (acyclic), the encoder made once."""
+_decode = json.JSONDecoder().decode
+"""``json.loads``, the decoder made once."""
+
+
+def jsonl_row(row: Sequence[Any]) -> str:
+    """The entry ``row`` (its values of :data:`EXPORT_COLUMNS`, in order) as one line of JSON Lines, with its newline:
+    ``json.dumps(…, ensure_ascii=False)`` of the object of those columns in order, each value the stored text
+    unchanged (non-ASCII as is), ``detail`` as the JSON value it stores (its canonical JSON is the stored text), or
+    as text when it is not JSON. The one definition of the line, for the CLI's and the API's exports; written out
+    field by field when the fields have the types payhub stores (an export writes millions)."""
+    seq, at, actor, action, stype, sid, outcome, origin, detail, prev, digest = row
+    if type(seq) is int and type(at) is type(actor) is type(action) is type(stype) is type(sid) is type(outcome) \
+            is type(origin) is type(detail) is type(prev) is type(digest) is str:
+        text = _string
         try:
-            return (f'{{"seq": {seq}, "at": {text(entry["at"])}, "actor": {text(entry["actor"])}, '
-                    f'"action": {text(entry["action"])}, "subject_type": {text(entry["subject_type"])}, '
-                    f'"subject_id": {text(entry["subject_id"])}, "outcome": {text(entry["outcome"])}, '
-                    f'"origin": {text(entry["origin"])}, '
-                    f'"detail": {json.dumps(detail_value(entry["detail"]), ensure_ascii=False)}, '
-                    f'"prev_hash": {text(entry["prev_hash"])}, "hash": {text(entry["hash"])}}}\n')
-        except TypeError:  # a field that is not text: changed outside payhub
-            pass
-    return json.dumps({c: detail_value(entry[c]) if c == "detail" else entry[c] for c in EXPORT_COLUMNS},
+            value = _decode(detail)
+        except ValueError:
+            value = detail
+        return (f'{{"seq": {seq}, "at": {text(at)}, "actor": {text(actor)}, "action": {text(action)}, '
+                f'"subject_type": {text(stype)}, "subject_id": {text(sid)}, "outcome": {text(outcome)}, '
+                f'"origin": {text(origin)}, "detail": {_encode(value)}, "prev_hash": {text(prev)}, '
+                f'"hash": {text(digest)}}}\n')
+    # A field of another type: a row changed outside payhub (SQLite keeps any type).
+    return json.dumps({c: detail_value(v) if c == "detail" else v for c, v in zip(EXPORT_COLUMNS, row, strict=True)},
                       ensure_ascii=False) + "\n"
 
 
-_DEFAULTS = json.JSONEncoder(ensure_ascii=False)
-_encode: Any
-_scan: Any
-try:  # the C encoder and scanner json.dumps / json.loads use, made once instead of on every call
-    from _json import make_encoder, make_scanner
-
-    _encode = make_encoder(None, _DEFAULTS.default, _string, None, ": ", ", ", False, False, True)
-    _scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed: takes a decoder's settings
-except ImportError:  # pragma: no cover - CPython without its accelerator
-    _encode = _scan = None
-
-
-def _dumps(value: Any) -> str:
-    """``json.dumps(value, ensure_ascii=False)`` of a value read from JSON (acyclic, so the circular check is moot)."""
-    if _encode is None or isinstance(value, str):
-        return _DEFAULTS.encode(value)
-    return "".join(_encode(value, 0))
-
-
-def _loads(text: str) -> Any:
-    """``json.loads(text)``: the stored detail as the value it holds (ValueError when it is not JSON)."""
-    if _scan is not None:
-        try:
-            value, end = _scan(text, 0)
-        except StopIteration:
-            end = -1
-        if end == len(text):
-            return value
-    return json.loads(text)
-
-
-def jsonl_text(rows: list[tuple[Any, ...]]) -> str:
-    """The JSON Lines of ``rows`` (tuples of :data:`EXPORT_COLUMNS`), each exactly :func:`jsonl_line`'s, joined."""
-    text, lines = _string, []
-    for row in rows:
-        seq, at, actor, action, stype, sid, outcome, origin, detail, prev, digest = row
-        if type(seq) is int and type(at) is type(actor) is type(action) is type(stype) is type(sid) is type(outcome) \
-                is type(origin) is type(detail) is type(prev) is type(digest) is str:
-            try:
-                value = _loads(detail)
-            except ValueError:
-                value = detail
-            lines.append(f'{{"seq": {seq}, "at": {text(at)}, "actor": {text(actor)}, "action": {text(action)}, '
-                         f'"subject_type": {text(stype)}, "subject_id": {text(sid)}, "outcome": {text(outcome)}, '
-                         f'"origin": {text(origin)}, "detail": {_dumps(value)}, "prev_hash": {text(prev)}, '
-                         f'"hash": {text(digest)}}}\n')
-        else:
-            lines.append(jsonl_line(dict(zip(EXPORT_COLUMNS, row, strict=True))))
-    return "".join(lines)
+def jsonl_line(entry: dict[str, Any]) -> str:
+    """``entry`` (a dict of :data:`EXPORT_COLUMNS`) as :func:`jsonl_row` writes it."""
+    return jsonl_row(tuple([entry[c] for c in EXPORT_COLUMNS]))
 
 
 def csv_row(entry: dict[str, Any]) -> list[Any]:

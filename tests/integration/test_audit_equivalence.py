@@ -4,19 +4,24 @@ values, and every kind of tampering is still caught."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, select, text, update
 
+import payhub.audit
+import payhub.audit_query
+import payhub.store.audit
 from payhub import clock
-from payhub.audit import FIELDS, GENESIS, Entry, canonical_json, read_entries, verify, verify_since
-from payhub.audit_query import AuditFilters, iter_entries, iter_rows, jsonl_line, jsonl_text
+from payhub.audit import FIELDS, GENESIS, Entry, canonical_json, entry_hash, read_entries, verify, verify_since
+from payhub.audit_query import EXPORT_COLUMNS, AuditFilters, iter_entries, iter_rows, jsonl_line, jsonl_row
 from payhub.db.engine import make_engine
 from payhub.db.migrate import upgrade
 from payhub.db.schema import audit_head, audit_log
@@ -142,7 +147,7 @@ def test_export_lines_match_the_entry_by_entry_format(engine: Engine, frozen: No
     with engine.connect() as conn:
         slow = "".join(jsonl_line(e) for e in iter_entries(conn, AuditFilters()))
     with engine.connect() as conn:
-        fast = "".join(jsonl_text(rows) for rows in iter_rows(conn, AuditFilters()))
+        fast = "".join(jsonl_row(row) for rows in iter_rows(conn, AuditFilters()) for row in rows)
     assert fast == slow
     lines = fast.split("\n")[:-1]  # U+2028 stays raw in a line (not a line break for JSON Lines)
     assert len(lines) == 12
@@ -154,7 +159,54 @@ def test_export_lines_match_the_entry_by_entry_format(engine: Engine, frozen: No
         slow = [jsonl_line(e) for e in iter_entries(conn, filters, after=2, limit=5)]
     with engine.connect() as conn:
         fast_rows = [r for rows in iter_rows(conn, filters, after=2, limit=5) for r in rows]
-    assert jsonl_text(fast_rows) == "".join(slow) and len(slow) == 2
+    assert "".join(map(jsonl_row, fast_rows)) == "".join(slow) and len(slow) == 2
+
+
+def test_the_writer_verify_and_entry_hash_share_one_payload_rule(engine: Engine, frozen: None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed payload rule (here a tagged hash) changes what the writer stores and what verify and entry_hash
+    accept alike: there is one definition of it."""
+    real = payhub.audit.hash_fields
+    calls: list[tuple[Any, ...]] = []
+
+    def tagged(values: Any) -> str:
+        calls.append(tuple(values))
+        return hashlib.sha256(b"v2" + real(values).encode()).hexdigest()
+
+    monkeypatch.setattr(payhub.audit, "hash_fields", tagged)
+    monkeypatch.setattr(payhub.store.audit, "hash_fields", tagged)
+    with engine.begin() as conn:
+        AuditWriter(actor="payhub", origin="test@hôst:1").append(conn, hostile())
+    rows = stored(engine)
+    assert [r[10] for r in rows] == [tagged(r[:10]) for r in rows]
+    assert all(entry_hash(dict(zip(FIELDS, r, strict=False))) == r[10] for r in rows)
+    with engine.connect() as conn:
+        assert verify(conn).ok and verify_since(conn, 2, rows[1][10], len(rows)) is None
+    assert {len(c) for c in calls} == {10}
+    monkeypatch.undo()
+    with engine.connect() as conn:
+        assert verify(conn).first_bad == 1  # the standard rule rejects the tagged chain
+
+
+def test_a_json_line_from_a_row_or_a_dict_is_json_dumps_of_the_entry() -> None:
+    detail = canonical_json({"n": 12345678901234567890, "f": 1.5, "nested": {"ü": ["\u2028", None, True]}})
+    row = (7, "2026-01-02T03:04:05.000006Z", "=HYPERLINK(\"x\")", "payout.held", "payee", "-2+3", "held",
+           "cli@hôst:1", detail, GENESIS, "f" * 64)
+    cases = [row, (*row[:8], "{not json", *row[9:]), (*row[:8], "NaN", *row[9:]), (*row[:8], '"text"', *row[9:]),
+             (*row[:8], "[1, 2]", *row[9:]), ("7", *row[1:]), (True, *row[1:]), (*row[:5], 12, *row[6:]),
+             (*row[:7], None, *row[8:])]
+    for case in cases:
+        expected = dict(zip(EXPORT_COLUMNS, case, strict=True))
+        with contextlib.suppress(ValueError):
+            expected["detail"] = json.loads(case[8])
+        line = json.dumps(expected, ensure_ascii=False) + "\n"
+        assert jsonl_row(case) == line
+        assert jsonl_line(dict(zip(EXPORT_COLUMNS, case, strict=True))) == line
+
+
+def test_the_export_uses_the_public_json_api() -> None:
+    source = Path(payhub.audit_query.__file__).read_text(encoding="utf-8")
+    assert "import _json" not in source and "from _json" not in source and "make_encoder" not in source
 
 
 TAMPER = [

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -149,21 +149,32 @@ def _open_export(output: str) -> TextIO:
 
 def _write_export(out: TextIO, fmt: str, chunks: Iterable[list[tuple[Any, ...]]], tally: _Tally) -> None:
     """Write the entries of ``chunks`` (raw rows of :data:`EXPORT_COLUMNS`, see
-    :func:`payhub.audit_query.iter_rows`), a chunk at a time, in the format of :mod:`payhub.audit_query` shared with
-    the API's export (each line :func:`~payhub.audit_query.jsonl_line`'s, each CSV row :func:`csv_row`'s)."""
-    from payhub.audit_query import jsonl_text
+    :func:`payhub.audit_query.iter_rows`) in the format of :mod:`payhub.audit_query` shared with the API's export
+    (each line :func:`~payhub.audit_query.jsonl_row`'s, each CSV row :func:`csv_row`'s), a row at a time into the
+    buffered ``out``. ``tally`` counts each row once ``out`` took it, so a write that fails leaves the count of the
+    rows written before it."""
+    from payhub.audit_query import jsonl_row
 
     writer = csvsafe.writer(out) if fmt == "csv" else None
     if writer is not None:
         writer.writerow(EXPORT_COLUMNS)
+    put = writer.writerow if writer is not None else None
+    write = out.write
     for rows in chunks:
-        if writer is not None:
-            for row in rows:
-                writer.writerow(row)
-        else:
-            out.write(jsonl_text(rows))
-        tally.count += len(rows)
-        tally.last = rows[-1][0]
+        written = 0
+        try:
+            if put is not None:
+                for row in rows:
+                    put(row)
+                    written += 1
+            else:
+                for row in rows:
+                    write(jsonl_row(row))
+                    written += 1
+        finally:
+            if written:
+                tally.count += written
+                tally.last = rows[written - 1][0]
     out.flush()
 
 
@@ -188,10 +199,13 @@ def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> 
         from payhub.audit_query import iter_rows
 
         with reader(rt.engine).connect() as conn, closing(iter_rows(conn, chosen)) as chunks:
+            # The query runs, and its first rows are read, before the output is opened: a query that fails (a lock
+            # or statement timeout, a missing table) leaves an earlier export in the file untouched.
+            first = next(chunks, None)
             try:
                 out = _open_export(output) if output else sys.stdout
                 try:
-                    _write_export(out, fmt, chunks, tally)
+                    _write_export(out, fmt, () if first is None else chain([first], chunks), tally)
                 finally:
                     if output:
                         out.close()

@@ -7,7 +7,6 @@ ordered even with several replicas. What an entry holds, how it is hashed and ho
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
@@ -86,7 +85,7 @@ class AuditWriter:
 
         Three statements whatever the number of entries, handed to the driver as fixed text: the head read (``FOR
         UPDATE`` on PostgreSQL), one ``executemany`` of plain text and integers, the head moved. Each entry's hash
-        payload is :func:`payhub.audit.hash_fields`'s, built in one step when its fields are text.
+        payload is :func:`payhub.audit.hash_fields`'s.
         """
         batch = entries if isinstance(entries, list) else list(entries)
         if not batch:
@@ -98,24 +97,14 @@ class AuditWriter:
                                    "repaired (run `payhub audit verify`)")
         seq, prev = head[0]
         at = isoformat(utcnow())
-        sha, encode, default_actor, origin = hashlib.sha256, canonical_json, self.actor, self.origin
-        # The parts of the payload every entry of the batch shares: its time and origin.
-        at_part, origin_part = f"{len(at)}:{at};", f"{len(origin)}:{origin};"
+        hashed, encode, default_actor, origin = hash_fields, canonical_json, self.actor, self.origin
         values: list[tuple[Any, ...]] = []
         for entry in batch:
             seq += 1
-            actor = entry.actor or default_actor
-            action, stype, subject, outcome = entry.action, entry.subject_type, str(entry.subject_id), entry.outcome
-            detail = encode(entry.detail) if entry.detail else "{}"
-            if type(actor) is type(action) is type(stype) is type(outcome) is type(origin) is str:
-                number = str(seq)
-                digest = sha(f"{len(number)}:{number};{at_part}{len(actor)}:{actor};{len(action)}:{action};"
-                             f"{len(stype)}:{stype};{len(subject)}:{subject};{len(outcome)}:{outcome};"
-                             f"{origin_part}{len(detail)}:{detail};{len(prev)}:{prev};".encode()).hexdigest()
-            else:
-                digest = hash_fields([seq, at, actor, action, stype, subject, outcome, origin, detail, prev])
-            values.append((seq, at, actor, action, stype, subject, outcome, origin, detail, prev, digest))
-            prev = digest
+            fields = (seq, at, entry.actor or default_actor, entry.action, entry.subject_type, str(entry.subject_id),
+                      entry.outcome, origin, encode(entry.detail) if entry.detail else "{}", prev)
+            prev = hashed(fields)
+            values.append((*fields, prev))
         conn.exec_driver_sql(sql["insert"], values)
         conn.exec_driver_sql(sql["move"], (seq, prev))
         metrics.AUDIT_ENTRIES.inc(len(values))
