@@ -84,7 +84,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 def bind_time(dialect: Any) -> Callable[[datetime | None], Any]:
     """The function that turns an aware datetime into what the driver receives for a :class:`UTCDateTime` column on
     ``dialect``, exactly as SQLAlchemy statements bind it (text on SQLite): for statements run at the driver level."""
-    processor = UTCDateTime().bind_processor(dialect)
+    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     return processor if processor is not None else (lambda value: value)
 
 
