@@ -80,11 +80,15 @@ def entry_hash(row: dict[str, Any]) -> str:
 
 
 def hash_fields(values: Sequence[Any]) -> str:
-    """SHA-256 over ``values`` (an entry's FIELDS, in order, as a tuple or list): each field's ``str`` written as
-    ``<length>:<text>;``. The one definition of the hash payload: the writer, :func:`verify` and :func:`entry_hash`
-    all hash through it. When every field but ``seq`` is already text (what payhub stores) the payload is built in
-    one step; the bytes are the same."""
-    seq, at, actor, action, stype, sid, outcome, origin, detail, prev = values
+    """SHA-256 over ``values``: an entry's FIELDS in order (a tuple or list), or a row of :data:`ENTRY_COLUMNS`
+    whose last item, the entry's own hash, is left out. Each field's ``str`` is written as ``<length>:<text>;``.
+    The one definition of the hash payload: the writer, :func:`verify` and :func:`entry_hash` all hash through it.
+    When every field but ``seq`` is already text (what payhub stores) the payload is built in one step; the bytes
+    are the same."""
+    if len(values) == len(FIELDS):
+        seq, at, actor, action, stype, sid, outcome, origin, detail, prev = values
+    else:  # a row read with its hash (no copy of the row is made: verify hashes millions)
+        seq, at, actor, action, stype, sid, outcome, origin, detail, prev, _ = values
     if type(at) is type(actor) is type(action) is type(stype) is type(sid) is type(outcome) is type(origin) \
             is type(detail) is type(prev) is str:
         number = str(seq)
@@ -92,7 +96,7 @@ def hash_fields(values: Sequence[Any]) -> str:
                    f"{len(stype)}:{stype};{len(sid)}:{sid};{len(outcome)}:{outcome};{len(origin)}:{origin};"
                    f"{len(detail)}:{detail};{len(prev)}:{prev};")
     else:
-        payload = "".join([f"{len(text)}:{text};" for text in map(str, values)])
+        payload = "".join([f"{len(text)}:{text};" for text in map(str, values[:len(FIELDS)])])
     return sha256(payload.encode()).hexdigest()
 
 
@@ -267,7 +271,7 @@ def _check(rows: list[tuple[Any, ...]], expected: int, prev: str) -> tuple[int, 
     next, linked to ``prev``. Returns how many rows fit, the hash of the last that fits (``prev`` when none), and the
     first problem: (bad seq, why), or None.
 
-    Each hash is :func:`hash_fields`'s over the row's FIELDS, so the result is :func:`entry_hash`'s.
+    Each hash is :func:`hash_fields`'s over the row, so the result is :func:`entry_hash`'s.
     """
     hashed, start = hash_fields, expected
     for row in rows:
@@ -277,7 +281,7 @@ def _check(rows: list[tuple[Any, ...]], expected: int, prev: str) -> tuple[int, 
         if link != prev:
             return expected - start, prev, (seq, f"entry {seq} does not link to entry {seq - 1} "
                                                  "(inserted, reordered, or its predecessor was altered)")
-        fits = hashed(row[:10]) == digest
+        fits = hashed(row) == digest
         if not fits:
             return expected - start, prev, (seq, f"entry {seq} was altered (its content does not match its hash)")
         prev, expected = digest, expected + 1
@@ -388,7 +392,7 @@ def verify_since(conn: Connection, seq: int, digest: str, upto: int) -> str | No
                 opened, row = True, rows[0]
                 if row[0] != seq:
                     return f"entry {seq} recorded earlier is missing"
-                if row[-1] != digest or hash_fields(row[:-1]) != digest:
+                if row[-1] != digest or hash_fields(row) != digest:
                     return f"entry {seq} no longer has the hash recorded earlier (the chain was rewritten)"
                 rows = rows[1:]
             fitting, prev, found = _check(rows, expected, prev)

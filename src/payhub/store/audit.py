@@ -104,7 +104,7 @@ class AuditWriter:
             fields = (seq, at, entry.actor or default_actor, entry.action, entry.subject_type, str(entry.subject_id),
                       entry.outcome, origin, encode(entry.detail) if entry.detail else "{}", prev)
             prev = hashed(fields)
-            values.append((*fields, prev))
+            values.append(fields + (prev,))
         conn.exec_driver_sql(sql["insert"], values)
         conn.exec_driver_sql(sql["move"], (seq, prev))
         metrics.AUDIT_ENTRIES.inc(len(values))
