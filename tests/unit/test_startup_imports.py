@@ -153,3 +153,11 @@ def test_loading_a_command_or_the_plugins_leaves_the_collector_as_it_was(tmp_pat
     cli._import("json.tool")
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen
+
+
+@pytest.mark.parametrize(("typed", "suggested"), [("rewrds", "rewards"), ("confg", "config"), ("paouts", "payouts")])
+def test_a_misspelt_command_gets_a_suggestion_before_any_command_is_imported(typed: str, suggested: str) -> None:
+    found = subprocess.run([sys.executable, "-c", "from payhub.cli import main; main()", typed],
+                           capture_output=True, text=True, timeout=60)
+    assert found.returncode == 2
+    assert f"No such command '{typed}'. Did you mean '{suggested}'?" in found.stderr

@@ -165,6 +165,13 @@ class LazyGroup(click.Group):
             _import(COMMANDS[cmd_name][0])  # its decorators register it on this group
         return self.commands.get(cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                             list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.NoSuchCommand as exc:  # suggest from every command, not only those imported so far
+            raise click.NoSuchCommand(exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         listed = [(name, self.commands.get(name) or click.Command(name, help=COMMANDS[name][1]))
                   for name in self.list_commands(ctx)]
