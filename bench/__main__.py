@@ -43,19 +43,53 @@ from bench.runner import (
     STAGES,
     RunOptions,
     host_info,
+    libpq_url,
     run_measured,
 )
 
 # The modules whose compare(opts) --compare calls after the pipeline figures, in this order.
 FIGURE_MODULES = ("history", "audit_speed", "startup", "pg", "pgqueuer_cmp", "cadence")
+PROG = "python -m bench"
 FLAT_RSS = 1.10  # the peak RSS of the largest size within 10 % of the smallest's
 CEILING_SHARE = 0.5  # end to end at least half the independent ceiling
+
+
+# ------------------------------------------------------------------------------------------------- PostgreSQL
+
+
+def pg_unreachable(url: str, timeout: float = 5) -> str | None:
+    """None when the server of the SQLAlchemy URL ``url`` accepts a connection within ``timeout`` seconds; otherwise
+    the one-line reason ``PostgreSQL at <host:port> is not reachable: <why>``."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        return f"--pg {url!r} is not a database URL: {str(exc).splitlines()[0]}"
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    try:
+        import psycopg
+
+        with psycopg.connect(libpq_url(url), connect_timeout=max(1, round(timeout))):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is reported in one line
+        why = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return f"PostgreSQL at {where} is not reachable: {why}"
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as argparse's parser.error does (without the usage) and return its exit status, 2."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
 
 
 # ------------------------------------------------------------------------------------------------- one run
 
 
 def run_one(args: argparse.Namespace) -> int:
+    if args.pg and (why := pg_unreachable(args.pg)):
+        return fail(why)
     opts = RunOptions.from_namespace(args)
     opts.database_url = args.pg
     report, run = run_measured(opts, ceiling=not args.no_ceiling, audit_verify=args.audit_verify,
@@ -90,6 +124,8 @@ def run_one(args: argparse.Namespace) -> int:
 
 def run_sizes(args: argparse.Namespace) -> int:
     """Each size in a fresh interpreter, so every peak RSS is that size's alone."""
+    if args.pg and (why := pg_unreachable(args.pg)):
+        return fail(why)
     results = []
     for size in args.sizes:
         cmd = [sys.executable, "-m", "bench", "-n", str(size), "--json", "--no-save", "--quiet",
@@ -189,12 +225,17 @@ def pipeline_figures(opts: CompareOptions, log: Any = None) -> tuple[list[Figure
         backends.append(("postgresql", opts.pg_url, opts.pg_sizes or opts.sizes))
     for backend, url, sizes in backends:
         peaks: dict[int, float] = {}
+        down = pg_unreachable(url) if url else None  # every run of an unreachable server fails for that reason
+        if down and log:
+            log(f"  pipeline: {down}")
         for size in sizes:
             name = f"{backend} {size:,}"
-            if log:
+            if log and not down:
                 log(f"  pipeline: {name} events with its ceiling ...")
             start = time.perf_counter()
             try:
+                if down:
+                    raise RuntimeError(down)
                 r = _pipeline_run(size, url, opts)
             except Exception as exc:  # noqa: BLE001 - one failed run must not stop the others
                 figures.append(Figure(f"end to end / ceiling, {name}", None, "× ceiling", CEILING_SHARE,
@@ -403,32 +444,97 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0 if all(r.get("checks_ok") for r in runs) else 1
 
 
+# ------------------------------------------------------------------------------------------------- arguments
+# Each type function turns one option's text into its value or raises ArgumentTypeError, which argparse prints as
+# "python -m bench: error: argument --x: <message>" with exit status 2.
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number ≥ 1 (event and payee counts, FakeRail's max_batch)."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive (at least 1)")
+    return value
+
+
+def batch_size(text: str) -> int:
+    """A batch size within the bounds of database.batch_size and sources.<name>.batch_size (1 to MAX_BATCH)."""
+    from payhub.settings import MAX_BATCH
+
+    value = _whole(text)
+    if not 1 <= value <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (1 to {MAX_BATCH}, as in the settings)")
+    return value
+
+
+def size_list(text: str) -> list[int]:
+    """Comma-separated event counts, each ≥ 1; an empty list is refused."""
+    sizes = [positive_int(x) for x in text.split(",") if x.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("an empty list; give comma-separated event counts, e.g. 100000,1000000")
+    return sizes
+
+
+def module_list(text: str) -> list[str]:
+    """Comma-separated names of FIGURE_MODULES; '' is none; an unknown name is refused, listing the known ones."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in FIGURE_MODULES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown module {', '.join(map(repr, unknown))} "
+                                         f"(known: {', '.join(FIGURE_MODULES)}; '' for none)")
+    return names
+
+
+def currency_list(text: str) -> list[str]:
+    """Comma-separated ISO 4217 codes payhub can pay in (payhub.money.check_currency), upper-cased; none is
+    refused."""
+    from payhub.errors import InvalidRecord
+    from payhub.money import check_currency
+
+    codes = []
+    for code in (c.strip() for c in text.split(",") if c.strip()):
+        try:
+            codes.append(check_currency(code))
+        except InvalidRecord as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not codes:
+        raise argparse.ArgumentTypeError("an empty list; give comma-separated ISO 4217 codes, e.g. USD,EUR")
+    return codes
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench",
+    ap = argparse.ArgumentParser(prog=PROG,
                                  description="Benchmark the payhub pipeline (see bench/README.md). With --compare: "
                                              "every figure of the performance targets, with its ratio.")
-    ap.add_argument("-n", "--events", type=int, default=100_000, help="synthetic events (default 100000)")
-    ap.add_argument("--payees", type=int, default=1000, help="distinct payees the events are spread over")
+    ap.add_argument("-n", "--events", type=positive_int, default=100_000, help="synthetic events (default 100000)")
+    ap.add_argument("--payees", type=positive_int, default=1000, help="distinct payees the events are spread over")
     ap.add_argument("--programs", choices=("percentage", "mix"), default="percentage",
                     help="percentage: the one program of --calculator over deal_won events (default, the historical "
                          "figures); mix: the built-in program calculators at once over a year of mixed events")
     ap.add_argument("--calculator", choices=("percentage", "flat"), default="percentage",
                     help="the single program's calculator (not with --programs mix)")
-    ap.add_argument("--partners", type=int, default=40, help="--programs mix: partner organisations (default 40), "
-                    "payees too, besides the --payees reps")
+    ap.add_argument("--partners", type=positive_int, default=40,
+                    help="--programs mix: partner organisations (default 40), payees too, besides the --payees reps")
     ap.add_argument("--audit-verify", choices=("auto", "always", "never"), default="auto",
                     help=f"--programs mix: verify the audit chain after the run (auto: up to "
                          f"{AUDIT_VERIFY_AUTO_MAX:,} events)")
-    ap.add_argument("--currencies", type=lambda s: [c.strip().upper() for c in s.split(",") if c.strip()],
+    ap.add_argument("--currencies", type=currency_list,
                     help="comma-separated; payee k is paid in currency k mod len (default USD; with --programs mix "
                          "USD,EUR,GBP, the events being in the first)")
     ap.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
                     help="database.sqlite_synchronous, also used for the ceiling (default FULL, payhub's default)")
-    ap.add_argument("--batch-size", type=int, default=2000, help="database.batch_size (default 2000)")
-    ap.add_argument("--source-batch", type=int, default=1000, help="sources.<name>.batch_size (default 1000)")
-    ap.add_argument("--rail-batch", type=int, default=100, help="FakeRail max_batch (default 100)")
+    ap.add_argument("--batch-size", type=batch_size, default=2000, help="database.batch_size (default 2000)")
+    ap.add_argument("--source-batch", type=batch_size, default=1000, help="sources.<name>.batch_size (default 1000)")
+    ap.add_argument("--rail-batch", type=positive_int, default=100, help="FakeRail max_batch (default 100)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+    ap.add_argument("--sizes", type=size_list,
                     help="comma-separated event counts: run each in a fresh process and compare peak RSS")
     ap.add_argument("--sizes-ceiling", action="store_true", help="with --sizes: measure the ceiling in each run")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the sqlite3 ceiling measurement")
@@ -438,7 +544,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="profile each stage (default cprofile); write the report next to the results")
     ap.add_argument("--sql-timing", action="store_true",
                     help="time every SQL statement; report the costliest per stage (adds a little overhead)")
-    ap.add_argument("--profile-top", type=int, default=25,
+    ap.add_argument("--profile-top", type=positive_int, default=25,
                     help="rows listed per stage in the cProfile and --sql-timing reports (default 25)")
     ap.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
@@ -454,9 +560,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "with its ceiling, then every bench module's compare(), and print each figure's ratio")
     cmp.add_argument("--quick", action="store_true", help="with --compare: sizes 20000 only (figures are indicative)")
     cmp.add_argument("--no-pg", action="store_true", help="with --compare: skip every PostgreSQL figure")
-    cmp.add_argument("--pg-sizes", type=lambda text: [int(x) for x in text.split(",") if x.strip()], default=None,
+    cmp.add_argument("--pg-sizes", type=size_list, default=None,
                      help="with --compare: the PostgreSQL pipeline's sizes (default: --sizes)")
-    cmp.add_argument("--modules", type=lambda text: [m for m in text.split(",") if m], default=None,
+    cmp.add_argument("--modules", type=module_list, default=None,
                      help=f"with --compare: the figure modules to run (default: all of {','.join(FIGURE_MODULES)}; "
                           "'' for none)")
     cmp.add_argument("--module-timeout", type=float, default=3600,
@@ -469,12 +575,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return args
     if args.currencies is None:
         args.currencies = default_currencies(args.programs)
-    if args.events < 1 or args.payees < 1 or not args.currencies:
-        ap.error("--events and --payees must be positive and --currencies non-empty")
     if args.partners < 1 or args.partners > args.payees:
         ap.error("--partners must be between 1 and --payees (each partner has at least one rep)")
     return args
-
 
 
 def main(argv: list[str] | None = None) -> int:
