@@ -82,8 +82,7 @@ def plugins_list(ctx: Context, fmt: str) -> None:
     render(rows, fmt, title="plugins")
 
 
-from payhub.cli import plugin_check  # noqa: E402,F401  (registers `payhub plugins check`)
-from payhub.cli import plugin_new  # noqa: E402,F401  (registers `payhub plugins new`)
+from payhub.cli import plugin_check, plugin_new  # noqa: E402,F401  (register `payhub plugins check` and `new`)
 
 
 @main.group()
