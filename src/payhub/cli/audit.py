@@ -181,7 +181,7 @@ def _write_export(out: TextIO, fmt: str, chunks: Iterable[list[tuple[Any, ...]]]
 @audit.command("export")
 @_filters
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="File (default: stdout).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
 @pass_ctx
 @fail_cleanly
 def audit_export(ctx: Context, fmt: str, output: str | None, **filters: Any) -> None:
