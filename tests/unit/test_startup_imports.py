@@ -161,3 +161,24 @@ def test_a_misspelt_command_gets_a_suggestion_before_any_command_is_imported(typ
                            capture_output=True, text=True, timeout=60)
     assert found.returncode == 2
     assert f"No such command '{typed}'. Did you mean '{suggested}'?" in found.stderr
+
+
+def test_threads_read_the_head_revision_at_the_same_time() -> None:
+    import threading
+
+    failures: list[BaseException] = []
+    heads: set[str] = set()
+
+    def read() -> None:
+        try:
+            for _ in range(20):
+                heads.add(migrate.head_revision())
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures and len(heads) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,11 +34,21 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+_PARSING = threading.Lock()
+"""One thread at a time parses the migration files: CPython 3.11's ``ast.parse`` fails now and then ("AST
+constructor recursion depth mismatch") when threads parse at the same time."""
+
+
 def head_revision() -> str:
     """The revision this version of payhub needs: the one revision of the migration files that no other names as
     its ``down_revision``, read from their module-level assignments of string constants. Alembic decides whenever
     the files are anything else: a branch, a revision id twice, a file without exactly one ``revision`` and one
     ``down_revision`` of that form, module-level statements Python cannot parse."""
+    with _PARSING:
+        return _head_revision()
+
+
+def _head_revision() -> str:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (MIGRATIONS / "versions").iterdir():
