@@ -4,6 +4,7 @@ money-moving ones only with --send, and a broken plugin fails the check for what
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
 from collections.abc import Iterator
 from decimal import Decimal
@@ -227,11 +228,18 @@ def test_usage_errors_exit_2(config: Path, args: tuple[str, ...], message: str) 
 
 @pytest.fixture
 def released(config: Path) -> Iterator[None]:
+    """The check plugins' state cleared, and Ctrl-C raising KeyboardInterrupt as in a new process (whatever an
+    earlier test in this worker left as the SIGINT handler)."""
     import check_plugins
 
     check_plugins.SEEN.clear()
-    yield
-    check_plugins.RELEASE.set()
+    check_plugins.RELEASE.clear()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        check_plugins.RELEASE.set()
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_check_that_blocks_is_abandoned_and_fails(config: Path, released: None) -> None:
