@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -329,9 +330,22 @@ def drain(pg_url: str, events: int, replicas: int, *, keep: bool = False, profil
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
+        # Each replica's report (every key its rail accepted) outgrows a pipe's buffer: read them while they run, or
+        # a replica blocks writing it and never exits.
+        outs = [""] * len(procs)
+
+        def drain(index: int, proc: subprocess.Popen[str]) -> None:
+            assert proc.stdout is not None
+            outs[index] = proc.stdout.read()
+
+        readers = [threading.Thread(target=drain, args=(i, proc), daemon=True) for i, proc in enumerate(procs)]
+        for reader in readers:
+            reader.start()
         if watcher is not None:
             watcher.run(procs)
-        outs = [proc.communicate()[0] for proc in procs]
+        for reader, proc in zip(readers, procs, strict=True):
+            reader.join()
+            proc.wait()
         if any(proc.returncode for proc in procs):
             raise RuntimeError(f"a replica failed (exit {[p.returncode for p in procs]})")
         results = [json.loads(out.strip().splitlines()[-1]) for out in outs]
