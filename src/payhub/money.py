@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
-import iso4217
-
+from payhub.currency_table import MINOR_UNITS
 from payhub.errors import InvalidRecord
 
 ROUNDING = ROUND_HALF_UP
@@ -23,10 +22,9 @@ _PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)  # ASCII digi
 @lru_cache(maxsize=512)
 def minor_units(currency: str) -> int:
     """Number of decimal places of ``currency`` (JPY 0, EUR 2, BHD 3); raises InvalidRecord if not payable."""
-    try:
-        exponent = iso4217.Currency(currency).exponent
-    except ValueError:
-        raise InvalidRecord(f"unknown currency {currency!r} (not an ISO 4217 code)") from None
+    if currency not in MINOR_UNITS:  # iso4217's table, without its import-time XML parse
+        raise InvalidRecord(f"unknown currency {currency!r} (not an ISO 4217 code)")
+    exponent = MINOR_UNITS[currency]
     if exponent is None:
         raise InvalidRecord(f"currency {currency!r} has no minor unit and cannot be paid")
     return exponent
