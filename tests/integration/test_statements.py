@@ -135,6 +135,7 @@ def test_caps_clawback_withholding_and_fx_lines_add_up_to_the_payout(make_runtim
     verified(rt)
 
 
+@pytest.mark.slow  # a payout paid through the pipeline, then altered and rendered
 def test_a_payout_that_does_not_add_up_gets_no_statement(make_runtime: Any, tmp_path: Path) -> None:
     rt = paid_world(make_runtime, tmp_path, '[notify]\nstatements = "outbox"\n')
     with rt.engine.begin() as conn:  # an insider adds a cent to payout 1, and changes an FX rate of payout 2

@@ -344,6 +344,7 @@ class RefusingInbox(Inbox):
         return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
 
 
+@pytest.mark.slow  # payouts paid through the pipeline, then mailed to a refusing server
 def test_a_refusal_quoting_the_address_is_recorded_without_it(make_runtime: Any, tmp_path: Path,
                                                               servers: list[Server]) -> None:
     server = Server()
@@ -361,6 +362,7 @@ def test_a_refusal_quoting_the_address_is_recorded_without_it(make_runtime: Any,
         assert all(address not in (row.reason or "") for row in deliveries(rt).values())
 
 
+@pytest.mark.slow  # payouts paid through the pipeline, then mailed by hand
 def test_send_by_hand_reads_an_address_just_added_to_the_payees_file(make_runtime: Any, tmp_path: Path,
                                                                       servers: list[Server]) -> None:
     server = Server().start()
