@@ -97,3 +97,24 @@ def test_a_query_that_fails_leaves_the_earlier_export_in_place(site: tuple[CliSi
         with rt.engine.begin() as conn:
             conn.execute(text("ALTER TABLE audit_log_away RENAME TO audit_log"))
     assert [outcome for outcome, _ in recorded_exports(rt)] == ["ok"]
+
+
+def test_an_existing_file_it_cannot_write_gives_one_line_and_an_incomplete_record(site: tuple[CliSite, Runtime],
+                                                                                   tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch
+                                                                                   ) -> None:
+    cli, rt = site
+    target = tmp_path / "audit.jsonl"
+    target.write_text("an earlier export\n")
+
+    def refuse(path: str) -> io.StringIO:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(cli_audit, "_open_export", refuse)
+    result = cli.cli("audit", "export", "-o", str(target))
+    assert result.exit_code == 1, result.output
+    assert "Permission denied" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert target.read_text() == "an earlier export\n"
+    assert recorded_exports(rt) == [("incomplete", {"filters": {}, "format": "jsonl", "output": str(target),
+                                                    "rows": 0})]
