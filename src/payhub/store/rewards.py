@@ -209,12 +209,6 @@ _ORDER = (rewards.c.payee_id, rewards.c.currency, rewards.c.id)
 _OTHER = rewards.alias("other")  # another reward of the same payee
 
 
-def claim_pending(conn: Connection, limit: int) -> list[Row[Any, Any]]:
-    """Lock up to ``limit`` ``pending`` rewards, by payee, currency and id."""
-    return list(conn.execute(for_update(conn, _SCHEDULABLE.where(rewards.c.status == RewardStatus.PENDING)
-                                        .order_by(*_ORDER).limit(limit))).all())
-
-
 def claim_carried(conn: Connection, payee_ids: Iterable[str]) -> list[Row[Any, Any]]:
     """Lock the ``carried`` rewards of the payees, by payee, currency and id."""
     return list(conn.execute(for_update(conn, _SCHEDULABLE.where(
