@@ -11,17 +11,10 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-    load_pem_private_key,
-    load_pem_public_key,
-)
+if TYPE_CHECKING:  # cryptography is imported by the functions that use a key: only where one is configured
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
 class BadKey(ValueError):
@@ -53,6 +46,8 @@ class SigningKey:
 
     def check(self, message: bytes, signature: str) -> bool:
         """True when ``signature`` (base64) is this key's signature of ``message``."""
+        from cryptography.exceptions import InvalidSignature
+
         try:
             raw = base64.b64decode(signature, validate=True)
             self.public.verify(raw, message)
@@ -62,11 +57,16 @@ class SigningKey:
 
 
 def public_bytes(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def new_private_key() -> tuple[str, SigningKey]:
     """A fresh key pair: (PEM text of the private key, the key)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
     return pem, SigningKey(private.public_key(), private)
@@ -74,6 +74,9 @@ def new_private_key() -> tuple[str, SigningKey]:
 
 def parse_private(text: str) -> SigningKey:
     """A signing key from PEM (PKCS#8, unencrypted) or base64 of the 32-byte seed."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     text = text.strip()
     if text.startswith("-----BEGIN"):
         try:
@@ -89,6 +92,9 @@ def parse_private(text: str) -> SigningKey:
 
 def parse_public(text: str) -> SigningKey:
     """A checking-only key from PEM or base64 of the 32 raw bytes."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     text = text.strip()
     if text.startswith("-----BEGIN"):
         try:

@@ -96,6 +96,9 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeo
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    from payhub.db.schema import use_postgresql_options
+
+    use_postgresql_options()  # the schema's PostgreSQL operator classes, declared once this dialect is in use
     timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT}
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=timeout)
 

@@ -332,8 +332,9 @@ payouts = Table(
     Index("ix_payouts_rail_id", "rail", "id"),
     Index("ix_payouts_payee_id", "payee_id", "id"),
     # the console's search by rail reference, and by a bank file's name: the prefix of its lines' references
-    # (LIKE 'file:%' on PostgreSQL needs the pattern operator class whatever the database's collation)
-    Index("ix_payouts_provider_ref", "provider_ref", postgresql_ops={"provider_ref": "varchar_pattern_ops"}),
+    # (LIKE 'file:%' on PostgreSQL needs the pattern operator class whatever the database's collation: see
+    # POSTGRESQL_INDEX_OPS)
+    Index("ix_payouts_provider_ref", "provider_ref"),
     one_of("status", PayoutStatus),
 )
 
@@ -513,3 +514,21 @@ statement_deliveries = Table(
     Column("reason", Text),  # why it failed or was skipped
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+POSTGRESQL_INDEX_OPS: dict[str, dict[str, str]] = {
+    "ix_payouts_provider_ref": {"provider_ref": "varchar_pattern_ops"},
+}
+"""PostgreSQL operator classes of indexes (index name -> column -> class), the indexes' ``postgresql_ops``. They are
+set by :func:`use_postgresql_options` (:func:`payhub.db.engine.make_engine` calls it for a PostgreSQL URL), not
+declared in the ``Index`` itself: declaring a dialect's option makes SQLAlchemy import that dialect (all of
+``sqlalchemy.dialects.postgresql`` and its drivers' modules) when this module is imported, on SQLite too. The
+migrations create the indexes with them (0009_console)."""
+
+
+def use_postgresql_options() -> None:
+    """Give the indexes of :data:`POSTGRESQL_INDEX_OPS` their ``postgresql_ops`` (idempotent)."""
+    for table in metadata.tables.values():
+        for index in table.indexes:
+            ops = POSTGRESQL_INDEX_OPS.get(str(index.name))
+            if ops is not None and index.dialect_options["postgresql"]["ops"] != ops:
+                index.dialect_options["postgresql"]["ops"] = ops
