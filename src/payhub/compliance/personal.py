@@ -15,8 +15,6 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, select
 
 from payhub.clock import utcnow
@@ -35,6 +33,8 @@ def keys(conn: Connection, subjects: Iterable[str], *, create: bool = False) -> 
     found = _stored_keys(conn, wanted)
     missing = wanted - found.keys()
     if create and missing:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # here: imported when a key is made
+
         now = utcnow()
         insert_ignore(conn, personal_keys, [
             {"subject": s, "key": base64.b64encode(AESGCM.generate_key(bit_length=256)).decode(), "created_at": now}
@@ -50,6 +50,8 @@ def _stored_keys(conn: Connection, subjects: Iterable[str]) -> dict[str, bytes]:
 
 def seal_with(key: bytes, subject: str, value: str) -> str:
     """``value`` sealed with ``subject``'s ``key`` (from :func:`keys`)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = os.urandom(12)
     box = nonce + AESGCM(key).encrypt(nonce, value.encode(), subject.encode())
     return f"{PREFIX}{subject}:{base64.urlsafe_b64encode(box).decode()}"
@@ -70,6 +72,9 @@ def open_with(found: dict[str, bytes], value: str) -> str:
     key = found.get(match["subject"])
     if key is None:
         return ERASED
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         box = base64.urlsafe_b64decode(match["box"])
         return AESGCM(key).decrypt(box[:12], box[12:], match["subject"].encode()).decode()
