@@ -257,3 +257,11 @@ def test_capabilities(rail_factory: RailFactory) -> None:
     caps = rail_factory(currencies=["eur", "usd"], max_batch=25).capabilities
     assert (caps.lookup, caps.reports_status, caps.currencies, caps.max_batch) == (
         True, False, frozenset({"EUR", "USD"}), 25)
+
+
+def test_the_characters_xml_cannot_hold_are_exactly_those_outside_xml_1_0s_char_production() -> None:
+    def xml_char(cp: int) -> bool:  # XML 1.0, production [2] Char
+        return cp in (0x9, 0xA, 0xD) or 0x20 <= cp <= 0xD7FF or 0xE000 <= cp <= 0xFFFD or 0x10000 <= cp <= 0x10FFFF
+
+    refused = [cp for cp in range(0x110000) if ubl.NOT_XML.fullmatch(chr(cp))]
+    assert refused == [cp for cp in range(0x110000) if not xml_char(cp)]
