@@ -194,3 +194,46 @@ def test_the_currency_table_is_iso4217s() -> None:
     source = Path(currency_table.__file__).read_text(encoding="utf-8")
     assert currency_table.render() in source  # the literal is what render() regenerates
     assert (minor_units("JPY"), minor_units("EUR"), minor_units("BHD"), minor_units("CLF")) == (0, 2, 3, 4)
+
+
+RUN_ONCE_NEEDS_NONE_OF = {
+    "alembic",  # the schema check reads the head revision from the migration files
+    "prometheus_client",  # the in-process instruments are made when one is first used
+    "iso4217",  # minor units come from payhub.currency_table
+    "cryptography",  # signing and personal-data sealing import it when they use a key
+    "sqlalchemy.dialects.postgresql",  # declared by make_engine for a PostgreSQL URL only
+    "jinja2", "weasyprint", "payhub.statements.render",  # statements are off in the quickstart
+    "payhub.http.server", "uvicorn", "starlette",  # --once serves nothing
+    "payhub.console", "payhub.compliance.tax_report",
+}
+
+
+@pytest.mark.slow  # a migration and two runs of payhub
+def test_run_once_on_an_empty_backlog_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+    """``payhub run --once`` with the quickstart's settings (its three rail plugins), nothing to do: every check of
+    start-up runs (settings, plugins by name, schema revision), and none of the named modules is imported."""
+    from bench.startup import quickstart_site
+
+    config = quickstart_site(tmp_path)  # migrated; a first run synced the payees
+    args = ["-c", str(config), "run", "--once", "--no-progress"]
+    body = (f"from payhub.cli import main\ntry:\n    main({args!r})\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code\nsys.stdout.flush()")
+    done = subprocess.run([sys.executable, "-c", CHECK.format(body=body)], capture_output=True, text=True, timeout=120,
+                          check=True, cwd=tmp_path)
+    modules = set(done.stdout.rsplit("modules:", 1)[1].strip().split(","))
+    assert "ingested" in done.stdout and "payhub_giftcard.rail" in modules and "payhub.db.migrate" in modules
+    unneeded = {name for name in modules if {name, name.split(".")[0]} & RUN_ONCE_NEEDS_NONE_OF}
+    assert unneeded == set()
+
+
+def test_the_metrics_are_made_when_first_used() -> None:
+    body = ("from payhub import metrics\nmetrics.set_payouts_blocked(False)\nmetrics.plugin_failed\n"
+            "assert 'prometheus_client' not in sys.modules\n"
+            "import threading\nfound = []\n"
+            "threads = [threading.Thread(target=lambda: found.append(metrics.STAGE_ITEMS)) for _ in range(8)]\n"
+            "[t.start() for t in threads]\n[t.join() for t in threads]\n"
+            "assert len({id(x) for x in found}) == 1\n"
+            "assert metrics.REGISTRY.get_sample_value('payhub_payouts_blocked') == 0\n"
+            "metrics.set_payouts_blocked(True)\n"
+            "assert metrics.REGISTRY.get_sample_value('payhub_payouts_blocked') == 1\n")
+    assert "prometheus_client" in imported_after(body)

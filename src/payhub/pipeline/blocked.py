@@ -51,7 +51,7 @@ def blocked_reasons(hooks: pluggy.PluginManager) -> list[str]:
             reasons.append(f"{impl.plugin_name}: answered {type(answer).__name__}, not a reason or None")
         else:
             reasons.append(f"{impl.plugin_name}: {answer.strip() or 'blocked (no reason given)'}")
-    metrics.PAYOUTS_BLOCKED.set(1 if reasons else 0)
+    metrics.set_payouts_blocked(bool(reasons))
     return reasons
 
 
