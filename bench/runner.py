@@ -385,6 +385,8 @@ def run_pipeline(workdir: Path, opts: RunOptions, rss: RssMeter, database_url: s
     rt = Runtime(settings)
     rt.load_plugins()
     rail = rt.plugins.rails[RAIL_NAME]
+    if hasattr(rail, "keep_counts_only"):  # FakeRail: keys and counts only, so its memory does not grow per payout
+        rail.keep_counts_only()
     meter = Meter(rss, trace=opts.tracemalloc, profiler=StageProfiler(opts.profile) if opts.profile else None)
     if opts.profile:
         source = rt.plugins.sources[SOURCE_NAME]
@@ -444,10 +446,11 @@ class Progress:
 
 
 def _ledger_mb(rail: Any) -> float:
-    """Memory FakeRail keeps about what it accepted (a key count per payout): test bookkeeping, not payhub's."""
-    accepted = rail.accepted
-    size = sys.getsizeof(accepted) + sum(sys.getsizeof(key) for key in accepted)
+    """Memory FakeRail keeps about what it accepted (a packed key per payout, its ledger's bookkeeping) and the
+    calls it recorded, if any: test bookkeeping, not payhub's."""
+    size = rail.ledger.nbytes() if hasattr(rail.ledger, "nbytes") else 0
     size += sys.getsizeof(rail.calls) + sum(sys.getsizeof(call) for call in rail.calls)
+    size += sys.getsizeof(rail.sent) + sum(sys.getsizeof(instruction) for instruction in rail.sent)
     return size / MB
 
 

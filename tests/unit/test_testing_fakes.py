@@ -232,3 +232,67 @@ def test_public_names_are_sorted_resolve_and_are_typed_where_they_are_defined() 
     assert typed == {name: f"payhub.testing.{module}" for name, module in lazy.items()}
     with pytest.raises(AttributeError):
         payhub.testing.NoSuchName  # noqa: B018
+
+
+PAYHUB_KEY = "ph-" + "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize("key", [PAYHUB_KEY, "ph-0001", "ph-" + "0123456789ABCDEF" * 2, "other:key"])
+def test_a_compact_ledger_counts_payments_and_resends_per_key_as_the_full_one(key: str) -> None:
+    full, compact = ProviderLedger(dedup=False), ProviderLedger(dedup=False, compact=True)
+    for ledger in (full, compact):
+        first, again = ledger.accept(instruction(key)), ledger.accept(instruction(key))
+        assert (first.provider_ref, again.provider_ref) == (f"fake-{key[-8:]}", f"fake-{key[-8:]}-2")
+        ledger.accept(instruction("ph-0002"))
+    assert compact.accepted == full.accepted == {key: 2, "ph-0002": 1}
+    assert compact.received == full.received and compact.paid_twice() == full.paid_twice() == [key]
+    assert compact.first_ref(key) == full.first_ref(key) == f"fake-{key[-8:]}" and compact.first_ref("x") is None
+    with pytest.raises(RuntimeError, match="compact"):
+        compact.find(key)
+    with pytest.raises(RuntimeError, match="compact"):
+        _ = compact.acceptances
+
+
+def test_a_compact_deduplicating_ledger_keeps_the_window_from_the_first_acceptance() -> None:
+    ledger = ProviderLedger(window=timedelta(hours=1), compact=True)
+    with ManualClock(START) as manual:
+        first = ledger.accept(instruction(PAYHUB_KEY))
+        manual.advance(timedelta(minutes=59))
+        assert ledger.accept(instruction(PAYHUB_KEY)).provider_ref == first.provider_ref
+        assert ledger.accepted == {PAYHUB_KEY: 1} and ledger.received == {PAYHUB_KEY: 2}
+        manual.advance(60)
+        assert ledger.accept(instruction(PAYHUB_KEY)).provider_ref.endswith("-2")
+    assert ledger.accepted == {PAYHUB_KEY: 2} and ledger.received == {PAYHUB_KEY: 3}
+
+
+def test_a_compact_ledger_holds_a_payhub_key_in_far_less_memory_than_its_acceptance() -> None:
+    keys = [f"ph-{n:032x}" for n in range(1, 2001)]
+    full, compact = ProviderLedger(dedup=False), ProviderLedger(dedup=False, compact=True)
+    for ledger in (full, compact):
+        for n, key in enumerate(keys):
+            ledger.accept(instruction(key, n))
+    assert compact.accepted == full.accepted
+    assert compact.nbytes() / len(keys) < 120 and compact.nbytes() * 3 < full.nbytes()
+
+
+def test_a_fake_rail_that_does_not_record_keeps_counts_only_and_still_looks_up() -> None:
+    rail = FakeRail("r", FakeRailSettings(record=False))
+    assert rail.ledger.compact
+    rail.send([instruction(PAYHUB_KEY), instruction("ph-0002", 2)])
+    assert rail.calls == [] and rail.sent == [] and rail.accepted == {PAYHUB_KEY: 1, "ph-0002": 1}
+    rail.ledger.set_outcome(PAYHUB_KEY, Outcome.PAID)
+    found = rail.lookup([PAYHUB_KEY, "ph-0002", "ph-0003"])
+    assert found[PAYHUB_KEY] is not None and found[PAYHUB_KEY].outcome == Outcome.PAID
+    assert found["ph-0002"] is not None and found["ph-0002"].provider_ref == "fake-ph-0002"
+    assert found["ph-0003"] is None and rail.lookups == []
+
+
+def test_keep_counts_only_switches_a_fresh_rail_and_refuses_one_that_was_paid() -> None:
+    rail = FakeRail("r")
+    rail.keep_counts_only()
+    rail.send([instruction()])
+    assert rail.ledger.compact and rail.calls == [] and rail.accepted == {"ph-0001": 1}
+    used = FakeRail("r")
+    used.send([instruction()])
+    with pytest.raises(RuntimeError, match="already"):
+        used.keep_counts_only()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -63,6 +64,31 @@ class Acceptance:
     at: datetime
 
 
+def _ref(key: str, number: int) -> str:
+    """The provider's reference of the ``number``-th acceptance of ``key``."""
+    return f"fake-{key[-8:]}" + (f"-{number}" if number > 1 else "")
+
+
+_KEY_PREFIX = "ph-"
+
+
+def _pack(key: str) -> int | str:
+    """``key`` as a compact ledger keeps it: payhub's keys (``ph-`` and 32 lowercase hex digits) as the integer the
+    digits spell, any other key as it is. :func:`_unpack` gives the key back exactly."""
+    if len(key) == 35 and key.startswith(_KEY_PREFIX):
+        try:
+            packed = int(key[3:], 16)
+        except ValueError:
+            return key
+        if f"{_KEY_PREFIX}{packed:032x}" == key:
+            return packed
+    return key
+
+
+def _unpack(packed: int | str) -> str:
+    return packed if isinstance(packed, str) else f"{_KEY_PREFIX}{packed:032x}"
+
+
 class ProviderLedger:
     """What a payment provider accepted, per idempotency key. Thread-safe.
 
@@ -71,22 +97,34 @@ class ProviderLedger:
     payment. Without it every send is a new acceptance, so a payout sent twice is paid twice, and visibly so in
     :attr:`accepted`. Times are read from :func:`payhub.api.utcnow`, so a :class:`~payhub.testing.ManualClock`
     moves the window.
+
+    A ``compact`` ledger keeps only counts per key (payhub's keys packed as integers), not the acceptances:
+    :meth:`find` and :attr:`acceptances` are not available, :meth:`first_ref` is.
     """
 
-    def __init__(self, *, dedup: bool = True, window: timedelta | None = None) -> None:
+    def __init__(self, *, dedup: bool = True, window: timedelta | None = None, compact: bool = False) -> None:
         self.dedup = dedup
         self.window = window
+        self.compact = compact
         self._acceptances: list[Acceptance] = []
         self._first: dict[str, Acceptance] = {}  # the first acceptance of each key
         self._count: Counter[str] = Counter()  # acceptances per key
         self._received: Counter[str] = Counter()
         self._outcomes: dict[str, tuple[Outcome, str | None]] = {}
+        # compact: the keys accepted (packed, see _pack), the count of those accepted more than once, the
+        # deduplicated resends per key, and (with a window only) when each key was first accepted
+        self._keys: set[int | str] = set()
+        self._more: dict[str, int] = {}
+        self._resent: Counter[str] = Counter()
+        self._first_at: dict[int | str, datetime] = {}
         self._lock = threading.Lock()
 
     def accept(self, instruction: PayoutInstruction) -> Acceptance:
         """Receive ``instruction``; return the acceptance that answers it (the first one, when deduplicated)."""
         key = instruction.idempotency_key
         now = utcnow()
+        if self.compact:
+            return self._accept_compact(instruction, key, now)
         with self._lock:
             self._received[key] += 1
             first = self._first.get(key)
@@ -94,21 +132,50 @@ class ProviderLedger:
                 return first
             self._count[key] += 1
             number = self._count[key]
-            ref = f"fake-{key[-8:]}" + (f"-{number}" if number > 1 else "")
+            ref = _ref(key, number)
             acceptance = Acceptance(key, ref, instruction.payout_id, instruction.amount, instruction.currency, now)
             self._acceptances.append(acceptance)
             self._first.setdefault(key, acceptance)
             return acceptance
 
+    def _accept_compact(self, instruction: PayoutInstruction, key: str, now: datetime) -> Acceptance:
+        packed = _pack(key)
+        with self._lock:
+            seen = packed in self._keys
+            if self.dedup and seen and (self.window is None or now - self._first_at[packed] < self.window):
+                self._resent[key] += 1
+                return Acceptance(key, _ref(key, 1), instruction.payout_id, instruction.amount,
+                                  instruction.currency, self._first_at.get(packed, now))
+            if seen:
+                number = self._more[key] = self._more.get(key, 1) + 1
+            else:
+                number = 1
+                self._keys.add(packed)
+                if self.window is not None:
+                    self._first_at[packed] = now
+            return Acceptance(key, _ref(key, number), instruction.payout_id, instruction.amount,
+                              instruction.currency, now)
+
     def find(self, key: str) -> Acceptance | None:
-        """The first acceptance of ``key``, or None when the provider never accepted it."""
+        """The first acceptance of ``key``, or None when the provider never accepted it (not kept by a compact
+        ledger: see :meth:`first_ref`)."""
+        if self.compact:
+            raise RuntimeError("a compact ledger keeps no acceptances, only counts per key (use first_ref)")
         with self._lock:
             return self._first.get(key)
+
+    def first_ref(self, key: str) -> str | None:
+        """The provider's reference of the first acceptance of ``key``, or None when it never accepted it."""
+        if self.compact:
+            with self._lock:
+                return _ref(key, 1) if _pack(key) in self._keys else None
+        found = self.find(key)
+        return None if found is None else found.provider_ref
 
     def set_outcome(self, key: str, outcome: Outcome, reason: str | None = None) -> None:
         """Make lookups answer ``outcome`` (``PAID``, ``REJECTED``, ``RETURNED``) for the accepted ``key``."""
         with self._lock:
-            if key not in self._first:
+            if (_pack(key) not in self._keys) if self.compact else (key not in self._first):
                 raise KeyError(f"the provider never accepted {key!r}")
             self._outcomes[key] = (outcome, reason)
 
@@ -119,7 +186,9 @@ class ProviderLedger:
 
     @property
     def acceptances(self) -> list[Acceptance]:
-        """Every acceptance, in order (a copy)."""
+        """Every acceptance, in order (a copy); a compact ledger keeps none."""
+        if self.compact:
+            raise RuntimeError("a compact ledger keeps no acceptances, only counts per key")
         with self._lock:
             return list(self._acceptances)
 
@@ -127,13 +196,33 @@ class ProviderLedger:
     def accepted(self) -> Counter[str]:
         """Payments per key (a copy): exactly once means every count is 1; deduplicated resends do not count."""
         with self._lock:
-            return Counter(self._count)
+            if not self.compact:
+                return Counter(self._count)
+            counts = Counter(dict.fromkeys(map(_unpack, self._keys), 1))
+            counts.update({key: n - 1 for key, n in self._more.items()})
+            return counts
 
     @property
     def received(self) -> Counter[str]:
         """Sends per key (a copy), deduplicated resends included."""
+        if not self.compact:
+            with self._lock:
+                return Counter(self._received)
+        counts = self.accepted
         with self._lock:
-            return Counter(self._received)
+            counts.update(self._resent)
+        return counts
+
+    def nbytes(self) -> int:
+        """About how much memory the ledger's per-key bookkeeping takes (its containers and what they hold)."""
+        with self._lock:
+            if self.compact:
+                parts: list[Any] = [self._keys, self._more, self._resent, self._first_at]
+                return (sum(sys.getsizeof(c) for c in parts) + sum(sys.getsizeof(k) for k in self._keys)
+                        + sum(sys.getsizeof(k) for k in self._more) + sum(sys.getsizeof(k) for k in self._resent))
+            return (sum(sys.getsizeof(c) for c in (self._acceptances, self._first, self._count, self._received))
+                    + sum(sys.getsizeof(a) + sys.getsizeof(a.key) + sys.getsizeof(a.provider_ref)
+                          for a in self._acceptances))
 
     def paid_twice(self) -> list[str]:
         """The keys accepted more than once, sorted."""
@@ -153,6 +242,7 @@ class FakeRailSettings(PluginSettings):
     max_amounts: dict[str, Decimal] = {}
     requires_detail: str | None = None  # a payee detail this rail needs (check_payee refuses payees without it)
     return_window_seconds: float | None = None  # how long a paid payout can still be returned
+    record: bool = True  # keep every call and instruction (False: only counts per key, in flat memory)
 
 
 class FakeRail(Rail):
@@ -162,6 +252,10 @@ class FakeRail(Rail):
     ``calls`` lists the keys of each send, ``sent`` every instruction sent, ``lookups`` the keys of each lookup;
     ``accepted`` is the ledger's payments per key. Without ``ledger`` it gets its own, deduplicating as the
     settings say.
+
+    With ``record = false`` (or after :meth:`keep_counts_only`) it keeps none of ``calls``, ``sent`` and
+    ``lookups`` and its own ledger is compact (:class:`ProviderLedger` ``compact``): what it holds grows only by a
+    packed key per payout accepted, so a long run's memory is the pipeline's, not the test double's.
     """
 
     settings_model = FakeRailSettings
@@ -173,13 +267,25 @@ class FakeRail(Rail):
         s = self.settings
         window = timedelta(seconds=s.dedup_window_seconds) if s.dedup_window_seconds else None
         self.ledger = ledger or ProviderLedger(dedup=window is not None if s.dedup is None else s.dedup,
-                                               window=window)
+                                               window=window, compact=not s.record)
+        self.record = s.record
         self.calls: list[list[str]] = []
         self.sent: list[PayoutInstruction] = []
         self.lookups: list[list[str]] = []
         self.faults: deque[Fault] = deque()
         self.release = threading.Event()
         self._lock = threading.Lock()
+
+    def keep_counts_only(self) -> None:
+        """From now on keep no ``calls``, ``sent`` or ``lookups``, and make the rail's own ledger compact (it must
+        not have accepted anything yet)."""
+        with self._lock:
+            if not self.ledger.compact:
+                if self.ledger.accepted:
+                    raise RuntimeError("the ledger already holds acceptances")
+                self.ledger = ProviderLedger(dedup=self.ledger.dedup, window=self.ledger.window, compact=True)
+            self.record = False
+            self.calls, self.sent, self.lookups = [], [], []
 
     @property
     def accepted(self) -> Counter[str]:
@@ -214,9 +320,10 @@ class FakeRail(Rail):
         return None
 
     def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
-        with self._lock:
-            self.calls.append([i.idempotency_key for i in instructions])
-            self.sent.extend(instructions)
+        if self.record:
+            with self._lock:
+                self.calls.append([i.idempotency_key for i in instructions])
+                self.sent.extend(instructions)
         fault = self._next(*SEND_FAULTS)
         if fault == "retryable":
             raise RetryableRailError("provider busy (503)")
@@ -240,18 +347,19 @@ class FakeRail(Rail):
     def lookup(self, keys: Sequence[str]) -> dict[str, RailResult | None]:
         if not self.settings.lookup:
             return super().lookup(keys)
-        with self._lock:
-            self.lookups.append(list(keys))
+        if self.record:
+            with self._lock:
+                self.lookups.append(list(keys))
         if self._next("lookup_fails"):
             raise RetryableRailError("lookup endpoint unavailable")
         found: dict[str, RailResult | None] = {}
         for key in keys:
-            acceptance = self.ledger.find(key)
-            if acceptance is None:
+            ref = self.ledger.first_ref(key)
+            if ref is None:
                 found[key] = None
             else:
                 outcome, reason = self.ledger.outcome(key)
-                found[key] = RailResult(key, outcome, acceptance.provider_ref, reason)
+                found[key] = RailResult(key, outcome, ref, reason)
         return found
 
 
