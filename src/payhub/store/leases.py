@@ -102,4 +102,6 @@ def void(conn: Connection, owner: str | None = None) -> None:
         query = update(table)
         if owner is not None:
             query = query.where(table.c.lease_owner == owner)
+        else:  # only rows that hold one: a start with no lease left writes nothing (no commit to sync to disk)
+            query = query.where(or_(table.c.lease_owner.is_not(None), table.c.lease_until.is_not(None)))
         conn.execute(query.values(lease_owner=None, lease_until=None))
