@@ -30,7 +30,7 @@ from payhub.fx import convert, find_rate
 from payhub.money import from_minor, to_minor
 from payhub.payees import erased_since, load_payees
 from payhub.runtime import Runtime, Tx
-from payhub.states import HoldCode, PayoutStatus, RewardStatus
+from payhub.states import HoldCode, RewardStatus
 from payhub.store import payouts as payout_store
 from payhub.store import rewards as store
 
@@ -367,21 +367,18 @@ def _create_payouts(tx: Tx, planned: list[Planned], cadence: str = "pass", due_b
     if not planned:
         return
     now = utcnow()
-    rows: list[dict[str, Any]] = [{
-        "idempotency_key": f"ph-{uuid.uuid4().hex}", "payee_id": payee_id, "rail": rail, "route_reason": why,
-        "currency": currency, "amount_minor": sum(item[2] for item in items), "item_count": len(items),
-        "status": PayoutStatus.SCHEDULED, "attempts": 0, "created_at": now, "updated_at": now,
-    } for payee_id, currency, rail, why, items in planned]
+    rows = [(f"ph-{uuid.uuid4().hex}", payee_id, rail, why, currency, sum(item[2] for item in items), len(items))
+            for payee_id, currency, rail, why, items in planned]
     ids = payout_store.create(tx, rows, [
-        (index, {"reward_id": row.id, "amount_minor": minor, "fx": canonical_json(fx) if fx else None})
+        (index, row.id, minor, canonical_json(fx) if fx else None)
         for index, plan in enumerate(planned) for row, _currency, minor, fx in plan[4]], now)
     timing = {} if due_before is None else {"cadence": cadence, "due_before": isoformat(due_before)}
     audit = tx.audit
-    for payout_id, row in zip(ids, rows, strict=True):
+    for payout_id, (key, payee_id, rail, why, currency, amount_minor, count) in zip(ids, rows, strict=True):
         audit("payout.created", "payout", payout_id, {
-            "key": row["idempotency_key"], "payee": row["payee_id"], "rail": row["rail"], "route": row["route_reason"],
-            "currency": row["currency"], "amount": str(from_minor(row["amount_minor"], row["currency"])),
-            "rewards": row["item_count"], **timing,
+            "key": key, "payee": payee_id, "rail": rail, "route": why,
+            "currency": currency, "amount": str(from_minor(amount_minor, currency)),
+            "rewards": count, **timing,
         })
     for payout_id, plan in zip(ids, planned, strict=True):
         for reward, currency, minor, fx in plan[4]:

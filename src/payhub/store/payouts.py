@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal, literal_column, or_, select, update
+from sqlalchemy import Connection, and_, func, literal, literal_column, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
 from payhub.clock import utcnow
 from payhub.db.queries import for_update
-from payhub.db.schema import attempts, bind_time, payout_items, payouts, rewards
+from payhub.db.schema import attempts, bind_time, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
@@ -401,17 +401,43 @@ def lease_owner(tx: Tx, payout_id: int) -> tuple[str | None] | None:
     return None if row is None else (row[0],)
 
 
-def create(tx: Tx, rows: list[dict[str, Any]], items: list[tuple[int, dict[str, Any]]], now: datetime) -> list[int]:
-    """Insert payouts (``rows``, each with its idempotency key) and return their ids in order; ``items`` are
-    ``(index of the payout in rows, item)`` with the item's ``reward_id``, ``amount_minor`` and ``fx``: each is
-    written and its reward becomes ``scheduled`` in that payout."""
-    id_of = {key: payout_id for key, payout_id in tx.conn.execute(
-        payouts.insert().returning(payouts.c.idempotency_key, payouts.c.id), rows)}
-    ids = [id_of[row["idempotency_key"]] for row in rows]
-    tx.conn.execute(payout_items.insert(), [{"payout_id": ids[index], **item} for index, item in items])
-    tx.conn.execute(
-        update(rewards).where(rewards.c.id == bindparam("reward")).values(
-            status=RewardStatus.SCHEDULED, payout_id=bindparam("payout"), hold_code=None, hold_reason=None,
-            updated_at=now),
-        [{"reward": item["reward_id"], "payout": ids[index]} for index, item in items])
+_PAYOUT_COLUMNS = ("idempotency_key", "payee_id", "rail", "route_reason", "currency", "amount_minor", "item_count",
+                   "status", "attempts", "created_at", "updated_at")
+"""The columns of a payout :func:`create` writes, in the order of its rows' values."""
+_INSERT_ITEMS = "INSERT INTO payout_items (payout_id, reward_id, amount_minor, fx) VALUES (?, ?, ?, ?)"
+_SCHEDULE_REWARD = (f"UPDATE rewards SET status = '{RewardStatus.SCHEDULED.value}', payout_id = ?, hold_code = NULL, "
+                    "hold_reason = NULL, updated_at = ? WHERE id = ?")
+CREATE_CHUNK = 200
+"""Payouts per multi-row INSERT of :func:`create` (11 values each: far below either database's parameter limit)."""
+
+
+def create(tx: Tx, rows: Sequence[tuple[str, str, str, str, str, int, int]],
+           items: Sequence[tuple[int, int, int, str | None]], now: datetime) -> list[int]:
+    """Insert ``scheduled`` payouts and return their ids in order. ``rows`` are ``(idempotency key, payee, rail,
+    route reason, currency, amount_minor, item count)``; ``items`` are ``(index of the payout in rows, reward id,
+    amount_minor, fx JSON or None)``: each is written and its reward becomes ``scheduled`` in that payout.
+
+    Driver-level statements compiled once: a multi-row INSERT of the payouts per :data:`CREATE_CHUNK` returning
+    their ids (matched by key: the order of RETURNING rows is not guaranteed), one executemany of the items and
+    one of the rewards."""
+    if not rows:
+        return []
+    conn = tx.conn
+    at = bind_time(conn.dialect)(now)
+    id_of: dict[str, int] = {}
+    tail = (PayoutStatus.SCHEDULED.value, 0, at, at)
+    for start in range(0, len(rows), CREATE_CHUNK):
+        chunk = rows[start:start + CREATE_CHUNK]
+        sql = driver_sql(conn, f"INSERT INTO payouts ({', '.join(_PAYOUT_COLUMNS)}) VALUES "
+                               + ", ".join([f"({marks(len(_PAYOUT_COLUMNS))})"] * len(chunk))
+                               + " RETURNING idempotency_key, id")
+        params = tuple(value for row in chunk for value in (*row, *tail))
+        id_of.update((key, payout_id) for key, payout_id in conn.exec_driver_sql(sql, params))
+    ids = [id_of[row[0]] for row in rows]
+    if not items:
+        return ids
+    conn.exec_driver_sql(driver_sql(conn, _INSERT_ITEMS),
+                         [(ids[index], reward_id, minor, fx) for index, reward_id, minor, fx in items])
+    conn.exec_driver_sql(driver_sql(conn, _SCHEDULE_REWARD),
+                         [(ids[index], at, reward_id) for index, reward_id, _minor, _fx in items])
     return ids
