@@ -296,3 +296,8 @@ def test_keep_counts_only_switches_a_fresh_rail_and_refuses_one_that_was_paid() 
     used.send([instruction()])
     with pytest.raises(RuntimeError, match="already"):
         used.keep_counts_only()
+    shared = ProviderLedger()
+    given = FakeRail("r", ledger=shared)
+    given.keep_counts_only()
+    given.send([instruction()])
+    assert given.ledger is shared and not shared.compact and given.calls == [] and shared.accepted == {"ph-0001": 1}

@@ -268,6 +268,7 @@ class FakeRail(Rail):
         window = timedelta(seconds=s.dedup_window_seconds) if s.dedup_window_seconds else None
         self.ledger = ledger or ProviderLedger(dedup=window is not None if s.dedup is None else s.dedup,
                                                window=window, compact=not s.record)
+        self._own_ledger = ledger is None
         self.record = s.record
         self.calls: list[list[str]] = []
         self.sent: list[PayoutInstruction] = []
@@ -278,9 +279,9 @@ class FakeRail(Rail):
 
     def keep_counts_only(self) -> None:
         """From now on keep no ``calls``, ``sent`` or ``lookups``, and make the rail's own ledger compact (it must
-        not have accepted anything yet)."""
+        not have accepted anything yet); a ledger given to the rail, shared with others, is left as it is."""
         with self._lock:
-            if not self.ledger.compact:
+            if self._own_ledger and not self.ledger.compact:
                 if self.ledger.accepted:
                     raise RuntimeError("the ledger already holds acceptances")
                 self.ledger = ProviderLedger(dedup=self.ledger.dedup, window=self.ledger.window, compact=True)
