@@ -237,3 +237,28 @@ def test_the_metrics_are_made_when_first_used() -> None:
             "metrics.set_payouts_blocked(True)\n"
             "assert metrics.REGISTRY.get_sample_value('payhub_payouts_blocked') == 1\n")
     assert "prometheus_client" in imported_after(body)
+
+
+def test_what_start_up_makes_goes_to_the_oldest_generation_and_stays_collectable() -> None:
+    import gc
+    import weakref
+
+    from payhub.cli import collector_paused
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+    frozen = gc.get_freeze_count()
+    with collector_paused():
+        kept, dropped = Node(), Node()
+        assert not gc.isenabled()
+    gone = weakref.ref(dropped)
+    del dropped
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    assert any(obj is kept for obj in gc.get_objects(generation=2))
+    assert not any(obj is kept for obj in gc.get_objects(generation=0))
+    gc.collect(1)  # the young generations' passes do not walk it
+    assert gone() is not None
+    gc.collect()  # a full pass frees the garbage made while paused
+    assert gone() is None

@@ -13,7 +13,6 @@ problems and keeps running.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from payhub.cli import Context, fail_cleanly, main, pass_ctx
+from payhub.cli import Context, collector_paused, fail_cleanly, main, pass_ctx
 from payhub.cli.output import err_console, plain, render
 from payhub.db.faults import describe, is_transient
 from payhub.errors import PayhubError
@@ -56,10 +55,11 @@ class DatabaseUnavailable(PayhubError):
 @fail_cleanly
 def run(ctx: Context, once: bool, progress: bool | None) -> None:
     """Poll sources and work the pipeline until SIGTERM or SIGINT (or, with --once, until nothing is due)."""
-    settings = ctx.settings
-    setup_logging(settings.log)
-    rt = Runtime(settings, actor="payhub", role="daemon")
-    worker = Worker(rt)
+    with collector_paused():  # the settings' models and the engine's dialect, imported here: long-lived objects
+        settings = ctx.settings
+        setup_logging(settings.log)
+        rt = Runtime(settings, actor="payhub", role="daemon")
+        worker = Worker(rt)
     _install_signals(rt, worker, settings.daemon.shutdown_grace_seconds)
     _load_plugins(rt)
     failed_plugins = [status for status in rt.plugins.statuses if status.state == "failed"]
@@ -97,17 +97,12 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
 
 
 def _load_plugins(rt: Runtime) -> None:
-    """``rt.load_plugins()`` without the cyclic garbage collector, as the command's module is imported: importing
-    the plugins and building their settings models makes many long-lived objects and next to no garbage, so
-    collections there find nothing. The collector is as it was afterwards, whatever loading did; nothing is frozen
-    (what a failed plugin left, its traceback's frames, stays collectable)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    """``rt.load_plugins()`` with the collector paused, as the command's module is imported
+    (:func:`payhub.cli.collector_paused`): importing the plugins and building their settings models makes many
+    long-lived objects and next to no garbage; what a failed plugin left, its traceback's frames, stays
+    collectable."""
+    with collector_paused():
         rt.load_plugins()
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _progress(worker: Worker) -> AbstractContextManager[object]:
