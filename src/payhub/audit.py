@@ -22,14 +22,17 @@ import bisect
 import contextlib
 import itertools
 import json
+import os
 import re
-from collections.abc import Callable, Collection, Generator, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, MutableMapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import sha256
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from payhub.clock import isoformat
@@ -98,6 +101,34 @@ def hash_fields(values: Sequence[Any]) -> str:
     else:
         payload = "".join([f"{len(text)}:{text};" for text in map(str, values[:len(FIELDS)])])
     return sha256(payload.encode()).hexdigest()
+
+
+class _Lengths(dict[int, str]):
+    """``n`` → ``"n:"``, made once per length."""
+
+    def __missing__(self, length: int) -> str:
+        text = self[length] = f"{length}:"
+        return text
+
+
+_LENGTH = _Lengths()
+_PLAIN = frozenset((int, str))
+
+
+def hash_rows(rows: Sequence[Sequence[Any]]) -> list[str] | None:
+    """:func:`hash_fields` of each of ``rows`` (read with their hash, as :func:`read_entries` gives them), the same
+    payload rule built in one comprehension for a chunk; None when a row holds a value other than text (``seq``
+    aside), for which the caller hashes row by row."""
+    if not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN:
+        return None
+    n = _LENGTH
+    try:  # len() of a number raises: such a chunk is hashed row by row
+        return [sha256(f"{n[len(str(s))]}{s};{n[len(a)]}{a};{n[len(b)]}{b};{n[len(c)]}{c};{n[len(d)]}{d};"
+                       f"{n[len(e)]}{e};{n[len(f)]}{f};{n[len(g)]}{g};{n[len(h)]}{h};{n[len(p)]}{p};".encode()
+                       ).hexdigest()
+                for s, a, b, c, d, e, f, g, h, p, _ in rows]
+    except TypeError:
+        return None
 
 
 HEX_HASH = re.compile(r"[0-9a-f]{64}")
@@ -266,6 +297,22 @@ def driver_chunks(conn: Connection, sql: str, params: Any, chunk: int
             cursor.close()
 
 
+_link_of, _hash_of, _seq_of = itemgetter(9), itemgetter(10), itemgetter(0)
+
+
+def _fits(rows: list[tuple[Any, ...]], expected: int, prev: str) -> bool:
+    """Whether every row of ``rows`` fits the chain (entry ``expected`` next, linked to ``prev``), found without a
+    call per row: the sequence numbers, links and hashes (:func:`hash_rows`) of the chunk are compared as lists.
+    False means "not shown here": :func:`_check` then decides, row by row, and names the problem."""
+    if not rows:
+        return False
+    digests = list(map(_hash_of, rows))
+    if list(map(_seq_of, rows)) != list(range(expected, expected + len(rows))):
+        return False
+    links = list(map(_link_of, rows))
+    return links[0] == prev and links[1:] == digests[:-1] and hash_rows(rows) == digests
+
+
 def _check(rows: list[tuple[Any, ...]], expected: int, prev: str) -> tuple[int, str, tuple[int, str] | None]:
     """Check ``rows`` (raw :data:`ENTRY_COLUMNS` tuples) against the chain they must continue: entry ``expected``
     next, linked to ``prev``. Returns how many rows fit, the hash of the last that fits (``prev`` when none), and the
@@ -273,6 +320,8 @@ def _check(rows: list[tuple[Any, ...]], expected: int, prev: str) -> tuple[int, 
 
     Each hash is :func:`hash_fields`'s over the row, so the result is :func:`entry_hash`'s.
     """
+    if _fits(rows, expected, prev):
+        return len(rows), rows[-1][10], None
     hashed, start = hash_fields, expected
     for row in rows:
         seq, link, digest = row[0], row[9], row[10]
@@ -302,7 +351,7 @@ def _top_ids(rows: list[tuple[Any, ...]], tops: MutableMapping[str, int]) -> Non
 
 def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, watch: Collection[int] = (),
            on_entry: Callable[[dict[str, Any]], Any] | None = None,
-           top_ids: MutableMapping[str, int] | None = None) -> VerifyResult:
+           top_ids: MutableMapping[str, int] | None = None, workers: Workers | None = None) -> VerifyResult:
     """Recompute the whole chain and check it ends at its head; name the first entry edited, deleted, inserted or
     reordered, an entry past the head, or a damaged head row. Never raises for damaged data. Reads the log in chunks
     of raw rows (:func:`read_entries`): memory stays flat however long it is.
@@ -313,23 +362,37 @@ def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, wa
     dict of :data:`ENTRY_COLUMNS` (one dict per entry: for tools, not for every verification). With either, the log
     is read to its end after a failure. After a retention cut the chain starts at the cut (whose signature the
     caller checks, :func:`payhub.checkpoints.cut_problem`).
+
+    With ``workers`` (and no ``on_entry``), a log of at least :data:`PARALLEL_MIN` entries up to its head is checked
+    in ranges by the worker processes (:func:`_parallel_prefix`); from the first range that is not sound, and past
+    the head, it is read here as above, so the result is the same as one process reading it all.
     """
     head = read_head(conn)
     cut = read_cut(conn)
     first, prev = (cut.seq + 1, cut.hash) if isinstance(cut, Cut) else (1, GENESIS)
-    expected, hashes = first, {}
+    expected, hashes = first, dict[int, str]()
     watched = sorted(set(watch))
     bad: tuple[int | None, str] | None = (None, cut) if isinstance(cut, str) else None
     read_all = on_entry is not None or top_ids is not None
+    since: int | None = None  # read from this entry on (None: from the start)
+    shown = 0  # entries of the serial read already given to ``progress`` by the parallel one
+    if workers is not None and on_entry is None and bad is None and isinstance(head, tuple) \
+            and head[0] - first + 1 >= PARALLEL_MIN:
+        expected, prev, shown = _parallel_prefix(workers, first, head[0], prev, watched, hashes, progress, top_ids)
+        since = expected if expected > first else None
     try:
-        for rows in read_entries(conn):
+        for rows in read_entries(conn, first=since):
             if on_entry is not None:
                 for row in rows:
                     on_entry(dict(zip(ENTRY_COLUMNS, row, strict=True)))
             if top_ids is not None:
                 _top_ids(rows, top_ids)
             if progress is not None:
-                progress(len(rows))
+                if shown >= len(rows):
+                    shown -= len(rows)
+                else:
+                    progress(len(rows) - shown)
+                    shown = 0
             if bad is not None:
                 if read_all:
                     continue
@@ -366,6 +429,186 @@ def verify(conn: Connection, progress: Callable[[int], Any] | None = None, *, wa
     if bad is not None:
         return VerifyResult(False, checked, head_seq, head_hash, bad[0], bad[1], hashes, kept, first)
     return VerifyResult(True, checked, head_seq, head_hash, hashes=hashes, cut=kept, first=first)
+
+
+# ------------------------------------------------------------------------------------------------- worker processes
+
+PARALLEL_MIN = 200_000
+"""Entries up to the head from which :func:`verify` with ``workers`` splits the chain into ranges; below, the worker
+processes cost more than they save and one process reads it all."""
+
+RANGE = 50_000
+"""Entries per range a worker process checks (one statement, read in chunks of :data:`CHUNK`)."""
+
+_worker_engine: Engine | None = None
+
+
+class Workers:
+    """Worker processes, each with its own connection to the database (its own snapshot per task), that check
+    ranges of the chain (:func:`verify`) and of the payouts and rewards (:func:`payhub.crosscheck.differences`).
+
+    Forked from this process, so they start without importing anything; a context manager that stops them.
+    :meth:`start` gives None where they cannot serve: an in-memory SQLite database, one CPU, no ``fork``.
+    A worker that fails or dies makes its range "not checked": the caller reads that range itself, so a failure
+    (a database error, a damaged entry) is found and named in this process, exactly as without workers.
+    """
+
+    def __init__(self, url: str, processes: int) -> None:
+        import multiprocessing
+
+        self.processes = processes
+        self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_start_worker, initargs=(url,))
+        # With fork every process starts on the first task: start them now, before this process starts threads
+        # (the progress display's) that a fork would copy mid-flight.
+        for done in [self.pool.submit(os.getpid) for _ in range(processes)]:
+            done.result()
+
+    @classmethod
+    def start(cls, engine: Engine, entries: int, processes: int | None = None) -> Workers | None:
+        """Workers for ``engine``'s database when the log has at least :data:`PARALLEL_MIN` ``entries``, else None."""
+        import multiprocessing
+
+        count = processes if processes is not None else min(4, len(os.sched_getaffinity(0)))
+        url = engine.url
+        memory = url.get_backend_name() == "sqlite" and (
+            not url.database or url.database == ":memory:" or url.database.startswith("file:")
+            or url.query.get("mode") == "memory")
+        if entries < PARALLEL_MIN or count < 2 or memory or "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        try:
+            return cls(url.render_as_string(hide_password=False), count)
+        except (OSError, RuntimeError):  # no processes to be had: one process does it all
+            return None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        return self.pool.submit(fn, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _start_worker(url: str) -> None:
+    """In a worker: an engine of its own whose transactions only read (SQLite: a deferred BEGIN, not payhub's
+    BEGIN IMMEDIATE, which would wait for the parent's own transaction)."""
+    global _worker_engine
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
+    if url.startswith("sqlite"):
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30.0})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        _worker_engine = engine
+    else:
+        from payhub.db.engine import make_engine
+
+        _worker_engine = make_engine(url)
+
+
+@contextlib.contextmanager
+def worker_connection() -> Iterator[Connection]:
+    """In a worker process: a connection to the database, in a read transaction rolled back on exit."""
+    if _worker_engine is None:
+        raise RuntimeError("not a worker process")
+    with _worker_engine.connect() as conn:
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A worker's check of entries ``low``..``high``, of which it read ``read``: ``sound`` when every one is there
+    and fits, the first linked to ``link``; ``last`` is the hash of ``high``."""
+
+    low: int
+    high: int
+    read: int
+    sound: bool
+    link: str = ""
+    last: str = ""
+    hashes: dict[int, str] = field(default_factory=dict)
+    tops: dict[str, int] = field(default_factory=dict)
+
+
+def _check_span(low: int, high: int, below: bool, watched: list[int], kinds: list[str]) -> _Span:
+    """In a worker: check entries ``low``..``high`` (and, when ``below``, that none comes before ``low``)."""
+    tops = dict.fromkeys(kinds, 0)
+    hashes: dict[int, str] = {}
+    expected, prev, link, read = low, "", "", 0
+    try:
+        with worker_connection() as conn:
+            for rows in read_entries(conn, first=None if below else low, last=high):
+                read += len(rows)
+                if kinds:
+                    _top_ids(rows, tops)
+                if not link:
+                    link = prev = rows[0][9]
+                    if rows[0][0] != low or not isinstance(link, str):
+                        return _Span(low, high, read, False)
+                start = expected
+                fitting, prev, found = _check(rows, expected, prev)
+                expected += fitting
+                if found is not None:
+                    return _Span(low, high, read, False)
+                for seq in watched[bisect.bisect_left(watched, start):bisect.bisect_left(watched, expected)]:
+                    hashes[seq] = rows[seq - start][-1]
+    except Exception:  # noqa: BLE001 - whatever it was, this process reads the range again and says what it is
+        return _Span(low, high, read, False)
+    return _Span(low, high, read, expected == high + 1, link, prev, hashes, tops)
+
+
+def _parallel_prefix(workers: Workers, first: int, head: int, prev: str, watched: list[int], hashes: dict[int, str],
+                     progress: Callable[[int], Any] | None, top_ids: MutableMapping[str, int] | None
+                     ) -> tuple[int, str, int]:
+    """Check entries ``first``..``head`` in ranges on ``workers``; return the first entry not shown to fit (the
+    start of the first range that is not sound or does not link to the one before: ``head + 1`` when all are), the
+    hash it must link to, and how many entries from there on ``progress`` was already given.
+
+    The sound ranges before it add their watched hashes to ``hashes`` and their subject ids to ``top_ids``."""
+    kinds = list(top_ids) if top_ids is not None else []
+    bounds = [(low, min(low + RANGE - 1, head)) for low in range(first, head + 1, RANGE)]
+    futures = {workers.submit(_check_span, low, high, low == first,
+                              watched[bisect.bisect_left(watched, low):bisect.bisect_right(watched, high)], kinds): low
+               for low, high in bounds}
+    spans: dict[int, _Span] = {}
+    try:
+        for done in as_completed(futures):
+            span = done.result()
+            spans[span.low] = span
+            if progress is not None and span.read:
+                progress(span.read)
+    except Exception:  # noqa: BLE001 - a worker died (BrokenProcessPool) or the pool is gone: read it all here
+        for future in futures:
+            future.cancel()
+    expected, reported = first, sum(span.read for span in spans.values())
+    for low, high in bounds:
+        span = spans.get(low)
+        if span is None or not span.sound or span.link != prev:
+            break
+        expected, prev = high + 1, span.last
+        reported -= span.read
+        hashes.update(span.hashes)
+        if top_ids is not None:
+            for kind, top in span.tops.items():
+                top_ids[kind] = max(top_ids[kind], top)
+    return expected, prev, reported
 
 
 def verify_since(conn: Connection, seq: int, digest: str, upto: int) -> str | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from payhub.audit import Cut, read_cut
+from payhub.audit import Cut, Workers, read_cut, worker_connection
 from payhub.audited import (
     PAYOUT_RECORDS,
     REWARD_OWN_STATUS,
@@ -83,12 +83,24 @@ class AuditedIds:
             self.top[kind] = max(self.top[kind], int(subject))
 
 
-def differences(conn: Connection, audited: AuditedIds, chunk: int = CHUNK) -> Iterator[Difference]:
+PARALLEL_IDS = 20_000
+"""Ids of a kind from which :func:`differences` with ``workers`` hands ranges to them."""
+BATCH = 10
+"""Ranges of ``chunk`` ids per task of a worker process."""
+
+
+def differences(conn: Connection, audited: AuditedIds, chunk: int = CHUNK, workers: Workers | None = None
+                ) -> Iterator[Difference]:
     """Every difference between the payouts and rewards rows and the chain, payouts first, by id.
 
     Reads ids 1 up to the highest of the table's and ``audited``'s, a range of at most ``chunk`` ids at a time (a
     range never spans two id lengths, so that the entries' text ids of a range are one index range); a driver error
     is raised as :class:`sqlalchemy.exc.DBAPIError`.
+
+    With ``workers`` (:class:`payhub.audit.Workers`) and at least :data:`PARALLEL_IDS` ids of a kind, the worker
+    processes compare batches of ranges, each in a read transaction of its own, and their differences are given in
+    the same order; from a batch a worker could not finish (a database error), the ranges are compared here, so an
+    error is raised here as without workers.
     """
     cut = read_cut(conn)  # its signature is checked with the chain (payhub.checkpoints.cut_problem)
     archived = cut.archived_ids() if isinstance(cut, Cut) else {}
@@ -99,10 +111,48 @@ def differences(conn: Connection, audited: AuditedIds, chunk: int = CHUNK) -> It
             found = reader.all(f"SELECT max(id) FROM {table}", ())
             top = max(found[0][0] or 0, audited.top[kind])
             check = _payouts if kind == "payout" else _rewards
-            for low, high in _ranges(top, chunk):
+            ranges: Iterable[tuple[int, int]] = _ranges(top, chunk)
+            if workers is not None and top >= PARALLEL_IDS:
+                ranges = yield from _in_workers(workers, kind, list(ranges), archived.get(kind, 0))
+            for low, high in ranges:
                 yield from check(reader, low, high, archived.get(kind, 0))
     finally:
         reader.close()
+
+
+def _in_workers(workers: Workers, kind: str, ranges: list[tuple[int, int]], archived: int
+                ) -> Generator[Difference, None, list[tuple[int, int]]]:
+    """Yield the differences of ``ranges`` compared by ``workers``, in order; return the ranges left to compare
+    here (from the first batch a worker could not finish)."""
+    batches = [ranges[at:at + BATCH] for at in range(0, len(ranges), BATCH)]
+    futures = [workers.submit(_compare_batch, kind, batch, archived) for batch in batches]
+    try:
+        for at, future in enumerate(futures):
+            try:
+                found = future.result()
+            except Exception:  # noqa: BLE001 - a worker died or the pool is gone: the rest is compared here
+                found = None
+            if found is None:
+                return [bounds for batch in batches[at:] for bounds in batch]
+            yield from found
+        return []
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _compare_batch(kind: str, ranges: list[tuple[int, int]], archived: int) -> list[Difference] | None:
+    """In a worker process: the differences of ``ranges`` of ``kind``, or None when they could not be read."""
+    check = _payouts if kind == "payout" else _rewards
+    try:
+        with worker_connection() as conn:
+            reader = _Reader(conn)
+            try:
+                return [difference for low, high in ranges for difference in check(reader, low, high, archived)]
+            finally:
+                reader.close()
+    except Exception:  # noqa: BLE001 - the caller compares these ranges itself and meets the error there
+        return None
 
 
 def _ranges(top: int, chunk: int) -> Iterator[tuple[int, int]]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, select, text, update
+from sqlalchemy import Engine, create_engine, delete, select, text, update
+from sqlalchemy.pool import NullPool
 
 import payhub.audit
 import payhub.audit_query
@@ -173,7 +174,11 @@ def test_the_writer_verify_and_entry_hash_share_one_payload_rule(engine: Engine,
         calls.append(tuple(values))
         return hashlib.sha256(b"v2" + real(values).encode()).hexdigest()
 
+    def tagged_rows(rows: Any) -> list[str]:  # the same rule for a chunk of rows
+        return [tagged(row) for row in rows]
+
     monkeypatch.setattr(payhub.audit, "hash_fields", tagged)
+    monkeypatch.setattr(payhub.audit, "hash_rows", tagged_rows)
     monkeypatch.setattr(payhub.store.audit, "hash_fields", tagged)
     with engine.begin() as conn:
         AuditWriter(actor="payhub", origin="test@hôst:1").append(conn, hostile())
@@ -269,3 +274,105 @@ def test_verify_reads_on_after_a_failure_for_the_ids_the_chain_names(engine: Eng
         result = verify(conn, top_ids=tops)
     assert (result.ok, result.first_bad) == (False, 1)
     assert tops == {"payout": 1, "reward": 0, "event": 0}  # 2**62 has 19 digits: not an id of a row
+
+
+# ------------------------------------------------------------------------------------------------- worker processes
+
+
+def _tamper_cases() -> list[tuple[str, list[str]]]:
+    """(name, statements) applied to a log of 24 entries checked in ranges of 5 (1-5, 6-10, ...): damage at the
+    edges of ranges, inside them, before the first and past the head."""
+    move = "UPDATE audit_log SET seq = {to} WHERE seq = {seq}"
+    return [
+        ("untouched", []),
+        ("edited last of a range", ["UPDATE audit_log SET actor = 'x' WHERE seq = 5"]),
+        ("edited first of a range", ["UPDATE audit_log SET actor = 'x' WHERE seq = 6"]),
+        ("edited in two ranges", ["UPDATE audit_log SET actor = 'x' WHERE seq IN (13, 8)"]),
+        ("hash of a range's first", ["UPDATE audit_log SET hash = 'f' WHERE seq = 11"]),
+        ("deleted first of a range", ["DELETE FROM audit_log WHERE seq = 6"]),
+        ("deleted last of a range", ["DELETE FROM audit_log WHERE seq = 10"]),
+        ("deleted a whole range", ["DELETE FROM audit_log WHERE seq BETWEEN 11 AND 15"]),
+        ("deleted the last", ["DELETE FROM audit_log WHERE seq = 24"]),
+        ("deleted the first", ["DELETE FROM audit_log WHERE seq = 1"]),
+        ("swapped across an edge", [move.format(seq=5, to=-5), move.format(seq=6, to=5), move.format(seq=-5, to=6)]),
+        ("before the first", ["INSERT INTO audit_log SELECT 0, at, actor, action, subject_type, subject_id, outcome, "
+                              "origin, detail, prev_hash, hash FROM audit_log WHERE seq = 1"]),
+        ("past the head", ["INSERT INTO audit_log SELECT 25, at, actor, action, subject_type, subject_id, outcome, "
+                           "origin, detail, hash, hash FROM audit_log WHERE seq = 24"]),
+        ("head moved back", ["UPDATE audit_head SET seq = 20"]),
+        ("head hash", ["UPDATE audit_head SET hash = '" + "e" * 64 + "'"]),
+    ]
+
+
+@pytest.mark.parametrize("case", _tamper_cases(), ids=[name for name, _ in _tamper_cases()])
+def test_worker_processes_find_and_name_what_one_process_does(engine: Engine, frozen: None,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              case: tuple[str, list[str]]) -> None:
+    write(engine, batches=4)
+    for statement in case[1]:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+    monkeypatch.setattr(payhub.audit, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(payhub.audit, "RANGE", 5)
+    results = []
+    for parallel in (False, True):
+        tops = {"payout": 0, "reward": 0, "event": 0}
+        read: list[int] = []
+        with engine.connect() as conn:
+            workers = payhub.audit.Workers.start(engine, 24, processes=2) if parallel else None
+            assert (workers is not None) == parallel
+            try:
+                result = verify(conn, read.append, watch={1, 5, 6, 12, 24}, top_ids=tops, workers=workers)
+            finally:
+                if workers is not None:
+                    workers.close()
+        results.append((result, tops, sum(read)))
+    assert results[0] == results[1]
+    assert results[0][0].ok == (case[0] == "untouched")
+
+
+def test_worker_processes_start_the_chain_at_a_retention_cut(engine: Engine, frozen: None,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = write(engine, batches=4)
+    with engine.begin() as conn:
+        conn.execute(payhub.audit.audit_cut.insert().values(
+            id=1, seq=7, hash=rows[6][10], at=AT, archive="a.jsonl", archive_sha256="0" * 64, top_payout=0,
+            top_reward=0, signature="s", key_id="k"))
+    monkeypatch.setattr(payhub.audit, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(payhub.audit, "RANGE", 5)
+
+    def both() -> list[payhub.audit.VerifyResult]:
+        out = []
+        for processes in (None, 2):
+            with engine.connect() as conn:
+                workers = payhub.audit.Workers.start(engine, 24, processes=processes) if processes else None
+                try:
+                    out.append(verify(conn, watch={8, 9, 20}, workers=workers))
+                finally:
+                    if workers is not None:
+                        workers.close()
+        return out
+
+    kept = both()  # the entries before the cut are still there: the first of them is named
+    assert kept[0] == kept[1] and (kept[0].first_bad, kept[0].ok) == (8, False)
+    with engine.begin() as conn:
+        conn.execute(delete(audit_log).where(audit_log.c.seq <= 7))
+    cut = both()
+    assert cut[0] == cut[1] and cut[0].ok and (cut[0].first, cut[0].checked) == (8, 17)
+    assert cut[0].hashes == {8: rows[7][10], 9: rows[8][10], 20: rows[19][10]}
+
+
+def test_hash_rows_is_hash_fields_for_each_row(engine: Engine, frozen: None) -> None:
+    rows = write(engine, batches=1)
+    assert payhub.audit.hash_rows(rows) == [payhub.audit.hash_fields(row) for row in rows] == [r[10] for r in rows]
+    assert payhub.audit.hash_rows([(*rows[0][:8], b"{}", *rows[0][9:])]) is None  # not text: row by row
+    assert payhub.audit.hash_rows([(rows[0][0], 5, *rows[0][2:])]) is None
+
+
+def test_small_logs_and_memory_databases_get_no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payhub.audit, "PARALLEL_MIN", 100)
+    file_engine = make_engine("sqlite:////nonexistent/x.db")
+    assert payhub.audit.Workers.start(file_engine, 99, processes=2) is None
+    assert payhub.audit.Workers.start(file_engine, 100, processes=1) is None
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
+        assert payhub.audit.Workers.start(create_engine(url, poolclass=NullPool), 10**6, processes=2) is None

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from payhub import checkpoints, csvsafe, files, provenance
-from payhub.audit import AuditHeadDamaged, Cut, VerifyResult, read_cut, read_head
+from payhub.audit import AuditHeadDamaged, Cut, VerifyResult, Workers, read_cut, read_head
 from payhub.audit import verify as verify_chain
 from payhub.audit_query import (
     COLUMNS,
@@ -248,19 +248,23 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
     ids = AuditedIds()
     with rt.engine.connect() as conn:
         head = read_head(conn)
-        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=err_console,
-                      disable=not err_console.is_terminal, transient=True) as progress:
-            task = progress.add_task("verify", total=head[0] if isinstance(head, tuple) else None)
-            result = verify_chain(conn, lambda n: progress.advance(task, n), watch={cp.seq for cp in saved},
-                                  top_ids=ids.top)
-        # The log keeps growing (this command appends to it too), so an earlier head is found inside the chain:
-        # the chain up to it verified, so nothing up to that point changed.
-        anchored = expect_head is None or conn.execute(
-            select(audit_log.c.seq).where(audit_log.c.hash == expect_head.strip().lower())).first() is not None
-        try:
-            found = list(differences(conn, ids))
-        except SQLAlchemyError as exc:  # tables dropped or reshaped outside payhub
-            found = [Difference("payouts and rewards", f"cannot be read ({plain(getattr(exc, 'orig', None) or exc)})")]
+        # A long log is checked by worker processes in ranges (started before the progress display's thread).
+        with Workers.start(rt.engine, head[0] if isinstance(head, tuple) else 0) or contextlib.nullcontext() \
+                as workers:
+            with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                          disable=not err_console.is_terminal, transient=True) as progress:
+                task = progress.add_task("verify", total=head[0] if isinstance(head, tuple) else None)
+                result = verify_chain(conn, lambda n: progress.advance(task, n), watch={cp.seq for cp in saved},
+                                      top_ids=ids.top, workers=workers)
+            # The log keeps growing (this command appends to it too), so an earlier head is found inside the
+            # chain: the chain up to it verified, so nothing up to that point changed.
+            anchored = expect_head is None or conn.execute(
+                select(audit_log.c.seq).where(audit_log.c.hash == expect_head.strip().lower())).first() is not None
+            try:
+                found = list(differences(conn, ids, workers=workers))
+            except SQLAlchemyError as exc:  # tables dropped or reshaped outside payhub
+                found = [Difference("payouts and rewards",
+                                    f"cannot be read ({plain(getattr(exc, 'orig', None) or exc)})")]
     cut_issue = checkpoints.cut_problem(result.cut, key)
     if cut_issue is None and checking and key is not None and (result.ok or result.cut is not None):
         cut_issue = checkpoints.cut_lines_problem(result.cut, key, directory)  # a cut deleted or rolled back
