@@ -34,6 +34,7 @@ from payhub.pipeline.rules import (
     ObjectReward,
     apply_caps,
     apply_splits,
+    budget_key,
     clawback,
     decide,
     kept_share,
@@ -187,8 +188,11 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     done = event_store.calculated_programs(tx.conn, [row.id for row in rows])
     waits: list[tuple[Any, str | None, int | None, str]] = []  # events set waiting: row, payee, after event, reason
     waiting_objects: dict[tuple[str, str, str], int] = {}  # CRM object -> its event of this batch that waits
-    for row in rows:
-        event = to_event(row)
+    batch = [to_event(row) for row in rows]
+    history.expect({event.payee_id for event in batch}, {event.partner_id for event in batch if event.partner_id},
+                   _budget_keys(rt, programs, batch))
+    history.expect_objects(_objects_asked(rt, programs, batch))
+    for row, event in zip(rows, batch, strict=True):
         crm_object = (row.source, row.object_type, row.object_id)
         if crm_object in waiting_objects:  # calculated after the event of its object that waits
             waits.append((row, None, waiting_objects[crm_object],
@@ -228,7 +232,7 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             if key is not None:
                 volume[key] = volume.get(key, Decimal(0)) + Decimal(row.amount)
     volumes.add(tx.conn, volume)
-    _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now)
+    _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now, history.fund_read)
     waiting.hold_for_payees(tx, waits)
     waited = {row.id for row, _payee, _after, _reason in waits}
     outcomes: dict[int, dict[str, str]] = {row.id: {} for row in rows}
@@ -241,8 +245,42 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
         tx.audit("event.calculated", "event", event_id, {"programs": outcomes[event_id]})
 
 
+def _budget_keys(rt: Runtime, programs: Mapping[str, object], batch: Sequence[Event]) -> set[str]:
+    """The budget pools the batch's events draw on in the programs with a budget."""
+    keys: set[str] = set()
+    for program in programs:
+        section = rt.settings.programs[program]
+        if section.budget is None:
+            continue
+        for event in batch:
+            if _matches(section, event):
+                try:
+                    key = budget_key(program, section, event)
+                except CalculationError:  # the calculation says so itself
+                    continue
+                if key is not None:
+                    keys.add(key)
+    return keys
+
+
+def _objects_asked(rt: Runtime, programs: Mapping[str, object], batch: Sequence[Event]) -> set[tuple[str, str, str]]:
+    """The CRM objects whose earlier rewards the batch's calculations read: those of its clawback events, and of
+    every event of a program rewarding an object once."""
+    found: set[tuple[str, str, str]] = set()
+    for program in programs:
+        section = rt.settings.programs[program]
+        if not section.clawback_event_types and not section.once_per_object:
+            continue
+        for event in batch:
+            if _matches(section, event) and (section.once_per_object
+                                             or event.event_type in section.clawback_event_types):
+                found.add((event.source, event.object_type, event.object_id))
+    return found
+
+
 def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dict[str, Any]],
-                   results: list[_Result], cancelled: dict[tuple[int, int], int], now: datetime) -> None:
+                   results: list[_Result], cancelled: dict[tuple[int, int], int], now: datetime,
+                   fund_read: fund_store.Read) -> None:
     """Write the batch's rewards and fund entries and cancel what its clawbacks cancel, each change audited.
 
     A reward that a clawback of the same batch cancelled is recorded as one of an earlier batch would be: written,
@@ -305,8 +343,7 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
                 "expires_at": isoformat(expires) if expires is not None else None})
             written.setdefault((program, holder, unit), []).append(
                 (entry_id, occurred[event_id], Decimal(amount), expires))
-        for (program, holder, unit), entries in sorted(written.items()):  # one order: replicas lock alike
-            fund_store.advance(tx.conn, program, holder, unit, entries)
+        fund_store.advance_all(tx.conn, written, fund_read)  # in key order: replicas lock alike
 
 
 def _reward_row(rt: Runtime, calc_row: dict[str, Any], line: RewardLine, minor: int, decision: Decision,

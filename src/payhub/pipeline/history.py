@@ -10,10 +10,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, select
 
 from payhub import funds
 from payhub.api import Event, FundMovement, RewardLine
+from payhub.db.queries import in_chunks
+from payhub.db.schema import events
 from payhub.funds import Entry
 from payhub.money import from_minor
 from payhub.pipeline.rules import BUDGET_HOLD, Decision, ObjectReward
@@ -53,10 +55,25 @@ class DbHistory:
         self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
         self._fund_states: dict[tuple[str, str, str], funds.Fund] = {}
         self._snapshots: dict[tuple[str, str, str], fund_store.State | None] = {}  # running states, read once
+        self.fund_read = fund_store.Read()  # their texts: the batch's advance reuses the states it finds unchanged
         self._sums: dict[tuple[Any, ...], int] = {}  # stored sums asked before in this batch
         self._seen: dict[int, ObjectReward] = {}  # stored rewards of CRM objects read by clawbacks, by id
         self._cancelled_rows: list[tuple[str, ObjectReward]] = []  # (program, reward) cancelled by this batch
         self._batch_rewards: dict[tuple[int, int], tuple[str, Event, str, str, int, Decision]] = {}
+        # The payees and partners of the batch's events, and the budget pools they may draw on: the stored sums a
+        # calculation asks of one of them are read for all of them at once (one statement per kind of sum).
+        self._expected: dict[str, frozenset[str]] = {"payee": frozenset(), "partner": frozenset()}
+        self._expected_budgets: frozenset[str] = frozenset()
+        self._read_groups: set[tuple[Any, ...]] = set()
+        self._expected_objects: frozenset[tuple[str, str, str]] = frozenset()
+        self._object_events: dict[tuple[str, str, str], dict[int, Any]] | None = None
+        self._object_live: dict[str, dict[int, list[Any]]] = {}
+
+    def expect(self, payees: Collection[str], partners: Collection[str], budget_keys: Collection[str] = ()) -> None:
+        """Name the payees, partners and budget pools the batch's calculations are likely to ask about: a stored sum
+        asked of one of them is then read for all of them in one statement (others are read one by one)."""
+        self._expected = {"payee": frozenset(payees), "partner": frozenset(partners)}
+        self._expected_budgets = frozenset(budget_keys)
 
     def add(self, program: str, event: Event, line: RewardLine, minor: int, decision: Decision,
             ref: tuple[int, int]) -> None:
@@ -132,7 +149,16 @@ class DbHistory:
     def _fund_snapshot(self, key: tuple[str, str, str]) -> fund_store.State | None:
         """The fund's running state as stored (None: it has none, its entries are read instead), read once."""
         if key not in self._snapshots:
-            self._snapshots[key] = fund_store.state(self.conn, *key)
+            program, holder, unit = key
+            group = ("funds", program, unit)
+            holders = self._expected["payee"] | self._expected["partner"]
+            if holder in holders and group not in self._read_groups:
+                self._read_groups.add(group)
+                for other, found in fund_store.states(self.conn, program, unit, holders, self.fund_read).items():
+                    self._snapshots.setdefault((program, other, unit), found)
+            else:
+                row = fund_store.states(self.conn, program, unit, [holder], self.fund_read)
+                self._snapshots[key] = row[holder]
         return self._snapshots[key]
 
     def fund_balance(self, program: str, holder_id: str, unit: str, at: datetime) -> Decimal:
@@ -173,12 +199,49 @@ class DbHistory:
         stored = sums[bisect.bisect_left(times, until)] - sums[bisect.bisect_left(times, since)]
         return stored + batch
 
+    def expect_objects(self, objects: Collection[tuple[str, str, str]]) -> None:
+        """Name the CRM objects ``(source, object type, object id)`` whose rewards the batch's calculations are likely
+        to ask for (clawbacks, once-per-object programs): they are read for all of them at once, per program."""
+        self._expected_objects = frozenset(objects)
+
+    def _objects_of_batch(self) -> dict[tuple[str, str, str], dict[int, Any]]:
+        """The events of every expected CRM object, read once: object -> event id -> ``(id, occurred_at,
+        partner_id)``."""
+        if self._object_events is None:
+            self._object_events = {}
+            wanted = self._expected_objects
+            for chunk in in_chunks(object_id for _source, _type, object_id in wanted):
+                for row in self.conn.execute(_EVENTS_OF_OBJECTS, {"ids": chunk}):
+                    crm_object = (row.source, row.object_type, row.object_id)
+                    if crm_object in wanted:
+                        self._object_events.setdefault(crm_object, {})[row.id] = row
+        return self._object_events
+
+    def _live_of_batch(self, program: str) -> dict[int, list[Any]]:
+        """The live rewards of ``program`` on the events of the expected CRM objects (locked on PostgreSQL, by id),
+        read once per program: event id -> rewards."""
+        live = self._object_live.get(program)
+        if live is None:
+            live = self._object_live[program] = {}
+            ids = sorted(i for found in self._objects_of_batch().values() for i in found)
+            for start in range(0, len(ids), 500):
+                for row in sorted(reward_store.live_of_events(self.conn, program, ids[start:start + 500]),
+                                  key=lambda r: r.id):
+                    live.setdefault(row.event_id, []).append(row)
+        return live
+
     def object_rewards(self, program: str, event: Event) -> list[ObjectReward]:
-        # Two steps, so each uses its index (events by object, rewards by event) whatever the planner knows.
-        found = event_store.of_object(self.conn, event.source, event.object_type, event.object_id, event.id)
+        crm_object = (event.source, event.object_type, event.object_id)
+        if crm_object in self._expected_objects:
+            found = {i: row for i, row in self._objects_of_batch().get(crm_object, {}).items() if i != event.id}
+            live = self._live_of_batch(program)
+            rows = sorted((row for i in found for row in live.get(i, ())), key=lambda r: r.id)
+        else:  # two steps, so each uses its index (events by object, rewards by event) whatever the planner knows
+            found = event_store.of_object(self.conn, event.source, event.object_type, event.object_id, event.id)
+            rows = reward_store.live_of_events(self.conn, program, found) if found else []
         stored: list[ObjectReward] = []
         if found:
-            for row in reward_store.live_of_events(self.conn, program, found):
+            for row in rows:
                 if row.id not in self.cancelled:
                     origin = found[row.event_id]
                     reward = ObjectReward(origin.occurred_at, row.payee_id, row.currency, row.amount_minor, row.id,
@@ -194,7 +257,7 @@ class DbHistory:
         args = (program, currency, per, scope_id, since, until)
         stored = self._sums.get(args)
         if stored is None:  # the database's part does not change during the batch
-            stored = self._sums[args] = reward_store.scope_total(self.conn, *args)
+            stored = self._sums[args] = self._stored_scope_total(program, currency, per, scope_id, since, until)
 
         def counted(at: datetime) -> bool:
             return not timed or since <= at < until  # type: ignore[operator]
@@ -204,6 +267,22 @@ class DbHistory:
         batch = sum(minor for at, minor in self.in_batch_scopes.get((program, currency, per, scope_id), ())
                     if counted(at))
         return stored - cancelled + batch
+
+    def _stored_scope_total(self, program: str, currency: str, per: str, scope_id: str | None,
+                            since: datetime | None, until: datetime | None) -> int:
+        """The stored part of :meth:`capped_total`: for an expected payee or partner over whole months (or all time),
+        read with those of every expected one of its kind, once per batch."""
+        expected = self._expected.get(per, frozenset())
+        months = reward_store.month_span(since, until) if since is not None and until is not None else None
+        whole = since is None or months is not None
+        group = ("scopes", program, currency, per, since, until)
+        if whole and scope_id in expected and group not in self._read_groups:
+            self._read_groups.add(group)
+            found = reward_store.scope_totals(self.conn, program, currency, per, expected, months)
+            for other, minor in found.items():
+                self._sums.setdefault((program, currency, per, other, since, until), minor)
+            return found[scope_id]
+        return reward_store.scope_total(self.conn, program, currency, per, scope_id, since, until)
 
     def rewarded_to(self, payee_ids: frozenset[str], currency: str, since: datetime, until: datetime,
                     programs: frozenset[str] | None) -> int:
@@ -229,7 +308,13 @@ class DbHistory:
     def budget_used(self, key: str) -> int:
         stored = self._sums.get(("budget", key))
         if stored is None:
-            stored = self._sums[("budget", key)] = reward_store.budget_used(self.conn, key)
+            if key in self._expected_budgets and ("budgets",) not in self._read_groups:
+                self._read_groups.add(("budgets",))
+                for other, minor in reward_store.budgets_used(self.conn, self._expected_budgets).items():
+                    self._sums.setdefault(("budget", other), minor)
+                stored = self._sums[("budget", key)]
+            else:
+                stored = self._sums[("budget", key)] = reward_store.budget_used(self.conn, key)
         return stored - sum(r.minor for _p, r in self._cancelled_rows
                             if r.budget_key == key
                             and not (r.status == RewardStatus.HELD and r.hold_code == BUDGET_HOLD))
@@ -240,6 +325,11 @@ class DbHistory:
             if reward_id not in self.cancelled:
                 self.cancelled.add(reward_id)
                 self._cancelled_rows.append((program, self._seen[reward_id]))
+
+
+_EVENTS_OF_OBJECTS = select(events.c.id, events.c.occurred_at, events.c.partner_id, events.c.source,
+                            events.c.object_type, events.c.object_id).where(
+    events.c.object_id.in_(bindparam("ids", expanding=True)))
 
 
 def _in_scope(per: str, scope_id: str | None, payee_id: str, partner_id: str | None) -> bool:

@@ -11,6 +11,7 @@ read from its entries, and gets its state at its next entry.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from payhub import funds
-from payhub.db.queries import insert_ignore
+from payhub.db.queries import in_chunks, insert_ignore
 from payhub.db.schema import fund_entries, fund_states
 from payhub.funds import Entry
 
@@ -80,6 +81,97 @@ def state(conn: Connection, program: str, holder_id: str, unit: str) -> State | 
     return _loads(int(row.last_entry_id), row.state)
 
 
+Key = tuple[str, str, str]  # program, holder, unit
+Written = list[tuple[int, datetime, Decimal, datetime | None]]  # (id, occurred_at, amount, expires_at) of entries
+
+
+class Read:
+    """Running states read in one transaction, kept with the text they were read from: :func:`advance_all` reuses a
+    state whose stored text it finds unchanged instead of parsing that text again."""
+
+    def __init__(self) -> None:
+        self.texts: dict[Key, tuple[str, State]] = {}
+
+    def loads(self, key: Key, last_entry_id: int, text: str) -> State:
+        kept = self.texts.get(key)
+        if kept is not None and kept[0] == text:
+            return kept[1]
+        state = _loads(last_entry_id, text)
+        self.texts[key] = (text, state)
+        return state
+
+
+def states(conn: Connection, program: str, unit: str, holders: Collection[str], read: Read | None = None
+           ) -> dict[str, State | None]:
+    """:func:`state` of the funds of ``program`` in ``unit`` of many holders at once (one statement per 500)."""
+    found: dict[str, State | None] = dict.fromkeys(holders)
+    for chunk in in_chunks(found):
+        for holder, last_entry_id, text in conn.execute(_STATES, {"program": program, "unit": unit,
+                                                                  "holders": chunk}):
+            if text is not None:
+                found[holder] = read.loads((program, holder, unit), int(last_entry_id), text) if read is not None \
+                    else _loads(int(last_entry_id), text)
+    return found
+
+
+def advance_all(conn: Connection, written: dict[Key, Written], read: Read | None = None) -> None:
+    """:func:`advance` of many funds at once: their rows made as needed and read (locked on PostgreSQL, in key order)
+    in one statement per 500 funds of a program and unit, their new states written in one statement."""
+    if not written:
+        return
+    keys = sorted(written)
+    insert_ignore(conn, fund_states, [{"program": p, "holder_id": h, "unit": u, "last_entry_id": None, "state": None}
+                                      for p, h, u in keys], ["program", "holder_id", "unit"])
+    rows: dict[Key, tuple[Any, str | None]] = {}
+    groups: dict[tuple[str, str], list[str]] = {}
+    for program, holder, unit in keys:
+        groups.setdefault((program, unit), []).append(holder)
+    locked = _STATES.with_for_update() if conn.dialect.name == "postgresql" else _STATES
+    for (program, unit), holders in sorted(groups.items()):
+        for chunk in in_chunks(holders):
+            for holder, last_entry_id, text in conn.execute(locked, {"program": program, "unit": unit,
+                                                                     "holders": chunk}):
+                rows[(program, holder, unit)] = (last_entry_id, text)
+    updates = []
+    for key in keys:
+        last_entry_id, text = rows[key]
+        current = None
+        if text is not None:
+            current = read.loads(key, int(last_entry_id), text) if read is not None else _loads(int(last_entry_id),
+                                                                                                   text)
+            if read is not None:
+                read.texts.pop(key, None)  # advanced below: no longer what the row holds
+        current = _advanced(conn, key, current, written[key])
+        updates.append({"k_program": key[0], "k_holder": key[1], "k_unit": key[2],
+                        "k_last": current.last_entry_id, "k_state": _dumps(current)})
+    conn.execute(_SET_STATE, updates)
+
+
+def _advanced(conn: Connection, key: Key, current: State | None, written: Written) -> State:
+    """``current`` (the stored state, or None) brought up to date with the entries ``written``: applied to it when
+    they all come after every applied entry, else the state made again from all the fund's entries."""
+    ordered = sorted(written, key=lambda e: (e[1], e[0]))
+    if current is not None and current.fund.last is not None and ordered and \
+            (ordered[0][1], ordered[0][0]) > (current.fund.last, current.last_entry_id):
+        for entry_id, occurred, amount, expires in ordered:
+            _apply(current, entry_id, occurred, amount, expires)
+        return current
+    current = State(funds.Fund(), 0, {})  # made again: every entry, in time order, ties by id (as funds.replay)
+    stored = [(int(i), at, Decimal(amount), expires) for i, at, amount, expires in conn.execute(
+        _ENTRIES_WITH_IDS, {"program": key[0], "holder": key[1], "unit": key[2]})]
+    for entry_id, occurred, amount, expires in sorted(stored, key=lambda e: (e[1], e[0])):
+        _apply(current, entry_id, occurred, amount, expires)
+    return current
+
+
+_STATES = select(fund_states.c.holder_id, fund_states.c.last_entry_id, fund_states.c.state).where(
+    fund_states.c.program == bindparam("program"), fund_states.c.unit == bindparam("unit"),
+    fund_states.c.holder_id.in_(bindparam("holders", expanding=True))).order_by(fund_states.c.holder_id)
+_SET_STATE = update(fund_states).where(
+    fund_states.c.program == bindparam("k_program"), fund_states.c.holder_id == bindparam("k_holder"),
+    fund_states.c.unit == bindparam("k_unit")).values(last_entry_id=bindparam("k_last"), state=bindparam("k_state"))
+
+
 def advance(conn: Connection, program: str, holder_id: str, unit: str,
             written: list[tuple[int, datetime, Decimal, datetime | None]]) -> None:
     """Bring the fund's state up to date with the entries ``written`` in this transaction (``(id, occurred_at,
@@ -87,27 +179,7 @@ def advance(conn: Connection, program: str, holder_id: str, unit: str,
     entry dated before the latest applied, or no state yet) the state is made again from all the fund's entries.
     On PostgreSQL the state's row is locked first, so replicas advance one fund one after the other and the entries
     read for a new state include every committed one."""
-    key = {"program": program, "holder_id": holder_id, "unit": unit}
-    insert_ignore(conn, fund_states, [key | {"last_entry_id": None, "state": None}],
-                  ["program", "holder_id", "unit"])
-    params = {"program": program, "holder": holder_id, "unit": unit}
-    query = _STATE.with_for_update() if conn.dialect.name == "postgresql" else _STATE
-    row = conn.execute(query, params).one()
-    current = _loads(int(row.last_entry_id), row.state) if row.state is not None else None
-    ordered = sorted(written, key=lambda e: (e[1], e[0]))
-    if current is not None and current.fund.last is not None and ordered and \
-            (ordered[0][1], ordered[0][0]) > (current.fund.last, current.last_entry_id):
-        for entry_id, occurred, amount, expires in ordered:
-            _apply(current, entry_id, occurred, amount, expires)
-    else:  # made again: every entry of the fund, in time order, ties by id (as funds.replay orders them)
-        current = State(funds.Fund(), 0, {})
-        stored = [(int(i), at, Decimal(amount), expires) for i, at, amount, expires in conn.execute(
-            _ENTRIES_WITH_IDS, params)]
-        for entry_id, occurred, amount, expires in sorted(stored, key=lambda e: (e[1], e[0])):
-            _apply(current, entry_id, occurred, amount, expires)
-    conn.execute(update(fund_states).where(
-        fund_states.c.program == program, fund_states.c.holder_id == holder_id, fund_states.c.unit == unit).values(
-        last_entry_id=current.last_entry_id, state=_dumps(current)))
+    advance_all(conn, {(program, holder_id, unit): written})
 
 
 def _apply(current: State, entry_id: int, occurred: datetime, amount: Decimal, expires: datetime | None) -> None:

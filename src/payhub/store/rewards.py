@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, or_, select, union, update
 
-from payhub.db.queries import for_update
+from payhub.db.queries import for_update, in_chunks
 from payhub.db.schema import approvals, budget_totals, events, payees, payout_items, payouts, reward_totals, rewards
 from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, RewardKind, RewardStatus
 
@@ -112,6 +112,40 @@ def scope_total(conn: Connection, program: str, currency: str, per: str, scope_i
     params |= {"scope": scope_id} if per != "program" else {}
     params |= {"since": since, "until": until} if timed else {}
     return int(conn.execute(_SUMS[(per, timed)], params).scalar_one())
+
+
+def scope_totals(conn: Connection, program: str, currency: str, per: str, scope_ids: Collection[str],
+                 months: tuple[str, str] | None) -> dict[str, int]:
+    """:func:`scope_total` of many payees or partners (``per``) at once, from the running totals: minor units of the
+    live rewards of ``program`` in ``currency`` of each of ``scope_ids`` in the months ``[first, end)`` (all time
+    when ``months`` is None). One statement per 500 scopes; a scope without rewards is 0."""
+    found = dict.fromkeys(scope_ids, 0)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for chunk in in_chunks(found):
+        sql = _SCOPES_SQL.get((mark, len(chunk), months is not None))
+        if sql is None:
+            sql = _SCOPES_SQL[(mark, len(chunk), months is not None)] = (
+                f"SELECT scope_id, sum(amount_minor) FROM reward_totals WHERE program = {mark} AND currency = {mark} "
+                f"AND per = {mark} AND scope_id IN ({', '.join([mark] * len(chunk))})"
+                + (f" AND month >= {mark} AND month < {mark}" if months is not None else "") + " GROUP BY scope_id")
+        for scope_id, minor in conn.exec_driver_sql(sql, (program, currency, per, *chunk, *(months or ()))):
+            found[scope_id] = int(minor)
+    return found
+
+
+_SCOPES_SQL: dict[tuple[str, int, bool], str] = {}
+
+
+def budgets_used(conn: Connection, keys: Collection[str]) -> dict[str, int]:
+    """:func:`budget_used` of many pools at once (one statement per 500 pools); a pool without rewards is 0."""
+    found = dict.fromkeys(keys, 0)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for chunk in in_chunks(found):
+        sql = (f"SELECT budget_key, sum(amount_minor) FROM budget_totals WHERE budget_key IN "
+               f"({', '.join([mark] * len(chunk))}) GROUP BY budget_key")
+        for key, minor in conn.exec_driver_sql(sql, tuple(chunk)):
+            found[key] = int(minor)
+    return found
 
 
 def budget_used(conn: Connection, key: str) -> int:
