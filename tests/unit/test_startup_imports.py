@@ -262,3 +262,14 @@ def test_what_start_up_makes_goes_to_the_oldest_generation_and_stays_collectable
     assert gone() is not None
     gc.collect()  # a full pass frees the garbage made while paused
     assert gone() is None
+
+
+def test_help_reads_no_distribution_metadata_and_version_reads_it() -> None:
+    body = HELP + "\nassert 'importlib.metadata' not in sys.modules, 'imported by --help'"
+    imported_after(body)  # fails (check=True) when the assertion does
+    import payhub
+
+    shown = CliRunner().invoke(main, ["--version"], prog_name="payhub")
+    assert shown.exit_code == 0
+    assert shown.output == f"payhub, version {payhub.__version__}\n"
+    assert payhub.__version__ not in {"", "0.0.0"}  # the installed distribution's (payhub is installed here)

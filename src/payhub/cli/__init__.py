@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from payhub import __version__
 from payhub.cli.params import SIGNING_ACTOR
 from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
 from payhub.termsafe import VisibleFormatter
@@ -198,12 +197,23 @@ class LazyGroup(click.Group):
                 formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``, as click's ``version_option`` prints it, with the version read only when asked for."""
+    if not value or ctx.resilient_parsing:
+        return
+    from payhub import __version__
+
+    click.echo(f"payhub, version {__version__}", color=ctx.color)
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", envvar="PAYHUB_CONFIG", type=click.Path(dir_okay=False),
               help="Settings file (default: $PAYHUB_CONFIG, then ./payhub.toml).")
 @click.option("--actor", type=SIGNING_ACTOR,
               help="Name recorded in the audit log for this command (default: user:<login>).")
-@click.version_option(__version__, prog_name="payhub")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, actor: str | None) -> None:
     """payhub: pay channel-partner incentives from CRM triggers, exactly once, with an audit trail."""
