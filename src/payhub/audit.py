@@ -469,7 +469,8 @@ class Workers:
         """Workers for ``engine``'s database when the log has at least :data:`PARALLEL_MIN` ``entries``, else None."""
         import multiprocessing
 
-        count = processes if processes is not None else min(4, len(os.sched_getaffinity(0)))
+        affinity = getattr(os, "sched_getaffinity", None)
+        count = processes if processes is not None else min(4, len(affinity(0)) if affinity else os.cpu_count() or 1)
         url = engine.url
         memory = url.get_backend_name() == "sqlite" and (
             not url.database or url.database == ":memory:" or url.database.startswith("file:")
@@ -498,8 +499,12 @@ def _start_worker(url: str) -> None:
     """In a worker: an engine of its own whose transactions only read (SQLite: a deferred BEGIN, not payhub's
     BEGIN IMMEDIATE, which would wait for the parent's own transaction)."""
     global _worker_engine
+    import signal
+
     from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it stops the workers
 
     if url.startswith("sqlite"):
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30.0})
