@@ -167,3 +167,24 @@ def test_fund_states_advanced_together_equal_the_replay_of_each_fund(engine: Eng
                 for probe in (last, last + timedelta(days=25)):
                     assert state.fund.balance(probe) == funds.balance(stored, probe)
             assert sorted(conn.execute(select(events.c.id)).scalars())[-1] == 60
+
+
+def test_a_state_read_and_given_credits_is_written_as_the_state_whose_credits_were_read() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    base = fund_store.State(funds.Fund(), 0, {})
+    for number, (days, amount) in enumerate(((0, "5.00"), (1, "2.50"), (2, "-3.00"), (3, "7.25")), start=1):
+        fund_store._apply(base, number, start + timedelta(days=days), Decimal(amount),
+                          start + timedelta(days=30) if Decimal(amount) > 0 else None)
+    text = fund_store._dumps(base)
+    lazy, eager = fund_store._loads(4, text), fund_store._loads(4, text)
+    assert eager.fund.balance(start + timedelta(days=3)) == Decimal("11.75")  # its credits are read
+    for state in (lazy, eager):
+        assert state.last == start + timedelta(days=3)
+        for number, days in ((5, 4), (6, 40)):
+            fund_store._apply(state, number, start + timedelta(days=days), Decimal("1.10"), None)
+    assert fund_store._dumps(lazy) == fund_store._dumps(eager)
+    assert lazy.last == eager.last == start + timedelta(days=40)
+    for state in (lazy, eager):  # a spending reads the credits: the lapsed ones go
+        fund_store._apply(state, 7, start + timedelta(days=41), Decimal("-1.00"), None)
+    assert fund_store._dumps(lazy) == fund_store._dumps(eager)
+    assert lazy.fund.balance(start + timedelta(days=41)) == Decimal("1.20")

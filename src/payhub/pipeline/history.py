@@ -186,7 +186,7 @@ class DbHistory:
         batch = sum((amount for at, amount, _ in self.in_batch_funds.get(key, ())
                      if amount > 0 and since <= at < until), Decimal(0))
         snapshot = self._fund_snapshot(key)
-        if snapshot is not None and (snapshot.fund.last is None or snapshot.fund.last < until):
+        if snapshot is not None and (snapshot.last is None or snapshot.last < until):
             stored_since = snapshot.credited_since(since)  # every stored entry is before until
             if stored_since is not None:
                 return stored_since + batch

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, select, update
 
@@ -50,14 +49,68 @@ def insert(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
     return sorted(written)
 
 
-@dataclass(slots=True)
 class State:
     """A fund after all its stored entries, applied in time order (ties by id), as :func:`payhub.funds.replay`
-    applies them: ``fund``, the id of the entry applied last, and the credits per ``YYYY-MM`` of their time."""
+    applies them: ``fund``, the id of the entry applied last, and the credits per ``YYYY-MM`` of their time.
 
-    fund: funds.Fund
-    last_entry_id: int
-    credited: dict[str, Decimal]
+    A state read from its row keeps its credits as the stored text pairs until ``fund`` is asked for (a balance, a
+    spending): a fund that only gains credits, the most common change, is advanced and written again without turning
+    every credit into a Decimal and a datetime and back."""
+
+    __slots__ = ("_fund", "_raw", "_overspent", "_last", "last_entry_id", "credited")
+
+    def __init__(self, fund: funds.Fund, last_entry_id: int, credited: dict[str, Decimal]) -> None:
+        self._fund: funds.Fund | None = fund
+        self._raw: list[list[str | None]] = []  # credits as stored, while _fund is None
+        self._overspent, self._last = fund.overspent, fund.last
+        self.last_entry_id = last_entry_id
+        self.credited = credited
+
+    @classmethod
+    def stored(cls, last_entry_id: int, raw: list[list[str | None]], overspent: Decimal, last: datetime | None,
+               credited: dict[str, Decimal]) -> State:
+        state = cls(funds.Fund(), last_entry_id, credited)
+        state._fund, state._raw, state._overspent, state._last = None, raw, overspent, last
+        return state
+
+    @property
+    def fund(self) -> funds.Fund:
+        if self._fund is None:
+            fund = funds.Fund()
+            fund.credits = [funds.Credit(Decimal(cast(str, left)), datetime.fromisoformat(expires)
+                                         if expires is not None else None) for left, expires in self._raw]
+            fund.overspent, fund.last = self._overspent, self._last
+            self._fund, self._raw = fund, []
+        return self._fund
+
+    @property
+    def last(self) -> datetime | None:
+        """When the latest entry applied occurred."""
+        return self._fund.last if self._fund is not None else self._last
+
+    def apply(self, occurred: datetime, amount: Decimal, expires: datetime | None) -> None:
+        """Apply one entry (not dated before the latest applied): a credit is added as stored text while the credits
+        are not read; a spending reads them."""
+        if self._fund is None and amount >= 0:
+            self._raw.append([str(amount), expires.isoformat() if expires is not None else None])
+            self._last = occurred
+        else:
+            self.fund.apply(occurred, amount, expires)
+
+    def dumps(self) -> str:
+        """The stored text of the state."""
+        if self._fund is not None:
+            credits: list[list[str | None]] = [
+                [str(c.left), c.expires_at.isoformat() if c.expires_at is not None else None]
+                for c in self._fund.credits]
+        else:
+            credits = self._raw
+        last = self.last
+        return json.dumps({
+            "credits": credits, "overspent": str(self._fund.overspent if self._fund is not None else self._overspent),
+            "last": last.isoformat() if last is not None else None,
+            "credited": {month: str(amount) for month, amount in sorted(self.credited.items())},
+        }, separators=(",", ":"))
 
     def credited_since(self, since: datetime) -> Decimal | None:
         """The stored credits of entries that occurred at or after ``since``, when ``since`` is the first instant of
@@ -151,8 +204,8 @@ def _advanced(conn: Connection, key: Key, current: State | None, written: Writte
     """``current`` (the stored state, or None) brought up to date with the entries ``written``: applied to it when
     they all come after every applied entry, else the state made again from all the fund's entries."""
     ordered = sorted(written, key=lambda e: (e[1], e[0]))
-    if current is not None and current.fund.last is not None and ordered and \
-            (ordered[0][1], ordered[0][0]) > (current.fund.last, current.last_entry_id):
+    if current is not None and current.last is not None and ordered and \
+            (ordered[0][1], ordered[0][0]) > (current.last, current.last_entry_id):
         for entry_id, occurred, amount, expires in ordered:
             _apply(current, entry_id, occurred, amount, expires)
         return current
@@ -183,7 +236,7 @@ def advance(conn: Connection, program: str, holder_id: str, unit: str,
 
 
 def _apply(current: State, entry_id: int, occurred: datetime, amount: Decimal, expires: datetime | None) -> None:
-    current.fund.apply(occurred, amount, expires)
+    current.apply(occurred, amount, expires)
     current.last_entry_id = entry_id
     if amount > 0:
         month = month_of(occurred)
@@ -191,20 +244,11 @@ def _apply(current: State, entry_id: int, occurred: datetime, amount: Decimal, e
 
 
 def _dumps(current: State) -> str:
-    fund = current.fund
-    return json.dumps({
-        "credits": [[str(c.left), c.expires_at.isoformat() if c.expires_at is not None else None]
-                    for c in fund.credits],
-        "overspent": str(fund.overspent), "last": fund.last.isoformat() if fund.last is not None else None,
-        "credited": {month: str(amount) for month, amount in sorted(current.credited.items())},
-    }, separators=(",", ":"))
+    return current.dumps()
 
 
 def _loads(last_entry_id: int, text: str) -> State:
     data = json.loads(text)
-    fund = funds.Fund()
-    fund.credits = [funds.Credit(Decimal(left), datetime.fromisoformat(expires) if expires is not None else None)
-                    for left, expires in data["credits"]]
-    fund.overspent = Decimal(data["overspent"])
-    fund.last = datetime.fromisoformat(data["last"]) if data["last"] is not None else None
-    return State(fund, last_entry_id, {month: Decimal(amount) for month, amount in data["credited"].items()})
+    return State.stored(last_entry_id, data["credits"], Decimal(data["overspent"]),
+                        datetime.fromisoformat(data["last"]) if data["last"] is not None else None,
+                        {month: Decimal(amount) for month, amount in data["credited"].items()})
