@@ -14,6 +14,10 @@ discarded run). Each figure's note gives the spread, the median CPU time (user +
 a loaded machine) and the load average.
 
     python -m bench.startup [--runs 8] [--restarts 11] [--json]
+    python -m bench.startup --imports 25   # where run --once's import time goes, by package (no figures)
+
+``--imports N`` runs ``payhub run --once`` on the quickstart site under ``python -X importtime`` ``runs`` times and
+prints the N packages (payhub's by module) with the largest median self import time: the import-time floor.
 """
 
 from __future__ import annotations
@@ -239,6 +243,45 @@ def measure_restart(workdir: Path, restarts: int) -> Figure:
                   f"max {latencies[-1]:.3f}; {_load()}")
 
 
+# ------------------------------------------------------------------------------------------------------ imports
+
+
+def import_times(stderr: str) -> dict[str, float]:
+    """Self import time (ms) by package, from ``python -X importtime``'s report on ``stderr``: a third-party package
+    whole (``sqlalchemy``), payhub and its plugins by module (``payhub.settings``)."""
+    found: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        own, _total, name = line.split(":", 1)[1].split("|")
+        name = name.strip()
+        key = name if name.split(".")[0].startswith("payhub") else name.split(".")[0]
+        found[key] = found.get(key, 0.0) + int(own) / 1000
+    return found
+
+
+def measure_imports(workdir: Path, runs: int, top: int) -> str:
+    """The ``top`` packages with the largest median self import time in ``runs`` runs of ``run --once`` (quickstart
+    settings, nothing to do), as a table; and the median total."""
+    config = quickstart_site(workdir)
+    code = "import sys; from payhub.cli import main; sys.exit(main())"
+    args = [sys.executable, "-X", "importtime", "-c", code, "-c", str(config), "run", "--once", "--no-progress"]
+    samples: list[dict[str, float]] = []
+    for _ in range(runs + 1):  # the first writes the bytecode: discarded
+        done = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"run --once exited {done.returncode}: {done.stderr[-2000:]}")
+        samples.append(import_times(done.stderr))
+    samples = samples[1:]
+    names = {name for sample in samples for name in sample}
+    median = {name: statistics.median(sample.get(name, 0.0) for sample in samples) for name in names}
+    total = statistics.median(sum(sample.values()) for sample in samples)
+    lines = [f"run --once import time (self, median of {runs}, ms): total {total:.0f}; {_load()}"]
+    for name, ms in sorted(median.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"{ms:8.1f}  {100 * ms / total:5.1f} %  {name}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------------- compare
 
 
@@ -265,7 +308,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--restarts", type=int, default=11, help="restarts after SIGKILL")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--imports", type=int, default=0, metavar="N",
+                        help="print the N packages taking most of run --once's import time instead of the figures")
     args = parser.parse_args(argv)
+    if args.imports:
+        base = Path(tempfile.mkdtemp(prefix="payhub-imports-", dir=args.workdir))
+        _BASE_ENV.update(PYTHONPYCACHEPREFIX=str(base / "pycache"), PYTHONDONTWRITEBYTECODE="")
+        try:
+            (base / "once").mkdir()
+            print(measure_imports(base / "once", args.runs, args.imports))
+        finally:
+            _BASE_ENV.clear()
+            shutil.rmtree(base, ignore_errors=True)
+        return
     figures = compare(CompareOptions(workdir=args.workdir,
                                      extra={"startup_runs": args.runs, "startup_restarts": args.restarts}))
     if args.json:
