@@ -21,6 +21,7 @@ from payhub.db.schema import calculations, events, program_versions, rewards
 from payhub.pipeline.history import DbHistory
 from payhub.store import funds as fund_store
 from payhub.store import rewards as reward_store
+from payhub.store import volumes
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 PAYEES = tuple(f"p{k}" for k in range(12))
@@ -188,3 +189,28 @@ def test_a_state_read_and_given_credits_is_written_as_the_state_whose_credits_we
         fund_store._apply(state, 7, start + timedelta(days=41), Decimal("-1.00"), None)
     assert fund_store._dumps(lazy) == fund_store._dumps(eager)
     assert lazy.fund.balance(start + timedelta(days=41)) == Decimal("1.20")
+
+
+def test_volumes_of_many_partners_equal_their_volumes_one_by_one(engine: Engine) -> None:
+    rng = random.Random(8)
+    with engine.begin() as conn:
+        volumes.add(conn, {("rebate", rng.choice(PARTNERS), "EUR", f"2026-0{rng.randrange(1, 7)}",
+                            rng.choice(("purchase", "order_returned"))): Decimal(rng.randrange(1, 10**6)) / 100
+                           for _ in range(40)})
+    seen = _counting(engine)
+    with engine.connect() as conn:
+        for months in (("2026-01", "2026-04"), ("2026-04", "2026-07"), ("2027-01", "2027-04")):
+            seen.clear()
+            batched = volumes.by_type_of(conn, "rebate", [*PARTNERS, "nobody"], "EUR", months)
+            assert len(seen) == 1
+            assert batched == {partner: volumes.by_type(conn, "rebate", partner, "EUR", months)
+                               for partner in (*PARTNERS, "nobody")}
+        assert any(batched.values()) or months[0] == "2027-01"
+        history = DbHistory(conn)
+        history.expect((), PARTNERS)
+        seen.clear()
+        got = [history.total_volume("rebate", partner, "EUR", *Q1, ("order_returned",)) for partner in PARTNERS]
+        assert len(seen) == 1
+        assert got == [DbHistory(conn).total_volume("rebate", partner, "EUR", *Q1, ("order_returned",))
+                       for partner in PARTNERS]
+        assert any(got)

@@ -129,7 +129,16 @@ class DbHistory:
         if months is not None:  # whole months: the running totals, per event type
             totals = self._volume_totals.get(key)
             if totals is None:  # the batch's own calculations are written only at its end
-                totals = self._volume_totals[key] = volumes.by_type(self.conn, program, partner_id, currency, months)
+                group = ("volumes", program, currency, since, until)
+                expected = self._expected["partner"]
+                if partner_id in expected and group not in self._read_groups:  # every partner of the batch at once
+                    self._read_groups.add(group)
+                    for other, found in volumes.by_type_of(self.conn, program, expected, currency, months).items():
+                        self._volume_totals.setdefault((program, other, currency, since, until), found)
+                    totals = self._volume_totals[key]
+                else:
+                    totals = self._volume_totals[key] = volumes.by_type(self.conn, program, partner_id, currency,
+                                                                        months)
             stored_sum = sum((-amount if kind in returns else amount for kind, amount in totals.items()), Decimal(0))
             return stored_sum + sum((-Decimal(amount) if kind in returns else Decimal(amount)
                                      for amount, kind in batch), Decimal(0))

@@ -11,14 +11,14 @@ the other and lose nothing. :func:`drift` checks the totals against the events.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, tuple_, update
 
-from payhub.db.queries import insert_ignore
+from payhub.db.queries import in_chunks, insert_ignore
 from payhub.db.schema import calculations, events, volume_totals
 from payhub.states import CalculationStatus
 
@@ -57,6 +57,26 @@ def by_type(conn: Connection, program: str, partner_id: str, currency: str, mont
                                              "first": months[0], "end": months[1]}):
         found[kind] = found.get(kind, Decimal(0)) + Decimal(amount)
     return found
+
+
+def by_type_of(conn: Connection, program: str, partner_ids: Collection[str], currency: str, months: tuple[str, str]
+               ) -> dict[str, dict[str, Decimal]]:
+    """:func:`by_type` of many partners at once (one statement per 500 partners)."""
+    found: dict[str, dict[str, Decimal]] = {partner: {} for partner in partner_ids}
+    for chunk in in_chunks(found):
+        for partner, kind, amount in conn.execute(_READ_MANY, {"program": program, "partners": chunk,
+                                                               "currency": currency, "first": months[0],
+                                                               "end": months[1]}):
+            totals = found[partner]
+            totals[kind] = totals.get(kind, Decimal(0)) + Decimal(amount)
+    return found
+
+
+_READ_MANY = select(volume_totals.c.partner_id, volume_totals.c.event_type, volume_totals.c.amount).where(
+    volume_totals.c.program == bindparam("program"),
+    volume_totals.c.partner_id.in_(bindparam("partners", expanding=True)),
+    volume_totals.c.currency == bindparam("currency"), volume_totals.c.month >= bindparam("first"),
+    volume_totals.c.month < bindparam("end"))
 
 
 def add(conn: Connection, amounts: dict[Key, Decimal]) -> None:
