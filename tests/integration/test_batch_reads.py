@@ -4,6 +4,7 @@ gives, and a batch asks the database a bounded number of statements however many
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import Connection, Engine, event, select
 
 from payhub import funds
-from payhub.api import Event
+from payhub.api import Event, FundMovement
 from payhub.db import migrate
 from payhub.db.engine import make_engine
 from payhub.db.schema import calculations, events, program_versions, rewards
@@ -214,3 +215,27 @@ def test_volumes_of_many_partners_equal_their_volumes_one_by_one(engine: Engine)
         assert got == [DbHistory(conn).total_volume("rebate", partner, "EUR", *Q1, ("order_returned",))
                        for partner in PARTNERS]
         assert any(got)
+
+
+def test_balances_asked_through_a_batch_equal_the_replay_of_its_entries() -> None:
+    rng = random.Random(9)
+    key = ("coop", "acme", "EUR")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    stored: list[funds.Entry] = [(start + timedelta(days=k), Decimal(rng.randrange(100, 900)) / 100,
+                                  start + timedelta(days=k + rng.randrange(5, 40))) for k in range(30)]
+    history = DbHistory(None)  # type: ignore[arg-type]  # nothing is read: the fund's entries are given
+    history._snapshots[key] = None
+    history._stored_funds[key] = stored
+    event = _event(1, "1", start)
+    at = start + timedelta(days=30)
+    batch: list[funds.Entry] = []
+    for _ in range(60):
+        at += timedelta(hours=rng.randrange(0, 30))
+        when = at - timedelta(days=2) if rng.random() < 0.1 else at  # now and then out of order
+        amount = Decimal(rng.randrange(-1200, 900)) / 100
+        expires = when + timedelta(days=rng.randrange(3, 20)) if amount > 0 else None
+        history.add_fund("coop", dataclasses.replace(event, occurred_at=when),
+                         FundMovement("acme", amount, "EUR", expires), amount)
+        batch.append((when, amount, expires))
+        for probe in (at, at - timedelta(days=rng.randrange(0, 3)), at + timedelta(days=1)):
+            assert history.fund_balance("coop", "acme", "EUR", probe) == funds.balance([*stored, *batch], probe)
