@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import delete, text, update
 from test_insider import BASE, Site, rewrite_from
 
+import payhub.audit
+import payhub.crosscheck
 from payhub import signing
 from payhub.audit import entry_hash
 from payhub.db.schema import audit_head, audit_log
@@ -163,6 +165,10 @@ SHAPES = [edited, deleted, inserted_past_the_head, inserted_in_the_middle, reord
           head_row_deleted, head_table_dropped, head_doubled, head_hash_damaged, head_moved_past_the_end]
 
 
+HEADLESS = [non_integer_head, head_row_deleted, head_table_dropped, head_doubled, head_hash_damaged]
+"""Damage that leaves no usable head: the log's length is unknown, so no workers are started."""
+
+
 @pytest.mark.parametrize("damage", SHAPES, ids=[f.__name__ for f in SHAPES])
 def test_damage_is_a_clean_verify_failure(site: Site, damage: Callable[[Site], str]) -> None:
     expected = damage(site)
@@ -178,3 +184,26 @@ def test_an_entry_past_the_head_is_reported_even_though_the_read_cannot_be_recor
     result = site.verify()
     assert result.exit_code == 1
     assert "this verification could not be recorded in the audit log" in result.stderr
+
+
+@pytest.mark.parametrize("damage", SHAPES, ids=[f.__name__ for f in SHAPES])
+def test_worker_processes_name_the_damage_the_same_way(site: Site, damage: Callable[[Site], str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same damage, with the log checked in ranges of 3 entries and the tables in batches by worker processes."""
+    monkeypatch.setattr(payhub.audit, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(payhub.audit, "RANGE", 3)
+    monkeypatch.setattr(payhub.crosscheck, "PARALLEL_IDS", 1)
+    started: list[object] = []
+    real = payhub.audit.Workers.start
+
+    def start(*args: object, **kwargs: object) -> object:
+        started.append(workers := real(*args, **kwargs))  # type: ignore[arg-type]
+        return workers
+
+    monkeypatch.setattr(payhub.audit.Workers, "start", start)
+    expected = damage(site)
+    result = site.verify()
+    assert result.exit_code == 1, result.output
+    assert expected in result.stdout, result.stdout
+    assert "Traceback" not in result.output
+    assert started and (started[0] is not None) == (damage not in HEADLESS)
