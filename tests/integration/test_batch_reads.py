@@ -217,7 +217,7 @@ def test_volumes_of_many_partners_equal_their_volumes_one_by_one(engine: Engine)
         assert any(got)
 
 
-def test_balances_asked_through_a_batch_equal_the_replay_of_its_entries() -> None:
+def test_balances_and_credits_asked_through_a_batch_equal_those_of_its_entries() -> None:
     rng = random.Random(9)
     key = ("coop", "acme", "EUR")
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -231,7 +231,7 @@ def test_balances_asked_through_a_batch_equal_the_replay_of_its_entries() -> Non
     batch: list[funds.Entry] = []
     for _ in range(60):
         at += timedelta(hours=rng.randrange(0, 30))
-        when = at - timedelta(days=2) if rng.random() < 0.1 else at  # now and then out of order
+        when = at - timedelta(days=rng.randrange(1, 4)) if rng.random() < 0.2 else at  # now and then out of order
         amount = Decimal(rng.randrange(-1200, 900)) / 100
         expires = when + timedelta(days=rng.randrange(3, 20)) if amount > 0 else None
         history.add_fund("coop", dataclasses.replace(event, occurred_at=when),
@@ -239,3 +239,19 @@ def test_balances_asked_through_a_batch_equal_the_replay_of_its_entries() -> Non
         batch.append((when, amount, expires))
         for probe in (at, at - timedelta(days=rng.randrange(0, 3)), at + timedelta(days=1)):
             assert history.fund_balance("coop", "acme", "EUR", probe) == funds.balance([*stored, *batch], probe)
+            for since in (start, probe - timedelta(days=1), at - timedelta(hours=5)):
+                assert history.fund_credited("coop", "acme", "EUR", since, probe) == sum(
+                    (a for when_, a, _e in [*stored, *batch] if a > 0 and since <= when_ < probe), Decimal(0))
+
+
+def test_credits_of_a_batch_out_of_time_order_are_summed_by_their_times() -> None:
+    key = ("coop", "acme", "EUR")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    history = DbHistory(None)  # type: ignore[arg-type]
+    history._snapshots[key], history._stored_funds[key] = None, []
+    event = _event(1, "1", start)
+    for days, amount in ((1, "1.00"), (5, "2.00"), (3, "4.00"), (9, "8.00")):
+        history.add_fund("coop", dataclasses.replace(event, occurred_at=start + timedelta(days=days)),
+                         FundMovement("acme", Decimal(amount), "EUR"), Decimal(amount))
+    assert history.fund_credited("coop", "acme", "EUR", start + timedelta(days=2), start + timedelta(days=6)) == 6
+    assert history.fund_credited("coop", "acme", "EUR", start, start + timedelta(days=4)) == 5

@@ -53,6 +53,8 @@ class DbHistory:
         self.in_batch_by_payee: dict[tuple[str, str], list[tuple[str, datetime, int]]] = {}
         self._stored_funds: dict[tuple[str, str, str], list[Entry]] = {}  # read once per batch
         self._credit_index: dict[tuple[str, str, str], tuple[list[datetime], list[Decimal]]] = {}
+        # fund -> the batch's credits: their times and running sums (None once one came out of time order)
+        self._batch_credits: dict[tuple[str, str, str], tuple[list[datetime] | None, list[Decimal]]] = {}
         self._fund_states: dict[tuple[str, str, str], funds.Fund] = {}
         # fund -> (a copy of its stored state with the batch's first entries applied, those entries)
         self._funds_of_batch: dict[tuple[str, str, str], tuple[funds.Fund, list[Entry]]] = {}
@@ -107,6 +109,13 @@ class DbHistory:
         """Count a fund movement of the batch."""
         key = (program, movement.holder_id, movement.unit)
         self.in_batch_funds.setdefault(key, []).append((event.occurred_at, amount, movement.expires_at))
+        if amount > 0:  # the batch's credits by time with running sums, while they come in time order
+            times, sums = self._batch_credits.setdefault(key, ([], [Decimal(0)]))
+            if times is not None and (not times or times[-1] <= event.occurred_at):
+                times.append(event.occurred_at)
+                sums.append(sums[-1] + amount)
+            else:
+                self._batch_credits[key] = (None, [])  # out of order: summed entry by entry
 
     def add_volume(self, program: str, event: Event) -> None:
         """Count ``event`` in the volume of ``program`` (call when the program calculated it without failure)."""
@@ -202,8 +211,12 @@ class DbHistory:
 
     def fund_credited(self, program: str, holder_id: str, unit: str, since: datetime, until: datetime) -> Decimal:
         key = (program, holder_id, unit)
-        batch = sum((amount for at, amount, _ in self.in_batch_funds.get(key, ())
-                     if amount > 0 and since <= at < until), Decimal(0))
+        times, sums = self._batch_credits.get(key, (None, []))
+        if times is not None:
+            batch = _between(times, sums, since, until)
+        else:
+            batch = sum((amount for at, amount, _ in self.in_batch_funds.get(key, ())
+                         if amount > 0 and since <= at < until), Decimal(0))
         snapshot = self._fund_snapshot(key)
         if snapshot is not None and (snapshot.last is None or snapshot.last < until):
             stored_since = snapshot.credited_since(since)  # every stored entry is before until
@@ -215,7 +228,7 @@ class DbHistory:
             index = self._credit_index[key] = ([at for at, _ in credits],
                                                list(itertools.accumulate((a for _, a in credits), initial=Decimal(0))))
         times, sums = index
-        stored = sums[bisect.bisect_left(times, until)] - sums[bisect.bisect_left(times, since)]
+        stored = _between(times, sums, since, until)
         return stored + batch
 
     def expect_objects(self, objects: Collection[tuple[str, str, str]]) -> None:
@@ -349,6 +362,12 @@ class DbHistory:
 _EVENTS_OF_OBJECTS = select(events.c.id, events.c.occurred_at, events.c.partner_id, events.c.source,
                             events.c.object_type, events.c.object_id).where(
     events.c.object_id.in_(bindparam("ids", expanding=True)))
+
+
+def _between(times: list[datetime], sums: list[Decimal], since: datetime, until: datetime) -> Decimal:
+    """The sum of the amounts at ``times`` (ascending; ``sums`` their running sums from 0) in ``[since, until)``."""
+    first, end = bisect.bisect_left(times, since), bisect.bisect_left(times, until)
+    return sums[end] - sums[first] if end > first else Decimal(0)
 
 
 def _in_scope(per: str, scope_id: str | None, payee_id: str, partner_id: str | None) -> bool:
