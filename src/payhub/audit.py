@@ -437,7 +437,7 @@ PARALLEL_MIN = 200_000
 """Entries up to the head from which :func:`verify` with ``workers`` splits the chain into ranges; below, the worker
 processes cost more than they save and one process reads it all."""
 
-RANGE = 50_000
+RANGE = 25_000
 """Entries per range a worker process checks (one statement, read in chunks of :data:`CHUNK`)."""
 
 _worker_engine: Engine | None = None

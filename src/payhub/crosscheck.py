@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -85,7 +86,7 @@ class AuditedIds:
 
 PARALLEL_IDS = 20_000
 """Ids of a kind from which :func:`differences` with ``workers`` hands ranges to them."""
-BATCH = 10
+BATCH = 4
 """Ranges of ``chunk`` ids per task of a worker process."""
 
 
@@ -105,40 +106,50 @@ def differences(conn: Connection, audited: AuditedIds, chunk: int = CHUNK, worke
     cut = read_cut(conn)  # its signature is checked with the chain (payhub.checkpoints.cut_problem)
     archived = cut.archived_ids() if isinstance(cut, Cut) else {}
     reader = _Reader(conn)
+    queued: dict[str, list[tuple[list[tuple[int, int]], Future[list[Difference] | None]]]] = {}
     try:
+        if workers is not None:  # the rewards' batches are queued with the payouts', so no worker waits between
+            for kind in SUBJECTS:
+                top = _top(reader, kind, audited)
+                if top >= PARALLEL_IDS:
+                    ranges = list(_ranges(top, chunk))
+                    queued[kind] = [(batch, workers.submit(_compare_batch, kind, batch, archived.get(kind, 0)))
+                                    for batch in (ranges[at:at + BATCH] for at in range(0, len(ranges), BATCH))]
         for kind in SUBJECTS:
-            table = "payouts" if kind == "payout" else "rewards"
-            found = reader.all(f"SELECT max(id) FROM {table}", ())
-            top = max(found[0][0] or 0, audited.top[kind])
             check = _payouts if kind == "payout" else _rewards
-            ranges: Iterable[tuple[int, int]] = _ranges(top, chunk)
-            if workers is not None and top >= PARALLEL_IDS:
-                ranges = yield from _in_workers(workers, kind, list(ranges), archived.get(kind, 0))
-            for low, high in ranges:
+            left: Iterable[tuple[int, int]]
+            if kind in queued:
+                left = yield from _in_workers(queued[kind])
+            else:
+                left = _ranges(_top(reader, kind, audited), chunk)
+            for low, high in left:
                 yield from check(reader, low, high, archived.get(kind, 0))
     finally:
+        for batches in queued.values():
+            for _batch, future in batches:
+                future.cancel()
         reader.close()
 
 
-def _in_workers(workers: Workers, kind: str, ranges: list[tuple[int, int]], archived: int
+def _top(reader: _Reader, kind: str, audited: AuditedIds) -> int:
+    """The highest id of ``kind`` in its table or in the chain."""
+    found = reader.all(f"SELECT max(id) FROM {'payouts' if kind == 'payout' else 'rewards'}", ())
+    return max(found[0][0] or 0, audited.top[kind])
+
+
+def _in_workers(batches: list[tuple[list[tuple[int, int]], Future[list[Difference] | None]]]
                 ) -> Generator[Difference, None, list[tuple[int, int]]]:
-    """Yield the differences of ``ranges`` compared by ``workers``, in order; return the ranges left to compare
+    """Yield the differences of ``batches`` as their workers give them, in order; return the ranges left to compare
     here (from the first batch a worker could not finish)."""
-    batches = [ranges[at:at + BATCH] for at in range(0, len(ranges), BATCH)]
-    futures = [workers.submit(_compare_batch, kind, batch, archived) for batch in batches]
-    try:
-        for at, future in enumerate(futures):
-            try:
-                found = future.result()
-            except Exception:  # noqa: BLE001 - a worker died or the pool is gone: the rest is compared here
-                found = None
-            if found is None:
-                return [bounds for batch in batches[at:] for bounds in batch]
-            yield from found
-        return []
-    finally:
-        for future in futures:
-            future.cancel()
+    for at, (_batch, future) in enumerate(batches):
+        try:
+            found = future.result()
+        except Exception:  # noqa: BLE001 - a worker died or the pool is gone: the rest is compared here
+            found = None
+        if found is None:
+            return [bounds for batch, _future in batches[at:] for bounds in batch]
+        yield from found
+    return []
 
 
 def _compare_batch(kind: str, ranges: list[tuple[int, int]], archived: int) -> list[Difference] | None:
