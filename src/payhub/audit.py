@@ -25,12 +25,11 @@ import json
 import os
 import re
 from collections.abc import Callable, Collection, Generator, Iterator, MutableMapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import sha256
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
@@ -38,6 +37,9 @@ from sqlalchemy.exc import DBAPIError
 from payhub.clock import isoformat
 from payhub.db.schema import audit_cut, audit_head
 from payhub.errors import PayhubError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 GENESIS = "0" * 64
 CUT_DOMAIN = "payhub audit cut v1"
@@ -454,7 +456,8 @@ class Workers:
     """
 
     def __init__(self, url: str, processes: int) -> None:
-        import multiprocessing
+        import multiprocessing  # here, not at import: most commands never start workers
+        from concurrent.futures import ProcessPoolExecutor
 
         self.processes = processes
         self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
@@ -587,6 +590,8 @@ def _parallel_prefix(workers: Workers, first: int, head: int, prev: str, watched
     hash it must link to, and how many entries from there on ``progress`` was already given.
 
     The sound ranges before it add their watched hashes to ``hashes`` and their subject ids to ``top_ids``."""
+    from concurrent.futures import as_completed
+
     kinds = list(top_ids) if top_ids is not None else []
     bounds = [(low, min(low + RANGE - 1, head)) for low in range(first, head + 1, RANGE)]
     futures = {workers.submit(_check_span, low, high, low == first,

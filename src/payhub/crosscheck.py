@@ -22,10 +22,9 @@ import contextlib
 import itertools
 import json
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -43,6 +42,9 @@ from payhub.audited import (
     payout_status,
     show,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 CHUNK = 2000
 """Ids compared per range: each range costs a few indexed queries and holds its rows and entries in memory."""
