@@ -189,6 +189,8 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     waits: list[tuple[Any, str | None, int | None, str]] = []  # events set waiting: row, payee, after event, reason
     waiting_objects: dict[tuple[str, str, str], int] = {}  # CRM object -> its event of this batch that waits
     batch = [to_event(row) for row in rows]
+    plan = [(program, calculator, rt.settings.programs[program]) for program, calculator in programs.items()]
+    matching: dict[tuple[str, str], list[tuple[str, Calculator | str, ProgramSection]]] = {}
     history.expect({event.payee_id for event in batch}, {event.partner_id for event in batch if event.partner_id},
                    _budget_keys(rt, programs, batch))
     history.expect_objects(_objects_asked(rt, programs, batch))
@@ -198,9 +200,12 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             waits.append((row, None, waiting_objects[crm_object],
                           waiting.behind_reason(row, waiting_objects[crm_object])))
             continue
-        for program, calculator in programs.items():
-            section = rt.settings.programs[program]
-            if (event.id, program) in done or not _matches(section, event):
+        todo = matching.get((event.event_type, event.source))
+        if todo is None:  # the programs an event of this type from this source matches, in the programs' order
+            todo = matching[(event.event_type, event.source)] = [
+                (program, calculator, section) for program, calculator, section in plan if _matches(section, event)]
+        for program, calculator, section in todo:
+            if (event.id, program) in done:
                 continue  # calculated before (a retried event keeps its other programs' results)
             result = _run_one(calculator, program, section, event, history, (flag_caps, flags))
             if result.waits_for is not None:  # not calculated: the event waits for the payee
@@ -225,12 +230,17 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     event_store.record_calculations(tx.conn, calc_rows)
     by_id = {row.id: row for row in rows}
     volume: dict[volumes.Key, Decimal] = {}
+    counted: dict[int, tuple[volumes.Key | None, Decimal]] = {}  # event -> its total (of no program yet), amount
     for calc_row in calc_rows:  # the decided events' amounts, in the totals that total_volume reads
         if calc_row["status"] in volumes.DECIDED:
-            row = by_id[calc_row["event_id"]]
-            key = volumes.key_of(calc_row["program"], row)
-            if key is not None:
-                volume[key] = volume.get(key, Decimal(0)) + Decimal(row.amount)
+            found = counted.get(calc_row["event_id"])
+            if found is None:
+                row = by_id[calc_row["event_id"]]
+                base = volumes.key_of("", row)
+                found = counted[calc_row["event_id"]] = (base, Decimal(row.amount) if base is not None else Decimal(0))
+            if found[0] is not None:
+                key = (calc_row["program"], *found[0][1:])
+                volume[key] = volume.get(key, Decimal(0)) + found[1]
     volumes.add(tx.conn, volume)
     _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now, history.fund_read)
     waiting.hold_for_payees(tx, waits)
