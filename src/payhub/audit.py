@@ -106,10 +106,12 @@ def hash_fields(values: Sequence[Any]) -> str:
 
 
 class _Lengths(dict[int, str]):
-    """``n`` → ``"n:"``, made once per length."""
+    """``n`` → ``"n:"``, kept for lengths below 4096 (so the table stays small whatever the log holds)."""
 
     def __missing__(self, length: int) -> str:
-        text = self[length] = f"{length}:"
+        text = f"{length}:"
+        if length < 4096:
+            self[length] = text
         return text
 
 
