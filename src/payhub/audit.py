@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Collection, Generator, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -452,7 +453,7 @@ class Workers:
     ranges of the chain (:func:`verify`) and of the payouts and rewards (:func:`payhub.crosscheck.differences`).
 
     Forked from this process, so they start without importing anything; a context manager that stops them.
-    :meth:`start` gives None where they cannot serve: an in-memory SQLite database, one CPU, no ``fork``.
+    :meth:`start` gives None where they cannot serve: an in-memory SQLite database, one CPU, not Linux.
     A worker that fails or dies makes its range "not checked": the caller reads that range itself, so a failure
     (a database error, a damaged entry) is found and named in this process, exactly as without workers.
     """
@@ -480,7 +481,9 @@ class Workers:
         memory = url.get_backend_name() == "sqlite" and (
             not url.database or url.database == ":memory:" or url.database.startswith("file:")
             or url.query.get("mode") == "memory")
-        if entries < PARALLEL_MIN or count < 2 or memory or "fork" not in multiprocessing.get_all_start_methods():
+        # fork only where it is safe with the libraries loaded (Linux; macOS's system frameworks are not)
+        if entries < PARALLEL_MIN or count < 2 or memory or not sys.platform.startswith("linux") \
+                or "fork" not in multiprocessing.get_all_start_methods():
             return None
         try:
             return cls(url.render_as_string(hide_password=False), count)
