@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
-from payhub.currency_table import MINOR_UNITS
 from payhub.errors import InvalidRecord
 
 ROUNDING = ROUND_HALF_UP
@@ -22,9 +21,12 @@ _PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)  # ASCII digi
 @lru_cache(maxsize=512)
 def minor_units(currency: str) -> int:
     """Number of decimal places of ``currency`` (JPY 0, EUR 2, BHD 3); raises InvalidRecord if not payable."""
-    if currency not in MINOR_UNITS:  # iso4217's table, without its import-time XML parse
-        raise InvalidRecord(f"unknown currency {currency!r} (not an ISO 4217 code)")
-    exponent = MINOR_UNITS[currency]
+    import iso4217  # parses its XML table when first imported: only once a currency is checked
+
+    try:
+        exponent = iso4217.Currency(currency).exponent
+    except ValueError:
+        raise InvalidRecord(f"unknown currency {currency!r} (not an ISO 4217 code)") from None
     if exponent is None:
         raise InvalidRecord(f"currency {currency!r} has no minor unit and cannot be paid")
     return exponent

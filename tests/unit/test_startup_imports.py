@@ -184,22 +184,9 @@ def test_threads_read_the_head_revision_at_the_same_time() -> None:
     assert not failures and len(heads) == 1
 
 
-def test_the_currency_table_is_iso4217s() -> None:
-    import iso4217
-
-    from payhub import currency_table
-    from payhub.money import minor_units
-
-    assert {member.value: member.exponent for member in iso4217.Currency} == currency_table.MINOR_UNITS
-    source = Path(currency_table.__file__).read_text(encoding="utf-8")
-    assert currency_table.render() in source  # the literal is what render() regenerates
-    assert (minor_units("JPY"), minor_units("EUR"), minor_units("BHD"), minor_units("CLF")) == (0, 2, 3, 4)
-
-
 RUN_ONCE_NEEDS_NONE_OF = {
     "alembic",  # the schema check reads the head revision from the migration files
     "prometheus_client",  # the in-process instruments are made when one is first used
-    "iso4217",  # minor units come from payhub.currency_table
     "cryptography",  # signing and personal-data sealing import it when they use a key
     "sqlalchemy.dialects.postgresql",  # declared by make_engine for a PostgreSQL URL only
     "jinja2", "weasyprint", "payhub.statements.render",  # statements are off in the quickstart
