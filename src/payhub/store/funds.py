@@ -172,7 +172,7 @@ def advance_all(conn: Connection, written: dict[Key, Written], read: Read | None
     in one statement per 500 funds of a program and unit, their new states written in one statement."""
     if not written:
         return
-    keys = sorted(written)
+    keys = sorted(written, key=lambda key: (key[0], key[2], key[1]))  # by program, unit, holder: as they are locked
     insert_ignore(conn, fund_states, [{"program": p, "holder_id": h, "unit": u, "last_entry_id": None, "state": None}
                                       for p, h, u in keys], ["program", "holder_id", "unit"])
     rows: dict[Key, tuple[Any, str | None]] = {}
