@@ -446,6 +446,21 @@ RANGE = 25_000
 """Entries per range a worker process checks (one statement, read in chunks of :data:`CHUNK`)."""
 
 _worker_engine: Engine | None = None
+_worker_snapshot: str | None = None
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]{1,64}")
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+
+
+def share_snapshot(conn: Connection) -> str | None:
+    """On PostgreSQL, make ``conn``'s next transaction REPEATABLE READ and export its snapshot (``pg_export_snapshot``)
+    for :class:`Workers`, so that the head, the log and the tables are all read as of one instant however many
+    entries are appended meanwhile (under READ COMMITTED, entries committed after the head was read would look like
+    entries added past the head). Call before ``conn``'s transaction begins; the snapshot lasts while it is open.
+    None on SQLite, where one read transaction already sees one state."""
+    if conn.dialect.name != "postgresql":
+        return None
+    conn.execution_options(isolation_level="REPEATABLE READ")
+    return str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
 
 
 class Workers:
@@ -458,21 +473,23 @@ class Workers:
     (a database error, a damaged entry) is found and named in this process, exactly as without workers.
     """
 
-    def __init__(self, url: str, processes: int) -> None:
+    def __init__(self, url: str, processes: int, snapshot: str | None = None) -> None:
         import multiprocessing  # here, not at import: most commands never start workers
         from concurrent.futures import ProcessPoolExecutor
 
         self.processes = processes
         self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
-                                        initializer=_start_worker, initargs=(url,))
+                                        initializer=_start_worker, initargs=(url, os.getpid(), snapshot))
         # With fork every process starts on the first task: start them now, before this process starts threads
         # (the progress display's) that a fork would copy mid-flight.
         for done in [self.pool.submit(os.getpid) for _ in range(processes)]:
             done.result()
 
     @classmethod
-    def start(cls, engine: Engine, entries: int, processes: int | None = None) -> Workers | None:
-        """Workers for ``engine``'s database when the log has at least :data:`PARALLEL_MIN` ``entries``, else None."""
+    def start(cls, engine: Engine, entries: int, processes: int | None = None, snapshot: str | None = None
+              ) -> Workers | None:
+        """Workers for ``engine``'s database when the log has at least :data:`PARALLEL_MIN` ``entries``, else None.
+        ``snapshot``: a PostgreSQL snapshot (:func:`share_snapshot`) every worker transaction reads from."""
         import multiprocessing
 
         affinity = getattr(os, "sched_getaffinity", None)
@@ -486,12 +503,21 @@ class Workers:
                 or "fork" not in multiprocessing.get_all_start_methods():
             return None
         try:
-            return cls(url.render_as_string(hide_password=False), count)
+            return cls(url.render_as_string(hide_password=False), count, snapshot)
         except (OSError, RuntimeError):  # no processes to be had: one process does it all
             return None
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        return self.pool.submit(fn, *args)
+        """``fn(*args)`` in a worker; a pool broken by a worker that died gives a future holding that error (the
+        caller then does the work itself), not an exception here."""
+        try:
+            return self.pool.submit(fn, *args)
+        except RuntimeError as exc:  # BrokenProcessPool, or the pool was shut down
+            from concurrent.futures import Future
+
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            return failed
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -503,16 +529,23 @@ class Workers:
         self.close()
 
 
-def _start_worker(url: str) -> None:
+def _start_worker(url: str, parent: int, snapshot: str | None) -> None:
     """In a worker: an engine of its own whose transactions only read (SQLite: a deferred BEGIN, not payhub's
-    BEGIN IMMEDIATE, which would wait for the parent's own transaction)."""
-    global _worker_engine
+    BEGIN IMMEDIATE, which would wait for the parent's own transaction; PostgreSQL: from ``snapshot`` when given).
+    The worker ends with its parent, however the parent ends (SIGTERM, SIGKILL), instead of waiting for work."""
+    global _worker_engine, _worker_snapshot
+    import ctypes
     import signal
 
     from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it stops the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the line above
+        os._exit(1)
+    _worker_snapshot = snapshot if snapshot is not None and _SNAPSHOT_ID.fullmatch(snapshot) else None
 
     if url.startswith("sqlite"):
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30.0})
@@ -538,6 +571,9 @@ def worker_connection() -> Iterator[Connection]:
     if _worker_engine is None:
         raise RuntimeError("not a worker process")
     with _worker_engine.connect() as conn:
+        if _worker_snapshot is not None:
+            conn.execution_options(isolation_level="REPEATABLE READ")
+            conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{_worker_snapshot}'")
         try:
             yield conn
         finally:

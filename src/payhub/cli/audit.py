@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from payhub import checkpoints, csvsafe, files, provenance
-from payhub.audit import AuditHeadDamaged, Cut, VerifyResult, Workers, read_cut, read_head
+from payhub.audit import AuditHeadDamaged, Cut, VerifyResult, Workers, read_cut, read_head, share_snapshot
 from payhub.audit import verify as verify_chain
 from payhub.audit_query import (
     COLUMNS,
@@ -247,10 +247,11 @@ def audit_verify(ctx: Context, expect_head: str | None, use_checkpoints: bool | 
     saved, cp_problems = checkpoints.read(directory) if checking else ([], [])
     ids = AuditedIds()
     with rt.engine.connect() as conn:
+        snapshot = share_snapshot(conn)  # PostgreSQL: the head, the log and the tables as of one instant
         head = read_head(conn)
         # A long log is checked by worker processes in ranges (started before the progress display's thread).
-        with Workers.start(rt.engine, head[0] if isinstance(head, tuple) else 0) or contextlib.nullcontext() \
-                as workers:
+        with Workers.start(rt.engine, head[0] if isinstance(head, tuple) else 0, snapshot=snapshot) \
+                or contextlib.nullcontext() as workers:
             with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=err_console,
                           disable=not err_console.is_terminal, transient=True) as progress:
                 task = progress.add_task("verify", total=head[0] if isinstance(head, tuple) else None)
