@@ -58,3 +58,20 @@ def for_update(conn: Connection, query: Select[Any]) -> Select[Any]:
     if conn.dialect.name == "postgresql":
         return query.with_for_update(skip_locked=True)
     return query
+
+
+_DRIVER_SQL: dict[tuple[str, str], str] = {}
+
+
+def driver_sql(conn: Connection, sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, as the connection's driver takes it (``%s`` for psycopg)."""
+    key = (conn.dialect.paramstyle, sql)
+    found = _DRIVER_SQL.get(key)
+    if found is None:
+        found = _DRIVER_SQL[key] = sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+    return found
+
+
+def marks(count: int) -> str:
+    """``?, ?, ...``: the placeholders of an IN list of ``count`` values."""
+    return ", ".join("?" * count)

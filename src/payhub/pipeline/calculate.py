@@ -225,9 +225,10 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             if result.status != CalculationStatus.FAILED:
                 history.add_volume(program, event)
             calc_rows.append({"event_id": event.id, "program": program, "program_version_id": versions[program],
-                              "status": result.status, "reason": result.reason, "calculated_at": now})
+                              "status": result.status, "reason": result.reason})
             results.append(result)
-    event_store.record_calculations(tx.conn, calc_rows)
+    event_store.record_calculations(tx.conn, [(c["event_id"], c["program"], c["program_version_id"], c["status"],
+                                               c["reason"], now) for c in calc_rows])
     by_id = {row.id: row for row in rows}
     volume: dict[volumes.Key, Decimal] = {}
     counted: dict[int, tuple[volumes.Key | None, Decimal]] = {}  # event -> its total (of no program yet), amount
@@ -308,11 +309,12 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
     batch_ids: dict[tuple[int, int], int] = {}
     for ref, event_id in sorted(cancelled.items()):  # one insert each: its id is needed at once
         line, minor, decision = results[ref[0]].rewards[ref[1]]
-        row = _reward_row(rt, calc_rows[ref[0]], line, minor, decision, now) | {"status": RewardStatus.CANCELLED}
-        reward_id = batch_ids[ref] = reward_store.insert_one(tx.conn, row)
-        _audit_calculated(tx, reward_id, row, decision.status)
-        _audit_cancelled(tx, reward_id, event_id)
-    reward_rows: list[dict[str, Any]] = []
+        row = _reward_row(rt, calc_rows[ref[0]], line, minor, replace(decision, status=RewardStatus.CANCELLED))
+        new = reward_store.insert(tx.conn, [row], now)[0]
+        batch_ids[ref] = new[0]
+        _audit_calculated(tx, (*new[:6], decision.status, *new[7:]))
+        _audit_cancelled(tx, new[0], event_id)
+    reward_rows: list[tuple[Any, ...]] = []
     fund_rows: list[dict[str, Any]] = []
     for index, (calc_row, result) in enumerate(zip(calc_rows, results, strict=True)):
         event_id, program = calc_row["event_id"], calc_row["program"]
@@ -331,7 +333,7 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
                     *(reward_id for (i, n), reward_id in batch_cancels.items()
                       if (results[i].rewards[n][0].payee_id, results[i].rewards[n][0].currency)
                       == (line.payee_id, line.currency))])})
-            reward_rows.append(_reward_row(rt, calc_row, line, minor, decision, now))
+            reward_rows.append(_reward_row(rt, calc_row, line, minor, decision))
         for movement, amount in result.funds:
             fund_rows.append({
                 "event_id": event_id, "program": program, "holder_id": movement.holder_id, "unit": movement.unit,
@@ -342,8 +344,8 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
     if reward_rows:
         # The audit entries are built from the returned rows themselves, so the rows may come back in any order
         # (asking for parameter order would make SQLite insert them one statement per row).
-        for written_row in reward_store.insert(tx.conn, reward_rows):
-            _audit_calculated(tx, written_row.id, written_row._mapping, written_row.status)
+        for written_row in reward_store.insert(tx.conn, reward_rows, now):
+            _audit_calculated(tx, written_row)
     if fund_rows:
         written: dict[tuple[str, str, str], list[tuple[int, datetime, Decimal, datetime | None]]] = {}
         for entry_id, event_id, program, holder, unit, amount, expires in fund_store.insert(tx.conn, fund_rows):
@@ -356,28 +358,25 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
         fund_store.advance_all(tx.conn, written, fund_read)  # in key order: replicas lock alike
 
 
-def _reward_row(rt: Runtime, calc_row: dict[str, Any], line: RewardLine, minor: int, decision: Decision,
-                now: datetime) -> dict[str, Any]:
-    """The ``rewards`` row of one line of the calculation ``calc_row``."""
+def _reward_row(rt: Runtime, calc_row: dict[str, Any], line: RewardLine, minor: int, decision: Decision
+                ) -> tuple[Any, ...]:
+    """The ``rewards`` row of one line of the calculation ``calc_row``, as
+    :data:`payhub.store.rewards.NEW_REWARD_COLUMNS`."""
     section = rt.settings.programs[calc_row["program"]]
-    return {
-        "event_id": calc_row["event_id"], "program": calc_row["program"], "payee_id": line.payee_id,
-        "amount_minor": minor, "currency": line.currency, "description": line.description,
-        "details": canonical_json(dict(line.details)) if line.details else "{}", "status": decision.status,
-        "hold_code": decision.hold_code, "hold_reason": decision.hold_reason,
-        "approvals_needed": decision.approvals_needed, "budget_key": decision.budget_key,
-        "fx_mode": section.fx_date if section.payout_currency == "payee" else None, "created_at": now,
-        "updated_at": now,
-    }
+    return (calc_row["event_id"], calc_row["program"], line.payee_id, minor, line.currency, line.description,
+            canonical_json(dict(line.details)) if line.details else "{}", decision.status, decision.hold_code,
+            decision.hold_reason, decision.approvals_needed, decision.budget_key,
+            section.fx_date if section.payout_currency == "payee" else None)
 
 
-def _audit_calculated(tx: Tx, reward_id: int, row: Mapping[str, Any], status: str) -> None:
-    """Audit reward ``reward_id`` of ``row`` (its columns) as calculated with ``status``."""
-    detail: dict[str, Any] = {"event": row["event_id"], "program": row["program"], "payee": row["payee_id"],
-                              "amount": str(from_minor(row["amount_minor"], row["currency"])),
-                              "currency": row["currency"]}
+def _audit_calculated(tx: Tx, written: Sequence[Any]) -> None:
+    """Audit a reward as calculated: ``written`` is its :data:`payhub.store.rewards.WRITTEN` columns, whose status is
+    the one it was calculated with."""
+    reward_id, event_id, program, payee_id, amount_minor, currency, status, hold_reason, approvals_needed = written
+    detail: dict[str, Any] = {"event": event_id, "program": program, "payee": payee_id,
+                              "amount": str(from_minor(amount_minor, currency)), "currency": currency}
     if status != RewardStatus.PENDING:
-        detail.update(status=status, reason=row["hold_reason"], approvals_needed=row["approvals_needed"])
+        detail.update(status=status, reason=hold_reason, approvals_needed=approvals_needed)
     tx.audit("reward.calculated", "reward", reward_id, detail, outcome="held" if status == RewardStatus.HELD else "ok")
 
 

@@ -44,6 +44,7 @@ from payhub.audited import (
     recorded_status,
     show,
 )
+from payhub.db.queries import IN_LIST, marks
 from payhub.money import to_minor
 from payhub.plugins import notify
 from payhub.runtime import Runtime
@@ -156,9 +157,9 @@ def _read(conn: Connection, ids: list[int]) -> tuple[dict[str, list[AuditRow]], 
     two statements per chunk of ids, executed at the driver level, rows read as plain tuples."""
     entries: dict[str, list[AuditRow]] = defaultdict(list)
     items: dict[str, dict[int, _Item]] = defaultdict(dict)
-    for start in range(0, len(ids), store.IN_LIST):
-        chunk = ids[start:start + store.IN_LIST]
-        in_list = store.marks(len(chunk))
+    for start in range(0, len(ids), IN_LIST):
+        chunk = ids[start:start + IN_LIST]
+        in_list = marks(len(chunk))
         for subject, seq, action, outcome, detail in store.fetch(conn, _PAYOUT_ENTRIES.format(in_list),
                                                                  [str(i) for i in chunk]):
             entries[subject].append(AuditRow(seq, subject, action, outcome, detail))

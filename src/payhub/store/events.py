@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
 
-from payhub.db.queries import for_update, in_chunks, insert_ignore
+from payhub.db.queries import driver_sql, for_update, in_chunks, insert_ignore, marks
 from payhub.db.schema import bind_time, calculations, events, payees, sources
 from payhub.states import CalculationStatus, EventStatus
 from payhub.store import leases
@@ -57,10 +57,19 @@ def calculated_programs(conn: Connection, event_ids: list[int]) -> set[tuple[int
         select(calculations.c.event_id, calculations.c.program).where(calculations.c.event_id.in_(event_ids)))}
 
 
-def record_calculations(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Write calculations (one per program and event: a second one for the same pair is refused)."""
+CALCULATION_COLUMNS = ("event_id", "program", "program_version_id", "status", "reason", "calculated_at")
+"""The values of a calculation, in the order :func:`record_calculations` takes them."""
+_INSERT_CALCULATIONS = f"INSERT INTO calculations ({', '.join(CALCULATION_COLUMNS)}) VALUES ({marks(6)})"
+
+
+def record_calculations(conn: Connection, rows: Sequence[tuple[int, str, int, str, str | None, datetime]]) -> None:
+    """Write calculations, each a tuple of :data:`CALCULATION_COLUMNS` (one per program and event: a second one for
+    the same pair is refused): one driver-level executemany."""
     if rows:
-        conn.execute(calculations.insert(), rows)
+        at = bind_time(conn.dialect)
+        conn.exec_driver_sql(driver_sql(conn, _INSERT_CALCULATIONS),
+                             [(event_id, program, version, status, reason, at(when))
+                              for event_id, program, version, status, reason, when in rows])
 
 
 def set_calculation_reason(conn: Connection, event_id: int, program: str, reason: str) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
 from payhub.clock import utcnow
-from payhub.db.queries import for_update
+from payhub.db.queries import IN_LIST, driver_sql, for_update, marks
 from payhub.db.schema import attempts, bind_time, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
@@ -61,21 +61,6 @@ class Work:
     done: bool = False
 
 
-IN_LIST = 500
-"""Ids per IN list of a driver-level statement (far below SQLite's and PostgreSQL's limits on parameters)."""
-
-_DRIVER_SQL: dict[tuple[str, str], str] = {}
-
-
-def driver_sql(conn: Connection, sql: str) -> str:
-    """``sql`` written with ``?`` placeholders, as the connection's driver takes it (``%s`` for psycopg)."""
-    key = (conn.dialect.paramstyle, sql)
-    found = _DRIVER_SQL.get(key)
-    if found is None:
-        found = _DRIVER_SQL[key] = sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
-    return found
-
-
 def fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     """The rows of one driver-level statement (``sql`` with ``?`` placeholders) as the driver returns them (tuples),
     inside the connection's transaction (begun here when none is: as any statement on it would)."""
@@ -87,11 +72,6 @@ def fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
         return list(cursor.fetchall())
     finally:
         cursor.close()
-
-
-def marks(count: int) -> str:
-    """``?, ?, ...``: the placeholders of an IN list of ``count`` values."""
-    return ", ".join("?" * count)
 
 
 def may_come_from(new: str) -> ColumnElement[bool]:

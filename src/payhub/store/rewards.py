@@ -16,14 +16,24 @@ it replaced, it counts what other transactions have committed and what this one 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, or_, select, union, update
 
-from payhub.db.queries import for_update, in_chunks
-from payhub.db.schema import approvals, budget_totals, events, payees, payout_items, payouts, reward_totals, rewards
+from payhub.db.queries import driver_sql, for_update, in_chunks, marks
+from payhub.db.schema import (
+    approvals,
+    bind_time,
+    budget_totals,
+    events,
+    payees,
+    payout_items,
+    payouts,
+    reward_totals,
+    rewards,
+)
 from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, RewardKind, RewardStatus
 
 # Statements built once: each call only binds its values.
@@ -42,13 +52,33 @@ _USES_BUDGET = and_(rewards.c.status != RewardStatus.CANCELLED,
                     not_(and_(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code == HoldCode.BUDGET)))
 
 
-def insert(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
-    """Write rewards; return ``(id, event_id, program, payee_id, amount_minor, currency, status, hold_reason,
-    approvals_needed)`` of each, by id (asking for them in parameter order would make SQLite insert one by one)."""
-    written = conn.execute(rewards.insert().returning(
-        rewards.c.id, rewards.c.event_id, rewards.c.program, rewards.c.payee_id, rewards.c.amount_minor,
-        rewards.c.currency, rewards.c.status, rewards.c.hold_reason, rewards.c.approvals_needed), rows)
-    return sorted(written)
+NEW_REWARD_COLUMNS = ("event_id", "program", "payee_id", "amount_minor", "currency", "description", "details",
+                      "status", "hold_code", "hold_reason", "approvals_needed", "budget_key", "fx_mode")
+"""The values of a new reward, in the order :func:`insert` takes them (``created_at`` and ``updated_at`` are the
+time of the insert)."""
+WRITTEN = ("id", "event_id", "program", "payee_id", "amount_minor", "currency", "status", "hold_reason",
+           "approvals_needed")
+"""The columns of each reward :func:`insert` returns, in order."""
+INSERT_CHUNK = 200
+"""Rewards per multi-row INSERT of :func:`insert` (15 values each: far below either database's parameter limit)."""
+
+
+def insert(conn: Connection, rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tuple[Any, ...]]:
+    """Write rewards, each a tuple of :data:`NEW_REWARD_COLUMNS`, created at ``now``; return the :data:`WRITTEN`
+    columns of each, by id (the order of RETURNING rows is not guaranteed).
+
+    Driver-level statements compiled once per chunk size: one multi-row INSERT per :data:`INSERT_CHUNK` rewards."""
+    at = bind_time(conn.dialect)(now)
+    tail = (at, at)
+    written: list[tuple[Any, ...]] = []
+    width = len(NEW_REWARD_COLUMNS) + 2
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start:start + INSERT_CHUNK]
+        sql = driver_sql(conn, f"INSERT INTO rewards ({', '.join(NEW_REWARD_COLUMNS)}, created_at, updated_at) VALUES "
+                               + ", ".join([f"({marks(width)})"] * len(chunk)) + f" RETURNING {', '.join(WRITTEN)}")
+        written.extend(conn.exec_driver_sql(sql, tuple(value for row in chunk for value in (*row, *tail))).all())
+    written.sort()
+    return written
 
 
 def month_span(since: datetime, until: datetime) -> tuple[str, str] | None:
@@ -230,7 +260,7 @@ def cancel_unpaid(conn: Connection, reward_ids: list[int], now: datetime) -> Non
 
 
 def insert_one(conn: Connection, row: dict[str, Any]) -> int:
-    """Write one reward; return its id."""
+    """Write one reward (a dict of its columns); return its id."""
     return int(conn.execute(rewards.insert().returning(rewards.c.id), row).scalar_one())
 
 
