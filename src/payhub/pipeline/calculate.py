@@ -98,11 +98,14 @@ def _program_version(tx: Tx, name: str, section: ProgramSection) -> int:
 
 
 def to_event(row: Any) -> Event:
+    """The :class:`Event` of a row of :func:`payhub.store.events.claim_ingested` (its columns in that order)."""
+    (event_id, key, source, object_type, object_id, transition, event_type, occurred_at, payee_id, partner_id, amount,
+     currency, attributes) = row[:13]
     return Event(
-        id=row.id, key=row.key, source=row.source, object_type=row.object_type, object_id=row.object_id,
-        transition=row.transition, event_type=row.event_type, occurred_at=row.occurred_at, payee_id=row.payee_id,
-        partner_id=row.partner_id, amount=Decimal(row.amount) if row.amount is not None else None,
-        currency=row.currency, attributes={} if row.attributes == "{}" else json.loads(row.attributes),
+        id=event_id, key=key, source=source, object_type=object_type, object_id=object_id, transition=transition,
+        event_type=event_type, occurred_at=occurred_at, payee_id=payee_id, partner_id=partner_id,
+        amount=Decimal(amount) if amount is not None else None, currency=currency,
+        attributes={} if attributes == "{}" else json.loads(attributes),
     )
 
 
@@ -229,16 +232,17 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             results.append(result)
     event_store.record_calculations(tx.conn, [(c["event_id"], c["program"], c["program_version_id"], c["status"],
                                                c["reason"], now) for c in calc_rows])
-    by_id = {row.id: row for row in rows}
+    by_id = {event.id: event for event in batch}
     volume: dict[volumes.Key, Decimal] = {}
     counted: dict[int, tuple[volumes.Key | None, Decimal]] = {}  # event -> its total (of no program yet), amount
     for calc_row in calc_rows:  # the decided events' amounts, in the totals that total_volume reads
         if calc_row["status"] in volumes.DECIDED:
             found = counted.get(calc_row["event_id"])
             if found is None:
-                row = by_id[calc_row["event_id"]]
-                base = volumes.key_of("", row)
-                found = counted[calc_row["event_id"]] = (base, Decimal(row.amount) if base is not None else Decimal(0))
+                event = by_id[calc_row["event_id"]]
+                base = volumes.key_of("", event)
+                found = counted[calc_row["event_id"]] = (base, event.amount if base is not None and event.amount
+                                                         is not None else Decimal(0))
             if found[0] is not None:
                 key = (calc_row["program"], *found[0][1:])
                 volume[key] = volume.get(key, Decimal(0)) + found[1]

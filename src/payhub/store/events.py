@@ -292,17 +292,26 @@ def claim_registered_waiting(conn: Connection, limit: int) -> list[Any]:
 
 
 def next_ingested(horizon: datetime, limit: int) -> Select[Any]:
-    """The next ``limit`` ingested events by id, each with ``waits_for``: the first earlier event of its CRM object
-    that waits, or is ingested and dated after ``horizon``; None when there is none."""
+    """The next ``limit`` ingested events by id (the columns a calculation reads), each with ``waits_for``: the first
+    earlier event of its CRM object that waits, or is ingested and dated after ``horizon``; None when there is
+    none."""
     not_due = or_(_EARLIER.c.status == EventStatus.WAITING,
                   and_(_EARLIER.c.status == EventStatus.INGESTED, _EARLIER.c.occurred_at > horizon))
     waits_for = select(func.min(_EARLIER.c.id)).where(_SAME_OBJECT_BEFORE, not_due).scalar_subquery()
-    return select(events, waits_for.label("waits_for")).where(events.c.status == EventStatus.INGESTED).order_by(
-        events.c.id).limit(limit)
+    return select(*_CALCULATED_COLUMNS, waits_for.label("waits_for")).where(
+        events.c.status == EventStatus.INGESTED).order_by(events.c.id).limit(limit)
+
+
+_CALCULATED_COLUMNS = [events.c[name] for name in (
+    "id", "key", "source", "object_type", "object_id", "transition", "event_type", "occurred_at", "payee_id",
+    "partner_id", "amount", "currency", "attributes")]
+"""What a calculation reads of an event (not its raw record, status or times of the pipeline)."""
 
 
 def claim_ingested(conn: Connection, horizon: datetime, limit: int) -> list[Any]:
-    """Lock the events of :func:`next_ingested`: the calculate stage's work list."""
+    """Lock the events of :func:`next_ingested`: the calculate stage's work list. Each row holds ``id, key, source,
+    object_type, object_id, transition, event_type, occurred_at, payee_id, partner_id, amount, currency,
+    attributes, waits_for``, in that order."""
     return list(conn.execute(for_update(conn, next_ingested(horizon, limit))).all())
 
 

@@ -16,9 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, tuple_, update
+from sqlalchemy import Connection, bindparam, select
 
-from payhub.db.queries import in_chunks, insert_ignore
+from payhub.db.queries import driver_sql, in_chunks
 from payhub.db.schema import calculations, events, volume_totals
 from payhub.states import CalculationStatus
 
@@ -29,10 +29,6 @@ _READ = select(volume_totals.c.event_type, volume_totals.c.amount).where(
     volume_totals.c.program == bindparam("program"), volume_totals.c.partner_id == bindparam("partner"),
     volume_totals.c.currency == bindparam("currency"), volume_totals.c.month >= bindparam("first"),
     volume_totals.c.month < bindparam("end"))
-_SET = update(volume_totals).where(
-    volume_totals.c.program == bindparam("k_program"), volume_totals.c.partner_id == bindparam("k_partner"),
-    volume_totals.c.currency == bindparam("k_currency"), volume_totals.c.month == bindparam("k_month"),
-    volume_totals.c.event_type == bindparam("k_type")).values(amount=bindparam("k_amount"))
 _COLUMNS = (volume_totals.c.program, volume_totals.c.partner_id, volume_totals.c.currency, volume_totals.c.month,
             volume_totals.c.event_type)
 
@@ -79,22 +75,31 @@ _READ_MANY = select(volume_totals.c.partner_id, volume_totals.c.event_type, volu
     volume_totals.c.month < bindparam("end"))
 
 
+_KEY = "program, partner_id, currency, month, event_type"
+_MAKE = f"INSERT INTO volume_totals ({_KEY}, amount) VALUES (?, ?, ?, ?, ?, '0') ON CONFLICT DO NOTHING"
+_STORE = "UPDATE volume_totals SET amount = ? WHERE program = ? AND partner_id = ? AND currency = ? AND month = ? " \
+         "AND event_type = ?"
+ADD_CHUNK = 200
+"""Totals read per statement of :func:`add` (5 values each)."""
+
+
 def add(conn: Connection, amounts: dict[Key, Decimal]) -> None:
-    """Add ``amounts`` to their totals (rows made as needed), in key order."""
+    """Add ``amounts`` to their totals (rows made as needed), in key order: driver-level statements, an executemany
+    that makes the missing rows, one read of the totals per :data:`ADD_CHUNK` keys (locked on PostgreSQL), an
+    executemany of the new amounts."""
     if not amounts:
         return
     keys = sorted(amounts)
-    insert_ignore(conn, volume_totals, [dict(zip(("program", "partner_id", "currency", "month", "event_type"), key,
-                                                 strict=True)) | {"amount": "0"} for key in keys], None)
+    conn.exec_driver_sql(driver_sql(conn, _MAKE), keys)
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     stored: dict[tuple[str, ...], str] = {}
-    for start in range(0, len(keys), 200):
-        chunk = keys[start:start + 200]
-        query = select(*_COLUMNS, volume_totals.c.amount).where(tuple_(*_COLUMNS).in_(chunk)).order_by(*_COLUMNS)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        stored.update({tuple(row[:5]): row[5] for row in conn.execute(query)})
-    conn.execute(_SET, [{"k_program": k[0], "k_partner": k[1], "k_currency": k[2], "k_month": k[3], "k_type": k[4],
-                         "k_amount": str(Decimal(stored[k]) + amounts[k])} for k in keys])
+    for start in range(0, len(keys), ADD_CHUNK):
+        chunk = keys[start:start + ADD_CHUNK]
+        sql = (f"SELECT {_KEY}, amount FROM volume_totals WHERE ({_KEY}) IN "
+               f"(VALUES {', '.join(['(?, ?, ?, ?, ?)'] * len(chunk))}) ORDER BY {_KEY}{lock}")
+        stored.update({tuple(row[:5]): row[5] for row in conn.exec_driver_sql(
+            driver_sql(conn, sql), tuple(value for key in chunk for value in key))})
+    conn.exec_driver_sql(driver_sql(conn, _STORE), [(str(Decimal(stored[k]) + amounts[k]), *k) for k in keys])
 
 
 def totals_from_events(rows: Iterable[Any]) -> dict[Key, Decimal]:
