@@ -9,8 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 
-from pythonjsonlogger.json import JsonFormatter
-
 from payhub.settings import LogSettings
 from payhub.termsafe import VisibleFormatter
 
@@ -18,6 +16,8 @@ from payhub.termsafe import VisibleFormatter
 def setup_logging(settings: LogSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.format == "json":
+        from pythonjsonlogger.json import JsonFormatter  # here: text logs need none of it
+
         handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
                                            rename_fields={"asctime": "time", "levelname": "level"}))
     else:

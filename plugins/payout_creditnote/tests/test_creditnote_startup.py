@@ -1,15 +1,20 @@
 """Starting the credit-note rail does not parse the UBL schema: the first credit note's validation does, once per
-process, and validates exactly as before; a schema missing from the installation still stops the rail at start."""
+process, and validates exactly as before; a schema missing from the installation still stops the rail at start.
+Starting it imports no lxml (the first document written does) and, without a ``delivery_url``, no delivery module
+and no httpx."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import respx
-from creditnote_helpers import instruction, make_rail
+from creditnote_helpers import instruction, make_rail, settings_values
 from payhub.api import Outcome
 
 from payhub_creditnote import CreditNoteRail, ubl
@@ -50,3 +55,44 @@ def test_the_billing_client_is_made_by_the_first_delivery_with_its_timeouts_and_
     assert request.headers["Authorization"] == "Bearer billing-secret"
     assert request.headers["Content-Type"] == "application/xml"
     assert request.headers["User-Agent"] == "payhub-creditnote/0.1"
+
+
+LAZY_MODULES = ("lxml", "httpx", "payhub_creditnote.delivery")
+
+PROBE = """
+import json, sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from payhub.api import Payee, PayoutInstruction
+from payhub_creditnote import CreditNoteRail, CreditNoteSettings
+
+def loaded():
+    return sorted(name for name in {modules!r} if name in sys.modules)
+
+values = json.loads({values!r})
+rail = CreditNoteRail("cn", CreditNoteSettings.model_validate(values, context={{"base_dir": Path({base!r})}}))
+rail.capabilities
+at_start = loaded()
+payee = Payee("r1", "Reseller B.V.", country="NL", email="ap@reseller.example",
+              details={{"vat_id": "NL123456789B01", "city": "Amsterdam"}})
+[result] = rail.send([PayoutInstruction(1, "ph-" + "1" * 32, payee, Decimal("10.00"), "EUR", "payout 1",
+                                        datetime(2026, 10, 1, tzinfo=UTC))])
+assert result.provider_ref == "CN-2026-000001", result  # issued, written (delivered or not)
+print(json.dumps([at_start, loaded()]))
+"""
+
+
+@pytest.mark.parametrize(("delivery", "at_start"), [
+    (None, []),
+    ("http://127.0.0.1:9/credit-notes", ["httpx", "payhub_creditnote.delivery"]),  # refused at once
+])
+def test_starting_the_rail_imports_no_xml_library_and_no_http_client_it_does_not_use(
+        tmp_path: Path, delivery: str | None, at_start: list[str]) -> None:
+    values = settings_values(tmp_path, delivery_url=delivery)
+    code = PROBE.format(modules=LAZY_MODULES, values=json.dumps(values), base=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    started, after_send = json.loads(done.stdout)
+    assert started == at_start
+    assert "lxml" in after_send  # the first credit note is written and validated

@@ -33,9 +33,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import httpx
 from payhub.api import (
     Amount,
     ConfigPath,
@@ -65,8 +64,12 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from payhub_creditnote import codes, ubl, vat
-from payhub_creditnote.delivery import BillingClient, Delivered, NotDelivered, Refused
 from payhub_creditnote.ledger import DocumentRefused, Draft, Entry, Ledger
+
+if TYPE_CHECKING:
+    import httpx
+
+    from payhub_creditnote.delivery import BillingClient
 
 log = logging.getLogger(__name__)
 
@@ -343,10 +346,13 @@ class CreditNoteRail(Rail):
             raise FileNotFoundError(f"the UBL 2.1 CreditNote schema is missing: {ubl.schema_path()}")
         settings.outbox.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(settings.ledger_path)
-        self.billing = (BillingClient(settings.delivery_url, settings.delivery_token,
-                                      timeout=settings.delivery_timeout_seconds,
-                                      connect_timeout=settings.connect_timeout_seconds, transport=transport)
-                        if settings.delivery_url else None)
+        self.billing: BillingClient | None = None
+        if settings.delivery_url:  # the delivery module (and httpx) only for a rail that delivers
+            from payhub_creditnote import delivery
+
+            self.billing = delivery.BillingClient(
+                settings.delivery_url, settings.delivery_token, timeout=settings.delivery_timeout_seconds,
+                connect_timeout=settings.connect_timeout_seconds, transport=transport)
         self._clean_temp_files()
         self._capabilities = RailCapabilities(
             lookup=True, reports_status=False, dedup_field="document number (ledger, by idempotency key)",
@@ -461,6 +467,8 @@ class CreditNoteRail(Rail):
         if not deliver:
             return RailResult(entry.key, Outcome.UNKNOWN, provider_ref=entry.document_id,
                               reason=f"credit note {entry.document_id} issued, delivery to billing pending")
+        from payhub_creditnote.delivery import Delivered, NotDelivered, Refused
+
         answer = self.billing.deliver(entry.document_id, entry.number, entry.document)
         if isinstance(answer, Delivered):
             self.ledger.set_state(entry.key, "delivered", answer.reference)
