@@ -30,6 +30,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 
 from payhub import metrics
 from payhub.checkpoints import Checkpointer
+from payhub.collector import tune_for_batches
 from payhub.db.engine import lock_sqlite_file, sqlite_file
 from payhub.db.faults import describe, is_transient
 from payhub.logs import Reminder
@@ -137,8 +138,10 @@ class Worker:
         self._waited: set[str] = set()  # rails whose abandoned call run_once has waited for
 
     def start(self) -> None:
-        """Check the schema, take the SQLite file lock, reclaim this file's leases and record program versions."""
+        """Check the schema, take the SQLite file lock, reclaim this file's leases and record program versions; set
+        the process's garbage collector for batches (:func:`payhub.collector.tune_for_batches`)."""
         rt = self.rt
+        tune_for_batches()
         rt.require_schema()
         database = sqlite_file(rt.settings.database_url)
         if database is not None:
