@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import migrated, write_config
+from click.testing import CliRunner
 
+from payhub.cli import main
 from payhub.collector import BATCH_THRESHOLD, tune_for_batches
 from payhub.runtime import Runtime
 from payhub.settings import load_settings
@@ -45,3 +47,13 @@ def test_a_worker_starting_sets_the_collector_for_batches(tmp_path: Path) -> Non
         assert gc.get_threshold() == (BATCH_THRESHOLD, 10, 10)
     finally:
         rt.close()
+
+
+def test_the_audit_commands_set_the_collector_for_batches(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'payhub.db'}"
+    migrated(url)
+    config = write_config(tmp_path, url, "")
+    gc.set_threshold(700, 10, 10)
+    result = CliRunner().invoke(main, ["-c", str(config), "audit", "verify", "--no-checkpoints"])
+    assert result.exit_code == 0, result.output
+    assert gc.get_threshold() == (BATCH_THRESHOLD, 10, 10)

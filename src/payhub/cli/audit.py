@@ -34,6 +34,7 @@ from payhub.cli.output import FORMATS, console, err_console, plain, render, show
 from payhub.cli.params import ACTOR, LIMIT, MAX_ID
 from payhub.cli.provenance_text import print_trace
 from payhub.clock import parse_instant
+from payhub.collector import tune_for_batches
 from payhub.compliance import retention
 from payhub.compliance.shown import Opener
 from payhub.crosscheck import AuditedIds, Difference, differences
@@ -92,6 +93,7 @@ def _recorded(rt: Runtime, action: str, detail: dict[str, Any], tally: _Tally, s
 @main.group()
 def audit() -> None:
     """Query, export, verify and trace the audit log."""
+    tune_for_batches()  # they read the log in chunks of thousands of rows
 
 
 def _filters(fn: Any) -> Any:
