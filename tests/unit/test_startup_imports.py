@@ -234,14 +234,14 @@ def test_what_start_up_makes_goes_to_the_oldest_generation_and_stays_collectable
     import gc
     import weakref
 
-    from payhub.cli import collector_paused
+    from payhub.collector import paused
 
     class Node:
         def __init__(self) -> None:
             self.me = self  # a cycle: only the collector frees it
 
     frozen = gc.get_freeze_count()
-    with collector_paused():
+    with paused():
         kept, dropped = Node(), Node()
         assert not gc.isenabled()
     gone = weakref.ref(dropped)

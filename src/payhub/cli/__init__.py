@@ -7,18 +7,17 @@ the database, Rich and the plugins are imported when a command first needs them.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from payhub.cli.params import SIGNING_ACTOR
+from payhub.collector import paused
 from payhub.errors import ConfigError, PayhubError, SchemaOutOfDateError
 from payhub.termsafe import VisibleFormatter
 
@@ -140,31 +139,9 @@ def _database_unavailable(exc: Exception) -> bool:
     return is_transient(exc)
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Run the body without the cyclic garbage collector, then hand what it made to the collector's oldest
-    generation.
-
-    Importing and start-up make many long-lived objects and next to no garbage: the collector would walk them again
-    and again while they are made, and, once it runs again, once more in its young generations (before this, those
-    two passes took about 60 ms of ``run --once``'s CPU time, finding nothing). ``gc.freeze()`` then
-    ``gc.unfreeze()`` moves every tracked object into the oldest generation, which only the collector's full passes
-    walk: nothing stays frozen, and garbage made in the body (a failed plugin's traceback frames) is freed by the next
-    full pass. The collector is enabled afterwards as it was before, whatever the body did."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
-
-
 def _import(module: str) -> None:
-    """Import ``module`` with the collector paused (:func:`collector_paused`)."""
-    with collector_paused():
+    """Import ``module`` with the collector paused (:func:`payhub.collector.paused`)."""
+    with paused():
         importlib.import_module(module)
 
 

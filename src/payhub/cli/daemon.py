@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from payhub.cli import Context, collector_paused, fail_cleanly, main, pass_ctx
+from payhub.cli import Context, fail_cleanly, main, pass_ctx
 from payhub.cli.output import err_console, plain, render
+from payhub.collector import paused
 from payhub.db.faults import describe, is_transient
 from payhub.errors import PayhubError
 from payhub.logs import setup_logging
@@ -55,7 +56,7 @@ class DatabaseUnavailable(PayhubError):
 @fail_cleanly
 def run(ctx: Context, once: bool, progress: bool | None) -> None:
     """Poll sources and work the pipeline until SIGTERM or SIGINT (or, with --once, until nothing is due)."""
-    with collector_paused():  # the settings' models and the engine's dialect, imported here: long-lived objects
+    with paused():  # the settings' models and the engine's dialect, imported here: long-lived objects
         settings = ctx.settings
         setup_logging(settings.log)
         rt = Runtime(settings, actor="payhub", role="daemon")
@@ -98,10 +99,10 @@ def run(ctx: Context, once: bool, progress: bool | None) -> None:
 
 def _load_plugins(rt: Runtime) -> None:
     """``rt.load_plugins()`` with the collector paused, as the command's module is imported
-    (:func:`payhub.cli.collector_paused`): importing the plugins and building their settings models makes many
+    (:func:`payhub.collector.paused`): importing the plugins and building their settings models makes many
     long-lived objects and next to no garbage; what a failed plugin left, its traceback's frames, stays
     collectable."""
-    with collector_paused():
+    with paused():
         rt.load_plugins()
 
 
