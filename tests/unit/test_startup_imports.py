@@ -193,8 +193,6 @@ RUN_ONCE_NEEDS_NONE_OF = {
     "payhub.http.server", "uvicorn", "starlette",  # --once serves nothing
     "payhub.console", "payhub.compliance.tax_report",
     "pythonjsonlogger",  # the quickstart logs text
-    "lxml",  # bank files and credit notes are written (and bank reports read) by a rail's first send or lookup
-    "payhub_bank.sepa", "payhub_bank.nacha", "payhub_bank.status",
     "payhub_creditnote.delivery",  # the quickstart's credit-note rail delivers to no billing system
 }
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 from payhub.api import (
@@ -50,6 +50,7 @@ from payhub.api import (
 )
 from schwifty import BIC, IBAN
 
+from payhub_bank import nacha, sepa
 from payhub_bank.bizdays import business_day, business_days_between
 from payhub_bank.checks import (
     ach_account,
@@ -60,13 +61,8 @@ from payhub_bank.checks import (
     sepa_payee_problem,
 )
 from payhub_bank.settings import BankSettings
+from payhub_bank.status import OUTCOME, Rank, ReportError, Status, is_pain002, read_pain002, read_report, strongest
 from payhub_bank.text import ach_individual_id, ach_text, end_to_end_id
-
-if TYPE_CHECKING:
-    from payhub_bank.status import Status
-
-# The file formats (payhub_bank.sepa, .nacha) and the status reports (payhub_bank.status), with lxml, are imported
-# by the methods that write or read files: starting the rail, and a pass with nothing to pay, import none of them.
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +166,6 @@ class BankTransferRail(Rail):
         return f"bank transfers are made in EUR (SEPA) and USD (ACH) only, not {currency}"
 
     def send(self, instructions: Sequence[PayoutInstruction]) -> list[RailResult]:
-        from payhub_bank import nacha, sepa
-
         unique = list({i.idempotency_key: i for i in instructions}.values())
         results: dict[str, RailResult] = {}
         failures: list[str] = []
@@ -220,8 +214,6 @@ class BankTransferRail(Rail):
     # ------------------------------------------------------------------------------------------ results
 
     def _result(self, key: str) -> RailResult:
-        from payhub_bank.status import OUTCOME, Rank, Status, strongest
-
         placed = self._placed[key]
         if placed.scheme == "sepa":
             status = strongest(self._transactions.get(placed.end_to_end_id), self._payments.get(placed.payment_id),
@@ -252,8 +244,6 @@ class BankTransferRail(Rail):
     # ------------------------------------------------------------------------------------------ writing
 
     def _write_sepa(self, group: list[PayoutInstruction]) -> list[Placed]:
-        from payhub_bank import sepa
-
         s = self.settings
         assert s.sepa is not None
         now = utcnow()
@@ -287,8 +277,6 @@ class BankTransferRail(Rail):
         return placed
 
     def _write_ach(self, group: list[PayoutInstruction]) -> list[Placed]:
-        from payhub_bank import nacha
-
         s = self.settings
         assert s.ach is not None
         now = utcnow()
@@ -467,8 +455,6 @@ class BankTransferRail(Rail):
     # ------------------------------------------------------------------------------------------ reports
 
     def _import_reports(self) -> None:
-        from payhub_bank.status import ReportError, read_report
-
         inbox = self.settings.inbox
         if inbox is None:
             return
@@ -509,9 +495,6 @@ class BankTransferRail(Rail):
             log.info("rail %s: imported status report %s", self.name, path.name)
 
     def _absorb(self, name: str, data: bytes) -> None:
-        from payhub_bank import nacha
-        from payhub_bank.status import Rank, ReportError, Status, is_pain002, read_pain002, strongest
-
         if is_pain002(data):
             report = read_pain002(data, name)
             for target, found in ((self._groups, report.groups), (self._payments, report.payments),

@@ -24,10 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from payhub_creditnote import codes
+from lxml import etree
 
-# lxml is imported by the functions that write, parse or validate documents: the settings' checks (text_problem,
-# the tax categories) need none of it.
+from payhub_creditnote import codes
 
 CUSTOMIZATION_ID = "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0"
 PROFILE_ID = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
@@ -142,8 +141,6 @@ class _Builder:
 
     @staticmethod
     def el(parent: Any, prefix: str, name: str, text: str | None = None, **attrs: str) -> Any:
-        from lxml import etree
-
         node = etree.SubElement(parent, f"{{{NS_CAC if prefix == 'cac' else NS_CBC}}}{name}", attrs)
         if text is not None:
             node.text = text
@@ -194,8 +191,6 @@ class _Builder:
 
 def render(note: CreditNote) -> bytes:
     """The document as UTF-8 XML bytes."""
-    from lxml import etree
-
     b = _Builder(note.minor_units, note.currency)
     el, totals = b.el, note.amounts
     root = etree.Element(f"{{{NS_CN}}}CreditNote", nsmap=NAMESPACES)
@@ -253,8 +248,6 @@ def schema_path() -> Path:
 @lru_cache(maxsize=1)
 def _schema() -> Any:
     """The parsed schema: parsed by the first validation (a few tenths of a second), then kept for the process."""
-    from lxml import etree
-
     parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
     return etree.XMLSchema(etree.parse(str(schema_path()), parser))
 
@@ -262,8 +255,6 @@ def _schema() -> Any:
 def validate(document: bytes) -> list[str]:
     """Problems of ``document`` (empty when none): against the UBL 2.1 CreditNote schema, then its coded values
     against the EN 16931 code lists (:func:`code_problems`)."""
-    from lxml import etree
-
     parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
     try:
         tree = etree.fromstring(document, parser)
@@ -297,8 +288,6 @@ def _code_findings(tree: Any) -> Iterator[tuple[str, str | None]]:
 
 def read(document: bytes) -> Mapping[str, str]:
     """A few fields of a credit note, for lookups and tests: ID, IssueDate, DocumentCurrencyCode, PayableAmount."""
-    from lxml import etree
-
     tree = etree.fromstring(document, etree.XMLParser(no_network=True, resolve_entities=False))
     found: dict[str, str] = {}
     for name, path in (("id", "cbc:ID"), ("issue_date", "cbc:IssueDate"), ("currency", "cbc:DocumentCurrencyCode"),
