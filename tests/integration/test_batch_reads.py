@@ -150,11 +150,10 @@ def test_fund_states_advanced_together_equal_the_replay_of_each_fund(engine: Eng
                 when = at - timedelta(days=3) if rng.random() < 0.1 else at  # now and then out of order
                 amount = Decimal(rng.randrange(-3000, 5000)) / 100
                 expires = when + timedelta(days=20) if amount > 0 else None
-                entry = fund_store.insert(conn, [{
-                    "event_id": number, "program": "coop", "holder_id": holder, "unit": "EUR", "amount": str(amount),
-                    "occurred_at": when, "expires_at": expires, "description": "", "details": "{}",
-                    "created_at": NOW}])[0]
-                written.setdefault(("coop", holder, "EUR"), []).append((entry.id, when, amount, expires))
+                entry = fund_store.insert(conn, [(number, "coop", holder, "EUR", str(amount), when, expires, "", "{}")],
+                                          NOW)[0]
+                assert entry[1:] == (number, "coop", holder, "EUR", str(amount), expires)
+                written.setdefault(("coop", holder, "EUR"), []).append((entry[0], when, amount, expires))
             fund_store.advance_all(conn, written, read)
         assert set(before) == set(holders)
         with engine.connect() as conn:

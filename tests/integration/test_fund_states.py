@@ -29,11 +29,9 @@ def _write(conn: Connection, number: int, holder: str, at: datetime, amount: Dec
                                         occurred_at=at, status="calculated", attributes="{}", ingested_at=NOW))
     conn.execute(calculations.insert().values(event_id=number, program="coop", program_version_id=1,
                                               status="rewarded", calculated_at=NOW))
-    written = fund_store.insert(conn, [{"event_id": number, "program": "coop", "holder_id": holder, "unit": "EUR",
-                                        "amount": str(amount), "occurred_at": at, "expires_at": expires,
-                                        "description": "", "details": "{}", "created_at": NOW}])
+    written = fund_store.insert(conn, [(number, "coop", holder, "EUR", str(amount), at, expires, "", "{}")], NOW)
     if advance:
-        fund_store.advance(conn, "coop", holder, "EUR", [(written[0].id, at, amount, expires)])
+        fund_store.advance(conn, "coop", holder, "EUR", [(written[0][0], at, amount, expires)])
 
 
 def test_the_state_is_the_replay_of_the_entries(db_url: str) -> None:

@@ -88,6 +88,14 @@ def bind_time(dialect: Any) -> Callable[[datetime | None], Any]:
     return processor if processor is not None else (lambda value: value)
 
 
+@lru_cache(maxsize=8)
+def read_time(dialect: Any) -> Callable[[Any], datetime | None]:
+    """The function that turns what the driver returns for a :class:`UTCDateTime` column on ``dialect`` into an aware
+    UTC datetime, exactly as SQLAlchemy statements read it: for statements run at the driver level."""
+    processor = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    return processor if processor is not None else (lambda value: value)
+
+
 payees = Table(
     "payees",
     metadata,

@@ -319,7 +319,7 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
         _audit_calculated(tx, (*new[:6], decision.status, *new[7:]))
         _audit_cancelled(tx, new[0], event_id)
     reward_rows: list[tuple[Any, ...]] = []
-    fund_rows: list[dict[str, Any]] = []
+    fund_rows: list[tuple[Any, ...]] = []
     for index, (calc_row, result) in enumerate(zip(calc_rows, results, strict=True)):
         event_id, program = calc_row["event_id"], calc_row["program"]
         batch_cancels = {ref: batch_ids[ref] for ref in result.cancel_batch}
@@ -339,12 +339,9 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
                       == (line.payee_id, line.currency))])})
             reward_rows.append(_reward_row(rt, calc_row, line, minor, decision))
         for movement, amount in result.funds:
-            fund_rows.append({
-                "event_id": event_id, "program": program, "holder_id": movement.holder_id, "unit": movement.unit,
-                "amount": str(amount), "occurred_at": occurred[event_id], "expires_at": movement.expires_at,
-                "description": movement.description,
-                "details": canonical_json(dict(movement.details)) if movement.details else "{}", "created_at": now,
-            })
+            fund_rows.append((event_id, program, movement.holder_id, movement.unit, str(amount), occurred[event_id],
+                              movement.expires_at, movement.description,
+                              canonical_json(dict(movement.details)) if movement.details else "{}"))
     if reward_rows:
         # The audit entries are built from the returned rows themselves, so the rows may come back in any order
         # (asking for parameter order would make SQLite insert them one statement per row).
@@ -352,13 +349,12 @@ def _write_rewards(rt: Runtime, tx: Tx, rows: Sequence[Any], calc_rows: list[dic
             _audit_calculated(tx, written_row)
     if fund_rows:
         written: dict[tuple[str, str, str], list[tuple[int, datetime, Decimal, datetime | None]]] = {}
-        for entry_id, event_id, program, holder, unit, amount, expires in fund_store.insert(tx.conn, fund_rows):
-            action = "fund.credited" if Decimal(amount) >= 0 else "fund.spent"
-            tx.audit(action, "fund_entry", entry_id, {
-                "event": event_id, "program": program, "holder": holder, "unit": unit, "amount": amount,
+        for entry_id, event_id, program, holder, unit, text, expires in fund_store.insert(tx.conn, fund_rows, now):
+            value = Decimal(text)
+            tx.audit("fund.credited" if value >= 0 else "fund.spent", "fund_entry", entry_id, {
+                "event": event_id, "program": program, "holder": holder, "unit": unit, "amount": text,
                 "expires_at": isoformat(expires) if expires is not None else None})
-            written.setdefault((program, holder, unit), []).append(
-                (entry_id, occurred[event_id], Decimal(amount), expires))
+            written.setdefault((program, holder, unit), []).append((entry_id, occurred[event_id], value, expires))
         fund_store.advance_all(tx.conn, written, fund_read)  # in key order: replicas lock alike
 
 

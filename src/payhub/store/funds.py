@@ -11,7 +11,7 @@ read from its entries, and gets its state at its next entry.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -19,8 +19,8 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, select, update
 
 from payhub import funds
-from payhub.db.queries import in_chunks, insert_ignore
-from payhub.db.schema import fund_entries, fund_states
+from payhub.db.queries import driver_sql, in_chunks, insert_ignore, marks
+from payhub.db.schema import bind_time, fund_entries, fund_states, read_time
 from payhub.funds import Entry
 
 _ENTRIES = select(fund_entries.c.occurred_at, fund_entries.c.amount, fund_entries.c.expires_at).where(
@@ -41,12 +41,35 @@ def entries(conn: Connection, program: str, holder_id: str, unit: str) -> list[E
         conn.execute(_ENTRIES, {"program": program, "holder": holder_id, "unit": unit}))]
 
 
-def insert(conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
-    """Write fund entries; return ``(id, event_id, program, holder_id, unit, amount, expires_at)`` of each, by id."""
-    written = conn.execute(fund_entries.insert().returning(
-        fund_entries.c.id, fund_entries.c.event_id, fund_entries.c.program, fund_entries.c.holder_id,
-        fund_entries.c.unit, fund_entries.c.amount, fund_entries.c.expires_at), rows)
-    return sorted(written)
+NEW_ENTRY_COLUMNS = ("event_id", "program", "holder_id", "unit", "amount", "occurred_at", "expires_at",
+                     "description", "details")
+"""The values of a new fund entry, in the order :func:`insert` takes them (``created_at`` is the time of the insert)."""
+INSERT_CHUNK = 200
+"""Entries per multi-row INSERT of :func:`insert` (10 values each: far below either database's parameter limit)."""
+
+
+def insert(conn: Connection, rows: Sequence[tuple[Any, ...]], now: datetime
+           ) -> list[tuple[int, int, str, str, str, str, datetime | None]]:
+    """Write fund entries, each a tuple of :data:`NEW_ENTRY_COLUMNS`, created at ``now``; return ``(id, event_id,
+    program, holder_id, unit, amount, expires_at)`` of each, by id (the order of RETURNING rows is not guaranteed).
+
+    Driver-level statements: one multi-row INSERT per :data:`INSERT_CHUNK` entries."""
+    bind, read = bind_time(conn.dialect), read_time(conn.dialect)
+    created = bind(now)
+    written: list[tuple[int, int, str, str, str, str, datetime | None]] = []
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start:start + INSERT_CHUNK]
+        sql = driver_sql(conn, f"INSERT INTO fund_entries ({', '.join(NEW_ENTRY_COLUMNS)}, created_at) VALUES "
+                               + ", ".join([f"({marks(len(NEW_ENTRY_COLUMNS) + 1)})"] * len(chunk))
+                               + " RETURNING id, event_id, program, holder_id, unit, amount, expires_at")
+        params = tuple(value for (event_id, program, holder, unit, amount, occurred, expires, description, details)
+                       in chunk for value in (event_id, program, holder, unit, amount, bind(occurred), bind(expires),
+                                              description, details, created))
+        written.extend((entry_id, event_id, program, holder, unit, amount, read(expires))
+                       for entry_id, event_id, program, holder, unit, amount, expires
+                       in conn.exec_driver_sql(sql, params))
+    written.sort()
+    return written
 
 
 class State:
