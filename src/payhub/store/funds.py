@@ -202,7 +202,7 @@ def advance_all(conn: Connection, written: dict[Key, Written], read: Read | None
     groups: dict[tuple[str, str], list[str]] = {}
     for program, holder, unit in keys:
         groups.setdefault((program, unit), []).append(holder)
-    locked = _STATES.with_for_update() if conn.dialect.name == "postgresql" else _STATES
+    locked = _STATES_LOCKED if conn.dialect.name == "postgresql" else _STATES
     for (program, unit), holders in sorted(groups.items()):
         for chunk in in_chunks(holders):
             for holder, last_entry_id, text in conn.execute(locked, {"program": program, "unit": unit,
@@ -240,9 +240,13 @@ def _advanced(conn: Connection, key: Key, current: State | None, written: Writte
     return current
 
 
-_STATES = select(fund_states.c.holder_id, fund_states.c.last_entry_id, fund_states.c.state).where(
+_STATES_OF = select(fund_states.c.holder_id, fund_states.c.last_entry_id, fund_states.c.state).where(
     fund_states.c.program == bindparam("program"), fund_states.c.unit == bindparam("unit"),
-    fund_states.c.holder_id.in_(bindparam("holders", expanding=True))).order_by(fund_states.c.holder_id)
+    fund_states.c.holder_id.in_(bindparam("holders", expanding=True)))
+_STATES = _STATES_OF.order_by(fund_states.c.holder_id)
+# PostgreSQL locks them in the order of the holders' text by code point, as they are sorted here, whatever the
+# database's collation: replicas then lock alike (SQLite compares text by its bytes, in the same order)
+_STATES_LOCKED = _STATES_OF.order_by(fund_states.c.holder_id.collate("C")).with_for_update()
 _SET_STATE = update(fund_states).where(
     fund_states.c.program == bindparam("k_program"), fund_states.c.holder_id == bindparam("k_holder"),
     fund_states.c.unit == bindparam("k_unit")).values(last_entry_id=bindparam("k_last"), state=bindparam("k_state"))

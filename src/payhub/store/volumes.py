@@ -79,6 +79,7 @@ _KEY = "program, partner_id, currency, month, event_type"
 _MAKE = f"INSERT INTO volume_totals ({_KEY}, amount) VALUES (?, ?, ?, ?, ?, '0') ON CONFLICT DO NOTHING"
 _STORE = "UPDATE volume_totals SET amount = ? WHERE program = ? AND partner_id = ? AND currency = ? AND month = ? " \
          "AND event_type = ?"
+_PG_ORDER = ", ".join(f'{column} COLLATE "C"' for column in _KEY.split(", ")) + " FOR UPDATE"
 ADD_CHUNK = 200
 """Totals read per statement of :func:`add` (5 values each)."""
 
@@ -91,12 +92,14 @@ def add(conn: Connection, amounts: dict[Key, Decimal]) -> None:
         return
     keys = sorted(amounts)
     conn.exec_driver_sql(driver_sql(conn, _MAKE), keys)
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    # PostgreSQL locks the rows in the order of the key's text by code point, as they are sorted here, whatever the
+    # database's collation: replicas then lock alike (SQLite compares text by its bytes, in the same order)
+    order = _PG_ORDER if conn.dialect.name == "postgresql" else f"{_KEY}"
     stored: dict[tuple[str, ...], str] = {}
     for start in range(0, len(keys), ADD_CHUNK):
         chunk = keys[start:start + ADD_CHUNK]
         sql = (f"SELECT {_KEY}, amount FROM volume_totals WHERE ({_KEY}) IN "
-               f"(VALUES {', '.join(['(?, ?, ?, ?, ?)'] * len(chunk))}) ORDER BY {_KEY}{lock}")
+               f"(VALUES {', '.join(['(?, ?, ?, ?, ?)'] * len(chunk))}) ORDER BY {order}")
         stored.update({tuple(row[:5]): row[5] for row in conn.exec_driver_sql(
             driver_sql(conn, sql), tuple(value for key in chunk for value in key))})
     conn.exec_driver_sql(driver_sql(conn, _STORE), [(str(Decimal(stored[k]) + amounts[k]), *k) for k in keys])
