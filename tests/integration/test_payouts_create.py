@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from payhub.db.queries import INSERT_CHUNK
 from payhub.db.schema import payouts
 from payhub.store import payouts as store
 
@@ -16,7 +17,7 @@ NOW = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=UTC)
 
 def test_create_returns_the_ids_in_order_across_chunks_and_stores_every_column(make_runtime: Any) -> None:
     rt = make_runtime("")
-    count = store.CREATE_CHUNK * 2 + 7
+    count = INSERT_CHUNK * 2 + 7
     rows = [(f"ph-{n:032x}", f"payee-{n % 13}", "bank", f"route {n}", "EUR" if n % 2 else "JPY", 100 + n, 1 + n % 3)
             for n in reversed(range(count))]  # keys in descending order: ids must follow rows, not keys
     with rt.transaction() as tx:

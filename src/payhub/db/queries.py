@@ -75,3 +75,24 @@ def driver_sql(conn: Connection, sql: str) -> str:
 def marks(count: int) -> str:
     """``?, ?, ...``: the placeholders of an IN list of ``count`` values."""
     return ", ".join("?" * count)
+
+
+INSERT_CHUNK = 200
+"""Rows per multi-row INSERT of :func:`insert_returning` (a few thousand values: far below either database's limit on
+bound parameters)."""
+
+
+def insert_returning(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                     returning: str) -> list[Any]:
+    """Insert ``rows`` (values in the order of ``columns``) into ``table`` at the driver level, one multi-row
+    ``INSERT … RETURNING returning`` per :data:`INSERT_CHUNK` rows (each chunk size compiled once); return the
+    returned rows as the driver gives them. Their order is not guaranteed: match them by a returned key or sort
+    them."""
+    found: list[Any] = []
+    row_marks = f"({marks(len(columns))})"
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start:start + INSERT_CHUNK]
+        sql = driver_sql(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                               f"{', '.join([row_marks] * len(chunk))} RETURNING {returning}")
+        found.extend(conn.exec_driver_sql(sql, tuple(value for row in chunk for value in row)))
+    return found

@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, select, update
 
 from payhub import funds
-from payhub.db.queries import driver_sql, in_chunks, insert_ignore, marks
+from payhub.db.queries import in_chunks, insert_ignore, insert_returning
 from payhub.db.schema import bind_time, fund_entries, fund_states, read_time
 from payhub.funds import Entry
 
@@ -44,30 +44,19 @@ def entries(conn: Connection, program: str, holder_id: str, unit: str) -> list[E
 NEW_ENTRY_COLUMNS = ("event_id", "program", "holder_id", "unit", "amount", "occurred_at", "expires_at",
                      "description", "details")
 """The values of a new fund entry, in the order :func:`insert` takes them (``created_at`` is the time of the insert)."""
-INSERT_CHUNK = 200
-"""Entries per multi-row INSERT of :func:`insert` (10 values each: far below either database's parameter limit)."""
-
-
 def insert(conn: Connection, rows: Sequence[tuple[Any, ...]], now: datetime
            ) -> list[tuple[int, int, str, str, str, str, datetime | None]]:
     """Write fund entries, each a tuple of :data:`NEW_ENTRY_COLUMNS`, created at ``now``; return ``(id, event_id,
-    program, holder_id, unit, amount, expires_at)`` of each, by id (the order of RETURNING rows is not guaranteed).
-
-    Driver-level statements: one multi-row INSERT per :data:`INSERT_CHUNK` entries."""
+    program, holder_id, unit, amount, expires_at)`` of each, by id (:func:`payhub.db.queries.insert_returning`)."""
     bind, read = bind_time(conn.dialect), read_time(conn.dialect)
     created = bind(now)
-    written: list[tuple[int, int, str, str, str, str, datetime | None]] = []
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows[start:start + INSERT_CHUNK]
-        sql = driver_sql(conn, f"INSERT INTO fund_entries ({', '.join(NEW_ENTRY_COLUMNS)}, created_at) VALUES "
-                               + ", ".join([f"({marks(len(NEW_ENTRY_COLUMNS) + 1)})"] * len(chunk))
-                               + " RETURNING id, event_id, program, holder_id, unit, amount, expires_at")
-        params = tuple(value for (event_id, program, holder, unit, amount, occurred, expires, description, details)
-                       in chunk for value in (event_id, program, holder, unit, amount, bind(occurred), bind(expires),
-                                              description, details, created))
-        written.extend((entry_id, event_id, program, holder, unit, amount, read(expires))
-                       for entry_id, event_id, program, holder, unit, amount, expires
-                       in conn.exec_driver_sql(sql, params))
+    written = [(entry_id, event_id, program, holder, unit, amount, read(expires))
+               for entry_id, event_id, program, holder, unit, amount, expires in insert_returning(
+                   conn, "fund_entries", (*NEW_ENTRY_COLUMNS, "created_at"),
+                   [(event_id, program, holder, unit, amount, bind(occurred), bind(expires), description, details,
+                     created)
+                    for event_id, program, holder, unit, amount, occurred, expires, description, details in rows],
+                   "id, event_id, program, holder_id, unit, amount, expires_at")]
     written.sort()
     return written
 

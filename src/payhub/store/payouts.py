@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
 from payhub.clock import utcnow
-from payhub.db.queries import IN_LIST, driver_sql, for_update, marks
+from payhub.db.queries import IN_LIST, driver_sql, for_update, insert_returning, marks
 from payhub.db.schema import attempts, bind_time, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
@@ -387,8 +387,6 @@ _PAYOUT_COLUMNS = ("idempotency_key", "payee_id", "rail", "route_reason", "curre
 _INSERT_ITEMS = "INSERT INTO payout_items (payout_id, reward_id, amount_minor, fx) VALUES (?, ?, ?, ?)"
 _SCHEDULE_REWARD = (f"UPDATE rewards SET status = '{RewardStatus.SCHEDULED.value}', payout_id = ?, hold_code = NULL, "
                     "hold_reason = NULL, updated_at = ? WHERE id = ?")
-CREATE_CHUNK = 200
-"""Payouts per multi-row INSERT of :func:`create` (11 values each: far below either database's parameter limit)."""
 
 
 def create(tx: Tx, rows: Sequence[tuple[str, str, str, str, str, int, int]],
@@ -397,22 +395,15 @@ def create(tx: Tx, rows: Sequence[tuple[str, str, str, str, str, int, int]],
     route reason, currency, amount_minor, item count)``; ``items`` are ``(index of the payout in rows, reward id,
     amount_minor, fx JSON or None)``: each is written and its reward becomes ``scheduled`` in that payout.
 
-    Driver-level statements compiled once: a multi-row INSERT of the payouts per :data:`CREATE_CHUNK` returning
-    their ids (matched by key: the order of RETURNING rows is not guaranteed), one executemany of the items and
-    one of the rewards."""
+    Driver-level statements compiled once: the payouts by :func:`payhub.db.queries.insert_returning`, their ids
+    matched by key, one executemany of the items and one of the rewards."""
     if not rows:
         return []
     conn = tx.conn
     at = bind_time(conn.dialect)(now)
-    id_of: dict[str, int] = {}
     tail = (PayoutStatus.SCHEDULED.value, 0, at, at)
-    for start in range(0, len(rows), CREATE_CHUNK):
-        chunk = rows[start:start + CREATE_CHUNK]
-        sql = driver_sql(conn, f"INSERT INTO payouts ({', '.join(_PAYOUT_COLUMNS)}) VALUES "
-                               + ", ".join([f"({marks(len(_PAYOUT_COLUMNS))})"] * len(chunk))
-                               + " RETURNING idempotency_key, id")
-        params = tuple(value for row in chunk for value in (*row, *tail))
-        id_of.update((key, payout_id) for key, payout_id in conn.exec_driver_sql(sql, params))
+    id_of = dict(insert_returning(conn, "payouts", _PAYOUT_COLUMNS, [(*row, *tail) for row in rows],
+                                  "idempotency_key, id"))
     ids = [id_of[row[0]] for row in rows]
     if not items:
         return ids

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, or_, select, union, update
 
-from payhub.db.queries import driver_sql, for_update, in_chunks, marks
+from payhub.db.queries import for_update, in_chunks, insert_returning
 from payhub.db.schema import (
     approvals,
     bind_time,
@@ -59,24 +59,12 @@ time of the insert)."""
 WRITTEN = ("id", "event_id", "program", "payee_id", "amount_minor", "currency", "status", "hold_reason",
            "approvals_needed")
 """The columns of each reward :func:`insert` returns, in order."""
-INSERT_CHUNK = 200
-"""Rewards per multi-row INSERT of :func:`insert` (15 values each: far below either database's parameter limit)."""
-
-
-def insert(conn: Connection, rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tuple[Any, ...]]:
+def insert(conn: Connection, rows: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
     """Write rewards, each a tuple of :data:`NEW_REWARD_COLUMNS`, created at ``now``; return the :data:`WRITTEN`
-    columns of each, by id (the order of RETURNING rows is not guaranteed).
-
-    Driver-level statements compiled once per chunk size: one multi-row INSERT per :data:`INSERT_CHUNK` rewards."""
+    columns of each, by id (:func:`payhub.db.queries.insert_returning`)."""
     at = bind_time(conn.dialect)(now)
-    tail = (at, at)
-    written: list[tuple[Any, ...]] = []
-    width = len(NEW_REWARD_COLUMNS) + 2
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows[start:start + INSERT_CHUNK]
-        sql = driver_sql(conn, f"INSERT INTO rewards ({', '.join(NEW_REWARD_COLUMNS)}, created_at, updated_at) VALUES "
-                               + ", ".join([f"({marks(width)})"] * len(chunk)) + f" RETURNING {', '.join(WRITTEN)}")
-        written.extend(conn.exec_driver_sql(sql, tuple(value for row in chunk for value in (*row, *tail))).all())
+    written = insert_returning(conn, "rewards", (*NEW_REWARD_COLUMNS, "created_at", "updated_at"),
+                               [(*row, at, at) for row in rows], ", ".join(WRITTEN))
     written.sort()
     return written
 

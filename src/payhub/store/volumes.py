@@ -94,7 +94,7 @@ def add(conn: Connection, amounts: dict[Key, Decimal]) -> None:
     conn.exec_driver_sql(driver_sql(conn, _MAKE), keys)
     # PostgreSQL locks the rows in the order of the key's text by code point, as they are sorted here, whatever the
     # database's collation: replicas then lock alike (SQLite compares text by its bytes, in the same order)
-    order = _PG_ORDER if conn.dialect.name == "postgresql" else f"{_KEY}"
+    order = _PG_ORDER if conn.dialect.name == "postgresql" else _KEY
     stored: dict[tuple[str, ...], str] = {}
     for start in range(0, len(keys), ADD_CHUNK):
         chunk = keys[start:start + ADD_CHUNK]
