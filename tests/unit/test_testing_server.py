@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -37,9 +39,8 @@ def client(server: FaultServer) -> Iterator[httpx.Client]:
 
 def test_binds_loopback_on_a_free_port_and_stops(server: FaultServer) -> None:
     assert server.url == f"http://127.0.0.1:{server.port}" and server.port > 0
-    other = FaultServer().start()
-    assert other.port != server.port
-    other.stop()
+    with FaultServer() as other:
+        assert other.port != server.port
     other.stop()  # idempotent
     with pytest.raises(httpx.ConnectError):
         httpx.get(other.url + "/", timeout=1)
@@ -160,8 +161,10 @@ def test_an_open_ended_stall_starting_after_stop_does_not_wait(server: FaultServ
         httpx.post(server.url + "/slow", json={}, timeout=5).status_code), daemon=True)
     thread.start()
     assert entered.wait(2)
+    threading.Timer(0.2, gate.set).start()  # the handler returns while stop() waits for it; the stall starts after
+    started = time.monotonic()
     server.stop()
-    gate.set()  # the handler returns, and the stall starts after the stop
+    assert time.monotonic() - started < 2  # the stall did not wait (hang_limit is 5 s)
     thread.join(2)
     assert answers == [201]
 
@@ -184,3 +187,86 @@ def test_every_vocabulary_word_has_a_server_form() -> None:
         ServerFault.of("nonsense")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         ServerFault("explode")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------ nothing outlives stop()
+
+
+def _alive(threads: list[threading.Thread]) -> list[str]:
+    return [t.name for t in threads if t.is_alive()]
+
+
+@pytest.mark.parametrize("fault", ["hang", "stall", "delay", "handler"])
+def test_stop_waits_for_the_requests_being_handled(fault: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A request the client gave up on is still being handled when the owning test stops the server: stop() waits
+    for it, so its handler neither runs after the test (its resources are gone) nor logs into a later test."""
+    closed = threading.Event()  # the test's resources, torn down once stop() returns
+    handlers: list[threading.Thread] = []
+    entered = threading.Event()
+
+    def pay(request: Request) -> Response:
+        handlers.append(threading.current_thread())
+        entered.set()
+        time.sleep(0.5 if fault == "handler" else 0.3)  # the handler's own latency
+        if closed.is_set():
+            raise RuntimeError("the test's resources are gone")
+        return Response.json({}, 201)
+
+    server = FaultServer(hang_limit=30)
+    server.route("POST", "/payments", pay)
+    plans = {"hang": ServerFault("hang"), "stall": ServerFault("stall"), "delay": ServerFault("delay", seconds=30),
+             "handler": ServerFault("handler")}
+    server.plan(plans[fault])
+    before = set(threading.enumerate())
+    with server, pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/payments", json={}, timeout=0.2)
+    closed.set()
+    left = _alive([t for t in threading.enumerate() if t not in before])
+    caplog.set_level(logging.DEBUG, logger="payhub.testing.server")
+    caplog.clear()
+    time.sleep(0.7)  # long enough for a handler left running to raise
+    assert left == []
+    assert entered.is_set() and handlers and _alive(handlers) == []
+    assert [r.getMessage() for r in caplog.records] == []
+    assert server.requests[0].outcome in ("answered", "client_gone")
+
+
+def test_stop_closes_connections_kept_open_at_once() -> None:
+    server = FaultServer(stop_timeout=10)
+    server.route("GET", "/ping", lambda request: Response.json({}))
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=2) as client:  # its connection stays open between requests
+        assert client.get("/ping").status_code == 200
+        threads = [t for t in threading.enumerate() if t.name.startswith(server.name + " ")]
+        assert threads
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 2 and _alive(threads) == []
+        with pytest.raises(httpx.TransportError):
+            client.get("/ping", timeout=1)
+    assert len(server.requests) == 1
+
+
+def test_a_handler_running_past_the_stop_timeout_is_named_and_then_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    gate, entered = threading.Event(), threading.Event()
+
+    def stuck(request: Request) -> Response:
+        entered.set()
+        gate.wait(5)
+        raise RuntimeError("the test's resources are gone")
+
+    server = FaultServer(stop_timeout=0.2, name="stuck-server")
+    server.route("POST", "/stuck", stuck)
+    caplog.set_level(logging.DEBUG, logger="payhub.testing.server")
+    with server:
+        client = threading.Thread(target=lambda: httpx.post(server.url + "/stuck", json={}, timeout=5), daemon=True)
+        client.start()
+        assert entered.wait(2)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "still being handled" in warnings[0].getMessage()
+    caplog.clear()
+    gate.set()
+    client.join(3)
+    time.sleep(0.1)
+    assert not any(r.exc_info or r.levelno > logging.DEBUG for r in caplog.records)
+    assert any("raised after the server stopped" in r.getMessage() for r in caplog.records)

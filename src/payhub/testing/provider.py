@@ -93,11 +93,10 @@ class FaultProvider:
         self.server = self._server(host, port)
         self._earlier: list[Request] = []  # the requests of the servers an ``unreachable`` replaced
         self._unreachable = False
-        self._stop = threading.Event()
 
     def _server(self, host: str, port: int) -> FaultServer:
         server = FaultServer(host, port, name="payhub-provider", hang_limit=self.stall_limit)
-        server.route("POST", PAYMENTS, self._create)
+        server.route("POST", PAYMENTS, lambda request: self._create(request, server))
         server.route("GET", PAYMENTS + r"/(?P<key>[^/]+)", self._find)
         return server
 
@@ -113,7 +112,6 @@ class FaultProvider:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
         with self._lock:
             self._unreachable = False
         self.server.stop()
@@ -186,13 +184,13 @@ class FaultProvider:
             return Response.json({"error": "invalid API key"}, 401)
         return None
 
-    def _create(self, request: Request) -> Response:
+    def _create(self, request: Request, server: FaultServer) -> Response:
         refused = self._refused(request)
         if refused is not None:
             return refused
         label = request.fault.label if request.fault is not None else ""
         if label == "timeout_before_accept":
-            self._stop.wait(self.stall_limit)  # the client's read timeout expires; nothing is accepted
+            server.wait_stopped(self.stall_limit)  # the client's read timeout expires; nothing is accepted
             return Response.json({"error": "gateway timeout"}, 504)
         try:
             body = request.json()

@@ -7,14 +7,14 @@ the status it was answered (:attr:`FaultServer.requests`), and applies a *fault 
 planned. What a fault can do to a request:
 
 ================  ===================================================================================================
-``delay``         wait ``seconds``, then handle and answer as usual
+``delay``         wait ``seconds`` (less if the server stops), then handle and answer as usual
 ``hang``          block until :meth:`FaultServer.release` (or the server stops), then handle and answer
 ``drop``          close the connection without handling the request or answering it (nothing happened)
 ``status``        answer ``status`` (with ``Retry-After`` when ``retry_after`` is set) without handling the request
 ``duplicate``     deliver the request to its handler twice (as a resending proxy would); the second answer is sent
 ``lost_answer``   handle the request, then close the connection without answering (it happened; nobody was told)
-``stall``         handle the request, then wait ``seconds`` (or, without them, until released) before answering, so
-                  that a client with a shorter timeout gives up
+``stall``         handle the request, then wait ``seconds`` (or, without them, until released; either way no longer
+                  than until the server stops) before answering, so that a client with a shorter timeout gives up
 ``handler``       change nothing here: the handler reads :attr:`Request.fault` and misbehaves in its own terms
 ================  ===================================================================================================
 
@@ -210,15 +210,19 @@ class _Route:
 class FaultServer:
     """A loopback HTTP/1.1 server in background threads; ``with FaultServer() as server:`` starts and stops it.
 
-    Thread-safe: tests plan faults and read the log while requests are being served.
+    Thread-safe: tests plan faults and read the log while requests are being served. Nothing of a request outlives
+    :meth:`stop`: it waits for the requests being handled, so no handler runs (or logs) after the test that owned
+    the server has ended.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str = "fault-server",
-                 hang_limit: float = 60.0) -> None:
+                 hang_limit: float = 60.0, stop_timeout: float = 10.0) -> None:
         """Bind ``host:port`` (a free port when 0). A hang or an open-ended stall ends after ``hang_limit`` seconds
-        even if never released, so a forgotten release cannot block a test run."""
+        even if never released, so a forgotten release cannot block a test run. :meth:`stop` waits up to
+        ``stop_timeout`` seconds for the requests being handled (a handler that sleeps, say) to end."""
         self.name = name
         self.hang_limit = hang_limit
+        self.stop_timeout = stop_timeout
         self._routes: list[_Route] = []
         self._plan: list[ServerFault] = []
         self._log: list[Request] = []
@@ -227,6 +231,7 @@ class FaultServer:
         self._generation = 0
         self._waiting = 0
         self._stopped = False
+        self._abandoned = False  # stop() returned while a handler still ran: it no longer logs what it raises
         self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
 
@@ -249,8 +254,12 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving, release whatever hangs, close the socket. Idempotent. From then on, a request arriving on a
-        connection kept open is dropped unhandled, and a hang or an open-ended stall does not wait."""
+        """Stop serving, release whatever hangs, close the socket, and wait (up to ``stop_timeout`` seconds) for the
+        requests being handled to end. Idempotent. From then on, a hang, a stall or a delay does not wait, and a
+        request arriving on a connection kept open is dropped unhandled (the connections are closed).
+
+        A request still being handled after ``stop_timeout`` is named in a warning; what its handler raises later is
+        logged at debug level without its traceback (it would land in whatever test runs by then)."""
         with self._released:
             self._stopped = True
         self.release()
@@ -259,6 +268,12 @@ class FaultServer:
             self._thread.join(5)
             self._thread = None
         self._httpd.server_close()
+        running = self._httpd.finish(self.stop_timeout)
+        if running:
+            with self._lock:
+                self._abandoned = True
+            log.warning("%s: stopped with %d request(s) still being handled after %g s: %s", self.name,
+                        len(running), self.stop_timeout, ", ".join(t.name for t in running))
 
     def __enter__(self) -> FaultServer:
         return self.start()
@@ -342,6 +357,24 @@ class FaultServer:
                     return fault
         return None
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait until the server stops, at most ``timeout`` seconds; True if it has stopped. A handler that takes its
+        time (a simulated latency, an answer held until the client gives up) waits with this, so that :meth:`stop`
+        need not wait for it."""
+        deadline = time.monotonic() + timeout
+        with self._released:
+            while not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._released.wait(left)
+            return True
+
+    def _late(self) -> bool:
+        """True once :meth:`stop` has returned without waiting for every handler."""
+        with self._lock:
+            return self._abandoned
+
     def _wait_release(self, limit: float | None) -> None:
         with self._released:
             if self._stopped:
@@ -373,8 +406,12 @@ class FaultServer:
             request.params = {k: v for k, v in found.groupdict().items() if v is not None}
             try:
                 return route.handler(request)
-            except Exception:
-                log.exception("%s: the handler of %s %s raised", self.name, request.method, request.path)
+            except Exception as exc:
+                if self._late():
+                    log.debug("%s: the handler of %s %s raised after the server stopped: %r", self.name,
+                              request.method, request.path, exc)
+                else:
+                    log.exception("%s: the handler of %s %s raised", self.name, request.method, request.path)
                 return Response.json({"error": "internal error (the simulated server's handler raised)"}, 500)
         if allowed:
             return Response.json({"error": f"method {request.method} not allowed on {request.path}"}, 405)
@@ -392,7 +429,7 @@ class FaultServer:
         fault = request.fault = self._take(request)
         action = fault.action if fault else None
         if fault is not None and action == "delay":
-            time.sleep(fault.seconds or 0.0)
+            self.wait_stopped(fault.seconds or 0.0)
         elif action == "hang":
             self._wait_release(None)
         if fault is not None and action == "drop":
@@ -419,24 +456,70 @@ class FaultServer:
             if fault.seconds is None:
                 self._wait_release(None)
             else:
-                time.sleep(fault.seconds)
+                self.wait_stopped(fault.seconds)
         request.status, request.outcome = response.status, "answered"  # set before the client can read it
         if not answer(response):
             request.outcome = "client_gone"
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """One thread per connection, each known until it ends: :meth:`finish` closes the connections for reading and
+    waits for their threads (``block_on_close`` would wait without a bound, and not for daemon threads)."""
+
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], owner: FaultServer) -> None:
         self.owner = owner
+        self._connections: dict[threading.Thread, socket.socket | None] = {}  # None once closed
+        self._connections_lock = threading.Lock()
         super().__init__(address, _RequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self._connection, args=(request, client_address),
+                                  name=f"{self.owner.name} {client_address[0]}:{client_address[1]}", daemon=True)
+        with self._connections_lock:
+            self._connections[thread] = request
+        try:
+            thread.start()
+        except BaseException:
+            with self._connections_lock:
+                del self._connections[thread]
+            raise
+
+    def _connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(threading.current_thread(), None)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:  # not to be shut down by finish() once closed (its descriptor may be reused)
+            if threading.current_thread() in self._connections:
+                self._connections[threading.current_thread()] = None
+        super().shutdown_request(request)
+
+    def finish(self, timeout: float) -> list[threading.Thread]:
+        """Once serving has stopped: end the connections' reading (a connection kept open between requests closes;
+        a request being handled can still be answered) and wait up to ``timeout`` seconds for their threads.
+        Return the threads still running."""
+        with self._connections_lock:  # (a handler stopping its own server does not wait for itself)
+            connections = {t: c for t, c in self._connections.items() if t is not threading.current_thread()}
+            for connection in connections.values():
+                if connection is not None:
+                    with contextlib.suppress(OSError):
+                        connection.shutdown(socket.SHUT_RD)
+        deadline = time.monotonic() + timeout
+        for thread in connections:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread for thread in connections if thread.is_alive()]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away is normal here; anything else is logged for the test's reader."""
-        log.debug("%s: a request from %s ended with an error", self.owner.name, client_address, exc_info=True)
+        log.debug("%s: a request from %s ended with an error", self.owner.name, client_address,
+                  exc_info=not self.owner._late())
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -445,7 +528,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16  # headers and body leave in one write
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("%s: " + format, self.server.owner.name, *args)
+        if not self.server.owner._late():
+            log.debug("%s: " + format, self.server.owner.name, *args)
 
     def _handle(self) -> None:
         parts = urlsplit(self.path)
