@@ -334,7 +334,9 @@ payouts = Table(
     Column("checked_at", UTCDateTime),
     Column("hold_code", String(40)),  # a PayoutHold, for a held payout
     Column("first_sent_at", UTCDateTime),  # when it was first recorded sent or paid: its payment date (tax year)
+    # a rail's payouts to claim: on SQLite each status's in id order (the index ends with the rowid)
     Index("ix_payouts_status_rail", "status", "rail"),
+    Index("ix_payouts_status_rail_updated", "status", "rail", "updated_at"),  # paid within a rail's return window
     # listings by status, rail or payee, paged by id
     Index("ix_payouts_status_id", "status", "id"),
     Index("ix_payouts_rail_id", "rail", "id"),

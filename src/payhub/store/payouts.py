@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, literal_column, or_, select, update
+from sqlalchemy import Connection, func, literal, literal_column, or_, select, union_all, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
@@ -92,8 +92,13 @@ def instruction_for(row: Any, payee: Any) -> PayoutInstruction:
 
 
 def claim_rows(conn: Connection, rt: Runtime, query: Any) -> list[Work]:
-    """Lease the payouts ``query`` selects to this worker and return them as work."""
-    rows = conn.execute(for_update(conn, query)).all()
+    """Lease the payouts ``query`` selects (locked on PostgreSQL: see :func:`payhub.db.queries.for_update`) to this
+    worker and return them as work."""
+    return _lease(conn, rt, conn.execute(for_update(conn, query)).all())
+
+
+def _lease(conn: Connection, rt: Runtime, rows: Sequence[Any]) -> list[Work]:
+    """Lease ``rows`` (of :data:`CLAIMED`, locked on PostgreSQL) to this worker under one new token, as work."""
     if not rows:
         return []
     token = leases.new_token()
@@ -119,36 +124,41 @@ CLAIMED = (payouts.c.id, payouts.c.idempotency_key, payouts.c.payee_id, payouts.
 
 
 def claim_due(rt: Runtime, rail_name: str, limit: int) -> list[Work]:
-    """Lease up to ``limit`` of the rail's claimable payouts that are due (``next_attempt_at`` passed), by id."""
+    """Lease up to ``limit`` of the rail's claimable payouts that are due (``next_attempt_at`` passed), by id.
+
+    The cost follows the rail's claimable payouts, not all it ever had: each claimable status is read on its own, in
+    id order, up to ``limit`` (locked on PostgreSQL, skipping rows other replicas hold), and the first ``limit`` of
+    them are kept. One query over all the statuses at once would be planned as a walk of the rail's payouts by id
+    through every one already sent.
+    """
     now = utcnow()
     with rt.engine.begin() as conn:
-        query = (
-            select(*CLAIMED).where(payouts.c.rail == rail_name, payouts.c.status.in_(CLAIMABLE))
-            .where(leases.free(payouts, conn))
-            .where(or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
-            .order_by(payouts.c.id).limit(limit)
-        )
-        return claim_rows(conn, rt, query)
+        due = (payouts.c.rail == rail_name, leases.free(payouts, conn),
+               or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
+        each = union_all(*(select(for_update(conn, select(*CLAIMED).where(payouts.c.status == status, *due)
+                                             .order_by(payouts.c.id).limit(limit)).subquery())
+                           for status in CLAIMABLE)).subquery()
+        return _lease(conn, rt, conn.execute(select(each).order_by(each.c.id).limit(limit)).all())
 
 
 def claim_to_settle(rt: Runtime, rail_name: str, checked_before: datetime, paid_since: datetime | None,
                     limit: int) -> tuple[list[Work], set[int]]:
-    """Lease up to ``limit`` of the rail's ``sent`` payouts, and (unless ``paid_since`` is None) its ``paid`` ones
-    updated since ``paid_since``, not checked since ``checked_before``; return them and the ids of the ``paid``."""
-    watched = payouts.c.status == PayoutStatus.SENT
-    if paid_since is not None:
-        watched = or_(watched, and_(payouts.c.status == PayoutStatus.PAID, payouts.c.updated_at >= paid_since))
+    """Lease up to ``limit`` of the rail's payouts not checked since ``checked_before``: its ``sent`` ones by id, then,
+    unless ``paid_since`` is None, its ``paid`` ones updated since ``paid_since`` (the return window), oldest change
+    first; return them and the ids of the ``paid``. Both are index ranges (``ix_payouts_status_rail``,
+    ``ix_payouts_status_rail_updated``): the rail's older paid payouts are never read."""
     with rt.engine.begin() as conn:
-        query = (
-            select(*CLAIMED).where(payouts.c.rail == rail_name, watched)
-            .where(or_(payouts.c.checked_at.is_(None), payouts.c.checked_at < checked_before))
-            .where(leases.free(payouts, conn))
-            .order_by(payouts.c.id).limit(limit)
-        )
-        claimed = claim_rows(conn, rt, query)
-        paid = set(conn.execute(select(payouts.c.id).where(
-            payouts.c.id.in_([w.id for w in claimed]), payouts.c.status == PayoutStatus.PAID)).scalars())
-    return claimed, paid
+        unchecked = (payouts.c.rail == rail_name, leases.free(payouts, conn),
+                     or_(payouts.c.checked_at.is_(None), payouts.c.checked_at < checked_before))
+        rows = list(conn.execute(for_update(conn, select(*CLAIMED).where(
+            payouts.c.status == PayoutStatus.SENT, *unchecked).order_by(payouts.c.id).limit(limit))).all())
+        if paid_since is not None and len(rows) < limit:
+            rows += conn.execute(for_update(conn, select(*CLAIMED).where(
+                payouts.c.status == PayoutStatus.PAID, payouts.c.updated_at >= paid_since, *unchecked)
+                .order_by(payouts.c.updated_at, payouts.c.id).limit(limit - len(rows)))).all()
+        claimed = _lease(conn, rt, rows)
+    paid = {row.id for row in rows if row.status == PayoutStatus.PAID}
+    return claimed, {w.id for w in claimed if w.id in paid}
 
 
 def release(rt: Runtime, claimed: Sequence[Work], **values: Any) -> None:
