@@ -431,7 +431,7 @@ class GiftCardSimulator:
         planned = request.fault.label if request.fault else ""
         status = request.fault.status if request.fault else 500
         if self.latency:
-            time.sleep(self.latency)
+            self.server.wait_stopped(self.latency)  # cut short when the simulator stops
         with self._lock:
             external_id, order = self._validate(body)
             existing = self._find(external_id) if external_id and self.dedup else None

@@ -443,7 +443,7 @@ class SalesforceSimulator:
         with self.lock:
             self.token_requests.append(dict(form))
         if self.token_delay:
-            time.sleep(self.token_delay)
+            self.server.wait_stopped(self.token_delay)  # cut short when the simulator stops
         if fault is not None and fault.body is not None:
             message = _loads(fault.body.body)[0]["message"]
             return fault.status, {"error": "server_error" if fault.status >= 500 else "invalid_request",
