@@ -29,7 +29,7 @@ shouting = check_plugins:Shouting
 check_misspelt = check_plugins:Misspelt
 """
 MODULE = textwrap.dedent("""
-    import _thread
+    import signal
     import sys
     import threading
 
@@ -49,7 +49,8 @@ MODULE = textwrap.dedent("""
 
     class InterruptedRail(ProviderRail):
         def send(self, instructions):
-            _thread.interrupt_main()  # as Ctrl-C does
+            # Ctrl-C: a SIGINT, which wakes the main thread where it waits (_thread.interrupt_main would not)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             RELEASE.wait(30)
             return super().send(instructions)
 
