@@ -108,6 +108,23 @@ def hubspot_event(kind: str, deal: str) -> dict[str, Any]:
             "objectId": int(deal), "changeSource": "CRM"}
 
 
+def hold_write_lock(path: Path, within: float = 10.0) -> sqlite3.Connection:
+    """A connection holding the SQLite file's write lock (``BEGIN EXCLUSIVE``), taken once whatever the daemon is
+    writing is committed: it waits for the lock (a busy timeout) and retries while it stays locked, up to
+    ``within`` seconds."""
+    holder = sqlite3.connect(path, timeout=within)
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            return holder
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                holder.close()
+                raise
+            time.sleep(0.05)
+
+
 def create_token(config: Path, env: dict[str, str], name: str, role: str) -> str:
     done = subprocess.run([*PAYHUB, "-c", str(config), "tokens", "create", "--name", name, "--role", role],
                           env=env, capture_output=True, text=True, timeout=60, check=True)
@@ -244,8 +261,7 @@ def test_the_daemon_serves_its_http_face(tmp_path: Path, sim: HubSpotSimulator) 
                    == {"sent"}, what="payouts sent")
 
         # Readiness through a database outage: another process holds the SQLite write lock.
-        holder = sqlite3.connect(tmp_path / "payhub.db", timeout=0)
-        holder.execute("BEGIN EXCLUSIVE")
+        holder = hold_write_lock(tmp_path / "payhub.db")
         try:
             outage = eventually(lambda: (r := client.get("/readyz")).status_code == 503 and r, what="not ready")
             failing = {check["name"] for check in outage.json()["checks"] if not check["ok"]}
