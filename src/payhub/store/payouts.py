@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
 from payhub.clock import utcnow
-from payhub.db.queries import IN_LIST, driver_sql, for_update, insert_returning, marks
+from payhub.db.queries import IN_LIST, INSERT_CHUNK, driver_sql, for_update, insert_returning, marks
 from payhub.db.schema import attempts, bind_time, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
@@ -395,8 +395,11 @@ _PAYOUT_COLUMNS = ("idempotency_key", "payee_id", "rail", "route_reason", "curre
                    "status", "attempts", "created_at", "updated_at")
 """The columns of a payout :func:`create` writes, in the order of its rows' values."""
 _INSERT_ITEMS = "INSERT INTO payout_items (payout_id, reward_id, amount_minor, fx) VALUES (?, ?, ?, ?)"
-_SCHEDULE_REWARD = (f"UPDATE rewards SET status = '{RewardStatus.SCHEDULED.value}', payout_id = ?, hold_code = NULL, "
-                    "hold_reason = NULL, updated_at = ? WHERE id = ?")
+_SCHEDULE_REWARDS = ("WITH v (reward, payout) AS (VALUES {}) "
+                     f"UPDATE rewards SET status = '{RewardStatus.SCHEDULED.value}', payout_id = v.payout, "
+                     "hold_code = NULL, hold_reason = NULL, updated_at = ? FROM v WHERE rewards.id = v.reward")
+"""The rewards scheduled into payouts: one statement per chunk of (reward id, payout id) pairs, so that PostgreSQL
+plans and runs one UPDATE for the chunk instead of one per reward."""
 
 
 def create(tx: Tx, rows: Sequence[tuple[str, str, str, str, str, int, int]],
@@ -406,7 +409,8 @@ def create(tx: Tx, rows: Sequence[tuple[str, str, str, str, str, int, int]],
     amount_minor, fx JSON or None)``: each is written and its reward becomes ``scheduled`` in that payout.
 
     Driver-level statements compiled once: the payouts by :func:`payhub.db.queries.insert_returning`, their ids
-    matched by key, one executemany of the items and one of the rewards."""
+    matched by key, one executemany of the items and one UPDATE of the rewards per
+    :data:`payhub.db.queries.INSERT_CHUNK`."""
     if not rows:
         return []
     conn = tx.conn
@@ -419,6 +423,9 @@ def create(tx: Tx, rows: Sequence[tuple[str, str, str, str, str, int, int]],
         return ids
     conn.exec_driver_sql(driver_sql(conn, _INSERT_ITEMS),
                          [(ids[index], reward_id, minor, fx) for index, reward_id, minor, fx in items])
-    conn.exec_driver_sql(driver_sql(conn, _SCHEDULE_REWARD),
-                         [(ids[index], at, reward_id) for index, reward_id, _minor, _fx in items])
+    pairs = [(reward_id, ids[index]) for index, reward_id, _minor, _fx in items]
+    for start in range(0, len(pairs), INSERT_CHUNK):
+        chunk = pairs[start:start + INSERT_CHUNK]
+        conn.exec_driver_sql(driver_sql(conn, _SCHEDULE_REWARDS.format(", ".join(["(?, ?)"] * len(chunk)))),
+                             (*(value for pair in chunk for value in pair), at))
     return ids
