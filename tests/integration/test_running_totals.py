@@ -256,3 +256,45 @@ def _raw_budget_used(conn: Connection, key: str) -> int:
     return sum(int(r.amount_minor) for r in conn.execute(sa_select(rewards).where(
         rewards.c.budget_key == key, rewards.c.status != "cancelled")) if not (r.status == "held" and
                                                                                 r.hold_code == "budget"))
+
+
+def test_statements_of_many_rows_keep_the_totals(db_url: str) -> None:
+    """Inserts, updates and deletes of many rewards in one statement, several of them on the same totals, some
+    moving what they count for and some not: the totals still equal the rewards (PostgreSQL keeps them once per
+    statement, SQLite once per row)."""
+    rng = random.Random(8)
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        _seed(engine, rng, 12)
+        with engine.begin() as conn:
+            events_ids = list(conn.execute(sa_select(events.c.id)).scalars())
+            conn.execute(rewards.insert(), [
+                {"event_id": rng.choice(events_ids), "program": rng.choice(PROGRAMS), "payee_id": rng.choice(PAYEES),
+                 "amount_minor": rng.randrange(-300, 3000), "currency": "EUR",
+                 "status": rng.choice(("pending", "held", "cancelled")), "hold_code": "budget",
+                 "budget_key": rng.choice((None, "pool", "other")), "created_at": NOW, "updated_at": NOW,
+                 "kind": rng.choice(("reward", "reward", "withholding"))} for _ in range(300)])
+        with engine.connect() as conn:
+            assert reward_store.totals_drift(conn) == []
+        changes = [
+            update(rewards).where(rewards.c.id % 3 == 0).values(status="scheduled", hold_code=None),
+            update(rewards).where(rewards.c.id % 4 == 1).values(status="cancelled"),
+            update(rewards).where(rewards.c.id % 5 == 2).values(payee_id="c", amount_minor=rewards.c.amount_minor + 7),
+            update(rewards).where(rewards.c.id % 7 == 3).values(budget_key="pool", status="held", hold_code="budget"),
+            update(rewards).where(rewards.c.id % 2 == 0).values(updated_at=NOW + timedelta(days=1)),
+            update(rewards).where(rewards.c.id > 0).values(program="rebate", kind="reward"),
+            delete(rewards).where(rewards.c.id % 6 == 5),
+        ]
+        for change in changes:
+            with engine.begin() as conn:
+                assert conn.execute(change).rowcount > 1
+            with engine.connect() as conn:
+                assert reward_store.totals_drift(conn) == [], str(change)
+                assert reward_store.budget_used(conn, "pool") == _raw_budget_used(conn, "pool")
+        with engine.begin() as conn:  # a statement that changes no row writes no total
+            before = _totals_writes(conn)
+            conn.execute(update(rewards).where(rewards.c.id < 0).values(status="cancelled"))
+            assert _totals_writes(conn) == before
+    finally:
+        engine.dispose()
