@@ -136,6 +136,12 @@ payout leaves ``paid`` only as ``returned``; the final statuses never change aga
 
 FINAL_PAYOUT: frozenset[PayoutStatus] = frozenset(s for s, following in PAYOUT_TRANSITIONS.items() if not following)
 """Payout statuses that never change: the payout did not pay (its rewards are owed again), or paid and came back."""
+CLAIMABLE_PAYOUT: tuple[PayoutStatus, ...] = (PayoutStatus.SCHEDULED, PayoutStatus.RETRYING, PayoutStatus.UNKNOWN,
+                                              PayoutStatus.SENDING)
+"""Payout statuses a disburse pass claims (when due)."""
+CLAIMABLE_PAYOUT_WHERE = f"status IN ({', '.join(repr(status.value) for status in CLAIMABLE_PAYOUT)})"
+"""SQL text of "in a claimable status": the condition of the partial index ``ix_payouts_claimable``, which a claim's
+statement must state as written for the planners to use the index."""
 
 
 def payout_allowed(current: str, new: str) -> bool:

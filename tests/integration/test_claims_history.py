@@ -21,7 +21,7 @@ from sqlalchemy import event, insert, update
 from payhub.clock import utcnow
 from payhub.db.schema import payouts
 from payhub.runtime import Runtime
-from payhub.store.payouts import claim_due, claim_to_settle
+from payhub.store.payouts import claim_due, claim_rows, claim_to_settle, due
 
 BASE = """
     [payees]
@@ -191,3 +191,23 @@ def test_a_leased_payout_is_not_claimed_twice(runtime: Runtime) -> None:
     assert [w.id for w in first] == ids[:3]
     assert [w.id for w in second] == ids[3:]
     assert json.dumps(sorted({w.lease for w in first} | {w.lease for w in second})).count(",") == 1  # two leases
+
+
+@pytest.mark.postgres
+def test_a_replica_claims_while_another_holds_its_claim_open(make_runtime: Any, tmp_path: Path) -> None:
+    """PostgreSQL: a claim locks exactly the payouts it returns, so another replica claiming at the same moment
+    takes the next ones instead of skipping more than were claimed."""
+    (tmp_path / "payees.csv").write_text("id,name,country\np1,Partner One,DE\n")
+    a: Runtime = make_runtime(BASE)
+    if a.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: no two claims are open at once")
+    from payhub.payees import sync_payees
+
+    sync_payees(a)
+    b: Runtime = make_runtime(BASE, migrate_db=False)
+    ids = [*_add(a, "scheduled", 10), *_add(a, "retrying", 10), *_add(a, "unknown", 10), *_add(a, "sending", 10)]
+    with a.engine.begin() as conn:
+        held = claim_rows(conn, a, due(conn, "r", 10))
+        taken = claim_due(b, "r", 10)  # while the first claim's transaction is still open
+    assert [w.id for w in held] == sorted(ids)[:10]
+    assert [w.id for w in taken] == sorted(ids)[10:20]

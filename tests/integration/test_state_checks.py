@@ -85,8 +85,9 @@ def test_migrating_rows_adds_the_checks_and_keeps_rows_indexes_and_foreign_keys(
         for table, before in indexes.items():  # every index survives the tables' rebuilds unchanged
             assert [index for index in after[table] if index in before] == before, table
         added = {index["name"] for table in after for index in after[table] if index not in indexes[table]}
-        # revision 0009's, for the console; 0011's, for the settle stage's return window
-        assert added == {"ix_events_object_id", "ix_payouts_provider_ref", "ix_payouts_status_rail_updated"}
+        # revision 0009's, for the console; 0011's, for the disburse and settle claims
+        assert added == {"ix_events_object_id", "ix_payouts_provider_ref", "ix_payouts_status_rail_updated",
+                         "ix_payouts_claimable"}
         with engine.connect() as conn:
             assert [conn.execute(select(func.count()).select_from(t)).scalar() for t in
                     (events, calculations, rewards, payouts, payout_items, attempts)] == [1] * 6

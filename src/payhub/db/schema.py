@@ -30,10 +30,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
 from payhub.states import (
+    CLAIMABLE_PAYOUT_WHERE,
     AttemptKind,
     AttemptOutcome,
     CalculationStatus,
@@ -334,8 +336,10 @@ payouts = Table(
     Column("checked_at", UTCDateTime),
     Column("hold_code", String(40)),  # a PayoutHold, for a held payout
     Column("first_sent_at", UTCDateTime),  # when it was first recorded sent or paid: its payment date (tax year)
-    # a rail's payouts to claim: on SQLite each status's in id order (the index ends with the rowid)
     Index("ix_payouts_status_rail", "status", "rail"),
+    # a rail's payouts to claim, by id: only those in a claimable status
+    Index("ix_payouts_claimable", "rail", "id", sqlite_where=text(CLAIMABLE_PAYOUT_WHERE),
+          postgresql_where=text(CLAIMABLE_PAYOUT_WHERE)),
     Index("ix_payouts_status_rail_updated", "status", "rail", "updated_at"),  # paid within a rail's return window
     # listings by status, rail or payee, paged by id
     Index("ix_payouts_status_id", "status", "id"),

@@ -48,13 +48,12 @@ from payhub.db.queries import IN_LIST, marks
 from payhub.money import to_minor
 from payhub.plugins import notify
 from payhub.runtime import Runtime
-from payhub.states import PayoutHold, PayoutStatus
+from payhub.states import CLAIMABLE_PAYOUT, PayoutHold, PayoutStatus
 from payhub.store import payouts as store
-from payhub.store.payouts import CLAIMABLE
 
 log = logging.getLogger(__name__)
 
-SENDABLE = CLAIMABLE  # the claimable statuses, as last audited
+SENDABLE = CLAIMABLE_PAYOUT  # the claimable statuses, as last audited
 ONCE_SENT = (PayoutStatus.SENT, PayoutStatus.PAID)
 """Once recorded (then final, or returned: a final status too), never sent again."""
 SHOWN = 8  # mismatches named in a payout's reason; the audit entry lists them all

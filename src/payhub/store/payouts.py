@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, literal, literal_column, or_, select, union_all, update
+from sqlalchemy import Connection, func, literal, literal_column, or_, select, text, update
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
@@ -26,6 +27,7 @@ from payhub.money import from_minor
 from payhub.payees import load_payees
 from payhub.runtime import Runtime, Tx
 from payhub.states import (
+    CLAIMABLE_PAYOUT_WHERE,
     PAYOUT_TRANSITIONS,
     AttemptKind,
     AttemptOutcome,
@@ -38,9 +40,6 @@ from payhub.states import payout_allowed as allowed
 from payhub.store import leases, release_requests
 
 log = logging.getLogger(__name__)
-
-CLAIMABLE = (PayoutStatus.SCHEDULED, PayoutStatus.RETRYING, PayoutStatus.UNKNOWN, PayoutStatus.SENDING)
-"""The statuses a disburse pass claims (when due)."""
 
 _SOURCES = {target: tuple(sorted(s for s, following in PAYOUT_TRANSITIONS.items() if target in following))
             for target in PAYOUT_TRANSITIONS}
@@ -124,21 +123,22 @@ CLAIMED = (payouts.c.id, payouts.c.idempotency_key, payouts.c.payee_id, payouts.
 
 
 def claim_due(rt: Runtime, rail_name: str, limit: int) -> list[Work]:
-    """Lease up to ``limit`` of the rail's claimable payouts that are due (``next_attempt_at`` passed), by id.
-
-    The cost follows the rail's claimable payouts, not all it ever had: each claimable status is read on its own, in
-    id order, up to ``limit`` (locked on PostgreSQL, skipping rows other replicas hold), and the first ``limit`` of
-    them are kept. One query over all the statuses at once would be planned as a walk of the rail's payouts by id
-    through every one already sent.
-    """
-    now = utcnow()
+    """Lease up to ``limit`` of the rail's claimable payouts that are due (``next_attempt_at`` passed), by id."""
     with rt.engine.begin() as conn:
-        due = (payouts.c.rail == rail_name, leases.free(payouts, conn),
-               or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= now))
-        each = union_all(*(select(for_update(conn, select(*CLAIMED).where(payouts.c.status == status, *due)
-                                             .order_by(payouts.c.id).limit(limit)).subquery())
-                           for status in CLAIMABLE)).subquery()
-        return _lease(conn, rt, conn.execute(select(each).order_by(each.c.id).limit(limit)).all())
+        return claim_rows(conn, rt, due(conn, rail_name, limit))
+
+
+def due(conn: Connection, rail_name: str, limit: int) -> Select[Any]:
+    """The first ``limit`` of the rail's claimable payouts that are due and free, by id (:data:`CLAIMED`).
+
+    The cost follows the rail's claimable payouts, not all it ever had: the partial index ``ix_payouts_claimable``
+    (rail, id) holds only payouts in a claimable status, and the statement states its condition as written
+    (:data:`payhub.states.CLAIMABLE_PAYOUT_WHERE`) so that both databases' planners use it, statistics or not. One
+    statement locks (PostgreSQL, skipping rows other replicas hold) exactly the payouts it returns."""
+    return select(*CLAIMED).where(
+        text(CLAIMABLE_PAYOUT_WHERE), payouts.c.rail == rail_name, leases.free(payouts, conn),
+        or_(payouts.c.next_attempt_at.is_(None), payouts.c.next_attempt_at <= utcnow()),
+    ).order_by(payouts.c.id).limit(limit)
 
 
 def claim_to_settle(rt: Runtime, rail_name: str, checked_before: datetime, paid_since: datetime | None,
