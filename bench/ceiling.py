@@ -2,7 +2,8 @@
 calls into an empty database of the same schema, with the same durability and transactions of the same size.
 
 - SQLite: ``sqlite3`` (the standard library) ``BEGIN; executemany; COMMIT`` into a fresh file made with the same
-  DDL (read from the run's ``sqlite_master``), WAL, the run's ``synchronous``, foreign keys on.
+  DDL (read from the run's ``sqlite_master``), WAL checkpointed as payhub's connections do, the run's ``synchronous``,
+  foreign keys on.
 - PostgreSQL: ``psycopg`` ``executemany`` of plain ``INSERT``s (no COPY) in one transaction per batch, into a fresh
   database migrated like the run's (same tables, keys and indexes), the server's default durability
   (``synchronous_commit`` as payhub runs with it).
@@ -32,8 +33,8 @@ def measure_ceiling(url: str, workdir: Path, *, synchronous: str = "FULL", event
         from payhub.db.engine import sqlite_file
 
         tables = _sqlite_tables(Path(str(sqlite_file(url))), workdir / "ceiling.db", synchronous, event_batch, batch)
-        method = (f"sqlite3 {sqlite3.sqlite_version} executemany, WAL, synchronous={synchronous}, foreign_keys=ON, "
-                  "same DDL as the migrated database, rows copied from it")
+        method = (f"sqlite3 {sqlite3.sqlite_version} executemany, WAL (checkpointed as payhub's), "
+                  f"synchronous={synchronous}, foreign_keys=ON, same DDL as the migrated database, rows copied from it")
     else:
         tables, server = _pg_tables(url, server_url or url, event_batch, batch)
         method = (f"psycopg executemany of plain INSERTs (no COPY), one transaction per batch, PostgreSQL {server}, "
@@ -56,6 +57,7 @@ def _rate(n: float, seconds: float) -> float | None:
 
 def _sqlite_tables(db_path: Path, target: Path, synchronous: str, event_batch: int, batch: int
                    ) -> dict[str, dict[str, Any]]:
+    from payhub.db.engine import WAL_CHECKPOINT_PAGES
     from payhub.db.schema import metadata
 
     src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -63,6 +65,7 @@ def _sqlite_tables(db_path: Path, target: Path, synchronous: str, event_batch: i
     tables: dict[str, dict[str, Any]] = {}
     try:
         dst.execute("PRAGMA journal_mode=WAL")
+        dst.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")  # as payhub's connections
         dst.execute(f"PRAGMA synchronous={synchronous}")
         dst.execute("PRAGMA foreign_keys=ON")
         for table in metadata.sorted_tables:  # parents before children, so foreign keys hold

@@ -24,6 +24,10 @@ from payhub.errors import PayhubError
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection attempt may take (libpq ``connect_timeout``)
+WAL_CHECKPOINT_PAGES = 16_000
+"""SQLite copies its write-ahead log back into the database file once it holds this many pages (about 64 MB), not
+every 1,000 (SQLite's default): index pages that many commits change in a row are written back once instead of at
+every checkpoint."""
 
 
 MASK = "***"
@@ -86,6 +90,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeo
             dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event emit BEGIN itself
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={round(sqlite_busy_timeout * 1000)}")
