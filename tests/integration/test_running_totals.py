@@ -260,8 +260,7 @@ def _raw_budget_used(conn: Connection, key: str) -> int:
 
 def test_statements_of_many_rows_keep_the_totals(db_url: str) -> None:
     """Inserts, updates and deletes of many rewards in one statement, several of them on the same totals, some
-    moving what they count for and some not: the totals still equal the rewards (PostgreSQL keeps them once per
-    statement, SQLite once per row)."""
+    moving what they count for and some not: the totals still equal the rewards."""
     rng = random.Random(8)
     engine = make_engine(db_url)
     try:
