@@ -78,24 +78,21 @@ def marks(count: int) -> str:
 
 
 INSERT_CHUNK = 200
-"""Rows per multi-row INSERT of :func:`insert_rows` (a few thousand values: far below either database's limit on
+"""Rows per multi-row INSERT of :func:`insert_returning` (a few thousand values: far below either database's limit on
 bound parameters)."""
 
 
-def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                returning: str | None = None) -> list[Any]:
+def insert_returning(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                     returning: str) -> list[Any]:
     """Insert ``rows`` (values in the order of ``columns``) into ``table`` at the driver level, one multi-row
-    ``INSERT`` per :data:`INSERT_CHUNK` rows (each chunk size compiled once). With ``returning``, each is an
-    ``INSERT … RETURNING returning`` and the returned rows come back as the driver gives them; their order is not
-    guaranteed: match them by a returned key or sort them. Without it, nothing is returned."""
+    ``INSERT … RETURNING returning`` per :data:`INSERT_CHUNK` rows (each chunk size compiled once); return the
+    returned rows as the driver gives them. Their order is not guaranteed: match them by a returned key or sort
+    them."""
     found: list[Any] = []
     row_marks = f"({marks(len(columns))})"
-    tail = "" if returning is None else f" RETURNING {returning}"
     for start in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[start:start + INSERT_CHUNK]
         sql = driver_sql(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                               f"{', '.join([row_marks] * len(chunk))}{tail}")
-        result = conn.exec_driver_sql(sql, tuple(value for row in chunk for value in row))
-        if returning is not None:
-            found.extend(result)
+                               f"{', '.join([row_marks] * len(chunk))} RETURNING {returning}")
+        found.extend(conn.exec_driver_sql(sql, tuple(value for row in chunk for value in row)))
     return found

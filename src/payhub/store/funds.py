@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, select, update
 
 from payhub import funds
-from payhub.db.queries import in_chunks, insert_ignore, insert_rows
+from payhub.db.queries import in_chunks, insert_ignore, insert_returning
 from payhub.db.schema import bind_time, fund_entries, fund_states, read_time
 from payhub.funds import Entry
 
@@ -47,11 +47,11 @@ NEW_ENTRY_COLUMNS = ("event_id", "program", "holder_id", "unit", "amount", "occu
 def insert(conn: Connection, rows: Sequence[tuple[Any, ...]], now: datetime
            ) -> list[tuple[int, int, str, str, str, str, datetime | None]]:
     """Write fund entries, each a tuple of :data:`NEW_ENTRY_COLUMNS`, created at ``now``; return ``(id, event_id,
-    program, holder_id, unit, amount, expires_at)`` of each, by id (:func:`payhub.db.queries.insert_rows`)."""
+    program, holder_id, unit, amount, expires_at)`` of each, by id (:func:`payhub.db.queries.insert_returning`)."""
     bind, read = bind_time(conn.dialect), read_time(conn.dialect)
     created = bind(now)
     written = [(entry_id, event_id, program, holder, unit, amount, read(expires))
-               for entry_id, event_id, program, holder, unit, amount, expires in insert_rows(
+               for entry_id, event_id, program, holder, unit, amount, expires in insert_returning(
                    conn, "fund_entries", (*NEW_ENTRY_COLUMNS, "created_at"),
                    [(event_id, program, holder, unit, amount, bind(occurred), bind(expires), description, details,
                      created)

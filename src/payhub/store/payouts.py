@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from payhub.api import PayoutInstruction
 from payhub.clock import utcnow
-from payhub.db.queries import IN_LIST, INSERT_CHUNK, driver_sql, for_update, insert_rows, marks
+from payhub.db.queries import IN_LIST, INSERT_CHUNK, driver_sql, for_update, insert_returning, marks
 from payhub.db.schema import attempts, bind_time, payouts, rewards
 from payhub.money import from_minor
 from payhub.payees import load_payees
@@ -394,6 +394,7 @@ def lease_owner(tx: Tx, payout_id: int) -> tuple[str | None] | None:
 _PAYOUT_COLUMNS = ("idempotency_key", "payee_id", "rail", "route_reason", "currency", "amount_minor", "item_count",
                    "status", "attempts", "created_at", "updated_at")
 """The columns of a payout :func:`create` writes, in the order of its rows' values."""
+_INSERT_ITEMS = "INSERT INTO payout_items (payout_id, reward_id, amount_minor, fx) VALUES (?, ?, ?, ?)"
 _SCHEDULE_REWARDS = ("WITH v (reward, payout) AS (VALUES {}) "
                      f"UPDATE rewards SET status = '{RewardStatus.SCHEDULED.value}', payout_id = v.payout, "
                      "hold_code = NULL, hold_reason = NULL, updated_at = ? FROM v WHERE rewards.id = v.reward")
@@ -407,21 +408,21 @@ def create(tx: Tx, rows: Sequence[tuple[str, str, str, str, str, int, int]],
     route reason, currency, amount_minor, item count)``; ``items`` are ``(index of the payout in rows, reward id,
     amount_minor, fx JSON or None)``: each is written and its reward becomes ``scheduled`` in that payout.
 
-    Driver-level statements compiled once: the payouts by :func:`payhub.db.queries.insert_rows`, their ids
-    matched by key, then the items the same way and one UPDATE of the rewards per
+    Driver-level statements compiled once: the payouts by :func:`payhub.db.queries.insert_returning`, their ids
+    matched by key, one executemany of the items and one UPDATE of the rewards per
     :data:`payhub.db.queries.INSERT_CHUNK`."""
     if not rows:
         return []
     conn = tx.conn
     at = bind_time(conn.dialect)(now)
     tail = (PayoutStatus.SCHEDULED.value, 0, at, at)
-    id_of = dict(insert_rows(conn, "payouts", _PAYOUT_COLUMNS, [(*row, *tail) for row in rows],
-                             "idempotency_key, id"))
+    id_of = dict(insert_returning(conn, "payouts", _PAYOUT_COLUMNS, [(*row, *tail) for row in rows],
+                                  "idempotency_key, id"))
     ids = [id_of[row[0]] for row in rows]
     if not items:
         return ids
-    insert_rows(conn, "payout_items", ("payout_id", "reward_id", "amount_minor", "fx"),
-                [(ids[index], reward_id, minor, fx) for index, reward_id, minor, fx in items])
+    conn.exec_driver_sql(driver_sql(conn, _INSERT_ITEMS),
+                         [(ids[index], reward_id, minor, fx) for index, reward_id, minor, fx in items])
     pairs = [(reward_id, ids[index]) for index, reward_id, _minor, _fx in items]
     for start in range(0, len(pairs), INSERT_CHUNK):
         chunk = pairs[start:start + INSERT_CHUNK]

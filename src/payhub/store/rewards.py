@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, or_, select, union, update
 
-from payhub.db.queries import for_update, in_chunks, insert_rows
+from payhub.db.queries import for_update, in_chunks, insert_returning
 from payhub.db.schema import (
     approvals,
     bind_time,
@@ -61,10 +61,10 @@ WRITTEN = ("id", "event_id", "program", "payee_id", "amount_minor", "currency", 
 """The columns of each reward :func:`insert` returns, in order."""
 def insert(conn: Connection, rows: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
     """Write rewards, each a tuple of :data:`NEW_REWARD_COLUMNS`, created at ``now``; return the :data:`WRITTEN`
-    columns of each, by id (:func:`payhub.db.queries.insert_rows`)."""
+    columns of each, by id (:func:`payhub.db.queries.insert_returning`)."""
     at = bind_time(conn.dialect)(now)
-    written = insert_rows(conn, "rewards", (*NEW_REWARD_COLUMNS, "created_at", "updated_at"),
-                          [(*row, at, at) for row in rows], ", ".join(WRITTEN))
+    written = insert_returning(conn, "rewards", (*NEW_REWARD_COLUMNS, "created_at", "updated_at"),
+                               [(*row, at, at) for row in rows], ", ".join(WRITTEN))
     written.sort()
     return written
 
