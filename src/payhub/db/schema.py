@@ -337,9 +337,8 @@ payouts = Table(
     Column("hold_code", String(40)),  # a PayoutHold, for a held payout
     Column("first_sent_at", UTCDateTime),  # when it was first recorded sent or paid: its payment date (tax year)
     Index("ix_payouts_status_rail", "status", "rail"),
-    # a rail's payouts to claim, by id: only those in a claimable status
-    Index("ix_payouts_claimable", "rail", "id", sqlite_where=text(CLAIMABLE_PAYOUT_WHERE),
-          postgresql_where=text(CLAIMABLE_PAYOUT_WHERE)),
+    # a rail's payouts to claim, by id: only those in a claimable status (on PostgreSQL: POSTGRESQL_INDEX_OPTIONS)
+    Index("ix_payouts_claimable", "rail", "id", sqlite_where=text(CLAIMABLE_PAYOUT_WHERE)),
     Index("ix_payouts_status_rail_updated", "status", "rail", "updated_at"),  # paid within a rail's return window
     # listings by status, rail or payee, paged by id
     Index("ix_payouts_status_id", "status", "id"),
@@ -347,7 +346,7 @@ payouts = Table(
     Index("ix_payouts_payee_id", "payee_id", "id"),
     # the console's search by rail reference, and by a bank file's name: the prefix of its lines' references
     # (LIKE 'file:%' on PostgreSQL needs the pattern operator class whatever the database's collation: see
-    # POSTGRESQL_INDEX_OPS)
+    # POSTGRESQL_INDEX_OPTIONS)
     Index("ix_payouts_provider_ref", "provider_ref"),
     one_of("status", PayoutStatus),
 )
@@ -529,20 +528,22 @@ statement_deliveries = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
-POSTGRESQL_INDEX_OPS: dict[str, dict[str, str]] = {
-    "ix_payouts_provider_ref": {"provider_ref": "varchar_pattern_ops"},
+POSTGRESQL_INDEX_OPTIONS: dict[str, dict[str, Any]] = {
+    "ix_payouts_provider_ref": {"ops": {"provider_ref": "varchar_pattern_ops"}},
+    "ix_payouts_claimable": {"where": text(CLAIMABLE_PAYOUT_WHERE)},
 }
-"""PostgreSQL operator classes of indexes (index name -> column -> class), the indexes' ``postgresql_ops``. They are
-set by :func:`use_postgresql_options` (:func:`payhub.db.engine.make_engine` calls it for a PostgreSQL URL), not
-declared in the ``Index`` itself: declaring a dialect's option makes SQLAlchemy import that dialect (all of
-``sqlalchemy.dialects.postgresql`` and its drivers' modules) when this module is imported, on SQLite too. The
-migrations create the indexes with them (0009_console)."""
+"""PostgreSQL options of indexes (index name -> option -> value: ``ops``, the columns' operator classes; ``where``,
+a partial index's condition), the indexes' ``postgresql_<option>``. They are set by :func:`use_postgresql_options`
+(:func:`payhub.db.engine.make_engine` calls it for a PostgreSQL URL), not declared in the ``Index`` itself:
+declaring a dialect's option makes SQLAlchemy import that dialect (all of ``sqlalchemy.dialects.postgresql`` and its
+drivers' modules) when this module is imported, on SQLite too. The migrations create the indexes with them
+(0009_console, 0011_settle_window)."""
 
 
 def use_postgresql_options() -> None:
-    """Give the indexes of :data:`POSTGRESQL_INDEX_OPS` their ``postgresql_ops`` (idempotent)."""
+    """Give the indexes of :data:`POSTGRESQL_INDEX_OPTIONS` their PostgreSQL options (idempotent)."""
     for table in metadata.tables.values():
         for index in table.indexes:
-            ops = POSTGRESQL_INDEX_OPS.get(str(index.name))
-            if ops is not None and index.dialect_options["postgresql"]["ops"] != ops:
-                index.dialect_options["postgresql"]["ops"] = ops
+            for option, value in POSTGRESQL_INDEX_OPTIONS.get(str(index.name), {}).items():
+                if index.dialect_options["postgresql"][option] is not value:
+                    index.dialect_options["postgresql"][option] = value
