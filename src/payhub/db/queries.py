@@ -78,8 +78,8 @@ def marks(count: int) -> str:
 
 
 INSERT_CHUNK = 200
-"""Rows per multi-row INSERT of :func:`insert_returning` (a few thousand values: far below either database's limit on
-bound parameters)."""
+"""Rows per multi-row statement: each INSERT of :func:`insert_returning`, each UPDATE of the rewards scheduled into
+payouts (a few thousand values: far below either database's limit on bound parameters)."""
 
 
 def insert_returning(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
