@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Select, Table
+from sqlalchemy import ColumnElement, Connection, Select, Table, literal_column
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
@@ -13,6 +13,15 @@ if TYPE_CHECKING:
 
 IN_LIST = 500
 """Values per ``IN (...)`` list: well under every backend's limit on bound parameters."""
+
+
+def unindexed(column: ColumnElement[str]) -> ColumnElement[str]:
+    """``column`` as an expression no index applies to (``column || ''``, the same text).
+
+    A condition on it filters the rows that an index on the statement's other conditions found. For a column that
+    most rows share (a program) beside a selective one (a payee): a planner without statistics (SQLite's, and
+    PostgreSQL's before its first ANALYZE) can rate both equally and walk all of the program's rows."""
+    return column.concat(literal_column("''"))
 
 
 def in_chunks(values: Iterable[str], size: int = IN_LIST) -> Iterator[list[str]]:

@@ -158,10 +158,10 @@ events = Table(
     Column("waits_for_payee", String(200)),  # a waiting event whose payee must be in the registry first
     Index("ix_events_status_id", "status", "id"),
     Index("ix_events_status_occurred", "status", "occurred_at"),  # future-dated events wait for their date
-    Index("ix_events_object", "source", "object_type", "object_id"),
     Index("ix_events_partner", "partner_id", "occurred_at"),
     Index("ix_events_source_id", "source", "id"),  # listings by source, paged by id
-    Index("ix_events_object_id", "object_id"),  # the console's search by CRM object id alone
+    # the events of a CRM object (source and type filter the few rows of its id), and the console's search by id
+    Index("ix_events_object_id", "object_id"),
     one_of("status", EventStatus),
 )
 
@@ -222,11 +222,10 @@ rewards = Table(
     Index("ix_rewards_status_payee", "status", "payee_id"),
     Index("ix_rewards_event", "event_id"),
     Index("ix_rewards_payout", "payout_id"),
-    Index("ix_rewards_program_payee", "program", "payee_id"),
     Index("ix_rewards_budget", "budget_key"),
     # listings by status, payee or program, paged by id
     Index("ix_rewards_status_id", "status", "id"),
-    Index("ix_rewards_payee_id", "payee_id", "id"),
+    Index("ix_rewards_payee_id", "payee_id", "id"),  # and a payee's sums in a program (payhub.db.queries.unindexed)
     Index("ix_rewards_program_id", "program", "id"),
     one_of("status", RewardStatus),
     one_of("hold_code", HoldCode),

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, not_, or_, select, union, update
 
-from payhub.db.queries import for_update, in_chunks, insert_returning
+from payhub.db.queries import for_update, in_chunks, insert_returning, unindexed
 from payhub.db.schema import (
     approvals,
     bind_time,
@@ -39,14 +39,17 @@ from payhub.states import FINAL_PAYOUT, RECHECKED_HOLDS, UNPAID, HoldCode, Rewar
 # Statements built once: each call only binds its values.
 _REWARDS_OF_EVENTS = rewards.join(events, events.c.id == rewards.c.event_id)
 _GRANTED = rewards.c.kind != RewardKind.WITHHOLDING
-_LIVE = and_(rewards.c.program == bindparam("program"), rewards.c.currency == bindparam("currency"),
-             rewards.c.status != RewardStatus.CANCELLED, _GRANTED)
+_LIVE = and_(rewards.c.currency == bindparam("currency"), rewards.c.status != RewardStatus.CANCELLED, _GRANTED)
 _IN_PERIOD = and_(events.c.occurred_at >= bindparam("since"), events.c.occurred_at < bindparam("until"))
-_SCOPES = {"payee": rewards.c.payee_id == bindparam("scope"), "partner": events.c.partner_id == bindparam("scope")}
+_PROGRAM = rewards.c.program == bindparam("program")
+# A payee's rewards are found by its index (ix_rewards_payee_id), their program filtered: see queries.unindexed.
+_OF_PAYEE = and_(rewards.c.payee_id == bindparam("scope"), unindexed(rewards.c.program) == bindparam("program"))
+_SCOPES = {"payee": _OF_PAYEE, "partner": and_(events.c.partner_id == bindparam("scope"), _PROGRAM),
+           "program": _PROGRAM}
 _SUM = func.coalesce(func.sum(rewards.c.amount_minor), 0)
 # (scope, within a period) -> the sum of the live rewards of a program in a currency, summed by the database
 _SUMS = {(per, timed): select(_SUM).select_from(_REWARDS_OF_EVENTS).where(
-    _LIVE, *([_SCOPES[per]] if per in _SCOPES else []), *([_IN_PERIOD] if timed else []))
+    _LIVE, _SCOPES[per], *([_IN_PERIOD] if timed else []))
     for per in ("payee", "partner", "program") for timed in (False, True)}
 _USES_BUDGET = and_(rewards.c.status != RewardStatus.CANCELLED,
                     not_(and_(rewards.c.status == RewardStatus.HELD, rewards.c.hold_code == HoldCode.BUDGET)))
@@ -109,7 +112,7 @@ def total(conn: Connection, program: str, payee_id: str, currency: str, since: d
     if since is None:
         return int(conn.exec_driver_sql(_totals_sql(conn, False), (currency, "payee", program, payee_id)).scalar_one())
     query = select(_SUM).where(
-        rewards.c.program == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
+        unindexed(rewards.c.program) == program, rewards.c.payee_id == payee_id, rewards.c.currency == currency,
         rewards.c.status != RewardStatus.CANCELLED, _GRANTED,
     )
     if since is not None:
