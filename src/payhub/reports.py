@@ -24,6 +24,7 @@ from payhub import funds as fund_math
 from payhub.audit_query import AuditFilters, detail_value, iter_entries
 from payhub.clock import utcnow
 from payhub.db import schema as tables
+from payhub.db.queries import unindexed
 from payhub.money import from_minor
 
 STREAM_ROWS = 2000
@@ -107,8 +108,8 @@ def rewards(conn: Connection, *, status: str | None = None, payee: str | None = 
         query = query.where(r_.c.status == status)
     if payee:
         query = query.where(r_.c.payee_id == payee)
-    if program:
-        query = query.where(r_.c.program == program)
+    if program:  # beside a payee: the payee's rewards, read through its index, filtered (queries.unindexed)
+        query = query.where((unindexed(r_.c.program) if payee else r_.c.program) == program)
     if hold_code:
         query = query.where(r_.c.hold_code == hold_code)
 

@@ -158,10 +158,10 @@ events = Table(
     Column("waits_for_payee", String(200)),  # a waiting event whose payee must be in the registry first
     Index("ix_events_status_id", "status", "id"),
     Index("ix_events_status_occurred", "status", "occurred_at"),  # future-dated events wait for their date
+    Index("ix_events_object", "source", "object_type", "object_id"),
     Index("ix_events_partner", "partner_id", "occurred_at"),
     Index("ix_events_source_id", "source", "id"),  # listings by source, paged by id
-    # the events of a CRM object (source and type filter the few rows of its id), and the console's search by id
-    Index("ix_events_object_id", "object_id"),
+    Index("ix_events_object_id", "object_id"),  # the console's search by CRM object id alone
     one_of("status", EventStatus),
 )
 
