@@ -246,7 +246,6 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
             if found[0] is not None:
                 key = (calc_row["program"], *found[0][1:])
                 volume[key] = volume.get(key, Decimal(0)) + found[1]
-    volumes.add(tx.conn, volume)
     _write_rewards(rt, tx, rows, calc_rows, results, cancelled, now, history.fund_read)
     waiting.hold_for_payees(tx, waits)
     waited = {row.id for row, _payee, _after, _reason in waits}
@@ -258,6 +257,9 @@ def _calculate_rows(rt: Runtime, tx: Tx, rows: Sequence[Any], programs: dict[str
     event_store.mark_calculated(tx.conn, event_ids, now)
     for event_id in event_ids:
         tx.audit("event.calculated", "event", event_id, {"programs": outcomes[event_id]})
+    # Last: replicas calculating events of the same partners and month wait on these rows until this transaction
+    # commits (volume totals have one row per key), so they are written when nothing else is left to do.
+    volumes.add(tx.conn, volume)
 
 
 def _budget_keys(rt: Runtime, programs: Mapping[str, object], batch: Sequence[Event]) -> set[str]:
