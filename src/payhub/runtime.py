@@ -58,6 +58,7 @@ class Runtime:
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.writer = AuditWriter(actor=actor, origin=f"{role}@{socket.gethostname()}:{os.getpid()}")
+        self._closed = False
         self.plugins = plugins if plugins is not None else Plugins(hooks=new_plugin_manager())
         self.stop_event = threading.Event()
         self._guards: dict[str, Guard] = {}
@@ -103,5 +104,9 @@ class Runtime:
                 notify(hook, entry=row)
 
     def close(self) -> None:
+        """Close the plugins and the database connections; again, it does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self.plugins.close()
         self.engine.dispose()

@@ -4,6 +4,7 @@ and a thread still working."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -84,3 +85,32 @@ def test_a_closed_stdout_is_reported_as_a_normal_exit_would(tmp_path: Path) -> N
         proc.stdout.close()
         status = proc.wait(timeout=60)
     assert status != 0
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-"])
+@pytest.mark.parametrize(("args", "status"), [(["--version"], 0), (["no-such-command"], 2)])
+def test_a_standard_stream_closed_from_the_start_keeps_the_status(closed: str, args: list[str], status: int) -> None:
+    """Started with stdout or stderr closed (cron, a supervisor), Python has no stream object for it: the status is
+    the command's, as with an ordinary exit."""
+    code = "from payhub.cli import entry; entry()"
+    done = subprocess.run(["sh", "-c", f'"$0" -c "{code}" "$@" {closed}', sys.executable, *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == status, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_a_command_leaves_the_sqlite_database_whole_in_its_file(tmp_path: Path) -> None:
+    """The command's database connections are closed before the process ends: SQLite checkpoints its write-ahead
+    log into the database file and removes it, so that the file alone (a copy, a backup) holds every commit."""
+    db = tmp_path / "payhub.db"
+    (tmp_path / "payhub.toml").write_text(f'[database]\nurl = "sqlite:///{db}"\n')
+    for args in (["db", "upgrade"], ["audit", "query", "--limit", "1"], ["audit", "verify"]):
+        done = entry(["-c", str(tmp_path / "payhub.toml"), *args], cwd=tmp_path)
+        assert done.returncode in (0, 1), (args, done.stdout, done.stderr)
+        assert not (tmp_path / "payhub.db-wal").exists(), args
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    with sqlite3.connect(copy) as conn:
+        actions = [action for (action,) in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
+    assert actions == ["audit.query", "audit.verify"], actions
+
