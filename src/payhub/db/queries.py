@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Select, Table, literal_column
+from sqlalchemy import ColumnElement, Connection, Integer, Numeric, Select, Table, literal_column
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
+T = TypeVar("T")
+
 IN_LIST = 500
 """Values per ``IN (...)`` list: well under every backend's limit on bound parameters."""
 
 
-def unindexed(column: ColumnElement[str]) -> ColumnElement[str]:
-    """``column`` as an expression no index applies to (``column || ''``, the same text).
+def unindexed(column: ColumnElement[T]) -> ColumnElement[T]:
+    """``column`` as an expression no index applies to, with the same value: ``column || ''`` for text, ``column + 0``
+    for numbers.
 
     A condition on it filters the rows that an index on the statement's other conditions found. For a column that
     most rows share (a program) beside a selective one (a payee): a planner without statistics (SQLite's, and
     PostgreSQL's before its first ANALYZE) can rate both equally and walk all of the program's rows."""
+    if isinstance(column.type, Integer | Numeric):
+        return column + literal_column("0")
     return column.concat(literal_column("''"))
 
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
 
-from payhub.db.queries import driver_sql, for_update, in_chunks, insert_ignore, marks
+from payhub.db.queries import driver_sql, for_update, in_chunks, insert_ignore, marks, unindexed
 from payhub.db.schema import bind_time, calculations, events, payees, sources
 from payhub.states import CalculationStatus, EventStatus
 from payhub.store import leases
@@ -256,8 +256,11 @@ def reset_failed_sources(conn: Connection) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- waiting events
 
 _EARLIER = events.alias("earlier")
+# The earlier events of the same CRM object, read through ``ix_events_object``. Their ids are compared (and their
+# least taken) as expressions no index serves: otherwise PostgreSQL, before its first ANALYZE, rates the source's index
+# ``ix_events_source_id`` (source, id) as good and walks every earlier event of the source, for each event.
 _SAME_OBJECT_BEFORE = and_(_EARLIER.c.source == events.c.source, _EARLIER.c.object_type == events.c.object_type,
-                           _EARLIER.c.object_id == events.c.object_id, _EARLIER.c.id < events.c.id)
+                           _EARLIER.c.object_id == events.c.object_id, unindexed(_EARLIER.c.id) < events.c.id)
 _SET_WAITING = update(events).where(events.c.id == bindparam("event_id")).values(
     status=EventStatus.WAITING, reason=bindparam("waiting_reason"), waits_for_payee=bindparam("waits_for_payee"))
 
@@ -297,7 +300,7 @@ def next_ingested(horizon: datetime, limit: int) -> Select[Any]:
     none."""
     not_due = or_(_EARLIER.c.status == EventStatus.WAITING,
                   and_(_EARLIER.c.status == EventStatus.INGESTED, _EARLIER.c.occurred_at > horizon))
-    waits_for = select(func.min(_EARLIER.c.id)).where(_SAME_OBJECT_BEFORE, not_due).scalar_subquery()
+    waits_for = select(func.min(unindexed(_EARLIER.c.id))).where(_SAME_OBJECT_BEFORE, not_due).scalar_subquery()
     return select(*_CALCULATED_COLUMNS, waits_for.label("waits_for")).where(
         events.c.status == EventStatus.INGESTED).order_by(events.c.id).limit(limit)
 
