@@ -276,6 +276,20 @@ def test_statements_of_many_rows_keep_the_totals(db_url: str) -> None:
                  "kind": rng.choice(("reward", "reward", "withholding"))} for _ in range(300)])
         with engine.connect() as conn:
             assert reward_store.totals_drift(conn) == []
+        with engine.begin() as conn:  # one statement of many rows (a VALUES list), as the calculate stage inserts
+            conn.execute(rewards.insert().values([
+                {"event_id": rng.choice(events_ids), "program": rng.choice(PROGRAMS), "payee_id": rng.choice(PAYEES),
+                 "amount_minor": rng.randrange(-300, 3000), "currency": rng.choice(("EUR", "USD")),
+                 "status": rng.choice(("pending", "held", "cancelled")), "hold_code": "budget",
+                 "budget_key": rng.choice((None, "pool", "other")), "created_at": NOW, "updated_at": NOW,
+                 "kind": rng.choice(("reward", "reward", "withholding"))} for _ in range(200)]))
+            conn.execute(rewards.insert().values([  # rows none of which counts: no total written
+                {"event_id": events_ids[0], "program": "spiff", "payee_id": "a", "amount_minor": 5, "currency": "EUR",
+                 "status": "cancelled", "budget_key": "pool", "created_at": NOW, "updated_at": NOW}] * 2))
+        with engine.connect() as conn:
+            assert reward_store.totals_drift(conn) == []
+            assert reward_store.budget_used(conn, "pool") == _raw_budget_used(conn, "pool")
+            assert reward_store.budget_used(conn, "other") == _raw_budget_used(conn, "other")
         changes = [
             update(rewards).where(rewards.c.id % 3 == 0).values(status="scheduled", hold_code=None),
             update(rewards).where(rewards.c.id % 4 == 1).values(status="cancelled"),
