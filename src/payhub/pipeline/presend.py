@@ -1,6 +1,6 @@
 """The check before each send: a payout goes out only as the audit chain recorded it.
 
-For the payouts of a batch about to be sent, two statements (per 500 payouts, executed at the driver level) read
+For the payouts of a batch about to be sent, statements by key (per 500 payouts, executed at the driver level) read
 their audit entries, and their items with the rewards they pay and each reward's ``reward.calculated`` and
 ``reward.scheduled`` entries; each detail is parsed once, and a payout whose rows all match takes a quick path (any
 doubt goes through the full comparison, which names every mismatch). The payout is sent only if:
@@ -143,42 +143,48 @@ def _object(detail: Any) -> dict[str, Any]:
 
 _PAYOUT_ENTRIES = ("SELECT subject_id, seq, action, outcome, detail FROM audit_log "
                    "WHERE subject_type = 'payout' AND subject_id IN ({})")
-_ITEM_ENTRIES = (
-    "SELECT pi.payout_id, pi.reward_id, pi.amount_minor, r.amount_minor, r.currency, r.payee_id, a.seq, a.action, "
-    "a.detail FROM payout_items pi LEFT JOIN rewards r ON r.id = pi.reward_id "
-    "LEFT JOIN audit_log a ON a.subject_type = 'reward' AND a.subject_id = CAST(pi.reward_id AS VARCHAR(20)) "
-    "AND a.action IN ('reward.calculated', 'reward.scheduled') WHERE pi.payout_id IN ({}) "
-    "ORDER BY pi.payout_id, pi.reward_id")
+_ITEMS = ("SELECT payout_id, reward_id, amount_minor FROM payout_items WHERE payout_id IN ({}) "
+          "ORDER BY payout_id, reward_id")
+_REWARDS = "SELECT id, amount_minor, currency, payee_id FROM rewards WHERE id IN ({})"
+# The action is compared as an expression no index serves, so that the rewards' entries are read by subject: a planner
+# without statistics may otherwise join the action's index in, which holds every reward's entries.
+_REWARD_ENTRIES = ("SELECT subject_id, seq, action, detail FROM audit_log WHERE subject_type = 'reward' "
+                   "AND subject_id IN ({}) AND action || '' IN ('reward.calculated', 'reward.scheduled')")
 
 
 def _read(conn: Connection, ids: list[int]) -> tuple[dict[str, list[AuditRow]], dict[str, dict[int, _Item]]]:
-    """The payouts' own audit entries, and their items with each reward's row and calculated / scheduled entries:
-    two statements per chunk of ids, executed at the driver level, rows read as plain tuples."""
+    """The payouts' own audit entries, and their items with each reward's row and calculated / scheduled entries,
+    executed at the driver level, rows read as plain tuples. Every statement reads by key (a list of at most
+    :data:`IN_LIST` ids): the cost follows the batch, not the tables, whatever the planner knows of them."""
     entries: dict[str, list[AuditRow]] = defaultdict(list)
     items: dict[str, dict[int, _Item]] = defaultdict(dict)
     for start in range(0, len(ids), IN_LIST):
         chunk = ids[start:start + IN_LIST]
-        in_list = marks(len(chunk))
-        for subject, seq, action, outcome, detail in store.fetch(conn, _PAYOUT_ENTRIES.format(in_list),
+        for subject, seq, action, outcome, detail in store.fetch(conn, _PAYOUT_ENTRIES.format(marks(len(chunk))),
                                                                  [str(i) for i in chunk]):
             entries[subject].append(AuditRow(seq, subject, action, outcome, detail))
-        by_reward: dict[int, _Item] = {}
-        current: _Item | None = None
-        last_payout = last_reward = None
-        for payout, reward, item_minor, reward_minor, currency, payee, seq, action, detail in store.fetch(
-                conn, _ITEM_ENTRIES.format(in_list), chunk):
-            if current is None or reward != last_reward or payout != last_payout:  # rows come ordered by item
-                if payout != last_payout:
-                    by_reward, last_payout = items[str(payout)], payout
-                current = by_reward[reward] = _Item(str(payout), item_minor, reward_minor, currency, payee)
-                last_reward = reward
-            if seq is None:
-                continue
-            if action == "reward.calculated":
-                if current.calculated is None or seq > current.calculated[0]:
-                    current.calculated = (seq, detail)
-            else:
-                current.scheduled.append((seq, detail))
+        rows = store.fetch(conn, _ITEMS.format(marks(len(chunk))), chunk)
+        rewards: dict[int, tuple[Any, Any, Any]] = {}
+        of_reward: dict[str, list[_Item]] = defaultdict(list)
+        reward_ids = sorted({reward for _payout, reward, _minor in rows})
+        for at in range(0, len(reward_ids), IN_LIST):
+            part = reward_ids[at:at + IN_LIST]
+            rewards.update((reward, rest) for reward, *rest in store.fetch(conn, _REWARDS.format(marks(len(part))),
+                                                                           part))
+        for payout, reward, item_minor in rows:
+            item = items[str(payout)][reward] = _Item(str(payout), item_minor, *rewards.get(reward, (None,) * 3))
+            of_reward[str(reward)].append(item)
+        texts = sorted(of_reward)
+        for at in range(0, len(texts), IN_LIST):
+            part_texts = texts[at:at + IN_LIST]
+            for subject, seq, action, detail in store.fetch(conn, _REWARD_ENTRIES.format(marks(len(part_texts))),
+                                                            part_texts):
+                for item in of_reward[subject]:
+                    if action == "reward.calculated":
+                        if item.calculated is None or seq > item.calculated[0]:
+                            item.calculated = (seq, detail)
+                    else:
+                        item.scheduled.append((seq, detail))
     return entries, items
 
 
