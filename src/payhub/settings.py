@@ -108,6 +108,8 @@ class DatabaseSettings(_Section):
         description="How long a worker owns the payouts or source it claimed; must exceed two rail timeouts.")
     sqlite_busy_timeout_seconds: float = Field(
         30, ge=0, le=HOUR, description="How long a SQLite statement waits for a lock another process holds.")
+    refresh_statistics: bool = Field(
+        True, description="PostgreSQL: ANALYZE payhub's tables as they grow (a first backlog), not only by autovacuum.")
 
     @field_validator("url")
     @classmethod

@@ -33,6 +33,7 @@ from payhub.checkpoints import Checkpointer
 from payhub.collector import tune_for_batches
 from payhub.db.engine import lock_sqlite_file, sqlite_file
 from payhub.db.faults import describe, is_transient
+from payhub.db.statistics import Statistics
 from payhub.logs import Reminder
 from payhub.payees import sync_payees
 from payhub.pipeline.calculate import calculate_batch, register_program_versions
@@ -135,6 +136,7 @@ class Worker:
         self.outage = Outage(rt.settings.daemon.db_outage_log_seconds)
         self.reminder = Reminder()  # conditions that last, logged when they begin and every REMIND_SECONDS
         self.checkpointer: Checkpointer | None = None  # signs the audit head when a key is configured
+        self.statistics = Statistics(rt.engine, enabled=rt.settings.database.refresh_statistics)
         self._waited: set[str] = set()  # rails whose abandoned call run_once has waited for
 
     def start(self) -> None:
@@ -292,6 +294,7 @@ class Worker:
             if force or name in self._more or now >= self._next_poll.get(name, 0):
                 self._next_poll[name] = now + rt.settings.sources[name].poll_interval_seconds
                 n, more = poll_batches(rt, name, STAGE_BATCHES)
+                self.statistics.tick()
                 self._more.discard(name)
                 if more:
                     self._more.add(name)
@@ -325,6 +328,7 @@ class Worker:
                 break
             n = self._resolving_conflicts(stage, step)
             self._note(stage, n)
+            self.statistics.tick()  # a fast-growing table is analyzed between batches, not only between passes
             if not n:
                 break
             did = True

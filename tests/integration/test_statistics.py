@@ -1,0 +1,127 @@
+"""The daemon analyzes payhub's tables on PostgreSQL as they grow (``database.refresh_statistics``): a table is
+analyzed once it holds 1,000 rows without statistics, and again each time it has changed by as many rows as it held
+at its last ANALYZE; never more often than every few seconds, never on SQLite, and a failure is a warning, once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+import payhub.db.statistics
+from payhub.api import SourceRecord
+from payhub.db.statistics import INTERVAL_SECONDS, Statistics
+from payhub.runtime import Runtime
+from payhub.worker import Worker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _add_events(engine: Engine, first: int, count: int) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO events (key, source, object_type, object_id, transition, event_type, attributes, status, "
+            "ingested_at) SELECT 'k' || g, 's', 'T', g::text, 'won', 'deal_won', '{}', 'calculated', now() "
+            "FROM generate_series(%s::integer, %s::integer) g", (first, first + count - 1))
+        conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")  # the counters, seen by other sessions at once
+
+
+def _analyzed(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = %s", (table,)).scalar_one())
+
+
+def _eventually(check: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """``check()`` once it is true: the cumulative statistics reach other sessions within about a second."""
+    deadline = time.monotonic() + seconds
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+@pytest.fixture
+def runtime(make_runtime: Any, db_url: str) -> Runtime:
+    """A migrated PostgreSQL database (the tests that use it are skipped on SQLite)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("statistics are refreshed on PostgreSQL only")
+    rt: Runtime = make_runtime("")
+    return rt
+
+
+def test_a_table_is_analyzed_when_it_fills_and_again_when_it_doubles(runtime: Runtime) -> None:
+    stats = Statistics(runtime.engine, tables=["events"])
+    _add_events(runtime.engine, 1, 999)
+    time.sleep(1.2)  # past the counters' flush: 999 rows are not enough
+    assert stats.refresh() == []
+    _add_events(runtime.engine, 1000, 1)
+    assert _eventually(stats.refresh) == ["events"]
+    assert _analyzed(runtime.engine, "events") == 1
+    assert stats.refresh() == []  # analyzed: nothing changed since
+    _add_events(runtime.engine, 1001, 999)  # 999 changes on 1,000 rows: not yet
+    time.sleep(1.2)
+    assert stats.refresh() == []
+    _add_events(runtime.engine, 2000, 1)
+    assert _eventually(stats.refresh) == ["events"]
+    assert _analyzed(runtime.engine, "events") == 2
+
+
+def test_it_looks_at_most_every_few_seconds_and_only_when_enabled(runtime: Runtime) -> None:
+    clock = Clock()
+    stats = Statistics(runtime.engine, clock=clock, tables=["events"])
+    off = Statistics(runtime.engine, enabled=False, clock=clock, tables=["events"])
+    assert stats.tick() == []  # nothing due: the next look is INTERVAL_SECONDS away
+    _add_events(runtime.engine, 1, 1500)
+    time.sleep(1.2)
+    clock.now += INTERVAL_SECONDS - 0.1
+    assert stats.tick() == [] and off.tick() == []
+    clock.now += 0.1
+    assert stats.tick() == ["events"]
+    assert off.tick() == [] and _analyzed(runtime.engine, "events") == 1
+
+
+def test_a_failure_is_a_warning_once_and_stops_nothing(runtime: Runtime, caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    stats = Statistics(runtime.engine, clock=clock)
+    monkeypatch.setattr(payhub.db.statistics, "_DUE", "SELECT relname FROM no_such_view WHERE %s IS NOT NULL "
+                        "AND %s > 0")
+    with caplog.at_level(logging.DEBUG, logger="payhub.db.statistics"):
+        assert stats.tick() == []
+        clock.now += INTERVAL_SECONDS
+        assert stats.tick() == []
+    levels = [record.levelno for record in caplog.records]
+    assert levels == [logging.WARNING, logging.DEBUG], caplog.records
+    assert "could not refresh the planner statistics" in caplog.records[0].getMessage()
+
+
+def test_the_daemon_looks_between_the_batches_of_every_stage(make_runtime: Any, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """A backlog is analyzed as it is taken in, not after: the worker looks after each batch (the look itself is
+    timed by :class:`Statistics`)."""
+    looked: list[dict[str, int]] = []
+    monkeypatch.setattr(Statistics, "tick", lambda self: looked.append(dict(worker.summary.counts)) or [])
+    rt = make_runtime('[sources.s]\nplugin = "fake"\nbatch_size = 100\n[programs.flat]\ncalculator = "flat"\n'
+                      'amount = "10"\ncurrency = "EUR"\nevent_types = ["deal_won"]\n')
+    rt.settings.database.batch_size = 100
+    rt.plugins.sources["s"].push(*(SourceRecord("Deal", f"d{n}", "won", "deal_won", "2026-02-01T00:00:00Z", "rep1",
+                                                "100", "EUR", "acme") for n in range(300)))
+    worker = Worker(rt)
+    worker.start()
+    try:
+        worker.run_once()
+    finally:
+        worker.stop()
+    calculated = [seen["calculated"] for seen in looked]
+    assert calculated[0] == 0, looked  # after the source's poll, before the first calculation
+    assert {100, 200, 300} <= set(calculated), looked  # after each calculate batch of 100
