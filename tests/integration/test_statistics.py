@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 import payhub.db.statistics
 from payhub.api import SourceRecord
+from payhub.db.engine import make_engine
 from payhub.db.statistics import INTERVAL_SECONDS, Statistics
 from payhub.runtime import Runtime
 from payhub.worker import Worker
@@ -103,6 +105,31 @@ def test_a_failure_is_a_warning_once_and_stops_nothing(runtime: Runtime, caplog:
     levels = [record.levelno for record in caplog.records]
     assert levels == [logging.WARNING, logging.DEBUG], caplog.records
     assert "could not refresh the planner statistics" in caplog.records[0].getMessage()
+
+
+def test_tables_another_role_owns_are_left_to_autovacuum(runtime: Runtime, db_url: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A user that does not own the tables: PostgreSQL would skip them with a notice, so they are not asked for
+    (no "analyzed" claim, no ANALYZE every few seconds), and a warning says so once."""
+    role = f"payhub_stats_{uuid.uuid4().hex[:8]}"
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        conn.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    _add_events(runtime.engine, 1, 1500)
+    engine = make_engine(make_url(db_url).set(username=role).render_as_string(hide_password=False))
+    try:
+        stats = Statistics(engine, tables=["events"])
+        with caplog.at_level(logging.INFO, logger="payhub.db.statistics"):
+            time.sleep(1.2)
+            assert stats.refresh() == [] and stats.refresh() == []
+        assert [r.levelno for r in caplog.records] == [logging.WARNING], caplog.records
+        assert "does not own" in caplog.records[0].getMessage()
+        assert _analyzed(runtime.engine, "events") == 0
+    finally:
+        engine.dispose()
+        with runtime.engine.begin() as conn:
+            conn.exec_driver_sql(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
 
 
 def test_the_daemon_looks_between_the_batches_of_every_stage(make_runtime: Any, monkeypatch: pytest.MonkeyPatch

@@ -8,10 +8,11 @@ entries against 2 ms once analyzed, growing with the log).
 
 :class:`Statistics` analyzes, at most every :data:`INTERVAL_SECONDS`, the payhub tables that have never been
 analyzed and hold :data:`MIN_CHANGES` rows, or have changed since their last ANALYZE by at least as many rows as
-they held then (so a table that grows from nothing is analyzed some twenty times on its way to a million rows).
+they held then (so a table that grows from nothing is analyzed some ten times on its way to a million rows).
 ``ANALYZE (SKIP_LOCKED)`` takes a lock that neither reads nor writes wait for, and skips a table that another
-replica or autovacuum is analyzing. A failure (a user that does not own the tables, an outage) is logged and
-changes nothing else. SQLite is left alone: its planner does not depend on statistics in this way.
+replica or autovacuum is analyzing. Tables the database user does not own are left to autovacuum (a warning says
+so, once); a failure (an outage) is logged and changes nothing else. SQLite is left alone: its planner does not
+depend on statistics in this way.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ INTERVAL_SECONDS = 5.0
 MIN_CHANGES = 1000
 """Rows a table holds, or has changed by, before it is analyzed."""
 
-_DUE = """SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-WHERE s.schemaname = current_schema() AND s.relname = ANY(%s)
+_DUE = """SELECT s.relname, pg_has_role(c.relowner, 'USAGE') FROM pg_stat_user_tables s JOIN pg_class c
+ON c.oid = s.relid WHERE s.schemaname = current_schema() AND s.relname = ANY(%s)
 AND s.n_mod_since_analyze >= greatest(%s, c.reltuples)
 ORDER BY s.relname"""
 """The tables due: changed since their last ANALYZE by as many rows as they held then (``reltuples`` is -1 or 0
-before the first), and by at least the minimum."""
+before the first), and by at least the minimum; each with whether this user may analyze it (it owns the table, or
+is a member of the role that does: PostgreSQL skips the others with a notice)."""
 
 
 class Statistics:
@@ -54,6 +56,7 @@ class Statistics:
         self._clock = clock
         self._next = 0.0
         self._failed = False  # logged once as a warning, then at debug level
+        self._not_owned = False  # tables this user may not analyze, logged once
 
     def tick(self) -> list[str]:
         """Analyze the tables that are due, if it is time to look; return those analyzed."""
@@ -72,10 +75,16 @@ class Statistics:
     def refresh(self) -> list[str]:
         """Analyze the tables that are due now; return them."""
         with self.engine.connect() as conn:
-            due = [row[0] for row in conn.exec_driver_sql(_DUE, (self.tables, MIN_CHANGES)).all()]
+            rows = conn.exec_driver_sql(_DUE, (self.tables, MIN_CHANGES)).all()
+            due = [name for name, allowed in rows if allowed]
             if due:
                 conn.exec_driver_sql("ANALYZE (SKIP_LOCKED) " + ", ".join(f'"{name}"' for name in due))
             conn.commit()
+        others = sorted(name for name, allowed in rows if not allowed)
+        if others and not self._not_owned:
+            log.warning("cannot refresh the planner statistics (ANALYZE) of %s: this database user does not own "
+                        "them; autovacuum keeps them as usual", ", ".join(others))
+            self._not_owned = True
         if due:
             log.info("analyzed %s: their planner statistics were missing or out of date", ", ".join(due))
         return due
