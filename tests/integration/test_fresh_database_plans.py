@@ -39,6 +39,8 @@ def test_the_claim_reads_earlier_events_of_an_object_by_object(runtime: Runtime)
     [plan] = plans(runtime, lambda conn: event_store.claim_ingested(conn, HORIZON, 2000), "earlier")
     assert "ix_events_object" in plan, plan
     assert "ix_events_source_id" not in plan, plan
+    if runtime.engine.dialect.name == "sqlite":  # the object's earlier events only, bound by the id
+        assert "ix_events_object (source=? AND object_type=? AND object_id=? AND rowid<?)" in plan, plan
 
 
 def _check_reads(conn: Connection) -> None:

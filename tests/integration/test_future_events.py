@@ -218,9 +218,9 @@ def test_the_waiting_selections_go_through_the_status_date_index(make_runtime: A
     if rt.engine.dialect.name != "sqlite":
         pytest.skip("the plans are read from SQLite; PostgreSQL's depend on its statistics")
     with rt.engine.connect() as conn:
-        due = _plan(conn, event_store.due_waiting(START, 10))
+        due = _plan(conn, event_store.due_waiting(conn.dialect.name, START, 10))
         assert due.startswith("SEARCH events USING INDEX ix_events_status_occurred (status=? AND occurred_at<?)"), due
-        following = _plan(conn, event_store.next_ingested(START, 10))
+        following = _plan(conn, event_store.next_ingested(conn.dialect.name, START, 10))
         assert following.startswith("SEARCH events USING INDEX ix_events_status_id (status=?)"), following
         for plan in (due, following):
             assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan  # the index order: nothing read to sort

@@ -92,19 +92,55 @@ def test_it_looks_at_most_every_few_seconds_and_only_when_enabled(runtime: Runti
     assert off.tick() == [] and _analyzed(runtime.engine, "events") == 1
 
 
-def test_a_failure_is_a_warning_once_and_stops_nothing(runtime: Runtime, caplog: pytest.LogCaptureFixture,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_is_a_warning_once_and_the_looks_pause_longer(runtime: Runtime, caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
     stats = Statistics(runtime.engine, clock=clock)
     monkeypatch.setattr(payhub.db.statistics, "_DUE", "SELECT relname FROM no_such_view WHERE %s IS NOT NULL "
                         "AND %s > 0")
     with caplog.at_level(logging.DEBUG, logger="payhub.db.statistics"):
-        assert stats.tick() == []
+        assert stats.tick() == []  # fails: a warning; the next look in 2 × INTERVAL_SECONDS
         clock.now += INTERVAL_SECONDS
-        assert stats.tick() == []
+        assert stats.tick() == []  # not yet: nothing logged
+        clock.now += INTERVAL_SECONDS
+        assert stats.tick() == []  # the same cause again: debug
     levels = [record.levelno for record in caplog.records]
     assert levels == [logging.WARNING, logging.DEBUG], caplog.records
     assert "could not refresh the planner statistics" in caplog.records[0].getMessage()
+    assert "tries again in 10s" in caplog.records[0].getMessage()
+
+
+def test_analyze_gives_up_on_a_lock_a_migration_holds(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    """An open transaction holding an index of the table (as a migration does): ANALYZE waits a moment, then gives
+    up until the next look; the other transaction is not disturbed."""
+    _add_events(runtime.engine, 1, 1500)
+    time.sleep(1.2)
+    stats = Statistics(runtime.engine, tables=["events"])
+    with runtime.engine.connect() as other:
+        other.exec_driver_sql("ALTER INDEX ix_events_object SET (fillfactor = 80)")  # its transaction stays open
+        started = time.monotonic()
+        with caplog.at_level(logging.DEBUG, logger="payhub.db.statistics"):
+            assert stats.tick() == []
+        assert time.monotonic() - started < 2.0
+        assert [r.levelno for r in caplog.records] == [logging.DEBUG], caplog.records
+        other.exec_driver_sql("ALTER INDEX ix_events_object RESET (fillfactor)")
+        other.commit()
+    assert _analyzed(runtime.engine, "events") == 0
+
+
+def test_the_tables_are_found_where_the_search_path_finds_them(runtime: Runtime, db_url: str) -> None:
+    """An empty schema first in the search path (say one named as the user): the tables are still found."""
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA first_in_path")
+    _add_events(runtime.engine, 1, 1500)
+    url = make_url(db_url).update_query_dict({"options": "-c search_path=first_in_path,public"})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT current_schema()").scalar_one() == "first_in_path"
+        assert _eventually(Statistics(engine, tables=["events"]).refresh) == ["events"]
+    finally:
+        engine.dispose()
 
 
 def test_tables_another_role_owns_are_left_to_autovacuum(runtime: Runtime, db_url: str,

@@ -13,7 +13,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, bindparam, exists, func, or_, select, update
 
 from payhub.db.queries import driver_sql, for_update, in_chunks, insert_ignore, marks, unindexed
 from payhub.db.schema import bind_time, calculations, events, payees, sources
@@ -256,27 +256,34 @@ def reset_failed_sources(conn: Connection) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- waiting events
 
 _EARLIER = events.alias("earlier")
-# The earlier events of the same CRM object, read through ``ix_events_object``. Their ids are compared (and their
-# least taken) as expressions no index serves: otherwise PostgreSQL, before its first ANALYZE, rates the source's index
-# ``ix_events_source_id`` (source, id) as good and walks every earlier event of the source, for each event.
-_SAME_OBJECT_BEFORE = and_(_EARLIER.c.source == events.c.source, _EARLIER.c.object_type == events.c.object_type,
-                           _EARLIER.c.object_id == events.c.object_id, unindexed(_EARLIER.c.id) < events.c.id)
+
+
+def _same_object_before(dialect: str) -> ColumnElement[bool]:
+    """The earlier events of the same CRM object, read through ``ix_events_object``. On PostgreSQL their ids are
+    compared (and their least taken) as expressions no index serves: otherwise PostgreSQL, before its first ANALYZE,
+    rates the source's index ``ix_events_source_id`` (source, id) as good and walks every earlier event of the source,
+    for each event. SQLite's planner reads the object's index with the id bound (its entries end in the rowid)."""
+    earlier_id = unindexed(_EARLIER.c.id) if dialect == "postgresql" else _EARLIER.c.id
+    return and_(_EARLIER.c.source == events.c.source, _EARLIER.c.object_type == events.c.object_type,
+                _EARLIER.c.object_id == events.c.object_id, earlier_id < events.c.id)
+
+
 _SET_WAITING = update(events).where(events.c.id == bindparam("event_id")).values(
     status=EventStatus.WAITING, reason=bindparam("waiting_reason"), waits_for_payee=bindparam("waits_for_payee"))
 
 
-def due_waiting(horizon: datetime, limit: int) -> Select[Any]:
+def due_waiting(dialect: str, horizon: datetime, limit: int) -> Select[Any]:
     """Up to ``limit`` waiting events dated up to ``horizon`` before which no event of the same CRM object waits (and
     that do not wait for a payee: :func:`claim_registered_waiting`)."""
     return select(events.c.id, events.c.occurred_at).where(
         events.c.status == EventStatus.WAITING, events.c.occurred_at <= horizon, events.c.waits_for_payee.is_(None),
-        ~exists().where(_SAME_OBJECT_BEFORE, _EARLIER.c.status == EventStatus.WAITING),
+        ~exists().where(_same_object_before(dialect), _EARLIER.c.status == EventStatus.WAITING),
     ).order_by(events.c.occurred_at, events.c.id).limit(limit)
 
 
 def claim_due_waiting(conn: Connection, horizon: datetime, limit: int) -> list[Any]:
     """Lock the events of :func:`due_waiting`: ``(id, occurred_at)`` of each."""
-    return list(conn.execute(for_update(conn, due_waiting(horizon, limit))).all())
+    return list(conn.execute(for_update(conn, due_waiting(conn.dialect.name, horizon, limit))).all())
 
 
 def release_waiting(conn: Connection, event_ids: list[int]) -> None:
@@ -294,13 +301,14 @@ def claim_registered_waiting(conn: Connection, limit: int) -> list[Any]:
         exists().where(payees.c.id == events.c.waits_for_payee)).order_by(events.c.id).limit(limit))).all())
 
 
-def next_ingested(horizon: datetime, limit: int) -> Select[Any]:
+def next_ingested(dialect: str, horizon: datetime, limit: int) -> Select[Any]:
     """The next ``limit`` ingested events by id (the columns a calculation reads), each with ``waits_for``: the first
     earlier event of its CRM object that waits, or is ingested and dated after ``horizon``; None when there is
     none."""
     not_due = or_(_EARLIER.c.status == EventStatus.WAITING,
                   and_(_EARLIER.c.status == EventStatus.INGESTED, _EARLIER.c.occurred_at > horizon))
-    waits_for = select(func.min(unindexed(_EARLIER.c.id))).where(_SAME_OBJECT_BEFORE, not_due).scalar_subquery()
+    least = unindexed(_EARLIER.c.id) if dialect == "postgresql" else _EARLIER.c.id
+    waits_for = select(func.min(least)).where(_same_object_before(dialect), not_due).scalar_subquery()
     return select(*_CALCULATED_COLUMNS, waits_for.label("waits_for")).where(
         events.c.status == EventStatus.INGESTED).order_by(events.c.id).limit(limit)
 
@@ -315,7 +323,7 @@ def claim_ingested(conn: Connection, horizon: datetime, limit: int) -> list[Any]
     """Lock the events of :func:`next_ingested`: the calculate stage's work list. Each row holds ``id, key, source,
     object_type, object_id, transition, event_type, occurred_at, payee_id, partner_id, amount, currency,
     attributes, waits_for``, in that order."""
-    return list(conn.execute(for_update(conn, next_ingested(horizon, limit))).all())
+    return list(conn.execute(for_update(conn, next_ingested(conn.dialect.name, horizon, limit))).all())
 
 
 def set_waiting(conn: Connection, moves: list[dict[str, Any]]) -> None:
