@@ -258,14 +258,18 @@ def reset_failed_sources(conn: Connection) -> list[str]:
 _EARLIER = events.alias("earlier")
 
 
+def _earlier_id(dialect: str) -> ColumnElement[int]:
+    """The earlier event's id as the conditions below compare it (see :func:`_same_object_before`)."""
+    return unindexed(_EARLIER.c.id) if dialect == "postgresql" else _EARLIER.c.id
+
+
 def _same_object_before(dialect: str) -> ColumnElement[bool]:
     """The earlier events of the same CRM object, read through ``ix_events_object``. On PostgreSQL their ids are
     compared (and their least taken) as expressions no index serves: otherwise PostgreSQL, before its first ANALYZE,
     rates the source's index ``ix_events_source_id`` (source, id) as good and walks every earlier event of the source,
     for each event. SQLite's planner reads the object's index with the id bound (its entries end in the rowid)."""
-    earlier_id = unindexed(_EARLIER.c.id) if dialect == "postgresql" else _EARLIER.c.id
     return and_(_EARLIER.c.source == events.c.source, _EARLIER.c.object_type == events.c.object_type,
-                _EARLIER.c.object_id == events.c.object_id, earlier_id < events.c.id)
+                _EARLIER.c.object_id == events.c.object_id, _earlier_id(dialect) < events.c.id)
 
 
 _SET_WAITING = update(events).where(events.c.id == bindparam("event_id")).values(
@@ -307,8 +311,7 @@ def next_ingested(dialect: str, horizon: datetime, limit: int) -> Select[Any]:
     none."""
     not_due = or_(_EARLIER.c.status == EventStatus.WAITING,
                   and_(_EARLIER.c.status == EventStatus.INGESTED, _EARLIER.c.occurred_at > horizon))
-    least = unindexed(_EARLIER.c.id) if dialect == "postgresql" else _EARLIER.c.id
-    waits_for = select(func.min(least)).where(_same_object_before(dialect), not_due).scalar_subquery()
+    waits_for = select(func.min(_earlier_id(dialect))).where(_same_object_before(dialect), not_due).scalar_subquery()
     return select(*_CALCULATED_COLUMNS, waits_for.label("waits_for")).where(
         events.c.status == EventStatus.INGESTED).order_by(events.c.id).limit(limit)
 
